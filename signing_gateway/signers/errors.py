@@ -1,0 +1,118 @@
+"""Errors raised by the signer clients.
+
+Every error names the signer (its configured name, e.g. ``"eu"``) and the endpoint (e.g.
+``"get_credential"``), never a URL: these strings end up in logs and problem bodies.
+
+The hierarchy splits on what the caller may do next::
+
+    SignerError
+    ├── SignerTransportError            no usable HTTP answer arrived
+    │   ├── SignerConnectError          never reached the signer: safe to retry anywhere
+    │   ├── SignerTimeoutError          a connect, pool, write or read deadline expired
+    │   └── SignerConnectionLostError   the connection broke after the request was sent
+    └── SignerResponseError             the signer answered, and the answer is unusable
+        ├── SignerRejectedError         4xx other than 429: the request itself is wrong
+        ├── SignerThrottledError        429 or 503: come back later (maybe after retry_after)
+        ├── SignerServerError           other 5xx: the signer failed
+        └── SignerMalformedResponseError  2xx whose body does not match the contract
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SignerConnectError",
+    "SignerConnectionLostError",
+    "SignerError",
+    "SignerMalformedResponseError",
+    "SignerRejectedError",
+    "SignerResponseError",
+    "SignerServerError",
+    "SignerThrottledError",
+    "SignerTimeoutError",
+    "SignerTransportError",
+]
+
+
+class SignerError(Exception):
+    """Base class: a call to a signer did not produce a usable result.
+
+    Never raised directly; catch it to handle every signer failure at once.
+    """
+
+    def __init__(self, message: str, *, signer: str, endpoint: str) -> None:
+        """Keep the signer and endpoint names next to a human-readable message."""
+        super().__init__(message)
+        self.message = message
+        self.signer = signer
+        self.endpoint = endpoint
+
+    def __str__(self) -> str:
+        """Render as ``signer endpoint: message`` (no URL, no body)."""
+        return f"{self.signer} {self.endpoint}: {self.message}"
+
+
+class SignerTransportError(SignerError):
+    """Raised when no complete HTTP response arrived from the signer."""
+
+
+class SignerConnectError(SignerTransportError):
+    """Raised when the connection could not be opened (refused, DNS, TLS handshake).
+
+    The request never reached the signer, so nothing was signed.
+    """
+
+
+class SignerTimeoutError(SignerTransportError):
+    """Raised when any deadline expired: connect, waiting for a pooled connection, write or read.
+
+    A read timeout means the signer may still have signed the request.
+    """
+
+
+class SignerConnectionLostError(SignerTransportError):
+    """Raised when the connection broke after the request went out (reset, truncated body).
+
+    The signer may have signed the request; the result is lost.
+    """
+
+
+class SignerResponseError(SignerError):
+    """Raised when the signer answered with a status or body the client cannot use."""
+
+    def __init__(self, message: str, *, signer: str, endpoint: str, status_code: int) -> None:
+        """Also keep the HTTP status code of the answer."""
+        super().__init__(message, signer=signer, endpoint=endpoint)
+        self.status_code = status_code
+
+
+class SignerRejectedError(SignerResponseError):
+    """Raised on a 4xx other than 429: the signer refused this request as it stands."""
+
+
+class SignerThrottledError(SignerResponseError):
+    """Raised on 429 or 503: the signer is overloaded or unavailable for now.
+
+    ``retry_after`` holds the delay in seconds from the ``Retry-After`` header, or ``None``
+    when the header was absent or unreadable.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        signer: str,
+        endpoint: str,
+        status_code: int,
+        retry_after: float | None,
+    ) -> None:
+        """Also keep the delay the signer asked for."""
+        super().__init__(message, signer=signer, endpoint=endpoint, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class SignerServerError(SignerResponseError):
+    """Raised on a 5xx other than 503: the signer failed while handling the request."""
+
+
+class SignerMalformedResponseError(SignerResponseError):
+    """Raised on a 2xx whose body is too large, not JSON, or not the shape the contract names."""
