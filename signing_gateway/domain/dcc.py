@@ -1,0 +1,252 @@
+"""EU DCC issuance requests: the payload model, the key usage and the expiration rule.
+
+Validate with ``EuRequest.model_validate(body, context={"now": now})``; every failure is a
+pydantic ``ValidationError`` whose errors carry the wire location (``("dcc", "v", 0, "dn")``) and
+a rule-specific type (``uvci_checksum``, ``date_in_future``, ...). Rules that need the signing
+certificate or the issuance policy live in :func:`resolve_expiration`, which raises
+:class:`~signing_gateway.domain.errors.DomainValidationError`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Final, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from signing_gateway.domain.dcc_dates import date_of_birth as _valid_date_of_birth
+from signing_gateway.domain.dcc_dates import parse_rfc3339
+from signing_gateway.domain.dcc_entries import RecoveryEntry, TestEntry, VaccinationEntry
+from signing_gateway.domain.dcc_names import PersonName, reject_null
+from signing_gateway.domain.errors import DomainValidationError, FieldError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+_SCHEMA_VERSION = re.compile(r"1\.3\.(0|[1-9][0-9]*)")
+
+
+class KeyUsage(StrEnum):
+    """What a signing key may sign; each DCC group has exactly one."""
+
+    VACCINATION = "vaccination"
+    TEST = "test"
+    RECOVERY = "recovery"
+
+    @property
+    def group(self) -> str:
+        """The DCC group (``v``, ``t`` or ``r``) this key usage signs."""
+        return _GROUP_OF_USAGE[self]
+
+
+_GROUP_OF_USAGE: Final = {KeyUsage.VACCINATION: "v", KeyUsage.TEST: "t", KeyUsage.RECOVERY: "r"}
+_USAGE_OF_GROUP: Final = {group: usage for usage, group in _GROUP_OF_USAGE.items()}
+
+
+def _schema_version(value: str) -> str:
+    if not _SCHEMA_VERSION.fullmatch(value):
+        raise PydanticCustomError(
+            "dcc_version",
+            "Schema version must be 1.3.x (like 1.3.0), got '{value}'",
+            {"value": value},
+        )
+    return value
+
+
+def _single_entry(entries: list[Any] | None) -> list[Any] | None:
+    if entries is not None and len(entries) != 1:
+        raise PydanticCustomError(
+            "group_entry_count",
+            "A DCC group must hold exactly one entry, got {count}",
+            {"count": len(entries)},
+        )
+    return entries
+
+
+_GROUP_RULES: Final = (BeforeValidator(reject_null), AfterValidator(_single_entry))
+VaccinationGroup = Annotated[list[VaccinationEntry] | None, *_GROUP_RULES]
+TestGroup = Annotated[list[TestEntry] | None, *_GROUP_RULES]
+RecoveryGroup = Annotated[list[RecoveryEntry] | None, *_GROUP_RULES]
+DccEntry = VaccinationEntry | TestEntry | RecoveryEntry
+
+
+class Dcc(BaseModel):
+    """An EU DCC payload (schema 1.3.x) with exactly one of ``v``/``t``/``r``, one entry in it.
+
+    Strings are kept as given (after NFC normalisation of free text): dates and times are not
+    reformatted, because the signed payload must be the one the issuer asked for.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    version: Annotated[str, AfterValidator(_schema_version)] = Field(alias="ver")
+    name: PersonName = Field(alias="nam")
+    date_of_birth: Annotated[str, AfterValidator(_valid_date_of_birth)] = Field(alias="dob")
+    vaccination: VaccinationGroup = Field(default=None, alias="v")
+    test: TestGroup = Field(default=None, alias="t")
+    recovery: RecoveryGroup = Field(default=None, alias="r")
+
+    @field_validator("test", "recovery")
+    @classmethod
+    def _no_second_group(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+        """Refuse a group when an earlier one is already present, at the later group's place."""
+        if value is not None and any(
+            info.data.get(earlier) is not None for earlier in ("vaccination", "test")
+        ):
+            raise PydanticCustomError(
+                "dcc_group_count",
+                "A DCC carries exactly one of 'v', 't' and 'r'; remove the others",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_group(self) -> Self:
+        """Refuse a DCC with no group at all (several are refused field by field)."""
+        present = [g for g in (self.vaccination, self.test, self.recovery) if g is not None]
+        if not present:
+            raise PydanticCustomError(
+                "dcc_group_count",
+                "A DCC carries exactly one of 'v' (vaccination), 't' (test) and 'r' (recovery)",
+            )
+        return self
+
+    @property
+    def group(self) -> str:
+        """The wire name of the group present: ``v``, ``t`` or ``r``."""
+        if self.vaccination is not None:
+            return "v"
+        return "t" if self.test is not None else "r"
+
+    @property
+    def entry(self) -> DccEntry:
+        """The single entry of the group present."""
+        group = self.vaccination or self.test or self.recovery
+        if not group:  # pragma: no cover - excluded by validation
+            raise AssertionError("validated DCC without a group")
+        return group[0]
+
+    @property
+    def key_usage(self) -> KeyUsage:
+        """The key usage that signs this DCC's group."""
+        return _USAGE_OF_GROUP[self.group]
+
+    def uvci(self) -> str:
+        """The certificate identifier (``ci``) of the entry."""
+        return self.entry.certificate_id
+
+    def signing_payload(self) -> dict[str, Any]:
+        """The exact JSON object to sign: wire names, no absent fields, strings as validated."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _rfc3339_expiration(value: object) -> object:
+    if isinstance(value, str):
+        return parse_rfc3339(value)
+    if isinstance(value, datetime):
+        return value
+    raise PydanticCustomError(
+        "rfc3339_datetime", "Must be an RFC 3339 date-time string with an offset"
+    )
+
+
+class EuRequest(BaseModel):
+    """A request for one EU DCC: the payload, and optionally key usage and expiration time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # dcc first: the key usage check below reads the validated DCC.
+    dcc: Dcc
+    key_usage: Annotated[KeyUsage | None, BeforeValidator(reject_null)] = Field(
+        default=None, alias="keyUsage"
+    )
+    expiration_time: Annotated[
+        datetime | None, BeforeValidator(reject_null), BeforeValidator(_rfc3339_expiration)
+    ] = Field(default=None, alias="expirationTime")
+
+    @field_validator("key_usage", mode="before")
+    @classmethod
+    def _key_usage_value(cls, value: object) -> object:
+        """Turn the wire string into the enum here, so strict mode accepts it from JSON."""
+        if isinstance(value, str):
+            try:
+                return KeyUsage(value)
+            except ValueError:
+                raise PydanticCustomError(
+                    "key_usage",
+                    "keyUsage must be one of 'vaccination', 'test', 'recovery', got '{value}'",
+                    {"value": value},
+                ) from None
+        return value
+
+    @field_validator("key_usage")
+    @classmethod
+    def _key_usage_matches_group(
+        cls, value: KeyUsage | None, info: ValidationInfo
+    ) -> KeyUsage | None:
+        """A key usage given must be the one for the DCC's group."""
+        dcc = info.data.get("dcc")
+        if value is not None and dcc is not None and value is not dcc.key_usage:
+            raise PydanticCustomError(
+                "key_usage_mismatch",
+                "keyUsage '{given}' does not match the DCC group '{group}' (needs '{expected}')",
+                {"given": value.value, "group": dcc.group, "expected": dcc.key_usage.value},
+            )
+        return value
+
+    def effective_key_usage(self) -> KeyUsage:
+        """The key usage to sign with: the one given, else the one the DCC's group implies."""
+        return self.key_usage or self.dcc.key_usage
+
+
+def resolve_expiration(
+    request: EuRequest,
+    *,
+    now: datetime,
+    default_validity: Mapping[KeyUsage, timedelta],
+    not_after: datetime | None,
+) -> datetime:
+    """Return the expiration time to sign with: UTC, whole seconds (rounded down).
+
+    Without ``expirationTime`` it is ``now`` plus the default validity for the key usage, capped
+    at ``not_after`` (the signing certificate cannot vouch beyond its own validity). A given value
+    must carry an offset, lie after ``now`` and not after ``not_after``. Raises
+    DomainValidationError at ``("expirationTime",)``.
+    """
+    if now.tzinfo is None or (not_after is not None and not_after.tzinfo is None):
+        raise ValueError("now and not_after must be timezone-aware")
+    given = request.expiration_time
+    if given is None:
+        candidate = now + default_validity[request.effective_key_usage()]
+        if not_after is not None:
+            candidate = min(candidate, not_after)
+    elif given.tzinfo is None:
+        raise _expiration_error("expirationTime must carry a UTC offset (like Z or +02:00)")
+    else:
+        candidate = given
+    result = candidate.astimezone(UTC).replace(microsecond=0)
+    if result <= now:
+        if given is None:
+            raise _expiration_error("the signing certificate's validity has ended")
+        raise _expiration_error("expirationTime must lie in the future")
+    if not_after is not None and result > not_after:
+        raise _expiration_error(
+            f"expirationTime must not lie after the signing certificate's validity "
+            f"({not_after.astimezone(UTC).isoformat()})"
+        )
+    return result
+
+
+def _expiration_error(msg: str) -> DomainValidationError:
+    return DomainValidationError([FieldError(loc=("expirationTime",), msg=msg)])

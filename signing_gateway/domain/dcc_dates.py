@@ -1,0 +1,188 @@
+"""Dates and times in a DCC: parsing at the precision the schema allows, and "not in the future".
+
+The DCC keeps every date as the string the issuer gave (that string is what gets signed); these
+helpers only check it. "Now" comes from the pydantic validation context (``{"now": datetime}``) so
+tests and callers can pin the clock; without it the wall clock is used.
+
+A calendar date counts as "not in the future" when it is not after today's date in UTC+14, the
+earliest time zone: an event that happened today anywhere on Earth is accepted, whatever the
+server's clock zone. Instants (the test's sample time) may lead the clock by at most
+``CLOCK_SKEW``, to absorb small differences between the issuer's and our clocks.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Final
+
+from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationInfo
+
+EARLIEST_TIME_ZONE: Final = timezone(timedelta(hours=14))
+CLOCK_SKEW: Final = timedelta(minutes=5)
+DOB_MIN_YEAR: Final = 1900
+DOB_MAX_YEAR: Final = 2099
+
+_COMPLETE_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_DOB = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def now_from(info: ValidationInfo) -> datetime:
+    """Return the reference instant: the context's ``now`` if given, else the wall clock."""
+    context = info.context
+    if isinstance(context, dict):
+        now = context.get("now")
+        if isinstance(now, datetime):
+            if now.tzinfo is None:
+                raise ValueError("validation context 'now' must be timezone-aware")
+            return now
+    return datetime.now(UTC)
+
+
+def latest_acceptable_date(now: datetime) -> date:
+    """Return the last calendar date that is not in the future somewhere on Earth."""
+    return now.astimezone(EARLIEST_TIME_ZONE).date()
+
+
+def _real_date(year: int, month: int, day: int) -> date | None:
+    """Return the date, or None if the calendar has no such day."""
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def parse_complete_date(value: str) -> date:
+    """Parse ``YYYY-MM-DD`` into a real calendar date or raise ``complete_date``."""
+    match = _COMPLETE_DATE.fullmatch(value)
+    parsed = _real_date(int(match[1]), int(match[2]), int(match[3])) if match else None
+    if parsed is None:
+        raise PydanticCustomError(
+            "complete_date",
+            "Must be a real calendar date written YYYY-MM-DD, got '{value}'",
+            {"value": value},
+        )
+    return parsed
+
+
+def check_not_future_date(value: date, info: ValidationInfo) -> None:
+    """Raise ``date_in_future`` if the date lies after today (in the earliest time zone)."""
+    latest = latest_acceptable_date(now_from(info))
+    if value > latest:
+        raise PydanticCustomError(
+            "date_in_future",
+            "Date {value} lies in the future (it is {today} in the earliest time zone)",
+            {"value": value.isoformat(), "today": latest.isoformat()},
+        )
+
+
+def past_complete_date(value: str, info: ValidationInfo) -> str:
+    """Validate a complete date that must not lie in the future; return it unchanged."""
+    check_not_future_date(parse_complete_date(value), info)
+    return value
+
+
+def complete_date(value: str) -> str:
+    """Validate a complete date (any time); return it unchanged."""
+    parse_complete_date(value)
+    return value
+
+
+def date_of_birth(value: str, info: ValidationInfo) -> str:
+    """Validate a ``dob``: empty, ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``, real and not future.
+
+    Empty means "unknown" (the schema allows it and issuers use it). The datetime form that early
+    schema versions tolerated is refused: 1.3.x only has the three date precisions.
+    """
+    if value == "":
+        return value
+    match = _DOB.fullmatch(value)
+    # A real date at the precision given: the first of the month (or year) stands in for the rest.
+    well_formed = (
+        match is not None
+        and DOB_MIN_YEAR <= int(match[1]) <= DOB_MAX_YEAR
+        and _real_date(int(match[1]), int(match[2] or 1), int(match[3] or 1)) is not None
+    )
+    if match is None or not well_formed:
+        raise PydanticCustomError(
+            "date_of_birth",
+            "Date of birth must be empty, YYYY, YYYY-MM or YYYY-MM-DD with a real month and day "
+            "and a year from {min_year} to {max_year}, got '{value}'",
+            {"value": value, "min_year": DOB_MIN_YEAR, "max_year": DOB_MAX_YEAR},
+        )
+    latest = latest_acceptable_date(now_from(info))
+    # Compare at the precision given: "2026" is only future once the year itself is.
+    given = tuple(int(part) for part in match.groups() if part is not None)
+    if given > (latest.year, latest.month, latest.day)[: len(given)]:
+        raise PydanticCustomError(
+            "date_in_future",
+            "Date of birth {value} lies in the future (it is {today} in the earliest time zone)",
+            {"value": value, "today": latest.isoformat()},
+        )
+    return value
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """Parse an RFC 3339 date-time with a mandatory offset, or raise ``rfc3339_datetime``.
+
+    Stricter than ISO 8601 on purpose: ``T`` and ``Z`` upper case, offset written ``±HH:MM``
+    (``+02`` and ``+0200`` are refused), no leap second.
+    """
+    parsed = _rfc3339_or_none(value)
+    if parsed is None:
+        raise PydanticCustomError(
+            "rfc3339_datetime",
+            "Must be an RFC 3339 date-time with an offset, like 2021-06-11T17:30:00Z or "
+            "2021-06-11T17:30:00+02:00, got '{value}'",
+            {"value": value},
+        )
+    return parsed
+
+
+def _rfc3339_or_none(value: str) -> datetime | None:
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return None
+    offset = match[8]
+    if offset == "Z":
+        tz: timezone = UTC
+    else:
+        hours, minutes = int(offset[1:3]), int(offset[4:6])
+        if hours > 23 or minutes > 59:  # noqa: PLR2004 - clock limits
+            return None
+        sign = -1 if offset[0] == "-" else 1
+        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    microseconds = int((match[7] or ".0")[1:7].ljust(6, "0"))
+    try:
+        return datetime(
+            int(match[1]),
+            int(match[2]),
+            int(match[3]),
+            int(match[4]),
+            int(match[5]),
+            int(match[6]),
+            microseconds,
+            tzinfo=tz,
+        )
+    except ValueError:
+        return None
+
+
+def past_instant(value: str, info: ValidationInfo) -> str:
+    """Validate an RFC 3339 instant that must not lie in the future; return it unchanged."""
+    instant = parse_rfc3339(value)
+    now = now_from(info)
+    if instant > now + CLOCK_SKEW:
+        raise PydanticCustomError(
+            "datetime_in_future",
+            "Time {value} lies in the future (now is {now})",
+            {"value": value, "now": now.astimezone(UTC).isoformat(timespec="seconds")},
+        )
+    return value

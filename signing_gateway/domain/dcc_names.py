@@ -1,0 +1,101 @@
+"""Person names and other free text in a DCC.
+
+Free text (``fn``, ``gn``, issuer, test name, testing centre) is stored NFC-normalised, so that the
+same name typed on two keyboards signs to the same bytes. Its length is checked before and after
+normalisation, so nothing the schema refuses for length slips through by composing characters.
+Control characters (Unicode Cc), lone surrogates and line/paragraph separators are refused: they
+have no place on a certificate and render unpredictably. Format characters (Cf) such as the
+zero-width non-joiner stay allowed, some scripts need them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated, Final, Self
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+TEXT_MAX_LENGTH: Final = 80
+_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_TRANSLITERATED = re.compile(r"[A-Z<]*")
+
+
+def _free_text(value: str) -> str:
+    """Normalise to NFC and check length and characters; return the normalised text."""
+    normalised = unicodedata.normalize("NFC", value)
+    length = max(len(value), len(normalised))
+    if length > TEXT_MAX_LENGTH:
+        raise PydanticCustomError(
+            "text_too_long",
+            "Must be at most {max_length} characters, got {length}",
+            {"max_length": TEXT_MAX_LENGTH, "length": length},
+        )
+    for char in normalised:
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise PydanticCustomError(
+                "text_control_character",
+                "Must not contain control characters, found U+{codepoint}",
+                {"codepoint": f"{ord(char):04X}"},
+            )
+    return normalised
+
+
+def _transliterated(value: str) -> str:
+    """Check an ICAO 9303 transliterated name: A-Z and '<' only, at most 80 characters."""
+    if len(value) > TEXT_MAX_LENGTH:
+        raise PydanticCustomError(
+            "text_too_long",
+            "Must be at most {max_length} characters, got {length}",
+            {"max_length": TEXT_MAX_LENGTH, "length": len(value)},
+        )
+    if not _TRANSLITERATED.fullmatch(value):
+        raise PydanticCustomError(
+            "transliterated_name",
+            "Must be the ICAO 9303 transliteration: only A-Z and '<', got '{value}'",
+            {"value": value},
+        )
+    return value
+
+
+def reject_null(value: object) -> object:
+    """Refuse an explicit JSON null for an optional field: absent is allowed, null is not."""
+    if value is None:
+        raise PydanticCustomError("null_not_allowed", "Leave the field out instead of sending null")
+    return value
+
+
+FreeText = Annotated[str, AfterValidator(_free_text)]
+"""Free text up to 80 characters, stored NFC-normalised, without control characters."""
+
+OptionalFreeText = Annotated[FreeText | None, BeforeValidator(reject_null)]
+"""Free text that may be left out (but not sent as null)."""
+
+TransliteratedName = Annotated[str, AfterValidator(_transliterated)]
+"""A name transliterated per ICAO 9303 (``^[A-Z<]*$``, at most 80 characters)."""
+
+OptionalTransliteratedName = Annotated[TransliteratedName | None, BeforeValidator(reject_null)]
+"""A transliterated name that may be left out (but not sent as null)."""
+
+
+class PersonName(BaseModel):
+    """``nam``: surname and forename, as written and transliterated; one transliteration needed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    family_name: OptionalFreeText = Field(default=None, alias="fn")
+    family_name_transliterated: OptionalTransliteratedName = Field(default=None, alias="fnt")
+    given_name: OptionalFreeText = Field(default=None, alias="gn")
+    given_name_transliterated: OptionalTransliteratedName = Field(default=None, alias="gnt")
+
+    @model_validator(mode="after")
+    def _needs_a_transliterated_name(self) -> Self:
+        """Since schema 1.3.2 a DCC names the holder by fnt, gnt or both; empty does not count."""
+        if not (self.family_name_transliterated or self.given_name_transliterated):
+            raise PydanticCustomError(
+                "name_missing",
+                "At least one of 'fnt' (transliterated surname) and 'gnt' (transliterated "
+                "forename) must be present and non-empty",
+            )
+        return self

@@ -1,0 +1,145 @@
+"""Dutch domestic credential attributes and the issuance policy that bounds them.
+
+The domestic credential carries every attribute as a string (the Idemix attribute encoding), so
+the model keeps them as strings too and checks their exact form: no leading zeros, no padding,
+nothing a verifier could read two ways.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Final
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from signing_gateway.domain.dcc_names import reject_null
+from signing_gateway.domain.errors import FieldError
+
+if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+    from signing_gateway.domain.errors import Loc
+
+
+def _rule(pattern: str, error_type: str, message: str) -> AfterValidator:
+    """Build a validator that accepts exactly the strings matching pattern."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise PydanticCustomError(error_type, message, {"value": value})
+        return value
+
+    return AfterValidator(check)
+
+
+Flag = Annotated[str, _rule(r"[01]", "domestic_flag", "Must be '0' or '1', got '{value}'")]
+# Twelve digits reach past the year 30000: anything longer is a mistake, not a date.
+UnixSeconds = Annotated[
+    str,
+    _rule(
+        r"0|[1-9][0-9]{0,11}",
+        "unix_seconds",
+        "Must be unix seconds written as digits without leading zeros, got '{value}'",
+    ),
+]
+Hours = Annotated[
+    str,
+    _rule(
+        r"[1-9][0-9]{0,5}",
+        "positive_integer",
+        "Must be a positive whole number written as digits without leading zeros, got '{value}'",
+    ),
+]
+Initial = Annotated[
+    str, _rule(r"[A-Z]?", "name_initial", "Must be one letter A-Z or empty, got '{value}'")
+]
+BirthDay = Annotated[
+    str,
+    _rule(
+        r"(?:[1-9]|[12][0-9]|3[01])?",
+        "birth_day",
+        "Must be a day '1' to '31' (no leading zero) or empty, got '{value}'",
+    ),
+]
+BirthMonth = Annotated[
+    str,
+    _rule(
+        r"(?:[1-9]|1[0-2])?",
+        "birth_month",
+        "Must be a month '1' to '12' (no leading zero) or empty, got '{value}'",
+    ),
+]
+CATEGORY_MAX_LENGTH: Final = 8
+# Short codes only (CoronaCheck used "", "1", "2", "3"): letters, digits, nothing to escape.
+Category = Annotated[
+    str,
+    _rule(
+        rf"[A-Z0-9]{{0,{CATEGORY_MAX_LENGTH}}}",
+        "domestic_category",
+        f"Must be at most {CATEGORY_MAX_LENGTH} characters A-Z or 0-9, got '{{value}}'",
+    ),
+]
+
+
+class DomesticAttributes(BaseModel):
+    """The attributes of one domestic credential, all strings as the credential carries them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    is_specimen: Flag = Field(alias="isSpecimen")
+    is_paper_proof: Flag = Field(alias="isPaperProof")
+    valid_from: UnixSeconds = Field(alias="validFrom")
+    valid_for_hours: Hours = Field(alias="validForHours")
+    first_name_initial: Initial = Field(alias="firstNameInitial")
+    last_name_initial: Initial = Field(alias="lastNameInitial")
+    birth_day: BirthDay = Field(alias="birthDay")
+    birth_month: BirthMonth = Field(alias="birthMonth")
+    category: Annotated[Category | None, BeforeValidator(reject_null)] = Field(
+        default=None, alias="category"
+    )
+
+    def wire(self) -> dict[str, str]:
+        """The attributes as the signer takes them: wire names, category only when given."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DomesticPolicy:
+    """How far validFrom may lie from now, and how long a credential may be valid."""
+
+    max_valid_from_past: timedelta
+    max_valid_from_future: timedelta
+    max_valid_for_hours: int
+
+
+def check_domestic_policy(
+    attrs: DomesticAttributes, policy: DomesticPolicy, *, now: datetime, loc: Loc
+) -> list[FieldError]:
+    """Return the policy violations of attrs (empty when none), located under loc."""
+    errors: list[FieldError] = []
+    valid_from = int(attrs.valid_from)
+    earliest = now - policy.max_valid_from_past
+    latest = now + policy.max_valid_from_future
+    if not earliest.timestamp() <= valid_from <= latest.timestamp():
+        errors.append(
+            FieldError(
+                loc=(*loc, "validFrom"),
+                msg=(
+                    f"validFrom must lie between {int(earliest.timestamp())} and "
+                    f"{int(latest.timestamp())} (at most {policy.max_valid_from_past} before and "
+                    f"{policy.max_valid_from_future} after now), got {valid_from}"
+                ),
+            )
+        )
+    hours = int(attrs.valid_for_hours)
+    if hours > policy.max_valid_for_hours:
+        errors.append(
+            FieldError(
+                loc=(*loc, "validForHours"),
+                msg=f"validForHours must be at most {policy.max_valid_for_hours}, got {hours}",
+            )
+        )
+    return errors
