@@ -43,6 +43,10 @@ lock:
 	.venv-lock/bin/python -m pip install --quiet uv
 	.venv-lock/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
 		--python-version 3.11 --universal -o requirements.lock
+	.venv-lock/bin/uv pip compile pyproject.toml --generate-hashes \
+		--python-version 3.11 --universal -o requirements-runtime.lock
+	.venv-lock/bin/uv pip compile requirements-build.in --generate-hashes \
+		--python-version 3.11 --universal -o requirements-build.lock
 
 clean:
 	rm -rf $(VENV) .venv-lock .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# Build stage: build our wheel, and install exactly the locked, hash-checked runtime
+# dependencies into a virtualenv.
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY requirements-build.lock requirements-runtime.lock pyproject.toml README.md ./
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.lock
+COPY signing_gateway ./signing_gateway
+COPY fake_signer ./fake_signer
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements-runtime.lock \
+ && /opt/venv/bin/pip install --no-deps /wheels/*.whl
+
+# Runtime stage: the virtualenv only, run as an unprivileged user.
+FROM python:3.11-slim AS runtime
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    SIGNING_GATEWAY_HOST=0.0.0.0 SIGNING_GATEWAY_PORT=8080 \
+    SIGNING_GATEWAY_ENVIRONMENT=production
+RUN groupadd --system --gid 10001 gateway \
+ && useradd --system --uid 10001 --gid gateway --no-create-home --shell /usr/sbin/nologin gateway
+COPY --from=build /opt/venv /opt/venv
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=2s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"]
+ENTRYPOINT ["signing-gateway"]
+CMD ["serve"]
