@@ -1,0 +1,286 @@
+"""Decoding and verification of EU DCC credentials (``HC1:`` strings).
+
+``HC1:`` + Base45(zlib(COSE_Sign1)), where COSE_Sign1 is CBOR tag 18 of
+``[protected, unprotected, payload, signature]``, the protected header names alg (1) and kid
+(4), and the payload is a CWT with iss (1), exp (4), iat (6) and the DCC under -260 → 1.
+
+Every step is bounded: the text length, the decompressed size (a zip bomb is refused after
+``MAX_DECOMPRESSED_BYTES``) and CBOR nesting (cbor2 caps it). Verifying one credential costs
+about a signature check (~100 µs for ES256), so it runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import base45
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from signing_gateway.verification.errors import CredentialVerificationError
+
+if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+    from signing_gateway.verification.trust import DscCertificate, EuTrustStore
+
+__all__ = [
+    "MAX_CREDENTIAL_CHARS",
+    "MAX_DECOMPRESSED_BYTES",
+    "CredentialVerificationError",
+    "DecodedHc1",
+    "VerifiedEuCredential",
+    "decode_hc1",
+    "proof_identifier_for",
+    "verify_eu_credential",
+]
+
+#: Longest ``HC1:`` text accepted (a QR code holds ~4 300 characters; this leaves room).
+MAX_CREDENTIAL_CHARS = 32 * 1024
+#: Largest decompressed COSE message accepted.
+MAX_DECOMPRESSED_BYTES = 64 * 1024
+
+_PREFIX = "HC1:"
+_COSE_SIGN1_TAG = 18
+_ALG_ES256 = -7
+_ALG_PS256 = -37
+_ALGS = {_ALG_ES256: "ES256", _ALG_PS256: "PS256"}
+_HEADER_ALG, _HEADER_KID = 1, 4
+_CLAIM_ISS, _CLAIM_EXP, _CLAIM_IAT, _CLAIM_HCERT = 1, 4, 6, -260
+_ES256_SIGNATURE_BYTES = 64
+_COSE_ARRAY_LENGTH = 4
+
+
+@dataclass(frozen=True)
+class DecodedHc1:
+    """The parts of an HC1 credential, structurally checked but not yet verified."""
+
+    protected: bytes
+    alg: int
+    kid: bytes
+    payload: bytes
+    signature: bytes
+    iss: str
+    exp: int
+    iat: int
+    dcc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VerifiedEuCredential:
+    """What a verified credential says about itself; ``kid`` is base64."""
+
+    kid: str
+    iss: str
+    iat: int
+    exp: int
+    uvci: str | None
+
+
+def _fail(reason: str, detail: str = "") -> CredentialVerificationError:
+    return CredentialVerificationError(reason, detail)
+
+
+def _decompress(compressed: bytes) -> bytes:
+    """Inflate a zlib stream, refusing output over ``MAX_DECOMPRESSED_BYTES``."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(compressed, MAX_DECOMPRESSED_BYTES + 1)
+    except zlib.error as exc:
+        raise _fail("decode-failed", "not a zlib stream") from exc
+    if len(data) > MAX_DECOMPRESSED_BYTES or inflater.unconsumed_tail:
+        raise _fail("too-large", f"decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise _fail("decode-failed", "truncated or trailing zlib data")
+    return data
+
+
+def _cbor(data: bytes, what: str) -> Any:  # noqa: ANN401 - CBOR decodes to any shape
+    try:
+        return cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
+        raise _fail("decode-failed", f"{what} is not CBOR") from exc
+
+
+def _int(value: object, what: str) -> int:
+    if type(value) is not int:  # bool is an int subclass and never a valid claim
+        raise _fail("decode-failed", f"{what} must be an integer")
+    return value
+
+
+def _cose_sign1(text: str) -> list[Any]:
+    """Undo prefix, Base45, zlib and CBOR; return the four COSE_Sign1 elements."""
+    if not isinstance(text, str) or not text.startswith(_PREFIX):
+        raise _fail("decode-failed", "missing HC1: prefix")
+    if len(text) > MAX_CREDENTIAL_CHARS:
+        raise _fail("too-large", f"longer than {MAX_CREDENTIAL_CHARS} characters")
+    try:
+        compressed = base45.b45decode(text[len(_PREFIX) :])
+    except (ValueError, TypeError) as exc:
+        raise _fail("decode-failed", "not Base45") from exc
+    cose = _cbor(_decompress(compressed), "COSE message")
+    if not isinstance(cose, cbor2.CBORTag) or cose.tag != _COSE_SIGN1_TAG:
+        raise _fail("decode-failed", "not a tagged COSE_Sign1")
+    parts = cose.value
+    # cbor2 decodes the content of a tag as immutable values (tuple, frozendict).
+    if not isinstance(parts, list | tuple) or len(parts) != _COSE_ARRAY_LENGTH:
+        raise _fail("decode-failed", "COSE_Sign1 must be a 4-element array")
+    protected, unprotected, payload, signature = parts
+    if not (
+        isinstance(protected, bytes)
+        and isinstance(unprotected, Mapping)
+        and isinstance(payload, bytes)
+        and isinstance(signature, bytes)
+    ):
+        raise _fail("decode-failed", "COSE_Sign1 element types")
+    return list(parts)
+
+
+def decode_hc1(text: str) -> DecodedHc1:
+    """Decode an ``HC1:`` string into its COSE and CWT parts, checking their structure.
+
+    Raises:
+        CredentialVerificationError: ``decode-failed`` or ``too-large``.
+    """
+    protected, unprotected, payload, signature = _cose_sign1(text)
+    header = _cbor(protected, "protected header") if protected else {}
+    if not isinstance(header, dict):
+        raise _fail("decode-failed", "protected header must be a map")
+    # The spec lets kid sit in the unprotected header; the signature check still binds the key.
+    kid = header.get(_HEADER_KID, unprotected.get(_HEADER_KID))
+    if not isinstance(kid, bytes):
+        raise _fail("decode-failed", "kid must be a byte string")
+    claims = _cbor(payload, "payload")
+    if not isinstance(claims, dict):
+        raise _fail("decode-failed", "payload must be a map")
+    iss = claims.get(_CLAIM_ISS)
+    hcert = claims.get(_CLAIM_HCERT)
+    dcc = hcert.get(1) if isinstance(hcert, dict) else None
+    if not isinstance(iss, str) or not isinstance(dcc, dict):
+        raise _fail("decode-failed", "payload must carry iss and -260/1")
+    return DecodedHc1(
+        protected=protected,
+        alg=_int(header.get(_HEADER_ALG), "alg"),
+        kid=kid,
+        payload=payload,
+        signature=signature,
+        iss=iss,
+        exp=_int(claims.get(_CLAIM_EXP), "exp"),
+        iat=_int(claims.get(_CLAIM_IAT), "iat"),
+        dcc=dcc,
+    )
+
+
+def _check_signature(decoded: DecodedHc1, dsc: DscCertificate) -> None:
+    """Verify the COSE signature with the DSC's key; ``bad-signature`` otherwise."""
+    to_be_signed = cbor2.dumps(["Signature1", decoded.protected, b"", decoded.payload])
+    key = dsc.public_key
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if len(decoded.signature) != _ES256_SIGNATURE_BYTES:
+                raise _fail("bad-signature", "ES256 signature must be 64 bytes r||s")
+            r = int.from_bytes(decoded.signature[:32], "big")
+            s = int.from_bytes(decoded.signature[32:], "big")
+            key.verify(encode_dss_signature(r, s), to_be_signed, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, rsa.RSAPublicKey):
+            pss = padding.PSS(
+                mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH
+            )
+            key.verify(decoded.signature, to_be_signed, pss, hashes.SHA256())
+    except InvalidSignature as exc:
+        raise _fail("bad-signature") from exc
+
+
+def _strictly_equal(left: object, right: object) -> bool:
+    """Deep equality that also requires equal scalar types (1 != 1.0 != True)."""
+    if isinstance(left, Mapping) and isinstance(right, Mapping):
+        return left.keys() == right.keys() and all(_strictly_equal(left[k], right[k]) for k in left)
+    if isinstance(left, list | tuple) and isinstance(right, list | tuple):
+        return len(left) == len(right) and all(
+            _strictly_equal(a, b) for a, b in zip(left, right, strict=True)
+        )
+    return type(left) is type(right) and left == right
+
+
+def proof_identifier_for(signature: bytes) -> str:
+    """The proof identifier of a signature: base64 of the first 16 bytes of its SHA-256."""
+    return base64.b64encode(hashlib.sha256(signature).digest()[:16]).decode("ascii")
+
+
+def _uvci(dcc: Mapping[str, Any]) -> str | None:
+    for group in ("v", "t", "r"):
+        entries = dcc.get(group)
+        if isinstance(entries, list) and entries and isinstance(entries[0], dict):
+            ci = entries[0].get("ci")
+            return ci if isinstance(ci, str) else None
+    return None
+
+
+def _signing_certificate(
+    decoded: DecodedHc1, *, trust: EuTrustStore, key_usage: str, now: datetime
+) -> DscCertificate:
+    """The trusted DSC named by the kid, checked against alg, key usage and ``now``."""
+    alg_name = _ALGS.get(decoded.alg)
+    if alg_name is None:
+        raise _fail("unsupported-alg", str(decoded.alg))
+    dsc = trust.lookup(decoded.kid)
+    if dsc is None:
+        raise _fail("unknown-kid", base64.b64encode(decoded.kid).decode("ascii"))
+    if dsc.alg != alg_name:
+        raise _fail("alg-mismatch", f"{alg_name} with a {dsc.alg} certificate")
+    if str(key_usage) not in dsc.key_usages:
+        raise _fail("key-usage-mismatch", f"certificate {dsc.kid_b64} cannot sign {key_usage}")
+    if not dsc.valid_at(now):
+        raise _fail("certificate-not-valid", f"certificate {dsc.kid_b64} not valid now")
+    return dsc
+
+
+def verify_eu_credential(
+    credential: str,
+    *,
+    trust: EuTrustStore,
+    key_usage: str,
+    expected_dcc: Mapping[str, Any],
+    expected_exp: int,
+    proof_identifier: str,
+    now: datetime,
+    max_clock_skew: timedelta,
+) -> VerifiedEuCredential:
+    """Check that a signer's credential is genuine and says exactly what was asked.
+
+    Checks, in order: structure, alg (ES256/PS256) known and matching the DSC key, kid
+    trusted, DSC allowed for ``key_usage`` and valid at ``now``, signature, DCC equal to
+    ``expected_dcc`` (types included), exp equal to ``expected_exp`` and within the DSC,
+    iat within ``max_clock_skew`` of ``now``, and the proof identifier.
+
+    Raises:
+        CredentialVerificationError: with reason ``decode-failed``, ``too-large``,
+            ``unsupported-alg``, ``unknown-kid``, ``alg-mismatch``, ``key-usage-mismatch``,
+            ``certificate-not-valid``, ``bad-signature``, ``payload-mismatch``,
+            ``exp-mismatch``, ``exp-beyond-certificate``, ``iat-out-of-range`` or
+            ``proof-identifier-mismatch``.
+    """
+    decoded = decode_hc1(credential)
+    dsc = _signing_certificate(decoded, trust=trust, key_usage=key_usage, now=now)
+    _check_signature(decoded, dsc)
+    if not _strictly_equal(decoded.dcc, expected_dcc):
+        raise _fail("payload-mismatch")
+    if decoded.exp != expected_exp:
+        raise _fail("exp-mismatch", f"{decoded.exp} != {expected_exp}")
+    if decoded.exp > dsc.not_after.timestamp():
+        raise _fail("exp-beyond-certificate")
+    if abs(decoded.iat - now.timestamp()) > max_clock_skew.total_seconds():
+        raise _fail("iat-out-of-range", f"iat {decoded.iat}")
+    if proof_identifier != proof_identifier_for(decoded.signature):
+        raise _fail("proof-identifier-mismatch")
+    return VerifiedEuCredential(
+        kid=dsc.kid_b64, iss=decoded.iss, iat=decoded.iat, exp=decoded.exp, uvci=_uvci(decoded.dcc)
+    )

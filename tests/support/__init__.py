@@ -1,0 +1,1 @@
+"""Helpers shared by tests (builders of keys, certificates and credentials)."""

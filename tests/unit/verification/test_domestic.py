@@ -1,0 +1,176 @@
+"""Domestic (NL2 simulation) verification: static QR codes and issue signatures."""
+
+from __future__ import annotations
+
+import base45
+import cbor2
+import pytest
+
+from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
+from signing_gateway.verification.errors import CredentialVerificationError
+from signing_gateway.verification.trust import DomesticKey, DomesticTrustStore
+from tests.support.credentials import (
+    DomesticSigner,
+    b64,
+    make_domestic_signer,
+    proof_identifier,
+    sample_attributes,
+)
+
+NONCE = b64(b"\x07" * 16)
+
+
+@pytest.fixture(scope="module")
+def signer() -> DomesticSigner:
+    """One domestic signing key shared by this module."""
+    return make_domestic_signer()
+
+
+@pytest.fixture(scope="module")
+def trust(signer) -> DomesticTrustStore:
+    """A store trusting exactly the module's signer."""
+    return DomesticTrustStore([DomesticKey.from_raw(signer.raw_public)])
+
+
+def static_reason(qr, trust, *, proof, expected=None) -> str:
+    """The reason verify_static_qr refuses ``qr`` with."""
+    with pytest.raises(CredentialVerificationError) as caught:
+        verify_static_qr(
+            qr,
+            trust=trust,
+            expected_attributes=expected or sample_attributes(),
+            proof_identifier=proof,
+        )
+    return caught.value.reason
+
+
+def issue_reason(items, trust, *, nonce=NONCE, expected=None) -> str:
+    """The reason verify_issue_signatures refuses ``items`` with."""
+    with pytest.raises(CredentialVerificationError) as caught:
+        verify_issue_signatures(
+            items,
+            trust=trust,
+            issuer_nonce=nonce,
+            expected_attributes=expected if expected is not None else [sample_attributes()],
+        )
+    return caught.value.reason
+
+
+def test_valid_static_qr_verifies(signer, trust):
+    """A static QR signed by a trusted key over the expected attributes verifies."""
+    qr, signature = signer.static_qr(sample_attributes())
+    verify_static_qr(
+        qr,
+        trust=trust,
+        expected_attributes=sample_attributes(),
+        proof_identifier=proof_identifier(signature),
+    )
+
+
+def test_static_qr_bad_signature(signer, trust):
+    """A QR whose signature covers other attributes gives bad-signature."""
+    other = {**sample_attributes(), "birthDay": "1"}
+    qr, signature = signer.static_qr(sample_attributes(), signed_attrs=other)
+    assert static_reason(qr, trust, proof=proof_identifier(signature)) == "bad-signature"
+
+
+def test_static_qr_unknown_kid(signer, trust):
+    """A QR naming an unknown kid gives unknown-kid."""
+    qr, signature = signer.static_qr(sample_attributes(), kid=b"\x01" * 8)
+    assert static_reason(qr, trust, proof=proof_identifier(signature)) == "unknown-kid"
+
+
+def test_static_qr_other_signer_key(trust):
+    """A QR signed by an untrusted key gives unknown-kid (its own kid is unknown)."""
+    qr, signature = make_domestic_signer().static_qr(sample_attributes())
+    assert static_reason(qr, trust, proof=proof_identifier(signature)) == "unknown-kid"
+
+
+def test_static_qr_payload_mismatch(signer, trust):
+    """A genuine QR over different attributes than requested gives payload-mismatch."""
+    other = {**sample_attributes(), "firstNameInitial": "Z"}
+    qr, signature = signer.static_qr(other)
+    assert static_reason(qr, trust, proof=proof_identifier(signature)) == "payload-mismatch"
+
+
+def test_static_qr_proof_identifier_mismatch(signer, trust):
+    """A proofIdentifier not derived from the QR's signature is refused."""
+    qr, _ = signer.static_qr(sample_attributes())
+    assert static_reason(qr, trust, proof=proof_identifier(b"x")) == "proof-identifier-mismatch"
+
+
+@pytest.mark.parametrize(
+    "qr",
+    [
+        "HC1:xyz",
+        "NL2:@@@",
+        "NL2:" + base45.b45encode(b"\xff").decode(),
+        "NL2:" + base45.b45encode(cbor2.dumps([b"k", b"a"])).decode(),
+        "NL2:" + base45.b45encode(cbor2.dumps([b"k", {"a": "b"}, b"s"])).decode(),
+    ],
+    ids=["prefix", "base45", "cbor", "two-parts", "attrs-not-bytes"],
+)
+def test_static_qr_malformed(qr, trust):
+    """Structural defects in a QR give decode-failed."""
+    assert static_reason(qr, trust, proof="") == "decode-failed"
+
+
+def test_static_qr_too_long(trust):
+    """A QR over the character cap is refused as too-large."""
+    assert static_reason("NL2:" + "0" * 9000, trust, proof="") == "too-large"
+
+
+def test_issue_signatures_verify(signer, trust):
+    """Every item signed over the session nonce and the expected attributes verifies."""
+    attrs = [sample_attributes(), {**sample_attributes(), "validFrom": "1700086400"}]
+    items = [signer.issue_item(NONCE, a) for a in attrs]
+    verify_issue_signatures(items, trust=trust, issuer_nonce=NONCE, expected_attributes=attrs)
+
+
+def test_issue_count_mismatch(signer, trust):
+    """Fewer items than requested credentials gives count-mismatch."""
+    items = [signer.issue_item(NONCE, sample_attributes())]
+    assert issue_reason(items, trust, expected=[sample_attributes()] * 2) == "count-mismatch"
+
+
+def test_issue_nonce_mismatch(signer, trust):
+    """An item carrying another session's nonce gives nonce-mismatch."""
+    items = [signer.issue_item(b64(b"\x08" * 16), sample_attributes())]
+    assert issue_reason(items, trust) == "nonce-mismatch"
+
+
+def test_issue_payload_mismatch(signer, trust):
+    """An item for other attributes than requested gives payload-mismatch."""
+    items = [signer.issue_item(NONCE, {**sample_attributes(), "isSpecimen": "1"})]
+    assert issue_reason(items, trust) == "payload-mismatch"
+
+
+def test_issue_bad_signature(signer, trust):
+    """An item whose signature covers another nonce gives bad-signature."""
+    item = signer.issue_item(b64(b"\x09" * 16), sample_attributes())
+    item["issueSignatureMessage"]["issuerNonce"] = NONCE
+    assert issue_reason([item], trust) == "bad-signature"
+
+
+def test_issue_unknown_kid(signer, trust):
+    """An item naming an unknown kid gives unknown-kid."""
+    items = [signer.issue_item(NONCE, sample_attributes(), kid=b"\x03" * 8)]
+    assert issue_reason(items, trust) == "unknown-kid"
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"attributes": {}},
+        {"issueSignatureMessage": {"kid": "%%", "issuerNonce": NONCE, "signature": "AA=="}},
+        {"issueSignatureMessage": {"kid": "AA==", "issuerNonce": 5, "signature": "AA=="}},
+        {
+            "issueSignatureMessage": {"kid": "AA==", "issuerNonce": NONCE, "signature": "AA=="},
+            "attributes": {"a": 1},
+        },
+    ],
+    ids=["no-message", "kid-base64", "nonce-type", "attr-values"],
+)
+def test_issue_malformed_items(item, trust):
+    """Structurally wrong items give decode-failed."""
+    assert issue_reason([item], trust) == "decode-failed"

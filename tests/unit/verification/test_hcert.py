@@ -1,0 +1,319 @@
+"""HC1 decoding and EU credential verification: every failure reason, both algorithms."""
+
+from __future__ import annotations
+
+import copy
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import base45
+import cbor2
+import pytest
+
+from signing_gateway.verification.errors import CredentialVerificationError
+from signing_gateway.verification.hcert import (
+    MAX_DECOMPRESSED_BYTES,
+    decode_hc1,
+    verify_eu_credential,
+)
+from signing_gateway.verification.trust import DscCertificate, EuTrustStore
+from tests.support.credentials import (
+    Dsc,
+    Hc1Spec,
+    make_dsc,
+    make_hc1,
+    sample_dcc,
+    wrap_cose,
+)
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+EXP = int((NOW + timedelta(days=30)).timestamp())
+SKEW = timedelta(minutes=2)
+
+
+@pytest.fixture(scope="module")
+def dsc() -> Dsc:
+    """One vaccination DSC shared by this module."""
+    return make_dsc(["vaccination"])
+
+
+@pytest.fixture(scope="module")
+def trust(dsc: Dsc) -> EuTrustStore:
+    """A store trusting exactly the module's DSC."""
+    return EuTrustStore([DscCertificate.from_der(dsc.der)])
+
+
+def spec(**changes) -> Hc1Spec:
+    """A valid credential spec with ``changes`` applied."""
+    base = Hc1Spec(dcc=sample_dcc(), exp=EXP, iat=int(NOW.timestamp()))
+    for name, value in changes.items():
+        setattr(base, name, value)
+    return base
+
+
+def verify(text, trust, *, proof, key_usage="vaccination", dcc=None, exp=EXP, now=NOW):
+    """Verify ``text`` against the default expectations, overridable per test."""
+    return verify_eu_credential(
+        text,
+        trust=trust,
+        key_usage=key_usage,
+        expected_dcc=dcc if dcc is not None else sample_dcc(),
+        expected_exp=exp,
+        proof_identifier=proof,
+        now=now,
+        max_clock_skew=SKEW,
+    )
+
+
+def reason_of(text, trust, **kwargs) -> str:
+    """The reason verification refuses ``text`` with."""
+    with pytest.raises(CredentialVerificationError) as caught:
+        verify(text, trust, **kwargs)
+    return caught.value.reason
+
+
+def test_valid_es256_credential_verifies(dsc, trust):
+    """A correctly signed ES256 credential verifies and reports kid, iss, exp and UVCI."""
+    hc1 = make_hc1(dsc, spec())
+    verified = verify(hc1.text, trust, proof=hc1.proof_identifier)
+    assert verified.kid == DscCertificate.from_der(dsc.der).kid_b64
+    assert (verified.iss, verified.exp, verified.iat) == ("NL", EXP, int(NOW.timestamp()))
+    assert verified.uvci == "URN:UVCI:01:NL:TEST0001#K"
+
+
+def test_valid_ps256_credential_with_rsa_dsc_verifies():
+    """An RSA DSC yields PS256 credentials (MGF1 SHA-256, salt = digest length) that verify."""
+    rsa_dsc = make_dsc(["vaccination"], rsa_key=True)
+    store = EuTrustStore([DscCertificate.from_der(rsa_dsc.der)])
+    hc1 = make_hc1(rsa_dsc, spec())
+    assert verify(hc1.text, store, proof=hc1.proof_identifier).exp == EXP
+
+
+def test_ps256_tampered_signature_is_rejected():
+    """A flipped bit in a PS256 signature gives bad-signature."""
+    rsa_dsc = make_dsc(["vaccination"], rsa_key=True)
+    store = EuTrustStore([DscCertificate.from_der(rsa_dsc.der)])
+    hc1 = make_hc1(rsa_dsc, spec(tamper_signature=True))
+    assert reason_of(hc1.text, store, proof=hc1.proof_identifier) == "bad-signature"
+
+
+def test_kid_in_unprotected_header_is_accepted(dsc, trust):
+    """The spec allows kid in the unprotected header; the signature still binds the key."""
+    hc1 = make_hc1(dsc, spec(kid_in_unprotected=True))
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier).exp == EXP
+
+
+def test_tampered_signature_is_rejected(dsc, trust):
+    """A flipped bit in the ES256 signature gives bad-signature."""
+    hc1 = make_hc1(dsc, spec(tamper_signature=True))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "bad-signature"
+
+
+def test_payload_changed_after_signing_is_rejected(dsc, trust):
+    """A payload altered after signing no longer matches its signature."""
+    hc1 = make_hc1(dsc, spec(tamper_payload_after_signing=True))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "bad-signature"
+
+
+def test_signed_by_another_key_under_trusted_kid_is_rejected(dsc, trust):
+    """A credential signed by an untrusted key but carrying a trusted kid fails the signature."""
+    hc1 = make_hc1(make_dsc(["vaccination"]), spec(kid=dsc.kid))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "bad-signature"
+
+
+def test_short_es256_signature_is_rejected(dsc, trust):
+    """An ES256 signature that is not 64 bytes r||s (e.g. DER) gives bad-signature."""
+    hc1 = make_hc1(dsc, spec())
+    cose = cbor2.loads(zlib.decompress(base45.b45decode(hc1.text[4:])))
+    protected, unprotected, payload, signature = cose.value
+    short = cbor2.CBORTag(18, [protected, dict(unprotected), payload, signature[:63]])
+    assert reason_of(wrap_cose(cbor2.dumps(short)), trust, proof="x") == "bad-signature"
+
+
+def test_unknown_kid_is_rejected(dsc, trust):
+    """A kid not in the trust store gives unknown-kid."""
+    hc1 = make_hc1(dsc, spec(kid=b"\x00" * 8))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "unknown-kid"
+
+
+def test_unsupported_alg_is_rejected(dsc, trust):
+    """An alg other than ES256/PS256 (here EdDSA -8) gives unsupported-alg."""
+    hc1 = make_hc1(dsc, spec(alg=-8))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "unsupported-alg"
+
+
+def test_alg_not_matching_certificate_key_is_rejected(dsc, trust):
+    """PS256 claimed for an EC certificate gives alg-mismatch."""
+    hc1 = make_hc1(dsc, spec(alg=-37))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "alg-mismatch"
+
+
+def test_key_usage_not_allowed_by_certificate_is_rejected(dsc, trust):
+    """A vaccination-only DSC cannot vouch for a test certificate."""
+    hc1 = make_hc1(dsc, spec())
+    reason = reason_of(hc1.text, trust, proof=hc1.proof_identifier, key_usage="test")
+    assert reason == "key-usage-mismatch"
+
+
+def test_expired_certificate_is_rejected():
+    """A DSC past its notAfter gives certificate-not-valid."""
+    old = make_dsc(
+        ["vaccination"],
+        not_before=NOW - timedelta(days=400),
+        not_after=NOW - timedelta(days=1),
+    )
+    store = EuTrustStore([DscCertificate.from_der(old.der)])
+    hc1 = make_hc1(old, spec())
+    assert reason_of(hc1.text, store, proof=hc1.proof_identifier) == "certificate-not-valid"
+
+
+def test_payload_mismatch_is_rejected(dsc, trust):
+    """A validly signed DCC that differs from the request gives payload-mismatch."""
+    hc1 = make_hc1(dsc, spec())
+    other = sample_dcc()
+    other["nam"]["gn"] = "Eve"
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier, dcc=other) == "payload-mismatch"
+
+
+def test_payload_type_difference_is_a_mismatch(dsc, trust):
+    """A dose number signed as 2.0 where 2 was asked counts as a different payload."""
+    signed = sample_dcc()
+    signed["v"][0]["dn"] = 2.0
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
+
+
+def test_extra_payload_field_is_a_mismatch(dsc, trust):
+    """A DCC carrying one field more than requested gives payload-mismatch."""
+    signed = copy.deepcopy(sample_dcc())
+    signed["extra"] = "x"
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
+
+
+def test_exp_mismatch_is_rejected(dsc, trust):
+    """An exp one second off the requested expiration gives exp-mismatch."""
+    hc1 = make_hc1(dsc, spec(exp=EXP + 1))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "exp-mismatch"
+
+
+def test_exp_beyond_certificate_is_rejected():
+    """A credential outliving its DSC gives exp-beyond-certificate."""
+    short = make_dsc(["vaccination"], not_after=NOW + timedelta(days=1))
+    store = EuTrustStore([DscCertificate.from_der(short.der)])
+    hc1 = make_hc1(short, spec())
+    assert reason_of(hc1.text, store, proof=hc1.proof_identifier) == "exp-beyond-certificate"
+
+
+@pytest.mark.parametrize("offset", [timedelta(minutes=-3), timedelta(minutes=3)])
+def test_iat_outside_skew_is_rejected(dsc, trust, offset):
+    """An iat more than the allowed skew away from now gives iat-out-of-range."""
+    hc1 = make_hc1(dsc, spec(iat=int((NOW + offset).timestamp())))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "iat-out-of-range"
+
+
+def test_iat_inside_skew_is_accepted(dsc, trust):
+    """An iat one minute off now (within a two-minute skew) is accepted."""
+    hc1 = make_hc1(dsc, spec(iat=int((NOW - timedelta(minutes=1)).timestamp())))
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier).exp == EXP
+
+
+def test_proof_identifier_mismatch_is_rejected(dsc, trust):
+    """A proofIdentifier that is not derived from the signature is refused."""
+    hc1 = make_hc1(dsc, spec())
+    other = make_hc1(dsc, spec())
+    assert reason_of(hc1.text, trust, proof=other.proof_identifier) == "proof-identifier-mismatch"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "HC2:ABC",
+        "HC1:",
+        "HC1:@@@@",
+        "HC1:" + base45.b45encode(b"not zlib").decode(),
+        wrap_cose(b"\xff\xff"),
+        wrap_cose(cbor2.dumps([b"", {}, b"", b""])),
+        wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b""]))),
+        wrap_cose(cbor2.dumps(cbor2.CBORTag(18, ["p", {}, b"", b""]))),
+        wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7}), {}, b"", b""]))),
+        wrap_cose(
+            cbor2.dumps(
+                cbor2.CBORTag(18, [cbor2.dumps({1: -7, 4: b"k"}), {}, cbor2.dumps([1]), b""])
+            )
+        ),
+        wrap_cose(
+            cbor2.dumps(
+                cbor2.CBORTag(
+                    18,
+                    [cbor2.dumps({1: -7, 4: b"k"}), {}, cbor2.dumps({1: "NL", 4: 1, 6: 1}), b""],
+                )
+            )
+        ),
+        wrap_cose(
+            cbor2.dumps(
+                cbor2.CBORTag(
+                    18,
+                    [
+                        cbor2.dumps({1: True, 4: b"k"}),
+                        {},
+                        cbor2.dumps({1: "NL", 4: 1, 6: 1, -260: {1: {}}}),
+                        b"",
+                    ],
+                )
+            )
+        ),
+    ],
+    ids=[
+        "prefix",
+        "empty",
+        "base45",
+        "zlib",
+        "cbor",
+        "untagged",
+        "three-elements",
+        "protected-type",
+        "no-kid",
+        "payload-not-map",
+        "no-hcert",
+        "bool-alg",
+    ],
+)
+def test_malformed_credentials_fail_to_decode(text):
+    """Each structural defect is reported as decode-failed."""
+    with pytest.raises(CredentialVerificationError) as caught:
+        decode_hc1(text)
+    assert caught.value.reason == "decode-failed"
+
+
+def test_truncated_zlib_stream_fails_to_decode(dsc):
+    """A zlib stream cut short is refused rather than half-read."""
+    cose = cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"", b""]))
+    text = "HC1:" + base45.b45encode(zlib.compress(cose)[:-3]).decode()
+    with pytest.raises(CredentialVerificationError) as caught:
+        decode_hc1(text)
+    assert caught.value.reason == "decode-failed"
+
+
+def test_zip_bomb_is_capped():
+    """A small input inflating past the cap is refused as too-large without inflating it all."""
+    bomb = zlib.compress(b"\x00" * (MAX_DECOMPRESSED_BYTES * 16), 9)
+    assert len(bomb) < 8 * 1024
+    with pytest.raises(CredentialVerificationError) as caught:
+        decode_hc1("HC1:" + base45.b45encode(bomb).decode())
+    assert caught.value.reason == "too-large"
+
+
+def test_just_under_cap_is_decoded_far_enough_to_reach_cbor():
+    """Exactly the cap decompresses (the failure comes later, from CBOR), so the cap is exact."""
+    data = zlib.compress(b"\xff" * MAX_DECOMPRESSED_BYTES)
+    with pytest.raises(CredentialVerificationError) as caught:
+        decode_hc1("HC1:" + base45.b45encode(data).decode())
+    assert caught.value.reason == "decode-failed"
+
+
+def test_overlong_text_is_refused():
+    """Text longer than the character cap is refused before decoding."""
+    with pytest.raises(CredentialVerificationError) as caught:
+        decode_hc1("HC1:" + "0" * 40_000)
+    assert caught.value.reason == "too-large"

@@ -1,0 +1,194 @@
+"""Trust stores: DSC parsing (kid, EKU, alg), loading from files and from /keys JSON."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from signing_gateway.verification.trust import (
+    DomesticKey,
+    DomesticTrustStore,
+    DscCertificate,
+    EuTrustStore,
+    KeySet,
+    TrustConfigError,
+)
+from tests.support.credentials import b64, make_csca, make_domestic_signer, make_dsc
+
+
+def test_kid_is_first_eight_bytes_of_der_sha256():
+    """The kid is SHA-256 of the certificate DER, truncated to 8 bytes."""
+    dsc = make_dsc(["test"])
+    parsed = DscCertificate.from_der(dsc.der)
+    assert parsed.kid == hashlib.sha256(dsc.der).digest()[:8]
+    assert parsed.kid_b64 == b64(parsed.kid)
+
+
+@pytest.mark.parametrize(
+    ("usages", "expected"),
+    [
+        (["vaccination"], {"vaccination"}),
+        (["test", "recovery"], {"test", "recovery"}),
+        (None, {"vaccination", "test", "recovery"}),
+    ],
+)
+def test_key_usages_come_from_dcc_eku(usages, expected):
+    """DCC EKU OIDs restrict the usages; no EKU extension allows all three."""
+    assert DscCertificate.from_der(make_dsc(usages).der).key_usages == expected
+
+
+def test_eku_without_dcc_oids_allows_all_usages():
+    """An EKU naming only non-DCC purposes (e.g. clientAuth) restricts nothing."""
+    dsc = make_dsc(None, extra_eku=["1.3.6.1.5.5.7.3.2"])
+    assert DscCertificate.from_der(dsc.der).key_usages == {"vaccination", "test", "recovery"}
+
+
+def test_alg_follows_key_type_and_validity_is_read():
+    """EC P-256 gives ES256, RSA gives PS256; notBefore/notAfter are kept in UTC."""
+    not_after = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
+    ec_dsc = DscCertificate.from_der(make_dsc(["test"], not_after=not_after).der)
+    rsa_dsc = DscCertificate.from_der(make_dsc(["test"], rsa_key=True).der)
+    assert (ec_dsc.alg, rsa_dsc.alg) == ("ES256", "PS256")
+    assert ec_dsc.not_after == not_after
+    assert ec_dsc.valid_at(datetime.now(UTC))
+    assert not ec_dsc.valid_at(not_after + timedelta(seconds=1))
+
+
+def test_non_p256_curve_is_refused():
+    """An EC key on P-384 cannot sign ES256 and is refused."""
+    with pytest.raises(TrustConfigError):
+        DscCertificate.from_der(make_dsc(["test"], curve=ec.SECP384R1()).der)
+
+
+def test_garbage_der_is_refused():
+    """Bytes that are not a certificate raise TrustConfigError."""
+    with pytest.raises(TrustConfigError):
+        DscCertificate.from_der(b"not a certificate")
+
+
+def test_signing_certificate_per_usage_prefers_the_specific_one():
+    """With a catch-all and a vaccination-only DSC, vaccination uses the specific one."""
+    general = DscCertificate.from_der(make_dsc(None).der)
+    vaccination = DscCertificate.from_der(make_dsc(["vaccination"]).der)
+    store = EuTrustStore([general, vaccination])
+    assert store.signing_certificate("vaccination") == vaccination
+    assert store.signing_certificate("test") == general
+    assert store.lookup(general.kid) == general
+    assert store.lookup(b"\x00" * 8) is None
+
+
+def test_missing_usage_has_no_signing_certificate():
+    """A usage no certificate covers has no signing certificate."""
+    store = EuTrustStore([DscCertificate.from_der(make_dsc(["test"]).der)])
+    assert store.signing_certificate("recovery") is None
+
+
+def test_store_loads_pem_bundle_and_der_files(tmp_path):
+    """Files may hold one DER certificate or several PEM certificates."""
+    a, b, c = make_dsc(["vaccination"]), make_dsc(["test"]), make_dsc(["recovery"])
+    (tmp_path / "a.der").write_bytes(a.der)
+    (tmp_path / "bc.pem").write_bytes(b.pem + c.pem)
+    store = EuTrustStore.from_files([tmp_path / "a.der", tmp_path / "bc.pem"])
+    assert len(store) == 3
+    assert store.signing_certificate("test").kid == b.kid
+
+
+def test_store_renders_public_keys_json():
+    """to_public_json gives CONTRACT's /v1/keys eu entries."""
+    dsc = make_dsc(["recovery", "test"])
+    store = EuTrustStore([DscCertificate.from_der(dsc.der)])
+    assert store.to_public_json() == [
+        {
+            "kid": b64(dsc.kid),
+            "alg": "ES256",
+            "keyUsage": ["test", "recovery"],
+            "certificate": b64(dsc.der),
+        }
+    ]
+
+
+def test_keys_json_round_trip_with_csca_check():
+    """A /keys document with DSCs issued by its CSCA loads; usages follow the entry."""
+    csca = make_csca()
+    dsc = make_dsc(None, issuer=csca)
+    doc = {"eu": [dsc.keys_entry(["vaccination"])], "csca": [b64(csca.der)], "domestic": []}
+    keys = KeySet.from_keys_json(doc)
+    parsed = keys.eu.lookup(dsc.kid)
+    assert parsed is not None
+    assert parsed.key_usages == {"vaccination"}
+    assert keys.eu.signing_certificate("test") is None
+    assert len(keys.domestic) == 0
+
+
+def test_keys_json_dsc_not_issued_by_csca_is_refused():
+    """A DSC that its document's CSCA did not sign is refused."""
+    doc = {"eu": [make_dsc(["test"], issuer=make_csca()).keys_entry(["test"])]}
+    doc["csca"] = [b64(make_csca("Other CSCA").der)]
+    with pytest.raises(TrustConfigError):
+        KeySet.from_keys_json(doc)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("kid", b64(b"\x01" * 8)),
+        ("alg", "PS256"),
+        ("keyUsage", ["vaccination", "test"]),
+        ("keyUsage", []),
+        ("certificate", "%%%"),
+    ],
+)
+def test_keys_json_entry_disagreeing_with_certificate_is_refused(field, value):
+    """An entry whose kid, alg, usages or certificate disagree with the DER is refused."""
+    entry = make_dsc(["vaccination"]).keys_entry(["vaccination"])
+    entry[field] = value
+    with pytest.raises(TrustConfigError):
+        EuTrustStore.from_keys_json([entry])
+
+
+def test_domestic_key_from_raw_pem_and_json():
+    """Domestic keys load from raw bytes, PEM files and /keys entries with the same kid."""
+    signer = make_domestic_signer()
+    key = DomesticKey.from_raw(signer.raw_public)
+    assert key.kid == hashlib.sha256(signer.raw_public).digest()[:8]
+    assert DomesticKey.from_pem(signer.public_pem) == key
+    store = DomesticTrustStore.from_keys_json([signer.keys_entry()])
+    assert store.lookup(signer.kid) == key
+    assert store.to_public_json() == [signer.keys_entry()]
+
+
+def test_domestic_store_from_files(tmp_path):
+    """PEM public key files load into the domestic store."""
+    signer = make_domestic_signer()
+    (tmp_path / "k.pem").write_bytes(signer.public_pem)
+    assert DomesticTrustStore.from_files([tmp_path / "k.pem"]).lookup(signer.kid) is not None
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"kid": "AAAAAAAAAAA=", "alg": "Ed25519", "publicKey": b64(b"\x02" * 32)},
+        {"kid": "x", "alg": "Ed448", "publicKey": b64(b"\x02" * 32)},
+        {"kid": "x", "alg": "Ed25519", "publicKey": b64(b"\x02" * 31)},
+        "not-an-object",
+    ],
+    ids=["kid-mismatch", "alg", "short-key", "type"],
+)
+def test_bad_domestic_entries_are_refused(entry):
+    """Domestic /keys entries with a wrong kid, alg, key length or shape are refused."""
+    with pytest.raises(TrustConfigError):
+        DomesticTrustStore.from_keys_json([entry])
+
+
+def test_domestic_pem_of_other_key_type_is_refused():
+    """A PEM EC public key is not a domestic key."""
+    dsc = make_dsc(["test"])
+    pem = dsc.certificate.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with pytest.raises(TrustConfigError):
+        DomesticKey.from_pem(pem)
