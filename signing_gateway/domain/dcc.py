@@ -179,16 +179,16 @@ class EuRequest(BaseModel):
     @classmethod
     def _key_usage_value(cls, value: object) -> object:
         """Turn the wire string into the enum here, so strict mode accepts it from JSON."""
-        if isinstance(value, str):
-            try:
-                return KeyUsage(value)
-            except ValueError:
-                raise PydanticCustomError(
-                    "key_usage",
-                    "keyUsage must be one of 'vaccination', 'test', 'recovery', got '{value}'",
-                    {"value": value},
-                ) from None
-        return value
+        if value is None or isinstance(value, KeyUsage):
+            return value
+        try:
+            return KeyUsage(value) if isinstance(value, str) else KeyUsage("")
+        except ValueError:
+            raise PydanticCustomError(
+                "key_usage",
+                "keyUsage must be one of 'vaccination', 'test', 'recovery', got '{value}'",
+                {"value": value},
+            ) from None
 
     @field_validator("key_usage")
     @classmethod

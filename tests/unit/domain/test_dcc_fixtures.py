@@ -124,7 +124,7 @@ def test_model_rejects_invalid_fixture_for_the_right_reason(path):
 
 @pytest.mark.parametrize("path", [p for p in VALID if _name(p) not in STRICTER], ids=_name)
 def test_signing_payload_round_trips_fixture(path):
-    """The payload to sign of an accepted fixture is the fixture itself, key for key, type for type."""
+    """The payload to sign of an accepted fixture is the fixture itself, with the same types."""
     payload = load_json(path)
     signed = validate({"dcc": payload}).dcc.signing_payload()
     assert signed == payload

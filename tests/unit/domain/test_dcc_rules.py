@@ -1,0 +1,391 @@
+"""One passing and one failing case per DCC rule, pinning the error type and location."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from domain_testdata import NOW, dcc, dcc_with_entry, dcc_with_name, errors_of, validate
+from pydantic import ValidationError
+
+from signing_gateway.domain import EuRequest, KeyUsage
+
+V0 = ("dcc", "v", 0)
+T0 = ("dcc", "t", 0)
+R0 = ("dcc", "r", 0)
+
+
+@pytest.mark.parametrize("group", ["v", "t", "r"])
+def test_sample_requests_are_valid(group):
+    """The samples the other tests mutate are valid to begin with."""
+    validate({"dcc": dcc(group)})
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"dcc": dcc(), "extra": 1}, ("extra",)),
+        ({"dcc": dcc(extra=1)}, ("dcc", "extra")),
+        ({"dcc": dcc_with_name(middle="X")}, ("dcc", "nam", "middle")),
+        ({"dcc": dcc_with_entry("v", xx="1")}, (*V0, "xx")),
+        ({"dcc": dcc_with_entry("t", xx="1")}, (*T0, "xx")),
+        ({"dcc": dcc_with_entry("r", xx="1")}, (*R0, "xx")),
+    ],
+    ids=["request", "dcc", "nam", "v", "t", "r"],
+)
+def test_unknown_field_is_rejected_at_every_level(body, loc):
+    """An unknown field anywhere is refused, at its own location."""
+    assert errors_of(body) == {("extra_forbidden", loc)}
+
+
+@pytest.mark.parametrize("version", ["1.3.0", "1.3.3", "1.3.12"])
+def test_schema_version_1_3_is_accepted(version):
+    """Any 1.3.x schema version is accepted."""
+    validate({"dcc": dcc(ver=version)})
+
+
+@pytest.mark.parametrize("version", ["1.2.1", "1.3", "1.4.0", "1.3.01", "1.3.0-rc1", "v1.3.0"])
+def test_other_schema_version_is_rejected(version):
+    """Versions other than 1.3.x are refused with dcc_version."""
+    assert errors_of({"dcc": dcc(ver=version)}) == {("dcc_version", ("dcc", "ver"))}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [{"fnt": "DOE"}, {"gnt": "JANE"}, {"fnt": "VAN<DER<BERG", "gnt": ""}, {"fnt": "A" * 80}],
+)
+def test_transliterated_name_is_accepted(name):
+    """One non-empty transliterated name in ICAO form is enough."""
+    validate({"dcc": dcc(nam=name)})
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ({"fnt": "Doe"}, {("transliterated_name", ("dcc", "nam", "fnt"))}),
+        ({"gnt": "JANE MARIE"}, {("transliterated_name", ("dcc", "nam", "gnt"))}),
+        ({"fnt": "DOE\n"}, {("transliterated_name", ("dcc", "nam", "fnt"))}),
+        ({"fnt": "A" * 81}, {("text_too_long", ("dcc", "nam", "fnt"))}),
+        ({"fn": "Doe", "gn": "Jane"}, {("name_missing", ("dcc", "nam"))}),
+        ({"fnt": "", "gnt": ""}, {("name_missing", ("dcc", "nam"))}),
+        ({"fnt": None}, {("null_not_allowed", ("dcc", "nam", "fnt"))}),
+    ],
+    ids=["lowercase", "space", "newline", "too-long", "none", "empty", "null"],
+)
+def test_bad_transliterated_name_is_rejected(name, expected):
+    """Transliterated names are A-Z and '<', at most 80, and at least one must be non-empty."""
+    assert errors_of({"dcc": dcc(nam=name)}) == expected
+
+
+def test_free_text_name_is_stored_nfc_normalised():
+    """A decomposed name is signed in its composed (NFC) form."""
+    request = validate({"dcc": dcc_with_name(fn="Cerve\u0301nkova\u0301", gn="Jir\u030cina")})
+    assert request.dcc.signing_payload()["nam"]["fn"] == "Cervénková"
+    assert request.dcc.signing_payload()["nam"]["gn"] == "Jiřina"
+
+
+def test_free_text_name_of_80_characters_is_accepted():
+    """A free-text name may use all 80 characters, in any script."""
+    validate({"dcc": dcc_with_name(fn="ن" * 80)})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error_type"),
+    [
+        ("fn", "x" * 81, "text_too_long"),
+        ("gn", "e\u0301" * 41, "text_too_long"),
+        ("fn", "Doe\x07", "text_control_character"),
+        ("gn", "Jane\nMarie", "text_control_character"),
+        ("fn", "Doe\u2028", "text_control_character"),
+        ("fn", 42, "string_type"),
+    ],
+    ids=["long", "long-before-nfc", "bell", "newline", "line-separator", "number"],
+)
+def test_bad_free_text_name_is_rejected(field, value, error_type):
+    """Free-text names are strings of at most 80 characters, without control characters."""
+    assert errors_of({"dcc": dcc_with_name(**{field: value})}) == {
+        (error_type, ("dcc", "nam", field))
+    }
+
+
+@pytest.mark.parametrize(
+    "dob", ["", "1964", "1964-02", "1964-02-29", "2000-02-29", "1900-01-01", "2026", "2026-11"]
+)
+def test_date_of_birth_at_any_precision_is_accepted(dob):
+    """Empty (unknown), year, year-month and full dates of birth are accepted."""
+    assert validate({"dcc": dcc(dob=dob)}).dcc.signing_payload()["dob"] == dob
+
+
+@pytest.mark.parametrize(
+    ("dob", "error_type"),
+    [
+        ("1964-13-45", "date_of_birth"),
+        ("1964-13", "date_of_birth"),
+        ("1965-02-29", "date_of_birth"),
+        ("1964-04-31", "date_of_birth"),
+        ("1899-12-31", "date_of_birth"),
+        ("2100-01-01", "date_of_birth"),
+        ("1964-1-1", "date_of_birth"),
+        ("1964-01-01T00:00:00", "date_of_birth"),
+        ("\uff11\uff19\uff16\uff14", "date_of_birth"),
+        ("2026-12", "date_in_future"),
+        ("2027", "date_in_future"),
+        ("2026-11-25", "date_in_future"),
+    ],
+)
+def test_bad_date_of_birth_is_rejected(dob, error_type):
+    """A date of birth must be real at its precision, in 1900-2099 and not in the future."""
+    assert errors_of({"dcc": dcc(dob=dob)}) == {(error_type, ("dcc", "dob"))}
+
+
+def test_date_of_birth_today_anywhere_on_earth_is_accepted():
+    """A birth dated today in UTC+14 is not 'in the future' for a server on UTC."""
+    validate({"dcc": dcc(dob="2026-11-24")})
+
+
+def test_dcc_without_group_is_rejected():
+    """A DCC must carry one of v, t, r."""
+    payload = dcc()
+    del payload["v"]
+    assert errors_of({"dcc": payload}) == {("dcc_group_count", ("dcc",))}
+
+
+def test_dcc_with_two_groups_is_rejected_at_the_second():
+    """A DCC with v and t is refused at t."""
+    payload = dcc("v", t=dcc("t")["t"])
+    assert errors_of({"dcc": payload}) == {("dcc_group_count", ("dcc", "t"))}
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_group_must_hold_exactly_one_entry(count):
+    """A group with no entry or with two is refused with group_entry_count."""
+    payload = dcc("r", r=[copy.deepcopy(dcc("r")["r"][0]) for _ in range(count)])
+    assert errors_of({"dcc": payload}) == {("group_entry_count", ("dcc", "r"))}
+
+
+def test_group_sent_as_null_is_rejected():
+    """A group sent as null (rather than left out) is refused."""
+    assert errors_of({"dcc": dcc(t=None)}) == {("null_not_allowed", ("dcc", "t"))}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error_type"),
+    [
+        ("tg", "840539007", "value_set_unknown"),
+        ("vp", "J07BX03", "value_set_inactive"),
+        ("mp", "NVX-CoV2373", "value_set_inactive"),
+        ("mp", "EU/1/99/9999", "value_set_unknown"),
+        ("ma", "ORG-1", "value_set_unknown"),
+        ("dn", 0, "dose_count"),
+        ("sd", -1, "dose_count"),
+        ("dn", "1", "int_type"),
+        ("dn", 1.0, "int_type"),
+        ("dn", True, "int_type"),
+        ("dt", "2021-02-30", "complete_date"),
+        ("dt", "2021-6-11", "complete_date"),
+        ("dt", "2021-06-11T00:00:00Z", "complete_date"),
+        ("dt", "2026-11-25", "date_in_future"),
+        ("co", "UNHCR", "value_set_unknown"),
+        ("co", "nl", "value_set_unknown"),
+        ("is", "M" * 81, "text_too_long"),
+        ("ci", "01:NL:1312D00", "uvci_prefix"),
+    ],
+)
+def test_bad_vaccination_field_is_rejected(field, value, error_type):
+    """Each vaccination field refuses a bad value at its own location."""
+    assert errors_of({"dcc": dcc_with_entry("v", **{field: value})}) == {(error_type, (*V0, field))}
+
+
+@pytest.mark.parametrize(("dn", "sd"), [(1, 1), (1, 2), (2, 1), (3, 2), (4, 4)])
+def test_dose_numbers_including_boosters_are_accepted(dn, sd):
+    """Any positive dose numbers are accepted, boosters (dn > sd) included."""
+    signed = validate({"dcc": dcc_with_entry("v", dn=dn, sd=sd)}).dcc.signing_payload()
+    assert (signed["v"][0]["dn"], signed["v"][0]["sd"]) == (dn, sd)
+
+
+def test_vaccination_today_in_earliest_time_zone_is_accepted():
+    """A vaccination dated today in UTC+14 is accepted by a server on UTC."""
+    validate({"dcc": dcc_with_entry("v", dt="2026-11-24")})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"tt": "LP6464-4", "ma": None, "nm": "Roche LightCycler qPCR"},
+        {"tt": "LP6464-4", "ma": None, "tc": None},
+        {"tt": "LP6464-4", "ma": "1232"},
+        {"sc": "2026-11-23T11:00:00.123456+02:00"},
+        {"sc": "2026-11-23T12:04:00Z"},
+        {"sc": "2021-06-11T17:30:00-00:00"},
+        {"tr": "260373001"},
+    ],
+    ids=[
+        "naat-named",
+        "naat-minimal",
+        "naat-with-device",
+        "fraction",
+        "skew",
+        "unknown-offset",
+        "detected",
+    ],
+)
+def test_test_entry_variants_are_accepted(changes):
+    """NAA tests need no device, sample times take any RFC 3339 offset and a little skew."""
+    validate({"dcc": dcc_with_entry("t", **changes)})
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "error_type"),
+    [
+        ({"ma": None}, "ma", "rat_device_required"),
+        ({"ma": "532"}, "ma", "value_set_unknown"),
+        ({"ma": "1065"}, "ma", "value_set_inactive"),
+        ({"tt": "LP1234-5"}, "tt", "value_set_unknown"),
+        ({"tr": "260415001"}, "tr", "value_set_unknown"),
+        ({"nm": "N" * 81}, "nm", "text_too_long"),
+        ({"tc": "C" * 81}, "tc", "text_too_long"),
+        ({"tc": "Centre\r"}, "tc", "text_control_character"),
+        ({"sc": "2021-06-11T17:30:00+02"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2021-06-11T17:30:00+0200"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2021-06-11T17:30:00"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2021-06-11 17:30:00Z"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2021-06-31T17:30:00Z"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2021-06-11T24:00:00Z"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2021-06-11T17:30:00+24:00"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2026-11-23T12:06:00Z"}, "sc", "datetime_in_future"),
+        ({"sc": "2026-11-23T14:00:00+01:00"}, "sc", "datetime_in_future"),
+        ({"co": "XX"}, "co", "value_set_unknown"),
+        ({"ci": "URN:UVCI:01:NL:ABC#Z"}, "ci", "uvci_checksum"),
+    ],
+)
+def test_bad_test_field_is_rejected(changes, field, error_type):
+    """Each test field refuses a bad value at its own location."""
+    assert errors_of({"dcc": dcc_with_entry("t", **changes)}) == {(error_type, (*T0, field))}
+
+
+def test_test_device_sent_as_null_is_rejected():
+    """A device sent as null is refused, even for a NAA test that needs none."""
+    payload = dcc_with_entry("t", tt="LP6464-4")
+    payload["t"][0]["ma"] = None
+    assert errors_of({"dcc": payload}) == {("null_not_allowed", (*T0, "ma"))}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"fr": "2026-11-01", "df": "2026-11-01", "du": "2026-11-01"},
+        {"fr": "2026-11-23", "df": "2026-12-04", "du": "2027-05-22"},
+        {"fr": "2021-06-01", "df": "2021-06-12", "du": "2021-11-28"},
+    ],
+    ids=["same-day", "validity-in-future", "expired"],
+)
+def test_recovery_dates_in_order_are_accepted(changes):
+    """Recovery dates fr <= df <= du are accepted; validity may start or end in the future, or lie in the past."""
+    validate({"dcc": dcc_with_entry("r", **changes)})
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "error_type"),
+    [
+        ({"fr": "2026-11-25"}, "fr", "date_in_future"),
+        ({"fr": "2026-02-29"}, "fr", "complete_date"),
+        ({"df": "2026-10-31"}, "df", "recovery_date_order"),
+        ({"du": "2026-11-11"}, "du", "recovery_date_order"),
+        ({"du": "2027-13-01"}, "du", "complete_date"),
+        ({"co": "EU"}, "co", "value_set_unknown"),
+        ({"is": 1}, "is", "string_type"),
+        ({"ci": "urn:uvci:01:nl:abc"}, "ci", "uvci_prefix"),
+        ({"tg": ""}, "tg", "value_set_unknown"),
+    ],
+)
+def test_bad_recovery_field_is_rejected(changes, field, error_type):
+    """Each recovery field refuses a bad value at its own location."""
+    assert errors_of({"dcc": dcc_with_entry("r", **changes)}) == {(error_type, (*R0, field))}
+
+
+@pytest.mark.parametrize(
+    ("group", "usage"),
+    [("v", KeyUsage.VACCINATION), ("t", KeyUsage.TEST), ("r", KeyUsage.RECOVERY)],
+)
+def test_key_usage_follows_the_group(group, usage):
+    """Without keyUsage the group decides it; a matching keyUsage is accepted."""
+    assert validate({"dcc": dcc(group)}).effective_key_usage() is usage
+    given = validate({"dcc": dcc(group), "keyUsage": usage.value})
+    assert given.effective_key_usage() is usage
+    assert usage.group == group
+
+
+def test_key_usage_not_matching_the_group_is_rejected():
+    """A keyUsage of 'test' on a vaccination DCC is refused at keyUsage."""
+    assert errors_of({"dcc": dcc("v"), "keyUsage": "test"}) == {
+        ("key_usage_mismatch", ("keyUsage",))
+    }
+
+
+@pytest.mark.parametrize(
+    ("usage", "error_type"),
+    [
+        ("Vaccination", "key_usage"),
+        ("vaccine", "key_usage"),
+        ("", "key_usage"),
+        (1, "key_usage"),
+        (None, "null_not_allowed"),
+    ],
+)
+def test_unknown_key_usage_is_rejected(usage, error_type):
+    """Only the three key usages, as lower-case strings, are accepted."""
+    assert errors_of({"dcc": dcc("v"), "keyUsage": usage}) == {(error_type, ("keyUsage",))}
+
+
+def test_expiration_time_is_parsed_with_its_offset():
+    """The expirationTime is read as an aware instant."""
+    request = validate({"dcc": dcc(), "expirationTime": "2027-05-20T02:00:00+02:00"})
+    assert request.expiration_time is not None
+    assert request.expiration_time.isoformat() == "2027-05-20T02:00:00+02:00"
+
+
+@pytest.mark.parametrize(
+    "value", ["2027-05-20", "2027-05-20T00:00:00", "2027-05-20T00:00:00+0200", 1800000000]
+)
+def test_expiration_time_must_be_rfc3339_with_offset(value):
+    """An expirationTime without offset, a date or a number is refused."""
+    assert errors_of({"dcc": dcc(), "expirationTime": value}) == {
+        ("rfc3339_datetime", ("expirationTime",))
+    }
+
+
+def test_signing_payload_is_the_wire_object():
+    """The payload uses the short wire names, keeps ints and strings as given, drops nothing."""
+    payload = dcc_with_entry("t", tt="LP6464-4", ma=None, sc="2026-11-23T11:00:00.5+02:00")
+    signed = validate({"dcc": payload}).dcc.signing_payload()
+    assert signed == payload
+    assert "ma" not in signed["t"][0]
+    assert signed["t"][0]["sc"] == "2026-11-23T11:00:00.5+02:00"
+
+
+def test_uvci_is_the_entry_certificate_identifier():
+    """Dcc.uvci() returns the ci of the single entry."""
+    payload = dcc_with_entry("r", ci="URN:UVCI:01:NL:ABC")
+    assert validate({"dcc": payload}).dcc.uvci() == "URN:UVCI:01:NL:ABC"
+
+
+def test_validation_without_context_uses_the_wall_clock():
+    """Without a pinned clock, a date far in the future is still refused."""
+    with pytest.raises(ValidationError) as info:
+        EuRequest.model_validate({"dcc": dcc_with_entry("v", dt="2098-01-01")})
+    assert info.value.errors()[0]["type"] == "date_in_future"
+
+
+def test_error_messages_are_human_readable():
+    """Errors carry a plain sentence naming the offending value, not a generic 'Value error'."""
+    with pytest.raises(ValidationError) as info:
+        validate({"dcc": dcc(dob="1964-13-45")})
+    (error,) = info.value.errors()
+    assert "1964-13-45" in error["msg"]
+    assert not error["msg"].startswith("Value error")
+
+
+def test_now_in_context_must_be_timezone_aware():
+    """A naive 'now' in the validation context is a programming error, not a request error."""
+    with pytest.raises(ValueError, match="timezone-aware"):
+        EuRequest.model_validate({"dcc": dcc()}, context={"now": NOW.replace(tzinfo=None)})
