@@ -1,0 +1,305 @@
+"""Key material of a fake signer: a CSCA, one ES256 key + DSC per key usage, one Ed25519 key.
+
+Keys are generated at start, or loaded from a keys directory so restarts keep the same keys (the
+directory is filled on first use). Every function here is synchronous and does file I/O: call it
+before serving or through `asyncio.to_thread`.
+
+Files in a keys directory (PEM; private keys unencrypted, mode 0600, because this is a test double):
+`csca.key.pem`, `csca.crt.pem`, `dsc-<usage>.key.pem`, `dsc-<usage>.crt.pem` for each key usage,
+and `domestic-ed25519.key.pem`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CSCA_VALIDITY = dt.timedelta(days=3650)
+# Long enough that a gateway can issue credentials valid for about a year.
+DSC_VALIDITY = dt.timedelta(days=730)
+# Backdating tolerates small clock differences between the fake and its clients.
+BACKDATE = dt.timedelta(hours=1)
+
+
+class KeyUsage(StrEnum):
+    """The DCC key usages, one DSC each."""
+
+    VACCINATION = "vaccination"
+    TEST = "test"
+    RECOVERY = "recovery"
+
+    @property
+    def eku_oid(self) -> x509.ObjectIdentifier:
+        """The extended-key-usage OID the DCC trust framework assigns to this usage."""
+        return x509.ObjectIdentifier(_EKU_OIDS[self])
+
+
+_EKU_OIDS = {
+    KeyUsage.TEST: "1.3.6.1.4.1.1847.2021.1.1",
+    KeyUsage.VACCINATION: "1.3.6.1.4.1.1847.2021.1.2",
+    KeyUsage.RECOVERY: "1.3.6.1.4.1.1847.2021.1.3",
+}
+
+
+@dataclass(frozen=True)
+class EuSigningKey:
+    """An ES256 private key with its DSC, for one key usage."""
+
+    usage: KeyUsage
+    private_key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    kid: bytes
+
+    @classmethod
+    def of(
+        cls, usage: KeyUsage, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+    ) -> EuSigningKey:
+        """Bind a key and its DSC, deriving the kid (first 8 bytes of SHA-256 of the DER)."""
+        der = cert.public_bytes(serialization.Encoding.DER)
+        return cls(usage, key, cert, hashlib.sha256(der).digest()[:8])
+
+
+@dataclass(frozen=True)
+class DomesticSigningKey:
+    """The Ed25519 key that stands in for the domestic Idemix issuer key."""
+
+    private_key: ed25519.Ed25519PrivateKey
+    public_raw: bytes
+    kid: bytes
+
+    @classmethod
+    def of(cls, key: ed25519.Ed25519PrivateKey) -> DomesticSigningKey:
+        """Bind a key, deriving the kid (first 8 bytes of SHA-256 of the raw public key)."""
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return cls(key, raw, hashlib.sha256(raw).digest()[:8])
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """All keys of one fake-signer process."""
+
+    csca_key: ec.EllipticCurvePrivateKey
+    csca: x509.Certificate
+    eu: dict[KeyUsage, EuSigningKey]
+    domestic: DomesticSigningKey
+
+    def published(self, *, eu: bool, domestic: bool) -> dict[str, list[Any]]:
+        """The `GET /keys` document, limited to the services this process plays."""
+        b64 = _b64
+        return {
+            "eu": [
+                {
+                    "kid": b64(k.kid),
+                    "alg": "ES256",
+                    "keyUsage": [k.usage.value],
+                    "certificate": b64(k.certificate.public_bytes(serialization.Encoding.DER)),
+                }
+                for k in self.eu.values()
+            ]
+            if eu
+            else [],
+            "csca": [b64(self.csca.public_bytes(serialization.Encoding.DER))] if eu else [],
+            "domestic": [
+                {
+                    "kid": b64(self.domestic.kid),
+                    "alg": "Ed25519",
+                    "publicKey": b64(self.domestic.public_raw),
+                }
+            ]
+            if domestic
+            else [],
+        }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _name(country: str, common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, country),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fake-signer (test double)"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def generate_csca(
+    country: str, now: dt.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """Create a self-signed CSCA certificate (CA, may sign DSCs only)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(country, f"fake-signer CSCA {country}")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + CSCA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def issue_dsc(
+    usage: KeyUsage,
+    csca_key: ec.EllipticCurvePrivateKey,
+    csca: x509.Certificate,
+    now: dt.datetime,
+) -> EuSigningKey:
+    """Create a DSC key pair for `usage`, certified by the CSCA, carrying the usage's EKU OID."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    country = csca.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(str(country), f"fake-signer DSC {usage.value}"))
+        .issuer_name(csca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + DSC_VALIDITY, csca.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage.eku_oid]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(csca_key.public_key()),
+            critical=False,
+        )
+        .sign(csca_key, hashes.SHA256())
+    )
+    return EuSigningKey.of(usage, key, cert)
+
+
+def generate_key_material(country: str, now: dt.datetime | None = None) -> KeyMaterial:
+    """Create a fresh CSCA, one DSC per key usage and a domestic key."""
+    now = now or dt.datetime.now(dt.UTC)
+    csca_key, csca = generate_csca(country, now)
+    eu = {usage: issue_dsc(usage, csca_key, csca, now) for usage in KeyUsage}
+    return KeyMaterial(
+        csca_key, csca, eu, DomesticSigningKey.of(ed25519.Ed25519PrivateKey.generate())
+    )
+
+
+def _file_names() -> list[str]:
+    names = ["csca.key.pem", "csca.crt.pem", "domestic-ed25519.key.pem"]
+    for usage in KeyUsage:
+        names += [f"dsc-{usage.value}.key.pem", f"dsc-{usage.value}.crt.pem"]
+    return names
+
+
+def load_or_create(keys_dir: Path, country: str) -> KeyMaterial:
+    """Load the keys in `keys_dir`, or generate them and write them there if it holds none.
+
+    Raises:
+        ValueError: the directory holds only part of a key set (refusing to overwrite it).
+    """
+    present = [name for name in _file_names() if (keys_dir / name).exists()]
+    if not present:
+        material = generate_key_material(country)
+        save(material, keys_dir)
+        return material
+    if len(present) != len(_file_names()):
+        missing = sorted(set(_file_names()) - set(present))
+        raise ValueError(f"keys dir {keys_dir} is incomplete, missing {missing}")
+    return load(keys_dir)
+
+
+def load(keys_dir: Path) -> KeyMaterial:
+    """Read a complete key set written by `save`."""
+    csca_key = _load_ec_key(keys_dir / "csca.key.pem")
+    csca = x509.load_pem_x509_certificate((keys_dir / "csca.crt.pem").read_bytes())
+    eu = {}
+    for usage in KeyUsage:
+        key = _load_ec_key(keys_dir / f"dsc-{usage.value}.key.pem")
+        cert = x509.load_pem_x509_certificate(
+            (keys_dir / f"dsc-{usage.value}.crt.pem").read_bytes()
+        )
+        eu[usage] = EuSigningKey.of(usage, key, cert)
+    domestic = serialization.load_pem_private_key(
+        (keys_dir / "domestic-ed25519.key.pem").read_bytes(), password=None
+    )
+    if not isinstance(domestic, ed25519.Ed25519PrivateKey):
+        raise TypeError("domestic-ed25519.key.pem is not an Ed25519 key")
+    return KeyMaterial(csca_key, csca, eu, DomesticSigningKey.of(domestic))
+
+
+def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{path.name} is not an EC key")
+    return key
+
+
+def save(material: KeyMaterial, keys_dir: Path) -> None:
+    """Write a key set as PEM files, private keys readable by the owner only."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    _write_key(keys_dir / "csca.key.pem", material.csca_key)
+    _write_cert(keys_dir / "csca.crt.pem", material.csca)
+    for usage, key in material.eu.items():
+        _write_key(keys_dir / f"dsc-{usage.value}.key.pem", key.private_key)
+        _write_cert(keys_dir / f"dsc-{usage.value}.crt.pem", key.certificate)
+    _write_key(keys_dir / "domestic-ed25519.key.pem", material.domestic.private_key)
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Create with 0600 from the start so the key is never world-readable, even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -1,0 +1,75 @@
+"""Settings of a fake-signer process, from keyword arguments or `FAKE_SIGNER_*` variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Role(StrEnum):
+    """Which signer services a process serves."""
+
+    EU = "eu"
+    DOMESTIC = "domestic"
+    ALL = "all"
+
+    @property
+    def serves_eu(self) -> bool:
+        """Whether the EU endpoints and keys are served."""
+        return self in {Role.EU, Role.ALL}
+
+    @property
+    def serves_domestic(self) -> bool:
+        """Whether the domestic endpoints and keys are served."""
+        return self in {Role.DOMESTIC, Role.ALL}
+
+
+class LatencyDistribution(StrEnum):
+    """Shape of the simulated signing latency.
+
+    `fixed` waits exactly `latency_ms`; `uniform` draws from latency ± jitter (never below 0);
+    `lognormal` draws with mean `latency_ms` and standard deviation `jitter_ms` (a long right tail,
+    as HSM latencies tend to have).
+    """
+
+    FIXED = "fixed"
+    UNIFORM = "uniform"
+    LOGNORMAL = "lognormal"
+
+
+class Overflow(StrEnum):
+    """What happens to a signing request when every capacity slot is taken."""
+
+    QUEUE = "queue"
+    REJECT = "reject"
+
+
+class FakeSignerSettings(BaseSettings):
+    """Everything a fake-signer process can be told at start.
+
+    Each field is also read from the environment as `FAKE_SIGNER_<FIELD>` (e.g.
+    `FAKE_SIGNER_LATENCY_MS=200`); keyword arguments win over the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FAKE_SIGNER_", extra="forbid")
+
+    role: Role = Role.ALL
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    latency_ms: float = Field(default=0.0, ge=0)
+    jitter_ms: float = Field(default=0.0, ge=0)
+    latency_distribution: LatencyDistribution = LatencyDistribution.UNIFORM
+    seed: int | None = None
+    capacity: int | None = Field(default=None, ge=1)
+    overflow: Overflow = Overflow.QUEUE
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    country: str = Field(default="NL", pattern=r"^[A-Z]{2}$")
+    keys_dir: Path | None = None
+    # Large enough for thousands of simultaneous connects (the kernel caps it at somaxconn).
+    backlog: int = Field(default=8192, ge=1)
+    # Seconds to wait for running requests on shutdown before cancelling them.
+    shutdown_timeout: float = Field(default=2.0, ge=0)
+    log_level: str = "info"
