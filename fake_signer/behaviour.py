@@ -1,0 +1,296 @@
+"""How the fake behaves like an HSM-backed service: latency, capacity, random errors, faults.
+
+Everything here is run-time state owned by one process and changed through `PUT /_control`.
+Randomness (latency draws, error rate) comes from one `random.Random`, seeded by `--seed`, so a
+sequence of requests sent one after another gets the same latencies and errors on every run.
+
+Fault spec grammar (header `X-Fake-Signer-Fault` or `_control` `fault`): `kind[=arg][;key=value]...`
+
+    delay=<ms>                     extra latency before answering normally
+    status=<code>[;retry-after=<s>] plain-text error with that status
+    reset                          close the TCP connection with a RST, no response
+    hang                           never answer (until the client gives up or the server stops)
+    malformed[=truncated|shape]    200 whose body is not the contract JSON
+    bad-signature                  a credential whose signature does not verify
+    wrong-kid                      a credential signed with the right key, carrying another kid
+    slow-body=<ms>                 200 whose body trickles out over that many ms
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fake_signer.settings import FakeSignerSettings, LatencyDistribution, Overflow
+
+FAULT_KINDS = frozenset(
+    {"delay", "status", "reset", "hang", "malformed", "bad-signature", "wrong-kid", "slow-body"}
+)
+_ARG_REQUIRED = frozenset({"delay", "status", "slow-body"})
+_NO_ARG = frozenset({"reset", "hang", "bad-signature", "wrong-kid"})
+MALFORMED_VARIANTS = frozenset({"truncated", "shape"})
+
+
+class FaultSpecError(ValueError):
+    """A fault spec that does not follow the grammar."""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One parsed fault: its kind, numeric or word argument, and `key=value` options."""
+
+    kind: str
+    arg: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        """Parse `kind[=arg][;key=value]...`, checking kind, argument and options."""
+        parts = [part.strip() for part in text.split(";")]
+        kind, _, arg = parts[0].partition("=")
+        kind = kind.strip().lower()
+        if kind not in FAULT_KINDS:
+            raise FaultSpecError(f"unknown fault kind {kind!r}")
+        options: dict[str, str] = {}
+        for part in parts[1:]:
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise FaultSpecError(f"fault option {part!r} is not key=value")
+            options[key.strip().lower()] = value.strip()
+        spec = cls(kind, arg.strip() or None, options)
+        spec._check()
+        return spec
+
+    def _check(self) -> None:
+        if self.kind in _ARG_REQUIRED and self.arg is None:
+            raise FaultSpecError(f"fault {self.kind} needs an argument")
+        if self.kind in _NO_ARG and self.arg is not None:
+            raise FaultSpecError(f"fault {self.kind} takes no argument")
+        allowed = {"retry-after"} if self.kind == "status" else set()
+        if unknown := set(self.options) - allowed:
+            raise FaultSpecError(f"fault {self.kind} has unknown options {sorted(unknown)}")
+        if self.kind in {"delay", "slow-body"}:
+            _number(self.arg, self.kind)
+        elif self.kind == "status":
+            if not (self.arg or "").isdigit() or not 100 <= int(self.arg or 0) <= 599:  # noqa: PLR2004
+                raise FaultSpecError(f"status {self.arg!r} is not an HTTP status code")
+            if "retry-after" in self.options:
+                _number(self.options["retry-after"], "retry-after")
+        elif self.kind == "malformed" and self.arg not in {None, *MALFORMED_VARIANTS}:
+            raise FaultSpecError(f"malformed variant {self.arg!r} is not one of truncated, shape")
+
+    @property
+    def milliseconds(self) -> float:
+        """The argument of `delay` and `slow-body`, in milliseconds."""
+        return _number(self.arg, self.kind)
+
+    @property
+    def status(self) -> int:
+        """The status code of a `status` fault."""
+        return int(self.arg or 0)
+
+    def __str__(self) -> str:
+        """The spec in its textual form."""
+        text = self.kind if self.arg is None else f"{self.kind}={self.arg}"
+        return ";".join([text, *(f"{k}={v}" for k, v in self.options.items())])
+
+
+def _number(text: str | None, what: str) -> float:
+    try:
+        value = float(text or "")
+    except ValueError:
+        raise FaultSpecError(f"{what} needs a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise FaultSpecError(f"{what} must be a finite number >= 0")
+    return value
+
+
+class CapacityGate:
+    """At most `capacity` signings in flight; the rest wait in FIFO order or are turned away.
+
+    Also the single source of the in-flight, peak and queued figures `/_stats` reports.
+    """
+
+    def __init__(self, capacity: int | None) -> None:
+        """Start with no signing in flight."""
+        self._capacity = capacity
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.in_flight = 0
+        self.peak = 0
+
+    @property
+    def capacity(self) -> int | None:
+        """Maximum concurrent signings, `None` for unlimited."""
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, value: int | None) -> None:
+        self._capacity = value
+        self._wake()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot."""
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
+    def _has_room(self) -> bool:
+        return self._capacity is None or self.in_flight < self._capacity
+
+    def _take(self) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+
+    def try_acquire(self) -> bool:
+        """Take a slot now if one is free and nobody queues ahead."""
+        if self._has_room() and not self._waiters:
+            self._take()
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Wait for a slot in arrival order."""
+        if self.try_acquire():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # The slot was handed over just as we were cancelled: pass it on.
+                self.release()
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back, handing it to the longest waiter if any."""
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._has_room():
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._take()
+                waiter.set_result(None)
+
+    def reset_peak(self) -> None:
+        """Start peak tracking again from the current in-flight count."""
+        self.peak = self.in_flight
+
+
+class ControlUpdate(BaseModel):
+    """Body of `PUT /_control`; every field optional, absent fields keep their value."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    latency_ms: float | None = Field(default=None, alias="latencyMs", ge=0)
+    jitter_ms: float | None = Field(default=None, alias="jitterMs", ge=0)
+    latency_distribution: LatencyDistribution | None = Field(
+        default=None, alias="latencyDistribution"
+    )
+    capacity: int | None = Field(default=None, ge=1)
+    overflow: Overflow | None = None
+    error_rate: float | None = Field(default=None, alias="errorRate", ge=0, le=1)
+    fault: str | None = None
+    fault_count: int | None = Field(default=None, alias="faultCount", ge=-1)
+    seed: int | None = None
+
+
+class Behaviour:
+    """The run-time behaviour of one fake signer: what `PUT /_control` reads and writes."""
+
+    def __init__(self, settings: FakeSignerSettings) -> None:
+        """Take the initial behaviour from the process settings."""
+        self.latency_ms = settings.latency_ms
+        self.jitter_ms = settings.jitter_ms
+        self.distribution = settings.latency_distribution
+        self.overflow = settings.overflow
+        self.error_rate = settings.error_rate
+        self.gate = CapacityGate(settings.capacity)
+        self.rng = random.Random(settings.seed)  # noqa: S311 - simulation, not security
+        self.fault: FaultSpec | None = None
+        self.fault_count = 0
+
+    def latency_seconds(self, extra_ms: float = 0.0) -> float:
+        """Draw one signing latency from the configured distribution."""
+        mean, jitter = self.latency_ms, self.jitter_ms
+        if self.distribution is LatencyDistribution.FIXED or jitter == 0 or mean == 0:
+            ms = mean
+        elif self.distribution is LatencyDistribution.UNIFORM:
+            ms = max(0.0, self.rng.uniform(mean - jitter, mean + jitter))
+        else:
+            # Parameters chosen so the draws have mean `mean` and standard deviation `jitter`.
+            sigma2 = math.log1p((jitter / mean) ** 2)
+            ms = self.rng.lognormvariate(math.log(mean) - sigma2 / 2, math.sqrt(sigma2))
+        return (ms + extra_ms) / 1000
+
+    def random_error(self) -> bool:
+        """Whether this signing fails with a simulated 500 (draws only when a rate is set)."""
+        return self.error_rate > 0 and self.rng.random() < self.error_rate
+
+    def take_fault(self) -> FaultSpec | None:
+        """The `_control` fault for this request, counting it down."""
+        fault = self.fault
+        if fault is None:
+            return None
+        if self.fault_count > 0:
+            self.fault_count -= 1
+            if self.fault_count == 0:
+                self.fault = None
+        return fault
+
+    def update(self, body: Any) -> None:  # noqa: ANN401 - untrusted JSON, validated here
+        """Apply a `PUT /_control` body.
+
+        Raises:
+            ValueError: the body or its fault spec is invalid (nothing is changed then).
+        """
+        try:
+            update = ControlUpdate.model_validate(body)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from exc
+        given = update.model_fields_set
+        fault = FaultSpec.parse(update.fault) if update.fault is not None else None
+        for name in ("latency_ms", "jitter_ms", "error_rate", "overflow"):
+            # An explicit null means "leave as is" for these: they have no null state.
+            if getattr(update, name) is not None:
+                setattr(self, name, getattr(update, name))
+        if update.latency_distribution is not None:
+            self.distribution = update.latency_distribution
+        if "seed" in given:
+            self.rng.seed(update.seed)
+        if "capacity" in given:
+            self.gate.capacity = update.capacity
+        self._set_fault(
+            fault if "fault" in given else self.fault, "fault" in given, update.fault_count
+        )
+
+    def _set_fault(self, fault: FaultSpec | None, replaced: bool, count: int | None) -> None:  # noqa: FBT001
+        if replaced:
+            self.fault_count = 0 if fault is None else 1
+        self.fault = fault
+        if count is not None and fault is not None:
+            self.fault_count = count
+        if self.fault_count == 0:
+            self.fault = None
+
+    def describe(self) -> dict[str, Any]:
+        """The current control state, as `PUT /_control` returns it."""
+        return {
+            "latencyMs": self.latency_ms,
+            "jitterMs": self.jitter_ms,
+            "latencyDistribution": self.distribution.value,
+            "capacity": self.gate.capacity,
+            "overflow": self.overflow.value,
+            "errorRate": self.error_rate,
+            "fault": None if self.fault is None else str(self.fault),
+            "faultCount": self.fault_count,
+        }

@@ -1,0 +1,165 @@
+"""The path every signing request takes: fault choice, capacity gate, latency, errors, answer.
+
+Order, for one request whose body already passed the wire checks:
+
+1. the fault: the `X-Fake-Signer-Fault` header if present (it does not use up a `_control`
+   fault), else the next `_control` fault, if any;
+2. a capacity slot: wait in FIFO order (`queue`) or answer 429 with `Retry-After: 1` (`reject`);
+3. the simulated latency (plus a `delay` fault), awaited, never slept;
+4. the random error rate (500), then the fault, else the real answer;
+5. the slot is given back before a `slow-body` answer trickles out.
+
+Latency and hangs are `await`s, so the event loop keeps serving other requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from fake_signer.behaviour import FaultSpec, FaultSpecError
+from fake_signer.errors import WireInputError
+from fake_signer.settings import Overflow
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fake_signer.behaviour import Behaviour
+    from fake_signer.stats import Stats
+
+FAULT_HEADER = "X-Fake-Signer-Fault"
+SLOW_BODY_CHUNKS = 10
+JSON = "application/json"
+
+
+def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A plain-text answer, the form the real signers use for errors."""
+    return web.Response(status=status, text=text, content_type="text/plain", headers=headers)
+
+
+@dataclass
+class SigningPipeline:
+    """Runs signing requests through the behaviour of one fake signer."""
+
+    behaviour: Behaviour
+    stats: Stats
+    stopping: asyncio.Event
+
+    async def run(
+        self,
+        request: web.Request,
+        endpoint: str,
+        produce: Callable[[FaultSpec | None], bytes],
+    ) -> web.StreamResponse:
+        """Answer one signing request; `produce` builds the 200 body (it may raise input errors)."""
+        outcome = "cancelled"
+        try:
+            try:
+                fault = self._fault(request)
+            except FaultSpecError as exc:
+                outcome = "bad_request"
+                return text_response(400, f"bad {FAULT_HEADER}: {exc}")
+            if fault is not None and fault.kind in {"reset", "hang"}:
+                # These end in cancellation when the connection drops: label them up front.
+                outcome = f"fault:{fault.kind}"
+            response, outcome = await self._gated(request, fault, produce)
+            if fault is not None and fault.kind == "slow-body" and response.status == 200:  # noqa: PLR2004
+                assert isinstance(response, web.Response)  # noqa: S101 - built by _gated
+                return await self._trickle(request, response, fault.milliseconds)
+            return response
+        finally:
+            self.stats.count(endpoint, outcome)
+
+    def _fault(self, request: web.Request) -> FaultSpec | None:
+        header = request.headers.get(FAULT_HEADER)
+        if header is not None:
+            return FaultSpec.parse(header)
+        return self.behaviour.take_fault()
+
+    async def _gated(
+        self,
+        request: web.Request,
+        fault: FaultSpec | None,
+        produce: Callable[[FaultSpec | None], bytes],
+    ) -> tuple[web.StreamResponse, str]:
+        gate = self.behaviour.gate
+        if self.behaviour.overflow is Overflow.REJECT:
+            if not gate.try_acquire():
+                return text_response(429, "signer busy", {"Retry-After": "1"}), "rejected"
+        else:
+            await gate.acquire()
+        try:
+            extra = fault.milliseconds if fault is not None and fault.kind == "delay" else 0.0
+            delay = self.behaviour.latency_seconds(extra)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.behaviour.random_error():
+                return text_response(500, "simulated signer error"), "error"
+            return await self._answer(request, fault, produce)
+        finally:
+            gate.release()
+
+    async def _answer(
+        self,
+        request: web.Request,
+        fault: FaultSpec | None,
+        produce: Callable[[FaultSpec | None], bytes],
+    ) -> tuple[web.StreamResponse, str]:
+        kind = None if fault is None else fault.kind
+        label = f"fault:{kind}"
+        if fault is not None and kind == "status":
+            headers = {}
+            if "retry-after" in fault.options:
+                headers["Retry-After"] = fault.options["retry-after"]
+            return text_response(fault.status, f"injected status {fault.status}", headers), label
+        if kind == "reset":
+            _reset(request)
+            # The transport is gone; aiohttp cancels this handler as the connection drops.
+            await self.stopping.wait()
+            return text_response(503, "stopping"), label
+        if kind == "hang":
+            await self.stopping.wait()
+            return text_response(503, "stopping"), label
+        if kind == "malformed":
+            shape = fault is not None and fault.arg == "shape"
+            body = b'{"unexpected": "shape"}' if shape else b'{"credential": "HC1:'
+            return web.Response(body=body, content_type=JSON), label
+        try:
+            body = produce(fault)
+        except WireInputError as exc:
+            return text_response(exc.status, str(exc)), "bad_request"
+        return web.Response(body=body, content_type=JSON), ("ok" if fault is None else label)
+
+    async def _trickle(
+        self, request: web.Request, response: web.Response, milliseconds: float
+    ) -> web.StreamResponse:
+        body = response.body
+        assert isinstance(body, bytes)  # noqa: S101 - _answer always sets bytes
+        stream = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        size = max(1, -(-len(body) // SLOW_BODY_CHUNKS))
+        chunks = [body[i : i + size] for i in range(0, len(body), size)]
+        pause = milliseconds / 1000 / max(1, len(chunks) - 1)
+        for index, chunk in enumerate(chunks):
+            if index:
+                await asyncio.sleep(pause)
+            await stream.write(chunk)
+        await stream.write_eof()
+        return stream
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP RST (SO_LINGER 0), the rudest way a peer can go away."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
