@@ -1,0 +1,102 @@
+"""Command line: `fake-signer --role eu|domestic|all --port N ...` (also `python -m fake_signer`).
+
+Options not given on the command line come from `FAKE_SIGNER_*` environment variables, then from
+the defaults in `FakeSignerSettings`. Once listening, one line goes to stdout:
+`fake-signer listening on http://HOST:PORT` with the real port (useful with `--port 0`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+import uvloop
+from aiohttp import web
+from pydantic import ValidationError
+
+from fake_signer.app import create_app
+from fake_signer.settings import FakeSignerSettings, LatencyDistribution, Overflow, Role
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = logging.getLogger("fake_signer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fake-signer",
+        description="A fake EU/domestic signer for tests: not a signer, keys are throwaway.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--role", choices=[r.value for r in Role], help="services to play")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind, 0 for any free port")
+    parser.add_argument("--latency-ms", type=float, help="mean simulated signing latency")
+    parser.add_argument("--jitter-ms", type=float, help="latency spread (see distribution)")
+    parser.add_argument("--latency-distribution", choices=[d.value for d in LatencyDistribution])
+    parser.add_argument("--seed", type=int, help="seed for latency draws and random errors")
+    parser.add_argument("--capacity", type=int, help="max concurrent signings (default unlimited)")
+    parser.add_argument("--overflow", choices=[o.value for o in Overflow], help="when full")
+    parser.add_argument("--error-rate", type=float, help="share of signings answered with 500")
+    parser.add_argument("--country", help="issuer country of credentials and certificates")
+    parser.add_argument("--keys-dir", help="load keys from here, or write fresh ones if empty")
+    parser.add_argument("--backlog", type=int, help="listen backlog (default 8192)")
+    parser.add_argument("--shutdown-timeout", type=float, help="seconds to drain on stop")
+    parser.add_argument("--log-level", help="logging level (default info)")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> FakeSignerSettings:
+    """Settings from the command line over the environment."""
+    given: dict[str, Any] = vars(_parser().parse_args(argv))
+    return FakeSignerSettings(**given)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(settings: FakeSignerSettings) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully."""
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log=None,
+        # A client that gives up cancels its handler, freeing capacity like a real server would.
+        handler_cancellation=True,
+        shutdown_timeout=settings.shutdown_timeout,
+        handle_signals=False,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, settings.host, settings.port, backlog=settings.backlog, reuse_address=True
+        )
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        sys.stdout.write(f"fake-signer listening on {_url(str(host), int(port))}\n")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("fake-signer stopping")
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fake-signer` console script."""
+    try:
+        settings = parse_settings(argv)
+    except ValidationError as exc:
+        sys.stderr.write(f"fake-signer: invalid settings\n{exc}\n")
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
+    uvloop.run(serve(settings))
+    return 0

@@ -1,0 +1,236 @@
+r"""The domestic signer: `/prepare_issue`, `/issue`, `/issue_static`, simulated with Ed25519.
+
+The real domestic issuer runs Idemix (CL signatures, zero-knowledge proofs). This fake keeps the
+wire shapes and replaces the cryptography with an Ed25519 signature a test can verify:
+
+- issue: Ed25519 over `b"NL2-issue\x00" + cbor2.dumps([issuerNonce, attributes], canonical=True)`
+- static: Ed25519 over `b"NL2-static\x00" + cbor2.dumps(attributes, canonical=True)`, packed as
+  `"NL2:" + base45(cbor2.dumps([kid, attributes_cbor, signature]))`
+
+The issuer nonce of `/prepare_issue` is single use and expires after five minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import base45
+import cbor2
+import orjson
+
+from fake_signer.errors import WireInputError
+from fake_signer.hcert import proof_identifier
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fake_signer.behaviour import FaultSpec
+    from fake_signer.keys import DomesticSigningKey
+
+NONCE_TTL_SECONDS = 300.0
+MAX_CREDENTIAL_AMOUNT = 100
+ISSUE_CONTEXT = b"NL2-issue\x00"
+STATIC_CONTEXT = b"NL2-static\x00"
+STATIC_PREFIX = "NL2:"
+REQUIRED_ATTRIBUTES = frozenset(
+    {
+        "isSpecimen",
+        "isPaperProof",
+        "validFrom",
+        "validForHours",
+        "firstNameInitial",
+        "lastNameInitial",
+        "birthDay",
+        "birthMonth",
+    }
+)
+OPTIONAL_ATTRIBUTES = frozenset({"category"})
+
+
+@dataclass
+class _Nonce:
+    expires: float
+    amount: int
+
+
+class NonceStore:
+    """Issuer nonces handed out by `/prepare_issue`: single use, with a time to live."""
+
+    def __init__(self, clock: Callable[[], float], ttl: float = NONCE_TTL_SECONDS) -> None:
+        """Use `clock` (monotonic seconds) for expiry."""
+        self._clock = clock
+        self._ttl = ttl
+        # Insertion order is expiry order (constant TTL), so pruning pops from the front.
+        self._nonces: OrderedDict[str, _Nonce] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Nonces issued and neither used nor pruned."""
+        return len(self._nonces)
+
+    def issue(self, amount: int) -> str:
+        """Create and remember a fresh nonce (base64 of 16 random bytes)."""
+        self._prune()
+        nonce = base64.b64encode(secrets.token_bytes(16)).decode("ascii")
+        self._nonces[nonce] = _Nonce(self._clock() + self._ttl, amount)
+        return nonce
+
+    def consume(self, nonce: str) -> int:
+        """Use a nonce up; return the credential amount it was issued for.
+
+        Raises:
+            WireInputError: the nonce is unknown, already used or expired.
+        """
+        self._prune()
+        entry = self._nonces.pop(nonce, None)
+        if entry is None:
+            raise WireInputError("issuerNonce is unknown, already used or expired")
+        return entry.amount
+
+    def _prune(self) -> None:
+        now = self._clock()
+        while self._nonces:
+            nonce, entry = next(iter(self._nonces.items()))
+            if entry.expires > now:
+                break
+            del self._nonces[nonce]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise WireInputError(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WireInputError("body must be a JSON object")
+    return data
+
+
+def _fields(data: dict[str, Any], *names: str) -> None:
+    if unknown := set(data) - set(names):
+        raise WireInputError(f"unknown fields: {', '.join(sorted(unknown))}")
+    if missing := set(names) - set(data):
+        raise WireInputError(f"missing fields: {', '.join(sorted(missing))}")
+
+
+def check_attributes(value: object, where: str) -> dict[str, str]:
+    """Check one attribute set: the required names (+ optional category), string values only."""
+    if not isinstance(value, dict):
+        raise WireInputError(f"{where} must be a JSON object")
+    if missing := REQUIRED_ATTRIBUTES - set(value):
+        raise WireInputError(f"{where} misses {', '.join(sorted(missing))}")
+    if unknown := set(value) - REQUIRED_ATTRIBUTES - OPTIONAL_ATTRIBUTES:
+        raise WireInputError(f"{where} has unknown attributes {', '.join(sorted(unknown))}")
+    if not all(isinstance(item, str) for item in value.values()):
+        raise WireInputError(f"{where} values must all be strings")
+    return value
+
+
+def parse_prepare_issue(body: bytes) -> int:
+    """Check a `/prepare_issue` body; return the credential amount."""
+    data = _object(body)
+    _fields(data, "credentialAmount")
+    amount = data["credentialAmount"]
+    if type(amount) is not int or not 1 <= amount <= MAX_CREDENTIAL_AMOUNT:
+        raise WireInputError(f"credentialAmount must be an integer 1..{MAX_CREDENTIAL_AMOUNT}")
+    return amount
+
+
+def prepare_issue_response(key: DomesticSigningKey, nonces: NonceStore, amount: int) -> bytes:
+    """Hand out a fresh nonce for an issuance of `amount` credentials."""
+    return orjson.dumps(
+        {
+            "issuerPkId": _b64(key.kid),
+            "issuerNonce": nonces.issue(amount),
+            "credentialAmount": amount,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    """A checked `/issue` body (the nonce is checked when signing, so faults don't use it up)."""
+
+    nonce: str
+    attributes: list[dict[str, str]]
+
+
+def parse_issue(body: bytes) -> IssueRequest:
+    """Check the shape of an `/issue` body."""
+    data = _object(body)
+    _fields(data, "prepareIssueMessage", "issueCommitmentMessage", "credentialsAttributes")
+    prepare, commitment = data["prepareIssueMessage"], data["issueCommitmentMessage"]
+    if not isinstance(prepare, dict) or not isinstance(prepare.get("issuerNonce"), str):
+        raise WireInputError("prepareIssueMessage must be an object with an issuerNonce")
+    if not isinstance(commitment, dict):
+        raise WireInputError("issueCommitmentMessage must be an object")
+    if commitment.get("issuerNonce") != prepare["issuerNonce"]:
+        raise WireInputError("issueCommitmentMessage refers to another issuerNonce")
+    attributes = data["credentialsAttributes"]
+    if not isinstance(attributes, list) or not attributes:
+        raise WireInputError("credentialsAttributes must be a non-empty list")
+    checked = [check_attributes(a, f"credentialsAttributes[{i}]") for i, a in enumerate(attributes)]
+    return IssueRequest(prepare["issuerNonce"], checked)
+
+
+def issue_response(
+    request: IssueRequest, key: DomesticSigningKey, nonces: NonceStore, fault: FaultSpec | None
+) -> bytes:
+    """Use the nonce up and sign every attribute set."""
+    amount = nonces.consume(request.nonce)
+    if len(request.attributes) > amount:
+        raise WireInputError(f"{len(request.attributes)} attribute sets for {amount} credentials")
+    kid = _fault_kid(key, fault)
+    messages = []
+    for attributes in request.attributes:
+        signed = ISSUE_CONTEXT + cbor2.dumps([request.nonce, attributes], canonical=True)
+        signature = _corrupt(key.private_key.sign(signed), fault)
+        messages.append(
+            {
+                "issueSignatureMessage": {
+                    "kid": _b64(kid),
+                    "issuerNonce": request.nonce,
+                    "signature": _b64(signature),
+                },
+                "attributes": attributes,
+            }
+        )
+    return orjson.dumps(messages)
+
+
+def parse_issue_static(body: bytes) -> dict[str, str]:
+    """Check an `/issue_static` body; return the attributes."""
+    data = _object(body)
+    _fields(data, "credentialAttributes")
+    return check_attributes(data["credentialAttributes"], "credentialAttributes")
+
+
+def issue_static_response(
+    attributes: dict[str, str], key: DomesticSigningKey, fault: FaultSpec | None
+) -> bytes:
+    """Sign one attribute set into an "NL2:" QR payload."""
+    attributes_cbor = cbor2.dumps(attributes, canonical=True)
+    signature = _corrupt(key.private_key.sign(STATIC_CONTEXT + attributes_cbor), fault)
+    packed = cbor2.dumps([_fault_kid(key, fault), attributes_cbor, signature])
+    qr = STATIC_PREFIX + base45.b45encode(packed).decode("ascii")
+    return orjson.dumps({"qr": qr, "proofIdentifier": proof_identifier(signature)})
+
+
+def _fault_kid(key: DomesticSigningKey, fault: FaultSpec | None) -> bytes:
+    if fault is not None and fault.kind == "wrong-kid":
+        # There is only one domestic key, so "another kid" is one nobody publishes.
+        return bytes(b ^ 0xFF for b in key.kid)
+    return key.kid
+
+
+def _corrupt(signature: bytes, fault: FaultSpec | None) -> bytes:
+    if fault is not None and fault.kind == "bad-signature":
+        return bytes([signature[0] ^ 0x01]) + signature[1:]
+    return signature

@@ -1,0 +1,106 @@
+"""The EU signer's `POST /get_credential`: request checks and the credential it answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fake_signer import hcert
+from fake_signer.errors import WireInputError
+from fake_signer.keys import KeyUsage
+
+if TYPE_CHECKING:
+    from fake_signer.behaviour import FaultSpec
+    from fake_signer.keys import EuSigningKey, KeyMaterial
+
+_FIELDS = frozenset({"keyUsage", "expirationTime", "dcc"})
+_USAGES = {usage.value: usage for usage in KeyUsage}
+
+
+@dataclass(frozen=True)
+class CredentialRequest:
+    """A checked `/get_credential` body."""
+
+    usage: KeyUsage
+    expires_at: int
+    dcc: dict[str, Any]
+
+
+def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRequest:
+    """Check a `/get_credential` body against the wire contract.
+
+    Raises:
+        WireInputError: bad JSON, unknown or missing field, unknown key usage, unparsable or past
+            expiration time, expiration after the DSC's validity, or `dcc` not an object.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise WireInputError(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WireInputError("body must be a JSON object")
+    if unknown := set(data) - _FIELDS:
+        raise WireInputError(f"unknown fields: {', '.join(sorted(unknown))}")
+    if missing := _FIELDS - set(data):
+        raise WireInputError(f"missing fields: {', '.join(sorted(missing))}")
+    usage = _USAGES.get(data["keyUsage"]) if isinstance(data["keyUsage"], str) else None
+    if usage is None:
+        raise WireInputError(f"unknown keyUsage {data['keyUsage']!r}")
+    dcc = data["dcc"]
+    if not isinstance(dcc, dict):
+        raise WireInputError("dcc must be a JSON object")
+    expires_at = _parse_expiration(data["expirationTime"])
+    if expires_at <= now:
+        raise WireInputError("expirationTime is not in the future")
+    not_after = keys.eu[usage].certificate.not_valid_after_utc.timestamp()
+    if expires_at > not_after:
+        raise WireInputError("expirationTime is after the signing certificate expires")
+    return CredentialRequest(usage, expires_at, dcc)
+
+
+def _parse_expiration(value: object) -> int:
+    if not isinstance(value, str):
+        raise WireInputError("expirationTime must be an RFC 3339 string")
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise WireInputError(f"expirationTime {value!r} is not RFC 3339") from None
+    if when.tzinfo is None:
+        raise WireInputError(f"expirationTime {value!r} has no UTC offset")
+    return math.floor(when.timestamp())
+
+
+def credential_response(
+    request: CredentialRequest,
+    *,
+    keys: KeyMaterial,
+    issuer: str,
+    issued_at: int,
+    fault: FaultSpec | None,
+) -> bytes:
+    """Sign a credential and render the 200 body, honouring signature-level faults."""
+    key = keys.eu[request.usage]
+    header_kid = _other_kid(keys, key) if fault is not None and fault.kind == "wrong-kid" else None
+    credential = hcert.issue_credential(
+        key=key.private_key,
+        kid=key.kid,
+        issuer=issuer,
+        issued_at=issued_at,
+        expires_at=request.expires_at,
+        dcc=request.dcc,
+        header_kid=header_kid,
+        corrupt_signature=fault is not None and fault.kind == "bad-signature",
+    )
+    return orjson.dumps(
+        {"credential": credential.credential, "proofIdentifier": credential.proof_identifier}
+    )
+
+
+def _other_kid(keys: KeyMaterial, key: EuSigningKey) -> bytes:
+    """The kid of another published DSC: known to a verifier, but not the signing key's."""
+    usages = list(keys.eu)
+    return keys.eu[usages[(usages.index(key.usage) + 1) % len(usages)]].kid

@@ -1,0 +1,156 @@
+"""HTTP handlers: the signer endpoints of each role and the control endpoints of the fake."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from fake_signer import domestic, eu
+from fake_signer.behaviour import FaultSpecError
+from fake_signer.errors import WireInputError
+from fake_signer.serving import JSON, text_response
+from fake_signer.state import STATE
+
+if TYPE_CHECKING:
+    from fake_signer.behaviour import FaultSpec
+
+
+def _json(data: object) -> web.Response:
+    return web.Response(body=orjson.dumps(data), content_type=JSON)
+
+
+async def get_credential(request: web.Request) -> web.StreamResponse:
+    """`POST /get_credential`: sign a DCC into an "HC1:" credential."""
+    state = request.app[STATE]
+    keys = state.key_material
+    try:
+        checked = eu.parse_request(await request.read(), now=time.time(), keys=keys)
+    except WireInputError as exc:
+        state.stats.count("get_credential", "bad_request")
+        return text_response(exc.status, str(exc))
+
+    def produce(fault: FaultSpec | None) -> bytes:
+        # iat is taken after the simulated latency, when the signature is really made.
+        return eu.credential_response(
+            checked,
+            keys=keys,
+            issuer=state.settings.country,
+            issued_at=int(time.time()),
+            fault=fault,
+        )
+
+    return await state.pipeline.run(request, "get_credential", produce)
+
+
+async def _domestic_body(request: web.Request) -> bytes:
+    """The body of a domestic request, refusing any content type but exactly JSON."""
+    if request.headers.get("Content-Type") != JSON:
+        raise WireInputError("Content-Type must be exactly application/json", status=415)
+    return await request.read()
+
+
+async def prepare_issue(request: web.Request) -> web.StreamResponse:
+    """`POST /prepare_issue`: hand out a single-use issuer nonce."""
+    state = request.app[STATE]
+    try:
+        amount = domestic.parse_prepare_issue(await _domestic_body(request))
+    except WireInputError as exc:
+        state.stats.count("prepare_issue", "bad_request")
+        return text_response(exc.status, str(exc))
+    key = state.key_material.domestic
+    return await state.pipeline.run(
+        request,
+        "prepare_issue",
+        lambda _fault: domestic.prepare_issue_response(key, state.nonces, amount),
+    )
+
+
+async def issue(request: web.Request) -> web.StreamResponse:
+    """`POST /issue`: sign attribute sets against a nonce from `/prepare_issue`."""
+    state = request.app[STATE]
+    try:
+        checked = domestic.parse_issue(await _domestic_body(request))
+    except WireInputError as exc:
+        state.stats.count("issue", "bad_request")
+        return text_response(exc.status, str(exc))
+    key = state.key_material.domestic
+    return await state.pipeline.run(
+        request,
+        "issue",
+        lambda fault: domestic.issue_response(checked, key, state.nonces, fault),
+    )
+
+
+async def issue_static(request: web.Request) -> web.StreamResponse:
+    """`POST /issue_static`: sign one attribute set into an "NL2:" QR payload."""
+    state = request.app[STATE]
+    try:
+        attributes = domestic.parse_issue_static(await _domestic_body(request))
+    except WireInputError as exc:
+        state.stats.count("issue_static", "bad_request")
+        return text_response(exc.status, str(exc))
+    key = state.key_material.domestic
+    return await state.pipeline.run(
+        request,
+        "issue_static",
+        lambda fault: domestic.issue_static_response(attributes, key, fault),
+    )
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """`GET /healthz`: the process and its event loop answer."""
+    return _json({"status": "ok"})
+
+
+async def keys(request: web.Request) -> web.Response:
+    """`GET /keys`: the public keys and certificates of the services this process plays."""
+    state = request.app[STATE]
+    role = state.settings.role
+    return _json(state.key_material.published(eu=role.serves_eu, domestic=role.serves_domestic))
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """`GET /_stats`: in-flight, peak in-flight, queued and totals by endpoint and outcome."""
+    return _json(request.app[STATE].stats.snapshot())
+
+
+async def reset_stats(request: web.Request) -> web.Response:
+    """`POST /_stats/reset`: zero peak and totals."""
+    stats = request.app[STATE].stats
+    stats.reset()
+    return _json(stats.snapshot())
+
+
+async def put_control(request: web.Request) -> web.Response:
+    """`PUT /_control`: change latency, capacity, error rate or the pending fault."""
+    behaviour = request.app[STATE].behaviour
+    try:
+        body = orjson.loads(await request.read())
+        behaviour.update(body)
+    except (orjson.JSONDecodeError, ValueError, FaultSpecError) as exc:
+        return text_response(400, f"bad control request: {exc}")
+    return _json(behaviour.describe())
+
+
+async def get_control(request: web.Request) -> web.Response:
+    """`GET /_control`: the current control state."""
+    return _json(request.app[STATE].behaviour.describe())
+
+
+def add_routes(app: web.Application, *, serve_eu: bool, serve_domestic: bool) -> None:
+    """Register the endpoints of the roles played plus the fake's own endpoints."""
+    if serve_eu:
+        app.router.add_post("/get_credential", get_credential)
+    if serve_domestic:
+        app.router.add_post("/prepare_issue", prepare_issue)
+        app.router.add_post("/issue", issue)
+        app.router.add_post("/issue_static", issue_static)
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/keys", keys, allow_head=False)
+    app.router.add_get("/_stats", get_stats, allow_head=False)
+    app.router.add_post("/_stats/reset", reset_stats)
+    app.router.add_put("/_control", put_control)
+    app.router.add_get("/_control", get_control, allow_head=False)
