@@ -280,7 +280,7 @@ def test_test_device_sent_as_null_is_rejected():
     ids=["same-day", "validity-in-future", "expired"],
 )
 def test_recovery_dates_in_order_are_accepted(changes):
-    """Recovery dates fr <= df <= du are accepted; validity may start or end in the future, or lie in the past."""
+    """Ordered recovery dates are accepted, validity in the future or in the past too."""
     validate({"dcc": dcc_with_entry("r", **changes)})
 
 
