@@ -20,7 +20,7 @@ OFFICIAL_EXAMPLE = "URN:UVCI:01:NL:DADFCC47C7334E45A906DB12FD859FB7#1"
 
 def test_official_example_check_character_is_reproduced():
     """The algorithm gives '1' for the official examples' UVCI (alphabet A-Z, 0-9, '/', ':')."""
-    identifier = OFFICIAL_EXAMPLE.split("#")[0]
+    identifier = OFFICIAL_EXAMPLE.partition("#")[0]
     assert luhn_mod_n_check_character(identifier) == "1"
     assert luhn_mod_n_is_valid(identifier + "1")
 

@@ -1,0 +1,148 @@
+"""Domestic credential attributes and the issuance policy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from signing_gateway.domain import DomesticAttributes, DomesticPolicy, check_domestic_policy
+
+NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+VALID = {
+    "isSpecimen": "0",
+    "isPaperProof": "1",
+    "validFrom": str(int(NOW.timestamp())),
+    "validForHours": "24",
+    "firstNameInitial": "J",
+    "lastNameInitial": "",
+    "birthDay": "9",
+    "birthMonth": "12",
+}
+POLICY = DomesticPolicy(
+    max_valid_from_past=timedelta(hours=72),
+    max_valid_from_future=timedelta(days=7),
+    max_valid_for_hours=40,
+)
+
+
+def _errors(**changes):
+    with pytest.raises(ValidationError) as info:
+        DomesticAttributes.model_validate({**VALID, **changes})
+    return {(e["type"], e["loc"]) for e in info.value.errors()}
+
+
+def test_valid_attributes_go_to_the_wire_unchanged():
+    """Valid attributes round-trip to the signer's wire form, category left out when absent."""
+    assert DomesticAttributes.model_validate(VALID).wire() == VALID
+
+
+@pytest.mark.parametrize("category", ["", "1", "3", "2G", "ABCD1234"])
+def test_category_is_optional_and_short(category):
+    """A short category of A-Z and digits is passed on; it may be empty."""
+    attrs = DomesticAttributes.model_validate({**VALID, "category": category})
+    assert attrs.wire() == {**VALID, "category": category}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error_type"),
+    [
+        ("isSpecimen", "2", "domestic_flag"),
+        ("isSpecimen", "true", "domestic_flag"),
+        ("isPaperProof", "", "domestic_flag"),
+        ("isPaperProof", 1, "string_type"),
+        ("validFrom", "-1", "unix_seconds"),
+        ("validFrom", "01700000000", "unix_seconds"),
+        ("validFrom", "1700000000.5", "unix_seconds"),
+        ("validFrom", "1" * 13, "unix_seconds"),
+        ("validFrom", 1700000000, "string_type"),
+        ("validForHours", "0", "positive_integer"),
+        ("validForHours", "024", "positive_integer"),
+        ("validForHours", "+24", "positive_integer"),
+        ("validForHours", "", "positive_integer"),
+        ("firstNameInitial", "j", "name_initial"),
+        ("firstNameInitial", "JD", "name_initial"),
+        ("lastNameInitial", "É", "name_initial"),
+        ("birthDay", "0", "birth_day"),
+        ("birthDay", "32", "birth_day"),
+        ("birthDay", "09", "birth_day"),
+        ("birthMonth", "13", "birth_month"),
+        ("birthMonth", "0", "birth_month"),
+        ("birthMonth", "X", "birth_month"),
+        ("category", "toolong12", "domestic_category"),
+        ("category", "a", "domestic_category"),
+        ("category", "<script>", "domestic_category"),
+        ("category", None, "null_not_allowed"),
+    ],
+)
+def test_bad_attribute_is_rejected(field, value, error_type):
+    """Each attribute refuses values outside its exact string form, at its own location."""
+    assert _errors(**{field: value}) == {(error_type, (field,))}
+
+
+def test_missing_and_unknown_attributes_are_rejected():
+    """Every attribute but category is required, and unknown ones are refused."""
+    body = {key: value for key, value in VALID.items() if key != "birthDay"} | {"extra": "1"}
+    with pytest.raises(ValidationError) as info:
+        DomesticAttributes.model_validate(body)
+    assert {(e["type"], e["loc"]) for e in info.value.errors()} == {
+        ("missing", ("birthDay",)),
+        ("extra_forbidden", ("extra",)),
+    }
+
+
+@pytest.mark.parametrize(
+    "valid_from",
+    [NOW - timedelta(hours=72), NOW, NOW + timedelta(days=7)],
+    ids=["oldest", "now", "latest"],
+)
+def test_policy_accepts_valid_from_within_its_window(valid_from):
+    """A validFrom anywhere in [now - past, now + future] passes the policy."""
+    attrs = DomesticAttributes.model_validate(
+        {**VALID, "validFrom": str(int(valid_from.timestamp())), "validForHours": "40"}
+    )
+    assert check_domestic_policy(attrs, POLICY, now=NOW, loc=("credentialAttributes",)) == []
+
+
+@pytest.mark.parametrize(
+    "valid_from",
+    [NOW - timedelta(hours=72, seconds=1), NOW + timedelta(days=7, seconds=1)],
+    ids=["too-old", "too-far-ahead"],
+)
+def test_policy_refuses_valid_from_outside_its_window(valid_from):
+    """A validFrom outside the window is reported under the given location."""
+    attrs = DomesticAttributes.model_validate(
+        {**VALID, "validFrom": str(int(valid_from.timestamp()))}
+    )
+    errors = check_domestic_policy(attrs, POLICY, now=NOW, loc=("credentialsAttributes", 2))
+    assert [e.loc for e in errors] == [("credentialsAttributes", 2, "validFrom")]
+
+
+def test_policy_refuses_too_many_hours():
+    """A validForHours above the maximum is reported, together with any other violation."""
+    attrs = DomesticAttributes.model_validate({**VALID, "validFrom": "0", "validForHours": "41"})
+    errors = check_domestic_policy(attrs, POLICY, now=NOW, loc=())
+    assert [e.loc for e in errors] == [("validFrom",), ("validForHours",)]
+    assert "at most 40" in errors[1].msg
+
+
+def _day_oracle(text: str) -> bool:
+    return text == "" or (
+        text.isascii() and text.isdigit() and str(int(text)) == text and 1 <= int(text) <= 31
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(day=st.one_of(st.integers(-5, 40).map(str), st.text(alphabet="0123456789 +-x", max_size=3)))
+def test_birth_day_accepts_exactly_the_canonical_days(day):
+    """A birthDay is accepted exactly when it is '' or a canonical integer 1..31."""
+    try:
+        DomesticAttributes.model_validate({**VALID, "birthDay": day})
+    except ValidationError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == _day_oracle(day)
