@@ -1,0 +1,44 @@
+"""The bundled value sets: where they come from, and that they load lazily."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from signing_gateway.domain.valuesets import ValueSetName, value_set, value_sets_version
+
+
+def test_version_of_bundled_value_sets_is_recorded():
+    """The package records which value-set release it ships."""
+    assert value_sets_version().startswith("eu-dcc-valuesets 2.12.0")
+
+
+@pytest.mark.parametrize("name", list(ValueSetName))
+def test_every_value_set_loads(name):
+    """Every value set the model uses is present and has active codes."""
+    codes = value_set(name)
+    assert codes.active
+    assert codes.value_set_id
+
+
+def test_inactive_codes_are_known_but_not_active():
+    """Withdrawn codes stay known (for a precise message) but are not active."""
+    products = value_set(ValueSetName.VACCINE_MEDICINAL_PRODUCT)
+    assert "NVX-CoV2373" in products
+    assert "NVX-CoV2373" not in products.active
+    assert "EU/1/20/1528" in products.active
+
+
+def test_importing_the_domain_reads_no_value_set():
+    """Importing the domain package reads nothing; the first validation does."""
+    code = (
+        "import signing_gateway.domain\n"
+        "from signing_gateway.domain.valuesets import value_set\n"
+        "print(value_set.cache_info().currsize)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "0"
