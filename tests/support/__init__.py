@@ -1,1 +1,1 @@
-"""Helpers shared by tests (builders of keys, certificates and credentials)."""
+"""Helpers shared by tests: builders of keys, certificates, credentials; fake-signer processes."""

@@ -1,0 +1,78 @@
+"""Request bodies and independent decoding helpers for fake-signer contract tests."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import Any
+
+import base45
+import cbor2
+
+DEFAULT_CONTROL = {
+    "latencyMs": 0,
+    "jitterMs": 0,
+    "latencyDistribution": "uniform",
+    "capacity": None,
+    "overflow": "queue",
+    "errorRate": 0,
+    "fault": None,
+}
+
+DCC: dict[str, Any] = {
+    "ver": "1.3.0",
+    "nam": {"fn": "Musterfrau", "fnt": "MUSTERFRAU", "gn": "Erika", "gnt": "ERIKA"},
+    "dob": "1964-08-12",
+    "v": [
+        {
+            "tg": "840539006",
+            "vp": "1119349007",
+            "mp": "EU/1/20/1528",
+            "ma": "ORG-100030215",
+            "dn": 2,
+            "sd": 2,
+            "dt": "2021-05-29",
+            "co": "NL",
+            "is": "Ministry of Health Welfare and Sport",
+            "ci": "URN:UVCI:01:NL:DADFCC47C7334E45A906DB12FD859FB7#1",
+        }
+    ],
+}
+
+ATTRIBUTES = {
+    "isSpecimen": "0",
+    "isPaperProof": "1",
+    "validFrom": "1700000000",
+    "validForHours": "24",
+    "firstNameInitial": "E",
+    "lastNameInitial": "M",
+    "birthDay": "12",
+    "birthMonth": "8",
+}
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def eu_body(usage: str = "vaccination", expiration: str = "2027-06-01T00:00:00Z") -> dict[str, Any]:
+    """A valid /get_credential request body."""
+    return {"keyUsage": usage, "expirationTime": expiration, "dcc": DCC}
+
+
+def b64d(value: str) -> bytes:
+    """Strict standard base64 decoding."""
+    return base64.b64decode(value, validate=True)
+
+
+def cose_of(credential: str) -> bytes:
+    """The COSE bytes inside an HC1 credential, decoded with the base45 and zlib libraries."""
+    assert credential.startswith("HC1:")
+    return zlib.decompress(base45.b45decode(credential[4:]))
+
+
+def cose_parts(credential: str) -> tuple[dict[int, Any], dict[Any, Any], bytes, bytes]:
+    """(protected header, unprotected header, payload bytes, signature) of an HC1 credential."""
+    tagged = cbor2.loads(cose_of(credential))
+    assert isinstance(tagged, cbor2.CBORTag)
+    assert tagged.tag == 18
+    protected, unprotected, payload, signature = tagged.value
+    return cbor2.loads(protected), unprotected, payload, signature

@@ -1,0 +1,168 @@
+"""EU signer wire: credentials decoded and verified by an independent path (pycose + cbor2)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import time
+
+import cbor2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.hashes import SHA256
+from pycose.keys import CoseKey
+from pycose.messages import Sign1Message
+
+from tests.contract.fake_signer.signer_wire import DCC, b64d, cose_of, cose_parts, eu_body
+
+EKU = {
+    "test": "1.3.6.1.4.1.1847.2021.1.1",
+    "vaccination": "1.3.6.1.4.1.1847.2021.1.2",
+    "recovery": "1.3.6.1.4.1.1847.2021.1.3",
+}
+
+
+async def published(client):
+    """The /keys document of the signer."""
+    response = await client.get("/keys")
+    assert response.status_code == 200
+    return response.json()
+
+
+def dsc_for(keys, usage):
+    """The /keys entry and DSC certificate for a key usage."""
+    (entry,) = [k for k in keys["eu"] if k["keyUsage"] == [usage]]
+    return entry, x509.load_der_x509_certificate(b64d(entry["certificate"]))
+
+
+def verify_with_pycose(credential: str, certificate: x509.Certificate) -> bool:
+    """Verify the COSE signature with pycose, not with anything from fake_signer."""
+    tagged = cbor2.loads(cose_of(credential))
+    assert tagged.tag == 18
+    # cbor2 6 decodes inside a tag to immutable tuple/frozendict, which pycose refuses: thaw them.
+    protected, unprotected, payload, signature = tagged.value
+    message = Sign1Message.from_cose_obj(
+        [protected, dict(unprotected), payload, signature], allow_unknown_attributes=True
+    )
+    message.key = CoseKey.from_pem_public_key(
+        certificate.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return message.verify_signature()
+
+
+@pytest.mark.parametrize("usage", ["vaccination", "test", "recovery"])
+async def test_credential_round_trip_verifies_independently(client, usage):
+    """A credential verifies against the DSC from /keys and carries kid, claims and payload."""
+    before = int(time.time())
+    response = await client.post("/get_credential", json=eu_body(usage))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"credential", "proofIdentifier"}
+    keys = await published(client)
+    entry, dsc = dsc_for(keys, usage)
+    assert entry["alg"] == "ES256"
+
+    assert verify_with_pycose(body["credential"], dsc)
+    protected, unprotected, payload, signature = cose_parts(body["credential"])
+    assert protected == {
+        1: -7,
+        4: hashlib.sha256(dsc.public_bytes(serialization.Encoding.DER)).digest()[:8],
+    }
+    assert protected[4] == b64d(entry["kid"])
+    assert unprotected == {}
+    assert len(signature) == 64
+    claims = cbor2.loads(payload)
+    assert set(claims) == {1, 4, 6, -260}
+    assert claims[1] == "NL"
+    assert claims[4] == int(dt.datetime(2027, 6, 1, tzinfo=dt.UTC).timestamp())
+    assert before <= claims[6] <= int(time.time())
+    assert claims[-260] == {1: DCC}
+    expected_proof = base64.b64encode(hashlib.sha256(signature).digest()[:16]).decode()
+    assert body["proofIdentifier"] == expected_proof
+
+
+async def test_dsc_chains_to_csca_with_usage_eku(client):
+    """Every DSC is signed by the published CSCA, carries its usage's EKU and lasts ~2 years."""
+    keys = await published(client)
+    (csca_der,) = keys["csca"]
+    csca = x509.load_der_x509_certificate(b64d(csca_der))
+    assert csca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert csca.issuer == csca.subject
+    assert {tuple(k["keyUsage"]) for k in keys["eu"]} == {
+        ("vaccination",),
+        ("test",),
+        ("recovery",),
+    }
+    for usage, oid in EKU.items():
+        _, dsc = dsc_for(keys, usage)
+        assert dsc.issuer == csca.subject
+        public_key = csca.public_key()
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        public_key.verify(dsc.signature, dsc.tbs_certificate_bytes, ec.ECDSA(SHA256()))
+        eku = dsc.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert [o.dotted_string for o in eku] == [oid]
+        assert dsc.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=700)
+
+
+async def test_tampered_credential_does_not_verify(client):
+    """The independent verifier is not a rubber stamp: another DSC's key rejects the credential."""
+    body = (await client.post("/get_credential", json=eu_body("vaccination"))).json()
+    _, other = dsc_for(await published(client), "test")
+    assert not verify_with_pycose(body["credential"], other)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"{not json", "bad JSON"),
+        (b'{"keyUsage": "booster", "expirationTime": "2027-01-01T00:00:00Z", "dcc": {}}', "usage"),
+        (b'{"keyUsage": "test", "expirationTime": "next year", "dcc": {}}', "time"),
+        (b'{"keyUsage": "test", "expirationTime": "2027-01-01T00:00:00", "dcc": {}}', "no offset"),
+        (b'{"keyUsage": "test", "expirationTime": "2020-01-01T00:00:00Z", "dcc": {}}', "past"),
+        (b'{"keyUsage": "test", "expirationTime": "2099-01-01T00:00:00Z", "dcc": {}}', "after DSC"),
+        (b'{"keyUsage": "test", "expirationTime": "2027-01-01T00:00:00Z", "dcc": []}', "dcc list"),
+        (b'{"keyUsage": "test", "expirationTime": "2027-01-01T00:00:00Z"}', "missing dcc"),
+        (b"[1, 2]", "not an object"),
+    ],
+)
+async def test_wire_input_errors_are_4xx_plain_text(client, raw, why):
+    """Bad input at the wire level is refused with a 4xx plain-text body."""
+    response = await client.post("/get_credential", content=raw)
+    assert 400 <= response.status_code < 500, why
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text
+
+
+async def test_get_credential_only_accepts_post(client):
+    """GET on the signing endpoint is 405."""
+    assert (await client.get("/get_credential")).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("role", "eu", "domestic"), [("eu", True, False), ("domestic", False, True)]
+)
+def test_keys_and_routes_follow_the_role(fake_signer_factory, role, eu, domestic):
+    """Role eu publishes EU keys and routes only; role domestic the domestic ones only."""
+    import httpx  # noqa: PLC0415 - sync client for a sync test
+
+    signer = fake_signer_factory("--role", role, "--country", "BE")
+    with httpx.Client(base_url=signer.base_url, timeout=10) as http:
+        keys = http.get("/keys").json()
+        assert bool(keys["eu"]) is eu
+        assert bool(keys["csca"]) is eu
+        assert bool(keys["domestic"]) is domestic
+        eu_status = http.post("/get_credential", json=eu_body()).status_code
+        static = http.post(
+            "/issue_static", content=b"{}", headers={"Content-Type": "application/json"}
+        )
+        assert (eu_status == 200) is eu
+        assert (static.status_code == 404) is eu
+        if eu:
+            credential = http.post("/get_credential", json=eu_body()).json()["credential"]
+            assert cbor2.loads(cose_parts(credential)[2])[1] == "BE"
