@@ -1,0 +1,166 @@
+"""Client for the domestic signer (the CoronaCheck Idemix server, CONTRACT §2).
+
+All calls are POST with ``Content-Type: application/json`` exactly. The signer's own
+messages (prepare, commitment, signatures) are passed through as JSON objects; only their
+outer shape is checked here, the signatures are checked by ``verification.domestic``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from signing_gateway.signers.eu import fetch_key_set, malformed
+from signing_gateway.signers.http import probe_signer, request_json
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import httpx
+
+    from signing_gateway.verification.trust import KeySet
+
+__all__ = ["MAX_CREDENTIAL_AMOUNT", "DomesticSignerClient", "DomesticStaticResult"]
+
+#: The signer's limit on credentials per issuance session.
+MAX_CREDENTIAL_AMOUNT = 100
+
+_Text = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class _PrepareIssueResponse(BaseModel):
+    """The 200 body of ``POST /prepare_issue``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    issuer_pk_id: _Text = Field(alias="issuerPkId")
+    issuer_nonce: _Text = Field(alias="issuerNonce")
+    credential_amount: int = Field(alias="credentialAmount", ge=1, le=MAX_CREDENTIAL_AMOUNT)
+
+
+class _IssueItem(BaseModel):
+    """One element of the 200 body of ``POST /issue``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    issue_signature_message: dict[str, Any] = Field(alias="issueSignatureMessage")
+    attributes: dict[str, str]
+
+
+_IssueResponse = TypeAdapter(
+    Annotated[list[_IssueItem], Field(min_length=1, max_length=MAX_CREDENTIAL_AMOUNT)]
+)
+
+
+class _StaticResponse(BaseModel):
+    """The 200 body of ``POST /issue_static``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    qr: Annotated[str, StringConstraints(pattern=r"^NL2:", max_length=8 * 1024)]
+    proof_identifier: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        alias="proofIdentifier"
+    )
+
+
+@dataclass(frozen=True)
+class DomesticStaticResult:
+    """A static (paper) proof as the signer returned it (unverified)."""
+
+    qr: str
+    proof_identifier: str
+
+
+class DomesticSignerClient:
+    """Calls one domestic signer over a shared ``httpx.AsyncClient`` (owned by the caller)."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, *, name: str = "domestic", health_path: str = "/healthz"
+    ) -> None:
+        """Use ``http`` (with the signer's base URL); ``name`` labels errors and metrics."""
+        self._http = http
+        self.name = name
+        self._health_path = health_path
+
+    async def _post(self, path: str, body: object, headers: Mapping[str, str] | None) -> Any:  # noqa: ANN401 - parsed JSON, validated by the caller
+        return await request_json(
+            self._http,
+            "POST",
+            path,
+            signer=self.name,
+            endpoint=path.strip("/"),
+            body=body,
+            headers=headers,
+        )
+
+    async def prepare_issue(
+        self, credential_amount: int, *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Open an issuance session; returns the signer's prepare message as received.
+
+        Raises:
+            ValueError: ``credential_amount`` outside 1..100 (nothing is sent).
+            SignerError: any failure, see ``signing_gateway.signers.errors``.
+        """
+        if not 1 <= credential_amount <= MAX_CREDENTIAL_AMOUNT:
+            raise ValueError(f"credential_amount must be 1..{MAX_CREDENTIAL_AMOUNT}")
+        data = await self._post("/prepare_issue", {"credentialAmount": credential_amount}, headers)
+        try:
+            _PrepareIssueResponse.model_validate(data)
+        except ValidationError as exc:
+            raise malformed(exc, signer=self.name, endpoint="prepare_issue") from exc
+        # The message goes back to the signer verbatim in /issue, so keep it as received.
+        message: dict[str, Any] = data
+        return message
+
+    async def issue(
+        self,
+        *,
+        prepare_issue_message: Mapping[str, Any],
+        issue_commitment_message: Mapping[str, Any],
+        credentials_attributes: Sequence[Mapping[str, str]],
+        headers: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create the session's credentials; returns the signer's items as received.
+
+        Raises:
+            SignerError: any failure, see ``signing_gateway.signers.errors``.
+        """
+        body = {
+            "prepareIssueMessage": dict(prepare_issue_message),
+            "issueCommitmentMessage": dict(issue_commitment_message),
+            "credentialsAttributes": [dict(a) for a in credentials_attributes],
+        }
+        data = await self._post("/issue", body, headers)
+        try:
+            _IssueResponse.validate_python(data)
+        except ValidationError as exc:
+            raise malformed(exc, signer=self.name, endpoint="issue") from exc
+        items: list[dict[str, Any]] = data
+        return items
+
+    async def issue_static(
+        self, credential_attributes: Mapping[str, str], *, headers: Mapping[str, str] | None = None
+    ) -> DomesticStaticResult:
+        """Create a static (paper) proof for one attribute set.
+
+        Raises:
+            SignerError: any failure, see ``signing_gateway.signers.errors``.
+        """
+        body = {"credentialAttributes": dict(credential_attributes)}
+        data = await self._post("/issue_static", body, headers)
+        try:
+            parsed = _StaticResponse.model_validate(data)
+        except ValidationError as exc:
+            raise malformed(exc, signer=self.name, endpoint="issue_static") from exc
+        return DomesticStaticResult(parsed.qr, parsed.proof_identifier)
+
+    async def fetch_keys(self, *, headers: Mapping[str, str] | None = None) -> KeySet:
+        """Read ``GET /keys`` (fake signers only) into trust stores."""
+        return await fetch_key_set(self._http, signer=self.name, headers=headers)
+
+    async def probe(self) -> None:
+        """Cheap liveness check; raises ``SignerError`` when the signer is down."""
+        await probe_signer(self._http, self._health_path, signer=self.name)

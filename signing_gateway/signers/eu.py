@@ -1,0 +1,127 @@
+"""Client for the EU signer (the CoronaCheck "hcert" issuance server, CONTRACT §2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from signing_gateway.signers.errors import SignerMalformedResponseError
+from signing_gateway.signers.http import probe_signer, request_json
+from signing_gateway.verification.trust import KeySet, TrustConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import httpx
+
+__all__ = ["EuSignerClient", "EuSignerResult", "malformed"]
+
+
+class _CredentialResponse(BaseModel):
+    """The 200 body of ``POST /get_credential``; nothing more, nothing less."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    credential: Annotated[str, StringConstraints(pattern=r"^HC1:", max_length=32 * 1024)]
+    proof_identifier: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        alias="proofIdentifier"
+    )
+
+
+@dataclass(frozen=True)
+class EuSignerResult:
+    """What the EU signer returned: the credential and its proof identifier (unverified)."""
+
+    credential: str
+    proof_identifier: str
+
+
+def malformed(exc: Exception, *, signer: str, endpoint: str) -> SignerMalformedResponseError:
+    """A malformed-response error for a 2xx body that failed its wire model."""
+    kind = "wire model" if isinstance(exc, ValidationError) else "key material"
+    return SignerMalformedResponseError(
+        f"2xx body does not match the {kind}", signer=signer, endpoint=endpoint, status_code=200
+    )
+
+
+def rfc3339(moment: datetime) -> str:
+    """Whole-second UTC RFC 3339 (``...Z``); the signer floors to seconds anyway."""
+    if moment.tzinfo is None:
+        raise ValueError("expiration_time must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EuSignerClient:
+    """Calls one EU signer over a shared ``httpx.AsyncClient`` (owned by the caller)."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, *, name: str = "eu", health_path: str = "/healthz"
+    ) -> None:
+        """Use ``http`` (with the signer's base URL); ``name`` labels errors and metrics."""
+        self._http = http
+        self.name = name
+        self._health_path = health_path
+
+    async def get_credential(
+        self,
+        *,
+        key_usage: str,
+        expiration_time: datetime,
+        dcc: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+    ) -> EuSignerResult:
+        """Ask the signer to sign ``dcc``; the result still has to be verified.
+
+        Raises:
+            SignerError: any failure, see ``signing_gateway.signers.errors``.
+        """
+        endpoint = "get_credential"
+        body = {
+            "keyUsage": str(key_usage),
+            "expirationTime": rfc3339(expiration_time),
+            "dcc": dict(dcc),
+        }
+        data = await request_json(
+            self._http,
+            "POST",
+            "/get_credential",
+            signer=self.name,
+            endpoint=endpoint,
+            body=body,
+            headers=headers,
+        )
+        try:
+            parsed = _CredentialResponse.model_validate(data)
+        except ValidationError as exc:
+            raise malformed(exc, signer=self.name, endpoint=endpoint) from exc
+        return EuSignerResult(parsed.credential, parsed.proof_identifier)
+
+    async def fetch_keys(self, *, headers: Mapping[str, str] | None = None) -> KeySet:
+        """Read ``GET /keys`` (fake signers only) into trust stores.
+
+        Raises:
+            SignerError: transport or status failure, or a document that does not parse.
+        """
+        return await fetch_key_set(self._http, signer=self.name, headers=headers)
+
+    async def probe(self) -> None:
+        """Cheap liveness check; raises ``SignerError`` when the signer is down."""
+        await probe_signer(self._http, self._health_path, signer=self.name)
+
+
+async def fetch_key_set(
+    http: httpx.AsyncClient, *, signer: str, headers: Mapping[str, str] | None = None
+) -> KeySet:
+    """``GET /keys`` parsed into a ``KeySet`` (shared by both clients)."""
+    data = await request_json(http, "GET", "/keys", signer=signer, endpoint="keys", headers=headers)
+    if not isinstance(data, dict):
+        raise SignerMalformedResponseError(
+            "keys document is not an object", signer=signer, endpoint="keys", status_code=200
+        )
+    try:
+        return KeySet.from_keys_json(data)
+    except TrustConfigError as exc:
+        raise malformed(exc, signer=signer, endpoint="keys") from exc

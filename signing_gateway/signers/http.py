@@ -1,0 +1,354 @@
+"""HTTP plumbing shared by the signer clients: building the client and translating failures.
+
+``build_signer_client`` makes one ``httpx.AsyncClient`` per signer with every timeout and the
+pool size stated explicitly. ``request_json`` sends one request and turns every way it can go
+wrong (transport exceptions, error statuses, oversized or non-JSON bodies) into the
+``SignerError`` tree, for both transports:
+
+- ``"httpx"``: httpx's own transport (httpcore).
+- ``"aiohttp"``: ``httpx_aiohttp.AiohttpTransport``. Its exception mapping is coarse (a refused
+  connection and a dropped one both surface as ``httpx.ConnectTimeout``), so
+  ``transport_error`` looks at the original aiohttp exception kept in ``__cause__``.
+  aiohttp has no write timeout; request bodies here are a few KiB and fit in the socket
+  buffer, and the caller's per-request deadline bounds the rest.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import ssl
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiohttp
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+from signing_gateway.signers.errors import (
+    SignerConnectError,
+    SignerConnectionLostError,
+    SignerMalformedResponseError,
+    SignerRejectedError,
+    SignerResponseError,
+    SignerServerError,
+    SignerThrottledError,
+    SignerTimeoutError,
+    SignerTransportError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "ClientCert",
+    "build_signer_client",
+    "parse_retry_after",
+    "probe_signer",
+    "request_json",
+    "response_error",
+    "transport_error",
+]
+
+#: Largest signer response body accepted. A real answer is a few KiB; anything bigger is
+#: treated as malformed rather than buffered.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+#: A client certificate: a PEM file holding both, or (certfile, keyfile[, password]).
+ClientCert = str | tuple[str, str] | tuple[str, str, str]
+
+_DEFAULT_HEADERS = {
+    "User-Agent": "signing-gateway",
+    "Accept": "application/json",
+    # Answers are small; refusing compression removes decompression bombs from the picture.
+    "Accept-Encoding": "identity",
+}
+
+
+class _AiohttpSignerTransport(AiohttpTransport):
+    """``AiohttpTransport`` with httpx's pool and connect timeouts kept apart.
+
+    aiohttp's ``connect`` timeout covers waiting for a pooled connection *and* opening a
+    new one, while httpx_aiohttp fills it with the pool timeout alone. Giving it the sum keeps
+    a short pool timeout from cutting a connect that httpx would still allow.
+    """
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Widen aiohttp's connect budget to pool + connect, then send as usual."""
+        timeout = dict(request.extensions.get("timeout", {}))
+        pool, connect = timeout.get("pool"), timeout.get("connect")
+        if pool is not None and connect is not None:
+            timeout["pool"] = pool + connect
+            request.extensions = {**request.extensions, "timeout": timeout}
+        response: httpx.Response = await super().handle_async_request(request)
+        return response
+
+
+def _ssl_context(*, verify: ssl.SSLContext | bool | str, cert: ClientCert | None) -> ssl.SSLContext:
+    """Turn the verify/cert options into one context (httpx 0.28 deprecates str and cert)."""
+    if isinstance(verify, ssl.SSLContext):
+        if cert is not None:
+            raise ValueError("load the client certificate into the SSLContext passed as verify")
+        return verify
+    if verify is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif verify is True:
+        context = ssl.create_default_context()
+    else:
+        context = ssl.create_default_context(cafile=verify)
+    if isinstance(cert, str):
+        context.load_cert_chain(cert)
+    elif cert is not None:
+        context.load_cert_chain(*cert)
+    return context
+
+
+def build_signer_client(
+    base_url: str,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    write_timeout: float,
+    pool_timeout: float,
+    max_connections: int,
+    keepalive_expiry: float = 5.0,
+    transport: Literal["httpx", "aiohttp"] = "httpx",
+    verify: ssl.SSLContext | bool | str = True,
+    cert: ClientCert | None = None,
+) -> httpx.AsyncClient:
+    """Build the one HTTP client for one signer; open it at startup, close it on shutdown.
+
+    Args:
+        base_url: The signer's base URL; paths are joined to it.
+        connect_timeout: Seconds to open a TCP (and TLS) connection.
+        read_timeout: Seconds to wait for each chunk of the answer.
+        write_timeout: Seconds to wait for each chunk of the request to go out (httpx only).
+        pool_timeout: Seconds to wait for a free connection when ``max_connections`` are busy.
+        max_connections: Connections open to this signer at most (all kept alive when idle).
+        keepalive_expiry: Seconds an idle connection is kept.
+        transport: ``"httpx"`` (httpcore) or ``"aiohttp"`` (httpx_aiohttp).
+        verify: ``True`` for the system CAs, ``False`` to skip checks, a CA bundle path, or a
+            ready ``ssl.SSLContext``.
+        cert: Client certificate for mutual TLS (not combined with an ``SSLContext``).
+
+    This reads CA files when TLS options are given: call it from startup code, not from a
+    running request.
+    """
+    timeout = httpx.Timeout(
+        connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool_timeout
+    )
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=keepalive_expiry,
+    )
+    context = _ssl_context(verify=verify, cert=cert)
+    # trust_env=False: where the signers are and how to reach them comes from settings only,
+    # not from proxy variables a host happens to export.
+    if transport == "aiohttp":
+        return httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            headers=_DEFAULT_HEADERS,
+            trust_env=False,
+            transport=_AiohttpSignerTransport(verify=context, limits=limits, trust_env=False),
+        )
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=timeout,
+        limits=limits,
+        headers=_DEFAULT_HEADERS,
+        verify=context,
+        trust_env=False,
+    )
+
+
+def _aiohttp_cause(exc: BaseException) -> BaseException | None:
+    """Return the aiohttp (or bare asyncio timeout) exception behind ``exc``, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, aiohttp.ClientError | TimeoutError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _classify_aiohttp(cause: BaseException) -> type[SignerTransportError]:
+    """Pick the transport error class for an aiohttp exception."""
+    if isinstance(cause, TimeoutError):
+        # ServerTimeoutError, ConnectionTimeoutError and SocketTimeoutError all derive from it.
+        return SignerTimeoutError
+    if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.InvalidURL):
+        return SignerConnectError
+    # ServerDisconnectedError, ClientOSError (reset), ClientPayloadError (truncated body), ...
+    return SignerConnectionLostError
+
+
+def _classify_httpx(exc: httpx.TransportError) -> type[SignerTransportError]:
+    """Pick the transport error class for an httpx exception."""
+    if isinstance(exc, httpx.TimeoutException):
+        return SignerTimeoutError
+    if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol | httpx.ProxyError):
+        return SignerConnectError
+    # RemoteProtocolError, ReadError, WriteError, CloseError: the request may have landed.
+    return SignerConnectionLostError
+
+
+def transport_error(
+    exc: httpx.TransportError | aiohttp.ClientError | TimeoutError,
+    *,
+    signer: str,
+    endpoint: str,
+) -> SignerTransportError:
+    """Translate a transport failure from either transport into a ``SignerTransportError``.
+
+    The caller raises the result ``from exc``.
+    """
+    cause = _aiohttp_cause(exc)
+    if cause is not None:
+        error_class = _classify_aiohttp(cause)
+    elif isinstance(exc, httpx.TransportError):
+        error_class = _classify_httpx(exc)
+    else:  # pragma: no cover - _aiohttp_cause already matched every other accepted type
+        error_class = SignerConnectionLostError
+    return error_class(type(cause or exc).__name__, signer=signer, endpoint=endpoint)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Read a ``Retry-After`` header: delay-seconds or an HTTP date; ``None`` if unreadable.
+
+    A date in the past gives 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result means "-0000".
+        when = when.replace(tzinfo=UTC)
+    delay = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, delay) if math.isfinite(delay) else None
+
+
+def response_error(
+    response: httpx.Response, *, signer: str, endpoint: str
+) -> SignerResponseError | None:
+    """Translate a non-2xx status into a ``SignerResponseError``; ``None`` for a 2xx."""
+    status = response.status_code
+    message = f"HTTP {status}"
+    if 200 <= status < 300:  # noqa: PLR2004 - the 2xx class
+        return None
+    if status in {429, 503}:
+        return SignerThrottledError(
+            message,
+            signer=signer,
+            endpoint=endpoint,
+            status_code=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if 400 <= status < 500:  # noqa: PLR2004 - the 4xx class
+        return SignerRejectedError(message, signer=signer, endpoint=endpoint, status_code=status)
+    if status >= 500:  # noqa: PLR2004 - the 5xx class
+        return SignerServerError(message, signer=signer, endpoint=endpoint, status_code=status)
+    # 1xx/3xx: the signers never redirect; following one could leak a request elsewhere.
+    return SignerMalformedResponseError(
+        f"unexpected {message}", signer=signer, endpoint=endpoint, status_code=status
+    )
+
+
+async def _read_bounded(
+    response: httpx.Response, limit: int, *, signer: str, endpoint: str
+) -> bytes:
+    """Read the body, refusing (as malformed) anything longer than ``limit`` bytes."""
+    declared = response.headers.get("Content-Length", "")
+    too_big = SignerMalformedResponseError(
+        f"body over {limit} bytes",
+        signer=signer,
+        endpoint=endpoint,
+        status_code=response.status_code,
+    )
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+async def request_json(
+    http: httpx.AsyncClient,
+    method: Literal["GET", "POST"],
+    path: str,
+    *,
+    signer: str,
+    endpoint: str,
+    body: object = None,
+    headers: Mapping[str, str] | None = None,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
+) -> Any:  # noqa: ANN401 - parsed JSON; each client validates it against its wire model
+    """Send one request and return the parsed JSON of a 2xx answer.
+
+    ``body`` (if not ``None``) is encoded with orjson and sent as ``application/json`` exactly.
+    ``headers`` (e.g. ``X-Request-ID``) are added to the request.
+
+    Raises:
+        SignerTransportError: no complete answer (connect, timeout, connection lost).
+        SignerResponseError: a non-2xx status, or a 2xx body that is too large or not JSON.
+    """
+    request_headers = dict(headers or {})
+    content: bytes | None = None
+    if body is not None:
+        content = orjson.dumps(body)
+        request_headers["Content-Type"] = "application/json"
+    try:
+        async with http.stream(method, path, content=content, headers=request_headers) as response:
+            failure = response_error(response, signer=signer, endpoint=endpoint)
+            if failure is not None:
+                raise failure
+            status = response.status_code
+            try:
+                raw = await _read_bounded(
+                    response, max_response_bytes, signer=signer, endpoint=endpoint
+                )
+            except httpx.DecodingError as exc:
+                raise SignerMalformedResponseError(
+                    "undecodable body", signer=signer, endpoint=endpoint, status_code=status
+                ) from exc
+    except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+        raise transport_error(exc, signer=signer, endpoint=endpoint) from exc
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SignerMalformedResponseError(
+            "body is not JSON", signer=signer, endpoint=endpoint, status_code=status
+        ) from exc
+
+
+async def probe_signer(http: httpx.AsyncClient, path: str, *, signer: str) -> None:
+    """GET ``path`` cheaply; any answer below 500 means the signer is up.
+
+    The real signers have no health endpoint and answer 404/405, which still proves the
+    process is there and serving.
+
+    Raises:
+        SignerTransportError: the signer cannot be reached or does not answer in time.
+        SignerResponseError: the signer answered 5xx (503 as ``SignerThrottledError``).
+    """
+    try:
+        async with http.stream("GET", path) as response:
+            if response.status_code >= 500:  # noqa: PLR2004 - the 5xx class
+                failure = response_error(response, signer=signer, endpoint="probe")
+                if failure is not None:
+                    raise failure
+    except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+        raise transport_error(exc, signer=signer, endpoint="probe") from exc

@@ -1,0 +1,331 @@
+"""Signer clients against respx: what reaches the signer, and how every answer is mapped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import httpx
+import orjson
+import pytest
+
+from signing_gateway.signers.domestic import DomesticSignerClient
+from signing_gateway.signers.errors import (
+    SignerConnectError,
+    SignerConnectionLostError,
+    SignerMalformedResponseError,
+    SignerRejectedError,
+    SignerServerError,
+    SignerThrottledError,
+    SignerTimeoutError,
+)
+from signing_gateway.signers.eu import EuSignerClient
+from signing_gateway.signers.http import MAX_RESPONSE_BYTES, parse_retry_after
+from tests.support.credentials import b64, make_domestic_signer, make_dsc, sample_attributes
+
+EXPIRES = datetime(2027, 5, 20, tzinfo=UTC)
+DCC = {"ver": "1.3.0", "dob": "1964-08-12", "v": [{"dn": 2}]}
+Malformed = SignerMalformedResponseError
+GOOD_EU = {"credential": "HC1:ABC", "proofIdentifier": "cHJvb2Y="}
+REQUEST_ID = {"X-Request-ID": "req-123"}
+
+
+async def get_credential(http):
+    """Call get_credential with fixed arguments."""
+    return await EuSignerClient(http).get_credential(
+        key_usage="vaccination", expiration_time=EXPIRES, dcc=DCC, headers=REQUEST_ID
+    )
+
+
+async def test_get_credential_sends_contract_request(http, router):
+    """POST /get_credential carries exact JSON content type, request id and the body."""
+    route = router.post("/get_credential").respond(200, json=GOOD_EU)
+    result = await get_credential(http)
+    assert (result.credential, result.proof_identifier) == ("HC1:ABC", "cHJvb2Y=")
+    sent = route.calls.last.request
+    assert sent.method == "POST"
+    assert sent.url.path == "/get_credential"
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["x-request-id"] == "req-123"
+    assert orjson.loads(sent.content) == {
+        "keyUsage": "vaccination",
+        "expirationTime": "2027-05-20T00:00:00Z",
+        "dcc": DCC,
+    }
+
+
+async def test_expiration_time_is_sent_in_utc_whole_seconds(http, router):
+    """A non-UTC expiration with fractions is sent as whole-second UTC."""
+    route = router.post("/get_credential").respond(200, json=GOOD_EU)
+    moment = datetime(2027, 5, 20, 2, 0, 0, 900_000, tzinfo=UTC).astimezone(
+        timezone(timedelta(hours=2))
+    )
+    await EuSignerClient(http).get_credential(key_usage="test", expiration_time=moment, dcc=DCC)
+    assert (
+        orjson.loads(route.calls.last.request.content)["expirationTime"] == "2027-05-20T02:00:00Z"
+    )
+
+
+async def test_naive_expiration_time_is_refused_before_sending(http, router):
+    """A naive datetime is a programming error and nothing reaches the signer."""
+    route = router.post("/get_credential").respond(200, json=GOOD_EU)
+    with pytest.raises(ValueError, match="timezone"):
+        await EuSignerClient(http).get_credential(
+            key_usage="test",
+            expiration_time=datetime(2027, 1, 1),  # noqa: DTZ001 - naive on purpose
+            dcc=DCC,
+        )
+    assert not route.called
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "status"),
+    [
+        (httpx.Response(400, text="bad dcc"), SignerRejectedError, 400),
+        (httpx.Response(415, text="unsupported"), SignerRejectedError, 415),
+        (httpx.Response(429, text="busy"), SignerThrottledError, 429),
+        (httpx.Response(503, text="down"), SignerThrottledError, 503),
+        (httpx.Response(500, text="boom"), SignerServerError, 500),
+        (httpx.Response(502, text="gw"), SignerServerError, 502),
+        (httpx.Response(302, headers={"Location": "http://x.test/"}), Malformed, 302),
+        (httpx.Response(200, text="not json"), Malformed, 200),
+        (httpx.Response(200, json={"credential": "HC1:A"}), Malformed, 200),
+        (httpx.Response(200, json={**GOOD_EU, "extra": 1}), Malformed, 200),
+        (httpx.Response(200, json={**GOOD_EU, "credential": "HC2:A"}), Malformed, 200),
+        (httpx.Response(200, json={**GOOD_EU, "proofIdentifier": 5}), Malformed, 200),
+        (httpx.Response(200, json=[GOOD_EU]), Malformed, 200),
+        (
+            httpx.Response(200, content=b'{"credential":"HC1:' + b"A" * MAX_RESPONSE_BYTES + b'"}'),
+            Malformed,
+            200,
+        ),
+    ],
+    ids=[
+        "400", "415", "429", "503", "500", "502", "302", "not-json", "missing-field",
+        "extra-field", "wrong-prefix", "wrong-type", "array", "oversized",
+    ],
+)  # fmt: skip
+async def test_responses_map_to_signer_errors(http, router, response, error, status):
+    """Each status class and malformed 2xx body maps to its SignerResponseError, URL-free."""
+    router.post("/get_credential").mock(return_value=response)
+    with pytest.raises(error) as caught:
+        await get_credential(http)
+    assert type(caught.value) is error
+    assert caught.value.status_code == status
+    assert (caught.value.signer, caught.value.endpoint) == ("eu", "get_credential")
+    assert "signer.test" not in str(caught.value)
+    assert "://" not in str(caught.value)
+
+
+async def test_oversized_body_without_length_header_is_refused(http, router):
+    """A streamed body over the limit (no Content-Length) is refused as malformed."""
+
+    async def chunks():
+        for _ in range(MAX_RESPONSE_BYTES // 1024 + 2):
+            yield b" " * 1024
+
+    router.post("/get_credential").mock(return_value=httpx.Response(200, content=chunks()))
+    with pytest.raises(SignerMalformedResponseError, match="over"):
+        await get_credential(http)
+
+
+async def test_retry_after_seconds_is_parsed(http, router):
+    """A 429 with Retry-After: 7 gives retry_after 7 seconds."""
+    router.post("/get_credential").respond(429, headers={"Retry-After": "7"}, text="busy")
+    with pytest.raises(SignerThrottledError) as caught:
+        await get_credential(http)
+    assert caught.value.retry_after == 7.0
+
+
+async def test_retry_after_http_date_is_parsed(http, router):
+    """A 503 with an HTTP-date Retry-After gives the seconds until that date."""
+    when = datetime.now(UTC) + timedelta(seconds=30)
+    header = format_datetime(when, usegmt=True)
+    router.post("/get_credential").respond(503, headers={"Retry-After": header}, text="down")
+    with pytest.raises(SignerThrottledError) as caught:
+        await get_credential(http)
+    assert 25 <= caught.value.retry_after <= 31
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("0", 0.0),
+        (" 12 ", 12.0),
+        ("-3", None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+    ],
+)
+def test_parse_retry_after(value, expected):
+    """Retry-After accepts delay-seconds and HTTP dates; junk gives None, past dates 0."""
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+    assert parse_retry_after(value, now=now) == expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "error"),
+    [
+        (httpx.ConnectError("refused"), SignerConnectError),
+        (httpx.ConnectTimeout("slow connect"), SignerTimeoutError),
+        (httpx.ReadTimeout("slow read"), SignerTimeoutError),
+        (httpx.WriteTimeout("slow write"), SignerTimeoutError),
+        (httpx.PoolTimeout("pool"), SignerTimeoutError),
+        (httpx.RemoteProtocolError("disconnected"), SignerConnectionLostError),
+        (httpx.ReadError("reset"), SignerConnectionLostError),
+        (httpx.WriteError("broken pipe"), SignerConnectionLostError),
+    ],
+)
+async def test_transport_exceptions_map_to_signer_errors(http, router, exc, error):
+    """Each httpx transport exception maps to its SignerTransportError and chains the cause."""
+    router.post("/get_credential").mock(side_effect=exc)
+    with pytest.raises(error) as caught:
+        await get_credential(http)
+    assert type(caught.value) is error
+    assert caught.value.__cause__ is exc
+
+
+async def test_prepare_issue_sends_amount_and_returns_message_verbatim(http, router):
+    """prepare_issue posts credentialAmount as JSON and returns the signer's object as is."""
+    message = {"issuerPkId": "a2lk", "issuerNonce": b64(b"n" * 16), "credentialAmount": 3}
+    route = router.post("/prepare_issue").respond(200, json=message)
+    assert await DomesticSignerClient(http).prepare_issue(3, headers=REQUEST_ID) == message
+    sent = route.calls.last.request
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["x-request-id"] == "req-123"
+    assert orjson.loads(sent.content) == {"credentialAmount": 3}
+
+
+@pytest.mark.parametrize("amount", [0, 101])
+async def test_prepare_issue_amount_out_of_range_sends_nothing(http, router, amount):
+    """An amount outside 1..100 is refused locally."""
+    route = router.post("/prepare_issue").respond(200, json={})
+    with pytest.raises(ValueError, match="credential_amount"):
+        await DomesticSignerClient(http).prepare_issue(amount)
+    assert not route.called
+
+
+async def test_issue_sends_contract_body_and_returns_items(http, router):
+    """The issue call posts the three messages under their wire names and returns the items."""
+    signer = make_domestic_signer()
+    nonce = b64(b"n" * 16)
+    item = signer.issue_item(nonce, sample_attributes())
+    route = router.post("/issue").respond(200, json=[item])
+    prepare = {"issuerPkId": "a2lk", "issuerNonce": nonce, "credentialAmount": 1}
+    commitment = {"n_2": "x", "issuerNonce": nonce}
+    items = await DomesticSignerClient(http).issue(
+        prepare_issue_message=prepare,
+        issue_commitment_message=commitment,
+        credentials_attributes=[sample_attributes()],
+    )
+    assert items == [item]
+    sent = route.calls.last.request
+    assert sent.headers["content-type"] == "application/json"
+    assert orjson.loads(sent.content) == {
+        "prepareIssueMessage": prepare,
+        "issueCommitmentMessage": commitment,
+        "credentialsAttributes": [sample_attributes()],
+    }
+
+
+async def test_issue_static_sends_attributes_and_parses_result(http, router):
+    """issue_static posts credentialAttributes and returns qr and proofIdentifier."""
+    route = router.post("/issue_static").respond(
+        200, json={"qr": "NL2:AB", "proofIdentifier": "cA=="}
+    )
+    result = await DomesticSignerClient(http).issue_static(sample_attributes())
+    assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
+    assert orjson.loads(route.calls.last.request.content) == {
+        "credentialAttributes": sample_attributes()
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/prepare_issue", {"issuerPkId": "a", "issuerNonce": "b"}),
+        ("/prepare_issue", {"issuerPkId": "a", "issuerNonce": "b", "credentialAmount": "3"}),
+        ("/issue", []),
+        ("/issue", [{"issueSignatureMessage": {}, "attributes": {"a": 1}}]),
+        ("/issue", {"issueSignatureMessage": {}, "attributes": {}}),
+        ("/issue_static", {"qr": "HC1:x", "proofIdentifier": "p"}),
+    ],
+    ids=[
+        "prepare-missing", "prepare-type", "issue-empty", "issue-attr-type", "issue-object",
+        "static-prefix",
+    ],
+)  # fmt: skip
+async def test_domestic_malformed_bodies(http, router, path, body):
+    """Domestic 2xx bodies outside the wire models are malformed responses."""
+    router.post(path).respond(200, json=body)
+    client = DomesticSignerClient(http)
+    calls = {
+        "/prepare_issue": lambda: client.prepare_issue(3),
+        "/issue": lambda: client.issue(
+            prepare_issue_message={}, issue_commitment_message={}, credentials_attributes=[]
+        ),
+        "/issue_static": lambda: client.issue_static(sample_attributes()),
+    }
+    with pytest.raises(SignerMalformedResponseError) as caught:
+        await calls[path]()
+    assert caught.value.endpoint == path.strip("/")
+    assert caught.value.signer == "domestic"
+
+
+async def test_fetch_keys_parses_key_document(http, router):
+    """fetch_keys turns the /keys JSON into EU and domestic trust stores."""
+    dsc, signer = make_dsc(["test"]), make_domestic_signer()
+    doc = {"eu": [dsc.keys_entry(["test"])], "csca": [], "domestic": [signer.keys_entry()]}
+    router.get("/keys").respond(200, json=doc)
+    keys = await EuSignerClient(http).fetch_keys()
+    assert keys.eu.signing_certificate("test").kid == dsc.kid
+    assert keys.domestic.lookup(signer.kid) is not None
+    keys = await DomesticSignerClient(http).fetch_keys()
+    assert len(keys.domestic) == 1
+
+
+@pytest.mark.parametrize("doc", [[], {"eu": [{"kid": "x"}]}, {"domestic": "x"}])
+async def test_fetch_keys_bad_document_is_malformed(http, router, doc):
+    """A /keys document that does not parse is a malformed response."""
+    router.get("/keys").respond(200, json=doc)
+    with pytest.raises(SignerMalformedResponseError):
+        await EuSignerClient(http).fetch_keys()
+
+
+@pytest.mark.parametrize("status", [200, 404, 405])
+async def test_probe_treats_any_answer_below_500_as_up(http, router, status):
+    """The real signers answer 404/405 to GET; that still means up."""
+    route = router.get("/healthz").respond(status)
+    await EuSignerClient(http).probe()
+    await DomesticSignerClient(http).probe()
+    assert route.call_count == 2
+
+
+async def test_probe_uses_configured_path(http, router):
+    """The probe GETs the configured health path."""
+    route = router.get("/ping").respond(404)
+    await EuSignerClient(http, health_path="/ping").probe()
+    assert route.called
+
+
+@pytest.mark.parametrize(
+    ("response", "error"),
+    [
+        (httpx.Response(500), SignerServerError),
+        (httpx.Response(503), SignerThrottledError),
+        (httpx.ConnectError("refused"), SignerConnectError),
+        (httpx.ReadTimeout("slow"), SignerTimeoutError),
+    ],
+)
+async def test_probe_reports_down(http, router, response, error):
+    """5xx answers and transport failures make probe raise."""
+    route = router.get("/healthz")
+    if isinstance(response, Exception):
+        route.mock(side_effect=response)
+    else:
+        route.mock(return_value=response)
+    with pytest.raises(error) as caught:
+        await EuSignerClient(http, name="eu-a").probe()
+    assert (caught.value.signer, caught.value.endpoint) == ("eu-a", "probe")

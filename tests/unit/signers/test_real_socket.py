@@ -1,0 +1,192 @@
+"""Both transports against a raw asyncio server on 127.0.0.1: refused, hang, reset, trickle.
+
+These pin what respx cannot: that real socket failures from httpcore and from aiohttp land in
+the same SignerError classes, that timeouts fire, and what bytes reach the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from signing_gateway.signers.domestic import DomesticSignerClient
+from signing_gateway.signers.errors import (
+    SignerConnectError,
+    SignerConnectionLostError,
+    SignerTimeoutError,
+)
+from signing_gateway.signers.eu import EuSignerClient
+from signing_gateway.signers.http import build_signer_client
+
+READ_TIMEOUT = 0.3
+STATIC_OK = b'{"qr": "NL2:AB", "proofIdentifier": "cA=="}'
+
+
+@dataclass
+class RawServer:
+    """A one-behaviour HTTP/1.1 server that records request heads and bodies."""
+
+    behaviour: str
+    port: int = 0
+    requests: list[tuple[bytes, bytes]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one request, then misbehave as configured."""
+        self.tasks.add(asyncio.current_task())
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            body = await reader.readexactly(length)
+            self.requests.append((head, body))
+            self.arrived.set()
+            await self.respond(writer)
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def respond(self, writer: asyncio.StreamWriter) -> None:
+        """Answer (or not) according to the behaviour."""
+        ok_head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        if self.behaviour == "ok":
+            writer.write(ok_head + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK)
+            await writer.drain()
+        elif self.behaviour == "hang":
+            await self.release.wait()
+        elif self.behaviour == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif self.behaviour == "close":
+            pass  # EOF before any response byte
+        elif self.behaviour == "truncated":
+            writer.write(ok_head + b"Content-Length: 100\r\n\r\n" + STATIC_OK[:10])
+            await writer.drain()
+        elif self.behaviour == "trickle":
+            writer.write(ok_head + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK[:5])
+            await writer.drain()
+            await self.release.wait()
+
+
+@contextlib.asynccontextmanager
+async def raw_server(behaviour: str):
+    """Run a RawServer on a free loopback port; stop it and its handlers afterwards."""
+    state = RawServer(behaviour)
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        state.release.set()
+        server.close()
+        for task in list(state.tasks):
+            task.cancel()
+        await asyncio.gather(*state.tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+def client_for(port: int, transport: str, **overrides):
+    """A signer client for a loopback port with short timeouts."""
+    options = {
+        "connect_timeout": 1.0,
+        "read_timeout": READ_TIMEOUT,
+        "write_timeout": 1.0,
+        "pool_timeout": 1.0,
+        "max_connections": 4,
+        **overrides,
+    }
+    return build_signer_client(f"http://127.0.0.1:{port}", transport=transport, **options)
+
+
+async def issue_static(http):
+    """One domestic issue_static call with a request id."""
+    return await DomesticSignerClient(http).issue_static(
+        {"a": "1"}, headers={"X-Request-ID": "r-1"}
+    )
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_exact_bytes_reach_the_wire(transport):
+    """Both transports send Content-Type: application/json exactly, the request id and the body."""
+    async with raw_server("ok") as server, client_for(server.port, transport) as http:
+        result = await issue_static(http)
+    assert result.qr == "NL2:AB"
+    head, body = server.requests[0]
+    lines = [line.lower() for line in head.split(b"\r\n")]
+    assert lines[0] == b"post /issue_static http/1.1"
+    assert [line for line in lines if line.startswith(b"content-type:")] == [
+        b"content-type: application/json"
+    ]
+    assert b"x-request-id: r-1" in lines
+    assert body == b'{"credentialAttributes":{"a":"1"}}'
+
+
+async def test_connection_refused_is_connect_error(transport):
+    """Nothing listening gives SignerConnectError (the request never reached a signer)."""
+    async with client_for(free_port(), transport) as http:
+        with pytest.raises(SignerConnectError):
+            await issue_static(http)
+
+
+async def test_hanging_signer_times_out_within_read_timeout(transport):
+    """A signer that never answers gives SignerTimeoutError soon after the read timeout."""
+    async with raw_server("hang") as server, client_for(server.port, transport) as http:
+        started = time.monotonic()
+        with pytest.raises(SignerTimeoutError):
+            await issue_static(http)
+        elapsed = time.monotonic() - started
+    assert READ_TIMEOUT * 0.8 <= elapsed < READ_TIMEOUT + 1.0
+
+
+async def test_trickling_body_times_out(transport):
+    """A body that stops mid-way gives SignerTimeoutError, not a hang."""
+    async with raw_server("trickle") as server, client_for(server.port, transport) as http:
+        with pytest.raises(SignerTimeoutError):
+            await issue_static(http)
+
+
+@pytest.mark.parametrize("behaviour", ["reset", "close", "truncated"])
+async def test_broken_connection_is_connection_lost(transport, behaviour):
+    """Reset, EOF before the answer, or a truncated body give SignerConnectionLostError."""
+    async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
+        with pytest.raises(SignerConnectionLostError):
+            await issue_static(http)
+    assert len(server.requests) == 1  # the request did reach the signer
+
+
+async def test_pool_exhaustion_times_out(transport):
+    """With one connection busy, a second call waits at most the pool timeout."""
+    async with (
+        raw_server("hang") as server,
+        client_for(
+            server.port, transport, max_connections=1, read_timeout=5.0, pool_timeout=0.2
+        ) as http,
+    ):
+        first = asyncio.create_task(issue_static(http))
+        async with asyncio.timeout(2.0):
+            await server.arrived.wait()
+        started = time.monotonic()
+        with pytest.raises(SignerTimeoutError):
+            await EuSignerClient(http).probe()
+        assert time.monotonic() - started < 2.5
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
