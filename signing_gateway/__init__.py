@@ -1,1 +1,1 @@
-"""placeholder."""
+"""signing-gateway: validate, sign (through HSM-backed signers) and verify health certificates."""

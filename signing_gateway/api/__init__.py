@@ -1,0 +1,1 @@
+"""HTTP layer: routers, dependencies, middleware and problem rendering."""

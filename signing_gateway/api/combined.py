@@ -1,0 +1,148 @@
+"""Multi-part routes: /v1/print and /v1/credentials, concurrent and all-or-nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter
+
+from signing_gateway.api.deps import (
+    DomesticIssuerDep,
+    EuIssuerDep,
+    SettingsDep,
+    SignerHeadersDep,
+)
+from signing_gateway.api.eu import credential_out
+from signing_gateway.api.schemas import (
+    CredentialsOut,
+    CredentialsRequest,
+    IssueOut,
+    PrintOut,
+    PrintRequest,
+    StaticProofOut,
+    problem_responses,
+)
+from signing_gateway.domain.dcc import EuRequest
+from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.issuance.deadline import all_or_nothing, request_deadline
+from signing_gateway.issuance.domestic import (
+    IssuedStaticProof,
+    decode_commitment,
+    encode_message,
+)
+from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
+
+router = APIRouter(prefix="/v1", tags=["Combined"])
+
+
+def _prepare_all(
+    issuer: EuIssuer, requests: Sequence[tuple[tuple[str | int, ...], EuRequest]]
+) -> tuple[list[PreparedEuRequest], list[FieldError]]:
+    prepared: list[PreparedEuRequest] = []
+    errors: list[FieldError] = []
+    for loc, request in requests:
+        try:
+            prepared.append(issuer.prepare(request, loc=loc))
+        except DomainValidationError as exc:
+            errors.extend(exc.errors)
+    return prepared, errors
+
+
+@router.post(
+    "/print",
+    response_model=PrintOut,
+    summary="Sign a paper proof: domestic and/or EU, concurrently",
+    responses=problem_responses(422, 502, 503, 504),
+)
+async def print_proof(
+    body: PrintRequest,
+    eu: EuIssuerDep,
+    domestic: DomesticIssuerDep,
+    settings: SettingsDep,
+    headers: SignerHeadersDep,
+) -> PrintOut:
+    """Validate every part, then sign them concurrently; one failure fails (and cancels) all."""
+    errors = [] if body.domestic is None else domestic.check_one(body.domestic, loc=("domestic",))
+    eu_parts = [] if body.european is None else [(("european",), body.european)]
+    prepared, eu_errors = _prepare_all(eu, eu_parts)
+    if errors or eu_errors:
+        raise DomainValidationError(errors + eu_errors)
+
+    calls: list[Callable[[], Awaitable[Any]]] = []
+    if body.domestic is not None:
+        calls.append(
+            partial(domestic.issue_static, body.domestic, part="domestic", headers=headers)
+        )
+    calls.extend(partial(eu.issue, p, part="european", headers=headers) for p in prepared)
+    async with request_deadline(settings.request_deadline_seconds):
+        results = await all_or_nothing(calls)
+
+    static: IssuedStaticProof | None = results.pop(0) if body.domestic is not None else None
+    european: IssuedEuCredential | None = results[0] if results else None
+    return PrintOut(
+        domestic=None
+        if static is None
+        else StaticProofOut(qr=static.qr, proof_identifier=static.proof_identifier),
+        european=None if european is None else credential_out(european),
+    )
+
+
+@router.post(
+    "/credentials",
+    response_model=CredentialsOut,
+    summary="Create an app's domestic and EU credentials, concurrently",
+    responses=problem_responses(401, 422, 502, 503, 504),
+)
+async def issue_credentials(
+    body: CredentialsRequest,
+    eu: EuIssuerDep,
+    domestic: DomesticIssuerDep,
+    settings: SettingsDep,
+    headers: SignerHeadersDep,
+) -> CredentialsOut:
+    """Validate everything, consume the session, then sign all parts concurrently."""
+    errors = domestic.check_many(body.domestic, loc=("domestic",))
+    prepared, eu_errors = _prepare_all(
+        eu, [(("european", i), request) for i, request in enumerate(body.european)]
+    )
+    errors.extend(eu_errors)
+    commitment: dict[str, Any] | None = None
+    if body.domestic and body.issue_commitment_message is not None:
+        try:
+            commitment = decode_commitment(
+                body.issue_commitment_message, loc=("issueCommitmentMessage",)
+            )
+        except DomainValidationError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise DomainValidationError(errors)
+
+    calls: list[Callable[[], Awaitable[Any]]] = []
+    if body.domestic and body.stoken is not None and commitment is not None:
+        prepare_message = await domestic.take_session(body.stoken)
+        calls.append(
+            partial(
+                domestic.issue,
+                prepare_issue_message=prepare_message,
+                commitment=commitment,
+                attributes=body.domestic,
+                part="domestic",
+                headers=headers,
+            )
+        )
+    calls.extend(
+        partial(eu.issue, p, part=f"european[{i}]", headers=headers) for i, p in enumerate(prepared)
+    )
+    async with request_deadline(settings.request_deadline_seconds):
+        results = await all_or_nothing(calls)
+
+    greencard = (
+        IssueOut(create_credential_messages=encode_message(results.pop(0)))
+        if body.domestic
+        else None
+    )
+    return CredentialsOut(
+        domestic_greencard=greencard, eu_greencards=[credential_out(r) for r in results]
+    )

@@ -1,0 +1,56 @@
+"""FastAPI dependencies: typed access to what the lifespan built."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypedDict
+
+from fastapi import Depends, Request
+
+from signing_gateway.issuance.domestic import DomesticIssuer
+from signing_gateway.issuance.eu import EuIssuer
+from signing_gateway.observability.context import REQUEST_ID_HEADER
+from signing_gateway.observability.readiness import ReadinessMonitor
+from signing_gateway.settings import Settings
+from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore
+
+
+class GatewayState(TypedDict):
+    """What the lifespan yields; FastAPI exposes each key on `request.state`."""
+
+    settings: Settings
+    eu_issuer: EuIssuer
+    domestic_issuer: DomesticIssuer
+    eu_trust: EuTrustStore
+    domestic_trust: DomesticTrustStore
+    readiness: ReadinessMonitor
+
+
+def _eu_issuer(request: Request) -> EuIssuer:
+    issuer: EuIssuer = request.state.eu_issuer
+    return issuer
+
+
+def _domestic_issuer(request: Request) -> DomesticIssuer:
+    issuer: DomesticIssuer = request.state.domestic_issuer
+    return issuer
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+def _readiness(request: Request) -> ReadinessMonitor:
+    monitor: ReadinessMonitor = request.state.readiness
+    return monitor
+
+
+def _signer_headers(request: Request) -> dict[str, str]:
+    return {REQUEST_ID_HEADER: request.state.request_id}
+
+
+EuIssuerDep = Annotated[EuIssuer, Depends(_eu_issuer)]
+DomesticIssuerDep = Annotated[DomesticIssuer, Depends(_domestic_issuer)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ReadinessDep = Annotated[ReadinessMonitor, Depends(_readiness)]
+SignerHeadersDep = Annotated[dict[str, str], Depends(_signer_headers)]

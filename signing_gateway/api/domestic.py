@@ -1,0 +1,97 @@
+"""Domestic routes: static QR codes and the two-step issuance session."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from signing_gateway.api import examples
+from signing_gateway.api.deps import DomesticIssuerDep, SettingsDep, SignerHeadersDep
+from signing_gateway.api.schemas import (
+    IssueOut,
+    IssueRequest,
+    PrepareIssueOut,
+    StaticProofOut,
+    StaticRequest,
+    problem_responses,
+)
+from signing_gateway.domain.errors import DomainValidationError
+from signing_gateway.issuance.deadline import request_deadline
+from signing_gateway.issuance.domestic import decode_commitment, encode_message
+
+router = APIRouter(prefix="/v1/domestic", tags=["Domestic"])
+
+
+@router.post(
+    "/static",
+    response_model=StaticProofOut,
+    summary="Sign a static (paper) domestic QR code",
+    responses=problem_responses(422, 502, 503, 504),
+)
+async def issue_static(
+    body: Annotated[
+        StaticRequest,
+        Body(
+            openapi_examples={
+                "paper": {
+                    "summary": "Paper proof",
+                    "value": {"credentialAttributes": examples.DOMESTIC_ATTRIBUTES},
+                }
+            }
+        ),
+    ],
+    issuer: DomesticIssuerDep,
+    settings: SettingsDep,
+    headers: SignerHeadersDep,
+) -> StaticProofOut:
+    """Validate the attributes, have the domestic signer sign them, verify and return the QR."""
+    errors = issuer.check_one(body.credential_attributes, loc=("credentialAttributes",))
+    if errors:
+        raise DomainValidationError(errors)
+    async with request_deadline(settings.request_deadline_seconds):
+        proof = await issuer.issue_static(
+            body.credential_attributes, part="domestic", headers=headers
+        )
+    return StaticProofOut(qr=proof.qr, proof_identifier=proof.proof_identifier)
+
+
+@router.post(
+    "/prepare-issue",
+    response_model=PrepareIssueOut,
+    summary="Open a domestic issuance session",
+    responses=problem_responses(502, 503, 504),
+)
+async def prepare_issue(
+    issuer: DomesticIssuerDep, settings: SettingsDep, headers: SignerHeadersDep
+) -> PrepareIssueOut:
+    """Ask the domestic signer for a nonce and hand out a single-use session token."""
+    async with request_deadline(settings.request_deadline_seconds):
+        stoken, message = await issuer.prepare_issue(headers=headers)
+    return PrepareIssueOut(stoken=stoken, prepare_issue_message=encode_message(message))
+
+
+@router.post(
+    "/issue",
+    response_model=IssueOut,
+    summary="Create the domestic credentials of a session",
+    responses=problem_responses(401, 422, 502, 503, 504),
+)
+async def issue(
+    body: IssueRequest, issuer: DomesticIssuerDep, settings: SettingsDep, headers: SignerHeadersDep
+) -> IssueOut:
+    """Check the attributes and commitment, consume the session, sign, verify, return."""
+    errors = issuer.check_many(body.credentials_attributes, loc=("credentialsAttributes",))
+    if errors:
+        raise DomainValidationError(errors)
+    commitment = decode_commitment(body.issue_commitment_message, loc=("issueCommitmentMessage",))
+    prepare_message = await issuer.take_session(body.stoken)
+    async with request_deadline(settings.request_deadline_seconds):
+        items = await issuer.issue(
+            prepare_issue_message=prepare_message,
+            commitment=commitment,
+            attributes=body.credentials_attributes,
+            part="domestic",
+            headers=headers,
+        )
+    return IssueOut(create_credential_messages=encode_message(items))

@@ -1,0 +1,54 @@
+"""POST /v1/dcc: one validated, signed and verified EU DCC."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from signing_gateway.api import examples
+from signing_gateway.api.deps import EuIssuerDep, SettingsDep, SignerHeadersDep
+from signing_gateway.api.schemas import EuCredentialOut, problem_responses
+from signing_gateway.domain.dcc import EuRequest
+from signing_gateway.issuance.deadline import request_deadline
+from signing_gateway.issuance.eu import IssuedEuCredential
+
+router = APIRouter(prefix="/v1", tags=["EU DCC"])
+
+
+def credential_out(issued: IssuedEuCredential) -> EuCredentialOut:
+    """The public form of a verified EU credential."""
+    return EuCredentialOut(
+        credential=issued.credential,
+        proof_identifier=issued.proof_identifier,
+        kid=issued.kid,
+        key_usage=issued.key_usage.value,
+        expiration_time=issued.expiration_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+@router.post(
+    "/dcc",
+    response_model=EuCredentialOut,
+    summary="Sign one EU Digital COVID Certificate",
+    responses=problem_responses(422, 502, 503, 504),
+)
+async def issue_dcc(
+    body: Annotated[
+        EuRequest,
+        Body(
+            openapi_examples={
+                "vaccination": {"summary": "Vaccination, 2 of 2", "value": examples.EU_VACCINATION},
+                "test": {"summary": "NAA test, negative", "value": examples.EU_TEST},
+            }
+        ),
+    ],
+    issuer: EuIssuerDep,
+    settings: SettingsDep,
+    headers: SignerHeadersDep,
+) -> EuCredentialOut:
+    """Validate the DCC, have the EU signer sign it, verify the result and return it."""
+    prepared = issuer.prepare(body)
+    async with request_deadline(settings.request_deadline_seconds):
+        issued = await issuer.issue(prepared, part="european", headers=headers)
+    return credential_out(issued)

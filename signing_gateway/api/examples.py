@@ -1,0 +1,61 @@
+"""Example bodies for the OpenAPI documentation (fictional people, valid codes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+EU_VACCINATION: dict[str, Any] = {
+    "keyUsage": "vaccination",
+    "dcc": {
+        "ver": "1.3.0",
+        "nam": {"fn": "Jansen", "fnt": "JANSEN", "gn": "Anna", "gnt": "ANNA"},
+        "dob": "1980-04-02",
+        "v": [
+            {
+                "tg": "840539006",
+                "vp": "1119349007",
+                "mp": "EU/1/20/1528",
+                "ma": "ORG-100030215",
+                "dn": 2,
+                "sd": 2,
+                "dt": "2021-06-10",
+                "co": "NL",
+                "is": "Ministry of Health Welfare and Sport",
+                "ci": "URN:UVCI:01:NL:DADFCC47C7334E45A906DB12FD859FB7#1",
+            }
+        ],
+    },
+}
+
+EU_TEST: dict[str, Any] = {
+    "keyUsage": "test",
+    "dcc": {
+        "ver": "1.3.0",
+        "nam": {"fn": "de Vries", "fnt": "DE<VRIES", "gn": "Piet", "gnt": "PIET"},
+        "dob": "1975-11",
+        "t": [
+            {
+                "tg": "840539006",
+                "tt": "LP6464-4",
+                "nm": "Roche LightCycler qPCR",
+                "sc": "2021-07-01T10:00:00Z",
+                "tr": "260415000",
+                "tc": "Testlocatie Utrecht",
+                "co": "NL",
+                "is": "Ministry of Health Welfare and Sport",
+                "ci": "URN:UVCI:01:NL:0A1B2C3D4E5F",
+            }
+        ],
+    },
+}
+
+DOMESTIC_ATTRIBUTES: dict[str, str] = {
+    "isSpecimen": "0",
+    "isPaperProof": "1",
+    "validFrom": "1790000000",
+    "validForHours": "24",
+    "firstNameInitial": "A",
+    "lastNameInitial": "J",
+    "birthDay": "2",
+    "birthMonth": "4",
+}

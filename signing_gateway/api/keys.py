@@ -1,0 +1,20 @@
+"""GET /v1/keys: the public keys that verify what the gateway releases."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from signing_gateway.api.schemas import KeysOut
+
+router = APIRouter(prefix="/v1", tags=["Keys"])
+
+
+@router.get("/keys", response_model=KeysOut, summary="Public keys of the configured signers")
+async def keys(request: Request) -> KeysOut:
+    """The DSC certificates (EU) and public keys (domestic) the gateway verifies against."""
+    return KeysOut.model_validate(
+        {
+            "eu": request.state.eu_trust.to_public_json(),
+            "domestic": request.state.domestic_trust.to_public_json(),
+        }
+    )

@@ -1,0 +1,137 @@
+"""Render every failure as RFC 9457 problem+json; never a stack trace or a downstream URL."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from signing_gateway.domain.errors import DomainValidationError
+from signing_gateway.errors import (
+    PROBLEM_BASE,
+    PROBLEM_CONTENT_TYPE,
+    GatewayError,
+    ProblemField,
+    RequestInvalid,
+    problem_body,
+)
+from signing_gateway.observability.context import REQUEST_ID_HEADER, current_request_id
+
+logger = logging.getLogger(__name__)
+
+_HTTP_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    429: "Too many requests",
+}
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or current_request_id()
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    extensions: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A problem+json response for `request`."""
+    body = problem_body(
+        type_=type_,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        request_id=_request_id(request),
+        extensions=extensions,
+    )
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_CONTENT_TYPE, headers=headers
+    )
+
+
+def render_gateway_error(request: Request, exc: GatewayError) -> Response:
+    """The problem+json for an expected failure."""
+    return problem_response(
+        request,
+        status=exc.status,
+        type_=exc.type,
+        title=exc.title,
+        detail=exc.detail,
+        extensions=exc.extensions(),
+        headers=exc.headers(),
+    )
+
+
+def _pydantic_fields(exc: RequestValidationError) -> list[ProblemField]:
+    # The raw pydantic error carries `input`; it is dropped so personal data is never echoed.
+    return [
+        ProblemField(loc=tuple(err.get("loc", ())), msg=str(err.get("msg", "invalid")))
+        for err in exc.errors()
+    ]
+
+
+async def _on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)  # noqa: S101 - registered for this type only
+    return render_gateway_error(request, exc)
+
+
+async def _on_request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
+    return render_gateway_error(request, RequestInvalid(_pydantic_fields(exc)))
+
+
+async def _on_domain_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainValidationError)  # noqa: S101 - registered for this type only
+    fields = [ProblemField(loc=("body", *e.loc), msg=e.msg) for e in exc.errors]
+    return render_gateway_error(request, RequestInvalid(fields))
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
+    title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
+    return problem_response(
+        request,
+        status=exc.status_code,
+        type_="about:blank",
+        title=title,
+        detail=str(exc.detail) if exc.status_code < 500 else title,  # noqa: PLR2004
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error", exc_info=exc)
+    return problem_response(
+        request,
+        status=500,
+        type_=PROBLEM_BASE + "internal",
+        title="Internal error",
+        detail="The gateway failed unexpectedly; the request id identifies it in the logs.",
+        # Unhandled errors are answered outside the request-id middleware, so add it here.
+        headers={REQUEST_ID_HEADER: _request_id(request)},
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the problem+json renderers on `app`."""
+    app.add_exception_handler(GatewayError, _on_gateway_error)
+    app.add_exception_handler(RequestValidationError, _on_request_validation)
+    app.add_exception_handler(DomainValidationError, _on_domain_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,178 @@
+"""Request and response bodies of the public API (camelCase on the wire)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from signing_gateway.domain.dcc import EuRequest
+from signing_gateway.domain.domestic import DomesticAttributes
+
+MAX_EU_PER_REQUEST = 10
+MAX_DOMESTIC_PER_REQUEST = 100
+
+Base64Text = Annotated[str, Field(min_length=1, max_length=90_000)]
+Stoken = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class ApiModel(BaseModel):
+    """Base of the API's own bodies: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
+
+
+class EuCredentialOut(ApiModel):
+    """A verified EU DCC as released to the caller."""
+
+    credential: str = Field(description="The HC1: string for the QR code")
+    proof_identifier: str
+    kid: str = Field(description="Base64 key identifier of the DSC that signed it")
+    key_usage: Literal["vaccination", "test", "recovery"]
+    expiration_time: str = Field(description="RFC 3339, UTC")
+
+
+class StaticProofOut(ApiModel):
+    """A verified static (paper) domestic QR code."""
+
+    qr: str = Field(description="The NL2: string for the QR code")
+    proof_identifier: str
+
+
+class StaticRequest(ApiModel):
+    """Body of POST /v1/domestic/static."""
+
+    credential_attributes: DomesticAttributes
+
+
+class PrepareIssueOut(ApiModel):
+    """Answer of POST /v1/domestic/prepare-issue."""
+
+    stoken: str = Field(description="Single-use issuance session token (UUID)")
+    prepare_issue_message: str = Field(description="Base64 of the signer's JSON message")
+
+
+class IssueRequest(ApiModel):
+    """Body of POST /v1/domestic/issue."""
+
+    stoken: Stoken
+    issue_commitment_message: Base64Text
+    credentials_attributes: Annotated[
+        list[DomesticAttributes], Field(min_length=1, max_length=MAX_DOMESTIC_PER_REQUEST)
+    ]
+
+
+class IssueOut(ApiModel):
+    """Answer of POST /v1/domestic/issue."""
+
+    create_credential_messages: str = Field(description="Base64 of the signer's JSON answer")
+
+
+class PrintRequest(ApiModel):
+    """Body of POST /v1/print: a domestic part, a European part, or both."""
+
+    domestic: DomesticAttributes | None = None
+    european: EuRequest | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> PrintRequest:
+        if self.domestic is None and self.european is None:
+            raise ValueError("give at least one of domestic and european")
+        return self
+
+
+class PrintOut(ApiModel):
+    """Answer of POST /v1/print."""
+
+    domestic: StaticProofOut | None
+    european: EuCredentialOut | None
+
+
+class CredentialsRequest(ApiModel):
+    """Body of POST /v1/credentials: a domestic session part and/or European parts."""
+
+    stoken: Stoken | None = None
+    issue_commitment_message: Base64Text | None = None
+    domestic: Annotated[list[DomesticAttributes], Field(max_length=MAX_DOMESTIC_PER_REQUEST)] = []
+    european: Annotated[list[EuRequest], Field(max_length=MAX_EU_PER_REQUEST)] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CredentialsRequest:
+        if not self.domestic and not self.european:
+            raise ValueError("give at least one domestic or european credential")
+        if self.domestic and (self.stoken is None or self.issue_commitment_message is None):
+            raise ValueError("domestic credentials need stoken and issueCommitmentMessage")
+        return self
+
+
+class CredentialsOut(ApiModel):
+    """Answer of POST /v1/credentials."""
+
+    domestic_greencard: IssueOut | None
+    eu_greencards: list[EuCredentialOut]
+
+
+class EuKeyOut(ApiModel):
+    """A DSC certificate that verifies EU credentials."""
+
+    kid: str
+    alg: Literal["ES256", "PS256"]
+    key_usage: list[str]
+    certificate: str = Field(description="Base64 of the DER certificate")
+
+
+class DomesticKeyOut(ApiModel):
+    """A public key that verifies domestic credentials."""
+
+    kid: str
+    alg: str
+    public_key: str
+
+
+class KeysOut(ApiModel):
+    """Answer of GET /v1/keys."""
+
+    eu: list[EuKeyOut]
+    domestic: list[DomesticKeyOut]
+
+
+class ProblemFieldOut(BaseModel):
+    """One located validation failure."""
+
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error is answered."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str = Field(alias="requestId")
+    part: str | None = None
+    errors: list[ProblemFieldOut] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI `responses` entries documenting problem+json answers."""
+    descriptions = {
+        401: "Issuance session unknown, expired or used",
+        422: "Validation failed; nothing reached a signer",
+        502: "A signer answered outside its contract, or its credential failed verification",
+        503: "A signer is unavailable or at capacity; see Retry-After",
+        504: "A signer or the request deadline timed out",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": descriptions.get(status, "Error"),
+            "content": {"application/problem+json": {}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,122 @@
+"""The application factory: `create_app(settings)` builds everything; nothing runs at import.
+
+Run with `uvicorn --factory signing_gateway.app:create_app` or `signing-gateway serve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+
+import httpx
+from fastapi import FastAPI
+
+from signing_gateway.api import combined, domestic, eu, health, keys
+from signing_gateway.api.deps import GatewayState
+from signing_gateway.api.middleware import RequestIdMiddleware
+from signing_gateway.api.problems import install_problem_handlers
+from signing_gateway.issuance.domestic import DomesticIssuer
+from signing_gateway.issuance.eu import EuIssuer
+from signing_gateway.issuance.stoken import InMemoryStokenStore
+from signing_gateway.observability.logging import configure_logging
+from signing_gateway.observability.readiness import ReadinessMonitor
+from signing_gateway.settings import Settings, SignerSettings
+from signing_gateway.signers.domestic import DomesticSignerClient
+from signing_gateway.signers.eu import EuSignerClient
+from signing_gateway.signers.http import build_signer_client
+from signing_gateway.trust_loading import load_trust
+
+API_DESCRIPTION = """\
+Validates certificate requests (EU Digital COVID Certificates and Dutch domestic
+certificates), has HSM-backed signer services sign them, verifies every credential
+before releasing it, and answers every failure as RFC 9457 problem+json.
+"""
+
+
+def _client(signer: SignerSettings) -> httpx.AsyncClient:
+    return build_signer_client(
+        signer.url,
+        connect_timeout=signer.connect_timeout,
+        read_timeout=signer.read_timeout,
+        write_timeout=signer.write_timeout,
+        pool_timeout=signer.pool_timeout,
+        max_connections=signer.max_connections,
+        transport=signer.transport,
+        verify=str(signer.ca_bundle) if signer.ca_bundle else True,
+        cert=None
+        if signer.client_cert is None or signer.client_key is None
+        else (str(signer.client_cert), str(signer.client_key)),
+    )
+
+
+def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]  # noqa: ANN202 - FastAPI's lifespan type
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[GatewayState]:
+        async with AsyncExitStack() as stack:
+            eu_http = await stack.enter_async_context(_client(settings.eu_signer))
+            domestic_http = await stack.enter_async_context(_client(settings.domestic_signer))
+            eu_client = EuSignerClient(eu_http, health_path=settings.eu_signer.health_path)
+            domestic_client = DomesticSignerClient(
+                domestic_http, health_path=settings.domestic_signer.health_path
+            )
+            eu_trust, domestic_trust = await load_trust(
+                settings.trust, eu_client=eu_client, domestic_client=domestic_client
+            )
+            readiness = ReadinessMonitor(
+                {
+                    "eu-signer": (eu_client.probe, settings.eu_signer.required),
+                    "domestic-signer": (domestic_client.probe, settings.domestic_signer.required),
+                },
+                interval=settings.readiness_probe_interval_seconds,
+                timeout=settings.readiness_probe_timeout_seconds,
+            )
+            readiness.start()
+            stack.push_async_callback(readiness.stop)
+            yield GatewayState(
+                settings=settings,
+                eu_issuer=EuIssuer(
+                    client=eu_client,
+                    trust=eu_trust,
+                    default_validity=settings.eu_policy.default_validity(),
+                    max_clock_skew=timedelta(seconds=settings.eu_policy.max_clock_skew_seconds),
+                ),
+                domestic_issuer=DomesticIssuer(
+                    client=domestic_client,
+                    trust=domestic_trust,
+                    policy=settings.domestic.policy(),
+                    stokens=InMemoryStokenStore(
+                        ttl_seconds=settings.domestic.stoken_ttl_seconds,
+                        max_sessions=settings.domestic.max_open_stokens,
+                    ),
+                    credential_amount=settings.domestic.credential_amount,
+                ),
+                eu_trust=eu_trust,
+                domestic_trust=domestic_trust,
+                readiness=readiness,
+            )
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the gateway for `settings` (read from the environment when None)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="signing-gateway",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=_lifespan(settings),
+    )
+    install_problem_handlers(app)
+    for module in (eu, domestic, combined, keys, health):
+        app.include_router(module.router)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def create_served_app() -> FastAPI:
+    """Factory for served processes: settings from the environment, logging configured."""
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,215 @@
+"""Command line: `signing-gateway serve` (production) and `signing-gateway demo` (loopback).
+
+`demo` starts the two bundled fake signers as child processes, points a gateway at them and
+prints ready-to-paste example requests; `demo --smoke` sends them itself and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from signing_gateway.api import examples
+from signing_gateway.app import create_app, create_served_app
+from signing_gateway.observability.logging import configure_logging
+from signing_gateway.settings import Settings, SignerSettings, TrustSettings
+
+LOOPBACK = "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"fake signer exited early with code {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:  # noqa: PLR2004
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"fake signer at {url} did not become healthy in {timeout:g} s")
+
+
+@contextlib.contextmanager
+def _fake_signers(latency_ms: float, keys_dir: Path) -> Iterator[tuple[str, str]]:
+    """Start an EU and a domestic fake signer on free loopback ports; stop them on exit."""
+    processes: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    try:
+        for role in ("eu", "domestic"):
+            port = _free_port()
+            command = [
+                sys.executable, "-m", "fake_signer", "--role", role, "--host", LOOPBACK,
+                "--port", str(port), "--latency-ms", str(latency_ms),
+                "--keys-dir", str(keys_dir / role),
+            ]  # fmt: skip
+            process = subprocess.Popen(command)  # noqa: S603 - our own module, fixed arguments
+            processes.append(process)
+            url = f"http://{LOOPBACK}:{port}"
+            _wait_healthy(url, process)
+            urls.append(url)
+        yield urls[0], urls[1]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def demo_requests(now: datetime | None = None) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """The example calls the demo prints (method, path, body), valid as of `now`."""
+    now = now or datetime.now(UTC)
+    domestic = dict(examples.DOMESTIC_ATTRIBUTES, validFrom=str(int(now.timestamp())))
+    return [
+        ("POST", "/v1/dcc", examples.EU_VACCINATION),
+        ("POST", "/v1/domestic/static", {"credentialAttributes": domestic}),
+        ("POST", "/v1/print", {"domestic": domestic, "european": examples.EU_TEST}),
+        ("GET", "/readyz", None),
+    ]
+
+
+def _print_examples(base: str) -> None:
+    print(f"\nsigning-gateway demo is up at {base}  (OpenAPI: {base}/docs)\nTry:\n")  # noqa: T201
+    for method, path, body in demo_requests():
+        data = ""
+        if body is not None:
+            data = f" -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+        print(f"curl -s -X {method} {base}{path}{data}\n")  # noqa: T201
+    sys.stdout.flush()
+
+
+def _smoke(base: str) -> int:
+    """Send every demo request to a running gateway; 0 when all answered 200."""
+    failures = 0
+    with httpx.Client(base_url=base, timeout=30.0) as client:
+        for method, path, body in demo_requests():
+            response = client.request(method, path, json=body)
+            print(f"{method} {path} -> {response.status_code}")  # noqa: T201
+            if response.status_code != 200:  # noqa: PLR2004
+                print(response.text)  # noqa: T201
+                failures += 1
+    return 1 if failures else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    with (
+        tempfile.TemporaryDirectory(prefix="signing-gateway-demo-") as tmp,
+        _fake_signers(args.signer_latency_ms, Path(tmp)) as (eu_url, domestic_url),
+    ):
+        configure_logging(level="INFO", fmt="console")
+        settings = Settings(
+            eu_signer=SignerSettings(url=eu_url),
+            domestic_signer=SignerSettings(url=domestic_url),
+            trust=TrustSettings(fetch_from_signers=True),
+            log_format="console",
+            readiness_probe_interval_seconds=1.0,
+        )
+        port = args.port or _free_port()
+        base = f"http://{LOOPBACK}:{port}"
+        config = uvicorn.Config(
+            create_app(settings), host=LOOPBACK, port=port, log_config=None, access_log=False
+        )
+        server = uvicorn.Server(config)
+        if not args.smoke:
+            _print_examples(base)
+            server.run()
+            return 0
+        return _run_smoke(server, base)
+
+
+def _run_smoke(server: uvicorn.Server, base: str) -> int:
+    import threading  # noqa: PLC0415 - only the smoke mode runs the server in a thread
+
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Readiness comes from the background prober; give it its first round.
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:  # noqa: PLR2004
+                break
+        time.sleep(0.1)
+    try:
+        return _smoke(base)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        # Each worker process builds its own app (and clients) from the environment.
+        uvicorn.run(
+            "signing_gateway.app:create_served_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            backlog=args.backlog,
+        )
+        return 0
+    uvicorn.run(
+        create_served_app(),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        backlog=args.backlog,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signing-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway (settings from SIGNING_GATEWAY_*)")
+    serve.add_argument("--host", default=os.environ.get("SIGNING_GATEWAY_HOST", LOOPBACK))
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("SIGNING_GATEWAY_PORT", "8080"))
+    )
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--backlog", type=int, default=4096)
+    demo = commands.add_parser("demo", help="run the gateway with bundled fake signers")
+    demo.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    demo.add_argument("--signer-latency-ms", type=float, default=200.0)
+    demo.add_argument("--smoke", action="store_true", help="send the examples, print, exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `signing-gateway` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    return _serve(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Gateway errors and their RFC 9457 problem+json rendering.
+
+Every expected failure is a `GatewayError` with a real status; a 500 means a bug::
+
+    GatewayError
+    ├── RequestInvalid               422  the request breaks a validation rule
+    ├── StokenInvalid                401  issuance session unknown, expired or used
+    ├── SignerProblem                     a downstream signer failed (names the part)
+    │   ├── SignerUnavailable        503  connect refused, throttled, breaker open (Retry-After)
+    │   ├── SignerTimedOut           504  the signer did not answer in time
+    │   └── SignerBadResponse        502  the signer answered outside its contract
+    ├── CredentialRejected           502  a signer's credential failed verification
+    └── DeadlineExceeded             504  the request's overall budget ran out
+
+Bodies never carry a stack trace, a downstream URL or a signer's own error text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://signing-gateway.dev/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemField:
+    """One located validation failure: `loc` is the path into the request."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The `{loc, msg}` object of a problem's `errors` list."""
+        return {"loc": list(self.loc), "msg": self.msg}
+
+
+class GatewayError(Exception):
+    """Base of every failure the gateway answers on purpose."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, part: str | None = None) -> None:
+        """Keep a caller-safe `detail` and, for multi-part requests, the failing `part`."""
+        super().__init__(detail)
+        self.detail = detail
+        self.part = part
+
+    @property
+    def type(self) -> str:
+        """The problem type URI."""
+        return PROBLEM_BASE + self.slug
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (e.g. Retry-After)."""
+        return {}
+
+    def extensions(self) -> dict[str, Any]:
+        """Members added to the problem body beyond the standard ones."""
+        return {"part": self.part} if self.part is not None else {}
+
+
+class RequestInvalid(GatewayError):
+    """Raised when a request breaks a validation rule; nothing reached a signer."""
+
+    status = 422
+    slug = "validation-failed"
+    title = "Request validation failed"
+
+    def __init__(self, errors: Sequence[ProblemField], detail: str | None = None) -> None:
+        """Carry every located error."""
+        super().__init__(detail or f"{len(errors)} validation error(s)")
+        self.errors = list(errors)
+
+    def extensions(self) -> dict[str, Any]:
+        """Add the located errors."""
+        return {**super().extensions(), "errors": [e.to_json() for e in self.errors]}
+
+
+class StokenInvalid(GatewayError):
+    """Raised when an issuance session token is unknown, expired or already used."""
+
+    status = 401
+    slug = "stoken-invalid"
+    title = "Issuance session invalid"
+
+    def headers(self) -> dict[str, str]:
+        """401 must say how to authenticate; the session token is the credential here."""
+        return {"WWW-Authenticate": 'Stoken realm="domestic-issuance"'}
+
+
+class SignerProblem(GatewayError):
+    """Base of failures of a downstream signer."""
+
+    status = 502
+    slug = "signer-failed"
+    title = "Signer failed"
+
+
+class SignerUnavailable(SignerProblem):
+    """Raised when a signer cannot take the work now: refused, throttled or shed."""
+
+    status = 503
+    slug = "signer-unavailable"
+    title = "Signer unavailable"
+
+    def __init__(self, detail: str, *, part: str | None = None, retry_after: float = 1.0) -> None:
+        """Keep the advised wait for `Retry-After`."""
+        super().__init__(detail, part=part)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        """Tell the caller when to come back (whole seconds, at least 1)."""
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class SignerTimedOut(SignerProblem):
+    """Raised when a signer did not answer within its timeout."""
+
+    status = 504
+    slug = "signer-timeout"
+    title = "Signer timed out"
+
+
+class SignerBadResponse(SignerProblem):
+    """Raised when a signer answered outside its contract (4xx, 5xx, malformed body)."""
+
+    status = 502
+    slug = "signer-bad-response"
+    title = "Signer answered outside its contract"
+
+
+class CredentialRejected(GatewayError):
+    """Raised when a signer's credential fails verification; it is never released."""
+
+    status = 502
+    slug = "credential-verification-failed"
+    title = "Signed credential failed verification"
+
+
+class DeadlineExceeded(GatewayError):
+    """Raised when the request's overall deadline runs out before the signers finished."""
+
+    status = 504
+    slug = "deadline-exceeded"
+    title = "Request deadline exceeded"
+
+
+def problem_body(
+    *,
+    type_: str,
+    title: str,
+    status: int,
+    detail: str,
+    instance: str,
+    request_id: str,
+    extensions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble an RFC 9457 problem document with the gateway's extension members."""
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "requestId": request_id,
+    }
+    if extensions:
+        body.update(extensions)
+    return body

@@ -1,0 +1,1 @@
+"""Issuance use cases: validate, call signers concurrently, verify, answer."""

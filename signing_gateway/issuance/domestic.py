@@ -1,0 +1,164 @@
+"""Domestic issuance: static QR codes and the two-step (prepare, issue) session flow."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from signing_gateway.domain.domestic import (
+    DomesticAttributes,
+    DomesticPolicy,
+    check_domestic_policy,
+)
+from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.errors import StokenInvalid
+from signing_gateway.issuance.faults import call_signer, rejected_credential
+from signing_gateway.issuance.stoken import StokenStore
+from signing_gateway.signers.domestic import DomesticSignerClient
+from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
+from signing_gateway.verification.errors import CredentialVerificationError
+from signing_gateway.verification.trust import DomesticTrustStore
+
+MAX_COMMITMENT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedStaticProof:
+    """A verified static (printable) domestic QR code."""
+
+    qr: str
+    proof_identifier: str
+
+
+def encode_message(message: object) -> str:
+    """Base64 of the compact JSON of a signer message, as the public API carries them."""
+    return base64.b64encode(orjson.dumps(message)).decode("ascii")
+
+
+def decode_commitment(value: str, *, loc: tuple[str | int, ...]) -> dict[str, Any]:
+    """Decode a base64 JSON object sent by the app; 422 at `loc` when it is not one."""
+    error = DomainValidationError([FieldError(loc=loc, msg="must be base64 of a JSON object")])
+    if len(value) > MAX_COMMITMENT_BYTES * 4 // 3 + 4:
+        raise DomainValidationError([FieldError(loc=loc, msg="is too large")])
+    try:
+        decoded = orjson.loads(base64.b64decode(value, validate=True))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError) as exc:
+        raise error from exc
+    if not isinstance(decoded, dict):
+        raise error
+    return decoded
+
+
+class DomesticIssuer:
+    """Issues domestic credentials through one domestic signer and verifies them."""
+
+    def __init__(
+        self,
+        *,
+        client: DomesticSignerClient,
+        trust: DomesticTrustStore,
+        policy: DomesticPolicy,
+        stokens: StokenStore,
+        credential_amount: int,
+    ) -> None:
+        """Wire the signer client, the key store, the attribute policy and the session store."""
+        self._client = client
+        self._trust = trust
+        self._policy = policy
+        self._stokens = stokens
+        self._amount = credential_amount
+
+    @property
+    def credential_amount(self) -> int:
+        """How many credentials one issuance session may create."""
+        return self._amount
+
+    def check_one(
+        self, attributes: DomesticAttributes, *, loc: tuple[str | int, ...]
+    ) -> list[FieldError]:
+        """Policy errors of one attribute set, located under `loc` (no I/O)."""
+        return check_domestic_policy(attributes, self._policy, now=datetime.now(UTC), loc=loc)
+
+    def check_many(
+        self, attributes: Sequence[DomesticAttributes], *, loc: tuple[str | int, ...]
+    ) -> list[FieldError]:
+        """Policy errors of a session's attribute sets, each located under `loc` + index."""
+        errors = [
+            error
+            for index, attrs in enumerate(attributes)
+            for error in self.check_one(attrs, loc=(*loc, index))
+        ]
+        if len(attributes) > self._amount:
+            errors.append(
+                FieldError(loc=loc, msg=f"at most {self._amount} credentials per session")
+            )
+        return errors
+
+    async def issue_static(
+        self, attributes: DomesticAttributes, *, part: str, headers: Mapping[str, str]
+    ) -> IssuedStaticProof:
+        """Have the signer create a static QR code and verify it before release."""
+        wire = attributes.wire()
+        result = await call_signer(part, self._client.issue_static(wire, headers=headers))
+        try:
+            verify_static_qr(
+                result.qr,
+                trust=self._trust,
+                expected_attributes=wire,
+                proof_identifier=result.proof_identifier,
+            )
+        except CredentialVerificationError as exc:
+            raise rejected_credential(exc, part=part, signer="domestic") from exc
+        return IssuedStaticProof(result.qr, result.proof_identifier)
+
+    async def prepare_issue(self, *, headers: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+        """Open an issuance session at the signer; returns the stoken and the signer message."""
+        message = await call_signer(
+            "domestic", self._client.prepare_issue(self._amount, headers=headers)
+        )
+        stoken = await self._stokens.open(message)
+        return stoken, message
+
+    async def take_session(self, stoken: str) -> dict[str, Any]:
+        """Consume the session of `stoken` (single use) and return its prepare message."""
+        session = await self._stokens.take(stoken)
+        if session is None:
+            raise StokenInvalid("the issuance session is unknown, expired or already used")
+        return session.prepare_issue_message
+
+    async def issue(
+        self,
+        *,
+        prepare_issue_message: dict[str, Any],
+        commitment: dict[str, Any],
+        attributes: Sequence[DomesticAttributes],
+        part: str,
+        headers: Mapping[str, str],
+    ) -> list[dict[str, Any]]:
+        """Have the signer create the session's credentials and verify every signature."""
+        wires = [a.wire() for a in attributes]
+        items = await call_signer(
+            part,
+            self._client.issue(
+                prepare_issue_message=prepare_issue_message,
+                issue_commitment_message=commitment,
+                credentials_attributes=wires,
+                headers=headers,
+            ),
+        )
+        try:
+            verify_issue_signatures(
+                items,
+                trust=self._trust,
+                issuer_nonce=str(prepare_issue_message.get("issuerNonce", "")),
+                expected_attributes=wires,
+            )
+        except CredentialVerificationError as exc:
+            raise rejected_credential(exc, part=part, signer="domestic") from exc
+        return items

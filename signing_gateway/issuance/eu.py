@@ -1,0 +1,116 @@
+"""EU DCC issuance: resolve the expiry, have the EU signer sign, verify before release."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from signing_gateway.domain.dcc import EuRequest, KeyUsage, resolve_expiration
+from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.errors import SignerUnavailable
+from signing_gateway.issuance.faults import call_signer, rejected_credential
+from signing_gateway.signers.eu import EuSignerClient
+from signing_gateway.verification.errors import CredentialVerificationError
+from signing_gateway.verification.hcert import verify_eu_credential
+from signing_gateway.verification.trust import EuTrustStore
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEuRequest:
+    """A validated EU request with its expiry fixed, ready to send."""
+
+    request: EuRequest
+    key_usage: KeyUsage
+    expiration_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedEuCredential:
+    """A credential the gateway has verified and may release."""
+
+    credential: str
+    proof_identifier: str
+    kid: str  # base64
+    key_usage: KeyUsage
+    expiration_time: datetime
+    uvci: str
+
+
+class EuIssuer:
+    """Issues EU DCCs through one EU signer and verifies every one before release."""
+
+    def __init__(
+        self,
+        *,
+        client: EuSignerClient,
+        trust: EuTrustStore,
+        default_validity: Mapping[KeyUsage, timedelta],
+        max_clock_skew: timedelta,
+    ) -> None:
+        """Wire the signer client, the DSC trust store and the expiry policy."""
+        self._client = client
+        self._trust = trust
+        self._default_validity = dict(default_validity)
+        self._skew = max_clock_skew
+
+    def prepare(
+        self, request: EuRequest, *, loc: tuple[str | int, ...] = (), now: datetime | None = None
+    ) -> PreparedEuRequest:
+        """Check the parts of a request that need policy and the DSC (no I/O).
+
+        Raises DomainValidationError with locations under `loc`.
+        """
+        now = now or datetime.now(UTC)
+        key_usage = request.effective_key_usage()
+        dsc = self._trust.signing_certificate(key_usage)
+        if dsc is None:
+            raise SignerUnavailable(
+                f"no signing certificate is configured for key usage {key_usage.value}",
+                part=key_usage.value,
+            )
+        try:
+            expiration = resolve_expiration(
+                request, now=now, default_validity=self._default_validity, not_after=dsc.not_after
+            )
+        except DomainValidationError as exc:
+            raise DomainValidationError(
+                [FieldError(loc=(*loc, *e.loc), msg=e.msg) for e in exc.errors]
+            ) from exc
+        return PreparedEuRequest(request, key_usage, expiration)
+
+    async def issue(
+        self, prepared: PreparedEuRequest, *, part: str, headers: Mapping[str, str]
+    ) -> IssuedEuCredential:
+        """Sign through the EU signer and verify the result; raise a GatewayError on failure."""
+        payload = prepared.request.dcc.signing_payload()
+        result = await call_signer(
+            part,
+            self._client.get_credential(
+                key_usage=prepared.key_usage.value,
+                expiration_time=prepared.expiration_time,
+                dcc=payload,
+                headers=headers,
+            ),
+        )
+        try:
+            verified = verify_eu_credential(
+                result.credential,
+                trust=self._trust,
+                key_usage=prepared.key_usage,
+                expected_dcc=payload,
+                expected_exp=int(prepared.expiration_time.timestamp()),
+                proof_identifier=result.proof_identifier,
+                now=datetime.now(UTC),
+                max_clock_skew=self._skew,
+            )
+        except CredentialVerificationError as exc:
+            raise rejected_credential(exc, part=part, signer="eu") from exc
+        return IssuedEuCredential(
+            credential=result.credential,
+            proof_identifier=result.proof_identifier,
+            kid=verified.kid,
+            key_usage=prepared.key_usage,
+            expiration_time=prepared.expiration_time,
+            uvci=prepared.request.dcc.uvci(),
+        )

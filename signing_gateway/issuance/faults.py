@@ -1,0 +1,75 @@
+"""Turn signer and verification failures into the gateway's answers, and log them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from signing_gateway.errors import (
+    CredentialRejected,
+    GatewayError,
+    SignerBadResponse,
+    SignerTimedOut,
+    SignerUnavailable,
+)
+from signing_gateway.signers.errors import (
+    SignerConnectError,
+    SignerError,
+    SignerRejectedError,
+    SignerThrottledError,
+    SignerTimeoutError,
+)
+from signing_gateway.verification.errors import CredentialVerificationError
+
+T = TypeVar("T")
+
+logger = logging.getLogger("signing_gateway.signers")
+security_log = logging.getLogger("signing_gateway.security")
+
+
+def problem_for_signer_error(exc: SignerError, *, part: str) -> GatewayError:
+    """The caller-facing answer for a signer failure (no signer text, no URL)."""
+    if isinstance(exc, SignerThrottledError):
+        return SignerUnavailable(
+            f"{part}: the signer is at capacity; try again later",
+            part=part,
+            retry_after=exc.retry_after or 1.0,
+        )
+    if isinstance(exc, SignerConnectError):
+        return SignerUnavailable(f"{part}: the signer cannot be reached", part=part)
+    if isinstance(exc, SignerTimeoutError):
+        return SignerTimedOut(f"{part}: the signer did not answer in time", part=part)
+    if isinstance(exc, SignerRejectedError):
+        # A 4xx from the signer after our own validation passed is a contract mismatch.
+        logger.error(
+            "signer rejected a validated request",
+            extra={"signer": exc.signer, "endpoint": exc.endpoint, "status": exc.status_code},
+        )
+        return SignerBadResponse(f"{part}: the signer refused the request", part=part)
+    return SignerBadResponse(f"{part}: the signer failed", part=part)
+
+
+def rejected_credential(
+    exc: CredentialVerificationError, *, part: str, signer: str
+) -> GatewayError:
+    """Log a security event for an unverifiable credential and return the 502 to answer."""
+    security_log.warning(
+        "signer returned a credential that failed verification; not released",
+        extra={"event": "credential-verification-failed", "reason": exc.reason, "signer": signer},
+    )
+    return CredentialRejected(
+        f"{part}: the signed credential failed verification and was not released", part=part
+    )
+
+
+async def call_signer(part: str, call: Awaitable[T]) -> T:
+    """Await one signer call, translating its failures into the part's gateway error."""
+    try:
+        return await call
+    except SignerError as exc:
+        logger.warning(
+            "signer call failed",
+            extra={"signer": exc.signer, "endpoint": exc.endpoint, "error": type(exc).__name__},
+        )
+        raise problem_for_signer_error(exc, part=part) from exc

@@ -1,0 +1,84 @@
+"""Single-use issuance session tokens ("stoken") with a time to live.
+
+The store is an interface so that several replicas can later share one (e.g. Redis with
+GETDEL); `InMemoryStokenStore` serves one process.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceSession:
+    """What the gateway remembers between prepare-issue and issue."""
+
+    prepare_issue_message: dict[str, Any]
+    expires_at: float
+
+
+class StokenStore(Protocol):
+    """Where issuance sessions live between the two calls of domestic issuance."""
+
+    async def open(self, prepare_issue_message: dict[str, Any]) -> str:
+        """Remember a session and return its new token."""
+        ...
+
+    async def take(self, stoken: str) -> IssuanceSession | None:
+        """Remove and return the live session for `stoken` (None if unknown, expired or used)."""
+        ...
+
+
+class InMemoryStokenStore:
+    """A bounded, TTL-expiring, single-use token store for one process.
+
+    Tokens are kept in insertion order, so expired ones are swept from the front in O(expired).
+    When the store is full the oldest session is dropped: a flood of prepare-issue calls can
+    cost old sessions, never the gateway's memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float,
+        max_sessions: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Configure lifetime and size bound; `clock` is injectable for tests."""
+        self._ttl = ttl_seconds
+        self._max = max_sessions
+        self._clock = clock
+        self._sessions: OrderedDict[str, IssuanceSession] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Number of sessions held (live or not yet swept)."""
+        return len(self._sessions)
+
+    def _sweep(self, now: float) -> None:
+        while self._sessions:
+            oldest = next(iter(self._sessions.values()))
+            if oldest.expires_at > now:
+                break
+            self._sessions.popitem(last=False)
+
+    async def open(self, prepare_issue_message: dict[str, Any]) -> str:
+        """Remember a session and return its new token (a random UUID)."""
+        now = self._clock()
+        self._sweep(now)
+        while len(self._sessions) >= self._max:
+            self._sessions.popitem(last=False)
+        token = str(uuid.uuid4())
+        self._sessions[token] = IssuanceSession(prepare_issue_message, now + self._ttl)
+        return token
+
+    async def take(self, stoken: str) -> IssuanceSession | None:
+        """Remove and return the session if it is still live; a second take gets None."""
+        session = self._sessions.pop(stoken, None)
+        if session is None or session.expires_at <= self._clock():
+            return None
+        return session

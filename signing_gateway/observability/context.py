@@ -1,0 +1,24 @@
+"""The request id of the inbound request being served, visible to logs and signer calls."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def accept_or_generate(candidate: str | None) -> str:
+    """Keep a caller's request id when it is short and safe to log, else mint a new one."""
+    if candidate is not None and _SAFE_REQUEST_ID.fullmatch(candidate):
+        return candidate
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str:
+    """The id of the request this task serves ("-" outside a request)."""
+    return request_id_var.get()

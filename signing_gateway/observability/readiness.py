@@ -1,0 +1,125 @@
+"""Readiness kept by a background prober, so /readyz never waits on a signer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+Probe = Callable[[], Awaitable[None]]
+ProbeStatus = Literal["unknown", "up", "down"]
+
+
+@dataclass(slots=True)
+class DependencyState:
+    """What the prober last learned about one dependency."""
+
+    required: bool
+    status: ProbeStatus = "unknown"
+    checked_at: float | None = None
+    consecutive_failures: int = 0
+    error: str | None = None
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        """Caller-safe view: status, age of the last check, error class (never a URL)."""
+        return {
+            "status": self.status,
+            "required": self.required,
+            "lastCheckedSecondsAgo": None
+            if self.checked_at is None
+            else round(now - self.checked_at, 3),
+            "consecutiveFailures": self.consecutive_failures,
+            "error": self.error,
+        }
+
+
+class ReadinessMonitor:
+    """Probes each dependency every `interval` seconds in one background task."""
+
+    def __init__(
+        self,
+        probes: Mapping[str, tuple[Probe, bool]],
+        *,
+        interval: float,
+        timeout: float,
+    ) -> None:
+        """`probes` maps a name to (probe, required); a probe raises when its target is down."""
+        self._probes = {name: probe for name, (probe, _) in probes.items()}
+        self.states = {name: DependencyState(required) for name, (_, required) in probes.items()}
+        self._interval = interval
+        self._timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+        self._checked_once = asyncio.Event()
+        self.draining = False
+
+    @property
+    def ready(self) -> bool:
+        """True while not draining and every required dependency answered its last probe."""
+        return not self.draining and all(
+            s.status == "up" for s in self.states.values() if s.required
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The /readyz body."""
+        now = time.monotonic()
+        return {
+            "status": "ready" if self.ready else "not-ready",
+            "draining": self.draining,
+            "dependencies": {name: s.to_json(now) for name, s in self.states.items()},
+        }
+
+    async def _probe_one(self, name: str) -> None:
+        state = self.states[name]
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._probes[name]()
+        except Exception as exc:  # noqa: BLE001 - any failure means "down"; the class is kept
+            if state.status != "down":
+                logger.warning("dependency down", extra={"dependency": name})
+            state.status = "down"
+            state.consecutive_failures += 1
+            state.error = type(exc).__name__
+        else:
+            if state.status == "down":
+                logger.info("dependency up again", extra={"dependency": name})
+            state.status = "up"
+            state.consecutive_failures = 0
+            state.error = None
+        state.checked_at = time.monotonic()
+
+    async def check_now(self) -> None:
+        """Probe every dependency once, concurrently."""
+        async with asyncio.TaskGroup() as group:
+            for name in self._probes:
+                group.create_task(self._probe_one(name))
+        self._checked_once.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self.check_now()
+            await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        """Start the background prober (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="readiness-prober")
+
+    async def wait_first_check(self, limit: float) -> None:
+        """Wait (bounded) until every dependency has been probed once."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await self._checked_once.wait()
+
+    async def stop(self) -> None:
+        """Stop the prober and wait for it to end."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,144 @@
+"""Gateway configuration: one settings object, read from `SIGNING_GATEWAY_*` environment variables.
+
+Nested groups use `__` as delimiter, e.g. `SIGNING_GATEWAY_EU_SIGNER__URL`. Tests and the CLI
+build `Settings(...)` with keyword arguments instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from signing_gateway.domain.dcc import KeyUsage
+from signing_gateway.domain.domestic import DomesticPolicy
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class SignerSettings(BaseModel):
+    """How to reach one downstream signer and how hard to lean on it."""
+
+    url: str = Field(description="Base URL of the signer, e.g. https://eu-signer.internal:8443")
+    connect_timeout: PositiveFloat = Field(1.0, description="Seconds to establish a connection")
+    read_timeout: PositiveFloat = Field(15.0, description="Seconds to wait for response bytes")
+    write_timeout: PositiveFloat = Field(5.0, description="Seconds to send the request")
+    pool_timeout: PositiveFloat = Field(5.0, description="Seconds to wait for a pooled connection")
+    max_connections: PositiveInt = Field(
+        256, description="Connections kept to this signer (its useful concurrency)"
+    )
+    transport: Literal["httpx", "aiohttp"] = Field(
+        "aiohttp", description="HTTP transport under the httpx client"
+    )
+    health_path: str = Field("/healthz", description="Path the readiness prober GETs")
+    required: bool = Field(default=True, description="Readiness fails while this signer is down")
+    ca_bundle: Path | None = Field(None, description="PEM CA bundle to verify the signer's TLS")
+    client_cert: Path | None = Field(None, description="PEM client certificate for mutual TLS")
+    client_key: Path | None = Field(None, description="PEM key of the client certificate")
+    allow_plain_http: bool = Field(
+        default=False, description="Allow http:// to a non-loopback host (never in production)"
+    )
+
+    @model_validator(mode="after")
+    def _plain_http_only_on_loopback(self) -> SignerSettings:
+        parts = urlsplit(self.url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("signer url must be an absolute http(s) URL")
+        if (
+            parts.scheme == "http"
+            and parts.hostname not in _LOOPBACK_HOSTS
+            and not self.allow_plain_http
+        ):
+            raise ValueError(
+                "plain http to a non-loopback signer needs allow_plain_http=true; use https"
+            )
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        return self
+
+
+class TrustSettings(BaseModel):
+    """Where the public keys that verify signer output come from."""
+
+    eu_certificates: list[Path] = Field(
+        default_factory=list, description="DSC certificate files (PEM or DER)"
+    )
+    domestic_keys: list[Path] = Field(
+        default_factory=list, description="Domestic public key files (PEM)"
+    )
+    fetch_from_signers: bool = Field(
+        default=False,
+        description="Fetch keys from the signers' GET /keys at start-up (fake signers only)",
+    )
+
+
+class EuPolicySettings(BaseModel):
+    """Default validity of EU credentials per key usage, and clock tolerance."""
+
+    vaccination_validity_days: PositiveInt = 365
+    test_validity_hours: PositiveInt = 72
+    recovery_validity_days: PositiveInt = 180
+    max_clock_skew_seconds: PositiveInt = 120
+
+    def default_validity(self) -> dict[KeyUsage, timedelta]:
+        """The validity applied when a request names no expirationTime."""
+        return {
+            KeyUsage.VACCINATION: timedelta(days=self.vaccination_validity_days),
+            KeyUsage.TEST: timedelta(hours=self.test_validity_hours),
+            KeyUsage.RECOVERY: timedelta(days=self.recovery_validity_days),
+        }
+
+
+class DomesticPolicySettings(BaseModel):
+    """Bounds on domestic attributes and the issuance session."""
+
+    max_valid_from_past_hours: PositiveInt = 24 * 30
+    max_valid_from_future_hours: PositiveInt = 24 * 14
+    max_valid_for_hours: PositiveInt = 24 * 90
+    credential_amount: PositiveInt = Field(
+        28, le=100, description="Credentials prepared per issuance session"
+    )
+    stoken_ttl_seconds: PositiveInt = 60
+    max_open_stokens: PositiveInt = 100_000
+
+    def policy(self) -> DomesticPolicy:
+        """The pure domain policy these settings describe."""
+        return DomesticPolicy(
+            max_valid_from_past=timedelta(hours=self.max_valid_from_past_hours),
+            max_valid_from_future=timedelta(hours=self.max_valid_from_future_hours),
+            max_valid_for_hours=self.max_valid_for_hours,
+        )
+
+
+class Settings(BaseSettings):
+    """Everything the gateway reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIGNING_GATEWAY_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["dev", "production"] = "dev"
+    eu_signer: SignerSettings = SignerSettings(url="http://127.0.0.1:8081")
+    domestic_signer: SignerSettings = SignerSettings(url="http://127.0.0.1:8082")
+    trust: TrustSettings = TrustSettings()
+    eu_policy: EuPolicySettings = EuPolicySettings()
+    domestic: DomesticPolicySettings = DomesticPolicySettings()
+    request_deadline_seconds: PositiveFloat = Field(
+        20.0, description="Overall budget for the signer work of one inbound request"
+    )
+    readiness_probe_interval_seconds: PositiveFloat = 5.0
+    readiness_probe_timeout_seconds: PositiveFloat = 2.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _production_needs_real_trust(self) -> Settings:
+        if self.environment == "production" and self.trust.fetch_from_signers:
+            raise ValueError(
+                "production must pin signer keys in files; fetch_from_signers is for the fakes"
+            )
+        return self

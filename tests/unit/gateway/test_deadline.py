@@ -1,0 +1,73 @@
+"""The per-request deadline and the all-or-nothing runner of concurrent signer calls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from signing_gateway.errors import DeadlineExceeded, SignerUnavailable
+from signing_gateway.issuance.deadline import all_or_nothing, request_deadline
+
+
+async def test_deadline_turns_expiry_into_deadline_exceeded():
+    """Work still running at the deadline is cancelled and answered as DeadlineExceeded."""
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        async with request_deadline(0.05):
+            await asyncio.sleep(5)
+    assert time.monotonic() - started < 0.5
+
+
+async def test_deadline_leaves_other_timeouts_alone():
+    """A TimeoutError raised by the work itself is not mistaken for the deadline."""
+    with pytest.raises(TimeoutError):
+        async with request_deadline(5):
+            raise TimeoutError
+
+
+async def test_all_or_nothing_runs_concurrently_and_keeps_order():
+    """Calls run at the same time and their results come back in call order."""
+
+    async def after(delay: float, value: int) -> int:
+        await asyncio.sleep(delay)
+        return value
+
+    started = time.monotonic()
+    results = await all_or_nothing(
+        [lambda: after(0.2, 1), lambda: after(0.1, 2), lambda: after(0.2, 3)]
+    )
+    assert results == [1, 2, 3]
+    assert time.monotonic() - started < 0.35
+
+
+async def test_all_or_nothing_cancels_siblings_and_raises_the_failing_part():
+    """The first failure cancels the others and surfaces as that part's gateway error."""
+    cancelled = asyncio.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def failing() -> None:
+        await asyncio.sleep(0.01)
+        raise SignerUnavailable("european[1]: down", part="european[1]")
+
+    with pytest.raises(SignerUnavailable) as info:
+        await all_or_nothing([slow, failing])
+    assert info.value.part == "european[1]"
+    assert cancelled.is_set()
+
+
+async def test_all_or_nothing_lets_bugs_through():
+    """A non-gateway exception is a bug and propagates as the exception group."""
+
+    async def broken() -> None:
+        raise KeyError("bug")
+
+    with pytest.raises(ExceptionGroup):
+        await all_or_nothing([broken])

@@ -1,0 +1,62 @@
+"""Issuance session tokens: single use, expiring, bounded."""
+
+from __future__ import annotations
+
+from signing_gateway.issuance.stoken import InMemoryStokenStore
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_token_is_single_use():
+    """A token gives back its prepare message once; the second take finds nothing."""
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    token = await store.open({"issuerNonce": "n1"})
+    first = await store.take(token)
+    assert first is not None
+    assert first.prepare_issue_message == {"issuerNonce": "n1"}
+    assert await store.take(token) is None
+
+
+async def test_token_expires_after_ttl():
+    """A token taken after its TTL is refused."""
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    token = await store.open({})
+    clock.now += 60.001
+    assert await store.take(token) is None
+
+
+async def test_unknown_token_is_refused():
+    """A token the store never issued is refused."""
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    assert await store.take("00000000-0000-4000-8000-000000000000") is None
+
+
+async def test_expired_sessions_are_swept_and_size_is_bounded():
+    """Expired sessions are dropped on open, and a full store drops its oldest session."""
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=10, max_sessions=3, clock=clock)
+    old = [await store.open({"i": i}) for i in range(3)]
+    clock.now += 11
+    await store.open({"i": 3})
+    assert len(store) == 1
+    newest = [await store.open({"i": i}) for i in range(4, 7)]
+    assert len(store) == 3
+    assert all([await store.take(t) is None for t in old])
+    assert await store.take(newest[-1]) is not None
+
+
+async def test_tokens_are_distinct_uuids():
+    """Every session gets its own unguessable UUID token."""
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=1000)
+    tokens = {await store.open({}) for _ in range(200)}
+    assert len(tokens) == 200
+    assert all(len(t) == 36 for t in tokens)
