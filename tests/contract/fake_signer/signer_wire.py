@@ -8,6 +8,10 @@ from typing import Any
 
 import base45
 import cbor2
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pycose.keys import CoseKey
+from pycose.messages import Sign1Message
 
 DEFAULT_CONTROL = {
     "latencyMs": 0,
@@ -76,3 +80,33 @@ def cose_parts(credential: str) -> tuple[dict[int, Any], dict[Any, Any], bytes, 
     assert tagged.tag == 18
     protected, unprotected, payload, signature = tagged.value
     return cbor2.loads(protected), unprotected, payload, signature
+
+
+async def published(client):
+    """The /keys document of the signer."""
+    response = await client.get("/keys")
+    assert response.status_code == 200
+    return response.json()
+
+
+def dsc_for(keys, usage):
+    """The /keys entry and DSC certificate for a key usage."""
+    (entry,) = [k for k in keys["eu"] if k["keyUsage"] == [usage]]
+    return entry, x509.load_der_x509_certificate(b64d(entry["certificate"]))
+
+
+def verify_with_pycose(credential: str, certificate: x509.Certificate) -> bool:
+    """Verify the COSE signature with pycose, not with anything from fake_signer."""
+    tagged = cbor2.loads(cose_of(credential))
+    assert tagged.tag == 18
+    # cbor2 6 decodes inside a tag to immutable tuple/frozendict, which pycose refuses: thaw them.
+    protected, unprotected, payload, signature = tagged.value
+    message = Sign1Message.from_cose_obj(
+        [protected, dict(unprotected), payload, signature], allow_unknown_attributes=True
+    )
+    message.key = CoseKey.from_pem_public_key(
+        certificate.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return message.verify_signature()

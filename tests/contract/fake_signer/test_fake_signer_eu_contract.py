@@ -13,46 +13,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.hashes import SHA256
-from pycose.keys import CoseKey
-from pycose.messages import Sign1Message
 
-from tests.contract.fake_signer.signer_wire import DCC, b64d, cose_of, cose_parts, eu_body
+from tests.contract.fake_signer.signer_wire import (
+    DCC,
+    b64d,
+    cose_parts,
+    dsc_for,
+    eu_body,
+    published,
+    verify_with_pycose,
+)
 
 EKU = {
     "test": "1.3.6.1.4.1.1847.2021.1.1",
     "vaccination": "1.3.6.1.4.1.1847.2021.1.2",
     "recovery": "1.3.6.1.4.1.1847.2021.1.3",
 }
-
-
-async def published(client):
-    """The /keys document of the signer."""
-    response = await client.get("/keys")
-    assert response.status_code == 200
-    return response.json()
-
-
-def dsc_for(keys, usage):
-    """The /keys entry and DSC certificate for a key usage."""
-    (entry,) = [k for k in keys["eu"] if k["keyUsage"] == [usage]]
-    return entry, x509.load_der_x509_certificate(b64d(entry["certificate"]))
-
-
-def verify_with_pycose(credential: str, certificate: x509.Certificate) -> bool:
-    """Verify the COSE signature with pycose, not with anything from fake_signer."""
-    tagged = cbor2.loads(cose_of(credential))
-    assert tagged.tag == 18
-    # cbor2 6 decodes inside a tag to immutable tuple/frozendict, which pycose refuses: thaw them.
-    protected, unprotected, payload, signature = tagged.value
-    message = Sign1Message.from_cose_obj(
-        [protected, dict(unprotected), payload, signature], allow_unknown_attributes=True
-    )
-    message.key = CoseKey.from_pem_public_key(
-        certificate.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return message.verify_signature()
 
 
 @pytest.mark.parametrize("usage", ["vaccination", "test", "recovery"])

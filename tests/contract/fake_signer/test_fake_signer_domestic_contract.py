@@ -1,0 +1,159 @@
+"""Domestic signer wire: Ed25519 simulation verified with the key from /keys, nonces, media type."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import base45
+import cbor2
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tests.contract.fake_signer.signer_wire import ATTRIBUTES, JSON_HEADERS, b64d
+
+
+async def domestic_key(client):
+    """The published domestic key entry and the Ed25519 public key."""
+    (entry,) = (await client.get("/keys")).json()["domestic"]
+    assert entry["alg"] == "Ed25519"
+    raw = b64d(entry["publicKey"])
+    assert b64d(entry["kid"]) == hashlib.sha256(raw).digest()[:8]
+    return entry, Ed25519PublicKey.from_public_bytes(raw)
+
+
+async def prepare(client, amount=2):
+    """Call /prepare_issue and return its message."""
+    response = await client.post(
+        "/prepare_issue", json={"credentialAmount": amount}, headers=JSON_HEADERS
+    )
+    assert response.status_code == 200
+    return response.json()
+
+
+def issue_body(prepared, attributes):
+    """An /issue body for a prepare_issue message."""
+    return {
+        "prepareIssueMessage": prepared,
+        "issueCommitmentMessage": {"commitments": "opaque", "issuerNonce": prepared["issuerNonce"]},
+        "credentialsAttributes": attributes,
+    }
+
+
+async def test_issue_signatures_verify_with_published_key(client):
+    """Each /issue signature verifies over the nonce and attributes with the /keys Ed25519 key."""
+    entry, public_key = await domestic_key(client)
+    prepared = await prepare(client, 2)
+    assert prepared["issuerPkId"] == entry["kid"]
+    assert len(b64d(prepared["issuerNonce"])) == 16
+    assert prepared["credentialAmount"] == 2
+    other = {**ATTRIBUTES, "category": "3"}
+    response = await client.post(
+        "/issue", json=issue_body(prepared, [ATTRIBUTES, other]), headers=JSON_HEADERS
+    )
+    assert response.status_code == 200
+    messages = response.json()
+    assert [m["attributes"] for m in messages] == [ATTRIBUTES, other]
+    for message in messages:
+        signed = message["issueSignatureMessage"]
+        assert signed["kid"] == entry["kid"]
+        assert signed["issuerNonce"] == prepared["issuerNonce"]
+        data = b"NL2-issue\x00" + cbor2.dumps(
+            [prepared["issuerNonce"], message["attributes"]], canonical=True
+        )
+        public_key.verify(b64d(signed["signature"]), data)
+    with pytest.raises(InvalidSignature):
+        public_key.verify(b64d(messages[0]["issueSignatureMessage"]["signature"]), b"other")
+
+
+async def test_nonce_is_single_use(client):
+    """A second /issue with the same nonce is refused with a 4xx plain-text body."""
+    prepared = await prepare(client, 1)
+    first = await client.post(
+        "/issue", json=issue_body(prepared, [ATTRIBUTES]), headers=JSON_HEADERS
+    )
+    again = await client.post(
+        "/issue", json=issue_body(prepared, [ATTRIBUTES]), headers=JSON_HEADERS
+    )
+    assert first.status_code == 200
+    assert again.status_code == 400
+    assert again.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda b: b.update(credentialsAttributes=[ATTRIBUTES] * 3), id="too-many"),
+        pytest.param(
+            lambda b: b.update(issueCommitmentMessage={"issuerNonce": "AAAA"}), id="other-nonce"
+        ),
+        pytest.param(
+            lambda b: b.update(
+                prepareIssueMessage={"issuerNonce": "AAAAAAAAAAAAAAAAAAAAAA=="},
+                issueCommitmentMessage={"issuerNonce": "AAAAAAAAAAAAAAAAAAAAAA=="},
+            ),
+            id="unknown-nonce",
+        ),
+        pytest.param(
+            lambda b: b.update(credentialsAttributes=[{**ATTRIBUTES, "validFrom": 1}]),
+            id="non-string",
+        ),
+        pytest.param(
+            lambda b: b.update(credentialsAttributes=[{**ATTRIBUTES, "extra": "x"}]), id="extra"
+        ),
+    ],
+)
+async def test_issue_refuses_bad_requests(client, mutate):
+    """Nonce mismatches, too many attribute sets and bad attributes get a 4xx."""
+    prepared = await prepare(client, 2)
+    body = issue_body(prepared, [ATTRIBUTES])
+    mutate(body)
+    response = await client.post("/issue", json=body, headers=JSON_HEADERS)
+    assert 400 <= response.status_code < 500
+
+
+async def test_issue_static_verifies_with_published_key(client):
+    """The NL2 QR carries kid, canonical attributes and an Ed25519 signature that verifies."""
+    entry, public_key = await domestic_key(client)
+    response = await client.post(
+        "/issue_static", json={"credentialAttributes": ATTRIBUTES}, headers=JSON_HEADERS
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["qr"].startswith("NL2:")
+    kid, attributes_cbor, signature = cbor2.loads(base45.b45decode(body["qr"][4:]))
+    assert kid == b64d(entry["kid"])
+    assert attributes_cbor == cbor2.dumps(ATTRIBUTES, canonical=True)
+    assert cbor2.loads(attributes_cbor) == ATTRIBUTES
+    public_key.verify(signature, b"NL2-static\x00" + attributes_cbor)
+    expected = base64.b64encode(hashlib.sha256(signature).digest()[:16]).decode()
+    assert body["proofIdentifier"] == expected
+
+
+@pytest.mark.parametrize("path", ["/prepare_issue", "/issue", "/issue_static"])
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "text/plain", "application/cbor", None]
+)
+async def test_only_exact_json_content_type_is_accepted(client, path, content_type):
+    """Anything but exactly `application/json` is 415 plain text."""
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = await client.post(path, content=b'{"credentialAmount": 1}', headers=headers)
+    assert response.status_code == 415
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("path", ["/prepare_issue", "/issue", "/issue_static"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_domestic_endpoints_are_post_only(client, path, method):
+    """Other methods than POST are 405."""
+    assert (await client.request(method, path)).status_code == 405
+
+
+@pytest.mark.parametrize("amount", [0, 101, "2", 1.5, None])
+async def test_prepare_issue_checks_the_amount(client, amount):
+    """CredentialAmount must be an integer from 1 to 100."""
+    response = await client.post(
+        "/prepare_issue", json={"credentialAmount": amount}, headers=JSON_HEADERS
+    )
+    assert response.status_code == 400

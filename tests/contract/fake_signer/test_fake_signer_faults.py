@@ -1,0 +1,253 @@
+"""Every fault mode, the control API, stats and the seeded error rate, against a real process."""
+
+from __future__ import annotations
+
+import time
+
+import base45
+import cbor2
+import httpx
+import orjson
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tests.contract.fake_signer.signer_wire import (
+    ATTRIBUTES,
+    JSON_HEADERS,
+    b64d,
+    cose_parts,
+    dsc_for,
+    eu_body,
+    published,
+    verify_with_pycose,
+)
+
+FAULT = "X-Fake-Signer-Fault"
+
+
+async def sign(client, fault=None, **kwargs):
+    """POST /get_credential, optionally with a fault header."""
+    headers = {} if fault is None else {FAULT: fault}
+    return await client.post("/get_credential", json=eu_body(), headers=headers, **kwargs)
+
+
+async def stats(client):
+    """The /_stats document."""
+    return (await client.get("/_stats")).json()
+
+
+async def wait_for(predicate, client, within=5.0):
+    """Poll /_stats until `predicate(stats)` holds or the deadline passes."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        current = await stats(client)
+        if predicate(current):
+            return current
+    pytest.fail(f"stats never matched: {current}")
+
+
+async def test_delay_adds_latency(client):
+    """`delay=<ms>` answers normally, that much later."""
+    started = time.monotonic()
+    response = await sign(client, "delay=300")
+    assert response.status_code == 200
+    assert 0.3 <= time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "retry_after"), [("status=503;retry-after=7", "7"), ("status=502", None)]
+)
+async def test_status_answers_plain_text(client, spec, retry_after):
+    """`status=<code>` answers that code in plain text, with Retry-After when asked."""
+    response = await sign(client, spec)
+    assert response.status_code == int(spec.split(";")[0].split("=")[1])
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers.get("retry-after") == retry_after
+
+
+async def test_reset_drops_the_connection_and_server_survives(client):
+    """`reset` gives the client a transport error, not a response; the server keeps serving."""
+    with pytest.raises(httpx.TransportError):
+        await sign(client, "reset")
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await stats(client))["totals"]["get_credential"] == {"fault:reset": 1}
+
+
+async def test_hang_until_client_gives_up(client):
+    """`hang` never answers: the client timeout fires, the slot is freed, the server is healthy."""
+    with pytest.raises(httpx.ReadTimeout):
+        await sign(client, "hang", timeout=0.5)
+    assert (await client.get("/healthz")).status_code == 200
+    done = await wait_for(lambda s: s["inFlight"] == 0 and s["totals"], client)
+    assert done["totals"]["get_credential"] == {"fault:hang": 1}
+
+
+@pytest.mark.parametrize("spec", ["malformed", "malformed=truncated", "malformed=shape"])
+async def test_malformed_is_200_without_contract_json(client, spec):
+    """`malformed` answers 200 with a body that is not `{"credential", "proofIdentifier"}`."""
+    response = await sign(client, spec)
+    assert response.status_code == 200
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return
+    assert "credential" not in body
+
+
+async def test_bad_signature_does_not_verify(client):
+    """`bad-signature` keeps kid and payload but the signature fails against the right DSC."""
+    response = await sign(client, "bad-signature")
+    credential = response.json()["credential"]
+    entry, dsc = dsc_for(await published(client), "vaccination")
+    assert cose_parts(credential)[0][4] == b64d(entry["kid"])
+    assert not verify_with_pycose(credential, dsc)
+
+
+async def test_wrong_kid_is_signed_by_the_right_key(client):
+    """`wrong-kid` carries another kid, yet the signature verifies with the usage's own DSC."""
+    credential = (await sign(client, "wrong-kid")).json()["credential"]
+    entry, dsc = dsc_for(await published(client), "vaccination")
+    assert cose_parts(credential)[0][4] != b64d(entry["kid"])
+    assert verify_with_pycose(credential, dsc)
+
+
+async def test_slow_body_trickles(client):
+    """`slow-body=<ms>` sends headers at once and the complete, valid body over that time."""
+    started = time.monotonic()
+    request = client.build_request(
+        "POST", "/get_credential", json=eu_body(), headers={FAULT: "slow-body=600"}
+    )
+    response = await client.send(request, stream=True)
+    headers_at = time.monotonic() - started
+    body = await response.aread()
+    total = time.monotonic() - started
+    await response.aclose()
+    assert response.status_code == 200
+    assert headers_at < 0.3
+    assert total >= 0.55
+    assert orjson.loads(body)["credential"].startswith("HC1:")
+
+
+async def test_domestic_signature_faults(client):
+    """`bad-signature` and `wrong-kid` also corrupt the domestic static QR."""
+    (entry,) = (await client.get("/keys")).json()["domestic"]
+    results = {}
+    for spec in ("bad-signature", "wrong-kid"):
+        response = await client.post(
+            "/issue_static",
+            json={"credentialAttributes": ATTRIBUTES},
+            headers={**JSON_HEADERS, FAULT: spec},
+        )
+        kid, attributes_cbor, signature = cbor2.loads(base45.b45decode(response.json()["qr"][4:]))
+        results[spec] = (kid, attributes_cbor, signature)
+    key = Ed25519PublicKey.from_public_bytes(b64d(entry["publicKey"]))
+    kid, attributes_cbor, signature = results["bad-signature"]
+    assert kid == b64d(entry["kid"])
+    with pytest.raises(InvalidSignature):
+        key.verify(signature, b"NL2-static\x00" + attributes_cbor)
+    kid, attributes_cbor, signature = results["wrong-kid"]
+    assert kid != b64d(entry["kid"])
+    key.verify(signature, b"NL2-static\x00" + attributes_cbor)
+
+
+@pytest.mark.parametrize(
+    "spec", ["explode", "status", "status=abc", "delay=-1", "reset=1", "malformed=x"]
+)
+async def test_bad_fault_header_is_400(client, spec):
+    """A fault header that breaks the grammar is refused with 400."""
+    assert (await sign(client, spec)).status_code == 400
+
+
+async def test_control_fault_applies_to_the_next_n_requests(client):
+    """`_control` fault with faultCount 2 hits two signings, then signing is normal again."""
+    response = await client.put("/_control", json={"fault": "status=503", "faultCount": 2})
+    assert response.json()["fault"] == "status=503"
+    assert response.json()["faultCount"] == 2
+    # A header fault wins and does not use up the control fault.
+    assert (await sign(client, "status=418")).status_code == 418
+    assert [(await sign(client)).status_code for _ in range(3)] == [503, 503, 200]
+    assert (await client.get("/_control")).json()["fault"] is None
+
+
+async def test_control_fault_default_count_and_until_cleared(client):
+    """A fault defaults to one request; faultCount -1 keeps it until `fault: null`."""
+    await client.put("/_control", json={"fault": "status=500"})
+    assert [(await sign(client)).status_code for _ in range(2)] == [500, 200]
+    await client.put("/_control", json={"fault": "status=429;retry-after=2", "faultCount": -1})
+    statuses = [(await sign(client)).status_code for _ in range(4)]
+    assert statuses == [429] * 4
+    await client.put("/_control", json={"fault": None})
+    assert (await sign(client)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"fault": "nonsense"},
+        {"capacity": 0},
+        {"errorRate": 1.5},
+        {"overflow": "drop"},
+        {"latencyMs": -1},
+        {"unknown": 1},
+    ],
+)
+async def test_control_refuses_invalid_updates(client, body):
+    """Invalid control updates are 400 and change nothing."""
+    before = (await client.get("/_control")).json()
+    assert (await client.put("/_control", json=body)).status_code == 400
+    assert (await client.get("/_control")).json() == before
+
+
+async def test_control_latency_applies(client):
+    """`latencyMs` via `_control` slows every signing down."""
+    state = (
+        await client.put("/_control", json={"latencyMs": 250, "latencyDistribution": "fixed"})
+    ).json()
+    assert state["latencyMs"] == 250
+    started = time.monotonic()
+    assert (await sign(client)).status_code == 200
+    assert time.monotonic() - started >= 0.25
+
+
+async def test_stats_count_outcomes_and_reset(client):
+    """/_stats counts outcomes per endpoint; reset zeroes totals and peak."""
+    await sign(client)
+    await sign(client)
+    await sign(client, "status=503")
+    await client.post("/get_credential", content=b"nope")
+    await client.post(
+        "/issue_static", json={"credentialAttributes": ATTRIBUTES}, headers=JSON_HEADERS
+    )
+    current = await stats(client)
+    assert current["totals"] == {
+        "get_credential": {"ok": 2, "fault:status": 1, "bad_request": 1},
+        "issue_static": {"ok": 1},
+    }
+    assert current["inFlight"] == 0
+    assert current["peakInFlight"] == 1
+    assert current["queued"] == 0
+    reset = (await client.post("/_stats/reset")).json()
+    assert reset == {"inFlight": 0, "peakInFlight": 0, "queued": 0, "totals": {}}
+
+
+def statuses(base_url, count):
+    """Statuses of `count` signings sent one after another."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        return [http.post("/get_credential", json=eu_body()).status_code for _ in range(count)]
+
+
+def test_error_rate_is_reproducible_with_a_seed(fake_signer_factory):
+    """--error-rate with --seed gives the same 200/500 sequence again after reseeding."""
+    signer = fake_signer_factory("--role", "eu", "--error-rate", "0.5", "--seed", "7")
+    first = statuses(signer.base_url, 40)
+    assert set(first) == {200, 500}
+    assert 8 <= first.count(500) <= 32
+    with httpx.Client(base_url=signer.base_url, timeout=10) as http:
+        http.put("/_control", json={"seed": 7}).raise_for_status()
+        error = http.post("/get_credential", json=eu_body(), headers={FAULT: "delay=0"})
+        while error.status_code != 500:
+            error = http.post("/get_credential", json=eu_body())
+        assert error.headers["content-type"].startswith("text/plain")
+        http.put("/_control", json={"seed": 7}).raise_for_status()
+    assert statuses(signer.base_url, 40) == first
