@@ -5,8 +5,8 @@ Run with `uvicorn --factory signing_gateway.app:create_app` or `signing-gateway 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 import httpx
@@ -20,6 +20,7 @@ from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore
 from signing_gateway.observability.logging import configure_logging
+from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
@@ -50,7 +51,9 @@ def _client(signer: SignerSettings) -> httpx.AsyncClient:
     )
 
 
-def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]  # noqa: ANN202 - FastAPI's lifespan type
+def _lifespan(
+    settings: Settings, metrics: GatewayMetrics
+) -> Callable[[FastAPI], AbstractAsyncContextManager[GatewayState]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[GatewayState]:
         async with AsyncExitStack() as stack:
@@ -94,6 +97,7 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]  # noqa: ANN2
                 eu_trust=eu_trust,
                 domestic_trust=domestic_trust,
                 readiness=readiness,
+                metrics=metrics,
             )
 
     return lifespan
@@ -102,11 +106,12 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]  # noqa: ANN2
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway for `settings` (read from the environment when None)."""
     settings = settings or Settings()
+    metrics = GatewayMetrics()
     app = FastAPI(
         title="signing-gateway",
         version="0.1.0",
         description=API_DESCRIPTION,
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, metrics),
     )
     install_problem_handlers(app)
     for module in (eu, domestic, combined, keys, health):

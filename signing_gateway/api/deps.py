@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.observability.context import REQUEST_ID_HEADER
+from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
 from signing_gateway.settings import Settings
 from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore
@@ -23,6 +24,7 @@ class GatewayState(TypedDict):
     eu_trust: EuTrustStore
     domestic_trust: DomesticTrustStore
     readiness: ReadinessMonitor
+    metrics: GatewayMetrics
 
 
 def _eu_issuer(request: Request) -> EuIssuer:
@@ -45,6 +47,11 @@ def _readiness(request: Request) -> ReadinessMonitor:
     return monitor
 
 
+def _metrics(request: Request) -> GatewayMetrics:
+    metrics: GatewayMetrics = request.state.metrics
+    return metrics
+
+
 def _signer_headers(request: Request) -> dict[str, str]:
     return {REQUEST_ID_HEADER: request.state.request_id}
 
@@ -53,4 +60,5 @@ EuIssuerDep = Annotated[EuIssuer, Depends(_eu_issuer)]
 DomesticIssuerDep = Annotated[DomesticIssuer, Depends(_domestic_issuer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ReadinessDep = Annotated[ReadinessMonitor, Depends(_readiness)]
+MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
 SignerHeadersDep = Annotated[dict[str, str], Depends(_signer_headers)]

@@ -1,0 +1,127 @@
+"""Prometheus metrics of one gateway app, on a registry of its own (so tests can build many).
+
+Every metric the gateway exposes is declared here, so `/metrics` has one place to read and
+dashboards one list to follow. Label values are bounded sets (route templates, signer names,
+outcome slugs): never a request id, a URL or anything a caller chose.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class GatewayMetrics:
+    """The gateway's metrics, registered on `registry` (a fresh one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """Declare every metric on the registry."""
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # Inbound requests and the "nothing lost" accounting.
+        self.requests_received = Counter(
+            "gateway_requests_received", "Inbound requests received", ["route"], registry=r
+        )
+        self.responses_sent = Counter(
+            "gateway_responses_sent",
+            "Responses sent, by route and status class",
+            ["route", "status_class"],
+            registry=r,
+        )
+        self.responses_by_status = Counter(
+            "gateway_responses", "Responses sent, by route and status", ["route", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request start to response end",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests_in_progress = Gauge(
+            "gateway_requests_in_progress", "Inbound requests being served", registry=r
+        )
+        # Signer calls.
+        self.signer_calls = Counter(
+            "gateway_signer_calls",
+            "Signer calls by signer, endpoint and outcome",
+            ["signer", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.signer_call_duration = Histogram(
+            "gateway_signer_call_duration_seconds",
+            "Duration of one signer call attempt",
+            ["signer", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.signer_in_flight = Gauge(
+            "gateway_signer_in_flight", "Signer calls in flight", ["signer"], registry=r
+        )
+        self.signer_shed = Counter(
+            "gateway_signer_shed",
+            "Calls refused at once because the signer's bulkhead was full",
+            ["signer"],
+            registry=r,
+        )
+        self.signer_retries = Counter(
+            "gateway_signer_retries", "Signer call retries", ["signer", "endpoint", "reason"],
+            registry=r,
+        )  # fmt: skip
+        self.signer_retry_budget_exhausted = Counter(
+            "gateway_signer_retry_budget_exhausted",
+            "Retries not made because the retry budget was spent",
+            ["signer"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "gateway_signer_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            ["signer"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "gateway_signer_breaker_transitions", "Breaker state changes", ["signer", "to"],
+            registry=r,
+        )  # fmt: skip
+        self.credential_rejections = Counter(
+            "gateway_credential_verification_failures",
+            "Signer credentials that failed verification and were withheld",
+            ["signer", "reason"],
+            registry=r,
+        )
+        # Runtime health.
+        self.event_loop_lag = Histogram(
+            "gateway_event_loop_lag_seconds",
+            "How late the event loop woke a periodic timer",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.event_loop_lag_max = Gauge(
+            "gateway_event_loop_lag_max_seconds",
+            "Largest event-loop lag seen since start",
+            registry=r,
+        )
+        # Security.
+        self.auth_failures = Counter(
+            "gateway_auth_failures", "Refused callers by reason", ["reason"], registry=r
+        )
+        self.audit_write_failures = Counter(
+            "gateway_audit_write_failures", "Audit records that could not be written", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,81 @@
+"""Run the gateway in-process for API tests: settings with test keys, lifespan, ASGI client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from signing_gateway.app import create_app
+from signing_gateway.settings import Settings, SignerSettings, TrustSettings
+from tests.support.credentials import DomesticSigner, Dsc, make_domestic_signer, make_dsc
+
+EU_SIGNER_URL = "http://eu-signer.test"
+DOMESTIC_SIGNER_URL = "http://domestic-signer.test"
+KEY_USAGES = ("vaccination", "test", "recovery")
+
+
+@dataclass
+class SignerKeys:
+    """Signing keys of the mocked signers, and the trust files the gateway reads."""
+
+    dscs: dict[str, Dsc]
+    domestic: DomesticSigner
+    files: list[Path] = field(default_factory=list)
+    domestic_files: list[Path] = field(default_factory=list)
+
+
+def make_test_keys(directory: Path) -> SignerKeys:
+    """One DSC per key usage and one domestic key, written as PEM files under `directory`."""
+    keys = SignerKeys({u: make_dsc([u]) for u in KEY_USAGES}, make_domestic_signer())
+    for usage, dsc in keys.dscs.items():
+        path = directory / f"dsc-{usage}.pem"
+        path.write_bytes(dsc.pem)
+        keys.files.append(path)
+    domestic_path = directory / "domestic.pem"
+    domestic_path.write_bytes(keys.domestic.public_pem)
+    keys.domestic_files.append(domestic_path)
+    return keys
+
+
+def make_settings(keys: SignerKeys | None = None, **overrides: Any) -> Settings:
+    """Settings for an in-process gateway against mocked signers; keyword overrides win."""
+    values: dict[str, Any] = {
+        "eu_signer": SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True),
+        "domestic_signer": SignerSettings(url=DOMESTIC_SIGNER_URL, allow_plain_http=True),
+        "readiness_probe_interval_seconds": 3600.0,
+    }
+    if keys is not None:
+        values["trust"] = TrustSettings(
+            eu_certificates=keys.files, domestic_keys=keys.domestic_files
+        )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_gateway(
+    settings: Settings, *, app: FastAPI | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Start the app's lifespan and yield an ASGI client bound to it; stop it afterwards.
+
+    httpx's ASGI transport runs no lifespan, so the lifespan state is copied into each
+    request scope here, as uvicorn does.
+    """
+    app = app or create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                scope["state"] = dict(state or {})
+            await app(scope, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            yield client
