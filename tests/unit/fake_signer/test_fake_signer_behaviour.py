@@ -1,0 +1,152 @@
+"""Pure rules of the fake's behaviour: fault grammar, latency model, capacity gate, control."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import pytest
+
+from fake_signer.behaviour import Behaviour, CapacityGate, FaultSpec, FaultSpecError
+from fake_signer.settings import FakeSignerSettings
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "arg", "options"),
+    [
+        ("delay=250", "delay", "250", {}),
+        ("status=503;retry-after=7", "status", "503", {"retry-after": "7"}),
+        ("reset", "reset", None, {}),
+        ("hang", "hang", None, {}),
+        ("malformed", "malformed", None, {}),
+        ("malformed=shape", "malformed", "shape", {}),
+        ("bad-signature", "bad-signature", None, {}),
+        ("wrong-kid", "wrong-kid", None, {}),
+        ("slow-body=1000", "slow-body", "1000", {}),
+        (" Status = 429 ; Retry-After = 2 ", "status", "429", {"retry-after": "2"}),
+    ],
+)
+def test_fault_specs_parse(text, kind, arg, options):
+    """Every fault kind of the grammar parses, with its argument and options."""
+    spec = FaultSpec.parse(text)
+    assert (spec.kind, spec.arg, spec.options) == (kind, arg, options)
+    assert FaultSpec.parse(str(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "boom", "delay", "delay=x", "delay=-5", "delay=inf", "status=99", "status=600",
+     "status=503;retry-after=soon", "status=503;color=red", "hang=1", "reset;x=1",
+     "malformed=weird", "slow-body", "status=503;noequals"],
+)  # fmt: skip
+def test_invalid_fault_specs_are_refused(text):
+    """Specs outside the grammar raise FaultSpecError."""
+    with pytest.raises(FaultSpecError):
+        FaultSpec.parse(text)
+
+
+async def settle(condition):
+    """Let other tasks run until `condition()` holds, failing after a bounded number of turns."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    pytest.fail("condition never held")
+
+
+def behaviour(**kwargs):
+    """A Behaviour built from settings keywords."""
+    return Behaviour(FakeSignerSettings(**kwargs))
+
+
+def test_latency_fixed_ignores_jitter():
+    """Fixed latency is exactly latency_ms (plus the extra delay)."""
+    model = behaviour(latency_ms=100, jitter_ms=50, latency_distribution="fixed")
+    assert {model.latency_seconds() for _ in range(20)} == {0.1}
+    assert model.latency_seconds(extra_ms=50) == pytest.approx(0.15)
+
+
+def test_latency_uniform_stays_in_range_and_is_seeded():
+    """Uniform draws stay within latency ± jitter and repeat with the same seed."""
+    draws = [behaviour(latency_ms=100, jitter_ms=20, seed=3).latency_seconds() for _ in range(2)]
+    assert draws[0] == draws[1]
+    model = behaviour(latency_ms=100, jitter_ms=20, seed=3)
+    values = [model.latency_seconds() for _ in range(500)]
+    assert 0.08 <= min(values) < max(values) <= 0.12
+
+
+def test_latency_lognormal_has_the_configured_mean_and_spread():
+    """Lognormal draws have mean latency_ms and standard deviation jitter_ms (roughly)."""
+    model = behaviour(latency_ms=100, jitter_ms=30, latency_distribution="lognormal", seed=1)
+    values = [model.latency_seconds() * 1000 for _ in range(20000)]
+    assert statistics.fmean(values) == pytest.approx(100, rel=0.03)
+    assert statistics.stdev(values) == pytest.approx(30, rel=0.1)
+    assert min(values) > 0
+
+
+async def test_gate_queues_in_fifo_order_and_counts_peak():
+    """A full gate hands slots over in arrival order; peak never exceeds capacity."""
+    gate = CapacityGate(2)
+    order = []
+
+    async def worker(name, release):
+        await gate.acquire()
+        order.append(name)
+        await release.wait()
+        gate.release()
+
+    releases = [asyncio.Event() for _ in range(5)]
+    tasks = [asyncio.create_task(worker(i, releases[i])) for i in range(5)]
+    await settle(lambda: not (gate.queued != 3))
+    assert gate.in_flight == 2
+    for event in releases:
+        event.set()
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4]
+    assert gate.peak == 2
+    assert gate.in_flight == 0
+
+
+async def test_gate_cancelled_waiter_gives_up_its_place():
+    """Cancelling a queued request removes it without leaking a slot."""
+    gate = CapacityGate(1)
+    assert gate.try_acquire()
+    waiter = asyncio.create_task(gate.acquire())
+    await settle(lambda: not (gate.queued != 1))
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    gate.release()
+    assert (gate.in_flight, gate.queued) == (0, 0)
+    assert gate.try_acquire()
+
+
+async def test_gate_capacity_raise_wakes_waiters():
+    """Raising the capacity (or making it unlimited) lets queued requests in at once."""
+    gate = CapacityGate(1)
+    assert gate.try_acquire()
+    waiters = [asyncio.create_task(gate.acquire()) for _ in range(3)]
+    await settle(lambda: not (gate.queued != 3))
+    gate.capacity = None
+    await asyncio.gather(*waiters)
+    assert gate.in_flight == 4
+
+
+def test_control_update_and_fault_counting():
+    """Control updates change only given fields; faults count down and -1 lasts until cleared."""
+    model = behaviour(latency_ms=5, capacity=4)
+    model.update({"errorRate": 0.25, "fault": "reset", "faultCount": 2})
+    assert model.describe() == {
+        "latencyMs": 5, "jitterMs": 0, "latencyDistribution": "uniform", "capacity": 4,
+        "overflow": "queue", "errorRate": 0.25, "fault": "reset", "faultCount": 2,
+    }  # fmt: skip
+    assert [str(model.take_fault()) for _ in range(3)] == ["reset", "reset", "None"]
+    model.update({"fault": "hang", "faultCount": -1, "capacity": None})
+    assert model.gate.capacity is None
+    assert all(model.take_fault() is not None for _ in range(10))
+    model.update({"fault": None})
+    assert model.take_fault() is None
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        model.update({"fault": "melt"})
+    with pytest.raises(ValueError, match="faultCount"):
+        model.update({"faultCount": -2})

@@ -1,0 +1,82 @@
+"""HC1 encoding, keys and the domestic nonce store, checked without a server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import zlib
+
+import base45
+import cbor2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pycose.keys import CoseKey
+from pycose.messages import Sign1Message
+
+from fake_signer import hcert, keys
+from fake_signer.domestic import NonceStore
+from fake_signer.errors import WireInputError
+
+
+@pytest.fixture(scope="module")
+def material():
+    """One generated key set for the module."""
+    return keys.generate_key_material("NL")
+
+
+def test_hc1_round_trip_with_pycose(material):
+    """An encoded credential decodes with base45/zlib/cbor2 and verifies with pycose."""
+    key = material.eu[keys.KeyUsage.TEST]
+    dcc = {"ver": "1.3.0", "t": [{"tg": "840539006"}], "n": 1.5}
+    signed = hcert.issue_credential(
+        key=key.private_key, kid=key.kid, issuer="NL", issued_at=10, expires_at=20, dcc=dcc
+    )
+    tagged = cbor2.loads(zlib.decompress(base45.b45decode(signed.credential.removeprefix("HC1:"))))
+    protected, unprotected, payload, signature = tagged.value
+    assert tagged.tag == 18
+    assert cbor2.loads(protected) == {1: -7, 4: key.kid}
+    assert cbor2.loads(payload) == {1: "NL", 4: 20, 6: 10, -260: {1: dcc}}
+    assert signature == signed.signature
+    assert len(signature) == 64
+    message = Sign1Message.from_cose_obj([protected, dict(unprotected), payload, signature], True)
+    message.key = CoseKey.from_pem_public_key(
+        key.certificate.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    assert message.verify_signature()
+
+
+def test_kids_follow_the_definition(material):
+    """EU kid = SHA-256(DSC DER)[:8]; domestic kid = SHA-256(raw public key)[:8]."""
+    for key in material.eu.values():
+        der = key.certificate.public_bytes(serialization.Encoding.DER)
+        assert key.kid == hashlib.sha256(der).digest()[:8]
+        eku = key.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(eku) == [key.usage.eku_oid]
+        validity = key.certificate.not_valid_after_utc - dt.datetime.now(dt.UTC)
+        assert validity > dt.timedelta(days=700)
+    assert material.domestic.kid == hashlib.sha256(material.domestic.public_raw).digest()[:8]
+
+
+def test_keys_save_and_load_round_trip(material, tmp_path):
+    """Saved key material loads back with identical kids and certificates."""
+    keys.save(material, tmp_path)
+    loaded = keys.load_or_create(tmp_path, "NL")
+    assert loaded.published(eu=True, domestic=True) == material.published(eu=True, domestic=True)
+
+
+def test_nonce_store_is_single_use_with_ttl():
+    """A nonce works once, unknown nonces fail, and nonces expire after the TTL."""
+    now = [0.0]
+    store = NonceStore(lambda: now[0], ttl=10)
+    first = store.issue(3)
+    assert store.consume(first) == 3
+    with pytest.raises(WireInputError):
+        store.consume(first)
+    late = store.issue(1)
+    now[0] = 10.0
+    with pytest.raises(WireInputError):
+        store.consume(late)
+    assert len(store) == 0
