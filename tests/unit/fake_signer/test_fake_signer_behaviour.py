@@ -97,7 +97,7 @@ async def test_gate_queues_in_fifo_order_and_counts_peak():
 
     releases = [asyncio.Event() for _ in range(5)]
     tasks = [asyncio.create_task(worker(i, releases[i])) for i in range(5)]
-    await settle(lambda: not (gate.queued != 3))
+    await settle(lambda: gate.queued == 3)
     assert gate.in_flight == 2
     for event in releases:
         event.set()
@@ -112,7 +112,7 @@ async def test_gate_cancelled_waiter_gives_up_its_place():
     gate = CapacityGate(1)
     assert gate.try_acquire()
     waiter = asyncio.create_task(gate.acquire())
-    await settle(lambda: not (gate.queued != 1))
+    await settle(lambda: gate.queued == 1)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -126,7 +126,7 @@ async def test_gate_capacity_raise_wakes_waiters():
     gate = CapacityGate(1)
     assert gate.try_acquire()
     waiters = [asyncio.create_task(gate.acquire()) for _ in range(3)]
-    await settle(lambda: not (gate.queued != 3))
+    await settle(lambda: gate.queued == 3)
     gate.capacity = None
     await asyncio.gather(*waiters)
     assert gate.in_flight == 4
