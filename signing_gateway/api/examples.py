@@ -43,7 +43,7 @@ EU_TEST: dict[str, Any] = {
                 "tc": "Testlocatie Utrecht",
                 "co": "NL",
                 "is": "Ministry of Health Welfare and Sport",
-                "ci": "URN:UVCI:01:NL:0A1B2C3D4E5F",
+                "ci": "URN:UVCI:01:NL:0A1B2C3D4E5F#V",
             }
         ],
     },
