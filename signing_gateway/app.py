@@ -5,6 +5,7 @@ Run with `uvicorn --factory signing_gateway.app:create_app` or `signing-gateway 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -16,6 +17,7 @@ from signing_gateway.api import combined, domestic, eu, health, keys
 from signing_gateway.api.deps import GatewayState
 from signing_gateway.api.middleware import RequestIdMiddleware
 from signing_gateway.api.problems import install_problem_handlers
+from signing_gateway.domain.valuesets import ValueSetName, value_set
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore
@@ -51,12 +53,19 @@ def _client(signer: SignerSettings) -> httpx.AsyncClient:
     )
 
 
+def _read_value_sets() -> None:
+    """Read every DCC value set once, so no request reads package files on the event loop."""
+    for name in ValueSetName:
+        value_set(name)
+
+
 def _lifespan(
     settings: Settings, metrics: GatewayMetrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[GatewayState]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[GatewayState]:
         async with AsyncExitStack() as stack:
+            await asyncio.to_thread(_read_value_sets)
             eu_http = await stack.enter_async_context(_client(settings.eu_signer))
             domestic_http = await stack.enter_async_context(_client(settings.domestic_signer))
             eu_client = EuSignerClient(eu_http, health_path=settings.eu_signer.health_path)
