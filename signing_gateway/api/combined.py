@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 
+from signing_gateway.api import examples
 from signing_gateway.api.deps import (
     DomesticIssuerDep,
     EuIssuerDep,
@@ -57,7 +58,10 @@ def _prepare_all(
     responses=problem_responses(422, 502, 503, 504),
 )
 async def print_proof(
-    body: PrintRequest,
+    body: Annotated[
+        PrintRequest,
+        Body(openapi_examples={"both": {"summary": "Domestic and EU", "value": examples.PRINT}}),
+    ],
     eu: EuIssuerDep,
     domestic: DomesticIssuerDep,
     settings: SettingsDep,
@@ -96,7 +100,14 @@ async def print_proof(
     responses=problem_responses(401, 422, 502, 503, 504),
 )
 async def issue_credentials(
-    body: CredentialsRequest,
+    body: Annotated[
+        CredentialsRequest,
+        Body(
+            openapi_examples={
+                "app": {"summary": "Domestic session and two EU", "value": examples.CREDENTIALS}
+            }
+        ),
+    ],
     eu: EuIssuerDep,
     domestic: DomesticIssuerDep,
     settings: SettingsDep,

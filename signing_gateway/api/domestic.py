@@ -78,7 +78,17 @@ async def prepare_issue(
     responses=problem_responses(401, 422, 502, 503, 504),
 )
 async def issue(
-    body: IssueRequest, issuer: DomesticIssuerDep, settings: SettingsDep, headers: SignerHeadersDep
+    body: Annotated[
+        IssueRequest,
+        Body(
+            openapi_examples={
+                "session": {"summary": "One app credential", "value": examples.DOMESTIC_ISSUE}
+            }
+        ),
+    ],
+    issuer: DomesticIssuerDep,
+    settings: SettingsDep,
+    headers: SignerHeadersDep,
 ) -> IssueOut:
     """Check the attributes and commitment, consume the session, sign, verify, return."""
     errors = issuer.check_many(body.credentials_attributes, loc=("credentialsAttributes",))

@@ -59,3 +59,24 @@ DOMESTIC_ATTRIBUTES: dict[str, str] = {
     "birthDay": "2",
     "birthMonth": "4",
 }
+
+# Base64 of {"issuerNonce": "MDEyMzQ1Njc4OWFiY2RlZg==", "commitments": "..."}: the app's answer
+# to a prepareIssueMessage, passed through to the domestic signer.
+ISSUE_COMMITMENT_MESSAGE = (
+    "eyJpc3N1ZXJOb25jZSI6Ik1ERXlNelExTmpjNE9XRmlZMlJsWmc9PSIsImNvbW1pdG1lbnRzIjoiLi4uIn0="
+)
+
+DOMESTIC_ISSUE: dict[str, Any] = {
+    "stoken": "6b0c2c6e-3d1f-4c1e-9a57-2f1d0c9b8a77",
+    "issueCommitmentMessage": ISSUE_COMMITMENT_MESSAGE,
+    "credentialsAttributes": [dict(DOMESTIC_ATTRIBUTES, isPaperProof="0")],
+}
+
+PRINT: dict[str, Any] = {"domestic": DOMESTIC_ATTRIBUTES, "european": EU_VACCINATION}
+
+CREDENTIALS: dict[str, Any] = {
+    "stoken": DOMESTIC_ISSUE["stoken"],
+    "issueCommitmentMessage": ISSUE_COMMITMENT_MESSAGE,
+    "domestic": [dict(DOMESTIC_ATTRIBUTES, isPaperProof="0")],
+    "european": [EU_VACCINATION, EU_TEST],
+}

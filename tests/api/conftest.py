@@ -8,6 +8,7 @@ import httpx
 import pytest
 import respx
 
+from tests.api.signer_mocks import MockedSigners, mock_signers
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
     EU_SIGNER_URL,
@@ -26,13 +27,24 @@ def test_keys(tmp_path_factory: pytest.TempPathFactory) -> SignerKeys:
 
 @pytest.fixture
 def signers() -> Iterator[respx.MockRouter]:
-    """Mock both signers at the httpx level; unmocked signer calls fail the test."""
+    """Mock both signers at the httpx level; unmocked signer calls fail the test.
+
+    The probe routes are named `eu_health` and `domestic_health` so a test can break them.
+    """
     with respx.mock(using="httpx", assert_all_called=False) as mock:
         # The test client talks to the in-process app through httpx too: let it through.
         mock.route(host="gateway.test").pass_through()
-        mock.get(f"{EU_SIGNER_URL}/healthz").respond(200, json={"status": "ok"})
-        mock.get(f"{DOMESTIC_SIGNER_URL}/healthz").respond(200, json={"status": "ok"})
+        mock.get(f"{EU_SIGNER_URL}/healthz", name="eu_health").respond(200, json={"status": "ok"})
+        mock.get(f"{DOMESTIC_SIGNER_URL}/healthz", name="domestic_health").respond(
+            200, json={"status": "ok"}
+        )
         yield mock
+
+
+@pytest.fixture
+def mocked(signers: respx.MockRouter, test_keys: SignerKeys) -> MockedSigners:
+    """Every signing endpoint answering correctly (signed with the test keys)."""
+    return mock_signers(signers, test_keys)
 
 
 @pytest.fixture

@@ -1,0 +1,290 @@
+"""Every public endpoint against mocked signers: the answers a caller sees on the happy path."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import respx
+
+from signing_gateway.settings import DomesticPolicySettings
+from tests.api.assertions import assert_problem, error_locs
+from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
+from tests.api.signer_mocks import NONCE, MockedSigners, commitment, decode_b64_json
+from tests.support.credentials import b64
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
+
+
+@pytest.mark.parametrize(
+    ("body", "usage"),
+    [(eu_vaccination(), "vaccination"), (eu_test(), "test"), (eu_recovery(), "recovery")],
+    ids=["v", "t", "r"],
+)
+async def test_dcc_each_group(gateway, mocked: MockedSigners, test_keys: SignerKeys, body, usage):
+    """/v1/dcc signs a v, t and r DCC with the DSC of its key usage and returns its kid."""
+    response = await gateway.post("/v1/dcc", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["credential"].startswith("HC1:")
+    assert out["keyUsage"] == usage
+    assert out["kid"] == b64(test_keys.dscs[usage].kid)
+    assert out["proofIdentifier"]
+    assert datetime.fromisoformat(out["expirationTime"]) > datetime.now(UTC)
+    assert mocked.get_credential.call_count == 1
+
+
+async def test_domestic_static(gateway, mocked: MockedSigners):
+    """/v1/domestic/static returns the signer's verified NL2 QR and proof identifier."""
+    body = {"credentialAttributes": domestic_attributes()}
+    response = await gateway.post("/v1/domestic/static", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["qr"].startswith("NL2:")
+    assert out["proofIdentifier"]
+    assert mocked.issue_static.call_count == 1
+
+
+async def _prepare(gateway) -> dict:
+    response = await gateway.post("/v1/domestic/prepare-issue")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_prepare_issue_gives_stoken_and_signer_message(gateway, mocked: MockedSigners):
+    """prepare-issue answers a UUID stoken and the signer's message in base64."""
+    out = await _prepare(gateway)
+    assert len(out["stoken"]) == 36
+    message = decode_b64_json(out["prepareIssueMessage"])
+    assert message["issuerNonce"] == NONCE
+    assert message["credentialAmount"] == 28
+
+
+async def test_issue_session(gateway, mocked: MockedSigners):
+    """Issue with a fresh stoken returns one verified signature per attribute set."""
+    stoken = (await _prepare(gateway))["stoken"]
+    attrs = [domestic_attributes(), domestic_attributes(isPaperProof="0")]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": attrs,
+    }
+    response = await gateway.post("/v1/domestic/issue", json=body)
+    assert response.status_code == 200, response.text
+    items = decode_b64_json(response.json()["createCredentialMessages"])
+    assert [item["attributes"] for item in items] == attrs
+    assert all(item["issueSignatureMessage"]["issuerNonce"] == NONCE for item in items)
+
+
+async def test_stoken_is_single_use(gateway, mocked: MockedSigners):
+    """A stoken used once is refused with 401 the second time, without calling the signer."""
+    stoken = (await _prepare(gateway))["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": [domestic_attributes()],
+    }
+    assert (await gateway.post("/v1/domestic/issue", json=body)).status_code == 200
+    second = await gateway.post("/v1/domestic/issue", json=body)
+    assert_problem(second, 401, "stoken-invalid")
+    assert second.headers["www-authenticate"].startswith("Stoken")
+    assert mocked.issue.call_count == 1
+
+
+async def test_unknown_stoken(gateway, mocked: MockedSigners):
+    """An stoken the gateway never issued gives 401 and no signer call."""
+    body = {
+        "stoken": "3f1c0a4e-0000-4000-8000-000000000000",
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": [domestic_attributes()],
+    }
+    assert_problem(await gateway.post("/v1/domestic/issue", json=body), 401, "stoken-invalid")
+    assert mocked.issue.call_count == 0
+
+
+async def test_expired_stoken(test_keys: SignerKeys, mocked: MockedSigners):
+    """An stoken older than its TTL gives 401 and no signer call."""
+    settings = make_settings(test_keys, domestic=DomesticPolicySettings(stoken_ttl_seconds=1))
+    async with running_gateway(settings) as gateway:
+        opened = time.monotonic()
+        stoken = (await _prepare(gateway))["stoken"]
+        # The TTL is the behaviour under test: let exactly that much time pass.
+        await asyncio.sleep(max(0.0, opened + 1.05 - time.monotonic()))
+        body = {
+            "stoken": stoken,
+            "issueCommitmentMessage": commitment(),
+            "credentialsAttributes": [domestic_attributes()],
+        }
+        assert_problem(await gateway.post("/v1/domestic/issue", json=body), 401, "stoken-invalid")
+    assert mocked.issue.call_count == 0
+
+
+async def test_print_domestic_only(gateway, mocked: MockedSigners):
+    """/v1/print with only a domestic part returns a QR and european null."""
+    response = await gateway.post("/v1/print", json={"domestic": domestic_attributes()})
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["domestic"]["qr"].startswith("NL2:")
+    assert out["european"] is None
+    assert mocked.get_credential.call_count == 0
+
+
+async def test_print_european_only(gateway, mocked: MockedSigners):
+    """/v1/print with only a European part returns an HC1 and domestic null."""
+    response = await gateway.post("/v1/print", json={"european": eu_test()})
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["domestic"] is None
+    assert out["european"]["credential"].startswith("HC1:")
+    assert out["european"]["keyUsage"] == "test"
+    assert mocked.issue_static.call_count == 0
+
+
+async def test_print_both(gateway, mocked: MockedSigners):
+    """/v1/print with both parts returns both, each from its own signer."""
+    body = {"domestic": domestic_attributes(), "european": eu_vaccination()}
+    response = await gateway.post("/v1/print", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["domestic"]["qr"].startswith("NL2:")
+    assert out["european"]["credential"].startswith("HC1:")
+    assert (mocked.issue_static.call_count, mocked.get_credential.call_count) == (1, 1)
+
+
+@pytest.mark.parametrize("body", [{}, {"domestic": None, "european": None}])
+async def test_print_neither(gateway, mocked: MockedSigners, body):
+    """/v1/print with neither part is a 422 and reaches no signer."""
+    assert_problem(await gateway.post("/v1/print", json=body), 422, "validation-failed")
+    assert mocked.signing_calls() == 0
+
+
+async def test_credentials_domestic_and_several_eu(gateway, mocked: MockedSigners):
+    """/v1/credentials returns the domestic greencard and every EU credential, in order."""
+    stoken = (await _prepare(gateway))["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "domestic": [domestic_attributes(), domestic_attributes()],
+        "european": [eu_vaccination(), eu_test(), eu_recovery()],
+    }
+    response = await gateway.post("/v1/credentials", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    items = decode_b64_json(out["domesticGreencard"]["createCredentialMessages"])
+    assert len(items) == 2
+    assert [c["keyUsage"] for c in out["euGreencards"]] == ["vaccination", "test", "recovery"]
+    assert mocked.get_credential.call_count == 3
+
+
+async def test_credentials_eu_only(gateway, mocked: MockedSigners):
+    """/v1/credentials without a domestic part needs no stoken and returns a null greencard."""
+    response = await gateway.post("/v1/credentials", json={"european": [eu_test()]})
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["domesticGreencard"] is None
+    assert len(out["euGreencards"]) == 1
+    assert mocked.issue.call_count == 0
+
+
+async def test_credentials_domestic_without_stoken(gateway, mocked: MockedSigners):
+    """/v1/credentials with domestic attributes but no stoken is a 422 and reaches no signer."""
+    body = {"issueCommitmentMessage": commitment(), "domestic": [domestic_attributes()]}
+    body_out = assert_problem(await gateway.post("/v1/credentials", json=body), 422)
+    assert error_locs(body_out) == [["body"]]
+    assert mocked.signing_calls() == 0
+
+
+async def test_keys(gateway, test_keys: SignerKeys):
+    """/v1/keys lists the DSC of each key usage and the domestic key the gateway trusts."""
+    response = await gateway.get("/v1/keys")
+    assert response.status_code == 200
+    out = response.json()
+    by_usage = {tuple(k["keyUsage"]): k for k in out["eu"]}
+    for usage, dsc in test_keys.dscs.items():
+        entry = by_usage[(usage,)]
+        assert entry["kid"] == b64(dsc.kid)
+        assert base64.b64decode(entry["certificate"]) == dsc.der
+        assert entry["alg"] == "ES256"
+    (domestic,) = out["domestic"]
+    assert domestic["kid"] == b64(test_keys.domestic.kid)
+    assert base64.b64decode(domestic["publicKey"]) == test_keys.domestic.raw_public
+
+
+async def test_healthz(gateway, signers: respx.MockRouter):
+    """/healthz answers 200 and touches no signer."""
+    probes = signers["eu_health"].call_count + signers["domestic_health"].call_count
+    response = await gateway.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert signers["eu_health"].call_count + signers["domestic_health"].call_count == probes
+
+
+async def _readyz_when_probed(gateway) -> httpx.Response:
+    """Poll /readyz until every dependency was probed once (bounded)."""
+    deadline = time.monotonic() + 5
+    while True:
+        response = await gateway.get("/readyz")
+        states = response.json()["dependencies"].values()
+        if all(s["status"] != "unknown" for s in states) or time.monotonic() > deadline:
+            return response
+        await asyncio.sleep(0.01)
+
+
+async def test_readyz_ready(gateway):
+    """/readyz answers 200 once both signer probes succeeded."""
+    response = await _readyz_when_probed(gateway)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["status"] == "ready"
+    assert {s["status"] for s in out["dependencies"].values()} == {"up"}
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.Response(500, text="boom"), httpx.ConnectError("refused")],
+    ids=["500", "refused"],
+)
+async def test_readyz_not_ready(test_keys: SignerKeys, signers: respx.MockRouter, failure):
+    """/readyz answers 503 naming the required signer whose probe failed, no URL in the body."""
+    if isinstance(failure, httpx.Response):
+        signers["eu_health"].mock(return_value=failure)
+    else:
+        signers["eu_health"].mock(side_effect=failure)
+    async with running_gateway(make_settings(test_keys)) as gateway:
+        response = await _readyz_when_probed(gateway)
+    assert response.status_code == 503
+    out = response.json()
+    assert out["status"] == "not-ready"
+    assert out["dependencies"]["eu-signer"]["status"] == "down"
+    assert out["dependencies"]["eu-signer"]["error"]
+    assert out["dependencies"]["domestic-signer"]["status"] == "up"
+    assert "signer.test" not in response.text
+
+
+async def test_openapi_has_examples_for_every_body(gateway):
+    """Every endpoint that takes a body documents at least one example in /openapi.json."""
+    response = await gateway.get("/openapi.json")
+    assert response.status_code == 200
+    missing = []
+    with_body = 0
+    for path, operations in response.json()["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            if not content:
+                continue
+            with_body += 1
+            media = content["application/json"]
+            if not (media.get("examples") or media.get("example")):
+                missing.append(f"{method.upper()} {path}")
+    assert with_body >= 5
+    assert missing == []
+
+
+async def test_docs_page(gateway):
+    """/docs serves the interactive API documentation."""
+    response = await gateway.get("/docs")
+    assert response.status_code == 200
+    assert "text/html" in response.headers["content-type"]
