@@ -22,6 +22,7 @@ from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore
 from signing_gateway.observability.logging import configure_logging
+from signing_gateway.observability.looplag import LoopLagMonitor
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
 from signing_gateway.settings import Settings, SignerSettings
@@ -85,6 +86,15 @@ def _lifespan(
             )
             readiness.start()
             stack.push_async_callback(readiness.stop)
+            loop_lag = LoopLagMonitor(
+                metrics,
+                interval=settings.loop_lag.interval_seconds,
+                warn_threshold=settings.loop_lag.warn_threshold_seconds,
+                warn_every=settings.loop_lag.warn_every_seconds,
+            )
+            loop_lag.start()
+            stack.push_async_callback(loop_lag.stop)
+            readiness.add_detail("eventLoop", loop_lag.snapshot)
             yield GatewayState(
                 settings=settings,
                 eu_issuer=EuIssuer(

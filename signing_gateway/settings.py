@@ -114,6 +114,20 @@ class DomesticPolicySettings(BaseModel):
         )
 
 
+class LoopLagSettings(BaseModel):
+    """The event-loop lag monitor: how often it samples and when it warns."""
+
+    interval_seconds: PositiveFloat = Field(
+        0.05, description="Period of the timer whose late wake-ups are measured"
+    )
+    warn_threshold_seconds: PositiveFloat = Field(
+        0.1, description="A wake-up later than this logs a warning (the loop was held)"
+    )
+    warn_every_seconds: PositiveFloat = Field(
+        10.0, description="At most one lag warning per this many seconds"
+    )
+
+
 class Settings(BaseSettings):
     """Everything the gateway reads at start-up."""
 
@@ -129,6 +143,9 @@ class Settings(BaseSettings):
     domestic: DomesticPolicySettings = DomesticPolicySettings()
     request_deadline_seconds: PositiveFloat = Field(
         20.0, description="Overall budget for the signer work of one inbound request"
+    )
+    loop_lag: LoopLagSettings = Field(
+        default_factory=LoopLagSettings, description="Event-loop lag monitor"
     )
     readiness_probe_interval_seconds: PositiveFloat = 5.0
     readiness_probe_timeout_seconds: PositiveFloat = 2.0

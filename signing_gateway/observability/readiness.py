@@ -57,6 +57,11 @@ class ReadinessMonitor:
         self._task: asyncio.Task[None] | None = None
         self._checked_once = asyncio.Event()
         self.draining = False
+        self._details: dict[str, Callable[[], Any]] = {}
+
+    def add_detail(self, name: str, provider: Callable[[], Any]) -> None:
+        """Show `provider()` under `name` in every /readyz body (e.g. event-loop lag)."""
+        self._details[name] = provider
 
     @property
     def ready(self) -> bool:
@@ -72,6 +77,7 @@ class ReadinessMonitor:
             "status": "ready" if self.ready else "not-ready",
             "draining": self.draining,
             "dependencies": {name: s.to_json(now) for name, s in self.states.items()},
+            **{name: provider() for name, provider in self._details.items()},
         }
 
     async def _probe_one(self, name: str) -> None:
