@@ -37,11 +37,12 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(BENCH_ARGS)
 
-# Regenerate the lock file after changing dependencies in pyproject.toml.
+# Regenerate the lock file after changing dependencies in pyproject.toml. The dev/test lock
+# includes the otel extra so the tracing tests run; the runtime lock leaves it out.
 lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet uv
-	.venv-lock/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
+	.venv-lock/bin/uv pip compile pyproject.toml --extra dev --extra otel --generate-hashes \
 		--python-version 3.11 --universal -o requirements.lock
 	.venv-lock/bin/uv pip compile pyproject.toml --generate-hashes \
 		--python-version 3.11 --universal -o requirements-runtime.lock
