@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -78,12 +79,35 @@ def render_gateway_error(request: Request, exc: GatewayError) -> Response:
     )
 
 
+#: Fields that hold personal data: their messages must not repeat what was submitted.
+_PERSONAL_FIELDS = frozenset(
+    {"nam", "dob", "firstNameInitial", "lastNameInitial", "birthDay", "birthMonth"}
+)
+_WITHHELD = "(value withheld)"
+_MIN_BARE_LENGTH = 3
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    """The error's message, without the submitted value when the field holds personal data."""
+    msg = str(err.get("msg", "invalid"))
+    if _PERSONAL_FIELDS.isdisjoint(str(part) for part in err.get("loc", ())):
+        return msg
+    ctx = err.get("ctx") or {}
+    for value in (ctx.get("value"), err.get("input")):
+        if not isinstance(value, str) or not value:
+            continue
+        if f"'{value}'" in msg:
+            msg = msg.replace(f"'{value}'", _WITHHELD)
+        elif len(value) >= _MIN_BARE_LENGTH:
+            # Short values are only withheld when quoted: bare "1" would mangle the text.
+            msg = msg.replace(value, _WITHHELD)
+    return msg
+
+
 def _pydantic_fields(exc: RequestValidationError) -> list[ProblemField]:
-    # The raw pydantic error carries `input`; it is dropped so personal data is never echoed.
-    return [
-        ProblemField(loc=tuple(err.get("loc", ())), msg=str(err.get("msg", "invalid")))
-        for err in exc.errors()
-    ]
+    # The raw pydantic error carries `input`; it is dropped, and messages of personal-data
+    # fields lose the value they quote, so names and birth dates are never echoed.
+    return [ProblemField(loc=tuple(err.get("loc", ())), msg=_message(err)) for err in exc.errors()]
 
 
 async def _on_gateway_error(request: Request, exc: Exception) -> Response:

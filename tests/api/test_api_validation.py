@@ -1,0 +1,224 @@
+"""Validation at the API: a 422 problem+json that points at the field, and no signer call."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.api.assertions import assert_problem, error_locs
+from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination, with_dcc
+from tests.api.signer_mocks import MockedSigners, commitment
+
+V0 = ("dcc", "v", 0)
+FAR_FUTURE = "2099-01-01T00:00:00Z"
+
+
+def _two_groups() -> dict[str, Any]:
+    body = eu_vaccination()
+    body["dcc"]["t"] = eu_test()["dcc"]["t"]
+    return body
+
+
+DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
+    "name-not-transliterated": (
+        with_dcc(eu_vaccination(), "nam", "fnt", value="jansen"),
+        ("dcc", "nam", "fnt"),
+    ),
+    "name-control-character": (
+        with_dcc(eu_vaccination(), "nam", "fn", value="Jan\x07sen"),
+        ("dcc", "nam", "fn"),
+    ),
+    "no-transliterated-name": (
+        with_dcc(eu_vaccination(), "nam", value={"fn": "Jansen", "gn": "Anna"}),
+        ("dcc", "nam"),
+    ),
+    "dob-not-a-date": (with_dcc(eu_vaccination(), "dob", value="1980-02-30"), ("dcc", "dob")),
+    "dob-in-future": (with_dcc(eu_vaccination(), "dob", value="2199-01-01"), ("dcc", "dob")),
+    "vaccination-date-invalid": (
+        with_dcc(eu_vaccination(), "v", 0, "dt", value="2021-13-01"),
+        (*V0, "dt"),
+    ),
+    "test-time-in-future": (
+        with_dcc(eu_test(), "t", 0, "sc", value="2199-01-01T00:00:00Z"),
+        ("dcc", "t", 0, "sc"),
+    ),
+    "disease-not-in-value-set": (
+        with_dcc(eu_vaccination(), "v", 0, "tg", value="12345"),
+        (*V0, "tg"),
+    ),
+    "product-not-in-value-set": (
+        with_dcc(eu_vaccination(), "v", 0, "mp", value="EU/1/99/0000"),
+        (*V0, "mp"),
+    ),
+    "dose-zero": (with_dcc(eu_vaccination(), "v", 0, "dn", value=0), (*V0, "dn")),
+    "uvci-bad-check-character": (
+        with_dcc(
+            eu_vaccination(),
+            "v",
+            0,
+            "ci",
+            value="URN:UVCI:01:NL:DADFCC47C7334E45A906DB12FD859FB7#2",
+        ),
+        (*V0, "ci"),
+    ),
+    "schema-version": (with_dcc(eu_vaccination(), "ver", value="1.0.0"), ("dcc", "ver")),
+    "key-usage-mismatch": (eu_vaccination(keyUsage="test"), ("keyUsage",)),
+    "key-usage-unknown": (eu_vaccination(keyUsage="vacc"), ("keyUsage",)),
+    "expiration-in-past": (
+        eu_vaccination(expirationTime="2021-01-01T00:00:00Z"),
+        ("expirationTime",),
+    ),
+    "expiration-beyond-dsc": (eu_vaccination(expirationTime=FAR_FUTURE), ("expirationTime",)),
+    "expiration-not-rfc3339": (eu_vaccination(expirationTime="next year"), ("expirationTime",)),
+    "unknown-top-level-field": (eu_vaccination(note="hi"), ("note",)),
+    "unknown-dcc-field": (with_dcc(eu_vaccination(), "extra", value=1), ("dcc", "extra")),
+    "unknown-entry-field": (with_dcc(eu_vaccination(), "v", 0, "xx", value="1"), (*V0, "xx")),
+    "two-groups": (_two_groups(), ("dcc", "t")),
+    "two-entries": (
+        with_dcc(eu_vaccination(), "v", value=eu_vaccination()["dcc"]["v"] * 2),
+        ("dcc", "v"),
+    ),
+    "no-group": (with_dcc(eu_vaccination(), "v", value=...), ("dcc",)),
+}
+
+
+@pytest.mark.parametrize(("body", "loc"), DCC_CASES.values(), ids=DCC_CASES.keys())
+async def test_dcc_rule_violation(gateway, mocked: MockedSigners, body, loc):
+    """A DCC request breaking one rule is a 422 located at the field; no signer is called."""
+    response = await gateway.post("/v1/dcc", json=body)
+    problem = assert_problem(response, 422, "validation-failed")
+    assert ["body", *loc] in error_locs(problem)
+    assert all(error["msg"] for error in problem["errors"])
+    assert mocked.signing_calls() == 0
+
+
+PERSONAL = {
+    "fn": "Zwanenburg\x07",
+    "fnt": "zwanenburg",
+    "gn": "Xaveria\x07",
+    "gnt": "xaveria",
+}
+
+
+@pytest.mark.parametrize("dob", ["1931-02-30", "2198-07-19", "19310230"])
+async def test_422_never_echoes_personal_data(gateway, mocked: MockedSigners, dob):
+    """A 422 for bad names and date of birth does not repeat the names or the date given."""
+    body = with_dcc(eu_vaccination(), "nam", value=dict(PERSONAL))
+    body = with_dcc(body, "dob", value=dob)
+    response = await gateway.post("/v1/dcc", json=body)
+    problem = assert_problem(response, 422)
+    assert {("body", "dcc", "dob")} <= {tuple(loc) for loc in error_locs(problem)}
+    text = response.text.lower()
+    for value in ("zwanenburg", "xaveria", dob):
+        assert value not in text
+    assert mocked.signing_calls() == 0
+
+
+async def test_422_does_not_echo_names_inside_print(gateway, mocked: MockedSigners):
+    """Personal data stays out of the 422 when the DCC comes inside /v1/print too."""
+    european = with_dcc(eu_vaccination(), "nam", "gnt", value="xaveria")
+    response = await gateway.post("/v1/print", json={"european": european})
+    problem = assert_problem(response, 422)
+    assert ["body", "european", "dcc", "nam", "gnt"] in error_locs(problem)
+    assert "xaveria" not in response.text.lower()
+
+
+DOMESTIC_CASES: dict[str, tuple[dict[str, str], str]] = {
+    "flag": (domestic_attributes(isSpecimen="2"), "isSpecimen"),
+    "initial-lowercase": (domestic_attributes(firstNameInitial="a"), "firstNameInitial"),
+    "birth-day-leading-zero": (domestic_attributes(birthDay="02"), "birthDay"),
+    "birth-month-13": (domestic_attributes(birthMonth="13"), "birthMonth"),
+    "hours-zero": (domestic_attributes(validForHours="0"), "validForHours"),
+    "hours-beyond-policy": (domestic_attributes(validForHours="99999"), "validForHours"),
+    "valid-from-too-old": (
+        domestic_attributes(validFrom=str(int(time.time()) - 365 * 86400)),
+        "validFrom",
+    ),
+    "valid-from-too-late": (
+        domestic_attributes(validFrom=str(int(time.time()) + 365 * 86400)),
+        "validFrom",
+    ),
+    "valid-from-not-digits": (domestic_attributes(validFrom="soon"), "validFrom"),
+    "unknown-attribute": (domestic_attributes(nickname="X"), "nickname"),
+}
+
+
+@pytest.mark.parametrize(("attrs", "field"), DOMESTIC_CASES.values(), ids=DOMESTIC_CASES.keys())
+async def test_domestic_static_rule_violation(gateway, mocked: MockedSigners, attrs, field):
+    """Bad domestic attributes on /v1/domestic/static are a 422 at the attribute; no signer call."""
+    response = await gateway.post("/v1/domestic/static", json={"credentialAttributes": attrs})
+    problem = assert_problem(response, 422, "validation-failed")
+    assert ["body", "credentialAttributes", field] in error_locs(problem)
+    assert mocked.signing_calls() == 0
+
+
+async def test_domestic_issue_rule_violation_keeps_session(gateway, mocked: MockedSigners):
+    """A bad attribute set in /v1/domestic/issue is a 422 at its index; the stoken stays usable."""
+    stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": [domestic_attributes(), domestic_attributes(birthMonth="0")],
+    }
+    problem = assert_problem(await gateway.post("/v1/domestic/issue", json=body), 422)
+    assert ["body", "credentialsAttributes", 1, "birthMonth"] in error_locs(problem)
+    assert mocked.issue.call_count == 0
+    body["credentialsAttributes"] = [domestic_attributes()]
+    assert (await gateway.post("/v1/domestic/issue", json=body)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["not base64!", "aGVsbG8=", "WzEsMl0="],
+    ids=["not-base64", "not-json", "json-not-object"],
+)
+async def test_bad_commitment(gateway, mocked: MockedSigners, message):
+    """A commitment that is not base64 of a JSON object is a 422 at issueCommitmentMessage."""
+    stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": message,
+        "credentialsAttributes": [domestic_attributes()],
+    }
+    problem = assert_problem(await gateway.post("/v1/domestic/issue", json=body), 422)
+    assert error_locs(problem) == [["body", "issueCommitmentMessage"]]
+    assert mocked.issue.call_count == 0
+
+
+async def test_credentials_locates_every_part(gateway, mocked: MockedSigners):
+    """/v1/credentials reports errors of every part at once, each at its own index."""
+    stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": "not base64!",
+        "domestic": [domestic_attributes(validForHours="99999")],
+        "european": [eu_test(), eu_vaccination(expirationTime=FAR_FUTURE)],
+    }
+    problem = assert_problem(await gateway.post("/v1/credentials", json=body), 422)
+    assert sorted(map(str, error_locs(problem))) == sorted(
+        map(
+            str,
+            [
+                ["body", "domestic", 0, "validForHours"],
+                ["body", "european", 1, "expirationTime"],
+                ["body", "issueCommitmentMessage"],
+            ],
+        )
+    )
+    assert mocked.signing_calls() == 1  # the prepare-issue above only
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", b""],
+    ids=["broken-json", "array", "empty"],
+)
+async def test_unparseable_body(gateway, mocked: MockedSigners, content):
+    """A body that is not a JSON object is a 422 problem+json, not a stack trace."""
+    response = await gateway.post(
+        "/v1/dcc", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 422)
+    assert mocked.signing_calls() == 0
