@@ -1,0 +1,185 @@
+"""Every way a signer can fail, as the caller sees it: status, problem type, no signer detail."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api.assertions import assert_problem
+from tests.api.bodies import domestic_attributes, eu_vaccination
+from tests.api.signer_mocks import Handler, MockedSigners, eu_signing
+from tests.support.credentials import sample_dcc
+from tests.support.gateway import SignerKeys
+
+SIGNER_TEXT = "HSM slot 3 failed at http://eu-signer.test/internal"
+
+
+def _assert_no_leak(response: httpx.Response) -> None:
+    text = response.text
+    assert "signer.test" not in text
+    assert "HSM slot" not in text
+    assert "Traceback" not in text
+
+
+FAILURES = {
+    "400": (httpx.Response(400, text=SIGNER_TEXT), 502, "signer-bad-response"),
+    "409": (httpx.Response(409, text=SIGNER_TEXT), 502, "signer-bad-response"),
+    "500": (httpx.Response(500, text=SIGNER_TEXT), 502, "signer-bad-response"),
+    "502": (httpx.Response(502, text=SIGNER_TEXT), 502, "signer-bad-response"),
+    "200-not-json": (httpx.Response(200, text=SIGNER_TEXT), 502, "signer-bad-response"),
+    "200-wrong-shape": (httpx.Response(200, json={"cred": "x"}), 502, "signer-bad-response"),
+    "200-not-hc1": (
+        httpx.Response(200, json={"credential": "HC2:x", "proofIdentifier": "p"}),
+        502,
+        "signer-bad-response",
+    ),
+    "200-too-large": (
+        httpx.Response(200, json={"credential": "HC1:" + "A" * 200_000, "proofIdentifier": "p"}),
+        502,
+        "signer-bad-response",
+    ),
+}
+
+
+@pytest.mark.parametrize(("answer", "status", "slug"), FAILURES.values(), ids=FAILURES.keys())
+async def test_eu_signer_bad_answer(gateway, mocked: MockedSigners, answer, status, slug):
+    """A signer 4xx, 5xx or malformed 2xx becomes a 502 that carries none of the signer's text."""
+    mocked.get_credential.mock(return_value=answer, side_effect=None)
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    problem = assert_problem(response, status, slug)
+    assert problem["part"] == "european"
+    _assert_no_leak(response)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected"),
+    [(429, "7", "7"), (503, "12", "12"), (429, None, "1"), (503, "0", "1")],
+)
+async def test_eu_signer_throttled(gateway, mocked: MockedSigners, status, retry_after, expected):
+    """A signer 429/503 becomes a 503 whose Retry-After is the signer's (at least 1 s)."""
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    mocked.get_credential.mock(
+        return_value=httpx.Response(status, text=SIGNER_TEXT, headers=headers), side_effect=None
+    )
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    assert_problem(response, 503, "signer-unavailable")
+    assert response.headers["retry-after"] == expected
+    _assert_no_leak(response)
+
+
+async def test_eu_signer_refuses_connection(gateway, mocked: MockedSigners):
+    """A signer that refuses the connection gives 503 with Retry-After."""
+    mocked.get_credential.mock(side_effect=httpx.ConnectError("refused: eu-signer.test"))
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    assert_problem(response, 503, "signer-unavailable")
+    assert int(response.headers["retry-after"]) >= 1
+    _assert_no_leak(response)
+
+
+@pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.PoolTimeout])
+async def test_eu_signer_times_out(gateway, mocked: MockedSigners, error):
+    """A signer that does not answer in time gives 504."""
+    mocked.get_credential.mock(side_effect=error("timed out talking to eu-signer.test"))
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    assert_problem(response, 504, "signer-timeout")
+    _assert_no_leak(response)
+
+
+async def test_eu_signer_drops_connection(gateway, mocked: MockedSigners):
+    """A connection lost after sending gives 502 (the signer may have signed; nothing released)."""
+    mocked.get_credential.mock(side_effect=httpx.RemoteProtocolError("eu-signer.test hung up"))
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    assert_problem(response, 502)
+    _assert_no_leak(response)
+
+
+def _bad_credentials(keys: SignerKeys) -> dict[str, Handler]:
+    other = sample_dcc()
+    other["nam"] = {"fnt": "SOMEONE<ELSE"}
+    return {
+        "bad-signature": eu_signing(keys, tamper_signature=True),
+        "wrong-kid": eu_signing(keys, kid=b"\x01\x02\x03\x04\x05\x06\x07\x08"),
+        "payload-mismatch": eu_signing(keys, dcc=other),
+        "payload-altered-after-signing": eu_signing(keys, tamper_payload_after_signing=True),
+        "exp-later": eu_signing(keys, exp_shift=3600),
+        "exp-earlier": eu_signing(keys, exp_shift=-3600),
+    }
+
+
+@pytest.mark.parametrize(
+    "defect",
+    [
+        "bad-signature",
+        "wrong-kid",
+        "payload-mismatch",
+        "payload-altered-after-signing",
+        "exp-later",
+        "exp-earlier",
+    ],
+)
+async def test_eu_credential_failing_verification_is_withheld(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys, defect
+):
+    """A credential that fails verification gives 502 credential-verification-failed, unreleased."""
+    handler = _bad_credentials(test_keys)[defect]
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        response = handler(request)
+        seen.append(response.json()["credential"])
+        return response
+
+    mocked.get_credential.mock(side_effect=answer)
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    assert_problem(response, 502, "credential-verification-failed")
+    assert seen
+    for credential in seen:
+        assert credential not in response.text
+        assert credential[4:40] not in response.text
+    assert "HC1:" not in response.text
+
+
+async def test_domestic_static_bad_signature_is_withheld(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys
+):
+    """A static QR whose signature does not cover the attributes is a 502 and not released."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        attrs = domestic_attributes()
+        qr, _ = test_keys.domestic.static_qr(attrs, signed_attrs={**attrs, "isSpecimen": "1"})
+        return httpx.Response(200, json={"qr": qr, "proofIdentifier": "cHJvb2Y="})
+
+    mocked.issue_static.mock(side_effect=answer)
+    body = {"credentialAttributes": domestic_attributes()}
+    response = await gateway.post("/v1/domestic/static", json=body)
+    assert_problem(response, 502, "credential-verification-failed")
+    assert "NL2:" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (httpx.Response(500, text=SIGNER_TEXT), 502),
+        (httpx.Response(415, text=SIGNER_TEXT), 502),
+        (httpx.Response(503, text=SIGNER_TEXT, headers={"Retry-After": "3"}), 503),
+        (httpx.Response(200, json=[]), 502),
+    ],
+    ids=["500", "415", "503", "malformed"],
+)
+async def test_domestic_signer_failures(gateway, mocked: MockedSigners, answer, status):
+    """Domestic signer failures map like the EU ones and name the domestic part."""
+    mocked.issue_static.mock(return_value=answer, side_effect=None)
+    response = await gateway.post(
+        "/v1/domestic/static", json={"credentialAttributes": domestic_attributes()}
+    )
+    problem = assert_problem(response, status)
+    assert problem["part"] == "domestic"
+    _assert_no_leak(response)
+
+
+async def test_prepare_issue_signer_down(gateway, mocked: MockedSigners):
+    """prepare-issue with the domestic signer unreachable is a 503 and hands out no stoken."""
+    mocked.prepare_issue.mock(side_effect=httpx.ConnectError("refused"))
+    response = await gateway.post("/v1/domestic/prepare-issue")
+    assert_problem(response, 503, "signer-unavailable")
+    assert "stoken" not in response.json()
