@@ -21,6 +21,7 @@ from signing_gateway.domain.valuesets import ValueSetName, value_set
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore
+from signing_gateway.observability.instrument import instrument_app
 from signing_gateway.observability.logging import configure_logging
 from signing_gateway.observability.looplag import LoopLagMonitor
 from signing_gateway.observability.metrics import GatewayMetrics
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (eu, domestic, combined, keys, health):
         app.include_router(module.router)
     app.add_middleware(RequestIdMiddleware)
+    instrument_app(app, settings.observability, metrics)  # last: the outermost middleware
     return app
 
 

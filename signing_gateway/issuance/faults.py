@@ -13,6 +13,7 @@ from signing_gateway.errors import (
     SignerTimedOut,
     SignerUnavailable,
 )
+from signing_gateway.observability.telemetry import record_credential_rejection
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerError,
@@ -54,6 +55,7 @@ def rejected_credential(
     exc: CredentialVerificationError, *, part: str, signer: str
 ) -> GatewayError:
     """Log a security event for an unverifiable credential and return the 502 to answer."""
+    record_credential_rejection(signer=signer, reason=exc.reason)
     security_log.warning(
         "signer returned a credential that failed verification; not released",
         extra={"event": "credential-verification-failed", "reason": exc.reason, "signer": signer},

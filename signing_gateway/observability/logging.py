@@ -23,8 +23,8 @@ def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
-    """Route every logger through one structured handler on stderr."""
+def build_formatter(fmt: Literal["json", "console"]) -> logging.Formatter:
+    """The formatter every record goes through: structured fields plus the request id."""
     shared: list[Processor] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -37,7 +37,7 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -45,8 +45,12 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
             renderer,
         ],
     )
+
+
+def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
+    """Route every logger through one structured handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(build_formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

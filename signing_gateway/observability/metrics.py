@@ -29,13 +29,16 @@ class GatewayMetrics:
         """Declare every metric on the registry."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        # Inbound requests and the "nothing lost" accounting.
+        # Inbound requests and the "nothing lost" accounting: every request counted as
+        # received is counted once as sent (status class, or "disconnected") when it ends, so
+        # received - sum(sent) == in progress at every scrape. Received has no route label:
+        # it is counted on arrival, before routing has picked a route.
         self.requests_received = Counter(
-            "gateway_requests_received", "Inbound requests received", ["route"], registry=r
+            "gateway_requests_received", "Inbound HTTP requests received", registry=r
         )
         self.responses_sent = Counter(
             "gateway_responses_sent",
-            "Responses sent, by route and status class",
+            "Requests ended, by route and status class (2xx..5xx, or disconnected)",
             ["route", "status_class"],
             registry=r,
         )
@@ -46,7 +49,7 @@ class GatewayMetrics:
         self.request_duration = Histogram(
             "gateway_request_duration_seconds",
             "Time from request start to response end",
-            ["route"],
+            ["route", "status_class"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -62,8 +65,8 @@ class GatewayMetrics:
         )
         self.signer_call_duration = Histogram(
             "gateway_signer_call_duration_seconds",
-            "Duration of one signer call attempt",
-            ["signer", "endpoint"],
+            "Duration of one signer call attempt, by outcome",
+            ["signer", "endpoint", "outcome"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -26,6 +26,7 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
+from signing_gateway.observability.signer_calls import observe_signer_call
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerConnectionLostError,
@@ -286,6 +287,36 @@ async def _read_bounded(
 
 
 async def request_json(
+    http: httpx.AsyncClient,
+    method: Literal["GET", "POST"],
+    path: str,
+    *,
+    signer: str,
+    endpoint: str,
+    body: object = None,
+    headers: Mapping[str, str] | None = None,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
+) -> Any:  # noqa: ANN401 - parsed JSON; each client validates it against its wire model
+    """``_request_json``, counted and timed (and traced) as one signer call.
+
+    Every signer call passes here, whatever the transport, so this is the one place that
+    records signer-call metrics (see ``observability.signer_calls``).
+    """
+    request_headers = dict(headers or {})
+    with observe_signer_call(signer=signer, endpoint=endpoint, headers=request_headers):
+        return await _request_json(
+            http,
+            method,
+            path,
+            signer=signer,
+            endpoint=endpoint,
+            body=body,
+            headers=request_headers,
+            max_response_bytes=max_response_bytes,
+        )
+
+
+async def _request_json(
     http: httpx.AsyncClient,
     method: Literal["GET", "POST"],
     path: str,

@@ -1,0 +1,52 @@
+"""Attach the gateway's observability to an app: /metrics, request metrics, access log, tracing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from signing_gateway.observability import exposition
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
+from signing_gateway.settings import ObservabilitySettings
+
+if TYPE_CHECKING:
+    from signing_gateway.observability.tracing import GatewayTracer
+
+
+class TracingUnavailableError(RuntimeError):
+    """Tracing was switched on but OpenTelemetry is not installed."""
+
+
+def build_tracer_if_enabled(settings: ObservabilitySettings) -> GatewayTracer | None:
+    """The tracer when tracing is on; OpenTelemetry is imported only then.
+
+    Raises:
+        TracingUnavailableError: tracing is on and the `otel` extra is not installed; failing
+            at start-up beats running without the traces the operator asked for.
+    """
+    if not settings.tracing_enabled:
+        return None
+    try:
+        from signing_gateway.observability.tracing import build_tracer  # noqa: PLC0415 - optional
+    except ImportError as exc:
+        raise TracingUnavailableError(
+            "tracing_enabled needs OpenTelemetry: install signing-gateway[otel]"
+        ) from exc
+    return build_tracer(settings.service_name)
+
+
+def instrument_app(app: FastAPI, settings: ObservabilitySettings, metrics: GatewayMetrics) -> None:
+    """Serve /metrics and wrap the app in the request-metrics middleware.
+
+    Call it after every other `add_middleware`: the middleware added last is the outermost,
+    and this one must see every request, including those other middlewares answer themselves.
+    """
+    app.include_router(exposition.router)
+    app.add_middleware(
+        RequestMetricsMiddleware,
+        metrics=metrics,
+        tracer=build_tracer_if_enabled(settings),
+        access_log_enabled=settings.access_log,
+    )

@@ -1,0 +1,155 @@
+"""Pure ASGI middleware: request metrics, the "nothing lost" accounting and the access log.
+
+Per HTTP request it does a handful of counter updates and one histogram sample, no allocation
+beyond a closure, and never reads the body. Counting rules (the accounting `/metrics` relies on):
+
+- `gateway_requests_received_total` goes up when the request arrives (before routing).
+- When the request ends, exactly one `gateway_responses_sent_total{route,status_class}`:
+  - the class of the status the app sent (`2xx` ... `5xx`) once the response is complete;
+  - `5xx` when the app raised before starting a response (Starlette's outermost error
+    middleware then answers 500), or after starting it (the client gets a broken response);
+  - `disconnected` when the client went away first: the server reported `http.disconnect`
+    before the response was complete, or the request task was cancelled. The route and
+    duration are still recorded; the status the app may have produced is not, since nobody
+    received it.
+- So at any scrape: received_total - sum(responses_sent_total) == requests_in_progress.
+
+Routes are labelled by their template (`/v1/dcc`, never a raw path with ids or junk); a request
+no route matched is labelled `unmatched`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from signing_gateway.observability.context import current_request_id
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.observability.telemetry import Telemetry, telemetry_var
+
+if TYPE_CHECKING:
+    # Only a type: the tracing module (and OpenTelemetry) is imported when tracing is on.
+    from signing_gateway.observability.tracing import GatewayTracer, RequestSpan
+
+access_log = logging.getLogger("signing_gateway.access")
+
+UNMATCHED = "unmatched"
+DISCONNECTED = "disconnected"
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that handled `scope`, or "unmatched"."""
+    route: Any = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) else UNMATCHED
+
+
+def status_class(status: int) -> str:
+    """`2xx`-style class of an HTTP status."""
+    return _STATUS_CLASSES.get(status // 100, "5xx")
+
+
+class RequestMetricsMiddleware:
+    """Counts, times and logs every HTTP request; binds the app's telemetry for its duration."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        tracer: GatewayTracer | None = None,
+        access_log_enabled: bool = True,
+    ) -> None:
+        """Wrap `app`; record into `metrics`, open spans with `tracer` when given."""
+        self.app = app
+        self.metrics = metrics
+        self.tracer = tracer
+        self.access_log_enabled = access_log_enabled
+        self.telemetry = Telemetry(metrics, tracer)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request through the wrapped app, recording how it ended."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.metrics
+        metrics.requests_received.inc()
+        metrics.requests_in_progress.inc()
+        start = time.perf_counter()
+        status = 0
+        complete = False
+        disconnected = False
+
+        async def watch_receive() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect" and not complete:
+                disconnected = True
+            return message
+
+        async def watch_send(message: Message) -> None:
+            nonlocal status, complete
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        token = telemetry_var.set(self.telemetry)
+        span = None if self.tracer is None else self.tracer.start_request(
+            scope["method"], scope["headers"]
+        )  # fmt: skip
+        try:
+            await self.app(scope, watch_receive, watch_send)
+        except asyncio.CancelledError:
+            disconnected = disconnected or not complete
+            raise
+        except BaseException:
+            if not complete:
+                status = 500
+            raise
+        finally:
+            telemetry_var.reset(token)
+            self._finish(scope, status, disconnected=disconnected, start=start, span=span)
+
+    def _finish(
+        self,
+        scope: Scope,
+        status: int,
+        *,
+        disconnected: bool,
+        start: float,
+        span: RequestSpan | None,
+    ) -> None:
+        """Record how the request ended: exactly one responses_sent count, then the log line."""
+        metrics = self.metrics
+        route = route_template(scope)
+        if status == 0 and not disconnected:
+            status = 500  # returned without answering: the server sends a 500 itself
+        outcome = DISCONNECTED if disconnected else status_class(status)
+        elapsed = time.perf_counter() - start
+        metrics.requests_in_progress.dec()
+        metrics.responses_sent.labels(route, outcome).inc()
+        metrics.request_duration.labels(route, outcome).observe(elapsed)
+        if outcome != DISCONNECTED:
+            metrics.responses_by_status.labels(route, str(status)).inc()
+        if span is not None and self.tracer is not None:
+            self.tracer.end_request(span, method=scope["method"], route=route, status=status)
+        if self.access_log_enabled:
+            state = scope.get("state") or {}
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "outcome": outcome,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "request_id": state.get("request_id") or current_request_id(),
+                },
+            )

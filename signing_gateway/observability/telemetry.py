@@ -1,0 +1,42 @@
+"""The telemetry of the app serving the current request, reachable from deep call sites.
+
+The request-metrics middleware binds the app's `Telemetry` (its metrics, and its tracer when
+tracing is on) in a context variable for the duration of each request. Signer calls and
+credential checks made while serving that request, including those in `asyncio.TaskGroup`
+children (tasks copy the context they are created in), record into the right app's registry
+without every layer passing a metrics object down. Outside a request nothing is recorded.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from signing_gateway.observability.metrics import GatewayMetrics
+
+if TYPE_CHECKING:
+    from signing_gateway.observability.tracing import GatewayTracer
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """One app's metrics and, when tracing is enabled, its tracer."""
+
+    metrics: GatewayMetrics
+    tracer: GatewayTracer | None = None
+
+
+telemetry_var: ContextVar[Telemetry | None] = ContextVar("telemetry", default=None)
+
+
+def current_telemetry() -> Telemetry | None:
+    """The telemetry of the app serving this task's request (None outside a request)."""
+    return telemetry_var.get()
+
+
+def record_credential_rejection(*, signer: str, reason: str) -> None:
+    """Count a signer credential that failed verification and was withheld."""
+    telemetry = telemetry_var.get()
+    if telemetry is not None:
+        telemetry.metrics.credential_rejections.labels(signer, reason).inc()

@@ -1,0 +1,112 @@
+"""Optional OpenTelemetry tracing: a server span per inbound request, a client span per signer call.
+
+Installed with the `otel` extra (`pip install signing-gateway[otel]`) and switched on with
+`SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED=true`. Only `build_tracer` imports this module,
+and only when the setting is on, so a gateway without tracing never imports OpenTelemetry.
+
+The W3C `traceparent` of the caller (if any) becomes the parent of the request span; each signer
+call gets a child span and its own `traceparent` header, so a trace crosses into the signers.
+Spans go to the process-wide tracer provider: one the deployment configured, or (when none was
+set and the SDK is installed) an SDK provider exporting over OTLP/HTTP to the endpoint named by
+the standard `OTEL_EXPORTER_OTLP_*` variables.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+logger = logging.getLogger(__name__)
+
+_INSTRUMENTATION = "signing_gateway"
+
+
+@dataclass(slots=True)
+class RequestSpan:
+    """An open server span and the context token to detach when the request ends."""
+
+    span: trace.Span
+    token: object
+
+
+class GatewayTracer:
+    """Starts and ends the gateway's spans on one OpenTelemetry tracer."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        """Use `tracer` for every span."""
+        self._tracer = tracer
+
+    def start_request(self, method: str, headers: Iterable[tuple[bytes, bytes]]) -> RequestSpan:
+        """Open the server span of an inbound request and make it current for its task."""
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+        parent = propagate.extract(carrier)
+        span = self._tracer.start_span(
+            method, context=parent, kind=SpanKind.SERVER, attributes={"http.request.method": method}
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return RequestSpan(span, token)
+
+    def end_request(self, handle: RequestSpan, *, method: str, route: str, status: int) -> None:
+        """Name the span after the route template, record the status and close it."""
+        span = handle.span
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:  # noqa: PLR2004 - server errors mark the span failed
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        otel_context.detach(handle.token)  # type: ignore[arg-type]
+
+    def start_signer_call(
+        self, signer: str, endpoint: str, headers: MutableMapping[str, str]
+    ) -> trace.Span:
+        """Open a client span for one signer call and put its `traceparent` into `headers`."""
+        span = self._tracer.start_span(
+            f"signer {signer} {endpoint}",
+            kind=SpanKind.CLIENT,
+            attributes={"signer.name": signer, "signer.endpoint": endpoint},
+        )
+        propagate.inject(headers, context=trace.set_span_in_context(span))
+        return span
+
+    @staticmethod
+    def end_signer_call(span: trace.Span, outcome: str) -> None:
+        """Record the call's outcome and close its span."""
+        span.set_attribute("signer.outcome", outcome)
+        if outcome != "ok":
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        span.end()
+
+
+def _install_sdk_provider(service_name: str) -> None:
+    """Give the process an SDK provider exporting over OTLP, unless one is configured already."""
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return  # the deployment configured its own provider: use it as is
+    try:
+        from opentelemetry.sdk.resources import Resource  # noqa: PLC0415 - optional extra
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+    except ImportError:
+        logger.warning("opentelemetry-sdk is not installed; spans go to a no-op provider")
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+    except ImportError:
+        logger.warning("no OTLP exporter installed; spans are recorded but not exported")
+    else:
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def build_tracer(service_name: str) -> GatewayTracer:
+    """The gateway's tracer on the process-wide provider (installed on first use if needed)."""
+    _install_sdk_provider(service_name)
+    return GatewayTracer(trace.get_tracer(_INSTRUMENTATION))
