@@ -21,11 +21,13 @@ from signing_gateway.domain.valuesets import ValueSetName, value_set
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore
-from signing_gateway.observability.instrument import instrument_app
 from signing_gateway.observability.logging import configure_logging
 from signing_gateway.observability.looplag import LoopLagMonitor
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
+from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
+from signing_gateway.resilience.policy import SignerPolicy
+from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.eu import EuSignerClient
@@ -65,7 +67,7 @@ def _lifespan(
     settings: Settings, metrics: GatewayMetrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[GatewayState]]:
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[GatewayState]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[GatewayState]:
         async with AsyncExitStack() as stack:
             await asyncio.to_thread(_read_value_sets)
             eu_http = await stack.enter_async_context(_client(settings.eu_signer))
@@ -96,16 +98,31 @@ def _lifespan(
             loop_lag.start()
             stack.push_async_callback(loop_lag.stop)
             readiness.add_detail("eventLoop", loop_lag.snapshot)
+            eu_policy = SignerPolicy("eu", settings.eu_signer.resilience, metrics=metrics)
+            domestic_policy = SignerPolicy(
+                "domestic", settings.domestic_signer.resilience, metrics=metrics
+            )
+            readiness.add_detail(
+                "signers",
+                lambda: {
+                    "eu-signer": eu_policy.snapshot(),
+                    "domestic-signer": domestic_policy.snapshot(),
+                },
+            )
+            drain: DrainController = app.state.drain
+            drain.attach(readiness)
             yield GatewayState(
                 settings=settings,
                 eu_issuer=EuIssuer(
                     client=eu_client,
+                    signer_policy=eu_policy,
                     trust=eu_trust,
                     default_validity=settings.eu_policy.default_validity(),
                     max_clock_skew=timedelta(seconds=settings.eu_policy.max_clock_skew_seconds),
                 ),
                 domestic_issuer=DomesticIssuer(
                     client=domestic_client,
+                    signer_policy=domestic_policy,
                     trust=domestic_trust,
                     policy=settings.domestic.policy(),
                     stokens=InMemoryStokenStore(
@@ -136,8 +153,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for module in (eu, domestic, combined, keys, health):
         app.include_router(module.router)
+    # Inner to outer: the caller's timeout header, draining on shutdown, request id.
+    app.add_middleware(CallerTimeoutMiddleware)
+    app.state.drain = DrainController(
+        drain_timeout=settings.shutdown.drain_timeout_seconds,
+        cancel_grace=settings.shutdown.cancel_grace_seconds,
+    )
+    app.add_middleware(DrainMiddleware, controller=app.state.drain)
     app.add_middleware(RequestIdMiddleware)
-    instrument_app(app, settings.observability, metrics)  # last: the outermost middleware
     return app
 
 

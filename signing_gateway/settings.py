@@ -11,13 +11,77 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signing_gateway.domain.dcc import KeyUsage
 from signing_gateway.domain.domestic import DomesticPolicy
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class ResilienceSettings(BaseModel):
+    """How hard the gateway leans on one signer: bulkhead, retries, retry budget, breaker.
+
+    See docs/resilience.md for what each mechanism does and why the defaults are what they are.
+    """
+
+    max_in_flight: PositiveInt = Field(
+        64, description="Calls in flight to this signer at most (set it to the signer's capacity)"
+    )
+    max_pending: NonNegativeInt = Field(
+        64, description="Calls that may wait for a free slot; beyond that, 503 at once (shed)"
+    )
+    max_wait_seconds: NonNegativeFloat = Field(
+        0.5, description="Longest wait for a free slot before the call is shed with 503"
+    )
+    attempt_timeout_seconds: PositiveFloat = Field(
+        10.0, description="Budget of one attempt (never more than the request's remaining budget)"
+    )
+    max_attempts: PositiveInt = Field(
+        3, le=10, description="Attempts per signer call, the first one included"
+    )
+    backoff_base_seconds: PositiveFloat = Field(
+        0.05, description="Exponential backoff: ceiling of the first retry's random delay"
+    )
+    backoff_max_seconds: PositiveFloat = Field(
+        1.0, description="Exponential backoff: largest ceiling of a retry's random delay"
+    )
+    retry_budget_ratio: float = Field(
+        0.2, ge=0, le=1, description="Retries allowed as a share of first attempts in the window"
+    )
+    retry_budget_min_per_second: NonNegativeFloat = Field(
+        5.0, description="Retries per second allowed on top of the ratio (for quiet periods)"
+    )
+    retry_budget_window_seconds: PositiveFloat = Field(
+        10.0, description="Window over which the retry budget counts attempts and retries"
+    )
+    breaker_consecutive_failures: PositiveInt = Field(
+        5, description="Consecutive failed calls that open the breaker"
+    )
+    breaker_failure_rate: float = Field(
+        0.5, gt=0, le=1, description="Failure share over the window that opens the breaker"
+    )
+    breaker_min_calls: PositiveInt = Field(
+        20, description="Calls in the window before the failure rate is judged"
+    )
+    breaker_window_seconds: PositiveFloat = Field(
+        10.0, description="Window of the breaker's failure rate"
+    )
+    breaker_open_seconds: PositiveFloat = Field(
+        5.0, description="How long an open breaker refuses calls before probing"
+    )
+    breaker_trial_calls: PositiveInt = Field(
+        2, description="Half-open: trial calls at a time; that many successes close it"
+    )
 
 
 class SignerSettings(BaseModel):
@@ -41,6 +105,10 @@ class SignerSettings(BaseModel):
     client_key: Path | None = Field(None, description="PEM key of the client certificate")
     allow_plain_http: bool = Field(
         default=False, description="Allow http:// to a non-loopback host (never in production)"
+    )
+    resilience: ResilienceSettings = Field(
+        default_factory=ResilienceSettings,
+        description="Bulkhead, retries and circuit breaker for this signer",
     )
 
     @model_validator(mode="after")
@@ -128,19 +196,15 @@ class LoopLagSettings(BaseModel):
     )
 
 
-class ObservabilitySettings(BaseModel):
-    """Access log and optional tracing (metrics are always on at GET /metrics)."""
+class ShutdownSettings(BaseModel):
+    """Graceful shutdown on SIGTERM (`signing-gateway serve`)."""
 
-    access_log: bool = Field(
-        default=True,
-        description="One INFO line per request: method, route template, status, duration, id",
+    drain_timeout_seconds: PositiveFloat = Field(
+        20.0,
+        description="After SIGTERM, how long in-flight requests may finish before being cancelled",
     )
-    tracing_enabled: bool = Field(
-        default=False,
-        description="OpenTelemetry spans for requests and signer calls (needs the otel extra)",
-    )
-    service_name: str = Field(
-        "signing-gateway", description="service.name of the spans when the gateway sets up OTel"
+    cancel_grace_seconds: PositiveFloat = Field(
+        2.0, description="After cancelling, how long cancelled requests get to send their answer"
     )
 
 
@@ -158,7 +222,12 @@ class Settings(BaseSettings):
     eu_policy: EuPolicySettings = EuPolicySettings()
     domestic: DomesticPolicySettings = DomesticPolicySettings()
     request_deadline_seconds: PositiveFloat = Field(
-        20.0, description="Overall budget for the signer work of one inbound request"
+        20.0,
+        description="Overall budget for the signer work of one inbound request; a caller may "
+        "ask for less with the X-Request-Timeout header, never for more",
+    )
+    shutdown: ShutdownSettings = Field(
+        default_factory=ShutdownSettings, description="Draining on SIGTERM"
     )
     loop_lag: LoopLagSettings = Field(
         default_factory=LoopLagSettings, description="Event-loop lag monitor"
@@ -167,9 +236,6 @@ class Settings(BaseSettings):
     readiness_probe_timeout_seconds: PositiveFloat = 2.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
-    observability: ObservabilitySettings = Field(
-        default_factory=ObservabilitySettings, description="Access log and tracing"
-    )
 
     @model_validator(mode="after")
     def _production_needs_real_trust(self) -> Settings:

@@ -1,28 +1,94 @@
-"""One overall deadline per inbound request, around all of its signer work."""
+"""One overall deadline per inbound request, around all of its signer work.
+
+The budget is the `request_deadline_seconds` setting, or less when the caller asks for less
+with `X-Request-Timeout: <seconds>` (counted from the request's arrival; never more than the
+setting). Inside the deadline, `remaining_seconds()` tells each signer attempt how much time
+is left, and `with_deadline_header` passes it on to the signer as `X-Request-Deadline-Ms`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from signing_gateway.errors import DeadlineExceeded, GatewayError
 
+REQUEST_TIMEOUT_HEADER = "X-Request-Timeout"
+DEADLINE_HEADER = "X-Request-Deadline-Ms"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerBudget:
+    """The budget a caller asked for, and when (event-loop time) its request arrived."""
+
+    arrived_at: float
+    seconds: float
+
+
+caller_budget_var: ContextVar[CallerBudget | None] = ContextVar("caller_budget", default=None)
+_deadline_var: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+
+
+def parse_request_timeout(value: str) -> float:
+    """Read an `X-Request-Timeout` value: positive decimal seconds; ValueError otherwise."""
+    seconds = float(value.strip())
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return seconds
+
+
+def current_deadline() -> float | None:
+    """Event-loop time at which the current request's deadline expires (None outside one)."""
+    return _deadline_var.get()
+
+
+def remaining_seconds() -> float | None:
+    """Seconds left until the current request's deadline (None outside one; may be <= 0)."""
+    deadline = _deadline_var.get()
+    if deadline is None:
+        return None
+    return deadline - asyncio.get_running_loop().time()
+
+
+def with_deadline_header(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers` plus the remaining budget in whole milliseconds, for one signer attempt."""
+    left = remaining_seconds()
+    if left is None:
+        return dict(headers)
+    return {**headers, DEADLINE_HEADER: str(max(0, math.floor(left * 1000)))}
+
+
+def _effective_budget(seconds: float, now: float) -> float:
+    asked = caller_budget_var.get()
+    if asked is None:
+        return seconds
+    return min(seconds, asked.seconds - (now - asked.arrived_at))
+
 
 @asynccontextmanager
 async def request_deadline(seconds: float) -> AsyncIterator[None]:
-    """Cancel the enclosed signer work after `seconds` and answer 504 instead."""
-    scope = asyncio.timeout(seconds)
+    """Cancel the enclosed signer work after `seconds` (or the caller's budget) with a 504."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    budget = _effective_budget(seconds, now)
+    scope = asyncio.timeout_at(now + budget)
+    token = _deadline_var.set(now + budget)
     try:
         async with scope:
             yield
     except TimeoutError as exc:
         if scope.expired():
             raise DeadlineExceeded(
-                f"the signers did not finish within {seconds:g} s; nothing was issued"
+                f"the signers did not finish within {max(budget, 0):g} s; nothing was issued"
             ) from exc
         raise
+    finally:
+        _deadline_var.reset(token)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -18,8 +18,10 @@ from signing_gateway.domain.domestic import (
 )
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import StokenInvalid
+from signing_gateway.issuance.deadline import with_deadline_header
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.stoken import StokenStore
+from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
 from signing_gateway.verification.errors import CredentialVerificationError
@@ -62,13 +64,15 @@ class DomesticIssuer:
         self,
         *,
         client: DomesticSignerClient,
+        signer_policy: SignerPolicy,
         trust: DomesticTrustStore,
         policy: DomesticPolicy,
         stokens: StokenStore,
         credential_amount: int,
     ) -> None:
-        """Wire the signer client, the key store, the attribute policy and the session store."""
+        """Wire the signer client and its call policy, keys, attribute policy and sessions."""
         self._client = client
+        self.signer_policy = signer_policy
         self._trust = trust
         self._policy = policy
         self._stokens = stokens
@@ -105,7 +109,14 @@ class DomesticIssuer:
     ) -> IssuedStaticProof:
         """Have the signer create a static QR code and verify it before release."""
         wire = attributes.wire()
-        result = await call_signer(part, self._client.issue_static(wire, headers=headers))
+        result = await call_signer(
+            part,
+            lambda: self._client.issue_static(wire, headers=with_deadline_header(headers)),
+            policy=self.signer_policy,
+            endpoint="issue_static",
+            # No signer-side state: a replay signs the same attributes again, harmlessly.
+            replay_safe=True,
+        )
         try:
             verify_static_qr(
                 result.qr,
@@ -120,7 +131,12 @@ class DomesticIssuer:
     async def prepare_issue(self, *, headers: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
         """Open an issuance session at the signer; returns the stoken and the signer message."""
         message = await call_signer(
-            "domestic", self._client.prepare_issue(self._amount, headers=headers)
+            "domestic",
+            lambda: self._client.prepare_issue(self._amount, headers=with_deadline_header(headers)),
+            policy=self.signer_policy,
+            endpoint="prepare_issue",
+            # A replay only leaves an unused nonce behind, which the signer expires.
+            replay_safe=True,
         )
         stoken = await self._stokens.open(message)
         return stoken, message
@@ -145,12 +161,17 @@ class DomesticIssuer:
         wires = [a.wire() for a in attributes]
         items = await call_signer(
             part,
-            self._client.issue(
+            lambda: self._client.issue(
                 prepare_issue_message=prepare_issue_message,
                 issue_commitment_message=commitment,
                 credentials_attributes=wires,
-                headers=headers,
+                headers=with_deadline_header(headers),
             ),
+            policy=self.signer_policy,
+            endpoint="issue",
+            # Bound to a single-use nonce: once the request may have reached the signer it
+            # may have consumed the nonce, so only never-sent or throttled calls are retried.
+            replay_safe=False,
         )
         try:
             verify_issue_signatures(

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 from signing_gateway.domain.dcc import EuRequest, KeyUsage, resolve_expiration
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import SignerUnavailable
+from signing_gateway.issuance.deadline import with_deadline_header
 from signing_gateway.issuance.faults import call_signer, rejected_credential
+from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import verify_eu_credential
@@ -44,12 +46,14 @@ class EuIssuer:
         self,
         *,
         client: EuSignerClient,
+        signer_policy: SignerPolicy,
         trust: EuTrustStore,
         default_validity: Mapping[KeyUsage, timedelta],
         max_clock_skew: timedelta,
     ) -> None:
-        """Wire the signer client, the DSC trust store and the expiry policy."""
+        """Wire the signer client and its call policy, the DSC trust store and the expiry policy."""
         self._client = client
+        self.signer_policy = signer_policy
         self._trust = trust
         self._default_validity = dict(default_validity)
         self._skew = max_clock_skew
@@ -86,12 +90,17 @@ class EuIssuer:
         payload = prepared.request.dcc.signing_payload()
         result = await call_signer(
             part,
-            self._client.get_credential(
+            lambda: self._client.get_credential(
                 key_usage=prepared.key_usage.value,
                 expiration_time=prepared.expiration_time,
                 dcc=payload,
-                headers=headers,
+                headers=with_deadline_header(headers),
             ),
+            policy=self.signer_policy,
+            endpoint="get_credential",
+            # The EU signer keeps no state per request: a replay at worst signs twice, and
+            # only the verified answer we receive is ever released.
+            replay_safe=True,
         )
         try:
             verified = verify_eu_credential(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from signing_gateway.errors import (
@@ -13,7 +13,10 @@ from signing_gateway.errors import (
     SignerTimedOut,
     SignerUnavailable,
 )
-from signing_gateway.observability.telemetry import record_credential_rejection
+from signing_gateway.issuance.deadline import current_deadline
+from signing_gateway.resilience.breaker import BreakerOpen
+from signing_gateway.resilience.bulkhead import BulkheadFull
+from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerError,
@@ -55,7 +58,6 @@ def rejected_credential(
     exc: CredentialVerificationError, *, part: str, signer: str
 ) -> GatewayError:
     """Log a security event for an unverifiable credential and return the 502 to answer."""
-    record_credential_rejection(signer=signer, reason=exc.reason)
     security_log.warning(
         "signer returned a credential that failed verification; not released",
         extra={"event": "credential-verification-failed", "reason": exc.reason, "signer": signer},
@@ -65,10 +67,36 @@ def rejected_credential(
     )
 
 
-async def call_signer(part: str, call: Awaitable[T]) -> T:
-    """Await one signer call, translating its failures into the part's gateway error."""
+async def call_signer(
+    part: str,
+    factory: Callable[[], Awaitable[T]],
+    *,
+    policy: SignerPolicy,
+    endpoint: str,
+    replay_safe: bool,
+) -> T:
+    """Call a signer under its policy, translating every failure into the part's gateway error.
+
+    `factory` makes one fresh attempt each time it is called (so the policy can retry);
+    `replay_safe` says whether the endpoint may be sent again after a request that may have
+    reached the signer (a timeout or a lost connection), see docs/resilience.md.
+    """
     try:
-        return await call
+        return await policy.call(
+            endpoint, factory, replay_safe=replay_safe, deadline=current_deadline()
+        )
+    except BreakerOpen as exc:
+        raise SignerUnavailable(
+            f"{part}: the signer is failing; calls are paused",
+            part=part,
+            retry_after=max(1.0, exc.retry_after),
+        ) from exc
+    except BulkheadFull as exc:
+        raise SignerUnavailable(
+            f"{part}: the signer is at capacity; try again later",
+            part=part,
+            retry_after=exc.retry_after,
+        ) from exc
     except SignerError as exc:
         logger.warning(
             "signer call failed",

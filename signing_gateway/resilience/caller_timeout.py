@@ -1,0 +1,76 @@
+"""Pure ASGI middleware reading the caller's `X-Request-Timeout` (seconds) on arrival.
+
+The value is kept with the arrival time in a context variable; `request_deadline` then uses
+the smaller of it (minus the time already spent) and the configured deadline. A malformed
+value is answered 400 problem+json: a caller who asked for a bound should learn it was not
+understood rather than silently get the default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from signing_gateway.errors import PROBLEM_CONTENT_TYPE, problem_body
+from signing_gateway.issuance.deadline import (
+    REQUEST_TIMEOUT_HEADER,
+    CallerBudget,
+    caller_budget_var,
+    parse_request_timeout,
+)
+
+_HEADER = REQUEST_TIMEOUT_HEADER.lower().encode("latin-1")
+
+
+class CallerTimeoutMiddleware:
+    """Bind the caller's requested budget for the duration of its request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap the next ASGI app."""
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Parse the header (if any), bind it, and call the app."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = next((v for k, v in scope["headers"] if k == _HEADER), None)
+        if raw is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            seconds = parse_request_timeout(raw.decode("latin-1"))
+        except ValueError:
+            await _bad_header(scope, send)
+            return
+        token = caller_budget_var.set(CallerBudget(asyncio.get_running_loop().time(), seconds))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            caller_budget_var.reset(token)
+
+
+async def _bad_header(scope: Scope, send: Send) -> None:
+    body = orjson.dumps(
+        problem_body(
+            type_="about:blank",
+            title="Bad request",
+            status=400,
+            detail=f"{REQUEST_TIMEOUT_HEADER} must be a positive number of seconds",
+            instance=scope.get("path", ""),
+            request_id=scope.get("state", {}).get("request_id", "-"),
+        )
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

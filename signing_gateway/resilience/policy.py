@@ -1,0 +1,260 @@
+"""The per-signer call policy: breaker, then bulkhead, then the attempt, then maybe a retry.
+
+One `SignerPolicy` per signer composes the pieces for every call to it::
+
+    for each attempt (at most max_attempts, all inside the request's deadline):
+        breaker.acquire()          open → BreakerOpen (503, Retry-After = time left open)
+        bulkhead slot              full → BulkheadFull (503 at once: load shedding)
+        factory() under min(attempt_timeout, time left)
+        outcome → breaker          see `breaker_verdict`
+        retry?                     see `retry_delay`: only when safe, when it fits, within budget
+
+The factory builds a fresh request per attempt, so a retry never reuses a half-sent one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import TypeVar
+
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.resilience.breaker import (
+    BreakerSettings,
+    BreakerState,
+    CircuitBreaker,
+    Permit,
+)
+from signing_gateway.resilience.bulkhead import Bulkhead, BulkheadFull
+from signing_gateway.resilience.retry import RetryBudget, backoff_delay
+from signing_gateway.settings import ResilienceSettings
+from signing_gateway.signers.errors import (
+    SignerConnectError,
+    SignerConnectionLostError,
+    SignerError,
+    SignerRejectedError,
+    SignerThrottledError,
+    SignerTimeoutError,
+)
+
+T = TypeVar("T")
+
+logger = logging.getLogger("signing_gateway.resilience")
+
+#: An attempt needs at least this much of the deadline left to be worth starting.
+MIN_ATTEMPT_SECONDS = 0.05
+
+_THROTTLED_AND_ALIVE = 429
+
+
+class Verdict(Enum):
+    """What one outcome tells the breaker about the signer's health."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    IGNORED = "ignored"
+
+
+def breaker_verdict(exc: SignerError | None) -> Verdict:
+    """Classify an attempt's outcome for the breaker.
+
+    Failures: transport errors (refused, timeout, reset), 5xx including 503, malformed 2xx.
+    Success: a good answer, and a 4xx: the signer is alive and answering, the request was wrong.
+    Ignored: 429, which is the signer pacing us (the bulkhead and Retry-After handle it);
+    counting it would turn a brief overload into a full outage.
+    """
+    if exc is None or isinstance(exc, SignerRejectedError):
+        return Verdict.SUCCESS
+    if isinstance(exc, SignerThrottledError) and exc.status_code == _THROTTLED_AND_ALIVE:
+        return Verdict.IGNORED
+    return Verdict.FAILURE
+
+
+def retry_reason(exc: SignerError, *, replay_safe: bool) -> str | None:
+    """Why `exc` may be retried at all (a metric label), or None when it must not be.
+
+    - never reached the signer (connection refused): always safe;
+    - 429/503 with Retry-After: the signer told us when to come back;
+    - timeout or connection lost: the signer may have acted; only for replay-safe endpoints.
+    """
+    if isinstance(exc, SignerConnectError):
+        return "connect"
+    if isinstance(exc, SignerThrottledError):
+        return "throttled" if exc.retry_after is not None else None
+    if isinstance(exc, SignerTimeoutError | SignerConnectionLostError) and replay_safe:
+        return "timeout" if isinstance(exc, SignerTimeoutError) else "connection_lost"
+    return None
+
+
+class SignerPolicy:
+    """Bulkhead, retries with a budget and a circuit breaker around every call to one signer."""
+
+    def __init__(
+        self,
+        signer: str,
+        settings: ResilienceSettings,
+        *,
+        metrics: GatewayMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Build the pieces from `settings`; `clock` and `rng` are injectable for tests."""
+        self.signer = signer
+        self.settings = settings
+        self._metrics = metrics
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.bulkhead = Bulkhead(
+            signer,
+            max_in_flight=settings.max_in_flight,
+            max_pending=settings.max_pending,
+            max_wait=settings.max_wait_seconds,
+        )
+        self.breaker = CircuitBreaker(
+            signer,
+            BreakerSettings(
+                consecutive_failures=settings.breaker_consecutive_failures,
+                failure_rate=settings.breaker_failure_rate,
+                min_calls=settings.breaker_min_calls,
+                window_seconds=settings.breaker_window_seconds,
+                open_seconds=settings.breaker_open_seconds,
+                trial_calls=settings.breaker_trial_calls,
+            ),
+            clock=clock,
+            on_transition=self._on_transition,
+        )
+        self.budget = RetryBudget(
+            ratio=settings.retry_budget_ratio,
+            min_per_second=settings.retry_budget_min_per_second,
+            window_seconds=settings.retry_budget_window_seconds,
+            clock=clock,
+        )
+        if metrics is not None:
+            metrics.breaker_state.labels(signer).set(BreakerState.CLOSED.level)
+
+    def _on_transition(self, to: BreakerState) -> None:
+        log = logger.warning if to is BreakerState.OPEN else logger.info
+        log("circuit breaker %s", to.value, extra={"signer": self.signer, "breaker": to.value})
+        if self._metrics is not None:
+            self._metrics.breaker_state.labels(self.signer).set(to.level)
+            self._metrics.breaker_transitions.labels(self.signer, to.value).inc()
+
+    def snapshot(self) -> dict[str, object]:
+        """Caller-safe state for /readyz."""
+        return {
+            "breaker": self.breaker.state.value,
+            "breakerRetryAfterSeconds": round(self.breaker.retry_after(), 3),
+            "inFlight": self.bulkhead.in_flight,
+            "pending": self.bulkhead.pending,
+            "retryBudget": round(self.budget.balance(), 1),
+        }
+
+    def retry_delay(
+        self, exc: SignerError, *, attempt: int, time_left: float | None, replay_safe: bool
+    ) -> tuple[str, float] | None:
+        """(reason, delay) for retrying after `exc`, or None: not safe, no time, no budget."""
+        if attempt + 1 >= self.settings.max_attempts:
+            return None
+        reason = retry_reason(exc, replay_safe=replay_safe)
+        if reason is None:
+            return None
+        s = self.settings
+        delay = backoff_delay(
+            attempt, base=s.backoff_base_seconds, cap=s.backoff_max_seconds, rng=self._rng
+        )
+        if isinstance(exc, SignerThrottledError) and exc.retry_after is not None:
+            delay = exc.retry_after + delay  # the jitter spreads the herd the signer let wait
+        if time_left is not None and delay + MIN_ATTEMPT_SECONDS > time_left:
+            return None
+        if not self.budget.try_withdraw():
+            if self._metrics is not None:
+                self._metrics.signer_retry_budget_exhausted.labels(self.signer).inc()
+            return None
+        return reason, delay
+
+    async def call(
+        self,
+        endpoint: str,
+        factory: Callable[[], Awaitable[T]],
+        *,
+        replay_safe: bool,
+        deadline: float | None = None,
+    ) -> T:
+        """Run `factory()` under the policy; `deadline` is the request's (event-loop time).
+
+        Raises:
+            BreakerOpen: the breaker refused the call (no request was sent).
+            BulkheadFull: the call was shed (no request was sent).
+            SignerError: the last attempt's failure.
+        """
+        loop = asyncio.get_running_loop()
+        self.budget.deposit()
+        attempt = 0
+        while True:
+            time_left = None if deadline is None else deadline - loop.time()
+            try:
+                return await self._attempt(endpoint, factory, time_left)
+            except SignerError as exc:
+                time_left = None if deadline is None else deadline - loop.time()
+                plan = self.retry_delay(
+                    exc, attempt=attempt, time_left=time_left, replay_safe=replay_safe
+                )
+                if plan is None:
+                    raise
+                reason, delay = plan
+                if self._metrics is not None:
+                    self._metrics.signer_retries.labels(self.signer, endpoint, reason).inc()
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _attempt(
+        self, endpoint: str, factory: Callable[[], Awaitable[T]], time_left: float | None
+    ) -> T:
+        if time_left is not None and time_left < MIN_ATTEMPT_SECONDS:
+            raise SignerTimeoutError(
+                "no time left for an attempt", signer=self.signer, endpoint=endpoint
+            )
+        permit = self.breaker.acquire()
+        try:
+            async with self.bulkhead.slot(wait_limit=time_left):
+                budget = self.settings.attempt_timeout_seconds
+                if time_left is not None:
+                    budget = min(budget, time_left)
+                result = await self._timed(endpoint, factory, budget)
+        except SignerError as exc:
+            self._record(permit, breaker_verdict(exc))
+            raise
+        except BulkheadFull:
+            self.breaker.record_ignored(permit)
+            if self._metrics is not None:
+                self._metrics.signer_shed.labels(self.signer).inc()
+            raise
+        except BaseException:
+            # Cancelled (deadline, failing sibling, shutdown): nothing learned about the signer.
+            self.breaker.record_ignored(permit)
+            raise
+        self._record(permit, Verdict.SUCCESS)
+        return result
+
+    async def _timed(self, endpoint: str, factory: Callable[[], Awaitable[T]], budget: float) -> T:
+        scope = asyncio.timeout(budget)
+        try:
+            async with scope:
+                return await factory()
+        except TimeoutError as exc:
+            if scope.expired():
+                raise SignerTimeoutError(
+                    "attempt timed out", signer=self.signer, endpoint=endpoint
+                ) from exc
+            raise
+
+    def _record(self, permit: Permit, verdict: Verdict) -> None:
+        if verdict is Verdict.SUCCESS:
+            self.breaker.record_success(permit)
+        elif verdict is Verdict.FAILURE:
+            self.breaker.record_failure(permit)
+        else:
+            self.breaker.record_ignored(permit)

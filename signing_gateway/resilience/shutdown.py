@@ -1,0 +1,218 @@
+"""Graceful shutdown: on SIGTERM stop taking work, let in-flight requests finish, then end.
+
+Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
+
+1. SIGTERM → `DrainController.drain()`: readiness turns 503 (`draining`), the listener stays
+   open and every new request (except /healthz, /readyz, /metrics) is answered 503
+   problem+json with `Retry-After` and `Connection: close`, so load balancers and callers
+   move elsewhere instead of meeting refused connections.
+2. In-flight requests get `drain_timeout_seconds` to finish; the drain ends as soon as none
+   is left.
+3. Requests still running are cancelled (their signer calls with them) and each is answered
+   503 problem+json, if its response had not started, within `cancel_grace_seconds`.
+4. Then uvicorn's own shutdown runs: listener closed, idle connections closed, lifespan
+   shutdown (clients closed). A second SIGINT forces an immediate exit, as in uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from types import FrameType
+from typing import Protocol
+
+import orjson
+import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
+
+logger = logging.getLogger("signing_gateway.shutdown")
+
+#: Paths that never count as work and are never refused: the orchestrator must see them.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class Drainable(Protocol):
+    """Something that shows draining (the readiness monitor)."""
+
+    draining: bool
+
+
+class DrainController:
+    """Counts in-flight requests, refuses new ones while draining, cancels the stragglers."""
+
+    def __init__(self, *, drain_timeout: float, cancel_grace: float) -> None:
+        """Configure the drain and cancel windows (seconds)."""
+        self.drain_timeout = drain_timeout
+        self.cancel_grace = cancel_grace
+        self.draining = False
+        self._scopes: set[asyncio.Timeout] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._watchers: list[Drainable] = []
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served (exempt paths excluded)."""
+        return len(self._scopes)
+
+    def attach(self, watcher: Drainable) -> None:
+        """Have `watcher.draining` follow this controller (the readiness monitor)."""
+        self._watchers.append(watcher)
+        watcher.draining = self.draining
+
+    def begin(self) -> None:
+        """Start refusing new work and report not-ready."""
+        self.draining = True
+        for watcher in self._watchers:
+            watcher.draining = True
+
+    def track(self, scope: asyncio.Timeout) -> None:
+        """Register the cancel scope of a request being served."""
+        self._scopes.add(scope)
+        self._idle.clear()
+
+    def untrack(self, scope: asyncio.Timeout) -> None:
+        """Forget a finished request."""
+        self._scopes.discard(scope)
+        if not self._scopes:
+            self._idle.set()
+
+    async def drain(self) -> int:
+        """Refuse new work, wait for in-flight requests, cancel the rest; return how many."""
+        self.begin()
+        logger.info("draining", extra={"in_flight": self.in_flight})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.drain_timeout):
+                await self._idle.wait()
+        left = self.in_flight
+        if left:
+            logger.warning("drain timeout: cancelling requests", extra={"in_flight": left})
+            now = asyncio.get_running_loop().time()
+            for scope in list(self._scopes):
+                scope.reschedule(now)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.cancel_grace):
+                    await self._idle.wait()
+        return left
+
+
+def _problem(scope: Scope, *, slug: str, title: str, detail: str) -> bytes:
+    return orjson.dumps(
+        problem_body(
+            type_=PROBLEM_BASE + slug,
+            title=title,
+            status=503,
+            detail=detail,
+            instance=scope.get("path", ""),
+            request_id=scope.get("state", {}).get("request_id", "-"),
+        )
+    )
+
+
+async def _send_503(send: Send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class DrainMiddleware:
+    """Pure ASGI middleware applying a `DrainController` to every HTTP request."""
+
+    def __init__(self, app: ASGIApp, *, controller: DrainController) -> None:
+        """Wrap the next ASGI app."""
+        self.app = app
+        self.controller = controller
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse while draining; otherwise serve under a cancel scope the drain can expire."""
+        if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        controller = self.controller
+        if controller.draining:
+            body = _problem(
+                scope,
+                slug="shutting-down",
+                title="Gateway shutting down",
+                detail="this instance is shutting down; send the request to another one",
+            )
+            await _send_503(send, body)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        cancel_scope = asyncio.timeout(None)
+        controller.track(cancel_scope)
+        try:
+            async with cancel_scope:
+                await self.app(scope, receive, tracking_send)
+        except TimeoutError:
+            if not cancel_scope.expired():
+                raise
+            if not started:
+                body = _problem(
+                    scope,
+                    slug="shutting-down",
+                    title="Gateway shutting down",
+                    detail="the gateway shut down before the request finished; nothing was "
+                    "issued; send it again",
+                )
+                await _send_503(send, body)
+        finally:
+            controller.untrack(cancel_scope)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server with a drain phase before its own shutdown."""
+
+    def __init__(self, config: uvicorn.Config, *, controller: DrainController) -> None:
+        """Serve `config`, draining through `controller` on the first SIGTERM/SIGINT."""
+        super().__init__(config)
+        self.controller = controller
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_requested = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        """Remember the loop (signals arrive outside it), then serve as usual."""
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """First SIGTERM/SIGINT drains; a second one falls back to uvicorn (force on SIGINT)."""
+        if not self._drain_requested and self._loop is not None and not self.should_exit:
+            # Not added to uvicorn's captured signals: a completed drain exits with status 0.
+            self._drain_requested = True
+            logger.info("signal %s: draining", signal.Signals(sig).name)
+            self._loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.create_task(self._drain(), name="drain")
+
+    async def _drain(self) -> None:
+        try:
+            cancelled = await self.controller.drain()
+            logger.info("drained", extra={"cancelled": cancelled})
+        finally:
+            self.should_exit = True
