@@ -11,12 +11,13 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from datetime import timedelta
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from signing_gateway.api import combined, domestic, eu, health, keys
 from signing_gateway.api.deps import GatewayState
 from signing_gateway.api.middleware import RequestIdMiddleware
 from signing_gateway.api.problems import install_problem_handlers
+from signing_gateway.api.schemas import problem_responses
 from signing_gateway.domain.valuesets import ValueSetName, value_set
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
@@ -28,6 +29,15 @@ from signing_gateway.observability.readiness import ReadinessMonitor
 from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
+from signing_gateway.security.audit import AuditTrail
+from signing_gateway.security.auth import authenticated_caller, require_scopes
+from signing_gateway.security.limits import RequestLimitsMiddleware
+from signing_gateway.security.settings import (
+    SCOPE_DCC_SIGN,
+    SCOPE_DOMESTIC_SIGN,
+    SCOPE_KEYS_READ,
+)
+from signing_gateway.security.setup import open_token_verifier
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.eu import EuSignerClient
@@ -111,6 +121,14 @@ def _lifespan(
             )
             drain: DrainController = app.state.drain
             drain.attach(readiness)
+            token_verifier = await open_token_verifier(settings.auth, stack)
+            audit = await AuditTrail.open(
+                settings.audit.file,
+                metrics=metrics,
+                fail_closed=settings.audit.fail_closed,
+                max_pending=settings.audit.max_pending_writes,
+            )
+            stack.push_async_callback(audit.close)
             yield GatewayState(
                 settings=settings,
                 eu_issuer=EuIssuer(
@@ -135,6 +153,8 @@ def _lifespan(
                 domestic_trust=domestic_trust,
                 readiness=readiness,
                 metrics=metrics,
+                token_verifier=token_verifier,
+                audit=audit,
             )
 
     return lifespan
@@ -151,8 +171,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(settings, metrics),
     )
     install_problem_handlers(app)
-    for module in (eu, domestic, combined, keys, health):
-        app.include_router(module.router)
+    # Every /v1 route authenticates its caller; the scope each needs is in docs/security.md.
+    # /v1/print and /v1/credentials check the scopes of the parts a request holds.
+    denied = problem_responses(401, 403)
+    with_body = problem_responses(401, 403, 413, 415)
+    app.include_router(
+        eu.router, dependencies=[Depends(require_scopes(SCOPE_DCC_SIGN))], responses=with_body
+    )
+    app.include_router(
+        domestic.router,
+        dependencies=[Depends(require_scopes(SCOPE_DOMESTIC_SIGN))],
+        responses=with_body,
+    )
+    app.include_router(
+        combined.router, dependencies=[Depends(authenticated_caller)], responses=with_body
+    )
+    app.include_router(
+        keys.router, dependencies=[Depends(require_scopes(SCOPE_KEYS_READ))], responses=denied
+    )
+    app.include_router(health.router)
     # Inner to outer: the caller's timeout header, draining on shutdown, request id.
     app.add_middleware(CallerTimeoutMiddleware)
     app.state.drain = DrainController(
@@ -160,6 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cancel_grace=settings.shutdown.cancel_grace_seconds,
     )
     app.add_middleware(DrainMiddleware, controller=app.state.drain)
+    # Body limits answer before anything reads the body, inside the request id.
+    app.add_middleware(RequestLimitsMiddleware, limits=settings.limits)
     app.add_middleware(RequestIdMiddleware)
     return app
 

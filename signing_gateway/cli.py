@@ -26,6 +26,8 @@ import uvicorn
 from signing_gateway.api import examples
 from signing_gateway.app import create_app, create_served_app
 from signing_gateway.observability.logging import configure_logging
+from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
+from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings, SignerSettings, TrustSettings
 
 LOOPBACK = "127.0.0.1"
@@ -91,20 +93,24 @@ def demo_requests(now: datetime | None = None) -> list[tuple[str, str, dict[str,
     ]
 
 
-def _print_examples(base: str) -> None:
+def _print_examples(base: str, token: str) -> None:
     print(f"\nsigning-gateway demo is up at {base}  (OpenAPI: {base}/docs)\nTry:\n")  # noqa: T201
+    print(f"TOKEN={token}\n")  # noqa: T201
     for method, path, body in demo_requests():
         data = ""
+        if path.startswith("/v1/"):
+            data = ' -H "Authorization: Bearer $TOKEN"'
         if body is not None:
-            data = f" -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+            data += f" -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
         print(f"curl -s -X {method} {base}{path}{data}\n")  # noqa: T201
     sys.stdout.flush()
 
 
-def _smoke(base: str) -> int:
+def _smoke(base: str, token: str) -> int:
     """Send every demo request to a running gateway; 0 when all answered 200."""
     failures = 0
-    with httpx.Client(base_url=base, timeout=30.0) as client:
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, timeout=30.0, headers=auth) as client:
         for method, path, body in demo_requests():
             response = client.request(method, path, json=body)
             print(f"{method} {path} -> {response.status_code}")  # noqa: T201
@@ -120,7 +126,10 @@ def _demo(args: argparse.Namespace) -> int:
         _fake_signers(args.signer_latency_ms, Path(tmp)) as (eu_url, domestic_url),
     ):
         configure_logging(level="INFO", fmt="console")
+        token, auth = _demo_auth(Path(tmp))
         settings = Settings(
+            auth=auth,
+            audit=AuditSettings(file=Path(tmp) / "audit.jsonl"),
             eu_signer=SignerSettings(url=eu_url),
             domestic_signer=SignerSettings(url=domestic_url),
             trust=TrustSettings(fetch_from_signers=True),
@@ -134,13 +143,25 @@ def _demo(args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
         if not args.smoke:
-            _print_examples(base)
+            _print_examples(base, token)
             server.run()
             return 0
-        return _run_smoke(server, base)
+        return _run_smoke(server, base, token)
 
 
-def _run_smoke(server: uvicorn.Server, base: str) -> int:
+def _demo_auth(directory: Path) -> tuple[str, AuthSettings]:
+    """A local token issuer for the demo: its JWKS file, auth settings, and a 2-hour token."""
+    issuer = LocalTokenIssuer(issuer="signing-gateway-demo", audience="signing-gateway")
+    jwks_file = directory / "jwks.json"
+    jwks_file.write_text(json.dumps(issuer.jwks()))
+    token = issuer.mint(subject="demo-client", scopes=list(ALL_SCOPES), ttl_seconds=2 * 3600)
+    auth = AuthSettings(
+        mode="jwt", jwks_file=jwks_file, audience=issuer.audience, issuer=issuer.issuer
+    )
+    return token, auth
+
+
+def _run_smoke(server: uvicorn.Server, base: str, token: str) -> int:
     import threading  # noqa: PLC0415 - only the smoke mode runs the server in a thread
 
     thread = threading.Thread(target=server.run, daemon=True)
@@ -155,7 +176,7 @@ def _run_smoke(server: uvicorn.Server, base: str) -> int:
                 break
         time.sleep(0.1)
     try:
-        return _smoke(base)
+        return _smoke(base, token)
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signing_gateway.domain.dcc import KeyUsage
 from signing_gateway.domain.domestic import DomesticPolicy
+from signing_gateway.security.settings import AuditSettings, AuthSettings, LimitsSettings
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -236,11 +237,29 @@ class Settings(BaseSettings):
     readiness_probe_timeout_seconds: PositiveFloat = 2.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="Caller authentication of /v1/* (bearer JWT)"
+    )
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings, description="Request body size, JSON depth and strings"
+    )
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="Audit trail of issuance attempts"
+    )
 
     @model_validator(mode="after")
     def _production_needs_real_trust(self) -> Settings:
         if self.environment == "production" and self.trust.fetch_from_signers:
             raise ValueError(
                 "production must pin signer keys in files; fetch_from_signers is for the fakes"
+            )
+        if self.auth.mode == "disabled" and self.environment == "production":
+            raise ValueError("auth.mode=disabled is for local use; production needs auth.mode=jwt")
+        missing = self.auth.missing_for_jwt() if self.auth.mode == "jwt" else []
+        if missing:
+            raise ValueError(
+                "caller authentication is not configured: set "
+                + ", ".join(missing)
+                + " (or auth.mode=disabled for local use)"
             )
         return self

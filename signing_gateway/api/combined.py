@@ -29,11 +29,16 @@ from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.issuance.deadline import all_or_nothing, request_deadline
 from signing_gateway.issuance.domestic import (
+    DomesticIssuer,
     IssuedStaticProof,
     decode_commitment,
     encode_message,
 )
 from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
+from signing_gateway.security.audit import AuditDep
+from signing_gateway.security.auth import ScopeCheckDep
+from signing_gateway.security.settings import SCOPE_DCC_SIGN, SCOPE_DOMESTIC_SIGN
+from signing_gateway.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["Combined"])
 
@@ -62,29 +67,46 @@ async def print_proof(
         PrintRequest,
         Body(openapi_examples={"both": {"summary": "Domestic and EU", "value": examples.PRINT}}),
     ],
+    *,
     eu: EuIssuerDep,
     domestic: DomesticIssuerDep,
     settings: SettingsDep,
     headers: SignerHeadersDep,
+    access: ScopeCheckDep,
+    audit: AuditDep,
 ) -> PrintOut:
     """Validate every part, then sign them concurrently; one failure fails (and cancels) all."""
-    errors = [] if body.domestic is None else domestic.check_one(body.domestic, loc=("domestic",))
-    eu_parts = [] if body.european is None else [(("european",), body.european)]
-    prepared, eu_errors = _prepare_all(eu, eu_parts)
-    if errors or eu_errors:
-        raise DomainValidationError(errors + eu_errors)
-
-    calls: list[Callable[[], Awaitable[Any]]] = []
-    if body.domestic is not None:
-        calls.append(
-            partial(domestic.issue_static, body.domestic, part="domestic", headers=headers)
+    access.require(*_scopes_for(domestic=body.domestic is not None, european=body.european))
+    async with audit.attempt():
+        if body.domestic is not None:
+            audit.domestic("domestic", kind="domestic-static")
+        if body.european is not None:
+            audit.eu_request("european", body.european)
+        errors = (
+            [] if body.domestic is None else domestic.check_one(body.domestic, loc=("domestic",))
         )
-    calls.extend(partial(eu.issue, p, part="european", headers=headers) for p in prepared)
-    async with request_deadline(settings.request_deadline_seconds):
-        results = await all_or_nothing(calls)
+        eu_parts = [] if body.european is None else [(("european",), body.european)]
+        prepared, eu_errors = _prepare_all(eu, eu_parts)
+        if errors or eu_errors:
+            raise DomainValidationError(errors + eu_errors)
 
-    static: IssuedStaticProof | None = results.pop(0) if body.domestic is not None else None
-    european: IssuedEuCredential | None = results[0] if results else None
+        calls: list[Callable[[], Awaitable[Any]]] = []
+        if body.domestic is not None:
+            calls.append(
+                partial(domestic.issue_static, body.domestic, part="domestic", headers=headers)
+            )
+        calls.extend(partial(eu.issue, p, part="european", headers=headers) for p in prepared)
+        async with request_deadline(settings.request_deadline_seconds):
+            results = await all_or_nothing(calls)
+
+        static: IssuedStaticProof | None = results.pop(0) if body.domestic is not None else None
+        european: IssuedEuCredential | None = results[0] if results else None
+        if static is not None:
+            audit.domestic(
+                "domestic", kind="domestic-static", proof_identifier=static.proof_identifier
+            )
+        if european is not None:
+            audit.eu_issued("european", european)
     return PrintOut(
         domestic=None
         if static is None
@@ -93,27 +115,19 @@ async def print_proof(
     )
 
 
-@router.post(
-    "/credentials",
-    response_model=CredentialsOut,
-    summary="Create an app's domestic and EU credentials, concurrently",
-    responses=problem_responses(401, 422, 502, 503, 504),
-)
-async def issue_credentials(
-    body: Annotated[
-        CredentialsRequest,
-        Body(
-            openapi_examples={
-                "app": {"summary": "Domestic session and two EU", "value": examples.CREDENTIALS}
-            }
-        ),
-    ],
-    eu: EuIssuerDep,
-    domestic: DomesticIssuerDep,
-    settings: SettingsDep,
-    headers: SignerHeadersDep,
-) -> CredentialsOut:
-    """Validate everything, consume the session, then sign all parts concurrently."""
+def _scopes_for(*, domestic: bool, european: object) -> list[str]:
+    """The scopes a combined request needs: one per kind of credential it asks for."""
+    return [SCOPE_DOMESTIC_SIGN] * domestic + [SCOPE_DCC_SIGN] * bool(european)
+
+
+async def _issue_credentials(
+    body: CredentialsRequest,
+    eu: EuIssuer,
+    domestic: DomesticIssuer,
+    settings: Settings,
+    headers: dict[str, str],
+) -> list[Any]:
+    """Validate everything, consume the session, sign concurrently; domestic result first."""
     errors = domestic.check_many(body.domestic, loc=("domestic",))
     prepared, eu_errors = _prepare_all(
         eu, [(("european", i), request) for i, request in enumerate(body.european)]
@@ -147,7 +161,42 @@ async def issue_credentials(
         partial(eu.issue, p, part=f"european[{i}]", headers=headers) for i, p in enumerate(prepared)
     )
     async with request_deadline(settings.request_deadline_seconds):
-        results = await all_or_nothing(calls)
+        return await all_or_nothing(calls)
+
+
+@router.post(
+    "/credentials",
+    response_model=CredentialsOut,
+    summary="Create an app's domestic and EU credentials, concurrently",
+    responses=problem_responses(401, 422, 502, 503, 504),
+)
+async def issue_credentials(
+    body: Annotated[
+        CredentialsRequest,
+        Body(
+            openapi_examples={
+                "app": {"summary": "Domestic session and two EU", "value": examples.CREDENTIALS}
+            }
+        ),
+    ],
+    *,
+    eu: EuIssuerDep,
+    domestic: DomesticIssuerDep,
+    settings: SettingsDep,
+    headers: SignerHeadersDep,
+    access: ScopeCheckDep,
+    audit: AuditDep,
+) -> CredentialsOut:
+    """Validate everything, consume the session, then sign all parts concurrently."""
+    access.require(*_scopes_for(domestic=bool(body.domestic), european=body.european))
+    async with audit.attempt():
+        if body.domestic:
+            audit.domestic("domestic", kind="domestic-session", count=len(body.domestic))
+        for i, request in enumerate(body.european):
+            audit.eu_request(f"european[{i}]", request)
+        results = await _issue_credentials(body, eu, domestic, settings, headers)
+        for i, issued in enumerate(results[1:] if body.domestic else results):
+            audit.eu_issued(f"european[{i}]", issued)
 
     greencard = (
         IssueOut(create_credential_messages=encode_message(results.pop(0)))

@@ -11,6 +11,8 @@ from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.observability.context import REQUEST_ID_HEADER
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
+from signing_gateway.security.audit import AuditTrail
+from signing_gateway.security.auth import TokenVerifier
 from signing_gateway.settings import Settings
 from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore
 
@@ -25,6 +27,8 @@ class GatewayState(TypedDict):
     domestic_trust: DomesticTrustStore
     readiness: ReadinessMonitor
     metrics: GatewayMetrics
+    token_verifier: TokenVerifier | None  # None: auth.mode = "disabled"
+    audit: AuditTrail
 
 
 def _eu_issuer(request: Request) -> EuIssuer:

@@ -19,6 +19,7 @@ from signing_gateway.api.schemas import (
 from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.issuance.domestic import decode_commitment, encode_message
+from signing_gateway.security.audit import AuditDep
 
 router = APIRouter(prefix="/v1/domestic", tags=["Domestic"])
 
@@ -44,15 +45,19 @@ async def issue_static(
     issuer: DomesticIssuerDep,
     settings: SettingsDep,
     headers: SignerHeadersDep,
+    audit: AuditDep,
 ) -> StaticProofOut:
     """Validate the attributes, have the domestic signer sign them, verify and return the QR."""
-    errors = issuer.check_one(body.credential_attributes, loc=("credentialAttributes",))
-    if errors:
-        raise DomainValidationError(errors)
-    async with request_deadline(settings.request_deadline_seconds):
-        proof = await issuer.issue_static(
-            body.credential_attributes, part="domestic", headers=headers
-        )
+    async with audit.attempt():
+        audit.domestic("domestic", kind="domestic-static")
+        errors = issuer.check_one(body.credential_attributes, loc=("credentialAttributes",))
+        if errors:
+            raise DomainValidationError(errors)
+        async with request_deadline(settings.request_deadline_seconds):
+            proof = await issuer.issue_static(
+                body.credential_attributes, part="domestic", headers=headers
+            )
+        audit.domestic("domestic", kind="domestic-static", proof_identifier=proof.proof_identifier)
     return StaticProofOut(qr=proof.qr, proof_identifier=proof.proof_identifier)
 
 
@@ -63,11 +68,13 @@ async def issue_static(
     responses=problem_responses(502, 503, 504),
 )
 async def prepare_issue(
-    issuer: DomesticIssuerDep, settings: SettingsDep, headers: SignerHeadersDep
+    issuer: DomesticIssuerDep, settings: SettingsDep, headers: SignerHeadersDep, audit: AuditDep
 ) -> PrepareIssueOut:
     """Ask the domestic signer for a nonce and hand out a single-use session token."""
-    async with request_deadline(settings.request_deadline_seconds):
-        stoken, message = await issuer.prepare_issue(headers=headers)
+    async with audit.attempt():
+        audit.domestic("domestic", kind="domestic-session", count=0)
+        async with request_deadline(settings.request_deadline_seconds):
+            stoken, message = await issuer.prepare_issue(headers=headers)
     return PrepareIssueOut(stoken=stoken, prepare_issue_message=encode_message(message))
 
 
@@ -89,19 +96,25 @@ async def issue(
     issuer: DomesticIssuerDep,
     settings: SettingsDep,
     headers: SignerHeadersDep,
+    audit: AuditDep,
 ) -> IssueOut:
     """Check the attributes and commitment, consume the session, sign, verify, return."""
-    errors = issuer.check_many(body.credentials_attributes, loc=("credentialsAttributes",))
-    if errors:
-        raise DomainValidationError(errors)
-    commitment = decode_commitment(body.issue_commitment_message, loc=("issueCommitmentMessage",))
-    prepare_message = await issuer.take_session(body.stoken)
-    async with request_deadline(settings.request_deadline_seconds):
-        items = await issuer.issue(
-            prepare_issue_message=prepare_message,
-            commitment=commitment,
-            attributes=body.credentials_attributes,
-            part="domestic",
-            headers=headers,
+    async with audit.attempt():
+        count = len(body.credentials_attributes)
+        audit.domestic("domestic", kind="domestic-session", count=count)
+        errors = issuer.check_many(body.credentials_attributes, loc=("credentialsAttributes",))
+        if errors:
+            raise DomainValidationError(errors)
+        commitment = decode_commitment(
+            body.issue_commitment_message, loc=("issueCommitmentMessage",)
         )
+        prepare_message = await issuer.take_session(body.stoken)
+        async with request_deadline(settings.request_deadline_seconds):
+            items = await issuer.issue(
+                prepare_issue_message=prepare_message,
+                commitment=commitment,
+                attributes=body.credentials_attributes,
+                part="domestic",
+                headers=headers,
+            )
     return IssueOut(create_credential_messages=encode_message(items))

@@ -12,6 +12,7 @@ from signing_gateway.api.schemas import EuCredentialOut, problem_responses
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.issuance.eu import IssuedEuCredential
+from signing_gateway.security.audit import AuditDep
 
 router = APIRouter(prefix="/v1", tags=["EU DCC"])
 
@@ -46,9 +47,13 @@ async def issue_dcc(
     issuer: EuIssuerDep,
     settings: SettingsDep,
     headers: SignerHeadersDep,
+    audit: AuditDep,
 ) -> EuCredentialOut:
     """Validate the DCC, have the EU signer sign it, verify the result and return it."""
-    prepared = issuer.prepare(body)
-    async with request_deadline(settings.request_deadline_seconds):
-        issued = await issuer.issue(prepared, part="european", headers=headers)
+    async with audit.attempt():
+        audit.eu_request("european", body)
+        prepared = issuer.prepare(body)
+        async with request_deadline(settings.request_deadline_seconds):
+            issued = await issuer.issue(prepared, part="european", headers=headers)
+        audit.eu_issued("european", issued)
     return credential_out(issued)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from signing_gateway.app import create_app
+from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings, TrustSettings
 from tests.support.credentials import DomesticSigner, Dsc, make_domestic_signer, make_dsc
 
@@ -45,8 +46,12 @@ def make_test_keys(directory: Path) -> SignerKeys:
 
 
 def make_settings(keys: SignerKeys | None = None, **overrides: Any) -> Settings:
-    """Settings for an in-process gateway against mocked signers; keyword overrides win."""
+    """Settings for an in-process gateway against mocked signers; keyword overrides win.
+
+    Caller authentication is off unless a test passes `auth=AuthSettings(mode="jwt", ...)`.
+    """
     values: dict[str, Any] = {
+        "auth": AuthSettings(mode="disabled"),
         "eu_signer": SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True),
         "domestic_signer": SignerSettings(url=DOMESTIC_SIGNER_URL, allow_plain_http=True),
         "readiness_probe_interval_seconds": 3600.0,

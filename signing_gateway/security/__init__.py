@@ -1,0 +1,1 @@
+"""Security: caller authentication, request limits, the audit trail."""

@@ -1,0 +1,252 @@
+"""The audit trail: one record per issuance attempt, written before the answer leaves.
+
+A record says who (caller subject and client), when, through which endpoint, with which
+request id, what was (to be) issued (per part: key usage, kid, UVCI, proofIdentifier) and
+how it ended (outcome, HTTP status, problem type). It never holds a name, a birth date or
+a domestic attribute.
+
+Every record goes to the `signing_gateway.audit` logger, and, when `audit.file` is set, is
+appended as one JSON line to that file by a single writer thread (the event loop never
+touches the file). At most `max_pending_writes` writes wait; beyond that a write fails at once
+instead of queueing without bound. A failed write counts in `gateway_audit_write_failures`;
+with `fail_closed` a successful issuance whose record failed is answered 503 and its
+credential is not released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+
+from signing_gateway.domain.dcc import EuRequest
+from signing_gateway.domain.errors import DomainValidationError
+from signing_gateway.errors import PROBLEM_BASE, GatewayError
+from signing_gateway.issuance.eu import IssuedEuCredential
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.security.auth import Caller, CallerDep
+from signing_gateway.security.errors import AuditUnavailable
+
+audit_logger = logging.getLogger("signing_gateway.audit")
+logger = logging.getLogger("signing_gateway.security")
+
+
+class AuditFile:
+    """An append-only JSON-lines file, written by one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        """Open `path` for appending (sync: call from start-up code, in a thread)."""
+        self.path = path
+        self._file: IO[bytes] = path.open("ab")
+
+    def append(self, line: bytes) -> None:
+        """Write one line and flush it to the OS."""
+        self._file.write(line)
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+class AuditTrail:
+    """Writes audit records to the audit logger and (optionally) an `AuditFile`."""
+
+    def __init__(
+        self,
+        *,
+        sink: AuditFile | None,
+        metrics: GatewayMetrics,
+        fail_closed: bool,
+        max_pending: int,
+    ) -> None:
+        """Write to `sink` through one worker thread, at most `max_pending` queued."""
+        self._sink = sink
+        self._metrics = metrics
+        self.fail_closed = fail_closed
+        self._max_pending = max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+            if sink is not None
+            else None
+        )
+
+    @classmethod
+    async def open(
+        cls, path: Path | None, *, metrics: GatewayMetrics, fail_closed: bool, max_pending: int
+    ) -> AuditTrail:
+        """Open the trail; the file (if any) is opened in a thread and must be writable."""
+        sink = None if path is None else await asyncio.to_thread(AuditFile, path)
+        return cls(sink=sink, metrics=metrics, fail_closed=fail_closed, max_pending=max_pending)
+
+    def _append(self, line: bytes) -> None:
+        try:
+            assert self._sink is not None  # noqa: S101 - only submitted when there is one
+            self._sink.append(line)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    async def write(self, record: dict[str, Any]) -> bool:
+        """Append `record` to the file and log it; False (counted) when the append failed."""
+        written = await self.append(record)
+        self.log(record)
+        return written
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Emit `record` on the audit logger."""
+        audit_logger.info("issuance attempt", extra={"audit": record})
+
+    async def append(self, record: dict[str, Any]) -> bool:
+        """Append `record` to the file; False (counted, logged) when that failed."""
+        if self._sink is None or self._executor is None:
+            return True
+        with self._lock:
+            full = self._pending >= self._max_pending
+            if not full:
+                self._pending += 1
+        try:
+            if full:
+                raise OSError("too many audit writes pending")  # noqa: TRY301 - same failure path
+            line = orjson.dumps(record) + b"\n"
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._append, line)
+        except OSError as exc:
+            self._metrics.audit_write_failures.inc()
+            logger.error(  # noqa: TRY400 - the class says it all; no stack needed
+                "audit record not written",
+                extra={"event": "audit-write-failed", "error": type(exc).__name__},
+            )
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Let queued writes finish, then close the file."""
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+        if self._sink is not None:
+            await asyncio.to_thread(self._sink.close)
+
+
+class IssuanceAudit:
+    """The audit record of one issuance attempt, filled in by the route as it goes."""
+
+    def __init__(
+        self, trail: AuditTrail, *, request_id: str, caller: Caller, endpoint: str
+    ) -> None:
+        """Start a record for `caller` calling `endpoint`."""
+        self._trail = trail
+        self._record: dict[str, Any] = {
+            "requestId": request_id,
+            "caller": caller.subject,
+            "clientId": caller.client_id,
+            "authenticated": caller.authenticated,
+            "endpoint": endpoint,
+            "items": [],
+        }
+        self._items: dict[str, dict[str, Any]] = {}
+
+    def _item(self, part: str) -> dict[str, Any]:
+        item = self._items.get(part)
+        if item is None:
+            item = self._items[part] = {"part": part}
+            self._record["items"].append(item)
+        return item
+
+    def eu_request(self, part: str, request: EuRequest) -> None:
+        """Note an EU part before signing: its key usage and UVCI."""
+        self._item(part).update(
+            kind="eu", keyUsage=request.effective_key_usage().value, uvci=request.dcc.uvci()
+        )
+
+    def eu_issued(self, part: str, issued: IssuedEuCredential) -> None:
+        """Note what an EU part produced: kid and proof identifier."""
+        self._item(part).update(
+            kind="eu",
+            keyUsage=issued.key_usage.value,
+            uvci=issued.uvci,
+            kid=issued.kid,
+            proofIdentifier=issued.proof_identifier,
+        )
+
+    def domestic(
+        self, part: str, *, kind: str, count: int = 1, proof_identifier: str | None = None
+    ) -> None:
+        """Note a domestic part: static QR or issuance session, how many, proof id if any."""
+        item = self._item(part)
+        item.update(kind=kind, count=count)
+        if proof_identifier is not None:
+            item["proofIdentifier"] = proof_identifier
+
+    def _final(self, *, outcome: str, status: int, problem: str | None) -> dict[str, Any]:
+        return {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            **self._record,
+            "outcome": outcome,
+            "status": status,
+            "problemType": problem,
+        }
+
+    async def _finish(self, *, outcome: str, status: int, problem: str | None) -> None:
+        await self._trail.write(self._final(outcome=outcome, status=status, problem=problem))
+
+    @asynccontextmanager
+    async def attempt(self) -> AsyncIterator[IssuanceAudit]:
+        """Write the record when the enclosed issuance ends, however it ends.
+
+        On success the record is written before the caller gets the credential; if that
+        fails and the trail fails closed, AuditUnavailable (503) replaces the answer.
+        """
+        try:
+            yield self
+        except GatewayError as exc:
+            await self._finish(outcome="failed", status=exc.status, problem=exc.type)
+            raise
+        except DomainValidationError:
+            await self._finish(
+                outcome="refused", status=422, problem=PROBLEM_BASE + "validation-failed"
+            )
+            raise
+        except Exception:
+            await self._finish(outcome="error", status=500, problem=PROBLEM_BASE + "internal")
+            raise
+        record = self._final(outcome="issued", status=200, problem=None)
+        written = await self._trail.append(record)
+        if not written and self._trail.fail_closed:
+            # Nothing was released: the log (the file is failing) records it as withheld.
+            self._trail.log(
+                {
+                    **record,
+                    "outcome": "withheld",
+                    "status": AuditUnavailable.status,
+                    "problemType": PROBLEM_BASE + AuditUnavailable.slug,
+                }
+            )
+            raise AuditUnavailable(
+                "the audit record could not be written; the credential was not released"
+            )
+        self._trail.log(record)
+
+
+def _issuance_audit(request: Request, caller: CallerDep) -> IssuanceAudit:
+    route = request.scope.get("route")
+    return IssuanceAudit(
+        request.state.audit,
+        request_id=request.state.request_id,
+        caller=caller,
+        endpoint=getattr(route, "path", request.url.path),
+    )
+
+
+AuditDep = Annotated[IssuanceAudit, Depends(_issuance_audit)]
+"""The audit record of the issuance a route performs (the caller is authenticated first)."""

@@ -1,0 +1,205 @@
+"""Caller authentication for `/v1/*`: bearer JWTs, checked against configured public keys.
+
+`TokenVerifier.verify(token)` returns the `Caller` or raises `AuthenticationFailed`. Route
+dependencies (`authenticated_caller`, `require_scopes(...)`) read the verifier from the
+lifespan state; with `auth.mode = "disabled"` they hand out an anonymous caller holding every
+scope. Tokens and claims are never logged; refusals are counted by reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.security.errors import AuthenticationFailed, PermissionDenied
+from signing_gateway.security.jwks import JwksError, KeySource
+from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
+
+logger = logging.getLogger("signing_gateway.security")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the token's subject and client, and the scopes it grants."""
+
+    subject: str
+    client_id: str | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    authenticated: bool = True
+
+    def require(self, *scopes: str) -> None:
+        """Raise PermissionDenied unless every one of `scopes` is granted."""
+        missing = [s for s in scopes if s not in self.scopes]
+        if missing:
+            raise PermissionDenied(missing)
+
+
+ANONYMOUS = Caller(subject="anonymous", scopes=frozenset(ALL_SCOPES), authenticated=False)
+
+
+def _scopes(value: object) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(s for s in value if isinstance(s, str))
+    return frozenset()
+
+
+_REFUSALS: list[tuple[type[jwt.PyJWTError], str, str]] = [
+    (jwt.ExpiredSignatureError, "expired", "the token has expired"),
+    (jwt.ImmatureSignatureError, "not-yet-valid", "the token is not valid yet"),
+    (jwt.InvalidAudienceError, "wrong-audience", "the token is not meant for this gateway"),
+    (jwt.InvalidIssuerError, "wrong-issuer", "the token comes from an unknown issuer"),
+    (jwt.MissingRequiredClaimError, "missing-claim", "the token lacks a required claim"),
+    (jwt.InvalidSignatureError, "bad-signature", "the token signature does not verify"),
+    (jwt.InvalidAlgorithmError, "algorithm", "the token algorithm is not accepted"),
+    (jwt.InvalidIssuedAtError, "not-yet-valid", "the token is issued in the future"),
+]
+
+
+class TokenVerifier:
+    """Checks bearer tokens: size, header, algorithm, key, signature, then the claims."""
+
+    def __init__(self, settings: AuthSettings, keys: KeySource) -> None:
+        """Verify against `keys` with the algorithms, audience and issuer of `settings`."""
+        self._settings = settings
+        self._keys = keys
+        self._algorithms = frozenset(settings.algorithms)
+
+    async def verify(self, token: str) -> Caller:
+        """The caller `token` identifies; AuthenticationFailed with a reason otherwise."""
+        if len(token) > self._settings.max_token_bytes:
+            raise AuthenticationFailed("the token is too long", reason="malformed")
+        algorithm, key = await self._key(token)
+        claims = self._claims(token, algorithm, key)
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject:
+            raise AuthenticationFailed("the token lacks a required claim", reason="missing-claim")
+        client = claims.get("client_id", claims.get("azp"))
+        return Caller(
+            subject=subject,
+            client_id=client if isinstance(client, str) else None,
+            scopes=_scopes(claims.get(self._settings.scope_claim)),
+        )
+
+    async def _key(self, token: str) -> tuple[str, jwt.PyJWK]:
+        """The accepted algorithm named in the header and the key it needs."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthenticationFailed("the token is malformed", reason="malformed") from exc
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if not isinstance(algorithm, str) or algorithm not in self._algorithms:
+            raise AuthenticationFailed("the token algorithm is not accepted", reason="algorithm")
+        if kid is not None and not isinstance(kid, str):
+            raise AuthenticationFailed("the token is malformed", reason="malformed")
+        try:
+            key = (await self._keys.keys_for(kid)).key_for(kid, algorithm)
+        except JwksError as exc:
+            raise AuthenticationFailed("no token keys are loaded", reason="no-keys") from exc
+        if key is None:
+            raise AuthenticationFailed("the token's signing key is unknown", reason="unknown-key")
+        return algorithm, key
+
+    def _claims(self, token: str, algorithm: str, key: jwt.PyJWK) -> dict[str, Any]:
+        """Verify the signature and the registered claims; return every claim."""
+        s = self._settings
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[algorithm],
+                audience=s.audience,
+                issuer=s.issuer,
+                leeway=s.leeway_seconds,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            for error_type, reason, detail in _REFUSALS:
+                if isinstance(exc, error_type):
+                    raise AuthenticationFailed(detail, reason=reason) from exc
+            raise AuthenticationFailed("the token is invalid", reason="invalid") from exc
+        return claims
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A JWT from the configured identity provider; scopes in the `scope` claim",
+)
+
+
+async def authenticated_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """Authenticate the request (once per request) and keep the caller on `request.state`."""
+    verifier: TokenVerifier | None = request.state.token_verifier
+    if verifier is None:
+        request.state.caller = ANONYMOUS
+        return ANONYMOUS
+    try:
+        if credentials is None:
+            raise AuthenticationFailed("a bearer token is required", reason="missing")  # noqa: TRY301 - one refusal path
+        caller = await verifier.verify(credentials.credentials)
+    except AuthenticationFailed as exc:
+        metrics: GatewayMetrics = request.state.metrics
+        metrics.auth_failures.labels(reason=exc.reason).inc()
+        logger.info(
+            "caller refused",
+            extra={"event": "auth-failed", "reason": exc.reason, "path": request.url.path},
+        )
+        raise
+    request.state.caller = caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authenticated_caller)]
+
+
+class ScopeCheck:
+    """Scope checks for routes whose needs depend on the request (e.g. which parts it holds)."""
+
+    def __init__(self, request: Request, caller: Caller) -> None:
+        """Check for `caller` on `request`."""
+        self._request = request
+        self.caller = caller
+
+    def require(self, *scopes: str) -> None:
+        """Raise PermissionDenied (counted, logged) unless every one of `scopes` is granted."""
+        try:
+            self.caller.require(*scopes)
+        except PermissionDenied:
+            self._request.state.metrics.auth_failures.labels(reason="insufficient-scope").inc()
+            logger.info(
+                "caller lacks scope",
+                extra={
+                    "event": "auth-forbidden",
+                    "subject": self.caller.subject,
+                    "path": self._request.url.path,
+                },
+            )
+            raise
+
+
+def _scope_check(request: Request, caller: CallerDep) -> ScopeCheck:
+    return ScopeCheck(request, caller)
+
+
+ScopeCheckDep = Annotated[ScopeCheck, Depends(_scope_check)]
+
+
+def require_scopes(*scopes: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
+    """A dependency that authenticates and then requires every one of `scopes` (403 if not)."""
+
+    async def check(access: ScopeCheckDep) -> Caller:
+        access.require(*scopes)
+        return access.caller
+
+    return check

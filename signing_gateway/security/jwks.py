@@ -1,0 +1,231 @@
+"""The public keys caller tokens are checked against: a JWKS from a file or from a URL.
+
+`JwksKeys` holds one parsed key set. `StaticJwks` reads a file once at start-up. `RemoteJwks`
+fetches an identity provider's JWKS with its own `httpx.AsyncClient` at start-up and again
+every `refresh_interval` in a background task; a token naming an unknown kid (the provider
+rotated its keys) may trigger one extra fetch per `min_refresh_interval`, shared by every
+request that asks meanwhile and bounded by the fetch timeout. A request never starts a
+fetch of its own, and never waits on one longer than that timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import jwt
+import orjson
+
+logger = logging.getLogger(__name__)
+
+#: Key types whose keys can only verify (never mint) with the public half we hold.
+_ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
+_ALGORITHM_FAMILY = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+MAX_JWKS_BYTES = 256 * 1024
+
+
+class JwksError(Exception):
+    """Raised when a key set cannot be read or holds no usable key."""
+
+
+def _family(algorithm: str) -> str | None:
+    return _ALGORITHM_FAMILY.get(algorithm[:2])
+
+
+class JwksKeys:
+    """One key set: asymmetric public keys by kid; symmetric and private keys are refused."""
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        """Keep the usable keys of a parsed JWKS document; raise JwksError if none is."""
+        keys = document.get("keys") if isinstance(document, Mapping) else None
+        if not isinstance(keys, list):
+            raise JwksError("a JWKS document is an object with a `keys` list")
+        self._jwks: dict[str | None, dict[str, Any]] = {}
+        for jwk in keys:
+            if not isinstance(jwk, dict) or jwk.get("kty") not in _ASYMMETRIC_KTY:
+                continue  # "oct" (HMAC) keys would let their holder mint tokens: never used
+            if "d" in jwk:
+                raise JwksError("the JWKS holds a private key; publish only public keys")
+            if jwk.get("use", "sig") != "sig":
+                continue
+            self._jwks[jwk.get("kid")] = jwk
+        if not self._jwks:
+            raise JwksError("the JWKS holds no usable public signing key")
+        self._prepared: dict[tuple[str | None, str], jwt.PyJWK] = {}
+
+    def __len__(self) -> int:
+        """Number of usable keys."""
+        return len(self._jwks)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> JwksKeys:
+        """Parse a JWKS document."""
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise JwksError("the JWKS is not JSON") from exc
+        return cls(document)
+
+    def has(self, kid: str | None) -> bool:
+        """True when a token naming `kid` (None: no kid) has a key here."""
+        return kid in self._jwks or (kid is None and len(self._jwks) == 1)
+
+    def key_for(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+        """The key for `kid` bound to `algorithm`, or None when there is none or they clash.
+
+        A token without kid is accepted only while the set holds exactly one key. The key's
+        own `alg`, when published, must equal the token's; its type must fit the algorithm.
+        """
+        jwk = self._jwks.get(kid)
+        if jwk is None and kid is None and len(self._jwks) == 1:
+            jwk = next(iter(self._jwks.values()))
+        if jwk is None:
+            return None
+        if jwk.get("alg", algorithm) != algorithm or _family(algorithm) != jwk["kty"]:
+            return None
+        cache_key = (kid, algorithm)
+        prepared = self._prepared.get(cache_key)
+        if prepared is None:
+            try:
+                prepared = jwt.PyJWK(jwk, algorithm=algorithm)
+            except jwt.PyJWTError:
+                return None
+            self._prepared[cache_key] = prepared
+        return prepared
+
+
+class KeySource(Protocol):
+    """Where the authenticator gets the key for a token."""
+
+    async def keys_for(self, kid: str | None) -> JwksKeys:
+        """The key set to look `kid` up in (may refresh first, bounded)."""
+        ...
+
+
+class StaticJwks:
+    """A JWKS read from a file at start-up."""
+
+    def __init__(self, keys: JwksKeys) -> None:
+        """Hold the parsed keys."""
+        self._keys = keys
+
+    @classmethod
+    def read(cls, path: Path) -> StaticJwks:
+        """Read and parse `path` (sync: call from start-up code, e.g. via asyncio.to_thread)."""
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise JwksError(f"cannot read the JWKS file {path}") from exc
+        return cls(JwksKeys.from_bytes(raw))
+
+    async def keys_for(self, kid: str | None) -> JwksKeys:  # noqa: ARG002 - one fixed set
+        """The file's keys."""
+        return self._keys
+
+
+class RemoteJwks:
+    """A JWKS fetched from a URL, refreshed in the background and (rarely) on an unknown kid."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        *,
+        refresh_interval: float,
+        min_refresh_interval: float,
+        fetch_timeout: float,
+        clock: Any = time.monotonic,  # noqa: ANN401 - a zero-argument callable returning seconds
+    ) -> None:
+        """Use `http` (opened by the caller) to fetch `url`."""
+        self._http = http
+        self._url = url
+        self._refresh_interval = refresh_interval
+        self._min_interval = min_refresh_interval
+        self._timeout = fetch_timeout
+        self._clock = clock
+        self._keys: JwksKeys | None = None
+        self._last_attempt = float("-inf")
+        self._inflight: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.fetches = 0
+
+    async def _fetch(self) -> None:
+        self.fetches += 1
+        self._last_attempt = self._clock()
+        response = await self._http.get(self._url, timeout=self._timeout)
+        response.raise_for_status()
+        if len(response.content) > MAX_JWKS_BYTES:
+            raise JwksError("the JWKS is too large")
+        self._keys = JwksKeys.from_bytes(response.content)
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self._fetch()
+        except (httpx.HTTPError, JwksError) as exc:
+            # Keep the keys we have: a provider outage must not lock every caller out.
+            logger.warning("JWKS refresh failed", extra={"error": type(exc).__name__})
+
+    async def start(self) -> None:
+        """Fetch once (raising JwksError when that fails) and start the refresher."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._fetch()
+        except (httpx.HTTPError, JwksError, TimeoutError) as exc:
+            raise JwksError("could not fetch the JWKS at start-up") from exc
+        self._task = asyncio.create_task(self._run(), name="jwks-refresher")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            await self._shared_refresh()
+
+    async def _shared_refresh(self) -> None:
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.create_task(self._refresh_logged(), name="jwks-fetch")
+        await asyncio.shield(self._inflight)
+
+    async def keys_for(self, kid: str | None) -> JwksKeys:
+        """The current keys; refresh first when `kid` is unknown and the rate limit allows."""
+        keys = self._keys
+        if keys is None:
+            raise JwksError("no JWKS loaded")
+        if keys.has(kid):
+            return keys
+        refreshing = self._inflight is not None and not self._inflight.done()
+        if refreshing or self._clock() - self._last_attempt >= self._min_interval:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._timeout):
+                    await self._shared_refresh()
+        return self._keys or keys
+
+    async def stop(self) -> None:
+        """Stop the refresher and any fetch in flight."""
+        for task in (self._task, self._inflight):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._inflight = None
+
+
+def jwks_http_client(*, ca_bundle: Path | None, timeout: float) -> httpx.AsyncClient:
+    """The client that fetches a JWKS URL (reads the CA file: call at start-up)."""
+    context = (
+        ssl.create_default_context(cafile=str(ca_bundle))
+        if ca_bundle
+        else ssl.create_default_context()
+    )
+    return httpx.AsyncClient(
+        timeout=timeout,
+        verify=context,
+        trust_env=False,
+        follow_redirects=False,
+        headers={"Accept": "application/json", "User-Agent": "signing-gateway"},
+    )

@@ -1,0 +1,200 @@
+"""Pure ASGI middleware that bounds request bodies before anything parses them.
+
+For a request that carries a body (a Content-Length above 0, or chunked):
+
+1. a non-JSON Content-Type is refused with 415 before a byte is read;
+2. a declared Content-Length above the limit is refused with 413 at once, and a chunked body
+   is counted while it streams in and refused as soon as it passes the limit (so at most
+   `max_body_bytes` are ever buffered);
+3. the body must be JSON (orjson, UTF-8) no deeper than `max_json_depth` with no string or
+   key longer than `max_json_string_chars`, else 422. Python's own parser, which FastAPI
+   uses afterwards, would hit its recursion limit (a 500) on deeply nested input.
+
+The buffered body is then replayed to the app. Refusals are problem+json and echo nothing
+of the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
+from signing_gateway.security.settings import LimitsSettings
+
+#: Bodies up to this size are checked on the event loop (well under a millisecond).
+_INLINE_CHECK_BYTES = 16 * 1024
+
+
+class BodyRefused(Exception):
+    """Raised (inside this module) when a body breaks a limit; becomes a problem answer."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
+        """Describe the refusal."""
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail = status, slug, title, detail
+
+
+def _json_media_type(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media_type, _, params = content_type.partition(";")
+    if media_type.strip().lower() != "application/json":
+        return False
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return False
+    return True
+
+
+def check_json_shape(value: object, *, max_depth: int, max_string_chars: int) -> str | None:
+    """Why `value` (parsed JSON) is too deep or has too long a string; None when it is fine.
+
+    Iterative, so the check itself cannot recurse too deep.
+    """
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if len(node) > max_string_chars:
+                return f"a string is longer than {max_string_chars} characters"
+        elif isinstance(node, dict | list):
+            if depth >= max_depth:
+                return f"the JSON nests deeper than {max_depth} levels"
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    if len(key) > max_string_chars:
+                        return f"a key is longer than {max_string_chars} characters"
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in node)
+    return None
+
+
+async def _receive_bounded(receive: Receive, limit: int, too_large: BodyRefused) -> bytes:
+    """Read the body as it streams in; refuse it as soon as it passes `limit` bytes."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BodyRefused(400, "bad-request", "Bad request", "the client went away")
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise too_large
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+class RequestLimitsMiddleware:
+    """Enforce content type, body size and JSON shape limits on every request with a body."""
+
+    def __init__(self, app: ASGIApp, *, limits: LimitsSettings) -> None:
+        """Wrap `app` with `limits`."""
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the body (if any), then pass the request on with the body replayed."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if not chunked and (length is None or length.strip() in {"", "0"}):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(headers, length, receive)
+        except BodyRefused as refusal:
+            await self._refuse(scope, send, refusal)
+            return
+        if body is None:  # chunked but empty: nothing to check
+            body = b""
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, headers: Headers, length: str | None, receive: Receive) -> bytes:
+        limit = self.limits.max_body_bytes
+        if not _json_media_type(headers.get("content-type")):
+            raise BodyRefused(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "request bodies must be application/json (UTF-8)",
+            )
+        too_large = BodyRefused(
+            413,
+            "body-too-large",
+            "Request body too large",
+            f"request bodies are limited to {limit} bytes",
+        )
+        if length is not None:
+            if not length.strip().isdigit():
+                raise BodyRefused(400, "bad-request", "Bad request", "invalid Content-Length")
+            if int(length) > limit:
+                raise too_large
+        data = await _receive_bounded(receive, limit, too_large)
+        if len(data) > _INLINE_CHECK_BYTES:
+            # Parsing and walking grow with the body: keep big ones off the event loop.
+            await asyncio.to_thread(self._check_json, data)
+        elif data:
+            self._check_json(data)
+        return data
+
+    def _check_json(self, body: bytes) -> None:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BodyRefused(
+                422, "validation-failed", "Request validation failed", "the body is not JSON"
+            ) from exc
+        reason = check_json_shape(
+            parsed,
+            max_depth=self.limits.max_json_depth,
+            max_string_chars=self.limits.max_json_string_chars,
+        )
+        if reason is not None:
+            raise BodyRefused(422, "validation-failed", "Request validation failed", reason)
+
+    async def _refuse(self, scope: Scope, send: Send, refusal: BodyRefused) -> None:
+        request_id = scope.get("state", {}).get("request_id", "-")
+        extensions = None
+        if refusal.status == 422:  # noqa: PLR2004 - same shape as every other 422
+            extensions = {"errors": [{"loc": ["body"], "msg": refusal.detail}]}
+        content = orjson.dumps(
+            problem_body(
+                type_=PROBLEM_BASE + refusal.slug,
+                title=refusal.title,
+                status=refusal.status,
+                detail=refusal.detail,
+                instance=scope.get("path", ""),
+                request_id=request_id,
+                extensions=extensions,
+            )
+        )
+        # The unread rest of an oversized body is not drained: the connection is closed.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": refusal.status,
+                "headers": [
+                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                    (b"content-length", str(len(content)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})

@@ -1,0 +1,120 @@
+"""Setting groups of the security layer: `auth`, `limits` and `audit` on `Settings`.
+
+The groups check their own consistency; whether a mode is allowed in an environment (no
+disabled auth in production) is decided by `Settings`, which sees both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+#: Signature algorithms a caller token may use. Asymmetric only: an HMAC algorithm would let
+#: anyone holding the (public) verification key mint tokens, and `none` signs nothing.
+AsymmetricAlgorithm = Literal[
+    "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"
+]
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+#: Scopes the routes ask for (see docs/security.md).
+SCOPE_DCC_SIGN = "dcc:sign"
+SCOPE_DOMESTIC_SIGN = "domestic:sign"
+SCOPE_KEYS_READ = "keys:read"
+ALL_SCOPES = (SCOPE_DCC_SIGN, SCOPE_DOMESTIC_SIGN, SCOPE_KEYS_READ)
+
+
+def _default_algorithms() -> list[AsymmetricAlgorithm]:
+    return ["ES256", "PS256", "RS256", "EdDSA"]
+
+
+class AuthSettings(BaseModel):
+    """How callers of `/v1/*` prove who they are: bearer JWTs checked against a JWKS."""
+
+    mode: Literal["jwt", "disabled"] = Field(
+        "jwt", description="jwt: every /v1 call needs a valid token; disabled: local use only"
+    )
+    jwks_file: Path | None = Field(None, description="JWKS file with the token-signing keys")
+    jwks_url: str | None = Field(
+        None, description="https URL of the identity provider's JWKS, fetched and refreshed"
+    )
+    jwks_ca_bundle: Path | None = Field(
+        None, description="PEM CA bundle to verify the JWKS URL's TLS (system CAs if unset)"
+    )
+    audience: str | None = Field(None, description="Required `aud` of caller tokens")
+    issuer: str | None = Field(None, description="Required `iss` of caller tokens")
+    algorithms: list[AsymmetricAlgorithm] = Field(
+        default_factory=_default_algorithms,
+        min_length=1,
+        description="Token signature algorithms accepted (asymmetric only)",
+    )
+    leeway_seconds: NonNegativeInt = Field(
+        30, le=300, description="Clock skew tolerated on exp, nbf and iat"
+    )
+    scope_claim: str = Field(
+        "scope", description="Claim holding permissions: space-separated string or list"
+    )
+    max_token_bytes: PositiveInt = Field(8192, description="Longer bearer tokens are refused")
+    jwks_refresh_interval_seconds: PositiveFloat = Field(
+        300.0, description="How often a JWKS URL is fetched again in the background"
+    )
+    jwks_min_refresh_interval_seconds: PositiveFloat = Field(
+        30.0, description="At most one extra fetch per this interval, for an unknown kid"
+    )
+    jwks_fetch_timeout_seconds: PositiveFloat = Field(
+        5.0, description="Budget of one JWKS fetch; a request waits at most this long"
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> AuthSettings:
+        if self.jwks_file is not None and self.jwks_url is not None:
+            raise ValueError("give auth.jwks_file or auth.jwks_url, not both")
+        if self.jwks_url is not None:
+            parts = urlsplit(self.jwks_url)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError("auth.jwks_url must be an absolute https URL")
+            if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+                raise ValueError("auth.jwks_url must use https (plain http only on loopback)")
+        return self
+
+    def missing_for_jwt(self) -> list[str]:
+        """The settings `mode="jwt"` needs but lacks (empty when complete)."""
+        missing = []
+        if self.jwks_file is None and self.jwks_url is None:
+            missing.append("auth.jwks_file or auth.jwks_url")
+        if not self.audience:
+            missing.append("auth.audience")
+        if not self.issuer:
+            missing.append("auth.issuer")
+        return missing
+
+
+class LimitsSettings(BaseModel):
+    """Bounds on what a caller may send, enforced before anything parses the body."""
+
+    max_body_bytes: PositiveInt = Field(
+        192 * 1024,
+        description="Largest request body (413 beyond); the largest valid request is ~150 KiB",
+    )
+    max_json_depth: PositiveInt = Field(
+        16, le=256, description="Deepest nesting of JSON arrays and objects (valid bodies: 6)"
+    )
+    max_json_string_chars: PositiveInt = Field(
+        96 * 1024, description="Longest JSON string or key (issueCommitmentMessage: 90,000)"
+    )
+
+
+class AuditSettings(BaseModel):
+    """Where the audit trail of issuance attempts goes and what happens when it cannot."""
+
+    file: Path | None = Field(None, description="JSON-lines file the audit records are appended to")
+    fail_closed: bool = Field(
+        default=True,
+        description="Refuse to release a credential (503) when its audit record cannot be written",
+    )
+    max_pending_writes: PositiveInt = Field(
+        1024, description="Audit writes queued at most; more fail (and fail closed) at once"
+    )
