@@ -1,0 +1,145 @@
+"""The circuit breaker state machine, driven by a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from signing_gateway.resilience.breaker import (
+    BreakerOpen,
+    BreakerSettings,
+    BreakerState,
+    CircuitBreaker,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _breaker(clock: Clock, **overrides) -> tuple[CircuitBreaker, list[BreakerState]]:
+    values = {
+        "consecutive_failures": 3,
+        "failure_rate": 0.5,
+        "min_calls": 10,
+        "window_seconds": 10.0,
+        "open_seconds": 5.0,
+        "trial_calls": 2,
+    }
+    values.update(overrides)
+    seen: list[BreakerState] = []
+    return CircuitBreaker(
+        "eu", BreakerSettings(**values), clock=clock, on_transition=seen.append
+    ), seen
+
+
+def _fail(breaker: CircuitBreaker, times: int = 1) -> None:
+    for _ in range(times):
+        breaker.record_failure(breaker.acquire())
+
+
+def _succeed(breaker: CircuitBreaker, times: int = 1) -> None:
+    for _ in range(times):
+        breaker.record_success(breaker.acquire())
+
+
+def test_consecutive_failures_open_the_breaker():
+    """N failures in a row open it; a success in between resets the run."""
+    clock = Clock()
+    breaker, seen = _breaker(clock)
+    _fail(breaker, 2)
+    _succeed(breaker)
+    _fail(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+    _fail(breaker)
+    assert breaker.state is BreakerState.OPEN
+    assert seen == [BreakerState.OPEN]
+
+
+def test_failure_rate_over_the_window_opens_the_breaker():
+    """Half the calls failing (non-consecutively) opens it once min_calls is reached."""
+    clock = Clock()
+    breaker, _ = _breaker(clock, consecutive_failures=100)
+    for _ in range(4):
+        _succeed(breaker)
+        _fail(breaker)
+    assert breaker.state is BreakerState.CLOSED  # 8 calls < min_calls
+    _succeed(breaker)
+    _fail(breaker)
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_old_failures_leave_the_window():
+    """Failures older than the window no longer count towards the rate."""
+    clock = Clock()
+    breaker, _ = _breaker(clock, consecutive_failures=100, min_calls=4)
+    _succeed(breaker)
+    _fail(breaker)
+    clock.now += 20
+    _succeed(breaker, 3)
+    _fail(breaker)
+    assert breaker.state is BreakerState.CLOSED  # 1 of 4 in the window
+
+
+def test_open_breaker_refuses_with_the_remaining_open_time():
+    """While open, calls are refused and Retry-After is the time left until the probe."""
+    clock = Clock()
+    breaker, _ = _breaker(clock)
+    _fail(breaker, 3)
+    clock.now += 2
+    with pytest.raises(BreakerOpen) as info:
+        breaker.acquire()
+    assert info.value.retry_after == pytest.approx(3.0)
+
+
+def test_half_open_allows_limited_trials_and_closes_on_success():
+    """After the open time, only trial_calls go through; their success closes the breaker."""
+    clock = Clock()
+    breaker, seen = _breaker(clock)
+    _fail(breaker, 3)
+    clock.now += 5
+    assert breaker.state is BreakerState.HALF_OPEN
+    first, second = breaker.acquire(), breaker.acquire()
+    with pytest.raises(BreakerOpen):
+        breaker.acquire()
+    breaker.record_success(first)
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.record_success(second)
+    assert breaker.state is BreakerState.CLOSED
+    assert seen == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
+
+
+def test_trial_failure_reopens_for_a_full_period():
+    """A failed trial call opens the breaker again, for another open_seconds."""
+    clock = Clock()
+    breaker, _ = _breaker(clock)
+    _fail(breaker, 3)
+    clock.now += 5
+    breaker.record_failure(breaker.acquire())
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.retry_after() == pytest.approx(5.0)
+
+
+def test_ignored_trial_frees_its_place():
+    """A trial that ends without a verdict (cancelled, 429) lets another trial go."""
+    clock = Clock()
+    breaker, _ = _breaker(clock, trial_calls=1)
+    _fail(breaker, 3)
+    clock.now += 5
+    breaker.record_ignored(breaker.acquire())
+    breaker.record_success(breaker.acquire())
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_late_answers_from_before_a_transition_are_ignored():
+    """An outcome of a call permitted before the breaker opened does not count afterwards."""
+    clock = Clock()
+    breaker, _ = _breaker(clock)
+    stale = breaker.acquire()
+    _fail(breaker, 3)
+    clock.now += 5
+    breaker.record_success(stale)
+    assert breaker.state is BreakerState.HALF_OPEN

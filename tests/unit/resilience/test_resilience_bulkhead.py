@@ -1,0 +1,99 @@
+"""The bulkhead: bounded in-flight calls, a bounded FIFO queue, shedding at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from signing_gateway.resilience.bulkhead import Bulkhead, BulkheadFull
+
+
+def _bulkhead(max_in_flight=2, max_pending=1, max_wait=1.0) -> Bulkhead:
+    return Bulkhead("eu", max_in_flight=max_in_flight, max_pending=max_pending, max_wait=max_wait)
+
+
+async def test_slots_up_to_the_bound_are_granted_at_once():
+    """Calls up to max_in_flight get a slot without waiting."""
+    bulkhead = _bulkhead()
+    await bulkhead.acquire()
+    await bulkhead.acquire()
+    assert bulkhead.in_flight == 2
+
+
+async def test_full_queue_sheds_immediately():
+    """With every slot taken and the queue full, the next call is refused at once."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=1)
+    await bulkhead.acquire()
+    waiter = asyncio.create_task(bulkhead.acquire())
+    await asyncio.sleep(0)
+    assert bulkhead.pending == 1
+    started = time.monotonic()
+    with pytest.raises(BulkheadFull) as info:
+        await bulkhead.acquire()
+    assert time.monotonic() - started < 0.05
+    assert info.value.reason == "queue-full"
+    assert info.value.retry_after >= 1
+    bulkhead.release()
+    await waiter
+    assert bulkhead.in_flight == 1
+
+
+async def test_waiter_gets_the_released_slot_in_fifo_order():
+    """A released slot goes to the oldest waiter, and the count stays at the bound."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=2)
+    await bulkhead.acquire()
+    order: list[int] = []
+
+    async def wait(n: int) -> None:
+        await bulkhead.acquire()
+        order.append(n)
+
+    first = asyncio.create_task(wait(1))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(wait(2))
+    await asyncio.sleep(0)
+    bulkhead.release()
+    await first
+    assert order == [1]
+    assert bulkhead.in_flight == 1
+    bulkhead.release()
+    await second
+    assert order == [1, 2]
+
+
+async def test_wait_is_bounded_by_max_wait_and_by_the_callers_limit():
+    """A queued call is shed after min(max_wait, wait_limit) seconds."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=5, max_wait=5.0)
+    await bulkhead.acquire()
+    started = time.monotonic()
+    with pytest.raises(BulkheadFull) as info:
+        await bulkhead.acquire(wait_limit=0.05)
+    assert 0.04 <= time.monotonic() - started < 1.0
+    assert info.value.reason == "wait-timeout"
+    assert bulkhead.pending == 0
+
+
+async def test_cancelled_waiter_leaks_no_slot():
+    """A waiter cancelled (even right after being handed a slot) gives the slot back."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=5)
+    await bulkhead.acquire()
+    waiter = asyncio.create_task(bulkhead.acquire())
+    await asyncio.sleep(0)
+    bulkhead.release()  # hands the slot to the waiter...
+    waiter.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert bulkhead.in_flight == 0
+    await bulkhead.acquire()
+    assert bulkhead.in_flight == 1
+
+
+async def test_zero_pending_means_no_queue():
+    """With max_pending 0 a full bulkhead never lets a call wait."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=0)
+    async with bulkhead.slot():
+        with pytest.raises(BulkheadFull):
+            await bulkhead.acquire()
+    assert bulkhead.in_flight == 0

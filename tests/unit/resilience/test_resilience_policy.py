@@ -1,0 +1,189 @@
+"""The per-signer policy: retries only when safe and in time, breaker and bulkhead refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.resilience.breaker import BreakerOpen, BreakerState
+from signing_gateway.resilience.bulkhead import BulkheadFull
+from signing_gateway.resilience.policy import SignerPolicy
+from signing_gateway.settings import ResilienceSettings
+from signing_gateway.signers.errors import (
+    SignerConnectError,
+    SignerServerError,
+    SignerThrottledError,
+    SignerTimeoutError,
+)
+
+
+def _policy(**overrides) -> tuple[SignerPolicy, GatewayMetrics]:
+    values = {
+        "backoff_base_seconds": 0.01,
+        "backoff_max_seconds": 0.02,
+        "max_attempts": 3,
+        "attempt_timeout_seconds": 0.2,
+    }
+    values.update(overrides)
+    metrics = GatewayMetrics()
+    policy = SignerPolicy(
+        "eu",
+        ResilienceSettings(**values),
+        metrics=metrics,
+        rng=random.Random(1),  # noqa: S311 - jitter, not security
+    )
+    return policy, metrics
+
+
+def _sample(metrics: GatewayMetrics, name: str, **labels) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+class Script:
+    """A factory that fails with the given errors, then answers "ok"."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+def _connect() -> SignerConnectError:
+    return SignerConnectError("refused", signer="eu", endpoint="get_credential")
+
+
+def _timeout() -> SignerTimeoutError:
+    return SignerTimeoutError("read", signer="eu", endpoint="get_credential")
+
+
+async def test_refused_connection_is_retried_until_success():
+    """A call that never reached the signer is retried, even for a non-replayable endpoint."""
+    policy, metrics = _policy()
+    script = Script(_connect(), _connect())
+    assert await policy.call("issue", script, replay_safe=False) == "ok"
+    assert script.calls == 3
+    labels = {"signer": "eu", "endpoint": "issue", "reason": "connect"}
+    assert _sample(metrics, "gateway_signer_retries_total", **labels) == 2
+
+
+async def test_attempts_are_capped():
+    """After max_attempts the last failure surfaces."""
+    policy, _ = _policy(max_attempts=2)
+    script = Script(_connect(), _connect(), _connect())
+    with pytest.raises(SignerConnectError):
+        await policy.call("get_credential", script, replay_safe=True)
+    assert script.calls == 2
+
+
+async def test_timeout_is_retried_only_where_replay_is_safe():
+    """A timed-out /issue is not sent again; a timed-out get_credential is."""
+    policy, _ = _policy()
+    unsafe = Script(_timeout())
+    with pytest.raises(SignerTimeoutError):
+        await policy.call("issue", unsafe, replay_safe=False)
+    assert unsafe.calls == 1
+    safe = Script(_timeout())
+    assert await policy.call("get_credential", safe, replay_safe=True) == "ok"
+    assert safe.calls == 2
+
+
+async def test_server_error_is_not_retried():
+    """A 500 means the signer handled the request and failed: no retry."""
+    policy, _ = _policy()
+    script = Script(SignerServerError("500", signer="eu", endpoint="x", status_code=500))
+    with pytest.raises(SignerServerError):
+        await policy.call("get_credential", script, replay_safe=True)
+    assert script.calls == 1
+
+
+async def test_retry_after_is_honoured_only_when_it_fits_the_deadline():
+    """A 503 Retry-After is waited for when it fits the deadline, and answered at once if not."""
+    policy, _ = _policy()
+    loop = asyncio.get_running_loop()
+
+    def throttled(after: float) -> SignerThrottledError:
+        return SignerThrottledError(
+            "503", signer="eu", endpoint="x", status_code=503, retry_after=after
+        )
+
+    fits = Script(throttled(0.1))
+    started = time.monotonic()
+    assert await policy.call("x", fits, replay_safe=False, deadline=loop.time() + 1.0) == "ok"
+    assert 0.1 <= time.monotonic() - started < 0.6
+    too_long = Script(throttled(5.0))
+    started = time.monotonic()
+    with pytest.raises(SignerThrottledError):
+        await policy.call("x", too_long, replay_safe=False, deadline=loop.time() + 1.0)
+    assert time.monotonic() - started < 0.1
+    assert too_long.calls == 1
+
+
+async def test_attempt_timeout_never_exceeds_the_remaining_deadline():
+    """With 0.1 s left, an attempt is cut at 0.1 s although attempt_timeout is 5 s."""
+    policy, _ = _policy(attempt_timeout_seconds=5.0)
+    loop = asyncio.get_running_loop()
+
+    async def hang() -> str:
+        await asyncio.sleep(10)
+        return "late"
+
+    started = time.monotonic()
+    with pytest.raises(SignerTimeoutError):
+        await policy.call("issue", hang, replay_safe=False, deadline=loop.time() + 0.1)
+    assert time.monotonic() - started < 0.3
+
+
+async def test_exhausted_budget_stops_retries():
+    """With the retry budget spent, a refused connection is not retried and it is counted."""
+    policy, metrics = _policy(retry_budget_ratio=0.0, retry_budget_min_per_second=0.1)
+    first = Script(_connect())
+    assert await policy.call("x", first, replay_safe=True) == "ok"  # spends the only retry
+    second = Script(_connect())
+    with pytest.raises(SignerConnectError):
+        await policy.call("x", second, replay_safe=True)
+    assert second.calls == 1
+    assert _sample(metrics, "gateway_signer_retry_budget_exhausted_total", signer="eu") == 1
+
+
+async def test_breaker_opens_and_then_refuses_without_calling():
+    """Consecutive failures open the breaker; the next call fails fast and sends nothing."""
+    policy, metrics = _policy(breaker_consecutive_failures=2, max_attempts=1)
+    for _ in range(2):
+        with pytest.raises(SignerConnectError):
+            await policy.call("x", Script(_connect()), replay_safe=True)
+    assert policy.breaker.state is BreakerState.OPEN
+    untouched = Script()
+    with pytest.raises(BreakerOpen):
+        await policy.call("x", untouched, replay_safe=True)
+    assert untouched.calls == 0
+    assert _sample(metrics, "gateway_signer_breaker_state", signer="eu") == 2
+    assert _sample(metrics, "gateway_signer_breaker_transitions_total", signer="eu", to="open") == 1
+
+
+async def test_full_bulkhead_sheds_and_counts():
+    """With every slot busy and no queue, a call is shed at once and counted."""
+    policy, metrics = _policy(max_in_flight=1, max_pending=0)
+    release = asyncio.Event()
+
+    async def busy() -> str:
+        await release.wait()
+        return "ok"
+
+    holder = asyncio.create_task(policy.call("x", busy, replay_safe=True))
+    await asyncio.sleep(0.01)
+    with pytest.raises(BulkheadFull):
+        await policy.call("x", Script(), replay_safe=True)
+    release.set()
+    assert await holder == "ok"
+    assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 1
+    assert policy.breaker.state is BreakerState.CLOSED

@@ -1,0 +1,114 @@
+"""Backoff bounds, the retry budget, and which signer failures may be retried."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from signing_gateway.resilience.policy import Verdict, breaker_verdict, retry_reason
+from signing_gateway.resilience.retry import RetryBudget, backoff_delay
+from signing_gateway.signers.errors import (
+    SignerConnectError,
+    SignerConnectionLostError,
+    SignerMalformedResponseError,
+    SignerRejectedError,
+    SignerServerError,
+    SignerThrottledError,
+    SignerTimeoutError,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_is_full_jitter_within_the_exponential_ceiling():
+    """Each delay lies in [0, min(cap, base * 2^n)] and the draws spread over that range."""
+    rng = random.Random(7)  # noqa: S311 - jitter, not security
+    for attempt, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (5, 1.0), (60, 1.0)]:
+        delays = [backoff_delay(attempt, base=0.1, cap=1.0, rng=rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8
+        assert min(delays) < ceiling * 0.2
+
+
+def test_budget_allows_the_floor_then_a_share_of_requests():
+    """With no traffic only the floor is available; each request earns `ratio` of a retry."""
+    clock = Clock()
+    budget = RetryBudget(ratio=0.2, min_per_second=0.1, window_seconds=10, clock=clock)
+    assert budget.try_withdraw()  # floor: 0.1/s * 10 s = 1 retry
+    assert not budget.try_withdraw()
+    for _ in range(10):
+        budget.deposit()
+    assert budget.try_withdraw()
+    assert budget.try_withdraw()
+    assert not budget.try_withdraw()  # 1 + 0.2 * 10 = 3 retries in the window
+
+
+def test_budget_refills_as_the_window_slides():
+    """Retries spent leave the window after window_seconds."""
+    clock = Clock()
+    budget = RetryBudget(ratio=0.0, min_per_second=0.2, window_seconds=5, clock=clock)
+    assert budget.try_withdraw()
+    assert not budget.try_withdraw()
+    clock.now += 6
+    assert budget.try_withdraw()
+
+
+def test_budget_caps_retries_at_twenty_percent_under_sustained_failure():
+    """With every call failing, retries stay near 20 % of requests plus the floor."""
+    clock = Clock()
+    budget = RetryBudget(ratio=0.2, min_per_second=0.0, window_seconds=10, clock=clock)
+    retries = 0
+    for _ in range(1000):
+        budget.deposit()
+        retries += budget.try_withdraw()
+        clock.now += 0.005  # 1000 requests within 5 s: one window
+    assert 190 <= retries <= 200
+
+
+def _err(cls, **kw):
+    return cls("x", signer="eu", endpoint="get_credential", **kw)
+
+
+@pytest.mark.parametrize(
+    ("error", "replay_safe", "expected"),
+    [
+        (_err(SignerConnectError), False, "connect"),
+        (_err(SignerThrottledError, status_code=429, retry_after=1.0), False, "throttled"),
+        (_err(SignerThrottledError, status_code=503, retry_after=None), True, None),
+        (_err(SignerTimeoutError), True, "timeout"),
+        (_err(SignerTimeoutError), False, None),
+        (_err(SignerConnectionLostError), True, "connection_lost"),
+        (_err(SignerConnectionLostError), False, None),
+        (_err(SignerServerError, status_code=500), True, None),
+        (_err(SignerRejectedError, status_code=400), True, None),
+        (_err(SignerMalformedResponseError, status_code=200), True, None),
+    ],
+)
+def test_only_safe_failures_are_retried(error, replay_safe, expected):
+    """Never-sent and throttled-with-Retry-After always; timeouts only where replay is safe."""
+    assert retry_reason(error, replay_safe=replay_safe) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "verdict"),
+    [
+        (None, Verdict.SUCCESS),
+        (_err(SignerRejectedError, status_code=400), Verdict.SUCCESS),
+        (_err(SignerThrottledError, status_code=429, retry_after=1.0), Verdict.IGNORED),
+        (_err(SignerThrottledError, status_code=503, retry_after=1.0), Verdict.FAILURE),
+        (_err(SignerServerError, status_code=500), Verdict.FAILURE),
+        (_err(SignerTimeoutError), Verdict.FAILURE),
+        (_err(SignerConnectError), Verdict.FAILURE),
+        (_err(SignerMalformedResponseError, status_code=200), Verdict.FAILURE),
+    ],
+)
+def test_breaker_counts_signer_health_not_our_mistakes(error, verdict):
+    """Transport errors, 5xx and malformed bodies count; 4xx is health; 429 says nothing."""
+    assert breaker_verdict(error) is verdict
