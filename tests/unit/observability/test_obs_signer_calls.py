@@ -1,0 +1,75 @@
+"""Outcome slugs of signer calls and what one observed call records."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.observability.signer_calls import observe_signer_call, outcome_of
+from signing_gateway.observability.telemetry import Telemetry, telemetry_var
+from signing_gateway.signers.errors import (
+    SignerConnectError,
+    SignerConnectionLostError,
+    SignerMalformedResponseError,
+    SignerRejectedError,
+    SignerServerError,
+    SignerThrottledError,
+    SignerTimeoutError,
+)
+
+KW = {"signer": "eu", "endpoint": "get_credential"}
+
+
+@pytest.mark.parametrize(
+    ("exc", "slug"),
+    [
+        (None, "ok"),
+        (SignerConnectError("x", **KW), "connect_error"),
+        (SignerTimeoutError("x", **KW), "timeout"),
+        (SignerConnectionLostError("x", **KW), "connection_lost"),
+        (SignerThrottledError("x", **KW, status_code=429, retry_after=None), "throttled"),
+        (SignerRejectedError("x", **KW, status_code=400), "rejected"),
+        (SignerServerError("x", **KW, status_code=500), "server_error"),
+        (SignerMalformedResponseError("x", **KW, status_code=200), "malformed"),
+        (asyncio.CancelledError(), "cancelled"),
+        (RuntimeError("bug"), "error"),
+    ],
+)
+def test_outcome_slugs(exc, slug):
+    """Each failure class maps to its own bounded outcome label."""
+    assert outcome_of(exc) == slug
+
+
+def test_outside_a_request_nothing_is_recorded():
+    """Without bound telemetry (start-up, tests of clients alone) a call records nothing."""
+    headers: dict[str, str] = {}
+    with observe_signer_call(signer="eu", endpoint="keys", headers=headers):
+        pass
+    assert headers == {}
+
+
+def test_a_failed_call_is_in_flight_while_running_then_counted():
+    """In flight rises during the call and falls after; the failure is counted with its slug."""
+    metrics = GatewayMetrics()
+    in_flight_during: list[float | None] = []
+
+    def failing_call() -> None:
+        with observe_signer_call(signer="eu", endpoint="get_credential", headers={}):
+            in_flight_during.append(
+                metrics.registry.get_sample_value("gateway_signer_in_flight", {"signer": "eu"})
+            )
+            raise SignerTimeoutError("slow", **KW)
+
+    token = telemetry_var.set(Telemetry(metrics))
+    try:
+        with pytest.raises(SignerTimeoutError):
+            failing_call()
+    finally:
+        telemetry_var.reset(token)
+    assert in_flight_during == [1]
+    get = metrics.registry.get_sample_value
+    assert get("gateway_signer_in_flight", {"signer": "eu"}) == 0
+    assert get("gateway_signer_calls_total", {**KW, "outcome": "timeout"}) == 1
+    assert get("gateway_signer_call_duration_seconds_count", {**KW, "outcome": "timeout"}) == 1
