@@ -46,12 +46,17 @@ class AuditFile:
     def __init__(self, path: Path) -> None:
         """Open `path` for appending (sync: call from start-up code, in a thread)."""
         self.path = path
-        self._file: IO[bytes] = path.open("ab")
+        # Unbuffered: a failed write must not leave half a record behind to be flushed later.
+        self._file: IO[bytes] = path.open("ab", buffering=0)
 
     def append(self, line: bytes) -> None:
-        """Write one line and flush it to the OS."""
-        self._file.write(line)
-        self._file.flush()
+        """Hand one whole line to the OS; raise OSError when it cannot take it."""
+        view = memoryview(line)
+        while view:
+            written = self._file.write(view)
+            if not written:
+                raise OSError("the audit file accepted no bytes")
+            view = view[written:]
 
     def close(self) -> None:
         """Close the file."""

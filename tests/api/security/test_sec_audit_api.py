@@ -1,0 +1,150 @@
+"""The audit trail: one record per issuance attempt, written before release, fail-closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from signing_gateway.security.settings import AuditSettings
+from tests.api.assertions import assert_problem
+from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
+from tests.api.security.conftest import bearer
+from tests.api.signer_mocks import MockedSigners, commitment
+from tests.support.gateway import make_settings, running_gateway
+
+DEV_FULL = Path("/dev/full")
+
+
+def _records(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+async def test_success_record_names_caller_kid_uvci_and_proof(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """A signed DCC leaves one record: caller, endpoint, key usage, kid, UVCI and proof id."""
+    body = eu_vaccination()
+    response = await secured.post(
+        "/v1/dcc", json=body, headers={**bearer(full_token), "X-Request-ID": "req-audit-1"}
+    )
+    assert response.status_code == 200, response.text
+    issued = response.json()
+    [record] = _records(audit_file)
+    assert record["outcome"] == "issued"
+    assert record["status"] == 200
+    assert record["problemType"] is None
+    assert record["requestId"] == "req-audit-1"
+    assert record["caller"] == "backend-1"
+    assert record["endpoint"] == "/v1/dcc"
+    assert record["time"].endswith("Z")
+    assert record["items"] == [
+        {
+            "part": "european",
+            "kind": "eu",
+            "keyUsage": "vaccination",
+            "uvci": body["dcc"]["v"][0]["ci"],
+            "kid": issued["kid"],
+            "proofIdentifier": issued["proofIdentifier"],
+        }
+    ]
+
+
+async def test_failures_are_recorded_with_their_problem_type(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """Signer failure and validation failure each leave a record with status and problem type."""
+    mocked.get_credential.mock(return_value=httpx.Response(500, text="boom"))
+    failed = await secured.post("/v1/dcc", json=eu_test(), headers=bearer(full_token))
+    assert failed.status_code == 502
+    bad = eu_vaccination()
+    bad["expirationTime"] = "2001-01-01T00:00:00Z"
+    refused = await secured.post("/v1/dcc", json=bad, headers=bearer(full_token))
+    assert refused.status_code == 422
+    first, second = _records(audit_file)
+    assert (first["outcome"], first["status"], first["problemType"]) == (
+        "failed",
+        502,
+        failed.json()["type"],
+    )
+    assert first["items"][0]["keyUsage"] == "test"
+    assert (second["outcome"], second["status"]) == ("refused", 422)
+
+
+async def test_every_issuing_endpoint_is_audited(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """Static, session, print and credentials issuance each leave exactly one record."""
+    auth = bearer(full_token)
+    await secured.post(
+        "/v1/domestic/static", json={"credentialAttributes": domestic_attributes()}, headers=auth
+    )
+    stoken = (await secured.post("/v1/domestic/prepare-issue", headers=auth)).json()["stoken"]
+    issue = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": [domestic_attributes(), domestic_attributes()],
+    }
+    assert (await secured.post("/v1/domestic/issue", json=issue, headers=auth)).status_code == 200
+    both = {"domestic": domestic_attributes(), "european": eu_test()}
+    assert (await secured.post("/v1/print", json=both, headers=auth)).status_code == 200
+    creds = {"european": [eu_test(), eu_vaccination()]}
+    assert (await secured.post("/v1/credentials", json=creds, headers=auth)).status_code == 200
+    records = _records(audit_file)
+    assert [r["endpoint"] for r in records] == [
+        "/v1/domestic/static",
+        "/v1/domestic/prepare-issue",
+        "/v1/domestic/issue",
+        "/v1/print",
+        "/v1/credentials",
+    ]
+    assert all(r["outcome"] == "issued" for r in records)
+    assert records[2]["items"] == [{"part": "domestic", "kind": "domestic-session", "count": 2}]
+    assert [i["part"] for i in records[4]["items"]] == ["european[0]", "european[1]"]
+    assert all("proofIdentifier" in i for i in records[4]["items"])
+
+
+@pytest.mark.skipif(not DEV_FULL.exists(), reason="needs /dev/full to make writes fail")
+async def test_unwritable_audit_withholds_the_credential(test_keys, mocked: MockedSigners):
+    """When the audit record cannot be written the caller gets 503 and no credential."""
+    settings = make_settings(test_keys, audit=AuditSettings(file=DEV_FULL))
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+        metrics = (await client.get("/metrics")).text
+    body = assert_problem(response, 503, "audit-unavailable")
+    assert "credential" not in body
+    assert "HC1:" not in response.text
+    assert mocked.get_credential.call_count == 1
+    assert "gateway_audit_write_failures_total 1.0" in metrics
+
+
+@pytest.mark.skipif(not DEV_FULL.exists(), reason="needs /dev/full to make writes fail")
+async def test_fail_open_audit_still_releases(test_keys, mocked: MockedSigners):
+    """With fail_closed=false a failed audit write is counted and the credential released."""
+    settings = make_settings(test_keys, audit=AuditSettings(file=DEV_FULL, fail_closed=False))
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 200, response.text
+    assert "gateway_audit_write_failures_total 1.0" in metrics
+
+
+async def test_audit_records_hold_no_personal_data(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """No name, birth date or domestic attribute reaches the audit file."""
+    body = eu_vaccination()
+    body["dcc"]["nam"] = {"fn": "Zyxwvutsrq", "fnt": "ZYXWVUTSRQ", "gn": "Pomnl", "gnt": "POMNL"}
+    body["dcc"]["dob"] = "1931-02-03"
+    await secured.post("/v1/dcc", json=body, headers=bearer(full_token))
+    await secured.post(
+        "/v1/domestic/static",
+        json={"credentialAttributes": domestic_attributes(birthDay="3", birthMonth="2")},
+        headers=bearer(full_token),
+    )
+    text = audit_file.read_text()
+    assert len(text.splitlines()) == 2
+    for marker in ("Zyxwvutsrq", "ZYXWVUTSRQ", "Pomnl", "1931", "birthDay", "firstNameInitial"):
+        assert marker not in text

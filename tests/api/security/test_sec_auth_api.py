@@ -1,0 +1,250 @@
+"""Caller authentication and permissions on the public API."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from pydantic import ValidationError
+
+from signing_gateway.security.settings import AuthSettings
+from signing_gateway.security.tokens import LocalTokenIssuer
+from signing_gateway.settings import Settings
+from tests.api.assertions import assert_problem
+from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
+from tests.api.security.conftest import AUDIENCE, ISSUER, bearer
+from tests.api.signer_mocks import MockedSigners
+
+V1_CALLS = [
+    ("POST", "/v1/dcc"),
+    ("POST", "/v1/domestic/static"),
+    ("POST", "/v1/domestic/prepare-issue"),
+    ("POST", "/v1/domestic/issue"),
+    ("POST", "/v1/print"),
+    ("POST", "/v1/credentials"),
+    ("GET", "/v1/keys"),
+]
+
+
+def _metric(text: str, reason: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'gateway_auth_failures_total{{reason="{reason}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.parametrize(("method", "path"), V1_CALLS)
+async def test_every_v1_route_needs_a_token(secured, mocked: MockedSigners, method, path):
+    """Every /v1 route answers 401 problem+json with a bare Bearer challenge without a token."""
+    response = await secured.request(method, path, json={} if method == "POST" else None)
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["www-authenticate"] == 'Bearer realm="signing-gateway"'
+    assert mocked.signing_calls() == 0
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"])
+async def test_operational_routes_stay_open(secured, path):
+    """Health, readiness, metrics and the API docs answer without a token."""
+    response = await secured.get(path)
+    assert response.status_code in {200, 503}, response.text
+    assert response.status_code != 401
+
+
+async def test_valid_token_signs(secured, mocked: MockedSigners, full_token):
+    """A valid token with the scope gets its DCC signed."""
+    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(full_token))
+    assert response.status_code == 200, response.text
+    assert mocked.get_credential.call_count == 1
+
+
+def _bad_tokens(issuer: LocalTokenIssuer) -> dict[str, tuple[str, str]]:
+    now = time.time()
+    other = LocalTokenIssuer(issuer=ISSUER, audience=AUDIENCE)  # same kid, another key
+    public_pem = issuer.jwks()["keys"][0]
+    unsigned = jwt.encode(
+        {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now + 60},
+        key=None,
+        algorithm="none",
+    )
+    return {
+        "expired": (issuer.mint(now=now - 3600, ttl_seconds=60), "expired"),
+        "future": (issuer.mint(now=now + 600), "not-yet-valid"),
+        "audience": (issuer.mint(aud="someone-else"), "wrong-audience"),
+        "issuer": (issuer.mint(iss="https://evil.test/"), "wrong-issuer"),
+        "signature": (other.mint(), "bad-signature"),
+        "none": (unsigned, "algorithm"),
+        "hmac-with-public-key": (
+            jwt.encode(
+                {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now + 60},
+                key=str(public_pem["x"]).encode() * 2,
+                algorithm="HS256",
+                headers={"kid": issuer.kid},
+            ),
+            "algorithm",
+        ),
+        "unknown-kid": (
+            jwt.encode(
+                {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now + 60},
+                issuer.key,
+                algorithm="ES256",
+                headers={"kid": "rotated-away"},
+            ),
+            "unknown-key",
+        ),
+        "garbage": ("not.a.token", "malformed"),
+        "no-subject": (issuer.mint(sub=""), "missing-claim"),
+        "huge": ("a" * 10_000, "malformed"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "expired",
+        "future",
+        "audience",
+        "issuer",
+        "signature",
+        "none",
+        "hmac-with-public-key",
+        "unknown-kid",
+        "garbage",
+        "no-subject",
+        "huge",
+    ],
+)
+async def test_bad_tokens_are_refused(secured, mocked: MockedSigners, token_issuer, case):
+    """Expired, early, foreign, forged, unsigned, HMAC, malformed tokens: 401 invalid_token."""
+    token, reason = _bad_tokens(token_issuer)[case]
+    before = _metric((await secured.get("/metrics")).text, reason)
+    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(token))
+    body = assert_problem(response, 401, "unauthenticated")
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert token[:40] not in response.text
+    assert token[:40] not in body["detail"]
+    assert mocked.signing_calls() == 0
+    after = _metric((await secured.get("/metrics")).text, reason)
+    assert after == before + 1
+
+
+async def test_leeway_accepts_slight_clock_skew(secured, mocked: MockedSigners, token_issuer):
+    """A token that expired 10 s ago is still accepted within the 30 s leeway."""
+    token = token_issuer.mint(scopes=["keys:read"], now=time.time() - 70, ttl_seconds=60)
+    response = await secured.get("/v1/keys", headers=bearer(token))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "scopes", "missing"),
+    [
+        ("/v1/dcc", eu_vaccination, ["domestic:sign"], "dcc:sign"),
+        ("/v1/domestic/static", None, ["dcc:sign"], "domestic:sign"),
+        ("/v1/domestic/prepare-issue", None, ["dcc:sign", "keys:read"], "domestic:sign"),
+        ("/v1/keys", None, ["dcc:sign", "domestic:sign"], "keys:read"),
+    ],
+)
+async def test_missing_scope_is_forbidden(  # noqa: PLR0917 - fixtures and parameters
+    secured, mocked: MockedSigners, token_issuer, path, body, scopes, missing
+):
+    """A valid token without the route's scope gets 403 insufficient_scope naming it."""
+    token = token_issuer.mint(scopes=scopes)
+    if path == "/v1/domestic/static":
+        payload = {"credentialAttributes": domestic_attributes()}
+    else:
+        payload = body() if body else None
+    method = "GET" if path == "/v1/keys" else "POST"
+    response = await secured.request(method, path, json=payload, headers=bearer(token))
+    assert_problem(response, 403, "forbidden")
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="signing-gateway", error="insufficient_scope", scope="{missing}"'
+    )
+    assert mocked.signing_calls() == 0
+
+
+async def test_print_needs_the_scope_of_each_part(secured, mocked: MockedSigners, token_issuer):
+    """/v1/print needs dcc:sign for a European part, domestic:sign for a domestic one."""
+    eu_only = bearer(token_issuer.mint(scopes=["dcc:sign"]))
+    both = {"domestic": domestic_attributes(), "european": eu_test()}
+    refused = await secured.post("/v1/print", json=both, headers=eu_only)
+    assert_problem(refused, 403, "forbidden")
+    assert mocked.signing_calls() == 0
+    allowed = await secured.post("/v1/print", json={"european": eu_test()}, headers=eu_only)
+    assert allowed.status_code == 200, allowed.text
+
+
+async def test_credentials_eu_only_needs_only_dcc_scope(
+    secured, mocked: MockedSigners, token_issuer
+):
+    """/v1/credentials with only European parts is allowed with dcc:sign alone."""
+    token = bearer(token_issuer.mint(scopes=["dcc:sign"]))
+    response = await secured.post("/v1/credentials", json={"european": [eu_test()]}, headers=token)
+    assert response.status_code == 200, response.text
+
+
+async def test_scope_claim_may_be_a_list(secured, mocked: MockedSigners, token_issuer):
+    """A `scope` claim given as a JSON list grants the same permissions as a string."""
+    token = token_issuer.mint(scope=["keys:read"])
+    response = await secured.get("/v1/keys", headers=bearer(token))
+    assert response.status_code == 200, response.text
+
+
+def test_jwt_mode_needs_keys_audience_and_issuer():
+    """Settings refuse auth.mode=jwt without a JWKS, audience and issuer (serve will not start)."""
+    with pytest.raises(ValidationError, match="caller authentication is not configured"):
+        Settings(auth=AuthSettings(mode="jwt", audience="a"))
+
+
+def test_disabled_auth_refused_in_production():
+    """Settings refuse auth.mode=disabled when environment is production."""
+    with pytest.raises(ValidationError, match=r"auth\.mode=disabled is for local use"):
+        Settings(environment="production", auth=AuthSettings(mode="disabled"))
+
+
+def test_plain_http_jwks_url_refused():
+    """A JWKS URL over plain http to a non-loopback host is refused."""
+    with pytest.raises(ValidationError, match="https"):
+        AuthSettings(jwks_url="http://idp.example/jwks", audience="a", issuer="i")
+
+
+def test_settings_from_environment_need_auth(monkeypatch):
+    """`serve` reads settings from the environment; without auth settings it refuses to start."""
+    monkeypatch.delenv("SIGNING_GATEWAY_AUTH__MODE", raising=False)
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MODE", "disabled")
+    assert Settings().auth.mode == "disabled"
+
+
+async def test_unauthenticated_client_gets_no_signer_url(secured):
+    """A 401 names neither a signer nor the JWKS location."""
+    response = await secured.post("/v1/dcc", json={}, headers=bearer("x.y.z"))
+    assert "signer.test" not in response.text
+    assert "jwks" not in response.text.lower()
+
+
+async def test_openapi_declares_bearer_security(secured):
+    """The OpenAPI document declares the bearer scheme on /v1 operations."""
+    spec = (await secured.get("/openapi.json")).json()
+    assert any(s.get("scheme") == "bearer" for s in spec["components"]["securitySchemes"].values())
+    assert spec["paths"]["/v1/dcc"]["post"]["security"]
+    assert {"401", "403", "413", "415"} <= spec["paths"]["/v1/dcc"]["post"]["responses"].keys()
+
+
+async def test_caller_reaches_the_audit_record(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """The token's subject and client id are recorded as the caller of an issuance."""
+    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(full_token))
+    assert response.status_code == 200
+    text = audit_file.read_text()
+    assert '"caller":"backend-1"' in text
+    assert '"clientId":"cc-backend"' in text
+
+
+async def test_no_token_error_description_leaks_nothing(secured):
+    """The challenge's description is one of a fixed set, not the token content."""
+    response = await secured.get("/v1/keys", headers=bearer("eyJhbGciOiJub25lIn0.e30."))
+    assert_problem(response, 401)
+    challenge = response.headers["www-authenticate"]
+    assert "e30" not in challenge

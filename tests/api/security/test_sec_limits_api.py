@@ -1,0 +1,177 @@
+"""Hostile input: body size, content type, JSON shape, and what error answers echo."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from signing_gateway.security.settings import LimitsSettings
+from tests.api.assertions import assert_problem
+from tests.api.bodies import eu_vaccination
+from tests.api.signer_mocks import MockedSigners
+from tests.support.gateway import make_settings, running_gateway
+
+LIMIT = 4096
+
+
+@pytest.fixture
+async def limited(test_keys, mocked: MockedSigners):
+    """A gateway (auth off) with a small body limit and shallow JSON depth."""
+    settings = make_settings(
+        test_keys,
+        limits=LimitsSettings(max_body_bytes=LIMIT, max_json_depth=8, max_json_string_chars=1000),
+    )
+    async with running_gateway(settings) as client:
+        yield client
+
+
+async def test_declared_oversize_body_is_refused(limited, mocked: MockedSigners):
+    """A Content-Length above the limit gets 413 problem+json and reaches no signer."""
+    body = orjson.dumps({"pad": "x" * LIMIT})
+    response = await limited.post(
+        "/v1/dcc", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 413, "body-too-large")
+    assert mocked.signing_calls() == 0
+
+
+async def test_chunked_oversize_body_is_refused(limited, mocked: MockedSigners):
+    """A chunked body (no Content-Length) over the limit gets 413 and reaches no signer."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b" " * 1024
+
+    response = await limited.post(
+        "/v1/dcc", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert_problem(response, 413, "body-too-large")
+    assert mocked.signing_calls() == 0
+
+
+async def test_chunked_small_body_passes(limited, mocked: MockedSigners):
+    """A chunked body within the limit is replayed to the route intact."""
+    raw = orjson.dumps(eu_vaccination())
+    assert len(raw) < LIMIT
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(raw), 100):
+            yield raw[start : start + 100]
+
+    response = await limited.post(
+        "/v1/dcc", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
+)
+async def test_non_json_bodies_are_refused(limited, mocked: MockedSigners, content_type):
+    """A POST body that is not application/json (UTF-8) gets 415 before it is read."""
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = await limited.post("/v1/dcc", content=b'{"a": 1}', headers=headers)
+    assert_problem(response, 415, "unsupported-media-type")
+    assert mocked.signing_calls() == 0
+
+
+async def test_json_with_charset_utf8_is_accepted(limited, mocked: MockedSigners):
+    """`application/json; charset=utf-8` is JSON."""
+    response = await limited.post(
+        "/v1/dcc",
+        content=orjson.dumps(eu_vaccination()),
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_deep_json_is_refused(limited, mocked: MockedSigners):
+    """JSON nested deeper than the limit gets 422 without reaching a parser that could recurse."""
+    body = b"[" * 3000 + b"]" * 3000
+    response = await limited.post(
+        "/v1/dcc", content=body[:LIMIT] if len(body) > LIMIT else body,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    problem = assert_problem(response, 422, "validation-failed")
+    assert problem["errors"] == [{"loc": ["body"], "msg": problem["detail"]}]
+
+
+async def test_deep_but_small_json_is_refused(limited):
+    """Nine levels of nesting (limit 8) is refused; the answer names the rule, not the body."""
+    body = orjson.dumps({"dcc": [[[[[[[["Zyxwvutsrq"]]]]]]]]})
+    response = await limited.post(
+        "/v1/dcc", content=body, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 422)
+    assert "deeper than 8" in problem["detail"]
+    assert "Zyxwvutsrq" not in response.text
+
+
+async def test_long_strings_are_refused(limited):
+    """A string longer than the limit is refused with 422."""
+    body = orjson.dumps({"dcc": {"nam": {"fn": "Q" * 1001}}})
+    response = await limited.post(
+        "/v1/dcc", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert "longer than 1000" in assert_problem(response, 422)["detail"]
+
+
+async def test_invalid_json_is_not_echoed(limited):
+    """A body that is not JSON gets 422 that quotes none of it."""
+    body = b'{"dcc": {"nam": {"fn": "Zyxwvutsrq", "dob": "1931-02-03"'
+    response = await limited.post(
+        "/v1/dcc", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 422, "validation-failed")
+    assert "Zyxwvutsrq" not in response.text
+    assert "1931-02-03" not in response.text
+
+
+async def test_pydantic_errors_do_not_echo_input(gateway):
+    """A schema violation answers with locations and messages only, not the submitted values."""
+    body = eu_vaccination()
+    body["dcc"]["nam"]["fn"] = "Zyxwvutsrq\u0007"
+    body["dcc"]["dob"] = "1931-02-30"
+    body["unexpected"] = "1931-02-03 Zyxwvutsrq"
+    response = await gateway.post("/v1/dcc", json=body)
+    assert_problem(response, 422)
+    assert "Zyxwvutsrq" not in response.text
+    assert "1931-02" not in response.text
+    assert '"input"' not in response.text
+
+
+async def test_control_characters_in_names_are_refused(gateway, mocked: MockedSigners):
+    """A control character in a name is a 422 at that name; nothing is signed."""
+    body = eu_vaccination()
+    body["dcc"]["nam"]["gn"] = "An\u0000na"
+    response = await gateway.post("/v1/dcc", json=body)
+    problem = assert_problem(response, 422)
+    assert ["body", "dcc", "nam", "gn"] in [e["loc"] for e in problem["errors"]]
+    assert mocked.signing_calls() == 0
+
+
+async def test_body_less_post_passes(limited, mocked: MockedSigners):
+    """A POST without a body (prepare-issue) needs no content type."""
+    response = await limited.post("/v1/domestic/prepare-issue")
+    assert response.status_code == 200, response.text
+
+
+async def test_largest_valid_request_fits_default_limit(test_keys, mocked: MockedSigners):
+    """The largest body the schema allows (100 domestic, 10 EU, 90,000-char commitment) fits."""
+    from tests.api.bodies import domestic_attributes  # noqa: PLC0415 - local to this one test
+
+    body = {
+        "stoken": "0" * 64,
+        "issueCommitmentMessage": "A" * 90_000,
+        "domestic": [domestic_attributes(category="3") for _ in range(100)],
+        "european": [eu_vaccination() for _ in range(10)],
+    }
+    assert len(orjson.dumps(body)) > 64 * 1024
+    async with running_gateway(make_settings(test_keys)) as client:
+        response = await client.post("/v1/credentials", json=body)
+    assert response.status_code != 413
+    assert response.status_code != 422 or "limited" not in response.text

@@ -1,0 +1,143 @@
+"""The body-limit middleware on raw ASGI messages, and the JSON shape check by property."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from signing_gateway.security.limits import RequestLimitsMiddleware, check_json_shape
+from signing_gateway.security.settings import LimitsSettings
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "http", "method": "POST", "path": "/v1/dcc", "headers": headers, "state": {}}
+
+
+async def _run(middleware: RequestLimitsMiddleware, scope, receive) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message):
+        sent.append(message)
+
+    await middleware(scope, receive, send)
+    return sent
+
+
+async def test_streaming_body_is_cut_at_the_limit():
+    """A chunked body is read only until it passes the limit; the app never runs."""
+    pulled = 0
+    app_called = False
+
+    async def app(scope, receive, send):
+        nonlocal app_called
+        app_called = True
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b" " * 1024, "more_body": pulled < 1000}
+
+    middleware = RequestLimitsMiddleware(app, limits=LimitsSettings(max_body_bytes=4096))
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    sent = await _run(middleware, _scope(headers), receive)
+    assert sent[0]["status"] == 413
+    assert pulled == 5
+    assert not app_called
+
+
+async def test_declared_length_is_refused_before_reading():
+    """A Content-Length over the limit is refused without reading a single body message."""
+    pulled = 0
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not run")
+
+    middleware = RequestLimitsMiddleware(app, limits=LimitsSettings(max_body_bytes=10))
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"11")]
+    sent = await _run(middleware, _scope(headers), receive)
+    assert sent[0]["status"] == 413
+    assert pulled == 0
+
+
+async def test_body_is_replayed_to_the_app():
+    """The app receives exactly the body the client sent, in one message."""
+    seen: list[dict[str, Any]] = []
+    parts = [b'{"a": ', b"[1, 2]", b"}"]
+
+    async def receive():
+        body = parts.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(parts)}
+
+    async def app(scope, receive, send):
+        seen.append(await receive())
+
+    middleware = RequestLimitsMiddleware(app, limits=LimitsSettings())
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    await _run(middleware, _scope(headers), receive)
+    assert seen == [{"type": "http.request", "body": b'{"a": [1, 2]}', "more_body": False}]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _longest(value: object) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return max([len(k) for k in value] + [_longest(v) for v in value.values()], default=0)
+    if isinstance(value, list):
+        return max((_longest(v) for v in value), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values, max_depth=st.integers(1, 6), max_chars=st.integers(0, 12))
+def test_shape_check_matches_a_recursive_reference(value, max_depth, max_chars):
+    """The iterative check refuses exactly the too deep values and those with too long strings."""
+    expected_ok = _depth(value) <= max_depth and _longest(value) <= max_chars
+    reason = check_json_shape(value, max_depth=max_depth, max_string_chars=max_chars)
+    assert (reason is None) == expected_ok
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=json_values)
+async def test_middleware_passes_every_acceptable_document(value):
+    """Any JSON within the limits reaches the app byte for byte."""
+    raw = orjson.dumps(value)
+    seen: list[bytes] = []
+
+    async def receive():
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def app(scope, receive, send):
+        seen.append((await receive())["body"])
+
+    limits = LimitsSettings(max_json_depth=64, max_json_string_chars=64)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    sent = await _run(RequestLimitsMiddleware(app, limits=limits), _scope(headers), receive)
+    assert sent == []
+    assert seen == [raw]
+    assert json.loads(seen[0]) == value
