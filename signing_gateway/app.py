@@ -22,6 +22,7 @@ from signing_gateway.domain.valuesets import ValueSetName, value_set
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore
+from signing_gateway.observability.instrument import FASTAPI_TELEMETRY_OFF, instrument_app
 from signing_gateway.observability.logging import configure_logging
 from signing_gateway.observability.looplag import LoopLagMonitor
 from signing_gateway.observability.metrics import GatewayMetrics
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=_lifespan(settings, metrics),
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     install_problem_handlers(app)
     # Every /v1 route authenticates its caller; the scope each needs is in docs/security.md.
@@ -200,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Body limits answer before anything reads the body, inside the request id.
     app.add_middleware(RequestLimitsMiddleware, limits=settings.limits)
     app.add_middleware(RequestIdMiddleware)
+    instrument_app(app, settings.observability, metrics)  # last: the outermost middleware
     return app
 
 

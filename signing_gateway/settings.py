@@ -209,6 +209,22 @@ class ShutdownSettings(BaseModel):
     )
 
 
+class ObservabilitySettings(BaseModel):
+    """Access log and optional tracing (metrics are always on at GET /metrics)."""
+
+    access_log: bool = Field(
+        default=True,
+        description="One INFO line per request: method, route template, status, duration, id",
+    )
+    tracing_enabled: bool = Field(
+        default=False,
+        description="OpenTelemetry spans for requests and signer calls (needs the otel extra)",
+    )
+    service_name: str = Field(
+        "signing-gateway", description="service.name of the spans when the gateway sets up OTel"
+    )
+
+
 class Settings(BaseSettings):
     """Everything the gateway reads at start-up."""
 
@@ -237,6 +253,9 @@ class Settings(BaseSettings):
     readiness_probe_timeout_seconds: PositiveFloat = 2.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings, description="Access log and tracing"
+    )
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="Caller authentication of /v1/* (bearer JWT)"
     )

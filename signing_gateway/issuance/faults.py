@@ -14,6 +14,7 @@ from signing_gateway.errors import (
     SignerUnavailable,
 )
 from signing_gateway.issuance.deadline import current_deadline
+from signing_gateway.observability.telemetry import record_credential_rejection
 from signing_gateway.resilience.breaker import BreakerOpen
 from signing_gateway.resilience.bulkhead import BulkheadFull
 from signing_gateway.resilience.policy import SignerPolicy
@@ -58,6 +59,7 @@ def rejected_credential(
     exc: CredentialVerificationError, *, part: str, signer: str
 ) -> GatewayError:
     """Log a security event for an unverifiable credential and return the 502 to answer."""
+    record_credential_rejection(signer=signer, reason=exc.reason)
     security_log.warning(
         "signer returned a credential that failed verification; not released",
         extra={"event": "credential-verification-failed", "reason": exc.reason, "signer": signer},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from signing_gateway.observability import exposition
 from signing_gateway.observability.metrics import GatewayMetrics
@@ -13,6 +14,13 @@ from signing_gateway.settings import ObservabilitySettings
 
 if TYPE_CHECKING:
     from signing_gateway.observability.tracing import GatewayTracer
+
+
+#: FastAPI's own OpenTelemetry hooks, switched off. They start whenever a process-wide provider
+#: exists, whatever the gateway's settings say, would duplicate the request span and metrics
+#: kept here, and would ship validation failures (which may quote personal data) to any
+#: configured OTel log provider. The gateway's spans come from `tracing.py` alone.
+FASTAPI_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 class TracingUnavailableError(RuntimeError):

@@ -1,0 +1,116 @@
+"""Optional OpenTelemetry tracing: request and signer-call spans, traceparent to the signers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import respx
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from signing_gateway.settings import ObservabilitySettings
+from tests.api.bodies import eu_vaccination
+from tests.api.signer_mocks import mock_signers
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
+
+CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN_ID = "00f067aa0ba902b7"
+CALLER_TRACEPARENT = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    """An in-memory exporter on the process-wide SDK provider (a provider can be set only once)."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+def _by_name(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
+    matching = [s for s in spans if s.name == name]
+    assert len(matching) == 1, [s.name for s in spans]
+    return matching[0]
+
+
+def _hex(value: int, width: int) -> str:
+    return format(value, f"0{width}x")
+
+
+async def test_traceparent_reaches_the_signer_as_a_child_of_the_request_span(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
+):
+    """The caller's trace continues through the request span into the signer call's traceparent."""
+    span_exporter.clear()
+    mocked = mock_signers(signers, test_keys)
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    async with running_gateway(settings) as client:
+        response = await client.post(
+            "/v1/dcc", json=eu_vaccination(), headers={"traceparent": CALLER_TRACEPARENT}
+        )
+    assert response.status_code == 200, response.text
+
+    sent = mocked.get_credential.calls.last.request.headers["traceparent"]
+    version, trace_id, parent_id, _flags = sent.split("-")
+    assert (version, trace_id) == ("00", CALLER_TRACE_ID)
+
+    spans = span_exporter.get_finished_spans()
+    server = _by_name(spans, "POST /v1/dcc")
+    client_span = _by_name(spans, "signer eu get_credential")
+    assert server.kind is SpanKind.SERVER
+    assert client_span.kind is SpanKind.CLIENT
+    assert server.parent is not None
+    assert _hex(server.parent.span_id, 16) == CALLER_SPAN_ID
+    assert client_span.parent is not None
+    assert client_span.parent.span_id == server.context.span_id
+    assert _hex(client_span.context.span_id, 16) == parent_id
+    attributes: dict[str, Any] = dict(client_span.attributes or {})
+    assert attributes["signer.outcome"] == "ok"
+    assert dict(server.attributes or {})["http.response.status_code"] == 200
+
+
+async def test_without_tracing_no_traceparent_is_sent(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
+):
+    """With tracing off the signer sees no traceparent and no span is recorded."""
+    span_exporter.clear()
+    mocked = mock_signers(signers, test_keys)
+    async with running_gateway(make_settings(test_keys)) as client:
+        response = await client.post(
+            "/v1/dcc", json=eu_vaccination(), headers={"traceparent": CALLER_TRACEPARENT}
+        )
+    assert response.status_code == 200, response.text
+    assert "traceparent" not in mocked.get_credential.calls.last.request.headers
+    assert span_exporter.get_finished_spans() == ()
+
+
+def test_tracing_off_imports_no_tracing_code():
+    """Building and serving config without tracing never imports the tracing module or the SDK."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from signing_gateway.app import create_app
+        from tests.support.gateway import make_settings
+        create_app(make_settings())
+        loaded = [m for m in sys.modules
+                  if m == "signing_gateway.observability.tracing"
+                  or m.startswith("opentelemetry.sdk")]
+        print(",".join(loaded))
+        """
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == ""
