@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import uvicorn
 from signing_gateway.api import examples
 from signing_gateway.app import create_app, create_served_app
 from signing_gateway.observability.logging import configure_logging
+from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings, SignerSettings, TrustSettings
@@ -196,14 +198,19 @@ def _serve(args: argparse.Namespace) -> int:
             backlog=args.backlog,
         )
         return 0
-    uvicorn.run(
-        create_served_app(),
+    app = create_served_app()
+    drain: DrainController = app.state.drain
+    config = uvicorn.Config(
+        app,
         host=args.host,
         port=args.port,
         log_config=None,
         access_log=False,
         backlog=args.backlog,
+        # The drain has already waited for and cancelled requests; this is only a backstop.
+        timeout_graceful_shutdown=math.ceil(drain.cancel_grace) + 1,
     )
+    GracefulServer(config, controller=drain).run()
     return 0
 
 

@@ -1,0 +1,93 @@
+"""Graceful shutdown of a real `signing-gateway serve` process on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import httpx
+import pytest
+
+from signing_gateway.api import examples
+from tests.contract.gateway.gateway_process import gateway_env, running_gateway_process
+from tests.contract.resilience.conftest import control, seen, stats
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _wait_in_flight(signer, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while stats(signer)["inFlight"] < count:
+        assert time.monotonic() < deadline, "requests never reached the signer"
+        await asyncio.sleep(0.02)  # polling the fake until the requests arrived
+
+
+def _env(fakes, drain_timeout: float) -> dict[str, str]:
+    eu, domestic = fakes
+    return gateway_env(
+        eu.base_url,
+        domestic.base_url,
+        SIGNING_GATEWAY_AUTH__MODE="disabled",
+        SIGNING_GATEWAY_SHUTDOWN__DRAIN_TIMEOUT_SECONDS=str(drain_timeout),
+        SIGNING_GATEWAY_SHUTDOWN__CANCEL_GRACE_SECONDS="1",
+    )
+
+
+async def test_sigterm_drains_in_flight_requests_and_refuses_new_work(fakes):
+    """After SIGTERM: /readyz 503 draining, new work 503 problem+json, in-flight ones finish 200."""
+    eu, _ = fakes
+    control(eu, latencyMs=1500)
+    with running_gateway_process(_env(fakes, drain_timeout=10)) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            in_flight = [
+                asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
+                for _ in range(3)
+            ]
+            await _wait_in_flight(eu, 3)
+            signalled = time.monotonic()
+            gateway.process.send_signal(signal.SIGTERM)
+            ready = await client.get("/readyz")
+            deadline = time.monotonic() + 2
+            while not ready.json().get("draining") and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)  # polling until the signal was handled
+                ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["draining"] is True
+            refused = await client.post("/v1/dcc", json=examples.EU_VACCINATION)
+            assert refused.status_code == 503
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["type"].endswith("/shutting-down")
+            assert refused.headers["retry-after"] == "1"
+            health = await client.get("/healthz")
+            assert health.status_code == 200
+            answers = await asyncio.gather(*in_flight)
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert gateway.process.wait(timeout=10) == 0
+        # It ended soon after the last request finished, not at the drain timeout.
+        assert time.monotonic() - signalled < 6
+
+
+async def test_drain_timeout_cancels_and_answers_the_stragglers(fakes):
+    """Requests still running at the drain timeout are cancelled and answered 503, not dropped."""
+    eu, _ = fakes
+    control(eu, fault="hang", faultCount=-1)
+    with running_gateway_process(_env(fakes, drain_timeout=0.5)) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            in_flight = [
+                asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
+                for _ in range(2)
+            ]
+            await _wait_in_flight(eu, 2)
+            signalled = time.monotonic()
+            gateway.process.send_signal(signal.SIGTERM)
+            answers = await asyncio.gather(*in_flight)
+            answered_after = time.monotonic() - signalled
+        for answer in answers:
+            assert answer.status_code == 503
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["type"].endswith("/shutting-down")
+        assert 0.4 < answered_after < 2.0
+        assert gateway.process.wait(timeout=10) == 0
+        assert "cancelled" in seen(eu, "get_credential")  # the signer calls were cancelled too
+        assert stats(eu)["inFlight"] == 0
