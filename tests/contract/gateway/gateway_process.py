@@ -1,0 +1,134 @@
+"""Run `python -m signing_gateway serve` as a real process on a free port, and stop it.
+
+The gateway reads its settings from `SIGNING_GATEWAY_*` variables, as in production; trust is
+fetched from the fake signers' `GET /keys`. Ready means `/readyz` answered 200 (both signers
+probed), polled with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+READY_TIMEOUT = 30.0
+
+
+class GatewayStartError(RuntimeError):
+    """The gateway process exited or did not become ready before the deadline."""
+
+
+@dataclass
+class GatewayProcess:
+    """A running gateway process."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_file: IO[bytes]
+
+    def log(self) -> str:
+        """Everything the process wrote so far."""
+        self.log_file.flush()
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait, then SIGKILL; return the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self.log_file.close()
+        return self.process.returncode
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def gateway_env(eu_url: str, domestic_url: str, **extra: str) -> dict[str, str]:
+    """Settings for a gateway in front of the two fake signers (trust fetched from them).
+
+    Caller authentication is switched off: these tests are about issuance, not tokens. The
+    fakes have unlimited capacity, so the bulkhead is sized like their pool; one attempt per
+    call and a breaker that does not trip keep each test's signer fault its own (retries and
+    the breaker are pinned by the resilience tests).
+    """
+    signer = {
+        "MAX_CONNECTIONS": "300",
+        "RESILIENCE__MAX_IN_FLIGHT": "256",
+        "RESILIENCE__MAX_ATTEMPTS": "1",
+        "RESILIENCE__BREAKER_CONSECUTIVE_FAILURES": "1000000",
+        "RESILIENCE__BREAKER_MIN_CALLS": "1000000",
+    }
+    return {
+        "SIGNING_GATEWAY_AUTH__MODE": "disabled",
+        "SIGNING_GATEWAY_EU_SIGNER__URL": eu_url,
+        "SIGNING_GATEWAY_DOMESTIC_SIGNER__URL": domestic_url,
+        **{
+            f"SIGNING_GATEWAY_{name}_SIGNER__{key}": v
+            for name in ("EU", "DOMESTIC")
+            for key, v in signer.items()
+        },
+        "SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS": "true",
+        "SIGNING_GATEWAY_READINESS_PROBE_INTERVAL_SECONDS": "0.5",
+        "SIGNING_GATEWAY_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def _wait_ready(gateway: GatewayProcess, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if gateway.process.poll() is not None:
+            raise GatewayStartError(f"gateway exited:\n{gateway.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{gateway.base_url}/readyz", timeout=1).status_code == 200:
+                return
+        # Polling interval of a readiness probe, not a wait for a fixed time.
+        time.sleep(0.05)
+    raise GatewayStartError(f"gateway not ready in {READY_TIMEOUT:g} s:\n{gateway.log()}")
+
+
+@contextlib.contextmanager
+def running_gateway_process(env: Mapping[str, str]) -> Iterator[GatewayProcess]:
+    """A ready gateway process for the block, always stopped afterwards."""
+    port = free_port()
+    log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "signing_gateway",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+    )
+    gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_file)
+    try:
+        _wait_ready(gateway, time.monotonic() + READY_TIMEOUT)
+        yield gateway
+    finally:
+        gateway.stop()
