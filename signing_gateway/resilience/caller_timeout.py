@@ -20,6 +20,7 @@ from signing_gateway.issuance.deadline import (
     caller_budget_var,
     parse_request_timeout,
 )
+from signing_gateway.resilience.shutdown import EXEMPT_PATHS
 
 _HEADER = REQUEST_TIMEOUT_HEADER.lower().encode("latin-1")
 
@@ -33,7 +34,8 @@ class CallerTimeoutMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Parse the header (if any), bind it, and call the app."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
+            # Probes and metrics do no signer work: the header means nothing to them.
             await self.app(scope, receive, send)
             return
         raw = next((v for k, v in scope["headers"] if k == _HEADER), None)

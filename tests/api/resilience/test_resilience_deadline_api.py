@@ -1,0 +1,62 @@
+"""The caller's X-Request-Timeout and the remaining budget sent to the signer."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import respx
+
+from signing_gateway.api import examples
+from tests.support.gateway import EU_SIGNER_URL, make_settings, running_gateway
+
+
+def _capture(signers: respx.MockRouter) -> list[httpx.Request]:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(500, text="boom")
+
+    signers.post(f"{EU_SIGNER_URL}/get_credential").mock(side_effect=answer)
+    return seen
+
+
+async def test_signer_gets_the_remaining_budget(gateway, signers):
+    """Each attempt carries X-Request-Deadline-Ms: what is left of the caller's budget."""
+    seen = _capture(signers)
+    response = await gateway.post(
+        "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": "0.5"}
+    )
+    assert response.status_code == 502
+    budget = int(seen[0].headers["X-Request-Deadline-Ms"])
+    assert 300 < budget <= 500
+
+
+async def test_caller_cannot_ask_for_more_than_the_setting(test_keys, signers):
+    """A caller asking for 60 s gets the configured 2 s."""
+    seen = _capture(signers)
+    async with running_gateway(make_settings(test_keys, request_deadline_seconds=2.0)) as client:
+        response = await client.post(
+            "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": "60"}
+        )
+    assert response.status_code == 502
+    assert 1500 < int(seen[0].headers["X-Request-Deadline-Ms"]) <= 2000
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
+async def test_malformed_request_timeout_is_refused(gateway, signers, value):
+    """An unreadable X-Request-Timeout is a 400 problem+json, and no signer is called."""
+    seen = _capture(signers)
+    response = await gateway.post(
+        "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": value}
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "X-Request-Timeout" in response.json()["detail"]
+    assert seen == []
+
+
+async def test_health_ignores_the_request_timeout_header(gateway):
+    """Probes do no signer work, so even an unreadable X-Request-Timeout does not fail them."""
+    response = await gateway.get("/healthz", headers={"X-Request-Timeout": "soon"})
+    assert response.status_code == 200
