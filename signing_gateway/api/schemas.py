@@ -162,7 +162,11 @@ class Problem(BaseModel):
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI `responses` entries documenting problem+json answers."""
     descriptions = {
-        401: "Issuance session unknown, expired or used",
+        401: "No valid bearer token (see WWW-Authenticate), or issuance session unknown, "
+        "expired or used",
+        403: "The bearer token lacks the scope this request needs",
+        413: "Request body over the size limit",
+        415: "Request body is not application/json",
         422: "Validation failed; nothing reached a signer",
         502: "A signer answered outside its contract, or its credential failed verification",
         503: "A signer is unavailable or at capacity; see Retry-After",

@@ -1,0 +1,222 @@
+"""TLS and mutual TLS to the signers, against a real TLS server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import ValidationError
+
+from signing_gateway.settings import SignerSettings
+from tests.api.assertions import assert_problem
+from tests.api.bodies import eu_vaccination
+from tests.support.credentials import Hc1Spec, make_hc1
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
+
+
+@dataclass
+class Pki:
+    """PEM files of a throwaway PKI: CAs, the signer's server cert, the gateway's client cert."""
+
+    ca: Path
+    other_ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(subject: str, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None, **kind):
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer_name, issuer_key = issuer or (subject, key)
+    now = datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if kind.get("server"):
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    if kind.get("client"):
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None):
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if key is not None:
+        path.with_suffix(".key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA that issued the signer's server certificate and the gateway's client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    ca, ca_key = _cert("Test Signer CA", None)
+    other, _ = _cert("Some Other CA", None)
+    server, server_key = _cert("eu-signer", ("Test Signer CA", ca_key), server=True)
+    client, client_key = _cert("signing-gateway", ("Test Signer CA", ca_key), client=True)
+    _write(d / "ca.pem", ca)
+    _write(d / "other-ca.pem", other)
+    _write(d / "server.pem", server, server_key)
+    _write(d / "client.pem", client, client_key)
+    return Pki(
+        d / "ca.pem",
+        d / "other-ca.pem",
+        d / "server.pem",
+        d / "server.key",
+        d / "client.pem",
+        d / "client.key",
+    )
+
+
+@dataclass
+class TlsSigner:
+    """The running TLS signer: its URL and the client certificates it saw per signing."""
+
+    url: str
+    peers: list[str]
+
+
+@pytest.fixture
+async def tls_signer(pki: Pki, test_keys: SignerKeys) -> AsyncIterator[TlsSigner]:
+    """An EU signer over TLS on 127.0.0.1 that requires a client certificate from our CA."""
+    peers: list[str] = []
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def get_credential(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        transport = request.transport
+        peer = transport.get_extra_info("peercert") if transport else None
+        peers.append(str(peer["subject"]) if peer else "")
+        exp = int(datetime.fromisoformat(body["expirationTime"]).timestamp())
+        hc1 = make_hc1(
+            test_keys.dscs[body["keyUsage"]], Hc1Spec(body["dcc"], exp=exp, iat=int(time.time()))
+        )
+        return web.json_response({"credential": hc1.text, "proofIdentifier": hc1.proof_identifier})
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    context.verify_mode = ssl.CERT_REQUIRED
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/get_credential", get_credential)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    site = web.SockSite(runner, sock, ssl_context=context)
+    await site.start()
+    try:
+        yield TlsSigner(f"https://127.0.0.1:{sock.getsockname()[1]}", peers)
+    finally:
+        await runner.cleanup()
+
+
+def _settings(keys: SignerKeys, signer: TlsSigner, transport: str, **tls):
+    eu = SignerSettings(url=signer.url, transport=transport, **tls)
+    domestic = SignerSettings(url=signer.url, transport=transport, required=False, **tls)
+    return make_settings(keys, eu_signer=eu, domestic_signer=domestic)
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_mutual_tls_with_the_right_ca_and_client_cert(
+    test_keys, pki: Pki, tls_signer: TlsSigner, transport
+):
+    """With the signer's CA and our client certificate the gateway signs over mutual TLS."""
+    settings = _settings(
+        test_keys,
+        tls_signer,
+        transport,
+        ca_bundle=pki.ca,
+        client_cert=pki.client_cert,
+        client_key=pki.client_key,
+    )
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+    assert response.status_code == 200, response.text
+    assert len(tls_signer.peers) == 1
+    assert "signing-gateway" in tls_signer.peers[0]
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_wrong_ca_is_refused(test_keys, pki: Pki, tls_signer: TlsSigner, transport):
+    """A signer whose certificate our CA bundle does not vouch for is unreachable: 503."""
+    settings = _settings(
+        test_keys,
+        tls_signer,
+        transport,
+        ca_bundle=pki.other_ca,
+        client_cert=pki.client_cert,
+        client_key=pki.client_key,
+    )
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+    body = assert_problem(response, 503, "signer-unavailable")
+    assert "127.0.0.1" not in response.text
+    assert "certificate" not in body["detail"].lower()
+    assert tls_signer.peers == []
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_missing_client_certificate_is_refused(
+    test_keys, pki: Pki, tls_signer: TlsSigner, transport
+):
+    """Without a client certificate the signer refuses the connection and nothing is signed."""
+    settings = _settings(test_keys, tls_signer, transport, ca_bundle=pki.ca)
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+    assert response.status_code in {502, 503}, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert tls_signer.peers == []
+
+
+def test_plain_http_to_a_remote_signer_is_refused():
+    """Settings refuse http:// to a non-loopback signer unless allow_plain_http is set."""
+    with pytest.raises(ValidationError, match="allow_plain_http"):
+        SignerSettings(url="http://eu-signer.internal:8080")
+    assert SignerSettings(url="http://eu-signer.internal:8080", allow_plain_http=True)
+    assert SignerSettings(url="http://127.0.0.1:8080")
+    assert SignerSettings(url="https://eu-signer.internal:8443")
+
+
+def test_client_cert_needs_its_key(pki: Pki):
+    """A client certificate without its key (or the reverse) is refused at start-up."""
+    with pytest.raises(ValidationError, match="go together"):
+        SignerSettings(url="https://eu-signer.internal", client_cert=pki.client_cert)
