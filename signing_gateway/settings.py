@@ -148,10 +148,18 @@ class TrustSettings(BaseModel):
 class EuPolicySettings(BaseModel):
     """Default validity of EU credentials per key usage, and clock tolerance."""
 
-    vaccination_validity_days: PositiveInt = 365
-    test_validity_hours: PositiveInt = 72
-    recovery_validity_days: PositiveInt = 180
-    max_clock_skew_seconds: PositiveInt = 120
+    vaccination_validity_days: PositiveInt = Field(
+        365, description="Validity of a vaccination DCC when the request names no expiry"
+    )
+    test_validity_hours: PositiveInt = Field(
+        72, description="Validity of a test DCC when the request names no expiry"
+    )
+    recovery_validity_days: PositiveInt = Field(
+        180, description="Validity of a recovery DCC when the request names no expiry"
+    )
+    max_clock_skew_seconds: PositiveInt = Field(
+        120, description="Tolerated difference between our clock and the signer's iat"
+    )
 
     def default_validity(self) -> dict[KeyUsage, timedelta]:
         """The validity applied when a request names no expirationTime."""
@@ -165,14 +173,24 @@ class EuPolicySettings(BaseModel):
 class DomesticPolicySettings(BaseModel):
     """Bounds on domestic attributes and the issuance session."""
 
-    max_valid_from_past_hours: PositiveInt = 24 * 30
-    max_valid_from_future_hours: PositiveInt = 24 * 14
-    max_valid_for_hours: PositiveInt = 24 * 90
+    max_valid_from_past_hours: PositiveInt = Field(
+        24 * 30, description="How far in the past a domestic validFrom may lie"
+    )
+    max_valid_from_future_hours: PositiveInt = Field(
+        24 * 14, description="How far in the future a domestic validFrom may lie"
+    )
+    max_valid_for_hours: PositiveInt = Field(
+        24 * 90, description="Largest domestic validForHours accepted"
+    )
     credential_amount: PositiveInt = Field(
         28, le=100, description="Credentials prepared per issuance session"
     )
-    stoken_ttl_seconds: PositiveInt = 60
-    max_open_stokens: PositiveInt = 100_000
+    stoken_ttl_seconds: PositiveInt = Field(
+        60, description="Lifetime of an issuance session token (single use)"
+    )
+    max_open_stokens: PositiveInt = Field(
+        100_000, description="Open issuance sessions kept at most (memory bound)"
+    )
 
     def policy(self) -> DomesticPolicy:
         """The pure domain policy these settings describe."""
@@ -232,7 +250,9 @@ class Settings(BaseSettings):
         env_prefix="SIGNING_GATEWAY_", env_nested_delimiter="__", extra="forbid"
     )
 
-    environment: Literal["dev", "production"] = "dev"
+    environment: Literal["dev", "production"] = Field(
+        "dev", description="production refuses fetched signer keys and disabled auth"
+    )
     eu_signer: SignerSettings = SignerSettings(url="http://127.0.0.1:8081")
     domestic_signer: SignerSettings = SignerSettings(url="http://127.0.0.1:8082")
     trust: TrustSettings = TrustSettings()
@@ -249,10 +269,18 @@ class Settings(BaseSettings):
     loop_lag: LoopLagSettings = Field(
         default_factory=LoopLagSettings, description="Event-loop lag monitor"
     )
-    readiness_probe_interval_seconds: PositiveFloat = 5.0
-    readiness_probe_timeout_seconds: PositiveFloat = 2.0
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    readiness_probe_interval_seconds: PositiveFloat = Field(
+        5.0, description="Seconds between background probes of each signer"
+    )
+    readiness_probe_timeout_seconds: PositiveFloat = Field(
+        2.0, description="Budget of one readiness probe; slower counts as down"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged (the access log is INFO)"
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json", description="json: one JSON object per line; console: readable, for development"
+    )
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Access log and tracing"
     )

@@ -1,0 +1,139 @@
+"""The configuration reference in docs/operations.md, generated from the settings model.
+
+    python -m signing_gateway.settings_doc                         # print the table
+    python -m signing_gateway.settings_doc --write docs/operations.md   # refresh it in place
+
+The table sits between two marker comments in the document; a unit test fails when the
+document's table differs from the model's, so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from signing_gateway.settings import Settings
+
+BEGIN_MARKER = "<!-- BEGIN settings table: python -m signing_gateway.settings_doc --write -->"
+END_MARKER = "<!-- END settings table -->"
+_ENV_PREFIX = "SIGNING_GATEWAY_"
+_NESTED = "__"
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    """One leaf setting as an operator sets it."""
+
+    env_var: str
+    type_name: str
+    default: str
+    description: str
+
+
+def _type_name(info: FieldInfo) -> str:
+    text = repr(info.annotation) if info.annotation is not None else "Any"
+    for noise in ("typing.", "pathlib.", "annotated_types.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    return text
+
+
+def _format_default(value: Any) -> str:  # noqa: ANN401 - any setting value
+    if value is PydanticUndefined:
+        return "(required)"
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, list | tuple):
+        return json.dumps([str(v) for v in value])
+    if value is None:
+        return "unset"
+    return json.dumps(value) if isinstance(value, str) else str(value).lower()
+
+
+def _is_group(info: FieldInfo) -> bool:
+    return isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+
+
+def _leaves(model: BaseModel, path: tuple[str, ...]) -> Iterator[SettingDoc]:
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        here = (*path, name)
+        if _is_group(info):
+            # Recurse into the group's default instance, so per-group defaults (each signer's
+            # URL) are shown rather than the bare class defaults.
+            yield from _leaves(value, here)
+            continue
+        yield SettingDoc(
+            env_var=_ENV_PREFIX + _NESTED.join(here).upper(),
+            type_name=_type_name(info),
+            default=_format_default(value),
+            description=(info.description or "").strip(),
+        )
+
+
+def setting_docs() -> list[SettingDoc]:
+    """Every leaf setting of `Settings`, in declaration order, with its defaults."""
+    defaults = Settings.model_construct()
+    # model_construct skips validation and fills declared defaults only; that is exactly the
+    # "nothing set in the environment" view the reference documents.
+    return list(_leaves(defaults, ()))
+
+
+def render_table() -> str:
+    """The markdown table of every setting (what sits between the markers)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|") or "—"
+
+    lines = [
+        "| Environment variable | Type | Default | Meaning |",
+        "|---|---|---|---|",
+    ]
+    lines.extend(
+        f"| `{d.env_var}` | `{cell(d.type_name)}` | `{cell(d.default)}` | {cell(d.description)} |"
+        # Alphabetical: groups stay together (shared prefix) and moving a field in
+        # settings.py does not churn the document.
+        for d in sorted(setting_docs(), key=lambda d: d.env_var)
+    )
+    return "\n".join(lines) + "\n"
+
+
+def splice(document: str, table: str) -> str:
+    """`document` with the text between the markers replaced by `table`."""
+    start = document.index(BEGIN_MARKER) + len(BEGIN_MARKER)
+    end = document.index(END_MARKER)
+    return document[:start] + "\n" + table + document[end:]
+
+
+def table_in(document: str) -> str:
+    """The table currently between the markers of `document`."""
+    start = document.index(BEGIN_MARKER) + len(BEGIN_MARKER)
+    return document[start : document.index(END_MARKER)].lstrip("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the table, or rewrite it inside the document given with --write."""
+    parser = argparse.ArgumentParser(prog="python -m signing_gateway.settings_doc")
+    parser.add_argument("--write", type=Path, help="document whose marked table to refresh")
+    args = parser.parse_args(argv)
+    table = render_table()
+    if args.write is None:
+        sys.stdout.write(table)
+        return 0
+    args.write.write_text(splice(args.write.read_text(encoding="utf-8"), table), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

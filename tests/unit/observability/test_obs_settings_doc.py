@@ -1,0 +1,66 @@
+"""docs/operations.md documents every setting exactly as settings.py declares it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signing_gateway.settings import Settings
+from signing_gateway.settings_doc import (
+    BEGIN_MARKER,
+    END_MARKER,
+    render_table,
+    setting_docs,
+    splice,
+    table_in,
+)
+
+OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
+REGENERATE = "run: python -m signing_gateway.settings_doc --write docs/operations.md"
+
+
+def test_operations_guide_table_matches_the_settings_model():
+    """The configuration table in the guide is the one generated from the current model."""
+    document = OPERATIONS.read_text(encoding="utf-8")
+    assert table_in(document) == render_table(), REGENERATE
+
+
+def test_every_setting_has_a_description():
+    """No setting reaches the reference without a sentence saying what it does."""
+    undocumented = [d.env_var for d in setting_docs() if not d.description]
+    assert undocumented == []
+
+
+def test_table_names_every_leaf_setting_with_its_env_var():
+    """Each leaf field, nested groups included, appears under its SIGNING_GATEWAY_ name."""
+    env_vars = {d.env_var for d in setting_docs()}
+    assert "SIGNING_GATEWAY_LOG_LEVEL" in env_vars
+    assert "SIGNING_GATEWAY_EU_SIGNER__URL" in env_vars
+    assert "SIGNING_GATEWAY_OBSERVABILITY__ACCESS_LOG" in env_vars
+    assert not any(name.endswith("__OBSERVABILITY") for name in env_vars)  # groups are expanded
+    assert len(env_vars) == len(setting_docs())
+
+
+def test_documented_env_var_names_are_the_ones_settings_reads(monkeypatch: pytest.MonkeyPatch):
+    """A nested variable spelled as the table spells it changes that setting."""
+    monkeypatch.setenv("SIGNING_GATEWAY_OBSERVABILITY__ACCESS_LOG", "false")
+    monkeypatch.setenv("SIGNING_GATEWAY_EU_SIGNER__URL", "http://127.0.0.1:9999")
+    monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MODE", "disabled")
+    settings = Settings()
+    assert settings.observability.access_log is False
+    assert settings.eu_signer.url == "http://127.0.0.1:9999"
+
+
+def test_defaults_shown_are_the_group_instance_defaults():
+    """Per-group defaults (each signer's own URL) are shown, not the bare class default."""
+    by_name = {d.env_var: d for d in setting_docs()}
+    assert by_name["SIGNING_GATEWAY_EU_SIGNER__URL"].default == '"http://127.0.0.1:8081"'
+    assert by_name["SIGNING_GATEWAY_DOMESTIC_SIGNER__URL"].default == '"http://127.0.0.1:8082"'
+
+
+def test_splice_replaces_only_the_marked_table():
+    """Refreshing rewrites the text between the markers and keeps the rest of the guide."""
+    document = f"intro\n{BEGIN_MARKER}\nold table\n{END_MARKER}\noutro\n"
+    refreshed = splice(document, "| new |\n")
+    assert refreshed == f"intro\n{BEGIN_MARKER}\n| new |\n{END_MARKER}\noutro\n"
