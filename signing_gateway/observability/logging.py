@@ -2,11 +2,19 @@
 
 Every record, from our code or from libraries, goes through one stdlib handler whose
 structlog formatter adds the time, level, logger name, `extra` fields and the request id.
+
+That handler formats the record where it is logged (the request id lives in the logging
+task's context) and only queues the finished line; a background thread writes it to stderr.
+A stalled log pipe (a slow collector, a full pipe buffer) then delays log lines, not the
+event loop.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 from typing import Literal
 
@@ -47,9 +55,33 @@ def build_formatter(fmt: Literal["json", "console"]) -> logging.Formatter:
     )
 
 
+class _FormattingQueueHandler(logging.handlers.QueueHandler):
+    """Format on the logging side (request id in context), hand the line to the writer."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """A copy of `record` whose message is the finished line (no args, no traceback)."""
+        line = self.format(record)
+        prepared = logging.makeLogRecord(
+            {"name": record.name, "levelno": record.levelno, "levelname": record.levelname}
+        )
+        prepared.msg = line
+        return prepared
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
-    """Route every logger through one structured handler on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Route every logger through one structured handler; a writer thread owns stderr."""
+    global _listener  # noqa: PLW0603 - one writer thread per process, replaced on reconfigure
+    shutdown_logging()
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(logging.Formatter("%(message)s"))
+    _listener = logging.handlers.QueueListener(lines, writer)
+    _listener.start()
+    atexit.register(shutdown_logging)  # write out what is queued when the process exits
+    handler = _FormattingQueueHandler(lines)
     handler.setFormatter(build_formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -59,3 +91,11 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def shutdown_logging() -> None:
+    """Write out every queued line and stop the writer thread (idempotent)."""
+    global _listener  # noqa: PLW0603 - see configure_logging
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
