@@ -16,8 +16,9 @@ import logging
 import logging.handlers
 import queue
 import sys
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -31,6 +32,11 @@ def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+def _orjson_dumps(obj: object, **kwargs: Any) -> str:  # noqa: ANN401 - structlog's signature
+    """json.dumps-compatible serializer on orjson (a third of the access log's cost)."""
+    return orjson.dumps(obj, default=kwargs.get("default")).decode()
+
+
 def build_formatter(fmt: Literal["json", "console"]) -> logging.Formatter:
     """The formatter every record goes through: structured fields plus the request id."""
     shared: list[Processor] = [
@@ -41,7 +47,7 @@ def build_formatter(fmt: Literal["json", "console"]) -> logging.Formatter:
         _add_request_id,
     ]
     renderer = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
