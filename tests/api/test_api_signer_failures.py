@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 
+from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_vaccination
 from tests.api.signer_mocks import Handler, MockedSigners, eu_signing
 from tests.support.credentials import sample_dcc
-from tests.support.gateway import SignerKeys
+from tests.support.gateway import (
+    DOMESTIC_SIGNER_URL,
+    EU_SIGNER_URL,
+    SignerKeys,
+    make_settings,
+    running_gateway,
+)
 
 SIGNER_TEXT = "HSM slot 3 failed at http://eu-signer.test/internal"
+
+
+@pytest.fixture
+async def gateway(test_keys: SignerKeys, signers) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway making one attempt per signer call: these tests pin the mapping, not retries."""
+    once = ResilienceSettings(max_attempts=1)
+    settings = make_settings(
+        test_keys,
+        eu_signer=SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True, resilience=once),
+        domestic_signer=SignerSettings(
+            url=DOMESTIC_SIGNER_URL, allow_plain_http=True, resilience=once
+        ),
+    )
+    async with running_gateway(settings) as client:
+        yield client
 
 
 def _assert_no_leak(response: httpx.Response) -> None:
