@@ -3,15 +3,62 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
+import pytest_asyncio
+import respx
 
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination, with_dcc
-from tests.api.signer_mocks import MockedSigners, commitment
+from tests.api.signer_mocks import MockedSigners, commitment, mock_signers
+from tests.support.gateway import (
+    DOMESTIC_SIGNER_URL,
+    EU_SIGNER_URL,
+    SignerKeys,
+    make_settings,
+    running_gateway,
+)
+
+# Nothing here changes gateway state that another test could see (stokens are fresh UUIDs), so
+# one gateway and one mock router serve the module: starting a gateway costs ~0.2 s.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 V0 = ("dcc", "v", 0)
+
+
+@pytest.fixture(scope="module")
+def signers() -> Iterator[respx.MockRouter]:
+    """Both signers mocked for the whole module."""
+    with respx.mock(using="httpx", assert_all_called=False) as mock:
+        mock.route(host="gateway.test").pass_through()
+        mock.get(f"{EU_SIGNER_URL}/healthz").respond(200, json={"status": "ok"})
+        mock.get(f"{DOMESTIC_SIGNER_URL}/healthz").respond(200, json={"status": "ok"})
+        yield mock
+
+
+@pytest.fixture(scope="module")
+def module_mocked(signers: respx.MockRouter, test_keys: SignerKeys) -> MockedSigners:
+    """Correct signing answers for the module's router."""
+    return mock_signers(signers, test_keys)
+
+
+@pytest.fixture
+def mocked(module_mocked: MockedSigners) -> MockedSigners:
+    """The module's signer mocks with call counts zeroed for this test."""
+    module_mocked.router.reset()
+    return module_mocked
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(test_keys: SignerKeys, signers) -> AsyncIterator[httpx.AsyncClient]:
+    """One in-process gateway for the module."""
+    async with running_gateway(make_settings(test_keys)) as client:
+        yield client
+
+
 FAR_FUTURE = "2099-01-01T00:00:00Z"
 
 
