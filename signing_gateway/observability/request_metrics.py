@@ -15,7 +15,7 @@ beyond a closure, and never reads the body. Counting rules (the accounting `/met
 - So at any scrape: received_total - sum(responses_sent_total) == requests_in_progress.
 
 Routes are labelled by their template (`/v1/dcc`, never a raw path with ids or junk); a request
-no route matched is labelled `unmatched`.
+no route matched (or that a middleware answered before routing) is labelled `unmatched`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,11 @@ _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
 def route_template(scope: Scope) -> str:
-    """The path template of the route that handled `scope`, or "unmatched"."""
+    """The path template of the route that handled `scope`, or "unmatched".
+
+    "unmatched" also covers requests a middleware answered before routing ran (the draining
+    503, the body-limit 413): their status tells them apart from a 404.
+    """
     route: Any = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     return template if isinstance(template, str) else UNMATCHED
