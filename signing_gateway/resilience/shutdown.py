@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from types import FrameType
 from typing import Protocol
 
@@ -192,10 +193,10 @@ class GracefulServer(uvicorn.Server):
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
 
-    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Remember the loop (signals arrive outside it), then serve as usual."""
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)  # type: ignore[arg-type]
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First SIGTERM/SIGINT drains; a second one falls back to uvicorn (force on SIGINT)."""
