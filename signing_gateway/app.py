@@ -6,6 +6,7 @@ Run with `uvicorn --factory signing_gateway.app:create_app` or `signing-gateway 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -74,6 +75,19 @@ def _read_value_sets() -> None:
         value_set(name)
 
 
+def _freeze_start_up_objects(stack: AsyncExitStack) -> None:
+    """Keep what start-up built out of every later garbage collection, until shutdown.
+
+    A full collection walks every tracked object: with the modules, schemas and keys loaded
+    that is hundreds of thousands, and the load test caught collections holding the event loop
+    for 100-360 ms mid-request. After `gc.freeze()` collections walk only what serving
+    allocates. Shutdown unfreezes, so a process that builds many apps (the tests) leaks none.
+    """
+    gc.collect()
+    gc.freeze()
+    stack.callback(gc.unfreeze)
+
+
 def _lifespan(
     settings: Settings, metrics: GatewayMetrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[GatewayState]]:
@@ -106,8 +120,6 @@ def _lifespan(
                 warn_threshold=settings.loop_lag.warn_threshold_seconds,
                 warn_every=settings.loop_lag.warn_every_seconds,
             )
-            loop_lag.start()
-            stack.push_async_callback(loop_lag.stop)
             readiness.add_detail("eventLoop", loop_lag.snapshot)
             eu_policy = SignerPolicy("eu", settings.eu_signer.resilience, metrics=metrics)
             domestic_policy = SignerPolicy(
@@ -130,6 +142,10 @@ def _lifespan(
                 max_pending=settings.audit.max_pending_writes,
             )
             stack.push_async_callback(audit.close)
+            _freeze_start_up_objects(stack)
+            # Sampling starts once start-up work (and its one full collection) is done.
+            loop_lag.start()
+            stack.push_async_callback(loop_lag.stop)
             yield GatewayState(
                 settings=settings,
                 eu_issuer=EuIssuer(
