@@ -127,6 +127,14 @@ class SignerSettings(BaseModel):
             )
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key go together")
+        # Every call the bulkhead admits must find a connection at once: otherwise it queues
+        # inside the HTTP pool, invisible to the bulkhead's shedding and metrics. One more than
+        # the bound leaves a connection for the readiness probe when the bulkhead is full.
+        if self.max_connections <= self.resilience.max_in_flight:
+            raise ValueError(
+                "max_connections must exceed resilience.max_in_flight "
+                f"({self.max_connections} <= {self.resilience.max_in_flight})"
+            )
         return self
 
 
