@@ -31,6 +31,7 @@ from signing_gateway.observability.readiness import ReadinessMonitor
 from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
+from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
 from signing_gateway.security.audit import AuditTrail
 from signing_gateway.security.auth import authenticated_caller, require_scopes
 from signing_gateway.security.limits import RequestLimitsMiddleware
@@ -121,6 +122,7 @@ def _lifespan(
                 warn_every=settings.loop_lag.warn_every_seconds,
             )
             readiness.add_detail("eventLoop", loop_lag.snapshot)
+            readiness.add_detail("cpuGate", app.state.cpu_gate.snapshot)
             eu_policy = SignerPolicy("eu", settings.eu_signer.resilience, metrics=metrics)
             domestic_policy = SignerPolicy(
                 "domestic", settings.domestic_signer.resilience, metrics=metrics
@@ -215,6 +217,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cancel_grace=settings.shutdown.cancel_grace_seconds,
     )
     app.add_middleware(DrainMiddleware, controller=app.state.drain)
+    # Inside the body limits (the body is read before a permit is taken): see runtime/cpu_gate.
+    app.state.cpu_gate = CpuGate(settings.loop_lag.cpu_permits)
+    app.add_middleware(CpuGateMiddleware, gate=app.state.cpu_gate)
     # Body limits answer before anything reads the body, inside the request id.
     app.add_middleware(RequestLimitsMiddleware, limits=settings.limits)
     app.add_middleware(RequestIdMiddleware)

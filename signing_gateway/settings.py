@@ -210,7 +210,7 @@ class DomesticPolicySettings(BaseModel):
 
 
 class LoopLagSettings(BaseModel):
-    """The event-loop lag monitor: how often it samples and when it warns."""
+    """Event-loop health: the lag monitor, and the CPU gate that keeps the loop responsive."""
 
     interval_seconds: PositiveFloat = Field(
         0.05, description="Period of the timer whose late wake-ups are measured"
@@ -220,6 +220,11 @@ class LoopLagSettings(BaseModel):
     )
     warn_every_seconds: PositiveFloat = Field(
         10.0, description="At most one lag warning per this many seconds"
+    )
+    cpu_permits: PositiveInt = Field(
+        8,
+        description="/v1 requests doing CPU work on the loop at once; the others wait parked "
+        "(signer waits do not count), so a CPU-bound gateway still answers /healthz at once",
     )
 
 

@@ -18,6 +18,7 @@ from signing_gateway.observability.telemetry import record_credential_rejection
 from signing_gateway.resilience.breaker import BreakerOpen
 from signing_gateway.resilience.bulkhead import BulkheadFull
 from signing_gateway.resilience.policy import SignerPolicy
+from signing_gateway.runtime.cpu_gate import io_wait
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerError,
@@ -84,9 +85,12 @@ async def call_signer(
     reached the signer (a timeout or a lost connection), see docs/resilience.md.
     """
     try:
-        return await policy.call(
-            endpoint, factory, replay_safe=replay_safe, deadline=current_deadline()
-        )
+        # The request's CPU permit goes to the next request while this one waits on the
+        # signer (bulkhead queue, round trip, retry backoff): see runtime/cpu_gate.py.
+        async with io_wait():
+            return await policy.call(
+                endpoint, factory, replay_safe=replay_safe, deadline=current_deadline()
+            )
     except BreakerOpen as exc:
         raise SignerUnavailable(
             f"{part}: the signer is failing; calls are paused",

@@ -1,0 +1,132 @@
+"""A CPU gate: at most N requests do CPU work on the event loop at once; the rest wait parked.
+
+Why: once the gateway is CPU-bound (more requests per second than one core can validate,
+sign through and verify), every request that is ready to run sits in the loop's ready queue,
+and one loop iteration runs them all. A timer, or a ``/healthz`` request, then waits for the
+whole batch: measured at 1,000 clients, ~0.4 s of loop lag and multi-second ``/healthz``
+answers, which is exactly how the replaced service looked frozen.
+
+The gate bounds that batch. A ``/v1`` request takes a permit before the application handles
+it and gives it back when done; while it waits on a signer (the bulkhead, retries and the
+network round trip, see ``io_wait``) it hands the permit over to the next request. Requests
+without a permit wait on a FIFO semaphore: a parked future costs nothing per loop iteration.
+The total CPU work is the same, so throughput stays at the CPU ceiling, but one iteration
+now runs at most ``permits`` handlers' worth of work, so the loop stays responsive and
+everything outside ``/v1`` (health, readiness, metrics) is never queued behind signing.
+
+Only the application under this middleware is gated: body reading happens before (in the
+request-limits middleware), so a slow client sending its body never holds a permit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["CpuGate", "CpuGateMiddleware", "io_wait"]
+
+
+@dataclass(slots=True)
+class _Permit:
+    """One request's permit; shared (by context copy) with the tasks the request starts."""
+
+    gate: CpuGate
+    held: bool = True
+    io_waits: int = 0
+
+
+_current: ContextVar[_Permit | None] = ContextVar("cpu_gate_permit", default=None)
+
+
+class CpuGate:
+    """At most `permits` requests hold the loop's CPU at once (FIFO for the rest)."""
+
+    def __init__(self, permits: int) -> None:
+        """Allow `permits` requests to do CPU work at the same time."""
+        if permits < 1:
+            raise ValueError("permits must be at least 1")
+        self.permits = permits
+        self._semaphore = asyncio.Semaphore(permits)
+        self.waiting = 0
+
+    @property
+    def busy(self) -> int:
+        """Permits taken now."""
+        return self.permits - self._semaphore._value  # noqa: SLF001 - no public accessor
+
+    async def _acquire(self) -> None:
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+
+    @asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        """Hold a permit for the block (minus its `io_wait` stretches)."""
+        await self._acquire()
+        permit = _Permit(self)
+        token = _current.set(permit)
+        try:
+            yield
+        finally:
+            _current.reset(token)
+            if permit.held:
+                permit.held = False
+                self._semaphore.release()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The /readyz view."""
+        return {"permits": self.permits, "busy": self.busy, "waiting": self.waiting}
+
+
+@asynccontextmanager
+async def io_wait() -> AsyncIterator[None]:
+    """Give the current request's permit back while the block awaits I/O; take it again after.
+
+    Outside a gated request this does nothing. Concurrent waits of one request (the signer
+    calls of `/v1/print` in a task group) share one permit: it is given back by the first
+    and taken again when the last ends. When the block fails, the permit is not taken again:
+    what is left (rendering the error) is small, and cancellation must not wait in a queue.
+    """
+    permit = _current.get()
+    if permit is None:
+        yield
+        return
+    permit.io_waits += 1
+    if permit.held:
+        permit.held = False
+        permit.gate._semaphore.release()  # noqa: SLF001 - the gate's own helper
+    try:
+        yield
+    except BaseException:
+        permit.io_waits -= 1
+        raise
+    permit.io_waits -= 1
+    if permit.io_waits == 0 and not permit.held:
+        await permit.gate._acquire()  # noqa: SLF001
+        permit.held = True
+
+
+class CpuGateMiddleware:
+    """Pure ASGI middleware: `/v1` requests run under a `CpuGate` permit."""
+
+    def __init__(self, app: ASGIApp, *, gate: CpuGate, prefix: str = "/v1/") -> None:
+        """Gate the requests whose path starts with `prefix`."""
+        self.app = app
+        self.gate = gate
+        self._prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run gated requests under a permit; pass everything else straight through."""
+        if scope["type"] != "http" or not scope["path"].startswith(self._prefix):
+            await self.app(scope, receive, send)
+            return
+        async with self.gate.request():
+            await self.app(scope, receive, send)

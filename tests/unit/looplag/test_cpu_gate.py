@@ -1,0 +1,149 @@
+"""The CPU gate: a bounded number of requests on the loop, permits handed over during I/O."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from starlette.responses import PlainTextResponse
+
+from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware, io_wait
+
+
+async def _settle() -> None:
+    """Let every ready task run until all are parked (bounded number of loop passes)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_no_more_than_permits_requests_run_at_once() -> None:
+    """With 2 permits and 5 requests, 2 run and 3 wait; finishing one admits the next."""
+    gate = CpuGate(2)
+    release = asyncio.Event()
+    running = 0
+    peak = 0
+
+    async def request() -> None:
+        nonlocal running, peak
+        async with gate.request():
+            running += 1
+            peak = max(peak, running)
+            await release.wait()
+            running -= 1
+
+    tasks = [asyncio.create_task(request()) for _ in range(5)]
+    await _settle()
+    assert (gate.busy, gate.waiting, running) == (2, 3, 2)
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == 2
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_io_wait_hands_the_permit_to_the_next_request() -> None:
+    """A request waiting on I/O frees its permit, and takes one again when the I/O ends."""
+    gate = CpuGate(1)
+    signer_answer = asyncio.Event()
+    order: list[str] = []
+
+    async def slow_signing() -> None:
+        async with gate.request():
+            order.append("a: cpu")
+            async with io_wait():
+                await signer_answer.wait()
+            order.append("a: verify")
+
+    async def quick() -> None:
+        async with gate.request():
+            order.append("b: cpu")
+
+    first = asyncio.create_task(slow_signing())
+    await _settle()
+    second = asyncio.create_task(quick())
+    await _settle()
+    assert order == ["a: cpu", "b: cpu"]  # b ran while a waited on its signer
+    signer_answer.set()
+    await asyncio.gather(first, second)
+    assert order[-1] == "a: verify"
+    assert gate.busy == 0
+
+
+async def test_concurrent_waits_of_one_request_share_its_permit() -> None:
+    """Two signer calls of one request release one permit and take back one, not two."""
+    gate = CpuGate(1)
+    answers = [asyncio.Event(), asyncio.Event()]
+
+    async def call(event: asyncio.Event) -> None:
+        async with io_wait():
+            await event.wait()
+
+    async def combined() -> None:
+        async with gate.request(), asyncio.TaskGroup() as group:
+            for event in answers:
+                group.create_task(call(event))
+
+    task = asyncio.create_task(combined())
+    await _settle()
+    assert gate.busy == 0  # both calls are waiting: the permit is free
+    answers[0].set()
+    await _settle()
+    assert gate.busy == 0  # one call still waits: not taken back yet
+    answers[1].set()
+    await task
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_cancelled_waiters_and_holders_leak_no_permit() -> None:
+    """Cancelling requests at any point (waiting, holding, in I/O) leaves every permit free."""
+    gate = CpuGate(1)
+    never = asyncio.Event()
+
+    async def in_io() -> None:
+        async with gate.request(), io_wait():
+            await never.wait()
+
+    async def holding() -> None:
+        async with gate.request():
+            await never.wait()
+
+    tasks = [asyncio.create_task(in_io()), asyncio.create_task(holding())]
+    tasks.append(asyncio.create_task(holding()))  # waits for the permit
+    await _settle()
+    assert (gate.busy, gate.waiting) == (1, 1)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert (gate.busy, gate.waiting) == (0, 0)
+    async with asyncio.timeout(1), gate.request():
+        assert gate.busy == 1
+
+
+async def test_io_wait_outside_a_request_does_nothing() -> None:
+    """Code that is not under a gated request (probes, start-up) passes straight through."""
+    async with io_wait():
+        pass
+
+
+def test_a_gate_needs_a_permit() -> None:
+    """A gate with no permits would stop every request; it is refused."""
+    with pytest.raises(ValueError):
+        CpuGate(0)
+
+
+async def test_middleware_gates_v1_only() -> None:
+    """/v1 requests wait for a permit; /healthz answers even while every permit is taken."""
+    gate = CpuGate(1)
+
+    async def app(scope, receive, send):
+        await PlainTextResponse(f"busy={gate.busy}")(scope, receive, send)
+
+    transport = httpx.ASGITransport(app=CpuGateMiddleware(app, gate=gate))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+        assert (await client.get("/v1/dcc")).text == "busy=1"
+        async with gate.request():  # someone else holds the only permit
+            assert (await client.get("/healthz")).text == "busy=1"
+            blocked = asyncio.create_task(client.get("/v1/dcc"))
+            await _settle()
+            assert not blocked.done()
+        assert (await blocked).text == "busy=1"
