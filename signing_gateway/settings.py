@@ -50,6 +50,11 @@ class ResilienceSettings(BaseModel):
     max_attempts: PositiveInt = Field(
         3, le=10, description="Attempts per signer call, the first one included"
     )
+    max_retry_after_seconds: NonNegativeFloat = Field(
+        2.0,
+        description="Longest signer Retry-After the gateway waits out itself; a longer one is "
+        "passed to the caller at once (fail fast instead of holding the request)",
+    )
     backoff_base_seconds: PositiveFloat = Field(
         0.05, description="Exponential backoff: ceiling of the first retry's random delay"
     )
@@ -294,9 +299,6 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field(
         "json", description="json: one JSON object per line; console: readable, for development"
     )
-    observability: ObservabilitySettings = Field(
-        default_factory=ObservabilitySettings, description="Access log and tracing"
-    )
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="Caller authentication of /v1/* (bearer JWT)"
     )
@@ -305,6 +307,9 @@ class Settings(BaseSettings):
     )
     audit: AuditSettings = Field(
         default_factory=AuditSettings, description="Audit trail of issuance attempts"
+    )
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings, description="Access log and tracing"
     )
 
     @model_validator(mode="after")

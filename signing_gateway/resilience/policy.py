@@ -166,6 +166,8 @@ class SignerPolicy:
             attempt, base=s.backoff_base_seconds, cap=s.backoff_max_seconds, rng=self._rng
         )
         if isinstance(exc, SignerThrottledError) and exc.retry_after is not None:
+            if exc.retry_after > s.max_retry_after_seconds:
+                return None  # a long pause: the caller decides, we do not hold the request
             delay = exc.retry_after + delay  # the jitter spreads the herd the signer let wait
         if time_left is not None and delay + MIN_ATTEMPT_SECONDS > time_left:
             return None

@@ -128,6 +128,20 @@ async def test_retry_after_is_honoured_only_when_it_fits_the_deadline():
     assert too_long.calls == 1
 
 
+async def test_long_retry_after_is_passed_to_the_caller_at_once():
+    """A Retry-After beyond max_retry_after_seconds is not waited out, even with time left."""
+    policy, _ = _policy(max_retry_after_seconds=0.5)
+    loop = asyncio.get_running_loop()
+    long_pause = Script(
+        SignerThrottledError("429", signer="eu", endpoint="x", status_code=429, retry_after=0.8)
+    )
+    started = time.monotonic()
+    with pytest.raises(SignerThrottledError):
+        await policy.call("x", long_pause, replay_safe=True, deadline=loop.time() + 10.0)
+    assert time.monotonic() - started < 0.1
+    assert long_pause.calls == 1
+
+
 async def test_attempt_timeout_never_exceeds_the_remaining_deadline():
     """With 0.1 s left, an attempt is cut at 0.1 s although attempt_timeout is 5 s."""
     policy, _ = _policy(attempt_timeout_seconds=5.0)
