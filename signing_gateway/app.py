@@ -217,12 +217,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cancel_grace=settings.shutdown.cancel_grace_seconds,
     )
     app.add_middleware(DrainMiddleware, controller=app.state.drain)
-    # Inside the body limits (the body is read before a permit is taken): see runtime/cpu_gate.
-    app.state.cpu_gate = CpuGate(settings.loop_lag.cpu_permits)
-    app.add_middleware(CpuGateMiddleware, gate=app.state.cpu_gate)
     # Body limits answer before anything reads the body, inside the request id.
     app.add_middleware(RequestLimitsMiddleware, limits=settings.limits)
     app.add_middleware(RequestIdMiddleware)
+    # Outside everything but the request metrics: a burst of new requests waits parked here
+    # instead of running the middlewares' work all in one loop pass (see runtime/cpu_gate).
+    app.state.cpu_gate = CpuGate(settings.loop_lag.cpu_permits)
+    app.add_middleware(CpuGateMiddleware, gate=app.state.cpu_gate)
     instrument_app(app, settings.observability, metrics)  # last: the outermost middleware
     return app
 

@@ -14,8 +14,9 @@ The total CPU work is the same, so throughput stays at the CPU ceiling, but one 
 now runs at most ``permits`` handlers' worth of work, so the loop stays responsive and
 everything outside ``/v1`` (health, readiness, metrics) is never queued behind signing.
 
-Only the application under this middleware is gated: body reading happens before (in the
-request-limits middleware), so a slow client sending its body never holds a permit.
+The middleware sits outside every other but the request metrics, so a burst of new requests
+waits parked instead of running all the middlewares' work in one loop pass. Reading the body
+is I/O (``receive`` runs under ``io_wait``): a slow client sending its body holds no permit.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CpuGate", "CpuGateMiddleware", "io_wait"]
 
@@ -128,5 +129,10 @@ class CpuGateMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(self._prefix):
             await self.app(scope, receive, send)
             return
+        async def receive_without_permit() -> Message:
+            # Waiting for the caller's body bytes is I/O: a slow sender must not hold a permit.
+            async with io_wait():
+                return await receive()
+
         async with self.gate.request():
-            await self.app(scope, receive, send)
+            await self.app(scope, receive_without_permit, send)

@@ -147,3 +147,40 @@ async def test_middleware_gates_v1_only() -> None:
             await _settle()
             assert not blocked.done()
         assert (await blocked).text == "busy=1"
+
+
+async def test_a_slow_request_body_holds_no_permit() -> None:
+    """While one request waits for its body bytes, another /v1 request gets the only permit."""
+    gate = CpuGate(1)
+    body_arrives = asyncio.Event()
+    answered: list[str] = []
+
+    async def app(scope, receive, send):
+        message = await receive()
+        answered.append(scope["path"])
+        assert message["type"] == "http.request"
+
+    middleware = CpuGateMiddleware(app, gate=gate)
+
+    async def slow_receive():
+        await body_arrives.wait()
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def quick_receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        pass
+
+    def scope(path: str) -> dict:
+        return {"type": "http", "path": path}
+
+    slow = asyncio.create_task(middleware(scope("/v1/slow"), slow_receive, send))
+    await _settle()
+    async with asyncio.timeout(1):
+        await middleware(scope("/v1/quick"), quick_receive, send)
+    assert answered == ["/v1/quick"]
+    body_arrives.set()
+    await slow
+    assert answered == ["/v1/quick", "/v1/slow"]
+    assert gate.busy == 0
