@@ -129,6 +129,7 @@ class CpuGateMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(self._prefix):
             await self.app(scope, receive, send)
             return
+
         async def receive_without_permit() -> Message:
             # Waiting for the caller's body bytes is I/O: a slow sender must not hold a permit.
             async with io_wait():
