@@ -1,0 +1,1 @@
+"""Load benchmarks of the gateway: `python -m bench.run` (see docs/benchmarks.md)."""

@@ -1,0 +1,196 @@
+"""Start and stop the processes of a bench run: fake signer, gateway variants, helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+#: File descriptors allowed to each child: S4 holds 10k inbound plus 10k outbound sockets.
+CHILD_NOFILE = 65536
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _raise_nofile() -> None:
+    """In the child: lift the fd limit (root may raise the hard limit; others keep theirs)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = CHILD_NOFILE
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    @property
+    def ps(self) -> psutil.Process:
+        return psutil.Process(self.popen.pid)
+
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return times.user + times.system
+
+    def rss_bytes(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], limit: float = 60.0) -> None:
+    """Poll `url` until it answers 200 (with a deadline); fail if the process dies."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+            if response.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready within {limit} s")
+
+
+def start(
+    name: str,
+    command: list[str],
+    *,
+    port: int,
+    ready_path: str,
+    logs: Path,
+    env: Mapping[str, str] | None = None,
+) -> Proc:
+    log = logs / f"{name}.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_raise_nofile,  # noqa: PLW1509 - no threads in the bench driver
+        )
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_http(url + ready_path, popen)
+    except BaseException:
+        popen.kill()
+        popen.wait()
+        raise
+    return Proc(name, popen, url, log)
+
+
+@contextlib.contextmanager
+def fake_signer(logs: Path, *, latency_ms: float, keys_dir: Path) -> Iterator[Proc]:
+    port = free_port()
+    proc = start(
+        "fake-signer",
+        [
+            sys.executable, "-m", "fake_signer", "--role", "all", "--host", LOOPBACK,
+            "--port", str(port), "--latency-ms", str(latency_ms),
+            "--latency-distribution", "fixed", "--keys-dir", str(keys_dir),
+            "--log-level", "warning",
+        ],
+        port=port,
+        ready_path="/healthz",
+        logs=logs,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def gateway_env(
+    signer_url: str, *, transport: str, max_in_flight: int, deadline_s: float
+) -> dict[str, str]:
+    """Settings of the gateway under test: fake signers, auth off, bounds sized for the load."""
+    env: dict[str, str] = {}
+    for group in ("EU_SIGNER", "DOMESTIC_SIGNER"):
+        prefix = f"SIGNING_GATEWAY_{group}__"
+        env |= {
+            prefix + "URL": signer_url,
+            prefix + "TRANSPORT": transport,
+            prefix + "MAX_CONNECTIONS": str(max_in_flight + 8),  # > the bulkhead: the rule
+            prefix + "READ_TIMEOUT": str(deadline_s),
+            prefix + "POOL_TIMEOUT": str(deadline_s),
+            prefix + "RESILIENCE__MAX_IN_FLIGHT": str(max_in_flight),
+            prefix + "RESILIENCE__MAX_PENDING": str(max_in_flight),
+            prefix + "RESILIENCE__ATTEMPT_TIMEOUT_SECONDS": str(deadline_s),
+        }
+    env |= {
+        "SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS": "true",
+        "SIGNING_GATEWAY_AUTH__MODE": "disabled",
+        "SIGNING_GATEWAY_REQUEST_DEADLINE_SECONDS": str(deadline_s),
+    }
+    return env
+
+
+@contextlib.contextmanager
+def gateway(
+    logs: Path, signer_url: str, *, name: str = "gateway", transport: str = "aiohttp",
+    max_in_flight: int = 1024, deadline_s: float = 20.0, extra_env: Mapping[str, str] | None = None,
+) -> Iterator[Proc]:  # fmt: skip
+    port = free_port()
+    env = gateway_env(
+        signer_url, transport=transport, max_in_flight=max_in_flight, deadline_s=deadline_s
+    )
+    proc = start(
+        name,
+        [sys.executable, "-m", "signing_gateway", "serve", "--host", LOOPBACK, "--port", str(port),
+         "--backlog", "16384"],
+        port=port,
+        ready_path="/readyz",
+        logs=logs,
+        env=env | dict(extra_env or {}),
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def uvicorn_app(logs: Path, name: str, factory: str, env: Mapping[str, str]) -> Iterator[Proc]:
+    """A bench-only comparison app (blocking gateway, pass-through proxy) under uvicorn."""
+    port = free_port()
+    proc = start(
+        name,
+        [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", LOOPBACK,
+         "--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "16384"],
+        port=port,
+        ready_path="/healthz",
+        logs=logs,
+        env=env,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,109 @@
+"""Profile the S3 path: `python -m bench.profile [--seconds 10]`.
+
+Runs the gateway against a 0 ms fake signer under 64-connection wrk load and samples it with
+py-spy (install it in the venv for bench use: `pip install py-spy`). Writes the collapsed
+stacks to bench/results/profile-<time>.txt and prints the top functions by self and by
+inclusive time, the figures docs/benchmarks.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import procs
+from bench.run import RESULTS
+from bench.wrk import run_wrk
+from signing_gateway.api import examples
+
+
+def _frame_name(frame: str) -> str:
+    """`function (file)` without the line number, the venv prefix shortened."""
+    if " (" not in frame:
+        return frame
+    name, _, rest = frame.partition(" (")
+    return f"{name} ({rest.split(':')[0].replace(str(Path(sys.prefix)), '<venv>')})"
+
+
+def summarize(collapsed: Path, top: int = 25) -> str:
+    """Self and inclusive shares per function from py-spy's collapsed stacks."""
+    self_counts: collections.Counter[str] = collections.Counter()
+    incl_counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";")]
+        total += count
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            incl_counts[frame] += count
+    lines = [f"samples: {total}", "", "top self time:"]
+    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in self_counts.most_common(top)]
+    lines += ["", "top inclusive time (functions of interest):"]
+    interesting = [
+        (f, c) for f, c in incl_counts.most_common()
+        if any(k in f for k in ("signing_gateway", "fastapi", "starlette", "httpx", "httpcore",
+                                "aiohttp", "pydantic", "uvicorn", "logging", "structlog",
+                                "prometheus", "cbor2", "base45", "cryptography", "zlib",
+                                "orjson", "json"))
+    ]  # fmt: skip
+    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in interesting[: top * 2]]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--transport", default="aiohttp")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument(
+        "--all-threads",
+        dest="gil",
+        action="store_false",
+        help="sample every thread, not only the one holding the GIL",
+    )
+    parser.add_argument("--latency-ms", type=float, default=0)
+    args = parser.parse_args()
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out = RESULTS / f"profile-{stamp}.txt"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        body = work / "dcc.json"
+        body.write_text(json.dumps(examples.EU_VACCINATION))
+        logs = RESULTS / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (
+            procs.fake_signer(logs, latency_ms=args.latency_ms, keys_dir=work / "keys") as signer,
+            procs.gateway(logs, signer.url, max_in_flight=1024, transport=args.transport) as gw,
+        ):
+            run_wrk(gw.url + "/v1/dcc", body, connections=args.clients, seconds=3)
+            load = threading.Thread(
+                target=run_wrk, args=(gw.url + "/v1/dcc", body),
+                kwargs={"connections": args.clients, "seconds": args.seconds + 2},
+            )  # fmt: skip
+            load.start()
+            subprocess.run(
+                [py_spy, "record", "--pid", str(gw.popen.pid), "--duration",
+                 str(int(args.seconds)), "--rate", "250", "--format", "raw", "--nonblocking",
+                 *(["--gil"] if args.gil else ["--threads"]), "--output", str(out)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            load.join()
+    print(summarize(out))
+    print(f"\ncollapsed stacks: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""One command for the whole bench: `python -m bench.run` (or `make bench`).
+
+Starts the fake signer and each server under test as subprocesses on loopback, drives them with
+wrk (installed with apt-get when missing and allowed), and writes bench/results/<time>.json,
+docs/benchmarks.md and docs/benchmarks.png. `--only S1,S3` runs a subset, `--quick` shortens
+every phase (for trying the bench, not for figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import procs, report, scenarios
+from bench.wrk import ensure_wrk, wrk_version
+from signing_gateway.api import examples
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def _versions() -> dict[str, str]:
+    names = ["fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore",
+             "httpx-aiohttp", "aiohttp", "pydantic", "requests"]  # fmt: skip
+    found = {}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return {"python": platform.python_version(), "wrk": wrk_version(), **found}
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def run(only: set[str], *, quick: bool, s3_variants: set[str] | None = None) -> dict[str, Any]:
+    ensure_wrk()
+    scale = 0.25 if quick else 1.0
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "versions": _versions(),
+        "quick": quick,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        logs = RESULTS / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        body = work / "dcc.json"
+        body.write_text(json.dumps(examples.EU_VACCINATION))
+        keys = work / "keys"
+        if "S1" in only or "S2" in only:
+            seconds = max(5.0, 20 * scale)
+            with procs.fake_signer(logs, latency_ms=1000, keys_dir=keys) as signer:
+                if "S1" in only:
+                    print("S1: gateway, signer 1 s, 1,000 clients", flush=True)
+                    with procs.gateway(logs, signer.url, max_in_flight=1024) as gw:
+                        results["S1"] = scenarios.slow_signers(
+                            gw, body, logs, clients=1000, seconds=seconds,
+                            signer_latency_s=1.0, has_lag=True,
+                        )  # fmt: skip
+                if "S2" in only:
+                    print("S2: blocking gateway, same load", flush=True)
+                    env = {"BENCH_SIGNER_URL": signer.url}
+                    with procs.uvicorn_app(logs, "old-gateway", "bench.old_gateway:create_app",
+                                           env) as old:  # fmt: skip
+                        results["S2"] = scenarios.slow_signers(
+                            old, body, logs, clients=1000, seconds=seconds,
+                            signer_latency_s=1.0, has_lag=False,
+                        )  # fmt: skip
+        if "S3" in only:
+            seconds = max(5.0, 15 * scale)
+            results["S3"] = {}
+            with procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer:
+                variants = [
+                    ("gateway", lambda: procs.gateway(logs, signer.url, max_in_flight=256)),
+                    ("gateway-httpx-transport", lambda: procs.gateway(
+                        logs, signer.url, name="gateway-httpx", transport="httpx",
+                        max_in_flight=256)),
+                    ("passthrough-proxy", lambda: procs.uvicorn_app(
+                        logs, "passthrough", "bench.passthrough:create_app",
+                        {"BENCH_SIGNER_URL": signer.url})),
+                ]  # fmt: skip
+                for name, starter in variants:
+                    if s3_variants and name not in s3_variants:
+                        continue
+                    print(f"S3: {name}, signer 0 ms, 64 clients", flush=True)
+                    with starter() as target:
+                        results["S3"][name] = scenarios.ceiling(
+                            target, signer, body, clients=64, seconds=seconds
+                        )
+        if "S4" in only:
+            print("S4: 10,000 in flight, signer 10 s", flush=True)
+            with (
+                procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
+                procs.gateway(logs, signer.url, max_in_flight=10240, deadline_s=60) as gw,
+            ):
+                results["S4"] = scenarios.memory(
+                    gw, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30
+                )
+    results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["verdicts"] = report.verdicts(results) if not s3_variants else {}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--only", default="S1,S2,S3,S4", help="comma-separated scenarios")
+    parser.add_argument("--quick", action="store_true", help="short phases, no doc update")
+    parser.add_argument("--s3", default="", help="S3 variants to run (default: all)")
+    args = parser.parse_args(argv)
+    only = {x.strip().upper() for x in args.only.split(",")}
+    started = time.monotonic()
+    s3 = {x.strip() for x in args.s3.split(",") if x.strip()} or None
+    results = run(only, quick=args.quick, s3_variants=s3)
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = results["started"].replace(":", "").replace("-", "")
+    out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results["verdicts"], indent=2))
+    print(f"results: {out.relative_to(ROOT)}")
+    if not args.quick and only == {"S1", "S2", "S3", "S4"}:
+        report.write(results, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "benchmarks.png",
+                     sorted(RESULTS.glob("2*[0-9].json")))  # fmt: skip
+        print("wrote docs/benchmarks.md and docs/benchmarks.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The bench scenarios S1-S4 (see docs/benchmarks.md); each returns a dict of figures."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.wrk import WrkResult, run_wrk, wrk_command
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback http
+        return json.loads(response.read())
+
+
+def _put_json(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(  # noqa: S310 - loopback http
+        url, data=json.dumps(body).encode(), method="PUT",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5):  # noqa: S310
+        pass
+
+
+def in_progress(gateway: procs.Proc) -> int:
+    """Requests inside the gateway now (its `gateway_requests_in_progress` gauge)."""
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as response:  # noqa: S310
+        for line in response.read().decode().splitlines():
+            if line.startswith("gateway_requests_in_progress "):
+                return int(float(line.split()[1]))
+    return 0
+
+
+def loop_lag(gateway: procs.Proc) -> dict[str, Any]:
+    """The gateway's event-loop lag figures since start, from /readyz details."""
+    try:
+        with urllib.request.urlopen(gateway.url + "/readyz", timeout=10) as response:  # noqa: S310
+            return dict(json.loads(response.read())["eventLoop"])
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def loop_lag_max(gateway: procs.Proc) -> float | None:
+    """The gateway's largest event-loop lag since start."""
+    value = loop_lag(gateway).get("maxLagSeconds")
+    return None if value is None else float(value)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def _wrk_figures(result: WrkResult) -> dict[str, Any]:
+    return {
+        "requests": result.requests,
+        "ok": result.ok,
+        "errors": result.errors,
+        "error_detail": {
+            "connect": result.connect_errors, "read": result.read_errors,
+            "write": result.write_errors, "status": result.status_errors,
+            "timeout": result.timeouts,
+        },
+        "seconds": round(result.seconds, 2),
+        "rps": round(result.rps, 1),
+        "p50_ms": result.p50_ms,
+        "p90_ms": result.p90_ms,
+        "p99_ms": result.p99_ms,
+        "max_ms": result.max_ms,
+        "command": result.command,
+    }  # fmt: skip
+
+
+def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, seconds: float,
+                 signer_latency_s: float, has_lag: bool) -> dict[str, Any]:  # fmt: skip
+    """S1/S2: `clients` concurrent /v1/dcc for `seconds` while /healthz is polled every 10 ms."""
+    url = target.url + "/v1/dcc"
+    # Warm-up; one connection for the blocking gateway, whose queued warm-up requests would
+    # otherwise occupy its single loop for the whole measured window.
+    run_wrk(url, body, connections=20 if has_lag else 1, seconds=2, timeout_s=10)
+    poll_out = logs / f"{target.name}-healthz.json"
+    poller = subprocess.Popen(
+        [sys.executable, "-m", "bench.poller", target.url + "/healthz", "10",
+         str(seconds + 1), str(poll_out)]
+    )  # fmt: skip
+    cpu_before = target.cpu_seconds()
+    result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2, timeout_s=10)
+    cpu = target.cpu_seconds() - cpu_before
+    poller.wait(timeout=seconds + 60)
+    polls = json.loads(poll_out.read_text())
+    latencies_ms = [x * 1000 for x in polls["latencies"]]
+    limit = clients / signer_latency_s
+    figures = _wrk_figures(result)
+    figures |= {
+        "clients": clients,
+        "limit_rps": limit,
+        "throughput_share": round(result.rps / limit, 3),
+        "success_share": round(
+            result.ok / max(1, result.requests + result.errors - result.status_errors), 4
+        ),
+        "healthz": {
+            "polls": len(latencies_ms),
+            "failures": polls["failures"],
+            "p50_ms": round(statistics.median(latencies_ms), 2) if latencies_ms else None,
+            "p99_ms": round(_percentile(latencies_ms, 99), 2) if latencies_ms else None,
+            "max_ms": round(max(latencies_ms), 2) if latencies_ms else None,
+        },
+        "cpu_us_per_request": round(cpu / max(1, result.requests) * 1e6, 1),
+        "loop_lag_max_ms": None,
+    }
+    if has_lag:
+        lag = loop_lag(target)
+        if lag:
+            figures["loop_lag_max_ms"] = round(lag["maxLagSeconds"] * 1000, 1)
+            figures["loop_lag_samples"] = lag["samples"]
+            figures["loop_lag_samples_over_100ms"] = lag["samplesOverThreshold"]
+    return figures
+
+
+def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
+            seconds: float) -> dict[str, Any]:  # fmt: skip
+    """S3: req/s and CPU per request at signer latency 0."""
+    url = target.url + "/v1/dcc"
+    run_wrk(url, body, connections=clients, seconds=3)  # warm-up
+    cpu_before, signer_before = target.cpu_seconds(), signer.cpu_seconds()
+    started = time.monotonic()
+    result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2)
+    wall = time.monotonic() - started
+    cpu, signer_cpu = target.cpu_seconds() - cpu_before, signer.cpu_seconds() - signer_before
+    figures = _wrk_figures(result)
+    figures |= {
+        "clients": clients,
+        "cpu_us_per_request": round(cpu / max(1, result.requests) * 1e6, 1),
+        "target_cpu_share": round(cpu / wall, 2),
+        "signer_cpu_share": round(signer_cpu / wall, 2),
+        "signer_cpu_us_per_request": round(signer_cpu / max(1, result.requests) * 1e6, 1),
+    }
+    return figures
+
+
+def memory(gateway: procs.Proc, signer: procs.Proc, body: Path, *, in_flight: int,
+           signer_latency_s: float, seconds: float) -> dict[str, Any]:  # fmt: skip
+    """S4: RSS per in-flight request with `in_flight` requests held by a slow signer."""
+    url = gateway.url + "/v1/dcc"
+    run_wrk(url, body, connections=20, seconds=2)  # warm-up at latency 0
+    _put_json(signer.url + "/_control", {"latencyMs": signer_latency_s * 1000, "jitterMs": 0})
+    time.sleep(0.5)
+    rss_idle = gateway.rss_bytes()
+    command = wrk_command(url, connections=in_flight, seconds=seconds, threads=4, timeout_s=60)
+    out = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**__import__("os").environ, "BENCH_BODY_FILE": str(body)},
+    )  # fmt: skip
+    peak_in_flight, rss_at_peak, rss_max = 0, rss_idle, rss_idle
+    deadline = time.monotonic() + seconds + 5
+    peak_at_signer = 0
+    while out.poll() is None and time.monotonic() < deadline:
+        try:
+            inside = in_progress(gateway) - 1  # minus this scrape
+            at_signer = _get_json(signer.url + "/_stats")["inFlight"]
+        except OSError:  # a scrape that times out under the burst: try again
+            continue
+        rss = gateway.rss_bytes()
+        rss_max = max(rss_max, rss)
+        peak_at_signer = max(peak_at_signer, at_signer)
+        if inside >= peak_in_flight:
+            peak_in_flight, rss_at_peak = inside, rss
+        time.sleep(0.25)
+    stdout, _ = out.communicate(timeout=seconds + 90)
+    line = next(x for x in stdout.splitlines() if x.startswith("BENCH_JSON "))
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    errors = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                   "status_errors", "timeouts"))  # fmt: skip
+    lag = loop_lag_max(gateway)
+    return {
+        "in_flight_target": in_flight,
+        "peak_in_flight": peak_in_flight,
+        "peak_at_signer": peak_at_signer,
+        "requests": data["requests"],
+        "errors": errors,
+        "error_detail": {
+            k: data[k]
+            for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+        },
+        "p50_ms": data["p50_us"] / 1000,
+        "p99_ms": data["p99_us"] / 1000,
+        "rss_idle_mb": round(rss_idle / 2**20, 1),
+        "rss_at_peak_mb": round(rss_at_peak / 2**20, 1),
+        "rss_max_mb": round(rss_max / 2**20, 1),
+        "kb_per_in_flight": round((rss_at_peak - rss_idle) / 1024 / max(1, peak_in_flight), 1),
+        "loop_lag_max_ms": None if lag is None else round(lag * 1000, 1),
+        "command": " ".join(["wrk", *command[1:]]).replace(
+            str(Path(__file__).with_name("dcc.lua")), "bench/dcc.lua"
+        ),
+    }

@@ -1,0 +1,118 @@
+"""Drive a target with wrk (an external C load generator) and parse its summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPT = Path(__file__).with_name("dcc.lua")
+
+
+def ensure_wrk() -> str:
+    """Path of wrk; install it with apt-get when missing and we are root, else explain."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk missing: apt-get install -y wrk", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("bench needs wrk: sudo apt-get install -y wrk")
+    return found
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    connect_errors: int
+    read_errors: int
+    write_errors: int
+    status_errors: int
+    timeouts: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    command: str
+
+    @property
+    def ok(self) -> int:
+        """Responses with a status below 400."""
+        return self.requests - self.status_errors
+
+    @property
+    def errors(self) -> int:
+        return (
+            self.connect_errors
+            + self.read_errors
+            + self.write_errors
+            + self.status_errors
+            + self.timeouts
+        )
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.seconds
+
+
+def wrk_command(
+    url: str, *, connections: int, seconds: float, threads: int, timeout_s: float
+) -> list[str]:
+    return [
+        ensure_wrk(), "-t", str(min(threads, connections)), "-c", str(connections),
+        "-d", f"{seconds:g}s",
+        "--timeout", f"{timeout_s:g}s", "-s", str(SCRIPT), "--latency", url,
+    ]  # fmt: skip
+
+
+def run_wrk(
+    url: str,
+    body_file: Path,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 2,
+    timeout_s: float = 30.0,
+) -> WrkResult:
+    command = wrk_command(
+        url, connections=connections, seconds=seconds, threads=threads, timeout_s=timeout_s
+    )
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENCH_BODY_FILE": str(body_file)},
+        check=False,
+        timeout=seconds + timeout_s + 60,
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    shown = " ".join(command[:1] and ["wrk", *command[1:]]).replace(str(SCRIPT), "bench/dcc.lua")
+    return WrkResult(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        connect_errors=data["connect_errors"],
+        read_errors=data["read_errors"],
+        write_errors=data["write_errors"],
+        status_errors=data["status_errors"],
+        timeouts=data["timeouts"],
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        command=shown,
+    )
+
+
+def wrk_version() -> str:
+    done = subprocess.run([ensure_wrk(), "-v"], capture_output=True, text=True, check=False)
+    return (done.stdout + done.stderr).splitlines()[0].strip()
