@@ -97,6 +97,9 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request line at INFO (each signer call and readiness probe); the
+    # signer-call metrics and our own failure logs say what matters without that volume.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def shutdown_logging() -> None:

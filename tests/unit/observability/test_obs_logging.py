@@ -79,3 +79,17 @@ def test_a_stalled_log_stream_does_not_hold_the_logging_code(monkeypatch, restor
     stream.release.set()
     shutdown_logging()
     assert len(stream.getvalue().splitlines()) == 50
+
+
+def test_httpx_request_lines_are_quiet_but_its_warnings_pass(monkeypatch, restore_logging):
+    """httpx's per-request INFO lines are dropped; its warnings still reach the log."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    httpx_logger = logging.getLogger("httpx")
+    monkeypatch.setattr(httpx_logger, "level", httpx_logger.level)  # restored after the test
+    configure_logging(level="INFO", fmt="json")
+    httpx_logger.info("HTTP Request: GET http://signer/healthz")
+    httpx_logger.warning("pool trouble")
+    shutdown_logging()
+    events = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["pool trouble"]
