@@ -82,7 +82,7 @@ def test_a_stalled_log_stream_does_not_hold_the_logging_code(monkeypatch, restor
 
 
 def test_httpx_request_lines_are_quiet_but_its_warnings_pass(monkeypatch, restore_logging):
-    """httpx's per-request INFO lines are dropped; its warnings still reach the log."""
+    """The per-request INFO lines of httpx are dropped; its warnings still reach the log."""
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
     httpx_logger = logging.getLogger("httpx")
