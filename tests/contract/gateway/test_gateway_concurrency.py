@@ -18,7 +18,6 @@ from tests.contract.gateway.conftest import set_control
 LATENCY_S = 1.0
 CONCURRENT = 200
 HEALTHZ_BOUND_S = 0.050
-HEALTHZ_CEILING_S = 0.500
 LOAD_CLIENT = Path(__file__).with_name("load_client.py")
 
 
@@ -90,14 +89,9 @@ async def test_200_concurrent_dcc_overlap_and_healthz_stays_fast(gateway_url, fa
     assert summary["statuses"] == {"200": CONCURRENT}
     assert LATENCY_S <= summary["elapsed"] < 2 * LATENCY_S
     assert len(latencies) >= 50
-    # The brief asks for every poll within 50 ms; that is not met reliably (see the report:
-    # ~2 ms of gateway CPU per request makes the arrival and completion bursts of 200 requests
-    # hold the loop for tens of ms, more while neighbours load the shared 2-core machine). Pinned
-    # here: 95 % of polls within 50 ms, and none near a signer latency, which a loop blocked by
-    # signer work would show (~1 s).
-    p95 = latencies[int(len(latencies) * 0.95)]
-    assert p95 < HEALTHZ_BOUND_S, latencies[-10:]
-    assert latencies[-1] < HEALTHZ_CEILING_S
+    # Every poll within 50 ms: the CPU gate parks the arrival burst of 200 requests, so the
+    # loop keeps answering /healthz between them (worst seen ~16 ms on a quiet machine).
+    assert latencies[-1] < HEALTHZ_BOUND_S, latencies[-10:]
 
 
 async def test_credentials_parts_run_concurrently(gateway_url, fakes):
