@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -122,7 +123,14 @@ def _smoke(base: str, token: str) -> int:
     return 1 if failures else 0
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _demo(args: argparse.Namespace) -> int:
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with Python's default
+    # handler that would end the process before the fake signers below are stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with (
         tempfile.TemporaryDirectory(prefix="signing-gateway-demo-") as tmp,
         _fake_signers(args.signer_latency_ms, Path(tmp)) as (eu_url, domestic_url),
