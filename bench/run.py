@@ -130,11 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["started"].replace(":", "").replace("-", "")
-    out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    # Subsets get their own suffix: the repeatability table reads only full runs.
+    full = only == {"S1", "S2", "S3", "S4"} and not s3
+    suffix = "-quick" if args.quick else "" if full else "-subset"
+    out = RESULTS / f"{stamp}{suffix}.json"
     out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results["verdicts"], indent=2))
     print(f"results: {out.relative_to(ROOT)}")
-    if not args.quick and only == {"S1", "S2", "S3", "S4"}:
+    if not args.quick and full:
         report.write(results, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "benchmarks.png",
                      sorted(RESULTS.glob("2*[0-9].json")))  # fmt: skip
         print("wrote docs/benchmarks.md and docs/benchmarks.png")

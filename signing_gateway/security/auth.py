@@ -188,7 +188,8 @@ class ScopeCheck:
             raise
 
 
-def _scope_check(request: Request, caller: CallerDep) -> ScopeCheck:
+# `async def`: a plain `def` dependency would run in a worker thread on every request.
+async def _scope_check(request: Request, caller: CallerDep) -> ScopeCheck:
     return ScopeCheck(request, caller)
 
 
