@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
@@ -11,8 +12,8 @@ from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.observability.context import REQUEST_ID_HEADER
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
-from signing_gateway.security.audit import AuditTrail
-from signing_gateway.security.auth import TokenVerifier
+from signing_gateway.security.audit import AuditTrail, IssuanceAudit, issuance_audit
+from signing_gateway.security.auth import CallerDep, TokenVerifier
 from signing_gateway.settings import Settings
 from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore
 
@@ -71,3 +72,28 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 ReadinessDep = Annotated[ReadinessMonitor, Depends(_readiness)]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
 SignerHeadersDep = Annotated[dict[str, str], Depends(_signer_headers)]
+
+
+@dataclass(frozen=True, slots=True)
+class EuRoute:
+    """What an EU issuance route needs, solved as one dependency."""
+
+    issuer: EuIssuer
+    settings: Settings
+    headers: dict[str, str]
+    audit: IssuanceAudit
+
+
+async def _eu_route(request: Request, caller: CallerDep) -> EuRoute:
+    # One dependency instead of four (issuer, settings, signer headers, audit): FastAPI's
+    # dependency solving per sub-dependency was ~8 % of /v1/dcc CPU in the S3 profile.
+    state = request.state
+    return EuRoute(
+        issuer=state.eu_issuer,
+        settings=state.settings,
+        headers={REQUEST_ID_HEADER: state.request_id},
+        audit=issuance_audit(request, caller),
+    )
+
+
+EuRouteDep = Annotated[EuRoute, Depends(_eu_route)]

@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from signing_gateway.api import examples
-from signing_gateway.api.deps import EuIssuerDep, SettingsDep, SignerHeadersDep
+from signing_gateway.api.deps import EuRouteDep
 from signing_gateway.api.schemas import EuCredentialOut, problem_responses
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.issuance.eu import IssuedEuCredential
-from signing_gateway.security.audit import AuditDep
 
 router = APIRouter(prefix="/v1", tags=["EU DCC"])
 
@@ -44,16 +43,14 @@ async def issue_dcc(
             }
         ),
     ],
-    issuer: EuIssuerDep,
-    settings: SettingsDep,
-    headers: SignerHeadersDep,
-    audit: AuditDep,
+    route: EuRouteDep,
 ) -> EuCredentialOut:
     """Validate the DCC, have the EU signer sign it, verify the result and return it."""
+    issuer, settings, audit = route.issuer, route.settings, route.audit
     async with audit.attempt():
         audit.eu_request("european", body)
         prepared = issuer.prepare(body)
         async with request_deadline(settings.request_deadline_seconds):
-            issued = await issuer.issue(prepared, part="european", headers=headers)
+            issued = await issuer.issue(prepared, part="european", headers=route.headers)
         audit.eu_issued("european", issued)
     return credential_out(issued)

@@ -247,6 +247,11 @@ class IssuanceAudit:
 # thread, a thread hop per request (a third of /v1/dcc CPU in the S3 bench). It only builds
 # the record; the file write stays on the audit writer thread.
 async def _issuance_audit(request: Request, caller: CallerDep) -> IssuanceAudit:
+    return issuance_audit(request, caller)
+
+
+def issuance_audit(request: Request, caller: Caller) -> IssuanceAudit:
+    """The audit record of the issuance `caller` asks for with `request` (for bundled deps)."""
     route = request.scope.get("route")
     return IssuanceAudit(
         request.state.audit,
