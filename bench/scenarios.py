@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,27 @@ def in_progress(gateway: procs.Proc) -> int:
     return 0
 
 
-def loop_lag(gateway: procs.Proc) -> dict[str, Any]:
-    """The gateway's event-loop lag figures since start, from /readyz details."""
+def _readyz_detail(gateway: procs.Proc, key: str) -> dict[str, Any]:
+    """One detail of /readyz; a 503 (a signer probe failed under load) still carries them."""
     try:
-        with urllib.request.urlopen(gateway.url + "/readyz", timeout=10) as response:  # noqa: S310
-            return dict(json.loads(response.read())["eventLoop"])
+        try:
+            with urllib.request.urlopen(gateway.url + "/readyz", timeout=10) as response:  # noqa: S310
+                data = response.read()
+        except urllib.error.HTTPError as exc:
+            data = exc.read()
+        return dict(json.loads(data)[key])
     except (OSError, KeyError, ValueError):
         return {}
+
+
+def loop_lag(gateway: procs.Proc) -> dict[str, Any]:
+    """The gateway's event-loop lag figures since start, from /readyz details."""
+    return _readyz_detail(gateway, "eventLoop")
+
+
+def gc_pauses(gateway: procs.Proc) -> dict[str, Any]:
+    """The gateway's garbage-collector pauses since start (count, total, max per generation)."""
+    return _readyz_detail(gateway, "gc")
 
 
 def loop_lag_max(gateway: procs.Proc) -> float | None:
@@ -121,6 +136,7 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
             figures["loop_lag_max_ms"] = round(lag["maxLagSeconds"] * 1000, 1)
             figures["loop_lag_samples"] = lag["samples"]
             figures["loop_lag_samples_over_100ms"] = lag["samplesOverThreshold"]
+        figures["gc"] = gc_pauses(target)
     return figures
 
 
@@ -179,7 +195,9 @@ def memory(gateway: procs.Proc, signer: procs.Proc, body: Path, *, in_flight: in
     errors = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors",
                                    "status_errors", "timeouts"))  # fmt: skip
     lag = loop_lag_max(gateway)
+    gc = gc_pauses(gateway)
     return {
+        "gc": gc,
         "in_flight_target": in_flight,
         "peak_in_flight": peak_in_flight,
         "peak_at_signer": peak_at_signer,

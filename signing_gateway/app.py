@@ -32,6 +32,7 @@ from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
+from signing_gateway.runtime.gc_tuning import GcPauses, gc_threshold0
 from signing_gateway.security.audit import AuditTrail
 from signing_gateway.security.auth import authenticated_caller, require_scopes
 from signing_gateway.security.limits import RequestLimitsMiddleware
@@ -145,6 +146,11 @@ def _lifespan(
             )
             stack.push_async_callback(audit.close)
             _freeze_start_up_objects(stack)
+            stack.enter_context(gc_threshold0(settings.loop_lag.gc_threshold0))
+            gc_pauses = GcPauses()
+            gc_pauses.install()
+            stack.callback(gc_pauses.uninstall)
+            readiness.add_detail("gc", gc_pauses.snapshot)
             # Sampling starts once start-up work (and its one full collection) is done.
             loop_lag.start()
             stack.push_async_callback(loop_lag.stop)

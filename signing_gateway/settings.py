@@ -231,6 +231,12 @@ class LoopLagSettings(BaseModel):
         description="/v1 requests doing CPU work on the loop at once; the others wait parked "
         "(signer waits do not count), so a CPU-bound gateway still answers /healthz at once",
     )
+    gc_threshold0: PositiveInt | None = Field(
+        10_000,
+        description="Garbage collector generation-0 threshold while serving (None: Python's "
+        "default, 700). Larger means rarer collections with ~1,000 requests in flight "
+        "(bench S1: GC time 5.2 s -> 3.2 s of 20 s); the collector always stays on",
+    )
 
 
 class ShutdownSettings(BaseModel):

@@ -12,6 +12,7 @@ from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.observability.context import REQUEST_ID_HEADER
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
+from signing_gateway.runtime.cpu_gate import checkpoint
 from signing_gateway.security.audit import AuditTrail, IssuanceAudit, issuance_audit
 from signing_gateway.security.auth import CallerDep, TokenVerifier
 from signing_gateway.settings import Settings
@@ -87,6 +88,7 @@ class EuRoute:
 async def _eu_route(request: Request, caller: CallerDep) -> EuRoute:
     # One dependency instead of four (issuer, settings, signer headers, audit): FastAPI's
     # dependency solving per sub-dependency was ~8 % of /v1/dcc CPU in the S3 profile.
+    await checkpoint()  # one step per stretch of CPU work: see runtime/cpu_gate.checkpoint
     state = request.state
     return EuRoute(
         issuer=state.eu_issuer,

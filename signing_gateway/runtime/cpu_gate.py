@@ -30,7 +30,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CpuGate", "CpuGateMiddleware", "io_wait"]
+__all__ = ["CpuGate", "CpuGateMiddleware", "checkpoint", "io_wait"]
 
 
 @dataclass(slots=True)
@@ -113,6 +113,19 @@ async def io_wait() -> AsyncIterator[None]:
     if permit.io_waits == 0 and not permit.held:
         await permit.gate._acquire()  # noqa: SLF001
         permit.held = True
+
+
+async def checkpoint() -> None:
+    """End the current task step: the loop runs what else is ready before the request goes on.
+
+    A gated request that finds its permit and its body ready runs body parsing, validation,
+    dependencies and the handler up to the signer call in one step. FastAPI's thread-pool hops
+    (plain ``def`` dependencies) used to split that; without them the load test measured
+    single steps of 115-120 ms during a 500-request burst and loop lag up to 1.4 s in the
+    1,000-client bench. One yield in the issuance dependencies brings both back under their
+    bounds at no measurable CPU cost (no thread, no permit hand-over).
+    """
+    await asyncio.sleep(0)
 
 
 class CpuGateMiddleware:

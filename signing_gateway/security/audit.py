@@ -33,6 +33,7 @@ from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.errors import PROBLEM_BASE, GatewayError
 from signing_gateway.issuance.eu import IssuedEuCredential
 from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.runtime.cpu_gate import checkpoint
 from signing_gateway.security.auth import Caller, CallerDep
 from signing_gateway.security.errors import AuditUnavailable
 
@@ -247,6 +248,7 @@ class IssuanceAudit:
 # thread, a thread hop per request (a third of /v1/dcc CPU in the S3 bench). It only builds
 # the record; the file write stays on the audit writer thread.
 async def _issuance_audit(request: Request, caller: CallerDep) -> IssuanceAudit:
+    await checkpoint()  # one step per stretch of CPU work: see runtime/cpu_gate.checkpoint
     return issuance_audit(request, caller)
 
 
