@@ -18,10 +18,10 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any
 
-import base45
 import cbor2
 from cryptography.exceptions import InvalidSignature
 
+from signing_gateway.verification.base45 import b45decode
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import proof_identifier_for
 
@@ -77,7 +77,7 @@ def verify_static_qr(
     if len(qr) > MAX_QR_CHARS:
         raise _fail("too-large", f"longer than {MAX_QR_CHARS} characters")
     try:
-        parts = cbor2.loads(base45.b45decode(qr[len(_PREFIX) :]))
+        parts = cbor2.loads(b45decode(qr[len(_PREFIX) :]))
     except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
         raise _fail("decode-failed", "not Base45 CBOR") from exc
     if (

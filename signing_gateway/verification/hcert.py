@@ -18,13 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import base45
 import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from signing_gateway.verification.base45 import b45decode
 from signing_gateway.verification.errors import CredentialVerificationError
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def _cose_sign1(text: str) -> list[Any]:
     if len(text) > MAX_CREDENTIAL_CHARS:
         raise _fail("too-large", f"longer than {MAX_CREDENTIAL_CHARS} characters")
     try:
-        compressed = base45.b45decode(text[len(_PREFIX) :])
+        compressed = b45decode(text[len(_PREFIX) :])
     except (ValueError, TypeError) as exc:
         raise _fail("decode-failed", "not Base45") from exc
     cose = _cbor(_decompress(compressed), "COSE message")
