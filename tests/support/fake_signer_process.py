@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import selectors
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from tests.support.processes import read_log, stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -49,22 +50,15 @@ class FakeSignerProcess:
 
     def stderr(self) -> str:
         """Everything the process wrote to stderr so far (its logs)."""
-        self.stderr_file.flush()
-        return Path(self.stderr_file.name).read_text(errors="replace")
+        return read_log(self.stderr_file)
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait up to `timeout` seconds, then SIGKILL; return the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        code = stop_process(self.process, timeout)
         if self.process.stdout is not None:
             self.process.stdout.close()
         self.stderr_file.close()
-        return self.process.returncode
+        return code
 
 
 def start_fake_signer(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,10 +16,11 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 import httpx
+
+from tests.support.processes import read_log, stop_process
 
 READY_TIMEOUT = 30.0
 
@@ -39,20 +39,13 @@ class GatewayProcess:
 
     def log(self) -> str:
         """Everything the process wrote so far."""
-        self.log_file.flush()
-        return Path(self.log_file.name).read_text(errors="replace")
+        return read_log(self.log_file)
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, wait, then SIGKILL; return the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        code = stop_process(self.process, timeout)
         self.log_file.close()
-        return self.process.returncode
+        return code
 
 
 def free_port() -> int:
