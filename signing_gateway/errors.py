@@ -18,23 +18,12 @@ Bodies never carry a stack trace, a downstream URL or a signer's own error text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from signing_gateway.domain.errors import FieldError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://signing-gateway.dev/problems/"
-
-
-@dataclass(frozen=True, slots=True)
-class ProblemField:
-    """One located validation failure: `loc` is the path into the request."""
-
-    loc: tuple[str | int, ...]
-    msg: str
-
-    def to_json(self) -> dict[str, Any]:
-        """The `{loc, msg}` object of a problem's `errors` list."""
-        return {"loc": list(self.loc), "msg": self.msg}
 
 
 class GatewayError(Exception):
@@ -71,14 +60,17 @@ class RequestInvalid(GatewayError):
     slug = "validation-failed"
     title = "Request validation failed"
 
-    def __init__(self, errors: Sequence[ProblemField], detail: str | None = None) -> None:
+    def __init__(self, errors: Sequence[FieldError], detail: str | None = None) -> None:
         """Carry every located error."""
         super().__init__(detail or f"{len(errors)} validation error(s)")
         self.errors = list(errors)
 
     def extensions(self) -> dict[str, Any]:
         """Add the located errors."""
-        return {**super().extensions(), "errors": [e.to_json() for e in self.errors]}
+        return {
+            **super().extensions(),
+            "errors": [{"loc": list(e.loc), "msg": e.msg} for e in self.errors],
+        }
 
 
 class StokenInvalid(GatewayError):

@@ -12,12 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from signing_gateway.domain.errors import DomainValidationError
+from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import (
     PROBLEM_BASE,
     PROBLEM_CONTENT_TYPE,
     GatewayError,
-    ProblemField,
     RequestInvalid,
     problem_body,
 )
@@ -104,10 +103,10 @@ def _message(err: Mapping[str, Any]) -> str:
     return msg
 
 
-def _pydantic_fields(exc: RequestValidationError) -> list[ProblemField]:
+def _pydantic_fields(exc: RequestValidationError) -> list[FieldError]:
     # The raw pydantic error carries `input`; it is dropped, and messages of personal-data
     # fields lose the value they quote, so names and birth dates are never echoed.
-    return [ProblemField(loc=tuple(err.get("loc", ())), msg=_message(err)) for err in exc.errors()]
+    return [FieldError(loc=tuple(err.get("loc", ())), msg=_message(err)) for err in exc.errors()]
 
 
 async def _on_gateway_error(request: Request, exc: Exception) -> Response:
@@ -122,7 +121,7 @@ async def _on_request_validation(request: Request, exc: Exception) -> Response:
 
 async def _on_domain_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainValidationError)  # noqa: S101 - registered for this type only
-    fields = [ProblemField(loc=("body", *e.loc), msg=e.msg) for e in exc.errors]
+    fields = [FieldError(loc=("body", *e.loc), msg=e.msg) for e in exc.errors]
     return render_gateway_error(request, RequestInvalid(fields))
 
 
