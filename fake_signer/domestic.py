@@ -18,10 +18,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import base45
 import cbor2
 import orjson
 
+from fake_signer.base45 import b45encode
 from fake_signer.errors import WireInputError
 from fake_signer.hcert import proof_identifier
 
@@ -219,7 +219,7 @@ def issue_static_response(
     attributes_cbor = cbor2.dumps(attributes, canonical=True)
     signature = _corrupt(key.private_key.sign(STATIC_CONTEXT + attributes_cbor), fault)
     packed = cbor2.dumps([_fault_kid(key, fault), attributes_cbor, signature])
-    qr = STATIC_PREFIX + base45.b45encode(packed).decode("ascii")
+    qr = STATIC_PREFIX + b45encode(packed).decode("ascii")
     return orjson.dumps({"qr": qr, "proofIdentifier": proof_identifier(signature)})
 
 

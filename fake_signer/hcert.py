@@ -15,11 +15,12 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import base45
 import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from fake_signer.base45 import b45encode
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -99,7 +100,7 @@ def sign1(
 
 def encode_hc1(cose_message: bytes) -> str:
     """Compress, Base45-encode and prefix a COSE message."""
-    encoded: bytes = base45.b45encode(zlib.compress(cose_message, 9))
+    encoded: bytes = b45encode(zlib.compress(cose_message, 9))
     return PREFIX + encoded.decode("ascii")
 
 
