@@ -204,6 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,
             backlog=args.backlog,
+            loop=args.loop,
         )
         return 0
     app = create_served_app()
@@ -215,6 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         backlog=args.backlog,
+        loop=args.loop,
         # The drain has already waited for and cancelled requests; this is only a backstop.
         timeout_graceful_shutdown=math.ceil(drain.cancel_grace) + 1,
     )
@@ -232,6 +234,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--backlog", type=int, default=4096)
+    serve.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop", "auto"),
+        default=os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio"),
+        help="event loop (default asyncio: see docs/operations.md on accepting under load)",
+    )
     demo = commands.add_parser("demo", help="run the gateway with bundled fake signers")
     demo.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     demo.add_argument("--signer-latency-ms", type=float, default=200.0)

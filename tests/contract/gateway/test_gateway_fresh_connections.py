@@ -1,0 +1,89 @@
+"""New connections are accepted promptly while a flood of slow signings holds the gateway busy.
+
+An orchestrator's HTTP health probe opens a new connection every time. With uvloop as the
+event loop the gateway accepted about one connection per loop iteration while busy: a fresh
+`/healthz` connection made as 1,000 clients connected waited 2-3 s in the kernel's accept
+queue (measured), long enough for a probe with a 1 s timeout to fail and restart a healthy
+gateway. The served gateway therefore runs on asyncio's own loop, which accepts every pending
+connection at once. This test floods a real `signing-gateway serve` process with 800
+connections against a 1 s signer and times fresh-connection `/healthz` probes throughout.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from signing_gateway.api import examples
+from tests.contract.gateway.gateway_process import gateway_env, running_gateway_process
+from tests.support.fake_signer_process import FakeSignerProcess, running_fake_signer
+
+FLOOD = 800
+PROBE_LIMIT_S = 1.0  # a typical orchestrator probe timeout
+CLIENT = Path(__file__).parents[2] / "load" / "flood_client.py"
+
+
+@pytest.fixture(scope="module")
+def one_second_signer() -> Iterator[FakeSignerProcess]:
+    """A fake signer (both roles) answering every signing after 1 s."""
+    with running_fake_signer(
+        "--role", "all", "--latency-ms", "1000", "--latency-distribution", "fixed",
+        "--log-level", "warning",
+    ) as signer:  # fmt: skip
+        yield signer
+
+
+def _probe(host: str, port: int) -> tuple[float, int]:
+    """GET /healthz on a new connection, as an orchestrator does; seconds taken and status."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        return time.perf_counter() - started, response.status
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_fresh_health_probes_are_answered_during_a_connection_flood(
+    one_second_signer: FakeSignerProcess, tmp_path: Path
+) -> None:
+    """Every fresh-connection probe made while 800 clients connect answers 200 within 1 s."""
+    sizing = {
+        f"SIGNING_GATEWAY_{name}_SIGNER__{key}": value
+        for name in ("EU", "DOMESTIC")
+        for key, value in {
+            "MAX_CONNECTIONS": str(FLOOD + 64),
+            "RESILIENCE__MAX_IN_FLIGHT": str(FLOOD),
+            "RESILIENCE__MAX_PENDING": str(FLOOD),
+        }.items()
+    }
+    url = one_second_signer.base_url
+    body = tmp_path / "dcc.json"
+    body.write_text(json.dumps(examples.EU_VACCINATION))
+    with running_gateway_process(gateway_env(url, url, **sizing)) as gateway:
+        host, port = "127.0.0.1", int(gateway.base_url.rsplit(":", 1)[1])
+        flood = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, str(CLIENT), host, str(port), "/v1/dcc", str(FLOOD), str(body)],
+            stdout=subprocess.PIPE,
+        )
+        probes: list[tuple[float, int]] = []
+        while flood.poll() is None:
+            probes.append(_probe(host, port))
+            time.sleep(0.05)  # a probe every 50 ms while the flood lasts
+        output, _ = flood.communicate(timeout=60)
+    result = json.loads(output)
+    assert result["statuses"] == {"200": FLOOD}, result
+    assert len(probes) >= 10, probes  # the flood lasted long enough to probe through it
+    assert all(status == 200 for _, status in probes), probes
+    slowest = max(seconds for seconds, _ in probes)
+    assert slowest < PROBE_LIMIT_S, sorted(round(s, 3) for s, _ in probes)[-5:]
