@@ -22,6 +22,41 @@ LOOPBACK = "127.0.0.1"
 CHILD_NOFILE = 65536
 
 
+#: CPUs for the server under test while `pinned()` is on; None: anywhere.
+_server_cpus: set[int] | None = None
+
+
+@contextlib.contextmanager
+def pinned(*, enabled: bool) -> Iterator[None]:
+    """Give the server under test CPU 0 and everything else (this driver, the fake signer, wrk,
+    the poller: children inherit the driver's affinity) the other CPUs, while in this block.
+
+    In production the gateway's container has its cores to itself; on a 2-core bench machine
+    shared with the load generator and the signer it is otherwise descheduled for tens of ms at
+    a time, which shows up as /healthz latency and loop lag the gateway did not cause.
+    """
+    global _server_cpus  # noqa: PLW0603 - one bench run at a time
+    every = os.sched_getaffinity(0)
+    if not enabled or len(every) < 2:
+        yield
+        return
+    server = {min(every)}
+    os.sched_setaffinity(0, every - server)
+    _server_cpus = server
+    try:
+        yield
+    finally:
+        _server_cpus = None
+        os.sched_setaffinity(0, every)
+
+
+def _child_setup(*, server: bool) -> None:
+    """In the child: the fd limit, and the server CPU when pinned."""
+    _raise_nofile()
+    if server and _server_cpus is not None:
+        os.sched_setaffinity(0, _server_cpus)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
@@ -87,6 +122,7 @@ def start(
     ready_path: str,
     logs: Path,
     env: Mapping[str, str] | None = None,
+    server: bool = False,
 ) -> Proc:
     log = logs / f"{name}.log"
     with log.open("wb") as out:
@@ -95,7 +131,7 @@ def start(
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
-            preexec_fn=_raise_nofile,  # noqa: PLW1509 - no threads in the bench driver
+            preexec_fn=lambda: _child_setup(server=server),  # noqa: PLW1509 - no threads in the driver
         )
     url = f"http://{LOOPBACK}:{port}"
     try:
@@ -170,6 +206,7 @@ def gateway(
         ready_path="/readyz",
         logs=logs,
         env=env | dict(extra_env or {}),
+        server=True,
     )  # fmt: skip
     try:
         yield proc
@@ -179,16 +216,22 @@ def gateway(
 
 @contextlib.contextmanager
 def uvicorn_app(logs: Path, name: str, factory: str, env: Mapping[str, str]) -> Iterator[Proc]:
-    """A bench-only comparison app (blocking gateway, pass-through proxy) under uvicorn."""
+    """A bench-only comparison app (blocking gateway, pass-through proxy) under uvicorn.
+
+    It runs on the gateway's event loop (`SIGNING_GATEWAY_LOOP`, default asyncio), so S3
+    compares the code paths, not the loops.
+    """
     port = free_port()
     proc = start(
         name,
         [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", LOOPBACK,
-         "--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "16384"],
+         "--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "16384",
+         "--loop", os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio")],
         port=port,
         ready_path="/healthz",
         logs=logs,
         env=env,
+        server=True,
     )  # fmt: skip
     try:
         yield proc

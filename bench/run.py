@@ -47,7 +47,9 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def run(only: set[str], *, quick: bool, s3_variants: set[str] | None = None) -> dict[str, Any]:
+def run(
+    only: set[str], *, quick: bool, s3_variants: set[str] | None = None, pin: bool = True
+) -> dict[str, Any]:
     ensure_wrk()
     scale = 0.25 if quick else 1.0
     results: dict[str, Any] = {
@@ -55,6 +57,7 @@ def run(only: set[str], *, quick: bool, s3_variants: set[str] | None = None) -> 
         "machine": _machine(),
         "versions": _versions(),
         "quick": quick,
+        "pinned": pin,
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
@@ -65,7 +68,10 @@ def run(only: set[str], *, quick: bool, s3_variants: set[str] | None = None) -> 
         keys = work / "keys"
         if "S1" in only or "S2" in only:
             seconds = max(5.0, 20 * scale)
-            with procs.fake_signer(logs, latency_ms=1000, keys_dir=keys) as signer:
+            with (
+                procs.pinned(enabled=pin),
+                procs.fake_signer(logs, latency_ms=1000, keys_dir=keys) as signer,
+            ):
                 if "S1" in only:
                     print("S1: gateway, signer 1 s, 1,000 clients", flush=True)
                     with procs.gateway(logs, signer.url, max_in_flight=1024) as gw:
@@ -106,6 +112,7 @@ def run(only: set[str], *, quick: bool, s3_variants: set[str] | None = None) -> 
         if "S4" in only:
             print("S4: 10,000 in flight, signer 10 s", flush=True)
             with (
+                procs.pinned(enabled=pin),
                 procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
                 procs.gateway(logs, signer.url, max_in_flight=10240, deadline_s=60) as gw,
             ):
@@ -122,16 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="S1,S2,S3,S4", help="comma-separated scenarios")
     parser.add_argument("--quick", action="store_true", help="short phases, no doc update")
     parser.add_argument("--s3", default="", help="S3 variants to run (default: all)")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="S1, S2, S4: let the server under test share every CPU with the load side",
+    )
     args = parser.parse_args(argv)
     only = {x.strip().upper() for x in args.only.split(",")}
     started = time.monotonic()
     s3 = {x.strip() for x in args.s3.split(",") if x.strip()} or None
-    results = run(only, quick=args.quick, s3_variants=s3)
+    results = run(only, quick=args.quick, s3_variants=s3, pin=args.pin)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["started"].replace(":", "").replace("-", "")
     # Subsets get their own suffix: the repeatability table reads only full runs.
-    full = only == {"S1", "S2", "S3", "S4"} and not s3
+    full = only == {"S1", "S2", "S3", "S4"} and not s3 and args.pin
     suffix = "-quick" if args.quick else "" if full else "-subset"
     out = RESULTS / f"{stamp}{suffix}.json"
     out.write_text(json.dumps(results, indent=2))
