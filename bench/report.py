@@ -309,6 +309,19 @@ def chart(r: dict[str, Any], png: Path) -> None:
     plt.close(fig)
 
 
+def _placement(r: dict[str, Any]) -> str:
+    """Which CPUs the servers under test had, and on which event loop they ran."""
+    loop = r.get("loop", "asyncio")
+    if r.get("pinned"):
+        return (
+            "In S1, S2 and S4 the server under test has CPU 0 to itself and wrk, the fake signer"
+            " and the poller share CPU 1 (`bench/procs.py` `pinned`), as a production container"
+            " has its own cores; S3 runs unpinned so the load side can drive the pass-through"
+            f" proxy to its ceiling. Servers run on the {loop} event loop."
+        )
+    return f"No process is pinned to a CPU. Servers run on the {loop} event loop."
+
+
 def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
     """Regenerate docs/benchmarks.md and its chart from the results `r` (and earlier runs)."""
     kept = _kept_blocks(doc)
@@ -329,7 +342,11 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         f"{r['machine']['cpus']} cores, shared with other engineers' test runs (load average "
         f"{r['machine']['load_before'][0]} before, {r['machine'].get('load_after', ['?'])[0]} "
         f"after). Everything (wrk, gateway, fake signer, poller) shares those 2 cores, so the "
-        "absolute figures are low; the ratios are the point. Versions: " + versions + ".",
+        "absolute figures are low; the ratios are the point. "
+        + _placement(r)
+        + " Versions: "
+        + versions
+        + ".",
         "",
         "![bench chart](benchmarks.png)",
         "",
@@ -413,7 +430,7 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "- Production: `signing_gateway/observability/looplag.py` samples loop lag every 50 ms",
         "  (`gateway_event_loop_lag_seconds` histogram, `gateway_event_loop_lag_max_seconds`,",
         "  `/readyz` `eventLoop`, a rate-limited warning over `loop_lag.warn_threshold_seconds`).",
-        "- CPU saturation: `signing_gateway/runtime/cpu_gate.py` lets `loop_lag.cpu_permits` (8)",
+        "- CPU saturation: `signing_gateway/runtime/cpu_gate.py` lets `loop_lag.cpu_permits` (2)",
         "  `/v1` requests do CPU work at once; the others wait parked, and a request waiting on",
         "  its signer hands its permit on. `/readyz` shows `cpuGate` (busy, waiting).",
         "- Garbage collection: `loop_lag.gc_threshold0` (10,000) while serving, start-up objects",

@@ -58,6 +58,7 @@ def run(
         "versions": _versions(),
         "quick": quick,
         "pinned": pin,
+        "loop": os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio"),
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
