@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from signing_gateway.cli import served_loop
+
 LOOPBACK = "127.0.0.1"
 #: File descriptors allowed to each child: S4 holds 10k inbound plus 10k outbound sockets.
 CHILD_NOFILE = 65536
@@ -226,7 +228,7 @@ def uvicorn_app(logs: Path, name: str, factory: str, env: Mapping[str, str]) -> 
         name,
         [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", LOOPBACK,
          "--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "16384",
-         "--loop", os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio")],
+         "--loop", served_loop()],
         port=port,
         ready_path="/healthz",
         logs=logs,

@@ -24,6 +24,7 @@ from typing import Any
 from bench import procs, report, scenarios
 from bench.wrk import ensure_wrk, wrk_version
 from signing_gateway.api import examples
+from signing_gateway.cli import served_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -58,7 +59,7 @@ def run(
         "versions": _versions(),
         "quick": quick,
         "pinned": pin,
-        "loop": os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio"),
+        "loop": served_loop(),
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)

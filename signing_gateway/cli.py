@@ -224,6 +224,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def served_loop() -> str:
+    """The event loop `serve` uses unless `--loop` says otherwise (`SIGNING_GATEWAY_LOOP`)."""
+    return os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signing-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -237,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--loop",
         choices=("asyncio", "uvloop", "auto"),
-        default=os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio"),
+        default=served_loop(),
         help="event loop (default asyncio: see docs/operations.md on accepting under load)",
     )
     demo = commands.add_parser("demo", help="run the gateway with bundled fake signers")
