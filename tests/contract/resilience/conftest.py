@@ -132,17 +132,15 @@ class HealthWatch:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
-        self.slowest = 0.0
+        self.latencies: list[float] = []
         self.failures = 0
-        self.samples = 0
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
             started = time.monotonic()
             response = await self.client.get("/healthz")
-            self.slowest = max(self.slowest, time.monotonic() - started)
-            self.samples += 1
+            self.latencies.append(time.monotonic() - started)
             self.failures += response.status_code != 200
             await asyncio.sleep(0.02)  # sampling period, not a wait for an event
 
@@ -157,10 +155,18 @@ class HealthWatch:
             await self._task
 
     def assert_fast(self) -> None:
-        """Liveness answered every time, each within 100 ms."""
-        assert self.samples > 0
+        """Liveness answered every time: at most 1 poll in 20 over 100 ms, none over 250 ms.
+
+        A loop held by a signer call would hold a poll for the signer's latency or the deadline
+        (seconds); the looser worst-case bound leaves room for a process of this test waiting for
+        one of two shared cores, which says nothing about the gateway's loop.
+        """
+        assert self.latencies
         assert self.failures == 0
-        assert self.slowest < 0.1, f"/healthz took {self.slowest * 1000:.0f} ms"
+        slow = [took for took in self.latencies if took >= 0.1]
+        worst = max(self.latencies)
+        assert len(slow) <= len(self.latencies) // 20, f"/healthz over 100 ms: {slow}"
+        assert worst < 0.25, f"/healthz took {worst * 1000:.0f} ms"
 
 
 async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
