@@ -265,6 +265,22 @@ def response_error(
     )
 
 
+#: What a finished response's ``stream`` is replaced with (see ``_release``): empty, immutable.
+_SPENT_STREAM = httpx.ByteStream(b"")
+
+
+def _release(response: httpx.Response) -> None:
+    """Break httpx's ``Response`` <-> ``BoundAsyncStream`` reference cycle once it is closed.
+
+    ``AsyncClient`` wraps every response's stream in a ``BoundAsyncStream`` that points back at
+    the response, so reference counting never frees a finished signer answer: the response,
+    the transport's response, its headers and buffers (~50 objects per call) wait for the
+    cyclic garbage collector, which then frees them on the event loop, thousands at a time
+    under load. Replacing the closed stream lets them go the moment the call is done.
+    """
+    response.stream = _SPENT_STREAM
+
+
 async def _read_bounded(
     response: httpx.Response, limit: int, *, signer: str, endpoint: str
 ) -> bytes:
@@ -343,6 +359,7 @@ async def _request_json(
         # for the whole signer call: an exact-size copy saves ~3.7 KB per in-flight call.
         content = bytes(memoryview(orjson.dumps(body)))
         request_headers["Content-Type"] = "application/json"
+    response: httpx.Response | None = None
     try:
         async with http.stream(method, path, content=content, headers=request_headers) as response:
             failure = response_error(response, signer=signer, endpoint=endpoint)
@@ -359,6 +376,9 @@ async def _request_json(
                 ) from exc
     except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
         raise transport_error(exc, signer=signer, endpoint=endpoint) from exc
+    finally:
+        if response is not None:
+            _release(response)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -377,6 +397,7 @@ async def probe_signer(http: httpx.AsyncClient, path: str, *, signer: str) -> No
         SignerTransportError: the signer cannot be reached or does not answer in time.
         SignerResponseError: the signer answered 5xx (503 as ``SignerThrottledError``).
     """
+    response: httpx.Response | None = None
     try:
         async with http.stream("GET", path) as response:
             if response.status_code >= 500:  # noqa: PLR2004 - the 5xx class
@@ -385,3 +406,6 @@ async def probe_signer(http: httpx.AsyncClient, path: str, *, signer: str) -> No
                     raise failure
     except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
         raise transport_error(exc, signer=signer, endpoint="probe") from exc
+    finally:
+        if response is not None:
+            _release(response)
