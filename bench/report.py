@@ -185,8 +185,9 @@ def _s4_table(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def _verdict_rows(v: dict[str, Any]) -> list[str]:
+def _verdict_rows(v: dict[str, Any], figures: dict[str, Any]) -> list[str]:
     s1, s3, s4 = v.get("S1", {}), v.get("S3", {}), v.get("S4", {})
+    health = figures.get("healthz", {})
     return [
         "| target | result | met |",
         "|---|---|---|",
@@ -195,9 +196,18 @@ def _verdict_rows(v: dict[str, Any]) -> list[str]:
             f"| S1 throughput ≥ 90 % of the limit ({s1.get('limit_rps')} req/s) | "
             f"{s1.get('throughput_share_of_limit')} | {_yes(s1.get('throughput_ge_90pct'))} |"
         ),
-        f"| S1 /healthz p99 ≤ 50 ms | | {_yes(s1.get('healthz_p99_le_50ms'))} |",
-        f"| S1 /healthz max ≤ 250 ms | | {_yes(s1.get('healthz_max_le_250ms'))} |",
-        f"| S1 max loop lag ≤ 100 ms | | {_yes(s1.get('loop_lag_le_100ms'))} |",
+        (
+            f"| S1 /healthz p99 ≤ 50 ms | {health.get('p99_ms')} ms | "
+            f"{_yes(s1.get('healthz_p99_le_50ms'))} |"
+        ),
+        (
+            f"| S1 /healthz max ≤ 250 ms | {health.get('max_ms')} ms | "
+            f"{_yes(s1.get('healthz_max_le_250ms'))} |"
+        ),
+        (
+            f"| S1 max loop lag ≤ 100 ms | {figures.get('loop_lag_max_ms')} ms | "
+            f"{_yes(s1.get('loop_lag_le_100ms'))} |"
+        ),
         (
             f"| S2 shows the contrast | S2 answered {v.get('S2', {}).get('answered')} in the "
             f"window, /healthz failed {v.get('S2', {}).get('healthz_failures')} of "
@@ -352,7 +362,7 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "",
         "## Verdicts (latest run)",
         "",
-        *_verdict_rows(r.get("verdicts", {})),
+        *_verdict_rows(r.get("verdicts", {}), r.get("S1", {})),
         "",
         "## S1 slow signers vs S2 the old way",
         "",

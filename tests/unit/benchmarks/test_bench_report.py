@@ -1,0 +1,58 @@
+"""The bench's verdicts and the table that states them (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import report
+
+
+def _results(*, lag_ms: float, p99_ms: float, max_ms: float, kb: float) -> dict[str, Any]:
+    """A run's figures, shaped like bench/results/<time>.json, with the parts a verdict reads."""
+    return {
+        "S1": {
+            "limit_rps": 1000.0,
+            "rps": 280.0,
+            "errors": 0,
+            "healthz": {"failures": 0, "p99_ms": p99_ms, "max_ms": max_ms, "polls": 1900},
+            "loop_lag_max_ms": lag_ms,
+        },
+        "S2": {"ok": 19, "rps": 0.9, "healthz": {"polls": 5, "failures": 5}},
+        "S3": {
+            "gateway": {"rps": 300.0},
+            "passthrough-proxy": {"rps": 1500.0},
+            "gateway-httpx-transport": {"rps": 150.0},
+        },
+        "S4": {"kb_per_in_flight": kb, "errors": 0, "peak_in_flight": 10_000},
+    }
+
+
+def test_verdicts_judge_each_target_on_its_own_figure() -> None:
+    """Throughput against the S3 ceiling, bounds inclusive, ratios rounded as reported."""
+    verdicts = report.verdicts(_results(lag_ms=100.0, p99_ms=50.1, max_ms=250.0, kb=50.0))
+    s1 = verdicts["S1"]
+    assert s1["limit_rps"] == 300.0  # the S3 ceiling, lower than 1,000 clients / 1 s
+    assert s1["throughput_share_of_limit"] == 0.933
+    assert s1["throughput_ge_90pct"]
+    assert s1["loop_lag_le_100ms"]
+    assert not s1["healthz_p99_le_50ms"]
+    assert s1["healthz_max_le_250ms"]
+    assert verdicts["S2"]["shows_contrast"]
+    assert verdicts["S3"] == {
+        "share_of_proxy": 0.2,
+        "ge_60pct_of_proxy": False,
+        "x_httpx_transport": 2.0,
+        "ge_5x_httpx_transport": False,
+    }
+    assert verdicts["S4"]["le_50kb"]
+
+
+def test_the_verdict_table_shows_the_figure_behind_every_s1_target() -> None:
+    """A reader sees the measured /healthz p99, max and loop lag next to yes or NO."""
+    results = _results(lag_ms=164.3, p99_ms=34.21, max_ms=170.05, kb=56.3)
+    rows = report._verdict_rows(report.verdicts(results), results["S1"])
+    by_target = {row.split(" | ")[0].lstrip("| "): row for row in rows}
+    assert by_target["S1 /healthz p99 ≤ 50 ms"].endswith("| 34.21 ms | **yes** |")
+    assert by_target["S1 /healthz max ≤ 250 ms"].endswith("| 170.05 ms | **yes** |")
+    assert by_target["S1 max loop lag ≤ 100 ms"].endswith("| 164.3 ms | **NO** |")
+    assert by_target["S4 ≤ 50 KB per in-flight request"].endswith("| 56.3 KB | **NO** |")
