@@ -1,8 +1,9 @@
 """Open N connections at once and POST one request on each: a connection flood, like wrk's start.
 
-``python tests/load/flood_client.py HOST PORT PATH N BODY_FILE`` prints one JSON line with the
-status counts and the wall time. A bare HTTP/1.1 client on uvloop: it opens its connections
-far faster than an aiohttp session does, so the server sees them arrive together.
+``python -m tests.load.flood_client HOST PORT PATH N BODY_FILE`` (from the repository root)
+prints one JSON line with the status counts and the wall time. A bare HTTP/1.1 client on
+uvloop: it opens its connections far faster than an aiohttp session does, so the server sees
+them arrive together.
 """
 
 from __future__ import annotations
@@ -15,35 +16,21 @@ import time
 
 import uvloop
 
+from tests.support import raw_http
+
 
 async def _one(host: str, port: int, request: bytes) -> str:
+    """The answer's status, or the name of the error that stopped the exchange."""
     try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError as exc:
-        return type(exc).__name__
-    try:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
-        return head[9:12].decode()
+        status, _ = await raw_http.exchange(host, port, request)
     except (OSError, asyncio.IncompleteReadError) as exc:
         return type(exc).__name__
-    finally:
-        writer.close()
+    return str(status)
 
 
 async def main(host: str, port: int, path: str, count: int, body: bytes) -> dict[str, object]:
     """Send `count` POSTs at once, each on its own connection; count the outcomes."""
-    request = (
-        b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-        % (path.encode(), host.encode(), len(body), body)
-    )
+    request = raw_http.post_request(host, path, body)
     started = time.perf_counter()
     outcomes = await asyncio.gather(*(_one(host, port, request) for _ in range(count)))
     return {"statuses": dict(collections.Counter(outcomes)), "wall": time.perf_counter() - started}

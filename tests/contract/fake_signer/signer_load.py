@@ -16,23 +16,12 @@ import orjson
 import uvloop
 
 from tests.contract.fake_signer.signer_wire import eu_body
+from tests.support import raw_http
 
 
-async def _raw_post(port: int, request: bytes) -> bytes:
-    """One request on its own connection; a minimal HTTP/1.1 client that costs next to nothing."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        body = await reader.readexactly(length)
-    finally:
-        writer.close()
+async def _post(port: int, request: bytes) -> bytes:
+    """One request on its own connection; the body of its 200 answer."""
+    status, body = await raw_http.exchange("127.0.0.1", port, request)
     assert status == 200, (status, body[:200])
     return body
 
@@ -40,12 +29,9 @@ async def _raw_post(port: int, request: bytes) -> bytes:
 async def burst(port: int, count: int) -> tuple[float, list[bytes]]:
     """Send `count` requests at once; return the wall time and the response bodies."""
     body = orjson.dumps(eu_body())
-    request = (
-        b"POST /get_credential HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-    )
+    request = raw_http.post_request("127.0.0.1", "/get_credential", body)
     started = time.perf_counter()
-    bodies = await asyncio.gather(*(_raw_post(port, request) for _ in range(count)))
+    bodies = await asyncio.gather(*(_post(port, request) for _ in range(count)))
     return time.perf_counter() - started, bodies
 
 

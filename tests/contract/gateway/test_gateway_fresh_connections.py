@@ -27,7 +27,7 @@ from tests.support.fake_signer_process import FakeSignerProcess, running_fake_si
 
 FLOOD = 800
 PROBE_LIMIT_S = 1.0  # a typical orchestrator probe timeout
-CLIENT = Path(__file__).parents[2] / "load" / "flood_client.py"
+ROOT = Path(__file__).parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,18 @@ def test_fresh_health_probes_are_answered_during_a_connection_flood(
     with running_gateway_process(gateway_env(url, url, **sizing)) as gateway:
         host, port = "127.0.0.1", int(gateway.base_url.rsplit(":", 1)[1])
         flood = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-            [sys.executable, str(CLIENT), host, str(port), "/v1/dcc", str(FLOOD), str(body)],
+            [
+                sys.executable,
+                "-m",
+                "tests.load.flood_client",
+                host,
+                str(port),
+                "/v1/dcc",
+                str(FLOOD),
+                str(body),
+            ],
             stdout=subprocess.PIPE,
+            cwd=ROOT,
         )
         probes: list[tuple[float, int]] = []
         while flood.poll() is None:
