@@ -1,9 +1,10 @@
 """Profile the S3 path: `python -m bench.profile [--seconds 10]`.
 
 Runs the gateway against a 0 ms fake signer under 64-connection wrk load and samples it with
-py-spy (install it in the venv for bench use: `pip install py-spy`). Writes the collapsed
-stacks to bench/results/profile-<time>.txt and prints the top functions by self and by
-inclusive time, the figures docs/benchmarks.md quotes.
+py-spy (in the dev extra). Writes the collapsed stacks to bench/results/profile-<time>.txt and
+prints the top functions by self and by inclusive time, the figures docs/benchmarks.md quotes.
+`--clients 1000 --latency-ms 1000` gives S1's shape instead; `--native` adds C frames, so the
+garbage collector shows up by name (py-spy then pauses the gateway for each sample).
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def main() -> int:
         help="sample every thread, not only the one holding the GIL",
     )
     parser.add_argument("--latency-ms", type=float, default=0)
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="include C frames (the garbage collector among them); pauses the gateway per sample",
+    )
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -95,7 +101,8 @@ def main() -> int:
             load.start()
             subprocess.run(
                 [py_spy, "record", "--pid", str(gw.popen.pid), "--duration",
-                 str(int(args.seconds)), "--rate", "250", "--format", "raw", "--nonblocking",
+                 str(int(args.seconds)), "--rate", "250", "--format", "raw",
+                 *(["--native"] if args.native else ["--nonblocking"]),
                  *(["--gil"] if args.gil else ["--threads"]), "--output", str(out)],
                 check=True, capture_output=True,
             )  # fmt: skip
