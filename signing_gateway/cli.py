@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -153,10 +154,28 @@ def _demo(args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
         if not args.smoke:
-            _print_examples(base, token)
+            _announce_once_started(server, base, token)
             server.run()
             return 0
         return _run_smoke(server, base, token)
+
+
+def _announce_once_started(server: uvicorn.Server, base: str, token: str) -> None:
+    """Print the "demo is up" line and the examples when the server accepts connections.
+
+    Printed before ``server.run()`` the line came while the gateway was still loading trust
+    from the fake signers: a caller acting on it (a person pasting a curl, or a test sending
+    SIGTERM) reached a process that was not serving yet.
+    """
+
+    def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.05)
+        _print_examples(base, token)
+
+    threading.Thread(target=announce, name="demo-announce", daemon=True).start()
 
 
 def _demo_auth(directory: Path) -> tuple[str, AuthSettings]:
@@ -172,8 +191,6 @@ def _demo_auth(directory: Path) -> tuple[str, AuthSettings]:
 
 
 def _run_smoke(server: uvicorn.Server, base: str, token: str) -> int:
-    import threading  # noqa: PLC0415 - only the smoke mode runs the server in a thread
-
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

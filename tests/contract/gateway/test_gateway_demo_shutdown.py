@@ -1,19 +1,22 @@
-"""`signing-gateway demo` stops the fake signers it started when it is told to stop."""
+"""`signing-gateway demo`: says it is up only once it serves; stops its fake signers on SIGTERM."""
 
 from __future__ import annotations
 
+import re
 import selectors
 import signal
 import subprocess
 import sys
 import time
 
+import httpx
 import psutil
 
 READY_LINE = b"signing-gateway demo is up at"
 
 
-def _wait_for_line(process: subprocess.Popen[bytes], needle: bytes, timeout: float) -> None:
+def _wait_for_line(process: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
+    """Read the process's output until `needle` appears; return what was read."""
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     seen = b""
@@ -26,10 +29,11 @@ def _wait_for_line(process: subprocess.Popen[bytes], needle: bytes, timeout: flo
                 chunk = process.stdout.read1(4096)  # type: ignore[attr-defined]
                 assert chunk, f"demo exited early: {seen[-2000:]!r}"
                 seen += chunk
+    return seen
 
 
 def test_sigterm_stops_the_demo_and_its_fake_signers():
-    """After SIGTERM the demo exits and none of its fake-signer children is left running."""
+    """The ready line means serving; after SIGTERM the demo exits and leaves no fake signer."""
     process = subprocess.Popen(
         [sys.executable, "-m", "signing_gateway", "demo", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -37,7 +41,11 @@ def test_sigterm_stops_the_demo_and_its_fake_signers():
     )
     children: list[psutil.Process] = []
     try:
-        _wait_for_line(process, READY_LINE, timeout=30)
+        output = _wait_for_line(process, READY_LINE, timeout=30)
+        # The line is printed once the server accepts connections: one probe, no retry.
+        base = re.search(rb"demo is up at (http://\S+)", output)
+        assert base is not None, output[-2000:]
+        assert httpx.get(base.group(1).decode() + "/healthz", timeout=5).status_code == 200
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) == 2  # the EU and the domestic fake signer
         process.send_signal(signal.SIGTERM)
