@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import math
 import os
@@ -272,6 +273,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `signing-gateway` console script."""
     args = _parser().parse_args(argv)
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":
         return _demo(args)
     return _serve(args)
