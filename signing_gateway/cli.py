@@ -130,8 +130,8 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    # uvicorn re-raises the SIGTERM it caught once it has shut down; with Python's default
-    # handler that would end the process before the fake signers below are stopped.
+    # Until the server exists a SIGTERM ends the demo through SystemExit, which stops the fake
+    # signers on the way out. From then on it only asks the server to stop (below).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with (
         tempfile.TemporaryDirectory(prefix="signing-gateway-demo-") as tmp,
@@ -151,14 +151,39 @@ def _demo(args: argparse.Namespace) -> int:
         port = args.port or _free_port()
         base = f"http://{LOOPBACK}:{port}"
         config = uvicorn.Config(
-            create_app(settings), host=LOOPBACK, port=port, log_config=None, access_log=False
+            create_app(settings),
+            host=LOOPBACK,
+            port=port,
+            log_config=None,
+            access_log=False,
+            loop=served_loop(),
         )
         server = uvicorn.Server(config)
-        if not args.smoke:
-            _announce_once_started(server, base, token)
-            server.run()
-            return 0
-        return _run_smoke(server, base, token)
+        if args.smoke:
+            return _run_smoke(server, base, token)
+        stopped_by = _stop_server_on_sigterm(server)
+        _announce_once_started(server, base, token)
+        server.run()
+        return 128 + stopped_by[0] if stopped_by else 0
+
+
+def _stop_server_on_sigterm(server: uvicorn.Server) -> list[int]:
+    """Make SIGTERM ask `server` to stop, whenever it comes; returns the signals received.
+
+    uvicorn handles SIGTERM itself only while it serves, and re-raises it once it has shut
+    down. A handler that raised SystemExit instead could fire inside the event loop's own
+    signal processing during start-up, where uvloop logs and drops exceptions: the demo then
+    kept serving after the signal. Setting ``should_exit`` works before start-up (uvicorn
+    shuts down as soon as start-up is done), while serving and after shutdown alike.
+    """
+    received: list[int] = []
+
+    def request_stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    return received
 
 
 def _announce_once_started(server: uvicorn.Server, base: str, token: str) -> None:

@@ -86,3 +86,37 @@ def test_sigterm_stops_the_demo_and_its_fake_signers(tmp_path: Path) -> None:
                 reader.join(timeout=10)  # EOF once the demo and its children are gone
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def test_sigterm_during_start_up_stops_the_demo_and_its_fake_signers(tmp_path: Path) -> None:
+    """A SIGTERM while the gateway is still starting (both fakes up) ends everything too."""
+    with (tmp_path / "stderr").open("w+b") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "signing_gateway", "demo", "--port", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        children: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 30
+            while len(children) < 2:  # the gateway starts once both fake signers answer
+                assert time.monotonic() < deadline, "the fake signers did not start"
+                assert process.poll() is None, "the demo exited early"
+                children = psutil.Process(process.pid).children(recursive=True)
+                time.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                stacks = _stacks_of(process, stderr)
+                pytest.fail(f"demo still running 20 s after SIGTERM:\n{stacks}")
+            assert process.returncode == 128 + signal.SIGTERM
+            _, alive = psutil.wait_procs(children, timeout=10)
+            assert alive == []
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for child in children:
+                if child.is_running():
+                    child.kill()
