@@ -9,8 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import httpx
 import psutil
@@ -36,87 +38,86 @@ def _wait_for_line(process: subprocess.Popen[bytes], needle: bytes, timeout: flo
     return seen
 
 
-def _stacks_of(process: subprocess.Popen[bytes], stderr: IO[bytes]) -> str:
-    """Ask a stuck demo for its threads' stacks (SIGUSR1, faulthandler) and return its stderr."""
-    process.send_signal(signal.SIGUSR1)
-    time.sleep(1)
-    stderr.seek(0)
-    return stderr.read().decode(errors="replace")[-6000:]
+@dataclass
+class Demo:
+    """A running `signing-gateway demo` process, its stderr file and its fake-signer children."""
+
+    process: subprocess.Popen[bytes]
+    stderr: Path
+    children: list[psutil.Process] = field(default_factory=list)
+
+    def find_fake_signers(self) -> None:
+        """Record the demo's child processes (the fake signers) once both are running."""
+        deadline = time.monotonic() + 30
+        while len(self.children) < 2:  # the gateway starts once both fake signers answer
+            assert time.monotonic() < deadline, "the fake signers did not start"
+            assert self.process.poll() is None, "the demo exited early"
+            self.children = psutil.Process(self.process.pid).children(recursive=True)
+            time.sleep(0.01)
+
+    def stop_with_sigterm(self) -> None:
+        """SIGTERM: the demo exits within 20 s with 128 + 15, and no fake signer is left."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            # faulthandler writes every thread's stack to stderr on SIGUSR1.
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            stacks = self.stderr.read_text(errors="replace")[-6000:]
+            pytest.fail(f"demo still running 20 s after SIGTERM:\n{stacks}")
+        assert self.process.returncode == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(self.children, timeout=10)
+        assert alive == []
+
+
+@contextmanager
+def running_demo(tmp_path: Path, *, stdout: int) -> Iterator[Demo]:
+    """Start the demo; afterwards kill whatever of it is still running."""
+    stderr = tmp_path / "stderr"
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "signing_gateway", "demo", "--port", "0"],
+            stdout=stdout,
+            stderr=sink,
+        )
+    demo = Demo(process, stderr)
+    try:
+        yield demo
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for child in demo.children:
+            if child.is_running():
+                child.kill()
 
 
 def test_sigterm_stops_the_demo_and_its_fake_signers(tmp_path: Path) -> None:
     """The ready line means serving; after SIGTERM the demo exits and leaves no fake signer."""
-    with (tmp_path / "stderr").open("w+b") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "signing_gateway", "demo", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
-        children: list[psutil.Process] = []
+    with running_demo(tmp_path, stdout=subprocess.PIPE) as demo:
+        stdout = demo.process.stdout
+        assert stdout is not None
         reader: threading.Thread | None = None
         try:
-            output = _wait_for_line(process, READY_LINE, timeout=30)
+            output = _wait_for_line(demo.process, READY_LINE, timeout=30)
             # Keep reading what it prints, so a full pipe can never be what holds it.
-            assert process.stdout is not None
-            reader = threading.Thread(target=process.stdout.read, daemon=True)
+            reader = threading.Thread(target=stdout.read, daemon=True)
             reader.start()
             # The line is printed once the server accepts connections: one probe, no retry.
             base = re.search(rb"demo is up at (http://\S+)", output)
             assert base is not None, output[-2000:]
             assert httpx.get(base.group(1).decode() + "/healthz", timeout=5).status_code == 200
-            children = psutil.Process(process.pid).children(recursive=True)
-            assert len(children) == 2  # the EU and the domestic fake signer
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pytest.fail(
-                    f"demo still running 20 s after SIGTERM:\n{_stacks_of(process, stderr)}"
-                )
-            _, alive = psutil.wait_procs(children, timeout=10)
-            assert alive == []
+            demo.find_fake_signers()
+            demo.stop_with_sigterm()
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            for child in children:
-                if child.is_running():
-                    child.kill()
             if reader is not None:
                 reader.join(timeout=10)  # EOF once the demo and its children are gone
-            if process.stdout is not None:
-                process.stdout.close()
+            stdout.close()
 
 
 def test_sigterm_during_start_up_stops_the_demo_and_its_fake_signers(tmp_path: Path) -> None:
     """A SIGTERM while the gateway is still starting (both fakes up) ends everything too."""
-    with (tmp_path / "stderr").open("w+b") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "signing_gateway", "demo", "--port", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        children: list[psutil.Process] = []
-        try:
-            deadline = time.monotonic() + 30
-            while len(children) < 2:  # the gateway starts once both fake signers answer
-                assert time.monotonic() < deadline, "the fake signers did not start"
-                assert process.poll() is None, "the demo exited early"
-                children = psutil.Process(process.pid).children(recursive=True)
-                time.sleep(0.01)
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                stacks = _stacks_of(process, stderr)
-                pytest.fail(f"demo still running 20 s after SIGTERM:\n{stacks}")
-            assert process.returncode == 128 + signal.SIGTERM
-            _, alive = psutil.wait_procs(children, timeout=10)
-            assert alive == []
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            for child in children:
-                if child.is_running():
-                    child.kill()
+    with running_demo(tmp_path, stdout=subprocess.DEVNULL) as demo:
+        demo.find_fake_signers()
+        demo.stop_with_sigterm()
