@@ -54,6 +54,7 @@ class Demo:
             assert self.process.poll() is None, "the demo exited early"
             self.children = psutil.Process(self.process.pid).children(recursive=True)
             time.sleep(0.01)
+        assert len(self.children) == 2  # the EU and the domestic fake signer, nothing else
 
     def stop_with_sigterm(self) -> None:
         """SIGTERM: the demo exits within 20 s with 128 + 15, and no fake signer is left."""
