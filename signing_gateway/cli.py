@@ -195,13 +195,19 @@ def _announce_once_started(server: uvicorn.Server, base: str, token: str) -> Non
     """
 
     def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            time.sleep(0.05)
-        _print_examples(base, token)
+        if _wait_started(server, deadline=None):
+            _print_examples(base, token)
 
     threading.Thread(target=announce, name="demo-announce", daemon=True).start()
+
+
+def _wait_started(server: uvicorn.Server, *, deadline: float | None) -> bool:
+    """Block until uvicorn reports `server` started (True), it is stopping, or `deadline` passes."""
+    while not server.started:
+        if server.should_exit or (deadline is not None and time.monotonic() >= deadline):
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _demo_auth(directory: Path) -> tuple[str, AuthSettings]:
@@ -220,8 +226,7 @@ def _run_smoke(server: uvicorn.Server, base: str, token: str) -> int:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_started(server, deadline=deadline)
     # Readiness comes from the background prober; give it its first round.
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
