@@ -32,7 +32,7 @@ from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
-from signing_gateway.runtime.gc_tuning import GcPauses, gc_threshold0
+from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0
 from signing_gateway.security.audit import AuditTrail
 from signing_gateway.security.auth import authenticated_caller, require_scopes
 from signing_gateway.security.limits import RequestLimitsMiddleware
@@ -88,6 +88,20 @@ def _freeze_start_up_objects(stack: AsyncExitStack) -> None:
     gc.collect()
     gc.freeze()
     stack.callback(gc.unfreeze)
+
+
+def _gc_schedule(settings: Settings, drain: DrainController) -> GcSchedule | None:
+    """Timed garbage collection as configured (None: Python's allocation-count trigger)."""
+    lag = settings.loop_lag
+    if lag.gc_mode == "count":
+        return None
+    return GcSchedule(
+        young_interval=lag.gc_young_interval_seconds,
+        middle_every=lag.gc_middle_every,
+        full_interval=lag.gc_full_interval_seconds,
+        quiet_in_flight=lag.gc_full_quiet_in_flight,
+        in_flight=lambda: drain.in_flight,
+    )
 
 
 def _lifespan(
@@ -146,11 +160,19 @@ def _lifespan(
             )
             stack.push_async_callback(audit.close)
             _freeze_start_up_objects(stack)
-            stack.enter_context(gc_threshold0(settings.loop_lag.gc_threshold0))
             gc_pauses = GcPauses()
             gc_pauses.install()
             stack.callback(gc_pauses.uninstall)
-            readiness.add_detail("gc", gc_pauses.snapshot)
+            gc_schedule = _gc_schedule(settings, drain)
+            if gc_schedule is None:
+                stack.enter_context(gc_threshold0(settings.loop_lag.gc_threshold0))
+                readiness.add_detail("gc", gc_pauses.snapshot)
+            else:
+                gc_schedule.start()
+                stack.push_async_callback(gc_schedule.stop)
+                readiness.add_detail(
+                    "gc", lambda: {**gc_pauses.snapshot(), "schedule": gc_schedule.snapshot()}
+                )
             # Sampling starts once start-up work (and its one full collection) is done.
             loop_lag.start()
             stack.push_async_callback(loop_lag.stop)

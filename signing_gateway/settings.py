@@ -232,12 +232,37 @@ class LoopLagSettings(BaseModel):
         "(signer waits do not count), so a CPU-bound gateway still answers /healthz at once "
         "(bench S1: /healthz p99 19 / 28 / 46 / 88 ms at 1 / 2 / 4 / 8, same throughput)",
     )
+    gc_mode: Literal["timed", "count"] = Field(
+        "timed",
+        description="timed: young garbage collections on a timer (gc_young_interval_seconds), "
+        "full ones at a quiet moment; count: Python's allocation-count trigger at gc_threshold0. "
+        "Bench S1: longest pause 142-232 ms by count, 22-60 ms timed (docs/benchmarks.md)",
+    )
+    gc_young_interval_seconds: PositiveFloat = Field(
+        0.05, description="Timed mode: collect the young generation this often"
+    )
+    gc_middle_every: PositiveInt = Field(
+        2, description="Timed mode: every Nth young collection also collects generation 1"
+    )
+    gc_full_interval_seconds: PositiveFloat = Field(
+        60.0,
+        description="Timed mode: a full collection is due this often. It waits for a moment "
+        "with at most gc_full_quiet_in_flight requests in flight, at most one more interval",
+    )
+    gc_full_quiet_in_flight: NonNegativeInt = Field(
+        32, description="Requests in flight at most for a due full collection to run early"
+    )
     gc_threshold0: PositiveInt | None = Field(
         10_000,
-        description="Garbage collector generation-0 threshold while serving (None: Python's "
-        "default, 700). Larger means rarer collections with ~1,000 requests in flight "
-        "(bench S1: GC time 5.2 s -> 3.2 s of 20 s); the collector always stays on",
+        description="Count mode: generation-0 threshold (None: Python's default, 700). "
+        "Larger means rarer, longer collections",
     )
+
+    @model_validator(mode="after")
+    def _full_after_young(self) -> LoopLagSettings:
+        if self.gc_full_interval_seconds < self.gc_young_interval_seconds:
+            raise ValueError("gc_full_interval_seconds must be at least gc_young_interval_seconds")
+        return self
 
 
 class ShutdownSettings(BaseModel):

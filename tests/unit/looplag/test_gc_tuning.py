@@ -1,10 +1,28 @@
-"""GC pause timing and the generation-0 threshold used while serving."""
+"""GC pause timing, the timed collection schedule, and the count-based threshold."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
-from signing_gateway.runtime.gc_tuning import GcPauses, gc_threshold0
+import pytest
+import respx
+from pydantic import ValidationError
+
+from signing_gateway.runtime.gc_tuning import (
+    BACKSTOP_THRESHOLDS,
+    GcPauses,
+    GcSchedule,
+    gc_threshold0,
+)
+from signing_gateway.settings import LoopLagSettings
+from tests.support.gateway import (
+    DOMESTIC_SIGNER_URL,
+    EU_SIGNER_URL,
+    make_settings,
+    make_test_keys,
+    running_gateway,
+)
 
 
 def test_pauses_are_counted_per_generation_while_installed():
@@ -36,3 +54,169 @@ def test_none_leaves_the_threshold_alone():
     before = gc.get_threshold()
     with gc_threshold0(None):
         assert gc.get_threshold() == before
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _schedule(clock: _Clock, collected: list[int], in_flight: list[int], **overrides):
+    values = {
+        "young_interval": 0.05,
+        "middle_every": 2,
+        "full_interval": 60.0,
+        "quiet_in_flight": 32,
+        "in_flight": lambda: in_flight[0],
+        "collect": collected.append,
+        "clock": clock,
+    }
+    values.update(overrides)
+    return GcSchedule(**values)
+
+
+def test_ticks_collect_the_young_generation_and_every_nth_generation_one():
+    """Generation 0 each tick, generation 1 every `middle_every`-th, no full one before due."""
+    clock, collected = _Clock(), []
+    schedule = _schedule(clock, collected, [0], middle_every=3)
+    for _ in range(9):
+        clock.now += 0.05
+        schedule.tick()
+    assert collected == [0, 0, 1, 0, 0, 1, 0, 0, 1]
+
+
+def test_a_due_full_collection_waits_for_a_quiet_moment():
+    """Due, but 500 requests in flight: young collections go on; at 32 in flight it runs."""
+    clock, collected, in_flight = _Clock(), [], [500]
+    schedule = _schedule(clock, collected, in_flight)
+    clock.now += 60.0
+    assert schedule.tick() == 0
+    clock.now += 30.0
+    assert schedule.tick() == 1
+    in_flight[0] = 32
+    clock.now += 0.05
+    assert schedule.tick() == 2
+    assert schedule.snapshot()["fullCollections"] == {"quiet": 1, "overdue": 0}
+    clock.now += 0.05
+    assert schedule.tick() in (0, 1)  # the interval starts again from the full collection
+
+
+def test_an_overdue_full_collection_runs_under_any_load():
+    """A second interval past due, the full collection runs with 10,000 requests in flight."""
+    clock, collected = _Clock(), []
+    schedule = _schedule(clock, collected, [10_000])
+    clock.now += 119.9
+    assert schedule.tick() != 2
+    clock.now += 0.1
+    assert schedule.tick() == 2
+    assert collected[-1] == 2
+    assert schedule.snapshot()["fullCollections"] == {"quiet": 0, "overdue": 1}
+    assert schedule.snapshot()["secondsSinceFull"] == 0
+
+
+def test_nonsense_schedules_are_refused():
+    """A zero interval, no generation-1 collections, a full interval under one tick."""
+    clock = _Clock()
+    for overrides in ({"young_interval": 0}, {"middle_every": 0}, {"full_interval": 0.01}):
+        with pytest.raises(ValueError):
+            _schedule(clock, [], [0], **overrides)
+
+
+async def _ticks_seen(schedule: GcSchedule, seen: list[int], count: int) -> None:
+    """Start the schedule, wait (5 s at most) until `seen` holds `count` ticks, stop it."""
+    schedule.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(seen) < count:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+    finally:
+        await schedule.stop()
+
+
+async def test_start_ticks_on_the_loop_with_backstop_thresholds_and_stop_restores():
+    """Running: ticks collect, only a generation-0 backstop by count; stopped: thresholds back."""
+    before = gc.get_threshold()
+    collected: list[int] = []
+    schedule = GcSchedule(
+        young_interval=0.01,
+        middle_every=2,
+        full_interval=60.0,
+        quiet_in_flight=0,
+        in_flight=lambda: 0,
+        collect=collected.append,
+    )
+    schedule.start()
+    assert gc.get_threshold() == BACKSTOP_THRESHOLDS
+    await _ticks_seen(schedule, collected, 4)  # starts again: idempotent, thresholds kept
+    assert gc.get_threshold() == before
+    assert collected[:4] == [0, 1, 0, 1]
+    ticks = len(collected)
+    await asyncio.sleep(0.05)
+    assert len(collected) == ticks
+    await schedule.stop()  # idempotent
+
+
+async def test_a_failing_collection_is_logged_and_the_schedule_goes_on(caplog):
+    """An exception from a tick (a broken gc callback, say) does not end the schedule."""
+    calls: list[int] = []
+
+    def collect(generation: int) -> None:
+        calls.append(generation)
+        if len(calls) == 1:
+            raise RuntimeError("callback failed")
+
+    schedule = GcSchedule(
+        young_interval=0.01, middle_every=2, full_interval=60.0, quiet_in_flight=0,
+        in_flight=lambda: 0, collect=collect,
+    )  # fmt: skip
+    await _ticks_seen(schedule, calls, 3)
+    assert "scheduled garbage collection failed" in caplog.text
+
+
+def test_settings_refuse_a_full_interval_shorter_than_a_tick():
+    """The full interval is at least one young interval."""
+    with pytest.raises(ValidationError):
+        LoopLagSettings(gc_young_interval_seconds=1.0, gc_full_interval_seconds=0.5)
+    assert LoopLagSettings(gc_young_interval_seconds=0.5, gc_full_interval_seconds=0.5)
+
+
+async def _readyz_gc(settings) -> dict:
+    with respx.mock(using="httpx", assert_all_called=False) as mock:
+        mock.route(host="gateway.test").pass_through()
+        mock.get(f"{EU_SIGNER_URL}/healthz").respond(200, json={"status": "ok"})
+        mock.get(f"{DOMESTIC_SIGNER_URL}/healthz").respond(200, json={"status": "ok"})
+        async with running_gateway(settings) as client:
+            deadline = asyncio.get_running_loop().time() + 5
+            while True:
+                details = (await client.get("/readyz")).json()["gc"]
+                if "schedule" not in details or details["schedule"]["ticks"] >= 2:
+                    return details
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+
+
+async def test_the_gateway_collects_on_the_timer_and_shows_it_in_readyz(tmp_path):
+    """By default the gateway ticks; /readyz shows the schedule and the backstop thresholds."""
+    before = gc.get_threshold()
+    details = await _readyz_gc(make_settings(make_test_keys(tmp_path)))
+    assert details["thresholds"] == list(BACKSTOP_THRESHOLDS)
+    assert details["schedule"]["youngIntervalSeconds"] == 0.05
+    assert details["gen0"]["collections"] + details["gen1"]["collections"] >= 2
+    assert gc.get_threshold() == before
+
+
+async def test_without_the_timer_the_gateway_collects_by_count(tmp_path):
+    """gc_mode "count": no schedule, generation 0 at gc_threshold0."""
+    before = gc.get_threshold()
+    settings = make_settings(
+        make_test_keys(tmp_path),
+        loop_lag=LoopLagSettings(gc_mode="count", gc_threshold0=12_345),
+    )
+    details = await _readyz_gc(settings)
+    assert "schedule" not in details
+    assert details["thresholds"] == [12_345, *before[1:]]
+    assert gc.get_threshold() == before
