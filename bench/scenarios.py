@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +72,56 @@ def loop_lag_max(gateway: procs.Proc) -> float | None:
     return None if value is None else float(value)
 
 
+def lag_histogram(gateway: procs.Proc) -> dict[str, float]:
+    """Cumulative sample counts of `gateway_event_loop_lag_seconds` by bucket bound (`le`)."""
+    prefix = 'gateway_event_loop_lag_seconds_bucket{le="'
+    counts: dict[str, float] = {}
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as response:  # noqa: S310
+        for line in response.read().decode().splitlines():
+            if line.startswith(prefix):
+                bound, _, value = line.removeprefix(prefix).partition('"} ')
+                counts[bound] = float(value)
+    return counts
+
+
+@dataclass(frozen=True)
+class LagMark:
+    """The gateway's loop-lag figures at one moment: histogram counts and the maximum so far."""
+
+    counts: dict[str, float]
+    max_seconds: float
+
+    @classmethod
+    def read(cls, gateway: procs.Proc) -> LagMark:
+        """Read both from the running gateway (`/metrics`, `/readyz`)."""
+        return cls(lag_histogram(gateway), float(loop_lag(gateway).get("maxLagSeconds", 0.0)))
+
+
+def _append_mark(marks: list[LagMark], gateway: procs.Proc) -> None:
+    """Timer body: add a mark; a scrape that fails under load leaves the window unmeasured."""
+    with contextlib.suppress(OSError, ValueError):
+        marks.append(LagMark.read(gateway))
+
+
+def lag_between(before: LagMark, after: LagMark) -> dict[str, Any]:
+    """Loop lag in the window between two marks.
+
+    Samples over 100 ms come from the histogram, exactly (0.1 s is a bucket bound). The
+    window's maximum is exact when it set a new maximum since start; otherwise only its bucket
+    is known, and `max_bound_ms` is that bucket's upper bound.
+    """
+    diff = {le: n - before.counts.get(le, 0.0) for le, n in after.counts.items()}
+    samples = diff.get("+Inf", 0.0)
+    bound = min((float(le) for le, n in diff.items() if n == samples), default=math.inf)
+    exact = after.max_seconds if after.max_seconds > before.max_seconds else None
+    return {
+        "samples": int(samples),
+        "over_100ms": int(samples - diff.get("0.1", 0.0)),
+        "max_ms": None if exact is None else round(exact * 1000, 1),
+        "max_bound_ms": None if math.isinf(bound) else round(bound * 1000, 1),
+    }
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -106,8 +160,18 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
          str(seconds + 1), str(poll_out)]
     )  # fmt: skip
     cpu_before = target.cpu_seconds()
+    # Loop lag over the measured window only, like the /healthz polls: the first mark before
+    # the load starts, the second just before it ends (wrk's closing of 1,000 connections,
+    # which cancels the requests still in flight, is not part of the steady load).
+    lag_marks: list[LagMark] = []
+    if has_lag:
+        lag_marks.append(LagMark.read(target))
+        late_mark = threading.Timer(seconds - 0.5, _append_mark, (lag_marks, target))
+        late_mark.start()
     result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2, timeout_s=10)
     cpu = target.cpu_seconds() - cpu_before
+    if has_lag:
+        late_mark.join()
     poller.wait(timeout=seconds + 60)
     polls = json.loads(poll_out.read_text())
     latencies_ms = [x * 1000 for x in polls["latencies"]]
@@ -136,6 +200,8 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
             figures["loop_lag_max_ms"] = round(lag["maxLagSeconds"] * 1000, 1)
             figures["loop_lag_samples"] = lag["samples"]
             figures["loop_lag_samples_over_100ms"] = lag["samplesOverThreshold"]
+        if len(lag_marks) == 2:
+            figures["loop_lag_window"] = lag_between(*lag_marks)
         figures["gc"] = gc_pauses(target)
     return figures
 

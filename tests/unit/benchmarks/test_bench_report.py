@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import report
+from bench.scenarios import LagMark, lag_between
 
 
 def _results(*, lag_ms: float, p99_ms: float, max_ms: float, kb: float) -> dict[str, Any]:
@@ -54,5 +55,33 @@ def test_the_verdict_table_shows_the_figure_behind_every_s1_target() -> None:
     by_target = {row.split(" | ")[0].lstrip("| "): row for row in rows}
     assert by_target["S1 /healthz p99 ≤ 50 ms"].endswith("| 34.21 ms | **yes** |")
     assert by_target["S1 /healthz max ≤ 250 ms"].endswith("| 170.05 ms | **yes** |")
-    assert by_target["S1 max loop lag ≤ 100 ms"].endswith("| 164.3 ms | **NO** |")
+    assert by_target["S1 max loop lag ≤ 100 ms"].endswith("| 164.3 ms (since start) | **NO** |")
     assert by_target["S4 ≤ 50 KB per in-flight request"].endswith("| 56.3 KB | **NO** |")
+
+
+def _mark(max_ms: float, **counts: float) -> LagMark:
+    """A lag mark; `counts` by bucket bound, written b0_05 for le="0.05", inf for le="+Inf"."""
+    bounds = {"b0_05": "0.05", "b0_1": "0.1", "b0_25": "0.25", "inf": "+Inf"}
+    return LagMark({bounds[k]: v for k, v in counts.items()}, max_ms / 1000)
+
+
+def test_lag_in_the_window_counts_only_its_own_samples() -> None:
+    """A warm-up peak of 140 ms before the window; in it 400 samples, none over 100 ms."""
+    before = _mark(140.0, b0_05=90, b0_1=95, b0_25=100, inf=100)
+    after = _mark(140.0, b0_05=480, b0_1=495, b0_25=500, inf=500)
+    window = lag_between(before, after)
+    assert window == {"samples": 400, "over_100ms": 0, "max_ms": None, "max_bound_ms": 100.0}
+    s1 = {**_results(lag_ms=140.0, p99_ms=20, max_ms=90, kb=40)["S1"], "loop_lag_window": window}
+    assert report.verdicts({"S1": s1})["S1"]["loop_lag_le_100ms"]
+    assert report.lag_window_text(s1) == "≤ 100 ms"
+
+
+def test_a_new_maximum_in_the_window_is_reported_exactly_and_judged() -> None:
+    """Two samples over 100 ms in the window, the larger a new maximum since start: NO."""
+    before = _mark(80.0, b0_05=90, b0_1=100, b0_25=100, inf=100)
+    after = _mark(180.0, b0_05=400, b0_1=498, b0_25=500, inf=500)
+    window = lag_between(before, after)
+    assert window == {"samples": 400, "over_100ms": 2, "max_ms": 180.0, "max_bound_ms": 250.0}
+    s1 = {**_results(lag_ms=180.0, p99_ms=20, max_ms=90, kb=40)["S1"], "loop_lag_window": window}
+    assert not report.verdicts({"S1": s1})["S1"]["loop_lag_le_100ms"]
+    assert report.lag_window_text(s1) == "180 ms"
