@@ -100,13 +100,15 @@ def test_five_thousand_concurrent_signings(fake_signer_factory):
         figures = orjson.loads(result.stdout)
         stats = httpx.get(f"{signer.base_url}/_stats", timeout=5).json()
         assert figures["ok"] == 5000
-        assert stats["peakInFlight"] == 5000, stats  # every one waited out its latency at once
         bound = max(3.0, 1.0 + cpu + 0.5)
-        attempts.append((figures["wall"], cpu, bound))
+        # Every one waited out its latency at once: all 5,000 in flight together. On a busy
+        # machine the client can take over 1 s to send them all, so this is judged per attempt
+        # too (a full suite run once saw 4,988).
+        attempts.append((figures["wall"], cpu, bound, stats["peakInFlight"]))
         print(  # noqa: T201 - the figure the issue asks to report
             f"5000 concurrent /get_credential at 1 s latency: wall {figures['wall']:.2f} s, "
-            f"signer CPU {cpu:.2f} s, bound {bound:.2f} s"
+            f"signer CPU {cpu:.2f} s, bound {bound:.2f} s, peak in flight {stats['peakInFlight']}"
         )
-        if figures["wall"] <= bound:
+        if figures["wall"] <= bound and stats["peakInFlight"] == 5000:
             break
-    assert any(wall <= bound for wall, _, bound in attempts), attempts
+    assert any(wall <= bound and peak == 5000 for wall, _, bound, peak in attempts), attempts
