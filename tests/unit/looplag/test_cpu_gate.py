@@ -119,6 +119,85 @@ async def test_cancelled_waiters_and_holders_leak_no_permit() -> None:
         assert gate.busy == 1
 
 
+async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
+    """The freed permit goes to the request whose signer answered, not to later arrivals."""
+    gate = CpuGate(1)
+    signer_answer, hold = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def signing() -> None:
+        async with gate.request():
+            async with io_wait():
+                await signer_answer.wait()
+            order.append("verify")
+
+    async def new(name: str, *, wait: asyncio.Event | None = None) -> None:
+        async with gate.request():
+            order.append(name)
+            if wait is not None:
+                await wait.wait()
+
+    tasks = [asyncio.create_task(signing())]
+    await _settle()
+    tasks.append(asyncio.create_task(new("b", wait=hold)))  # takes the permit a handed over
+    await _settle()
+    tasks += [asyncio.create_task(new(name)) for name in ("c", "d")]
+    await _settle()
+    signer_answer.set()
+    await _settle()
+    assert gate.snapshot() == {"permits": 1, "busy": 1, "waiting": 3, "waitingToResume": 1}
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert order == ["b", "verify", "c", "d"]  # one FIFO queue would give b, c, d, verify
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_cancelled_waiters_are_skipped_and_uncounted() -> None:
+    """100 parked requests cancelled (clients gone): counts exact, the permit reaches the rest."""
+    gate = CpuGate(1)
+    release = asyncio.Event()
+    served: list[int] = []
+
+    async def request(number: int) -> None:
+        async with gate.request():
+            served.append(number)
+            if number == 0:
+                await release.wait()
+
+    tasks = [asyncio.create_task(request(n)) for n in range(103)]
+    await _settle()
+    assert (gate.busy, gate.waiting) == (1, 102)
+    for task in tasks[1:101]:
+        task.cancel()
+    await _settle()
+    assert (gate.busy, gate.waiting) == (1, 2)
+    release.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert served == [0, 101, 102]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_a_permit_handed_to_a_cancelled_request_is_passed_on() -> None:
+    """Cancelled after the hand-over but before it ran: the permit goes to the next waiter."""
+    gate = CpuGate(1)
+    served: list[str] = []
+
+    async def request(name: str) -> None:
+        async with gate.request():
+            served.append(name)
+
+    holder = gate.request()
+    await holder.__aenter__()
+    second = asyncio.create_task(request("second"))
+    third = asyncio.create_task(request("third"))
+    await _settle()
+    await holder.__aexit__(None, None, None)  # hands the permit to `second`...
+    second.cancel()  # ...which is cancelled before it can run
+    await asyncio.gather(second, third, return_exceptions=True)
+    assert served == ["third"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
 async def test_io_wait_outside_a_request_does_nothing() -> None:
     """Code that is not under a gated request (probes, start-up) passes straight through."""
     async with io_wait():
