@@ -116,7 +116,14 @@ def run(
             with (
                 procs.pinned(enabled=pin),
                 procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
-                procs.gateway(logs, signer.url, max_in_flight=10240, deadline_s=60) as gw,
+                procs.gateway(
+                    logs,
+                    signer.url,
+                    max_in_flight=10240,
+                    deadline_s=60,
+                    # 10,000 at once queue for the CPU longer than the default 10 s allows
+                    extra_env={"SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_TIMEOUT_SECONDS": "60"},
+                ) as gw,
             ):
                 results["S4"] = scenarios.memory(
                     gw, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30

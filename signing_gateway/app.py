@@ -247,11 +247,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(DrainMiddleware, controller=app.state.drain)
     # Body limits answer before anything reads the body, inside the request id.
     app.add_middleware(RequestLimitsMiddleware, limits=settings.limits)
-    app.add_middleware(RequestIdMiddleware)
-    # Outside everything but the request metrics: a burst of new requests waits parked here
-    # instead of running the middlewares' work all in one loop pass (see runtime/cpu_gate).
-    app.state.cpu_gate = CpuGate(settings.loop_lag.cpu_permits)
+    # Outside everything but the request id and metrics: a burst of new requests waits parked
+    # here instead of running the middlewares' work all in one loop pass, and one that waits
+    # too long is refused 503 with its request id (see runtime/cpu_gate).
+    app.state.cpu_gate = CpuGate(
+        settings.loop_lag.cpu_permits,
+        queue_timeout=settings.loop_lag.cpu_queue_timeout_seconds,
+        on_timeout=metrics.cpu_queue_timeouts.inc,
+    )
     app.add_middleware(CpuGateMiddleware, gate=app.state.cpu_gate)
+    app.add_middleware(RequestIdMiddleware)
     instrument_app(app, settings.observability, metrics)  # last: the outermost middleware
     return app
 

@@ -17,8 +17,10 @@ Bodies never carry a stack trace, a downstream URL or a signer's own error text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
+
+import orjson
 
 from signing_gateway.domain.errors import FieldError
 
@@ -164,3 +166,38 @@ def problem_body(
     if extensions:
         body.update(extensions)
     return body
+
+
+async def send_problem_503(
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    scope: Mapping[str, Any],
+    *,
+    slug: str,
+    title: str,
+    detail: str,
+    close: bool = False,
+) -> None:
+    """Answer a raw ASGI request 503 problem+json with `Retry-After: 1` (from a middleware).
+
+    For refusals made before routing (draining, overload): nothing of the request was done.
+    `close` adds `Connection: close`, so the caller's next request opens a new connection.
+    """
+    body = orjson.dumps(
+        problem_body(
+            type_=PROBLEM_BASE + slug,
+            title=title,
+            status=503,
+            detail=detail,
+            instance=scope.get("path", ""),
+            request_id=scope.get("state", {}).get("request_id", "-"),
+        )
+    )
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

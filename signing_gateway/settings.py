@@ -232,6 +232,12 @@ class LoopLagSettings(BaseModel):
         "(signer waits do not count), so a CPU-bound gateway still answers /healthz at once "
         "(bench S1: /healthz p99 19 / 28 / 46 / 88 ms at 1 / 2 / 4 / 8, same throughput)",
     )
+    cpu_queue_timeout_seconds: PositiveFloat = Field(
+        10.0,
+        description="Longest wait of a new /v1 request for a CPU permit; after it the request is "
+        "answered 503 problem+json (overloaded, Retry-After) without reaching a signer. Requests "
+        "back from a signer are served before new ones and never time out here",
+    )
     gc_mode: Literal["timed", "count"] = Field(
         "timed",
         description="timed: young garbage collections on a timer (gc_young_interval_seconds), "

@@ -169,7 +169,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         415: "Request body is not application/json",
         422: "Validation failed; nothing reached a signer",
         502: "A signer answered outside its contract, or its credential failed verification",
-        503: "A signer is unavailable or at capacity; see Retry-After",
+        503: "A signer is unavailable or at capacity, or the gateway is overloaded; see "
+        "Retry-After",
         504: "A signer or the request deadline timed out",
     }
     return {

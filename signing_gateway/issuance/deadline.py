@@ -76,6 +76,11 @@ async def request_deadline(seconds: float) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     now = loop.time()
     budget = _effective_budget(seconds, now)
+    if budget <= 0:  # the caller's budget went on waiting for the gateway (its CPU gate)
+        raise DeadlineExceeded(
+            "the request's time budget ran out before its signer work could start; "
+            "nothing was issued"
+        )
     scope = asyncio.timeout_at(now + budget)
     token = _deadline_var.set(now + budget)
     try:

@@ -117,6 +117,11 @@ class GatewayMetrics:
             "Largest event-loop lag seen since start",
             registry=r,
         )
+        self.cpu_queue_timeouts = Counter(
+            "gateway_cpu_queue_timeouts",
+            "New /v1 requests refused 503 overloaded: no CPU permit within the queue timeout",
+            registry=r,
+        )
         # Security.
         self.auth_failures = Counter(
             "gateway_auth_failures", "Refused callers by reason", ["reason"], registry=r

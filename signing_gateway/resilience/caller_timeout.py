@@ -47,7 +47,12 @@ class CallerTimeoutMiddleware:
         except ValueError:
             await _bad_header(scope, send)
             return
-        token = caller_budget_var.set(CallerBudget(asyncio.get_running_loop().time(), seconds))
+        # Counted from arrival: the CPU gate notes when the request came in, before it waited
+        # there for a permit (see runtime/cpu_gate).
+        arrived = scope.get("state", {}).get("arrived_at")
+        if arrived is None:
+            arrived = asyncio.get_running_loop().time()
+        token = caller_budget_var.set(CallerBudget(arrived, seconds))
         try:
             await self.app(scope, receive, send)
         finally:

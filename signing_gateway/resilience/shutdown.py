@@ -24,11 +24,10 @@ import socket
 from types import FrameType
 from typing import Protocol
 
-import orjson
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
+from signing_gateway.errors import send_problem_503
 
 logger = logging.getLogger("signing_gateway.shutdown")
 
@@ -101,35 +100,6 @@ class DrainController:
         return left
 
 
-def _problem(scope: Scope, *, slug: str, title: str, detail: str) -> bytes:
-    return orjson.dumps(
-        problem_body(
-            type_=PROBLEM_BASE + slug,
-            title=title,
-            status=503,
-            detail=detail,
-            instance=scope.get("path", ""),
-            request_id=scope.get("state", {}).get("request_id", "-"),
-        )
-    )
-
-
-async def _send_503(send: Send, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class DrainMiddleware:
     """Pure ASGI middleware applying a `DrainController` to every HTTP request."""
 
@@ -145,13 +115,14 @@ class DrainMiddleware:
             return
         controller = self.controller
         if controller.draining:
-            body = _problem(
+            await send_problem_503(
+                send,
                 scope,
                 slug="shutting-down",
                 title="Gateway shutting down",
                 detail="this instance is shutting down; send the request to another one",
+                close=True,
             )
-            await _send_503(send, body)
             return
         started = False
 
@@ -170,14 +141,15 @@ class DrainMiddleware:
             if not cancel_scope.expired():
                 raise
             if not started:
-                body = _problem(
+                await send_problem_503(
+                    send,
                     scope,
                     slug="shutting-down",
                     title="Gateway shutting down",
                     detail="the gateway shut down before the request finished; nothing was "
                     "issued; send it again",
+                    close=True,
                 )
-                await _send_503(send, body)
         finally:
             controller.untrack(cancel_scope)
 

@@ -25,13 +25,20 @@ With one FIFO queue a returning request waited behind every request that arrived
 at the signer: bench S4 (10,000 clients, 10 s signer, CPU-bound gateway) answered none in
 30 s although thousands had been signed. New requests queue before they cost a signer
 anything; resuming ones are bounded by what was admitted, so new ones are never starved.
+
+A new request that finds no permit within ``queue_timeout`` seconds is answered 503
+problem+json (``overloaded``, ``Retry-After``) by the middleware: the gateway cannot keep up,
+the request has cost no signer anything, and its caller learns so at once instead of waiting
+without bound. Requests resuming after ``io_wait`` are never timed out here (their deadline
+covers them). The middleware also notes when the request arrived (``scope["state"]
+["arrived_at"]``, event-loop time), so a caller's ``X-Request-Timeout`` counts its wait here.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -39,7 +46,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CpuGate", "CpuGateMiddleware", "checkpoint", "io_wait"]
+from signing_gateway.errors import send_problem_503
+
+__all__ = ["CpuGate", "CpuGateMiddleware", "CpuQueueTimeout", "checkpoint", "io_wait"]
+
+
+class CpuQueueTimeout(Exception):
+    """A new request waited `queue_timeout` seconds without getting a permit."""
 
 
 @dataclass(slots=True)
@@ -57,11 +70,26 @@ _current: ContextVar[_Permit | None] = ContextVar("cpu_gate_permit", default=Non
 class CpuGate:
     """At most `permits` requests hold the loop's CPU at once; resuming ones are served first."""
 
-    def __init__(self, permits: int) -> None:
-        """Allow `permits` requests to do CPU work at the same time."""
+    def __init__(
+        self,
+        permits: int,
+        *,
+        queue_timeout: float | None = None,
+        on_timeout: Callable[[], object] | None = None,
+    ) -> None:
+        """Allow `permits` requests to do CPU work at once; new ones wait `queue_timeout` s at most.
+
+        None: new requests wait for a permit without bound. `on_timeout` is called for each
+        request refused so (the metrics counter).
+        """
         if permits < 1:
             raise ValueError("permits must be at least 1")
+        if queue_timeout is not None and queue_timeout <= 0:
+            raise ValueError("queue_timeout must be positive")
         self.permits = permits
+        self.queue_timeout = queue_timeout
+        self.timed_out = 0
+        self._on_timeout = on_timeout
         self._free = permits
         # Parked waiters, FIFO per queue. A waiter that is cancelled stays in its deque (removing
         # it would cost O(n) per cancellation, O(n^2) when a crowd of clients disconnects) and is
@@ -85,23 +113,43 @@ class CpuGate:
         if self._free > 0 and not self.resuming and (resuming or not self.admitting):
             self._free -= 1
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        expiry = None
         if resuming:
             self._resume.append(waiter)
             self.resuming += 1
         else:
             self._admit.append(waiter)
             self.admitting += 1
+            if self.queue_timeout is not None:
+                expiry = loop.call_later(self.queue_timeout, self._expire, waiter)
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            if not waiter.done():
+                waiter.cancel()
+            if waiter.cancelled():  # cancelled while parked
+                if resuming:
+                    self.resuming -= 1
+                else:
+                    self.admitting -= 1
+            elif waiter.exception() is None:
                 self._release()  # handed a permit, cancelled before using it: pass it on
-            elif resuming:
-                self.resuming -= 1
-            else:
-                self.admitting -= 1
-            raise
+            raise  # (timed out and cancelled at once: `_expire` did the counting)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+
+    def _expire(self, waiter: asyncio.Future[None]) -> None:
+        """Timer: a new request waited `queue_timeout` for a permit; refuse it."""
+        if waiter.done():
+            return
+        self.admitting -= 1
+        self.timed_out += 1
+        waiter.set_exception(CpuQueueTimeout())
+        if self._on_timeout is not None:
+            self._on_timeout()
 
     def _release(self) -> None:
         """Hand the permit to the next live waiter, resuming ones first; else free it."""
@@ -139,6 +187,8 @@ class CpuGate:
             "busy": self.busy,
             "waiting": self.waiting,
             "waitingToResume": self.resuming,
+            "queueTimeoutSeconds": self.queue_timeout,
+            "timedOut": self.timed_out,
         }
 
 
@@ -197,11 +247,26 @@ class CpuGateMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(self._prefix):
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})["arrived_at"] = asyncio.get_running_loop().time()
 
         async def receive_without_permit() -> Message:
             # Waiting for the caller's body bytes is I/O: a slow sender must not hold a permit.
             async with io_wait():
                 return await receive()
 
-        async with self.gate.request():
-            await self.app(scope, receive_without_permit, send)
+        admitted = False
+        try:
+            async with self.gate.request():
+                admitted = True
+                await self.app(scope, receive_without_permit, send)
+        except CpuQueueTimeout:
+            if admitted:  # only taking the permit times out; anything else is not ours
+                raise
+            await send_problem_503(
+                send,
+                scope,
+                slug="overloaded",
+                title="Gateway overloaded",
+                detail=f"the gateway could not start this request within "
+                f"{self.gate.queue_timeout:g} s; it reached no signer; retry later",
+            )

@@ -137,3 +137,15 @@ def commitment(nonce: str = NONCE) -> str:
 def decode_b64_json(value: str) -> Any:
     """Decode a base64 JSON message of the public API."""
     return orjson.loads(base64.b64decode(value, validate=True))
+
+
+def failing_eu_signer(signers: respx.MockRouter) -> list[httpx.Request]:
+    """Route the EU signer to answer 500; the list fills with every request it receives."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(500, text="boom")
+
+    signers.post(f"{EU_SIGNER_URL}/get_credential").mock(side_effect=answer)
+    return seen

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
-import respx
 
 from signing_gateway.api import examples
-from tests.support.gateway import EU_SIGNER_URL, make_settings, running_gateway
-
-
-def _capture(signers: respx.MockRouter) -> list[httpx.Request]:
-    seen: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(500, text="boom")
-
-    signers.post(f"{EU_SIGNER_URL}/get_credential").mock(side_effect=answer)
-    return seen
+from tests.api.signer_mocks import failing_eu_signer
+from tests.support.gateway import make_settings, running_gateway
 
 
 async def test_signer_gets_the_remaining_budget(gateway, signers):
     """Each attempt carries X-Request-Deadline-Ms: what is left of the caller's budget."""
-    seen = _capture(signers)
+    seen = failing_eu_signer(signers)
     response = await gateway.post(
         "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": "0.5"}
     )
@@ -34,7 +22,7 @@ async def test_signer_gets_the_remaining_budget(gateway, signers):
 
 async def test_caller_cannot_ask_for_more_than_the_setting(test_keys, signers):
     """A caller asking for 60 s gets the configured 2 s."""
-    seen = _capture(signers)
+    seen = failing_eu_signer(signers)
     async with running_gateway(make_settings(test_keys, request_deadline_seconds=2.0)) as client:
         response = await client.post(
             "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": "60"}
@@ -46,7 +34,7 @@ async def test_caller_cannot_ask_for_more_than_the_setting(test_keys, signers):
 @pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
 async def test_malformed_request_timeout_is_refused(gateway, signers, value):
     """An unreadable X-Request-Timeout is a 400 problem+json, and no signer is called."""
-    seen = _capture(signers)
+    seen = failing_eu_signer(signers)
     response = await gateway.post(
         "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": value}
     )

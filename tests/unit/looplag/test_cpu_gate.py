@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.responses import PlainTextResponse
 
-from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware, io_wait
+from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware, CpuQueueTimeout, io_wait
 
 
 async def _settle() -> None:
@@ -119,17 +119,19 @@ async def test_cancelled_waiters_and_holders_leak_no_permit() -> None:
         assert gate.busy == 1
 
 
+async def _signing(gate: CpuGate, signer_answer: asyncio.Event, order: list[str]) -> None:
+    """A request: CPU, a signer call (under io_wait) until `signer_answer`, then verification."""
+    async with gate.request():
+        async with io_wait():
+            await signer_answer.wait()
+        order.append("verify")
+
+
 async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
     """The freed permit goes to the request whose signer answered, not to later arrivals."""
     gate = CpuGate(1)
     signer_answer, hold = asyncio.Event(), asyncio.Event()
     order: list[str] = []
-
-    async def signing() -> None:
-        async with gate.request():
-            async with io_wait():
-                await signer_answer.wait()
-            order.append("verify")
 
     async def new(name: str, *, wait: asyncio.Event | None = None) -> None:
         async with gate.request():
@@ -137,7 +139,7 @@ async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
             if wait is not None:
                 await wait.wait()
 
-    tasks = [asyncio.create_task(signing())]
+    tasks = [asyncio.create_task(_signing(gate, signer_answer, order))]
     await _settle()
     tasks.append(asyncio.create_task(new("b", wait=hold)))  # takes the permit a handed over
     await _settle()
@@ -145,7 +147,14 @@ async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
     await _settle()
     signer_answer.set()
     await _settle()
-    assert gate.snapshot() == {"permits": 1, "busy": 1, "waiting": 3, "waitingToResume": 1}
+    assert gate.snapshot() == {
+        "permits": 1,
+        "busy": 1,
+        "waiting": 3,
+        "waitingToResume": 1,
+        "queueTimeoutSeconds": None,
+        "timedOut": 0,
+    }
     hold.set()
     await asyncio.gather(*tasks)
     assert order == ["b", "verify", "c", "d"]  # one FIFO queue would give b, c, d, verify
@@ -263,3 +272,82 @@ async def test_a_slow_request_body_holds_no_permit() -> None:
     await slow
     assert answered == ["/v1/quick", "/v1/slow"]
     assert gate.busy == 0
+
+
+async def test_a_new_request_waits_at_most_the_queue_timeout() -> None:
+    """No permit within 50 ms: CpuQueueTimeout, counted; later waiters still get the permit."""
+    gate = CpuGate(1, queue_timeout=0.05)
+    release = asyncio.Event()
+    served: list[str] = []
+
+    async def request(name: str) -> None:
+        async with gate.request():
+            served.append(name)
+            if name == "holder":
+                await release.wait()
+
+    holder = asyncio.create_task(request("holder"))
+    await _settle()
+    with pytest.raises(CpuQueueTimeout):
+        await request("late")
+    assert gate.snapshot()["timedOut"] == 1
+    assert (gate.busy, gate.waiting) == (1, 0)
+    patient = asyncio.create_task(request("patient"))
+    await _settle()
+    release.set()
+    await asyncio.gather(holder, patient)
+    assert served == ["holder", "patient"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_a_request_back_from_its_signer_is_never_timed_out() -> None:
+    """Resuming after io_wait waits as long as it takes: its signer work is done."""
+    gate = CpuGate(1, queue_timeout=0.02)
+    signer_answer, hold = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def holding() -> None:
+        async with gate.request():
+            await hold.wait()
+
+    first = asyncio.create_task(_signing(gate, signer_answer, order))
+    await _settle()
+    second = asyncio.create_task(holding())
+    await _settle()
+    signer_answer.set()
+    await asyncio.sleep(0.1)  # five queue timeouts
+    hold.set()
+    await asyncio.gather(first, second)
+    assert order == ["verify"]
+    assert gate.timed_out == 0
+
+
+async def test_timed_out_and_cancelled_at_once_takes_no_permit() -> None:
+    """The expiry fires and the client goes before the request runs again: no permit made."""
+    gate = CpuGate(1, queue_timeout=60)
+    hold = asyncio.Event()
+
+    async def holding() -> None:
+        async with gate.request():
+            await hold.wait()
+
+    holder = asyncio.create_task(holding())
+    await _settle()
+    late = asyncio.create_task(holding())
+    await _settle()
+    gate._expire(gate._admit[-1])  # what the timer does, run now...
+    late.cancel()  # ...and the client disconnects before `late` wakes up
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert (gate.busy, gate.waiting, gate.timed_out) == (1, 0, 1)
+    hold.set()
+    await holder
+    assert (gate.busy, gate.waiting) == (0, 0)
+    async with asyncio.timeout(1), gate.request():
+        assert gate.busy == 1
+
+
+def test_a_queue_timeout_must_be_positive() -> None:
+    """Zero would refuse every request that has to wait at all."""
+    with pytest.raises(ValueError, match="queue_timeout"):
+        CpuGate(1, queue_timeout=0)

@@ -1,0 +1,76 @@
+"""A CPU-bound gateway refuses what it cannot start in time: 503 overloaded, no signer call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from signing_gateway.api import examples
+from signing_gateway.app import create_app
+from signing_gateway.settings import LoopLagSettings
+from tests.api.signer_mocks import failing_eu_signer
+from tests.support.gateway import make_settings, running_gateway
+
+
+def _one_permit(test_keys, queue_timeout: float):
+    """Settings with one CPU permit and the given queue timeout (seconds)."""
+    return make_settings(
+        test_keys,
+        loop_lag=LoopLagSettings(cpu_permits=1, cpu_queue_timeout_seconds=queue_timeout),
+    )
+
+
+async def _post_while_every_permit_is_held(settings, headers=None) -> tuple[httpx.Response, str]:
+    """POST /v1/dcc while the CPU gate's one permit is taken for 0.3 s, as a busy loop would.
+
+    Returns the answer and the gateway's /metrics text after it.
+    """
+    app = create_app(settings)
+    async with running_gateway(settings, app=app) as client:
+        gate = app.state.cpu_gate
+        async with gate.request():
+            pending = asyncio.create_task(
+                client.post("/v1/dcc", json=examples.EU_VACCINATION, headers=headers or {})
+            )
+            await asyncio.sleep(0.3)
+        response = await pending
+        return response, (await client.get("/metrics")).text
+
+
+async def test_a_request_not_started_within_the_queue_timeout_is_refused(test_keys, signers):
+    """503 problem+json `overloaded` with Retry-After and the request id; the signer saw nothing."""
+    seen = failing_eu_signer(signers)
+    settings = _one_permit(test_keys, 0.1)
+    response, metrics_text = await _post_while_every_permit_is_held(
+        settings, {"X-Request-ID": "shed-1"}
+    )
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["x-request-id"] == "shed-1"
+    problem = response.json()
+    assert problem["type"].endswith("/overloaded")
+    assert problem["requestId"] == "shed-1"
+    assert "0.1 s" in problem["detail"]
+    assert seen == []
+    assert metrics_text.count("gateway_cpu_queue_timeouts_total 1.0") == 1
+
+
+async def test_a_request_admitted_within_the_queue_timeout_is_served(test_keys, signers):
+    """Waiting 0.3 s of a 5 s queue timeout is fine: the request goes on to its signer."""
+    seen = failing_eu_signer(signers)
+    settings = _one_permit(test_keys, 5)
+    response, _ = await _post_while_every_permit_is_held(settings)
+    assert response.status_code == 502  # the mock signer's 500, so it was reached
+    assert len(seen) == 1
+
+
+async def test_the_callers_budget_counts_the_wait_for_a_permit(test_keys, signers):
+    """X-Request-Timeout 0.2 s, 0.3 s spent waiting at the gate: 504 at once, no signer call."""
+    seen = failing_eu_signer(signers)
+    settings = _one_permit(test_keys, 5)
+    response, _ = await _post_while_every_permit_is_held(settings, {"X-Request-Timeout": "0.2"})
+    assert response.status_code == 504
+    assert response.json()["type"].endswith("/deadline-exceeded")
+    assert seen == []
