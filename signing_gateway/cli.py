@@ -257,24 +257,32 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     app = create_served_app()
     drain: DrainController = app.state.drain
+    batch = min(args.accept_batch, args.backlog)
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_config=None,
         access_log=False,
-        backlog=args.backlog,
+        backlog=batch,  # asyncio: connections accepted per loop pass (see GracefulServer)
         loop=args.loop,
         # The drain has already waited for and cancelled requests; this is only a backstop.
         timeout_graceful_shutdown=math.ceil(drain.cancel_grace) + 1,
     )
-    GracefulServer(config, controller=drain).run()
+    GracefulServer(config, controller=drain, listen_backlog=args.backlog).run()
     return 0
 
 
 def served_loop() -> str:
     """The event loop `serve` uses unless `--loop` says otherwise (`SIGNING_GATEWAY_LOOP`)."""
     return os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -286,7 +294,19 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, default=int(os.environ.get("SIGNING_GATEWAY_PORT", "8080"))
     )
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--backlog", type=int, default=4096)
+    serve.add_argument(
+        "--backlog",
+        type=_positive_int,
+        default=4096,
+        help="kernel queue of connections not yet accepted",
+    )
+    serve.add_argument(
+        "--accept-batch",
+        type=_positive_int,
+        default=64,
+        help="connections accepted per event-loop pass (asyncio): a burst of new connections "
+        "is set up in slices, with other work in between",
+    )
     serve.add_argument(
         "--loop",
         choices=("asyncio", "uvloop", "auto"),

@@ -157,10 +157,22 @@ class DrainMiddleware:
 class GracefulServer(uvicorn.Server):
     """uvicorn's server with a drain phase before its own shutdown."""
 
-    def __init__(self, config: uvicorn.Config, *, controller: DrainController) -> None:
-        """Serve `config`, draining through `controller` on the first SIGTERM/SIGINT."""
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        controller: DrainController,
+        listen_backlog: int | None = None,
+    ) -> None:
+        """Serve `config`, draining through `controller` on the first SIGTERM/SIGINT.
+
+        `listen_backlog`: the kernel's queue of connections not yet accepted, when it should be
+        longer than `config.backlog`, which asyncio also uses as the number of connections it
+        accepts in one callback (see `startup`).
+        """
         super().__init__(config)
         self.controller = controller
+        self.listen_backlog = listen_backlog
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -169,6 +181,24 @@ class GracefulServer(uvicorn.Server):
         """Remember the loop (signals arrive outside it), then serve as usual."""
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start listening; then give the kernel's queue its full length (`listen_backlog`).
+
+        asyncio accepts up to `backlog` pending connections in one callback, each set up by
+        uvicorn before anything else runs: 1,000 clients connecting at once held the loop
+        80-130 ms. With a small `config.backlog` (the batch) the rest are accepted in the next
+        loop passes, with timers and other requests in between, while the kernel still queues
+        `listen_backlog` connections, so a burst is not refused.
+        """
+        await super().startup(sockets)
+        if self.listen_backlog is None:
+            return
+        for server in self.servers:
+            for listener in server.sockets:
+                # A duplicate of the descriptor: the queue length belongs to the socket.
+                with socket.fromfd(listener.fileno(), listener.family, listener.type) as dup:
+                    dup.listen(self.listen_backlog)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First SIGTERM/SIGINT drains; a second one falls back to uvicorn (force on SIGINT)."""

@@ -100,8 +100,8 @@ def _wait_ready(gateway: GatewayProcess, deadline: float) -> None:
 
 
 @contextlib.contextmanager
-def running_gateway_process(env: Mapping[str, str]) -> Iterator[GatewayProcess]:
-    """A ready gateway process for the block, always stopped afterwards."""
+def running_gateway_process(env: Mapping[str, str], *args: str) -> Iterator[GatewayProcess]:
+    """A ready gateway process for the block (`args`: more `serve` options), always stopped."""
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -114,6 +114,7 @@ def running_gateway_process(env: Mapping[str, str]) -> Iterator[GatewayProcess]:
             "127.0.0.1",
             "--port",
             str(port),
+            *args,
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
