@@ -168,6 +168,42 @@ def problem_body(
     return body
 
 
+async def send_problem(
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    scope: Mapping[str, Any],
+    *,
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    extensions: dict[str, Any] | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer a raw ASGI request with a problem+json body, from a middleware.
+
+    For answers given before routing (bad headers, body limits, draining, overload), where no
+    exception handler runs. `headers` follow the content type and length.
+    """
+    body = orjson.dumps(
+        problem_body(
+            type_=type_,
+            title=title,
+            status=status,
+            detail=detail,
+            instance=scope.get("path", ""),
+            request_id=scope.get("state", {}).get("request_id", "-"),
+            extensions=extensions,
+        )
+    )
+    start_headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def send_problem_503(
     send: Callable[[dict[str, Any]], Awaitable[None]],
     scope: Mapping[str, Any],
@@ -177,27 +213,20 @@ async def send_problem_503(
     detail: str,
     close: bool = False,
 ) -> None:
-    """Answer a raw ASGI request 503 problem+json with `Retry-After: 1` (from a middleware).
+    """Refuse a raw ASGI request 503 problem+json with `Retry-After: 1` (draining, overload).
 
-    For refusals made before routing (draining, overload): nothing of the request was done.
-    `close` adds `Connection: close`, so the caller's next request opens a new connection.
+    Nothing of the request was done. `close` adds `Connection: close`, so the caller's next
+    request opens a new connection.
     """
-    body = orjson.dumps(
-        problem_body(
-            type_=PROBLEM_BASE + slug,
-            title=title,
-            status=503,
-            detail=detail,
-            instance=scope.get("path", ""),
-            request_id=scope.get("state", {}).get("request_id", "-"),
-        )
-    )
-    headers = [
-        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"),
-    ]
+    headers = [(b"retry-after", b"1")]
     if close:
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(
+        send,
+        scope,
+        status=503,
+        type_=PROBLEM_BASE + slug,
+        title=title,
+        detail=detail,
+        headers=headers,
+    )

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from signing_gateway.errors import PROBLEM_CONTENT_TYPE, problem_body
+from signing_gateway.errors import send_problem
 from signing_gateway.issuance.deadline import (
     REQUEST_TIMEOUT_HEADER,
     CallerBudget,
@@ -60,24 +59,11 @@ class CallerTimeoutMiddleware:
 
 
 async def _bad_header(scope: Scope, send: Send) -> None:
-    body = orjson.dumps(
-        problem_body(
-            type_="about:blank",
-            title="Bad request",
-            status=400,
-            detail=f"{REQUEST_TIMEOUT_HEADER} must be a positive number of seconds",
-            instance=scope.get("path", ""),
-            request_id=scope.get("state", {}).get("request_id", "-"),
-        )
+    await send_problem(
+        send,
+        scope,
+        status=400,
+        type_="about:blank",
+        title="Bad request",
+        detail=f"{REQUEST_TIMEOUT_HEADER} must be a positive number of seconds",
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 400,
-            "headers": [
-                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

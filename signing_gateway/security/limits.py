@@ -22,7 +22,7 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
+from signing_gateway.errors import PROBLEM_BASE, send_problem
 from signing_gateway.security.settings import LimitsSettings
 
 #: Bodies up to this size are checked on the event loop (well under a millisecond).
@@ -170,31 +170,17 @@ class RequestLimitsMiddleware:
             raise BodyRefused(422, "validation-failed", "Request validation failed", reason)
 
     async def _refuse(self, scope: Scope, send: Send, refusal: BodyRefused) -> None:
-        request_id = scope.get("state", {}).get("request_id", "-")
         extensions = None
         if refusal.status == 422:  # noqa: PLR2004 - same shape as every other 422
             extensions = {"errors": [{"loc": ["body"], "msg": refusal.detail}]}
-        content = orjson.dumps(
-            problem_body(
-                type_=PROBLEM_BASE + refusal.slug,
-                title=refusal.title,
-                status=refusal.status,
-                detail=refusal.detail,
-                instance=scope.get("path", ""),
-                request_id=request_id,
-                extensions=extensions,
-            )
-        )
         # The unread rest of an oversized body is not drained: the connection is closed.
-        await send(
-            {
-                "type": "http.response.start",
-                "status": refusal.status,
-                "headers": [
-                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                    (b"content-length", str(len(content)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_problem(
+            send,
+            scope,
+            status=refusal.status,
+            type_=PROBLEM_BASE + refusal.slug,
+            title=refusal.title,
+            detail=refusal.detail,
+            extensions=extensions,
+            headers=[(b"connection", b"close")],
         )
-        await send({"type": "http.response.body", "body": content})
