@@ -12,7 +12,6 @@ by its own log storm).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.runtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,5 @@ class LoopLagMonitor:
 
     async def stop(self) -> None:
         """Stop sampling and wait for the task to end."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from signing_gateway.runtime.tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 Probe = Callable[[], Awaitable[None]]
@@ -124,8 +126,5 @@ class ReadinessMonitor:
 
     async def stop(self) -> None:
         """Stop the prober and wait for it to end."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -20,7 +20,6 @@ keeps count, total and maximum per generation for ``/readyz`` and the bench.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
@@ -28,6 +27,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from signing_gateway.runtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +194,7 @@ class GcSchedule:
         """Stop ticking and restore the thresholds found at start."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
         if self._saved_thresholds is not None:
             gc.set_threshold(*self._saved_thresholds)

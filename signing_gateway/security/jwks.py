@@ -23,6 +23,8 @@ import httpx
 import jwt
 import orjson
 
+from signing_gateway.runtime.tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 #: Key types whose keys can only verify (never mint) with the public half we hold.
@@ -208,10 +210,7 @@ class RemoteJwks:
     async def stop(self) -> None:
         """Stop the refresher and any fetch in flight."""
         for task in (self._task, self._inflight):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         self._task = self._inflight = None
 
 
