@@ -110,7 +110,9 @@ class CpuGate:
         return self.admitting + self.resuming
 
     async def _acquire(self, *, resuming: bool) -> None:
-        if self._free > 0 and not self.resuming and (resuming or not self.admitting):
+        # A free permit means nobody waits: `_release` hands permits to waiters before it frees
+        # one, and a request parks only when none is free.
+        if self._free > 0:
             self._free -= 1
             return
         loop = asyncio.get_running_loop()
