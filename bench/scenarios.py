@@ -34,12 +34,17 @@ def _put_json(url: str, body: dict[str, Any]) -> None:
         pass
 
 
+def _metrics_lines(gateway: procs.Proc) -> list[str]:
+    """The gateway's /metrics exposition, line by line."""
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as response:  # noqa: S310
+        return list(response.read().decode().splitlines())
+
+
 def in_progress(gateway: procs.Proc) -> int:
     """Requests inside the gateway now (its `gateway_requests_in_progress` gauge)."""
-    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as response:  # noqa: S310
-        for line in response.read().decode().splitlines():
-            if line.startswith("gateway_requests_in_progress "):
-                return int(float(line.split()[1]))
+    for line in _metrics_lines(gateway):
+        if line.startswith("gateway_requests_in_progress "):
+            return int(float(line.split()[1]))
     return 0
 
 
@@ -76,11 +81,10 @@ def lag_histogram(gateway: procs.Proc) -> dict[str, float]:
     """Cumulative sample counts of `gateway_event_loop_lag_seconds` by bucket bound (`le`)."""
     prefix = 'gateway_event_loop_lag_seconds_bucket{le="'
     counts: dict[str, float] = {}
-    with urllib.request.urlopen(gateway.url + "/metrics", timeout=10) as response:  # noqa: S310
-        for line in response.read().decode().splitlines():
-            if line.startswith(prefix):
-                bound, _, value = line.removeprefix(prefix).partition('"} ')
-                counts[bound] = float(value)
+    for line in _metrics_lines(gateway):
+        if line.startswith(prefix):
+            bound, _, value = line.removeprefix(prefix).partition('"} ')
+            counts[bound] = float(value)
     return counts
 
 
@@ -94,7 +98,7 @@ class LagMark:
     @classmethod
     def read(cls, gateway: procs.Proc) -> LagMark:
         """Read both from the running gateway (`/metrics`, `/readyz`)."""
-        return cls(lag_histogram(gateway), float(loop_lag(gateway).get("maxLagSeconds", 0.0)))
+        return cls(lag_histogram(gateway), loop_lag_max(gateway) or 0.0)
 
 
 def _append_mark(marks: list[LagMark], gateway: procs.Proc) -> None:
