@@ -66,13 +66,32 @@ def free_port() -> int:
 
 
 def _raise_nofile() -> None:
-    """In the child: lift the fd limit (root may raise the hard limit; others keep theirs)."""
+    """Lift the fd limit: to `CHILD_NOFILE` where the hard limit may be raised, else to it."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = CHILD_NOFILE
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def child_nofile() -> int:
+    """The fd limit every child gets (the driver lifts its own the same way, wrk inherits it)."""
+    _raise_nofile()
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def signer_bound_for(in_flight: int, *, nofile: int, wanted: int) -> int:
+    """Signer connections the gateway can hold beside `in_flight` caller connections.
+
+    Each in-flight signer call holds a connection of its own (HTTP/1.1), so a gateway with
+    10,000 callers connected needs ~20,000 descriptors. Where the fd limit is lower (a
+    container whose hard limit cannot be raised), the bulkhead is sized to what fits: the
+    excess waits in the bulkhead's queue instead of failing to connect (EMFILE), which the
+    breaker would count as the signer being down.
+    """
+    spare = 256  # listening socket, log files, the interpreter's own, the readiness probes
+    return max(1, min(wanted, nofile - in_flight - spare))
 
 
 @dataclass
@@ -181,6 +200,8 @@ def gateway_env(
             prefix + "POOL_TIMEOUT": str(deadline_s),
             prefix + "RESILIENCE__MAX_IN_FLIGHT": str(max_in_flight),
             prefix + "RESILIENCE__MAX_PENDING": str(max_in_flight),
+            # Calls over the bound (S4 under a low fd limit) wait for a slot, not shed at 1 s.
+            prefix + "RESILIENCE__MAX_WAIT_SECONDS": str(deadline_s),
             prefix + "RESILIENCE__ATTEMPT_TIMEOUT_SECONDS": str(deadline_s),
         }
     env |= {

@@ -211,13 +211,14 @@ def _s4_table(r: dict[str, Any]) -> list[str]:
         return []
     return [
         (
-            "| in flight in the gateway (peak) | of them at the signer (peak) | answered | "
-            "errors | "
+            "| in flight in the gateway (peak) | of them at the signer (peak; bound) | "
+            "answered | errors | "
             "RSS idle | RSS at peak | KB per in-flight request | p50 / p99 | max loop lag |"
         ),
         "|---|---|---|---|---|---|---|---|---|",
         (
-            f"| {s['peak_in_flight']} | {s.get('peak_at_signer', '-')} | {s['requests']} | "
+            f"| {s['peak_in_flight']} | {s.get('peak_at_signer', '-')}; "
+            f"{s.get('signer_bound', '-')} | {s['requests']} | "
             f"{s['errors']} | {s['rss_idle_mb']} MB | "
             f"{s['rss_at_peak_mb']} MB | {s['kb_per_in_flight']} | {s['p50_ms']:g} / "
             f"{s['p99_ms']:g} ms | {s['loop_lag_max_ms']} ms |"
@@ -380,6 +381,11 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
     s1_cmd = r.get("S1", {}).get("command", "")
     s3_cmd = r.get("S3", {}).get("gateway", {}).get("command", "")
     s4_cmd = r.get("S4", {}).get("command", "")
+    s4_ceiling = r.get("S3", {}).get("gateway", {}).get("rps")
+    s4_reach = f"{round(s4_ceiling * 10):,}" if s4_ceiling else "-"
+    s4_fd = "limit {}: bound {}".format(
+        r.get("S4", {}).get("fd_limit", "-"), r.get("S4", {}).get("signer_bound", "-")
+    )
     lines = [
         "# Benchmarks",
         "",
@@ -451,11 +457,14 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "Fake signer latency 10 s, wrk holding 10,000 connections (4 threads, 60 s timeout) for",
         "30 s; the gateway's RSS is sampled every 250 ms and taken when its",
         "`gateway_requests_in_progress` gauge is highest. KB per request = (RSS then - RSS idle",
-        "after warm-up) / in flight. Bulkhead and pool sized for 10,240, the request deadline",
-        "and the CPU gate's queue timeout raised to 60 s. Requests in flight in the gateway are",
+        "after warm-up) / in flight. The request deadline and the CPU gate's queue timeout are",
+        "raised to 60 s. The bulkhead (and pool) allow 10,240 signer calls, or what the fd",
+        f"limit leaves beside 10,000 callers ({s4_fd}): each call holds a connection, and",
+        "past the limit connects fail (EMFILE) and open the breaker; calls over the bound wait",
+        "for a slot (the bulkhead's wait raised to 60 s too). Requests in flight are",
         "parked at the CPU gate, at the signer, or being validated/verified: at the S3 ceiling",
-        "(~200-400 req/s) only 2,000-4,000 can reach a 10 s signer at once (Little's law), the",
-        "rest wait their turn for the CPU, where requests back from the signer go first.",
+        f"({s4_ceiling} req/s) at most ~{s4_reach} can reach a 10 s signer at once (Little's",
+        "law), the rest wait their turn for the CPU.",
         "",
         *_s4_table(r),
         "",

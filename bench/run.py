@@ -113,13 +113,15 @@ def run(
                         )
         if "S4" in only:
             print("S4: 10,000 in flight, signer 10 s", flush=True)
+            nofile = procs.child_nofile()
+            at_signer = procs.signer_bound_for(10000, nofile=nofile, wanted=10240)
             with (
                 procs.pinned(enabled=pin),
                 procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
                 procs.gateway(
                     logs,
                     signer.url,
-                    max_in_flight=10240,
+                    max_in_flight=at_signer,
                     deadline_s=60,
                     # 10,000 at once queue for the CPU longer than the default 10 s allows
                     extra_env={"SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_TIMEOUT_SECONDS": "60"},
@@ -128,6 +130,7 @@ def run(
                 results["S4"] = scenarios.memory(
                     gw, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30
                 )
+                results["S4"] |= {"fd_limit": nofile, "signer_bound": at_signer}
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["verdicts"] = report.verdicts(results) if not s3_variants else {}
     return results

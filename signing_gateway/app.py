@@ -32,6 +32,7 @@ from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
+from signing_gateway.runtime.fd_limit import fd_budget
 from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0
 from signing_gateway.security.audit import AuditTrail
 from signing_gateway.security.auth import authenticated_caller, require_scopes
@@ -137,6 +138,10 @@ def _lifespan(
                 warn_every=settings.loop_lag.warn_every_seconds,
             )
             readiness.add_detail("eventLoop", loop_lag.snapshot)
+            fds = fd_budget(
+                settings.eu_signer.max_connections + settings.domestic_signer.max_connections
+            )
+            readiness.add_detail("fileDescriptors", fds.snapshot)
             readiness.add_detail("cpuGate", app.state.cpu_gate.snapshot)
             eu_policy = SignerPolicy("eu", settings.eu_signer.resilience, metrics=metrics)
             domestic_policy = SignerPolicy(

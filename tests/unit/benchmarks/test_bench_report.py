@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import report
+from bench.procs import signer_bound_for
 from bench.scenarios import LagMark, lag_between
 
 
@@ -85,3 +86,12 @@ def test_a_new_maximum_in_the_window_is_reported_exactly_and_judged() -> None:
     s1 = {**_results(lag_ms=180.0, p99_ms=20, max_ms=90, kb=40)["S1"], "loop_lag_window": window}
     assert not report.verdicts({"S1": s1})["S1"]["loop_lag_le_100ms"]
     assert report.lag_window_text(s1) == "180 ms"
+
+
+def test_s4_sizes_the_signer_bound_to_the_fd_limit() -> None:
+    """Callers plus signer connections fit the limit; where it is ample the wanted bound holds."""
+    assert signer_bound_for(10_000, nofile=65_536, wanted=10_240) == 10_240
+    bound = signer_bound_for(10_000, nofile=20_000, wanted=10_240)
+    assert 10_000 + bound < 20_000
+    assert bound > 9_000
+    assert signer_bound_for(10_000, nofile=5_000, wanted=10_240) == 1
