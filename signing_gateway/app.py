@@ -258,6 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cpu_gate = CpuGate(
         settings.loop_lag.cpu_permits,
         queue_timeout=settings.loop_lag.cpu_queue_timeout_seconds,
+        new_every=settings.loop_lag.cpu_new_every,
         on_timeout=metrics.cpu_queue_timeouts.inc,
     )
     app.add_middleware(CpuGateMiddleware, gate=app.state.cpu_gate)

@@ -119,12 +119,24 @@ async def test_cancelled_waiters_and_holders_leak_no_permit() -> None:
         assert gate.busy == 1
 
 
-async def _signing(gate: CpuGate, signer_answer: asyncio.Event, order: list[str]) -> None:
+async def _signing(
+    gate: CpuGate, signer_answer: asyncio.Event, order: list[str], name: str = "verify"
+) -> None:
     """A request: CPU, a signer call (under io_wait) until `signer_answer`, then verification."""
     async with gate.request():
         async with io_wait():
             await signer_answer.wait()
-        order.append("verify")
+        order.append(name)
+
+
+async def _new(
+    gate: CpuGate, order: list[str], name: str, *, wait: asyncio.Event | None = None
+) -> None:
+    """A request that needs no signer: noted when it runs; holds its permit until `wait`."""
+    async with gate.request():
+        order.append(name)
+        if wait is not None:
+            await wait.wait()
 
 
 async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
@@ -133,17 +145,12 @@ async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
     signer_answer, hold = asyncio.Event(), asyncio.Event()
     order: list[str] = []
 
-    async def new(name: str, *, wait: asyncio.Event | None = None) -> None:
-        async with gate.request():
-            order.append(name)
-            if wait is not None:
-                await wait.wait()
-
     tasks = [asyncio.create_task(_signing(gate, signer_answer, order))]
     await _settle()
-    tasks.append(asyncio.create_task(new("b", wait=hold)))  # takes the permit a handed over
+    # takes the permit a handed over
+    tasks.append(asyncio.create_task(_new(gate, order, "b", wait=hold)))
     await _settle()
-    tasks += [asyncio.create_task(new(name)) for name in ("c", "d")]
+    tasks += [asyncio.create_task(_new(gate, order, name)) for name in ("c", "d")]
     await _settle()
     signer_answer.set()
     await _settle()
@@ -152,6 +159,7 @@ async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
         "busy": 1,
         "waiting": 3,
         "waitingToResume": 1,
+        "newEvery": 4,
         "queueTimeoutSeconds": None,
         "timedOut": 0,
     }
@@ -159,6 +167,37 @@ async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
     await asyncio.gather(*tasks)
     assert order == ["b", "verify", "c", "d"]  # one FIFO queue would give b, c, d, verify
     assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_after_new_every_returning_requests_a_new_one_gets_the_permit() -> None:
+    """Returning requests go first, but every third permit goes to a waiting new request.
+
+    Strict priority lets a crowd of returning requests hold back every new signing until all
+    are verified, and the gateway then idles until the next crowd comes back.
+    """
+    gate = CpuGate(1, new_every=2)
+    signer_answer, hold = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    tasks = [asyncio.create_task(_signing(gate, signer_answer, order, f"r{i}")) for i in range(5)]
+    await _settle()  # all five at the signer, the permit free
+    tasks.append(asyncio.create_task(_new(gate, order, "hold", wait=hold)))
+    await _settle()
+    tasks += [asyncio.create_task(_new(gate, order, f"n{i}")) for i in range(3)]
+    await _settle()
+    signer_answer.set()
+    await _settle()
+    assert (gate.resuming, gate.admitting) == (5, 3)
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert order == ["hold", "r0", "r1", "n0", "r2", "r3", "n1", "r4", "n2"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+def test_new_every_must_be_at_least_one() -> None:
+    """Zero would put new requests before returning ones always."""
+    with pytest.raises(ValueError, match="new_every"):
+        CpuGate(1, new_every=0)
 
 
 async def test_cancelled_waiters_are_skipped_and_uncounted() -> None:
