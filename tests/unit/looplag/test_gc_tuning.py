@@ -205,6 +205,8 @@ async def test_the_gateway_collects_on_the_timer_and_shows_it_in_readyz(tmp_path
     details = await _readyz_gc(make_settings(make_test_keys(tmp_path)))
     assert details["thresholds"] == list(BACKSTOP_THRESHOLDS)
     assert details["schedule"]["youngIntervalSeconds"] == 0.05
+    assert details["schedule"]["middleEvery"] == 1  # generations 0 and 1 every tick
+    assert details["gen1"]["collections"] >= 2
     assert details["gen0"]["collections"] + details["gen1"]["collections"] >= 2
     assert gc.get_threshold() == before
 
