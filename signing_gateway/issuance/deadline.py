@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from signing_gateway.errors import DeadlineExceeded, GatewayError
@@ -70,30 +70,65 @@ def _effective_budget(seconds: float, now: float) -> float:
     return min(seconds, asked.seconds - (now - asked.arrived_at))
 
 
-@asynccontextmanager
-async def request_deadline(seconds: float) -> AsyncIterator[None]:
-    """Cancel the enclosed signer work after `seconds` (or the caller's budget) with a 504."""
-    loop = asyncio.get_running_loop()
-    now = loop.time()
-    budget = _effective_budget(seconds, now)
-    if budget <= 0:  # the caller's budget went on waiting for the gateway (its CPU gate)
-        raise DeadlineExceeded(
-            "the request's time budget ran out before its signer work could start; "
-            "nothing was issued"
-        )
-    scope = asyncio.timeout_at(now + budget)
-    token = _deadline_var.set(now + budget)
-    try:
-        async with scope:
-            yield
-    except TimeoutError as exc:
-        if scope.expired():
+class _Deadline:
+    """`request_deadline`'s block, held for each request's whole signer wait.
+
+    A class, not an ``asynccontextmanager``: a generator, its frame and a wrapper less per
+    request in flight.
+    """
+
+    __slots__ = ("_budget", "_scope", "_seconds", "_token")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._budget = 0.0
+        self._scope: asyncio.Timeout | None = None
+        self._token: Token[float | None] | None = None
+
+    async def __aenter__(self) -> None:
+        now = asyncio.get_running_loop().time()
+        budget = self._budget = _effective_budget(self._seconds, now)
+        if budget <= 0:  # the caller's budget went on waiting for the gateway (its CPU gate)
             raise DeadlineExceeded(
-                f"the signers did not finish within {max(budget, 0):g} s; nothing was issued"
-            ) from exc
-        raise
-    finally:
-        _deadline_var.reset(token)
+                "the request's time budget ran out before its signer work could start; "
+                "nothing was issued"
+            )
+        scope = self._scope = asyncio.timeout_at(now + budget)
+        await scope.__aenter__()
+        self._token = _deadline_var.set(now + budget)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope = self._scope
+        assert scope is not None  # noqa: S101 - entered
+        try:
+            await scope.__aexit__(exc_type, exc, tb)
+        except TimeoutError as timeout:  # the deadline cancelled the block
+            if scope.expired():
+                raise self._exceeded() from timeout
+            raise
+        finally:
+            if self._token is not None:
+                _deadline_var.reset(self._token)
+        if isinstance(exc, TimeoutError) and scope.expired():
+            raise self._exceeded() from exc
+
+    def _exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the signers did not finish within {max(self._budget, 0):g} s; nothing was issued"
+        )
+
+
+def request_deadline(seconds: float) -> _Deadline:
+    """``async with``: cancel the enclosed signer work after `seconds` with a 504.
+
+    Or sooner, when the caller's budget (``X-Request-Timeout``) is shorter.
+    """
+    return _Deadline(seconds)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

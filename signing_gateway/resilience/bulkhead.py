@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 
 class BulkheadFull(Exception):
@@ -103,11 +102,26 @@ class Bulkhead:
         self._in_flight -= 1
         self._changed()
 
-    @asynccontextmanager
-    async def slot(self, *, wait_limit: float | None = None) -> AsyncIterator[None]:
-        """Hold a slot for the block."""
-        await self.acquire(wait_limit=wait_limit)
-        try:
-            yield
-        finally:
-            self.release()
+    def slot(self, *, wait_limit: float | None = None) -> _Slot:
+        """``async with``: hold a slot for the block."""
+        return _Slot(self, wait_limit)
+
+
+class _Slot:
+    """`Bulkhead.slot`'s block, held for a signer call's whole round trip.
+
+    A class, not an ``asynccontextmanager``: a generator, its frame and a wrapper less per
+    call in flight.
+    """
+
+    __slots__ = ("_bulkhead", "_wait_limit")
+
+    def __init__(self, bulkhead: Bulkhead, wait_limit: float | None) -> None:
+        self._bulkhead = bulkhead
+        self._wait_limit = wait_limit
+
+    async def __aenter__(self) -> None:
+        await self._bulkhead.acquire(wait_limit=self._wait_limit)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._bulkhead.release()

@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -206,26 +204,29 @@ class IssuanceAudit:
     async def _finish(self, *, outcome: str, status: int, problem: str | None) -> None:
         await self._trail.write(self._final(outcome=outcome, status=status, problem=problem))
 
-    @asynccontextmanager
-    async def attempt(self) -> AsyncIterator[IssuanceAudit]:
-        """Write the record when the enclosed issuance ends, however it ends.
+    def attempt(self) -> _Attempt:
+        """``async with``: write the record when the enclosed issuance ends, however it ends.
 
         On success the record is written before the caller gets the credential; if that
         fails and the trail fails closed, AuditUnavailable (503) replaces the answer.
         """
-        try:
-            yield self
-        except GatewayError as exc:
+        return _Attempt(self)
+
+    async def _close(self, exc: BaseException | None) -> None:
+        """`attempt`'s end: the outcome `exc` (None: issued) says, written."""
+        if isinstance(exc, GatewayError):
             await self._finish(outcome="failed", status=exc.status, problem=exc.type)
-            raise
-        except DomainValidationError:
+            return
+        if isinstance(exc, DomainValidationError):
             await self._finish(
                 outcome="refused", status=422, problem=PROBLEM_BASE + "validation-failed"
             )
-            raise
-        except Exception:
+            return
+        if isinstance(exc, Exception):
             await self._finish(outcome="error", status=500, problem=PROBLEM_BASE + "internal")
-            raise
+            return
+        if exc is not None:  # cancelled: the caller or the process went away mid-issuance
+            return
         record = self._final(outcome="issued", status=200, problem=None)
         written = await self._trail.append(record)
         if not written and self._trail.fail_closed:
@@ -242,6 +243,27 @@ class IssuanceAudit:
                 "the audit record could not be written; the credential was not released"
             )
         self._trail.log(record)
+
+
+class _Attempt:
+    """`IssuanceAudit.attempt`'s block, held for the request's whole signer wait.
+
+    A class, not an ``asynccontextmanager``: a generator, its frame and a wrapper less per
+    request in flight.
+    """
+
+    __slots__ = ("_audit",)
+
+    def __init__(self, audit: IssuanceAudit) -> None:
+        self._audit = audit
+
+    async def __aenter__(self) -> IssuanceAudit:
+        return self._audit
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        await self._audit._close(exc)  # noqa: SLF001 - the record's own helper
 
 
 # `async def` although it awaits nothing: FastAPI runs a plain `def` dependency in a worker

@@ -360,8 +360,12 @@ async def _request_json(
         content = bytes(memoryview(orjson.dumps(body)))
         request_headers["Content-Type"] = "application/json"
     response: httpx.Response | None = None
+    # What ``http.stream()`` does, without its generator-based context manager: it was held
+    # for every call's whole round trip (a generator, its frame and a wrapper per call).
+    request = http.build_request(method, path, content=content, headers=request_headers)
     try:
-        async with http.stream(method, path, content=content, headers=request_headers) as response:
+        response = await http.send(request, stream=True)
+        try:
             failure = response_error(response, signer=signer, endpoint=endpoint)
             if failure is not None:
                 raise failure
@@ -374,6 +378,8 @@ async def _request_json(
                 raise SignerMalformedResponseError(
                     "undecodable body", signer=signer, endpoint=endpoint, status_code=status
                 ) from exc
+        finally:
+            await response.aclose()
     except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
         raise transport_error(exc, signer=signer, endpoint=endpoint) from exc
     finally:
