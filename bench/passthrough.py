@@ -22,7 +22,9 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=1024)
+        # S4 raises it to what the fd limit leaves beside its callers (bench/procs.py).
+        limit = int(os.environ.get("BENCH_PROXY_CONNECTIONS", "1024"))
+        connector = aiohttp.TCPConnector(limit=limit)
         async with aiohttp.ClientSession(signer, connector=connector) as client:
             session["client"] = client
             yield

@@ -131,6 +131,19 @@ def run(
                     gw, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30
                 )
                 results["S4"] |= {"fd_limit": nofile, "signer_bound": at_signer}
+            print("S4: pass-through proxy, same load", flush=True)
+            with (
+                procs.pinned(enabled=pin),
+                procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
+                procs.uvicorn_app(
+                    logs, "passthrough", "bench.passthrough:create_app",
+                    {"BENCH_SIGNER_URL": signer.url, "BENCH_PROXY_CONNECTIONS": str(at_signer)},
+                ) as proxy,
+            ):  # fmt: skip
+                results["S4"]["passthrough-proxy"] = scenarios.memory(
+                    proxy, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30,
+                    is_gateway=False,
+                )  # fmt: skip
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["verdicts"] = report.verdicts(results) if not s3_variants else {}
     return results
