@@ -237,7 +237,7 @@ class LoopLagSettings(BaseModel):
         description="Requests back from a signer get freed CPU permits before new ones, but "
         "after this many in a row a waiting new request gets the next, so signings keep "
         "starting while a crowd of answers is verified (bench S1: 570-609 req/s with strict "
-        "priority, 646-655 at 4, 623-637 at 1)",
+        "priority, 646-655 at 4, 600-653 at 1)",
     )
     cpu_queue_timeout_seconds: PositiveFloat = Field(
         10.0,

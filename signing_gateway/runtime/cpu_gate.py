@@ -28,10 +28,10 @@ returning requests, a waiting new one gets the next. Strict priority starved the
 waves: while a crowd of returning requests was verified no new signing started, and once
 they were through the gateway sat idle until the next crowd came back. Bench S1's shape
 (1,000 clients, 1 s signer) measured the gateway's CPU 76-84 % busy at 570-609 req/s that way,
-94-95 % busy at 646-655 req/s with one new request every fourth permit, and 98 % busy but at
-623-637 req/s with strict alternation (more requests half done at once cost more collector
-time per request). Resuming requests are bounded by what was admitted, so neither queue is
-starved.
+94-95 % busy at 646-655 req/s with a new request after four returning ones, and 97-99 %
+busy but at 600-653 req/s with strict alternation (more requests half done at once cost more
+collector time per request). Resuming requests are bounded by what was admitted, so neither
+queue is starved.
 
 A new request that finds no permit within ``queue_timeout`` seconds is answered 503
 problem+json (``overloaded``, ``Retry-After``) by the middleware: the gateway cannot keep up,
