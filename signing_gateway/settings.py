@@ -270,7 +270,7 @@ class LoopLagSettings(BaseModel):
     )
     gc_threshold0: PositiveInt | None = Field(
         10_000,
-        description="Count mode: generation-0 threshold (None: Python's default, 700). "
+        description="Count mode: generation-0 threshold (none: Python's default, 700). "
         "Larger means rarer, longer collections",
     )
 
@@ -312,8 +312,13 @@ class ObservabilitySettings(BaseModel):
 class Settings(BaseSettings):
     """Everything the gateway reads at start-up."""
 
+    # "none" in the environment is None: the way to ask for an optional setting's absence
+    # (gc_threshold0, a CA bundle) where the default is a value.
     model_config = SettingsConfigDict(
-        env_prefix="SIGNING_GATEWAY_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="SIGNING_GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        env_parse_none_str="none",
     )
 
     environment: Literal["dev", "production"] = Field(

@@ -64,3 +64,13 @@ def test_splice_replaces_only_the_marked_table():
     document = f"intro\n{BEGIN_MARKER}\nold table\n{END_MARKER}\noutro\n"
     refreshed = splice(document, "| new |\n")
     assert refreshed == f"intro\n{BEGIN_MARKER}\n| new |\n{END_MARKER}\noutro\n"
+
+
+def test_none_in_the_environment_unsets_an_optional_setting(monkeypatch: pytest.MonkeyPatch):
+    """`none` asks for an optional setting's absence where its default is a value."""
+    monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MODE", "disabled")
+    assert Settings().loop_lag.gc_threshold0 == 10_000
+    monkeypatch.setenv("SIGNING_GATEWAY_LOOP_LAG__GC_THRESHOLD0", "none")
+    assert Settings().loop_lag.gc_threshold0 is None
+    monkeypatch.setenv("SIGNING_GATEWAY_LOOP_LAG__GC_THRESHOLD0", "5000")
+    assert Settings().loop_lag.gc_threshold0 == 5000
