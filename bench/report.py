@@ -169,8 +169,16 @@ def _s1_s2_table(r: dict[str, Any]) -> list[str]:
             f"| gateway CPU per request | {cell(s1, 'cpu_us_per_request', '{:g} µs')} | "
             f"{cell(s2, 'cpu_us_per_request', '{:g} µs') if s2.get('requests') else '-'} |"
         ),
+        f"| server CPU busy (req/s x CPU per request, of one core) | {_busy(s1)} | {_busy(s2)} |",
     ]
     return rows
+
+
+def _busy(s: dict[str, Any]) -> str:
+    """How much of one core the server's requests took: below 100 % it was not CPU-bound."""
+    if not s.get("requests") or not s.get("cpu_us_per_request"):
+        return "-"
+    return f"{s['rps'] * s['cpu_us_per_request'] / 1e4:.0f} %"
 
 
 def _errors(s: dict[str, Any]) -> str:
@@ -442,6 +450,9 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "flight) counts. Samples over 100 ms are counted exactly (0.1 s is a bucket bound);",
         "the window's maximum is exact when it set a new maximum since start, and otherwise",
         'shown as its histogram bucket ("≤ 100 ms"). The maximum since start is shown too.',
+        "The server's CPU busy share tells what bound S1's throughput: near 100 % its own CPU",
+        "per request, well below it something else (the order requests get the CPU in, the",
+        "load side, the signer).",
         "",
         *_s1_s2_table(r),
         "",
