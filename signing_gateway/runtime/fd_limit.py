@@ -28,23 +28,27 @@ logger = logging.getLogger(__name__)
 SPARE = 256
 
 
-def raise_soft_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force."""
+def raise_soft_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force.
+
+    None: no limit. An unlimited hard limit is left alone (the kernel refuses an unlimited
+    soft one for descriptors); the soft limit then stays what it was.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard in (resource.RLIM_INFINITY, soft):
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):  # pragma: no cover - the kernel refused; keep what we have
-        return soft
-    return hard
+    if hard not in (resource.RLIM_INFINITY, soft):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # pragma: no cover - the kernel refused; keep ours
+            pass
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 @dataclass(frozen=True, slots=True)
 class FdBudget:
     """The descriptor limit against what the signer pools may open."""
 
-    limit: int
+    limit: int | None  # None: no limit
     signer_connections: int
 
     @property
@@ -55,9 +59,9 @@ class FdBudget:
     @property
     def fits(self) -> bool:
         """Whether the limit covers the pools in full use."""
-        return self.limit >= self.needed
+        return self.limit is None or self.limit >= self.needed
 
-    def snapshot(self) -> dict[str, int | bool]:
+    def snapshot(self) -> dict[str, int | bool | None]:
         """The /readyz view."""
         return {
             "limit": self.limit,
@@ -72,8 +76,8 @@ def fd_budget(signer_connections: int) -> FdBudget:
     budget = FdBudget(raise_soft_limit(), signer_connections)
     if budget.fits:
         logger.info(
-            "file descriptor limit %d covers signer pools of %d connections",
-            budget.limit,
+            "file descriptor limit %s covers signer pools of %d connections",
+            "(none)" if budget.limit is None else budget.limit,
             signer_connections,
         )
     else:

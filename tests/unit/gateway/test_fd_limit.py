@@ -52,6 +52,13 @@ def test_pools_need_twice_their_size_plus_the_spare():
     }
 
 
+def test_no_limit_fits_any_pool():
+    """An unlimited soft limit (None) is never reported short."""
+    budget = FdBudget(limit=None, signer_connections=1_000_000)
+    assert budget.fits
+    assert budget.snapshot()["limit"] is None
+
+
 def test_a_pool_that_cannot_fit_is_a_warning_naming_the_figures(caplog):
     """The operator reads the limit, the need and what to change in one line."""
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
