@@ -8,7 +8,13 @@ import time
 import pytest
 
 from signing_gateway.errors import DeadlineExceeded, SignerUnavailable
-from signing_gateway.issuance.deadline import all_or_nothing, request_deadline
+from signing_gateway.issuance.deadline import (
+    CallerBudget,
+    all_or_nothing,
+    caller_budget_var,
+    remaining_seconds,
+    request_deadline,
+)
 
 
 async def test_deadline_turns_expiry_into_deadline_exceeded():
@@ -25,6 +31,40 @@ async def test_deadline_leaves_other_timeouts_alone():
     with pytest.raises(TimeoutError):
         async with request_deadline(5):
             raise TimeoutError
+
+
+async def test_the_deadline_is_known_inside_and_gone_after_however_the_block_ends():
+    """remaining_seconds() counts down inside the block; after it, success or not, it is None."""
+    assert remaining_seconds() is None
+    async with request_deadline(5):
+        left = remaining_seconds()
+        assert left is not None
+        assert 4 < left <= 5
+    assert remaining_seconds() is None
+    with pytest.raises(DeadlineExceeded):
+        async with request_deadline(0.01):
+            await asyncio.sleep(1)
+    assert remaining_seconds() is None
+    with pytest.raises(SignerUnavailable):
+        async with request_deadline(5):
+            raise SignerUnavailable("down")
+    assert remaining_seconds() is None
+
+
+async def test_a_spent_caller_budget_is_exceeded_before_any_work():
+    """A caller whose X-Request-Timeout went on waiting gets a 504 without the block running."""
+    token = caller_budget_var.set(
+        CallerBudget(arrived_at=asyncio.get_running_loop().time() - 2, seconds=1)
+    )
+    ran = False
+    try:
+        with pytest.raises(DeadlineExceeded, match="before its signer work could start"):
+            async with request_deadline(5):
+                ran = True
+    finally:
+        caller_budget_var.reset(token)
+    assert not ran
+    assert remaining_seconds() is None
 
 
 async def test_all_or_nothing_runs_concurrently_and_keeps_order():

@@ -7,9 +7,13 @@ import threading
 from pathlib import Path
 
 import orjson
+import pytest
 
+from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.errors import SignerUnavailable
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.security.audit import AuditFile, AuditTrail
+from signing_gateway.security.audit import AuditFile, AuditTrail, IssuanceAudit
+from signing_gateway.security.auth import Caller
 
 
 class BlockingFile(AuditFile):
@@ -68,3 +72,46 @@ async def test_write_runs_off_the_event_loop(tmp_path):
     sink.release.set()
     assert await write
     await trail.close()
+
+
+async def _attempt_outcome(path: Path, raised: BaseException | None) -> list[dict]:
+    """What `IssuanceAudit.attempt` wrote when its block raised `raised` (None: it returned).
+
+    The block's own exception must come out of the attempt unchanged.
+    """
+    trail = await AuditTrail.open(path, metrics=GatewayMetrics(), fail_closed=True, max_pending=8)
+    audit = IssuanceAudit(trail, request_id="r1", caller=Caller(subject="app"), endpoint="/v1/dcc")
+
+    async def issue() -> None:
+        async with audit.attempt() as entered:
+            assert entered is audit
+            if raised is not None:
+                raise raised
+
+    if raised is None:
+        await issue()
+    else:
+        with pytest.raises(type(raised)) as caught:
+            await issue()
+        assert caught.value is raised
+    await trail.close()
+    written = await asyncio.to_thread(path.read_bytes)
+    return [orjson.loads(line) for line in written.splitlines()]
+
+
+async def test_an_attempt_records_each_way_it_can_end(tmp_path):
+    """Issued, failed (the gateway error's status), refused (422) or error (500)."""
+    cases = [
+        (None, "issued", 200),
+        (SignerUnavailable("down"), "failed", SignerUnavailable.status),
+        (DomainValidationError([FieldError(("dcc",), "bad")]), "refused", 422),
+        (RuntimeError("bug"), "error", 500),
+    ]
+    for i, (raised, outcome, status) in enumerate(cases):
+        (record,) = await _attempt_outcome(tmp_path / f"attempt-{i}.jsonl", raised)
+        assert (record["outcome"], record["status"]) == (outcome, status)
+
+
+async def test_a_cancelled_attempt_writes_nothing(tmp_path):
+    """The caller or the process went away mid-issuance: no outcome to record."""
+    assert await _attempt_outcome(tmp_path / "a.jsonl", asyncio.CancelledError()) == []
