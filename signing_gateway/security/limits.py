@@ -75,7 +75,18 @@ def check_json_shape(value: object, *, max_depth: int, max_string_chars: int) ->
     return None
 
 
-async def _receive_bounded(receive: Receive, limit: int, too_large: BodyRefused) -> bytes:
+def _too_large(limit: int) -> BodyRefused:
+    # Made where it is raised, never held in a local of a frame it passes through: that would
+    # make a reference cycle (error -> traceback -> frame -> error) of every refused request.
+    return BodyRefused(
+        413,
+        "body-too-large",
+        "Request body too large",
+        f"request bodies are limited to {limit} bytes",
+    )
+
+
+async def _receive_bounded(receive: Receive, limit: int) -> bytes:
     """Read the body as it streams in; refuse it as soon as it passes `limit` bytes."""
     body = bytearray()
     while True:
@@ -84,7 +95,7 @@ async def _receive_bounded(receive: Receive, limit: int, too_large: BodyRefused)
             raise BodyRefused(400, "bad-request", "Bad request", "the client went away")
         body += message.get("body", b"")
         if len(body) > limit:
-            raise too_large
+            raise _too_large(limit)
         if not message.get("more_body", False):
             return bytes(body)
 
@@ -135,18 +146,12 @@ class RequestLimitsMiddleware:
                 "Unsupported media type",
                 "request bodies must be application/json (UTF-8)",
             )
-        too_large = BodyRefused(
-            413,
-            "body-too-large",
-            "Request body too large",
-            f"request bodies are limited to {limit} bytes",
-        )
         if length is not None:
             if not length.strip().isdigit():
                 raise BodyRefused(400, "bad-request", "Bad request", "invalid Content-Length")
             if int(length) > limit:
-                raise too_large
-        data = await _receive_bounded(receive, limit, too_large)
+                raise _too_large(limit)
+        data = await _receive_bounded(receive, limit)
         if len(data) > _INLINE_CHECK_BYTES:
             # Parsing and walking grow with the body: keep big ones off the event loop.
             await asyncio.to_thread(self._check_json, data)

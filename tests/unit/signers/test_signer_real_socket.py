@@ -22,6 +22,7 @@ from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerConnectionLostError,
+    SignerThrottledError,
     SignerTimeoutError,
 )
 from signing_gateway.signers.eu import EuSignerClient
@@ -43,20 +44,23 @@ class RawServer:
     tasks: set[asyncio.Task] = field(default_factory=set)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Read one request, then misbehave as configured."""
+        """Read one request, then misbehave as configured ("busy": every request, kept alive)."""
         self.tasks.add(asyncio.current_task())
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = await reader.readexactly(length)
-            self.requests.append((head, body))
-            self.arrived.set()
-            await self.respond(writer)
-        except (asyncio.CancelledError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                self.requests.append((head, body))
+                self.arrived.set()
+                await self.respond(writer)
+                if self.behaviour != "busy":
+                    break
+        except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
@@ -66,6 +70,10 @@ class RawServer:
         ok_head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         if self.behaviour == "ok":
             writer.write(ok_head + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK)
+            await writer.drain()
+        elif self.behaviour == "busy":
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                         b"Content-Length: 0\r\n\r\n")  # fmt: skip
             await writer.drain()
         elif self.behaviour == "hang":
             await self.release.wait()
@@ -218,3 +226,34 @@ async def test_a_finished_call_leaves_nothing_for_the_cyclic_collector(transport
         finally:
             gc.enable()
     assert result.qr == "NL2:AB"
+
+
+async def test_a_failed_call_leaves_nothing_for_the_cyclic_collector(transport):
+    """A signer's 503 is raised without a reference cycle: the call's objects go at once.
+
+    The raised error's traceback holds the frames it passed through; a frame that still named
+    the error made a cycle, so every failed call (every call, in a signer outage) left its
+    response, request and headers to the cyclic collector.
+    """
+    responses: list[weakref.ref[httpx.Response]] = []
+
+    async def keep_a_weak_reference(response: httpx.Response) -> None:
+        responses.append(weakref.ref(response))
+
+    async with raw_server("busy") as server, client_for(server.port, transport) as http:
+        http.event_hooks = {"request": [], "response": [keep_a_weak_reference]}
+        with pytest.raises(SignerThrottledError):  # warm-up: the pool's connection, imports
+            await issue_static(http)
+        responses.clear()
+        gc.collect()
+        gc.disable()
+        try:
+            with pytest.raises(SignerThrottledError):
+                await issue_static(http)
+            (response,) = responses
+            assert response() is None, "the response outlived its failed call"
+            if transport == "aiohttp":  # the default; httpcore closes the connection of an
+                # answer whose body was not read, and a closed asyncio transport is a cycle
+                assert gc.collect() == 0
+        finally:
+            gc.enable()
