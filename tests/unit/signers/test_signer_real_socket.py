@@ -72,8 +72,9 @@ class RawServer:
             writer.write(ok_head + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK)
             await writer.drain()
         elif self.behaviour == "busy":
+            refusal = b'{"error": "busy"}'
             writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
-                         b"Content-Length: 0\r\n\r\n")  # fmt: skip
+                         b"Content-Length: %d\r\n\r\n" % len(refusal) + refusal)  # fmt: skip
             await writer.drain()
         elif self.behaviour == "hang":
             await self.release.wait()
@@ -228,12 +229,13 @@ async def test_a_finished_call_leaves_nothing_for_the_cyclic_collector(transport
     assert result.qr == "NL2:AB"
 
 
-async def test_a_failed_call_leaves_nothing_for_the_cyclic_collector(transport):
-    """A signer's 503 is raised without a reference cycle: the call's objects go at once.
+async def test_a_refused_call_keeps_its_connection_and_leaves_no_cycle(transport):
+    """A signer's 503 is raised without a reference cycle, on a connection that is reused.
 
     The raised error's traceback holds the frames it passed through; a frame that still named
     the error made a cycle, so every failed call (every call, in a signer outage) left its
-    response, request and headers to the cyclic collector.
+    response, request and headers to the cyclic collector. And a refusal closed with its body
+    unread closed its connection: a throttling signer saw a new connection per refused call.
     """
     responses: list[weakref.ref[httpx.Response]] = []
 
@@ -248,12 +250,12 @@ async def test_a_failed_call_leaves_nothing_for_the_cyclic_collector(transport):
         gc.collect()
         gc.disable()
         try:
-            with pytest.raises(SignerThrottledError):
-                await issue_static(http)
-            (response,) = responses
-            assert response() is None, "the response outlived its failed call"
-            if transport == "aiohttp":  # the default; httpcore closes the connection of an
-                # answer whose body was not read, and a closed asyncio transport is a cycle
-                assert gc.collect() == 0
+            for _ in range(3):
+                with pytest.raises(SignerThrottledError):
+                    await issue_static(http)
+            assert [response() for response in responses] == [None, None, None]
+            assert gc.collect() == 0
         finally:
             gc.enable()
+        assert len(server.requests) == 4
+        assert len(server.tasks) == 1, "a refused call's connection was not reused"
