@@ -405,8 +405,9 @@ async def _request_json(
     try:
         response = await http.send(request, stream=True)
         try:
-            await _raise_for_answer(response, signer=signer, endpoint=endpoint)
             status = response.status_code
+            if not 200 <= status < 300:  # noqa: PLR2004 - only a refusal needs the await
+                await _raise_for_answer(response, signer=signer, endpoint=endpoint)
             try:
                 raw = await _read_bounded(
                     response, max_response_bytes, signer=signer, endpoint=endpoint
