@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from signing_gateway.cli import served_loop
+from signing_gateway.runtime.fd_limit import SPARE
 
 LOOPBACK = "127.0.0.1"
 #: File descriptors allowed to each child: S4 holds 10k inbound plus 10k outbound sockets.
@@ -90,8 +91,7 @@ def signer_bound_for(in_flight: int, *, nofile: int, wanted: int) -> int:
     excess waits in the bulkhead's queue instead of failing to connect (EMFILE), which the
     breaker would count as the signer being down.
     """
-    spare = 256  # listening socket, log files, the interpreter's own, the readiness probes
-    return max(1, min(wanted, nofile - in_flight - spare))
+    return max(1, min(wanted, nofile - in_flight - SPARE))
 
 
 @dataclass

@@ -256,7 +256,8 @@ def memory(gateway: procs.Proc, signer: procs.Proc, body: Path, *, in_flight: in
     while out.poll() is None and time.monotonic() < deadline:
         try:
             at_signer = _get_json(signer.url + "/_stats")["inFlight"]
-            inside = in_progress(gateway) - 1 if is_gateway else at_signer  # minus this scrape
+            # The gateway's gauge counts this scrape too; the proxy has none (see above).
+            inside = in_progress(gateway) - 1 if is_gateway else at_signer
         except OSError:  # a scrape that times out under the burst: try again
             continue
         rss = gateway.rss_bytes()

@@ -21,7 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, Self
 
 import orjson
 from fastapi import Depends, Request
@@ -204,15 +204,24 @@ class IssuanceAudit:
     async def _finish(self, *, outcome: str, status: int, problem: str | None) -> None:
         await self._trail.write(self._final(outcome=outcome, status=status, problem=problem))
 
-    def attempt(self) -> _Attempt:
+    def attempt(self) -> Self:
         """``async with``: write the record when the enclosed issuance ends, however it ends.
 
         On success the record is written before the caller gets the credential; if that
-        fails and the trail fails closed, AuditUnavailable (503) replaces the answer.
+        fails and the trail fails closed, AuditUnavailable (503) replaces the answer. The
+        record is its own context manager, not an ``asynccontextmanager``: it is held for the
+        request's whole signer wait, and a generator-based one costs each request in flight a
+        generator, its frame and a wrapper.
         """
-        return _Attempt(self)
+        return self
 
-    async def _close(self, exc: BaseException | None) -> None:
+    async def __aenter__(self) -> Self:
+        """The record, for the block to fill in."""
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
         """`attempt`'s end: the outcome `exc` (None: issued) says, written."""
         if isinstance(exc, GatewayError):
             await self._finish(outcome="failed", status=exc.status, problem=exc.type)
@@ -243,27 +252,6 @@ class IssuanceAudit:
                 "the audit record could not be written; the credential was not released"
             )
         self._trail.log(record)
-
-
-class _Attempt:
-    """`IssuanceAudit.attempt`'s block, held for the request's whole signer wait.
-
-    A class, not an ``asynccontextmanager``: a generator, its frame and a wrapper less per
-    request in flight.
-    """
-
-    __slots__ = ("_audit",)
-
-    def __init__(self, audit: IssuanceAudit) -> None:
-        self._audit = audit
-
-    async def __aenter__(self) -> IssuanceAudit:
-        return self._audit
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        await self._audit._close(exc)  # noqa: SLF001 - the record's own helper
 
 
 # `async def` although it awaits nothing: FastAPI runs a plain `def` dependency in a worker
