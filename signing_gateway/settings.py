@@ -298,7 +298,8 @@ class ObservabilitySettings(BaseModel):
 
     access_log: bool = Field(
         default=True,
-        description="One INFO line per request: method, route template, status, duration, id",
+        description="One INFO line per request (GET /healthz excepted): method, route "
+        "template, status, duration, id",
     )
     tracing_enabled: bool = Field(
         default=False,

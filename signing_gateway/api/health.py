@@ -14,7 +14,11 @@ router = APIRouter(tags=["Health"])
 
 @router.get("/healthz", summary="Liveness: the process and its event loop answer")
 async def healthz() -> dict[str, str]:
-    """Answer at once; touches no dependency, so only a stuck loop can fail it."""
+    """Answer at once; touches no dependency, so only a stuck loop can fail it.
+
+    In the served app the outermost middleware answers `GET /healthz` itself with this same
+    body (`RequestMetricsMiddleware`); the route stays for the OpenAPI document.
+    """
     return {"status": "ok"}
 
 

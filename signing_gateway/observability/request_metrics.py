@@ -16,6 +16,12 @@ beyond a closure, and never reads the body. Counting rules (the accounting `/met
 
 Routes are labelled by their template (`/v1/dcc`, never a raw path with ids or junk); a request
 no route matched (or that a middleware answered before routing) is labelled `unmatched`.
+
+Liveness probes (`GET /healthz`) are answered here, by the outermost layer, without passing
+through the other middlewares and FastAPI's routing: the answer is the same (200
+`{"status":"ok"}` with its `X-Request-ID`) and they are counted like any request, but they are
+neither access-logged nor traced. The orchestrator and the bench poll them often, and through
+the whole stack one cost about as much CPU as a forwarded signing request (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signing_gateway.observability.context import current_request_id
+from signing_gateway.observability.context import (
+    REQUEST_ID_HEADER,
+    accept_or_generate,
+    current_request_id,
+)
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.telemetry import Telemetry, telemetry_var
 
@@ -40,6 +50,15 @@ access_log = logging.getLogger("signing_gateway.access")
 UNMATCHED = "unmatched"
 DISCONNECTED = "disconnected"
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+#: The liveness route answered by `RequestMetricsMiddleware` itself, and its answer.
+LIVENESS_PATH = "/healthz"
+_LIVENESS_BODY = b'{"status":"ok"}'
+_LIVENESS_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_LIVENESS_BODY)).encode("ascii")),
+]
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 
 def route_template(scope: Scope) -> str:
@@ -56,6 +75,32 @@ def route_template(scope: Scope) -> str:
 def status_class(status: int) -> str:
     """`2xx`-style class of an HTTP status."""
     return _STATUS_CLASSES.get(status // 100, "5xx")
+
+
+class _Exchange:
+    """One request's receive and send, watched: the status sent, and how the exchange ended."""
+
+    __slots__ = ("_receive", "_send", "complete", "disconnected", "status")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.status = 0
+        self.complete = False
+        self.disconnected = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and not self.complete:
+            self.disconnected = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+        await self._send(message)
 
 
 class RequestMetricsMiddleware:
@@ -75,51 +120,79 @@ class RequestMetricsMiddleware:
         self.tracer = tracer
         self.access_log_enabled = access_log_enabled
         self.telemetry = Telemetry(metrics, tracer)
+        # The liveness answer's metric children, looked up once.
+        self._liveness_sent = metrics.responses_sent.labels(LIVENESS_PATH, "2xx")
+        self._liveness_by_status = metrics.responses_by_status.labels(LIVENESS_PATH, "200")
+        self._liveness_duration = metrics.request_duration.labels(LIVENESS_PATH, "2xx")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request through the wrapped app, recording how it ended."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] == LIVENESS_PATH and scope["method"] == "GET":
+            await self._answer_liveness(scope, send)
+            return
         metrics = self.metrics
         metrics.requests_received.inc()
         metrics.requests_in_progress.inc()
         start = time.perf_counter()
-        status = 0
-        complete = False
-        disconnected = False
-
-        async def watch_receive() -> Message:
-            nonlocal disconnected
-            message = await receive()
-            if message["type"] == "http.disconnect" and not complete:
-                disconnected = True
-            return message
-
-        async def watch_send(message: Message) -> None:
-            nonlocal status, complete
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                complete = True
-            await send(message)
-
+        exchange = _Exchange(receive, send)
         token = telemetry_var.set(self.telemetry)
         span = None if self.tracer is None else self.tracer.start_request(
             scope["method"], scope["headers"]
         )  # fmt: skip
         try:
-            await self.app(scope, watch_receive, watch_send)
+            await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
-            disconnected = disconnected or not complete
+            exchange.disconnected = exchange.disconnected or not exchange.complete
             raise
         except BaseException:
-            if not complete:
-                status = 500
+            if not exchange.complete:
+                exchange.status = 500
             raise
         finally:
             telemetry_var.reset(token)
-            self._finish(scope, status, disconnected=disconnected, start=start, span=span)
+            self._finish(
+                scope, exchange.status, disconnected=exchange.disconnected, start=start, span=span
+            )
+
+    async def _answer_liveness(self, scope: Scope, send: Send) -> None:
+        """`GET /healthz`: 200 at once, counted like any request, neither logged nor traced.
+
+        Nothing here can fail but the send itself; a client gone before the answer is
+        counted as disconnected, as the full path would.
+        """
+        metrics = self.metrics
+        metrics.requests_received.inc()
+        metrics.requests_in_progress.inc()
+        start = time.perf_counter()
+        given = None
+        for key, value in scope["headers"]:
+            if key == _REQUEST_ID_KEY:
+                given = value.decode("latin-1")
+                break
+        request_id = accept_or_generate(given)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*_LIVENESS_HEADERS, (_REQUEST_ID_KEY, request_id.encode("ascii"))],
+                }
+            )
+            await send({"type": "http.response.body", "body": _LIVENESS_BODY})
+        except BaseException:
+            metrics.requests_in_progress.dec()
+            metrics.responses_sent.labels(LIVENESS_PATH, DISCONNECTED).inc()
+            metrics.request_duration.labels(LIVENESS_PATH, DISCONNECTED).observe(
+                time.perf_counter() - start
+            )
+            raise
+        metrics.requests_in_progress.dec()
+        self._liveness_sent.inc()
+        self._liveness_by_status.inc()
+        self._liveness_duration.observe(time.perf_counter() - start)
 
     def _finish(
         self,

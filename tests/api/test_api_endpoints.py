@@ -11,6 +11,7 @@ import httpx
 import pytest
 import respx
 
+from signing_gateway.api import health
 from signing_gateway.settings import DomesticPolicySettings
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
@@ -219,7 +220,11 @@ async def test_healthz(gateway, signers: respx.MockRouter):
     response = await gateway.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"]
     assert signers["eu_health"].call_count + signers["domestic_health"].call_count == probes
+    # The outermost middleware answers it; the route (kept for the OpenAPI document) agrees.
+    assert await health.healthz() == response.json()
 
 
 async def _readyz_when_probed(gateway) -> httpx.Response:

@@ -151,3 +151,83 @@ async def test_lifespan_and_websocket_scopes_are_not_counted():
     )
     assert called == ["lifespan"]
     assert _sample(metrics, "gateway_requests_received_total") == 0
+
+
+def _liveness_scope(*headers: tuple[bytes, bytes]) -> Scope:
+    return {"type": "http", "method": "GET", "path": "/healthz", "headers": list(headers)}
+
+
+async def _unreachable(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("the liveness probe reached the wrapped app")
+
+
+async def test_liveness_probe_is_answered_without_the_wrapped_app(caplog):
+    """GET /healthz: 200 {"status":"ok"} from the outermost layer, counted, not access-logged."""
+    metrics = GatewayMetrics()
+    client = Client()
+    with caplog.at_level("INFO", logger="signing_gateway.access"):
+        await RequestMetricsMiddleware(_unreachable, metrics=metrics)(
+            _liveness_scope(), client.receive, client.send
+        )
+    start, body = client.sent
+    assert start["status"] == 200
+    headers = dict(start["headers"])
+    assert headers[b"content-type"] == b"application/json"
+    assert int(headers[b"content-length"]) == len(body["body"])
+    assert len(headers[b"x-request-id"]) == 32  # minted: none was given
+    assert body["body"] == b'{"status":"ok"}'
+    assert not body.get("more_body", False)
+    assert _sample(metrics, "gateway_responses_total", route="/healthz", status="200") == 1
+    assert _sample(
+        metrics, "gateway_request_duration_seconds_count", route="/healthz", status_class="2xx"
+    ) == 1  # fmt: skip
+    assert _ledger_balanced(metrics)
+    assert not caplog.records
+
+
+async def test_liveness_probe_echoes_a_safe_request_id_and_replaces_an_unsafe_one():
+    """The probe's X-Request-ID follows the same rule as every other response's."""
+    metrics = GatewayMetrics()
+    sent_ids = []
+    for given in (b"probe-42", b"bad id\x01"):
+        client = Client()
+        await RequestMetricsMiddleware(_unreachable, metrics=metrics)(
+            _liveness_scope((b"x-request-id", given)), client.receive, client.send
+        )
+        sent_ids.append(dict(client.sent[0]["headers"])[b"x-request-id"])
+    assert sent_ids[0] == b"probe-42"
+    assert len(sent_ids[1]) == 32  # minted instead
+
+
+async def test_liveness_probe_to_a_gone_client_counts_as_disconnected():
+    """A send that fails (client gone) is counted once as disconnected and re-raised."""
+    metrics = GatewayMetrics()
+
+    async def broken_send(message: Message) -> None:
+        raise OSError("connection reset")
+
+    with pytest.raises(OSError, match="reset"):
+        await RequestMetricsMiddleware(_unreachable, metrics=metrics)(
+            _liveness_scope(), Client().receive, broken_send
+        )
+    labels = {"route": "/healthz", "status_class": "disconnected"}
+    assert _sample(metrics, "gateway_responses_sent_total", **labels) == 1
+    assert _ledger_balanced(metrics)
+
+
+async def test_other_methods_and_paths_go_through_the_wrapped_app():
+    """Only GET /healthz is short-cut: HEAD, POST and /healthz/ reach the app as before."""
+    metrics = GatewayMetrics()
+    reached = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append((scope["method"], scope["path"]))
+        await _respond(send, 405)
+
+    for method, path in (("HEAD", "/healthz"), ("POST", "/healthz"), ("GET", "/healthz/")):
+        scope = {"type": "http", "method": method, "path": path, "headers": [], "state": {}}
+        client = Client()
+        await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
+            scope, client.receive, client.send
+        )
+    assert reached == [("HEAD", "/healthz"), ("POST", "/healthz"), ("GET", "/healthz/")]
