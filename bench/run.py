@@ -16,6 +16,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -68,28 +69,47 @@ def run(
         body = work / "dcc.json"
         body.write_text(json.dumps(examples.EU_VACCINATION))
         keys = work / "keys"
-        if "S1" in only or "S2" in only:
-            seconds = max(5.0, 20 * scale)
+
+        def slow_signers(title: str, starter: Callable[[str], Any], *, has_lag: bool) -> Any:
+            """S1 or S2: `starter(signer_url)` serves 1,000 clients over a 1 s signer."""
             with (
                 procs.pinned(enabled=pin),
                 procs.fake_signer(logs, latency_ms=1000, keys_dir=keys) as signer,
             ):
-                if "S1" in only:
-                    print("S1: gateway, signer 1 s, 1,000 clients", flush=True)
-                    with procs.gateway(logs, signer.url, max_in_flight=1024) as gw:
-                        results["S1"] = scenarios.slow_signers(
-                            gw, body, logs, clients=1000, seconds=seconds,
-                            signer_latency_s=1.0, has_lag=True,
-                        )  # fmt: skip
-                if "S2" in only:
-                    print("S2: blocking gateway, same load", flush=True)
-                    env = {"BENCH_SIGNER_URL": signer.url}
-                    with procs.uvicorn_app(logs, "old-gateway", "bench.old_gateway:create_app",
-                                           env) as old:  # fmt: skip
-                        results["S2"] = scenarios.slow_signers(
-                            old, body, logs, clients=1000, seconds=seconds,
-                            signer_latency_s=1.0, has_lag=False,
-                        )  # fmt: skip
+                print(title, flush=True)
+                with starter(signer.url) as target:
+                    return scenarios.slow_signers(
+                        target, body, logs, clients=1000, seconds=max(5.0, 20 * scale),
+                        signer_latency_s=1.0, has_lag=has_lag,
+                    )  # fmt: skip
+
+        if "S1" in only:
+            results["S1"] = slow_signers(
+                "S1: gateway, signer 1 s, 1,000 clients",
+                lambda url: procs.gateway(logs, url, max_in_flight=1024),
+                has_lag=True,
+            )
+        # S1's limit, measured right after S1 (the shared machine drifts): the S3 ceiling
+        # with the CPU placement S1 gives the gateway, CPU 0 to itself and the signer and wrk
+        # on the other. Unpinned (the S3 table) it shares both CPUs with the load side.
+        if "S1" in only and pin and (not s3_variants or "gateway-one-cpu" in s3_variants):
+            print("S3: gateway-one-cpu (S1's limit), signer 0 ms, 64 clients", flush=True)
+            with (
+                procs.pinned(enabled=True),
+                procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
+                procs.gateway(logs, signer.url, max_in_flight=256) as target,
+            ):
+                results["S1"]["limit_ceiling"] = scenarios.ceiling(
+                    target, signer, body, clients=64, seconds=max(5.0, 15 * scale)
+                )
+        if "S2" in only:
+            results["S2"] = slow_signers(
+                "S2: blocking gateway, same load",
+                lambda url: procs.uvicorn_app(
+                    logs, "old-gateway", "bench.old_gateway:create_app", {"BENCH_SIGNER_URL": url}
+                ),
+                has_lag=False,
+            )
         if "S3" in only:
             seconds = max(5.0, 15 * scale)
             results["S3"] = {}

@@ -49,6 +49,18 @@ def test_verdicts_judge_each_target_on_its_own_figure() -> None:
     assert verdicts["S4"]["le_50kb"]
 
 
+def test_s1_is_judged_against_the_ceiling_measured_on_its_own_cpu_placement() -> None:
+    """With the pinned ceiling measured after S1, it is the limit, not the unpinned S3 row."""
+    results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=40.0)
+    results["S1"]["limit_ceiling"] = {"rps": 320.0}
+    s1 = report.verdicts(results)["S1"]
+    assert s1["limit_rps"] == 320.0
+    assert s1["throughput_share_of_limit"] == 0.875
+    assert not s1["throughput_ge_90pct"]  # 0.933 of the unpinned row's 300 req/s
+    del results["S1"]["limit_ceiling"]
+    assert report.verdicts(results)["S1"]["limit_rps"] == 300.0
+
+
 def test_the_verdict_table_shows_the_figure_behind_every_s1_target() -> None:
     """A reader sees the measured /healthz p99, max and loop lag next to yes or NO."""
     results = _results(lag_ms=164.3, p99_ms=34.21, max_ms=170.05, kb=56.3)
