@@ -102,6 +102,7 @@ def _gc_schedule(settings: Settings, drain: DrainController) -> GcSchedule | Non
         full_interval=lag.gc_full_interval_seconds,
         quiet_in_flight=lag.gc_full_quiet_in_flight,
         in_flight=lambda: drain.in_flight,
+        young=lag.gc_young,
     )
 
 

@@ -251,6 +251,12 @@ class LoopLagSettings(BaseModel):
         "full ones at a quiet moment; count: Python's allocation-count trigger at gc_threshold0. "
         "Bench S1: longest pause 142-232 ms by count, 22-60 ms timed (docs/benchmarks.md)",
     )
+    gc_young: Literal["collect", "freeze"] = Field(
+        "freeze",
+        description="Timed mode: a tick collects the young generations (collect), or freezes "
+        "every tracked object instead and leaves reference cycles to the full collections "
+        "(freeze: no per-request walk; docs/operations.md)",
+    )
     gc_young_interval_seconds: PositiveFloat = Field(
         0.05, description="Timed mode: collect the young generation this often"
     )

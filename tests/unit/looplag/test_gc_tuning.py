@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
 import pytest
 import respx
@@ -117,10 +118,78 @@ def test_an_overdue_full_collection_runs_under_any_load():
     assert schedule.snapshot()["secondsSinceFull"] == 0
 
 
+def test_freezing_ticks_walk_nothing_and_full_collections_unfreeze_first():
+    """young="freeze": ticks freeze; a full collection unfreezes, collects, freezes again."""
+    clock, calls, in_flight = _Clock(), [], [500]
+    schedule = _schedule(
+        clock, [], in_flight, young="freeze",
+        collect=lambda generation: calls.append(f"collect {generation}"),
+        freeze=lambda: calls.append("freeze"), unfreeze=lambda: calls.append("unfreeze"),
+    )  # fmt: skip
+    for _ in range(3):
+        clock.now += 0.05
+        assert schedule.tick() is None
+    assert calls == ["freeze"] * 3
+    clock.now += 60.0
+    in_flight[0] = 0
+    assert schedule.tick() == 2
+    assert calls[3:] == ["unfreeze", "collect 2", "freeze"]
+    snapshot = schedule.snapshot()
+    assert snapshot["young"] == "freeze"
+    assert snapshot["frozenTicks"] == 3
+    assert snapshot["fullCollections"] == {"quiet": 1, "overdue": 0}
+
+
+def test_a_failing_full_collection_still_freezes_again():
+    """An exception from the full collection leaves the objects frozen, not walked by ticks."""
+    clock, calls = _Clock(), []
+
+    def collect(generation: int) -> None:
+        raise RuntimeError("callback failed")
+
+    schedule = _schedule(
+        clock, [], [0], young="freeze", collect=collect,
+        freeze=lambda: calls.append("freeze"), unfreeze=lambda: calls.append("unfreeze"),
+    )  # fmt: skip
+    clock.now += 60.0
+    with pytest.raises(RuntimeError):
+        schedule.tick()
+    assert calls == ["unfreeze", "freeze"]
+
+
+def test_a_frozen_reference_cycle_is_freed_by_the_next_full_collection():
+    """With the real collector: a cycle frozen by a tick survives it and dies at the full one."""
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    clock = _Clock()
+    schedule = GcSchedule(
+        young_interval=0.05, middle_every=1, full_interval=60.0, quiet_in_flight=0,
+        in_flight=lambda: 0, young="freeze", clock=clock,
+    )  # fmt: skip
+    try:
+        node = Node()
+        alive = weakref.ref(node)
+        del node
+        clock.now += 0.05
+        schedule.tick()
+        gc.collect()  # walks nothing frozen: the cycle is still there
+        assert alive() is not None
+        clock.now += 60.0
+        assert schedule.tick() == 2
+        assert alive() is None
+    finally:
+        gc.unfreeze()
+
+
 def test_nonsense_schedules_are_refused():
     """A zero interval, no generation-1 collections, a full interval under one tick."""
     clock = _Clock()
-    for overrides in ({"young_interval": 0}, {"middle_every": 0}, {"full_interval": 0.01}):
+    for overrides in (
+        {"young_interval": 0}, {"middle_every": 0}, {"full_interval": 0.01}, {"young": "skip"},
+    ):  # fmt: skip
         with pytest.raises(ValueError):
             _schedule(clock, [], [0], **overrides)
 
@@ -199,16 +268,30 @@ async def _readyz_gc(settings) -> dict:
                 await asyncio.sleep(0.02)
 
 
-async def test_the_gateway_collects_on_the_timer_and_shows_it_in_readyz(tmp_path):
+async def test_the_gateway_freezes_on_the_timer_and_shows_it_in_readyz(tmp_path):
     """By default the gateway ticks; /readyz shows the schedule and the backstop thresholds."""
     before = gc.get_threshold()
     details = await _readyz_gc(make_settings(make_test_keys(tmp_path)))
     assert details["thresholds"] == list(BACKSTOP_THRESHOLDS)
+    assert details["schedule"]["young"] == "freeze"
     assert details["schedule"]["youngIntervalSeconds"] == 0.05
-    assert details["schedule"]["middleEvery"] == 1  # generations 0 and 1 every tick
-    assert details["gen1"]["collections"] >= 2
-    assert details["gen0"]["collections"] + details["gen1"]["collections"] >= 2
+    assert details["schedule"]["frozenTicks"] >= 2
+    assert "collected" in details["gen2"]
     assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0  # shutdown unfroze everything
+
+
+async def test_collecting_ticks_walk_generations_0_and_1(tmp_path):
+    """gc_young "collect": each tick collects generations 0 and 1, nothing is frozen by ticks."""
+    settings = make_settings(make_test_keys(tmp_path))
+    settings = settings.model_copy(
+        update={"loop_lag": settings.loop_lag.model_copy(update={"gc_young": "collect"})}
+    )
+    details = await _readyz_gc(settings)
+    assert details["schedule"]["young"] == "collect"
+    assert details["schedule"]["middleEvery"] == 1  # generations 0 and 1 every tick
+    assert details["schedule"]["frozenTicks"] == 0
+    assert details["gen1"]["collections"] >= 2
 
 
 async def test_without_the_timer_the_gateway_collects_by_count(tmp_path):
