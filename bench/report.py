@@ -314,12 +314,13 @@ def _verdict_rows(v: dict[str, Any], figures: dict[str, Any], proxy_kb: str = ""
 def _history(runs: list[Path]) -> list[str]:
     rows = [
         (
-            "| run (UTC) | load before→after | S1 req/s | S1 healthz p99/max ms | S1 lag | "
-            "S3 gw / proxy / httpx req/s | S4 KB | verdicts met |"
+            "| run (UTC) | load before→after | S1 req/s (share of limit) | "
+            "S1 healthz p99/max ms | S1 lag | S3 gw / proxy / httpx req/s | "
+            "S4 KB (at the signer) | verdicts met |"
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
-    for path in runs[-4:]:
+    for path in runs[-6:]:
         r = json.loads(path.read_text())
         v = r.get("verdicts", {})
         met = [k for part in v.values() for k, x in part.items() if x is True]
@@ -327,12 +328,14 @@ def _history(runs: list[Path]) -> list[str]:
         s1, s3, s4 = r.get("S1", {}), r.get("S3", {}), r.get("S4", {})
         rows.append(
             f"| {r['started']} | {r['machine']['load_before'][0]}→"
-            f"{r['machine'].get('load_after', ['?'])[0]} | {s1.get('rps')} | "
+            f"{r['machine'].get('load_after', ['?'])[0]} | {s1.get('rps')} "
+            f"({v.get('S1', {}).get('throughput_share_of_limit')}) | "
             f"{s1.get('healthz', {}).get('p99_ms')}/{s1.get('healthz', {}).get('max_ms')} | "
             f"{lag_window_text(s1) if s1 else None} | {s3.get('gateway', {}).get('rps')} / "
             f"{s3.get('passthrough-proxy', {}).get('rps')} / "
             f"{s3.get('gateway-httpx-transport', {}).get('rps')} | "
-            f"{s4.get('kb_per_in_flight')} | {len(met)}/{len(total)}: "
+            f"{s4.get('kb_per_in_flight')} ({s4.get('peak_at_signer', '-')}) | "
+            f"{len(met)}/{len(total)}: "
             f"{', '.join(sorted(set(total) - set(met))) or 'all'} missed |"
         )
     return rows
@@ -509,7 +512,10 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "for a slot (the bulkhead's wait raised to 60 s too). Requests in flight are",
         "parked at the CPU gate, at the signer, or being validated/verified: at the S3 ceiling",
         f"({s4_ceiling} req/s) at most ~{s4_reach} can reach a 10 s signer at once (Little's",
-        "law), the rest wait their turn for the CPU. The same load against the pass-through",
+        "law), the rest wait their turn for the CPU. A request parked at the gate holds much",
+        "less than one at the signer (its connection, httpx's and aiohttp's state), so the KB",
+        "figure falls on a slower machine, where fewer reach the signer: read it with the",
+        "at-the-signer column. The same load against the pass-through",
         "proxy (its aiohttp connector bounded the same way) shows what uvicorn, FastAPI and",
         "aiohttp alone hold per request: the 50 KB target leaves the gateway the difference",
         "for everything else it holds per request (httpx's layer, the validated request, the",
