@@ -7,6 +7,8 @@ outcome slugs): never a request id, a URL or anything a caller chose.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -15,11 +17,40 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+class Children(Generic[_M]):
+    """A labelled metric's children by label values, each found with ``labels()`` only once.
+
+    prometheus_client's ``labels()`` converts every value with ``str()`` and takes the
+    metric's lock on every call: 1.7 µs in a tight loop, 3.5-7 µs per call inside a request in
+    bench S1's profile, seven calls per signing. The request path repeats a few label tuples,
+    so after the first call one dict lookup (0.2 µs) finds the child. Values are passed as
+    ``str``, in the metric's label order; the metric itself still holds every child.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: _M) -> None:
+        """Serve the children of `metric`."""
+        self._metric = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        """The child for `values`, as ``metric.labels(*values)`` returns it."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class GatewayMetrics:
@@ -73,6 +104,13 @@ class GatewayMetrics:
         self.signer_in_flight = Gauge(
             "gateway_signer_in_flight", "Signer calls in flight", ["signer"], registry=r
         )
+        # The children every request or signer call updates, looked up without labels().
+        self.responses_sent_for = Children(self.responses_sent)
+        self.responses_by_status_for = Children(self.responses_by_status)
+        self.request_duration_for = Children(self.request_duration)
+        self.signer_calls_for = Children(self.signer_calls)
+        self.signer_call_duration_for = Children(self.signer_call_duration)
+        self.signer_in_flight_for = Children(self.signer_in_flight)
         self.signer_shed = Counter(
             "gateway_signer_shed",
             "Calls refused at once because the signer's bulkhead was full",

@@ -211,10 +211,10 @@ class RequestMetricsMiddleware:
         outcome = DISCONNECTED if disconnected else status_class(status)
         elapsed = time.perf_counter() - start
         metrics.requests_in_progress.dec()
-        metrics.responses_sent.labels(route, outcome).inc()
-        metrics.request_duration.labels(route, outcome).observe(elapsed)
+        metrics.responses_sent_for(route, outcome).inc()
+        metrics.request_duration_for(route, outcome).observe(elapsed)
         if outcome != DISCONNECTED:
-            metrics.responses_by_status.labels(route, str(status)).inc()
+            metrics.responses_by_status_for(route, str(status)).inc()
         if span is not None and self.tracer is not None:
             self.tracer.end_request(span, method=scope["method"], route=route, status=status)
         if self.access_log_enabled:

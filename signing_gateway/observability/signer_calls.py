@@ -78,7 +78,7 @@ class observe_signer_call:  # noqa: N801 - used like a function: `with observe_s
         telemetry = self._telemetry = telemetry_var.get()
         if telemetry is None:
             return
-        telemetry.metrics.signer_in_flight.labels(self._signer).inc()
+        telemetry.metrics.signer_in_flight_for(self._signer).inc()
         if telemetry.tracer is not None:
             self._span = telemetry.tracer.start_signer_call(
                 self._signer, self._endpoint, self._headers
@@ -98,8 +98,8 @@ class observe_signer_call:  # noqa: N801 - used like a function: `with observe_s
         elapsed = time.perf_counter() - self._start
         outcome = outcome_of(exc)
         metrics = telemetry.metrics
-        metrics.signer_in_flight.labels(self._signer).dec()
-        metrics.signer_calls.labels(self._signer, self._endpoint, outcome).inc()
-        metrics.signer_call_duration.labels(self._signer, self._endpoint, outcome).observe(elapsed)
+        metrics.signer_in_flight_for(self._signer).dec()
+        metrics.signer_calls_for(self._signer, self._endpoint, outcome).inc()
+        metrics.signer_call_duration_for(self._signer, self._endpoint, outcome).observe(elapsed)
         if self._span is not None and telemetry.tracer is not None:
             telemetry.tracer.end_signer_call(self._span, outcome)
