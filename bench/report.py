@@ -392,7 +392,10 @@ def chart(r: dict[str, Any], png: Path) -> None:
                [s4["kb_per_in_flight"], proxy.get("kb_per_in_flight", 0)],
                color=["tab:purple", "tab:blue"])  # fmt: skip
         ax.axhline(50, color="grey", linestyle=":", label="50 KB target")
-        ax.set_title(f"S4: {s4['peak_in_flight']} in flight, signer 10 s, {s4['errors']} errors")
+        ax.set_title(
+            f"S4: {s4['peak_in_flight']} in flight ({s4.get('peak_at_signer', '?')} at the "
+            f"signer), signer 10 s, {s4['errors']} errors"
+        )
         ax.set_ylabel("KB RSS per in-flight request")
         ax.legend()
     fig.suptitle(f"signing-gateway bench, {r['started']} (2-core shared machine, loopback)")
@@ -450,6 +453,11 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "## Verdicts (latest run)",
         "",
         *_verdict_rows(r.get("verdicts", {}), r.get("S1", {}), _proxy_kb(r)),
+        "",
+        "One run's verdicts. Two of them move with the machine: S1 throughput is judged",
+        "against a ceiling measured a minute later, and S4's KB figure falls when fewer",
+        "requests reach the signer (see Repeatability, and the latest round under the",
+        "profile for several runs side by side).",
         "",
         "## S1 slow signers vs S2 the old way",
         "",
