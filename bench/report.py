@@ -80,9 +80,15 @@ def verdicts(r: dict[str, Any]) -> dict[str, Any]:
         }
     if "S4" in r:
         s4 = r["S4"]
+        # Judged at 10,000 and, when measured, with every request held at the signer: a
+        # request parked at the CPU gate holds less, so a slower machine (fewer at the
+        # signer) would otherwise pass on the mix alone.
+        at_signer = s4.get(ALL_AT_SIGNER, {}).get("kb_per_in_flight")
+        worst = max(s4["kb_per_in_flight"], at_signer or 0)
         out["S4"] = {
             "kb_per_in_flight": s4["kb_per_in_flight"],
-            "le_50kb": s4["kb_per_in_flight"] <= 50,
+            "kb_all_at_signer": at_signer,
+            "le_50kb": worst <= 50,
             "no_errors": s4["errors"] == 0,
             "reached_10k_in_flight": s4["peak_in_flight"] >= 10_000,
         }
@@ -236,6 +242,10 @@ def _s4_row(name: str, s: dict[str, Any], bound: object) -> str:
     )
 
 
+#: The S4 run with fewer requests, all held at the signer at once.
+ALL_AT_SIGNER = "all-at-signer"
+
+
 def _s4_table(r: dict[str, Any]) -> list[str]:
     s = r.get("S4")
     if not s:
@@ -253,6 +263,13 @@ def _s4_table(r: dict[str, Any]) -> list[str]:
     proxy = s.get("passthrough-proxy")
     if proxy:
         rows.append(_s4_row("pass-through proxy (FastAPI + aiohttp, no checks)", proxy, bound))
+    held = s.get(ALL_AT_SIGNER)
+    if held:
+        rows.append(
+            _s4_row(
+                f"gateway, {held['in_flight_target']:,} in flight, all at the signer", held, "-"
+            )
+        )
     return rows
 
 
@@ -260,6 +277,11 @@ def _proxy_kb(r: dict[str, Any]) -> str:
     """The pass-through proxy's KB per in-flight request beside the gateway's, if measured."""
     proxy = r.get("S4", {}).get("passthrough-proxy")
     return f" (pass-through proxy: {proxy['kb_per_in_flight']} KB)" if proxy else ""
+
+
+def _at_signer_kb(s4_verdict: dict[str, Any]) -> str:
+    kb = s4_verdict.get("kb_all_at_signer")
+    return "" if kb is None else f"; every request at the signer: {kb} KB"
 
 
 def _verdict_rows(v: dict[str, Any], figures: dict[str, Any], proxy_kb: str = "") -> list[str]:
@@ -301,7 +323,7 @@ def _verdict_rows(v: dict[str, Any], figures: dict[str, Any], proxy_kb: str = ""
         ),
         (
             f"| S4 ≤ 50 KB per in-flight request | {s4.get('kb_per_in_flight')} KB"
-            f"{proxy_kb} | {_yes(s4.get('le_50kb'))} |"
+            f"{proxy_kb}{_at_signer_kb(s4)} | {_yes(s4.get('le_50kb'))} |"
         ),
         (
             "| S4 no errors at 10,000 in flight | "
@@ -316,7 +338,7 @@ def _history(runs: list[Path]) -> list[str]:
         (
             "| run (UTC) | load before→after | S1 req/s (share of limit) | "
             "S1 healthz p99/max ms | S1 lag | S3 gw / proxy / httpx req/s | "
-            "S4 KB (at the signer) | verdicts met |"
+            "S4 KB (at the signer); all at the signer | verdicts met |"
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -334,11 +356,33 @@ def _history(runs: list[Path]) -> list[str]:
             f"{lag_window_text(s1) if s1 else None} | {s3.get('gateway', {}).get('rps')} / "
             f"{s3.get('passthrough-proxy', {}).get('rps')} / "
             f"{s3.get('gateway-httpx-transport', {}).get('rps')} | "
-            f"{s4.get('kb_per_in_flight')} ({s4.get('peak_at_signer', '-')}) | "
+            f"{s4.get('kb_per_in_flight')} ({s4.get('peak_at_signer', '-')}); "
+            f"{s4.get(ALL_AT_SIGNER, {}).get('kb_per_in_flight', '-')} | "
             f"{len(met)}/{len(total)}: "
             f"{', '.join(sorted(set(total) - set(met))) or 'all'} missed |"
         )
     return rows
+
+
+def _s4_panel(ax: Any, s4: dict[str, Any]) -> None:
+    """S4's bars: the gateway at 10,000, the proxy, the gateway with all at the signer."""
+    if not s4:
+        return
+    proxy = s4.get("passthrough-proxy", {})
+    held = s4.get(ALL_AT_SIGNER)
+    names = ["gateway", "pass-through\nproxy"]
+    values = [s4["kb_per_in_flight"], proxy.get("kb_per_in_flight", 0)]
+    if held:
+        names.append(f"gateway, {held['in_flight_target']:,}\nall at the signer")
+        values.append(held["kb_per_in_flight"])
+    ax.bar(names, values, color=["tab:purple", "tab:blue", "tab:purple"][: len(names)])
+    ax.axhline(50, color="grey", linestyle=":", label="50 KB target")
+    ax.set_title(
+        f"S4: {s4['peak_in_flight']} in flight ({s4.get('peak_at_signer', '?')} at the "
+        f"signer), signer 10 s, {s4['errors']} errors"
+    )
+    ax.set_ylabel("KB RSS per in-flight request")
+    ax.legend()
 
 
 def chart(r: dict[str, Any], png: Path) -> None:
@@ -385,19 +429,7 @@ def chart(r: dict[str, Any], png: Path) -> None:
                     textcoords="offset points", xytext=(0, 3), fontsize=8)  # fmt: skip
     ax.set_title("S3: ceiling, 64 clients, signer 0 ms")
     ax.set_ylabel("req/s")
-    ax = axes[1][1]
-    if s4:
-        proxy = s4.get("passthrough-proxy", {})
-        ax.bar(["gateway", "pass-through\nproxy"],
-               [s4["kb_per_in_flight"], proxy.get("kb_per_in_flight", 0)],
-               color=["tab:purple", "tab:blue"])  # fmt: skip
-        ax.axhline(50, color="grey", linestyle=":", label="50 KB target")
-        ax.set_title(
-            f"S4: {s4['peak_in_flight']} in flight ({s4.get('peak_at_signer', '?')} at the "
-            f"signer), signer 10 s, {s4['errors']} errors"
-        )
-        ax.set_ylabel("KB RSS per in-flight request")
-        ax.legend()
+    _s4_panel(axes[1][1], s4)
     fig.suptitle(f"signing-gateway bench, {r['started']} (2-core shared machine, loopback)")
     fig.tight_layout()
     fig.savefig(png, dpi=90)
@@ -522,8 +554,9 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         f"({s4_ceiling} req/s) at most ~{s4_reach} can reach a 10 s signer at once (Little's",
         "law), the rest wait their turn for the CPU. A request parked at the gate holds much",
         "less than one at the signer (its connection, httpx's and aiohttp's state), so the KB",
-        "figure falls on a slower machine, where fewer reach the signer: read it with the",
-        "at-the-signer column. The same load against the pass-through",
+        "figure falls on a slower machine, where fewer reach the signer. The last row holds",
+        "fewer requests, all at the signer at once, and the verdict takes the larger of the",
+        "two figures. The same load against the pass-through",
         "proxy (its aiohttp connector bounded the same way) shows what uvicorn, FastAPI and",
         "aiohttp alone hold per request: the 50 KB target leaves the gateway the difference",
         "for everything else it holds per request (httpx's layer, the validated request, the",

@@ -61,6 +61,21 @@ def test_s1_is_judged_against_the_ceiling_measured_on_its_own_cpu_placement() ->
     assert report.verdicts(results)["S1"]["limit_rps"] == 300.0
 
 
+def test_s4_is_judged_on_the_larger_of_its_two_memory_figures() -> None:
+    """A machine too slow to get the 10,000 to the signer does not pass on the mix alone."""
+    results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=37.6)
+    assert report.verdicts(results)["S4"]["le_50kb"]  # no all-at-the-signer run: 10k alone
+    results["S4"][report.ALL_AT_SIGNER] = {"kb_per_in_flight": 63.2, "in_flight_target": 1500}
+    s4 = report.verdicts(results)["S4"]
+    assert s4["kb_all_at_signer"] == 63.2
+    assert not s4["le_50kb"]
+    rows = report._verdict_rows(report.verdicts(results), results["S1"])
+    (row,) = [x for x in rows if x.startswith("| S4 ≤ 50 KB")]
+    assert "37.6 KB" in row
+    assert "every request at the signer: 63.2 KB" in row
+    assert row.endswith("| **NO** |")
+
+
 def test_the_verdict_table_shows_the_figure_behind_every_s1_target() -> None:
     """A reader sees the measured /healthz p99, max and loop lag next to yes or NO."""
     results = _results(lag_ms=164.3, p99_ms=34.21, max_ms=170.05, kb=56.3)
