@@ -7,11 +7,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.observability.context import (
     REQUEST_ID_HEADER,
-    accept_or_generate,
+    request_id_of,
     request_id_var,
 )
-
-_HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 
 class RequestIdMiddleware:
@@ -26,12 +24,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = None
-        for key, value in scope["headers"]:
-            if key == _HEADER_KEY:
-                given = value.decode("latin-1")
-                break
-        request_id = accept_or_generate(given)
+        request_id = request_id_of(scope["headers"])
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 

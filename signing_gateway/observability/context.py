@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from contextvars import ContextVar
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: The header's name as it appears in an ASGI scope's raw headers.
+REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -17,6 +20,14 @@ def accept_or_generate(candidate: str | None) -> str:
     if candidate is not None and _SAFE_REQUEST_ID.fullmatch(candidate):
         return candidate
     return uuid.uuid4().hex
+
+
+def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The request id for an ASGI request's raw headers: the caller's if safe, else a new one."""
+    for key, value in headers:
+        if key == REQUEST_ID_KEY:
+            return accept_or_generate(value.decode("latin-1"))
+    return accept_or_generate(None)
 
 
 def current_request_id() -> str:

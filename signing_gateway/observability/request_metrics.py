@@ -1,7 +1,8 @@
 """Pure ASGI middleware: request metrics, the "nothing lost" accounting and the access log.
 
-Per HTTP request it does a handful of counter updates and one histogram sample, no allocation
-beyond a closure, and never reads the body. Counting rules (the accounting `/metrics` relies on):
+Per HTTP request it does a handful of counter updates and one histogram sample, allocates one
+small object watching receive and send, and never reads the body. Counting rules (the
+accounting `/metrics` relies on):
 
 - `gateway_requests_received_total` goes up when the request arrives (before routing).
 - When the request ends, exactly one `gateway_responses_sent_total{route,status_class}`:
@@ -34,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.observability.context import (
-    REQUEST_ID_HEADER,
-    accept_or_generate,
+    REQUEST_ID_KEY,
     current_request_id,
+    request_id_of,
 )
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.telemetry import Telemetry, telemetry_var
@@ -58,7 +59,6 @@ _LIVENESS_HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", str(len(_LIVENESS_BODY)).encode("ascii")),
 ]
-_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 
 def route_template(scope: Scope) -> str:
@@ -120,10 +120,6 @@ class RequestMetricsMiddleware:
         self.tracer = tracer
         self.access_log_enabled = access_log_enabled
         self.telemetry = Telemetry(metrics, tracer)
-        # The liveness answer's metric children, looked up once.
-        self._liveness_sent = metrics.responses_sent.labels(LIVENESS_PATH, "2xx")
-        self._liveness_by_status = metrics.responses_by_status.labels(LIVENESS_PATH, "200")
-        self._liveness_duration = metrics.request_duration.labels(LIVENESS_PATH, "2xx")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request through the wrapped app, recording how it ended."""
@@ -167,32 +163,29 @@ class RequestMetricsMiddleware:
         metrics.requests_received.inc()
         metrics.requests_in_progress.inc()
         start = time.perf_counter()
-        given = None
-        for key, value in scope["headers"]:
-            if key == _REQUEST_ID_KEY:
-                given = value.decode("latin-1")
-                break
-        request_id = accept_or_generate(given)
+        request_id = request_id_of(scope["headers"])
         try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [*_LIVENESS_HEADERS, (_REQUEST_ID_KEY, request_id.encode("ascii"))],
+                    "headers": [*_LIVENESS_HEADERS, (REQUEST_ID_KEY, request_id.encode("ascii"))],
                 }
             )
             await send({"type": "http.response.body", "body": _LIVENESS_BODY})
         except BaseException:
-            metrics.requests_in_progress.dec()
-            metrics.responses_sent.labels(LIVENESS_PATH, DISCONNECTED).inc()
-            metrics.request_duration.labels(LIVENESS_PATH, DISCONNECTED).observe(
-                time.perf_counter() - start
-            )
+            self._count(LIVENESS_PATH, DISCONNECTED, 0, time.perf_counter() - start)
             raise
+        self._count(LIVENESS_PATH, "2xx", 200, time.perf_counter() - start)
+
+    def _count(self, route: str, outcome: str, status: int, elapsed: float) -> None:
+        """The end of a request in the metrics: out of progress, one sent count, its time."""
+        metrics = self.metrics
         metrics.requests_in_progress.dec()
-        self._liveness_sent.inc()
-        self._liveness_by_status.inc()
-        self._liveness_duration.observe(time.perf_counter() - start)
+        metrics.responses_sent_for(route, outcome).inc()
+        metrics.request_duration_for(route, outcome).observe(elapsed)
+        if outcome != DISCONNECTED:
+            metrics.responses_by_status_for(route, str(status)).inc()
 
     def _finish(
         self,
@@ -204,17 +197,12 @@ class RequestMetricsMiddleware:
         span: RequestSpan | None,
     ) -> None:
         """Record how the request ended: exactly one responses_sent count, then the log line."""
-        metrics = self.metrics
         route = route_template(scope)
         if status == 0 and not disconnected:
             status = 500  # returned without answering: the server sends a 500 itself
         outcome = DISCONNECTED if disconnected else status_class(status)
         elapsed = time.perf_counter() - start
-        metrics.requests_in_progress.dec()
-        metrics.responses_sent_for(route, outcome).inc()
-        metrics.request_duration_for(route, outcome).observe(elapsed)
-        if outcome != DISCONNECTED:
-            metrics.responses_by_status_for(route, str(status)).inc()
+        self._count(route, outcome, status, elapsed)
         if span is not None and self.tracer is not None:
             self.tracer.end_request(span, method=scope["method"], route=route, status=status)
         if self.access_log_enabled:
