@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signing_gateway.domain.dcc import KeyUsage
 from signing_gateway.domain.domestic import DomesticPolicy
+from signing_gateway.runtime.gc_tuning import YoungMode
 from signing_gateway.security.settings import AuditSettings, AuthSettings, LimitsSettings
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -251,14 +252,14 @@ class LoopLagSettings(BaseModel):
         "full ones at a quiet moment; count: Python's allocation-count trigger at gc_threshold0. "
         "Bench S1: longest pause 142-232 ms by count, 22-60 ms timed (docs/benchmarks.md)",
     )
-    gc_young: Literal["collect", "freeze"] = Field(
+    gc_young: YoungMode = Field(
         "freeze",
         description="Timed mode: a tick collects the young generations (collect), or freezes "
         "every tracked object instead and leaves reference cycles to the full collections "
         "(freeze: no per-request walk; docs/operations.md)",
     )
     gc_young_interval_seconds: PositiveFloat = Field(
-        0.05, description="Timed mode: collect the young generation this often"
+        0.05, description="Timed mode: tick (collect or freeze the young objects) this often"
     )
     gc_middle_every: PositiveInt = Field(
         1,
