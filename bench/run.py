@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -70,18 +71,26 @@ def run(
         body.write_text(json.dumps(examples.EU_VACCINATION))
         keys = work / "keys"
 
-        def slow_signers(title: str, starter: Callable[[str], Any], *, has_lag: bool) -> Any:
-            """S1 or S2: `starter(signer_url)` serves 1,000 clients over a 1 s signer."""
+        @contextlib.contextmanager
+        def pinned_beside_signer(
+            starter: Callable[[str], Any], *, latency_ms: float = 0
+        ) -> Iterator[tuple[procs.Proc, procs.Proc]]:
+            """A fresh fake signer and `starter(signer_url)`'s server, placed as `pin` says."""
             with (
                 procs.pinned(enabled=pin),
-                procs.fake_signer(logs, latency_ms=1000, keys_dir=keys) as signer,
+                procs.fake_signer(logs, latency_ms=latency_ms, keys_dir=keys) as signer,
+                starter(signer.url) as target,
             ):
-                print(title, flush=True)
-                with starter(signer.url) as target:
-                    return scenarios.slow_signers(
-                        target, body, logs, clients=1000, seconds=max(5.0, 20 * scale),
-                        signer_latency_s=1.0, has_lag=has_lag,
-                    )  # fmt: skip
+                yield signer, target
+
+        def slow_signers(title: str, starter: Callable[[str], Any], *, has_lag: bool) -> Any:
+            """S1 or S2: `starter(signer_url)` serves 1,000 clients over a 1 s signer."""
+            print(title, flush=True)
+            with pinned_beside_signer(starter, latency_ms=1000) as (_, target):
+                return scenarios.slow_signers(
+                    target, body, logs, clients=1000, seconds=max(5.0, 20 * scale),
+                    signer_latency_s=1.0, has_lag=has_lag,
+                )  # fmt: skip
 
         if "S1" in only:
             results["S1"] = slow_signers(
@@ -94,11 +103,8 @@ def run(
         # on the other. Unpinned (the S3 table) it shares both CPUs with the load side.
         if "S1" in only and pin and (not s3_variants or "gateway-one-cpu" in s3_variants):
             print("S3: gateway-one-cpu (S1's limit), signer 0 ms, 64 clients", flush=True)
-            with (
-                procs.pinned(enabled=True),
-                procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
-                procs.gateway(logs, signer.url, max_in_flight=256) as target,
-            ):
+            gateway = functools.partial(procs.gateway, logs, max_in_flight=256)
+            with pinned_beside_signer(gateway) as (signer, target):
                 results["S1"]["limit_ceiling"] = scenarios.ceiling(
                     target, signer, body, clients=64, seconds=max(5.0, 15 * scale)
                 )
@@ -132,53 +138,55 @@ def run(
                             target, signer, body, clients=64, seconds=seconds
                         )
         if "S4" in only:
-            print("S4: 10,000 in flight, signer 10 s", flush=True)
-            nofile = procs.child_nofile()
-            at_signer = procs.signer_bound_for(10000, nofile=nofile, wanted=10240)
-            with (
-                procs.pinned(enabled=pin),
-                procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
-                procs.gateway(
-                    logs,
-                    signer.url,
-                    max_in_flight=at_signer,
-                    deadline_s=60,
-                    # 10,000 at once queue for the CPU longer than the default 10 s allows
-                    extra_env={"SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_TIMEOUT_SECONDS": "60"},
-                ) as gw,
-            ):
-                results["S4"] = scenarios.memory(
-                    gw, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30
-                )
-                results["S4"] |= {"fd_limit": nofile, "signer_bound": at_signer}
-            print("S4: pass-through proxy, same load", flush=True)
-            with (
-                procs.pinned(enabled=pin),
-                procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
-                procs.uvicorn_app(
-                    logs, "passthrough", "bench.passthrough:create_app",
-                    {"BENCH_SIGNER_URL": signer.url, "BENCH_PROXY_CONNECTIONS": str(at_signer)},
-                ) as proxy,
-            ):  # fmt: skip
-                results["S4"]["passthrough-proxy"] = scenarios.memory(
-                    proxy, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30,
-                    is_gateway=False,
-                )  # fmt: skip
-            # Few enough that all reach the signer even at ~200 req/s (the slowest machine
-            # seen): what one request held at the signer costs, whatever the machine's speed.
-            held = 1500
-            print(f"S4: gateway, {held:,} in flight, all at the signer", flush=True)
-            with (
-                procs.pinned(enabled=pin),
-                procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer,
-                procs.gateway(logs, signer.url, max_in_flight=held + 100, deadline_s=60) as gw,
-            ):
-                results["S4"][report.ALL_AT_SIGNER] = scenarios.memory(
-                    gw, signer, body, in_flight=held, signer_latency_s=10.0, seconds=20
-                )
+            results["S4"] = _memory(pinned_beside_signer, logs, body)
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["verdicts"] = report.verdicts(results) if not s3_variants else {}
     return results
+
+
+def _memory(beside: Callable[..., Any], logs: Path, body: Path) -> dict[str, Any]:
+    """S4: the gateway and the proxy holding 10,000 at a 10 s signer, then the gateway 1,500.
+
+    `beside(starter)` starts a fake signer and `starter(signer_url)`'s server, placed for S4.
+    """
+    print("S4: 10,000 in flight, signer 10 s", flush=True)
+    nofile = procs.child_nofile()
+    at_signer = procs.signer_bound_for(10000, nofile=nofile, wanted=10240)
+    with beside(
+        lambda url: procs.gateway(
+            logs,
+            url,
+            max_in_flight=at_signer,
+            deadline_s=60,
+            # 10,000 at once queue for the CPU longer than the default 10 s allows
+            extra_env={"SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_TIMEOUT_SECONDS": "60"},
+        )
+    ) as (signer, gw):
+        s4 = scenarios.memory(gw, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30)
+        s4 |= {"fd_limit": nofile, "signer_bound": at_signer}
+    print("S4: pass-through proxy, same load", flush=True)
+    with beside(
+        lambda url: procs.uvicorn_app(
+            logs, "passthrough", "bench.passthrough:create_app",
+            {"BENCH_SIGNER_URL": url, "BENCH_PROXY_CONNECTIONS": str(at_signer)},
+        )
+    ) as (signer, proxy):  # fmt: skip
+        s4["passthrough-proxy"] = scenarios.memory(
+            proxy, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30,
+            is_gateway=False,
+        )  # fmt: skip
+    # Few enough that all reach the signer even at ~200 req/s (the slowest machine
+    # seen): what one request held at the signer costs, whatever the machine's speed.
+    held = 1500
+    print(f"S4: gateway, {held:,} in flight, all at the signer", flush=True)
+    with beside(lambda url: procs.gateway(logs, url, max_in_flight=held + 100, deadline_s=60)) as (
+        signer,
+        gw,
+    ):
+        s4[report.ALL_AT_SIGNER] = scenarios.memory(
+            gw, signer, body, in_flight=held, signer_latency_s=10.0, seconds=20
+        )
+    return s4
 
 
 def main(argv: list[str] | None = None) -> int:
