@@ -83,33 +83,15 @@ def run(
             ):
                 yield signer, target
 
-        def slow_signers(title: str, starter: Callable[[str], Any], *, has_lag: bool) -> Any:
-            """S1 or S2: `starter(signer_url)` serves 1,000 clients over a 1 s signer."""
-            print(title, flush=True)
-            with pinned_beside_signer(starter, latency_ms=1000) as (_, target):
-                return scenarios.slow_signers(
-                    target, body, logs, clients=1000, seconds=max(5.0, 20 * scale),
-                    signer_latency_s=1.0, has_lag=has_lag,
-                )  # fmt: skip
-
+        slow = functools.partial(
+            _slow_signers, pinned_beside_signer, logs, body, seconds=max(5.0, 20 * scale)
+        )
         if "S1" in only:
-            results["S1"] = slow_signers(
-                "S1: gateway, signer 1 s, 1,000 clients",
-                lambda url: procs.gateway(logs, url, max_in_flight=1024),
-                has_lag=True,
-            )
-        # S1's limit, measured right after S1 (the shared machine drifts): the S3 ceiling
-        # with the CPU placement S1 gives the gateway, CPU 0 to itself and the signer and wrk
-        # on the other. Unpinned (the S3 table) it shares both CPUs with the load side.
-        if "S1" in only and pin and (not s3_variants or "gateway-one-cpu" in s3_variants):
-            print("S3: gateway-one-cpu (S1's limit), signer 0 ms, 64 clients", flush=True)
-            gateway = functools.partial(procs.gateway, logs, max_in_flight=256)
-            with pinned_beside_signer(gateway) as (signer, target):
-                results["S1"]["limit_ceiling"] = scenarios.ceiling(
-                    target, signer, body, clients=64, seconds=max(5.0, 15 * scale)
-                )
+            # Its limit is measured on S1's CPU placement (pinned), unless S3 is narrowed.
+            bracket = pin and (not s3_variants or "gateway-one-cpu" in s3_variants)
+            results["S1"] = _s1(slow, pinned_beside_signer, logs, body, scale=scale, limit=bracket)
         if "S2" in only:
-            results["S2"] = slow_signers(
+            results["S2"] = slow(
                 "S2: blocking gateway, same load",
                 lambda url: procs.uvicorn_app(
                     logs, "old-gateway", "bench.old_gateway:create_app", {"BENCH_SIGNER_URL": url}
@@ -142,6 +124,58 @@ def run(
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["verdicts"] = report.verdicts(results) if not s3_variants else {}
     return results
+
+
+def _slow_signers(
+    beside: Callable[..., Any],
+    logs: Path,
+    body: Path,
+    title: str,
+    starter: Callable[[str], Any],
+    *,
+    seconds: float,
+    has_lag: bool,
+) -> dict[str, Any]:
+    """S1 or S2: `starter(signer_url)` serves 1,000 clients over a 1 s signer."""
+    print(title, flush=True)
+    with beside(starter, latency_ms=1000) as (_, target):
+        return scenarios.slow_signers(
+            target, body, logs, clients=1000, seconds=seconds, signer_latency_s=1.0,
+            has_lag=has_lag,
+        )  # fmt: skip
+
+
+def _s1(
+    slow: Callable[..., dict[str, Any]],
+    beside: Callable[..., Any],
+    logs: Path,
+    body: Path,
+    *,
+    scale: float,
+    limit: bool,
+) -> dict[str, Any]:
+    """S1, between two measurements of its limit when `limit` (see below).
+
+    S1's limit is the S3 ceiling with the CPU placement S1 gives the gateway: CPU 0 to itself,
+    the signer and wrk on the other (unpinned, as in the S3 table, it shares both CPUs with
+    the load side). The shared machine drifts from minute to minute, so the ceiling is
+    measured just before S1 and just after it; the report takes the mean of the two.
+    """
+
+    def ceiling(when: str) -> dict[str, Any]:
+        print(f"S3: gateway-one-cpu (S1's limit, {when}), signer 0 ms, 64 clients", flush=True)
+        with beside(functools.partial(procs.gateway, logs, max_in_flight=256)) as (signer, gw):
+            return scenarios.ceiling(gw, signer, body, clients=64, seconds=max(5.0, 15 * scale))
+
+    before = ceiling("before S1") if limit else None
+    s1 = slow(
+        "S1: gateway, signer 1 s, 1,000 clients",
+        lambda url: procs.gateway(logs, url, max_in_flight=1024),
+        has_lag=True,
+    )
+    if limit:
+        s1 |= {"limit_ceiling_before": before, "limit_ceiling": ceiling("after S1")}
+    return s1
 
 
 def _memory(beside: Callable[..., Any], logs: Path, body: Path) -> dict[str, Any]:

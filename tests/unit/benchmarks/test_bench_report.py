@@ -61,6 +61,22 @@ def test_s1_is_judged_against_the_ceiling_measured_on_its_own_cpu_placement() ->
     assert report.verdicts(results)["S1"]["limit_rps"] == 300.0
 
 
+def test_s1_limit_is_the_mean_of_the_ceilings_measured_before_and_after_it() -> None:
+    """Measured around S1, the limit is their mean; the report shows both measurements."""
+    results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=40.0)
+    results["S1"] |= {
+        "limit_ceiling_before": {"rps": 340.0, "cpu_us_per_request": 2900.0, "errors": 0},
+        "limit_ceiling": {"rps": 300.0, "cpu_us_per_request": 3300.0, "errors": 0},
+    }
+    s1 = report.verdicts(results)["S1"]
+    assert s1["limit_rps"] == 320.0
+    assert not s1["throughput_ge_90pct"]  # 280 / 320 = 0.875; against 300 alone it passed
+    rows = [row for row in report._s1_s2_table(results) if "S1's limit" in row]
+    assert ["just before S1" in rows[0], "just after" in rows[1]] == [True, True]
+    assert "340 req/s" in rows[0]
+    assert "300 req/s" in rows[1]
+
+
 def test_s4_is_judged_on_the_larger_of_its_two_memory_figures() -> None:
     """A machine too slow to get the 10,000 to the signer does not pass on the mix alone."""
     results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=37.6)
