@@ -76,6 +76,36 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def cpu_ticks() -> dict[str, list[int]]:
+    """Each CPU's time counters from /proc/stat (user .. steal), or {} where there is none."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return {}
+    return {
+        fields[0]: [int(x) for x in fields[1:9]]
+        for fields in (line.split() for line in lines)
+        if fields and fields[0].startswith("cpu") and fields[0][3:].isdigit()
+    }
+
+
+def steal_shares(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, float]:
+    """Per CPU, the share of the time between two `cpu_ticks()` the host ran something else.
+
+    On a virtual machine "steal" is time the hypervisor gave another guest while this one had
+    work to run: the server under test, pinned to its CPU, simply gets less of it.
+    """
+    shares = {}
+    for name, end in after.items():
+        start = before.get(name)
+        if start is None:
+            continue
+        delta = [b - a for a, b in zip(start, end, strict=True)]
+        total = sum(delta)
+        shares[name] = round(delta[7] / total, 3) if total > 0 else 0.0
+    return shares
+
+
 def child_nofile() -> int:
     """The fd limit every child gets (the driver lifts its own the same way, wrk inherits it)."""
     _raise_nofile()

@@ -189,6 +189,10 @@ def _s1_s2_table(r: dict[str, Any]) -> list[str]:
             f"{cell(s2, 'cpu_us_per_request', '{:g} µs') if s2.get('requests') else '-'} |"
         ),
         f"| server CPU busy (req/s x CPU per request, of one core) | {_busy(s1)} | {_busy(s2)} |",
+        (
+            "| CPU time the host gave to other guests (steal), CPU 0 / CPU 1 | "
+            f"{_steal(s1)} | {_steal(s2)} |"
+        ),
     ]
     for key, when in (("limit_ceiling_before", "just before S1"), ("limit_ceiling", "just after")):
         ceiling = s1.get(key)
@@ -196,9 +200,17 @@ def _s1_s2_table(r: dict[str, Any]) -> list[str]:
             rows.append(
                 f"| S1's limit: the S3 ceiling on S1's CPU placement, {when} | "
                 f"{ceiling['rps']:g} req/s at {ceiling['cpu_us_per_request']:g} µs per request, "
-                f"{ceiling['errors']} errors | - |"
+                f"{ceiling['errors']} errors, steal {_steal(ceiling)} | - |"
             )
     return rows
+
+
+def _steal(s: dict[str, Any]) -> str:
+    """The host's steal of CPU 0 / CPU 1 during a run, where /proc/stat has it."""
+    steal = s.get("cpu_steal")
+    if not steal or "cpu0" not in steal or "cpu1" not in steal:
+        return "-"
+    return f"{100 * steal['cpu0']:.0f} % / {100 * steal['cpu1']:.0f} %"
 
 
 def _busy(s: dict[str, Any]) -> str:

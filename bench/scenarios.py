@@ -172,7 +172,9 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
         lag_marks.append(LagMark.read(target))
         late_mark = threading.Timer(seconds - 0.5, _append_mark, (lag_marks, target))
         late_mark.start()
+    ticks = procs.cpu_ticks()
     result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2, timeout_s=10)
+    steal = procs.steal_shares(ticks, procs.cpu_ticks())
     cpu = target.cpu_seconds() - cpu_before
     if has_lag:
         late_mark.join()
@@ -196,6 +198,7 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
             "max_ms": round(max(latencies_ms), 2) if latencies_ms else None,
         },
         "cpu_us_per_request": round(cpu / max(1, result.requests) * 1e6, 1),
+        "cpu_steal": steal,
         "loop_lag_max_ms": None,
     }
     if has_lag:
@@ -216,9 +219,9 @@ def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
     url = target.url + "/v1/dcc"
     run_wrk(url, body, connections=clients, seconds=3)  # warm-up
     cpu_before, signer_before = target.cpu_seconds(), signer.cpu_seconds()
-    started = time.monotonic()
+    started, ticks = time.monotonic(), procs.cpu_ticks()
     result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2)
-    wall = time.monotonic() - started
+    wall, steal = time.monotonic() - started, procs.steal_shares(ticks, procs.cpu_ticks())
     cpu, signer_cpu = target.cpu_seconds() - cpu_before, signer.cpu_seconds() - signer_before
     figures = _wrk_figures(result)
     figures |= {
@@ -227,6 +230,7 @@ def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
         "target_cpu_share": round(cpu / wall, 2),
         "signer_cpu_share": round(signer_cpu / wall, 2),
         "signer_cpu_us_per_request": round(signer_cpu / max(1, result.requests) * 1e6, 1),
+        "cpu_steal": steal,
     }
     return figures
 

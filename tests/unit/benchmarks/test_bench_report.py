@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import report
-from bench.procs import signer_bound_for
+from bench.procs import signer_bound_for, steal_shares
 from bench.scenarios import LagMark, lag_between
 
 
@@ -66,8 +66,11 @@ def test_s1_limit_is_the_mean_of_the_ceilings_measured_before_and_after_it() -> 
     results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=40.0)
     results["S1"] |= {
         "limit_ceiling_before": {"rps": 340.0, "cpu_us_per_request": 2900.0, "errors": 0},
-        "limit_ceiling": {"rps": 300.0, "cpu_us_per_request": 3300.0, "errors": 0},
-    }
+        "limit_ceiling": {
+            "rps": 300.0, "cpu_us_per_request": 3300.0, "errors": 0,
+            "cpu_steal": {"cpu0": 0.12, "cpu1": 0.01},
+        },
+    }  # fmt: skip
     s1 = report.verdicts(results)["S1"]
     assert s1["limit_rps"] == 320.0
     assert not s1["throughput_ge_90pct"]  # 280 / 320 = 0.875; against 300 alone it passed
@@ -75,6 +78,8 @@ def test_s1_limit_is_the_mean_of_the_ceilings_measured_before_and_after_it() -> 
     assert ["just before S1" in rows[0], "just after" in rows[1]] == [True, True]
     assert "340 req/s" in rows[0]
     assert "300 req/s" in rows[1]
+    assert "steal -" in rows[0]  # not recorded
+    assert "steal 12 % / 1 %" in rows[1]
 
 
 def test_s4_is_judged_on_the_larger_of_its_two_memory_figures() -> None:
@@ -138,3 +143,10 @@ def test_s4_sizes_the_signer_bound_to_the_fd_limit() -> None:
     assert 10_000 + bound < 20_000
     assert bound > 9_000
     assert signer_bound_for(10_000, nofile=5_000, wanted=10_240) == 1
+
+
+def test_steal_is_the_share_of_each_cpus_time_the_host_ran_another_guest() -> None:
+    """/proc/stat's eighth counter (steal) over the sum of the eight, per CPU."""
+    before = {"cpu0": [100, 0, 50, 800, 0, 0, 0, 50], "cpu1": [0] * 8}
+    after = {"cpu0": [600, 0, 150, 900, 0, 0, 0, 350], "cpu1": [0] * 8, "cpu2": [1] * 8}
+    assert steal_shares(before, after) == {"cpu0": 0.3, "cpu1": 0.0}
