@@ -150,3 +150,22 @@ def test_steal_is_the_share_of_each_cpus_time_the_host_ran_another_guest() -> No
     before = {"cpu0": [100, 0, 50, 800, 0, 0, 0, 50], "cpu1": [0] * 8}
     after = {"cpu0": [600, 0, 150, 900, 0, 0, 0, 350], "cpu1": [0] * 8, "cpu2": [1] * 8}
     assert steal_shares(before, after) == {"cpu0": 0.3, "cpu1": 0.0}
+
+
+def test_s1_verdict_row_says_when_the_host_took_cpu_0() -> None:
+    """Steal of 5 % or more in S1 or either limit run is named beside the ratio."""
+    results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=40.0)
+    results["S1"] |= {
+        "cpu_steal": {"cpu0": 0.165, "cpu1": 0.0},
+        "limit_ceiling_before": {"rps": 300.0, "cpu_steal": {"cpu0": 0.038, "cpu1": 0.0}},
+        "limit_ceiling": {"rps": 300.0},
+    }
+
+    def s1_row() -> str:
+        rows = report._verdict_rows(report.verdicts(results), results["S1"])
+        (row,) = [x for x in rows if x.startswith("| S1 throughput")]
+        return row
+
+    assert "took CPU 0 from the gateway: 16 % of S1's time, 4 % / - of its limit runs" in s1_row()
+    results["S1"]["cpu_steal"] = {"cpu0": 0.049, "cpu1": 0.0}
+    assert "took CPU 0" not in s1_row()
