@@ -651,7 +651,7 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "",
         "```sh",
         "apt-get install -y wrk          # the bench does this itself when run as root",
-        "make bench                      # all scenarios, ~4 min, rewrites this file",
+        "make bench                      # all scenarios, ~5 min, rewrites this file",
         "python -m bench.run --only S3 --quick   # a subset, short phases, no doc update",
         "python -m bench.run --only S3 --s3 gateway  # one S3 variant (results *-subset.json)",
         "python -m bench.profile        # the profile above (py-spy is in the dev extra)",
