@@ -160,6 +160,10 @@ def _s1(
     the signer and wrk on the other (unpinned, as in the S3 table, it shares both CPUs with
     the load side). The shared machine drifts from minute to minute, so the ceiling is
     measured just before S1 and just after it; the report takes the mean of the two.
+
+    This machine is a virtual one, and its host at times gives a sixth of CPU 0 to other
+    guests (steal): the three runs are then measured again, up to `report.S1_ATTEMPTS` in all.
+    The last is judged; each is kept in the results (`attempts`) and shown in the report.
     """
 
     def ceiling(when: str) -> dict[str, Any]:
@@ -167,15 +171,27 @@ def _s1(
         with beside(functools.partial(procs.gateway, logs, max_in_flight=256)) as (signer, gw):
             return scenarios.ceiling(gw, signer, body, clients=64, seconds=max(5.0, 15 * scale))
 
-    before = ceiling("before S1") if limit else None
-    s1 = slow(
-        "S1: gateway, signer 1 s, 1,000 clients",
-        lambda url: procs.gateway(logs, url, max_in_flight=1024),
-        has_lag=True,
-    )
-    if limit:
-        s1 |= {"limit_ceiling_before": before, "limit_ceiling": ceiling("after S1")}
-    return s1
+    def once() -> dict[str, Any]:
+        before = ceiling("before S1") if limit else None
+        s1 = slow(
+            "S1: gateway, signer 1 s, 1,000 clients",
+            lambda url: procs.gateway(logs, url, max_in_flight=1024),
+            has_lag=True,
+        )
+        if limit:
+            s1 |= {"limit_ceiling_before": before, "limit_ceiling": ceiling("after S1")}
+        return s1
+
+    attempts = [once()]
+    while limit and report.s1_disturbed(attempts[-1]) and len(attempts) < report.S1_ATTEMPTS:
+        print(
+            "S1: the host took CPU 0 from the gateway; measuring S1 and its limit again", flush=True
+        )
+        attempts.append(once())
+    judged = attempts[-1]
+    if len(attempts) > 1:
+        judged["attempts"] = [report.s1_attempt(a) for a in attempts]
+    return judged
 
 
 def _memory(beside: Callable[..., Any], logs: Path, body: Path) -> dict[str, Any]:

@@ -169,3 +169,32 @@ def test_s1_verdict_row_says_when_the_host_took_cpu_0() -> None:
     assert "took CPU 0 from the gateway: 16 % of S1's time, 4 % / - of its limit runs" in s1_row()
     results["S1"]["cpu_steal"] = {"cpu0": 0.049, "cpu1": 0.0}
     assert "took CPU 0" not in s1_row()
+
+
+def test_s1_attempts_are_listed_when_steal_made_the_bench_repeat_s1() -> None:
+    """Each attempt's req/s, limits, steal and share; nothing when S1 ran once."""
+    results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=40.0)
+    assert report._s1_attempts(results["S1"]) == []
+    disturbed = results["S1"] | {
+        "cpu_steal": {"cpu0": 0.183, "cpu1": 0.0},
+        "limit_ceiling_before": {"rps": 369.1, "cpu_steal": {"cpu0": 0.038, "cpu1": 0.0}},
+        "limit_ceiling": {"rps": 297.3, "cpu_steal": {"cpu0": 0.156, "cpu1": 0.0}},
+    }
+    calm = results["S1"] | {
+        "rps": 354.9,
+        "cpu_steal": {"cpu0": 0.004, "cpu1": 0.0},
+        "limit_ceiling_before": {"rps": 369.6, "cpu_steal": {"cpu0": 0.021, "cpu1": 0.0}},
+        "limit_ceiling": {"rps": 361.7, "cpu_steal": {"cpu0": 0.033, "cpu1": 0.0}},
+    }
+    assert report.s1_disturbed(disturbed)
+    assert not report.s1_disturbed(calm)
+    assert not report.s1_disturbed(results["S1"])  # no steal on record: nothing to go by
+    calm["attempts"] = [report.s1_attempt(disturbed), report.s1_attempt(calm)]
+    assert calm["attempts"][0]["share"] == round(280.0 / 333.2, 3)
+    lines = report._s1_attempts(calm)
+    assert lines[0].startswith("S1 and its limit runs were measured 2 times")
+    assert (
+        "1. S1 280 req/s, limit 369.1 / 297.3 req/s, steal of CPU 0 18 % / 4 % / 16 % "
+        "(S1 / limit before / after), share 0.84" in lines
+    )
+    assert any(line.startswith("2. S1 354.9 req/s") for line in lines)
