@@ -129,10 +129,14 @@ class RequestLimitsMiddleware:
         replayed = False
 
         async def replay() -> Message:
-            nonlocal replayed
+            nonlocal replayed, body
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                message: Message = {"type": "http.request", "body": body, "more_body": False}
+                # The app reads the body into a copy of its own; this closure lives as long as
+                # the request, so keeping ours would hold every body twice (S4 at the signer).
+                body = b""
+                return message
             return await receive()
 
         await self.app(scope, replay, send)

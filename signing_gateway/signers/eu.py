@@ -82,7 +82,8 @@ class EuSignerClient:
         body = {
             "keyUsage": str(key_usage),
             "expirationTime": rfc3339(expiration_time),
-            "dcc": dict(dcc),
+            # orjson encodes dicts only; the payload usually is one already (no copy held).
+            "dcc": dcc if isinstance(dcc, dict) else dict(dcc),
         }
         data = await request_json(
             self._http,

@@ -366,7 +366,7 @@ async def request_json(
             signer=signer,
             endpoint=endpoint,
             body=body,
-            headers=request_headers,
+            request_headers=request_headers,
             max_response_bytes=max_response_bytes,
         )
 
@@ -378,20 +378,20 @@ async def _request_json(
     *,
     signer: str,
     endpoint: str,
-    body: object = None,
-    headers: Mapping[str, str] | None = None,
-    max_response_bytes: int = MAX_RESPONSE_BYTES,
+    body: object,
+    request_headers: dict[str, str],
+    max_response_bytes: int,
 ) -> Any:  # noqa: ANN401 - parsed JSON; each client validates it against its wire model
     """Send one request and return the parsed JSON of a 2xx answer.
 
     ``body`` (if not ``None``) is encoded with orjson and sent as ``application/json`` exactly.
-    ``headers`` (e.g. ``X-Request-ID``) are added to the request.
+    ``request_headers`` (e.g. ``X-Request-ID``) are added to the request; the dict is the
+    caller's own copy, and gains ``Content-Type`` when there is a body.
 
     Raises:
         SignerTransportError: no complete answer (connect, timeout, connection lost).
         SignerResponseError: a non-2xx status, or a 2xx body that is too large or not JSON.
     """
-    request_headers = dict(headers or {})
     content: bytes | None = None
     if body is not None:
         # orjson's result keeps the 4 KiB buffer it was written into, and this body is held

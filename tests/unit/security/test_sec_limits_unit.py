@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from signing_gateway.security import limits
 from signing_gateway.security.limits import RequestLimitsMiddleware, check_json_shape
 from signing_gateway.security.settings import LimitsSettings
 
@@ -141,3 +143,35 @@ async def test_middleware_passes_every_acceptable_document(value):
     assert sent == []
     assert seen == [raw]
     assert json.loads(seen[0]) == value
+
+
+async def test_once_the_app_has_the_body_the_middleware_no_longer_holds_it():
+    """The replayed body is handed over, not kept: the app's own copy is the only one.
+
+    The replay closure lives as long as the request; holding the body there doubled what
+    every request waiting on its signer keeps (bench S4).
+    """
+    body = json.dumps({"padding": "x" * 8000}).encode()
+    held: list[int] = []
+
+    async def app(scope, receive, send):
+        message = await receive()
+        own = b"".join([message["body"], b""])  # what Starlette's Request.body() keeps
+        del message
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(inclusive=True, filename_pattern=limits.__file__)]
+        )
+        held.append(sum(stat.size for stat in snapshot.statistics("filename")))
+        assert own == body
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    middleware = RequestLimitsMiddleware(app, limits=LimitsSettings())
+    tracemalloc.start()
+    try:
+        await _run(middleware, _scope(headers), receive)
+    finally:
+        tracemalloc.stop()
+    assert held[0] < len(body) // 4, held
