@@ -36,17 +36,16 @@ def lag_window_text(s1: dict[str, Any]) -> str:
     return f"≤ {window['max_bound_ms']:g} ms"
 
 
-def s1_ceiling(r: dict[str, Any]) -> float | None:
-    """S1's CPU ceiling: the S3 gateway measured with S1's CPU placement, else the S3 row.
-
-    Measured just before S1 and just after it, the mean of the two; older results hold only
-    the measurement after.
-    """
-    s1 = r.get("S1", {})
+def _pinned_ceiling(s1: dict[str, Any]) -> float | None:
+    """The mean of S1's limit runs (just before S1, just after); older results hold only after."""
     found = [m["rps"] for m in (s1.get("limit_ceiling_before"), s1.get("limit_ceiling")) if m]
-    if found:
-        return sum(found) / len(found)
-    return r.get("S3", {}).get("gateway", {}).get("rps")
+    return sum(found) / len(found) if found else None
+
+
+def s1_ceiling(r: dict[str, Any]) -> float | None:
+    """S1's CPU ceiling: the S3 gateway measured with S1's CPU placement, else the S3 row."""
+    pinned = _pinned_ceiling(r.get("S1", {}))
+    return pinned or r.get("S3", {}).get("gateway", {}).get("rps")
 
 
 def verdicts(r: dict[str, Any]) -> dict[str, Any]:
@@ -205,12 +204,17 @@ def _s1_s2_table(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _pct(share: float | None) -> str:
+    """A share as a whole percentage, "-" when unknown."""
+    return "-" if share is None else f"{100 * share:.0f} %"
+
+
 def _steal(s: dict[str, Any]) -> str:
     """The host's steal of CPU 0 / CPU 1 during a run, where /proc/stat has it."""
     steal = s.get("cpu_steal")
     if not steal or "cpu0" not in steal or "cpu1" not in steal:
         return "-"
-    return f"{100 * steal['cpu0']:.0f} % / {100 * steal['cpu1']:.0f} %"
+    return f"{_pct(steal['cpu0'])} / {_pct(steal['cpu1'])}"
 
 
 def _busy(s: dict[str, Any]) -> str:
@@ -325,12 +329,12 @@ def s1_disturbed(s1: dict[str, Any]) -> bool:
 def s1_attempt(s1: dict[str, Any]) -> dict[str, Any]:
     """One measurement of S1 and its limit, in brief, for the list of attempts."""
     limits = [(s1.get(k) or {}).get("rps") for k in ("limit_ceiling_before", "limit_ceiling")]
-    known = [x for x in limits if x]
+    ceiling = _pinned_ceiling(s1)
     return {
         "rps": s1["rps"],
         "limits": limits,
         "steal_cpu0": _s1_steals(s1),
-        "share": round(s1["rps"] / (sum(known) / len(known)), 3) if known else None,
+        "share": round(s1["rps"] / ceiling, 3) if ceiling else None,
     }
 
 
@@ -340,12 +344,9 @@ def _s1_attempts(s1: dict[str, Any]) -> list[str]:
     if not attempts:
         return []
 
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.0f} %"
-
     def text(n: int, a: dict[str, Any]) -> str:
         before, after = (f"{x:g}" if x else "-" for x in a["limits"])
-        steal = " / ".join(pct(x) for x in a["steal_cpu0"])
+        steal = " / ".join(_pct(x) for x in a["steal_cpu0"])
         return (
             f"{n}. S1 {a['rps']:g} req/s, limit {before} / {after} req/s, steal of CPU 0 "
             f"{steal} (S1 / limit before / after), share {a['share']}"
@@ -353,7 +354,7 @@ def _s1_attempts(s1: dict[str, Any]) -> list[str]:
 
     return [
         f"S1 and its limit runs were measured {len(attempts)} times: the bench repeats them",
-        f"while the host takes {100 * STEAL_NOTED:.0f} % or more of CPU 0 in one of the three",
+        f"while the host takes {_pct(STEAL_NOTED)} or more of CPU 0 in one of the three",
         f"(up to {S1_ATTEMPTS} times in all), and judges the last:",
         "",
         *(text(n, a) for n, a in enumerate(attempts, start=1)),
@@ -365,8 +366,7 @@ def _steal_note(s1: dict[str, Any]) -> str:
     """Say so when the host took CPU 0 from S1 or its limit runs: the ratio then moves."""
     if not s1_disturbed(s1):
         return ""
-    steal = _s1_steals(s1)
-    text = ["-" if x is None else f"{100 * x:.0f} %" for x in steal]
+    text = [_pct(x) for x in _s1_steals(s1)]
     return (
         f" (the host took CPU 0 from the gateway: {text[0]} of S1's time, "
         f"{text[1]} / {text[2]} of its limit runs)"
@@ -581,9 +581,10 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "requests reach the signer (see Repeatability, and the latest round under the",
         "profile for several runs side by side). This machine is a virtual one: when the host",
         "gives part of CPU 0 to other guests (steal, from `/proc/stat`) during S1 or its limit",
-        "runs, the gateway pinned there gets that much less. From 5 % the bench measures the",
-        f"three again (up to {S1_ATTEMPTS} times in all, every attempt listed under the S1",
-        "table), and the S1 row names the steal of the attempt it judges.",
+        "runs, the gateway pinned there gets that much less. From",
+        f"{_pct(STEAL_NOTED)} the bench measures the three again (up to {S1_ATTEMPTS} times in",
+        "all, every attempt listed under the S1 table), and the S1 row names the steal of the",
+        "attempt it judges.",
         "",
         "## S1 slow signers vs S2 the old way",
         "",
