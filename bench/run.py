@@ -154,44 +154,46 @@ def _s1(
     scale: float,
     limit: bool,
 ) -> dict[str, Any]:
-    """S1, between two measurements of its limit when `limit` (see below).
+    """S1, in `report.S1_ROUNDS` rounds between measurements of its limit, when `limit`.
 
     S1's limit is the S3 ceiling with the CPU placement S1 gives the gateway: CPU 0 to itself,
     the signer and wrk on the other (unpinned, as in the S3 table, it shares both CPUs with
-    the load side). The shared machine drifts from minute to minute, so the ceiling is
-    measured just before S1 and just after it; the report takes the mean of the two.
-
-    This machine is a virtual one, and its host at times gives a sixth of CPU 0 to other
-    guests (steal): the three runs are then measured again, up to `report.S1_ATTEMPTS` in all.
-    The last is judged; each is kept in the results (`attempts`) and shown in the report.
+    the load side). The shared machine's speed drifts from minute to minute, and its host at
+    times gives part of CPU 0 to other guests (steal), so one S1 beside one ceiling is a
+    coin toss near the target: S1 runs `report.S1_ROUNDS` times, each judged against the mean
+    of the ceilings measured just before and just after it (limit, S1, limit, S1, ..., limit).
+    The round with the median share is returned, with every round in brief (`rounds`).
+    Without `limit` (unpinned, or S3 narrowed) S1 runs once: there is nothing to compare.
     """
 
     def ceiling(when: str) -> dict[str, Any]:
         print(f"S3: gateway-one-cpu (S1's limit, {when}), signer 0 ms, 64 clients", flush=True)
         with beside(functools.partial(procs.gateway, logs, max_in_flight=256)) as (signer, gw):
-            return scenarios.ceiling(gw, signer, body, clients=64, seconds=max(5.0, 15 * scale))
+            return scenarios.ceiling(
+                gw, signer, body, clients=64, seconds=max(5.0, 15 * scale), steady=True
+            )
 
-    def once() -> dict[str, Any]:
-        before = ceiling("before S1") if limit else None
-        s1 = slow(
-            "S1: gateway, signer 1 s, 1,000 clients",
+    def s1(title: str) -> dict[str, Any]:
+        return slow(
+            f"S1{title}: gateway, signer 1 s, 1,000 clients",
             lambda url: procs.gateway(logs, url, max_in_flight=1024),
             has_lag=True,
         )
-        if limit:
-            s1 |= {"limit_ceiling_before": before, "limit_ceiling": ceiling("after S1")}
-        return s1
 
-    attempts = [once()]
-    while limit and report.s1_disturbed(attempts[-1]) and len(attempts) < report.S1_ATTEMPTS:
-        print(
-            "S1: the host took CPU 0 from the gateway; measuring S1 and its limit again", flush=True
-        )
-        attempts.append(once())
-    judged = attempts[-1]
-    if len(attempts) > 1:
-        judged["attempts"] = [report.s1_attempt(a) for a in attempts]
-    return judged
+    if not limit:
+        return s1("")
+    rounds: list[dict[str, Any]] = []
+    before = ceiling("before round 1")
+    for n in range(1, report.S1_ROUNDS + 1):
+        measured = s1(f" (round {n} of {report.S1_ROUNDS})")
+        after = ceiling(f"after round {n}")
+        rounds.append(measured | {"limit_ceiling_before": before, "limit_ceiling": after})
+        before = after
+    judged = report.median_round(rounds)
+    return rounds[judged] | {
+        "rounds": [report.s1_round(r) for r in rounds],
+        "judged_round": judged + 1,
+    }
 
 
 def _memory(beside: Callable[..., Any], logs: Path, body: Path) -> dict[str, Any]:

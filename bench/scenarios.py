@@ -126,6 +126,91 @@ def lag_between(before: LagMark, after: LagMark) -> dict[str, Any]:
     }
 
 
+#: The gateway's count of 2xx answers to /v1/dcc, in its /metrics exposition.
+_DCC_2XX = 'gateway_responses_sent_total{route="/v1/dcc",status_class="2xx"} '
+
+
+def dcc_answered(gateway: procs.Proc) -> float:
+    """2xx answers the gateway has sent to /v1/dcc since it started, by its own count."""
+    for line in _metrics_lines(gateway):
+        if line.startswith(_DCC_2XX):
+            return float(line.removeprefix(_DCC_2XX))
+    return 0.0
+
+
+@dataclass(frozen=True)
+class SteadyMark:
+    """One moment of a load: the gateway's /v1/dcc 2xx count and CPU time, and when."""
+
+    at: float
+    answered: float
+    cpu_seconds: float
+
+    @classmethod
+    def read(cls, gateway: procs.Proc) -> SteadyMark:
+        """Read both off the running gateway; `at` is the middle of the scrape."""
+        sent = time.monotonic()
+        answered = dcc_answered(gateway)
+        cpu, back = gateway.cpu_seconds(), time.monotonic()
+        return cls((sent + back) / 2, answered, cpu)
+
+
+def steady_between(before: SteadyMark, after: SteadyMark) -> dict[str, Any]:
+    """Throughput and CPU per answer between two marks taken while the load ran.
+
+    wrk's own figure divides what it got back by its whole run; with a 1 s signer, nothing
+    can come back in the run's first second, and the work spent on the requests still at the
+    signer when it stops is lost. Between two marks inside the run, answers to requests sent
+    before the first mark balance the work left unfinished at the second: what is left is
+    the rate the gateway sustains, the same kind of figure as its ceiling.
+    """
+    seconds = after.at - before.at
+    answered = after.answered - before.answered
+    return {
+        "seconds": round(seconds, 2),
+        "answered": int(answered),
+        "rps": round(answered / seconds, 1) if seconds > 0 else 0.0,
+        "cpu_us_per_request": round(
+            (after.cpu_seconds - before.cpu_seconds) / max(1.0, answered) * 1e6, 1
+        ),
+    }
+
+
+class SteadyWindow:
+    """Two marks of the gateway inside a run, `settle` s and `end` s after `start()`."""
+
+    def __init__(self, gateway: procs.Proc, *, settle: float, end: float) -> None:
+        self.settle = settle
+        self.marks: list[SteadyMark] = []
+        self._timers = [threading.Timer(t, self._mark, (gateway,)) for t in (settle, end)]
+
+    def _mark(self, gateway: procs.Proc) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a scrape that fails under load
+            self.marks.append(SteadyMark.read(gateway))
+
+    def start(self) -> None:
+        """Start both timers; call just before the load starts."""
+        for timer in self._timers:
+            timer.start()
+
+    def figures(self) -> dict[str, Any] | None:
+        """Wait for both marks: the steady figures, or None when a scrape failed."""
+        for timer in self._timers:
+            timer.join()
+        if len(self.marks) != 2:
+            return None
+        return steady_between(*self.marks) | {"from_s": self.settle}
+
+
+#: Seconds into S1's window before its steady state is measured: by then the answers to the
+#: first second's requests (p99 ~3.4 s at the S3 ceiling) have come back.
+S1_SETTLE_S = 4.0
+#: The same for a ceiling run (signer latency 0, answers within ~0.5 s).
+CEILING_SETTLE_S = 2.0
+#: The steady state ends this long before wrk does, before it closes its connections.
+STEADY_END_MARGIN_S = 0.5
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -172,12 +257,18 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
         lag_marks.append(LagMark.read(target))
         late_mark = threading.Timer(seconds - 0.5, _append_mark, (lag_marks, target))
         late_mark.start()
+    steady = SteadyWindow(
+        target, settle=min(S1_SETTLE_S, seconds / 4), end=seconds - STEADY_END_MARGIN_S
+    )
+    if has_lag:  # the blocking gateway has no metrics
+        steady.start()
     ticks = procs.cpu_ticks()
     result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2, timeout_s=10)
     steal = procs.steal_shares(ticks, procs.cpu_ticks())
     cpu = target.cpu_seconds() - cpu_before
     if has_lag:
         late_mark.join()
+        steady_figures = steady.figures()
     poller.wait(timeout=seconds + 60)
     polls = json.loads(poll_out.read_text())
     latencies_ms = [x * 1000 for x in polls["latencies"]]
@@ -210,19 +301,31 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
         if len(lag_marks) == 2:
             figures["loop_lag_window"] = lag_between(*lag_marks)
         figures["gc"] = gc_pauses(target)
+        if steady_figures:
+            figures["steady"] = steady_figures
     return figures
 
 
 def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
-            seconds: float) -> dict[str, Any]:  # fmt: skip
-    """S3: req/s and CPU per request at signer latency 0."""
+            seconds: float, steady: bool = False) -> dict[str, Any]:  # fmt: skip
+    """S3: req/s and CPU per request at signer latency 0.
+
+    `steady`: also measure the gateway's steady state inside the run, as S1's is (`steady`
+    in the figures), for S1's limit runs; the proxy has no count of its own to read.
+    """
     url = target.url + "/v1/dcc"
     run_wrk(url, body, connections=clients, seconds=3)  # warm-up
     cpu_before, signer_before = target.cpu_seconds(), signer.cpu_seconds()
+    window = SteadyWindow(
+        target, settle=min(CEILING_SETTLE_S, seconds / 4), end=seconds - STEADY_END_MARGIN_S
+    )
+    if steady:
+        window.start()
     started, ticks = time.monotonic(), procs.cpu_ticks()
     result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2)
     wall, steal = time.monotonic() - started, procs.steal_shares(ticks, procs.cpu_ticks())
     cpu, signer_cpu = target.cpu_seconds() - cpu_before, signer.cpu_seconds() - signer_before
+    steady_figures = window.figures() if steady else None
     figures = _wrk_figures(result)
     figures |= {
         "clients": clients,
@@ -232,6 +335,8 @@ def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
         "signer_cpu_us_per_request": round(signer_cpu / max(1, result.requests) * 1e6, 1),
         "cpu_steal": steal,
     }
+    if steady_figures:
+        figures["steady"] = steady_figures
     return figures
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.procs import signer_bound_for, steal_shares
-from bench.scenarios import LagMark, lag_between
+from bench.scenarios import LagMark, SteadyMark, lag_between, steady_between
 
 
 def _results(*, lag_ms: float, p99_ms: float, max_ms: float, kb: float) -> dict[str, Any]:
@@ -171,30 +173,76 @@ def test_s1_verdict_row_says_when_the_host_took_cpu_0() -> None:
     assert "took CPU 0" not in s1_row()
 
 
-def test_s1_attempts_are_listed_when_steal_made_the_bench_repeat_s1() -> None:
-    """Each attempt's req/s, limits, steal and share; nothing when S1 ran once."""
+def test_s1_is_judged_on_its_steady_state_against_its_limit_runs_steady_states() -> None:
+    """Both sides measured the same way; wrk's whole-run share is shown beside it."""
     results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=40.0)
-    assert report._s1_attempts(results["S1"]) == []
-    disturbed = results["S1"] | {
-        "cpu_steal": {"cpu0": 0.183, "cpu1": 0.0},
-        "limit_ceiling_before": {"rps": 369.1, "cpu_steal": {"cpu0": 0.038, "cpu1": 0.0}},
-        "limit_ceiling": {"rps": 297.3, "cpu_steal": {"cpu0": 0.156, "cpu1": 0.0}},
-    }
-    calm = results["S1"] | {
-        "rps": 354.9,
-        "cpu_steal": {"cpu0": 0.004, "cpu1": 0.0},
-        "limit_ceiling_before": {"rps": 369.6, "cpu_steal": {"cpu0": 0.021, "cpu1": 0.0}},
-        "limit_ceiling": {"rps": 361.7, "cpu_steal": {"cpu0": 0.033, "cpu1": 0.0}},
-    }
-    assert report.s1_disturbed(disturbed)
-    assert not report.s1_disturbed(calm)
-    assert not report.s1_disturbed(results["S1"])  # no steal on record: nothing to go by
-    calm["attempts"] = [report.s1_attempt(disturbed), report.s1_attempt(calm)]
-    assert calm["attempts"][0]["share"] == round(280.0 / 333.2, 3)
-    lines = report._s1_attempts(calm)
-    assert lines[0].startswith("S1 and its limit runs were measured 2 times")
+    steady = {"cpu_us_per_request": 2500.0, "seconds": 12.5, "from_s": 2.0}
+    results["S1"] |= {
+        "steady": {"rps": 300.0, "cpu_us_per_request": 2500.0, "seconds": 15.5, "from_s": 4.0},
+        "limit_ceiling_before": {
+            "rps": 310.0, "cpu_us_per_request": 2600.0, "errors": 0,
+            "steady": steady | {"rps": 330.0},
+        },
+        "limit_ceiling": {
+            "rps": 300.0, "cpu_us_per_request": 2700.0, "errors": 0,
+            "steady": steady | {"rps": 310.0},
+        },
+    }  # fmt: skip
+    s1 = report.verdicts(results)["S1"]
+    assert s1["limit_rps"] == 320.0
+    assert s1["throughput_share_of_limit"] == 0.938  # 300 / 320
+    assert s1["whole_run_share_of_limit"] == 0.875  # wrk's 280 / 320 would have missed
+    assert s1["throughput_ge_90pct"]
+    rows = report._verdict_rows(report.verdicts(results), results["S1"])
+    (row,) = [x for x in rows if x.startswith("| S1 throughput")]
+    assert "| 0.938 (whole run: 0.875) |" in row
+    steady_row = [x for x in report._s1_s2_table(results) if "steady state" in x]
+    assert steady_row == [
+        (
+            "| throughput in the steady state (the gateway's count) | 300 req/s at 2500 µs per "
+            "request (s 4-19.5) | - |"
+        )
+    ]
+    (before,) = [x for x in report._s1_s2_table(results) if "just before S1" in x]
     assert (
-        "1. S1 280 req/s, limit 369.1 / 297.3 req/s, steal of CPU 0 18 % / 4 % / 16 % "
-        "(S1 / limit before / after), share 0.84" in lines
+        "| 330 req/s at 2500 µs per request (s 2-14.5); whole run 310 req/s at 2600 µs;" in before
     )
-    assert any(line.startswith("2. S1 354.9 req/s") for line in lines)
+
+
+def test_steady_state_is_the_rate_and_cpu_between_two_marks() -> None:
+    """Answers and CPU time counted by the gateway between the marks, over the time between."""
+    before = SteadyMark(at=104.0, answered=1_200.0, cpu_seconds=50.0)
+    after = SteadyMark(at=119.5, answered=7_400.0, cpu_seconds=65.5)
+    assert steady_between(before, after) == {
+        "seconds": 15.5,
+        "answered": 6_200,
+        "rps": 400.0,
+        "cpu_us_per_request": 2500.0,
+    }
+
+
+def test_the_repeatability_table_keeps_the_runs_already_in_the_report(tmp_path: Path) -> None:
+    """bench/results/ is not in the repository: rows in the report carry earlier runs on."""
+    doc = "\n".join(
+        [
+            "## Repeatability (last runs)",
+            "",
+            "| run (UTC) | load | ... |",
+            "|---|---|---|",
+            *(f"| 2026-12-01T0{h}:00:00+00:00 | old row {h} |" for h in range(8)),
+            "",
+            "## Profile of the S3 path",
+            "| 2026-12-09T00:00:00+00:00 | not a run: another section |",
+        ]
+    )
+    earlier = report._earlier_history(doc)
+    assert len(earlier) == 8
+    results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=40.0)
+    results |= {"started": "2026-12-02T16:00:00+00:00", "machine": {"load_before": [0.5]}}
+    results["verdicts"] = report.verdicts(results)
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps(results))
+    rows = report._history([run_file], earlier)[2:]
+    assert len(rows) == report.HISTORY_RUNS
+    assert rows[0].startswith("| 2026-12-01T01:00:00+00:00 | old row 1 |")  # the oldest dropped
+    assert rows[-1].startswith("| 2026-12-02T16:00:00+00:00 | 0.5→? | 280 (0.933) |")
