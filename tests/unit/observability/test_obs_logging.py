@@ -13,7 +13,11 @@ import orjson
 import pytest
 
 from signing_gateway.observability.context import request_id_var
-from signing_gateway.observability.logging import configure_logging, shutdown_logging
+from signing_gateway.observability.logging import (
+    WRITE_INTERVAL_SECONDS,
+    configure_logging,
+    shutdown_logging,
+)
 
 
 class BlockedStream(io.StringIO):
@@ -93,3 +97,65 @@ def test_httpx_request_lines_are_quiet_but_its_warnings_pass(monkeypatch, restor
     shutdown_logging()
     events = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert events == ["pool trouble"]
+
+
+class CountingStream(io.StringIO):
+    """A stderr that counts its writes; `fail_first` makes the first that many raise."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        super().__init__()
+        self.writes = 0
+        self.fail_first = fail_first
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        if self.writes <= self.fail_first:
+            raise OSError("broken pipe")
+        return super().write(text)
+
+
+def _wait_for(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_lines_logged_together_are_written_together(monkeypatch, restore_logging):
+    """200 lines in a burst reach the stream in a few writes, not one (or two) per line."""
+    stream = CountingStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    logger = logging.getLogger("signing_gateway.test")
+    for i in range(200):
+        logger.info("line %d", i)
+    shutdown_logging()
+    lines = stream.getvalue().splitlines()
+    assert [orjson.loads(line)["event"] for line in lines] == [f"line {i}" for i in range(200)]
+    assert stream.writes <= 5
+
+
+def test_a_line_is_written_without_waiting_for_shutdown(monkeypatch, restore_logging):
+    """The writer wakes on its own: a lone line shows up within a few of its intervals."""
+    stream = CountingStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    logging.getLogger("signing_gateway.test").info("alone")
+    assert _wait_for(lambda: "alone" in stream.getvalue(), timeout=20 * WRITE_INTERVAL_SECONDS)
+
+
+def test_a_failed_write_does_not_stop_the_writer(monkeypatch, restore_logging):
+    """The batch that failed is lost (and said so); lines logged after it are written."""
+    stream = CountingStream(fail_first=1)
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    logger = logging.getLogger("signing_gateway.test")
+    logger.info("lost")
+    assert _wait_for(lambda: stream.writes >= 1)
+    logger.info("kept")
+    shutdown_logging()
+    lines = stream.getvalue().splitlines()
+    assert "log lines not written (the stream failed): 1" in lines
+    assert [orjson.loads(x)["event"] for x in lines if x.startswith("{")] == ["kept"]
