@@ -183,6 +183,8 @@ class SteadyWindow:
         self.settle = settle
         self.marks: list[SteadyMark] = []
         self._timers = [threading.Timer(t, self._mark, (gateway,)) for t in (settle, end)]
+        for timer in self._timers:
+            timer.daemon = True  # a run that fails before `figures()` must not wait for them
 
     def _mark(self, gateway: procs.Proc) -> None:
         with contextlib.suppress(OSError, ValueError):  # a scrape that fails under load
