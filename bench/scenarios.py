@@ -177,7 +177,10 @@ def steady_between(before: SteadyMark, after: SteadyMark) -> dict[str, Any]:
 
 
 class SteadyWindow:
-    """Two marks of the gateway inside a run, `settle` s and `end` s after `start()`."""
+    """Two marks of the gateway inside a run, `settle` s and `end` s after it is made.
+
+    Make it just before the load starts: its timers start at once.
+    """
 
     def __init__(self, gateway: procs.Proc, *, settle: float, end: float) -> None:
         self.settle = settle
@@ -185,15 +188,11 @@ class SteadyWindow:
         self._timers = [threading.Timer(t, self._mark, (gateway,)) for t in (settle, end)]
         for timer in self._timers:
             timer.daemon = True  # a run that fails before `figures()` must not wait for them
+            timer.start()
 
     def _mark(self, gateway: procs.Proc) -> None:
         with contextlib.suppress(OSError, ValueError):  # a scrape that fails under load
             self.marks.append(SteadyMark.read(gateway))
-
-    def start(self) -> None:
-        """Start both timers; call just before the load starts."""
-        for timer in self._timers:
-            timer.start()
 
     def figures(self) -> dict[str, Any] | None:
         """Wait for both marks: the steady figures, or None when a scrape failed."""
@@ -255,15 +254,13 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
     # the load starts, the second just before it ends (wrk's closing of 1,000 connections,
     # which cancels the requests still in flight, is not part of the steady load).
     lag_marks: list[LagMark] = []
-    if has_lag:
+    if has_lag:  # the blocking gateway has no metrics
         lag_marks.append(LagMark.read(target))
         late_mark = threading.Timer(seconds - 0.5, _append_mark, (lag_marks, target))
         late_mark.start()
-    steady = SteadyWindow(
-        target, settle=min(S1_SETTLE_S, seconds / 4), end=seconds - STEADY_END_MARGIN_S
-    )
-    if has_lag:  # the blocking gateway has no metrics
-        steady.start()
+        steady = SteadyWindow(
+            target, settle=min(S1_SETTLE_S, seconds / 4), end=seconds - STEADY_END_MARGIN_S
+        )
     ticks = procs.cpu_ticks()
     result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2, timeout_s=10)
     steal = procs.steal_shares(ticks, procs.cpu_ticks())
@@ -318,16 +315,18 @@ def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
     url = target.url + "/v1/dcc"
     run_wrk(url, body, connections=clients, seconds=3)  # warm-up
     cpu_before, signer_before = target.cpu_seconds(), signer.cpu_seconds()
-    window = SteadyWindow(
-        target, settle=min(CEILING_SETTLE_S, seconds / 4), end=seconds - STEADY_END_MARGIN_S
+    window = (
+        SteadyWindow(
+            target, settle=min(CEILING_SETTLE_S, seconds / 4), end=seconds - STEADY_END_MARGIN_S
+        )
+        if steady
+        else None
     )
-    if steady:
-        window.start()
     started, ticks = time.monotonic(), procs.cpu_ticks()
     result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2)
     wall, steal = time.monotonic() - started, procs.steal_shares(ticks, procs.cpu_ticks())
     cpu, signer_cpu = target.cpu_seconds() - cpu_before, signer.cpu_seconds() - signer_before
-    steady_figures = window.figures() if steady else None
+    steady_figures = window.figures() if window else None
     figures = _wrk_figures(result)
     figures |= {
         "clients": clients,
