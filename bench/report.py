@@ -539,7 +539,7 @@ def _s1_history_cell(r: dict[str, Any]) -> str:
 def _history(runs: list[Path], earlier: dict[str, str] | None = None) -> list[str]:
     """The last `HISTORY_RUNS` full runs: results files, then rows kept from the report."""
     found = dict(earlier or {})
-    for path in runs:
+    for path in runs[-HISTORY_RUNS:]:  # sorted by time: older files cannot make the table
         r = json.loads(path.read_text())
         found[r["started"]] = _history_row(r)
     return [
