@@ -122,7 +122,7 @@ async def _held(kind: str, signer_url: str, in_flight: int, body: Path) -> dict[
             "bytes": s.size_diff / held,
             "objects": s.count_diff / held,
         }
-        for s in after.compare_to(before, "lineno")[:40]
+        for s in after.compare_to(before, "lineno")[:200]
     ]
     return {"kind": kind, "held": held, "by_file": by_file, "by_line": by_line}
 
