@@ -15,10 +15,18 @@ import httpx
 from fastapi import Depends, FastAPI
 
 from signing_gateway.api import combined, domestic, eu, health, keys
+from signing_gateway.api.bodies import document_bodies
 from signing_gateway.api.deps import GatewayState
 from signing_gateway.api.middleware import RequestIdMiddleware
 from signing_gateway.api.problems import install_problem_handlers
-from signing_gateway.api.schemas import problem_responses
+from signing_gateway.api.schemas import (
+    CredentialsRequest,
+    IssueRequest,
+    PrintRequest,
+    StaticRequest,
+    problem_responses,
+)
+from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.valuesets import ValueSetName, value_set
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
@@ -244,6 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys.router, dependencies=[Depends(require_scopes(SCOPE_KEYS_READ))], responses=denied
     )
     app.include_router(health.router)
+    document_bodies(app, [EuRequest, StaticRequest, IssueRequest, PrintRequest, CredentialsRequest])
     # Inner to outer: the caller's timeout header, draining on shutdown, request id.
     app.add_middleware(CallerTimeoutMiddleware)
     app.state.drain = DrainController(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Request
 
 from signing_gateway.api import examples
+from signing_gateway.api.bodies import body_doc, read_body
 from signing_gateway.api.deps import (
     DomesticIssuerDep,
     EuIssuerDep,
@@ -61,12 +62,12 @@ def _prepare_all(
     response_model=PrintOut,
     summary="Sign a paper proof: domestic and/or EU, concurrently",
     responses=problem_responses(422, 502, 503, 504),
+    openapi_extra=body_doc(
+        PrintRequest, both={"summary": "Domestic and EU", "value": examples.PRINT}
+    ),
 )
 async def print_proof(
-    body: Annotated[
-        PrintRequest,
-        Body(openapi_examples={"both": {"summary": "Domestic and EU", "value": examples.PRINT}}),
-    ],
+    request: Request,
     *,
     eu: EuIssuerDep,
     domestic: DomesticIssuerDep,
@@ -76,6 +77,7 @@ async def print_proof(
     audit: AuditDep,
 ) -> PrintOut:
     """Validate every part, then sign them concurrently; one failure fails (and cancels) all."""
+    body = await read_body(request, PrintRequest)
     access.require(*_scopes_for(domestic=body.domestic is not None, european=body.european))
     async with audit.attempt():
         if body.domestic is not None:
@@ -169,16 +171,13 @@ async def _issue_credentials(
     response_model=CredentialsOut,
     summary="Create an app's domestic and EU credentials, concurrently",
     responses=problem_responses(401, 422, 502, 503, 504),
+    openapi_extra=body_doc(
+        CredentialsRequest,
+        app={"summary": "Domestic session and two EU", "value": examples.CREDENTIALS},
+    ),
 )
 async def issue_credentials(
-    body: Annotated[
-        CredentialsRequest,
-        Body(
-            openapi_examples={
-                "app": {"summary": "Domestic session and two EU", "value": examples.CREDENTIALS}
-            }
-        ),
-    ],
+    request: Request,
     *,
     eu: EuIssuerDep,
     domestic: DomesticIssuerDep,
@@ -188,12 +187,13 @@ async def issue_credentials(
     audit: AuditDep,
 ) -> CredentialsOut:
     """Validate everything, consume the session, then sign all parts concurrently."""
+    body = await read_body(request, CredentialsRequest)
     access.require(*_scopes_for(domestic=bool(body.domestic), european=body.european))
     async with audit.attempt():
         if body.domestic:
             audit.domestic("domestic", kind="domestic-session", count=len(body.domestic))
-        for i, request in enumerate(body.european):
-            audit.eu_request(f"european[{i}]", request)
+        for i, part in enumerate(body.european):
+            audit.eu_request(f"european[{i}]", part)
         results = await _issue_credentials(body, eu, domestic, settings, headers)
         for i, issued in enumerate(results[1:] if body.domestic else results):
             audit.eu_issued(f"european[{i}]", issued)

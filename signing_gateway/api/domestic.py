@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Request
 
 from signing_gateway.api import examples
+from signing_gateway.api.bodies import body_doc, read_body
 from signing_gateway.api.deps import DomesticIssuerDep, SettingsDep, SignerHeadersDep
 from signing_gateway.api.schemas import (
     IssueOut,
@@ -29,25 +28,23 @@ router = APIRouter(prefix="/v1/domestic", tags=["Domestic"])
     response_model=StaticProofOut,
     summary="Sign a static (paper) domestic QR code",
     responses=problem_responses(422, 502, 503, 504),
+    openapi_extra=body_doc(
+        StaticRequest,
+        paper={
+            "summary": "Paper proof",
+            "value": {"credentialAttributes": examples.DOMESTIC_ATTRIBUTES},
+        },
+    ),
 )
 async def issue_static(
-    body: Annotated[
-        StaticRequest,
-        Body(
-            openapi_examples={
-                "paper": {
-                    "summary": "Paper proof",
-                    "value": {"credentialAttributes": examples.DOMESTIC_ATTRIBUTES},
-                }
-            }
-        ),
-    ],
+    request: Request,
     issuer: DomesticIssuerDep,
     settings: SettingsDep,
     headers: SignerHeadersDep,
     audit: AuditDep,
 ) -> StaticProofOut:
     """Validate the attributes, have the domestic signer sign them, verify and return the QR."""
+    body = await read_body(request, StaticRequest)
     async with audit.attempt():
         audit.domestic("domestic", kind="domestic-static")
         errors = issuer.check_one(body.credential_attributes, loc=("credentialAttributes",))
@@ -83,22 +80,20 @@ async def prepare_issue(
     response_model=IssueOut,
     summary="Create the domestic credentials of a session",
     responses=problem_responses(401, 422, 502, 503, 504),
+    openapi_extra=body_doc(
+        IssueRequest,
+        session={"summary": "One app credential", "value": examples.DOMESTIC_ISSUE},
+    ),
 )
 async def issue(
-    body: Annotated[
-        IssueRequest,
-        Body(
-            openapi_examples={
-                "session": {"summary": "One app credential", "value": examples.DOMESTIC_ISSUE}
-            }
-        ),
-    ],
+    request: Request,
     issuer: DomesticIssuerDep,
     settings: SettingsDep,
     headers: SignerHeadersDep,
     audit: AuditDep,
 ) -> IssueOut:
     """Check the attributes and commitment, consume the session, sign, verify, return."""
+    body = await read_body(request, IssueRequest)
     async with audit.attempt():
         count = len(body.credentials_attributes)
         audit.domestic("domestic", kind="domestic-session", count=count)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Request
 
 from signing_gateway.api import examples
+from signing_gateway.api.bodies import body_doc, read_body
 from signing_gateway.api.deps import EuRouteDep
 from signing_gateway.api.schemas import EuCredentialOut, problem_responses
 from signing_gateway.domain.dcc import EuRequest
@@ -32,24 +31,21 @@ def credential_out(issued: IssuedEuCredential) -> EuCredentialOut:
     response_model=EuCredentialOut,
     summary="Sign one EU Digital COVID Certificate",
     responses=problem_responses(422, 502, 503, 504),
-)
-async def issue_dcc(
-    body: Annotated[
+    openapi_extra=body_doc(
         EuRequest,
-        Body(
-            openapi_examples={
-                "vaccination": {"summary": "Vaccination, 2 of 2", "value": examples.EU_VACCINATION},
-                "test": {"summary": "NAA test, negative", "value": examples.EU_TEST},
-            }
-        ),
-    ],
-    route: EuRouteDep,
-) -> EuCredentialOut:
+        vaccination={"summary": "Vaccination, 2 of 2", "value": examples.EU_VACCINATION},
+        test={"summary": "NAA test, negative", "value": examples.EU_TEST},
+    ),
+)
+async def issue_dcc(request: Request, route: EuRouteDep) -> EuCredentialOut:
     """Validate the DCC, have the EU signer sign it, verify the result and return it."""
     issuer, settings, audit = route.issuer, route.settings, route.audit
+    body = await read_body(request, EuRequest)
     async with audit.attempt():
         audit.eu_request("european", body)
         prepared = issuer.prepare(body)
+        # The signer wait needs only `prepared`: the request model goes (see api/bodies).
+        del body
         async with request_deadline(settings.request_deadline_seconds):
             issued = await issuer.issue(prepared, part="european", headers=route.headers)
         audit.eu_issued("european", issued)

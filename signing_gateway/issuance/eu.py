@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from signing_gateway.domain.dcc import EuRequest, KeyUsage, resolve_expiration
 from signing_gateway.domain.errors import DomainValidationError, FieldError
@@ -20,9 +21,14 @@ from signing_gateway.verification.trust import EuTrustStore
 
 @dataclass(frozen=True, slots=True)
 class PreparedEuRequest:
-    """A validated EU request with its expiry fixed, ready to send."""
+    """A validated EU request with its expiry fixed, ready to send.
 
-    request: EuRequest
+    It keeps only what signing and verification need, not the request model: a request
+    waiting at the signer holds this, so the parsed request can be freed meanwhile.
+    """
+
+    payload: dict[str, Any]  # the DCC exactly as it is to be signed, wire names
+    uvci: str
     key_usage: KeyUsage
     expiration_time: datetime
 
@@ -81,13 +87,18 @@ class EuIssuer:
             raise DomainValidationError(
                 [FieldError(loc=(*loc, *e.loc), msg=e.msg) for e in exc.errors]
             ) from exc
-        return PreparedEuRequest(request, key_usage, expiration)
+        return PreparedEuRequest(
+            payload=request.dcc.signing_payload(),
+            uvci=request.dcc.uvci(),
+            key_usage=key_usage,
+            expiration_time=expiration,
+        )
 
     async def issue(
         self, prepared: PreparedEuRequest, *, part: str, headers: Mapping[str, str]
     ) -> IssuedEuCredential:
         """Sign through the EU signer and verify the result; raise a GatewayError on failure."""
-        payload = prepared.request.dcc.signing_payload()
+        payload = prepared.payload
         result = await call_signer(
             part,
             lambda: self._client.get_credential(
@@ -121,5 +132,5 @@ class EuIssuer:
             kid=verified.kid,
             key_usage=prepared.key_usage,
             expiration_time=prepared.expiration_time,
-            uvci=prepared.request.dcc.uvci(),
+            uvci=prepared.uvci,
         )

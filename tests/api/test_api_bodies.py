@@ -1,0 +1,98 @@
+"""Bodies the endpoints read themselves: freed during the signer wait, failing as before."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import httpx
+import orjson
+import respx
+
+from signing_gateway.api.schemas import CredentialsRequest, PrintRequest
+from signing_gateway.domain.dcc import EuRequest
+from tests.api.assertions import assert_problem
+from tests.api.bodies import eu_vaccination
+from tests.api.signer_mocks import MockedSigners, eu_signing
+from tests.support.gateway import EU_SIGNER_URL, SignerKeys
+
+REF_PREFIX = "#/components/schemas/"
+
+
+def _request_forms_alive(content: bytes) -> list[str]:
+    """What is alive of the request `content` parsed: validated models, or the JSON object."""
+    parsed = orjson.loads(content)
+    alive = []
+    for item in gc.get_objects():
+        if isinstance(item, EuRequest | PrintRequest | CredentialsRequest):
+            alive.append(type(item).__name__)
+        elif item is not parsed and isinstance(item, dict) and item == parsed:
+            alive.append("parsed JSON body")
+    return alive
+
+
+async def test_signer_wait_holds_no_parsed_request(
+    gateway: httpx.AsyncClient, signers: respx.MockRouter, test_keys: SignerKeys
+):
+    """While /v1/dcc awaits the signer, neither the request model nor its parsed JSON is alive."""
+    sign = eu_signing(test_keys)
+    content = orjson.dumps(eu_vaccination())  # no dict of the body stays in this test either
+    seen: list[list[str]] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        gc.collect()
+        seen.append(_request_forms_alive(content))
+        return sign(request)
+
+    signers.post(f"{EU_SIGNER_URL}/get_credential").mock(side_effect=answer)
+    response = await gateway.post(
+        "/v1/dcc", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert seen == [[]]
+
+
+async def test_empty_body_is_a_missing_field(gateway: httpx.AsyncClient, mocked: MockedSigners):
+    """An empty body is answered as FastAPI would: 422, the body is a required field."""
+    response = await gateway.post("/v1/dcc", headers={"Content-Type": "application/json"})
+    body = assert_problem(response, 422)
+    assert body["errors"] == [{"loc": ["body"], "msg": "Field required"}]
+    assert mocked.signing_calls() == 0
+
+
+async def test_errors_are_located_under_body(gateway: httpx.AsyncClient, mocked: MockedSigners):
+    """A validation error names its field from the body down, as FastAPI's own do."""
+    request = eu_vaccination()
+    request["dcc"]["v"][0]["dn"] = "2"  # strict: a string is not a dose number
+    response = await gateway.post("/v1/dcc", json=request)
+    body = assert_problem(response, 422)
+    assert [e["loc"] for e in body["errors"]] == [["body", "dcc", "v", 0, "dn"]]
+    assert mocked.signing_calls() == 0
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(value) for value in node))
+    return set()
+
+
+async def test_every_schema_reference_resolves(gateway: httpx.AsyncClient):
+    """Every $ref in /openapi.json names a schema the document holds."""
+    document = (await gateway.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    refs = _refs(document)
+    assert f"{REF_PREFIX}EuRequest" in refs
+    assert {ref.removeprefix(REF_PREFIX) for ref in refs} <= schemas.keys()
+
+
+async def test_body_schema_is_the_models(gateway: httpx.AsyncClient):
+    """/v1/dcc documents a required JSON body whose schema has the request model's fields."""
+    document = (await gateway.get("/openapi.json")).json()
+    body = document["paths"]["/v1/dcc"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == {"$ref": f"{REF_PREFIX}EuRequest"}
+    fields = {field.alias or name for name, field in EuRequest.model_fields.items()}
+    assert set(document["components"]["schemas"]["EuRequest"]["properties"]) == fields
