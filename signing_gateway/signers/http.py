@@ -69,25 +69,6 @@ _DEFAULT_HEADERS = {
 }
 
 
-class _AiohttpSignerTransport(AiohttpTransport):
-    """``AiohttpTransport`` with httpx's pool and connect timeouts kept apart.
-
-    aiohttp's ``connect`` timeout covers waiting for a pooled connection *and* opening a
-    new one, while httpx_aiohttp fills it with the pool timeout alone. Giving it the sum keeps
-    a short pool timeout from cutting a connect that httpx would still allow.
-    """
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Widen aiohttp's connect budget to pool + connect, then send as usual."""
-        timeout = dict(request.extensions.get("timeout", {}))
-        pool, connect = timeout.get("pool"), timeout.get("connect")
-        if pool is not None and connect is not None:
-            timeout["pool"] = pool + connect
-            request.extensions = {**request.extensions, "timeout": timeout}
-        response: httpx.Response = await super().handle_async_request(request)
-        return response
-
-
 def _ssl_context(*, verify: ssl.SSLContext | bool | str, cert: ClientCert | None) -> ssl.SSLContext:
     """Turn the verify/cert options into one context (httpx 0.28 deprecates str and cert)."""
     if isinstance(verify, ssl.SSLContext):
@@ -143,6 +124,17 @@ def build_signer_client(
     timeout = httpx.Timeout(
         connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool_timeout
     )
+    if transport == "aiohttp":
+        # aiohttp's `connect` timeout covers waiting for a pooled connection *and* opening a
+        # new one, and httpx_aiohttp fills it with the pool timeout alone: giving it the sum
+        # keeps a short pool timeout from cutting a connect that httpx would still allow.
+        # (Set once here: widening each request's copy held two more dicts per call.)
+        timeout = httpx.Timeout(
+            connect=connect_timeout,
+            read=read_timeout,
+            write=write_timeout,
+            pool=pool_timeout + connect_timeout,
+        )
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
@@ -157,7 +149,7 @@ def build_signer_client(
             timeout=timeout,
             headers=_DEFAULT_HEADERS,
             trust_env=False,
-            transport=_AiohttpSignerTransport(verify=context, limits=limits, trust_env=False),
+            transport=AiohttpTransport(verify=context, limits=limits, trust_env=False),
         )
     return httpx.AsyncClient(
         base_url=base_url,

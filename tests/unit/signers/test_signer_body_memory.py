@@ -44,26 +44,22 @@ async def test_the_body_held_during_a_signer_call_is_no_larger_than_its_bytes() 
     assert allocated < len(body) + 1024, (allocated, len(body))
 
 
-async def test_aiohttp_connect_budget_is_widened_per_request_not_in_the_client(monkeypatch) -> None:
-    """The aiohttp connect timeout gets pool + connect, each request anew.
-
-    The widening applies to the request alone: the client's own timeout stays as configured,
-    so a second request is widened from the same figures, not from the first one's.
-    """
+async def test_aiohttp_connect_budget_is_pool_plus_connect(monkeypatch) -> None:
+    """With the aiohttp transport, aiohttp's connect timeout is pool + connect, every request."""
     seen: list[dict[str, float | None]] = []
 
-    async def parent(self, request: httpx.Request) -> httpx.Response:
+    async def transport(self, request: httpx.Request) -> httpx.Response:
         seen.append(dict(request.extensions["timeout"]))
         return httpx.Response(200, json={"ok": True})
 
-    monkeypatch.setattr(signer_http.AiohttpTransport, "handle_async_request", parent)
-    transport = signer_http._AiohttpSignerTransport()
-    timeout = httpx.Timeout(5.0, connect=2.0, pool=3.0)
-    async with httpx.AsyncClient(
-        base_url="http://signer.test", transport=transport, timeout=timeout
-    ) as http:
+    monkeypatch.setattr(signer_http.AiohttpTransport, "handle_async_request", transport)
+    http = signer_http.build_signer_client(
+        "http://signer.test", connect_timeout=2.0, read_timeout=5.0, write_timeout=5.0,
+        pool_timeout=3.0, max_connections=4, transport="aiohttp",
+    )  # fmt: skip
+    async with http:
         for _ in range(2):
             await http.send(http.build_request("GET", "/health"))
     assert [t["pool"] for t in seen] == [5.0, 5.0]
     assert [t["connect"] for t in seen] == [2.0, 2.0]
-    assert http.timeout.pool == 3.0
+    assert [t["read"] for t in seen] == [5.0, 5.0]
