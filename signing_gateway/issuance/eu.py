@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from signing_gateway.domain.dcc import EuRequest, KeyUsage, resolve_expiration
 from signing_gateway.domain.errors import DomainValidationError, FieldError
@@ -13,7 +12,7 @@ from signing_gateway.errors import SignerUnavailable
 from signing_gateway.issuance.deadline import with_deadline_header
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.resilience.policy import SignerPolicy
-from signing_gateway.signers.eu import EuSignerClient
+from signing_gateway.signers.eu import EuCredentialRequest, EuSignerClient, credential_request
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import verify_eu_credential
 from signing_gateway.verification.trust import EuTrustStore
@@ -24,10 +23,11 @@ class PreparedEuRequest:
     """A validated EU request with its expiry fixed, ready to send.
 
     It keeps only what signing and verification need, not the request model: a request
-    waiting at the signer holds this, so the parsed request can be freed meanwhile.
+    waiting at the signer holds this, so the parsed request can be freed meanwhile. Its DCC
+    is held only as the encoded signer request, which verification reads back.
     """
 
-    payload: dict[str, Any]  # the DCC exactly as it is to be signed, wire names
+    signer_request: EuCredentialRequest
     uvci: str
     key_usage: KeyUsage
     expiration_time: datetime
@@ -88,7 +88,11 @@ class EuIssuer:
                 [FieldError(loc=(*loc, *e.loc), msg=e.msg) for e in exc.errors]
             ) from exc
         return PreparedEuRequest(
-            payload=request.dcc.signing_payload(),
+            signer_request=credential_request(
+                key_usage=key_usage.value,
+                expiration_time=expiration,
+                dcc=request.dcc.signing_payload(),
+            ),
             uvci=request.dcc.uvci(),
             key_usage=key_usage,
             expiration_time=expiration,
@@ -98,14 +102,10 @@ class EuIssuer:
         self, prepared: PreparedEuRequest, *, part: str, headers: Mapping[str, str]
     ) -> IssuedEuCredential:
         """Sign through the EU signer and verify the result; raise a GatewayError on failure."""
-        payload = prepared.payload
         result = await call_signer(
             part,
-            lambda: self._client.get_credential(
-                key_usage=prepared.key_usage.value,
-                expiration_time=prepared.expiration_time,
-                dcc=payload,
-                headers=with_deadline_header(headers),
+            lambda: self._client.sign(
+                prepared.signer_request, headers=with_deadline_header(headers)
             ),
             policy=self.signer_policy,
             endpoint="get_credential",
@@ -118,7 +118,7 @@ class EuIssuer:
                 result.credential,
                 trust=self._trust,
                 key_usage=prepared.key_usage,
-                expected_dcc=payload,
+                expected_dcc=prepared.signer_request.dcc(),
                 expected_exp=int(prepared.expiration_time.timestamp()),
                 proof_identifier=result.proof_identifier,
                 now=datetime.now(UTC),

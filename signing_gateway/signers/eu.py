@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from signing_gateway.signers.errors import SignerMalformedResponseError
-from signing_gateway.signers.http import probe_signer, request_json
+from signing_gateway.signers.http import exact_json, probe_signer, request_json
 from signing_gateway.verification.trust import KeySet, TrustConfigError
 
 if TYPE_CHECKING:
@@ -17,7 +18,13 @@ if TYPE_CHECKING:
 
     import httpx
 
-__all__ = ["EuSignerClient", "EuSignerResult", "malformed"]
+__all__ = [
+    "EuCredentialRequest",
+    "EuSignerClient",
+    "EuSignerResult",
+    "credential_request",
+    "malformed",
+]
 
 
 class _CredentialResponse(BaseModel):
@@ -54,6 +61,35 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True, slots=True)
+class EuCredentialRequest:
+    """The JSON body of one ``POST /get_credential``, encoded once.
+
+    A request waiting at the signer holds these bytes and nothing else of its DCC: they are
+    what is sent, and `dcc()` reads back from them what the answer must carry.
+    """
+
+    content: bytes
+
+    def dcc(self) -> dict[str, Any]:
+        """The DCC payload exactly as it was sent to be signed."""
+        dcc: dict[str, Any] = orjson.loads(self.content)["dcc"]
+        return dcc
+
+
+def credential_request(
+    *, key_usage: str, expiration_time: datetime, dcc: Mapping[str, Any]
+) -> EuCredentialRequest:
+    """Encode a ``POST /get_credential`` body (CONTRACT §2)."""
+    body = {
+        "keyUsage": str(key_usage),
+        "expirationTime": rfc3339(expiration_time),
+        # orjson encodes dicts only; the payload usually is one already (no copy made).
+        "dcc": dcc if isinstance(dcc, dict) else dict(dcc),
+    }
+    return EuCredentialRequest(exact_json(body))
+
+
 class EuSignerClient:
     """Calls one EU signer over a shared ``httpx.AsyncClient`` (owned by the caller)."""
 
@@ -78,20 +114,25 @@ class EuSignerClient:
         Raises:
             SignerError: any failure, see ``signing_gateway.signers.errors``.
         """
+        request = credential_request(key_usage=key_usage, expiration_time=expiration_time, dcc=dcc)
+        return await self.sign(request, headers=headers)
+
+    async def sign(
+        self, request: EuCredentialRequest, *, headers: Mapping[str, str] | None = None
+    ) -> EuSignerResult:
+        """Send an encoded ``get_credential`` request; the result still has to be verified.
+
+        Raises:
+            SignerError: any failure, see ``signing_gateway.signers.errors``.
+        """
         endpoint = "get_credential"
-        body = {
-            "keyUsage": str(key_usage),
-            "expirationTime": rfc3339(expiration_time),
-            # orjson encodes dicts only; the payload usually is one already (no copy held).
-            "dcc": dcc if isinstance(dcc, dict) else dict(dcc),
-        }
         data = await request_json(
             self._http,
             "POST",
             "/get_credential",
             signer=self.name,
             endpoint=endpoint,
-            body=body,
+            content=request.content,
             headers=headers,
         )
         try:

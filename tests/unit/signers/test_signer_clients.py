@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -19,7 +20,7 @@ from signing_gateway.signers.errors import (
     SignerThrottledError,
     SignerTimeoutError,
 )
-from signing_gateway.signers.eu import EuSignerClient
+from signing_gateway.signers.eu import EuSignerClient, credential_request
 from signing_gateway.signers.http import MAX_RESPONSE_BYTES, parse_retry_after
 from tests.support.credentials import b64, make_domestic_signer, make_dsc, sample_attributes
 
@@ -52,6 +53,17 @@ async def test_get_credential_sends_contract_request(http, router):
         "expirationTime": "2027-05-20T00:00:00Z",
         "dcc": DCC,
     }
+
+
+async def test_encoded_request_is_sent_byte_for_byte(http, router):
+    """`sign` sends an encoded request's bytes as they are, and they read back as its DCC."""
+    route = router.post("/get_credential").respond(200, json=GOOD_EU)
+    request = credential_request(key_usage="vaccination", expiration_time=EXPIRES, dcc=DCC)
+    await EuSignerClient(http).sign(request, headers=REQUEST_ID)
+    assert route.calls.last.request.content == request.content
+    assert request.dcc() == DCC
+    # Held for the whole signer call: no slack beyond the bytes object's own header.
+    assert sys.getsizeof(request.content) < len(request.content) + 64
 
 
 async def test_expiration_time_is_sent_in_utc_whole_seconds(http, router):
