@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import faulthandler
 import json
+import logging
 import math
 import os
 import signal
@@ -31,9 +32,12 @@ from signing_gateway.api import examples
 from signing_gateway.app import create_app, create_served_app
 from signing_gateway.observability.logging import configure_logging
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
+from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings, SignerSettings, TrustSettings
+
+logger = logging.getLogger("signing_gateway.cli")
 
 LOOPBACK = "127.0.0.1"
 
@@ -269,7 +273,15 @@ def _serve(args: argparse.Namespace) -> int:
         # The drain has already waited for and cancelled requests; this is only a backstop.
         timeout_graceful_shutdown=math.ceil(drain.cancel_grace) + 1,
     )
-    GracefulServer(config, controller=drain, listen_backlog=args.backlog).run()
+    loop_factory = None
+    if args.loop == "asyncio" and args.events_per_pass > 0:
+        loop_factory = bounded_loop_factory(args.events_per_pass)
+        logger.info("event loop: asyncio, at most %d ready sockets per pass", args.events_per_pass)
+    else:
+        logger.info("event loop: %s, every ready socket in each pass", args.loop)
+    GracefulServer(
+        config, controller=drain, listen_backlog=args.backlog, loop_factory=loop_factory
+    ).run()
     return 0
 
 
@@ -282,6 +294,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
@@ -306,6 +325,13 @@ def _parser() -> argparse.ArgumentParser:
         default=64,
         help="connections accepted per event-loop pass (asyncio): a burst of new connections "
         "is set up in slices, with other work in between",
+    )
+    serve.add_argument(
+        "--events-per-pass",
+        type=_non_negative_int,
+        default=int(os.environ.get("SIGNING_GATEWAY_EVENTS_PER_PASS", DEFAULT_EVENTS_PER_PASS)),
+        help="ready sockets handled per event-loop pass (asyncio; 0: all of them): a wave of "
+        "answers and new requests is handled in slices, with timers and /healthz in between",
     )
     serve.add_argument(
         "--loop",

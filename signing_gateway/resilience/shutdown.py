@@ -21,6 +21,7 @@ import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
@@ -163,19 +164,30 @@ class GracefulServer(uvicorn.Server):
         *,
         controller: DrainController,
         listen_backlog: int | None = None,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     ) -> None:
         """Serve `config`, draining through `controller` on the first SIGTERM/SIGINT.
 
         `listen_backlog`: the kernel's queue of connections not yet accepted, when it should be
         longer than `config.backlog`, which asyncio also uses as the number of connections it
-        accepts in one callback (see `startup`).
+        accepts in one callback (see `startup`). `loop_factory`: makes the event loop `run`
+        serves on, instead of the one `config.loop` names.
         """
         super().__init__(config)
         self.controller = controller
         self.listen_backlog = listen_backlog
+        self.loop_factory = loop_factory
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until shut down, on a loop from `loop_factory` if one was given."""
+        if self.loop_factory is None:
+            super().run(sockets)
+            return
+        with asyncio.Runner(loop_factory=self.loop_factory) as runner:
+            runner.run(self.serve(sockets))
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Remember the loop (signals arrive outside it), then serve as usual."""
