@@ -122,20 +122,14 @@ def build_signer_client(
     This reads CA files when TLS options are given: call it from startup code, not from a
     running request.
     """
+    # aiohttp's `connect` timeout covers waiting for a pooled connection *and* opening a new
+    # one, and httpx_aiohttp fills it with the pool timeout alone: giving it the sum keeps a
+    # short pool timeout from cutting a connect that httpx would still allow. (Set once here:
+    # widening each request's copy held two more dicts per call.)
+    pool = pool_timeout + connect_timeout if transport == "aiohttp" else pool_timeout
     timeout = httpx.Timeout(
-        connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool_timeout
+        connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool
     )
-    if transport == "aiohttp":
-        # aiohttp's `connect` timeout covers waiting for a pooled connection *and* opening a
-        # new one, and httpx_aiohttp fills it with the pool timeout alone: giving it the sum
-        # keeps a short pool timeout from cutting a connect that httpx would still allow.
-        # (Set once here: widening each request's copy held two more dicts per call.)
-        timeout = httpx.Timeout(
-            connect=connect_timeout,
-            read=read_timeout,
-            write=write_timeout,
-            pool=pool_timeout + connect_timeout,
-        )
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
