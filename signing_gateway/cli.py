@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -290,18 +290,16 @@ def served_loop() -> str:
     return os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type` accepting whole numbers from `minimum` up."""
 
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -315,20 +313,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--backlog",
-        type=_positive_int,
+        type=_int_at_least(1),
         default=4096,
         help="kernel queue of connections not yet accepted",
     )
     serve.add_argument(
         "--accept-batch",
-        type=_positive_int,
+        type=_int_at_least(1),
         default=64,
         help="connections accepted per event-loop pass (asyncio): a burst of new connections "
         "is set up in slices, with other work in between",
     )
     serve.add_argument(
         "--events-per-pass",
-        type=_non_negative_int,
+        type=_int_at_least(0),
         default=int(os.environ.get("SIGNING_GATEWAY_EVENTS_PER_PASS", DEFAULT_EVENTS_PER_PASS)),
         help="ready sockets handled per event-loop pass (asyncio; 0: all of them): a wave of "
         "answers and new requests is handled in slices, with timers and /healthz in between",
