@@ -17,16 +17,17 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels 
 # Runtime stage: the virtualenv only, run as an unprivileged user.
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    SIGNING_GATEWAY_HOST=0.0.0.0 SIGNING_GATEWAY_PORT=8080 \
+    SIGNING_GATEWAY_HOST=0.0.0.0 SIGNING_GATEWAY_PORT=8080 SIGNING_GATEWAY_PROBE_PORT=8081 \
     SIGNING_GATEWAY_ENVIRONMENT=production
 RUN groupadd --system --gid 10001 gateway \
  && useradd --system --uid 10001 --gid gateway --no-create-home --shell /usr/sbin/nologin gateway
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
-EXPOSE 8080
+# 8080: the API; 8081: /healthz, /readyz and /metrics only, for probes and scrapes.
+EXPOSE 8080 8081
 # As lenient as the livenessProbe in docs/operations.md (3 s, six misses): a gateway that is
 # saturated still answers /healthz, and a restart under load only makes the overload worse.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=6 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=3).status != 200)"]
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8081/healthz', timeout=3).status != 200)"]
 ENTRYPOINT ["signing-gateway"]
 CMD ["serve"]

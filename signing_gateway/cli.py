@@ -280,7 +280,11 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         logger.info("event loop: %s, every ready socket in each pass", args.loop)
     GracefulServer(
-        config, controller=drain, listen_backlog=args.backlog, loop_factory=loop_factory
+        config,
+        controller=drain,
+        listen_backlog=args.backlog,
+        loop_factory=loop_factory,
+        probe_port=args.probe_port,
     ).run()
     return 0
 
@@ -288,6 +292,12 @@ def _serve(args: argparse.Namespace) -> int:
 def served_loop() -> str:
     """The event loop `serve` uses unless `--loop` says otherwise (`SIGNING_GATEWAY_LOOP`)."""
     return os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio")
+
+
+def _env_port(name: str) -> int | None:
+    """The port in environment variable `name`, or None when it is unset or empty."""
+    value = os.environ.get(name, "")
+    return int(value) if value else None
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -309,6 +319,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("SIGNING_GATEWAY_HOST", LOOPBACK))
     serve.add_argument(
         "--port", type=int, default=int(os.environ.get("SIGNING_GATEWAY_PORT", "8080"))
+    )
+    serve.add_argument(
+        "--probe-port",
+        type=_int_at_least(1),
+        default=_env_port("SIGNING_GATEWAY_PROBE_PORT"),
+        help="a second port, on the same host, answering only /healthz, /readyz and /metrics: "
+        "an orchestrator's fresh probe connections do not queue behind client connections "
+        "(default: none)",
     )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
@@ -346,7 +364,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `signing-gateway` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.workers > 1 and args.probe_port is not None:
+        # uvicorn's supervisor hands its workers one socket: there is no second one to share.
+        parser.error("--probe-port (SIGNING_GATEWAY_PROBE_PORT) needs --workers 1")
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":

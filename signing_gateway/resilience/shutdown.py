@@ -21,6 +21,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
@@ -29,6 +30,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.errors import send_problem_503
+from signing_gateway.runtime.probe_listener import start_probe_listener
 
 logger = logging.getLogger("signing_gateway.shutdown")
 
@@ -165,18 +167,21 @@ class GracefulServer(uvicorn.Server):
         controller: DrainController,
         listen_backlog: int | None = None,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+        probe_port: int | None = None,
     ) -> None:
         """Serve `config`, draining through `controller` on the first SIGTERM/SIGINT.
 
         `listen_backlog`: the kernel's queue of connections not yet accepted, when it should be
         longer than `config.backlog`, which asyncio also uses as the number of connections it
         accepts in one callback (see `startup`). `loop_factory`: makes the event loop `run`
-        serves on, instead of the one `config.loop` names.
+        serves on, instead of the one `config.loop` names. `probe_port`: a second listener,
+        answering only /healthz, /readyz and /metrics (see `runtime.probe_listener`).
         """
         super().__init__(config)
         self.controller = controller
         self.listen_backlog = listen_backlog
         self.loop_factory = loop_factory
+        self.probe_port = probe_port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -204,6 +209,8 @@ class GracefulServer(uvicorn.Server):
         `listen_backlog` connections, so a burst is not refused.
         """
         await super().startup(sockets)
+        if self.probe_port is not None:
+            await self._start_probe_listener(self.probe_port)
         if self.listen_backlog is None:
             return
         for server in self.servers:
@@ -211,6 +218,24 @@ class GracefulServer(uvicorn.Server):
                 # A duplicate of the descriptor: the queue length belongs to the socket.
                 with socket.fromfd(listener.fileno(), listener.family, listener.type) as dup:
                     dup.listen(self.listen_backlog)
+
+    async def _start_probe_listener(self, port: int) -> None:
+        try:
+            listener = await start_probe_listener(self, port, EXEMPT_PATHS)
+        except OSError as exc:
+            # As uvicorn does when its own port cannot be bound: say why and exit 1.
+            logger.error("probe port %d: %s", port, exc)  # noqa: TRY400 - the reason is enough
+            for server in self.servers:
+                server.close()
+            await self.lifespan.shutdown()
+            sys.exit(1)
+        self.servers.append(listener)
+        logger.info(
+            "probes on http://%s:%d (%s only)",
+            self.config.host,
+            port,
+            ", ".join(sorted(EXEMPT_PATHS)),
+        )
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First SIGTERM/SIGINT drains; a second one falls back to uvicorn (force on SIGINT)."""

@@ -1,0 +1,73 @@
+"""A listening socket of its own for the orchestrator's probes (`serve --probe-port`).
+
+An orchestrator's HTTP probe opens a new connection every time (Kubernetes does). On the main
+port that connection waits in the kernel's accept queue behind every client that connected
+just before it, and the loop accepts `--accept-batch` of them per pass: when 1,000 clients
+connected at once (bench S1) a fresh `/healthz` waited up to ~230 ms, and a bigger burst
+makes it longer. A second listening socket is ready in the event loop on its own, so a probe
+is accepted in the next pass whatever is queued on the main port. The same app answers, with
+the same state; this port answers only the probe paths (`/healthz`, `/readyz`, `/metrics`),
+so client traffic sent there by mistake does not queue with the probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import TYPE_CHECKING
+
+from signing_gateway.errors import send_problem
+
+if TYPE_CHECKING:
+    from collections.abc import Set as AbstractSet
+
+    import uvicorn
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+def probes_only(app: ASGIApp, paths: AbstractSet[str]) -> ASGIApp:
+    """`app` for `paths`; every other HTTP path is refused 404 without reaching it."""
+    listed = ", ".join(sorted(paths))
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") not in paths:
+            await send_problem(
+                send,
+                scope,
+                status=404,
+                type_="about:blank",
+                title="Not found",
+                detail=f"the probe port answers only {listed}; send requests to the main port",
+            )
+            return
+        await app(scope, receive, send)
+
+    return serve
+
+
+async def start_probe_listener(
+    server: uvicorn.Server, port: int, paths: AbstractSet[str]
+) -> asyncio.Server:
+    """Listen on `port` (the server's host) with the server's own app for `paths` only.
+
+    The app's state and uvicorn's settings are the server's own.
+    Call once the server has started (its app is loaded and its lifespan has run). The
+    connections count with the main port's (uvicorn's limits and shutdown cover them), and
+    the listener closes with the server's own when it is appended to `server.servers`.
+
+    Raises:
+        OSError: the port could not be bound (in use, not permitted).
+    """
+    config = copy.copy(server.config)
+    config.loaded_app = probes_only(server.config.loaded_app, paths)
+
+    def protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+        return config.http_protocol_class(  # type: ignore[call-arg]
+            config=config,
+            server_state=server.server_state,
+            app_state=server.lifespan.state,
+            _loop=_loop,
+        )
+
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(protocol, host=config.host, port=port, backlog=config.backlog)

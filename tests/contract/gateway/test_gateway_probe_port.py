@@ -1,0 +1,103 @@
+"""`serve --probe-port`: a second listener for the orchestrator's probes, and only for them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from signing_gateway.api import examples
+from tests.contract.gateway.gateway_process import free_port, gateway_env, running_gateway_process
+from tests.support.fake_signer_process import FakeSignerProcess
+
+
+def _get(
+    port: int, path: str, method: str = "GET", body: bytes | None = None
+) -> tuple[int, str, bytes]:
+    """One request on a new connection: status, content type and body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+    finally:
+        connection.close()
+
+
+def _signer_totals(signer: FakeSignerProcess) -> dict[str, dict[str, int]]:
+    """What the fake signer has counted, by endpoint and outcome."""
+    return httpx.get(f"{signer.base_url}/_stats", timeout=10).json()["totals"]
+
+
+def _refused(port: int) -> bool:
+    """Whether nothing listens on `port` any more."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_probe_port_answers_probes_and_refuses_everything_else(eu_signer, domestic_signer):
+    """Probes answer on both ports; /v1 on the probe port is 404 problem+json and signs nothing."""
+    probe_port = free_port()
+    env = gateway_env(
+        eu_signer.base_url, domestic_signer.base_url, SIGNING_GATEWAY_LOG_LEVEL="INFO"
+    )
+    with running_gateway_process(env, "--probe-port", str(probe_port)) as gateway:
+        main_port = int(gateway.base_url.rsplit(":", 1)[1])
+        answers = {path: _get(probe_port, path) for path in ("/healthz", "/readyz", "/metrics")}
+        before = _signer_totals(eu_signer)
+        status, content_type, body = _get(
+            probe_port, "/v1/dcc", "POST", json.dumps(examples.EU_VACCINATION).encode()
+        )
+        after = _signer_totals(eu_signer)
+        main_health, _, _ = _get(main_port, "/healthz")
+        log = gateway.log()
+        exit_code = gateway.stop()
+    assert {path: answer[0] for path, answer in answers.items()} == {
+        "/healthz": 200,
+        "/readyz": 200,
+        "/metrics": 200,
+    }
+    assert json.loads(answers["/healthz"][2]) == {"status": "ok"}
+    assert status == 404
+    assert content_type == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == 404
+    assert "/healthz, /metrics, /readyz" in problem["detail"]
+    assert after == before  # the refused request reached no signer
+    assert main_health == 200
+    assert f"probes on http://127.0.0.1:{probe_port} (/healthz, /metrics, /readyz only)" in log
+    assert exit_code == 0
+    assert _refused(probe_port)  # closed with the server
+
+
+def test_a_probe_port_in_use_stops_the_gateway_with_a_reason(eu_signer, domestic_signer):
+    """A probe port that cannot be bound ends the process with status 1 and says why."""
+    env = gateway_env(eu_signer.base_url, domestic_signer.base_url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "signing_gateway", "serve", "--host", "127.0.0.1",
+             "--port", str(free_port()), "--probe-port", str(port)],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"probe port {port}" in result.stdout + result.stderr
+
+
+def test_the_probe_port_needs_a_single_worker() -> None:
+    """With uvicorn's supervisor (one socket for all workers) the option is refused."""
+    result = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "signing_gateway", "serve", "--workers", "2",
+         "--probe-port", str(free_port())],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--probe-port (SIGNING_GATEWAY_PROBE_PORT) needs --workers 1" in result.stderr
