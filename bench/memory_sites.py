@@ -27,12 +27,11 @@ import time
 import tracemalloc
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.run import RESULTS
+from bench.run import keep_markdown
 from bench.wrk import wrk_command
 from signing_gateway.api import examples
 
@@ -208,13 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 check=True, stdout=subprocess.DEVNULL,
             )  # fmt: skip
             results[kind] = json.loads(out.read_text())
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    report = "\n".join(_rows(results, args.top)) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"memory-sites-{stamp}.md"
-    path.write_text(report)
-    print(report)
-    print(f"written: {path}")
+    keep_markdown("memory-sites", "\n".join(_rows(results, args.top)) + "\n")
     return 0
 
 

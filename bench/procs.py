@@ -130,6 +130,8 @@ class Proc:
     popen: subprocess.Popen[bytes]
     url: str
     log: Path
+    #: The gateway's probe listener (`serve --probe-port`), where an orchestrator probes.
+    probe_url: str | None = None
 
     @property
     def ps(self) -> psutil.Process:
@@ -247,21 +249,23 @@ def gateway(
     logs: Path, signer_url: str, *, name: str = "gateway", transport: str = "aiohttp",
     max_in_flight: int = 1024, deadline_s: float = 20.0, extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Proc]:  # fmt: skip
-    port = free_port()
+    port, probe_port = free_port(), free_port()
     env = gateway_env(
         signer_url, transport=transport, max_in_flight=max_in_flight, deadline_s=deadline_s
     )
     proc = start(
         name,
         [sys.executable, "-m", "signing_gateway", "serve", "--host", LOOPBACK, "--port", str(port),
-         "--backlog", "16384"],
+         "--backlog", "16384", "--probe-port", str(probe_port)],
         port=port,
         ready_path="/readyz",
         logs=logs,
         env=env | dict(extra_env or {}),
         server=True,
     )  # fmt: skip
+    proc.probe_url = f"http://{LOOPBACK}:{probe_port}"
     try:
+        wait_http(proc.probe_url + "/healthz", proc.popen)
         yield proc
     finally:
         proc.stop()

@@ -32,6 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
+def keep_markdown(name: str, text: str) -> Path:
+    """Print a Markdown report and keep it as bench/results/<name>-<UTC time>.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.md"
+    path.write_text(text)
+    print(text)
+    print(f"written: {path}")
+    return path
+
+
 def _versions() -> dict[str, str]:
     names = ["fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore",
              "httpx-aiohttp", "aiohttp", "pydantic", "requests"]  # fmt: skip

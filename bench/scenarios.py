@@ -237,6 +237,18 @@ def _wrk_figures(result: WrkResult) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _poll_figures(polls: dict[str, Any]) -> dict[str, Any]:
+    """Count, failures and latency percentiles of one `bench.poller` output."""
+    latencies_ms = [x * 1000 for x in polls["latencies"]]
+    return {
+        "polls": len(latencies_ms),
+        "failures": polls["failures"],
+        "p50_ms": round(statistics.median(latencies_ms), 2) if latencies_ms else None,
+        "p99_ms": round(_percentile(latencies_ms, 99), 2) if latencies_ms else None,
+        "max_ms": round(max(latencies_ms), 2) if latencies_ms else None,
+    }
+
+
 def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, seconds: float,
                  signer_latency_s: float, has_lag: bool) -> dict[str, Any]:  # fmt: skip
     """S1/S2: `clients` concurrent /v1/dcc for `seconds` while /healthz is polled every 10 ms."""
@@ -244,11 +256,17 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
     # Warm-up; one connection for the blocking gateway, whose queued warm-up requests would
     # otherwise occupy its single loop for the whole measured window.
     run_wrk(url, body, connections=20 if has_lag else 1, seconds=2, timeout_s=10)
-    poll_out = logs / f"{target.name}-healthz.json"
-    poller = subprocess.Popen(
-        [sys.executable, "-m", "bench.poller", target.url + "/healthz", "10",
-         str(seconds + 1), str(poll_out)]
-    )  # fmt: skip
+    # The port the clients use, as always; where the gateway has a probe port (where
+    # docs/operations.md points the orchestrator) that one is polled too, for comparison.
+    polled = {"healthz": target.url}
+    if target.probe_url:
+        polled["healthz_probe_port"] = target.probe_url
+    pollers: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
+    for key, base in polled.items():
+        out = logs / f"{target.name}-{key}.json"
+        command = [sys.executable, "-m", "bench.poller", base + "/healthz", "10",
+                   str(seconds + 1), str(out)]  # fmt: skip
+        pollers[key] = (out, subprocess.Popen(command))
     cpu_before = target.cpu_seconds()
     # Loop lag over the measured window only, like the /healthz polls: the first mark before
     # the load starts, the second just before it ends (wrk's closing of 1,000 connections,
@@ -268,9 +286,10 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
     if has_lag:
         late_mark.join()
         steady_figures = steady.figures()
-    poller.wait(timeout=seconds + 60)
-    polls = json.loads(poll_out.read_text())
-    latencies_ms = [x * 1000 for x in polls["latencies"]]
+    health = {}
+    for key, (out, poller) in pollers.items():
+        poller.wait(timeout=seconds + 60)
+        health[key] = _poll_figures(json.loads(out.read_text()))
     limit = clients / signer_latency_s
     figures = _wrk_figures(result)
     figures |= {
@@ -280,13 +299,7 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
         "success_share": round(
             result.ok / max(1, result.requests + result.errors - result.status_errors), 4
         ),
-        "healthz": {
-            "polls": len(latencies_ms),
-            "failures": polls["failures"],
-            "p50_ms": round(statistics.median(latencies_ms), 2) if latencies_ms else None,
-            "p99_ms": round(_percentile(latencies_ms, 99), 2) if latencies_ms else None,
-            "max_ms": round(max(latencies_ms), 2) if latencies_ms else None,
-        },
+        **health,
         "cpu_us_per_request": round(cpu / max(1, result.requests) * 1e6, 1),
         "cpu_steal": steal,
         "loop_lag_max_ms": None,

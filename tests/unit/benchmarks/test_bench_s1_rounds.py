@@ -93,3 +93,21 @@ def test_every_round_must_meet_the_s1_targets_other_than_throughput() -> None:
     assert row == "| S1 /healthz max ≤ 250 ms | 310.0 ms (worst of 3 rounds) | **NO** |"
     table = report._s1_rounds(s1 | {"judged_round": 1})
     assert any(line.startswith("| 2 | 310 (290) | 2500.0 | 320 / 320 | 0.969 |") for line in table)
+
+
+def test_the_probe_port_polls_are_shown_beside_the_main_port_but_not_judged() -> None:
+    """A slow /healthz on the probe port is listed per round; only the main port is judged."""
+    limit = {"rps": 320.0, "steady": {"rps": 320.0}}
+    probe_port = {"failures": 0, "p99_ms": 70.0, "max_ms": 400.0, "polls": 1900}
+    rounds = [
+        _s1_figures(rps) | {"limit_ceiling_before": limit, "limit_ceiling": limit}
+        for rps in (300.0, 310.0, 290.0)
+    ]
+    rounds[1]["healthz_probe_port"] = probe_port
+    s1 = rounds[0] | {"rounds": [report.s1_round(r) for r in rounds], "judged_round": 1}
+    verdict = report.verdicts({"S1": s1})["S1"]
+    assert verdict["healthz_max_le_250ms"]
+    assert verdict["healthz_p99_le_50ms"]
+    table = report._s1_rounds(s1)
+    assert any(" | 70 / 400 ms | " in line for line in table if line.startswith("| 2 |"))
+    assert any(" | - | " in line for line in table if line.startswith("| 1 |"))
