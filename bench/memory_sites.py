@@ -78,7 +78,7 @@ async def _held(kind: str, signer_url: str, in_flight: int, body: Path) -> dict[
     port = procs.free_port()
     config = uvicorn.Config(
         app, host=procs.LOOPBACK, port=port, log_config=None, access_log=False, loop="asyncio",
-        backlog=16384,
+        backlog=16384, proxy_headers=False,
     )  # fmt: skip
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

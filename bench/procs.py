@@ -275,15 +275,16 @@ def gateway(
 def uvicorn_app(logs: Path, name: str, factory: str, env: Mapping[str, str]) -> Iterator[Proc]:
     """A bench-only comparison app (blocking gateway, pass-through proxy) under uvicorn.
 
-    It runs on the gateway's event loop (`SIGNING_GATEWAY_LOOP`, default asyncio), so S3
-    compares the code paths, not the loops.
+    It runs on the gateway's event loop (`SIGNING_GATEWAY_LOOP`, default asyncio) and, as
+    `serve` does, without uvicorn's X-Forwarded-* layer, so S3 compares the code paths, not
+    the servers' settings.
     """
     port = free_port()
     proc = start(
         name,
         [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", LOOPBACK,
          "--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "16384",
-         "--loop", served_loop()],
+         "--loop", served_loop(), "--no-proxy-headers"],
         port=port,
         ready_path="/healthz",
         logs=logs,

@@ -9,6 +9,7 @@ understood rather than silently get the default.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,16 +32,21 @@ class CallerTimeoutMiddleware:
         """Wrap the next ASGI app."""
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Parse the header (if any), bind it, and call the app."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Parse the header (if any), bind it, and call the app.
+
+        Without the header this hands back the app's own awaitable: no frame of this
+        middleware then stays on the stack for the whole signer wait of the request.
+        """
         if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
             # Probes and metrics do no signer work: the header means nothing to them.
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         raw = next((v for k, v in scope["headers"] if k == _HEADER), None)
         if raw is None:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._bound(scope, receive, send, raw)
+
+    async def _bound(self, scope: Scope, receive: Receive, send: Send, raw: bytes) -> None:
         try:
             seconds = parse_request_timeout(raw.decode("latin-1"))
         except ValueError:

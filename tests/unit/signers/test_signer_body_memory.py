@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import httpx
+import pytest
 
 from signing_gateway.api import examples
 from signing_gateway.signers import http as signer_http
@@ -63,3 +64,18 @@ async def test_aiohttp_connect_budget_is_pool_plus_connect(monkeypatch) -> None:
     assert [t["pool"] for t in seen] == [5.0, 5.0]
     assert [t["connect"] for t in seen] == [2.0, 2.0]
     assert [t["read"] for t in seen] == [5.0, 5.0]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_signer_calls_send_only_headers_that_say_something(transport: str) -> None:
+    """No `Connection: keep-alive` (HTTP/1.1's default): each header is held three times."""
+    http = signer_http.build_signer_client(
+        "http://signer.test", connect_timeout=2.0, read_timeout=5.0, write_timeout=5.0,
+        pool_timeout=3.0, max_connections=4, transport=transport,
+    )  # fmt: skip
+    async with http:
+        request = http.build_request("POST", "/get_credential", content=b"{}")
+    assert "connection" not in request.headers
+    assert request.headers["user-agent"] == "signing-gateway"
+    assert request.headers["accept"] == "application/json"
+    assert request.headers["accept-encoding"] == "identity"

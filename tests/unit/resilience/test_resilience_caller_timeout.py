@@ -1,0 +1,65 @@
+"""`CallerTimeoutMiddleware` keeps no frame of its own on a request that sets no timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from signing_gateway.issuance.deadline import caller_budget_var
+from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "http", "path": "/v1/dcc", "headers": headers, "state": {}}
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b""}
+
+
+async def _send(message: dict[str, Any]) -> None:
+    return None
+
+
+async def test_without_the_header_the_apps_own_coroutine_is_handed_back() -> None:
+    """Nothing to bind: the caller awaits the app directly, held for the whole signer wait."""
+    budgets: list[object] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        budgets.append(caller_budget_var.get(None))
+
+    awaitable = CallerTimeoutMiddleware(app)(_scope([]), _receive, _send)
+    assert asyncio.iscoroutine(awaitable)
+    assert awaitable.cr_code is app.__code__
+    await awaitable
+    assert budgets == [None]
+
+
+async def test_with_the_header_the_budget_is_bound_for_the_app_and_reset_after() -> None:
+    """A valid `X-Request-Timeout` is seen by the app and gone once the request ends."""
+    budgets: list[float] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        budget = caller_budget_var.get(None)
+        assert budget is not None
+        budgets.append(budget.seconds)
+
+    await CallerTimeoutMiddleware(app)(_scope([(b"x-request-timeout", b"2.5")]), _receive, _send)
+    assert budgets == [2.5]
+    assert caller_budget_var.get(None) is None
+
+
+async def test_a_malformed_header_is_answered_400_without_calling_the_app() -> None:
+    """The caller asked for a bound that was not understood: 400 problem+json."""
+    sent: list[dict[str, Any]] = []
+    called: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        called.append(True)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await CallerTimeoutMiddleware(app)(_scope([(b"x-request-timeout", b"soon")]), _receive, send)
+    assert called == []
+    assert sent[0]["status"] == 400
