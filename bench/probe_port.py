@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from bench import procs
+from bench import procs, scenarios
 from bench.run import keep_markdown
 from bench.wrk import run_wrk
 from signing_gateway.api import examples
@@ -47,34 +47,34 @@ def _probe(port: int) -> tuple[float, bool]:
     return time.perf_counter() - started, ok
 
 
-def _prober(port: int, out: list[tuple[float, bool]], stop: threading.Event) -> None:
+def _prober(port: int, out: dict[str, Any], stop: threading.Event) -> None:
+    """Probe `port` until `stop`, recording in `bench.poller`'s shape."""
     while not stop.is_set():
-        out.append(_probe(port))
+        seconds, ok = _probe(port)
+        out["latencies"].append(seconds)
+        out["failures"] += not ok
         time.sleep(PROBE_EVERY_S)
 
 
-def _figures(probes: list[tuple[float, bool]]) -> str:
-    latencies = sorted(seconds * 1000 for seconds, _ in probes)
-    failed = sum(1 for _, ok in probes if not ok)
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+def _cells(polls: dict[str, Any]) -> str:
+    figures = scenarios.poll_figures(polls)
     return (
-        f"{len(probes)} ({failed}) | {statistics.median(latencies):.1f} / {p99:.1f} / "
-        f"{latencies[-1]:.1f} ms"
+        f"{figures['polls']} ({figures['failures']}) | {figures['p50_ms']:.1f} / "
+        f"{figures['p99_ms']:.1f} / {figures['max_ms']:.1f} ms"
     )
 
 
 def _round(signer_url: str, logs: Path, body: Path, connections: int, seconds: float) -> str:
     with procs.gateway(logs, signer_url, max_in_flight=connections + 100) as gateway:
-        ports = {
-            "main": urlsplit(gateway.url).port,
-            "probe": urlsplit(gateway.probe_url or "").port,
+        assert gateway.probe_url is not None  # procs.gateway serves with a probe port
+        ports = {"main": gateway.url, "probe": gateway.probe_url}
+        probes: dict[str, dict[str, Any]] = {
+            name: {"latencies": [], "failures": 0} for name in ports
         }
-        probes: dict[str, list[tuple[float, bool]]] = {name: [] for name in ports}
         stop = threading.Event()
         threads = [
-            threading.Thread(target=_prober, args=(port, probes[name], stop))
-            for name, port in ports.items()
-            if port is not None
+            threading.Thread(target=_prober, args=(urlsplit(url).port, probes[name], stop))
+            for name, url in ports.items()
         ]
         for thread in threads:
             thread.start()
@@ -87,8 +87,8 @@ def _round(signer_url: str, logs: Path, body: Path, connections: int, seconds: f
         for thread in threads:
             thread.join()
     return (
-        f"| {connections:,} | {result.rps:.0f} ({result.errors}) | {_figures(probes['main'])} | "
-        f"{_figures(probes['probe'])} |"
+        f"| {connections:,} | {result.rps:.0f} ({result.errors}) | {_cells(probes['main'])} | "
+        f"{_cells(probes['probe'])} |"
     )
 
 
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             for connections in args.connections:
                 for n in range(args.rounds):
                     print(f"{connections:,} connections, round {n + 1}", flush=True)
-                    row = _round(signer.url, logs, body, connections, args.seconds)
-                    rows.append(row)
+                    rows.append(_round(signer.url, logs, body, connections, args.seconds))
     keep_markdown("probe-port", "\n".join(rows) + "\n")
     return 0
 

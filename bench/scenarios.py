@@ -237,8 +237,11 @@ def _wrk_figures(result: WrkResult) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _poll_figures(polls: dict[str, Any]) -> dict[str, Any]:
-    """Count, failures and latency percentiles of one `bench.poller` output."""
+def poll_figures(polls: dict[str, Any]) -> dict[str, Any]:
+    """Count, failures and latency percentiles of polls: `{"latencies": [s], "failures": n}`.
+
+    The shape `bench.poller` writes.
+    """
     latencies_ms = [x * 1000 for x in polls["latencies"]]
     return {
         "polls": len(latencies_ms),
@@ -289,7 +292,7 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
     health = {}
     for key, (out, poller) in pollers.items():
         poller.wait(timeout=seconds + 60)
-        health[key] = _poll_figures(json.loads(out.read_text()))
+        health[key] = poll_figures(json.loads(out.read_text()))
     limit = clients / signer_latency_s
     figures = _wrk_figures(result)
     figures |= {
