@@ -18,7 +18,7 @@ from signing_gateway.domain.domestic import (
 )
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import StokenInvalid
-from signing_gateway.issuance.deadline import with_deadline_header
+from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.stoken import StokenStore
 from signing_gateway.resilience.policy import SignerPolicy
@@ -111,7 +111,7 @@ class DomesticIssuer:
         wire = attributes.wire()
         result = await call_signer(
             part,
-            lambda: self._client.issue_static(wire, headers=with_deadline_header(headers)),
+            SignerAttempt(self._client.issue_static, wire, headers=headers),
             policy=self.signer_policy,
             endpoint="issue_static",
             # No signer-side state: a replay signs the same attributes again, harmlessly.
@@ -132,7 +132,7 @@ class DomesticIssuer:
         """Open an issuance session at the signer; returns the stoken and the signer message."""
         message = await call_signer(
             "domestic",
-            lambda: self._client.prepare_issue(self._amount, headers=with_deadline_header(headers)),
+            SignerAttempt(self._client.prepare_issue, self._amount, headers=headers),
             policy=self.signer_policy,
             endpoint="prepare_issue",
             # A replay only leaves an unused nonce behind, which the signer expires.
@@ -161,11 +161,12 @@ class DomesticIssuer:
         wires = [a.wire() for a in attributes]
         items = await call_signer(
             part,
-            lambda: self._client.issue(
+            SignerAttempt(
+                self._client.issue,
                 prepare_issue_message=prepare_issue_message,
                 issue_commitment_message=commitment,
                 credentials_attributes=wires,
-                headers=with_deadline_header(headers),
+                headers=headers,
             ),
             policy=self.signer_policy,
             endpoint="issue",

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from signing_gateway.domain.dcc import EuRequest, KeyUsage, resolve_expiration
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import SignerUnavailable
-from signing_gateway.issuance.deadline import with_deadline_header
+from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.eu import EuCredentialRequest, EuSignerClient, credential_request
@@ -104,9 +104,7 @@ class EuIssuer:
         """Sign through the EU signer and verify the result; raise a GatewayError on failure."""
         result = await call_signer(
             part,
-            lambda: self._client.sign(
-                prepared.signer_request, headers=with_deadline_header(headers)
-            ),
+            SignerAttempt(self._client.sign, prepared.signer_request, headers=headers),
             policy=self.signer_policy,
             endpoint="get_credential",
             # The EU signer keeps no state per request: a replay at worst signs twice, and

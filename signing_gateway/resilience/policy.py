@@ -225,7 +225,18 @@ class SignerPolicy:
                 budget = self.settings.attempt_timeout_seconds
                 if time_left is not None:
                     budget = min(budget, time_left)
-                result = await self._timed(endpoint, factory, budget)
+                # The attempt's own timeout is entered here, not in a helper coroutine: every
+                # frame on this path is held for the whole signer wait of each call in flight.
+                scope = asyncio.timeout(budget)
+                try:
+                    async with scope:
+                        result = await factory()
+                except TimeoutError as exc:
+                    if scope.expired():
+                        raise SignerTimeoutError(
+                            "attempt timed out", signer=self.signer, endpoint=endpoint
+                        ) from exc
+                    raise
         except SignerError as exc:
             self._record(permit, breaker_verdict(exc))
             raise
@@ -240,18 +251,6 @@ class SignerPolicy:
             raise
         self._record(permit, Verdict.SUCCESS)
         return result
-
-    async def _timed(self, endpoint: str, factory: Callable[[], Awaitable[T]], budget: float) -> T:
-        scope = asyncio.timeout(budget)
-        try:
-            async with scope:
-                return await factory()
-        except TimeoutError as exc:
-            if scope.expired():
-                raise SignerTimeoutError(
-                    "attempt timed out", signer=self.signer, endpoint=endpoint
-                ) from exc
-            raise
 
     def _record(self, permit: Permit, verdict: Verdict) -> None:
         if verdict is Verdict.SUCCESS:

@@ -355,82 +355,55 @@ async def request_json(
     headers: Mapping[str, str] | None = None,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Any:  # noqa: ANN401 - parsed JSON; each client validates it against its wire model
-    """``_request_json``, counted and timed (and traced) as one signer call.
-
-    The JSON body is ``body`` (encoded here) or ``content`` (already encoded), if either.
-    Every signer call passes here, whatever the transport, so this is the one place that
-    records signer-call metrics (see ``observability.signer_calls``).
-    """
-    if body is not None:
-        content = exact_json(body)
-    request_headers = dict(headers or {})
-    with observe_signer_call(signer=signer, endpoint=endpoint, headers=request_headers):
-        return await _request_json(
-            http,
-            method,
-            path,
-            signer=signer,
-            endpoint=endpoint,
-            content=content,
-            request_headers=request_headers,
-            max_response_bytes=max_response_bytes,
-        )
-
-
-async def _request_json(
-    http: httpx.AsyncClient,
-    method: Literal["GET", "POST"],
-    path: str,
-    *,
-    signer: str,
-    endpoint: str,
-    content: bytes | None,
-    request_headers: dict[str, str],
-    max_response_bytes: int,
-) -> Any:  # noqa: ANN401 - parsed JSON; each client validates it against its wire model
     """Send one request and return the parsed JSON of a 2xx answer.
 
-    ``content`` (if not ``None``) is JSON, sent as ``application/json`` exactly.
-    ``request_headers`` (e.g. ``X-Request-ID``) are added to the request; the dict is the
-    caller's own copy, and gains ``Content-Type`` when there is a body.
+    The JSON body is ``body`` (encoded here) or ``content`` (already encoded), if either, sent
+    as ``application/json`` exactly; ``headers`` (e.g. ``X-Request-ID``) are added. Every
+    signer call passes here, whatever the transport, so this is the one place that records
+    signer-call metrics (see ``observability.signer_calls``). One coroutine, not a wrapper
+    around a helper: each frame on this path is held for the whole signer wait.
 
     Raises:
         SignerTransportError: no complete answer (connect, timeout, connection lost).
         SignerResponseError: a non-2xx status, or a 2xx body that is too large or not JSON.
     """
+    if body is not None:
+        content = exact_json(body)
+    request_headers = dict(headers or {})
     if content is not None:
         request_headers["Content-Type"] = "application/json"
-    response: httpx.Response | None = None
-    # What ``http.stream()`` does, without its generator-based context manager: it was held
-    # for every call's whole round trip (a generator, its frame and a wrapper per call).
-    request = http.build_request(method, path, content=content, headers=request_headers)
-    try:
-        response = await http.send(request, stream=True)
+    with observe_signer_call(signer=signer, endpoint=endpoint, headers=request_headers):
+        response: httpx.Response | None = None
+        # What ``http.stream()`` does, without its generator-based context manager: it was
+        # held for every call's whole round trip (a generator, its frame and a wrapper).
+        request = http.build_request(method, path, content=content, headers=request_headers)
         try:
-            status = response.status_code
-            if not 200 <= status < 300:  # noqa: PLR2004 - only a refusal needs the await
-                await _raise_for_answer(response, signer=signer, endpoint=endpoint)
+            response = await http.send(request, stream=True)
             try:
-                raw = await _read_bounded(
-                    response, max_response_bytes, signer=signer, endpoint=endpoint
-                )
-            except httpx.DecodingError as exc:
-                raise SignerMalformedResponseError(
-                    "undecodable body", signer=signer, endpoint=endpoint, status_code=status
-                ) from exc
+                status = response.status_code
+                if not 200 <= status < 300:  # noqa: PLR2004 - only a refusal needs the await
+                    await _raise_for_answer(response, signer=signer, endpoint=endpoint)
+                try:
+                    raw = await _read_bounded(
+                        response, max_response_bytes, signer=signer, endpoint=endpoint
+                    )
+                except httpx.DecodingError as exc:
+                    raise SignerMalformedResponseError(
+                        "undecodable body", signer=signer, endpoint=endpoint, status_code=status
+                    ) from exc
+            finally:
+                await response.aclose()
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+            raise transport_error(exc, signer=signer, endpoint=endpoint) from exc
         finally:
-            await response.aclose()
-    except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
-        raise transport_error(exc, signer=signer, endpoint=endpoint) from exc
-    finally:
-        if response is not None:
-            _release(response)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise SignerMalformedResponseError(
-            "body is not JSON", signer=signer, endpoint=endpoint, status_code=status
-        ) from exc
+            if response is not None:
+                _release(response)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise SignerMalformedResponseError(
+                "body is not JSON", signer=signer, endpoint=endpoint, status_code=status
+            ) from exc
 
 
 async def probe_signer(http: httpx.AsyncClient, path: str, *, signer: str) -> None:

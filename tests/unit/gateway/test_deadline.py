@@ -9,7 +9,9 @@ import pytest
 
 from signing_gateway.errors import DeadlineExceeded, SignerUnavailable
 from signing_gateway.issuance.deadline import (
+    DEADLINE_HEADER,
     CallerBudget,
+    SignerAttempt,
     all_or_nothing,
     caller_budget_var,
     remaining_seconds,
@@ -49,6 +51,33 @@ async def test_the_deadline_is_known_inside_and_gone_after_however_the_block_end
         async with request_deadline(5):
             raise SignerUnavailable("down")
     assert remaining_seconds() is None
+
+
+async def test_each_signer_attempt_sends_the_budget_left_when_it_starts():
+    """A SignerAttempt passes its arguments on, and each call carries the deadline left then."""
+    sent: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    async def call(*args: object, **kwargs: object) -> str:
+        sent.append((args, kwargs))
+        return "signed"
+
+    headers = {"X-Request-ID": "r-1"}
+    attempt = SignerAttempt(call, "request", headers=headers, part="eu")
+    async with request_deadline(5):
+        assert await attempt() == "signed"
+        await asyncio.sleep(0.05)
+        assert await attempt() == "signed"
+    (first_args, first), (_, second) = sent
+    assert first_args == ("request",)
+    assert first["part"] == "eu"
+    assert first["headers"]["X-Request-ID"] == "r-1"
+    budgets = [int(kwargs["headers"][DEADLINE_HEADER]) for kwargs in (first, second)]
+    assert 4900 < budgets[0] <= 5000
+    assert budgets[1] <= budgets[0] - 40
+    # Outside a deadline there is no budget to send, and the caller's headers are not changed.
+    assert await attempt() == "signed"
+    assert DEADLINE_HEADER not in sent[-1][1]["headers"]
+    assert headers == {"X-Request-ID": "r-1"}
 
 
 async def test_a_spent_caller_budget_is_exceeded_before_any_work():
