@@ -17,7 +17,6 @@ from fastapi import Depends, FastAPI
 from signing_gateway.api import combined, domestic, eu, health, keys
 from signing_gateway.api.bodies import document_bodies
 from signing_gateway.api.deps import GatewayState
-from signing_gateway.api.middleware import RequestIdMiddleware
 from signing_gateway.api.problems import install_problem_handlers
 from signing_gateway.api.schemas import (
     CredentialsRequest,
@@ -253,7 +252,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     document_bodies(app, [EuRequest, StaticRequest, IssueRequest, PrintRequest, CredentialsRequest])
-    # Inner to outer: the caller's timeout header, draining on shutdown, request id.
+    # Inner to outer: the caller's timeout header, draining on shutdown, body limits, the CPU
+    # gate; outermost, the request id and metrics (`instrument_app`).
     app.add_middleware(CallerTimeoutMiddleware)
     app.state.drain = DrainController(
         drain_timeout=settings.shutdown.drain_timeout_seconds,
@@ -272,7 +272,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_timeout=metrics.cpu_queue_timeouts.inc,
     )
     app.add_middleware(CpuGateMiddleware, gate=app.state.cpu_gate)
-    app.add_middleware(RequestIdMiddleware)
     instrument_app(app, settings.observability, metrics)  # last: the outermost middleware
     return app
 

@@ -1,8 +1,13 @@
-"""Pure ASGI middleware: request metrics, the "nothing lost" accounting and the access log.
+"""Pure ASGI middleware: request id, request metrics, the "nothing lost" accounting, access log.
 
-Per HTTP request it does a handful of counter updates and one histogram sample, allocates one
-small object watching receive and send, and never reads the body. Counting rules (the
-accounting `/metrics` relies on):
+The outermost layer. Per HTTP request it takes the caller's `X-Request-ID` (when short and
+safe) or mints one, binds it for the request (`request.state.request_id`, the logs' context)
+and sets it on the response; does a handful of counter updates and one histogram sample;
+allocates one small object watching receive and send; and never reads the body. The request
+id is set here rather than in a layer of its own: each ASGI layer is a frame and a send
+wrapper held for the whole signer wait of every request in flight.
+
+Counting rules (the accounting `/metrics` relies on):
 
 - `gateway_requests_received_total` goes up when the request arrives (before routing).
 - When the request ends, exactly one `gateway_responses_sent_total{route,status_class}`:
@@ -32,12 +37,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.observability.context import (
+    REQUEST_ID_HEADER,
     REQUEST_ID_KEY,
-    current_request_id,
     request_id_of,
+    request_id_var,
 )
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.telemetry import Telemetry, telemetry_var
@@ -78,13 +85,17 @@ def status_class(status: int) -> str:
 
 
 class _Exchange:
-    """One request's receive and send, watched: the status sent, and how the exchange ended."""
+    """One request's receive and send, watched: the status sent, and how the exchange ended.
 
-    __slots__ = ("_receive", "_send", "complete", "disconnected", "status")
+    Its send also sets the request id on the response.
+    """
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    __slots__ = ("_receive", "_send", "complete", "disconnected", "request_id", "status")
+
+    def __init__(self, receive: Receive, send: Send, request_id: str) -> None:
         self._receive = receive
         self._send = send
+        self.request_id = request_id
         self.status = 0
         self.complete = False
         self.disconnected = False
@@ -98,6 +109,7 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            MutableHeaders(scope=message)[REQUEST_ID_HEADER] = self.request_id
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.complete = True
         await self._send(message)
@@ -133,8 +145,11 @@ class RequestMetricsMiddleware:
         metrics.requests_received.inc()
         metrics.requests_in_progress.inc()
         start = time.perf_counter()
-        exchange = _Exchange(receive, send)
+        request_id = request_id_of(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = request_id
+        exchange = _Exchange(receive, send, request_id)
         token = telemetry_var.set(self.telemetry)
+        id_token = request_id_var.set(request_id)
         span = None if self.tracer is None else self.tracer.start_request(
             scope["method"], scope["headers"]
         )  # fmt: skip
@@ -148,9 +163,15 @@ class RequestMetricsMiddleware:
                 exchange.status = 500
             raise
         finally:
+            request_id_var.reset(id_token)
             telemetry_var.reset(token)
             self._finish(
-                scope, exchange.status, disconnected=exchange.disconnected, start=start, span=span
+                scope,
+                exchange.status,
+                request_id=request_id,
+                disconnected=exchange.disconnected,
+                start=start,
+                span=span,
             )
 
     async def _answer_liveness(self, scope: Scope, send: Send) -> None:
@@ -192,6 +213,7 @@ class RequestMetricsMiddleware:
         scope: Scope,
         status: int,
         *,
+        request_id: str,
         disconnected: bool,
         start: float,
         span: RequestSpan | None,
@@ -206,7 +228,6 @@ class RequestMetricsMiddleware:
         if span is not None and self.tracer is not None:
             self.tracer.end_request(span, method=scope["method"], route=route, status=status)
         if self.access_log_enabled:
-            state = scope.get("state") or {}
             access_log.info(
                 "request",
                 extra={
@@ -215,6 +236,6 @@ class RequestMetricsMiddleware:
                     "status": status,
                     "outcome": outcome,
                     "duration_ms": round(elapsed * 1000, 2),
-                    "request_id": state.get("request_id") or current_request_id(),
+                    "request_id": request_id,
                 },
             )
