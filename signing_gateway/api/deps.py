@@ -20,7 +20,13 @@ from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore
 
 
 class GatewayState(TypedDict):
-    """What the lifespan yields; FastAPI exposes each key on `request.state`."""
+    """What the lifespan yields; FastAPI exposes each key on `request.state`.
+
+    Each request gets a copy of this dict, and the gateway adds one key to it: `request_id`.
+    Ten keys fit the copy's table; an eleventh doubles it, ~200 B more for every request in
+    flight. So a new per-request fact goes in a scope key of its own (as the CPU gate's
+    arrival time does), and a new key here wants a measurement (`bench.memory_sites`).
+    """
 
     settings: Settings
     eu_issuer: EuIssuer

@@ -21,6 +21,7 @@ from signing_gateway.issuance.deadline import (
     parse_request_timeout,
 )
 from signing_gateway.resilience.shutdown import EXEMPT_PATHS
+from signing_gateway.runtime.cpu_gate import ARRIVED_AT
 
 _HEADER = REQUEST_TIMEOUT_HEADER.lower().encode("latin-1")
 
@@ -54,7 +55,7 @@ class CallerTimeoutMiddleware:
             return
         # Counted from arrival: the CPU gate notes when the request came in, before it waited
         # there for a permit (see runtime/cpu_gate).
-        arrived = scope.get("state", {}).get("arrived_at")
+        arrived = scope.get(ARRIVED_AT)
         if arrived is None:
             arrived = asyncio.get_running_loop().time()
         token = caller_budget_var.set(CallerBudget(arrived, seconds))

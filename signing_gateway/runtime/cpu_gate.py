@@ -37,8 +37,8 @@ A new request that finds no permit within ``queue_timeout`` seconds is answered 
 problem+json (``overloaded``, ``Retry-After``) by the middleware: the gateway cannot keep up,
 the request has cost no signer anything, and its caller learns so at once instead of waiting
 without bound. Requests resuming after ``io_wait`` are never timed out here (their deadline
-covers them). The middleware also notes when the request arrived (``scope["state"]
-["arrived_at"]``, event-loop time), so a caller's ``X-Request-Timeout`` counts its wait here.
+covers them). The middleware also notes when the request arrived (``scope[ARRIVED_AT]``,
+event-loop time), so a caller's ``X-Request-Timeout`` counts its wait here.
 """
 
 from __future__ import annotations
@@ -53,7 +53,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.errors import send_problem_503
 
-__all__ = ["CpuGate", "CpuGateMiddleware", "CpuQueueTimeout", "checkpoint", "io_wait"]
+__all__ = [
+    "ARRIVED_AT",
+    "CpuGate",
+    "CpuGateMiddleware",
+    "CpuQueueTimeout",
+    "checkpoint",
+    "io_wait",
+]
+
+#: The scope key for when a gated request arrived (event-loop time). A key of the scope, not
+#: of `scope["state"]`: the state dict is a per-request copy of the lifespan state, and one
+#: key too many doubles its table for every request in flight (see `api.deps.GatewayState`).
+ARRIVED_AT = "signing_gateway.arrived_at"
 
 
 class CpuQueueTimeout(Exception):
@@ -294,7 +306,7 @@ class CpuGateMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(self._prefix):
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})["arrived_at"] = asyncio.get_running_loop().time()
+        scope[ARRIVED_AT] = asyncio.get_running_loop().time()
 
         async def receive_without_permit() -> Message:
             # Waiting for the caller's body bytes is I/O: a slow sender must not hold a permit.

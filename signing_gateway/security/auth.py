@@ -139,10 +139,9 @@ async def authenticated_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """Authenticate the request (once per request) and keep the caller on `request.state`."""
+    """Authenticate the request (once per request: FastAPI caches a dependency's result)."""
     verifier: TokenVerifier | None = request.state.token_verifier
     if verifier is None:
-        request.state.caller = ANONYMOUS
         return ANONYMOUS
     try:
         if credentials is None:
@@ -156,7 +155,6 @@ async def authenticated_caller(
             extra={"event": "auth-failed", "reason": exc.reason, "path": request.url.path},
         )
         raise
-    request.state.caller = caller
     return caller
 
 
