@@ -12,18 +12,18 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from datetime import timedelta
 
 import httpx
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from signing_gateway.api import combined, domestic, eu, health, keys
 from signing_gateway.api.bodies import document_bodies
 from signing_gateway.api.deps import GatewayState
 from signing_gateway.api.problems import install_problem_handlers
+from signing_gateway.api.routes import add_routes
 from signing_gateway.api.schemas import (
     CredentialsRequest,
     IssueRequest,
     PrintRequest,
     StaticRequest,
-    problem_responses,
 )
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.valuesets import ValueSetName, value_set
@@ -42,13 +42,7 @@ from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
 from signing_gateway.runtime.fd_limit import fd_budget
 from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0
 from signing_gateway.security.audit import AuditTrail
-from signing_gateway.security.auth import authenticated_caller, require_scopes
 from signing_gateway.security.limits import RequestLimitsMiddleware
-from signing_gateway.security.settings import (
-    SCOPE_DCC_SIGN,
-    SCOPE_DOMESTIC_SIGN,
-    SCOPE_KEYS_READ,
-)
 from signing_gateway.security.setup import open_token_verifier
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
@@ -232,25 +226,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=FASTAPI_TELEMETRY_OFF,
     )
     install_problem_handlers(app)
-    # Every /v1 route authenticates its caller; the scope each needs is in docs/security.md.
-    # /v1/print and /v1/credentials check the scopes of the parts a request holds.
-    denied = problem_responses(401, 403)
-    with_body = problem_responses(401, 403, 413, 415)
-    app.include_router(
-        eu.router, dependencies=[Depends(require_scopes(SCOPE_DCC_SIGN))], responses=with_body
-    )
-    app.include_router(
-        domestic.router,
-        dependencies=[Depends(require_scopes(SCOPE_DOMESTIC_SIGN))],
-        responses=with_body,
-    )
-    app.include_router(
-        combined.router, dependencies=[Depends(authenticated_caller)], responses=with_body
-    )
-    app.include_router(
-        keys.router, dependencies=[Depends(require_scopes(SCOPE_KEYS_READ))], responses=denied
-    )
-    app.include_router(health.router)
+    # Every /v1 route authenticates its caller: each router declares the scope its routes need
+    # (docs/security.md); /v1/print and /v1/credentials check the scopes of the parts a request
+    # holds. Added as the app's own routes, not included: see api/routes.
+    add_routes(app, eu.router, domestic.router, combined.router, keys.router, health.router)
     document_bodies(app, [EuRequest, StaticRequest, IssueRequest, PrintRequest, CredentialsRequest])
     # Inner to outer: the caller's timeout header, draining on shutdown, body limits, the CPU
     # gate; outermost, the request id and metrics (`instrument_app`).

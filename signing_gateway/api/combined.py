@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from signing_gateway.api import examples
 from signing_gateway.api.bodies import body_doc, read_body
@@ -37,11 +37,17 @@ from signing_gateway.issuance.domestic import (
 )
 from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
 from signing_gateway.security.audit import AuditDep
-from signing_gateway.security.auth import ScopeCheckDep
+from signing_gateway.security.auth import ScopeCheckDep, authenticated_caller
 from signing_gateway.security.settings import SCOPE_DCC_SIGN, SCOPE_DOMESTIC_SIGN
 from signing_gateway.settings import Settings
 
-router = APIRouter(prefix="/v1", tags=["Combined"])
+# Which scopes a request needs depends on the parts it holds: each route checks them itself.
+router = APIRouter(
+    prefix="/v1",
+    tags=["Combined"],
+    dependencies=[Depends(authenticated_caller)],
+    responses=problem_responses(401, 403, 413, 415),
+)
 
 
 def _prepare_all(

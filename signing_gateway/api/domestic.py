@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from signing_gateway.api import examples
 from signing_gateway.api.bodies import body_doc, read_body
@@ -19,8 +19,15 @@ from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.issuance.domestic import decode_commitment, encode_message
 from signing_gateway.security.audit import AuditDep
+from signing_gateway.security.auth import require_scopes
+from signing_gateway.security.settings import SCOPE_DOMESTIC_SIGN
 
-router = APIRouter(prefix="/v1/domestic", tags=["Domestic"])
+router = APIRouter(
+    prefix="/v1/domestic",
+    tags=["Domestic"],
+    dependencies=[Depends(require_scopes(SCOPE_DOMESTIC_SIGN))],
+    responses=problem_responses(401, 403, 413, 415),
+)
 
 
 @router.post(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from signing_gateway.api import examples
 from signing_gateway.api.bodies import body_doc, read_body
@@ -11,8 +11,15 @@ from signing_gateway.api.schemas import EuCredentialOut, problem_responses
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.issuance.eu import IssuedEuCredential
+from signing_gateway.security.auth import require_scopes
+from signing_gateway.security.settings import SCOPE_DCC_SIGN
 
-router = APIRouter(prefix="/v1", tags=["EU DCC"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["EU DCC"],
+    dependencies=[Depends(require_scopes(SCOPE_DCC_SIGN))],
+    responses=problem_responses(401, 403, 413, 415),
+)
 
 
 def credential_out(issued: IssuedEuCredential) -> EuCredentialOut:

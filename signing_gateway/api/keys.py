@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
-from signing_gateway.api.schemas import KeysOut
+from signing_gateway.api.schemas import KeysOut, problem_responses
+from signing_gateway.security.auth import require_scopes
+from signing_gateway.security.settings import SCOPE_KEYS_READ
 
-router = APIRouter(prefix="/v1", tags=["Keys"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["Keys"],
+    dependencies=[Depends(require_scopes(SCOPE_KEYS_READ))],
+    responses=problem_responses(401, 403),
+)
 
 
 @router.get("/keys", response_model=KeysOut, summary="Public keys of the configured signers")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from signing_gateway.api.routes import add_routes
 from signing_gateway.observability import exposition
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
@@ -51,7 +52,7 @@ def instrument_app(app: FastAPI, settings: ObservabilitySettings, metrics: Gatew
     Call it after every other `add_middleware`: the middleware added last is the outermost,
     and this one must see every request, including those other middlewares answer themselves.
     """
-    app.include_router(exposition.router)
+    add_routes(app, exposition.router)
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=metrics,
