@@ -6,7 +6,8 @@ wrong (transport exceptions, error statuses, oversized or non-JSON bodies) into 
 ``SignerError`` tree, for both transports:
 
 - ``"httpx"``: httpx's own transport (httpcore).
-- ``"aiohttp"``: ``httpx_aiohttp.AiohttpTransport``. Its exception mapping is coarse (a refused
+- ``"aiohttp"``: ``httpx_aiohttp.AiohttpTransport`` (as ``signers.transport.SignerTransport``,
+  which holds less per call in flight). Its exception mapping is coarse (a refused
   connection and a dropped one both surface as ``httpx.ConnectTimeout``), so
   ``transport_error`` looks at the original aiohttp exception kept in ``__cause__``.
   aiohttp has no write timeout; request bodies here are a few KiB and fit in the socket
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 
 from signing_gateway.observability.signer_calls import observe_signer_call
 from signing_gateway.signers.errors import (
@@ -39,6 +39,7 @@ from signing_gateway.signers.errors import (
     SignerTimeoutError,
     SignerTransportError,
 )
+from signing_gateway.signers.transport import SignerTransport
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -144,7 +145,7 @@ def build_signer_client(
             timeout=timeout,
             headers=_DEFAULT_HEADERS,
             trust_env=False,
-            transport=AiohttpTransport(verify=context, limits=limits, trust_env=False),
+            transport=SignerTransport(verify=context, limits=limits, trust_env=False),
         )
     else:
         client = httpx.AsyncClient(

@@ -9,6 +9,7 @@ import pytest
 
 from signing_gateway.api import examples
 from signing_gateway.signers import http as signer_http
+from signing_gateway.signers.transport import SignerTransport
 
 
 async def test_the_body_held_during_a_signer_call_is_no_larger_than_its_bytes() -> None:
@@ -53,7 +54,7 @@ async def test_aiohttp_connect_budget_is_pool_plus_connect(monkeypatch) -> None:
         seen.append(dict(request.extensions["timeout"]))
         return httpx.Response(200, json={"ok": True})
 
-    monkeypatch.setattr(signer_http.AiohttpTransport, "handle_async_request", transport)
+    monkeypatch.setattr(SignerTransport, "handle_async_request", transport)
     http = signer_http.build_signer_client(
         "http://signer.test", connect_timeout=2.0, read_timeout=5.0, write_timeout=5.0,
         pool_timeout=3.0, max_connections=4, transport="aiohttp",
