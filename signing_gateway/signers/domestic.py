@@ -8,21 +8,23 @@ outer shape is checked here, the signatures are checked by ``verification.domest
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-from signing_gateway.signers.eu import fetch_key_set, malformed
+from signing_gateway.signers.eu import fetch_key_set
 from signing_gateway.signers.http import probe_signer, request_json
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Coroutine, Mapping, Sequence
 
     import httpx
 
     from signing_gateway.verification.trust import KeySet
 
 __all__ = ["MAX_CREDENTIAL_AMOUNT", "DomesticSignerClient", "DomesticStaticResult"]
+
+T = TypeVar("T")
 
 #: The signer's limit on credentials per issuance session.
 MAX_CREDENTIAL_AMOUNT = 100
@@ -73,6 +75,28 @@ class DomesticStaticResult:
     proof_identifier: str
 
 
+# The answers' decoders, run by `request_json` (a ValidationError is a malformed answer).
+# The prepare message and the issue items go back to the signer or the caller verbatim, so
+# they are checked against their wire models and kept as received.
+
+
+def _prepare_message(data: Any) -> dict[str, Any]:  # noqa: ANN401 - parsed JSON
+    _PrepareIssueResponse.model_validate(data)
+    message: dict[str, Any] = data
+    return message
+
+
+def _issue_items(data: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - parsed JSON
+    _IssueResponse.validate_python(data)
+    items: list[dict[str, Any]] = data
+    return items
+
+
+def _static_result(data: Any) -> DomesticStaticResult:  # noqa: ANN401 - parsed JSON
+    parsed = _StaticResponse.model_validate(data)
+    return DomesticStaticResult(parsed.qr, parsed.proof_identifier)
+
+
 class DomesticSignerClient:
     """Calls one domestic signer over a shared ``httpx.AsyncClient`` (owned by the caller)."""
 
@@ -84,8 +108,16 @@ class DomesticSignerClient:
         self.name = name
         self._health_path = health_path
 
-    async def _post(self, path: str, body: object, headers: Mapping[str, str] | None) -> Any:  # noqa: ANN401 - parsed JSON, validated by the caller
-        return await request_json(
+    def _post(
+        self,
+        path: str,
+        body: object,
+        headers: Mapping[str, str] | None,
+        decode: Callable[[Any], T],
+    ) -> Coroutine[Any, Any, T]:
+        # `request_json`'s own coroutine, decoding the answer itself: no frame of this client
+        # waits on the signer (each would be held for the whole call).
+        return request_json(
             self._http,
             "POST",
             path,
@@ -93,11 +125,12 @@ class DomesticSignerClient:
             endpoint=path.strip("/"),
             body=body,
             headers=headers,
+            decode=decode,
         )
 
-    async def prepare_issue(
+    def prepare_issue(
         self, credential_amount: int, *, headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> Coroutine[Any, Any, dict[str, Any]]:
         """Open an issuance session; returns the signer's prepare message as received.
 
         Raises:
@@ -106,23 +139,18 @@ class DomesticSignerClient:
         """
         if not 1 <= credential_amount <= MAX_CREDENTIAL_AMOUNT:
             raise ValueError(f"credential_amount must be 1..{MAX_CREDENTIAL_AMOUNT}")
-        data = await self._post("/prepare_issue", {"credentialAmount": credential_amount}, headers)
-        try:
-            _PrepareIssueResponse.model_validate(data)
-        except ValidationError as exc:
-            raise malformed(exc, signer=self.name, endpoint="prepare_issue") from exc
-        # The message goes back to the signer verbatim in /issue, so keep it as received.
-        message: dict[str, Any] = data
-        return message
+        return self._post(
+            "/prepare_issue", {"credentialAmount": credential_amount}, headers, _prepare_message
+        )
 
-    async def issue(
+    def issue(
         self,
         *,
         prepare_issue_message: Mapping[str, Any],
         issue_commitment_message: Mapping[str, Any],
         credentials_attributes: Sequence[Mapping[str, str]],
         headers: Mapping[str, str] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> Coroutine[Any, Any, list[dict[str, Any]]]:
         """Create the session's credentials; returns the signer's items as received.
 
         Raises:
@@ -133,29 +161,18 @@ class DomesticSignerClient:
             "issueCommitmentMessage": dict(issue_commitment_message),
             "credentialsAttributes": [dict(a) for a in credentials_attributes],
         }
-        data = await self._post("/issue", body, headers)
-        try:
-            _IssueResponse.validate_python(data)
-        except ValidationError as exc:
-            raise malformed(exc, signer=self.name, endpoint="issue") from exc
-        items: list[dict[str, Any]] = data
-        return items
+        return self._post("/issue", body, headers, _issue_items)
 
-    async def issue_static(
+    def issue_static(
         self, credential_attributes: Mapping[str, str], *, headers: Mapping[str, str] | None = None
-    ) -> DomesticStaticResult:
+    ) -> Coroutine[Any, Any, DomesticStaticResult]:
         """Create a static (paper) proof for one attribute set.
 
         Raises:
             SignerError: any failure, see ``signing_gateway.signers.errors``.
         """
         body = {"credentialAttributes": dict(credential_attributes)}
-        data = await self._post("/issue_static", body, headers)
-        try:
-            parsed = _StaticResponse.model_validate(data)
-        except ValidationError as exc:
-            raise malformed(exc, signer=self.name, endpoint="issue_static") from exc
-        return DomesticStaticResult(parsed.qr, parsed.proof_identifier)
+        return self._post("/issue_static", body, headers, _static_result)
 
     async def fetch_keys(self, *, headers: Mapping[str, str] | None = None) -> KeySet:
         """Read ``GET /keys`` (fake signers only) into trust stores."""

@@ -14,7 +14,7 @@ from signing_gateway.signers.http import exact_json, probe_signer, request_json
 from signing_gateway.verification.trust import KeySet, TrustConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Mapping
 
     import httpx
 
@@ -44,6 +44,11 @@ class EuSignerResult:
 
     credential: str
     proof_identifier: str
+
+
+def _credential_result(data: object) -> EuSignerResult:
+    parsed = _CredentialResponse.model_validate(data)
+    return EuSignerResult(parsed.credential, parsed.proof_identifier)
 
 
 def malformed(exc: Exception, *, signer: str, endpoint: str) -> SignerMalformedResponseError:
@@ -117,29 +122,26 @@ class EuSignerClient:
         request = credential_request(key_usage=key_usage, expiration_time=expiration_time, dcc=dcc)
         return await self.sign(request, headers=headers)
 
-    async def sign(
+    def sign(
         self, request: EuCredentialRequest, *, headers: Mapping[str, str] | None = None
-    ) -> EuSignerResult:
+    ) -> Coroutine[Any, Any, EuSignerResult]:
         """Send an encoded ``get_credential`` request; the result still has to be verified.
+
+        Returns `request_json`'s own coroutine (no frame of this method waits on the signer).
 
         Raises:
             SignerError: any failure, see ``signing_gateway.signers.errors``.
         """
-        endpoint = "get_credential"
-        data = await request_json(
+        return request_json(
             self._http,
             "POST",
             "/get_credential",
             signer=self.name,
-            endpoint=endpoint,
+            endpoint="get_credential",
             content=request.content,
             headers=headers,
+            decode=_credential_result,
         )
-        try:
-            parsed = _CredentialResponse.model_validate(data)
-        except ValidationError as exc:
-            raise malformed(exc, signer=self.name, endpoint=endpoint) from exc
-        return EuSignerResult(parsed.credential, parsed.proof_identifier)
 
     async def fetch_keys(self, *, headers: Mapping[str, str] | None = None) -> KeySet:
         """Read ``GET /keys`` (fake signers only) into trust stores.
@@ -158,7 +160,9 @@ async def fetch_key_set(
     http: httpx.AsyncClient, *, signer: str, headers: Mapping[str, str] | None = None
 ) -> KeySet:
     """``GET /keys`` parsed into a ``KeySet`` (shared by both clients)."""
-    data = await request_json(http, "GET", "/keys", signer=signer, endpoint="keys", headers=headers)
+    data: object = await request_json(
+        http, "GET", "/keys", signer=signer, endpoint="keys", headers=headers
+    )
     if not isinstance(data, dict):
         raise SignerMalformedResponseError(
             "keys document is not an object", signer=signer, endpoint="keys", status_code=200

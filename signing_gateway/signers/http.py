@@ -21,11 +21,12 @@ import email.utils
 import math
 import ssl
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aiohttp
 import httpx
 import orjson
+from pydantic import ValidationError
 
 from signing_gateway.observability.signer_calls import observe_signer_call
 from signing_gateway.signers.errors import (
@@ -42,7 +43,7 @@ from signing_gateway.signers.errors import (
 from signing_gateway.signers.transport import SignerTransport
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -55,6 +56,8 @@ __all__ = [
     "response_error",
     "transport_error",
 ]
+
+T = TypeVar("T")
 
 #: Largest signer response body accepted. A real answer is a few KiB; anything bigger is
 #: treated as malformed rather than buffered.
@@ -344,6 +347,10 @@ def exact_json(value: object) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
+def _parsed_json(data: Any) -> Any:  # noqa: ANN401 - the JSON as parsed
+    return data
+
+
 async def request_json(
     http: httpx.AsyncClient,
     method: Literal["GET", "POST"],
@@ -355,18 +362,22 @@ async def request_json(
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
-) -> Any:  # noqa: ANN401 - parsed JSON; each client validates it against its wire model
-    """Send one request and return the parsed JSON of a 2xx answer.
+    decode: Callable[[Any], T] = _parsed_json,
+) -> T:
+    """Send one request and return the parsed JSON of a 2xx answer, or ``decode(json)``.
 
     The JSON body is ``body`` (encoded here) or ``content`` (already encoded), if either, sent
     as ``application/json`` exactly; ``headers`` (e.g. ``X-Request-ID``) are added. Every
     signer call passes here, whatever the transport, so this is the one place that records
-    signer-call metrics (see ``observability.signer_calls``). One coroutine, not a wrapper
-    around a helper: each frame on this path is held for the whole signer wait.
+    signer-call metrics (see ``observability.signer_calls``). ``decode`` (a wire model's
+    validation) runs here rather than in a coroutine of the client awaiting this one: each
+    frame on this path is held for the whole signer wait. Its ``ValidationError`` is a
+    malformed answer; the call itself is still counted "ok".
 
     Raises:
         SignerTransportError: no complete answer (connect, timeout, connection lost).
-        SignerResponseError: a non-2xx status, or a 2xx body that is too large or not JSON.
+        SignerResponseError: a non-2xx status, or a 2xx body that is too large or not JSON
+            or, with ``decode``, not of the wire model.
     """
     if body is not None:
         content = exact_json(body)
@@ -400,11 +411,20 @@ async def request_json(
             if response is not None:
                 _release(response)
         try:
-            return orjson.loads(raw)
+            data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise SignerMalformedResponseError(
                 "body is not JSON", signer=signer, endpoint=endpoint, status_code=status
             ) from exc
+    try:
+        return decode(data)
+    except ValidationError as exc:
+        raise SignerMalformedResponseError(
+            "2xx body does not match the wire model",
+            signer=signer,
+            endpoint=endpoint,
+            status_code=status,
+        ) from exc
 
 
 async def probe_signer(http: httpx.AsyncClient, path: str, *, signer: str) -> None:
