@@ -68,21 +68,21 @@ class observe_signer_call:  # noqa: N801 - used like a function: `with observe_s
         """Describe the call; `headers` are the outgoing request headers (may gain traceparent)."""
         self._signer = signer
         self._endpoint = endpoint
-        self._headers = headers
+        self._headers: MutableMapping[str, str] | None = headers
         self._telemetry: Telemetry | None = None
         self._span: Span | None = None
         self._start = 0.0
 
     def __enter__(self) -> None:
         """Count the call in flight and open its span."""
+        # The headers are needed only here: not kept for the rest of the call.
+        headers, self._headers = self._headers, None
         telemetry = self._telemetry = telemetry_var.get()
         if telemetry is None:
             return
         telemetry.metrics.signer_in_flight_for(self._signer).inc()
-        if telemetry.tracer is not None:
-            self._span = telemetry.tracer.start_signer_call(
-                self._signer, self._endpoint, self._headers
-            )
+        if telemetry.tracer is not None and headers is not None:
+            self._span = telemetry.tracer.start_signer_call(self._signer, self._endpoint, headers)
         self._start = time.perf_counter()
 
     def __exit__(

@@ -389,6 +389,8 @@ async def request_json(
         # What ``http.stream()`` does, without its generator-based context manager: it was
         # held for every call's whole round trip (a generator, its frame and a wrapper).
         request = http.build_request(method, path, content=content, headers=request_headers)
+        # The request holds its own copies now; these would be held through the signer wait.
+        del body, headers, request_headers
         try:
             response = await http.send(request, stream=True)
             try:
