@@ -103,6 +103,24 @@ class DrainController:
         return left
 
 
+class _TrackingSend:
+    """The request's `send`, noting whether the response has started.
+
+    A slotted object rather than a closure: it lives as long as the request.
+    """
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class DrainMiddleware:
     """Pure ASGI middleware applying a `DrainController` to every HTTP request."""
 
@@ -127,14 +145,7 @@ class DrainMiddleware:
                 close=True,
             )
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracking_send = _TrackingSend(send)
         cancel_scope = asyncio.timeout(None)
         controller.track(cancel_scope)
         try:
@@ -143,7 +154,7 @@ class DrainMiddleware:
         except TimeoutError:
             if not cancel_scope.expired():
                 raise
-            if not started:
+            if not tracking_send.started:
                 await send_problem_503(
                     send,
                     scope,

@@ -292,6 +292,23 @@ async def checkpoint() -> None:
     await asyncio.sleep(0)
 
 
+class _ReceiveWithoutPermit:
+    """The request's `receive`, waited on without a permit.
+
+    Waiting for the caller's body bytes is I/O: a slow sender must not hold a permit. A
+    slotted object rather than a closure: it lives as long as the request.
+    """
+
+    __slots__ = ("_receive",)
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+
+    async def __call__(self) -> Message:
+        async with io_wait():
+            return await self._receive()
+
+
 class CpuGateMiddleware:
     """Pure ASGI middleware: `/v1` requests run under a `CpuGate` permit."""
 
@@ -307,17 +324,11 @@ class CpuGateMiddleware:
             await self.app(scope, receive, send)
             return
         scope[ARRIVED_AT] = asyncio.get_running_loop().time()
-
-        async def receive_without_permit() -> Message:
-            # Waiting for the caller's body bytes is I/O: a slow sender must not hold a permit.
-            async with io_wait():
-                return await receive()
-
         admitted = False
         try:
             async with self.gate.request():
                 admitted = True
-                await self.app(scope, receive_without_permit, send)
+                await self.app(scope, _ReceiveWithoutPermit(receive), send)
         except CpuQueueTimeout:
             if admitted:  # only taking the permit times out; anything else is not ours
                 raise

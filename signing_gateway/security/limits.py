@@ -100,6 +100,27 @@ async def _receive_bounded(receive: Receive, limit: int) -> bytes:
             return bytes(body)
 
 
+class _Replay:
+    """`receive` for the app: the checked body first, then the request's own `receive`.
+
+    The app reads the body into a copy of its own, and this object lives as long as the
+    request, so it lets go of the body once handed over (else every body would be held twice
+    through the signer wait); slotted rather than a closure for the same reason.
+    """
+
+    __slots__ = ("_body", "_receive")
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self._body: bytes | None = body
+        self._receive = receive
+
+    async def __call__(self) -> Message:
+        body, self._body = self._body, None
+        if body is not None:
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await self._receive()
+
+
 class RequestLimitsMiddleware:
     """Enforce content type, body size and JSON shape limits on every request with a body."""
 
@@ -126,19 +147,8 @@ class RequestLimitsMiddleware:
             return
         if body is None:  # chunked but empty: nothing to check
             body = b""
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed, body
-            if not replayed:
-                replayed = True
-                message: Message = {"type": "http.request", "body": body, "more_body": False}
-                # The app reads the body into a copy of its own; this closure lives as long as
-                # the request, so keeping ours would hold every body twice (S4 at the signer).
-                body = b""
-                return message
-            return await receive()
-
+        replay = _Replay(body, receive)
+        del body  # the replay holds it until the app reads it, then not at all
         await self.app(scope, replay, send)
 
     async def _read_body(self, headers: Headers, length: str | None, receive: Receive) -> bytes:
