@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from signing_gateway.signers.errors import SignerMalformedResponseError
-from signing_gateway.signers.http import exact_json, probe_signer, request_json
+from signing_gateway.signers.http import exact_json, malformed, probe_signer, request_json
 from signing_gateway.verification.trust import KeySet, TrustConfigError
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ __all__ = [
     "EuSignerClient",
     "EuSignerResult",
     "credential_request",
-    "malformed",
 ]
 
 
@@ -49,14 +48,6 @@ class EuSignerResult:
 def _credential_result(data: object) -> EuSignerResult:
     parsed = _CredentialResponse.model_validate(data)
     return EuSignerResult(parsed.credential, parsed.proof_identifier)
-
-
-def malformed(exc: Exception, *, signer: str, endpoint: str) -> SignerMalformedResponseError:
-    """A malformed-response error for a 2xx body that failed its wire model."""
-    kind = "wire model" if isinstance(exc, ValidationError) else "key material"
-    return SignerMalformedResponseError(
-        f"2xx body does not match the {kind}", signer=signer, endpoint=endpoint, status_code=200
-    )
 
 
 def rfc3339(moment: datetime) -> str:

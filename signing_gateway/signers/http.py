@@ -50,6 +50,7 @@ __all__ = [
     "ClientCert",
     "build_signer_client",
     "exact_json",
+    "malformed",
     "parse_retry_after",
     "probe_signer",
     "request_json",
@@ -347,6 +348,19 @@ def exact_json(value: object) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
+def malformed(
+    exc: Exception, *, signer: str, endpoint: str, status_code: int = 200
+) -> SignerMalformedResponseError:
+    """A malformed-response error for a 2xx body that failed its wire model (or key material)."""
+    kind = "wire model" if isinstance(exc, ValidationError) else "key material"
+    return SignerMalformedResponseError(
+        f"2xx body does not match the {kind}",
+        signer=signer,
+        endpoint=endpoint,
+        status_code=status_code,
+    )
+
+
 def _parsed_json(data: Any) -> Any:  # noqa: ANN401 - the JSON as parsed
     return data
 
@@ -421,12 +435,7 @@ async def request_json(
     try:
         return decode(data)
     except ValidationError as exc:
-        raise SignerMalformedResponseError(
-            "2xx body does not match the wire model",
-            signer=signer,
-            endpoint=endpoint,
-            status_code=status,
-        ) from exc
+        raise malformed(exc, signer=signer, endpoint=endpoint, status_code=status) from exc
 
 
 async def probe_signer(http: httpx.AsyncClient, path: str, *, signer: str) -> None:

@@ -34,9 +34,9 @@ __all__ = ["SignerTransport"]
 _SAME_ON_EVERY_CALL = frozenset(
     {b"host", b"user-agent", b"accept", b"accept-encoding", b"content-type"}
 )
-#: Decoded names and fixed values kept per transport: a handful in practice; the bound only
-#: keeps an unexpected variety of headers from growing the table.
-_MAX_TEXTS = 64
+#: Decoded names and fixed values, and timeout objects, kept per transport: a handful in
+#: practice; the bound only keeps an unexpected variety from growing either table.
+_MAX_CACHED = 64
 
 _TimeoutKey = tuple[float | None, float | None, float | None]
 
@@ -54,7 +54,7 @@ class SignerTransport(AiohttpTransport):
         text = self._texts.get(raw)
         if text is None:
             text = raw.decode(encoding)
-            if len(self._texts) < _MAX_TEXTS:
+            if len(self._texts) < _MAX_CACHED:
                 self._texts[raw] = text
         return text
 
@@ -77,7 +77,7 @@ class SignerTransport(AiohttpTransport):
         client_timeout = self._timeouts.get(key)
         if client_timeout is None:
             client_timeout = ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
-            if len(self._timeouts) < _MAX_TEXTS:
+            if len(self._timeouts) < _MAX_CACHED:
                 self._timeouts[key] = client_timeout
         return client_timeout
 
