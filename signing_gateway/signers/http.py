@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_RESPONSE_BYTES",
     "ClientCert",
+    "SignerHttpClient",
     "build_signer_client",
     "exact_json",
     "malformed",
@@ -73,6 +74,70 @@ _DEFAULT_HEADERS = {
     # Answers are small; refusing compression removes decompression bombs from the picture.
     "Accept-Encoding": "identity",
 }
+
+
+class _NoCookies(httpx.Cookies):
+    """A signer client's cookie jar: it never takes what an answer's ``Set-Cookie`` says.
+
+    httpx files every answer's cookies into the client's jar (building urllib request and
+    response stand-ins per call, ~20 µs, 2 % of a ``/v1/dcc``), and sends them on every later
+    call. A signer is called on behalf of many callers over one client: a cookie one answer
+    set would ride along on everyone's next request. The signer contracts use none.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Ignore the answer's cookies."""
+
+
+#: Distinct paths whose absolute URL a client keeps (a signer has a handful of endpoints).
+_MAX_CACHED_URLS = 64
+
+
+class SignerHttpClient(httpx.AsyncClient):
+    """The ``httpx.AsyncClient`` of one signer: no cookie jar, endpoint URLs resolved once.
+
+    Everything else is httpx's. A path given as a string is joined to ``base_url`` once and
+    the absolute URL reused: httpx parses and merges the path again on every call otherwise
+    (~20 µs of ``build_request``'s ~35 µs per signer call, measured).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401 - httpx.AsyncClient's options
+        """Take `httpx.AsyncClient`'s options; ``cookies`` are refused (see `_NoCookies`)."""
+        if kwargs.get("cookies"):
+            raise ValueError("signer clients keep no cookies")
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+        self._urls: dict[str, httpx.URL] = {}
+        self._urls_base = self.base_url
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """Always empty: answers' cookies are dropped and none are sent."""
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        if cookies:
+            raise ValueError("signer clients keep no cookies")
+
+    def build_request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        **kwargs: Any,  # noqa: ANN401 - httpx.AsyncClient.build_request's options
+    ) -> httpx.Request:
+        """Build as httpx does, taking a string path's absolute URL from a cache."""
+        if isinstance(url, str):
+            if self._urls_base is not self.base_url:  # the base was changed: start over
+                self._urls.clear()
+                self._urls_base = self.base_url
+            absolute = self._urls.get(url)
+            if absolute is None:
+                absolute = super().build_request("GET", url).url
+                if len(self._urls) < _MAX_CACHED_URLS:
+                    self._urls[url] = absolute
+            url = absolute
+        return super().build_request(method, url, **kwargs)
 
 
 def _ssl_context(*, verify: ssl.SSLContext | bool | str, cert: ClientCert | None) -> ssl.SSLContext:
@@ -108,7 +173,7 @@ def build_signer_client(
     transport: Literal["httpx", "aiohttp"] = "httpx",
     verify: ssl.SSLContext | bool | str = True,
     cert: ClientCert | None = None,
-) -> httpx.AsyncClient:
+) -> SignerHttpClient:
     """Build the one HTTP client for one signer; open it at startup, close it on shutdown.
 
     Args:
@@ -144,7 +209,7 @@ def build_signer_client(
     # trust_env=False: where the signers are and how to reach them comes from settings only,
     # not from proxy variables a host happens to export.
     if transport == "aiohttp":
-        client = httpx.AsyncClient(
+        client = SignerHttpClient(
             base_url=base_url,
             timeout=timeout,
             headers=_DEFAULT_HEADERS,
@@ -152,7 +217,7 @@ def build_signer_client(
             transport=SignerTransport(verify=context, limits=limits, trust_env=False),
         )
     else:
-        client = httpx.AsyncClient(
+        client = SignerHttpClient(
             base_url=base_url,
             timeout=timeout,
             limits=limits,

@@ -1,0 +1,80 @@
+"""The signer's httpx client: no cookie jar, endpoint URLs resolved once and correctly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from signing_gateway.signers.eu import EuSignerClient, credential_request
+from signing_gateway.signers.http import SignerHttpClient
+from tests.unit.signers.conftest import BASE_URL
+
+GOOD_EU = {"credential": "HC1:ABC", "proofIdentifier": "cHJvb2Y="}
+
+
+async def test_signer_cookies_are_neither_kept_nor_sent(http, router):
+    """A cookie one answer sets does not ride along on the next caller's request."""
+    route = router.post("/get_credential").respond(
+        200, json=GOOD_EU, headers={"Set-Cookie": "session=abc; Path=/"}
+    )
+    client = EuSignerClient(http)
+    for request_id in ("first", "second"):
+        await client.sign(_encoded(), headers={"X-Request-ID": request_id})
+    assert route.call_count == 2
+    assert all("cookie" not in call.request.headers for call in route.calls)
+    assert not http.cookies
+    assert dict(http.cookies) == {}
+
+
+def test_signer_client_refuses_cookies():
+    """Cookies can be given neither at construction nor later."""
+    with pytest.raises(ValueError, match="no cookies"):
+        SignerHttpClient(base_url=BASE_URL, cookies={"a": "b"})
+    client = SignerHttpClient(base_url=BASE_URL)
+    with pytest.raises(ValueError, match="no cookies"):
+        client.cookies = {"a": "b"}
+    client.cookies = {}  # empty is what it already has
+
+
+@pytest.mark.parametrize(
+    ("base_url", "path", "expected"),
+    [
+        ("http://signer.test", "/get_credential", "http://signer.test/get_credential"),
+        ("http://signer.test/api", "/get_credential", "http://signer.test/api/get_credential"),
+        ("http://signer.test/api/", "keys", "http://signer.test/api/keys"),
+        ("http://signer.test", "/a?b=c%20d", "http://signer.test/a?b=c%20d"),
+        ("http://signer.test", "http://other.test/x", "http://other.test/x"),
+    ],
+)
+def test_resolved_urls_match_httpx(base_url, path, expected):
+    """A cached URL is the one httpx itself builds, the second time as the first."""
+    ours = SignerHttpClient(base_url=base_url)
+    theirs = httpx.AsyncClient(base_url=base_url)
+    for _ in range(2):
+        built = ours.build_request("POST", path, content=b"{}")
+        assert str(built.url) == expected == str(theirs.build_request("POST", path).url)
+    assert built.headers["host"] == httpx.URL(expected).netloc.decode()
+
+
+def test_changing_the_base_url_drops_resolved_urls():
+    """After `base_url` changes, paths are joined to the new base."""
+    client = SignerHttpClient(base_url="http://one.test/")
+    assert str(client.build_request("GET", "/keys").url) == "http://one.test/keys"
+    client.base_url = "http://two.test/v2"
+    assert str(client.build_request("GET", "/keys").url) == "http://two.test/v2/keys"
+
+
+def test_both_transports_get_the_signer_client(http):
+    """`build_signer_client` gives the cookie-less client on either transport."""
+    assert isinstance(http, SignerHttpClient)
+    assert "connection" not in http.headers
+
+
+def _encoded():
+    return credential_request(
+        key_usage="vaccination",
+        expiration_time=datetime(2027, 5, 20, tzinfo=UTC),
+        dcc={"ver": "1.3.0", "dob": "1964-08-12", "v": [{"dn": 2}]},
+    )
