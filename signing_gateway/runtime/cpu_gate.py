@@ -27,11 +27,14 @@ at the signer: bench S4 (10,000 clients, 10 s signer, CPU-bound gateway) answere
 returning requests, a waiting new one gets the next. Strict priority starved the signers in
 waves: while a crowd of returning requests was verified no new signing started, and once
 they were through the gateway sat idle until the next crowd came back. Bench S1's shape
-(1,000 clients, 1 s signer) measured the gateway's CPU 76-84 % busy at 570-609 req/s that way,
-94-95 % busy at 646-655 req/s with a new request after four returning ones, and 97-99 %
-busy but at 600-653 req/s with strict alternation (more requests half done at once cost more
-collector time per request). Resuming requests are bounded by what was admitted, so neither
-queue is starved.
+(1,000 clients, 1 s signer) measured the gateway's CPU 76-84 % busy that way. A new request
+after four returning ones left it 80-92 % busy, and the waves held S1 to 0.70-0.82 of its
+1,000 req/s limit; after two, 93-99 % busy and 0.80-0.94 of the limit (four alternated
+rounds each; strict alternation did no better: 0.82-0.95). Alternation once cost more CPU
+per request, when the collector walked every half-done request; it no longer does (see
+``runtime.gc_tuning``). Resuming requests are bounded by what was admitted, so neither queue
+is starved, and under overload two permits in three still go to requests a signer has
+already worked for.
 
 A new request that finds no permit within ``queue_timeout`` seconds is answered 503
 problem+json (``overloaded``, ``Retry-After``) by the middleware: the gateway cannot keep up,
@@ -113,7 +116,7 @@ class CpuGate:
         permits: int,
         *,
         queue_timeout: float | None = None,
-        new_every: int = 4,
+        new_every: int = 2,
         on_timeout: Callable[[], object] | None = None,
     ) -> None:
         """Allow `permits` requests to do CPU work at once; new ones wait `queue_timeout` s at most.

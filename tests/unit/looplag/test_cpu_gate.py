@@ -159,7 +159,7 @@ async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
         "busy": 1,
         "waiting": 3,
         "waitingToResume": 1,
-        "newEvery": 4,
+        "newEvery": 2,
         "queueTimeoutSeconds": None,
         "timedOut": 0,
     }
