@@ -13,6 +13,10 @@ signer answers, for every call in flight:
 - aiohttp's exceptions are mapped to httpx's when one is raised, not under a generator-based
   context manager alive for the whole call.
 
+And its session keeps no cookies (`aiohttp.DummyCookieJar`), as the httpx client above it
+keeps none (`signers.http.SignerHttpClient`): a cookie one signer answer set would otherwise
+be sent on every later call, whoever it is made for.
+
 A request with a streamed body (none of the gateway's) takes the library's own path.
 """
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from aiohttp import ClientSession, ClientTimeout
+from aiohttp import ClientSession, ClientTimeout, DummyCookieJar
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
@@ -49,6 +53,15 @@ class SignerTransport(AiohttpTransport):
         super().__init__(**kwargs)
         self._texts: dict[bytes, str] = {}
         self._timeouts: dict[_TimeoutKey, ClientTimeout] = {}
+
+    def get_client(self) -> ClientSession:
+        """The library's session (its connector, pool bound and TLS), without a cookie jar."""
+        if self.client is not None:  # a session or factory given by the caller is theirs
+            return super().get_client()
+        default = super().get_client()
+        connector = default.connector
+        default.detach()  # closes that session without closing the connector
+        return ClientSession(connector=connector, cookie_jar=DummyCookieJar())
 
     def _text(self, raw: bytes, encoding: str) -> str:
         text = self._texts.get(raw)

@@ -58,7 +58,7 @@ class RawServer:
                 self.requests.append((head, body))
                 self.arrived.set()
                 await self.respond(writer)
-                if self.behaviour != "busy":
+                if self.behaviour not in {"busy", "cookie"}:
                     break
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -70,6 +70,10 @@ class RawServer:
         ok_head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         if self.behaviour == "ok":
             writer.write(ok_head + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK)
+            await writer.drain()
+        elif self.behaviour == "cookie":
+            writer.write(ok_head + b"Set-Cookie: session=abc; Path=/\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK)  # fmt: skip
             await writer.drain()
         elif self.behaviour == "busy":
             refusal = b'{"error": "busy"}'
@@ -109,7 +113,7 @@ async def raw_server(behaviour: str):
         await server.wait_closed()
 
 
-def client_for(port: int, transport: str, **overrides):
+def client_for(port: int, transport: str, *, host: str = "127.0.0.1", **overrides):
     """A signer client for a loopback port with short timeouts."""
     options = {
         "connect_timeout": 1.0,
@@ -119,7 +123,7 @@ def client_for(port: int, transport: str, **overrides):
         "max_connections": 4,
         **overrides,
     }
-    return build_signer_client(f"http://127.0.0.1:{port}", transport=transport, **options)
+    return build_signer_client(f"http://{host}:{port}", transport=transport, **options)
 
 
 async def issue_static(http):
@@ -134,6 +138,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def test_a_signer_cookie_is_never_sent_back(transport):
+    """Neither httpx's jar nor aiohttp's keeps a cookie a signer sets (one client, many callers).
+
+    By host name: aiohttp's own jar ignores cookies from IP addresses anyway.
+    """
+    async with (
+        raw_server("cookie") as server,
+        client_for(server.port, transport, host="localhost") as http,
+    ):
+        for _ in range(2):
+            await issue_static(http)
+        heads = [head.lower() for head, _ in server.requests]
+    assert len(heads) == 2
+    assert all(b"\r\ncookie:" not in head for head in heads)
 
 
 async def test_exact_bytes_reach_the_wire(transport):
