@@ -61,6 +61,78 @@ def summarize(collapsed: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+#: Where the CPU goes, as docs/benchmarks.md's profile table shows it. A sample counts once.
+#: The feature rows come first: a sample belongs to the first of them with a frame on its
+#: stack whose `function (file` text holds one of the row's markers, so a row excludes what
+#: an earlier one claimed (the signer call excludes verification, the endpoint row both).
+#: py-spy sometimes cuts a stack short (deep recursion, a coroutine just resumed), so rows
+#: also name their own code by file or function, not only by their entry point.
+FEATURES: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "verifying the signed credential (`verify_eu_credential`)",
+        ("verify_eu_credential", "(signing_gateway/verification/"),
+    ),
+    (
+        "the signer call: `SignerPolicy`, `request_json`, httpx's client, the aiohttp transport",
+        (
+            "call_signer",
+            "SignerPolicy.",
+            "request_json",
+            "(httpx/",
+            "(httpx_aiohttp/",
+            "SignerTransport",
+            "(aiohttp/",
+        ),
+    ),
+    ("FastAPI dependency solving (auth, the route's state, the audit)", ("solve_dependencies",)),
+    (
+        "reading and checking the body: size and JSON shape limits, pydantic validation",
+        (
+            "RequestLimitsMiddleware._read_body",
+            "RequestLimitsMiddleware._check_json",
+            "check_json_shape",
+            "read_body (",
+            "model_validate_json",
+        ),
+    ),
+    ("the rest of the endpoint (`issue_dcc`: issuance policy, audit, answer)", ("issue_dcc",)),
+    ("logging on the loop (records; formatting and writing are on a thread)", ("(logging/",)),
+    ("Prometheus metrics", ("(prometheus_client/",)),
+]
+#: The layers a request passes through: a sample no feature claimed belongs to the layer of
+#: the innermost frame that is in one (uvicorn writing an answer for a middleware is uvicorn).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("FastAPI and Starlette: routing, request and response objects", ("(fastapi/", "(starlette/")),
+    ("the gateway's middlewares, own work", ("(signing_gateway/",)),
+    ("uvicorn (httptools parsing, response writing)", ("(uvicorn/", "(httptools/")),
+    ("asyncio's loop, selector and socket I/O", ("(asyncio/", "(selectors")),
+]
+
+
+def _row(frames: list[str]) -> str:
+    for name, markers in FEATURES:
+        if any(marker in frame for frame in frames for marker in markers):
+            return name
+    for frame in reversed(frames):
+        for name, markers in LAYERS:
+            if any(marker in frame for marker in markers):
+                return name
+    return "other"
+
+
+def categorize(collapsed: Path) -> list[tuple[str, float]]:
+    """Each row's share of the samples (`FEATURES`, then `LAYERS`, then "other")."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        total += count
+        counts[_row(stack.split(";"))] += count
+    names = [name for name, _ in FEATURES + LAYERS] + ["other"]
+    return [(name, 100 * counts[name] / max(1, total)) for name in names]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--seconds", type=float, default=10)
@@ -108,6 +180,9 @@ def main() -> int:
             )  # fmt: skip
             load.join()
     print(summarize(out))
+    print("\nwhere the CPU goes (first matching row):")
+    for name, share in categorize(out):
+        print(f"  {share:5.1f}%  {name}")
     print(f"\ncollapsed stacks: {out}")
     return 0
 
