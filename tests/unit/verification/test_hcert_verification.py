@@ -183,6 +183,37 @@ def test_payload_type_difference_is_a_mismatch(dsc, trust):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
 
 
+@pytest.mark.parametrize(
+    ("path", "signed_value"),
+    [
+        (("v", 0, "dn"), True),  # a bool where the int 2 was asked (True == 1, and is an int)
+        (("v", 0, "dn"), "2"),
+        (("nam", "gn"), ["Jan"]),
+        (("v",), []),
+        (("v", 0), [2]),
+    ],
+)
+def test_any_type_or_shape_difference_is_a_mismatch(dsc, trust, path, signed_value):
+    """Equal-looking values of another type or shape count as a different payload."""
+    signed = copy.deepcopy(sample_dcc())
+    target = signed
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = signed_value
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
+
+
+def test_payload_key_order_does_not_matter(dsc, trust):
+    """The signer may encode the DCC's keys in any order; the content is what is compared."""
+    signed = sample_dcc()
+    reordered = dict(reversed(list(signed.items())))
+    reordered["v"] = [dict(reversed(list(entry.items()))) for entry in signed["v"]]
+    hc1 = make_hc1(dsc, spec(dcc=reordered))
+    assert list(reordered) != list(signed)
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier).exp == EXP
+
+
 def test_extra_payload_field_is_a_mismatch(dsc, trust):
     """A DCC carrying one field more than requested gives payload-mismatch."""
     signed = copy.deepcopy(sample_dcc())
