@@ -269,7 +269,8 @@ def issuance_audit(request: Request, caller: Caller) -> IssuanceAudit:
         request.state.audit,
         request_id=request.state.request_id,
         caller=caller,
-        endpoint=getattr(route, "path", request.url.path),
+        # `request.url` only without a route: building it costs ~3 µs a request.
+        endpoint=route.path if route is not None else request.url.path,
     )
 
 
