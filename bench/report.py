@@ -59,14 +59,18 @@ def s1_ceiling(r: dict[str, Any]) -> float | None:
     return pinned or r.get("S3", {}).get("gateway", {}).get("rps")
 
 
+def _s1_limit(s1: dict[str, Any], ceiling: float | None) -> float | None:
+    """S1's limit: what its clients and signer allow, or the CPU `ceiling` when lower."""
+    return min(s1["limit_rps"], ceiling) if ceiling else None
+
+
 def verdicts(r: dict[str, Any]) -> dict[str, Any]:
     """Each target as a boolean (plus the ratio it was judged on)."""
     out: dict[str, Any] = {}
     s3 = r.get("S3", {})
     if "S1" in r:
         s1 = r["S1"]
-        ceiling = s1_ceiling(r)
-        limit = min(s1["limit_rps"], ceiling) if ceiling else s1["limit_rps"]
+        limit = _s1_limit(s1, s1_ceiling(r)) or s1["limit_rps"]
         share = steady_rps(s1) / limit
         # The share is the judged (median) round's; every other target holds in every round.
         rounds = s1.get("rounds") or [s1_round(s1)]
@@ -379,14 +383,17 @@ def _lag_ms(s1: dict[str, Any]) -> float:
     return float(window["max_ms"] if window["max_ms"] is not None else window["max_bound_ms"])
 
 
+def _poll_brief(polls: dict[str, Any]) -> dict[str, Any]:
+    """What S1's targets read of one poller's figures."""
+    return {k: polls.get(k) for k in ("failures", "p99_ms", "max_ms")}
+
+
 def s1_round(s1: dict[str, Any]) -> dict[str, Any]:
     """One round of S1 and its limit runs, in brief: what each S1 target is judged on."""
     limits = [
         steady_rps(s1[k]) if s1.get(k) else None for k in ("limit_ceiling_before", "limit_ceiling")
     ]
-    ceiling = _pinned_ceiling(s1)
-    limit = min(s1["limit_rps"], ceiling) if ceiling else None
-    health = s1["healthz"]
+    limit = _s1_limit(s1, _pinned_ceiling(s1))
     return {
         "rps": steady_rps(s1),
         "whole_run_rps": s1["rps"],
@@ -395,10 +402,8 @@ def s1_round(s1: dict[str, Any]) -> dict[str, Any]:
         "steal_cpu0": _s1_steals(s1),
         "share": round(steady_rps(s1) / limit, 3) if limit else None,
         "errors": s1["errors"],
-        "healthz": {k: health.get(k) for k in ("failures", "p99_ms", "max_ms")},
-        "healthz_probe_port": {
-            k: s1.get("healthz_probe_port", {}).get(k) for k in ("failures", "p99_ms", "max_ms")
-        },
+        "healthz": _poll_brief(s1["healthz"]),
+        "healthz_probe_port": _poll_brief(s1.get("healthz_probe_port", {})),
         "lag_ms": _lag_ms(s1),
         "lag_text": lag_window_text(s1),
         "lag_ok": _lag_le_100ms(s1),
