@@ -59,9 +59,9 @@ def s1_ceiling(r: dict[str, Any]) -> float | None:
     return pinned or r.get("S3", {}).get("gateway", {}).get("rps")
 
 
-def _s1_limit(s1: dict[str, Any], ceiling: float | None) -> float | None:
+def _s1_limit(s1: dict[str, Any], ceiling: float | None) -> float:
     """S1's limit: what its clients and signer allow, or the CPU `ceiling` when lower."""
-    return min(s1["limit_rps"], ceiling) if ceiling else None
+    return min(s1["limit_rps"], ceiling) if ceiling else float(s1["limit_rps"])
 
 
 def verdicts(r: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def verdicts(r: dict[str, Any]) -> dict[str, Any]:
     s3 = r.get("S3", {})
     if "S1" in r:
         s1 = r["S1"]
-        limit = _s1_limit(s1, s1_ceiling(r)) or s1["limit_rps"]
+        limit = _s1_limit(s1, s1_ceiling(r))
         share = steady_rps(s1) / limit
         # The share is the judged (median) round's; every other target holds in every round.
         rounds = s1.get("rounds") or [s1_round(s1)]
@@ -393,7 +393,8 @@ def s1_round(s1: dict[str, Any]) -> dict[str, Any]:
     limits = [
         steady_rps(s1[k]) if s1.get(k) else None for k in ("limit_ceiling_before", "limit_ceiling")
     ]
-    limit = _s1_limit(s1, _pinned_ceiling(s1))
+    ceiling = _pinned_ceiling(s1)  # a round is judged only against its own limit runs
+    limit = _s1_limit(s1, ceiling) if ceiling else None
     return {
         "rps": steady_rps(s1),
         "whole_run_rps": s1["rps"],
