@@ -23,6 +23,9 @@ def main() -> int:
         sys.argv[4],
     )
     parts = urlsplit(url)
+    host = parts.hostname
+    if host is None:
+        raise SystemExit(f"bench.poller: {url!r} has no host")
     conn: http.client.HTTPConnection | None = None
     latencies: list[float] = []
     failures = 0
@@ -32,7 +35,7 @@ def main() -> int:
         began = time.perf_counter()
         try:
             if conn is None:
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+                conn = http.client.HTTPConnection(host, parts.port, timeout=5)
             conn.request("GET", parts.path)
             response = conn.getresponse()
             response.read()

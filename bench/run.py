@@ -28,6 +28,9 @@ from bench.wrk import ensure_wrk, wrk_version
 from signing_gateway.api import examples
 from signing_gateway.cli import served_loop
 
+#: Starts one S3 variant and stops it on exit.
+_Starter = Callable[[], contextlib.AbstractContextManager[procs.Proc]]
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -112,7 +115,7 @@ def run(
             seconds = max(5.0, 15 * scale)
             results["S3"] = {}
             with procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer:
-                variants = [
+                variants: list[tuple[str, _Starter]] = [
                     ("gateway", lambda: procs.gateway(logs, signer.url, max_in_flight=256)),
                     ("gateway-httpx-transport", lambda: procs.gateway(
                         logs, signer.url, name="gateway-httpx", transport="httpx",
