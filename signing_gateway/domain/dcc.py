@@ -235,7 +235,12 @@ def resolve_expiration(
         raise _expiration_error("expirationTime must carry a UTC offset (like Z or +02:00)")
     else:
         candidate = given
-    result = candidate.astimezone(UTC).replace(microsecond=0)
+    try:
+        result = candidate.astimezone(UTC).replace(microsecond=0)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in year 10000 in UTC
+        raise _expiration_error(
+            "expirationTime must lie between the years 1 and 9999 in UTC"
+        ) from None
     if result <= now:
         if given is None:
             raise _expiration_error("the signing certificate's validity has ended")

@@ -56,12 +56,18 @@ def _coded(name: ValueSetName) -> AfterValidator:
     return AfterValidator(check)
 
 
+#: The largest dose number taken: 2**53 - 1, the largest integer every JSON parser reads
+#: exactly (RFC 7493, I-JSON). The schema sets no maximum; without one, a number the signer's
+#: JSON encoder cannot even write (2**64 and up) reached it and failed there.
+MAX_DOSE_COUNT = 2**53 - 1
+
+
 def _dose_count(value: int) -> int:
-    if value < 1:
+    if not 1 <= value <= MAX_DOSE_COUNT:
         raise PydanticCustomError(
             "dose_count",
-            "Must be a positive whole number (1 or more), got {value}",
-            {"value": value},
+            "Must be a whole number from 1 to {max}, got {value}",
+            {"value": value, "max": MAX_DOSE_COUNT},
         )
     return value
 

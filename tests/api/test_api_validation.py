@@ -100,6 +100,7 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
         (*V0, "mp"),
     ),
     "dose-zero": (with_dcc(eu_vaccination(), "v", 0, "dn", value=0), (*V0, "dn")),
+    "dose-beyond-64-bits": (with_dcc(eu_vaccination(), "v", 0, "sd", value=2**64), (*V0, "sd")),
     "uvci-bad-check-character": (
         with_dcc(
             eu_vaccination(),
@@ -119,6 +120,14 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
     ),
     "expiration-beyond-dsc": (eu_vaccination(expirationTime=FAR_FUTURE), ("expirationTime",)),
     "expiration-not-rfc3339": (eu_vaccination(expirationTime="next year"), ("expirationTime",)),
+    "expiration-past-year-9999-in-utc": (
+        eu_vaccination(expirationTime="9999-12-31T23:59:59-01:00"),
+        ("expirationTime",),
+    ),
+    "expiration-before-year-1-in-utc": (
+        eu_vaccination(expirationTime="0001-01-01T00:00:00+01:00"),
+        ("expirationTime",),
+    ),
     "unknown-top-level-field": (eu_vaccination(note="hi"), ("note",)),
     "unknown-dcc-field": (with_dcc(eu_vaccination(), "extra", value=1), ("dcc", "extra")),
     "unknown-entry-field": (with_dcc(eu_vaccination(), "v", 0, "xx", value="1"), (*V0, "xx")),

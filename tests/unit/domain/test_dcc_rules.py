@@ -178,6 +178,8 @@ def test_group_sent_as_null_is_rejected():
         ("ma", "ORG-1", "value_set_unknown"),
         ("dn", 0, "dose_count"),
         ("sd", -1, "dose_count"),
+        ("dn", 2**53, "dose_count"),
+        ("sd", 2**64, "dose_count"),
         ("dn", "1", "int_type"),
         ("dn", 1.0, "int_type"),
         ("dn", True, "int_type"),
@@ -196,9 +198,9 @@ def test_bad_vaccination_field_is_rejected(field, value, error_type):
     assert errors_of({"dcc": dcc_with_entry("v", **{field: value})}) == {(error_type, (*V0, field))}
 
 
-@pytest.mark.parametrize(("dn", "sd"), [(1, 1), (1, 2), (2, 1), (3, 2), (4, 4)])
+@pytest.mark.parametrize(("dn", "sd"), [(1, 1), (1, 2), (2, 1), (3, 2), (4, 4), (2**53 - 1, 1)])
 def test_dose_numbers_including_boosters_are_accepted(dn, sd):
-    """Any positive dose numbers are accepted, boosters (dn > sd) included."""
+    """Dose numbers from 1 to 2**53 - 1 are accepted, boosters (dn > sd) included."""
     signed = validate({"dcc": dcc_with_entry("v", dn=dn, sd=sd)}).dcc.signing_payload()
     assert (signed["v"][0]["dn"], signed["v"][0]["sd"]) == (dn, sd)
 

@@ -106,3 +106,14 @@ def test_naive_now_is_a_programming_error():
         resolve_expiration(
             request, now=NOW.replace(tzinfo=None), default_validity=VALIDITY, not_after=None
         )
+
+
+@pytest.mark.parametrize(
+    "value", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"], ids=["after", "before"]
+)
+def test_given_value_outside_utc_years_is_refused(value):
+    """A valid RFC 3339 time whose UTC instant falls outside the years 1-9999 is refused there."""
+    with pytest.raises(DomainValidationError) as info:
+        _resolve(value)
+    message = "expirationTime must lie between the years 1 and 9999 in UTC"
+    assert info.value.errors == [FieldError(("expirationTime",), message)]
