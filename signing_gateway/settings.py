@@ -111,23 +111,25 @@ class SignerSettings(BaseModel):
     client_cert: Path | None = Field(None, description="PEM client certificate for mutual TLS")
     client_key: Path | None = Field(None, description="PEM key of the client certificate")
     allow_plain_http: bool = Field(
-        default=False, description="Allow http:// to a non-loopback host (never in production)"
+        default=False,
+        description="Allow http:// to a non-loopback host (refused when environment=production)",
     )
     resilience: ResilienceSettings = Field(
         default_factory=ResilienceSettings,
         description="Bulkhead, retries and circuit breaker for this signer",
     )
 
+    def plain_http_off_host(self) -> bool:
+        """Whether calls to this signer would leave the host unencrypted (http, not loopback)."""
+        parts = urlsplit(self.url)
+        return parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS
+
     @model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> SignerSettings:
         parts = urlsplit(self.url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("signer url must be an absolute http(s) URL")
-        if (
-            parts.scheme == "http"
-            and parts.hostname not in _LOOPBACK_HOSTS
-            and not self.allow_plain_http
-        ):
+        if self.plain_http_off_host() and not self.allow_plain_http:
             raise ValueError(
                 "plain http to a non-loopback signer needs allow_plain_http=true; use https"
             )
@@ -379,6 +381,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 "production must pin signer keys in files; fetch_from_signers is for the fakes"
             )
+        if self.environment == "production":
+            plain = [
+                name
+                for name, signer in (
+                    ("eu_signer", self.eu_signer),
+                    ("domestic_signer", self.domestic_signer),
+                )
+                if signer.plain_http_off_host()
+            ]
+            if plain:
+                raise ValueError(
+                    "production sends personal data to its signers only over https: "
+                    + ", ".join(f"{name}.url" for name in plain)
+                    + " is plain http to another host (allow_plain_http is not for production)"
+                )
         if self.auth.mode == "disabled" and self.environment == "production":
             raise ValueError("auth.mode=disabled is for local use; production needs auth.mode=jwt")
         missing = self.auth.missing_for_jwt() if self.auth.mode == "jwt" else []

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
-from signing_gateway.settings import SignerSettings
+from signing_gateway.security.settings import AuthSettings
+from signing_gateway.settings import Settings, SignerSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import eu_vaccination
 from tests.support.credentials import Hc1Spec, make_hc1
@@ -214,6 +215,17 @@ def test_plain_http_to_a_remote_signer_is_refused():
     assert SignerSettings(url="http://eu-signer.internal:8080", allow_plain_http=True)
     assert SignerSettings(url="http://127.0.0.1:8080")
     assert SignerSettings(url="https://eu-signer.internal:8443")
+
+
+def test_production_refuses_plain_http_to_a_remote_signer():
+    """Production refuses a plain-http signer off the host even with allow_plain_http set."""
+    auth = AuthSettings(mode="jwt", jwks_url="https://idp.example/jwks", audience="a", issuer="i")
+    remote = SignerSettings(url="http://eu-signer.internal:8080", allow_plain_http=True)
+    with pytest.raises(ValidationError, match=r"eu_signer\.url is plain http"):
+        Settings(environment="production", auth=auth, eu_signer=remote)
+    assert Settings(environment="dev", auth=auth, eu_signer=remote)
+    sidecar = SignerSettings(url="http://127.0.0.1:15001")
+    assert Settings(environment="production", auth=auth, eu_signer=sidecar, domestic_signer=sidecar)
 
 
 def test_client_cert_needs_its_key(pki: Pki):
