@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from pydantic import ValidationError
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app, create_served_app
@@ -244,7 +245,27 @@ def _run_smoke(server: uvicorn.Server, base: str, token: str) -> int:
         thread.join(timeout=15)
 
 
+def settings_problems(exc: ValidationError) -> str:
+    """What is wrong with the settings, one line per problem, named as the variables to set.
+
+    Submitted values are left out: a secret set in the wrong variable must not reach a log.
+    """
+    lines = ["signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"]
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = "__".join(str(part).upper() for part in error["loc"])
+        where = f"SIGNING_GATEWAY_{loc}" if loc else "settings"
+        lines.append(f"  {where}: {error['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)
+
+
 def _serve(args: argparse.Namespace) -> int:
+    try:
+        # Checked here, before any worker starts, so that a wrong setting is reported in a few
+        # lines and exit status 2 rather than a traceback per process.
+        Settings()
+    except ValidationError as exc:
+        print(settings_problems(exc), file=sys.stderr)  # noqa: T201
+        return 2
     if args.workers > 1:
         # Each worker process builds its own app (and clients) from the environment.
         uvicorn.run(
