@@ -11,7 +11,8 @@ Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
 3. Requests still running are cancelled (their signer calls with them) and each is answered
    503 problem+json, if its response had not started, within `cancel_grace_seconds`.
 4. Then uvicorn's own shutdown runs: listener closed, idle connections closed, lifespan
-   shutdown (clients closed). A second SIGINT forces an immediate exit, as in uvicorn.
+   shutdown (clients closed). A second signal ends the drain early and hands over to that
+   shutdown; a third SIGINT forces an immediate exit, as in uvicorn.
 """
 
 from __future__ import annotations
