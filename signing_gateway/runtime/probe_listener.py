@@ -17,6 +17,7 @@ import copy
 from typing import TYPE_CHECKING
 
 from signing_gateway.errors import send_problem
+from signing_gateway.observability.context import REQUEST_ID_KEY, request_id_of
 
 if TYPE_CHECKING:
     from collections.abc import Set as AbstractSet
@@ -31,13 +32,17 @@ def probes_only(app: ASGIApp, paths: AbstractSet[str]) -> ASGIApp:
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path") not in paths:
+            # Refused before the app's middlewares, so the request id (every answer carries
+            # one) is settled here: the caller's if it is safe, else a new one.
+            request_id = request_id_of(scope.get("headers", ()))
             await send_problem(
                 send,
-                scope,
+                {**scope, "state": {**scope.get("state", {}), "request_id": request_id}},
                 status=404,
                 type_="about:blank",
                 title="Not found",
                 detail=f"the probe port answers only {listed}; send requests to the main port",
+                headers=[(REQUEST_ID_KEY, request_id.encode("latin-1"))],
             )
             return
         await app(scope, receive, send)
