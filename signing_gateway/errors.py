@@ -17,6 +17,7 @@ Bodies never carry a stack trace, a downstream URL or a signer's own error text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -108,8 +109,9 @@ class SignerUnavailable(SignerProblem):
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
-        """Tell the caller when to come back (whole seconds, at least 1)."""
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        """Tell the caller when to come back (whole seconds, at least 1; 1 if not a number)."""
+        seconds = self.retry_after if math.isfinite(self.retry_after) else 1.0
+        return {"Retry-After": str(max(1, round(seconds)))}
 
 
 class SignerTimedOut(SignerProblem):

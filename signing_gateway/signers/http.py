@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
+    "MAX_RETRY_AFTER_SECONDS",
     "ClientCert",
     "SignerHttpClient",
     "build_signer_client",
@@ -64,6 +65,11 @@ T = TypeVar("T")
 #: Largest signer response body accepted. A real answer is a few KiB; anything bigger is
 #: treated as malformed rather than buffered.
 MAX_RESPONSE_BYTES = 64 * 1024
+
+#: Longest ``Retry-After`` taken from a signer; a longer delay (or a date further off) is read
+#: as this. A pause of an hour is an outage for operators, not advice a caller can use, and
+#: an absurd header must not reach arithmetic that overflows (309 digits make a float ``inf``).
+MAX_RETRY_AFTER_SECONDS = 3600.0
 
 #: A client certificate: a PEM file holding both, or (certfile, keyfile[, password]).
 ClientCert = str | tuple[str, str] | tuple[str, str, str]
@@ -286,21 +292,23 @@ def transport_error(
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Read a ``Retry-After`` header: delay-seconds or an HTTP date; ``None`` if unreadable.
 
-    A date in the past gives 0.
+    Delay-seconds are ASCII digits only (RFC 9110 ``1*DIGIT``: ``str.isdigit`` alone would
+    take "²" or "٣"). A date in the past gives 0; anything beyond `MAX_RETRY_AFTER_SECONDS`
+    gives that. Never raises.
     """
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER_SECONDS)  # float: no int digit limit
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result means "-0000".
         when = when.replace(tzinfo=UTC)
     delay = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, delay) if math.isfinite(delay) else None
+    return min(max(0.0, delay), MAX_RETRY_AFTER_SECONDS) if math.isfinite(delay) else None
 
 
 def response_error(

@@ -91,6 +91,26 @@ async def test_eu_signer_throttled(gateway, mocked: MockedSigners, status, retry
     _assert_no_leak(response)
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [("9" * 400, "3600"), ("\u00b2".encode("latin-1"), "1"), (b"1\xb2", "1")],
+    ids=["400-digits", "superscript-two", "digit-superscript-two"],
+)
+@pytest.mark.parametrize("status", [429, 503])
+async def test_eu_signer_odd_retry_after(
+    gateway, mocked: MockedSigners, status, retry_after, expected
+):
+    """An absurd or non-ASCII signer Retry-After still gives 503 with a bounded Retry-After."""
+    mocked.get_credential.mock(
+        return_value=httpx.Response(status, text=SIGNER_TEXT, headers={"Retry-After": retry_after}),
+        side_effect=None,
+    )
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    assert_problem(response, 503, "signer-unavailable")
+    assert response.headers["retry-after"] == expected
+    _assert_no_leak(response)
+
+
 async def test_eu_signer_refuses_connection(gateway, mocked: MockedSigners):
     """A signer that refuses the connection gives 503 with Retry-After."""
     mocked.get_credential.mock(side_effect=httpx.ConnectError("refused: eu-signer.test"))

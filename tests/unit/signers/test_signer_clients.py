@@ -21,7 +21,11 @@ from signing_gateway.signers.errors import (
     SignerTimeoutError,
 )
 from signing_gateway.signers.eu import EuSignerClient, credential_request
-from signing_gateway.signers.http import MAX_RESPONSE_BYTES, parse_retry_after
+from signing_gateway.signers.http import (
+    MAX_RESPONSE_BYTES,
+    MAX_RETRY_AFTER_SECONDS,
+    parse_retry_after,
+)
 from tests.support.credentials import b64, make_domestic_signer, make_dsc, sample_attributes
 
 EXPIRES = datetime(2027, 5, 20, tzinfo=UTC)
@@ -173,6 +177,26 @@ async def test_retry_after_http_date_is_parsed(http, router):
 )
 def test_parse_retry_after(value, expected):
     """Retry-After accepts delay-seconds and HTTP dates; junk gives None, past dates 0."""
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+    assert parse_retry_after(value, now=now) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("\u00b2", None),  # superscript two: str.isdigit() says yes, float() says no
+        ("\u0663", None),  # Arabic-Indic three
+        ("1\u00b2", None),
+        ("9" * 400, MAX_RETRY_AFTER_SECONDS),  # float() reads it as inf
+        ("9" * 5000, MAX_RETRY_AFTER_SECONDS),  # beyond int()'s digit limit too
+        ("86400", MAX_RETRY_AFTER_SECONDS),
+        ("3600", MAX_RETRY_AFTER_SECONDS),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER_SECONDS),
+        ("Wed, 21 Oct 99999999 07:28:00 GMT", None),
+    ],
+)
+def test_parse_retry_after_takes_ascii_digits_and_caps_the_delay(value, expected):
+    """Only ASCII delay-seconds are read, and no delay exceeds the documented maximum."""
     now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
     assert parse_retry_after(value, now=now) == expected
 
