@@ -6,7 +6,13 @@ Recorded per call: in flight per signer while it runs, then one count by signer,
 outcome and one duration sample. Outcomes are bounded slugs:
 
     ok, connect_error, timeout, connection_lost, throttled, rejected, server_error,
-    malformed, cancelled (the request's deadline or a failing sibling cancelled it), error
+    malformed, deadline, cancelled, error
+
+A cancelled call is told apart by the signer policy's attempt in flight (`attempt_var`): cut
+by its own timer, or by the caller's deadline at a time the breaker counts it, it is a
+"timeout"; cut by the caller's deadline while the signer was answering others, "deadline";
+cancelled otherwise (a failing sibling, shutdown), "cancelled". So the label always says what
+the breaker made of the call (see docs/resilience.md).
 
 "ok" means a 2xx JSON answer; a body that then fails its wire model is counted "ok" here and
 surfaces in the gateway's 502s. Readiness probes are not signer calls and are not counted.
@@ -17,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from signing_gateway.observability.telemetry import Telemetry, telemetry_var
 from signing_gateway.signers.errors import (
@@ -34,6 +41,18 @@ from signing_gateway.signers.errors import (
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
+
+
+class CutAttempt(Protocol):
+    """The signer policy's attempt in flight, which knows what cancelling it means."""
+
+    def cut_outcome(self) -> str:
+        """The outcome slug of the attempt, now that it was cancelled."""
+        ...
+
+
+#: The attempt the current task is making, set by the signer policy around its factory call.
+attempt_var: ContextVar[CutAttempt | None] = ContextVar("signer_attempt", default=None)
 
 # Most specific first: SignerThrottledError is also a SignerResponseError.
 _OUTCOMES: tuple[tuple[type[SignerError], str], ...] = (
@@ -97,6 +116,10 @@ class observe_signer_call:  # noqa: N801 - used like a function: `with observe_s
             return
         elapsed = time.perf_counter() - self._start
         outcome = outcome_of(exc)
+        if outcome == "cancelled":
+            attempt = attempt_var.get()
+            if attempt is not None:
+                outcome = attempt.cut_outcome()
         metrics = telemetry.metrics
         metrics.signer_in_flight_for(self._signer).dec()
         metrics.signer_calls_for(self._signer, self._endpoint, outcome).inc()

@@ -5,11 +5,16 @@ One `SignerPolicy` per signer composes the pieces for every call to it::
     for each attempt (at most max_attempts, all inside the request's deadline):
         breaker.acquire()          open → BreakerOpen (503, Retry-After = time left open)
         bulkhead slot              full → BulkheadFull (503 at once: load shedding)
-        factory() under min(attempt_timeout, time left)
-        outcome → breaker          see `breaker_verdict`
+        factory() until attempt_timeout after it was sent, or the deadline if sooner
+        outcome → breaker          see `breaker_verdict`, and `_Attempt` for a cut attempt
         retry?                     see `retry_delay`: only when safe, when it fits, within budget
 
 The factory builds a fresh request per attempt, so a retry never reuses a half-sent one.
+
+An attempt cut by the caller's deadline before its own timeout counts as a timeout only while
+the signer has answered nothing for a whole attempt timeout: a hung signer then trips the
+breaker however short the callers' deadlines, and an impatient caller cannot open the breaker
+of a signer that answers others, only slower than it would wait (docs/resilience.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from enum import Enum
 from typing import TypeVar
 
 from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.observability.signer_calls import attempt_var
 from signing_gateway.resilience.breaker import (
     BreakerSettings,
     BreakerState,
@@ -37,6 +43,7 @@ from signing_gateway.signers.errors import (
     SignerConnectionLostError,
     SignerError,
     SignerRejectedError,
+    SignerResponseError,
     SignerThrottledError,
     SignerTimeoutError,
 )
@@ -90,6 +97,59 @@ def retry_reason(exc: SignerError, *, replay_safe: bool) -> str | None:
     return None
 
 
+class _Attempt:
+    """One attempt sent to the signer: its timer, and what a cut of it tells the breaker.
+
+    The timer runs `attempt_timeout` from the moment the request is sent (after any wait for
+    a bulkhead slot), or to the request's deadline when that comes first. A cut is judged
+    once, when first asked (the signer-call metric asks before the policy records it), so the
+    metric's label and the breaker's verdict never disagree.
+    """
+
+    __slots__ = ("_by_deadline", "_deadline", "_outcome", "_policy", "deadline_cut", "scope")
+
+    def __init__(self, policy: SignerPolicy, sent_at: float, deadline: float | None) -> None:
+        """Arm the timer of an attempt sent at `sent_at` (event-loop time)."""
+        own_end = sent_at + policy.settings.attempt_timeout_seconds
+        self._by_deadline = deadline is not None and deadline <= own_end
+        self._deadline = deadline
+        self._policy = policy
+        self._outcome: str | None = None
+        #: Whether the caller's deadline, rather than the attempt's own timeout, cut it.
+        self.deadline_cut = False
+        self.scope = asyncio.timeout_at(
+            deadline if deadline is not None and self._by_deadline else own_end
+        )
+
+    def cut_outcome(self) -> str:
+        """What the attempt's cancellation was: "timeout", "deadline" or "cancelled".
+
+        - "timeout": its own timer expired, or the deadline cut it while the signer has been
+          silent (see `SignerPolicy.signer_silent`): a breaker failure;
+        - "deadline": the caller's deadline cut it while the signer was answering: ignored;
+        - "cancelled": a failing sibling or shutdown cancelled it: ignored.
+        """
+        if self._outcome is None:
+            self._outcome = self._judge()
+        return self._outcome
+
+    def _judge(self) -> str:
+        expired = self.scope.expired()
+        if expired and not self._by_deadline:
+            return "timeout"
+        now = asyncio.get_running_loop().time()
+        # Both timers sit at the same instant when the deadline is the nearer; whichever
+        # fired first, the deadline cut the attempt. Past it, any cancellation is its cut.
+        if expired or (self._deadline is not None and now >= self._deadline):
+            self.deadline_cut = True
+            return "timeout" if self._policy.signer_silent(now) else "deadline"
+        return "cancelled"
+
+    def cut_verdict(self) -> Verdict:
+        """The breaker's verdict on the cut: a failure only for "timeout"."""
+        return Verdict.FAILURE if self.cut_outcome() == "timeout" else Verdict.IGNORED
+
+
 class SignerPolicy:
     """Bulkhead, retries with a budget and a circuit breaker around every call to one signer."""
 
@@ -132,10 +192,28 @@ class SignerPolicy:
             window_seconds=settings.retry_budget_window_seconds,
             clock=clock,
         )
+        #: When the first attempt sent since the signer's last answer was sent (None: no
+        #: attempt is waiting for one); see `signer_silent`.
+        self._unanswered_since: float | None = None
         if metrics is not None:
             metrics.breaker_state.labels(signer).set(BreakerState.CLOSED.level)
 
+    def signer_silent(self, now: float) -> bool:
+        """Whether the signer has answered nothing for at least one attempt timeout.
+
+        That is: an attempt sent `attempt_timeout_seconds` ago or more, and no HTTP answer
+        of any kind (a success, a refusal, an error status) from the signer since. A patient
+        caller's attempt would have timed out by now and been counted; a signer slower than
+        an impatient caller's deadline but answering the others is not silent.
+        """
+        since = self._unanswered_since
+        return since is not None and now - since >= self.settings.attempt_timeout_seconds
+
     def _on_transition(self, to: BreakerState) -> None:
+        # Silence from before the transition says nothing about the trials that follow: an
+        # impatient caller holding a trial slot must not reopen the breaker of a recovered
+        # signer on old evidence.
+        self._unanswered_since = None
         log = logger.warning if to is BreakerState.OPEN else logger.info
         log("circuit breaker %s", to.value, extra={"signer": self.signer, "breaker": to.value})
         if self._metrics is not None:
@@ -196,9 +274,8 @@ class SignerPolicy:
         self.budget.deposit()
         attempt = 0
         while True:
-            time_left = None if deadline is None else deadline - loop.time()
             try:
-                return await self._attempt(endpoint, factory, time_left)
+                return await self._attempt(endpoint, factory, deadline)
             except SignerError as exc:
                 time_left = None if deadline is None else deadline - loop.time()
                 plan = self.retry_delay(
@@ -213,32 +290,43 @@ class SignerPolicy:
                 attempt += 1
 
     async def _attempt(
-        self, endpoint: str, factory: Callable[[], Awaitable[T]], time_left: float | None
+        self, endpoint: str, factory: Callable[[], Awaitable[T]], deadline: float | None
     ) -> T:
+        loop = asyncio.get_running_loop()
+        time_left = None if deadline is None else deadline - loop.time()
         if time_left is not None and time_left < MIN_ATTEMPT_SECONDS:
             raise SignerTimeoutError(
                 "no time left for an attempt", signer=self.signer, endpoint=endpoint
             )
         permit = self.breaker.acquire()
+        attempt: _Attempt | None = None
         try:
             async with self.bulkhead.slot(wait_limit=time_left):
-                budget = self.settings.attempt_timeout_seconds
-                if time_left is not None:
-                    budget = min(budget, time_left)
-                # The attempt's own timeout is entered here, not in a helper coroutine: every
-                # frame on this path is held for the whole signer wait of each call in flight.
-                scope = asyncio.timeout(budget)
+                # The attempt's timer starts now that it is sent, not before the slot wait,
+                # and its timeout is entered here, not in a helper coroutine: every frame on
+                # this path is held for the whole signer wait of each call in flight.
+                sent_at = loop.time()
+                attempt = _Attempt(self, sent_at, deadline)
+                if self._unanswered_since is None:
+                    self._unanswered_since = sent_at
                 try:
-                    async with scope:
+                    async with attempt.scope:
+                        # Set inside the scope: its timer handle copies the context when it
+                        # is armed, and a cancelled handle waits in the loop's heap until its
+                        # time; holding the attempt there would hold the request's task too.
+                        # set(None) below rather than reset: no Token held through the wait.
+                        attempt_var.set(attempt)
                         result = await factory()
                 except TimeoutError as exc:
-                    if scope.expired():
+                    if attempt.scope.expired():
                         raise SignerTimeoutError(
                             "attempt timed out", signer=self.signer, endpoint=endpoint
                         ) from exc
                     raise
+                finally:
+                    attempt_var.set(None)
         except SignerError as exc:
-            self._record(permit, breaker_verdict(exc))
+            self._record_error(permit, attempt, exc, endpoint)
             raise
         except BulkheadFull:
             self.breaker.record_ignored(permit)
@@ -246,11 +334,48 @@ class SignerPolicy:
                 self._metrics.signer_shed.labels(self.signer).inc()
             raise
         except BaseException:
-            # Cancelled (deadline, failing sibling, shutdown): nothing learned about the signer.
-            self.breaker.record_ignored(permit)
+            # Cancelled: by the deadline (judged by `_Attempt`), a failing sibling, shutdown.
+            self._record_cut(permit, attempt, endpoint)
             raise
-        self._record(permit, Verdict.SUCCESS)
+        self._unanswered_since = None
+        self.breaker.record_success(permit)
         return result
+
+    def _record_error(
+        self, permit: Permit, attempt: _Attempt | None, exc: SignerError, endpoint: str
+    ) -> None:
+        if isinstance(exc, SignerResponseError):
+            self._unanswered_since = None  # it answered: whatever it said, it is not hung
+        if attempt is not None and attempt.scope.expired():
+            self._record_cut(permit, attempt, endpoint)
+        else:
+            self._record(permit, breaker_verdict(exc))
+
+    def _record_cut(self, permit: Permit, attempt: _Attempt | None, endpoint: str) -> None:
+        """Record an attempt cut short (or never sent, `attempt` None).
+
+        A cut by the caller's deadline is logged here; the attempt's own timeout surfaces as
+        a SignerTimeoutError, which `call_signer` logs.
+        """
+        if attempt is None:
+            self.breaker.record_ignored(permit)  # never sent: nothing learned
+            return
+        outcome = attempt.cut_outcome()
+        if attempt.deadline_cut:
+            extra = {"signer": self.signer, "endpoint": endpoint, "outcome": outcome}
+            if outcome == "timeout":
+                logger.warning(
+                    "signer attempt cut by the request deadline; the signer has answered "
+                    "nothing for an attempt timeout, counted as a timeout",
+                    extra=extra,
+                )
+            else:
+                logger.info(
+                    "signer attempt cut by the request deadline; the signer is answering, "
+                    "not counted",
+                    extra=extra,
+                )
+        self._record(permit, attempt.cut_verdict())
 
     def _record(self, permit: Permit, verdict: Verdict) -> None:
         if verdict is Verdict.SUCCESS:

@@ -1,17 +1,22 @@
-"""The per-signer policy: retries only when safe and in time, breaker and bulkhead refusals."""
+"""The per-signer policy: retries, breaker and bulkhead refusals, what a cut attempt counts as."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from signing_gateway.errors import DeadlineExceeded
+from signing_gateway.issuance.deadline import current_deadline, request_deadline
 from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.observability.signer_calls import observe_signer_call
+from signing_gateway.observability.telemetry import Telemetry, telemetry_var
 from signing_gateway.resilience.breaker import BreakerOpen, BreakerState
 from signing_gateway.resilience.bulkhead import BulkheadFull
-from signing_gateway.resilience.policy import SignerPolicy
+from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS, SignerPolicy
 from signing_gateway.settings import ResilienceSettings
 from signing_gateway.signers.errors import (
     SignerConnectError,
@@ -201,3 +206,146 @@ async def test_full_bulkhead_sheds_and_counts():
     assert await holder == "ok"
     assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 1
     assert policy.breaker.state is BreakerState.CLOSED
+
+
+class Signer:
+    """A signer answering "ok" after `seconds`, or never (`hung`), through the call metrics."""
+
+    def __init__(self, seconds: float = 0.0, *, hung: bool = False) -> None:
+        self.seconds = seconds
+        self.hung = hung
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        with observe_signer_call(signer="eu", endpoint="get_credential", headers={}):
+            if self.hung:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.seconds)
+        return "ok"
+
+
+@pytest.fixture
+def telemetry() -> Iterator[GatewayMetrics]:
+    """Metrics bound as the current request's telemetry, so signer calls are counted."""
+    metrics = GatewayMetrics()
+    token = telemetry_var.set(Telemetry(metrics))
+    yield metrics
+    telemetry_var.reset(token)
+
+
+def _policy_counting(metrics: GatewayMetrics, **overrides) -> SignerPolicy:
+    values = {"max_attempts": 1, "breaker_consecutive_failures": 3, **overrides}
+    return SignerPolicy("eu", ResilienceSettings(**values), metrics=metrics)
+
+
+def _outcomes(metrics: GatewayMetrics) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "gateway_signer_calls_total":
+                found[sample.labels["outcome"]] = sample.value
+    return found
+
+
+async def _call_within(policy: SignerPolicy, seconds: float, signer: Signer) -> str:
+    """One call of `signer` under a request deadline of `seconds`, as an issuer makes it."""
+    async with request_deadline(seconds):
+        return await policy.call(
+            "get_credential", signer, replay_safe=True, deadline=current_deadline()
+        )
+
+
+async def test_hung_signer_opens_the_breaker_under_deadlines_shorter_than_the_attempt(
+    telemetry,
+):
+    """Cut by 0.1 s deadlines, a hung signer trips the breaker once silent a whole attempt."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.3)
+    hung = Signer(hung=True)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    cuts = 0
+    while policy.breaker.state is BreakerState.CLOSED and cuts < 20:
+        request_started = loop.time()
+        with pytest.raises(DeadlineExceeded):
+            await _call_within(policy, 0.1, hung)
+        assert loop.time() - request_started < 0.2  # the caller's 504 comes in its budget
+        cuts += 1
+    assert policy.breaker.state is BreakerState.OPEN
+    # Not before the signer had been silent for an attempt timeout, then three in a row.
+    assert 0.3 + 2 * 0.1 <= loop.time() - started < 0.3 + 4 * 0.1
+    assert _outcomes(telemetry) == {"deadline": cuts - 3, "timeout": 3}
+    with pytest.raises(BreakerOpen):
+        await _call_within(policy, 0.1, hung)
+    assert hung.calls == cuts  # the refusal sent nothing
+
+
+async def test_short_deadlines_do_not_open_the_breaker_of_an_answering_signer(telemetry):
+    """Impatient callers' cuts are ignored while a slower signer keeps answering the others."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
+    slow = Signer(0.3)
+    patient = [asyncio.create_task(_call_within(policy, 2.0, slow))]
+    impatient = 0
+    for _ in range(12):  # 1.2 s: more than two attempt timeouts of cuts
+        await asyncio.sleep(0.1)
+        patient.append(asyncio.create_task(_call_within(policy, 2.0, slow)))
+        for _ in range(3):
+            with pytest.raises(DeadlineExceeded):
+                await _call_within(policy, 0.05 + MIN_ATTEMPT_SECONDS, slow)
+            impatient += 1
+    assert await asyncio.gather(*patient) == ["ok"] * len(patient)
+    assert policy.breaker.state is BreakerState.CLOSED
+    assert _outcomes(telemetry) == {"ok": len(patient), "deadline": impatient}
+
+
+async def test_a_burst_of_short_deadlines_after_a_quiet_spell_is_not_a_failure(telemetry):
+    """A slow, healthy signer idle for a while: a burst of cuts with nobody answered is ignored."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
+    slow = Signer(0.3)
+    assert await _call_within(policy, 2.0, slow) == "ok"
+    await asyncio.sleep(0.6)  # quiet: longer than an attempt timeout
+    burst = [_call_within(policy, 0.1, slow) for _ in range(10)]
+    results = await asyncio.gather(*burst, return_exceptions=True)
+    assert all(isinstance(r, DeadlineExceeded) for r in results)
+    assert policy.breaker.state is BreakerState.CLOSED
+    assert _outcomes(telemetry) == {"ok": 1, "deadline": 10}
+
+
+async def test_an_attempt_timing_out_on_its_own_counts_as_a_timeout(telemetry):
+    """An attempt cut by attempt_timeout is labelled "timeout", as the breaker counts it."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.1)
+    with pytest.raises(SignerTimeoutError):
+        await _call_within(policy, 2.0, Signer(hung=True))
+    assert _outcomes(telemetry) == {"timeout": 1}
+
+
+async def test_a_cancelled_attempt_is_neither_a_timeout_nor_a_deadline(telemetry):
+    """An attempt cancelled from outside (a failing sibling) is "cancelled" and not counted."""
+    policy = _policy_counting(
+        telemetry, attempt_timeout_seconds=0.6, breaker_consecutive_failures=1
+    )
+    hung = Signer(hung=True)
+    with pytest.raises(DeadlineExceeded):
+        await _call_within(policy, 0.3, hung)  # the signer is silent from here
+    call = asyncio.create_task(_call_within(policy, 2.0, hung))
+    await asyncio.sleep(0.45)  # silent 0.75 s, past an attempt timeout; the call's own: 0.9 s
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert _outcomes(telemetry) == {"deadline": 1, "cancelled": 1}
+    assert policy.breaker.state is BreakerState.CLOSED
+
+
+async def test_attempt_never_outlives_the_deadline_after_waiting_for_a_slot():
+    """A call that waited 0.2 s for a bulkhead slot still ends at its 0.35 s deadline."""
+    policy, _ = _policy(
+        attempt_timeout_seconds=5.0, max_in_flight=1, max_pending=1, max_wait_seconds=1.0
+    )
+    loop = asyncio.get_running_loop()
+    holder = asyncio.create_task(policy.call("x", Signer(0.2), replay_safe=True))
+    await asyncio.sleep(0)
+    started = loop.time()
+    with pytest.raises(SignerTimeoutError):
+        await policy.call("x", Signer(hung=True), replay_safe=False, deadline=started + 0.35)
+    assert loop.time() - started < 0.45
+    assert await holder == "ok"
