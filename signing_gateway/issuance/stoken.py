@@ -1,7 +1,12 @@
 """Single-use issuance session tokens ("stoken") with a time to live.
 
 The store is an interface so that several replicas can later share one (e.g. Redis with
-GETDEL); `InMemoryStokenStore` serves one process.
+GETDEL to take, SET NX with the remaining TTL to put back); `InMemoryStokenStore` serves one
+process.
+
+A session is taken before its `/issue` call, so two requests with one stoken can never both
+reach the signer. It is put back only when that call certainly never reached the signer
+(see `issuance/session.py`), with the expiry it had: a put-back never lengthens a session.
 """
 
 from __future__ import annotations
@@ -31,6 +36,18 @@ class StokenStore(Protocol):
 
     async def take(self, stoken: str) -> IssuanceSession | None:
         """Remove and return the live session for `stoken` (None if unknown, expired or used)."""
+        ...
+
+    async def put_back(self, stoken: str, session: IssuanceSession) -> None:
+        """Make a session taken by `take` usable again, until its original `expires_at`.
+
+        Only for a session whose use certainly never reached the signer, so its nonce is
+        unspent. A session already expired stays gone, and a token that is live again (it
+        never should be) is left as it is. A shared store keeps the expiry in the value and
+        writes ``SET stoken value NX PX <ms left>`` (skipped when none is left): NX keeps the
+        put-back from overwriting, and the remaining TTL keeps it from extending the session.
+        It runs while the request is being cancelled, so it should be short and bounded.
+        """
         ...
 
 
@@ -66,12 +83,15 @@ class InMemoryStokenStore:
                 break
             self._sessions.popitem(last=False)
 
-    async def open(self, prepare_issue_message: dict[str, Any]) -> str:
-        """Remember a session and return its new token (a random UUID)."""
-        now = self._clock()
+    def _make_room(self, now: float) -> None:
         self._sweep(now)
         while len(self._sessions) >= self._max:
             self._sessions.popitem(last=False)
+
+    async def open(self, prepare_issue_message: dict[str, Any]) -> str:
+        """Remember a session and return its new token (a random UUID)."""
+        now = self._clock()
+        self._make_room(now)
         token = str(uuid.uuid4())
         self._sessions[token] = IssuanceSession(prepare_issue_message, now + self._ttl)
         return token
@@ -82,3 +102,16 @@ class InMemoryStokenStore:
         if session is None or session.expires_at <= self._clock():
             return None
         return session
+
+    async def put_back(self, stoken: str, session: IssuanceSession) -> None:
+        """Hold `session` under `stoken` again if it is still live; its expiry is unchanged.
+
+        It goes to the back of the insertion order though it expires before the sessions
+        opened meanwhile: the sweep stops at them, so it may stay in memory up to one TTL
+        after expiring (still counted in the size bound); `take` checks the expiry anyway.
+        """
+        now = self._clock()
+        if session.expires_at <= now or stoken in self._sessions:
+            return
+        self._make_room(now)
+        self._sessions[stoken] = session

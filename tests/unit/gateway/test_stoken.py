@@ -60,3 +60,47 @@ async def test_tokens_are_distinct_uuids():
     tokens = {await store.open({}) for _ in range(200)}
     assert len(tokens) == 200
     assert all(len(t) == 36 for t in tokens)
+
+
+async def test_put_back_session_is_usable_once_more_until_its_first_expiry():
+    """A session put back can be taken once again, but only until its original expiry."""
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    token = await store.open({"issuerNonce": "n1"})
+    clock.now += 50
+    session = await store.take(token)
+    assert session is not None
+    await store.put_back(token, session)
+    again = await store.take(token)
+    assert again is not None
+    assert again.prepare_issue_message == {"issuerNonce": "n1"}
+    assert await store.take(token) is None
+    await store.put_back(token, again)
+    clock.now += 10.001
+    assert await store.take(token) is None
+
+
+async def test_expired_session_is_not_put_back():
+    """A session that expired while it was out of the store stays gone."""
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    token = await store.open({})
+    session = await store.take(token)
+    assert session is not None
+    clock.now += 60.001
+    await store.put_back(token, session)
+    assert len(store) == 0
+    assert await store.take(token) is None
+
+
+async def test_put_back_keeps_the_size_bound():
+    """Putting a session back into a full store drops the oldest one, as opening does."""
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=2)
+    first = await store.open({"i": 1})
+    session = await store.take(first)
+    assert session is not None
+    others = [await store.open({"i": i}) for i in (2, 3)]
+    await store.put_back(first, session)
+    assert len(store) == 2
+    assert await store.take(others[0]) is None
+    assert await store.take(first) is not None
