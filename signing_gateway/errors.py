@@ -51,6 +51,10 @@ class GatewayError(Exception):
         """Extra response headers (e.g. Retry-After)."""
         return {}
 
+    def add_advice(self, advice: str) -> None:
+        """Append to `detail` what the caller should do next, when code above the raise knows."""
+        self.detail = f"{self.detail}; {advice}"
+
     def extensions(self) -> dict[str, Any]:
         """Members added to the problem body beyond the standard ones."""
         return {"part": self.part} if self.part is not None else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
@@ -135,7 +136,7 @@ async def _issue_credentials(
     settings: Settings,
     headers: dict[str, str],
 ) -> list[Any]:
-    """Validate everything, consume the session, sign concurrently; domestic result first."""
+    """Validate everything, take the session, sign concurrently; domestic result first."""
     errors = domestic.check_many(body.domestic, loc=("domestic",))
     prepared, eu_errors = _prepare_all(
         eu, [(("european", i), request) for i, request in enumerate(body.european)]
@@ -153,23 +154,27 @@ async def _issue_credentials(
         raise DomainValidationError(errors)
 
     calls: list[Callable[[], Awaitable[Any]]] = []
-    if body.domestic and body.stoken is not None and commitment is not None:
-        prepare_message = await domestic.take_session(body.stoken)
-        calls.append(
-            partial(
-                domestic.issue,
-                prepare_issue_message=prepare_message,
-                commitment=commitment,
-                attributes=body.domestic,
-                part="domestic",
-                headers=headers,
+    async with AsyncExitStack() as session_scope:
+        if body.domestic and body.stoken is not None and commitment is not None:
+            # Out of the store until the request ends; put back if the signer never saw it,
+            # even when an EU part failed and cancelled the domestic call before it was sent.
+            session = await session_scope.enter_async_context(domestic.hold_session(body.stoken))
+            calls.append(
+                partial(
+                    domestic.issue,
+                    session=session,
+                    commitment=commitment,
+                    attributes=body.domestic,
+                    part="domestic",
+                    headers=headers,
+                )
             )
+        calls.extend(
+            partial(eu.issue, p, part=f"european[{i}]", headers=headers)
+            for i, p in enumerate(prepared)
         )
-    calls.extend(
-        partial(eu.issue, p, part=f"european[{i}]", headers=headers) for i, p in enumerate(prepared)
-    )
-    async with request_deadline(settings.request_deadline_seconds):
-        return await all_or_nothing(calls)
+        async with request_deadline(settings.request_deadline_seconds):
+            return await all_or_nothing(calls)
 
 
 @router.post(
@@ -192,7 +197,7 @@ async def issue_credentials(
     access: ScopeCheckDep,
     audit: AuditDep,
 ) -> CredentialsOut:
-    """Validate everything, consume the session, then sign all parts concurrently."""
+    """Validate everything, take the session, then sign all parts concurrently."""
     body = await read_body(request, CredentialsRequest)
     access.require(*_scopes_for(domestic=bool(body.domestic), european=body.european))
     async with audit.attempt():

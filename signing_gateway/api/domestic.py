@@ -99,7 +99,7 @@ async def issue(
     headers: SignerHeadersDep,
     audit: AuditDep,
 ) -> IssueOut:
-    """Check the attributes and commitment, consume the session, sign, verify, return."""
+    """Check the attributes and commitment, take the session, sign, verify, return."""
     body = await read_body(request, IssueRequest)
     async with audit.attempt():
         count = len(body.credentials_attributes)
@@ -110,10 +110,13 @@ async def issue(
         commitment = decode_commitment(
             body.issue_commitment_message, loc=("issueCommitmentMessage",)
         )
-        prepare_message = await issuer.take_session(body.stoken)
-        async with request_deadline(settings.request_deadline_seconds):
+        # The session is out of the store for the call: put back if the signer never saw it.
+        async with (
+            issuer.hold_session(body.stoken) as session,
+            request_deadline(settings.request_deadline_seconds),
+        ):
             items = await issuer.issue(
-                prepare_issue_message=prepare_message,
+                session=session,
                 commitment=commitment,
                 attributes=body.credentials_attributes,
                 part="domestic",

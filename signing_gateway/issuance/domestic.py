@@ -7,6 +7,7 @@ import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -17,9 +18,9 @@ from signing_gateway.domain.domestic import (
     check_domestic_policy,
 )
 from signing_gateway.domain.errors import DomainValidationError, FieldError
-from signing_gateway.errors import StokenInvalid
 from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
+from signing_gateway.issuance.session import HeldSession
 from signing_gateway.issuance.stoken import StokenStore
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.domestic import DomesticSignerClient
@@ -141,17 +142,14 @@ class DomesticIssuer:
         stoken = await self._stokens.open(message)
         return stoken, message
 
-    async def take_session(self, stoken: str) -> dict[str, Any]:
-        """Consume the session of `stoken` (single use) and return its prepare message."""
-        session = await self._stokens.take(stoken)
-        if session is None:
-            raise StokenInvalid("the issuance session is unknown, expired or already used")
-        return session.prepare_issue_message
+    def hold_session(self, stoken: str) -> HeldSession:
+        """``async with``: take the session of `stoken` for one issue (see issuance/session.py)."""
+        return HeldSession(self._stokens, stoken)
 
     async def issue(
         self,
         *,
-        prepare_issue_message: dict[str, Any],
+        session: HeldSession,
         commitment: dict[str, Any],
         attributes: Sequence[DomesticAttributes],
         part: str,
@@ -159,15 +157,18 @@ class DomesticIssuer:
     ) -> list[dict[str, Any]]:
         """Have the signer create the session's credentials and verify every signature."""
         wires = [a.wire() for a in attributes]
+        prepare_issue_message = session.prepare_issue_message
+        attempt = SignerAttempt(
+            self._client.issue,
+            prepare_issue_message=prepare_issue_message,
+            issue_commitment_message=commitment,
+            credentials_attributes=wires,
+            headers=headers,
+        )
         items = await call_signer(
             part,
-            SignerAttempt(
-                self._client.issue,
-                prepare_issue_message=prepare_issue_message,
-                issue_commitment_message=commitment,
-                credentials_attributes=wires,
-                headers=headers,
-            ),
+            # Each attempt tells the session whether the signer may have seen it.
+            partial(session.attempt, attempt),
             policy=self.signer_policy,
             endpoint="issue",
             # Bound to a single-use nonce: once the request may have reached the signer it

@@ -1,0 +1,87 @@
+"""One use of a domestic issuance session: taken for an `/issue` call, put back if unsent.
+
+`/v1/domestic/issue` and `/v1/credentials` take the session out of the stoken store before
+the signer's `/issue` call, so two requests with one stoken can never both reach the signer.
+If the request fails, what becomes of the session depends on whether the signer may have seen
+the call, because the signer spends the session's nonce when it signs:
+
+- certainly not: no attempt was started (breaker open, shed by the bulkhead, the deadline ran
+  out first, a failing sibling part cancelled it first), or every attempt ended refused before
+  a byte was sent (`SignerConnectError`) or throttled (429/503: the signer did not do the
+  work, the same reason `issue` retries those). The session goes back to the store with its
+  original expiry, and the retry the caller is advised works with the same stoken.
+- maybe: an attempt was under way when it timed out, lost its connection or was cancelled, or
+  it ended in a 5xx, an unusable answer or a success (then verification or another part
+  failed). The nonce may be spent; the session stays used.
+
+Either way, the problem's `detail` tells the caller which: retry with the same stoken, or
+start again with prepare-issue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Self, TypeVar
+
+from signing_gateway.errors import GatewayError, StokenInvalid
+from signing_gateway.issuance.stoken import IssuanceSession, StokenStore
+from signing_gateway.signers.errors import SignerConnectError, SignerThrottledError
+
+T = TypeVar("T")
+
+SESSION_KEPT = "the issuance session was not used: retry with the same stoken before it expires"
+SESSION_SPENT = "the issuance session is used up: start again with POST /v1/domestic/prepare-issue"
+
+
+class HeldSession:
+    """``async with``: an issuance session out of its store for one request.
+
+    Entering takes the session (401 `stoken-invalid` if it is unknown, expired or used);
+    leaving on a failure puts it back unless an attempt may have reached the signer.
+    """
+
+    __slots__ = ("_reached", "_session", "_stoken", "_store")
+
+    def __init__(self, store: StokenStore, stoken: str) -> None:
+        """Name the store and the token; nothing is taken before ``async with``."""
+        self._store = store
+        self._stoken = stoken
+        self._session: IssuanceSession | None = None
+        self._reached = False
+
+    async def __aenter__(self) -> Self:
+        """Take the session (single use)."""
+        session = await self._store.take(self._stoken)
+        if session is None:
+            raise StokenInvalid("the issuance session is unknown, expired or already used")
+        self._session = session
+        return self
+
+    @property
+    def prepare_issue_message(self) -> dict[str, Any]:
+        """The signer's prepare_issue message the session was opened with."""
+        assert self._session is not None  # noqa: S101 - entered
+        return self._session.prepare_issue_message
+
+    async def attempt(self, factory: Callable[[], Awaitable[T]]) -> T:
+        """Run one signer attempt of `factory`, noting whether it may have reached the signer."""
+        reached = True
+        try:
+            return await factory()
+        except (SignerConnectError, SignerThrottledError):
+            reached = False  # refused before sending, or throttled: the nonce is unspent
+            raise
+        finally:
+            self._reached = self._reached or reached
+
+    async def __aexit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        """On a failure: put the session back if the signer never saw it; say so either way."""
+        if exc is None or self._session is None:
+            return
+        if self._reached:
+            advice = SESSION_SPENT
+        else:
+            await self._store.put_back(self._stoken, self._session)
+            advice = SESSION_KEPT
+        if isinstance(exc, GatewayError):
+            exc.add_advice(advice)

@@ -1,0 +1,248 @@
+"""What a failed /issue leaves of its stoken: a retry as advised, or a new session, never both."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from signing_gateway.settings import ResilienceSettings, SignerSettings
+from tests.api.assertions import assert_problem
+from tests.api.bodies import domestic_attributes, eu_test
+from tests.api.signer_mocks import Handler, MockedSigners, SlowCall, commitment, domestic_issuing
+from tests.support.gateway import (
+    DOMESTIC_SIGNER_URL,
+    EU_SIGNER_URL,
+    SignerKeys,
+    make_settings,
+    running_gateway,
+)
+
+KEPT = "retry with the same stoken"
+SPENT = "start again with POST /v1/domestic/prepare-issue"
+
+
+def _gateway(keys: SignerKeys, **resilience: Any) -> Any:
+    """An in-process gateway whose two signers share the given resilience settings."""
+    policy = ResilienceSettings(**resilience)
+    return running_gateway(
+        make_settings(
+            keys,
+            eu_signer=SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True, resilience=policy),
+            domestic_signer=SignerSettings(
+                url=DOMESTIC_SIGNER_URL, allow_plain_http=True, resilience=policy
+            ),
+        )
+    )
+
+
+@pytest.fixture
+async def gateway(test_keys: SignerKeys, signers) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway making one attempt per signer call: each failure reaches the caller as is."""
+    async with _gateway(test_keys, max_attempts=1) as client:
+        yield client
+
+
+def _first_then_signing(
+    keys: SignerKeys, failure: httpx.Response | Exception
+) -> list[httpx.Response | Exception | Handler]:
+    """The respx side effects of /issue: `failure` once (answered or raised), then signing."""
+    # A list, not one function that raises: respx chains an exception raised by a function
+    # side effect into a cause cycle.
+    return [failure, *[domestic_issuing(keys)] * 3]
+
+
+async def _issue_body(gateway: httpx.AsyncClient) -> dict[str, Any]:
+    prepared = await gateway.post("/v1/domestic/prepare-issue")
+    assert prepared.status_code == 200, prepared.text
+    return {
+        "stoken": prepared.json()["stoken"],
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": [domestic_attributes()],
+    }
+
+
+async def _credentials_body(gateway: httpx.AsyncClient) -> dict[str, Any]:
+    issue = await _issue_body(gateway)
+    return {
+        "stoken": issue["stoken"],
+        "issueCommitmentMessage": issue["issueCommitmentMessage"],
+        "domestic": issue["credentialsAttributes"],
+        "european": [eu_test()],
+    }
+
+
+NEVER_TAKEN = {
+    "503-retry-after": httpx.Response(503, text="busy", headers={"Retry-After": "5"}),
+    "429": httpx.Response(429, text="busy"),
+    "refused": httpx.ConnectError("refused"),
+}
+
+
+@pytest.mark.parametrize("failure", NEVER_TAKEN.values(), ids=NEVER_TAKEN.keys())
+async def test_issue_retry_as_advised_works_after_a_refused_or_throttled_call(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys, failure
+):
+    """A 503 for a call the signer refused or throttled keeps the stoken: the retry is issued."""
+    mocked.issue.mock(side_effect=_first_then_signing(test_keys, failure))
+    body = await _issue_body(gateway)
+    first = await gateway.post("/v1/domestic/issue", json=body)
+    assert KEPT in assert_problem(first, 503, "signer-unavailable")["detail"]
+    assert int(first.headers["retry-after"]) >= 1
+    retry = await gateway.post("/v1/domestic/issue", json=body)
+    assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 2
+
+
+async def test_issue_retry_as_advised_works_after_an_open_breaker(
+    test_keys: SignerKeys, mocked: MockedSigners
+):
+    """A 503 from an open breaker sent nothing: once it closes, the same stoken is issued."""
+    async with _gateway(
+        test_keys, max_attempts=1, breaker_consecutive_failures=1, breaker_open_seconds=0.2
+    ) as gateway:
+        body = await _issue_body(gateway)
+        mocked.issue_static.mock(return_value=httpx.Response(500, text="boom"), side_effect=None)
+        static = {"credentialAttributes": domestic_attributes()}
+        assert (await gateway.post("/v1/domestic/static", json=static)).status_code == 502
+        opened = time.monotonic()
+        first = await gateway.post("/v1/domestic/issue", json=body)
+        assert KEPT in assert_problem(first, 503, "signer-unavailable")["detail"]
+        assert mocked.issue.call_count == 0
+        # The breaker's open period is the behaviour under test: let exactly that much pass.
+        await asyncio.sleep(max(0.0, opened + 0.25 - time.monotonic()))
+        retry = await gateway.post("/v1/domestic/issue", json=body)
+    assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 1
+
+
+MAYBE_TAKEN = {
+    "read-timeout": (httpx.ReadTimeout("slow"), 504, "signer-timeout"),
+    "connection-lost": (httpx.RemoteProtocolError("hung up"), 502, "signer-bad-response"),
+    "500": (httpx.Response(500, text="boom"), 502, "signer-bad-response"),
+}
+
+
+@pytest.mark.parametrize("case", MAYBE_TAKEN.values(), ids=MAYBE_TAKEN)
+async def test_issue_that_may_have_reached_the_signer_spends_the_stoken(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys, case
+):
+    """After a call the signer may have taken, the detail says to start again; a retry is 401."""
+    failure, status, slug = case
+    mocked.issue.mock(side_effect=_first_then_signing(test_keys, failure))
+    body = await _issue_body(gateway)
+    first = await gateway.post("/v1/domestic/issue", json=body)
+    assert SPENT in assert_problem(first, status, slug)["detail"]
+    assert_problem(await gateway.post("/v1/domestic/issue", json=body), 401, "stoken-invalid")
+    assert mocked.issue.call_count == 1
+
+
+async def test_one_stoken_never_reaches_the_signer_twice(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys
+):
+    """While one issue holds the session, the same stoken is refused; put back, it serves once."""
+    at_signer, release = asyncio.Event(), asyncio.Event()
+
+    async def throttled(_: httpx.Request) -> httpx.Response:
+        at_signer.set()
+        await release.wait()
+        return httpx.Response(503, text="busy", headers={"Retry-After": "5"})
+
+    mocked.issue.mock(side_effect=throttled)
+    body = await _issue_body(gateway)
+    holder = asyncio.create_task(gateway.post("/v1/domestic/issue", json=body))
+    await asyncio.wait_for(at_signer.wait(), timeout=5)
+    assert_problem(await gateway.post("/v1/domestic/issue", json=body), 401, "stoken-invalid")
+    release.set()
+    assert_problem(await holder, 503, "signer-unavailable")
+    assert mocked.issue.call_count == 1
+
+    mocked.issue.mock(side_effect=domestic_issuing(test_keys))
+    answers = await asyncio.gather(
+        *(gateway.post("/v1/domestic/issue", json=body) for _ in range(3))
+    )
+    assert sorted(a.status_code for a in answers) == [200, 401, 401]
+    assert mocked.issue.call_count == 2
+
+
+async def test_credentials_retry_as_advised_works_after_a_throttled_domestic_signer(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys
+):
+    """/v1/credentials: a throttled domestic /issue keeps the stoken, and the retry is issued."""
+    throttled = httpx.Response(503, text="busy", headers={"Retry-After": "5"})
+    mocked.issue.mock(side_effect=_first_then_signing(test_keys, throttled))
+    body = await _credentials_body(gateway)
+    first = await gateway.post("/v1/credentials", json=body)
+    problem = assert_problem(first, 503, "signer-unavailable")
+    assert (problem["part"], KEPT in problem["detail"]) == ("domestic", True)
+    retry = await gateway.post("/v1/credentials", json=body)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["domesticGreencard"] is not None
+    assert mocked.issue.call_count == 2
+
+
+async def test_credentials_eu_failure_before_the_domestic_call_was_sent_keeps_the_stoken(
+    test_keys: SignerKeys, mocked: MockedSigners
+):
+    """An EU failure that cancels the domestic call while it waits to retry keeps the stoken."""
+    throttled = asyncio.Event()
+
+    def throttle(_: httpx.Request) -> httpx.Response:
+        throttled.set()
+        return httpx.Response(503, text="busy", headers={"Retry-After": "1"})
+
+    async def fail_while_domestic_waits(_: httpx.Request) -> httpx.Response:
+        await throttled.wait()
+        # The gateway waits out the domestic Retry-After (1 s) before its next attempt: the
+        # EU 500 lands inside that wait, and the task group cancels the domestic call there.
+        await asyncio.sleep(0.2)
+        return httpx.Response(500, text="boom")
+
+    mocked.issue.mock(side_effect=[throttle, domestic_issuing(test_keys)])
+    eu_sign = mocked.get_credential.side_effect
+    mocked.get_credential.mock(side_effect=fail_while_domestic_waits)
+    async with _gateway(test_keys) as gateway:
+        body = await _credentials_body(gateway)
+        first = await gateway.post("/v1/credentials", json=body)
+        problem = assert_problem(first, 502, "signer-bad-response")
+        assert (problem["part"], KEPT in problem["detail"]) == ("european[0]", True)
+        assert mocked.issue.call_count == 1
+        mocked.get_credential.mock(side_effect=eu_sign)
+        retry = await gateway.post("/v1/credentials", json=body)
+    assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 2
+
+
+async def test_credentials_eu_failure_after_the_domestic_signing_spends_the_stoken(
+    gateway, mocked: MockedSigners
+):
+    """An EU failure after the domestic signer signed: start again, the same stoken is 401."""
+    mocked.get_credential.mock(
+        side_effect=SlowCall(0.1, then=lambda _: httpx.Response(500, text="boom"))
+    )
+    body = await _credentials_body(gateway)
+    first = await gateway.post("/v1/credentials", json=body)
+    problem = assert_problem(first, 502, "signer-bad-response")
+    assert (problem["part"], SPENT in problem["detail"]) == ("european[0]", True)
+    assert_problem(await gateway.post("/v1/credentials", json=body), 401, "stoken-invalid")
+    assert mocked.issue.call_count == 1
+
+
+async def test_issue_cut_off_by_the_deadline_at_the_signer_spends_the_stoken(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys
+):
+    """A deadline expiring while /issue is at the signer: 504, start again; the stoken is 401."""
+    hanging = SlowCall(5.0, then=domestic_issuing(test_keys))
+    mocked.issue.mock(side_effect=hanging)
+    body = await _issue_body(gateway)
+    first = await gateway.post(
+        "/v1/domestic/issue", json=body, headers={"X-Request-Timeout": "0.3"}
+    )
+    assert first.status_code == 504, first.text
+    assert SPENT in first.json()["detail"]
+    assert_problem(await gateway.post("/v1/domestic/issue", json=body), 401, "stoken-invalid")
+    assert (hanging.started, hanging.cancelled) == (1, 1)
