@@ -239,11 +239,17 @@ def build_signer_client(
 
 
 def _aiohttp_cause(exc: BaseException) -> BaseException | None:
-    """Return the aiohttp (or bare asyncio timeout) exception behind ``exc``, if any."""
+    """Return the aiohttp (or bare asyncio timeout) exception behind ``exc``, if any.
+
+    The chain is walked once: an exception set as its own cause, directly or further down
+    (a mocking library can build one), ends the walk instead of looping on the loop forever.
+    """
+    visited: set[int] = set()
     seen: BaseException | None = exc
-    while seen is not None:
+    while seen is not None and id(seen) not in visited:
         if isinstance(seen, aiohttp.ClientError | TimeoutError):
             return seen
+        visited.add(id(seen))
         seen = seen.__cause__
     return None
 

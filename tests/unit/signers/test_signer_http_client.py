@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from signing_gateway.signers.eu import EuSignerClient, credential_request
-from signing_gateway.signers.http import SignerHttpClient
+from signing_gateway.signers.errors import SignerConnectionLostError
+from signing_gateway.signers.http import SignerHttpClient, transport_error
 from tests.unit.signers.conftest import BASE_URL
 
 GOOD_EU = {"credential": "HC1:ABC", "proofIdentifier": "cHJvb2Y="}
@@ -78,3 +79,13 @@ def _encoded():
         expiration_time=datetime(2027, 5, 20, tzinfo=UTC),
         dcc={"ver": "1.3.0", "dob": "1964-08-12", "v": [{"dn": 2}]},
     )
+
+
+def test_a_circular_cause_chain_is_classified_without_looping():
+    """A transport error whose cause chain loops back is still translated, and promptly."""
+    outer = httpx.ReadError("read failed")
+    inner = RuntimeError("wrapped")
+    outer.__cause__ = inner
+    inner.__cause__ = outer  # a loop, as a mocking library can build
+    error = transport_error(outer, signer="eu", endpoint="get_credential")
+    assert isinstance(error, SignerConnectionLostError)
