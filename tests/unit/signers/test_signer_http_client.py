@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from signing_gateway.signers.eu import EuSignerClient, credential_request
 from signing_gateway.signers.errors import SignerConnectionLostError
+from signing_gateway.signers.eu import EuSignerClient, credential_request
 from signing_gateway.signers.http import SignerHttpClient, transport_error
 from tests.unit.signers.conftest import BASE_URL
 
