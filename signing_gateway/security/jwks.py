@@ -5,7 +5,10 @@ fetches an identity provider's JWKS with its own `httpx.AsyncClient` at start-up
 every `refresh_interval` in a background task; a token naming an unknown kid (the provider
 rotated its keys) may trigger one extra fetch per `min_refresh_interval`, shared by every
 request that asks meanwhile and bounded by the fetch timeout. A request never starts a
-fetch of its own, and never waits on one longer than that timeout.
+fetch of its own, and never waits on one longer than that timeout. While it waits it holds
+no CPU-gate permit (`io_wait`): the token's signature is checked only after the wait, so
+anyone can make requests wait, and they must not park the gated requests of everyone else.
+A request whose kid is known never waits.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import httpx
 import jwt
 import orjson
 
+from signing_gateway.runtime.cpu_gate import io_wait
 from signing_gateway.runtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -194,7 +198,11 @@ class RemoteJwks:
         await asyncio.shield(self._inflight)
 
     async def keys_for(self, kid: str | None) -> JwksKeys:
-        """The current keys; refresh first when `kid` is unknown and the rate limit allows."""
+        """The current keys; refresh first when `kid` is unknown and the rate limit allows.
+
+        A known kid never waits. An unknown one waits (bounded) for the shared fetch, with the
+        request's CPU permit handed on meanwhile.
+        """
         keys = self._keys
         if keys is None:
             raise JwksError("no JWKS loaded")
@@ -202,9 +210,11 @@ class RemoteJwks:
             return keys
         refreshing = self._inflight is not None and not self._inflight.done()
         if refreshing or self._clock() - self._last_attempt >= self._min_interval:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._timeout):
-                    await self._shared_refresh()
+            # Waiting on the provider is I/O: the CPU permit goes to the next request meanwhile.
+            async with io_wait():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._timeout):
+                        await self._shared_refresh()
         return self._keys or keys
 
     async def stop(self) -> None:

@@ -1,0 +1,92 @@
+"""Tokens checked against a JWKS URL: refetches on unknown kids and a slow provider."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import respx
+
+from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
+from signing_gateway.security.tokens import LocalTokenIssuer
+from tests.api.assertions import assert_problem
+from tests.api.bodies import eu_vaccination
+from tests.api.security.conftest import AUDIENCE, ISSUER, bearer
+from tests.api.signer_mocks import MockedSigners
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
+
+JWKS_URL = "https://idp.test/jwks"
+#: The longest a request waits on a refetch.
+FETCH_TIMEOUT = 4.0
+#: An unknown kid may trigger a refetch right after start-up (the default waits 30 s).
+MIN_REFRESH_INTERVAL = 0.001
+
+
+class Idp:
+    """The identity provider's JWKS endpoint: answers `jwks` at once at start-up, then as told."""
+
+    def __init__(self, jwks: dict[str, Any], *, slow: bool = False) -> None:
+        self.jwks = jwks
+        self.slow = slow
+        self.fetches = 0
+        self.refetching = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def answer(self, _: httpx.Request) -> httpx.Response:
+        self.fetches += 1
+        if self.fetches > 1:
+            self.refetching.set()
+            if self.slow:  # slower than the fetch timeout: it answers when the test lets it
+                await self.release.wait()
+        return httpx.Response(200, json=self.jwks)
+
+
+def _remote_auth() -> AuthSettings:
+    return AuthSettings(
+        jwks_url=JWKS_URL,
+        audience=AUDIENCE,
+        issuer=ISSUER,
+        jwks_fetch_timeout_seconds=FETCH_TIMEOUT,
+        jwks_min_refresh_interval_seconds=MIN_REFRESH_INTERVAL,
+    )
+
+
+def _issuer(kid: str) -> LocalTokenIssuer:
+    return LocalTokenIssuer(issuer=ISSUER, audience=AUDIENCE, kid=kid)
+
+
+def _token(issuer: LocalTokenIssuer) -> str:
+    return issuer.mint(subject="backend-1", scopes=list(ALL_SCOPES))
+
+
+async def test_valid_token_is_answered_while_unknown_kids_wait_on_a_slow_refetch(
+    signers: respx.MockRouter, mocked: MockedSigners, test_keys: SignerKeys, token_issuer
+):
+    """Unknown-kid requests waiting on a slow JWKS refetch hold no CPU permit: others go on."""
+    idp = Idp(token_issuer.jwks(), slow=True)
+    signers.get(JWKS_URL).mock(side_effect=idp.answer)
+    settings = make_settings(test_keys, auth=_remote_auth())
+    forged = _token(_issuer("no-such-kid"))  # its signature is never looked at
+    async with running_gateway(settings) as client:
+        waiting = [
+            asyncio.create_task(client.get("/v1/keys", headers=bearer(forged)))
+            for _ in range(2 * settings.loop_lag.cpu_permits)
+        ]
+        try:
+            async with asyncio.timeout(2):
+                await idp.refetching.wait()
+            started = time.perf_counter()
+            response = await client.post(
+                "/v1/dcc", json=eu_vaccination(), headers=bearer(_token(token_issuer))
+            )
+            elapsed = time.perf_counter() - started
+        finally:
+            idp.release.set()
+            refused = await asyncio.gather(*waiting)
+    assert response.status_code == 200, response.text
+    assert elapsed < FETCH_TIMEOUT / 4
+    for answer in refused:
+        assert_problem(answer, 401, "unauthenticated")
+    assert idp.fetches == 2  # one shared refetch for every unknown kid
