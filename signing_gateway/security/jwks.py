@@ -9,6 +9,9 @@ fetch of its own, and never waits on one longer than that timeout. While it wait
 no CPU-gate permit (`io_wait`): the token's signature is checked only after the wait, so
 anyone can make requests wait, and they must not park the gated requests of everyone else.
 A request whose kid is known never waits.
+
+A refresh that fails in any way (the provider, the document, or a bug) keeps the keys held
+and is logged; the refresher tries again at its next interval.
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ def _family(algorithm: str) -> str | None:
 
 
 class JwksKeys:
-    """One key set: asymmetric public keys by kid; symmetric and private keys are refused."""
+    """One key set: asymmetric public keys by kid; symmetric and private keys are refused.
+
+    A key whose `kid` is not a string is skipped (logged), as RFC 7517 section 5 asks of
+    keys with invalid members: no token can name it (a token's kid must be a string), and
+    refusing the whole document instead would keep the previous key set, including any key
+    the provider has just withdrawn.
+    """
 
     def __init__(self, document: Mapping[str, Any]) -> None:
         """Keep the usable keys of a parsed JWKS document; raise JwksError if none is."""
@@ -54,14 +63,22 @@ class JwksKeys:
         if not isinstance(keys, list):
             raise JwksError("a JWKS document is an object with a `keys` list")
         self._jwks: dict[str | None, dict[str, Any]] = {}
-        for jwk in keys:
-            if not isinstance(jwk, dict) or jwk.get("kty") not in _ASYMMETRIC_KTY:
+        for index, jwk in enumerate(keys):
+            kty = jwk.get("kty") if isinstance(jwk, dict) else None
+            if not isinstance(kty, str) or kty not in _ASYMMETRIC_KTY:
                 continue  # "oct" (HMAC) keys would let their holder mint tokens: never used
             if "d" in jwk:
                 raise JwksError("the JWKS holds a private key; publish only public keys")
             if jwk.get("use", "sig") != "sig":
                 continue
-            self._jwks[jwk.get("kid")] = jwk
+            kid = jwk.get("kid")
+            if kid is not None and not isinstance(kid, str):
+                logger.warning(
+                    "JWKS key skipped: its kid is not a string",
+                    extra={"key_index": index, "kid_type": type(kid).__name__},
+                )
+                continue
+            self._jwks[kid] = jwk
         if not self._jwks:
             raise JwksError("the JWKS holds no usable public signing key")
         self._prepared: dict[tuple[str | None, str], jwt.PyJWK] = {}
@@ -172,11 +189,15 @@ class RemoteJwks:
         self._keys = JwksKeys.from_bytes(response.content)
 
     async def _refresh_logged(self) -> None:
+        # Raises nothing but CancelledError (not an Exception): the refresher loop must outlive
+        # one failed refresh, and a request waiting on this fetch must not get its error. The
+        # keys we have are kept: a provider outage or a bad document must not lock callers out.
         try:
             await self._fetch()
         except (httpx.HTTPError, JwksError) as exc:
-            # Keep the keys we have: a provider outage must not lock every caller out.
             logger.warning("JWKS refresh failed", extra={"error": type(exc).__name__})
+        except Exception:
+            logger.exception("JWKS refresh failed unexpectedly")
 
     async def start(self) -> None:
         """Fetch once (raising JwksError when that fails) and start the refresher."""

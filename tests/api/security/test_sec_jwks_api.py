@@ -1,4 +1,4 @@
-"""Tokens checked against a JWKS URL: refetches on unknown kids and a slow provider."""
+"""Tokens checked against a JWKS URL: refetches on unknown kids, slow and malformed key sets."""
 
 from __future__ import annotations
 
@@ -90,3 +90,23 @@ async def test_valid_token_is_answered_while_unknown_kids_wait_on_a_slow_refetch
     for answer in refused:
         assert_problem(answer, 401, "unauthenticated")
     assert idp.fetches == 2  # one shared refetch for every unknown kid
+
+
+async def test_malformed_kid_in_a_refetched_jwks_skips_only_that_key(
+    signers: respx.MockRouter, mocked: MockedSigners, test_keys: SignerKeys, token_issuer
+):
+    """A key with a non-string kid is skipped: the rest of the set applies, unknown kids get 401."""
+    idp = Idp(token_issuer.jwks())
+    signers.get(JWKS_URL).mock(side_effect=idp.answer)
+    settings = make_settings(test_keys, auth=_remote_auth())
+    rotated = _issuer("rotated")
+    malformed = {**_issuer("other").jwks()["keys"][0], "kid": ["rotated-2"]}
+    async with running_gateway(settings) as client:
+        # The provider withdraws the old key and publishes a new one next to a malformed one.
+        idp.jwks = {"keys": [*rotated.jwks()["keys"], malformed]}
+        accepted = await client.get("/v1/keys", headers=bearer(_token(rotated)))
+        assert accepted.status_code == 200, accepted.text
+        withdrawn = await client.get("/v1/keys", headers=bearer(_token(token_issuer)))
+        unknown = await client.get("/v1/keys", headers=bearer(_token(_issuer("nobody"))))
+    assert_problem(withdrawn, 401, "unauthenticated")
+    assert_problem(unknown, 401, "unauthenticated")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from typing import Any
+
 import httpx
 import pytest
 
@@ -34,16 +39,53 @@ def test_key_is_bound_to_its_algorithm():
     assert keys.key_for("other", "ES256") is None
 
 
+@pytest.mark.parametrize(
+    "malformed",
+    [{"kid": ["rotated"]}, {"kid": {"id": "rotated"}}, {"kid": 7}, {"kty": ["EC"]}],
+    ids=["kid-list", "kid-object", "kid-number", "kty-list"],
+)
+def test_keys_with_malformed_members_are_skipped(malformed: dict[str, Any]):
+    """A key whose kid or kty is not a string is skipped; the other keys of the set are kept."""
+    good = _issuer("good").jwks()["keys"][0]
+    keys = JwksKeys({"keys": [good, {**_issuer("bad").jwks()["keys"][0], **malformed}]})
+    assert len(keys) == 1
+    assert keys.key_for("good", "ES256") is not None
+    with pytest.raises(JwksError, match="no usable"):
+        JwksKeys({"keys": [{**good, **malformed}]})
+
+
 class Idp:
-    """A JWKS endpoint whose key set can be rotated; counts fetches."""
+    """A JWKS endpoint whose key set can be rotated or broken; counts fetches."""
 
     def __init__(self, issuer: LocalTokenIssuer) -> None:
-        self.jwks = issuer.jwks()
+        self.jwks: Any = issuer.jwks()
+        self.status = 200
+        self.error: Exception | None = None
         self.fetches = 0
+        self.fetching = asyncio.Event()
+        self.release: asyncio.Event | None = None
 
-    def handler(self, _: httpx.Request) -> httpx.Response:
+    def hold(self) -> asyncio.Event:
+        """From now on a fetch (noted in `fetching`) waits until the returned event is set."""
+        self.fetching.clear()
+        self.release = asyncio.Event()
+        return self.release
+
+    async def handler(self, _: httpx.Request) -> httpx.Response:
         self.fetches += 1
-        return httpx.Response(200, json=self.jwks)
+        self.fetching.set()
+        if self.release is not None:
+            await self.release.wait()
+        if self.error is not None:
+            raise self.error
+        return httpx.Response(self.status, json=self.jwks)
+
+
+async def _until(predicate, limit: float = 2.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
 
 
 async def test_unknown_kid_refreshes_at_most_once_per_interval():
@@ -74,8 +116,23 @@ async def test_unknown_kid_refreshes_at_most_once_per_interval():
         await remote.stop()
 
 
-async def test_failed_refresh_keeps_the_keys():
-    """When the provider fails, the keys already loaded keep verifying tokens."""
+def _break(idp: Idp, how: str) -> None:
+    if how == "empty":
+        idp.jwks = {"keys": []}
+    elif how == "malformed-kid":
+        idp.jwks = {"keys": [{**idp.jwks["keys"][0], "kid": ["k2"]}]}
+    elif how == "http-503":
+        idp.status = 503
+    else:  # a bug anywhere in the fetch: an exception nobody expects
+        idp.error = RuntimeError("unexpected")
+
+
+FAILURES = ["empty", "malformed-kid", "http-503", "unexpected-exception"]
+
+
+@pytest.mark.parametrize("how", FAILURES)
+async def test_failed_refresh_keeps_the_keys(how: str):
+    """When a refresh fails in any way, the keys already loaded keep verifying tokens."""
     idp = Idp(_issuer("k"))
     now = [0.0]
     async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
@@ -84,11 +141,79 @@ async def test_failed_refresh_keeps_the_keys():
             fetch_timeout=2, clock=lambda: now[0],
         )  # fmt: skip
         await remote.start()
-        idp.jwks = {"keys": []}
+        _break(idp, how)
         now[0] += 5
         keys = await remote.keys_for("unknown")
+        assert idp.fetches == 2
         assert keys.has("k")
         await remote.stop()
+
+
+@pytest.mark.parametrize("how", FAILURES)
+async def test_refresher_outlives_a_failed_refresh(how: str, caplog: pytest.LogCaptureFixture):
+    """After a failed background refresh the refresher goes on and picks up a rotated key."""
+    idp = Idp(_issuer("old"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
+        remote = RemoteJwks(
+            http, "https://idp.test/jwks", refresh_interval=0.01, min_refresh_interval=3600,
+            fetch_timeout=2,
+        )  # fmt: skip
+        await remote.start()
+        with caplog.at_level(logging.WARNING, logger="signing_gateway.security.jwks"):
+            _break(idp, how)
+            await _until(lambda: idp.fetches >= 3)
+            assert (await remote.keys_for("old")).has("old")
+            idp.jwks, idp.status, idp.error = _issuer("new").jwks(), 200, None
+            await _until(lambda: remote._keys is not None and remote._keys.has("new"))
+        await remote.stop()
+    failures = [r for r in caplog.records if r.message.startswith("JWKS refresh failed")]
+    if how == "unexpected-exception":  # logged with its traceback: a bug to look into
+        assert failures
+        assert all(r.exc_info is not None for r in failures)
+    elif how == "malformed-kid":
+        assert any(r.message.startswith("JWKS key skipped") for r in caplog.records)
+
+
+async def test_known_kid_never_waits_for_a_refresh_in_flight():
+    """While a refetch hangs on the provider, a token with a known kid gets its key at once."""
+    idp = Idp(_issuer("k"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
+        remote = RemoteJwks(
+            http, "https://idp.test/jwks", refresh_interval=3600, min_refresh_interval=0,
+            fetch_timeout=5,
+        )  # fmt: skip
+        await remote.start()
+        release = idp.hold()
+        waiting = asyncio.create_task(remote.keys_for("unknown"))
+        async with asyncio.timeout(1):
+            await idp.fetching.wait()
+        async with asyncio.timeout(0.5):
+            assert (await remote.keys_for("k")).has("k")
+        assert not waiting.done()
+        release.set()
+        assert not (await waiting).has("unknown")
+        await remote.stop()
+
+
+async def test_stop_cancels_a_refresh_in_flight():
+    """Stopping ends the refresher and cancels its fetch: a cancellation is never swallowed."""
+    idp = Idp(_issuer("k"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
+        remote = RemoteJwks(
+            http, "https://idp.test/jwks", refresh_interval=0.01, min_refresh_interval=3600,
+            fetch_timeout=5,
+        )  # fmt: skip
+        await remote.start()
+        idp.hold()
+        async with asyncio.timeout(1):
+            await idp.fetching.wait()
+        refresher, fetch = remote._task, remote._inflight
+        assert refresher is not None
+        assert fetch is not None
+        async with asyncio.timeout(1):
+            await remote.stop()
+        assert refresher.cancelled()
+        assert fetch.cancelled()
 
 
 async def test_start_fails_without_a_key_set():
