@@ -16,7 +16,6 @@ import asyncio
 import json
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from signing_gateway.settings import (
     TrustSettings,
 )
 from tests.support.fake_signer_process import FakeSignerProcess, running_fake_signer
+from tests.support.polling import until
 
 BURST = 500
 SIGNER_LATENCY_MS = 200
@@ -76,13 +76,6 @@ def _settings(signer_url: str) -> Settings:
     )
 
 
-async def _until(predicate, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "server did not start before the deadline"
-        await asyncio.sleep(0.02)
-
-
 async def test_burst_of_500_never_holds_the_loop(
     slow_signer: FakeSignerProcess, slow_callback_detector, tmp_path: Path
 ) -> None:
@@ -103,7 +96,7 @@ async def test_burst_of_500_never_holds_the_loop(
     body.write_text(json.dumps(examples.EU_VACCINATION))
     base = f"http://127.0.0.1:{port}"
     try:
-        await _until(lambda: server.started or serving.done(), limit=30)
+        await until(lambda: server.started or serving.done(), limit=30)
         assert not serving.done(), "the gateway stopped during start-up"
         slow_callback_detector.watching = True  # start-up may parse keys; serving may not
         client = await asyncio.create_subprocess_exec(

@@ -19,6 +19,7 @@ from tests.support.gateway import (
     make_test_keys,
     running_gateway,
 )
+from tests.support.polling import until
 
 STALL = 0.3
 
@@ -28,13 +29,6 @@ def _hold_the_loop(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
-
-
-async def _until(predicate, limit: float = 5.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 def _sample(metrics: GatewayMetrics, name: str) -> float:
@@ -49,9 +43,9 @@ async def test_a_held_loop_shows_up_as_lag_in_stats_and_metrics() -> None:
     monitor = LoopLagMonitor(metrics, interval=0.02, warn_threshold=0.1)
     monitor.start()
     try:
-        await _until(lambda: monitor.stats.samples >= 2)
+        await until(lambda: monitor.stats.samples >= 2)
         _hold_the_loop(STALL)
-        await _until(lambda: monitor.stats.max >= STALL - 0.05, limit=1.0)
+        await until(lambda: monitor.stats.max >= STALL - 0.05, limit=1.0)
     finally:
         await monitor.stop()
     assert monitor.stats.max >= STALL - 0.05
@@ -67,7 +61,7 @@ async def test_an_idle_loop_has_small_lag() -> None:
     monitor = LoopLagMonitor(interval=0.01)
     monitor.start()
     try:
-        await _until(lambda: monitor.stats.samples >= 20)
+        await until(lambda: monitor.stats.samples >= 20)
     finally:
         await monitor.stop()
     assert monitor.stats.max < 0.05

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from signing_gateway.security.jwks import JwksError, JwksKeys, RemoteJwks
 from signing_gateway.security.tokens import LocalTokenIssuer
+from tests.support.polling import until
 
 
 def _issuer(kid: str) -> LocalTokenIssuer:
@@ -79,13 +79,6 @@ class Idp:
         if self.error is not None:
             raise self.error
         return httpx.Response(self.status, json=self.jwks)
-
-
-async def _until(predicate, limit: float = 2.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 async def test_unknown_kid_refreshes_at_most_once_per_interval():
@@ -161,10 +154,10 @@ async def test_refresher_outlives_a_failed_refresh(how: str, caplog: pytest.LogC
         await remote.start()
         with caplog.at_level(logging.WARNING, logger="signing_gateway.security.jwks"):
             _break(idp, how)
-            await _until(lambda: idp.fetches >= 3)
+            await until(lambda: idp.fetches >= 3)
             assert (await remote.keys_for("old")).has("old")
             idp.jwks, idp.status, idp.error = _issuer("new").jwks(), 200, None
-            await _until(lambda: remote._keys is not None and remote._keys.has("new"))
+            await until(lambda: remote._keys is not None and remote._keys.has("new"))
         await remote.stop()
     failures = [r for r in caplog.records if r.message.startswith("JWKS refresh failed")]
     if how == "unexpected-exception":  # logged with its traceback: a bug to look into
