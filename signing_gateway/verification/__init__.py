@@ -1,6 +1,7 @@
 """Verification of what the signers return, before anything is released.
 
 ``trust`` holds the public keys (EU DSC certificates, domestic keys), ``hcert`` decodes and
-verifies HC1 credentials, ``domestic`` verifies the domestic (NL2 simulation) signatures. Every
+verifies HC1 credentials, ``domestic`` verifies the domestic (NL2 simulation) signatures, and
+``cbor`` decodes the CBOR in a credential strictly (one item, no repeated map key). Every
 failure is a ``CredentialVerificationError`` with a short reason slug.
 """

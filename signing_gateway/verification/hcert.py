@@ -5,8 +5,11 @@
 (4), and the payload is a CWT with iss (1), exp (4), iat (6) and the DCC under -260 → 1.
 
 Every step is bounded: the text length, the decompressed size (a zip bomb is refused after
-``MAX_DECOMPRESSED_BYTES``) and CBOR nesting (cbor2 caps it). Verifying one credential costs
-about a signature check (~100 µs for ES256), so it runs on the event loop.
+``MAX_DECOMPRESSED_BYTES``) and CBOR nesting (cbor2 caps it). The COSE message, the protected
+header and the payload must each be exactly one CBOR item with no repeated map key
+(``verification.cbor``), so no other reader can find content the gateway did not check.
+Verifying one credential costs about a signature check (~100 µs for ES256), so it runs on the
+event loop.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from signing_gateway.verification.base45 import b45decode
+from signing_gateway.verification.cbor import decode_item
 from signing_gateway.verification.errors import CredentialVerificationError
 
 if TYPE_CHECKING:
@@ -103,13 +107,6 @@ def _decompress(compressed: bytes) -> bytes:
     return data
 
 
-def _cbor(data: bytes, what: str) -> Any:  # noqa: ANN401 - CBOR decodes to any shape
-    try:
-        return cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
-        raise _fail("decode-failed", f"{what} is not CBOR") from exc
-
-
 def _int(value: object, what: str) -> int:
     if type(value) is not int:  # bool is an int subclass and never a valid claim
         raise _fail("decode-failed", f"{what} must be an integer")
@@ -126,7 +123,7 @@ def _cose_sign1(text: str) -> list[Any]:
         compressed = b45decode(text[len(_PREFIX) :])
     except (ValueError, TypeError) as exc:
         raise _fail("decode-failed", "not Base45") from exc
-    cose = _cbor(_decompress(compressed), "COSE message")
+    cose = decode_item(_decompress(compressed), "COSE message")
     if not isinstance(cose, cbor2.CBORTag) or cose.tag != _COSE_SIGN1_TAG:
         raise _fail("decode-failed", "not a tagged COSE_Sign1")
     parts = cose.value
@@ -151,14 +148,14 @@ def decode_hc1(text: str) -> DecodedHc1:
         CredentialVerificationError: ``decode-failed`` or ``too-large``.
     """
     protected, unprotected, payload, signature = _cose_sign1(text)
-    header = _cbor(protected, "protected header") if protected else {}
+    header = decode_item(protected, "protected header") if protected else {}
     if not isinstance(header, dict):
         raise _fail("decode-failed", "protected header must be a map")
     # The spec lets kid sit in the unprotected header; the signature check still binds the key.
     kid = header.get(_HEADER_KID, unprotected.get(_HEADER_KID))
     if not isinstance(kid, bytes):
         raise _fail("decode-failed", "kid must be a byte string")
-    claims = _cbor(payload, "payload")
+    claims = decode_item(payload, "payload")
     if not isinstance(claims, dict):
         raise _fail("decode-failed", "payload must be a map")
     iss = claims.get(_CLAIM_ISS)

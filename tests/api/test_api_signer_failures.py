@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import cbor2
 import httpx
 import pytest
 
 from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_vaccination
+from tests.api.observability.scrape import scrape
 from tests.api.signer_mocks import Handler, MockedSigners, eu_signing
 from tests.support.credentials import sample_dcc
 from tests.support.gateway import (
@@ -137,16 +139,31 @@ async def test_eu_signer_drops_connection(gateway, mocked: MockedSigners):
     _assert_no_leak(response)
 
 
-def _bad_credentials(keys: SignerKeys) -> dict[str, Handler]:
+def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
+    """Each defect: a signer answer carrying it, and the rejection reason it must be counted as."""
     other = sample_dcc()
     other["nam"] = {"fnt": "SOMEONE<ELSE"}
+    other_claims = {1: "NL", 4: 0, 6: 0, -260: {1: other}}
     return {
-        "bad-signature": eu_signing(keys, tamper_signature=True),
-        "wrong-kid": eu_signing(keys, kid=b"\x01\x02\x03\x04\x05\x06\x07\x08"),
-        "payload-mismatch": eu_signing(keys, dcc=other),
-        "payload-altered-after-signing": eu_signing(keys, tamper_payload_after_signing=True),
-        "exp-later": eu_signing(keys, exp_shift=3600),
-        "exp-earlier": eu_signing(keys, exp_shift=-3600),
+        "bad-signature": (eu_signing(keys, tamper_signature=True), "bad-signature"),
+        "wrong-kid": (eu_signing(keys, kid=b"\x01\x02\x03\x04\x05\x06\x07\x08"), "unknown-kid"),
+        "payload-mismatch": (eu_signing(keys, dcc=other), "payload-mismatch"),
+        "payload-altered-after-signing": (
+            eu_signing(keys, tamper_payload_after_signing=True),
+            "bad-signature",
+        ),
+        "exp-later": (eu_signing(keys, exp_shift=3600), "exp-mismatch"),
+        "exp-earlier": (eu_signing(keys, exp_shift=-3600), "exp-mismatch"),
+        # Signed, and exactly the request to a decoder where the last key wins and that stops
+        # after the first item; another person to a verifier app that reads it otherwise.
+        "hcert-claim-twice": (
+            eu_signing(keys, shadow_claims={-260: {1: other}}),
+            "decode-failed",
+        ),
+        "claims-after-payload": (
+            eu_signing(keys, payload_trailer=cbor2.dumps(other_claims)),
+            "decode-failed",
+        ),
     }
 
 
@@ -159,13 +176,18 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, Handler]:
         "payload-altered-after-signing",
         "exp-later",
         "exp-earlier",
+        "hcert-claim-twice",
+        "claims-after-payload",
     ],
 )
 async def test_eu_credential_failing_verification_is_withheld(
     gateway, mocked: MockedSigners, test_keys: SignerKeys, defect
 ):
-    """A credential that fails verification gives 502 credential-verification-failed, unreleased."""
-    handler = _bad_credentials(test_keys)[defect]
+    """A credential that fails verification gives 502 credential-verification-failed, unreleased.
+
+    The rejection is counted under the reason the verifier found.
+    """
+    handler, reason = _bad_credentials(test_keys)[defect]
     seen: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -181,6 +203,9 @@ async def test_eu_credential_failing_verification_is_withheld(
         assert credential not in response.text
         assert credential[4:40] not in response.text
     assert "HC1:" not in response.text
+    metrics = await scrape(gateway)
+    rejections = "gateway_credential_verification_failures_total"
+    assert metrics.value(rejections, signer="eu", reason=reason) == 1
 
 
 async def test_domestic_static_bad_signature_is_withheld(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import struct
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -181,7 +183,14 @@ class Hc1:
 
 @dataclass
 class Hc1Spec:
-    """What goes into a credential; each field can be bent by a test."""
+    """What goes into a credential; each field can be bent by a test.
+
+    ``shadow_header`` and ``shadow_claims`` are written into the protected header and the
+    claims map before the real entries (repeats kept), so a decoder where the last key wins
+    sees only the real ones. ``payload_trailer`` and ``cose_trailer`` are bytes appended after
+    the signed claims map and after the COSE message. ``encode`` writes the protected header
+    and the claims map (the shadows always use plain ``cbor2.dumps``).
+    """
 
     dcc: dict[str, Any]
     exp: int
@@ -193,6 +202,30 @@ class Hc1Spec:
     tamper_signature: bool = False
     tamper_payload_after_signing: bool = False
     extra_claims: dict[int, Any] = field(default_factory=dict)
+    shadow_header: dict[int, Any] = field(default_factory=dict)
+    shadow_claims: dict[int, Any] = field(default_factory=dict)
+    payload_trailer: bytes = b""
+    cose_trailer: bytes = b""
+    encode: Callable[[Any], bytes] = cbor2.dumps
+
+
+def cbor_map(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """A definite-length CBOR map of already-encoded keys and values, in order, repeats kept.
+
+    ``cbor2.dumps`` cannot write a map that repeats a key; a faulty signer can.
+    """
+    entries = list(pairs)
+    head = cbor2.dumps(len(entries))  # major type 0 with the count; 0xA0 turns it into a map
+    return bytes([head[0] | 0xA0]) + head[1:] + b"".join(key + value for key, value in entries)
+
+
+def _encode_map(
+    entries: dict[int, Any], shadow: dict[int, Any], encode: Callable[[Any], bytes]
+) -> bytes:
+    if not shadow:
+        return encode(entries)
+    shadowed = [(cbor2.dumps(k), cbor2.dumps(v)) for k, v in shadow.items()]
+    return cbor_map(shadowed + [(encode(k), encode(v)) for k, v in entries.items()])
 
 
 def make_hc1(dsc: Dsc, spec: Hc1Spec) -> Hc1:
@@ -205,9 +238,9 @@ def make_hc1(dsc: Dsc, spec: Hc1Spec) -> Hc1:
         unprotected[4] = kid
     else:
         header[4] = kid
-    protected = cbor2.dumps(header)
+    protected = _encode_map(header, spec.shadow_header, spec.encode)
     claims = {1: spec.iss, 4: spec.exp, 6: spec.iat, -260: {1: spec.dcc}, **spec.extra_claims}
-    payload = cbor2.dumps(claims)
+    payload = _encode_map(claims, spec.shadow_claims, spec.encode) + spec.payload_trailer
     signature = _sign(dsc.key, cbor2.dumps(["Signature1", protected, b"", payload]))
     if spec.tamper_signature:
         signature = bytes([signature[0] ^ 1]) + signature[1:]
@@ -215,7 +248,50 @@ def make_hc1(dsc: Dsc, spec: Hc1Spec) -> Hc1:
         claims[-260] = {1: {**spec.dcc, "ver": "9.9.9"}}
         payload = cbor2.dumps(claims)
     cose = cbor2.dumps(cbor2.CBORTag(18, [protected, unprotected, payload, signature]))
-    return Hc1(wrap_cose(cose), signature, kid)
+    return Hc1(wrap_cose(cose + spec.cose_trailer), signature, kid)
+
+
+def _head(major: int, value: int) -> bytes:
+    """A CBOR head with the argument always in 8 bytes: valid, and never the shortest form."""
+    return bytes([major << 5 | 27]) + value.to_bytes(8, "big")
+
+
+def _shortest_float(value: float) -> bytes:
+    for marker, fmt in ((0xF9, ">e"), (0xFA, ">f")):
+        try:
+            packed = struct.pack(fmt, value)
+        except OverflowError:
+            continue
+        if struct.unpack(fmt, packed)[0] == value:
+            return bytes([marker]) + packed
+    return b"\xfb" + struct.pack(">d", value)
+
+
+def loose_cbor(value: Any) -> bytes:
+    """Encode ``value`` with every liberty RFC 8949 allows a signer, where cbor2 takes none.
+
+    Integers get 8-byte heads, text and byte strings are sent as indefinite-length chunks,
+    arrays and maps are indefinite-length, and each float takes the shortest of half, single
+    or double precision that holds it exactly (cbor2 writes doubles only). Decodes to the
+    same value as ``cbor2.dumps(value)``; 64-bit integers at most.
+    """
+    if value is None or isinstance(value, bool):
+        return cbor2.dumps(value)
+    if isinstance(value, int):
+        return _head(0, value) if value >= 0 else _head(1, -1 - value)
+    if isinstance(value, float):
+        return _shortest_float(value)
+    if isinstance(value, str | bytes):
+        # Major type 3 (text) or 2 (bytes), indefinite length: chunks of three, then a break.
+        marker = b"\x7f" if isinstance(value, str) else b"\x5f"
+        chunks = (cbor2.dumps(value[i : i + 3]) for i in range(0, len(value), 3))
+        return marker + b"".join(chunks) + b"\xff"
+    if isinstance(value, list | tuple):
+        return b"\x9f" + b"".join(map(loose_cbor, value)) + b"\xff"
+    if isinstance(value, dict):
+        items = (loose_cbor(k) + loose_cbor(v) for k, v in value.items())
+        return b"\xbf" + b"".join(items) + b"\xff"
+    raise TypeError(f"loose_cbor cannot encode {type(value).__name__}")
 
 
 def sample_dcc() -> dict[str, Any]:

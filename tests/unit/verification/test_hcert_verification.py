@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import struct
 import zlib
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from signing_gateway.verification.trust import DscCertificate, EuTrustStore
 from tests.support.credentials import (
     Dsc,
     Hc1Spec,
+    loose_cbor,
     make_dsc,
     make_hc1,
     sample_dcc,
@@ -220,6 +222,86 @@ def test_extra_payload_field_is_a_mismatch(dsc, trust):
     signed["extra"] = "x"
     hc1 = make_hc1(dsc, spec(dcc=signed))
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
+
+
+def someone_else() -> dict:
+    """A DCC for another person, signed alongside the requested one in the ambiguous cases."""
+    other = sample_dcc()
+    other["nam"] = {"fn": "Else", "fnt": "ELSE", "gn": "Someone", "gnt": "SOMEONE"}
+    other["dob"] = "1999-01-01"
+    return other
+
+
+def payload_of(text: str) -> bytes:
+    """The signed payload bytes of a credential, as they travel."""
+    return cbor2.loads(zlib.decompress(base45.b45decode(text[4:]))).value[2]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"shadow_claims": {-260: {1: someone_else()}}},
+        {"shadow_claims": {-260: {1: someone_else()}}, "encode": loose_cbor},
+        {"shadow_claims": {4: EXP + 86_400 * 365}},
+        {"shadow_header": {4: b"\x00" * 8}},
+        {"shadow_header": {1: -37}},
+        {"payload_trailer": cbor2.dumps({1: "NL", 4: EXP, 6: 0, -260: {1: someone_else()}})},
+        {"payload_trailer": b"\x00"},
+        {"cose_trailer": b"\x00"},
+        {"cose_trailer": cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"", b""]))},
+    ],
+    ids=[
+        "hcert-twice",
+        "hcert-twice-key-in-3-and-9-bytes",
+        "exp-twice",
+        "kid-twice",
+        "alg-twice",
+        "second-claims-map-after-payload",
+        "byte-after-payload",
+        "byte-after-cose-message",
+        "second-cose-message",
+    ],
+)
+def test_signed_but_ambiguous_cbor_is_refused(dsc, trust, changes):
+    """A repeated map key or bytes after an item give decode-failed, though the signature holds.
+
+    A decoder where the last key wins, and that stops after the first item, sees exactly the
+    requested credential here; a verifier app whose CBOR library keeps the first key, or reads
+    what follows, would see another person, exp, kid or alg.
+    """
+    hc1 = make_hc1(dsc, spec(**changes))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+def test_valid_encoding_liberties_still_verify(dsc, trust):
+    """Non-minimal heads, indefinite lengths and half, single and double floats all verify."""
+    signed = sample_dcc()
+    signed["v"][0]["x-measure"] = [1.5, 100000.5, 0.1]  # half, single and double precision
+    hc1 = make_hc1(dsc, spec(dcc=signed, encode=loose_cbor))
+    payload = payload_of(hc1.text)
+    assert payload != cbor2.dumps(cbor2.loads(payload))
+    for written in [
+        b"\x1b" + EXP.to_bytes(8, "big"),  # exp with an 8-byte head
+        b"\xbf",  # indefinite-length map
+        b"\x7f" + cbor2.dumps("Tes") + cbor2.dumps("ter") + b"\xff",  # chunked text
+        b"\xf9" + struct.pack(">e", 1.5),
+        b"\xfa" + struct.pack(">f", 100000.5),
+        b"\xfb" + struct.pack(">d", 0.1),
+    ]:
+        assert written in payload
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier, dcc=signed).exp == EXP
+
+
+def test_credential_past_decoder_read_ahead_verifies_and_is_read_to_its_end(dsc, trust):
+    """Over 4 KiB (cbor2 reads ahead in 4 KiB steps) a credential verifies; a trailer is found."""
+    signed = sample_dcc()
+    signed["nam"]["fn"] = "Tester-" * 1000
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert len(zlib.decompress(base45.b45decode(hc1.text[4:]))) > 4096
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier, dcc=signed).exp == EXP
+    trailing = make_hc1(dsc, spec(dcc=signed, cose_trailer=b"\x00"))
+    reason = reason_of(trailing.text, trust, proof=trailing.proof_identifier, dcc=signed)
+    assert reason == "decode-failed"
 
 
 def test_exp_mismatch_is_rejected(dsc, trust):
