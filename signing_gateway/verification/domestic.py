@@ -9,7 +9,8 @@ per message kind:
   ``b"NL2-issue\\x00" + canonical CBOR([issuer_nonce, attributes])``.
 
 The gateway checks that each signature verifies with a trusted key and covers exactly the
-attributes it asked for (and, for issuance, the session's nonce).
+attributes it asked for (and, for issuance, the session's nonce). A static QR's body must be
+exactly one CBOR item (``verification.cbor``): nothing may ride along after it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 
 from signing_gateway.verification.base45 import b45decode
+from signing_gateway.verification.cbor import decode_item
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import proof_identifier_for
 
@@ -77,9 +79,10 @@ def verify_static_qr(
     if len(qr) > MAX_QR_CHARS:
         raise _fail("too-large", f"longer than {MAX_QR_CHARS} characters")
     try:
-        parts = cbor2.loads(b45decode(qr[len(_PREFIX) :]))
-    except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
-        raise _fail("decode-failed", "not Base45 CBOR") from exc
+        packed = b45decode(qr[len(_PREFIX) :])
+    except (ValueError, TypeError) as exc:
+        raise _fail("decode-failed", "not Base45") from exc
+    parts = decode_item(packed, "QR")
     if (
         not isinstance(parts, list)
         or len(parts) != _QR_ARRAY_LENGTH

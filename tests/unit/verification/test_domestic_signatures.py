@@ -115,6 +115,15 @@ def test_static_qr_malformed(qr, trust):
     assert static_reason(qr, trust, proof="") == "decode-failed"
 
 
+def test_static_qr_with_bytes_after_it_is_refused(signer, trust):
+    """A genuine QR followed by a second item gives decode-failed: nothing rides along unchecked."""
+    qr, signature = signer.static_qr(sample_attributes())
+    other, _ = signer.static_qr({**sample_attributes(), "firstNameInitial": "Z"})
+    body = base45.b45decode(qr[4:]) + base45.b45decode(other[4:])
+    padded = "NL2:" + base45.b45encode(body).decode()
+    assert static_reason(padded, trust, proof=proof_identifier(signature)) == "decode-failed"
+
+
 def test_static_qr_too_long(trust):
     """A QR over the character cap is refused as too-large."""
     assert static_reason("NL2:" + "0" * 9000, trust, proof="") == "too-large"
