@@ -16,7 +16,6 @@ exactly one CBOR item (``verification.cbor``): nothing may ride along after it.
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import TYPE_CHECKING, Any
 
 import cbor2
@@ -109,7 +108,7 @@ def _signature_message(item: object) -> tuple[bytes, str, bytes, Any]:
     try:
         kid = base64.b64decode(str(message.get("kid")), validate=True)
         signature = base64.b64decode(str(message.get("signature")), validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or plain ValueError for non-ASCII text
         raise _fail("decode-failed", "kid and signature must be base64") from exc
     return kid, nonce, signature, item.get("attributes")
 

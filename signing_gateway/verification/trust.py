@@ -12,7 +12,6 @@ and render the gateway's own ``GET /v1/keys`` lists.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -68,7 +67,7 @@ def _unb64(text: object, what: str) -> bytes:
         raise TrustConfigError(f"{what} must be a base64 string")
     try:
         return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or plain ValueError for non-ASCII text
         raise TrustConfigError(f"{what} is not valid base64") from exc
 
 

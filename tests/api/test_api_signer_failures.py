@@ -12,7 +12,13 @@ from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_vaccination
 from tests.api.observability.scrape import scrape
-from tests.api.signer_mocks import Handler, MockedSigners, eu_signing
+from tests.api.signer_mocks import (
+    Handler,
+    MockedSigners,
+    commitment,
+    domestic_issuing,
+    eu_signing,
+)
 from tests.support.credentials import sample_dcc
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
@@ -223,6 +229,33 @@ async def test_domestic_static_bad_signature_is_withheld(
     response = await gateway.post("/v1/domestic/static", json=body)
     assert_problem(response, 502, "credential-verification-failed")
     assert "NL2:" not in response.text
+
+
+async def test_domestic_issue_with_non_ascii_kid_is_withheld(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys
+):
+    """A non-ASCII kid in the signer's /issue answer is a 502 decode-failed rejection, not a 500."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        response = domestic_issuing(test_keys)(request)
+        items = response.json()
+        items[0]["issueSignatureMessage"]["kid"] = "\u00e9"
+        return httpx.Response(200, json=items)
+
+    mocked.issue.mock(side_effect=answer)
+    prepared = await gateway.post("/v1/domestic/prepare-issue")
+    body = {
+        "stoken": prepared.json()["stoken"],
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": [domestic_attributes()],
+    }
+    response = await gateway.post("/v1/domestic/issue", json=body)
+    problem = assert_problem(response, 502, "credential-verification-failed")
+    assert problem["part"] == "domestic"
+    assert "issueSignatureMessage" not in response.text
+    metrics = await scrape(gateway)
+    rejections = "gateway_credential_verification_failures_total"
+    assert metrics.value(rejections, signer="domestic", reason="decode-failed") == 1
 
 
 @pytest.mark.parametrize(

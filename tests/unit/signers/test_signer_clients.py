@@ -322,9 +322,18 @@ async def test_fetch_keys_parses_key_document(http, router):
     assert len(keys.domestic) == 1
 
 
-@pytest.mark.parametrize("doc", [[], {"eu": [{"kid": "x"}]}, {"domestic": "x"}])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        [],
+        {"eu": [{"kid": "x"}]},
+        {"domestic": "x"},
+        {"domestic": [{"kid": "\u00e9", "alg": "Ed25519", "publicKey": b64(b"\x02" * 32)}]},
+    ],
+    ids=["list", "eu-entry", "domestic-type", "non-ascii-kid"],
+)
 async def test_fetch_keys_bad_document_is_malformed(http, router, doc):
-    """A /keys document that does not parse is a malformed response."""
+    """A /keys document that does not parse is a malformed response (a SignerError to retry)."""
     router.get("/keys").respond(200, json=doc)
     with pytest.raises(SignerMalformedResponseError):
         await EuSignerClient(http).fetch_keys()

@@ -172,13 +172,22 @@ def test_issue_unknown_kid(signer, trust):
     [
         {"attributes": {}},
         {"issueSignatureMessage": {"kid": "%%", "issuerNonce": NONCE, "signature": "AA=="}},
+        {"issueSignatureMessage": {"kid": "\u00e9", "issuerNonce": NONCE, "signature": "AA=="}},
+        {"issueSignatureMessage": {"kid": "AA==", "issuerNonce": NONCE, "signature": "AA\u00e9="}},
         {"issueSignatureMessage": {"kid": "AA==", "issuerNonce": 5, "signature": "AA=="}},
         {
             "issueSignatureMessage": {"kid": "AA==", "issuerNonce": NONCE, "signature": "AA=="},
             "attributes": {"a": 1},
         },
     ],
-    ids=["no-message", "kid-base64", "nonce-type", "attr-values"],
+    ids=[
+        "no-message",
+        "kid-base64",
+        "kid-non-ascii",
+        "signature-non-ascii",
+        "nonce-type",
+        "attr-values",
+    ],
 )
 def test_issue_malformed_items(item, trust):
     """Structurally wrong items give decode-failed."""

@@ -140,6 +140,8 @@ def test_keys_json_dsc_not_issued_by_csca_is_refused():
         ("keyUsage", ["vaccination", "test"]),
         ("keyUsage", []),
         ("certificate", "%%%"),
+        ("certificate", "MII\u00e9"),
+        ("kid", "\u00e9"),
     ],
 )
 def test_keys_json_entry_disagreeing_with_certificate_is_refused(field, value):
@@ -174,9 +176,11 @@ def test_domestic_store_from_files(tmp_path):
         {"kid": "AAAAAAAAAAA=", "alg": "Ed25519", "publicKey": b64(b"\x02" * 32)},
         {"kid": "x", "alg": "Ed448", "publicKey": b64(b"\x02" * 32)},
         {"kid": "x", "alg": "Ed25519", "publicKey": b64(b"\x02" * 31)},
+        {"kid": "\u00e9", "alg": "Ed25519", "publicKey": b64(b"\x02" * 32)},
+        {"kid": "x", "alg": "Ed25519", "publicKey": "\u00e9"},
         "not-an-object",
     ],
-    ids=["kid-mismatch", "alg", "short-key", "type"],
+    ids=["kid-mismatch", "alg", "short-key", "kid-non-ascii", "key-non-ascii", "type"],
 )
 def test_bad_domestic_entries_are_refused(entry):
     """Domestic /keys entries with a wrong kid, alg, key length or shape are refused."""
