@@ -7,9 +7,9 @@
 Every step is bounded: the text length, the decompressed size (a zip bomb is refused after
 ``MAX_DECOMPRESSED_BYTES``) and CBOR nesting (cbor2 caps it). The COSE message, the protected
 header and the payload must each be exactly one CBOR item with no repeated map key
-(``verification.cbor``), so no other reader can find content the gateway did not check.
-Verifying one credential costs about a signature check (~100 µs for ES256), so it runs on the
-event loop.
+(``verification.cbor``), so neither a repeated key nor a second item can show another reader
+content the gateway did not check. Verifying one credential costs about a signature check
+(~100 µs for ES256), so it runs on the event loop.
 """
 
 from __future__ import annotations
