@@ -2,7 +2,8 @@
 
 The report is regenerated on every full run. Two hand-kept blocks survive regeneration
 verbatim: the soak section (`<!-- soak:start -->`..`<!-- soak:end -->`, written by bench/soak.py)
-and the profile summary (`<!-- profile:start -->`..`<!-- profile:end -->`).
+and the profile summary (`<!-- profile:start -->`..`<!-- profile:end -->`). A regeneration
+that would drop any other heading of the doc stops instead (`LostSectionsError`).
 """
 
 from __future__ import annotations
@@ -139,6 +140,21 @@ def _kept_blocks(doc: Path) -> dict[str, str]:
         match = re.search(re.escape(start) + ".*?" + re.escape(end), text, re.DOTALL)
         kept[name] = match.group(0) if match else f"{start}\n{end}"
     return kept
+
+
+class LostSectionsError(Exception):
+    """Raised by `write` instead of dropping hand-written sections of the doc."""
+
+
+def lost_headings(old: str, new: str) -> list[str]:
+    """Headings of `old` that `new` no longer has: hand-written text outside the kept blocks.
+
+    Only the two blocks survive regeneration; a section added after `<!-- profile:end -->`
+    (say) would be dropped without a word by the next full run.
+    """
+    heading = re.compile(r"^#{1,6} .+$", re.MULTILINE)
+    kept = set(heading.findall(new))
+    return [h for h in heading.findall(old) if h not in kept]
 
 
 def _window_cell(s1: dict[str, Any]) -> str:
@@ -879,4 +895,12 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         kept["soak"],
         "",
     ]
-    doc.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    lost = lost_headings(doc.read_text(), text) if doc.exists() else []
+    if lost:
+        raise LostSectionsError(
+            f"{doc}: regenerating it would drop {', '.join(map(repr, lost))}; move hand-written "
+            "sections between <!-- profile:start --> and <!-- profile:end -->. The doc is "
+            "left as it was."
+        )
+    doc.write_text(text)

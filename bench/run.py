@@ -281,8 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(results["verdicts"], indent=2))
     print(f"results: {out.relative_to(ROOT)}")
     if not args.quick and full:
-        report.write(results, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "benchmarks.png",
-                     sorted(RESULTS.glob("2*[0-9].json")))  # fmt: skip
+        try:
+            report.write(results, ROOT / "docs" / "benchmarks.md",
+                         ROOT / "docs" / "benchmarks.png",
+                         sorted(RESULTS.glob("2*[0-9].json")))  # fmt: skip
+        except report.LostSectionsError as exc:
+            print(exc, file=sys.stderr)
+            return 1
         print("wrote docs/benchmarks.md and docs/benchmarks.png")
     return 0
 

@@ -246,3 +246,12 @@ def test_the_repeatability_table_keeps_the_runs_already_in_the_report(tmp_path: 
     assert len(rows) == report.HISTORY_RUNS
     assert rows[0].startswith("| 2026-12-01T01:00:00+00:00 | old row 1 |")  # the oldest dropped
     assert rows[-1].startswith("| 2026-12-02T16:00:00+00:00 | 0.5→? | 280 (0.933) |")
+
+
+def test_a_hand_written_section_outside_the_kept_blocks_is_reported_before_it_is_lost() -> None:
+    """Regenerating the doc names every heading it would drop; kept blocks lose none."""
+    profile = "<!-- profile:start -->\n### Round one\ntext\n<!-- profile:end -->"
+    old = f"# Benchmarks\n## Profile\n{profile}\n\n### Round two\nmore\n## How\n"
+    regenerated = f"# Benchmarks\n## Profile\n{profile}\n\n## How\n"
+    assert report.lost_headings(old, regenerated) == ["### Round two"]
+    assert report.lost_headings(regenerated, regenerated) == []
