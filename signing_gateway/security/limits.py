@@ -27,6 +27,8 @@ from signing_gateway.security.settings import LimitsSettings
 
 #: Bodies up to this size are checked on the event loop (well under a millisecond).
 _INLINE_CHECK_BYTES = 16 * 1024
+#: A declared length with more digits than this is over any configurable limit.
+_MAX_LENGTH_DIGITS = 18
 
 
 class BodyRefused(Exception):
@@ -161,9 +163,12 @@ class RequestLimitsMiddleware:
                 "request bodies must be application/json (UTF-8)",
             )
         if length is not None:
-            if not length.strip().isdigit():
+            declared = length.strip()
+            # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+            if not (declared.isascii() and declared.isdigit()):
                 raise BodyRefused(400, "bad-request", "Bad request", "invalid Content-Length")
-            if int(length) > limit:
+            # Over 18 digits is over any limit, and int() refuses 4,300 digits and more.
+            if len(declared) > _MAX_LENGTH_DIGITS or int(declared) > limit:
                 raise _too_large(limit)
         data = await _receive_bounded(receive, limit)
         if len(data) > _INLINE_CHECK_BYTES:

@@ -364,7 +364,7 @@ async def _read_bounded(
 ) -> bytes:
     """Read the body, refusing (as malformed) anything longer than ``limit`` bytes."""
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_big(response, limit, signer=signer, endpoint=endpoint)
     body = bytearray()
     async for chunk in response.aiter_bytes():
@@ -408,7 +408,7 @@ async def _raise_for_answer(response: httpx.Response, *, signer: str, endpoint: 
     if failure is None:
         return
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) <= _DRAINED_ERROR_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) <= _DRAINED_ERROR_BYTES:
         # If reading fails the refusal stands; its connection is closed instead of reused.
         with contextlib.suppress(httpx.HTTPError, aiohttp.ClientError, TimeoutError):
             await response.aread()

@@ -175,3 +175,22 @@ async def test_once_the_app_has_the_body_the_middleware_no_longer_holds_it():
     finally:
         tracemalloc.stop()
     assert held[0] < len(body) // 4, held
+
+
+async def test_a_content_length_that_is_not_ascii_digits_or_absurdly_long_is_refused():
+    """Unicode digits get 400 and a 5,000-digit length 413, both problem+json, never a 500."""
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not run")
+
+    middleware = RequestLimitsMiddleware(app, limits=LimitsSettings(max_body_bytes=10))
+    statuses = []
+    for length in ("²".encode("latin-1"), b"9" * 5000):
+        headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+        sent = await _run(middleware, _scope(headers), receive)
+        assert dict(sent[0]["headers"])[b"content-type"] == b"application/problem+json"
+        statuses.append(sent[0]["status"])
+    assert statuses == [400, 413]
