@@ -19,6 +19,7 @@ Fault spec grammar (header `X-Fake-Signer-Fault` or `_control` `fault`): `kind[=
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections import deque
@@ -78,8 +79,11 @@ class FaultSpec:
         if self.kind in {"delay", "slow-body"}:
             _number(self.arg, self.kind)
         elif self.kind == "status":
-            if not (self.arg or "").isdigit() or not 100 <= int(self.arg or 0) <= 599:  # noqa: PLR2004
-                raise FaultSpecError(f"status {self.arg!r} is not an HTTP status code")
+            # ASCII digits (isdigit() alone takes "²"), and a final status: after a 1xx the
+            # client would wait for an answer that never comes.
+            code = self.arg or ""
+            if not (code.isascii() and code.isdigit()) or not 200 <= int(code) <= 599:  # noqa: PLR2004
+                raise FaultSpecError(f"status {self.arg!r} is not a final HTTP status (200-599)")
             if "retry-after" in self.options:
                 _number(self.options["retry-after"], "retry-after")
         elif self.kind == "malformed" and self.arg not in {None, *MALFORMED_VARIANTS}:
@@ -166,7 +170,9 @@ class CapacityGate:
                 # The slot was handed over just as we were cancelled: pass it on.
                 self.release()
             else:
-                self._waiters.remove(waiter)
+                # `_wake` may already have dropped this cancelled waiter from the queue.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
 
     def release(self) -> None:
@@ -222,9 +228,14 @@ class Behaviour:
     def latency_seconds(self, extra_ms: float = 0.0) -> float:
         """Draw one signing latency from the configured distribution."""
         mean, jitter = self.latency_ms, self.jitter_ms
-        if self.distribution is LatencyDistribution.FIXED or jitter == 0 or mean == 0:
-            ms = mean
-        elif self.distribution is LatencyDistribution.UNIFORM:
+        uniform = self.distribution is LatencyDistribution.UNIFORM
+        if (
+            self.distribution is LatencyDistribution.FIXED
+            or jitter == 0
+            or (mean == 0 and not uniform)
+        ):
+            ms = mean  # a lognormal draw needs a positive mean
+        elif uniform:
             ms = max(0.0, self.rng.uniform(mean - jitter, mean + jitter))
         else:
             # Parameters chosen so the draws have mean `mean` and standard deviation `jitter`.

@@ -78,16 +78,23 @@ class NonceStore:
         self._nonces[nonce] = _Nonce(self._clock() + self._ttl, amount)
         return nonce
 
-    def consume(self, nonce: str) -> int:
-        """Use a nonce up; return the credential amount it was issued for.
+    def consume(self, nonce: str, *, wanted: int = 1) -> int:
+        """Use a nonce up for `wanted` credentials; return the amount it was issued for.
+
+        A request for more credentials than the nonce was issued for is refused and leaves the
+        nonce unused: nothing was signed.
 
         Raises:
-            WireInputError: the nonce is unknown, already used or expired.
+            WireInputError: the nonce is unknown, already used or expired, or `wanted` is
+                more than its amount.
         """
         self._prune()
-        entry = self._nonces.pop(nonce, None)
+        entry = self._nonces.get(nonce)
         if entry is None:
             raise WireInputError("issuerNonce is unknown, already used or expired")
+        if wanted > entry.amount:
+            raise WireInputError(f"{wanted} attribute sets for {entry.amount} credentials")
+        del self._nonces[nonce]
         return entry.amount
 
     def _prune(self) -> None:
@@ -184,9 +191,7 @@ def issue_response(
     request: IssueRequest, key: DomesticSigningKey, nonces: NonceStore, fault: FaultSpec | None
 ) -> bytes:
     """Use the nonce up and sign every attribute set."""
-    amount = nonces.consume(request.nonce)
-    if len(request.attributes) > amount:
-        raise WireInputError(f"{len(request.attributes)} attribute sets for {amount} credentials")
+    nonces.consume(request.nonce, wanted=len(request.attributes))
     kid = _fault_kid(key, fault)
     messages = []
     for attributes in request.attributes:

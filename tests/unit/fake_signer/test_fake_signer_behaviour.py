@@ -36,6 +36,7 @@ def test_fault_specs_parse(text, kind, arg, options):
 @pytest.mark.parametrize(
     "text",
     ["", "boom", "delay", "delay=x", "delay=-5", "delay=inf", "status=99", "status=600",
+     "status=101", "status=²²²",
      "status=503;retry-after=soon", "status=503;color=red", "hang=1", "reset;x=1",
      "malformed=weird", "slow-body", "status=503;noequals"],
 )  # fmt: skip
@@ -150,3 +151,26 @@ def test_control_update_and_fault_counting():
         model.update({"fault": "melt"})
     with pytest.raises(ValueError, match="faultCount"):
         model.update({"faultCount": -2})
+
+
+def test_latency_uniform_around_zero_spreads_upwards():
+    """The uniform draw with latency 0 and jitter 100 lies in 0-100 ms, not always at 0."""
+    spread = behaviour(latency_ms=0, jitter_ms=100, seed=1)
+    draws = [spread.latency_seconds() for _ in range(200)]
+    assert all(0.0 <= d <= 0.1 for d in draws)
+    assert sum(d > 0 for d in draws) > 50
+
+
+async def test_gate_waiter_cancelled_as_a_slot_frees_ends_cancelled():
+    """A queued waiter cancelled in the same turn a slot is released ends with CancelledError."""
+    gate = CapacityGate(1)
+    assert gate.try_acquire()
+    first = asyncio.create_task(gate.acquire())
+    second = asyncio.create_task(gate.acquire())
+    await settle(lambda: gate.queued == 2)
+    first.cancel()
+    gate.release()  # wakes past the cancelled waiter to the second, in the same turn
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await second
+    assert (gate.in_flight, gate.queued) == (1, 0)

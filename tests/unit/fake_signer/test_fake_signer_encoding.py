@@ -80,3 +80,12 @@ def test_nonce_store_is_single_use_with_ttl():
     with pytest.raises(WireInputError):
         store.consume(late)
     assert len(store) == 0
+
+
+def test_nonce_asked_for_too_many_credentials_stays_usable():
+    """A request for more credentials than the nonce allows is refused and spends nothing."""
+    store = NonceStore(lambda: 0.0, ttl=10)
+    nonce = store.issue(1)
+    with pytest.raises(WireInputError, match="2 attribute sets for 1 credentials"):
+        store.consume(nonce, wanted=2)
+    assert store.consume(nonce, wanted=1) == 1
