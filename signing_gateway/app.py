@@ -31,7 +31,7 @@ from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore
 from signing_gateway.observability.instrument import FASTAPI_TELEMETRY_OFF, instrument_app
-from signing_gateway.observability.logging import configure_logging
+from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.observability.looplag import LoopLagMonitor
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
@@ -113,6 +113,9 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[GatewayState]:
         async with AsyncExitStack() as stack:
+            # Last of the teardown: a worker of `serve --workers N` ends by the signal that
+            # stopped it, without `atexit`, so what the shutdown logged is written out here.
+            stack.callback(flush_logging)
             await asyncio.to_thread(_read_value_sets)
             eu_http = await stack.enter_async_context(_client(settings.eu_signer))
             domestic_http = await stack.enter_async_context(_client(settings.domestic_signer))

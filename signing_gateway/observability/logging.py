@@ -85,6 +85,8 @@ class _LineWriter:
         self._stream = stream
         self._interval = interval
         self._stopping = threading.Event()
+        # `flush` writes from the caller's thread: one writer at a time keeps lines in order.
+        self._write_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
@@ -98,6 +100,14 @@ class _LineWriter:
         self._write_out()
 
     def _write_out(self) -> None:
+        with self._write_lock:
+            self._write_batch()
+
+    def flush(self) -> None:
+        """Write out every line queued so far, from the calling thread, now."""
+        self._write_out()
+
+    def _write_batch(self) -> None:
         lines, batch = self._lines, []
         while lines:  # popleft is atomic: lines appended meanwhile wait for the next batch
             batch.append(lines.popleft())
@@ -156,6 +166,16 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
     # httpx logs every request line at INFO (each signer call and readiness probe); the
     # signer-call metrics and our own failure logs say what matters without that volume.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+
+
+def flush_logging() -> None:
+    """Write out every line queued so far, now (the writer thread keeps running).
+
+    For the moments before a process may end without running `atexit` hooks: uvicorn ends
+    one that a signal stopped by raising that signal again, whose default action kills it.
+    """
+    if _writer is not None:
+        _writer.flush()
 
 
 def shutdown_logging() -> None:

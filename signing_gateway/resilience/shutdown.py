@@ -23,7 +23,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Protocol
 
@@ -31,6 +31,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.errors import send_problem_503
+from signing_gateway.observability.logging import flush_logging
 from signing_gateway.runtime.probe_listener import start_probe_listener
 
 logger = logging.getLogger("signing_gateway.shutdown")
@@ -205,6 +206,20 @@ class GracefulServer(uvicorn.Server):
             return
         with asyncio.Runner(loop_factory=self.loop_factory) as runner:
             runner.run(self.serve(sockets))
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """The signal capture of uvicorn, with every queued log line written before it ends.
+
+        When a signal stopped the server (a second one during the drain), uvicorn raises it
+        again as this ends, and its default action ends the process without `atexit`: the
+        log writer's last lines (the shutdown, "Finished server process") would be lost.
+        """
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                flush_logging()
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Remember the loop (signals arrive outside it), then serve as usual."""

@@ -91,3 +91,25 @@ async def test_drain_timeout_cancels_and_answers_the_stragglers(fakes):
         assert gateway.process.wait(timeout=10) == 0
         assert seen(eu, "get_credential") == {"fault:hang": 2}  # released: calls cancelled
         assert stats(eu)["inFlight"] == 0
+
+
+async def test_a_second_signal_still_writes_the_last_log_lines(fakes):
+    """A second SIGTERM cuts the drain short; the process dies by it, its last lines written."""
+    eu, _ = fakes
+    control(eu, fault="hang", faultCount=-1)
+    env = {**_env(fakes, drain_timeout=10), "SIGNING_GATEWAY_LOG_LEVEL": "INFO"}
+    with running_gateway_process(env) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            hung = asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
+            await _wait_in_flight(eu, 1)
+            gateway.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while "draining" not in gateway.log():
+                assert time.monotonic() < deadline, "the first signal was never handled"
+                await asyncio.sleep(0.02)  # polling the log until the drain began
+            gateway.process.send_signal(signal.SIGTERM)
+            assert gateway.process.wait(timeout=15) == -signal.SIGTERM
+            hung.cancel()
+        log = gateway.log()
+    assert "Application shutdown complete." in log
+    assert "Finished server process" in log
