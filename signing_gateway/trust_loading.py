@@ -41,10 +41,19 @@ async def load_trust(
 ) -> tuple[EuTrustStore, DomesticTrustStore]:
     """The EU and domestic trust stores the gateway verifies against."""
     if settings.fetch_from_signers:
-        eu_keys, domestic_keys = await asyncio.gather(
-            _fetch(eu_client, wait=wait_for_signers),
-            _fetch(domestic_client, wait=wait_for_signers),
-        )
+        fetches = [
+            asyncio.create_task(_fetch(client, wait=wait_for_signers))
+            for client in (eu_client, domestic_client)
+        ]
+        try:
+            eu_keys, domestic_keys = await asyncio.gather(*fetches)
+        except BaseException:
+            # One signer gave up (or start-up was cancelled): stop asking the other, whose
+            # client the failed start-up is about to close.
+            for fetch in fetches:
+                fetch.cancel()
+            await asyncio.gather(*fetches, return_exceptions=True)
+            raise
         eu, domestic = eu_keys.eu, domestic_keys.domestic
     else:
         eu = await asyncio.to_thread(EuTrustStore.from_files, settings.eu_certificates)
