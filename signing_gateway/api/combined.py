@@ -37,6 +37,7 @@ from signing_gateway.issuance.domestic import (
     encode_message,
 )
 from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
+from signing_gateway.issuance.session import SESSION_SPENT
 from signing_gateway.security.audit import AuditDep
 from signing_gateway.security.auth import ScopeCheckDep, authenticated_caller
 from signing_gateway.security.settings import SCOPE_DCC_SIGN, SCOPE_DOMESTIC_SIGN
@@ -206,6 +207,8 @@ async def issue_credentials(
         for i, part in enumerate(body.european):
             audit.eu_request(f"european[{i}]", part)
         results = await _issue_credentials(body, eu, domestic, settings, headers)
+        if body.domestic:
+            audit.advice_if_withheld = SESSION_SPENT  # signed: the session is used up
         for i, issued in enumerate(results[1:] if body.domestic else results):
             audit.eu_issued(f"european[{i}]", issued)
 

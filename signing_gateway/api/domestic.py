@@ -18,6 +18,7 @@ from signing_gateway.api.schemas import (
 from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.issuance.domestic import decode_commitment, encode_message
+from signing_gateway.issuance.session import SESSION_SPENT
 from signing_gateway.security.audit import AuditDep
 from signing_gateway.security.auth import require_scopes
 from signing_gateway.security.settings import SCOPE_DOMESTIC_SIGN
@@ -122,4 +123,5 @@ async def issue(
                 part="domestic",
                 headers=headers,
             )
+        audit.advice_if_withheld = SESSION_SPENT  # signed: the session is used up
     return IssueOut(create_credential_messages=encode_message(items))

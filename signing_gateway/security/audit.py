@@ -159,6 +159,9 @@ class IssuanceAudit:
             "items": [],
         }
         self._items: dict[str, dict[str, Any]] = {}
+        #: What the caller should do if the issued credentials are withheld for want of an
+        #: audit record (set by a route whose success used something up, such as a session).
+        self.advice_if_withheld: str | None = None
 
     def _item(self, part: str) -> dict[str, Any]:
         item = self._items.get(part)
@@ -248,9 +251,12 @@ class IssuanceAudit:
                     "problemType": PROBLEM_BASE + AuditUnavailable.slug,
                 }
             )
-            raise AuditUnavailable(
+            withheld = AuditUnavailable(
                 "the audit record could not be written; the credential was not released"
             )
+            if self.advice_if_withheld is not None:
+                withheld.add_advice(self.advice_if_withheld)
+            raise withheld
         self._trail.log(record)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from signing_gateway.security.audit import AuditTrail
 from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test
@@ -246,3 +247,19 @@ async def test_issue_cut_off_by_the_deadline_at_the_signer_spends_the_stoken(
     assert SPENT in first.json()["detail"]
     assert_problem(await gateway.post("/v1/domestic/issue", json=body), 401, "stoken-invalid")
     assert (hanging.started, hanging.cancelled) == (1, 1)
+
+
+@pytest.mark.parametrize("route", ["/v1/domestic/issue", "/v1/credentials"])
+async def test_signed_but_unaudited_answer_says_to_start_again(
+    gateway, mocked: MockedSigners, monkeypatch: pytest.MonkeyPatch, route
+):
+    """Signed, then withheld for want of an audit record: the 503 says the session is used up."""
+    body = await (_issue_body if route.endswith("issue") else _credentials_body)(gateway)
+
+    async def unwritable(self: AuditTrail, record: dict[str, Any]) -> bool:
+        return False
+
+    monkeypatch.setattr(AuditTrail, "append", unwritable)
+    problem = assert_problem(await gateway.post(route, json=body), 503, "audit-unavailable")
+    assert SPENT in problem["detail"]
+    assert mocked.issue.call_count == 1
