@@ -17,6 +17,7 @@ and is logged; the refresher tries again at its next interval.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import contextlib
 import logging
 import ssl
@@ -215,7 +216,11 @@ class RemoteJwks:
 
     async def _shared_refresh(self) -> None:
         if self._inflight is None or self._inflight.done():
-            self._inflight = asyncio.create_task(self._refresh_logged(), name="jwks-fetch")
+            # In a context of its own: it is shared, so it must not carry the request id, CPU
+            # permit or trace of whichever request happened to start it.
+            self._inflight = asyncio.create_task(
+                self._refresh_logged(), name="jwks-fetch", context=contextvars.Context()
+            )
         await asyncio.shield(self._inflight)
 
     async def keys_for(self, kid: str | None) -> JwksKeys:

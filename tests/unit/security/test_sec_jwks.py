@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from signing_gateway.observability.context import current_request_id, request_id_var
 from signing_gateway.security.jwks import JwksError, JwksKeys, RemoteJwks
 from signing_gateway.security.tokens import LocalTokenIssuer
 from tests.support.polling import until
@@ -222,3 +223,30 @@ async def test_start_fails_without_a_key_set():
         )  # fmt: skip
         with pytest.raises(JwksError):
             await remote.start()
+
+
+async def test_a_refetch_started_by_a_request_does_not_carry_its_context():
+    """The shared fetch runs without the request id (or permit) of the request that began it."""
+    idp = Idp(_issuer("old"))
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(current_request_id())
+        return await idp.handler(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        remote = RemoteJwks(
+            http,
+            "https://idp.test/jwks",
+            refresh_interval=3600,
+            min_refresh_interval=0,
+            fetch_timeout=2,
+        )
+        await remote.start()
+        token = request_id_var.set("req-that-started-it")
+        try:
+            await remote.keys_for("unknown")
+        finally:
+            request_id_var.reset(token)
+        await remote.stop()
+    assert seen == ["-", "-"]
