@@ -17,8 +17,8 @@ and is logged; the refresher tries again at its next interval.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import contextlib
+import contextvars
 import logging
 import ssl
 import time
