@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -55,6 +57,23 @@ def test_keys_with_malformed_members_are_skipped(malformed: dict[str, Any]):
         JwksKeys({"keys": [{**good, **malformed}]})
 
 
+JWKS_URL = "https://idp.test/jwks"
+
+
+@asynccontextmanager
+async def started(
+    handler: Callable[[httpx.Request], Awaitable[httpx.Response]], **timing: Any
+) -> AsyncIterator[RemoteJwks]:
+    """A `RemoteJwks` fetching from `handler`, started for the block and stopped after it."""
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        remote = RemoteJwks(http, JWKS_URL, **timing)
+        await remote.start()
+        try:
+            yield remote
+        finally:
+            await remote.stop()
+
+
 class Idp:
     """A JWKS endpoint whose key set can be rotated or broken; counts fetches."""
 
@@ -86,16 +105,13 @@ async def test_unknown_kid_refreshes_at_most_once_per_interval():
     """Unknown kids trigger one fetch, then none until min_refresh_interval has passed."""
     idp = Idp(_issuer("old"))
     now = [1000.0]
-    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
-        remote = RemoteJwks(
-            http,
-            "https://idp.test/jwks",
-            refresh_interval=3600,
-            min_refresh_interval=30,
-            fetch_timeout=2,
-            clock=lambda: now[0],
-        )
-        await remote.start()
+    async with started(
+        idp.handler,
+        refresh_interval=3600,
+        min_refresh_interval=30,
+        fetch_timeout=2,
+        clock=lambda: now[0],
+    ) as remote:
         assert idp.fetches == 1
         now[0] += 31
         idp.jwks = _issuer("new").jwks()
@@ -107,7 +123,6 @@ async def test_unknown_kid_refreshes_at_most_once_per_interval():
         now[0] += 31
         await remote.keys_for("attacker-chosen")
         assert idp.fetches == 3
-        await remote.stop()
 
 
 def _break(idp: Idp, how: str) -> None:
@@ -129,37 +144,30 @@ async def test_failed_refresh_keeps_the_keys(how: str):
     """When a refresh fails in any way, the keys already loaded keep verifying tokens."""
     idp = Idp(_issuer("k"))
     now = [0.0]
-    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
-        remote = RemoteJwks(
-            http, "https://idp.test/jwks", refresh_interval=3600, min_refresh_interval=1,
-            fetch_timeout=2, clock=lambda: now[0],
-        )  # fmt: skip
-        await remote.start()
+    async with started(
+        idp.handler, refresh_interval=3600, min_refresh_interval=1, fetch_timeout=2,
+        clock=lambda: now[0],
+    ) as remote:  # fmt: skip
         _break(idp, how)
         now[0] += 5
         keys = await remote.keys_for("unknown")
         assert idp.fetches == 2
         assert keys.has("k")
-        await remote.stop()
 
 
 @pytest.mark.parametrize("how", FAILURES)
 async def test_refresher_outlives_a_failed_refresh(how: str, caplog: pytest.LogCaptureFixture):
     """After a failed background refresh the refresher goes on and picks up a rotated key."""
     idp = Idp(_issuer("old"))
-    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
-        remote = RemoteJwks(
-            http, "https://idp.test/jwks", refresh_interval=0.01, min_refresh_interval=3600,
-            fetch_timeout=2,
-        )  # fmt: skip
-        await remote.start()
+    async with started(
+        idp.handler, refresh_interval=0.01, min_refresh_interval=3600, fetch_timeout=2
+    ) as remote:
         with caplog.at_level(logging.WARNING, logger="signing_gateway.security.jwks"):
             _break(idp, how)
             await until(lambda: idp.fetches >= 3)
             assert (await remote.keys_for("old")).has("old")
             idp.jwks, idp.status, idp.error = _issuer("new").jwks(), 200, None
             await until(lambda: remote._keys is not None and remote._keys.has("new"))
-        await remote.stop()
     failures = [r for r in caplog.records if r.message.startswith("JWKS refresh failed")]
     if how == "unexpected-exception":  # logged with its traceback: a bug to look into
         assert failures
@@ -171,12 +179,9 @@ async def test_refresher_outlives_a_failed_refresh(how: str, caplog: pytest.LogC
 async def test_known_kid_never_waits_for_a_refresh_in_flight():
     """While a refetch hangs on the provider, a token with a known kid gets its key at once."""
     idp = Idp(_issuer("k"))
-    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
-        remote = RemoteJwks(
-            http, "https://idp.test/jwks", refresh_interval=3600, min_refresh_interval=0,
-            fetch_timeout=5,
-        )  # fmt: skip
-        await remote.start()
+    async with started(
+        idp.handler, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=5
+    ) as remote:
         release = idp.hold()
         waiting = asyncio.create_task(remote.keys_for("unknown"))
         async with asyncio.timeout(1):
@@ -186,18 +191,14 @@ async def test_known_kid_never_waits_for_a_refresh_in_flight():
         assert not waiting.done()
         release.set()
         assert not (await waiting).has("unknown")
-        await remote.stop()
 
 
 async def test_stop_cancels_a_refresh_in_flight():
     """Stopping ends the refresher and cancels its fetch: a cancellation is never swallowed."""
     idp = Idp(_issuer("k"))
-    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
-        remote = RemoteJwks(
-            http, "https://idp.test/jwks", refresh_interval=0.01, min_refresh_interval=3600,
-            fetch_timeout=5,
-        )  # fmt: skip
-        await remote.start()
+    async with started(
+        idp.handler, refresh_interval=0.01, min_refresh_interval=3600, fetch_timeout=5
+    ) as remote:
         idp.hold()
         async with asyncio.timeout(1):
             await idp.fetching.wait()
@@ -218,9 +219,8 @@ async def test_start_fails_without_a_key_set():
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(broken)) as http:
         remote = RemoteJwks(
-            http, "https://idp.test/jwks", refresh_interval=60, min_refresh_interval=1,
-            fetch_timeout=1,
-        )  # fmt: skip
+            http, JWKS_URL, refresh_interval=60, min_refresh_interval=1, fetch_timeout=1
+        )
         with pytest.raises(JwksError):
             await remote.start()
 
@@ -234,19 +234,12 @@ async def test_a_refetch_started_by_a_request_does_not_carry_its_context():
         seen.append(current_request_id())
         return await idp.handler(request)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        remote = RemoteJwks(
-            http,
-            "https://idp.test/jwks",
-            refresh_interval=3600,
-            min_refresh_interval=0,
-            fetch_timeout=2,
-        )
-        await remote.start()
+    async with started(
+        handler, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=2
+    ) as remote:
         token = request_id_var.set("req-that-started-it")
         try:
             await remote.keys_for("unknown")
         finally:
             request_id_var.reset(token)
-        await remote.stop()
     assert seen == ["-", "-"]
