@@ -359,12 +359,18 @@ def _release(response: httpx.Response) -> None:
     response.stream = _SPENT_STREAM
 
 
+def _declared_length(response: httpx.Response) -> int | None:
+    """The answer's ``Content-Length`` when it is one (ASCII digits: ``isdigit`` takes "²")."""
+    declared = response.headers.get("Content-Length", "")
+    return int(declared) if declared.isascii() and declared.isdigit() else None
+
+
 async def _read_bounded(
     response: httpx.Response, limit: int, *, signer: str, endpoint: str
 ) -> bytes:
     """Read the body, refusing (as malformed) anything longer than ``limit`` bytes."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+    declared = _declared_length(response)
+    if declared is not None and declared > limit:
         raise _too_big(response, limit, signer=signer, endpoint=endpoint)
     body = bytearray()
     async for chunk in response.aiter_bytes():
@@ -407,8 +413,8 @@ async def _raise_for_answer(response: httpx.Response, *, signer: str, endpoint: 
     failure = response_error(response, signer=signer, endpoint=endpoint)
     if failure is None:
         return
-    declared = response.headers.get("Content-Length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) <= _DRAINED_ERROR_BYTES:
+    declared = _declared_length(response)
+    if declared is not None and declared <= _DRAINED_ERROR_BYTES:
         # If reading fails the refusal stands; its connection is closed instead of reused.
         with contextlib.suppress(httpx.HTTPError, aiohttp.ClientError, TimeoutError):
             await response.aread()
