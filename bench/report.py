@@ -133,8 +133,7 @@ def _yes(value: object) -> str:
     return "**yes**" if value is True else ("**NO**" if value is False else str(value))
 
 
-def _kept_blocks(doc: Path) -> dict[str, str]:
-    text = doc.read_text() if doc.exists() else ""
+def _kept_blocks(text: str) -> dict[str, str]:
     kept = {}
     for name, (start, end) in BLOCKS.items():
         match = re.search(re.escape(start) + ".*?" + re.escape(end), text, re.DOTALL)
@@ -700,8 +699,9 @@ def _placement(r: dict[str, Any]) -> str:
 
 def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
     """Regenerate docs/benchmarks.md and its chart from the results `r` (and earlier runs)."""
-    kept = _kept_blocks(doc)
-    earlier = _earlier_history(doc.read_text()) if doc.exists() else {}
+    old = doc.read_text() if doc.exists() else None  # read once: blocks, history, headings
+    kept = _kept_blocks(old or "")
+    earlier = _earlier_history(old) if old is not None else {}
     chart(r, png)
     versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
     s1_cmd = r.get("S1", {}).get("command", "")
@@ -896,7 +896,7 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "",
     ]
     text = "\n".join(lines)
-    lost = lost_headings(doc.read_text(), text) if doc.exists() else []
+    lost = lost_headings(old, text) if old is not None else []
     if lost:
         raise LostSectionsError(
             f"{doc}: regenerating it would drop {', '.join(map(repr, lost))}; move hand-written "
