@@ -7,6 +7,7 @@ per call: every signer round trip holds the event loop, so everything else (othe
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import requests
@@ -16,6 +17,8 @@ from fastapi.responses import JSONResponse, Response
 
 def create_app() -> FastAPI:
     signer = os.environ["BENCH_SIGNER_URL"]
+    # A month ahead, fixed at start: the signer refuses a past expiration time.
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     app = FastAPI()
 
     @app.get("/healthz")
@@ -27,7 +30,7 @@ def create_app() -> FastAPI:
         body = await request.json()
         wire = {
             "keyUsage": body.get("keyUsage", "vaccination"),
-            "expirationTime": "2027-01-01T00:00:00Z",
+            "expirationTime": expires,
             "dcc": body["dcc"],
         }
         with requests.Session() as session:  # a new session per call, as the old service did

@@ -6,6 +6,7 @@ answer untouched: the floor of what any FastAPI forwarder on this machine costs 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,8 @@ from fastapi.responses import Response
 
 def create_app() -> FastAPI:
     signer = os.environ["BENCH_SIGNER_URL"]
+    # A month ahead, fixed at start: the signer refuses a past expiration time.
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     session: dict[str, aiohttp.ClientSession] = {}
 
     @asynccontextmanager
@@ -40,7 +43,7 @@ def create_app() -> FastAPI:
         body = orjson.loads(await request.body())
         wire = {
             "keyUsage": body.get("keyUsage", "vaccination"),
-            "expirationTime": "2027-01-01T00:00:00Z",
+            "expirationTime": expires,
             "dcc": body["dcc"],
         }
         async with session["client"].post(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import orjson
@@ -61,14 +61,16 @@ async def test_request_id_on_problem(gateway, mocked: MockedSigners):
 
 async def test_eu_signer_body_is_exact(gateway, mocked: MockedSigners):
     """The EU signer gets keyUsage, expirationTime in UTC RFC 3339 and the validated DCC, only."""
-    body = eu_vaccination(expirationTime="2027-05-20T00:00:00+02:00")
+    midnight = (datetime.now(UTC) + timedelta(days=30)).replace(hour=0, minute=0, second=0)
+    local = midnight.replace(microsecond=0, tzinfo=timezone(timedelta(hours=2)))
+    body = eu_vaccination(expirationTime=local.isoformat())
     assert (await gateway.post("/v1/dcc", json=body)).status_code == 200
     request = mocked.get_credential.calls.last.request
     assert request.headers["content-type"] == "application/json"
     sent = orjson.loads(request.content)
     assert sent == {
         "keyUsage": "vaccination",
-        "expirationTime": "2027-05-19T22:00:00Z",
+        "expirationTime": local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dcc": EuRequest.model_validate(body).dcc.signing_payload(),
     }
     assert sent["dcc"] == body["dcc"]

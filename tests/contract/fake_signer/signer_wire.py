@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import zlib
 from typing import Any
 
@@ -57,9 +58,14 @@ ATTRIBUTES = {
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def eu_body(usage: str = "vaccination", expiration: str = "2027-06-01T00:00:00Z") -> dict[str, Any]:
-    """A valid /get_credential request body."""
-    return {"keyUsage": usage, "expirationTime": expiration, "dcc": DCC}
+def future_rfc3339(days: int = 30) -> str:
+    """An RFC 3339 UTC instant `days` ahead of now: always in the future, within the DSC."""
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def eu_body(usage: str = "vaccination", expiration: str | None = None) -> dict[str, Any]:
+    """A valid /get_credential request body (expiring in 30 days unless given)."""
+    return {"keyUsage": usage, "expirationTime": expiration or future_rfc3339(), "dcc": DCC}
 
 
 def b64d(value: str) -> bytes:

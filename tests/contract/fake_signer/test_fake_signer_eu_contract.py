@@ -8,6 +8,7 @@ import hashlib
 import time
 
 import cbor2
+import orjson
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +21,7 @@ from tests.contract.fake_signer.signer_wire import (
     cose_parts,
     dsc_for,
     eu_body,
+    future_rfc3339,
     published,
     verify_with_pycose,
 )
@@ -31,11 +33,21 @@ EKU = {
 }
 
 
+_SOON = future_rfc3339()
+
+
+def _wire(**changes: object) -> bytes:
+    """A `/get_credential` body, valid unless `changes` say otherwise (None drops a field)."""
+    body = {"keyUsage": "test", "expirationTime": _SOON, "dcc": {}} | changes
+    return orjson.dumps({name: value for name, value in body.items() if value is not None})
+
+
 @pytest.mark.parametrize("usage", ["vaccination", "test", "recovery"])
 async def test_credential_round_trip_verifies_independently(client, usage):
     """A credential verifies against the DSC from /keys and carries kid, claims and payload."""
     before = int(time.time())
-    response = await client.post("/get_credential", json=eu_body(usage))
+    expires = future_rfc3339()
+    response = await client.post("/get_credential", json=eu_body(usage, expires))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
@@ -56,7 +68,7 @@ async def test_credential_round_trip_verifies_independently(client, usage):
     claims = cbor2.loads(payload)
     assert set(claims) == {1, 4, 6, -260}
     assert claims[1] == "NL"
-    assert claims[4] == int(dt.datetime(2027, 6, 1, tzinfo=dt.UTC).timestamp())
+    assert claims[4] == int(dt.datetime.fromisoformat(expires).timestamp())
     assert before <= claims[6] <= int(time.time())
     assert claims[-260] == {1: DCC}
     expected_proof = base64.b64encode(hashlib.sha256(signature).digest()[:16]).decode()
@@ -97,13 +109,13 @@ async def test_tampered_credential_does_not_verify(client):
     ("raw", "why"),
     [
         (b"{not json", "bad JSON"),
-        (b'{"keyUsage": "booster", "expirationTime": "2027-01-01T00:00:00Z", "dcc": {}}', "usage"),
-        (b'{"keyUsage": "test", "expirationTime": "next year", "dcc": {}}', "time"),
-        (b'{"keyUsage": "test", "expirationTime": "2027-01-01T00:00:00", "dcc": {}}', "no offset"),
-        (b'{"keyUsage": "test", "expirationTime": "2020-01-01T00:00:00Z", "dcc": {}}', "past"),
-        (b'{"keyUsage": "test", "expirationTime": "2099-01-01T00:00:00Z", "dcc": {}}', "after DSC"),
-        (b'{"keyUsage": "test", "expirationTime": "2027-01-01T00:00:00Z", "dcc": []}', "dcc list"),
-        (b'{"keyUsage": "test", "expirationTime": "2027-01-01T00:00:00Z"}', "missing dcc"),
+        (_wire(keyUsage="booster"), "usage"),
+        (_wire(expirationTime="next year"), "time"),
+        (_wire(expirationTime=_SOON.removesuffix("Z")), "no offset"),
+        (_wire(expirationTime="2020-01-01T00:00:00Z"), "past"),
+        (_wire(expirationTime="2099-01-01T00:00:00Z"), "after DSC"),
+        (_wire(dcc=[]), "dcc list"),
+        (_wire(dcc=None), "missing dcc"),
         (b"[1, 2]", "not an object"),
     ],
 )

@@ -6,7 +6,7 @@ import base64
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -27,6 +27,12 @@ from tests.support.fake_signer_process import FakeSignerProcess
 
 def _attributes(**changes: str) -> dict[str, str]:
     return {**examples.DOMESTIC_ATTRIBUTES, "validFrom": str(int(time.time())), **changes}
+
+
+# An explicit expiry a few weeks ahead, written at +01:00; the answer gives it in UTC.
+_IN_40_DAYS = datetime.now(UTC) + timedelta(days=40)
+_EXPIRY_UTC = _IN_40_DAYS.replace(hour=2, minute=4, second=5, microsecond=0)
+_EXPIRY_CET = _EXPIRY_UTC.astimezone(timezone(timedelta(hours=1))).isoformat()
 
 
 def _recovery() -> dict[str, Any]:
@@ -84,7 +90,7 @@ def _check_eu(credential: dict[str, Any], request: dict[str, Any], fake_keys) ->
     [
         (examples.EU_VACCINATION, "vaccination"),
         (examples.EU_TEST, "test"),
-        ({**examples.EU_VACCINATION, "expirationTime": "2027-01-02T03:04:05+01:00"}, "vaccination"),
+        ({**examples.EU_VACCINATION, "expirationTime": _EXPIRY_CET}, "vaccination"),
         (_recovery(), "recovery"),
     ],
     ids=["v", "t", "v-explicit-expiry", "r-defaults"],
@@ -97,7 +103,7 @@ def test_dcc_verifies_independently(gateway_url, fake_keys, request_body, usage)
     assert credential["keyUsage"] == usage
     _check_eu(credential, request_body, fake_keys)
     if "expirationTime" in request_body:
-        assert credential["expirationTime"] == "2027-01-02T02:04:05Z"
+        assert credential["expirationTime"] == _EXPIRY_UTC.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_domestic_static_verifies_independently(gateway_url, fake_keys):
