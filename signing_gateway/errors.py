@@ -113,9 +113,13 @@ class SignerUnavailable(SignerProblem):
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
-        """Tell the caller when to come back (whole seconds, at least 1; 1 if not a number)."""
+        """Tell the caller when to come back (whole seconds, at least 1; 1 if not a number).
+
+        Rounded up: a breaker open for 2.4 s more must not send callers back after 2 s, into
+        another refusal.
+        """
         seconds = self.retry_after if math.isfinite(self.retry_after) else 1.0
-        return {"Retry-After": str(max(1, round(seconds)))}
+        return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 class SignerTimedOut(SignerProblem):
