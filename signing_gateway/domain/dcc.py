@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 from signing_gateway.domain.dcc_dates import date_of_birth as _valid_date_of_birth
 from signing_gateway.domain.dcc_dates import parse_rfc3339
 from signing_gateway.domain.dcc_entries import RecoveryEntry, TestEntry, VaccinationEntry
-from signing_gateway.domain.dcc_names import PersonName, reject_null
+from signing_gateway.domain.dcc_names import Omittable, PersonName
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 
 if TYPE_CHECKING:
@@ -75,10 +75,10 @@ def _single_entry(entries: list[Any] | None) -> list[Any] | None:
     return entries
 
 
-_GROUP_RULES: Final = (BeforeValidator(reject_null), AfterValidator(_single_entry))
-VaccinationGroup = Annotated[list[VaccinationEntry] | None, *_GROUP_RULES]
-TestGroup = Annotated[list[TestEntry] | None, *_GROUP_RULES]
-RecoveryGroup = Annotated[list[RecoveryEntry] | None, *_GROUP_RULES]
+_SINGLE_ENTRY: Final = AfterValidator(_single_entry)
+VaccinationGroup = Annotated[Omittable[list[VaccinationEntry]], _SINGLE_ENTRY]
+TestGroup = Annotated[Omittable[list[TestEntry]], _SINGLE_ENTRY]
+RecoveryGroup = Annotated[Omittable[list[RecoveryEntry]], _SINGLE_ENTRY]
 DccEntry = VaccinationEntry | TestEntry | RecoveryEntry
 
 
@@ -168,12 +168,10 @@ class EuRequest(BaseModel):
 
     # dcc first: the key usage check below reads the validated DCC.
     dcc: Dcc
-    key_usage: Annotated[KeyUsage | None, BeforeValidator(reject_null)] = Field(
-        default=None, alias="keyUsage"
+    key_usage: Omittable[KeyUsage] = Field(default=None, alias="keyUsage")
+    expiration_time: Annotated[Omittable[datetime], BeforeValidator(_rfc3339_expiration)] = Field(
+        default=None, alias="expirationTime"
     )
-    expiration_time: Annotated[
-        datetime | None, BeforeValidator(reject_null), BeforeValidator(_rfc3339_expiration)
-    ] = Field(default=None, alias="expirationTime")
 
     @field_validator("key_usage", mode="before")
     @classmethod

@@ -26,7 +26,7 @@ from signing_gateway.domain.dcc_dates import (
     past_complete_date,
     past_instant,
 )
-from signing_gateway.domain.dcc_names import FreeText, OptionalFreeText, reject_null
+from signing_gateway.domain.dcc_names import FreeText, Omittable, OptionalFreeText
 from signing_gateway.domain.uvci import validate_uvci
 from signing_gateway.domain.valuesets import ValueSetName, value_set
 
@@ -88,7 +88,7 @@ def _test_device_present(value: object) -> object:
             "rat_device_required",
             "A rapid antigen test (tt LP217198-3) must name its device in 'ma'",
         )
-    return reject_null(value)
+    return value
 
 
 Disease = Annotated[str, _coded(ValueSetName.DISEASE_AGENT_TARGETED)]
@@ -99,7 +99,7 @@ PastDate = Annotated[str, AfterValidator(past_complete_date)]
 CalendarDate = Annotated[str, AfterValidator(complete_date)]
 PastInstant = Annotated[str, AfterValidator(past_instant)]
 TestDevice = Annotated[
-    Annotated[str, _coded(ValueSetName.TEST_MANUFACTURER)] | None,
+    Omittable[Annotated[str, _coded(ValueSetName.TEST_MANUFACTURER)]],
     BeforeValidator(_test_device_present),
 ]
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated, Final, Self
+from typing import TYPE_CHECKING, Annotated, Final, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from pydantic import GetJsonSchemaHandler
+    from pydantic.json_schema import JsonSchemaValue
+    from pydantic_core import CoreSchema
 
 TEXT_MAX_LENGTH: Final = 80
 _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
@@ -66,16 +71,49 @@ def reject_null(value: object) -> object:
     return value
 
 
+_NULL_ARM: Final = {"type": "null"}
+
+
+class _NullNotInSchema:
+    """Drop the ``null`` arm from a field's JSON schema: the field is optional, not nullable.
+
+    pydantic's ``SkipJsonSchema[None]`` would do the same to the schema, but it turns
+    ``X | None`` into a two-armed union for validation too, and a bad value then reports an
+    error per arm (``dcc.v.list[VaccinationEntry].0.dn`` and ``dcc.v.none``) instead of one at
+    its place. This leaves validation alone and edits only the schema.
+    """
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        arms = schema.get("anyOf")
+        if not isinstance(arms, list) or _NULL_ARM not in arms:
+            return schema
+        kept = [arm for arm in arms if arm != _NULL_ARM]
+        rest = {key: value for key, value in schema.items() if key != "anyOf"}
+        return {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
+
+
+_Value = TypeVar("_Value")
+
+Omittable = Annotated[_Value | None, BeforeValidator(reject_null), _NullNotInSchema()]
+"""A field that may be left out but not sent as null: ``None`` in Python means "absent".
+
+The JSON schema (and so the published OpenAPI document) shows only the value's own type, so
+clients generated from it leave the field out rather than send the null that is refused.
+"""
+
 FreeText = Annotated[str, AfterValidator(_free_text)]
 """Free text up to 80 characters, stored NFC-normalised, without control characters."""
 
-OptionalFreeText = Annotated[FreeText | None, BeforeValidator(reject_null)]
+OptionalFreeText = Omittable[FreeText]
 """Free text that may be left out (but not sent as null)."""
 
 TransliteratedName = Annotated[str, AfterValidator(_transliterated)]
 """A name transliterated per ICAO 9303 (``^[A-Z<]*$``, at most 80 characters)."""
 
-OptionalTransliteratedName = Annotated[TransliteratedName | None, BeforeValidator(reject_null)]
+OptionalTransliteratedName = Omittable[TransliteratedName]
 """A transliterated name that may be left out (but not sent as null)."""
 
 

@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Final
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from signing_gateway.domain.dcc_names import reject_null
+from signing_gateway.domain.dcc_names import Omittable
 from signing_gateway.domain.errors import FieldError
 
 if TYPE_CHECKING:
@@ -97,9 +97,7 @@ class DomesticAttributes(BaseModel):
     last_name_initial: Initial = Field(alias="lastNameInitial")
     birth_day: BirthDay = Field(alias="birthDay")
     birth_month: BirthMonth = Field(alias="birthMonth")
-    category: Annotated[Category | None, BeforeValidator(reject_null)] = Field(
-        default=None, alias="category"
-    )
+    category: Omittable[Category] = Field(default=None, alias="category")
 
     def wire(self) -> dict[str, str]:
         """The attributes as the signer takes them: wire names, category only when given."""

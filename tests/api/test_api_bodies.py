@@ -12,7 +12,7 @@ import respx
 from signing_gateway.api.schemas import CredentialsRequest, PrintRequest
 from signing_gateway.domain.dcc import EuRequest
 from tests.api.assertions import assert_problem
-from tests.api.bodies import eu_vaccination
+from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
 from tests.api.signer_mocks import MockedSigners, eu_signing
 from tests.support.gateway import EU_SIGNER_URL, SignerKeys
 
@@ -103,3 +103,79 @@ async def test_body_schema_is_the_models(gateway: httpx.AsyncClient):
     assert body["content"]["application/json"]["schema"] == {"$ref": f"{REF_PREFIX}EuRequest"}
     fields = {field.alias or name for name, field in EuRequest.model_fields.items()}
     assert set(document["components"]["schemas"]["EuRequest"]["properties"]) == fields
+
+
+# The request fields the gateway accepts as null, so the document may say so: the contract's
+# `{"domestic": DomesticAttributes | null, "european": EuRequest | null}` of /v1/print, and the
+# session fields of /v1/credentials, which a request without a domestic part may leave null.
+# Every other optional field refuses null ("Leave the field out instead of sending null").
+NULL_ACCEPTED = {
+    "PrintRequest.domestic",
+    "PrintRequest.european",
+    "CredentialsRequest.stoken",
+    "CredentialsRequest.issueCommitmentMessage",
+}
+
+
+def _allows_null(schema: dict[str, Any], schemas: dict[str, Any]) -> bool:
+    """Whether a JSON schema (OpenAPI 3.1: JSON Schema 2020-12) accepts a JSON null."""
+    if "$ref" in schema:
+        return _allows_null(schemas[schema["$ref"].removeprefix(REF_PREFIX)], schemas)
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    if schema.get("nullable") is True or ("const" in schema and schema["const"] is None):
+        return True
+    arms = [*schema.get("anyOf", []), *schema.get("oneOf", [])]
+    return any(_allows_null(arm, schemas) for arm in arms)
+
+
+def _request_schemas(document: dict[str, Any]) -> set[str]:
+    """The component schemas a /v1 request body uses, directly or through other schemas."""
+    schemas = document["components"]["schemas"]
+    bodies = [
+        operation["requestBody"]
+        for path, item in document["paths"].items()
+        if path.startswith("/v1/")
+        for operation in item.values()
+        if "requestBody" in operation
+    ]
+    found: set[str] = set()
+    pending = {ref.removeprefix(REF_PREFIX) for ref in _refs(bodies)}
+    while pending:
+        name = pending.pop()
+        found.add(name)
+        pending |= {ref.removeprefix(REF_PREFIX) for ref in _refs(schemas[name])} - found
+    return found
+
+
+async def test_request_fields_allow_null_only_where_the_gateway_does(
+    gateway: httpx.AsyncClient,
+):
+    """/openapi.json shows no request field as nullable that the gateway refuses null for."""
+    document = (await gateway.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    used = _request_schemas(document)
+    assert {"EuRequest", "Dcc", "PersonName", "TestEntry", "DomesticAttributes"} <= used
+    nullable = {
+        f"{name}.{field}"
+        for name in used
+        for field, schema in schemas[name].get("properties", {}).items()
+        if _allows_null(schema, schemas)
+    }
+    assert nullable == NULL_ACCEPTED
+
+
+async def test_fields_documented_as_nullable_accept_null(
+    gateway: httpx.AsyncClient, mocked: MockedSigners
+):
+    """The request fields /openapi.json shows as nullable do take a null."""
+    response = await gateway.post("/v1/print", json={"domestic": None, "european": eu_test()})
+    assert response.status_code == 200, response.text
+    response = await gateway.post(
+        "/v1/print", json={"domestic": domestic_attributes(), "european": None}
+    )
+    assert response.status_code == 200, response.text
+    body = {"stoken": None, "issueCommitmentMessage": None, "european": [eu_test()]}
+    response = await gateway.post("/v1/credentials", json=body)
+    assert response.status_code == 200, response.text
