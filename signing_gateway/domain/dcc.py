@@ -169,7 +169,8 @@ class EuRequest(BaseModel):
     # dcc first: the key usage check below reads the validated DCC.
     dcc: Dcc
     key_usage: Omittable[KeyUsage] = Field(default=None, alias="keyUsage")
-    expiration_time: Annotated[Omittable[datetime], BeforeValidator(_rfc3339_expiration)] = Field(
+    # The RFC 3339 parser inside Omittable: null is refused before it is parsed.
+    expiration_time: Omittable[Annotated[datetime, BeforeValidator(_rfc3339_expiration)]] = Field(
         default=None, alias="expirationTime"
     )
 

@@ -150,6 +150,40 @@ async def test_dcc_rule_violation(gateway, mocked: MockedSigners, body, loc):
     assert mocked.signing_calls() == 0
 
 
+NULL_REFUSED = "Leave the field out instead of sending null"
+T0 = ("dcc", "t", 0)
+NULL_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
+    "keyUsage": (eu_vaccination(keyUsage=None), ("keyUsage",)),
+    "expirationTime": (eu_vaccination(expirationTime=None), ("expirationTime",)),
+    "other-group": (with_dcc(eu_test(), "v", value=None), ("dcc", "v")),
+    **{
+        f"nam.{name}": (with_dcc(eu_test(), "nam", name, value=None), ("dcc", "nam", name))
+        for name in ("fn", "fnt", "gn", "gnt")
+    },
+    **{
+        f"t.{name}": (with_dcc(eu_test(), "t", 0, name, value=None), (*T0, name))
+        for name in ("nm", "ma", "tc")
+    },
+}
+
+
+@pytest.mark.parametrize(("body", "loc"), NULL_CASES.values(), ids=NULL_CASES.keys())
+async def test_optional_eu_field_sent_as_null(gateway, mocked: MockedSigners, body, loc):
+    """An optional EuRequest field sent as null is a 422 saying to leave it out, nothing else."""
+    problem = assert_problem(await gateway.post("/v1/dcc", json=body), 422, "validation-failed")
+    assert problem["errors"] == [{"loc": ["body", *loc], "msg": NULL_REFUSED}]
+    assert mocked.signing_calls() == 0
+
+
+async def test_domestic_category_sent_as_null(gateway, mocked: MockedSigners):
+    """A domestic category sent as null is a 422 saying to leave it out."""
+    body = {"credentialAttributes": {**domestic_attributes(), "category": None}}
+    problem = assert_problem(await gateway.post("/v1/domestic/static", json=body), 422)
+    loc = ["body", "credentialAttributes", "category"]
+    assert problem["errors"] == [{"loc": loc, "msg": NULL_REFUSED}]
+    assert mocked.signing_calls() == 0
+
+
 PERSONAL = {
     "fn": "Zwanenburg\x07",
     "fnt": "zwanenburg",

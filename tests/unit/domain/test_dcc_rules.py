@@ -339,6 +339,13 @@ def test_unknown_key_usage_is_rejected(usage, error_type):
     assert errors_of({"dcc": dcc("v"), "keyUsage": usage}) == {(error_type, ("keyUsage",))}
 
 
+def test_expiration_time_sent_as_null_is_rejected():
+    """An expirationTime sent as null is refused as null, not as a malformed date-time."""
+    assert errors_of({"dcc": dcc(), "expirationTime": None}) == {
+        ("null_not_allowed", ("expirationTime",))
+    }
+
+
 def test_expiration_time_is_parsed_with_its_offset():
     """The expirationTime is read as an aware instant."""
     request = validate({"dcc": dcc(), "expirationTime": "2027-05-20T02:00:00+02:00"})
