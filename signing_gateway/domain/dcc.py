@@ -26,8 +26,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from signing_gateway.domain.dcc_dates import RFC3339_EXAMPLES, parse_rfc3339
 from signing_gateway.domain.dcc_dates import date_of_birth as _valid_date_of_birth
-from signing_gateway.domain.dcc_dates import parse_rfc3339
 from signing_gateway.domain.dcc_entries import RecoveryEntry, TestEntry, VaccinationEntry
 from signing_gateway.domain.dcc_names import Omittable, PersonName
 from signing_gateway.domain.errors import DomainValidationError, FieldError
@@ -157,7 +157,7 @@ def _rfc3339_expiration(value: object) -> object:
     if isinstance(value, datetime):
         return value
     raise PydanticCustomError(
-        "rfc3339_datetime", "Must be an RFC 3339 date-time string with an offset"
+        "rfc3339_datetime", f"Must be an RFC 3339 date-time string like {RFC3339_EXAMPLES}"
     )
 
 
@@ -171,7 +171,14 @@ class EuRequest(BaseModel):
     key_usage: Omittable[KeyUsage] = Field(default=None, alias="keyUsage")
     # The RFC 3339 parser inside Omittable: null is refused before it is parsed.
     expiration_time: Omittable[Annotated[datetime, BeforeValidator(_rfc3339_expiration)]] = Field(
-        default=None, alias="expirationTime"
+        default=None,
+        alias="expirationTime",
+        description=(
+            "RFC 3339 date-time with an offset, like 2027-05-20T00:00:00Z; 'T' and 'Z' may be "
+            "lower case, and a leap second (:60) counts as :59. Must lie in the future and "
+            "within the signing certificate's validity; sent to the signer in UTC, rounded "
+            "down to the second. Left out: now plus the key usage's default validity."
+        ),
     )
 
     @field_validator("key_usage", mode="before")

@@ -28,10 +28,13 @@ DOB_MAX_YEAR: Final = 2099
 
 _COMPLETE_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _DOB = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
+# RFC 3339 section 5.6: "T" and "Z" may be lower case (its NOTE), the second may be 60.
 _RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2})"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
+_LEAP_SECOND: Final = 60
+RFC3339_EXAMPLES: Final = "2021-06-11T17:30:00Z or 2021-06-11T17:30:00+02:00"
 
 
 def now_from(info: ValidationInfo) -> datetime:
@@ -130,27 +133,53 @@ def date_of_birth(value: str, info: ValidationInfo) -> str:
 
 
 def parse_rfc3339(value: str) -> datetime:
-    """Parse an RFC 3339 date-time with a mandatory offset, or raise ``rfc3339_datetime``.
+    """Parse an RFC 3339 date-time (section 5.6), or raise ``rfc3339_datetime``.
 
-    Stricter than ISO 8601 on purpose: ``T`` and ``Z`` upper case, offset written ``±HH:MM``
-    (``+02`` and ``+0200`` are refused), no leap second.
+    For a time the gateway reads and writes again itself (``expirationTime``, which reaches the
+    signer as whole-second UTC ``...Z``), so every form RFC 3339 allows is taken: ``T`` and
+    ``Z`` in either case, any fraction, an offset ``Z`` or ``±HH:MM`` (``+02`` and ``+0200`` are
+    ISO 8601, not RFC 3339, and refused). A leap second (``23:59:60``) is read as second 59 of
+    the same minute: ``datetime`` has no second 60, and the result is rounded down to the second
+    anyway. Whether a leap second was inserted at that moment is not checked.
     """
-    parsed = _rfc3339_or_none(value)
+    parsed = _rfc3339_or_none(value, strict=False)
     if parsed is None:
         raise PydanticCustomError(
             "rfc3339_datetime",
-            "Must be an RFC 3339 date-time with an offset, like 2021-06-11T17:30:00Z or "
-            "2021-06-11T17:30:00+02:00, got '{value}'",
+            f"Must be an RFC 3339 date-time like {RFC3339_EXAMPLES}, got '{{value}}'",
             {"value": value},
         )
     return parsed
 
 
-def _rfc3339_or_none(value: str) -> datetime | None:
+def parse_strict_rfc3339(value: str) -> datetime:
+    """Parse an RFC 3339 date-time in the form a credential carries, or raise ``rfc3339_datetime``.
+
+    For a time signed into the credential as given and read back by verifier apps (the test's
+    ``sc``): stricter than RFC 3339 on purpose, ``T`` and ``Z`` upper case only and no leap
+    second, a form the apps' date-time parsers are sure to read (many refuse lower case and
+    second 60); otherwise as :func:`parse_rfc3339`.
+    """
+    parsed = _rfc3339_or_none(value, strict=True)
+    if parsed is None:
+        raise PydanticCustomError(
+            "rfc3339_datetime",
+            f"Must be an RFC 3339 date-time like {RFC3339_EXAMPLES}, with upper-case T and Z "
+            "and no leap second, got '{value}'",
+            {"value": value},
+        )
+    return parsed
+
+
+def _rfc3339_or_none(value: str, *, strict: bool) -> datetime | None:
     match = _RFC3339.fullmatch(value)
     if match is None:
         return None
-    offset = match[8]
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    # After the match the only letters left are the date-time separator and the "Z" offset.
+    if strict and (value != value.upper() or second == _LEAP_SECOND):
+        return None
+    offset = match[8].upper()
     if offset == "Z":
         tz: timezone = UTC
     else:
@@ -159,25 +188,18 @@ def _rfc3339_or_none(value: str) -> datetime | None:
             return None
         sign = -1 if offset[0] == "-" else 1
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    if second == _LEAP_SECOND:
+        second -= 1
     microseconds = int((match[7] or ".0")[1:7].ljust(6, "0"))
     try:
-        return datetime(
-            int(match[1]),
-            int(match[2]),
-            int(match[3]),
-            int(match[4]),
-            int(match[5]),
-            int(match[6]),
-            microseconds,
-            tzinfo=tz,
-        )
+        return datetime(year, month, day, hour, minute, second, microseconds, tzinfo=tz)
     except ValueError:
         return None
 
 
 def past_instant(value: str, info: ValidationInfo) -> str:
-    """Validate an RFC 3339 instant that must not lie in the future; return it unchanged."""
-    instant = parse_rfc3339(value)
+    """Validate a strict RFC 3339 instant that must not lie in the future; return it unchanged."""
+    instant = parse_strict_rfc3339(value)
     now = now_from(info)
     if instant > now + CLOCK_SKEW:
         raise PydanticCustomError(

@@ -132,7 +132,14 @@ class TestEntry(BaseModel):
     test_type: Annotated[str, _coded(ValueSetName.TEST_TYPE)] = Field(alias="tt")
     test_name: OptionalFreeText = Field(default=None, alias="nm")
     device: TestDevice = Field(default=None, alias="ma")
-    sample_collected: PastInstant = Field(alias="sc")
+    sample_collected: PastInstant = Field(
+        alias="sc",
+        description=(
+            "RFC 3339 date-time with an offset, like 2021-06-11T17:30:00Z. Signed as given and "
+            "read by verifier apps, so stricter than RFC 3339: upper-case 'T' and 'Z' only, no "
+            "leap second (:60)."
+        ),
+    )
     result: Annotated[str, _coded(ValueSetName.TEST_RESULT)] = Field(alias="tr")
     testing_centre: OptionalFreeText = Field(default=None, alias="tc")
     country: Country = Field(alias="co")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from datetime import UTC, datetime
 
@@ -36,6 +37,26 @@ async def test_dcc_each_group(gateway, mocked: MockedSigners, test_keys: SignerK
     assert out["proofIdentifier"]
     assert datetime.fromisoformat(out["expirationTime"]) > datetime.now(UTC)
     assert mocked.get_credential.call_count == 1
+
+
+NEXT_YEAR = datetime.now(UTC).year + 1
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        (f"{NEXT_YEAR}-05-20T00:00:00z", f"{NEXT_YEAR}-05-20T00:00:00Z"),
+        (f"{NEXT_YEAR}-05-20t02:00:00+02:00", f"{NEXT_YEAR}-05-20T00:00:00Z"),
+        (f"{NEXT_YEAR}-06-30T23:59:60Z", f"{NEXT_YEAR}-06-30T23:59:59Z"),
+    ],
+    ids=["lower-z", "lower-t", "leap-second"],
+)
+async def test_dcc_takes_every_rfc3339_expiration_form(gateway, mocked: MockedSigners, given, sent):
+    """/v1/dcc takes an expirationTime in any RFC 3339 form; signer and caller see UTC ...Z."""
+    response = await gateway.post("/v1/dcc", json=eu_vaccination(expirationTime=given))
+    assert response.status_code == 200, response.text
+    request = json.loads(mocked.get_credential.calls.last.request.content)
+    assert (request["expirationTime"], response.json()["expirationTime"]) == (sent, sent)
 
 
 async def test_domestic_static(gateway, mocked: MockedSigners):

@@ -27,6 +27,7 @@ from tests.support.gateway import (
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 V0 = ("dcc", "v", 0)
+T0 = ("dcc", "t", 0)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,11 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
     ),
     "expiration-beyond-dsc": (eu_vaccination(expirationTime=FAR_FUTURE), ("expirationTime",)),
     "expiration-not-rfc3339": (eu_vaccination(expirationTime="next year"), ("expirationTime",)),
+    # RFC 3339 forms that sc, signed as given for verifier apps, does not take.
+    **{
+        f"sample-time-{name}": (with_dcc(eu_test(), "t", 0, "sc", value=value), (*T0, "sc"))
+        for name, value in [("lower-z", "2021-07-01T10:00:00z"), ("leap", "2016-12-31T23:59:60Z")]
+    },
     "expiration-past-year-9999-in-utc": (
         eu_vaccination(expirationTime="9999-12-31T23:59:59-01:00"),
         ("expirationTime",),
@@ -151,7 +157,6 @@ async def test_dcc_rule_violation(gateway, mocked: MockedSigners, body, loc):
 
 
 NULL_REFUSED = "Leave the field out instead of sending null"
-T0 = ("dcc", "t", 0)
 NULL_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
     "keyUsage": (eu_vaccination(keyUsage=None), ("keyUsage",)),
     "expirationTime": (eu_vaccination(expirationTime=None), ("expirationTime",)),

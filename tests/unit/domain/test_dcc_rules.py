@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 
 import pytest
 from domain_testdata import NOW, dcc, dcc_with_entry, dcc_with_name, errors_of, validate
@@ -254,6 +255,10 @@ def test_test_entry_variants_are_accepted(changes):
         ({"sc": "2021-06-31T17:30:00Z"}, "sc", "rfc3339_datetime"),
         ({"sc": "2021-06-11T24:00:00Z"}, "sc", "rfc3339_datetime"),
         ({"sc": "2021-06-11T17:30:00+24:00"}, "sc", "rfc3339_datetime"),
+        # RFC 3339 allows these, but sc is signed as given: only the form verifier apps read.
+        ({"sc": "2021-06-11T17:30:00z"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2021-06-11t17:30:00Z"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2016-12-31T23:59:60Z"}, "sc", "rfc3339_datetime"),
         ({"sc": "2026-11-23T12:06:00Z"}, "sc", "datetime_in_future"),
         ({"sc": "2026-11-23T14:00:00+01:00"}, "sc", "datetime_in_future"),
         ({"co": "XX"}, "co", "value_set_unknown"),
@@ -354,13 +359,70 @@ def test_expiration_time_is_parsed_with_its_offset():
 
 
 @pytest.mark.parametrize(
-    "value", ["2027-05-20", "2027-05-20T00:00:00", "2027-05-20T00:00:00+0200", 1800000000]
+    ("value", "instant"),
+    [
+        ("2027-05-20T00:00:00z", datetime(2027, 5, 20, tzinfo=UTC)),
+        ("2027-05-20t02:00:00+02:00", datetime(2027, 5, 20, tzinfo=UTC)),
+        ("2027-06-30T23:59:60Z", datetime(2027, 6, 30, 23, 59, 59, tzinfo=UTC)),
+        ("2027-06-30T23:59:60.25Z", datetime(2027, 6, 30, 23, 59, 59, 250_000, tzinfo=UTC)),
+    ],
+    ids=["lower-z", "lower-t", "leap-second", "leap-second-fraction"],
+)
+def test_expiration_time_takes_every_rfc3339_form(value, instant):
+    """An expirationTime may use lower-case t and z; a leap second is read as second 59."""
+    request = validate({"dcc": dcc(), "expirationTime": value})
+    assert request.expiration_time == instant
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2027-05-20",
+        "2027-05-20T00:00:00",
+        "2027-05-20T00:00:00+0200",
+        "2027-05-20 00:00:00Z",
+        "2027-06-30T23:59:61Z",
+        "2027-06-30T23:60:00Z",
+        1800000000,
+    ],
 )
 def test_expiration_time_must_be_rfc3339_with_offset(value):
-    """An expirationTime without offset, a date or a number is refused."""
+    """An expirationTime without offset or "T", a date, second 61 or a number is refused."""
     assert errors_of({"dcc": dcc(), "expirationTime": value}) == {
         ("rfc3339_datetime", ("expirationTime",))
     }
+
+
+def _message_at(body, loc):
+    with pytest.raises(ValidationError) as info:
+        validate(body)
+    return {tuple(error["loc"]): error["msg"] for error in info.value.errors()}[loc]
+
+
+EXAMPLES = "2021-06-11T17:30:00Z or 2021-06-11T17:30:00+02:00"
+
+
+@pytest.mark.parametrize("value", ["2027-05-20 00:00:00+02:00", "2027-05-20T00:00:00"])
+def test_expiration_time_message_shows_the_form(value):
+    """A bad expirationTime is told the form by example, not that an offset is missing."""
+    message = _message_at({"dcc": dcc(), "expirationTime": value}, ("expirationTime",))
+    assert message == f"Must be an RFC 3339 date-time like {EXAMPLES}, got '{value}'"
+
+
+def test_expiration_time_that_is_no_string_is_told_the_form():
+    """A number as expirationTime is told it must be a date-time string, by example."""
+    message = _message_at({"dcc": dcc(), "expirationTime": 1800000000}, ("expirationTime",))
+    assert message == f"Must be an RFC 3339 date-time string like {EXAMPLES}"
+
+
+def test_sample_time_message_names_the_stricter_form():
+    """A lower-case z in sc is told sc takes upper-case T and Z and no leap second."""
+    payload = dcc_with_entry("t", sc="2021-06-11T17:30:00z")
+    message = _message_at({"dcc": payload}, (*T0, "sc"))
+    assert message == (
+        f"Must be an RFC 3339 date-time like {EXAMPLES}, with upper-case T and Z and no leap "
+        "second, got '2021-06-11T17:30:00z'"
+    )
 
 
 def test_signing_payload_is_the_wire_object():

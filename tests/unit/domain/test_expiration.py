@@ -53,6 +53,14 @@ def test_default_with_an_expired_certificate_is_refused():
     assert [e.loc for e in info.value.errors] == [("expirationTime",)]
 
 
+@pytest.mark.parametrize(
+    "value", ["2027-06-30T23:59:60Z", "2027-06-30t23:59:59.5z"], ids=["leap-second", "lower-case"]
+)
+def test_given_value_in_any_rfc3339_form_is_the_same_instant(value):
+    """A leap second or lower-case t and z give the whole-second UTC time of the plain form."""
+    assert _resolve(value) == datetime(2027, 6, 30, 23, 59, 59, tzinfo=UTC)
+
+
 def test_given_value_is_converted_to_utc_and_floored():
     """A given time keeps its instant, in UTC, rounded down to the second."""
     result = _resolve("2027-05-20T02:00:00.900+02:00")
