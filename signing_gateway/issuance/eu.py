@@ -15,7 +15,7 @@ from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.eu import EuCredentialRequest, EuSignerClient, credential_request
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import verify_eu_credential
-from signing_gateway.verification.trust import EuTrustStore
+from signing_gateway.verification.trust import EuTrustStore, SigningStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,14 @@ class IssuedEuCredential:
     key_usage: KeyUsage
     expiration_time: datetime
     uvci: str
+
+
+def _no_signing_certificate(status: SigningStatus, key_usage: KeyUsage) -> str:
+    """The 503 detail when ``key_usage`` has no DSC valid now (no URL, no certificate data)."""
+    if status is SigningStatus.MISSING:
+        return f"no signing certificate is configured for key usage {key_usage.value}"
+    state = "is not yet valid" if status is SigningStatus.NOT_YET_VALID else "has expired"
+    return f"the EU signer's certificate for key usage {key_usage.value} {state}"
 
 
 class EuIssuer:
@@ -73,10 +81,11 @@ class EuIssuer:
         """
         now = now or datetime.now(UTC)
         key_usage = request.effective_key_usage()
-        dsc = self._trust.signing_certificate(key_usage)
+        dsc = self._trust.signing_certificate(key_usage, now=now)
         if dsc is None:
+            # Nothing the caller can fix: the operator has to give the signer a DSC valid now.
             raise SignerUnavailable(
-                f"no signing certificate is configured for key usage {key_usage.value}",
+                _no_signing_certificate(self._trust.signing_status(key_usage, now=now), key_usage),
                 part=key_usage.value,
             )
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
@@ -34,6 +35,7 @@ __all__ = [
     "DscCertificate",
     "EuTrustStore",
     "KeySet",
+    "SigningStatus",
     "TrustConfigError",
 ]
 
@@ -157,6 +159,15 @@ def _certificates_in(data: bytes) -> list[bytes]:
     return [data]
 
 
+class SigningStatus(StrEnum):
+    """Whether a key usage has a DSC to sign with at a given moment."""
+
+    VALID = "valid"  # one of the usage's DSCs is valid
+    EXPIRED = "expired"  # none is valid and one has ended (any successor starts later)
+    NOT_YET_VALID = "not-yet-valid"  # none is valid and every one starts later
+    MISSING = "missing"  # no DSC is configured for the usage at all
+
+
 class EuTrustStore:
     """The DSC certificates the gateway accepts, by kid, and the signing one per key usage."""
 
@@ -174,14 +185,18 @@ class EuTrustStore:
             if anchors and not any(_issued_by(dsc.certificate, csca) for csca in anchors):
                 raise TrustConfigError(f"DSC {dsc.kid_b64} is not issued by a configured CSCA")
             self._by_kid[dsc.kid] = dsc
-        self._signing: dict[str, DscCertificate] = {}
-        for usage in KEY_USAGES:
-            candidates = [d for d in self._by_kid.values() if usage in d.key_usages]
-            if candidates:
-                # The most specific certificate wins; among equals, the newest (key rotation).
-                self._signing[usage] = min(
-                    candidates, key=lambda d: (len(d.key_usages), -d.not_before.timestamp())
+        # Per usage, every DSC allowed to sign it, preferred first: the most specific one,
+        # and among equals the newest (key rotation). Validity is checked at each use, since
+        # a DSC ends, or a successor starts, while the gateway runs.
+        self._candidates: dict[str, tuple[DscCertificate, ...]] = {
+            usage: tuple(
+                sorted(
+                    (d for d in self._by_kid.values() if usage in d.key_usages),
+                    key=lambda d: (len(d.key_usages), -d.not_before.timestamp()),
                 )
+            )
+            for usage in KEY_USAGES
+        }
 
     def __len__(self) -> int:
         """Number of certificates held."""
@@ -191,9 +206,28 @@ class EuTrustStore:
         """The certificate with this kid, if trusted."""
         return self._by_kid.get(kid)
 
-    def signing_certificate(self, key_usage: str) -> DscCertificate | None:
-        """The certificate the signer uses for ``key_usage`` (a KeyUsage value), if any."""
-        return self._signing.get(str(key_usage))
+    def signing_certificate(self, key_usage: str, *, now: datetime) -> DscCertificate | None:
+        """The certificate the signer uses for ``key_usage`` (a KeyUsage value) at ``now``.
+
+        Only certificates valid at ``now`` count; among them the most specific one wins, and
+        among equals the newest. None when no certificate for the usage is valid at ``now``
+        (``signing_status`` says why).
+        """
+        for dsc in self._candidates.get(str(key_usage), ()):
+            if dsc.valid_at(now):
+                return dsc
+        return None
+
+    def signing_status(self, key_usage: str, *, now: datetime) -> SigningStatus:
+        """Whether ``key_usage`` has a certificate valid at ``now``, and if not, why."""
+        candidates = self._candidates.get(str(key_usage), ())
+        if not candidates:
+            return SigningStatus.MISSING
+        if any(dsc.valid_at(now) for dsc in candidates):
+            return SigningStatus.VALID
+        if all(now < dsc.not_before for dsc in candidates):
+            return SigningStatus.NOT_YET_VALID
+        return SigningStatus.EXPIRED
 
     def to_public_json(self) -> list[dict[str, Any]]:
         """The ``eu`` list of ``GET /v1/keys``."""

@@ -316,7 +316,7 @@ async def test_fetch_keys_parses_key_document(http, router):
     doc = {"eu": [dsc.keys_entry(["test"])], "csca": [], "domestic": [signer.keys_entry()]}
     router.get("/keys").respond(200, json=doc)
     keys = await EuSignerClient(http).fetch_keys()
-    assert keys.eu.signing_certificate("test").kid == dsc.kid
+    assert keys.eu.signing_certificate("test", now=datetime.now(UTC)).kid == dsc.kid
     assert keys.domestic.lookup(signer.kid) is not None
     keys = await DomesticSignerClient(http).fetch_keys()
     assert len(keys.domestic) == 1

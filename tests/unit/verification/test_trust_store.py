@@ -15,9 +15,12 @@ from signing_gateway.verification.trust import (
     DscCertificate,
     EuTrustStore,
     KeySet,
+    SigningStatus,
     TrustConfigError,
 )
 from tests.support.credentials import b64, make_csca, make_domestic_signer, make_dsc
+
+HOUR = timedelta(hours=1)
 
 
 def test_kid_is_first_eight_bytes_of_der_sha256():
@@ -75,8 +78,8 @@ def test_signing_certificate_per_usage_prefers_the_specific_one():
     general = DscCertificate.from_der(make_dsc(None).der)
     vaccination = DscCertificate.from_der(make_dsc(["vaccination"]).der)
     store = EuTrustStore([general, vaccination])
-    assert store.signing_certificate("vaccination") == vaccination
-    assert store.signing_certificate("test") == general
+    assert store.signing_certificate("vaccination", now=datetime.now(UTC)) == vaccination
+    assert store.signing_certificate("test", now=datetime.now(UTC)) == general
     assert store.lookup(general.kid) == general
     assert store.lookup(b"\x00" * 8) is None
 
@@ -84,7 +87,78 @@ def test_signing_certificate_per_usage_prefers_the_specific_one():
 def test_missing_usage_has_no_signing_certificate():
     """A usage no certificate covers has no signing certificate."""
     store = EuTrustStore([DscCertificate.from_der(make_dsc(["test"]).der)])
-    assert store.signing_certificate("recovery") is None
+    assert store.signing_certificate("recovery", now=datetime.now(UTC)) is None
+
+
+def _dsc(usages: list[str] | None, *, starts: timedelta, ends: timedelta) -> DscCertificate:
+    """A DSC for ``usages`` valid from now + ``starts`` until now + ``ends``."""
+    now = datetime.now(UTC)
+    return DscCertificate.from_der(
+        make_dsc(usages, not_before=now + starts, not_after=now + ends).der
+    )
+
+
+def test_expired_dsc_is_not_the_signing_certificate():
+    """A usage whose only DSC has ended has no signing certificate, and says it expired."""
+    store = EuTrustStore([_dsc(["vaccination"], starts=-timedelta(days=800), ends=-HOUR)])
+    now = datetime.now(UTC)
+    assert store.signing_certificate("vaccination", now=now) is None
+    assert store.signing_status("vaccination", now=now) is SigningStatus.EXPIRED
+
+
+def test_not_yet_valid_newer_dsc_does_not_replace_the_valid_one():
+    """A newer DSC that starts tomorrow does not win over today's valid one until it starts."""
+    current = _dsc(["test"], starts=-timedelta(days=30), ends=timedelta(days=30))
+    successor = _dsc(["test"], starts=timedelta(days=1), ends=timedelta(days=700))
+    store = EuTrustStore([current, successor])
+    now = datetime.now(UTC)
+    assert store.signing_certificate("test", now=now) == current
+    assert store.signing_status("test", now=now) is SigningStatus.VALID
+    later = now + timedelta(days=2)
+    assert store.signing_certificate("test", now=later) == successor
+
+
+def test_only_not_yet_valid_dsc_is_reported_as_such():
+    """A usage whose only DSC starts later has no signing certificate yet."""
+    store = EuTrustStore([_dsc(["recovery"], starts=HOUR, ends=timedelta(days=700))])
+    now = datetime.now(UTC)
+    assert store.signing_certificate("recovery", now=now) is None
+    assert store.signing_status("recovery", now=now) is SigningStatus.NOT_YET_VALID
+
+
+def test_gap_between_expired_and_next_dsc_counts_as_expired():
+    """Between an ended DSC and a successor not yet valid, the usage's DSC has expired."""
+    old = _dsc(["test"], starts=-timedelta(days=800), ends=-HOUR)
+    successor = _dsc(["test"], starts=HOUR, ends=timedelta(days=700))
+    store = EuTrustStore([old, successor])
+    assert store.signing_status("test", now=datetime.now(UTC)) is SigningStatus.EXPIRED
+
+
+def test_among_several_valid_dscs_the_specific_then_newest_wins():
+    """Among valid DSCs the most specific wins, then the latest notBefore; expired ones never."""
+    general = _dsc(None, starts=-HOUR, ends=timedelta(days=30))
+    older = _dsc(["vaccination"], starts=-timedelta(days=60), ends=timedelta(days=30))
+    newer = _dsc(["vaccination"], starts=-timedelta(days=2), ends=timedelta(days=30))
+    newest_expired = _dsc(["vaccination"], starts=-timedelta(days=1), ends=-HOUR)
+    store = EuTrustStore([general, newest_expired, newer, older])
+    now = datetime.now(UTC)
+    assert store.signing_certificate("vaccination", now=now) == newer
+    assert store.signing_certificate("test", now=now) == general
+    assert store.signing_status("recovery", now=now) is SigningStatus.VALID
+
+
+def test_specific_expired_dsc_falls_back_to_a_valid_general_one():
+    """When the usage's own DSC has expired, a valid DSC allowing every usage signs it."""
+    general = _dsc(None, starts=-HOUR, ends=timedelta(days=30))
+    expired = _dsc(["vaccination"], starts=-timedelta(days=800), ends=-HOUR)
+    store = EuTrustStore([expired, general])
+    assert store.signing_certificate("vaccination", now=datetime.now(UTC)) == general
+
+
+def test_missing_usage_status_is_missing():
+    """A usage no certificate covers is reported missing, not expired."""
+    store = EuTrustStore([_dsc(["test"], starts=-HOUR, ends=HOUR)])
+    assert store.signing_status("recovery", now=datetime.now(UTC)) is SigningStatus.MISSING
 
 
 def test_store_loads_pem_bundle_and_der_files(tmp_path):
@@ -94,7 +168,7 @@ def test_store_loads_pem_bundle_and_der_files(tmp_path):
     (tmp_path / "bc.pem").write_bytes(b.pem + c.pem)
     store = EuTrustStore.from_files([tmp_path / "a.der", tmp_path / "bc.pem"])
     assert len(store) == 3
-    assert store.signing_certificate("test").kid == b.kid
+    assert store.signing_certificate("test", now=datetime.now(UTC)).kid == b.kid
 
 
 def test_store_renders_public_keys_json():
@@ -120,7 +194,7 @@ def test_keys_json_round_trip_with_csca_check():
     parsed = keys.eu.lookup(dsc.kid)
     assert parsed is not None
     assert parsed.key_usages == {"vaccination"}
-    assert keys.eu.signing_certificate("test") is None
+    assert keys.eu.signing_certificate("test", now=datetime.now(UTC)) is None
     assert len(keys.domestic) == 0
 
 

@@ -1,0 +1,116 @@
+"""The EU signer's DSC per key usage: only one valid now bounds and allows issuance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import respx
+
+from tests.api.assertions import assert_problem, error_locs
+from tests.api.bodies import eu_test, eu_vaccination
+from tests.api.signer_mocks import mock_signers
+from tests.support.credentials import Dsc, make_dsc
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
+
+DAY = timedelta(days=1)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def keys_with_vaccination(directory: Path, keys: SignerKeys, *dscs: Dsc) -> SignerKeys:
+    """`keys` with `dscs` as the vaccination DSC files instead; the first is the one that signs."""
+    files = [path for path in keys.files if "vaccination" not in path.name]
+    for i, dsc in enumerate(dscs):
+        path = directory / f"vaccination-{i}.pem"
+        path.write_bytes(dsc.pem)
+        files.append(path)
+    return SignerKeys(
+        {**keys.dscs, "vaccination": dscs[0]}, keys.domestic, files, keys.domestic_files
+    )
+
+
+@pytest.mark.parametrize(
+    "window",
+    [(-800 * DAY, -timedelta(hours=1), "has expired"), (DAY, 700 * DAY, "is not yet valid")],
+    ids=["expired", "not-yet-valid"],
+)
+@pytest.mark.parametrize("expiration", [None, 30 * DAY], ids=["default-expiry", "given-expiry"])
+async def test_no_valid_dsc_is_503_and_reaches_no_signer(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter, window, expiration
+):
+    """A usage whose DSC is expired or not yet valid gets 503 signer-unavailable, not a 422."""
+    starts, ends, state = window
+    now = datetime.now(UTC)
+    dsc = make_dsc(["vaccination"], not_before=now + starts, not_after=now + ends)
+    keys = keys_with_vaccination(tmp_path, test_keys, dsc)
+    mocked = mock_signers(signers, keys)
+    body = eu_vaccination()
+    body.pop("expirationTime", None)
+    if expiration is not None:
+        body["expirationTime"] = _rfc3339(now + expiration)
+    async with running_gateway(make_settings(keys)) as gateway:
+        response = await gateway.post("/v1/dcc", json=body)
+        other = await gateway.post("/v1/dcc", json=eu_test())
+    problem = assert_problem(response, 503, "signer-unavailable")
+    assert problem["detail"] == f"the EU signer's certificate for key usage vaccination {state}"
+    assert "errors" not in problem
+    assert int(response.headers["retry-after"]) >= 1
+    assert mocked.get_credential.call_count == 1  # only the test DCC, whose DSC is valid
+    assert other.status_code == 200, other.text
+
+
+async def test_expired_dsc_in_print_reaches_no_signer(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """/v1/print with an EU part whose DSC has expired answers 503 and calls neither signer."""
+    now = datetime.now(UTC)
+    expired = make_dsc(["vaccination"], not_before=now - 800 * DAY, not_after=now - DAY)
+    keys = keys_with_vaccination(tmp_path, test_keys, expired)
+    mocked = mock_signers(signers, keys)
+    body = {"domestic": None, "european": eu_vaccination()}
+    async with running_gateway(make_settings(keys)) as gateway:
+        response = await gateway.post("/v1/print", json=body)
+    assert "has expired" in assert_problem(response, 503, "signer-unavailable")["detail"]
+    assert mocked.signing_calls() == 0
+
+
+@pytest.fixture
+def rotating(tmp_path, test_keys: SignerKeys) -> SignerKeys:
+    """Keys whose vaccination DSC ends in 10 days, with a successor that starts tomorrow."""
+    now = datetime.now(UTC)
+    current = make_dsc(["vaccination"], not_before=now - 300 * DAY, not_after=now + 10 * DAY)
+    successor = make_dsc(["vaccination"], not_before=now + DAY, not_after=now + 700 * DAY)
+    return keys_with_vaccination(tmp_path, test_keys, current, successor)
+
+
+async def test_not_yet_valid_successor_does_not_bound_the_expiry(
+    rotating: SignerKeys, signers: respx.MockRouter
+):
+    """With a successor DSC not valid yet, the current DSC signs and caps the default expiry."""
+    mock_signers(signers, rotating)
+    body = eu_vaccination()
+    body.pop("expirationTime", None)
+    async with running_gateway(make_settings(rotating)) as gateway:
+        response = await gateway.post("/v1/dcc", json=body)
+    assert response.status_code == 200, response.text
+    not_after = rotating.dscs["vaccination"].certificate.not_valid_after_utc
+    assert response.json()["expirationTime"] == _rfc3339(not_after)
+
+
+async def test_expiration_after_the_valid_dscs_end_is_still_422(
+    rotating: SignerKeys, signers: respx.MockRouter
+):
+    """A caller's expirationTime past the valid DSC's notAfter is the caller's 422."""
+    mocked = mock_signers(signers, rotating)
+    body = eu_vaccination(expirationTime=_rfc3339(datetime.now(UTC) + 30 * DAY))
+    async with running_gateway(make_settings(rotating)) as gateway:
+        response = await gateway.post("/v1/dcc", json=body)
+    problem = assert_problem(response, 422, "validation-failed")
+    assert error_locs(problem) == [["body", "expirationTime"]]
+    not_after = rotating.dscs["vaccination"].certificate.not_valid_after_utc
+    assert not_after.isoformat() in problem["errors"][0]["msg"]
+    assert mocked.signing_calls() == 0
