@@ -69,6 +69,11 @@ async def _metrics(request: Request) -> GatewayMetrics:
     return metrics
 
 
+async def _eu_trust(request: Request) -> EuTrustStore:
+    trust: EuTrustStore = request.state.eu_trust
+    return trust
+
+
 async def _signer_headers(request: Request) -> dict[str, str]:
     return {REQUEST_ID_HEADER: request.state.request_id}
 
@@ -78,6 +83,7 @@ DomesticIssuerDep = Annotated[DomesticIssuer, Depends(_domestic_issuer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ReadinessDep = Annotated[ReadinessMonitor, Depends(_readiness)]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
+EuTrustDep = Annotated[EuTrustStore, Depends(_eu_trust)]
 SignerHeadersDep = Annotated[dict[str, str], Depends(_signer_headers)]
 
 

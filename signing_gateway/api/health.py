@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from signing_gateway.api.deps import DomesticIssuerDep, EuIssuerDep, ReadinessDep
+from signing_gateway.api.deps import DomesticIssuerDep, EuIssuerDep, EuTrustDep, ReadinessDep
+from signing_gateway.observability.signing_certificates import (
+    certificates_health,
+    usage_certificates,
+)
 from signing_gateway.resilience.breaker import BreakerState
 
 router = APIRouter(tags=["Health"])
@@ -28,22 +34,37 @@ async def healthz() -> dict[str, str]:
     responses={
         503: {
             "description": "Not ready: a required signer is down or its breaker is open, "
-            "or draining"
+            "the required EU signer has no DSC valid now for any key usage, or draining"
         }
     },
 )
-async def readyz(readiness: ReadinessDep, eu: EuIssuerDep, domestic: DomesticIssuerDep) -> Response:
-    """200 when ready, else 503, from the background prober and the signers' breakers."""
+async def readyz(
+    readiness: ReadinessDep, eu: EuIssuerDep, domestic: DomesticIssuerDep, eu_trust: EuTrustDep
+) -> Response:
+    """200 when ready (or degraded), else 503: prober, breakers and the EU DSCs' validity."""
     policies = {"eu-signer": eu.signer_policy, "domestic-signer": domestic.signer_policy}
+
+    def required(name: str) -> bool:
+        return name not in readiness.states or readiness.states[name].required
+
     # An open breaker on a required signer means calls through this instance fail fast now.
     breaker_open = any(
         policy.breaker.state is BreakerState.OPEN
         for name, policy in policies.items()
-        if name not in readiness.states or readiness.states[name].required
+        if required(name)
     )
-    ready = readiness.ready and not breaker_open
+    usages = usage_certificates(eu_trust, now=datetime.now(UTC))
+    certificates = certificates_health(usages)
+    # No key usage signable is the EU signer being down in effect; only some is degraded:
+    # the other usages and the domestic signer still work, and every replica shares the
+    # same DSCs, so taking this one out of service would help no caller.
+    eu_unusable = certificates == "unusable" and required("eu-signer")
+    ready = readiness.ready and not breaker_open and not eu_unusable
     snapshot = readiness.snapshot()
-    snapshot["status"] = "ready" if ready else "not-ready"
+    snapshot["status"] = (
+        "not-ready" if not ready else "degraded" if certificates != "ok" else "ready"
+    )
+    snapshot["euSigningCertificates"] = {usage: c.to_json() for usage, c in usages.items()}
     return Response(
         orjson.dumps(snapshot),
         status_code=200 if ready else 503,

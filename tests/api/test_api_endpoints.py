@@ -16,6 +16,7 @@ from signing_gateway.api import health
 from signing_gateway.settings import DomesticPolicySettings
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
+from tests.api.readiness import readyz_when_probed
 from tests.api.signer_mocks import NONCE, MockedSigners, commitment, decode_b64_json
 from tests.support.credentials import b64
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
@@ -248,20 +249,9 @@ async def test_healthz(gateway, signers: respx.MockRouter):
     assert await health.healthz() == response.json()
 
 
-async def _readyz_when_probed(gateway) -> httpx.Response:
-    """Poll /readyz until every dependency was probed once (bounded)."""
-    deadline = time.monotonic() + 5
-    while True:
-        response = await gateway.get("/readyz")
-        states = response.json()["dependencies"].values()
-        if all(s["status"] != "unknown" for s in states) or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.01)
-
-
 async def test_readyz_ready(gateway):
     """/readyz answers 200 once both signer probes succeeded."""
-    response = await _readyz_when_probed(gateway)
+    response = await readyz_when_probed(gateway)
     assert response.status_code == 200, response.text
     out = response.json()
     assert out["status"] == "ready"
@@ -280,7 +270,7 @@ async def test_readyz_not_ready(test_keys: SignerKeys, signers: respx.MockRouter
     else:
         signers["eu_health"].mock(side_effect=failure)
     async with running_gateway(make_settings(test_keys)) as gateway:
-        response = await _readyz_when_probed(gateway)
+        response = await readyz_when_probed(gateway)
     assert response.status_code == 503
     out = response.json()
     assert out["status"] == "not-ready"

@@ -1,4 +1,4 @@
-"""The EU signer's DSC per key usage: only one valid now bounds and allows issuance."""
+"""The EU signer's DSC per key usage: only one valid now allows issuance, and /readyz shows it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import respx
 
+from signing_gateway.settings import SignerSettings
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import eu_test, eu_vaccination
+from tests.api.readiness import readyz_when_probed
 from tests.api.signer_mocks import mock_signers
-from tests.support.credentials import Dsc, make_dsc
-from tests.support.gateway import SignerKeys, make_settings, running_gateway
+from tests.support.credentials import Dsc, b64, make_dsc
+from tests.support.gateway import EU_SIGNER_URL, SignerKeys, make_settings, running_gateway
 
 DAY = timedelta(days=1)
 
@@ -114,3 +116,63 @@ async def test_expiration_after_the_valid_dscs_end_is_still_422(
     not_after = rotating.dscs["vaccination"].certificate.not_valid_after_utc
     assert not_after.isoformat() in problem["errors"][0]["msg"]
     assert mocked.signing_calls() == 0
+
+
+async def test_readyz_is_degraded_while_one_usage_has_no_valid_dsc(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """An expired vaccination DSC leaves /readyz 200 but degraded, naming that usage."""
+    now = datetime.now(UTC)
+    expired = make_dsc(["vaccination"], not_before=now - 800 * DAY, not_after=now - DAY)
+    keys = keys_with_vaccination(tmp_path, test_keys, expired)
+    async with running_gateway(make_settings(keys)) as gateway:
+        response = await readyz_when_probed(gateway)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["status"] == "degraded"
+    certificates = out["euSigningCertificates"]
+    assert certificates["vaccination"] == {"status": "expired", "kid": None, "notAfter": None}
+    test_dsc = test_keys.dscs["test"]
+    assert certificates["test"] == {
+        "status": "valid",
+        "kid": b64(test_dsc.kid),
+        "notAfter": test_dsc.certificate.not_valid_after_utc.isoformat(),
+    }
+
+
+@pytest.mark.parametrize(("required", "status"), [(True, 503), (False, 200)])
+async def test_readyz_not_ready_when_no_usage_has_a_valid_dsc(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter, required, status
+):
+    """With no EU usage signable, a required EU signer makes /readyz 503; an optional one not."""
+    now = datetime.now(UTC)
+    expired = make_dsc(None, not_before=now - 800 * DAY, not_after=now - DAY)
+    path = tmp_path / "expired-all-usages.pem"
+    path.write_bytes(expired.pem)
+    keys = SignerKeys({}, test_keys.domestic, [path], test_keys.domestic_files)
+    eu_signer = SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True, required=required)
+    async with running_gateway(make_settings(keys, eu_signer=eu_signer)) as gateway:
+        response = await readyz_when_probed(gateway)
+    assert response.status_code == status, response.text
+    out = response.json()
+    assert out["status"] == ("not-ready" if required else "degraded")
+    assert {c["status"] for c in out["euSigningCertificates"].values()} == {"expired"}
+    assert out["dependencies"]["eu-signer"]["status"] == "up"
+
+
+async def test_readyz_ready_with_a_missing_usage(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """A usage with no DSC configured at all is shown as missing and does not degrade /readyz."""
+    keys = SignerKeys(
+        test_keys.dscs,
+        test_keys.domestic,
+        [path for path in test_keys.files if "recovery" not in path.name],
+        test_keys.domestic_files,
+    )
+    async with running_gateway(make_settings(keys)) as gateway:
+        response = await readyz_when_probed(gateway)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["status"] == "ready"
+    assert out["euSigningCertificates"]["recovery"]["status"] == "missing"
