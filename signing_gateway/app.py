@@ -9,7 +9,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -35,6 +35,7 @@ from signing_gateway.observability.logging import configure_logging, flush_loggi
 from signing_gateway.observability.looplag import LoopLagMonitor
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
+from signing_gateway.observability.signing_certificates import watch_signing_certificates
 from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
@@ -126,6 +127,7 @@ def _lifespan(
             eu_trust, domestic_trust = await load_trust(
                 settings.trust, eu_client=eu_client, domestic_client=domestic_client
             )
+            watch_signing_certificates(eu_trust, metrics, now=datetime.now(UTC))
             readiness = ReadinessMonitor(
                 {
                     "eu-signer": (eu_client.probe, settings.eu_signer.required),

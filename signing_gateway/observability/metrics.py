@@ -143,6 +143,12 @@ class GatewayMetrics:
             ["signer", "reason"],
             registry=r,
         )
+        self.eu_signing_certificate_remaining = Gauge(
+            "gateway_eu_signing_certificate_remaining_seconds",
+            "Seconds until the notAfter of the DSC signing this key usage now (0: none valid)",
+            ["key_usage"],
+            registry=r,
+        )
         # Runtime health.
         self.event_loop_lag = Histogram(
             "gateway_event_loop_lag_seconds",

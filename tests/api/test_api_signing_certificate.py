@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import respx
 from signing_gateway.settings import SignerSettings
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import eu_test, eu_vaccination
+from tests.api.observability.scrape import scrape
 from tests.api.readiness import readyz_when_probed
 from tests.api.signer_mocks import mock_signers
 from tests.support.credentials import Dsc, b64, make_dsc
@@ -23,16 +25,19 @@ def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def keys_with_vaccination(directory: Path, keys: SignerKeys, *dscs: Dsc) -> SignerKeys:
-    """`keys` with `dscs` as the vaccination DSC files instead; the first is the one that signs."""
-    files = [path for path in keys.files if "vaccination" not in path.name]
+def keys_with(directory: Path, keys: SignerKeys, usage: str, *dscs: Dsc) -> SignerKeys:
+    """`keys` with `dscs` as the `usage` DSC files instead; the first is the one that signs."""
+    files = [path for path in keys.files if usage not in path.name]
     for i, dsc in enumerate(dscs):
-        path = directory / f"vaccination-{i}.pem"
+        path = directory / f"replaced-{usage}-{i}.pem"
         path.write_bytes(dsc.pem)
         files.append(path)
-    return SignerKeys(
-        {**keys.dscs, "vaccination": dscs[0]}, keys.domestic, files, keys.domestic_files
-    )
+    return SignerKeys({**keys.dscs, usage: dscs[0]}, keys.domestic, files, keys.domestic_files)
+
+
+def keys_with_vaccination(directory: Path, keys: SignerKeys, *dscs: Dsc) -> SignerKeys:
+    """`keys` with `dscs` as the vaccination DSC files instead; the first is the one that signs."""
+    return keys_with(directory, keys, "vaccination", *dscs)
 
 
 @pytest.mark.parametrize(
@@ -176,3 +181,44 @@ async def test_readyz_ready_with_a_missing_usage(
     out = response.json()
     assert out["status"] == "ready"
     assert out["euSigningCertificates"]["recovery"]["status"] == "missing"
+
+
+@pytest.fixture
+def expired_and_expiring(tmp_path, test_keys: SignerKeys) -> SignerKeys:
+    """Keys whose vaccination DSC has expired and whose test DSC ends in three days."""
+    now = datetime.now(UTC)
+    expired = make_dsc(["vaccination"], not_before=now - 800 * DAY, not_after=now - DAY)
+    expiring = make_dsc(["test"], not_before=now - 300 * DAY, not_after=now + 3 * DAY)
+    keys = keys_with(tmp_path, test_keys, "vaccination", expired)
+    return keys_with(tmp_path, keys, "test", expiring)
+
+
+async def test_metrics_show_each_usages_time_left(
+    expired_and_expiring: SignerKeys, signers: respx.MockRouter
+):
+    """The gauge gives seconds until the signing DSC's notAfter per usage; 0 when none is valid."""
+    name = "gateway_eu_signing_certificate_remaining_seconds"
+    async with running_gateway(make_settings(expired_and_expiring)) as gateway:
+        result = await scrape(gateway)
+    assert result.label_values(name, "key_usage") == {"vaccination", "test", "recovery"}
+    assert result.value(name, key_usage="vaccination") == 0
+    assert 3 * DAY - timedelta(minutes=5) < timedelta(seconds=result.value(name, key_usage="test"))
+    assert timedelta(seconds=result.value(name, key_usage="test")) <= 3 * DAY
+    assert timedelta(seconds=result.value(name, key_usage="recovery")) > 700 * DAY
+
+
+async def test_start_up_warns_about_unusable_and_expiring_dscs(
+    expired_and_expiring: SignerKeys, signers: respx.MockRouter, caplog: pytest.LogCaptureFixture
+):
+    """Start-up logs a warning per usage whose DSC has expired or ends within two weeks."""
+    caplog.set_level(logging.WARNING, logger="signing_gateway")
+    async with running_gateway(make_settings(expired_and_expiring)):
+        pass
+    warned = {
+        record.key_usage: record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING and hasattr(record, "key_usage")
+    }
+    assert set(warned) == {"vaccination", "test"}
+    assert "no EU signing certificate is valid now" in warned["vaccination"]
+    assert "expires soon" in warned["test"]
