@@ -53,6 +53,18 @@ def _no_signing_certificate(status: SigningStatus, key_usage: KeyUsage) -> str:
     return f"the EU signer's certificate for key usage {key_usage.value} {state}"
 
 
+def part_name(loc: tuple[str | int, ...]) -> str:
+    """The problem's ``part`` for the EU request at body location ``loc``.
+
+    ``()`` (the whole body of ``/v1/dcc``) and ``("european",)`` give ``european``;
+    ``("european", 2)`` gives ``european[2]``, as the signer failures of that request say.
+    """
+    name = "european"
+    for step in loc[1:]:
+        name += f"[{step}]"
+    return name
+
+
 class EuIssuer:
     """Issues EU DCCs through one EU signer and verifies every one before release."""
 
@@ -77,7 +89,8 @@ class EuIssuer:
     ) -> PreparedEuRequest:
         """Check the parts of a request that need policy and the DSC (no I/O).
 
-        Raises DomainValidationError with locations under `loc`.
+        Raises DomainValidationError with locations under `loc`, and SignerUnavailable (its part
+        named after `loc`) when no DSC for the key usage is valid now.
         """
         now = now or datetime.now(UTC)
         key_usage = request.effective_key_usage()
@@ -86,7 +99,7 @@ class EuIssuer:
             # Nothing the caller can fix: the operator has to give the signer a DSC valid now.
             raise SignerUnavailable(
                 _no_signing_certificate(self._trust.signing_status(key_usage, now=now), key_usage),
-                part=key_usage.value,
+                part=part_name(loc),
             )
         try:
             expiration = resolve_expiration(

@@ -70,18 +70,29 @@ async def test_no_valid_dsc_is_503_and_reaches_no_signer(
     assert other.status_code == 200, other.text
 
 
-async def test_expired_dsc_in_print_reaches_no_signer(
-    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("/v1/dcc", eu_vaccination(), "european"),
+        ("/v1/print", {"domestic": None, "european": eu_vaccination()}, "european"),
+        ("/v1/credentials", {"european": [eu_test(), eu_vaccination()]}, "european[1]"),
+    ],
+    ids=["dcc", "print", "credentials"],
+)
+async def test_expired_dsc_names_the_part_and_reaches_no_signer(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter, case
 ):
-    """/v1/print with an EU part whose DSC has expired answers 503 and calls neither signer."""
+    """An EU part whose DSC has expired: 503 naming that part, as signer failures do; no call."""
+    path, body, part = case
     now = datetime.now(UTC)
     expired = make_dsc(["vaccination"], not_before=now - 800 * DAY, not_after=now - DAY)
     keys = keys_with_vaccination(tmp_path, test_keys, expired)
     mocked = mock_signers(signers, keys)
-    body = {"domestic": None, "european": eu_vaccination()}
     async with running_gateway(make_settings(keys)) as gateway:
-        response = await gateway.post("/v1/print", json=body)
-    assert "has expired" in assert_problem(response, 503, "signer-unavailable")["detail"]
+        response = await gateway.post(path, json=body)
+    problem = assert_problem(response, 503, "signer-unavailable")
+    assert "has expired" in problem["detail"]
+    assert problem["part"] == part
     assert mocked.signing_calls() == 0
 
 
