@@ -16,6 +16,7 @@ wrong (transport exceptions, error statuses, oversized or non-JSON bodies) into 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import math
@@ -393,6 +394,9 @@ def _too_big(
 
 #: Largest refusal body read to the end so its connection can be reused (see _raise_for_answer).
 _DRAINED_ERROR_BYTES = 4096
+#: Longest wait for the rest of such a body (seconds). Its status and headers are in: a body of
+#: a few KiB follows at once or the signer has stalled, and the answer is known either way.
+_DRAIN_ERROR_SECONDS = 0.1
 
 
 async def _raise_for_answer(response: httpx.Response, *, signer: str, endpoint: str) -> None:
@@ -401,7 +405,11 @@ async def _raise_for_answer(response: httpx.Response, *, signer: str, endpoint: 
     A small refusal body (declared at most `_DRAINED_ERROR_BYTES`) is read first: a response
     closed with its body unread closes its connection, so a throttling signer would see a new
     connection (and TLS handshake) for every call it refuses, just when it is overloaded.
-    Measured on a kept-alive 503: httpcore reconnected for every refused call before.
+    Measured on a kept-alive 503: httpcore reconnected for every refused call before. That
+    read gets `_DRAIN_ERROR_SECONDS` of its own: bounded only by the attempt, a body that
+    stalled after its status turned a 429 with `Retry-After` into an attempt timeout (a 504,
+    and a failure for the breaker). Cut short, the read leaves the body unfinished, so the
+    connection is closed rather than pooled, and the status raises as it would have.
 
     A raised exception's traceback holds the frames it passed through, and a frame holds its
     locals: raising an exception that a local of a frame on its way still names makes a
@@ -415,9 +423,10 @@ async def _raise_for_answer(response: httpx.Response, *, signer: str, endpoint: 
         return
     declared = _declared_length(response)
     if declared is not None and declared <= _DRAINED_ERROR_BYTES:
-        # If reading fails the refusal stands; its connection is closed instead of reused.
+        # If reading fails or stalls the refusal stands; its connection is closed, not reused.
         with contextlib.suppress(httpx.HTTPError, aiohttp.ClientError, TimeoutError):
-            await response.aread()
+            async with asyncio.timeout(_DRAIN_ERROR_SECONDS):
+                await response.aread()
     try:
         raise failure
     finally:

@@ -22,6 +22,8 @@ from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerConnectionLostError,
+    SignerResponseError,
+    SignerServerError,
     SignerThrottledError,
     SignerTimeoutError,
 )
@@ -42,6 +44,8 @@ class RawServer:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    #: Set when the client closes a connection whose answer's body is still unfinished.
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read one request, then misbehave as configured ("busy": every request, kept alive)."""
@@ -58,6 +62,11 @@ class RawServer:
                 self.requests.append((head, body))
                 self.arrived.set()
                 await self.respond(writer)
+                if self.behaviour.startswith("stalled-"):
+                    # The body stays unfinished; wait for the client to give the connection up.
+                    if not await reader.read():
+                        self.dropped.set()
+                    break
                 if self.behaviour not in {"busy", "cookie"}:
                     break
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
@@ -89,6 +98,12 @@ class RawServer:
             pass  # EOF before any response byte
         elif self.behaviour == "truncated":
             writer.write(ok_head + b"Content-Length: 100\r\n\r\n" + STATIC_OK[:10])
+            await writer.drain()
+        elif self.behaviour.startswith("stalled-"):
+            # A refusal whose 64-byte body stops after 4 bytes: status and headers are in.
+            status = self.behaviour.removeprefix("stalled-").encode()
+            writer.write(b"HTTP/1.1 %s Refused\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: 64\r\n\r\nbusy" % status)  # fmt: skip
             await writer.drain()
         elif self.behaviour == "trickle":
             writer.write(ok_head + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK[:5])
@@ -279,3 +294,36 @@ async def test_a_refused_call_keeps_its_connection_and_leaves_no_cycle(transport
             gc.enable()
         assert len(server.requests) == 4
         assert len(server.tasks) == 1, "a refused call's connection was not reused"
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(429, SignerThrottledError), (500, SignerServerError)]
+)
+async def test_a_refusal_whose_body_stalls_is_raised_at_once(transport, status, error):
+    """A non-2xx whose small body stalls raises its status error at once, on a dropped connection.
+
+    Its status and Retry-After are in; waiting for the body until the attempt's end turned a
+    429 into an attempt timeout (a 504 and a breaker failure). The unfinished connection is
+    closed, not pooled: the next call must not read the rest of that body as its answer.
+    """
+    async with (
+        raw_server(f"stalled-{status}") as server,
+        client_for(server.port, transport, read_timeout=5.0) as http,
+    ):
+        for _ in range(2):
+            started = time.monotonic()
+            with pytest.raises(SignerResponseError) as raised:
+                async with asyncio.timeout(2.0):  # the attempt's bound, as the policy sets it
+                    await issue_static(http)
+            assert time.monotonic() - started < 1.0
+            assert type(raised.value) is error
+            assert raised.value.status_code == status
+            try:
+                async with asyncio.timeout(2.0):
+                    await server.dropped.wait()
+            except TimeoutError:
+                pytest.fail("a connection with an unfinished body was kept")
+            server.dropped.clear()
+    assert len(server.requests) == 2
+    if error is SignerThrottledError:
+        assert raised.value.retry_after == 1.0
