@@ -236,19 +236,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # holds. Added as the app's own routes, not included: see api/routes.
     add_routes(app, eu.router, domestic.router, combined.router, keys.router, health.router)
     document_bodies(app, [EuRequest, StaticRequest, IssueRequest, PrintRequest, CredentialsRequest])
-    # Inner to outer: the caller's timeout header, draining on shutdown, body limits, the CPU
-    # gate; outermost, the request id and metrics (`instrument_app`).
+    # Inner to outer: the caller's timeout header, body limits, the CPU gate, draining on
+    # shutdown; outermost, the request id and metrics (`instrument_app`).
     app.add_middleware(CallerTimeoutMiddleware)
-    app.state.drain = DrainController(
-        drain_timeout=settings.shutdown.drain_timeout_seconds,
-        cancel_grace=settings.shutdown.cancel_grace_seconds,
-    )
-    app.add_middleware(DrainMiddleware, controller=app.state.drain)
     # Body limits answer before anything reads the body, inside the request id.
     app.add_middleware(RequestLimitsMiddleware, limits=settings.limits)
-    # Outside everything but the request id and metrics: a burst of new requests waits parked
-    # here instead of running the middlewares' work all in one loop pass, and one that waits
-    # too long is refused 503 with its request id (see runtime/cpu_gate).
+    # Outside the rest of the work: a burst of new requests waits parked here instead of
+    # running the middlewares' work all in one loop pass, and one that waits too long is
+    # refused 503 with its request id (see runtime/cpu_gate).
     app.state.cpu_gate = CpuGate(
         settings.loop_lag.cpu_permits,
         queue_timeout=settings.loop_lag.cpu_queue_timeout_seconds,
@@ -256,6 +251,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_timeout=metrics.cpu_queue_timeouts.inc,
     )
     app.add_middleware(CpuGateMiddleware, gate=app.state.cpu_gate)
+    # Outside the CPU gate and the body limits: a request parked for a permit or still sending
+    # its body is in flight as much as one at a signer, so the drain waits for it and cancels
+    # it at the drain timeout with a 503. Inside the metrics, so that 503 carries the request
+    # id and is counted; the work here is a set insertion, cheap ahead of the gate.
+    app.state.drain = DrainController(
+        drain_timeout=settings.shutdown.drain_timeout_seconds,
+        cancel_grace=settings.shutdown.cancel_grace_seconds,
+    )
+    app.add_middleware(DrainMiddleware, controller=app.state.drain)
     instrument_app(app, settings.observability, metrics)  # last: the outermost middleware
     return app
 

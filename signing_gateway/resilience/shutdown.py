@@ -7,7 +7,8 @@ Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
    problem+json with `Retry-After` and `Connection: close`, so load balancers and callers
    move elsewhere instead of meeting refused connections.
 2. In-flight requests get `drain_timeout_seconds` to finish; the drain ends as soon as none
-   is left.
+   is left. A request is in flight from its arrival (`DrainMiddleware` sits outside the CPU
+   gate and the body limits): one parked for a permit or still sending its body counts too.
 3. Requests still running are cancelled (their signer calls with them) and each is answered
    503 problem+json, if its response had not started, within `cancel_grace_seconds`.
 4. Then uvicorn's own shutdown runs: listener closed, idle connections closed, lifespan

@@ -14,9 +14,11 @@ The total CPU work is the same, so throughput stays at the CPU ceiling, but one 
 now runs at most ``permits`` handlers' worth of work, so the loop stays responsive and
 everything outside ``/v1`` (health, readiness, metrics) is never queued behind signing.
 
-The middleware sits outside every other but the request metrics, so a burst of new requests
-waits parked instead of running all the middlewares' work in one loop pass. Reading the body
-is I/O (``receive`` runs under ``io_wait``): a slow client sending its body holds no permit.
+The middleware sits outside every other but the drain and the request metrics, so a burst of
+new requests waits parked instead of running all the middlewares' work in one loop pass (the
+drain, outside it, only notes the request, so a shutdown can answer one still parked here).
+Reading the body is I/O (``receive`` runs under ``io_wait``): a slow client sending its body
+holds no permit.
 
 Requests coming back from a signer mostly go first. A freed permit goes to a request resuming
 after ``io_wait`` before a new request: its signer has already done the work, and what is left

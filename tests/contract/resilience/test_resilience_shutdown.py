@@ -7,11 +7,12 @@ import signal
 import time
 
 import httpx
+import orjson
 import pytest
 
 from signing_gateway.api import examples
 from tests.contract.gateway.gateway_process import gateway_env, running_gateway_process
-from tests.contract.resilience.conftest import control, seen, stats
+from tests.contract.resilience.conftest import control, metric, seen, stats
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,6 +92,47 @@ async def test_drain_timeout_cancels_and_answers_the_stragglers(fakes):
         assert gateway.process.wait(timeout=10) == 0
         assert seen(eu, "get_credential") == {"fault:hang": 2}  # released: calls cancelled
         assert stats(eu)["inFlight"] == 0
+
+
+async def test_a_request_still_sending_its_body_is_drained_and_answered_503(fakes):
+    """A request whose body is half sent at SIGTERM is waited for, then answered 503 problem+json.
+
+    The drain used to start inside the body limits, which read the whole body first: such a
+    request was not in flight for it, the drain ended at once, and uvicorn's backstop later
+    cancelled it with a plain-text 500.
+    """
+    with running_gateway_process(_env(fakes, drain_timeout=0.5)) as gateway:
+        body = orjson.dumps(examples.EU_VACCINATION)
+        port = int(gateway.base_url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/dcc HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            b"X-Request-ID: half-sent\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body[: len(body) // 2])
+        )
+        await writer.drain()
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=5) as client:
+            deadline = time.monotonic() + 5
+            # The scrape counts itself; the half-sent request makes two.
+            while await metric(client, "gateway_requests_in_progress") < 2:
+                assert time.monotonic() < deadline, "the request never reached the gateway"
+                await asyncio.sleep(0.02)  # polling until the gateway has the request
+        signalled = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            answer = await reader.read()  # the gateway closes the connection after it
+        answered_after = time.monotonic() - signalled
+        writer.close()
+        head, _, problem = answer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").lower().split("\r\n")
+        assert lines[0] == "http/1.1 503 service unavailable"
+        assert "content-type: application/problem+json" in lines
+        assert "x-request-id: half-sent" in lines
+        assert "connection: close" in lines
+        assert orjson.loads(problem)["type"].endswith("/shutting-down")
+        assert 0.4 < answered_after < 1.5  # at the drain timeout, within the cancel grace
+        assert gateway.process.wait(timeout=10) == 0
+    assert seen(fakes[0], "get_credential") == {}  # it never got as far as the signer
 
 
 async def test_a_second_signal_still_writes_the_last_log_lines(fakes):
