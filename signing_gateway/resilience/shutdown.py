@@ -39,6 +39,8 @@ logger = logging.getLogger("signing_gateway.shutdown")
 
 #: Paths that never count as work and are never refused: the orchestrator must see them.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: The problem slug of every drain answer (refused, or cancelled at the drain timeout).
+SHUTTING_DOWN = "shutting-down"
 
 
 class Drainable(Protocol):
@@ -142,7 +144,7 @@ class DrainMiddleware:
             await send_problem_503(
                 send,
                 scope,
-                slug="shutting-down",
+                slug=SHUTTING_DOWN,
                 title="Gateway shutting down",
                 detail="this instance is shutting down; send the request to another one",
                 close=True,
@@ -161,7 +163,7 @@ class DrainMiddleware:
                 await send_problem_503(
                     send,
                     scope,
-                    slug="shutting-down",
+                    slug=SHUTTING_DOWN,
                     title="Gateway shutting down",
                     detail="the gateway shut down before the request finished; nothing was "
                     "issued; send it again",

@@ -11,6 +11,10 @@ touches the file). At most `max_pending_writes` writes wait; beyond that a write
 instead of queueing without bound. A failed write counts in `gateway_audit_write_failures`;
 with `fail_closed` a successful issuance whose record failed is answered 503 and its
 credential is not released.
+
+An issuance cancelled mid-way (the drain's timeout at shutdown) is recorded too: the signer
+may have signed. Its record is queued for the writer thread without waiting, so neither the
+cancellation nor the drain's answer waits on the disk; `AuditTrail.close` lets it finish.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,12 +36,17 @@ from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.errors import PROBLEM_BASE, GatewayError
 from signing_gateway.issuance.eu import IssuedEuCredential
 from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.resilience.shutdown import SHUTTING_DOWN
 from signing_gateway.runtime.cpu_gate import checkpoint
 from signing_gateway.security.auth import Caller, CallerDep
 from signing_gateway.security.errors import AuditUnavailable
 
 audit_logger = logging.getLogger("signing_gateway.audit")
 logger = logging.getLogger("signing_gateway.security")
+
+
+def _never() -> bool:
+    return False
 
 
 class AuditFile:
@@ -72,11 +82,17 @@ class AuditTrail:
         metrics: GatewayMetrics,
         fail_closed: bool,
         max_pending: int,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
-        """Write to `sink` through one worker thread, at most `max_pending` queued."""
+        """Write to `sink` through one worker thread, at most `max_pending` queued.
+
+        `draining()` says whether the gateway is shutting down (the drain controller's flag):
+        an attempt cancelled then was answered 503 `shutting-down` by the drain.
+        """
         self._sink = sink
         self._metrics = metrics
         self.fail_closed = fail_closed
+        self.draining = draining or _never
         self._max_pending = max_pending
         self._pending = 0
         self._lock = threading.Lock()
@@ -88,11 +104,23 @@ class AuditTrail:
 
     @classmethod
     async def open(
-        cls, path: Path | None, *, metrics: GatewayMetrics, fail_closed: bool, max_pending: int
+        cls,
+        path: Path | None,
+        *,
+        metrics: GatewayMetrics,
+        fail_closed: bool,
+        max_pending: int,
+        draining: Callable[[], bool] | None = None,
     ) -> AuditTrail:
         """Open the trail; the file (if any) is opened in a thread and must be writable."""
         sink = None if path is None else await asyncio.to_thread(AuditFile, path)
-        return cls(sink=sink, metrics=metrics, fail_closed=fail_closed, max_pending=max_pending)
+        return cls(
+            sink=sink,
+            metrics=metrics,
+            fail_closed=fail_closed,
+            max_pending=max_pending,
+            draining=draining,
+        )
 
     def _append(self, line: bytes) -> None:
         try:
@@ -112,27 +140,63 @@ class AuditTrail:
         """Emit `record` on the audit logger."""
         audit_logger.info("issuance attempt", extra={"audit": record})
 
+    def _reserve(self) -> bool:
+        """Take a place among the pending writes; False when `max_pending` are taken."""
+        with self._lock:
+            if self._pending >= self._max_pending:
+                return False
+            self._pending += 1
+            return True
+
+    def _failed(self, exc: BaseException) -> None:
+        """Count and log a record that was not written (from the loop or the writer thread)."""
+        self._metrics.audit_write_failures.inc()
+        logger.error(
+            "audit record not written",
+            extra={"event": "audit-write-failed", "error": type(exc).__name__},
+        )
+
     async def append(self, record: dict[str, Any]) -> bool:
         """Append `record` to the file; False (counted, logged) when that failed."""
         if self._sink is None or self._executor is None:
             return True
-        with self._lock:
-            full = self._pending >= self._max_pending
-            if not full:
-                self._pending += 1
+        full = not self._reserve()
         try:
             if full:
                 raise OSError("too many audit writes pending")  # noqa: TRY301 - same failure path
             line = orjson.dumps(record) + b"\n"
             await asyncio.get_running_loop().run_in_executor(self._executor, self._append, line)
         except OSError as exc:
-            self._metrics.audit_write_failures.inc()
-            logger.error(  # noqa: TRY400 - the class says it all; no stack needed
-                "audit record not written",
-                extra={"event": "audit-write-failed", "error": type(exc).__name__},
-            )
+            self._failed(exc)
             return False
         return True
+
+    def _append_or_count(self, line: bytes) -> None:
+        try:
+            self._append(line)
+        except OSError as exc:
+            self._failed(exc)
+
+    def submit(self, record: dict[str, Any]) -> None:
+        """Log `record` and queue its file append without waiting for it; never raises.
+
+        For an attempt being cancelled: awaiting the append would hold its cancellation (and
+        the drain's answer) on the disk. `close` lets a queued append finish before the file
+        closes; one that cannot be queued (too many pending, or the trail already closed) or
+        that fails is counted and logged like any failed write.
+        """
+        self.log(record)
+        if self._sink is None or self._executor is None:
+            return
+        if not self._reserve():
+            self._failed(OSError("too many audit writes pending"))
+            return
+        try:
+            self._executor.submit(self._append_or_count, orjson.dumps(record) + b"\n")
+        except RuntimeError as exc:  # the executor is shut down: the trail is closing
+            with self._lock:
+                self._pending -= 1
+            self._failed(exc)
 
     async def close(self) -> None:
         """Let queued writes finish, then close the file."""
@@ -195,7 +259,7 @@ class IssuanceAudit:
         if proof_identifier is not None:
             item["proofIdentifier"] = proof_identifier
 
-    def _final(self, *, outcome: str, status: int, problem: str | None) -> dict[str, Any]:
+    def _final(self, *, outcome: str, status: int | None, problem: str | None) -> dict[str, Any]:
         return {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             **self._record,
@@ -203,6 +267,18 @@ class IssuanceAudit:
             "status": status,
             "problemType": problem,
         }
+
+    def _cancelled(self) -> dict[str, Any]:
+        """The record of an attempt cancelled mid-way: what its caller was answered, if known.
+
+        At shutdown the drain answers it 503 `shutting-down`. Otherwise the gateway sends
+        nothing of its own (the process is being stopped without a drain): no status.
+        """
+        if self._trail.draining():
+            return self._final(
+                outcome="cancelled", status=503, problem=PROBLEM_BASE + SHUTTING_DOWN
+            )
+        return self._final(outcome="cancelled", status=None, problem=None)
 
     async def _finish(self, *, outcome: str, status: int, problem: str | None) -> None:
         await self._trail.write(self._final(outcome=outcome, status=status, problem=problem))
@@ -237,7 +313,8 @@ class IssuanceAudit:
         if isinstance(exc, Exception):
             await self._finish(outcome="error", status=500, problem=PROBLEM_BASE + "internal")
             return
-        if exc is not None:  # cancelled: the caller or the process went away mid-issuance
+        if exc is not None:  # cancelled mid-issuance: the signer may have signed
+            self._trail.submit(self._cancelled())
             return
         record = self._final(outcome="issued", status=200, problem=None)
         written = await self._trail.append(record)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
+from signing_gateway.app import create_app
 from signing_gateway.security.settings import AuditSettings
+from signing_gateway.settings import ShutdownSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
 from tests.api.security.conftest import bearer
-from tests.api.signer_mocks import MockedSigners, commitment
+from tests.api.signer_mocks import MockedSigners, SlowCall, commitment
 from tests.support.gateway import make_settings, running_gateway
+from tests.support.polling import until
 
 DEV_FULL = Path("/dev/full")
 
@@ -148,3 +152,44 @@ async def test_audit_records_hold_no_personal_data(
     assert len(text.splitlines()) == 2
     for marker in ("Zyxwvutsrq", "ZYXWVUTSRQ", "Pomnl", "1931", "birthDay", "firstNameInitial"):
         assert marker not in text
+
+
+async def test_an_issuance_cancelled_by_the_drain_is_recorded(
+    test_keys, mocked: MockedSigners, audit_file
+):
+    """The drain cancels a signing in progress: one `cancelled` record, with the drain's 503.
+
+    The signer may have signed it, so it is an issuance attempt like any other; the record
+    used to be skipped for a cancelled attempt.
+    """
+    slow = SlowCall(5.0)
+    mocked.get_credential.mock(side_effect=slow)
+    settings = make_settings(
+        test_keys,
+        audit=AuditSettings(file=audit_file),
+        shutdown=ShutdownSettings(drain_timeout_seconds=0.1, cancel_grace_seconds=1),
+    )
+    app = create_app(settings)
+    body = eu_vaccination()
+    async with running_gateway(settings, app=app) as client:
+        pending = asyncio.create_task(
+            client.post("/v1/dcc", json=body, headers={"X-Request-ID": "drained-1"})
+        )
+        await until(lambda: slow.started == 1)
+        assert await app.state.drain.drain() == 1
+        response = await pending
+    # The lifespan has ended: the trail is closed, every queued record written.
+    assert_problem(response, 503, "shutting-down")
+    assert slow.cancelled == 1
+    [record] = _records(audit_file)
+    assert (record["outcome"], record["status"]) == ("cancelled", 503)
+    assert record["problemType"] == response.json()["type"]
+    assert record["requestId"] == "drained-1"
+    assert record["items"] == [
+        {
+            "part": "european",
+            "kind": "eu",
+            "keyUsage": "vaccination",
+            "uvci": body["dcc"]["v"][0]["ci"],
+        }
+    ]

@@ -74,12 +74,20 @@ async def test_write_runs_off_the_event_loop(tmp_path):
     await trail.close()
 
 
-async def _attempt_outcome(path: Path, raised: BaseException | None) -> list[dict]:
+async def _attempt_outcome(
+    path: Path, raised: BaseException | None, *, draining: bool = False
+) -> list[dict]:
     """What `IssuanceAudit.attempt` wrote when its block raised `raised` (None: it returned).
 
     The block's own exception must come out of the attempt unchanged.
     """
-    trail = await AuditTrail.open(path, metrics=GatewayMetrics(), fail_closed=True, max_pending=8)
+    trail = await AuditTrail.open(
+        path,
+        metrics=GatewayMetrics(),
+        fail_closed=True,
+        max_pending=8,
+        draining=lambda: draining,
+    )
     audit = IssuanceAudit(trail, request_id="r1", caller=Caller(subject="app"), endpoint="/v1/dcc")
 
     async def issue() -> None:
@@ -112,6 +120,61 @@ async def test_an_attempt_records_each_way_it_can_end(tmp_path):
         assert (record["outcome"], record["status"]) == (outcome, status)
 
 
-async def test_a_cancelled_attempt_writes_nothing(tmp_path):
-    """The caller or the process went away mid-issuance: no outcome to record."""
-    assert await _attempt_outcome(tmp_path / "a.jsonl", asyncio.CancelledError()) == []
+async def test_an_attempt_cancelled_by_the_drain_is_recorded_as_answered(tmp_path):
+    """Cancelled while draining: a `cancelled` record with the drain's 503, still cancelled."""
+    (record,) = await _attempt_outcome(
+        tmp_path / "a.jsonl", asyncio.CancelledError(), draining=True
+    )
+    assert (record["outcome"], record["status"]) == ("cancelled", 503)
+    assert record["problemType"].endswith("/shutting-down")
+    assert record["requestId"] == "r1"
+
+
+async def test_an_attempt_cancelled_outside_a_drain_is_recorded_without_a_status(tmp_path):
+    """Cancelled with no drain running: the gateway answered nothing itself, so no status."""
+    (record,) = await _attempt_outcome(tmp_path / "a.jsonl", asyncio.CancelledError())
+    assert (record["outcome"], record["status"], record["problemType"]) == (
+        "cancelled",
+        None,
+        None,
+    )
+
+
+async def test_a_cancelled_attempt_does_not_wait_for_the_file(tmp_path):
+    """Its record is queued, not awaited: a stuck disk does not hold up the cancellation.
+
+    `close` still writes it before the file closes.
+    """
+    sink = await asyncio.to_thread(BlockingFile, tmp_path / "d.jsonl")
+    trail = AuditTrail(
+        sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=4, draining=lambda: True
+    )
+    audit = IssuanceAudit(trail, request_id="r2", caller=Caller(subject="app"), endpoint="/v1/dcc")
+    entered = asyncio.Event()
+
+    async def issue() -> None:
+        async with audit.attempt():
+            entered.set()
+            await asyncio.Event().wait()  # the signer call the drain cancels
+
+    task = asyncio.create_task(issue())
+    await entered.wait()
+    task.cancel()
+    async with asyncio.timeout(1):  # the file write is stuck: the exit must not wait for it
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    sink.release.set()
+    await trail.close()
+    (line,) = (tmp_path / "d.jsonl").read_bytes().splitlines()
+    assert orjson.loads(line)["outcome"] == "cancelled"
+
+
+async def test_a_record_submitted_after_close_is_counted_not_raised(tmp_path):
+    """A trail already closed refuses the record as a failed write, without raising."""
+    metrics = GatewayMetrics()
+    trail = await AuditTrail.open(
+        tmp_path / "e.jsonl", metrics=metrics, fail_closed=True, max_pending=4
+    )
+    await trail.close()
+    trail.submit({"n": 1})
+    assert metrics.audit_write_failures._value.get() == 1
