@@ -6,13 +6,15 @@ If the request fails, what becomes of the session depends on whether the signer 
 the call, because the signer spends the session's nonce when it signs:
 
 - certainly not: no attempt was started (breaker open, shed by the bulkhead, the deadline ran
-  out first, a failing sibling part cancelled it first), or every attempt ended refused before
-  a byte was sent (`SignerConnectError`) or throttled (429/503: the signer did not do the
-  work, the same reason `issue` retries those). The session goes back to the store with its
-  original expiry, and the retry the caller is advised works with the same stoken.
+  out first, a failing sibling part cancelled it first, or the request could not even be
+  built, whatever the error), or every attempt ended refused before a byte was sent
+  (`SignerConnectError`) or throttled (429/503: the signer did not do the work, the same
+  reason `issue` retries those). The session goes back to the store with its original
+  expiry, and the retry the caller is advised works with the same stoken.
 - maybe: an attempt was under way when it timed out, lost its connection or was cancelled, or
-  it ended in a 5xx, an unusable answer or a success (then verification or another part
-  failed). The nonce may be spent; the session stays used.
+  it ended in a 5xx, an unusable answer, a success (then verification or another part
+  failed) or any other error once sending had begun. The nonce may be spent; the session
+  stays used.
 
 Either way, the problem's `detail` tells the caller which: retry with the same stoken, or
 start again with prepare-issue.
@@ -64,10 +66,15 @@ class HeldSession:
         return self._session.prepare_issue_message
 
     async def attempt(self, factory: Callable[[], Awaitable[T]]) -> T:
-        """Run one signer attempt of `factory`, noting whether it may have reached the signer."""
+        """Run one signer attempt of `factory`, noting whether it may have reached the signer.
+
+        Calling `factory` builds the request (the signer client encodes the body there), so an
+        error it raises sent nothing; awaiting what it returns is what may send.
+        """
+        sending = factory()
         reached = True
         try:
-            return await factory()
+            return await sending
         except (SignerConnectError, SignerThrottledError):
             reached = False  # refused before sending, or throttled: the nonce is unspent
             raise

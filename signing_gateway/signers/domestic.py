@@ -3,6 +3,9 @@
 All calls are POST with ``Content-Type: application/json`` exactly. The signer's own
 messages (prepare, commitment, signatures) are passed through as JSON objects; only their
 outer shape is checked here, the signatures are checked by ``verification.domestic``.
+
+Each call encodes its body when it is made, before the returned coroutine runs: a body that
+cannot be encoded fails before anything is sent (``issuance.session`` relies on it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from signing_gateway.signers.eu import fetch_key_set
-from signing_gateway.signers.http import probe_signer, request_json
+from signing_gateway.signers.http import exact_json, probe_signer, request_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -116,14 +119,15 @@ class DomesticSignerClient:
         decode: Callable[[Any], T],
     ) -> Coroutine[Any, Any, T]:
         # `request_json`'s own coroutine, decoding the answer itself: no frame of this client
-        # waits on the signer (each would be held for the whole call).
+        # waits on the signer (each would be held for the whole call). The body is encoded
+        # now, so an unencodable one fails before the coroutine (and its send) starts.
         return request_json(
             self._http,
             "POST",
             path,
             signer=self.name,
             endpoint=path.strip("/"),
-            body=body,
+            content=exact_json(body),
             headers=headers,
             decode=decode,
         )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 
 from signing_gateway.security.audit import AuditTrail
 from signing_gateway.settings import ResilienceSettings, SignerSettings
+from signing_gateway.signers.domestic import DomesticSignerClient
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test
 from tests.api.signer_mocks import Handler, MockedSigners, SlowCall, commitment, domestic_issuing
@@ -27,7 +28,7 @@ KEPT = "retry with the same stoken"
 SPENT = "start again with POST /v1/domestic/prepare-issue"
 
 
-def _gateway(keys: SignerKeys, **resilience: Any) -> Any:
+def _gateway(keys: SignerKeys, *, raise_app_exceptions: bool = True, **resilience: Any) -> Any:
     """An in-process gateway whose two signers share the given resilience settings."""
     policy = ResilienceSettings(**resilience)
     return running_gateway(
@@ -37,7 +38,8 @@ def _gateway(keys: SignerKeys, **resilience: Any) -> Any:
             domestic_signer=SignerSettings(
                 url=DOMESTIC_SIGNER_URL, allow_plain_http=True, resilience=policy
             ),
-        )
+        ),
+        raise_app_exceptions=raise_app_exceptions,
     )
 
 
@@ -262,4 +264,36 @@ async def test_signed_but_unaudited_answer_says_to_start_again(
     monkeypatch.setattr(AuditTrail, "append", unwritable)
     problem = assert_problem(await gateway.post(route, json=body), 503, "audit-unavailable")
     assert SPENT in problem["detail"]
+    assert mocked.issue.call_count == 1
+
+
+@pytest.mark.parametrize("route", ["/v1/domestic/issue", "/v1/credentials"])
+async def test_issue_request_that_cannot_be_built_keeps_the_stoken(
+    test_keys: SignerKeys, mocked: MockedSigners, monkeypatch: pytest.MonkeyPatch, route
+):
+    """A bug while the /issue request is built is a 500 that sent nothing: the stoken serves."""
+
+    def unbuildable(self: DomesticSignerClient, **_: Any) -> NoReturn:
+        raise TypeError("the body cannot be encoded")
+
+    async with _gateway(test_keys, max_attempts=1, raise_app_exceptions=False) as gateway:
+        body = await (_issue_body if route.endswith("issue") else _credentials_body)(gateway)
+        with monkeypatch.context() as broken:
+            broken.setattr(DomesticSignerClient, "issue", unbuildable)
+            assert_problem(await gateway.post(route, json=body), 500, "internal")
+        retry = await gateway.post(route, json=body)
+    assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 1
+
+
+@pytest.mark.parametrize("route", ["/v1/domestic/issue", "/v1/credentials"])
+async def test_unexpected_error_once_the_issue_was_sent_spends_the_stoken(
+    test_keys: SignerKeys, mocked: MockedSigners, route
+):
+    """Any error after the /issue request went out (here a 500) leaves the stoken used: 401."""
+    mocked.issue.mock(side_effect=_first_then_signing(test_keys, RuntimeError("lost in transit")))
+    async with _gateway(test_keys, max_attempts=1, raise_app_exceptions=False) as gateway:
+        body = await (_issue_body if route.endswith("issue") else _credentials_body)(gateway)
+        assert_problem(await gateway.post(route, json=body), 500, "internal")
+        assert_problem(await gateway.post(route, json=body), 401, "stoken-invalid")
     assert mocked.issue.call_count == 1

@@ -66,12 +66,13 @@ def make_settings(keys: SignerKeys | None = None, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, app: FastAPI | None = None
+    settings: Settings, *, app: FastAPI | None = None, raise_app_exceptions: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Start the app's lifespan and yield an ASGI client bound to it; stop it afterwards.
 
     httpx's ASGI transport runs no lifespan, so the lifespan state is copied into each
-    request scope here, as uvicorn does.
+    request scope here, as uvicorn does. With `raise_app_exceptions=False` an unhandled
+    error is answered with the app's 500 (as uvicorn would) instead of raised into the test.
     """
     app = app or create_app(settings)
     async with app.router.lifespan_context(app) as state:
@@ -81,6 +82,6 @@ async def running_gateway(
                 scope["state"] = dict(state or {})
             await app(scope, receive, send)
 
-        transport = httpx.ASGITransport(app=with_state)
+        transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
             yield client

@@ -266,6 +266,18 @@ async def test_issue_sends_contract_body_and_returns_items(http, router):
     }
 
 
+def test_issue_body_that_cannot_be_encoded_fails_before_anything_is_sent(http, router):
+    """The issue body is encoded when the call is made: a failure there leaves nothing to send."""
+    route = router.post("/issue").respond(200, json=[])
+    with pytest.raises(TypeError):
+        DomesticSignerClient(http).issue(
+            prepare_issue_message={"issuerNonce": object()},
+            issue_commitment_message={},
+            credentials_attributes=[],
+        )
+    assert not route.called
+
+
 async def test_issue_static_sends_attributes_and_parses_result(http, router):
     """issue_static posts credentialAttributes and returns qr and proofIdentifier."""
     route = router.post("/issue_static").respond(
