@@ -29,13 +29,9 @@ from signing_gateway.api.schemas import (
 )
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.issuance.commitment import decode_commitment
 from signing_gateway.issuance.deadline import all_or_nothing, request_deadline
-from signing_gateway.issuance.domestic import (
-    DomesticIssuer,
-    IssuedStaticProof,
-    decode_commitment,
-    encode_message,
-)
+from signing_gateway.issuance.domestic import DomesticIssuer, IssuedStaticProof, encode_message
 from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
 from signing_gateway.issuance.session import SESSION_SPENT
 from signing_gateway.security.audit import AuditDep
@@ -143,11 +139,13 @@ async def _issue_credentials(
         eu, [(("european", i), request) for i, request in enumerate(body.european)]
     )
     errors.extend(eu_errors)
-    commitment: dict[str, Any] | None = None
+    commitment: bytes | None = None
     if body.domestic and body.issue_commitment_message is not None:
         try:
-            commitment = decode_commitment(
-                body.issue_commitment_message, loc=("issueCommitmentMessage",)
+            commitment = await decode_commitment(
+                body.issue_commitment_message,
+                limits=settings.limits,
+                loc=("issueCommitmentMessage",),
             )
         except DomainValidationError as exc:
             errors.extend(exc.errors)

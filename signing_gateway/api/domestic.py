@@ -16,8 +16,9 @@ from signing_gateway.api.schemas import (
     problem_responses,
 )
 from signing_gateway.domain.errors import DomainValidationError
+from signing_gateway.issuance.commitment import decode_commitment
 from signing_gateway.issuance.deadline import request_deadline
-from signing_gateway.issuance.domestic import decode_commitment, encode_message
+from signing_gateway.issuance.domestic import encode_message
 from signing_gateway.issuance.session import SESSION_SPENT
 from signing_gateway.security.audit import AuditDep
 from signing_gateway.security.auth import require_scopes
@@ -108,8 +109,10 @@ async def issue(
         errors = issuer.check_many(body.credentials_attributes, loc=("credentialsAttributes",))
         if errors:
             raise DomainValidationError(errors)
-        commitment = decode_commitment(
-            body.issue_commitment_message, loc=("issueCommitmentMessage",)
+        commitment = await decode_commitment(
+            body.issue_commitment_message,
+            limits=settings.limits,
+            loc=("issueCommitmentMessage",),
         )
         # The session is out of the store for the call: put back if the signer never saw it.
         async with (

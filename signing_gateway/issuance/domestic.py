@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from signing_gateway.domain.domestic import (
     DomesticPolicy,
     check_domestic_policy,
 )
-from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.domain.errors import FieldError
 from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.session import HeldSession
@@ -27,8 +26,6 @@ from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.trust import DomesticTrustStore
-
-MAX_COMMITMENT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +39,6 @@ class IssuedStaticProof:
 def encode_message(message: object) -> str:
     """Base64 of the compact JSON of a signer message, as the public API carries them."""
     return base64.b64encode(orjson.dumps(message)).decode("ascii")
-
-
-def decode_commitment(value: str, *, loc: tuple[str | int, ...]) -> dict[str, Any]:
-    """Decode a base64 JSON object sent by the app; 422 at `loc` when it is not one."""
-    error = DomainValidationError([FieldError(loc=loc, msg="must be base64 of a JSON object")])
-    if len(value) > MAX_COMMITMENT_BYTES * 4 // 3 + 4:
-        raise DomainValidationError([FieldError(loc=loc, msg="is too large")])
-    try:
-        decoded = orjson.loads(base64.b64decode(value, validate=True))
-    except (binascii.Error, orjson.JSONDecodeError, ValueError) as exc:
-        raise error from exc
-    if not isinstance(decoded, dict):
-        raise error
-    return decoded
 
 
 class DomesticIssuer:
@@ -150,12 +133,15 @@ class DomesticIssuer:
         self,
         *,
         session: HeldSession,
-        commitment: dict[str, Any],
+        commitment: bytes,
         attributes: Sequence[DomesticAttributes],
         part: str,
         headers: Mapping[str, str],
     ) -> list[dict[str, Any]]:
-        """Have the signer create the session's credentials and verify every signature."""
+        """Have the signer create the session's credentials and verify every signature.
+
+        `commitment` is the app's, as `issuance.commitment.decode_commitment` checked it.
+        """
         wires = [a.wire() for a in attributes]
         prepare_issue_message = session.prepare_issue_message
         attempt = SignerAttempt(

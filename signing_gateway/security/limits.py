@@ -53,6 +53,11 @@ def _json_media_type(content_type: str | None) -> bool:
     return True
 
 
+def too_deep(max_depth: int) -> str:
+    """The reason given for JSON that nests deeper than `max_depth` levels."""
+    return f"the JSON nests deeper than {max_depth} levels"
+
+
 def check_json_shape(value: object, *, max_depth: int, max_string_chars: int) -> str | None:
     """Why `value` (parsed JSON) is too deep or has too long a string; None when it is fine.
 
@@ -66,7 +71,7 @@ def check_json_shape(value: object, *, max_depth: int, max_string_chars: int) ->
                 return f"a string is longer than {max_string_chars} characters"
         elif isinstance(node, dict | list):
             if depth >= max_depth:
-                return f"the JSON nests deeper than {max_depth} levels"
+                return too_deep(max_depth)
             if isinstance(node, dict):
                 for key, item in node.items():
                     if len(key) > max_string_chars:

@@ -1,8 +1,9 @@
 """Client for the domestic signer (the CoronaCheck Idemix server, CONTRACT §2).
 
 All calls are POST with ``Content-Type: application/json`` exactly. The signer's own
-messages (prepare, commitment, signatures) are passed through as JSON objects; only their
-outer shape is checked here, the signatures are checked by ``verification.domestic``.
+messages (prepare, signatures) are passed through as JSON objects; only their outer shape is
+checked here, the signatures are checked by ``verification.domestic``. The app's commitment
+is passed through as the JSON bytes the app sent (big integers and all), never re-encoded.
 
 Each call encodes its body when it is made, before the returned coroutine runs: a body that
 cannot be encoded fails before anything is sent (``issuance.session`` relies on it).
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from signing_gateway.signers.eu import fetch_key_set
@@ -151,18 +153,21 @@ class DomesticSignerClient:
         self,
         *,
         prepare_issue_message: Mapping[str, Any],
-        issue_commitment_message: Mapping[str, Any],
+        issue_commitment_message: bytes,
         credentials_attributes: Sequence[Mapping[str, str]],
         headers: Mapping[str, str] | None = None,
     ) -> Coroutine[Any, Any, list[dict[str, Any]]]:
         """Create the session's credentials; returns the signer's items as received.
+
+        ``issue_commitment_message`` is the JSON text of the app's commitment (one object),
+        sent as it is.
 
         Raises:
             SignerError: any failure, see ``signing_gateway.signers.errors``.
         """
         body = {
             "prepareIssueMessage": dict(prepare_issue_message),
-            "issueCommitmentMessage": dict(issue_commitment_message),
+            "issueCommitmentMessage": orjson.Fragment(issue_commitment_message),
             "credentialsAttributes": [dict(a) for a in credentials_attributes],
         }
         return self._post("/issue", body, headers, _issue_items)

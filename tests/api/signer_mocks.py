@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -58,7 +59,8 @@ def domestic_issuing(keys: SignerKeys) -> Handler:
     """Sign every attribute set of an /issue call under the session's nonce."""
 
     def issue(request: httpx.Request) -> httpx.Response:
-        body = orjson.loads(request.content)
+        # Read as the real signer (Go, big.Int) reads it: big integers in the commitment too.
+        body = json.loads(request.content)
         nonce = body["prepareIssueMessage"]["issuerNonce"]
         items = [keys.domestic.issue_item(nonce, a) for a in body["credentialsAttributes"]]
         return httpx.Response(200, json=items)

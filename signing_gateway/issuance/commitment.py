@@ -1,0 +1,100 @@
+"""The app's issue commitment: checked for shape, then sent to the signer byte for byte.
+
+`issueCommitmentMessage` is base64 of the app's JSON commitment, its half of the Idemix
+issuance. Only the domestic signer reads it: the gateway takes nothing from it (the session's
+nonce comes from the signer's own prepare message, see `issuance.domestic`). Its numbers are
+big integers (2048 bits and more, bare JSON numbers, as Go's `big.Int` reads them), which a
+64-bit JSON parser cannot keep: orjson turns them into floats, or refuses them. So:
+
+- the decoded JSON is checked with the standard library's parser, whose number hooks leave
+  every number unread (nothing is converted, so nothing is lost or refused), under the same
+  depth and string limits as a request body (`security.limits.check_json_shape`): the body
+  check cannot see inside the base64;
+- the decoded bytes themselves, exactly as sent, become the signer's `issueCommitmentMessage`
+  (`signers.domestic`): nothing re-encodes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import TYPE_CHECKING, NoReturn
+
+from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.security.limits import check_json_shape, too_deep
+
+if TYPE_CHECKING:
+    from signing_gateway.domain.errors import Loc
+    from signing_gateway.security.settings import LimitsSettings
+
+__all__ = ["MAX_COMMITMENT_BYTES", "decode_commitment"]
+
+MAX_COMMITMENT_BYTES = 64 * 1024
+#: Commitments up to this many base64 characters are checked on the event loop (under 2 ms
+#: for the worst shapes); parsing and walking grow with the input, so longer ones go to a
+#: worker thread.
+_INLINE_CHECK_CHARS = 16 * 1024
+
+_NOT_JSON_OBJECT = "must be base64 of a JSON object"
+
+
+def _unread(_number: str) -> None:
+    """A number hook of `json.loads`: the number's text is left as sent, never converted."""
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    """`json.loads` takes NaN and Infinity, which JSON (and the signer) do not."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _shape_problem(document: bytes, limits: LimitsSettings) -> str | None:
+    """Why `document` is not one JSON object within `limits`; None when it is."""
+    try:
+        parsed = json.loads(
+            document.decode("utf-8"),
+            parse_int=_unread,
+            parse_float=_unread,
+            parse_constant=_refuse_constant,
+        )
+    except RecursionError:
+        # The parser recurses once per level: a document deep enough to reach the recursion
+        # limit is far past any allowed depth (`max_json_depth` is at most 256).
+        return too_deep(limits.max_json_depth)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN or Infinity
+        return _NOT_JSON_OBJECT
+    if not isinstance(parsed, dict):
+        return _NOT_JSON_OBJECT
+    return check_json_shape(
+        parsed, max_depth=limits.max_json_depth, max_string_chars=limits.max_json_string_chars
+    )
+
+
+def _invalid(loc: Loc, problem: str) -> DomainValidationError:
+    return DomainValidationError([FieldError(loc=loc, msg=problem)])
+
+
+def _checked(value: str, limits: LimitsSettings, loc: Loc) -> bytes:
+    """The decoded bytes of `value`, or a 422 at `loc` saying why they will not do."""
+    try:
+        document = base64.b64decode(value, validate=True)
+    except ValueError as exc:  # binascii.Error, or non-ASCII text
+        raise _invalid(loc, _NOT_JSON_OBJECT) from exc
+    problem = _shape_problem(document, limits)
+    if problem is not None:
+        raise _invalid(loc, problem)
+    return document
+
+
+async def decode_commitment(value: str, *, limits: LimitsSettings, loc: Loc) -> bytes:
+    """The JSON of a base64 commitment, as sent, once checked to be one object within `limits`.
+
+    Raises:
+        DomainValidationError: (422 at `loc`) not base64 of a JSON object, over
+            `MAX_COMMITMENT_BYTES`, nested too deep or with too long a string.
+    """
+    if len(value) > MAX_COMMITMENT_BYTES * 4 // 3 + 4:
+        raise _invalid(loc, "is too large")
+    if len(value) <= _INLINE_CHECK_CHARS:
+        return _checked(value, limits, loc)
+    return await asyncio.to_thread(_checked, value, limits, loc)

@@ -1,0 +1,113 @@
+"""The app's issue commitment: refused when too deep, else sent to the signer exactly as sent."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.assertions import assert_problem
+from tests.api.bodies import domestic_attributes, eu_test
+from tests.api.signer_mocks import NONCE, MockedSigners, commitment
+
+#: The default `limits.max_json_depth`.
+MAX_DEPTH = 16
+ROUTES = ["/v1/domestic/issue", "/v1/credentials"]
+
+
+def _nested(levels: int) -> bytes:
+    """A commitment object whose arrays and objects nest `levels` deep, the object included."""
+    inner = levels - 1
+    return b'{"issuerNonce":"%s","a":%s%s}' % (NONCE.encode(), b"[" * inner, b"]" * inner)
+
+
+def _b64(document: bytes) -> str:
+    return base64.b64encode(document).decode("ascii")
+
+
+async def _body(gateway: httpx.AsyncClient, route: str, message: str) -> dict[str, Any]:
+    """A fresh session's request to `route` carrying the commitment `message`."""
+    prepared = await gateway.post("/v1/domestic/prepare-issue")
+    assert prepared.status_code == 200, prepared.text
+    stoken = prepared.json()["stoken"]
+    if route == "/v1/credentials":
+        return {
+            "stoken": stoken,
+            "issueCommitmentMessage": message,
+            "domestic": [domestic_attributes()],
+            "european": [eu_test()],
+        }
+    return {
+        "stoken": stoken,
+        "issueCommitmentMessage": message,
+        "credentialsAttributes": [domestic_attributes()],
+    }
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 300, 30_000])
+async def test_too_deep_commitment_is_a_422_and_the_stoken_stays_usable(
+    gateway, mocked: MockedSigners, route: str, levels: int
+):
+    """A commitment nested past the depth limit is a 422 there; nothing is signed or spent."""
+    body = await _body(gateway, route, _b64(_nested(levels)))
+    problem = assert_problem(await gateway.post(route, json=body), 422, "validation-failed")
+    assert problem["errors"] == [
+        {
+            "loc": ["body", "issueCommitmentMessage"],
+            "msg": f"the JSON nests deeper than {MAX_DEPTH} levels",
+        }
+    ]
+    assert mocked.signing_calls() == 1  # the prepare-issue only
+
+    body["issueCommitmentMessage"] = commitment()
+    retry = await gateway.post(route, json=body)
+    assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 1
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_commitment_at_the_depth_limit_is_issued(gateway, mocked: MockedSigners, route: str):
+    """A commitment nested exactly as deep as the limit allows reaches the signer as sent."""
+    document = _nested(MAX_DEPTH)
+    body = await _body(gateway, route, _b64(document))
+    response = await gateway.post(route, json=body)
+    assert response.status_code == 200, response.text
+    assert b'"issueCommitmentMessage":' + document + b"," in mocked.issue.calls.last.request.content
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_big_integers_reach_the_signer_byte_for_byte(
+    gateway, mocked: MockedSigners, route: str
+):
+    """Idemix-sized integers (71 and 2048 bits) and the app's own spacing are forwarded as sent."""
+    document = b'{ "issuerNonce": "%s",\n  "U": %d, "small": %d, "v": [-%d, 1.5e400] }' % (
+        NONCE.encode(),
+        2**2048 - 159,
+        2**70,
+        2**1024,
+    )
+    body = await _body(gateway, route, _b64(document))
+    response = await gateway.post(route, json=body)
+    assert response.status_code == 200, response.text
+    sent = mocked.issue.calls.last.request.content
+    assert b'"issueCommitmentMessage":' + document + b',"credentialsAttributes":' in sent
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b'{"a": NaN}', b'{"a": -Infinity}', b'{"a": 1} x', b'{"a": "\xff"}', b'"{}"'],
+    ids=["nan", "infinity", "trailing-garbage", "not-utf-8", "json-string"],
+)
+async def test_commitment_that_is_no_json_object_is_refused(
+    gateway, mocked: MockedSigners, document: bytes
+):
+    """Only one well-formed JSON object passes: what JSON itself refuses is a 422 there."""
+    body = await _body(gateway, "/v1/domestic/issue", _b64(document))
+    problem = assert_problem(await gateway.post("/v1/domestic/issue", json=body), 422)
+    assert problem["errors"] == [
+        {"loc": ["body", "issueCommitmentMessage"], "msg": "must be base64 of a JSON object"}
+    ]
+    assert mocked.issue.call_count == 0
