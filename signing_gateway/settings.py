@@ -186,14 +186,23 @@ class EuPolicySettings(BaseModel):
         }
 
 
+#: The widest validFrom window an operator may configure either side of now: ten years.
+MAX_VALID_FROM_OFFSET_HOURS = 10 * 365 * 24
+_AT_MOST_TEN_YEARS = f"(at most {MAX_VALID_FROM_OFFSET_HOURS}: ten years)"
+
+
 class DomesticPolicySettings(BaseModel):
     """Bounds on domestic attributes and the issuance session."""
 
     max_valid_from_past_hours: PositiveInt = Field(
-        24 * 30, description="How far in the past a domestic validFrom may lie"
+        24 * 30,
+        le=MAX_VALID_FROM_OFFSET_HOURS,
+        description=f"How far in the past a domestic validFrom may lie {_AT_MOST_TEN_YEARS}",
     )
     max_valid_from_future_hours: PositiveInt = Field(
-        24 * 14, description="How far in the future a domestic validFrom may lie"
+        24 * 14,
+        le=MAX_VALID_FROM_OFFSET_HOURS,
+        description=f"How far in the future a domestic validFrom may lie {_AT_MOST_TEN_YEARS}",
     )
     max_valid_for_hours: PositiveInt = Field(
         24 * 90, description="Largest domestic validForHours accepted"

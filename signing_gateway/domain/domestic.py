@@ -119,15 +119,17 @@ def check_domestic_policy(
     """Return the policy violations of attrs (empty when none), located under loc."""
     errors: list[FieldError] = []
     valid_from = int(attrs.valid_from)
-    earliest = now - policy.max_valid_from_past
-    latest = now + policy.max_valid_from_future
-    if not earliest.timestamp() <= valid_from <= latest.timestamp():
+    # In seconds, not datetimes: `now ± timedelta` overflows past the year 9999, and no
+    # window (up to timedelta's own maximum) may turn a request into an OverflowError.
+    earliest = now.timestamp() - policy.max_valid_from_past.total_seconds()
+    latest = now.timestamp() + policy.max_valid_from_future.total_seconds()
+    if not earliest <= valid_from <= latest:
         errors.append(
             FieldError(
                 loc=(*loc, "validFrom"),
                 msg=(
-                    f"validFrom must lie between {int(earliest.timestamp())} and "
-                    f"{int(latest.timestamp())} (at most {policy.max_valid_from_past} before and "
+                    f"validFrom must lie between {int(earliest)} and "
+                    f"{int(latest)} (at most {policy.max_valid_from_past} before and "
                     f"{policy.max_valid_from_future} after now), got {valid_from}"
                 ),
             )

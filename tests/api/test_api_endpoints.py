@@ -13,7 +13,7 @@ import pytest
 import respx
 
 from signing_gateway.api import health
-from signing_gateway.settings import DomesticPolicySettings
+from signing_gateway.settings import MAX_VALID_FROM_OFFSET_HOURS, DomesticPolicySettings
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
 from tests.api.readiness import readyz_when_probed
@@ -304,3 +304,22 @@ async def test_docs_page(gateway):
     response = await gateway.get("/docs")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+
+
+async def test_widest_accepted_valid_from_window_still_judges_requests(
+    test_keys: SignerKeys, mocked: MockedSigners
+):
+    """With the largest validFrom window settings accept, requests are judged, never a 500."""
+    widest = DomesticPolicySettings(
+        max_valid_from_past_hours=MAX_VALID_FROM_OFFSET_HOURS,
+        max_valid_from_future_hours=MAX_VALID_FROM_OFFSET_HOURS,
+    )
+    nine_years = 9 * 365 * 24 * 3600
+    async with running_gateway(make_settings(test_keys, domestic=widest)) as gateway:
+        for offset, status in [(-nine_years, 200), (nine_years, 200), (-2 * nine_years, 422)]:
+            attrs = domestic_attributes(validFrom=str(int(time.time()) + offset))
+            response = await gateway.post(
+                "/v1/domestic/static", json={"credentialAttributes": attrs}
+            )
+            assert response.status_code == status, response.text
+    assert mocked.issue_static.call_count == 2

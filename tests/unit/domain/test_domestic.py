@@ -129,6 +129,18 @@ def test_policy_refuses_too_many_hours():
     assert "at most 40" in errors[1].msg
 
 
+@pytest.mark.parametrize("valid_from", ["0", VALID["validFrom"], "9" * 12])
+def test_policy_window_as_wide_as_timedelta_allows_is_judged_without_overflow(valid_from):
+    """A window of timedelta's maximum either side of now admits validFrom, never overflows."""
+    widest = DomesticPolicy(
+        max_valid_from_past=timedelta.max,
+        max_valid_from_future=timedelta.max,
+        max_valid_for_hours=40,
+    )
+    attrs = DomesticAttributes.model_validate({**VALID, "validFrom": valid_from})
+    assert check_domestic_policy(attrs, widest, now=NOW, loc=()) == []
+
+
 def _day_oracle(text: str) -> bool:
     return text == "" or (
         text.isascii() and text.isdigit() and str(int(text)) == text and 1 <= int(text) <= 31

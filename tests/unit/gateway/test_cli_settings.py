@@ -43,3 +43,15 @@ def test_serve_names_the_variable_and_never_echoes_its_value() -> None:
     assert "Traceback" not in done.stderr
     assert "\n  SIGNING_GATEWAY_EU_SIGNER: " in done.stderr
     assert "s3cret" not in done.stderr
+
+
+def test_serve_refuses_a_domestic_validity_window_past_ten_years() -> None:
+    """A validFrom window beyond ten years is a settings error at start-up, not a 500 later."""
+    done = _serve(AUTH__MODE="disabled", DOMESTIC__MAX_VALID_FROM_FUTURE_HOURS="100000000")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[1:] == [
+        (
+            "  SIGNING_GATEWAY_DOMESTIC__MAX_VALID_FROM_FUTURE_HOURS: "
+            "Input should be less than or equal to 87600"
+        )
+    ]
