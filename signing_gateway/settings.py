@@ -161,20 +161,38 @@ class TrustSettings(BaseModel):
     )
 
 
+#: The longest default validity an operator may give an EU credential: ten years.
+MAX_VALIDITY_DAYS = 10 * 365
+_AT_MOST_DAYS = f"(at most {MAX_VALIDITY_DAYS} days: ten years)"
+_AT_MOST_HOURS = f"(at most {MAX_VALIDITY_DAYS * 24} hours: ten years)"
+
+
 class EuPolicySettings(BaseModel):
-    """Default validity of EU credentials per key usage, and clock tolerance."""
+    """Default validity of EU credentials per key usage, and clock tolerance.
+
+    Each bound keeps ``now`` plus the setting inside the calendar, so no accepted value can turn
+    every request that names no expiry into a 500; the signing DSC caps the validity anyway.
+    """
 
     vaccination_validity_days: PositiveInt = Field(
-        365, description="Validity of a vaccination DCC when the request names no expiry"
+        365,
+        le=MAX_VALIDITY_DAYS,
+        description=f"Validity of a vaccination DCC if the request names no expiry {_AT_MOST_DAYS}",
     )
     test_validity_hours: PositiveInt = Field(
-        72, description="Validity of a test DCC when the request names no expiry"
+        72,
+        le=MAX_VALIDITY_DAYS * 24,
+        description=f"Validity of a test DCC when the request names no expiry {_AT_MOST_HOURS}",
     )
     recovery_validity_days: PositiveInt = Field(
-        180, description="Validity of a recovery DCC when the request names no expiry"
+        180,
+        le=MAX_VALIDITY_DAYS,
+        description=f"Validity of a recovery DCC when the request names no expiry {_AT_MOST_DAYS}",
     )
     max_clock_skew_seconds: PositiveInt = Field(
-        120, description="Tolerated difference between our clock and the signer's iat"
+        120,
+        le=3600,
+        description="Tolerated difference between our clock and the signer's iat (at most 3600)",
     )
 
     def default_validity(self) -> dict[KeyUsage, timedelta]:

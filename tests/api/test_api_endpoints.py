@@ -11,9 +11,15 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import respx
+from pydantic import ValidationError
 
 from signing_gateway.api import health
-from signing_gateway.settings import MAX_VALID_FROM_OFFSET_HOURS, DomesticPolicySettings
+from signing_gateway.settings import (
+    MAX_VALID_FROM_OFFSET_HOURS,
+    MAX_VALIDITY_DAYS,
+    DomesticPolicySettings,
+    EuPolicySettings,
+)
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
 from tests.api.readiness import readyz_when_probed
@@ -323,3 +329,29 @@ async def test_widest_accepted_valid_from_window_still_judges_requests(
             )
             assert response.status_code == status, response.text
     assert mocked.issue_static.call_count == 2
+
+
+@pytest.mark.parametrize(
+    "field", ["vaccination_validity_days", "test_validity_hours", "recovery_validity_days"]
+)
+def test_an_eu_validity_past_ten_years_is_a_settings_error(field):
+    """A default validity the calendar cannot add to now is refused with the settings."""
+    with pytest.raises(ValidationError, match="less than or equal to"):
+        EuPolicySettings(**{field: 3_000_000})
+
+
+async def test_longest_accepted_eu_validity_still_signs(
+    test_keys: SignerKeys, mocked: MockedSigners
+):
+    """With the longest default validities settings accept, the DSC caps them: 200, never 500."""
+    longest = EuPolicySettings(
+        vaccination_validity_days=MAX_VALIDITY_DAYS,
+        test_validity_hours=MAX_VALIDITY_DAYS * 24,
+        recovery_validity_days=MAX_VALIDITY_DAYS,
+    )
+    async with running_gateway(make_settings(test_keys, eu_policy=longest)) as gateway:
+        for body in (eu_vaccination(), eu_test(), eu_recovery()):
+            body.pop("expirationTime", None)
+            response = await gateway.post("/v1/dcc", json=body)
+            assert response.status_code == 200, response.text
+    assert mocked.get_credential.call_count == 3
