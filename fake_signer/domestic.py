@@ -13,10 +13,11 @@ The issuer nonce of `/prepare_issue` is single use and expires after five minute
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import cbor2
 import orjson
@@ -110,14 +111,27 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _object(body: bytes) -> dict[str, Any]:
+def _object(body: bytes, *, exact_numbers: bool = False) -> dict[str, Any]:
+    """The JSON object in ``body``; ``exact_numbers`` keeps integers of any size exact.
+
+    An Idemix commitment carries integers of thousands of bits, which the real signer reads
+    whole; orjson would refuse them or round them to floats, so ``/issue`` uses the standard
+    library (``NaN`` and ``Infinity`` still refused, as they are not JSON).
+    """
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        data = _exact_loads(body) if exact_numbers else orjson.loads(body)
+    except (orjson.JSONDecodeError, ValueError, RecursionError) as exc:
         raise WireInputError(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise WireInputError("body must be a JSON object")
     return data
+
+
+def _exact_loads(body: bytes) -> Any:  # noqa: ANN401 - any JSON value
+    def refuse(constant: str) -> NoReturn:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(body, parse_constant=refuse)
 
 
 def _fields(data: dict[str, Any], *names: str) -> None:
@@ -171,7 +185,7 @@ class IssueRequest:
 
 def parse_issue(body: bytes) -> IssueRequest:
     """Check the shape of an `/issue` body."""
-    data = _object(body)
+    data = _object(body, exact_numbers=True)
     _fields(data, "prepareIssueMessage", "issueCommitmentMessage", "credentialsAttributes")
     prepare, commitment = data["prepareIssueMessage"], data["issueCommitmentMessage"]
     if not isinstance(prepare, dict) or not isinstance(prepare.get("issuerNonce"), str):

@@ -7,6 +7,7 @@ import hashlib
 
 import base45
 import cbor2
+import orjson
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -65,6 +66,37 @@ async def test_issue_signatures_verify_with_published_key(client):
         public_key.verify(b64d(signed["signature"]), data)
     with pytest.raises(InvalidSignature):
         public_key.verify(b64d(messages[0]["issueSignatureMessage"]["signature"]), b"other")
+
+
+@pytest.mark.parametrize("bits", [64, 71, 2048])
+async def test_issue_takes_commitment_integers_of_any_size(client, bits):
+    """Idemix commitments carry integers of thousands of bits, which the real signer reads."""
+    prepared = await prepare(client, 1)
+    number = 3 ** (bits * 2 // 3) | 1 << (bits - 1)
+    body = (
+        b'{"prepareIssueMessage": ' + orjson.dumps(prepared) + b', "issueCommitmentMessage": '
+        b'{"issuerNonce": "'
+        + prepared["issuerNonce"].encode()
+        + b'", "U": '
+        + str(number).encode()
+        + b'}, "credentialsAttributes": '
+        + orjson.dumps([ATTRIBUTES])
+        + b"}"
+    )
+    response = await client.post("/issue", content=body, headers=JSON_HEADERS)
+    assert response.status_code == 200, response.text
+    assert [m["attributes"] for m in response.json()] == [ATTRIBUTES]
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_issue_refuses_json_constants_in_the_commitment(client, constant):
+    """NaN and Infinity are not JSON: the exact-number parse of /issue still refuses them."""
+    prepared = await prepare(client, 1)
+    body = issue_body(prepared, [ATTRIBUTES])
+    raw = orjson.dumps(body).replace(b'"commitments":"opaque"', b'"commitments":' + constant)
+    response = await client.post("/issue", content=raw, headers=JSON_HEADERS)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
 
 
 async def test_nonce_is_single_use(client):
