@@ -31,6 +31,10 @@ from pydantic import ValidationError
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app, create_served_app
+from signing_gateway.observability.instrument import (
+    TracingUnavailableError,
+    check_tracing_available,
+)
 from signing_gateway.observability.logging import configure_logging
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
@@ -245,27 +249,54 @@ def _run_smoke(server: uvicorn.Server, base: str, token: str) -> int:
         thread.join(timeout=15)
 
 
-def settings_problems(exc: ValidationError) -> str:
+#: First line of the report `serve` writes when it refuses to start over its settings.
+PROBLEMS_HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
     """What is wrong with the settings, one line per problem, named as the variables to set.
 
     Submitted values are left out: a secret set in the wrong variable must not reach a log.
     """
-    lines = ["signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"]
+    lines = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = "__".join(str(part).upper() for part in error["loc"])
         where = f"SIGNING_GATEWAY_{loc}" if loc else "settings"
-        lines.append(f"  {where}: {error['msg'].removeprefix('Value error, ')}")
-    return "\n".join(lines)
+        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return lines
+
+
+def _checked_settings() -> tuple[Settings | None, list[str]]:
+    """The settings from the environment, or what is wrong with them (one line per problem).
+
+    Includes what only building the app would find: tracing switched on where the `otel`
+    extra is missing. Each worker of `serve --workers N` builds its own app, and uvicorn's
+    supervisor restarts a worker that fails that way without end.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return None, settings_problems(exc)
+    try:
+        check_tracing_available(settings.observability)
+    except TracingUnavailableError as exc:
+        return None, [f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}"]
+    return settings, []
+
+
+def _report_problems(problems: list[str]) -> int:
+    """Write `problems` under the report's header to stderr; the exit status, 2."""
+    report = "\n".join([PROBLEMS_HEADER, *(f"  {line}" for line in problems)])
+    print(report, file=sys.stderr)  # noqa: T201
+    return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        # Checked here, before any worker starts, so that a wrong setting is reported in a few
-        # lines and exit status 2 rather than a traceback per process.
-        Settings()
-    except ValidationError as exc:
-        print(settings_problems(exc), file=sys.stderr)  # noqa: T201
-        return 2
+    # Checked here, before any worker starts, so that a wrong setting is reported in a few
+    # lines and exit status 2 rather than a traceback per process.
+    settings, problems = _checked_settings()
+    if settings is None:
+        return _report_problems(problems)
     if args.workers > 1:
         # Each worker process builds its own app (and clients) from the environment.
         uvicorn.run(

@@ -7,21 +7,19 @@ and only when the setting is on, so a gateway without tracing never imports Open
 The W3C `traceparent` of the caller (if any) becomes the parent of the request span; each signer
 call gets a child span and its own `traceparent` header, so a trace crosses into the signers.
 Spans go to the process-wide tracer provider: one the deployment configured, or (when none was
-set and the SDK is installed) an SDK provider exporting over OTLP/HTTP to the endpoint named by
-the standard `OTEL_EXPORTER_OTLP_*` variables.
+set) an SDK provider exporting over OTLP/HTTP to the endpoint named by the standard
+`OTEL_EXPORTER_OTLP_*` variables. Without a configured provider the SDK and the exporter are
+required: `build_tracer` raises ImportError rather than sending every span to a no-op provider.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-
-logger = logging.getLogger(__name__)
 
 _INSTRUMENTATION = "signing_gateway"
 
@@ -83,30 +81,48 @@ class GatewayTracer:
         span.end()
 
 
-def _install_sdk_provider(service_name: str) -> None:
-    """Give the process an SDK provider exporting over OTLP, unless one is configured already."""
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        return  # the deployment configured its own provider: use it as is
-    try:
-        from opentelemetry.sdk.resources import Resource  # noqa: PLC0415 - optional extra
-        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
-    except ImportError:
-        logger.warning("opentelemetry-sdk is not installed; spans go to a no-op provider")
-        return
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter,
-        )
-    except ImportError:
-        logger.warning("no OTLP exporter installed; spans are recorded but not exported")
-    else:
+def _provider_configured() -> bool:
+    """Whether something other than the gateway set the process-wide provider (then it is used)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def _import_otlp_sdk() -> Callable[[str], trace.TracerProvider]:
+    """Import the SDK and the OTLP/HTTP exporter; return what builds a provider from the two.
+
+    Raises:
+        ImportError: either is not installed (the `otel` extra is missing).
+    """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415 - extra
+        OTLPSpanExporter,
+    )
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    def otlp_provider(service_name: str) -> trace.TracerProvider:
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+        return provider
+
+    return otlp_provider
+
+
+def check_tracing_support() -> None:
+    """Fail as `build_tracer` would, without building anything: for a process starting workers.
+
+    Raises:
+        ImportError: no provider is configured and the SDK or the OTLP exporter is missing.
+    """
+    if not _provider_configured():
+        _import_otlp_sdk()
 
 
 def build_tracer(service_name: str) -> GatewayTracer:
-    """The gateway's tracer on the process-wide provider (installed on first use if needed)."""
-    _install_sdk_provider(service_name)
+    """The gateway's tracer on the process-wide provider (an OTLP one installed if none is set).
+
+    Raises:
+        ImportError: no provider is configured and the SDK or the OTLP exporter is missing.
+    """
+    if not _provider_configured():
+        trace.set_tracer_provider(_import_otlp_sdk()(service_name))
     return GatewayTracer(trace.get_tracer(_INSTRUMENTATION))

@@ -16,6 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from signing_gateway.app import create_app
+from signing_gateway.observability.instrument import TracingUnavailableError
 from signing_gateway.settings import ObservabilitySettings
 from tests.api.bodies import eu_vaccination
 from tests.api.signer_mocks import mock_signers
@@ -114,3 +116,42 @@ def test_tracing_off_imports_no_tracing_code():
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def _uninstalled(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
+    """Make `package` and everything under it fail to import, as where it is not installed."""
+    for name in [package, *(m for m in sys.modules if m.startswith(f"{package}."))]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize("package", ["opentelemetry.sdk", "opentelemetry.exporter.otlp"])
+def test_tracing_without_the_otel_extra_fails_start_up(
+    monkeypatch: pytest.MonkeyPatch, test_keys: SignerKeys, package: str
+):
+    """Tracing on, no provider configured and the SDK or exporter missing: no app is built."""
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    _uninstalled(monkeypatch, package)
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    with pytest.raises(TracingUnavailableError, match=r"signing-gateway\[otel\]") as raised:
+        create_app(settings)
+    assert package in str(raised.value)
+
+
+async def test_a_provider_configured_by_the_process_needs_no_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+    test_keys: SignerKeys,
+    signers: respx.MockRouter,
+    span_exporter: InMemorySpanExporter,
+):
+    """With a provider the process set up itself, the app builds without the SDK and uses it."""
+    span_exporter.clear()
+    mock_signers(signers, test_keys)
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    with monkeypatch.context() as building:
+        _uninstalled(building, "opentelemetry.sdk")
+        _uninstalled(building, "opentelemetry.exporter")
+        app = create_app(settings)
+    async with running_gateway(settings, app=app) as client:
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+    assert response.status_code == 200, response.text
+    assert _by_name(span_exporter.get_finished_spans(), "POST /v1/dcc").kind is SpanKind.SERVER

@@ -7,14 +7,20 @@ import subprocess
 import sys
 
 TIMEOUT_S = 60
+HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
+#: `serve` on a free port, as a Python statement.
+SERVE = (
+    "from signing_gateway.cli import main; "
+    "raise SystemExit(main(['serve', '--host', '127.0.0.1', '--port', '0']))"
+)
 
 
-def _serve(**settings: str) -> subprocess.CompletedProcess[str]:
-    """Run `signing-gateway serve` with only these SIGNING_GATEWAY_* variables set."""
+def _run(code: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run Python `code` with only these SIGNING_GATEWAY_* variables set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNING_GATEWAY_")}
     env.update({f"SIGNING_GATEWAY_{name}": value for name, value in settings.items()})
-    return subprocess.run(
-        [sys.executable, "-m", "signing_gateway", "serve", "--host", "127.0.0.1", "--port", "0"],
+    return subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+        [sys.executable, "-c", code],
         env=env,
         capture_output=True,
         text=True,
@@ -23,12 +29,17 @@ def _serve(**settings: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _serve(**settings: str) -> subprocess.CompletedProcess[str]:
+    """Run `signing-gateway serve` with only these SIGNING_GATEWAY_* variables set."""
+    return _run(SERVE, **settings)
+
+
 def test_serve_reports_missing_auth_without_a_traceback() -> None:
     """Production without caller authentication exits 2 with one line saying what to set."""
     done = _serve(ENVIRONMENT="production")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):",
+        HEADER,
         (
             "  settings: caller authentication is not configured: set auth.jwks_file or "
             "auth.jwks_url, auth.audience, auth.issuer (or auth.mode=disabled for local use)"
@@ -55,3 +66,18 @@ def test_serve_refuses_a_domestic_validity_window_past_ten_years() -> None:
             "Input should be less than or equal to 87600"
         )
     ]
+
+
+def test_serve_with_tracing_but_without_the_otel_extra_exits_2() -> None:
+    """Tracing switched on where the OpenTelemetry SDK is missing: one line, exit 2, no serving."""
+    # As in the container image: opentelemetry-api (a FastAPI dependency) but not the SDK.
+    without_sdk = "import sys; sys.modules['opentelemetry.sdk'] = None; " + SERVE
+    done = _run(without_sdk, AUTH__MODE="disabled", OBSERVABILITY__TRACING_ENABLED="true")
+    assert done.returncode == 2
+    header, problem = done.stderr.splitlines()
+    assert header == HEADER
+    assert problem.startswith(
+        "  SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: tracing needs the otel extra "
+        "(opentelemetry.sdk"
+    )
+    assert problem.endswith("is not installed): pip install 'signing-gateway[otel]'")
