@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -291,12 +292,13 @@ def _report_problems(problems: list[str]) -> int:
     return 2
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
+    """Serve, once the options from the environment (`option_problems`) and settings check out."""
     # Checked here, before any worker starts, so that a wrong setting is reported in a few
     # lines and exit status 2 rather than a traceback per process.
-    settings, problems = _checked_settings()
-    if settings is None:
-        return _report_problems(problems)
+    settings, settings_problems = _checked_settings()
+    if settings is None or option_problems:
+        return _report_problems(option_problems + settings_problems)
     if args.workers > 1:
         # Each worker process builds its own app (and clients) from the environment.
         uvicorn.run(
@@ -347,24 +349,81 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def served_loop() -> str:
-    """The event loop `serve` uses unless `--loop` says otherwise (`SIGNING_GATEWAY_LOOP`)."""
+    """The event loop `SIGNING_GATEWAY_LOOP` names, for the demo and the bench.
+
+    `serve` reads the variable itself, checked as its `--loop` flag is (`FromEnvironment`).
+    """
     return os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio")
 
 
-def _env_port(name: str) -> int | None:
-    """The port in environment variable `name`, or None when it is unset or empty."""
-    value = os.environ.get(name, "")
-    return int(value) if value else None
+#: The event loops `serve --loop` offers.
+LOOPS = ("asyncio", "uvloop", "auto")
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse `type` accepting whole numbers from `minimum` up."""
+@dataclass(frozen=True, slots=True)
+class FromEnvironment:
+    """The default of a `serve` option: its variable's value, read as the option's flag is.
+
+    argparse converts and checks what the command line gives, never a default that is not a
+    string (and `choices` never at all): read with the flag's own `parse`, a wrong value in
+    the variable is refused as the flag's would be, and reported under the variable's name.
+    """
+
+    variable: str
+    parse: Callable[[str], object]
+    fallback: object
+
+    def read(self) -> object:
+        """The variable's value, parsed; `fallback` when it is unset or empty.
+
+        Raises:
+            argparse.ArgumentTypeError: the value breaks the flag's rule.
+        """
+        text = os.environ.get(self.variable, "")
+        return self.parse(text) if text else self.fallback
+
+
+def _options_from_environment(args: argparse.Namespace) -> list[str]:
+    """Set each option its flag did not set from its variable; what is wrong, a line each.
+
+    The lines name the variable and the rule, never the value, as for the settings.
+    """
+    problems = []
+    for dest, value in list(vars(args).items()):
+        if isinstance(value, FromEnvironment):
+            try:
+                setattr(args, dest, value.read())
+            except argparse.ArgumentTypeError as exc:
+                problems.append(f"{value.variable}: {exc}")
+    return problems
+
+
+def _whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse `type` accepting whole numbers from `minimum` (up to `maximum`, if given)."""
+    if maximum is None:
+        problem = f"must be a whole number, at least {minimum}"
+    else:
+        problem = f"must be a whole number from {minimum} to {maximum}"
 
     def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(problem) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(problem)
         return value
+
+    return parse
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """An argparse `type` accepting one of `choices`."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(choices)}")
+        return text
 
     return parse
 
@@ -374,43 +433,54 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (settings from SIGNING_GATEWAY_*)")
     serve.add_argument("--host", default=os.environ.get("SIGNING_GATEWAY_HOST", LOOPBACK))
+    port, probe_port = _whole_number(0, 65535), _whole_number(1, 65535)
     serve.add_argument(
-        "--port", type=int, default=int(os.environ.get("SIGNING_GATEWAY_PORT", "8080"))
+        "--port",
+        type=port,
+        default=FromEnvironment("SIGNING_GATEWAY_PORT", port, 8080),
+        help="0 picks a free port (default: SIGNING_GATEWAY_PORT, else 8080)",
     )
     serve.add_argument(
         "--probe-port",
-        type=_int_at_least(1),
-        default=_env_port("SIGNING_GATEWAY_PROBE_PORT"),
+        type=probe_port,
+        default=FromEnvironment("SIGNING_GATEWAY_PROBE_PORT", probe_port, None),
         help="a second port, on the same host, answering only /healthz, /readyz and /metrics: "
         "an orchestrator's fresh probe connections do not queue behind client connections "
-        "(default: none)",
+        "(default: SIGNING_GATEWAY_PROBE_PORT, else none)",
     )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--backlog",
-        type=_int_at_least(1),
+        type=_whole_number(1),
         default=4096,
         help="kernel queue of connections not yet accepted",
     )
     serve.add_argument(
         "--accept-batch",
-        type=_int_at_least(1),
+        type=_whole_number(1),
         default=64,
         help="connections accepted per event-loop pass (asyncio): a burst of new connections "
         "is set up in slices, with other work in between",
     )
+    events_per_pass = _whole_number(0)
     serve.add_argument(
         "--events-per-pass",
-        type=_int_at_least(0),
-        default=int(os.environ.get("SIGNING_GATEWAY_EVENTS_PER_PASS", DEFAULT_EVENTS_PER_PASS)),
+        type=events_per_pass,
+        default=FromEnvironment(
+            "SIGNING_GATEWAY_EVENTS_PER_PASS", events_per_pass, DEFAULT_EVENTS_PER_PASS
+        ),
         help="ready sockets handled per event-loop pass (asyncio; 0: all of them): a wave of "
-        "answers and new requests is handled in slices, with timers and /healthz in between",
+        "answers and new requests is handled in slices, with timers and /healthz in between "
+        f"(default: SIGNING_GATEWAY_EVENTS_PER_PASS, else {DEFAULT_EVENTS_PER_PASS})",
     )
+    loop = _one_of(LOOPS)
     serve.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop", "auto"),
-        default=served_loop(),
-        help="event loop (default asyncio: see docs/operations.md on accepting under load)",
+        type=loop,
+        metavar="{" + ",".join(LOOPS) + "}",
+        default=FromEnvironment("SIGNING_GATEWAY_LOOP", loop, "asyncio"),
+        help="event loop (default: SIGNING_GATEWAY_LOOP, else asyncio: see docs/operations.md "
+        "on accepting under load)",
     )
     demo = commands.add_parser("demo", help="run the gateway with bundled fake signers")
     demo.add_argument("--port", type=int, default=8080, help="0 picks a free port")
@@ -423,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `signing-gateway` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    option_problems = _options_from_environment(args)
     if args.command == "serve" and args.workers > 1 and args.probe_port is not None:
         # uvicorn's supervisor hands its workers one socket: there is no second one to share.
         parser.error("--probe-port (SIGNING_GATEWAY_PROBE_PORT) needs --workers 1")
@@ -430,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":
         return _demo(args)
-    return _serve(args)
+    return _serve(args, option_problems)
 
 
 if __name__ == "__main__":

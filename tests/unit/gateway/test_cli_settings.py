@@ -6,13 +6,16 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 TIMEOUT_S = 60
 HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
-#: `serve` on a free port, as a Python statement.
-SERVE = (
-    "from signing_gateway.cli import main; "
-    "raise SystemExit(main(['serve', '--host', '127.0.0.1', '--port', '0']))"
-)
+
+
+def _serve_code(*flags: str) -> str:
+    """`serve` with these flags as a Python statement; the port comes from SIGNING_GATEWAY_PORT."""
+    argv = ["serve", "--host", "127.0.0.1", *flags]
+    return f"from signing_gateway.cli import main; raise SystemExit(main({argv!r}))"
 
 
 def _run(code: str, **settings: str) -> subprocess.CompletedProcess[str]:
@@ -30,8 +33,8 @@ def _run(code: str, **settings: str) -> subprocess.CompletedProcess[str]:
 
 
 def _serve(**settings: str) -> subprocess.CompletedProcess[str]:
-    """Run `signing-gateway serve` with only these SIGNING_GATEWAY_* variables set."""
-    return _run(SERVE, **settings)
+    """Run `signing-gateway serve` on a free port, with only these SIGNING_GATEWAY_* variables."""
+    return _run(_serve_code(), **{"PORT": "0", **settings})
 
 
 def test_serve_reports_missing_auth_without_a_traceback() -> None:
@@ -71,8 +74,8 @@ def test_serve_refuses_a_domestic_validity_window_past_ten_years() -> None:
 def test_serve_with_tracing_but_without_the_otel_extra_exits_2() -> None:
     """Tracing switched on where the OpenTelemetry SDK is missing: one line, exit 2, no serving."""
     # As in the container image: opentelemetry-api (a FastAPI dependency) but not the SDK.
-    without_sdk = "import sys; sys.modules['opentelemetry.sdk'] = None; " + SERVE
-    done = _run(without_sdk, AUTH__MODE="disabled", OBSERVABILITY__TRACING_ENABLED="true")
+    without_sdk = "import sys; sys.modules['opentelemetry.sdk'] = None; " + _serve_code()
+    done = _run(without_sdk, PORT="0", AUTH__MODE="disabled", OBSERVABILITY__TRACING_ENABLED="true")
     assert done.returncode == 2
     header, problem = done.stderr.splitlines()
     assert header == HEADER
@@ -81,3 +84,44 @@ def test_serve_with_tracing_but_without_the_otel_extra_exits_2() -> None:
         "(opentelemetry.sdk"
     )
     assert problem.endswith("is not installed): pip install 'signing-gateway[otel]'")
+
+
+#: A bad value in each variable that stands in for a flag, and the flag's rule it breaks.
+BAD_FLAG_VARIABLES = {
+    "PORT=80x": "must be a whole number from 0 to 65535",
+    "PROBE_PORT=8081x": "must be a whole number from 1 to 65535",
+    "PROBE_PORT=0": "must be a whole number from 1 to 65535",
+    "EVENTS_PER_PASS=-1": "must be a whole number, at least 0",
+    "LOOP=uvlop": "must be one of asyncio, uvloop, auto",
+}
+
+
+@pytest.mark.parametrize("assignment", BAD_FLAG_VARIABLES)
+def test_serve_checks_a_flag_given_by_its_variable_as_the_flag(assignment: str) -> None:
+    """A bad value in a flag's variable is refused as the flag's: one line naming it, exit 2."""
+    name, value = assignment.split("=")
+    done = _serve(AUTH__MODE="disabled", **{name: value})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        f"  SIGNING_GATEWAY_{name}: {BAD_FLAG_VARIABLES[assignment]}",
+    ]
+
+
+def test_serve_reports_bad_variables_and_settings_together() -> None:
+    """Flags' variables and settings are checked in one pass: every problem, a line each."""
+    done = _serve(ENVIRONMENT="production", LOOP="uvlop", EVENTS_PER_PASS="many")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[:3] == [
+        HEADER,
+        "  SIGNING_GATEWAY_EVENTS_PER_PASS: must be a whole number, at least 0",
+        "  SIGNING_GATEWAY_LOOP: must be one of asyncio, uvloop, auto",
+    ]
+    assert done.stderr.splitlines()[3].startswith("  settings: caller authentication")
+
+
+def test_a_flag_given_leaves_its_variable_unread() -> None:
+    """The command line wins: a flag given makes its variable irrelevant, even a bad one."""
+    done = _run(_serve_code("--loop", "asyncio"), PORT="0", ENVIRONMENT="production", LOOP="uvlop")
+    assert done.returncode == 2
+    assert "SIGNING_GATEWAY_LOOP" not in done.stderr
