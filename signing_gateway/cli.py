@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Literal
 
 import httpx
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.supervisors import Multiprocess
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app, create_served_app
@@ -36,7 +38,7 @@ from signing_gateway.observability.instrument import (
     TracingUnavailableError,
     check_tracing_available,
 )
-from signing_gateway.observability.logging import configure_logging
+from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
@@ -267,6 +269,48 @@ def settings_problems(exc: ValidationError) -> list[str]:
     return lines
 
 
+def _write_logs_then_end(signum: int, _frame: FrameType | None) -> None:
+    """Write out the queued log lines, then let `signum` end the process as it would have."""
+    flush_logging()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+class SupervisedConfig(uvicorn.Config):
+    """uvicorn's configuration for `serve --workers N`, with the gateway's logging in each process.
+
+    uvicorn sets up logging from its configuration when the configuration is built, in the
+    supervisor, and again first thing in each worker it spawns, before the worker serves.
+    Without the gateway's logging there, the supervisor's lines ("Uvicorn running on",
+    "Started parent process") went nowhere. And a worker ends by the SIGTERM that stopped it,
+    raised again once uvicorn has shut down, whose default action skips `atexit`: its last
+    lines ("Application shutdown complete", "Finished server process") stayed queued. So
+    SIGTERM first writes out what is queued, then ends the process as before; while uvicorn
+    runs it puts its own handler over this one (a worker's server puts this one back on the
+    way out, the supervisor keeps its own to the end and exits normally).
+    """
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        gateway_log_level: str,
+        gateway_log_format: Literal["json", "console"],
+        **config: Any,  # noqa: ANN401 - uvicorn.Config's own keyword arguments
+    ) -> None:
+        """Configure uvicorn with `config`; log at `gateway_log_level` in `gateway_log_format`."""
+        # Set first: uvicorn.Config.__init__ calls configure_logging.
+        self.gateway_log_level = gateway_log_level
+        self.gateway_log_format: Literal["json", "console"] = gateway_log_format
+        super().__init__(app, **config)
+
+    def configure_logging(self) -> None:
+        """Set up uvicorn's logging, then the gateway's and the SIGTERM handler that flushes it."""
+        super().configure_logging()
+        configure_logging(level=self.gateway_log_level, fmt=self.gateway_log_format)
+        signal.signal(signal.SIGTERM, _write_logs_then_end)
+
+
 def _checked_settings() -> tuple[Settings | None, list[str]]:
     """The settings from the environment, or what is wrong with them (one line per problem).
 
@@ -301,8 +345,10 @@ def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
         return _report_problems(option_problems + settings_problems)
     if args.workers > 1:
         # Each worker process builds its own app (and clients) from the environment.
-        uvicorn.run(
+        supervised = SupervisedConfig(
             "signing_gateway.app:create_served_app",
+            gateway_log_level=settings.log_level,
+            gateway_log_format=settings.log_format,
             factory=True,
             host=args.host,
             port=args.port,
@@ -313,6 +359,7 @@ def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
             loop=args.loop,
             proxy_headers=False,
         )
+        Multiprocess(supervised, sockets=[supervised.bind_socket()]).run()
         return 0
     app = create_served_app()
     drain: DrainController = app.state.drain
