@@ -7,33 +7,23 @@ prints ready-to-paste example requests; `demo --smoke` sends them itself and exi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
-import json
 import logging
 import math
 import os
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-import httpx
 import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
-from signing_gateway.api import examples
-from signing_gateway.app import create_app, create_served_app
+from signing_gateway.app import create_served_app
+from signing_gateway.demo import run_demo
 from signing_gateway.observability.instrument import (
     TracingUnavailableError,
     check_tracing_available,
@@ -41,215 +31,11 @@ from signing_gateway.observability.instrument import (
 from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
-from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
-from signing_gateway.security.tokens import LocalTokenIssuer
-from signing_gateway.settings import Settings, SignerSettings, TrustSettings
+from signing_gateway.settings import Settings
 
 logger = logging.getLogger("signing_gateway.cli")
 
 LOOPBACK = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"fake signer exited early with code {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:  # noqa: PLR2004
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"fake signer at {url} did not become healthy in {timeout:g} s")
-
-
-@contextlib.contextmanager
-def _fake_signers(latency_ms: float, keys_dir: Path) -> Iterator[tuple[str, str]]:
-    """Start an EU and a domestic fake signer on free loopback ports; stop them on exit."""
-    processes: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
-    try:
-        for role in ("eu", "domestic"):
-            port = _free_port()
-            command = [
-                sys.executable, "-m", "fake_signer", "--role", role, "--host", LOOPBACK,
-                "--port", str(port), "--latency-ms", str(latency_ms),
-                "--keys-dir", str(keys_dir / role),
-            ]  # fmt: skip
-            process = subprocess.Popen(command)  # noqa: S603 - our own module, fixed arguments
-            processes.append(process)
-            url = f"http://{LOOPBACK}:{port}"
-            _wait_healthy(url, process)
-            urls.append(url)
-        yield urls[0], urls[1]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def demo_requests(now: datetime | None = None) -> list[tuple[str, str, dict[str, Any] | None]]:
-    """The example calls the demo prints (method, path, body), valid as of `now`."""
-    now = now or datetime.now(UTC)
-    domestic = dict(examples.DOMESTIC_ATTRIBUTES, validFrom=str(int(now.timestamp())))
-    return [
-        ("POST", "/v1/dcc", examples.EU_VACCINATION),
-        ("POST", "/v1/domestic/static", {"credentialAttributes": domestic}),
-        ("POST", "/v1/print", {"domestic": domestic, "european": examples.EU_TEST}),
-        ("GET", "/readyz", None),
-    ]
-
-
-def _print_examples(base: str, token: str) -> None:
-    print(f"\nsigning-gateway demo is up at {base}  (OpenAPI: {base}/docs)\nTry:\n")  # noqa: T201
-    print(f"TOKEN={token}\n")  # noqa: T201
-    for method, path, body in demo_requests():
-        data = ""
-        if path.startswith("/v1/"):
-            data = ' -H "Authorization: Bearer $TOKEN"'
-        if body is not None:
-            data += f" -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
-        print(f"curl -s -X {method} {base}{path}{data}\n")  # noqa: T201
-    sys.stdout.flush()
-
-
-def _smoke(base: str, token: str) -> int:
-    """Send every demo request to a running gateway; 0 when all answered 200."""
-    failures = 0
-    auth = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base, timeout=30.0, headers=auth) as client:
-        for method, path, body in demo_requests():
-            response = client.request(method, path, json=body)
-            print(f"{method} {path} -> {response.status_code}")  # noqa: T201
-            if response.status_code != 200:  # noqa: PLR2004
-                print(response.text)  # noqa: T201
-                failures += 1
-    return 1 if failures else 0
-
-
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    # Until the server exists a SIGTERM ends the demo through SystemExit, which stops the fake
-    # signers on the way out. From then on it only asks the server to stop (below).
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with (
-        tempfile.TemporaryDirectory(prefix="signing-gateway-demo-") as tmp,
-        _fake_signers(args.signer_latency_ms, Path(tmp)) as (eu_url, domestic_url),
-    ):
-        configure_logging(level="INFO", fmt="console")
-        token, auth = _demo_auth(Path(tmp))
-        settings = Settings(
-            auth=auth,
-            audit=AuditSettings(file=Path(tmp) / "audit.jsonl"),
-            eu_signer=SignerSettings(url=eu_url),
-            domestic_signer=SignerSettings(url=domestic_url),
-            trust=TrustSettings(fetch_from_signers=True),
-            log_format="console",
-            readiness_probe_interval_seconds=1.0,
-        )
-        port = args.port or _free_port()
-        base = f"http://{LOOPBACK}:{port}"
-        config = uvicorn.Config(
-            create_app(settings),
-            host=LOOPBACK,
-            port=port,
-            log_config=None,
-            access_log=False,
-            loop=served_loop(),
-        )
-        server = uvicorn.Server(config)
-        if args.smoke:
-            return _run_smoke(server, base, token)
-        stopped_by = _stop_server_on_sigterm(server)
-        _announce_once_started(server, base, token)
-        server.run()
-        return 128 + stopped_by[0] if stopped_by else 0
-
-
-def _stop_server_on_sigterm(server: uvicorn.Server) -> list[int]:
-    """Make SIGTERM ask `server` to stop, whenever it comes; returns the signals received.
-
-    uvicorn handles SIGTERM itself only while it serves, and re-raises it once it has shut
-    down. A handler that raised SystemExit instead could fire inside the event loop's own
-    signal processing during start-up, where uvloop logs and drops exceptions: the demo then
-    kept serving after the signal. Setting ``should_exit`` works before start-up (uvicorn
-    shuts down as soon as start-up is done), while serving and after shutdown alike.
-    """
-    received: list[int] = []
-
-    def request_stop(signum: int, _frame: object) -> None:
-        received.append(signum)
-        server.should_exit = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    return received
-
-
-def _announce_once_started(server: uvicorn.Server, base: str, token: str) -> None:
-    """Print the "demo is up" line and the examples when the server accepts connections.
-
-    Printed before ``server.run()`` the line came while the gateway was still loading trust
-    from the fake signers: a caller acting on it (a person pasting a curl, or a test sending
-    SIGTERM) reached a process that was not serving yet.
-    """
-
-    def announce() -> None:
-        if _wait_started(server, deadline=None):
-            _print_examples(base, token)
-
-    threading.Thread(target=announce, name="demo-announce", daemon=True).start()
-
-
-def _wait_started(server: uvicorn.Server, *, deadline: float | None) -> bool:
-    """Block until uvicorn reports `server` started (True), it is stopping, or `deadline` passes."""
-    while not server.started:
-        if server.should_exit or (deadline is not None and time.monotonic() >= deadline):
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _demo_auth(directory: Path) -> tuple[str, AuthSettings]:
-    """A local token issuer for the demo: its JWKS file, auth settings, and a 2-hour token."""
-    issuer = LocalTokenIssuer(issuer="signing-gateway-demo", audience="signing-gateway")
-    jwks_file = directory / "jwks.json"
-    jwks_file.write_text(json.dumps(issuer.jwks()))
-    token = issuer.mint(subject="demo-client", scopes=list(ALL_SCOPES), ttl_seconds=2 * 3600)
-    auth = AuthSettings(
-        mode="jwt", jwks_file=jwks_file, audience=issuer.audience, issuer=issuer.issuer
-    )
-    return token, auth
-
-
-def _run_smoke(server: uvicorn.Server, base: str, token: str) -> int:
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    _wait_started(server, deadline=deadline)
-    # Readiness comes from the background prober; give it its first round.
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:  # noqa: PLR2004
-                break
-        time.sleep(0.1)
-    try:
-        return _smoke(base, token)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 #: First line of the report `serve` writes when it refuses to start over its settings.
@@ -547,7 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":
-        return _demo(args)
+        return run_demo(
+            port=args.port,
+            signer_latency_ms=args.signer_latency_ms,
+            smoke=args.smoke,
+            loop=served_loop(),
+        )
     return _serve(args, option_problems)
 
 
