@@ -81,6 +81,7 @@ async def print_proof(
     audit: AuditDep,
 ) -> PrintOut:
     """Validate every part, then sign them concurrently; one failure fails (and cancels) all."""
+    access.require_any(SCOPE_DOMESTIC_SIGN, SCOPE_DCC_SIGN)  # before the body is read
     body = await read_body(request, PrintRequest)
     access.require(*_scopes_for(domestic=body.domestic is not None, european=body.european))
     async with audit.attempt():
@@ -197,6 +198,7 @@ async def issue_credentials(
     audit: AuditDep,
 ) -> CredentialsOut:
     """Validate everything, take the session, then sign all parts concurrently."""
+    access.require_any(SCOPE_DOMESTIC_SIGN, SCOPE_DCC_SIGN)  # before the body is read
     body = await read_body(request, CredentialsRequest)
     access.require(*_scopes_for(domestic=bool(body.domestic), european=body.european))
     async with audit.attempt():

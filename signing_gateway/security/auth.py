@@ -60,7 +60,9 @@ _REFUSALS: list[tuple[type[jwt.PyJWTError], str, str]] = [
     (jwt.MissingRequiredClaimError, "missing-claim", "the token lacks a required claim"),
     (jwt.InvalidSignatureError, "bad-signature", "the token signature does not verify"),
     (jwt.InvalidAlgorithmError, "algorithm", "the token algorithm is not accepted"),
-    (jwt.InvalidIssuedAtError, "not-yet-valid", "the token is issued in the future"),
+    # PyJWT raises this only for an iat that is not a number; an iat in the future is an
+    # ImmatureSignatureError, above.
+    (jwt.InvalidIssuedAtError, "invalid", "the token's iat claim is not a number"),
 ]
 
 
@@ -174,16 +176,29 @@ class ScopeCheck:
         try:
             self.caller.require(*scopes)
         except PermissionDenied:
-            self._request.state.metrics.auth_failures.labels(reason="insufficient-scope").inc()
-            logger.info(
-                "caller lacks scope",
-                extra={
-                    "event": "auth-forbidden",
-                    "subject": self.caller.subject,
-                    "path": self._request.url.path,
-                },
-            )
+            self._record_refusal()
             raise
+
+    def require_any(self, *scopes: str) -> None:
+        """Raise PermissionDenied (counted, logged) unless one of `scopes` at least is granted.
+
+        For a route whose exact needs show only in its body: a caller who could use none of it
+        is refused before the body is read, so it learns nothing of how the body is checked.
+        """
+        if self.caller.scopes.isdisjoint(scopes):
+            self._record_refusal()
+            raise PermissionDenied(list(scopes), any_of=True)
+
+    def _record_refusal(self) -> None:
+        self._request.state.metrics.auth_failures.labels(reason="insufficient-scope").inc()
+        logger.info(
+            "caller lacks scope",
+            extra={
+                "event": "auth-forbidden",
+                "subject": self.caller.subject,
+                "path": self._request.url.path,
+            },
+        )
 
 
 # `async def`: a plain `def` dependency would run in a worker thread on every request.

@@ -47,9 +47,10 @@ class PermissionDenied(GatewayError):
     slug = "forbidden"
     title = "Permission denied"
 
-    def __init__(self, missing: list[str]) -> None:
-        """Name the missing scopes (they are public names, not secrets)."""
-        super().__init__(f"the token lacks the scope(s): {' '.join(missing)}")
+    def __init__(self, missing: list[str], *, any_of: bool = False) -> None:
+        """Name the missing scopes (public names, not secrets): all of them, or one `any_of`."""
+        needed = "one of the scopes" if any_of else "the scope(s)"
+        super().__init__(f"the token lacks {needed}: {' '.join(missing)}")
         self.missing = missing
 
     def headers(self) -> dict[str, str]:

@@ -92,6 +92,15 @@ def _bad_tokens(issuer: LocalTokenIssuer) -> dict[str, tuple[str, str]]:
             ),
             "unknown-key",
         ),
+        "iat-not-a-number": (
+            jwt.encode(
+                {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now + 60, "iat": "abc"},
+                issuer.key,
+                algorithm="ES256",
+                headers={"kid": issuer.kid},
+            ),
+            "invalid",
+        ),
         "garbage": ("not.a.token", "malformed"),
         "no-subject": (issuer.mint(sub=""), "missing-claim"),
         "huge": ("a" * 10_000, "malformed"),
@@ -109,6 +118,7 @@ def _bad_tokens(issuer: LocalTokenIssuer) -> dict[str, tuple[str, str]]:
         "none",
         "hmac-with-public-key",
         "unknown-kid",
+        "iat-not-a-number",
         "garbage",
         "no-subject",
         "huge",
@@ -171,6 +181,31 @@ async def test_print_needs_the_scope_of_each_part(secured, mocked: MockedSigners
     assert mocked.signing_calls() == 0
     allowed = await secured.post("/v1/print", json={"european": eu_test()}, headers=eu_only)
     assert allowed.status_code == 200, allowed.text
+
+
+@pytest.mark.parametrize("path", ["/v1/print", "/v1/credentials"])
+@pytest.mark.parametrize("scopes", [["keys:read"], []], ids=["keys-read", "no-scope"])
+async def test_combined_routes_refuse_callers_without_signing_scopes_before_the_body(
+    secured, mocked: MockedSigners, token_issuer, path, scopes
+):
+    """A caller who may sign nothing gets 403, not the 422 its body would earn."""
+    token = bearer(token_issuer.mint(scopes=scopes))
+    response = await secured.post(path, json={"bogus": 1}, headers=token)
+    problem = assert_problem(response, 403, "forbidden")
+    assert problem["detail"] == "the token lacks one of the scopes: domestic:sign dcc:sign"
+    assert response.headers["www-authenticate"] == (
+        'Bearer realm="signing-gateway", error="insufficient_scope", scope="domestic:sign dcc:sign"'
+    )
+    assert mocked.signing_calls() == 0
+
+
+async def test_iat_that_is_no_number_is_reported_as_invalid(secured, token_issuer):
+    """An iat that is not a number is an invalid token, not one "issued in the future"."""
+    token, _ = _bad_tokens(token_issuer)["iat-not-a-number"]
+    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(token))
+    problem = assert_problem(response, 401, "unauthenticated")
+    assert "future" not in problem["detail"]
+    assert "future" not in response.headers["www-authenticate"]
 
 
 async def test_credentials_eu_only_needs_only_dcc_scope(
