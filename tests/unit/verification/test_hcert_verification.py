@@ -5,73 +5,17 @@ from __future__ import annotations
 import copy
 import struct
 import zlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import base45
 import cbor2
 import pytest
+from hcert_testdata import EXP, NOW, payload_of, reason_of, spec, verify
 
 from signing_gateway.verification.errors import CredentialVerificationError
-from signing_gateway.verification.hcert import (
-    MAX_DECOMPRESSED_BYTES,
-    decode_hc1,
-    verify_eu_credential,
-)
+from signing_gateway.verification.hcert import MAX_DECOMPRESSED_BYTES, decode_hc1
 from signing_gateway.verification.trust import DscCertificate, EuTrustStore
-from tests.support.credentials import (
-    Dsc,
-    Hc1Spec,
-    loose_cbor,
-    make_dsc,
-    make_hc1,
-    sample_dcc,
-    wrap_cose,
-)
-
-NOW = datetime.now(UTC).replace(microsecond=0)
-EXP = int((NOW + timedelta(days=30)).timestamp())
-SKEW = timedelta(minutes=2)
-
-
-@pytest.fixture(scope="module")
-def dsc() -> Dsc:
-    """One vaccination DSC shared by this module."""
-    return make_dsc(["vaccination"])
-
-
-@pytest.fixture(scope="module")
-def trust(dsc: Dsc) -> EuTrustStore:
-    """A store trusting exactly the module's DSC."""
-    return EuTrustStore([DscCertificate.from_der(dsc.der)])
-
-
-def spec(**changes) -> Hc1Spec:
-    """A valid credential spec with ``changes`` applied."""
-    base = Hc1Spec(dcc=sample_dcc(), exp=EXP, iat=int(NOW.timestamp()))
-    for name, value in changes.items():
-        setattr(base, name, value)
-    return base
-
-
-def verify(text, trust, *, proof, key_usage="vaccination", dcc=None, exp=EXP, now=NOW):
-    """Verify ``text`` against the default expectations, overridable per test."""
-    return verify_eu_credential(
-        text,
-        trust=trust,
-        key_usage=key_usage,
-        expected_dcc=dcc if dcc is not None else sample_dcc(),
-        expected_exp=exp,
-        proof_identifier=proof,
-        now=now,
-        max_clock_skew=SKEW,
-    )
-
-
-def reason_of(text, trust, **kwargs) -> str:
-    """The reason verification refuses ``text`` with."""
-    with pytest.raises(CredentialVerificationError) as caught:
-        verify(text, trust, **kwargs)
-    return caught.value.reason
+from tests.support.credentials import loose_cbor, make_dsc, make_hc1, sample_dcc, wrap_cose
 
 
 def test_valid_es256_credential_verifies(dsc, trust):
@@ -230,11 +174,6 @@ def someone_else() -> dict:
     other["nam"] = {"fn": "Else", "fnt": "ELSE", "gn": "Someone", "gnt": "SOMEONE"}
     other["dob"] = "1999-01-01"
     return other
-
-
-def payload_of(text: str) -> bytes:
-    """The signed payload bytes of a credential, as they travel."""
-    return cbor2.loads(zlib.decompress(base45.b45decode(text[4:]))).value[2]
 
 
 @pytest.mark.parametrize(
