@@ -8,7 +8,9 @@ Every step is bounded: the text length, the decompressed size (a zip bomb is ref
 ``MAX_DECOMPRESSED_BYTES``) and CBOR nesting (cbor2 caps it). The COSE message, the protected
 header and the payload must each be exactly one CBOR item with no repeated map key
 (``verification.cbor``), so neither a repeated key nor a second item can show another reader
-content the gateway did not check. Verifying one credential costs about a signature check
+content the gateway did not check. Header and claim labels must be ints or text (COSE and CWT
+define no other kind): a Python dict finds 1.0 or true under the label 1, a COSE library does
+not. Verifying one credential costs about a signature check
 (~100 µs for ES256), so it runs on the event loop.
 """
 
@@ -113,6 +115,18 @@ def _int(value: object, what: str) -> int:
     return value
 
 
+def _check_labels(mapping: Mapping[Any, Any], what: str) -> None:
+    """Refuse a label that is neither an int nor text: COSE and CWT define no other.
+
+    Python finds 1.0 and true under the key 1, so a float or bool label would read here like
+    the int it equals, while a COSE or CWT library looking up the int finds nothing.
+    """
+    for label in mapping:
+        kind = type(label)
+        if kind is not int and kind is not str:  # type(), not isinstance(): bool is an int
+            raise _fail("decode-failed", f"{what} labels must be integers or text")
+
+
 def _cose_sign1(text: str) -> list[Any]:
     """Undo prefix, Base45, zlib and CBOR; return the four COSE_Sign1 elements."""
     if not isinstance(text, str) or not text.startswith(_PREFIX):
@@ -151,6 +165,8 @@ def decode_hc1(text: str) -> DecodedHc1:
     header = decode_item(protected, "protected header") if protected else {}
     if not isinstance(header, dict):
         raise _fail("decode-failed", "protected header must be a map")
+    _check_labels(header, "protected header")
+    _check_labels(unprotected, "unprotected header")
     # The spec lets kid sit in the unprotected header; the signature check still binds the key.
     kid = header.get(_HEADER_KID, unprotected.get(_HEADER_KID))
     if not isinstance(kid, bytes):
@@ -158,8 +174,11 @@ def decode_hc1(text: str) -> DecodedHc1:
     claims = decode_item(payload, "payload")
     if not isinstance(claims, dict):
         raise _fail("decode-failed", "payload must be a map")
+    _check_labels(claims, "payload")
     iss = claims.get(_CLAIM_ISS)
     hcert = claims.get(_CLAIM_HCERT)
+    if isinstance(hcert, dict):
+        _check_labels(hcert, "hcert claim")
     dcc = hcert.get(1) if isinstance(hcert, dict) else None
     if not isinstance(iss, str) or not isinstance(dcc, dict):
         raise _fail("decode-failed", "payload must carry iss and -260/1")

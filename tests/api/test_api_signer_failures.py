@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import cbor2
 import httpx
@@ -145,6 +146,11 @@ async def test_eu_signer_drops_connection(gateway, mocked: MockedSigners):
     _assert_no_leak(response)
 
 
+def _float_labels(entries: dict[int, Any]) -> bytes:
+    """A header or claims map with each label written as a float: 1.0 where 1 belongs."""
+    return cbor2.dumps({float(label): value for label, value in entries.items()})
+
+
 def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
     """Each defect: a signer answer carrying it, and the rejection reason it must be counted as."""
     other = sample_dcc()
@@ -170,6 +176,8 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
             eu_signing(keys, payload_trailer=cbor2.dumps(other_claims)),
             "decode-failed",
         ),
+        # Read as the request through a Python dict; a COSE library finds no alg, kid or claim.
+        "labels-as-floats": (eu_signing(keys, encode=_float_labels), "decode-failed"),
     }
 
 
@@ -184,6 +192,7 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
         "exp-earlier",
         "hcert-claim-twice",
         "claims-after-payload",
+        "labels-as-floats",
     ],
 )
 async def test_eu_credential_failing_verification_is_withheld(

@@ -251,6 +251,18 @@ def make_hc1(dsc: Dsc, spec: Hc1Spec) -> Hc1:
     return Hc1(wrap_cose(cose + spec.cose_trailer), signature, kid)
 
 
+def forge_hc1(
+    dsc: Dsc, protected: bytes, payload: bytes, unprotected: dict[Any, Any] | None = None
+) -> Hc1:
+    """A credential of exactly these encoded parts, validly signed with ``dsc``.
+
+    For shapes ``Hc1Spec`` cannot describe: the parts are taken as given, unchecked.
+    """
+    signature = _sign(dsc.key, cbor2.dumps(["Signature1", protected, b"", payload]))
+    cose = cbor2.CBORTag(18, [protected, unprotected or {}, payload, signature])
+    return Hc1(wrap_cose(cbor2.dumps(cose)), signature, dsc.kid)
+
+
 def _head(major: int, value: int) -> bytes:
     """A CBOR head with the argument always in 8 bytes: valid, and never the shortest form."""
     return bytes([major << 5 | 27]) + value.to_bytes(8, "big")

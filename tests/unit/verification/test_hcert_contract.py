@@ -1,0 +1,61 @@
+"""What a validly signed credential must look like beyond its signature, or stay withheld.
+
+Each credential here is signed with the trusted DSC, so only the structural rule under test
+can refuse it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+import pytest
+from hcert_testdata import EXP, IAT, reason_of, verify
+
+from tests.support.credentials import forge_hc1, sample_dcc
+
+
+def forged(dsc, protected: Any, payload: Any, unprotected: Any = None):
+    """A credential of these parts, encoded by cbor2 and validly signed with ``dsc``."""
+    return forge_hc1(dsc, cbor2.dumps(protected), cbor2.dumps(payload), unprotected)
+
+
+def signer_claims() -> dict[Any, Any]:
+    """The CWT claims the EU signer writes for the sample DCC."""
+    return {1: "NL", 4: EXP, 6: IAT, -260: {1: sample_dcc()}}
+
+
+def test_forged_parts_in_the_signer_shape_verify(dsc, trust):
+    """The forging helper itself yields a credential that verifies when nothing is bent."""
+    hc1 = forged(dsc, {1: -7, 4: dsc.kid}, signer_claims())
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier).exp == EXP
+
+
+# Python finds 1.0 and True under the key 1, so each of these reads like the signer's shape
+# there; a COSE or CWT library looking up the integer label finds no claim, DCC, alg or kid.
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {1: "NL", 4: EXP, 6: IAT, -260.0: {1: sample_dcc()}},
+        {1: "NL", 4: EXP, 6: IAT, -260: {1.0: sample_dcc()}},
+        {1: "NL", 4: EXP, 6: IAT, -260: {True: sample_dcc()}},
+        {True: "NL", 4.0: EXP, 6.0: IAT, -260: {1: sample_dcc()}},
+    ],
+    ids=["hcert-under-float", "dcc-under-float", "dcc-under-true", "claims-under-true-and-floats"],
+)
+def test_claim_labels_that_are_not_integers_are_refused(dsc, trust, payload):
+    """A claim or -260 label written as a float or a bool gives decode-failed."""
+    hc1 = forged(dsc, {1: -7, 4: dsc.kid}, payload)
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+def test_protected_header_labels_that_are_not_integers_are_refused(dsc, trust):
+    """A protected header with alg under true and kid under 4.0 gives decode-failed."""
+    hc1 = forged(dsc, {True: -7, 4.0: dsc.kid}, signer_claims())
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+def test_unprotected_kid_label_that_is_not_an_integer_is_refused(dsc, trust):
+    """A kid under 4.0 in the unprotected header gives decode-failed."""
+    hc1 = forged(dsc, {1: -7}, signer_claims(), {4.0: dsc.kid})
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
