@@ -5,13 +5,17 @@
 (4), and the payload is a CWT with iss (1), exp (4), iat (6) and the DCC under -260 → 1.
 
 Every step is bounded: the text length, the decompressed size (a zip bomb is refused after
-``MAX_DECOMPRESSED_BYTES``) and CBOR nesting (cbor2 caps it). The COSE message, the protected
-header and the payload must each be exactly one CBOR item with no repeated map key
-(``verification.cbor``), so neither a repeated key nor a second item can show another reader
-content the gateway did not check. Header and claim labels must be ints or text (COSE and CWT
-define no other kind): a Python dict finds 1.0 or true under the label 1, a COSE library does
-not. Verifying one credential costs about a signature check
-(~100 µs for ES256), so it runs on the event loop.
+``MAX_DECOMPRESSED_BYTES``) and CBOR nesting (cbor2 caps it). Verifying one credential costs
+about a signature check (~100 µs for ES256), so it runs on the event loop.
+
+What verifier apps read must be what the gateway checked, whatever CBOR library they use:
+
+- the COSE message, the protected header and the payload must each be exactly one CBOR item
+  with no repeated map key and no tag but the message's own tag 18 (``verification.cbor``),
+  so neither a repeated key, a second item nor a tag cbor2 resolves silently shows another
+  reader other content;
+- header and claim labels must be ints or text (COSE and CWT define no other kind): a Python
+  dict finds 1.0 or true under the label 1, a COSE library does not.
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ def _cose_sign1(text: str) -> list[Any]:
         compressed = b45decode(text[len(_PREFIX) :])
     except (ValueError, TypeError) as exc:
         raise _fail("decode-failed", "not Base45") from exc
-    cose = decode_item(_decompress(compressed), "COSE message")
+    cose = decode_item(_decompress(compressed), "COSE message", outer_tag=_COSE_SIGN1_TAG)
     if not isinstance(cose, cbor2.CBORTag) or cose.tag != _COSE_SIGN1_TAG:
         raise _fail("decode-failed", "not a tagged COSE_Sign1")
     parts = cose.value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import cbor2
@@ -178,6 +179,11 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
         ),
         # Read as the request through a Python dict; a COSE library finds no alg, kid or claim.
         "labels-as-floats": (eu_signing(keys, encode=_float_labels), "decode-failed"),
+        # cbor2 resolves string references (tags 256 and 25); a reader without them cannot.
+        "string-references": (
+            eu_signing(keys, encode=partial(cbor2.dumps, string_referencing=True)),
+            "decode-failed",
+        ),
     }
 
 
@@ -193,6 +199,7 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
         "hcert-claim-twice",
         "claims-after-payload",
         "labels-as-floats",
+        "string-references",
     ],
 )
 async def test_eu_credential_failing_verification_is_withheld(

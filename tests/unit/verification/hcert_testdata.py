@@ -63,7 +63,12 @@ def reason_of(text: str, trust: EuTrustStore, **kwargs: Any) -> str:
     return caught.value.reason
 
 
+def cose_of(text: str) -> bytes:
+    """The encoded COSE message inside an ``HC1:`` text."""
+    return zlib.decompress(base45.b45decode(text[4:]))
+
+
 def payload_of(text: str) -> bytes:
     """The signed payload bytes of a credential, as they travel."""
-    payload: bytes = cbor2.loads(zlib.decompress(base45.b45decode(text[4:]))).value[2]
+    payload: bytes = cbor2.loads(cose_of(text)).value[2]
     return payload

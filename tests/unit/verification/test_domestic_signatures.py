@@ -124,6 +124,15 @@ def test_static_qr_with_bytes_after_it_is_refused(signer, trust):
     assert static_reason(padded, trust, proof=proof_identifier(signature)) == "decode-failed"
 
 
+def test_static_qr_holding_a_tag_is_refused(signer, trust):
+    """A genuine QR whose signature is marked shareable (tag 28, dropped by cbor2) is refused."""
+    qr, signature = signer.static_qr(sample_attributes())
+    kid, attributes, _ = cbor2.loads(base45.b45decode(qr[4:]))
+    tagged = cbor2.dumps([kid, attributes, cbor2.CBORTag(28, signature)])
+    text = "NL2:" + base45.b45encode(tagged).decode()
+    assert static_reason(text, trust, proof=proof_identifier(signature)) == "decode-failed"
+
+
 def test_static_qr_too_long(trust):
     """A QR over the character cap is refused as too-large."""
     assert static_reason("NL2:" + "0" * 9000, trust, proof="") == "too-large"

@@ -10,9 +10,9 @@ from typing import Any
 
 import cbor2
 import pytest
-from hcert_testdata import EXP, IAT, reason_of, verify
+from hcert_testdata import EXP, IAT, cose_of, reason_of, verify
 
-from tests.support.credentials import forge_hc1, sample_dcc
+from tests.support.credentials import forge_hc1, sample_dcc, wrap_cose
 
 
 def forged(dsc, protected: Any, payload: Any, unprotected: Any = None):
@@ -59,3 +59,60 @@ def test_unprotected_kid_label_that_is_not_an_integer_is_refused(dsc, trust):
     """A kid under 4.0 in the unprotected header gives decode-failed."""
     hc1 = forged(dsc, {1: -7}, signer_claims(), {4.0: dsc.kid})
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+def shared_dose_numbers() -> dict[str, Any]:
+    """The sample DCC with sd marked shareable (tag 28) and dn a reference to it (tag 29).
+
+    cbor2 reads dn as 2, like sd; a reader without value sharing reads the reference's index, 0.
+    """
+    dcc = sample_dcc()
+    entry = dcc["v"][0]
+    dcc["v"][0] = {"sd": cbor2.CBORTag(28, entry.pop("sd")), "dn": cbor2.CBORTag(29, 0), **entry}
+    return dcc
+
+
+def tagged_iat(tag: int, value: Any) -> bytes:
+    """The signer's claims with iat written as ``value`` under ``tag``."""
+    return cbor2.dumps({1: "NL", 4: EXP, 6: cbor2.CBORTag(tag, value), -260: {1: sample_dcc()}})
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        cbor2.dumps({1: "NL", 4: EXP, 6: IAT, -260: {1: shared_dose_numbers()}}),
+        cbor2.dumps(signer_claims(), string_referencing=True),
+        tagged_iat(2, IAT.to_bytes(4, "big")),
+        tagged_iat(55799, IAT),
+    ],
+    ids=["value-sharing", "string-references", "iat-as-bignum", "iat-self-described"],
+)
+def test_payload_holding_a_tag_is_refused(dsc, trust, payload):
+    """A tag in the signed payload gives decode-failed, though cbor2 reads it as the request."""
+    assert cbor2.loads(payload) == signer_claims()
+    hc1 = forge_hc1(dsc, cbor2.dumps({1: -7, 4: dsc.kid}), payload)
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize("bucket", ["protected", "unprotected"])
+def test_kid_under_a_tag_is_refused(dsc, trust, bucket):
+    """A kid under value-sharing tag 28, which cbor2 reads as the bare kid, gives decode-failed."""
+    kid = cbor2.CBORTag(28, dsc.kid)
+    if bucket == "protected":
+        hc1 = forged(dsc, {1: -7, 4: kid}, signer_claims())
+    else:
+        hc1 = forged(dsc, {1: -7}, signer_claims(), {4: kid})
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize(
+    "outer", [b"\xd9\xd9\xf7", b"\xd2"], ids=["self-describe-around", "tag-18-twice"]
+)
+def test_cose_message_under_a_second_tag_is_refused(dsc, trust, outer):
+    """A COSE_Sign1 wrapped in one more tag, self-describe 55799 or 18 again, is decode-failed.
+
+    The signer never writes one, and a verifier that looks for tag 18 outermost finds none.
+    """
+    hc1 = forged(dsc, {1: -7, 4: dsc.kid}, signer_claims())
+    text = wrap_cose(outer + cose_of(hc1.text))
+    assert reason_of(text, trust, proof=hc1.proof_identifier) == "decode-failed"
