@@ -15,7 +15,10 @@ What verifier apps read must be what the gateway checked, whatever CBOR library 
   so neither a repeated key, a second item nor a tag cbor2 resolves silently shows another
   reader other content;
 - header and claim labels must be ints or text (COSE and CWT define no other kind): a Python
-  dict finds 1.0 or true under the label 1, a COSE library does not.
+  dict finds 1.0 or true under the label 1, a COSE library does not;
+- the claims are exactly iss, exp, iat and -260, and -260 holds only the DCC under 1, so no
+  claim the gateway does not read (nbf, sub, a second DCC) reaches a verifier;
+- iss must be the signing DSC's country, when its subject names one (``iss-mismatch``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ _ALG_PS256 = -37
 _ALGS = {_ALG_ES256: "ES256", _ALG_PS256: "PS256"}
 _HEADER_ALG, _HEADER_KID = 1, 4
 _CLAIM_ISS, _CLAIM_EXP, _CLAIM_IAT, _CLAIM_HCERT = 1, 4, 6, -260
+_CLAIMS = frozenset({_CLAIM_ISS, _CLAIM_EXP, _CLAIM_IAT, _CLAIM_HCERT})
+_HCERT_EU_DCC_V1 = 1
+_HCERT_LABELS = frozenset({_HCERT_EU_DCC_V1})
 _ES256_SIGNATURE_BYTES = 64
 _COSE_ARRAY_LENGTH = 4
 
@@ -131,6 +137,18 @@ def _check_labels(mapping: Mapping[Any, Any], what: str) -> None:
             raise _fail("decode-failed", f"{what} labels must be integers or text")
 
 
+def _check_exact_labels(mapping: Mapping[Any, Any], labels: frozenset[int], what: str) -> None:
+    """Refuse ``mapping`` unless its labels are exactly ``labels``, each an int.
+
+    A claim the gateway does not read (nbf, sub, a second DCC under -260/2, a -261) would still
+    be read by some verifier, and nothing the gateway did not check may ride along.
+    """
+    if len(mapping) != len(labels) or any(
+        type(label) is not int or label not in labels for label in mapping
+    ):
+        raise _fail("decode-failed", f"{what} must hold exactly the labels {sorted(labels)}")
+
+
 def _cose_sign1(text: str) -> list[Any]:
     """Undo prefix, Base45, zlib and CBOR; return the four COSE_Sign1 elements."""
     if not isinstance(text, str) or not text.startswith(_PREFIX):
@@ -178,14 +196,15 @@ def decode_hc1(text: str) -> DecodedHc1:
     claims = decode_item(payload, "payload")
     if not isinstance(claims, dict):
         raise _fail("decode-failed", "payload must be a map")
-    _check_labels(claims, "payload")
-    iss = claims.get(_CLAIM_ISS)
-    hcert = claims.get(_CLAIM_HCERT)
-    if isinstance(hcert, dict):
-        _check_labels(hcert, "hcert claim")
-    dcc = hcert.get(1) if isinstance(hcert, dict) else None
+    _check_exact_labels(claims, _CLAIMS, "payload")
+    iss = claims[_CLAIM_ISS]
+    hcert = claims[_CLAIM_HCERT]
+    if not isinstance(hcert, dict):
+        raise _fail("decode-failed", "-260 must be a map")
+    _check_exact_labels(hcert, _HCERT_LABELS, "-260")
+    dcc = hcert[_HCERT_EU_DCC_V1]
     if not isinstance(iss, str) or not isinstance(dcc, dict):
-        raise _fail("decode-failed", "payload must carry iss and -260/1")
+        raise _fail("decode-failed", "iss must be text and -260/1 a map")
     return DecodedHc1(
         protected=protected,
         alg=_int(header.get(_HEADER_ALG), "alg"),
@@ -299,20 +318,23 @@ def verify_eu_credential(
     """Check that a signer's credential is genuine and says exactly what was asked.
 
     Checks, in order: structure, alg (ES256/PS256) known and matching the DSC key, kid
-    trusted, DSC allowed for ``key_usage`` and valid at ``now``, signature, DCC equal to
-    ``expected_dcc`` (types included), exp equal to ``expected_exp`` and within the DSC,
-    iat within ``max_clock_skew`` of ``now``, and the proof identifier.
+    trusted, DSC allowed for ``key_usage`` and valid at ``now``, signature, iss equal to the
+    DSC's country (when its subject names one), DCC equal to ``expected_dcc`` (types
+    included), exp equal to ``expected_exp`` and within the DSC, iat within
+    ``max_clock_skew`` of ``now``, and the proof identifier.
 
     Raises:
         CredentialVerificationError: with reason ``decode-failed``, ``too-large``,
             ``unsupported-alg``, ``unknown-kid``, ``alg-mismatch``, ``key-usage-mismatch``,
-            ``certificate-not-valid``, ``bad-signature``, ``payload-mismatch``,
+            ``certificate-not-valid``, ``bad-signature``, ``iss-mismatch``, ``payload-mismatch``,
             ``exp-mismatch``, ``exp-beyond-certificate``, ``iat-out-of-range`` or
             ``proof-identifier-mismatch``.
     """
     decoded = decode_hc1(credential)
     dsc = _signing_certificate(decoded, trust=trust, key_usage=key_usage, now=now)
     _check_signature(decoded, dsc)
+    if dsc.country is not None and decoded.iss != dsc.country:
+        raise _fail("iss-mismatch", f"iss is not {dsc.country}, the certificate's country")
     if not _strictly_equal(decoded.dcc, expected_dcc):
         raise _fail("payload-mismatch")
     if decoded.exp != expected_exp:

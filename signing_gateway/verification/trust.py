@@ -12,6 +12,7 @@ and render the gateway's own ``GET /v1/keys`` lists.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,6 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -88,13 +90,33 @@ def _key_usages(certificate: x509.Certificate) -> frozenset[str]:
     return frozenset(named) if named else frozenset(KEY_USAGES)
 
 
+def _subject_country(certificate: x509.Certificate) -> str | None:
+    """The countryName of the subject, None if it has none.
+
+    Raises:
+        TrustConfigError: the subject names two different countries.
+    """
+    try:
+        attributes = certificate.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)
+    except ValueError as exc:  # the subject is parsed on first use
+        raise TrustConfigError("DSC subject is not a readable name") from exc
+    countries = {str(attribute.value) for attribute in attributes}
+    if len(countries) > 1:
+        raise TrustConfigError("DSC subject names more than one country")
+    return countries.pop() if countries else None
+
+
 @dataclass(frozen=True)
 class DscCertificate:
-    """One EU Document Signer Certificate, with what verification needs precomputed."""
+    """One EU Document Signer Certificate, with what verification needs precomputed.
+
+    ``country`` is the subject's countryName: the ``iss`` its credentials must carry.
+    """
 
     der: bytes
     kid: bytes
     alg: Literal["ES256", "PS256"]
+    country: str | None
     key_usages: frozenset[str]
     not_before: datetime
     not_after: datetime
@@ -122,6 +144,7 @@ class DscCertificate:
             der=der,
             kid=hashlib.sha256(der).digest()[:_KID_LENGTH],
             alg=alg,
+            country=_subject_country(certificate),
             key_usages=_key_usages(certificate),
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
@@ -268,21 +291,8 @@ class EuTrustStore:
             if not isinstance(usages, list) or not set(usages) <= dsc.key_usages or not usages:
                 raise TrustConfigError(f"keyUsage not allowed by certificate {dsc.kid_b64}")
             # The signer's stated usages narrow what the certificate allows, never widen it.
-            certificates.append(_with_usages(dsc, frozenset(usages)))
+            certificates.append(dataclasses.replace(dsc, key_usages=frozenset(usages)))
         return cls(certificates, cscas=anchors)
-
-
-def _with_usages(dsc: DscCertificate, usages: frozenset[str]) -> DscCertificate:
-    return DscCertificate(
-        der=dsc.der,
-        kid=dsc.kid,
-        alg=dsc.alg,
-        key_usages=usages,
-        not_before=dsc.not_before,
-        not_after=dsc.not_after,
-        public_key=dsc.public_key,
-        certificate=dsc.certificate,
-    )
 
 
 def _load_csca(der: bytes) -> x509.Certificate:

@@ -184,6 +184,13 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
             eu_signing(keys, encode=partial(cbor2.dumps, string_referencing=True)),
             "decode-failed",
         ),
+        # The test DSCs are Dutch: a credential claiming another issuing country is not theirs.
+        "iss-of-another-country": (eu_signing(keys, iss="DE"), "iss-mismatch"),
+        # A claim the gateway does not read: not valid before 2100, for every verifier honouring it.
+        "claim-beyond-contract": (
+            eu_signing(keys, extra_claims={5: 4_102_444_800}),
+            "decode-failed",
+        ),
     }
 
 
@@ -200,6 +207,8 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
         "claims-after-payload",
         "labels-as-floats",
         "string-references",
+        "iss-of-another-country",
+        "claim-beyond-contract",
     ],
 )
 async def test_eu_credential_failing_verification_is_withheld(

@@ -32,13 +32,9 @@ EKU = {
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+def _name(common_name: str, countries: Iterable[str] = ("NL",)) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COUNTRY_NAME, c) for c in countries]
+    return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 @dataclass
@@ -118,8 +114,12 @@ def make_dsc(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     extra_eku: list[str] | None = None,
+    countries: Iterable[str] = ("NL",),
 ) -> Dsc:
-    """A DSC with the DCC EKUs of ``key_usages`` (None: no EKU extension at all)."""
+    """A DSC with the DCC EKUs of ``key_usages`` (None: no EKU extension at all).
+
+    ``countries`` are the countryName attributes of its subject, in order (none, one or more).
+    """
     key: SigningKey = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
         if rsa_key
@@ -128,8 +128,8 @@ def make_dsc(
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name("Test DSC"))
-        .issuer_name(issuer.certificate.subject if issuer else _name("Test DSC"))
+        .subject_name(_name("Test DSC", countries))
+        .issuer_name(issuer.certificate.subject if issuer else _name("Test DSC", countries))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or now - timedelta(days=1))

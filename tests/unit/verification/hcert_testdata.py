@@ -33,6 +33,14 @@ def spec(**changes: Any) -> Hc1Spec:
     return base
 
 
+def someone_else() -> dict[str, Any]:
+    """A DCC for another person, signed alongside the requested one in the ambiguous cases."""
+    other = sample_dcc()
+    other["nam"] = {"fn": "Else", "fnt": "ELSE", "gn": "Someone", "gnt": "SOMEONE"}
+    other["dob"] = "1999-01-01"
+    return other
+
+
 def verify(
     text: str,
     trust: EuTrustStore,

@@ -10,9 +10,10 @@ from typing import Any
 
 import cbor2
 import pytest
-from hcert_testdata import EXP, IAT, cose_of, reason_of, verify
+from hcert_testdata import EXP, IAT, cose_of, reason_of, someone_else, spec, verify
 
-from tests.support.credentials import forge_hc1, sample_dcc, wrap_cose
+from signing_gateway.verification.trust import DscCertificate, EuTrustStore
+from tests.support.credentials import forge_hc1, make_dsc, make_hc1, sample_dcc, wrap_cose
 
 
 def forged(dsc, protected: Any, payload: Any, unprotected: Any = None):
@@ -116,3 +117,68 @@ def test_cose_message_under_a_second_tag_is_refused(dsc, trust, outer):
     hc1 = forged(dsc, {1: -7, 4: dsc.kid}, signer_claims())
     text = wrap_cose(outer + cose_of(hc1.text))
     assert reason_of(text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize("iss", ["DE", "", "nl", "not a country at all"])
+def test_iss_other_than_the_certificate_country_is_refused(dsc, trust, iss):
+    """An iss that is not the DSC subject's countryName (NL here) gives iss-mismatch."""
+    hc1 = make_hc1(dsc, spec(iss=iss))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "iss-mismatch"
+
+
+def test_iss_is_the_country_of_the_signing_certificate():
+    """A DSC of Belgium vouches for iss BE and not for NL."""
+    belgian = make_dsc(["vaccination"], countries=["BE"])
+    store = EuTrustStore([DscCertificate.from_der(belgian.der)])
+    hc1 = make_hc1(belgian, spec(iss="BE"))
+    assert verify(hc1.text, store, proof=hc1.proof_identifier).iss == "BE"
+    dutch = make_hc1(belgian, spec(iss="NL"))
+    assert reason_of(dutch.text, store, proof=dutch.proof_identifier) == "iss-mismatch"
+
+
+def test_any_iss_is_accepted_from_a_certificate_naming_no_country():
+    """With no countryName in the DSC subject there is nothing to hold iss to."""
+    stateless = make_dsc(["vaccination"], countries=[])
+    store = EuTrustStore([DscCertificate.from_der(stateless.der)])
+    hc1 = make_hc1(stateless, spec(iss="DE"))
+    assert verify(hc1.text, store, proof=hc1.proof_identifier).iss == "DE"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {5: EXP},
+        {2: "someone-else"},
+        {99: b"x" * 100},
+        {-261: {1: someone_else()}},
+        {-260: {1: sample_dcc(), 2: someone_else()}},
+        {-260: {1: sample_dcc(), "1": someone_else()}},
+        {-260: {}},
+    ],
+    ids=[
+        "nbf-at-exp",
+        "sub",
+        "unregistered-claim",
+        "second-hcert-like-claim",
+        "second-dcc-under-2",
+        "second-dcc-under-text-1",
+        "no-dcc",
+    ],
+)
+def test_claims_beyond_the_contract_are_refused(dsc, trust, extra):
+    """Claims other than iss, exp, iat and -260, or -260 holding other than just 1, are refused.
+
+    A claim the gateway does not read would still be read by some verifier: a not-before at
+    expiry, another subject, another person's DCC.
+    """
+    hc1 = make_hc1(dsc, spec(extra_claims=extra))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize("missing", [1, 4, 6, -260])
+def test_each_claim_is_required(dsc, trust, missing):
+    """A payload without iss, exp, iat or -260 gives decode-failed."""
+    claims = signer_claims()
+    del claims[missing]
+    hc1 = forged(dsc, {1: -7, 4: dsc.kid}, claims)
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"

@@ -10,7 +10,7 @@ from datetime import timedelta
 import base45
 import cbor2
 import pytest
-from hcert_testdata import EXP, NOW, payload_of, reason_of, spec, verify
+from hcert_testdata import EXP, NOW, payload_of, reason_of, someone_else, spec, verify
 
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import MAX_DECOMPRESSED_BYTES, decode_hc1
@@ -166,14 +166,6 @@ def test_extra_payload_field_is_a_mismatch(dsc, trust):
     signed["extra"] = "x"
     hc1 = make_hc1(dsc, spec(dcc=signed))
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
-
-
-def someone_else() -> dict:
-    """A DCC for another person, signed alongside the requested one in the ambiguous cases."""
-    other = sample_dcc()
-    other["nam"] = {"fn": "Else", "fnt": "ELSE", "gn": "Someone", "gnt": "SOMEONE"}
-    other["dob"] = "1999-01-01"
-    return other
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,20 @@ def test_non_p256_curve_is_refused():
         DscCertificate.from_der(make_dsc(["test"], curve=ec.SECP384R1()).der)
 
 
+@pytest.mark.parametrize(
+    ("countries", "expected"), [(["BE"], "BE"), ([], None), (["NL", "NL"], "NL")]
+)
+def test_country_is_the_subject_country_name(countries, expected):
+    """The DSC's country is its subject's countryName, None when the subject names none."""
+    assert DscCertificate.from_der(make_dsc(["test"], countries=countries).der).country == expected
+
+
+def test_subject_naming_two_countries_is_refused():
+    """A DSC whose subject names two different countries fits no single iss and is refused."""
+    with pytest.raises(TrustConfigError):
+        DscCertificate.from_der(make_dsc(["test"], countries=["NL", "BE"]).der)
+
+
 def test_garbage_der_is_refused():
     """Bytes that are not a certificate raise TrustConfigError."""
     with pytest.raises(TrustConfigError):
@@ -193,7 +207,7 @@ def test_keys_json_round_trip_with_csca_check():
     keys = KeySet.from_keys_json(doc)
     parsed = keys.eu.lookup(dsc.kid)
     assert parsed is not None
-    assert parsed.key_usages == {"vaccination"}
+    assert (parsed.key_usages, parsed.country) == ({"vaccination"}, "NL")
     assert keys.eu.signing_certificate("test", now=datetime.now(UTC)) is None
     assert len(keys.domestic) == 0
 
