@@ -14,8 +14,10 @@ What verifier apps read must be what the gateway checked, whatever CBOR library 
   with no repeated map key and no tag but the message's own tag 18 (``verification.cbor``),
   so neither a repeated key, a second item nor a tag cbor2 resolves silently shows another
   reader other content;
-- header and claim labels must be ints or text (COSE and CWT define no other kind): a Python
-  dict finds 1.0 or true under the label 1, a COSE library does not;
+- every header and claim label is an int of the contract, checked by type: a Python dict
+  finds 1.0 or true under the label 1, a COSE library does not;
+- the protected header holds alg and at most kid, the unprotected header at most kid, and kid
+  is not in both (RFC 9052 §3), so no crit, content type or second kid reaches a verifier;
 - the claims are exactly iss, exp, iat and -260, and -260 holds only the DCC under 1, so no
   claim the gateway does not read (nbf, sub, a second DCC) reaches a verifier;
 - iss must be the signing DSC's country, when its subject names one (``iss-mismatch``).
@@ -67,6 +69,8 @@ _ALG_ES256 = -7
 _ALG_PS256 = -37
 _ALGS = {_ALG_ES256: "ES256", _ALG_PS256: "PS256"}
 _HEADER_ALG, _HEADER_KID = 1, 4
+_PROTECTED_LABELS = frozenset({_HEADER_ALG, _HEADER_KID})
+_UNPROTECTED_LABELS = frozenset({_HEADER_KID})
 _CLAIM_ISS, _CLAIM_EXP, _CLAIM_IAT, _CLAIM_HCERT = 1, 4, 6, -260
 _CLAIMS = frozenset({_CLAIM_ISS, _CLAIM_EXP, _CLAIM_IAT, _CLAIM_HCERT})
 _HCERT_EU_DCC_V1 = 1
@@ -125,28 +129,24 @@ def _int(value: object, what: str) -> int:
     return value
 
 
-def _check_labels(mapping: Mapping[Any, Any], what: str) -> None:
-    """Refuse a label that is neither an int nor text: COSE and CWT define no other.
+def _check_labels(mapping: Mapping[Any, Any], allowed: frozenset[int], what: str) -> None:
+    """Refuse any label of ``mapping`` that is not one of the ints ``allowed``.
 
-    Python finds 1.0 and true under the key 1, so a float or bool label would read here like
-    the int it equals, while a COSE or CWT library looking up the int finds nothing.
+    The type is checked, not just the value: Python finds 1.0 and true under the key 1, so a
+    float or bool label would read here like the int it equals, while a COSE or CWT library
+    looking up the int finds nothing. A label outside ``allowed`` is something the gateway
+    does not read but a verifier might: a claim such as nbf, or a header such as crit.
     """
     for label in mapping:
-        kind = type(label)
-        if kind is not int and kind is not str:  # type(), not isinstance(): bool is an int
-            raise _fail("decode-failed", f"{what} labels must be integers or text")
+        if type(label) is not int or label not in allowed:
+            raise _fail("decode-failed", f"{what} holds a label other than {sorted(allowed)}")
 
 
 def _check_exact_labels(mapping: Mapping[Any, Any], labels: frozenset[int], what: str) -> None:
-    """Refuse ``mapping`` unless its labels are exactly ``labels``, each an int.
-
-    A claim the gateway does not read (nbf, sub, a second DCC under -260/2, a -261) would still
-    be read by some verifier, and nothing the gateway did not check may ride along.
-    """
-    if len(mapping) != len(labels) or any(
-        type(label) is not int or label not in labels for label in mapping
-    ):
-        raise _fail("decode-failed", f"{what} must hold exactly the labels {sorted(labels)}")
+    """Refuse ``mapping`` unless its labels are exactly the ints ``labels``."""
+    _check_labels(mapping, labels, what)
+    if len(mapping) != len(labels):
+        raise _fail("decode-failed", f"{what} lacks one of the labels {sorted(labels)}")
 
 
 def _cose_sign1(text: str) -> list[Any]:
@@ -187,9 +187,12 @@ def decode_hc1(text: str) -> DecodedHc1:
     header = decode_item(protected, "protected header") if protected else {}
     if not isinstance(header, dict):
         raise _fail("decode-failed", "protected header must be a map")
-    _check_labels(header, "protected header")
-    _check_labels(unprotected, "unprotected header")
+    _check_labels(header, _PROTECTED_LABELS, "protected header")
     # The spec lets kid sit in the unprotected header; the signature check still binds the key.
+    _check_labels(unprotected, _UNPROTECTED_LABELS, "unprotected header")
+    if _HEADER_KID in header and _HEADER_KID in unprotected:
+        # RFC 9052 §3: a label must not appear in both buckets; readers differ on which wins.
+        raise _fail("decode-failed", "kid in both the protected and the unprotected header")
     kid = header.get(_HEADER_KID, unprotected.get(_HEADER_KID))
     if not isinstance(kid, bytes):
         raise _fail("decode-failed", "kid must be a byte string")

@@ -191,6 +191,16 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
             eu_signing(keys, extra_claims={5: 4_102_444_800}),
             "decode-failed",
         ),
+        # Verifiers must refuse a critical label they do not know; the gateway read past it.
+        "crit-in-protected-header": (
+            eu_signing(keys, extra_header={2: [99], 99: "x"}),
+            "decode-failed",
+        ),
+        # Which kid a verifier takes depends on its COSE library.
+        "kid-in-both-headers": (
+            eu_signing(keys, extra_unprotected={4: b"\x01" * 8}),
+            "decode-failed",
+        ),
     }
 
 
@@ -209,6 +219,8 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
         "string-references",
         "iss-of-another-country",
         "claim-beyond-contract",
+        "crit-in-protected-header",
+        "kid-in-both-headers",
     ],
 )
 async def test_eu_credential_failing_verification_is_withheld(

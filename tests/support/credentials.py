@@ -189,7 +189,8 @@ class Hc1Spec:
     claims map before the real entries (repeats kept), so a decoder where the last key wins
     sees only the real ones. ``payload_trailer`` and ``cose_trailer`` are bytes appended after
     the signed claims map and after the COSE message. ``encode`` writes the protected header
-    and the claims map (the shadows always use plain ``cbor2.dumps``).
+    and the claims map (the shadows always use plain ``cbor2.dumps``). ``extra_header`` and
+    ``extra_unprotected`` add entries to the protected and the unprotected header.
     """
 
     dcc: dict[str, Any]
@@ -202,6 +203,8 @@ class Hc1Spec:
     tamper_signature: bool = False
     tamper_payload_after_signing: bool = False
     extra_claims: dict[int, Any] = field(default_factory=dict)
+    extra_header: dict[int, Any] = field(default_factory=dict)
+    extra_unprotected: dict[int, Any] = field(default_factory=dict)
     shadow_header: dict[int, Any] = field(default_factory=dict)
     shadow_claims: dict[int, Any] = field(default_factory=dict)
     payload_trailer: bytes = b""
@@ -238,6 +241,8 @@ def make_hc1(dsc: Dsc, spec: Hc1Spec) -> Hc1:
         unprotected[4] = kid
     else:
         header[4] = kid
+    header.update(spec.extra_header)
+    unprotected.update(spec.extra_unprotected)
     protected = _encode_map(header, spec.shadow_header, spec.encode)
     claims = {1: spec.iss, 4: spec.exp, 6: spec.iat, -260: {1: spec.dcc}, **spec.extra_claims}
     payload = _encode_map(claims, spec.shadow_claims, spec.encode) + spec.payload_trailer

@@ -182,3 +182,45 @@ def test_each_claim_is_required(dsc, trust, missing):
     del claims[missing]
     hc1 = forged(dsc, {1: -7, 4: dsc.kid}, claims)
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize(
+    ("extra_header", "extra_unprotected"),
+    [
+        ({2: [99], 99: "x"}, {}),
+        ({2: [4]}, {}),
+        ({3: "application/cwt"}, {}),
+        ({"kid": b"\x00" * 8}, {}),
+        ({}, {1: -7}),
+        ({}, {3: "application/cwt"}),
+        ({}, {33: b"certificate"}),
+    ],
+    ids=[
+        "crit-naming-an-unknown-label",
+        "crit-naming-kid",
+        "protected-content-type",
+        "protected-text-label",
+        "unprotected-alg",
+        "unprotected-content-type",
+        "unprotected-x5chain",
+    ],
+)
+def test_headers_beyond_alg_and_kid_are_refused(dsc, trust, extra_header, extra_unprotected):
+    """A protected label other than alg and kid, or an unprotected one other than kid, is refused.
+
+    A verifier must refuse a credential whose crit names a label it does not understand, and
+    may act on a content type or certificate chain the gateway never looked at.
+    """
+    hc1 = make_hc1(dsc, spec(extra_header=extra_header, extra_unprotected=extra_unprotected))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize("other_kid", [b"\x00" * 8, None], ids=["different", "same"])
+def test_kid_in_both_headers_is_refused(dsc, trust, other_kid):
+    """A kid in the protected and the unprotected header, equal or not, gives decode-failed.
+
+    RFC 9052 forbids a label in both; one COSE library takes the protected kid, another the
+    unprotected one, and so another key.
+    """
+    hc1 = make_hc1(dsc, spec(extra_unprotected={4: other_kid or dsc.kid}))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
