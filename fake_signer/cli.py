@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from fake_signer.app import create_app
+from fake_signer.keys import KeysDirError
 from fake_signer.settings import FakeSignerSettings, LatencyDistribution, Overflow, Role
 
 if TYPE_CHECKING:
@@ -98,5 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"fake-signer: invalid settings\n{exc}\n")
         return 2
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
-    uvloop.run(serve(settings))
+    try:
+        uvloop.run(serve(settings))
+    except KeysDirError as exc:
+        sys.stderr.write(f"fake-signer: {exc}\n")
+        return 2
     return 0

@@ -235,11 +235,17 @@ def _file_names() -> list[str]:
     return names
 
 
+class KeysDirError(ValueError):
+    """A keys directory that cannot be used as it is (nothing in it is overwritten)."""
+
+
 def load_or_create(keys_dir: Path, country: str) -> KeyMaterial:
     """Load the keys in `keys_dir`, or generate them and write them there if it holds none.
 
     Raises:
-        ValueError: the directory holds only part of a key set (refusing to overwrite it).
+        KeysDirError: the directory holds only part of a key set (refusing to overwrite it), or
+            keys of another country (credentials would name one country as `iss` while their
+            DSC names another, and a verifier refuses them).
     """
     present = [name for name in _file_names() if (keys_dir / name).exists()]
     if not present:
@@ -248,8 +254,12 @@ def load_or_create(keys_dir: Path, country: str) -> KeyMaterial:
         return material
     if len(present) != len(_file_names()):
         missing = sorted(set(_file_names()) - set(present))
-        raise ValueError(f"keys dir {keys_dir} is incomplete, missing {missing}")
-    return load(keys_dir)
+        raise KeysDirError(f"keys dir {keys_dir} is incomplete, missing {missing}")
+    material = load(keys_dir)
+    held = material.csca.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
+    if held != country:
+        raise KeysDirError(f"keys dir {keys_dir} holds keys of country {held!s}, not {country}")
+    return material
 
 
 def load(keys_dir: Path) -> KeyMaterial:

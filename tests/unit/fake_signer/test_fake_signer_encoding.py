@@ -67,6 +67,13 @@ def test_keys_save_and_load_round_trip(material, tmp_path):
     assert loaded.published(eu=True, domestic=True) == material.published(eu=True, domestic=True)
 
 
+def test_keys_of_another_country_are_refused(material, tmp_path):
+    """Keys made for NL are not reused for DE: the credentials' iss would contradict the DSC."""
+    keys.save(material, tmp_path)
+    with pytest.raises(ValueError, match="holds keys of country NL, not DE"):
+        keys.load_or_create(tmp_path, "DE")
+
+
 def test_nonce_store_is_single_use_with_ttl():
     """A nonce works once, unknown nonces fail, and nonces expire after the TTL."""
     now = [0.0]
