@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+# A domestic validFrom must lie near now (by default 30 days back to 14 ahead): the examples use
+# the hour this process started, so they are accepted when tried from /docs.
+_THIS_HOUR = str(int(time.time()) // 3600 * 3600)
 
 EU_VACCINATION: dict[str, Any] = {
     "keyUsage": "vaccination",
@@ -52,7 +57,7 @@ EU_TEST: dict[str, Any] = {
 DOMESTIC_ATTRIBUTES: dict[str, str] = {
     "isSpecimen": "0",
     "isPaperProof": "1",
-    "validFrom": "1790000000",
+    "validFrom": _THIS_HOUR,
     "validForHours": "24",
     "firstNameInitial": "A",
     "lastNameInitial": "J",

@@ -113,6 +113,11 @@ class DomesticPolicy:
     max_valid_for_hours: int
 
 
+def _hours(span: timedelta) -> str:
+    """A policy window as the settings give it: 720 hours, not "30 days, 0:00:00"."""
+    return f"{span.total_seconds() / 3600:g} hours"
+
+
 def check_domestic_policy(
     attrs: DomesticAttributes, policy: DomesticPolicy, *, now: datetime, loc: Loc
 ) -> list[FieldError]:
@@ -129,8 +134,8 @@ def check_domestic_policy(
                 loc=(*loc, "validFrom"),
                 msg=(
                     f"validFrom must lie between {int(earliest)} and "
-                    f"{int(latest)} (at most {policy.max_valid_from_past} before and "
-                    f"{policy.max_valid_from_future} after now), got {valid_from}"
+                    f"{int(latest)} (at most {_hours(policy.max_valid_from_past)} before and "
+                    f"{_hours(policy.max_valid_from_future)} after now), got {valid_from}"
                 ),
             )
         )

@@ -119,6 +119,7 @@ def test_policy_refuses_valid_from_outside_its_window(valid_from):
     )
     errors = check_domestic_policy(attrs, POLICY, now=NOW, loc=("credentialsAttributes", 2))
     assert [e.loc for e in errors] == [("credentialsAttributes", 2, "validFrom")]
+    assert "(at most 72 hours before and 168 hours after now)" in errors[0].msg
 
 
 def test_policy_refuses_too_many_hours():
