@@ -327,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     option_problems = _options_from_environment(args)
-    if args.command == "serve" and args.workers > 1 and args.probe_port is not None:
+    # A probe port given by an unusable variable is reported with the other option problems.
+    if args.command == "serve" and args.workers > 1 and isinstance(args.probe_port, int):
         # uvicorn's supervisor hands its workers one socket: there is no second one to share.
         parser.error("--probe-port (SIGNING_GATEWAY_PROBE_PORT) needs --workers 1")
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.

@@ -125,3 +125,13 @@ def test_a_flag_given_leaves_its_variable_unread() -> None:
     done = _run(_serve_code("--loop", "asyncio"), PORT="0", ENVIRONMENT="production", LOOP="uvlop")
     assert done.returncode == 2
     assert "SIGNING_GATEWAY_LOOP" not in done.stderr
+
+
+def test_a_bad_probe_port_variable_with_workers_is_reported_as_itself() -> None:
+    """With --workers 2, an unusable probe-port variable is named, not taken for a set port."""
+    done = _run(_serve_code("--workers", "2"), PORT="0", AUTH__MODE="disabled", PROBE_PORT="8081x")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        "  SIGNING_GATEWAY_PROBE_PORT: must be a whole number from 1 to 65535",
+    ]
