@@ -15,8 +15,10 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import cbor2
@@ -37,6 +39,8 @@ MAX_CREDENTIAL_AMOUNT = 100
 ISSUE_CONTEXT = b"NL2-issue\x00"
 STATIC_CONTEXT = b"NL2-static\x00"
 STATIC_PREFIX = "NL2:"
+# The most digits int() converts (Python's default guard); 0 when the guard is off.
+_INT_DIGITS = sys.get_int_max_str_digits() or sys.maxsize
 REQUIRED_ATTRIBUTES = frozenset(
     {
         "isSpecimen",
@@ -131,7 +135,12 @@ def _exact_loads(body: bytes) -> Any:  # noqa: ANN401 - any JSON value
     def refuse(constant: str) -> NoReturn:
         raise ValueError(f"{constant} is not JSON")
 
-    return json.loads(body, parse_constant=refuse)
+    # Python's int() refuses more than 4,300 digits; Decimal holds any integer exactly.
+    return json.loads(body, parse_constant=refuse, parse_int=_whole_number)
+
+
+def _whole_number(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _INT_DIGITS else Decimal(text)
 
 
 def _fields(data: dict[str, Any], *names: str) -> None:
