@@ -6,7 +6,10 @@ For a request that carries a body (a Content-Length above 0, or chunked):
 2. a declared Content-Length above the limit is refused with 413 at once, and a chunked body
    is counted while it streams in and refused as soon as it passes the limit (so at most
    `max_body_bytes` are ever buffered);
-3. the body must be JSON (orjson, UTF-8) no deeper than `max_json_depth` with no string or
+3. the whole body must arrive within `body_read_timeout_seconds` of the first read, else 408
+   with `Connection: close`: a caller that sends part of a body and stops, or drips it, holds
+   its connection that long and no longer;
+4. the body must be JSON (orjson, UTF-8) no deeper than `max_json_depth` with no string or
    key longer than `max_json_string_chars`, else 422. Python's own parser, which FastAPI
    uses afterwards, would hit its recursion limit (a 500) on deeply nested input.
 
@@ -93,6 +96,16 @@ def _too_large(limit: int) -> BodyRefused:
     )
 
 
+def _timed_out(seconds: float) -> BodyRefused:
+    # Made where it is raised, as `_too_large` is.
+    return BodyRefused(
+        408,
+        "body-timeout",
+        "Request body timed out",
+        f"the request body did not arrive within {seconds:g} s",
+    )
+
+
 async def _receive_bounded(receive: Receive, limit: int) -> bytes:
     """Read the body as it streams in; refuse it as soon as it passes `limit` bytes."""
     body = bytearray()
@@ -175,7 +188,14 @@ class RequestLimitsMiddleware:
             # Over 18 digits is over any limit, and int() refuses 4,300 digits and more.
             if len(declared) > _MAX_LENGTH_DIGITS or int(declared) > limit:
                 raise _too_large(limit)
-        data = await _receive_bounded(receive, limit)
+        # One deadline for the whole body, not one per read: a caller dripping a byte now and
+        # then would keep renewing a per-read timeout.
+        timeout = self.limits.body_read_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                data = await _receive_bounded(receive, limit)
+        except TimeoutError:
+            raise _timed_out(timeout) from None
         if len(data) > _INLINE_CHECK_BYTES:
             # Parsing and walking grow with the body: keep big ones off the event loop.
             await asyncio.to_thread(self._check_json, data)

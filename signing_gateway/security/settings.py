@@ -105,6 +105,12 @@ class LimitsSettings(BaseModel):
     max_json_string_chars: PositiveInt = Field(
         96 * 1024, description="Longest JSON string or key (issueCommitmentMessage: 90,000)"
     )
+    body_read_timeout_seconds: PositiveFloat = Field(
+        15.0,
+        description="A request body must have arrived whole this many seconds after the gateway "
+        "starts reading it; else 408 problem+json, the connection is closed and nothing "
+        "reaches a signer",
+    )
 
 
 class AuditSettings(BaseModel):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import tracemalloc
 from typing import Any
 
@@ -68,6 +70,63 @@ async def test_declared_length_is_refused_before_reading():
     sent = await _run(middleware, _scope(headers), receive)
     assert sent[0]["status"] == 413
     assert pulled == 0
+
+
+def _dripped(parts: list[bytes], *, every: float, then_stall: bool = False):
+    """A `receive` handing out `parts` one per `every` seconds, then waiting for ever if asked."""
+
+    async def receive():
+        if not parts:
+            assert then_stall
+            await asyncio.Event().wait()
+        await asyncio.sleep(every)
+        body = parts.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(parts) or then_stall}
+
+    return receive
+
+
+async def test_a_body_that_stops_arriving_is_answered_408_and_closed():
+    """Half a body and then nothing: 408 problem+json with Connection: close; the app never runs."""
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not run")
+
+    middleware = RequestLimitsMiddleware(app, limits=LimitsSettings(body_read_timeout_seconds=0.2))
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
+    started = time.monotonic()
+    sent = await _run(middleware, _scope(headers), _dripped([b'{"a": '], every=0, then_stall=True))
+    assert 0.2 <= time.monotonic() - started < 2
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert orjson.loads(sent[1]["body"])["type"].endswith("/body-timeout")
+
+
+async def test_a_dripped_body_counts_against_one_deadline_for_the_whole_body():
+    """Each part comes well within the timeout, the whole body does not: 408, not a renewal."""
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not run")
+
+    middleware = RequestLimitsMiddleware(app, limits=LimitsSettings(body_read_timeout_seconds=0.3))
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    sent = await _run(middleware, _scope(headers), _dripped([b" "] * 20, every=0.05))
+    assert sent[0]["status"] == 408
+
+
+async def test_a_slow_body_within_the_timeout_reaches_the_app():
+    """A body arriving in parts, all within the timeout, is replayed whole to the app."""
+    seen: list[bytes] = []
+
+    async def app(scope, receive, send):
+        seen.append((await receive())["body"])
+
+    middleware = RequestLimitsMiddleware(app, limits=LimitsSettings(body_read_timeout_seconds=2))
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    parts = [b'{"a": ', b"[1, 2]", b"}"]
+    sent = await _run(middleware, _scope(headers), _dripped(parts, every=0.1))
+    assert sent == []
+    assert seen == [b'{"a": [1, 2]}']
 
 
 async def test_body_is_replayed_to_the_app():
