@@ -31,6 +31,7 @@ from signing_gateway.observability.instrument import (
 from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.settings import Settings
 
 logger = logging.getLogger("signing_gateway.cli")
@@ -143,6 +144,7 @@ def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
             access_log=False,
             backlog=args.backlog,
             loop=args.loop,
+            http=GatewayHttpProtocol,
             proxy_headers=False,
         )
         Multiprocess(supervised, sockets=[supervised.bind_socket()]).run()
@@ -158,6 +160,9 @@ def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
         access_log=False,
         backlog=batch,  # asyncio: connections accepted per loop pass (see GracefulServer)
         loop=args.loop,
+        # httptools, with a size and a time bound on each request head (the probe port's
+        # server takes it from this configuration too).
+        http=GatewayHttpProtocol,
         # Nothing uses the caller's address (the audit names the authenticated client), so
         # uvicorn's X-Forwarded-* rewrite would be a layer and a header scan per request for
         # nothing.

@@ -28,6 +28,9 @@ from signing_gateway.runtime.gc_tuning import YoungMode
 from signing_gateway.security.settings import AuditSettings, AuthSettings, LimitsSettings
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: What a request head needs besides its bearer token: request line, Host, Content-Type and
+#: Content-Length, X-Request-ID, and what a proxy adds (X-Forwarded-*, traceparent).
+HEAD_ROOM_BYTES = 2048
 
 
 class ResilienceSettings(BaseModel):
@@ -393,7 +396,8 @@ class Settings(BaseSettings):
         default_factory=AuthSettings, description="Caller authentication of /v1/* (bearer JWT)"
     )
     limits: LimitsSettings = Field(
-        default_factory=LimitsSettings, description="Request body size, JSON depth and strings"
+        default_factory=LimitsSettings,
+        description="Request head and body sizes, read timeouts, JSON depth and strings",
     )
     audit: AuditSettings = Field(
         default_factory=AuditSettings, description="Audit trail of issuance attempts"
@@ -401,6 +405,18 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Access log and tracing"
     )
+
+    @model_validator(mode="after")
+    def _token_fits_in_a_head(self) -> Settings:
+        # A token the verifier would take must not be refused 431 before it is read.
+        needed = self.auth.max_token_bytes + HEAD_ROOM_BYTES
+        if self.auth.mode == "jwt" and self.limits.max_header_bytes < needed:
+            raise ValueError(
+                f"limits.max_header_bytes must be at least auth.max_token_bytes + "
+                f"{HEAD_ROOM_BYTES} ({needed}), so that a bearer token of the largest size "
+                "accepted fits in a request head"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_needs_real_trust(self) -> Settings:

@@ -170,6 +170,13 @@ class GatewayMetrics:
         self.auth_failures = Counter(
             "gateway_auth_failures", "Refused callers by reason", ["reason"], registry=r
         )
+        self.connections_refused = Counter(
+            "gateway_connections_refused",
+            "Connections closed by the gateway before a request could be handled, by reason: "
+            "header-too-large (431), header-timeout (408), idle (nothing sent in time)",
+            ["reason"],
+            registry=r,
+        )
         self.audit_write_failures = Counter(
             "gateway_audit_write_failures", "Audit records that could not be written", registry=r
         )

@@ -55,7 +55,8 @@ async def start_probe_listener(
 ) -> asyncio.Server:
     """Listen on `port` (the server's host) with the server's own app for `paths` only.
 
-    The app's state and uvicorn's settings are the server's own.
+    The app's state and uvicorn's settings are the server's own, its HTTP protocol too (with
+    `serve`, `runtime.http_protocol`'s bounds on request heads).
     Call once the server has started (its app is loaded and its lifespan has run). The
     connections count with the main port's (uvicorn's limits and shutdown cover them), and
     the listener closes with the server's own when it is appended to `server.servers`.

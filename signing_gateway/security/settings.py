@@ -93,8 +93,20 @@ class AuthSettings(BaseModel):
 
 
 class LimitsSettings(BaseModel):
-    """Bounds on what a caller may send, enforced before anything parses the body."""
+    """Bounds on what a caller may send and how long it may take, before anything parses it."""
 
+    max_header_bytes: PositiveInt = Field(
+        32 * 1024,
+        ge=4096,
+        description="Largest request head, request line and header fields together (431 beyond; "
+        "nginx's default total): room for an 8 KiB bearer token and a proxy's headers",
+    )
+    header_timeout_seconds: PositiveFloat = Field(
+        10.0,
+        description="A request head must be complete this many seconds after its first byte "
+        "(after the connection opened, for the first): else 408 and the connection is closed, "
+        "or just closed if nothing was sent. Between requests uvicorn's 5 s keep-alive applies",
+    )
     max_body_bytes: PositiveInt = Field(
         192 * 1024,
         description="Largest request body (413 beyond); the largest valid request is ~150 KiB",

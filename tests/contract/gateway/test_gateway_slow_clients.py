@@ -1,54 +1,76 @@
-"""Callers that send too slowly: real sockets against a real `signing-gateway serve` process.
+"""Callers that send too much or too slowly: raw sockets against a real `serve` process.
 
-The gateway runs with timeouts of a second, so that each test waits a second or two, not the
-production defaults.
+uvicorn alone kept every header line a connection sent (100 MB sent, 100 MB more held, no
+answer) and waited for ever on connections that sent nothing, half a head or half a body.
+The gateway runs with timeouts of a second here, so that each test waits a second or two.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import orjson
 import pytest
 
+from signing_gateway.api import examples
 from tests.contract.gateway.gateway_process import (
     GatewayProcess,
+    free_port,
     gateway_env,
     running_gateway_process,
 )
 from tests.support.fake_signer_process import FakeSignerProcess
 
+HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
+#: uvicorn's keep-alive timeout, which `serve` leaves at uvicorn's default.
+KEEP_ALIVE = 5.0
 #: Longest a test waits for the gateway to answer or close.
 PATIENCE = 5.0
+#: The start of a head that signs, up to the body's framing.
+POST_JSON = b"POST /v1/dcc HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+
+
+@pytest.fixture(scope="module")
+def probe_port() -> int:
+    """The strict gateway's probe port (`serve --probe-port`)."""
+    return free_port()
 
 
 @pytest.fixture(scope="module")
 def strict_gateway(
-    eu_signer: FakeSignerProcess, domestic_signer: FakeSignerProcess
+    eu_signer: FakeSignerProcess, domestic_signer: FakeSignerProcess, probe_port: int
 ) -> Iterator[GatewayProcess]:
     """A gateway process whose read timeouts are short enough to wait for in a test."""
     env = gateway_env(
         eu_signer.base_url,
         domestic_signer.base_url,
+        SIGNING_GATEWAY_LIMITS__HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
         SIGNING_GATEWAY_LIMITS__BODY_READ_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
     )
-    with running_gateway_process(env) as gateway:
+    with running_gateway_process(env, "--probe-port", str(probe_port)) as gateway:
         yield gateway
 
 
-def _connect(gateway: GatewayProcess) -> socket.socket:
-    host, port = gateway.base_url.removeprefix("http://").rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=PATIENCE)
+def _port(gateway: GatewayProcess) -> int:
+    return int(gateway.base_url.rsplit(":", 1)[1])
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
 
 
 def _read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
     """Everything the gateway sends until it closes the connection, and how long that took.
 
-    Fails the test when the connection is still open after `PATIENCE` seconds.
+    Closed means an end of stream or a reset (a close with input unread sends one). Fails the
+    test when the connection is still open after `PATIENCE` seconds.
     """
     started = time.monotonic()
     received = bytearray()
@@ -58,6 +80,8 @@ def _read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
             data = sock.recv(65536)
         except TimeoutError:
             pytest.fail(f"still open after {PATIENCE:g} s; received {bytes(received)!r}")
+        except ConnectionResetError:
+            data = b""
         if not data:
             return bytes(received), time.monotonic() - started
         received += data
@@ -78,11 +102,8 @@ def _signed(signer: FakeSignerProcess) -> dict[str, dict[str, int]]:
 def test_a_half_sent_body_is_answered_408_after_the_body_timeout(strict_gateway, eu_signer):
     """Headers and the start of a body, then silence: 408 problem+json, closed, nothing signed."""
     before = _signed(eu_signer)
-    with _connect(strict_gateway) as sock:
-        sock.sendall(
-            b"POST /v1/dcc HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{"
-        )
+    with _connect(_port(strict_gateway)) as sock:
+        sock.sendall(POST_JSON + b"Content-Length: 1000\r\n\r\n{")
         answer, closed_after = _read_until_closed(sock)
     status, headers, body = _parse(answer)
     assert status == 408
@@ -91,3 +112,151 @@ def test_a_half_sent_body_is_answered_408_after_the_body_timeout(strict_gateway,
     assert orjson.loads(body)["type"].endswith("/body-timeout")
     assert BODY_TIMEOUT <= closed_after < BODY_TIMEOUT + 2
     assert _signed(eu_signer) == before
+
+
+def _rss_bytes(gateway: GatewayProcess) -> int:
+    status = Path(f"/proc/{gateway.process.pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def _send_until_refused(sock: socket.socket, data: bytes, times: int) -> None:
+    """Send `data` `times` times, or until the gateway stops taking it."""
+    with contextlib.suppress(OSError):
+        for _ in range(times):
+            sock.sendall(data)
+
+
+def test_oversized_heads_are_answered_431_and_not_kept(strict_gateway):
+    """Eight connections each send 1 MiB of header lines: 431 on each, and the 8 MiB not held.
+
+    uvicorn alone grew by 8.4 MiB here (measured), the bounded protocol by 0.8 MiB.
+    """
+    line = b"X-Pad: " + b"p" * 8000 + b"\r\n"
+    before = _rss_bytes(strict_gateway)
+    connections = [_connect(_port(strict_gateway)) for _ in range(8)]
+    try:
+        for sock in connections:
+            sock.sendall(b"GET /v1/keys HTTP/1.1\r\nHost: gateway\r\n")
+            _send_until_refused(sock, line, 2**20 // len(line))
+        grown = _rss_bytes(strict_gateway) - before
+        answers = [_read_until_closed(sock)[0] for sock in connections]
+    finally:
+        for sock in connections:
+            sock.close()
+    for answer in answers:
+        status, headers, body = _parse(answer)
+        assert status == 431
+        assert headers["connection"] == "close"
+        assert orjson.loads(body)["type"].endswith("/header-too-large")
+    assert grown < 3 * 2**20, grown
+
+
+def test_a_half_sent_head_is_answered_408_after_the_header_timeout(strict_gateway):
+    """A request line and one header field, then silence: 408 problem+json, then closed."""
+    with _connect(_port(strict_gateway)) as sock:
+        sock.sendall(b"POST /v1/dcc HTTP/1.1\r\nHost: gateway\r\n")
+        answer, closed_after = _read_until_closed(sock)
+    status, headers, body = _parse(answer)
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert orjson.loads(body)["type"].endswith("/header-timeout")
+    assert HEADER_TIMEOUT <= closed_after < HEADER_TIMEOUT + 2
+
+
+@pytest.mark.parametrize("port", ["main", "probe"])
+def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
+    strict_gateway, probe_port, port
+):
+    """Connected and silent, on either port: closed unanswered after the header timeout."""
+    with _connect(_port(strict_gateway) if port == "main" else probe_port) as sock:
+        answer, closed_after = _read_until_closed(sock)
+    assert answer == b""
+    assert HEADER_TIMEOUT <= closed_after < HEADER_TIMEOUT + 2
+
+
+def test_trailer_lines_without_end_close_the_connection(strict_gateway, eu_signer):
+    """A chunked body ended by trailer fields that never end is cut off; nothing is signed."""
+    before = _signed(eu_signer)
+    with _connect(_port(strict_gateway)) as sock:
+        sock.sendall(POST_JSON + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n")
+        _send_until_refused(sock, b"X-Trailer: " + b"t" * 8000 + b"\r\n", 128)
+        _, closed_after = _read_until_closed(sock)
+    assert closed_after < BODY_TIMEOUT  # the size bound, not the body timeout
+    assert _signed(eu_signer) == before
+
+
+def _send(sock: socket.socket, *parts: bytes, pause: float = 0.0) -> None:
+    """Send `parts`, `pause` seconds apart."""
+    for index, part in enumerate(parts):
+        if index:
+            time.sleep(pause)
+        sock.sendall(part)
+
+
+def _status(reader: BinaryIO) -> int:
+    """The status of the next answer on the connection, read whole (by Content-Length)."""
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    reader.read(length)
+    return status
+
+
+def test_the_header_clock_runs_per_request_not_between_requests(strict_gateway):
+    """Pauses between requests count against keep-alive, not the header timeout, per request.
+
+    Pauses longer than the header timeout between requests keep the connection; a head and a
+    body each dripped within their timeouts are served; a later head left half-sent is still
+    answered 408.
+    """
+    pause = HEADER_TIMEOUT * 1.5
+    assert pause < KEEP_ALIVE
+    body = orjson.dumps(examples.EU_VACCINATION)
+    with _connect(_port(strict_gateway)) as sock, sock.makefile("rb") as reader:
+        _send(sock, b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        statuses = [_status(reader)]
+        time.sleep(pause)
+        dripped = (POST_JSON, b"Content-Length: %d\r\n\r\n" % len(body), body[:100], body[100:])
+        _send(sock, *dripped, pause=HEADER_TIMEOUT / 3)
+        statuses.append(_status(reader))
+        time.sleep(pause)
+        _send(sock, b"GET /readyz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        statuses.append(_status(reader))
+        time.sleep(pause)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        answer, closed_after = _read_until_closed(sock)
+    assert statuses == [200, 200, 200]
+    assert _parse(answer)[0] == 408
+    assert closed_after < HEADER_TIMEOUT + 2
+
+
+def test_pipelined_requests_are_answered_in_order(strict_gateway):
+    """Three requests in one write get their three answers, in order, on the connection."""
+    paths = [b"/healthz", b"/readyz", b"/nowhere"]
+    with _connect(_port(strict_gateway)) as sock, sock.makefile("rb") as reader:
+        sock.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: gateway\r\n\r\n" % p for p in paths))
+        statuses = [_status(reader) for _ in paths]
+    assert statuses == [200, 200, 404]
+
+
+def test_every_worker_of_serve_workers_bounds_heads_too(eu_signer, domestic_signer):
+    """`serve --workers 2` (uvicorn's supervisor): half-sent heads are answered 408 there too."""
+    env = gateway_env(
+        eu_signer.base_url,
+        domestic_signer.base_url,
+        SIGNING_GATEWAY_LIMITS__HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+    )
+    with running_gateway_process(env, "--workers", "2") as gateway:
+        connections = [_connect(_port(gateway)) for _ in range(4)]
+        try:
+            for sock in connections:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+            statuses = [_parse(_read_until_closed(sock)[0])[0] for sock in connections]
+        finally:
+            for sock in connections:
+                sock.close()
+    assert statuses == [408] * 4

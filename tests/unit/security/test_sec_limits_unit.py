@@ -6,15 +6,19 @@ import asyncio
 import json
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from signing_gateway.security import limits
 from signing_gateway.security.limits import RequestLimitsMiddleware, check_json_shape
-from signing_gateway.security.settings import LimitsSettings
+from signing_gateway.security.settings import AuthSettings, LimitsSettings
+from tests.support.gateway import make_settings
 
 
 def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
@@ -253,3 +257,20 @@ async def test_a_content_length_that_is_not_ascii_digits_or_absurdly_long_is_ref
         assert dict(sent[0]["headers"])[b"content-type"] == b"application/problem+json"
         statuses.append(sent[0]["status"])
     assert statuses == [400, 413]
+
+
+@pytest.mark.parametrize(("token_bytes", "refused"), [(8192, False), (31 * 1024, True)])
+def test_the_head_limit_must_leave_room_for_the_largest_bearer_token(token_bytes, refused):
+    """A token the verifier would take is never refused 431 for its size: such settings fail."""
+    auth = AuthSettings(
+        mode="jwt",
+        jwks_file=Path("jwks.json"),
+        audience="gateway",
+        issuer="https://idp.test/",
+        max_token_bytes=token_bytes,
+    )
+    if refused:
+        with pytest.raises(ValidationError, match=r"limits\.max_header_bytes must be at least"):
+            make_settings(auth=auth)
+    else:
+        assert make_settings(auth=auth).limits.max_header_bytes == 32 * 1024

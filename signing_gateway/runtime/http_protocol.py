@@ -1,0 +1,289 @@
+"""uvicorn's httptools protocol, bounding what a caller sends before its request is handled.
+
+uvicorn's own protocol keeps every byte of a request head it is sent and waits for it for
+ever: one connection sending header lines without end grew the gateway by ~100 MB per 100 MB
+sent, with no answer, and connections that sent nothing, or half a head, stayed open until
+the descriptor limit locked other callers out. (`h11_max_incomplete_event_size` bounds only
+uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been sent.)
+
+`GatewayHttpProtocol` adds two bounds per connection, from the app's `limits` settings:
+
+- **Size.** The bytes of a request that are not body are counted as they arrive, before the
+  parser keeps them: request line and header fields, then chunk framing and trailer fields
+  (which uvicorn adds to the request's headers). A head over `max_header_bytes` is answered
+  431 problem+json and the connection is closed; after the head, the count may reach
+  `max_header_bytes + max_body_bytes`, past which the connection is closed.
+- **Time.** A new connection has `header_timeout_seconds` to complete its first head, and each
+  later request as much from its first byte. Past it, a connection that had begun a request
+  is answered 408 problem+json and closed; one that sent nothing is closed. Between requests
+  uvicorn's keep-alive timeout applies as before.
+
+The body is the app's to bound (`security.limits`: size while it streams, and the time it may
+take). A request before the refused one that is still being answered (pipelining) is answered
+first; the connection closes after it, since an answer written now would be taken for its.
+
+Counted per read in `data_received`, not per header callback: httptools holds a header line
+until it ends, so a single endless line never reaches a callback, and one addition per read
+costs less than one per header. The count restarts when a request ends, so the bytes that
+follow it in the same read are not counted: a pipelined request's head can pass the bound by
+up to one read (asyncio and uvloop read at most 256 KiB at a time), which still bounds what
+a connection holds.
+
+The head's clock is one timer per connection, moved lazily: a request that starts while the
+timer is set only notes its deadline, and the timer, when it rings early, sets itself again
+for that deadline. A busy kept-alive connection thus creates a timer about once per timeout,
+not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
+from signing_gateway.observability.context import REQUEST_ID_KEY, accept_or_generate
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.security.settings import LimitsSettings
+
+logger = logging.getLogger("signing_gateway.security")
+
+#: After a refusal, how long the gateway reads on (discarding) before it closes. Closing a
+#: socket with unread input sends a reset, which can destroy the answer before the caller has
+#: read it; a caller still sending its head would then never learn why.
+LINGER_SECONDS = 2.0
+#: A request line's bytes besides method and target: " HTTP/1.1\r\n", the space before the
+#: target, and the empty line ending the head.
+_LINE_OVERHEAD = 14
+
+
+@functools.cache
+def _default_limits() -> LimitsSettings:
+    return LimitsSettings()
+
+
+def _limits_of(app_state: dict[str, Any]) -> LimitsSettings:
+    """The app's `limits` settings (from its lifespan state), or the defaults."""
+    limits = getattr(app_state.get("settings"), "limits", None)
+    return limits if isinstance(limits, LimitsSettings) else _default_limits()
+
+
+def problem_answer(
+    status: int, slug: str, title: str, detail: str, default_headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """A whole HTTP/1.1 answer: problem+json with a new request id, and `Connection: close`.
+
+    For answers given below the app, where no middleware adds the request id.
+    """
+    request_id = accept_or_generate(None)
+    body = orjson.dumps(
+        problem_body(
+            type_=PROBLEM_BASE + slug,
+            title=title,
+            status=status,
+            detail=detail,
+            instance="",  # the target is not echoed: it may be what was refused
+            request_id=request_id,
+        )
+    )
+    head = [STATUS_LINE[status]]
+    for name, value in default_headers:
+        head += [name, b": ", value, b"\r\n"]
+    head += [
+        b"content-type: %s\r\ncontent-length: %d\r\n" % (PROBLEM_CONTENT_TYPE.encode(), len(body)),
+        REQUEST_ID_KEY + b": " + request_id.encode() + b"\r\nconnection: close\r\n\r\n",
+        body,
+    ]
+    return b"".join(head)
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` with a size and a time bound on each request head (module doc)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """Set up a connection as uvicorn does, bounded by the app's `limits` settings."""
+        super().__init__(config, server_state, app_state, _loop)
+        limits = _limits_of(app_state)
+        self._max_head_bytes = limits.max_header_bytes
+        self._max_unbodied_bytes = limits.max_header_bytes + limits.max_body_bytes
+        self._head_timeout = limits.header_timeout_seconds
+        metrics = app_state.get("metrics")
+        self._metrics = metrics if isinstance(metrics, GatewayMetrics) else None
+        #: Bytes of the current request that are not body (see the module doc).
+        self._unbodied = 0
+        self._head_complete = False
+        #: When the head being waited for is due (None: no head is being waited for).
+        self._head_deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        #: Set once the connection is refused: whatever arrives after is dropped unparsed.
+        self._refused = False
+
+    # Connection events.
+
+    def connection_made(  # type: ignore[override]  # uvicorn's own narrows it so
+        self, transport: asyncio.Transport
+    ) -> None:
+        """Set up as uvicorn does; the first head is due `header_timeout_seconds` from now."""
+        super().connection_made(transport)
+        self._start_head_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Let go of the timer (it holds this protocol) as well as what uvicorn lets go of."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Count what is not body, parse as uvicorn does, and refuse what passes the bound."""
+        if self._refused:
+            return
+        if self.timeout_keep_alive_task is not None:
+            # The first bytes after an answer (uvicorn stops its keep-alive timer for them):
+            # the next request's head, or the unsent rest of the last request.
+            self._start_head_clock()
+        self._unbodied += len(data)
+        super().data_received(data)
+        if self._unbodied > self._max_head_bytes:
+            self._check_size()
+
+    # Parser callbacks.
+
+    def on_message_begin(self) -> None:
+        """Start the request as uvicorn does; its head is due, unless already (see module doc)."""
+        super().on_message_begin()
+        if self._head_deadline is None and not self._refused:
+            self._start_head_clock()  # pipelined: it began right after the last request
+
+    def on_headers_complete(self) -> None:
+        """Stop the head's clock; refuse a head over the limit, else start the request."""
+        self._head_deadline = None
+        # The count includes all of this read, body bytes after the head too: only when it is
+        # over the limit is the head itself measured.
+        if (
+            self._unbodied > self._max_head_bytes
+            and not self._refused
+            and self._head_bytes() > self._max_head_bytes
+        ):
+            self._refuse_head_too_large()
+        self._head_complete = True
+        if not self._refused:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """Uncount the body's bytes; hand them on as uvicorn does."""
+        self._unbodied -= len(body)
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        """The next request's count and head start afresh."""
+        self._unbodied = 0
+        self._head_complete = False
+        if not self._refused:
+            super().on_message_complete()
+
+    # The bounds.
+
+    def _head_bytes(self) -> int:
+        """The current head's size: request line and header fields (optional spaces aside)."""
+        fields = sum(len(name) + len(value) + 4 for name, value in self.headers)
+        return len(self.parser.get_method()) + len(self.url) + _LINE_OVERHEAD + fields
+
+    def _check_size(self) -> None:
+        """After a read that took the count past the head limit: refuse if it is over a bound."""
+        if self._refused or self.transport.is_closing():
+            return
+        if not self._head_complete:
+            self._refuse_head_too_large()
+        elif self._unbodied > self._max_unbodied_bytes:
+            # Chunk framing and trailer fields without end, the request being read: nothing is
+            # answered (the app is reading its body), the connection is closed.
+            self._refuse("header-too-large", None)
+
+    def _start_head_clock(self) -> None:
+        self._head_deadline = deadline = self.loop.time() + self._head_timeout
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._head_clock_rang, deadline)
+
+    def _head_clock_rang(self, deadline: float) -> None:
+        self._timer = None
+        due = self._head_deadline
+        if due is None or self._refused:  # no head is being waited for
+            return
+        if due != deadline:  # a later head's: wait for that one
+            self._timer = self.loop.call_at(due, self._head_clock_rang, due)
+            return
+        if self._head_complete or self._unbodied == 0:
+            # Nothing of a new request came: a connection that sent nothing, or went on
+            # sending the unread rest of a request that has had its answer.
+            self._refuse("idle", None)
+            return
+        timeout = self._head_timeout
+        self._refuse(
+            "header-timeout",
+            problem_answer(
+                408,
+                "header-timeout",
+                "Request header timed out",
+                f"the request line and header fields did not arrive within {timeout:g} s",
+                self.server_state.default_headers,
+            ),
+        )
+
+    def _refuse_head_too_large(self) -> None:
+        limit = self._max_head_bytes
+        self._refuse(
+            "header-too-large",
+            problem_answer(
+                431,
+                "header-too-large",
+                "Request header fields too large",
+                f"the request line and header fields are limited to {limit} bytes",
+                self.server_state.default_headers,
+            ),
+        )
+
+    def _refuse(self, reason: str, answer: bytes | None) -> None:
+        """Read nothing more; send `answer` (if any, and if nothing is being answered); close."""
+        self._refused = True
+        self._head_deadline = None
+        # What the refused request holds (the parser's part-read header line among it) goes
+        # now rather than when the connection closes. Nothing parses on this connection again.
+        self.parser = None  # type: ignore[assignment]  # as uvicorn's connection_lost does
+        self.url, self.headers = b"", []
+        if self._metrics is not None:
+            self._metrics.connections_refused.labels(reason=reason).inc()
+        if answer is not None:
+            logger.info("request refused unread", extra={"event": "refused", "reason": reason})
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not self._head_complete:
+            # An earlier request is still being answered: finish that, then close.
+            cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        if answer is None:
+            self.transport.close()
+            return
+        self.transport.write(answer)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # Close the sending side only, read on (dropping it) until the caller closes or the
+        # linger ends: see LINGER_SECONDS.
+        self.transport.write_eof()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)

@@ -1,0 +1,194 @@
+"""The head bounds of `GatewayHttpProtocol`, driven read by read on a fake transport."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from bench.http_protocol import FakeTransport, connect
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from signing_gateway.security.settings import LimitsSettings
+from tests.support.polling import until
+
+LIMIT = 4096
+
+
+class _Recording(GatewayHttpProtocol):
+    """Runs no request; notes the paths of those it would have started."""
+
+    started: list[str]
+
+    def _start_asgi_task(self, cycle: Any, _app: Any) -> None:
+        self.started.append(cycle.scope["path"])
+
+
+def _open(**limits: Any) -> tuple[_Recording, FakeTransport]:
+    settings = SimpleNamespace(limits=LimitsSettings(max_header_bytes=LIMIT, **limits))
+    protocol, transport = connect(_Recording, asyncio.get_running_loop(), {"settings": settings})
+    assert isinstance(protocol, _Recording)
+    protocol.started = []
+    return protocol, transport
+
+
+def _answered(transport: FakeTransport) -> tuple[int, dict[str, Any]]:
+    head, _, body = bytes(transport.written).partition(b"\r\n\r\n")
+    assert b"\r\nconnection: close" in head
+    return int(head[9:12]), orjson.loads(body)
+
+
+def _answer(protocol: GatewayHttpProtocol) -> None:
+    """What uvicorn does when the app has sent the whole answer."""
+    protocol.cycle.response_complete = True
+    protocol.on_response_complete()
+
+
+def _padding(size: int) -> bytes:
+    return b"X-Pad: " + b"p" * (size - 9) + b"\r\n"
+
+
+async def test_a_head_growing_past_the_limit_is_answered_431():
+    """Header lines read after read: 431 once the head passes the limit; nothing is started."""
+    protocol, transport = _open()
+    protocol.data_received(b"GET /v1/keys HTTP/1.1\r\nHost: gateway\r\n")
+    for _ in range(LIMIT // 1000):
+        protocol.data_received(_padding(1000))
+    assert transport.written == b""
+    protocol.data_received(_padding(1000))
+    status, problem = _answered(transport)
+    assert (status, problem["status"]) == (431, 431)
+    assert problem["type"].endswith("/header-too-large")
+    assert transport.eof_written  # then read on, dropping it, until the linger ends
+    assert not transport.closed
+    protocol.data_received(_padding(1000) * 100)
+    assert protocol.started == []
+
+
+async def test_a_single_endless_header_line_is_counted_too():
+    """One header value that never ends (no callback ever sees it) is refused all the same."""
+    protocol, transport = _open()
+    protocol.data_received(b"GET /v1/keys HTTP/1.1\r\nX-Long: ")
+    for _ in range(5):
+        protocol.data_received(b"v" * 1000)
+    assert _answered(transport)[0] == 431
+
+
+async def test_a_whole_oversized_head_in_one_read_is_answered_431():
+    """A head over the limit that arrives complete in one read is refused before it starts."""
+    protocol, transport = _open()
+    protocol.data_received(b"GET /v1/keys HTTP/1.1\r\n" + _padding(LIMIT) + b"\r\n")
+    assert _answered(transport)[0] == 431
+    assert protocol.started == []
+
+
+async def test_a_large_body_in_the_same_read_as_a_small_head_is_not_counted_as_head():
+    """A small head and a 20 KiB body in one read: the request starts with its whole body."""
+    protocol, transport = _open()
+    body = b"[" + b"0," * 10_000 + b"0]"
+    protocol.data_received(
+        b"POST /v1/dcc HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert protocol.started == ["/v1/dcc"]
+    assert bytes(protocol.cycle.body) == body
+    assert transport.written == b""
+
+
+async def test_chunk_framing_and_trailers_without_end_close_the_connection():
+    """After the head, endless trailer lines close the connection once past head + body limit."""
+    protocol, transport = _open(max_body_bytes=8192)
+    protocol.data_received(
+        b"POST /v1/dcc HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    )
+    assert protocol.started == ["/v1/dcc"]
+    for _ in range(12):  # 12,000 bytes: within 4,096 + 8,192
+        protocol.data_received(_padding(1000))
+    assert not transport.closed
+    protocol.data_received(_padding(1000))
+    assert transport.closed
+    assert transport.written == b""  # the app is reading its body; nothing is answered
+
+
+async def test_pipelined_requests_are_started_in_turn():
+    """Two requests in one read: the first starts, the second waits for its answer."""
+    protocol, _ = _open()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\nHost: g\r\n\r\n")
+    assert protocol.started == ["/a"]
+    _answer(protocol)
+    assert protocol.started == ["/a", "/b"]
+
+
+async def test_an_oversized_head_behind_a_request_being_answered_closes_after_that_answer():
+    """An answer written now would be taken for the earlier request's: it closes after that."""
+    protocol, transport = _open()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\n")
+    protocol.data_received(_padding(LIMIT + 100))
+    assert transport.written == b""
+    assert not transport.reading
+    assert protocol.cycle.keep_alive is False  # uvicorn closes once /a is answered
+    assert protocol.started == ["/a"]
+
+
+async def test_a_half_sent_head_is_answered_408_after_the_header_timeout():
+    """The start of a head, then nothing: 408 problem+json once the header timeout passes."""
+    protocol, transport = _open(header_timeout_seconds=0.05)
+    protocol.data_received(b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\n")
+    await until(lambda: transport.written)
+    status, problem = _answered(transport)
+    assert status == 408
+    assert problem["type"].endswith("/header-timeout")
+
+
+async def test_a_connection_that_sends_nothing_is_closed_without_an_answer():
+    """A connection that never sends a byte is closed at the header timeout, unanswered."""
+    _, transport = _open(header_timeout_seconds=0.05)
+    await until(lambda: transport.closed)
+    assert transport.written == b""
+
+
+async def test_the_header_clock_does_not_run_while_a_request_is_answered_or_between_requests():
+    """A slow answer and a pause longer than the header timeout leave the connection open."""
+    protocol, transport = _open(header_timeout_seconds=0.05)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    await asyncio.sleep(0.15)  # the app takes three header timeouts to answer
+    _answer(protocol)
+    await asyncio.sleep(0.02)  # within uvicorn's keep-alive timeout (5 s)
+    protocol.data_received(b"GET /b HTTP/1.1\r\n")
+    protocol.data_received(b"Host: g\r\n\r\n")
+    assert protocol.started == ["/a", "/b"]
+    assert not transport.closed
+
+
+async def test_a_kept_alive_connection_sets_a_timer_about_once_per_timeout():
+    """Requests on a busy connection note a deadline; they do not each set a timer."""
+    loop = asyncio.get_running_loop()
+    protocol, _ = _open(header_timeout_seconds=60)
+    scheduled = 0
+    call_at = loop.call_at
+
+    def counting_call_at(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        nonlocal scheduled
+        scheduled += 1
+        return call_at(*args, **kwargs)
+
+    protocol.loop = SimpleNamespace(  # type: ignore[assignment]
+        time=loop.time, call_at=counting_call_at, call_later=loop.call_later
+    )
+    for _ in range(100):
+        protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+        _answer(protocol)
+    assert len(protocol.started) == 100
+    assert scheduled == 0  # the timer set when the connection was made still stands
+
+
+@pytest.mark.parametrize("app_state", [{}, {"settings": object()}], ids=["empty", "foreign"])
+async def test_without_the_gateways_settings_the_defaults_apply(app_state):
+    """A protocol serving another app's state bounds heads by the default limits."""
+    protocol, _ = connect(GatewayHttpProtocol, asyncio.get_running_loop(), app_state)
+    defaults = LimitsSettings()
+    assert protocol._max_head_bytes == defaults.max_header_bytes
+    assert protocol._head_timeout == defaults.header_timeout_seconds
