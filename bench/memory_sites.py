@@ -76,9 +76,15 @@ async def _held(kind: str, signer_url: str, in_flight: int, body: Path) -> dict[
 
     app = _app(kind, signer_url, in_flight)
     port = procs.free_port()
+    # The protocol `serve` runs the gateway with (the proxy keeps uvicorn's own).
+    http: Any = "auto"
+    if kind == "gateway":
+        from signing_gateway.runtime.http_protocol import GatewayHttpProtocol  # noqa: PLC0415
+
+        http = GatewayHttpProtocol
     config = uvicorn.Config(
         app, host=procs.LOOPBACK, port=port, log_config=None, access_log=False, loop="asyncio",
-        backlog=16384, proxy_headers=False,
+        backlog=16384, proxy_headers=False, http=http,
     )  # fmt: skip
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
