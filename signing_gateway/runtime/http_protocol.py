@@ -16,7 +16,9 @@ uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been
 - **Time.** A new connection has `header_timeout_seconds` to complete its first head, and each
   later request as much from its first byte. Past it, a connection that had begun a request
   is answered 408 problem+json and closed; one that sent nothing is closed. Between requests
-  uvicorn's keep-alive timeout applies as before.
+  uvicorn's keep-alive timeout applies as before. When the clock rings while the caller's bytes
+  wait unread in the kernel (the loop is behind, as in a burst of thousands of connections),
+  it looks again a second later instead: only a caller that does not send is cut off.
 
 The body is the app's to bound (`security.limits`: size while it streams, and the time it may
 take). A request before the refused one that is still being answered (pipelining) is answered
@@ -38,8 +40,11 @@ not one per request.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
+import sys
+import termios
 from typing import Any
 
 import orjson
@@ -61,6 +66,23 @@ LINGER_SECONDS = 2.0
 #: A request line's bytes besides method and target: " HTTP/1.1\r\n", the space before the
 #: target, and the empty line ending the head.
 _LINE_OVERHEAD = 14
+
+
+#: When the head's clock rings with the caller's bytes still unread in the kernel, how long
+#: until it looks again.
+BEHIND_GRACE_SECONDS = 1.0
+
+
+def _unread_input(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes wait unread on the transport's socket (FIONREAD; False if unknown)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return False
+    return int.from_bytes(raw, sys.byteorder) > 0
 
 
 @functools.cache
@@ -244,6 +266,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if due is None or self._bound.refused:  # no head is being waited for
             return
         if due != deadline:  # a later head's: wait for that one
+            self._bound.timer = self.loop.call_at(due, self._head_clock_rang, due)
+            return
+        if _unread_input(self.transport):
+            # The caller's bytes are here, unread: the loop is behind (an overload's burst of
+            # connections), not the caller. Look again shortly rather than drop a request.
+            self._bound.head_deadline = due = self.loop.time() + BEHIND_GRACE_SECONDS
             self._bound.timer = self.loop.call_at(due, self._head_clock_rang, due)
             return
         if self._bound.head_complete or self._bound.unbodied == 0:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from bench.http_protocol import FakeTransport, connect
+from signing_gateway.runtime import http_protocol
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import LimitsSettings
 from tests.support.polling import until
@@ -150,6 +154,45 @@ async def test_a_connection_that_sends_nothing_is_closed_without_an_answer():
     _, transport = _open(header_timeout_seconds=0.05)
     await until(lambda: transport.closed)
     assert transport.written == b""
+
+
+class _SocketTransport(FakeTransport):
+    """A fake transport over one end of a real socket pair, for the kernel's unread count."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else super().get_extra_info(name, default)
+
+
+async def test_a_head_waiting_unread_in_the_kernel_is_not_cut_off(monkeypatch):
+    """A head the loop has not read yet when the clock rings is waited for, not cut off.
+
+    The loop is behind, not the caller; once read, the connection is held as any other.
+    """
+    monkeypatch.setattr(http_protocol, "BEHIND_GRACE_SECONDS", 0.05)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        settings = SimpleNamespace(limits=LimitsSettings(header_timeout_seconds=0.05))
+        protocol = _Recording(
+            config=Config(app=None, http=_Recording, log_config=None),
+            server_state=ServerState(),
+            app_state={"settings": settings},
+            _loop=asyncio.get_running_loop(),
+        )
+        protocol.started = []
+        transport = _SocketTransport(ours)
+        protocol.connection_made(transport)
+        theirs.sendall(b"GET /late HTTP/1.1\r\nHost: g\r\n\r\n")
+        await asyncio.sleep(0.2)  # four header timeouts with the bytes unread
+        assert not transport.closed
+        protocol.data_received(ours.recv(4096))  # the loop gets to them at last
+        assert protocol.started == ["/late"]
+        _answer(protocol)
+        await until(lambda: transport.closed)  # then nothing more: idle, closed
+        assert transport.written == b""
 
 
 async def test_the_header_clock_does_not_run_while_a_request_is_answered_or_between_requests():
