@@ -239,7 +239,7 @@ async def test_without_the_gateways_settings_the_defaults_apply(app_state):
     assert protocol._bound.head_timeout == defaults.header_timeout_seconds
 
 
-async def test_a_connection_keeps_the_instance_dict_of_uvicorns_protocol():
+async def test_a_connection_keeps_an_instance_dict_like_uvicorns_protocol():
     """The bound adds one attribute: past 30, CPython gives every connection a dict of its own.
 
     That cost ~1.3 KB per connection, ~2 KB of S4's RSS per request in flight.
@@ -247,4 +247,5 @@ async def test_a_connection_keeps_the_instance_dict_of_uvicorns_protocol():
     loop = asyncio.get_running_loop()
     ours, _ = connect(_Recording, loop)
     theirs, _ = connect(HttpToolsProtocol, loop)
-    assert sys.getsizeof(ours.__dict__) == sys.getsizeof(theirs.__dict__)
+    # One more value slot (8 B) at most; a dict of its own was 1,584 B against 296.
+    assert sys.getsizeof(ours.__dict__) <= sys.getsizeof(theirs.__dict__) + 64
