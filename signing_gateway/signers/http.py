@@ -466,7 +466,6 @@ async def request_json(
     *,
     signer: str,
     endpoint: str,
-    body: object = None,
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -474,8 +473,8 @@ async def request_json(
 ) -> T:
     """Send one request and return the parsed JSON of a 2xx answer, or ``decode(json)``.
 
-    The JSON body is ``body`` (encoded here) or ``content`` (already encoded), if either, sent
-    as ``application/json`` exactly; ``headers`` (e.g. ``X-Request-ID``) are added. Every
+    The JSON body is ``content`` (encoded by ``exact_json``), if any, sent as
+    ``application/json`` exactly; ``headers`` (e.g. ``X-Request-ID``) are added. Every
     signer call passes here, whatever the transport, so this is the one place that records
     signer-call metrics (see ``observability.signer_calls``). ``decode`` (a wire model's
     validation) runs here rather than in a coroutine of the client awaiting this one: each
@@ -487,8 +486,6 @@ async def request_json(
         SignerResponseError: a non-2xx status, or a 2xx body that is too large or not JSON
             or, with ``decode``, not of the wire model.
     """
-    if body is not None:
-        content = exact_json(body)
     request_headers = dict(headers or {})
     if content is not None:
         request_headers["Content-Type"] = "application/json"
@@ -498,7 +495,7 @@ async def request_json(
         # held for every call's whole round trip (a generator, its frame and a wrapper).
         request = http.build_request(method, path, content=content, headers=request_headers)
         # The request holds its own copies now; these would be held through the signer wait.
-        del body, headers, request_headers
+        del headers, request_headers
         try:
             response = await http.send(request, stream=True)
             try:

@@ -36,7 +36,7 @@ async def test_the_body_held_during_a_signer_call_is_no_larger_than_its_bytes() 
         try:
             await signer_http.request_json(
                 http, "POST", "/get_credential", signer="eu", endpoint="get_credential",
-                body=examples.EU_VACCINATION,
+                content=signer_http.exact_json(examples.EU_VACCINATION),
             )  # fmt: skip
         finally:
             tracemalloc.stop()
