@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -39,8 +38,6 @@ MAX_CREDENTIAL_AMOUNT = 100
 ISSUE_CONTEXT = b"NL2-issue\x00"
 STATIC_CONTEXT = b"NL2-static\x00"
 STATIC_PREFIX = "NL2:"
-# The most digits int() converts (Python's default guard); 0 when the guard is off.
-_INT_DIGITS = sys.get_int_max_str_digits() or sys.maxsize
 REQUIRED_ATTRIBUTES = frozenset(
     {
         "isSpecimen",
@@ -124,7 +121,7 @@ def _object(body: bytes, *, exact_numbers: bool = False) -> dict[str, Any]:
     """
     try:
         data = _exact_loads(body) if exact_numbers else orjson.loads(body)
-    except (orjson.JSONDecodeError, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise WireInputError(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise WireInputError("body must be a JSON object")
@@ -135,12 +132,9 @@ def _exact_loads(body: bytes) -> Any:  # noqa: ANN401 - any JSON value
     def refuse(constant: str) -> NoReturn:
         raise ValueError(f"{constant} is not JSON")
 
-    # Python's int() refuses more than 4,300 digits; Decimal holds any integer exactly.
-    return json.loads(body, parse_constant=refuse, parse_int=_whole_number)
-
-
-def _whole_number(text: str) -> int | Decimal:
-    return int(text) if len(text) <= _INT_DIGITS else Decimal(text)
+    # Python's int() refuses more than 4,300 digits; Decimal holds any integer exactly (and
+    # /issue reads no number's value).
+    return json.loads(body, parse_constant=refuse, parse_int=Decimal)
 
 
 def _fields(data: dict[str, Any], *names: str) -> None:

@@ -130,6 +130,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _country(certificate: x509.Certificate) -> str:
+    """The countryName of `certificate`'s subject (the CSCA's, which its DSCs share)."""
+    return str(certificate.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value)
+
+
 def _name(country: str, common_name: str) -> x509.Name:
     return x509.Name(
         [
@@ -183,10 +188,9 @@ def issue_dsc(
 ) -> EuSigningKey:
     """Create a DSC key pair for `usage`, certified by the CSCA, carrying the usage's EKU OID."""
     key = ec.generate_private_key(ec.SECP256R1())
-    country = csca.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(str(country), f"fake-signer DSC {usage.value}"))
+        .subject_name(_name(_country(csca), f"fake-signer DSC {usage.value}"))
         .issuer_name(csca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -256,9 +260,9 @@ def load_or_create(keys_dir: Path, country: str) -> KeyMaterial:
         missing = sorted(set(_file_names()) - set(present))
         raise KeysDirError(f"keys dir {keys_dir} is incomplete, missing {missing}")
     material = load(keys_dir)
-    held = material.csca.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
+    held = _country(material.csca)
     if held != country:
-        raise KeysDirError(f"keys dir {keys_dir} holds keys of country {held!s}, not {country}")
+        raise KeysDirError(f"keys dir {keys_dir} holds keys of country {held}, not {country}")
     return material
 
 
