@@ -51,12 +51,15 @@ class UsageCertificate:
 
 def usage_certificates(trust: EuTrustStore, *, now: datetime) -> dict[str, UsageCertificate]:
     """Every key usage's signing DSC at ``now`` (in KEY_USAGES order)."""
-    return {
-        usage: UsageCertificate(
-            trust.signing_status(usage, now=now), trust.signing_certificate(usage, now=now)
-        )
-        for usage in KEY_USAGES
-    }
+    return {usage: _usage_certificate(trust, usage, now) for usage in KEY_USAGES}
+
+
+def _usage_certificate(trust: EuTrustStore, usage: str, now: datetime) -> UsageCertificate:
+    # A certificate is returned exactly when the status is VALID: ask why only without one.
+    dsc = trust.signing_certificate(usage, now=now)
+    if dsc is not None:
+        return UsageCertificate(SigningStatus.VALID, dsc)
+    return UsageCertificate(trust.signing_status(usage, now=now), None)
 
 
 def certificates_health(usages: dict[str, UsageCertificate]) -> CertificatesHealth:

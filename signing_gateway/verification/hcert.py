@@ -159,8 +159,9 @@ def _cose_sign1(text: str) -> list[Any]:
         compressed = b45decode(text[len(_PREFIX) :])
     except (ValueError, TypeError) as exc:
         raise _fail("decode-failed", "not Base45") from exc
+    # decode_item refuses every tag but an outer 18: a tag here can only be COSE_Sign1's.
     cose = decode_item(_decompress(compressed), "COSE message", outer_tag=_COSE_SIGN1_TAG)
-    if not isinstance(cose, cbor2.CBORTag) or cose.tag != _COSE_SIGN1_TAG:
+    if not isinstance(cose, cbor2.CBORTag):
         raise _fail("decode-failed", "not a tagged COSE_Sign1")
     parts = cose.value
     # cbor2 decodes the content of a tag as immutable values (tuple, frozendict).
