@@ -96,16 +96,13 @@ class _LineWriter:
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval):
-            self._write_out()
-        self._write_out()
-
-    def _write_out(self) -> None:
-        with self._write_lock:
-            self._write_batch()
+            self.flush()
+        self.flush()
 
     def flush(self) -> None:
         """Write out every line queued so far, from the calling thread, now."""
-        self._write_out()
+        with self._write_lock:
+            self._write_batch()
 
     def _write_batch(self) -> None:
         lines, batch = self._lines, []

@@ -72,6 +72,9 @@ class AuditFile:
         self._file.close()
 
 
+_TOO_MANY_PENDING = "too many audit writes pending"
+
+
 class AuditTrail:
     """Writes audit records to the audit logger and (optionally) an `AuditFile`."""
 
@@ -160,10 +163,10 @@ class AuditTrail:
         """Append `record` to the file; False (counted, logged) when that failed."""
         if self._sink is None or self._executor is None:
             return True
-        full = not self._reserve()
+        if not self._reserve():
+            self._failed(OSError(_TOO_MANY_PENDING))
+            return False
         try:
-            if full:
-                raise OSError("too many audit writes pending")  # noqa: TRY301 - same failure path
             line = orjson.dumps(record) + b"\n"
             await asyncio.get_running_loop().run_in_executor(self._executor, self._append, line)
         except OSError as exc:
@@ -189,7 +192,7 @@ class AuditTrail:
         if self._sink is None or self._executor is None:
             return
         if not self._reserve():
-            self._failed(OSError("too many audit writes pending"))
+            self._failed(OSError(_TOO_MANY_PENDING))
             return
         try:
             self._executor.submit(self._append_or_count, orjson.dumps(record) + b"\n")
