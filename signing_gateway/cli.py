@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from signing_gateway.app import create_served_app
-from signing_gateway.demo import run_demo
+from signing_gateway.demo import LOOPBACK, run_demo
 from signing_gateway.observability.instrument import (
     TracingUnavailableError,
     check_tracing_available,
@@ -35,8 +35,6 @@ from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.settings import Settings
 
 logger = logging.getLogger("signing_gateway.cli")
-
-LOOPBACK = "127.0.0.1"
 
 
 #: First line of the report `serve` writes when it refuses to start over its settings.
