@@ -699,9 +699,9 @@ def _placement(r: dict[str, Any]) -> str:
 
 def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
     """Regenerate docs/benchmarks.md and its chart from the results `r` (and earlier runs)."""
-    old = doc.read_text() if doc.exists() else None  # read once: blocks, history, headings
-    kept = _kept_blocks(old or "")
-    earlier = _earlier_history(old) if old is not None else {}
+    old = doc.read_text() if doc.exists() else ""  # read once: blocks, history, headings
+    kept = _kept_blocks(old)
+    earlier = _earlier_history(old)
     chart(r, png)
     versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
     s1_cmd = r.get("S1", {}).get("command", "")
@@ -896,7 +896,7 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "",
     ]
     text = "\n".join(lines)
-    lost = lost_headings(old, text) if old is not None else []
+    lost = lost_headings(old, text)
     if lost:
         raise LostSectionsError(
             f"{doc}: regenerating it would drop {', '.join(map(repr, lost))}; move hand-written "
