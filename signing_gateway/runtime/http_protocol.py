@@ -265,13 +265,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         due = self._bound.head_deadline
         if due is None or self._bound.refused:  # no head is being waited for
             return
-        if due != deadline:  # a later head's: wait for that one
-            self._bound.timer = self.loop.call_at(due, self._head_clock_rang, due)
-            return
-        if _unread_input(self.transport):
+        if due == deadline and _unread_input(self.transport):
             # The caller's bytes are here, unread: the loop is behind (an overload's burst of
             # connections), not the caller. Look again shortly rather than drop a request.
             self._bound.head_deadline = due = self.loop.time() + BEHIND_GRACE_SECONDS
+        if due != deadline:  # a later head's, or the grace above: wait for that
             self._bound.timer = self.loop.call_at(due, self._head_clock_rang, due)
             return
         if self._bound.head_complete or self._bound.unbodied == 0:
