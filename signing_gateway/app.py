@@ -265,8 +265,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def create_served_app() -> FastAPI:
-    """Factory for served processes: settings from the environment, logging configured."""
-    settings = Settings()
+def create_served_app(settings: Settings | None = None) -> FastAPI:
+    """Factory for served processes: logging configured, then the app.
+
+    `settings`: those already read and checked (`serve` reads them before any worker starts);
+    by default, read from the environment, as each worker of `serve --workers N` does.
+    """
+    settings = settings or Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return create_app(settings)

@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
         )
         Multiprocess(supervised, sockets=[supervised.bind_socket()]).run()
         return 0
-    app = create_served_app()
+    app = create_served_app(settings)
     drain: DrainController = app.state.drain
     batch = min(args.accept_batch, args.backlog)
     config = uvicorn.Config(
