@@ -185,14 +185,15 @@ def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
 
 
 def served_loop() -> str:
-    """The event loop `SIGNING_GATEWAY_LOOP` names, for the demo and the bench.
+    """The event loop `SIGNING_GATEWAY_LOOP` names, checked as `--loop` is, for the bench.
 
-    `serve` reads the variable itself, checked as its `--loop` flag is (`FromEnvironment`).
+    Raises:
+        argparse.ArgumentTypeError: the variable names no loop `--loop` offers.
     """
-    return os.environ.get("SIGNING_GATEWAY_LOOP", "asyncio")
+    return str(_loop_from_environment().read())
 
 
-#: The event loops `serve --loop` offers.
+#: The event loops `serve --loop` and `demo --loop` offer.
 LOOPS = ("asyncio", "uvloop", "auto")
 
 
@@ -253,6 +254,17 @@ def _whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], i
     return parse
 
 
+def _non_negative_number(text: str) -> float:
+    """An argparse `type` accepting a finite number, at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("must be a number, at least 0")
+    return value
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     """An argparse `type` accepting one of `choices`."""
 
@@ -284,7 +296,7 @@ def _parser() -> argparse.ArgumentParser:
         "an orchestrator's fresh probe connections do not queue behind client connections "
         "(default: SIGNING_GATEWAY_PROBE_PORT, else none)",
     )
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=_whole_number(1), default=1)
     serve.add_argument(
         "--backlog",
         type=_whole_number(1),
@@ -309,20 +321,28 @@ def _parser() -> argparse.ArgumentParser:
         "answers and new requests is handled in slices, with timers and /healthz in between "
         f"(default: SIGNING_GATEWAY_EVENTS_PER_PASS, else {DEFAULT_EVENTS_PER_PASS})",
     )
-    loop = _one_of(LOOPS)
-    serve.add_argument(
+    _add_loop_option(serve)
+    demo = commands.add_parser("demo", help="run the gateway with bundled fake signers")
+    demo.add_argument("--port", type=port, default=8080, help="0 picks a free port")
+    demo.add_argument("--signer-latency-ms", type=_non_negative_number, default=200.0)
+    demo.add_argument("--smoke", action="store_true", help="send the examples, print, exit")
+    _add_loop_option(demo)
+    return parser
+
+
+def _loop_from_environment() -> FromEnvironment:
+    return FromEnvironment("SIGNING_GATEWAY_LOOP", _one_of(LOOPS), "asyncio")
+
+
+def _add_loop_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--loop",
-        type=loop,
+        type=_one_of(LOOPS),
         metavar="{" + ",".join(LOOPS) + "}",
-        default=FromEnvironment("SIGNING_GATEWAY_LOOP", loop, "asyncio"),
+        default=_loop_from_environment(),
         help="event loop (default: SIGNING_GATEWAY_LOOP, else asyncio: see docs/operations.md "
         "on accepting under load)",
     )
-    demo = commands.add_parser("demo", help="run the gateway with bundled fake signers")
-    demo.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    demo.add_argument("--signer-latency-ms", type=float, default=200.0)
-    demo.add_argument("--smoke", action="store_true", help="send the examples, print, exit")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -337,11 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":
+        if option_problems:
+            return _report_problems(option_problems)
         return run_demo(
             port=args.port,
             signer_latency_ms=args.signer_latency_ms,
             smoke=args.smoke,
-            loop=served_loop(),
+            loop=args.loop,
         )
     return _serve(args, option_problems)
 

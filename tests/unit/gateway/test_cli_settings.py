@@ -135,3 +135,50 @@ def test_a_bad_probe_port_variable_with_workers_is_reported_as_itself() -> None:
         HEADER,
         "  SIGNING_GATEWAY_PROBE_PORT: must be a whole number from 1 to 65535",
     ]
+
+
+def test_demo_checks_the_loop_variable_as_serve_does() -> None:
+    """`demo` reads SIGNING_GATEWAY_LOOP as `serve` does: a bad one is a line and exit 2.
+
+    Before, the demo handed the value to uvicorn unchecked, which logged an import error and
+    exited 0 without serving.
+    """
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, LOOP="uvlop")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        "  SIGNING_GATEWAY_LOOP: must be one of asyncio, uvloop, auto",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--port", "-1"], "argument --port: must be a whole number from 0 to 65535"),
+        (
+            ["--signer-latency-ms", "-5"],
+            "argument --signer-latency-ms: must be a number, at least 0",
+        ),
+        (
+            ["--signer-latency-ms", "nan"],
+            "argument --signer-latency-ms: must be a number, at least 0",
+        ),
+        (["--loop", "uvlop"], "argument --loop: must be one of asyncio, uvloop, auto"),
+    ],
+)
+def test_demo_refuses_a_bad_flag_before_starting_anything(flags: list[str], problem: str) -> None:
+    """A bad demo flag is argparse's usage error (exit 2), not a fake signer's traceback."""
+    code = f"from signing_gateway.cli import main; raise SystemExit(main({['demo', *flags]!r}))"
+    done = _run(code)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == f"signing-gateway demo: error: {problem}"
+
+
+def test_serve_refuses_fewer_than_one_worker() -> None:
+    """`--workers 0` is refused, not taken for one worker."""
+    done = _run(_serve_code("--workers", "0"))
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "signing-gateway serve: error: argument --workers: must be a whole number, at least 1"
+    )
