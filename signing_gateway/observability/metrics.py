@@ -173,7 +173,8 @@ class GatewayMetrics:
         self.connections_refused = Counter(
             "gateway_connections_refused",
             "Connections closed by the gateway before a request could be handled, by reason: "
-            "header-too-large (431), header-timeout (408), idle (nothing sent in time)",
+            "header-too-large (431), header-timeout (408), malformed (400: not HTTP/1.1), "
+            "idle (nothing sent in time)",
             ["reason"],
             registry=r,
         )

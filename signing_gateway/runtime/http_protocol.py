@@ -289,6 +289,23 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             ),
         )
 
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request httptools cannot parse: 400 problem+json, as the other refusals.
+
+        uvicorn's own answer is plain text without a request id, and it closes at once.
+        """
+        del msg  # uvicorn's text ("Invalid HTTP request received."), logged by uvicorn
+        self._refuse(
+            "malformed",
+            problem_answer(
+                400,
+                "bad-request",
+                "Bad request",
+                "the request is not valid HTTP/1.1",
+                self.server_state.default_headers,
+            ),
+        )
+
     def _refuse_head_too_large(self) -> None:
         limit = self._bound.max_head_bytes
         self._refuse(

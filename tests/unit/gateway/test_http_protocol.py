@@ -249,3 +249,29 @@ async def test_a_connection_keeps_an_instance_dict_like_uvicorns_protocol():
     theirs, _ = connect(HttpToolsProtocol, loop)
     # One more value slot (8 B) at most; a dict of its own was 1,584 B against 296.
     assert sys.getsizeof(ours.__dict__) <= sys.getsizeof(theirs.__dict__) + 64
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nBad Header\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        (
+            b"POST /v1/dcc HTTP/1.1\r\nHost: gateway\r\nContent-Length: 2\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n{}"
+        ),
+    ],
+)
+async def test_a_request_that_is_not_http_is_answered_400_problem_json(request_bytes):
+    """Not plain text without a request id, as uvicorn answers: as the gateway refuses others."""
+    protocol, transport = _open()
+    protocol.data_received(request_bytes)
+    status, problem = _answered(transport)
+    assert (status, problem["status"]) == (400, 400)
+    assert problem["type"].endswith("/bad-request")
+    assert problem["requestId"]
+    head = bytes(transport.written).partition(b"\r\n\r\n")[0].lower()
+    assert b"content-type: application/problem+json" in head
+    assert b"x-request-id: " + problem["requestId"].encode() in head
+    assert transport.eof_written  # read on until the linger ends: the answer is not reset away
+    assert protocol.started == []
