@@ -18,9 +18,20 @@ Stoken = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class ApiModel(BaseModel):
-    """Base of the API's own bodies: camelCase aliases, unknown fields refused."""
+    """Base of the API's own answers: camelCase aliases, built by their Python names."""
 
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
+
+
+class ApiRequest(BaseModel):
+    """Base of the API's own request bodies: camelCase only, unknown fields refused.
+
+    Not by name: the snake_case Python names are not part of the API (CONTRACT.md), and a
+    caller that sent them would depend on an accident of the implementation. The aliases are
+    spelled out, so that type checkers know the names a body is built with.
+    """
+
+    model_config = ConfigDict(validate_by_name=False, extra="forbid")
 
 
 class EuCredentialOut(ApiModel):
@@ -40,10 +51,10 @@ class StaticProofOut(ApiModel):
     proof_identifier: str
 
 
-class StaticRequest(ApiModel):
+class StaticRequest(ApiRequest):
     """Body of POST /v1/domestic/static."""
 
-    credential_attributes: DomesticAttributes
+    credential_attributes: DomesticAttributes = Field(alias="credentialAttributes")
 
 
 class PrepareIssueOut(ApiModel):
@@ -53,14 +64,14 @@ class PrepareIssueOut(ApiModel):
     prepare_issue_message: str = Field(description="Base64 of the signer's JSON message")
 
 
-class IssueRequest(ApiModel):
+class IssueRequest(ApiRequest):
     """Body of POST /v1/domestic/issue."""
 
     stoken: Stoken
-    issue_commitment_message: Base64Text
+    issue_commitment_message: Base64Text = Field(alias="issueCommitmentMessage")
     credentials_attributes: Annotated[
         list[DomesticAttributes], Field(min_length=1, max_length=MAX_DOMESTIC_PER_REQUEST)
-    ]
+    ] = Field(alias="credentialsAttributes")
 
 
 class IssueOut(ApiModel):
@@ -69,7 +80,7 @@ class IssueOut(ApiModel):
     create_credential_messages: str = Field(description="Base64 of the signer's JSON answer")
 
 
-class PrintRequest(ApiModel):
+class PrintRequest(ApiRequest):
     """Body of POST /v1/print: a domestic part, a European part, or both."""
 
     domestic: DomesticAttributes | None = None
@@ -89,11 +100,13 @@ class PrintOut(ApiModel):
     european: EuCredentialOut | None
 
 
-class CredentialsRequest(ApiModel):
+class CredentialsRequest(ApiRequest):
     """Body of POST /v1/credentials: a domestic session part and/or European parts."""
 
     stoken: Stoken | None = None
-    issue_commitment_message: Base64Text | None = None
+    issue_commitment_message: Base64Text | None = Field(
+        default=None, alias="issueCommitmentMessage"
+    )
     domestic: Annotated[list[DomesticAttributes], Field(max_length=MAX_DOMESTIC_PER_REQUEST)] = []
     european: Annotated[list[EuRequest], Field(max_length=MAX_EU_PER_REQUEST)] = []
 

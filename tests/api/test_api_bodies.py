@@ -179,3 +179,29 @@ async def test_fields_documented_as_nullable_accept_null(
     body = {"stoken": None, "issueCommitmentMessage": None, "european": [eu_test()]}
     response = await gateway.post("/v1/credentials", json=body)
     assert response.status_code == 200, response.text
+
+
+async def test_request_fields_are_camel_case_only(
+    gateway: httpx.AsyncClient, mocked: MockedSigners
+):
+    """The Python names of request fields are not the API: a snake_case body is refused.
+
+    They used to be accepted on every route but /v1/dcc (whose model has no Python names).
+    """
+    bodies = {
+        "/v1/domestic/static": {"credential_attributes": domestic_attributes()},
+        "/v1/domestic/issue": {
+            "stoken": "0" * 36,
+            "issue_commitment_message": "e30=",
+            "credentials_attributes": [domestic_attributes()],
+        },
+        "/v1/credentials": {"stoken": "0" * 36, "issue_commitment_message": "e30=",
+                            "domestic": [domestic_attributes()]},
+    }  # fmt: skip
+    for path, body in bodies.items():
+        response = await gateway.post(path, json=body)
+        problem = assert_problem(response, 422)
+        refused = {tuple(e["loc"]) for e in problem["errors"] if e["msg"].startswith("Extra")}
+        snake = {("body", name) for name in body if "_" in name}
+        assert refused == snake, path
+    assert mocked.signing_calls() == 0
