@@ -230,6 +230,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=API_DESCRIPTION,
         lifespan=_lifespan(settings, metrics),
         telemetry=FASTAPI_TELEMETRY_OFF,
+        # No 307 from "/v1/dcc/" to "/v1/dcc": its Location would be built from the caller's
+        # Host header with "http" (behind a TLS proxy), and a client following it re-sends
+        # the body, personal data, there. An unknown path is a 404 like any other.
+        redirect_slashes=False,
     )
     install_problem_handlers(app)
     # Every /v1 route authenticates its caller: each router declares the scope its routes need

@@ -375,3 +375,20 @@ async def test_longest_accepted_eu_validity_still_signs(
             response = await gateway.post("/v1/dcc", json=body)
             assert response.status_code == 200, response.text
     assert mocked.get_credential.call_count == 3
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/dcc/"), ("GET", "/readyz/")])
+async def test_a_trailing_slash_is_not_found_not_redirected(
+    gateway: httpx.AsyncClient, mocked: MockedSigners, method: str, path: str
+):
+    """A path with a trailing slash is unknown: 404, not a 307 to the path without it.
+
+    That redirect's Location came from the caller's Host header, always with "http", and a
+    client following it would re-send the body there.
+    """
+    response = await gateway.request(
+        method, path, json=eu_vaccination(), headers={"Host": "elsewhere.example"}
+    )
+    assert_problem(response, 404)
+    assert "location" not in response.headers
+    assert mocked.signing_calls() == 0
