@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
 
 _FIELDS = frozenset({"keyUsage", "expirationTime", "dcc"})
 _USAGES = {usage.value: usage for usage in KeyUsage}
+# An RFC 3339 date-time (section 5.6) as the real signer reads it (Go's `time.RFC3339`): "T" and
+# "Z" upper case (the RFC's NOTE would also allow lower case, Go does not), any fraction of a
+# second, an offset "Z" or ±hh:mm. `fromisoformat` alone also takes ISO 8601 forms RFC 3339
+# lacks (basic format, week dates, no seconds, "+0000"); it still checks the ranges after this.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:Z|[+-][0-9]{2}:[0-5][0-9])"
+)
 
 
 @dataclass(frozen=True)
@@ -65,12 +74,16 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
 def _parse_expiration(value: object) -> int:
     if not isinstance(value, str):
         raise WireInputError("expirationTime must be an RFC 3339 string")
+    if _RFC3339.fullmatch(value) is None:
+        raise WireInputError(
+            f"expirationTime {value!r} is not an RFC 3339 date-time with offset "
+            "like 2021-06-11T17:30:00Z or 2021-06-11T17:30:00+02:00"
+        )
     try:
+        # Out-of-range parts (month 13, hour 24, second 60, offset +24:00) are refused here.
         when = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise WireInputError(f"expirationTime {value!r} is not RFC 3339") from None
-    if when.tzinfo is None:
-        raise WireInputError(f"expirationTime {value!r} has no UTC offset")
+        raise WireInputError(f"expirationTime {value!r} is not a valid date-time") from None
     return math.floor(when.timestamp())
 
 

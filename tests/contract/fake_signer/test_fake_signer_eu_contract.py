@@ -127,6 +127,52 @@ async def test_wire_input_errors_are_4xx_plain_text(client, raw, why):
     assert response.text
 
 
+# Relative to now, so every form is in the future and within the DSC whenever the suite runs.
+_AT = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
+# strftime formats of _AT that RFC 3339 (as the real signer's Go parser reads it) does not have.
+_NOT_RFC3339 = {
+    "basic-format": "%Y%m%dT%H%M%SZ",
+    "week-date": "%G-W%V-%uT%H:%M:%SZ",
+    "no-minutes": "%Y-%m-%dT%HZ",
+    "no-seconds": "%Y-%m-%dT%H:%MZ",
+    "offset-without-colon": "%Y-%m-%dT%H:%M:%S+0000",
+    "offset-hours-only": "%Y-%m-%dT%H:%M:%S+00",
+    "space-separator": "%Y-%m-%d %H:%M:%SZ",
+    "lower-case": "%Y-%m-%dt%H:%M:%Sz",
+    "leap-second": "%Y-%m-%dT23:59:60Z",
+    "offset-out-of-range": "%Y-%m-%dT%H:%M:%S+24:00",
+    "empty-fraction": "%Y-%m-%dT%H:%M:%S.Z",
+    "date-only": "%Y-%m-%d",
+}
+_RFC3339 = {
+    "utc": "%Y-%m-%dT%H:%M:%SZ",
+    "long-fraction": "%Y-%m-%dT%H:%M:%S.123456789Z",
+    "positive-offset": "%Y-%m-%dT%H:%M:%S+02:00",
+    "unknown-local-offset": "%Y-%m-%dT%H:%M:%S-00:00",
+}
+
+
+@pytest.mark.parametrize("form", _NOT_RFC3339.values(), ids=_NOT_RFC3339.keys())
+async def test_expiration_time_must_be_rfc3339(client, form):
+    """ISO 8601 forms RFC 3339 lacks, lower case and out-of-range parts are refused with 400."""
+    text = _AT.strftime(form)
+    response = await client.post("/get_credential", content=_wire(expirationTime=text))
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "expirationTime" in response.text
+
+
+@pytest.mark.parametrize("form", _RFC3339.values(), ids=_RFC3339.keys())
+async def test_expiration_time_in_rfc3339_forms_is_signed(client, form):
+    """Every RFC 3339 form the real signer reads is signed, its exp the instant floored."""
+    text = _AT.strftime(form)
+    response = await client.post("/get_credential", content=_wire(expirationTime=text))
+    assert response.status_code == 200, response.text
+    _, _, payload, _ = cose_parts(response.json()["credential"])
+    expected = dt.datetime.fromisoformat(text.replace(".123456789", ".123456")).timestamp()
+    assert cbor2.loads(payload)[4] == int(expected)
+
+
 async def test_get_credential_only_accepts_post(client):
     """GET on the signing endpoint is 405."""
     assert (await client.get("/get_credential")).status_code == 405
