@@ -129,12 +129,37 @@ def _object(body: bytes, *, exact_numbers: bool = False) -> dict[str, Any]:
 
 
 def _exact_loads(body: bytes) -> Any:  # noqa: ANN401 - any JSON value
+    """Parse like orjson but with exact integers: UTF-8 only, and every string Unicode text."""
+
     def refuse(constant: str) -> NoReturn:
         raise ValueError(f"{constant} is not JSON")
 
+    # json.loads would guess UTF-16/32 and let encoded surrogates through ("surrogatepass").
+    text = body.decode("utf-8")
     # Python's int() refuses more than 4,300 digits; Decimal holds any integer exactly (and
     # /issue reads no number's value).
-    return json.loads(body, parse_constant=refuse, parse_int=Decimal)
+    data = json.loads(text, parse_constant=refuse, parse_int=Decimal)
+    if "\\u" in text:
+        # Only a \u escape can make a lone surrogate ("\ud800"): not Unicode text, refused by
+        # orjson on the other endpoints, and no signature or answer can encode it. Look only then.
+        _refuse_lone_surrogates(data)
+    return data
+
+
+def _refuse_lone_surrogates(data: object) -> None:
+    pending = [data]
+    while pending:  # a loop, not recursion: the nesting is as deep as the body made it
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone UTF-16 surrogate escape") from None
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def _fields(data: dict[str, Any], *names: str) -> None:

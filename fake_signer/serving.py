@@ -38,8 +38,18 @@ JSON = "application/json"
 
 
 def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
-    """A plain-text answer, the form the real signers use for errors."""
-    return web.Response(status=status, text=text, content_type="text/plain", headers=headers)
+    """A plain-text answer, the form the real signers use for errors.
+
+    A message that quotes the request may hold characters UTF-8 cannot encode (lone surrogates);
+    they are sent as backslash escapes rather than failing the answer with a 500.
+    """
+    return web.Response(
+        status=status,
+        body=text.encode("utf-8", "backslashreplace"),
+        content_type="text/plain",
+        charset="utf-8",
+        headers=headers,
+    )
 
 
 @dataclass

@@ -115,6 +115,38 @@ async def test_nonce_is_single_use(client):
 
 
 @pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"\\ud800": 1}', id="lone-surrogate-key"),
+        pytest.param(b'{"x": ["\\udc00"]}', id="lone-low-surrogate-in-list"),
+        pytest.param(b'{"\xed\xa0\x80": 1}', id="utf8-encoded-surrogate"),
+        pytest.param('{"x": 1}'.encode("utf-16"), id="utf-16"),
+    ],
+)
+async def test_issue_refuses_text_that_is_not_unicode(client, raw):
+    """Lone surrogates and non-UTF-8 bodies get 400 text/plain, not a 500 with a traceback."""
+    response = await client.post("/issue", content=raw, headers=JSON_HEADERS)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "body is not JSON" in response.text
+
+
+async def test_lone_surrogate_attribute_leaves_the_nonce_usable(client):
+    """An attribute holding a lone surrogate is refused before signing: the nonce still works."""
+    prepared = await prepare(client, 1)
+    body = orjson.dumps(issue_body(prepared, [{**ATTRIBUTES, "firstNameInitial": "X"}]))
+    refused = await client.post(
+        "/issue", content=body.replace(b'"X"', b'"\\ud800"'), headers=JSON_HEADERS
+    )
+    assert refused.status_code == 400
+    assert refused.headers["content-type"].startswith("text/plain")
+    paired = body.replace(b'"X"', b'"\\ud83d\\ude00"')  # a valid pair: one emoji, accepted
+    accepted = await client.post("/issue", content=paired, headers=JSON_HEADERS)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()[0]["attributes"]["firstNameInitial"] == "\U0001f600"
+
+
+@pytest.mark.parametrize(
     "mutate",
     [
         pytest.param(lambda b: b.update(credentialsAttributes=[ATTRIBUTES] * 3), id="too-many"),

@@ -17,6 +17,7 @@ from pycose.messages import Sign1Message
 from fake_signer import hcert, keys
 from fake_signer.domestic import NonceStore
 from fake_signer.errors import WireInputError
+from fake_signer.serving import text_response
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,11 @@ def test_nonce_asked_for_too_many_credentials_stays_usable():
     with pytest.raises(WireInputError, match="2 attribute sets for 1 credentials"):
         store.consume(nonce, wanted=2)
     assert store.consume(nonce, wanted=1) == 1
+
+
+def test_text_answer_escapes_what_utf8_cannot_encode():
+    """A plain-text error quoting a lone surrogate is sent with a backslash escape, not a 500."""
+    response = text_response(400, "unknown fields: \ud800")
+    assert response.body == b"unknown fields: \\ud800"
+    assert response.content_type == "text/plain"
+    assert response.charset == "utf-8"
