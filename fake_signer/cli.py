@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys-dir", help="load keys from here, or write fresh ones if empty")
     parser.add_argument("--backlog", type=int, help="listen backlog (default 8192)")
     parser.add_argument("--shutdown-timeout", type=float, help="seconds to drain on stop")
-    parser.add_argument("--log-level", help="logging level (default info)")
+    parser.add_argument(
+        "--log-level", help="debug, info, warning, error or critical (default info)"
+    )
     return parser
 
 
@@ -58,8 +61,23 @@ def parse_settings(argv: Sequence[str] | None = None) -> FakeSignerSettings:
     return FakeSignerSettings(**given)
 
 
+class ListenError(Exception):
+    """The address to serve on cannot be bound (in use, not local, or the host does not resolve)."""
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{_address(host, port)}"
+
+
+def _reason(exc: OSError) -> str:
+    """The cause without the restated address of a bind error ("Address already in use")."""
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)  # resolver errors have negative numbers
 
 
 async def serve(settings: FakeSignerSettings) -> None:
@@ -77,7 +95,11 @@ async def serve(settings: FakeSignerSettings) -> None:
         site = web.TCPSite(
             runner, settings.host, settings.port, backlog=settings.backlog, reuse_address=True
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            where = _address(settings.host, settings.port)
+            raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from exc
         host, port = runner.addresses[0][:2]
         sys.stdout.write(f"fake-signer listening on {_url(str(host), int(port))}\n")
         sys.stdout.flush()
@@ -101,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
     try:
         uvloop.run(serve(settings))
-    except KeysDirError as exc:
+    except (KeysDirError, ListenError) as exc:
         sys.stderr.write(f"fake-signer: {exc}\n")
         return 2
     return 0

@@ -17,14 +17,16 @@ import hashlib
 import os
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 CSCA_VALIDITY = dt.timedelta(days=3650)
@@ -32,6 +34,8 @@ CSCA_VALIDITY = dt.timedelta(days=3650)
 DSC_VALIDITY = dt.timedelta(days=730)
 # Backdating tolerates small clock differences between the fake and its clients.
 BACKDATE = dt.timedelta(hours=1)
+
+_Loaded = TypeVar("_Loaded")
 
 
 class KeyUsage(StrEnum):
@@ -247,14 +251,23 @@ def load_or_create(keys_dir: Path, country: str) -> KeyMaterial:
     """Load the keys in `keys_dir`, or generate them and write them there if it holds none.
 
     Raises:
-        KeysDirError: the directory holds only part of a key set (refusing to overwrite it), or
+        KeysDirError: the path is not a directory or cannot be read or written, a key file does
+            not load, the directory holds only part of a key set (refusing to overwrite it), or
             keys of another country (credentials would name one country as `iss` while their
             DSC names another, and a verifier refuses them).
     """
-    present = [name for name in _file_names() if (keys_dir / name).exists()]
+    try:
+        if keys_dir.exists() and not keys_dir.is_dir():
+            raise KeysDirError(f"keys dir {keys_dir} is not a directory")
+        present = [name for name in _file_names() if (keys_dir / name).exists()]
+    except OSError as exc:
+        raise KeysDirError(f"keys dir {keys_dir} cannot be read: {exc}") from exc
     if not present:
         material = generate_key_material(country)
-        save(material, keys_dir)
+        try:
+            save(material, keys_dir)
+        except OSError as exc:
+            raise KeysDirError(f"keys dir {keys_dir} cannot be written: {exc}") from exc
         return material
     if len(present) != len(_file_names()):
         missing = sorted(set(_file_names()) - set(present))
@@ -267,28 +280,41 @@ def load_or_create(keys_dir: Path, country: str) -> KeyMaterial:
 
 
 def load(keys_dir: Path) -> KeyMaterial:
-    """Read a complete key set written by `save`."""
-    csca_key = _load_ec_key(keys_dir / "csca.key.pem")
-    csca = x509.load_pem_x509_certificate((keys_dir / "csca.crt.pem").read_bytes())
+    """Read a complete key set written by `save`.
+
+    Raises:
+        KeysDirError: a file cannot be read or does not hold the key or certificate expected.
+    """
+    csca_key = _load(keys_dir / "csca.key.pem", _ec_key)
+    csca = _load(keys_dir / "csca.crt.pem", x509.load_pem_x509_certificate)
     eu = {}
     for usage in KeyUsage:
-        key = _load_ec_key(keys_dir / f"dsc-{usage.value}.key.pem")
-        cert = x509.load_pem_x509_certificate(
-            (keys_dir / f"dsc-{usage.value}.crt.pem").read_bytes()
-        )
+        key = _load(keys_dir / f"dsc-{usage.value}.key.pem", _ec_key)
+        cert = _load(keys_dir / f"dsc-{usage.value}.crt.pem", x509.load_pem_x509_certificate)
         eu[usage] = EuSigningKey.of(usage, key, cert)
-    domestic = serialization.load_pem_private_key(
-        (keys_dir / "domestic-ed25519.key.pem").read_bytes(), password=None
-    )
-    if not isinstance(domestic, ed25519.Ed25519PrivateKey):
-        raise TypeError("domestic-ed25519.key.pem is not an Ed25519 key")
+    domestic = _load(keys_dir / "domestic-ed25519.key.pem", _ed25519_key)
     return KeyMaterial(csca_key, csca, eu, DomesticSigningKey.of(domestic))
 
 
-def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+def _load(path: Path, parse: Callable[[bytes], _Loaded]) -> _Loaded:
+    try:
+        return parse(path.read_bytes())
+    # cryptography refuses bad PEM with ValueError, an encrypted key with TypeError.
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeysDirError(f"keys dir {path.parent}: cannot load {path.name}: {exc}") from exc
+
+
+def _ec_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise TypeError(f"{path.name} is not an EC key")
+        raise TypeError("not an EC private key")
+    return key
+
+
+def _ed25519_key(pem: bytes) -> ed25519.Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise TypeError("not an Ed25519 private key")
     return key
 
 

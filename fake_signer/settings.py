@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +48,16 @@ class Overflow(StrEnum):
     REJECT = "reject"
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+# The levels `logging` knows by name, in any case (checked here: a bad one is a settings error).
+LogLevel = Annotated[
+    Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_lower)
+]
+
+
 class FakeSignerSettings(BaseSettings):
     """Everything a fake-signer process can be told at start.
 
@@ -72,4 +83,4 @@ class FakeSignerSettings(BaseSettings):
     backlog: int = Field(default=8192, ge=1)
     # Seconds to wait for running requests on shutdown before cancelling them.
     shutdown_timeout: float = Field(default=2.0, ge=0)
-    log_level: str = "info"
+    log_level: LogLevel = "info"

@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 
+from fake_signer import keys
 from tests.support.fake_signer_process import FakeSignerStartError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _run_to_exit(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m fake_signer` on 127.0.0.1, any port, with `args` until it exits."""
+    # From another working directory too, the fake under test is this checkout's.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "fake_signer", "--host", "127.0.0.1", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def _assert_refused_in_one_line(result: subprocess.CompletedProcess[str], start: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(start), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 def test_keys_dir_survives_restart(fake_signer_factory, tmp_path):
@@ -55,3 +87,70 @@ def test_invalid_settings_fail_fast(fake_signer_factory):
     """An invalid option value makes the process exit instead of serving."""
     with pytest.raises(FakeSignerStartError):
         fake_signer_factory("--error-rate", "2")
+
+
+@pytest.fixture
+def busy_port():
+    """A port on 127.0.0.1 another socket is listening on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def test_port_in_use_is_one_line_and_exit_2(busy_port):
+    """A port that cannot be bound ends the start with one line naming it, status 2."""
+    result = _run_to_exit("--port", str(busy_port))
+    start = f"fake-signer: cannot listen on 127.0.0.1:{busy_port}: Address already in use"
+    _assert_refused_in_one_line(result, start)
+
+
+def test_unresolvable_host_is_one_line_and_exit_2():
+    """A host name that does not resolve ends the start with one line naming it, status 2."""
+    result = _run_to_exit("--host", "nonexistent.invalid")
+    _assert_refused_in_one_line(result, "fake-signer: cannot listen on nonexistent.invalid:0: ")
+
+
+def test_keys_dir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
+    """A --keys-dir naming a regular file is refused in one line, status 2, the file untouched."""
+    not_a_dir = tmp_path / "keys"
+    not_a_dir.write_text("notes")
+    result = _run_to_exit("--keys-dir", str(not_a_dir))
+    _assert_refused_in_one_line(result, f"fake-signer: keys dir {not_a_dir} is not a directory")
+    assert not_a_dir.read_text() == "notes"
+
+
+@pytest.mark.parametrize("name", ["csca.crt.pem", "dsc-test.key.pem", "domestic-ed25519.key.pem"])
+def test_keys_dir_with_a_corrupt_file_is_one_line_and_exit_2(tmp_path, name):
+    """A key set with a file that does not load is refused in one line naming the file."""
+    keys.save(keys.generate_key_material("NL"), tmp_path)
+    (tmp_path / name).write_text("garbage")
+    result = _run_to_exit("--keys-dir", str(tmp_path))
+    _assert_refused_in_one_line(result, f"fake-signer: keys dir {tmp_path}: cannot load {name}: ")
+
+
+def test_keys_dir_of_the_wrong_key_type_is_one_line_and_exit_2(tmp_path):
+    """An EC key where the Ed25519 key belongs is refused in one line naming the file."""
+    keys.save(keys.generate_key_material("NL"), tmp_path)
+    (tmp_path / "domestic-ed25519.key.pem").write_bytes((tmp_path / "csca.key.pem").read_bytes())
+    result = _run_to_exit("--keys-dir", str(tmp_path))
+    start = (
+        f"fake-signer: keys dir {tmp_path}: cannot load domestic-ed25519.key.pem: not an Ed25519"
+    )
+    _assert_refused_in_one_line(result, start)
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        pytest.param(["--log-level", "bogus"], {}, id="option"),
+        pytest.param([], {"FAKE_SIGNER_LOG_LEVEL": "bogus"}, id="environment"),
+    ],
+)
+def test_unknown_log_level_is_an_invalid_setting(args, env):
+    """An unknown log level is reported as an invalid setting with status 2, no traceback."""
+    result = _run_to_exit(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("fake-signer: invalid settings\n")
+    assert "log_level" in result.stderr
+    assert "Traceback" not in result.stderr
