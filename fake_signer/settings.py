@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,7 +68,8 @@ class FakeSignerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FAKE_SIGNER_", extra="forbid")
 
     role: Role = Role.ALL
-    host: str = "127.0.0.1"
+    # Not empty: "" would bind every interface.
+    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=0, le=65535)
     latency_ms: float = Field(default=0.0, ge=0)
     jitter_ms: float = Field(default=0.0, ge=0)
@@ -84,3 +85,11 @@ class FakeSignerSettings(BaseSettings):
     # Seconds to wait for running requests on shutdown before cancelling them.
     shutdown_timeout: float = Field(default=2.0, ge=0)
     log_level: LogLevel = "info"
+
+    @field_validator("keys_dir", mode="before")
+    @classmethod
+    def _keys_dir_given(cls, value: object) -> object:
+        # Path("") is ".": an empty value would write private keys into the working directory.
+        if value == "":
+            raise ValueError("must not be empty (leave it unset for throwaway keys)")
+        return value

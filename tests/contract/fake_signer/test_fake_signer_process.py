@@ -154,3 +154,21 @@ def test_unknown_log_level_is_an_invalid_setting(args, env):
     assert result.stderr.startswith("fake-signer: invalid settings\n")
     assert "log_level" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "field"),
+    [
+        pytest.param(["--keys-dir", ""], {}, "keys_dir", id="keys-dir-option"),
+        pytest.param([], {"FAKE_SIGNER_KEYS_DIR": ""}, "keys_dir", id="keys-dir-environment"),
+        pytest.param(["--host="], {}, "host", id="host-option"),
+    ],
+)
+def test_empty_keys_dir_or_host_is_refused(tmp_path, args, env, field):
+    """An empty keys dir (would be ".") or host (every interface) is refused; nothing is written."""
+    result = _run_to_exit(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("fake-signer: invalid settings\n")
+    assert f"\n{field}\n" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
