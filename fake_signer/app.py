@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
     from fake_signer.keys import KeyMaterial
 
+# What a cancelled request gets to unwind, and what aiohttp's own shutdown gets for a request
+# that is not a signing (those answer at once): small, as it is added to the shutdown timeout.
+CANCEL_GRACE_SECONDS = 0.05
+
 
 def create_app(
     settings: FakeSignerSettings | None = None, *, keys: KeyMaterial | None = None
@@ -55,7 +59,7 @@ def create_app(
     app[STATE] = state
     add_routes(app, serve_eu=settings.role.serves_eu, serve_domestic=settings.role.serves_domestic)
     app.cleanup_ctx.append(_keys_lifespan)
-    app.on_shutdown.append(_release_hanging)
+    app.on_shutdown.append(_drain)
     return app
 
 
@@ -74,5 +78,22 @@ async def _keys_lifespan(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def _release_hanging(app: web.Application) -> None:
-    app[STATE].stopping.set()
+async def _drain(app: web.Application) -> None:
+    """Release hanging requests, give running signings `shutdown_timeout`, then cancel the rest.
+
+    Runs once the listening sockets are closed. The drain is done here because aiohttp's own
+    (`AppRunner(shutdown_timeout=...)`) waits the timeout, cancels, then waits it again, and
+    waits for ever when it is 0.
+    """
+    state = app[STATE]
+    state.stopping.set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.settings.shutdown_timeout
+    # Again while time is left: a request accepted just before the stop may start meanwhile.
+    while state.running and (left := deadline - loop.time()) > 0:
+        await asyncio.wait(set(state.running), timeout=left)
+    late = set(state.running)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=CANCEL_GRACE_SECONDS)

@@ -19,7 +19,7 @@ import uvloop
 from aiohttp import web
 from pydantic import ValidationError
 
-from fake_signer.app import create_app
+from fake_signer.app import CANCEL_GRACE_SECONDS, create_app
 from fake_signer.keys import KeysDirError
 from fake_signer.settings import FakeSignerSettings, LatencyDistribution, Overflow, Role
 
@@ -87,7 +87,9 @@ async def serve(settings: FakeSignerSettings) -> None:
         access_log=None,
         # A client that gives up cancels its handler, freeing capacity like a real server would.
         handler_cancellation=True,
-        shutdown_timeout=settings.shutdown_timeout,
+        # The app drains signing requests itself on shutdown (see `app._drain`); aiohttp's
+        # timeout, waited twice and for ever when 0, only has the rest left to finish.
+        shutdown_timeout=CANCEL_GRACE_SECONDS,
         handle_signals=False,
     )
     await runner.setup()

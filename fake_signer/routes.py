@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,11 @@ from fake_signer.serving import JSON, text_response
 from fake_signer.state import STATE
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from fake_signer.behaviour import FaultSpec
+
+    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(data: object) -> web.Response:
@@ -140,14 +145,30 @@ async def get_control(request: web.Request) -> web.Response:
     return _json(request.app[STATE].behaviour.describe())
 
 
+def _drained(handler: Handler) -> Handler:
+    """`handler`, tracked while it runs so that a shutdown can wait for it, then cancel it."""
+
+    async def tracked(request: web.Request) -> web.StreamResponse:
+        running = request.app[STATE].running
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - aiohttp runs every handler in a task
+        running.add(task)
+        try:
+            return await handler(request)
+        finally:
+            running.discard(task)
+
+    return tracked
+
+
 def add_routes(app: web.Application, *, serve_eu: bool, serve_domestic: bool) -> None:
     """Register the endpoints of the roles played plus the fake's own endpoints."""
     if serve_eu:
-        app.router.add_post("/get_credential", get_credential)
+        app.router.add_post("/get_credential", _drained(get_credential))
     if serve_domestic:
-        app.router.add_post("/prepare_issue", prepare_issue)
-        app.router.add_post("/issue", issue)
-        app.router.add_post("/issue_static", issue_static)
+        app.router.add_post("/prepare_issue", _drained(prepare_issue))
+        app.router.add_post("/issue", _drained(issue))
+        app.router.add_post("/issue_static", _drained(issue_static))
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/keys", keys, allow_head=False)
     app.router.add_get("/_stats", get_stats, allow_head=False)

@@ -82,8 +82,8 @@ class FakeSignerSettings(BaseSettings):
     keys_dir: Path | None = None
     # Large enough for thousands of simultaneous connects (the kernel caps it at somaxconn).
     backlog: int = Field(default=8192, ge=1)
-    # Seconds to wait for running requests on shutdown before cancelling them.
-    shutdown_timeout: float = Field(default=2.0, ge=0)
+    # Seconds to wait for running signing requests on shutdown before cancelling them (0: at once).
+    shutdown_timeout: float = Field(default=2.0, ge=0, allow_inf_nan=False)
     log_level: LogLevel = "info"
 
     @field_validator("keys_dir", mode="before")

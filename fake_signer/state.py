@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -27,6 +28,8 @@ class FakeSignerState:
     # Set on shutdown so hanging requests can finish instead of holding the server up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keys: KeyMaterial | None = None
+    # The tasks of the signing requests being handled, which a shutdown drains.
+    running: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def key_material(self) -> KeyMaterial:

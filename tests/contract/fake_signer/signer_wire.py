@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import time
 import zlib
 from typing import Any
 
 import base45
 import cbor2
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pycose.keys import CoseKey
@@ -116,3 +118,18 @@ def verify_with_pycose(credential: str, certificate: x509.Certificate) -> bool:
         .decode()
     )
     return message.verify_signature()
+
+
+async def stats(client):
+    """The /_stats document."""
+    return (await client.get("/_stats")).json()
+
+
+async def wait_for(predicate, client, within=5.0):
+    """Poll /_stats until `predicate(stats)` holds or the deadline passes."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        current = await stats(client)
+        if predicate(current):
+            return current
+    pytest.fail(f"stats never matched: {current}")

@@ -20,7 +20,9 @@ from tests.contract.fake_signer.signer_wire import (
     dsc_for,
     eu_body,
     published,
+    stats,
     verify_with_pycose,
+    wait_for,
 )
 
 FAULT = "X-Fake-Signer-Fault"
@@ -30,21 +32,6 @@ async def sign(client, fault=None, **kwargs):
     """POST /get_credential, optionally with a fault header."""
     headers = {} if fault is None else {FAULT: fault}
     return await client.post("/get_credential", json=eu_body(), headers=headers, **kwargs)
-
-
-async def stats(client):
-    """The /_stats document."""
-    return (await client.get("/_stats")).json()
-
-
-async def wait_for(predicate, client, within=5.0):
-    """Poll /_stats until `predicate(stats)` holds or the deadline passes."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        current = await stats(client)
-        if predicate(current):
-            return current
-    pytest.fail(f"stats never matched: {current}")
 
 
 async def test_delay_adds_latency(client):

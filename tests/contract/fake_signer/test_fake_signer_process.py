@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fake_signer import keys
-from tests.support.fake_signer_process import FakeSignerStartError
+from tests.contract.fake_signer.signer_wire import eu_body, wait_for
+from tests.support.fake_signer_process import FakeSignerProcess, FakeSignerStartError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -172,3 +175,44 @@ def test_empty_keys_dir_or_host_is_refused(tmp_path, args, env, field):
     assert f"\n{field}\n" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+async def _stop_during_a_signing(
+    signer: FakeSignerProcess,
+) -> tuple[int, float, httpx.Response | BaseException]:
+    """SIGTERM `signer` with a signing in flight: its exit code, the seconds to exit, the answer."""
+    async with httpx.AsyncClient(base_url=signer.base_url, timeout=10) as client:
+        signing = asyncio.create_task(client.post("/get_credential", json=eu_body()))
+        await wait_for(lambda stats: stats["inFlight"] == 1, client)
+        started = time.monotonic()
+        code = await asyncio.to_thread(signer.stop)
+        stopped_after = time.monotonic() - started
+        (answer,) = await asyncio.gather(signing, return_exceptions=True)
+    return code, stopped_after, answer
+
+
+# aiohttp's own drain took twice the timeout, and for ever at 0: a 1.5 s timeout then stopped
+# after 3 s, a 0 one only when the 5 s signing was done.
+@pytest.mark.parametrize("grace", [1.5, 0.0])
+async def test_stop_gives_running_signings_the_shutdown_timeout_once(fake_signer_factory, grace):
+    """On SIGTERM a running signing gets --shutdown-timeout seconds, not more, then is cut off."""
+    signer = fake_signer_factory(
+        *("--latency-ms", "5000", "--latency-distribution", "fixed"),
+        *("--shutdown-timeout", str(grace)),
+    )
+    code, stopped_after, answer = await _stop_during_a_signing(signer)
+    assert code == 0
+    assert grace <= stopped_after < grace + 0.8
+    assert isinstance(answer, httpx.TransportError)
+
+
+async def test_stop_lets_a_signing_that_ends_in_time_answer(fake_signer_factory):
+    """A signing that ends within --shutdown-timeout is answered; the stop waits no longer."""
+    signer = fake_signer_factory(
+        *("--latency-ms", "300", "--latency-distribution", "fixed", "--shutdown-timeout", "5")
+    )
+    code, stopped_after, answer = await _stop_during_a_signing(signer)
+    assert code == 0
+    assert stopped_after < 2
+    assert isinstance(answer, httpx.Response)
+    assert answer.status_code == 200
