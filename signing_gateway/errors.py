@@ -10,7 +10,7 @@ Every expected failure is a `GatewayError` with a real status; a 500 means a bug
     │   ├── SignerTimedOut           504  the signer did not answer in time
     │   └── SignerBadResponse        502  the signer answered outside its contract
     ├── CredentialRejected           502  a signer's credential failed verification
-    └── DeadlineExceeded             504  the request's overall budget ran out
+    └── DeadlineExceeded             504  the request's overall budget ran out (names the parts cut)
 
 Bodies never carry a stack trace, a downstream URL or a signer's own error text.
 """
@@ -147,11 +147,28 @@ class CredentialRejected(GatewayError):
 
 
 class DeadlineExceeded(GatewayError):
-    """Raised when the request's overall deadline runs out before the signers finished."""
+    """Raised when the request's overall deadline runs out before the signers finished.
+
+    It names the parts of the request it cut: `part` is the first of them in request order,
+    as every other failure names its one part, and `unfinished_parts` all of them (a
+    multi-part request may have several still running when its deadline runs out).
+    """
 
     status = 504
     slug = "deadline-exceeded"
     title = "Request deadline exceeded"
+
+    def __init__(self, detail: str, *, parts: Sequence[str] = ()) -> None:
+        """Keep the parts the deadline cut (none when it cut no named part)."""
+        super().__init__(detail, part=parts[0] if parts else None)
+        self.unfinished_parts = tuple(parts)
+
+    def extensions(self) -> dict[str, Any]:
+        """Add every part the deadline cut as `unfinishedParts`."""
+        extensions = super().extensions()
+        if self.unfinished_parts:
+            extensions["unfinishedParts"] = list(self.unfinished_parts)
+        return extensions
 
 
 def problem_body(

@@ -169,6 +169,7 @@ class Problem(BaseModel):
     instance: str
     request_id: str = Field(alias="requestId")
     part: str | None = None
+    unfinished_parts: list[str] | None = Field(default=None, alias="unfinishedParts")
     errors: list[ProblemFieldOut] | None = None
 
 
