@@ -30,7 +30,7 @@ from signing_gateway.api.schemas import (
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.issuance.commitment import decode_commitment
-from signing_gateway.issuance.deadline import all_or_nothing, request_deadline
+from signing_gateway.issuance.deadline import all_or_nothing
 from signing_gateway.issuance.domestic import DomesticIssuer, IssuedStaticProof, encode_message
 from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
 from signing_gateway.issuance.session import SESSION_SPENT
@@ -97,14 +97,14 @@ async def print_proof(
         if errors or eu_errors:
             raise DomainValidationError(errors + eu_errors)
 
-        calls: list[Callable[[], Awaitable[Any]]] = []
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {}
         if body.domestic is not None:
-            calls.append(
-                partial(domestic.issue_static, body.domestic, part="domestic", headers=headers)
+            calls["domestic"] = partial(
+                domestic.issue_static, body.domestic, part="domestic", headers=headers
             )
-        calls.extend(partial(eu.issue, p, part="european", headers=headers) for p in prepared)
-        async with request_deadline(settings.request_deadline_seconds):
-            results = await all_or_nothing(calls)
+        for p in prepared:
+            calls["european"] = partial(eu.issue, p, part="european", headers=headers)
+        results = await all_or_nothing(calls, seconds=settings.request_deadline_seconds)
 
         static: IssuedStaticProof | None = results.pop(0) if body.domestic is not None else None
         european: IssuedEuCredential | None = results[0] if results else None
@@ -153,28 +153,24 @@ async def _issue_credentials(
     if errors:
         raise DomainValidationError(errors)
 
-    calls: list[Callable[[], Awaitable[Any]]] = []
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {}
     async with AsyncExitStack() as session_scope:
         if body.domestic and body.stoken is not None and commitment is not None:
             # Out of the store until the request ends; put back if the signer never saw it,
             # even when an EU part failed and cancelled the domestic call before it was sent.
             session = await session_scope.enter_async_context(domestic.hold_session(body.stoken))
-            calls.append(
-                partial(
-                    domestic.issue,
-                    session=session,
-                    commitment=commitment,
-                    attributes=body.domestic,
-                    part="domestic",
-                    headers=headers,
-                )
+            calls["domestic"] = partial(
+                domestic.issue,
+                session=session,
+                commitment=commitment,
+                attributes=body.domestic,
+                part="domestic",
+                headers=headers,
             )
-        calls.extend(
-            partial(eu.issue, p, part=f"european[{i}]", headers=headers)
-            for i, p in enumerate(prepared)
-        )
-        async with request_deadline(settings.request_deadline_seconds):
-            return await all_or_nothing(calls)
+        for i, p in enumerate(prepared):
+            part = f"european[{i}]"
+            calls[part] = partial(eu.issue, p, part=part, headers=headers)
+        return await all_or_nothing(calls, seconds=settings.request_deadline_seconds)
 
 
 @router.post(

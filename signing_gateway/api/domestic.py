@@ -59,7 +59,7 @@ async def issue_static(
         errors = issuer.check_one(body.credential_attributes, loc=("credentialAttributes",))
         if errors:
             raise DomainValidationError(errors)
-        async with request_deadline(settings.request_deadline_seconds):
+        async with request_deadline(settings.request_deadline_seconds, parts=("domestic",)):
             proof = await issuer.issue_static(
                 body.credential_attributes, part="domestic", headers=headers
             )
@@ -79,7 +79,7 @@ async def prepare_issue(
     """Ask the domestic signer for a nonce and hand out a single-use session token."""
     async with audit.attempt():
         audit.domestic("domestic", kind="domestic-session", count=0)
-        async with request_deadline(settings.request_deadline_seconds):
+        async with request_deadline(settings.request_deadline_seconds, parts=("domestic",)):
             stoken, message = await issuer.prepare_issue(headers=headers)
     return PrepareIssueOut(stoken=stoken, prepare_issue_message=encode_message(message))
 
@@ -117,7 +117,7 @@ async def issue(
         # The session is out of the store for the call: put back if the signer never saw it.
         async with (
             issuer.hold_session(body.stoken) as session,
-            request_deadline(settings.request_deadline_seconds),
+            request_deadline(settings.request_deadline_seconds, parts=("domestic",)),
         ):
             items = await issuer.issue(
                 session=session,

@@ -53,7 +53,7 @@ async def issue_dcc(request: Request, route: EuRouteDep) -> EuCredentialOut:
         prepared = issuer.prepare(body)
         # The signer wait needs only `prepared`: the request model goes (see api/bodies).
         del body
-        async with request_deadline(settings.request_deadline_seconds):
+        async with request_deadline(settings.request_deadline_seconds, parts=("european",)):
             issued = await issuer.issue(prepared, part="european", headers=route.headers)
         audit.eu_issued("european", issued)
     return credential_out(issued)

@@ -4,17 +4,24 @@ The budget is the `request_deadline_seconds` setting, or less when the caller as
 with `X-Request-Timeout: <seconds>` (counted from the request's arrival; never more than the
 setting). Inside the deadline, `remaining_seconds()` tells each signer attempt how much time
 is left, and `with_deadline_header` passes it on to the signer as `X-Request-Deadline-Ms`.
+
+When the deadline cuts the work, the answer is one 504 `deadline-exceeded` naming the parts
+(`european`, `domestic`, `european[0]`, ...) that had not finished, however the cut reached
+them: the deadline's own timer cancelling the block, or a part's signer call ending (its
+attempt timed out at the deadline, say) once the deadline has run out. On /v1/print and
+/v1/credentials each part runs in its own task, and which of those two a loop turn delivers
+first is up to the event loop's timer order; the answer must not be.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from signing_gateway.errors import DeadlineExceeded, GatewayError
 
@@ -33,7 +40,7 @@ class CallerBudget:
 
 
 caller_budget_var: ContextVar[CallerBudget | None] = ContextVar("caller_budget", default=None)
-_deadline_var: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+_deadline_var: ContextVar[RequestDeadline | None] = ContextVar("request_deadline", default=None)
 
 
 def parse_request_timeout(value: str) -> float:
@@ -44,9 +51,15 @@ def parse_request_timeout(value: str) -> float:
     return seconds
 
 
+def current_request_deadline() -> RequestDeadline | None:
+    """The current request's deadline (None outside one)."""
+    return _deadline_var.get()
+
+
 def current_deadline() -> float | None:
     """Event-loop time at which the current request's deadline expires (None outside one)."""
-    return _deadline_var.get()
+    deadline = _deadline_var.get()
+    return None if deadline is None else deadline.at
 
 
 def remaining_seconds() -> float | None:
@@ -54,7 +67,7 @@ def remaining_seconds() -> float | None:
     deadline = _deadline_var.get()
     if deadline is None:
         return None
-    return deadline - asyncio.get_running_loop().time()
+    return deadline.at - asyncio.get_running_loop().time()
 
 
 def with_deadline_header(headers: Mapping[str, str]) -> dict[str, str]:
@@ -103,32 +116,42 @@ def _effective_budget(seconds: float, now: float) -> float:
     return min(seconds, asked.seconds - (now - asked.arrived_at))
 
 
-class _Deadline:
+class RequestDeadline:
     """`request_deadline`'s block, held for each request's whole signer wait.
+
+    It knows the parts of the request's signer work that have not finished yet, so every way
+    the deadline can cut that work gives the same answer (`exceeded`).
 
     A class, not an ``asynccontextmanager``: a generator, its frame and a wrapper less per
     request in flight.
     """
 
-    __slots__ = ("_budget", "_scope", "_seconds", "_token")
+    __slots__ = ("_budget", "_scope", "_seconds", "_token", "_unfinished", "at")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, parts: Sequence[str] = ()) -> None:
+        """A deadline of `seconds` around the signer work of `parts` (named as problems are)."""
         self._seconds = seconds
+        self._unfinished: Sequence[str] = parts
         self._budget = 0.0
         self._scope: asyncio.Timeout | None = None
-        self._token: Token[float | None] | None = None
+        self._token: Token[RequestDeadline | None] | None = None
+        #: Event-loop time at which the deadline expires (set on entering the block).
+        self.at = math.inf
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> Self:
+        """Start the clock; a caller's budget already spent is a 504 at once."""
         now = asyncio.get_running_loop().time()
         budget = self._budget = _effective_budget(self._seconds, now)
         if budget <= 0:  # the caller's budget went on waiting for the gateway (its CPU gate)
-            raise DeadlineExceeded(
+            raise self._exceeded(
                 "the request's time budget ran out before its signer work could start; "
                 "nothing was issued"
             )
-        scope = self._scope = asyncio.timeout_at(now + budget)
+        self.at = now + budget
+        scope = self._scope = asyncio.timeout_at(self.at)
         await scope.__aenter__()
-        self._token = _deadline_var.set(now + budget)
+        self._token = _deadline_var.set(self)
+        return self
 
     async def __aexit__(
         self,
@@ -136,61 +159,106 @@ class _Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Turn the deadline's cancellation of the block into its 504."""
         scope = self._scope
         assert scope is not None  # noqa: S101 - entered
         try:
             await scope.__aexit__(exc_type, exc, tb)
         except TimeoutError as timeout:  # the deadline cancelled the block
             if scope.expired():
-                raise self._exceeded() from timeout
+                raise self.exceeded() from timeout
             raise
         finally:
             if self._token is not None:
                 _deadline_var.reset(self._token)
+            # Timer handles armed in the block copied the context that holds this object, and
+            # a cancelled one waits in the loop's heap until its time: past the request, this
+            # object must not hold the request's task (the scope does).
+            self._scope = self._token = None
         if isinstance(exc, TimeoutError) and scope.expired():
-            raise self._exceeded() from exc
+            raise self.exceeded() from exc
 
-    def _exceeded(self) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            f"the signers did not finish within {max(self._budget, 0):g} s; nothing was issued"
+    def expired(self) -> bool:
+        """Whether the deadline has run out (its timer fired), asked inside the block."""
+        scope = self._scope
+        return scope is not None and scope.expired()
+
+    def finished(self, part: str) -> None:
+        """Note that `part` finished: a cut from now on does not name it."""
+        self._unfinished = [name for name in self._unfinished if name != part]
+
+    def exceeded(self) -> DeadlineExceeded:
+        """The 504 for signer work this deadline cut, naming the parts not finished."""
+        signers = "signer" if len(self._unfinished) == 1 else "signers"
+        return self._exceeded(
+            f"the {signers} did not finish within {max(self._budget, 0):g} s; nothing was issued"
         )
 
+    def _exceeded(self, message: str) -> DeadlineExceeded:
+        parts = self._unfinished
+        detail = f"{', '.join(parts)}: {message}" if parts else message
+        return DeadlineExceeded(detail, parts=parts)
 
-def request_deadline(seconds: float) -> _Deadline:
+
+def request_deadline(seconds: float, *, parts: Sequence[str] = ()) -> RequestDeadline:
     """``async with``: cancel the enclosed signer work after `seconds` with a 504.
 
-    Or sooner, when the caller's budget (``X-Request-Timeout``) is shorter.
+    Or sooner, when the caller's budget (``X-Request-Timeout``) is shorter. The 504 names
+    `parts`, the parts of the request the enclosed work signs.
     """
-    return _Deadline(seconds)
+    return RequestDeadline(seconds, parts)
 
 
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            return _first_leaf(exc)
-        if isinstance(exc, GatewayError):
-            return exc
-    return group
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
-async def all_or_nothing(calls: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    """Run `calls` concurrently; on the first failure cancel the rest and raise that failure.
+def _answer(
+    group: BaseExceptionGroup[BaseException], deadline: RequestDeadline
+) -> GatewayError | None:
+    """What the failed parts answer: the first part's own failure, else the deadline's cut.
 
-    The failure raised is the first gateway error (it names its part); anything else is a bug
-    and propagates as the exception group.
+    A part's own failure (a signer error, a credential that failed verification) says more
+    than the deadline that cut the others. None when no part failed as expected: a bug.
     """
+    cut = False
+    for exc in _leaves(group):
+        if isinstance(exc, DeadlineExceeded):
+            cut = True
+        elif isinstance(exc, GatewayError):
+            return exc
+    return deadline.exceeded() if cut else None
+
+
+async def all_or_nothing(
+    calls: Mapping[str, Callable[[], Awaitable[Any]]], *, seconds: float
+) -> list[Any]:
+    """Run `calls` (part name → call) concurrently under one request deadline of `seconds`.
+
+    On the first failure the rest are cancelled and that failure is raised (it names its
+    part). When the deadline cuts the calls instead, the 504 names every part that had not
+    finished, in the order of `calls`. Anything else is a bug and propagates as the exception
+    group. The results come back in the order of `calls`.
+    """
+    deadline = RequestDeadline(seconds, tuple(calls))
     results: list[Any] = [None] * len(calls)
 
-    async def run(index: int, call: Callable[[], Awaitable[Any]]) -> None:
+    async def run(index: int, part: str, call: Callable[[], Awaitable[Any]]) -> None:
         results[index] = await call()
+        deadline.finished(part)
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for index, call in enumerate(calls):
-                group.create_task(run(index, call))
-    except BaseExceptionGroup as eg:
-        leaf = _first_leaf(eg)
-        if leaf is eg:
-            raise
-        raise leaf from None
+    async with deadline:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, (part, call) in enumerate(calls.items()):
+                    group.create_task(run(index, part, call))
+        except BaseExceptionGroup as eg:
+            answer = _answer(eg, deadline)
+            if answer is None:
+                raise
+            raise answer from None
     return results

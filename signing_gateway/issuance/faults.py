@@ -13,7 +13,7 @@ from signing_gateway.errors import (
     SignerTimedOut,
     SignerUnavailable,
 )
-from signing_gateway.issuance.deadline import current_deadline
+from signing_gateway.issuance.deadline import current_request_deadline
 from signing_gateway.observability.telemetry import record_credential_rejection
 from signing_gateway.resilience.breaker import BreakerOpen
 from signing_gateway.resilience.bulkhead import BulkheadFull
@@ -83,29 +83,47 @@ async def call_signer(
     `factory` makes one fresh attempt each time it is called (so the policy can retry);
     `replay_safe` says whether the endpoint may be sent again after a request that may have
     reached the signer (a timeout or a lost connection), see docs/resilience.md.
+
+    A call the request's deadline cut gets the deadline's 504 (`RequestDeadline.exceeded`)
+    whenever it fails after the deadline ran out. The attempt's timer is armed for the
+    deadline's instant when that is the nearer; both fire in one loop turn, and a part running
+    in a task of its own (/v1/print, /v1/credentials) may see its attempt time out before the
+    deadline cancels it. The answer must not depend on that order: it is the deadline's, as
+    asyncio decides for two timeouts nested in one task.
     """
+    deadline = current_request_deadline()
     try:
         # The request's CPU permit goes to the next request while this one waits on the
         # signer (bulkhead queue, round trip, retry backoff): see runtime/cpu_gate.py.
         async with io_wait():
             return await policy.call(
-                endpoint, factory, replay_safe=replay_safe, deadline=current_deadline()
+                endpoint,
+                factory,
+                replay_safe=replay_safe,
+                deadline=None if deadline is None else deadline.at,
             )
-    except BreakerOpen as exc:
-        raise SignerUnavailable(
+    except (BreakerOpen, BulkheadFull, SignerError) as exc:
+        if deadline is not None and deadline.expired():
+            raise deadline.exceeded() from exc
+        raise _problem_for(exc, part=part) from exc
+
+
+def _problem_for(exc: BreakerOpen | BulkheadFull | SignerError, *, part: str) -> GatewayError:
+    """The part's answer for a call that failed before the request's deadline ran out."""
+    if isinstance(exc, BreakerOpen):
+        return SignerUnavailable(
             f"{part}: the signer is failing; calls are paused",
             part=part,
             retry_after=max(1.0, exc.retry_after),
-        ) from exc
-    except BulkheadFull as exc:
-        raise SignerUnavailable(
+        )
+    if isinstance(exc, BulkheadFull):
+        return SignerUnavailable(
             f"{part}: the signer is at capacity; try again later",
             part=part,
             retry_after=exc.retry_after,
-        ) from exc
-    except SignerError as exc:
-        logger.warning(
-            "signer call failed",
-            extra={"signer": exc.signer, "endpoint": exc.endpoint, "error": type(exc).__name__},
         )
-        raise problem_for_signer_error(exc, part=part) from exc
+    logger.warning(
+        "signer call failed",
+        extra={"signer": exc.signer, "endpoint": exc.endpoint, "error": type(exc).__name__},
+    )
+    return problem_for_signer_error(exc, part=part)

@@ -1,13 +1,15 @@
-"""The per-request deadline and the all-or-nothing runner of concurrent signer calls."""
+"""The per-request deadline, what it answers when it cuts signer work, and all-or-nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import pytest
 
-from signing_gateway.errors import DeadlineExceeded, SignerUnavailable
+from signing_gateway.errors import DeadlineExceeded, SignerTimedOut, SignerUnavailable
 from signing_gateway.issuance.deadline import (
     DEADLINE_HEADER,
     CallerBudget,
@@ -17,6 +19,9 @@ from signing_gateway.issuance.deadline import (
     remaining_seconds,
     request_deadline,
 )
+from signing_gateway.issuance.faults import call_signer
+from signing_gateway.resilience.policy import SignerPolicy
+from signing_gateway.settings import ResilienceSettings
 
 
 async def test_deadline_turns_expiry_into_deadline_exceeded():
@@ -105,7 +110,8 @@ async def test_all_or_nothing_runs_concurrently_and_keeps_order():
 
     started = time.monotonic()
     results = await all_or_nothing(
-        [lambda: after(0.2, 1), lambda: after(0.1, 2), lambda: after(0.2, 3)]
+        {"a": lambda: after(0.2, 1), "b": lambda: after(0.1, 2), "c": lambda: after(0.2, 3)},
+        seconds=5,
     )
     assert results == [1, 2, 3]
     assert time.monotonic() - started < 0.35
@@ -127,7 +133,7 @@ async def test_all_or_nothing_cancels_siblings_and_raises_the_failing_part():
         raise SignerUnavailable("european[1]: down", part="european[1]")
 
     with pytest.raises(SignerUnavailable) as info:
-        await all_or_nothing([slow, failing])
+        await all_or_nothing({"european[0]": slow, "european[1]": failing}, seconds=5)
     assert info.value.part == "european[1]"
     assert cancelled.is_set()
 
@@ -139,4 +145,120 @@ async def test_all_or_nothing_lets_bugs_through():
         raise KeyError("bug")
 
     with pytest.raises(ExceptionGroup):
-        await all_or_nothing([broken])
+        await all_or_nothing({"european": broken}, seconds=5)
+
+
+async def test_deadline_names_the_parts_it_cut() -> None:
+    """The 504 of a cut block names its parts: `part` the first, `unfinishedParts` all."""
+    with pytest.raises(DeadlineExceeded) as info:
+        async with request_deadline(0.05, parts=("domestic", "european")):
+            await asyncio.sleep(5)
+    assert info.value.part == "domestic"
+    assert info.value.extensions() == {
+        "part": "domestic",
+        "unfinishedParts": ["domestic", "european"],
+    }
+    assert info.value.detail.startswith("domestic, european: the signers did not finish")
+
+
+async def test_a_spent_caller_budget_names_every_part() -> None:
+    """Refused before any signer work, every part of the request is unfinished."""
+    token = caller_budget_var.set(
+        CallerBudget(arrived_at=asyncio.get_running_loop().time() - 2, seconds=1)
+    )
+    try:
+        with pytest.raises(DeadlineExceeded) as info:
+            async with request_deadline(5, parts=("european",)):
+                pass
+    finally:
+        caller_budget_var.reset(token)
+    assert info.value.unfinished_parts == ("european",)
+
+
+async def _hang() -> None:
+    await asyncio.Event().wait()
+
+
+async def _done() -> str:
+    return "signed"
+
+
+@pytest.mark.parametrize(
+    ("calls", "unfinished"),
+    [
+        ({"domestic": _done, "european": _hang}, ["european"]),
+        ({"domestic": _hang, "european": _done}, ["domestic"]),
+        (
+            {"domestic": _hang, "european[0]": _done, "european[1]": _hang},
+            ["domestic", "european[1]"],
+        ),
+    ],
+    ids=["european", "domestic", "several"],
+)
+async def test_all_or_nothing_cut_by_its_deadline_names_the_unfinished_parts(
+    calls: dict[str, Callable[[], Awaitable[object]]], unfinished: list[str]
+) -> None:
+    """The deadline's 504 names the parts that had not finished, in request order."""
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as info:
+        await all_or_nothing(calls, seconds=0.1)
+    assert time.monotonic() - started < 0.3
+    assert info.value.part == unfinished[0]
+    assert list(info.value.unfinished_parts) == unfinished
+
+
+def _policy(attempt_timeout_seconds: float = 10.0) -> SignerPolicy:
+    settings = ResilienceSettings(max_attempts=1, attempt_timeout_seconds=attempt_timeout_seconds)
+    return SignerPolicy("eu", settings)
+
+
+async def _signed_by(policy: SignerPolicy, part: str) -> None:
+    """One signer call of `part`, as an issuer makes it, to a signer that never answers."""
+    return await call_signer(
+        part, _hang, policy=policy, endpoint="get_credential", replay_safe=True
+    )
+
+
+async def test_a_part_whose_attempt_times_out_with_the_deadline_is_cut_by_the_deadline() -> None:
+    """Its attempt timer and the deadline fire in one loop turn, the attempt's seen first: 504.
+
+    The part runs in a task of its own, so its attempt timing out reaches it before the
+    deadline's cancellation does (here by timer order: its attempt falls due 20 ms before the
+    deadline, and a stalled loop turn lets both fire together). The answer is still the
+    deadline's, naming the part, as when the deadline's cancellation arrives first.
+    """
+    policy = _policy(attempt_timeout_seconds=0.1)
+    loop = asyncio.get_running_loop()
+    # A loop turn held from 50 ms to 200 ms: both timers are overdue when it ends.
+    loop.call_later(0.05, time.sleep, 0.15)
+    with pytest.raises(DeadlineExceeded) as info:
+        await all_or_nothing(
+            {"domestic": _done, "european": partial(_signed_by, policy, "european")},
+            seconds=0.12,
+        )
+    assert info.value.unfinished_parts == ("european",)
+
+
+async def test_an_attempt_timing_out_well_before_the_deadline_stays_a_signer_timeout() -> None:
+    """An attempt timeout shorter than the time left is the signer's: 504 signer-timeout."""
+    policy = _policy(attempt_timeout_seconds=0.05)
+    with pytest.raises(SignerTimedOut) as info:
+        await all_or_nothing(
+            {"domestic": _done, "european": partial(_signed_by, policy, "european")},
+            seconds=2,
+        )
+    assert info.value.part == "european"
+
+
+async def test_a_part_failing_on_its_own_wins_over_the_deadline() -> None:
+    """A part's own failure is the answer even when the deadline cut another part with it."""
+
+    async def cut() -> None:
+        raise DeadlineExceeded("cut", parts=("european[0]",))
+
+    async def failing() -> None:
+        raise SignerUnavailable("european[1]: down", part="european[1]")
+
+    with pytest.raises(SignerUnavailable) as info:
+        await all_or_nothing({"european[0]": cut, "european[1]": failing}, seconds=5)
+    assert info.value.part == "european[1]"
