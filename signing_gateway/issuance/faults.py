@@ -17,7 +17,7 @@ from signing_gateway.issuance.deadline import current_request_deadline
 from signing_gateway.observability.telemetry import record_credential_rejection
 from signing_gateway.resilience.breaker import BreakerOpen
 from signing_gateway.resilience.bulkhead import BulkheadFull
-from signing_gateway.resilience.policy import SignerPolicy
+from signing_gateway.resilience.policy import NoTimeLeft, SignerPolicy
 from signing_gateway.runtime.cpu_gate import io_wait
 from signing_gateway.signers.errors import (
     SignerConnectError,
@@ -84,12 +84,13 @@ async def call_signer(
     `replay_safe` says whether the endpoint may be sent again after a request that may have
     reached the signer (a timeout or a lost connection), see docs/resilience.md.
 
-    A call the request's deadline cut gets the deadline's 504 (`RequestDeadline.exceeded`)
-    whenever it fails after the deadline ran out. The attempt's timer is armed for the
-    deadline's instant when that is the nearer; both fire in one loop turn, and a part running
-    in a task of its own (/v1/print, /v1/credentials) may see its attempt time out before the
-    deadline cancels it. The answer must not depend on that order: it is the deadline's, as
-    asyncio decides for two timeouts nested in one task.
+    A call the request's deadline cut gets the deadline's 504 (`RequestDeadline.exceeded`):
+    when the deadline left no time to send an attempt, and whenever a call fails after the
+    deadline ran out. The attempt's timer is armed for the deadline's instant when that is
+    the nearer; both fire in one loop turn, and a part running in a task of its own (/v1/print,
+    /v1/credentials) may see its attempt time out before the deadline cancels it. The answer
+    must not depend on that order: it is the deadline's, as asyncio decides for two timeouts
+    nested in one task.
     """
     deadline = current_request_deadline()
     try:
@@ -102,6 +103,9 @@ async def call_signer(
                 replay_safe=replay_safe,
                 deadline=None if deadline is None else deadline.at,
             )
+    except NoTimeLeft as exc:
+        assert deadline is not None  # noqa: S101 - raised only for a call under a deadline
+        raise deadline.exceeded() from exc
     except (BreakerOpen, BulkheadFull, SignerError) as exc:
         if deadline is not None and deadline.expired():
             raise deadline.exceeded() from exc

@@ -3,8 +3,10 @@
 One `SignerPolicy` per signer composes the pieces for every call to it::
 
     for each attempt (at most max_attempts, all inside the request's deadline):
+        under 50 ms left           → NoTimeLeft (the deadline's 504; nothing sent)
         breaker.acquire()          open → BreakerOpen (503, Retry-After = time left open)
-        bulkhead slot              full → BulkheadFull (503 at once: load shedding)
+        bulkhead slot              full → BulkheadFull (503 at once: load shedding);
+                                   the wait ran to the deadline → NoTimeLeft
         factory() until attempt_timeout after it was sent, or the deadline if sooner
         outcome → breaker          see `breaker_verdict`, and `_Attempt` for a cut attempt
         retry?                     see `retry_delay`: only when safe, when it fits, within budget
@@ -56,6 +58,21 @@ logger = logging.getLogger("signing_gateway.resilience")
 MIN_ATTEMPT_SECONDS = 0.05
 
 _THROTTLED_AND_ALIVE = 429
+
+
+class NoTimeLeft(Exception):
+    """Raised when the request's deadline ran out before an attempt could be sent.
+
+    Less than `MIN_ATTEMPT_SECONDS` was left to start one, or the wait for a bulkhead slot
+    lasted until the deadline. Nothing was sent: not a signer failure, not a shed (neither the
+    breaker nor the shed metric counts it); the caller's answer is the deadline's.
+    """
+
+    def __init__(self, signer: str, *, endpoint: str) -> None:
+        """Name the signer and endpoint the attempt was for."""
+        super().__init__(f"{signer} {endpoint}: the request's deadline left no time to send it")
+        self.signer = signer
+        self.endpoint = endpoint
 
 
 class Verdict(Enum):
@@ -268,6 +285,7 @@ class SignerPolicy:
         Raises:
             BreakerOpen: the breaker refused the call (no request was sent).
             BulkheadFull: the call was shed (no request was sent).
+            NoTimeLeft: the deadline left no time to send an attempt.
             SignerError: the last attempt's failure.
         """
         loop = asyncio.get_running_loop()
@@ -293,11 +311,7 @@ class SignerPolicy:
         self, endpoint: str, factory: Callable[[], Awaitable[T]], deadline: float | None
     ) -> T:
         loop = asyncio.get_running_loop()
-        time_left = None if deadline is None else deadline - loop.time()
-        if time_left is not None and time_left < MIN_ATTEMPT_SECONDS:
-            raise SignerTimeoutError(
-                "no time left for an attempt", signer=self.signer, endpoint=endpoint
-            )
+        time_left = self._time_left(deadline, endpoint, now=loop.time())
         permit = self.breaker.acquire()
         attempt: _Attempt | None = None
         try:
@@ -328,8 +342,10 @@ class SignerPolicy:
         except SignerError as exc:
             self._record_error(permit, attempt, exc, endpoint)
             raise
-        except BulkheadFull:
+        except BulkheadFull as exc:
             self.breaker.record_ignored(permit)
+            if self._waited_until_deadline(exc, time_left):
+                raise NoTimeLeft(self.signer, endpoint=endpoint) from exc
             if self._metrics is not None:
                 self._metrics.signer_shed.labels(self.signer).inc()
             raise
@@ -340,6 +356,23 @@ class SignerPolicy:
         self._unanswered_since = None
         self.breaker.record_success(permit)
         return result
+
+    def _time_left(self, deadline: float | None, endpoint: str, *, now: float) -> float | None:
+        """Seconds left for an attempt (None: no deadline); NoTimeLeft when too few to send one."""
+        if deadline is None:
+            return None
+        time_left = deadline - now
+        if time_left < MIN_ATTEMPT_SECONDS:
+            raise NoTimeLeft(self.signer, endpoint=endpoint)
+        return time_left
+
+    def _waited_until_deadline(self, shed: BulkheadFull, time_left: float | None) -> bool:
+        """Whether the wait for a slot ran out at the deadline, not at `max_wait`: a cut."""
+        return (
+            shed.reason == "wait-timeout"
+            and time_left is not None
+            and time_left <= self.bulkhead.max_wait
+        )
 
     def _record_error(
         self, permit: Permit, attempt: _Attempt | None, exc: SignerError, endpoint: str

@@ -70,6 +70,15 @@ async def test_dcc_cut_by_the_deadline_names_its_part(
     assert (hung.started, hung.cancelled) == (3, 3)
 
 
+async def test_dcc_with_no_time_left_for_an_attempt_sends_nothing(
+    gateway: httpx.AsyncClient, mocked: MockedSigners
+) -> None:
+    """A budget under the 50 ms an attempt needs: the deadline's 504, not signer-timeout."""
+    response, took = await _post(gateway, "/v1/dcc", eu_vaccination(), budget=0.04)
+    _assert_cut(response, took, ["european"])
+    assert mocked.signing_calls() == 0
+
+
 @pytest.mark.parametrize(
     ("hung", "unfinished"),
     [(["european"], ["european"]), (["domestic"], ["domestic"]), (["domestic", "european"], None)],

@@ -20,7 +20,7 @@ from signing_gateway.issuance.deadline import (
     request_deadline,
 )
 from signing_gateway.issuance.faults import call_signer
-from signing_gateway.resilience.policy import SignerPolicy
+from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS, SignerPolicy
 from signing_gateway.settings import ResilienceSettings
 
 
@@ -248,6 +248,23 @@ async def test_an_attempt_timing_out_well_before_the_deadline_stays_a_signer_tim
             seconds=2,
         )
     assert info.value.part == "european"
+
+
+async def test_a_call_with_no_time_left_for_an_attempt_is_cut_by_the_deadline() -> None:
+    """Under 50 ms left sends nothing and answers the deadline's 504, not signer-timeout."""
+    sent: list[str] = []
+
+    async def signer() -> str:
+        sent.append("sent")
+        return "signed"
+
+    with pytest.raises(DeadlineExceeded) as info:
+        async with request_deadline(MIN_ATTEMPT_SECONDS / 2, parts=("european",)):
+            await call_signer(
+                "european", signer, policy=_policy(), endpoint="get_credential", replay_safe=True
+            )
+    assert info.value.part == "european"
+    assert sent == []
 
 
 async def test_a_part_failing_on_its_own_wins_over_the_deadline() -> None:

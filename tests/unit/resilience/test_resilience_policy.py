@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -16,7 +17,7 @@ from signing_gateway.observability.signer_calls import observe_signer_call
 from signing_gateway.observability.telemetry import Telemetry, telemetry_var
 from signing_gateway.resilience.breaker import BreakerOpen, BreakerState
 from signing_gateway.resilience.bulkhead import BulkheadFull
-from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS, SignerPolicy
+from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS, NoTimeLeft, SignerPolicy
 from signing_gateway.settings import ResilienceSettings
 from signing_gateway.signers.errors import (
     SignerConnectError,
@@ -189,9 +190,9 @@ async def test_breaker_opens_and_then_refuses_without_calling():
     assert _sample(metrics, "gateway_signer_breaker_transitions_total", signer="eu", to="open") == 1
 
 
-async def test_full_bulkhead_sheds_and_counts():
-    """With every slot busy and no queue, a call is shed at once and counted."""
-    policy, metrics = _policy(max_in_flight=1, max_pending=0)
+@asynccontextmanager
+async def _slot_held(policy: SignerPolicy) -> AsyncIterator[None]:
+    """The policy's only bulkhead slot, held by a call that succeeds when the block ends."""
     release = asyncio.Event()
 
     async def busy() -> str:
@@ -199,11 +200,19 @@ async def test_full_bulkhead_sheds_and_counts():
         return "ok"
 
     holder = asyncio.create_task(policy.call("x", busy, replay_safe=True))
-    await asyncio.sleep(0.01)
-    with pytest.raises(BulkheadFull):
-        await policy.call("x", Script(), replay_safe=True)
+    await asyncio.sleep(0)  # one step: the holder takes the slot and waits at its "signer"
+    assert policy.bulkhead.in_flight == 1
+    yield
     release.set()
     assert await holder == "ok"
+
+
+async def test_full_bulkhead_sheds_and_counts():
+    """With every slot busy and no queue, a call is shed at once and counted."""
+    policy, metrics = _policy(max_in_flight=1, max_pending=0)
+    async with _slot_held(policy):
+        with pytest.raises(BulkheadFull):
+            await policy.call("x", Script(), replay_safe=True)
     assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 1
     assert policy.breaker.state is BreakerState.CLOSED
 
@@ -349,3 +358,35 @@ async def test_attempt_never_outlives_the_deadline_after_waiting_for_a_slot():
         await policy.call("x", Signer(hung=True), replay_safe=False, deadline=started + 0.35)
     assert loop.time() - started < 0.45
     assert await holder == "ok"
+
+
+async def test_too_little_time_left_sends_nothing_and_is_no_signer_failure() -> None:
+    """Under MIN_ATTEMPT_SECONDS left: NoTimeLeft, nothing sent, the breaker unmoved."""
+    policy, metrics = _policy(breaker_consecutive_failures=1)
+    loop = asyncio.get_running_loop()
+    untouched = Script()
+    with pytest.raises(NoTimeLeft):
+        await policy.call(
+            "x", untouched, replay_safe=True, deadline=loop.time() + MIN_ATTEMPT_SECONDS / 2
+        )
+    assert untouched.calls == 0
+    assert policy.breaker.state is BreakerState.CLOSED
+    assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 0
+
+
+async def test_a_wait_for_a_slot_cut_by_the_deadline_is_not_a_shed() -> None:
+    """Waiting for a slot until the deadline is the deadline's cut; until max_wait, a shed."""
+    policy, metrics = _policy(
+        max_in_flight=1, max_pending=1, max_wait_seconds=0.2, attempt_timeout_seconds=5.0
+    )
+    loop = asyncio.get_running_loop()
+    async with _slot_held(policy):
+        started = loop.time()
+        with pytest.raises(NoTimeLeft):
+            await policy.call("x", Script(), replay_safe=True, deadline=started + 0.1)
+        assert 0.1 <= loop.time() - started < 0.2
+        assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 0
+        with pytest.raises(BulkheadFull):
+            await policy.call("x", Script(), replay_safe=True, deadline=loop.time() + 5)
+        assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 1
+    assert policy.breaker.state is BreakerState.CLOSED
