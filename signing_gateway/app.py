@@ -42,7 +42,7 @@ from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
 from signing_gateway.runtime.fd_limit import fd_budget
 from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0
-from signing_gateway.security.audit import AuditTrail
+from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.security.limits import RequestLimitsMiddleware
 from signing_gateway.security.setup import open_token_verifier
 from signing_gateway.settings import Settings, SignerSettings

@@ -13,7 +13,8 @@ from signing_gateway.observability.context import REQUEST_ID_HEADER
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
 from signing_gateway.runtime.cpu_gate import checkpoint
-from signing_gateway.security.audit import AuditTrail, IssuanceAudit, issuance_audit
+from signing_gateway.security.audit import IssuanceAudit, issuance_audit
+from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.security.auth import CallerDep, TokenVerifier
 from signing_gateway.settings import Settings
 from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore

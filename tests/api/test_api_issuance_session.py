@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
-from signing_gateway.security.audit import AuditTrail
+from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.settings import ResilienceSettings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
 from tests.api.assertions import assert_problem

@@ -12,7 +12,8 @@ import pytest
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import SignerUnavailable
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.security.audit import AuditFile, AuditTrail, IssuanceAudit
+from signing_gateway.security.audit import IssuanceAudit
+from signing_gateway.security.audit_trail import AuditFile, AuditTrail
 from signing_gateway.security.auth import Caller
 
 
