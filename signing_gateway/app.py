@@ -172,6 +172,7 @@ def _lifespan(
                 draining=lambda: drain.draining,
             )
             stack.push_async_callback(audit.close)
+            readiness.add_detail("audit", audit.snapshot)
             _freeze_start_up_objects(stack)
             gc_pauses = GcPauses()
             gc_pauses.install()

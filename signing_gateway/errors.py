@@ -240,10 +240,10 @@ async def send_problem_503(
     detail: str,
     close: bool = False,
 ) -> None:
-    """Refuse a raw ASGI request 503 problem+json with `Retry-After: 1` (draining, overload).
+    """Answer a raw ASGI request 503 problem+json with `Retry-After: 1` (draining, overload).
 
-    Nothing of the request was done. `close` adds `Connection: close`, so the caller's next
-    request opens a new connection.
+    Nothing of the request is released: it was refused, or cancelled by the drain. `close`
+    adds `Connection: close`, so the caller's next request opens a new connection.
     """
     headers = [(b"retry-after", b"1")]
     if close:

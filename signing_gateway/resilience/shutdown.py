@@ -165,8 +165,8 @@ class DrainMiddleware:
                     scope,
                     slug=SHUTTING_DOWN,
                     title="Gateway shutting down",
-                    detail="the gateway shut down before the request finished; nothing was "
-                    "issued; send it again",
+                    detail="the gateway shut down before the request finished; no credential "
+                    "was released (a signer may have signed one: it is discarded); send it again",
                     close=True,
                 )
         finally:

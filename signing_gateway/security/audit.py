@@ -6,15 +6,19 @@ how it ended (outcome, HTTP status, problem type). It never holds a name, a birt
 a domestic attribute. `audit_trail` writes it (the audit logger, and the file if any).
 
 With `fail_closed` a successful issuance whose record failed is answered 503 and its
-credential is not released.
+credential is not released; its record then says `withheld` (in the log, and in the file
+when it can still get there).
 
 An issuance cancelled mid-way (the drain's timeout at shutdown) is recorded too: the signer
 may have signed. Its record is queued for the writer thread without waiting, so neither the
 cancellation nor the drain's answer waits on the disk; `AuditTrail.close` lets it finish.
+Cancelled while its record was already on its way, the attempt's record is superseded by the
+`cancelled` one (the caller never got what the first one says).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
@@ -26,7 +30,7 @@ from signing_gateway.errors import PROBLEM_BASE, GatewayError
 from signing_gateway.issuance.eu import IssuedEuCredential
 from signing_gateway.resilience.shutdown import SHUTTING_DOWN
 from signing_gateway.runtime.cpu_gate import checkpoint
-from signing_gateway.security.audit_trail import AuditTrail
+from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
 from signing_gateway.security.auth import Caller, CallerDep
 from signing_gateway.security.errors import AuditUnavailable
 
@@ -105,8 +109,25 @@ class IssuanceAudit:
             )
         return self._final(outcome="cancelled", status=None, problem=None)
 
+    async def _written(self, queued: QueuedRecord) -> bool:
+        """Wait for `queued` (see `AuditTrail.written`); cancelled, record that instead.
+
+        The drain cancelled the request while its record was on its way: the caller gets the
+        drain's 503, not the answer that record holds, so a `cancelled` one supersedes it.
+        """
+        try:
+            return await self._trail.written(queued)
+        except asyncio.CancelledError:
+            cancelled = self._cancelled()
+            self._trail.log(cancelled)
+            self._trail.supersede(queued, cancelled)
+            raise
+
     async def _finish(self, *, outcome: str, status: int, problem: str | None) -> None:
-        await self._trail.write(self._final(outcome=outcome, status=status, problem=problem))
+        """Record a failed attempt; its answer stands whether or not the write succeeds."""
+        record = self._final(outcome=outcome, status=status, problem=problem)
+        await self._written(self._trail.queue(record))
+        self._trail.log(record)
 
     def attempt(self) -> Self:
         """``async with``: write the record when the enclosed issuance ends, however it ends.
@@ -142,24 +163,26 @@ class IssuanceAudit:
             self._trail.submit(self._cancelled())
             return
         record = self._final(outcome="issued", status=200, problem=None)
-        written = await self._trail.append(record)
-        if not written and self._trail.fail_closed:
-            # Nothing was released: the log (the file is failing) records it as withheld.
-            self._trail.log(
-                {
-                    **record,
-                    "outcome": "withheld",
-                    "status": AuditUnavailable.status,
-                    "problemType": PROBLEM_BASE + AuditUnavailable.slug,
-                }
-            )
-            withheld = AuditUnavailable(
-                "the audit record could not be written; the credential was not released"
-            )
-            if self.advice_if_withheld is not None:
-                withheld.add_advice(self.advice_if_withheld)
-            raise withheld
-        self._trail.log(record)
+        trail = self._trail
+        queued = trail.queue(record)
+        if await self._written(queued) or not trail.fail_closed:
+            trail.log(record)  # written, or failing open: released (a failure was counted)
+            return
+        # Nothing is released: the record says so, in the file if it can still get there.
+        withheld = {
+            **record,
+            "outcome": "withheld",
+            "status": AuditUnavailable.status,
+            "problemType": PROBLEM_BASE + AuditUnavailable.slug,
+        }
+        trail.supersede(queued, withheld)
+        trail.log(withheld)
+        refusal = AuditUnavailable(
+            "the audit record could not be written; the credential was not released"
+        )
+        if self.advice_if_withheld is not None:
+            refusal.add_advice(self.advice_if_withheld)
+        raise refusal
 
 
 # `async def` although it awaits nothing: FastAPI runs a plain `def` dependency in a worker

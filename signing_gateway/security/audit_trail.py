@@ -4,13 +4,22 @@ Every record goes to the logger, and, when `audit.file` is set, is appended as o
 to that file by a single writer thread (the event loop never touches the file). At most
 `max_pending_writes` writes wait; beyond that a write fails at once instead of queueing
 without bound. A failed write counts in `gateway_audit_write_failures`.
+
+A request that stops waiting for its record's write (the drain cancelled it) does not drop
+the write: the record is not lost, and its place among the pending writes is given back when
+the writer is done with it. A record whose answer changed while it waited is superseded:
+while still queued, the new record takes its place; once the writer has it, the new record is
+queued after it. The last record of a request id in the file is always what its caller was
+answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +31,8 @@ from signing_gateway.observability.metrics import GatewayMetrics
 
 audit_logger = logging.getLogger("signing_gateway.audit")
 logger = logging.getLogger("signing_gateway.security")
+
+_TOO_MANY_PENDING = "too many audit writes pending"
 
 
 def _never() -> bool:
@@ -51,7 +62,42 @@ class AuditFile:
         self._file.close()
 
 
-_TOO_MANY_PENDING = "too many audit writes pending"
+class QueuedRecord:
+    """One record on its way to the file, as `AuditTrail.queue` handed it to the writer.
+
+    Its fields change under the trail's lock: the writer thread takes `line` (after which it
+    cannot be replaced), then says whether it was written (`done`, `ok`) and wakes `waiter`;
+    the loop may replace the line before it is taken.
+    """
+
+    __slots__ = ("done", "line", "ok", "taken", "waiter")
+
+    def __init__(self, line: bytes, waiter: asyncio.Future[None] | None) -> None:
+        """A record to write as `line`; `waiter` (None: never queued) is woken once done."""
+        self.line = line
+        self.waiter = waiter
+        self.taken = False
+        self.done = False
+        self.ok = False
+
+    @classmethod
+    def settled(cls, *, ok: bool) -> QueuedRecord:
+        """A record never queued, with nothing to wait for: written (`ok`) or refused."""
+        record = cls(b"", None)
+        record.taken = record.done = True
+        record.ok = ok
+        return record
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # cancelled: its request is gone
+        waiter.set_result(None)
+
+
+#: Nothing to wait for: no audit file is configured (the logger has the record).
+_NO_FILE = QueuedRecord.settled(ok=True)
+#: Nothing to wait for: the record could not be queued (counted and logged already).
+_REFUSED = QueuedRecord.settled(ok=False)
 
 
 class AuditTrail:
@@ -77,6 +123,7 @@ class AuditTrail:
         self.draining = draining or _never
         self._max_pending = max_pending
         self._pending = 0
+        self._writing_since: float | None = None
         self._lock = threading.Lock()
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
@@ -104,31 +151,9 @@ class AuditTrail:
             draining=draining,
         )
 
-    def _append(self, line: bytes) -> None:
-        try:
-            assert self._sink is not None  # noqa: S101 - only submitted when there is one
-            self._sink.append(line)
-        finally:
-            with self._lock:
-                self._pending -= 1
-
-    async def write(self, record: dict[str, Any]) -> bool:
-        """Append `record` to the file and log it; False (counted) when the append failed."""
-        written = await self.append(record)
-        self.log(record)
-        return written
-
     def log(self, record: dict[str, Any]) -> None:
         """Emit `record` on the audit logger."""
         audit_logger.info("issuance attempt", extra={"audit": record})
-
-    def _reserve(self) -> bool:
-        """Take a place among the pending writes; False when `max_pending` are taken."""
-        with self._lock:
-            if self._pending >= self._max_pending:
-                return False
-            self._pending += 1
-            return True
 
     def _failed(self, exc: BaseException) -> None:
         """Count and log a record that was not written (from the loop or the writer thread)."""
@@ -138,47 +163,113 @@ class AuditTrail:
             extra={"event": "audit-write-failed", "error": type(exc).__name__},
         )
 
-    async def append(self, record: dict[str, Any]) -> bool:
-        """Append `record` to the file; False (counted, logged) when that failed."""
-        if self._sink is None or self._executor is None:
-            return True
-        if not self._reserve():
+    def _write(self, queued: QueuedRecord) -> None:
+        """Writer thread: append `queued`'s line as it stands now, then wake its waiter."""
+        with self._lock:
+            queued.taken = True
+            line = queued.line
+            self._writing_since = time.monotonic()
+        failure: Exception | None = None
+        try:
+            assert self._sink is not None  # noqa: S101 - only queued when there is one
+            self._sink.append(line)
+        except Exception as exc:  # noqa: BLE001 - whatever stops a record is a failed write
+            failure = exc
+        with self._lock:
+            self._pending -= 1
+            self._writing_since = None
+            queued.done, queued.ok = True, failure is None
+        if failure is not None:
+            self._failed(failure)
+        waiter = queued.waiter
+        if waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+
+    def _queue_line(self, line: bytes) -> QueuedRecord:
+        if self._executor is None:
+            return _NO_FILE
+        with self._lock:
+            full = self._pending >= self._max_pending
+            if not full:
+                self._pending += 1
+        if full:
             self._failed(OSError(_TOO_MANY_PENDING))
-            return False
+            return _REFUSED
+        queued = QueuedRecord(line, asyncio.get_running_loop().create_future())
         try:
-            line = orjson.dumps(record) + b"\n"
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._append, line)
-        except OSError as exc:
-            self._failed(exc)
-            return False
-        return True
-
-    def _append_or_count(self, line: bytes) -> None:
-        try:
-            self._append(line)
-        except OSError as exc:
-            self._failed(exc)
-
-    def submit(self, record: dict[str, Any]) -> None:
-        """Log `record` and queue its file append without waiting for it; never raises.
-
-        For an attempt being cancelled: awaiting the append would hold its cancellation (and
-        the drain's answer) on the disk. `close` lets a queued append finish before the file
-        closes; one that cannot be queued (too many pending, or the trail already closed) or
-        that fails is counted and logged like any failed write.
-        """
-        self.log(record)
-        if self._sink is None or self._executor is None:
-            return
-        if not self._reserve():
-            self._failed(OSError(_TOO_MANY_PENDING))
-            return
-        try:
-            self._executor.submit(self._append_or_count, orjson.dumps(record) + b"\n")
+            self._executor.submit(self._write, queued)
         except RuntimeError as exc:  # the executor is shut down: the trail is closing
             with self._lock:
                 self._pending -= 1
             self._failed(exc)
+            return _REFUSED
+        return queued
+
+    def queue(self, record: dict[str, Any]) -> QueuedRecord:
+        """Hand `record` to the writer thread; never waits, never raises.
+
+        One that cannot be queued (too many pending, or the trail already closed) is counted
+        and logged like any failed write.
+        """
+        if self._executor is None:
+            return _NO_FILE
+        return self._queue_line(orjson.dumps(record) + b"\n")
+
+    async def written(self, queued: QueuedRecord) -> bool:
+        """Wait for `queued`'s write; False (counted, logged) when it failed.
+
+        Cancelled, the wait ends and the write goes on (`supersede` can correct it).
+        """
+        waiter = queued.waiter
+        if waiter is None:
+            return queued.ok
+        await waiter
+        return queued.ok
+
+    async def append(self, record: dict[str, Any]) -> bool:
+        """Queue `record` and wait for it (`written`); False (counted) when it was not written."""
+        return await self.written(self.queue(record))
+
+    async def write(self, record: dict[str, Any]) -> bool:
+        """Append `record` to the file and log it; False (counted) when the append failed."""
+        written = await self.append(record)
+        self.log(record)
+        return written
+
+    def submit(self, record: dict[str, Any]) -> None:
+        """Log `record` and queue its file append without waiting for it; never raises."""
+        self.log(record)
+        self.queue(record)
+
+    def supersede(self, queued: QueuedRecord, record: dict[str, Any]) -> None:
+        """Have `record` replace `queued` in the file: the answer changed while it waited.
+
+        Still queued, `queued` is written as `record` instead; taken by the writer already,
+        `record` is queued after it (unless that write failed: nothing stands to correct).
+        Logging `record` is the caller's part. Never waits, never raises.
+        """
+        if queued.waiter is None:  # never queued: the file holds nothing of it
+            return
+        line = orjson.dumps(record) + b"\n"
+        with self._lock:
+            if not queued.taken:
+                queued.line = line
+                return
+            stands = not queued.done or queued.ok
+        if stands:
+            self._queue_line(line)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The /readyz view: queued writes, and how long the one in progress has taken."""
+        since = self._writing_since
+        return {
+            "file": self._sink is not None,
+            "failClosed": self.fail_closed,
+            "pendingWrites": self._pending,
+            "maxPendingWrites": self._max_pending,
+            "writeInProgressSeconds": None if since is None else round(time.monotonic() - since, 3),
+        }
 
     async def close(self) -> None:
         """Let queued writes finish, then close the file."""

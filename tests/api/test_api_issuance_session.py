@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
-from signing_gateway.security.audit_trail import AuditTrail
+from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
 from signing_gateway.settings import ResilienceSettings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
 from tests.api.assertions import assert_problem
@@ -258,10 +258,10 @@ async def test_signed_but_unaudited_answer_says_to_start_again(
     """Signed, then withheld for want of an audit record: the 503 says the session is used up."""
     body = await (_issue_body if route.endswith("issue") else _credentials_body)(gateway)
 
-    async def unwritable(self: AuditTrail, record: dict[str, Any]) -> bool:
+    async def unwritable(self: AuditTrail, queued: QueuedRecord) -> bool:
         return False
 
-    monkeypatch.setattr(AuditTrail, "append", unwritable)
+    monkeypatch.setattr(AuditTrail, "written", unwritable)
     problem = assert_problem(await gateway.post(route, json=body), 503, "audit-unavailable")
     assert SPENT in problem["detail"]
     assert mocked.issue.call_count == 1

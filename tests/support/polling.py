@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 async def until(predicate: Callable[[], object], limit: float = 5.0) -> None:
@@ -13,3 +16,17 @@ async def until(predicate: Callable[[], object], limit: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met before the deadline"
         await asyncio.sleep(0.01)
+
+
+async def until_answered(
+    probe: Callable[[], Awaitable[T]], done: Callable[[T], object], limit: float = 5.0
+) -> T:
+    """Return the first answer of `probe()` that is `done`; fail the test if none is in `limit` s.
+
+    For a condition only an await can read, such as a field of /readyz.
+    """
+    deadline = time.monotonic() + limit
+    while not done(answer := await probe()):
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
+    return answer

@@ -12,6 +12,7 @@ import pytest
 from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from tests.api.signer_mocks import MockedSigners
+from tests.support.audit import StalledDisk
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
 AUDIENCE = "signing-gateway"
@@ -36,6 +37,14 @@ def auth_settings(token_issuer: LocalTokenIssuer, tmp_path: Path) -> AuthSetting
 def audit_file(tmp_path: Path) -> Path:
     """Where the secured gateway appends its audit records."""
     return tmp_path / "audit.jsonl"
+
+
+@pytest.fixture
+def stalled_disk(monkeypatch: pytest.MonkeyPatch) -> StalledDisk:
+    """Audit files opened during the test stall every write until `release()`."""
+    disk = StalledDisk()
+    disk.install(monkeypatch)
+    return disk
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import logging
 from pathlib import Path
 
 import orjson
@@ -13,26 +13,19 @@ from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import SignerUnavailable
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.audit import IssuanceAudit
-from signing_gateway.security.audit_trail import AuditFile, AuditTrail
+from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.security.auth import Caller
-
-
-class BlockingFile(AuditFile):
-    """An audit file whose writes wait until released."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.release = threading.Event()
-
-    def append(self, line: bytes) -> None:
-        self.release.wait(timeout=10)
-        super().append(line)
+from tests.support.audit import BlockingFile, records_by_request
+from tests.support.polling import until
 
 
 async def test_records_are_appended_as_json_lines(tmp_path):
     """Each write appends one JSON object per line, in order."""
     trail = await AuditTrail.open(
-        tmp_path / "a.jsonl", metrics=GatewayMetrics(), fail_closed=True, max_pending=8
+        tmp_path / "a.jsonl",
+        metrics=GatewayMetrics(),
+        fail_closed=True,
+        max_pending=8,
     )
     assert await trail.write({"n": 1})
     assert await trail.write({"n": 2})
@@ -62,7 +55,12 @@ async def test_pending_writes_are_bounded(tmp_path):
 async def test_write_runs_off_the_event_loop(tmp_path):
     """The loop keeps running while a file write is stuck."""
     sink = await asyncio.to_thread(BlockingFile, tmp_path / "c.jsonl")
-    trail = AuditTrail(sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=4)
+    trail = AuditTrail(
+        sink=sink,
+        metrics=GatewayMetrics(),
+        fail_closed=True,
+        max_pending=4,
+    )
     write = asyncio.create_task(trail.write({"n": 1}))
     ticks = 0
     for _ in range(5):
@@ -148,7 +146,11 @@ async def test_a_cancelled_attempt_does_not_wait_for_the_file(tmp_path):
     """
     sink = await asyncio.to_thread(BlockingFile, tmp_path / "d.jsonl")
     trail = AuditTrail(
-        sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=4, draining=lambda: True
+        sink=sink,
+        metrics=GatewayMetrics(),
+        fail_closed=True,
+        max_pending=4,
+        draining=lambda: True,
     )
     audit = IssuanceAudit(trail, request_id="r2", caller=Caller(subject="app"), endpoint="/v1/dcc")
     entered = asyncio.Event()
@@ -174,8 +176,67 @@ async def test_a_record_submitted_after_close_is_counted_not_raised(tmp_path):
     """A trail already closed refuses the record as a failed write, without raising."""
     metrics = GatewayMetrics()
     trail = await AuditTrail.open(
-        tmp_path / "e.jsonl", metrics=metrics, fail_closed=True, max_pending=4
+        tmp_path / "e.jsonl",
+        metrics=metrics,
+        fail_closed=True,
+        max_pending=4,
     )
     await trail.close()
     trail.submit({"n": 1})
     assert metrics.audit_write_failures._value.get() == 1
+
+
+async def _attempt(audit: IssuanceAudit, raised: Exception | None) -> None:
+    async with audit.attempt():
+        if raised is not None:
+            raise raised
+
+
+@pytest.mark.parametrize(
+    ("raised", "outcome"), [(None, "issued"), (SignerUnavailable("down"), "failed")]
+)
+async def test_an_attempt_cancelled_while_its_record_waits_is_recorded_as_cancelled(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    raised: Exception | None,
+    outcome: str,
+) -> None:
+    """The drain cancels two attempts whose records wait on a stuck disk: both say cancelled.
+
+    The one being written is followed by its `cancelled` record; the one still queued is
+    written as `cancelled` instead. The cancellation does not wait for the disk, the audit
+    log has the `cancelled` records at once, and every pending write is accounted for.
+    """
+    caplog.set_level(logging.INFO, logger="signing_gateway.audit")
+    sink = await asyncio.to_thread(BlockingFile, tmp_path / "g.jsonl")
+    trail = AuditTrail(
+        sink=sink,
+        metrics=GatewayMetrics(),
+        fail_closed=True,
+        max_pending=8,
+        draining=lambda: True,
+    )
+    tasks = []
+    for request_id in ("first", "second"):
+        audit = IssuanceAudit(
+            trail, request_id=request_id, caller=Caller(subject="app"), endpoint="/v1/dcc"
+        )
+        tasks.append(asyncio.create_task(_attempt(audit, raised)))
+    await until(lambda: sink.started == 1 and trail.snapshot()["pendingWrites"] == 2)
+    for task in tasks:
+        task.cancel()
+    async with asyncio.timeout(1):  # the disk is stuck: the cancellations must not wait for it
+        for task in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    logged = [r.__dict__["audit"] for r in caplog.records if r.name == "signing_gateway.audit"]
+    assert sorted((r["requestId"], r["outcome"], r["status"]) for r in logged) == [
+        ("first", "cancelled", 503),
+        ("second", "cancelled", 503),
+    ]
+    sink.release.set()
+    await trail.close()
+    assert trail.snapshot()["pendingWrites"] == 0
+    written = records_by_request(tmp_path / "g.jsonl")
+    assert [r["outcome"] for r in written["first"]] == [outcome, "cancelled"]
+    assert [r["outcome"] for r in written["second"]] == ["cancelled"]

@@ -1,0 +1,60 @@
+"""A stalled audit disk for tests: an audit file whose writes wait until the test releases them."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from signing_gateway.security import audit_trail
+from signing_gateway.security.audit_trail import AuditFile
+
+
+class BlockingFile(AuditFile):
+    """An audit file whose writes wait (in the writer thread) until `release` is set."""
+
+    def __init__(self, path: Path) -> None:
+        """Open `path`; writes block until released."""
+        super().__init__(path)
+        self.release = threading.Event()
+        self.started = 0
+
+    def append(self, line: bytes) -> None:
+        """Wait for `release` (10 s at most, so a broken test cannot hang), then write."""
+        self.started += 1
+        self.release.wait(timeout=10)
+        super().append(line)
+
+
+class StalledDisk:
+    """The audit files a gateway opens while this is installed, each a `BlockingFile`."""
+
+    def __init__(self) -> None:
+        """No file opened yet."""
+        self.files: list[BlockingFile] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Have every audit trail opened from now on write through a `BlockingFile`."""
+        monkeypatch.setattr(audit_trail, "AuditFile", self.open)
+
+    def open(self, path: Path) -> BlockingFile:
+        """What `AuditTrail.open` calls instead of `AuditFile`."""
+        self.files.append(BlockingFile(path))
+        return self.files[-1]
+
+    def release(self) -> None:
+        """Let every write through, the blocked one and all that follow."""
+        for file in self.files:
+            file.release.set()
+
+
+def records_by_request(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The audit file's records, in file order, grouped by request id."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for line in path.read_bytes().splitlines():
+        record = orjson.loads(line)
+        grouped.setdefault(record["requestId"], []).append(record)
+    return grouped
