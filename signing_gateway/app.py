@@ -169,6 +169,7 @@ def _lifespan(
                 metrics=metrics,
                 fail_closed=settings.audit.fail_closed,
                 max_pending=settings.audit.max_pending_writes,
+                write_timeout=settings.audit.write_timeout_seconds,
                 draining=lambda: drain.draining,
             )
             stack.push_async_callback(audit.close)

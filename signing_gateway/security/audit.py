@@ -5,9 +5,9 @@ request id, what was (to be) issued (per part: key usage, kid, UVCI, proofIdenti
 how it ended (outcome, HTTP status, problem type). It never holds a name, a birth date or
 a domestic attribute. `audit_trail` writes it (the audit logger, and the file if any).
 
-With `fail_closed` a successful issuance whose record failed is answered 503 and its
-credential is not released; its record then says `withheld` (in the log, and in the file
-when it can still get there).
+With `fail_closed` a successful issuance whose record failed, or was not written within
+`write_timeout_seconds`, is answered 503 and its credential is not released; its record then
+says `withheld` (in the log, and in the file when it can still get there).
 
 An issuance cancelled mid-way (the drain's timeout at shutdown) is recorded too: the signer
 may have signed. Its record is queued for the writer thread without waiting, so neither the
@@ -133,10 +133,11 @@ class IssuanceAudit:
         """``async with``: write the record when the enclosed issuance ends, however it ends.
 
         On success the record is written before the caller gets the credential; if that
-        fails and the trail fails closed, AuditUnavailable (503) replaces the answer. The
-        record is its own context manager, not an ``asynccontextmanager``: it is held for the
-        request's whole signer wait, and a generator-based one costs each request in flight a
-        generator, its frame and a wrapper.
+        fails, or does not finish within the trail's write timeout, and the trail fails
+        closed, AuditUnavailable (503) replaces the answer. The record is its own context
+        manager, not an ``asynccontextmanager``: it is held for the request's whole signer
+        wait, and a generator-based one costs each request in flight a generator, its frame
+        and a wrapper.
         """
         return self
 

@@ -136,3 +136,9 @@ class AuditSettings(BaseModel):
     max_pending_writes: PositiveInt = Field(
         1024, description="Audit writes queued at most; more fail (and fail closed) at once"
     )
+    write_timeout_seconds: PositiveFloat = Field(
+        2.0,
+        description="Longest a request waits for its audit record to be written (without a "
+        "CPU permit); a record not written by then counts as a failed write (and fails closed), "
+        "and stays queued",
+    )

@@ -14,18 +14,24 @@ from signing_gateway.security.audit_trail import AuditFile
 
 
 class BlockingFile(AuditFile):
-    """An audit file whose writes wait (in the writer thread) until `release` is set."""
+    """An audit file whose writes wait (in the writer thread) until `release` is set.
 
-    def __init__(self, path: Path) -> None:
+    `fail` makes a released write raise OSError instead, as a disk that gives up does.
+    """
+
+    def __init__(self, path: Path, *, fail: bool = False) -> None:
         """Open `path`; writes block until released."""
         super().__init__(path)
         self.release = threading.Event()
+        self.fail = fail
         self.started = 0
 
     def append(self, line: bytes) -> None:
         """Wait for `release` (10 s at most, so a broken test cannot hang), then write."""
         self.started += 1
         self.release.wait(timeout=10)
+        if self.fail:
+            raise OSError("the disk gave up")
         super().append(line)
 
 

@@ -18,15 +18,49 @@ from signing_gateway.security.auth import Caller
 from tests.support.audit import BlockingFile, records_by_request
 from tests.support.polling import until
 
+#: Long enough never to end a test's wait on a healthy write.
+NO_TIMEOUT = 30.0
+
+
+async def _open_trail(
+    path: Path, *, metrics: GatewayMetrics | None = None, draining: bool = False
+) -> AuditTrail:
+    """A fail-closed trail appending to the file at `path`."""
+    return await AuditTrail.open(
+        path,
+        metrics=metrics or GatewayMetrics(),
+        fail_closed=True,
+        max_pending=8,
+        write_timeout=NO_TIMEOUT,
+        draining=lambda: draining,
+    )
+
+
+async def _stuck_trail(
+    path: Path,
+    *,
+    metrics: GatewayMetrics | None = None,
+    max_pending: int = 8,
+    write_timeout: float = NO_TIMEOUT,
+    fail: bool = False,
+    draining: bool = False,
+) -> tuple[AuditTrail, BlockingFile]:
+    """A fail-closed trail whose file writes wait until the `BlockingFile` is released."""
+    sink = await asyncio.to_thread(BlockingFile, path, fail=fail)
+    trail = AuditTrail(
+        sink=sink,
+        metrics=metrics or GatewayMetrics(),
+        fail_closed=True,
+        max_pending=max_pending,
+        write_timeout=write_timeout,
+        draining=lambda: draining,
+    )
+    return trail, sink
+
 
 async def test_records_are_appended_as_json_lines(tmp_path):
     """Each write appends one JSON object per line, in order."""
-    trail = await AuditTrail.open(
-        tmp_path / "a.jsonl",
-        metrics=GatewayMetrics(),
-        fail_closed=True,
-        max_pending=8,
-    )
+    trail = await _open_trail(tmp_path / "a.jsonl")
     assert await trail.write({"n": 1})
     assert await trail.write({"n": 2})
     await trail.close()
@@ -37,8 +71,7 @@ async def test_records_are_appended_as_json_lines(tmp_path):
 async def test_pending_writes_are_bounded(tmp_path):
     """Beyond max_pending queued writes, a write fails at once instead of queueing more."""
     metrics = GatewayMetrics()
-    sink = await asyncio.to_thread(BlockingFile, tmp_path / "b.jsonl")
-    trail = AuditTrail(sink=sink, metrics=metrics, fail_closed=True, max_pending=2)
+    trail, sink = await _stuck_trail(tmp_path / "b.jsonl", metrics=metrics, max_pending=2)
     queued = [asyncio.create_task(trail.write({"n": i})) for i in range(2)]
     for _ in range(500):  # poll with a bound: both writes taken (one running, one queued)
         if trail._pending == 2:
@@ -54,13 +87,7 @@ async def test_pending_writes_are_bounded(tmp_path):
 
 async def test_write_runs_off_the_event_loop(tmp_path):
     """The loop keeps running while a file write is stuck."""
-    sink = await asyncio.to_thread(BlockingFile, tmp_path / "c.jsonl")
-    trail = AuditTrail(
-        sink=sink,
-        metrics=GatewayMetrics(),
-        fail_closed=True,
-        max_pending=4,
-    )
+    trail, sink = await _stuck_trail(tmp_path / "c.jsonl")
     write = asyncio.create_task(trail.write({"n": 1}))
     ticks = 0
     for _ in range(5):
@@ -80,13 +107,7 @@ async def _attempt_outcome(
 
     The block's own exception must come out of the attempt unchanged.
     """
-    trail = await AuditTrail.open(
-        path,
-        metrics=GatewayMetrics(),
-        fail_closed=True,
-        max_pending=8,
-        draining=lambda: draining,
-    )
+    trail = await _open_trail(path, draining=draining)
     audit = IssuanceAudit(trail, request_id="r1", caller=Caller(subject="app"), endpoint="/v1/dcc")
 
     async def issue() -> None:
@@ -144,14 +165,7 @@ async def test_a_cancelled_attempt_does_not_wait_for_the_file(tmp_path):
 
     `close` still writes it before the file closes.
     """
-    sink = await asyncio.to_thread(BlockingFile, tmp_path / "d.jsonl")
-    trail = AuditTrail(
-        sink=sink,
-        metrics=GatewayMetrics(),
-        fail_closed=True,
-        max_pending=4,
-        draining=lambda: True,
-    )
+    trail, sink = await _stuck_trail(tmp_path / "d.jsonl", draining=True)
     audit = IssuanceAudit(trail, request_id="r2", caller=Caller(subject="app"), endpoint="/v1/dcc")
     entered = asyncio.Event()
 
@@ -175,15 +189,35 @@ async def test_a_cancelled_attempt_does_not_wait_for_the_file(tmp_path):
 async def test_a_record_submitted_after_close_is_counted_not_raised(tmp_path):
     """A trail already closed refuses the record as a failed write, without raising."""
     metrics = GatewayMetrics()
-    trail = await AuditTrail.open(
-        tmp_path / "e.jsonl",
-        metrics=metrics,
-        fail_closed=True,
-        max_pending=4,
-    )
+    trail = await _open_trail(tmp_path / "e.jsonl", metrics=metrics)
     await trail.close()
     trail.submit({"n": 1})
     assert metrics.audit_write_failures._value.get() == 1
+
+
+@pytest.mark.parametrize("late", ["written", "failed"])
+async def test_a_write_past_its_timeout_is_counted_once_and_not_dropped(
+    tmp_path: Path, late: str
+) -> None:
+    """The wait ends at `write_timeout` (False, counted); the write stays queued.
+
+    Written later, the record is in the file; failing later, it is not counted a second time.
+    """
+    metrics = GatewayMetrics()
+    trail, sink = await _stuck_trail(
+        tmp_path / "f.jsonl", metrics=metrics, write_timeout=0.05, fail=late == "failed"
+    )
+    async with asyncio.timeout(5):
+        assert await trail.write({"requestId": "late"}) is False
+    assert metrics.audit_write_failures._value.get() == 1
+    assert trail.snapshot()["pendingWrites"] == 1
+    assert trail.snapshot()["timedOut"] == 1
+    sink.release.set()
+    await trail.close()
+    assert trail.snapshot()["pendingWrites"] == 0
+    assert metrics.audit_write_failures._value.get() == 1
+    expected = {"late": [{"requestId": "late"}]} if late == "written" else {}
+    assert records_by_request(tmp_path / "f.jsonl") == expected
 
 
 async def _attempt(audit: IssuanceAudit, raised: Exception | None) -> None:
@@ -208,14 +242,7 @@ async def test_an_attempt_cancelled_while_its_record_waits_is_recorded_as_cancel
     log has the `cancelled` records at once, and every pending write is accounted for.
     """
     caplog.set_level(logging.INFO, logger="signing_gateway.audit")
-    sink = await asyncio.to_thread(BlockingFile, tmp_path / "g.jsonl")
-    trail = AuditTrail(
-        sink=sink,
-        metrics=GatewayMetrics(),
-        fail_closed=True,
-        max_pending=8,
-        draining=lambda: True,
-    )
+    trail, sink = await _stuck_trail(tmp_path / "g.jsonl", draining=True)
     tasks = []
     for request_id in ("first", "second"):
         audit = IssuanceAudit(
