@@ -114,6 +114,39 @@ def _checked_settings() -> tuple[Settings | None, list[str]]:
     return settings, []
 
 
+#: `--host` values under which the gateway listens on loopback too (all addresses, or loopback).
+_LISTENS_ON_LOOPBACK = frozenset(
+    {"", "0.0.0.0", "::", "127.0.0.1", "localhost", "::1", "[::1]"}  # noqa: S104 - compared, not bound
+)
+
+
+def _own_port_problems(settings: Settings, args: argparse.Namespace) -> list[str]:
+    """The signers whose URL is the gateway's own port or probe port on this host, a line each.
+
+    The gateway would call itself: its probe port answers the readiness probe (the signer looks
+    up) and 404s every signing call, which counts as the signer's refusal, not its failure.
+    """
+    if args.host not in _LISTENS_ON_LOOPBACK:
+        return []
+    own = {
+        port: flag
+        for port, flag in ((args.probe_port, "--probe-port"), (args.port, "--port"))
+        if isinstance(port, int) and port
+    }
+    problems = []
+    for name, signer in (
+        ("EU_SIGNER", settings.eu_signer),
+        ("DOMESTIC_SIGNER", settings.domestic_signer),
+    ):
+        port = signer.loopback_port()
+        if port in own:
+            problems.append(
+                f"SIGNING_GATEWAY_{name}__URL: is this gateway's own {own[port]} {port}; "
+                "give the signer's address"
+            )
+    return problems
+
+
 def _report_problems(problems: list[str]) -> int:
     """Write `problems` under the report's header to stderr; the exit status, 2."""
     report = "\n".join([PROBLEMS_HEADER, *(f"  {line}" for line in problems)])
@@ -125,9 +158,12 @@ def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
     """Serve, once the options from the environment (`option_problems`) and settings check out."""
     # Checked here, before any worker starts, so that a wrong setting is reported in a few
     # lines and exit status 2 rather than a traceback per process.
-    settings, settings_problems = _checked_settings()
-    if settings is None or option_problems:
-        return _report_problems(option_problems + settings_problems)
+    settings, problems = _checked_settings()
+    if settings is not None:
+        problems = _own_port_problems(settings, args)
+    problems = option_problems + problems
+    if settings is None or problems:
+        return _report_problems(problems)
     if args.workers > 1:
         # Each worker process builds its own app (and clients) from the environment.
         supervised = SupervisedConfig(

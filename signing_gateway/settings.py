@@ -18,8 +18,10 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signing_gateway.domain.dcc import KeyUsage
@@ -28,6 +30,12 @@ from signing_gateway.runtime.gc_tuning import YoungMode
 from signing_gateway.security.settings import AuditSettings, AuthSettings, LimitsSettings
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: Where a gateway in development looks for its signers when not told: local fake signers
+#: (`fake-signer --role eu --port 9081`). Ports that nothing else here listens on (the gateway
+#: takes 8080, its probe port 8081 in the image), so a forgotten URL cannot point the gateway at
+#: itself. Production has no such default: it must name both signers.
+DEV_EU_SIGNER_URL = "http://127.0.0.1:9081"
+DEV_DOMESTIC_SIGNER_URL = "http://127.0.0.1:9082"
 #: What a request head needs besides its bearer token: request line, Host, Content-Type and
 #: Content-Length, X-Request-ID, and what a proxy adds (X-Forwarded-*, traceparent).
 HEAD_ROOM_BYTES = 2048
@@ -122,6 +130,13 @@ class SignerSettings(BaseModel):
         description="Bulkhead, retries and circuit breaker for this signer",
     )
 
+    def loopback_port(self) -> int | None:
+        """The port this signer is called on when it is on this host (loopback), else None."""
+        parts = urlsplit(self.url)
+        if parts.hostname not in _LOOPBACK_HOSTS:
+            return None
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
     def plain_http_off_host(self) -> bool:
         """Whether calls to this signer would leave the host unencrypted (http, not loopback)."""
         parts = urlsplit(self.url)
@@ -130,6 +145,10 @@ class SignerSettings(BaseModel):
     @model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> SignerSettings:
         parts = urlsplit(self.url)
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+        except ValueError:
+            raise ValueError("signer url has a port that is not a number from 0 to 65535") from None
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("signer url must be an absolute http(s) URL")
         if self.plain_http_off_host() and not self.allow_plain_http:
@@ -364,8 +383,8 @@ class Settings(BaseSettings):
     environment: Literal["dev", "production"] = Field(
         "dev", description="production refuses fetched signer keys and disabled auth"
     )
-    eu_signer: SignerSettings = SignerSettings(url="http://127.0.0.1:8081")
-    domestic_signer: SignerSettings = SignerSettings(url="http://127.0.0.1:8082")
+    eu_signer: SignerSettings = SignerSettings(url=DEV_EU_SIGNER_URL)
+    domestic_signer: SignerSettings = SignerSettings(url=DEV_DOMESTIC_SIGNER_URL)
     trust: TrustSettings = TrustSettings()
     eu_policy: EuPolicySettings = EuPolicySettings()
     domestic: DomesticPolicySettings = DomesticPolicySettings()
@@ -420,8 +439,37 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_trust(self) -> Settings:
+        # Every problem is reported, a line each: fixing one must not reveal the next. A signer
+        # left at its default is named by its URL, the setting to give.
+        problems: list[tuple[tuple[str, ...], str]] = [
+            ((name, "url"), _UNSET_IN_PRODUCTION) for name in self._signers_left_default()
+        ]
+        problems += [((), message) for message in self._trust_and_auth_problems()]
+        if problems:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", message), loc=loc, input=None
+                    )
+                    for loc, message in problems
+                ],
+            )
+        return self
+
+    def _signers_left_default(self) -> list[str]:
+        """The signers production would reach at their development default (a local fake)."""
+        if self.environment != "production":
+            return []
+        return [
+            name for name in ("eu_signer", "domestic_signer") if name not in self.model_fields_set
+        ]
+
+    def _trust_and_auth_problems(self) -> list[str]:
+        """What production refuses in trust and caller authentication, and what jwt mode lacks."""
+        problems = []
         if self.environment == "production" and self.trust.fetch_from_signers:
-            raise ValueError(
+            problems.append(
                 "production must pin signer keys in files; fetch_from_signers is for the fakes"
             )
         if self.environment == "production":
@@ -434,18 +482,23 @@ class Settings(BaseSettings):
                 if signer.plain_http_off_host()
             ]
             if plain:
-                raise ValueError(
+                problems.append(
                     "production sends personal data to its signers only over https: "
                     + ", ".join(f"{name}.url" for name in plain)
                     + " is plain http to another host (allow_plain_http is not for production)"
                 )
         if self.auth.mode == "disabled" and self.environment == "production":
-            raise ValueError("auth.mode=disabled is for local use; production needs auth.mode=jwt")
+            problems.append("auth.mode=disabled is for local use; production needs auth.mode=jwt")
         missing = self.auth.missing_for_jwt() if self.auth.mode == "jwt" else []
         if missing:
-            raise ValueError(
+            problems.append(
                 "caller authentication is not configured: set "
                 + ", ".join(missing)
                 + " (or auth.mode=disabled for local use)"
             )
-        return self
+        return problems
+
+
+_UNSET_IN_PRODUCTION = (
+    "required when environment=production (the default is a local fake signer's address)"
+)

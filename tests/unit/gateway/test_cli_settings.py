@@ -7,6 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
+
+from signing_gateway.security.settings import AuthSettings
+from signing_gateway.settings import Settings, SignerSettings
+from tests.contract.gateway.gateway_process import free_port
 
 TIMEOUT_S = 60
 HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
@@ -37,9 +42,23 @@ def _serve(**settings: str) -> subprocess.CompletedProcess[str]:
     return _run(_serve_code(), **{"PORT": "0", **settings})
 
 
+#: Production's signers, named as production must name them (nothing is called: serve refuses).
+PRODUCTION_SIGNERS = {
+    "EU_SIGNER__URL": "https://eu-signer.internal",
+    "DOMESTIC_SIGNER__URL": "https://domestic-signer.internal",
+}
+#: Caller authentication as production needs it (nothing is fetched: serve refuses first).
+PRODUCTION_AUTH = {
+    "AUTH__JWKS_URL": "https://idp.internal/jwks",
+    "AUTH__AUDIENCE": "signing-gateway",
+    "AUTH__ISSUER": "https://idp.internal/",
+}
+UNSET_SIGNER = "required when environment=production (the default is a local fake signer's address)"
+
+
 def test_serve_reports_missing_auth_without_a_traceback() -> None:
     """Production without caller authentication exits 2 with one line saying what to set."""
-    done = _serve(ENVIRONMENT="production")
+    done = _serve(ENVIRONMENT="production", **PRODUCTION_SIGNERS)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         HEADER,
@@ -110,7 +129,9 @@ def test_serve_checks_a_flag_given_by_its_variable_as_the_flag(assignment: str) 
 
 def test_serve_reports_bad_variables_and_settings_together() -> None:
     """Flags' variables and settings are checked in one pass: every problem, a line each."""
-    done = _serve(ENVIRONMENT="production", LOOP="uvlop", EVENTS_PER_PASS="many")
+    done = _serve(
+        ENVIRONMENT="production", LOOP="uvlop", EVENTS_PER_PASS="many", **PRODUCTION_SIGNERS
+    )
     assert done.returncode == 2
     assert done.stderr.splitlines()[:3] == [
         HEADER,
@@ -182,3 +203,64 @@ def test_serve_refuses_fewer_than_one_worker() -> None:
     assert done.stderr.splitlines()[-1] == (
         "signing-gateway serve: error: argument --workers: must be a whole number, at least 1"
     )
+
+
+@pytest.mark.parametrize("given", sorted(PRODUCTION_SIGNERS))
+def test_production_names_both_signers(given: str) -> None:
+    """Production never falls back to a signer's default URL: the one not given is named.
+
+    Before, a forgotten SIGNING_GATEWAY_EU_SIGNER__URL in the image pointed the gateway at its
+    own probe port: readiness said the signer was up and every signing call failed.
+    """
+    done = _serve(ENVIRONMENT="production", **PRODUCTION_AUTH, **{given: PRODUCTION_SIGNERS[given]})
+    (missing,) = set(PRODUCTION_SIGNERS) - {given}
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, f"  SIGNING_GATEWAY_{missing}: {UNSET_SIGNER}"]
+
+
+def test_production_reports_unset_signers_with_its_other_problems() -> None:
+    """Both signers unset and no authentication: a line each, in one report."""
+    with pytest.raises(ValidationError) as raised:
+        Settings(environment="production", auth=AuthSettings(mode="disabled"))
+    assert [(e["loc"], e["msg"]) for e in raised.value.errors()] == [
+        (("eu_signer", "url"), UNSET_SIGNER),
+        (("domestic_signer", "url"), UNSET_SIGNER),
+        ((), "auth.mode=disabled is for local use; production needs auth.mode=jwt"),
+    ]
+
+
+def test_development_keeps_the_default_signers_off_the_documented_ports() -> None:
+    """The development defaults (local fakes) are neither the API port nor the probe port.
+
+    8080 and 8081 are what the image, the README and docs/operations.md give `serve`.
+    """
+    defaults = Settings(auth=AuthSettings(mode="disabled"))
+    ports = {defaults.eu_signer.loopback_port(), defaults.domestic_signer.loopback_port()}
+    assert len(ports) == 2
+    assert ports.isdisjoint({8080, 8081})
+
+
+@pytest.mark.parametrize(("flag", "variable"), [("--port", "PORT"), ("--probe-port", "PROBE_PORT")])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_serve_refuses_a_signer_on_its_own_port(flag: str, variable: str, host: str) -> None:
+    """A loopback signer URL on the gateway's own port or probe port is refused at start."""
+    own = free_port()
+    done = _serve(
+        AUTH__MODE="disabled", DOMESTIC_SIGNER__URL=f"http://{host}:{own}", **{variable: str(own)}
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        (
+            f"  SIGNING_GATEWAY_DOMESTIC_SIGNER__URL: is this gateway's own {flag} {own}; "
+            "give the signer's address"
+        ),
+    ]
+
+
+def test_only_a_loopback_signer_can_be_the_gateway_itself() -> None:
+    """A signer on another host has no port on this one; a bare loopback URL has its scheme's."""
+    remote = SignerSettings(url="https://eu-signer.internal:8081")
+    assert remote.loopback_port() is None
+    assert SignerSettings(url="https://127.0.0.1").loopback_port() == 443
+    assert SignerSettings(url="http://localhost").loopback_port() == 80

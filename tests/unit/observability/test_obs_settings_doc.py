@@ -55,8 +55,8 @@ def test_documented_env_var_names_are_the_ones_settings_reads(monkeypatch: pytes
 def test_defaults_shown_are_the_group_instance_defaults():
     """Per-group defaults (each signer's own URL) are shown, not the bare class default."""
     by_name = {d.env_var: d for d in setting_docs()}
-    assert by_name["SIGNING_GATEWAY_EU_SIGNER__URL"].default == '"http://127.0.0.1:8081"'
-    assert by_name["SIGNING_GATEWAY_DOMESTIC_SIGNER__URL"].default == '"http://127.0.0.1:8082"'
+    assert by_name["SIGNING_GATEWAY_EU_SIGNER__URL"].default == '"http://127.0.0.1:9081"'
+    assert by_name["SIGNING_GATEWAY_DOMESTIC_SIGNER__URL"].default == '"http://127.0.0.1:9082"'
 
 
 def test_splice_replaces_only_the_marked_table():
