@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import uvicorn
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from uvicorn.supervisors import Multiprocess
 
 from signing_gateway.app import create_served_app
@@ -33,6 +34,7 @@ from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.settings import Settings
+from signing_gateway.settings_env import unparsed_json
 
 logger = logging.getLogger("signing_gateway.cli")
 
@@ -107,6 +109,9 @@ def _checked_settings() -> tuple[Settings | None, list[str]]:
         settings = Settings()
     except ValidationError as exc:
         return None, settings_problems(exc)
+    except SettingsError as exc:
+        # A variable that takes JSON holds something else; the error names only its group.
+        return None, unparsed_json(os.environ) or [f"settings: {exc}"]
     try:
         check_tracing_available(settings.observability)
     except TracingUnavailableError as exc:

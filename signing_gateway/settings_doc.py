@@ -5,6 +5,8 @@
 
 The table sits between two marker comments in the document; a unit test fails when the
 document's table differs from the model's, so the reference cannot drift from the code.
+`setting_variables` lists the same variables, and the groups, for `serve`'s check of the
+environment (`signing_gateway.settings_env`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -61,21 +64,29 @@ def _format_default(value: Any) -> str:  # noqa: ANN401 - any setting value
     return json.dumps(value) if isinstance(value, str) else str(value).lower()
 
 
-def _is_group(info: FieldInfo) -> bool:
-    return isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+def _group(info: FieldInfo) -> type[BaseModel] | None:
+    """The model of a group of settings (`eu_signer`, `auth`, ...); None for a leaf setting."""
+    annotation = info.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _env_var(path: tuple[str, ...]) -> str:
+    return _ENV_PREFIX + _NESTED.join(path).upper()
 
 
 def _leaves(model: BaseModel, path: tuple[str, ...]) -> Iterator[SettingDoc]:
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         here = (*path, name)
-        if _is_group(info):
+        if _group(info) is not None:
             # Recurse into the group's default instance, so per-group defaults (each signer's
             # URL) are shown rather than the bare class defaults.
             yield from _leaves(value, here)
             continue
         yield SettingDoc(
-            env_var=_ENV_PREFIX + _NESTED.join(here).upper(),
+            env_var=_env_var(here),
             type_name=_type_name(info),
             default=_format_default(value),
             description=(info.description or "").strip(),
@@ -88,6 +99,47 @@ def setting_docs() -> list[SettingDoc]:
     # model_construct skips validation and fills declared defaults only; that is exactly the
     # "nothing set in the environment" view the reference documents.
     return list(_leaves(defaults, ()))
+
+
+@dataclass(frozen=True)
+class SettingVariable:
+    """A variable the settings read: a leaf setting, or a whole group given as one JSON object."""
+
+    env_var: str
+    #: What a value looks like when the variable takes JSON (a list, a group); None otherwise.
+    json_example: str | None
+
+
+def setting_variables(
+    model: type[BaseModel] = Settings, path: tuple[str, ...] = ()
+) -> Iterator[SettingVariable]:
+    """Every variable `model`'s settings are read from: its groups and their leaves, in order."""
+    for name, info in model.model_fields.items():
+        here = (*path, name)
+        group = _group(info)
+        if group is not None:
+            yield SettingVariable(_env_var(here), '{"setting": "value"}')
+            yield from setting_variables(group, here)
+        else:
+            yield SettingVariable(_env_var(here), _json_example(info.annotation))
+
+
+def _json_example(annotation: Any) -> str | None:  # noqa: ANN401 - any field's annotation
+    """An example of the JSON a variable of this type takes; None for a plain value."""
+    origin = get_origin(annotation)
+    if origin in {Union, UnionType}:
+        examples = (_json_example(arg) for arg in get_args(annotation) if arg is not NoneType)
+        return next((example for example in examples if example is not None), None)
+    if origin is dict:
+        return '{"key": "value"}'
+    if origin not in {list, tuple, set, frozenset}:
+        return None
+    item = get_args(annotation)[0]
+    if item is Path:
+        return json.dumps(["/path/to/file.pem"])
+    if get_origin(item) is Literal:
+        return json.dumps([str(choice) for choice in get_args(item)[:2]])
+    return json.dumps(["value"])
 
 
 def render_table() -> str:

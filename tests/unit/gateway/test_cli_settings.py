@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings
+from signing_gateway.settings_env import unparsed_json
 from tests.contract.gateway.gateway_process import free_port
 
 TIMEOUT_S = 60
@@ -264,3 +265,39 @@ def test_only_a_loopback_signer_can_be_the_gateway_itself() -> None:
     assert remote.loopback_port() is None
     assert SignerSettings(url="https://127.0.0.1").loopback_port() == 443
     assert SignerSettings(url="http://localhost").loopback_port() == 80
+
+
+def test_serve_names_each_variable_that_must_be_json() -> None:
+    """A list or a whole group that is not JSON: a line per variable, never its value, exit 2.
+
+    Before, `serve` printed pydantic-settings' traceback, naming only the group, and exited 1.
+    """
+    done = _serve(
+        AUTH__MODE="disabled",
+        TRUST__EU_CERTIFICATES="/keys/s3cret-dsc.pem",
+        AUTH__ALGORITHMS="ES256",
+        EU_SIGNER__RESILIENCE="max_in_flight=8",
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        '  SIGNING_GATEWAY_EU_SIGNER__RESILIENCE: must be JSON, e.g. {"setting": "value"}',
+        '  SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: must be JSON, e.g. ["/path/to/file.pem"]',
+        '  SIGNING_GATEWAY_AUTH__ALGORITHMS: must be JSON, e.g. ["ES256", "ES384"]',
+    ]
+    assert "s3cret" not in done.stderr
+
+
+def test_json_that_parses_is_not_reported() -> None:
+    """JSON values, empty values and plain settings pass the check, whatever the name's case."""
+    environ = {
+        "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES": '["/keys/dsc.pem"]',
+        "signing_gateway_auth__algorithms": '["ES256"]',
+        "SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS": "",
+        "SIGNING_GATEWAY_LOG_LEVEL": "DEBUG",
+    }
+    assert unparsed_json(environ) == []
+    environ["signing_gateway_auth__algorithms"] = "ES256"
+    assert unparsed_json(environ) == [
+        'SIGNING_GATEWAY_AUTH__ALGORITHMS: must be JSON, e.g. ["ES256", "ES384"]'
+    ]
