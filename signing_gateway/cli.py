@@ -34,7 +34,7 @@ from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.settings import Settings
-from signing_gateway.settings_env import unparsed_json
+from signing_gateway.settings_env import unknown_variables, unparsed_json
 
 logger = logging.getLogger("signing_gateway.cli")
 
@@ -98,25 +98,28 @@ class SupervisedConfig(uvicorn.Config):
         signal.signal(signal.SIGTERM, _write_logs_then_end)
 
 
-def _checked_settings() -> tuple[Settings | None, list[str]]:
+def _checked_settings(flag_variables: frozenset[str]) -> tuple[Settings | None, list[str]]:
     """The settings from the environment, or what is wrong with them (one line per problem).
 
-    Includes what only building the app would find: tracing switched on where the `otel`
-    extra is missing. Each worker of `serve --workers N` builds its own app, and uvicorn's
-    supervisor restarts a worker that fails that way without end.
+    Includes what reading them cannot find: a `SIGNING_GATEWAY_*` variable that is neither a
+    setting nor one of `flag_variables` (a misspelling is never read, and its setting keeps
+    its default), and what only building the app would find: tracing switched on where the
+    `otel` extra is missing. Each worker of `serve --workers N` builds its own app, and
+    uvicorn's supervisor restarts a worker that fails that way without end.
     """
+    problems = unknown_variables(os.environ, flag_variables)
     try:
         settings = Settings()
     except ValidationError as exc:
-        return None, settings_problems(exc)
+        return None, problems + settings_problems(exc)
     except SettingsError as exc:
         # A variable that takes JSON holds something else; the error names only its group.
-        return None, unparsed_json(os.environ) or [f"settings: {exc}"]
+        return None, problems + (unparsed_json(os.environ) or [f"settings: {exc}"])
     try:
         check_tracing_available(settings.observability)
     except TracingUnavailableError as exc:
-        return None, [f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}"]
-    return settings, []
+        problems.append(f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}")
+    return (None if problems else settings), problems
 
 
 #: `--host` values under which the gateway listens on loopback too (all addresses, or loopback).
@@ -159,11 +162,16 @@ def _report_problems(problems: list[str]) -> int:
     return 2
 
 
-def _serve(args: argparse.Namespace, option_problems: list[str]) -> int:
-    """Serve, once the options from the environment (`option_problems`) and settings check out."""
+def _serve(
+    args: argparse.Namespace, option_problems: list[str], flag_variables: frozenset[str]
+) -> int:
+    """Serve, once the options from the environment (`option_problems`) and settings check out.
+
+    `flag_variables`: the variables of `serve`'s flags, which are not settings.
+    """
     # Checked here, before any worker starts, so that a wrong setting is reported in a few
     # lines and exit status 2 rather than a traceback per process.
-    settings, problems = _checked_settings()
+    settings, problems = _checked_settings(flag_variables)
     if settings is not None:
         problems = _own_port_problems(settings, args)
     problems = option_problems + problems
@@ -261,6 +269,12 @@ class FromEnvironment:
         return self.parse(text) if text else self.fallback
 
 
+def flag_variables(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """The variables that stand in for `serve`'s flags: what its options' defaults read."""
+    defaults = vars(parser.parse_args(["serve"]))
+    return frozenset(d.variable for d in defaults.values() if isinstance(d, FromEnvironment))
+
+
 def _options_from_environment(args: argparse.Namespace) -> list[str]:
     """Set each option its flag did not set from its variable; what is wrong, a line each.
 
@@ -321,7 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signing-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (settings from SIGNING_GATEWAY_*)")
-    serve.add_argument("--host", default=os.environ.get("SIGNING_GATEWAY_HOST", LOOPBACK))
+    serve.add_argument("--host", default=FromEnvironment("SIGNING_GATEWAY_HOST", str, LOOPBACK))
     port, probe_port = _whole_number(0, 65535), _whole_number(1, 65535)
     serve.add_argument(
         "--port",
@@ -406,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             smoke=args.smoke,
             loop=args.loop,
         )
-    return _serve(args, option_problems)
+    return _serve(args, option_problems, flag_variables(parser))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
 """The `SIGNING_GATEWAY_*` environment, checked where reading the settings cannot check it.
 
-A variable that takes JSON (a list, or a group given whole) and does not parse stops
-pydantic-settings with an error that names its group, not the variable. `serve` reports it as
-it reports the settings' own problems: a line per variable, named, never its value (a secret
-set in the wrong variable must not reach a log).
+pydantic-settings looks up the variables that name a setting and never sees the others: a
+misspelled variable (`SIGNING_GATEWAY_AUDIT__FAIL_CLOSE`) is not read, `extra="forbid"` does not
+see it, and the setting it meant keeps its default. A variable that takes JSON (a list, or a
+group given whole) and does not parse stops the reading with an error that names its group,
+not the variable. `serve` reports both as it reports the settings' own problems: a line per
+variable, named, never its value (a secret set in the wrong variable must not reach a log).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from signing_gateway.settings_doc import setting_variables
 
@@ -21,6 +24,26 @@ def _ours(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         name.upper(): value for name, value in environ.items() if name.upper().startswith(PREFIX)
     }
+
+
+def unknown_variables(environ: Mapping[str, str], also_read: Iterable[str]) -> list[str]:
+    """A line for each `SIGNING_GATEWAY_*` variable no setting (nor `also_read`) has.
+
+    `also_read`: the variables read besides the settings (those of `serve`'s flags).
+    """
+    known = {variable.env_var for variable in setting_variables()} | set(also_read)
+    suffixes = sorted(name.removeprefix(PREFIX) for name in known)
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper.removeprefix(PREFIX), suffixes, n=1)
+        hint = (
+            f"; did you mean {PREFIX}{close[0]}?" if close else " (docs/operations.md lists them)"
+        )
+        problems.append(f"{name}: unknown setting{hint}")
+    return problems
 
 
 def unparsed_json(environ: Mapping[str, str]) -> list[str]:

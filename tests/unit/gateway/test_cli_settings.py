@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from signing_gateway.cli import _parser, flag_variables
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings
-from signing_gateway.settings_env import unparsed_json
+from signing_gateway.settings_doc import setting_variables
+from signing_gateway.settings_env import unknown_variables, unparsed_json
 from tests.contract.gateway.gateway_process import free_port
 
 TIMEOUT_S = 60
@@ -301,3 +305,71 @@ def test_json_that_parses_is_not_reported() -> None:
     assert unparsed_json(environ) == [
         'SIGNING_GATEWAY_AUTH__ALGORITHMS: must be JSON, e.g. ["ES256", "ES384"]'
     ]
+
+
+#: Misspelled settings (as given, any case) and the setting `serve` suggests for each.
+MISSPELLED = {
+    "AUDIT__FAIL_CLOSE": "AUDIT__FAIL_CLOSED",
+    "EU_SIGNER__RESILIENCE__MAX_INFLIGHT": "EU_SIGNER__RESILIENCE__MAX_IN_FLIGHT",
+    "REQUEST_DEADLINE": "REQUEST_DEADLINE_SECONDS",
+    "limits__max_body": "LIMITS__MAX_BODY_BYTES",
+}
+
+
+def test_serve_reports_each_unknown_variable_with_the_other_problems() -> None:
+    """A misspelled variable is a line naming it (and the likely setting), not a silent default.
+
+    Before, each was ignored and its setting kept the default (audit failing closed, a 20 s
+    deadline, a bulkhead of 64, a 192 KiB body bound) with nothing said.
+    """
+    done = _serve(
+        ENVIRONMENT="production",
+        **PRODUCTION_SIGNERS,
+        **dict.fromkeys(MISSPELLED, "5"),
+        WHATEVER="s3cret",
+    )
+    unknown = [
+        f"  SIGNING_GATEWAY_{given}: unknown setting; did you mean SIGNING_GATEWAY_{meant}?"
+        for given, meant in MISSPELLED.items()
+    ]
+    unknown.append("  SIGNING_GATEWAY_WHATEVER: unknown setting (docs/operations.md lists them)")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[:-1] == [HEADER, *sorted(unknown)]
+    assert done.stderr.splitlines()[-1].startswith("  settings: caller authentication")
+    assert "s3cret" not in done.stderr
+
+
+def test_settings_groups_and_flag_variables_are_known_in_any_case() -> None:
+    """Every setting, a group given whole, and the flags' variables pass; so does lower case."""
+    environ = {variable.env_var: "x" for variable in setting_variables()}
+    environ |= dict.fromkeys(flag_variables(_parser()), "x")
+    environ |= {"signing_gateway_log_level": "DEBUG", "SIGNING_GATEWAYS": "x", "PATH": "/bin"}
+    assert unknown_variables(environ, flag_variables(_parser())) == []
+    assert flag_variables(_parser()) == {
+        "SIGNING_GATEWAY_HOST",
+        "SIGNING_GATEWAY_PORT",
+        "SIGNING_GATEWAY_PROBE_PORT",
+        "SIGNING_GATEWAY_EVENTS_PER_PASS",
+        "SIGNING_GATEWAY_LOOP",
+    }
+
+
+#: Where variables are set or documented: the image, `make`, the docs, the bench and the tests.
+_SETTERS = ["Dockerfile", "Makefile", "README.md", "docs/*.md", "bench/**/*.py", "tests/**/*.py"]
+#: The misspelling the operations guide shows being reported.
+_MISSPELLED_ON_PURPOSE = {"SIGNING_GATEWAY_AUDIT__FAIL_CLOSE"}
+
+
+def test_the_repository_sets_and_documents_only_known_variables() -> None:
+    """No SIGNING_GATEWAY_* name in the image, docs, bench or tests is one `serve` refuses."""
+    root = Path(__file__).resolve().parents[3]
+    used = {
+        name
+        for pattern in _SETTERS
+        for path in root.glob(pattern)
+        if path != Path(__file__).resolve()
+        for name in re.findall(r"SIGNING_GATEWAY_[A-Z0-9_]*[A-Z0-9]", path.read_text("utf-8"))
+    }
+    assert "SIGNING_GATEWAY_PROBE_PORT" in used  # the scan reads what it should
+    environ = dict.fromkeys(used - _MISSPELLED_ON_PURPOSE, "x")
+    assert unknown_variables(environ, flag_variables(_parser())) == []

@@ -12,6 +12,7 @@ from signing_gateway.settings_doc import (
     END_MARKER,
     render_table,
     setting_docs,
+    setting_variables,
     splice,
     table_in,
 )
@@ -40,6 +41,18 @@ def test_table_names_every_leaf_setting_with_its_env_var():
     assert "SIGNING_GATEWAY_OBSERVABILITY__ACCESS_LOG" in env_vars
     assert not any(name.endswith("__OBSERVABILITY") for name in env_vars)  # groups are expanded
     assert len(env_vars) == len(setting_docs())
+
+
+def test_the_variables_read_are_the_table_and_the_groups() -> None:
+    """`serve` knows each variable of the reference, and each group, which JSON can give whole."""
+    variables = {v.env_var: v.json_example for v in setting_variables()}
+    leaves = {d.env_var for d in setting_docs()}
+    assert leaves < variables.keys()
+    groups = variables.keys() - leaves
+    assert {"SIGNING_GATEWAY_EU_SIGNER__RESILIENCE", "SIGNING_GATEWAY_AUDIT"} <= groups
+    assert all(variables[group] == '{"setting": "value"}' for group in groups)
+    assert variables["SIGNING_GATEWAY_TRUST__EU_CERTIFICATES"] == '["/path/to/file.pem"]'
+    assert variables["SIGNING_GATEWAY_LOG_LEVEL"] is None
 
 
 def test_documented_env_var_names_are_the_ones_settings_reads(monkeypatch: pytest.MonkeyPatch):
