@@ -14,9 +14,11 @@ One `SignerPolicy` per signer composes the pieces for every call to it::
 The factory builds a fresh request per attempt, so a retry never reuses a half-sent one.
 
 An attempt cut by the caller's deadline before its own timeout counts as a timeout only while
-the signer has answered nothing for a whole attempt timeout: a hung signer then trips the
-breaker however short the callers' deadlines, and an impatient caller cannot open the breaker
-of a signer that answers others, only slower than it would wait (docs/resilience.md).
+the signer has answered nothing for a whole attempt timeout of waiting: a hung signer then
+trips the breaker however short the callers' deadlines, and an impatient caller cannot open
+the breaker of a signer that answers others, only slower than it would wait
+(docs/resilience.md). Only time with an attempt on the wire is waiting: a quiet spell, even
+after an attempt that was cut or cancelled, is not silence.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ logger = logging.getLogger("signing_gateway.resilience")
 MIN_ATTEMPT_SECONDS = 0.05
 
 _THROTTLED_AND_ALIVE = 429
+
+
+def _loop_time() -> float:
+    """The event loop's clock (a breaker transition is normally seen inside a call)."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # outside a loop nothing is on the wire; any instant will do
+        return time.monotonic()
 
 
 class NoTimeLeft(Exception):
@@ -209,28 +219,50 @@ class SignerPolicy:
             window_seconds=settings.retry_budget_window_seconds,
             clock=clock,
         )
-        #: When the first attempt sent since the signer's last answer was sent (None: no
-        #: attempt is waiting for one); see `signer_silent`.
-        self._unanswered_since: float | None = None
+        # The signer's silence (`signer_silent`): seconds of waiting on it since its last
+        # answer, in spans with at least one attempt on the wire. O(1) per attempt.
+        #: Attempts sent and not yet ended (answered, failed, cut or cancelled).
+        self._on_wire = 0
+        #: Waiting in spans already closed (nothing on the wire at their end).
+        self._waited = 0.0
+        #: Start of the span under way while `_on_wire`: its first send, or the signer's last
+        #: answer or breaker transition if later.
+        self._waiting_since = 0.0
         if metrics is not None:
             metrics.breaker_state.labels(signer).set(BreakerState.CLOSED.level)
 
     def signer_silent(self, now: float) -> bool:
         """Whether the signer has answered nothing for at least one attempt timeout.
 
-        That is: an attempt sent `attempt_timeout_seconds` ago or more, and no HTTP answer
-        of any kind (a success, a refusal, an error status) from the signer since. A patient
-        caller's attempt would have timed out by now and been counted; a signer slower than
-        an impatient caller's deadline but answering the others is not silent.
+        That is: since its last HTTP answer of any kind (a success, a refusal, an error
+        status), the gateway has had an attempt on the wire to it for a total of
+        `attempt_timeout_seconds` or more. A patient caller's attempt would have timed out by
+        now and been counted; a signer slower than an impatient caller's deadline but
+        answering the others is not silent. Time with nothing on the wire does not count: a
+        quiet spell gives the signer nothing to answer, whatever attempt was cut or
+        cancelled before it.
         """
-        since = self._unanswered_since
-        return since is not None and now - since >= self.settings.attempt_timeout_seconds
+        waited = self._waited
+        if self._on_wire:
+            waited += now - self._waiting_since
+        return waited >= self.settings.attempt_timeout_seconds
+
+    def _sent(self, now: float) -> None:
+        """An attempt went on the wire at `now`: a span of waiting starts if none was under way."""
+        if not self._on_wire:
+            self._waiting_since = now
+        self._on_wire += 1
+
+    def _silence_ends(self, now: float) -> None:
+        """The signer answered (or the breaker moved) at `now`: silence counts afresh."""
+        self._waited = 0.0
+        self._waiting_since = now
 
     def _on_transition(self, to: BreakerState) -> None:
         # Silence from before the transition says nothing about the trials that follow: an
         # impatient caller holding a trial slot must not reopen the breaker of a recovered
         # signer on old evidence.
-        self._unanswered_since = None
+        self._silence_ends(_loop_time())
         log = logger.warning if to is BreakerState.OPEN else logger.info
         log("circuit breaker %s", to.value, extra={"signer": self.signer, "breaker": to.value})
         if self._metrics is not None:
@@ -321,8 +353,7 @@ class SignerPolicy:
                 # this path is held for the whole signer wait of each call in flight.
                 sent_at = loop.time()
                 attempt = _Attempt(self, sent_at, deadline)
-                if self._unanswered_since is None:
-                    self._unanswered_since = sent_at
+                self._sent(sent_at)
                 try:
                     async with attempt.scope:
                         # Set inside the scope: its timer handle copies the context when it
@@ -339,6 +370,10 @@ class SignerPolicy:
                     raise
                 finally:
                     attempt_var.set(None)
+                    # However it ended, it left the wire: inline, as below, for every attempt.
+                    self._on_wire -= 1
+                    if not self._on_wire:
+                        self._waited += loop.time() - self._waiting_since
         except SignerError as exc:
             self._record_error(permit, attempt, exc, endpoint)
             raise
@@ -353,7 +388,9 @@ class SignerPolicy:
             # Cancelled: by the deadline (judged by `_Attempt`), a failing sibling, shutdown.
             self._record_cut(permit, attempt, endpoint)
             raise
-        self._unanswered_since = None
+        self._waited = 0.0  # answered: silence counts afresh (`_silence_ends`)
+        if self._on_wire:
+            self._waiting_since = loop.time()
         self.breaker.record_success(permit)
         return result
 
@@ -378,7 +415,8 @@ class SignerPolicy:
         self, permit: Permit, attempt: _Attempt | None, exc: SignerError, endpoint: str
     ) -> None:
         if isinstance(exc, SignerResponseError):
-            self._unanswered_since = None  # it answered: whatever it said, it is not hung
+            # It answered: whatever it said, it is not hung.
+            self._silence_ends(asyncio.get_running_loop().time())
         if attempt is not None and attempt.scope.expired():
             self._record_cut(permit, attempt, endpoint)
         else:

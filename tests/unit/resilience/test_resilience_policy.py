@@ -224,9 +224,11 @@ class Signer:
         self.seconds = seconds
         self.hung = hung
         self.calls = 0
+        self.called = asyncio.Event()
 
     async def __call__(self) -> str:
         self.calls += 1
+        self.called.set()
         with observe_signer_call(signer="eu", endpoint="get_credential", headers={}):
             if self.hung:
                 await asyncio.Event().wait()
@@ -318,6 +320,55 @@ async def test_a_burst_of_short_deadlines_after_a_quiet_spell_is_not_a_failure(t
     assert all(isinstance(r, DeadlineExceeded) for r in results)
     assert policy.breaker.state is BreakerState.CLOSED
     assert _outcomes(telemetry) == {"ok": 1, "deadline": 10}
+
+
+async def test_a_cut_before_a_quiet_spell_does_not_make_the_next_burst_silence(telemetry):
+    """One impatient cut, then nothing on the wire: the quiet spell after it is no silence."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
+    slow = Signer(0.3)
+    assert await _call_within(policy, 2.0, slow) == "ok"
+    with pytest.raises(DeadlineExceeded):
+        await _call_within(policy, 0.1, slow)
+    await asyncio.sleep(0.6)  # quiet: longer than an attempt timeout
+    burst = [_call_within(policy, 0.1, slow) for _ in range(10)]
+    results = await asyncio.gather(*burst, return_exceptions=True)
+    assert all(isinstance(r, DeadlineExceeded) for r in results)
+    assert policy.breaker.state is BreakerState.CLOSED
+    assert _outcomes(telemetry) == {"ok": 1, "deadline": 11}
+
+
+async def test_a_cancelled_call_before_a_quiet_spell_does_not_make_the_next_burst_silence(
+    telemetry,
+):
+    """A call cancelled by a failing sibling part, then quiet: the next burst is not silence."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
+    slow = Signer(0.3)
+    call = asyncio.create_task(_call_within(policy, 2.0, slow))
+    await slow.called.wait()  # on the wire
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.6)  # quiet: longer than an attempt timeout
+    burst = [_call_within(policy, 0.1, slow) for _ in range(10)]
+    results = await asyncio.gather(*burst, return_exceptions=True)
+    assert all(isinstance(r, DeadlineExceeded) for r in results)
+    assert policy.breaker.state is BreakerState.CLOSED
+    assert _outcomes(telemetry) == {"cancelled": 1, "deadline": 10}
+
+
+async def test_silence_adds_up_the_time_on_the_wire_across_quiet_spells(telemetry):
+    """A hung signer behind short calls with pauses between: only the time waited counts."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.4)
+    hung = Signer(hung=True)
+    cuts = 0
+    while policy.breaker.state is BreakerState.CLOSED and cuts < 10:
+        with pytest.raises(DeadlineExceeded):
+            await _call_within(policy, 0.15, hung)
+        cuts += 1
+        await asyncio.sleep(0.3)  # nothing on the wire: not silence, and no answer either
+    # Waited 0.15 s, 0.3 s, then 0.45 s: silent from the third cut, and three open it.
+    assert policy.breaker.state is BreakerState.OPEN
+    assert _outcomes(telemetry) == {"deadline": 2, "timeout": 3}
 
 
 async def test_an_attempt_timing_out_on_its_own_counts_as_a_timeout(telemetry):
