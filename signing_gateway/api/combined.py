@@ -104,7 +104,10 @@ async def print_proof(
             )
         for p in prepared:
             calls["european"] = partial(eu.issue, p, part="european", headers=headers)
-        results = await all_or_nothing(calls, seconds=settings.request_deadline_seconds)
+        # The EU part first: refused at once, it fails before a static proof is signed.
+        results = await all_or_nothing(
+            calls, seconds=settings.request_deadline_seconds, held_back=("domestic",)
+        )
 
         static: IssuedStaticProof | None = results.pop(0) if body.domestic is not None else None
         european: IssuedEuCredential | None = results[0] if results else None
@@ -170,7 +173,11 @@ async def _issue_credentials(
         for i, p in enumerate(prepared):
             part = f"european[{i}]"
             calls[part] = partial(eu.issue, p, part=part, headers=headers)
-        return await all_or_nothing(calls, seconds=settings.request_deadline_seconds)
+        # The EU parts first: one refused at once fails before /issue is sent, and the
+        # session goes back to the store.
+        return await all_or_nothing(
+            calls, seconds=settings.request_deadline_seconds, held_back=("domestic",)
+        )
 
 
 @router.post(

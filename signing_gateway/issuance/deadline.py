@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
@@ -234,8 +234,15 @@ def _answer(
     return deadline.exceeded() if cut else None
 
 
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
 async def all_or_nothing(
-    calls: Mapping[str, Callable[[], Awaitable[Any]]], *, seconds: float
+    calls: Mapping[str, Callable[[], Awaitable[Any]]],
+    *,
+    seconds: float,
+    held_back: Collection[str] = (),
 ) -> list[Any]:
     """Run `calls` (part name → call) concurrently under one request deadline of `seconds`.
 
@@ -243,6 +250,13 @@ async def all_or_nothing(
     part). When the deadline cuts the calls instead, the 504 names every part that had not
     finished, in the order of `calls`. Anything else is a bug and propagates as the exception
     group. The results come back in the order of `calls`.
+
+    The parts named in `held_back` start one loop turn after the others, once those have run
+    their first step, and not at all when one of those failed in it. A signer call refused
+    at once (breaker open, bulkhead full, no time left to send) fails in its first step, so
+    the request fails before a held-back call goes out. For parts whose call costs something
+    even when its result is thrown away: the domestic `/issue` spends its single-use session,
+    a static proof a signing.
     """
     deadline = RequestDeadline(seconds, tuple(calls))
     results: list[Any] = [None] * len(calls)
@@ -254,7 +268,18 @@ async def all_or_nothing(
     async with deadline:
         try:
             async with asyncio.TaskGroup() as group:
+                started: list[asyncio.Task[None]] = []
+                later: list[tuple[int, str, Callable[[], Awaitable[Any]]]] = []
                 for index, (part, call) in enumerate(calls.items()):
+                    if part in held_back:
+                        later.append((index, part, call))
+                    else:
+                        started.append(group.create_task(run(index, part, call)))
+                if later and started:
+                    await asyncio.sleep(0)  # the started parts run their first step
+                    if any(_failed(task) for task in started):
+                        later = []  # the group cancels the rest: start nothing more
+                for index, part, call in later:
                     group.create_task(run(index, part, call))
         except BaseExceptionGroup as eg:
             answer = _answer(eg, deadline)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -137,15 +138,21 @@ async def test_credentials_failure_names_part_and_cancels_others(
 ):
     """One failing EU part gives a 502 naming it; the other in-flight signer calls are cancelled."""
     slow_eu = SlowCall(5.0, then=eu_signing(test_keys))
+    slow_domestic = SlowCall(5.0)
+    domestic_sent = asyncio.Event()
 
     async def eu_answer(request: httpx.Request) -> httpx.Response:
         if orjson.loads(request.content)["keyUsage"] == "test":
+            await domestic_sent.wait()  # fails while the other calls are at their signers
             return httpx.Response(500, text="signer broke")
         return await slow_eu(request)
 
-    slow_domestic = SlowCall(5.0)
+    async def domestic_answer(request: httpx.Request) -> httpx.Response:
+        domestic_sent.set()
+        return await slow_domestic(request)
+
     mocked.get_credential.mock(side_effect=eu_answer)
-    mocked.issue.mock(side_effect=slow_domestic)
+    mocked.issue.mock(side_effect=domestic_answer)
     stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
     body = {
         "stoken": stoken,

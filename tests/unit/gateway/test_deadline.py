@@ -138,6 +138,54 @@ async def test_all_or_nothing_cancels_siblings_and_raises_the_failing_part():
     assert cancelled.is_set()
 
 
+async def test_a_part_refused_at_once_starts_no_held_back_part():
+    """A part failing in its first step (a breaker refusal, say) fails before a held-back one."""
+    held: list[str] = []
+
+    async def domestic() -> None:
+        held.append("domestic")  # would spend a session or a signing
+
+    async def refused() -> None:
+        raise SignerUnavailable("european[0]: calls are paused", part="european[0]")
+
+    with pytest.raises(SignerUnavailable) as info:
+        await all_or_nothing(
+            {"domestic": domestic, "european[0]": refused}, seconds=5, held_back=("domestic",)
+        )
+    assert info.value.part == "european[0]"
+    assert held == []
+
+
+async def test_held_back_parts_start_after_the_others_and_keep_their_place():
+    """A held-back part starts once the others ran their first step; results keep call order."""
+    starts: list[str] = []
+
+    def part(name: str, value: int) -> Callable[[], Awaitable[int]]:
+        async def call() -> int:
+            starts.append(name)
+            await asyncio.sleep(0)
+            return value
+
+        return call
+
+    results = await all_or_nothing(
+        {"domestic": part("domestic", 1), "european[0]": part("european[0]", 2)},
+        seconds=5,
+        held_back=("domestic",),
+    )
+    assert starts == ["european[0]", "domestic"]
+    assert results == [1, 2]
+
+
+async def test_a_held_back_part_cut_by_the_deadline_is_named_in_request_order() -> None:
+    """Held back or not, the parts the deadline cut are named in the order of the request."""
+    with pytest.raises(DeadlineExceeded) as info:
+        await all_or_nothing(
+            {"domestic": _hang, "european": _hang}, seconds=0.1, held_back=("domestic",)
+        )
+    assert list(info.value.unfinished_parts) == ["domestic", "european"]
+
+
 async def test_all_or_nothing_lets_bugs_through():
     """A non-gateway exception is a bug and propagates as the exception group."""
 
