@@ -34,16 +34,15 @@ REFUSING = ResilienceSettings(
 )
 
 
+def _refusing(url: str) -> SignerSettings:
+    return SignerSettings(url=url, allow_plain_http=True, resilience=REFUSING)
+
+
 @pytest.fixture
 async def gateway(test_keys: SignerKeys, signers) -> AsyncIterator[httpx.AsyncClient]:
     """A gateway whose two signers refuse calls at once as soon as they can (`REFUSING`)."""
-    settings = make_settings(
-        test_keys,
-        eu_signer=SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True, resilience=REFUSING),
-        domestic_signer=SignerSettings(
-            url=DOMESTIC_SIGNER_URL, allow_plain_http=True, resilience=REFUSING
-        ),
-    )
+    refusing = {"eu_signer": EU_SIGNER_URL, "domestic_signer": DOMESTIC_SIGNER_URL}
+    settings = make_settings(test_keys, **{k: _refusing(url) for k, url in refusing.items()})
     async with running_gateway(settings) as client:
         yield client
 

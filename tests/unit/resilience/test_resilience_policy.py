@@ -309,51 +309,48 @@ async def test_short_deadlines_do_not_open_the_breaker_of_an_answering_signer(te
     assert _outcomes(telemetry) == {"ok": len(patient), "deadline": impatient}
 
 
-async def test_a_burst_of_short_deadlines_after_a_quiet_spell_is_not_a_failure(telemetry):
-    """A slow, healthy signer idle for a while: a burst of cuts with nobody answered is ignored."""
-    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
-    slow = Signer(0.3)
+async def _answered(policy: SignerPolicy, slow: Signer) -> None:
     assert await _call_within(policy, 2.0, slow) == "ok"
-    await asyncio.sleep(0.6)  # quiet: longer than an attempt timeout
-    burst = [_call_within(policy, 0.1, slow) for _ in range(10)]
-    results = await asyncio.gather(*burst, return_exceptions=True)
-    assert all(isinstance(r, DeadlineExceeded) for r in results)
-    assert policy.breaker.state is BreakerState.CLOSED
-    assert _outcomes(telemetry) == {"ok": 1, "deadline": 10}
 
 
-async def test_a_cut_before_a_quiet_spell_does_not_make_the_next_burst_silence(telemetry):
-    """One impatient cut, then nothing on the wire: the quiet spell after it is no silence."""
-    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
-    slow = Signer(0.3)
-    assert await _call_within(policy, 2.0, slow) == "ok"
-    with pytest.raises(DeadlineExceeded):
+async def _answered_then_cut(policy: SignerPolicy, slow: Signer) -> None:
+    await _answered(policy, slow)
+    with pytest.raises(DeadlineExceeded):  # one impatient caller
         await _call_within(policy, 0.1, slow)
-    await asyncio.sleep(0.6)  # quiet: longer than an attempt timeout
-    burst = [_call_within(policy, 0.1, slow) for _ in range(10)]
-    results = await asyncio.gather(*burst, return_exceptions=True)
-    assert all(isinstance(r, DeadlineExceeded) for r in results)
-    assert policy.breaker.state is BreakerState.CLOSED
-    assert _outcomes(telemetry) == {"ok": 1, "deadline": 11}
 
 
-async def test_a_cancelled_call_before_a_quiet_spell_does_not_make_the_next_burst_silence(
-    telemetry,
-):
-    """A call cancelled by a failing sibling part, then quiet: the next burst is not silence."""
-    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
-    slow = Signer(0.3)
+async def _cancelled_on_the_wire(policy: SignerPolicy, slow: Signer) -> None:
     call = asyncio.create_task(_call_within(policy, 2.0, slow))
-    await slow.called.wait()  # on the wire
-    call.cancel()
+    await slow.called.wait()
+    call.cancel()  # as a failing sibling part cancels it
     with pytest.raises(asyncio.CancelledError):
         await call
+
+
+BEFORE_THE_QUIET = {
+    "answered": (_answered, {"ok": 1}),
+    "cut": (_answered_then_cut, {"ok": 1, "deadline": 1}),
+    "cancelled": (_cancelled_on_the_wire, {"cancelled": 1}),
+}
+
+
+@pytest.mark.parametrize("before", BEFORE_THE_QUIET.values(), ids=BEFORE_THE_QUIET)
+async def test_a_burst_of_short_deadlines_after_a_quiet_spell_is_not_a_failure(telemetry, before):
+    """A slow, healthy signer idle for a while: a burst of cuts is ignored, whatever came before.
+
+    The last call before the quiet spell was answered, cut by its caller's deadline, or
+    cancelled: with nothing on the wire the signer had nothing to answer, so it is not silent.
+    """
+    last_call, outcomes = before
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
+    slow = Signer(0.3)
+    await last_call(policy, slow)
     await asyncio.sleep(0.6)  # quiet: longer than an attempt timeout
     burst = [_call_within(policy, 0.1, slow) for _ in range(10)]
     results = await asyncio.gather(*burst, return_exceptions=True)
     assert all(isinstance(r, DeadlineExceeded) for r in results)
     assert policy.breaker.state is BreakerState.CLOSED
-    assert _outcomes(telemetry) == {"cancelled": 1, "deadline": 10}
+    assert _outcomes(telemetry) == {**outcomes, "deadline": outcomes.get("deadline", 0) + 10}
 
 
 async def test_silence_adds_up_the_time_on_the_wire_across_quiet_spells(telemetry):
