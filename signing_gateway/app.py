@@ -170,7 +170,7 @@ def _lifespan(
                 fail_closed=settings.audit.fail_closed,
                 max_pending=settings.audit.max_pending_writes,
                 write_timeout=settings.audit.write_timeout_seconds,
-                draining=lambda: drain.draining,
+                cancellations_answered=True,  # by DrainMiddleware, below
             )
             stack.push_async_callback(audit.close)
             readiness.add_detail("audit", audit.snapshot)

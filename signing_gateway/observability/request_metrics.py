@@ -15,9 +15,10 @@ Counting rules (the accounting `/metrics` relies on):
   - `5xx` when the app raised before starting a response (Starlette's outermost error
     middleware then answers 500), or after starting it (the client gets a broken response);
   - `disconnected` when the client went away first: the server reported `http.disconnect`
-    before the response was complete, or the request task was cancelled. The route and
-    duration are still recorded; the status the app may have produced is not, since nobody
-    received it.
+    before the response was complete, or the request task was cancelled with its response
+    under way (one not started yet is answered 503 by the drain middleware, and counted so).
+    The route and duration are still recorded; the status the app may have produced is not,
+    since nobody received it.
 - So at any scrape: received_total - sum(responses_sent_total) == requests_in_progress.
 
 Routes are labelled by their template (`/v1/dcc`, never a raw path with ids or junk); a request

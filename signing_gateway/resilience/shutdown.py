@@ -12,8 +12,17 @@ Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
 3. Requests still running are cancelled (their signer calls with them) and each is answered
    503 problem+json, if its response had not started, within `cancel_grace_seconds`.
 4. Then uvicorn's own shutdown runs: listener closed, idle connections closed, lifespan
-   shutdown (clients closed). A second signal ends the drain early and hands over to that
-   shutdown; a third SIGINT forces an immediate exit, as in uvicorn.
+   shutdown (clients closed).
+
+A second signal means "stop now": the drain stops waiting and cancels what is in flight at
+once (answered as in 3), while uvicorn's shutdown starts; the process then ends by that
+signal. A third SIGINT forces an immediate exit, as in uvicorn.
+
+Whatever cancels a request (the drain, uvicorn's `timeout_graceful_shutdown` backstop, the
+event loop's end), `DrainMiddleware` answers it 503 `shutting-down` with `Connection: close`
+if its response had not started: the connection is still open then (uvicorn would write its
+own plain-text 500 on it), and an issuance's audit record, made before its response starts,
+says that answer.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ logger = logging.getLogger("signing_gateway.shutdown")
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: The problem slug of every drain answer (refused, or cancelled at the drain timeout).
 SHUTTING_DOWN = "shutting-down"
+#: The status `DrainMiddleware` answers a cancelled request with (its response not started).
+CANCELLED_STATUS = 503
 
 
 class Drainable(Protocol):
@@ -61,6 +72,8 @@ class DrainController:
         self._idle = asyncio.Event()
         self._idle.set()
         self._watchers: list[Drainable] = []
+        self._stop_now = False
+        self._waiting: asyncio.Timeout | None = None
 
     @property
     def in_flight(self) -> int:
@@ -89,16 +102,26 @@ class DrainController:
         if not self._scopes:
             self._idle.set()
 
+    def stop_now(self) -> None:
+        """Cut the drain's wait short: what is in flight is cancelled at once (a second signal)."""
+        self._stop_now = True
+        waiting = self._waiting
+        if waiting is not None and not waiting.expired():
+            waiting.reschedule(asyncio.get_running_loop().time())
+
     async def drain(self) -> int:
         """Refuse new work, wait for in-flight requests, cancel the rest; return how many."""
         self.begin()
         logger.info("draining", extra={"in_flight": self.in_flight})
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.drain_timeout):
-                await self._idle.wait()
+        if not self._stop_now:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.drain_timeout) as self._waiting:
+                    await self._idle.wait()
+            self._waiting = None
         left = self.in_flight
         if left:
-            logger.warning("drain timeout: cancelling requests", extra={"in_flight": left})
+            why = "second signal" if self._stop_now else "drain timeout"
+            logger.warning("%s: cancelling requests", why, extra={"in_flight": left})
             now = asyncio.get_running_loop().time()
             for scope in list(self._scopes):
                 scope.reschedule(now)
@@ -160,17 +183,33 @@ class DrainMiddleware:
             if not cancel_scope.expired():
                 raise
             if not tracking_send.started:
-                await send_problem_503(
-                    send,
-                    scope,
-                    slug=SHUTTING_DOWN,
-                    title="Gateway shutting down",
-                    detail="the gateway shut down before the request finished; no credential "
-                    "was released (a signer may have signed one: it is discarded); send it again",
-                    close=True,
-                )
+                await _answer_cancelled(send, scope)
+        except asyncio.CancelledError:
+            # Cancelled by something other than the drain: uvicorn's graceful-shutdown backstop
+            # (a request the drain's cancellation did not end, a server without the drain) or
+            # the event loop's end. uvicorn would answer a plain-text 500; the caller gets the
+            # drain's answer instead, which its audit record (if any) already says.
+            if tracking_send.started:
+                raise  # a response half sent: the connection is closed under it
+            await _answer_cancelled(send, scope)
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # answered: the request ends here, as it would have
         finally:
             controller.untrack(cancel_scope)
+
+
+async def _answer_cancelled(send: Send, scope: Scope) -> None:
+    """The answer to a request cancelled before its response started: 503 `shutting-down`."""
+    await send_problem_503(
+        send,
+        scope,
+        slug=SHUTTING_DOWN,
+        title="Gateway shutting down",
+        detail="the gateway shut down before the request finished; no credential "
+        "was released (a signer may have signed one: it is discarded); send it again",
+        close=True,
+    )
 
 
 class GracefulServer(uvicorn.Server):
@@ -268,13 +307,24 @@ class GracefulServer(uvicorn.Server):
         )
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """First SIGTERM/SIGINT drains; a second one falls back to uvicorn (force on SIGINT)."""
-        if not self._drain_requested and self._loop is not None and not self.should_exit:
+        """First SIGTERM/SIGINT drains; a second one stops now; a third SIGINT forces the exit.
+
+        The second signal cancels what is in flight at once (each answered 503 if its response
+        had not started) and starts uvicorn's shutdown; uvicorn raises it again at the end, so
+        the process ends by it.
+        """
+        if self._loop is None:
+            super().handle_exit(sig, frame)
+            return
+        if not self._drain_requested and not self.should_exit:
             # Not added to uvicorn's captured signals: a completed drain exits with status 0.
             self._drain_requested = True
             logger.info("signal %s: draining", signal.Signals(sig).name)
             self._loop.call_soon_threadsafe(self._start_drain)
             return
+        if self._drain_requested and not self.should_exit:
+            logger.info("signal %s: stopping now", signal.Signals(sig).name)
+            self._loop.call_soon_threadsafe(self.controller.stop_now)
         super().handle_exit(sig, frame)
 
     def _start_drain(self) -> None:

@@ -9,11 +9,12 @@ With `fail_closed` a successful issuance whose record failed, or was not written
 `write_timeout_seconds`, is answered 503 and its credential is not released; its record then
 says `withheld` (in the log, and in the file when it can still get there).
 
-An issuance cancelled mid-way (the drain's timeout at shutdown) is recorded too: the signer
-may have signed. Its record is queued for the writer thread without waiting, so neither the
-cancellation nor the drain's answer waits on the disk; `AuditTrail.close` lets it finish.
-Cancelled while its record was already on its way, the attempt's record is superseded by the
-`cancelled` one (the caller never got what the first one says).
+An issuance cancelled mid-way (at shutdown: the drain's timeout, a second signal, uvicorn's
+backstop) is recorded too: the signer may have signed. Its record is queued for the writer
+thread without waiting, so neither the cancellation nor its answer waits on the disk;
+`AuditTrail.close` lets it finish. Cancelled while its record was already on its way, the
+attempt's record is superseded by the `cancelled` one (the caller never got what the first
+one says).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.errors import PROBLEM_BASE, GatewayError
 from signing_gateway.issuance.eu import IssuedEuCredential
-from signing_gateway.resilience.shutdown import SHUTTING_DOWN
+from signing_gateway.resilience.shutdown import CANCELLED_STATUS, SHUTTING_DOWN
 from signing_gateway.runtime.cpu_gate import checkpoint
 from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
 from signing_gateway.security.auth import Caller, CallerDep
@@ -97,28 +98,33 @@ class IssuanceAudit:
             "problemType": problem,
         }
 
-    def _cancelled(self) -> dict[str, Any]:
-        """The record of an attempt cancelled mid-way: what its caller was answered, if known.
+    def _cancelled(self, exc: BaseException) -> dict[str, Any]:
+        """The record of an attempt ended mid-way by `exc`, with what its caller was answered.
 
-        At shutdown the drain answers it 503 `shutting-down`. Otherwise the gateway sends
-        nothing of its own (the process is being stopped without a drain): no status.
+        A cancelled request is answered 503 `shutting-down` by `DrainMiddleware`, whatever
+        cancelled it (the drain, a second signal, uvicorn's backstop): its response has not
+        started while its record is made. Anything else ending it (the process exiting), or a
+        trail whose requests no such middleware answers, leaves no answer of the gateway's
+        own: no status.
         """
-        if self._trail.draining():
+        if isinstance(exc, asyncio.CancelledError) and self._trail.cancellations_answered:
             return self._final(
-                outcome="cancelled", status=503, problem=PROBLEM_BASE + SHUTTING_DOWN
+                outcome="cancelled",
+                status=CANCELLED_STATUS,
+                problem=PROBLEM_BASE + SHUTTING_DOWN,
             )
         return self._final(outcome="cancelled", status=None, problem=None)
 
     async def _written(self, queued: QueuedRecord) -> bool:
         """Wait for `queued` (see `AuditTrail.written`); cancelled, record that instead.
 
-        The drain cancelled the request while its record was on its way: the caller gets the
-        drain's 503, not the answer that record holds, so a `cancelled` one supersedes it.
+        The request was cancelled while its record was on its way: the caller gets the 503 of
+        a cancelled request, not the answer that record holds, so a `cancelled` one supersedes it.
         """
         try:
             return await self._trail.written(queued)
-        except asyncio.CancelledError:
-            cancelled = self._cancelled()
+        except asyncio.CancelledError as exc:
+            cancelled = self._cancelled(exc)
             self._trail.log(cancelled)
             self._trail.supersede(queued, cancelled)
             raise
@@ -161,7 +167,7 @@ class IssuanceAudit:
             await self._finish(outcome="error", status=500, problem=PROBLEM_BASE + "internal")
             return
         if exc is not None:  # cancelled mid-issuance: the signer may have signed
-            self._trail.submit(self._cancelled())
+            self._trail.submit(self._cancelled(exc))
             return
         record = self._final(outcome="issued", status=200, problem=None)
         trail = self._trail

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -38,10 +37,6 @@ audit_logger = logging.getLogger("signing_gateway.audit")
 logger = logging.getLogger("signing_gateway.security")
 
 _TOO_MANY_PENDING = "too many audit writes pending"
-
-
-def _never() -> bool:
-    return False
 
 
 class AuditFile:
@@ -118,18 +113,18 @@ class AuditTrail:
         fail_closed: bool,
         max_pending: int,
         write_timeout: float,
-        draining: Callable[[], bool] | None = None,
+        cancellations_answered: bool = False,
     ) -> None:
         """Write to `sink` through one worker thread, at most `max_pending` queued.
 
         A request waits `write_timeout` seconds at most for its record to be written.
-        `draining()` says whether the gateway is shutting down (the drain controller's flag):
-        an attempt cancelled then was answered 503 `shutting-down` by the drain.
+        `cancellations_answered`: the requests are served behind `DrainMiddleware`, which
+        answers one cancelled before its response started 503 `shutting-down`.
         """
         self._sink = sink
         self._metrics = metrics
         self.fail_closed = fail_closed
-        self.draining = draining or _never
+        self.cancellations_answered = cancellations_answered
         self.write_timeout = write_timeout
         self._max_pending = max_pending
         self._pending = 0
@@ -151,7 +146,7 @@ class AuditTrail:
         fail_closed: bool,
         max_pending: int,
         write_timeout: float,
-        draining: Callable[[], bool] | None = None,
+        cancellations_answered: bool = False,
     ) -> AuditTrail:
         """Open the trail; the file (if any) is opened in a thread and must be writable."""
         sink = None if path is None else await asyncio.to_thread(AuditFile, path)
@@ -161,7 +156,7 @@ class AuditTrail:
             fail_closed=fail_closed,
             max_pending=max_pending,
             write_timeout=write_timeout,
-            draining=draining,
+            cancellations_answered=cancellations_answered,
         )
 
     def log(self, record: dict[str, Any]) -> None:

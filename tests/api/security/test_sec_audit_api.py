@@ -154,6 +154,40 @@ async def test_audit_records_hold_no_personal_data(
         assert marker not in text
 
 
+async def test_an_issuance_cancelled_by_the_server_is_answered_503_as_recorded(
+    test_keys, mocked: MockedSigners, audit_file
+):
+    """The request task is cancelled outside the drain: answered 503, and its record says so.
+
+    uvicorn cancels the requests still running at its `timeout_graceful_shutdown` (one the
+    drain's cancellation did not end, or any under a server without the drain). That
+    cancellation used to pass the drain middleware, and uvicorn answered a plain-text 500
+    while the record said 503 `shutting-down`.
+    """
+    slow = SlowCall(5.0)
+    mocked.get_credential.mock(side_effect=slow)
+    settings = make_settings(test_keys, audit=AuditSettings(file=audit_file))
+    app = create_app(settings)
+    async with running_gateway(settings, app=app) as client:
+        # httpx's ASGI transport runs the app in the caller's task, as uvicorn runs it in the
+        # request's task: cancelling it is what uvicorn's backstop does.
+        pending = asyncio.create_task(
+            client.post("/v1/dcc", json=eu_vaccination(), headers={"X-Request-ID": "cut-1"})
+        )
+        await until(lambda: slow.started == 1)
+        pending.cancel()
+        response = await pending
+        assert app.state.drain.in_flight == 0
+    assert_problem(response, 503, "shutting-down")
+    assert response.headers["connection"] == "close"
+    assert response.headers["x-request-id"] == "cut-1"
+    assert slow.cancelled == 1
+    [record] = _records(audit_file)
+    assert (record["outcome"], record["status"]) == ("cancelled", 503)
+    assert record["problemType"] == response.json()["type"]
+    assert record["requestId"] == "cut-1"
+
+
 async def test_an_issuance_cancelled_by_the_drain_is_recorded(
     test_keys, mocked: MockedSigners, audit_file
 ):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -99,17 +99,25 @@ def _wait_ready(gateway: GatewayProcess, deadline: float) -> None:
     raise GatewayStartError(f"gateway not ready in {READY_TIMEOUT:g} s:\n{gateway.log()}")
 
 
+#: How the gateway is run by default: `serve`, with its drain.
+SERVE = ("-m", "signing_gateway", "serve")
+
+
 @contextlib.contextmanager
-def running_gateway_process(env: Mapping[str, str], *args: str) -> Iterator[GatewayProcess]:
-    """A ready gateway process for the block (`args`: more `serve` options), always stopped."""
+def running_gateway_process(
+    env: Mapping[str, str], *args: str, program: Sequence[str] = SERVE
+) -> Iterator[GatewayProcess]:
+    """A ready gateway process for the block (`args`: more options), always stopped.
+
+    `program`: the interpreter's arguments before `--host` and `--port` (another module,
+    such as uvicorn's own command line).
+    """
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [
             sys.executable,
-            "-m",
-            "signing_gateway",
-            "serve",
+            *program,
             "--host",
             "127.0.0.1",
             "--port",

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
 from signing_gateway.api import examples
-from tests.contract.gateway.gateway_process import gateway_env, running_gateway_process
+from tests.contract.gateway.gateway_process import (
+    GatewayProcess,
+    gateway_env,
+    running_gateway_process,
+)
 from tests.contract.resilience.conftest import control, metric, seen, stats
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,3 +160,96 @@ async def test_a_second_signal_still_writes_the_last_log_lines(fakes):
         log = gateway.log()
     assert "Application shutdown complete." in log
     assert "Finished server process" in log
+
+
+async def _wait_logged(gateway: GatewayProcess, text: str) -> None:
+    deadline = time.monotonic() + 5
+    while text not in gateway.log():
+        assert time.monotonic() < deadline, f"never logged: {text}"
+        await asyncio.sleep(0.02)  # polling the log until the gateway got that far
+
+
+def _post_to_a_hung_signer(client: httpx.AsyncClient, request_id: str) -> asyncio.Task:
+    return asyncio.create_task(
+        client.post("/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-ID": request_id})
+    )
+
+
+def _assert_answered_503_as_recorded(answer: httpx.Response, audit: Path, request_id: str) -> None:
+    """The drain's answer to a cancelled request (not uvicorn's plain-text 500), and its record."""
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["connection"] == "close"
+    assert answer.json()["type"].endswith("/shutting-down")
+    [record] = [orjson.loads(line) for line in audit.read_bytes().splitlines()]
+    assert (record["requestId"], record["outcome"]) == (request_id, "cancelled")
+    assert (record["status"], record["problemType"]) == (503, answer.json()["type"])
+
+
+async def test_a_second_signal_cancels_in_flight_requests_at_once_answering_503(fakes, tmp_path):
+    """SIGTERM twice: the request in flight is cancelled now, answered 503, recorded as such.
+
+    The second signal used to hand over to uvicorn's shutdown, whose backstop cancelled the
+    request `cancel_grace_seconds` + 1 s later past the drain: the caller got uvicorn's
+    plain-text 500 (and an "Exception in ASGI application" traceback was logged) while the
+    audit record said 503 `shutting-down`.
+    """
+    eu, _ = fakes
+    control(eu, fault="hang", faultCount=-1)
+    audit = tmp_path / "audit.jsonl"
+    env = {
+        **_env(fakes, drain_timeout=30),
+        "SIGNING_GATEWAY_LOG_LEVEL": "INFO",
+        "SIGNING_GATEWAY_AUDIT__FILE": str(audit),
+    }
+    with running_gateway_process(env) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            hung = _post_to_a_hung_signer(client, "cut-1")
+            await _wait_in_flight(eu, 1)
+            gateway.process.send_signal(signal.SIGTERM)
+            await _wait_logged(gateway, '"draining"')
+            signalled = time.monotonic()
+            gateway.process.send_signal(signal.SIGTERM)
+            answer = await hung
+            answered_after = time.monotonic() - signalled
+        assert gateway.process.wait(timeout=10) == -signal.SIGTERM
+        log = gateway.log()
+    _assert_answered_503_as_recorded(answer, audit, "cut-1")
+    assert answered_after < 0.5  # at once, not at uvicorn's backstop (2 s) nor the drain's 30 s
+    assert "Exception in ASGI application" not in log
+    assert '"cancelled":1' in log.replace(" ", "")  # the drain cancelled it
+
+
+async def test_uvicorns_backstop_cancellation_is_answered_503_as_recorded(fakes, tmp_path):
+    """Under uvicorn's own command line (no drain) its shutdown backstop meets the same answer.
+
+    uvicorn cancels the requests still running at `--timeout-graceful-shutdown`; their
+    connections are still open then, so the 503 reaches the caller instead of uvicorn's
+    plain-text 500, and the audit record says that 503.
+    """
+    eu, _ = fakes
+    control(eu, fault="hang", faultCount=-1)
+    audit = tmp_path / "audit.jsonl"
+    env = {**_env(fakes, drain_timeout=30), "SIGNING_GATEWAY_AUDIT__FILE": str(audit)}
+    uvicorn = (
+        "-m",
+        "uvicorn",
+        "--factory",
+        "signing_gateway.app:create_served_app",
+        "--loop",
+        "asyncio",
+        "--http",
+        "signing_gateway.runtime.http_protocol:GatewayHttpProtocol",
+        "--timeout-graceful-shutdown",
+        "1",
+    )
+    with running_gateway_process(env, program=uvicorn) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            hung = _post_to_a_hung_signer(client, "cut-2")
+            await _wait_in_flight(eu, 1)
+            gateway.process.send_signal(signal.SIGTERM)
+            answer = await hung
+        assert gateway.process.wait(timeout=10) == -signal.SIGTERM  # uvicorn raises it again
+        log = gateway.log()
+    _assert_answered_503_as_recorded(answer, audit, "cut-2")
+    assert "Exception in ASGI application" not in log

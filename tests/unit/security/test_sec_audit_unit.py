@@ -23,7 +23,7 @@ NO_TIMEOUT = 30.0
 
 
 async def _open_trail(
-    path: Path, *, metrics: GatewayMetrics | None = None, draining: bool = False
+    path: Path, *, metrics: GatewayMetrics | None = None, answered: bool = False
 ) -> AuditTrail:
     """A fail-closed trail appending to the file at `path`."""
     return await AuditTrail.open(
@@ -32,7 +32,7 @@ async def _open_trail(
         fail_closed=True,
         max_pending=8,
         write_timeout=NO_TIMEOUT,
-        draining=lambda: draining,
+        cancellations_answered=answered,
     )
 
 
@@ -43,7 +43,7 @@ async def _stuck_trail(
     max_pending: int = 8,
     write_timeout: float = NO_TIMEOUT,
     fail: bool = False,
-    draining: bool = False,
+    answered: bool = False,
 ) -> tuple[AuditTrail, BlockingFile]:
     """A fail-closed trail whose file writes wait until the `BlockingFile` is released."""
     sink = await asyncio.to_thread(BlockingFile, path, fail=fail)
@@ -53,7 +53,7 @@ async def _stuck_trail(
         fail_closed=True,
         max_pending=max_pending,
         write_timeout=write_timeout,
-        draining=lambda: draining,
+        cancellations_answered=answered,
     )
     return trail, sink
 
@@ -101,13 +101,13 @@ async def test_write_runs_off_the_event_loop(tmp_path):
 
 
 async def _attempt_outcome(
-    path: Path, raised: BaseException | None, *, draining: bool = False
+    path: Path, raised: BaseException | None, *, answered: bool = False
 ) -> list[dict]:
     """What `IssuanceAudit.attempt` wrote when its block raised `raised` (None: it returned).
 
     The block's own exception must come out of the attempt unchanged.
     """
-    trail = await _open_trail(path, draining=draining)
+    trail = await _open_trail(path, answered=answered)
     audit = IssuanceAudit(trail, request_id="r1", caller=Caller(subject="app"), endpoint="/v1/dcc")
 
     async def issue() -> None:
@@ -140,19 +140,25 @@ async def test_an_attempt_records_each_way_it_can_end(tmp_path):
         assert (record["outcome"], record["status"]) == (outcome, status)
 
 
-async def test_an_attempt_cancelled_by_the_drain_is_recorded_as_answered(tmp_path):
-    """Cancelled while draining: a `cancelled` record with the drain's 503, still cancelled."""
+async def test_a_cancelled_attempt_is_recorded_as_answered(tmp_path):
+    """Cancelled behind the drain middleware: a `cancelled` record with its 503, still cancelled."""
     (record,) = await _attempt_outcome(
-        tmp_path / "a.jsonl", asyncio.CancelledError(), draining=True
+        tmp_path / "a.jsonl", asyncio.CancelledError(), answered=True
     )
     assert (record["outcome"], record["status"]) == ("cancelled", 503)
     assert record["problemType"].endswith("/shutting-down")
     assert record["requestId"] == "r1"
 
 
-async def test_an_attempt_cancelled_outside_a_drain_is_recorded_without_a_status(tmp_path):
-    """Cancelled with no drain running: the gateway answered nothing itself, so no status."""
-    (record,) = await _attempt_outcome(tmp_path / "a.jsonl", asyncio.CancelledError())
+@pytest.mark.parametrize(
+    ("raised", "answered"),
+    [(asyncio.CancelledError(), False), (SystemExit(1), True), (KeyboardInterrupt(), True)],
+)
+async def test_an_attempt_ended_without_an_answer_is_recorded_without_a_status(
+    tmp_path: Path, raised: BaseException, answered: bool
+) -> None:
+    """Nothing of the gateway's own answers it (no drain middleware; the process exiting)."""
+    (record,) = await _attempt_outcome(tmp_path / "a.jsonl", raised, answered=answered)
     assert (record["outcome"], record["status"], record["problemType"]) == (
         "cancelled",
         None,
@@ -165,7 +171,7 @@ async def test_a_cancelled_attempt_does_not_wait_for_the_file(tmp_path):
 
     `close` still writes it before the file closes.
     """
-    trail, sink = await _stuck_trail(tmp_path / "d.jsonl", draining=True)
+    trail, sink = await _stuck_trail(tmp_path / "d.jsonl", answered=True)
     audit = IssuanceAudit(trail, request_id="r2", caller=Caller(subject="app"), endpoint="/v1/dcc")
     entered = asyncio.Event()
 
@@ -242,7 +248,7 @@ async def test_an_attempt_cancelled_while_its_record_waits_is_recorded_as_cancel
     log has the `cancelled` records at once, and every pending write is accounted for.
     """
     caplog.set_level(logging.INFO, logger="signing_gateway.audit")
-    trail, sink = await _stuck_trail(tmp_path / "g.jsonl", draining=True)
+    trail, sink = await _stuck_trail(tmp_path / "g.jsonl", answered=True)
     tasks = []
     for request_id in ("first", "second"):
         audit = IssuanceAudit(
