@@ -49,6 +49,7 @@ from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.signers.http import build_signer_client
+from signing_gateway.start_up import report_start_up_errors
 from signing_gateway.trust_loading import load_trust
 
 API_DESCRIPTION = """\
@@ -237,6 +238,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the body, personal data, there. An unknown path is a 404 like any other.
         redirect_slashes=False,
     )
+    # A start-up that fails for want of trust is one error line, not a traceback.
+    report_start_up_errors(app.router)
     install_problem_handlers(app)
     # Every /v1 route authenticates its caller: each router declares the scope its routes need
     # (docs/security.md); /v1/print and /v1/credentials check the scopes of the parts a request

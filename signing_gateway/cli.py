@@ -35,6 +35,7 @@ from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import unknown_variables, unparsed_json
+from signing_gateway.trust_loading import trust_file_problems
 
 logger = logging.getLogger("signing_gateway.cli")
 
@@ -103,9 +104,10 @@ def _checked_settings(flag_variables: frozenset[str]) -> tuple[Settings | None, 
 
     Includes what reading them cannot find: a `SIGNING_GATEWAY_*` variable that is neither a
     setting nor one of `flag_variables` (a misspelling is never read, and its setting keeps
-    its default), and what only building the app would find: tracing switched on where the
-    `otel` extra is missing. Each worker of `serve --workers N` builds its own app, and
-    uvicorn's supervisor restarts a worker that fails that way without end.
+    its default), and what only building or starting the app would find: tracing switched on
+    where the `otel` extra is missing; no trust configured, or a trust file that cannot be
+    read or holds no usable key. Each worker of `serve --workers N` builds and starts its own
+    app, and uvicorn's supervisor restarts a worker that fails that way without end.
     """
     problems = unknown_variables(os.environ, flag_variables)
     try:
@@ -119,6 +121,7 @@ def _checked_settings(flag_variables: frozenset[str]) -> tuple[Settings | None, 
         check_tracing_available(settings.observability)
     except TracingUnavailableError as exc:
         problems.append(f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}")
+    problems += trust_file_problems(settings.trust)
     return (None if problems else settings), problems
 
 

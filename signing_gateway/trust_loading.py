@@ -1,22 +1,114 @@
-"""Load the keys that verify signer output, at start-up, from files or from the signers."""
+"""Load the keys that verify signer output, at start-up, from files or from the signers.
+
+`trust_file_problems` says what is wrong with the configured trust files without starting
+anything (`serve` reports it with the other settings problems, exit status 2); `load_trust`
+loads them, or fetches the keys from the signers, when the gateway starts.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from signing_gateway.settings import TrustSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.errors import SignerError
 from signing_gateway.signers.eu import EuSignerClient
-from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore, KeySet
+from signing_gateway.start_up import StartUpError
+from signing_gateway.verification.trust import (
+    DomesticTrustStore,
+    EuTrustStore,
+    KeySet,
+    TrustConfigError,
+)
 
 logger = logging.getLogger(__name__)
 
+_EU_CERTIFICATES = "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES"
+_DOMESTIC_KEYS = "SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS"
+#: Neither trust file list is set and the keys are not fetched: nothing could verify a signer.
+NO_TRUST = (
+    f"SIGNING_GATEWAY_TRUST: no signer keys configured: set {_EU_CERTIFICATES} and/or "
+    f"{_DOMESTIC_KEYS} (JSON lists of key files), or SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS="
+    "true with the fake signers"
+)
 
-class TrustUnavailableError(RuntimeError):
+
+class TrustUnavailableError(StartUpError):
     """Raised at start-up when no keys could be loaded; the gateway refuses to start."""
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why `path` cannot be read as a key file (None: it can), without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:  # a path through something not a directory, or not searchable
+        return (exc.strerror or type(exc).__name__).lower()
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable by this process"
+    return None
+
+
+def _file_problems(
+    variable: str, paths: Sequence[Path], load: Callable[[Path], object]
+) -> list[str]:
+    """A line per file of `variable` that cannot be read or does not hold usable keys.
+
+    Files are named by their place in the list: as for every setting, the value given is not
+    repeated.
+    """
+    problems = []
+    for number, path in enumerate(paths, 1):
+        problem = _unreadable(path)
+        if problem is None:
+            try:
+                load(path)
+            except TrustConfigError as exc:
+                problem = str(exc)
+            except OSError as exc:
+                problem = (exc.strerror or type(exc).__name__).lower()
+        if problem is not None:
+            problems.append(f"{variable}: file {number} of {len(paths)}: {problem}")
+    return problems
+
+
+def trust_file_problems(settings: TrustSettings) -> list[str]:
+    """What stops the configured trust from loading, a line each (blocking file I/O).
+
+    Nothing configured at all; a file that does not exist, cannot be read or holds no usable
+    key. Keys fetched from the signers can only be checked by fetching them, at start-up.
+    """
+    if settings.fetch_from_signers:
+        return []
+    if not settings.eu_certificates and not settings.domestic_keys:
+        return [NO_TRUST]
+    return _file_problems(
+        _EU_CERTIFICATES, settings.eu_certificates, lambda p: EuTrustStore.from_files([p])
+    ) + _file_problems(
+        _DOMESTIC_KEYS, settings.domestic_keys, lambda p: DomesticTrustStore.from_files([p])
+    )
+
+
+def _load_files(settings: TrustSettings) -> tuple[EuTrustStore, DomesticTrustStore]:
+    """The trust stores of the configured files (blocking file I/O: start-up only)."""
+    problems = trust_file_problems(settings)
+    if problems:
+        raise TrustUnavailableError("; ".join(problems))
+    return (
+        EuTrustStore.from_files(settings.eu_certificates),
+        DomesticTrustStore.from_files(settings.domestic_keys),
+    )
 
 
 async def _fetch(client: EuSignerClient | DomesticSignerClient, *, wait: float) -> KeySet:
@@ -27,7 +119,8 @@ async def _fetch(client: EuSignerClient | DomesticSignerClient, *, wait: float) 
         except SignerError as exc:
             if time.monotonic() >= deadline:
                 raise TrustUnavailableError(
-                    f"could not fetch keys from the {exc.signer} signer"
+                    f"could not fetch keys from the {exc.signer} signer within {wait:g} s "
+                    f"(SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS): {exc}"
                 ) from exc
             await asyncio.sleep(0.25)
 
@@ -56,11 +149,12 @@ async def load_trust(
             raise
         eu, domestic = eu_keys.eu, domestic_keys.domestic
     else:
-        eu = await asyncio.to_thread(EuTrustStore.from_files, settings.eu_certificates)
-        domestic = await asyncio.to_thread(DomesticTrustStore.from_files, settings.domestic_keys)
+        eu, domestic = await asyncio.to_thread(_load_files, settings)
     if len(eu) == 0 and len(domestic) == 0:
         raise TrustUnavailableError(
-            "no signer keys configured: set trust.eu_certificates / trust.domestic_keys"
+            "the signers published no keys (SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS)"
+            if settings.fetch_from_signers
+            else NO_TRUST
         )
     logger.info("trust loaded", extra={"eu_certificates": len(eu), "domestic_keys": len(domestic)})
     return eu, domestic

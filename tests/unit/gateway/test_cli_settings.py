@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -16,7 +17,9 @@ from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_doc import setting_variables
 from signing_gateway.settings_env import unknown_variables, unparsed_json
+from signing_gateway.trust_loading import NO_TRUST
 from tests.contract.gateway.gateway_process import free_port
+from tests.support.credentials import make_domestic_signer, make_dsc
 
 TIMEOUT_S = 60
 HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
@@ -59,6 +62,9 @@ PRODUCTION_AUTH = {
     "AUTH__ISSUER": "https://idp.internal/",
 }
 UNSET_SIGNER = "required when environment=production (the default is a local fake signer's address)"
+#: Trust for a development gateway whose other settings are wrong (nothing is fetched: serve
+#: refuses first); without any, the missing trust would be reported too.
+DEV_TRUST = {"TRUST__FETCH_FROM_SIGNERS": "true"}
 
 
 def test_serve_reports_missing_auth_without_a_traceback() -> None:
@@ -99,7 +105,13 @@ def test_serve_with_tracing_but_without_the_otel_extra_exits_2() -> None:
     """Tracing switched on where the OpenTelemetry SDK is missing: one line, exit 2, no serving."""
     # As in the container image: opentelemetry-api (a FastAPI dependency) but not the SDK.
     without_sdk = "import sys; sys.modules['opentelemetry.sdk'] = None; " + _serve_code()
-    done = _run(without_sdk, PORT="0", AUTH__MODE="disabled", OBSERVABILITY__TRACING_ENABLED="true")
+    done = _run(
+        without_sdk,
+        PORT="0",
+        AUTH__MODE="disabled",
+        OBSERVABILITY__TRACING_ENABLED="true",
+        **DEV_TRUST,
+    )
     assert done.returncode == 2
     header, problem = done.stderr.splitlines()
     assert header == HEADER
@@ -124,7 +136,7 @@ BAD_FLAG_VARIABLES = {
 def test_serve_checks_a_flag_given_by_its_variable_as_the_flag(assignment: str) -> None:
     """A bad value in a flag's variable is refused as the flag's: one line naming it, exit 2."""
     name, value = assignment.split("=")
-    done = _serve(AUTH__MODE="disabled", **{name: value})
+    done = _serve(AUTH__MODE="disabled", **DEV_TRUST, **{name: value})
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         HEADER,
@@ -155,7 +167,13 @@ def test_a_flag_given_leaves_its_variable_unread() -> None:
 
 def test_a_bad_probe_port_variable_with_workers_is_reported_as_itself() -> None:
     """With --workers 2, an unusable probe-port variable is named, not taken for a set port."""
-    done = _run(_serve_code("--workers", "2"), PORT="0", AUTH__MODE="disabled", PROBE_PORT="8081x")
+    done = _run(
+        _serve_code("--workers", "2"),
+        PORT="0",
+        AUTH__MODE="disabled",
+        PROBE_PORT="8081x",
+        **DEV_TRUST,
+    )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         HEADER,
@@ -251,7 +269,10 @@ def test_serve_refuses_a_signer_on_its_own_port(flag: str, variable: str, host: 
     """A loopback signer URL on the gateway's own port or probe port is refused at start."""
     own = free_port()
     done = _serve(
-        AUTH__MODE="disabled", DOMESTIC_SIGNER__URL=f"http://{host}:{own}", **{variable: str(own)}
+        AUTH__MODE="disabled",
+        DOMESTIC_SIGNER__URL=f"http://{host}:{own}",
+        **DEV_TRUST,
+        **{variable: str(own)},
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
@@ -373,3 +394,73 @@ def test_the_repository_sets_and_documents_only_known_variables() -> None:
     assert "SIGNING_GATEWAY_PROBE_PORT" in used  # the scan reads what it should
     environ = dict.fromkeys(used - _MISSPELLED_ON_PURPOSE, "x")
     assert unknown_variables(environ, flag_variables(_parser())) == []
+
+
+def test_serve_without_any_trust_says_so_before_starting() -> None:
+    """No trust files and no fetching: one line and exit 2, as for any setting.
+
+    Before, `serve` started, and its start-up failed with a traceback inside a JSON log line
+    ("TrustUnavailableError: no signer keys configured") and exit status 3.
+    """
+    done = _serve(AUTH__MODE="disabled")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, f"  {NO_TRUST}"]
+
+
+def test_serve_names_each_trust_file_it_cannot_use(tmp_path: Path) -> None:
+    """Missing, a directory, not a certificate, a certificate for a key: a line each, exit 2.
+
+    The files are named by their place in the list, never by the path given. Before, the first
+    such file failed the start-up with a traceback and exit status 3.
+    """
+    good_dsc, garbage, dsc_as_key, domestic = (
+        tmp_path / name for name in ("dsc.pem", "garbage.pem", "dsc-as-key.pem", "domestic.pem")
+    )
+    good_dsc.write_bytes(make_dsc(["test"]).pem)
+    dsc_as_key.write_bytes(make_dsc(["test"]).pem)
+    garbage.write_bytes(b"not a certificate")
+    domestic.write_bytes(make_domestic_signer().public_pem)
+    eu = [tmp_path / "missing.pem", tmp_path, garbage, good_dsc]
+    domestic_keys = [domestic, dsc_as_key]
+    done = _serve(
+        AUTH__MODE="disabled",
+        TRUST__EU_CERTIFICATES=orjson.dumps([str(p) for p in eu]).decode(),
+        TRUST__DOMESTIC_KEYS=orjson.dumps([str(p) for p in domestic_keys]).decode(),
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        "  SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 1 of 4: no such file",
+        "  SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 2 of 4: is a directory, not a file",
+        "  SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 3 of 4: not a usable X.509 certificate",
+        "  SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS: file 2 of 2: not a PEM public key",
+    ]
+    assert str(tmp_path) not in done.stderr
+
+
+def test_a_trust_failure_at_start_up_is_one_line_without_a_traceback() -> None:
+    """Where only starting finds it (uvicorn's own command line checks nothing first): one line.
+
+    uvicorn's exit status for a failed start-up (3) stays. Before, the log line held the whole
+    traceback.
+    """
+    uvicorn = (
+        "import sys; from uvicorn.main import main; "
+        "sys.argv = ['uvicorn', '--factory', 'signing_gateway.app:create_served_app', "
+        "'--host', '127.0.0.1', '--port', '0']; main()"
+    )
+    done = _run(uvicorn, AUTH__MODE="disabled", TRUST__EU_CERTIFICATES='["/no/such/dsc.pem"]')
+    assert done.returncode == 3
+    failed = [
+        orjson.loads(line)
+        for line in done.stderr.splitlines()
+        if line.startswith("{") and orjson.loads(line)["level"] == "error"
+    ]
+    assert [(r["logger"], r["event"]) for r in failed] == [
+        (
+            "signing_gateway.start_up",
+            "start-up failed: SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 1 of 1: no such file",
+        ),
+        ("uvicorn.error", "Application startup failed. Exiting."),
+    ]
+    assert "Traceback" not in done.stderr + done.stdout
