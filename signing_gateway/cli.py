@@ -34,7 +34,7 @@ from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.settings import Settings
-from signing_gateway.settings_env import unknown_variables, unparsed_json
+from signing_gateway.settings_env import is_service_link, unknown_variables, unparsed_json
 from signing_gateway.trust_loading import trust_file_problems
 
 logger = logging.getLogger("signing_gateway.cli")
@@ -269,7 +269,11 @@ class FromEnvironment:
             argparse.ArgumentTypeError: the value breaks the flag's rule.
         """
         text = os.environ.get(self.variable, "")
-        return self.parse(text) if text else self.fallback
+        if not text or is_service_link(self.variable, text):
+            # Kubernetes sets SIGNING_GATEWAY_PORT=tcp://<ip>:<port> in every pod of a
+            # namespace with a Service named signing-gateway: not the operator's port.
+            return self.fallback
+        return self.parse(text)
 
 
 def flag_variables(parser: argparse.ArgumentParser) -> frozenset[str]:

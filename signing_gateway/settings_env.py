@@ -12,11 +12,39 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping
 
 from signing_gateway.settings_doc import setting_variables
 
 PREFIX = "SIGNING_GATEWAY_"
+
+#: The value Kubernetes gives `<SERVICE>_PORT` for each Service in the pod's namespace
+#: ("service links", on unless the pod sets `enableServiceLinks: false`).
+SERVICE_LINK_VALUE = re.compile(r"(?:tcp|udp|sctp)://[^/\s]+:\d+", re.IGNORECASE)
+#: The names of the other service-link variables of a Service named `signing-gateway[-...]`:
+#: `_SERVICE_HOST`, `_SERVICE_PORT[_<port name>]`, `_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]`.
+#: A Service name has no "__" (it would take "--"), so no setting of a group matches.
+_SERVICE_LINK_NAME = re.compile(
+    r"SIGNING_GATEWAY(?:_(?!_)[A-Z0-9_]*?)?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)"
+)
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether `name=value` is one of Kubernetes' service-link variables, not a setting.
+
+    A Service named `signing-gateway` (or `signing-gateway-probe`, ...) in the namespace puts
+    them into every pod: `SIGNING_GATEWAY_SERVICE_HOST=10.96.0.5`,
+    `SIGNING_GATEWAY_PORT=tcp://10.96.0.5:8080`, and so on. They are not the operator's, so
+    they are passed over rather than refused (or, for `_PORT`, read as a port).
+    """
+    upper = name.upper()
+    if "__" in upper:
+        return False
+    if upper.endswith("_PORT") and SERVICE_LINK_VALUE.fullmatch(value):
+        return True
+    return _SERVICE_LINK_NAME.fullmatch(upper) is not None
 
 
 def _ours(environ: Mapping[str, str]) -> dict[str, str]:
@@ -36,7 +64,9 @@ def unknown_variables(environ: Mapping[str, str], also_read: Iterable[str]) -> l
     problems = []
     for name in sorted(environ):
         upper = name.upper()
-        if not upper.startswith(PREFIX) or upper in known:
+        if not upper.startswith(PREFIX) or is_service_link(name, environ[name]):
+            continue
+        if upper in known:
             continue
         close = difflib.get_close_matches(upper.removeprefix(PREFIX), suffixes, n=1)
         hint = (

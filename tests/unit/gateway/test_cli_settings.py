@@ -464,3 +464,39 @@ def test_a_trust_failure_at_start_up_is_one_line_without_a_traceback() -> None:
         ("uvicorn.error", "Application startup failed. Exiting."),
     ]
     assert "Traceback" not in done.stderr + done.stdout
+
+
+#: What Kubernetes puts into every pod of a namespace holding Services named `signing-gateway`
+#: and `signing-gateway-probe` (service links).
+SERVICE_LINKS = {
+    "SERVICE_HOST": "10.96.0.5",
+    "SERVICE_PORT": "8080",
+    "SERVICE_PORT_HTTP": "8080",
+    "PORT": "tcp://10.96.0.5:8080",
+    "PORT_8080_TCP": "tcp://10.96.0.5:8080",
+    "PORT_8080_TCP_PROTO": "tcp",
+    "PORT_8080_TCP_PORT": "8080",
+    "PORT_8080_TCP_ADDR": "10.96.0.5",
+    "PROBE_SERVICE_HOST": "10.96.0.6",
+    "PROBE_PORT": "tcp://10.96.0.6:8081",
+    "PROBE_PORT_8081_TCP_ADDR": "10.96.0.6",
+}
+
+
+def test_kubernetes_service_links_are_neither_settings_nor_ports() -> None:
+    """A Service named like the gateway does not stop it: its link variables are passed over.
+
+    Before, SIGNING_GATEWAY_PORT=tcp://... was refused as a port, and the unknown-variable
+    check refused the others; the one problem left here is the one set on purpose.
+    """
+    done = _run(_serve_code(), ENVIRONMENT="production", **PRODUCTION_SIGNERS, **SERVICE_LINKS)
+    assert done.returncode == 2
+    assert [line for line in done.stderr.splitlines()[1:] if "SIGNING_GATEWAY_" in line] == []
+    assert done.stderr.splitlines()[1].startswith("  settings: caller authentication")
+
+
+def test_a_port_variable_that_is_no_service_link_is_still_checked() -> None:
+    """Only Kubernetes' own form is passed over: any other bad port is refused as before."""
+    done = _run(_serve_code(), AUTH__MODE="disabled", PORT="http://10.96.0.5:8080")
+    assert done.returncode == 2
+    assert "  SIGNING_GATEWAY_PORT: must be a whole number from 0 to 65535" in done.stderr
