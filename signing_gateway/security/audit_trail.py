@@ -195,11 +195,12 @@ class AuditTrail:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                 waiter.get_loop().call_soon_threadsafe(_wake, waiter)
 
-    def _queue_line(self, line: bytes) -> QueuedRecord:
+    def _queue_line(self, line: bytes, *, correction: bool = False) -> QueuedRecord:
+        """Queue `line`; a `correction` (see `supersede`) is queued past `max_pending` too."""
         if self._executor is None:
             return _NO_FILE
         with self._lock:
-            full = self._pending >= self._max_pending
+            full = not correction and self._pending >= self._max_pending
             if not full:
                 self._pending += 1
         if full:
@@ -275,7 +276,10 @@ class AuditTrail:
         """Have `record` replace `queued` in the file: the answer changed while it waited.
 
         Still queued, `queued` is written as `record` instead; taken by the writer already,
-        `record` is queued after it (unless that write failed: nothing stands to correct).
+        `record` is queued after it (unless that write failed: nothing stands to correct),
+        even past `max_pending`: a stalled disk fills the queue, and refusing the correction
+        then would leave the file saying what the caller was not answered. Each queued record
+        has at most one correction, so the queue stays within twice `max_pending`.
         Logging `record` is the caller's part. Never waits, never raises.
         """
         if queued.waiter is None:  # never queued: the file holds nothing of it
@@ -287,7 +291,7 @@ class AuditTrail:
                 return
             stands = not queued.done or queued.ok
         if stands:
-            self._queue_line(line)
+            self._queue_line(line, correction=True)
 
     def snapshot(self) -> dict[str, Any]:
         """The /readyz view: queued writes, and how long the one in progress has taken."""

@@ -15,6 +15,7 @@ from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.audit import IssuanceAudit
 from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.security.auth import Caller
+from signing_gateway.security.errors import AuditUnavailable
 from tests.support.audit import BlockingFile, records_by_request
 from tests.support.polling import until
 
@@ -273,3 +274,37 @@ async def test_an_attempt_cancelled_while_its_record_waits_is_recorded_as_cancel
     written = records_by_request(tmp_path / "g.jsonl")
     assert [r["outcome"] for r in written["first"]] == [outcome, "cancelled"]
     assert [r["outcome"] for r in written["second"]] == ["cancelled"]
+
+
+async def test_a_withheld_credential_is_corrected_in_the_file_even_with_the_queue_full(
+    tmp_path: Path,
+) -> None:
+    """A withheld credential's record is corrected in the file even when the queue is full.
+
+    A stalled disk: the first record is being written, the second waits, and the queue
+    (`max_pending` 2) is full when the first one's wait times out. Before, its `withheld`
+    correction was refused as one write too many, and the file said `issued` for a
+    credential the caller never got.
+    """
+    trail, sink = await _stuck_trail(tmp_path / "h.jsonl", max_pending=2, write_timeout=0.2)
+
+    async def issue(request_id: str) -> int:
+        audit = IssuanceAudit(
+            trail, request_id=request_id, caller=Caller(subject="app"), endpoint="/v1/dcc"
+        )
+        with pytest.raises(AuditUnavailable) as refused:
+            await _attempt(audit, None)
+        return refused.value.status
+
+    first = asyncio.create_task(issue("first"))
+    await until(lambda: sink.started == 1)
+    second = asyncio.create_task(issue("second"))
+    async with asyncio.timeout(5):
+        assert [await first, await second] == [503, 503]
+    sink.release.set()
+    await trail.close()
+    written = records_by_request(tmp_path / "h.jsonl")
+    assert {rid: records[-1]["outcome"] for rid, records in written.items()} == {
+        "first": "withheld",
+        "second": "withheld",
+    }
