@@ -190,8 +190,11 @@ class RequestDeadline:
     def exceeded(self) -> DeadlineExceeded:
         """The 504 for signer work this deadline cut, naming the parts not finished."""
         signers = "signer" if len(self._unfinished) == 1 else "signers"
+        # "Released", not "issued": a part that finished (a static proof on /v1/print), or a
+        # signer that answered as the deadline cut the wait, may have signed; it is discarded.
         return self._exceeded(
-            f"the {signers} did not finish within {max(self._budget, 0):g} s; nothing was issued"
+            f"the {signers} did not finish within {round(max(self._budget, 0), 3):g} s; "
+            "no credential was released"
         )
 
     def _exceeded(self, message: str) -> DeadlineExceeded:

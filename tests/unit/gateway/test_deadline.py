@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -207,6 +208,27 @@ async def test_deadline_names_the_parts_it_cut() -> None:
         "unfinishedParts": ["domestic", "european"],
     }
     assert info.value.detail.startswith("domestic, european: the signers did not finish")
+
+
+async def test_a_cut_says_no_credential_was_released_not_that_none_was_issued() -> None:
+    """A part that finished, or a signer answering as the wait was cut, may have signed.
+
+    The detail says what the caller can rely on (nothing released) and gives the budget in
+    milliseconds at most, not to the microsecond.
+    """
+    token = caller_budget_var.set(
+        CallerBudget(arrived_at=asyncio.get_running_loop().time() - 0.0123456, seconds=0.3)
+    )
+    try:
+        with pytest.raises(DeadlineExceeded) as info:
+            async with request_deadline(5, parts=("european",)):
+                await asyncio.sleep(5)
+    finally:
+        caller_budget_var.reset(token)
+    assert re.fullmatch(
+        r"european: the signer did not finish within 0\.2\d{0,2} s; no credential was released",
+        info.value.detail,
+    ), info.value.detail
 
 
 async def test_a_spent_caller_budget_names_every_part() -> None:
