@@ -97,3 +97,33 @@ async def test_zero_pending_means_no_queue():
         with pytest.raises(BulkheadFull):
             await bulkhead.acquire()
     assert bulkhead.in_flight == 0
+
+
+async def test_a_timed_out_waiter_gives_back_no_slot_it_never_held():
+    """A queued call shed after its wait leaves the holder's slot counted: in flight stays 1."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=5, max_wait=5.0)
+    await bulkhead.acquire()
+    with pytest.raises(BulkheadFull) as info:
+        await bulkhead.acquire(wait_limit=0.05)
+    assert info.value.reason == "wait-timeout"
+    assert bulkhead.in_flight == 1
+    with pytest.raises(BulkheadFull):  # the slot is still taken, so the next call waits too
+        await bulkhead.acquire(wait_limit=0.01)
+    bulkhead.release()
+    assert bulkhead.in_flight == 0
+
+
+async def test_a_waiter_cancelled_before_any_grant_gives_back_no_slot():
+    """A queued call cancelled while still waiting leaves the holder's slot counted."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=5)
+    await bulkhead.acquire()
+    waiter = asyncio.create_task(bulkhead.acquire())
+    await asyncio.sleep(0)
+    assert bulkhead.pending == 1
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert bulkhead.in_flight == 1
+    assert bulkhead.pending == 0
+    bulkhead.release()
+    assert bulkhead.in_flight == 0
