@@ -66,16 +66,19 @@ def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
 
 
-def _read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
-    """Everything the gateway sends until it closes the connection, and how long that took.
+def _read_until_closed(sock: socket.socket, started: float) -> tuple[bytes, float]:
+    """Everything the gateway sends until it closes the connection, and the time since `started`.
 
-    Closed means an end of stream or a reset (a close with input unread sends one). Fails the
-    test when the connection is still open after `PATIENCE` seconds.
+    `started` is read before the connection is opened (or before the bytes whose timeout is
+    measured are sent): the gateway's clock starts after that, so an elapsed time at least its
+    timeout holds however long this process then waits for a core before it reads. Closed means
+    an end of stream or a reset (a close with input unread sends one). Fails the test when the
+    connection is still open `PATIENCE` seconds after reading began.
     """
-    started = time.monotonic()
+    deadline = time.monotonic() + PATIENCE
     received = bytearray()
     while True:
-        sock.settimeout(max(0.01, started + PATIENCE - time.monotonic()))
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             data = sock.recv(65536)
         except TimeoutError:
@@ -102,9 +105,10 @@ def _signed(signer: FakeSignerProcess) -> dict[str, dict[str, int]]:
 def test_a_half_sent_body_is_answered_408_after_the_body_timeout(strict_gateway, eu_signer):
     """Headers and the start of a body, then silence: 408 problem+json, closed, nothing signed."""
     before = _signed(eu_signer)
+    started = time.monotonic()
     with _connect(_port(strict_gateway)) as sock:
         sock.sendall(POST_JSON + b"Content-Length: 1000\r\n\r\n{")
-        answer, closed_after = _read_until_closed(sock)
+        answer, closed_after = _read_until_closed(sock, started)
     status, headers, body = _parse(answer)
     assert status == 408
     assert headers["connection"] == "close"
@@ -134,13 +138,14 @@ def test_oversized_heads_are_answered_431_and_not_kept(strict_gateway):
     """
     line = b"X-Pad: " + b"p" * 8000 + b"\r\n"
     before = _rss_bytes(strict_gateway)
+    started = time.monotonic()
     connections = [_connect(_port(strict_gateway)) for _ in range(8)]
     try:
         for sock in connections:
             sock.sendall(b"GET /v1/keys HTTP/1.1\r\nHost: gateway\r\n")
             _send_until_refused(sock, line, 2**20 // len(line))
         grown = _rss_bytes(strict_gateway) - before
-        answers = [_read_until_closed(sock)[0] for sock in connections]
+        answers = [_read_until_closed(sock, started)[0] for sock in connections]
     finally:
         for sock in connections:
             sock.close()
@@ -154,9 +159,10 @@ def test_oversized_heads_are_answered_431_and_not_kept(strict_gateway):
 
 def test_a_half_sent_head_is_answered_408_after_the_header_timeout(strict_gateway):
     """A request line and one header field, then silence: 408 problem+json, then closed."""
+    started = time.monotonic()
     with _connect(_port(strict_gateway)) as sock:
         sock.sendall(b"POST /v1/dcc HTTP/1.1\r\nHost: gateway\r\n")
-        answer, closed_after = _read_until_closed(sock)
+        answer, closed_after = _read_until_closed(sock, started)
     status, headers, body = _parse(answer)
     assert status == 408
     assert headers["connection"] == "close"
@@ -169,8 +175,9 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
     strict_gateway, probe_port, port
 ):
     """Connected and silent, on either port: closed unanswered after the header timeout."""
+    started = time.monotonic()
     with _connect(_port(strict_gateway) if port == "main" else probe_port) as sock:
-        answer, closed_after = _read_until_closed(sock)
+        answer, closed_after = _read_until_closed(sock, started)
     assert answer == b""
     assert HEADER_TIMEOUT <= closed_after < HEADER_TIMEOUT + 2
 
@@ -181,7 +188,8 @@ def test_trailer_lines_without_end_close_the_connection(strict_gateway, eu_signe
     with _connect(_port(strict_gateway)) as sock:
         sock.sendall(POST_JSON + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n")
         _send_until_refused(sock, b"X-Trailer: " + b"t" * 8000 + b"\r\n", 128)
-        _, closed_after = _read_until_closed(sock)
+        # Timed from the last trailer line sent: only an upper bound is checked here.
+        _, closed_after = _read_until_closed(sock, time.monotonic())
     assert closed_after < BODY_TIMEOUT  # the size bound, not the body timeout
     assert _signed(eu_signer) == before
 
@@ -227,8 +235,9 @@ def test_the_header_clock_runs_per_request_not_between_requests(strict_gateway):
         _send(sock, b"GET /readyz HTTP/1.1\r\nHost: gateway\r\n\r\n")
         statuses.append(_status(reader))
         time.sleep(pause)
+        started = time.monotonic()
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
-        answer, closed_after = _read_until_closed(sock)
+        answer, closed_after = _read_until_closed(sock, started)
     assert statuses == [200, 200, 200]
     assert _parse(answer)[0] == 408
     assert closed_after < HEADER_TIMEOUT + 2
@@ -251,11 +260,12 @@ def test_every_worker_of_serve_workers_bounds_heads_too(eu_signer, domestic_sign
         SIGNING_GATEWAY_LIMITS__HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
     )
     with running_gateway_process(env, "--workers", "2") as gateway:
+        started = time.monotonic()
         connections = [_connect(_port(gateway)) for _ in range(4)]
         try:
             for sock in connections:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\n")
-            statuses = [_parse(_read_until_closed(sock)[0])[0] for sock in connections]
+            statuses = [_parse(_read_until_closed(sock, started)[0])[0] for sock in connections]
         finally:
             for sock in connections:
                 sock.close()
