@@ -23,7 +23,13 @@ from signing_gateway.settings import (
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
 from tests.api.readiness import readyz_when_probed
-from tests.api.signer_mocks import NONCE, MockedSigners, commitment, decode_b64_json
+from tests.api.signer_mocks import (
+    NONCE,
+    MockedSigners,
+    commitment,
+    decode_b64_json,
+    prepare_issue_answer,
+)
 from tests.support.credentials import b64
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
@@ -137,11 +143,19 @@ async def test_unknown_stoken(gateway, mocked: MockedSigners):
 async def test_expired_stoken(test_keys: SignerKeys, mocked: MockedSigners):
     """An stoken older than its TTL gives 401 and no signer call."""
     settings = make_settings(test_keys, domestic=DomesticPolicySettings(stoken_ttl_seconds=1))
+
+    async def slow_prepare_issue(request: httpx.Request) -> httpx.Response:
+        # A signer's latency, as a real one has: the session opens only once it answers.
+        await asyncio.sleep(0.2)
+        return prepare_issue_answer(request)
+
+    mocked.prepare_issue.mock(side_effect=slow_prepare_issue)
     async with running_gateway(settings) as gateway:
-        opened = time.monotonic()
         stoken = (await _prepare(gateway))["stoken"]
-        # The TTL is the behaviour under test: let exactly that much time pass.
-        await asyncio.sleep(max(0.0, opened + 1.05 - time.monotonic()))
+        # The TTL is the behaviour under test, so let it pass. It started when prepare-issue
+        # opened the session, before the answer came back: a little more than the TTL counted
+        # from here is past it however long the answer took.
+        await asyncio.sleep(1.05)
         body = {
             "stoken": stoken,
             "issueCommitmentMessage": commitment(),
