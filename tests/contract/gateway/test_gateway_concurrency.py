@@ -6,24 +6,37 @@ import asyncio
 import base64
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import psutil
 
 from signing_gateway.api import examples
 from tests.contract.gateway.conftest import set_control
+from tests.support.fake_signer_process import FakeSignerProcess
 
 LATENCY_S = 1.0
 CONCURRENT = 200
-# /healthz bounds. A held loop shows as polls as slow as the signer (1 s): the replaced service
-# froze every poll for a whole signer call. Five processes share two cores here (test client, load
-# client, gateway, two signers), so one poll may wait for a core; a bound on the typical poll and
-# a loose one on the worst keep the test about the loop, not about the scheduler.
+#: The signer latency of the 200-request burst. The gateway spends CPU on each request before
+#: its signer call, so on a busy two-core machine taking in 200 requests took up to 3 s (3.9 s
+#: for the whole burst at 1 s latency, with only 95 calls at the signer together): the calls
+#: must stay in the signer long enough for the last to start before the first end.
+BURST_LATENCY_S = 3.0
+#: Of the 200 signer calls, at least this many must be in the fake signer's latency wait at
+#: once. A gateway that called its signer one at a time would peak at 1, one with a pool or a
+#: bulkhead of N at N.
+PEAK_BAR = 180
+#: Loose sanity bound on the whole burst. The overlap itself is proven by the peak count; this
+#: only catches a gateway that, after overlapping the signer calls, finished them one at a time
+#: (600 s) or in small batches. A loaded machine stretches the burst by a second or two.
+BURST_SANITY_S = 3 * BURST_LATENCY_S
+# /healthz bounds, on the time the gateway took to answer (see `HealthzPolls`). A held loop shows
+# as polls as slow as a signer call: the replaced service froze every poll for a whole call.
+# A bound on the typical poll and a loose one on the worst.
 HEALTHZ_TYPICAL_S = 0.050  # 95th percentile
-HEALTHZ_WORST_S = 0.250  # a quarter of the signer latency
+HEALTHZ_WORST_S = 0.250  # a quarter of a 1 s signer call
 LOAD_CLIENT = Path(__file__).with_name("load_client.py")
 
 
@@ -36,17 +49,51 @@ async def _post(session: aiohttp.ClientSession, url: str, body: Any) -> int:
 _JSON = {"Content-Type": "application/json"}
 
 
-async def _poll_healthz(
-    session: aiohttp.ClientSession, url: str, stop: asyncio.Event, latencies: list[float]
-) -> None:
-    """GET /healthz every ~10 ms until `stop`, recording each answer's latency."""
-    while not stop.is_set():
-        started = time.perf_counter()
-        async with session.get(url) as response:
-            await response.read()
-            assert response.status == 200
-        latencies.append(time.perf_counter() - started)
-        await asyncio.sleep(0.01)
+def _core_wait(schedstat: Path) -> float:
+    """Seconds a thread has spent runnable but waiting for a core (field 2 of its schedstat)."""
+    return int(schedstat.read_text().split()[1]) / 1e9
+
+
+@dataclass
+class HealthzPolls:
+    """/healthz latencies as the client saw them, less the time spent waiting for a core.
+
+    The test machine is shared (test client, load client, gateway, two signers, and whatever
+    else CI runs on two cores), so a poll's wall time also holds the time the gateway's loop
+    thread, or this test's, was ready to run but had no core: the machine's load, not the
+    gateway's doing. Linux counts that time per thread (``/proc/<pid>/task/<tid>/schedstat``,
+    second field), so each poll subtracts what both loop threads waited for a core while it
+    ran. What is left is the time the gateway spent running or blocked, which is exactly what
+    a held loop adds: a blocking call blocks, a CPU burst runs (a loop held for 300 ms in 1 call
+    in 20, by either, failed this test with 3 busy loops beside it). The gateway's own loop-lag
+    metric would not do: it times a sleep with the wall clock, so it counts waiting for a core
+    the same way, and it does not see the path a probe takes (accept, parse, answer). The
+    subtraction can overshoot by the gateway's wait already under way when a poll starts (it is
+    counted whole when it ends), a few scheduler slices: far below a held loop's hundreds of ms.
+    """
+
+    gateway_loop: Path
+    this_loop: Path = field(default_factory=lambda: Path("/proc/thread-self/schedstat"))
+    wall: list[float] = field(default_factory=list)
+    core_wait: list[float] = field(default_factory=list)
+
+    async def poll(self, session: aiohttp.ClientSession, url: str, stop: asyncio.Event) -> None:
+        """GET `url` every ~10 ms until `stop`, recording each answer's latency and core wait."""
+        while not stop.is_set():
+            waited = _core_wait(self.gateway_loop) + _core_wait(self.this_loop)
+            started = time.perf_counter()
+            async with session.get(url) as response:
+                await response.read()
+                assert response.status == 200
+            took = time.perf_counter() - started
+            waited = _core_wait(self.gateway_loop) + _core_wait(self.this_loop) - waited
+            self.wall.append(took)
+            self.core_wait.append(min(waited, took))
+            await asyncio.sleep(0.01)
+
+    def gateway_time(self) -> list[float]:
+        """Each poll's latency less its core wait, sorted."""
+        return sorted(took - waited for took, waited in zip(self.wall, self.core_wait, strict=True))
 
 
 async def _load_in_own_process(url: str, count: int, body: Any) -> dict[str, Any]:
@@ -66,16 +113,23 @@ async def _load_in_own_process(url: str, count: int, body: Any) -> dict[str, Any
     return summary
 
 
+async def _signer_stats(session: aiohttp.ClientSession, signer: FakeSignerProcess) -> Any:
+    async with session.get(f"{signer.base_url}/_stats") as response:
+        assert response.status == 200
+        return await response.json()
+
+
 async def test_200_concurrent_dcc_overlap_and_healthz_stays_fast(
     gateway_url, gateway_process, fakes
 ):
-    """200 concurrent /v1/dcc at 1 s signer latency finish in < 2 s; /healthz stays fast.
+    """200 concurrent /v1/dcc at 3 s signer latency are all at the signer at once; /healthz fast.
 
-    The 2 s holds where the gateway's CPU for the burst (validating, verifying and answering
-    200 requests on one core) fits in well under a second; on a slower or busier machine the
-    bound is the latency plus that measured CPU plus 0.5 s (a full suite run once took 2.83 s).
-    A gateway that called its signers one after another would take 200 s either way.
+    Overlap is counted where it happens, not inferred from the wall time: the fake EU signer's
+    peak of calls in its latency wait together, which a gateway that queued or serialised its
+    calls cannot reach whatever the machine. The wall time is only checked to be far below one
+    call after another; how long the gateway's CPU work takes is the load's business.
     """
+    eu_signer = fakes[0]
     dcc_url = f"{gateway_url}/v1/dcc"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         # Warm up, at no latency: the probe connection and the gateway's signer pool, as in a
@@ -83,36 +137,39 @@ async def test_200_concurrent_dcc_overlap_and_healthz_stays_fast(
         assert await _post(session, dcc_url, examples.EU_VACCINATION) == 200
         await _load_in_own_process(dcc_url, CONCURRENT, examples.EU_VACCINATION)
         for signer in fakes:
-            set_control(signer, latencyMs=LATENCY_S * 1000, jitterMs=0)
+            set_control(signer, latencyMs=BURST_LATENCY_S * 1000, jitterMs=0)
+        async with session.post(f"{eu_signer.base_url}/_stats/reset") as response:
+            assert response.status == 200
         stop = asyncio.Event()
-        latencies: list[float] = []
-        poller = asyncio.create_task(
-            _poll_healthz(session, f"{gateway_url}/healthz", stop, latencies)
-        )
-        gateway_cpu = psutil.Process(gateway_process.process.pid)
-        cpu_before = sum(gateway_cpu.cpu_times()[:2])
+        pid = gateway_process.process.pid
+        polls = HealthzPolls(Path(f"/proc/{pid}/task/{pid}/schedstat"))
+        poller = asyncio.create_task(polls.poll(session, f"{gateway_url}/healthz", stop))
         try:
             summary = await _load_in_own_process(dcc_url, CONCURRENT, examples.EU_VACCINATION)
-            cpu = sum(gateway_cpu.cpu_times()[:2]) - cpu_before
         finally:
             stop.set()
             await poller
-    latencies.sort()
-    p95 = latencies[int(len(latencies) * 0.95)]
+        stats = await _signer_stats(session, eu_signer)
+    served = polls.gateway_time()
+    p95 = served[int(len(served) * 0.95)]
     print(  # noqa: T201 - the figures the report quotes
-        f"\n{CONCURRENT} concurrent /v1/dcc: {summary['elapsed']:.3f} s, gateway CPU "
-        f"{cpu:.2f} s; /healthz polls: "
-        f"{len(latencies)}, median {latencies[len(latencies) // 2] * 1000:.1f} ms, "
-        f"p95 {p95 * 1000:.1f} ms, "
-        f"worst {[round(w * 1000, 1) for w in latencies[-3:]]} ms"
+        f"\n{CONCURRENT} concurrent /v1/dcc: {summary['elapsed']:.3f} s, signer peak in flight "
+        f"{stats['peakInFlight']}; /healthz polls: {len(served)}, median "
+        f"{served[len(served) // 2] * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, worst "
+        f"{[round(w * 1000, 1) for w in served[-3:]]} ms (less core waits; worst wall "
+        f"{max(polls.wall) * 1000:.1f} ms, most waited {max(polls.core_wait) * 1000:.1f} ms)"
     )
     assert summary["statuses"] == {"200": CONCURRENT}
-    assert LATENCY_S <= summary["elapsed"] < max(2 * LATENCY_S, LATENCY_S + cpu + 0.5), cpu
-    assert len(latencies) >= 50
+    assert stats["totals"]["get_credential"] == {"ok": CONCURRENT}
+    assert stats["peakInFlight"] >= PEAK_BAR, stats
+    assert BURST_LATENCY_S <= summary["elapsed"] < BURST_SANITY_S
+    assert len(served) >= 50
     # The CPU gate parks the arrival burst of 200 requests, so the loop keeps answering /healthz
-    # between them: median ~2 ms, 95th percentile 5-14 ms, worst 22-54 ms seen here.
-    assert p95 < HEALTHZ_TYPICAL_S, latencies[-10:]
-    assert latencies[-1] < HEALTHZ_WORST_S, latencies[-10:]
+    # between them: less core waits, median ~0.5 ms, 95th percentile 1-3 ms, worst 4-20 ms seen
+    # here, idle or beside 3 busy loops (whose polls took up to 220 ms of wall time).
+    slowest = [round(took * 1000, 1) for took in served[-5:]]
+    assert p95 < HEALTHZ_TYPICAL_S, f"p95 {p95 * 1000:.1f} ms; slowest {slowest} ms"
+    assert served[-1] < HEALTHZ_WORST_S, f"slowest {slowest} ms"
 
 
 async def test_credentials_parts_run_concurrently(gateway_url, fakes):
