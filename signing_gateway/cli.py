@@ -33,6 +33,7 @@ from signing_gateway.observability.logging import configure_logging, flush_loggi
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from signing_gateway.security.setup import security_file_problems
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import is_service_link, unknown_variables, unparsed_json
 from signing_gateway.trust_loading import trust_file_problems
@@ -106,8 +107,9 @@ def _checked_settings(flag_variables: frozenset[str]) -> tuple[Settings | None, 
     setting nor one of `flag_variables` (a misspelling is never read, and its setting keeps
     its default), and what only building or starting the app would find: tracing switched on
     where the `otel` extra is missing; no trust configured, or a trust file that cannot be
-    read or holds no usable key. Each worker of `serve --workers N` builds and starts its own
-    app, and uvicorn's supervisor restarts a worker that fails that way without end.
+    read or holds no usable key; a JWKS file that cannot be read or parsed, an audit file
+    that cannot be opened for appending. Each worker of `serve --workers N` builds and starts
+    its own app, and uvicorn's supervisor restarts a worker that fails that way without end.
     """
     problems = unknown_variables(os.environ, flag_variables)
     try:
@@ -122,6 +124,7 @@ def _checked_settings(flag_variables: frozenset[str]) -> tuple[Settings | None, 
     except TracingUnavailableError as exc:
         problems.append(f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}")
     problems += trust_file_problems(settings.trust)
+    problems += security_file_problems(settings.auth, settings.audit)
     return (None if problems else settings), problems
 
 

@@ -43,7 +43,7 @@ class TrustUnavailableError(StartUpError):
     """Raised at start-up when no keys could be loaded; the gateway refuses to start."""
 
 
-def _unreadable(path: Path) -> str | None:
+def unreadable_file(path: Path) -> str | None:
     """Why `path` cannot be read as a key file (None: it can), without opening it."""
     try:
         mode = path.stat().st_mode
@@ -70,7 +70,7 @@ def _file_problems(
     """
     problems = []
     for number, path in enumerate(paths, 1):
-        problem = _unreadable(path)
+        problem = unreadable_file(path)
         if problem is None:
             try:
                 load(path)

@@ -500,3 +500,32 @@ def test_a_port_variable_that_is_no_service_link_is_still_checked() -> None:
     done = _run(_serve_code(), AUTH__MODE="disabled", PORT="http://10.96.0.5:8080")
     assert done.returncode == 2
     assert "  SIGNING_GATEWAY_PORT: must be a whole number from 0 to 65535" in done.stderr
+
+
+def test_serve_names_a_jwks_file_and_an_audit_file_it_cannot_use(tmp_path: Path) -> None:
+    """A JWKS file or an audit file that cannot be used is a line each, exit 2.
+
+    A JWKS file missing or not JSON, an audit file whose directory is missing; the paths are
+    not repeated. Before, each failed the start-up with a traceback and exit status 3.
+    """
+    cases = {
+        str(tmp_path / "missing.json"): "no such file",
+        str(tmp_path / "garbage.json"): "the JWKS is not JSON",
+    }
+    (tmp_path / "garbage.json").write_bytes(b"not json")
+    for jwks, problem in cases.items():
+        done = _serve(
+            **DEV_TRUST,
+            AUTH__MODE="jwt",
+            AUTH__JWKS_FILE=jwks,
+            AUTH__AUDIENCE="signing-gateway",
+            AUTH__ISSUER="https://idp.internal/",
+            AUDIT__FILE=str(tmp_path / "no-such-dir" / "audit.jsonl"),
+        )
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            HEADER,
+            f"  SIGNING_GATEWAY_AUTH__JWKS_FILE: {problem}",
+            "  SIGNING_GATEWAY_AUDIT__FILE: its directory does not exist",
+        ]
+        assert str(tmp_path) not in done.stderr
