@@ -370,7 +370,7 @@ class SignerPolicy:
                     raise
                 finally:
                     attempt_var.set(None)
-                    # However it ended, it left the wire: inline, as below, for every attempt.
+                    # However it ended, it left the wire.
                     self._on_wire -= 1
                     if not self._on_wire:
                         self._waited += loop.time() - self._waiting_since
@@ -388,9 +388,7 @@ class SignerPolicy:
             # Cancelled: by the deadline (judged by `_Attempt`), a failing sibling, shutdown.
             self._record_cut(permit, attempt, endpoint)
             raise
-        self._waited = 0.0  # answered: silence counts afresh (`_silence_ends`)
-        if self._on_wire:
-            self._waiting_since = loop.time()
+        self._silence_ends(loop.time())  # it answered
         self.breaker.record_success(permit)
         return result
 
