@@ -102,8 +102,9 @@ async def print_proof(
             calls["domestic"] = partial(
                 domestic.issue_static, body.domestic, part="domestic", headers=headers
             )
-        for p in prepared:
-            calls["european"] = partial(eu.issue, p, part="european", headers=headers)
+        if body.european is not None:
+            (prepared_eu,) = prepared  # the one European part, checked above
+            calls["european"] = partial(eu.issue, prepared_eu, part="european", headers=headers)
         # The EU part first: refused at once, it fails before a static proof is signed.
         results = await all_or_nothing(
             calls, seconds=settings.request_deadline_seconds, held_back=("domestic",)
