@@ -63,7 +63,11 @@ def rejected_credential(
     record_credential_rejection(signer=signer, reason=exc.reason)
     security_log.warning(
         "signer returned a credential that failed verification; not released",
-        extra={"event": "credential-verification-failed", "reason": exc.reason, "signer": signer},
+        extra={
+            "security_event": "credential-verification-failed",
+            "reason": exc.reason,
+            "signer": signer,
+        },
     )
     return CredentialRejected(
         f"{part}: the signed credential failed verification and was not released", part=part

@@ -36,6 +36,12 @@ def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+def _drop_colour_message(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    # uvicorn passes its message again with ANSI colours, as `extra`, for its own formatter.
+    event.pop("color_message", None)
+    return event
+
+
 def _orjson_dumps(obj: object, **kwargs: Any) -> str:  # noqa: ANN401 - structlog's signature
     """json.dumps-compatible serializer on orjson (a third of the access log's cost)."""
     return orjson.dumps(obj, default=kwargs.get("default")).decode()
@@ -47,6 +53,7 @@ def build_formatter(fmt: Literal["json", "console"]) -> logging.Formatter:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _drop_colour_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_request_id,
     ]

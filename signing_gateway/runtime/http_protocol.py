@@ -330,7 +330,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._bound.metrics is not None:
             self._bound.metrics.connections_refused.labels(reason=reason).inc()
         if answer is not None:
-            logger.info("request refused unread", extra={"event": "refused", "reason": reason})
+            logger.info(
+                "request refused unread", extra={"security_event": "refused", "reason": reason}
+            )
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and not self._bound.head_complete:
             # An earlier request is still being answered: finish that, then close.

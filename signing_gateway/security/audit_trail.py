@@ -168,7 +168,7 @@ class AuditTrail:
         self._metrics.audit_write_failures.inc()
         logger.error(
             "audit record not written",
-            extra={"event": "audit-write-failed", "error": type(exc).__name__},
+            extra={"security_event": "audit-write-failed", "error": type(exc).__name__},
         )
 
     def _write(self, queued: QueuedRecord) -> None:
@@ -253,7 +253,10 @@ class AuditTrail:
         self._metrics.audit_write_failures.inc()
         logger.error(
             "audit record not written in time",
-            extra={"event": "audit-write-timed-out", "timeout_seconds": self.write_timeout},
+            extra={
+                "security_event": "audit-write-timed-out",
+                "timeout_seconds": self.write_timeout,
+            },
         )
         return False
 

@@ -154,7 +154,7 @@ async def authenticated_caller(
         metrics.auth_failures.labels(reason=exc.reason).inc()
         logger.info(
             "caller refused",
-            extra={"event": "auth-failed", "reason": exc.reason, "path": request.url.path},
+            extra={"security_event": "auth-failed", "reason": exc.reason, "path": request.url.path},
         )
         raise
     return caller
@@ -194,7 +194,7 @@ class ScopeCheck:
         logger.info(
             "caller lacks scope",
             extra={
-                "event": "auth-forbidden",
+                "security_event": "auth-forbidden",
                 "subject": self.caller.subject,
                 "path": self._request.url.path,
             },

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import io
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 
+from signing_gateway.observability.logging import build_formatter
 from tests.api.signer_mocks import MockedSigners, mock_signers
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
@@ -54,3 +59,20 @@ async def gateway(
     """An in-process gateway whose signers are the respx mocks."""
     async with running_gateway(make_settings(test_keys)) as client:
         yield client
+
+
+@pytest.fixture
+def json_log() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Every record, rendered by the gateway's JSON formatter, parsed back (root at INFO)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(build_formatter("json"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield lambda: [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)

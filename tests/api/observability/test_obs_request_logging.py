@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 import respx
 
-from signing_gateway.observability.logging import build_formatter
 from tests.api.bodies import domestic_attributes, eu_vaccination
 from tests.api.signer_mocks import MockedSigners
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
 REQUEST_ID = "obs-test-4242"
 PERSONAL = ("Jansen", "JANSEN", "Anna", "1980-04-02", "DADFCC47C7334E45A906DB12FD859FB7")
-
-
-@pytest.fixture
-def json_log() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Every record, rendered by the gateway's JSON formatter, parsed back (root at INFO)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(build_formatter("json"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield lambda: [orjson.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
 
 
 def _gateway_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

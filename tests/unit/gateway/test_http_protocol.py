@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sys
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from bench.http_protocol import FakeTransport, connect
 from signing_gateway.runtime import http_protocol
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import LimitsSettings
+from tests.support.logs import as_written
 from tests.support.polling import until
 
 LIMIT = 4096
@@ -275,3 +277,14 @@ async def test_a_request_that_is_not_http_is_answered_400_problem_json(request_b
     assert b"x-request-id: " + problem["requestId"].encode() in head
     assert transport.eof_written  # read on until the linger ends: the answer is not reset away
     assert protocol.started == []
+
+
+async def test_a_refusal_is_logged_with_its_message_and_slug(caplog):
+    """The refusal's line says so in words (`event`) and names it (`security_event`)."""
+    caplog.set_level(logging.INFO, logger="signing_gateway.security")
+    protocol, transport = _open()
+    protocol.data_received(b"GET /v1/keys HTTP/1.1\r\n" + _padding(LIMIT + 1000))
+    assert _answered(transport)[0] == 431
+    [record] = as_written(r for r in caplog.records if r.name == "signing_gateway.security")
+    assert record["event"] == "request refused unread"
+    assert (record["security_event"], record["reason"]) == ("refused", "header-too-large")

@@ -159,3 +159,22 @@ def test_a_failed_write_does_not_stop_the_writer(monkeypatch, restore_logging):
     lines = stream.getvalue().splitlines()
     assert "log lines not written (the stream failed): 1" in lines
     assert [orjson.loads(x)["event"] for x in lines if x.startswith("{")] == ["kept"]
+
+
+def test_uvicorns_colour_copy_of_a_message_is_not_written(monkeypatch, restore_logging):
+    """The `color_message` uvicorn adds (its message with ANSI escapes) stays out of the line."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on %s", "http://127.0.0.1:8000", extra={"color_message": "\x1b[1m%s"}
+    )
+    shutdown_logging()
+    (line,) = stream.getvalue().splitlines()
+    assert orjson.loads(line) == {
+        "event": "Uvicorn running on http://127.0.0.1:8000",
+        "level": "info",
+        "logger": "uvicorn.error",
+        "timestamp": orjson.loads(line)["timestamp"],
+    }
+    assert "\\u001b" not in line

@@ -17,6 +17,7 @@ from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.security.auth import Caller
 from signing_gateway.security.errors import AuditUnavailable
 from tests.support.audit import BlockingFile, records_by_request
+from tests.support.logs import as_written
 from tests.support.polling import until
 
 #: Long enough never to end a test's wait on a healthy write.
@@ -308,3 +309,23 @@ async def test_a_withheld_credential_is_corrected_in_the_file_even_with_the_queu
         "first": "withheld",
         "second": "withheld",
     }
+
+
+async def test_failed_and_late_writes_are_logged_with_their_message_and_slug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write that failed, and one that did not finish in time: each line says so in words."""
+    caplog.set_level(logging.ERROR, logger="signing_gateway.security")
+    failing, failing_sink = await _stuck_trail(tmp_path / "i.jsonl", fail=True)
+    failing_sink.release.set()
+    assert await failing.write({"n": 1}) is False
+    await failing.close()
+    late, late_sink = await _stuck_trail(tmp_path / "j.jsonl", write_timeout=0.05)
+    assert await late.write({"n": 2}) is False
+    late_sink.release.set()
+    await late.close()
+    records = as_written(r for r in caplog.records if r.name == "signing_gateway.security")
+    assert [(r["event"], r["security_event"]) for r in records] == [
+        ("audit record not written", "audit-write-failed"),
+        ("audit record not written in time", "audit-write-timed-out"),
+    ]
