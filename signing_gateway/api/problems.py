@@ -21,6 +21,7 @@ from signing_gateway.errors import (
     problem_body,
 )
 from signing_gateway.observability.context import REQUEST_ID_HEADER, current_request_id
+from signing_gateway.observability.logging import note_answered
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +140,18 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    logger.error("unhandled error", exc_info=exc)
+    # Unhandled errors are answered outside the request-id middleware, whose context has
+    # ended: the record and the answer name the request id here.
+    request_id = _request_id(request)
+    logger.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+    note_answered(exc)  # Starlette raises it again for the server, which need not log it too
     return problem_response(
         request,
         status=500,
         type_=PROBLEM_BASE + "internal",
         title="Internal error",
         detail="The gateway failed unexpectedly; the request id identifies it in the logs.",
-        # Unhandled errors are answered outside the request-id middleware, so add it here.
-        headers={REQUEST_ID_HEADER: _request_id(request)},
+        headers={REQUEST_ID_HEADER: request_id},
     )
 
 

@@ -42,6 +42,25 @@ def _drop_colour_message(_: WrappedLogger, __: str, event: EventDict) -> EventDi
     return event
 
 
+#: Set on an exception that the gateway has logged, traceback and request id, and answered.
+_ANSWERED = "_gateway_logged_and_answered"
+
+
+def note_answered(exc: BaseException) -> None:
+    """Mark `exc` as logged (with its traceback) and answered by the gateway.
+
+    Starlette raises an error it has answered again, for the server to log; uvicorn would
+    then log the same traceback once more, without the request id (`_drop_server_copies`).
+    """
+    setattr(exc, _ANSWERED, True)
+
+
+def _drop_server_copies(record: logging.LogRecord) -> bool:
+    """`uvicorn.error` filter: drop the server's records of what the gateway logged itself."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not getattr(exc, _ANSWERED, False)
+
+
 def _orjson_dumps(obj: object, **kwargs: Any) -> str:  # noqa: ANN401 - structlog's signature
     """json.dumps-compatible serializer on orjson (a third of the access log's cost)."""
     return orjson.dumps(obj, default=kwargs.get("default")).decode()
@@ -167,6 +186,7 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").addFilter(_drop_server_copies)  # once, however often called
     # httpx logs every request line at INFO (each signer call and readiness probe); the
     # signer-call metrics and our own failure logs say what matters without that volume.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

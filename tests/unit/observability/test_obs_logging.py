@@ -16,6 +16,7 @@ from signing_gateway.observability.context import request_id_var
 from signing_gateway.observability.logging import (
     WRITE_INTERVAL_SECONDS,
     configure_logging,
+    note_answered,
     shutdown_logging,
 )
 
@@ -178,3 +179,22 @@ def test_uvicorns_colour_copy_of_a_message_is_not_written(monkeypatch, restore_l
         "timestamp": orjson.loads(line)["timestamp"],
     }
     assert "\\u001b" not in line
+
+
+def test_uvicorn_logs_only_the_errors_the_gateway_has_not_logged(monkeypatch, restore_logging):
+    """The "Exception in ASGI application" of uvicorn is dropped for an error the gateway answered.
+
+    An error the gateway did not log (one raised after its answer had started) keeps it.
+    """
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    monkeypatch.setattr(uvicorn_error, "filters", uvicorn_error.filters[:])
+    configure_logging(level="INFO", fmt="json")
+    answered, unanswered = RuntimeError("answered"), RuntimeError("unanswered")
+    note_answered(answered)
+    for exc in (answered, unanswered):
+        uvicorn_error.error("Exception in ASGI application\n", exc_info=exc)
+    shutdown_logging()
+    (line,) = stream.getvalue().splitlines()
+    assert "RuntimeError: unanswered" in orjson.loads(line)["exception"]

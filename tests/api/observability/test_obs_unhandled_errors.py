@@ -1,0 +1,115 @@
+"""An unhandled error: one traceback in the log, carrying the request id its 500 answer names."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import respx
+import uvicorn
+
+from signing_gateway.app import create_app
+from signing_gateway.observability.logging import configure_logging, shutdown_logging
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from tests.api.bodies import eu_vaccination
+from tests.api.signer_mocks import MockedSigners
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
+from tests.support.polling import until
+
+REQUEST_ID = "bug-500-1"
+
+
+def _assert_answered_500(response: httpx.Response) -> None:
+    assert response.status_code == 500
+    assert response.headers["X-Request-ID"] == REQUEST_ID
+    assert response.json()["requestId"] == REQUEST_ID
+
+
+def _tracebacks(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if "exception" in r]
+
+
+async def test_the_logged_traceback_carries_the_answers_request_id(
+    test_keys: SignerKeys, mocked: MockedSigners, json_log
+):
+    """The "unhandled error" record names the request id the 500 gives the caller."""
+    mocked.get_credential.mock(side_effect=RuntimeError("bug"))
+    async with running_gateway(make_settings(test_keys), raise_app_exceptions=False) as client:
+        response = await client.post(
+            "/v1/dcc", json=eu_vaccination(), headers={"X-Request-ID": REQUEST_ID}
+        )
+    _assert_answered_500(response)
+    [record] = _tracebacks(json_log())
+    assert (record["event"], record["logger"]) == (
+        "unhandled error",
+        "signing_gateway.api.problems",
+    )
+    assert record["request_id"] == REQUEST_ID
+    assert "RuntimeError: bug" in record["exception"]
+
+
+#: The loggers `configure_logging` sets up ("" is the root).
+_CONFIGURED = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx")
+
+
+@pytest.fixture
+def served_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The process's log as `serve` configures it, written to a string; restored afterwards."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    loggers = [logging.getLogger(name) for name in _CONFIGURED]
+    saved = [(lg, lg.handlers[:], lg.filters[:], lg.level, lg.propagate) for lg in loggers]
+    configure_logging(level="INFO", fmt="json")
+    try:
+        yield stream
+    finally:
+        shutdown_logging()
+        for lg, handlers, filters, level, propagate in saved:
+            lg.handlers[:], lg.filters[:], lg.propagate = handlers, filters, propagate
+            lg.setLevel(level)
+
+
+async def test_uvicorn_does_not_log_the_answered_error_again(
+    test_keys: SignerKeys, mocked: MockedSigners, signers: respx.MockRouter, served_log
+):
+    """Served by uvicorn: the gateway's record is the only traceback; uvicorn's copy is dropped.
+
+    Starlette re-raises the error after the gateway has answered it, and uvicorn logged it
+    again ("Exception in ASGI application") without the request id.
+    """
+    signers.route(host="127.0.0.1").pass_through()
+    mocked.get_credential.mock(side_effect=RuntimeError("bug"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(make_settings(test_keys)),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        http=GatewayHttpProtocol,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await until(lambda: server.started or serving.done(), limit=30)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            response = await client.post(
+                "/v1/dcc", json=eu_vaccination(), headers={"X-Request-ID": REQUEST_ID}
+            )
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+        sock.close()
+    _assert_answered_500(response)
+    await asyncio.to_thread(shutdown_logging)  # writes out every line (it joins the writer)
+    records = [orjson.loads(line) for line in served_log.getvalue().splitlines()]
+    logged = [(r["logger"], r["event"], r.get("request_id")) for r in _tracebacks(records)]
+    assert logged == [("signing_gateway.api.problems", "unhandled error", REQUEST_ID)]
