@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,7 @@ from typing import IO, Any
 
 import orjson
 
+from signing_gateway.observability.context import current_request_id
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.cpu_gate import io_wait
 
@@ -68,15 +71,19 @@ class QueuedRecord:
     Its fields change under the trail's lock: the writer thread takes `line` (after which it
     cannot be replaced), then says whether it was written (`done`, `ok`) and wakes `waiter`;
     the loop may replace the line before it is taken, or give up waiting (`abandoned`: the
-    failure is counted then, not again by the writer).
+    failure is counted then, not again by the writer). `request_id` is the id of the request
+    that queued it, for the writer thread's log (the thread does not run in its context).
     """
 
-    __slots__ = ("abandoned", "done", "line", "ok", "taken", "waiter")
+    __slots__ = ("abandoned", "done", "line", "ok", "request_id", "taken", "waiter")
 
-    def __init__(self, line: bytes, waiter: asyncio.Future[None] | None) -> None:
+    def __init__(
+        self, line: bytes, waiter: asyncio.Future[None] | None, *, request_id: str = "-"
+    ) -> None:
         """A record to write as `line`; `waiter` (None: never queued) is woken once done."""
         self.line = line
         self.waiter = waiter
+        self.request_id = request_id
         self.taken = False
         self.done = False
         self.ok = False
@@ -89,6 +96,20 @@ class QueuedRecord:
         record.taken = record.done = True
         record.ok = ok
         return record
+
+
+def _os_cause(exc: BaseException) -> dict[str, str]:
+    """What the OS said of a failed write: `errno` by name (ENOSPC, EACCES, EIO), `strerror`.
+
+    Neither holds a path or the record. An OSError without an errno is one of the trail's own,
+    whose message says which (too many pending writes, no bytes accepted).
+    """
+    if not isinstance(exc, OSError):
+        return {}
+    if exc.errno is None:
+        return {"strerror": str(exc)}
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    return {"errno": name, "strerror": exc.strerror or os.strerror(exc.errno)}
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -163,13 +184,13 @@ class AuditTrail:
         """Emit `record` on the audit logger."""
         audit_logger.info("issuance attempt", extra={"audit": record})
 
-    def _failed(self, exc: BaseException) -> None:
-        """Count and log a record that was not written (from the loop or the writer thread)."""
+    def _failed(self, exc: BaseException, request_id: str) -> None:
+        """Count and log a record of `request_id` that was not written (loop or writer thread)."""
         self._metrics.audit_write_failures.inc()
-        logger.error(
-            "audit record not written",
-            extra={"security_event": "audit-write-failed", "error": type(exc).__name__},
-        )
+        fields = {"security_event": "audit-write-failed", "error": type(exc).__name__}
+        if request_id != "-":
+            fields["request_id"] = request_id
+        logger.error("audit record not written", extra={**fields, **_os_cause(exc)})
 
     def _write(self, queued: QueuedRecord) -> None:
         """Writer thread: append `queued`'s line as it stands now, then wake its waiter."""
@@ -189,7 +210,7 @@ class AuditTrail:
             queued.done, queued.ok = True, failure is None
             uncounted = not queued.abandoned
         if failure is not None and uncounted:
-            self._failed(failure)
+            self._failed(failure, queued.request_id)
         waiter = queued.waiter
         if waiter is not None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
@@ -203,16 +224,18 @@ class AuditTrail:
             full = not correction and self._pending >= self._max_pending
             if not full:
                 self._pending += 1
+        request_id = current_request_id()
         if full:
-            self._failed(OSError(_TOO_MANY_PENDING))
+            self._failed(OSError(_TOO_MANY_PENDING), request_id)
             return _REFUSED
-        queued = QueuedRecord(line, asyncio.get_running_loop().create_future())
+        waiter = asyncio.get_running_loop().create_future()
+        queued = QueuedRecord(line, waiter, request_id=request_id)
         try:
             self._executor.submit(self._write, queued)
         except RuntimeError as exc:  # the executor is shut down: the trail is closing
             with self._lock:
                 self._pending -= 1
-            self._failed(exc)
+            self._failed(exc, request_id)
             return _REFUSED
         return queued
 

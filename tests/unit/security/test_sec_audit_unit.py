@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 from pathlib import Path
 
 import orjson
@@ -11,9 +13,10 @@ import pytest
 
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import SignerUnavailable
+from signing_gateway.observability.context import request_id_var
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.audit import IssuanceAudit
-from signing_gateway.security.audit_trail import AuditTrail
+from signing_gateway.security.audit_trail import AuditFile, AuditTrail
 from signing_gateway.security.auth import Caller
 from signing_gateway.security.errors import AuditUnavailable
 from tests.support.audit import BlockingFile, records_by_request
@@ -329,3 +332,34 @@ async def test_failed_and_late_writes_are_logged_with_their_message_and_slug(
         ("audit record not written", "audit-write-failed"),
         ("audit record not written in time", "audit-write-timed-out"),
     ]
+
+
+class FullDisk(AuditFile):
+    """An audit file on a full disk: every append fails with ENOSPC."""
+
+    def append(self, line: bytes) -> None:
+        """Refuse `line` as the OS does when the disk is full."""
+        del line  # none of it is written
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+async def test_a_failed_write_is_logged_with_its_request_id_and_the_oss_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer thread's failure line names the request and what the OS said (ENOSPC)."""
+    caplog.set_level(logging.ERROR, logger="signing_gateway.security")
+    sink = await asyncio.to_thread(FullDisk, tmp_path / "k.jsonl")
+    trail = AuditTrail(
+        sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=8, write_timeout=30
+    )
+    token = request_id_var.set("audit-9")
+    try:
+        assert await trail.write({"requestId": "audit-9"}) is False
+    finally:
+        request_id_var.reset(token)
+    await trail.close()
+    [record] = as_written(r for r in caplog.records if r.name == "signing_gateway.security")
+    assert record["event"] == "audit record not written"
+    assert record["request_id"] == "audit-9"
+    assert (record["error"], record["errno"]) == ("OSError", "ENOSPC")
+    assert record["strerror"] == os.strerror(errno.ENOSPC)
