@@ -68,6 +68,34 @@ LINGER_SECONDS = 2.0
 _LINE_OVERHEAD = 14
 
 
+#: uvicorn's warning for a request httptools cannot parse: `GatewayHttpProtocol` logs the
+#: refusal itself (INFO, with the request id of its 400). Any caller can send such requests,
+#: so at WARNING they were noise at its will.
+_UNPARSEABLE_WARNING = "Invalid HTTP request received."
+
+
+class _ConnectionLogger:
+    """`uvicorn.error` as a connection's logger, less the warning for unparseable requests."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - whatever the logger has
+        return getattr(self._logger, name)
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:  # noqa: ANN401
+        """Log as `uvicorn.error` does, unless it is the unparseable-request warning."""
+        if msg != _UNPARSEABLE_WARNING:
+            self._logger.warning(msg, *args, **kwargs)
+
+
+@functools.cache
+def _connection_logger() -> _ConnectionLogger:
+    return _ConnectionLogger(logging.getLogger("uvicorn.error"))
+
+
 #: When the head's clock rings with the caller's bytes still unread in the kernel, how long
 #: until it looks again.
 BEHIND_GRACE_SECONDS = 1.0
@@ -97,13 +125,18 @@ def _limits_of(app_state: dict[str, Any]) -> LimitsSettings:
 
 
 def problem_answer(
-    status: int, slug: str, title: str, detail: str, default_headers: list[tuple[bytes, bytes]]
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    default_headers: list[tuple[bytes, bytes]],
+    *,
+    request_id: str,
 ) -> bytes:
-    """A whole HTTP/1.1 answer: problem+json with a new request id, and `Connection: close`.
+    """A whole HTTP/1.1 answer: problem+json naming `request_id`, and `Connection: close`.
 
     For answers given below the app, where no middleware adds the request id.
     """
-    request_id = accept_or_generate(None)
     body = orjson.dumps(
         problem_body(
             type_=PROBLEM_BASE + slug,
@@ -167,6 +200,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     ) -> None:
         """Set up a connection as uvicorn does, bounded by the app's `limits` settings."""
         super().__init__(config, server_state, app_state, _loop)
+        self.logger = _connection_logger()  # type: ignore[assignment]  # delegates to uvicorn's
         # One attribute, not nine: past 30 instance attributes CPython gives up sharing the
         # class's key table and each connection pays for a dict of its own (~1.3 KB more, at
         # S4's 10,000 connections 13 MB).
@@ -278,15 +312,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._refuse("idle", None)
             return
         timeout = self._bound.head_timeout
-        self._refuse(
+        self._refuse_answering(
             "header-timeout",
-            problem_answer(
-                408,
-                "header-timeout",
-                "Request header timed out",
-                f"the request line and header fields did not arrive within {timeout:g} s",
-                self.server_state.default_headers,
-            ),
+            status=408,
+            slug="header-timeout",
+            title="Request header timed out",
+            detail=f"the request line and header fields did not arrive within {timeout:g} s",
         )
 
     def send_400_response(self, msg: str) -> None:
@@ -294,33 +325,39 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
         uvicorn's own answer is plain text without a request id, and it closes at once.
         """
-        del msg  # uvicorn's text ("Invalid HTTP request received."), logged by uvicorn
-        self._refuse(
+        del msg  # uvicorn's text, `_UNPARSEABLE_WARNING`: the refusal's own line says it
+        self._refuse_answering(
             "malformed",
-            problem_answer(
-                400,
-                "bad-request",
-                "Bad request",
-                "the request is not valid HTTP/1.1",
-                self.server_state.default_headers,
-            ),
+            status=400,
+            slug="bad-request",
+            title="Bad request",
+            detail="the request is not valid HTTP/1.1",
         )
 
     def _refuse_head_too_large(self) -> None:
         limit = self._bound.max_head_bytes
-        self._refuse(
+        self._refuse_answering(
             "header-too-large",
-            problem_answer(
-                431,
-                "header-too-large",
-                "Request header fields too large",
-                f"the request line and header fields are limited to {limit} bytes",
-                self.server_state.default_headers,
-            ),
+            status=431,
+            slug="header-too-large",
+            title="Request header fields too large",
+            detail=f"the request line and header fields are limited to {limit} bytes",
         )
 
-    def _refuse(self, reason: str, answer: bytes | None) -> None:
-        """Read nothing more; send `answer` (if any, and if nothing is being answered); close."""
+    def _refuse_answering(
+        self, reason: str, *, status: int, slug: str, title: str, detail: str
+    ) -> None:
+        """Refuse for `reason`, answering a `status` problem+json under a new request id."""
+        request_id = accept_or_generate(None)
+        headers = self.server_state.default_headers
+        answer = problem_answer(status, slug, title, detail, headers, request_id=request_id)
+        self._refuse(reason, answer, request_id)
+
+    def _refuse(self, reason: str, answer: bytes | None, request_id: str | None = None) -> None:
+        """Read nothing more; send `answer` (if any, and if nothing is being answered); close.
+
+        `request_id`: the one `answer` gives the caller, for the refusal's log line.
+        """
         self._bound.refused = True
         self._bound.head_deadline = None
         # What the refused request holds (the parser's part-read header line among it) goes
@@ -331,7 +368,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._bound.metrics.connections_refused.labels(reason=reason).inc()
         if answer is not None:
             logger.info(
-                "request refused unread", extra={"security_event": "refused", "reason": reason}
+                "request refused unread",
+                extra={"security_event": "refused", "reason": reason, "request_id": request_id},
             )
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and not self._bound.head_complete:

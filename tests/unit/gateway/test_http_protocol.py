@@ -288,3 +288,37 @@ async def test_a_refusal_is_logged_with_its_message_and_slug(caplog):
     [record] = as_written(r for r in caplog.records if r.name == "signing_gateway.security")
     assert record["event"] == "request refused unread"
     assert (record["security_event"], record["reason"]) == ("refused", "header-too-large")
+
+
+@pytest.mark.parametrize(
+    ("sent", "status"),
+    [
+        (b"GET /v1/keys HTTP/1.1\r\n" + _padding(LIMIT + 1000), 431),
+        (b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\n", 408),
+        (b"GARBAGE\r\n\r\n", 400),
+    ],
+    ids=["header-too-large", "header-timeout", "malformed"],
+)
+async def test_a_refusal_is_logged_with_the_request_id_of_its_answer(caplog, sent, status):
+    """The id the caller is given (header and problem body) is the one its log line carries."""
+    caplog.set_level(logging.INFO, logger="signing_gateway.security")
+    protocol, transport = _open(header_timeout_seconds=0.05)
+    protocol.data_received(sent)
+    await until(lambda: transport.written)
+    answered, problem = _answered(transport)
+    assert answered == status
+    [record] = as_written(r for r in caplog.records if r.name == "signing_gateway.security")
+    assert record["request_id"] == problem["requestId"]
+
+
+async def test_an_unparseable_request_is_not_a_warning(caplog):
+    """No "Invalid HTTP request received." warning from uvicorn beside the gateway's refusal.
+
+    Any caller can send such requests: at WARNING, they were noise at its will.
+    """
+    caplog.set_level(logging.DEBUG)
+    protocol, transport = _open()
+    protocol.data_received(b"GARBAGE\r\n\r\n")
+    assert _answered(transport)[0] == 400
+    logged = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert logged == [("signing_gateway.security", "INFO", "request refused unread")]
