@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,11 @@ from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.security.limits import RequestLimitsMiddleware
 from signing_gateway.security.setup import open_token_verifier
 from signing_gateway.settings import Settings, SignerSettings
+from signing_gateway.settings_env import (
+    UnknownVariablesError,
+    problems_report,
+    settings_from_environment,
+)
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.signers.http import build_signer_client
@@ -224,8 +230,14 @@ def _lifespan(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the gateway for `settings` (read from the environment when None)."""
-    settings = settings or Settings()
+    """Build the gateway for `settings` (read from the environment when None).
+
+    Raises:
+        UnknownVariablesError: read from the environment, which holds a `SIGNING_GATEWAY_*`
+            variable that is no setting (a misspelling would be ignored); and whatever
+            `Settings()` raises.
+    """
+    settings = settings or settings_from_environment()
     metrics = GatewayMetrics()
     app = FastAPI(
         title="signing-gateway",
@@ -278,8 +290,19 @@ def create_served_app(settings: Settings | None = None) -> FastAPI:
     """Factory for served processes: logging configured, then the app.
 
     `settings`: those already read and checked (`serve` reads them before any worker starts);
-    by default, read from the environment, as each worker of `serve --workers N` does.
+    by default, read from the environment, as each worker of `serve --workers N` does. There,
+    a `SIGNING_GATEWAY_*` variable that is no setting ends the process as `serve` does.
+
+    Raises:
+        SystemExit: (status 2) such a variable, once the report is on stderr. `uvicorn
+            --factory` lets whatever its factory raises end the process; any exception but
+            this one would be printed with its whole traceback.
     """
-    settings = settings or Settings()
+    if settings is None:
+        try:
+            settings = settings_from_environment()
+        except UnknownVariablesError as exc:
+            print(problems_report(exc.problems), file=sys.stderr)  # noqa: T201
+            raise SystemExit(2) from None
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return create_app(settings)

@@ -35,14 +35,15 @@ from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.setup import security_file_problems
 from signing_gateway.settings import Settings
-from signing_gateway.settings_env import is_service_link, unknown_variables, unparsed_json
+from signing_gateway.settings_env import (
+    is_service_link,
+    problems_report,
+    unknown_variables,
+    unparsed_json,
+)
 from signing_gateway.trust_loading import trust_file_problems
 
 logger = logging.getLogger("signing_gateway.cli")
-
-
-#: First line of the report `serve` writes when it refuses to start over its settings.
-PROBLEMS_HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
 
 
 def settings_problems(exc: ValidationError) -> list[str]:
@@ -163,8 +164,7 @@ def _own_port_problems(settings: Settings, args: argparse.Namespace) -> list[str
 
 def _report_problems(problems: list[str]) -> int:
     """Write `problems` under the report's header to stderr; the exit status, 2."""
-    report = "\n".join([PROBLEMS_HEADER, *(f"  {line}" for line in problems)])
-    print(report, file=sys.stderr)  # noqa: T201
+    print(problems_report(problems), file=sys.stderr)  # noqa: T201
     return 2
 
 
@@ -280,9 +280,14 @@ class FromEnvironment:
 
 
 def flag_variables(parser: argparse.ArgumentParser) -> frozenset[str]:
-    """The variables that stand in for `serve`'s flags: what its options' defaults read."""
-    defaults = vars(parser.parse_args(["serve"]))
-    return frozenset(d.variable for d in defaults.values() if isinstance(d, FromEnvironment))
+    """The variables that stand in for the flags of `serve` and `demo`: what their defaults read.
+
+    `settings_env.FLAG_VARIABLES` is the same list, for the app factory, which cannot import
+    this module (this module imports the factory).
+    """
+    defaults = [*vars(parser.parse_args(["serve"])).values()]
+    defaults += vars(parser.parse_args(["demo"])).values()
+    return frozenset(d.variable for d in defaults if isinstance(d, FromEnvironment))
 
 
 def _options_from_environment(args: argparse.Namespace) -> list[str]:
@@ -422,8 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":
-        if option_problems:
-            return _report_problems(option_problems)
+        # The demo's gateway reads the settings' variables too, under its own (the signers,
+        # trust, authentication, audit file): a misspelled one would go unread as for serve.
+        problems = option_problems + unknown_variables(os.environ, flag_variables(parser))
+        if problems:
+            return _report_problems(problems)
         return run_demo(
             port=args.port,
             signer_latency_ms=args.signer_latency_ms,

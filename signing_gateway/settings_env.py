@@ -6,18 +6,56 @@ see it, and the setting it meant keeps its default. A variable that takes JSON (
 group given whole) and does not parse stops the reading with an error that names its group,
 not the variable. `serve` reports both as it reports the settings' own problems: a line per
 variable, named, never its value (a secret set in the wrong variable must not reach a log).
+`demo` and the app factory (`settings_from_environment`, under `uvicorn --factory`) refuse an
+unknown variable too.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 
+from signing_gateway.settings import Settings
 from signing_gateway.settings_doc import setting_variables
 
 PREFIX = "SIGNING_GATEWAY_"
+
+#: First line of the report of what is wrong with the settings (`serve`, `demo`, the factory).
+PROBLEMS_HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
+
+#: The variables that stand in for the command line's flags (`serve --port` and the like):
+#: read besides the settings, so never unknown. `signing_gateway.cli` reads them; its tests
+#: pin this list to its options.
+FLAG_VARIABLES = frozenset(
+    {
+        "SIGNING_GATEWAY_HOST",
+        "SIGNING_GATEWAY_PORT",
+        "SIGNING_GATEWAY_PROBE_PORT",
+        "SIGNING_GATEWAY_EVENTS_PER_PASS",
+        "SIGNING_GATEWAY_LOOP",
+    }
+)
+
+
+class UnknownVariablesError(ValueError):
+    """Raised by `settings_from_environment` when a `SIGNING_GATEWAY_*` variable is no setting.
+
+    Its message is the problems, a line each (one line for one variable); `problems` holds them.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        """Keep `problems` (lines of `unknown_variables`)."""
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def problems_report(problems: Iterable[str]) -> str:
+    """`problems` under the report's header, a line each, as written to stderr."""
+    return "\n".join([PROBLEMS_HEADER, *(f"  {line}" for line in problems)])
+
 
 #: The value Kubernetes gives `<SERVICE>_PORT` for each Service in the pod's namespace
 #: ("service links", on unless the pod sets `enableServiceLinks: false`).
@@ -89,3 +127,16 @@ def unparsed_json(environ: Mapping[str, str]) -> list[str]:
         except ValueError:
             problems.append(f"{variable.env_var}: must be JSON, e.g. {variable.json_example}")
     return problems
+
+
+def settings_from_environment() -> Settings:
+    """The settings from the `SIGNING_GATEWAY_*` environment, unknown variables refused.
+
+    Raises:
+        UnknownVariablesError: a variable that is neither a setting nor a flag's.
+        pydantic.ValidationError, pydantic_settings.SettingsError: as `Settings()`.
+    """
+    problems = unknown_variables(os.environ, FLAG_VARIABLES)
+    if problems:
+        raise UnknownVariablesError(problems)
+    return Settings()

@@ -12,11 +12,12 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from signing_gateway.app import create_app
 from signing_gateway.cli import _parser, flag_variables
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_doc import setting_variables
-from signing_gateway.settings_env import unknown_variables, unparsed_json
+from signing_gateway.settings_env import FLAG_VARIABLES, unknown_variables, unparsed_json
 from signing_gateway.trust_loading import NO_TRUST
 from tests.contract.gateway.gateway_process import free_port
 from tests.support.credentials import make_domestic_signer, make_dsc
@@ -373,6 +374,7 @@ def test_settings_groups_and_flag_variables_are_known_in_any_case() -> None:
         "SIGNING_GATEWAY_EVENTS_PER_PASS",
         "SIGNING_GATEWAY_LOOP",
     }
+    assert flag_variables(_parser()) == FLAG_VARIABLES  # what the app factory passes over
 
 
 #: Where variables are set or documented: the image, `make`, the docs, the bench and the tests.
@@ -500,6 +502,53 @@ def test_a_port_variable_that_is_no_service_link_is_still_checked() -> None:
     done = _run(_serve_code(), AUTH__MODE="disabled", PORT="http://10.96.0.5:8080")
     assert done.returncode == 2
     assert "  SIGNING_GATEWAY_PORT: must be a whole number from 0 to 65535" in done.stderr
+
+
+#: A misspelled variable, and how every entry point that reads the environment reports it.
+TYPO = {"AUDIT__FAIL_CLOSE": "true"}
+TYPO_LINE = (
+    "  SIGNING_GATEWAY_AUDIT__FAIL_CLOSE: unknown setting; "
+    "did you mean SIGNING_GATEWAY_AUDIT__FAIL_CLOSED?"
+)
+
+
+def test_demo_refuses_an_unknown_variable_before_starting_anything() -> None:
+    """`demo` reads the settings' variables too: a misspelled one is a line and exit 2.
+
+    The flags' variables and Kubernetes' service links pass, as for `serve`. Before, the demo
+    started its fake signers and a gateway with the setting at its default, without a word.
+    """
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, LOOP="asyncio", EVENTS_PER_PASS="8", **SERVICE_LINKS, **TYPO)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, TYPO_LINE]
+
+
+def test_the_uvicorn_factory_refuses_an_unknown_variable() -> None:
+    """`uvicorn --factory ...:create_served_app` reports it as `serve` does: exit 2, no traceback.
+
+    Before, the factory built the app with the setting at its default, without a word.
+    """
+    uvicorn = (
+        "import sys; from uvicorn.main import main; "
+        "sys.argv = ['uvicorn', '--factory', 'signing_gateway.app:create_served_app', "
+        "'--host', '127.0.0.1', '--port', '0']; main()"
+    )
+    done = _run(uvicorn, AUTH__MODE="disabled", PORT="8080", **DEV_TRUST, **TYPO)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, TYPO_LINE]
+
+
+def test_an_app_built_from_the_environment_refuses_an_unknown_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`create_app()` raises an error naming the variable; given settings, nothing is checked."""
+    monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MODE", "disabled")
+    monkeypatch.setenv("SIGNING_GATEWAY_AUDIT__FAIL_CLOSE", "true")
+    with pytest.raises(ValueError, match=re.escape(TYPO_LINE.strip())) as refused:
+        create_app()
+    assert str(refused.value) == TYPO_LINE.strip()
+    create_app(Settings(auth=AuthSettings(mode="disabled")))
 
 
 def test_serve_names_a_jwks_file_and_an_audit_file_it_cannot_use(tmp_path: Path) -> None:
