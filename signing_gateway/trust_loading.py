@@ -101,14 +101,26 @@ def trust_file_problems(settings: TrustSettings) -> list[str]:
 
 
 def _load_files(settings: TrustSettings) -> tuple[EuTrustStore, DomesticTrustStore]:
-    """The trust stores of the configured files (blocking file I/O: start-up only)."""
-    problems = trust_file_problems(settings)
-    if problems:
-        raise TrustUnavailableError("; ".join(problems))
-    return (
-        EuTrustStore.from_files(settings.eu_certificates),
-        DomesticTrustStore.from_files(settings.domestic_keys),
-    )
+    """The trust stores of the configured files (blocking file I/O: start-up only).
+
+    Each file is parsed once when all are usable; only when one is not are they gone through
+    again, a file at a time, for the error that names each unusable one (`trust_file_problems`).
+    """
+    paths = [*settings.eu_certificates, *settings.domestic_keys]
+    # Checked without opening first: reading a FIFO, say, would wait for a writer for ever.
+    if not any(unreadable_file(path) for path in paths):
+        try:
+            return (
+                EuTrustStore.from_files(settings.eu_certificates),
+                DomesticTrustStore.from_files(settings.domestic_keys),
+            )
+        except (TrustConfigError, OSError):
+            pass  # named below
+    problems = trust_file_problems(settings) or [
+        # All usable by the time they were gone through again: one changed in between.
+        "SIGNING_GATEWAY_TRUST: a trust file changed while it was being loaded; start again"
+    ]
+    raise TrustUnavailableError("; ".join(problems))
 
 
 async def _fetch(client: EuSignerClient | DomesticSignerClient, *, wait: float) -> KeySet:
