@@ -45,6 +45,21 @@ class IssuedEuCredential:
     uvci: str
 
 
+#: The longest `Retry-After` of a 503 for a key usage without a DSC valid now, and the one given
+#: when none of its DSCs will become valid: the trust is read at start-up, so only a restart with
+#: a new DSC (a rollout: minutes) ends that. A caller that honours it asks again every few
+#: minutes, not every second, and comes back within minutes of a fix.
+NO_SIGNING_CERTIFICATE_RETRY_AFTER = 300.0
+
+
+def _signing_certificate_wait(trust: EuTrustStore, key_usage: KeyUsage, now: datetime) -> float:
+    """Seconds until a DSC of `key_usage` becomes valid, at most (and if none will) the limit."""
+    starts = trust.next_signing_start(key_usage, now=now)
+    if starts is None:
+        return NO_SIGNING_CERTIFICATE_RETRY_AFTER
+    return min((starts - now).total_seconds(), NO_SIGNING_CERTIFICATE_RETRY_AFTER)
+
+
 def _no_signing_certificate(status: SigningStatus, key_usage: KeyUsage) -> str:
     """The 503 detail when ``key_usage`` has no DSC valid now (no URL, no certificate data)."""
     if status is SigningStatus.MISSING:
@@ -96,10 +111,12 @@ class EuIssuer:
         key_usage = request.effective_key_usage()
         dsc = self._trust.signing_certificate(key_usage, now=now)
         if dsc is None:
-            # Nothing the caller can fix: the operator has to give the signer a DSC valid now.
+            # Nothing the caller can fix: the operator has to give the signer a DSC valid now,
+            # unless one of its DSCs starts soon. Retrying at once changes nothing.
             raise SignerUnavailable(
                 _no_signing_certificate(self._trust.signing_status(key_usage, now=now), key_usage),
                 part=part_name(loc),
+                retry_after=_signing_certificate_wait(self._trust, key_usage, now),
             )
         try:
             expiration = resolve_expiration(

@@ -252,6 +252,17 @@ class EuTrustStore:
             return SigningStatus.NOT_YET_VALID
         return SigningStatus.EXPIRED
 
+    def next_signing_start(self, key_usage: str, *, now: datetime) -> datetime | None:
+        """The earliest ``notBefore`` after ``now`` among ``key_usage``'s DSCs (None: none)."""
+        return min(
+            (
+                dsc.not_before
+                for dsc in self._candidates.get(str(key_usage), ())
+                if now < dsc.not_before
+            ),
+            default=None,
+        )
+
     def to_public_json(self) -> list[dict[str, Any]]:
         """The ``eu`` list of ``GET /v1/keys``."""
         return [dsc.to_public_json() for dsc in self._by_kid.values()]

@@ -11,7 +11,7 @@ import respx
 
 from signing_gateway.settings import SignerSettings
 from tests.api.assertions import assert_problem, error_locs
-from tests.api.bodies import eu_test, eu_vaccination
+from tests.api.bodies import eu_recovery, eu_test, eu_vaccination
 from tests.api.observability.scrape import scrape
 from tests.api.readiness import readyz_when_probed
 from tests.api.signer_mocks import mock_signers
@@ -65,9 +65,55 @@ async def test_no_valid_dsc_is_503_and_reaches_no_signer(
     problem = assert_problem(response, 503, "signer-unavailable")
     assert problem["detail"] == f"the EU signer's certificate for key usage vaccination {state}"
     assert "errors" not in problem
-    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["retry-after"] == "300"  # expired, or valid only from tomorrow
     assert mocked.get_credential.call_count == 1  # only the test DCC, whose DSC is valid
     assert other.status_code == 200, other.text
+
+
+SECOND = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("windows", "advised"),
+    [
+        ([(-800 * DAY, -DAY)], (300, 300)),
+        ([(DAY, 700 * DAY)], (300, 300)),
+        ([(90 * SECOND, 700 * DAY)], (80, 90)),
+        ([(-800 * DAY, -DAY), (120 * SECOND, 700 * DAY), (DAY, 700 * DAY)], (110, 120)),
+    ],
+    ids=["expired", "valid-tomorrow", "valid-in-90-s", "expired-successor-in-120-s"],
+)
+async def test_no_valid_dsc_advises_retrying_when_one_can_sign(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter, windows, advised
+):
+    """The 503's Retry-After is the wait for the next DSC to start, capped at 5 minutes.
+
+    With none to start, 5 minutes: only a restart with a new DSC ends it. Before, every such
+    503 advised `Retry-After: 1`, and a caller honouring it asked again every second.
+    """
+    now = datetime.now(UTC)
+    dscs = [make_dsc(["vaccination"], not_before=now + a, not_after=now + b) for a, b in windows]
+    keys = keys_with_vaccination(tmp_path, test_keys, *dscs)
+    mock_signers(signers, keys)
+    async with running_gateway(make_settings(keys)) as gateway:
+        response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    assert_problem(response, 503, "signer-unavailable")
+    low, high = advised
+    assert low <= int(response.headers["retry-after"]) <= high
+
+
+async def test_a_key_usage_without_any_dsc_advises_five_minutes(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """A key usage with no DSC configured at all: 503 with Retry-After 300, not 1."""
+    files = [path for path in test_keys.files if "recovery" not in path.name]
+    keys = SignerKeys(test_keys.dscs, test_keys.domestic, files, test_keys.domestic_files)
+    mock_signers(signers, keys)
+    async with running_gateway(make_settings(keys)) as gateway:
+        response = await gateway.post("/v1/dcc", json=eu_recovery())
+    problem = assert_problem(response, 503, "signer-unavailable")
+    assert problem["detail"] == "no signing certificate is configured for key usage recovery"
+    assert response.headers["retry-after"] == "300"
 
 
 @pytest.mark.parametrize(

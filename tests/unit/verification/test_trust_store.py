@@ -148,6 +148,21 @@ def test_gap_between_expired_and_next_dsc_counts_as_expired():
     assert store.signing_status("test", now=datetime.now(UTC)) is SigningStatus.EXPIRED
 
 
+def test_next_signing_start_is_the_earliest_start_ahead_for_the_usage():
+    """The earliest notBefore still ahead among the usage's DSCs (general ones too), else None."""
+    old = _dsc(["test"], starts=-timedelta(days=800), ends=-HOUR)
+    later = _dsc(["test"], starts=3 * HOUR, ends=timedelta(days=700))
+    general = _dsc(None, starts=2 * HOUR, ends=timedelta(days=700))
+    other_usage = _dsc(["recovery"], starts=HOUR, ends=timedelta(days=700))
+    store = EuTrustStore([old, later, general, other_usage])
+    now = datetime.now(UTC)
+    assert store.next_signing_start("test", now=now) == general.not_before
+    assert store.next_signing_start("recovery", now=now) == other_usage.not_before
+    assert store.next_signing_start("test", now=now + 4 * HOUR) is None
+    assert EuTrustStore([old]).next_signing_start("test", now=now) is None
+    assert EuTrustStore([]).next_signing_start("test", now=now) is None
+
+
 def test_among_several_valid_dscs_the_specific_then_newest_wins():
     """Among valid DSCs the most specific wins, then the latest notBefore; expired ones never."""
     general = _dsc(None, starts=-HOUR, ends=timedelta(days=30))
