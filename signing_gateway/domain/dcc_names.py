@@ -2,7 +2,8 @@
 
 Free text (``fn``, ``gn``, issuer, test name, testing centre) is stored NFC-normalised, so that the
 same name typed on two keyboards signs to the same bytes. Its length is checked before and after
-normalisation, so nothing the schema refuses for length slips through by composing characters.
+normalisation: nothing the schema refuses for length slips through by composing characters, and
+nothing signed breaks the schema's bound where normalisation makes a text longer.
 Control characters (Unicode Cc), lone surrogates and line/paragraph separators are refused: they
 have no place on a certificate and render unpredictably. Format characters (Cf) such as the
 zero-width non-joiner stay allowed, some scripts need them.
@@ -28,14 +29,30 @@ _TRANSLITERATED = re.compile(r"[A-Z<]*")
 
 
 def _free_text(value: str) -> str:
-    """Normalise to NFC and check length and characters; return the normalised text."""
-    normalised = unicodedata.normalize("NFC", value)
-    length = max(len(value), len(normalised))
-    if length > TEXT_MAX_LENGTH:
+    """Normalise to NFC and check length and characters; return the normalised text.
+
+    The schema's bound holds for the text as given (the caller's DCC) and as signed (the DCC
+    every verifier checks against the schema), so both are checked. A few characters grow
+    under NFC (those excluded from composition, such as U+0958, come out as two): the text as
+    signed can break the bound when the text as given does not, and the message says so.
+    """
+    if len(value) > TEXT_MAX_LENGTH:
         raise PydanticCustomError(
             "text_too_long",
             "Must be at most {max_length} characters, got {length}",
-            {"max_length": TEXT_MAX_LENGTH, "length": length},
+            {"max_length": TEXT_MAX_LENGTH, "length": len(value)},
+        )
+    normalised = unicodedata.normalize("NFC", value)
+    if len(normalised) > TEXT_MAX_LENGTH:
+        raise PydanticCustomError(
+            "text_too_long",
+            "Must be at most {max_length} characters after Unicode normalisation (NFC), "
+            "which turns the {given_length} given into {length}",
+            {
+                "max_length": TEXT_MAX_LENGTH,
+                "given_length": len(value),
+                "length": len(normalised),
+            },
         )
     for char in normalised:
         if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:

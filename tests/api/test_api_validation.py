@@ -220,6 +220,40 @@ async def test_422_does_not_echo_names_inside_print(gateway, mocked: MockedSigne
     assert "xaveria" not in response.text.lower()
 
 
+#: DEVANAGARI LETTER QA: excluded from composition, so NFC gives two characters for it.
+QA = "\u0958"
+
+
+@pytest.mark.parametrize("field", ["fn", "gn"])
+async def test_name_longer_only_after_nfc_says_so(gateway, mocked: MockedSigners, field):
+    """A name of 41 characters that NFC turns into 82 is refused saying NFC made it 82.
+
+    Its signed form would break the schema's 80-character bound, so it is refused; before, the
+    message said "got 82" to a caller who sent 41.
+    """
+    body = with_dcc(eu_vaccination(), "nam", field, value=QA * 41)
+    problem = assert_problem(await gateway.post("/v1/dcc", json=body), 422, "validation-failed")
+    assert problem["errors"] == [
+        {
+            "loc": ["body", "dcc", "nam", field],
+            "msg": "Must be at most 80 characters after Unicode normalisation (NFC), "
+            "which turns the 41 given into 82",
+        }
+    ]
+    assert mocked.signing_calls() == 0
+
+
+async def test_name_of_80_characters_as_given_and_after_nfc_is_signed(
+    gateway, mocked: MockedSigners
+):
+    """A name of 80 characters that NFC leaves at 80 or shortens is accepted and signed."""
+    body = with_dcc(eu_vaccination(), "nam", "fn", value=QA * 40)
+    assert (await gateway.post("/v1/dcc", json=body)).status_code == 200
+    body = with_dcc(eu_vaccination(), "nam", "gn", value="e\u0301" * 40)
+    assert (await gateway.post("/v1/dcc", json=body)).status_code == 200
+    assert mocked.signing_calls() == 2
+
+
 DOMESTIC_CASES: dict[str, tuple[dict[str, str], str]] = {
     "flag": (domestic_attributes(isSpecimen="2"), "isSpecimen"),
     "initial-lowercase": (domestic_attributes(firstNameInitial="a"), "firstNameInitial"),

@@ -95,12 +95,21 @@ def test_free_text_name_of_80_characters_is_accepted():
     [
         ("fn", "x" * 81, "text_too_long"),
         ("gn", "e\u0301" * 41, "text_too_long"),
+        ("fn", "\u0958" * 41, "text_too_long"),
         ("fn", "Doe\x07", "text_control_character"),
         ("gn", "Jane\nMarie", "text_control_character"),
         ("fn", "Doe\u2028", "text_control_character"),
         ("fn", 42, "string_type"),
     ],
-    ids=["long", "long-before-nfc", "bell", "newline", "line-separator", "number"],
+    ids=[
+        "long",
+        "long-before-nfc",
+        "long-after-nfc",
+        "bell",
+        "newline",
+        "line-separator",
+        "number",
+    ],
 )
 def test_bad_free_text_name_is_rejected(field, value, error_type):
     """Free-text names are strings of at most 80 characters, without control characters."""
