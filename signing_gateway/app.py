@@ -16,7 +16,7 @@ import httpx
 from fastapi import FastAPI
 
 from signing_gateway.api import combined, domestic, eu, health, keys
-from signing_gateway.api.bodies import document_bodies
+from signing_gateway.api.bodies import document_schemas
 from signing_gateway.api.deps import GatewayState
 from signing_gateway.api.problems import install_problem_handlers
 from signing_gateway.api.routes import add_routes
@@ -24,6 +24,7 @@ from signing_gateway.api.schemas import (
     CredentialsRequest,
     IssueRequest,
     PrintRequest,
+    Problem,
     StaticRequest,
 )
 from signing_gateway.domain.dcc import EuRequest
@@ -257,7 +258,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # (docs/security.md); /v1/print and /v1/credentials check the scopes of the parts a request
     # holds. Added as the app's own routes, not included: see api/routes.
     add_routes(app, eu.router, domestic.router, combined.router, keys.router, health.router)
-    document_bodies(app, [EuRequest, StaticRequest, IssueRequest, PrintRequest, CredentialsRequest])
+    document_schemas(
+        app, [EuRequest, StaticRequest, IssueRequest, PrintRequest, CredentialsRequest, Problem]
+    )
     # Inner to outer: the caller's timeout header, body limits, the CPU gate, draining on
     # shutdown; outermost, the request id and metrics (`instrument_app`).
     app.add_middleware(CallerTimeoutMiddleware)

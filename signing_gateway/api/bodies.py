@@ -11,8 +11,9 @@ the signer): 59.3 -> 53.8 KB of Python allocations per request.
 
 Validation fails exactly as FastAPI's would: `RequestValidationError`, locations under
 `"body"`, a missing body as `missing`. The body is documented as FastAPI would document it:
-`body_doc` gives the route's `openapi_extra`, and `document_bodies` adds the body models'
-schemas to the document's components.
+`body_doc` gives the route's `openapi_extra`, and `document_schemas` adds the body models'
+schemas to the document's components (and those of the other models that a route's document
+names by `schema_ref`, such as the problem answers').
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI, Request
 
-__all__ = ["body_doc", "document_bodies", "read_body"]
+__all__ = ["body_doc", "document_schemas", "read_body", "schema_ref"]
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -36,12 +37,17 @@ Model = TypeVar("Model", bound=BaseModel)
 _REF_TEMPLATE = "#/components/schemas/{model}"
 
 
+def schema_ref(model: type[BaseModel]) -> dict[str, str]:
+    """An OpenAPI schema naming `model`'s: list `model` in `document_schemas` so it is there."""
+    return {"$ref": _REF_TEMPLATE.format(model=model.__name__)}
+
+
 def body_doc(model: type[BaseModel], **examples: dict[str, Any]) -> dict[str, Any]:
     """`openapi_extra` for a route whose endpoint reads a `model` body with `read_body`.
 
-    The schema is a reference: list `model` in `document_bodies` so the document holds it.
+    The schema is a reference (`schema_ref`).
     """
-    media = {"schema": {"$ref": _REF_TEMPLATE.format(model=model.__name__)}, "examples": examples}
+    media = {"schema": schema_ref(model), "examples": examples}
     return {"requestBody": {"content": {"application/json": media}, "required": True}}
 
 
@@ -63,11 +69,12 @@ async def read_body(request: Request, model: type[Model]) -> Model:
         raise RequestValidationError(errors) from None
 
 
-def document_bodies(app: FastAPI, models: Iterable[type[BaseModel]]) -> None:
-    """Make `app`'s OpenAPI document hold the schemas of the body `models` (and theirs).
+def document_schemas(app: FastAPI, models: Iterable[type[BaseModel]]) -> None:
+    """Make `app`'s OpenAPI document hold the schemas of `models` (and theirs).
 
-    FastAPI adds component schemas only for the models of its own parameters; the models of
-    bodies read with `read_body` are added here, as FastAPI would have added them.
+    FastAPI adds component schemas only for the models of its own parameters and responses;
+    the models that the document names by `schema_ref` (bodies read with `read_body`, the
+    problem answers) are added here, as FastAPI would have added them.
     """
     generate: Callable[[], dict[str, Any]] = app.openapi
     models = list(models)

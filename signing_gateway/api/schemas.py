@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from signing_gateway.api.bodies import schema_ref
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.domestic import DomesticAttributes
 
@@ -174,7 +175,11 @@ class Problem(BaseModel):
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
-    """OpenAPI `responses` entries documenting problem+json answers."""
+    """OpenAPI `responses` entries documenting problem+json answers.
+
+    The schema is given under `application/problem+json` itself: with `model`, FastAPI would
+    put it under the route's own media type, `application/json`, which no error is sent as.
+    """
     descriptions = {
         401: "No valid bearer token (see WWW-Authenticate), or issuance session unknown, "
         "expired or used",
@@ -189,9 +194,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     }
     return {
         status: {
-            "model": Problem,
             "description": descriptions.get(status, "Error"),
-            "content": {"application/problem+json": {}},
+            "content": {"application/problem+json": {"schema": schema_ref(Problem)}},
         }
         for status in statuses
     }

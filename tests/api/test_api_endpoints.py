@@ -339,6 +339,28 @@ async def test_openapi_has_examples_for_every_body(gateway):
     assert missing == []
 
 
+async def test_openapi_documents_errors_as_problem_json_only(gateway):
+    """Each documented /v1 4xx/5xx has the Problem schema under problem+json, as it is sent.
+
+    None is documented as application/json: no /v1 error answer is sent as that. (/readyz's
+    503 is its JSON snapshot, not a problem.)
+    """
+    spec = (await gateway.get("/openapi.json")).json()
+    errors = {}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items() if path.startswith("/v1/") else ():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    errors[f"{method.upper()} {path} {status}"] = response["content"]
+    assert "POST /v1/dcc 422" in errors
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    assert {where: content for where, content in errors.items() if content != problem} == {}
+    schemas = spec["components"]["schemas"]
+    fields = schemas["Problem"]["properties"].keys()
+    assert {"type", "title", "status", "detail", "requestId"} <= fields
+    assert "ProblemFieldOut" in schemas
+
+
 async def test_docs_page(gateway):
     """/docs serves the interactive API documentation."""
     response = await gateway.get("/docs")
