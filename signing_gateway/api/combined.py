@@ -188,7 +188,11 @@ async def _issue_credentials(
     responses=problem_responses(401, 422, 502, 503, 504),
     openapi_extra=body_doc(
         CredentialsRequest,
-        app={"summary": "Domestic session and two EU", "value": examples.CREDENTIALS},
+        app={
+            "summary": "Domestic session and two EU (placeholder session: 401 as it is)",
+            "description": examples.SESSION_EXAMPLE_NOTE,
+            "value": examples.CREDENTIALS,
+        },
     ),
 )
 async def issue_credentials(

@@ -91,7 +91,11 @@ async def prepare_issue(
     responses=problem_responses(401, 422, 502, 503, 504),
     openapi_extra=body_doc(
         IssueRequest,
-        session={"summary": "One app credential", "value": examples.DOMESTIC_ISSUE},
+        session={
+            "summary": "One app credential (placeholder session: 401 as it is)",
+            "description": examples.SESSION_EXAMPLE_NOTE,
+            "value": examples.DOMESTIC_ISSUE,
+        },
     ),
 )
 async def issue(

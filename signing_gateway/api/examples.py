@@ -66,9 +66,20 @@ DOMESTIC_ATTRIBUTES: dict[str, str] = {
 }
 
 # Base64 of {"issuerNonce": "MDEyMzQ1Njc4OWFiY2RlZg==", "commitments": "..."}: the app's answer
-# to a prepareIssueMessage, passed through to the domestic signer.
+# to a prepareIssueMessage, passed through to the domestic signer. A placeholder: a real one is
+# built by the app from the issuerNonce of its own session (SESSION_EXAMPLE_NOTE).
 ISSUE_COMMITMENT_MESSAGE = (
     "eyJpc3N1ZXJOb25jZSI6Ik1ERXlNelExTmpjNE9XRmlZMlJsWmc9PSIsImNvbW1pdG1lbnRzIjoiLi4uIn0="
+)
+
+#: Shown with the examples that name a session: as they stand, they cannot succeed.
+SESSION_EXAMPLE_NOTE = (
+    "The shape of a request, not one that can succeed as it stands. A real `stoken` comes "
+    "from `POST /v1/domestic/prepare-issue`, and a real `issueCommitmentMessage` is built by "
+    "the app from the `issuerNonce` in that call's `prepareIssueMessage`. Sent unchanged, this "
+    "example names a session no gateway opened and is answered 401 `stoken-invalid`; with a "
+    "fresh `stoken` but this commitment (another `issuerNonce`), the domestic signer refuses "
+    "it and the answer is 502."
 )
 
 DOMESTIC_ISSUE: dict[str, Any] = {

@@ -320,6 +320,28 @@ async def test_every_documented_example_passes_validation(gateway, mocked: Mocke
     assert len(tried) >= 5, tried
 
 
+async def test_session_examples_say_where_a_working_body_comes_from(gateway):
+    """/docs says an example naming an stoken fails as it stands, and where a real one comes from.
+
+    Its stoken names no session, and its commitment answers another issuerNonce than a fresh
+    session's: "Try it out" with it unchanged is a 401 (or, with a fresh stoken, a refusal).
+    """
+    spec = (await gateway.get("/openapi.json")).json()
+    told = {}
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            media = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            for name, example in (media or {}).get("examples", {}).items():
+                if example["value"].get("stoken"):
+                    said = f"{example['summary']}\n{example.get('description', '')}"
+                    told[f"{path} {name}"] = [
+                        words
+                        for words in ("POST /v1/domestic/prepare-issue", "issuerNonce", "401")
+                        if words not in said
+                    ]
+    assert told == {"/v1/domestic/issue session": [], "/v1/credentials app": []}
+
+
 async def test_openapi_has_examples_for_every_body(gateway):
     """Every endpoint that takes a body documents at least one example in /openapi.json."""
     response = await gateway.get("/openapi.json")
