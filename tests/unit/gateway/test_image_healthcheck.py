@@ -1,0 +1,143 @@
+"""The image's HEALTHCHECK command, run as Docker runs it, against a local /healthz."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+DOCKERFILE = Path(__file__).resolve().parents[3] / "Dockerfile"
+#: A proxy nobody listens on: a request sent through it fails at once.
+DEAD_PROXY = "http://127.0.0.1:9"
+
+
+def healthcheck_command() -> list[str]:
+    """The exec-form argv of the Dockerfile's HEALTHCHECK, its continuation lines joined."""
+    text = DOCKERFILE.read_text("utf-8").replace("\\\n", " ")
+    [line] = [line for line in text.splitlines() if line.startswith("HEALTHCHECK ")]
+    command: list[str] = json.loads(line.split(" CMD ", 1)[1])
+    return command
+
+
+class _Health(BaseHTTPRequestHandler):
+    """Answers /healthz with the server's `status`, and counts the requests it saw."""
+
+    server: _HealthServer
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)
+        self.send_response(self.server.status if self.path == "/healthz" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        """Quiet: the test reads `paths` instead."""
+
+
+class _HealthServer(ThreadingHTTPServer):
+    def __init__(self, port: int, status: int) -> None:
+        super().__init__(("127.0.0.1", port), _Health)
+        self.status = status
+        self.paths: list[str] = []
+
+
+@contextmanager
+def _serving(server: _HealthServer) -> Iterator[_HealthServer]:
+    """`server` answering while the block runs; closed after it."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def healthy() -> Iterator[_HealthServer]:
+    """A /healthz answering 200 on a free port."""
+    with _serving(_HealthServer(0, 200)) as server:
+        yield server
+
+
+@pytest.fixture
+def on_8081() -> Iterator[_HealthServer]:
+    """A /healthz answering 200 on 8081, the image's probe port; skipped if 8081 is taken."""
+    try:
+        server = _HealthServer(8081, 200)
+    except OSError as exc:
+        pytest.skip(f"port 8081 is in use here: {exc}")
+    with _serving(server):
+        yield server
+
+
+def _run_healthcheck(**environ: str) -> subprocess.CompletedProcess[str]:
+    """The HEALTHCHECK command with `environ` (and `python` found first in this venv)."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "http_proxy": DEAD_PROXY,
+        "HTTP_PROXY": DEAD_PROXY,
+        **environ,
+    }
+    return subprocess.run(  # noqa: S603 - the command is the repository's own Dockerfile
+        healthcheck_command(), env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_healthcheck_is_the_exec_form_of_python() -> None:
+    """The command is an exec-form argv run by the image's python (no shell in between)."""
+    command = healthcheck_command()
+    assert command[:2] == ["python", "-c"]
+    assert len(command) == 3
+
+
+def test_healthcheck_asks_the_probe_port_directly_past_any_proxy(healthy: _HealthServer) -> None:
+    """With a proxy set, the command still asks 127.0.0.1 itself, at SIGNING_GATEWAY_PROBE_PORT.
+
+    Before, it went through `http_proxy` (urllib does not pass by 127.0.0.1 without no_proxy)
+    and asked port 8081 whatever the probe port was.
+    """
+    port = str(healthy.server_address[1])
+    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=port)
+    assert done.returncode == 0, done.stderr
+    assert healthy.paths == ["/healthz"]
+
+
+def test_healthcheck_fails_when_healthz_is_not_200() -> None:
+    """A /healthz answering 503 makes the command exit non-zero."""
+    with _serving(_HealthServer(0, 503)) as server:
+        done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=str(server.server_address[1]))
+        assert done.returncode != 0
+        assert server.paths == ["/healthz"]
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", "tcp://10.96.0.6:8081"], ids=["unset", "empty", "link"]
+)
+def test_healthcheck_asks_8081_without_a_usable_probe_port(
+    on_8081: _HealthServer, value: str | None
+) -> None:
+    """Unset, empty or a Kubernetes service link (not a port): the command asks port 8081."""
+    environ = {} if value is None else {"SIGNING_GATEWAY_PROBE_PORT": value}
+    done = _run_healthcheck(**environ)
+    assert done.returncode == 0, done.stderr
+    assert on_8081.paths == ["/healthz"]
+
+
+def test_healthcheck_without_a_listener_fails() -> None:
+    """Nothing listening at the probe port: the command exits non-zero within its timeout."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=str(port))
+    assert done.returncode != 0
