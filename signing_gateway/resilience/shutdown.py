@@ -16,7 +16,8 @@ Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
 
 A second signal means "stop now": the drain stops waiting and cancels what is in flight at
 once (answered as in 3), while uvicorn's shutdown starts; the process then ends by that
-signal. A third SIGINT forces an immediate exit, as in uvicorn.
+signal, or, as PID 1 (which the signal's default action does not end), exits with status
+128 + its number. A third SIGINT forces an immediate exit, as in uvicorn.
 
 Whatever cancels a request (the drain, uvicorn's `timeout_graceful_shutdown` backstop, the
 event loop's end), `DrainMiddleware` answers it 503 `shutting-down` with `Connection: close`
@@ -242,12 +243,23 @@ class GracefulServer(uvicorn.Server):
         self._drain_task: asyncio.Task[None] | None = None
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
-        """Serve until shut down, on a loop from `loop_factory` if one was given."""
+        """Serve until shut down, on a loop from `loop_factory` if one was given.
+
+        Raises:
+            SystemExit: 128 + the signal's number, when a signal stopped the server (a
+                second one during the drain) and raising it again did not end the process.
+        """
         if self.loop_factory is None:
             super().run(sockets)
-            return
-        with asyncio.Runner(loop_factory=self.loop_factory) as runner:
-            runner.run(self.serve(sockets))
+        else:
+            with asyncio.Runner(loop_factory=self.loop_factory) as runner:
+                runner.run(self.serve(sockets))
+        if self._captured_signals:
+            # uvicorn raised the signal again, with its default action, which the kernel does
+            # not take for PID 1 (a container's first process): without this the process
+            # would exit 0, as after a completed drain. The status a shell gives a process
+            # ended by that signal.
+            sys.exit(128 + self._captured_signals[-1])
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

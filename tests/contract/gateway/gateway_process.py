@@ -105,17 +105,22 @@ SERVE = ("-m", "signing_gateway", "serve")
 
 @contextlib.contextmanager
 def running_gateway_process(
-    env: Mapping[str, str], *args: str, program: Sequence[str] = SERVE
+    env: Mapping[str, str],
+    *args: str,
+    program: Sequence[str] = SERVE,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[GatewayProcess]:
     """A ready gateway process for the block (`args`: more options), always stopped.
 
     `program`: the interpreter's arguments before `--host` and `--port` (another module,
-    such as uvicorn's own command line).
+    such as uvicorn's own command line). `wrapper`: a command that runs the interpreter
+    (such as `unshare`); the process is then the wrapper's.
     """
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [
+            *wrapper,
             sys.executable,
             *program,
             "--host",

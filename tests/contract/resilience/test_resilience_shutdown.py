@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 import pytest
 
 from signing_gateway.api import examples
@@ -160,6 +164,59 @@ async def test_a_second_signal_still_writes_the_last_log_lines(fakes):
         log = gateway.log()
     assert "Application shutdown complete." in log
     assert "Finished server process" in log
+
+
+def _as_pid_1() -> list[str]:
+    """A wrapper making the gateway PID 1 of a new PID namespace, as in a container; or skip.
+
+    `--kill-child`: the gateway dies with the wrapper, should the test stop it.
+    """
+    command = ["unshare", "--pid", "--fork", "--kill-child"]
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed: no PID namespace to run PID 1 in")
+    tried = subprocess.run([*command, "true"], capture_output=True, text=True, check=False)  # noqa: S603
+    if tried.returncode != 0:
+        pytest.skip(f"unshare --pid is not permitted here: {tried.stderr.strip()}")
+    return command
+
+
+async def _stop_as_pid_1(fakes, *, second_signal: bool) -> int:
+    """Exit status of a gateway run as PID 1, SIGTERMed with a request in flight at a hung signer.
+
+    With `second_signal`, a second SIGTERM once the drain began; else the drain completes
+    (the request is cut by the drain timeout). The status is the wrapper's, which is PID 1's.
+    """
+    wrapper = _as_pid_1()
+    eu, _ = fakes
+    control(eu, fault="hang", faultCount=-1)
+    drain_timeout = 10 if second_signal else 1
+    env = {**_env(fakes, drain_timeout=drain_timeout), "SIGNING_GATEWAY_LOG_LEVEL": "INFO"}
+    with running_gateway_process(env, wrapper=wrapper) as gateway:
+        [pid_1] = psutil.Process(gateway.process.pid).children()
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            hung = _post_to_a_hung_signer(client, "pid-1")
+            await _wait_in_flight(eu, 1)
+            os.kill(pid_1.pid, signal.SIGTERM)
+            await _wait_logged(gateway, '"draining"')
+            if second_signal:
+                os.kill(pid_1.pid, signal.SIGTERM)
+            answer = await hung
+            assert answer.status_code == 503, answer.text
+        return gateway.process.wait(timeout=15)
+
+
+async def test_a_second_signal_ends_pid_1_with_128_plus_the_signal(fakes):
+    """As PID 1 (a container), a drain cut short by a second SIGTERM exits 143, not 0.
+
+    uvicorn raises the signal again once served, with its default action, which the kernel
+    does not take for PID 1: the process went on and exited 0, as after a completed drain.
+    """
+    assert await _stop_as_pid_1(fakes, second_signal=True) == 128 + signal.SIGTERM
+
+
+async def test_a_completed_drain_ends_pid_1_with_0(fakes):
+    """As PID 1, one SIGTERM and a drain that ran its course still exit 0."""
+    assert await _stop_as_pid_1(fakes, second_signal=False) == 0
 
 
 async def _wait_logged(gateway: GatewayProcess, text: str) -> None:
