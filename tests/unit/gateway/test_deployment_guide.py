@@ -1,0 +1,72 @@
+"""The deployment settings docs/operations.md gives: valid where pasted, longer than the drain."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signing_gateway.settings import ShutdownSettings
+
+yaml = pytest.importorskip("yaml", reason="PyYAML reads the guide's Kubernetes snippet")
+
+OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
+
+#: Fields of a Kubernetes PodSpec (core/v1) and of a Container, those a deployment snippet
+#: sets: a field the guide adds is added here, at the level the API reference gives it.
+POD_SPEC_FIELDS = frozenset(
+    {"containers", "enableServiceLinks", "terminationGracePeriodSeconds", "securityContext"}
+    | {"affinity", "nodeSelector", "tolerations", "volumes", "serviceAccountName"}
+)
+CONTAINER_FIELDS = frozenset(
+    {"name", "image", "args", "env", "envFrom", "ports", "resources", "securityContext"}
+    | {"startupProbe", "livenessProbe", "readinessProbe", "lifecycle", "volumeMounts"}
+)
+
+
+def _drain_seconds() -> float:
+    """The longest the default drain takes: waiting, then answering what it cancelled."""
+    shutdown = ShutdownSettings()
+    return shutdown.drain_timeout_seconds + shutdown.cancel_grace_seconds
+
+
+def _kubernetes_snippet() -> Any:
+    """The YAML block of the guide's recommended Kubernetes settings, parsed."""
+    text = OPERATIONS.read_text("utf-8")
+    after = text.split("Recommended Kubernetes settings", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", after, re.DOTALL)
+    assert block is not None
+    return yaml.safe_load(block[1])
+
+
+def test_kubernetes_snippet_puts_each_field_at_its_level() -> None:
+    """The snippet is a pod spec: pod fields at its top, the probes in its one container."""
+    pod = _kubernetes_snippet()
+    assert isinstance(pod, dict)
+    assert set(pod) - POD_SPEC_FIELDS == set()
+    assert {"terminationGracePeriodSeconds", "enableServiceLinks"} <= pod.keys()
+    [container] = pod["containers"]
+    assert set(container) - CONTAINER_FIELDS == set()
+    probes = {"startupProbe", "livenessProbe", "readinessProbe"}
+    assert probes <= container.keys()
+    assert {container[probe]["httpGet"]["port"] for probe in probes} == {8081}
+
+
+def test_kubernetes_grace_period_outlasts_the_drain() -> None:
+    """The pod's grace period is longer than the default drain and its cancel grace."""
+    assert _kubernetes_snippet()["terminationGracePeriodSeconds"] > _drain_seconds()
+
+
+@pytest.mark.parametrize(
+    "pattern", [r"docker run --stop-timeout (\d+)", r"stop_grace_period: (\d+)s"]
+)
+def test_docker_stop_timeouts_outlast_the_drain(pattern: str) -> None:
+    """The guide gives Docker and Compose a stop timeout longer than the default drain.
+
+    Docker's own default, 10 s, would SIGKILL the gateway in the middle of its drain.
+    """
+    seconds = [int(found) for found in re.findall(pattern, OPERATIONS.read_text("utf-8"))]
+    assert seconds
+    assert min(seconds) > _drain_seconds()
