@@ -1,9 +1,10 @@
 """The audit record of one issuance attempt, written before the answer leaves.
 
-A record says who (caller subject and client), when, through which endpoint, with which
-request id, what was (to be) issued (per part: key usage, kid, UVCI, proofIdentifier) and
-how it ended (outcome, HTTP status, problem type). It never holds a name, a birth date or
-a domestic attribute. `audit_trail` writes it (the audit logger, and the file if any).
+A record says which attempt (`auditId`, the gateway's own), who (caller subject and client),
+when, through which endpoint, with which request id (the caller's), what was (to be) issued
+(per part: key usage, kid, UVCI, proofIdentifier) and how it ended (outcome, HTTP status,
+problem type). It never holds a name, a birth date or a domestic attribute. `audit_trail`
+writes it (the audit logger, and the file if any).
 
 With `fail_closed` a successful issuance whose record failed, or was not written within
 `write_timeout_seconds`, is answered 503 and its credential is not released; its record then
@@ -45,6 +46,9 @@ class IssuanceAudit:
         """Start a record for `caller` calling `endpoint`."""
         self._trail = trail
         self._record: dict[str, Any] = {
+            # The gateway's own id of this attempt: the key of its records (a correction
+            # repeats it). The request id is the caller's, for correlation: it may repeat.
+            "auditId": trail.new_audit_id(),
             "requestId": request_id,
             "caller": caller.subject,
             "clientId": caller.client_id,

@@ -57,10 +57,29 @@ class StalledDisk:
             file.release.set()
 
 
-def records_by_request(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """The audit file's records, in file order, grouped by request id."""
+def records_by_attempt(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The audit file's records, in file order, grouped by attempt (`auditId`).
+
+    The last record of an attempt is what its caller was answered (a correction follows
+    the record it supersedes under the same `auditId`).
+    """
     grouped: dict[str, list[dict[str, Any]]] = {}
     for line in path.read_bytes().splitlines():
         record = orjson.loads(line)
-        grouped.setdefault(record["requestId"], []).append(record)
+        grouped.setdefault(record["auditId"], []).append(record)
+    return grouped
+
+
+def records_by_request(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The records of each attempt (`records_by_attempt`), by request id.
+
+    For tests that give every attempt a request id of its own: two attempts under one
+    request id, or a correction under an `auditId` other than its record's, fail here.
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for records in records_by_attempt(path).values():
+        request_id = records[0]["requestId"]
+        assert request_id not in grouped, f"two attempts with request id {request_id}"
+        assert all(record["requestId"] == request_id for record in records)
+        grouped[request_id] = records
     return grouped

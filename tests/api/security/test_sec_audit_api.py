@@ -56,6 +56,32 @@ async def test_success_record_names_caller_kid_uvci_and_proof(
     ]
 
 
+async def test_requests_sharing_a_request_id_keep_a_record_each(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """Two issuances under one X-Request-ID: each is its own attempt (`auditId`) on record.
+
+    The request id is the caller's: a retry, or another client, can send it again. Read by
+    the documented rule (the last record of an attempt says what its caller got), both
+    credentials stay on record; keyed by the request id, one of them disappeared.
+    """
+    headers = {**bearer(full_token), "X-Request-ID": "retry-42"}
+    answers = [
+        await secured.post("/v1/dcc", json=eu_vaccination(), headers=headers) for _ in range(2)
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    records = _records(audit_file)
+    assert [record["requestId"] for record in records] == ["retry-42", "retry-42"]
+    last_of_attempt = {record["auditId"]: record for record in records}
+    assert len(last_of_attempt) == 2
+    on_record = [
+        record["items"][0]["proofIdentifier"]
+        for record in last_of_attempt.values()
+        if record["outcome"] == "issued"
+    ]
+    assert sorted(on_record) == sorted(answer.json()["proofIdentifier"] for answer in answers)
+
+
 async def test_failures_are_recorded_with_their_problem_type(
     secured, mocked: MockedSigners, full_token, audit_file
 ):

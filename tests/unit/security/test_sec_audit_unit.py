@@ -145,6 +145,23 @@ async def test_an_attempt_records_each_way_it_can_end(tmp_path):
         assert (record["outcome"], record["status"]) == (outcome, status)
 
 
+async def test_each_attempt_has_an_audit_id_of_its_own(tmp_path: Path) -> None:
+    """Attempts sharing a request id, and attempts of two trails (restarts), never share one."""
+    ids = []
+    for n in range(2):
+        path = tmp_path / f"trail-{n}.jsonl"
+        trail = await _open_trail(path)
+        for _ in range(2):
+            audit = IssuanceAudit(
+                trail, request_id="same", caller=Caller(subject="app"), endpoint="/v1/dcc"
+            )
+            await _attempt(audit, None)
+        await trail.close()
+        ids += [orjson.loads(line)["auditId"] for line in path.read_bytes().splitlines()]
+    assert len(ids) == 4
+    assert len(set(ids)) == 4
+
+
 async def test_a_cancelled_attempt_is_recorded_as_answered(tmp_path):
     """Cancelled behind the drain middleware: a `cancelled` record with its 503, still cancelled."""
     (record,) = await _attempt_outcome(
@@ -219,7 +236,7 @@ async def test_a_write_past_its_timeout_is_counted_once_and_not_dropped(
         tmp_path / "f.jsonl", metrics=metrics, write_timeout=0.05, fail=late == "failed"
     )
     async with asyncio.timeout(5):
-        assert await trail.write({"requestId": "late"}) is False
+        assert await trail.write({"auditId": "a-1", "requestId": "late"}) is False
     assert metrics.audit_write_failures._value.get() == 1
     assert trail.snapshot()["pendingWrites"] == 1
     assert trail.snapshot()["timedOut"] == 1
@@ -227,7 +244,7 @@ async def test_a_write_past_its_timeout_is_counted_once_and_not_dropped(
     await trail.close()
     assert trail.snapshot()["pendingWrites"] == 0
     assert metrics.audit_write_failures._value.get() == 1
-    expected = {"late": [{"requestId": "late"}]} if late == "written" else {}
+    expected = {"late": [{"auditId": "a-1", "requestId": "late"}]} if late == "written" else {}
     assert records_by_request(tmp_path / "f.jsonl") == expected
 
 
