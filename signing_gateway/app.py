@@ -32,6 +32,7 @@ from signing_gateway.domain.valuesets import ValueSetName, value_set
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore
+from signing_gateway.observability.counter_series import start_event_counters
 from signing_gateway.observability.instrument import FASTAPI_TELEMETRY_OFF, instrument_app
 from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.observability.looplag import LoopLagMonitor
@@ -240,6 +241,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or settings_from_environment()
     metrics = GatewayMetrics()
+    start_event_counters(metrics)
     app = FastAPI(
         title="signing-gateway",
         version="0.1.0",

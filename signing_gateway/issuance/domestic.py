@@ -27,6 +27,9 @@ from signing_gateway.verification.domestic import verify_issue_signatures, verif
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.trust import DomesticTrustStore
 
+#: The domestic signer's endpoints issuance calls (the `endpoint` label of its retries).
+SIGNER_ENDPOINTS = ("issue_static", "prepare_issue", "issue")
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedStaticProof:

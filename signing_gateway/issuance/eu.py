@@ -17,6 +17,9 @@ from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import verify_eu_credential
 from signing_gateway.verification.trust import EuTrustStore, SigningStatus
 
+#: The EU signer's endpoints issuance calls (the `endpoint` label of its retries).
+SIGNER_ENDPOINTS = ("get_credential",)
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedEuRequest:

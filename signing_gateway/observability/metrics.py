@@ -2,7 +2,8 @@
 
 Every metric the gateway exposes is declared here, so `/metrics` has one place to read and
 dashboards one list to follow. Label values are bounded sets (route templates, signer names,
-outcome slugs): never a request id, a URL or anything a caller chose.
+outcome slugs): never a request id, a URL or anything a caller chose. The event counters
+start with every label set they can count, at 0 (`counter_series`).
 """
 
 from __future__ import annotations

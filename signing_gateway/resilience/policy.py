@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.signer_calls import attempt_var
@@ -58,6 +58,11 @@ logger = logging.getLogger("signing_gateway.resilience")
 
 #: An attempt needs at least this much of the deadline left to be worth starting.
 MIN_ATTEMPT_SECONDS = 0.05
+
+#: Why a signer call is retried (`retry_reason`).
+RetryReason = Literal["connect", "throttled", "timeout", "connection_lost"]
+#: The reasons as values: the `reason` labels of `gateway_signer_retries_total`.
+RETRY_REASONS: tuple[str, ...] = get_args(RetryReason)
 
 _THROTTLED_AND_ALIVE = 429
 
@@ -108,7 +113,7 @@ def breaker_verdict(exc: SignerError | None) -> Verdict:
     return Verdict.FAILURE
 
 
-def retry_reason(exc: SignerError, *, replay_safe: bool) -> str | None:
+def retry_reason(exc: SignerError, *, replay_safe: bool) -> RetryReason | None:
     """Why `exc` may be retried at all (a metric label), or None when it must not be.
 
     - never reached the signer (connection refused): always safe;
@@ -281,7 +286,7 @@ class SignerPolicy:
 
     def retry_delay(
         self, exc: SignerError, *, attempt: int, time_left: float | None, replay_safe: bool
-    ) -> tuple[str, float] | None:
+    ) -> tuple[RetryReason, float] | None:
         """(reason, delay) for retrying after `exc`, or None: not safe, no time, no budget."""
         if attempt + 1 >= self.settings.max_attempts:
             return None

@@ -45,7 +45,7 @@ import functools
 import logging
 import sys
 import termios
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 from uvicorn.config import Config
@@ -58,6 +58,12 @@ from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.settings import LimitsSettings
 
 logger = logging.getLogger("signing_gateway.security")
+
+#: Why a connection is closed before its request is handled: the 431, the 408, the 400 of
+#: bytes that are not HTTP/1.1, and a connection that sent nothing in time.
+ConnectionRefusal = Literal["header-too-large", "header-timeout", "malformed", "idle"]
+#: The reasons as values: the labels of `gateway_connections_refused_total`.
+CONNECTION_REFUSALS: tuple[str, ...] = get_args(ConnectionRefusal)
 
 #: After a refusal, how long the gateway reads on (discarding) before it closes. Closing a
 #: socket with unread input sends a reset, which can destroy the answer before the caller has
@@ -345,7 +351,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         )
 
     def _refuse_answering(
-        self, reason: str, *, status: int, slug: str, title: str, detail: str
+        self, reason: ConnectionRefusal, *, status: int, slug: str, title: str, detail: str
     ) -> None:
         """Refuse for `reason`, answering a `status` problem+json under a new request id."""
         request_id = accept_or_generate(None)
@@ -353,7 +359,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         answer = problem_answer(status, slug, title, detail, headers, request_id=request_id)
         self._refuse(reason, answer, request_id)
 
-    def _refuse(self, reason: str, answer: bytes | None, request_id: str | None = None) -> None:
+    def _refuse(
+        self, reason: ConnectionRefusal, answer: bytes | None, request_id: str | None = None
+    ) -> None:
         """Read nothing more; send `answer` (if any, and if nothing is being answered); close.
 
         `request_id`: the one `answer` gives the caller, for the refusal's log line.

@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.security.errors import AuthenticationFailed, PermissionDenied
+from signing_gateway.security.errors import AuthenticationFailed, PermissionDenied, TokenRefusal
 from signing_gateway.security.jwks import JwksError, KeySource
 from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
 
@@ -52,7 +52,7 @@ def _scopes(value: object) -> frozenset[str]:
     return frozenset()
 
 
-_REFUSALS: list[tuple[type[jwt.PyJWTError], str, str]] = [
+_REFUSALS: list[tuple[type[jwt.PyJWTError], TokenRefusal, str]] = [
     (jwt.ExpiredSignatureError, "expired", "the token has expired"),
     (jwt.ImmatureSignatureError, "not-yet-valid", "the token is not valid yet"),
     (jwt.InvalidAudienceError, "wrong-audience", "the token is not meant for this gateway"),

@@ -13,9 +13,29 @@ RFC 6750 `error` code in `WWW-Authenticate`, never the token or its claims.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from signing_gateway.errors import GatewayError
 
 REALM = "signing-gateway"
+
+#: Why a bearer token is refused (401): the `reason` of `AuthenticationFailed`.
+TokenRefusal = Literal[
+    "missing",
+    "malformed",
+    "algorithm",
+    "unknown-key",
+    "bad-signature",
+    "expired",
+    "not-yet-valid",
+    "wrong-audience",
+    "wrong-issuer",
+    "missing-claim",
+    "no-keys",
+    "invalid",
+]
+#: The reasons `gateway_auth_failures_total` counts: a token's, and a missing scope's (403).
+AUTH_FAILURE_REASONS: tuple[str, ...] = (*get_args(TokenRefusal), "insufficient-scope")
 
 
 class AuthenticationFailed(GatewayError):
@@ -25,10 +45,10 @@ class AuthenticationFailed(GatewayError):
     slug = "unauthenticated"
     title = "Authentication required"
 
-    def __init__(self, detail: str, *, reason: str) -> None:
+    def __init__(self, detail: str, *, reason: TokenRefusal) -> None:
         """Keep the bounded `reason` slug ("missing", "expired", ...)."""
         super().__init__(detail)
-        self.reason = reason
+        self.reason: TokenRefusal = reason
 
     def headers(self) -> dict[str, str]:
         """RFC 6750: no error code when no token was sent, else `invalid_token`."""

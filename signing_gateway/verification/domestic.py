@@ -23,7 +23,10 @@ from cryptography.exceptions import InvalidSignature
 
 from signing_gateway.verification.base45 import b45decode
 from signing_gateway.verification.cbor import decode_item
-from signing_gateway.verification.errors import CredentialVerificationError
+from signing_gateway.verification.errors import (
+    CredentialVerificationError,
+    DomesticVerificationFailure,
+)
 from signing_gateway.verification.hcert import proof_identifier_for
 
 if TYPE_CHECKING:
@@ -42,7 +45,7 @@ _ISSUE_CONTEXT = b"NL2-issue\x00"
 _QR_ARRAY_LENGTH = 3
 
 
-def _fail(reason: str, detail: str = "") -> CredentialVerificationError:
+def _fail(reason: DomesticVerificationFailure, detail: str = "") -> CredentialVerificationError:
     return CredentialVerificationError(reason, detail)
 
 

@@ -1,20 +1,64 @@
-"""The one error the verification layer raises."""
+"""The one error the verification layer raises, and the reasons it gives."""
 
 from __future__ import annotations
 
-__all__ = ["CredentialVerificationError"]
+from typing import Literal, get_args
+
+__all__ = [
+    "DOMESTIC_VERIFICATION_FAILURES",
+    "EU_VERIFICATION_FAILURES",
+    "CredentialVerificationError",
+    "DomesticVerificationFailure",
+    "EuVerificationFailure",
+    "VerificationFailure",
+]
+
+#: Why an EU credential (HC1) fails verification (verification/hcert.py, cbor.py).
+EuVerificationFailure = Literal[
+    "decode-failed",
+    "too-large",
+    "bad-signature",
+    "unsupported-alg",
+    "unknown-kid",
+    "alg-mismatch",
+    "key-usage-mismatch",
+    "certificate-not-valid",
+    "iss-mismatch",
+    "payload-mismatch",
+    "exp-mismatch",
+    "exp-beyond-certificate",
+    "iat-out-of-range",
+    "proof-identifier-mismatch",
+]
+#: Why a domestic credential (static QR, issued signatures) fails (verification/domestic.py).
+DomesticVerificationFailure = Literal[
+    "decode-failed",
+    "too-large",
+    "bad-signature",
+    "unknown-kid",
+    "payload-mismatch",
+    "proof-identifier-mismatch",
+    "count-mismatch",
+    "nonce-mismatch",
+]
+VerificationFailure = EuVerificationFailure | DomesticVerificationFailure
+
+#: The reasons as values: the `reason` labels of each signer's verification-failure counter.
+EU_VERIFICATION_FAILURES: tuple[str, ...] = get_args(EuVerificationFailure)
+DOMESTIC_VERIFICATION_FAILURES: tuple[str, ...] = get_args(DomesticVerificationFailure)
 
 
 class CredentialVerificationError(Exception):
     """Raised when a credential a signer returned must not be released.
 
     ``reason`` is a short, stable, machine-friendly slug (``"bad-signature"``,
-    ``"unknown-kid"``, ``"payload-mismatch"``, ...) fit for metrics labels and logs; ``detail``
-    adds a human hint and never carries personal data from the credential.
+    ``"unknown-kid"``, ``"payload-mismatch"``, ...) fit for metrics labels and logs: one of a
+    fixed set (`VerificationFailure`), so each can be counted from 0. ``detail`` adds a human
+    hint and never carries personal data from the credential.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: VerificationFailure, detail: str = "") -> None:
         """Keep the reason slug and an optional hint."""
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        self.reason: VerificationFailure = reason
         self.detail = detail

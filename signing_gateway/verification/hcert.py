@@ -40,7 +40,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from signing_gateway.verification.base45 import b45decode
 from signing_gateway.verification.cbor import decode_item
-from signing_gateway.verification.errors import CredentialVerificationError
+from signing_gateway.verification.errors import (
+    CredentialVerificationError,
+    EuVerificationFailure,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -105,7 +108,7 @@ class VerifiedEuCredential:
     uvci: str | None
 
 
-def _fail(reason: str, detail: str = "") -> CredentialVerificationError:
+def _fail(reason: EuVerificationFailure, detail: str = "") -> CredentialVerificationError:
     return CredentialVerificationError(reason, detail)
 
 

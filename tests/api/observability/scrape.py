@@ -24,6 +24,10 @@ class Scrape:
         wanted = set(labels.items())
         return sum(v for (n, ls), v in self.samples.items() if n == name and wanted <= ls)
 
+    def series(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
+        """Every sample of `name` present, by its labels (an absent one is not 0 here)."""
+        return {labels: v for (n, labels), v in self.samples.items() if n == name}
+
     def label_values(self, name: str, label: str) -> set[str]:
         """Every value `label` takes on samples of `name`."""
         return {dict(ls)[label] for (n, ls), _ in self.samples.items() if n == name}
