@@ -151,6 +151,15 @@ class SignerSettings(BaseModel):
             raise ValueError("signer url has a port that is not a number from 0 to 65535") from None
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("signer url must be an absolute http(s) URL")
+        # httpx turns user info into Basic credentials, and the aiohttp transport then refuses
+        # the request that carries them twice: start-up ended in a traceback. The signers take
+        # no such credentials; a password in a URL would only reach logs. Any "@" counts.
+        if "@" in parts.netloc:
+            raise ValueError(
+                "signer url must not hold a user name or password (the signers take no HTTP "
+                "authentication, and a URL reaches the logs): use client_cert and client_key "
+                "for mutual TLS"
+            )
         if self.plain_http_off_host() and not self.allow_plain_http:
             raise ValueError(
                 "plain http to a non-loopback signer needs allow_plain_http=true; use https"

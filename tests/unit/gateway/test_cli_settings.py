@@ -90,6 +90,44 @@ def test_serve_names_the_variable_and_never_echoes_its_value() -> None:
     assert "s3cret" not in done.stderr
 
 
+USER_INFO = (
+    "  SIGNING_GATEWAY_EU_SIGNER: signer url must not hold a user name or password (the "
+    "signers take no HTTP authentication, and a URL reaches the logs): use client_cert and "
+    "client_key for mutual TLS"
+)
+
+
+def test_serve_refuses_a_signer_url_with_user_info_in_one_line() -> None:
+    """User and password in a signer URL: one line naming the variable, exit 2, no password.
+
+    They passed the settings check, and the aiohttp transport then ended the start-up in a
+    traceback ("Cannot combine AUTHORIZATION header ...").
+    """
+    done = _serve(
+        AUTH__MODE="disabled", EU_SIGNER__URL="http://user:s3cret@127.0.0.1:9", **DEV_TRUST
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, USER_INFO]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:s3cret@eu-signer.internal",
+        "https://s3cret@eu-signer.internal:8443",
+        "http://:s3cret@127.0.0.1:9081",
+        "http://@127.0.0.1:9081",
+    ],
+)
+def test_a_signer_url_holds_no_user_info(url: str) -> None:
+    """Any user name or password part, even an empty one, is refused without echoing it."""
+    with pytest.raises(ValidationError) as refused:
+        SignerSettings(url=url)
+    [message] = [error["msg"] for error in refused.value.errors()]
+    assert "user name or password" in message
+    assert "s3cret" not in message
+
+
 def test_serve_refuses_a_domestic_validity_window_past_ten_years() -> None:
     """A validFrom window beyond ten years is a settings error at start-up, not a 500 later."""
     done = _serve(AUTH__MODE="disabled", DOMESTIC__MAX_VALID_FROM_FUTURE_HOURS="100000000")
