@@ -27,6 +27,7 @@ import uvicorn
 from signing_gateway.api import examples
 from signing_gateway.app import create_app
 from signing_gateway.observability.logging import configure_logging
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings, SignerSettings, TrustSettings
@@ -158,6 +159,10 @@ def run_demo(*, port: int, signer_latency_ms: float, smoke: bool, loop: str) -> 
             log_config=None,
             access_log=False,
             loop=loop,
+            # As `serve`: request heads bounded in size and time (431, 408 and 400 problem+json,
+            # from the settings' `limits`), and no X-Forwarded-* rewrite.
+            http=GatewayHttpProtocol,
+            proxy_headers=False,
         )
         server = uvicorn.Server(config)
         if smoke:
