@@ -19,12 +19,10 @@ from types import FrameType
 from typing import Any, Literal
 
 import uvicorn
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 from uvicorn.supervisors import Multiprocess
 
 from signing_gateway.app import create_served_app
-from signing_gateway.demo import LOOPBACK, run_demo
+from signing_gateway.demo import LOOPBACK, demo_setup, run_demo
 from signing_gateway.observability.instrument import (
     TracingUnavailableError,
     check_tracing_available,
@@ -38,25 +36,11 @@ from signing_gateway.settings import Settings
 from signing_gateway.settings_env import (
     is_service_link,
     problems_report,
-    unknown_variables,
-    unparsed_json,
+    read_settings,
 )
 from signing_gateway.trust_loading import trust_file_problems
 
 logger = logging.getLogger("signing_gateway.cli")
-
-
-def settings_problems(exc: ValidationError) -> list[str]:
-    """What is wrong with the settings, one line per problem, named as the variables to set.
-
-    Submitted values are left out: a secret set in the wrong variable must not reach a log.
-    """
-    lines = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = "__".join(str(part).upper() for part in error["loc"])
-        where = f"SIGNING_GATEWAY_{loc}" if loc else "settings"
-        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
-    return lines
 
 
 def _write_logs_then_end(signum: int, _frame: FrameType | None) -> None:
@@ -112,21 +96,22 @@ def _checked_settings(flag_variables: frozenset[str]) -> tuple[Settings | None, 
     that cannot be opened for appending. Each worker of `serve --workers N` builds and starts
     its own app, and uvicorn's supervisor restarts a worker that fails that way without end.
     """
-    problems = unknown_variables(os.environ, flag_variables)
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        return None, problems + settings_problems(exc)
-    except SettingsError as exc:
-        # A variable that takes JSON holds something else; the error names only its group.
-        return None, problems + (unparsed_json(os.environ) or [f"settings: {exc}"])
-    try:
-        check_tracing_available(settings.observability)
-    except TracingUnavailableError as exc:
-        problems.append(f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}")
+    settings, problems = read_settings(flag_variables)
+    if settings is None:
+        return None, problems
+    problems += _tracing_problems(settings)
     problems += trust_file_problems(settings.trust)
     problems += security_file_problems(settings.auth, settings.audit)
     return (None if problems else settings), problems
+
+
+def _tracing_problems(settings: Settings) -> list[str]:
+    """A line when `settings` switch tracing on where the `otel` extra is missing."""
+    try:
+        check_tracing_available(settings.observability)
+    except TracingUnavailableError as exc:
+        return [f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}"]
+    return []
 
 
 #: `--host` values under which the gateway listens on loopback too (all addresses, or loopback).
@@ -237,6 +222,29 @@ def _serve(
         probe_port=args.probe_port,
     ).run()
     return 0
+
+
+def _demo(
+    args: argparse.Namespace, option_problems: list[str], flag_variables: frozenset[str]
+) -> int:
+    """Run the demo, once the options from the environment and the settings check out.
+
+    The demo's gateway reads the settings' variables too, under its own (the signers, trust,
+    authentication, audit file): they are checked as for `serve`, before any fake signer starts.
+    """
+    with demo_setup(flag_variables) as (setup, settings_problems):
+        problems = option_problems + settings_problems
+        if setup is not None:
+            problems += _tracing_problems(setup.settings)
+        if setup is None or problems:
+            return _report_problems(problems)
+        return run_demo(
+            setup,
+            port=args.port,
+            signer_latency_ms=args.signer_latency_ms,
+            smoke=args.smoke,
+            loop=args.loop,
+        )
 
 
 def served_loop() -> str:
@@ -427,17 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":
-        # The demo's gateway reads the settings' variables too, under its own (the signers,
-        # trust, authentication, audit file): a misspelled one would go unread as for serve.
-        problems = option_problems + unknown_variables(os.environ, flag_variables(parser))
-        if problems:
-            return _report_problems(problems)
-        return run_demo(
-            port=args.port,
-            signer_latency_ms=args.signer_latency_ms,
-            smoke=args.smoke,
-            loop=args.loop,
-        )
+        return _demo(args, option_problems, flag_variables(parser))
     return _serve(args, option_problems, flag_variables(parser))
 
 

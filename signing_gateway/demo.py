@@ -2,7 +2,8 @@
 
 Starts the EU and the domestic fake signer as child processes, points a gateway at them with a
 local token issuer and prints ready-to-paste example requests; `--smoke` sends them itself and
-exits. `signing_gateway.cli` parses the command line and calls `run_demo`.
+exits. `signing_gateway.cli` parses the command line, reads the settings through `demo_setup`
+(reporting what is wrong with them before anything starts) and calls `run_demo`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,15 +33,18 @@ from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings, SignerSettings, TrustSettings
+from signing_gateway.settings_env import read_settings
 
 LOOPBACK = "127.0.0.1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_ports(count: int) -> list[int]:
+    """`count` different ports that were free on loopback a moment ago."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -55,13 +60,11 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 2
 
 
 @contextlib.contextmanager
-def _fake_signers(latency_ms: float, keys_dir: Path) -> Iterator[tuple[str, str]]:
-    """Start an EU and a domestic fake signer on free loopback ports; stop them on exit."""
+def _fake_signers(latency_ms: float, keys_dir: Path, ports: dict[str, int]) -> Iterator[None]:
+    """Start a fake signer for each role in `ports` (eu, domestic) on its port; stop them after."""
     processes: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
     try:
-        for role in ("eu", "domestic"):
-            port = _free_port()
+        for role, port in ports.items():
             command = [
                 sys.executable, "-m", "fake_signer", "--role", role, "--host", LOOPBACK,
                 "--port", str(port), "--latency-ms", str(latency_ms),
@@ -69,10 +72,8 @@ def _fake_signers(latency_ms: float, keys_dir: Path) -> Iterator[tuple[str, str]
             ]  # fmt: skip
             process = subprocess.Popen(command)  # noqa: S603 - our own module, fixed arguments
             processes.append(process)
-            url = f"http://{LOOPBACK}:{port}"
-            _wait_healthy(url, process)
-            urls.append(url)
-        yield urls[0], urls[1]
+            _wait_healthy(f"http://{LOOPBACK}:{port}", process)
+        yield
     finally:
         for process in processes:
             process.terminate()
@@ -126,34 +127,68 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_demo(*, port: int, signer_latency_ms: float, smoke: bool, loop: str) -> int:
-    """Run the demo on `port` (0: a free one) with the event loop `loop`; the exit status.
+@dataclass(frozen=True, slots=True)
+class DemoSetup:
+    """What the demo runs on: its directory, its gateway's settings and token, and more.
 
-    Serves until stopped (after SIGTERM the status is 128 + its number); with `smoke`, sends
-    the example requests instead and returns 0 when each was answered 200, else 1.
+    `signer_ports`: the fake signers' ports by role (eu, domestic), those the settings name.
+    """
+
+    directory: Path
+    settings: Settings
+    token: str
+    signer_ports: dict[str, int]
+
+
+@contextlib.contextmanager
+def demo_setup(also_read: Iterable[str]) -> Iterator[tuple[DemoSetup | None, list[str]]]:
+    """The demo's temporary directory, token and settings, and what is wrong with the settings.
+
+    The settings are the environment's under the demo's own (its signers, trust, caller
+    authentication, audit file): the problems are those `read_settings` finds, `also_read` the
+    variables that are not settings. The setup is None when the settings cannot be read.
+    Nothing is started: `run_demo` starts the fake signers on the ports the settings name.
     """
     # Until the server exists a SIGTERM ends the demo through SystemExit, which stops the fake
-    # signers on the way out. From then on it only asks the server to stop (below).
+    # signers and removes the directory on the way out. From then on it only asks the server
+    # to stop (`_stop_server_on_sigterm`).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with (
-        tempfile.TemporaryDirectory(prefix="signing-gateway-demo-") as tmp,
-        _fake_signers(signer_latency_ms, Path(tmp)) as (eu_url, domestic_url),
-    ):
+    with tempfile.TemporaryDirectory(prefix="signing-gateway-demo-") as tmp:
+        directory = Path(tmp)
+        token, auth = _demo_auth(directory)
+        eu_port, domestic_port = _free_ports(2)
+
+        def build() -> Settings:
+            return Settings(
+                auth=auth,
+                audit=AuditSettings(file=directory / "audit.jsonl"),
+                eu_signer=SignerSettings(url=f"http://{LOOPBACK}:{eu_port}"),
+                domestic_signer=SignerSettings(url=f"http://{LOOPBACK}:{domestic_port}"),
+                trust=TrustSettings(fetch_from_signers=True),
+                log_format="console",
+                readiness_probe_interval_seconds=1.0,
+            )
+
+        settings, problems = read_settings(also_read, build)
+        ports = {"eu": eu_port, "domestic": domestic_port}
+        yield None if settings is None else DemoSetup(directory, settings, token, ports), problems
+
+
+def run_demo(
+    setup: DemoSetup, *, port: int, signer_latency_ms: float, smoke: bool, loop: str
+) -> int:
+    """Run the demo on `port` (0: a free one) with the event loop `loop`; the exit status.
+
+    Starts the fake signers `setup` names, then the gateway. Serves until stopped (after
+    SIGTERM the status is 128 + its number); with `smoke`, sends the example requests instead
+    and returns 0 when each was answered 200, else 1.
+    """
+    with _fake_signers(signer_latency_ms, setup.directory, setup.signer_ports):
         configure_logging(level="INFO", fmt="console")
-        token, auth = _demo_auth(Path(tmp))
-        settings = Settings(
-            auth=auth,
-            audit=AuditSettings(file=Path(tmp) / "audit.jsonl"),
-            eu_signer=SignerSettings(url=eu_url),
-            domestic_signer=SignerSettings(url=domestic_url),
-            trust=TrustSettings(fetch_from_signers=True),
-            log_format="console",
-            readiness_probe_interval_seconds=1.0,
-        )
-        port = port or _free_port()
+        port = port or _free_ports(1)[0]
         base = f"http://{LOOPBACK}:{port}"
         config = uvicorn.Config(
-            create_app(settings),
+            create_app(setup.settings),
             host=LOOPBACK,
             port=port,
             log_config=None,
@@ -166,9 +201,9 @@ def run_demo(*, port: int, signer_latency_ms: float, smoke: bool, loop: str) -> 
         )
         server = uvicorn.Server(config)
         if smoke:
-            return _run_smoke(server, base, token)
+            return _run_smoke(server, base, setup.token)
         stopped_by = _stop_server_on_sigterm(server)
-        _announce_once_started(server, base, token)
+        _announce_once_started(server, base, setup.token)
         server.run()
         return 128 + stopped_by[0] if stopped_by else 0
 

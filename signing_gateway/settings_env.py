@@ -6,8 +6,8 @@ see it, and the setting it meant keeps its default. A variable that takes JSON (
 group given whole) and does not parse stops the reading with an error that names its group,
 not the variable. `serve` reports both as it reports the settings' own problems: a line per
 variable, named, never its value (a secret set in the wrong variable must not reach a log).
-`demo` and the app factory (`settings_from_environment`, under `uvicorn --factory`) refuse an
-unknown variable too.
+`demo` and the app factory (`read_settings`, under `uvicorn --factory`) report an unknown
+variable, and a value a setting cannot take, the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from signing_gateway.settings import Settings
 from signing_gateway.settings_doc import setting_variables
@@ -140,3 +143,36 @@ def settings_from_environment() -> Settings:
     if problems:
         raise UnknownVariablesError(problems)
     return Settings()
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """What is wrong with the settings, one line per problem, named as the variables to set.
+
+    Submitted values are left out: a secret set in the wrong variable must not reach a log.
+    """
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = "__".join(str(part).upper() for part in error["loc"])
+        where = f"{PREFIX}{loc}" if loc else "settings"
+        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return lines
+
+
+def read_settings(
+    also_read: Iterable[str], build: Callable[[], Settings] = Settings
+) -> tuple[Settings | None, list[str]]:
+    """The settings `build` reads from the environment (None if it cannot), and what is wrong.
+
+    The problems, one line each: every `SIGNING_GATEWAY_*` variable no setting (nor
+    `also_read`) has, which leaves the settings readable; then every value a setting cannot
+    take, or a variable that takes JSON holding something else, which leaves them None.
+    """
+    problems = unknown_variables(os.environ, also_read)
+    try:
+        settings = build()
+    except ValidationError as exc:
+        return None, problems + settings_problems(exc)
+    except SettingsError as exc:
+        # A variable that takes JSON holds something else; the error names only its group.
+        return None, problems + (unparsed_json(os.environ) or [f"settings: {exc}"])
+    return settings, problems

@@ -577,6 +577,72 @@ def test_the_uvicorn_factory_refuses_an_unknown_variable() -> None:
     assert done.stderr.splitlines() == [HEADER, TYPO_LINE]
 
 
+#: A setting given a value it cannot take, and how every entry point reports it.
+INVALID = {"LIMITS__MAX_BODY_BYTES": "abc"}
+INVALID_LINE = (
+    "  SIGNING_GATEWAY_LIMITS__MAX_BODY_BYTES: "
+    "Input should be a valid integer, unable to parse string as an integer"
+)
+#: A variable that takes JSON given something else, and its line.
+NOT_JSON = {"AUTH__ALGORITHMS": "ES256"}
+NOT_JSON_LINE = '  SIGNING_GATEWAY_AUTH__ALGORITHMS: must be JSON, e.g. ["ES256", "ES384"]'
+
+
+@pytest.mark.parametrize(
+    ("settings", "lines"),
+    [
+        (INVALID, [INVALID_LINE]),
+        (
+            {"LOOP": "uvlop", **TYPO, **INVALID},
+            [
+                "  SIGNING_GATEWAY_LOOP: must be one of asyncio, uvloop, auto",
+                TYPO_LINE,
+                INVALID_LINE,
+            ],
+        ),
+    ],
+)
+def test_demo_refuses_an_invalid_value_before_starting_anything(
+    settings: dict[str, str], lines: list[str]
+) -> None:
+    """A setting the demo's gateway cannot take is a line and exit 2, with the demo's others.
+
+    A bad flag variable, an unknown variable and the invalid value come in one report, and
+    nothing else is written: no fake signer started (each would log its start-up). Before, the
+    demo started its fake signers, then ended with pydantic's traceback.
+    """
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, **settings)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, *lines]
+    assert done.stdout == ""
+
+
+def test_demo_names_a_variable_that_must_be_json() -> None:
+    """A JSON variable holding something else is named as `serve` names it; nothing starts."""
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, **NOT_JSON)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, NOT_JSON_LINE]
+
+
+def test_demo_with_tracing_but_without_the_otel_extra_exits_2() -> None:
+    """As for `serve`: one line and exit 2, before any fake signer starts.
+
+    Before, the demo started its fake signers, then ended with the app's traceback.
+    """
+    without_sdk = (
+        "import sys; sys.modules['opentelemetry.sdk'] = None; "
+        "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    )
+    done = _run(without_sdk, OBSERVABILITY__TRACING_ENABLED="true")
+    assert done.returncode == 2
+    header, problem = done.stderr.splitlines()
+    assert header == HEADER
+    assert problem.startswith("  SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: tracing needs")
+    assert done.stdout == ""
+
+
 def test_an_app_built_from_the_environment_refuses_an_unknown_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
