@@ -50,8 +50,9 @@ from signing_gateway.security.limits import RequestLimitsMiddleware
 from signing_gateway.security.setup import open_token_verifier
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_env import (
-    UnknownVariablesError,
+    FLAG_VARIABLES,
     problems_report,
+    read_settings,
     settings_from_environment,
 )
 from signing_gateway.signers.domestic import DomesticSignerClient
@@ -296,18 +297,18 @@ def create_served_app(settings: Settings | None = None) -> FastAPI:
 
     `settings`: those already read and checked (`serve` reads them before any worker starts);
     by default, read from the environment, as each worker of `serve --workers N` does. There,
-    a `SIGNING_GATEWAY_*` variable that is no setting ends the process as `serve` does.
+    a `SIGNING_GATEWAY_*` variable that is no setting, a value a setting cannot take, or a
+    variable that takes JSON holding something else ends the process as `serve` does.
 
     Raises:
-        SystemExit: (status 2) such a variable, once the report is on stderr. `uvicorn
+        SystemExit: (status 2) such a problem, once the report is on stderr. `uvicorn
             --factory` lets whatever its factory raises end the process; any exception but
             this one would be printed with its whole traceback.
     """
     if settings is None:
-        try:
-            settings = settings_from_environment()
-        except UnknownVariablesError as exc:
-            print(problems_report(exc.problems), file=sys.stderr)  # noqa: T201
-            raise SystemExit(2) from None
+        settings, problems = read_settings(FLAG_VARIABLES)
+        if settings is None or problems:
+            print(problems_report(problems), file=sys.stderr)  # noqa: T201
+            raise SystemExit(2)
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return create_app(settings)

@@ -643,6 +643,36 @@ def test_demo_with_tracing_but_without_the_otel_extra_exits_2() -> None:
     assert done.stdout == ""
 
 
+def _uvicorn_factory_code() -> str:
+    """`uvicorn --factory ...:create_served_app` on a free loopback port, as a Python statement."""
+    argv = [
+        "uvicorn", "--factory", "signing_gateway.app:create_served_app",
+        "--host", "127.0.0.1", "--port", str(free_port()),
+    ]  # fmt: skip
+    return f"import sys; from uvicorn.main import main; sys.argv = {argv!r}; main()"
+
+
+@pytest.mark.parametrize(
+    ("settings", "lines"),
+    [
+        (INVALID, [INVALID_LINE]),
+        (NOT_JSON, [NOT_JSON_LINE]),
+        ({**TYPO, **INVALID}, [TYPO_LINE, INVALID_LINE]),
+    ],
+)
+def test_the_uvicorn_factory_reports_an_invalid_value_as_serve_does(
+    settings: dict[str, str], lines: list[str]
+) -> None:
+    """An invalid value under `uvicorn --factory`: the report's lines and exit 2, no traceback.
+
+    Before, uvicorn printed pydantic's (or pydantic-settings') traceback and exited 1.
+    """
+    done = _run(_uvicorn_factory_code(), AUTH__MODE="disabled", **DEV_TRUST, **settings)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, *lines]
+
+
 def test_an_app_built_from_the_environment_refuses_an_unknown_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
