@@ -1,6 +1,9 @@
 """The application factory: `create_app(settings)` builds everything; nothing runs at import.
 
-Run with `uvicorn --factory signing_gateway.app:create_app` or `signing-gateway serve`.
+Run with `signing-gateway serve`, or under a uvicorn command line of your own with
+`uvicorn --factory signing_gateway.app:create_served_app --http
+signing_gateway.runtime.http_protocol:GatewayHttpProtocol` (docs/operations.md): the served
+factory configures logging and reports invalid settings in a few lines, exit status 2.
 """
 
 from __future__ import annotations
