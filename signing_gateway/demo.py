@@ -30,9 +30,9 @@ from signing_gateway.api import examples
 from signing_gateway.app import create_app
 from signing_gateway.observability.logging import configure_logging
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
-from signing_gateway.security.settings import ALL_SCOPES, AuditSettings, AuthSettings
+from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
-from signing_gateway.settings import Settings, SignerSettings, TrustSettings
+from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
 
 LOOPBACK = "127.0.0.1"
@@ -159,15 +159,17 @@ def demo_setup(also_read: Iterable[str]) -> Iterator[tuple[DemoSetup | None, lis
         eu_port, domestic_port = _free_ports(2)
 
         def build() -> Settings:
-            return Settings(
-                auth=auth,
-                audit=AuditSettings(file=directory / "audit.jsonl"),
-                eu_signer=SignerSettings(url=f"http://{LOOPBACK}:{eu_port}"),
-                domestic_signer=SignerSettings(url=f"http://{LOOPBACK}:{domestic_port}"),
-                trust=TrustSettings(fetch_from_signers=True),
-                log_format="console",
-                readiness_probe_interval_seconds=1.0,
-            )
+            # Each group as only the values the demo sets: pydantic-settings merges the
+            # environment's values for the group's other settings into a dict (checking them),
+            # where a model instance would replace the whole group and drop them unread.
+            groups: dict[str, Any] = {
+                "auth": auth.model_dump(exclude_unset=True),
+                "audit": {"file": directory / "audit.jsonl"},
+                "eu_signer": {"url": f"http://{LOOPBACK}:{eu_port}"},
+                "domestic_signer": {"url": f"http://{LOOPBACK}:{domestic_port}"},
+                "trust": {"fetch_from_signers": True},
+            }
+            return Settings(**groups, log_format="console", readiness_probe_interval_seconds=1.0)
 
         settings, problems = read_settings(also_read, build)
         ports = {"eu": eu_port, "domestic": domestic_port}

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from signing_gateway.app import create_app
 from signing_gateway.cli import _parser, flag_variables
+from signing_gateway.demo import demo_setup
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_doc import setting_variables
@@ -616,6 +617,54 @@ def test_demo_refuses_an_invalid_value_before_starting_anything(
     assert done.returncode == 2
     assert done.stderr.splitlines() == [HEADER, *lines]
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        (
+            {"AUDIT__FAIL_CLOSED": "maybe"},
+            "  SIGNING_GATEWAY_AUDIT__FAIL_CLOSED: "
+            "Input should be a valid boolean, unable to interpret input",
+        ),
+        (
+            {"EU_SIGNER__RESILIENCE__MAX_ATTEMPTS": "abc"},
+            "  SIGNING_GATEWAY_EU_SIGNER__RESILIENCE__MAX_ATTEMPTS: "
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
+    ],
+)
+def test_demo_checks_the_settings_of_the_groups_it_sets(
+    settings: dict[str, str], line: str
+) -> None:
+    """A bad value in a group the demo sets part of (audit, a signer) is reported too.
+
+    Before, the demo gave those groups whole, so their other variables were never read: a
+    value they could not take passed without a word.
+    """
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, **settings)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, line]
+
+
+def test_demo_reads_the_other_settings_of_the_groups_it_sets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The demo keeps its own audit file and signer URL, and reads the groups' other values."""
+    for name in [k for k in os.environ if k.startswith("SIGNING_GATEWAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SIGNING_GATEWAY_AUDIT__FAIL_CLOSED", "false")
+    monkeypatch.setenv("SIGNING_GATEWAY_EU_SIGNER__RESILIENCE__MAX_ATTEMPTS", "1")
+    with demo_setup(FLAG_VARIABLES) as (setup, problems):
+        assert problems == []
+        assert setup is not None
+        settings = setup.settings
+        assert settings.audit.fail_closed is False
+        assert settings.audit.file == setup.directory / "audit.jsonl"
+        assert settings.eu_signer.resilience.max_attempts == 1
+        assert settings.eu_signer.url == f"http://127.0.0.1:{setup.signer_ports['eu']}"
+        assert settings.auth.mode == "jwt"
 
 
 def test_demo_names_a_variable_that_must_be_json() -> None:
