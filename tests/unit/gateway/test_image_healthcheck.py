@@ -71,12 +71,12 @@ def healthy() -> Iterator[_HealthServer]:
 
 
 @pytest.fixture
-def on_8081() -> Iterator[_HealthServer]:
-    """A /healthz answering 200 on 8081, the image's probe port; skipped if 8081 is taken."""
+def on_8080() -> Iterator[_HealthServer]:
+    """A /healthz answering 200 on 8080, `serve`'s default port; skipped if 8080 is taken."""
     try:
-        server = _HealthServer(8081, 200)
+        server = _HealthServer(8080, 200)
     except OSError as exc:
-        pytest.skip(f"port 8081 is in use here: {exc}")
+        pytest.skip(f"port 8080 is in use here: {exc}")
     with _serving(server):
         yield server
 
@@ -121,17 +121,43 @@ def test_healthcheck_fails_when_healthz_is_not_200() -> None:
         assert server.paths == ["/healthz"]
 
 
-@pytest.mark.parametrize(
+#: What `serve` reads as "no probe port" (or, for SIGNING_GATEWAY_PORT, "the default").
+NOT_A_PORT = pytest.mark.parametrize(
     "value", [None, "", "tcp://10.96.0.6:8081"], ids=["unset", "empty", "link"]
 )
-def test_healthcheck_asks_8081_without_a_usable_probe_port(
-    on_8081: _HealthServer, value: str | None
+
+
+@NOT_A_PORT
+def test_healthcheck_asks_the_api_port_without_a_probe_port(
+    healthy: _HealthServer, value: str | None
 ) -> None:
-    """Unset, empty or a Kubernetes service link (not a port): the command asks port 8081."""
-    environ = {} if value is None else {"SIGNING_GATEWAY_PROBE_PORT": value}
+    """No probe port (unset, empty or a service link): /healthz on SIGNING_GATEWAY_PORT.
+
+    `serve` then answers /healthz on its API port only. Before, the command asked port 8081,
+    where nothing listens, and the container was unhealthy for ever.
+    """
+    environ = {"SIGNING_GATEWAY_PORT": str(healthy.server_address[1])}
+    if value is not None:
+        environ["SIGNING_GATEWAY_PROBE_PORT"] = value
     done = _run_healthcheck(**environ)
     assert done.returncode == 0, done.stderr
-    assert on_8081.paths == ["/healthz"]
+    assert healthy.paths == ["/healthz"]
+
+
+@NOT_A_PORT
+def test_healthcheck_asks_8080_without_any_port(on_8080: _HealthServer, value: str | None) -> None:
+    """Neither variable a port: the command asks 8080, the API port `serve` takes then."""
+    environ = {} if value is None else {"SIGNING_GATEWAY_PORT": value}
+    done = _run_healthcheck(**environ)
+    assert done.returncode == 0, done.stderr
+    assert on_8080.paths == ["/healthz"]
+
+
+def test_healthcheck_reads_a_port_with_spaces_as_serve_does(healthy: _HealthServer) -> None:
+    """`serve` takes " 9091 " as port 9091; so does the command."""
+    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=f" {healthy.server_address[1]} ")
+    assert done.returncode == 0, done.stderr
+    assert healthy.paths == ["/healthz"]
 
 
 def test_healthcheck_without_a_listener_fails() -> None:

@@ -184,7 +184,7 @@ def test_uvicorns_colour_copy_of_a_message_is_not_written(monkeypatch, restore_l
 def test_uvicorn_logs_only_the_errors_the_gateway_has_not_logged(monkeypatch, restore_logging):
     """The "Exception in ASGI application" of uvicorn is dropped for an error the gateway answered.
 
-    An error the gateway did not log (one raised after its answer had started) keeps it.
+    An error the gateway did not log (one raised where its handler never saw it) keeps it.
     """
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
