@@ -624,13 +624,17 @@ def test_demo_refuses_an_invalid_value_before_starting_anything(
     [
         (
             {"AUDIT__FAIL_CLOSED": "maybe"},
-            "  SIGNING_GATEWAY_AUDIT__FAIL_CLOSED: "
-            "Input should be a valid boolean, unable to interpret input",
+            (
+                "  SIGNING_GATEWAY_AUDIT__FAIL_CLOSED: "
+                "Input should be a valid boolean, unable to interpret input"
+            ),
         ),
         (
             {"EU_SIGNER__RESILIENCE__MAX_ATTEMPTS": "abc"},
-            "  SIGNING_GATEWAY_EU_SIGNER__RESILIENCE__MAX_ATTEMPTS: "
-            "Input should be a valid integer, unable to parse string as an integer",
+            (
+                "  SIGNING_GATEWAY_EU_SIGNER__RESILIENCE__MAX_ATTEMPTS: "
+                "Input should be a valid integer, unable to parse string as an integer"
+            ),
         ),
     ],
 )
