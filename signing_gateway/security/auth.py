@@ -4,11 +4,19 @@
 dependencies (`authenticated_caller`, `require_scopes(...)`) read the verifier from the
 lifespan state; with `auth.mode = "disabled"` they hand out an anonymous caller holding every
 scope. Tokens and claims are never logged; refusals are counted by reason.
+
+Callers reuse one token for many requests, so the verifier remembers the tokens it accepted
+(`auth.token_cache_size`, least recently used dropped first): a token seen before skips the
+signature check, but its time claims are checked again on every use, exactly as PyJWT checks
+them, and it is accepted only while the key source still hands out the key set it was verified
+with. Refusals are never remembered.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -19,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.errors import AuthenticationFailed, PermissionDenied, TokenRefusal
-from signing_gateway.security.jwks import JwksError, KeySource
+from signing_gateway.security.jwks import JwksError, JwksKeys, KeySource
 from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
 
 logger = logging.getLogger("signing_gateway.security")
@@ -66,33 +74,122 @@ _REFUSALS: list[tuple[type[jwt.PyJWTError], TokenRefusal, str]] = [
 ]
 
 
-class TokenVerifier:
-    """Checks bearer tokens: size, header, algorithm, key, signature, then the claims."""
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed every check: its caller, and what must be checked again on each use.
 
-    def __init__(self, settings: AuthSettings, keys: KeySource) -> None:
-        """Verify against `keys` with the algorithms, audience and issuer of `settings`."""
+    `not_before` and `expires` are the token's iat/nbf and exp as PyJWT compares them (`int()`
+    of the claim). `keys` is the key set the signature was checked with: the token is accepted
+    from the cache only while the key source returns that very object.
+    """
+
+    caller: Caller
+    algorithm: str
+    kid: str | None
+    keys: JwksKeys
+    not_before: int | None
+    expires: int
+
+
+def _verified(
+    caller: Caller,
+    algorithm: str,
+    kid: str | None,
+    keys: JwksKeys,
+    claims: dict[str, Any],
+) -> _Verified:
+    # PyJWT accepted these claims, so int() of each present one succeeds (see _check_times).
+    starts = [int(claims[name]) for name in ("iat", "nbf") if name in claims]
+    return _Verified(caller, algorithm, kid, keys, max(starts, default=None), int(claims["exp"]))
+
+
+class TokenVerifier:
+    """Checks bearer tokens: size, header, algorithm, key, signature, then the claims.
+
+    Accepted tokens are remembered (see the module docstring): a token used again has only its
+    time claims and key set checked.
+    """
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        keys: KeySource,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Verify against `keys` with the algorithms, audience and issuer of `settings`.
+
+        `clock` (wall-clock seconds) times the checks of remembered tokens; PyJWT reads the
+        system clock for tokens it checks itself.
+        """
         self._settings = settings
         self._keys = keys
         self._algorithms = frozenset(settings.algorithms)
+        self._clock = clock
+        self._cache_size = settings.token_cache_size
+        self._cache: OrderedDict[str, _Verified] = OrderedDict()
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many verified tokens are remembered."""
+        return len(self._cache)
 
     async def verify(self, token: str) -> Caller:
         """The caller `token` identifies; AuthenticationFailed with a reason otherwise."""
         if len(token) > self._settings.max_token_bytes:
             raise AuthenticationFailed("the token is too long", reason="malformed")
-        algorithm, key = await self._key(token)
+        known = self._cache.get(token)
+        if known is None:
+            algorithm, kid = self._header(token)
+            keys = await self._key_set(kid)
+        else:
+            self._check_times(token, known)
+            algorithm, kid = known.algorithm, known.kid
+            keys = await self._key_set(kid)
+            if keys is known.keys:
+                if token in self._cache:  # another request may have dropped it meanwhile
+                    self._cache.move_to_end(token)
+                return known.caller
+            self._cache.pop(token, None)  # the keys changed: check the token against the new
+        key = keys.key_for(kid, algorithm)
+        if key is None:
+            raise AuthenticationFailed("the token's signing key is unknown", reason="unknown-key")
         claims = self._claims(token, algorithm, key)
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise AuthenticationFailed("the token lacks a required claim", reason="missing-claim")
         client = claims.get("client_id", claims.get("azp"))
-        return Caller(
+        caller = Caller(
             subject=subject,
             client_id=client if isinstance(client, str) else None,
             scopes=_scopes(claims.get(self._settings.scope_claim)),
         )
+        if self._cache_size:
+            self._remember(token, _verified(caller, algorithm, kid, keys, claims))
+        return caller
 
-    async def _key(self, token: str) -> tuple[str, jwt.PyJWK]:
-        """The accepted algorithm named in the header and the key it needs."""
+    def _remember(self, token: str, verified: _Verified) -> None:
+        self._cache[token] = verified
+        self._cache.move_to_end(token)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _check_times(self, token: str, known: _Verified) -> None:
+        """Refuse a remembered token outside its validity now, as PyJWT would (and forget it).
+
+        PyJWT refuses `iat` or `nbf` > now + leeway as not yet valid, then `exp` <= now - leeway
+        as expired, each claim taken as `int(claim)`.
+        """
+        now, leeway = self._clock(), self._settings.leeway_seconds
+        if known.not_before is not None and known.not_before > now + leeway:
+            self._cache.pop(token, None)
+            raise AuthenticationFailed("the token is not valid yet", reason="not-yet-valid")
+        if known.expires <= now - leeway:
+            self._cache.pop(token, None)
+            raise AuthenticationFailed("the token has expired", reason="expired")
+
+    def _header(self, token: str) -> tuple[str, str | None]:
+        """The accepted algorithm and the kid named in the token's header."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -102,13 +199,14 @@ class TokenVerifier:
             raise AuthenticationFailed("the token algorithm is not accepted", reason="algorithm")
         if kid is not None and not isinstance(kid, str):
             raise AuthenticationFailed("the token is malformed", reason="malformed")
+        return algorithm, kid
+
+    async def _key_set(self, kid: str | None) -> JwksKeys:
+        """The key set to look `kid` up in, from the key source."""
         try:
-            key = (await self._keys.keys_for(kid)).key_for(kid, algorithm)
+            return await self._keys.keys_for(kid)
         except JwksError as exc:
             raise AuthenticationFailed("no token keys are loaded", reason="no-keys") from exc
-        if key is None:
-            raise AuthenticationFailed("the token's signing key is unknown", reason="unknown-key")
-        return algorithm, key
 
     def _claims(self, token: str, algorithm: str, key: jwt.PyJWK) -> dict[str, Any]:
         """Verify the signature and the registered claims; return every claim."""

@@ -58,6 +58,12 @@ class AuthSettings(BaseModel):
         "scope", description="Claim holding permissions: space-separated string or list"
     )
     max_token_bytes: PositiveInt = Field(8192, description="Longer bearer tokens are refused")
+    token_cache_size: NonNegativeInt = Field(
+        1024,
+        description="Verified tokens remembered (least recently used dropped first): a token "
+        "seen again skips its signature check, never its exp/nbf/iat or key-set check; "
+        "0 checks every token in full",
+    )
     jwks_refresh_interval_seconds: PositiveFloat = Field(
         300.0, description="How often a JWKS URL is fetched again in the background"
     )
