@@ -1,7 +1,11 @@
--- wrk script: POST the JSON body in $BENCH_BODY_FILE to the target path, and print one
--- machine-readable summary line (BENCH_JSON {...}) that bench/wrk.py parses.
+-- wrk script: POST the JSON body in $BENCH_BODY_FILE to the target path with the bearer token
+-- in $BENCH_TOKEN, and print one machine-readable summary line (BENCH_JSON {...}) that
+-- bench/wrk.py parses. wrk counts every answer of 400 or more (a 401 too) as a status error.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local token = os.getenv("BENCH_TOKEN")
+assert(token and token ~= "", "BENCH_TOKEN: the bearer token for /v1 is missing")
+wrk.headers["Authorization"] = "Bearer " .. token
 local file = assert(io.open(os.getenv("BENCH_BODY_FILE"), "r"))
 wrk.body = file:read("*a")
 file:close()

@@ -30,9 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import auth as bench_auth
 from bench import procs
 from bench.run import keep_markdown
-from bench.wrk import wrk_command
+from bench.wrk import Load, wrk_command
 from signing_gateway.api import examples
 
 KINDS = ("gateway", "passthrough-proxy")
@@ -49,11 +50,15 @@ def _site(filename: str) -> str:
     return filename.removeprefix(root)
 
 
-def _app(kind: str, signer_url: str, in_flight: int) -> Any:
+def _app(kind: str, signer_url: str, in_flight: int, auth: bench_auth.BenchAuth) -> Any:
     if kind == "gateway":
         os.environ.update(
             procs.gateway_env(
-                signer_url, transport="aiohttp", max_in_flight=in_flight + 100, deadline_s=300
+                signer_url,
+                auth=auth,
+                transport="aiohttp",
+                max_in_flight=in_flight + 100,
+                deadline_s=300,
             )
         )
         os.environ["SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_TIMEOUT_SECONDS"] = "300"
@@ -71,10 +76,10 @@ def _signer_in_flight(signer_url: str) -> int:
         return int(json.load(answer)["inFlight"])
 
 
-async def _held(kind: str, signer_url: str, in_flight: int, body: Path) -> dict[str, Any]:
+async def _held(kind: str, signer_url: str, in_flight: int, load: Load) -> dict[str, Any]:
     import uvicorn  # noqa: PLC0415 - the child's import, not the parent's
 
-    app = _app(kind, signer_url, in_flight)
+    app = _app(kind, signer_url, in_flight, load.auth)
     port = procs.free_port()
     # The protocol `serve` runs the gateway with (the proxy keeps uvicorn's own).
     http: Any = "auto"
@@ -98,7 +103,7 @@ async def _held(kind: str, signer_url: str, in_flight: int, body: Path) -> dict[
         timeout_s=300,
     )  # fmt: skip
     wrk = subprocess.Popen(  # noqa: ASYNC220 - started once, before the load; nothing waits
-        command, env={**os.environ, "BENCH_BODY_FILE": str(body)}, stdout=subprocess.DEVNULL
+        command, env={**os.environ, **load.env()}, stdout=subprocess.DEVNULL
     )
     try:
         give_up = time.monotonic() + 180
@@ -143,7 +148,8 @@ def _child(kind: str, in_flight: int, out: Path) -> None:
         with procs.fake_signer(
             logs, latency_ms=SIGNER_LATENCY_MS, keys_dir=work / "keys"
         ) as signer:
-            result = asyncio.run(_held(kind, signer.url, in_flight, body))
+            load = Load(body, bench_auth.make(work))
+            result = asyncio.run(_held(kind, signer.url, in_flight, load))
     out.write_text(json.dumps(result))
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench import auth as bench_auth
 from bench import procs, scenarios
 from bench.run import keep_markdown
-from bench.wrk import run_wrk
+from bench.wrk import Load, run_wrk
 from signing_gateway.api import examples
 
 PROBE_EVERY_S = 0.02
@@ -64,8 +65,10 @@ def _cells(polls: dict[str, Any]) -> str:
     )
 
 
-def _round(signer_url: str, logs: Path, body: Path, connections: int, seconds: float) -> str:
-    with procs.gateway(logs, signer_url, max_in_flight=connections + 100) as gateway:
+def _round(signer_url: str, logs: Path, load: Load, connections: int, seconds: float) -> str:
+    with procs.gateway(
+        logs, signer_url, auth=load.auth, max_in_flight=connections + 100
+    ) as gateway:
         assert gateway.probe_url is not None  # procs.gateway serves with a probe port
         ports = {"main": gateway.url, "probe": gateway.probe_url}
         probes: dict[str, dict[str, Any]] = {
@@ -80,7 +83,7 @@ def _round(signer_url: str, logs: Path, body: Path, connections: int, seconds: f
             thread.start()
         time.sleep(0.5)  # both probers going before the burst
         result = run_wrk(
-            gateway.url + "/v1/dcc", body, connections=connections, seconds=seconds,
+            gateway.url + "/v1/dcc", load, connections=connections, seconds=seconds,
             timeout_s=20,
         )  # fmt: skip
         stop.set()
@@ -111,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir()
         body = work / "dcc.json"
         body.write_text(json.dumps(examples.EU_VACCINATION))
+        load = Load(body, bench_auth.make(work))
         with procs.fake_signer(logs, latency_ms=1000, keys_dir=work / "keys") as signer:
             for connections in args.connections:
                 for n in range(args.rounds):
                     print(f"{connections:,} connections, round {n + 1}", flush=True)
-                    rows.append(_round(signer.url, logs, body, connections, args.seconds))
+                    rows.append(_round(signer.url, logs, load, connections, args.seconds))
     keep_markdown("probe-port", "\n".join(rows) + "\n")
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.auth import BenchAuth
 from signing_gateway.cli import served_loop
 from signing_gateway.runtime.fd_limit import SPARE
 
@@ -218,9 +219,12 @@ def fake_signer(logs: Path, *, latency_ms: float, keys_dir: Path) -> Iterator[Pr
 
 
 def gateway_env(
-    signer_url: str, *, transport: str, max_in_flight: int, deadline_s: float
+    signer_url: str, *, auth: BenchAuth, transport: str, max_in_flight: int, deadline_s: float
 ) -> dict[str, str]:
-    """Settings of the gateway under test: fake signers, auth off, bounds sized for the load."""
+    """Settings of the gateway under test: fake signers, tokens checked, bounds for the load.
+
+    Callers' tokens are checked as in production (`auth.mode=jwt`, against `auth`'s keys).
+    """
     env: dict[str, str] = {}
     for group in ("EU_SIGNER", "DOMESTIC_SIGNER"):
         prefix = f"SIGNING_GATEWAY_{group}__"
@@ -238,21 +242,24 @@ def gateway_env(
         }
     env |= {
         "SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS": "true",
-        "SIGNING_GATEWAY_AUTH__MODE": "disabled",
         "SIGNING_GATEWAY_REQUEST_DEADLINE_SECONDS": str(deadline_s),
+        **auth.gateway_env(),
     }
     return env
 
 
 @contextlib.contextmanager
 def gateway(
-    logs: Path, signer_url: str, *, name: str = "gateway", transport: str = "aiohttp",
-    max_in_flight: int = 1024, deadline_s: float = 20.0, extra_env: Mapping[str, str] | None = None,
+    logs: Path, signer_url: str, *, auth: BenchAuth, name: str = "gateway",
+    transport: str = "aiohttp", max_in_flight: int = 1024, deadline_s: float = 20.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Proc]:  # fmt: skip
+    """The gateway under test (`serve`), checking callers' tokens against `auth`'s keys."""
     port, probe_port = free_port(), free_port()
     env = gateway_env(
-        signer_url, transport=transport, max_in_flight=max_in_flight, deadline_s=deadline_s
-    )
+        signer_url, auth=auth, transport=transport, max_in_flight=max_in_flight,
+        deadline_s=deadline_s,
+    )  # fmt: skip
     proc = start(
         name,
         [sys.executable, "-m", "signing_gateway", "serve", "--host", LOOPBACK, "--port", str(port),

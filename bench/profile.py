@@ -20,9 +20,10 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import auth as bench_auth
 from bench import procs
 from bench.run import RESULTS
-from bench.wrk import run_wrk
+from bench.wrk import Load, run_wrk
 from signing_gateway.api import examples
 
 
@@ -159,15 +160,18 @@ def main() -> int:
         work = Path(tmp)
         body = work / "dcc.json"
         body.write_text(json.dumps(examples.EU_VACCINATION))
+        dcc = Load(body, bench_auth.make(work))
         logs = RESULTS / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with (
             procs.fake_signer(logs, latency_ms=args.latency_ms, keys_dir=work / "keys") as signer,
-            procs.gateway(logs, signer.url, max_in_flight=1024, transport=args.transport) as gw,
+            procs.gateway(
+                logs, signer.url, auth=dcc.auth, max_in_flight=1024, transport=args.transport
+            ) as gw,
         ):
-            run_wrk(gw.url + "/v1/dcc", body, connections=args.clients, seconds=3)
+            run_wrk(gw.url + "/v1/dcc", dcc, connections=args.clients, seconds=3)
             load = threading.Thread(
-                target=run_wrk, args=(gw.url + "/v1/dcc", body),
+                target=run_wrk, args=(gw.url + "/v1/dcc", dcc),
                 kwargs={"connections": args.clients, "seconds": args.seconds + 2},
             )  # fmt: skip
             load.start()

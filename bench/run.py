@@ -23,8 +23,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import auth as bench_auth
 from bench import procs, report, scenarios
-from bench.wrk import ensure_wrk, wrk_version
+from bench.wrk import Load, ensure_wrk, wrk_version
 from signing_gateway.api import examples
 from signing_gateway.cli import served_loop
 
@@ -82,6 +83,10 @@ def run(
         logs.mkdir(parents=True, exist_ok=True)
         body = work / "dcc.json"
         body.write_text(json.dumps(examples.EU_VACCINATION))
+        # Every gateway checks the callers' token as in production; wrk sends it to every
+        # server under test (minted now, valid past the end of the run).
+        auth = bench_auth.make(work)
+        load = Load(body, auth)
         keys = work / "keys"
 
         @contextlib.contextmanager
@@ -97,12 +102,12 @@ def run(
                 yield signer, target
 
         slow = functools.partial(
-            _slow_signers, pinned_beside_signer, logs, body, seconds=max(5.0, 20 * scale)
+            _slow_signers, pinned_beside_signer, logs, load, seconds=max(5.0, 20 * scale)
         )
         if "S1" in only:
             # Its limit is measured on S1's CPU placement (pinned), unless S3 is narrowed.
             bracket = pin and (not s3_variants or "gateway-one-cpu" in s3_variants)
-            results["S1"] = _s1(slow, pinned_beside_signer, logs, body, scale=scale, limit=bracket)
+            results["S1"] = _s1(slow, pinned_beside_signer, logs, load, scale=scale, limit=bracket)
         if "S2" in only:
             results["S2"] = slow(
                 "S2: blocking gateway, same load",
@@ -116,9 +121,10 @@ def run(
             results["S3"] = {}
             with procs.fake_signer(logs, latency_ms=0, keys_dir=keys) as signer:
                 variants: list[tuple[str, _Starter]] = [
-                    ("gateway", lambda: procs.gateway(logs, signer.url, max_in_flight=256)),
+                    ("gateway", lambda: procs.gateway(
+                        logs, signer.url, auth=auth, max_in_flight=256)),
                     ("gateway-httpx-transport", lambda: procs.gateway(
-                        logs, signer.url, name="gateway-httpx", transport="httpx",
+                        logs, signer.url, auth=auth, name="gateway-httpx", transport="httpx",
                         max_in_flight=256)),
                     ("passthrough-proxy", lambda: procs.uvicorn_app(
                         logs, "passthrough", "bench.passthrough:create_app",
@@ -130,10 +136,10 @@ def run(
                     print(f"S3: {name}, signer 0 ms, 64 clients", flush=True)
                     with starter() as target:
                         results["S3"][name] = scenarios.ceiling(
-                            target, signer, body, clients=64, seconds=seconds
+                            target, signer, load, clients=64, seconds=seconds
                         )
         if "S4" in only:
-            results["S4"] = _memory(pinned_beside_signer, logs, body)
+            results["S4"] = _memory(pinned_beside_signer, logs, load)
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["verdicts"] = report.verdicts(results) if not s3_variants else {}
     return results
@@ -142,7 +148,7 @@ def run(
 def _slow_signers(
     beside: Callable[..., Any],
     logs: Path,
-    body: Path,
+    load: Load,
     title: str,
     starter: Callable[[str], Any],
     *,
@@ -153,7 +159,7 @@ def _slow_signers(
     print(title, flush=True)
     with beside(starter, latency_ms=1000) as (_, target):
         return scenarios.slow_signers(
-            target, body, logs, clients=1000, seconds=seconds, signer_latency_s=1.0,
+            target, load, logs, clients=1000, seconds=seconds, signer_latency_s=1.0,
             has_lag=has_lag,
         )  # fmt: skip
 
@@ -162,7 +168,7 @@ def _s1(
     slow: Callable[..., dict[str, Any]],
     beside: Callable[..., Any],
     logs: Path,
-    body: Path,
+    load: Load,
     *,
     scale: float,
     limit: bool,
@@ -181,15 +187,18 @@ def _s1(
 
     def ceiling(when: str) -> dict[str, Any]:
         print(f"S3: gateway-one-cpu (S1's limit, {when}), signer 0 ms, 64 clients", flush=True)
-        with beside(functools.partial(procs.gateway, logs, max_in_flight=256)) as (signer, gw):
+        with beside(lambda url: procs.gateway(logs, url, auth=load.auth, max_in_flight=256)) as (
+            signer,
+            gw,
+        ):
             return scenarios.ceiling(
-                gw, signer, body, clients=64, seconds=max(5.0, 15 * scale), steady=True
+                gw, signer, load, clients=64, seconds=max(5.0, 15 * scale), steady=True
             )
 
     def s1(title: str) -> dict[str, Any]:
         return slow(
             f"S1{title}: gateway, signer 1 s, 1,000 clients",
-            lambda url: procs.gateway(logs, url, max_in_flight=1024),
+            lambda url: procs.gateway(logs, url, auth=load.auth, max_in_flight=1024),
             has_lag=True,
         )
 
@@ -209,7 +218,7 @@ def _s1(
     }
 
 
-def _memory(beside: Callable[..., Any], logs: Path, body: Path) -> dict[str, Any]:
+def _memory(beside: Callable[..., Any], logs: Path, load: Load) -> dict[str, Any]:
     """S4: the gateway and the proxy holding 10,000 at a 10 s signer, then the gateway 1,500.
 
     `beside(starter)` starts a fake signer and `starter(signer_url)`'s server, placed for S4.
@@ -221,13 +230,14 @@ def _memory(beside: Callable[..., Any], logs: Path, body: Path) -> dict[str, Any
         lambda url: procs.gateway(
             logs,
             url,
+            auth=load.auth,
             max_in_flight=at_signer,
             deadline_s=60,
             # 10,000 at once queue for the CPU longer than the default 10 s allows
             extra_env={"SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_TIMEOUT_SECONDS": "60"},
         )
     ) as (signer, gw):
-        s4 = scenarios.memory(gw, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30)
+        s4 = scenarios.memory(gw, signer, load, in_flight=10000, signer_latency_s=10.0, seconds=30)
         s4 |= {"fd_limit": nofile, "signer_bound": at_signer}
     print("S4: pass-through proxy, same load", flush=True)
     with beside(
@@ -237,19 +247,20 @@ def _memory(beside: Callable[..., Any], logs: Path, body: Path) -> dict[str, Any
         )
     ) as (signer, proxy):  # fmt: skip
         s4["passthrough-proxy"] = scenarios.memory(
-            proxy, signer, body, in_flight=10000, signer_latency_s=10.0, seconds=30,
+            proxy, signer, load, in_flight=10000, signer_latency_s=10.0, seconds=30,
             is_gateway=False,
         )  # fmt: skip
     # Few enough that all reach the signer even at ~200 req/s (the slowest machine
     # seen): what one request held at the signer costs, whatever the machine's speed.
     held = 1500
     print(f"S4: gateway, {held:,} in flight, all at the signer", flush=True)
-    with beside(lambda url: procs.gateway(logs, url, max_in_flight=held + 100, deadline_s=60)) as (
-        signer,
-        gw,
-    ):
+    with beside(
+        lambda url: procs.gateway(
+            logs, url, auth=load.auth, max_in_flight=held + 100, deadline_s=60
+        )
+    ) as (signer, gw):
         s4[report.ALL_AT_SIGNER] = scenarios.memory(
-            gw, signer, body, in_flight=held, signer_latency_s=10.0, seconds=20
+            gw, signer, load, in_flight=held, signer_latency_s=10.0, seconds=20
         )
     return s4
 

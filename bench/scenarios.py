@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.wrk import WrkResult, run_wrk, wrk_command
+from bench.wrk import Load, WrkResult, run_wrk, wrk_command
 
 
 def _get_json(url: str) -> Any:
@@ -252,13 +253,13 @@ def poll_figures(polls: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, seconds: float,
+def slow_signers(target: procs.Proc, load: Load, logs: Path, *, clients: int, seconds: float,
                  signer_latency_s: float, has_lag: bool) -> dict[str, Any]:  # fmt: skip
     """S1/S2: `clients` concurrent /v1/dcc for `seconds` while /healthz is polled every 10 ms."""
     url = target.url + "/v1/dcc"
     # Warm-up; one connection for the blocking gateway, whose queued warm-up requests would
     # otherwise occupy its single loop for the whole measured window.
-    run_wrk(url, body, connections=20 if has_lag else 1, seconds=2, timeout_s=10)
+    run_wrk(url, load, connections=20 if has_lag else 1, seconds=2, timeout_s=10)
     # The port the clients use, as always; where the gateway has a probe port (where
     # docs/operations.md points the orchestrator) that one is polled too, for comparison.
     polled = {"healthz": target.url}
@@ -283,7 +284,7 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
             target, settle=min(S1_SETTLE_S, seconds / 4), end=seconds - STEADY_END_MARGIN_S
         )
     ticks = procs.cpu_ticks()
-    result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2, timeout_s=10)
+    result = run_wrk(url, load, connections=clients, seconds=seconds, threads=2, timeout_s=10)
     steal = procs.steal_shares(ticks, procs.cpu_ticks())
     cpu = target.cpu_seconds() - cpu_before
     if has_lag:
@@ -321,7 +322,7 @@ def slow_signers(target: procs.Proc, body: Path, logs: Path, *, clients: int, se
     return figures
 
 
-def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
+def ceiling(target: procs.Proc, signer: procs.Proc, load: Load, *, clients: int,
             seconds: float, steady: bool = False) -> dict[str, Any]:  # fmt: skip
     """S3: req/s and CPU per request at signer latency 0.
 
@@ -329,7 +330,7 @@ def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
     in the figures), for S1's limit runs; the proxy has no count of its own to read.
     """
     url = target.url + "/v1/dcc"
-    run_wrk(url, body, connections=clients, seconds=3)  # warm-up
+    run_wrk(url, load, connections=clients, seconds=3)  # warm-up
     cpu_before, signer_before = target.cpu_seconds(), signer.cpu_seconds()
     window = (
         SteadyWindow(
@@ -339,7 +340,7 @@ def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
         else None
     )
     started, ticks = time.monotonic(), procs.cpu_ticks()
-    result = run_wrk(url, body, connections=clients, seconds=seconds, threads=2)
+    result = run_wrk(url, load, connections=clients, seconds=seconds, threads=2)
     wall, steal = time.monotonic() - started, procs.steal_shares(ticks, procs.cpu_ticks())
     cpu, signer_cpu = target.cpu_seconds() - cpu_before, signer.cpu_seconds() - signer_before
     steady_figures = window.figures() if window else None
@@ -357,7 +358,7 @@ def ceiling(target: procs.Proc, signer: procs.Proc, body: Path, *, clients: int,
     return figures
 
 
-def memory(gateway: procs.Proc, signer: procs.Proc, body: Path, *, in_flight: int,
+def memory(gateway: procs.Proc, signer: procs.Proc, load: Load, *, in_flight: int,
            signer_latency_s: float, seconds: float,
            is_gateway: bool = True) -> dict[str, Any]:  # fmt: skip
     """S4: RSS per in-flight request with `in_flight` requests held by a slow signer.
@@ -367,14 +368,14 @@ def memory(gateway: procs.Proc, signer: procs.Proc, body: Path, *, in_flight: in
     wait inside it for a connection), so its KB per request is, if anything, high.
     """
     url = gateway.url + "/v1/dcc"
-    run_wrk(url, body, connections=20, seconds=2)  # warm-up at latency 0
+    run_wrk(url, load, connections=20, seconds=2)  # warm-up at latency 0
     _put_json(signer.url + "/_control", {"latencyMs": signer_latency_s * 1000, "jitterMs": 0})
     time.sleep(0.5)
     rss_idle = gateway.rss_bytes()
     command = wrk_command(url, connections=in_flight, seconds=seconds, threads=4, timeout_s=60)
     out = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**__import__("os").environ, "BENCH_BODY_FILE": str(body)},
+        env={**os.environ, **load.env()},
     )  # fmt: skip
     peak_in_flight, rss_at_peak, rss_max = 0, rss_idle, rss_idle
     deadline = time.monotonic() + seconds + 5

@@ -35,8 +35,10 @@ from typing import Any
 import httpx
 import orjson
 
+from bench import auth as bench_auth
 from bench.procs import Proc, free_port, start
 from signing_gateway.api import examples
+from signing_gateway.security.settings import ALL_SCOPES
 
 LOOPBACK = "127.0.0.1"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -100,10 +102,11 @@ def _fake(logs: Path, role: str, keys: Path) -> Iterator[Proc]:
         proc.stop()
 
 
-def _gateway_env(eu: str, domestic: str) -> dict[str, str]:
+def _gateway_env(eu: str, domestic: str, auth: bench_auth.BenchAuth) -> dict[str, str]:
+    """The soaked gateway's settings: callers' tokens checked against `auth`'s keys."""
     env = {
+        **auth.gateway_env(),
         "SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS": "true",
-        "SIGNING_GATEWAY_AUTH__MODE": "disabled",
         "SIGNING_GATEWAY_REQUEST_DEADLINE_SECONDS": str(DEADLINE_S),
         "SIGNING_GATEWAY_LOG_LEVEL": "ERROR",
         "SIGNING_GATEWAY_READINESS_PROBE_INTERVAL_SECONDS": "1",
@@ -234,13 +237,17 @@ def _accounting(metrics_text: str) -> dict[str, float]:
     return {"received": received, "sent": sent}
 
 
-async def _drive(gateway: str, fakes: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+async def _drive(
+    gateway: str, fakes: dict[str, str], args: argparse.Namespace, auth: bench_auth.BenchAuth
+) -> dict[str, Any]:
     tally = Tally()
     limits = httpx.Limits(
         max_connections=args.concurrency, max_keepalive_connections=args.concurrency
     )
     timeout = httpx.Timeout(DEADLINE_S + HANG_MARGIN_S)
-    async with httpx.AsyncClient(base_url=gateway, timeout=timeout, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=gateway, timeout=timeout, limits=limits, headers=auth.header
+    ) as client:
         for url in fakes.values():
             await client.post(f"{url}/_stats/reset")
         metrics_before = _accounting((await client.get("/metrics")).text)
@@ -375,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         logs = Path(tmp)
+        # The soak mixes every /v1 route: its callers hold every scope.
+        auth = bench_auth.make(
+            logs, scopes=ALL_SCOPES, valid_seconds=int(args.duration) + bench_auth.RUN_VALID_SECONDS
+        )
         with (
             _fake(logs, "eu", logs) as eu,
             _fake(logs, "domestic", logs) as domestic,
@@ -385,11 +396,11 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, "-m", "signing_gateway", "serve", "--host", LOOPBACK,
                  "--port", str(gateway_port)],
                 port=gateway_port, ready_path="/readyz", logs=logs,
-                env=_gateway_env(eu.url, domestic.url),
+                env=_gateway_env(eu.url, domestic.url, auth),
             )  # fmt: skip
             try:
                 result = asyncio.run(
-                    _drive(gateway.url, {"eu": eu.url, "domestic": domestic.url}, args)
+                    _drive(gateway.url, {"eu": eu.url, "domestic": domestic.url}, args, auth)
                 )
             finally:
                 gateway.stop()

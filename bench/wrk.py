@@ -10,7 +10,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.auth import TOKEN_VAR, BenchAuth
+
 SCRIPT = Path(__file__).with_name("dcc.lua")
+#: The environment variable wrk's script reads the request body's file name from.
+BODY_VAR = "BENCH_BODY_FILE"
+
+
+@dataclass(frozen=True)
+class Load:
+    """What wrk sends to /v1/dcc: a JSON body (from a file) and the caller's bearer token."""
+
+    body_file: Path
+    auth: BenchAuth
+
+    def env(self) -> dict[str, str]:
+        """wrk's environment additions: where bench/dcc.lua finds the body and the token."""
+        return {BODY_VAR: str(self.body_file), TOKEN_VAR: self.auth.token}
 
 
 def ensure_wrk() -> str:
@@ -74,7 +90,7 @@ def wrk_command(
 
 def run_wrk(
     url: str,
-    body_file: Path,
+    load: Load,
     *,
     connections: int,
     seconds: float,
@@ -88,7 +104,7 @@ def run_wrk(
         command,
         capture_output=True,
         text=True,
-        env={**os.environ, "BENCH_BODY_FILE": str(body_file)},
+        env={**os.environ, **load.env()},
         check=False,
         timeout=seconds + timeout_s + 60,
     )
