@@ -9,12 +9,14 @@ proxy, the blocking gateway) get the same request bytes and ignore the header.
 
 from __future__ import annotations
 
+import argparse
 import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from signing_gateway.api import examples
 from signing_gateway.security.settings import SCOPE_DCC_SIGN
 from signing_gateway.security.tokens import LocalTokenIssuer
 
@@ -28,8 +30,6 @@ TOKEN_BYTES = 700
 RUN_VALID_SECONDS = 6 * 3600
 #: The environment variable wrk's script reads the token from.
 TOKEN_VAR = "BENCH_TOKEN"  # noqa: S105 - a variable's name
-#: How the reports show the token: its value changes every run.
-TOKEN_SHOWN = "<token minted at start>"  # noqa: S105 - a placeholder
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,23 @@ def make(
     jwks_file.write_text(json.dumps(issuer.jwks()))
     token = mint_padded(issuer, scopes=scopes, valid_seconds=valid_seconds, size=size)
     return BenchAuth(jwks_file=jwks_file, token=token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.auth DIR`: what the bench writes at the start of a run, to run the
+    printed commands of docs/benchmarks.md by hand.
+
+    Writes DIR/jwks.json (for the gateway) and DIR/dcc.json (the request body wrk sends) and
+    prints the token: `export BENCH_TOKEN=$(python -m bench.auth "$RUN_DIR")`.
+    """
+    parser = argparse.ArgumentParser(prog="python -m bench.auth", description=main.__doc__)
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args(argv)
+    args.directory.mkdir(parents=True, exist_ok=True)
+    (args.directory / "dcc.json").write_text(json.dumps(examples.EU_VACCINATION))
+    print(make(args.directory).token)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

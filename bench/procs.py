@@ -12,8 +12,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -22,6 +23,10 @@ from signing_gateway.cli import served_loop
 from signing_gateway.runtime.fd_limit import SPARE
 
 LOOPBACK = "127.0.0.1"
+#: How the reports show the run's temporary directory (request body, JWKS, signer keys).
+RUN_DIR = "$RUN_DIR"
+#: How the reports show the fake signer's URL: its port is picked at start.
+SIGNER_URL_SHOWN = f"http://{LOOPBACK}:$SIGNER_PORT"
 #: File descriptors allowed to each child: S4 holds 10k inbound plus 10k outbound sockets.
 CHILD_NOFILE = 65536
 
@@ -133,6 +138,8 @@ class Proc:
     log: Path
     #: The gateway's probe listener (`serve --probe-port`), where an orchestrator probes.
     probe_url: str | None = None
+    #: How it was started, as the report prints it (`described`).
+    started: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ps(self) -> psutil.Process:
@@ -168,6 +175,31 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], limit: float = 60.0) -> N
     raise RuntimeError(f"{url} not ready within {limit} s")
 
 
+def described(
+    command: list[str],
+    env: Mapping[str, str],
+    *,
+    exact: Mapping[str, str],
+    within: Mapping[str, str],
+) -> dict[str, Any]:
+    """A start as the report prints it: the command line and the settings added to the
+    environment, with the run's own values (ports, temporary paths) shown as variables.
+
+    `exact`: arguments replaced whole (port numbers); `within`: text replaced inside any
+    argument or value (URLs, paths).
+    """
+
+    def shown(text: str) -> str:
+        if text in exact:
+            return exact[text]
+        for real, placeholder in within.items():
+            text = text.replace(real, placeholder)
+        return text
+
+    args = ["python" if arg == sys.executable else shown(arg) for arg in command]
+    return {"command": " ".join(args), "env": {k: shown(v) for k, v in env.items()}}
+
+
 def start(
     name: str,
     command: list[str],
@@ -177,7 +209,13 @@ def start(
     logs: Path,
     env: Mapping[str, str] | None = None,
     server: bool = False,
+    shown_as: Mapping[str, str] | None = None,
 ) -> Proc:
+    """Start `command`, wait until `ready_path` answers 200 on `port`.
+
+    `shown_as`: text of the command and `env` the report shows as variables (`described`);
+    the port is shown as `$PORT` unless named there.
+    """
     log = logs / f"{name}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(
@@ -194,7 +232,12 @@ def start(
         popen.kill()
         popen.wait()
         raise
-    return Proc(name, popen, url, log)
+    within = dict(shown_as or {})
+    exact = {str(port): within.pop(str(port), "$PORT")}
+    exact |= {k: within.pop(k) for k in list(within) if k.isdigit()}
+    return Proc(
+        name, popen, url, log, started=described(command, env or {}, exact=exact, within=within)
+    )
 
 
 @contextlib.contextmanager
@@ -211,6 +254,7 @@ def fake_signer(logs: Path, *, latency_ms: float, keys_dir: Path) -> Iterator[Pr
         port=port,
         ready_path="/healthz",
         logs=logs,
+        shown_as={str(port): "$SIGNER_PORT", str(keys_dir.parent): RUN_DIR},
     )  # fmt: skip
     try:
         yield proc
@@ -269,6 +313,10 @@ def gateway(
         logs=logs,
         env=env | dict(extra_env or {}),
         server=True,
+        shown_as={
+            str(probe_port): "$PROBE_PORT",
+            signer_url: SIGNER_URL_SHOWN, str(auth.jwks_file.parent): RUN_DIR,
+        },
     )  # fmt: skip
     proc.probe_url = f"http://{LOOPBACK}:{probe_port}"
     try:
@@ -297,6 +345,7 @@ def uvicorn_app(logs: Path, name: str, factory: str, env: Mapping[str, str]) -> 
         logs=logs,
         env=env,
         server=True,
+        shown_as={url: SIGNER_URL_SHOWN for url in env.values() if url.startswith("http://")},
     )  # fmt: skip
     try:
         yield proc

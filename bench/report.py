@@ -684,6 +684,89 @@ def chart(r: dict[str, Any], png: Path) -> None:
     plt.close(fig)
 
 
+#: The gateway runs of a full bench, in the order the report lists them: (label, figures path).
+_GATEWAY_RUNS = [
+    ("S1", ("S1",)),
+    ("S3 gateway (S1's limit runs start it the same way)", ("S3", "gateway")),
+    ("S3 gateway, httpx default transport", ("S3", "gateway-httpx-transport")),
+    ("S4 gateway, 10,000 in flight", ("S4",)),
+    ("S4 gateway, all at the signer", ("S4", ALL_AT_SIGNER)),
+]
+#: The comparison servers (uvicorn apps) of a full bench.
+_OTHER_RUNS = [
+    ("S2 blocking gateway", ("S2",)),
+    ("S3 pass-through proxy", ("S3", "passthrough-proxy")),
+    ("S4 pass-through proxy", ("S4", "passthrough-proxy")),
+]
+
+
+def _started(r: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """How the run at `path` started its fake signer and server (`bench/run.py` `_started`)."""
+    figures: Any = r
+    for key in path:
+        figures = figures.get(key) or {}
+    return dict(figures.get("started") or {})
+
+
+def _shell(started: dict[str, Any]) -> list[str]:
+    """A start as shell lines: the settings it was given, then its command."""
+    env = started.get("env") or {}
+    return [*(f"{k}={v} \\" for k, v in sorted(env.items())), started["command"]]
+
+
+def _env_change(base: dict[str, Any], other: dict[str, Any]) -> str:
+    """What `other`'s start changes from `base`'s: settings, and the command if it differs."""
+    env, base_env = other.get("env") or {}, base.get("env") or {}
+    changes = [f"`{k}={v}`" for k, v in sorted(env.items()) if base_env.get(k) != v]
+    changes += [f"without `{k}`" for k in sorted(base_env) if k not in env]
+    if other["command"] != base["command"]:
+        changes.append(f"command `{other['command']}`")
+    return ", ".join(changes) or "the same"
+
+
+def servers_section(r: dict[str, Any]) -> list[str]:
+    """How the bench started each server: full command lines and the settings it gave them."""
+    gateways = [(label, _started(r, path)) for label, path in _GATEWAY_RUNS]
+    gateways = [(label, s["server"]) for label, s in gateways if s]
+    others = [(label, _started(r, path)) for label, path in _OTHER_RUNS]
+    others = [(label, s["server"]) for label, s in others if s]
+    signers: dict[str, list[str]] = {}
+    for label, path in _GATEWAY_RUNS + _OTHER_RUNS:
+        signer = _started(r, path).get("signer")
+        if signer:
+            signers.setdefault(signer["command"], []).append(label.split(" ", 1)[0])
+    if not gateways and not others:
+        return ["Not recorded in this run's results."]
+    lines = [
+        "Each server runs on loopback with the settings below added to the bench's",
+        "environment (`bench/procs.py`). `$RUN_DIR` is the run's temporary directory: the",
+        "request body `dcc.json` (the EU vaccination example), the token issuer's",
+        "`jwks.json` and the fake signer's `keys/`. Ports are picked free at start: `$PORT`",
+        "is the server's, `$PROBE_PORT` the gateway's probe port, `$SIGNER_PORT` the fake",
+        "signer's. The token (`$BENCH_TOKEN`) is minted at the start of the run; to run the",
+        'commands by hand, `export BENCH_TOKEN=$(python -m bench.auth "$RUN_DIR")` writes',
+        "the directory's files and prints one. S4 starts its fake signers at 0 ms (for the",
+        "warm-up) and then sets 10 s over `PUT /_control`.",
+        "",
+    ]
+    for command, used_by in signers.items():
+        runs = ", ".join(dict.fromkeys(used_by))
+        lines += [f"Fake signer ({runs}):", "", "```sh", command, "```", ""]
+    if gateways:
+        (first, base), *rest = gateways
+        lines += [f"The gateway in {first}:", "", "```sh", *_shell(base), "```", ""]
+        lines += [f"- {label}: as {first}, but {_env_change(base, s)}" for label, s in rest]
+        lines.append("")
+    for label, started in others:
+        lines += [f"{label}:", "", "```sh", *_shell(started), "```", ""]
+    lines += [
+        "wrk sends every server the same request: the body and",
+        "`Authorization: Bearer $BENCH_TOKEN` (bench/dcc.lua); the comparison servers",
+        "ignore the header. The wrk command of each scenario is under its table.",
+    ]
+    return lines
+
+
 def _placement(r: dict[str, Any]) -> str:
     """Which CPUs the servers under test had, and on which event loop they ran."""
     loop = r.get("loop", "asyncio")
@@ -838,6 +921,10 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "",
         f"Command: `{s4_cmd}`",
         "",
+        "## How the servers are started",
+        "",
+        *servers_section(r),
+        "",
         _HISTORY_TITLE,
         "",
         *_history(runs, earlier),
@@ -890,6 +977,8 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "python -m bench.run --only S3 --s3 gateway  # one S3 variant (results *-subset.json)",
         "python -m bench.profile        # the profile above (py-spy is in the dev extra)",
         "python -m bench.memory_sites   # S4: what a request held at the signer allocates, by site",
+        "# the printed commands by hand (see How the servers are started): body, JWKS, token",
+        'RUN_DIR=$(mktemp -d); export BENCH_TOKEN=$(python -m bench.auth "$RUN_DIR")',
         "```",
         "",
         kept["soak"],

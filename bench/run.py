@@ -137,12 +137,17 @@ def run(
                     with starter() as target:
                         results["S3"][name] = scenarios.ceiling(
                             target, signer, load, clients=64, seconds=seconds
-                        )
+                        ) | _started(signer, target)
         if "S4" in only:
             results["S4"] = _memory(pinned_beside_signer, logs, load)
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["verdicts"] = report.verdicts(results) if not s3_variants else {}
     return results
+
+
+def _started(signer: procs.Proc, server: procs.Proc) -> dict[str, Any]:
+    """How a run's fake signer and server under test were started (the report prints them)."""
+    return {"started": {"signer": signer.started, "server": server.started}}
 
 
 def _slow_signers(
@@ -157,11 +162,11 @@ def _slow_signers(
 ) -> dict[str, Any]:
     """S1 or S2: `starter(signer_url)` serves 1,000 clients over a 1 s signer."""
     print(title, flush=True)
-    with beside(starter, latency_ms=1000) as (_, target):
+    with beside(starter, latency_ms=1000) as (signer, target):
         return scenarios.slow_signers(
             target, load, logs, clients=1000, seconds=seconds, signer_latency_s=1.0,
             has_lag=has_lag,
-        )  # fmt: skip
+        ) | _started(signer, target)  # fmt: skip
 
 
 def _s1(
@@ -238,7 +243,7 @@ def _memory(beside: Callable[..., Any], logs: Path, load: Load) -> dict[str, Any
         )
     ) as (signer, gw):
         s4 = scenarios.memory(gw, signer, load, in_flight=10000, signer_latency_s=10.0, seconds=30)
-        s4 |= {"fd_limit": nofile, "signer_bound": at_signer}
+        s4 |= {"fd_limit": nofile, "signer_bound": at_signer} | _started(signer, gw)
     print("S4: pass-through proxy, same load", flush=True)
     with beside(
         lambda url: procs.uvicorn_app(
@@ -249,7 +254,7 @@ def _memory(beside: Callable[..., Any], logs: Path, load: Load) -> dict[str, Any
         s4["passthrough-proxy"] = scenarios.memory(
             proxy, signer, load, in_flight=10000, signer_latency_s=10.0, seconds=30,
             is_gateway=False,
-        )  # fmt: skip
+        ) | _started(signer, proxy)  # fmt: skip
     # Few enough that all reach the signer even at ~200 req/s (the slowest machine
     # seen): what one request held at the signer costs, whatever the machine's speed.
     held = 1500
@@ -261,7 +266,7 @@ def _memory(beside: Callable[..., Any], logs: Path, load: Load) -> dict[str, Any
     ) as (signer, gw):
         s4[report.ALL_AT_SIGNER] = scenarios.memory(
             gw, signer, load, in_flight=held, signer_latency_s=10.0, seconds=20
-        )
+        ) | _started(signer, gw)
     return s4
 
 

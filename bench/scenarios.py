@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.wrk import Load, WrkResult, run_wrk, wrk_command
+from bench.wrk import Load, WrkResult, run_wrk, shown_command, wrk_command
 
 
 def _get_json(url: str) -> Any:
@@ -418,7 +418,5 @@ def memory(gateway: procs.Proc, signer: procs.Proc, load: Load, *, in_flight: in
         "rss_max_mb": round(rss_max / 2**20, 1),
         "kb_per_in_flight": round((rss_at_peak - rss_idle) / 1024 / max(1, peak_in_flight), 1),
         "loop_lag_max_ms": None if lag is None else round(lag * 1000, 1),
-        "command": " ".join(["wrk", *command[1:]]).replace(
-            str(Path(__file__).with_name("dcc.lua")), "bench/dcc.lua"
-        ),
+        "command": shown_command(command, load),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.auth import TOKEN_VAR, BenchAuth
+from bench.procs import LOOPBACK, RUN_DIR
 
 SCRIPT = Path(__file__).with_name("dcc.lua")
 #: The environment variable wrk's script reads the request body's file name from.
@@ -88,6 +90,19 @@ def wrk_command(
     ]  # fmt: skip
 
 
+def shown_command(command: list[str], load: Load) -> str:
+    """A wrk command as the report prints it, runnable as printed.
+
+    With the environment bench/dcc.lua reads: the body file under `$RUN_DIR`, the token from
+    `$BENCH_TOKEN` (minted at the start of the run: `python -m bench.auth`); the server's
+    port as `$PORT`.
+    """
+    text = " ".join(["wrk", *command[1:]]).replace(str(SCRIPT), "bench/dcc.lua")
+    text = re.sub(rf"http://{re.escape(LOOPBACK)}:\d+/", f"http://{LOOPBACK}:$PORT/", text)
+    body = str(load.body_file).replace(str(load.body_file.parent), RUN_DIR, 1)
+    return f'{BODY_VAR}={body} {TOKEN_VAR}="${TOKEN_VAR}" {text}'
+
+
 def run_wrk(
     url: str,
     load: Load,
@@ -112,7 +127,6 @@ def run_wrk(
     if line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
     data = json.loads(line.removeprefix("BENCH_JSON "))
-    shown = " ".join(command[:1] and ["wrk", *command[1:]]).replace(str(SCRIPT), "bench/dcc.lua")
     return WrkResult(
         requests=data["requests"],
         seconds=data["duration_us"] / 1e6,
@@ -125,7 +139,7 @@ def run_wrk(
         p90_ms=data["p90_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
-        command=shown,
+        command=shown_command(command, load),
     )
 
 

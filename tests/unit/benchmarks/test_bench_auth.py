@@ -90,6 +90,7 @@ def test_the_bench_wiring_is_answered_and_a_refused_token_counts_as_errors(
         url = gateway.url + "/v1/dcc"
         good = run_wrk(url, Load(body, auth), connections=2, seconds=1, timeout_s=10)
         refused = run_wrk(url, Load(body, stranger), connections=2, seconds=1, timeout_s=10)
+        started = {"gateway": gateway.started, "signer": signer.started}
     assert good.requests > 0
     assert good.errors == 0
     assert good.ok == good.requests
@@ -97,3 +98,12 @@ def test_the_bench_wiring_is_answered_and_a_refused_token_counts_as_errors(
     assert refused.status_errors == refused.requests
     assert refused.errors >= refused.requests
     assert refused.ok == 0
+    # What the report prints of these starts: the run's ports and directory as variables.
+    assert "--port $PORT " in started["gateway"]["command"]
+    assert "--probe-port $PROBE_PORT" in started["gateway"]["command"]
+    gateway_env = started["gateway"]["env"]
+    assert gateway_env["SIGNING_GATEWAY_AUTH__JWKS_FILE"] == "$RUN_DIR/jwks.json"
+    assert gateway_env["SIGNING_GATEWAY_EU_SIGNER__URL"] == "http://127.0.0.1:$SIGNER_PORT"
+    assert "--port $SIGNER_PORT " in started["signer"]["command"]
+    assert "--keys-dir $RUN_DIR/keys " in started["signer"]["command"]
+    assert good.command.startswith('BENCH_BODY_FILE=$RUN_DIR/dcc.json BENCH_TOKEN="$BENCH_TOKEN"')
