@@ -781,11 +781,13 @@ def _placement(r: dict[str, Any]) -> str:
 
 
 def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
-    """Regenerate docs/benchmarks.md and its chart from the results `r` (and earlier runs)."""
+    """Regenerate docs/benchmarks.md and its chart from the results `r` (and earlier runs).
+
+    Neither is touched when the rewrite would drop a hand-written section (`LostSectionsError`).
+    """
     old = doc.read_text() if doc.exists() else ""  # read once: blocks, history, headings
     kept = _kept_blocks(old)
     earlier = _earlier_history(old)
-    chart(r, png)
     versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
     s1_cmd = r.get("S1", {}).get("command", "")
     s3_cmd = r.get("S3", {}).get("gateway", {}).get("command", "")
@@ -992,4 +994,6 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
             "sections between <!-- profile:start --> and <!-- profile:end -->. The doc is "
             "left as it was."
         )
+    # Drawn only now: a refused rewrite leaves the doc on its run, and the chart with it.
+    chart(r, png)
     doc.write_text(text)
