@@ -194,7 +194,9 @@ def _s1_s2_table(r: dict[str, Any]) -> list[str]:
 
     rows += [
         (
-            f"| responses 2xx / sent | {cell(s1, 'ok')} / {cell(s1, 'requests')} | "
+            # wrk's counts: answers below 400 among the responses it completed
+            f"| responses < 400 / responses completed (wrk) | {cell(s1, 'ok')} / "
+            f"{cell(s1, 'requests')} | "
             f"{cell(s2, 'ok')} / {cell(s2, 'requests')} |"
         ),
         f"| errors (connect/read/write/status/timeout) | {_errors(s1)} | {_errors(s2)} |",

@@ -27,3 +27,32 @@ def test_s4_errors_are_judged_over_both_of_its_gateway_runs() -> None:
     row = next(x for x in report._verdict_rows({"S4": failed}, {}) if "S4 no errors" in x)
     assert "all at the signer: 3" in row
     assert row.endswith("| **NO** |")
+
+
+def _s1_rounds() -> dict[str, Any]:
+    """S1 in three rounds: the table shows round 2 (the median), the verdicts the worst."""
+    health = {"failures": 0, "p50_ms": 3.0, "p99_ms": 20.0, "max_ms": 80.0, "polls": 1900}
+    worst = {"failures": 0, "p99_ms": 45.0, "max_ms": 240.0}
+    rounds = [
+        {"healthz": worst, "errors": 0, "lag_ms": 50.0, "lag_text": "50 ms", "lag_ok": True},
+        {"healthz": health, "errors": 0, "lag_ms": 40.0, "lag_text": "40 ms", "lag_ok": True},
+        {"healthz": health, "errors": 0, "lag_ms": 30.0, "lag_text": "30 ms", "lag_ok": True},
+    ]
+    return {
+        "rps": 900.0,
+        "ok": 17_000,
+        "requests": 17_500,
+        "limit_rps": 1000.0,
+        "errors": 0,
+        "healthz": health,
+        "loop_lag_max_ms": 40.0,
+        "rounds": rounds,
+        "judged_round": 2,
+    }
+
+
+def test_the_s1_table_names_its_response_figures_for_what_they_count() -> None:
+    """Answers below 400 among the responses wrk completed: not 2xx among those sent."""
+    rows = report._s1_s2_table({"S1": _s1_rounds(), "S2": {}})
+    row = next(x for x in rows if "17000 / 17500" in x)
+    assert row.startswith("| responses < 400 / responses completed (wrk) |")
