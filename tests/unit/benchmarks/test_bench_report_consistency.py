@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bench import report
@@ -56,3 +57,21 @@ def test_the_s1_table_names_its_response_figures_for_what_they_count() -> None:
     rows = report._s1_s2_table({"S1": _s1_rounds(), "S2": {}})
     row = next(x for x in rows if "17000 / 17500" in x)
     assert row.startswith("| responses < 400 / responses completed (wrk) |")
+
+
+def test_the_healthz_chart_names_the_round_it_shows_beside_the_worst_the_verdicts_take(
+    monkeypatch: Any,
+) -> None:
+    """The verdict table reports the worst round; the chart says it shows the judged one."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - only this test draws
+
+    figures: list[Any] = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    monkeypatch.setattr(plt.Figure, "savefig", lambda *_, **__: None)
+    r = {"started": "2026-12-04T12:00:00+00:00", "S1": _s1_rounds()}
+    report.chart(r, Path("unused.png"))
+    panel = figures[0].axes[1]
+    _, labels = panel.get_legend_handles_labels()
+    assert "S1 gateway, round 2 of 3 (median)" in labels
+    assert "round 2 of 3" in panel.get_title()
+    assert "worst round: p99 45 ms, max 240 ms" in panel.get_title()
