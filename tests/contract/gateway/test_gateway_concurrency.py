@@ -6,7 +6,6 @@ import asyncio
 import base64
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import orjson
 
 from signing_gateway.api import examples
 from tests.contract.gateway.conftest import set_control
+from tests.support.core_wait import THIS_THREAD, Latencies, main_thread
 from tests.support.fake_signer_process import FakeSignerProcess
 
 LATENCY_S = 1.0
@@ -32,9 +32,11 @@ PEAK_BAR = 180
 #: only catches a gateway that, after overlapping the signer calls, finished them one at a time
 #: (600 s) or in small batches. A loaded machine stretches the burst by a second or two.
 BURST_SANITY_S = 3 * BURST_LATENCY_S
-# /healthz bounds, on the time the gateway took to answer (see `HealthzPolls`). A held loop shows
-# as polls as slow as a signer call: the replaced service froze every poll for a whole call.
-# A bound on the typical poll and a loose one on the worst.
+# /healthz bounds, on the time the gateway took to answer: wall time less what the gateway's
+# loop thread and the polling thread waited for a core (`tests.support.core_wait`). A held loop
+# shows as polls as slow as a signer call: the replaced service froze every poll for a whole
+# call. Beside 3 busy loops, a loop held for 300 ms in 1 call in 20, sleeping or computing,
+# failed this test. A bound on the typical poll and a loose one on the worst.
 HEALTHZ_TYPICAL_S = 0.050  # 95th percentile
 HEALTHZ_WORST_S = 0.250  # a quarter of a 1 s signer call
 LOAD_CLIENT = Path(__file__).with_name("load_client.py")
@@ -49,51 +51,16 @@ async def _post(session: aiohttp.ClientSession, url: str, body: Any) -> int:
 _JSON = {"Content-Type": "application/json"}
 
 
-def _core_wait(schedstat: Path) -> float:
-    """Seconds a thread has spent runnable but waiting for a core (field 2 of its schedstat)."""
-    return int(schedstat.read_text().split()[1]) / 1e9
-
-
-@dataclass
-class HealthzPolls:
-    """/healthz latencies as the client saw them, less the time spent waiting for a core.
-
-    The test machine is shared (test client, load client, gateway, two signers, and whatever
-    else CI runs on two cores), so a poll's wall time also holds the time the gateway's loop
-    thread, or this test's, was ready to run but had no core: the machine's load, not the
-    gateway's doing. Linux counts that time per thread (``/proc/<pid>/task/<tid>/schedstat``,
-    second field), so each poll subtracts what both loop threads waited for a core while it
-    ran. What is left is the time the gateway spent running or blocked, which is exactly what
-    a held loop adds: a blocking call blocks, a CPU burst runs (a loop held for 300 ms in 1 call
-    in 20, by either, failed this test with 3 busy loops beside it). The gateway's own loop-lag
-    metric would not do: it times a sleep with the wall clock, so it counts waiting for a core
-    the same way, and it does not see the path a probe takes (accept, parse, answer). The
-    subtraction can overshoot by the gateway's wait already under way when a poll starts (it is
-    counted whole when it ends), a few scheduler slices: far below a held loop's hundreds of ms.
-    """
-
-    gateway_loop: Path
-    this_loop: Path = field(default_factory=lambda: Path("/proc/thread-self/schedstat"))
-    wall: list[float] = field(default_factory=list)
-    core_wait: list[float] = field(default_factory=list)
-
-    async def poll(self, session: aiohttp.ClientSession, url: str, stop: asyncio.Event) -> None:
-        """GET `url` every ~10 ms until `stop`, recording each answer's latency and core wait."""
-        while not stop.is_set():
-            waited = _core_wait(self.gateway_loop) + _core_wait(self.this_loop)
-            started = time.perf_counter()
+async def _poll_healthz(
+    session: aiohttp.ClientSession, url: str, stop: asyncio.Event, latencies: Latencies
+) -> None:
+    """GET `url` every ~10 ms until `stop`, timing each answer less its core waits."""
+    while not stop.is_set():
+        with latencies.timed():
             async with session.get(url) as response:
                 await response.read()
                 assert response.status == 200
-            took = time.perf_counter() - started
-            waited = _core_wait(self.gateway_loop) + _core_wait(self.this_loop) - waited
-            self.wall.append(took)
-            self.core_wait.append(min(waited, took))
-            await asyncio.sleep(0.01)
-
-    def gateway_time(self) -> list[float]:
-        """Each poll's latency less its core wait, sorted."""
-        return sorted(took - waited for took, waited in zip(self.wall, self.core_wait, strict=True))
+        await asyncio.sleep(0.01)
 
 
 async def _load_in_own_process(url: str, count: int, body: Any) -> dict[str, Any]:
@@ -142,15 +109,15 @@ async def test_200_concurrent_dcc_overlap_and_healthz_stays_fast(
             assert response.status == 200
         stop = asyncio.Event()
         pid = gateway_process.process.pid
-        polls = HealthzPolls(Path(f"/proc/{pid}/task/{pid}/schedstat"))
-        poller = asyncio.create_task(polls.poll(session, f"{gateway_url}/healthz", stop))
+        polls = Latencies((main_thread(pid), THIS_THREAD))
+        poller = asyncio.create_task(_poll_healthz(session, f"{gateway_url}/healthz", stop, polls))
         try:
             summary = await _load_in_own_process(dcc_url, CONCURRENT, examples.EU_VACCINATION)
         finally:
             stop.set()
             await poller
         stats = await _signer_stats(session, eu_signer)
-    served = polls.gateway_time()
+    served = polls.served()
     p95 = served[int(len(served) * 0.95)]
     print(  # noqa: T201 - the figures the report quotes
         f"\n{CONCURRENT} concurrent /v1/dcc: {summary['elapsed']:.3f} s, signer peak in flight "
