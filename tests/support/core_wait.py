@@ -56,16 +56,19 @@ class Latencies:
         return sum(core_wait(thread) for thread in self.threads)
 
     @contextmanager
-    def timed(self) -> Iterator[None]:
-        """Record the block's wall time and the watched threads' core wait during it.
+    def timed(self, idle: float = 0.0) -> Iterator[None]:
+        """Record the block's wall time, less `idle`, and the threads' core wait during it.
 
-        Enter and leave it on the same thread (`THIS_THREAD` is whichever thread reads it).
-        Nothing is recorded when the block raises.
+        `idle`: seconds of the block that are no latency, a sleep it starts with; a loop held
+        past the sleep's end still counts, as the sleep ending late (a wait for a core during
+        the sleep that delayed nothing is subtracted too: at most `idle`). Enter and leave it
+        on the same thread (`THIS_THREAD` is whichever thread reads it). Nothing is recorded
+        when the block raises.
         """
         waited = self._waited()
         started = time.perf_counter()
         yield
-        took = time.perf_counter() - started
+        took = time.perf_counter() - started - idle
         waited = self._waited() - waited
         self.wall.append(took)
         self.core_wait.append(min(waited, took))
