@@ -7,7 +7,9 @@ queue (measured), long enough for a probe with a 1 s timeout to fail and restart
 gateway. The served gateway therefore runs on asyncio's own loop, which accepts every pending
 connection at once. This test floods a real `signing-gateway serve` process with 800
 connections against a 1 s signer and times fresh-connection `/healthz` probes throughout,
-on the main port (beside the flood) and on the probe port (`serve --probe-port`).
+on the main port (beside the flood) and on the probe port (`serve --probe-port`), each less
+what the gateway's loop thread and the probing thread waited for a core
+(`tests.support.core_wait`): on a busy machine that wait is the machine's, not the gateway's.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from tests.contract.gateway.gateway_process import (
     gateway_env,
     running_gateway_process,
 )
+from tests.support.core_wait import THIS_THREAD, Latencies, main_thread
 from tests.support.fake_signer_process import FakeSignerProcess, running_fake_signer
 
 FLOOD = 800
-PROBE_LIMIT_S = 1.0  # a typical orchestrator probe timeout
+PROBE_LIMIT_S = 1.0  # a typical orchestrator probe timeout (on the gateway's time)
 ROOT = Path(__file__).parents[3]
 
 
@@ -45,15 +48,14 @@ def one_second_signer() -> Iterator[FakeSignerProcess]:
         yield signer
 
 
-def _probe(host: str, port: int) -> tuple[float, int]:
-    """GET /healthz on a new connection, as an orchestrator does; seconds taken and status."""
-    started = time.perf_counter()
+def _probe(host: str, port: int) -> int:
+    """GET /healthz on a new connection, as an orchestrator does; the status."""
     connection = http.client.HTTPConnection(host, port, timeout=10)
     try:
         connection.request("GET", "/healthz")
         response = connection.getresponse()
         response.read()
-        return time.perf_counter() - started, response.status
+        return response.status
     finally:
         connection.close()
 
@@ -94,17 +96,22 @@ def test_fresh_health_probes_are_answered_during_a_connection_flood(
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
-        probes: list[tuple[float, int]] = []
-        probe_port_probes: list[tuple[float, int]] = []
+        # Both ports are served on the gateway's event loop, its main thread; this thread is
+        # the orchestrator. What either waited for a core is the machine's, not the gateway's.
+        threads = (main_thread(gateway.process.pid), THIS_THREAD)
+        ports = {"main port": port, "probe port": probe_port}
+        probes = {name: Latencies(threads) for name in ports}
+        statuses: list[int] = []
         while flood.poll() is None:
-            probes.append(_probe(host, port))
-            probe_port_probes.append(_probe(host, probe_port))
+            for name, probed in ports.items():
+                with probes[name].timed():
+                    statuses.append(_probe(host, probed))
             time.sleep(0.05)  # a probe of each port every 50 ms while the flood lasts
         output, _ = flood.communicate(timeout=60)
     result = json.loads(output)
     assert result["statuses"] == {"200": FLOOD}, result
-    assert len(probes) >= 10, probes  # the flood lasted long enough to probe through it
-    for answered in (probes, probe_port_probes):
-        assert all(status == 200 for _, status in answered), answered
-        slowest = max(seconds for seconds, _ in answered)
-        assert slowest < PROBE_LIMIT_S, sorted(round(s, 3) for s, _ in answered)[-5:]
+    assert len(probes["main port"].wall) >= 10  # the flood lasted long enough to probe through it
+    assert set(statuses) == {200}, statuses
+    for name, latencies in probes.items():
+        print(f"\n/healthz, new connection, {name}: slowest {latencies.slowest()} ms")  # noqa: T201
+        assert latencies.served()[-1] < PROBE_LIMIT_S, f"{name}: {latencies.slowest()} ms"
