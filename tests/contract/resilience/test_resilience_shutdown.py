@@ -22,15 +22,9 @@ from tests.contract.gateway.gateway_process import (
     running_gateway_process,
 )
 from tests.contract.resilience.conftest import control, metric, seen, stats
+from tests.support.polling import until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def _wait_in_flight(signer, count: int) -> None:
-    deadline = time.monotonic() + 5
-    while stats(signer)["inFlight"] < count:
-        assert time.monotonic() < deadline, "requests never reached the signer"
-        await asyncio.sleep(0.02)  # polling the fake until the requests arrived
 
 
 def _env(fakes, drain_timeout: float) -> dict[str, str]:
@@ -54,7 +48,7 @@ async def test_sigterm_drains_in_flight_requests_and_refuses_new_work(fakes):
                 asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
                 for _ in range(3)
             ]
-            await _wait_in_flight(eu, 3)
+            await until(lambda: stats(eu)["inFlight"] >= 3)
             signalled = time.monotonic()
             gateway.process.send_signal(signal.SIGTERM)
             ready = await client.get("/readyz")
@@ -88,7 +82,7 @@ async def test_drain_timeout_cancels_and_answers_the_stragglers(fakes):
                 asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
                 for _ in range(2)
             ]
-            await _wait_in_flight(eu, 2)
+            await until(lambda: stats(eu)["inFlight"] >= 2)
             signalled = time.monotonic()
             gateway.process.send_signal(signal.SIGTERM)
             answers = await asyncio.gather(*in_flight)
@@ -152,7 +146,7 @@ async def test_a_second_signal_still_writes_the_last_log_lines(fakes):
     with running_gateway_process(env) as gateway:
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
-            await _wait_in_flight(eu, 1)
+            await until(lambda: stats(eu)["inFlight"] >= 1)
             gateway.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 5
             while "draining" not in gateway.log():
@@ -195,7 +189,7 @@ async def _stop_as_pid_1(fakes, *, second_signal: bool) -> int:
         [pid_1] = psutil.Process(gateway.process.pid).children()
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = _post_to_a_hung_signer(client, "pid-1")
-            await _wait_in_flight(eu, 1)
+            await until(lambda: stats(eu)["inFlight"] >= 1)
             os.kill(pid_1.pid, signal.SIGTERM)
             await _wait_logged(gateway, '"draining"')
             if second_signal:
@@ -262,7 +256,7 @@ async def test_a_second_signal_cancels_in_flight_requests_at_once_answering_503(
     with running_gateway_process(env) as gateway:
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = _post_to_a_hung_signer(client, "cut-1")
-            await _wait_in_flight(eu, 1)
+            await until(lambda: stats(eu)["inFlight"] >= 1)
             gateway.process.send_signal(signal.SIGTERM)
             await _wait_logged(gateway, '"draining"')
             signalled = time.monotonic()
@@ -303,7 +297,7 @@ async def test_uvicorns_backstop_cancellation_is_answered_503_as_recorded(fakes,
     with running_gateway_process(env, program=uvicorn) as gateway:
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = _post_to_a_hung_signer(client, "cut-2")
-            await _wait_in_flight(eu, 1)
+            await until(lambda: stats(eu)["inFlight"] >= 1)
             gateway.process.send_signal(signal.SIGTERM)
             answer = await hung
         assert gateway.process.wait(timeout=10) == -signal.SIGTERM  # uvicorn raises it again
