@@ -11,9 +11,11 @@ times a sleep with the wall clock, so it counts waiting for a core the same way,
 see the path a probe takes (accept, parse, answer).
 
 The subtraction can overshoot by a wait already under way when a request starts (it is counted
-whole when it ends), a few scheduler slices, and by two watched threads waiting at once (a
-client waiting for its answer is asleep, not runnable, so rarely): far below a held loop's
-hundreds of ms.
+whole when it ends), and by two watched threads waiting at once (a client waiting for its answer
+is asleep, not runnable, so rarely). On a busy machine a wait is a few scheduler slices, far
+below a held loop's hundreds of ms; on one overloaded many times over, single waits of 100 ms
+and more happen, and one request can lose that much of a hold (a 300 ms hold was once timed at
+150 ms beside two busy loops and other test runs; its four siblings at 297-306 ms).
 
 Which threads to watch: each thread whose wait for a core delays the answer, once. A served
 gateway runs its event loop, the probe port's listener included, on its main thread
