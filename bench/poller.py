@@ -3,16 +3,41 @@
 Run as ``python -m bench.poller URL INTERVAL_MS SECONDS OUT.json``. One keep-alive connection
 (re-opened after a failure), a 5 s timeout per poll; a poll that fails or times out is counted
 as a failure and its time as the timeout.
+
+The polls keep a fixed schedule, one tick every interval from the start. A poll still waiting
+for its answer when the next ticks come round cannot send them: the poller goes on at the first
+tick still ahead (no burst), and the ticks in between are not sent. Left at that, a stall would
+count once however long it lasted, and every tick it swallowed would vanish from the figures
+(coordinated omission). So the figures count them too (`with_skipped_ticks`): each skipped tick
+with the latency it would have seen, as HdrHistogram's ``recordValueWithExpectedInterval`` does.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+
+def with_skipped_ticks(latencies: list[float], interval: float) -> list[float]:
+    """`latencies` of polls on a fixed `interval`, each followed by those of the ticks it skipped.
+
+    A poll answered after `latency` held up the ticks `k * interval` after it was sent, for
+    k = 1, 2, .. while that is less than `latency`; sent on time, each of them would have been
+    answered when the poll was, at the earliest, so it would have seen `latency - k * interval`.
+    """
+    values = []
+    for latency in latencies:
+        values.append(latency)
+        k = 1
+        while (missed := latency - k * interval) > 0:
+            values.append(missed)
+            k += 1
+    return values
 
 
 def main() -> int:
@@ -26,6 +51,7 @@ def main() -> int:
     host = parts.hostname
     if host is None:
         raise SystemExit(f"bench.poller: {url!r} has no host")
+    interval = interval_ms / 1000
     conn: http.client.HTTPConnection | None = None
     latencies: list[float] = []
     failures = 0
@@ -48,13 +74,14 @@ def main() -> int:
             if conn is not None:
                 conn.close()
             conn = None
-        tick += interval_ms / 1000
-        delay = tick - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        else:
-            tick = time.perf_counter()  # a slow answer: restart the schedule, no burst
-    Path(out).write_text(json.dumps({"latencies": latencies, "failures": failures}))
+        now = time.perf_counter()
+        # The next tick still ahead: the ones a slow answer let pass are not sent (no burst),
+        # and `with_skipped_ticks` counts them from its latency.
+        tick += interval * max(1, math.floor((now - tick) / interval) + 1)
+        time.sleep(max(0.0, tick - now))
+    Path(out).write_text(
+        json.dumps({"latencies": latencies, "failures": failures, "interval_s": interval})
+    )
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
+from bench.poller import with_skipped_ticks
 from bench.wrk import Load, WrkResult, run_wrk, shown_command, wrk_command
 
 
@@ -238,18 +239,34 @@ def _wrk_figures(result: WrkResult) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _latency_figures(latencies_ms: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max of latencies in ms (None each when there are none)."""
+    if not latencies_ms:
+        return dict.fromkeys(("p50_ms", "p99_ms", "max_ms"))
+    return {
+        "p50_ms": round(statistics.median(latencies_ms), 2),
+        "p99_ms": round(_percentile(latencies_ms, 99), 2),
+        "max_ms": round(max(latencies_ms), 2),
+    }
+
+
 def poll_figures(polls: dict[str, Any]) -> dict[str, Any]:
     """Count, failures and latency percentiles of polls: `{"latencies": [s], "failures": n}`.
 
-    The shape `bench.poller` writes.
+    The shape `bench.poller` writes. Its polls keep a fixed schedule (`interval_s`): there the
+    percentiles also count the ticks a slow answer made it skip (`poller.with_skipped_ticks`),
+    and `raw` holds those of the polls sent alone.
     """
     latencies_ms = [x * 1000 for x in polls["latencies"]]
-    return {
-        "polls": len(latencies_ms),
-        "failures": polls["failures"],
-        "p50_ms": round(statistics.median(latencies_ms), 2) if latencies_ms else None,
-        "p99_ms": round(_percentile(latencies_ms, 99), 2) if latencies_ms else None,
-        "max_ms": round(max(latencies_ms), 2) if latencies_ms else None,
+    figures: dict[str, Any] = {"polls": len(latencies_ms), "failures": polls["failures"]}
+    interval_s = polls.get("interval_s")
+    if not interval_s:
+        return figures | _latency_figures(latencies_ms)
+    counted = with_skipped_ticks(latencies_ms, interval_s * 1000)
+    return figures | {
+        "skipped_ticks": len(counted) - len(latencies_ms),
+        **_latency_figures(counted),
+        "raw": _latency_figures(latencies_ms),
     }
 
 
