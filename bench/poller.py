@@ -40,6 +40,15 @@ def with_skipped_ticks(latencies: list[float], interval: float) -> list[float]:
     return values
 
 
+def next_tick(tick: float, now: float, interval: float) -> float:
+    """The first tick of the schedule (`tick` plus whole intervals) after `now`.
+
+    The ticks a slow answer let pass are not sent late in a burst; `with_skipped_ticks`
+    counts them from its latency.
+    """
+    return tick + interval * max(1, math.floor((now - tick) / interval) + 1)
+
+
 def main() -> int:
     url, interval_ms, seconds, out = (
         sys.argv[1],
@@ -75,9 +84,7 @@ def main() -> int:
                 conn.close()
             conn = None
         now = time.perf_counter()
-        # The next tick still ahead: the ones a slow answer let pass are not sent (no burst),
-        # and `with_skipped_ticks` counts them from its latency.
-        tick += interval * max(1, math.floor((now - tick) / interval) + 1)
+        tick = next_tick(tick, now, interval)
         time.sleep(max(0.0, tick - now))
     Path(out).write_text(
         json.dumps({"latencies": latencies, "failures": failures, "interval_s": interval})

@@ -32,6 +32,18 @@ def test_each_poll_keeps_its_own_skipped_ticks_in_order() -> None:
     assert values == pytest.approx([0.002, 0.0215, 0.0115, 0.0015, 0.003])
 
 
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [(0.0012, 0.010), (0.0099, 0.010), (0.0101, 0.020), (0.0355, 0.040), (0.0951, 0.100)],
+)
+def test_the_schedule_goes_on_at_the_first_tick_ahead_keeping_its_phase(
+    now: float, expected: float
+) -> None:
+    """After a poll sent at 0 answers at `now`, the next is sent on the 10 ms grid, never late."""
+    assert poller.next_tick(0.0, now, 0.010) == pytest.approx(expected)
+    assert poller.next_tick(1.0, 1.0 + now, 0.010) == pytest.approx(1.0 + expected)
+
+
 def test_poll_figures_judge_the_corrected_latencies_and_keep_the_raw_ones() -> None:
     """A stall of 95 ms among 98 fast polls: the raw p99 hides it, the corrected p99 does not."""
     polls = {"latencies": [0.002] * 98 + [0.095, 0.003], "failures": 0, "interval_s": 0.010}
