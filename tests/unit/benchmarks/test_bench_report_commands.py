@@ -78,7 +78,8 @@ def test_the_report_prints_the_gateway_start_in_full_and_what_other_runs_change(
     assert "SIGNING_GATEWAY_AUTH__JWKS_FILE=$RUN_DIR/jwks.json \\\n" in text
     assert "SIGNING_GATEWAY_EU_SIGNER__RESILIENCE__MAX_WAIT_SECONDS=20.0 \\\n" in text
     assert "\\\n" + s1["command"] + "\n```" in text
-    assert "- S4 gateway, 10,000 in flight: as S1, but `SIGNING_GATEWAY_REQUEST_DEADLINE" in text
+    s4 = "- S4 gateway, 10,000 in flight: as S1, but `SIGNING_GATEWAY_REQUEST_DEADLINE_SECONDS="
+    assert s4 in text
     assert "BENCH_SIGNER_URL=http://127.0.0.1:$SIGNER_PORT \\\n" + proxy["command"] in text
     assert signer["command"] in text
     assert "python -m bench.auth" in text
