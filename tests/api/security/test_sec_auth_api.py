@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
 
+import httpx
 import jwt
 import pytest
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
 
 from signing_gateway.security.settings import AuthSettings
@@ -14,7 +18,8 @@ from signing_gateway.settings import Settings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
 from tests.api.security.conftest import AUDIENCE, ISSUER, bearer
-from tests.api.signer_mocks import MockedSigners
+from tests.api.signer_mocks import MockedSigners, eu_signing
+from tests.support.gateway import SignerKeys
 
 V1_CALLS = [
     ("POST", "/v1/dcc"),
@@ -283,3 +288,32 @@ async def test_no_token_error_description_leaks_nothing(secured):
     assert_problem(response, 401)
     challenge = response.headers["www-authenticate"]
     assert "e30" not in challenge
+
+
+async def test_a_request_at_its_signer_holds_no_copy_of_its_token(
+    secured, mocked: MockedSigners, full_token: str, test_keys: SignerKeys
+):
+    """While a request waits on its signer, nothing of its authentication holds the token text.
+
+    FastAPI keeps a dependency's result until the request ends; `HTTPBearer`'s was a model
+    holding the token (about 1 KB a request with a long token, for as long as the signer
+    takes). The gateway's own bearer dependency hands over the caller only.
+    """
+    at_signer = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        at_signer.set()
+        await release.wait()
+        return eu_signing(test_keys)(request)
+
+    mocked.get_credential.mock(side_effect=held)
+    sent = asyncio.create_task(
+        secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(full_token))
+    )
+    await asyncio.wait_for(at_signer.wait(), timeout=10)
+    held_models = [o for o in gc.get_objects() if isinstance(o, HTTPAuthorizationCredentials)]
+    release.set()
+    response = await sent
+    assert response.status_code == 200, response.text
+    assert held_models == []
