@@ -55,6 +55,7 @@ from uvicorn.server import ServerState
 from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
 from signing_gateway.observability.context import REQUEST_ID_KEY, accept_or_generate
 from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.runtime.header_fields import SharedFields
 from signing_gateway.security.settings import LimitsSettings
 
 logger = logging.getLogger("signing_gateway.security")
@@ -120,6 +121,11 @@ def _unread_input(transport: asyncio.BaseTransport) -> bool:
 
 
 @functools.cache
+def _shared_fields() -> SharedFields:
+    return SharedFields()
+
+
+@functools.cache
 def _default_limits() -> LimitsSettings:
     return LimitsSettings()
 
@@ -168,6 +174,7 @@ class _HeadBound:
     """One connection's head bound: its limits and where its current request stands."""
 
     __slots__ = (
+        "fields",
         "head_complete",
         "head_deadline",
         "head_timeout",
@@ -184,6 +191,8 @@ class _HeadBound:
         self.max_unbodied_bytes = limits.max_header_bytes + limits.max_body_bytes
         self.head_timeout = limits.header_timeout_seconds
         self.metrics = metrics if isinstance(metrics, GatewayMetrics) else None
+        #: The process's shared header fields (`runtime.header_fields`).
+        self.fields = _shared_fields()
         #: Bytes of the current request that are not body (see the module doc).
         self.unbodied = 0
         self.head_complete = False
@@ -242,6 +251,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._check_size()
 
     # Parser callbacks.
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Keep the field as uvicorn does, sharing what repeats between requests.
+
+        (`runtime.header_fields`: one tuple per distinct field for the names that repeat, such
+        as a client's bearer token.)
+        """
+        field = self._bound.fields.field(name.lower(), value)
+        if field[0] == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append(field)
 
     def on_message_begin(self) -> None:
         """Start the request as uvicorn does; its head is due, unless already (see module doc)."""

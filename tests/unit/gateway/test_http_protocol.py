@@ -29,9 +29,11 @@ class _Recording(GatewayHttpProtocol):
     """Runs no request; notes the paths of those it would have started."""
 
     started: list[str]
+    received: list[list[tuple[bytes, bytes]]]
 
     def _start_asgi_task(self, cycle: Any, _app: Any) -> None:
         self.started.append(cycle.scope["path"])
+        self.received.append(cycle.scope["headers"])
 
 
 def _open(**limits: Any) -> tuple[_Recording, FakeTransport]:
@@ -39,6 +41,7 @@ def _open(**limits: Any) -> tuple[_Recording, FakeTransport]:
     protocol, transport = connect(_Recording, asyncio.get_running_loop(), {"settings": settings})
     assert isinstance(protocol, _Recording)
     protocol.started = []
+    protocol.received = []
     return protocol, transport
 
 
@@ -185,6 +188,7 @@ async def test_a_head_waiting_unread_in_the_kernel_is_not_cut_off(monkeypatch):
             _loop=asyncio.get_running_loop(),
         )
         protocol.started = []
+        protocol.received = []
         transport = _SocketTransport(ours)
         protocol.connection_made(transport)
         theirs.sendall(b"GET /late HTTP/1.1\r\nHost: g\r\n\r\n")
@@ -322,3 +326,35 @@ async def test_an_unparseable_request_is_not_a_warning(caplog):
     assert _answered(transport)[0] == 400
     logged = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
     assert logged == [("signing_gateway.security", "INFO", "request refused unread")]
+
+
+async def test_requests_share_a_repeated_token_but_keep_their_own_fields():
+    """Two connections, one token: one `authorization` field object; the rest as sent."""
+    token = b"Bearer " + b"t" * 700
+    fields = []
+    for request_id in (b"one", b"two"):
+        protocol, _ = _open()
+        protocol.data_received(
+            b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nAuthorization: " + token
+            + b"\r\nX-Request-ID: " + request_id + b"\r\nContent-Length: 0\r\n\r\n"
+        )  # fmt: skip
+        assert protocol.started == ["/v1/dcc"]
+        [headers] = protocol.received
+        assert headers == [
+            (b"host", b"g"),
+            (b"authorization", token),
+            (b"x-request-id", request_id),
+            (b"content-length", b"0"),
+        ]
+        fields.append(headers)
+    assert fields[0][1] is fields[1][1]
+    assert fields[0][2] is not fields[1][2]
+
+
+async def test_expect_100_continue_is_still_seen():
+    """The field sharing keeps uvicorn's reading of `Expect: 100-continue`."""
+    protocol, _ = _open()
+    protocol.data_received(
+        b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert protocol.expect_100_continue

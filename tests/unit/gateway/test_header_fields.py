@@ -1,0 +1,53 @@
+"""SharedFields: one object per repeating header field, in bounded tables."""
+
+from __future__ import annotations
+
+from signing_gateway.runtime.header_fields import MAX_KEPT, SharedFields
+
+TOKEN = b"Bearer " + b"t" * 700
+
+
+def _fresh(value: bytes) -> bytes:
+    """An equal bytes object that is not `value` itself, as each parsed request has."""
+    return bytes(bytearray(value))
+
+
+def test_a_repeating_field_is_one_tuple_for_every_request():
+    """The same token on two requests: the second gets the first request's tuple."""
+    shared = SharedFields()
+    first = shared.field(b"authorization", _fresh(TOKEN))
+    second = shared.field(_fresh(b"authorization"), _fresh(TOKEN))
+    assert second == (b"authorization", TOKEN)
+    assert second is first
+
+
+def test_different_values_are_different_fields():
+    """Another token is its own field; neither replaces the other."""
+    shared = SharedFields()
+    one = shared.field(b"authorization", b"Bearer a")
+    other = shared.field(b"authorization", b"Bearer b")
+    assert other == (b"authorization", b"Bearer b")
+    assert shared.field(b"authorization", _fresh(b"Bearer a")) is one
+
+
+def test_a_field_that_differs_per_request_shares_only_its_name():
+    """`x-request-id` and `content-length` keep their own values, under one name object."""
+    shared = SharedFields()
+    first = shared.field(b"x-request-id", b"one")
+    second = shared.field(_fresh(b"x-request-id"), _fresh(b"one"))
+    assert second == first
+    assert second is not first
+    assert second[0] is first[0]
+    assert second[1] is not first[1]
+
+
+def test_a_full_table_is_emptied_and_sharing_goes_on():
+    """A caller sending a new value each time cannot grow the tables past their bound."""
+    shared = SharedFields()
+    for n in range(3 * MAX_KEPT):
+        shared.field(f"x-n{n}".encode(), b"v")
+        shared.field(b"user-agent", str(n).encode())
+    assert len(shared._names) <= MAX_KEPT
+    assert len(shared._fields) <= MAX_KEPT
+    kept = shared.field(b"user-agent", b"same")
+    assert shared.field(b"user-agent", _fresh(b"same")) is kept
