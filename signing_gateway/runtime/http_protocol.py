@@ -55,7 +55,7 @@ from uvicorn.server import ServerState
 from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
 from signing_gateway.observability.context import REQUEST_ID_KEY, accept_or_generate
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.runtime.header_fields import SharedFields
+from signing_gateway.runtime.header_fields import REPEATING, SharedFields
 from signing_gateway.security.settings import LimitsSettings
 
 logger = logging.getLogger("signing_gateway.security")
@@ -121,8 +121,18 @@ def _unread_input(transport: asyncio.BaseTransport) -> bool:
 
 
 @functools.cache
-def _shared_fields() -> SharedFields:
-    return SharedFields()
+def _shared_fields(*, tokens: bool) -> SharedFields:
+    return SharedFields(REPEATING if tokens else REPEATING - {b"authorization"})
+
+
+def _shares_tokens(app_state: dict[str, Any]) -> bool:
+    """Whether `authorization` values may be kept past their requests.
+
+    Only while the app remembers tokens itself (`auth.token_cache_size` > 0), so that 0 keeps
+    no token anywhere once its request is answered.
+    """
+    auth = getattr(app_state.get("settings"), "auth", None)
+    return getattr(auth, "token_cache_size", 0) > 0
 
 
 @functools.cache
@@ -186,13 +196,13 @@ class _HeadBound:
         "unbodied",
     )
 
-    def __init__(self, limits: LimitsSettings, metrics: object) -> None:
+    def __init__(self, limits: LimitsSettings, metrics: object, *, tokens: bool) -> None:
         self.max_head_bytes = limits.max_header_bytes
         self.max_unbodied_bytes = limits.max_header_bytes + limits.max_body_bytes
         self.head_timeout = limits.header_timeout_seconds
         self.metrics = metrics if isinstance(metrics, GatewayMetrics) else None
         #: The process's shared header fields (`runtime.header_fields`).
-        self.fields = _shared_fields()
+        self.fields = _shared_fields(tokens=tokens)
         #: Bytes of the current request that are not body (see the module doc).
         self.unbodied = 0
         self.head_complete = False
@@ -219,7 +229,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # One attribute, not nine: past 30 instance attributes CPython gives up sharing the
         # class's key table and each connection pays for a dict of its own (~1.3 KB more, at
         # S4's 10,000 connections 13 MB).
-        self._bound = _HeadBound(_limits_of(app_state), app_state.get("metrics"))
+        self._bound = _HeadBound(
+            _limits_of(app_state), app_state.get("metrics"), tokens=_shares_tokens(app_state)
+        )
 
     # Connection events.
 
@@ -258,6 +270,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         (`runtime.header_fields`: one tuple per distinct field for the names that repeat, such
         as a client's bearer token.)
         """
+        if self._bound.head_complete:  # a trailer field: as uvicorn keeps it, never shared
+            super().on_header(name, value)
+            return
         field = self._bound.fields.field(name.lower(), value)
         if field[0] == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True

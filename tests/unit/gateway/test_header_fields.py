@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from signing_gateway.runtime.header_fields import MAX_KEPT, SharedFields
+from signing_gateway.runtime.header_fields import (
+    MAX_KEPT,
+    MAX_NAME_BYTES,
+    MAX_VALUE_BYTES,
+    SharedFields,
+)
 
 TOKEN = b"Bearer " + b"t" * 700
 
@@ -51,3 +56,23 @@ def test_a_full_table_is_emptied_and_sharing_goes_on():
     assert len(shared._fields) <= MAX_KEPT
     kept = shared.field(b"user-agent", b"same")
     assert shared.field(b"user-agent", _fresh(b"same")) is kept
+
+
+def test_long_names_and_values_are_kept_per_request_only():
+    """Nothing longer than the bounds is kept: a caller cannot pin large fields in the table."""
+    shared = SharedFields()
+    long_value = b"Bearer " + b"x" * MAX_VALUE_BYTES
+    long_name = b"x-" + b"n" * MAX_NAME_BYTES
+    one = shared.field(b"authorization", long_value)
+    assert shared.field(b"authorization", _fresh(long_value)) is not one
+    shared.field(long_name, b"v")
+    assert all(len(value) <= MAX_VALUE_BYTES for _, value in shared._fields)
+    assert long_name not in shared._names
+
+
+def test_only_the_named_fields_share_their_values():
+    """A table without `authorization` among its names keeps no token."""
+    shared = SharedFields(frozenset({b"host"}))
+    first = shared.field(b"authorization", b"Bearer t")
+    assert shared.field(b"authorization", _fresh(b"Bearer t")) is not first
+    assert shared.field(b"host", b"g") is shared.field(b"host", _fresh(b"g"))

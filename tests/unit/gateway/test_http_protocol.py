@@ -36,8 +36,11 @@ class _Recording(GatewayHttpProtocol):
         self.received.append(cycle.scope["headers"])
 
 
-def _open(**limits: Any) -> tuple[_Recording, FakeTransport]:
-    settings = SimpleNamespace(limits=LimitsSettings(max_header_bytes=LIMIT, **limits))
+def _open(token_cache_size: int = 1024, **limits: Any) -> tuple[_Recording, FakeTransport]:
+    settings = SimpleNamespace(
+        limits=LimitsSettings(max_header_bytes=LIMIT, **limits),
+        auth=SimpleNamespace(token_cache_size=token_cache_size),
+    )
     protocol, transport = connect(_Recording, asyncio.get_running_loop(), {"settings": settings})
     assert isinstance(protocol, _Recording)
     protocol.started = []
@@ -358,3 +361,33 @@ async def test_expect_100_continue_is_still_seen():
         b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
     )
     assert protocol.expect_100_continue
+
+
+async def test_with_tokens_not_remembered_no_token_outlives_its_request():
+    """`auth.token_cache_size=0`: each request keeps its own token field, and nothing else does."""
+    token = b"Bearer never-kept"
+    fields = []
+    for _ in range(2):
+        protocol, _ = _open(token_cache_size=0)
+        protocol.data_received(
+            b"GET /v1/keys HTTP/1.1\r\nHost: g\r\nAuthorization: " + token + b"\r\n\r\n"
+        )
+        [headers] = protocol.received
+        fields.append(headers[1])
+    assert fields[0] == fields[1] == (b"authorization", token)
+    assert fields[0] is not fields[1]
+    kept = http_protocol._shared_fields(tokens=False)._fields
+    assert all(name != b"authorization" for name, _ in kept)
+
+
+async def test_trailer_fields_are_never_kept_past_their_request():
+    """A chunked body's trailer joins the headers as uvicorn adds it, and is not shared."""
+    token = b"Bearer in-a-trailer"
+    protocol, _ = _open()
+    protocol.data_received(
+        b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\nAuthorization: " + token + b"\r\n\r\n"
+    )
+    assert protocol.started == ["/v1/dcc"]
+    assert (b"authorization", token) in protocol.received[0]
+    assert (b"authorization", token) not in http_protocol._shared_fields(tokens=True)._fields
