@@ -263,6 +263,8 @@ class BearerAuthentication(HTTPBearer):
 
 
 authenticated_caller = BearerAuthentication(
+    # The scheme's name in OpenAPI, as `HTTPBearer` names it: clients look it up by name.
+    scheme_name="HTTPBearer",
     auto_error=False,
     description="A JWT from the configured identity provider; scopes in the `scope` claim",
 )

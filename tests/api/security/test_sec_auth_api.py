@@ -267,6 +267,13 @@ async def test_openapi_declares_bearer_security(secured):
     """The OpenAPI document declares the bearer scheme on /v1 operations."""
     spec = (await secured.get("/openapi.json")).json()
     assert any(s.get("scheme") == "bearer" for s in spec["components"]["securitySchemes"].values())
+    # The scheme keeps the name clients know it by, on every /v1 operation.
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    operations = [
+        op for path, ops in spec["paths"].items() if path.startswith("/v1") for op in ops.values()
+    ]
+    assert operations
+    assert all(op["security"] == [{"HTTPBearer": []}] for op in operations)
     assert spec["paths"]["/v1/dcc"]["post"]["security"]
     assert {"401", "403", "413", "415"} <= spec["paths"]["/v1/dcc"]["post"]["responses"].keys()
 
