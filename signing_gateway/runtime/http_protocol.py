@@ -10,8 +10,9 @@ uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been
 
 - **Size.** The bytes of a request that are not body are counted as they arrive, before the
   parser keeps them: request line and header fields, then chunk framing and trailer fields
-  (which uvicorn adds to the request's headers). A head over `max_header_bytes` is answered
-  431 problem+json and the connection is closed; after the head, the count may reach
+  (which uvicorn would add to the request's headers; they are dropped). A head over
+  `max_header_bytes` is answered 431 problem+json and the connection is closed; after the
+  head, the count may reach
   `max_header_bytes + max_body_bytes`, past which the connection is closed.
 - **Time.** A new connection has `header_timeout_seconds` to complete its first head, and each
   later request as much from its first byte. Past it, a connection that had begun a request
@@ -270,8 +271,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         (`runtime.header_fields`: one tuple per distinct field for the names that repeat, such
         as a client's bearer token.)
         """
-        if self._bound.head_complete:  # a trailer field: as uvicorn keeps it, never shared
-            super().on_header(name, value)
+        if self._bound.head_complete:
+            # A trailer field of a chunked body. uvicorn would add it to the request's headers
+            # after the app has started, where it would read as any header field (a bearer
+            # token in a trailer authenticated the request). The gateway reads no trailer, and
+            # RFC 9110 (6.5.1) lets a recipient merge one only where that is known to be safe:
+            # it is dropped (its bytes were counted against the bound).
             return
         field = self._bound.fields.field(name.lower(), value)
         if field[0] == b"expect" and value.lower() == b"100-continue":
