@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -93,9 +94,17 @@ def running_demo(
     try:
         yield demo
     finally:
+        children = list(demo.children)
         if process.poll() is None:
+            # Its fake signers too, found now: a test need not have looked for them, and
+            # killing the demo first would leave them running with no parent.
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children += psutil.Process(process.pid).children(recursive=True)
             process.kill()
             process.wait()
-        for child in demo.children:
-            if child.is_running():
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+        psutil.wait_procs(children, timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
