@@ -266,7 +266,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # Parser callbacks.
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Keep the field as uvicorn does, sharing what repeats between requests.
+        """Keep a field of the head as uvicorn does, sharing what repeats; drop trailer fields.
 
         (`runtime.header_fields`: one tuple per distinct field for the names that repeat, such
         as a client's bearer token.)
