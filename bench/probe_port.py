@@ -3,10 +3,11 @@
 `python -m bench.probe_port [--connections N] [--rounds R] [--seconds S]`
 
 A gateway (`serve --probe-port`) with a 1 s fake signer; wrk opens N connections at once and
-sends `/v1/dcc` on them for S seconds. Meanwhile two threads GET `/healthz` every 20 ms, each
-on a new connection as an orchestrator's probe does, one on each port. For each round, the
-probes' count, failures and p50 / p99 / max latency per port. A new gateway each round, so
-every round starts with the burst of N connects.
+sends `/v1/dcc` on them for S seconds. Meanwhile two threads GET `/healthz` on a 20 ms
+schedule, each on a new connection as an orchestrator's probe does, one on each port. For each
+round, the probes' count, failures and p50 / p99 / max latency per port. The percentiles also
+count the ticks a slow probe held up, as `bench.poller`'s do (no coordinated omission). A new
+gateway each round, so every round starts with the burst of N connects.
 
 Prints a Markdown table and writes it to bench/results/probe-port-<time>.md.
 """
@@ -24,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import auth as bench_auth
-from bench import procs, scenarios
+from bench import poller, procs, scenarios
 from bench.run import keep_markdown
 from bench.wrk import Load, run_wrk
 from signing_gateway.api import examples
@@ -49,18 +50,27 @@ def _probe(port: int) -> tuple[float, bool]:
 
 
 def _prober(port: int, out: dict[str, Any], stop: threading.Event) -> None:
-    """Probe `port` until `stop`, recording in `bench.poller`'s shape."""
+    """Probe `port` on `PROBE_EVERY_S`'s schedule until `stop`, in `bench.poller`'s shape.
+
+    A probe slower than the interval holds up the ticks after it; `interval_s` lets
+    `scenarios.poll_figures` count them with the latency they would have seen.
+    """
+    out["interval_s"] = PROBE_EVERY_S
+    tick = time.perf_counter()
     while not stop.is_set():
         seconds, ok = _probe(port)
         out["latencies"].append(seconds)
         out["failures"] += not ok
-        time.sleep(PROBE_EVERY_S)
+        now = time.perf_counter()
+        tick = poller.next_tick(tick, now, PROBE_EVERY_S)
+        stop.wait(max(0.0, tick - now))
 
 
 def _cells(polls: dict[str, Any]) -> str:
     figures = scenarios.poll_figures(polls)
     return (
-        f"{figures['polls']} ({figures['failures']}) | {figures['p50_ms']:.1f} / "
+        f"{figures['polls']} ({figures['failures']}, {figures.get('skipped_ticks', 0)} ticks "
+        f"held up) | {figures['p50_ms']:.1f} / "
         f"{figures['p99_ms']:.1f} / {figures['max_ms']:.1f} ms"
     )
 
@@ -103,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = [
         (
-            "| connections | wrk req/s (errors) | main port: probes (failed) | p50 / p99 / max | "
-            "probe port: probes (failed) | p50 / p99 / max |"
+            "| connections | wrk req/s (errors) | main port: probes (failed, ticks held up) | "
+            "p50 / p99 / max | probe port: probes (failed, ticks held up) | p50 / p99 / max |"
         ),
         "|---|---|---|---|---|---|",
     ]
