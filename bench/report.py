@@ -577,6 +577,26 @@ def _earlier_history(doc_text: str) -> dict[str, str]:
     }
 
 
+#: The first full run whose gateways checked a caller's bearer token on every request and
+#: whose `/healthz` figures count the ticks a slow poll held up. Rows before it measured a
+#: gateway with `auth.mode=disabled` and polls sent only when the last one had answered.
+TOKENS_SINCE = "2026-12-04T22:25:21+00:00"
+
+
+def _history_caveat(table: list[str]) -> list[str]:
+    """A note when the repeatability table still holds rows from before `TOKENS_SINCE`."""
+    times = [line.split("|")[1].strip() for line in table if re.match(r"\| \d{4}-", line)]
+    older = [t for t in times if t < TOKENS_SINCE]
+    if not older:
+        return []
+    return [
+        f"Rows before {TOKENS_SINCE} ({len(older)} of {len(times)}) ran every gateway with",
+        "`auth.mode=disabled`, so their S3 and S4 figures leave out checking the caller's",
+        "token, and their `/healthz` figures leave out the ticks a slow poll held up.",
+        "",
+    ]
+
+
 def _s1_history_cell(r: dict[str, Any]) -> str:
     s1 = r.get("S1")
     if not s1:
@@ -963,8 +983,9 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "",
         _HISTORY_TITLE,
         "",
-        *_history(runs, earlier),
+        *(history := _history(runs, earlier)),
         "",
+        *_history_caveat(history),
         'S1 req/s marked "steady" is the steady state its verdict is judged on, and that row\'s',
         "S1 figures are its median round's (the other S1 verdicts hold in every round); unmarked",
         "rows predate the rounds and show wrk's figure over the whole run.",

@@ -248,6 +248,18 @@ def test_the_repeatability_table_keeps_the_runs_already_in_the_report(tmp_path: 
     assert rows[-1].startswith("| 2026-12-02T16:00:00+00:00 | 0.5→? | 280 (0.933) |")
 
 
+def test_the_repeatability_table_says_which_rows_ran_without_tokens() -> None:
+    """Rows from before the bench checked tokens are named until they leave the table."""
+    header = ["| run (UTC) | load |", "|---|---|"]
+    before, since = "2026-12-04T20:30:22+00:00", report.TOKENS_SINCE
+    later = "2026-12-05T01:00:00+00:00"
+    mixed = [*header, f"| {before} | a |", f"| {since} | b |", f"| {later} | c |"]
+    caveat = " ".join(report._history_caveat(mixed))
+    assert f"Rows before {since} (1 of 3) ran every gateway with" in caveat
+    assert "`auth.mode=disabled`" in caveat
+    assert report._history_caveat([*header, f"| {since} | b |", f"| {later} | c |"]) == []
+
+
 def test_a_hand_written_section_outside_the_kept_blocks_is_reported_before_it_is_lost() -> None:
     """Regenerating the doc names every heading it would drop; kept blocks lose none."""
     profile = "<!-- profile:start -->\n### Round one\ntext\n<!-- profile:end -->"
