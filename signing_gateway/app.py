@@ -55,13 +55,13 @@ from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_env import (
     FLAG_VARIABLES,
     problems_report,
-    read_settings,
     settings_from_environment,
 )
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.signers.http import build_signer_client
 from signing_gateway.start_up import report_start_up_errors
+from signing_gateway.start_up_checks import checked_settings
 from signing_gateway.trust_loading import load_trust
 
 API_DESCRIPTION = """\
@@ -299,9 +299,11 @@ def create_served_app(settings: Settings | None = None) -> FastAPI:
     """Factory for served processes: logging configured, then the app.
 
     `settings`: those already read and checked (`serve` reads them before any worker starts);
-    by default, read from the environment, as each worker of `serve --workers N` does. There,
-    a `SIGNING_GATEWAY_*` variable that is no setting, a value a setting cannot take, or a
-    variable that takes JSON holding something else ends the process as `serve` does.
+    by default, read from the environment, as `uvicorn --factory` and each worker of `serve
+    --workers N` do. There, they are checked as `serve` checks them (`start_up_checks`): a
+    `SIGNING_GATEWAY_*` variable that is no setting, a value a setting cannot take, a variable
+    that takes JSON holding something else, tracing without the `otel` extra, trust, JWKS or
+    audit files that cannot be used end the process as `serve` does, before anything serves.
 
     Raises:
         SystemExit: (status 2) such a problem, once the report is on stderr. `uvicorn
@@ -309,7 +311,7 @@ def create_served_app(settings: Settings | None = None) -> FastAPI:
             this one would be printed with its whole traceback.
     """
     if settings is None:
-        settings, problems = read_settings(FLAG_VARIABLES)
+        settings, problems = checked_settings(FLAG_VARIABLES)
         if settings is None or problems:
             print(problems_report(problems), file=sys.stderr)  # noqa: T201
             raise SystemExit(2)

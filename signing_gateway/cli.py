@@ -23,22 +23,13 @@ from uvicorn.supervisors import Multiprocess
 
 from signing_gateway.app import create_served_app
 from signing_gateway.demo import LOOPBACK, demo_setup, run_demo
-from signing_gateway.observability.instrument import (
-    TracingUnavailableError,
-    check_tracing_available,
-)
 from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
-from signing_gateway.security.setup import security_file_problems
 from signing_gateway.settings import Settings
-from signing_gateway.settings_env import (
-    is_service_link,
-    problems_report,
-    read_settings,
-)
-from signing_gateway.trust_loading import trust_file_problems
+from signing_gateway.settings_env import is_service_link, problems_report
+from signing_gateway.start_up_checks import checked_settings, tracing_problems
 
 logger = logging.getLogger("signing_gateway.cli")
 
@@ -83,35 +74,6 @@ class SupervisedConfig(uvicorn.Config):
         super().configure_logging()
         configure_logging(level=self.gateway_log_level, fmt=self.gateway_log_format)
         signal.signal(signal.SIGTERM, _write_logs_then_end)
-
-
-def _checked_settings(flag_variables: frozenset[str]) -> tuple[Settings | None, list[str]]:
-    """The settings from the environment, or what is wrong with them (one line per problem).
-
-    Includes what reading them cannot find: a `SIGNING_GATEWAY_*` variable that is neither a
-    setting nor one of `flag_variables` (a misspelling is never read, and its setting keeps
-    its default), and what only building or starting the app would find: tracing switched on
-    where the `otel` extra is missing; no trust configured, or a trust file that cannot be
-    read or holds no usable key; a JWKS file that cannot be read or parsed, an audit file
-    that cannot be opened for appending. Each worker of `serve --workers N` builds and starts
-    its own app, and uvicorn's supervisor restarts a worker that fails that way without end.
-    """
-    settings, problems = read_settings(flag_variables)
-    if settings is None:
-        return None, problems
-    problems += _tracing_problems(settings)
-    problems += trust_file_problems(settings.trust)
-    problems += security_file_problems(settings.auth, settings.audit)
-    return (None if problems else settings), problems
-
-
-def _tracing_problems(settings: Settings) -> list[str]:
-    """A line when `settings` switch tracing on where the `otel` extra is missing."""
-    try:
-        check_tracing_available(settings.observability)
-    except TracingUnavailableError as exc:
-        return [f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}"]
-    return []
 
 
 #: `--host` values under which the gateway listens on loopback too (all addresses, or loopback).
@@ -160,9 +122,9 @@ def _serve(
 
     `flag_variables`: the variables of `serve`'s flags, which are not settings.
     """
-    # Checked here, before any worker starts, so that a wrong setting is reported in a few
-    # lines and exit status 2 rather than a traceback per process.
-    settings, problems = _checked_settings(flag_variables)
+    # Checked here, once, before any worker starts: a worker refused by the same check (in
+    # create_served_app) would be started again by uvicorn's supervisor without end.
+    settings, problems = checked_settings(flag_variables)
     if settings is not None:
         problems = _own_port_problems(settings, args)
     problems = option_problems + problems
@@ -235,7 +197,7 @@ def _demo(
     with demo_setup(flag_variables) as (setup, settings_problems):
         problems = option_problems + settings_problems
         if setup is not None:
-            problems += _tracing_problems(setup.settings)
+            problems += tracing_problems(setup.settings)
         if setup is None or problems:
             return _report_problems(problems)
         return run_demo(

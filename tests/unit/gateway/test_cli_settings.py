@@ -18,7 +18,11 @@ from signing_gateway.demo import demo_setup
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_doc import setting_variables
-from signing_gateway.settings_env import FLAG_VARIABLES, unknown_variables, unparsed_json
+from signing_gateway.settings_env import (
+    FLAG_VARIABLES,
+    unknown_variables,
+    unparsed_json,
+)
 from signing_gateway.trust_loading import NO_TRUST
 from tests.contract.gateway.gateway_process import free_port
 from tests.support.credentials import make_domestic_signer, make_dsc
@@ -479,18 +483,30 @@ def test_serve_names_each_trust_file_it_cannot_use(tmp_path: Path) -> None:
     assert str(tmp_path) not in done.stderr
 
 
-def test_a_trust_failure_at_start_up_is_one_line_without_a_traceback() -> None:
-    """Where only starting finds it (uvicorn's own command line checks nothing first): one line.
+def test_a_trust_file_gone_since_the_check_fails_the_start_up_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """What only starting finds (the file went after the factory's check): one line, exit 3.
 
     uvicorn's exit status for a failed start-up (3) stays. Before, the log line held the whole
     traceback.
     """
-    uvicorn = (
-        "import sys; from uvicorn.main import main; "
-        "sys.argv = ['uvicorn', '--factory', 'signing_gateway.app:create_served_app', "
-        "'--host', '127.0.0.1', '--port', '0']; main()"
+    dsc = tmp_path / "dsc.pem"
+    dsc.write_bytes(make_dsc(["test"]).pem)
+    # The factory checks the file, then it goes: the lifespan is the first to miss it.
+    gone_after_the_check = (
+        "import pathlib, uvicorn; from signing_gateway.app import create_served_app\n"
+        "def factory():\n"
+        "    app = create_served_app()\n"
+        f"    pathlib.Path({str(dsc)!r}).unlink()\n"
+        "    return app\n"
+        f"uvicorn.run(factory, factory=True, host='127.0.0.1', port={free_port()})"
     )
-    done = _run(uvicorn, AUTH__MODE="disabled", TRUST__EU_CERTIFICATES='["/no/such/dsc.pem"]')
+    done = _run(
+        gone_after_the_check,
+        AUTH__MODE="disabled",
+        TRUST__EU_CERTIFICATES=orjson.dumps([str(dsc)]).decode(),
+    )
     assert done.returncode == 3
     failed = [
         orjson.loads(line)
@@ -696,6 +712,14 @@ def test_demo_with_tracing_but_without_the_otel_extra_exits_2() -> None:
     assert done.stdout == ""
 
 
+#: Settings an entry point reading the environment refuses, and the report's lines for them.
+REFUSED_FROM_THE_ENVIRONMENT = [
+    (INVALID, [INVALID_LINE]),
+    (NOT_JSON, [NOT_JSON_LINE]),
+    ({**TYPO, **INVALID}, [TYPO_LINE, INVALID_LINE]),
+]
+
+
 def _uvicorn_factory_code() -> str:
     """`uvicorn --factory ...:create_served_app` on a free loopback port, as a Python statement."""
     argv = [
@@ -705,14 +729,7 @@ def _uvicorn_factory_code() -> str:
     return f"import sys; from uvicorn.main import main; sys.argv = {argv!r}; main()"
 
 
-@pytest.mark.parametrize(
-    ("settings", "lines"),
-    [
-        (INVALID, [INVALID_LINE]),
-        (NOT_JSON, [NOT_JSON_LINE]),
-        ({**TYPO, **INVALID}, [TYPO_LINE, INVALID_LINE]),
-    ],
-)
+@pytest.mark.parametrize(("settings", "lines"), REFUSED_FROM_THE_ENVIRONMENT)
 def test_the_uvicorn_factory_reports_an_invalid_value_as_serve_does(
     settings: dict[str, str], lines: list[str]
 ) -> None:
@@ -765,3 +782,55 @@ def test_serve_names_a_jwks_file_and_an_audit_file_it_cannot_use(tmp_path: Path)
             "  SIGNING_GATEWAY_AUDIT__FILE: its directory does not exist",
         ]
         assert str(tmp_path) not in done.stderr
+
+
+def test_the_uvicorn_factory_checks_the_files_the_settings_name_as_serve_does(
+    tmp_path: Path,
+) -> None:
+    """Trust files, a JWKS file, an audit file: `serve`'s lines, exit 2, before anything serves.
+
+    Before, uvicorn started serving, and the first file its lifespan tripped on failed the
+    start-up with exit status 3: the trust file as one JSON log line, a JWKS or an audit file
+    with the whole traceback, and never more than one of them.
+    """
+    (tmp_path / "garbage.json").write_bytes(b"not json")
+    settings = {
+        "AUTH__MODE": "jwt",
+        "AUTH__JWKS_FILE": str(tmp_path / "garbage.json"),
+        "AUTH__AUDIENCE": "signing-gateway",
+        "AUTH__ISSUER": "https://idp.internal/",
+        "AUDIT__FILE": str(tmp_path / "no-such-dir" / "audit.jsonl"),
+        "TRUST__EU_CERTIFICATES": orjson.dumps(
+            [str(tmp_path / "missing.pem"), str(tmp_path)]
+        ).decode(),
+    }
+    lines = [
+        HEADER,
+        "  SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 1 of 2: no such file",
+        "  SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 2 of 2: is a directory, not a file",
+        "  SIGNING_GATEWAY_AUTH__JWKS_FILE: the JWKS is not JSON",
+        "  SIGNING_GATEWAY_AUDIT__FILE: its directory does not exist",
+    ]
+    for done in (_serve(**settings), _run(_uvicorn_factory_code(), **settings)):
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == lines
+        assert done.stdout == ""
+
+
+def test_the_uvicorn_factory_without_any_trust_says_so_before_serving() -> None:
+    """No trust files and no fetching: `serve`'s line and exit 2 (before: exit 3 at start-up)."""
+    done = _run(_uvicorn_factory_code(), AUTH__MODE="disabled")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, f"  {NO_TRUST}"]
+
+
+def test_the_uvicorn_factory_with_tracing_but_without_the_otel_extra_exits_2() -> None:
+    """As for `serve`: one line and exit 2. Before, uvicorn printed the traceback and exited 1."""
+    without_sdk = "import sys; sys.modules['opentelemetry.sdk'] = None; " + _uvicorn_factory_code()
+    done = _run(
+        without_sdk, AUTH__MODE="disabled", OBSERVABILITY__TRACING_ENABLED="true", **DEV_TRUST
+    )
+    assert done.returncode == 2
+    header, problem = done.stderr.splitlines()
+    assert header == HEADER
+    assert problem.startswith("  SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: tracing needs")

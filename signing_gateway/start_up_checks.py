@@ -1,0 +1,50 @@
+"""What would stop the gateway from starting, found before anything starts: a line per problem.
+
+`signing-gateway serve` and the factory that `uvicorn --factory` and each worker of `serve
+--workers N` call (`app.create_served_app`) both check the settings here, so both report the
+same problems in the same words (`settings_env.problems_report`) and exit with status 2 before
+anything serves. Without the check, a file the settings name that cannot be used fails the
+app's lifespan, once the server is up: one problem at a time, exit status 3, and a traceback
+for the JWKS and audit files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from signing_gateway.observability.instrument import (
+    TracingUnavailableError,
+    check_tracing_available,
+)
+from signing_gateway.security.setup import security_file_problems
+from signing_gateway.settings import Settings
+from signing_gateway.settings_env import read_settings
+from signing_gateway.trust_loading import trust_file_problems
+
+
+def checked_settings(also_read: Iterable[str]) -> tuple[Settings | None, list[str]]:
+    """The settings from the environment, or what is wrong with them (one line per problem).
+
+    Includes what reading them cannot find: a `SIGNING_GATEWAY_*` variable that is neither a
+    setting nor one of `also_read` (a misspelling is never read, and its setting keeps its
+    default), and what only building or starting the app would find: tracing switched on
+    where the `otel` extra is missing; no trust configured, or a trust file that cannot be
+    read or holds no usable key; a JWKS file that cannot be read or parsed, an audit file
+    that cannot be opened for appending (blocking file I/O: before serving only).
+    """
+    settings, problems = read_settings(also_read)
+    if settings is None:
+        return None, problems
+    problems += tracing_problems(settings)
+    problems += trust_file_problems(settings.trust)
+    problems += security_file_problems(settings.auth, settings.audit)
+    return (None if problems else settings), problems
+
+
+def tracing_problems(settings: Settings) -> list[str]:
+    """A line when `settings` switch tracing on where the `otel` extra is missing."""
+    try:
+        check_tracing_available(settings.observability)
+    except TracingUnavailableError as exc:
+        return [f"SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: {exc}"]
+    return []
