@@ -238,10 +238,15 @@ def _lifespan(
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway for `settings` (read from the environment when None).
 
+    Read from the environment, the settings are checked as the factory checks them, the
+    files they name aside (the lifespan reads those when the app starts).
+
     Raises:
-        UnknownVariablesError: read from the environment, which holds a `SIGNING_GATEWAY_*`
-            variable that is no setting (a misspelling would be ignored); and whatever
-            `Settings()` raises.
+        InvalidSettingsError: read from the environment, which holds a `SIGNING_GATEWAY_*`
+            variable that is no setting (a misspelling would be ignored), a value a setting
+            cannot take or a variable that takes JSON holding something else; its message
+            names each, a line each, as `serve` does.
+        TracingUnavailableError: tracing is on and the `otel` extra is missing.
     """
     settings = settings or settings_from_environment()
     metrics = GatewayMetrics()

@@ -7,7 +7,8 @@ group given whole) and does not parse stops the reading with an error that names
 not the variable. `serve` reports both as it reports the settings' own problems: a line per
 variable, named, never its value (a secret set in the wrong variable must not reach a log).
 `demo` and the app factory (`read_settings`, under `uvicorn --factory`) report an unknown
-variable, and a value a setting cannot take, the same way.
+variable, and a value a setting cannot take, the same way; `create_app()` raises them as an
+`InvalidSettingsError`.
 """
 
 from __future__ import annotations
@@ -43,14 +44,16 @@ FLAG_VARIABLES = frozenset(
 )
 
 
-class UnknownVariablesError(ValueError):
-    """Raised by `settings_from_environment` when a `SIGNING_GATEWAY_*` variable is no setting.
+class InvalidSettingsError(ValueError):
+    """Raised by `settings_from_environment` when the environment's settings cannot be used.
 
-    Its message is the problems, a line each (one line for one variable); `problems` holds them.
+    A `SIGNING_GATEWAY_*` variable that is no setting, a value a setting cannot take, a variable
+    that takes JSON holding something else. Its message is the problems, a line each, in the
+    words of the report `serve` writes (never the values given); `problems` holds them.
     """
 
     def __init__(self, problems: list[str]) -> None:
-        """Keep `problems` (lines of `unknown_variables`)."""
+        """Keep `problems` (lines of `read_settings`)."""
         super().__init__("\n".join(problems))
         self.problems = problems
 
@@ -132,19 +135,6 @@ def unparsed_json(environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def settings_from_environment() -> Settings:
-    """The settings from the `SIGNING_GATEWAY_*` environment, unknown variables refused.
-
-    Raises:
-        UnknownVariablesError: a variable that is neither a setting nor a flag's.
-        pydantic.ValidationError, pydantic_settings.SettingsError: as `Settings()`.
-    """
-    problems = unknown_variables(os.environ, FLAG_VARIABLES)
-    if problems:
-        raise UnknownVariablesError(problems)
-    return Settings()
-
-
 def settings_problems(exc: ValidationError) -> list[str]:
     """What is wrong with the settings, one line per problem, named as the variables to set.
 
@@ -176,3 +166,16 @@ def read_settings(
         # A variable that takes JSON holds something else; the error names only its group.
         return None, problems + (unparsed_json(os.environ) or [f"settings: {exc}"])
     return settings, problems
+
+
+def settings_from_environment() -> Settings:
+    """The settings from the `SIGNING_GATEWAY_*` environment, unknown variables refused.
+
+    Raises:
+        InvalidSettingsError: what `read_settings` finds wrong, rather than pydantic's errors,
+            which name a group for a variable and repeat the values given.
+    """
+    settings, problems = read_settings(FLAG_VARIABLES)
+    if settings is None or problems:
+        raise InvalidSettingsError(problems)
+    return settings

@@ -20,6 +20,7 @@ from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_doc import setting_variables
 from signing_gateway.settings_env import (
     FLAG_VARIABLES,
+    InvalidSettingsError,
     unknown_variables,
     unparsed_json,
 )
@@ -834,3 +835,25 @@ def test_the_uvicorn_factory_with_tracing_but_without_the_otel_extra_exits_2() -
     header, problem = done.stderr.splitlines()
     assert header == HEADER
     assert problem.startswith("  SIGNING_GATEWAY_OBSERVABILITY__TRACING_ENABLED: tracing needs")
+
+
+@pytest.mark.parametrize(("settings", "lines"), REFUSED_FROM_THE_ENVIRONMENT)
+def test_an_app_built_from_the_environment_refuses_an_invalid_value_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, str], lines: list[str]
+) -> None:
+    """`create_app()` raises `InvalidSettingsError`, its message the report's lines.
+
+    Before, it raised pydantic's ValidationError (or pydantic-settings' SettingsError), which
+    names the group rather than the variable and repeats the value given.
+    """
+    for name in [k for k in os.environ if k.startswith("SIGNING_GATEWAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MODE", "disabled")
+    for name, value in settings.items():
+        monkeypatch.setenv(f"SIGNING_GATEWAY_{name}", value)
+    with pytest.raises(InvalidSettingsError) as refused:
+        create_app()
+    assert refused.value.problems == [line.strip() for line in lines]
+    assert str(refused.value) == "\n".join(line.strip() for line in lines)
+    assert isinstance(refused.value, ValueError)
+    assert not isinstance(refused.value, ValidationError)
