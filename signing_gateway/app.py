@@ -48,9 +48,8 @@ from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
 from signing_gateway.runtime.fd_limit import fd_budget
 from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0
-from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.security.limits import RequestLimitsMiddleware
-from signing_gateway.security.setup import open_token_verifier
+from signing_gateway.security.setup import open_audit_trail, open_token_verifier
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_env import (
     FLAG_VARIABLES,
@@ -177,12 +176,9 @@ def _lifespan(
             drain: DrainController = app.state.drain
             drain.attach(readiness)
             token_verifier = await open_token_verifier(settings.auth, stack)
-            audit = await AuditTrail.open(
-                settings.audit.file,
+            audit = await open_audit_trail(
+                settings.audit,
                 metrics=metrics,
-                fail_closed=settings.audit.fail_closed,
-                max_pending=settings.audit.max_pending_writes,
-                write_timeout=settings.audit.write_timeout_seconds,
                 cancellations_answered=True,  # by DrainMiddleware, below
             )
             stack.push_async_callback(audit.close)

@@ -16,6 +16,7 @@ from signing_gateway.app import create_app
 from signing_gateway.cli import _parser, flag_variables
 from signing_gateway.demo import demo_setup
 from signing_gateway.security.settings import AuthSettings
+from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.settings_doc import setting_variables
 from signing_gateway.settings_env import (
@@ -484,29 +485,60 @@ def test_serve_names_each_trust_file_it_cannot_use(tmp_path: Path) -> None:
     assert str(tmp_path) not in done.stderr
 
 
-def test_a_trust_file_gone_since_the_check_fails_the_start_up_in_one_line(
-    tmp_path: Path,
-) -> None:
-    """What only starting finds (the file went after the factory's check): one line, exit 3.
+#: How each file the factory checked goes wrong before the lifespan reads it, in a Python
+#: statement (`{path}`: the file, or the audit file's directory), and the line that says so.
+GONE_WRONG_SINCE_THE_CHECK = [
+    (
+        "trust",
+        "pathlib.Path({path!r}).unlink()",
+        "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 1 of 1: no such file",
+    ),
+    (
+        "jwks",
+        "pathlib.Path({path!r}).write_bytes(b'not json')",
+        "SIGNING_GATEWAY_AUTH__JWKS_FILE: the JWKS is not JSON",
+    ),
+    (
+        "audit",
+        "pathlib.Path({path!r}).rmdir()",
+        "SIGNING_GATEWAY_AUDIT__FILE: its directory does not exist",
+    ),
+]
 
-    uvicorn's exit status for a failed start-up (3) stays. Before, the log line held the whole
-    traceback.
+
+@pytest.mark.parametrize(("file", "break_it", "line"), GONE_WRONG_SINCE_THE_CHECK)
+def test_a_file_gone_wrong_since_the_check_fails_the_start_up_in_one_line(
+    tmp_path: Path, file: str, break_it: str, line: str
+) -> None:
+    """What only starting finds (a file changed after the factory's check): one line, exit 3.
+
+    uvicorn's exit status for a failed start-up (3) stays, and the line is the check's. Before,
+    the trust file's log line held the whole traceback, and a JWKS or an audit file's still
+    did (its exception's, with the path).
     """
-    dsc = tmp_path / "dsc.pem"
-    dsc.write_bytes(make_dsc(["test"]).pem)
-    # The factory checks the file, then it goes: the lifespan is the first to miss it.
-    gone_after_the_check = (
+    paths = {"trust": tmp_path / "dsc.pem", "jwks": tmp_path / "jwks.json", "audit": tmp_path}
+    paths["trust"].write_bytes(make_dsc(["test"]).pem)
+    issuer = LocalTokenIssuer(issuer="https://idp.internal/", audience="signing-gateway")
+    paths["jwks"].write_bytes(orjson.dumps(issuer.jwks()))
+    paths["audit"] = tmp_path / "audit"
+    paths["audit"].mkdir()
+    # The factory checks the files, then one goes wrong: the lifespan is the first to find it.
+    gone_wrong_after_the_check = (
         "import pathlib, uvicorn; from signing_gateway.app import create_served_app\n"
         "def factory():\n"
         "    app = create_served_app()\n"
-        f"    pathlib.Path({str(dsc)!r}).unlink()\n"
+        f"    {break_it.format(path=str(paths[file]))}\n"
         "    return app\n"
         f"uvicorn.run(factory, factory=True, host='127.0.0.1', port={free_port()})"
     )
     done = _run(
-        gone_after_the_check,
-        AUTH__MODE="disabled",
-        TRUST__EU_CERTIFICATES=orjson.dumps([str(dsc)]).decode(),
+        gone_wrong_after_the_check,
+        AUTH__MODE="jwt",
+        AUTH__JWKS_FILE=str(paths["jwks"]),
+        AUTH__AUDIENCE=issuer.audience,
+        AUTH__ISSUER=issuer.issuer,
+        AUDIT__FILE=str(paths["audit"] / "audit.jsonl"),
+        TRUST__EU_CERTIFICATES=orjson.dumps([str(paths["trust"])]).decode(),
     )
     assert done.returncode == 3
     failed = [
@@ -515,13 +547,11 @@ def test_a_trust_file_gone_since_the_check_fails_the_start_up_in_one_line(
         if line.startswith("{") and orjson.loads(line)["level"] == "error"
     ]
     assert [(r["logger"], r["event"]) for r in failed] == [
-        (
-            "signing_gateway.start_up",
-            "start-up failed: SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 1 of 1: no such file",
-        ),
+        ("signing_gateway.start_up", f"start-up failed: {line}"),
         ("uvicorn.error", "Application startup failed. Exiting."),
     ]
     assert "Traceback" not in done.stderr + done.stdout
+    assert str(tmp_path) not in done.stderr + done.stdout
 
 
 #: What Kubernetes puts into every pod of a namespace holding Services named `signing-gateway`
