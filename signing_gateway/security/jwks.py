@@ -49,6 +49,18 @@ def _family(algorithm: str) -> str | None:
     return _ALGORITHM_FAMILY.get(algorithm[:2])
 
 
+def _why(exc: Exception, timeout: float) -> str:
+    """What went wrong with a JWKS fetch, in words an operator can act on."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, httpx.HTTPStatusError):
+        # Its own text repeats the URL; the status is what matters.
+        return f"the server answered {exc.response.status_code}"
+    # A connection or TLS failure (say, CERTIFICATE_VERIFY_FAILED), or a document that will
+    # not do: the reason is in the text.
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, httpx.HTTPError) else str(exc)
+
+
 class JwksKeys:
     """One key set: asymmetric public keys by kid; symmetric and private keys are refused.
 
@@ -201,12 +213,17 @@ class RemoteJwks:
             logger.exception("JWKS refresh failed unexpectedly")
 
     async def start(self) -> None:
-        """Fetch once (raising JwksError when that fails) and start the refresher."""
+        """Fetch once and start the refresher.
+
+        Raises:
+            JwksError: the fetch failed; its message says why, without the URL.
+        """
         try:
             async with asyncio.timeout(self._timeout):
                 await self._fetch()
         except (httpx.HTTPError, JwksError, TimeoutError) as exc:
-            raise JwksError("could not fetch the JWKS at start-up") from exc
+            why = _why(exc, self._timeout)
+            raise JwksError(f"could not fetch the JWKS at start-up: {why}") from exc
         self._task = asyncio.create_task(self._run(), name="jwks-refresher")
 
     async def _run(self) -> None:

@@ -30,6 +30,7 @@ from signing_gateway.trust_loading import unreadable_file
 logger = logging.getLogger("signing_gateway.security")
 
 _JWKS_FILE = "SIGNING_GATEWAY_AUTH__JWKS_FILE"
+_JWKS_URL = "SIGNING_GATEWAY_AUTH__JWKS_URL"
 _AUDIT_FILE = "SIGNING_GATEWAY_AUDIT__FILE"
 
 
@@ -40,6 +41,14 @@ class SecurityFileError(StartUpError):
     """
 
 
+class JwksUnavailableError(StartUpError):
+    """Raised when the first fetch from the JWKS URL fails; the gateway refuses to start.
+
+    Its message names the setting and why, not the URL: one line, where a traceback would
+    bury the reason.
+    """
+
+
 async def open_token_verifier(
     settings: AuthSettings, stack: AsyncExitStack
 ) -> TokenVerifier | None:
@@ -47,7 +56,7 @@ async def open_token_verifier(
 
     Raises:
         SecurityFileError: the JWKS file cannot be read or holds no usable key.
-        JwksError: the first fetch from the JWKS URL failed.
+        JwksUnavailableError: the first fetch from the JWKS URL failed.
     """
     if settings.mode == "disabled":
         logger.warning(
@@ -72,7 +81,10 @@ async def open_token_verifier(
             min_refresh_interval=settings.jwks_min_refresh_interval_seconds,
             fetch_timeout=settings.jwks_fetch_timeout_seconds,
         )
-        await remote.start()
+        try:
+            await remote.start()
+        except JwksError as exc:
+            raise JwksUnavailableError(f"{_JWKS_URL}: {exc}") from exc
         stack.push_async_callback(remote.stop)
         source = remote
     return TokenVerifier(settings, source)

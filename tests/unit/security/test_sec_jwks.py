@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+import respx
 
 from signing_gateway.observability.context import current_request_id, request_id_var
 from signing_gateway.security.jwks import JwksError, JwksKeys, RemoteJwks
+from signing_gateway.security.settings import AuthSettings
+from signing_gateway.security.setup import open_token_verifier
 from signing_gateway.security.tokens import LocalTokenIssuer
+from signing_gateway.start_up import StartUpError
 from tests.support.polling import until
 
 
@@ -211,18 +215,61 @@ async def test_stop_cancels_a_refresh_in_flight():
         assert fetch.cancelled()
 
 
-async def test_start_fails_without_a_key_set():
-    """An unreachable or empty JWKS at start-up stops the gateway from starting."""
+async def _answer_slowly(_: httpx.Request) -> httpx.Response:
+    await asyncio.sleep(5)
+    return httpx.Response(200)
 
-    def broken(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(broken)) as http:
+async def _refuse_connection(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+async def _answer_503(_: httpx.Request) -> httpx.Response:
+    return httpx.Response(503)
+
+
+async def _answer_html(_: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, text="<html>sign in</html>")
+
+
+@pytest.mark.parametrize(
+    ("handler", "why"),
+    [
+        (_answer_503, "the server answered 503"),
+        (_refuse_connection, "ConnectError: [Errno 111] Connection refused"),
+        (_answer_html, "the JWKS is not JSON"),
+        (_answer_slowly, "no answer within 0.1 s"),
+    ],
+    ids=["status", "connect", "not-json", "timeout"],
+)
+async def test_start_fails_without_a_key_set_and_says_why(
+    handler: Callable[[httpx.Request], Awaitable[httpx.Response]], why: str
+):
+    """An unreachable or unusable JWKS at start-up stops the gateway, with the reason."""
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         remote = RemoteJwks(
-            http, JWKS_URL, refresh_interval=60, min_refresh_interval=1, fetch_timeout=1
+            http, JWKS_URL, refresh_interval=60, min_refresh_interval=1, fetch_timeout=0.1
         )
-        with pytest.raises(JwksError):
+        with pytest.raises(JwksError) as refused:
             await remote.start()
+    assert str(refused.value) == f"could not fetch the JWKS at start-up: {why}"
+    assert "idp.test" not in str(refused.value)
+
+
+async def test_the_gateway_names_the_setting_when_the_first_fetch_fails():
+    """A start-up error (logged as one line, no traceback) naming the variable, not the URL."""
+    settings = AuthSettings(
+        jwks_url=JWKS_URL, audience="a", issuer="i", jwks_fetch_timeout_seconds=1
+    )
+    with respx.mock(assert_all_called=True) as idp:
+        idp.get(JWKS_URL).mock(return_value=httpx.Response(404))
+        async with AsyncExitStack() as stack:
+            with pytest.raises(StartUpError) as refused:
+                await open_token_verifier(settings, stack)
+    assert str(refused.value) == (
+        "SIGNING_GATEWAY_AUTH__JWKS_URL: could not fetch the JWKS at start-up: "
+        "the server answered 404"
+    )
 
 
 async def test_a_refetch_started_by_a_request_does_not_carry_its_context():
