@@ -1,4 +1,4 @@
-"""The app's issue commitment: checked for shape, then sent to the signer byte for byte.
+r"""The app's issue commitment: checked for shape, then sent to the signer byte for byte.
 
 `issueCommitmentMessage` is base64 of the app's JSON commitment, its half of the Idemix
 issuance. Only the domestic signer reads it: the gateway takes nothing from it (the session's
@@ -9,7 +9,9 @@ big integers (2048 bits and more, bare JSON numbers, as Go's `big.Int` reads the
 - the decoded JSON is checked with the standard library's parser, whose number hooks leave
   every number unread (nothing is converted, so nothing is lost or refused), under the same
   depth and string limits as a request body (`security.limits.check_json_shape`): the body
-  check cannot see inside the base64;
+  check cannot see inside the base64. That parser also takes an escaped lone UTF-16 surrogate
+  (`"\ud800"`), which orjson refuses and a Go signer would silently replace, signing something
+  other than what the app sent: the walk refuses those too, when the text has a `\u` at all;
 - the decoded bytes themselves, exactly as sent, become the signer's `issueCommitmentMessage`
   (`signers.domestic`): nothing re-encodes them.
 """
@@ -51,8 +53,9 @@ def _refuse_constant(name: str) -> NoReturn:
 def _shape_problem(document: bytes, limits: LimitsSettings) -> str | None:
     """Why `document` is not one JSON object within `limits`; None when it is."""
     try:
+        text = document.decode("utf-8")
         parsed = json.loads(
-            document.decode("utf-8"),
+            text,
             parse_int=_unread,
             parse_float=_unread,
             parse_constant=_refuse_constant,
@@ -66,7 +69,11 @@ def _shape_problem(document: bytes, limits: LimitsSettings) -> str | None:
     if not isinstance(parsed, dict):
         return _NOT_JSON_OBJECT
     return check_json_shape(
-        parsed, max_depth=limits.max_json_depth, max_string_chars=limits.max_json_string_chars
+        parsed,
+        max_depth=limits.max_json_depth,
+        max_string_chars=limits.max_json_string_chars,
+        # Only a \u escape can make a lone surrogate: look for one only then.
+        unicode_text="\\u" in text,
     )
 
 
@@ -91,7 +98,8 @@ async def decode_commitment(value: str, *, limits: LimitsSettings, loc: Loc) -> 
 
     Raises:
         DomainValidationError: (422 at `loc`) not base64 of a JSON object, over
-            `MAX_COMMITMENT_BYTES`, nested too deep or with too long a string.
+            `MAX_COMMITMENT_BYTES`, nested too deep, or with too long a string or one
+            holding a lone surrogate escape.
     """
     if len(value) > MAX_COMMITMENT_BYTES * 4 // 3 + 4:
         raise _invalid(loc, "is too large")

@@ -20,6 +20,7 @@ of the body.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import orjson
 from starlette.datastructures import Headers
@@ -32,6 +33,8 @@ from signing_gateway.security.settings import LimitsSettings
 _INLINE_CHECK_BYTES = 16 * 1024
 #: A declared length with more digits than this is over any configurable limit.
 _MAX_LENGTH_DIGITS = 18
+#: A parser joins every escaped surrogate pair into one character: any surrogate left is lone.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class BodyRefused(Exception):
@@ -61,24 +64,37 @@ def too_deep(max_depth: int) -> str:
     return f"the JSON nests deeper than {max_depth} levels"
 
 
-def check_json_shape(value: object, *, max_depth: int, max_string_chars: int) -> str | None:
-    """Why `value` (parsed JSON) is too deep or has too long a string; None when it is fine.
+def _string_problem(kind: str, text: str, max_chars: int) -> str:
+    """Which limit a string or key (`kind`) that `check_json_shape` refused broke."""
+    if len(text) > max_chars:
+        return f"a {kind} is longer than {max_chars} characters"
+    return f"a {kind} holds a lone UTF-16 surrogate escape"
 
-    Iterative, so the check itself cannot recurse too deep.
+
+def check_json_shape(
+    value: object, *, max_depth: int, max_string_chars: int, unicode_text: bool = False
+) -> str | None:
+    r"""Why `value` (parsed JSON) is too deep or has too long a string; None when it is fine.
+
+    With `unicode_text`, also why a string or key is not Unicode text: a lone UTF-16 surrogate,
+    which only a `\u` escape makes, and which orjson refuses but the standard library's parser
+    lets through. Iterative, so the check itself cannot recurse too deep.
     """
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, str):
-            if len(node) > max_string_chars:
-                return f"a string is longer than {max_string_chars} characters"
+            if len(node) > max_string_chars or (unicode_text and _LONE_SURROGATE.search(node)):
+                return _string_problem("string", node, max_string_chars)
         elif isinstance(node, dict | list):
             if depth >= max_depth:
                 return too_deep(max_depth)
             if isinstance(node, dict):
                 for key, item in node.items():
-                    if len(key) > max_string_chars:
-                        return f"a key is longer than {max_string_chars} characters"
+                    if len(key) > max_string_chars or (
+                        unicode_text and _LONE_SURROGATE.search(key)
+                    ):
+                        return _string_problem("key", key, max_string_chars)
                     stack.append((item, depth + 1))
             else:
                 stack.extend((item, depth + 1) for item in node)

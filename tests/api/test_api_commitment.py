@@ -111,3 +111,50 @@ async def test_commitment_that_is_no_json_object_is_refused(
         {"loc": ["body", "issueCommitmentMessage"], "msg": "must be base64 of a JSON object"}
     ]
     assert mocked.issue.call_count == 0
+
+
+def _holding(member: bytes) -> bytes:
+    """A commitment object with the session's nonce and one more `member` (JSON text)."""
+    return b'{"issuerNonce":"%s",%s}' % (NONCE.encode(), member)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(
+    ("member", "msg"),
+    [
+        (rb'"proof":"\ud800"', "a string holds a lone UTF-16 surrogate escape"),
+        (rb'"U":[1,{"a":"x\uDBFFy"}]', "a string holds a lone UTF-16 surrogate escape"),
+        (rb'"p":"\ude00\ud83d"', "a string holds a lone UTF-16 surrogate escape"),
+        (rb'"\udfff":1', "a key holds a lone UTF-16 surrogate escape"),
+    ],
+    ids=["value", "nested-upper-case", "pair-reversed", "key"],
+)
+async def test_lone_surrogate_in_commitment_is_a_422_and_the_stoken_stays_usable(
+    gateway, mocked: MockedSigners, route: str, member: bytes, msg: str
+):
+    """A string or key holding a lone surrogate escape is a 422 there; nothing signed or spent."""
+    body = await _body(gateway, route, _b64(_holding(member)))
+    problem = assert_problem(await gateway.post(route, json=body), 422, "validation-failed")
+    assert problem["errors"] == [{"loc": ["body", "issueCommitmentMessage"], "msg": msg}]
+    assert mocked.signing_calls() == 1  # the prepare-issue only
+
+    body["issueCommitmentMessage"] = commitment()
+    retry = await gateway.post(route, json=body)
+    assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "member",
+    [rb'"p":"\ud83d\ude00"', rb'"p":"\\ud800"', rb'"\u00e9\uD83D\uDE00":"\u0041"'],
+    ids=["surrogate-pair", "escaped-backslash", "key-and-value-escapes"],
+)
+async def test_unicode_escapes_in_commitment_reach_the_signer_as_sent(
+    gateway, mocked: MockedSigners, member: bytes
+):
+    """Escapes that make Unicode text (pairs included) pass, and the bytes go on unchanged."""
+    document = _holding(member)
+    body = await _body(gateway, "/v1/domestic/issue", _b64(document))
+    response = await gateway.post("/v1/domestic/issue", json=body)
+    assert response.status_code == 200, response.text
+    assert b'"issueCommitmentMessage":' + document + b"," in mocked.issue.calls.last.request.content
