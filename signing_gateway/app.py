@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from signing_gateway.api import combined, domestic, eu, health, keys
 from signing_gateway.api.bodies import document_schemas
 from signing_gateway.api.deps import GatewayState
+from signing_gateway.api.examples import serve_current_examples
 from signing_gateway.api.problems import install_problem_handlers
 from signing_gateway.api.routes import add_routes
 from signing_gateway.api.schemas import (
@@ -268,6 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     document_schemas(
         app, [EuRequest, StaticRequest, IssueRequest, PrintRequest, CredentialsRequest, Problem]
     )
+    serve_current_examples(app)
     # Inner to outer: the caller's timeout header, body limits, the CPU gate, draining on
     # shutdown; outermost, the request id and metrics (`instrument_app`).
     app.add_middleware(CallerTimeoutMiddleware)

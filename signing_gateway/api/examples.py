@@ -1,13 +1,28 @@
-"""Example bodies for the OpenAPI documentation (fictional people, valid codes)."""
+"""Example bodies for the OpenAPI documentation (fictional people, valid codes).
+
+A domestic `validFrom` must lie near now (by default 720 hours back to 336 ahead), so no fixed
+one stays valid: `DOMESTIC_ATTRIBUTES` holds the hour this module was imported, and whatever
+sends an example later sets its own. The served OpenAPI document does (`serve_current_examples`):
+FastAPI builds it once and keeps it, and an example fixed then would be refused from /docs once
+the process has run 30 days.
+"""
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-# A domestic validFrom must lie near now (by default 30 days back to 14 ahead): the examples use
-# the hour this process started, so they are accepted when tried from /docs.
-_THIS_HOUR = str(int(time.time()) // 3600 * 3600)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fastapi import FastAPI
+
+
+def this_hour(now: datetime | None = None) -> str:
+    """A domestic `validFrom` for an example: the start of the hour of `now` (default: now)."""
+    now = now or datetime.now(UTC)
+    return str(int(now.timestamp()) // 3600 * 3600)
+
 
 EU_VACCINATION: dict[str, Any] = {
     "keyUsage": "vaccination",
@@ -57,7 +72,7 @@ EU_TEST: dict[str, Any] = {
 DOMESTIC_ATTRIBUTES: dict[str, str] = {
     "isSpecimen": "0",
     "isPaperProof": "1",
-    "validFrom": _THIS_HOUR,
+    "validFrom": this_hour(),
     "validForHours": "24",
     "firstNameInitial": "A",
     "lastNameInitial": "J",
@@ -96,3 +111,37 @@ CREDENTIALS: dict[str, Any] = {
     "domestic": [dict(DOMESTIC_ATTRIBUTES, isPaperProof="0")],
     "european": [EU_VACCINATION, EU_TEST],
 }
+
+
+def _with_valid_from(value: object, valid_from: str) -> object:
+    """A copy of the example `value` with every domestic attribute set's `validFrom` replaced."""
+    if isinstance(value, dict):
+        return {
+            key: valid_from if key == "validFrom" else _with_valid_from(item, valid_from)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_with_valid_from(item, valid_from) for item in value]
+    return value
+
+
+def serve_current_examples(app: FastAPI) -> None:
+    """Make `app`'s OpenAPI document give its request examples the current hour as `validFrom`.
+
+    The document stays FastAPI's cached one; each fetch replaces the examples' values with
+    copies (a few small dicts) dated now, so "Try it out" is accepted however long the process
+    has run.
+    """
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        valid_from = this_hour()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                body = operation.get("requestBody", {}).get("content", {})
+                for example in body.get("application/json", {}).get("examples", {}).values():
+                    example["value"] = _with_valid_from(example["value"], valid_from)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -6,14 +6,15 @@ import asyncio
 import base64
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import httpx
 import pytest
 import respx
 from pydantic import ValidationError
 
-from signing_gateway.api import health
+from signing_gateway.api import examples, health
+from signing_gateway.issuance import domestic as domestic_issuance
 from signing_gateway.settings import (
     MAX_VALID_FROM_OFFSET_HOURS,
     MAX_VALIDITY_DAYS,
@@ -300,8 +301,8 @@ async def test_readyz_not_ready(test_keys: SignerKeys, signers: respx.MockRouter
     assert "signer.test" not in response.text
 
 
-async def test_every_documented_example_passes_validation(gateway, mocked: MockedSigners):
-    """Each request example in /openapi.json is accepted as it stands (tried from /docs).
+async def _try_every_example(gateway: httpx.AsyncClient) -> list[tuple[str, str]]:
+    """Send each request example of /openapi.json as it stands; each must pass validation.
 
     The session examples name an stoken no gateway has issued: they get 401, after validation.
     """
@@ -312,12 +313,37 @@ async def test_every_documented_example_passes_validation(gateway, mocked: Mocke
             media = operation.get("requestBody", {}).get("content", {}).get("application/json")
             for name, example in (media or {}).get("examples", {}).items():
                 response = await gateway.request(method.upper(), path, json=example["value"])
-                tried.append((path, name, response.status_code))
+                tried.append((path, name))
                 if "stoken" in example["value"] and example["value"]["stoken"]:
                     assert_problem(response, 401, "stoken-invalid")
                 else:
                     assert response.status_code == 200, (path, name, response.text)
+    return tried
+
+
+async def test_every_documented_example_passes_validation(gateway, mocked: MockedSigners):
+    """Each request example in /openapi.json is accepted as it stands (tried from /docs)."""
+    tried = await _try_every_example(gateway)
     assert len(tried) >= 5, tried
+
+
+async def test_documented_examples_pass_after_31_days_of_uptime(
+    gateway, mocked: MockedSigners, monkeypatch: pytest.MonkeyPatch
+):
+    """Examples fetched 31 days after the document was built still pass: validFrom keeps up."""
+    await gateway.get("/openapi.json")  # FastAPI builds its document once, and keeps it
+    later = datetime.now(UTC) + timedelta(days=31)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Later:
+            return cls.fromtimestamp(later.timestamp(), tz=tz)
+
+    # The wall clock of the domestic policy check, and of the examples the document serves.
+    monkeypatch.setattr(domestic_issuance, "datetime", Later)
+    monkeypatch.setattr(examples, "datetime", Later)
+    tried = await _try_every_example(gateway)
+    assert {"/v1/domestic/static", "/v1/print", "/v1/domestic/issue"} <= {p for p, _ in tried}
 
 
 async def test_session_examples_say_where_a_working_body_comes_from(gateway):
