@@ -365,7 +365,7 @@ class ObservabilitySettings(BaseModel):
 
     access_log: bool = Field(
         default=True,
-        description="One INFO line per request (GET /healthz excepted): method, route "
+        description="One INFO line per request (/healthz excepted): method, route "
         "template, status, duration, id",
     )
     tracing_enabled: bool = Field(

@@ -126,16 +126,32 @@ async def _on_domain_validation(request: Request, exc: Exception) -> Response:
     return render_gateway_error(request, RequestInvalid(fields))
 
 
+def allow_with_head(allow: str) -> str:
+    """A 405's `Allow` value, sorted, with HEAD wherever GET is.
+
+    The outermost middleware serves every HEAD as a GET (`observability.request_metrics`),
+    which FastAPI's routes, declaring GET alone, do not know; Starlette's own routes list both
+    in no fixed order.
+    """
+    methods = {method.strip() for method in allow.split(",")} - {""}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
+    headers = dict(exc.headers) if exc.headers else None
+    if headers is not None and "Allow" in headers:
+        headers["Allow"] = allow_with_head(headers["Allow"])
     return problem_response(
         request,
         status=exc.status_code,
         type_="about:blank",
         title=title,
         detail=str(exc.detail) if exc.status_code < 500 else title,  # noqa: PLR2004
-        headers=dict(exc.headers) if exc.headers else None,
+        headers=headers,
     )
 
 

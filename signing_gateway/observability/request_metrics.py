@@ -24,11 +24,20 @@ Counting rules (the accounting `/metrics` relies on):
 Routes are labelled by their template (`/v1/dcc`, never a raw path with ids or junk); a request
 no route matched (or that a middleware answered before routing) is labelled `unmatched`.
 
-Liveness probes (`GET /healthz`) are answered here, by the outermost layer, without passing
-through the other middlewares and FastAPI's routing: the answer is the same (200
+Liveness probes (`GET /healthz`, and `HEAD`) are answered here, by the outermost layer, without
+passing through the other middlewares and FastAPI's routing: the answer is the same (200
 `{"status":"ok"}` with its `X-Request-ID`) and they are counted like any request, but they are
 neither access-logged nor traced. The orchestrator and the bench poll them often, and through
 the whole stack one cost about as much CPU as a forwarded signing request (docs/operations.md).
+
+Every other `HEAD` goes to the app as a `GET` (RFC 9110 §9.3.2: a HEAD is the GET without its
+body). FastAPI's routes answer only the methods they declare, and declaring HEAD on each GET
+route would give the OpenAPI document a second operation per path, under the GET's operation
+id. The app gets a copy of the scope saying GET, so status and headers, Content-Length
+included, are the GET's; the server's own scope still says HEAD, so it sends no body (uvicorn
+drops it). The request is counted under its route as a GET would be (no metric has a method
+label) and logged and traced as the HEAD it was. A 405 lists HEAD wherever it lists GET
+(`api/problems`).
 """
 
 from __future__ import annotations
@@ -67,6 +76,8 @@ _LIVENESS_HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", str(len(_LIVENESS_BODY)).encode("ascii")),
 ]
+#: The methods it answers: a HEAD gets the GET's status and headers, and no body.
+_LIVENESS_METHODS = frozenset({"GET", "HEAD"})
 
 
 def route_template(scope: Scope) -> str:
@@ -139,8 +150,9 @@ class RequestMetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] == LIVENESS_PATH and scope["method"] == "GET":
-            await self._answer_liveness(scope, send)
+        method = scope["method"]
+        if scope["path"] == LIVENESS_PATH and method in _LIVENESS_METHODS:
+            await self._answer_liveness(scope, send, body=method == "GET")
             return
         metrics = self.metrics
         metrics.requests_received.inc()
@@ -148,11 +160,14 @@ class RequestMetricsMiddleware:
         start = time.perf_counter()
         request_id = request_id_of(scope["headers"])
         scope.setdefault("state", {})["request_id"] = request_id
+        if method == "HEAD":
+            # Served as the GET; the server reads "HEAD" from its own scope and drops the body.
+            scope = {**scope, "method": "GET"}
         exchange = _Exchange(receive, send, request_id)
         token = telemetry_var.set(self.telemetry)
         id_token = request_id_var.set(request_id)
         span = None if self.tracer is None else self.tracer.start_request(
-            scope["method"], scope["headers"]
+            method, scope["headers"]
         )  # fmt: skip
         try:
             await self.app(scope, exchange.receive, exchange.send)
@@ -169,17 +184,19 @@ class RequestMetricsMiddleware:
             self._finish(
                 scope,
                 exchange.status,
+                method=method,
                 request_id=request_id,
                 disconnected=exchange.disconnected,
                 start=start,
                 span=span,
             )
 
-    async def _answer_liveness(self, scope: Scope, send: Send) -> None:
-        """`GET /healthz`: 200 at once, counted like any request, neither logged nor traced.
+    async def _answer_liveness(self, scope: Scope, send: Send, *, body: bool) -> None:
+        """`/healthz`: 200 at once, counted like any request, neither logged nor traced.
 
-        Nothing here can fail but the send itself; a client gone before the answer is
-        counted as disconnected, as the full path would.
+        `body`: False for a HEAD, which gets the same headers. Nothing here can fail but the
+        send itself; a client gone before the answer is counted as disconnected, as the full
+        path would.
         """
         metrics = self.metrics
         metrics.requests_received.inc()
@@ -194,7 +211,7 @@ class RequestMetricsMiddleware:
                     "headers": [*_LIVENESS_HEADERS, (REQUEST_ID_KEY, request_id.encode("ascii"))],
                 }
             )
-            await send({"type": "http.response.body", "body": _LIVENESS_BODY})
+            await send({"type": "http.response.body", "body": _LIVENESS_BODY if body else b""})
         except BaseException:
             self._count(LIVENESS_PATH, DISCONNECTED, 0, time.perf_counter() - start)
             raise
@@ -214,12 +231,17 @@ class RequestMetricsMiddleware:
         scope: Scope,
         status: int,
         *,
+        method: str,
         request_id: str,
         disconnected: bool,
         start: float,
         span: RequestSpan | None,
     ) -> None:
-        """Record how the request ended: exactly one responses_sent count, then the log line."""
+        """Record how the request ended: exactly one responses_sent count, then the log line.
+
+        `scope`: the one the app was given (the router noted its route there); `method`: the
+        caller's, which that scope does not say for a HEAD.
+        """
         route = route_template(scope)
         if status == 0 and not disconnected:
             status = 500  # returned without answering: the server sends a 500 itself
@@ -227,12 +249,12 @@ class RequestMetricsMiddleware:
         elapsed = time.perf_counter() - start
         self._count(route, outcome, status, elapsed)
         if span is not None and self.tracer is not None:
-            self.tracer.end_request(span, method=scope["method"], route=route, status=status)
+            self.tracer.end_request(span, method=method, route=route, status=status)
         if self.access_log_enabled:
             access_log.info(
                 "request",
                 extra={
-                    "method": scope["method"],
+                    "method": method,
                     "route": route,
                     "status": status,
                     "outcome": outcome,

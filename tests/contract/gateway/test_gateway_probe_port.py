@@ -30,6 +30,21 @@ def _get(
         connection.close()
 
 
+def _head(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    """One HEAD on a new connection, read to its end: status, headers and what followed them."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"HEAD %s HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n" % path.encode()
+        )
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in fields.items()}, rest
+
+
 def _signer_totals(signer: FakeSignerProcess) -> dict[str, dict[str, int]]:
     """What the fake signer has counted, by endpoint and outcome."""
     return httpx.get(f"{signer.base_url}/_stats", timeout=10).json()["totals"]
@@ -42,7 +57,7 @@ def _refused(port: int) -> bool:
 
 
 def test_the_probe_port_answers_probes_and_refuses_everything_else(eu_signer, domestic_signer):
-    """Probes answer on both ports; /v1 on the probe port is 404 problem+json and signs nothing."""
+    """Probes answer GET and HEAD on both ports; /v1 on the probe port is 404 and signs nothing."""
     probe_port = free_port()
     env = gateway_env(
         eu_signer.base_url, domestic_signer.base_url, SIGNING_GATEWAY_LOG_LEVEL="INFO"
@@ -50,6 +65,10 @@ def test_the_probe_port_answers_probes_and_refuses_everything_else(eu_signer, do
     with running_gateway_process(env, "--probe-port", str(probe_port)) as gateway:
         main_port = int(gateway.base_url.rsplit(":", 1)[1])
         answers = {path: _get(probe_port, path) for path in ("/healthz", "/readyz", "/metrics")}
+        heads = {path: _head(probe_port, path) for path in ("/healthz", "/readyz", "/metrics")}
+        refused_head = _head(probe_port, "/v1/keys")
+        main_heads = {path: _head(main_port, path) for path in ("/healthz", "/v1/keys")}
+        keys_length = len(_get(main_port, "/v1/keys")[2])
         before = _signer_totals(eu_signer)
         status, content_type, body = _get(
             probe_port, "/v1/dcc", "POST", json.dumps(examples.EU_VACCINATION).encode()
@@ -64,6 +83,22 @@ def test_the_probe_port_answers_probes_and_refuses_everything_else(eu_signer, do
         "/metrics": 200,
     }
     assert json.loads(answers["/healthz"][2]) == {"status": "ok"}
+    # HEAD: the GET's status and headers, and not one byte of body on the wire.
+    assert {path: (status, rest) for path, (status, _, rest) in heads.items()} == {
+        "/healthz": (200, b""),
+        "/readyz": (200, b""),
+        "/metrics": (200, b""),
+    }
+    for path, (_, fields, _) in heads.items():
+        assert fields["content-type"] == answers[path][1]
+        assert int(fields["content-length"]) > 0
+    assert int(heads["/healthz"][1]["content-length"]) == len(answers["/healthz"][2])
+    assert (refused_head[0], refused_head[2]) == (404, b"")
+    assert {path: (status, rest) for path, (status, _, rest) in main_heads.items()} == {
+        "/healthz": (200, b""),
+        "/v1/keys": (200, b""),
+    }
+    assert int(main_heads["/v1/keys"][1]["content-length"]) == keys_length
     assert status == 404
     assert content_type == "application/problem+json"
     problem = json.loads(body)

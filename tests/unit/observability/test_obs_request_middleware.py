@@ -215,8 +215,49 @@ async def test_liveness_probe_to_a_gone_client_counts_as_disconnected():
     assert _ledger_balanced(metrics)
 
 
+async def test_liveness_head_probe_has_the_get_headers_and_no_body(caplog):
+    """HEAD /healthz: the GET's status and headers (Content-Length too), an empty body."""
+    metrics = GatewayMetrics()
+    get, head = Client(), Client()
+    with caplog.at_level("INFO", logger="signing_gateway.access"):
+        for method, client in (("GET", get), ("HEAD", head)):
+            scope = {**_liveness_scope((b"x-request-id", b"probe-1")), "method": method}
+            await RequestMetricsMiddleware(_unreachable, metrics=metrics)(
+                scope, client.receive, client.send
+            )
+    assert head.sent[0] == get.sent[0]
+    assert head.sent[1]["body"] == b""
+    assert not head.sent[1].get("more_body", False)
+    assert _sample(metrics, "gateway_responses_total", route="/healthz", status="200") == 2
+    assert not caplog.records
+
+
+async def test_head_reaches_the_app_as_a_get_and_is_logged_as_head(caplog):
+    """The app serves a HEAD as a GET; the server's scope stays HEAD; the log says HEAD."""
+    metrics = GatewayMetrics()
+    seen = []
+    route = type("Route", (), {"path_format": "/things"})()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["method"])
+        scope["route"] = route  # as the router sets it, on the scope it was given
+        await _respond(send)
+
+    scope = {"type": "http", "method": "HEAD", "path": "/things", "headers": [], "state": {}}
+    client = Client()
+    with caplog.at_level("INFO", logger="signing_gateway.access"):
+        await RequestMetricsMiddleware(app, metrics=metrics)(scope, client.receive, client.send)
+    assert seen == ["GET"]
+    assert scope["method"] == "HEAD"  # the server drops the body by its own scope's method
+    assert client.sent[0]["status"] == 200
+    assert _sample(metrics, "gateway_responses_total", route="/things", status="200") == 1
+    assert _ledger_balanced(metrics)
+    (record,) = caplog.records
+    assert (record.method, record.route, record.status) == ("HEAD", "/things", 200)
+
+
 async def test_other_methods_and_paths_go_through_the_wrapped_app():
-    """Only GET /healthz is short-cut: HEAD, POST and /healthz/ reach the app as before."""
+    """Only GET and HEAD /healthz are short-cut: POST and /healthz/ reach the app as before."""
     metrics = GatewayMetrics()
     reached = []
 
@@ -230,4 +271,4 @@ async def test_other_methods_and_paths_go_through_the_wrapped_app():
         await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
             scope, client.receive, client.send
         )
-    assert reached == [("HEAD", "/healthz"), ("POST", "/healthz"), ("GET", "/healthz/")]
+    assert reached == [("POST", "/healthz"), ("GET", "/healthz/")]
