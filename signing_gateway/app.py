@@ -22,6 +22,7 @@ from signing_gateway.api import combined, domestic, eu, health, keys
 from signing_gateway.api.bodies import document_schemas
 from signing_gateway.api.deps import GatewayState
 from signing_gateway.api.examples import serve_current_examples
+from signing_gateway.api.openapi_headers import document_headers
 from signing_gateway.api.problems import install_problem_handlers
 from signing_gateway.api.routes import add_routes
 from signing_gateway.api.schemas import (
@@ -68,6 +69,11 @@ API_DESCRIPTION = """\
 Validates certificate requests (EU Digital COVID Certificates and Dutch domestic
 certificates), has HSM-backed signer services sign them, verifies every credential
 before releasing it, and answers every failure as RFC 9457 problem+json.
+
+Every answer carries `X-Request-ID`; every GET also answers HEAD (the same status and
+headers, no body). A request head (request line and header fields) over the gateway's
+size limit is refused 431 problem+json before any route sees it, and one not complete in
+time 408, its connection closed in both cases.
 """
 
 
@@ -270,6 +276,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app, [EuRequest, StaticRequest, IssueRequest, PrintRequest, CredentialsRequest, Problem]
     )
     serve_current_examples(app)
+    document_headers(app, deadline_seconds=settings.request_deadline_seconds)
     # Inner to outer: the caller's timeout header, body limits, the CPU gate, draining on
     # shutdown; outermost, the request id and metrics (`instrument_app`).
     app.add_middleware(CallerTimeoutMiddleware)

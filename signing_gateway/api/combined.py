@@ -44,7 +44,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["Combined"],
     dependencies=[Depends(authenticated_caller)],
-    responses=problem_responses(401, 403, 413, 415),
+    responses=problem_responses(400, 401, 403, 408, 413, 415),
 )
 
 

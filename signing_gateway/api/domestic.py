@@ -28,7 +28,7 @@ router = APIRouter(
     prefix="/v1/domestic",
     tags=["Domestic"],
     dependencies=[Depends(require_scopes(SCOPE_DOMESTIC_SIGN))],
-    responses=problem_responses(401, 403, 413, 415),
+    responses=problem_responses(400, 401, 403, 408, 413, 415),
 )
 
 

@@ -18,7 +18,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["EU DCC"],
     dependencies=[Depends(require_scopes(SCOPE_DCC_SIGN))],
-    responses=problem_responses(401, 403, 413, 415),
+    responses=problem_responses(400, 401, 403, 408, 413, 415),
 )
 
 

@@ -181,9 +181,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     put it under the route's own media type, `application/json`, which no error is sent as.
     """
     descriptions = {
+        400: "X-Request-Timeout is not a positive number of seconds; nothing reached a signer",
         401: "No valid bearer token (see WWW-Authenticate), or issuance session unknown, "
         "expired or used",
         403: "The bearer token lacks the scope this request needs",
+        408: "The request body did not all arrive in time (limits.body_read_timeout_seconds "
+        "from its first read); the connection is closed and nothing reached a signer",
         413: "Request body over the size limit",
         415: "Request body is not application/json",
         422: "Validation failed; nothing reached a signer",

@@ -10,7 +10,9 @@ from contextvars import ContextVar
 REQUEST_ID_HEADER = "X-Request-ID"
 #: The header's name as it appears in an ASGI scope's raw headers.
 REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+#: A caller's request id kept as it is (else one is minted): short, and safe in a log line.
+SAFE_REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+_SAFE_REQUEST_ID = re.compile(SAFE_REQUEST_ID_PATTERN)
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 

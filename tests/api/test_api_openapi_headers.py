@@ -1,0 +1,144 @@
+"""/openapi.json documents the headers callers rely on, and the 400 and 408 they can get."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from signing_gateway.app import create_app
+from signing_gateway.issuance.deadline import REQUEST_TIMEOUT_HEADER
+from signing_gateway.observability.context import REQUEST_ID_HEADER, accept_or_generate
+from tests.api.assertions import assert_problem
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
+
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _operations(spec: dict[str, Any], prefix: str = "/") -> dict[str, dict[str, Any]]:
+    """Every operation of the document under `prefix`, as "METHOD /path"."""
+    return {
+        f"{method.upper()} {path}": operation
+        for path, item in spec["paths"].items()
+        if path.startswith(prefix)
+        for method, operation in item.items()
+    }
+
+
+def _header(operation: dict[str, Any], name: str) -> dict[str, Any]:
+    (parameter,) = [
+        p for p in operation.get("parameters", []) if p["in"] == "header" and p["name"] == name
+    ]
+    return parameter
+
+
+def _header_params(dependant: Dependant) -> list[str]:
+    """The headers FastAPI reads for a route: its own parameters' and its dependencies'."""
+    own = [field.alias for field in dependant.header_params]
+    return own + [name for sub in dependant.dependencies for name in _header_params(sub)]
+
+
+@pytest.fixture
+def spec(test_keys: SignerKeys) -> dict[str, Any]:
+    """The document of a gateway whose own deadline is 7.5 s."""
+    return create_app(make_settings(test_keys, request_deadline_seconds=7.5)).openapi()
+
+
+def test_every_v1_operation_declares_both_request_headers(spec: dict[str, Any]):
+    """X-Request-Timeout and X-Request-ID are optional header parameters of each /v1 call."""
+    operations = _operations(spec, "/v1/")
+    assert len(operations) == 7
+    for where, operation in operations.items():
+        for name in (REQUEST_TIMEOUT_HEADER, REQUEST_ID_HEADER):
+            parameter = _header(operation, name)
+            assert parameter["required"] is False, where
+            assert parameter["description"], where
+            assert parameter["schema"]["type"] in {"number", "string"}, where
+
+
+def test_the_timeout_header_says_its_format_bounds_and_refusal(spec: dict[str, Any]):
+    """X-Request-Timeout: a number above 0, capped at this gateway's deadline, else 400."""
+    parameter = _header(spec["paths"]["/v1/dcc"]["post"], REQUEST_TIMEOUT_HEADER)
+    assert parameter["schema"] == {"type": "number", "exclusiveMinimum": 0}
+    description = parameter["description"]
+    for words in ("seconds", "arrival", "7.5 s", "504", "400 problem+json"):
+        assert words in description, words
+
+
+def test_the_request_id_pattern_is_the_one_the_gateway_keeps(spec: dict[str, Any]):
+    """A caller's X-Request-ID matching the documented pattern is kept; any other is replaced."""
+    pattern = _header(spec["paths"]["/v1/keys"]["get"], REQUEST_ID_HEADER)["schema"]["pattern"]
+    for value in ("a", "trace-7:x.y_z", "x" * 128, "x" * 129, "", "two words", "é", "a/b"):
+        assert (re.search(pattern, value) is not None) == (accept_or_generate(value) == value)
+    assert re.search(pattern, accept_or_generate(None))  # a minted id fits it too
+
+
+def test_every_answer_documents_the_request_id_header(spec: dict[str, Any]):
+    """Each documented response of each operation, probes included, carries X-Request-ID."""
+    missing = [
+        f"{where} {status}"
+        for where, operation in _operations(spec).items()
+        for status, response in operation["responses"].items()
+        if not response.get("headers", {}).get(REQUEST_ID_HEADER, {}).get("required")
+    ]
+    assert missing == []
+    header = spec["paths"]["/healthz"]["get"]["responses"]["200"]["headers"][REQUEST_ID_HEADER]
+    assert header["schema"]["pattern"]
+
+
+def test_400_and_408_are_documented_where_they_can_happen(spec: dict[str, Any]):
+    """Every /v1 call documents 400 (bad X-Request-Timeout); every one with a body limit, 408."""
+    operations = _operations(spec, "/v1/")
+    documented_400 = {where: op["responses"].get("400") for where, op in operations.items()}
+    assert {where: (r or {}).get("content") for where, r in documented_400.items()} == (
+        dict.fromkeys(operations, PROBLEM)
+    )
+    with_body = [where for where, op in operations.items() if "requestBody" in op]
+    assert len(with_body) == 5
+    for where, operation in operations.items():
+        responses = operation["responses"]
+        # 408 and 413 both come from the body limits: one is documented where the other is.
+        assert ("408" in responses) == ("413" in responses), where
+        if where in with_body:
+            assert responses["408"]["content"] == PROBLEM, where
+    assert "408" not in operations["GET /v1/keys"]["responses"]
+
+
+async def test_a_bad_timeout_header_gets_the_documented_400(
+    test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """Each /v1 call answers an unreadable X-Request-Timeout with 400, as documented."""
+    settings = make_settings(test_keys)
+    spec = create_app(settings).openapi()
+    async with running_gateway(settings) as client:
+        for where in _operations(spec, "/v1/"):
+            method, path = where.split()
+            response = await client.request(
+                method, path, json={} if method == "POST" else None,
+                headers={REQUEST_TIMEOUT_HEADER: "soon"},
+            )  # fmt: skip
+            assert_problem(response, 400)
+            assert "400" in spec["paths"][path][method.lower()]["responses"], where
+
+
+async def test_the_document_is_served_with_the_headers(gateway: httpx.AsyncClient):
+    """/openapi.json as served holds the additions too."""
+    spec = (await gateway.get("/openapi.json")).json()
+    assert _header(spec["paths"]["/v1/print"]["post"], REQUEST_TIMEOUT_HEADER)
+
+
+def test_no_route_reads_a_header_through_fastapi(test_keys: SignerKeys):
+    """The headers are documented, not declared: no /v1 route has FastAPI solve a header.
+
+    The middlewares read them; a `Header()` parameter would cost dependency solving on every
+    request (docs/benchmarks.md).
+    """
+    app = create_app(make_settings(test_keys))
+    routes = [r for r in app.routes if isinstance(r, APIRoute) and r.path.startswith("/v1/")]
+    assert len(routes) == 7
+    assert {r.path: _header_params(r.dependant) for r in routes} == {r.path: [] for r in routes}
