@@ -17,7 +17,7 @@ import pytest
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import VerifiedEuCredential, verify_eu_credential
 from signing_gateway.verification.trust import EuTrustStore
-from tests.support.credentials import Hc1Spec, sample_dcc
+from tests.support.credentials import Hc1Spec, sample_dcc, wrap_cose
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EXP = int((NOW + timedelta(days=30)).timestamp())
@@ -80,3 +80,10 @@ def payload_of(text: str) -> bytes:
     """The signed payload bytes of a credential, as they travel."""
     payload: bytes = cbor2.loads(cose_of(text)).value[2]
     return payload
+
+
+def with_signature(text: str, signature: Any) -> str:
+    """``text`` with its COSE signature replaced by ``signature`` (bytes or any CBOR value)."""
+    protected, unprotected, payload, _ = cbor2.loads(cose_of(text)).value
+    cose = cbor2.CBORTag(18, [protected, dict(unprotected), payload, signature])
+    return wrap_cose(cbor2.dumps(cose))

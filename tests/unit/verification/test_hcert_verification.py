@@ -10,12 +10,33 @@ from datetime import timedelta
 import base45
 import cbor2
 import pytest
-from hcert_testdata import EXP, NOW, payload_of, reason_of, someone_else, spec, verify
+from hcert_testdata import (
+    EXP,
+    NOW,
+    cose_of,
+    payload_of,
+    reason_of,
+    someone_else,
+    spec,
+    verify,
+    with_signature,
+)
 
 from signing_gateway.verification.errors import CredentialVerificationError
-from signing_gateway.verification.hcert import MAX_DECOMPRESSED_BYTES, decode_hc1
+from signing_gateway.verification.hcert import (
+    MAX_CREDENTIAL_CHARS,
+    MAX_DECOMPRESSED_BYTES,
+    decode_hc1,
+)
 from signing_gateway.verification.trust import DscCertificate, EuTrustStore
-from tests.support.credentials import loose_cbor, make_dsc, make_hc1, sample_dcc, wrap_cose
+from tests.support.credentials import (
+    loose_cbor,
+    make_dsc,
+    make_hc1,
+    proof_identifier,
+    sample_dcc,
+    wrap_cose,
+)
 
 
 def test_valid_es256_credential_verifies(dsc, trust):
@@ -70,10 +91,27 @@ def test_signed_by_another_key_under_trusted_kid_is_rejected(dsc, trust):
 def test_short_es256_signature_is_rejected(dsc, trust):
     """An ES256 signature that is not 64 bytes r||s (e.g. DER) gives bad-signature."""
     hc1 = make_hc1(dsc, spec())
-    cose = cbor2.loads(zlib.decompress(base45.b45decode(hc1.text[4:])))
-    protected, unprotected, payload, signature = cose.value
-    short = cbor2.CBORTag(18, [protected, dict(unprotected), payload, signature[:63]])
-    assert reason_of(wrap_cose(cbor2.dumps(short)), trust, proof="x") == "bad-signature"
+    text = with_signature(hc1.text, hc1.signature[:63])
+    assert reason_of(text, trust, proof="x") == "bad-signature"
+
+
+def test_es256_signature_with_a_padded_s_is_rejected(dsc, trust):
+    """An ES256 signature r || 0x00 || s (65 bytes, the same two integers) gives bad-signature.
+
+    Only the 64-byte form is ES256 in COSE: a verifier app refuses the padded one, and it is
+    not the signature the signer made (its proof identifier differs).
+    """
+    hc1 = make_hc1(dsc, spec())
+    padded = hc1.signature[:32] + b"\x00" + hc1.signature[32:]
+    text = with_signature(hc1.text, padded)
+    assert reason_of(text, trust, proof=proof_identifier(padded)) == "bad-signature"
+
+
+def test_signature_that_is_not_a_byte_string_is_refused(dsc, trust):
+    """A COSE signature written as a text string, here of 64 characters, gives decode-failed."""
+    hc1 = make_hc1(dsc, spec())
+    text = with_signature(hc1.text, "s" * 64)
+    assert reason_of(text, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
 def test_unknown_kid_is_rejected(dsc, trust):
@@ -330,13 +368,20 @@ def test_malformed_credentials_fail_to_decode(text):
     assert caught.value.reason == "decode-failed"
 
 
-def test_truncated_zlib_stream_fails_to_decode(dsc):
-    """A zlib stream cut short is refused rather than half-read."""
-    cose = cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"", b""]))
-    text = "HC1:" + base45.b45encode(zlib.compress(cose)[:-3]).decode()
-    with pytest.raises(CredentialVerificationError) as caught:
-        decode_hc1(text)
-    assert caught.value.reason == "decode-failed"
+@pytest.mark.parametrize(
+    "bend",
+    [lambda stream: stream[:-4], lambda stream: stream + b"\x00"],
+    ids=["checksum-cut-off", "byte-after-the-stream"],
+)
+def test_zlib_stream_must_end_exactly_where_the_text_does(dsc, trust, bend):
+    """A zlib stream cut short, or followed by more bytes, is refused though it inflates whole.
+
+    Without its checksum the stream still inflates to the complete, validly signed message;
+    a verifier app whose zlib insists on the checksum, or reads on, would refuse or misread it.
+    """
+    hc1 = make_hc1(dsc, spec())
+    text = "HC1:" + base45.b45encode(bend(zlib.compress(cose_of(hc1.text)))).decode()
+    assert reason_of(text, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
 def test_zip_bomb_is_capped():
@@ -354,6 +399,15 @@ def test_just_under_cap_is_decoded_far_enough_to_reach_cbor():
     with pytest.raises(CredentialVerificationError) as caught:
         decode_hc1("HC1:" + base45.b45encode(data).decode())
     assert caught.value.reason == "decode-failed"
+
+
+def test_text_at_the_character_cap_is_decoded_and_one_more_is_too_large():
+    """Text of exactly MAX_CREDENTIAL_CHARS goes on to Base45; one character more is too-large."""
+    at_cap = "HC1:" + "0" * (MAX_CREDENTIAL_CHARS - len("HC1:"))
+    for text, reason in [(at_cap, "decode-failed"), (at_cap + "0", "too-large")]:
+        with pytest.raises(CredentialVerificationError) as caught:
+            decode_hc1(text)
+        assert caught.value.reason == reason
 
 
 def test_overlong_text_is_refused():
