@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import struct
 import zlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import base45
 import cbor2
@@ -13,6 +13,7 @@ import pytest
 from hcert_testdata import (
     EXP,
     NOW,
+    SKEW,
     cose_of,
     payload_of,
     reason_of,
@@ -198,6 +199,14 @@ def test_payload_key_order_does_not_matter(dsc, trust):
     assert verify(hc1.text, trust, proof=hc1.proof_identifier).exp == EXP
 
 
+def test_missing_payload_field_is_a_mismatch(dsc, trust):
+    """A DCC lacking one requested field (here the date of birth) gives payload-mismatch."""
+    signed = sample_dcc()
+    del signed["dob"]
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
+
+
 def test_extra_payload_field_is_a_mismatch(dsc, trust):
     """A DCC carrying one field more than requested gives payload-mismatch."""
     signed = copy.deepcopy(sample_dcc())
@@ -287,6 +296,17 @@ def test_exp_beyond_certificate_is_rejected():
     assert reason_of(hc1.text, store, proof=hc1.proof_identifier) == "exp-beyond-certificate"
 
 
+def test_exp_may_reach_the_certificate_end_but_not_pass_it():
+    """A credential may expire at its DSC's notAfter; one second later is exp-beyond-certificate."""
+    ending = make_dsc(["vaccination"], not_after=datetime.fromtimestamp(EXP, UTC))
+    store = EuTrustStore([DscCertificate.from_der(ending.der)])
+    at_end = make_hc1(ending, spec())
+    assert verify(at_end.text, store, proof=at_end.proof_identifier).exp == EXP
+    beyond = make_hc1(ending, spec(exp=EXP + 1))
+    reason = reason_of(beyond.text, store, proof=beyond.proof_identifier, exp=EXP + 1)
+    assert reason == "exp-beyond-certificate"
+
+
 @pytest.mark.parametrize("offset", [timedelta(minutes=-3), timedelta(minutes=3)])
 def test_iat_outside_skew_is_rejected(dsc, trust, offset):
     """An iat more than the allowed skew away from now gives iat-out-of-range."""
@@ -297,6 +317,13 @@ def test_iat_outside_skew_is_rejected(dsc, trust, offset):
 def test_iat_inside_skew_is_accepted(dsc, trust):
     """An iat one minute off now (within a two-minute skew) is accepted."""
     hc1 = make_hc1(dsc, spec(iat=int((NOW - timedelta(minutes=1)).timestamp())))
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier).exp == EXP
+
+
+@pytest.mark.parametrize("offset", [-SKEW, SKEW], ids=["skew-before", "skew-after"])
+def test_iat_exactly_the_skew_away_is_accepted(dsc, trust, offset):
+    """The skew bound is inclusive: an iat exactly max_clock_skew before or after now verifies."""
+    hc1 = make_hc1(dsc, spec(iat=int((NOW + offset).timestamp())))
     assert verify(hc1.text, trust, proof=hc1.proof_identifier).exp == EXP
 
 
