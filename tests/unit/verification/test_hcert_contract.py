@@ -6,6 +6,7 @@ can refuse it.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import cbor2
@@ -53,6 +54,23 @@ def test_claim_labels_that_are_not_integers_are_refused(dsc, trust, payload):
 def test_protected_header_labels_that_are_not_integers_are_refused(dsc, trust):
     """A protected header with alg under true and kid under 4.0 gives decode-failed."""
     hc1 = forged(dsc, {True: -7, 4.0: dsc.kid}, signer_claims())
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+def test_protected_header_that_is_not_a_map_is_refused(dsc, trust):
+    """A protected header encoding an array, here of the labels alg and kid, gives decode-failed."""
+    hc1 = forged(dsc, [1, 4], signer_claims())
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize("bucket", ["protected", "unprotected"])
+def test_kid_that_is_not_a_byte_string_is_refused(dsc, trust, bucket):
+    """A kid written as text (its base64) gives decode-failed, in either header."""
+    kid = base64.b64encode(dsc.kid).decode("ascii")
+    if bucket == "protected":
+        hc1 = forged(dsc, {1: -7, 4: kid}, signer_claims())
+    else:
+        hc1 = forged(dsc, {1: -7}, signer_claims(), {4: kid})
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
@@ -136,6 +154,14 @@ def test_iss_is_the_country_of_the_signing_certificate():
     assert reason_of(dutch.text, store, proof=dutch.proof_identifier) == "iss-mismatch"
 
 
+def test_iss_that_is_not_text_is_refused_even_from_a_certificate_naming_no_country():
+    """An iss written as a number (528, NL in ISO 3166) gives decode-failed, country or not."""
+    stateless = make_dsc(["vaccination"], countries=[])
+    store = EuTrustStore([DscCertificate.from_der(stateless.der)])
+    hc1 = forged(stateless, {1: -7, 4: stateless.kid}, {**signer_claims(), 1: 528})
+    assert reason_of(hc1.text, store, proof=hc1.proof_identifier) == "decode-failed"
+
+
 def test_any_iss_is_accepted_from_a_certificate_naming_no_country():
     """With no countryName in the DSC subject there is nothing to hold iss to."""
     stateless = make_dsc(["vaccination"], countries=[])
@@ -154,6 +180,7 @@ def test_any_iss_is_accepted_from_a_certificate_naming_no_country():
         {-260: {1: sample_dcc(), 2: someone_else()}},
         {-260: {1: sample_dcc(), "1": someone_else()}},
         {-260: {}},
+        {-260: [1]},
     ],
     ids=[
         "nbf-at-exp",
@@ -163,10 +190,11 @@ def test_any_iss_is_accepted_from_a_certificate_naming_no_country():
         "second-dcc-under-2",
         "second-dcc-under-text-1",
         "no-dcc",
+        "hcert-an-array-holding-1",
     ],
 )
 def test_claims_beyond_the_contract_are_refused(dsc, trust, extra):
-    """Claims other than iss, exp, iat and -260, or -260 holding other than just 1, are refused.
+    """Claims other than iss, exp, iat and -260, or -260 other than a map of just 1, are refused.
 
     A claim the gateway does not read would still be read by some verifier: a not-before at
     expiry, another subject, another person's DCC.
