@@ -53,6 +53,7 @@ def test_agrees_with_the_package_on_any_alphabet_string(text):
         "GGW",  # a group above 0xFFFF (65536)
         ":::",  # the largest group, far above
         "::",  # a final pair above 0xFF
+        "V5",  # a final pair of 0x100, the first value above a byte
         "bb8",  # lower case is outside the alphabet
         "BB8\n",  # no trailing newline is stripped
         "BÉ8",  # not ASCII
