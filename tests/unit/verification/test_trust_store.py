@@ -61,6 +61,15 @@ def test_alg_follows_key_type_and_validity_is_read():
     assert not ec_dsc.valid_at(not_after + timedelta(seconds=1))
 
 
+def test_validity_includes_both_ends():
+    """A DSC is valid from its notBefore through its notAfter, both instants included."""
+    start = datetime.now(UTC).replace(microsecond=0)
+    dsc = DscCertificate.from_der(make_dsc(["test"], not_before=start, not_after=start + HOUR).der)
+    second = timedelta(seconds=1)
+    instants = [start - second, start, start + HOUR, start + HOUR + second]
+    assert [dsc.valid_at(instant) for instant in instants] == [False, True, True, False]
+
+
 def test_non_p256_curve_is_refused():
     """An EC key on P-384 cannot sign ES256 and is refused."""
     with pytest.raises(TrustConfigError):
@@ -233,6 +242,14 @@ def test_keys_json_dsc_not_issued_by_csca_is_refused():
     doc["csca"] = [b64(make_csca("Other CSCA").der)]
     with pytest.raises(TrustConfigError):
         KeySet.from_keys_json(doc)
+
+
+def test_keys_json_dsc_issued_by_any_one_of_several_cscas_loads():
+    """With two CSCAs in the document, a DSC issued by the second one is trusted."""
+    first, second = make_csca("First CSCA"), make_csca("Second CSCA")
+    dsc = make_dsc(["test"], issuer=second)
+    doc = {"eu": [dsc.keys_entry(["test"])], "csca": [b64(first.der), b64(second.der)]}
+    assert KeySet.from_keys_json(doc).eu.lookup(dsc.kid) is not None
 
 
 @pytest.mark.parametrize(
