@@ -6,7 +6,11 @@ import base45
 import cbor2
 import pytest
 
-from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
+from signing_gateway.verification.domestic import (
+    MAX_QR_CHARS,
+    verify_issue_signatures,
+    verify_static_qr,
+)
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.trust import DomesticKey, DomesticTrustStore
 from tests.support.credentials import (
@@ -138,6 +142,21 @@ def test_static_qr_too_long(trust):
     assert static_reason("NL2:" + "0" * 9000, trust, proof="") == "too-large"
 
 
+def test_static_qr_at_the_character_cap_is_decoded_and_one_more_is_too_large(trust):
+    """A QR of exactly MAX_QR_CHARS goes on to Base45; one character more is too-large."""
+    at_cap = "NL2:" + "0" * (MAX_QR_CHARS - len("NL2:"))
+    assert static_reason(at_cap, trust, proof="") == "decode-failed"
+    assert static_reason(at_cap + "0", trust, proof="") == "too-large"
+
+
+@pytest.mark.parametrize("prefix", ["NL1:", "HC1:"])
+def test_static_qr_under_another_prefix_is_refused(signer, trust, prefix):
+    """A genuine QR body behind a prefix other than NL2: gives decode-failed."""
+    qr, signature = signer.static_qr(sample_attributes())
+    text = prefix + qr.removeprefix("NL2:")
+    assert static_reason(text, trust, proof=proof_identifier(signature)) == "decode-failed"
+
+
 def test_issue_signatures_verify(signer, trust):
     """Every item signed over the session nonce and the expected attributes verifies."""
     attrs = [sample_attributes(), {**sample_attributes(), "validFrom": "1700086400"}]
@@ -145,10 +164,12 @@ def test_issue_signatures_verify(signer, trust):
     verify_issue_signatures(items, trust=trust, issuer_nonce=NONCE, expected_attributes=attrs)
 
 
-def test_issue_count_mismatch(signer, trust):
-    """Fewer items than requested credentials gives count-mismatch."""
-    items = [signer.issue_item(NONCE, sample_attributes())]
-    assert issue_reason(items, trust, expected=[sample_attributes()] * 2) == "count-mismatch"
+@pytest.mark.parametrize(("answered", "requested"), [(1, 2), (2, 1)], ids=["fewer", "more"])
+def test_issue_count_mismatch(signer, trust, answered, requested):
+    """Fewer or more items than requested credentials gives count-mismatch."""
+    items = [signer.issue_item(NONCE, sample_attributes())] * answered
+    expected = [sample_attributes()] * requested
+    assert issue_reason(items, trust, expected=expected) == "count-mismatch"
 
 
 def test_issue_nonce_mismatch(signer, trust):
