@@ -11,9 +11,17 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from signing_gateway.observability.context import current_request_id, request_id_var
-from signing_gateway.security.jwks import JwksError, JwksKeys, RemoteJwks
+from signing_gateway.security.jwks import (
+    MAX_JWKS_BYTES,
+    JwksError,
+    JwksKeys,
+    RemoteJwks,
+    jwks_http_client,
+)
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.security.setup import open_token_verifier
 from signing_gateway.security.tokens import LocalTokenIssuer
@@ -44,6 +52,36 @@ def test_key_is_bound_to_its_algorithm():
     assert keys.key_for("k", "ES256") is not None
     assert keys.key_for("k", "RS256") is None
     assert keys.key_for("other", "ES256") is None
+
+
+def test_rsa_key_is_bound_to_its_published_algorithm():
+    """An RSA key published for RS256 is not handed out for PS256, though both take RSA keys."""
+    public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    jwk = {**RSAAlgorithm.to_jwk(public, as_dict=True), "kid": "r", "alg": "RS256"}
+    keys = JwksKeys({"keys": [jwk]})
+    assert keys.key_for("r", "RS256") is not None
+    assert keys.key_for("r", "PS256") is None
+
+
+def test_keys_published_for_encryption_are_never_used():
+    """A key whose `use` is `enc` verifies no token; a set of only such keys is refused."""
+    signing = _issuer("sig").jwks()["keys"][0]
+    encryption = {**_issuer("enc").jwks()["keys"][0], "use": "enc"}
+    keys = JwksKeys({"keys": [signing, encryption]})
+    assert keys.key_for("enc", "ES256") is None
+    assert keys.key_for("sig", "ES256") is not None
+    with pytest.raises(JwksError, match="no usable"):
+        JwksKeys({"keys": [encryption]})
+
+
+def test_a_token_without_kid_gets_the_only_key_and_never_a_guess_among_several():
+    """Without a kid, a one-key set hands out that key; a set of two hands out neither."""
+    one = JwksKeys(_issuer("a").jwks())
+    assert one.has(None)
+    assert one.key_for(None, "ES256") is not None
+    two = JwksKeys({"keys": [_issuer("a").jwks()["keys"][0], _issuer("b").jwks()["keys"][0]]})
+    assert not two.has(None)
+    assert two.key_for(None, "ES256") is None
 
 
 @pytest.mark.parametrize(
@@ -134,13 +172,16 @@ def _break(idp: Idp, how: str) -> None:
         idp.jwks = {"keys": []}
     elif how == "malformed-kid":
         idp.jwks = {"keys": [{**idp.jwks["keys"][0], "kid": ["k2"]}]}
-    elif how == "http-503":
+    elif how == "http-503":  # an error answer, though its body reads as another key set
         idp.status = 503
+        idp.jwks = _issuer("rotated").jwks()
+    elif how == "too-large":  # another key set, padded past the size cap
+        idp.jwks = {**_issuer("rotated").jwks(), "padding": "x" * MAX_JWKS_BYTES}
     else:  # a bug anywhere in the fetch: an exception nobody expects
         idp.error = RuntimeError("unexpected")
 
 
-FAILURES = ["empty", "malformed-kid", "http-503", "unexpected-exception"]
+FAILURES = ["empty", "malformed-kid", "http-503", "too-large", "unexpected-exception"]
 
 
 @pytest.mark.parametrize("how", FAILURES)
@@ -178,6 +219,17 @@ async def test_refresher_outlives_a_failed_refresh(how: str, caplog: pytest.LogC
         assert all(r.exc_info is not None for r in failures)
     elif how == "malformed-kid":
         assert any(r.message.startswith("JWKS key skipped") for r in caplog.records)
+
+
+async def test_unknown_kid_waits_no_longer_than_the_fetch_timeout():
+    """While the provider hangs, an unknown kid gets the keys held once fetch_timeout is over."""
+    idp = Idp(_issuer("k"))
+    timing = {"refresh_interval": 3600, "min_refresh_interval": 0, "fetch_timeout": 0.2}
+    async with started(idp.handler, **timing) as remote:
+        idp.hold()  # the refetch hangs until the end of the test
+        keys = await asyncio.wait_for(remote.keys_for("unknown"), timeout=5)
+    assert keys.has("k")
+    assert idp.fetches == 2
 
 
 async def test_known_kid_never_waits_for_a_refresh_in_flight():
@@ -270,6 +322,33 @@ async def test_the_gateway_names_the_setting_when_the_first_fetch_fails():
         "SIGNING_GATEWAY_AUTH__JWKS_URL: could not fetch the JWKS at start-up: "
         "the server answered 404"
     )
+
+
+async def test_start_gives_up_on_a_provider_that_never_answers():
+    """A JWKS endpoint that hangs at start-up fails the start within the fetch timeout."""
+    idp = Idp(_issuer("k"))
+    idp.hold()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
+        remote = RemoteJwks(
+            http, JWKS_URL, refresh_interval=60, min_refresh_interval=1, fetch_timeout=0.2
+        )
+        async with asyncio.timeout(5):
+            with pytest.raises(JwksError):
+                await remote.start()
+
+
+async def test_jwks_client_does_not_follow_a_redirect():
+    """A JWKS URL answering with a redirect fails the start; the keys it points to are not read."""
+    with respx.mock(assert_all_called=False) as router:
+        router.get(JWKS_URL).respond(302, headers={"Location": "https://elsewhere.test/jwks"})
+        elsewhere = router.get("https://elsewhere.test/jwks").respond(json=_issuer("k").jwks())
+        async with jwks_http_client(ca_bundle=None, timeout=1) as http:
+            remote = RemoteJwks(
+                http, JWKS_URL, refresh_interval=60, min_refresh_interval=1, fetch_timeout=1
+            )
+            with pytest.raises(JwksError):
+                await remote.start()
+    assert not elsewhere.called
 
 
 async def test_a_refetch_started_by_a_request_does_not_carry_its_context():
