@@ -133,6 +133,18 @@ async def test_cached_token_is_refused_once_expired(
     assert spy.calls == 2  # the refusal dropped the entry: the token is checked afresh
 
 
+async def test_cached_token_refused_as_not_yet_valid_is_forgotten(
+    issuer: LocalTokenIssuer, source: SwappableKeys, clock: Clock
+):
+    """A cached token refused `not-yet-valid` (clock stepped back) is dropped like any refusal."""
+    verifier = TokenVerifier(_settings(), source, clock=clock)
+    token = issuer.mint(now=clock.now)
+    await verifier.verify(token)
+    clock.now -= LEEWAY + 1
+    assert await _reason(verifier, token) == "not-yet-valid"
+    assert verifier.cached_tokens == 0
+
+
 def _token_with(issuer: LocalTokenIssuer, **claims: Any) -> str:
     payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "s", **claims}
     return jwt.encode(payload, issuer.key, algorithm="ES256", headers={"kid": issuer.kid})
@@ -173,6 +185,7 @@ async def test_rotated_key_set_stops_cached_tokens(
     await verifier.verify(token)
     source.keys = JwksKeys(_issuer(issuer.kid).jwks())  # same kid, another key
     assert await _reason(verifier, token) == "bad-signature"
+    assert verifier.cached_tokens == 0  # refused now: no longer remembered
     source.keys = JwksKeys(_issuer("k2").jwks())  # the token's key is gone
     assert await _reason(verifier, token) == "unknown-key"
     source.keys = JwksKeys(issuer.jwks())  # the same keys, fetched again
