@@ -19,7 +19,7 @@ from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
 from tests.api.security.conftest import AUDIENCE, ISSUER, bearer
 from tests.api.signer_mocks import MockedSigners, eu_signing
-from tests.support.gateway import SignerKeys
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
 V1_CALLS = [
     ("POST", "/v1/dcc"),
@@ -108,7 +108,26 @@ def _bad_tokens(issuer: LocalTokenIssuer) -> dict[str, tuple[str, str]]:
         ),
         "garbage": ("not.a.token", "malformed"),
         "no-subject": (issuer.mint(sub=""), "missing-claim"),
+        "no-subject-claim": (
+            jwt.encode(
+                {"iss": ISSUER, "aud": AUDIENCE, "exp": now + 60},
+                issuer.key,
+                algorithm="ES256",
+                headers={"kid": issuer.kid},
+            ),
+            "missing-claim",
+        ),
+        "no-expiry": (
+            jwt.encode(
+                {"iss": ISSUER, "aud": AUDIENCE, "sub": "x"},
+                issuer.key,
+                algorithm="ES256",
+                headers={"kid": issuer.kid},
+            ),
+            "missing-claim",
+        ),
         "huge": ("a" * 10_000, "malformed"),
+        "huge-but-signed": (issuer.mint(note="a" * 10_000), "malformed"),
     }
 
 
@@ -126,7 +145,10 @@ def _bad_tokens(issuer: LocalTokenIssuer) -> dict[str, tuple[str, str]]:
         "iat-not-a-number",
         "garbage",
         "no-subject",
+        "no-subject-claim",
+        "no-expiry",
         "huge",
+        "huge-but-signed",
     ],
 )
 async def test_bad_tokens_are_refused(secured, mocked: MockedSigners, token_issuer, case):
@@ -148,6 +170,20 @@ async def test_leeway_accepts_slight_clock_skew(secured, mocked: MockedSigners, 
     token = token_issuer.mint(scopes=["keys:read"], now=time.time() - 70, ttl_seconds=60)
     response = await secured.get("/v1/keys", headers=bearer(token))
     assert response.status_code == 200, response.text
+
+
+async def test_token_of_exactly_the_size_limit_is_accepted(
+    test_keys: SignerKeys, mocked: MockedSigners, token_issuer, auth_settings
+):
+    """auth.max_token_bytes is the longest token checked: one byte less refuses it as malformed."""
+    token = token_issuer.mint(scopes=["keys:read"])
+    for limit, status in [(len(token), 200), (len(token) - 1, 401)]:
+        auth = auth_settings.model_copy(update={"max_token_bytes": limit})
+        async with running_gateway(make_settings(test_keys, auth=auth)) as client:
+            response = await client.get("/v1/keys", headers=bearer(token))
+            assert response.status_code == status, response.text
+            metrics = (await client.get("/metrics")).text
+            assert _metric(metrics, "malformed") == (1 if status == 401 else 0)
 
 
 @pytest.mark.parametrize(
@@ -278,15 +314,17 @@ async def test_openapi_declares_bearer_security(secured):
     assert {"401", "403", "413", "415"} <= spec["paths"]["/v1/dcc"]["post"]["responses"].keys()
 
 
+@pytest.mark.parametrize("client_claim", ["client_id", "azp"])
 async def test_caller_reaches_the_audit_record(
-    secured, mocked: MockedSigners, full_token, audit_file
+    secured, mocked: MockedSigners, token_issuer, audit_file, client_claim
 ):
-    """The token's subject and client id are recorded as the caller of an issuance."""
-    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(full_token))
+    """The token's subject and client (`client_id`, or OIDC's `azp`) are the issuance's caller."""
+    token = token_issuer.mint(subject="backend-1", scopes=["dcc:sign"], **{client_claim: "cc-x"})
+    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(token))
     assert response.status_code == 200
     text = audit_file.read_text()
     assert '"caller":"backend-1"' in text
-    assert '"clientId":"cc-backend"' in text
+    assert '"clientId":"cc-x"' in text
 
 
 async def test_no_token_error_description_leaks_nothing(secured):
