@@ -241,6 +241,10 @@ def _check_signature(decoded: DecodedHc1, dsc: DscCertificate) -> None:
                 mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH
             )
             key.verify(decoded.signature, to_be_signed, pss, hashes.SHA256())
+        else:
+            # `DscCertificate.from_der` builds no other kind; one built otherwise must not be
+            # released unchecked.
+            raise _fail("bad-signature", "the DSC's key is neither EC nor RSA")
     except InvalidSignature as exc:
         raise _fail("bad-signature") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import struct
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import base45
 import cbor2
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from hcert_testdata import (
     EXP,
     NOW,
@@ -113,6 +115,19 @@ def test_signature_that_is_not_a_byte_string_is_refused(dsc, trust):
     hc1 = make_hc1(dsc, spec())
     text = with_signature(hc1.text, "s" * 64)
     assert reason_of(text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+def test_a_dsc_key_of_another_kind_never_lets_a_credential_through(dsc):
+    """A DSC holding neither an EC nor an RSA key fails the signature; nothing goes unchecked.
+
+    `DscCertificate.from_der` refuses such certificates; this pins the check itself, for a
+    store built any other way.
+    """
+    ed25519_key = ed25519.Ed25519PrivateKey.generate().public_key()
+    other_kind = dataclasses.replace(DscCertificate.from_der(dsc.der), public_key=ed25519_key)
+    hc1 = make_hc1(dsc, spec())
+    store = EuTrustStore([other_kind])
+    assert reason_of(hc1.text, store, proof=hc1.proof_identifier) == "bad-signature"
 
 
 def test_unknown_kid_is_rejected(dsc, trust):
