@@ -37,7 +37,7 @@ async def get_credential(request: web.Request) -> web.StreamResponse:
         state.stats.count("get_credential", "bad_request")
         return text_response(exc.status, str(exc))
 
-    def produce(fault: FaultSpec | None) -> bytes:
+    async def produce(fault: FaultSpec | None) -> bytes:
         # iat is taken after the simulated latency, when the signature is really made.
         return eu.credential_response(
             checked,
@@ -66,11 +66,11 @@ async def prepare_issue(request: web.Request) -> web.StreamResponse:
         state.stats.count("prepare_issue", "bad_request")
         return text_response(exc.status, str(exc))
     key = state.key_material.domestic
-    return await state.pipeline.run(
-        request,
-        "prepare_issue",
-        lambda _fault: domestic.prepare_issue_response(key, state.nonces, amount),
-    )
+
+    async def produce(_fault: FaultSpec | None) -> bytes:
+        return domestic.prepare_issue_response(key, state.nonces, amount)
+
+    return await state.pipeline.run(request, "prepare_issue", produce)
 
 
 async def issue(request: web.Request) -> web.StreamResponse:
@@ -82,11 +82,11 @@ async def issue(request: web.Request) -> web.StreamResponse:
         state.stats.count("issue", "bad_request")
         return text_response(exc.status, str(exc))
     key = state.key_material.domestic
-    return await state.pipeline.run(
-        request,
-        "issue",
-        lambda fault: domestic.issue_response(checked, key, state.nonces, fault),
-    )
+
+    async def produce(fault: FaultSpec | None) -> bytes:
+        return await domestic.issue_response(checked, key, state.nonces, fault)
+
+    return await state.pipeline.run(request, "issue", produce)
 
 
 async def issue_static(request: web.Request) -> web.StreamResponse:
@@ -98,11 +98,11 @@ async def issue_static(request: web.Request) -> web.StreamResponse:
         state.stats.count("issue_static", "bad_request")
         return text_response(exc.status, str(exc))
     key = state.key_material.domestic
-    return await state.pipeline.run(
-        request,
-        "issue_static",
-        lambda fault: domestic.issue_static_response(attributes, key, fault),
-    )
+
+    async def produce(fault: FaultSpec | None) -> bytes:
+        return domestic.issue_static_response(attributes, key, fault)
+
+    return await state.pipeline.run(request, "issue_static", produce)
 
 
 async def healthz(_request: web.Request) -> web.Response:

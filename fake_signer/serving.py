@@ -9,7 +9,8 @@ Order, for one request whose body already passed the wire checks:
 4. the random error rate (500), then the fault, else the real answer;
 5. the slot is given back before a `slow-body` answer trickles out.
 
-Latency and hangs are `await`s, so the event loop keeps serving other requests meanwhile.
+Latency and hangs are `await`s, so the event loop keeps serving other requests meanwhile; a
+large `/issue` batch is signed in a worker thread for the same reason.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from fake_signer.errors import WireInputError
 from fake_signer.settings import Overflow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from fake_signer.behaviour import Behaviour
     from fake_signer.stats import Stats
+
+    #: Builds the 200 body for the fault chosen (it may raise input errors). A coroutine, so a
+    #: large batch can be signed off the event loop.
+    Producer = Callable[[FaultSpec | None], Awaitable[bytes]]
 
 FAULT_HEADER = "X-Fake-Signer-Fault"
 SLOW_BODY_CHUNKS = 10
@@ -64,9 +69,9 @@ class SigningPipeline:
         self,
         request: web.Request,
         endpoint: str,
-        produce: Callable[[FaultSpec | None], bytes],
+        produce: Producer,
     ) -> web.StreamResponse:
-        """Answer one signing request; `produce` builds the 200 body (it may raise input errors)."""
+        """Answer one signing request; `produce` builds the 200 body."""
         outcome = "cancelled"
         try:
             try:
@@ -95,7 +100,7 @@ class SigningPipeline:
         self,
         request: web.Request,
         fault: FaultSpec | None,
-        produce: Callable[[FaultSpec | None], bytes],
+        produce: Producer,
     ) -> tuple[web.StreamResponse, str]:
         gate = self.behaviour.gate
         if self.behaviour.overflow is Overflow.REJECT:
@@ -118,7 +123,7 @@ class SigningPipeline:
         self,
         request: web.Request,
         fault: FaultSpec | None,
-        produce: Callable[[FaultSpec | None], bytes],
+        produce: Producer,
     ) -> tuple[web.StreamResponse, str]:
         kind = None if fault is None else fault.kind
         label = f"fault:{kind}"
@@ -140,7 +145,7 @@ class SigningPipeline:
             body = b'{"unexpected": "shape"}' if shape else b'{"credential": "HC1:'
             return web.Response(body=body, content_type=JSON), label
         try:
-            body = produce(fault)
+            body = await produce(fault)
         except WireInputError as exc:
             return text_response(exc.status, str(exc)), "bad_request"
         return web.Response(body=body, content_type=JSON), ("ok" if fault is None else label)

@@ -1,0 +1,90 @@
+"""The fake's event loop stays free while a large `/issue` batch is signed (in-process server)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import httpx
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fake_signer import keys
+from fake_signer.app import create_app
+from fake_signer.domestic import MAX_CREDENTIAL_AMOUNT
+from fake_signer.settings import FakeSignerSettings
+from tests.contract.fake_signer.signer_wire import ATTRIBUTES, JSON_HEADERS
+
+# Each signature holds the interpreter this long: 100 of them take 0.2 s, long beside the
+# millisecond a /healthz round trip takes on a free loop.
+SIGN_SECONDS = 0.002
+
+
+class SlowEd25519Key:
+    """A real Ed25519 key whose signatures cost CPU time under the GIL; notes when each ends."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        """Wrap `key`."""
+        self._key = key
+        self.signed_at: list[float] = []
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign `data`, then busy the CPU in Python for SIGN_SECONDS, holding the GIL."""
+        signature = self._key.sign(data)
+        until = time.perf_counter() + SIGN_SECONDS
+        while time.perf_counter() < until:
+            pass
+        self.signed_at.append(time.perf_counter())
+        return signature
+
+
+@pytest.fixture
+async def slow_signer():
+    """An in-process domestic fake signer on a free port whose signatures are slow."""
+    material = keys.generate_key_material("NL")
+    slow = SlowEd25519Key(material.domestic.private_key)
+    domestic = dataclasses.replace(material.domestic, private_key=slow)
+    app = create_app(
+        FakeSignerSettings(role="domestic"), keys=dataclasses.replace(material, domestic=domestic)
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+            yield client, slow
+    finally:
+        await runner.cleanup()
+
+
+async def test_healthz_answers_while_a_full_issue_batch_is_signed(slow_signer):
+    """/healthz keeps answering while one /issue signs 100 sets; no stall near the batch's time."""
+    client, slow = slow_signer
+    amount = MAX_CREDENTIAL_AMOUNT
+    prepared = await client.post(
+        "/prepare_issue", json={"credentialAmount": amount}, headers=JSON_HEADERS
+    )
+    nonce = prepared.json()["issuerNonce"]
+    body = {
+        "prepareIssueMessage": prepared.json(),
+        "issueCommitmentMessage": {"issuerNonce": nonce},
+        "credentialsAttributes": [ATTRIBUTES] * amount,
+    }
+    issuing = asyncio.create_task(client.post("/issue", json=body, headers=JSON_HEADERS))
+    answered: list[float] = []
+    while not issuing.done():
+        assert (await client.get("/healthz")).status_code == 200
+        answered.append(time.perf_counter())
+    response = await issuing
+    assert response.status_code == 200
+    assert len(response.json()) == amount
+    first, last = slow.signed_at[0], slow.signed_at[-1]
+    during = [when for when in answered if first < when < last]
+    # On the loop, nothing answers between the first and the last signature.
+    assert len(during) >= 3, (len(during), last - first)
+    stalls = [b - a for a, b in zip([first, *during], [*during, last], strict=True)]
+    assert max(stalls) < (last - first) / 2, (max(stalls), last - first)
