@@ -58,6 +58,13 @@ def text_response(status: int, text: str, headers: dict[str, str] | None = None)
 
 
 @dataclass
+class _Outcome:
+    """What `/_stats` counts for one request: `cancelled` until the request gets further."""
+
+    label: str = "cancelled"
+
+
+@dataclass
 class SigningPipeline:
     """Runs signing requests through the behaviour of one fake signer."""
 
@@ -72,23 +79,20 @@ class SigningPipeline:
         produce: Producer,
     ) -> web.StreamResponse:
         """Answer one signing request; `produce` builds the 200 body."""
-        outcome = "cancelled"
+        outcome = _Outcome()
         try:
             try:
                 fault = self._fault(request)
             except FaultSpecError as exc:
-                outcome = "bad_request"
+                outcome.label = "bad_request"
                 return text_response(400, f"bad {FAULT_HEADER}: {exc}")
-            if fault is not None and fault.kind in {"reset", "hang"}:
-                # These end in cancellation when the connection drops: label them up front.
-                outcome = f"fault:{fault.kind}"
-            response, outcome = await self._gated(request, fault, produce)
+            response, outcome.label = await self._gated(request, fault, produce, outcome)
             if fault is not None and fault.kind == "slow-body" and response.status == 200:  # noqa: PLR2004
                 assert isinstance(response, web.Response)  # noqa: S101 - built by _gated
                 return await self._trickle(request, response, fault.milliseconds)
             return response
         finally:
-            self.stats.count(endpoint, outcome)
+            self.stats.count(endpoint, outcome.label)
 
     def _fault(self, request: web.Request) -> FaultSpec | None:
         header = request.headers.get(FAULT_HEADER)
@@ -101,6 +105,7 @@ class SigningPipeline:
         request: web.Request,
         fault: FaultSpec | None,
         produce: Producer,
+        outcome: _Outcome,
     ) -> tuple[web.StreamResponse, str]:
         gate = self.behaviour.gate
         if self.behaviour.overflow is Overflow.REJECT:
@@ -115,7 +120,7 @@ class SigningPipeline:
                 await asyncio.sleep(delay)
             if self.behaviour.random_error():
                 return text_response(500, "simulated signer error"), "error"
-            return await self._answer(request, fault, produce)
+            return await self._answer(request, fault, produce, outcome)
         finally:
             gate.release()
 
@@ -124,6 +129,7 @@ class SigningPipeline:
         request: web.Request,
         fault: FaultSpec | None,
         produce: Producer,
+        outcome: _Outcome,
     ) -> tuple[web.StreamResponse, str]:
         kind = None if fault is None else fault.kind
         label = f"fault:{kind}"
@@ -132,6 +138,10 @@ class SigningPipeline:
             if "retry-after" in fault.options:
                 headers["Retry-After"] = fault.options["retry-after"]
             return text_response(fault.status, f"injected status {fault.status}", headers), label
+        if kind in {"reset", "hang"}:
+            # Applied from here on: these end in cancellation when the connection drops, so they
+            # are labelled now (a client that left while queued or in the latency is `cancelled`).
+            outcome.label = label
         if kind == "reset":
             _reset(request)
             # The transport is gone; aiohttp cancels this handler as the connection drops.

@@ -2,7 +2,7 @@
 
 Outcomes counted per endpoint: `ok`, `bad_request` (input refused with a 4xx), `rejected`
 (capacity full, 429), `error` (simulated random 500), `cancelled` (client went away first) and
-`fault:<kind>` (an injected fault decided the answer).
+`fault:<kind>` (an injected fault was applied and decided the answer).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import base45
@@ -68,6 +69,37 @@ async def test_hang_until_client_gives_up(client):
     assert (await client.get("/healthz")).status_code == 200
     done = await wait_for(lambda s: s["inFlight"] == 0 and s["totals"], client)
     assert done["totals"]["get_credential"] == {"fault:hang": 1}
+
+
+async def _leave_before_the_fault(client):
+    """Send `reset` and `hang` with clients that give up long before the 1 s latency is over."""
+    for spec in ("reset", "hang"):
+        with pytest.raises(httpx.ReadTimeout):
+            await sign(client, spec, timeout=0.3)
+
+
+async def test_reset_and_hang_left_in_the_latency_wait_are_cancelled(client):
+    """A reset or hang whose client leaves during the latency wait was never applied: cancelled."""
+    await client.put("/_control", json={"latencyMs": 1000, "latencyDistribution": "fixed"})
+    await _leave_before_the_fault(client)
+    done = await wait_for(
+        lambda s: sum(s["totals"].get("get_credential", {}).values()) == 2, client
+    )
+    assert done["totals"]["get_credential"] == {"cancelled": 2}
+
+
+async def test_reset_and_hang_left_in_the_queue_are_cancelled(client):
+    """A reset or hang whose client leaves while queued for a slot was never applied: cancelled."""
+    control = {"latencyMs": 1000, "latencyDistribution": "fixed", "capacity": 1}
+    await client.put("/_control", json=control)
+    holder = asyncio.create_task(sign(client))
+    await wait_for(lambda s: s["inFlight"] == 1, client)
+    await _leave_before_the_fault(client)
+    assert (await holder).status_code == 200
+    done = await wait_for(
+        lambda s: sum(s["totals"].get("get_credential", {}).values()) == 3, client
+    )
+    assert done["totals"]["get_credential"] == {"ok": 1, "cancelled": 2}
 
 
 @pytest.mark.parametrize("spec", ["malformed", "malformed=truncated", "malformed=shape"])
