@@ -268,15 +268,13 @@ async def _drive(
         for endpoint, n in SIGNINGS[kind].items():
             expected[endpoint] += n * count
     # Answers the fakes count as faults but that are valid signings: slow bodies and
-    # delays still deliver a good answer; a prepare_issue nonce carries no signature.
+    # delays still deliver a good answer. (A prepare_issue passes bad-signature and
+    # wrong-kid by: it signs nothing, so they wait for the next issue or issue_static.)
     delivered_outcomes = {"ok", "fault:slow-body", "fault:delay"}
-    prepare_extra = {"fault:bad-signature", "fault:wrong-kid"}
     signed: Counter[str] = Counter()
     for key, count in signer.items():
         endpoint, outcome = key.split(":", 1)
-        if outcome in delivered_outcomes or (
-            endpoint == "prepare_issue" and outcome in prepare_extra
-        ):
+        if outcome in delivered_outcomes:
             signed[endpoint] += count
     return {
         "duration_s": round(elapsed, 1),
@@ -349,13 +347,12 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         (
             "Delivered signings are the fakes' `ok` answers plus the fault outcomes that still "
-            "carry a valid answer (`slow-body`, `delay`; a `prepare_issue` nonce has no "
-            "signature, so its bad-signature/wrong-kid variants are valid too). Delivered "
-            "minus implied are signatures the gateway received but did not release: the "
-            "surviving half of a `/v1/print` whose other part failed, and answers that arrived "
-            "after the request's deadline had already answered 504. Bad-signature and "
-            "wrong-kid credentials are withheld (502) and not counted as delivered. Signer "
-            "calls the gateway abandoned show as `cancelled` at the fakes."
+            "carry a valid answer (`slow-body`, `delay`). Delivered minus implied are "
+            "signatures the gateway received but did not release: the surviving half of a "
+            "`/v1/print` whose other part failed, and answers that arrived after the request's "
+            "deadline had already answered 504. Bad-signature and wrong-kid credentials are "
+            "withheld (502) and not counted as delivered. Signer calls the gateway abandoned "
+            "show as `cancelled` at the fakes."
         ),
         END,
     ]

@@ -13,6 +13,8 @@ Fault spec grammar (header `X-Fake-Signer-Fault` or `_control` `fault`): `kind[=
     malformed[=truncated|shape]    200 whose body is not the contract JSON
     bad-signature                  a credential whose signature does not verify
     wrong-kid                      a credential signed with the right key, carrying another kid
+                                   (these two only where a signature is answered: not by
+                                   `/prepare_issue`, which passes a `_control` one by)
     slow-body=<ms>                 200 whose body trickles out over that many ms
 """
 
@@ -35,6 +37,8 @@ FAULT_KINDS = frozenset(
 )
 _ARG_REQUIRED = frozenset({"delay", "status", "slow-body"})
 _NO_ARG = frozenset({"reset", "hang", "bad-signature", "wrong-kid"})
+#: Faults that alter a signature or its kid: they apply only to answers that carry a signature.
+SIGNATURE_FAULTS = frozenset({"bad-signature", "wrong-kid"})
 MALFORMED_VARIANTS = frozenset({"truncated", "shape"})
 
 
@@ -247,10 +251,13 @@ class Behaviour:
         """Whether this signing fails with a simulated 500 (draws only when a rate is set)."""
         return self.error_rate > 0 and self.rng.random() < self.error_rate
 
-    def take_fault(self) -> FaultSpec | None:
-        """The `_control` fault for this request, counting it down."""
+    def take_fault(self, *, signs: bool = True) -> FaultSpec | None:
+        """The `_control` fault for this request, counting it down.
+
+        A request that `signs` nothing leaves a signature fault pending for the next that does.
+        """
         fault = self.fault
-        if fault is None:
+        if fault is None or (not signs and fault.kind in SIGNATURE_FAULTS):
             return None
         if self.fault_count > 0:
             self.fault_count -= 1

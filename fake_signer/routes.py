@@ -70,7 +70,8 @@ async def prepare_issue(request: web.Request) -> web.StreamResponse:
     async def produce(_fault: FaultSpec | None) -> bytes:
         return domestic.prepare_issue_response(key, state.nonces, amount)
 
-    return await state.pipeline.run(request, "prepare_issue", produce)
+    # A nonce carries no signature: bad-signature and wrong-kid wait for the /issue.
+    return await state.pipeline.run(request, "prepare_issue", produce, signs=False)
 
 
 async def issue(request: web.Request) -> web.StreamResponse:

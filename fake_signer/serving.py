@@ -3,7 +3,7 @@
 Order, for one request whose body already passed the wire checks:
 
 1. the fault: the `X-Fake-Signer-Fault` header if present (it does not use up a `_control`
-   fault), else the next `_control` fault, if any;
+   fault), else the next `_control` fault, if any (a signature fault only where one is signed);
 2. a capacity slot: wait in FIFO order (`queue`) or answer 429 with `Retry-After: 1` (`reject`);
 3. the simulated latency (plus a `delay` fault), awaited, never slept;
 4. the random error rate (500), then the fault, else the real answer;
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from fake_signer.behaviour import FaultSpec, FaultSpecError
+from fake_signer.behaviour import SIGNATURE_FAULTS, FaultSpec, FaultSpecError
 from fake_signer.errors import WireInputError
 from fake_signer.settings import Overflow
 
@@ -77,12 +77,18 @@ class SigningPipeline:
         request: web.Request,
         endpoint: str,
         produce: Producer,
+        *,
+        signs: bool = True,
     ) -> web.StreamResponse:
-        """Answer one signing request; `produce` builds the 200 body."""
+        """Answer one signing request; `produce` builds the 200 body.
+
+        An endpoint that `signs` nothing (`/prepare_issue`) refuses a signature fault header
+        and leaves a `_control` one pending for the next request that signs.
+        """
         outcome = _Outcome()
         try:
             try:
-                fault = self._fault(request)
+                fault = self._fault(request, signs=signs)
             except FaultSpecError as exc:
                 outcome.label = "bad_request"
                 return text_response(400, f"bad {FAULT_HEADER}: {exc}")
@@ -94,11 +100,14 @@ class SigningPipeline:
         finally:
             self.stats.count(endpoint, outcome.label)
 
-    def _fault(self, request: web.Request) -> FaultSpec | None:
+    def _fault(self, request: web.Request, *, signs: bool) -> FaultSpec | None:
         header = request.headers.get(FAULT_HEADER)
-        if header is not None:
-            return FaultSpec.parse(header)
-        return self.behaviour.take_fault()
+        if header is None:
+            return self.behaviour.take_fault(signs=signs)
+        fault = FaultSpec.parse(header)
+        if not signs and fault.kind in SIGNATURE_FAULTS:
+            raise FaultSpecError(f"{fault.kind} does not apply here: this endpoint signs nothing")
+        return fault
 
     async def _gated(
         self,

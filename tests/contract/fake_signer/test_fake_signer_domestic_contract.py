@@ -222,3 +222,36 @@ async def test_prepare_issue_checks_the_amount(client, amount):
         "/prepare_issue", json={"credentialAmount": amount}, headers=JSON_HEADERS
     )
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("spec", ["bad-signature", "wrong-kid"])
+async def test_signature_faults_pass_prepare_issue_by(client, spec):
+    """A `_control` bad-signature or wrong-kid leaves /prepare_issue alone and hits the /issue."""
+    entry, public_key = await domestic_key(client)
+    await client.put("/_control", json={"fault": spec, "faultCount": 1})
+    prepared = await prepare(client, 1)
+    assert prepared["issuerPkId"] == entry["kid"]
+    response = await client.post(
+        "/issue", json=issue_body(prepared, [ATTRIBUTES]), headers=JSON_HEADERS
+    )
+    (message,) = response.json()
+    signed = message["issueSignatureMessage"]
+    data = b"NL2-issue\x00" + cbor2.dumps([prepared["issuerNonce"], ATTRIBUTES], canonical=True)
+    if spec == "wrong-kid":
+        assert signed["kid"] != entry["kid"]
+        public_key.verify(b64d(signed["signature"]), data)
+    else:
+        assert signed["kid"] == entry["kid"]
+        with pytest.raises(InvalidSignature):
+            public_key.verify(b64d(signed["signature"]), data)
+    totals = (await client.get("/_stats")).json()["totals"]
+    assert totals == {"prepare_issue": {"ok": 1}, "issue": {f"fault:{spec}": 1}}
+
+
+@pytest.mark.parametrize("spec", ["bad-signature", "wrong-kid"])
+async def test_signature_fault_header_on_prepare_issue_is_400(client, spec):
+    """/prepare_issue signs nothing: a bad-signature or wrong-kid header for it is refused."""
+    headers = {**JSON_HEADERS, "X-Fake-Signer-Fault": spec}
+    response = await client.post("/prepare_issue", json={"credentialAmount": 1}, headers=headers)
+    assert response.status_code == 400
+    assert "signs nothing" in response.text
