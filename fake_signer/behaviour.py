@@ -214,6 +214,18 @@ class ControlUpdate(BaseModel):
     seed: int | None = None
 
 
+def _check_fault_count(count: int | None, fault: FaultSpec | None) -> None:
+    """Refuse a `faultCount` that would fault no request (it would be a silent no-op).
+
+    Raises:
+        ValueError: `count` is 0, or is given while no fault is given or pending.
+    """
+    if count == 0:
+        raise ValueError('faultCount 0 would fault no request: send "fault": null to clear it')
+    if count is not None and fault is None:
+        raise ValueError('faultCount needs a fault: give "fault" with it, or set one first')
+
+
 class Behaviour:
     """The run-time behaviour of one fake signer: what `PUT /_control` reads and writes."""
 
@@ -277,6 +289,7 @@ class Behaviour:
             raise ValueError(str(exc)) from exc
         given = update.model_fields_set
         fault = FaultSpec.parse(update.fault) if update.fault is not None else None
+        _check_fault_count(update.fault_count, fault if "fault" in given else self.fault)
         for name in ("latency_ms", "jitter_ms", "error_rate", "overflow"):
             # An explicit null means "leave as is" for these: they have no null state.
             if getattr(update, name) is not None:

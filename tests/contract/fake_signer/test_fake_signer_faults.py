@@ -209,12 +209,17 @@ async def test_control_fault_default_count_and_until_cleared(client):
         {"overflow": "drop"},
         {"latencyMs": -1},
         {"unknown": 1},
+        {"faultCount": 5},
+        {"fault": None, "faultCount": 2},
+        {"fault": "hang", "faultCount": 0},
     ],
 )
 async def test_control_refuses_invalid_updates(client, body):
-    """Invalid control updates are 400 and change nothing."""
+    """Invalid control updates, fault counts that fault nothing too, are 400 and change nothing."""
     before = (await client.get("/_control")).json()
-    assert (await client.put("/_control", json=body)).status_code == 400
+    response = await client.put("/_control", json=body)
+    assert response.status_code == 400
+    assert response.text.startswith("bad control request: ")
     assert (await client.get("/_control")).json() == before
 
 

@@ -174,3 +174,31 @@ async def test_gate_waiter_cancelled_as_a_slot_frees_ends_cancelled():
         await first
     await second
     assert (gate.in_flight, gate.queued) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("pending", "body", "message"),
+    [
+        (None, {"faultCount": 5}, "faultCount needs a fault"),
+        ("reset", {"fault": None, "faultCount": 5}, "faultCount needs a fault"),
+        ("reset", {"fault": "hang", "faultCount": 0}, "faultCount 0"),
+        ("reset", {"faultCount": 0}, "faultCount 0"),
+    ],
+)
+def test_control_refuses_fault_counts_that_fault_nothing(pending, body, message):
+    """A faultCount without a fault, or of 0, is refused and leaves a pending fault as it was."""
+    model = behaviour()
+    if pending is not None:
+        model.update({"fault": pending, "faultCount": 2})
+    before = model.describe()
+    with pytest.raises(ValueError, match=message):
+        model.update(body)
+    assert model.describe() == before
+
+
+def test_control_fault_count_alone_recounts_the_pending_fault():
+    """A faultCount without `fault` sets how many more requests the pending fault hits."""
+    model = behaviour()
+    model.update({"fault": "reset"})
+    model.update({"faultCount": 3})
+    assert [str(model.take_fault()) for _ in range(4)] == ["reset", "reset", "reset", "None"]
