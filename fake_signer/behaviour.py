@@ -201,8 +201,8 @@ class ControlUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    latency_ms: float | None = Field(default=None, alias="latencyMs", ge=0)
-    jitter_ms: float | None = Field(default=None, alias="jitterMs", ge=0)
+    latency_ms: float | None = Field(default=None, alias="latencyMs", ge=0, allow_inf_nan=False)
+    jitter_ms: float | None = Field(default=None, alias="jitterMs", ge=0, allow_inf_nan=False)
     latency_distribution: LatencyDistribution | None = Field(
         default=None, alias="latencyDistribution"
     )

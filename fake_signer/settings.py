@@ -48,6 +48,10 @@ class Overflow(StrEnum):
     REJECT = "reject"
 
 
+#: The largest listen backlog a socket takes (a C int); the kernel caps it at somaxconn anyway.
+MAX_BACKLOG = 2**31 - 1
+
+
 def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
@@ -71,8 +75,9 @@ class FakeSignerSettings(BaseSettings):
     # Not empty: "" would bind every interface.
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=0, le=65535)
-    latency_ms: float = Field(default=0.0, ge=0)
-    jitter_ms: float = Field(default=0.0, ge=0)
+    # Finite: an infinite latency would make every signing hang (and show as null in /_control).
+    latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    jitter_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     latency_distribution: LatencyDistribution = LatencyDistribution.UNIFORM
     seed: int | None = None
     capacity: int | None = Field(default=None, ge=1)
@@ -80,8 +85,9 @@ class FakeSignerSettings(BaseSettings):
     error_rate: float = Field(default=0.0, ge=0, le=1)
     country: str = Field(default="NL", pattern=r"^[A-Z]{2}$")
     keys_dir: Path | None = None
-    # Large enough for thousands of simultaneous connects (the kernel caps it at somaxconn).
-    backlog: int = Field(default=8192, ge=1)
+    # Large enough for thousands of simultaneous connects (the kernel caps it at somaxconn); at
+    # most what listen() takes, a C int.
+    backlog: int = Field(default=8192, ge=1, le=MAX_BACKLOG)
     # Seconds to wait for running signing requests on shutdown before cancelling them (0: at once).
     shutdown_timeout: float = Field(default=2.0, ge=0, allow_inf_nan=False)
     log_level: LogLevel = "info"

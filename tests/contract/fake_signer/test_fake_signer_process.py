@@ -177,6 +177,24 @@ def test_empty_keys_dir_or_host_is_refused(tmp_path, args, env, field):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "field"),
+    [
+        pytest.param(["--backlog", "99999999999"], {}, "backlog", id="backlog-past-int"),
+        pytest.param(["--latency-ms", "inf"], {}, "latency_ms", id="latency-inf"),
+        pytest.param([], {"FAKE_SIGNER_JITTER_MS": "inf"}, "jitter_ms", id="jitter-inf-env"),
+        pytest.param(["--jitter-ms", "nan"], {}, "jitter_ms", id="jitter-nan"),
+    ],
+)
+def test_out_of_range_numbers_are_invalid_settings(args, env, field):
+    """A backlog no socket takes, or an infinite latency (every signing would hang), is refused."""
+    result = _run_to_exit(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("fake-signer: invalid settings\n")
+    assert f"\n{field}\n" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def _stop_during_a_signing(
     signer: FakeSignerProcess,
 ) -> tuple[int, float, httpx.Response | BaseException]:

@@ -202,3 +202,13 @@ def test_control_fault_count_alone_recounts_the_pending_fault():
     model.update({"fault": "reset"})
     model.update({"faultCount": 3})
     assert [str(model.take_fault()) for _ in range(4)] == ["reset", "reset", "reset", "None"]
+
+
+@pytest.mark.parametrize("field", ["latencyMs", "jitterMs"])
+def test_control_refuses_an_infinite_latency(field):
+    """An infinite latency or jitter (every signing would hang) is refused and changes nothing."""
+    model = behaviour(latency_ms=5, jitter_ms=1)
+    before = model.describe()
+    with pytest.raises(ValueError, match=field):
+        model.update({field: float("inf")})
+    assert model.describe() == before
