@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,10 @@ class Overflow(StrEnum):
     REJECT = "reject"
 
 
+#: The port of each role when none is given: where a gateway in development looks for that signer
+#: (its default signer URLs), clear of the gateway's own 8080 and probe port 8081. Role `all`
+#: takes the EU signer's.
+DEFAULT_PORTS = {Role.EU: 9081, Role.DOMESTIC: 9082, Role.ALL: 9081}
 #: The largest listen backlog a socket takes (a C int); the kernel caps it at somaxconn anyway.
 MAX_BACKLOG = 2**31 - 1
 
@@ -74,7 +78,8 @@ class FakeSignerSettings(BaseSettings):
     role: Role = Role.ALL
     # Not empty: "" would bind every interface.
     host: str = Field(default="127.0.0.1", min_length=1)
-    port: int = Field(default=8080, ge=0, le=65535)
+    # Default: DEFAULT_PORTS of the role (see `_port_for_role`).
+    port: int = Field(default=DEFAULT_PORTS[Role.ALL], ge=0, le=65535)
     # Finite: an infinite latency would make every signing hang (and show as null in /_control).
     latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     jitter_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
@@ -91,6 +96,18 @@ class FakeSignerSettings(BaseSettings):
     # Seconds to wait for running signing requests on shutdown before cancelling them (0: at once).
     shutdown_timeout: float = Field(default=2.0, ge=0, allow_inf_nan=False)
     log_level: LogLevel = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _port_for_role(cls, data: Any) -> Any:  # noqa: ANN401 - raw settings, validated after
+        # Runs on the arguments and environment merged: a port given either way wins.
+        if not isinstance(data, dict) or "port" in data:
+            return data
+        try:
+            role = Role(data.get("role", Role.ALL))
+        except ValueError:
+            return data  # the role's own validation reports it
+        return {**data, "port": DEFAULT_PORTS[role]}
 
     @field_validator("keys_dir", mode="before")
     @classmethod

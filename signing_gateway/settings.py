@@ -31,9 +31,9 @@ from signing_gateway.security.settings import AuditSettings, AuthSettings, Limit
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 #: Where a gateway in development looks for its signers when not told: local fake signers
-#: (`fake-signer --role eu --port 9081`). Ports that nothing else here listens on (the gateway
-#: takes 8080, its probe port 8081 in the image), so a forgotten URL cannot point the gateway at
-#: itself. Production has no such default: it must name both signers.
+#: (`fake-signer --role eu`, `--role domestic`: their default ports). Ports that nothing else
+#: here listens on (the gateway takes 8080, its probe port 8081 in the image), so a forgotten URL
+#: cannot point the gateway at itself. Production has no such default: it must name both signers.
 DEV_EU_SIGNER_URL = "http://127.0.0.1:9081"
 DEV_DOMESTIC_SIGNER_URL = "http://127.0.0.1:9082"
 #: What a request head needs besides its bearer token: request line, Host, Content-Type and
