@@ -143,3 +143,71 @@ def test_late_answers_from_before_a_transition_are_ignored():
     clock.now += 5
     breaker.record_success(stale)
     assert breaker.state is BreakerState.HALF_OPEN
+
+
+def test_late_failures_from_before_a_transition_do_not_reopen_a_recovered_breaker():
+    """Calls hung since before the breaker opened fail late: the closed breaker stays closed."""
+    clock = Clock()
+    breaker, _ = _breaker(clock)
+    hung = [breaker.acquire() for _ in range(3)]
+    _fail(breaker, 3)
+    clock.now += 5
+    _succeed(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+    for permit in hung:
+        breaker.record_failure(permit)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_late_trial_outcomes_say_nothing_about_the_next_half_open_period():
+    """Trials of an earlier half-open period that end late neither free nor fill a place."""
+    clock = Clock()
+    breaker, _ = _breaker(clock, trial_calls=3)
+    _fail(breaker, 3)
+    clock.now += 5
+    late_success, late_ignored, failing = (breaker.acquire() for _ in range(3))
+    breaker.record_failure(failing)  # reopens: a new half-open period follows
+    clock.now += 5
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.record_ignored(late_ignored)
+    breaker.record_success(late_success)
+    trials = [breaker.acquire() for _ in range(3)]
+    with pytest.raises(BreakerOpen):
+        breaker.acquire()  # still only trial_calls trials at a time
+    for trial in trials[:2]:
+        breaker.record_success(trial)
+    assert breaker.state is BreakerState.HALF_OPEN  # two successes of three
+    breaker.record_success(trials[2])
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_closed_breaker_starts_a_fresh_window():
+    """Failures that opened the breaker do not count again once the trials closed it."""
+    clock = Clock()
+    breaker, _ = _breaker(clock, consecutive_failures=100, min_calls=4)
+    for _ in range(2):
+        _succeed(breaker)
+        _fail(breaker)
+    assert breaker.state is BreakerState.OPEN  # 2 of 4 failed
+    clock.now += 5
+    _succeed(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+    _fail(breaker)
+    assert breaker.state is BreakerState.CLOSED  # 1 call in the window, under min_calls
+
+
+def test_a_successful_trial_frees_its_place():
+    """Half-open lets trial_calls calls through at a time: one that succeeded makes room."""
+    clock = Clock()
+    breaker, _ = _breaker(clock, trial_calls=2)
+    _fail(breaker, 3)
+    clock.now += 5
+    first, second = breaker.acquire(), breaker.acquire()
+    breaker.record_success(first)
+    third = breaker.acquire()
+    with pytest.raises(BreakerOpen):
+        breaker.acquire()
+    breaker.record_success(second)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.record_success(third)  # a trial of the period that just closed: no effect
+    assert breaker.state is BreakerState.CLOSED
