@@ -60,6 +60,17 @@ def test_budget_refills_as_the_window_slides():
     assert budget.try_withdraw()
 
 
+def test_a_spent_retry_counts_for_window_seconds_and_no_longer():
+    """A retry spent at second 50 of a 5 s window counts until second 55, not a second longer."""
+    clock = Clock()
+    budget = RetryBudget(ratio=0.0, min_per_second=0.2, window_seconds=5, clock=clock)
+    assert budget.try_withdraw()
+    clock.now = 54.999
+    assert not budget.try_withdraw()
+    clock.now = 55.0
+    assert budget.try_withdraw()
+
+
 def test_budget_caps_retries_at_twenty_percent_under_sustained_failure():
     """With every call failing, retries stay near 20 % of requests plus the floor."""
     clock = Clock()
