@@ -90,6 +90,28 @@ async def test_cancelled_waiter_leaks_no_slot():
     assert bulkhead.in_flight == 1
 
 
+async def test_a_waiter_timing_out_as_it_is_handed_a_slot_leaks_no_slot():
+    """A slot handed over in the loop turn the wait runs out is passed on, not lost."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=5)
+    await bulkhead.acquire()
+    loop = asyncio.get_running_loop()
+    waiter = asyncio.create_task(bulkhead.acquire(wait_limit=0.05))
+    await asyncio.sleep(0)
+    assert bulkhead.pending == 1
+
+    def held_loop_turn() -> None:
+        time.sleep(0.1)  # past the end of the wait: its timer runs in the next turn...
+        loop.call_soon(bulkhead.release)  # ...after this release, which hands the slot over
+
+    loop.call_soon(held_loop_turn)
+    with pytest.raises(BulkheadFull) as info:
+        await waiter
+    assert info.value.reason == "wait-timeout"
+    assert bulkhead.in_flight == 0
+    await bulkhead.acquire()  # the slot is free for the next call
+    assert bulkhead.in_flight == 1
+
+
 async def test_zero_pending_means_no_queue():
     """With max_pending 0 a full bulkhead never lets a call wait."""
     bulkhead = _bulkhead(max_in_flight=1, max_pending=0)
@@ -97,6 +119,19 @@ async def test_zero_pending_means_no_queue():
         with pytest.raises(BulkheadFull):
             await bulkhead.acquire()
     assert bulkhead.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("max_wait", "wait_limit"), [(0.0, None), (5.0, 0.0)], ids=["max_wait", "wait_limit"]
+)
+async def test_no_time_to_wait_means_no_queue(max_wait, wait_limit):
+    """With no wait allowed (max_wait or the caller's limit 0) a full bulkhead sheds at once."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=5, max_wait=max_wait)
+    await bulkhead.acquire()
+    with pytest.raises(BulkheadFull) as info:
+        await bulkhead.acquire(wait_limit=wait_limit)
+    assert info.value.reason == "queue-full"
+    assert bulkhead.pending == 0
 
 
 async def test_a_timed_out_waiter_gives_back_no_slot_it_never_held():
@@ -107,6 +142,7 @@ async def test_a_timed_out_waiter_gives_back_no_slot_it_never_held():
         await bulkhead.acquire(wait_limit=0.05)
     assert info.value.reason == "wait-timeout"
     assert bulkhead.in_flight == 1
+    assert not bulkhead._waiters  # nothing kept for a call that left the queue
     with pytest.raises(BulkheadFull):  # the slot is still taken, so the next call waits too
         await bulkhead.acquire(wait_limit=0.01)
     bulkhead.release()
@@ -125,5 +161,21 @@ async def test_a_waiter_cancelled_before_any_grant_gives_back_no_slot():
         await waiter
     assert bulkhead.in_flight == 1
     assert bulkhead.pending == 0
+    assert not bulkhead._waiters  # nothing kept for a call that left the queue
     bulkhead.release()
     assert bulkhead.in_flight == 0
+
+
+async def test_a_cancelled_waiter_frees_its_place_in_the_queue_at_once():
+    """The queue's only place is free as soon as its waiter is cancelled, before it unwinds."""
+    bulkhead = _bulkhead(max_in_flight=1, max_pending=1)
+    await bulkhead.acquire()
+    waiter = asyncio.create_task(bulkhead.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    assert bulkhead.pending == 0
+    asyncio.get_running_loop().call_soon(bulkhead.release)
+    await bulkhead.acquire()  # queued in the place the cancelled call left, then served
+    assert bulkhead.in_flight == 1
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
