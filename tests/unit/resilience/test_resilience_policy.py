@@ -148,6 +148,32 @@ async def test_long_retry_after_is_passed_to_the_caller_at_once():
     assert long_pause.calls == 1
 
 
+async def test_retry_after_of_exactly_the_longest_wait_is_waited_out():
+    """A Retry-After equal to max_retry_after_seconds is at most the limit: it is waited for."""
+    policy, _ = _policy(max_retry_after_seconds=0.1)
+    throttled = Script(
+        SignerThrottledError("429", signer="eu", endpoint="x", status_code=429, retry_after=0.1)
+    )
+    assert await policy.call("x", throttled, replay_safe=True) == "ok"
+    assert throttled.calls == 2
+
+
+async def test_a_retry_leaving_no_time_for_its_attempt_is_not_waited_for():
+    """A pause that fits the deadline but leaves under 50 ms to send: the answer comes at once."""
+    policy, _ = _policy(backoff_base_seconds=0.001, backoff_max_seconds=0.001)
+    loop = asyncio.get_running_loop()
+    throttled = Script(
+        SignerThrottledError("503", signer="eu", endpoint="x", status_code=503, retry_after=0.1)
+    )
+    started = loop.time()
+    with pytest.raises(SignerThrottledError):
+        await policy.call(
+            "x", throttled, replay_safe=True, deadline=started + 0.1 + MIN_ATTEMPT_SECONDS / 2
+        )
+    assert loop.time() - started < 0.05
+    assert throttled.calls == 1
+
+
 async def test_attempt_timeout_never_exceeds_the_remaining_deadline():
     """With 0.1 s left, an attempt is cut at 0.1 s although attempt_timeout is 5 s."""
     policy, _ = _policy(attempt_timeout_seconds=5.0)
@@ -173,6 +199,24 @@ async def test_exhausted_budget_stops_retries():
         await policy.call("x", second, replay_safe=True)
     assert second.calls == 1
     assert _sample(metrics, "gateway_signer_retry_budget_exhausted_total", signer="eu") == 1
+
+
+async def test_each_call_earns_its_share_of_retries():
+    """With no floor, the retry budget is what the calls themselves deposited."""
+    policy, _ = _policy(retry_budget_ratio=1.0, retry_budget_min_per_second=0.0)
+    script = Script(_connect())
+    assert await policy.call("x", script, replay_safe=True) == "ok"
+    assert script.calls == 2
+
+
+async def test_a_timeout_error_of_the_call_itself_is_no_attempt_timeout():
+    """A TimeoutError the attempt's timer did not raise is not a signer timeout: no retry."""
+    policy, _ = _policy()
+    script = Script(TimeoutError())
+    with pytest.raises(TimeoutError) as info:
+        await policy.call("x", script, replay_safe=True)
+    assert not isinstance(info.value, SignerTimeoutError)
+    assert script.calls == 1
 
 
 async def test_breaker_opens_and_then_refuses_without_calling():
