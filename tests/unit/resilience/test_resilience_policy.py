@@ -25,6 +25,7 @@ from signing_gateway.signers.errors import (
     SignerThrottledError,
     SignerTimeoutError,
 )
+from tests.support.polling import until
 
 
 def _policy(**overrides) -> tuple[SignerPolicy, GatewayMetrics]:
@@ -189,6 +190,25 @@ async def test_attempt_timeout_never_exceeds_the_remaining_deadline():
     assert time.monotonic() - started < 0.3
 
 
+async def test_an_attempt_cut_at_the_deadline_is_not_held_against_the_signer():
+    """Its timer set to the nearer deadline, the attempt times out there: the breaker ignores it.
+
+    The signer was waited on for 0.1 s of a 5 s attempt timeout: the caller's deadline cut
+    the attempt, not the signer's silence (a part in a task of its own may see this timeout
+    before the deadline's cancellation).
+    """
+    policy, _ = _policy(attempt_timeout_seconds=5.0, breaker_consecutive_failures=1)
+    loop = asyncio.get_running_loop()
+
+    async def hang() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    with pytest.raises(SignerTimeoutError):
+        await policy.call("issue", hang, replay_safe=False, deadline=loop.time() + 0.1)
+    assert policy.breaker.state is BreakerState.CLOSED
+
+
 async def test_exhausted_budget_stops_retries():
     """With the retry budget spent, a refused connection is not retried and it is counted."""
     policy, metrics = _policy(retry_budget_ratio=0.0, retry_budget_min_per_second=0.1)
@@ -259,6 +279,44 @@ async def test_full_bulkhead_sheds_and_counts():
             await policy.call("x", Script(), replay_safe=True)
     assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 1
     assert policy.breaker.state is BreakerState.CLOSED
+
+
+async def _shed(policy: SignerPolicy) -> None:
+    with pytest.raises(BulkheadFull):
+        await policy.call("x", Script(), replay_safe=True)
+
+
+async def _cancelled_in_the_queue(policy: SignerPolicy) -> None:
+    queued = asyncio.create_task(policy.call("x", Script(), replay_safe=True))
+    await until(lambda: policy.bulkhead.pending == 1)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+
+
+@pytest.mark.parametrize(
+    ("max_pending", "never_sent"),
+    [(0, _shed), (1, _cancelled_in_the_queue)],
+    ids=["shed", "cancelled"],
+)
+async def test_a_trial_call_that_never_went_out_gives_its_place_back(max_pending, never_sent):
+    """Half-open: a trial shed by the bulkhead or cancelled in its queue frees its trial place."""
+    policy, _ = _policy(
+        max_attempts=1,
+        breaker_consecutive_failures=1,
+        breaker_open_seconds=0.05,
+        breaker_trial_calls=2,
+        max_in_flight=1,
+        max_pending=max_pending,
+    )
+    with pytest.raises(SignerConnectError):
+        await policy.call("x", Script(_connect()), replay_safe=True)
+    await until(lambda: policy.breaker.state is BreakerState.HALF_OPEN)
+    async with _slot_held(policy):  # the first trial
+        await never_sent(policy)
+        second_trial = policy.breaker.acquire()  # not refused: the place was given back
+        policy.breaker.record_ignored(second_trial)
+    assert policy.breaker.state is BreakerState.HALF_OPEN
 
 
 class Signer:
@@ -397,19 +455,70 @@ async def test_a_burst_of_short_deadlines_after_a_quiet_spell_is_not_a_failure(t
     assert _outcomes(telemetry) == {**outcomes, "deadline": outcomes.get("deadline", 0) + 10}
 
 
-async def test_silence_adds_up_the_time_on_the_wire_across_quiet_spells(telemetry):
-    """A hung signer behind short calls with pauses between: only the time waited counts."""
-    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.4)
+async def _cut_until_open(policy: SignerPolicy, seconds: float, *, pause: float = 0.0) -> int:
+    """Calls to a hung signer under `seconds` deadlines, `pause` apart, until the breaker opens."""
     hung = Signer(hung=True)
     cuts = 0
     while policy.breaker.state is BreakerState.CLOSED and cuts < 10:
         with pytest.raises(DeadlineExceeded):
-            await _call_within(policy, 0.15, hung)
+            await _call_within(policy, seconds, hung)
         cuts += 1
-        await asyncio.sleep(0.3)  # nothing on the wire: not silence, and no answer either
-    # Waited 0.15 s, 0.3 s, then 0.45 s: silent from the third cut, and three open it.
+        await asyncio.sleep(pause)
     assert policy.breaker.state is BreakerState.OPEN
+    return cuts
+
+
+async def test_silence_adds_up_the_time_on_the_wire_across_quiet_spells(telemetry):
+    """A hung signer behind short calls with pauses between: only the time waited counts."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.4)
+    # Between the cuts nothing is on the wire: not silence, and no answer either.
+    await _cut_until_open(policy, 0.15, pause=0.3)
+    # Waited 0.15 s, 0.3 s, then 0.45 s: silent from the third cut, and three open it.
     assert _outcomes(telemetry) == {"deadline": 2, "timeout": 3}
+
+
+async def test_a_signer_answering_429_between_short_deadlines_is_not_silent(telemetry):
+    """Each answer, a refusal to work included, ends the silence: the cuts between are ignored."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.3)
+
+    async def throttling() -> str:
+        await asyncio.sleep(0.05)
+        raise SignerThrottledError(
+            "429", signer="eu", endpoint="get_credential", status_code=429, retry_after=None
+        )
+
+    for _ in range(6):  # 0.9 s on the wire in all: three attempt timeouts
+        with pytest.raises(SignerThrottledError):
+            await policy.call("get_credential", throttling, replay_safe=True)
+        with pytest.raises(DeadlineExceeded):
+            await _call_within(policy, 0.1, Signer(0.3))
+    assert policy.breaker.state is BreakerState.CLOSED
+    assert _outcomes(telemetry) == {"deadline": 6}
+
+
+async def test_hung_signer_under_overlapping_short_calls_opens_the_breaker(telemetry):
+    """Calls sent while others still wait do not restart the silence: it counts from the first."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.3)
+    hung = Signer(hung=True)
+    calls = []
+    while policy.breaker.state is BreakerState.CLOSED and len(calls) < 20:
+        calls.append(asyncio.create_task(_call_within(policy, 0.15, hung)))
+        await asyncio.sleep(0.05)  # a new call every 50 ms: always one on the wire
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert policy.breaker.state is BreakerState.OPEN
+    assert all(isinstance(r, DeadlineExceeded | BreakerOpen) for r in results)
+    assert _outcomes(telemetry)["timeout"] == 3
+
+
+async def test_silence_from_before_the_breaker_opened_does_not_reopen_it(telemetry):
+    """A trial cut by an impatient caller is judged on the silence since the breaker moved."""
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.3, breaker_open_seconds=0.1)
+    cuts = await _cut_until_open(policy, 0.1)
+    await until(lambda: policy.breaker.state is BreakerState.HALF_OPEN)
+    with pytest.raises(DeadlineExceeded):  # the signer recovered, but answers in 0.3 s
+        await _call_within(policy, 0.1, Signer(0.3))
+    assert policy.breaker.state is BreakerState.HALF_OPEN
+    assert _outcomes(telemetry) == {"deadline": cuts - 3 + 1, "timeout": 3}
 
 
 async def test_an_attempt_timing_out_on_its_own_counts_as_a_timeout(telemetry):
