@@ -44,7 +44,14 @@ async def test_malformed_request_timeout_is_refused(gateway, signers, value):
     assert seen == []
 
 
-async def test_health_ignores_the_request_timeout_header(gateway):
+@pytest.mark.parametrize("path", ["/healthz", "/metrics"])
+async def test_health_ignores_the_request_timeout_header(gateway, path):
     """Probes do no signer work, so even an unreadable X-Request-Timeout does not fail them."""
-    response = await gateway.get("/healthz", headers={"X-Request-Timeout": "soon"})
+    response = await gateway.get(path, headers={"X-Request-Timeout": "soon"})
     assert response.status_code == 200
+
+
+async def test_readiness_ignores_the_request_timeout_header(gateway):
+    """/readyz, which passes every middleware, answers its state despite a bad header."""
+    response = await gateway.get("/readyz", headers={"X-Request-Timeout": "soon"})
+    assert "dependencies" in response.json()
