@@ -1,12 +1,13 @@
-"""DrainController: a second signal (`stop_now`) cuts the drain's wait short."""
+"""DrainController cuts the drain's wait short on a second signal; DrainMiddleware answers cuts."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from signing_gateway.resilience.shutdown import DrainController
+from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from tests.support.polling import until
 
 
@@ -42,3 +43,97 @@ async def test_stop_now_cancels_what_is_in_flight_without_waiting_for_the_timeou
         assert await request == "cancelled"
     assert controller.in_flight == 0
     assert controller.draining
+
+
+_SCOPE = {"type": "http", "path": "/v1/dcc", "headers": [], "state": {}}
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b""}  # pragma: no cover - never read
+
+
+class Exchange:
+    """One request through a `DrainMiddleware` to an app that hangs, its answer started or not."""
+
+    def __init__(self, *, respond_first: bool) -> None:
+        self.controller = DrainController(drain_timeout=0, cancel_grace=1)
+        self.respond_first = respond_first
+        self.in_app = asyncio.Event()
+        self.sent: list[dict[str, Any]] = []
+
+    async def _app(self, _scope: Any, _receive: Any, send: Any) -> None:
+        if self.respond_first:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        self.in_app.set()
+        await asyncio.Event().wait()  # a signer that never answers
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    async def serve(self) -> int:
+        """Serve the request; then how many cancellations the serving task still has pending."""
+        await DrainMiddleware(self._app, controller=self.controller)(_SCOPE, _receive, self._send)
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling()
+
+    def statuses(self) -> list[int]:
+        return [m["status"] for m in self.sent if m["type"] == "http.response.start"]
+
+
+@pytest.mark.parametrize(
+    ("respond_first", "statuses"), [(False, [503]), (True, [200])], ids=["waiting", "answering"]
+)
+async def test_a_request_cancelled_by_the_drain_is_answered_503_unless_its_answer_started(
+    respond_first, statuses
+):
+    """At the drain timeout a waiting request is answered 503; one already answering is not."""
+    exchange = Exchange(respond_first=respond_first)
+    served = asyncio.create_task(exchange.serve())
+    await exchange.in_app.wait()
+    async with asyncio.timeout(1):
+        assert await exchange.controller.drain() == 1
+        assert await served == 0
+    assert exchange.statuses() == statuses
+
+
+async def test_a_request_cancelled_by_something_else_is_answered_503_and_ends_there():
+    """Cancelled from outside before its answer started: 503, and the cancellation is spent."""
+    exchange = Exchange(respond_first=False)
+    served = asyncio.create_task(exchange.serve())
+    await exchange.in_app.wait()
+    served.cancel()
+    async with asyncio.timeout(1):
+        assert await served == 0  # served as any request is: nothing left to cancel
+    assert exchange.statuses() == [503]
+    assert exchange.controller.in_flight == 0
+
+
+async def test_a_request_cancelled_once_its_answer_started_is_not_answered_again():
+    """Cancelled from outside mid-answer: the cancellation goes on, nothing more is sent."""
+    exchange = Exchange(respond_first=True)
+    served = asyncio.create_task(exchange.serve())
+    await exchange.in_app.wait()
+    served.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await served
+    assert exchange.statuses() == [200]
+    assert exchange.controller.in_flight == 0
+
+
+async def test_a_timeout_error_of_the_request_itself_is_not_taken_for_the_drain():
+    """A TimeoutError the drain did not cause goes on up (to the 500 handler), unanswered here."""
+
+    async def app(_scope: Any, _receive: Any, _send: Any) -> None:
+        raise TimeoutError
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    controller = DrainController(drain_timeout=0, cancel_grace=1)
+    with pytest.raises(TimeoutError):
+        await DrainMiddleware(app, controller=controller)(_SCOPE, _receive, send)
+    assert sent == []
+    assert controller.in_flight == 0
