@@ -19,6 +19,7 @@ from signing_gateway.issuance.deadline import (
     caller_budget_var,
     remaining_seconds,
     request_deadline,
+    with_deadline_header,
 )
 from signing_gateway.issuance.faults import call_signer
 from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS, SignerPolicy
@@ -39,6 +40,21 @@ async def test_deadline_leaves_other_timeouts_alone():
     with pytest.raises(TimeoutError):
         async with request_deadline(5):
             raise TimeoutError
+
+
+async def _timing_out_when_cancelled() -> None:
+    """Work answering a cancellation with a TimeoutError, as a client's own timer may."""
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        raise TimeoutError from None
+
+
+async def test_a_cancellation_answered_with_a_timeout_error_is_still_the_deadline():
+    """The deadline cut the block, whatever error its work turned the cancellation into: 504."""
+    with pytest.raises(DeadlineExceeded):
+        async with request_deadline(0.05):
+            await _timing_out_when_cancelled()
 
 
 async def test_the_deadline_is_known_inside_and_gone_after_however_the_block_ends():
@@ -84,6 +100,18 @@ async def test_each_signer_attempt_sends_the_budget_left_when_it_starts():
     assert await attempt() == "signed"
     assert DEADLINE_HEADER not in sent[-1][1]["headers"]
     assert headers == {"X-Request-ID": "r-1"}
+
+
+async def test_an_attempt_starting_past_the_deadline_sends_a_budget_of_zero():
+    """Started in a stalled loop turn after the deadline passed: 0 ms left, never a negative."""
+    loop = asyncio.get_running_loop()
+    async with request_deadline(0.02):
+        # The loop stalls past the deadline before this task's next step, which then runs
+        # before the deadline's timer does.
+        loop.call_soon(time.sleep, 0.05)
+        await asyncio.sleep(0)
+        headers = with_deadline_header({})
+    assert headers == {DEADLINE_HEADER: "0"}
 
 
 async def test_a_spent_caller_budget_is_exceeded_before_any_work():
