@@ -34,6 +34,24 @@ async def test_token_expires_after_ttl():
     assert await store.take(token) is None
 
 
+async def test_a_session_is_expired_from_the_instant_its_ttl_ends():
+    """At exactly its TTL a session is gone for take, for put_back and for the sweep alike."""
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    taken, untouched = await store.open({"i": 1}), await store.open({"i": 2})
+    session = await store.take(taken)
+    assert session is not None
+    clock.now = 1060.0
+    assert await store.take(untouched) is None
+    await store.put_back(taken, session)
+    assert len(store) == 0
+    assert await store.take(taken) is None
+    await store.open({"i": 3})
+    clock.now = 1120.0
+    await store.open({"i": 4})  # sweeps the one that expired just now
+    assert len(store) == 1
+
+
 async def test_unknown_token_is_refused():
     """A token the store never issued is refused."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
@@ -103,4 +121,18 @@ async def test_put_back_keeps_the_size_bound():
     await store.put_back(first, session)
     assert len(store) == 2
     assert await store.take(others[0]) is None
+    assert await store.take(first) is not None
+
+
+async def test_a_second_put_back_leaves_the_store_as_it_is():
+    """A token already live again is not written twice: no other session is dropped for room."""
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=2)
+    first = await store.open({"i": 1})
+    session = await store.take(first)
+    assert session is not None
+    second = await store.open({"i": 2})
+    await store.put_back(first, session)
+    await store.put_back(first, session)
+    assert len(store) == 2
+    assert await store.take(second) is not None
     assert await store.take(first) is not None
