@@ -1,8 +1,15 @@
-"""Issuance session tokens: single use, expiring, bounded."""
+"""Issuance session tokens: single use, expiring, bounded; put back only if never sent."""
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
+
+from signing_gateway.errors import SignerTimedOut
+from signing_gateway.issuance.session import SESSION_SPENT, HeldSession
 from signing_gateway.issuance.stoken import InMemoryStokenStore
+from signing_gateway.signers.errors import SignerConnectError, SignerTimeoutError
 
 
 class FakeClock:
@@ -136,3 +143,29 @@ async def test_a_second_put_back_leaves_the_store_as_it_is():
     assert len(store) == 2
     assert await store.take(second) is not None
     assert await store.take(first) is not None
+
+
+async def _timed_out() -> None:
+    raise SignerTimeoutError("read", signer="domestic", endpoint="issue")
+
+
+async def _refused() -> None:
+    raise SignerConnectError("refused", signer="domestic", endpoint="issue")
+
+
+async def test_a_session_an_earlier_attempt_may_have_used_stays_used():
+    """Once any attempt may have reached the signer, a later never-sent one does not keep it."""
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    token = await store.open({"issuerNonce": "n1"})
+
+    async def issue() -> None:
+        async with HeldSession(store, token) as held:
+            for attempt in (_timed_out, _refused):
+                with contextlib.suppress(SignerTimeoutError, SignerConnectError):
+                    await held.attempt(attempt)
+            raise SignerTimedOut("domestic: the signer did not answer in time", part="domestic")
+
+    with pytest.raises(SignerTimedOut) as info:
+        await issue()
+    assert info.value.detail.endswith(SESSION_SPENT)
+    assert await store.take(token) is None
