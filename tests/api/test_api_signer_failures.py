@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -83,6 +84,21 @@ async def test_eu_signer_bad_answer(gateway, mocked: MockedSigners, answer, stat
     problem = assert_problem(response, status, slug)
     assert problem["part"] == "european"
     _assert_no_leak(response)
+
+
+async def test_eu_signer_refusing_a_validated_request_is_logged_as_an_error(
+    gateway, mocked: MockedSigners, caplog: pytest.LogCaptureFixture
+):
+    """A signer 4xx after our own validation is a contract mismatch: said so, and logged."""
+    caplog.set_level(logging.WARNING, logger="signing_gateway")
+    mocked.get_credential.mock(return_value=httpx.Response(400, text=SIGNER_TEXT), side_effect=None)
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    problem = assert_problem(response, 502, "signer-bad-response")
+    assert problem["detail"] == "european: the signer refused the request"
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [(r.getMessage(), r.status) for r in errors] == [
+        ("signer rejected a validated request", 400)
+    ]
 
 
 @pytest.mark.parametrize(
