@@ -158,3 +158,16 @@ async def test_unicode_escapes_in_commitment_reach_the_signer_as_sent(
     response = await gateway.post("/v1/domestic/issue", json=body)
     assert response.status_code == 200, response.text
     assert b'"issueCommitmentMessage":' + document + b"," in mocked.issue.calls.last.request.content
+
+
+async def test_commitment_with_a_character_outside_base64_is_refused(
+    gateway, mocked: MockedSigners
+):
+    """Base64 is read strictly: a stray character is a 422, not skipped."""
+    message = commitment()
+    body = await _body(gateway, "/v1/domestic/issue", message[:8] + "*" + message[8:])
+    problem = assert_problem(await gateway.post("/v1/domestic/issue", json=body), 422)
+    assert problem["errors"] == [
+        {"loc": ["body", "issueCommitmentMessage"], "msg": "must be base64 of a JSON object"}
+    ]
+    assert mocked.issue.call_count == 0
