@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 from typing import TYPE_CHECKING, NoReturn
 
 from signing_gateway.domain.errors import DomainValidationError, FieldError
@@ -33,12 +34,15 @@ if TYPE_CHECKING:
 __all__ = ["MAX_COMMITMENT_BYTES", "decode_commitment"]
 
 MAX_COMMITMENT_BYTES = 64 * 1024
+#: The base64 length of `MAX_COMMITMENT_BYTES`: longer text is refused before it is decoded.
+_MAX_COMMITMENT_CHARS = 4 * math.ceil(MAX_COMMITMENT_BYTES / 3)
 #: Commitments up to this many base64 characters are checked on the event loop (under 2 ms
 #: for the worst shapes); parsing and walking grow with the input, so longer ones go to a
 #: worker thread.
 _INLINE_CHECK_CHARS = 16 * 1024
 
 _NOT_JSON_OBJECT = "must be base64 of a JSON object"
+_TOO_LARGE = "is too large"
 
 
 def _unread(_number: str) -> None:
@@ -87,6 +91,8 @@ def _checked(value: str, limits: LimitsSettings, loc: Loc) -> bytes:
         document = base64.b64decode(value, validate=True)
     except ValueError as exc:  # binascii.Error, or non-ASCII text
         raise _invalid(loc, _NOT_JSON_OBJECT) from exc
+    if len(document) > MAX_COMMITMENT_BYTES:  # text of the longest length can hold 2 bytes more
+        raise _invalid(loc, _TOO_LARGE)
     problem = _shape_problem(document, limits)
     if problem is not None:
         raise _invalid(loc, problem)
@@ -101,8 +107,8 @@ async def decode_commitment(value: str, *, limits: LimitsSettings, loc: Loc) -> 
             `MAX_COMMITMENT_BYTES`, nested too deep, or with too long a string or one
             holding a lone surrogate escape.
     """
-    if len(value) > MAX_COMMITMENT_BYTES * 4 // 3 + 4:
-        raise _invalid(loc, "is too large")
+    if len(value) > _MAX_COMMITMENT_CHARS:
+        raise _invalid(loc, _TOO_LARGE)
     if len(value) <= _INLINE_CHECK_CHARS:
         return _checked(value, limits, loc)
     return await asyncio.to_thread(_checked, value, limits, loc)

@@ -1,4 +1,4 @@
-"""The app's issue commitment: refused when too deep, else sent to the signer exactly as sent."""
+"""The app's issue commitment: refused when too deep or too large, else sent exactly as sent."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from tests.api.signer_mocks import NONCE, MockedSigners, commitment
 
 #: The default `limits.max_json_depth`.
 MAX_DEPTH = 16
+#: The largest commitment, decoded (`issuance.commitment.MAX_COMMITMENT_BYTES`).
+MAX_BYTES = 64 * 1024
 ROUTES = ["/v1/domestic/issue", "/v1/credentials"]
 
 
@@ -21,6 +23,12 @@ def _nested(levels: int) -> bytes:
     """A commitment object whose arrays and objects nest `levels` deep, the object included."""
     inner = levels - 1
     return b'{"issuerNonce":"%s","a":%s%s}' % (NONCE.encode(), b"[" * inner, b"]" * inner)
+
+
+def _sized(size: int) -> bytes:
+    """A commitment object of exactly `size` bytes."""
+    head, tail = b'{"issuerNonce":"%s","pad":"' % NONCE.encode(), b'"}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
 
 
 def _b64(document: bytes) -> str:
@@ -76,6 +84,24 @@ async def test_commitment_at_the_depth_limit_is_issued(gateway, mocked: MockedSi
     response = await gateway.post(route, json=body)
     assert response.status_code == 200, response.text
     assert b'"issueCommitmentMessage":' + document + b"," in mocked.issue.calls.last.request.content
+
+
+@pytest.mark.parametrize("size", [MAX_BYTES + 1, MAX_BYTES + 3], ids=["1-byte", "3-bytes"])
+async def test_commitment_of_64_kib_is_issued_and_one_byte_more_is_refused(
+    gateway, mocked: MockedSigners, size: int
+):
+    """The bound is on the decoded commitment: 64 KiB reaches the signer, a byte more is a 422.
+
+    One or two bytes more still have the base64 length of 64 KiB; three more are longer.
+    """
+    body = await _body(gateway, "/v1/domestic/issue", _b64(_sized(size)))
+    problem = assert_problem(await gateway.post("/v1/domestic/issue", json=body), 422)
+    assert problem["errors"] == [{"loc": ["body", "issueCommitmentMessage"], "msg": "is too large"}]
+    assert mocked.issue.call_count == 0
+    body["issueCommitmentMessage"] = _b64(_sized(MAX_BYTES))
+    response = await gateway.post("/v1/domestic/issue", json=body)
+    assert response.status_code == 200, response.text
+    assert mocked.issue.call_count == 1
 
 
 @pytest.mark.parametrize("route", ROUTES)
