@@ -19,6 +19,7 @@ from types import FrameType
 from typing import Any, Literal
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from signing_gateway.app import create_served_app
@@ -32,6 +33,9 @@ from signing_gateway.settings_env import is_service_link, problems_report
 from signing_gateway.start_up_checks import checked_settings, tracing_problems
 
 logger = logging.getLogger("signing_gateway.cli")
+
+#: The exit status of `serve` and the served factory for settings they refuse.
+_REFUSED_SETTINGS = 2
 
 
 def _write_logs_then_end(signum: int, _frame: FrameType | None) -> None:
@@ -74,6 +78,36 @@ class SupervisedConfig(uvicorn.Config):
         super().configure_logging()
         configure_logging(level=self.gateway_log_level, fmt=self.gateway_log_format)
         signal.signal(signal.SIGTERM, _write_logs_then_end)
+
+    def load(self) -> None:
+        """Load the app in a worker; a factory refusing its settings is a failed start-up there.
+
+        `create_served_app` ends the process with status 2 when its own check of the settings
+        fails (a file they name has changed since `serve` checked it). uvicorn's supervisor
+        starts any worker that ends again, except one ending with its start-up failure status
+        (3): with 2, it would start workers that refuse to serve without end.
+        """
+        try:
+            super().load()
+        except SystemExit as exc:
+            if exc.code == _REFUSED_SETTINGS:
+                raise SystemExit(STARTUP_FAILURE) from exc
+            raise
+
+
+def run_workers(supervised: SupervisedConfig) -> int:
+    """Run uvicorn's supervisor over `supervised`'s workers until it stops; the exit status.
+
+    The supervisor stops once a worker fails to start (status 3: the app, its settings or its
+    files are wrong, and a restart would fail the same way), and then returns as it does after
+    a SIGTERM. So the status is 3 when a worker failed to start, as `serve` with one worker
+    exits, and 0 otherwise.
+    """
+    supervisor = Multiprocess(supervised, sockets=[supervised.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        return STARTUP_FAILURE
+    return 0
 
 
 #: `--host` values under which the gateway listens on loopback too (all addresses, or loopback).
@@ -147,8 +181,7 @@ def _serve(
             http=GatewayHttpProtocol,
             proxy_headers=False,
         )
-        Multiprocess(supervised, sockets=[supervised.bind_socket()]).run()
-        return 0
+        return run_workers(supervised)
     app = create_served_app(settings)
     drain: DrainController = app.state.drain
     batch = min(args.accept_batch, args.backlog)
