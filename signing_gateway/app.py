@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 
 from signing_gateway.api import combined, domestic, eu, health, keys
 from signing_gateway.api.bodies import document_schemas
@@ -316,14 +318,17 @@ def create_served_app(settings: Settings | None = None) -> FastAPI:
     audit files that cannot be used end the process as `serve` does, before anything serves.
 
     Raises:
-        SystemExit: (status 2) such a problem, once the report is on stderr. `uvicorn
-            --factory` lets whatever its factory raises end the process; any exception but
-            this one would be printed with its whole traceback.
+        SystemExit: (status 2; 3 in a supervisor's worker) such a problem, once the report is
+            on stderr. `uvicorn --factory` lets whatever its factory raises end the process;
+            any exception but this one would be printed with its whole traceback.
     """
     if settings is None:
         settings, problems = checked_settings(FLAG_VARIABLES)
         if settings is None or problems:
             print(problems_report(problems), file=sys.stderr)  # noqa: T201
-            raise SystemExit(2)
+            # In a worker of a supervisor (`serve --workers N`, uvicorn's own `--workers`), a
+            # failed start-up (3): uvicorn's supervisor stops on that status, and starts a
+            # worker that ends with any other again, for ever, though it would refuse again.
+            raise SystemExit(STARTUP_FAILURE if multiprocessing.parent_process() else 2)
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return create_app(settings)

@@ -34,9 +34,6 @@ from signing_gateway.start_up_checks import checked_settings, tracing_problems
 
 logger = logging.getLogger("signing_gateway.cli")
 
-#: The exit status of `serve` and the served factory for settings they refuse.
-_REFUSED_SETTINGS = 2
-
 
 def _write_logs_then_end(signum: int, _frame: FrameType | None) -> None:
     """Write out the queued log lines, then let `signum` end the process as it would have."""
@@ -78,21 +75,6 @@ class SupervisedConfig(uvicorn.Config):
         super().configure_logging()
         configure_logging(level=self.gateway_log_level, fmt=self.gateway_log_format)
         signal.signal(signal.SIGTERM, _write_logs_then_end)
-
-    def load(self) -> None:
-        """Load the app in a worker; a factory refusing its settings is a failed start-up there.
-
-        `create_served_app` ends the process with status 2 when its own check of the settings
-        fails (a file they name has changed since `serve` checked it). uvicorn's supervisor
-        starts any worker that ends again, except one ending with its start-up failure status
-        (3): with 2, it would start workers that refuse to serve without end.
-        """
-        try:
-            super().load()
-        except SystemExit as exc:
-            if exc.code == _REFUSED_SETTINGS:
-                raise SystemExit(STARTUP_FAILURE) from exc
-            raise
 
 
 def run_workers(supervised: SupervisedConfig) -> int:

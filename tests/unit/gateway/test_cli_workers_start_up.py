@@ -9,7 +9,14 @@ import orjson
 from signing_gateway.security.tokens import LocalTokenIssuer
 from tests.contract.gateway.gateway_process import free_port
 from tests.support.credentials import make_dsc
-from tests.unit.gateway.test_cli_settings import _run, _serve_code
+from tests.unit.gateway.test_cli_settings import (
+    DEV_TRUST,
+    INVALID,
+    INVALID_LINE,
+    _run,
+    _serve_code,
+    _uvicorn_factory_code,
+)
 
 
 def _auth_and_trust(tmp_path: Path) -> dict[str, str]:
@@ -67,3 +74,17 @@ def test_a_worker_refusing_its_settings_stops_the_supervisor(tmp_path: Path) -> 
     assert done.returncode == 3, done.stderr[-2000:]
     assert "SIGNING_GATEWAY_AUTH__JWKS_FILE: no such file" in done.stderr
     assert "died" not in done.stderr  # no worker was started again
+
+
+def test_uvicorns_own_workers_stop_on_a_worker_refusing_its_settings(tmp_path: Path) -> None:
+    """`uvicorn --factory ...:create_served_app --workers 2` with a value the factory refuses.
+
+    Its supervisor never reads the settings; each worker refuses them. The workers exited 2,
+    which the supervisor took for workers that died: it started them again for ever. It now
+    stops, though with uvicorn's own exit status, 0 (`serve --workers N` exits 3).
+    """
+    code = _uvicorn_factory_code().replace("'--port'", "'--workers', '2', '--port'")
+    done = _run(code, AUTH__MODE="disabled", **DEV_TRUST, **INVALID)
+    assert "failed to start, stopping the parent process" in done.stderr, done.stderr[-2000:]
+    assert INVALID_LINE in done.stderr
+    assert "died" not in done.stderr
