@@ -24,8 +24,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from signing_gateway.api.openapi_document import amend_openapi
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
     from fastapi import FastAPI, Request
 
@@ -76,14 +78,12 @@ def document_schemas(app: FastAPI, models: Iterable[type[BaseModel]]) -> None:
     the models that the document names by `schema_ref` (bodies read with `read_body`, the
     problem answers) are added here, as FastAPI would have added them.
     """
-    generate: Callable[[], dict[str, Any]] = app.openapi
     models = list(models)
 
-    def openapi() -> dict[str, Any]:
-        document = generate()  # FastAPI's, cached until the routes change
+    def add_schemas(document: dict[str, Any]) -> None:
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         if all(model.__name__ in schemas for model in models):
-            return document
+            return
         for model in models:
             # FastAPI drops every None from its document (`"default": null` included).
             schema = jsonable_encoder(
@@ -93,6 +93,5 @@ def document_schemas(app: FastAPI, models: Iterable[type[BaseModel]]) -> None:
                 schemas.setdefault(name, definition)
             schemas.setdefault(model.__name__, schema)
         document["components"]["schemas"] = dict(sorted(schemas.items()))
-        return document
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_openapi(app, add_schemas)

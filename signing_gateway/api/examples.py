@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from signing_gateway.api.openapi_document import amend_openapi
 
+if TYPE_CHECKING:
     from fastapi import FastAPI
 
 
@@ -132,16 +132,13 @@ def serve_current_examples(app: FastAPI) -> None:
     copies (a few small dicts) dated now, so "Try it out" is accepted however long the process
     has run.
     """
-    generate: Callable[[], dict[str, Any]] = app.openapi
+    amend_openapi(app, _date_examples)
 
-    def openapi() -> dict[str, Any]:
-        document = generate()
-        valid_from = this_hour()
-        for operations in document.get("paths", {}).values():
-            for operation in operations.values():
-                body = operation.get("requestBody", {}).get("content", {})
-                for example in body.get("application/json", {}).get("examples", {}).values():
-                    example["value"] = _with_valid_from(example["value"], valid_from)
-        return document
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def _date_examples(document: dict[str, Any]) -> None:
+    valid_from = this_hour()
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody", {}).get("content", {})
+            for example in body.get("application/json", {}).get("examples", {}).values():
+                example["value"] = _with_valid_from(example["value"], valid_from)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from signing_gateway.api.openapi_document import amend_openapi
 from signing_gateway.issuance.deadline import REQUEST_TIMEOUT_HEADER
 from signing_gateway.observability.context import REQUEST_ID_HEADER, SAFE_REQUEST_ID_PATTERN
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from fastapi import FastAPI
 
 __all__ = ["document_headers"]
@@ -95,10 +94,8 @@ def document_headers(app: FastAPI, *, deadline_seconds: float) -> None:
     `X-Request-Timeout` can ask for. Adding is idempotent: FastAPI keeps the document it
     generated, and each call of `app.openapi()` looks at that same one.
     """
-    generate: Callable[[], dict[str, Any]] = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        document = generate()
+    def add_headers(document: dict[str, Any]) -> None:
         for path, item in document.get("paths", {}).items():
             for operation in item.values():
                 if path.startswith(_API_PREFIX):
@@ -108,6 +105,5 @@ def document_headers(app: FastAPI, *, deadline_seconds: float) -> None:
                     response.setdefault("headers", {}).setdefault(
                         REQUEST_ID_HEADER, _response_request_id()
                     )
-        return document
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_openapi(app, add_headers)
