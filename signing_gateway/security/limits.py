@@ -1,5 +1,10 @@
 """Pure ASGI middleware that bounds request bodies before anything parses them.
 
+Every request first: `Authorization` or `Content-Type` given twice is refused with 400 before
+anything reads either. Both may appear once only (RFC 9110 5.3), and a proxy in front may pick
+the other of the two than the gateway would: for `Authorization` that is whose token is checked.
+Found in the one pass over the header fields that reads the body's framing below.
+
 For a request that carries a body (a Content-Length above 0, or chunked):
 
 1. a non-JSON Content-Type is refused with 415 before a byte is read;
@@ -21,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 
 import orjson
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.errors import PROBLEM_BASE, send_problem
@@ -37,8 +42,15 @@ _MAX_LENGTH_DIGITS = 18
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+#: Header fields a request may carry once only, as they appear in an ASGI scope (lower case),
+#: and as a refusal names them.
+_AUTHORIZATION = b"authorization"
+_CONTENT_TYPE = b"content-type"
+_SINGLETON_NAMES = {_AUTHORIZATION: "Authorization", _CONTENT_TYPE: "Content-Type"}
+
+
 class BodyRefused(Exception):
-    """Raised (inside this module) when a body breaks a limit; becomes a problem answer."""
+    """Raised (inside this module) when a request breaks a limit; becomes a problem answer."""
 
     def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
         """Describe the refusal."""
@@ -101,6 +113,48 @@ def check_json_shape(
     return None
 
 
+def _framing(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """A request's `Content-Length`, `Transfer-Encoding` and `Content-Type`, in one pass.
+
+    Each is the first field of its name, as Starlette's `Headers` reads them, without its copy
+    of the list or a KeyError per absent name. Raises BodyRefused (400) for a repeated
+    `Authorization` or `Content-Type`.
+    """
+    length = transfer_encoding = content_type = None
+    authorization = False
+    for name, value in headers:
+        if name == _AUTHORIZATION:
+            if authorization:
+                raise _repeated(name)
+            authorization = True
+        elif name == _CONTENT_TYPE:
+            if content_type is not None:
+                raise _repeated(name)
+            content_type = value
+        elif name == b"content-length":
+            if length is None:
+                length = value
+        elif name == b"transfer-encoding" and transfer_encoding is None:
+            transfer_encoding = value
+    return length, transfer_encoding, content_type
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def _repeated(name: bytes) -> BodyRefused:
+    field = _SINGLETON_NAMES[name]
+    return BodyRefused(
+        400,
+        "bad-request",
+        "Bad request",
+        f"the {field} header field is repeated: a request may carry it once only",
+    )
+
+
 def _too_large(limit: int) -> BodyRefused:
     # Made where it is raised, never held in a local of a frame it passes through: that would
     # make a reference cycle (error -> traceback -> frame -> error) of every refused request.
@@ -158,7 +212,7 @@ class _Replay:
 
 
 class RequestLimitsMiddleware:
-    """Enforce content type, body size and JSON shape limits on every request with a body."""
+    """Refuse repeated singleton fields; bound content type, body size and JSON shape."""
 
     def __init__(self, app: ASGIApp, *, limits: LimitsSettings) -> None:
         """Wrap `app` with `limits`."""
@@ -166,30 +220,33 @@ class RequestLimitsMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the body (if any), then pass the request on with the body replayed."""
+        """Check the header fields and the body (if any), then pass the request on."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        length = headers.get("content-length")
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        if not chunked and (length is None or length.strip() in {"", "0"}):
-            await self.app(scope, receive, send)
-            return
         try:
-            body = await self._read_body(headers, length, receive)
+            length, transfer_encoding, content_type = _framing(scope["headers"])
         except BodyRefused as refusal:
             await self._refuse(scope, send, refusal)
             return
-        if body is None:  # chunked but empty: nothing to check
-            body = b""
+        chunked = transfer_encoding is not None and b"chunked" in transfer_encoding.lower()
+        if not chunked and (length is None or length.strip() in {b"", b"0"}):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(_text(content_type), _text(length), receive)
+        except BodyRefused as refusal:
+            await self._refuse(scope, send, refusal)
+            return
         replay = _Replay(body, receive)
         del body  # the replay holds it until the app reads it, then not at all
         await self.app(scope, replay, send)
 
-    async def _read_body(self, headers: Headers, length: str | None, receive: Receive) -> bytes:
+    async def _read_body(
+        self, content_type: str | None, length: str | None, receive: Receive
+    ) -> bytes:
         limit = self.limits.max_body_bytes
-        if not _json_media_type(headers.get("content-type")):
+        if not _json_media_type(content_type):
             raise BodyRefused(
                 415,
                 "unsupported-media-type",

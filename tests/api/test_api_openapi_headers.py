@@ -126,6 +126,22 @@ async def test_a_bad_timeout_header_gets_the_documented_400(
             assert "400" in spec["paths"][path][method.lower()]["responses"], where
 
 
+async def test_a_repeated_authorization_field_gets_the_documented_400(
+    test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """Each /v1 call answers two Authorization fields with 400, and its 400 says so."""
+    settings = make_settings(test_keys)
+    spec = create_app(settings).openapi()
+    async with running_gateway(settings) as client:
+        for where, operation in _operations(spec, "/v1/").items():
+            method, path = where.split()
+            fields = [("Authorization", "Bearer one"), ("Authorization", "Bearer two")]
+            response = await client.request(method, path, headers=fields)
+            assert "Authorization" in assert_problem(response, 400, "bad-request")["detail"]
+            description = operation["responses"]["400"]["description"]
+            assert "Authorization or Content-Type header field is repeated" in description
+
+
 async def test_the_document_is_served_with_the_headers(gateway: httpx.AsyncClient):
     """/openapi.json as served holds the additions too."""
     spec = (await gateway.get("/openapi.json")).json()

@@ -165,6 +165,27 @@ async def test_bad_tokens_are_refused(secured, mocked: MockedSigners, token_issu
     assert after == before + 1
 
 
+@pytest.mark.parametrize("valid_first", [True, False])
+async def test_a_repeated_authorization_field_is_refused_before_authentication(
+    secured, mocked: MockedSigners, full_token, valid_first
+):
+    """Two Authorization fields: 400 naming it, whichever holds the valid token; no signer.
+
+    A proxy in front may authenticate the other one than the gateway would take.
+    """
+    tokens = [f"Bearer {full_token}", "Bearer not-a-token"]
+    fields = [("Authorization", token) for token in (tokens if valid_first else tokens[::-1])]
+    before = (await secured.get("/metrics")).text
+    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=fields)
+    body = assert_problem(response, 400, "bad-request")
+    assert "Authorization header field is repeated" in body["detail"]
+    assert full_token[:40] not in response.text
+    assert "www-authenticate" not in response.headers
+    assert mocked.signing_calls() == 0
+    after = (await secured.get("/metrics")).text
+    assert _metric(after, "malformed") == _metric(before, "malformed")  # never authenticated
+
+
 async def test_leeway_accepts_slight_clock_skew(secured, mocked: MockedSigners, token_issuer):
     """A token that expired 10 s ago is still accepted within the 30 s leeway."""
     token = token_issuer.mint(scopes=["keys:read"], now=time.time() - 70, ttl_seconds=60)

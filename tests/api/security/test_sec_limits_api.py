@@ -79,6 +79,23 @@ async def test_non_json_bodies_are_refused(limited, mocked: MockedSigners, conte
     assert mocked.signing_calls() == 0
 
 
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/dcc"), ("GET", "/v1/keys"), ("GET", "/readyz")]
+)
+@pytest.mark.parametrize("second", ["text/plain", "application/json"])
+async def test_a_repeated_content_type_field_is_refused(
+    limited, mocked: MockedSigners, method, path, second
+):
+    """Two Content-Type fields get 400 naming it before the body is read, even when alike."""
+    fields = [("Content-Type", "application/json"), ("Content-Type", second)]
+    body = orjson.dumps(eu_vaccination()) if method == "POST" else None
+    response = await limited.request(method, path, content=body, headers=fields)
+    problem = assert_problem(response, 400, "bad-request")
+    assert "Content-Type header field is repeated" in problem["detail"]
+    assert response.headers["connection"] == "close"
+    assert mocked.signing_calls() == 0
+
+
 async def test_json_with_charset_utf8_is_accepted(limited, mocked: MockedSigners):
     """`application/json; charset=utf-8` is JSON."""
     response = await limited.post(
