@@ -167,7 +167,11 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    instance: str
+    instance: str | None = Field(
+        default=None,
+        description="The request's path; left out only when a request head was refused "
+        "before its request line was read whole",
+    )
     request_id: str = Field(alias="requestId")
     part: str | None = None
     unfinished_parts: list[str] | None = Field(default=None, alias="unfinishedParts")

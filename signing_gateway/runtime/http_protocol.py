@@ -46,8 +46,10 @@ import functools
 import logging
 import sys
 import termios
+import urllib.parse
 from typing import Any, Literal, get_args
 
+import httptools
 import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -155,10 +157,12 @@ def problem_answer(
     default_headers: list[tuple[bytes, bytes]],
     *,
     request_id: str,
+    instance: str | None = None,
 ) -> bytes:
     """A whole HTTP/1.1 answer: problem+json naming `request_id`, and `Connection: close`.
 
-    For answers given below the app, where no middleware adds the request id.
+    For answers given below the app, where no middleware adds the request id. `instance`: the
+    refused request's path, as the app's problems give it; None leaves the member out.
     """
     body = orjson.dumps(
         problem_body(
@@ -166,7 +170,7 @@ def problem_answer(
             title=title,
             status=status,
             detail=detail,
-            instance="",  # the target is not echoed: it may be what was refused
+            instance=instance,
             request_id=request_id,
         )
     )
@@ -299,7 +303,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             and not self._bound.refused
             and self._head_bytes() > self._bound.max_head_bytes
         ):
-            self._refuse_head_too_large()
+            self._refuse_head_too_large(head_read=True)
         self._bound.head_complete = True
         if not self._bound.refused:
             super().on_headers_complete()
@@ -380,7 +384,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             detail="the request is not valid HTTP/1.1",
         )
 
-    def _refuse_head_too_large(self) -> None:
+    def _refuse_head_too_large(self, *, head_read: bool = False) -> None:
+        """Answer 431; `head_read`: the whole head has been parsed (its path with it)."""
         limit = self._bound.max_head_bytes
         self._refuse_answering(
             "header-too-large",
@@ -388,16 +393,52 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             slug="header-too-large",
             title="Request header fields too large",
             detail=f"the request line and header fields are limited to {limit} bytes",
+            head_read=head_read,
         )
 
     def _refuse_answering(
-        self, reason: ConnectionRefusal, *, status: int, slug: str, title: str, detail: str
+        self,
+        reason: ConnectionRefusal,
+        *,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        head_read: bool = False,
     ) -> None:
         """Refuse for `reason`, answering a `status` problem+json under a new request id."""
         request_id = accept_or_generate(None)
         headers = self.server_state.default_headers
-        answer = problem_answer(status, slug, title, detail, headers, request_id=request_id)
+        answer = problem_answer(
+            status,
+            slug,
+            title,
+            detail,
+            headers,
+            request_id=request_id,
+            instance=self._refused_path(head_read=head_read),
+        )
         self._refuse(reason, answer, request_id)
+
+    def _refused_path(self, *, head_read: bool) -> str | None:
+        """The refused request's path, as the app would have had it (`scope["path"]`), or None.
+
+        Only once its request line has arrived whole, which shows when a header field or the
+        end of the head followed it: before that `self.url` may hold part of the target. None
+        too for a target that is no URL.
+        """
+        if not (head_read or self._bound.head_complete or self.headers):
+            return None
+        try:
+            raw_path = httptools.parse_url(self.url).path
+            path = raw_path.decode("ascii") if raw_path else None
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            return None
+        if path is None:
+            return None
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        return self.root_path + path
 
     def _refuse(
         self, reason: ConnectionRefusal, answer: bytes | None, request_id: str | None = None

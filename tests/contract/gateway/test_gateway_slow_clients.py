@@ -153,7 +153,9 @@ def test_oversized_heads_are_answered_431_and_not_kept(strict_gateway):
         status, headers, body = _parse(answer)
         assert status == 431
         assert headers["connection"] == "close"
-        assert orjson.loads(body)["type"].endswith("/header-too-large")
+        problem = orjson.loads(body)
+        assert problem["type"].endswith("/header-too-large")
+        assert problem["instance"] == "/v1/keys"  # the request line was read whole
     assert grown < 3 * 2**20, grown
 
 

@@ -286,6 +286,66 @@ async def test_a_request_that_is_not_http_is_answered_400_problem_json(request_b
     assert protocol.started == []
 
 
+@pytest.mark.parametrize(
+    ("sent", "status", "instance"),
+    [
+        (b"GET /v1/keys HTTP/1.1\r\n" + _padding(LIMIT) + b"\r\n", 431, "/v1/keys"),
+        (b"GET /v1/keys HTTP/1.1\r\nHost: g\r\n" + _padding(LIMIT), 431, "/v1/keys"),
+        (b"POST /v1/dcc?x=1 HTTP/1.1\r\nHost: g\r\nAccept: */*\r\n", 408, "/v1/dcc"),
+        (b"GET /v1/a%20b HTTP/1.1\r\nHost: g\r\nA: b\r\nBad Header\r\n\r\n", 400, "/v1/a b"),
+        (b"GET /healthz HTTP/1.1\r\nHost: g\r\nContent-Length: x\r\n\r\n", 400, "/healthz"),
+        # The request line not yet known to be whole (no field after it handed over by the
+        # parser): what was read may be part of the target.
+        (b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\n", 408, None),
+        (b"GET /v1/" + b"k" * LIMIT, 431, None),
+        (b"GET /v1/keys HTTP/1.1\r\nX-Long: " + b"v" * LIMIT, 431, None),
+        (b"POST /v1/dcc HTT", 408, None),
+        (b"GARBAGE\r\n\r\n", 400, None),
+    ],
+    ids=[
+        "431-whole",
+        "431-growing",
+        "408",
+        "400-header",
+        "400-length",
+        "408-first-field",
+        "431-endless-target",
+        "431-first-field-endless",
+        "408-in-request-line",
+        "400-no-request-line",
+    ],
+)
+async def test_a_refusal_names_the_path_once_its_request_line_was_read(sent, status, instance):
+    """`instance` is the refused request's path as the app's problems give it, else absent.
+
+    Never "": an empty string is no reference a caller could use. `requestId` is always there.
+    """
+    protocol, transport = _open(header_timeout_seconds=0.05)
+    protocol.data_received(sent)
+    await until(lambda: transport.written)
+    answered, problem = _answered(transport)
+    assert (answered, problem.get("instance")) == (status, instance)
+    assert list(problem) == [
+        "type",
+        "title",
+        "status",
+        "detail",
+        *(["instance"] if instance is not None else []),
+        "requestId",
+    ]
+
+
+async def test_a_refused_requests_path_is_the_one_the_app_would_have_had():
+    """The same target, refused and not: `instance` is the path uvicorn gives the app."""
+    target = b"/v1/%C3%A9%2Fx/./y?q=%20"
+    protocol, transport = _open()
+    protocol.data_received(b"GET " + target + b" HTTP/1.1\r\nHost: g\r\n\r\n")
+    refused, refused_transport = _open()
+    refused.data_received(b"GET " + target + b" HTTP/1.1\r\nHost: g\r\n" + _padding(LIMIT))
+    assert _answered(refused_transport)[1]["instance"] == protocol.started[0]
+    assert transport.written == b""
+
+
 async def test_a_refusal_is_logged_with_its_message_and_slug(caplog):
     """The refusal's line says so in words (`event`) and names it (`security_event`)."""
     caplog.set_level(logging.INFO, logger="signing_gateway.security")
