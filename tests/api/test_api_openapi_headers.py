@@ -109,6 +109,22 @@ def test_400_and_408_are_documented_where_they_can_happen(spec: dict[str, Any]):
     assert "408" not in operations["GET /v1/keys"]["responses"]
 
 
+def test_the_refusals_before_any_route_are_described(spec: dict[str, Any]):
+    """The document's description names what is refused before routing: 431, 408 and 400.
+
+    No operation can list them: the request is refused before it is known to be one.
+    """
+    description = " ".join(spec["info"]["description"].split())
+    for words in (
+        "refused 431 problem+json",
+        "in time 408",
+        "not valid HTTP/1.1 400 (`bad-request`)",
+        "`instance` is the request's path",
+        "`Authorization` or `Content-Type` more than once is refused 400",
+    ):
+        assert words in description, words
+
+
 async def test_a_bad_timeout_header_gets_the_documented_400(
     test_keys: SignerKeys, signers: respx.MockRouter
 ):
