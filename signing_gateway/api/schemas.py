@@ -104,9 +104,15 @@ class PrintOut(ApiModel):
 class CredentialsRequest(ApiRequest):
     """Body of POST /v1/credentials: a domestic session part and/or European parts."""
 
-    stoken: Stoken | None = None
+    stoken: Stoken | None = Field(
+        default=None,
+        description="The session of the domestic credentials; needed with them. Without "
+        "domestic credentials it is not used: the session stays open until it expires",
+    )
     issue_commitment_message: Base64Text | None = Field(
-        default=None, alias="issueCommitmentMessage"
+        default=None,
+        alias="issueCommitmentMessage",
+        description="Needed with domestic credentials; without them not read",
     )
     domestic: Annotated[list[DomesticAttributes], Field(max_length=MAX_DOMESTIC_PER_REQUEST)] = []
     european: Annotated[list[EuRequest], Field(max_length=MAX_EU_PER_REQUEST)] = []

@@ -233,6 +233,33 @@ async def test_credentials_eu_only(gateway, mocked: MockedSigners):
     assert mocked.issue.call_count == 0
 
 
+async def test_credentials_eu_only_leaves_a_session_it_was_given_open(
+    gateway, mocked: MockedSigners
+):
+    """Pin that a stoken sent without domestic attributes is neither taken nor refused.
+
+    The app opens a session before its backend knows whether the holder's events allow a
+    domestic credential; the EU ones are signed either way, and the session stays usable.
+    """
+    stoken = (await _prepare(gateway))["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "domestic": [],
+        "european": [eu_test()],
+    }
+    response = await gateway.post("/v1/credentials", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["domesticGreencard"] is None
+    assert mocked.issue.call_count == 0
+    issue = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": [domestic_attributes()],
+    }
+    assert (await gateway.post("/v1/domestic/issue", json=issue)).status_code == 200
+
+
 async def test_credentials_domestic_without_stoken(gateway, mocked: MockedSigners):
     """/v1/credentials with domestic attributes but no stoken is a 422 and reaches no signer."""
     body = {"issueCommitmentMessage": commitment(), "domestic": [domestic_attributes()]}
