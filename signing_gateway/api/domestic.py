@@ -71,12 +71,18 @@ async def issue_static(
     "/prepare-issue",
     response_model=PrepareIssueOut,
     summary="Open a domestic issuance session",
-    responses=problem_responses(502, 503, 504),
+    # 422: a body sent anyway that is not JSON (the body limits read every body).
+    responses=problem_responses(422, 502, 503, 504),
 )
 async def prepare_issue(
     issuer: DomesticIssuerDep, settings: SettingsDep, headers: SignerHeadersDep, audit: AuditDep
 ) -> PrepareIssueOut:
-    """Ask the domestic signer for a nonce and hand out a single-use session token."""
+    """Ask the domestic signer for a nonce and hand out a single-use session token.
+
+    Takes no body. One sent anyway, as many clients send `{}`, is held to the body limits
+    of every request (`application/json`, size, JSON: 415, 413, 422) and otherwise ignored:
+    nothing in it changes the session, whose credential amount is the gateway's setting.
+    """
     async with audit.attempt():
         audit.domestic("domestic", kind="domestic-session", count=0)
         async with request_deadline(settings.request_deadline_seconds, parts=("domestic",)):

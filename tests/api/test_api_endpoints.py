@@ -205,6 +205,32 @@ async def test_print_neither(gateway, mocked: MockedSigners, body):
     assert mocked.signing_calls() == 0
 
 
+@pytest.mark.parametrize(
+    "body", [None, b"{}", b"null", b'{"credentialAmount": 3}'], ids=["none", "{}", "null", "amount"]
+)
+async def test_prepare_issue_ignores_a_json_body(gateway, mocked: MockedSigners, body):
+    """Pin that prepare-issue reads no body: `{}` or any JSON opens the configured session."""
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    response = await gateway.post("/v1/domestic/prepare-issue", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert json.loads(mocked.prepare_issue.calls.last.request.content) == {"credentialAmount": 28}
+
+
+async def test_prepare_issue_refuses_a_body_that_is_not_json_as_documented(
+    gateway, mocked: MockedSigners
+):
+    """A body that is not JSON gets the 422 its OpenAPI operation lists, and no session."""
+    response = await gateway.post(
+        "/v1/domestic/prepare-issue",
+        content=b"stoken please",
+        headers={"Content-Type": "application/json"},
+    )
+    assert_problem(response, 422, "validation-failed")
+    assert mocked.signing_calls() == 0
+    spec = (await gateway.get("/openapi.json")).json()
+    assert "422" in spec["paths"]["/v1/domestic/prepare-issue"]["post"]["responses"]
+
+
 async def test_credentials_domestic_and_several_eu(gateway, mocked: MockedSigners):
     """/v1/credentials returns the domestic greencard and every EU credential, in order."""
     stoken = (await _prepare(gateway))["stoken"]
