@@ -177,24 +177,19 @@ def problem_body(
     title: str,
     status: int,
     detail: str,
-    instance: str | None,
+    instance: str,
     request_id: str,
     extensions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble an RFC 9457 problem document with the gateway's extension members.
-
-    `instance`: the request's path; None leaves the member out, for a request refused before
-    its path was read (an empty string would be no reference a caller could use).
-    """
+    """Assemble an RFC 9457 problem document with the gateway's extension members."""
     body: dict[str, Any] = {
         "type": type_,
         "title": title,
         "status": status,
         "detail": detail,
+        "instance": instance,
+        "requestId": request_id,
     }
-    if instance is not None:
-        body["instance"] = instance
-    body["requestId"] = request_id
     if extensions:
         body.update(extensions)
     return body

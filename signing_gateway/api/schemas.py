@@ -173,10 +173,9 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    instance: str | None = Field(
-        default=None,
-        description="The request's path; left out only when a request head was refused "
-        "before its request line was read whole",
+    instance: str = Field(
+        description="The request's path; empty (a reference to the request's own URI) only "
+        "when a request head was refused before its request line was read whole",
     )
     request_id: str = Field(alias="requestId")
     part: str | None = None

@@ -157,12 +157,13 @@ def problem_answer(
     default_headers: list[tuple[bytes, bytes]],
     *,
     request_id: str,
-    instance: str | None = None,
+    instance: str = "",
 ) -> bytes:
     """A whole HTTP/1.1 answer: problem+json naming `request_id`, and `Connection: close`.
 
     For answers given below the app, where no middleware adds the request id. `instance`: the
-    refused request's path, as the app's problems give it; None leaves the member out.
+    refused request's path, as the app's problems give it; "" when it is not known (an
+    empty reference, which stands for the request's own URI).
     """
     body = orjson.dumps(
         problem_body(
@@ -420,22 +421,22 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         )
         self._refuse(reason, answer, request_id)
 
-    def _refused_path(self, *, head_read: bool) -> str | None:
-        """The refused request's path, as the app would have had it (`scope["path"]`), or None.
+    def _refused_path(self, *, head_read: bool) -> str:
+        """The refused request's path, as the app would have had it (`scope["path"]`), or "".
 
         Only once its request line has arrived whole, which shows when a header field or the
-        end of the head followed it: before that `self.url` may hold part of the target. None
+        end of the head followed it: before that `self.url` may hold part of the target. ""
         too for a target that is no URL.
         """
         if not (head_read or self._bound.head_complete or self.headers):
-            return None
+            return ""
         try:
             raw_path = httptools.parse_url(self.url).path
-            path = raw_path.decode("ascii") if raw_path else None
+            path = raw_path.decode("ascii") if raw_path else ""
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
-            return None
-        if path is None:
-            return None
+            return ""
+        if not path:
+            return ""
         if "%" in path:
             path = urllib.parse.unquote(path)
         return self.root_path + path

@@ -296,11 +296,11 @@ async def test_a_request_that_is_not_http_is_answered_400_problem_json(request_b
         (b"GET /healthz HTTP/1.1\r\nHost: g\r\nContent-Length: x\r\n\r\n", 400, "/healthz"),
         # The request line not yet known to be whole (no field after it handed over by the
         # parser): what was read may be part of the target.
-        (b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\n", 408, None),
-        (b"GET /v1/" + b"k" * LIMIT, 431, None),
-        (b"GET /v1/keys HTTP/1.1\r\nX-Long: " + b"v" * LIMIT, 431, None),
-        (b"POST /v1/dcc HTT", 408, None),
-        (b"GARBAGE\r\n\r\n", 400, None),
+        (b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\n", 408, ""),
+        (b"GET /v1/" + b"k" * LIMIT, 431, ""),
+        (b"GET /v1/keys HTTP/1.1\r\nX-Long: " + b"v" * LIMIT, 431, ""),
+        (b"POST /v1/dcc HTT", 408, ""),
+        (b"GARBAGE\r\n\r\n", 400, ""),
     ],
     ids=[
         "431-whole",
@@ -316,23 +316,17 @@ async def test_a_request_that_is_not_http_is_answered_400_problem_json(request_b
     ],
 )
 async def test_a_refusal_names_the_path_once_its_request_line_was_read(sent, status, instance):
-    """`instance` is the refused request's path as the app's problems give it, else absent.
+    """`instance` is the refused request's path as the app's problems give it, else "".
 
-    Never "": an empty string is no reference a caller could use. `requestId` is always there.
+    "" is an empty reference: it stands for the request's own URI, and never echoes a part of
+    a target that may be what was refused. Every member is always there.
     """
     protocol, transport = _open(header_timeout_seconds=0.05)
     protocol.data_received(sent)
     await until(lambda: transport.written)
     answered, problem = _answered(transport)
-    assert (answered, problem.get("instance")) == (status, instance)
-    assert list(problem) == [
-        "type",
-        "title",
-        "status",
-        "detail",
-        *(["instance"] if instance is not None else []),
-        "requestId",
-    ]
+    assert (answered, problem["instance"]) == (status, instance)
+    assert list(problem) == ["type", "title", "status", "detail", "instance", "requestId"]
 
 
 async def test_a_refused_requests_path_is_the_one_the_app_would_have_had():
