@@ -77,8 +77,8 @@ headers, no body). A request head (request line and header fields) over the gate
 size limit is refused 431 problem+json before any route sees it, one not complete in
 time 408, and a request that is not valid HTTP/1.1 400 (`bad-request`), its connection
 closed in each case. Their `instance` is the request's path once its request line was
-read whole, and empty (the request's own URI) before that. A request carrying `Authorization` or
-`Content-Type` more than once is refused 400 problem+json before any route sees it.
+read whole, and empty (the request's own URI) before that. A request carrying `Authorization`,
+`Content-Type` or `Host` more than once is refused 400 problem+json before any route sees it.
 """
 
 

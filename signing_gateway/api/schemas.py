@@ -190,8 +190,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     put it under the route's own media type, `application/json`, which no error is sent as.
     """
     descriptions = {
-        400: "X-Request-Timeout is not a positive number of seconds, or the Authorization or "
-        "Content-Type header field is repeated; nothing reached a signer",
+        400: "X-Request-Timeout is not a positive number of seconds, or the Authorization, "
+        "Content-Type or Host header field is repeated; nothing reached a signer",
         401: "No valid bearer token (see WWW-Authenticate), or issuance session unknown, "
         "expired or used",
         403: "The bearer token lacks the scope this request needs",

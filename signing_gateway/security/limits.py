@@ -1,8 +1,9 @@
 """Pure ASGI middleware that bounds request bodies before anything parses them.
 
-Every request first: `Authorization` or `Content-Type` given twice is refused with 400 before
-anything reads either. Both may appear once only (RFC 9110 5.3), and a proxy in front may pick
-the other of the two than the gateway would: for `Authorization` that is whose token is checked.
+Every request first: `Authorization`, `Content-Type` or `Host` given twice is refused with 400
+before anything reads them. Each may appear once only (RFC 9110 5.3; for `Host` RFC 9112 3.2
+requires the 400), and a proxy in front may pick the other of the two than the gateway would:
+for `Authorization` that is whose token is checked.
 Found in the one pass over the header fields that reads the body's framing below.
 
 For a request that carries a body (a Content-Length above 0, or chunked):
@@ -46,7 +47,8 @@ _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 #: and as a refusal names them.
 _AUTHORIZATION = b"authorization"
 _CONTENT_TYPE = b"content-type"
-_SINGLETON_NAMES = {_AUTHORIZATION: "Authorization", _CONTENT_TYPE: "Content-Type"}
+_HOST = b"host"
+_SINGLETON_NAMES = {_AUTHORIZATION: "Authorization", _CONTENT_TYPE: "Content-Type", _HOST: "Host"}
 
 
 class BodyRefused(Exception):
@@ -120,19 +122,17 @@ def _framing(
 
     Each is the first field of its name, as Starlette's `Headers` reads them, without its copy
     of the list or a KeyError per absent name. Raises BodyRefused (400) for a repeated
-    `Authorization` or `Content-Type`.
+    `Authorization`, `Content-Type` or `Host`.
     """
     length = transfer_encoding = content_type = None
-    authorization = False
+    seen: list[bytes] = []  # of the singletons: at most three
     for name, value in headers:
-        if name == _AUTHORIZATION:
-            if authorization:
+        if name in _SINGLETON_NAMES:
+            if name in seen:
                 raise _repeated(name)
-            authorization = True
-        elif name == _CONTENT_TYPE:
-            if content_type is not None:
-                raise _repeated(name)
-            content_type = value
+            seen.append(name)
+            if name == _CONTENT_TYPE:
+                content_type = value
         elif name == b"content-length":
             if length is None:
                 length = value

@@ -120,7 +120,7 @@ def test_the_refusals_before_any_route_are_described(spec: dict[str, Any]):
         "in time 408",
         "not valid HTTP/1.1 400 (`bad-request`)",
         "`instance` is the request's path",
-        "`Authorization` or `Content-Type` more than once is refused 400",
+        "`Authorization`, `Content-Type` or `Host` more than once is refused 400",
     ):
         assert words in description, words
 
@@ -155,7 +155,7 @@ async def test_a_repeated_authorization_field_gets_the_documented_400(
             response = await client.request(method, path, headers=fields)
             assert "Authorization" in assert_problem(response, 400, "bad-request")["detail"]
             description = operation["responses"]["400"]["description"]
-            assert "Authorization or Content-Type header field is repeated" in description
+            assert "Authorization, Content-Type or Host header field is repeated" in description
 
 
 async def test_the_document_is_served_with_the_headers(gateway: httpx.AsyncClient):

@@ -96,6 +96,17 @@ async def test_a_repeated_content_type_field_is_refused(
     assert mocked.signing_calls() == 0
 
 
+@pytest.mark.parametrize("second", ["gateway.example", "other.example"])
+async def test_a_repeated_host_field_is_refused(limited, mocked: MockedSigners, second):
+    """Two Host fields get 400 naming it (RFC 9112 3.2), even when alike; no signer is called."""
+    fields = [("Host", "gateway.example"), ("Host", second), ("Content-Type", "application/json")]
+    response = await limited.post("/v1/dcc", content=orjson.dumps(eu_vaccination()), headers=fields)
+    problem = assert_problem(response, 400, "bad-request")
+    assert "Host header field is repeated" in problem["detail"]
+    assert response.headers["connection"] == "close"
+    assert mocked.signing_calls() == 0
+
+
 async def test_json_with_charset_utf8_is_accepted(limited, mocked: MockedSigners):
     """`application/json; charset=utf-8` is JSON."""
     response = await limited.post(
