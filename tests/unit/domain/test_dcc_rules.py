@@ -160,10 +160,18 @@ def test_dcc_without_group_is_rejected():
     assert errors_of({"dcc": payload}) == {("dcc_group_count", ("dcc",))}
 
 
-def test_dcc_with_two_groups_is_rejected_at_the_second():
-    """A DCC with v and t is refused at t."""
-    payload = dcc("v", t=dcc("t")["t"])
-    assert errors_of({"dcc": payload}) == {("dcc_group_count", ("dcc", "t"))}
+@pytest.mark.parametrize(("first", "second"), [("v", "t"), ("v", "r"), ("t", "r")])
+def test_dcc_with_two_groups_is_rejected_at_the_second(first, second):
+    """A DCC with two groups, whichever two, is refused at the later one."""
+    payload = dcc(first, **{second: dcc(second)[second]})
+    assert errors_of({"dcc": payload}) == {("dcc_group_count", ("dcc", second))}
+
+
+@pytest.mark.parametrize("group", ["v", "t", "r"])
+@pytest.mark.parametrize("entry", ["x", None, 1], ids=["string", "null", "number"])
+def test_entry_that_is_no_object_is_rejected(group, entry):
+    """An entry that is not a JSON object is refused at the entry, not with a crash."""
+    assert errors_of({"dcc": dcc(group, **{group: [entry]})}) == {("model_type", ("dcc", group, 0))}
 
 
 @pytest.mark.parametrize("count", [0, 2])

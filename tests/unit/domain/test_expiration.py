@@ -50,7 +50,9 @@ def test_default_with_an_expired_certificate_is_refused():
     """When the signing certificate has already expired, no expiration can be chosen."""
     with pytest.raises(DomainValidationError) as info:
         _resolve(not_after=NOW - timedelta(seconds=1))
-    assert [e.loc for e in info.value.errors] == [("expirationTime",)]
+    assert info.value.errors == [
+        FieldError(("expirationTime",), "the signing certificate's validity has ended")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -97,6 +99,20 @@ def test_given_value_out_of_bounds_is_refused(value, fragment):
     assert fragment in error.msg
 
 
+def test_certificate_end_is_named_in_utc():
+    """A time after the certificate's end is told that end in UTC, whatever its offset."""
+    not_after = datetime(2028, 1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=1)))
+    with pytest.raises(DomainValidationError) as info:
+        _resolve("2028-01-01T00:00:01Z", not_after=not_after)
+    assert info.value.errors == [
+        FieldError(
+            ("expirationTime",),
+            "expirationTime must not lie after the signing certificate's validity "
+            "(2028-01-01T00:00:00+00:00)",
+        )
+    ]
+
+
 def test_naive_given_value_is_refused():
     """A naive datetime handed in from Python code is refused at expirationTime."""
     request = validate({"dcc": dcc(), "expirationTime": datetime(2027, 1, 1)})  # noqa: DTZ001
@@ -107,13 +123,16 @@ def test_naive_given_value_is_refused():
     ]
 
 
-def test_naive_now_is_a_programming_error():
-    """A naive clock reading is a bug in the caller, reported as ValueError."""
+@pytest.mark.parametrize(
+    ("now", "not_after"),
+    [(NOW.replace(tzinfo=None), None), (NOW, NOT_AFTER.replace(tzinfo=None))],
+    ids=["now", "not-after"],
+)
+def test_naive_now_is_a_programming_error(now, not_after):
+    """A naive clock reading or certificate end is a bug in the caller, reported as ValueError."""
     request = validate({"dcc": dcc()})
     with pytest.raises(ValueError, match="timezone-aware"):
-        resolve_expiration(
-            request, now=NOW.replace(tzinfo=None), default_validity=VALIDITY, not_after=None
-        )
+        resolve_expiration(request, now=now, default_validity=VALIDITY, not_after=not_after)
 
 
 @pytest.mark.parametrize(
