@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from domain_testdata import NOW, dcc, dcc_with_entry, dcc_with_name, errors_of, validate
@@ -135,6 +135,7 @@ def test_date_of_birth_at_any_precision_is_accepted(dob):
         ("1964-04-31", "date_of_birth"),
         ("1899-12-31", "date_of_birth"),
         ("2100-01-01", "date_of_birth"),
+        ("2099-12-31", "date_in_future"),
         ("1964-1-1", "date_of_birth"),
         ("1964-01-01T00:00:00", "date_of_birth"),
         ("\uff11\uff19\uff16\uff14", "date_of_birth"),
@@ -151,6 +152,28 @@ def test_bad_date_of_birth_is_rejected(dob, error_type):
 def test_date_of_birth_today_anywhere_on_earth_is_accepted():
     """A birth dated today in UTC+14 is not 'in the future' for a server on UTC."""
     validate({"dcc": dcc(dob="2026-11-24")})
+
+
+# 10:00 UTC is midnight in UTC+14: from then on the next day has begun somewhere on Earth.
+NEXT_DAY_BEGINS = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        dcc(dob="2026-11-24"),
+        dcc_with_entry("v", dt="2026-11-24"),
+        dcc_with_entry("r", fr="2026-11-24", df="2026-11-24"),
+    ],
+    ids=["dob", "dt", "fr"],
+)
+def test_next_day_is_accepted_from_midnight_in_utc_plus_14(payload):
+    """A date of the next UTC day is accepted exactly from midnight in UTC+14 on."""
+    EuRequest.model_validate({"dcc": payload}, context={"now": NEXT_DAY_BEGINS})
+    just_before = NEXT_DAY_BEGINS - timedelta(microseconds=1)
+    with pytest.raises(ValidationError) as info:
+        EuRequest.model_validate({"dcc": payload}, context={"now": just_before})
+    assert [error["type"] for error in info.value.errors()] == ["date_in_future"]
 
 
 def test_dcc_without_group_is_rejected():
@@ -236,6 +259,8 @@ def test_vaccination_today_in_earliest_time_zone_is_accepted():
         {"tt": "LP6464-4", "ma": "1232"},
         {"sc": "2026-11-23T11:00:00.123456+02:00"},
         {"sc": "2026-11-23T12:04:00Z"},
+        {"sc": "2026-11-23T12:05:00Z"},
+        {"sc": "2026-11-23T11:00:00.123456789Z"},
         {"sc": "2021-06-11T17:30:00-00:00"},
         {"tr": "260373001"},
     ],
@@ -245,6 +270,8 @@ def test_vaccination_today_in_earliest_time_zone_is_accepted():
         "naat-with-device",
         "fraction",
         "skew",
+        "skew-at-its-end",
+        "nanoseconds",
         "unknown-offset",
         "detected",
     ],
@@ -277,6 +304,9 @@ def test_test_entry_variants_are_accepted(changes):
         ({"sc": "2021-06-11t17:30:00Z"}, "sc", "rfc3339_datetime"),
         ({"sc": "2016-12-31T23:59:60Z"}, "sc", "rfc3339_datetime"),
         ({"sc": "2026-11-23T12:06:00Z"}, "sc", "datetime_in_future"),
+        ({"sc": "2026-11-23T12:05:00.000001Z"}, "sc", "datetime_in_future"),
+        ({"sc": "2021-06-11T17:30:00.Z"}, "sc", "rfc3339_datetime"),
+        ({"sc": "2021-06-11T17:30:00+01:60"}, "sc", "rfc3339_datetime"),
         ({"sc": "2026-11-23T14:00:00+01:00"}, "sc", "datetime_in_future"),
         ({"co": "XX"}, "co", "value_set_unknown"),
         ({"ci": "URN:UVCI:01:NL:ABC#Z"}, "ci", "uvci_checksum"),
@@ -382,11 +412,12 @@ def test_expiration_time_is_parsed_with_its_offset():
         ("2027-05-20t02:00:00+02:00", datetime(2027, 5, 20, tzinfo=UTC)),
         ("2027-06-30T23:59:60Z", datetime(2027, 6, 30, 23, 59, 59, tzinfo=UTC)),
         ("2027-06-30T23:59:60.25Z", datetime(2027, 6, 30, 23, 59, 59, 250_000, tzinfo=UTC)),
+        ("2027-05-20T00:00:00.1234567Z", datetime(2027, 5, 20, 0, 0, 0, 123_456, tzinfo=UTC)),
     ],
-    ids=["lower-z", "lower-t", "leap-second", "leap-second-fraction"],
+    ids=["lower-z", "lower-t", "leap-second", "leap-second-fraction", "beyond-microseconds"],
 )
 def test_expiration_time_takes_every_rfc3339_form(value, instant):
-    """An expirationTime may use lower-case t and z; a leap second is read as second 59."""
+    """An expirationTime may use lower-case t and z and any fraction; a leap second is :59."""
     request = validate({"dcc": dcc(), "expirationTime": value})
     assert request.expiration_time == instant
 
@@ -400,11 +431,13 @@ def test_expiration_time_takes_every_rfc3339_form(value, instant):
         "2027-05-20 00:00:00Z",
         "2027-06-30T23:59:61Z",
         "2027-06-30T23:60:00Z",
+        "2027-05-20T00:00:00.Z",
+        "2027-05-20T00:00:00+00:60",
         1800000000,
     ],
 )
 def test_expiration_time_must_be_rfc3339_with_offset(value):
-    """An expirationTime without offset or "T", a date, second 61 or a number is refused."""
+    """Without offset or "T", a date, second 61, an empty fraction, minute 60 or a number."""
     assert errors_of({"dcc": dcc(), "expirationTime": value}) == {
         ("rfc3339_datetime", ("expirationTime",))
     }
