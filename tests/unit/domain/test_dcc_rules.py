@@ -85,6 +85,16 @@ def test_free_text_name_is_stored_nfc_normalised():
     assert request.dcc.signing_payload()["nam"]["gn"] == "Jiřina"
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["Ra\u200cnjan", "Gra\ufb01n", "Smith\u00b2", "\uff2a\uff41\uff4e\uff45"],
+    ids=["zero-width-non-joiner", "ligature", "superscript", "fullwidth"],
+)
+def test_free_text_name_keeps_format_and_compatibility_characters(name):
+    """Format characters (Cf) are allowed, and NFC leaves compatibility forms as they are."""
+    assert validate({"dcc": dcc_with_name(gn=name)}).dcc.signing_payload()["nam"]["gn"] == name
+
+
 def test_free_text_name_of_80_characters_is_accepted():
     """A free-text name may use all 80 characters, in any script."""
     validate({"dcc": dcc_with_name(fn="ن" * 80)})
@@ -99,6 +109,8 @@ def test_free_text_name_of_80_characters_is_accepted():
         ("fn", "Doe\x07", "text_control_character"),
         ("gn", "Jane\nMarie", "text_control_character"),
         ("fn", "Doe\u2028", "text_control_character"),
+        ("fn", "Doe\u2029", "text_control_character"),
+        ("gn", "Jane\ud800", "text_control_character"),
         ("fn", 42, "string_type"),
     ],
     ids=[
@@ -108,6 +120,8 @@ def test_free_text_name_of_80_characters_is_accepted():
         "bell",
         "newline",
         "line-separator",
+        "paragraph-separator",
+        "lone-surrogate",
         "number",
     ],
 )
@@ -317,9 +331,10 @@ def test_bad_test_field_is_rejected(changes, field, error_type):
     assert errors_of({"dcc": dcc_with_entry("t", **changes)}) == {(error_type, (*T0, field))}
 
 
-def test_test_device_sent_as_null_is_rejected():
-    """A device sent as null is refused, even for a NAA test that needs none."""
-    payload = dcc_with_entry("t", tt="LP6464-4")
+@pytest.mark.parametrize("test_type", ["LP6464-4", "LP217198-3"], ids=["naat", "rat"])
+def test_test_device_sent_as_null_is_rejected(test_type):
+    """A device sent as null is refused as null, for a NAA test and a rapid antigen test alike."""
+    payload = dcc_with_entry("t", tt=test_type)
     payload["t"][0]["ma"] = None
     assert errors_of({"dcc": payload}) == {("null_not_allowed", (*T0, "ma"))}
 
@@ -473,6 +488,27 @@ def test_sample_time_message_names_the_stricter_form():
         f"Must be an RFC 3339 date-time like {EXAMPLES}, with upper-case T and Z and no leap "
         "second, got '2021-06-11T17:30:00z'"
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        (
+            {"tr": "260415001"},
+            "tr",
+            "Unknown code '260415001': not in value set covid-19-lab-result",
+        ),
+        (
+            {"ma": "1065"},
+            "ma",
+            "Code '1065' of value set covid-19-lab-test-manufacturer-and-name is no longer active",
+        ),
+    ],
+    ids=["unknown", "inactive"],
+)
+def test_value_set_message_names_the_code_and_the_value_set(changes, field, message):
+    """A refused code is named in the message with the id of the value set it was looked up in."""
+    assert _message_at({"dcc": dcc_with_entry("t", **changes)}, (*T0, field)) == message
 
 
 def test_signing_payload_is_the_wire_object():

@@ -23,6 +23,29 @@ def test_every_value_set_loads(name):
     assert codes.value_set_id
 
 
+#: Each value set's upstream id and date, as eu-dcc-valuesets 2.12.0 gives them.
+IDS_AND_DATES = {
+    ValueSetName.DISEASE_AGENT_TARGETED: "disease-agent-targeted 2021-04-27",
+    ValueSetName.VACCINE_PROPHYLAXIS: "sct-vaccines-covid-19 2023-01-25",
+    ValueSetName.VACCINE_MEDICINAL_PRODUCT: "vaccines-covid-19-names 2022-11-30",
+    ValueSetName.VACCINE_MAH_MANF: "vaccines-covid-19-auth-holders 2022-01-26",
+    ValueSetName.COUNTRY: "country-2-codes 2019-11-01",
+    ValueSetName.TEST_TYPE: "covid-19-lab-test-type 2021-04-27",
+    ValueSetName.TEST_MANUFACTURER: "covid-19-lab-test-manufacturer-and-name 2021-07-01",
+    ValueSetName.TEST_RESULT: "covid-19-lab-result 2021-04-27",
+}
+
+
+def test_value_sets_are_named_by_their_ids():
+    """Each value set carries its upstream id (errors name it) and date, not one for the other."""
+    found = {
+        name: f"{value_set(name).value_set_id} {value_set(name).value_set_date}"
+        for name in IDS_AND_DATES
+    }
+    assert found == IDS_AND_DATES
+    assert set(IDS_AND_DATES) == set(ValueSetName)
+
+
 def test_inactive_codes_are_known_but_not_active():
     """Withdrawn codes stay known (for a precise message) but are not active."""
     products = value_set(ValueSetName.VACCINE_MEDICINAL_PRODUCT)
