@@ -63,6 +63,9 @@ def test_well_formed_uvci_is_accepted(uvci):
         ("URN:UVCI:01:NL:DADFCC47C7334E45A906DB12FD859FB8#1", "uvci_checksum"),
         ("URN:UVCI:01:NL:ABC#", "uvci_checksum"),
         ("URN:UVCI:01:NL:ABC#12", "uvci_checksum"),
+        # The characters around '#' pass the Luhn check, but '#' takes exactly one after it.
+        ("URN:UVCI:01:NL:DADFCC47C7334E45A906DB12FD859FB71#", "uvci_checksum"),
+        ("URN:UVCI:01:NL:ABC#1L", "uvci_checksum"),
         ("URN:UVCI:01:NL:ABC##", "uvci_charset"),
         ("URN:UVCI:01:NL:ABC#a", "uvci_charset"),
         ("URN:UVCI:01-NL-ABC", "uvci_charset"),
@@ -80,6 +83,14 @@ def test_malformed_uvci_is_rejected(uvci, error_type):
     with pytest.raises(PydanticCustomError) as info:
         validate_uvci(uvci)
     assert info.value.type == error_type
+
+
+@pytest.mark.parametrize("check", ["", "1L"], ids=["none", "two"])
+def test_check_character_count_is_told(check):
+    """A '#' with no character or two after it is told to carry exactly one."""
+    with pytest.raises(PydanticCustomError) as info:
+        validate_uvci(f"URN:UVCI:01:NL:ABC#{check}")
+    assert info.value.message() == "UVCI must have exactly one check character after '#'"
 
 
 def test_wrong_check_character_message_names_the_right_one():
