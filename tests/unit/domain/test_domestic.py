@@ -40,6 +40,23 @@ def test_valid_attributes_go_to_the_wire_unchanged():
     assert DomesticAttributes.model_validate(VALID).wire() == VALID
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("firstNameInitial", ""),
+        ("lastNameInitial", ""),
+        ("birthDay", ""),
+        ("birthMonth", ""),
+        ("validForHours", "999999"),
+        ("validFrom", "999999999999"),
+    ],
+)
+def test_attribute_at_the_edge_of_its_form_is_accepted(field, value):
+    """Initials and birth day and month may be empty (unknown); numbers may use all digits."""
+    attrs = DomesticAttributes.model_validate({**VALID, field: value})
+    assert attrs.wire() == {**VALID, field: value}
+
+
 @pytest.mark.parametrize("category", ["", "1", "3", "2G", "ABCD1234"])
 def test_category_is_optional_and_short(category):
     """A short category of A-Z and digits is passed on; it may be empty."""
@@ -63,6 +80,7 @@ def test_category_is_optional_and_short(category):
         ("validForHours", "024", "positive_integer"),
         ("validForHours", "+24", "positive_integer"),
         ("validForHours", "", "positive_integer"),
+        ("validForHours", "1000000", "positive_integer"),
         ("firstNameInitial", "j", "name_initial"),
         ("firstNameInitial", "JD", "name_initial"),
         ("lastNameInitial", "É", "name_initial"),
@@ -73,6 +91,7 @@ def test_category_is_optional_and_short(category):
         ("birthMonth", "0", "birth_month"),
         ("birthMonth", "X", "birth_month"),
         ("category", "toolong12", "domestic_category"),
+        ("category", "ABCDE1234", "domestic_category"),
         ("category", "a", "domestic_category"),
         ("category", "<script>", "domestic_category"),
         ("category", None, "null_not_allowed"),
