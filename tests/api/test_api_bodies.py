@@ -105,6 +105,25 @@ async def test_body_schema_is_the_models(gateway: httpx.AsyncClient):
     assert set(document["components"]["schemas"]["EuRequest"]["properties"]) == fields
 
 
+def _null_paths(node: Any, path: str = "") -> list[str]:
+    """Where `node` holds a JSON null, as paths like `/Dcc/properties/ver`."""
+    if node is None:
+        return [path]
+    if isinstance(node, list):
+        node = dict(enumerate(node))
+    if not isinstance(node, dict):
+        return []
+    return [found for key, value in node.items() for found in _null_paths(value, f"{path}/{key}")]
+
+
+async def test_added_schemas_are_sorted_and_hold_no_null(gateway: httpx.AsyncClient):
+    """The body schemas join the components as FastAPI's own: sorted by name, no null in them."""
+    schemas = (await gateway.get("/openapi.json")).json()["components"]["schemas"]
+    assert list(schemas) == sorted(schemas)
+    assert {"EuRequest", "PersonName", "DomesticAttributes"} <= schemas.keys()
+    assert _null_paths(schemas) == []
+
+
 # The request fields the gateway accepts as null, so the document may say so: the contract's
 # `{"domestic": DomesticAttributes | null, "european": EuRequest | null}` of /v1/print, and the
 # session fields of /v1/credentials, which a request without a domestic part may leave null.
