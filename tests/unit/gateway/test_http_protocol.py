@@ -16,8 +16,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from bench.http_protocol import FakeTransport, connect
+from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime import http_protocol
-from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from signing_gateway.runtime.http_protocol import CONNECTION_REFUSALS, GatewayHttpProtocol
 from signing_gateway.security.settings import LimitsSettings
 from tests.support.logs import as_written
 from tests.support.polling import until
@@ -36,12 +37,17 @@ class _Recording(GatewayHttpProtocol):
         self.received.append(cycle.scope["headers"])
 
 
-def _open(token_cache_size: int = 1024, **limits: Any) -> tuple[_Recording, FakeTransport]:
+def _open(
+    token_cache_size: int = 1024, metrics: GatewayMetrics | None = None, **limits: Any
+) -> tuple[_Recording, FakeTransport]:
     settings = SimpleNamespace(
         limits=LimitsSettings(max_header_bytes=LIMIT, **limits),
         auth=SimpleNamespace(token_cache_size=token_cache_size),
     )
-    protocol, transport = connect(_Recording, asyncio.get_running_loop(), {"settings": settings})
+    app_state: dict[str, Any] = {"settings": settings}
+    if metrics is not None:
+        app_state["metrics"] = metrics
+    protocol, transport = connect(_Recording, asyncio.get_running_loop(), app_state)
     assert isinstance(protocol, _Recording)
     protocol.started = []
     protocol.received = []
@@ -49,8 +55,11 @@ def _open(token_cache_size: int = 1024, **limits: Any) -> tuple[_Recording, Fake
 
 
 def _answered(transport: FakeTransport) -> tuple[int, dict[str, Any]]:
+    """The one answer written: its status and problem, once its framing is checked."""
     head, _, body = bytes(transport.written).partition(b"\r\n\r\n")
-    assert b"\r\nconnection: close" in head
+    fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert fields[b"connection"] == b"close"
+    assert int(fields[b"content-length"]) == len(body)  # else the caller waits for more
     return int(head[9:12]), orjson.loads(body)
 
 
@@ -62,6 +71,12 @@ def _answer(protocol: GatewayHttpProtocol) -> None:
 
 def _padding(size: int) -> bytes:
     return b"X-Pad: " + b"p" * (size - 9) + b"\r\n"
+
+
+def _head_of(size: int, body: bytes) -> bytes:
+    """A POST head of exactly `size` bytes (request line, fields, empty line) for `body`."""
+    start = b"POST /v1/dcc HTTP/1.1\r\nContent-Length: %d\r\n" % len(body)
+    return start + _padding(size - len(start) - 2) + b"\r\n"
 
 
 async def test_a_head_growing_past_the_limit_is_answered_431():
@@ -200,8 +215,9 @@ async def test_a_head_waiting_unread_in_the_kernel_is_not_cut_off(monkeypatch):
         protocol.data_received(ours.recv(4096))  # the loop gets to them at last
         assert protocol.started == ["/late"]
         _answer(protocol)
-        await until(lambda: transport.closed)  # then nothing more: idle, closed
-        assert transport.written == b""
+        protocol.data_received(b"GET /half HTTP/1.1\r\n")  # nothing waits unread now
+        await until(lambda: transport.written)
+        assert _answered(transport)[0] == 408
 
 
 async def test_the_header_clock_does_not_run_while_a_request_is_answered_or_between_requests():
@@ -449,3 +465,185 @@ async def test_trailer_fields_never_join_the_headers():
     assert protocol.started == ["/v1/dcc"]
     assert protocol.received[0] == [(b"host", b"g"), (b"transfer-encoding", b"chunked")]
     assert (b"authorization", token) not in http_protocol._shared_fields(tokens=True)._fields
+
+
+@pytest.mark.parametrize(("size", "started"), [(LIMIT, True), (LIMIT + 1, False)])
+async def test_the_limit_is_the_heads_size_to_the_byte(size, started):
+    """A head of exactly `max_header_bytes` is served; one byte more is 431.
+
+    Measured when body bytes came in the same read, so the read alone is over the limit.
+    """
+    body = b"{}" * 100
+    protocol, transport = _open()
+    protocol.data_received(_head_of(size, body) + body)
+    if started:
+        assert protocol.started == ["/v1/dcc"]
+        assert transport.written == b""
+    else:
+        assert protocol.started == []
+        assert _answered(transport)[0] == 431
+
+
+async def test_each_request_on_a_connection_has_the_whole_limit():
+    """The count starts afresh with each request: heads that add up past the limit are served."""
+    protocol, transport = _open()
+    for _ in range(3):
+        protocol.data_received(b"GET /a HTTP/1.1\r\n" + _padding(LIMIT // 2) + b"\r\n")
+        _answer(protocol)
+    assert protocol.started == ["/a"] * 3
+    assert transport.written == b""
+
+
+async def test_body_bytes_are_never_counted_against_the_bounds():
+    """A body streamed read by read is the app's to bound (413): the protocol lets it through."""
+    protocol, transport = _open(max_body_bytes=8192)
+    protocol.data_received(b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nContent-Length: 20000\r\n\r\n")
+    for _ in range(20):  # 20,000 bytes: past 4,096 + 8,192 had they counted
+        protocol.data_received(b"x" * 1000)
+    assert not transport.closed
+    assert transport.written == b""
+    assert len(protocol.cycle.body) == 20000
+
+
+async def test_chunk_framing_and_trailers_may_reach_head_plus_body_limit_exactly():
+    """The count may reach `max_header_bytes + max_body_bytes`; one byte past, it is closed."""
+    protocol, transport = _open(max_body_bytes=8192)
+    start = (
+        b"POST /v1/dcc HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    )
+    protocol.data_received(start)
+    left = LIMIT + 8192 - (len(start) - 2)  # the chunk's two body bytes are not counted
+    while left > 2000:
+        protocol.data_received(_padding(1000))
+        left -= 1000
+    protocol.data_received(_padding(left))
+    assert not transport.closed
+    protocol.data_received(b"X")
+    assert transport.closed
+
+
+async def test_an_oversized_head_after_an_answered_request_is_answered_431():
+    """Only a request still being answered defers the 431; one already answered does not."""
+    protocol, transport = _open()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    _answer(protocol)
+    protocol.data_received(b"GET /b HTTP/1.1\r\n" + _padding(LIMIT + 100))
+    assert _answered(transport)[0] == 431
+    assert protocol.started == ["/a"]
+
+
+async def test_a_refused_connection_is_closed_once_the_linger_ends(monkeypatch):
+    """After the answer the gateway reads on for LINGER_SECONDS, then closes: no descriptor kept."""
+    monkeypatch.setattr(http_protocol, "LINGER_SECONDS", 0.05)
+    protocol, transport = _open()
+    protocol.data_received(b"GARBAGE\r\n\r\n")
+    assert _answered(transport)[0] == 400
+    assert not transport.closed
+    await until(lambda: transport.closed, limit=2)
+
+
+async def test_a_head_is_due_header_timeout_seconds_after_its_first_byte():
+    """The clock of a kept-alive connection's next head starts at that head's first byte."""
+    loop = asyncio.get_running_loop()
+    protocol, _ = _open(header_timeout_seconds=30)
+    assert protocol._bound.timer is not None
+    assert loop.time() + 29 < protocol._bound.timer.when() <= loop.time() + 30
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    _answer(protocol)
+    before = loop.time()
+    protocol.data_received(b"GET /b HTTP/1.1\r\n")
+    assert before + 30 <= protocol._bound.head_deadline <= loop.time() + 30
+
+
+async def test_a_half_head_after_a_slow_answer_is_answered_408():
+    """The clock that rang while a request was answered is set again for the next head."""
+    protocol, transport = _open(header_timeout_seconds=0.05)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    await asyncio.sleep(0.15)  # the clock rings (and finds no head due) while /a is answered
+    _answer(protocol)
+    protocol.data_received(b"GET /b HTTP/1.1\r\n")
+    await until(lambda: transport.written, limit=2)
+    assert _answered(transport)[0] == 408
+
+
+async def test_a_pipelined_half_head_is_cut_off_at_the_header_timeout():
+    """A head begun in the read of the request before it gets the header timeout too.
+
+    Not uvicorn's keep-alive (5 s), which would leave it open 100 times longer.
+    """
+    protocol, transport = _open(header_timeout_seconds=0.05)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\nHost: g\r\n")
+    _answer(protocol)
+    await until(lambda: transport.closed, limit=2)
+    assert protocol.started == ["/a"]
+
+
+async def test_the_unsent_rest_of_an_answered_request_is_cut_off_unanswered():
+    """The app answered before the body was all sent; a caller going on sending it is closed.
+
+    At the header timeout after its first byte past the answer, and without another answer:
+    one written now would be taken for the request's.
+    """
+    protocol, transport = _open(header_timeout_seconds=0.05)
+    chunk = b"3e8\r\n" + b"x" * 1000 + b"\r\n"
+    protocol.data_received(
+        b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk
+    )
+    _answer(protocol)
+    protocol.data_received(chunk)
+    await until(lambda: transport.closed, limit=2)
+    assert transport.written == b""
+
+
+def _refusals(metrics: GatewayMetrics) -> dict[str, float]:
+    return {
+        reason: metrics.registry.get_sample_value(
+            "gateway_connections_refused_total", {"reason": reason}
+        )
+        or 0.0
+        for reason in CONNECTION_REFUSALS
+    }
+
+
+@pytest.mark.parametrize(
+    ("sent", "reason"),
+    [
+        ([b"GET /v1/keys HTTP/1.1\r\n" + _padding(LIMIT + 1000)], "header-too-large"),
+        ([b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\n"], "header-timeout"),
+        ([b"GARBAGE\r\n\r\n"], "malformed"),
+        ([b"GARBAGE " + b"x" * (LIMIT + 1000)], "malformed"),
+        ([], "idle"),
+        (
+            [
+                b"POST /v1/dcc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n",
+                _padding(LIMIT + 8192 + 1000),
+            ],
+            "header-too-large",
+        ),
+    ],
+    ids=["431", "408", "400", "400-over-the-limit", "idle", "trailers"],
+)
+async def test_each_refusal_is_counted_once_under_its_reason(sent, reason):
+    """`gateway_connections_refused_total` counts the refusal under its reason, and only it.
+
+    An unparseable request past the size limit is one 400, not a 431 as well.
+    """
+    metrics = GatewayMetrics()
+    protocol, transport = _open(metrics=metrics, header_timeout_seconds=0.05, max_body_bytes=8192)
+    for data in sent:
+        protocol.data_received(data)
+    await until(lambda: transport.written or transport.closed, limit=2)
+    await asyncio.sleep(0.1)  # past the header timeout: nothing counts twice
+    assert _refusals(metrics) == {r: float(r == reason) for r in CONNECTION_REFUSALS}
+    assert bytes(transport.written).count(b"HTTP/1.1 ") <= 1
+
+
+async def test_a_connection_the_caller_closed_is_not_counted_idle():
+    """The caller hung up before the header timeout: nothing is refused, nothing counted."""
+    metrics = GatewayMetrics()
+    protocol, transport = _open(metrics=metrics, header_timeout_seconds=0.05)
+    protocol.connection_lost(None)
+    await asyncio.sleep(0.15)
+    assert set(_refusals(metrics).values()) == {0.0}
+    assert transport.written == b""
