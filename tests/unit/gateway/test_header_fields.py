@@ -49,11 +49,12 @@ def test_a_field_that_differs_per_request_shares_only_its_name():
 def test_a_full_table_is_emptied_and_sharing_goes_on():
     """A caller sending a new value each time cannot grow the tables past their bound."""
     shared = SharedFields()
+    largest = 0
     for n in range(3 * MAX_KEPT):
         shared.field(f"x-n{n}".encode(), b"v")
         shared.field(b"user-agent", str(n).encode())
-    assert len(shared._names) <= MAX_KEPT
-    assert len(shared._fields) <= MAX_KEPT
+        largest = max(largest, len(shared._names), len(shared._fields))
+    assert largest == MAX_KEPT
     kept = shared.field(b"user-agent", b"same")
     assert shared.field(b"user-agent", _fresh(b"same")) is kept
 
@@ -76,3 +77,13 @@ def test_only_the_named_fields_share_their_values():
     first = shared.field(b"authorization", b"Bearer t")
     assert shared.field(b"authorization", _fresh(b"Bearer t")) is not first
     assert shared.field(b"host", b"g") is shared.field(b"host", _fresh(b"g"))
+
+
+def test_names_and_values_of_exactly_the_bounds_are_shared():
+    """The bounds are inclusive: names of MAX_NAME_BYTES and values of MAX_VALUE_BYTES are kept."""
+    shared = SharedFields()
+    name = b"x-" + b"n" * (MAX_NAME_BYTES - 2)
+    assert shared.field(name, b"v")[0] is shared.field(_fresh(name), b"v")[0]
+    value = b"Bearer " + b"x" * (MAX_VALUE_BYTES - 7)
+    one = shared.field(b"authorization", value)
+    assert shared.field(b"authorization", _fresh(value)) is one
