@@ -1,13 +1,19 @@
-"""The probe port's refusal of non-probe paths, as an ASGI app on its own."""
+"""The probe port: its refusal of non-probe paths, and the listener serving the app."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
-from signing_gateway.runtime.probe_listener import probes_only
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from signing_gateway.runtime.probe_listener import probes_only, start_probe_listener
+from signing_gateway.security.settings import LimitsSettings
 
 
 async def _reached(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -44,3 +50,66 @@ async def test_refused_path_answers_with_a_request_id(given, expected):
         assert header == expected
     else:
         assert len(header) == 32  # a fresh uuid4 hex
+
+
+async def test_a_probe_path_reaches_the_app():
+    """The paths given are served by the app itself, as on the main port."""
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    async def unused(*_: Any) -> None:  # pragma: no cover - the app sends nothing here
+        raise AssertionError
+
+    scope = {"type": "http", "method": "GET", "path": "/healthz", "headers": [], "state": {}}
+    await probes_only(app, {"/healthz"})(scope, unused, unused)
+    assert reached == ["/healthz"]
+
+
+async def _exchange(port: int, request: bytes) -> tuple[int, bytes]:
+    """Send `request` on a new connection to 127.0.0.1:`port`; the status and body answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head[9:12]), body
+
+
+async def test_the_probe_listener_serves_the_servers_app_on_its_host_with_its_state():
+    """The probe port: the server's host, only the probe paths, the app state's head limits."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = scope["path"].encode()
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", http=GatewayHttpProtocol, log_config=None, proxy_headers=False
+    )
+    config.load()
+    settings = SimpleNamespace(limits=LimitsSettings(max_header_bytes=4096))
+    server = SimpleNamespace(
+        config=config,
+        server_state=ServerState(),
+        lifespan=SimpleNamespace(state={"settings": settings}),
+    )
+    listener = await start_probe_listener(server, 0, {"/healthz"})  # type: ignore[arg-type]
+    async with listener:
+        host, port = listener.sockets[0].getsockname()[:2]
+        assert host == "127.0.0.1"
+        close = b"Host: g\r\nConnection: close\r\n"
+        assert await _exchange(port, b"GET /healthz HTTP/1.1\r\n" + close + b"\r\n") == (
+            200,
+            b"/healthz",
+        )
+        status, _ = await _exchange(port, b"POST /v1/dcc HTTP/1.1\r\n" + close + b"\r\n")
+        assert status == 404
+        padding = b"X-Pad: " + b"p" * 5000 + b"\r\n"
+        status, _ = await _exchange(port, b"GET /healthz HTTP/1.1\r\n" + close + padding + b"\r\n")
+        assert status == 431  # the app's 4,096 bytes, not the default 32 KiB
