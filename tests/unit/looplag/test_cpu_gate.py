@@ -390,3 +390,57 @@ def test_a_queue_timeout_must_be_positive() -> None:
     """Zero would refuse every request that has to wait at all."""
     with pytest.raises(ValueError, match="queue_timeout"):
         CpuGate(1, queue_timeout=0)
+
+
+async def test_a_failed_io_wait_does_not_queue_for_the_permit_again() -> None:
+    """A signer call that fails ends its request at once, even with every permit taken.
+
+    What is left (rendering the error) is small, and a cancelled request must not queue.
+    """
+    gate = CpuGate(1)
+    answered, hold = asyncio.Event(), asyncio.Event()
+
+    async def failing() -> None:
+        async with gate.request(), io_wait():
+            await answered.wait()
+            raise ConnectionError
+
+    first = asyncio.create_task(failing())
+    await _settle()
+    holder = asyncio.create_task(_new(gate, [], "holder", wait=hold))
+    await _settle()
+    answered.set()
+    async with asyncio.timeout(1):
+        with pytest.raises(ConnectionError):
+            await first
+    assert (gate.busy, gate.waiting) == (1, 0)
+    hold.set()
+    await holder
+    assert gate.busy == 0
+
+
+async def test_io_wait_after_a_request_has_ended_does_nothing() -> None:
+    """The permit is the request's only while it runs: the same task takes none afterwards."""
+    gate = CpuGate(1)
+    async with gate.request():
+        pass
+    async with io_wait():
+        pass
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_the_apps_own_queue_timeout_is_not_answered_as_overloaded() -> None:
+    """Only failing to get the permit is the gate's 503; an admitted request's error is its own."""
+
+    async def app(scope, receive, send):
+        raise CpuQueueTimeout
+
+    middleware = CpuGateMiddleware(app, gate=CpuGate(1, queue_timeout=1))
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    with pytest.raises(CpuQueueTimeout):
+        await middleware({"type": "http", "path": "/v1/dcc"}, None, send)
+    assert sent == []
