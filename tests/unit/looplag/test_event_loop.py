@@ -7,12 +7,17 @@ import selectors
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import uvicorn
 
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
-from signing_gateway.runtime.event_loop import BoundedEpollSelector, bounded_loop_factory
+from signing_gateway.runtime.event_loop import (
+    DEFAULT_EVENTS_PER_PASS,
+    BoundedEpollSelector,
+    bounded_loop_factory,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll is Linux's")
 
@@ -101,3 +106,9 @@ def test_graceful_server_serves_on_the_loop_it_is_given():
     (selector,) = selectors_seen
     assert isinstance(selector, BoundedEpollSelector)
     assert selector.max_events == 5
+
+
+def test_the_default_bound_is_the_one_the_operations_guide_gives():
+    """`--events-per-pass` defaults to what docs/operations.md gives (its figures were taken at)."""
+    guide = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
+    assert f"`serve --events-per-pass` ({DEFAULT_EVENTS_PER_PASS};" in guide.read_text()
