@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -69,7 +70,10 @@ async def test_an_idle_loop_has_small_lag() -> None:
 
 
 def test_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
-    """Lag over the threshold warns once per warn_every seconds, and counts every sample."""
+    """Lag over the threshold warns once per warn_every seconds, and counts every sample.
+
+    The next warning may come exactly warn_every seconds after the last.
+    """
     now = [100.0]
     monitor = LoopLagMonitor(warn_threshold=0.1, warn_every=10.0, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="signing_gateway.observability.looplag"):
@@ -77,7 +81,7 @@ def test_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
         now[0] += 5
         monitor.record(0.3)
         monitor.record(0.05)
-        now[0] += 6
+        now[0] += 5
         monitor.record(0.15)
     warnings = [r for r in caplog.records if r.message == "event loop lag over threshold"]
     assert len(warnings) == 2
@@ -132,3 +136,61 @@ async def test_readyz_shows_the_event_loop_lag(tmp_path) -> None:
                 await asyncio.sleep(0.02)
     assert details["warnThresholdSeconds"] == settings.loop_lag.warn_threshold_seconds
     assert details["maxLagSeconds"] >= 0
+
+
+def test_lag_at_the_threshold_is_not_over_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A wake-up exactly warn_threshold late is not later than it: no warning, not counted."""
+    monitor = LoopLagMonitor(warn_threshold=0.1)
+    with caplog.at_level(logging.WARNING, logger="signing_gateway.observability.looplag"):
+        monitor.record(0.1)
+    assert caplog.records == []
+    assert monitor.stats.over_threshold == 0
+
+
+def test_the_warning_gives_the_lag_and_threshold_in_milliseconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The fields an operator reads: `lag_ms`, `threshold_ms`, and the samples over it so far."""
+    monitor = LoopLagMonitor(warn_threshold=0.1)
+    with caplog.at_level(logging.WARNING, logger="signing_gateway.observability.looplag"):
+        monitor.record(0.05)
+        monitor.record(0.25)
+    [warning] = caplog.records
+    assert (warning.lag_ms, warning.threshold_ms) == (250.0, 100.0)  # type: ignore[attr-defined]
+    assert warning.over_threshold_samples == 1  # type: ignore[attr-defined]
+
+
+def test_the_readyz_figures_are_the_last_and_the_worst_lag() -> None:
+    """`lagSeconds` is the last sample, `maxLagSeconds` the worst; samples over it counted."""
+    monitor = LoopLagMonitor(warn_threshold=0.1)
+    monitor.record(0.3)
+    monitor.record(0.02)
+    assert monitor.snapshot() == {
+        "lagSeconds": 0.02,
+        "maxLagSeconds": 0.3,
+        "warnThresholdSeconds": 0.1,
+        "samples": 2,
+        "samplesOverThreshold": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "settings", [{"warn_threshold": 0}, {"warn_every": -1}], ids=["threshold", "warn_every"]
+)
+def test_a_zero_threshold_or_a_negative_warning_period_is_refused(settings) -> None:
+    """A zero threshold would warn about every sample; warn_every may be 0, not below."""
+    with pytest.raises(ValueError):
+        LoopLagMonitor(**settings)
+    LoopLagMonitor(warn_every=0)
+
+
+async def test_a_sample_is_how_much_later_than_the_interval_the_wake_up_came() -> None:
+    """Woken 53 ms after a 50 ms sleep began: 3 ms of lag, not 53."""
+    ticks = itertools.chain([10.0, 10.053], itertools.repeat(20.0))  # then no lag at all
+    monitor = LoopLagMonitor(interval=0.05, clock=lambda: next(ticks))
+    monitor.start()
+    try:
+        await until(lambda: monitor.stats.samples >= 1)
+    finally:
+        await monitor.stop()
+    assert monitor.stats.max == pytest.approx(0.003)
