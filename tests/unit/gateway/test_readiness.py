@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 
 from signing_gateway.observability.readiness import ReadinessMonitor
+from tests.support.polling import until
 
 
 async def _up() -> None:
@@ -65,3 +69,98 @@ async def test_draining_is_not_ready():
     await monitor.check_now()
     monitor.draining = True
     assert not monitor.ready
+
+
+class _Switch:
+    """A probe whose target is up or down as the test says."""
+
+    def __init__(self, up: bool) -> None:
+        self.up = up
+        self.calls = 0
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        if not self.up:
+            raise ConnectionRefusedError
+
+
+@contextlib.asynccontextmanager
+async def _started(monitor: ReadinessMonitor) -> AsyncIterator[ReadinessMonitor]:
+    """The monitor's background prober, running for the block."""
+    monitor.start()
+    try:
+        yield monitor
+    finally:
+        await monitor.stop()
+
+
+async def test_the_snapshot_shows_each_dependency_draining_and_the_details():
+    """/readyz's body: per dependency its status, age, failures in a row and error class."""
+    monitor = ReadinessMonitor({"eu": (_down, True)}, interval=60, timeout=1)
+    monitor.add_detail("eventLoop", lambda: {"lagSeconds": 0.001})
+    await monitor.check_now()
+    await monitor.check_now()
+    monitor.draining = True
+    snapshot = monitor.snapshot()
+    assert snapshot["status"] == "not-ready"
+    assert snapshot["draining"] is True
+    assert snapshot["eventLoop"] == {"lagSeconds": 0.001}
+    eu = snapshot["dependencies"]["eu"]
+    assert 0 <= eu["lastCheckedSecondsAgo"] < 1
+    assert eu == {
+        "status": "down",
+        "required": True,
+        "lastCheckedSecondsAgo": eu["lastCheckedSecondsAgo"],
+        "consecutiveFailures": 2,
+        "error": "ConnectionRefusedError",
+    }
+
+
+async def test_a_dependency_back_up_forgets_its_failures_and_error():
+    """Once a probe succeeds again, nothing of the outage is left in its state."""
+    probe = _Switch(up=False)
+    monitor = ReadinessMonitor({"eu": (probe, True)}, interval=60, timeout=1)
+    await monitor.check_now()
+    probe.up = True
+    await monitor.check_now()
+    assert monitor.ready
+    assert monitor.snapshot()["dependencies"]["eu"]["consecutiveFailures"] == 0
+    assert monitor.snapshot()["dependencies"]["eu"]["error"] is None
+
+
+async def test_going_down_and_coming_back_are_logged_once_each(caplog):
+    """A WARNING when a dependency goes down, not one per failed probe; INFO when it is back."""
+    caplog.set_level(logging.INFO, logger="signing_gateway.observability.readiness")
+    probe = _Switch(up=False)
+    monitor = ReadinessMonitor({"eu": (probe, True)}, interval=60, timeout=1)
+    for up in (False, False, False, True, True):
+        probe.up = up
+        await monitor.check_now()
+    logged = [(r.levelname, r.getMessage(), r.dependency) for r in caplog.records]
+    assert logged == [("WARNING", "dependency down", "eu"), ("INFO", "dependency up again", "eu")]
+
+
+async def test_the_background_prober_keeps_probing():
+    """A dependency that goes down after the first check is seen down by a later one."""
+    probe = _Switch(up=True)
+    monitor = ReadinessMonitor({"eu": (probe, True)}, interval=0.01, timeout=1)
+    async with _started(monitor):
+        await monitor.wait_first_check(limit=1)
+        assert monitor.ready
+        probe.up = False
+        await until(lambda: not monitor.ready, limit=2)
+
+
+async def test_waiting_for_the_first_check_ends_with_it():
+    """Start-up waits for the first check, not for the whole limit."""
+    monitor = ReadinessMonitor({"eu": (_up, True)}, interval=60, timeout=1)
+    async with _started(monitor), asyncio.timeout(2):
+        await monitor.wait_first_check(limit=30)
+
+
+async def test_a_first_check_slower_than_the_limit_does_not_fail_the_wait():
+    """A signer slow to answer leaves start-up going on after the limit, not failing."""
+    monitor = ReadinessMonitor({"eu": (_hang, True)}, interval=60, timeout=30)
+    async with _started(monitor):
+        await monitor.wait_first_check(limit=0.05)
+        assert not monitor.ready
