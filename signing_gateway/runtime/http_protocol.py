@@ -190,6 +190,7 @@ class _HeadBound:
     """One connection's head bound: its limits and where its current request stands."""
 
     __slots__ = (
+        "begun",
         "fields",
         "head_complete",
         "head_deadline",
@@ -211,6 +212,9 @@ class _HeadBound:
         self.fields = _shared_fields(tokens=tokens)
         #: Bytes of the current request that are not body (see the module doc).
         self.unbodied = 0
+        #: Whether a request has begun and not ended: its bytes may not have been counted
+        #: (a pipelined one begun in the read of the request before it).
+        self.begun = False
         self.head_complete = False
         #: When the head being waited for is due (None: no head is being waited for).
         self.head_deadline: float | None = None
@@ -291,6 +295,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         """Start the request as uvicorn does; its head is due, unless already (see module doc)."""
         super().on_message_begin()
+        self._bound.begun = True
         if self._bound.head_deadline is None and not self._bound.refused:
             self._start_head_clock()  # pipelined: it began right after the last request
 
@@ -318,7 +323,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         """The next request's count and head start afresh."""
         self._bound.unbodied = 0
-        self._bound.head_complete = False
+        self._bound.begun = self._bound.head_complete = False
         if not self._bound.refused:
             super().on_message_complete()
 
@@ -357,7 +362,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if due != deadline:  # a later head's, or the grace above: wait for that
             self._bound.timer = self.loop.call_at(due, self._head_clock_rang, due)
             return
-        if self._bound.head_complete or self._bound.unbodied == 0:
+        if self._bound.head_complete or not self._bound.begun:
             # Nothing of a new request came: a connection that sent nothing, or went on
             # sending the unread rest of a request that has had its answer.
             self._refuse("idle", None)

@@ -567,16 +567,32 @@ async def test_a_half_head_after_a_slow_answer_is_answered_408():
     assert _answered(transport)[0] == 408
 
 
-async def test_a_pipelined_half_head_is_cut_off_at_the_header_timeout():
-    """A head begun in the read of the request before it gets the header timeout too.
+async def test_a_pipelined_half_head_is_answered_408():
+    """A head begun in the read of the request before it is a begun request: 408, not idle.
 
-    Not uvicorn's keep-alive (5 s), which would leave it open 100 times longer.
+    Its bytes are not counted (the count restarts when a request ends), yet it was sent. Nor
+    is it left to uvicorn's keep-alive (5 s), 100 times longer.
     """
-    protocol, transport = _open(header_timeout_seconds=0.05)
+    metrics = GatewayMetrics()
+    protocol, transport = _open(metrics=metrics, header_timeout_seconds=0.05)
     protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\nHost: g\r\n")
     _answer(protocol)
-    await until(lambda: transport.closed, limit=2)
+    await until(lambda: transport.written, limit=2)
+    assert _answered(transport)[0] == 408
+    assert _refusals(metrics)["header-timeout"] == 1
     assert protocol.started == ["/a"]
+
+
+async def test_empty_lines_after_an_answered_request_are_no_request():
+    """Line ends between requests begin none: at the header timeout the connection is idle."""
+    metrics = GatewayMetrics()
+    protocol, transport = _open(metrics=metrics, header_timeout_seconds=0.05)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    _answer(protocol)
+    protocol.data_received(b"\r\n")
+    await until(lambda: transport.closed, limit=2)
+    assert transport.written == b""
+    assert _refusals(metrics)["idle"] == 1
 
 
 async def test_the_unsent_rest_of_an_answered_request_is_cut_off_unanswered():
