@@ -25,6 +25,7 @@ from signing_gateway.signers.http import (
     MAX_RESPONSE_BYTES,
     MAX_RETRY_AFTER_SECONDS,
     parse_retry_after,
+    request_json,
 )
 from tests.support.credentials import b64, make_domestic_signer, make_dsc, sample_attributes
 
@@ -33,6 +34,12 @@ DCC = {"ver": "1.3.0", "dob": "1964-08-12", "v": [{"dn": 2}]}
 Malformed = SignerMalformedResponseError
 GOOD_EU = {"credential": "HC1:ABC", "proofIdentifier": "cHJvb2Y="}
 REQUEST_ID = {"X-Request-ID": "req-123"}
+#: The longest credential the EU wire model takes (32 KiB).
+LONG_HC1 = "HC1:" + "A" * (32 * 1024 - 4)
+#: The longest static QR the domestic wire model takes (8 KiB).
+LONG_NL2 = "NL2:" + "A" * (8 * 1024 - 4)
+PREPARED = {"issuerPkId": "a2lk", "issuerNonce": "bm9uY2U=", "credentialAmount": 3}
+ISSUED = {"issueSignatureMessage": {}, "attributes": {"a": "1"}}
 
 
 async def get_credential(http):
@@ -104,10 +111,15 @@ async def test_naive_expiration_time_is_refused_before_sending(http, router):
         (httpx.Response(500, text="boom"), SignerServerError, 500),
         (httpx.Response(502, text="gw"), SignerServerError, 502),
         (httpx.Response(302, headers={"Location": "http://x.test/"}), Malformed, 302),
+        (httpx.Response(300, json=GOOD_EU), Malformed, 300),
         (httpx.Response(200, text="not json"), Malformed, 200),
         (httpx.Response(200, json={"credential": "HC1:A"}), Malformed, 200),
         (httpx.Response(200, json={**GOOD_EU, "extra": 1}), Malformed, 200),
         (httpx.Response(200, json={**GOOD_EU, "credential": "HC2:A"}), Malformed, 200),
+        (httpx.Response(200, json={**GOOD_EU, "credential": "xHC1:A"}), Malformed, 200),
+        (httpx.Response(200, json={**GOOD_EU, "credential": LONG_HC1 + "A"}), Malformed, 200),
+        (httpx.Response(200, json={**GOOD_EU, "proofIdentifier": ""}), Malformed, 200),
+        (httpx.Response(200, json={**GOOD_EU, "proofIdentifier": "p" * 65}), Malformed, 200),
         (httpx.Response(200, json={**GOOD_EU, "proofIdentifier": 5}), Malformed, 200),
         (httpx.Response(200, json=[GOOD_EU]), Malformed, 200),
         (
@@ -117,8 +129,10 @@ async def test_naive_expiration_time_is_refused_before_sending(http, router):
         ),
     ],
     ids=[
-        "400", "415", "429", "503", "500", "502", "302", "not-json", "missing-field",
-        "extra-field", "wrong-prefix", "wrong-type", "array", "oversized",
+        "400", "415", "429", "503", "500", "502", "302", "300-with-json", "not-json",
+        "missing-field", "extra-field", "wrong-prefix", "prefix-not-first",
+        "credential-over-32k", "empty-proof", "proof-over-64", "wrong-type", "array",
+        "oversized",
     ],
 )  # fmt: skip
 async def test_responses_map_to_signer_errors(http, router, response, error, status):
@@ -143,6 +157,50 @@ async def test_oversized_body_without_length_header_is_refused(http, router):
     router.post("/get_credential").mock(return_value=httpx.Response(200, content=chunks()))
     with pytest.raises(SignerMalformedResponseError, match="over"):
         await get_credential(http)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"credential": LONG_HC1, "proofIdentifier": "p" * 64},
+        {"credential": "HC1:", "proofIdentifier": "p"},
+    ],
+    ids=["longest", "shortest"],
+)
+async def test_eu_answers_at_the_wire_model_edges_are_taken(http, router, answer):
+    """A 32 KiB credential and a proof identifier of 1 to 64 characters are within contract."""
+    router.post("/get_credential").respond(200, json=answer)
+    result = await get_credential(http)
+    assert (result.credential, result.proof_identifier) == (
+        answer["credential"],
+        answer["proofIdentifier"],
+    )
+
+
+def _json_body(size: int, *, streamed: bool) -> httpx.Response:
+    """A 200 whose body is a JSON string of exactly `size` bytes, with or without a length."""
+    text = b'"' + b"a" * (size - 2) + b'"'
+    if not streamed:
+        return httpx.Response(200, content=text)
+
+    async def chunks():
+        for start in range(0, len(text), 4096):
+            yield text[start : start + 4096]
+
+    return httpx.Response(200, content=chunks())
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "streamed"])
+async def test_the_body_cap_takes_exactly_max_response_bytes(http, router, streamed):
+    """A body of MAX_RESPONSE_BYTES is read; one byte more is refused, declared or streamed."""
+    route = router.get("/keys")
+    route.mock(return_value=_json_body(MAX_RESPONSE_BYTES, streamed=streamed))
+    read = await request_json(http, "GET", "/keys", signer="eu", endpoint="keys")
+    assert len(read) == MAX_RESPONSE_BYTES - 2
+    route.mock(return_value=_json_body(MAX_RESPONSE_BYTES + 1, streamed=streamed))
+    with pytest.raises(SignerMalformedResponseError, match="over") as caught:
+        await request_json(http, "GET", "/keys", signer="eu", endpoint="keys")
+    assert caught.value.status_code == 200
 
 
 async def test_retry_after_seconds_is_parsed(http, router):
@@ -173,6 +231,8 @@ async def test_retry_after_http_date_is_parsed(http, router):
         ("soon", None),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
         ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # a minute ago: no wait, not a negative one
+        ("Wed, 21 Oct 2015 07:28:30 -0000", 30.0),  # RFC 5322's "-0000": read as GMT
     ],
 )
 def test_parse_retry_after(value, expected):
@@ -193,6 +253,7 @@ def test_parse_retry_after(value, expected):
         ("3600", MAX_RETRY_AFTER_SECONDS),
         ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER_SECONDS),
         ("Wed, 21 Oct 99999999 07:28:00 GMT", None),
+        ("Wed, 21 Oct 99999999999999999999 07:28:00 GMT", None),  # the date overflows
     ],
 )
 def test_parse_retry_after_takes_ascii_digits_and_caps_the_delay(value, expected):
@@ -205,6 +266,8 @@ def test_parse_retry_after_takes_ascii_digits_and_caps_the_delay(value, expected
     ("exc", "error"),
     [
         (httpx.ConnectError("refused"), SignerConnectError),
+        (httpx.UnsupportedProtocol("no scheme"), SignerConnectError),
+        (httpx.ProxyError("proxy refused"), SignerConnectError),
         (httpx.ConnectTimeout("slow connect"), SignerTimeoutError),
         (httpx.ReadTimeout("slow read"), SignerTimeoutError),
         (httpx.WriteTimeout("slow write"), SignerTimeoutError),
@@ -232,6 +295,15 @@ async def test_prepare_issue_sends_amount_and_returns_message_verbatim(http, rou
     assert sent.headers["content-type"] == "application/json"
     assert sent.headers["x-request-id"] == "req-123"
     assert orjson.loads(sent.content) == {"credentialAmount": 3}
+
+
+@pytest.mark.parametrize("amount", [1, 100])
+async def test_prepare_issue_amount_at_the_limits_is_sent(http, router, amount):
+    """1 and 100 credentials are both asked of the signer."""
+    message = {"issuerPkId": "a2lk", "issuerNonce": "bm9uY2U=", "credentialAmount": amount}
+    route = router.post("/prepare_issue").respond(200, json=message)
+    assert await DomesticSignerClient(http).prepare_issue(amount) == message
+    assert orjson.loads(route.calls.last.request.content) == {"credentialAmount": amount}
 
 
 @pytest.mark.parametrize("amount", [0, 101])
@@ -295,14 +367,29 @@ async def test_issue_static_sends_attributes_and_parses_result(http, router):
     [
         ("/prepare_issue", {"issuerPkId": "a", "issuerNonce": "b"}),
         ("/prepare_issue", {"issuerPkId": "a", "issuerNonce": "b", "credentialAmount": "3"}),
+        ("/prepare_issue", {**PREPARED, "credentialAmount": 0}),
+        ("/prepare_issue", {**PREPARED, "credentialAmount": 101}),
+        ("/prepare_issue", {**PREPARED, "issuerPkId": ""}),
+        ("/prepare_issue", {**PREPARED, "issuerNonce": "n" * 1025}),
+        ("/prepare_issue", {**PREPARED, "extra": 1}),
         ("/issue", []),
         ("/issue", [{"issueSignatureMessage": {}, "attributes": {"a": 1}}]),
         ("/issue", {"issueSignatureMessage": {}, "attributes": {}}),
+        ("/issue", [{**ISSUED, "extra": 1}]),
+        ("/issue", [ISSUED] * 101),
         ("/issue_static", {"qr": "HC1:x", "proofIdentifier": "p"}),
+        ("/issue_static", {"qr": "xNL2:x", "proofIdentifier": "p"}),
+        ("/issue_static", {"qr": LONG_NL2 + "A", "proofIdentifier": "p"}),
+        ("/issue_static", {"qr": "NL2:x", "proofIdentifier": "p" * 65}),
+        ("/issue_static", {"qr": "NL2:x", "proofIdentifier": ""}),
+        ("/issue_static", {"qr": "NL2:x", "proofIdentifier": "p", "extra": 1}),
     ],
     ids=[
-        "prepare-missing", "prepare-type", "issue-empty", "issue-attr-type", "issue-object",
-        "static-prefix",
+        "prepare-missing", "prepare-type", "prepare-amount-0", "prepare-amount-101",
+        "prepare-empty-text", "prepare-text-over-1024", "prepare-extra", "issue-empty",
+        "issue-attr-type", "issue-object", "issue-extra", "issue-101-items", "static-prefix",
+        "static-prefix-not-first", "static-qr-over-8k", "static-proof-over-64",
+        "static-empty-proof", "static-extra",
     ],
 )  # fmt: skip
 async def test_domestic_malformed_bodies(http, router, path, body):
@@ -320,6 +407,32 @@ async def test_domestic_malformed_bodies(http, router, path, body):
         await calls[path]()
     assert caught.value.endpoint == path.strip("/")
     assert caught.value.signer == "domestic"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/prepare_issue", {**PREPARED, "credentialAmount": 1}),
+        ("/prepare_issue", {**PREPARED, "credentialAmount": 100, "issuerNonce": "n" * 1024}),
+        ("/issue", [ISSUED] * 100),
+        ("/issue_static", {"qr": LONG_NL2, "proofIdentifier": "p" * 64}),
+    ],
+    ids=["prepare-one", "prepare-longest", "issue-100-items", "static-longest"],
+)
+async def test_domestic_answers_at_the_wire_model_edges_are_taken(http, router, path, body):
+    """Domestic 2xx bodies at their wire models' limits are passed on as received."""
+    router.post(path).respond(200, json=body)
+    client = DomesticSignerClient(http)
+    if path == "/prepare_issue":
+        assert await client.prepare_issue(body["credentialAmount"]) == body
+    elif path == "/issue":
+        items = await client.issue(
+            prepare_issue_message={}, issue_commitment_message=b"{}", credentials_attributes=[]
+        )
+        assert items == body
+    else:
+        result = await client.issue_static(sample_attributes())
+        assert (result.qr, result.proof_identifier) == (body["qr"], body["proofIdentifier"])
 
 
 async def test_fetch_keys_parses_key_document(http, router):
