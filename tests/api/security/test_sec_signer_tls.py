@@ -23,6 +23,9 @@ from pydantic import ValidationError
 
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings
+from signing_gateway.signers.errors import SignerConnectError
+from signing_gateway.signers.eu import EuSignerClient
+from signing_gateway.signers.http import build_signer_client
 from tests.api.assertions import assert_problem
 from tests.api.bodies import eu_vaccination
 from tests.support.credentials import Hc1Spec, make_hc1
@@ -206,6 +209,21 @@ async def test_missing_client_certificate_is_refused(
     assert response.status_code in {502, 503}, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert tls_signer.peers == []
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_verify_false_skips_only_the_server_check(pki: Pki, tls_signer: TlsSigner, transport):
+    """`verify=False` reaches a signer no known CA vouches for; the default refuses it."""
+    options = {
+        "connect_timeout": 2.0, "read_timeout": 2.0, "write_timeout": 2.0, "pool_timeout": 2.0,
+        "max_connections": 2, "transport": transport,
+        "cert": (str(pki.client_cert), str(pki.client_key)),
+    }  # fmt: skip
+    async with build_signer_client(tls_signer.url, verify=False, **options) as http:
+        await EuSignerClient(http).probe()
+    async with build_signer_client(tls_signer.url, **options) as http:
+        with pytest.raises(SignerConnectError):
+            await EuSignerClient(http).probe()
 
 
 def test_plain_http_to_a_remote_signer_is_refused():

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from signing_gateway.signers.errors import SignerConnectionLostError
+from signing_gateway.signers.errors import SignerConnectionLostError, SignerTimeoutError
 from signing_gateway.signers.eu import EuSignerClient, credential_request
-from signing_gateway.signers.http import SignerHttpClient, transport_error
+from signing_gateway.signers.http import SignerHttpClient, build_signer_client, transport_error
 from tests.unit.signers.conftest import BASE_URL
 
 GOOD_EU = {"credential": "HC1:ABC", "proofIdentifier": "cHJvb2Y="}
@@ -81,6 +81,11 @@ def _encoded():
     )
 
 
+def _caused(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
 def test_a_circular_cause_chain_is_classified_without_looping():
     """A transport error whose cause chain loops back is still translated, and promptly."""
     outer = httpx.ReadError("read failed")
@@ -89,3 +94,24 @@ def test_a_circular_cause_chain_is_classified_without_looping():
     inner.__cause__ = outer  # a loop, as a mocking library can build
     error = transport_error(outer, signer="eu", endpoint="get_credential")
     assert isinstance(error, SignerConnectionLostError)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [TimeoutError(), _caused(httpx.ReadError("read failed"), TimeoutError())],
+    ids=["bare", "as-cause"],
+)
+def test_a_bare_timeout_is_a_timeout(exc):
+    """An asyncio timeout, raised as it is or behind an httpx error, is a SignerTimeoutError."""
+    error = transport_error(exc, signer="eu", endpoint="get_credential")
+    assert type(error) is SignerTimeoutError
+    assert str(error) == "eu get_credential: TimeoutError"
+
+
+def test_the_httpx_client_takes_each_timeout_as_given():
+    """On httpx's transport, connect, read, write and pool timeouts are each their own setting."""
+    http = build_signer_client(
+        BASE_URL, connect_timeout=1.0, read_timeout=2.0, write_timeout=3.0, pool_timeout=4.0,
+        max_connections=4, transport="httpx",
+    )  # fmt: skip
+    assert http.timeout == httpx.Timeout(connect=1.0, read=2.0, write=3.0, pool=4.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import gzip
 import socket
 import struct
 import time
@@ -22,6 +23,7 @@ from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerConnectionLostError,
+    SignerMalformedResponseError,
     SignerResponseError,
     SignerServerError,
     SignerThrottledError,
@@ -32,6 +34,32 @@ from signing_gateway.signers.http import build_signer_client
 
 READ_TIMEOUT = 0.3
 STATIC_OK = b'{"qr": "NL2:AB", "proofIdentifier": "cA=="}'
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+BUSY_HEAD = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+
+
+def _with_length(head: bytes, body: bytes) -> bytes:
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+#: Behaviours that write one answer as it stands (then close, unless kept alive).
+FIXED_ANSWERS = {
+    "ok": _with_length(OK_HEAD, STATIC_OK),
+    "cookie": _with_length(OK_HEAD + b"Set-Cookie: session=abc; Path=/\r\n", STATIC_OK),
+    "truncated": OK_HEAD + b"Content-Length: 100\r\n\r\n" + STATIC_OK[:10],
+    "garbage": b"HELLO SIGNER\r\n\r\n",
+    # A refusal whose 64-byte body ends after 4 bytes with the connection.
+    "cut-503": b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\n"
+               b"Content-Length: 64\r\n\r\nbusy",
+    "redirect": _with_length(b"HTTP/1.1 302 Found\r\nLocation: /issue_static\r\n", b""),
+    "gzip": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n", gzip.compress(STATIC_OK)),
+    "bad-gzip": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n", b"{}"),
+}  # fmt: skip
+#: Behaviours that write the start of an answer and then send nothing more.
+STALLING_ANSWERS = {
+    "trickle": OK_HEAD + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK[:5],
+    "huge": OK_HEAD + b"Content-Length: 10000000\r\n\r\n" + STATIC_OK[:5],
+}
 
 
 @dataclass
@@ -67,7 +95,7 @@ class RawServer:
                     if not await reader.read():
                         self.dropped.set()
                     break
-                if self.behaviour not in {"busy", "cookie"}:
+                if not self.behaviour.startswith(("busy", "cookie")):
                     break
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -76,18 +104,18 @@ class RawServer:
 
     async def respond(self, writer: asyncio.StreamWriter) -> None:
         """Answer (or not) according to the behaviour."""
-        ok_head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        if self.behaviour == "ok":
-            writer.write(ok_head + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK)
+        if self.behaviour in FIXED_ANSWERS:
+            writer.write(FIXED_ANSWERS[self.behaviour])
             await writer.drain()
-        elif self.behaviour == "cookie":
-            writer.write(ok_head + b"Set-Cookie: session=abc; Path=/\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK)  # fmt: skip
+        elif self.behaviour in STALLING_ANSWERS:
+            writer.write(STALLING_ANSWERS[self.behaviour])
             await writer.drain()
-        elif self.behaviour == "busy":
-            refusal = b'{"error": "busy"}'
-            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(refusal) + refusal)  # fmt: skip
+            await self.release.wait()
+        elif self.behaviour.startswith("busy"):
+            # "busy-N": a refusal body of exactly N bytes.
+            size = self.behaviour.removeprefix("busy").removeprefix("-")
+            refusal = b"x" * int(size) if size else b'{"error": "busy"}'
+            writer.write(_with_length(BUSY_HEAD, refusal))
             await writer.drain()
         elif self.behaviour == "hang":
             await self.release.wait()
@@ -96,19 +124,12 @@ class RawServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         elif self.behaviour == "close":
             pass  # EOF before any response byte
-        elif self.behaviour == "truncated":
-            writer.write(ok_head + b"Content-Length: 100\r\n\r\n" + STATIC_OK[:10])
-            await writer.drain()
         elif self.behaviour.startswith("stalled-"):
             # A refusal whose 64-byte body stops after 4 bytes: status and headers are in.
             status = self.behaviour.removeprefix("stalled-").encode()
             writer.write(b"HTTP/1.1 %s Refused\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
                          b"Content-Length: 64\r\n\r\nbusy" % status)  # fmt: skip
             await writer.drain()
-        elif self.behaviour == "trickle":
-            writer.write(ok_head + b"Content-Length: %d\r\n\r\n" % len(STATIC_OK) + STATIC_OK[:5])
-            await writer.drain()
-            await self.release.wait()
 
 
 @contextlib.asynccontextmanager
@@ -155,6 +176,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def unaccepting_port():
+    """A loopback port whose listen queue is full: a new connection is never completed."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
 async def test_a_signer_cookie_is_never_sent_back(transport):
     """Neither httpx's jar nor aiohttp's keeps a cookie a signer sets (one client, many callers).
 
@@ -188,9 +231,37 @@ async def test_exact_bytes_reach_the_wire(transport):
 
 async def test_connection_refused_is_connect_error(transport):
     """Nothing listening gives SignerConnectError (the request never reached a signer)."""
-    async with client_for(free_port(), transport) as http:
-        with pytest.raises(SignerConnectError):
+    port = free_port()
+    async with client_for(port, transport) as http:
+        with pytest.raises(SignerConnectError) as raised:
             await issue_static(http)
+    # The error names the signer and the exception class, never where the signer is.
+    assert "127.0.0.1" not in str(raised.value)
+    assert str(port) not in str(raised.value)
+
+
+async def test_a_signer_that_completes_no_connection_times_out_at_the_connect_timeout(transport):
+    """A connect that never completes ends at the connect timeout, not the pool's or the read's."""
+    with unaccepting_port() as port:
+        async with client_for(
+            port, transport, connect_timeout=0.2, pool_timeout=2.0, read_timeout=5.0
+        ) as http:
+            started = time.monotonic()
+            with pytest.raises(SignerTimeoutError):
+                await issue_static(http)
+            assert time.monotonic() - started < 1.5
+
+
+async def test_proxy_variables_are_not_followed(transport, monkeypatch):
+    """Signers are reached where the settings say: the environment's proxy variables are ignored."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, nowhere)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with raw_server("ok") as server, client_for(server.port, transport) as http:
+        assert (await issue_static(http)).qr == "NL2:AB"
+    assert len(server.requests) == 1
 
 
 async def test_hanging_signer_times_out_within_read_timeout(transport):
@@ -210,30 +281,41 @@ async def test_trickling_body_times_out(transport):
             await issue_static(http)
 
 
-@pytest.mark.parametrize("behaviour", ["reset", "close", "truncated"])
+@pytest.mark.parametrize("behaviour", ["reset", "close", "truncated", "garbage"])
 async def test_broken_connection_is_connection_lost(transport, behaviour):
-    """Reset, EOF before the answer, or a truncated body give SignerConnectionLostError."""
+    """Reset, EOF or bytes that are no HTTP answer, or a truncated body: connection lost.
+
+    aiohttp raises its own ClientResponseError for a status line it cannot parse, which
+    httpx_aiohttp passes on unmapped.
+    """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         with pytest.raises(SignerConnectionLostError):
             await issue_static(http)
     assert len(server.requests) == 1  # the request did reach the signer
 
 
-async def test_pool_exhaustion_times_out(transport):
-    """With one connection busy, a second call waits at most the pool timeout."""
+@pytest.mark.parametrize(
+    ("pool_timeout", "connect_timeout"), [(0.2, 1.0), (0.6, 0.1)], ids=["pool", "connect"]
+)
+async def test_pool_exhaustion_times_out(transport, pool_timeout, connect_timeout):
+    """With one connection busy, a second call waits the pool timeout, and not much longer.
+
+    However short the connect timeout: on aiohttp its `connect` covers the pool wait too.
+    """
     async with (
         raw_server("hang") as server,
         client_for(
-            server.port, transport, max_connections=1, read_timeout=5.0, pool_timeout=0.2
+            server.port, transport, max_connections=1, read_timeout=5.0,
+            pool_timeout=pool_timeout, connect_timeout=connect_timeout,
         ) as http,
-    ):
+    ):  # fmt: skip
         first = asyncio.create_task(issue_static(http))
         async with asyncio.timeout(2.0):
             await server.arrived.wait()
         started = time.monotonic()
         with pytest.raises(SignerTimeoutError):
             await EuSignerClient(http).probe()
-        assert time.monotonic() - started < 2.5
+        assert pool_timeout * 0.8 <= time.monotonic() - started < 2.5
         first.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await first
@@ -315,7 +397,7 @@ async def test_a_refusal_whose_body_stalls_is_raised_at_once(transport, status, 
             with pytest.raises(SignerResponseError) as raised:
                 async with asyncio.timeout(2.0):  # the attempt's bound, as the policy sets it
                     await issue_static(http)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 0.5  # its 100 ms drain, not the attempt's 2 s
             assert type(raised.value) is error
             assert raised.value.status_code == status
             try:
@@ -327,3 +409,57 @@ async def test_a_refusal_whose_body_stalls_is_raised_at_once(transport, status, 
     assert len(server.requests) == 2
     if error is SignerThrottledError:
         assert raised.value.retry_after == 1.0
+
+
+async def test_a_refusal_cut_off_in_its_body_is_still_the_refusal(transport):
+    """A 503 whose connection ends inside its body is the 503, Retry-After and all."""
+    async with raw_server("cut-503") as server, client_for(server.port, transport) as http:
+        with pytest.raises(SignerThrottledError) as raised:
+            await issue_static(http)
+    assert raised.value.retry_after == 2.0
+
+
+async def test_a_refusal_body_of_4_kib_is_read_so_the_connection_is_reused(transport):
+    """A refusal body declared at exactly 4096 bytes is still read to its end and pooled."""
+    async with raw_server("busy-4096") as server, client_for(server.port, transport) as http:
+        for _ in range(3):
+            with pytest.raises(SignerThrottledError):
+                await issue_static(http)
+        assert len(server.requests) == 3
+        assert len(server.tasks) == 1, "a refused call's connection was not reused"
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "message"),
+    [("huge", 200, "body over"), ("redirect", 302, "unexpected HTTP 302"),
+     ("bad-gzip", 200, "undecodable body")],
+)  # fmt: skip
+async def test_answers_outside_the_contract_are_malformed(transport, behaviour, status, message):
+    """Malformed: a 2xx declaring more than MAX_RESPONSE_BYTES, a redirect, an undecodable body.
+
+    The first is refused on its headers, while its body stalls; the redirect is not followed.
+    """
+    async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
+        with pytest.raises(SignerMalformedResponseError, match=message) as raised:
+            await issue_static(http)
+    assert raised.value.status_code == status
+    assert len(server.requests) == 1
+
+
+async def test_a_compressed_answer_is_decoded_once(transport):
+    """A signer compressing despite `Accept-Encoding: identity` is read the same on both."""
+    async with raw_server("gzip") as server, client_for(server.port, transport) as http:
+        result = await issue_static(http)
+    assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
+
+
+async def test_a_get_carries_no_body_headers(transport):
+    """A probe's GET sends no body, and no header that announces one."""
+    async with raw_server("ok") as server, client_for(server.port, transport) as http:
+        await EuSignerClient(http).probe()
+    head, body = server.requests[0]
+    lines = [line.lower() for line in head.split(b"\r\n")]
+    assert lines[0] == b"get /healthz http/1.1"
+    announcing = (b"content-length:", b"content-type:", b"transfer-encoding:")
+    assert [line for line in lines if line.startswith(announcing)] == []
+    assert body == b""
