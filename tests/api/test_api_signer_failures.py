@@ -49,6 +49,24 @@ async def gateway(test_keys: SignerKeys, signers) -> AsyncIterator[httpx.AsyncCl
         yield client
 
 
+#: Each signer problem type's title, the same on every answer of that type (RFC 9457).
+TITLES = {
+    "signer-bad-response": "Signer answered outside its contract",
+    "signer-unavailable": "Signer unavailable",
+    "signer-timeout": "Signer timed out",
+    "credential-verification-failed": "Signed credential failed verification",
+}
+
+
+def _assert_signer_problem(
+    response: httpx.Response, status: int, slug: str, detail: str
+) -> dict[str, Any]:
+    """`assert_problem`, and the type's title and the detail the caller is given."""
+    problem = assert_problem(response, status, slug)
+    assert (problem["title"], problem["detail"]) == (TITLES[slug], detail)
+    return problem
+
+
 def _assert_no_leak(response: httpx.Response) -> None:
     text = response.text
     assert "signer.test" not in text
@@ -56,32 +74,35 @@ def _assert_no_leak(response: httpx.Response) -> None:
     assert "Traceback" not in text
 
 
+REFUSED = "european: the signer refused the request"
+FAILED = "european: the signer failed"
 FAILURES = {
-    "400": (httpx.Response(400, text=SIGNER_TEXT), 502, "signer-bad-response"),
-    "409": (httpx.Response(409, text=SIGNER_TEXT), 502, "signer-bad-response"),
-    "500": (httpx.Response(500, text=SIGNER_TEXT), 502, "signer-bad-response"),
-    "502": (httpx.Response(502, text=SIGNER_TEXT), 502, "signer-bad-response"),
-    "200-not-json": (httpx.Response(200, text=SIGNER_TEXT), 502, "signer-bad-response"),
-    "200-wrong-shape": (httpx.Response(200, json={"cred": "x"}), 502, "signer-bad-response"),
+    "400": (httpx.Response(400, text=SIGNER_TEXT), REFUSED),
+    "409": (httpx.Response(409, text=SIGNER_TEXT), REFUSED),
+    "500": (httpx.Response(500, text=SIGNER_TEXT), FAILED),
+    "502": (httpx.Response(502, text=SIGNER_TEXT), FAILED),
+    "200-not-json": (httpx.Response(200, text=SIGNER_TEXT), FAILED),
+    "200-wrong-shape": (httpx.Response(200, json={"cred": "x"}), FAILED),
     "200-not-hc1": (
         httpx.Response(200, json={"credential": "HC2:x", "proofIdentifier": "p"}),
-        502,
-        "signer-bad-response",
+        FAILED,
     ),
     "200-too-large": (
         httpx.Response(200, json={"credential": "HC1:" + "A" * 200_000, "proofIdentifier": "p"}),
-        502,
-        "signer-bad-response",
+        FAILED,
     ),
 }
 
 
-@pytest.mark.parametrize(("answer", "status", "slug"), FAILURES.values(), ids=FAILURES.keys())
-async def test_eu_signer_bad_answer(gateway, mocked: MockedSigners, answer, status, slug):
-    """A signer 4xx, 5xx or malformed 2xx becomes a 502 that carries none of the signer's text."""
+@pytest.mark.parametrize(("answer", "detail"), FAILURES.values(), ids=FAILURES.keys())
+async def test_eu_signer_bad_answer(gateway, mocked: MockedSigners, answer, detail):
+    """A signer 4xx, 5xx or malformed 2xx becomes a 502 that carries none of the signer's text.
+
+    Only a 4xx says the signer refused the request; every other answer, that it failed.
+    """
     mocked.get_credential.mock(return_value=answer, side_effect=None)
     response = await gateway.post("/v1/dcc", json=eu_vaccination())
-    problem = assert_problem(response, status, slug)
+    problem = _assert_signer_problem(response, 502, "signer-bad-response", detail)
     assert problem["part"] == "european"
     _assert_no_leak(response)
 
@@ -102,6 +123,33 @@ async def test_eu_signer_refusing_a_validated_request_is_logged_as_an_error(
 
 
 @pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (httpx.Response(500, text=SIGNER_TEXT), "SignerServerError"),
+        (httpx.Response(429, text=SIGNER_TEXT), "SignerThrottledError"),
+        (httpx.ConnectError("refused"), "SignerConnectError"),
+        (httpx.ReadTimeout("slow"), "SignerTimeoutError"),
+    ],
+    ids=["500", "429", "refused", "timeout"],
+)
+async def test_a_failed_signer_call_is_logged_as_a_warning(
+    gateway, mocked: MockedSigners, caplog: pytest.LogCaptureFixture, answer, error
+):
+    """A signer failing is a warning naming the signer, endpoint and error class; no error."""
+    caplog.set_level(logging.DEBUG, logger="signing_gateway")
+    if isinstance(answer, Exception):
+        mocked.get_credential.mock(side_effect=answer)
+    else:
+        mocked.get_credential.mock(return_value=answer, side_effect=None)
+    response = await gateway.post("/v1/dcc", json=eu_vaccination())
+    assert response.status_code in {502, 503, 504}
+    [record] = [r for r in caplog.records if r.getMessage() == "signer call failed"]
+    assert record.levelno == logging.WARNING
+    assert (record.signer, record.endpoint, record.error) == ("eu", "get_credential", error)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
     ("status", "retry_after", "expected"),
     [(429, "7", "7"), (503, "12", "12"), (429, None, "1"), (503, "0", "1")],
 )
@@ -112,7 +160,12 @@ async def test_eu_signer_throttled(gateway, mocked: MockedSigners, status, retry
         return_value=httpx.Response(status, text=SIGNER_TEXT, headers=headers), side_effect=None
     )
     response = await gateway.post("/v1/dcc", json=eu_vaccination())
-    assert_problem(response, 503, "signer-unavailable")
+    _assert_signer_problem(
+        response,
+        503,
+        "signer-unavailable",
+        "european: the signer is at capacity; try again later",
+    )
     assert response.headers["retry-after"] == expected
     _assert_no_leak(response)
 
@@ -138,11 +191,13 @@ async def test_eu_signer_odd_retry_after(
 
 
 async def test_eu_signer_refuses_connection(gateway, mocked: MockedSigners):
-    """A signer that refuses the connection gives 503 with Retry-After."""
+    """A signer that refuses the connection gives 503 with Retry-After: 1."""
     mocked.get_credential.mock(side_effect=httpx.ConnectError("refused: eu-signer.test"))
     response = await gateway.post("/v1/dcc", json=eu_vaccination())
-    assert_problem(response, 503, "signer-unavailable")
-    assert int(response.headers["retry-after"]) >= 1
+    _assert_signer_problem(
+        response, 503, "signer-unavailable", "european: the signer cannot be reached"
+    )
+    assert response.headers["retry-after"] == "1"
     _assert_no_leak(response)
 
 
@@ -151,7 +206,10 @@ async def test_eu_signer_times_out(gateway, mocked: MockedSigners, error):
     """A signer that does not answer in time gives 504."""
     mocked.get_credential.mock(side_effect=error("timed out talking to eu-signer.test"))
     response = await gateway.post("/v1/dcc", json=eu_vaccination())
-    assert_problem(response, 504, "signer-timeout")
+    _assert_signer_problem(
+        response, 504, "signer-timeout", "european: the signer did not answer in time"
+    )
+    assert "retry-after" not in response.headers
     _assert_no_leak(response)
 
 
@@ -159,7 +217,7 @@ async def test_eu_signer_drops_connection(gateway, mocked: MockedSigners):
     """A connection lost after sending gives 502 (the signer may have signed; nothing released)."""
     mocked.get_credential.mock(side_effect=httpx.RemoteProtocolError("eu-signer.test hung up"))
     response = await gateway.post("/v1/dcc", json=eu_vaccination())
-    assert_problem(response, 502)
+    _assert_signer_problem(response, 502, "signer-bad-response", FAILED)
     _assert_no_leak(response)
 
 
@@ -256,7 +314,12 @@ async def test_eu_credential_failing_verification_is_withheld(
 
     mocked.get_credential.mock(side_effect=answer)
     response = await gateway.post("/v1/dcc", json=eu_vaccination())
-    assert_problem(response, 502, "credential-verification-failed")
+    _assert_signer_problem(
+        response,
+        502,
+        "credential-verification-failed",
+        "european: the signed credential failed verification and was not released",
+    )
     assert seen
     for credential in seen:
         assert credential not in response.text

@@ -211,6 +211,21 @@ async def test_422_never_echoes_personal_data(gateway, mocked: MockedSigners, do
     assert mocked.signing_calls() == 0
 
 
+async def test_422_withholds_a_short_personal_value_only_where_it_is_quoted(
+    gateway, mocked: MockedSigners
+):
+    """A two-letter birth day is withheld where the message quotes it, not inside other words."""
+    attrs = domestic_attributes(birthDay="to")
+    response = await gateway.post("/v1/domestic/static", json={"credentialAttributes": attrs})
+    problem = assert_problem(response, 422)
+    [error] = [e for e in problem["errors"] if e["loc"][-1] == "birthDay"]
+    assert error["msg"] == (
+        "Must be a day '1' to '31' (no leading zero) or empty, got (value withheld)"
+    )
+    assert "part" not in problem  # a refusal of the whole request names no part
+    assert mocked.signing_calls() == 0
+
+
 async def test_422_does_not_echo_names_inside_print(gateway, mocked: MockedSigners):
     """Personal data stays out of the 422 when the DCC comes inside /v1/print too."""
     european = with_dcc(eu_vaccination(), "nam", "gnt", value="xaveria")

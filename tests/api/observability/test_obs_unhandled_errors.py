@@ -16,6 +16,7 @@ import respx
 import uvicorn
 
 from signing_gateway.app import create_app
+from signing_gateway.errors import PROBLEM_BASE
 from signing_gateway.observability.logging import configure_logging, shutdown_logging
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from tests.api.bodies import eu_vaccination
@@ -47,12 +48,32 @@ async def test_the_logged_traceback_carries_the_answers_request_id(
         )
     _assert_answered_500(response)
     [record] = _tracebacks(json_log())
-    assert (record["event"], record["logger"]) == (
+    assert (record["event"], record["logger"], record["level"]) == (
         "unhandled error",
         "signing_gateway.api.problems",
+        "error",
     )
     assert record["request_id"] == REQUEST_ID
     assert "RuntimeError: bug" in record["exception"]
+
+
+async def test_a_500_says_nothing_of_the_error(test_keys: SignerKeys, mocked: MockedSigners):
+    """The 500 is the internal problem type, with no exception text, trace or signer URL."""
+    mocked.get_credential.mock(side_effect=RuntimeError("bug at http://eu-signer.test/x"))
+    async with running_gateway(make_settings(test_keys), raise_app_exceptions=False) as client:
+        response = await client.post(
+            "/v1/dcc", json=eu_vaccination(), headers={"X-Request-ID": REQUEST_ID}
+        )
+    _assert_answered_500(response)
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "type": PROBLEM_BASE + "internal",
+        "title": "Internal error",
+        "status": 500,
+        "detail": "The gateway failed unexpectedly; the request id identifies it in the logs.",
+        "instance": "/v1/dcc",
+        "requestId": REQUEST_ID,
+    }
 
 
 #: The loggers `configure_logging` sets up ("" is the root).
