@@ -1,10 +1,13 @@
-"""Response headers of gateway errors stay well-formed whatever value they were built from."""
+"""Gateway errors: headers well-formed whatever they were built from; 5xx bodies say nothing."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from fastapi import FastAPI, HTTPException
 
-from signing_gateway.errors import SignerUnavailable
+from signing_gateway.api.problems import install_problem_handlers
+from signing_gateway.errors import PROBLEM_CONTENT_TYPE, SignerUnavailable
 
 
 @pytest.mark.parametrize(
@@ -15,3 +18,28 @@ def test_signer_unavailable_retry_after_is_whole_seconds_at_least_one(retry_afte
     """Retry-After is whole seconds rounded up, at least 1, and 1 for a value not a number."""
     error = SignerUnavailable("european: down", part="european", retry_after=retry_after)
     assert error.headers() == {"Retry-After": expected}
+
+
+@pytest.mark.parametrize(
+    ("status", "title", "detail"),
+    [(404, "Not found", "no such thing at /raise"), (503, "HTTP error", "HTTP error")],
+    ids=["4xx-says-why", "5xx-says-its-title"],
+)
+async def test_an_http_exception_of_5xx_says_only_its_title(status, title, detail):
+    """A 4xx HTTPException passes its detail on; a 5xx says its title, not what was raised."""
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/raise")
+    async def raise_it() -> None:
+        said = "no such thing at /raise" if status < 500 else "pool of http://signer.test/ dry"
+        raise HTTPException(status, detail=said)
+
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test")
+    async with client:
+        response = await client.get("/raise")
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    body = response.json()
+    assert (body["type"], body["title"], body["status"]) == ("about:blank", title, status)
+    assert body["detail"] == detail
