@@ -6,7 +6,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 
-from signing_gateway.api.problems import install_problem_handlers
+from signing_gateway.api.problems import allow_with_head, install_problem_handlers
 from signing_gateway.errors import PROBLEM_CONTENT_TYPE, SignerUnavailable
 
 
@@ -43,3 +43,16 @@ async def test_an_http_exception_of_5xx_says_only_its_title(status, title, detai
     body = response.json()
     assert (body["type"], body["title"], body["status"]) == ("about:blank", title, status)
     assert body["detail"] == detail
+
+
+@pytest.mark.parametrize(
+    ("allow", "expected"),
+    [
+        ("PUT, POST, PATCH, OPTIONS, GET, DELETE", "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"),
+        ("POST", "POST"),
+        ("GET,, POST ,", "GET, HEAD, POST"),
+    ],
+)
+def test_allow_lists_the_methods_sorted_with_head_beside_get(allow, expected):
+    """A 405's Allow is sorted, one entry per method, with HEAD wherever GET is."""
+    assert allow_with_head(allow) == expected
