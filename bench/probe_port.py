@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
+    procs.stop_children_on_sigterm()
     rows = [
         (
             "| connections | wrk req/s (errors) | main port: probes (failed, ticks held up) | "

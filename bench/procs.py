@@ -59,6 +59,21 @@ def pinned(*, enabled: bool) -> Iterator[None]:
         os.sched_setaffinity(0, every)
 
 
+def stop_children_on_sigterm() -> None:
+    """Make SIGTERM end this driver as Ctrl-C does: through its `finally` blocks.
+
+    Python's default for SIGTERM ends the process on the spot, and the fake signer, gateway
+    and wrk it started would go on running, holding their ports and CPUs: what `timeout`, a
+    CI job's cancel or a plain `kill` of a bench command sends. Each bench entry point that
+    starts processes calls this first.
+    """
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def _child_setup(*, server: bool) -> None:
     """In the child: the fd limit, and the server CPU when pinned."""
     _raise_nofile()

@@ -152,6 +152,7 @@ def main() -> int:
         help="include C frames (the garbage collector among them); pauses the gateway per sample",
     )
     args = parser.parse_args()
+    procs.stop_children_on_sigterm()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -1038,6 +1038,10 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         'RUN_DIR=$(mktemp -d); export BENCH_TOKEN=$(python -m bench.auth "$RUN_DIR")',
         "```",
         "",
+        "Stopping `bench.run`, `bench.soak`, `bench.probe_port` or `bench.profile` with Ctrl-C or",
+        "SIGTERM (`timeout`, a CI job's cancel) stops the fake signer and the servers it started;",
+        "wrk and the `/healthz` pollers end within their own run time.",
+        "",
         kept["soak"],
         "",
     ]

@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         help="S1, S2, S4: let the server under test share every CPU with the load side",
     )
     args = parser.parse_args(argv)
+    procs.stop_children_on_sigterm()
     only = {x.strip().upper() for x in args.only.split(",")}
     started = time.monotonic()
     s3 = {x.strip() for x in args.s3.split(",") if x.strip()} or None

@@ -36,7 +36,7 @@ import httpx
 import orjson
 
 from bench import auth as bench_auth
-from bench.procs import Proc, free_port, start
+from bench.procs import Proc, free_port, start, stop_children_on_sigterm
 from signing_gateway.api import examples
 from signing_gateway.security.settings import ALL_SCOPES
 
@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-docs", action="store_true", help="do not update benchmarks.md")
     args = parser.parse_args(argv)
+    stop_children_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         logs = Path(tmp)
         # The soak mixes every /v1 route: its callers hold every scope.
