@@ -184,3 +184,23 @@ async def test_attempt_timeout_shorter_than_the_deadline_stays_a_signer_timeout(
     assert problem["part"] == part
     assert "unfinishedParts" not in problem
     assert took < 1.0
+
+
+@pytest.mark.parametrize("path", ["/v1/domestic/static", "/v1/domestic/prepare-issue"])
+async def test_domestic_routes_cut_by_the_deadline_name_domestic(
+    gateway: httpx.AsyncClient, mocked: MockedSigners, path: str
+) -> None:
+    """A hung domestic signer: /static and /prepare-issue are 504s naming the domestic part."""
+    routes = {
+        "/v1/domestic/static": (
+            mocked.issue_static,
+            {"credentialAttributes": domestic_attributes()},
+        ),
+        "/v1/domestic/prepare-issue": (mocked.prepare_issue, {}),
+    }
+    route, body = routes[path]
+    hung = SlowCall(3600)
+    route.mock(side_effect=hung)
+    response, took = await _post(gateway, path, body)
+    _assert_cut(response, took, ["domestic"])
+    assert (hung.started, hung.cancelled) == (1, 1)
