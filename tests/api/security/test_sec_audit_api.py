@@ -20,6 +20,8 @@ from tests.support.gateway import make_settings, running_gateway
 from tests.support.polling import until
 
 DEV_FULL = Path("/dev/full")
+#: The DCC group of each key usage, where its UVCI (`ci`) is.
+GROUP_OF = {"vaccination": "v", "test": "t", "recovery": "r"}
 
 
 def _records(path: Path) -> list[dict]:
@@ -134,6 +136,77 @@ async def test_every_issuing_endpoint_is_audited(
     assert records[2]["items"] == [{"part": "domestic", "kind": "domestic-session", "count": 2}]
     assert [i["part"] for i in records[4]["items"]] == ["european[0]", "european[1]"]
     assert all("proofIdentifier" in i for i in records[4]["items"])
+
+
+def _eu_item(part: str, request: dict, released: dict) -> dict:
+    """The audit item of an EU part: what was asked, and the kid and proof released."""
+    return {
+        "part": part,
+        "kind": "eu",
+        "keyUsage": released["keyUsage"],
+        "uvci": request["dcc"][GROUP_OF[released["keyUsage"]]][0]["ci"],
+        "kid": released["kid"],
+        "proofIdentifier": released["proofIdentifier"],
+    }
+
+
+async def test_each_record_names_the_parts_and_proofs_released(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """Every issuing endpoint's record lists each part, its count and the proof it released."""
+    auth = bearer(full_token)
+    attributes = {"credentialAttributes": domestic_attributes()}
+    static = (await secured.post("/v1/domestic/static", json=attributes, headers=auth)).json()
+    signed = mocked.issue_static.calls.last.response.json()["proofIdentifier"]
+    assert static["proofIdentifier"] == signed
+    stoken = (await secured.post("/v1/domestic/prepare-issue", headers=auth)).json()["stoken"]
+    both = {"domestic": domestic_attributes(), "european": eu_test()}
+    printed = (await secured.post("/v1/print", json=both, headers=auth)).json()
+    creds = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "domestic": [domestic_attributes()] * 3,
+        "european": [eu_test(), eu_vaccination()],
+    }
+    app = (await secured.post("/v1/credentials", json=creds, headers=auth)).json()
+    records = _records(audit_file)
+    assert [r["outcome"] for r in records] == ["issued"] * 4
+    static_item = {"part": "domestic", "kind": "domestic-static", "count": 1}
+    assert [r["items"] for r in records] == [
+        [{**static_item, "proofIdentifier": signed}],
+        [{"part": "domestic", "kind": "domestic-session", "count": 0}],
+        [
+            {**static_item, "proofIdentifier": printed["domestic"]["proofIdentifier"]},
+            _eu_item("european", both["european"], printed["european"]),
+        ],
+        [
+            {"part": "domestic", "kind": "domestic-session", "count": 3},
+            *(
+                _eu_item(f"european[{i}]", request, released)
+                for i, (request, released) in enumerate(
+                    zip(creds["european"], app["euGreencards"], strict=True)
+                )
+            ),
+        ],
+    ]
+
+
+@pytest.mark.parametrize("path", ["/v1/print", "/v1/credentials"])
+async def test_a_failed_eu_part_is_recorded_with_what_it_asked_for(
+    secured, mocked: MockedSigners, full_token, audit_file, path
+):
+    """An EU part the signer failed: its record still names its key usage and UVCI."""
+    mocked.get_credential.mock(return_value=httpx.Response(500, text="boom"))
+    request = eu_test()
+    body = {"european": request} if path == "/v1/print" else {"european": [request]}
+    failed = await secured.post(path, json=body, headers=bearer(full_token))
+    assert_problem(failed, 502, "signer-bad-response")
+    [record] = _records(audit_file)
+    assert (record["outcome"], record["status"]) == ("failed", 502)
+    part = "european" if path == "/v1/print" else "european[0]"
+    assert record["items"] == [
+        {"part": part, "kind": "eu", "keyUsage": "test", "uvci": request["dcc"]["t"][0]["ci"]}
+    ]
 
 
 @pytest.mark.skipif(not DEV_FULL.exists(), reason="needs /dev/full to make writes fail")
