@@ -313,6 +313,49 @@ async def test_domestic_issue_rule_violation_keeps_session(gateway, mocked: Mock
     assert (await gateway.post("/v1/domestic/issue", json=body)).status_code == 200
 
 
+#: Where each session route takes its attribute sets.
+SESSION_PARTS = {"/v1/domestic/issue": "credentialsAttributes", "/v1/credentials": "domestic"}
+
+
+@pytest.mark.parametrize(("attrs", "field"), DOMESTIC_CASES.values(), ids=DOMESTIC_CASES.keys())
+@pytest.mark.parametrize("path", SESSION_PARTS)
+async def test_session_rule_violation_reaches_no_signer(
+    gateway, mocked: MockedSigners, attrs, field, path
+):
+    """The rules /static applies hold for each attribute set of a session: 422 at its index."""
+    parts = SESSION_PARTS[path]
+    stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        parts: [domestic_attributes(), attrs],
+    }
+    problem = assert_problem(await gateway.post(path, json=body), 422, "validation-failed")
+    assert ["body", parts, 1, field] in error_locs(problem)
+    assert mocked.issue.call_count == 0
+
+
+@pytest.mark.parametrize("path", SESSION_PARTS)
+async def test_a_session_takes_as_many_attribute_sets_as_it_was_opened_for(
+    gateway, mocked: MockedSigners, path
+):
+    """28 sets (the session's credentialAmount) are signed; 29 are a 422 that keeps the stoken."""
+    parts = SESSION_PARTS[path]
+    stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        parts: [domestic_attributes()] * 29,
+    }
+    problem = assert_problem(await gateway.post(path, json=body), 422, "validation-failed")
+    assert problem["errors"] == [
+        {"loc": ["body", parts], "msg": "at most 28 credentials per session"}
+    ]
+    assert mocked.issue.call_count == 0
+    body[parts] = [domestic_attributes()] * 28
+    assert (await gateway.post(path, json=body)).status_code == 200
+
+
 @pytest.mark.parametrize(
     "message",
     ["not base64!", "aGVsbG8=", "WzEsMl0="],
