@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from typing import Any
 
 import httpx
 import jwt
@@ -243,6 +244,30 @@ async def test_print_needs_the_scope_of_each_part(secured, mocked: MockedSigners
     assert mocked.signing_calls() == 0
     allowed = await secured.post("/v1/print", json={"european": eu_test()}, headers=eu_only)
     assert allowed.status_code == 200, allowed.text
+
+
+#: A combined request with one kind of part, and the scope of the other kind.
+OTHER_KINDS_SCOPE: dict[str, tuple[str, dict[str, Any], str]] = {
+    "print-eu": ("/v1/print", {"european": eu_test()}, "domestic:sign"),
+    "print-domestic": ("/v1/print", {"domestic": domestic_attributes()}, "dcc:sign"),
+    "credentials-eu": ("/v1/credentials", {"european": [eu_test()]}, "domestic:sign"),
+    "credentials-domestic": (
+        "/v1/credentials",
+        {"stoken": "s", "issueCommitmentMessage": "e30=", "domestic": [domestic_attributes()]},
+        "dcc:sign",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", OTHER_KINDS_SCOPE.values(), ids=OTHER_KINDS_SCOPE.keys())
+async def test_a_combined_part_needs_its_own_scope(
+    secured, mocked: MockedSigners, token_issuer, case
+):
+    """The other kind's scope does not do, whichever combined route carries the part."""
+    path, body, scope = case
+    token = bearer(token_issuer.mint(scopes=[scope]))
+    assert_problem(await secured.post(path, json=body, headers=token), 403, "forbidden")
+    assert mocked.signing_calls() == 0
 
 
 @pytest.mark.parametrize("path", ["/v1/print", "/v1/credentials"])
