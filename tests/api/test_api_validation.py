@@ -374,6 +374,29 @@ async def test_bad_commitment(gateway, mocked: MockedSigners, message):
     assert mocked.issue.call_count == 0
 
 
+async def test_print_eu_part_refused_by_the_policy_reaches_no_signer(
+    gateway, mocked: MockedSigners
+):
+    """An EU part of /v1/print whose expiry the policy refuses: 422 at it, nothing signed."""
+    body = {
+        "domestic": domestic_attributes(),
+        "european": eu_vaccination(expirationTime="2001-01-01T00:00:00Z"),
+    }
+    problem = assert_problem(await gateway.post("/v1/print", json=body), 422, "validation-failed")
+    assert error_locs(problem) == [["body", "european", "expirationTime"]]
+    assert mocked.signing_calls() == 0
+
+
+async def test_credentials_without_domestic_parts_do_not_read_the_commitment(
+    gateway, mocked: MockedSigners
+):
+    """Without domestic credentials the commitment is not read: one that is no base64 passes."""
+    body = {"issueCommitmentMessage": "not base64!", "european": [eu_vaccination()]}
+    response = await gateway.post("/v1/credentials", json=body)
+    assert response.status_code == 200, response.text
+    assert mocked.signing_calls() == 1
+
+
 async def test_credentials_locates_every_part(gateway, mocked: MockedSigners):
     """/v1/credentials reports errors of every part at once, each at its own index."""
     stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
