@@ -374,6 +374,90 @@ async def test_bad_commitment(gateway, mocked: MockedSigners, message):
     assert mocked.issue.call_count == 0
 
 
+def _session_body(**fields: Any) -> dict[str, Any]:
+    """A /v1/credentials body with one domestic part; `fields` replace its members."""
+    body = {
+        "stoken": "0" * 36,
+        "issueCommitmentMessage": commitment(),
+        "domestic": [domestic_attributes()],
+    }
+    return {**body, **fields}
+
+
+#: Each schema limit just within (the answer of a later check) and just past it (the schema's).
+SCHEMA_EDGES: dict[str, tuple[str, dict[str, Any], list[str | int], str | None]] = {
+    "ten-eu-parts": ("/v1/credentials", {"european": [eu_test()] * 10}, [], "signed"),
+    "eleven-eu-parts": ("/v1/credentials", {"european": [eu_test()] * 11}, ["european"], None),
+    "100-domestic-parts": (
+        "/v1/credentials",
+        _session_body(domestic=[domestic_attributes()] * 100),
+        ["domestic"],
+        "at most 28 credentials per session",
+    ),
+    "101-domestic-parts": (
+        "/v1/credentials",
+        _session_body(domestic=[domestic_attributes()] * 101),
+        ["domestic"],
+        None,
+    ),
+    "commitment-of-90000-characters": (
+        "/v1/credentials",
+        _session_body(issueCommitmentMessage="A" * 90_000),
+        ["issueCommitmentMessage"],
+        "is too large",
+    ),
+    "commitment-of-90001-characters": (
+        "/v1/credentials",
+        _session_body(issueCommitmentMessage="A" * 90_001),
+        ["issueCommitmentMessage"],
+        None,
+    ),
+    "stoken-of-64-characters": (
+        "/v1/credentials",
+        _session_body(stoken="0" * 64),
+        [],
+        "stoken-invalid",
+    ),
+    "stoken-of-65-characters": (
+        "/v1/credentials",
+        _session_body(stoken="0" * 65),
+        ["stoken"],
+        None,
+    ),
+    "empty-stoken": ("/v1/credentials", _session_body(stoken=""), ["stoken"], None),
+    "issue-without-attribute-sets": (
+        "/v1/domestic/issue",
+        {"stoken": "0" * 36, "issueCommitmentMessage": commitment(), "credentialsAttributes": []},
+        ["credentialsAttributes"],
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SCHEMA_EDGES.values(), ids=SCHEMA_EDGES.keys())
+async def test_schema_limits_at_their_edges(gateway, mocked: MockedSigners, case):
+    """Within a limit the schema passes the body on; past it, its 422 at the field.
+
+    Within: signed, the 401 of an stoken no gateway issued, or a later check's 422 (`msg`).
+    """
+    path, body, field, msg = case
+    response = await gateway.post(path, json=body)
+    if msg == "signed":
+        assert response.status_code == 200, response.text
+        return
+    if msg == "stoken-invalid":
+        assert_problem(response, 401, "stoken-invalid")
+        return
+    problem = assert_problem(response, 422, "validation-failed")
+    errors = [e for e in problem["errors"] if e["loc"] == ["body", *field]]
+    assert errors, problem
+    if msg is None:
+        assert all("28 credentials" not in e["msg"] and e["msg"] != "is too large" for e in errors)
+    else:
+        assert problem["errors"] == [{"loc": ["body", *field], "msg": msg}]
+    assert mocked.signing_calls() == 0
+
+
 async def test_print_eu_part_refused_by_the_policy_reaches_no_signer(
     gateway, mocked: MockedSigners
 ):
