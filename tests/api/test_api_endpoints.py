@@ -294,6 +294,22 @@ async def test_credentials_domestic_without_stoken(gateway, mocked: MockedSigner
     assert mocked.signing_calls() == 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"domestic": [], "european": []},
+        {"stoken": "0" * 36, "domestic": [domestic_attributes()]},
+    ],
+    ids=["empty", "empty-lists", "domestic-without-commitment"],
+)
+async def test_credentials_without_a_part_or_a_whole_session(gateway, mocked: MockedSigners, body):
+    """No part at all, or domestic parts without the commitment: 422 at the body, no signer."""
+    problem = assert_problem(await gateway.post("/v1/credentials", json=body), 422)
+    assert error_locs(problem) == [["body"]]
+    assert mocked.signing_calls() == 0
+
+
 async def test_keys(gateway, test_keys: SignerKeys):
     """/v1/keys lists the DSC of each key usage and the domestic key the gateway trusts."""
     response = await gateway.get("/v1/keys")
