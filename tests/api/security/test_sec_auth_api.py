@@ -358,6 +358,8 @@ async def test_openapi_declares_bearer_security(secured):
     assert all(op["security"] == [{"HTTPBearer": []}] for op in operations)
     assert spec["paths"]["/v1/dcc"]["post"]["security"]
     assert {"401", "403", "413", "415"} <= spec["paths"]["/v1/dcc"]["post"]["responses"].keys()
+    # Every /v1 operation checks the bearer token and its scope: both refusals are documented.
+    assert all({"401", "403"} <= op["responses"].keys() for op in operations)
 
 
 @pytest.mark.parametrize("client_claim", ["client_id", "azp"])
