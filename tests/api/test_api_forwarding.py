@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import orjson
 import pytest
+import respx
 
 from signing_gateway.domain.dcc import EuRequest
 from tests.api.assertions import assert_problem
@@ -196,3 +197,58 @@ async def test_request_deadline_cancels_signer_calls(test_keys: SignerKeys, mock
     assert_problem(response, 504, "deadline-exceeded")
     assert elapsed < 2.0
     assert (slow.finished, slow.cancelled) == (0, 1)
+
+
+def _lost_once(route: respx.Route) -> None:
+    """The route's first call loses its connection after sending; later ones answer as before."""
+    answer = route.side_effect
+    calls = []
+
+    def lost_then_answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            raise httpx.RemoteProtocolError("the signer hung up")
+        return answer(request)
+
+    route.mock(side_effect=lost_then_answer)
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint"),
+    [
+        ("/v1/dcc", "get_credential"),
+        ("/v1/domestic/static", "issue_static"),
+        ("/v1/domestic/prepare-issue", "prepare_issue"),
+    ],
+)
+async def test_a_lost_connection_is_sent_again_where_a_replay_is_harmless(
+    gateway, mocked: MockedSigners, path, endpoint
+):
+    """Signing a DCC or a static QR, or opening a session: a second attempt after a lost one."""
+    route = getattr(mocked, endpoint)
+    _lost_once(route)
+    body = {
+        "/v1/dcc": eu_vaccination(),
+        "/v1/domestic/static": {"credentialAttributes": domestic_attributes()},
+        "/v1/domestic/prepare-issue": {},
+    }[path]
+    response = await gateway.post(path, json=body)
+    assert response.status_code == 200, response.text
+    assert route.call_count == 2
+
+
+async def test_a_lost_issue_call_is_not_sent_again(gateway, mocked: MockedSigners):
+    """The session's /issue may have spent its nonce: one attempt, a 502, the session used up."""
+    stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
+    _lost_once(mocked.issue)
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "credentialsAttributes": [domestic_attributes()],
+    }
+    response = await gateway.post("/v1/domestic/issue", json=body)
+    problem = assert_problem(response, 502, "signer-bad-response")
+    assert "start again with POST /v1/domestic/prepare-issue" in problem["detail"]
+    assert mocked.issue.call_count == 1
+    again = await gateway.post("/v1/domestic/issue", json=body)
+    assert_problem(again, 401, "stoken-invalid")
