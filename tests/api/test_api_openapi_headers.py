@@ -61,6 +61,14 @@ def test_every_v1_operation_declares_both_request_headers(spec: dict[str, Any]):
             assert parameter["schema"]["type"] in {"number", "string"}, where
 
 
+def test_the_probes_declare_no_request_header(spec: dict[str, Any]):
+    """/healthz and /readyz read neither header (they ignore X-Request-Timeout): none shown."""
+    probes = {k: v for k, v in _operations(spec).items() if not k.split()[1].startswith("/v1/")}
+    assert {"GET /healthz", "GET /readyz"} <= probes.keys()
+    for where, operation in probes.items():
+        assert not operation.get("parameters"), where
+
+
 def test_the_timeout_header_says_its_format_bounds_and_refusal(spec: dict[str, Any]):
     """X-Request-Timeout: a number above 0, capped at this gateway's deadline, else 400."""
     parameter = _header(spec["paths"]["/v1/dcc"]["post"], REQUEST_TIMEOUT_HEADER)
