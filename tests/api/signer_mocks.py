@@ -30,14 +30,17 @@ NONCE = base64.b64encode(b"0123456789abcdef").decode()
 
 
 def eu_signing(keys: SignerKeys, **defects: Any) -> Handler:
-    """Sign the request's DCC as the EU signer does; `defects` bend the Hc1Spec (or exp)."""
+    """Sign the request's DCC as the EU signer does; `defects` bend the Hc1Spec (or exp, iat)."""
     exp_shift = defects.pop("exp_shift", 0)
+    iat_shift = defects.pop("iat_shift", 0)
     dcc_override = defects.pop("dcc", None)
 
     def sign(request: httpx.Request) -> httpx.Response:
         body = orjson.loads(request.content)
         exp = int(datetime.fromisoformat(body["expirationTime"]).timestamp()) + exp_shift
-        spec = Hc1Spec(dcc_override or body["dcc"], exp=exp, iat=int(time.time()), **defects)
+        spec = Hc1Spec(
+            dcc_override or body["dcc"], exp=exp, iat=int(time.time()) + iat_shift, **defects
+        )
         hc1 = make_hc1(keys.dscs[body["keyUsage"]], spec)
         return httpx.Response(
             200, json={"credential": hc1.text, "proofIdentifier": hc1.proof_identifier}

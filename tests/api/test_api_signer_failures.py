@@ -241,6 +241,9 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
         ),
         "exp-later": (eu_signing(keys, exp_shift=3600), "exp-mismatch"),
         "exp-earlier": (eu_signing(keys, exp_shift=-3600), "exp-mismatch"),
+        # Issued ten minutes off our clock: past the two minutes of skew tolerated.
+        "iat-ten-minutes-ago": (eu_signing(keys, iat_shift=-600), "iat-out-of-range"),
+        "iat-in-ten-minutes": (eu_signing(keys, iat_shift=600), "iat-out-of-range"),
         # Signed, and exactly the request to a decoder where the last key wins and that stops
         # after the first item; another person to a verifier app that reads it otherwise.
         "hcert-claim-twice": (
@@ -287,6 +290,8 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
         "payload-altered-after-signing",
         "exp-later",
         "exp-earlier",
+        "iat-ten-minutes-ago",
+        "iat-in-ten-minutes",
         "hcert-claim-twice",
         "claims-after-payload",
         "labels-as-floats",
