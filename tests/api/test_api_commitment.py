@@ -104,6 +104,17 @@ async def test_commitment_of_64_kib_is_issued_and_one_byte_more_is_refused(
     assert mocked.issue.call_count == 1
 
 
+async def test_text_longer_than_64_kib_in_base64_is_too_large_unread(
+    gateway, mocked: MockedSigners
+):
+    """One character past the base64 length of 64 KiB is too large, whatever the text holds."""
+    longest = len(_b64(bytes(MAX_BYTES)))
+    body = await _body(gateway, "/v1/domestic/issue", "!" * (longest + 1))
+    problem = assert_problem(await gateway.post("/v1/domestic/issue", json=body), 422)
+    assert problem["errors"] == [{"loc": ["body", "issueCommitmentMessage"], "msg": "is too large"}]
+    assert mocked.issue.call_count == 0
+
+
 @pytest.mark.parametrize("route", ROUTES)
 async def test_big_integers_reach_the_signer_byte_for_byte(
     gateway, mocked: MockedSigners, route: str
