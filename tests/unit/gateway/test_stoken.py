@@ -79,6 +79,21 @@ async def test_expired_sessions_are_swept_and_size_is_bounded():
     assert await store.take(newest[-1]) is not None
 
 
+async def test_the_sweep_drops_only_expired_sessions():
+    """Opening a session sweeps the expired ones from the front; live ones stay usable."""
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    expired = await store.open({"i": 1})
+    clock.now += 30
+    live = await store.open({"i": 2})
+    clock.now += 31  # the first has expired, the second has 29 s left
+    newest = await store.open({"i": 3})
+    assert len(store) == 2
+    assert await store.take(expired) is None
+    for token in (live, newest):
+        assert await store.take(token) is not None
+
+
 async def test_tokens_are_distinct_uuids():
     """Every session gets its own unguessable UUID token."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=1000)
