@@ -27,7 +27,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from signing_gateway.domain.dcc import KeyUsage
 from signing_gateway.domain.domestic import DomesticPolicy
 from signing_gateway.runtime.gc_tuning import YoungMode
-from signing_gateway.security.settings import AuditSettings, AuthSettings, LimitsSettings
+from signing_gateway.security.settings import (
+    FINITE_NUMBERS,
+    AuditSettings,
+    AuthSettings,
+    LimitsSettings,
+)
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 #: Where a gateway in development looks for its signers when not told: local fake signers
@@ -46,6 +51,8 @@ class ResilienceSettings(BaseModel):
 
     See docs/resilience.md for what each mechanism does and why the defaults are what they are.
     """
+
+    model_config = FINITE_NUMBERS
 
     max_in_flight: PositiveInt = Field(
         64, description="Calls in flight to this signer at most (set it to the signer's capacity)"
@@ -104,6 +111,8 @@ class ResilienceSettings(BaseModel):
 
 class SignerSettings(BaseModel):
     """How to reach one downstream signer and how hard to lean on it."""
+
+    model_config = FINITE_NUMBERS
 
     url: str = Field(description="Base URL of the signer, e.g. https://eu-signer.internal:8443")
     connect_timeout: PositiveFloat = Field(1.0, description="Seconds to establish a connection")
@@ -180,6 +189,8 @@ class SignerSettings(BaseModel):
 class TrustSettings(BaseModel):
     """Where the public keys that verify signer output come from."""
 
+    model_config = FINITE_NUMBERS
+
     eu_certificates: list[Path] = Field(
         default_factory=list, description="DSC certificate files (PEM or DER)"
     )
@@ -204,6 +215,8 @@ class EuPolicySettings(BaseModel):
     Each bound keeps ``now`` plus the setting inside the calendar, so no accepted value can turn
     every request that names no expiry into a 500; the signing DSC caps the validity anyway.
     """
+
+    model_config = FINITE_NUMBERS
 
     vaccination_validity_days: PositiveInt = Field(
         365,
@@ -243,6 +256,8 @@ _AT_MOST_TEN_YEARS = f"(at most {MAX_VALID_FROM_OFFSET_HOURS}: ten years)"
 class DomesticPolicySettings(BaseModel):
     """Bounds on domestic attributes and the issuance session."""
 
+    model_config = FINITE_NUMBERS
+
     max_valid_from_past_hours: PositiveInt = Field(
         24 * 30,
         le=MAX_VALID_FROM_OFFSET_HOURS,
@@ -277,6 +292,8 @@ class DomesticPolicySettings(BaseModel):
 
 class LoopLagSettings(BaseModel):
     """Event-loop health: the lag monitor, and the CPU gate that keeps the loop responsive."""
+
+    model_config = FINITE_NUMBERS
 
     interval_seconds: PositiveFloat = Field(
         0.05, description="Period of the timer whose late wake-ups are measured"
@@ -351,6 +368,8 @@ class LoopLagSettings(BaseModel):
 class ShutdownSettings(BaseModel):
     """Graceful shutdown on SIGTERM (`signing-gateway serve`)."""
 
+    model_config = FINITE_NUMBERS
+
     drain_timeout_seconds: PositiveFloat = Field(
         20.0,
         description="After SIGTERM, how long in-flight requests may finish before being cancelled",
@@ -362,6 +381,8 @@ class ShutdownSettings(BaseModel):
 
 class ObservabilitySettings(BaseModel):
     """Access log and optional tracing (metrics are always on at GET /metrics)."""
+
+    model_config = FINITE_NUMBERS
 
     access_log: bool = Field(
         default=True,
@@ -387,6 +408,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         env_parse_none_str="none",
+        allow_inf_nan=False,  # as every group (FINITE_NUMBERS)
     )
 
     environment: Literal["dev", "production"] = Field(

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 
 #: Signature algorithms a caller token may use. Asymmetric only: an HMAC algorithm would let
 #: anyone holding the (public) verification key mint tokens, and `none` signs nothing.
@@ -19,6 +27,11 @@ AsymmetricAlgorithm = Literal[
 ]
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+#: Every group of settings takes finite numbers only. pydantic's float takes "inf" and "nan"
+#: otherwise: an infinite timeout never ends (an infinite cancel grace ended `serve` in an
+#: OverflowError), and NaN compares false with every bound.
+FINITE_NUMBERS = ConfigDict(allow_inf_nan=False)
 
 #: Scopes the routes ask for (see docs/security.md).
 SCOPE_DCC_SIGN = "dcc:sign"
@@ -33,6 +46,8 @@ def _default_algorithms() -> list[AsymmetricAlgorithm]:
 
 class AuthSettings(BaseModel):
     """How callers of `/v1/*` prove who they are: bearer JWTs checked against a JWKS."""
+
+    model_config = FINITE_NUMBERS
 
     mode: Literal["jwt", "disabled"] = Field(
         "jwt", description="jwt: every /v1 call needs a valid token; disabled: local use only"
@@ -101,6 +116,8 @@ class AuthSettings(BaseModel):
 class LimitsSettings(BaseModel):
     """Bounds on what a caller may send and how long it may take, before anything parses it."""
 
+    model_config = FINITE_NUMBERS
+
     max_header_bytes: PositiveInt = Field(
         32 * 1024,
         ge=4096,
@@ -133,6 +150,8 @@ class LimitsSettings(BaseModel):
 
 class AuditSettings(BaseModel):
     """Where the audit trail of issuance attempts goes and what happens when it cannot."""
+
+    model_config = FINITE_NUMBERS
 
     file: Path | None = Field(None, description="JSON-lines file the audit records are appended to")
     fail_closed: bool = Field(

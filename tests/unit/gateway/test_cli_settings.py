@@ -887,3 +887,17 @@ def test_an_app_built_from_the_environment_refuses_an_invalid_value_by_its_varia
     assert str(refused.value) == "\n".join(line.strip() for line in lines)
     assert isinstance(refused.value, ValueError)
     assert not isinstance(refused.value, ValidationError)
+
+
+def test_serve_refuses_an_infinite_cancel_grace_in_one_line() -> None:
+    """`inf` is no timeout: one line naming the variable and exit 2, before anything serves.
+
+    Before, the settings took it and `serve` then ended in an OverflowError traceback (exit 1)
+    while it built uvicorn's shutdown backstop from the cancel grace.
+    """
+    done = _serve(AUTH__MODE="disabled", SHUTDOWN__CANCEL_GRACE_SECONDS="inf", **DEV_TRUST)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        "  SIGNING_GATEWAY_SHUTDOWN__CANCEL_GRACE_SECONDS: Input should be a finite number",
+    ]
