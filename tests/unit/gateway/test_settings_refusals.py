@@ -8,12 +8,195 @@ message are pinned without starting a process.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from signing_gateway.settings import DEV_DOMESTIC_SIGNER_URL, DEV_EU_SIGNER_URL
+from signing_gateway.domain.dcc import KeyUsage
+from signing_gateway.security.settings import AuthSettings
+from signing_gateway.settings import (
+    DEV_DOMESTIC_SIGNER_URL,
+    DEV_EU_SIGNER_URL,
+    HEAD_ROOM_BYTES,
+    MAX_VALIDITY_DAYS,
+    EuPolicySettings,
+    ResilienceSettings,
+    Settings,
+    SignerSettings,
+    TrustSettings,
+)
 from signing_gateway.settings_doc import setting_docs
-from signing_gateway.settings_env import FLAG_VARIABLES, read_settings
+from signing_gateway.settings_env import FLAG_VARIABLES, is_service_link, read_settings
+
+REMOTE = "https://eu-signer.internal"
+UNSET_SIGNER = "required when environment=production (the default is a local fake signer's address)"
+#: Production settings that pass every check but the one a test breaks.
+PRODUCTION = {
+    "environment": "production",
+    "eu_signer": SignerSettings(url="https://eu-signer.internal"),
+    "domestic_signer": SignerSettings(url="https://domestic-signer.internal"),
+    "auth": AuthSettings(
+        jwks_url="https://idp.internal/jwks",
+        audience="signing-gateway",
+        issuer="https://idp.internal/",
+    ),
+}
+
+
+def _refusals(**values: object) -> list[tuple[tuple[str | int, ...], str]]:
+    """The (location, message) of each error building `Settings(**values)` raises."""
+    with pytest.raises(ValidationError) as refused:
+        Settings(**values)
+    return [(e["loc"], e["msg"]) for e in refused.value.errors()]
+
+
+def _signer_refusal(**values: object) -> str:
+    """The one message building `SignerSettings(**values)` fails with."""
+    with pytest.raises(ValidationError) as refused:
+        SignerSettings(**values)
+    [error] = refused.value.errors()
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "https://eu-signer.internal:https"])
+def test_a_signer_url_with_a_port_that_is_no_port_is_refused(url: str) -> None:
+    """A port out of range or not a number is named, not left for the first call to trip on."""
+    assert _signer_refusal(url=url) == "signer url has a port that is not a number from 0 to 65535"
+
+
+@pytest.mark.parametrize("url", ["eu-signer.internal:8443", "ftp://eu-signer.internal", "https://"])
+def test_a_signer_url_must_be_absolute_http_or_https(url: str) -> None:
+    """No scheme, another scheme or no host: one message saying what a signer URL is."""
+    assert _signer_refusal(url=url) == "signer url must be an absolute http(s) URL"
+
+
+def test_plain_http_to_another_host_needs_allow_plain_http() -> None:
+    """http:// off the host is refused unless allowed; on loopback it needs nothing."""
+    assert _signer_refusal(url="http://eu-signer.internal") == (
+        "plain http to a non-loopback signer needs allow_plain_http=true; use https"
+    )
+    assert SignerSettings(url="http://eu-signer.internal", allow_plain_http=True)
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        assert not SignerSettings(url=f"http://{host}:9081").plain_http_off_host()
+
+
+@pytest.mark.parametrize("given", ["client_cert", "client_key"])
+def test_a_client_certificate_and_its_key_go_together(given: str) -> None:
+    """Either one alone is refused: mutual TLS needs both."""
+    assert _signer_refusal(url=REMOTE, **{given: Path("tls.pem")}) == (
+        "client_cert and client_key go together"
+    )
+    both = SignerSettings(url=REMOTE, client_cert=Path("c.pem"), client_key=Path("k.pem"))
+    assert (both.client_cert, both.client_key) == (Path("c.pem"), Path("k.pem"))
+
+
+def test_a_pool_no_larger_than_the_bulkhead_is_refused_with_both_figures() -> None:
+    """The message gives both numbers, so the operator sees which to raise."""
+    assert _signer_refusal(
+        url=REMOTE, max_connections=32, resilience=ResilienceSettings(max_in_flight=40)
+    ) == ("max_connections must exceed resilience.max_in_flight (32 <= 40)")
+
+
+def _jwt_auth(max_token_bytes: int, mode: str = "jwt") -> AuthSettings:
+    return AuthSettings(
+        mode=mode,  # type: ignore[arg-type]
+        jwks_file=Path("jwks.json"),
+        audience="gateway",
+        issuer="https://idp.test/",
+        max_token_bytes=max_token_bytes,
+    )
+
+
+def test_the_head_limit_fits_the_largest_token_exactly() -> None:
+    """A head limit of the token bound plus the head room is enough; a byte less is refused."""
+    token = 16 * 1024
+    fits = {"max_header_bytes": token + HEAD_ROOM_BYTES}
+    assert Settings(auth=_jwt_auth(token), limits=fits).limits.max_header_bytes == token + 2048
+    assert _refusals(auth=_jwt_auth(token), limits={"max_header_bytes": token + 2047}) == [
+        (
+            (),
+            (
+                "Value error, limits.max_header_bytes must be at least auth.max_token_bytes + "
+                f"2048 ({token + 2048}), so that a bearer token of the largest size accepted "
+                "fits in a request head"
+            ),
+        )
+    ]
+
+
+def test_without_token_checks_the_head_limit_need_not_fit_a_token() -> None:
+    """auth.mode=disabled reads no token: its size bound does not constrain the head limit."""
+    settings = Settings(auth=_jwt_auth(8192, mode="disabled"), limits={"max_header_bytes": 4096})
+    assert settings.limits.max_header_bytes < settings.auth.max_token_bytes
+
+
+def test_production_refuses_fetched_signer_keys() -> None:
+    """Keys fetched from the signers are for the fakes; development may fetch them."""
+    fetched = TrustSettings(fetch_from_signers=True)
+    assert _refusals(**PRODUCTION, trust=fetched) == [
+        ((), "production must pin signer keys in files; fetch_from_signers is for the fakes")
+    ]
+    assert Settings(**{**PRODUCTION, "environment": "dev"}, trust=fetched)
+
+
+def test_production_names_each_signer_reached_over_plain_http() -> None:
+    """allow_plain_http does not hold in production: each such signer's URL is named."""
+    plain = {
+        "eu_signer": SignerSettings(url="http://eu-signer.internal", allow_plain_http=True),
+        "domestic_signer": SignerSettings(url="http://domestic.internal", allow_plain_http=True),
+    }
+    assert _refusals(**{**PRODUCTION, **plain}) == [
+        (
+            (),
+            (
+                "production sends personal data to its signers only over https: eu_signer.url, "
+                "domestic_signer.url is plain http to another host (allow_plain_http is not "
+                "for production)"
+            ),
+        )
+    ]
+    loopback = SignerSettings(url="http://127.0.0.1:9081")
+    assert Settings(**{**PRODUCTION, "eu_signer": loopback}).eu_signer.url == loopback.url
+
+
+def test_production_reports_every_problem_at_once() -> None:
+    """An unset signer, fetched keys and disabled auth: a line each, the signer by its URL."""
+    assert _refusals(
+        environment="production",
+        eu_signer=PRODUCTION["eu_signer"],
+        trust=TrustSettings(fetch_from_signers=True),
+        auth=AuthSettings(mode="disabled"),
+    ) == [
+        (("domestic_signer", "url"), UNSET_SIGNER),
+        ((), "production must pin signer keys in files; fetch_from_signers is for the fakes"),
+        ((), "auth.mode=disabled is for local use; production needs auth.mode=jwt"),
+    ]
+
+
+def test_an_unknown_keyword_is_refused() -> None:
+    """Settings(...) refuses a name it does not have, as the environment check does."""
+    assert _refusals(auth=AuthSettings(mode="disabled"), request_deadline=5) == [
+        (("request_deadline",), "Extra inputs are not permitted")
+    ]
+
+
+def test_default_validities_are_ten_years_at_most_in_days_and_hours() -> None:
+    """The documented bounds hold exactly; the defaults map each key usage to its unit."""
+    limit = {"vaccination_validity_days": MAX_VALIDITY_DAYS, "test_validity_hours": 87600}
+    assert EuPolicySettings(**limit).test_validity_hours == 87600
+    for name, value in limit.items():
+        with pytest.raises(ValidationError):
+            EuPolicySettings(**{name: value + 1})
+    assert EuPolicySettings(recovery_validity_days=MAX_VALIDITY_DAYS)
+    with pytest.raises(ValidationError):
+        EuPolicySettings(recovery_validity_days=MAX_VALIDITY_DAYS + 1)
+    assert EuPolicySettings().default_validity() == {
+        KeyUsage.VACCINATION: timedelta(days=365),
+        KeyUsage.TEST: timedelta(hours=72),
+        KeyUsage.RECOVERY: timedelta(days=180),
+    }
 
 
 def _number_variables() -> list[str]:
@@ -60,3 +243,26 @@ def test_a_finite_number_is_still_taken(clean_environment: pytest.MonkeyPatch) -
     assert problems == []
     assert settings is not None
     assert settings.shutdown.cancel_grace_seconds == 1e6
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "link"),
+    [
+        ("SIGNING_GATEWAY_PORT", "tcp://10.96.0.5:8080", True),
+        ("SIGNING_GATEWAY_PROBE_PORT", "TCP://10.96.0.6:8081", True),
+        ("SIGNING_GATEWAY_SERVICE_HOST", "10.96.0.5", True),
+        # In a group: named as a Service's link variable would be, but a misspelled setting.
+        ("SIGNING_GATEWAY_AUDIT" + "__SERVICE_HOST", "10.96.0.5", False),
+        ("SIGNING_GATEWAY_AUDIT" + "__PORT_8080_TCP", "tcp://10.96.0.5:8080", False),
+        ("SIGNING_GATEWAY_LOG_LEVEL", "tcp://10.96.0.5:8080", False),
+        ("SIGNING_GATEWAY_PORT", "8080", False),
+    ],
+)
+def test_only_kubernetes_own_service_link_variables_are_passed_over(
+    name: str, value: str, link: bool
+) -> None:
+    """A `_PORT` holding an address, or a name Kubernetes makes, is a service link.
+
+    A name with a group's `__` never is one: a misspelled setting must still be reported.
+    """
+    assert is_service_link(name, value) is link
