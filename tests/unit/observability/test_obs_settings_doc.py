@@ -10,6 +10,7 @@ from signing_gateway.settings import Settings
 from signing_gateway.settings_doc import (
     BEGIN_MARKER,
     END_MARKER,
+    main,
     render_table,
     setting_docs,
     setting_variables,
@@ -87,3 +88,16 @@ def test_none_in_the_environment_unsets_an_optional_setting(monkeypatch: pytest.
     assert Settings().loop_lag.gc_threshold0 is None
     monkeypatch.setenv("SIGNING_GATEWAY_LOOP_LAG__GC_THRESHOLD0", "5000")
     assert Settings().loop_lag.gc_threshold0 == 5000
+
+
+def test_the_module_prints_the_table_or_refreshes_a_document(tmp_path: Path, capsys) -> None:
+    """Without --write the table goes to stdout; with it, only the document's table changes."""
+    assert main([]) == 0
+    assert capsys.readouterr().out == render_table()
+    document = tmp_path / "operations.md"
+    document.write_text(f"intro\n{BEGIN_MARKER}\nold table\n{END_MARKER}\noutro\n", "utf-8")
+    assert main(["--write", str(document)]) == 0
+    assert document.read_text("utf-8") == splice(document.read_text("utf-8"), render_table())
+    assert table_in(document.read_text("utf-8")) == render_table()
+    assert document.read_text("utf-8").startswith(f"intro\n{BEGIN_MARKER}\n| Environment")
+    assert capsys.readouterr().out == ""
