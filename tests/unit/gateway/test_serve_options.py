@@ -1,0 +1,238 @@
+"""What `signing-gateway serve` hands uvicorn for its flags, without starting a server.
+
+The server and the supervisor are replaced by recorders: each test sees the configuration
+`serve` built from its command line and settings (tests/contract/gateway runs the real ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signing_gateway import app as app_module
+from signing_gateway import cli
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from signing_gateway.security.settings import AuthSettings
+from signing_gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _text(path: str) -> str:
+    """A document of the repository, its line breaks and runs of spaces as single spaces."""
+    return re.sub(r"\s+", " ", (ROOT / path).read_text("utf-8"))
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What `serve` passed to the server (or the supervisor); development settings, fetched keys.
+
+    Nothing listens, no logging or signal handler of the test process is changed.
+    """
+    for name in [k for k in os.environ if k.upper().startswith("SIGNING_GATEWAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MODE", "disabled")
+    monkeypatch.setenv("SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS", "true")
+    monkeypatch.setattr(cli.faulthandler, "register", lambda *_args, **_kwargs: None)
+    monkeypatch.setattr(app_module, "configure_logging", lambda **_kwargs: None)
+    monkeypatch.setattr(cli.SupervisedConfig, "configure_logging", lambda _self: None)
+    seen: dict[str, Any] = {}
+
+    class RecordingServer:
+        def __init__(self, config: Any, **options: Any) -> None:
+            seen["config"], seen["options"] = config, options
+
+        def run(self) -> None:
+            seen["ran"] = True
+
+    def run_workers(supervised: cli.SupervisedConfig) -> int:
+        seen["supervised"] = supervised
+        return 0
+
+    monkeypatch.setattr(cli, "GracefulServer", RecordingServer)
+    monkeypatch.setattr(cli, "run_workers", run_workers)
+    return seen
+
+
+def _serve(*flags: str) -> int:
+    return cli.main(["serve", "--host", "127.0.0.1", "--port", "0", *flags])
+
+
+def test_serve_accepts_in_batches_from_a_full_kernel_queue(served: dict[str, Any]) -> None:
+    """Asyncio takes `--accept-batch` per pass; the kernel still queues `--backlog`."""
+    assert _serve() == 0
+    config, options = served["config"], served["options"]
+    assert served["ran"] is True
+    assert (config.host, config.port) == ("127.0.0.1", 0)
+    assert config.backlog == 64
+    assert options["listen_backlog"] == 4096
+    assert options["probe_port"] is None
+
+
+def test_an_accept_batch_over_the_backlog_is_cut_to_it(served: dict[str, Any]) -> None:
+    """More per pass than the kernel queues makes no sense: the batch is the backlog then."""
+    assert _serve("--accept-batch", "100", "--backlog", "50") == 0
+    assert served["config"].backlog == 50
+    assert served["options"]["listen_backlog"] == 50
+
+
+def test_serve_bounds_request_heads_and_skips_the_forwarded_rewrite(
+    served: dict[str, Any],
+) -> None:
+    """The head-bounding protocol, no uvicorn access log, no X-Forwarded-* rewrite."""
+    assert _serve() == 0
+    config = served["config"]
+    assert config.http is GatewayHttpProtocol
+    assert config.access_log is False
+    assert config.proxy_headers is False
+    assert config.loop == "asyncio"
+
+
+@pytest.mark.parametrize(("grace", "backstop"), [("2", 3), ("2.5", 4), ("0.1", 2)])
+def test_uvicorns_backstop_comes_a_second_after_the_cancel_grace(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, grace: str, backstop: int
+) -> None:
+    """The backstop cancels only once the drain's cancel grace is over, in whole seconds."""
+    monkeypatch.setenv("SIGNING_GATEWAY_SHUTDOWN__CANCEL_GRACE_SECONDS", grace)
+    assert _serve() == 0
+    assert served["config"].timeout_graceful_shutdown == backstop
+
+
+@pytest.mark.parametrize(
+    ("flags", "bounded"),
+    [([], True), (["--events-per-pass", "0"], False), (["--loop", "uvloop"], False)],
+)
+def test_events_per_pass_bounds_only_the_asyncio_loop(
+    served: dict[str, Any], flags: list[str], bounded: bool
+) -> None:
+    """A bound on asyncio makes the bounded loop; no bound, or another loop, makes none."""
+    assert _serve(*flags) == 0
+    assert (served["options"]["loop_factory"] is not None) is bounded
+
+
+def test_the_probe_port_goes_to_the_server(served: dict[str, Any]) -> None:
+    """`--probe-port` opens the second listener of the one server process."""
+    assert _serve("--probe-port", "18081") == 0
+    assert served["options"]["probe_port"] == 18081
+
+
+def test_workers_run_under_uvicorns_supervisor_with_the_same_options(
+    served: dict[str, Any],
+) -> None:
+    """Each worker builds the app from the environment; the options are those of one process."""
+    assert _serve("--workers", "2", "--backlog", "1000") == 0
+    supervised = served["supervised"]
+    assert "ran" not in served
+    assert (supervised.app, supervised.factory) == ("signing_gateway.app:create_served_app", True)
+    assert (supervised.workers, supervised.backlog) == (2, 1000)
+    assert (supervised.host, supervised.port) == ("127.0.0.1", 0)
+    assert supervised.http is GatewayHttpProtocol
+    assert (supervised.access_log, supervised.proxy_headers) == (False, False)
+    assert (supervised.gateway_log_level, supervised.gateway_log_format) == ("INFO", "json")
+
+
+def test_workers_refuse_a_probe_port(
+    served: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The supervisor hands its workers one socket: a usage error, exit 2."""
+    with pytest.raises(SystemExit) as ended:
+        _serve("--workers", "2", "--probe-port", "18081")
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "signing-gateway: error: --probe-port (SIGNING_GATEWAY_PROBE_PORT) needs --workers 1"
+    )
+    assert served == {}
+    assert _serve("--workers", "1", "--probe-port", "18081") == 0
+
+
+def test_serve_and_demo_defaults_are_the_documented_ones() -> None:
+    """Without flags or variables: what docs/operations.md and the README give."""
+    serve = cli._parser().parse_args(["serve"])
+    defaults = {
+        name: value.fallback if isinstance(value, cli.FromEnvironment) else value
+        for name, value in vars(serve).items()
+    }
+    assert defaults == {
+        "command": "serve",
+        "host": "127.0.0.1",
+        "port": 8080,
+        "probe_port": None,
+        "workers": 1,
+        "backlog": 4096,
+        "accept_batch": 64,
+        "events_per_pass": 64,
+        "loop": "asyncio",
+    }
+    guide = _text("docs/operations.md")
+    assert "`serve --backlog` (4096)" in guide
+    assert "`--accept-batch` (64)" in guide
+    assert "`SIGNING_GATEWAY_LOOP`: `asyncio`, the default" in guide
+    demo = cli._parser().parse_args(["demo"])
+    assert (demo.port, demo.signer_latency_ms, demo.smoke) == (8080, 200.0, False)
+    assert demo.loop.fallback == "asyncio"
+    assert "127.0.0.1:8080" in _text("README.md")
+
+
+@pytest.mark.parametrize(
+    ("flags", "accepted"),
+    [
+        (["serve", "--port", "65535"], True),
+        (["serve", "--port", "65536"], False),
+        (["serve", "--probe-port", "1"], True),
+        (["serve", "--probe-port", "65536"], False),
+        (["serve", "--backlog", "1"], True),
+        (["serve", "--backlog", "0"], False),
+        (["demo", "--signer-latency-ms", "0"], True),
+        (["demo", "--signer-latency-ms", "inf"], False),
+    ],
+)
+def test_whole_number_and_latency_flags_take_their_edges(
+    flags: list[str], accepted: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each bound is inclusive; past it, argparse's usage error (exit 2)."""
+    if accepted:
+        cli._parser().parse_args(flags)
+        return
+    with pytest.raises(SystemExit) as refused:
+        cli._parser().parse_args(flags)
+    assert refused.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+def _own_ports(host: str, eu_url: str) -> list[str]:
+    settings = Settings(auth=AuthSettings(mode="disabled"), eu_signer={"url": eu_url})
+    args = argparse.Namespace(host=host, port=18080, probe_port=18081)
+    return cli._own_port_problems(settings, args)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "localhost"])  # noqa: S104 - not bound
+def test_a_gateway_listening_on_every_address_is_on_loopback_too(host: str) -> None:
+    """Listening on all addresses, the gateway answers a loopback signer URL at its own port."""
+    assert _own_ports(host, "http://127.0.0.1:18081") == [
+        (
+            "SIGNING_GATEWAY_EU_SIGNER__URL: is this gateway's own --probe-port 18081; "
+            "give the signer's address"
+        )
+    ]
+    assert _own_ports(host, "http://127.0.0.1:9081") == []
+
+
+def test_a_gateway_on_another_address_cannot_be_its_loopback_signer() -> None:
+    """Bound to one non-loopback address, loopback's port is someone else's."""
+    assert _own_ports("10.0.0.5", "http://127.0.0.1:18080") == []
+
+
+def test_the_app_drains_as_its_settings_say() -> None:
+    """The drain's windows are the settings' own, in their places."""
+    settings = Settings(
+        auth=AuthSettings(mode="disabled"),
+        shutdown={"drain_timeout_seconds": 7.0, "cancel_grace_seconds": 1.5},
+    )
+    state = app_module.create_app(settings).state
+    assert (state.drain.drain_timeout, state.drain.cancel_grace) == (7.0, 1.5)
+    assert state.drain.draining is False
