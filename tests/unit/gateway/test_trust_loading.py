@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import os
 from pathlib import Path
 
 import pytest
 
 from signing_gateway.settings import TrustSettings
 from signing_gateway.signers.errors import SignerConnectError
-from signing_gateway.trust_loading import TrustUnavailableError, load_trust
+from signing_gateway.trust_loading import (
+    TrustUnavailableError,
+    load_trust,
+    trust_file_problems,
+    unreadable_file,
+)
 from signing_gateway.verification.trust import (
     DomesticKey,
     DomesticTrustStore,
     DscCertificate,
     EuTrustStore,
+    KeySet,
 )
 from tests.support.credentials import make_domestic_signer, make_dsc
+
+OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
 
 
 class _Signer:
@@ -104,3 +114,128 @@ async def test_unusable_trust_files_are_each_named(trust_files: TrustSettings, t
         "SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS: file 1 of 4: no such file; "
         "SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS: file 4 of 4: is a directory, not a file"
     )
+
+
+class _Publishing:
+    """A signer client whose key fetch fails `failures` times, then answers `keys`."""
+
+    def __init__(self, name: str, keys: KeySet, failures: int = 0) -> None:
+        self.name, self.keys, self.failures, self.calls = name, keys, failures, 0
+
+    async def fetch_keys(self) -> KeySet:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise SignerConnectError("refused", signer=self.name, endpoint="keys")
+        return self.keys
+
+
+def _key_set(dscs: int = 0, domestic_keys: int = 0) -> KeySet:
+    """A `GET /keys` answer holding this many DSCs and domestic keys."""
+    return KeySet(
+        eu=EuTrustStore([DscCertificate.from_der(make_dsc(["test"]).der) for _ in range(dscs)]),
+        domestic=DomesticTrustStore(
+            [DomesticKey.from_pem(make_domestic_signer().public_pem) for _ in range(domestic_keys)]
+        ),
+    )
+
+
+async def _fetch(eu: _Publishing, domestic: _Publishing, wait: float = 5.0):
+    return await load_trust(
+        TrustSettings(fetch_from_signers=True),
+        eu_client=eu,  # type: ignore[arg-type]
+        domestic_client=domestic,  # type: ignore[arg-type]
+        wait_for_signers=wait,
+    )
+
+
+async def test_fetched_keys_come_each_from_its_own_signer():
+    """EU certificates from the EU signer's answer, domestic keys from the domestic one's."""
+    eu, domestic = await _fetch(
+        _Publishing("eu", _key_set(dscs=2, domestic_keys=5)),
+        _Publishing("domestic", _key_set(dscs=4, domestic_keys=1)),
+    )
+    assert (len(eu), len(domestic)) == (2, 1)
+
+
+async def test_a_signer_not_up_yet_is_asked_again_within_a_second():
+    """Refused twice (a signer still starting), then answered: the keys load, a beat later."""
+    eu = _Publishing("eu", _key_set(dscs=1), failures=2)
+    started = asyncio.get_running_loop().time()
+    stores = await _fetch(eu, _Publishing("domestic", _key_set(domestic_keys=1)))
+    assert [len(store) for store in stores] == [1, 1]
+    assert eu.calls == 3
+    assert asyncio.get_running_loop().time() - started < 1.0
+
+
+async def test_a_signer_that_never_answers_is_named_with_the_wait():
+    """Giving up after the wait says which signer, for how long, and the variable to look at."""
+    with pytest.raises(TrustUnavailableError) as refused:
+        await _fetch(
+            _Publishing("eu", _key_set(dscs=1)),
+            _Publishing("domestic", _key_set(), failures=1000),
+            wait=0.3,
+        )
+    assert str(refused.value).startswith(
+        "could not fetch keys from the domestic signer within 0.3 s "
+        "(SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS): "
+    )
+
+
+async def test_signers_publishing_no_key_at_all_stop_the_start_up():
+    """Nothing to verify with is refused; keys of one kind only are enough."""
+    with pytest.raises(TrustUnavailableError) as refused:
+        await _fetch(_Publishing("eu", _key_set()), _Publishing("domestic", _key_set()))
+    assert str(refused.value) == (
+        "the signers published no keys (SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS)"
+    )
+    eu, domestic = await _fetch(
+        _Publishing("eu", _key_set(dscs=1)), _Publishing("domestic", _key_set())
+    )
+    assert (len(eu), len(domestic)) == (1, 0)
+
+
+def test_the_signers_get_the_documented_time_to_give_their_keys():
+    """30 s, as docs/operations.md says of `_FETCH_FROM_SIGNERS`."""
+    wait = inspect.signature(load_trust).parameters["wait_for_signers"].default
+    assert wait == 30.0
+    guide = " ".join(OPERATIONS.read_text("utf-8").split())
+    assert "giving their keys to `_FETCH_FROM_SIGNERS` within 30 s" in guide
+
+
+@pytest.fixture
+def with_a_fifo(tmp_path: Path, trust_files: TrustSettings) -> TrustSettings:
+    """`trust_files` with a named pipe as the third EU certificate file."""
+    os.mkfifo(tmp_path / "pipe.pem")
+    return TrustSettings(
+        eu_certificates=[*trust_files.eu_certificates, tmp_path / "pipe.pem"],
+        domestic_keys=trust_files.domestic_keys,
+    )
+
+
+def test_a_fifo_is_named_as_not_a_regular_file(with_a_fifo: TrustSettings):
+    """A named pipe would block a read for ever: the check names it without opening it."""
+    assert trust_file_problems(with_a_fifo) == [
+        "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 3 of 3: not a regular file"
+    ]
+
+
+async def test_a_fifo_fails_the_start_up_without_being_opened(with_a_fifo: TrustSettings):
+    """Loading never reads the pipe (it would wait for a writer): the start-up fails at once."""
+    with pytest.raises(TrustUnavailableError, match="file 3 of 3: not a regular file"):
+        async with asyncio.timeout(5):
+            await _load(with_a_fifo)
+
+
+def test_a_path_through_a_file_and_an_unreadable_file_are_named(
+    tmp_path: Path, trust_files: TrustSettings, monkeypatch: pytest.MonkeyPatch
+):
+    """The system's reason for a path that cannot be reached; a file this process cannot read."""
+    [dsc, _] = trust_files.eu_certificates
+    [key, _] = trust_files.domestic_keys
+    settings = TrustSettings(eu_certificates=[dsc / "dsc.pem"], domestic_keys=[key])
+    assert trust_file_problems(settings) == [
+        "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 1 of 1: not a directory"
+    ]
+    monkeypatch.setattr(os, "access", lambda path, _mode: Path(path) != key)
+    assert unreadable_file(key) == "not readable by this process"
+    assert unreadable_file(dsc) is None
