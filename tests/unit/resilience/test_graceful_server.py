@@ -1,0 +1,206 @@
+"""The drain's order and time bounds, and what each signal does to `GracefulServer`.
+
+tests/contract/resilience/test_resilience_shutdown.py stops real processes; here the
+controller runs on held requests and the server's signal handling on a recording loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+from signing_gateway.resilience.shutdown import DrainController, GracefulServer
+
+
+@dataclass
+class _Watcher:
+    draining: bool = False
+
+
+def test_draining_is_shown_to_every_watcher_from_the_start_or_on_attaching() -> None:
+    """The readiness monitor follows the controller, attached before or after the drain began."""
+    controller = DrainController(drain_timeout=1, cancel_grace=1)
+    before = _Watcher()
+    controller.attach(before)
+    assert (controller.draining, before.draining) == (False, False)
+    controller.begin()
+    after = _Watcher()
+    controller.attach(after)
+    assert (controller.draining, before.draining, after.draining) == (True, True, True)
+
+
+async def _request(controller: DrainController, *, lasts: float, ends_late: float = 0.0) -> None:
+    """A request in flight for `lasts` s; cancelled by the drain, it takes `ends_late` s more."""
+    scope = asyncio.timeout(None)
+    controller.track(scope)
+    try:
+        async with scope:
+            await asyncio.sleep(lasts)
+    except TimeoutError:
+        await asyncio.sleep(ends_late)  # answering its 503, or stuck in a finally
+    finally:
+        controller.untrack(scope)
+
+
+async def _drain_one(
+    drain_timeout: float, cancel_grace: float, *, lasts: float, ends_late: float = 0.0
+) -> tuple[int, float, DrainController, asyncio.Task[None]]:
+    """Drain a controller with one request in flight: what it returned, how long it took."""
+    controller = DrainController(drain_timeout=drain_timeout, cancel_grace=cancel_grace)
+    request = asyncio.create_task(_request(controller, lasts=lasts, ends_late=ends_late))
+    await asyncio.sleep(0)  # the request is in flight
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    left = await controller.drain()
+    return left, loop.time() - started, controller, request
+
+
+async def test_the_drain_ends_as_soon_as_the_last_request_does() -> None:
+    """Nothing left in flight ends the drain at once, not at its timeout."""
+    left, took, _, request = await _drain_one(5, 5, lasts=0.1)
+    assert (left, request.done()) == (0, True)
+    assert took < 1.0
+    idle = DrainController(drain_timeout=5, cancel_grace=5)
+    async with asyncio.timeout(0.5):  # nothing in flight at all: no wait
+        assert await idle.drain() == 0
+
+
+async def test_requests_are_cancelled_at_the_drain_timeout() -> None:
+    """A request that would run on is cancelled at `drain_timeout`, the cancel grace unused."""
+    left, took, controller, request = await _drain_one(0.1, 5, lasts=30)
+    assert (left, controller.in_flight, request.done()) == (1, 0, True)
+    assert 0.09 < took < 1.0
+
+
+async def test_cancelled_requests_get_the_cancel_grace_to_end() -> None:
+    """The drain waits for cancelled requests to end, within `cancel_grace`, not longer."""
+    left, took, controller, _ = await _drain_one(0.05, 2, lasts=30, ends_late=0.3)
+    assert (left, controller.in_flight) == (1, 0)
+    assert 0.3 < took < 1.5
+    left, took, stuck, request = await _drain_one(0.05, 0.2, lasts=30, ends_late=30)
+    assert (left, stuck.in_flight) == (1, 1)
+    assert 0.2 < took < 1.0
+    request.cancel()
+
+
+@pytest.mark.parametrize(
+    ("second_signal", "why"), [(False, "drain timeout"), (True, "second signal")]
+)
+async def test_the_cancellation_is_logged_with_its_reason(
+    caplog: pytest.LogCaptureFixture, second_signal: bool, why: str
+) -> None:
+    """The log says why requests were cancelled, and how many."""
+    caplog.set_level(logging.INFO, logger="signing_gateway.shutdown")
+    controller = DrainController(drain_timeout=0.05, cancel_grace=1)
+    asyncio.create_task(_request(controller, lasts=30))  # noqa: RUF006
+    await asyncio.sleep(0)
+    if second_signal:
+        controller.stop_now()
+    await controller.drain()
+    records = [(r.levelname, r.getMessage(), getattr(r, "in_flight", None)) for r in caplog.records]
+    assert records == [("INFO", "draining", 1), ("WARNING", f"{why}: cancelling requests", 1)]
+
+
+class _RecordingLoop:
+    """Stands in for the server's loop: records what a signal handler schedules on it."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[Callable[[], object]] = []
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        self.scheduled.append(callback)
+
+
+async def _app(_scope: object, _receive: object, _send: object) -> None:  # pragma: no cover
+    raise AssertionError("never called")
+
+
+def _server(**options: object) -> GracefulServer:
+    config = uvicorn.Config(_app, port=0, log_config=None)
+    controller = DrainController(drain_timeout=1, cancel_grace=1)
+    return GracefulServer(config, controller=controller, **options)  # type: ignore[arg-type]
+
+
+def test_first_signal_drains_second_stops_now_third_sigint_forces_the_exit() -> None:
+    """SIGTERM: drain (exit 0 after it); again: cut it short and end by it; SIGINT: force."""
+    server = _server()
+    loop = server._loop = _RecordingLoop()  # type: ignore[assignment]
+    server.handle_exit(signal.SIGTERM, None)
+    assert loop.scheduled == [server._start_drain]
+    assert (server.should_exit, server._captured_signals) == (False, [])
+    server.handle_exit(signal.SIGTERM, None)
+    assert loop.scheduled == [server._start_drain, server.controller.stop_now]
+    assert (server.should_exit, server._captured_signals) == (True, [signal.SIGTERM])
+    server.handle_exit(signal.SIGINT, None)
+    assert len(loop.scheduled) == 2
+    assert server.force_exit is True
+
+
+def test_a_signal_once_the_server_is_stopping_does_not_drain() -> None:
+    """Stopping already (its drain done, or uvicorn's own exit): no drain, no cut, as uvicorn."""
+    server = _server()
+    loop = server._loop = _RecordingLoop()  # type: ignore[assignment]
+    server.should_exit = True
+    server.handle_exit(signal.SIGTERM, None)
+    assert loop.scheduled == []
+    assert server._captured_signals == [signal.SIGTERM]
+    drained = _server()
+    loop = drained._loop = _RecordingLoop()  # type: ignore[assignment]
+    drained.handle_exit(signal.SIGTERM, None)
+    drained.should_exit = True  # the drain has ended
+    drained.handle_exit(signal.SIGTERM, None)
+    assert loop.scheduled == [drained._start_drain]
+
+
+def test_a_signal_before_the_loop_runs_stops_as_uvicorn_does() -> None:
+    """No loop to drain on yet: uvicorn's own handling, the signal kept to end the process."""
+    server = _server()
+    server.handle_exit(signal.SIGTERM, None)
+    assert (server.should_exit, server._captured_signals) == (True, [signal.SIGTERM])
+
+
+async def test_the_server_exits_once_the_drain_ends_even_if_it_failed() -> None:
+    """The drain's end, or its failure, is what lets uvicorn's shutdown run."""
+    server = _server()
+    await server._drain()
+    assert server.should_exit is True
+    failing = _server()
+
+    async def broken() -> int:
+        raise RuntimeError("a bug")
+
+    failing.controller.drain = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await failing._drain()
+    assert failing.should_exit is True
+
+
+@pytest.mark.parametrize(
+    ("captured", "status"), [([], None), ([signal.SIGINT, signal.SIGTERM], 128 + signal.SIGTERM)]
+)
+def test_a_server_stopped_by_a_signal_exits_with_128_plus_its_number(
+    captured: list[int], status: int | None
+) -> None:
+    """As PID 1, where raising the signal again does not end the process: the shell's status."""
+
+    class Stopped(GracefulServer):
+        async def serve(self, sockets: object = None) -> None:  # noqa: ARG002
+            self._captured_signals.extend(captured)
+
+    server = Stopped(
+        uvicorn.Config(_app, port=0, log_config=None),
+        controller=DrainController(drain_timeout=1, cancel_grace=1),
+        loop_factory=asyncio.new_event_loop,
+    )
+    if status is None:
+        server.run()
+        return
+    with pytest.raises(SystemExit) as ended:
+        server.run()
+    assert ended.value.code == status
