@@ -70,3 +70,27 @@ def test_docker_stop_timeouts_outlast_the_drain(pattern: str) -> None:
     seconds = [int(found) for found in re.findall(pattern, OPERATIONS.read_text("utf-8"))]
     assert seconds
     assert min(seconds) > _drain_seconds()
+
+
+def _prose(path: Path) -> str:
+    """A document's text, each run of spaces and line breaks as one space."""
+    return re.sub(r"\s+", " ", path.read_text("utf-8"))
+
+
+def test_the_guides_give_the_drains_own_defaults() -> None:
+    """The drain's figures in the operations guide, resilience.md and the README are the code's."""
+    shutdown = ShutdownSettings()
+    drain, grace = shutdown.drain_timeout_seconds, shutdown.cancel_grace_seconds
+    operations = _prose(OPERATIONS)
+    assert f"`shutdown.drain_timeout_seconds` ({drain:g} s by default)" in operations
+    assert f"`shutdown.cancel_grace_seconds` ({grace:g} s)" in operations
+    assert f"up to {_drain_seconds():g} s" in operations
+    assert f"up to {_drain_seconds():g} s by default" in _prose(
+        OPERATIONS.parent.parent / "README.md"
+    )
+    resilience = _prose(OPERATIONS.parent / "resilience.md")
+    assert f"`shutdown.drain_timeout_seconds` (default {drain:g} s)" in resilience
+    assert (
+        f"`shutdown.drain_timeout_seconds` ({drain:g}), `shutdown.cancel_grace_seconds` ({grace:g})"
+        in resilience
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from pathlib import Path
 
 import pytest
 import respx
@@ -100,3 +101,27 @@ async def test_readyz_shows_the_budget_of_both_signer_pools(tmp_path):
     assert details["needed"] == 2 * 400 + SPARE
     assert details["limit"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     assert details["fits"] is (details["limit"] >= details["needed"])
+
+
+def test_an_infinite_soft_limit_is_no_limit(monkeypatch):
+    """An unlimited soft limit is reported as none, and left as it is."""
+    infinite = resource.RLIM_INFINITY
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (infinite, infinite))
+    monkeypatch.setattr(resource, "setrlimit", _never_called)
+    assert raise_soft_limit() is None
+
+
+def _never_called(*_args):  # pragma: no cover - called only when the rule breaks
+    raise AssertionError("the limit must be left alone")
+
+
+def test_a_limit_of_exactly_what_the_pools_need_fits():
+    """The bound is inclusive: twice the pools plus the spare is enough."""
+    assert FdBudget(limit=2 * 100 + SPARE, signer_connections=100).fits
+    assert not FdBudget(limit=2 * 100 + SPARE - 1, signer_connections=100).fits
+
+
+def test_the_operations_guide_gives_the_spare():
+    """docs/operations.md: twice the pools' size "plus ~256"."""
+    guide = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
+    assert f"plus ~{SPARE}." in " ".join(guide.read_text("utf-8").split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from pathlib import Path
 
 import pytest
 import respx
@@ -24,6 +25,8 @@ from tests.support.gateway import (
     make_test_keys,
     running_gateway,
 )
+
+OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
 
 
 def test_pauses_are_counted_per_generation_while_installed():
@@ -305,3 +308,13 @@ async def test_without_the_timer_the_gateway_collects_by_count(tmp_path):
     assert "schedule" not in details
     assert details["thresholds"] == [12_345, *before[1:]]
     assert gc.get_threshold() == before
+
+
+def test_the_operations_guide_gives_the_schedules_defaults():
+    """The tick, the full interval (and its overdue bound) and the quiet bound it names."""
+    lag = LoopLagSettings()
+    guide = " ".join(OPERATIONS.read_text("utf-8").split())
+    assert f"together every {lag.gc_young_interval_seconds * 1000:g} ms" in guide
+    assert f"`gc_full_interval_seconds` ({lag.gc_full_interval_seconds:g} s)" in guide
+    assert f"(every {2 * lag.gc_full_interval_seconds / 60:g} minutes)" in guide
+    assert f"`gc_full_quiet_in_flight` ({lag.gc_full_quiet_in_flight})" in guide
