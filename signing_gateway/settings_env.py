@@ -18,6 +18,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
+from itertools import takewhile
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -142,9 +143,14 @@ def settings_problems(exc: ValidationError) -> list[str]:
     """
     lines = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = "__".join(str(part).upper() for part in error["loc"])
+        # A list's item is named by its place in the list (counted from 1, as the trust files
+        # are), not as a group would be: the index appended to the name makes no variable.
+        names = list(takewhile(lambda part: not isinstance(part, int), error["loc"]))
+        index = error["loc"][len(names) : len(names) + 1]
+        loc = "__".join(str(part).upper() for part in names)
         where = f"{PREFIX}{loc}" if loc else "settings"
-        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+        place = f"item {int(index[0]) + 1}: " if index else ""
+        lines.append(f"{where}: {place}{error['msg'].removeprefix('Value error, ')}")
     return lines
 
 

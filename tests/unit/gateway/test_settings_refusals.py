@@ -266,3 +266,27 @@ def test_only_kubernetes_own_service_link_variables_are_passed_over(
     A name with a group's `__` never is one: a misspelled setting must still be reported.
     """
     assert is_service_link(name, value) is link
+
+
+def test_a_bad_item_of_a_list_is_named_by_its_variable_and_place(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """The line names the variable to fix and the item, never a variable that does not exist.
+
+    Before, the item's index was appended as a group's name would be (the algorithms'
+    variable with `__1` after it), which no setting has and the unknown-variable check refuses.
+    """
+    clean_environment.setenv("SIGNING_GATEWAY_AUTH__ALGORITHMS", '["ES256", "HS256"]')
+    clean_environment.setenv("SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS", '["/keys/k.pem", 5]')
+    settings, problems = read_settings(FLAG_VARIABLES)
+    assert settings is None
+    assert problems == [
+        (
+            "SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS: item 2: Input is not a valid path for "
+            "<class 'pathlib.Path'>"
+        ),
+        (
+            "SIGNING_GATEWAY_AUTH__ALGORITHMS: item 2: Input should be 'ES256', 'ES384', "
+            "'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512' or 'EdDSA'"
+        ),
+    ]
