@@ -134,6 +134,8 @@ def test_workers_run_under_uvicorns_supervisor_with_the_same_options(
     assert supervised.http is GatewayHttpProtocol
     assert (supervised.access_log, supervised.proxy_headers) == (False, False)
     assert (supervised.gateway_log_level, supervised.gateway_log_format) == ("INFO", "json")
+    # No drain there: uvicorn's own shutdown, unbounded, as docs/resilience.md says.
+    assert supervised.timeout_graceful_shutdown is None
 
 
 def test_workers_refuse_a_probe_port(
