@@ -318,3 +318,24 @@ def test_the_operations_guide_gives_the_schedules_defaults():
     assert f"`gc_full_interval_seconds` ({lag.gc_full_interval_seconds:g} s)" in guide
     assert f"(every {2 * lag.gc_full_interval_seconds / 60:g} minutes)" in guide
     assert f"`gc_full_quiet_in_flight` ({lag.gc_full_quiet_in_flight})" in guide
+
+
+def test_the_benchmarks_give_the_backstop_thresholds():
+    """docs/benchmarks.md names the thresholds the schedule installs as its backstop."""
+    figures = " / ".join(f"{value:,}" for value in BACKSTOP_THRESHOLDS)
+    benchmarks = " ".join((OPERATIONS.parent / "benchmarks.md").read_text("utf-8").split())
+    assert f"as a backstop (thresholds {figures})" in benchmarks
+
+
+async def test_the_first_full_collection_is_due_a_full_interval_after_start():
+    """Time spent before `start` (building the app) does not make a full collection due."""
+    clock, collected = _Clock(), []
+    schedule = _schedule(clock, collected, [0])
+    clock.now += 10 * schedule.full_interval  # a schedule built long before it starts
+    schedule.start()
+    try:
+        assert schedule.tick() == 0
+        clock.now += schedule.full_interval
+        assert schedule.tick() == 2
+    finally:
+        await schedule.stop()
