@@ -256,12 +256,24 @@ class FromEnvironment:
         Raises:
             argparse.ArgumentTypeError: the value breaks the flag's rule.
         """
-        text = os.environ.get(self.variable, "")
+        text = _in_any_case(self.variable)
         if not text or is_service_link(self.variable, text):
             # Kubernetes sets SIGNING_GATEWAY_PORT=tcp://<ip>:<port> in every pod of a
             # namespace with a Service named signing-gateway: not the operator's port.
             return self.fallback
         return self.parse(text)
+
+
+def _in_any_case(variable: str) -> str:
+    """The value of `variable`, its name in any case ("" if unset), the exact name first.
+
+    The settings' variables are read in any case, and the unknown-variable check takes the
+    flags' in any case too: one in lower case that was known but never read would leave its
+    option at the default without a word.
+    """
+    if variable in os.environ:
+        return os.environ[variable]
+    return next((value for name, value in os.environ.items() if name.upper() == variable), "")
 
 
 def flag_variables(parser: argparse.ArgumentParser) -> frozenset[str]:

@@ -238,3 +238,34 @@ def test_the_app_drains_as_its_settings_say() -> None:
     state = app_module.create_app(settings).state
     assert (state.drain.drain_timeout, state.drain.cancel_grace) == (7.0, 1.5)
     assert state.drain.draining is False
+
+
+def test_a_flags_variable_is_read_in_any_case(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the settings' variables are: accepted as known in any case, so read in any case.
+
+    Before, `signing_gateway_port` passed the unknown-variable check but was never read:
+    `serve` listened on 8080 without a word.
+    """
+    monkeypatch.setenv("signing_gateway_port", "18080")
+    monkeypatch.setenv("Signing_Gateway_Probe_Port", "18081")
+    monkeypatch.setenv("signing_gateway_events_per_pass", "7x")
+    assert cli.main(["serve", "--host", "127.0.0.1"]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  SIGNING_GATEWAY_EVENTS_PER_PASS: must be a whole number, at least 0"
+    ]
+    monkeypatch.setenv("signing_gateway_events_per_pass", "7")
+    assert cli.main(["serve", "--host", "127.0.0.1"]) == 0
+    assert served["config"].port == 18080
+    assert served["options"]["probe_port"] == 18081
+
+
+def test_the_exact_name_wins_over_another_case(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SIGNING_GATEWAY_PORT` is read before `signing_gateway_port`, whichever came first."""
+    monkeypatch.setenv("signing_gateway_port", "18082")
+    monkeypatch.setenv("SIGNING_GATEWAY_PORT", "18083")
+    assert cli.main(["serve", "--host", "127.0.0.1"]) == 0
+    assert served["config"].port == 18083
