@@ -44,6 +44,17 @@ def test_pauses_are_counted_per_generation_while_installed():
     assert pauses.snapshot()["gen2"]["collections"] == snapshot["gen2"]["collections"]
 
 
+def test_unreachable_objects_found_are_counted_per_generation():
+    """`collected` in /readyz gc adds up what each generation's collections found (cycles)."""
+    pauses = GcPauses()
+    for generation, collected in ((1, 3), (1, 4), (2, 5)):
+        pauses._callback("start", {"generation": generation})
+        pauses._callback("stop", {"generation": generation, "collected": collected})
+    snapshot = pauses.snapshot()
+    assert [snapshot[f"gen{i}"]["collected"] for i in range(3)] == [0, 7, 5]
+    assert [snapshot[f"gen{i}"]["collections"] for i in range(3)] == [0, 2, 1]
+
+
 def test_threshold_is_set_for_the_block_and_restored():
     """gc_threshold0 sets generation 0's threshold, keeps the others, and restores all."""
     before = gc.get_threshold()
