@@ -13,6 +13,7 @@ import pytest
 from signing_gateway.settings import TrustSettings
 from signing_gateway.signers.errors import SignerConnectError
 from signing_gateway.trust_loading import (
+    NO_TRUST,
     TrustUnavailableError,
     load_trust,
     trust_file_problems,
@@ -249,3 +250,11 @@ def test_a_path_through_a_file_and_an_unreadable_file_are_named(
     monkeypatch.setattr(os, "access", lambda path, _mode: Path(path) != key)
     assert unreadable_file(key) == "not readable by this process"
     assert unreadable_file(dsc) is None
+
+
+def test_the_check_wants_some_trust_but_not_every_kind(trust_files: TrustSettings):
+    """Nothing configured is one line; EU or domestic files alone pass, as fetching does."""
+    assert trust_file_problems(TrustSettings()) == [NO_TRUST]
+    assert trust_file_problems(TrustSettings(eu_certificates=trust_files.eu_certificates)) == []
+    assert trust_file_problems(TrustSettings(domestic_keys=trust_files.domestic_keys)) == []
+    assert trust_file_problems(TrustSettings(fetch_from_signers=True)) == []
