@@ -308,6 +308,27 @@ async def test_collecting_ticks_walk_generations_0_and_1(tmp_path):
     assert details["gen1"]["collections"] >= 2
 
 
+async def test_the_gateways_schedule_is_the_one_its_settings_give(tmp_path):
+    """Every timed-mode setting reaches the schedule /readyz shows."""
+    lag = LoopLagSettings(
+        gc_young="collect",
+        gc_young_interval_seconds=0.02,
+        gc_middle_every=3,
+        gc_full_interval_seconds=45.0,
+        gc_full_quiet_in_flight=7,
+    )
+    details = await _readyz_gc(make_settings(make_test_keys(tmp_path), loop_lag=lag))
+    schedule = {key: details["schedule"][key] for key in ("young", "youngIntervalSeconds")}
+    schedule |= {key: details["schedule"][key] for key in ("middleEvery", "fullIntervalSeconds")}
+    assert schedule == {
+        "young": "collect",
+        "youngIntervalSeconds": 0.02,
+        "middleEvery": 3,
+        "fullIntervalSeconds": 45.0,
+    }
+    assert details["schedule"]["quietInFlight"] == 7
+
+
 async def test_without_the_timer_the_gateway_collects_by_count(tmp_path):
     """gc_mode "count": no schedule, generation 0 at gc_threshold0."""
     before = gc.get_threshold()
