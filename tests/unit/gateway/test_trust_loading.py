@@ -59,6 +59,19 @@ async def test_a_failed_fetch_leaves_no_fetch_running():
     assert domestic.calls == calls  # nothing asks the domestic signer any more
 
 
+async def test_one_signer_giving_up_does_not_wait_for_the_others_attempt():
+    """The start-up fails when the first signer gives up, not when the other's attempt ends."""
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TrustUnavailableError, match="the eu signer"):
+        await load_trust(
+            TrustSettings(fetch_from_signers=True),
+            eu_client=_Signer("eu", 0.0),  # type: ignore[arg-type]
+            domestic_client=_Signer("domestic", 5.0),  # type: ignore[arg-type]
+            wait_for_signers=0.3,
+        )
+    assert asyncio.get_running_loop().time() - started < 2.0
+
+
 @pytest.fixture
 def trust_files(tmp_path: Path) -> TrustSettings:
     """Two DSC files (one holding two certificates) and two domestic key files."""
