@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import stat
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -123,18 +122,37 @@ def _load_files(settings: TrustSettings) -> tuple[EuTrustStore, DomesticTrustSto
     raise TrustUnavailableError("; ".join(problems))
 
 
+_REFETCH_AFTER = 0.25  # seconds between a refused key fetch and the next
+
+
 async def _fetch(client: EuSignerClient | DomesticSignerClient, *, wait: float) -> KeySet:
-    deadline = time.monotonic() + wait
+    """The signer's keys, asked for again until `wait` seconds have passed.
+
+    The wait bounds the attempts too: a signer that accepts the connection and never answers
+    is given up on when the wait ends, not a read timeout later.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+
+    def gave_up(why: object) -> TrustUnavailableError:
+        return TrustUnavailableError(
+            f"could not fetch keys from the {client.name} signer within {wait:g} s "
+            f"(SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS): {why}"
+        )
+
     while True:
+        attempt = asyncio.timeout_at(deadline)
         try:
-            return await client.fetch_keys()
+            async with attempt:
+                return await client.fetch_keys()
+        except TimeoutError as exc:
+            if not attempt.expired():
+                raise
+            raise gave_up("no answer yet") from exc
         except SignerError as exc:
-            if time.monotonic() >= deadline:
-                raise TrustUnavailableError(
-                    f"could not fetch keys from the {exc.signer} signer within {wait:g} s "
-                    f"(SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS): {exc}"
-                ) from exc
-            await asyncio.sleep(0.25)
+            if loop.time() + _REFETCH_AFTER >= deadline:
+                raise gave_up(exc) from exc
+            await asyncio.sleep(_REFETCH_AFTER)
 
 
 async def load_trust(
