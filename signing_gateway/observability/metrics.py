@@ -3,11 +3,13 @@
 Every metric the gateway exposes is declared here, so `/metrics` has one place to read and
 dashboards one list to follow. Label values are bounded sets (route templates, signer names,
 outcome slugs): never a request id, a URL or anything a caller chose. The event counters
-start with every label set they can count, at 0 (`counter_series`).
+start with every label set they can count, at 0 (`counter_series`). `/metrics` shows no
+`*_created` series (`render`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from prometheus_client import (
@@ -19,6 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -54,12 +57,37 @@ class Children(Generic[_M]):
         return child
 
 
+class _WithoutCreated:
+    """A registry's metrics without the `*_created` sample of each counter and histogram.
+
+    prometheus_client adds one to every child (the Unix time it was made). The text format has
+    no place for it, so it is rendered as one more gauge series per child, which no dashboard
+    or alert of the gateway reads and which each scrape would render on the event loop. It is
+    dropped here rather than with prometheus_client's ``disable_created_metrics()``: that is one
+    switch for every registry of the process.
+    """
+
+    __slots__ = ("_registry",)
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Collect from `registry`."""
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        """Each metric of the registry, its `*_created` samples left out."""
+        for metric in self._registry.collect():
+            created = metric.name + "_created"
+            metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
+
+
 class GatewayMetrics:
     """The gateway's metrics, registered on `registry` (a fresh one by default)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         """Declare every metric on the registry."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._exposed = _WithoutCreated(self.registry)
         r = self.registry
         # Inbound requests and the "nothing lost" accounting: every request counted as
         # received is counted once as sent (status class, or "disconnected") when it ends, so
@@ -184,5 +212,5 @@ class GatewayMetrics:
         )
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric, without `*_created` series."""
+        return generate_latest(self._exposed)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from signing_gateway.app import create_app
@@ -43,6 +43,24 @@ async def test_metrics_is_prometheus_text(gateway: httpx.AsyncClient):
     assert response.status_code == 200
     assert response.headers["content-type"] == CONTENT_TYPE_LATEST
     assert "# TYPE gateway_requests_received_total counter" in response.text
+
+
+async def test_metrics_has_no_created_series(gateway: httpx.AsyncClient, mocked: MockedSigners):
+    """No `*_created` family or sample, for counters and histograms alike, after traffic.
+
+    The text format can only show them as one more gauge per child. They are left out of this
+    app's exposition alone: a counter on another registry of the process keeps its own.
+    """
+    assert (await gateway.post("/v1/dcc", json=eu_vaccination())).status_code == 200
+    text = (await gateway.get("/metrics")).text
+    assert [line for line in text.splitlines() if "_created" in line] == []
+    result = await scrape(gateway)
+    assert result.value("gateway_requests_received_total") == 3
+    assert result.value("gateway_request_duration_seconds_count", route="/v1/dcc",
+                        status_class="2xx") == 1  # fmt: skip
+    other = CollectorRegistry()
+    Counter("other_events", "Another registry's counter", registry=other).inc()
+    assert b"\nother_events_created " in generate_latest(other)
 
 
 async def test_event_loop_lag_is_exposed(gateway: httpx.AsyncClient):
