@@ -11,8 +11,9 @@ from fastapi.telemetry import TelemetryConfig
 
 from signing_gateway.api.routes import add_routes
 from signing_gateway.observability import exposition
+from signing_gateway.observability.counter_series import start_traffic_counters
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
+from signing_gateway.observability.request_metrics import RequestMetricsMiddleware, template_of
 from signing_gateway.settings import ObservabilitySettings
 
 if TYPE_CHECKING:
@@ -78,12 +79,14 @@ def build_tracer_if_enabled(settings: ObservabilitySettings) -> GatewayTracer | 
 
 
 def instrument_app(app: FastAPI, settings: ObservabilitySettings, metrics: GatewayMetrics) -> None:
-    """Serve /metrics and wrap the app in the request-metrics middleware.
+    """Serve /metrics, wrap the app in the request-metrics middleware, start the traffic series.
 
     Call it after every other `add_middleware`: the middleware added last is the outermost,
     and this one must see every request, including those other middlewares answer themselves.
+    And after `add_routes`: the routes there now start with their series at 0.
     """
     add_routes(app, exposition.router)
+    start_traffic_counters(metrics, (template_of(route) for route in app.routes))
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=metrics,

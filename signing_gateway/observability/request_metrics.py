@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,6 +68,10 @@ access_log = logging.getLogger("signing_gateway.access")
 UNMATCHED = "unmatched"
 DISCONNECTED = "disconnected"
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+#: How a request of any route can end, as `gateway_responses_sent_total` counts it: the
+#: series each route starts with (`counter_series`). A final 1xx cannot be sent, and the
+#: gateway answers no 3xx (its router does not even redirect a trailing slash).
+ENDINGS = ("2xx", "4xx", "5xx", DISCONNECTED)
 
 #: The liveness route answered by `RequestMetricsMiddleware` itself, and its answer.
 LIVENESS_PATH = "/healthz"
@@ -86,7 +90,11 @@ def route_template(scope: Scope) -> str:
     "unmatched" also covers requests a middleware answered before routing ran (the draining
     503, the body-limit 413): their status tells them apart from a 404.
     """
-    route: Any = scope.get("route")
+    return template_of(scope.get("route"))
+
+
+def template_of(route: object) -> str:
+    """The path template of `route` (a router's route), or "unmatched" when it has none."""
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     return template if isinstance(template, str) else UNMATCHED
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from signing_gateway.observability.telemetry import Telemetry, telemetry_var
 from signing_gateway.signers.errors import (
@@ -43,10 +43,18 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
 
+#: What one signer call came to: the `outcome` label (see the module docstring).
+SignerCallOutcome = Literal[
+    "ok", "connect_error", "timeout", "connection_lost", "throttled", "rejected",
+    "server_error", "malformed", "deadline", "cancelled", "error",
+]  # fmt: skip
+SIGNER_CALL_OUTCOMES: tuple[SignerCallOutcome, ...] = get_args(SignerCallOutcome)
+
+
 class CutAttempt(Protocol):
     """The signer policy's attempt in flight, which knows what cancelling it means."""
 
-    def cut_outcome(self) -> str:
+    def cut_outcome(self) -> SignerCallOutcome:
         """The outcome slug of the attempt, now that it was cancelled."""
         ...
 
@@ -55,7 +63,7 @@ class CutAttempt(Protocol):
 attempt_var: ContextVar[CutAttempt | None] = ContextVar("signer_attempt", default=None)
 
 # Most specific first: SignerThrottledError is also a SignerResponseError.
-_OUTCOMES: tuple[tuple[type[SignerError], str], ...] = (
+_OUTCOMES: tuple[tuple[type[SignerError], SignerCallOutcome], ...] = (
     (SignerConnectError, "connect_error"),
     (SignerTimeoutError, "timeout"),
     (SignerConnectionLostError, "connection_lost"),
@@ -66,7 +74,7 @@ _OUTCOMES: tuple[tuple[type[SignerError], str], ...] = (
 )
 
 
-def outcome_of(exc: BaseException | None) -> str:
+def outcome_of(exc: BaseException | None) -> SignerCallOutcome:
     """The outcome slug for a call that ended with `exc` (None: success)."""
     if exc is None:
         return "ok"

@@ -32,7 +32,7 @@ from enum import Enum
 from typing import Literal, TypeVar, get_args
 
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.observability.signer_calls import attempt_var
+from signing_gateway.observability.signer_calls import SignerCallOutcome, attempt_var
 from signing_gateway.resilience.breaker import (
     BreakerSettings,
     BreakerState,
@@ -146,14 +146,14 @@ class _Attempt:
         self._by_deadline = deadline is not None and deadline <= own_end
         self._deadline = deadline
         self._policy = policy
-        self._outcome: str | None = None
+        self._outcome: SignerCallOutcome | None = None
         #: Whether the caller's deadline, rather than the attempt's own timeout, cut it.
         self.deadline_cut = False
         self.scope = asyncio.timeout_at(
             deadline if deadline is not None and self._by_deadline else own_end
         )
 
-    def cut_outcome(self) -> str:
+    def cut_outcome(self) -> SignerCallOutcome:
         """What the attempt's cancellation was: "timeout", "deadline" or "cancelled".
 
         - "timeout": its own timer expired, or the deadline cut it while the signer has been
@@ -165,7 +165,7 @@ class _Attempt:
             self._outcome = self._judge()
         return self._outcome
 
-    def _judge(self) -> str:
+    def _judge(self) -> SignerCallOutcome:
         expired = self.scope.expired()
         if expired and not self._by_deadline:
             return "timeout"

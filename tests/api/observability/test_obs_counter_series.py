@@ -1,8 +1,8 @@
-"""Event counters start at 0 with every label value they can take, so their first event shows.
+"""Event and traffic counters start at 0 with every label set they take: first events show.
 
 A series born at its first increment has an `increase()` of 0 there: the documented page on
 `increase(gateway_credential_verification_failures_total[10m]) > 0` missed the first
-verification failure after every start.
+verification failure after every start, and the first 5xx of a route went unseen.
 """
 
 from __future__ import annotations
@@ -75,13 +75,33 @@ EVENT_SERIES: dict[str, set[frozenset[tuple[str, str]]]] = {
     },
 }
 
-#: Labelled counters that get a series at their first request, not at start (see
-#: observability/counter_series.py): traffic, not events.
-TRAFFIC_COUNTERS = {
-    "gateway_responses_sent_total",
-    "gateway_responses_total",
-    "gateway_signer_calls_total",
+#: The app's route templates, as docs/operations.md's metrics section names them, and
+#: "unmatched".
+ROUTES = (
+    "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/v1/dcc",
+    "/v1/domestic/static", "/v1/domestic/prepare-issue", "/v1/domestic/issue", "/v1/print",
+    "/v1/credentials", "/v1/keys", "/healthz", "/readyz", "/metrics", "unmatched",
+)  # fmt: skip
+ENDINGS = ("2xx", "4xx", "5xx", "disconnected")
+SIGNER_CALL_OUTCOMES = (
+    "ok", "connect_error", "timeout", "connection_lost", "throttled", "rejected",
+    "server_error", "malformed", "deadline", "cancelled", "error",
+)  # fmt: skip
+
+#: Each traffic counter started at 0 and the label sets it starts with: exactly these.
+TRAFFIC_SERIES: dict[str, set[frozenset[tuple[str, str]]]] = {
+    "gateway_responses_sent_total": {
+        _labels(("route", "status_class"), pair) for pair in product(ROUTES, ENDINGS)
+    },
+    "gateway_signer_calls_total": {
+        _labels(("signer", "endpoint", "outcome"), (*call, outcome))
+        for call, outcome in product(SIGNER_ENDPOINTS, SIGNER_CALL_OUTCOMES)
+    },
 }
+
+#: The labelled counter that gets a series at its first response of a status, not at start
+#: (see observability/counter_series.py): `status` has no fixed set.
+UNSTARTED_COUNTERS = {"gateway_responses_total"}
 
 
 def _event_series(result: Scrape) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
@@ -95,10 +115,53 @@ async def test_a_fresh_gateway_has_every_event_series_at_zero(gateway: httpx.Asy
         assert fresh[name] == dict.fromkeys(expected, 0.0), name
 
 
-async def test_every_labelled_counter_starts_with_series_or_is_a_traffic_counter(
+async def test_a_fresh_gateway_has_every_traffic_series_at_zero(gateway: httpx.AsyncClient):
+    """Every route with each ending, every signer endpoint with each outcome: 0, and no other."""
+    fresh = await scrape(gateway)
+    for name, expected in TRAFFIC_SERIES.items():
+        assert fresh.series(name) == dict.fromkeys(expected, 0.0), name
+
+
+async def test_first_traffic_after_start_moves_series_that_were_there_at_zero(
+    gateway: httpx.AsyncClient, mocked: MockedSigners
+):
+    """A signer's 500 counts its first server_error and the route's first 5xx from 0 to 1."""
+    fresh = await scrape(gateway)
+    mocked.get_credential.mock(return_value=httpx.Response(500, text="down"))
+    assert (await gateway.post("/v1/dcc", json=eu_vaccination())).status_code == 502
+    after = await scrape(gateway)
+    moved = {
+        (name, labels, value)
+        for name in TRAFFIC_SERIES
+        for labels, value in after.series(name).items()
+        if value != fresh.series(name).get(labels)
+    }
+    assert {
+        (name, labels) for name, labels, _ in moved if labels not in fresh.series(name)
+    } == set()
+    assert moved == {
+        (
+            "gateway_responses_sent_total",
+            _labels(("route", "status_class"), ("/v1/dcc", "5xx")),
+            1.0,
+        ),
+        (
+            "gateway_responses_sent_total",
+            _labels(("route", "status_class"), ("/metrics", "2xx")),
+            1.0,
+        ),
+        (
+            "gateway_signer_calls_total",
+            _labels(("signer", "endpoint", "outcome"), ("eu", "get_credential", "server_error")),
+            1.0,
+        ),
+    }
+
+
+async def test_every_labelled_counter_starts_with_series_or_is_named_here(
     gateway: httpx.AsyncClient,
 ):
-    """A labelled counter added later must start its series too (or be named traffic here)."""
+    """A labelled counter added later must start its series too (or be named here)."""
     response = await gateway.get("/metrics")
     families = {
         line.split()[2]
@@ -109,7 +172,8 @@ async def test_every_labelled_counter_starts_with_series_or_is_a_traffic_counter
     unlabelled = {name for name in families if frozenset() in result.series(name)}
     assert families - unlabelled == {
         *EVENT_SERIES,
-        *TRAFFIC_COUNTERS,
+        *TRAFFIC_SERIES,
+        *UNSTARTED_COUNTERS,
     }
 
 
