@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
+from signing_gateway.observability.request_metrics import RequestMetricsMiddleware, status_class
 
 
 def _scope() -> Scope:
@@ -272,3 +273,133 @@ async def test_other_methods_and_paths_go_through_the_wrapped_app():
             scope, client.receive, client.send
         )
     assert reached == [("POST", "/healthz"), ("GET", "/healthz/")]
+
+
+async def _serve(app: ASGIApp, client: Client, *, access_log: bool = False) -> GatewayMetrics:
+    """Serve one request of `client` through the middleware around `app`; its metrics."""
+    metrics = GatewayMetrics()
+    await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=access_log)(
+        _scope(), client.receive, client.send
+    )
+    return metrics
+
+
+@pytest.mark.parametrize(
+    ("more_body", "ending", "answered"),
+    [
+        pytest.param(False, "2xx", 1, id="after-the-last-chunk"),
+        pytest.param(True, "disconnected", 0, id="between-two-chunks"),
+    ],
+)
+async def test_a_disconnect_counts_only_before_the_last_chunk(
+    more_body: bool, ending: str, answered: int
+):
+    """A client leaving once the whole answer was handed over is no disconnect; mid-stream it is.
+
+    The app then asks for the next message, as a listener for the disconnect would.
+    """
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": more_body})
+        assert (await receive())["type"] == "http.disconnect"
+
+    metrics = await _serve(app, Client())
+    assert _sample(metrics, "gateway_responses_sent_total", route="unmatched",
+                   status_class=ending) == 1  # fmt: skip
+    assert _sample(metrics, "gateway_responses_total", route="unmatched", status="200") == answered
+    assert _ledger_balanced(metrics)
+
+
+async def test_a_cancellation_after_the_complete_answer_keeps_its_status():
+    """Cancelled once the answer is out (work after it): counted as sent, 201, and re-raised."""
+    metrics = GatewayMetrics()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 201)
+        raise asyncio.CancelledError
+
+    client = Client()
+    with pytest.raises(asyncio.CancelledError):
+        await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
+            _scope(), client.receive, client.send
+        )
+    assert _sample(metrics, "gateway_responses_total", route="unmatched", status="201") == 1
+    assert _ledger_balanced(metrics)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "status"),
+    [
+        pytest.param([{"body": b"a"}], "201", id="after-the-answer"),
+        pytest.param([{"body": b"a", "more_body": True}], "500", id="mid-answer"),
+    ],
+)
+async def test_a_crash_counts_500_only_before_the_answer_is_complete(
+    chunks: list[Message], status: str
+):
+    """Raising after the last chunk keeps the status sent; mid-stream, the client got a 5xx."""
+    metrics = GatewayMetrics()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        for chunk in chunks:
+            await send({"type": "http.response.body", **chunk})
+        raise RuntimeError("bug")
+
+    client = Client()
+    with pytest.raises(RuntimeError):
+        await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
+            _scope(), client.receive, client.send
+        )
+    assert _sample(metrics, "gateway_responses_total", route="unmatched", status=status) == 1
+    assert _ledger_balanced(metrics)
+
+
+async def test_the_duration_runs_until_the_answer_ended(caplog):
+    """The histogram's sample and the access log's milliseconds are the time the app took.
+
+    The access record carries exactly its six fields: nothing of the body, headers or query.
+    """
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(0.05)
+        await _respond(send)
+
+    scope = {**_scope(), "query_string": b"email=a%40b.example", "headers": [(b"x-b", b"c")]}
+    metrics, client = GatewayMetrics(), Client({"type": "http.request", "body": b"secret"})
+    with caplog.at_level("INFO", logger="signing_gateway.access"):
+        await RequestMetricsMiddleware(app, metrics=metrics)(scope, client.receive, client.send)
+    elapsed = _sample(metrics, "gateway_request_duration_seconds_sum", route="unmatched",
+                      status_class="2xx")  # fmt: skip
+    assert 0.05 <= elapsed < 5
+    (record,) = caplog.records
+    standard = logging.makeLogRecord({}).__dict__.keys() | {"message", "asctime"}
+    fields = {k: v for k, v in record.__dict__.items() if k not in standard}
+    assert fields.keys() == {"method", "route", "status", "outcome", "duration_ms", "request_id"}
+    assert 50 <= fields["duration_ms"] < 5000
+    assert fields["duration_ms"] == round(fields["duration_ms"], 2)
+
+
+async def test_a_request_its_client_left_unanswered_is_logged_with_status_0(caplog):
+    """No status was produced: the access log says 0 and disconnected, not a 500."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "http.disconnect"
+
+    with caplog.at_level("INFO", logger="signing_gateway.access"):
+        metrics = await _serve(app, Client(), access_log=True)
+    (record,) = caplog.records
+    assert (record.status, record.outcome) == (0, "disconnected")
+    assert _sample(metrics, "gateway_responses_total", route="unmatched", status="500") == 0
+    assert _ledger_balanced(metrics)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(100, "1xx"), (199, "1xx"), (200, "2xx"), (299, "2xx"), (300, "3xx"), (308, "3xx"),
+     (399, "3xx"), (400, "4xx"), (499, "4xx"), (500, "5xx"), (599, "5xx")],
+)  # fmt: skip
+def test_status_class_is_the_hundreds_digit(status: int, expected: str):
+    """Each class from its first to its last status."""
+    assert status_class(status) == expected
