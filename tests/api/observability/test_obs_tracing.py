@@ -8,13 +8,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import respx
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from signing_gateway.app import create_app
 from signing_gateway.observability.instrument import TracingUnavailableError
@@ -155,3 +156,64 @@ async def test_a_provider_configured_by_the_process_needs_no_sdk(
         response = await client.post("/v1/dcc", json=eu_vaccination())
     assert response.status_code == 200, response.text
     assert _by_name(span_exporter.get_finished_spans(), "POST /v1/dcc").kind is SpanKind.SERVER
+
+
+async def test_request_spans_say_the_method_asked_and_the_route_template(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
+):
+    """A HEAD is traced as the HEAD it was; a path no route matches as "unmatched", never raw."""
+    span_exporter.clear()
+    mock_signers(signers, test_keys)
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    async with running_gateway(settings) as client:
+        assert (await client.head("/metrics")).status_code == 200
+        assert (await client.get("/v1/people/Jansen/1980-04-02")).status_code == 404
+    spans = span_exporter.get_finished_spans()
+    head = _by_name(spans, "HEAD /metrics")
+    assert dict(head.attributes or {}) == {
+        "http.request.method": "HEAD",
+        "http.route": "/metrics",
+        "http.response.status_code": 200,
+    }
+    assert head.status.status_code is StatusCode.UNSET
+    unmatched = _by_name(spans, "GET unmatched")
+    assert dict(unmatched.attributes or {})["http.route"] == "unmatched"
+    assert unmatched.status.status_code is StatusCode.UNSET
+    assert "Jansen" not in repr([(s.name, dict(s.attributes or {})) for s in spans])
+
+
+async def test_failed_requests_and_signer_calls_are_error_spans(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
+):
+    """A 500 marks its request span failed, as a 502 does; a signer call not ok says its outcome.
+
+    And a request leaves no span current behind it in the task that served it.
+    """
+    span_exporter.clear()
+    mocked = mock_signers(signers, test_keys)
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    app = create_app(settings)
+
+    async def explode() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/test-only/explode", explode, methods=["GET"])
+    mocked.get_credential.mock(return_value=httpx.Response(429, text="busy"))
+    async with running_gateway(settings, app=app, raise_app_exceptions=False) as client:
+        assert (await client.get("/test-only/explode")).status_code == 500
+        assert (await client.post("/v1/dcc", json=eu_vaccination())).status_code == 503
+        assert trace.get_current_span() is trace.INVALID_SPAN
+    spans = span_exporter.get_finished_spans()
+    for name, status in (("GET /test-only/explode", 500), ("POST /v1/dcc", 503)):
+        server = _by_name(spans, name)
+        assert server.status.status_code is StatusCode.ERROR, name
+        assert dict(server.attributes or {})["http.response.status_code"] == status
+    calls = [s for s in spans if s.name == "signer eu get_credential"]
+    assert calls
+    for call in calls:
+        assert dict(call.attributes or {}) == {
+            "signer.name": "eu",
+            "signer.endpoint": "get_credential",
+            "signer.outcome": "throttled",
+        }
+        assert (call.status.status_code, call.status.description) == (StatusCode.ERROR, "throttled")
