@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from signing_gateway.observability.context import request_id_var
 from signing_gateway.observability.logging import (
     WRITE_INTERVAL_SECONDS,
     configure_logging,
+    flush_logging,
     note_answered,
     shutdown_logging,
 )
@@ -198,3 +200,80 @@ def test_uvicorn_logs_only_the_errors_the_gateway_has_not_logged(monkeypatch, re
     shutdown_logging()
     (line,) = stream.getvalue().splitlines()
     assert "RuntimeError: unanswered" in orjson.loads(line)["exception"]
+
+
+class FlushCountingStream(io.StringIO):
+    """A stderr that counts the flushes asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_flush_logging_writes_the_queued_lines_now_and_flushes_the_stream(
+    monkeypatch, restore_logging
+):
+    """Before a process may end without its atexit hooks: nothing waits for the next interval."""
+    stream = FlushCountingStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr("signing_gateway.observability.logging.WRITE_INTERVAL_SECONDS", 60)
+    configure_logging(level="INFO", fmt="json")
+    logging.getLogger("signing_gateway.test").info("queued")
+    assert stream.getvalue() == ""
+    flush_logging()
+    assert [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["queued"]
+    assert stream.flushes == 1
+
+
+def test_fields_keep_their_own_request_id_a_utc_time_and_values_json_lacks(
+    monkeypatch, restore_logging
+):
+    """Another request's id stays; the time is UTC; what JSON cannot hold is written as its repr.
+
+    Not the line lost for a value orjson cannot serialize.
+    """
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    token = request_id_var.set("req-serving")
+    try:
+        logger = logging.getLogger("signing_gateway.test")
+        logger.info("other", extra={"request_id": "req-other", "amount": Decimal("1.5")})
+    finally:
+        request_id_var.reset(token)
+    shutdown_logging()
+    (line,) = stream.getvalue().splitlines()
+    record = orjson.loads(line)
+    assert record["request_id"] == "req-other"
+    assert record["amount"] == "Decimal('1.5')"
+    assert record["timestamp"].endswith("Z")
+
+
+def test_uvicorn_records_flow_through_the_gateway_handler_but_its_access_lines(
+    monkeypatch, restore_logging
+):
+    """The server's records are written as ours; its per-request access lines are not.
+
+    uvicorn's own handlers go; the gateway writes an access line of its own.
+    """
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        named = logging.getLogger(name)
+        monkeypatch.setattr(named, "handlers", [logging.NullHandler()])
+        monkeypatch.setattr(named, "propagate", False)
+        monkeypatch.setattr(named, "level", logging.NOTSET)
+    configure_logging(level="INFO", fmt="json")
+    logging.getLogger("uvicorn.error").info("Started server process")
+    logging.getLogger("uvicorn.access").info("127.0.0.1 - GET / 200")
+    logging.getLogger("uvicorn").info("uvicorn itself")
+    shutdown_logging()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(r["logger"], r["event"]) for r in lines] == [
+        ("uvicorn.error", "Started server process"),
+        ("uvicorn", "uvicorn itself"),
+    ]
