@@ -8,8 +8,10 @@ import logging
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from signing_gateway.observability.context import current_request_id
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware, status_class
+from signing_gateway.observability.telemetry import current_telemetry
 
 
 def _scope() -> Scope:
@@ -403,3 +405,24 @@ async def test_a_request_its_client_left_unanswered_is_logged_with_status_0(capl
 def test_status_class_is_the_hundreds_digit(status: int, expected: str):
     """Each class from its first to its last status."""
     assert status_class(status) == expected
+
+
+async def test_the_request_id_and_telemetry_are_bound_for_the_request_only():
+    """Inside: the caller's id in the context and `request.state`; after: "-" and nothing."""
+    seen = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((current_request_id(), scope["state"]["request_id"], current_telemetry()))
+        await _respond(send)
+
+    scope = {**_scope(), "headers": [(b"x-request-id", b"req-9")]}
+    metrics, client = GatewayMetrics(), Client()
+    await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
+        scope, client.receive, client.send
+    )
+    ((inside_id, state_id, telemetry),) = seen
+    assert (inside_id, state_id) == ("req-9", "req-9")
+    assert telemetry is not None
+    assert telemetry.metrics is metrics
+    assert dict(client.sent[0]["headers"])[b"x-request-id"] == b"req-9"
+    assert (current_request_id(), current_telemetry()) == ("-", None)

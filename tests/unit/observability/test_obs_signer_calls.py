@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -73,3 +74,18 @@ def test_a_failed_call_is_in_flight_while_running_then_counted():
     assert get("gateway_signer_in_flight", {"signer": "eu"}) == 0
     assert get("gateway_signer_calls_total", {**KW, "outcome": "timeout"}) == 1
     assert get("gateway_signer_call_duration_seconds_count", {**KW, "outcome": "timeout"}) == 1
+
+
+def test_the_duration_sample_is_the_time_the_call_took():
+    """Measured from the call's start: neither 0 nor the time since the process began."""
+    metrics = GatewayMetrics()
+    token = telemetry_var.set(Telemetry(metrics))
+    try:
+        with observe_signer_call(signer="eu", endpoint="get_credential", headers={}):
+            time.sleep(0.05)
+    finally:
+        telemetry_var.reset(token)
+    labels = {**KW, "outcome": "ok"}
+    took = metrics.registry.get_sample_value("gateway_signer_call_duration_seconds_sum", labels)
+    assert took is not None
+    assert 0.05 <= took < 5
