@@ -1,0 +1,59 @@
+"""docs/operations.md's metrics table is the list of what GatewayMetrics exposes.
+
+Dashboards and the documented alerts are written against that table: a renamed metric or
+label would leave them reading nothing, without an error anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.settings import LoopLagSettings, Settings
+
+OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
+#: What the table writes for "no labels".
+NO_LABELS = "\N{EN DASH}"
+_ROW = re.compile(r"^\| `(gateway_[a-z_]+)` \| (counter|gauge|histogram) \| ([^|]+) \|")
+
+
+def _documented() -> dict[str, tuple[str, tuple[str, ...]]]:
+    rows = {}
+    for line in OPERATIONS.read_text(encoding="utf-8").splitlines():
+        if match := _ROW.match(line):
+            name, kind, labels = match.groups()
+            label_names = () if labels.strip() == NO_LABELS else tuple(labels.strip().split(", "))
+            rows[name] = (kind, label_names)
+    return rows
+
+
+def _declared(metrics: GatewayMetrics) -> dict[str, tuple[str, tuple[str, ...]]]:
+    declared = {}
+    for metric in vars(metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            suffix = "_total" if metric._type == "counter" else ""
+            name = metric._name + suffix
+            declared[name] = (metric._type, tuple(metric._labelnames))
+    return declared
+
+
+def test_every_metric_is_documented_with_its_type_and_labels():
+    """Name (as exposed, `_total` on counters), type and label names, row for row."""
+    assert _declared(GatewayMetrics()) == _documented()
+
+
+def test_the_latency_buckets_reach_the_slowest_answer_and_the_alert_bounds():
+    """A request may wait out the CPU queue and then its whole deadline: still a finite bucket.
+
+    And the documented alerts' thresholds (p99 above 5 s) are bucket bounds.
+    """
+    queue = LoopLagSettings().cpu_queue_timeout_seconds
+    slowest = queue + Settings.model_fields["request_deadline_seconds"].default
+    metrics = GatewayMetrics()
+    for histogram in (metrics.request_duration, metrics.signer_call_duration):
+        bounds = histogram._upper_bounds
+        assert max(b for b in bounds if b != float("inf")) >= slowest
+        assert 5 in bounds
