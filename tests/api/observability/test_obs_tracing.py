@@ -18,7 +18,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from signing_gateway.app import create_app
-from signing_gateway.observability.instrument import TracingUnavailableError
+from signing_gateway.observability.instrument import (
+    TracingUnavailableError,
+    check_tracing_available,
+)
+from signing_gateway.observability.tracing import build_tracer
 from signing_gateway.settings import ObservabilitySettings
 from tests.api.bodies import eu_vaccination
 from tests.api.signer_mocks import mock_signers
@@ -217,3 +221,29 @@ async def test_failed_requests_and_signer_calls_are_error_spans(
             "signer.outcome": "throttled",
         }
         assert (call.status.status_code, call.status.description) == (StatusCode.ERROR, "throttled")
+
+
+def test_without_a_provider_an_otlp_one_named_after_the_service_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """No provider configured: the gateway sets one whose spans say `service.name`."""
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    installed: list[TracerProvider] = []
+    monkeypatch.setattr(trace, "set_tracer_provider", installed.append)
+    build_tracer("gateway-under-test")
+    (provider,) = installed
+    try:
+        assert provider.resource.attributes["service.name"] == "gateway-under-test"
+    finally:
+        provider.shutdown()
+
+
+@pytest.mark.parametrize("package", ["opentelemetry.sdk", "opentelemetry.exporter.otlp"])
+def test_the_start_up_check_fails_as_building_would(monkeypatch: pytest.MonkeyPatch, package: str):
+    """For the process that starts workers: the same error, before any app is built."""
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    _uninstalled(monkeypatch, package)
+    check_tracing_available(ObservabilitySettings(tracing_enabled=False))
+    with pytest.raises(TracingUnavailableError, match=r"signing-gateway\[otel\]") as raised:
+        check_tracing_available(ObservabilitySettings(tracing_enabled=True))
+    assert package in str(raised.value)
