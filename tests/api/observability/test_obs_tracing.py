@@ -247,3 +247,14 @@ def test_the_start_up_check_fails_as_building_would(monkeypatch: pytest.MonkeyPa
     with pytest.raises(TracingUnavailableError, match=r"signing-gateway\[otel\]") as raised:
         check_tracing_available(ObservabilitySettings(tracing_enabled=True))
     assert package in str(raised.value)
+
+
+def test_fastapis_own_telemetry_hooks_are_off(test_keys: SignerKeys):
+    """Tracing, metrics and logs alike: they would start with any process-wide provider.
+
+    Its logs hook would ship validation failures, which may quote personal data, to an OTel
+    log provider; its spans and metrics would duplicate the gateway's own.
+    """
+    app = create_app(make_settings(test_keys))
+    hooks = app._telemetry
+    assert (hooks["tracing"], hooks["metrics"], hooks["logs"]) == (False, False, False)
