@@ -27,6 +27,7 @@ import itertools
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,19 +54,50 @@ class AuditFile:
         self.path = path
         # Unbuffered: a failed write must not leave half a record behind to be flushed later.
         self._file: IO[bytes] = path.open("ab", buffering=0)
+        # The OS took part of a line and then failed (a disk filling up mid-write, before this
+        # start or since): the next line starts with a line break, so the part left behind
+        # does not swallow it.
+        self._torn = _ends_mid_line(path, self._file.fileno())
 
     def append(self, line: bytes) -> None:
         """Hand one whole line to the OS; raise OSError when it cannot take it."""
-        view = memoryview(line)
-        while view:
-            written = self._file.write(view)
-            if not written:
-                raise OSError("the audit file accepted no bytes")
-            view = view[written:]
+        view = memoryview(b"\n" + line if self._torn else line)
+        whole = len(view)
+        try:
+            while view:
+                view = view[self._write(view) :]
+        finally:
+            if not view:
+                self._torn = False
+            elif len(view) < whole:  # part of it taken, then a failure: the part stays
+                self._torn = True
+
+    def _write(self, view: memoryview) -> int:
+        written = self._file.write(view)
+        if not written:
+            raise OSError("the audit file accepted no bytes")
+        return written
 
     def close(self) -> None:
         """Close the file."""
         self._file.close()
+
+
+def _ends_mid_line(path: Path, appending: int) -> bool:
+    """Whether the regular file at `path`, open for appending as `appending`, ends mid-line.
+
+    Only a regular file is read (a FIFO would wait for a writer), and one that cannot be
+    read is taken to end a line.
+    """
+    status = os.fstat(appending)
+    if not stat.S_ISREG(status.st_mode) or status.st_size == 0:
+        return False
+    try:
+        with path.open("rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            return existing.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 class QueuedRecord:
