@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
+import httpx
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -94,10 +94,15 @@ class AuthSettings(BaseModel):
         if self.jwks_file is not None and self.jwks_url is not None:
             raise ValueError("give auth.jwks_file or auth.jwks_url, not both")
         if self.jwks_url is not None:
-            parts = urlsplit(self.jwks_url)
-            if parts.scheme not in {"http", "https"} or not parts.hostname:
+            # Read as the client that fetches it reads it: `urlsplit` takes a port that is not
+            # a number, or `[::1].idp.test` as the host ::1, which httpx then refuses at start.
+            try:
+                url = httpx.URL(self.jwks_url)
+            except httpx.InvalidURL:
+                url = None
+            if url is None or url.scheme not in {"http", "https"} or not url.host:
                 raise ValueError("auth.jwks_url must be an absolute https URL")
-            if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+            if url.scheme == "http" and url.host not in _LOOPBACK_HOSTS:
                 raise ValueError("auth.jwks_url must use https (plain http only on loopback)")
         return self
 
