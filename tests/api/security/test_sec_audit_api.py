@@ -28,6 +28,18 @@ def _records(path: Path) -> list[dict]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
+def _asked_for(body: dict) -> list[dict]:
+    """The items of a /v1/dcc vaccination record cut before it was signed: what was asked."""
+    return [
+        {
+            "part": "european",
+            "kind": "eu",
+            "keyUsage": "vaccination",
+            "uvci": body["dcc"]["v"][0]["ci"],
+        }
+    ]
+
+
 async def test_success_record_names_caller_kid_uvci_and_proof(
     secured, mocked: MockedSigners, full_token, audit_file
 ):
@@ -209,6 +221,49 @@ async def test_a_failed_eu_part_is_recorded_with_what_it_asked_for(
     ]
 
 
+async def test_a_request_deadline_that_cuts_the_signing_leaves_one_record_of_its_504(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """Pin the deadline's outcome on record: `failed`, with the 504 `deadline-exceeded` answered.
+
+    The signer was still at work (it may sign yet), so the attempt is on record once, with
+    what it had got to.
+    """
+    slow = SlowCall(5.0)
+    mocked.get_credential.mock(side_effect=slow)
+    body = eu_vaccination()
+    headers = {**bearer(full_token), "X-Request-ID": "cut-by-deadline", "X-Request-Timeout": "0.2"}
+    response = await secured.post("/v1/dcc", json=body, headers=headers)
+    problem = assert_problem(response, 504, "deadline-exceeded")
+    [record] = _records(audit_file)
+    assert (record["outcome"], record["status"], record["problemType"]) == (
+        "failed",
+        504,
+        problem["type"],
+    )
+    assert record["requestId"] == "cut-by-deadline"
+    assert record["items"] == _asked_for(body)
+
+
+async def test_an_audit_record_holds_no_token_and_no_credential(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """Pin that neither the caller's token nor what was issued (QR, HC1) reaches the file."""
+    auth = bearer(full_token)
+    dcc = (await secured.post("/v1/dcc", json=eu_vaccination(), headers=auth)).json()
+    static = await secured.post(
+        "/v1/domestic/static", json={"credentialAttributes": domestic_attributes()}, headers=auth
+    )
+    text = audit_file.read_text()
+    assert len(text.splitlines()) == 2
+    assert dcc["credential"].startswith("HC1:")
+    assert "HC1:" not in text
+    assert dcc["credential"][4:40] not in text
+    assert static.json()["qr"][:40] not in text
+    for part in full_token.split("."):
+        assert part not in text
+
+
 @pytest.mark.skipif(not DEV_FULL.exists(), reason="needs /dev/full to make writes fail")
 async def test_unwritable_audit_withholds_the_credential(test_keys, mocked: MockedSigners):
     """When the audit record cannot be written the caller gets 503 and no credential."""
@@ -318,11 +373,4 @@ async def test_an_issuance_cancelled_by_the_drain_is_recorded(
     assert (record["outcome"], record["status"]) == ("cancelled", 503)
     assert record["problemType"] == response.json()["type"]
     assert record["requestId"] == "drained-1"
-    assert record["items"] == [
-        {
-            "part": "european",
-            "kind": "eu",
-            "keyUsage": "vaccination",
-            "uvci": body["dcc"]["v"][0]["ci"],
-        }
-    ]
+    assert record["items"] == _asked_for(body)

@@ -6,18 +6,19 @@ import asyncio
 import errno
 import logging
 import os
+import re
 from pathlib import Path
 
 import orjson
 import pytest
 
 from signing_gateway.domain.errors import DomainValidationError, FieldError
-from signing_gateway.errors import SignerUnavailable
+from signing_gateway.errors import PROBLEM_BASE, SignerUnavailable
 from signing_gateway.observability.context import request_id_var
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.audit import IssuanceAudit
 from signing_gateway.security.audit_trail import AuditFile, AuditTrail
-from signing_gateway.security.auth import Caller
+from signing_gateway.security.auth import ANONYMOUS, Caller
 from signing_gateway.security.errors import AuditUnavailable
 from tests.support.audit import BlockingFile, records_by_request
 from tests.support.logs import as_written
@@ -133,16 +134,157 @@ async def _attempt_outcome(
 
 
 async def test_an_attempt_records_each_way_it_can_end(tmp_path):
-    """Issued, failed (the gateway error's status), refused (422) or error (500)."""
+    """Issued, failed (the gateway error's status and type), refused (422) or error (500)."""
     cases = [
-        (None, "issued", 200),
-        (SignerUnavailable("down"), "failed", SignerUnavailable.status),
-        (DomainValidationError([FieldError(("dcc",), "bad")]), "refused", 422),
-        (RuntimeError("bug"), "error", 500),
+        (None, "issued", 200, None),
+        (
+            SignerUnavailable("down"),
+            "failed",
+            SignerUnavailable.status,
+            PROBLEM_BASE + SignerUnavailable.slug,
+        ),
+        (
+            DomainValidationError([FieldError(("dcc",), "bad")]),
+            "refused",
+            422,
+            PROBLEM_BASE + "validation-failed",
+        ),
+        (RuntimeError("bug"), "error", 500, PROBLEM_BASE + "internal"),
     ]
-    for i, (raised, outcome, status) in enumerate(cases):
+    for i, (raised, outcome, status, problem) in enumerate(cases):
         (record,) = await _attempt_outcome(tmp_path / f"attempt-{i}.jsonl", raised)
-        assert (record["outcome"], record["status"]) == (outcome, status)
+        assert (record["outcome"], record["status"], record["problemType"]) == (
+            outcome,
+            status,
+            problem,
+        )
+
+
+@pytest.mark.parametrize(
+    ("raised", "outcome"),
+    [
+        (None, "issued"),
+        (SignerUnavailable("down"), "failed"),
+        (DomainValidationError([FieldError(("dcc",), "bad")]), "refused"),
+        (RuntimeError("bug"), "error"),
+        (asyncio.CancelledError(), "cancelled"),
+    ],
+)
+async def test_each_way_an_attempt_ends_logs_the_one_record_the_file_holds(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    raised: BaseException | None,
+    outcome: str,
+) -> None:
+    """Pin that the audit logger gets exactly one record per attempt: the one in the file.
+
+    The logger is the trail where no file is set, so an outcome missing there is missing
+    from the audit trail altogether.
+    """
+    caplog.set_level(logging.INFO, logger="signing_gateway.audit")
+    written = await _attempt_outcome(tmp_path / "a.jsonl", raised, answered=True)
+    logged = [r.__dict__["audit"] for r in caplog.records if r.name == "signing_gateway.audit"]
+    assert [r["outcome"] for r in written] == [outcome]
+    assert logged == written
+
+
+async def test_a_record_holds_who_what_and_how_it_ended_and_nothing_else(tmp_path: Path) -> None:
+    """Pin the fields of a record: the documented ones only, `time` to the millisecond in UTC.
+
+    No name, birth date, attribute, token or credential has a field to go into; a caller
+    without authentication (auth disabled) is recorded as such.
+    """
+    path = tmp_path / "r.jsonl"
+    trail = await _open_trail(path)
+    callers = [Caller(subject="backend-1", client_id="cc-backend"), ANONYMOUS]
+    for caller in callers:
+        audit = IssuanceAudit(trail, request_id="r1", caller=caller, endpoint="/v1/print")
+        async with audit.attempt():
+            audit.domestic("domestic", kind="domestic-static", proof_identifier="proof-1")
+    await trail.close()
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    for record in records:
+        assert record.keys() == {
+            "time",
+            "auditId",
+            "requestId",
+            "caller",
+            "clientId",
+            "authenticated",
+            "endpoint",
+            "items",
+            "outcome",
+            "status",
+            "problemType",
+        }
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"])
+        assert record["items"] == [
+            {
+                "part": "domestic",
+                "kind": "domestic-static",
+                "count": 1,
+                "proofIdentifier": "proof-1",
+            }
+        ]
+    assert [(r["caller"], r["clientId"], r["authenticated"]) for r in records] == [
+        ("backend-1", "cc-backend", True),
+        ("anonymous", None, False),
+    ]
+
+
+async def test_audit_ids_are_sixteen_hex_digits_and_a_count_from_one(tmp_path: Path) -> None:
+    """Pin the documented form of `auditId`: the trail's random part, then 1, 2, ..."""
+    trail = await _open_trail(tmp_path / "ids.jsonl")
+    ids = [trail.new_audit_id() for _ in range(3)]
+    await trail.close()
+    prefixes = {audit_id.rpartition("-")[0] for audit_id in ids}
+    assert len(prefixes) == 1
+    assert re.fullmatch(r"[0-9a-f]{16}", prefixes.pop())
+    assert [audit_id.rpartition("-")[2] for audit_id in ids] == ["1", "2", "3"]
+
+
+async def test_a_failed_attempt_is_answered_only_once_its_record_is_written(
+    tmp_path: Path,
+) -> None:
+    """Pin that a failure's answer, like a credential, waits for its record (bounded).
+
+    Its answer does not depend on the write, but it does not leave before it: otherwise a
+    stalled disk would let failures through unrecorded while successes wait.
+    """
+    trail, sink = await _stuck_trail(tmp_path / "w.jsonl")
+    audit = IssuanceAudit(trail, request_id="r3", caller=Caller(subject="app"), endpoint="/v1/dcc")
+    attempt = asyncio.create_task(_attempt(audit, SignerUnavailable("down")))
+    await until(lambda: sink.started == 1)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not attempt.done()
+    sink.release.set()
+    with pytest.raises(SignerUnavailable):
+        await attempt
+    await trail.close()
+    assert [r["outcome"] for r in records_by_request(tmp_path / "w.jsonl")["r3"]] == ["failed"]
+
+
+async def test_a_withheld_credential_is_logged_as_withheld_with_its_503(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pin what the audit log says of a credential withheld for want of its record.
+
+    One record, `withheld`, with the 503 `audit-unavailable` the caller got (and never the
+    `issued` one it replaces), and the refusal asks the caller to come back in 5 s.
+    """
+    caplog.set_level(logging.INFO, logger="signing_gateway.audit")
+    trail, sink = await _stuck_trail(tmp_path / "x.jsonl", write_timeout=0.05)
+    audit = IssuanceAudit(trail, request_id="r4", caller=Caller(subject="app"), endpoint="/v1/dcc")
+    with pytest.raises(AuditUnavailable) as refused:
+        await _attempt(audit, None)
+    sink.release.set()
+    await trail.close()
+    logged = [r.__dict__["audit"] for r in caplog.records if r.name == "signing_gateway.audit"]
+    assert [(r["outcome"], r["status"], r["problemType"]) for r in logged] == [
+        ("withheld", 503, PROBLEM_BASE + "audit-unavailable")
+    ]
+    assert refused.value.headers() == {"Retry-After": "5"}
 
 
 async def test_each_attempt_has_an_audit_id_of_its_own(tmp_path: Path) -> None:
@@ -205,9 +347,12 @@ async def test_a_cancelled_attempt_does_not_wait_for_the_file(tmp_path):
     task = asyncio.create_task(issue())
     await entered.wait()
     task.cancel()
-    async with asyncio.timeout(1):  # the file write is stuck: the exit must not wait for it
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    # The file write is stuck: the exit must not wait for it. (A timeout around the await
+    # would not do: its cancellation is the CancelledError the block expects.)
+    finished, _ = await asyncio.wait({task}, timeout=1)
+    assert finished == {task}
+    with pytest.raises(asyncio.CancelledError):
+        await task
     sink.release.set()
     await trail.close()
     (line,) = (tmp_path / "d.jsonl").read_bytes().splitlines()
@@ -280,10 +425,11 @@ async def test_an_attempt_cancelled_while_its_record_waits_is_recorded_as_cancel
     await until(lambda: sink.started == 1 and trail.snapshot()["pendingWrites"] == 2)
     for task in tasks:
         task.cancel()
-    async with asyncio.timeout(1):  # the disk is stuck: the cancellations must not wait for it
-        for task in tasks:
-            with pytest.raises(asyncio.CancelledError):
-                await task
+    finished, _ = await asyncio.wait(tasks, timeout=1)  # the disk is stuck: they must not wait
+    assert finished == set(tasks)
+    for task in tasks:
+        with pytest.raises(asyncio.CancelledError):
+            await task
     logged = [r.__dict__["audit"] for r in caplog.records if r.name == "signing_gateway.audit"]
     assert sorted((r["requestId"], r["outcome"], r["status"]) for r in logged) == [
         ("first", "cancelled", 503),
