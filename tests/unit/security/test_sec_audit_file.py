@@ -1,15 +1,22 @@
-"""The audit file: whole lines, even after a write the disk cut short."""
+"""The audit file and its writer: whole lines, in order, appended, nothing lost unsaid."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import os
+from functools import partial
 from pathlib import Path
 
 import orjson
+import pytest
 
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.audit_trail import AuditFile, AuditTrail
+from tests.support.audit import BlockingFile
+from tests.support.logs import as_written
+from tests.support.polling import until
 
 #: Long enough never to end a test's wait on a healthy write.
 NO_TIMEOUT = 30.0
@@ -66,6 +73,41 @@ def _sink(path: Path, *, per_write: int, room: int | None = None) -> tuple[Audit
     return sink, raw
 
 
+def test_a_line_the_os_takes_in_parts_is_written_whole(tmp_path: Path) -> None:
+    """Pin that a short write is followed by the rest of the line, not taken as the whole."""
+    path = tmp_path / "parts.jsonl"
+    sink, raw = _sink(path, per_write=5)
+    line = orjson.dumps({"auditId": "a-1", "outcome": "issued"}) + b"\n"
+    sink.append(line)
+    sink.close()
+    assert path.read_bytes() == line
+    assert raw.calls == -(-len(line) // 5)
+
+
+def test_a_file_that_accepts_no_bytes_fails_the_write(tmp_path: Path) -> None:
+    """Pin that a write taking nothing is a failed write (OSError), never a loop without end."""
+    sink, _ = _sink(tmp_path / "none.jsonl", per_write=0)
+    with pytest.raises(OSError, match="accepted no bytes"):
+        sink.append(b"{}\n")
+    sink.close()
+
+
+def test_the_file_is_appended_to_and_each_line_reaches_it_at_once(tmp_path: Path) -> None:
+    """Pin that opening keeps the records already there (a restart) and writes unbuffered.
+
+    Each appended line is in the file when `append` returns: nothing waits in a buffer for
+    a later flush that a crash would lose.
+    """
+    path = tmp_path / "kept.jsonl"
+    path.write_bytes(b'{"auditId":"before-restart"}\n')
+    sink = AuditFile(path)
+    try:
+        sink.append(b'{"auditId":"after-restart"}\n')
+        assert _lines(path) == [b'{"auditId":"before-restart"}', b'{"auditId":"after-restart"}']
+    finally:
+        sink.close()
+
+
 async def test_a_record_the_disk_cut_short_leaves_the_next_ones_whole(tmp_path: Path) -> None:
     """A write the OS took in part before failing does not take the next record with it.
 
@@ -115,3 +157,133 @@ def test_a_record_cut_short_before_a_restart_leaves_the_first_one_after_it_whole
         b'{"auditId":"b-1"}',
         b'{"auditId":"b-2"}',
     ]
+
+
+class _FirstWriteStalls(BlockingFile):
+    """A `BlockingFile` whose first write only waits (and fails, with `fail`); the rest do not."""
+
+    def append(self, line: bytes) -> None:
+        if self.started == 0:
+            super().append(line)
+        else:
+            self.started += 1
+            AuditFile.append(self, line)
+
+
+async def test_records_reach_the_file_in_the_order_they_were_queued(tmp_path: Path) -> None:
+    """Pin one writer: records behind a stalled write wait for it, never overtake it.
+
+    A correction is queued after the record it corrects; written before it, the file's
+    last record of that attempt would be the wrong one.
+    """
+    path = tmp_path / "order.jsonl"
+    sink = await asyncio.to_thread(_FirstWriteStalls, path)
+    trail = _trail(sink)
+    queued = [trail.queue({"n": n}) for n in range(4)]
+    await until(lambda: sink.started == 1)
+    await asyncio.sleep(0.05)  # room for a second writer, were there one, to overtake it
+    sink.release.set()
+    assert [await trail.written(q) for q in queued] == [True] * 4
+    await trail.close()
+    assert [orjson.loads(line)["n"] for line in _lines(path)] == [0, 1, 2, 3]
+
+
+async def test_a_record_whose_write_failed_gets_no_correction_in_the_file(tmp_path: Path) -> None:
+    """Pin that nothing corrects a record the file never got: a correction alone says nothing.
+
+    The write was taken, then failed; the answer then changed (`supersede`): the file holds
+    neither, and no write is left pending.
+    """
+    path = tmp_path / "failed.jsonl"
+    sink = await asyncio.to_thread(partial(_FirstWriteStalls, path, fail=True))
+    trail = _trail(sink)
+    queued = trail.queue({"auditId": "a-1", "outcome": "issued"})
+    await until(lambda: sink.started == 1)
+    sink.release.set()
+    assert await trail.written(queued) is False
+    trail.supersede(queued, {"auditId": "a-1", "outcome": "withheld"})
+    await trail.close()
+    assert _lines(path) == []
+    assert trail.snapshot()["pendingWrites"] == 0
+
+
+async def test_a_closed_trail_refuses_a_write_and_keeps_no_pending_count(tmp_path: Path) -> None:
+    """Pin that a record after `close` is a failed write (False, counted), never pending."""
+    metrics = GatewayMetrics()
+    trail = await AuditTrail.open(
+        tmp_path / "closed.jsonl",
+        metrics=metrics,
+        fail_closed=True,
+        max_pending=8,
+        write_timeout=NO_TIMEOUT,
+    )
+    await trail.close()
+    assert await trail.write({"n": 1}) is False
+    assert metrics.audit_write_failures._value.get() == 1
+    assert trail.snapshot()["pendingWrites"] == 0
+
+
+async def test_the_readiness_view_shows_no_write_under_way_once_it_is_done(
+    tmp_path: Path,
+) -> None:
+    """Pin `writeInProgressSeconds`: a figure while a write is stuck, null again after it."""
+    path = tmp_path / "ready.jsonl"
+    sink = await asyncio.to_thread(BlockingFile, path)
+    trail = _trail(sink)
+    queued = trail.queue({"n": 1})
+    await until(lambda: sink.started == 1)
+    stuck = trail.snapshot()
+    sink.release.set()
+    assert await trail.written(queued)
+    done = trail.snapshot()
+    await trail.close()
+    assert (stuck["file"], stuck["pendingWrites"]) == (True, 1)
+    assert stuck["writeInProgressSeconds"] >= 0
+    assert (done["pendingWrites"], done["writeInProgressSeconds"]) == (0, None)
+
+
+async def test_a_full_queue_is_logged_in_words_without_an_errno_or_a_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pin the failure line of the trail's own refusal: `strerror` says which, no `errno`.
+
+    Outside a request nothing names one: the line has no `request_id` rather than a
+    placeholder.
+    """
+    caplog.set_level(logging.ERROR, logger="signing_gateway.security")
+    path = tmp_path / "full.jsonl"
+    sink = await asyncio.to_thread(BlockingFile, path)
+    trail = AuditTrail(
+        sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=1, write_timeout=30
+    )
+    queued = trail.queue({"n": 1})
+    assert await trail.append({"n": 2}) is False
+    sink.release.set()
+    assert await trail.written(queued)
+    await trail.close()
+    [record] = as_written(r for r in caplog.records if r.name == "signing_gateway.security")
+    assert record["event"] == "audit record not written"
+    assert (record["error"], record["strerror"]) == ("OSError", "too many audit writes pending")
+    assert "errno" not in record
+    assert "request_id" not in record
+
+
+async def test_a_write_done_after_its_wait_timed_out_wakes_nobody_twice(tmp_path: Path) -> None:
+    """Pin that the writer waking a wait its timer already ended is no error on the loop."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        sink = await asyncio.to_thread(BlockingFile, tmp_path / "late.jsonl")
+        trail = AuditTrail(
+            sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=8, write_timeout=0.05
+        )
+        assert await trail.append({"n": 1}) is False
+        sink.release.set()
+        await trail.close()
+        for _ in range(5):  # the writer's wake-up, handed to the loop, runs
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
+    assert _lines(tmp_path / "late.jsonl") == [b'{"n":1}']
