@@ -274,3 +274,143 @@ def test_the_head_limit_must_leave_room_for_the_largest_bearer_token(token_bytes
             make_settings(auth=auth)
     else:
         assert make_settings(auth=auth).limits.max_header_bytes == 32 * 1024
+
+
+def _one_message(body: bytes):
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _recording_app(seen: list[bytes]):
+    async def app(scope, receive, send):
+        seen.append((await receive())["body"])
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"Application/JSON",
+        b"application/json ; Charset=UTF-8",
+        b'application/json; charset="utf-8"',
+    ],
+)
+async def test_json_media_types_are_read_as_rfc_9110_spells_them(content_type: bytes) -> None:
+    """Pin that type, subtype and parameter name are case-insensitive; the value may be quoted."""
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [(b"content-type", content_type), (b"content-length", b"2")]
+    sent = await _run(middleware, _scope(headers), _one_message(b"{}"))
+    assert sent == []
+    assert seen == [b"{}"]
+
+
+@pytest.mark.parametrize("framing", ["declared", "chunked"])
+async def test_a_body_of_exactly_the_limit_passes_and_one_byte_more_is_413(framing: str) -> None:
+    """Pin the body limit's edge, declared or counted as it streams in: the limit is allowed."""
+    limit = 64
+    statuses = []
+    for size in (limit, limit + 1):
+        body = b'"' + b"x" * (size - 2) + b'"'
+        seen: list[bytes] = []
+        middleware = RequestLimitsMiddleware(
+            _recording_app(seen), limits=LimitsSettings(max_body_bytes=limit)
+        )
+        framed = (
+            (b"content-length", str(size).encode())
+            if framing == "declared"
+            else (b"transfer-encoding", b"chunked")
+        )
+        sent = await _run(
+            middleware, _scope([(b"content-type", b"application/json"), framed]), _one_message(body)
+        )
+        statuses.append(sent[0]["status"] if sent else 200)
+        assert seen == ([body] if size == limit else [])
+    assert statuses == [200, 413]
+
+
+async def test_a_caller_gone_half_way_through_its_body_never_reaches_the_app() -> None:
+    """Pin that a disconnect before the body is whole ends the request: what came is not passed.
+
+    The part that arrived may be JSON by itself (here it is).
+    """
+    messages = [
+        {"type": "http.request", "body": b'{"a": 1}', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive():
+        return messages.pop(0)
+
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    sent = await _run(middleware, _scope(headers), receive)
+    assert seen == []
+    assert sent[0]["status"] == 400
+
+
+async def test_a_body_checked_off_the_loop_is_refused_as_one_checked_on_it() -> None:
+    """Pin that a body over the inline size (16 KiB) still has its JSON shape checked."""
+    nested: object = "x" * (20 * 1024)
+    for _ in range(20):
+        nested = [nested]
+    body = orjson.dumps(nested)
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    sent = await _run(middleware, _scope(headers), _one_message(body))
+    assert sent[0]["status"] == 422
+    assert "deeper than 16" in orjson.loads(sent[1]["body"])["detail"]
+    assert seen == []
+
+
+async def test_a_chunked_body_is_bounded_however_the_coding_is_spelt() -> None:
+    """Pin that `Transfer-Encoding: Chunked` (any case, RFC 9112) is counted and cut at a limit."""
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(
+        _recording_app(seen), limits=LimitsSettings(max_body_bytes=16)
+    )
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"Chunked")]
+    sent = await _run(middleware, _scope(headers), _one_message(b" " * 17))
+    assert sent[0]["status"] == 413
+    assert seen == []
+
+
+async def test_the_first_framing_field_of_a_name_is_the_one_read() -> None:
+    """Pin that a second Content-Length or Transfer-Encoding is not read, as Starlette reads them.
+
+    The body is read by the first: a length within the limit, then chunked (and refused as
+    too deep), never passed on unchecked by what the second says.
+    """
+    seen: list[bytes] = []
+    limits_ = LimitsSettings(max_body_bytes=16, max_json_depth=1)
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=limits_)
+    json_type = (b"content-type", b"application/json")
+    lengths = [json_type, (b"content-length", b"2"), (b"content-length", b"99")]
+    assert await _run(middleware, _scope(lengths), _one_message(b"{}")) == []
+    codings = [json_type, (b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"identity")]
+    sent = await _run(middleware, _scope(codings), _one_message(b"[[1]]"))
+    assert sent[0]["status"] == 422
+    assert seen == [b"{}"]
+
+
+async def test_a_body_less_request_needs_no_content_type() -> None:
+    """Pin that `Content-Length: 0` is no body: no 415, the app reads the request as sent."""
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    sent = await _run(middleware, _scope([(b"content-length", b"0")]), _one_message(b""))
+    assert sent == []
+    assert seen == [b""]
+
+
+def test_the_json_shape_limits_take_their_own_values() -> None:
+    """Pin each bound's edge: `max_depth` levels and `max_string_chars` characters are taken."""
+    limits_ = {"max_depth": 2, "max_string_chars": 3}
+    assert check_json_shape({"abc": ["xyz"]}, **limits_) is None
+    assert check_json_shape({"abc": [["x"]]}, **limits_) == limits.too_deep(2)
+    assert check_json_shape({"abc": ["wxyz"]}, **limits_) == "a string is longer than 3 characters"
+    assert check_json_shape({"abcd": []}, **limits_) == "a key is longer than 3 characters"
