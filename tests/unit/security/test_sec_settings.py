@@ -1,13 +1,44 @@
-"""The security setting groups check themselves: the JWKS URL."""
+"""The security setting groups check themselves: key source, bounds, algorithms."""
 
 from __future__ import annotations
 
-import pytest
-from pydantic import ValidationError
+from pathlib import Path
+from typing import Any
 
-from signing_gateway.security.settings import AuthSettings
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from signing_gateway.security.settings import AuditSettings, AuthSettings, LimitsSettings
 
 COMPLETE = {"audience": "signing-gateway", "issuer": "https://idp.test/"}
+
+
+def test_a_jwks_file_and_a_jwks_url_together_are_refused() -> None:
+    """Pin that the keys come from one source: which one would a token be checked against?"""
+    with pytest.raises(ValidationError, match=r"give auth\.jwks_file or auth\.jwks_url, not both"):
+        AuthSettings(jwks_file=Path("jwks.json"), jwks_url="https://idp.test/jwks", **COMPLETE)
+
+
+@pytest.mark.parametrize(
+    "url", ["https:///jwks", "ftp://idp.test/jwks", "file:///etc/jwks.json", "idp.test/jwks"]
+)
+def test_a_jwks_url_must_be_an_absolute_http_url(url: str) -> None:
+    """Pin that a URL without a host, or of another scheme, is refused when settings are read."""
+    with pytest.raises(ValidationError, match=r"auth\.jwks_url must be an absolute https URL"):
+        AuthSettings(jwks_url=url, **COMPLETE)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_plain_http_is_taken_on_each_loopback_name(host: str) -> None:
+    """Pin the loopback exception: each of the three loopback names."""
+    assert AuthSettings(jwks_url=f"http://{host}:8081/jwks", **COMPLETE).missing_for_jwt() == []
+
+
+@pytest.mark.parametrize("host", ["idp.test", "127.0.0.2", "localhost.idp.test", "[::2]"])
+def test_plain_http_is_refused_off_loopback(host: str) -> None:
+    """Pin that no other host is taken over plain http, however close to a loopback name."""
+    with pytest.raises(ValidationError, match="plain http only on loopback"):
+        AuthSettings(jwks_url=f"http://{host}/jwks", **COMPLETE)
 
 
 @pytest.mark.parametrize("url", ["https://idp.test:abc/jwks", "http://[::1].idp.test/jwks"])
@@ -19,3 +50,63 @@ def test_a_jwks_url_the_client_cannot_fetch_is_refused_with_the_settings(url: st
     """
     with pytest.raises(ValidationError, match=r"auth\.jwks_url must be an absolute https URL"):
         AuthSettings(jwks_url=url, **COMPLETE)
+
+
+def test_https_is_taken_on_any_host() -> None:
+    """Pin that the loopback rule concerns plain http only."""
+    assert AuthSettings(jwks_url="https://localhost/jwks", **COMPLETE).missing_for_jwt() == []
+    assert AuthSettings(jwks_url="https://idp.test/jwks", **COMPLETE).missing_for_jwt() == []
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ({}, ["auth.jwks_file or auth.jwks_url", "auth.audience", "auth.issuer"]),
+        ({"jwks_url": "https://idp.test/jwks"}, ["auth.audience", "auth.issuer"]),
+        (
+            {"jwks_file": Path("jwks.json"), "audience": "", "issuer": ""},
+            ["auth.audience", "auth.issuer"],
+        ),
+        ({"jwks_file": Path("jwks.json"), **COMPLETE}, []),
+    ],
+)
+def test_jwt_mode_names_each_setting_it_lacks(given: dict[str, Any], missing: list[str]) -> None:
+    """Pin what `mode=jwt` needs: a key source, an audience and an issuer, none of them empty."""
+    assert AuthSettings(**given).missing_for_jwt() == missing
+
+
+@pytest.mark.parametrize("algorithms", [[], ["HS256"], ["none"], ["ES256", "HS512"]])
+def test_only_asymmetric_algorithms_and_at_least_one_are_taken(algorithms: list[str]) -> None:
+    """Pin that no HMAC or `none` algorithm can be allowed, nor an empty list."""
+    with pytest.raises(ValidationError, match="algorithms"):
+        AuthSettings(algorithms=algorithms, **COMPLETE)
+
+
+#: (group, setting, the extreme values taken, the values just past them)
+BOUNDS = [
+    (AuthSettings, "leeway_seconds", [0, 300], [-1, 301]),
+    (AuthSettings, "max_token_bytes", [1], [0]),
+    (AuthSettings, "token_cache_size", [0], [-1]),
+    (AuthSettings, "jwks_fetch_timeout_seconds", [0.001], [0, -1]),
+    (LimitsSettings, "max_header_bytes", [4096], [4095]),
+    (LimitsSettings, "header_timeout_seconds", [0.001], [0]),
+    (LimitsSettings, "max_body_bytes", [1], [0]),
+    (LimitsSettings, "max_json_depth", [1, 256], [0, 257]),
+    (LimitsSettings, "max_json_string_chars", [1], [0]),
+    (LimitsSettings, "body_read_timeout_seconds", [0.001], [0]),
+    (AuditSettings, "max_pending_writes", [1], [0]),
+    (AuditSettings, "write_timeout_seconds", [0.001], [0]),
+]
+
+
+@pytest.mark.parametrize(("group", "name", "taken", "refused"), BOUNDS)
+def test_each_bounded_setting_takes_its_extremes_and_refuses_past_them(
+    group: type[BaseModel], name: str, taken: list[float], refused: list[float]
+) -> None:
+    """Pin the bounds settings.py declares (a zero timeout or queue would refuse everything)."""
+    extra = COMPLETE if group is AuthSettings else {}
+    for value in taken:
+        assert getattr(group(**{name: value}, **extra), name) == value
+    for value in refused:
+        with pytest.raises(ValidationError, match=name):
+            group(**{name: value}, **extra)
