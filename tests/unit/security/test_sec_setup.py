@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security import audit_trail, setup
@@ -20,6 +23,7 @@ from signing_gateway.security.setup import (
     read_jwks_file,
     security_file_problems,
 )
+from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings
 from signing_gateway.settings_doc import setting_docs
 
@@ -144,3 +148,17 @@ async def test_disabled_authentication_is_warned_of_when_the_gateway_starts(
     [warning] = [r for r in caplog.records if r.name == "signing_gateway.security"]
     assert warning.levelno == logging.WARNING
     assert "caller authentication is disabled" in warning.getMessage()
+
+
+async def test_the_jwks_refresher_stops_with_the_gateway() -> None:
+    """Pin that the background fetches of a JWKS URL end when the gateway's stack closes."""
+    issuer = LocalTokenIssuer(issuer="https://idp.test/", audience="a")
+    settings = AuthSettings(jwks_url="https://idp.test/jwks", audience="a", issuer=issuer.issuer)
+    with respx.mock(assert_all_called=True) as idp:
+        idp.get(settings.jwks_url).mock(return_value=httpx.Response(200, json=issuer.jwks()))
+        async with AsyncExitStack() as stack:
+            assert await open_token_verifier(settings, stack) is not None
+            [refresher] = [t for t in asyncio.all_tasks() if t.get_name() == "jwks-refresher"]
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert refresher.done()
