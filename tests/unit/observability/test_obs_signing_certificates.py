@@ -77,13 +77,15 @@ def test_start_up_warns_of_a_usage_without_a_valid_dsc_with_its_status(
 def test_the_gauge_follows_the_clock_and_skips_usages_without_any_dsc():
     """Read at each scrape: seconds left fall as time passes; no series for a missing usage.
 
-    A DSC that began an hour ago signs now: its time left is counted from now.
+    A DSC that began an hour ago signs now: its time left is counted from now. The test's
+    own clock is read here, not at import: the whole suite runs for minutes before it.
     """
+    now = datetime.now(UTC)
     trust = _trust(
-        "vaccination", not_before=NOW - timedelta(hours=1), not_after=NOW + timedelta(days=30)
+        "vaccination", not_before=now - timedelta(hours=1), not_after=now + timedelta(days=30)
     )
     metrics = GatewayMetrics()
-    watch_signing_certificates(trust, metrics, now=NOW)
+    watch_signing_certificates(trust, metrics, now=now)
     first = metrics.registry.get_sample_value(GAUGE, {"key_usage": "vaccination"})
     time.sleep(0.05)
     second = metrics.registry.get_sample_value(GAUGE, {"key_usage": "vaccination"})
