@@ -7,7 +7,7 @@ sequence of requests sent one after another gets the same latencies and errors o
 Fault spec grammar (header `X-Fake-Signer-Fault` or `_control` `fault`): `kind[=arg][;key=value]...`
 
     delay=<ms>                     extra latency before answering normally
-    status=<code>[;retry-after=<s>] plain-text error with that status
+    status=<code>[;retry-after=<s>] plain-text error with that status (whole seconds)
     reset                          close the TCP connection with a RST, no response
     hang                           never answer (until the client gives up or the server stops)
     malformed[=truncated|shape]    200 whose body is not the contract JSON
@@ -83,13 +83,16 @@ class FaultSpec:
         if self.kind in {"delay", "slow-body"}:
             _number(self.arg, self.kind)
         elif self.kind == "status":
-            # ASCII digits (isdigit() alone takes "²"), and a final status: after a 1xx the
-            # client would wait for an answer that never comes.
+            # ASCII digits and a final status: after a 1xx the client would wait for an answer
+            # that never comes.
             code = self.arg or ""
-            if not (code.isascii() and code.isdigit()) or not 200 <= int(code) <= 599:  # noqa: PLR2004
+            if not _digits(code) or not 200 <= int(code) <= 599:  # noqa: PLR2004
                 raise FaultSpecError(f"status {self.arg!r} is not a final HTTP status (200-599)")
-            if "retry-after" in self.options:
-                _number(self.options["retry-after"], "retry-after")
+            # Sent as is: RFC 9110 delay-seconds are digits only, and a client (the gateway's
+            # `parse_retry_after` too) ignores "1.5" or "1e3", so such a test would test nothing.
+            seconds = self.options.get("retry-after")
+            if seconds is not None and not _digits(seconds):
+                raise FaultSpecError(f"retry-after {seconds!r} is not a whole number of seconds")
         elif self.kind == "malformed" and self.arg not in {None, *MALFORMED_VARIANTS}:
             raise FaultSpecError(f"malformed variant {self.arg!r} is not one of truncated, shape")
 
@@ -107,6 +110,11 @@ class FaultSpec:
         """The spec in its textual form."""
         text = self.kind if self.arg is None else f"{self.kind}={self.arg}"
         return ";".join([text, *(f"{k}={v}" for k, v in self.options.items())])
+
+
+def _digits(text: str) -> bool:
+    """Whether `text` is ASCII digits only (`isdigit()` alone also takes "²" or "٣")."""
+    return text.isascii() and text.isdigit()
 
 
 def _number(text: str | None, what: str) -> float:

@@ -46,6 +46,14 @@ def test_invalid_fault_specs_are_refused(text):
         FaultSpec.parse(text)
 
 
+@pytest.mark.parametrize("seconds", ["1.5", "1e3", "-1", " ", "\u0663", "inf"])
+def test_retry_after_must_be_whole_seconds(seconds):
+    """A Retry-After no client reads (RFC 9110 delay-seconds are digits) is refused, not sent."""
+    with pytest.raises(FaultSpecError, match="retry-after"):
+        FaultSpec.parse(f"status=503;retry-after={seconds}")
+    assert FaultSpec.parse("status=503;retry-after=0").options == {"retry-after": "0"}
+
+
 async def settle(condition):
     """Let other tasks run until `condition()` holds, failing after a bounded number of turns."""
     for _ in range(1000):
