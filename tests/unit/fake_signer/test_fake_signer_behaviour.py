@@ -24,6 +24,9 @@ from fake_signer.settings import FakeSignerSettings
         ("wrong-kid", "wrong-kid", None, {}),
         ("slow-body=1000", "slow-body", "1000", {}),
         (" Status = 429 ; Retry-After = 2 ", "status", "429", {"retry-after": "2"}),
+        ("delay=0", "delay", "0", {}),
+        ("status=200", "status", "200", {}),
+        ("status=599", "status", "599", {}),
     ],
 )
 def test_fault_specs_parse(text, kind, arg, options):
@@ -38,7 +41,8 @@ def test_fault_specs_parse(text, kind, arg, options):
     ["", "boom", "delay", "delay=x", "delay=-5", "delay=inf", "status=99", "status=600",
      "status=101", "status=²²²",
      "status=503;retry-after=soon", "status=503;color=red", "hang=1", "reset;x=1",
-     "malformed=weird", "slow-body", "status=503;noequals"],
+     "malformed=weird", "slow-body", "status=503;noequals", "status=199", "wrong-kid=1",
+     "bad-signature=1", "delay=5;retry-after=1", "slow-body=5;retry-after=1"],
 )  # fmt: skip
 def test_invalid_fault_specs_are_refused(text):
     """Specs outside the grammar raise FaultSpecError."""
@@ -61,6 +65,15 @@ async def settle(condition):
             return
         await asyncio.sleep(0)
     pytest.fail("condition never held")
+
+
+async def full_gate_with_a_waiter():
+    """A gate of capacity 1 whose slot is taken, and a task queued for it."""
+    gate = CapacityGate(1)
+    assert gate.try_acquire()
+    waiter = asyncio.create_task(gate.acquire())
+    await settle(lambda: gate.queued == 1)
+    return gate, waiter
 
 
 def behaviour(**kwargs):
@@ -118,10 +131,7 @@ async def test_gate_queues_in_fifo_order_and_counts_peak():
 
 async def test_gate_cancelled_waiter_gives_up_its_place():
     """Cancelling a queued request removes it without leaking a slot."""
-    gate = CapacityGate(1)
-    assert gate.try_acquire()
-    waiter = asyncio.create_task(gate.acquire())
-    await settle(lambda: gate.queued == 1)
+    gate, waiter = await full_gate_with_a_waiter()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -220,3 +230,74 @@ def test_control_refuses_an_infinite_latency(field):
     with pytest.raises(ValueError, match=field):
         model.update({field: float("inf")})
     assert model.describe() == before
+
+
+def test_peak_is_the_most_in_flight_ever_and_restarts_from_the_live_count():
+    """Peak stays at the most in flight since the last reset, which restarts it from now."""
+    gate = CapacityGate(None)
+    for _ in range(3):
+        assert gate.try_acquire()
+    gate.release()
+    gate.release()
+    assert gate.try_acquire()
+    assert (gate.in_flight, gate.peak) == (2, 3)
+    gate.reset_peak()
+    assert gate.peak == 2
+    gate.release()
+    assert gate.peak == 2
+
+
+async def test_gate_slot_handed_to_a_waiter_cancelled_before_it_runs_is_passed_on():
+    """A slot handed over to a waiter that is cancelled before it resumes is not lost."""
+    gate, waiter = await full_gate_with_a_waiter()
+    gate.release()  # hands the slot to the waiter, which has not run yet
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (gate.in_flight, gate.queued) == (0, 0)
+    assert gate.try_acquire()
+
+
+async def test_gate_cancelled_waiter_stops_counting_as_queued_at_once():
+    """/_stats `queued` drops a waiter the moment it is cancelled, before it unwinds."""
+    gate, waiter = await full_gate_with_a_waiter()
+    waiter.cancel()  # cancels the future it waits on now; the task unwinds on its next turn
+    assert gate.queued == 0
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+
+@pytest.mark.parametrize("mean", [0.1, 3, 100, 2500])
+def test_latency_lognormal_without_jitter_is_exactly_the_latency(mean):
+    """Lognormal with jitter 0 waits latency_ms exactly, as fixed does."""
+    model = behaviour(latency_ms=mean, latency_distribution="lognormal", seed=1)
+    assert model.latency_seconds() == mean / 1000
+
+
+def test_latency_lognormal_at_zero_mean_is_zero():
+    """Lognormal with latency 0 (no positive mean to draw around) waits nothing, whatever jitter."""
+    model = behaviour(latency_ms=0, jitter_ms=50, latency_distribution="lognormal", seed=1)
+    assert model.latency_seconds() == 0
+
+
+def test_error_rate_zero_leaves_the_seeded_latencies_alone():
+    """Without an error rate no draw is spent on errors: seeded latencies repeat as without."""
+    alone = behaviour(latency_ms=100, jitter_ms=50, seed=5)
+    expected = [alone.latency_seconds() for _ in range(5)]
+    model = behaviour(latency_ms=100, jitter_ms=50, seed=5)
+    drawn = []
+    for _ in range(5):
+        assert not model.random_error()
+        drawn.append(model.latency_seconds())
+    assert drawn == expected
+
+
+def test_control_updates_jitter_and_distribution():
+    """`jitterMs` and `latencyDistribution` via control change the draws and the state shown."""
+    model = behaviour(latency_ms=100, seed=2)
+    model.update({"jitterMs": 40, "latencyDistribution": "lognormal"})
+    state = model.describe()
+    assert (state["jitterMs"], state["latencyDistribution"]) == (40, "lognormal")
+    assert len({model.latency_seconds() for _ in range(10)}) == 10
+    model.update({"latencyDistribution": "fixed"})
+    assert {model.latency_seconds() for _ in range(10)} == {0.1}
