@@ -112,6 +112,8 @@ async def test_nonce_is_single_use(client):
     assert first.status_code == 200
     assert again.status_code == 400
     assert again.headers["content-type"].startswith("text/plain")
+    totals = (await client.get("/_stats")).json()["totals"]
+    assert totals["issue"] == {"ok": 1, "bad_request": 1}
 
 
 @pytest.mark.parametrize(
@@ -167,15 +169,69 @@ async def test_lone_surrogate_attribute_leaves_the_nonce_usable(client):
         pytest.param(
             lambda b: b.update(credentialsAttributes=[{**ATTRIBUTES, "extra": "x"}]), id="extra"
         ),
+        pytest.param(
+            lambda b: b.update(credentialsAttributes=[_without(ATTRIBUTES, "birthMonth")]),
+            id="missing-attribute",
+        ),
+        pytest.param(lambda b: b.update(credentialsAttributes=[]), id="no-attribute-sets"),
+        pytest.param(lambda b: b.update(prepareIssueMessage={}), id="prepare-without-nonce"),
+        pytest.param(
+            lambda b: b.update(issueCommitmentMessage=[b["prepareIssueMessage"]]),
+            id="commitment-not-an-object",
+        ),
+        pytest.param(lambda b: b.update(extra=1), id="unknown-field"),
+        pytest.param(lambda b: b.pop("issueCommitmentMessage"), id="missing-field"),
     ],
 )
 async def test_issue_refuses_bad_requests(client, mutate):
-    """Nonce mismatches, too many attribute sets and bad attributes get a 4xx."""
+    """Nonce mismatches, too many attribute sets and bad shapes get a plain-text 400."""
     prepared = await prepare(client, 2)
     body = issue_body(prepared, [ATTRIBUTES])
     mutate(body)
     response = await client.post("/issue", json=body, headers=JSON_HEADERS)
-    assert 400 <= response.status_code < 500
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+def _without(attributes, name):
+    return {key: value for key, value in attributes.items() if key != name}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/prepare_issue", {"credentialAmount": 1, "extra": 1}),
+        ("/prepare_issue", {}),
+        ("/issue_static", {"credentialAttributes": ATTRIBUTES, "extra": 1}),
+        ("/issue_static", {}),
+        ("/issue_static", {"credentialAttributes": _without(ATTRIBUTES, "isSpecimen")}),
+        ("/issue_static", {"credentialAttributes": [ATTRIBUTES]}),
+    ],
+)
+async def test_unknown_missing_or_misshapen_fields_are_400(client, path, body):
+    """Unknown or missing fields, a missing attribute, attributes not an object: 400 text."""
+    response = await client.post(path, json=body, headers=JSON_HEADERS)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+async def test_refused_domestic_requests_count_as_bad_requests(client):
+    """A JSON body that is not an object is 400 on each endpoint, counted as `bad_request`."""
+    for path in ("/prepare_issue", "/issue", "/issue_static"):
+        response = await client.post(path, content=b"[1]", headers=JSON_HEADERS)
+        assert response.status_code == 400
+        assert response.text == "body must be a JSON object"
+    totals = (await client.get("/_stats")).json()["totals"]
+    assert totals == {
+        name: {"bad_request": 1} for name in ("prepare_issue", "issue", "issue_static")
+    }
+
+
+async def test_issue_refuses_a_body_nested_too_deep_to_parse(client):
+    """A body nested past the parser's depth is 400 "not JSON", not a 500 with a traceback."""
+    response = await client.post("/issue", content=b"[" * 100_000, headers=JSON_HEADERS)
+    assert response.status_code == 400
+    assert response.text.startswith("body is not JSON")
 
 
 async def test_issue_static_verifies_with_published_key(client):
@@ -215,13 +271,19 @@ async def test_domestic_endpoints_are_post_only(client, path, method):
     assert (await client.request(method, path)).status_code == 405
 
 
-@pytest.mark.parametrize("amount", [0, 101, "2", 1.5, None])
+@pytest.mark.parametrize("amount", [0, 101, "2", 1.5, None, True])
 async def test_prepare_issue_checks_the_amount(client, amount):
     """CredentialAmount must be an integer from 1 to 100."""
     response = await client.post(
         "/prepare_issue", json={"credentialAmount": amount}, headers=JSON_HEADERS
     )
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("amount", [1, 100])
+async def test_prepare_issue_takes_amounts_from_1_to_100(client, amount):
+    """Both ends of 1..100 are handed a nonce for that amount."""
+    assert (await prepare(client, amount))["credentialAmount"] == amount
 
 
 @pytest.mark.parametrize("spec", ["bad-signature", "wrong-kid"])

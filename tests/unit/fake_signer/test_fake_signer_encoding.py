@@ -90,6 +90,18 @@ def test_nonce_store_is_single_use_with_ttl():
     assert len(store) == 0
 
 
+def test_nonces_expire_after_five_minutes_by_default():
+    """Without a TTL given, a nonce works until 300 s after it was issued, not from then on."""
+    now = [1000.0]
+    store = NonceStore(lambda: now[0])
+    used, late = store.issue(1), store.issue(1)
+    now[0] += 299.9
+    assert store.consume(used) == 1
+    now[0] += 0.1
+    with pytest.raises(WireInputError, match="expired"):
+        store.consume(late)
+
+
 def test_nonce_asked_for_too_many_credentials_stays_usable():
     """A request for more credentials than the nonce allows is refused and spends nothing."""
     store = NonceStore(lambda: 0.0, ttl=10)
