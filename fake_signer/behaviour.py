@@ -205,21 +205,29 @@ class CapacityGate:
 
 
 class ControlUpdate(BaseModel):
-    """Body of `PUT /_control`; every field optional, absent fields keep their value."""
+    """Body of `PUT /_control`; every field optional, absent fields keep their value.
+
+    Numbers must be JSON numbers (`strict`): pydantic's lax mode would read `true` as capacity 1
+    or an error rate of 1, and "200" as a latency.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    latency_ms: float | None = Field(default=None, alias="latencyMs", ge=0, allow_inf_nan=False)
-    jitter_ms: float | None = Field(default=None, alias="jitterMs", ge=0, allow_inf_nan=False)
+    latency_ms: float | None = Field(
+        default=None, alias="latencyMs", ge=0, allow_inf_nan=False, strict=True
+    )
+    jitter_ms: float | None = Field(
+        default=None, alias="jitterMs", ge=0, allow_inf_nan=False, strict=True
+    )
     latency_distribution: LatencyDistribution | None = Field(
         default=None, alias="latencyDistribution"
     )
-    capacity: int | None = Field(default=None, ge=1)
+    capacity: int | None = Field(default=None, ge=1, strict=True)
     overflow: Overflow | None = None
-    error_rate: float | None = Field(default=None, alias="errorRate", ge=0, le=1)
+    error_rate: float | None = Field(default=None, alias="errorRate", ge=0, le=1, strict=True)
     fault: str | None = None
-    fault_count: int | None = Field(default=None, alias="faultCount", ge=-1)
-    seed: int | None = None
+    fault_count: int | None = Field(default=None, alias="faultCount", ge=-1, strict=True)
+    seed: int | None = Field(default=None, strict=True)
 
 
 def _check_fault_count(count: int | None, fault: FaultSpec | None) -> None:

@@ -301,3 +301,33 @@ def test_control_updates_jitter_and_distribution():
     assert len({model.latency_seconds() for _ in range(10)}) == 10
     model.update({"latencyDistribution": "fixed"})
     assert {model.latency_seconds() for _ in range(10)} == {0.1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"capacity": True},
+        {"errorRate": True},
+        {"latencyMs": True},
+        {"jitterMs": False},
+        {"fault": "hang", "faultCount": True},
+        {"seed": True},
+        {"latencyMs": "200"},
+        {"capacity": "3"},
+    ],
+)
+def test_control_takes_numbers_only_as_json_numbers(body):
+    """`true` is not capacity 1 nor an error rate of 1, nor "200" a latency: refused, unchanged."""
+    model = behaviour(latency_ms=5, capacity=4)
+    before = model.describe()
+    with pytest.raises(ValueError, match="valid"):
+        model.update(body)
+    assert model.describe() == before
+
+
+def test_control_takes_an_integer_for_a_float_field():
+    """A whole JSON number is a latency or rate like its float form."""
+    model = behaviour()
+    model.update({"latencyMs": 200, "errorRate": 1, "jitterMs": 3.5})
+    state = model.describe()
+    assert (state["latencyMs"], state["errorRate"], state["jitterMs"]) == (200, 1, 3.5)
