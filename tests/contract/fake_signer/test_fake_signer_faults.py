@@ -247,6 +247,9 @@ async def test_control_fault_default_count_and_until_cleared(client):
         {"faultCount": 5},
         {"fault": None, "faultCount": 2},
         {"fault": "hang", "faultCount": 0},
+        {"fault": "hang", "faultCount": -2},
+        {"jitterMs": -1},
+        {"capacity": True},
     ],
 )
 async def test_control_refuses_invalid_updates(client, body):
