@@ -98,6 +98,38 @@ async def test_dsc_chains_to_csca_with_usage_eku(client):
         assert dsc.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=700)
 
 
+async def test_certificates_validity_and_key_usages(client):
+    """DSCs last 730 days, all backdated 1 h; the CSCA only certifies, DSCs only sign."""
+    keys = await published(client)
+    csca = x509.load_der_x509_certificate(b64d(keys["csca"][0]))
+    dscs = [dsc_for(keys, usage)[1] for usage in EKU]
+    now = dt.datetime.now(dt.UTC)
+    assert csca.not_valid_after_utc - csca.not_valid_before_utc == dt.timedelta(days=3650, hours=1)
+    for certificate in [csca, *dscs]:
+        backdated = now - certificate.not_valid_before_utc
+        assert dt.timedelta(minutes=59) < backdated < dt.timedelta(minutes=70), backdated
+    for dsc in dscs:
+        assert dsc.not_valid_after_utc - dsc.not_valid_before_utc == dt.timedelta(days=730, hours=1)
+    constraints = csca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert (constraints.ca, constraints.path_length) == (True, 0)
+    usage = csca.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert (usage.key_cert_sign, usage.crl_sign, usage.digital_signature) == (True, True, False)
+    for dsc in dscs:
+        assert not dsc.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        usage = dsc.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert (usage.digital_signature, usage.key_cert_sign) == (True, False)
+
+
+async def test_expiration_up_to_the_dsc_end_is_signed(client):
+    """An expirationTime at the DSC's last valid second is signed; a second later is refused."""
+    _, dsc = dsc_for(await published(client), "test")
+    last = dsc.not_valid_after_utc
+    for when, status in ((last, 200), (last + dt.timedelta(seconds=1), 400)):
+        text = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        response = await client.post("/get_credential", content=_wire(expirationTime=text))
+        assert response.status_code == status, (text, response.text)
+
+
 async def test_tampered_credential_does_not_verify(client):
     """The independent verifier is not a rubber stamp: another DSC's key rejects the credential."""
     body = (await client.post("/get_credential", json=eu_body("vaccination"))).json()
@@ -117,12 +149,15 @@ async def test_tampered_credential_does_not_verify(client):
         (_wire(dcc=[]), "dcc list"),
         (_wire(dcc=None), "missing dcc"),
         (b"[1, 2]", "not an object"),
+        (_wire(extra=1), "unknown field"),
+        (_wire(keyUsage=["test"]), "usage not a string"),
+        (_wire(expirationTime=1900000000), "time not a string"),
     ],
 )
 async def test_wire_input_errors_are_4xx_plain_text(client, raw, why):
     """Bad input at the wire level is refused with a 4xx plain-text body."""
     response = await client.post("/get_credential", content=raw)
-    assert 400 <= response.status_code < 500, why
+    assert response.status_code == 400, why
     assert response.headers["content-type"].startswith("text/plain")
     assert response.text
 
@@ -147,6 +182,7 @@ _NOT_RFC3339 = {
 _RFC3339 = {
     "utc": "%Y-%m-%dT%H:%M:%SZ",
     "long-fraction": "%Y-%m-%dT%H:%M:%S.123456789Z",
+    "late-fraction": "%Y-%m-%dT%H:%M:%S.999Z",
     "positive-offset": "%Y-%m-%dT%H:%M:%S+02:00",
     "unknown-local-offset": "%Y-%m-%dT%H:%M:%S-00:00",
 }
@@ -200,3 +236,8 @@ def test_keys_and_routes_follow_the_role(fake_signer_factory, role, eu, domestic
         if eu:
             credential = http.post("/get_credential", json=eu_body()).json()["credential"]
             assert cbor2.loads(cose_parts(credential)[2])[1] == "BE"
+            country = x509.NameOID.COUNTRY_NAME
+            for der in [*keys["csca"], *(entry["certificate"] for entry in keys["eu"])]:
+                certificate = x509.load_der_x509_certificate(b64d(der))
+                (name,) = certificate.subject.get_attributes_for_oid(country)
+                assert name.value == "BE"
