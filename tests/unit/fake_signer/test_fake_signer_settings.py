@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 import pytest
+from pydantic import ValidationError
 
 from fake_signer.cli import parse_settings
 from signing_gateway.settings import DEV_DOMESTIC_SIGNER_URL, DEV_EU_SIGNER_URL
@@ -45,3 +47,67 @@ def test_a_port_given_wins_over_the_role_default(monkeypatch, args, env):
     for name, value in env.items():
         monkeypatch.setenv(f"FAKE_SIGNER_{name}", value)
     assert parse_settings(args).port == 7001
+
+
+def test_defaults_are_the_documented_ones(monkeypatch):
+    """Without options or variables: the defaults docs/fake-signer.md lists."""
+    for name in os.environ:
+        if name.startswith("FAKE_SIGNER_"):
+            monkeypatch.delenv(name)
+    settings = parse_settings([])
+    assert settings.model_dump(mode="json") == {
+        "role": "all",
+        "host": "127.0.0.1",
+        "port": 9081,
+        "latency_ms": 0.0,
+        "jitter_ms": 0.0,
+        "latency_distribution": "uniform",
+        "seed": None,
+        "capacity": None,
+        "overflow": "queue",
+        "error_rate": 0.0,
+        "country": "NL",
+        "keys_dir": None,
+        "backlog": 8192,
+        "shutdown_timeout": 2.0,
+        "log_level": "info",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--port", "65536"], "port"),
+        (["--port", "-1"], "port"),
+        (["--latency-ms", "-1"], "latency_ms"),
+        (["--jitter-ms", "-0.5"], "jitter_ms"),
+        (["--capacity", "0"], "capacity"),
+        (["--error-rate", "-0.1"], "error_rate"),
+        (["--error-rate", "1.01"], "error_rate"),
+        (["--country", "NLD"], "country"),
+        (["--country", "nl"], "country"),
+        (["--backlog", "0"], "backlog"),
+        (["--shutdown-timeout", "-1"], "shutdown_timeout"),
+        (["--shutdown-timeout", "inf"], "shutdown_timeout"),
+        (["--log-level", "verbose"], "log_level"),
+    ],
+)
+def test_out_of_range_options_are_refused(args, field):
+    """Each option outside its documented range is a settings error naming it."""
+    with pytest.raises(ValidationError) as refused:
+        parse_settings(args)
+    assert [error["loc"] for error in refused.value.errors()] == [(field,)]
+
+
+def test_options_at_the_ends_of_their_ranges_are_taken():
+    """The last valid value of each bounded option is taken as given."""
+    settings = parse_settings(
+        [
+            *("--port", "65535", "--capacity", "1", "--error-rate", "1", "--backlog", "1"),
+            *("--shutdown-timeout", "0", "--latency-ms", "0", "--country", "BE"),
+            *("--log-level", "WARNING"),
+        ]
+    )
+    assert (settings.port, settings.capacity, settings.error_rate) == (65535, 1, 1)
+    assert (settings.backlog, settings.shutdown_timeout, settings.country) == (1, 0, "BE")
+    assert settings.log_level == "warning"
