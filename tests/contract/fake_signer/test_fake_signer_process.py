@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +16,11 @@ import pytest
 
 from fake_signer import keys
 from tests.contract.fake_signer.signer_wire import eu_body, wait_for
-from tests.support.fake_signer_process import FakeSignerProcess, FakeSignerStartError
+from tests.support.fake_signer_process import (
+    FakeSignerProcess,
+    FakeSignerStartError,
+    start_fake_signer,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -196,11 +201,13 @@ def test_out_of_range_numbers_are_invalid_settings(args, env, field):
 
 
 async def _stop_during_a_signing(
-    signer: FakeSignerProcess,
+    signer: FakeSignerProcess, headers: dict[str, str] | None = None
 ) -> tuple[int, float, httpx.Response | BaseException]:
     """SIGTERM `signer` with a signing in flight: its exit code, the seconds to exit, the answer."""
     async with httpx.AsyncClient(base_url=signer.base_url, timeout=10) as client:
-        signing = asyncio.create_task(client.post("/get_credential", json=eu_body()))
+        signing = asyncio.create_task(
+            client.post("/get_credential", json=eu_body(), headers=headers)
+        )
         await wait_for(lambda stats: stats["inFlight"] == 1, client)
         started = time.monotonic()
         code = await asyncio.to_thread(signer.stop)
@@ -234,3 +241,51 @@ async def test_stop_lets_a_signing_that_ends_in_time_answer(fake_signer_factory)
     assert stopped_after < 2
     assert isinstance(answer, httpx.Response)
     assert answer.status_code == 200
+
+
+async def test_stop_releases_a_hanging_request_with_503_stopping(fake_signer_factory):
+    """A `hang` is answered `503 stopping` as the stop begins, not held to the timeout."""
+    signer = fake_signer_factory("--shutdown-timeout", "5")
+    code, stopped_after, answer = await _stop_during_a_signing(
+        signer, {"X-Fake-Signer-Fault": "hang"}
+    )
+    assert code == 0
+    assert stopped_after < 2
+    assert isinstance(answer, httpx.Response)
+    assert (answer.status_code, answer.text) == (503, "stopping")
+
+
+def test_sigint_stops_cleanly_and_logs_the_stop(fake_signer_factory):
+    """SIGINT stops like SIGTERM (exit 0), and at level info the stop is logged to stderr."""
+    signer = fake_signer_factory("--role", "eu")
+    signer.process.send_signal(signal.SIGINT)
+    assert signer.process.wait(timeout=10) == 0
+    assert "fake-signer stopping" in signer.stderr()
+
+
+def test_log_level_warning_keeps_info_lines_out(fake_signer_factory):
+    """--log-level warning leaves the info line of a stop out of stderr."""
+    signer = fake_signer_factory("--role", "eu", "--log-level", "WARNING")
+    signer.process.send_signal(signal.SIGTERM)
+    assert signer.process.wait(timeout=10) == 0
+    assert "fake-signer stopping" not in signer.stderr()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_host_is_bracketed_in_the_listening_line():
+    """On an IPv6 address the listening line is a URL a client can use: http://[::1]:PORT."""
+    signer = start_fake_signer("--role", "eu", host="::1")
+    try:
+        assert signer.base_url == f"http://[::1]:{signer.port}"
+        assert httpx.get(f"{signer.base_url}/healthz", timeout=5).status_code == 200
+    finally:
+        signer.stop()
