@@ -145,6 +145,7 @@ async def test_tampered_credential_does_not_verify(client):
         (_wire(expirationTime="next year"), "time"),
         (_wire(expirationTime=_SOON.removesuffix("Z")), "no offset"),
         (_wire(expirationTime="2020-01-01T00:00:00Z"), "past"),
+        (_wire(expirationTime=f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"), "now"),
         (_wire(expirationTime="2099-01-01T00:00:00Z"), "after DSC"),
         (_wire(dcc=[]), "dcc list"),
         (_wire(dcc=None), "missing dcc"),

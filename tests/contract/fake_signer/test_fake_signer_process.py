@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -289,3 +290,18 @@ def test_ipv6_host_is_bracketed_in_the_listening_line():
         assert httpx.get(f"{signer.base_url}/healthz", timeout=5).status_code == 200
     finally:
         signer.stop()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_backlog_is_the_listen_backlog(fake_signer_factory):
+    """--backlog is what the socket listens with: ss shows it as a listener's Send-Q."""
+    signer = fake_signer_factory("--role", "eu", "--backlog", "77")
+    listing = subprocess.run(  # noqa: S603 - a fixed tool, our own port
+        ["ss", "-ltnH", f"sport = :{signer.port}"],  # noqa: S607 - found on PATH above
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    (line,) = listing.stdout.splitlines()
+    assert line.split()[2] == "77", line

@@ -75,6 +75,15 @@ def test_keys_of_another_country_are_refused(material, tmp_path):
         keys.load_or_create(tmp_path, "DE")
 
 
+@pytest.mark.parametrize("name", ["csca.key.pem", "dsc-vaccination.key.pem"])
+def test_keys_dir_refuses_an_ed25519_key_where_an_ec_key_belongs(material, tmp_path, name):
+    """An ES256 slot holding the domestic Ed25519 key is refused at load, naming the file."""
+    keys.save(material, tmp_path)
+    (tmp_path / name).write_bytes((tmp_path / "domestic-ed25519.key.pem").read_bytes())
+    with pytest.raises(keys.KeysDirError, match=f"cannot load {name}: not an EC private key"):
+        keys.load_or_create(tmp_path, "NL")
+
+
 def test_nonce_store_is_single_use_with_ttl():
     """A nonce works once, unknown nonces fail, and nonces expire after the TTL."""
     now = [0.0]
