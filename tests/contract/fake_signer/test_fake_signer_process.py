@@ -118,6 +118,10 @@ def test_unresolvable_host_is_one_line_and_exit_2():
     """A host name that does not resolve ends the start with one line naming it, status 2."""
     result = _run_to_exit("--host", "nonexistent.invalid")
     _assert_refused_in_one_line(result, "fake-signer: cannot listen on nonexistent.invalid:0: ")
+    # The resolver's own words: its negative error numbers are no errno strerror() knows.
+    reason = result.stderr.removeprefix("fake-signer: cannot listen on nonexistent.invalid:0: ")
+    assert reason.strip()
+    assert not reason.startswith("Unknown error"), reason
 
 
 def test_keys_dir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
