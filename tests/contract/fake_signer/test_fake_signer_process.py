@@ -65,7 +65,7 @@ def test_keys_dir_survives_restart(fake_signer_factory, tmp_path):
 def test_incomplete_keys_dir_is_refused(fake_signer_factory, tmp_path):
     """A keys dir holding only part of a key set stops the start instead of being overwritten."""
     (tmp_path / "csca.key.pem").write_text("not a key")
-    with pytest.raises(FakeSignerStartError, match="incomplete"):
+    with pytest.raises(FakeSignerStartError, match="is incomplete, missing"):
         fake_signer_factory("--keys-dir", str(tmp_path))
 
 
