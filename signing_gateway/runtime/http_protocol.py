@@ -17,9 +17,10 @@ uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been
 - **Time.** A new connection has `header_timeout_seconds` to complete its first head, and each
   later request as much from its first byte. Past it, a connection that had begun a request
   is answered 408 problem+json and closed; one that sent nothing is closed. Between requests
-  uvicorn's keep-alive timeout applies as before. When the clock rings while the caller's bytes
-  wait unread in the kernel (the loop is behind, as in a burst of thousands of connections),
-  it looks again a second later instead: only a caller that does not send is cut off.
+  uvicorn's keep-alive timer applies, set to the settings' `keep_alive_seconds`. When the
+  clock rings while the caller's bytes wait unread in the kernel (the loop is behind, as in a
+  burst of thousands of connections), it looks again a second later instead: only a caller
+  that does not send is cut off.
 
 The body is the app's to bound (`security.limits`: size while it streams, and the time it may
 take). A request before the refused one that is still being answered (pipelining) is answered
@@ -239,9 +240,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # One attribute, not nine: past 30 instance attributes CPython gives up sharing the
         # class's key table and each connection pays for a dict of its own (~1.3 KB more, at
         # S4's 10,000 connections 13 MB).
-        self._bound = _HeadBound(
-            _limits_of(app_state), app_state.get("metrics"), tokens=_shares_tokens(app_state)
-        )
+        limits = _limits_of(app_state)
+        self._bound = _HeadBound(limits, app_state.get("metrics"), tokens=_shares_tokens(app_state))
+        # The settings' keep-alive, not the server's (uvicorn's `--timeout-keep-alive`): one
+        # place to set it for `serve`, its workers, `demo` and a uvicorn command line alike.
+        self.timeout_keep_alive = limits.keep_alive_seconds  # type: ignore[assignment]
 
     # Connection events.
 

@@ -133,7 +133,15 @@ class LimitsSettings(BaseModel):
         10.0,
         description="A request head must be complete this many seconds after its first byte "
         "(after the connection opened, for the first): else 408 and the connection is closed, "
-        "or just closed if nothing was sent. Between requests uvicorn's 5 s keep-alive applies",
+        "or just closed if nothing was sent. Between requests `keep_alive_seconds` applies",
+    )
+    keep_alive_seconds: PositiveFloat = Field(
+        5.0,
+        description="An idle connection is closed this many seconds after its last answer "
+        "(uvicorn's keep-alive). Keep it longer than the idle timeout of whatever pools "
+        "connections to the gateway (a load balancer, the caller's HTTP client): when both "
+        "close an idle connection at about the same time, a request sent on it meets a "
+        "closed connection and fails without an answer",
     )
     max_body_bytes: PositiveInt = Field(
         192 * 1024,

@@ -262,6 +262,29 @@ async def test_without_the_gateways_settings_the_defaults_apply(app_state):
     defaults = LimitsSettings()
     assert protocol._bound.max_head_bytes == defaults.max_header_bytes
     assert protocol._bound.head_timeout == defaults.header_timeout_seconds
+    assert protocol.timeout_keep_alive == defaults.keep_alive_seconds == 5.0  # uvicorn's
+
+
+async def test_an_idle_connection_is_closed_after_the_settings_keep_alive():
+    """`keep_alive_seconds` after an answer, not uvicorn's own 5 s (nor the server's flag)."""
+    protocol, transport = _open(keep_alive_seconds=0.2)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    _answer(protocol)
+    await asyncio.sleep(0.05)
+    assert not transport.closed
+    await until(lambda: transport.closed, limit=3)
+    assert transport.written == b""  # closed unanswered: nothing was asked
+
+
+async def test_a_request_within_the_keep_alive_keeps_the_connection():
+    """Each answer starts the keep-alive again; a request before it ends is served."""
+    protocol, transport = _open(keep_alive_seconds=0.3)
+    for path in ("/a", "/b", "/c"):
+        protocol.data_received(b"GET %s HTTP/1.1\r\nHost: g\r\n\r\n" % path.encode())
+        _answer(protocol)
+        await asyncio.sleep(0.15)
+    assert protocol.started == ["/a", "/b", "/c"]
+    assert not transport.closed
 
 
 async def test_a_connection_keeps_an_instance_dict_like_uvicorns_protocol():
