@@ -196,24 +196,14 @@ async def test_a_signer_that_never_answers_is_named_with_the_wait():
     )
 
 
-class _Silent:
-    """A signer that takes the key request and never answers it (no read timeout yet)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def fetch_keys(self) -> KeySet:
-        await asyncio.sleep(3600)
-        raise AssertionError("unreachable")
-
-
 async def test_a_signer_that_takes_the_request_and_never_answers_is_given_up_at_the_wait():
     """The wait bounds the attempt in flight, not only the pauses between refused ones."""
+    silent = _Signer("domestic", 3600.0)  # took the request; an hour before it says anything
     started = asyncio.get_running_loop().time()
     # Bounded here too, so a gateway that waits on the attempt fails this test, not hangs it.
     with pytest.raises(TrustUnavailableError) as refused:
         async with asyncio.timeout(5):
-            await _fetch(_Publishing("eu", _key_set(dscs=1)), _Silent("domestic"), wait=0.3)  # type: ignore[arg-type]
+            await _fetch(_Publishing("eu", _key_set(dscs=1)), silent, wait=0.3)  # type: ignore[arg-type]
     took = asyncio.get_running_loop().time() - started
     assert 0.3 <= took < 1.5
     assert str(refused.value) == (
