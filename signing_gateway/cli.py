@@ -7,7 +7,9 @@ prints ready-to-paste example requests; `demo --smoke` sends them itself and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import ipaddress
 import logging
 import math
 import os
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
@@ -28,6 +31,7 @@ from signing_gateway.observability.logging import configure_logging, flush_loggi
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from signing_gateway.security.settings import is_loopback_host
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import is_service_link, problems_report
 from signing_gateway.start_up_checks import checked_settings, tracing_problems
@@ -92,10 +96,35 @@ def run_workers(supervised: SupervisedConfig) -> int:
     return 0
 
 
-#: `--host` values under which the gateway listens on loopback too (all addresses, or loopback).
-_LISTENS_ON_LOOPBACK = frozenset(
-    {"", "0.0.0.0", "::", "127.0.0.1", "localhost", "::1", "[::1]"}  # noqa: S104 - compared, not bound
-)
+#: `--host` values under which the gateway listens on every address, loopback included.
+_EVERY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - compared, not bound
+#: Loopback hosts taken as one: `localhost` may resolve to either address.
+_USUAL_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _loopback_key(host: str) -> str:
+    """`host` (loopback) as one spelling: lower case, no brackets, IPv4 for a mapped address."""
+    host = host.strip("[]").lower()
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        return str(mapped or address)
+    return host
+
+
+def _may_reach_gateway(listen: str, signer_url: str) -> bool:
+    """Whether a call to `signer_url` (on loopback) may reach a gateway listening on `listen`.
+
+    On every address, any loopback host does; on one loopback address, that address does, and
+    127.0.0.1, ::1 and `localhost` count as one. Another address of 127.0.0.0/8 is a listener
+    of its own.
+    """
+    if listen in _EVERY_ADDRESS:
+        return True
+    if not is_loopback_host(listen.strip("[]")):
+        return False
+    gateway, signer = _loopback_key(listen), _loopback_key(httpx.URL(signer_url).host)
+    return gateway == signer or {gateway, signer} <= _USUAL_LOOPBACK
 
 
 def _own_port_problems(settings: Settings, args: argparse.Namespace) -> list[str]:
@@ -104,8 +133,6 @@ def _own_port_problems(settings: Settings, args: argparse.Namespace) -> list[str
     The gateway would call itself: its probe port answers the readiness probe (the signer looks
     up) and 404s every signing call, which counts as the signer's refusal, not its failure.
     """
-    if args.host not in _LISTENS_ON_LOOPBACK:
-        return []
     own = {
         port: flag
         for port, flag in ((args.probe_port, "--probe-port"), (args.port, "--port"))
@@ -117,7 +144,7 @@ def _own_port_problems(settings: Settings, args: argparse.Namespace) -> list[str
         ("DOMESTIC_SIGNER", settings.domestic_signer),
     ):
         port = signer.loopback_port()
-        if port in own:
+        if port in own and _may_reach_gateway(args.host, signer.url):
             problems.append(
                 f"SIGNING_GATEWAY_{name}__URL: is this gateway's own {own[port]} {port}; "
                 "give the signer's address"

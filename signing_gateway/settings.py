@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import (
     BaseModel,
     Field,
@@ -32,9 +33,9 @@ from signing_gateway.security.settings import (
     AuditSettings,
     AuthSettings,
     LimitsSettings,
+    is_loopback_host,
 )
 
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 #: Where a gateway in development looks for its signers when not told: local fake signers
 #: (`fake-signer --role eu`, `--role domestic`: their default ports). Ports that nothing else
 #: here listens on (the gateway takes 8080, its probe port 8081 in the image), so a forgotten URL
@@ -141,15 +142,15 @@ class SignerSettings(BaseModel):
 
     def loopback_port(self) -> int | None:
         """The port this signer is called on when it is on this host (loopback), else None."""
-        parts = urlsplit(self.url)
-        if parts.hostname not in _LOOPBACK_HOSTS:
+        url = httpx.URL(self.url)
+        if not is_loopback_host(url.host):
             return None
-        return parts.port or (443 if parts.scheme == "https" else 80)
+        return url.port or (443 if url.scheme == "https" else 80)
 
     def plain_http_off_host(self) -> bool:
         """Whether calls to this signer would leave the host unencrypted (http, not loopback)."""
-        parts = urlsplit(self.url)
-        return parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS
+        url = httpx.URL(self.url)
+        return url.scheme == "http" and not is_loopback_host(url.host)
 
     @model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> SignerSettings:
@@ -158,7 +159,13 @@ class SignerSettings(BaseModel):
             parts.port  # noqa: B018 - urlsplit checks the port only when it is read
         except ValueError:
             raise ValueError("signer url has a port that is not a number from 0 to 65535") from None
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
+        # Read as the client that calls it reads it: `urlsplit` takes `[::1].signer.test` as
+        # the host ::1 (loopback, so plain http passed), which httpx then refuses at start-up.
+        try:
+            url = httpx.URL(self.url)
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in {"http", "https"} or not url.host:
             raise ValueError("signer url must be an absolute http(s) URL")
         # httpx turns user info into Basic credentials, and the aiohttp transport then refuses
         # the request that carries them twice: start-up ended in a traceback. The signers take

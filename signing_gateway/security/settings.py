@@ -6,6 +6,7 @@ disabled auth in production) is decided by `Settings`, which sees both.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +27,23 @@ AsymmetricAlgorithm = Literal[
     "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"
 ]
 
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a URL's host as httpx reads it: no brackets) is this machine's loopback.
+
+    `localhost`, or an address on the loopback interface: all of 127.0.0.0/8 (not only
+    127.0.0.1), ::1, and an IPv4 loopback address written as IPv6 (``::ffff:127.0.0.2``).
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
 
 #: Every group of settings takes finite numbers only. pydantic's float takes "inf" and "nan"
 #: otherwise: an infinite timeout never ends (an infinite cancel grace ended `serve` in an
@@ -102,7 +119,7 @@ class AuthSettings(BaseModel):
                 url = None
             if url is None or url.scheme not in {"http", "https"} or not url.host:
                 raise ValueError("auth.jwks_url must be an absolute https URL")
-            if url.scheme == "http" and url.host not in _LOOPBACK_HOSTS:
+            if url.scheme == "http" and not is_loopback_host(url.host):
                 raise ValueError("auth.jwks_url must use https (plain http only on loopback)")
         return self
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from signing_gateway.app import create_app
-from signing_gateway.cli import _parser, flag_variables
+from signing_gateway.cli import _own_port_problems, _parser, flag_variables
 from signing_gateway.demo import demo_setup
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
@@ -328,6 +328,41 @@ def test_serve_refuses_a_signer_on_its_own_port(flag: str, variable: str, host: 
             "give the signer's address"
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("listen", "signer_host", "is_own"),
+    [
+        ("0.0.0.0", "127.0.0.3", True),  # noqa: S104 - a --host value, not bound here
+        ("::", "[::1]", True),
+        ("", "localhost", True),
+        ("127.0.0.2", "127.0.0.2", True),
+        ("127.0.0.1", "[::ffff:127.0.0.1]", True),
+        ("localhost", "127.0.0.1", True),
+        ("[::1]", "LOCALHOST", True),
+        ("127.0.0.1", "127.0.0.2", False),
+        ("127.0.0.2", "127.0.0.1", False),
+        ("10.1.2.3", "127.0.0.1", False),
+    ],
+)
+def test_a_signer_is_the_gateway_itself_where_the_gateway_listens(
+    listen: str, signer_host: str, is_own: bool
+) -> None:
+    """Pin which loopback signer URLs on the gateway's port reach the gateway itself.
+
+    Before, only `127.0.0.1`, `localhost` and `::1` counted as loopback on either side: a
+    gateway on 0.0.0.0 took a signer at 127.0.0.3 on its own port, and one listening on
+    127.0.0.2 never looked.
+    """
+    port = free_port()
+    settings = Settings(
+        auth=AuthSettings(mode="disabled"),
+        eu_signer=SignerSettings(url=f"http://{signer_host}:{port}"),
+    )
+    args = _parser().parse_args(["serve", "--host", listen, "--port", str(port)])
+    own = f"SIGNING_GATEWAY_EU_SIGNER__URL: is this gateway's own --port {port}; "
+    expected = [own + "give the signer's address"]
+    assert _own_port_problems(settings, args) == (expected if is_own else [])
 
 
 def test_only_a_loopback_signer_can_be_the_gateway_itself() -> None:

@@ -78,8 +78,23 @@ def test_plain_http_to_another_host_needs_allow_plain_http() -> None:
         "plain http to a non-loopback signer needs allow_plain_http=true; use https"
     )
     assert SignerSettings(url="http://eu-signer.internal", allow_plain_http=True)
-    for host in ("127.0.0.1", "localhost", "[::1]"):
+    for host in ("127.0.0.1", "localhost", "[::1]", "127.0.0.2", "[::ffff:127.0.0.1]"):
         assert not SignerSettings(url=f"http://{host}:9081").plain_http_off_host()
+    assert SignerSettings(url="http://[::ffff:10.0.0.1]:9081", allow_plain_http=True)
+    assert _signer_refusal(url="http://[::ffff:10.0.0.1]:9081") == (
+        "plain http to a non-loopback signer needs allow_plain_http=true; use https"
+    )
+
+
+def test_a_signer_url_the_client_cannot_call_is_refused_with_the_settings() -> None:
+    """Pin that the URL is read as httpx reads it, not as `urlsplit` does.
+
+    `urlsplit` took `[::1].signer.test` as the loopback host ::1, so plain http passed the
+    check, and httpx then refused the URL when the gateway built its signer clients.
+    """
+    assert _signer_refusal(url="http://[::1].signer.test:9081") == (
+        "signer url must be an absolute http(s) URL"
+    )
 
 
 @pytest.mark.parametrize("given", ["client_cert", "client_key"])

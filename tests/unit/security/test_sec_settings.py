@@ -28,13 +28,31 @@ def test_a_jwks_url_must_be_an_absolute_http_url(url: str) -> None:
         AuthSettings(jwks_url=url, **COMPLETE)
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "LocalHost",
+        "[::1]",
+        "127.0.0.2",
+        "127.255.0.9",
+        "[::ffff:127.0.0.3]",
+    ],
+)
 def test_plain_http_is_taken_on_each_loopback_name(host: str) -> None:
-    """Pin the loopback exception: each of the three loopback names."""
+    """Pin the loopback exception: `localhost`, ::1 and every address of 127.0.0.0/8.
+
+    The whole of 127.0.0.0/8 is the loopback interface's (RFC 1122 3.2.1.3); 127.0.0.2 was
+    refused before, as if it were another host.
+    """
     assert AuthSettings(jwks_url=f"http://{host}:8081/jwks", **COMPLETE).missing_for_jwt() == []
 
 
-@pytest.mark.parametrize("host", ["idp.test", "127.0.0.2", "localhost.idp.test", "[::2]"])
+@pytest.mark.parametrize(
+    "host",
+    ["idp.test", "128.0.0.1", "localhost.idp.test", "[::2]", "0.0.0.0", "[::ffff:10.0.0.1]"],  # noqa: S104
+)
 def test_plain_http_is_refused_off_loopback(host: str) -> None:
     """Pin that no other host is taken over plain http, however close to a loopback name."""
     with pytest.raises(ValidationError, match="plain http only on loopback"):
