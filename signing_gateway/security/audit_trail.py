@@ -47,21 +47,36 @@ _TOO_MANY_PENDING = "too many audit writes pending"
 
 
 class AuditFile:
-    """An append-only JSON-lines file, written by one thread at a time."""
+    """An append-only JSON-lines file, written by one thread at a time.
+
+    Other processes may append to the same file (`serve --workers N`: an `AuditFile` in each
+    worker, one path). A line the OS took in part before failing (a disk filling up: ENOSPC;
+    a file size limit: EFBIG) stays in the file whoever wrote it, so before each line the
+    file's last byte is read: when it is not a line break, the line starts with one, and the
+    part left behind is a line of its own instead of swallowing the record (`_ends_mid_line`).
+    """
 
     def __init__(self, path: Path) -> None:
         """Open `path` for appending (sync: call from start-up code, in a thread)."""
         self.path = path
         # Unbuffered: a failed write must not leave half a record behind to be flushed later.
+        # Opened as ever (write-only, created 0o666 less the umask, a FIFO waiting for its
+        # reader): reading is a descriptor of its own, where it is safe (`_reader_of`).
         self._file: IO[bytes] = path.open("ab", buffering=0)
-        # The OS took part of a line and then failed (a disk filling up mid-write, before this
-        # start or since): the next line starts with a line break, so the part left behind
-        # does not swallow it.
-        self._torn = _ends_mid_line(path, self._file.fileno())
+        self._reader = _reader_of(path, self._file.fileno())
+        # This process's own line the OS took in part: all that is known of a file that cannot
+        # be read (a FIFO, a device, a write-only file).
+        self._torn = False
 
     def append(self, line: bytes) -> None:
-        """Hand one whole line to the OS; raise OSError when it cannot take it."""
-        view = memoryview(b"\n" + line if self._torn else line)
+        """Hand one whole line to the OS; raise OSError when it cannot take it.
+
+        Runs on the writer thread: reading the file's end costs an lseek and a one-byte pread
+        (about a microsecond), and an error there fails the write: the record could not be
+        told apart from a part left before it.
+        """
+        torn = self._torn if self._reader is None else _ends_mid_line(self._reader)
+        view = memoryview(b"\n" + line if torn else line)
         whole = len(view)
         try:
             while view:
@@ -80,24 +95,47 @@ class AuditFile:
 
     def close(self) -> None:
         """Close the file."""
+        if self._reader is not None:
+            os.close(self._reader)
+            self._reader = None
         self._file.close()
 
 
-def _ends_mid_line(path: Path, appending: int) -> bool:
-    """Whether the regular file at `path`, open for appending as `appending`, ends mid-line.
+def _reader_of(path: Path, appending: int) -> int | None:
+    """A descriptor reading the file open for appending as `appending`; None when there is none.
 
-    Only a regular file is read (a FIFO would wait for a writer), and one that cannot be
-    read is taken to end a line.
+    Only a regular file is read: a FIFO opened for reading would keep its writes from failing
+    once its own reader is gone, and a device may act on being opened. A file this process
+    may not read (write-only, as an operator may set one up) has none either: its own torn
+    lines are then all the writer knows of. The descriptor must be of the same file (not one
+    that took its path meanwhile), and is opened without waiting, in case that is a FIFO.
     """
     status = os.fstat(appending)
-    if not stat.S_ISREG(status.st_mode) or status.st_size == 0:
-        return False
+    if not stat.S_ISREG(status.st_mode):
+        return None
     try:
-        with path.open("rb") as existing:
-            existing.seek(-1, os.SEEK_END)
-            return existing.read(1) != b"\n"
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
-        return False
+        return None
+    seen = os.fstat(reader)
+    if (seen.st_dev, seen.st_ino) != (status.st_dev, status.st_ino):
+        os.close(reader)
+        return None
+    return reader
+
+
+def _ends_mid_line(reader: int) -> bool:
+    """Whether the regular file open for reading as `reader` ends mid-line (in no line break).
+
+    Read right before a line is written, on the writer thread: the part a writer left, in this
+    process or another, now or before a restart, is seen. Not covered: a line of another
+    process that the OS cuts between this read and the write that follows. That takes the disk
+    filling up (or that process's file size limit being reached) within those microseconds and
+    room again for this write at once; a lock that every writer takes around both would close
+    it. A file emptied between the two (`copytruncate`) reads nothing and ends no line.
+    """
+    size = os.lseek(reader, 0, os.SEEK_END)  # the reader's own offset: `pread` ignores it
+    return size > 0 and os.pread(reader, 1, size - 1) not in (b"\n", b"")
 
 
 class QueuedRecord:

@@ -6,6 +6,9 @@ import asyncio
 import errno
 import logging
 import os
+import stat
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from signing_gateway.security.audit_trail import AuditFile, AuditTrail
 from tests.support.audit import BlockingFile
 from tests.support.logs import as_written
 from tests.support.polling import until
+
+REPO = Path(__file__).resolve().parents[3]
 
 #: Long enough never to end a test's wait on a healthy write.
 NO_TIMEOUT = 30.0
@@ -157,6 +162,144 @@ def test_a_record_cut_short_before_a_restart_leaves_the_first_one_after_it_whole
         b'{"auditId":"b-1"}',
         b'{"auditId":"b-2"}',
     ]
+
+
+def test_a_record_another_writer_tore_does_not_swallow_the_next_one(tmp_path: Path) -> None:
+    """Two writers on one file (`serve --workers N`): one's torn line is seen by the other.
+
+    The second writer's write is cut short (the OS takes part of it, then ENOSPC): that
+    write fails, counted where it was made. The first writer, opened before, knows nothing of
+    it; its next record is reported written and its credential released, so it must be a line
+    of its own. Before, it was appended to the part the other writer left behind.
+    """
+    path = tmp_path / "workers.jsonl"
+    first = AuditFile(path)
+    second, _ = _sink(path, per_write=1 << 20, room=8)
+    torn = orjson.dumps({"auditId": "b-7", "outcome": "issued"}) + b"\n"
+    with pytest.raises(OSError, match="No space left"):
+        second.append(torn)
+    first.append(b'{"auditId":"a-1"}\n')
+    first.append(b'{"auditId":"a-2"}\n')
+    first.close()
+    second.close()
+    assert _lines(path) == [torn[:8], b'{"auditId":"a-1"}', b'{"auditId":"a-2"}']
+
+
+#: Run in a process of its own: opens the audit file, lowers its file size limit to end
+#: mid-line, and appends a record (the OS takes part of it, then EFBIG); prints the errno.
+_TEAR_IN_ANOTHER_PROCESS = """
+import resource, sys
+from pathlib import Path
+from signing_gateway.security.audit_trail import AuditFile
+
+sink = AuditFile(Path(sys.argv[1]))
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), hard))
+try:
+    sink.append(sys.argv[3].encode() + b"\\n")
+except OSError as exc:
+    print(exc.errno)
+"""
+
+
+def test_a_record_another_process_tore_does_not_swallow_the_next_one(tmp_path: Path) -> None:
+    """The same across processes, the OS cutting the line: a file size limit (RLIMIT_FSIZE).
+
+    The other process's limit lies mid-line: the OS takes the record up to it and then fails
+    the write (EFBIG). This process had opened the file before; its next record is a line
+    of its own.
+    """
+    path = tmp_path / "processes.jsonl"
+    path.write_bytes(b'{"auditId":"a-1"}\n')
+    sink = AuditFile(path)
+    torn = b'{"auditId":"b-7","outcome":"issued"}'
+    limit = path.stat().st_size + 8
+    child = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
+        [sys.executable, "-c", _TEAR_IN_ANOTHER_PROCESS, str(path), str(limit), torn.decode()],
+        capture_output=True,
+        cwd=REPO,
+        check=True,
+        timeout=60,
+    )
+    assert child.stdout.split() == [str(errno.EFBIG).encode()]
+    sink.append(b'{"auditId":"a-2"}\n')
+    sink.close()
+    assert _lines(path) == [b'{"auditId":"a-1"}', torn[:8], b'{"auditId":"a-2"}']
+
+
+def test_a_new_audit_file_is_created_with_the_umask_mode(tmp_path: Path) -> None:
+    """Pin the mode of an audit file the gateway creates: 0o666 less the process's umask."""
+    path = tmp_path / "created.jsonl"
+    umask = os.umask(0o027)
+    try:
+        AuditFile(path).close()
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_a_write_only_audit_file_is_appended_to_and_knows_its_own_torn_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin a file the gateway may write but not read, as an operator may set one up.
+
+    It is appended to as ever, its mode untouched; its end cannot be read, so only this
+    process's own torn line starts the next one with a line break. The OS lets root read
+    such a file all the same: reading it is refused here as it is to any other user.
+    """
+    path = tmp_path / "write-only.jsonl"
+    path.touch(mode=0o200)
+    path.chmod(0o200)
+    real_open = os.open
+
+    def refuse_reading(file: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if Path(file) == path and flags & os.O_ACCMODE == os.O_RDONLY:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse_reading)
+    first = orjson.dumps({"auditId": "a-1"}) + b"\n"
+    sink, raw = _sink(path, per_write=1 << 20, room=len(first) + 8)
+    sink.append(first)
+    with pytest.raises(OSError, match="No space left"):
+        sink.append(b'{"auditId":"a-2","outcome":"issued"}\n')
+    raw.room = None
+    sink.append(b'{"auditId":"a-3"}\n')
+    sink.close()
+    monkeypatch.undo()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o200
+    path.chmod(0o600)  # for the test to read it
+    assert _lines(path) == [b'{"auditId":"a-1"}', b'{"auditI', b'{"auditId":"a-3"}']
+
+
+def test_a_fifo_audit_file_gets_each_line_and_is_never_read_by_the_gateway(
+    tmp_path: Path,
+) -> None:
+    """Pin a FIFO as the audit file (a log shipper reading it): each line reaches the reader.
+
+    The gateway holds no reading end of it: once the reader is gone, a write fails (EPIPE),
+    counted and answered as a failed write, instead of filling the pipe and then stalling.
+    """
+    path = tmp_path / "audit.pipe"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        sink = AuditFile(path)
+        sink.append(b'{"auditId":"a-1"}\n')
+        assert os.read(reader, 1024) == b'{"auditId":"a-1"}\n'
+    finally:
+        os.close(reader)
+    with pytest.raises(BrokenPipeError):
+        sink.append(b'{"auditId":"a-2"}\n')
+    sink.close()
+
+
+def test_a_device_as_the_audit_file_takes_each_line() -> None:
+    """Pin a character device as the audit file (here the null device): lines are taken."""
+    sink = AuditFile(Path(os.devnull))
+    sink.append(b'{"auditId":"a-1"}\n')
+    sink.append(b'{"auditId":"a-2"}\n')
+    sink.close()
 
 
 class _FirstWriteStalls(BlockingFile):
