@@ -34,6 +34,9 @@ CSCA_VALIDITY = dt.timedelta(days=3650)
 DSC_VALIDITY = dt.timedelta(days=730)
 # Backdating tolerates small clock differences between the fake and its clients.
 BACKDATE = dt.timedelta(hours=1)
+# A loaded certificate must stay valid at least this long: a fake started on one that ends
+# sooner would refuse or mis-sign every EU request part way through a working day.
+VALIDITY_MARGIN = dt.timedelta(days=1)
 
 _Loaded = TypeVar("_Loaded")
 
@@ -247,14 +250,16 @@ class KeysDirError(ValueError):
     """A keys directory that cannot be used as it is (nothing in it is overwritten)."""
 
 
-def load_or_create(keys_dir: Path, country: str) -> KeyMaterial:
+def load_or_create(keys_dir: Path, country: str, now: dt.datetime | None = None) -> KeyMaterial:
     """Load the keys in `keys_dir`, or generate them and write them there if it holds none.
 
     Raises:
         KeysDirError: the path is not a directory or cannot be read or written, a key file does
-            not load, the directory holds only part of a key set (refusing to overwrite it), or
+            not load, the directory holds only part of a key set (refusing to overwrite it),
             keys of another country (credentials would name one country as `iss` while their
-            DSC names another, and a verifier refuses them).
+            DSC names another, and a verifier refuses them), or a certificate that has ended or
+            ends within `VALIDITY_MARGIN` of `now` (every EU request would be refused, or
+            signed with an expired DSC).
     """
     try:
         if keys_dir.exists() and not keys_dir.is_dir():
@@ -276,7 +281,23 @@ def load_or_create(keys_dir: Path, country: str) -> KeyMaterial:
     held = _country(material.csca)
     if held != country:
         raise KeysDirError(f"keys dir {keys_dir} holds keys of country {held}, not {country}")
+    _check_validity(material, keys_dir, now or dt.datetime.now(dt.UTC))
     return material
+
+
+def _check_validity(material: KeyMaterial, keys_dir: Path, now: dt.datetime) -> None:
+    """Refuse a key set whose CSCA or a DSC ends before `now` + `VALIDITY_MARGIN`."""
+    certificates = {"csca.crt.pem": material.csca} | {
+        f"dsc-{usage.value}.crt.pem": key.certificate for usage, key in material.eu.items()
+    }
+    for name, certificate in certificates.items():
+        end = certificate.not_valid_after_utc
+        if end < now + VALIDITY_MARGIN:
+            what = "an expired certificate" if end <= now else "a certificate ending within a day"
+            raise KeysDirError(
+                f"keys dir {keys_dir} holds {what}, {name} valid until "
+                f"{end:%Y-%m-%dT%H:%M:%SZ}: delete or empty the directory for fresh keys"
+            )
 
 
 def load(keys_dir: Path) -> KeyMaterial:

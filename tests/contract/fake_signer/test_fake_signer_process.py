@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -151,6 +152,16 @@ def test_keys_dir_of_the_wrong_key_type_is_one_line_and_exit_2(tmp_path):
         f"fake-signer: keys dir {tmp_path}: cannot load domestic-ed25519.key.pem: not an Ed25519"
     )
     _assert_refused_in_one_line(result, start)
+
+
+def test_keys_dir_with_an_expired_dsc_is_one_line_and_exit_2(tmp_path):
+    """A key set whose DSCs have ended is refused at start in one line, not request by request."""
+    made = datetime.now(UTC) - keys.DSC_VALIDITY - timedelta(days=1)
+    keys.save(keys.generate_key_material("NL", now=made), tmp_path)
+    result = _run_to_exit("--keys-dir", str(tmp_path))
+    start = f"fake-signer: keys dir {tmp_path} holds an expired certificate, dsc-vaccination"
+    _assert_refused_in_one_line(result, start)
+    assert result.stderr.endswith(": delete or empty the directory for fresh keys\n")
 
 
 @pytest.mark.parametrize(

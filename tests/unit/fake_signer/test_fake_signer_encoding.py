@@ -84,6 +84,51 @@ def test_keys_dir_refuses_an_ed25519_key_where_an_ec_key_belongs(material, tmp_p
         keys.load_or_create(tmp_path, "NL")
 
 
+def _saved_at(tmp_path, made):
+    """Save a key set generated as if at `made` (the DSCs end `DSC_VALIDITY` after it)."""
+    material = keys.generate_key_material("NL", now=made)
+    keys.save(material, tmp_path)
+    return material
+
+
+@pytest.mark.parametrize(
+    ("age", "what"),
+    [
+        (keys.DSC_VALIDITY + dt.timedelta(minutes=5), "an expired certificate"),
+        (keys.DSC_VALIDITY - dt.timedelta(hours=12), "a certificate ending within a day"),
+    ],
+)
+def test_keys_dir_whose_dscs_end_is_refused_naming_the_first(tmp_path, age, what):
+    """A DSC that has ended, or ends within the margin, stops the start, naming it and its end."""
+    material = _saved_at(tmp_path, dt.datetime.now(dt.UTC) - age)
+    end = material.eu[keys.KeyUsage.VACCINATION].certificate.not_valid_after_utc
+    expected = (
+        f"keys dir {tmp_path} holds {what}, dsc-vaccination.crt.pem valid until "
+        f"{end:%Y-%m-%dT%H:%M:%SZ}: delete or empty the directory for fresh keys"
+    )
+    with pytest.raises(keys.KeysDirError) as refused:
+        keys.load_or_create(tmp_path, "NL")
+    assert str(refused.value) == expected
+
+
+def test_keys_dir_whose_csca_ended_is_refused_naming_it(material, tmp_path):
+    """An ended CSCA is refused by name, even while the DSCs saved with it have not ended."""
+    keys.save(material, tmp_path)
+    old = dt.datetime.now(dt.UTC) - keys.CSCA_VALIDITY - dt.timedelta(days=1)
+    _, csca = keys.generate_csca("NL", old)
+    (tmp_path / "csca.crt.pem").write_bytes(csca.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(keys.KeysDirError, match=r"expired certificate, csca\.crt\.pem valid until"):
+        keys.load_or_create(tmp_path, "NL")
+
+
+def test_keys_dir_with_more_than_the_margin_left_loads(tmp_path):
+    """A DSC with a little more than the margin left still loads: it is not expiring yet."""
+    made = dt.datetime.now(dt.UTC) - keys.DSC_VALIDITY + keys.VALIDITY_MARGIN
+    material = _saved_at(tmp_path, made + dt.timedelta(hours=1))
+    loaded = keys.load_or_create(tmp_path, "NL")
+    assert loaded.published(eu=True, domestic=True) == material.published(eu=True, domestic=True)
+
+
 def test_nonce_store_is_single_use_with_ttl():
     """A nonce works once, unknown nonces fail, and nonces expire after the TTL."""
     now = [0.0]
