@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -123,7 +124,8 @@ def _object(body: bytes, *, exact_numbers: bool = False) -> dict[str, Any]:
 
     An Idemix commitment carries integers of thousands of bits, which the real signer reads
     whole; orjson would refuse them or round them to floats, so ``/issue`` uses the standard
-    library (``NaN`` and ``Infinity`` still refused, as they are not JSON).
+    library (``NaN`` and ``Infinity`` still refused, as they are not JSON, and so is a number
+    past a double's range such as ``1e400``, as orjson refuses it).
     """
     try:
         data = _exact_loads(body) if exact_numbers else orjson.loads(body)
@@ -140,11 +142,18 @@ def _exact_loads(body: bytes) -> Any:  # noqa: ANN401 - any JSON value
     def refuse(constant: str) -> NoReturn:
         raise ValueError(f"{constant} is not JSON")
 
+    def finite(number: str) -> float:
+        # float() reads 1e400 as inf, which orjson (and Go's float64) refuse as out of range.
+        value = float(number)
+        if not math.isfinite(value):
+            raise ValueError("number is infinity when parsed as double")
+        return value
+
     # json.loads would guess UTF-16/32 and let encoded surrogates through ("surrogatepass").
     text = body.decode("utf-8")
     # Python's int() refuses more than 4,300 digits; Decimal holds any integer exactly (and
     # /issue reads no number's value).
-    data = json.loads(text, parse_constant=refuse, parse_int=Decimal)
+    data = json.loads(text, parse_constant=refuse, parse_float=finite, parse_int=Decimal)
     if "\\u" in text:
         # Only a \u escape can make a lone surrogate ("\ud800"): not Unicode text, refused by
         # orjson on the other endpoints, and no signature or answer can encode it. Look only then.

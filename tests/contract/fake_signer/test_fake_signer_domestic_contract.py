@@ -100,6 +100,21 @@ async def test_issue_refuses_json_constants_in_the_commitment(client, constant):
     assert response.headers["content-type"].startswith("text/plain")
 
 
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"0.5e309"])
+async def test_issue_refuses_a_number_past_a_double_like_the_other_endpoints(client, number):
+    """A number that reads as infinity is refused by /issue as by the orjson-parsed endpoints."""
+    prepared = await prepare(client, 1)
+    body = issue_body(prepared, [ATTRIBUTES])
+    raw = orjson.dumps(body).replace(b'"commitments":"opaque"', b'"commitments":' + number)
+    static = b'{"credentialAttributes": {"birthDay": ' + number + b"}}"
+    for path, content in (("/issue", raw), ("/issue_static", static)):
+        response = await client.post(path, content=content, headers=JSON_HEADERS)
+        assert response.status_code == 400, (path, response.text)
+        assert response.text.startswith("body is not JSON: number is infinity"), response.text
+    totals = (await client.get("/_stats")).json()["totals"]
+    assert totals["issue"] == {"bad_request": 1}
+
+
 async def test_nonce_is_single_use(client):
     """A second /issue with the same nonce is refused with a 4xx plain-text body."""
     prepared = await prepare(client, 1)
