@@ -85,8 +85,8 @@ class FaultSpec:
         elif self.kind == "status":
             # ASCII digits and a final status: after a 1xx the client would wait for an answer
             # that never comes.
-            code = self.arg or ""
-            if not _digits(code) or not 200 <= int(code) <= 599:  # noqa: PLR2004
+            code = _status_code(self.arg or "")
+            if code is None or not 200 <= code <= 599:  # noqa: PLR2004
                 raise FaultSpecError(f"status {self.arg!r} is not a final HTTP status (200-599)")
             # Sent as is: RFC 9110 delay-seconds are digits only, and a client (the gateway's
             # `parse_retry_after` too) ignores "1.5" or "1e3", so such a test would test nothing.
@@ -104,7 +104,7 @@ class FaultSpec:
     @property
     def status(self) -> int:
         """The status code of a `status` fault."""
-        return int(self.arg or 0)
+        return _status_code(self.arg or "") or 0
 
     def __str__(self) -> str:
         """The spec in its textual form."""
@@ -115,6 +115,17 @@ class FaultSpec:
 def _digits(text: str) -> bool:
     """Whether `text` is ASCII digits only (`isdigit()` alone also takes "²" or "٣")."""
     return text.isascii() and text.isdigit()
+
+
+def _status_code(text: str) -> int | None:
+    """The value of ASCII digits of at most 3 significant digits, else None.
+
+    Longer ones are no status, and `int()` refuses more than 4,300 digits with a ValueError.
+    """
+    significant = text.lstrip("0")
+    if not _digits(text) or len(significant) > 3:  # noqa: PLR2004
+        return None
+    return int(significant or "0")
 
 
 def _number(text: str | None, what: str) -> float:

@@ -208,7 +208,19 @@ async def test_domestic_signature_faults(client):
 
 
 @pytest.mark.parametrize(
-    "spec", ["explode", "status", "status=abc", "delay=-1", "reset=1", "malformed=x"]
+    "spec",
+    [
+        "explode",
+        "status",
+        "status=abc",
+        "delay=-1",
+        "reset=1",
+        "malformed=x",
+        "delay=1e400",
+        "slow-body=1e400",
+        # More digits than int() takes: once a ValueError the header path answered with a 500.
+        pytest.param("status=" + "5" * 4301, id="status-of-4301-digits"),
+    ],
 )
 async def test_bad_fault_header_is_400(client, spec):
     """A fault header that breaks the grammar is refused with 400, counted as a bad request."""
@@ -217,6 +229,13 @@ async def test_bad_fault_header_is_400(client, spec):
     assert response.headers["content-type"].startswith("text/plain")
     assert response.text.startswith(f"bad {FAULT}: ")
     assert (await stats(client))["totals"] == {"get_credential": {"bad_request": 1}}
+
+
+async def test_status_after_thousands_of_zeros_is_that_status(client):
+    """Leading zeros are still digits of the status, more of them than int() takes too."""
+    response = await sign(client, "status=" + "0" * 4301 + "503")
+    assert response.status_code == 503
+    assert (await stats(client))["totals"] == {"get_credential": {"fault:status": 1}}
 
 
 async def test_control_fault_applies_to_the_next_n_requests(client):

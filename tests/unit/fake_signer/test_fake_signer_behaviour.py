@@ -50,6 +50,15 @@ def test_invalid_fault_specs_are_refused(text):
         FaultSpec.parse(text)
 
 
+def test_status_of_more_digits_than_int_takes_is_a_fault_spec_error():
+    """A status of thousands of digits is refused by the grammar, not by int()'s digit limit."""
+    for code in ("5" * 4301, "0" * 4297 + "1503"):
+        with pytest.raises(FaultSpecError, match="not a final HTTP status"):
+            FaultSpec.parse(f"status={code}")
+    assert FaultSpec.parse("status=" + "0" * 4400 + "503").status == 503
+    assert FaultSpec.parse("status=0200").status == 200
+
+
 @pytest.mark.parametrize("seconds", ["1.5", "1e3", "-1", " ", "\u0663", "inf"])
 def test_retry_after_must_be_whole_seconds(seconds):
     """A Retry-After no client reads (RFC 9110 delay-seconds are digits) is refused, not sent."""
