@@ -7,7 +7,8 @@ sequence of requests sent one after another gets the same latencies and errors o
 Fault spec grammar (header `X-Fake-Signer-Fault` or `_control` `fault`): `kind[=arg][;key=value]...`
 
     delay=<ms>                     extra latency before answering normally
-    status=<code>[;retry-after=<s>] plain-text error with that status (whole seconds)
+    status=<code>[;retry-after=<s>] plain-text error with that status (whole seconds);
+                                   204, 205 and 304 bare, without content or Content-Type
     reset                          close the TCP connection with a RST, no response
     hang                           never answer (until the client gives up or the server stops)
     malformed[=truncated|shape]    200 whose body is not the contract JSON

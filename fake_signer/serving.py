@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 FAULT_HEADER = "X-Fake-Signer-Fault"
 SLOW_BODY_CHUNKS = 10
 JSON = "application/json"
+#: Statuses answered without content, so without a Content-Type either (RFC 9110 §15.3.5 204,
+#: §15.3.6 205, §15.4.5 304).
+NO_CONTENT_STATUSES = frozenset({204, 205, 304})
 
 
 def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -143,10 +146,7 @@ class SigningPipeline:
         kind = None if fault is None else fault.kind
         label = f"fault:{kind}"
         if fault is not None and kind == "status":
-            headers = {}
-            if "retry-after" in fault.options:
-                headers["Retry-After"] = fault.options["retry-after"]
-            return text_response(fault.status, f"injected status {fault.status}", headers), label
+            return _status_answer(fault), label
         if kind in {"reset", "hang"}:
             # Applied from here on: these end in cancellation when the connection drops, so they
             # are labelled now (a client that left while queued or in the latency is `cancelled`).
@@ -186,6 +186,16 @@ class SigningPipeline:
             await stream.write(chunk)
         await stream.write_eof()
         return stream
+
+
+def _status_answer(fault: FaultSpec) -> web.Response:
+    """The answer of a `status` fault: plain text, or bare for a status without content."""
+    headers = {}
+    if "retry-after" in fault.options:
+        headers["Retry-After"] = fault.options["retry-after"]
+    if fault.status in NO_CONTENT_STATUSES:
+        return web.Response(status=fault.status, headers=headers)
+    return text_response(fault.status, f"injected status {fault.status}", headers)
 
 
 def _reset(request: web.Request) -> None:

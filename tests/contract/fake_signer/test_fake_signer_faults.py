@@ -55,6 +55,20 @@ async def test_status_answers_plain_text(client, spec, retry_after):
     assert response.headers.get("retry-after") == retry_after
 
 
+@pytest.mark.parametrize("code", [204, 205, 304])
+async def test_status_without_content_is_answered_bare(client, code):
+    """204, 205 and 304 must have no content (RFC 9110): no body, no Content-Type either."""
+    response = await sign(client, f"status={code};retry-after=3")
+    assert response.status_code == code
+    assert response.content == b""
+    assert "content-type" not in response.headers
+    assert response.headers["retry-after"] == "3"
+    assert int(response.headers.get("content-length", "0")) == 0
+    # The connection stays usable: nothing of a body was left on it for the next answer.
+    assert (await sign(client)).status_code == 200
+    assert (await stats(client))["totals"] == {"get_credential": {"fault:status": 1, "ok": 1}}
+
+
 async def test_reset_drops_the_connection_and_server_survives(client):
     """`reset` gives the client a connection reset at once, no response; the server survives."""
     started = time.monotonic()
