@@ -12,20 +12,19 @@ import httpx
 import orjson
 import pytest
 
-from tests.contract.fake_signer.signer_wire import eu_body
+from tests.contract.fake_signer.signer_wire import eu_body, wait_for
+
+
+async def gate(client, *, capacity, overflow, latency_ms):
+    """Set the signer's capacity gate and a fixed latency through `_control`."""
+    control = {"capacity": capacity, "overflow": overflow, "latencyMs": latency_ms}
+    response = await client.put("/_control", json={**control, "latencyDistribution": "fixed"})
+    response.raise_for_status()
 
 
 async def test_queue_overflow_caps_in_flight(client):
     """Capacity 10 + queue: 50 requests at 200 ms all succeed in ~5 waves, peak exactly 10."""
-    await client.put(
-        "/_control",
-        json={
-            "capacity": 10,
-            "overflow": "queue",
-            "latencyMs": 200,
-            "latencyDistribution": "fixed",
-        },
-    )
+    await gate(client, capacity=10, overflow="queue", latency_ms=200)
     started = time.monotonic()
     responses = await asyncio.gather(
         *(client.post("/get_credential", json=eu_body()) for _ in range(50))
@@ -41,15 +40,7 @@ async def test_queue_overflow_caps_in_flight(client):
 
 async def test_reject_overflow_answers_429(client):
     """Capacity 5 + reject: 20 concurrent requests give 5 successes and 15 plain-text 429s."""
-    await client.put(
-        "/_control",
-        json={
-            "capacity": 5,
-            "overflow": "reject",
-            "latencyMs": 300,
-            "latencyDistribution": "fixed",
-        },
-    )
+    await gate(client, capacity=5, overflow="reject", latency_ms=300)
     responses = await asyncio.gather(
         *(client.post("/get_credential", json=eu_body()) for _ in range(20))
     )
@@ -61,6 +52,18 @@ async def test_reject_overflow_answers_429(client):
     stats = (await client.get("/_stats")).json()
     assert stats["totals"]["get_credential"] == {"ok": 5, "rejected": 15}
     assert stats["peakInFlight"] == 5
+
+
+async def test_request_turned_away_by_the_gate_uses_up_its_control_fault(client):
+    """Pin the documented order: the `_control` fault is picked before the capacity gate."""
+    await gate(client, capacity=1, overflow="reject", latency_ms=300)
+    holder = asyncio.create_task(client.post("/get_credential", json=eu_body()))
+    await wait_for(lambda s: s["inFlight"] == 1, client)
+    await client.put("/_control", json={"fault": "status=503"})
+    assert (await client.post("/get_credential", json=eu_body())).status_code == 429
+    assert (await client.get("/_control")).json()["fault"] is None
+    assert (await holder).status_code == 200
+    assert (await client.post("/get_credential", json=eu_body())).status_code == 200
 
 
 #: The burst: 5,000 signings at once, each held this long in the signer's latency wait.
