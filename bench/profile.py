@@ -92,6 +92,7 @@ FEATURES: list[tuple[str, tuple[str, ...]]] = [
             "RequestLimitsMiddleware._read_body",
             "RequestLimitsMiddleware._check_json",
             "check_json_shape",
+            "repeats_a_key",
             "read_body (",
             "model_validate_json",
         ),

@@ -11,7 +11,9 @@ big integers (2048 bits and more, bare JSON numbers, as Go's `big.Int` reads the
   depth and string limits as a request body (`security.limits.check_json_shape`): the body
   check cannot see inside the base64. That parser also takes an escaped lone UTF-16 surrogate
   (`"\ud800"`), which orjson refuses and a Go signer would silently replace, signing something
-  other than what the app sent: the walk refuses those too, when the text has a `\u` at all;
+  other than what the app sent: the walk refuses those too, when the text has a `\u` at all.
+  An object that names a key twice is refused as a request body is (`security.limits`): which
+  of the two a signer would read is its parser's choice;
 - the decoded bytes themselves, exactly as sent, become the signer's `issueCommitmentMessage`
   (`signers.domestic`): nothing re-encodes them.
 """
@@ -25,7 +27,13 @@ import math
 from typing import TYPE_CHECKING, NoReturn
 
 from signing_gateway.domain.errors import DomainValidationError, FieldError
-from signing_gateway.security.limits import check_json_shape, too_deep
+from signing_gateway.security.limits import (
+    REPEATED_KEY,
+    RepeatedKeyError,
+    check_json_shape,
+    too_deep,
+    unique_keys,
+)
 
 if TYPE_CHECKING:
     from signing_gateway.domain.errors import Loc
@@ -63,7 +71,10 @@ def _shape_problem(document: bytes, limits: LimitsSettings) -> str | None:
             parse_int=_unread,
             parse_float=_unread,
             parse_constant=_refuse_constant,
+            object_pairs_hook=unique_keys,
         )
+    except RepeatedKeyError:
+        return REPEATED_KEY
     except RecursionError:
         # The parser recurses once per level: a document deep enough to reach the recursion
         # limit is far past any allowed depth (`max_json_depth` is at most 256).
@@ -104,8 +115,8 @@ async def decode_commitment(value: str, *, limits: LimitsSettings, loc: Loc) -> 
 
     Raises:
         DomainValidationError: (422 at `loc`) not base64 of a JSON object, over
-            `MAX_COMMITMENT_BYTES`, nested too deep, or with too long a string or one
-            holding a lone surrogate escape.
+            `MAX_COMMITMENT_BYTES`, nested too deep, with too long a string or one
+            holding a lone surrogate escape, or with a key repeated within one object.
     """
     if len(value) > _MAX_COMMITMENT_CHARS:
         raise _invalid(loc, _TOO_LARGE)

@@ -17,7 +17,12 @@ For a request that carries a body (a Content-Length above 0, or chunked):
    its connection that long and no longer;
 4. the body must be JSON (orjson, UTF-8) no deeper than `max_json_depth` with no string or
    key longer than `max_json_string_chars`, else 422. Python's own parser, which FastAPI
-   uses afterwards, would hit its recursion limit (a 500) on deeply nested input.
+   uses afterwards, would hit its recursion limit (a 500) on deeply nested input;
+5. no object in it may name a key twice (I-JSON, RFC 7493 2.3), else 422: parsers disagree on
+   which of the two counts (most take the last, some the first), so a caller's own validator
+   could have checked another value than the one the gateway would sign. orjson keeps the last
+   without a word, so Python's parser looks for repeats, only in a body orjson took and
+   found within the limits above.
 
 The buffered body is then replayed to the app. Refusals are problem+json and echo nothing
 of the body.
@@ -26,8 +31,10 @@ of the body.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -113,6 +120,46 @@ def check_json_shape(
             else:
                 stack.extend((item, depth + 1) for item in node)
     return None
+
+
+#: Why a body or commitment that names a key twice within one object is refused.
+REPEATED_KEY = "an object repeats a key"
+
+
+class RepeatedKeyError(Exception):
+    """Raised by `unique_keys` from inside the parser: an object names a key twice.
+
+    Not a ValueError, so that no caller mistakes it for text that is not JSON.
+    """
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    r"""An `object_pairs_hook` for `json`: the object, or RepeatedKeyError if it repeats a key.
+
+    Keys are compared as the parser decoded them: `"a"` and `"\u0061"` are the same key.
+    """
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        raise RepeatedKeyError
+    return obj
+
+
+#: Made once: `json.loads` with a hook builds a decoder (and its scanner) on every call.
+#: Shared by the event loop and the worker threads, as `json`'s own default decoder is.
+_UNIQUE_KEYS_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys)
+
+
+def repeats_a_key(body: bytes) -> bool:
+    """Whether an object in `body` names a key twice.
+
+    Only for a body orjson has parsed and `check_json_shape` passed: it is UTF-8 JSON, and no
+    deeper than Python's parser (recursing once per level) can take.
+    """
+    try:
+        _UNIQUE_KEYS_DECODER.decode(body.decode("utf-8"))
+    except RepeatedKeyError:
+        return True
+    return False
 
 
 def _framing(
@@ -288,6 +335,8 @@ class RequestLimitsMiddleware:
             max_depth=self.limits.max_json_depth,
             max_string_chars=self.limits.max_json_string_chars,
         )
+        if reason is None and repeats_a_key(body):
+            reason = REPEATED_KEY
         if reason is not None:
             raise BodyRefused(422, "validation-failed", "Request validation failed", reason)
 

@@ -181,6 +181,45 @@ async def test_lone_surrogate_in_commitment_is_a_422_and_the_stoken_stays_usable
     assert mocked.issue.call_count == 1
 
 
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(
+    "member",
+    [rb'"issuerNonce":"Zyxwvutsrq"', rb'"U":[1,{"a":2,"b":3,"a":4}]', rb'"\u0069ssuerNonce":1'],
+    ids=["top", "nested", "escaped-key"],
+)
+async def test_repeated_key_in_commitment_is_a_422_and_the_stoken_stays_usable(
+    gateway, mocked: MockedSigners, route: str, member: bytes
+):
+    """A key named twice in one object is a 422 there, quoting nothing; nothing signed or spent.
+
+    Which of the two a signer would read is its parser's choice: the gateway forwards neither.
+    """
+    body = await _body(gateway, route, _b64(_holding(member)))
+    response = await gateway.post(route, json=body)
+    problem = assert_problem(response, 422, "validation-failed")
+    assert problem["errors"] == [
+        {"loc": ["body", "issueCommitmentMessage"], "msg": "an object repeats a key"}
+    ]
+    assert "Zyxwvutsrq" not in response.text
+    assert mocked.signing_calls() == 1  # the prepare-issue only
+
+    body["issueCommitmentMessage"] = commitment()
+    retry = await gateway.post(route, json=body)
+    assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 1
+
+
+async def test_the_same_key_in_two_objects_of_a_commitment_is_issued(
+    gateway, mocked: MockedSigners
+):
+    """Keys are unique per object: one named in two objects reaches the signer as sent."""
+    document = _holding(rb'"U":{"a":1,"v":[{"a":2}]},"a":3')
+    body = await _body(gateway, "/v1/domestic/issue", _b64(document))
+    response = await gateway.post("/v1/domestic/issue", json=body)
+    assert response.status_code == 200, response.text
+    assert b'"issueCommitmentMessage":' + document + b"," in mocked.issue.calls.last.request.content
+
+
 @pytest.mark.parametrize(
     "member",
     [rb'"p":"\ud83d\ude00"', rb'"p":"\\ud800"', rb'"\u00e9\uD83D\uDE00":"\u0041"'],

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 import pytest
 
+from signing_gateway.api import examples
 from signing_gateway.security.settings import LimitsSettings
 from tests.api.assertions import assert_problem
-from tests.api.bodies import eu_vaccination
-from tests.api.signer_mocks import MockedSigners
+from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
+from tests.api.signer_mocks import MockedSigners, commitment
 from tests.support.gateway import make_settings, running_gateway
 
 LIMIT = 4096
@@ -203,3 +205,102 @@ async def test_largest_valid_request_fits_default_limit(test_keys, mocked: Mocke
         response = await client.post("/v1/credentials", json=body)
     assert response.status_code != 413
     assert response.status_code != 422 or "limited" not in response.text
+
+
+REPEATED_KEY = "an object repeats a key"
+
+
+def _repeating(body: dict[str, Any], before: bytes, member: bytes) -> bytes:
+    """`body` as JSON with `member` (a key that `before` names again) put in just before it."""
+    raw = orjson.dumps(body)
+    assert raw.count(before) == 1
+    return raw.replace(before, member + before)
+
+
+def _static() -> dict[str, Any]:
+    return {"credentialAttributes": domestic_attributes()}
+
+
+def _print() -> dict[str, Any]:
+    return {"domestic": domestic_attributes(), "european": eu_vaccination()}
+
+
+def _credentials() -> dict[str, Any]:
+    """A /v1/credentials body with the example's session: one no gateway opened."""
+    return {**examples.CREDENTIALS, "domestic": [domestic_attributes()]}
+
+
+#: Route, body, and where to repeat which key: `member` goes just before `before`.
+REPEATS: dict[str, tuple[str, Callable[[], dict[str, Any]], bytes, bytes]] = {
+    "dcc-top": ("/v1/dcc", eu_vaccination, b'"keyUsage":', b'"keyUsage":"test",'),
+    "dcc-name": ("/v1/dcc", eu_vaccination, b'"fn":', b'"fn":"Zyxwvutsrq",'),
+    "dcc-vaccination": ("/v1/dcc", eu_vaccination, b'"dn":', b'"dn":1,'),
+    "dcc-escaped-key": ("/v1/dcc", eu_vaccination, b'"dob":', b'"\\u0064ob":"1931-02-03",'),
+    "static-attributes": ("/v1/domestic/static", _static, b'"isSpecimen":', b'"isSpecimen":"1",'),
+    "print-top": ("/v1/print", _print, b'"european":', b'"european":null,'),
+    "print-domestic": ("/v1/print", _print, b'"isSpecimen":', b'"isSpecimen":"1",'),
+    "credentials-top": ("/v1/credentials", _credentials, b'"stoken":', b'"stoken":"Zyxwvutsrq",'),
+    "credentials-second-eu": (
+        "/v1/credentials",
+        _credentials,
+        b'"keyUsage":"test"',
+        b'"keyUsage":"vaccination",',
+    ),
+    "prepare-issue-ignored-body": (
+        "/v1/domestic/prepare-issue",
+        lambda: {"a": 2},
+        b'"a":',
+        b'"a":1,',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REPEATS)
+async def test_a_key_repeated_within_one_object_is_refused(
+    gateway, mocked: MockedSigners, case: str
+):
+    """A key named twice in one object, at the top or nested, is a 422 before any signer.
+
+    Parsers differ on which of the two counts: the gateway signs neither. Nothing of the body
+    is quoted, and a session named in it is not even looked up (no 401).
+    """
+    route, body, before, member = REPEATS[case]
+    raw = _repeating(body(), before, member)
+    response = await gateway.post(route, content=raw, headers={"Content-Type": "application/json"})
+    problem = assert_problem(response, 422, "validation-failed")
+    assert problem["detail"] == REPEATED_KEY
+    assert problem["errors"] == [{"loc": ["body"], "msg": REPEATED_KEY}]
+    assert "Zyxwvutsrq" not in response.text
+    assert "1931" not in response.text
+    assert mocked.signing_calls() == 0
+
+
+async def test_a_repeated_key_in_a_body_over_16_kib_is_refused(gateway, mocked: MockedSigners):
+    """A body big enough to be checked in a worker thread is refused just the same."""
+    member = b'"keyUsage":"%s",' % (b"x" * (20 * 1024))
+    raw = _repeating(eu_vaccination(), b'"keyUsage":', member)
+    assert len(raw) > 16 * 1024
+    response = await gateway.post(
+        "/v1/dcc", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert assert_problem(response, 422, "validation-failed")["detail"] == REPEATED_KEY
+    assert mocked.signing_calls() == 0
+
+
+async def test_the_same_key_in_different_objects_is_accepted(gateway, mocked: MockedSigners):
+    """Keys are unique per object: two EU parts naming the same members are signed."""
+    prepared = await gateway.post("/v1/domestic/prepare-issue")
+    assert prepared.status_code == 200, prepared.text
+    body = {
+        "stoken": prepared.json()["stoken"],
+        "issueCommitmentMessage": commitment(),
+        "domestic": [domestic_attributes()],
+        "european": [eu_vaccination(), eu_test()],
+    }
+    raw = orjson.dumps(body)
+    assert raw.count(b'"keyUsage":') == raw.count(b'"fn":') == 2
+    response = await gateway.post(
+        "/v1/credentials", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert mocked.get_credential.call_count == 2

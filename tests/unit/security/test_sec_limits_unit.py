@@ -414,3 +414,103 @@ def test_the_json_shape_limits_take_their_own_values() -> None:
     assert check_json_shape({"abc": [["x"]]}, **limits_) == limits.too_deep(2)
     assert check_json_shape({"abc": ["wxyz"]}, **limits_) == "a string is longer than 3 characters"
     assert check_json_shape({"abcd": []}, **limits_) == "a key is longer than 3 characters"
+
+
+@pytest.mark.parametrize(
+    ("body", "repeats"),
+    [
+        (b'{"a": 1, "a": 1}', True),
+        (b'{"a": 1, "b": {"c": [], "c": null}}', True),
+        (b'[1, {"a": 1, "b": 2, "a": 3}]', True),
+        (b'{"dob": 1, "\\u0064ob": 2}', True),  # the same key once decoded
+        (b'{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}', False),  # in different objects
+        (b'{"a": "a", "b": ["a", "a"]}', False),  # a key's text as values
+        (b'{"\\u00e9": 1, "e\\u0301": 2}', False),  # alike to a reader, not the same key
+        (b" [] ", False),
+    ],
+)
+def test_repeats_a_key_finds_a_key_named_twice_within_one_object(body: bytes, repeats: bool):
+    """A key twice within one object is found, at any depth; alike keys elsewhere are not."""
+    assert limits.repeats_a_key(body) is repeats
+
+
+class _Pairs(list[tuple[str, object]]):
+    """A JSON object as its members in order, repeats kept."""
+
+
+def _text(value: object) -> str:
+    if isinstance(value, _Pairs):
+        return "{" + ",".join(f"{json.dumps(k)}:{_text(v)}" for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _repeats(value: object) -> bool:
+    if isinstance(value, _Pairs):
+        keys = [k for k, _ in value]
+        return len(set(keys)) < len(keys) or any(_repeats(v) for _, v in value)
+    return isinstance(value, list) and any(_repeats(v) for v in value)
+
+
+json_documents = st.recursive(
+    st.none() | st.integers(-(2**53), 2**53) | st.sampled_from(["a", "b", ""]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(st.tuples(st.sampled_from(["a", "b", "ab", ""]), children), max_size=4).map(
+            _Pairs
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_documents)
+def test_repeats_a_key_matches_a_reference(value):
+    """Pin the repeat check against the members as written: true exactly when one repeats."""
+    assert limits.repeats_a_key(_text(value).encode()) is _repeats(value)
+
+
+@pytest.mark.parametrize("pad", [0, 20 * 1024], ids=["on-the-loop", "off-the-loop"])
+async def test_a_key_repeated_within_one_object_is_refused_unquoted(pad: int) -> None:
+    """A body whose object names a key twice is a 422 that quotes none of it; the app never runs.
+
+    Over 16 KiB it is checked in a worker thread, and refused there just the same.
+    """
+    body = b'{"pad": "%s", "dob": "1931-02-03", "dob": "Zyxwvutsrq"}' % (b"x" * pad)
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    sent = await _run(middleware, _scope(headers), _one_message(body))
+    assert sent[0]["status"] == 422
+    problem = orjson.loads(sent[1]["body"])
+    assert problem["detail"] == "an object repeats a key"
+    assert problem["errors"] == [{"loc": ["body"], "msg": "an object repeats a key"}]
+    assert b"1931" not in sent[1]["body"]
+    assert b"Zyxwvutsrq" not in sent[1]["body"]
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"a": 1, "a": [[[[1]]]]}', limits.too_deep(3)),
+        (b'{"a": 1, "a": NaN}', "the body is not JSON"),
+        (b'{"a": 1, "a": "\\ud800"}', "the body is not JSON"),
+    ],
+    ids=["too-deep", "nan", "lone-surrogate"],
+)
+async def test_repeats_are_looked_for_only_in_json_within_the_limits(
+    monkeypatch: pytest.MonkeyPatch, body: bytes, detail: str
+) -> None:
+    """Pin that what orjson or the shape check refuses never reaches Python's parser."""
+    looked_at: list[bytes] = []
+    monkeypatch.setattr(limits, "repeats_a_key", looked_at.append)
+    middleware = RequestLimitsMiddleware(
+        _recording_app([]), limits=LimitsSettings(max_json_depth=3)
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    sent = await _run(middleware, _scope(headers), _one_message(body))
+    assert orjson.loads(sent[1]["body"])["detail"] == detail
+    assert looked_at == []
