@@ -71,7 +71,8 @@ async def issue_static(
     "/prepare-issue",
     response_model=PrepareIssueOut,
     summary="Open a domestic issuance session",
-    # 422: a body sent anyway that is not JSON (the body limits read every body).
+    # 422: a body sent anyway that is not JSON, or not within the JSON limits (the body limits
+    # read every body).
     responses=problem_responses(422, 502, 503, 504),
 )
 async def prepare_issue(
