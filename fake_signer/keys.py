@@ -286,11 +286,22 @@ def load_or_create(keys_dir: Path, country: str, now: dt.datetime | None = None)
 
 
 def _check_validity(material: KeyMaterial, keys_dir: Path, now: dt.datetime) -> None:
-    """Refuse a key set whose CSCA or a DSC ends before `now` + `VALIDITY_MARGIN`."""
+    """Refuse a key set whose CSCA or a DSC ends before `now` + `VALIDITY_MARGIN`, or has not begun.
+
+    A certificate not valid yet comes from a machine whose clock ran ahead (keys are backdated
+    by `BACKDATE` when made): a verifier would refuse what the fake signs with it.
+    """
     certificates = {"csca.crt.pem": material.csca} | {
         f"dsc-{usage.value}.crt.pem": key.certificate for usage, key in material.eu.items()
     }
     for name, certificate in certificates.items():
+        start = certificate.not_valid_before_utc
+        if start > now:
+            raise KeysDirError(
+                f"keys dir {keys_dir} holds a certificate not valid yet, {name} valid from "
+                f"{start:%Y-%m-%dT%H:%M:%SZ}: check this machine's clock, or delete or empty "
+                "the directory for fresh keys"
+            )
         end = certificate.not_valid_after_utc
         if end < now + VALIDITY_MARGIN:
             what = "an expired certificate" if end <= now else "a certificate ending within a day"

@@ -121,6 +121,23 @@ def test_keys_dir_whose_csca_ended_is_refused_naming_it(material, tmp_path):
         keys.load_or_create(tmp_path, "NL")
 
 
+def test_keys_dir_made_ahead_of_this_clock_is_refused_naming_the_start(tmp_path):
+    """Pin that keys made on a machine whose clock ran a day ahead stop the start, by name.
+
+    Backdating covers an hour of difference; beyond it a verifier would refuse each credential.
+    """
+    made = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    material = _saved_at(tmp_path, made)
+    start = material.csca.not_valid_before_utc
+    with pytest.raises(keys.KeysDirError) as refused:
+        keys.load_or_create(tmp_path, "NL")
+    assert str(refused.value) == (
+        f"keys dir {tmp_path} holds a certificate not valid yet, csca.crt.pem valid from "
+        f"{start:%Y-%m-%dT%H:%M:%SZ}: check this machine's clock, or delete or empty the "
+        "directory for fresh keys"
+    )
+
+
 def test_keys_dir_with_more_than_the_margin_left_loads(tmp_path):
     """A DSC with a little more than the margin left still loads: it is not expiring yet."""
     made = dt.datetime.now(dt.UTC) - keys.DSC_VALIDITY + keys.VALIDITY_MARGIN
