@@ -117,8 +117,11 @@ def _reader_of(path: Path, appending: int) -> int | None:
         reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
-    seen = os.fstat(reader)
-    if (seen.st_dev, seen.st_ino) != (status.st_dev, status.st_ino):
+    try:
+        seen = os.fstat(reader)
+    except OSError:
+        seen = None
+    if seen is None or (seen.st_dev, seen.st_ino) != (status.st_dev, status.st_ino):
         os.close(reader)
         return None
     return reader

@@ -430,3 +430,35 @@ async def test_a_write_done_after_its_wait_timed_out_wakes_nobody_twice(tmp_path
         loop.set_exception_handler(None)
     assert errors == []
     assert _lines(tmp_path / "late.jsonl") == [b'{"n":1}']
+
+
+def test_a_reader_that_cannot_be_checked_is_closed_and_the_file_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin that a failed `fstat` of the read descriptor closes it, not leaks it.
+
+    The file then goes without reading its end, as a write-only one does: lines still arrive.
+    """
+    path = tmp_path / "audit.jsonl"
+    path.touch()
+    real_fstat, calls = os.fstat, []
+
+    def fstat(fd: int) -> os.stat_result:
+        calls.append(fd)
+        if len(calls) == 2:  # the first is the append descriptor's
+            raise OSError(errno.EIO, "I/O error")
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", fstat)
+    audit = AuditFile(path)
+    monkeypatch.undo()
+    try:
+        reader = calls[1]
+        assert reader != audit._file.fileno()
+        with pytest.raises(OSError) as closed:
+            os.fstat(reader)
+        assert closed.value.errno == errno.EBADF
+        audit.append(b'{"auditId":"a-1"}\n')
+    finally:
+        audit.close()
+    assert path.read_bytes() == b'{"auditId":"a-1"}\n'
