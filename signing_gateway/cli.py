@@ -7,9 +7,7 @@ prints ready-to-paste example requests; `demo --smoke` sends them itself and exi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
-import ipaddress
 import logging
 import math
 import os
@@ -31,7 +29,7 @@ from signing_gateway.observability.logging import configure_logging, flush_loggi
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
-from signing_gateway.security.settings import is_loopback_host
+from signing_gateway.security.settings import ip_of, is_loopback_host
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import is_service_link, problems_report
 from signing_gateway.start_up_checks import checked_settings, tracing_problems
@@ -105,11 +103,8 @@ _USUAL_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 def _loopback_key(host: str) -> str:
     """`host` (loopback) as one spelling: lower case, no brackets, IPv4 for a mapped address."""
     host = host.strip("[]").lower()
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(host)
-        mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-        return str(mapped or address)
-    return host
+    address = ip_of(host)
+    return host if address is None else str(address)
 
 
 def _may_reach_gateway(listen: str, signer_url: str) -> bool:

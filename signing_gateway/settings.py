@@ -33,7 +33,9 @@ from signing_gateway.security.settings import (
     AuditSettings,
     AuthSettings,
     LimitsSettings,
+    absolute_http_url,
     is_loopback_host,
+    plain_http_off_host,
 )
 
 #: Where a gateway in development looks for its signers when not told: local fake signers
@@ -149,8 +151,7 @@ class SignerSettings(BaseModel):
 
     def plain_http_off_host(self) -> bool:
         """Whether calls to this signer would leave the host unencrypted (http, not loopback)."""
-        url = httpx.URL(self.url)
-        return url.scheme == "http" and not is_loopback_host(url.host)
+        return plain_http_off_host(httpx.URL(self.url))
 
     @model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> SignerSettings:
@@ -159,13 +160,9 @@ class SignerSettings(BaseModel):
             parts.port  # noqa: B018 - urlsplit checks the port only when it is read
         except ValueError:
             raise ValueError("signer url has a port that is not a number from 0 to 65535") from None
-        # Read as the client that calls it reads it: `urlsplit` takes `[::1].signer.test` as
-        # the host ::1 (loopback, so plain http passed), which httpx then refuses at start-up.
-        try:
-            url = httpx.URL(self.url)
-        except httpx.InvalidURL:
-            url = None
-        if url is None or url.scheme not in {"http", "https"} or not url.host:
+        # Read as the client that calls it reads it: `urlsplit` took `[::1].signer.test` as
+        # the host ::1 (loopback, so plain http passed), which httpx refused at start-up.
+        if absolute_http_url(self.url) is None:
             raise ValueError("signer url must be an absolute http(s) URL")
         # httpx turns user info into Basic credentials, and the aiohttp transport then refuses
         # the request that carries them twice: start-up ended in a traceback. The signers take

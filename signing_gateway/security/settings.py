@@ -28,6 +28,20 @@ AsymmetricAlgorithm = Literal[
 ]
 
 
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`host` (no brackets) as an IP address, None for a name.
+
+    An IPv4 address written as IPv6 (``::ffff:127.0.0.2``) is given as the IPv4 one.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def is_loopback_host(host: str) -> bool:
     """Whether `host` (a URL's host as httpx reads it: no brackets) is this machine's loopback.
 
@@ -36,13 +50,26 @@ def is_loopback_host(host: str) -> bool:
     """
     if host.lower() == "localhost":
         return True
+    address = ip_of(host)
+    return address is not None and address.is_loopback
+
+
+def absolute_http_url(text: str) -> httpx.URL | None:
+    """`text` as the HTTP client reads it, when that is an absolute http(s) URL; else None.
+
+    Not `urlsplit`: it takes a port that is not a number, or `[::1].idp.test` as the host ::1,
+    both of which httpx then refuses when the gateway starts.
+    """
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        return None
+    return url if url.scheme in {"http", "https"} and url.host else None
+
+
+def plain_http_off_host(url: httpx.URL) -> bool:
+    """Whether a call to `url` would leave the host unencrypted (http, not to loopback)."""
+    return url.scheme == "http" and not is_loopback_host(url.host)
 
 
 #: Every group of settings takes finite numbers only. pydantic's float takes "inf" and "nan"
@@ -111,15 +138,10 @@ class AuthSettings(BaseModel):
         if self.jwks_file is not None and self.jwks_url is not None:
             raise ValueError("give auth.jwks_file or auth.jwks_url, not both")
         if self.jwks_url is not None:
-            # Read as the client that fetches it reads it: `urlsplit` takes a port that is not
-            # a number, or `[::1].idp.test` as the host ::1, which httpx then refuses at start.
-            try:
-                url = httpx.URL(self.jwks_url)
-            except httpx.InvalidURL:
-                url = None
-            if url is None or url.scheme not in {"http", "https"} or not url.host:
+            url = absolute_http_url(self.jwks_url)
+            if url is None:
                 raise ValueError("auth.jwks_url must be an absolute https URL")
-            if url.scheme == "http" and not is_loopback_host(url.host):
+            if plain_http_off_host(url):
                 raise ValueError("auth.jwks_url must use https (plain http only on loopback)")
         return self
 
