@@ -270,6 +270,13 @@ def poll_figures(polls: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def start_poller(base: str, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """`bench.poller` GETting `base`/healthz every 10 ms for `seconds` + 1 s, into `out`."""
+    command = [sys.executable, "-m", "bench.poller", base + "/healthz", "10",
+               str(seconds + 1), str(out)]  # fmt: skip
+    return subprocess.Popen(command)
+
+
 def slow_signers(target: procs.Proc, load: Load, logs: Path, *, clients: int, seconds: float,
                  signer_latency_s: float, has_lag: bool) -> dict[str, Any]:  # fmt: skip
     """S1/S2: `clients` concurrent /v1/dcc for `seconds` while /healthz is polled every 10 ms."""
@@ -285,9 +292,7 @@ def slow_signers(target: procs.Proc, load: Load, logs: Path, *, clients: int, se
     pollers: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
     for key, base in polled.items():
         out = logs / f"{target.name}-{key}.json"
-        command = [sys.executable, "-m", "bench.poller", base + "/healthz", "10",
-                   str(seconds + 1), str(out)]  # fmt: skip
-        pollers[key] = (out, subprocess.Popen(command))
+        pollers[key] = (out, start_poller(base, seconds, out))
     cpu_before = target.cpu_seconds()
     # Loop lag over the measured window only, like the /healthz polls: the first mark before
     # the load starts, the second just before it ends (wrk's closing of 1,000 connections,

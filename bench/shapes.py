@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from bench.scenarios import (
     S1_SETTLE_S,
     STEADY_END_MARGIN_S,
     SteadyWindow,
+    start_poller,
 )
 from bench.wrk import Load, run_wrk
 from signing_gateway.api import examples
@@ -54,11 +53,10 @@ def _window(gw: procs.Proc, load: Load, logs: Path, shape: str, *, pollers: bool
     _, clients, seconds, settle = SHAPES[shape]
     polling = []
     if pollers and shape == "S":
-        for n, base in enumerate((gw.url, gw.probe_url)):
-            out = logs / f"poller-{n}.json"
-            command = [sys.executable, "-m", "bench.poller", f"{base}/healthz", "10",
-                       str(seconds + 1), str(out)]  # fmt: skip
-            polling.append(subprocess.Popen(command))
+        # S1's two: the port the clients use, and the probe port (`procs.gateway` has one).
+        bases = [gw.url, *([gw.probe_url] if gw.probe_url else [])]
+        for n, base in enumerate(bases):
+            polling.append(start_poller(base, seconds, logs / f"poller-{n}.json"))
     window = SteadyWindow(gw, settle=settle, end=seconds - STEADY_END_MARGIN_S)
     result = run_wrk(gw.url + "/v1/dcc", load, connections=clients, seconds=seconds,
                      timeout_s=10)  # fmt: skip
