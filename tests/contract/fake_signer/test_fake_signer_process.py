@@ -233,7 +233,8 @@ async def _stop_during_a_signing(
 
 
 # aiohttp's own drain took twice the timeout, and for ever at 0: a 1.5 s timeout then stopped
-# after 3 s, a 0 one only when the 5 s signing was done.
+# after 3 s, a 0 one only when the 5 s signing was done. The bound leaves 1.4 s for the exit
+# itself (a loaded machine took more than 0.8 s) and still fails both: 3 s and 5 s.
 @pytest.mark.parametrize("grace", [1.5, 0.0])
 async def test_stop_gives_running_signings_the_shutdown_timeout_once(fake_signer_factory, grace):
     """On SIGTERM a running signing gets --shutdown-timeout seconds, not more, then is cut off."""
@@ -243,7 +244,7 @@ async def test_stop_gives_running_signings_the_shutdown_timeout_once(fake_signer
     )
     code, stopped_after, answer = await _stop_during_a_signing(signer)
     assert code == 0
-    assert grace <= stopped_after < grace + 0.8
+    assert grace <= stopped_after < grace + 1.4
     assert isinstance(answer, httpx.TransportError)
 
 
