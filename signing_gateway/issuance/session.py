@@ -10,7 +10,9 @@ the call, because the signer spends the session's nonce when it signs:
   built, whatever the error), or every attempt ended refused before a byte was sent
   (`SignerConnectError`) or throttled (429/503: the signer did not do the work, the same
   reason `issue` retries those). The session goes back to the store with its original
-  expiry, and the retry the caller is advised works with the same stoken.
+  expiry, and the retry the caller is advised works with the same stoken; unless the
+  session expired while the request held it (a slow refusal, a long wait to retry): then
+  nothing goes back, and the caller is told to start again.
 - maybe: an attempt was under way when it timed out, lost its connection or was cancelled, or
   it ended in a 5xx, an unusable answer, a success (then verification or another part
   failed) or any other error once sending had begun. The nonce may be spent; the session
@@ -33,13 +35,18 @@ T = TypeVar("T")
 
 SESSION_KEPT = "the issuance session was not used: retry with the same stoken before it expires"
 SESSION_SPENT = "the issuance session is used up: start again with POST /v1/domestic/prepare-issue"
+SESSION_EXPIRED = (
+    "the issuance session was not used but has expired: start again with "
+    "POST /v1/domestic/prepare-issue"
+)
 
 
 class HeldSession:
     """``async with``: an issuance session out of its store for one request.
 
     Entering takes the session (401 `stoken-invalid` if it is unknown, expired or used);
-    leaving on a failure puts it back unless an attempt may have reached the signer.
+    leaving on a failure puts it back unless an attempt may have reached the signer or the
+    session expired meanwhile.
     """
 
     __slots__ = ("_reached", "_session", "_stoken", "_store")
@@ -87,8 +94,9 @@ class HeldSession:
             return
         if self._reached:
             advice = SESSION_SPENT
-        else:
-            await self._store.put_back(self._stoken, self._session)
+        elif await self._store.put_back(self._stoken, self._session):
             advice = SESSION_KEPT
+        else:
+            advice = SESSION_EXPIRED
         if isinstance(exc, GatewayError):
             exc.add_advice(advice)

@@ -38,15 +38,19 @@ class StokenStore(Protocol):
         """Remove and return the live session for `stoken` (None if unknown, expired or used)."""
         ...
 
-    async def put_back(self, stoken: str, session: IssuanceSession) -> None:
+    async def put_back(self, stoken: str, session: IssuanceSession) -> bool:
         """Make a session taken by `take` usable again, until its original `expires_at`.
 
         Only for a session whose use certainly never reached the signer, so its nonce is
-        unspent. A session already expired stays gone, and a token that is live again (it
-        never should be) is left as it is. A shared store keeps the expiry in the value and
-        writes ``SET stoken value NX PX <ms left>`` (skipped when none is left): NX keeps the
-        put-back from overwriting, and the remaining TTL keeps it from extending the session.
-        It runs while the request is being cancelled, so it should be short and bounded.
+        unspent. A session already expired stays gone (False: the caller must start again),
+        and a token that is live again (it never should be) is left as it is. A shared store
+        keeps the expiry in the value and writes ``SET stoken value NX PX <ms left>``
+        (skipped, False, when none is left): NX keeps the put-back from overwriting, and the
+        remaining TTL keeps it from extending the session. It runs while the request is being
+        cancelled, so it should be short and bounded.
+
+        Returns:
+            Whether `stoken` can be taken again, i.e. the session had not expired.
         """
         ...
 
@@ -103,15 +107,18 @@ class InMemoryStokenStore:
             return None
         return session
 
-    async def put_back(self, stoken: str, session: IssuanceSession) -> None:
+    async def put_back(self, stoken: str, session: IssuanceSession) -> bool:
         """Hold `session` under `stoken` again if it is still live; its expiry is unchanged.
 
         It goes to the back of the insertion order though it expires before the sessions
         opened meanwhile: the sweep stops at them, so it may stay in memory up to one TTL
         after expiring (still counted in the size bound); `take` checks the expiry anyway.
+        Returns False for a session that expired while it was taken.
         """
         now = self._clock()
-        if session.expires_at <= now or stoken in self._sessions:
-            return
-        self._make_room(now)
-        self._sessions[stoken] = session
+        if session.expires_at <= now:
+            return False
+        if stoken not in self._sessions:
+            self._make_room(now)
+            self._sessions[stoken] = session
+        return True

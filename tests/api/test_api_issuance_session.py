@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
-from signing_gateway.settings import ResilienceSettings, SignerSettings
+from signing_gateway.settings import DomesticPolicySettings, ResilienceSettings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test
@@ -28,7 +28,13 @@ KEPT = "retry with the same stoken"
 SPENT = "start again with POST /v1/domestic/prepare-issue"
 
 
-def _gateway(keys: SignerKeys, *, raise_app_exceptions: bool = True, **resilience: Any) -> Any:
+def _gateway(
+    keys: SignerKeys,
+    *,
+    raise_app_exceptions: bool = True,
+    domestic: DomesticPolicySettings | None = None,
+    **resilience: Any,
+) -> Any:
     """An in-process gateway whose two signers share the given resilience settings."""
     policy = ResilienceSettings(**resilience)
     return running_gateway(
@@ -38,6 +44,7 @@ def _gateway(keys: SignerKeys, *, raise_app_exceptions: bool = True, **resilienc
             domestic_signer=SignerSettings(
                 url=DOMESTIC_SIGNER_URL, allow_plain_http=True, resilience=policy
             ),
+            domestic=domestic or DomesticPolicySettings(),
         ),
         raise_app_exceptions=raise_app_exceptions,
     )
@@ -120,6 +127,25 @@ async def test_issue_retry_as_advised_works_after_an_open_breaker(
         await asyncio.sleep(max(0.0, opened + 0.25 - time.monotonic()))
         retry = await gateway.post("/v1/domestic/issue", json=body)
     assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 1
+
+
+async def test_session_that_expired_while_its_unsent_issue_waited_says_to_start_again(
+    test_keys: SignerKeys, mocked: MockedSigners
+):
+    """Throttled after the session's TTL ran out: not put back, so no retry with its stoken."""
+    throttled_late = SlowCall(
+        1.1, then=lambda _: httpx.Response(503, text="busy", headers={"Retry-After": "1"})
+    )
+    mocked.issue.mock(side_effect=throttled_late)
+    short = DomesticPolicySettings(stoken_ttl_seconds=1)
+    async with _gateway(test_keys, max_attempts=1, domestic=short) as gateway:
+        body = await _issue_body(gateway)
+        first = await gateway.post("/v1/domestic/issue", json=body)
+        detail = assert_problem(first, 503, "signer-unavailable")["detail"]
+        assert KEPT not in detail
+        assert "start again with POST /v1/domestic/prepare-issue" in detail
+        assert_problem(await gateway.post("/v1/domestic/issue", json=body), 401, "stoken-invalid")
     assert mocked.issue.call_count == 1
 
 

@@ -6,8 +6,8 @@ import contextlib
 
 import pytest
 
-from signing_gateway.errors import SignerTimedOut
-from signing_gateway.issuance.session import SESSION_SPENT, HeldSession
+from signing_gateway.errors import SignerTimedOut, SignerUnavailable
+from signing_gateway.issuance.session import SESSION_EXPIRED, SESSION_SPENT, HeldSession
 from signing_gateway.issuance.stoken import InMemoryStokenStore
 from signing_gateway.signers.errors import SignerConnectError, SignerTimeoutError
 
@@ -50,7 +50,7 @@ async def test_a_session_is_expired_from_the_instant_its_ttl_ends():
     assert session is not None
     clock.now = 1060.0
     assert await store.take(untouched) is None
-    await store.put_back(taken, session)
+    assert await store.put_back(taken, session) is False
     assert len(store) == 0
     assert await store.take(taken) is None
     await store.open({"i": 3})
@@ -110,7 +110,7 @@ async def test_put_back_session_is_usable_once_more_until_its_first_expiry():
     clock.now += 50
     session = await store.take(token)
     assert session is not None
-    await store.put_back(token, session)
+    assert await store.put_back(token, session) is True
     again = await store.take(token)
     assert again is not None
     assert again.prepare_issue_message == {"issuerNonce": "n1"}
@@ -128,7 +128,7 @@ async def test_expired_session_is_not_put_back():
     session = await store.take(token)
     assert session is not None
     clock.now += 60.001
-    await store.put_back(token, session)
+    assert await store.put_back(token, session) is False
     assert len(store) == 0
     assert await store.take(token) is None
 
@@ -153,8 +153,8 @@ async def test_a_second_put_back_leaves_the_store_as_it_is():
     session = await store.take(first)
     assert session is not None
     second = await store.open({"i": 2})
-    await store.put_back(first, session)
-    await store.put_back(first, session)
+    assert await store.put_back(first, session) is True
+    assert await store.put_back(first, session) is True
     assert len(store) == 2
     assert await store.take(second) is not None
     assert await store.take(first) is not None
@@ -183,4 +183,23 @@ async def test_a_session_an_earlier_attempt_may_have_used_stays_used():
     with pytest.raises(SignerTimedOut) as info:
         await issue()
     assert info.value.detail.endswith(SESSION_SPENT)
+    assert await store.take(token) is None
+
+
+async def test_a_session_that_expired_while_held_is_not_said_to_be_kept():
+    """Never sent, but past its TTL when the request ends: the detail says to start again."""
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    token = await store.open({"issuerNonce": "n1"})
+
+    async def issue() -> None:
+        async with HeldSession(store, token) as held:
+            with contextlib.suppress(SignerConnectError):
+                await held.attempt(_refused)
+            clock.now += 60
+            raise SignerUnavailable("domestic: the signer cannot be reached", part="domestic")
+
+    with pytest.raises(SignerUnavailable) as info:
+        await issue()
+    assert info.value.detail.endswith(SESSION_EXPIRED)
     assert await store.take(token) is None
