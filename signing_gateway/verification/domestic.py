@@ -108,9 +108,13 @@ def _signature_message(item: object) -> tuple[bytes, str, bytes, Any]:
     nonce = message.get("issuerNonce")
     if not isinstance(nonce, str):
         raise _fail("decode-failed", "issuerNonce must be a string")
+    kid_text, signature_text = message.get("kid"), message.get("signature")
+    # Text only: str() of a missing (None) or boolean one is four base64 characters.
+    if not isinstance(kid_text, str) or not isinstance(signature_text, str):
+        raise _fail("decode-failed", "kid and signature must be base64 strings")
     try:
-        kid = base64.b64decode(str(message.get("kid")), validate=True)
-        signature = base64.b64decode(str(message.get("signature")), validate=True)
+        kid = base64.b64decode(kid_text, validate=True)
+        signature = base64.b64decode(signature_text, validate=True)
     except ValueError as exc:  # binascii.Error, or plain ValueError for non-ASCII text
         raise _fail("decode-failed", "kid and signature must be base64") from exc
     return kid, nonce, signature, item.get("attributes")

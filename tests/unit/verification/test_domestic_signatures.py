@@ -222,3 +222,25 @@ def test_issue_unknown_kid(signer, trust):
 def test_issue_malformed_items(item, trust):
     """Structurally wrong items give decode-failed."""
     assert issue_reason([item], trust) == "decode-failed"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("kid", None), ("kid", True), ("signature", None), ("signature", True)],
+    ids=["kid-missing", "kid-true", "signature-missing", "signature-true"],
+)
+def test_issue_item_without_a_base64_kid_or_signature_is_a_decode_failure(
+    signer, trust, field, value
+):
+    """Pin that a missing or non-text kid or signature is not read as the text "None"/"True".
+
+    Those are four base64 characters each, which named a kid nobody has (unknown-kid) or a
+    signature that does not verify (bad-signature): a rejection counted under the wrong reason.
+    """
+    item = signer.issue_item(NONCE, sample_attributes())
+    message = item["issueSignatureMessage"]
+    if value is None:
+        del message[field]
+    else:
+        message[field] = value
+    assert issue_reason([item], trust) == "decode-failed"
