@@ -10,7 +10,8 @@ per message kind:
 
 The gateway checks that each signature verifies with a trusted key and covers exactly the
 attributes it asked for (and, for issuance, the session's nonce). A static QR's body must be
-exactly one CBOR item (``verification.cbor``): nothing may ride along after it.
+exactly one CBOR item (``verification.cbor``): nothing may ride along after it. Likewise an
+issuance signature message holds exactly ``kid``, ``issuerNonce`` and ``signature``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _PREFIX = "NL2:"
 _STATIC_CONTEXT = b"NL2-static\x00"
 _ISSUE_CONTEXT = b"NL2-issue\x00"
 _QR_ARRAY_LENGTH = 3
+_SIGNATURE_MESSAGE_MEMBERS = {"kid", "issuerNonce", "signature"}
 
 
 def _fail(reason: DomesticVerificationFailure, detail: str = "") -> CredentialVerificationError:
@@ -105,6 +107,9 @@ def _signature_message(item: object) -> tuple[bytes, str, bytes, Any]:
     message = item.get("issueSignatureMessage") if isinstance(item, dict) else None
     if not isinstance(item, dict) or not isinstance(message, dict):
         raise _fail("decode-failed", "item must carry an issueSignatureMessage object")
+    # Only these are checked, and the message is released as it came: nothing may ride along.
+    if message.keys() != _SIGNATURE_MESSAGE_MEMBERS:
+        raise _fail("decode-failed", "issueSignatureMessage must hold kid, issuerNonce, signature")
     nonce = message.get("issuerNonce")
     if not isinstance(nonce, str):
         raise _fail("decode-failed", "issuerNonce must be a string")

@@ -224,6 +224,16 @@ def test_issue_malformed_items(item, trust):
     assert issue_reason([item], trust) == "decode-failed"
 
 
+def test_issue_signature_message_with_a_member_riding_along_is_refused(signer, trust):
+    """Pin that a message of more than kid, nonce and signature is not released as verified.
+
+    Only those three are checked; anything else in it would reach the app unverified.
+    """
+    item = signer.issue_item(NONCE, sample_attributes())
+    item["issueSignatureMessage"]["note"] = "not covered by the signature"
+    assert issue_reason([item], trust) == "decode-failed"
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("kid", None), ("kid", True), ("signature", None), ("signature", True)],
