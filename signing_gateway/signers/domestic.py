@@ -12,10 +12,19 @@ cannot be encoded fails before anything is sent (``issuance.session`` relies on 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 
 from signing_gateway.signers.eu import fetch_key_set
 from signing_gateway.signers.http import exact_json, probe_signer, request_json
@@ -45,6 +54,15 @@ class _PrepareIssueResponse(BaseModel):
     issuer_pk_id: _Text = Field(alias="issuerPkId")
     issuer_nonce: _Text = Field(alias="issuerNonce")
     credential_amount: int = Field(alias="credentialAmount", ge=1, le=MAX_CREDENTIAL_AMOUNT)
+
+    @field_validator("credential_amount")
+    @classmethod
+    def _as_asked(cls, amount: int, info: ValidationInfo) -> int:
+        """The amount asked for (the context's `asked`): the app commits to the one it sees."""
+        asked = (info.context or {}).get("asked")
+        if asked is not None and amount != asked:
+            raise ValueError(f"asked for {asked} credentials, not {amount}")
+        return amount
 
 
 class _IssueItem(BaseModel):
@@ -85,8 +103,8 @@ class DomesticStaticResult:
 # they are checked against their wire models and kept as received.
 
 
-def _prepare_message(data: Any) -> dict[str, Any]:  # noqa: ANN401 - parsed JSON
-    _PrepareIssueResponse.model_validate(data)
+def _prepare_message(asked: int, data: Any) -> dict[str, Any]:  # noqa: ANN401 - parsed JSON
+    _PrepareIssueResponse.model_validate(data, context={"asked": asked})
     message: dict[str, Any] = data
     return message
 
@@ -139,14 +157,21 @@ class DomesticSignerClient:
     ) -> Coroutine[Any, Any, dict[str, Any]]:
         """Open an issuance session; returns the signer's prepare message as received.
 
+        The message must grant ``credential_amount`` credentials, no other number: the app
+        commits to the amount in it, and the gateway holds ``/issue`` to the one it asked for.
+
         Raises:
             ValueError: ``credential_amount`` outside 1..100 (nothing is sent).
-            SignerError: any failure, see ``signing_gateway.signers.errors``.
+            SignerError: any failure, see ``signing_gateway.signers.errors``; an answer for
+                another amount is a ``SignerMalformedResponseError``.
         """
         if not 1 <= credential_amount <= MAX_CREDENTIAL_AMOUNT:
             raise ValueError(f"credential_amount must be 1..{MAX_CREDENTIAL_AMOUNT}")
         return self._post(
-            "/prepare_issue", {"credentialAmount": credential_amount}, headers, _prepare_message
+            "/prepare_issue",
+            {"credentialAmount": credential_amount},
+            headers,
+            partial(_prepare_message, credential_amount),
         )
 
     def issue(

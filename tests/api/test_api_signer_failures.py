@@ -21,6 +21,7 @@ from tests.api.signer_mocks import (
     commitment,
     domestic_issuing,
     eu_signing,
+    prepare_issue_answer,
 )
 from tests.support.credentials import sample_dcc
 from tests.support.gateway import (
@@ -415,4 +416,23 @@ async def test_prepare_issue_signer_down(gateway, mocked: MockedSigners):
     mocked.prepare_issue.mock(side_effect=httpx.ConnectError("refused"))
     response = await gateway.post("/v1/domestic/prepare-issue")
     assert_problem(response, 503, "signer-unavailable")
+    assert "stoken" not in response.json()
+
+
+async def test_prepare_issue_answer_for_another_amount_hands_out_no_stoken(
+    gateway, mocked: MockedSigners
+):
+    """Pin that a session's amount is the one asked for (and checked at /issue), or a 502.
+
+    The app builds its commitment for the amount in the message it is handed; a signer that
+    granted another would have the gateway check /issue against a limit the app never saw.
+    """
+
+    def other_amount(request: httpx.Request) -> httpx.Response:
+        message = prepare_issue_answer(request).json()
+        return httpx.Response(200, json={**message, "credentialAmount": 1})
+
+    mocked.prepare_issue.mock(side_effect=other_amount)
+    response = await gateway.post("/v1/domestic/prepare-issue")
+    assert_problem(response, 502, "signer-bad-response")
     assert "stoken" not in response.json()

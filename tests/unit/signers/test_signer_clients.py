@@ -372,6 +372,7 @@ async def test_issue_static_sends_attributes_and_parses_result(http, router):
         ("/prepare_issue", {**PREPARED, "issuerPkId": ""}),
         ("/prepare_issue", {**PREPARED, "issuerNonce": "n" * 1025}),
         ("/prepare_issue", {**PREPARED, "extra": 1}),
+        ("/prepare_issue", {**PREPARED, "credentialAmount": 2}),
         ("/issue", []),
         ("/issue", [{"issueSignatureMessage": {}, "attributes": {"a": 1}}]),
         ("/issue", {"issueSignatureMessage": {}, "attributes": {}}),
@@ -386,7 +387,8 @@ async def test_issue_static_sends_attributes_and_parses_result(http, router):
     ],
     ids=[
         "prepare-missing", "prepare-type", "prepare-amount-0", "prepare-amount-101",
-        "prepare-empty-text", "prepare-text-over-1024", "prepare-extra", "issue-empty",
+        "prepare-empty-text", "prepare-text-over-1024", "prepare-extra",
+        "prepare-other-amount", "issue-empty",
         "issue-attr-type", "issue-object", "issue-extra", "issue-101-items", "static-prefix",
         "static-prefix-not-first", "static-qr-over-8k", "static-proof-over-64",
         "static-empty-proof", "static-extra",
