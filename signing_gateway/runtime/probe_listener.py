@@ -7,7 +7,9 @@ connected at once (bench S1) a fresh `/healthz` waited up to ~230 ms, and a bigg
 makes it longer. A second listening socket is ready in the event loop on its own, so a probe
 is accepted in the next pass whatever is queued on the main port. The same app answers, with
 the same state; this port answers only the probe paths (`/healthz`, `/readyz`, `/metrics`),
-so client traffic sent there by mistake does not queue with the probes.
+so client traffic sent there by mistake does not queue with the probes. It is refused 404
+without reaching the app, and counted and access-logged as every request is (`unmatched`):
+a client pointed at the wrong port shows in `/metrics` and the logs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from signing_gateway.errors import send_problem
 from signing_gateway.observability.context import REQUEST_ID_KEY, request_id_of
+from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
 
 if TYPE_CHECKING:
     from collections.abc import Set as AbstractSet
@@ -25,25 +28,45 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp, Receive, Scope, Send
 
+    from signing_gateway.observability.metrics import GatewayMetrics
 
-def probes_only(app: ASGIApp, paths: AbstractSet[str]) -> ASGIApp:
-    """`app` for `paths`; every other HTTP path is refused 404 without reaching it."""
+
+def probes_only(
+    app: ASGIApp,
+    paths: AbstractSet[str],
+    *,
+    metrics: GatewayMetrics | None = None,
+    access_log: bool = True,
+) -> ASGIApp:
+    """`app` for `paths`; every other HTTP path is refused 404 without reaching it.
+
+    With `metrics` (the app's), a refusal is counted, timed and access-logged (`access_log`)
+    by the app's own request-metrics layer, as a request no route matched.
+    """
     listed = ", ".join(sorted(paths))
+
+    async def refuse(scope: Scope, _receive: Receive, send: Send) -> None:
+        # Before the app's middlewares: the request id (every answer carries one) is the
+        # request-metrics layer's when it counts the refusal, else settled here the same way.
+        state = scope.get("state", {})
+        request_id = state.get("request_id") or request_id_of(scope.get("headers", ()))
+        await send_problem(
+            send,
+            {**scope, "state": {**state, "request_id": request_id}},
+            status=404,
+            type_="about:blank",
+            title="Not found",
+            detail=f"the probe port answers only {listed}; send requests to the main port",
+            headers=[(REQUEST_ID_KEY, request_id.encode("latin-1"))],
+        )
+
+    refusal: ASGIApp = refuse
+    if metrics is not None:
+        refusal = RequestMetricsMiddleware(refuse, metrics=metrics, access_log_enabled=access_log)
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path") not in paths:
-            # Refused before the app's middlewares, so the request id (every answer carries
-            # one) is settled here: the caller's if it is safe, else a new one.
-            request_id = request_id_of(scope.get("headers", ()))
-            await send_problem(
-                send,
-                {**scope, "state": {**scope.get("state", {}), "request_id": request_id}},
-                status=404,
-                type_="about:blank",
-                title="Not found",
-                detail=f"the probe port answers only {listed}; send requests to the main port",
-                headers=[(REQUEST_ID_KEY, request_id.encode("latin-1"))],
-            )
+            await refusal(scope, receive, send)
             return
         await app(scope, receive, send)
 
@@ -56,7 +79,8 @@ async def start_probe_listener(
     """Listen on `port` (the server's host) with the server's own app for `paths` only.
 
     The app's state and uvicorn's settings are the server's own, its HTTP protocol too (with
-    `serve`, `runtime.http_protocol`'s bounds on request heads).
+    `serve`, `runtime.http_protocol`'s bounds on request heads), and so are its metrics: a
+    refused path is counted in them (when the state holds them, as the gateway's does).
     Call once the server has started (its app is loaded and its lifespan has run). The
     connections count with the main port's (uvicorn's limits and shutdown cover them), and
     the listener closes with the server's own when it is appended to `server.servers`.
@@ -65,7 +89,12 @@ async def start_probe_listener(
         OSError: the port could not be bound (in use, not permitted).
     """
     config = copy.copy(server.config)
-    config.loaded_app = probes_only(server.config.loaded_app, paths)
+    state = server.lifespan.state
+    metrics = state.get("metrics")
+    access_log = metrics is not None and state["settings"].observability.access_log
+    config.loaded_app = probes_only(
+        server.config.loaded_app, paths, metrics=metrics, access_log=access_log
+    )
 
     def protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
         return config.http_protocol_class(  # type: ignore[call-arg]

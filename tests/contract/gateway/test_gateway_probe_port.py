@@ -8,11 +8,17 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 
 from signing_gateway.api import examples
-from tests.contract.gateway.gateway_process import free_port, gateway_env, running_gateway_process
+from tests.contract.gateway.gateway_process import (
+    GatewayProcess,
+    free_port,
+    gateway_env,
+    running_gateway_process,
+)
 from tests.support.fake_signer_process import FakeSignerProcess
 
 
@@ -56,6 +62,15 @@ def _refused(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _log_holding(gateway: GatewayProcess, text: str, limit: float = 5.0) -> str:
+    """The gateway's log once it holds `text` (lines are written every 50 ms, not at once)."""
+    deadline = time.monotonic() + limit
+    while text not in (log := gateway.log()):
+        assert time.monotonic() < deadline, f"{text!r} not logged"
+        time.sleep(0.01)
+    return log
+
+
 def test_the_probe_port_answers_probes_and_refuses_everything_else(eu_signer, domestic_signer):
     """Probes answer GET and HEAD on both ports; /v1 on the probe port is 404 and signs nothing."""
     probe_port = free_port()
@@ -74,8 +89,9 @@ def test_the_probe_port_answers_probes_and_refuses_everything_else(eu_signer, do
             probe_port, "/v1/dcc", "POST", json.dumps(examples.EU_VACCINATION).encode()
         )
         after = _signer_totals(eu_signer)
+        scrape = _get(probe_port, "/metrics")[2].decode()
         main_health, _, _ = _get(main_port, "/healthz")
-        log = gateway.log()
+        log = _log_holding(gateway, json.loads(body)["requestId"])
         exit_code = gateway.stop()
     assert {path: answer[0] for path, answer in answers.items()} == {
         "/healthz": 200,
@@ -105,6 +121,14 @@ def test_the_probe_port_answers_probes_and_refuses_everything_else(eu_signer, do
     assert problem["status"] == 404
     assert "/healthz, /metrics, /readyz" in problem["detail"]
     assert after == before  # the refused request reached no signer
+    # Both refusals counted and logged as requests no route matched, as on the main port.
+    assert 'gateway_responses_total{route="unmatched",status="404"} 2.0' in scrape
+    refusals = [
+        (line["method"], line["request_id"] == problem["requestId"])
+        for line in map(json.loads, (line for line in log.splitlines() if line.startswith("{")))
+        if line.get("logger") == "signing_gateway.access" and line["route"] == "unmatched"
+    ]
+    assert refusals == [("HEAD", False), ("POST", True)]
     assert main_health == 200
     assert f"probes on http://127.0.0.1:{probe_port} (/healthz, /metrics, /readyz only)" in log
     assert exit_code == 0

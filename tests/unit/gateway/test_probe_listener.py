@@ -11,16 +11,21 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.runtime.probe_listener import probes_only, start_probe_listener
 from signing_gateway.security.settings import LimitsSettings
+from tests.support.logs import as_written
 
 
 async def _reached(scope: dict[str, Any], receive: Any, send: Any) -> None:
     raise AssertionError("a refused path reached the app")
 
 
-async def _refuse(path: str, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+async def _refuse(
+    path: str, headers: list[tuple[bytes, bytes]], metrics: GatewayMetrics | None = None
+) -> list[dict[str, Any]]:
+    """`path` sent to the probe port (counted in `metrics`, if given): the messages answered."""
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -30,7 +35,7 @@ async def _refuse(path: str, headers: list[tuple[bytes, bytes]]) -> list[dict[st
         return {"type": "http.request", "body": b"", "more_body": False}
 
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "state": {}}
-    await probes_only(_reached, {"/healthz"})(scope, receive, send)
+    await probes_only(_reached, {"/healthz"}, metrics=metrics)(scope, receive, send)
     return sent
 
 
@@ -39,17 +44,41 @@ async def _refuse(path: str, headers: list[tuple[bytes, bytes]]) -> list[dict[st
     [(b"trace-7", "trace-7"), (b"bad id\n", None), (None, None)],
     ids=["caller's", "unsafe", "none"],
 )
-async def test_refused_path_answers_with_a_request_id(given, expected):
+@pytest.mark.parametrize("counted", [False, True], ids=["uncounted", "counted"])
+async def test_refused_path_answers_with_a_request_id(given, expected, counted):
     """A 404 on the probe port carries X-Request-ID (the caller's if safe), as does its body."""
     headers = [] if given is None else [(b"x-request-id", given)]
-    start, body = await _refuse("/v1/dcc", headers)
-    header = dict(start["headers"])[b"x-request-id"].decode()
+    start, body = await _refuse("/v1/dcc", headers, GatewayMetrics() if counted else None)
+    [header] = [value.decode() for name, value in start["headers"] if name == b"x-request-id"]
     assert start["status"] == 404
     assert orjson.loads(body["body"])["requestId"] == header
     if expected is not None:
         assert header == expected
     else:
         assert len(header) == 32  # a fresh uuid4 hex
+
+
+async def test_a_refused_path_is_counted_and_logged_as_unmatched(caplog):
+    """Pin that a client sent to the probe port shows where every other request shows.
+
+    Before, the 404 was sent in front of the app: no count in `/metrics`, no access-log line,
+    so a client pointed at the wrong port left no trace on the gateway.
+    """
+    metrics = GatewayMetrics()
+    with caplog.at_level("INFO", logger="signing_gateway.access"):
+        start, _ = await _refuse("/v1/dcc", [(b"x-request-id", b"trace-8")], metrics)
+    assert start["status"] == 404
+    sample = metrics.registry.get_sample_value
+    assert sample("gateway_requests_received_total", {}) == 1
+    assert sample("gateway_responses_total", {"route": "unmatched", "status": "404"}) == 1
+    assert sample("gateway_requests_in_progress", {}) == 0
+    [line] = as_written(caplog.records)
+    assert {k: line[k] for k in ("method", "route", "status", "request_id")} == {
+        "method": "POST",
+        "route": "unmatched",
+        "status": 404,
+        "request_id": "trace-8",
+    }
 
 
 async def test_a_probe_path_reaches_the_app():
