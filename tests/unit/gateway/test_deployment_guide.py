@@ -94,3 +94,22 @@ def test_the_guides_give_the_drains_own_defaults() -> None:
         f"`shutdown.drain_timeout_seconds` ({drain:g}), `shutdown.cancel_grace_seconds` ({grace:g})"
         in resilience
     )
+
+
+#: The programs the container image holds that a guide may run in it: the base image's Python
+#: and shell, and the console scripts of the virtualenv. python:3.11-slim is Debian's minimal
+#: base, without procps: no `kill` or `ps` program (the shell's built-in `kill` stands in).
+IMAGE_PROGRAMS = frozenset({"python", "sh", "signing-gateway", "fake-signer"})
+_IN_CONTAINER = re.compile(r"(?:kubectl exec \S+ --|docker exec \S+) (\S+)")
+
+
+def test_commands_run_in_the_container_use_programs_the_image_holds() -> None:
+    """Pin that `kubectl exec`/`docker exec` in the guides runs something the image has.
+
+    The operations guide told operators to `kubectl exec <pod> -- kill -USR1 1` for a stack
+    dump, which fails in the image ("executable file not found") exactly when it is needed.
+    """
+    guides = [OPERATIONS.parent.parent / "README.md", *sorted(OPERATIONS.parent.glob("*.md"))]
+    programs = {found for guide in guides for found in _IN_CONTAINER.findall(_prose(guide))}
+    assert programs  # the scan reads what it should
+    assert programs - IMAGE_PROGRAMS == set()
