@@ -88,13 +88,17 @@ def test_a_stalled_log_stream_does_not_hold_the_logging_code(monkeypatch, restor
     assert len(stream.getvalue().splitlines()) == 50
 
 
-def test_httpx_request_lines_are_quiet_but_its_warnings_pass(monkeypatch, restore_logging):
-    """The per-request INFO lines of httpx are dropped; its warnings still reach the log."""
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_httpx_request_lines_are_quiet_but_its_warnings_pass(monkeypatch, restore_logging, level):
+    """The per-request INFO lines of httpx are dropped; its warnings still reach the log.
+
+    At DEBUG too, as docs/security.md says (personal data policy).
+    """
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
     httpx_logger = logging.getLogger("httpx")
     monkeypatch.setattr(httpx_logger, "level", httpx_logger.level)  # restored after the test
-    configure_logging(level="INFO", fmt="json")
+    configure_logging(level=level, fmt="json")
     httpx_logger.info("HTTP Request: GET http://signer/healthz")
     httpx_logger.warning("pool trouble")
     shutdown_logging()
