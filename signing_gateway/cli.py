@@ -369,7 +369,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signing-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (settings from SIGNING_GATEWAY_*)")
-    serve.add_argument("--host", default=FromEnvironment("SIGNING_GATEWAY_HOST", str, LOOPBACK))
+    serve.add_argument(
+        "--host",
+        default=FromEnvironment("SIGNING_GATEWAY_HOST", str, LOOPBACK),
+        help="address to listen on; 0.0.0.0 or :: for every address "
+        f"(default: SIGNING_GATEWAY_HOST, else {LOOPBACK})",
+    )
     port, probe_port = _whole_number(0, 65535), _whole_number(1, 65535)
     serve.add_argument(
         "--port",
@@ -385,19 +390,25 @@ def _parser() -> argparse.ArgumentParser:
         "an orchestrator's fresh probe connections do not queue behind client connections "
         "(default: SIGNING_GATEWAY_PROBE_PORT, else none)",
     )
-    serve.add_argument("--workers", type=_whole_number(1), default=1)
+    serve.add_argument(
+        "--workers",
+        type=_whole_number(1),
+        default=1,
+        help="processes under uvicorn's supervisor, each with its own metrics and state; in a "
+        "container run one and add replicas (default: 1)",
+    )
     serve.add_argument(
         "--backlog",
         type=_whole_number(1),
         default=4096,
-        help="kernel queue of connections not yet accepted",
+        help="kernel queue of connections not yet accepted (default: 4096)",
     )
     serve.add_argument(
         "--accept-batch",
         type=_whole_number(1),
         default=64,
         help="connections accepted per event-loop pass (asyncio): a burst of new connections "
-        "is set up in slices, with other work in between",
+        "is set up in slices, with other work in between (default: 64)",
     )
     events_per_pass = _whole_number(0)
     serve.add_argument(
@@ -412,8 +423,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_loop_option(serve)
     demo = commands.add_parser("demo", help="run the gateway with bundled fake signers")
-    demo.add_argument("--port", type=port, default=8080, help="0 picks a free port")
-    demo.add_argument("--signer-latency-ms", type=_non_negative_number, default=200.0)
+    demo.add_argument("--port", type=port, default=8080, help="0 picks a free port (default: 8080)")
+    demo.add_argument(
+        "--signer-latency-ms",
+        type=_non_negative_number,
+        default=200.0,
+        help="the fake signers' mean signing latency (default: 200)",
+    )
     demo.add_argument("--smoke", action="store_true", help="send the examples, print, exit")
     _add_loop_option(demo)
     return parser

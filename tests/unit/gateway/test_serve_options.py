@@ -180,6 +180,31 @@ def test_serve_and_demo_defaults_are_the_documented_ones() -> None:
     assert "127.0.0.1:8080" in _text("README.md")
 
 
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_each_options_help_gives_its_default_and_variable(command: str) -> None:
+    """Pin that `--help` says what an option is without it, and which variable stands in.
+
+    `serve --help` showed neither for --host (which reads SIGNING_GATEWAY_HOST), --workers,
+    --backlog or --accept-batch, unlike the other options.
+    """
+    parser = cli._parser()
+    [subcommands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    options = [a for a in subcommands.choices[command]._actions if a.dest not in {"help", "smoke"}]
+    assert options
+    for option in options:
+        default = option.default
+        if isinstance(default, cli.FromEnvironment):
+            fallback = "none" if default.fallback is None else f"{default.fallback}"
+            expected = f"(default: {default.variable}, else {fallback}"
+        else:
+            expected = (
+                f"(default: {default:g})"
+                if isinstance(default, float)
+                else (f"(default: {default})")
+            )
+        assert expected in " ".join((option.help or "").split()), option.dest
+
+
 @pytest.mark.parametrize(
     ("flags", "accepted"),
     [
