@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -93,6 +95,24 @@ async def test_access_log_line_has_route_status_and_id_but_no_personal_data(
     rendered = orjson.dumps(access).decode()
     for needle in (*PERSONAL, "someone", "email=", "example.org", "?"):
         assert needle not in rendered
+    # The sample line of docs/operations.md: the same fields, the timestamp in the same form.
+    sample = _documented_access_line()
+    # (`message`: a copy of `event` that pytest's log capture leaves on the record here; the
+    # gateway's own writer writes none, as the sample shows.)
+    assert sample.keys() == line.keys() - {"message"}, line
+    timestamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+    assert timestamp.fullmatch(line["timestamp"])
+    assert timestamp.fullmatch(sample["timestamp"])
+
+
+def _documented_access_line() -> dict[str, Any]:
+    """The access-log line docs/operations.md shows, parsed (its request id elided with …)."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text("utf-8")
+    after = text.split("from logger\n`signing_gateway.access`:", 1)[1]
+    block = re.search(r"```json\n(.*?)```", after, re.DOTALL)
+    assert block is not None
+    sample: dict[str, Any] = orjson.loads(block[1])
+    return sample
 
 
 async def test_access_log_names_unmatched_paths_by_template(gateway: httpx.AsyncClient, json_log):
