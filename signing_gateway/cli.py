@@ -94,7 +94,9 @@ def run_workers(supervised: SupervisedConfig) -> int:
     return 0
 
 
-#: `--host` values under which the gateway listens on every address, loopback included.
+#: `--host` values under which the gateway listens on every address, loopback included. For
+#: `::` that is ::1 only (asyncio binds it IPv6 only), but it counts here too: the check then
+#: errs on the side of refusing a signer URL that might be the gateway's own port.
 _EVERY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - compared, not bound
 #: Loopback hosts taken as one: `localhost` may resolve to either address.
 _USUAL_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -372,8 +374,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host",
         default=FromEnvironment("SIGNING_GATEWAY_HOST", str, LOOPBACK),
-        help="address to listen on; 0.0.0.0 or :: for every address "
-        f"(default: SIGNING_GATEWAY_HOST, else {LOOPBACK})",
+        help="address to listen on; 0.0.0.0 for every IPv4 address, :: for every IPv6 one "
+        f"(IPv6 only) (default: SIGNING_GATEWAY_HOST, else {LOOPBACK})",
     )
     port, probe_port = _whole_number(0, 65535), _whole_number(1, 65535)
     serve.add_argument(
