@@ -8,7 +8,10 @@ Found in the one pass over the header fields that reads the body's framing below
 
 For a request that carries a body (a Content-Length above 0, or chunked):
 
-1. a non-JSON Content-Type is refused with 415 before a byte is read;
+1. a transfer coding besides `chunked` (`Transfer-Encoding: gzip, chunked`) is refused with
+   400, a non-JSON Content-Type or any content coding (`Content-Encoding` other than
+   `identity`) with 415, all before a byte is read: the gateway decodes neither, so it would
+   check and sign bytes other than the representation the caller declared;
 2. a declared Content-Length above the limit is refused with 413 at once, and a chunked body
    is counted while it streams in and refused as soon as it passes the limit (so at most
    `max_body_bytes` are ever buffered);
@@ -61,10 +64,19 @@ _SINGLETON_NAMES = {_AUTHORIZATION: "Authorization", _CONTENT_TYPE: "Content-Typ
 class BodyRefused(Exception):
     """Raised (inside this module) when a request breaks a limit; becomes a problem answer."""
 
-    def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
-        """Describe the refusal."""
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        *,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        """Describe the refusal; `headers`: fields its answer carries besides the usual."""
         super().__init__(detail)
         self.status, self.slug, self.title, self.detail = status, slug, title, detail
+        self.headers = headers
 
 
 def _json_media_type(content_type: str | None) -> bool:
@@ -164,14 +176,16 @@ def repeats_a_key(body: bytes) -> bool:
 
 def _framing(
     headers: Iterable[tuple[bytes, bytes]],
-) -> tuple[bytes | None, bytes | None, bytes | None]:
+) -> tuple[bytes | None, bytes | None, bytes | None, bool]:
     """A request's `Content-Length`, `Transfer-Encoding` and `Content-Type`, in one pass.
 
     Each is the first field of its name, as Starlette's `Headers` reads them, without its copy
-    of the list or a KeyError per absent name. Raises BodyRefused (400) for a repeated
+    of the list or a KeyError per absent name; last, whether any `Content-Encoding` field
+    names a coding other than `identity`. Raises BodyRefused (400) for a repeated
     `Authorization`, `Content-Type` or `Host`.
     """
     length = transfer_encoding = content_type = None
+    encoded = False
     seen: list[bytes] = []  # of the singletons: at most three
     for name, value in headers:
         if name in _SINGLETON_NAMES:
@@ -183,9 +197,22 @@ def _framing(
         elif name == b"content-length":
             if length is None:
                 length = value
-        elif name == b"transfer-encoding" and transfer_encoding is None:
-            transfer_encoding = value
-    return length, transfer_encoding, content_type
+        elif name == b"transfer-encoding":
+            if transfer_encoding is None:
+                transfer_encoding = value
+        elif name == b"content-encoding" and not encoded:
+            encoded = bool(_codings(value) - {b"identity"})
+    return length, transfer_encoding, content_type, encoded
+
+
+def _codings(value: bytes) -> set[bytes]:
+    """The codings a `Transfer-Encoding` or `Content-Encoding` value names (lower case)."""
+    return {coding.strip().lower() for coding in value.split(b",")} - {b""}
+
+
+def _only_chunked(transfer_encoding: bytes) -> bool:
+    """Whether a `Transfer-Encoding` value names `chunked` and no other transfer coding."""
+    return _codings(transfer_encoding) == {b"chunked"}
 
 
 def _text(value: bytes | None) -> str | None:
@@ -199,6 +226,26 @@ def _repeated(name: bytes) -> BodyRefused:
         "bad-request",
         "Bad request",
         f"the {field} header field is repeated: a request may carry it once only",
+    )
+
+
+def _transfer_coded() -> BodyRefused:
+    return BodyRefused(
+        400,
+        "bad-request",
+        "Bad request",
+        "a request body may be chunked, and have no other transfer coding",
+    )
+
+
+def _content_coded() -> BodyRefused:
+    # RFC 9110 15.5.16: a 415 for a content coding names those it takes in Accept-Encoding.
+    return BodyRefused(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        "request bodies must not be content-coded: send them without a Content-Encoding",
+        headers=((b"accept-encoding", b"identity"),),
     )
 
 
@@ -272,7 +319,7 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            length, transfer_encoding, content_type = _framing(scope["headers"])
+            length, transfer_encoding, content_type, encoded = _framing(scope["headers"])
         except BodyRefused as refusal:
             await self._refuse(scope, send, refusal)
             return
@@ -281,7 +328,11 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read_body(_text(content_type), _text(length), receive)
+            if transfer_encoding is not None and not _only_chunked(transfer_encoding):
+                raise _transfer_coded()
+            body = await self._read_body(
+                _text(content_type), _text(length), receive, encoded=encoded
+            )
         except BodyRefused as refusal:
             await self._refuse(scope, send, refusal)
             return
@@ -290,7 +341,7 @@ class RequestLimitsMiddleware:
         await self.app(scope, replay, send)
 
     async def _read_body(
-        self, content_type: str | None, length: str | None, receive: Receive
+        self, content_type: str | None, length: str | None, receive: Receive, *, encoded: bool
     ) -> bytes:
         limit = self.limits.max_body_bytes
         if not _json_media_type(content_type):
@@ -300,6 +351,8 @@ class RequestLimitsMiddleware:
                 "Unsupported media type",
                 "request bodies must be application/json (UTF-8)",
             )
+        if encoded:
+            raise _content_coded()
         if length is not None:
             declared = length.strip()
             # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
@@ -353,5 +406,5 @@ class RequestLimitsMiddleware:
             title=refusal.title,
             detail=refusal.detail,
             extensions=extensions,
-            headers=[(b"connection", b"close")],
+            headers=[*refusal.headers, (b"connection", b"close")],
         )

@@ -1,0 +1,79 @@
+"""How a body is framed and coded on the wire: raw requests against a real `serve` process.
+
+A client library sends only the framing it chose itself; the gateway must answer whatever
+httptools lets through, and read a body only as the bytes the caller declared them to be.
+"""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+
+from signing_gateway.api import examples
+from tests.support.fake_signer_process import FakeSignerProcess
+from tests.support.raw_http import exchange_answer
+
+BODY = orjson.dumps(examples.EU_VACCINATION)
+HEAD = b"POST /v1/dcc HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n"
+JSON = b"Content-Type: application/json\r\n"
+
+
+def _chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+def _signed(signer: FakeSignerProcess) -> int:
+    totals = httpx.get(f"{signer.base_url}/_stats", timeout=10).json()["totals"]
+    return sum(sum(outcomes.values()) for outcomes in totals.values())
+
+
+def _port(gateway_url: str) -> int:
+    return int(gateway_url.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"identity, chunked", b"x-custom, chunked"])
+async def test_a_transfer_coding_besides_chunked_is_refused(
+    gateway_url: str, eu_signer: FakeSignerProcess, coding
+):
+    """`gzip, chunked`: httptools frames the chunks, but the gateway would not undo the gzip.
+
+    400 problem+json before the body is read, and nothing signed; only `chunked` is taken.
+    """
+    before = _signed(eu_signer)
+    framing = b"Transfer-Encoding: %s\r\n\r\n" % coding
+    status, headers, body = await exchange_answer(
+        _port(gateway_url), HEAD + JSON + framing + _chunked(BODY)
+    )
+    assert (status, headers["content-type"]) == (400, "application/problem+json")
+    problem = orjson.loads(body)
+    assert problem["type"].endswith("/bad-request")
+    assert problem["detail"] == "a request body may be chunked, and have no other transfer coding"
+    assert _signed(eu_signer) == before
+    status, _, _ = await exchange_answer(
+        _port(gateway_url), HEAD + JSON + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(BODY)
+    )
+    assert status == 200
+    assert _signed(eu_signer) == before + 1
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"br", b"identity, gzip", b"x-unknown"])
+async def test_a_content_coded_body_is_refused_415(
+    gateway_url: str, eu_signer: FakeSignerProcess, coding
+):
+    """A body declared content-coded is 415 naming `identity` in Accept-Encoding, unsigned.
+
+    The gateway decodes no content coding: it would have signed the bytes as sent (here plain
+    JSON, which a proxy in front would have taken for compressed data).
+    """
+    before = _signed(eu_signer)
+    coded = b"Content-Encoding: %s\r\nContent-Length: %d\r\n\r\n" % (coding, len(BODY))
+    status, headers, body = await exchange_answer(_port(gateway_url), HEAD + JSON + coded + BODY)
+    assert (status, headers["content-type"]) == (415, "application/problem+json")
+    assert headers["accept-encoding"] == "identity"
+    assert orjson.loads(body)["type"].endswith("/unsupported-media-type")
+    assert _signed(eu_signer) == before
+    plain = b"Content-Encoding: identity\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+    status, _, _ = await exchange_answer(_port(gateway_url), HEAD + JSON + plain + BODY)
+    assert status == 200
+    assert _signed(eu_signer) == before + 1
