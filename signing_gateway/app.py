@@ -78,7 +78,8 @@ size limit is refused 431 problem+json before any route sees it, one not complet
 time 408, and a request that is not valid HTTP/1.1 400 (`bad-request`), its connection
 closed in each case. Their `instance` is the request's path once its request line was
 read whole, and empty (the request's own URI) before that. A request carrying `Authorization`,
-`Content-Type` or `Host` more than once is refused 400 problem+json before any route sees it.
+`Content-Type` or `Host` more than once is refused 400 problem+json before any route sees it,
+as is one whose path holds an encoded slash (`%2F`).
 """
 
 

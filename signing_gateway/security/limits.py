@@ -1,6 +1,10 @@
 """Pure ASGI middleware that bounds request bodies before anything parses them.
 
-Every request first: `Authorization`, `Content-Type` or `Host` given twice is refused with 400
+Every request first: a path holding an encoded slash (`/v1%2Fdcc`) is refused with 400. The
+server decodes it into a `/` that routes, where RFC 3986 makes `%2F` data within one segment
+and a proxy in front (Envoy's default) keeps it so: a rule there for `/v1/dcc` would not see
+the request the gateway signs. No path of the gateway holds one.
+Then `Authorization`, `Content-Type` or `Host` given twice is refused with 400
 before anything reads them. Each may appear once only (RFC 9110 5.3; for `Host` RFC 9112 3.2
 requires the 400), and a proxy in front may pick the other of the two than the gateway would:
 for `Authorization` that is whose token is checked.
@@ -229,6 +233,15 @@ def _repeated(name: bytes) -> BodyRefused:
     )
 
 
+def _encoded_slash() -> BodyRefused:
+    return BodyRefused(
+        400,
+        "bad-request",
+        "Bad request",
+        "the path holds an encoded slash (%2F), which no path of the gateway has",
+    )
+
+
 def _transfer_coded() -> BodyRefused:
     return BodyRefused(
         400,
@@ -306,7 +319,7 @@ class _Replay:
 
 
 class RequestLimitsMiddleware:
-    """Refuse repeated singleton fields; bound content type, body size and JSON shape."""
+    """Refuse encoded slashes, repeated singleton fields; bound content type, body and JSON."""
 
     def __init__(self, app: ASGIApp, *, limits: LimitsSettings) -> None:
         """Wrap `app` with `limits`."""
@@ -319,6 +332,10 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         try:
+            raw_path: bytes = scope.get("raw_path") or b""
+            # (Some servers' raw_path holds the query string too: a %2F there is no matter.)
+            if b"%" in raw_path and b"%2f" in raw_path.partition(b"?")[0].lower():
+                raise _encoded_slash()
             length, transfer_encoding, content_type, encoded = _framing(scope["headers"])
         except BodyRefused as refusal:
             await self._refuse(scope, send, refusal)

@@ -109,6 +109,31 @@ async def test_a_repeated_host_field_is_refused(limited, mocked: MockedSigners, 
     assert mocked.signing_calls() == 0
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1%2Fdcc"), ("POST", "/v1%2fdomestic/static"), ("GET", "/v1%2Fkeys")],
+)
+async def test_a_path_with_an_encoded_slash_is_refused(
+    limited, mocked: MockedSigners, method, path
+):
+    """`/v1%2Fdcc` is one segment to a proxy in front, not the route `/v1/dcc`: 400, unsigned."""
+    body = orjson.dumps(eu_vaccination()) if method == "POST" else None
+    response = await limited.request(
+        method, path, content=body, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 400, "bad-request")
+    assert problem["detail"] == (
+        "the path holds an encoded slash (%2F), which no path of the gateway has"
+    )
+    assert mocked.signing_calls() == 0
+
+
+async def test_an_encoded_slash_in_the_query_is_no_matter(limited, mocked: MockedSigners):
+    """Only the path is checked: a `%2F` in the query string is left alone."""
+    response = await limited.post("/v1/dcc?next=%2Fhome", json=eu_vaccination())
+    assert response.status_code == 200, response.text
+
+
 async def test_json_with_charset_utf8_is_accepted(limited, mocked: MockedSigners):
     """`application/json; charset=utf-8` is JSON."""
     response = await limited.post(

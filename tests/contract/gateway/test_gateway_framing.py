@@ -1,7 +1,8 @@
-"""How a body is framed and coded on the wire: raw requests against a real `serve` process.
+"""Request targets and body framing as sent on the wire: raw requests to a real `serve` process.
 
 A client library sends only the framing it chose itself; the gateway must answer whatever
-httptools lets through, and read a body only as the bytes the caller declared them to be.
+httptools lets through, route on the path as a proxy in front reads it, and read a body only
+as the bytes the caller declared them to be.
 """
 
 from __future__ import annotations
@@ -77,3 +78,18 @@ async def test_a_content_coded_body_is_refused_415(
     status, _, _ = await exchange_answer(_port(gateway_url), HEAD + JSON + plain + BODY)
     assert status == 200
     assert _signed(eu_signer) == before + 1
+
+
+async def test_an_encoded_slash_does_not_route_to_a_signer(
+    gateway_url: str, eu_signer: FakeSignerProcess
+):
+    """The server decodes `/v1%2Fdcc` into `/v1/dcc`; the gateway answers 400, signs nothing."""
+    before = _signed(eu_signer)
+    request = b"POST /v1%%2Fdcc HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n%s%s" % (
+        JSON,
+        b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY),
+    )
+    status, headers, body = await exchange_answer(_port(gateway_url), request)
+    assert (status, headers["content-type"]) == (400, "application/problem+json")
+    assert "encoded slash" in orjson.loads(body)["detail"]
+    assert _signed(eu_signer) == before
