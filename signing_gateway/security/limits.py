@@ -7,7 +7,8 @@ the request the gateway signs. No path of the gateway holds one.
 Then `Authorization`, `Content-Type` or `Host` given twice is refused with 400
 before anything reads them. Each may appear once only (RFC 9110 5.3; for `Host` RFC 9112 3.2
 requires the 400), and a proxy in front may pick the other of the two than the gateway would:
-for `Authorization` that is whose token is checked.
+for `Authorization` that is whose token is checked. An HTTP/1.1 request without `Host` is
+refused with 400 too, as the same section of RFC 9112 requires.
 Found in the one pass over the header fields that reads the body's framing below.
 
 For a request that carries a body (a Content-Length above 0, or chunked):
@@ -179,14 +180,14 @@ def repeats_a_key(body: bytes) -> bool:
 
 
 def _framing(
-    headers: Iterable[tuple[bytes, bytes]],
+    headers: Iterable[tuple[bytes, bytes]], *, host_required: bool
 ) -> tuple[bytes | None, bytes | None, bytes | None, bool]:
     """A request's `Content-Length`, `Transfer-Encoding` and `Content-Type`, in one pass.
 
     Each is the first field of its name, as Starlette's `Headers` reads them, without its copy
     of the list or a KeyError per absent name; last, whether any `Content-Encoding` field
     names a coding other than `identity`. Raises BodyRefused (400) for a repeated
-    `Authorization`, `Content-Type` or `Host`.
+    `Authorization`, `Content-Type` or `Host`, and for a missing `Host` if `host_required`.
     """
     length = transfer_encoding = content_type = None
     encoded = False
@@ -206,7 +207,19 @@ def _framing(
                 transfer_encoding = value
         elif name == b"content-encoding" and not encoded:
             encoded = bool(_codings(value) - {b"identity"})
+    _check_host(seen, required=host_required)
     return length, transfer_encoding, content_type, encoded
+
+
+def _check_host(seen: list[bytes], *, required: bool) -> None:
+    """Raise BodyRefused (400) if `Host` is `required` and not among the fields `seen`."""
+    if required and _HOST not in seen:
+        raise BodyRefused(
+            400,
+            "bad-request",
+            "Bad request",
+            "the Host header field is missing: an HTTP/1.1 request must carry it",
+        )
 
 
 def _codings(value: bytes) -> set[bytes]:
@@ -336,7 +349,11 @@ class RequestLimitsMiddleware:
             # (Some servers' raw_path holds the query string too: a %2F there is no matter.)
             if b"%" in raw_path and b"%2f" in raw_path.partition(b"?")[0].lower():
                 raise _encoded_slash()
-            length, transfer_encoding, content_type, encoded = _framing(scope["headers"])
+            length, transfer_encoding, content_type, encoded = _framing(
+                # HTTP/1.0 has no Host to require, HTTP/2 its :authority instead.
+                scope["headers"],
+                host_required=scope.get("http_version") == "1.1",
+            )
         except BodyRefused as refusal:
             await self._refuse(scope, send, refusal)
             return

@@ -93,3 +93,30 @@ async def test_an_encoded_slash_does_not_route_to_a_signer(
     assert (status, headers["content-type"]) == (400, "application/problem+json")
     assert "encoded slash" in orjson.loads(body)["detail"]
     assert _signed(eu_signer) == before
+
+
+async def test_an_http_1_1_request_without_host_is_refused(
+    gateway_url: str, eu_signer: FakeSignerProcess
+):
+    """RFC 9112 3.2: an HTTP/1.1 request lacking Host is a 400, whatever it asks; nothing signed.
+
+    HTTP/1.0 has no Host to require, and liveness (`/healthz`) reads no header field.
+    """
+    before = _signed(eu_signer)
+    close = b"Connection: close\r\n"
+    post = b"POST /v1/dcc HTTP/1.1\r\n%s%sContent-Length: %d\r\n\r\n%s" % (
+        close,
+        JSON,
+        len(BODY),
+        BODY,
+    )
+    for request in (post, b"GET /v1/keys HTTP/1.1\r\n%s\r\n" % close):
+        status, headers, body = await exchange_answer(_port(gateway_url), request)
+        assert (status, headers["content-type"]) == (400, "application/problem+json")
+        assert orjson.loads(body)["detail"] == (
+            "the Host header field is missing: an HTTP/1.1 request must carry it"
+        )
+    assert _signed(eu_signer) == before
+    for request in (b"GET /v1/keys HTTP/1.0\r\n\r\n", b"GET /healthz HTTP/1.1\r\n%s\r\n" % close):
+        status, _, _ = await exchange_answer(_port(gateway_url), request)
+        assert status == 200
