@@ -358,7 +358,8 @@ class RequestLimitsMiddleware:
             await self._refuse(scope, send, refusal)
             return
         chunked = transfer_encoding is not None and b"chunked" in transfer_encoding.lower()
-        if not chunked and (length is None or length.strip() in {b"", b"0"}):
+        # A length of zero, however many digits spell it ("00" is one), means no body.
+        if not chunked and (length is None or not length.strip().lstrip(b"0")):
             await self.app(scope, receive, send)
             return
         try:
@@ -392,8 +393,10 @@ class RequestLimitsMiddleware:
             # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
             if not (declared.isascii() and declared.isdigit()):
                 raise BodyRefused(400, "bad-request", "Bad request", "invalid Content-Length")
-            # Over 18 digits is over any limit, and int() refuses 4,300 digits and more.
-            if len(declared) > _MAX_LENGTH_DIGITS or int(declared) > limit:
+            # Over 18 digits (leading zeros aside: "0000…0350" is 350) is over any limit, and
+            # int() refuses 4,300 digits and more.
+            digits = declared.lstrip("0")
+            if len(digits) > _MAX_LENGTH_DIGITS or int(digits or "0") > limit:
                 raise _too_large(limit)
         # One deadline for the whole body, not one per read: a caller dripping a byte now and
         # then would keep renewing a per-read timeout.

@@ -120,3 +120,23 @@ async def test_an_http_1_1_request_without_host_is_refused(
     for request in (b"GET /v1/keys HTTP/1.0\r\n\r\n", b"GET /healthz HTTP/1.1\r\n%s\r\n" % close):
         status, _, _ = await exchange_answer(_port(gateway_url), request)
         assert status == 200
+
+
+async def test_a_content_length_with_leading_zeros_is_its_value(
+    gateway_url: str, eu_signer: FakeSignerProcess
+):
+    """`Content-Length: 000…0350` is 350 bytes, not a body past the limit; `00` is no body.
+
+    HTTP takes any number of digits; only the value counts against `max_body_bytes`.
+    """
+    before = _signed(eu_signer)
+    padded = b"Content-Length: %s%d\r\n\r\n" % (b"0" * 20, len(BODY))
+    status, _, _ = await exchange_answer(_port(gateway_url), HEAD + JSON + padded + BODY)
+    assert status == 200
+    assert _signed(eu_signer) == before + 1
+    request = (
+        b"POST /v1/domestic/prepare-issue HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n"
+        b"Content-Length: 00\r\n\r\n"
+    )  # bodiless, so it needs no Content-Type
+    status, _, _ = await exchange_answer(_port(gateway_url), request)
+    assert status == 200
