@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -43,9 +44,18 @@ caller_budget_var: ContextVar[CallerBudget | None] = ContextVar("caller_budget",
 _deadline_var: ContextVar[RequestDeadline | None] = ContextVar("request_deadline", default=None)
 
 
+#: An `X-Request-Timeout` value: ASCII decimal digits, a fraction and an exponent optional.
+#: Narrower than `float()`, which also takes `1_0` (ten), a sign, `inf`, `nan` and spaces
+#: other than the field's own: a proxy or the caller's own tools would read those otherwise.
+_DECIMAL_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
 def parse_request_timeout(value: str) -> float:
     """Read an `X-Request-Timeout` value: positive decimal seconds; ValueError otherwise."""
-    seconds = float(value.strip())
+    text = value.strip(" \t")
+    if not _DECIMAL_SECONDS.fullmatch(text):
+        raise ValueError("must be a positive number of seconds")
+    seconds = float(text)
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError("must be a positive number of seconds")
     return seconds

@@ -31,9 +31,15 @@ async def test_caller_cannot_ask_for_more_than_the_setting(test_keys, signers):
     assert 1500 < int(seen[0].headers["X-Request-Deadline-Ms"]) <= 2000
 
 
-@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
+@pytest.mark.parametrize(
+    "value", ["soon", "0", "-1", "nan", "inf", "1_0", "+5", ".5", b"\xa05", "1e999"]
+)
 async def test_malformed_request_timeout_is_refused(gateway, signers, value):
-    """An unreadable X-Request-Timeout is a 400 problem+json, and no signer is called."""
+    """An unreadable X-Request-Timeout is a 400 problem+json, and no signer is called.
+
+    Decimal digits only: Python's `float()` would take `1_0` as ten seconds, and `+5`, `.5`
+    or a no-break space before the number, which the OpenAPI `number` does not allow.
+    """
     seen = failing_eu_signer(signers)
     response = await gateway.post(
         "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": value}
