@@ -10,6 +10,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from signing_gateway.domain.errors import DomainValidationError, FieldError
@@ -155,6 +156,20 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_client_gone(request: Request, exc: Exception) -> Response:
+    # The caller closed its connection before a route read its body: a bodiless request, which
+    # the body limits pass on unread, or one its server refused mid-body. Nobody reads this
+    # answer, and it is no error of the gateway's: any caller can cause it at will.
+    del exc
+    return problem_response(
+        request,
+        status=400,
+        type_=PROBLEM_BASE + "bad-request",
+        title="Bad request",
+        detail="the client went away",
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # Unhandled errors are answered outside the request-id middleware, whose context has
     # ended: the record and the answer name the request id here.
@@ -177,4 +192,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(DomainValidationError, _on_domain_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(ClientDisconnect, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)

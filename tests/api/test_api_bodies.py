@@ -7,14 +7,16 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import respx
 
 from signing_gateway.api.schemas import CredentialsRequest, PrintRequest
+from signing_gateway.app import create_app
 from signing_gateway.domain.dcc import EuRequest
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
 from tests.api.signer_mocks import MockedSigners, eu_signing
-from tests.support.gateway import EU_SIGNER_URL, SignerKeys
+from tests.support.gateway import EU_SIGNER_URL, SignerKeys, make_settings
 
 REF_PREFIX = "#/components/schemas/"
 
@@ -223,4 +225,37 @@ async def test_request_fields_are_camel_case_only(
         refused = {tuple(e["loc"]) for e in problem["errors"] if e["msg"].startswith("Extra")}
         snake = {("body", name) for name in body if "_" in name}
         assert refused == snake, path
+    assert mocked.signing_calls() == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/dcc", "/v1/domestic/static", "/v1/print"])
+async def test_a_caller_gone_before_its_body_is_read_is_no_error(
+    test_keys: SignerKeys, mocked: MockedSigners, json_log, path: str
+):
+    """A bodiless POST whose caller hangs up first is a 400, not an ERROR with a traceback.
+
+    The body limits pass a request without a body on unread, so the route's own read is the
+    first to learn the caller went away; any caller can do that at will.
+    """
+    app = create_app(make_settings(test_keys))
+    sent: list[dict[str, Any]] = []
+
+    async def gone() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with app.router.lifespan_context(app) as state:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "headers": [(b"host", b"gateway.test")],
+            "client": ("127.0.0.1", 50000), "server": ("gateway.test", 80),
+            "state": dict(state or {}),
+        }  # fmt: skip
+        await app(scope, gone, send)
+    assert sent[0]["status"] == 400
+    assert orjson.loads(sent[1]["body"])["detail"] == "the client went away"
+    assert [r for r in json_log() if r["level"] == "error"] == []
     assert mocked.signing_calls() == 0
