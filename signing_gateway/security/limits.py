@@ -357,14 +357,16 @@ class RequestLimitsMiddleware:
         except BodyRefused as refusal:
             await self._refuse(scope, send, refusal)
             return
-        chunked = transfer_encoding is not None and b"chunked" in transfer_encoding.lower()
+        if transfer_encoding is not None and not _only_chunked(transfer_encoding):
+            # Refused even when it does not end in chunked (a body the server cannot frame).
+            await self._refuse(scope, send, _transfer_coded())
+            return
+        chunked = transfer_encoding is not None
         # A length of zero, however many digits spell it ("00" is one), means no body.
         if not chunked and (length is None or not length.strip().lstrip(b"0")):
             await self.app(scope, receive, send)
             return
         try:
-            if transfer_encoding is not None and not _only_chunked(transfer_encoding):
-                raise _transfer_coded()
             body = await self._read_body(
                 _text(content_type), _text(length), receive, encoded=encoded
             )
