@@ -79,7 +79,8 @@ time 408, and a request that is not valid HTTP/1.1 400 (`bad-request`), its conn
 closed in each case. Their `instance` is the request's path once its request line was
 read whole, and empty (the request's own URI) before that. A request carrying `Authorization`,
 `Content-Type` or `Host` more than once is refused 400 problem+json before any route sees it,
-as is an HTTP/1.1 request without `Host`, and one whose path holds an encoded slash (`%2F`).
+as is an HTTP/1.1 request without `Host`, one whose `Host` names no host, and one whose path
+holds an encoded slash (`%2F`).
 """
 
 

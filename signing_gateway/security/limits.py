@@ -7,8 +7,8 @@ the request the gateway signs. No path of the gateway holds one.
 Then `Authorization`, `Content-Type` or `Host` given twice is refused with 400
 before anything reads them. Each may appear once only (RFC 9110 5.3; for `Host` RFC 9112 3.2
 requires the 400), and a proxy in front may pick the other of the two than the gateway would:
-for `Authorization` that is whose token is checked. An HTTP/1.1 request without `Host` is
-refused with 400 too, as the same section of RFC 9112 requires.
+for `Authorization` that is whose token is checked. An HTTP/1.1 request without `Host`, and
+one whose `Host` is no host, are refused with 400 too, as the same section of RFC 9112 requires.
 Found in the one pass over the header fields that reads the body's framing below.
 
 For a request that carries a body (a Content-Length above 0, or chunked):
@@ -187,18 +187,17 @@ def _framing(
     Each is the first field of its name, as Starlette's `Headers` reads them, without its copy
     of the list or a KeyError per absent name; last, whether any `Content-Encoding` field
     names a coding other than `identity`. Raises BodyRefused (400) for a repeated
-    `Authorization`, `Content-Type` or `Host`, and for a missing `Host` if `host_required`.
+    `Authorization`, `Content-Type` or `Host`, a `Host` whose value is no host, and a missing
+    `Host` if `host_required`.
     """
-    length = transfer_encoding = content_type = None
+    length = transfer_encoding = None
     encoded = False
-    seen: list[bytes] = []  # of the singletons: at most three
+    singletons: dict[bytes, bytes] = {}  # at most three
     for name, value in headers:
         if name in _SINGLETON_NAMES:
-            if name in seen:
+            if name in singletons:
                 raise _repeated(name)
-            seen.append(name)
-            if name == _CONTENT_TYPE:
-                content_type = value
+            singletons[name] = value
         elif name == b"content-length":
             if length is None:
                 length = value
@@ -207,18 +206,33 @@ def _framing(
                 transfer_encoding = value
         elif name == b"content-encoding" and not encoded:
             encoded = bool(_codings(value) - {b"identity"})
-    _check_host(seen, required=host_required)
-    return length, transfer_encoding, content_type, encoded
+    _check_host(singletons.get(_HOST), required=host_required)
+    return length, transfer_encoding, singletons.get(_CONTENT_TYPE), encoded
 
 
-def _check_host(seen: list[bytes], *, required: bool) -> None:
-    """Raise BodyRefused (400) if `Host` is `required` and not among the fields `seen`."""
-    if required and _HOST not in seen:
+#: A `Host` value (RFC 9110 7.2): RFC 3986's host, an IP literal in brackets or a registered
+#: name (which takes an IPv4 address too), and an optional port.
+_HOST_VALUE = re.compile(
+    rb"(?:\[[0-9A-Za-z:._~%!$&'()*+,;=-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?"
+)
+
+
+def _check_host(host: bytes | None, *, required: bool) -> None:
+    """Raise BodyRefused (400) for a `Host` value that is no host, or none if `required`."""
+    if host is None:
+        if required:
+            raise BodyRefused(
+                400,
+                "bad-request",
+                "Bad request",
+                "the Host header field is missing: an HTTP/1.1 request must carry it",
+            )
+    elif not _HOST_VALUE.fullmatch(host):
         raise BodyRefused(
             400,
             "bad-request",
             "Bad request",
-            "the Host header field is missing: an HTTP/1.1 request must carry it",
+            "the Host header field holds no host name or address (RFC 9110 7.2)",
         )
 
 

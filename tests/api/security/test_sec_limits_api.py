@@ -134,6 +134,26 @@ async def test_an_encoded_slash_in_the_query_is_no_matter(limited, mocked: Mocke
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize("host", [b"[::1", b"gateway example", b"user@gateway", b"gw/x", b"\xe9"])
+async def test_a_host_field_that_is_no_host_is_refused(limited, mocked: MockedSigners, host):
+    """RFC 9112 3.2: a Host field with an invalid value is a 400, as a repeated one; unsigned."""
+    fields = [(b"Host", host), (b"Content-Type", b"application/json")]
+    response = await limited.post("/v1/dcc", content=orjson.dumps(eu_vaccination()), headers=fields)
+    problem = assert_problem(response, 400, "bad-request")
+    assert problem["detail"] == "the Host header field holds no host name or address (RFC 9110 7.2)"
+    assert mocked.signing_calls() == 0
+
+
+@pytest.mark.parametrize(
+    "host", [b"gateway.test", b"10.0.0.5:8081", b"[::1]:8080", b"my_service.ns:80", b""]
+)
+async def test_a_host_field_naming_a_host_is_taken(limited, mocked: MockedSigners, host):
+    """A name, an IPv4 or bracketed IPv6 address, with or without a port (or empty) is a host."""
+    fields = [(b"Host", host), (b"Content-Type", b"application/json")]
+    response = await limited.post("/v1/dcc", content=orjson.dumps(eu_vaccination()), headers=fields)
+    assert response.status_code == 200, response.text
+
+
 async def test_json_with_charset_utf8_is_accepted(limited, mocked: MockedSigners):
     """`application/json; charset=utf-8` is JSON."""
     response = await limited.post(
