@@ -154,6 +154,24 @@ async def test_a_host_field_naming_a_host_is_taken(limited, mocked: MockedSigner
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize("coding", ["gzip", "gzip, chunked", "chunked, gzip"])
+@pytest.mark.parametrize("body", [b"", orjson.dumps(eu_vaccination())])
+async def test_a_transfer_coding_besides_chunked_is_refused_whatever_the_framing(
+    limited, mocked: MockedSigners, coding, body
+):
+    """The body limits refuse any transfer coding but chunked themselves, framed or not.
+
+    With a Content-Length beside it the body was read as identity bytes and signed; with a
+    length of 0 the request passed on as bodiless, to a route that read what never came.
+    httptools refuses such framing; another server need not.
+    """
+    headers = {"Transfer-Encoding": coding, "Content-Type": "application/json"}
+    response = await limited.post("/v1/dcc", content=body, headers=headers)
+    problem = assert_problem(response, 400, "bad-request")
+    assert problem["detail"] == "a request body may be chunked, and have no other transfer coding"
+    assert mocked.signing_calls() == 0
+
+
 async def test_json_with_charset_utf8_is_accepted(limited, mocked: MockedSigners):
     """`application/json; charset=utf-8` is JSON."""
     response = await limited.post(
