@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from signing_gateway.errors import send_problem
+from signing_gateway.errors import PROBLEM_BASE, send_problem
 from signing_gateway.issuance.deadline import (
     REQUEST_TIMEOUT_HEADER,
     CallerBudget,
@@ -70,7 +70,7 @@ async def _bad_header(scope: Scope, send: Send) -> None:
         send,
         scope,
         status=400,
-        type_="about:blank",
+        type_=PROBLEM_BASE + "bad-request",
         title="Bad request",
         detail=f"{REQUEST_TIMEOUT_HEADER} must be a positive number of seconds",
     )

@@ -35,7 +35,7 @@ async def test_caller_cannot_ask_for_more_than_the_setting(test_keys, signers):
     "value", ["soon", "0", "-1", "nan", "inf", "1_0", "+5", ".5", b"\xa05", "1e999"]
 )
 async def test_malformed_request_timeout_is_refused(gateway, signers, value):
-    """An unreadable X-Request-Timeout is a 400 problem+json, and no signer is called.
+    """An unreadable X-Request-Timeout is a 400 `bad-request`, and no signer is called.
 
     Decimal digits only: Python's `float()` would take `1_0` as ten seconds, and `+5`, `.5`
     or a no-break space before the number, which the OpenAPI `number` does not allow.
@@ -46,6 +46,7 @@ async def test_malformed_request_timeout_is_refused(gateway, signers, value):
     )
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/bad-request")  # as every other malformed request
     assert "X-Request-Timeout" in response.json()["detail"]
     assert seen == []
 
