@@ -289,6 +289,18 @@ def _content_coded() -> BodyRefused:
     )
 
 
+def _not_json(exc: orjson.JSONDecodeError) -> str:
+    """The detail of a body orjson refused: a number out of a double's range is valid JSON.
+
+    RFC 8259 puts no bound on a number; I-JSON (RFC 7493 2.2) asks for none beyond a double's
+    range, and orjson refuses those. Saying "not JSON" would send the caller looking for a
+    syntax error it does not have. Nothing of the body is quoted, only where the number is.
+    """
+    if exc.msg.startswith("number is infinity"):
+        return f"the body holds a number beyond the range of a double, at character {exc.pos}"
+    return "the body is not JSON"
+
+
 def _too_large(limit: int) -> BodyRefused:
     # Made where it is raised, never held in a local of a frame it passes through: that would
     # make a reference cycle (error -> traceback -> frame -> error) of every refused request.
@@ -434,7 +446,7 @@ class RequestLimitsMiddleware:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BodyRefused(
-                422, "validation-failed", "Request validation failed", "the body is not JSON"
+                422, "validation-failed", "Request validation failed", _not_json(exc)
             ) from exc
         reason = check_json_shape(
             parsed,

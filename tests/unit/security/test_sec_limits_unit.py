@@ -495,6 +495,38 @@ async def test_a_key_repeated_within_one_object_is_refused_unquoted(pad: int) ->
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
+        (b'{"a":' + b"9" * 5_000 + b"}", "at character 5"),
+        (b'{"\xc3\xa9\xe2\x82\xac": [1, -1e400]}', "at character 11"),
+        (b'{"a": 1e308}', None),
+        (b'{"a": 1, "b" 2}', "the body is not JSON"),
+    ],
+    ids=["5000-digits", "exponent-after-non-ascii", "largest-double", "syntax"],
+)
+async def test_a_number_beyond_a_double_is_named_not_called_not_json(
+    body: bytes, detail: str | None
+) -> None:
+    """Pin that valid JSON holding a number orjson cannot take says so, and where.
+
+    RFC 8259 allows such a number and I-JSON advises against it: "not JSON" would send the
+    caller looking for a syntax error. The place is counted in characters, not bytes.
+    """
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    sent = await _run(middleware, _scope(headers), _one_message(body))
+    if detail is None:
+        assert seen == [body]
+        return
+    assert sent[0]["status"] == 422
+    answer = orjson.loads(sent[1]["body"])["detail"]
+    assert answer.endswith(detail)
+    assert ("double" in answer) == (detail != "the body is not JSON")
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
         (b'{"a": 1, "a": [[[[1]]]]}', limits.too_deep(3)),
         (b'{"a": 1, "a": NaN}', "the body is not JSON"),
         (b'{"a": 1, "a": "\\ud800"}', "the body is not JSON"),
