@@ -12,7 +12,9 @@ the call, because the signer spends the session's nonce when it signs:
   reason `issue` retries those). The session goes back to the store with its original
   expiry, and the retry the caller is advised works with the same stoken; unless the
   session expired while the request held it (a slow refusal, a long wait to retry): then
-  nothing goes back, and the caller is told to start again.
+  nothing goes back, and the caller is told to start again. A 503 whose `Retry-After` ends
+  when the session has expired tells the caller to start again after that wait, too: a
+  retry as advised would only meet a 401.
 - maybe: an attempt was under way when it timed out, lost its connection or was cancelled, or
   it ended in a 5xx, an unusable answer, a success (then verification or another part
   failed) or any other error once sending had begun. The nonce may be spent; the session
@@ -27,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 
-from signing_gateway.errors import GatewayError, StokenInvalid
+from signing_gateway.errors import GatewayError, SignerUnavailable, StokenInvalid
 from signing_gateway.issuance.stoken import IssuanceSession, StokenStore
 from signing_gateway.signers.errors import SignerConnectError, SignerThrottledError
 
@@ -38,6 +40,10 @@ SESSION_SPENT = "the issuance session is used up: start again with POST /v1/dome
 SESSION_EXPIRED = (
     "the issuance session was not used but has expired: start again with "
     "POST /v1/domestic/prepare-issue"
+)
+SESSION_EXPIRES_FIRST = (
+    "the issuance session was not used but expires before the Retry-After: after it, start "
+    "again with POST /v1/domestic/prepare-issue"
 )
 
 
@@ -94,9 +100,18 @@ class HeldSession:
             return
         if self._reached:
             advice = SESSION_SPENT
-        elif await self._store.put_back(self._stoken, self._session):
-            advice = SESSION_KEPT
-        else:
+        elif not (left := await self._store.put_back(self._stoken, self._session)):
             advice = SESSION_EXPIRED
+        elif _advised_wait(exc) >= left:
+            advice = SESSION_EXPIRES_FIRST
+        else:
+            advice = SESSION_KEPT
         if isinstance(exc, GatewayError):
             exc.add_advice(advice)
+
+
+def _advised_wait(exc: BaseException) -> float:
+    """The seconds the answer to `exc` tells the caller to wait (its `Retry-After`), else 0."""
+    if not isinstance(exc, SignerUnavailable):
+        return 0.0
+    return float(exc.headers()["Retry-After"])

@@ -38,11 +38,11 @@ class StokenStore(Protocol):
         """Remove and return the live session for `stoken` (None if unknown, expired or used)."""
         ...
 
-    async def put_back(self, stoken: str, session: IssuanceSession) -> bool:
+    async def put_back(self, stoken: str, session: IssuanceSession) -> float:
         """Make a session taken by `take` usable again, until its original `expires_at`.
 
         Only for a session whose use certainly never reached the signer, so its nonce is
-        unspent. A session already expired stays gone (False: the caller must start again),
+        unspent. A session already expired stays gone (0.0: the caller must start again),
         and a token that is live again (it never should be) is left as it is. A shared store
         keeps the expiry in the value and writes ``SET stoken value NX PX <ms left>``
         (skipped, False, when none is left): NX keeps the put-back from overwriting, and the
@@ -50,7 +50,7 @@ class StokenStore(Protocol):
         cancelled, so it should be short and bounded.
 
         Returns:
-            Whether `stoken` can be taken again, i.e. the session had not expired.
+            The seconds left before the session expires, 0.0 if it had (then it is not held).
         """
         ...
 
@@ -107,18 +107,18 @@ class InMemoryStokenStore:
             return None
         return session
 
-    async def put_back(self, stoken: str, session: IssuanceSession) -> bool:
+    async def put_back(self, stoken: str, session: IssuanceSession) -> float:
         """Hold `session` under `stoken` again if it is still live; its expiry is unchanged.
 
         It goes to the back of the insertion order though it expires before the sessions
         opened meanwhile: the sweep stops at them, so it may stay in memory up to one TTL
         after expiring (still counted in the size bound); `take` checks the expiry anyway.
-        Returns False for a session that expired while it was taken.
+        Returns the seconds it has left, 0.0 for a session that expired while it was taken.
         """
         now = self._clock()
         if session.expires_at <= now:
-            return False
+            return 0.0
         if stoken not in self._sessions:
             self._make_room(now)
             self._sessions[stoken] = session
-        return True
+        return session.expires_at - now

@@ -28,7 +28,8 @@ KEPT = "the issuance session was not used: retry with the same stoken"
 REFUSING = ResilienceSettings(
     max_attempts=1,
     breaker_consecutive_failures=1,
-    breaker_open_seconds=60,
+    # Open for less than a session's 60 s: a Retry-After reaching its end says to start again.
+    breaker_open_seconds=30,
     max_in_flight=1,
     max_pending=0,
 )

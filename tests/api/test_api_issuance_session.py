@@ -149,6 +149,32 @@ async def test_session_that_expired_while_its_unsent_issue_waited_says_to_start_
     assert mocked.issue.call_count == 1
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "ttl", "kept"),
+    [("30", 20, False), ("20", 20, False), ("2", 20, True)],
+    ids=["wait-past-expiry", "wait-to-expiry", "wait-within-life"],
+)
+async def test_a_retry_after_beyond_the_session_says_to_start_again(
+    test_keys: SignerKeys, mocked: MockedSigners, retry_after: str, ttl: int, kept: bool
+):
+    """Pin that a 503 never tells the caller to wait past its session, then use the stoken.
+
+    The session goes back (the signer never saw it), but a retry as the Retry-After advises
+    would come after it expired and meet a 401: the detail says to start again instead.
+    """
+    throttled = httpx.Response(503, text="busy", headers={"Retry-After": retry_after})
+    mocked.issue.mock(return_value=throttled, side_effect=None)
+    lasting = DomesticPolicySettings(stoken_ttl_seconds=ttl)
+    async with _gateway(test_keys, max_attempts=1, domestic=lasting) as gateway:
+        body = await _issue_body(gateway)
+        first = await gateway.post("/v1/domestic/issue", json=body)
+        detail = assert_problem(first, 503, "signer-unavailable")["detail"]
+        assert int(first.headers["retry-after"]) == int(retry_after)
+        assert (KEPT in detail) is kept
+        assert ("start again with POST /v1/domestic/prepare-issue" in detail) is not kept
+    assert mocked.issue.call_count == 1
+
+
 MAYBE_TAKEN = {
     "read-timeout": (httpx.ReadTimeout("slow"), 504, "signer-timeout"),
     "connection-lost": (httpx.RemoteProtocolError("hung up"), 502, "signer-bad-response"),
