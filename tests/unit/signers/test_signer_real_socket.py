@@ -13,7 +13,9 @@ import gzip
 import socket
 import struct
 import time
+import tracemalloc
 import weakref
+import zlib
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,7 +32,7 @@ from signing_gateway.signers.errors import (
     SignerTimeoutError,
 )
 from signing_gateway.signers.eu import EuSignerClient
-from signing_gateway.signers.http import build_signer_client
+from signing_gateway.signers.http import MAX_RESPONSE_BYTES, build_signer_client
 
 READ_TIMEOUT = 0.3
 STATIC_OK = b'{"qr": "NL2:AB", "proofIdentifier": "cA=="}'
@@ -54,6 +56,12 @@ FIXED_ANSWERS = {
     "redirect": _with_length(b"HTTP/1.1 302 Found\r\nLocation: /issue_static\r\n", b""),
     "gzip": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n", gzip.compress(STATIC_OK)),
     "bad-gzip": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n", b"{}"),
+    "deflate": _with_length(OK_HEAD + b"Content-Encoding: deflate\r\n", zlib.compress(STATIC_OK)),
+    # 16 MB of spaces in 16 KB of gzip: well within MAX_RESPONSE_BYTES on the wire.
+    "gzip-bomb": _with_length(
+        OK_HEAD + b"Content-Encoding: gzip\r\n", gzip.compress(b" " * (16 << 20), mtime=0)
+    ),
+    "brotli": _with_length(OK_HEAD + b"Content-Encoding: br\r\n", STATIC_OK),
 }  # fmt: skip
 #: Behaviours that write the start of an answer and then send nothing more.
 STALLING_ANSWERS = {
@@ -451,6 +459,38 @@ async def test_a_compressed_answer_is_decoded_once(transport):
     async with raw_server("gzip") as server, client_for(server.port, transport) as http:
         result = await issue_static(http)
     assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
+
+
+async def test_a_deflated_answer_is_decoded(transport):
+    """`Content-Encoding: deflate` (zlib-wrapped) is read as httpx reads it, on both."""
+    async with raw_server("deflate") as server, client_for(server.port, transport) as http:
+        result = await issue_static(http)
+    assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
+
+
+async def test_an_answer_in_a_coding_not_asked_for_nor_known_is_malformed(transport):
+    """A coding other than gzip or deflate (here br, which this client cannot undo) is refused."""
+    async with raw_server("brotli") as server, client_for(server.port, transport) as http:
+        with pytest.raises(SignerMalformedResponseError, match="undecodable body"):
+            await issue_static(http)
+
+
+async def test_a_compressed_answer_is_inflated_no_further_than_the_body_limit(transport):
+    """16 KB of gzip that inflate to 16 MB are refused having made about the limit, not 16 MB.
+
+    Its `Content-Length` is within `MAX_RESPONSE_BYTES`, and httpx inflated each chunk whole
+    before the size check saw it: 48 MB allocated for this one answer.
+    """
+    async with raw_server("gzip-bomb") as server, client_for(server.port, transport) as http:
+        tracemalloc.start()
+        try:
+            with pytest.raises(SignerMalformedResponseError, match="body over") as raised:
+                await issue_static(http)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert raised.value.status_code == 200
+    assert peak < 16 * MAX_RESPONSE_BYTES, f"{peak / 1e6:.1f} MB allocated for one answer"
 
 
 async def test_a_get_carries_no_body_headers(transport):
