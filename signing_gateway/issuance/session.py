@@ -7,14 +7,14 @@ the call, because the signer spends the session's nonce when it signs:
 
 - certainly not: no attempt was started (breaker open, shed by the bulkhead, the deadline ran
   out first, a failing sibling part cancelled it first, or the request could not even be
-  built, whatever the error), or every attempt ended refused before a byte was sent
-  (`SignerConnectError`) or throttled (429/503: the signer did not do the work, the same
-  reason `issue` retries those). The session goes back to the store with its original
-  expiry, and the retry the caller is advised works with the same stoken; unless the
-  session expired while the request held it (a slow refusal, a long wait to retry): then
-  nothing goes back, and the caller is told to start again. A 503 whose `Retry-After` ends
-  when the session has expired tells the caller to start again after that wait, too: a
-  retry as advised would only meet a 401.
+  built, whatever the error), or every attempt ended before a byte was sent (connection
+  refused, or a connect or pool timeout: `signers.errors.sent_nothing`) or throttled
+  (429/503: the signer did not do the work, the same reason `issue` retries those). The
+  session goes back to the store with its original expiry, and the retry the caller is
+  advised works with the same stoken; unless the session expired while the request held it
+  (a slow refusal, a long wait to retry): then nothing goes back, and the caller is told to
+  start again. A 503 whose `Retry-After` ends when the session has expired tells the caller
+  to start again after that wait, too: a retry as advised would only meet a 401.
 - maybe: an attempt was under way when it timed out, lost its connection or was cancelled, or
   it ended in a 5xx, an unusable answer, a success (then verification or another part
   failed) or any other error once sending had begun. The nonce may be spent; the session
@@ -31,7 +31,7 @@ from typing import Any, Self, TypeVar
 
 from signing_gateway.errors import GatewayError, SignerUnavailable, StokenInvalid
 from signing_gateway.issuance.stoken import IssuanceSession, StokenStore
-from signing_gateway.signers.errors import SignerConnectError, SignerThrottledError
+from signing_gateway.signers.errors import SignerError, SignerThrottledError, sent_nothing
 
 T = TypeVar("T")
 
@@ -88,8 +88,9 @@ class HeldSession:
         reached = True
         try:
             return await sending
-        except (SignerConnectError, SignerThrottledError):
-            reached = False  # refused before sending, or throttled: the nonce is unspent
+        except SignerError as exc:
+            # Ended before sending, or throttled: the nonce is unspent.
+            reached = not (sent_nothing(exc) or isinstance(exc, SignerThrottledError))
             raise
         finally:
             self._reached = self._reached or reached

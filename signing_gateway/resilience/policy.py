@@ -43,13 +43,13 @@ from signing_gateway.resilience.bulkhead import Bulkhead, BulkheadFull
 from signing_gateway.resilience.retry import RetryBudget, backoff_delay
 from signing_gateway.settings import ResilienceSettings
 from signing_gateway.signers.errors import (
-    SignerConnectError,
     SignerConnectionLostError,
     SignerError,
     SignerRejectedError,
     SignerResponseError,
     SignerThrottledError,
     SignerTimeoutError,
+    sent_nothing,
 )
 
 T = TypeVar("T")
@@ -116,11 +116,11 @@ def breaker_verdict(exc: SignerError | None) -> Verdict:
 def retry_reason(exc: SignerError, *, replay_safe: bool) -> RetryReason | None:
     """Why `exc` may be retried at all (a metric label), or None when it must not be.
 
-    - never reached the signer (connection refused): always safe;
+    - never reached the signer (connection refused, or a connect or pool timeout): always safe;
     - 429/503 with Retry-After: the signer told us when to come back;
     - timeout or connection lost: the signer may have acted; only for replay-safe endpoints.
     """
-    if isinstance(exc, SignerConnectError):
+    if sent_nothing(exc):
         return "connect"
     if isinstance(exc, SignerThrottledError):
         return "throttled" if exc.retry_after is not None else None

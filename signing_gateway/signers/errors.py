@@ -9,6 +9,7 @@ The hierarchy splits on what the caller may do next::
     ├── SignerTransportError            no usable HTTP answer arrived
     │   ├── SignerConnectError          never reached the signer: safe to retry anywhere
     │   ├── SignerTimeoutError          a connect, pool, write or read deadline expired
+    │   │                               (`before_sending` for connect and pool: see `sent_nothing`)
     │   └── SignerConnectionLostError   the connection broke after the request was sent
     └── SignerResponseError             the signer answered, and the answer is unusable
         ├── SignerRejectedError         4xx other than 429: the request itself is wrong
@@ -30,6 +31,7 @@ __all__ = [
     "SignerThrottledError",
     "SignerTimeoutError",
     "SignerTransportError",
+    "sent_nothing",
 ]
 
 
@@ -65,8 +67,16 @@ class SignerConnectError(SignerTransportError):
 class SignerTimeoutError(SignerTransportError):
     """Raised when any deadline expired: connect, waiting for a pooled connection, write or read.
 
-    A read timeout means the signer may still have signed the request.
+    A read timeout means the signer may still have signed the request. A connect or pool
+    timeout (`before_sending`) means it cannot have: the request never went out.
     """
+
+    def __init__(
+        self, message: str, *, signer: str, endpoint: str, before_sending: bool = False
+    ) -> None:
+        """Also keep whether it ran out before the request was sent (None may have been)."""
+        super().__init__(message, signer=signer, endpoint=endpoint)
+        self.before_sending = before_sending
 
 
 class SignerConnectionLostError(SignerTransportError):
@@ -116,3 +126,14 @@ class SignerServerError(SignerResponseError):
 
 class SignerMalformedResponseError(SignerResponseError):
     """Raised on a 2xx whose body is too large, not JSON, or not the shape the contract names."""
+
+
+def sent_nothing(exc: BaseException) -> bool:
+    """Whether `exc` ended a signer call before any of its request went out.
+
+    A refused connection, or a timeout while connecting or waiting for a pooled connection:
+    the signer cannot have acted, so the call may be sent again, whatever the endpoint.
+    """
+    if isinstance(exc, SignerConnectError):
+        return True
+    return isinstance(exc, SignerTimeoutError) and exc.before_sending

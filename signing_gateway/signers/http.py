@@ -291,11 +291,20 @@ def transport_error(
     cause = _aiohttp_cause(exc)
     if cause is not None:
         error_class = _classify_aiohttp(cause)
+        # aiohttp's `connect` timeout covers the wait for a pooled connection too.
+        before_sending = isinstance(cause, aiohttp.ConnectionTimeoutError)
     elif isinstance(exc, httpx.TransportError):
         error_class = _classify_httpx(exc)
+        before_sending = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
     else:  # pragma: no cover - _aiohttp_cause already matched every other accepted type
         error_class = SignerConnectionLostError
-    return error_class(type(cause or exc).__name__, signer=signer, endpoint=endpoint)
+        before_sending = False
+    message = type(cause or exc).__name__
+    if error_class is SignerTimeoutError:
+        return SignerTimeoutError(
+            message, signer=signer, endpoint=endpoint, before_sending=before_sending
+        )
+    return error_class(message, signer=signer, endpoint=endpoint)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -87,22 +87,30 @@ async def _credentials_body(gateway: httpx.AsyncClient) -> dict[str, Any]:
 
 
 NEVER_TAKEN = {
-    "503-retry-after": httpx.Response(503, text="busy", headers={"Retry-After": "5"}),
-    "429": httpx.Response(429, text="busy"),
-    "refused": httpx.ConnectError("refused"),
+    "503-retry-after": (
+        httpx.Response(503, text="busy", headers={"Retry-After": "5"}),
+        503,
+        "signer-unavailable",
+    ),
+    "429": (httpx.Response(429, text="busy"), 503, "signer-unavailable"),
+    "refused": (httpx.ConnectError("refused"), 503, "signer-unavailable"),
+    # Timeouts before the request was sent (no connection): a 504, and nothing went out.
+    "connect-timeout": (httpx.ConnectTimeout("no connection made"), 504, "signer-timeout"),
+    "pool-timeout": (httpx.PoolTimeout("no free connection"), 504, "signer-timeout"),
 }
 
 
-@pytest.mark.parametrize("failure", NEVER_TAKEN.values(), ids=NEVER_TAKEN.keys())
+@pytest.mark.parametrize("case", NEVER_TAKEN.values(), ids=NEVER_TAKEN.keys())
 async def test_issue_retry_as_advised_works_after_a_refused_or_throttled_call(
-    gateway, mocked: MockedSigners, test_keys: SignerKeys, failure
+    gateway, mocked: MockedSigners, test_keys: SignerKeys, case
 ):
-    """A 503 for a call the signer refused or throttled keeps the stoken: the retry is issued."""
+    """A call the signer refused, throttled or never got keeps the stoken: the retry is issued."""
+    failure, status, slug = case
     mocked.issue.mock(side_effect=_first_then_signing(test_keys, failure))
     body = await _issue_body(gateway)
     first = await gateway.post("/v1/domestic/issue", json=body)
-    assert KEPT in assert_problem(first, 503, "signer-unavailable")["detail"]
-    assert int(first.headers["retry-after"]) >= 1
+    assert KEPT in assert_problem(first, status, slug)["detail"]
+    assert status == 504 or int(first.headers["retry-after"]) >= 1
     retry = await gateway.post("/v1/domestic/issue", json=body)
     assert retry.status_code == 200, retry.text
     assert mocked.issue.call_count == 2
@@ -173,6 +181,21 @@ async def test_a_retry_after_beyond_the_session_says_to_start_again(
         assert (KEPT in detail) is kept
         assert ("start again with POST /v1/domestic/prepare-issue" in detail) is not kept
     assert mocked.issue.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "failure", [httpx.ConnectTimeout("no connection made"), httpx.PoolTimeout("no connection")]
+)
+async def test_issue_timing_out_before_it_was_sent_is_retried(
+    test_keys: SignerKeys, mocked: MockedSigners, failure
+):
+    """`/issue` is never replayed, but a call that never left is not a replay: it is retried."""
+    mocked.issue.mock(side_effect=_first_then_signing(test_keys, failure))
+    async with _gateway(test_keys, max_attempts=2) as gateway:
+        body = await _issue_body(gateway)
+        answer = await gateway.post("/v1/domestic/issue", json=body)
+    assert answer.status_code == 200, answer.text
+    assert mocked.issue.call_count == 2
 
 
 MAYBE_TAKEN = {

@@ -104,6 +104,17 @@ async def test_timeout_is_retried_only_where_replay_is_safe():
     assert safe.calls == 2
 
 
+async def test_a_timeout_before_sending_is_retried_like_a_refused_connection():
+    """A connect or pool timeout sent nothing: retried on /issue too, counted as "connect"."""
+    policy, metrics = _policy()
+    script = Script(SignerTimeoutError("connect", signer="eu", endpoint="i", before_sending=True))
+    assert await policy.call("issue", script, replay_safe=False) == "ok"
+    assert script.calls == 2
+    labels = {"signer": "eu", "endpoint": "issue"}
+    assert _sample(metrics, "gateway_signer_retries_total", **labels, reason="connect") == 1
+    assert _sample(metrics, "gateway_signer_retries_total", **labels, reason="timeout") == 0
+
+
 async def test_server_error_is_not_retried():
     """A 500 means the signer handled the request and failed: no retry."""
     policy, _ = _policy()

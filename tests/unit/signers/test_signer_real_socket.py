@@ -255,9 +255,10 @@ async def test_a_signer_that_completes_no_connection_times_out_at_the_connect_ti
             port, transport, connect_timeout=0.2, pool_timeout=2.0, read_timeout=5.0
         ) as http:
             started = time.monotonic()
-            with pytest.raises(SignerTimeoutError):
+            with pytest.raises(SignerTimeoutError) as raised:
                 await issue_static(http)
             assert time.monotonic() - started < 1.5
+    assert raised.value.before_sending, "a connect that never completed sent nothing"
 
 
 async def test_proxy_variables_are_not_followed(transport, monkeypatch):
@@ -276,17 +277,19 @@ async def test_hanging_signer_times_out_within_read_timeout(transport):
     """A signer that never answers gives SignerTimeoutError soon after the read timeout."""
     async with raw_server("hang") as server, client_for(server.port, transport) as http:
         started = time.monotonic()
-        with pytest.raises(SignerTimeoutError):
+        with pytest.raises(SignerTimeoutError) as raised:
             await issue_static(http)
         elapsed = time.monotonic() - started
     assert READ_TIMEOUT * 0.8 <= elapsed < READ_TIMEOUT + 1.0
+    assert not raised.value.before_sending, "the request was sent: the signer may have acted"
 
 
 async def test_trickling_body_times_out(transport):
     """A body that stops mid-way gives SignerTimeoutError, not a hang."""
     async with raw_server("trickle") as server, client_for(server.port, transport) as http:
-        with pytest.raises(SignerTimeoutError):
+        with pytest.raises(SignerTimeoutError) as raised:
             await issue_static(http)
+    assert not raised.value.before_sending
 
 
 @pytest.mark.parametrize("behaviour", ["reset", "close", "truncated", "garbage"])
@@ -321,9 +324,11 @@ async def test_pool_exhaustion_times_out(transport, pool_timeout, connect_timeou
         async with asyncio.timeout(2.0):
             await server.arrived.wait()
         started = time.monotonic()
-        with pytest.raises(SignerTimeoutError):
-            await EuSignerClient(http).probe()
+        with pytest.raises(SignerTimeoutError) as raised:
+            await issue_static(http)
         assert pool_timeout * 0.8 <= time.monotonic() - started < 2.5
+        assert raised.value.before_sending, "a call that found no connection sent nothing"
+        assert len(server.requests) == 1
         first.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await first
