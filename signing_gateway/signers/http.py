@@ -414,9 +414,10 @@ class _Inflater:
 
 def _inflater(response: httpx.Response, *, signer: str, endpoint: str) -> _Inflater | None:
     """The inflater for the answer's ``Content-Encoding`` (None: none), or malformed."""
-    codings = [
-        coding.strip().lower() for coding in response.headers.get("Content-Encoding", "").split(",")
-    ]
+    header = response.headers.get("Content-Encoding")
+    if header is None:  # the usual case: nothing to look at
+        return None
+    codings = [coding.strip().lower() for coding in header.split(",")]
     codings = [coding for coding in codings if coding not in {"", "identity"}]
     if not codings:
         return None
