@@ -436,3 +436,52 @@ async def test_prepare_issue_answer_for_another_amount_hands_out_no_stoken(
     response = await gateway.post("/v1/domestic/prepare-issue")
     assert_problem(response, 502, "signer-bad-response")
     assert "stoken" not in response.json()
+
+
+def _nested(depth: int) -> list[Any]:
+    """A JSON value `depth` arrays deep."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("route", ["/v1/domestic/issue", "/v1/credentials"])
+async def test_domestic_issue_answer_nested_too_deep_to_pass_on_is_a_502(
+    test_keys: SignerKeys,
+    signers,
+    mocked: MockedSigners,
+    caplog: pytest.LogCaptureFixture,
+    route: str,
+):
+    """Pin that valid signatures in a message nested past what an answer can hold are a 502.
+
+    The signer's messages are passed on as received, and orjson writes at most 254 levels
+    while it reads 1024: when a member could ride along in the message, such an answer passed
+    every check, its record said `issued` 200, and the caller got a 500 as it was written.
+    """
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        items = domestic_issuing(test_keys)(request).json()
+        items[0]["issueSignatureMessage"]["proof"] = _nested(300)
+        return httpx.Response(200, json=items)
+
+    mocked.issue.mock(side_effect=answer)
+    caplog.set_level(logging.INFO, logger="signing_gateway.audit")
+    settings = make_settings(test_keys)
+    async with running_gateway(settings, raise_app_exceptions=False) as gateway:
+        prepared = (await gateway.post("/v1/domestic/prepare-issue")).json()
+        body: dict[str, Any] = {
+            "stoken": prepared["stoken"],
+            "issueCommitmentMessage": commitment(),
+        }
+        if route == "/v1/credentials":
+            body.update(domestic=[domestic_attributes()], european=[])
+        else:
+            body["credentialsAttributes"] = [domestic_attributes()]
+        response = await gateway.post(route, json=body, headers={"X-Request-ID": "deep-1"})
+    assert_problem(response, 502, "credential-verification-failed")
+    logged = [r.__dict__["audit"] for r in caplog.records if r.name == "signing_gateway.audit"]
+    assert [(r["outcome"], r["status"]) for r in logged if r["requestId"] == "deep-1"] == [
+        ("failed", 502)
+    ]
