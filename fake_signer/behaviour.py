@@ -6,7 +6,7 @@ sequence of requests sent one after another gets the same latencies and errors o
 
 Fault spec grammar (header `X-Fake-Signer-Fault` or `_control` `fault`): `kind[=arg][;key=value]...`
 
-    delay=<ms>                     extra latency before answering normally
+    delay=<ms>                     extra latency before answering normally (at most 10 min)
     status=<code>[;retry-after=<s>] plain-text error with that status (whole seconds);
                                    204, 205 and 304 bare, without content or Content-Type
     reset                          close the TCP connection with a RST, no response
@@ -16,7 +16,7 @@ Fault spec grammar (header `X-Fake-Signer-Fault` or `_control` `fault`): `kind[=
     wrong-kid                      a credential signed with the right key, carrying another kid
                                    (these two only where a signature is answered: not by
                                    `/prepare_issue`, which passes a `_control` one by)
-    slow-body=<ms>                 200 whose body trickles out over that many ms
+    slow-body=<ms>                 200 whose body trickles out over that many ms (at most 10 min)
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fake_signer.settings import FakeSignerSettings, LatencyDistribution, Overflow
+from fake_signer.settings import (
+    MAX_LATENCY_MS,
+    FakeSignerSettings,
+    LatencyDistribution,
+    Overflow,
+)
 
 FAULT_KINDS = frozenset(
     {"delay", "status", "reset", "hang", "malformed", "bad-signature", "wrong-kid", "slow-body"}
@@ -134,8 +139,8 @@ def _number(text: str | None, what: str) -> float:
         value = float(text or "")
     except ValueError:
         raise FaultSpecError(f"{what} needs a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise FaultSpecError(f"{what} must be a finite number >= 0")
+    if not math.isfinite(value) or not 0 <= value <= MAX_LATENCY_MS:
+        raise FaultSpecError(f"{what} must be a number of ms from 0 to {MAX_LATENCY_MS:.0f}")
     return value
 
 
@@ -226,10 +231,10 @@ class ControlUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     latency_ms: float | None = Field(
-        default=None, alias="latencyMs", ge=0, allow_inf_nan=False, strict=True
+        default=None, alias="latencyMs", ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False, strict=True
     )
     jitter_ms: float | None = Field(
-        default=None, alias="jitterMs", ge=0, allow_inf_nan=False, strict=True
+        default=None, alias="jitterMs", ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False, strict=True
     )
     latency_distribution: LatencyDistribution | None = Field(
         default=None, alias="latencyDistribution"
@@ -285,7 +290,8 @@ class Behaviour:
             # Parameters chosen so the draws have mean `mean` and standard deviation `jitter`.
             sigma2 = math.log1p((jitter / mean) ** 2)
             ms = self.rng.lognormvariate(math.log(mean) - sigma2 / 2, math.sqrt(sigma2))
-        return (ms + extra_ms) / 1000
+        # Bounded like every latency given: latency + jitter, or a lognormal tail, could be more.
+        return (min(ms, MAX_LATENCY_MS) + extra_ms) / 1000
 
     def random_error(self) -> bool:
         """Whether this signing fails with a simulated 500 (draws only when a rate is set)."""

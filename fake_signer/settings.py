@@ -52,6 +52,10 @@ class Overflow(StrEnum):
 #: (its default signer URLs), clear of the gateway's own 8080 and probe port 8081. Role `all`
 #: takes the EU signer's.
 DEFAULT_PORTS = {Role.EU: 9081, Role.DOMESTIC: 9082, Role.ALL: 9081}
+#: The longest latency, jitter, `delay` or `slow-body` the fake takes, in milliseconds (10
+#: minutes): longer than any client waits, while a larger one (`delay=1e300`) would in effect be a
+#: hang, which the `hang` fault already says outright. A latency draw is never longer either.
+MAX_LATENCY_MS = 600_000.0
 #: The largest listen backlog a socket takes (a C int); the kernel caps it at somaxconn anyway.
 MAX_BACKLOG = 2**31 - 1
 
@@ -80,9 +84,9 @@ class FakeSignerSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1)
     # Default: DEFAULT_PORTS of the role (see `_port_for_role`).
     port: int = Field(default=DEFAULT_PORTS[Role.ALL], ge=0, le=65535)
-    # Finite: an infinite latency would make every signing hang (and show as null in /_control).
-    latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    jitter_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    # At most MAX_LATENCY_MS: a longer (or infinite) latency would make every signing hang.
+    latency_ms: float = Field(default=0.0, ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
+    jitter_ms: float = Field(default=0.0, ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
     latency_distribution: LatencyDistribution = LatencyDistribution.UNIFORM
     seed: int | None = None
     capacity: int | None = Field(default=None, ge=1)

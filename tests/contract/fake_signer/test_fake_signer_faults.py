@@ -232,6 +232,9 @@ async def test_domestic_signature_faults(client):
         "malformed=x",
         "delay=1e400",
         "slow-body=1e400",
+        # Finite but no wait any client sees the end of: a hang in disguise.
+        "delay=1e300",
+        "slow-body=600001",
         # More digits than int() takes: once a ValueError the header path answered with a 500.
         pytest.param("status=" + "5" * 4301, id="status-of-4301-digits"),
     ],
@@ -289,6 +292,8 @@ async def test_control_fault_default_count_and_until_cleared(client):
         {"fault": "hang", "faultCount": -2},
         {"jitterMs": -1},
         {"capacity": True},
+        {"latencyMs": 1e300},
+        {"jitterMs": 600001},
     ],
 )
 async def test_control_refuses_invalid_updates(client, body):

@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from fake_signer.behaviour import Behaviour, CapacityGate, FaultSpec, FaultSpecError
-from fake_signer.settings import FakeSignerSettings
+from fake_signer.settings import MAX_LATENCY_MS, FakeSignerSettings
 
 
 @pytest.mark.parametrize(
@@ -340,3 +340,39 @@ def test_control_takes_an_integer_for_a_float_field():
     model.update({"latencyMs": 200, "errorRate": 1, "jitterMs": 3.5})
     state = model.describe()
     assert (state["latencyMs"], state["errorRate"], state["jitterMs"]) == (200, 1, 3.5)
+
+
+@pytest.mark.parametrize("kind", ["delay", "slow-body"])
+def test_a_wait_beyond_ten_minutes_is_no_fault_spec(kind):
+    """Pin that `delay=1e300` is refused, not taken as a hang in disguise; 10 minutes is taken."""
+    assert FaultSpec.parse(f"{kind}=600000").milliseconds == MAX_LATENCY_MS
+    for arg in ("600000.5", "1e300", "1" + "0" * 400):
+        with pytest.raises(FaultSpecError, match="from 0 to 600000"):
+            FaultSpec.parse(f"{kind}={arg}")
+
+
+@pytest.mark.parametrize("field", ["latencyMs", "jitterMs"])
+def test_control_refuses_a_latency_beyond_ten_minutes(field):
+    """Pin that a finite latency or jitter past 10 minutes is refused and changes nothing."""
+    model = behaviour(latency_ms=5, jitter_ms=1)
+    before = model.describe()
+    for value in (MAX_LATENCY_MS + 1, 1e300):
+        with pytest.raises(ValueError, match=field):
+            model.update({field: value})
+    assert model.describe() == before
+    model.update({field: MAX_LATENCY_MS})
+    assert model.describe()[field] == MAX_LATENCY_MS
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "lognormal"])
+def test_a_latency_draw_is_never_beyond_ten_minutes(distribution):
+    """Pin that latency + jitter, or a lognormal tail, draws no wait past 10 minutes."""
+    model = behaviour(
+        latency_ms=MAX_LATENCY_MS if distribution == "uniform" else 100_000,
+        jitter_ms=MAX_LATENCY_MS,
+        latency_distribution=distribution,
+        seed=1,
+    )
+    draws = [model.latency_seconds() for _ in range(2000)]
+    assert max(draws) == MAX_LATENCY_MS / 1000
+    assert model.latency_seconds(extra_ms=5) <= (MAX_LATENCY_MS + 5) / 1000

@@ -81,6 +81,9 @@ def test_defaults_are_the_documented_ones(monkeypatch):
         (["--port", "-1"], "port"),
         (["--latency-ms", "-1"], "latency_ms"),
         (["--jitter-ms", "-0.5"], "jitter_ms"),
+        (["--latency-ms", "600000.5"], "latency_ms"),
+        (["--latency-ms", "1e300"], "latency_ms"),
+        (["--jitter-ms", "600001"], "jitter_ms"),
         (["--capacity", "0"], "capacity"),
         (["--error-rate", "-0.1"], "error_rate"),
         (["--error-rate", "1.01"], "error_rate"),
@@ -105,9 +108,10 @@ def test_options_at_the_ends_of_their_ranges_are_taken():
         [
             *("--port", "65535", "--capacity", "1", "--error-rate", "1", "--backlog", "1"),
             *("--shutdown-timeout", "0", "--latency-ms", "0", "--country", "BE"),
-            *("--log-level", "WARNING"),
+            *("--log-level", "WARNING", "--jitter-ms", "600000"),
         ]
     )
+    assert settings.jitter_ms == 600000
     assert (settings.port, settings.capacity, settings.error_rate) == (65535, 1, 1)
     assert (settings.backlog, settings.shutdown_timeout, settings.country) == (1, 0, "BE")
     assert settings.log_level == "warning"
