@@ -46,6 +46,9 @@ _NO_ARG = frozenset({"reset", "hang", "bad-signature", "wrong-kid"})
 #: Faults that alter a signature or its kid: they apply only to answers that carry a signature.
 SIGNATURE_FAULTS = frozenset({"bad-signature", "wrong-kid"})
 MALFORMED_VARIANTS = frozenset({"truncated", "shape"})
+#: The most digits a `retry-after` takes: up to 9,999,999,999 s (317 years), past any wait a
+#: client honours, and a header of a sane length (a 5,000-digit one was sent as given).
+MAX_RETRY_AFTER_DIGITS = 10
 
 
 class FaultSpecError(ValueError):
@@ -99,6 +102,10 @@ class FaultSpec:
             seconds = self.options.get("retry-after")
             if seconds is not None and not _digits(seconds):
                 raise FaultSpecError(f"retry-after {seconds!r} is not a whole number of seconds")
+            if seconds is not None and len(seconds) > MAX_RETRY_AFTER_DIGITS:
+                raise FaultSpecError(
+                    f"retry-after of {len(seconds)} digits: at most {MAX_RETRY_AFTER_DIGITS}"
+                )
         elif self.kind == "malformed" and self.arg not in {None, *MALFORMED_VARIANTS}:
             raise FaultSpecError(f"malformed variant {self.arg!r} is not one of truncated, shape")
 

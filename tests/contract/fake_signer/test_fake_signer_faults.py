@@ -237,6 +237,7 @@ async def test_domestic_signature_faults(client):
         "slow-body=600001",
         # More digits than int() takes: once a ValueError the header path answered with a 500.
         pytest.param("status=" + "5" * 4301, id="status-of-4301-digits"),
+        pytest.param("status=503;retry-after=" + "9" * 5000, id="retry-after-of-5000-digits"),
     ],
 )
 async def test_bad_fault_header_is_400(client, spec):

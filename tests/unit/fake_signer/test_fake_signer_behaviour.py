@@ -67,6 +67,16 @@ def test_retry_after_must_be_whole_seconds(seconds):
     assert FaultSpec.parse("status=503;retry-after=0").options == {"retry-after": "0"}
 
 
+def test_retry_after_is_at_most_ten_digits():
+    """Pin that a Retry-After of thousands of digits is refused rather than sent as a header."""
+    assert FaultSpec.parse("status=503;retry-after=9999999999").options == {
+        "retry-after": "9999999999"
+    }
+    for seconds in ("1" + "0" * 10, "9" * 5000, "0" * 11):
+        with pytest.raises(FaultSpecError, match=r"retry-after of \d+ digits: at most 10"):
+            FaultSpec.parse(f"status=503;retry-after={seconds}")
+
+
 async def settle(condition):
     """Let other tasks run until `condition()` holds, failing after a bounded number of turns."""
     for _ in range(1000):
