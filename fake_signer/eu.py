@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fake_signer import hcert
-from fake_signer.errors import WireInputError
+from fake_signer.errors import KeyExpiredError, WireInputError
 from fake_signer.keys import KeyUsage
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
     Raises:
         WireInputError: bad JSON, unknown or missing field, unknown key usage, unparsable or past
             expiration time, expiration after the DSC's validity, or `dcc` not an object.
+        KeyExpiredError: the DSC of the key usage, or the CSCA, has ended.
     """
     try:
         data = orjson.loads(body)
@@ -65,10 +66,25 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
     expires_at = _parse_expiration(data["expirationTime"])
     if expires_at <= now:
         raise WireInputError("expirationTime is not in the future")
+    check_signing_key(keys, usage, now)
     not_after = keys.eu[usage].certificate.not_valid_after_utc.timestamp()
     if expires_at > not_after:
         raise WireInputError("expirationTime is after the signing certificate expires")
     return CredentialRequest(usage, expires_at, dcc)
+
+
+def check_signing_key(keys: KeyMaterial, usage: KeyUsage, now: float) -> None:
+    """Refuse to sign for `usage` once its DSC or the CSCA has ended (checked at start only).
+
+    Raises:
+        KeyExpiredError: the certificate that ends first ended before `now`.
+    """
+    name, end = keys.signing_end(usage)
+    if now > end.timestamp():  # notAfter is the last instant of validity (RFC 5280 4.1.2.5)
+        raise KeyExpiredError(
+            f"cannot sign for {usage.value}: {name} ended at {end:%Y-%m-%dT%H:%M:%SZ}; "
+            "start the fake again with fresh keys"
+        )
 
 
 def _parse_expiration(value: object) -> int:
@@ -96,6 +112,8 @@ def credential_response(
     fault: FaultSpec | None,
 ) -> bytes:
     """Sign a credential and render the 200 body, honouring signature-level faults."""
+    # Again when signing: the certificate may have ended during the latency wait.
+    check_signing_key(keys, request.usage, issued_at)
     key = keys.eu[request.usage]
     header_kid = _other_kid(keys, key) if fault is not None and fault.kind == "wrong-kid" else None
     credential = hcert.issue_credential(

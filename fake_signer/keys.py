@@ -105,6 +105,12 @@ class KeyMaterial:
     eu: dict[KeyUsage, EuSigningKey]
     domestic: DomesticSigningKey
 
+    def signing_end(self, usage: KeyUsage) -> tuple[str, dt.datetime]:
+        """The file name and end of whichever ends first: `usage`'s DSC or the CSCA above it."""
+        dsc = self.eu[usage].certificate.not_valid_after_utc
+        csca = self.csca.not_valid_after_utc
+        return ("csca.crt.pem", csca) if csca < dsc else (f"dsc-{usage.value}.crt.pem", dsc)
+
     def published(self, *, eu: bool, domestic: bool) -> dict[str, list[Any]]:
         """The `GET /keys` document, limited to the services this process plays."""
         b64 = _b64

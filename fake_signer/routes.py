@@ -11,7 +11,7 @@ from aiohttp import web
 
 from fake_signer import domestic, eu
 from fake_signer.behaviour import FaultSpecError
-from fake_signer.errors import WireInputError
+from fake_signer.errors import KeyExpiredError, WireInputError
 from fake_signer.serving import JSON, text_response
 from fake_signer.state import STATE
 
@@ -35,6 +35,9 @@ async def get_credential(request: web.Request) -> web.StreamResponse:
         checked = eu.parse_request(await request.read(), now=time.time(), keys=keys)
     except WireInputError as exc:
         state.stats.count("get_credential", "bad_request")
+        return text_response(exc.status, str(exc))
+    except KeyExpiredError as exc:
+        state.stats.count("get_credential", exc.outcome)
         return text_response(exc.status, str(exc))
 
     async def produce(fault: FaultSpec | None) -> bytes:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from fake_signer.behaviour import SIGNATURE_FAULTS, FaultSpec, FaultSpecError
-from fake_signer.errors import WireInputError
+from fake_signer.errors import KeyExpiredError, WireInputError
 from fake_signer.settings import Overflow
 
 if TYPE_CHECKING:
@@ -163,11 +163,7 @@ class SigningPipeline:
             shape = fault is not None and fault.arg == "shape"
             body = b'{"unexpected": "shape"}' if shape else b'{"credential": "HC1:'
             return web.Response(body=body, content_type=JSON), label
-        try:
-            body = await produce(fault)
-        except WireInputError as exc:
-            return text_response(exc.status, str(exc)), "bad_request"
-        return web.Response(body=body, content_type=JSON), ("ok" if fault is None else label)
+        return await _produced(produce, fault, label)
 
     async def _trickle(
         self, request: web.Request, response: web.Response, milliseconds: float
@@ -186,6 +182,19 @@ class SigningPipeline:
             await stream.write(chunk)
         await stream.write_eof()
         return stream
+
+
+async def _produced(
+    produce: Producer, fault: FaultSpec | None, label: str
+) -> tuple[web.StreamResponse, str]:
+    """The answer `produce` builds, labelled `label` for a fault, or the refusal it raised."""
+    try:
+        body = await produce(fault)
+    except WireInputError as exc:
+        return text_response(exc.status, str(exc)), "bad_request"
+    except KeyExpiredError as exc:
+        return text_response(exc.status, str(exc)), exc.outcome
+    return web.Response(body=body, content_type=JSON), ("ok" if fault is None else label)
 
 
 def _status_answer(fault: FaultSpec) -> web.Response:

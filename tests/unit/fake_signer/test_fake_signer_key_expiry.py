@@ -1,0 +1,92 @@
+"""A DSC that ends while the fake runs: signing for its usage stops with a 500 (in-process)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+from aiohttp import web
+
+from fake_signer import keys
+from fake_signer.app import create_app
+from fake_signer.settings import FakeSignerSettings
+from tests.contract.fake_signer.signer_wire import eu_body
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    material: keys.KeyMaterial, **settings: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on an in-process EU fake signer with `material` on a free port."""
+    app = create_app(FakeSignerSettings(role="eu", **settings), keys=material)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+            yield client
+    finally:
+        await runner.cleanup()
+
+
+def made_ago(age: dt.timedelta) -> keys.KeyMaterial:
+    """Keys generated `age` ago, so that each DSC ends DSC_VALIDITY after that."""
+    return keys.generate_key_material("NL", dt.datetime.now(dt.UTC) - age)
+
+
+def rfc3339(when: dt.datetime) -> str:
+    """`when` as an RFC 3339 UTC instant."""
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_a_dsc_ended_while_running_is_a_500_not_the_callers_fault():
+    """Pin that signing with an ended DSC is refused as the signer's 500, counted key_expired.
+
+    Before, it was a 400 blaming the caller's expirationTime for being after the DSC's end.
+    """
+    material = made_ago(keys.DSC_VALIDITY + dt.timedelta(hours=1))
+    end = material.eu[keys.KeyUsage.VACCINATION].certificate.not_valid_after_utc
+    async with serving(material) as client:
+        response = await client.post("/get_credential", json=eu_body())
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert response.text == (
+            f"cannot sign for vaccination: dsc-vaccination.crt.pem ended at {rfc3339(end)}; "
+            "start the fake again with fresh keys"
+        )
+        # Input the signer refuses anyway is still the caller's 400.
+        assert (await client.post("/get_credential", json={})).status_code == 400
+        totals = (await client.get("/_stats")).json()["totals"]
+    assert totals == {"get_credential": {"key_expired": 1, "bad_request": 1}}
+
+
+async def test_a_csca_ended_while_running_stops_signing_too():
+    """Pin that a DSC is no use once the CSCA above it has ended: the CSCA is named."""
+    material = made_ago(dt.timedelta(hours=1))
+    _, old_csca = keys.generate_csca("NL", dt.datetime.now(dt.UTC) - keys.CSCA_VALIDITY)
+    material = keys.KeyMaterial(material.csca_key, old_csca, material.eu, material.domestic)
+    async with serving(material) as client:
+        response = await client.post("/get_credential", json=eu_body("test"))
+    assert response.status_code == 500
+    assert response.text.startswith("cannot sign for test: csca.crt.pem ended at ")
+
+
+async def test_a_dsc_ending_during_the_latency_wait_signs_nothing():
+    """Pin that a DSC that ends while a request waits out its latency signs nothing with it."""
+    material = made_ago(keys.DSC_VALIDITY - dt.timedelta(seconds=2))
+    end = material.eu[keys.KeyUsage.VACCINATION].certificate.not_valid_after_utc
+    async with serving(material, latency_ms=3000, latency_distribution="fixed") as client:
+        assert time.time() < end.timestamp()
+        body = eu_body(expiration=rfc3339(end))
+        response = await client.post("/get_credential", json=body)
+        totals = (await client.get("/_stats")).json()["totals"]
+    assert response.status_code == 500
+    assert response.text.startswith("cannot sign for vaccination: dsc-vaccination.crt.pem ended")
+    assert totals == {"get_credential": {"key_expired": 1}}
