@@ -17,7 +17,7 @@ from aiohttp import web
 from fake_signer import keys as key_store
 from fake_signer.behaviour import Behaviour
 from fake_signer.domestic import NonceStore
-from fake_signer.routes import add_routes
+from fake_signer.routes import MAX_BODY_BYTES, add_routes
 from fake_signer.serving import SigningPipeline
 from fake_signer.settings import FakeSignerSettings
 from fake_signer.state import STATE, FakeSignerState
@@ -55,7 +55,7 @@ def create_app(
         stopping=stopping,
         keys=keys,
     )
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[STATE] = state
     add_routes(app, serve_eu=settings.role.serves_eu, serve_domestic=settings.role.serves_domestic)
     app.cleanup_ctx.append(_keys_lifespan)

@@ -338,6 +338,26 @@ async def test_stats_count_outcomes_and_reset(client):
     assert reset == {"inFlight": 0, "peakInFlight": 0, "queued": 0, "totals": {}}
 
 
+async def test_a_body_past_the_size_limit_is_a_413_counted_as_bad_request(client):
+    """Pin that a signing body over 1 MiB is a plain-text 413 that /_stats counts as input.
+
+    aiohttp refused it before the handler could count it: such requests were in no total.
+    """
+    dcc = {"pad": "x" * 1024 * 1024}
+    eu = await client.post("/get_credential", json={**eu_body(), "dcc": dcc})
+    attributes = {**ATTRIBUTES, "category": "x" * 1024 * 1024}
+    body = {"credentialAttributes": attributes}
+    domestic = await client.post("/issue_static", json=body, headers=JSON_HEADERS)
+    assert (await stats(client))["totals"] == {
+        "get_credential": {"bad_request": 1},
+        "issue_static": {"bad_request": 1},
+    }
+    for response in (eu, domestic):
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert response.text == "body is larger than 1048576 bytes"
+
+
 def statuses(base_url, count):
     """Statuses of `count` signings sent one after another."""
     with httpx.Client(base_url=base_url, timeout=10) as http:
