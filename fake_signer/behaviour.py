@@ -151,6 +151,22 @@ def _number(text: str | None, what: str) -> float:
     return value
 
 
+def _log1p_square(jitter: float, mean: float) -> float:
+    """`log(1 + (jitter / mean)²)`, also where the ratio or its square is past a double.
+
+    A tiny positive mean (1e-300 ms) beside a jitter raised OverflowError, answered as aiohttp's
+    own 500, or drew NaN; past 1e150, log1p(r²) is 2·log(r) to the last bit.
+    """
+    log_ratio = math.log(jitter) - math.log(mean)
+    if log_ratio < _LOG_RATIO_SQUARE_FITS:
+        return math.log1p((jitter / mean) ** 2)
+    return 2 * log_ratio
+
+
+#: Below this natural log of jitter / mean, the ratio squared is a finite double.
+_LOG_RATIO_SQUARE_FITS = math.log(1e150)
+
+
 class CapacityGate:
     """At most `capacity` signings in flight; the rest wait in FIFO order or are turned away.
 
@@ -295,7 +311,7 @@ class Behaviour:
             ms = max(0.0, self.rng.uniform(mean - jitter, mean + jitter))
         else:
             # Parameters chosen so the draws have mean `mean` and standard deviation `jitter`.
-            sigma2 = math.log1p((jitter / mean) ** 2)
+            sigma2 = _log1p_square(jitter, mean)
             ms = self.rng.lognormvariate(math.log(mean) - sigma2 / 2, math.sqrt(sigma2))
         # Bounded like every latency given: latency + jitter, or a lognormal tail, could be more.
         return (min(ms, MAX_LATENCY_MS) + extra_ms) / 1000

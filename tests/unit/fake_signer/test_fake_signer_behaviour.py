@@ -386,3 +386,11 @@ def test_a_latency_draw_is_never_beyond_ten_minutes(distribution):
     draws = [model.latency_seconds() for _ in range(2000)]
     assert max(draws) == MAX_LATENCY_MS / 1000
     assert model.latency_seconds(extra_ms=5) <= (MAX_LATENCY_MS + 5) / 1000
+
+
+@pytest.mark.parametrize(("mean", "jitter"), [(1e-300, 1), (5e-324, 1), (1e-200, 600_000)])
+def test_latency_lognormal_of_a_tiny_mean_draws_a_number(mean, jitter):
+    """Pin that a tiny positive mean beside a jitter draws waits, not OverflowError or NaN."""
+    model = behaviour(latency_ms=mean, jitter_ms=jitter, latency_distribution="lognormal", seed=1)
+    draws = [model.latency_seconds() for _ in range(200)]
+    assert all(0 <= draw <= MAX_LATENCY_MS / 1000 for draw in draws)
