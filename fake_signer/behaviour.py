@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import math
 import random
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,11 +142,14 @@ def _status_code(text: str) -> int | None:
     return int(significant or "0")
 
 
+#: A decimal number in ASCII: `float()` alone also takes "1_000", "٣" or "nan".
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _number(text: str | None, what: str) -> float:
-    try:
-        value = float(text or "")
-    except ValueError:
-        raise FaultSpecError(f"{what} needs a number, got {text!r}") from None
+    if text is None or _DECIMAL.fullmatch(text) is None:
+        raise FaultSpecError(f"{what} needs a number, got {text!r}")
+    value = float(text)
     if not math.isfinite(value) or not 0 <= value <= MAX_LATENCY_MS:
         raise FaultSpecError(f"{what} must be a number of ms from 0 to {MAX_LATENCY_MS:.0f}")
     return value

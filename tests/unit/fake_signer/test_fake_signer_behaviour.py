@@ -361,6 +361,15 @@ def test_a_wait_beyond_ten_minutes_is_no_fault_spec(kind):
             FaultSpec.parse(f"{kind}={arg}")
 
 
+@pytest.mark.parametrize("arg", ["1_000", "\u0663", "\uff15", "+5", "nan", "0x10", "5ms"])
+def test_a_wait_is_an_ascii_decimal_number(arg):
+    """Pin that `delay` reads ASCII decimals only, as `status` does: float() took "1_000" or "٣"."""
+    with pytest.raises(FaultSpecError, match="needs a number"):
+        FaultSpec.parse(f"delay={arg}")
+    for text, ms in [("5", 5), ("2.5", 2.5), (".5", 0.5), ("5.", 5), ("1e3", 1000), ("1E-1", 0.1)]:
+        assert FaultSpec.parse(f"slow-body={text}").milliseconds == ms
+
+
 @pytest.mark.parametrize("field", ["latencyMs", "jitterMs"])
 def test_control_refuses_a_latency_beyond_ten_minutes(field):
     """Pin that a finite latency or jitter past 10 minutes is refused and changes nothing."""
