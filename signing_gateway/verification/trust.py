@@ -1,9 +1,9 @@
 """Public keys the gateway trusts to verify signer output.
 
 EU: DSC certificates (X.509). The kid is the first 8 bytes of SHA-256 of the DER; the key
-usages come from the DCC extended key usage OIDs, and a certificate without any of them may
-sign all three kinds (eu-dcc-hcert-spec). Domestic: raw Ed25519 keys of the NL2 simulation,
-kid = first 8 bytes of SHA-256 of the 32-byte key.
+usages come from the DCC extended key usage OIDs (in either of their two forms), and a
+certificate without any of them may sign all three kinds (eu-dcc-hcert-spec). Domestic: raw
+Ed25519 keys of the NL2 simulation, kid = first 8 bytes of SHA-256 of the 32-byte key.
 
 Stores load from files (sync: call at start-up) or from a fake signer's ``GET /keys`` JSON,
 and render the gateway's own ``GET /v1/keys`` lists.
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
+    "DCC_ALTERNATIVE_EKU_OIDS",
     "DCC_EKU_OIDS",
     "KEY_USAGES",
     "DomesticKey",
@@ -55,7 +56,18 @@ DCC_EKU_OIDS: dict[str, str] = {
     "vaccination": "1.3.6.1.4.1.1847.2021.1.2",
     "recovery": "1.3.6.1.4.1.1847.2021.1.3",
 }
-_USAGE_BY_OID = {oid: usage for usage, oid in DCC_EKU_OIDS.items()}
+#: The same restrictions with a ``0`` arc after the private-enterprise arc. DSCs in use carry
+#: this form (the Dutch ones among them), and the verifier apps read either form as the same
+#: usage; read as no DCC usage at all, it would let a DSC restricted to one usage pass for one
+#: allowed all three.
+DCC_ALTERNATIVE_EKU_OIDS: dict[str, str] = {
+    "test": "1.3.6.1.4.1.0.1847.2021.1.1",
+    "vaccination": "1.3.6.1.4.1.0.1847.2021.1.2",
+    "recovery": "1.3.6.1.4.1.0.1847.2021.1.3",
+}
+_USAGE_BY_OID = {
+    oid: usage for oids in (DCC_EKU_OIDS, DCC_ALTERNATIVE_EKU_OIDS) for usage, oid in oids.items()
+}
 
 _KID_LENGTH = 8
 _ED25519_KEY_LENGTH = 32

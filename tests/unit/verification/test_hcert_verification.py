@@ -155,6 +155,16 @@ def test_key_usage_not_allowed_by_certificate_is_rejected(dsc, trust):
     assert reason == "key-usage-mismatch"
 
 
+def test_dsc_restricted_by_the_alternative_eku_form_cannot_vouch_for_another_usage():
+    """Pin that a DSC naming vaccination as 1.3.6.1.4.1.0.1847.2021.1.2 signs no test."""
+    vaccination_only = make_dsc(None, extra_eku=["1.3.6.1.4.1.0.1847.2021.1.2"])
+    store = EuTrustStore([DscCertificate.from_der(vaccination_only.der)])
+    hc1 = make_hc1(vaccination_only, spec())
+    assert verify(hc1.text, store, proof=hc1.proof_identifier).exp == EXP
+    reason = reason_of(hc1.text, store, proof=hc1.proof_identifier, key_usage="test")
+    assert reason == "key-usage-mismatch"
+
+
 def test_expired_certificate_is_rejected():
     """A DSC past its notAfter gives certificate-not-valid."""
     old = make_dsc(

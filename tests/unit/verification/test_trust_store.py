@@ -21,6 +21,12 @@ from signing_gateway.verification.trust import (
 from tests.support.credentials import b64, make_csca, make_domestic_signer, make_dsc
 
 HOUR = timedelta(hours=1)
+#: The DCC EKU OIDs with a 0 arc after the private-enterprise arc, as Dutch DSCs carry them.
+ALTERNATIVE_EKU = {
+    "test": "1.3.6.1.4.1.0.1847.2021.1.1",
+    "vaccination": "1.3.6.1.4.1.0.1847.2021.1.2",
+    "recovery": "1.3.6.1.4.1.0.1847.2021.1.3",
+}
 
 
 def test_kid_is_first_eight_bytes_of_der_sha256():
@@ -42,6 +48,34 @@ def test_kid_is_first_eight_bytes_of_der_sha256():
 def test_key_usages_come_from_dcc_eku(usages, expected):
     """DCC EKU OIDs restrict the usages; no EKU extension allows all three."""
     assert DscCertificate.from_der(make_dsc(usages).der).key_usages == expected
+
+
+@pytest.mark.parametrize("usage", ["vaccination", "test", "recovery"])
+def test_alternative_form_of_a_dcc_eku_restricts_the_same(usage):
+    """Pin that 1.3.6.1.4.1.0.1847.2021.1.x restricts a DSC as 1.3.6.1.4.1.1847.2021.1.x does."""
+    dsc = make_dsc(None, extra_eku=[ALTERNATIVE_EKU[usage]])
+    assert DscCertificate.from_der(dsc.der).key_usages == {usage}
+
+
+def test_both_forms_of_the_dcc_eku_add_up():
+    """A DSC naming one usage in each form may sign those two."""
+    dsc = make_dsc(["test"], extra_eku=[ALTERNATIVE_EKU["recovery"]])
+    assert DscCertificate.from_der(dsc.der).key_usages == {"test", "recovery"}
+
+
+def test_signing_certificate_per_usage_reads_the_alternative_eku_form():
+    """Per usage the DSC restricted to it signs, not a newer one restricted to another."""
+    now = datetime.now(UTC)
+    vaccination = DscCertificate.from_der(
+        make_dsc(None, extra_eku=[ALTERNATIVE_EKU["vaccination"]], not_before=now - 2 * HOUR).der
+    )
+    test = DscCertificate.from_der(
+        make_dsc(None, extra_eku=[ALTERNATIVE_EKU["test"]], not_before=now - HOUR).der
+    )
+    store = EuTrustStore([vaccination, test])
+    assert store.signing_certificate("vaccination", now=now) == vaccination
+    assert store.signing_certificate("test", now=now) == test
+    assert store.signing_status("recovery", now=now) is SigningStatus.MISSING
 
 
 def test_eku_without_dcc_oids_allows_all_usages():
