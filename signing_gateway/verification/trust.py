@@ -311,7 +311,13 @@ class EuTrustStore:
             if entry.get("alg") != dsc.alg:
                 raise TrustConfigError(f"alg does not match certificate {dsc.kid_b64}")
             usages = entry.get("keyUsage")
-            if not isinstance(usages, list) or not set(usages) <= dsc.key_usages or not usages:
+            # Strings only: a list or an object in the list would not even go into a set.
+            if (
+                not isinstance(usages, list)
+                or not usages
+                or not all(isinstance(usage, str) for usage in usages)
+                or not set(usages) <= dsc.key_usages
+            ):
                 raise TrustConfigError(f"keyUsage not allowed by certificate {dsc.kid_b64}")
             # The signer's stated usages narrow what the certificate allows, never widen it.
             certificates.append(dataclasses.replace(dsc, key_usages=frozenset(usages)))

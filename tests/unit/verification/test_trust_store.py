@@ -293,13 +293,15 @@ def test_keys_json_dsc_issued_by_any_one_of_several_cscas_loads():
         ("alg", "PS256"),
         ("keyUsage", ["vaccination", "test"]),
         ("keyUsage", []),
+        ("keyUsage", [["vaccination"]]),
+        ("keyUsage", [{"vaccination": True}]),
         ("certificate", "%%%"),
         ("certificate", "MII\u00e9"),
         ("kid", "\u00e9"),
     ],
 )
 def test_keys_json_entry_disagreeing_with_certificate_is_refused(field, value):
-    """An entry whose kid, alg, usages or certificate disagree with the DER is refused."""
+    """An entry whose kid, alg, usages or certificate are malformed or disagree with the DER."""
     entry = make_dsc(["vaccination"]).keys_entry(["vaccination"])
     entry[field] = value
     with pytest.raises(TrustConfigError):
