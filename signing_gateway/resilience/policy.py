@@ -234,7 +234,11 @@ class SignerPolicy:
         #: answer or breaker transition if later.
         self._waiting_since = 0.0
         if metrics is not None:
-            metrics.breaker_state.labels(signer).set(BreakerState.CLOSED.level)
+            # Read at each scrape: an open period ends by the clock, not by an event, and the
+            # breaker notices that only when asked (`CircuitBreaker.state`). Set at each
+            # transition instead, the gauge said "open" for as long as nothing called.
+            breaker = self.breaker
+            metrics.breaker_state.labels(signer).set_function(lambda: breaker.state.level)
 
     def signer_silent(self, now: float) -> bool:
         """Whether the signer has answered nothing for at least one attempt timeout.
@@ -271,7 +275,6 @@ class SignerPolicy:
         log = logger.warning if to is BreakerState.OPEN else logger.info
         log("circuit breaker %s", to.value, extra={"signer": self.signer, "breaker": to.value})
         if self._metrics is not None:
-            self._metrics.breaker_state.labels(self.signer).set(to.level)
             self._metrics.breaker_transitions.labels(self.signer, to.value).inc()
 
     def snapshot(self) -> dict[str, object]:

@@ -265,6 +265,34 @@ async def test_breaker_opens_and_then_refuses_without_calling():
     assert _sample(metrics, "gateway_signer_breaker_transitions_total", signer="eu", to="open") == 1
 
 
+def test_the_breaker_gauge_says_half_open_once_the_open_period_is_over():
+    """A scrape reads the breaker's state as a call would, with no call or /readyz first.
+
+    The gauge used to move only when something asked the breaker for its state: a signer
+    nobody called after its breaker opened showed 2 (open) at every scrape, long after the
+    breaker would have let trial calls through, and the breaker-open alert never ended.
+    """
+    now = [1000.0]
+    metrics = GatewayMetrics()
+    policy = SignerPolicy(
+        "eu",
+        ResilienceSettings(breaker_open_seconds=5.0),
+        metrics=metrics,
+        clock=lambda: now[0],
+    )
+    permit = policy.breaker.acquire()
+    for _ in range(policy.settings.breaker_consecutive_failures):
+        policy.breaker.record_failure(permit)
+    assert _sample(metrics, "gateway_signer_breaker_state", signer="eu") == 2
+    now[0] += 5.0
+    assert _sample(metrics, "gateway_signer_breaker_state", signer="eu") == 1
+    assert policy.breaker.state is BreakerState.HALF_OPEN
+    assert (
+        _sample(metrics, "gateway_signer_breaker_transitions_total", signer="eu", to="half-open")
+        == 1
+    )
+
+
 @asynccontextmanager
 async def _slot_held(policy: SignerPolicy) -> AsyncIterator[None]:
     """The policy's only bulkhead slot, held by a call that succeeds when the block ends."""
