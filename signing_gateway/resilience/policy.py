@@ -331,9 +331,10 @@ class SignerPolicy:
         loop = asyncio.get_running_loop()
         self.budget.deposit()
         attempt = 0
+        retry: RetryReason | None = None
         while True:
             try:
-                return await self._attempt(endpoint, factory, deadline)
+                return await self._attempt(endpoint, factory, deadline, retry)
             except SignerError as exc:
                 time_left = None if deadline is None else deadline - loop.time()
                 plan = self.retry_delay(
@@ -341,15 +342,18 @@ class SignerPolicy:
                 )
                 if plan is None:
                     raise
-                reason, delay = plan
-                if self._metrics is not None:
-                    self._metrics.signer_retries.labels(self.signer, endpoint, reason).inc()
+                retry, delay = plan
                 await asyncio.sleep(delay)
                 attempt += 1
 
     async def _attempt(
-        self, endpoint: str, factory: Callable[[], Awaitable[T]], deadline: float | None
+        self,
+        endpoint: str,
+        factory: Callable[[], Awaitable[T]],
+        deadline: float | None,
+        retry: RetryReason | None,
     ) -> T:
+        """One attempt; `retry`: why it is made, when it is a retry (counted once it is sent)."""
         loop = asyncio.get_running_loop()
         time_left = self._time_left(deadline, endpoint, now=loop.time())
         permit = self.breaker.acquire()
@@ -362,6 +366,10 @@ class SignerPolicy:
                 sent_at = loop.time()
                 attempt = _Attempt(self, sent_at, deadline)
                 self._sent(sent_at)
+                if retry is not None and self._metrics is not None:
+                    # Here, not when planned: the breaker, the bulkhead or a cancellation
+                    # during the backoff stops a planned retry before anything is sent.
+                    self._metrics.signer_retries.labels(self.signer, endpoint, retry).inc()
                 try:
                     async with attempt.scope:
                         # Set inside the scope: its timer handle copies the context when it

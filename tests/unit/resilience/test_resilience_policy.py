@@ -83,6 +83,33 @@ async def test_refused_connection_is_retried_until_success():
     assert _sample(metrics, "gateway_signer_retries_total", **labels) == 2
 
 
+async def test_a_retry_is_counted_only_once_it_is_sent():
+    """A retry the breaker refuses, or that is cancelled in its backoff, sent nothing.
+
+    The failure that opens the breaker is the last one its call sends: counting its retry
+    when it was planned made `gateway_signer_retries_total` run ahead of the attempts in
+    `gateway_signer_calls_total` in every outage, by each call then in its backoff.
+    """
+    labels = {"signer": "eu", "endpoint": "get_credential", "reason": "connect"}
+    policy, metrics = _policy(breaker_consecutive_failures=1, max_attempts=2)
+    script = Script(_connect())
+    with pytest.raises(BreakerOpen):
+        await policy.call("get_credential", script, replay_safe=True)
+    assert script.calls == 1
+    assert _sample(metrics, "gateway_signer_retries_total", **labels) == 0
+
+    policy, metrics = _policy(backoff_base_seconds=5.0, backoff_max_seconds=5.0)
+    script = Script(_connect())
+    call = asyncio.create_task(policy.call("get_credential", script, replay_safe=True))
+    await until(lambda: script.calls == 1)
+    await asyncio.sleep(0.05)  # in its backoff now
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert script.calls == 1
+    assert _sample(metrics, "gateway_signer_retries_total", **labels) == 0
+
+
 async def test_attempts_are_capped():
     """After max_attempts the last failure surfaces."""
     policy, _ = _policy(max_attempts=2)
