@@ -42,7 +42,7 @@ class DependencyState:
 
 
 class ReadinessMonitor:
-    """Probes each dependency every `interval` seconds in one background task."""
+    """Probes each dependency every `interval` seconds in the background, each on its own."""
 
     def __init__(
         self,
@@ -108,10 +108,20 @@ class ReadinessMonitor:
                 group.create_task(self._probe_one(name))
         self._checked_once.set()
 
-    async def _run(self) -> None:
+    async def _watch(self, name: str) -> None:
+        """Probe `name` every interval, on its own: a hung signer holds up no other's probe."""
         while True:
-            await self.check_now()
+            await self._probe_one(name)
+            if all(s.checked_at is not None for s in self.states.values()):
+                self._checked_once.set()
             await asyncio.sleep(self._interval)
+
+    async def _run(self) -> None:
+        if not self._probes:
+            self._checked_once.set()  # nothing to probe: checked, as `check_now` would say
+        async with asyncio.TaskGroup() as group:
+            for name in self._probes:
+                group.create_task(self._watch(name))
 
     def start(self) -> None:
         """Start the background prober (idempotent)."""

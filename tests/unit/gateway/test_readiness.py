@@ -164,3 +164,25 @@ async def test_a_first_check_slower_than_the_limit_does_not_fail_the_wait():
     async with _started(monitor):
         await monitor.wait_first_check(limit=0.05)
         assert not monitor.ready
+
+
+async def test_a_hung_signer_holds_up_no_other_signers_probes():
+    """Each dependency is probed every interval, whatever the others' probes take.
+
+    Probed in rounds, every dependency waited for the slowest probe of its round: with one
+    signer hung, the other's state was `timeout` seconds older at each /readyz, and a signer
+    that went down meanwhile was seen that much later.
+    """
+    probes = 0
+
+    async def counted() -> None:
+        nonlocal probes
+        probes += 1
+
+    monitor = ReadinessMonitor(
+        {"eu": (_hang, True), "domestic": (counted, True)}, interval=0.05, timeout=1.0
+    )
+    async with _started(monitor):
+        await until(lambda: probes >= 4, limit=0.9)  # within the hung probe's first timeout
+        assert monitor.states["eu"].status == "unknown"
+        assert monitor.states["domestic"].status == "up"
