@@ -187,9 +187,12 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").addFilter(_drop_server_copies)  # once, however often called
-    # httpx logs every request line at INFO (each signer call and readiness probe); the
-    # signer-call metrics and our own failure logs say what matters without that volume.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request line at INFO (each signer call and readiness probe), and its
+    # transport httpcore some 15 DEBUG lines per call (the signer's address, its answer's
+    # header fields); the signer-call metrics and our own failure logs say what matters
+    # without that volume.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def flush_logging() -> None:

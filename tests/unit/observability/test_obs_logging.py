@@ -88,17 +88,24 @@ def test_a_stalled_log_stream_does_not_hold_the_logging_code(monkeypatch, restor
     assert len(stream.getvalue().splitlines()) == 50
 
 
+@pytest.mark.parametrize("name", ["httpx", "httpcore.http11"])
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
-def test_httpx_request_lines_are_quiet_but_its_warnings_pass(monkeypatch, restore_logging, level):
-    """The per-request INFO lines of httpx are dropped; its warnings still reach the log.
+def test_httpx_request_lines_are_quiet_but_its_warnings_pass(
+    monkeypatch, restore_logging, level, name
+):
+    """The per-request lines of httpx and its transport are dropped; warnings still pass.
 
-    At DEBUG too, as docs/security.md says (personal data policy).
+    At DEBUG too, as docs/security.md says (personal data policy): httpcore logs each call's
+    steps there, with the signer's address and its answer's header fields.
     """
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
-    httpx_logger = logging.getLogger("httpx")
-    monkeypatch.setattr(httpx_logger, "level", httpx_logger.level)  # restored after the test
+    for quietened in ("httpx", "httpcore"):
+        logger = logging.getLogger(quietened)
+        monkeypatch.setattr(logger, "level", logger.level)  # restored after the test
     configure_logging(level=level, fmt="json")
+    httpx_logger = logging.getLogger(name)
+    httpx_logger.debug("receive_response_headers.complete return_value=(b'HTTP/1.1', 200)")
     httpx_logger.info("HTTP Request: GET http://signer/healthz")
     httpx_logger.warning("pool trouble")
     shutdown_logging()
