@@ -64,7 +64,7 @@ def _format_default(value: Any) -> str:  # noqa: ANN401 - any setting value
     return json.dumps(value) if isinstance(value, str) else str(value).lower()
 
 
-def _group(info: FieldInfo) -> type[BaseModel] | None:
+def group_model(info: FieldInfo) -> type[BaseModel] | None:
     """The model of a group of settings (`eu_signer`, `auth`, ...); None for a leaf setting."""
     annotation = info.annotation
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -80,7 +80,7 @@ def _leaves(model: BaseModel, path: tuple[str, ...]) -> Iterator[SettingDoc]:
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         here = (*path, name)
-        if _group(info) is not None:
+        if group_model(info) is not None:
             # Recurse into the group's default instance, so per-group defaults (each signer's
             # URL) are shown rather than the bare class defaults.
             yield from _leaves(value, here)
@@ -116,7 +116,7 @@ def setting_variables(
     """Every variable `model`'s settings are read from: its groups and their leaves, in order."""
     for name, info in model.model_fields.items():
         here = (*path, name)
-        group = _group(info)
+        group = group_model(info)
         if group is not None:
             yield SettingVariable(_env_var(here), '{"setting": "value"}')
             yield from setting_variables(group, here)

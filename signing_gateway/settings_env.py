@@ -17,14 +17,14 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import takewhile
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 
 from signing_gateway.settings import Settings
-from signing_gateway.settings_doc import setting_variables
+from signing_gateway.settings_doc import group_model, setting_variables
 
 PREFIX = "SIGNING_GATEWAY_"
 
@@ -136,6 +136,60 @@ def unparsed_json(environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def unknown_keys(environ: Mapping[str, str]) -> list[str]:
+    """A line for each key that is no setting in a group given whole as JSON.
+
+    pydantic drops such a key without a word (`SIGNING_GATEWAY_AUDIT='{"fail_close": false}'`
+    left the audit failing closed), as the settings never see a misspelled variable. The line
+    names the variable and the key's path in its JSON (names, never values); a value that is
+    not an object where a group is wanted is left to the settings to refuse.
+    """
+    ours = _ours(environ)
+    problems: list[str] = []
+    for path, group in _groups(Settings, ()):
+        variable = PREFIX + "__".join(path).upper()
+        try:
+            given = json.loads(ours.get(variable) or "null")  # empty: not read, as by the settings
+        except ValueError:
+            continue  # `unparsed_json` names it
+        problems += (f"{variable}: {line}" for line in _keys_outside(given, group, ()))
+    return problems
+
+
+def _groups(
+    model: type[BaseModel], path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], type[BaseModel]]]:
+    """Every group of settings under `model`, by its path, nested groups included."""
+    for name, info in model.model_fields.items():
+        group = group_model(info)
+        if group is not None:
+            yield (*path, name), group
+            yield from _groups(group, (*path, name))
+
+
+def _keys_outside(given: object, group: type[BaseModel], path: tuple[str, ...]) -> Iterator[str]:
+    """`given`'s keys that `group` has no setting for (read in any case, as the variables are)."""
+    if not isinstance(given, dict):
+        return
+    fields = group.model_fields
+    for key, value in given.items():
+        name = str(key).lower()
+        info = fields.get(name)
+        if info is None:
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            inside = "".join(f"{part}." for part in path)
+            hint = (
+                f"; did you mean {inside}{close[0]}?"
+                if close
+                else " (docs/operations.md lists them)"
+            )
+            yield f"{inside}{key}: unknown setting{hint}"
+            continue
+        nested = group_model(info)
+        if nested is not None:
+            yield from _keys_outside(value, nested, (*path, name))
+
+
 def settings_problems(exc: ValidationError) -> list[str]:
     """What is wrong with the settings, one line per problem, named as the variables to set.
 
@@ -160,10 +214,11 @@ def read_settings(
     """The settings `build` reads from the environment (None if it cannot), and what is wrong.
 
     The problems, one line each: every `SIGNING_GATEWAY_*` variable no setting (nor
-    `also_read`) has, which leaves the settings readable; then every value a setting cannot
-    take, or a variable that takes JSON holding something else, which leaves them None.
+    `also_read`) has, and every key of a group given as JSON that is no setting, which leave
+    the settings readable; then every value a setting cannot take, or a variable that takes
+    JSON holding something else, which leaves them None.
     """
-    problems = unknown_variables(os.environ, also_read)
+    problems = unknown_variables(os.environ, also_read) + unknown_keys(os.environ)
     try:
         settings = build()
     except ValidationError as exc:

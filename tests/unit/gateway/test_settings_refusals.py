@@ -260,6 +260,60 @@ def test_a_finite_number_is_still_taken(clean_environment: pytest.MonkeyPatch) -
     assert settings.shutdown.cancel_grace_seconds == 1e6
 
 
+def test_a_key_no_setting_has_in_a_group_given_as_json_is_named(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """Pin that a key of a group given whole as JSON must be a setting of that group.
+
+    Before, the key was dropped without a word: `{"fail_close": false}` left the audit failing
+    closed, `{"drain_timeout": 5}` the drain at 20 s. The line names the variable and the key
+    (its path in the JSON), with the closest setting; a variable of its own is named once.
+    """
+    clean_environment.setenv("SIGNING_GATEWAY_AUDIT", '{"fail_close": false}')
+    clean_environment.setenv("SIGNING_GATEWAY_SHUTDOWN", '{"DRAIN_TIMEOUT": 5, "zzz": 1}')
+    clean_environment.setenv(
+        "SIGNING_GATEWAY_EU_SIGNER",
+        f'{{"url": "{DEV_EU_SIGNER_URL}", "resilience": {{"max_inflight": 8}}}}',
+    )
+    clean_environment.setenv("SIGNING_GATEWAY_DOMESTIC_SIGNER__RESILIENCE", '{"max_pendin": 8}')
+    clean_environment.setenv("SIGNING_GATEWAY_DOMESTIC_SIGNER__URL", DEV_DOMESTIC_SIGNER_URL)
+    clean_environment.setenv("SIGNING_GATEWAY_LIMITS" + "__MAX_BODY", "5")
+    _, problems = read_settings(FLAG_VARIABLES)
+    assert sorted(problems) == [
+        "SIGNING_GATEWAY_AUDIT: fail_close: unknown setting; did you mean fail_closed?",
+        (
+            "SIGNING_GATEWAY_DOMESTIC_SIGNER__RESILIENCE: max_pendin: unknown setting; "
+            "did you mean max_pending?"
+        ),
+        (
+            "SIGNING_GATEWAY_EU_SIGNER: resilience.max_inflight: unknown setting; "
+            "did you mean resilience.max_in_flight?"
+        ),
+        (
+            "SIGNING_GATEWAY_LIMITS" + "__MAX_BODY: unknown setting; did you mean "
+            "SIGNING_GATEWAY_LIMITS__MAX_BODY_BYTES?"
+        ),
+        (
+            "SIGNING_GATEWAY_SHUTDOWN: DRAIN_TIMEOUT: unknown setting; "
+            "did you mean drain_timeout_seconds?"
+        ),
+        "SIGNING_GATEWAY_SHUTDOWN: zzz: unknown setting (docs/operations.md lists them)",
+    ]
+
+
+def test_a_group_given_as_json_with_its_own_keys_is_taken(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """Keys that are settings, in any case, are read as before."""
+    clean_environment.setenv("SIGNING_GATEWAY_SHUTDOWN", '{"DRAIN_TIMEOUT_SECONDS": 5}')
+    clean_environment.setenv("SIGNING_GATEWAY_AUDIT", '{"fail_closed": false}')
+    settings, problems = read_settings(FLAG_VARIABLES)
+    assert problems == []
+    assert settings is not None
+    assert settings.shutdown.drain_timeout_seconds == 5
+    assert settings.audit.fail_closed is False
+
+
 @pytest.mark.parametrize(
     ("name", "value", "link"),
     [
