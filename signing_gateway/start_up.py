@@ -4,11 +4,13 @@ The gateway's start-up (the app's lifespan) can fail for reasons a traceback doe
 with: the signers would not give their keys, a trust file cannot be read. starlette answers
 any failed start-up with the formatted traceback, which uvicorn logs as one multi-line error
 before exiting with its start-up failure status (3). A `StartUpError` is logged as its message
-alone instead; anything else keeps its traceback (a bug needs one).
+alone instead, and a start-up the server cancelled (stopped by a signal) not at all; anything
+else keeps its traceback (a bug needs one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -38,6 +40,10 @@ def report_start_up_errors(router: Router) -> None:
                 if isinstance(failure, StartUpError):
                     logger.error("start-up failed: %s", failure)
                     message = {"type": message["type"], "message": ""}  # nothing more to log
+                elif isinstance(failure, asyncio.CancelledError):
+                    # The server stopped the start-up (a signal, `GracefulServer`), which said
+                    # so: the cancellation's traceback tells nothing more.
+                    message = {"type": message["type"], "message": ""}
             await send(message)
 
         await lifespan(scope, receive, send_reported)

@@ -17,7 +17,8 @@ Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
 A second signal means "stop now": the drain stops waiting and cancels what is in flight at
 once (answered as in 3), while uvicorn's shutdown starts; the process then ends by that
 signal, or, as PID 1 (which the signal's default action does not end), exits with status
-128 + its number. A third SIGINT forces an immediate exit, as in uvicorn.
+128 + its number. A third SIGINT forces an immediate exit, as in uvicorn. A signal before the
+server has started stops the start-up at once (nothing to drain): exit status 128 + its number.
 
 Whatever cancels a request (the drain, uvicorn's `timeout_graceful_shutdown` backstop, the
 event loop's end), `DrainMiddleware` answers it 503 `shutting-down` with `Connection: close`
@@ -239,6 +240,8 @@ class GracefulServer(uvicorn.Server):
         self.loop_factory = loop_factory
         self.probe_port = probe_port
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._start_up_stopped = False
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -276,9 +279,18 @@ class GracefulServer(uvicorn.Server):
                 flush_logging()
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        """Remember the loop (signals arrive outside it), then serve as usual."""
+        """Remember the loop (signals arrive outside it), then serve as usual.
+
+        A start-up stopped by a signal (`handle_exit`) ends here: nothing was served.
+        """
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        self._serving = asyncio.current_task()
+        try:
+            await super().serve(sockets)
+        except asyncio.CancelledError:
+            if not self._start_up_stopped or self._serving is None:
+                raise
+            self._serving.uncancel()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start listening; then give the kernel's queue its full length (`listen_backlog`).
@@ -328,6 +340,15 @@ class GracefulServer(uvicorn.Server):
         if self._loop is None:
             super().handle_exit(sig, frame)
             return
+        if not self.started:
+            # Still starting (trust being fetched, a JWKS URL being asked): nothing to drain,
+            # and uvicorn would only look at the signal once the start-up had ended, a
+            # keys fetch's 30 s later, and then serve or fail with 3. The start-up stops now
+            # and the process ends by the signal, as after a second one.
+            logger.info("signal %s: stopping the start-up", signal.Signals(sig).name)
+            super().handle_exit(sig, frame)
+            self._loop.call_soon_threadsafe(self._stop_start_up)
+            return
         if not self._drain_requested and not self.should_exit:
             # Not added to uvicorn's captured signals: a completed drain exits with status 0.
             self._drain_requested = True
@@ -338,6 +359,12 @@ class GracefulServer(uvicorn.Server):
             logger.info("signal %s: stopping now", signal.Signals(sig).name)
             self._loop.call_soon_threadsafe(self.controller.stop_now)
         super().handle_exit(sig, frame)
+
+    def _stop_start_up(self) -> None:
+        if self.started or self._serving is None or self._start_up_stopped:
+            return  # started meanwhile: `should_exit` ends it as uvicorn ends a server
+        self._start_up_stopped = True
+        self._serving.cancel()
 
     def _start_drain(self) -> None:
         self._drain_task = asyncio.create_task(self._drain(), name="drain")

@@ -6,7 +6,10 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,12 +20,15 @@ import pytest
 
 from signing_gateway.api import examples
 from tests.contract.gateway.gateway_process import (
+    SERVE,
     GatewayProcess,
+    free_port,
     gateway_env,
     running_gateway_process,
 )
 from tests.contract.resilience.conftest import control, metric, seen, stats
 from tests.support.polling import until
+from tests.support.processes import read_log, stop_process
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -304,3 +310,42 @@ async def test_uvicorns_backstop_cancellation_is_answered_503_as_recorded(fakes,
         log = gateway.log()
     _assert_answered_503_as_recorded(answer, audit, "cut-2")
     assert "Exception in ASGI application" not in log
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_start_up_stops_it_at_once(signum: signal.Signals) -> None:
+    """Pin that a signal while the start-up still waits ends the process at once, 128 + it.
+
+    Here the start-up waits for keys from signers that take the connection and never answer.
+    Before, uvicorn looked at the signal only once the start-up had ended: the keys fetch
+    waited out its 30 s, and the process then exited 3, a failed start-up; a second signal,
+    or Ctrl-C twice, changed nothing.
+    """
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the kernel's queue; nothing reads them
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = gateway_env(url, url, SIGNING_GATEWAY_LOG_LEVEL="INFO")
+        with tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, *SERVE, "--host", "127.0.0.1", "--port", str(free_port())],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **env},
+            )
+            try:
+                deadline = time.monotonic() + 15
+                while "Waiting for application startup." not in read_log(log_file):
+                    assert process.poll() is None, read_log(log_file)
+                    assert time.monotonic() < deadline, "the start-up never began"
+                    time.sleep(0.02)  # polling the log until the start-up began
+                signalled = time.monotonic()
+                process.send_signal(signum)
+                assert process.wait(timeout=10) == 128 + signum
+                assert time.monotonic() - signalled < 5
+            finally:
+                stop_process(process, timeout=5)
+            log = read_log(log_file)
+    assert f"signal {signum.name}: stopping the start-up" in log
+    assert "Traceback" not in log
+    assert "start-up failed" not in log

@@ -7,6 +7,7 @@ controller runs on held requests and the server's signal handling on a recording
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -127,10 +128,17 @@ def _server(**options: object) -> GracefulServer:
     return GracefulServer(config, controller=controller, **options)  # type: ignore[arg-type]
 
 
+def _serving(server: GracefulServer) -> _RecordingLoop:
+    """Have `server` look started, on a recording loop; that loop."""
+    server.started = True
+    loop = server._loop = _RecordingLoop()  # type: ignore[assignment]
+    return loop
+
+
 def test_first_signal_drains_second_stops_now_third_sigint_forces_the_exit() -> None:
     """SIGTERM: drain (exit 0 after it); again: cut it short and end by it; SIGINT: force."""
     server = _server()
-    loop = server._loop = _RecordingLoop()  # type: ignore[assignment]
+    loop = _serving(server)
     server.handle_exit(signal.SIGTERM, None)
     assert loop.scheduled == [server._start_drain]
     assert (server.should_exit, server._captured_signals) == (False, [])
@@ -145,17 +153,51 @@ def test_first_signal_drains_second_stops_now_third_sigint_forces_the_exit() -> 
 def test_a_signal_once_the_server_is_stopping_does_not_drain() -> None:
     """Stopping already (its drain done, or uvicorn's own exit): no drain, no cut, as uvicorn."""
     server = _server()
-    loop = server._loop = _RecordingLoop()  # type: ignore[assignment]
+    loop = _serving(server)
     server.should_exit = True
     server.handle_exit(signal.SIGTERM, None)
     assert loop.scheduled == []
     assert server._captured_signals == [signal.SIGTERM]
     drained = _server()
-    loop = drained._loop = _RecordingLoop()  # type: ignore[assignment]
+    loop = _serving(drained)
     drained.handle_exit(signal.SIGTERM, None)
     drained.should_exit = True  # the drain has ended
     drained.handle_exit(signal.SIGTERM, None)
     assert loop.scheduled == [drained._start_drain]
+
+
+def test_a_signal_during_the_start_up_stops_it_and_ends_by_the_signal() -> None:
+    """Pin that a signal while the app starts schedules the start-up's stop, not a drain.
+
+    Nothing is in flight yet; the signal is kept, for the exit status, and a second one only
+    asks again.
+    """
+    server = _server()
+    loop = server._loop = _RecordingLoop()  # type: ignore[assignment]
+    server.handle_exit(signal.SIGTERM, None)
+    assert loop.scheduled == [server._stop_start_up]
+    assert (server.should_exit, server._captured_signals) == (True, [signal.SIGTERM])
+    server.handle_exit(signal.SIGINT, None)
+    assert loop.scheduled == [server._stop_start_up, server._stop_start_up]
+    assert server._drain_requested is False
+
+
+async def test_stopping_the_start_up_cancels_only_a_start_up_still_running() -> None:
+    """Pin that the stop cancels the serving task while the app starts, and nothing after."""
+    server = _server()
+    server._serving = asyncio.create_task(asyncio.sleep(30))
+    server._stop_start_up()
+    with pytest.raises(asyncio.CancelledError):
+        await server._serving
+    started = _server()
+    started._serving = running = asyncio.create_task(asyncio.sleep(30))
+    started.started = True
+    started._stop_start_up()
+    await asyncio.sleep(0)
+    assert not running.done()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
 
 
 def test_a_signal_before_the_loop_runs_stops_as_uvicorn_does() -> None:
