@@ -54,16 +54,17 @@ class AuditFile:
     a file size limit: EFBIG) stays in the file whoever wrote it, so before each line the
     file's last byte is read: when it is not a line break, the line starts with one, and the
     part left behind is a line of its own instead of swallowing the record (`_ends_mid_line`).
+
+    The records go to the file the path names: moved away (rotated by renaming, logrotate's
+    `create`) or deleted while the gateway runs, the path is opened again before the next
+    record, rather than that record going to the renamed file, or to a deleted one that
+    nobody will read while the write counts as done (`_follow_path`).
     """
 
     def __init__(self, path: Path) -> None:
         """Open `path` for appending (sync: call from start-up code, in a thread)."""
         self.path = path
-        # Unbuffered: a failed write must not leave half a record behind to be flushed later.
-        # Opened as ever (write-only, created 0o666 less the umask, a FIFO waiting for its
-        # reader): reading is a descriptor of its own, where it is safe (`_reader_of`).
-        self._file: IO[bytes] = path.open("ab", buffering=0)
-        self._reader = _reader_of(path, self._file.fileno())
+        self._file, self._reader, self._identity = _open_for_appending(path)
         # This process's own line the OS took in part: all that is known of a file that cannot
         # be read (a FIFO, a device, a write-only file).
         self._torn = False
@@ -71,10 +72,12 @@ class AuditFile:
     def append(self, line: bytes) -> None:
         """Hand one whole line to the OS; raise OSError when it cannot take it.
 
-        Runs on the writer thread: reading the file's end costs an lseek and a one-byte pread
-        (about a microsecond), and an error there fails the write: the record could not be
-        told apart from a part left before it.
+        Runs on the writer thread: looking up the path and reading the file's end cost a stat,
+        an lseek and a one-byte pread (a few microseconds), and an error there fails the
+        write: the record could not be told apart from a part left before it, or the path
+        could not be opened again.
         """
+        self._follow_path()
         torn = self._torn if self._reader is None else _ends_mid_line(self._reader)
         view = memoryview(b"\n" + line if torn else line)
         whole = len(view)
@@ -93,6 +96,26 @@ class AuditFile:
             raise OSError("the audit file accepted no bytes")
         return written
 
+    def _follow_path(self) -> None:
+        """Open the path again when it no longer names the file held open (moved, deleted).
+
+        Raises:
+            OSError: the path cannot be opened (its directory gone, say); the next record
+                tries again.
+        """
+        try:
+            status = self.path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            status = None
+        except OSError:
+            return  # cannot look (a directory no longer searchable): the file held open stays
+        if status is not None and (status.st_dev, status.st_ino) == self._identity:
+            return
+        opened = _open_for_appending(self.path)
+        self.close()
+        self._file, self._reader, self._identity = opened
+        self._torn = False  # a part a failed write left stays in the old file
+
     def close(self) -> None:
         """Close the file."""
         if self._reader is not None:
@@ -101,8 +124,24 @@ class AuditFile:
         self._file.close()
 
 
-def _reader_of(path: Path, appending: int) -> int | None:
-    """A descriptor reading the file open for appending as `appending`; None when there is none.
+def _open_for_appending(path: Path) -> tuple[IO[bytes], int | None, tuple[int, int]]:
+    """`path` open for appending, a descriptor reading it (`_reader_of`), and which file it is.
+
+    Unbuffered: a failed write must not leave half a record behind to be flushed later.
+    Opened as ever (write-only, created 0o666 less the umask, a FIFO waiting for its reader):
+    reading is a descriptor of its own, where it is safe.
+    """
+    file = path.open("ab", buffering=0)
+    try:
+        status = os.fstat(file.fileno())
+        return file, _reader_of(path, status), (status.st_dev, status.st_ino)
+    except BaseException:
+        file.close()
+        raise
+
+
+def _reader_of(path: Path, status: os.stat_result) -> int | None:
+    """A descriptor reading the file open for appending, of `status`; None when there is none.
 
     Only a regular file is read: a FIFO opened for reading would keep its writes from failing
     once its own reader is gone, and a device may act on being opened. A file this process
@@ -110,7 +149,6 @@ def _reader_of(path: Path, appending: int) -> int | None:
     lines are then all the writer knows of. The descriptor must be of the same file (not one
     that took its path meanwhile), and is opened without waiting, in case that is a FIFO.
     """
-    status = os.fstat(appending)
     if not stat.S_ISREG(status.st_mode):
         return None
     try:

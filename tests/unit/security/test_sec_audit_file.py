@@ -227,6 +227,51 @@ def test_a_record_another_process_tore_does_not_swallow_the_next_one(tmp_path: P
     assert _lines(path) == [b'{"auditId":"a-1"}', torn[:8], b'{"auditId":"a-2"}']
 
 
+def test_records_follow_the_path_when_the_file_is_moved_away_or_deleted(tmp_path: Path) -> None:
+    """Pin that the audit file is the one its path names, rotated or deleted while running.
+
+    Before, the file held open took every record: moved away (logrotate's default `create`
+    rotation) it took them under its new name, and deleted (the rotated copy compressed and
+    removed) nobody could ever read them, while each write counted as done and the
+    credential was released.
+    """
+    path = tmp_path / "audit.jsonl"
+    rotated = tmp_path / "audit.jsonl.1"
+    sink = AuditFile(path)
+    try:
+        sink.append(b'{"auditId":"a-1"}\n')
+        path.rename(rotated)
+        sink.append(b'{"auditId":"a-2"}\n')
+        assert _lines(path) == [b'{"auditId":"a-2"}']
+        path.unlink()
+        sink.append(b'{"auditId":"a-3"}\n')
+    finally:
+        sink.close()
+    assert _lines(rotated) == [b'{"auditId":"a-1"}']
+    assert _lines(path) == [b'{"auditId":"a-3"}']
+
+
+def test_a_path_that_cannot_be_opened_again_fails_the_write_until_it_can(tmp_path: Path) -> None:
+    """Pin that a record whose path is gone for good is a failed write, not one to a lost file.
+
+    The next record tries the path again, and is written once it can be opened.
+    """
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    path = directory / "audit.jsonl"
+    sink = AuditFile(path)
+    try:
+        path.unlink()
+        directory.rmdir()
+        with pytest.raises(FileNotFoundError):
+            sink.append(b'{"auditId":"a-1"}\n')
+        directory.mkdir()
+        sink.append(b'{"auditId":"a-2"}\n')
+    finally:
+        sink.close()
+    assert _lines(path) == [b'{"auditId":"a-2"}']
+
+
 def test_a_new_audit_file_is_created_with_the_umask_mode(tmp_path: Path) -> None:
     """Pin the mode of an audit file the gateway creates: 0o666 less the process's umask."""
     path = tmp_path / "created.jsonl"
