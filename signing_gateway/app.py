@@ -63,8 +63,8 @@ from signing_gateway.settings_env import (
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.signers.http import build_signer_client
-from signing_gateway.start_up import report_start_up_errors
-from signing_gateway.start_up_checks import checked_settings
+from signing_gateway.start_up import StartUpError, report_start_up_errors
+from signing_gateway.start_up_checks import checked_settings, tls_file_problems
 from signing_gateway.trust_loading import load_trust
 
 API_DESCRIPTION = """\
@@ -98,6 +98,31 @@ def _client(signer: SignerSettings) -> httpx.AsyncClient:
         if signer.client_cert is None or signer.client_key is None
         else (str(signer.client_cert), str(signer.client_key)),
     )
+
+
+class SignerTlsError(StartUpError):
+    """Raised at start-up when a signer's TLS file does not load; the gateway will not start."""
+
+
+async def _signer_clients(
+    settings: Settings, stack: AsyncExitStack
+) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+    """The EU and the domestic signer's clients, open until `stack` closes.
+
+    Raises:
+        SignerTlsError: a CA bundle, client certificate or key that does not load, named by
+            its setting as the check before start-up names it (a file changed since, or an
+            app from `create_app()`, whose files are not checked first).
+    """
+    try:
+        eu = await stack.enter_async_context(_client(settings.eu_signer))
+        domestic = await stack.enter_async_context(_client(settings.domestic_signer))
+    except OSError as exc:  # ssl.SSLError included
+        problems = await asyncio.to_thread(tls_file_problems, settings) or [
+            f"a signer's TLS file could not be loaded ({type(exc).__name__}); start again"
+        ]
+        raise SignerTlsError("; ".join(problems)) from exc
+    return eu, domestic
 
 
 def _read_value_sets() -> None:
@@ -144,8 +169,7 @@ def _lifespan(
             # stopped it, without `atexit`, so what the shutdown logged is written out here.
             stack.callback(flush_logging)
             await asyncio.to_thread(_read_value_sets)
-            eu_http = await stack.enter_async_context(_client(settings.eu_signer))
-            domestic_http = await stack.enter_async_context(_client(settings.domestic_signer))
+            eu_http, domestic_http = await _signer_clients(settings, stack)
             eu_client = EuSignerClient(eu_http, health_path=settings.eu_signer.health_path)
             domestic_client = DomesticSignerClient(
                 domestic_http, health_path=settings.domestic_signer.health_path

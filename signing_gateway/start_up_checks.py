@@ -16,7 +16,8 @@ from signing_gateway.observability.instrument import (
     TracingUnavailableError,
     check_tracing_available,
 )
-from signing_gateway.security.setup import security_file_problems
+from signing_gateway.security.setup import JWKS_TLS, security_file_problems
+from signing_gateway.security.tls_files import tls_problems
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
 from signing_gateway.trust_loading import trust_file_problems
@@ -30,15 +31,39 @@ def checked_settings(also_read: Iterable[str]) -> tuple[Settings | None, list[st
     default), and what only building or starting the app would find: tracing switched on
     where the `otel` extra is missing; no trust configured, or a trust file that cannot be
     read or holds no usable key; a JWKS file that cannot be read or parsed, an audit file
-    that cannot be opened for appending (blocking file I/O: before serving only).
+    that cannot be opened for appending, a TLS file a client cannot load (blocking file I/O:
+    before serving only).
     """
     settings, problems = read_settings(also_read)
     if settings is None:
         return None, problems
     problems += tracing_problems(settings)
     problems += trust_file_problems(settings.trust)
+    problems += tls_file_problems(settings)
     problems += security_file_problems(settings.auth, settings.audit)
     return (None if problems else settings), problems
+
+
+def tls_file_problems(settings: Settings) -> list[str]:
+    """What stops the TLS files the clients load at start-up from loading, a line each.
+
+    Each signer's `ca_bundle`, `client_cert` and `client_key`, and the JWKS URL's
+    `jwks_ca_bundle`: a file that does not exist, is not a regular file or cannot be read, or
+    does not hold what it should (blocking file I/O). Without the check the start-up ended in
+    the SSL module's traceback, exit status 3.
+    """
+    problems = []
+    for group, signer in (
+        ("EU_SIGNER", settings.eu_signer),
+        ("DOMESTIC_SIGNER", settings.domestic_signer),
+    ):
+        problems += tls_problems(
+            f"SIGNING_GATEWAY_{group}__", signer.ca_bundle, (signer.client_cert, signer.client_key)
+        )
+    auth = settings.auth
+    if auth.mode != "disabled" and auth.jwks_file is None:  # the JWKS URL's client
+        problems += tls_problems(JWKS_TLS, auth.jwks_ca_bundle, (None, None))
+    return problems
 
 
 def tracing_problems(settings: Settings) -> list[str]:

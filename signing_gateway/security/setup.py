@@ -24,6 +24,7 @@ from signing_gateway.security.jwks import (
     jwks_http_client,
 )
 from signing_gateway.security.settings import AuditSettings, AuthSettings
+from signing_gateway.security.tls_files import tls_problems
 from signing_gateway.start_up import StartUpError
 from signing_gateway.trust_loading import unreadable_file
 
@@ -32,6 +33,8 @@ logger = logging.getLogger("signing_gateway.security")
 _JWKS_FILE = "SIGNING_GATEWAY_AUTH__JWKS_FILE"
 _JWKS_URL = "SIGNING_GATEWAY_AUTH__JWKS_URL"
 _AUDIT_FILE = "SIGNING_GATEWAY_AUDIT__FILE"
+#: The JWKS URL client's TLS settings, less their names' last part (`CA_BUNDLE`).
+JWKS_TLS = "SIGNING_GATEWAY_AUTH__JWKS_"
 
 
 class SecurityFileError(StartUpError):
@@ -68,11 +71,19 @@ async def open_token_verifier(
         source = await asyncio.to_thread(read_jwks_file, settings.jwks_file)
     else:
         assert settings.jwks_url is not None  # noqa: S101 - settings validation guarantees one
-        http = await asyncio.to_thread(
-            jwks_http_client,
-            ca_bundle=settings.jwks_ca_bundle,
-            timeout=settings.jwks_fetch_timeout_seconds,
-        )
+        try:
+            http = await asyncio.to_thread(
+                jwks_http_client,
+                ca_bundle=settings.jwks_ca_bundle,
+                timeout=settings.jwks_fetch_timeout_seconds,
+            )
+        except OSError as exc:  # ssl.SSLError included: the CA bundle does not load
+            problems = await asyncio.to_thread(
+                tls_problems, JWKS_TLS, settings.jwks_ca_bundle, (None, None)
+            )
+            raise SecurityFileError(
+                "; ".join(problems) or f"{JWKS_TLS}CA_BUNDLE: {type(exc).__name__}"
+            ) from exc
         await stack.enter_async_context(http)
         remote = RemoteJwks(
             http,

@@ -85,6 +85,17 @@ class Dsc:
         """The DSC certificate in PEM."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
+    def key_pem(self, password: bytes | None = None) -> bytes:
+        """The private key in PEM (PKCS#8), encrypted with `password` if one is given."""
+        encryption = (
+            serialization.NoEncryption()
+            if password is None
+            else serialization.BestAvailableEncryption(password)
+        )
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+
     @property
     def kid(self) -> bytes:
         """The DCC kid: first 8 bytes of SHA-256 of the DER."""

@@ -520,6 +520,36 @@ def test_serve_names_each_trust_file_it_cannot_use(tmp_path: Path) -> None:
     assert str(tmp_path) not in done.stderr
 
 
+def test_serve_names_each_signer_tls_file_it_cannot_use(tmp_path: Path) -> None:
+    """A signer's CA bundle or client key that will not load is a line each, exit 2.
+
+    Before, neither was checked: the start-up ended in the SSL module's traceback (the CA
+    bundle's FileNotFoundError), exit status 3, and only the first one was ever seen.
+    """
+    client, other = make_dsc(), make_dsc()
+    (tmp_path / "client.pem").write_bytes(client.pem)
+    (tmp_path / "other.key").write_bytes(other.key_pem())
+    done = _serve(
+        **DEV_TRUST,
+        AUTH__MODE="disabled",
+        EU_SIGNER__URL="https://127.0.0.1:9",
+        EU_SIGNER__CA_BUNDLE=str(tmp_path / "missing-ca.pem"),
+        DOMESTIC_SIGNER__URL="https://127.0.0.1:9",
+        DOMESTIC_SIGNER__CLIENT_CERT=str(tmp_path / "client.pem"),
+        DOMESTIC_SIGNER__CLIENT_KEY=str(tmp_path / "other.key"),
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        "  SIGNING_GATEWAY_EU_SIGNER__CA_BUNDLE: no such file",
+        (
+            "  SIGNING_GATEWAY_DOMESTIC_SIGNER__CLIENT_KEY: is not the key of "
+            "SIGNING_GATEWAY_DOMESTIC_SIGNER__CLIENT_CERT"
+        ),
+    ]
+    assert str(tmp_path) not in done.stderr
+
+
 #: How each file the factory checked goes wrong before the lifespan reads it, in a Python
 #: statement (`{path}`: the file, or the audit file's directory), and the line that says so.
 GONE_WRONG_SINCE_THE_CHECK = [
@@ -538,6 +568,11 @@ GONE_WRONG_SINCE_THE_CHECK = [
         "pathlib.Path({path!r}).rmdir()",
         "SIGNING_GATEWAY_AUDIT__FILE: its directory does not exist",
     ),
+    (
+        "ca",
+        "pathlib.Path({path!r}).write_bytes(b'not PEM')",
+        "SIGNING_GATEWAY_EU_SIGNER__CA_BUNDLE: holds no PEM CA certificate",
+    ),
 ]
 
 
@@ -553,6 +588,8 @@ def test_a_file_gone_wrong_since_the_check_fails_the_start_up_in_one_line(
     """
     paths = {"trust": tmp_path / "dsc.pem", "jwks": tmp_path / "jwks.json", "audit": tmp_path}
     paths["trust"].write_bytes(make_dsc(["test"]).pem)
+    paths["ca"] = tmp_path / "ca.pem"
+    paths["ca"].write_bytes(make_dsc().pem)
     issuer = LocalTokenIssuer(issuer="https://idp.internal/", audience="signing-gateway")
     paths["jwks"].write_bytes(orjson.dumps(issuer.jwks()))
     paths["audit"] = tmp_path / "audit"
@@ -574,6 +611,8 @@ def test_a_file_gone_wrong_since_the_check_fails_the_start_up_in_one_line(
         AUTH__ISSUER=issuer.issuer,
         AUDIT__FILE=str(paths["audit"] / "audit.jsonl"),
         TRUST__EU_CERTIFICATES=orjson.dumps([str(paths["trust"])]).decode(),
+        EU_SIGNER__URL="https://127.0.0.1:9",
+        EU_SIGNER__CA_BUNDLE=str(paths["ca"]),
     )
     assert done.returncode == 3
     failed = [

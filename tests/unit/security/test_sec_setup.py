@@ -162,3 +162,23 @@ async def test_the_jwks_refresher_stops_with_the_gateway() -> None:
         for _ in range(3):
             await asyncio.sleep(0)
     assert refresher.done()
+
+
+async def test_a_jwks_ca_bundle_that_will_not_load_fails_the_start_up_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Pin the lifespan's line for a JWKS URL's CA bundle that holds no certificate.
+
+    Before, the SSL module's error (its message naming no setting) ended the start-up with
+    its traceback; the check before start-up names it the same way.
+    """
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(b"not PEM")
+    settings = AuthSettings(
+        jwks_url="https://idp.internal/jwks", jwks_ca_bundle=bundle, audience="a", issuer="i"
+    )
+    async with AsyncExitStack() as stack:
+        with pytest.raises(SecurityFileError) as refused:
+            await open_token_verifier(settings, stack)
+    variable = next(d.env_var for d in setting_docs() if d.env_var.endswith("JWKS_CA_BUNDLE"))
+    assert str(refused.value) == f"{variable}: holds no PEM CA certificate"

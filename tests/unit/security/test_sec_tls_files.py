@@ -1,0 +1,68 @@
+"""The TLS files a client loads at start-up, each named by its setting when it will not load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signing_gateway.security.tls_files import tls_problems
+from tests.support.credentials import make_dsc
+
+PREFIX = "SIGNING_GATEWAY_EU_SIGNER__"
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """A CA bundle, a client certificate with its key, another key, an encrypted one, junk."""
+    client, other = make_dsc(), make_dsc()
+    contents = {
+        "ca.pem": make_dsc().pem,
+        "client.pem": client.pem,
+        "client.key": client.key_pem(),
+        "other.key": other.key_pem(),
+        "encrypted.key": client.key_pem(password=b"secret"),
+        "junk.txt": b"not PEM",
+    }
+    for name, content in contents.items():
+        (tmp_path / name).write_bytes(content)
+    paths = {name: tmp_path / name for name in contents}
+    paths["missing"] = tmp_path / "missing.pem"
+    paths["directory"] = tmp_path
+    return paths
+
+
+def test_usable_tls_files_and_none_at_all_pass(files: dict[str, Path]) -> None:
+    """Pin that a CA bundle and a client certificate with its own key are no problem."""
+    assert tls_problems(PREFIX, None, (None, None)) == []
+    assert tls_problems(PREFIX, files["ca.pem"], (files["client.pem"], files["client.key"])) == []
+
+
+@pytest.mark.parametrize(
+    ("ca", "cert", "key", "line"),
+    [
+        ("missing", None, None, "CA_BUNDLE: no such file"),
+        ("directory", None, None, "CA_BUNDLE: is a directory, not a file"),
+        ("junk.txt", None, None, "CA_BUNDLE: holds no PEM CA certificate"),
+        (None, "missing", "client.key", "CLIENT_CERT: no such file"),
+        (None, "junk.txt", "client.key", "CLIENT_CERT: holds no PEM certificate"),
+        (None, "client.key", "client.key", "CLIENT_CERT: holds no PEM certificate"),
+        (None, "client.pem", "junk.txt", "CLIENT_KEY: holds no PEM private key"),
+        (None, "client.pem", "other.key", f"CLIENT_KEY: is not the key of {PREFIX}CLIENT_CERT"),
+        (
+            None,
+            "client.pem",
+            "encrypted.key",
+            "CLIENT_KEY: is encrypted; give the key without a password",
+        ),
+    ],
+)
+def test_a_tls_file_that_will_not_load_is_named_by_its_setting(
+    files: dict[str, Path], ca: str | None, cert: str | None, key: str | None, line: str
+) -> None:
+    """Pin the line for each way a CA bundle, a client certificate or its key fails to load.
+
+    Before, none was checked: the start-up ended in the SSL module's traceback, exit 3.
+    """
+    given = (files[cert] if cert else None, files[key] if key else None)
+    assert tls_problems(PREFIX, files[ca] if ca else None, given) == [PREFIX + line]
