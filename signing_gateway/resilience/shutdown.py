@@ -361,8 +361,12 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     def _stop_start_up(self) -> None:
-        if self.started or self._serving is None or self._start_up_stopped:
-            return  # started meanwhile: `should_exit` ends it as uvicorn ends a server
+        # Only while the app's start-up runs: once it is done (the listeners being opened, or
+        # open), `should_exit` ends the server as uvicorn ends one, shutting the app down.
+        lifespan_started = getattr(getattr(self, "lifespan", None), "startup_event", None)
+        done = lifespan_started is not None and lifespan_started.is_set()
+        if self.started or done or self._serving is None or self._start_up_stopped:
+            return
         self._start_up_stopped = True
         self._serving.cancel()
 
