@@ -20,6 +20,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -35,6 +36,7 @@ from signing_gateway.security.settings import (
     LimitsSettings,
     absolute_http_url,
     is_loopback_host,
+    no_white_space_around,
     plain_http_off_host,
 )
 
@@ -128,7 +130,7 @@ class SignerSettings(BaseModel):
     transport: Literal["httpx", "aiohttp"] = Field(
         "aiohttp", description="HTTP transport under the httpx client"
     )
-    health_path: str = Field("/healthz", description="Path the readiness prober GETs")
+    health_path: str = Field("/healthz", min_length=1, description="Path the readiness prober GETs")
     required: bool = Field(default=True, description="Readiness fails while this signer is down")
     ca_bundle: Path | None = Field(None, description="PEM CA bundle to verify the signer's TLS")
     client_cert: Path | None = Field(None, description="PEM client certificate for mutual TLS")
@@ -141,6 +143,11 @@ class SignerSettings(BaseModel):
         default_factory=ResilienceSettings,
         description="Bulkhead, retries and circuit breaker for this signer",
     )
+
+    @field_validator("health_path")
+    @classmethod
+    def _health_path_as_given(cls, value: str) -> str:
+        return str(no_white_space_around(value))
 
     def loopback_port(self) -> int | None:
         """The port this signer is called on when it is on this host (loopback), else None."""

@@ -18,6 +18,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    field_validator,
     model_validator,
 )
 
@@ -72,6 +73,18 @@ def plain_http_off_host(url: httpx.URL) -> bool:
     return url.scheme == "http" and not is_loopback_host(url.host)
 
 
+def no_white_space_around(value: str | None) -> str | None:
+    """`value`, refused when it begins or ends with white space.
+
+    A name compared as given (a token's `aud` or `iss`, a claim, a path) never matches with a
+    space or a line break a template left around it: every caller, or every probe, would be
+    refused while the gateway looked healthy.
+    """
+    if value is not None and value != value.strip():
+        raise ValueError("must not begin or end with white space")
+    return value
+
+
 #: Every group of settings takes finite numbers only. pydantic's float takes "inf" and "nan"
 #: otherwise: an infinite timeout never ends (an infinite cancel grace ended `serve` in an
 #: OverflowError), and NaN compares false with every bound.
@@ -114,7 +127,9 @@ class AuthSettings(BaseModel):
         30, le=300, description="Clock skew tolerated on exp, nbf and iat"
     )
     scope_claim: str = Field(
-        "scope", description="Claim holding permissions: space-separated string or list"
+        "scope",
+        min_length=1,
+        description="Claim holding permissions: space-separated string or list",
     )
     max_token_bytes: PositiveInt = Field(8192, description="Longer bearer tokens are refused")
     token_cache_size: NonNegativeInt = Field(
@@ -132,6 +147,11 @@ class AuthSettings(BaseModel):
     jwks_fetch_timeout_seconds: PositiveFloat = Field(
         5.0, description="Budget of one JWKS fetch; a request waits at most this long"
     )
+
+    @field_validator("audience", "issuer", "scope_claim")
+    @classmethod
+    def _names_as_given(cls, value: str | None) -> str | None:
+        return no_white_space_around(value)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> AuthSettings:

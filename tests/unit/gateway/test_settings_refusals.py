@@ -260,6 +260,41 @@ def test_a_finite_number_is_still_taken(clean_environment: pytest.MonkeyPatch) -
     assert settings.shutdown.cancel_grace_seconds == 1e6
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("SIGNING_GATEWAY_AUTH__SCOPE_CLAIM", "", "String should have at least 1 character"),
+        ("SIGNING_GATEWAY_AUTH__SCOPE_CLAIM", "scope ", "must not begin or end with white space"),
+        ("SIGNING_GATEWAY_AUTH__AUDIENCE", " gateway", "must not begin or end with white space"),
+        (
+            "SIGNING_GATEWAY_AUTH__ISSUER",
+            "https://idp/\n",
+            "must not begin or end with white space",
+        ),
+        ("SIGNING_GATEWAY_EU_SIGNER__HEALTH_PATH", "", "String should have at least 1 character"),
+        (
+            "SIGNING_GATEWAY_EU_SIGNER__HEALTH_PATH",
+            " /healthz",
+            "must not begin or end with white space",
+        ),
+    ],
+)
+def test_a_name_left_empty_or_with_white_space_around_it_is_refused(
+    clean_environment: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    """Pin that a name compared as given is refused empty or with white space around it.
+
+    Before, each was taken: an empty scope claim or a token audience with a space a template
+    left before it refused every caller (403, 401), an empty or padded health path failed
+    every readiness probe, all while the gateway started as if nothing were wrong.
+    """
+    clean_environment.setenv("SIGNING_GATEWAY_EU_SIGNER__URL", DEV_EU_SIGNER_URL)
+    clean_environment.setenv(variable, value)
+    settings, problems = read_settings(FLAG_VARIABLES)
+    assert settings is None
+    assert problems == [f"{variable}: {problem}"]
+
+
 def test_a_key_no_setting_has_in_a_group_given_as_json_is_named(
     clean_environment: pytest.MonkeyPatch,
 ) -> None:
