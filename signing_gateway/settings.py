@@ -33,6 +33,7 @@ from signing_gateway.security.settings import (
     FINITE_NUMBERS,
     AuditSettings,
     AuthSettings,
+    FileSetting,
     LimitsSettings,
     absolute_http_url,
     is_loopback_host,
@@ -132,9 +133,13 @@ class SignerSettings(BaseModel):
     )
     health_path: str = Field("/healthz", min_length=1, description="Path the readiness prober GETs")
     required: bool = Field(default=True, description="Readiness fails while this signer is down")
-    ca_bundle: Path | None = Field(None, description="PEM CA bundle to verify the signer's TLS")
-    client_cert: Path | None = Field(None, description="PEM client certificate for mutual TLS")
-    client_key: Path | None = Field(None, description="PEM key of the client certificate")
+    ca_bundle: FileSetting | None = Field(
+        None, description="PEM CA bundle to verify the signer's TLS"
+    )
+    client_cert: FileSetting | None = Field(
+        None, description="PEM client certificate for mutual TLS"
+    )
+    client_key: FileSetting | None = Field(None, description="PEM key of the client certificate")
     allow_plain_http: bool = Field(
         default=False,
         description="Allow http:// to a non-loopback host (refused when environment=production)",

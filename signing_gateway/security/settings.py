@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import httpx
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeInt,
@@ -85,6 +86,21 @@ def no_white_space_around(value: str | None) -> str | None:
     return value
 
 
+def _names_a_file(value: object) -> object:
+    """`value`, refused when it is empty or blank text.
+
+    As a path that is `.`, the directory the gateway runs in, and the refusal would then
+    speak of a directory nobody named.
+    """
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must name a file; leave the setting unset for none")
+    return value
+
+
+#: A setting naming a file: an empty value (`SIGNING_GATEWAY_AUDIT__FILE=`) is refused as such.
+FileSetting = Annotated[Path, BeforeValidator(_names_a_file)]
+
+
 #: Every group of settings takes finite numbers only. pydantic's float takes "inf" and "nan"
 #: otherwise: an infinite timeout never ends (an infinite cancel grace ended `serve` in an
 #: OverflowError), and NaN compares false with every bound.
@@ -109,11 +125,11 @@ class AuthSettings(BaseModel):
     mode: Literal["jwt", "disabled"] = Field(
         "jwt", description="jwt: every /v1 call needs a valid token; disabled: local use only"
     )
-    jwks_file: Path | None = Field(None, description="JWKS file with the token-signing keys")
+    jwks_file: FileSetting | None = Field(None, description="JWKS file with the token-signing keys")
     jwks_url: str | None = Field(
         None, description="https URL of the identity provider's JWKS, fetched and refreshed"
     )
-    jwks_ca_bundle: Path | None = Field(
+    jwks_ca_bundle: FileSetting | None = Field(
         None, description="PEM CA bundle to verify the JWKS URL's TLS (system CAs if unset)"
     )
     audience: str | None = Field(None, description="Required `aud` of caller tokens")
@@ -225,7 +241,9 @@ class AuditSettings(BaseModel):
 
     model_config = FINITE_NUMBERS
 
-    file: Path | None = Field(None, description="JSON-lines file the audit records are appended to")
+    file: FileSetting | None = Field(
+        None, description="JSON-lines file the audit records are appended to"
+    )
     fail_closed: bool = Field(
         default=True,
         description="Refuse to release a credential (503) when its audit record cannot be written",

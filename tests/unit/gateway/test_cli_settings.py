@@ -975,3 +975,29 @@ def test_serve_refuses_an_infinite_cancel_grace_in_one_line() -> None:
         HEADER,
         "  SIGNING_GATEWAY_SHUTDOWN__CANCEL_GRACE_SECONDS: Input should be a finite number",
     ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AUDIT__FILE",
+        "AUTH__JWKS_FILE",
+        "AUTH__JWKS_CA_BUNDLE",
+        "EU_SIGNER__CA_BUNDLE",
+        "DOMESTIC_SIGNER__CLIENT_CERT",
+        "DOMESTIC_SIGNER__CLIENT_KEY",
+    ],
+)
+@pytest.mark.parametrize("value", ["", "  "], ids=["empty", "blank"])
+def test_a_file_setting_left_empty_says_so(name: str, value: str) -> None:
+    """Pin that an empty file setting is named as empty, not as the directory `.` it reads as.
+
+    `SIGNING_GATEWAY_AUDIT__FILE=` was refused as "not a regular file" (or a directory),
+    naming a directory the operator never gave.
+    """
+    done = _serve(**DEV_TRUST, **{name: value})
+    assert done.returncode == 2
+    assert f"  SIGNING_GATEWAY_{name}: must name a file; leave the setting unset for none" in (
+        done.stderr.splitlines()
+    ), done.stderr
+    assert "Traceback" not in done.stderr
