@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import argparse
 import enum
+import functools
 import json
+import operator
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -44,10 +46,29 @@ class SettingDoc:
 
 
 def _type_name(info: FieldInfo) -> str:
-    text = repr(info.annotation) if info.annotation is not None else "Any"
+    text = repr(_shown(info.annotation)) if info.annotation is not None else "Any"
     for noise in ("typing.", "pathlib.", "annotated_types.", "<class '", "'>"):
         text = text.replace(noise, "")
     return text
+
+
+def _shown(annotation: Any) -> Any:  # noqa: ANN401 - any field's annotation
+    """`annotation` as an operator reads it: the validators a type carries are code, not type.
+
+    `FileSetting | None` is shown as `Path | None`; constraints (`Gt(gt=0)`) stay.
+    """
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *metadata = get_args(annotation)
+        kept = [m for m in metadata if not isinstance(m, BeforeValidator | AfterValidator)]
+        shown = _shown(base)
+        return Annotated[(shown, *kept)] if kept else shown
+    if origin in (Union, UnionType):
+        members = get_args(annotation)
+        shown_members = [_shown(member) for member in members]
+        if shown_members != list(members):
+            return functools.reduce(operator.or_, shown_members)
+    return annotation
 
 
 def _format_default(value: Any) -> str:  # noqa: ANN401 - any setting value
