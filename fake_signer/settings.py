@@ -97,8 +97,11 @@ class FakeSignerSettings(BaseSettings):
     # Large enough for thousands of simultaneous connects (the kernel caps it at somaxconn); at
     # most what listen() takes, a C int.
     backlog: int = Field(default=8192, ge=1, le=MAX_BACKLOG)
-    # Seconds to wait for running signing requests on shutdown before cancelling them (0: at once).
-    shutdown_timeout: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    # Seconds to wait for running signing requests on shutdown before cancelling them (0: at once);
+    # at most as long as the longest latency: a larger one (1e300) would keep a stop from ending.
+    shutdown_timeout: float = Field(
+        default=2.0, ge=0, le=MAX_LATENCY_MS / 1000, allow_inf_nan=False
+    )
     log_level: LogLevel = "info"
 
     @model_validator(mode="before")

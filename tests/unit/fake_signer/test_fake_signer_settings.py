@@ -92,6 +92,8 @@ def test_defaults_are_the_documented_ones(monkeypatch):
         (["--backlog", "0"], "backlog"),
         (["--shutdown-timeout", "-1"], "shutdown_timeout"),
         (["--shutdown-timeout", "inf"], "shutdown_timeout"),
+        (["--shutdown-timeout", "600.001"], "shutdown_timeout"),
+        (["--shutdown-timeout", "1e300"], "shutdown_timeout"),
         (["--log-level", "verbose"], "log_level"),
     ],
 )
