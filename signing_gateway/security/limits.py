@@ -84,6 +84,11 @@ class BodyRefused(Exception):
         self.headers = headers
 
 
+def _bad_request(detail: str) -> BodyRefused:
+    """A 400 `bad-request` refusal saying `detail`: a request no server should take as sent."""
+    return BodyRefused(400, "bad-request", "Bad request", detail)
+
+
 def _json_media_type(content_type: str | None) -> bool:
     if content_type is None:
         return False
@@ -221,19 +226,11 @@ def _check_host(host: bytes | None, *, required: bool) -> None:
     """Raise BodyRefused (400) for a `Host` value that is no host, or none if `required`."""
     if host is None:
         if required:
-            raise BodyRefused(
-                400,
-                "bad-request",
-                "Bad request",
-                "the Host header field is missing: an HTTP/1.1 request must carry it",
+            raise _bad_request(
+                "the Host header field is missing: an HTTP/1.1 request must carry it"
             )
     elif not _HOST_VALUE.fullmatch(host):
-        raise BodyRefused(
-            400,
-            "bad-request",
-            "Bad request",
-            "the Host header field holds no host name or address (RFC 9110 7.2)",
-        )
+        raise _bad_request("the Host header field holds no host name or address (RFC 9110 7.2)")
 
 
 def _codings(value: bytes) -> set[bytes]:
@@ -252,30 +249,15 @@ def _text(value: bytes | None) -> str | None:
 
 def _repeated(name: bytes) -> BodyRefused:
     field = _SINGLETON_NAMES[name]
-    return BodyRefused(
-        400,
-        "bad-request",
-        "Bad request",
-        f"the {field} header field is repeated: a request may carry it once only",
-    )
+    return _bad_request(f"the {field} header field is repeated: a request may carry it once only")
 
 
 def _encoded_slash() -> BodyRefused:
-    return BodyRefused(
-        400,
-        "bad-request",
-        "Bad request",
-        "the path holds an encoded slash (%2F), which no path of the gateway has",
-    )
+    return _bad_request("the path holds an encoded slash (%2F), which no path of the gateway has")
 
 
 def _transfer_coded() -> BodyRefused:
-    return BodyRefused(
-        400,
-        "bad-request",
-        "Bad request",
-        "a request body may be chunked, and have no other transfer coding",
-    )
+    return _bad_request("a request body may be chunked, and have no other transfer coding")
 
 
 def _content_coded() -> BodyRefused:
@@ -328,7 +310,7 @@ async def _receive_bounded(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise BodyRefused(400, "bad-request", "Bad request", "the client went away")
+            raise _bad_request("the client went away")
         body += message.get("body", b"")
         if len(body) > limit:
             raise _too_large(limit)
@@ -420,7 +402,7 @@ class RequestLimitsMiddleware:
             declared = length.strip()
             # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
             if not (declared.isascii() and declared.isdigit()):
-                raise BodyRefused(400, "bad-request", "Bad request", "invalid Content-Length")
+                raise _bad_request("invalid Content-Length")
             # Over 18 digits (leading zeros aside: "0000…0350" is 350) is over any limit, and
             # int() refuses 4,300 digits and more.
             digits = declared.lstrip("0")
