@@ -20,7 +20,6 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -35,9 +34,9 @@ from signing_gateway.security.settings import (
     AuthSettings,
     FileSetting,
     LimitsSettings,
+    NameSetting,
     absolute_http_url,
     is_loopback_host,
-    no_white_space_around,
     plain_http_off_host,
 )
 
@@ -131,7 +130,9 @@ class SignerSettings(BaseModel):
     transport: Literal["httpx", "aiohttp"] = Field(
         "aiohttp", description="HTTP transport under the httpx client"
     )
-    health_path: str = Field("/healthz", min_length=1, description="Path the readiness prober GETs")
+    health_path: NameSetting = Field(
+        "/healthz", min_length=1, description="Path the readiness prober GETs"
+    )
     required: bool = Field(default=True, description="Readiness fails while this signer is down")
     ca_bundle: FileSetting | None = Field(
         None, description="PEM CA bundle to verify the signer's TLS"
@@ -148,11 +149,6 @@ class SignerSettings(BaseModel):
         default_factory=ResilienceSettings,
         description="Bulkhead, retries and circuit breaker for this signer",
     )
-
-    @field_validator("health_path")
-    @classmethod
-    def _health_path_as_given(cls, value: str) -> str:
-        return str(no_white_space_around(value))
 
     def loopback_port(self) -> int | None:
         """The port this signer is called on when it is on this host (loopback), else None."""

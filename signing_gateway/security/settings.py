@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 import httpx
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,7 +20,6 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    field_validator,
     model_validator,
 )
 
@@ -74,16 +74,20 @@ def plain_http_off_host(url: httpx.URL) -> bool:
     return url.scheme == "http" and not is_loopback_host(url.host)
 
 
-def no_white_space_around(value: str | None) -> str | None:
+def _no_white_space_around(value: str) -> str:
     """`value`, refused when it begins or ends with white space.
 
     A name compared as given (a token's `aud` or `iss`, a claim, a path) never matches with a
     space or a line break a template left around it: every caller, or every probe, would be
     refused while the gateway looked healthy.
     """
-    if value is not None and value != value.strip():
+    if value != value.strip():
         raise ValueError("must not begin or end with white space")
     return value
+
+
+#: A setting naming something compared as given: white space around it is refused.
+NameSetting = Annotated[str, AfterValidator(_no_white_space_around)]
 
 
 def _names_a_file(value: object) -> object:
@@ -132,8 +136,8 @@ class AuthSettings(BaseModel):
     jwks_ca_bundle: FileSetting | None = Field(
         None, description="PEM CA bundle to verify the JWKS URL's TLS (system CAs if unset)"
     )
-    audience: str | None = Field(None, description="Required `aud` of caller tokens")
-    issuer: str | None = Field(None, description="Required `iss` of caller tokens")
+    audience: NameSetting | None = Field(None, description="Required `aud` of caller tokens")
+    issuer: NameSetting | None = Field(None, description="Required `iss` of caller tokens")
     algorithms: list[AsymmetricAlgorithm] = Field(
         default_factory=_default_algorithms,
         min_length=1,
@@ -142,7 +146,7 @@ class AuthSettings(BaseModel):
     leeway_seconds: NonNegativeInt = Field(
         30, le=300, description="Clock skew tolerated on exp, nbf and iat"
     )
-    scope_claim: str = Field(
+    scope_claim: NameSetting = Field(
         "scope",
         min_length=1,
         description="Claim holding permissions: space-separated string or list",
@@ -163,11 +167,6 @@ class AuthSettings(BaseModel):
     jwks_fetch_timeout_seconds: PositiveFloat = Field(
         5.0, description="Budget of one JWKS fetch; a request waits at most this long"
     )
-
-    @field_validator("audience", "issuer", "scope_claim")
-    @classmethod
-    def _names_as_given(cls, value: str | None) -> str | None:
-        return no_white_space_around(value)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> AuthSettings:
