@@ -44,7 +44,7 @@ from signing_gateway.observability.instrument import FASTAPI_TELEMETRY_OFF, inst
 from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.observability.looplag import LoopLagMonitor
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.observability.readiness import ReadinessMonitor
+from signing_gateway.observability.readiness import Probe, ReadinessMonitor
 from signing_gateway.observability.signing_certificates import watch_signing_certificates
 from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
 from signing_gateway.resilience.policy import SignerPolicy
@@ -178,11 +178,21 @@ def _lifespan(
                 settings.trust, eu_client=eu_client, domestic_client=domestic_client
             )
             watch_signing_certificates(eu_trust, metrics, now=datetime.now(UTC))
+            audit = await open_audit_trail(
+                settings.audit,
+                metrics=metrics,
+                cancellations_answered=True,  # by DrainMiddleware, below
+            )
+            stack.push_async_callback(audit.close)  # after the prober stops (pushed below)
+            probes: dict[str, tuple[Probe, bool]] = {
+                "eu-signer": (eu_client.probe, settings.eu_signer.required),
+                "domestic-signer": (domestic_client.probe, settings.domestic_signer.required),
+            }
+            if settings.audit.file is not None:
+                # Failing closed, a file that cannot take records refuses every issuance.
+                probes["audit-file"] = (audit.probe, settings.audit.fail_closed)
             readiness = ReadinessMonitor(
-                {
-                    "eu-signer": (eu_client.probe, settings.eu_signer.required),
-                    "domestic-signer": (domestic_client.probe, settings.domestic_signer.required),
-                },
+                probes,
                 interval=settings.readiness_probe_interval_seconds,
                 timeout=settings.readiness_probe_timeout_seconds,
             )
@@ -214,12 +224,6 @@ def _lifespan(
             drain: DrainController = app.state.drain
             drain.attach(readiness)
             token_verifier = await open_token_verifier(settings.auth, stack)
-            audit = await open_audit_trail(
-                settings.audit,
-                metrics=metrics,
-                cancellations_answered=True,  # by DrainMiddleware, below
-            )
-            stack.push_async_callback(audit.close)
             readiness.add_detail("audit", audit.snapshot)
             _freeze_start_up_objects(stack)
             gc_pauses = GcPauses()

@@ -443,7 +443,7 @@ class Settings(BaseSettings):
         default_factory=LoopLagSettings, description="Event-loop lag monitor"
     )
     readiness_probe_interval_seconds: PositiveFloat = Field(
-        5.0, description="Seconds between background probes of each signer"
+        5.0, description="Seconds between background probes of each signer and the audit file"
     )
     readiness_probe_timeout_seconds: PositiveFloat = Field(
         2.0, description="Budget of one readiness probe; slower counts as down"

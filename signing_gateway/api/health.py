@@ -34,7 +34,8 @@ async def healthz() -> dict[str, str]:
     responses={
         503: {
             "description": "Not ready: a required signer is down or its breaker is open, "
-            "the required EU signer has no DSC valid now for any key usage, or draining"
+            "the required EU signer has no DSC valid now for any key usage, the audit file "
+            "cannot take records (failing closed), or draining"
         }
     },
 )

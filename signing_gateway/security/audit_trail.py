@@ -44,6 +44,14 @@ audit_logger = logging.getLogger("signing_gateway.audit")
 logger = logging.getLogger("signing_gateway.security")
 
 _TOO_MANY_PENDING = "too many audit writes pending"
+#: Free space below which the readiness probe says the audit file cannot take records: room
+#: for a hundred-odd records, so a disk about to fill is out of service before it refuses one.
+MIN_FREE_BYTES = 64 * 1024
+
+
+class AuditRecordsFailed(Exception):
+    # Named for /readyz, which shows the class of what failed a probe.
+    """The readiness probe's word for records that failed since its last look."""
 
 
 class AuditFile:
@@ -115,6 +123,20 @@ class AuditFile:
         self.close()
         self._file, self._reader, self._identity = opened
         self._torn = False  # a part a failed write left stays in the old file
+
+    def check(self) -> None:
+        """Raise OSError when a record could not be appended now (writer thread).
+
+        The path is followed as before a record (`_follow_path`), then its file system is
+        asked: read-only (EROFS) or with less than `MIN_FREE_BYTES` free to this process
+        (ENOSPC). What only a write can tell (EIO, a quota) shows as the records it fails.
+        """
+        self._follow_path()
+        space = os.fstatvfs(self._file.fileno())
+        if space.f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        if space.f_bavail * space.f_frsize < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def close(self) -> None:
         """Close the file."""
@@ -264,6 +286,9 @@ class AuditTrail:
         self._max_pending = max_pending
         self._pending = 0
         self._timed_out = 0
+        # Records not written (failed, refused or timed out), and that count at the last probe.
+        self._failures = 0
+        self._failures_probed = 0
         self._writing_since: float | None = None
         self._lock = threading.Lock()
         self._executor = (
@@ -311,6 +336,8 @@ class AuditTrail:
 
     def _failed(self, exc: BaseException, request_id: str) -> None:
         """Count and log a record of `request_id` that was not written (loop or writer thread)."""
+        with self._lock:
+            self._failures += 1
         self._metrics.audit_write_failures.inc()
         fields = {"security_event": "audit-write-failed", "error": type(exc).__name__}
         if request_id != "-":
@@ -397,6 +424,7 @@ class AuditTrail:
             if queued.done:  # finished as the timer fired; a failure was counted then
                 return queued.ok
             queued.abandoned = True
+            self._failures += 1
         self._timed_out += 1
         self._metrics.audit_write_failures.inc()
         logger.error(
@@ -443,6 +471,24 @@ class AuditTrail:
             stands = not queued.done or queued.ok
         if stands:
             self._queue_line(line, correction=True)
+
+    async def probe(self) -> None:
+        """Readiness: raise when the file cannot take records, or some failed since the last look.
+
+        The check (`AuditFile.check`) runs on the writer thread, behind the records queued
+        before it: a disk that stalls them holds it past the probe's timeout. Records that
+        failed or timed out since the previous probe make this one fail even when the check
+        passes (the disk errs, or a quota is reached), and only this one: with no records
+        coming, the next probe that passes the check says the file can take them again.
+        """
+        if self._executor is None or self._sink is None:
+            return
+        with self._lock:
+            failed = self._failures - self._failures_probed
+            self._failures_probed = self._failures
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._sink.check)
+        if failed:
+            raise AuditRecordsFailed(f"{failed} audit records not written since the last probe")
 
     def snapshot(self) -> dict[str, Any]:
         """The /readyz view: queued writes, and how long the one in progress has taken."""
