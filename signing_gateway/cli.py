@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -356,6 +357,41 @@ def _non_negative_number(text: str) -> float:
     return value
 
 
+def _listen_host(text: str) -> str:
+    """An argparse `type` for `--host`: a name or address this machine can listen on.
+
+    Looked up and bound (port 0, closed at once) as uvicorn will: an unknown name, a
+    malformed address or another machine's address would otherwise end the process only
+    once the start-up (keys fetched from the signers, up to 30 s) is over, in uvicorn's words
+    and without the setting's. Empty is every address, as asyncio reads it; an IPv6 address
+    in brackets, as a URL writes it, is taken without them (uvicorn would look the brackets up).
+
+    Raises:
+        argparse.ArgumentTypeError: nothing here can listen on `text`.
+    """
+    if not text:
+        return text
+    if text.startswith("[") and text.endswith("]") and ":" in text:
+        text = text[1:-1]
+    try:
+        found = socket.getaddrinfo(text, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:  # ValueError: a NUL in it
+        reason = getattr(exc, "strerror", None) or "not an address or a host name"
+        raise argparse.ArgumentTypeError(
+            f"must be an address of this machine or a name of one; not found ({reason.lower()})"
+        ) from None
+    for family, kind, protocol, _, address in found:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.bind(address)
+        except OSError as exc:
+            reason = (exc.strerror or type(exc).__name__).lower()
+            raise argparse.ArgumentTypeError(
+                f"must be an address of this machine or a name of one; cannot listen ({reason})"
+            ) from None
+    return text
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     """An argparse `type` accepting one of `choices`."""
 
@@ -373,7 +409,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway (settings from SIGNING_GATEWAY_*)")
     serve.add_argument(
         "--host",
-        default=FromEnvironment("SIGNING_GATEWAY_HOST", str, LOOPBACK),
+        type=_listen_host,
+        default=FromEnvironment("SIGNING_GATEWAY_HOST", _listen_host, LOOPBACK),
         help="address to listen on; 0.0.0.0 for every IPv4 address, :: for every IPv6 one "
         f"(IPv6 only) (default: SIGNING_GATEWAY_HOST, else {LOOPBACK})",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,62 @@ def test_the_exact_name_wins_over_another_case(
     monkeypatch.setenv("SIGNING_GATEWAY_PORT", "18083")
     assert cli.main(["serve", "--host", "127.0.0.1"]) == 0
     assert served["config"].port == 18083
+
+
+NOT_FOUND = "must be an address of this machine or a name of one; not found"
+CANNOT_LISTEN = "must be an address of this machine or a name of one; cannot listen"
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("no-such-host.invalid", NOT_FOUND + " (name or service not known)"),
+        (" 0.0.0.0", NOT_FOUND + " (name or service not known)"),
+        ("999.1.1.1", NOT_FOUND + " (name or service not known)"),
+        ("a" * 64 + ".example", NOT_FOUND + " (not an address or a host name)"),
+        ("192.0.2.1", CANNOT_LISTEN + " (cannot assign requested address)"),  # TEST-NET-1
+    ],
+)
+def test_a_host_nothing_here_can_listen_on_is_refused_before_the_start_up(
+    served: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    host: str,
+    problem: str,
+) -> None:
+    """In the report (variable) or as argparse's error (flag), exit 2, nothing served.
+
+    Before, uvicorn looked the host up only when it bound, after the start-up (up to 30 s of
+    fetching keys), and ended the process with exit 3 in its own words:
+    `[Errno -2] Name or service not known`, naming neither the flag nor the variable.
+    """
+    monkeypatch.setenv("SIGNING_GATEWAY_HOST", host)
+    assert cli.main(["serve", "--port", "0"]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [f"  SIGNING_GATEWAY_HOST: {problem}"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", "--host", host, "--port", "0"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument --host: {problem}")
+    assert "ran" not in served
+
+
+def _binds(address: str) -> bool:
+    try:
+        with socket.create_server((address, 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.2", "0.0.0.0", ""])  # noqa: S104
+def test_hosts_this_machine_listens_on_pass_as_given(served: dict[str, Any], host: str) -> None:
+    """Names, loopback addresses and every address ("" as asyncio reads it) reach uvicorn."""
+    assert cli.main(["serve", "--host", host, "--port", "0"]) == 0
+    assert served["config"].host == host
+
+
+@pytest.mark.skipif(not _binds("::1"), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_host_in_brackets_is_taken_without_them(served: dict[str, Any]) -> None:
+    """`[::1]`, as a URL writes it: uvicorn would look the brackets up and fail after start-up."""
+    assert cli.main(["serve", "--host", "[::1]", "--port", "0"]) == 0
+    assert served["config"].host == "::1"
