@@ -137,6 +137,19 @@ class JwksKeys:
         return prepared
 
 
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The body, refused as soon as it passes `MAX_JWKS_BYTES`.
+
+    Read whole before its size was checked, an endless body took the gateway's memory.
+    """
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_JWKS_BYTES:
+            raise JwksError("the JWKS is too large")
+    return bytes(body)
+
+
 class KeySource(Protocol):
     """Where the authenticator gets the key for a token."""
 
@@ -195,11 +208,15 @@ class RemoteJwks:
     async def _fetch(self) -> None:
         self.fetches += 1
         self._last_attempt = self._clock()
-        response = await self._http.get(self._url, timeout=self._timeout)
-        response.raise_for_status()
-        if len(response.content) > MAX_JWKS_BYTES:
-            raise JwksError("the JWKS is too large")
-        self._keys = JwksKeys.from_bytes(response.content)
+        # The whole fetch within the timeout: httpx's bounds each read, not the body, so a
+        # server sending a byte now and then held the refresh, and with it every later one.
+        async with (
+            asyncio.timeout(self._timeout),
+            self._http.stream("GET", self._url, timeout=self._timeout) as response,
+        ):
+            response.raise_for_status()
+            raw = await _read_capped(response)
+        self._keys = JwksKeys.from_bytes(raw)
 
     async def _refresh_logged(self) -> None:
         # Raises nothing but CancelledError (not an Exception): the refresher loop must outlive
@@ -207,7 +224,7 @@ class RemoteJwks:
         # keys we have are kept: a provider outage or a bad document must not lock callers out.
         try:
             await self._fetch()
-        except (httpx.HTTPError, JwksError) as exc:
+        except (httpx.HTTPError, JwksError, TimeoutError) as exc:
             logger.warning("JWKS refresh failed", extra={"error": type(exc).__name__})
         except Exception:
             logger.exception("JWKS refresh failed unexpectedly")
@@ -219,8 +236,7 @@ class RemoteJwks:
             JwksError: the fetch failed; its message says why, without the URL.
         """
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._fetch()
+            await self._fetch()
         except (httpx.HTTPError, JwksError, TimeoutError) as exc:
             why = _why(exc, self._timeout)
             raise JwksError(f"could not fetch the JWKS at start-up: {why}") from exc

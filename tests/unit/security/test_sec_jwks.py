@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -369,3 +370,88 @@ async def test_a_refetch_started_by_a_request_does_not_carry_its_context():
         finally:
             request_id_var.reset(token)
     assert seen == ["-", "-"]
+
+
+class LoopbackIdp:
+    """A JWKS endpoint on a real socket: it serves the key set, or sends without end."""
+
+    def __init__(self, issuer: LocalTokenIssuer) -> None:
+        self.document = orjson.dumps(issuer.jwks())
+        self.behaviour = "serve"
+        self.fetches = 0
+        self.sent = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.fetches += 1
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        try:
+            if self.behaviour == "serve":
+                body = self.document
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            elif self.behaviour == "trickle":  # a byte now and then, each within the timeout
+                writer.write(head + b"Content-Length: 1000000\r\n\r\n")
+                while True:
+                    writer.write(b" ")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+            else:  # "endless": as fast as the gateway reads
+                writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
+                chunk = b" " * 65536
+                while True:
+                    writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    await writer.drain()
+                    self.sent += len(chunk)
+            await writer.drain()
+        except ConnectionError:
+            pass  # the gateway gave up on this answer
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def loopback_remote(idp: LoopbackIdp, **timing: Any) -> AsyncIterator[RemoteJwks]:
+    """A started `RemoteJwks` fetching from `idp` over loopback with the gateway's client."""
+    server = await asyncio.start_server(idp.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with jwks_http_client(ca_bundle=None, timeout=timing["fetch_timeout"]) as http:
+            remote = RemoteJwks(http, f"http://127.0.0.1:{port}/jwks", **timing)
+            await remote.start()
+            try:
+                yield remote
+            finally:
+                await remote.stop()
+    finally:
+        server.close()
+
+
+async def test_a_refresh_ends_within_the_fetch_timeout_while_the_provider_trickles():
+    """A provider sending a byte now and then stalls no refresh past the fetch timeout.
+
+    httpx's timeout bounds each read, so such an answer held the refresh for ever, and with it
+    every later refresh: a rotated or withdrawn key was never seen again.
+    """
+    idp = LoopbackIdp(_issuer("old"))
+    async with loopback_remote(
+        idp, refresh_interval=0.01, min_refresh_interval=3600, fetch_timeout=0.3
+    ) as remote:
+        idp.behaviour = "trickle"
+        await until(lambda: idp.fetches >= 3)
+        idp.document = orjson.dumps(_issuer("new").jwks())
+        idp.behaviour = "serve"
+        await until(lambda: remote._keys is not None and remote._keys.has("new"))
+
+
+async def test_an_endless_jwks_is_refused_once_past_the_size_cap():
+    """A body without end is refused once past `MAX_JWKS_BYTES`, not read whole into memory."""
+    idp = LoopbackIdp(_issuer("k"))
+    async with loopback_remote(
+        idp, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=1
+    ) as remote:
+        idp.behaviour = "endless"
+        async with asyncio.timeout(4):
+            keys = await remote.keys_for("unknown")
+        assert keys.has("k")
+        assert idp.fetches == 2
+    assert idp.sent < 64 * MAX_JWKS_BYTES
