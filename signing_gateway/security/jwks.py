@@ -68,6 +68,10 @@ class JwksKeys:
     keys with invalid members: no token can name it (a token's kid must be a string), and
     refusing the whole document instead would keep the previous key set, including any key
     the provider has just withdrawn.
+
+    Several keys may share a kid (none, or one given to keys of different types, as RFC 7517
+    section 4.5 allows): all are kept, and a token gets one only when exactly one of them fits
+    its algorithm, never a guess.
     """
 
     def __init__(self, document: Mapping[str, Any]) -> None:
@@ -75,7 +79,8 @@ class JwksKeys:
         keys = document.get("keys") if isinstance(document, Mapping) else None
         if not isinstance(keys, list):
             raise JwksError("a JWKS document is an object with a `keys` list")
-        self._jwks: dict[str | None, dict[str, Any]] = {}
+        self._jwks: dict[str | None, list[dict[str, Any]]] = {}
+        self._count = 0
         for index, jwk in enumerate(keys):
             kty = jwk.get("kty") if isinstance(jwk, dict) else None
             if not isinstance(kty, str) or kty not in _ASYMMETRIC_KTY:
@@ -91,14 +96,15 @@ class JwksKeys:
                     extra={"key_index": index, "kid_type": type(kid).__name__},
                 )
                 continue
-            self._jwks[kid] = jwk
-        if not self._jwks:
+            self._jwks.setdefault(kid, []).append(jwk)
+            self._count += 1
+        if not self._count:
             raise JwksError("the JWKS holds no usable public signing key")
         self._prepared: dict[tuple[str | None, str], jwt.PyJWK] = {}
 
     def __len__(self) -> int:
         """Number of usable keys."""
-        return len(self._jwks)
+        return self._count
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> JwksKeys:
@@ -111,21 +117,27 @@ class JwksKeys:
 
     def has(self, kid: str | None) -> bool:
         """True when a token naming `kid` (None: no kid) has a key here."""
-        return kid in self._jwks or (kid is None and len(self._jwks) == 1)
+        return self._count == 1 if kid is None else kid in self._jwks
 
     def key_for(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
         """The key for `kid` bound to `algorithm`, or None when there is none or they clash.
 
         A token without kid is accepted only while the set holds exactly one key. The key's
         own `alg`, when published, must equal the token's; its type must fit the algorithm.
+        Of keys sharing the kid, exactly one may fit, or none is handed out.
         """
-        jwk = self._jwks.get(kid)
-        if jwk is None and kid is None and len(self._jwks) == 1:
-            jwk = next(iter(self._jwks.values()))
-        if jwk is None:
+        if kid is None:
+            named = [jwk for jwks in self._jwks.values() for jwk in jwks] if self.has(kid) else []
+        else:
+            named = self._jwks.get(kid, [])
+        fitting = [
+            jwk
+            for jwk in named
+            if jwk.get("alg", algorithm) == algorithm and _family(algorithm) == jwk["kty"]
+        ]
+        if len(fitting) != 1:
             return None
-        if jwk.get("alg", algorithm) != algorithm or _family(algorithm) != jwk["kty"]:
-            return None
+        (jwk,) = fitting
         cache_key = (kid, algorithm)
         prepared = self._prepared.get(cache_key)
         if prepared is None:

@@ -85,6 +85,52 @@ def test_a_token_without_kid_gets_the_only_key_and_never_a_guess_among_several()
     assert two.key_for(None, "ES256") is None
 
 
+def _without_kid(issuer: LocalTokenIssuer) -> dict[str, Any]:
+    jwk = issuer.jwks()["keys"][0]
+    del jwk["kid"]
+    return jwk
+
+
+def test_keys_without_kid_are_all_kept_and_none_is_guessed():
+    """Two keys without kid are two keys: a token without kid gets neither, not the last.
+
+    They were one entry, the later replacing the earlier: a token signed with the earlier
+    key was refused as a bad signature, one signed with the later taken though two were held.
+    """
+    keys = JwksKeys({"keys": [_without_kid(_issuer("a")), _without_kid(_issuer("b"))]})
+    assert len(keys) == 2
+    assert not keys.has(None)
+    assert keys.key_for(None, "ES256") is None
+
+
+def test_a_key_without_kid_beside_a_named_one_is_no_guess_either():
+    """A token without kid gets no key from a set of two, whether the others are named or not."""
+    keys = JwksKeys({"keys": [_issuer("a").jwks()["keys"][0], _without_kid(_issuer("b"))]})
+    assert not keys.has(None)
+    assert keys.key_for(None, "ES256") is None
+    assert keys.key_for("a", "ES256") is not None
+
+
+def test_keys_of_other_types_may_share_a_kid():
+    """An EC and an RSA key under one kid (RFC 7517 4.5) each verify their own algorithm."""
+    public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    rsa_jwk = {**RSAAlgorithm.to_jwk(public, as_dict=True), "kid": "same", "alg": "RS256"}
+    keys = JwksKeys({"keys": [rsa_jwk, _issuer("same").jwks()["keys"][0]]})
+    assert len(keys) == 2
+    assert keys.key_for("same", "RS256") is not None
+    assert keys.key_for("same", "ES256") is not None
+    assert keys.key_for("same", "PS256") is None
+
+
+def test_two_keys_fitting_one_token_under_one_kid_hand_out_neither():
+    """Two EC keys under one kid: an ES256 token could be either, so it gets neither."""
+    keys = JwksKeys(
+        {"keys": [_issuer("same").jwks()["keys"][0], _issuer("same").jwks()["keys"][0]]}
+    )
+    assert keys.has("same")
+    assert keys.key_for("same", "ES256") is None
+
+
 @pytest.mark.parametrize(
     "malformed",
     [{"kid": ["rotated"]}, {"kid": {"id": "rotated"}}, {"kid": 7}, {"kty": ["EC"]}],
