@@ -54,7 +54,9 @@ ANONYMOUS = Caller(subject="anonymous", scopes=frozenset(ALL_SCOPES), authentica
 
 def _scopes(value: object) -> frozenset[str]:
     if isinstance(value, str):
-        return frozenset(value.split())
+        # Spaces only (RFC 6749 section 3.3): `str.split()` also splits at tabs, U+001F or
+        # U+00A0, granting a scope that is only part of one the identity provider issued.
+        return frozenset(value.split(" ")) - {""}
     if isinstance(value, list):
         return frozenset(s for s in value if isinstance(s, str))
     return frozenset()

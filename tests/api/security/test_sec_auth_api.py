@@ -311,6 +311,22 @@ async def test_scope_claim_may_be_a_list(secured, mocked: MockedSigners, token_i
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize("separator", ["\t", "\n", "\x1f", "\x85", "\u00a0", "\u2003"], ids=repr)
+async def test_scopes_are_separated_by_spaces_only(
+    secured, mocked: MockedSigners, token_issuer, separator
+):
+    """A scope string is split at spaces (RFC 6749 3.3), not at any other white space.
+
+    Split as Python splits white space, `x<U+00A0>keys:read`, one scope to the identity
+    provider, granted `keys:read`.
+    """
+    spaced = await secured.get("/v1/keys", headers=bearer(token_issuer.mint(scope="x  keys:read ")))
+    assert spaced.status_code == 200, spaced.text
+    token = token_issuer.mint(scope=f"x{separator}keys:read")
+    response = await secured.get("/v1/keys", headers=bearer(token))
+    assert_problem(response, 403, "forbidden")
+
+
 def test_jwt_mode_needs_keys_audience_and_issuer():
     """Settings refuse auth.mode=jwt without a JWKS, audience and issuer (serve will not start)."""
     with pytest.raises(ValidationError, match="caller authentication is not configured"):
