@@ -49,6 +49,15 @@ def _family(algorithm: str) -> str | None:
     return _ALGORITHM_FAMILY.get(algorithm[:2])
 
 
+def _verifies(key_ops: object) -> bool:
+    """Whether a JWK's `key_ops` (RFC 7517 section 4.3) lets it verify signatures.
+
+    A key published for other operations only (`encrypt`, `wrapKey`) is another party's
+    key, as one whose `use` is `enc` is: whoever holds its private half must mint no tokens.
+    """
+    return isinstance(key_ops, list) and "verify" in key_ops
+
+
 def _why(exc: Exception, timeout: float) -> str:
     """What went wrong with a JWKS fetch, in words an operator can act on."""
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
@@ -87,7 +96,7 @@ class JwksKeys:
                 continue  # "oct" (HMAC) keys would let their holder mint tokens: never used
             if "d" in jwk:
                 raise JwksError("the JWKS holds a private key; publish only public keys")
-            if jwk.get("use", "sig") != "sig":
+            if jwk.get("use", "sig") != "sig" or not _verifies(jwk.get("key_ops", ["verify"])):
                 continue
             kid = jwk.get("kid")
             if kid is not None and not isinstance(kid, str):

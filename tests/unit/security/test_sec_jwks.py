@@ -75,6 +75,19 @@ def test_keys_published_for_encryption_are_never_used():
         JwksKeys({"keys": [encryption]})
 
 
+@pytest.mark.parametrize("key_ops", [["encrypt"], ["wrapKey", "unwrapKey"], [], "verify"])
+def test_keys_published_for_other_operations_are_never_used(key_ops: object):
+    """A key whose `key_ops` lacks `verify` verifies no token, as one whose `use` is `enc`."""
+    signing = _issuer("sig").jwks()["keys"][0]
+    other = {**_issuer("other").jwks()["keys"][0], "key_ops": key_ops}
+    del other["use"]
+    keys = JwksKeys({"keys": [signing, other]})
+    assert keys.key_for("other", "ES256") is None
+    assert JwksKeys({"keys": [{**other, "key_ops": ["verify"]}]}).key_for("other", "ES256")
+    with pytest.raises(JwksError, match="no usable"):
+        JwksKeys({"keys": [other]})
+
+
 def test_a_token_without_kid_gets_the_only_key_and_never_a_guess_among_several():
     """Without a kid, a one-key set hands out that key; a set of two hands out neither."""
     one = JwksKeys(_issuer("a").jwks())
