@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -81,14 +82,17 @@ class _Verified:
     """A token that passed every check: its caller, and what must be checked again on each use.
 
     `not_before` and `expires` are the token's iat/nbf and exp as PyJWT compares them (`int()`
-    of the claim). `keys` is the key set the signature was checked with: the token is accepted
-    from the cache only while the key source returns that very object.
+    of the claim). `keys` refers to the key set the signature was checked with: the token is
+    accepted from the cache only while the key source returns that very object. Weakly: a
+    remembered token keeps no replaced key set alive (a JWKS URL's is replaced every refresh,
+    and up to `token_cache_size` of them, each up to a 256 KiB document, would stay in memory
+    for tokens that are never used again).
     """
 
     caller: Caller
     algorithm: str
     kid: str | None
-    keys: JwksKeys
+    keys: weakref.ref[JwksKeys]
     not_before: int | None
     expires: int
 
@@ -102,7 +106,9 @@ def _verified(
 ) -> _Verified:
     # PyJWT accepted these claims, so int() of each present one succeeds (see _check_times).
     starts = [int(claims[name]) for name in ("iat", "nbf") if name in claims]
-    return _Verified(caller, algorithm, kid, keys, max(starts, default=None), int(claims["exp"]))
+    return _Verified(
+        caller, algorithm, kid, weakref.ref(keys), max(starts, default=None), int(claims["exp"])
+    )
 
 
 class TokenVerifier:
@@ -148,7 +154,7 @@ class TokenVerifier:
             self._check_times(token, known)
             algorithm, kid = known.algorithm, known.kid
             keys = await self._key_set(kid)
-            if keys is known.keys:
+            if keys is known.keys():
                 if token in self._cache:  # another request may have dropped it meanwhile
                     self._cache.move_to_end(token)
                 return known.caller

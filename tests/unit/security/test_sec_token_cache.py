@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -194,6 +196,23 @@ async def test_rotated_key_set_stops_cached_tokens(
     assert spy.calls == calls + 1
     assert await _reason(verifier, token) == "accepted"
     assert spy.calls == calls + 1
+
+
+async def test_a_remembered_token_keeps_no_replaced_key_set_alive(
+    issuer: LocalTokenIssuer, source: SwappableKeys
+):
+    """Once the source holds another key set, the remembered tokens do not keep the old one.
+
+    Each remembered token held the key set it was checked with: a JWKS URL's set is replaced
+    at every refresh, so tokens never used again kept up to `token_cache_size` old sets alive.
+    """
+    verifier = TokenVerifier(_settings(), source)
+    await verifier.verify(issuer.mint())
+    replaced = weakref.ref(source.keys)
+    source.keys = JwksKeys(issuer.jwks())
+    gc.collect()
+    assert replaced() is None
+    assert verifier.cached_tokens == 1
 
 
 async def test_refusals_are_not_cached(
