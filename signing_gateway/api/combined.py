@@ -29,6 +29,7 @@ from signing_gateway.api.schemas import (
 )
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.errors import SignerUnavailable
 from signing_gateway.issuance.commitment import decode_commitment
 from signing_gateway.issuance.deadline import all_or_nothing
 from signing_gateway.issuance.domestic import DomesticIssuer, IssuedStaticProof, encode_message
@@ -50,15 +51,24 @@ router = APIRouter(
 
 def _prepare_all(
     issuer: EuIssuer, requests: Sequence[tuple[tuple[str | int, ...], EuRequest]]
-) -> tuple[list[PreparedEuRequest], list[FieldError]]:
+) -> tuple[list[PreparedEuRequest], list[FieldError], SignerUnavailable | None]:
+    """Prepare every EU part: the prepared ones, the errors of all, the first without a DSC.
+
+    A part whose key usage has no DSC valid now does not stop the others being checked: the
+    caller can fix their errors and cannot fix that, so a request with both is answered 422,
+    not with a 503 whose `Retry-After` would only lead to the 422.
+    """
     prepared: list[PreparedEuRequest] = []
     errors: list[FieldError] = []
+    unavailable: SignerUnavailable | None = None
     for loc, request in requests:
         try:
             prepared.append(issuer.prepare(request, loc=loc))
         except DomainValidationError as exc:
             errors.extend(exc.errors)
-    return prepared, errors
+        except SignerUnavailable as exc:
+            unavailable = unavailable or exc
+    return prepared, errors, unavailable
 
 
 @router.post(
@@ -93,9 +103,11 @@ async def print_proof(
             [] if body.domestic is None else domestic.check_one(body.domestic, loc=("domestic",))
         )
         eu_parts = [] if body.european is None else [(("european",), body.european)]
-        prepared, eu_errors = _prepare_all(eu, eu_parts)
+        prepared, eu_errors, unavailable = _prepare_all(eu, eu_parts)
         if errors or eu_errors:
             raise DomainValidationError(errors + eu_errors)
+        if unavailable is not None:
+            raise unavailable
 
         calls: dict[str, Callable[[], Awaitable[Any]]] = {}
         if body.domestic is not None:
@@ -140,7 +152,7 @@ async def _issue_credentials(
 ) -> list[Any]:
     """Validate everything, take the session, sign concurrently; domestic result first."""
     errors = domestic.check_many(body.domestic, loc=("domestic",))
-    prepared, eu_errors = _prepare_all(
+    prepared, eu_errors, unavailable = _prepare_all(
         eu, [(("european", i), request) for i, request in enumerate(body.european)]
     )
     errors.extend(eu_errors)
@@ -156,6 +168,8 @@ async def _issue_credentials(
             errors.extend(exc.errors)
     if errors:
         raise DomainValidationError(errors)
+    if unavailable is not None:
+        raise unavailable
 
     calls: dict[str, Callable[[], Awaitable[Any]]] = {}
     async with AsyncExitStack() as session_scope:

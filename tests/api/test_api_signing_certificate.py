@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import respx
 
 from signing_gateway.settings import SignerSettings
 from tests.api.assertions import assert_problem, error_locs
-from tests.api.bodies import eu_recovery, eu_test, eu_vaccination
+from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
 from tests.api.observability.scrape import scrape
 from tests.api.readiness import readyz_when_probed
-from tests.api.signer_mocks import mock_signers
+from tests.api.signer_mocks import MockedSigners, mock_signers
 from tests.support.credentials import Dsc, b64, make_dsc
 from tests.support.gateway import EU_SIGNER_URL, SignerKeys, make_settings, running_gateway
 
@@ -116,6 +118,18 @@ async def test_a_key_usage_without_any_dsc_advises_five_minutes(
     assert response.headers["retry-after"] == "300"
 
 
+async def _post_with_an_expired_vaccination_dsc(
+    tmp_path: Path, test_keys: SignerKeys, signers: respx.MockRouter, path: str, body: Any
+) -> tuple[httpx.Response, MockedSigners]:
+    """`body` posted to `path` of a gateway whose vaccination DSC has expired; and its signers."""
+    now = datetime.now(UTC)
+    expired = make_dsc(["vaccination"], not_before=now - 800 * DAY, not_after=now - DAY)
+    keys = keys_with_vaccination(tmp_path, test_keys, expired)
+    mocked = mock_signers(signers, keys)
+    async with running_gateway(make_settings(keys)) as gateway:
+        return await gateway.post(path, json=body), mocked
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -130,15 +144,55 @@ async def test_expired_dsc_names_the_part_and_reaches_no_signer(
 ):
     """An EU part whose DSC has expired: 503 naming that part, as signer failures do; no call."""
     path, body, part = case
-    now = datetime.now(UTC)
-    expired = make_dsc(["vaccination"], not_before=now - 800 * DAY, not_after=now - DAY)
-    keys = keys_with_vaccination(tmp_path, test_keys, expired)
-    mocked = mock_signers(signers, keys)
-    async with running_gateway(make_settings(keys)) as gateway:
-        response = await gateway.post(path, json=body)
+    response, mocked = await _post_with_an_expired_vaccination_dsc(
+        tmp_path, test_keys, signers, path, body
+    )
     problem = assert_problem(response, 503, "signer-unavailable")
     assert "has expired" in problem["detail"]
     assert problem["part"] == part
+    assert mocked.signing_calls() == 0
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (
+            "/v1/print",
+            {"domestic": domestic_attributes(validForHours="99999"), "european": eu_vaccination()},
+            [["body", "domestic", "validForHours"]],
+        ),
+        (
+            "/v1/credentials",
+            {"european": [eu_vaccination(), eu_test(expirationTime="2001-01-01T00:00:00Z")]},
+            [["body", "european", 1, "expirationTime"]],
+        ),
+        (
+            "/v1/credentials",
+            {
+                "stoken": "0" * 36,
+                "issueCommitmentMessage": "not base64!",
+                "domestic": [domestic_attributes()],
+                "european": [eu_vaccination()],
+            },
+            [["body", "issueCommitmentMessage"]],
+        ),
+    ],
+    ids=["print-domestic", "credentials-european", "credentials-commitment"],
+)
+async def test_an_invalid_part_is_422_though_another_has_no_valid_dsc(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter, case
+):
+    """Pin that a part the caller must fix is answered 422, before another part's DSC 503.
+
+    Before, the first EU part without a valid DSC answered 503 with a `Retry-After` of up to
+    five minutes, and the retry it advised met the 422 the caller could have had at once.
+    """
+    path, body, locs = case
+    response, mocked = await _post_with_an_expired_vaccination_dsc(
+        tmp_path, test_keys, signers, path, body
+    )
+    problem = assert_problem(response, 422, "validation-failed")
+    assert error_locs(problem) == locs
     assert mocked.signing_calls() == 0
 
 
