@@ -168,8 +168,6 @@ async def _issue_credentials(
             errors.extend(exc.errors)
     if errors:
         raise DomainValidationError(errors)
-    if unavailable is not None:
-        raise unavailable
 
     calls: dict[str, Callable[[], Awaitable[Any]]] = {}
     async with AsyncExitStack() as session_scope:
@@ -185,6 +183,11 @@ async def _issue_credentials(
                 part="domestic",
                 headers=headers,
             )
+        if unavailable is not None:
+            # An EU part without a DSC fails the request before any call. Raised with the
+            # session held, so that the answer says whether to retry with it: not when its
+            # Retry-After ends after the session does.
+            raise unavailable
         for i, p in enumerate(prepared):
             part = f"european[{i}]"
             calls[part] = partial(eu.issue, p, part=part, headers=headers)

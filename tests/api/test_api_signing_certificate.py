@@ -11,12 +11,13 @@ import httpx
 import pytest
 import respx
 
+from signing_gateway.issuance.session import SESSION_EXPIRES_FIRST, SESSION_KEPT
 from signing_gateway.settings import SignerSettings
 from tests.api.assertions import assert_problem, error_locs
 from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
 from tests.api.observability.scrape import scrape
 from tests.api.readiness import readyz_when_probed
-from tests.api.signer_mocks import MockedSigners, mock_signers
+from tests.api.signer_mocks import MockedSigners, commitment, mock_signers
 from tests.support.credentials import Dsc, b64, make_dsc
 from tests.support.gateway import EU_SIGNER_URL, SignerKeys, make_settings, running_gateway
 
@@ -194,6 +195,41 @@ async def test_an_invalid_part_is_422_though_another_has_no_valid_dsc(
     problem = assert_problem(response, 422, "validation-failed")
     assert error_locs(problem) == locs
     assert mocked.signing_calls() == 0
+
+
+@pytest.mark.parametrize(
+    ("window", "advice"),
+    [((-800 * DAY, -DAY), SESSION_EXPIRES_FIRST), ((10 * SECOND, 700 * DAY), SESSION_KEPT)],
+    ids=["expired", "valid-in-10-s"],
+)
+async def test_credentials_without_a_valid_dsc_say_what_becomes_of_the_session(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter, window, advice
+):
+    """Pin that the 503 of an EU part without a DSC says whether the stoken can wait for it.
+
+    The session is not used, and a domestic-only retry issues with it. Before, the 503 said
+    nothing of the session, and a caller waiting out its Retry-After (five minutes for an
+    expired DSC) with the stoken then met a 401: the session lives 60 s.
+    """
+    now = datetime.now(UTC)
+    starts, ends = window
+    dsc = make_dsc(["vaccination"], not_before=now + starts, not_after=now + ends)
+    keys = keys_with_vaccination(tmp_path, test_keys, dsc)
+    mocked = mock_signers(signers, keys)
+    async with running_gateway(make_settings(keys)) as gateway:
+        stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
+        body = {
+            "stoken": stoken,
+            "issueCommitmentMessage": commitment(),
+            "domestic": [domestic_attributes()],
+            "european": [eu_vaccination()],
+        }
+        response = await gateway.post("/v1/credentials", json=body)
+        retry = await gateway.post("/v1/credentials", json={**body, "european": []})
+    problem = assert_problem(response, 503, "signer-unavailable")
+    assert (problem["part"], problem["detail"].endswith(advice)) == ("european[0]", True)
+    assert retry.status_code == 200, retry.text
+    assert (mocked.issue.call_count, mocked.get_credential.call_count) == (1, 0)
 
 
 @pytest.fixture
