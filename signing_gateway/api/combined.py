@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 
@@ -39,6 +40,8 @@ from signing_gateway.security.audit import AuditDep
 from signing_gateway.security.auth import ScopeCheckDep, authenticated_caller
 from signing_gateway.security.settings import SCOPE_DCC_SIGN, SCOPE_DOMESTIC_SIGN
 from signing_gateway.settings import Settings
+
+T = TypeVar("T")
 
 # Which scopes a request needs depends on the parts it holds: each route checks them itself.
 router = APIRouter(
@@ -188,14 +191,25 @@ async def _issue_credentials(
             # session held, so that the answer says whether to retry with it: not when its
             # Retry-After ends after the session does.
             raise unavailable
+        # At most as many EU parts at the signer at once as its bulkhead lets in: the others
+        # wait here for a sibling to finish, not in the bulkhead's queue, whose wait (0.5 s by
+        # default) is shorter than a signing. There a request with more EU parts than slots
+        # was refused "at capacity" by its own parts, however idle the signer.
+        lanes = asyncio.Semaphore(eu.signer_policy.settings.max_in_flight)
         for i, p in enumerate(prepared):
             part = f"european[{i}]"
-            calls[part] = partial(eu.issue, p, part=part, headers=headers)
+            calls[part] = partial(_in_lane, lanes, partial(eu.issue, p, part=part, headers=headers))
         # The EU parts first: one refused at once fails before /issue is sent, and the
         # session goes back to the store.
         return await all_or_nothing(
             calls, seconds=settings.request_deadline_seconds, held_back=("domestic",)
         )
+
+
+async def _in_lane(lanes: asyncio.Semaphore, call: Callable[[], Awaitable[T]]) -> T:
+    """`call`'s result, started once one of `lanes` is free and holding it until it ends."""
+    async with lanes:
+        return await call()
 
 
 @router.post(

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 from signing_gateway.domain.dcc import EuRequest
+from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
 from tests.api.signer_mocks import (
@@ -21,7 +22,7 @@ from tests.api.signer_mocks import (
     decode_b64_json,
     eu_signing,
 )
-from tests.support.gateway import SignerKeys, make_settings, running_gateway
+from tests.support.gateway import EU_SIGNER_URL, SignerKeys, make_settings, running_gateway
 
 
 async def test_caller_request_id_reaches_signer(gateway, mocked: MockedSigners):
@@ -171,6 +172,37 @@ async def test_credentials_failure_names_part_and_cancels_others(
     assert slow_eu.started == 2
     assert (slow_eu.finished, slow_domestic.finished) == (0, 0)
     assert (slow_eu.cancelled, slow_domestic.cancelled) == (2, 1)
+
+
+async def test_credentials_with_more_eu_parts_than_signer_slots_are_issued(
+    test_keys: SignerKeys, mocked: MockedSigners
+):
+    """Pin that a request's EU parts beyond the signer's slots wait for their siblings' turn.
+
+    Before, they waited in the bulkhead's queue, for `max_wait_seconds` at most: less than a
+    signing, so such a request was refused 503 "at capacity" by its own parts, on an idle
+    signer, however often it was retried.
+    """
+    sign = eu_signing(test_keys)
+    in_flight = [0, 0]  # now, at most
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        await asyncio.sleep(0.3)
+        in_flight[0] -= 1
+        return sign(request)
+
+    mocked.get_credential.mock(side_effect=answer)
+    slots = ResilienceSettings(max_in_flight=2, max_wait_seconds=0.1)
+    eu = SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True, resilience=slots)
+    body = {"european": [eu_vaccination(), eu_test(), eu_recovery()]}
+    async with running_gateway(make_settings(test_keys, eu_signer=eu)) as gateway:
+        response = await gateway.post("/v1/credentials", json=body)
+    assert response.status_code == 200, response.text
+    usages = [c["keyUsage"] for c in response.json()["euGreencards"]]
+    assert usages == ["vaccination", "test", "recovery"]
+    assert (mocked.get_credential.call_count, in_flight[1]) == (3, 2)
 
 
 async def test_print_failure_names_domestic_part(gateway, mocked: MockedSigners):
