@@ -33,6 +33,7 @@ __all__ = [
     "DCC_ALTERNATIVE_EKU_OIDS",
     "DCC_EKU_OIDS",
     "KEY_USAGES",
+    "MIN_RSA_KEY_BITS",
     "DomesticKey",
     "DomesticTrustStore",
     "DscCertificate",
@@ -71,6 +72,9 @@ _USAGE_BY_OID = {
 
 _KID_LENGTH = 8
 _ED25519_KEY_LENGTH = 32
+#: The shortest RSA modulus a PS256 DSC may have (eu-dcc-hcert-spec: RSASSA-PSS, 2048 bits
+#: and more): a shorter key could be factored, and anything signed with it forged.
+MIN_RSA_KEY_BITS = 2048
 
 
 def _b64(data: bytes) -> str:
@@ -137,7 +141,7 @@ class DscCertificate:
 
     @classmethod
     def from_der(cls, der: bytes) -> DscCertificate:
-        """Parse a DER certificate; TrustConfigError unless it holds an EC P-256 or RSA key."""
+        """Parse a DER certificate; TrustConfigError unless its key is EC P-256 or RSA-2048+."""
         try:
             certificate = x509.load_der_x509_certificate(der)
             key = certificate.public_key()
@@ -149,6 +153,10 @@ class DscCertificate:
                 raise TrustConfigError(f"DSC EC key on {key.curve.name}, ES256 needs P-256")
             alg = "ES256"
         elif isinstance(key, rsa.RSAPublicKey):
+            if key.key_size < MIN_RSA_KEY_BITS:
+                raise TrustConfigError(
+                    f"DSC RSA key of {key.key_size} bits, PS256 needs at least {MIN_RSA_KEY_BITS}"
+                )
             alg = "PS256"
         else:
             raise TrustConfigError(f"DSC key type {type(key).__name__} is not usable for DCCs")

@@ -120,6 +120,7 @@ def make_dsc(
     key_usages: list[str] | None = None,
     *,
     rsa_key: bool = False,
+    rsa_bits: int = 2048,
     curve: ec.EllipticCurve | None = None,
     issuer: Csca | None = None,
     not_before: datetime | None = None,
@@ -132,7 +133,7 @@ def make_dsc(
     ``countries`` are the countryName attributes of its subject, in order (none, one or more).
     """
     key: SigningKey = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
         if rsa_key
         else ec.generate_private_key(curve or ec.SECP256R1())
     )

@@ -110,6 +110,20 @@ def test_non_p256_curve_is_refused():
         DscCertificate.from_der(make_dsc(["test"], curve=ec.SECP384R1()).der)
 
 
+def test_rsa_key_shorter_than_2048_bits_is_refused():
+    """Pin that a PS256 DSC with an RSA key under 2048 bits is refused, one of 2048 loads."""
+    with pytest.raises(TrustConfigError, match="1024 bits"):
+        DscCertificate.from_der(make_dsc(["test"], rsa_key=True, rsa_bits=1024).der)
+    assert DscCertificate.from_der(make_dsc(["test"], rsa_key=True, rsa_bits=2048).der)
+
+
+def test_keys_json_rsa_key_shorter_than_2048_bits_is_refused():
+    """Pin that a signer's /keys cannot have the gateway trust a short RSA DSC either."""
+    entry = make_dsc(["test"], rsa_key=True, rsa_bits=1024).keys_entry(["test"])
+    with pytest.raises(TrustConfigError):
+        EuTrustStore.from_keys_json([entry])
+
+
 @pytest.mark.parametrize(
     ("countries", "expected"), [(["BE"], "BE"), ([], None), (["NL", "NL"], "NL")]
 )
