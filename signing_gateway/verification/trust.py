@@ -301,21 +301,26 @@ class EuTrustStore:
     def from_keys_json(cls, eu: object, csca: object = ()) -> EuTrustStore:
         """Build from the ``eu`` and ``csca`` lists of a fake signer's ``GET /keys``.
 
-        Each entry's kid, alg and key usages must agree with its certificate.
+        Each entry's kid, alg and key usages must agree with its certificate, and no
+        certificate may have two entries: they could state different key usages. An empty
+        ``csca`` checks no chain: the CSCAs come from the same signer as the DSCs, so the
+        check keeps the document consistent and adds no trust (docs/security.md).
 
         Raises:
-            TrustConfigError: an entry is malformed or disagrees with its certificate.
+            TrustConfigError: an entry is malformed, disagrees with its certificate or repeats
+                another's kid.
         """
         if not isinstance(eu, list) or not isinstance(csca, list | tuple):
             raise TrustConfigError("eu and csca must be lists")
         anchors = [_load_csca(_unb64(c, "csca")) for c in csca]
-        certificates = []
+        certificates: dict[bytes, DscCertificate] = {}
         for entry in eu:
             if not isinstance(entry, dict):
                 raise TrustConfigError("eu entries must be objects")
             dsc = DscCertificate.from_der(_unb64(entry.get("certificate"), "certificate"))
             if _unb64(entry.get("kid"), "kid") != dsc.kid:
                 raise TrustConfigError(f"kid does not match certificate {dsc.kid_b64}")
+            _refuse_repeated_kid(certificates, dsc.kid)
             if entry.get("alg") != dsc.alg:
                 raise TrustConfigError(f"alg does not match certificate {dsc.kid_b64}")
             usages = entry.get("keyUsage")
@@ -328,8 +333,17 @@ class EuTrustStore:
             ):
                 raise TrustConfigError(f"keyUsage not allowed by certificate {dsc.kid_b64}")
             # The signer's stated usages narrow what the certificate allows, never widen it.
-            certificates.append(dataclasses.replace(dsc, key_usages=frozenset(usages)))
-        return cls(certificates, cscas=anchors)
+            certificates[dsc.kid] = dataclasses.replace(dsc, key_usages=frozenset(usages))
+        return cls(certificates.values(), cscas=anchors)
+
+
+def _refuse_repeated_kid(seen: Mapping[bytes, object], kid: bytes) -> None:
+    """TrustConfigError when a ``/keys`` list already holds an entry with ``kid``.
+
+    The store keeps one key per kid: a second entry would silently replace the first.
+    """
+    if kid in seen:
+        raise TrustConfigError(f"kid {_b64(kid)} is listed more than once")
 
 
 def _load_csca(der: bytes) -> x509.Certificate:
@@ -419,19 +433,21 @@ class DomesticTrustStore:
         """Build from the ``domestic`` list of a fake signer's ``GET /keys``.
 
         Raises:
-            TrustConfigError: an entry is malformed or its kid does not match its key.
+            TrustConfigError: an entry is malformed, its kid does not match its key, or it
+                repeats another's kid.
         """
         if not isinstance(domestic, list):
             raise TrustConfigError("domestic must be a list")
-        keys = []
+        keys: dict[bytes, DomesticKey] = {}
         for entry in domestic:
             if not isinstance(entry, dict) or entry.get("alg") != "Ed25519":
                 raise TrustConfigError("domestic entries must be Ed25519 key objects")
             key = DomesticKey.from_raw(_unb64(entry.get("publicKey"), "publicKey"))
             if _unb64(entry.get("kid"), "kid") != key.kid:
                 raise TrustConfigError(f"kid does not match key {key.kid_b64}")
-            keys.append(key)
-        return cls(keys)
+            _refuse_repeated_kid(keys, key.kid)
+            keys[key.kid] = key
+        return cls(keys.values())
 
 
 @dataclass(frozen=True)

@@ -322,6 +322,24 @@ def test_keys_json_entry_disagreeing_with_certificate_is_refused(field, value):
         EuTrustStore.from_keys_json([entry])
 
 
+def test_keys_json_listing_a_dsc_twice_is_refused():
+    """Pin that two eu entries of one certificate are refused, not the last one kept.
+
+    They may state different key usages; the store holds one entry per kid.
+    """
+    dsc = make_dsc(None)
+    entries = [dsc.keys_entry(["test"]), dsc.keys_entry(["vaccination", "test", "recovery"])]
+    with pytest.raises(TrustConfigError, match="more than once"):
+        EuTrustStore.from_keys_json(entries)
+
+
+def test_keys_json_listing_a_domestic_key_twice_is_refused():
+    """Pin that a domestic kid listed twice is refused, as an eu one is."""
+    entry = make_domestic_signer().keys_entry()
+    with pytest.raises(TrustConfigError, match="more than once"):
+        DomesticTrustStore.from_keys_json([entry, dict(entry)])
+
+
 def test_domestic_key_from_raw_pem_and_json():
     """Domestic keys load from raw bytes, PEM files and /keys entries with the same kid."""
     signer = make_domestic_signer()
