@@ -169,6 +169,7 @@ class DomesticIssuer:
                 items,
                 trust=self._trust,
                 issuer_nonce=str(prepare_issue_message.get("issuerNonce", "")),
+                issuer_pk_id=str(prepare_issue_message.get("issuerPkId", "")),
                 expected_attributes=wires,
             )
         except CredentialVerificationError as exc:

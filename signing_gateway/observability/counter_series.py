@@ -47,7 +47,7 @@ _SIGNERS = {
 
 
 def start_event_counters(metrics: GatewayMetrics) -> None:
-    """Create every series of the event counters at 0 (65 series)."""
+    """Create every series of the event counters at 0 (66 series)."""
     for signer, (endpoints, failures) in _SIGNERS.items():
         metrics.signer_shed.labels(signer)
         metrics.signer_retry_budget_exhausted.labels(signer)

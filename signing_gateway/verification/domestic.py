@@ -9,9 +9,11 @@ per message kind:
   ``b"NL2-issue\\x00" + canonical CBOR([issuer_nonce, attributes])``.
 
 The gateway checks that each signature verifies with a trusted key and covers exactly the
-attributes it asked for (and, for issuance, the session's nonce). A static QR's body must be
-exactly one CBOR item (``verification.cbor``): nothing may ride along after it. Likewise an
-issuance signature message holds exactly ``kid``, ``issuerNonce`` and ``signature``.
+attributes it asked for (and, for issuance, the session's nonce, and that the key is the one
+the session named: its ``issuerPkId``, which the simulation gives as the base64 kid). A static
+QR's body must be exactly one CBOR item (``verification.cbor``): nothing may ride along after
+it. Likewise an issuance signature message holds exactly ``kid``, ``issuerNonce`` and
+``signature``.
 """
 
 from __future__ import annotations
@@ -102,8 +104,8 @@ def verify_static_qr(
         raise _fail("proof-identifier-mismatch")
 
 
-def _signature_message(item: object) -> tuple[bytes, str, bytes, Any]:
-    """Pull (kid, nonce, signature, attributes) out of one issue item; ``decode-failed``."""
+def _signature_message(item: object) -> tuple[str, bytes, str, bytes, Any]:
+    """Pull (kid text, kid, nonce, signature, attributes) out of one issue item."""
     message = item.get("issueSignatureMessage") if isinstance(item, dict) else None
     if not isinstance(item, dict) or not isinstance(message, dict):
         raise _fail("decode-failed", "item must carry an issueSignatureMessage object")
@@ -122,7 +124,7 @@ def _signature_message(item: object) -> tuple[bytes, str, bytes, Any]:
         signature = base64.b64decode(signature_text, validate=True)
     except ValueError as exc:  # binascii.Error, or plain ValueError for non-ASCII text
         raise _fail("decode-failed", "kid and signature must be base64") from exc
-    return kid, nonce, signature, item.get("attributes")
+    return kid_text, kid, nonce, signature, item.get("attributes")
 
 
 def verify_issue_signatures(
@@ -130,18 +132,24 @@ def verify_issue_signatures(
     *,
     trust: DomesticTrustStore,
     issuer_nonce: str,
+    issuer_pk_id: str,
     expected_attributes: Sequence[Mapping[str, str]],
 ) -> None:
     """Check every signature of an issue answer, in order, against what was asked.
 
+    ``issuer_nonce`` and ``issuer_pk_id`` are the session's, from its prepare-issue message:
+    the app built its commitment for that key, and the signer is handed the message back, so
+    a credential signed with any other key, trusted or not, is not the session's.
+
     Raises:
         CredentialVerificationError: ``count-mismatch``, ``decode-failed``,
-            ``nonce-mismatch``, ``payload-mismatch``, ``unknown-kid`` or ``bad-signature``.
+            ``nonce-mismatch``, ``payload-mismatch``, ``unknown-kid``, ``bad-signature`` or
+            ``kid-mismatch``.
     """
     if len(items) != len(expected_attributes):
         raise _fail("count-mismatch", f"{len(items)} != {len(expected_attributes)}")
     for item, expected in zip(items, expected_attributes, strict=True):
-        kid, nonce, signature, attributes = _signature_message(item)
+        kid_text, kid, nonce, signature, attributes = _signature_message(item)
         if nonce != issuer_nonce:
             raise _fail("nonce-mismatch")
         if not isinstance(attributes, dict) or not all(
@@ -152,3 +160,5 @@ def verify_issue_signatures(
             raise _fail("payload-mismatch")
         signed = cbor2.dumps([issuer_nonce, dict(expected)], canonical=True)
         _verify(trust, kid, signature, _ISSUE_CONTEXT + signed)
+        if kid_text != issuer_pk_id:
+            raise _fail("kid-mismatch", "signed with another key than the session's issuerPkId")

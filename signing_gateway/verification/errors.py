@@ -40,6 +40,7 @@ DomesticVerificationFailure = Literal[
     "proof-identifier-mismatch",
     "count-mismatch",
     "nonce-mismatch",
+    "kid-mismatch",
 ]
 VerificationFailure = EuVerificationFailure | DomesticVerificationFailure
 

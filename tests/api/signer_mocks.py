@@ -49,13 +49,18 @@ def eu_signing(keys: SignerKeys, **defects: Any) -> Handler:
     return sign
 
 
-def prepare_issue_answer(request: httpx.Request) -> httpx.Response:
-    """The domestic signer's prepare_issue message for the requested amount."""
-    amount = orjson.loads(request.content)["credentialAmount"]
-    return httpx.Response(
-        200,
-        json={"issuerPkId": "a2lkLWRvbQ==", "issuerNonce": NONCE, "credentialAmount": amount},
-    )
+def prepare_issuing(keys: SignerKeys) -> Handler:
+    """Open a session as the domestic signer does: its key's kid, a nonce, the amount asked."""
+    issuer_pk_id = base64.b64encode(keys.domestic.kid).decode()
+
+    def prepare_issue(request: httpx.Request) -> httpx.Response:
+        amount = orjson.loads(request.content)["credentialAmount"]
+        return httpx.Response(
+            200,
+            json={"issuerPkId": issuer_pk_id, "issuerNonce": NONCE, "credentialAmount": amount},
+        )
+
+    return prepare_issue
 
 
 def domestic_issuing(keys: SignerKeys) -> Handler:
@@ -128,7 +133,7 @@ def mock_signers(router: respx.MockRouter, keys: SignerKeys) -> MockedSigners:
     return MockedSigners(
         router,
         router.post(f"{EU_SIGNER_URL}/get_credential").mock(side_effect=eu_signing(keys)),
-        router.post(f"{DOMESTIC_SIGNER_URL}/prepare_issue").mock(side_effect=prepare_issue_answer),
+        router.post(f"{DOMESTIC_SIGNER_URL}/prepare_issue").mock(side_effect=prepare_issuing(keys)),
         router.post(f"{DOMESTIC_SIGNER_URL}/issue").mock(side_effect=domestic_issuing(keys)),
         router.post(f"{DOMESTIC_SIGNER_URL}/issue_static").mock(side_effect=domestic_static(keys)),
     )

@@ -29,7 +29,7 @@ from tests.api.signer_mocks import (
     MockedSigners,
     commitment,
     decode_b64_json,
-    prepare_issue_answer,
+    prepare_issuing,
 )
 from tests.support.credentials import b64
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
@@ -145,10 +145,12 @@ async def test_expired_stoken(test_keys: SignerKeys, mocked: MockedSigners):
     """An stoken older than its TTL gives 401 and no signer call."""
     settings = make_settings(test_keys, domestic=DomesticPolicySettings(stoken_ttl_seconds=1))
 
+    answer = prepare_issuing(test_keys)
+
     async def slow_prepare_issue(request: httpx.Request) -> httpx.Response:
         # A signer's latency, as a real one has: the session opens only once it answers.
         await asyncio.sleep(0.2)
-        return prepare_issue_answer(request)
+        return answer(request)
 
     mocked.prepare_issue.mock(side_effect=slow_prepare_issue)
     async with running_gateway(settings) as gateway:

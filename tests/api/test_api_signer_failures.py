@@ -21,9 +21,9 @@ from tests.api.signer_mocks import (
     commitment,
     domestic_issuing,
     eu_signing,
-    prepare_issue_answer,
+    prepare_issuing,
 )
-from tests.support.credentials import sample_dcc
+from tests.support.credentials import b64, sample_dcc
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
     EU_SIGNER_URL,
@@ -375,6 +375,28 @@ async def test_domestic_issue_with_a_bent_signature_message_is_withheld(
         return httpx.Response(200, json=items)
 
     mocked.issue.mock(side_effect=answer)
+    await _assert_issue_withheld(gateway, "decode-failed")
+
+
+async def test_domestic_issue_signed_with_another_key_than_the_session_named_is_withheld(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys
+):
+    """Pin that an /issue answer under another key than prepare-issue's issuerPkId is a 502.
+
+    Its signatures verify with a trusted key, but the app built its commitment for the key the
+    session named, and the signer was handed that session back.
+    """
+
+    def other_key(request: httpx.Request) -> httpx.Response:
+        message = prepare_issuing(test_keys)(request).json()
+        return httpx.Response(200, json={**message, "issuerPkId": b64(b"kid-dom")})
+
+    mocked.prepare_issue.mock(side_effect=other_key)
+    await _assert_issue_withheld(gateway, "kid-mismatch")
+
+
+async def _assert_issue_withheld(gateway: httpx.AsyncClient, reason: str) -> None:
+    """A session's /issue is a 502 naming the domestic part, counted under `reason`."""
     prepared = await gateway.post("/v1/domestic/prepare-issue")
     body = {
         "stoken": prepared.json()["stoken"],
@@ -387,7 +409,7 @@ async def test_domestic_issue_with_a_bent_signature_message_is_withheld(
     assert "issueSignatureMessage" not in response.text
     metrics = await scrape(gateway)
     rejections = "gateway_credential_verification_failures_total"
-    assert metrics.value(rejections, signer="domestic", reason="decode-failed") == 1
+    assert metrics.value(rejections, signer="domestic", reason=reason) == 1
 
 
 @pytest.mark.parametrize(
@@ -420,7 +442,7 @@ async def test_prepare_issue_signer_down(gateway, mocked: MockedSigners):
 
 
 async def test_prepare_issue_answer_for_another_amount_hands_out_no_stoken(
-    gateway, mocked: MockedSigners
+    gateway, mocked: MockedSigners, test_keys: SignerKeys
 ):
     """Pin that a session's amount is the one asked for (and checked at /issue), or a 502.
 
@@ -429,7 +451,7 @@ async def test_prepare_issue_answer_for_another_amount_hands_out_no_stoken(
     """
 
     def other_amount(request: httpx.Request) -> httpx.Response:
-        message = prepare_issue_answer(request).json()
+        message = prepare_issuing(test_keys)(request).json()
         return httpx.Response(200, json={**message, "credentialAmount": 1})
 
     mocked.prepare_issue.mock(side_effect=other_amount)

@@ -31,7 +31,7 @@ EU_FAILURES = (
 )  # fmt: skip
 DOMESTIC_FAILURES = (
     "decode-failed", "too-large", "bad-signature", "unknown-kid", "payload-mismatch",
-    "proof-identifier-mismatch", "count-mismatch", "nonce-mismatch",
+    "proof-identifier-mismatch", "count-mismatch", "nonce-mismatch", "kid-mismatch",
 )  # fmt: skip
 #: As docs/security.md lists them.
 AUTH_REASONS = (

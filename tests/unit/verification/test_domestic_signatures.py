@@ -48,13 +48,17 @@ def static_reason(qr, trust, *, proof, expected=None) -> str:
     return caught.value.reason
 
 
-def issue_reason(items, trust, *, nonce=NONCE, expected=None) -> str:
-    """The reason verify_issue_signatures refuses ``items`` with."""
+def issue_reason(items, trust, *, nonce=NONCE, pk_id=None, expected=None) -> str:
+    """The reason verify_issue_signatures refuses ``items`` with.
+
+    The session's issuerPkId is ``pk_id``, by default the kid of the first key ``trust`` holds.
+    """
     with pytest.raises(CredentialVerificationError) as caught:
         verify_issue_signatures(
             items,
             trust=trust,
             issuer_nonce=nonce,
+            issuer_pk_id=pk_id or trust.to_public_json()[0]["kid"],
             expected_attributes=expected if expected is not None else [sample_attributes()],
         )
     return caught.value.reason
@@ -161,7 +165,31 @@ def test_issue_signatures_verify(signer, trust):
     """Every item signed over the session nonce and the expected attributes verifies."""
     attrs = [sample_attributes(), {**sample_attributes(), "validFrom": "1700086400"}]
     items = [signer.issue_item(NONCE, a) for a in attrs]
-    verify_issue_signatures(items, trust=trust, issuer_nonce=NONCE, expected_attributes=attrs)
+    verify_issue_signatures(
+        items,
+        trust=trust,
+        issuer_nonce=NONCE,
+        issuer_pk_id=b64(signer.kid),
+        expected_attributes=attrs,
+    )
+
+
+def test_issue_signed_with_another_trusted_key_than_the_sessions_is_refused(signer):
+    """Pin that a signature by a trusted key other than the session's issuerPkId gives kid-mismatch.
+
+    The app committed to the key its prepare-issue message named, and the signer is handed
+    that message back: a credential under another key is not the session's, however genuine.
+    """
+    other = make_domestic_signer()
+    trust = DomesticTrustStore(DomesticKey.from_raw(s.raw_public) for s in (signer, other))
+    items = [signer.issue_item(NONCE, sample_attributes())]
+    assert issue_reason(items, trust, pk_id=b64(other.kid)) == "kid-mismatch"
+    items = [
+        signer.issue_item(NONCE, sample_attributes()),
+        other.issue_item(NONCE, sample_attributes()),
+    ]
+    expected = [sample_attributes()] * 2
+    assert issue_reason(items, trust, pk_id=b64(signer.kid), expected=expected) == "kid-mismatch"
 
 
 @pytest.mark.parametrize(("answered", "requested"), [(1, 2), (2, 1)], ids=["fewer", "more"])
