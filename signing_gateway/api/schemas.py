@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from signing_gateway.api.bodies import schema_ref
@@ -15,7 +15,18 @@ MAX_EU_PER_REQUEST = 10
 MAX_DOMESTIC_PER_REQUEST = 100
 
 Base64Text = Annotated[str, Field(min_length=1, max_length=90_000)]
-Stoken = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _stoken_case(stoken: str) -> str:
+    """The stoken with its ASCII letters in lower case, as the gateway hands stokens out.
+
+    A stoken is a UUID, whose hex digits RFC 9562 reads in either case on input. Only ASCII
+    text is folded: `str.lower` maps some other letters to ASCII ones (the Kelvin sign to k).
+    """
+    return stoken.lower() if stoken.isascii() else stoken
+
+
+Stoken = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_stoken_case)]
 
 
 class ApiModel(BaseModel):

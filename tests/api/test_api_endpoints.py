@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 import httpx
 import pytest
@@ -127,6 +128,27 @@ async def test_stoken_is_single_use(gateway, mocked: MockedSigners):
     second = await gateway.post("/v1/domestic/issue", json=body)
     assert_problem(second, 401, "stoken-invalid")
     assert second.headers["www-authenticate"].startswith("Stoken")
+    assert mocked.issue.call_count == 1
+
+
+@pytest.mark.parametrize("route", ["/v1/domestic/issue", "/v1/credentials"])
+async def test_stoken_is_read_in_either_case(gateway, mocked: MockedSigners, route):
+    """Pin that a stoken sent back in upper case names its session, once.
+
+    A stoken is a UUID (CONTRACT.md), whose hex digits RFC 9562 reads in either case on input:
+    a client that parses it as one may well send it back in upper case (Swift's `uuidString`).
+    """
+    stoken = (await _prepare(gateway))["stoken"]
+    body: dict[str, Any] = {"stoken": stoken.upper(), "issueCommitmentMessage": commitment()}
+    if route == "/v1/credentials":
+        body.update(domestic=[domestic_attributes()], european=[])
+    else:
+        body["credentialsAttributes"] = [domestic_attributes()]
+    response = await gateway.post(route, json=body)
+    assert response.status_code == 200, response.text
+    assert_problem(
+        await gateway.post(route, json={**body, "stoken": stoken}), 401, "stoken-invalid"
+    )
     assert mocked.issue.call_count == 1
 
 
