@@ -48,7 +48,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["Combined"],
     dependencies=[Depends(authenticated_caller)],
-    responses=problem_responses(400, 401, 403, 408, 413, 415),
+    responses=problem_responses(400, 401, 403, 408, 413, 415, 500, 503),
 )
 
 
@@ -78,7 +78,7 @@ def _prepare_all(
     "/print",
     response_model=PrintOut,
     summary="Sign a paper proof: domestic and/or EU, concurrently",
-    responses=problem_responses(422, 502, 503, 504),
+    responses=problem_responses(422, 502, 504),
     openapi_extra=body_doc(
         PrintRequest, both={"summary": "Domestic and EU", "value": examples.PRINT}
     ),
@@ -216,7 +216,7 @@ async def _in_lane(lanes: asyncio.Semaphore, call: Callable[[], Awaitable[T]]) -
     "/credentials",
     response_model=CredentialsOut,
     summary="Create an app's domestic and EU credentials, concurrently",
-    responses=problem_responses(401, 422, 502, 503, 504),
+    responses=problem_responses(401, 422, 502, 504),
     openapi_extra=body_doc(
         CredentialsRequest,
         app={

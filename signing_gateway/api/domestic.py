@@ -28,7 +28,7 @@ router = APIRouter(
     prefix="/v1/domestic",
     tags=["Domestic"],
     dependencies=[Depends(require_scopes(SCOPE_DOMESTIC_SIGN))],
-    responses=problem_responses(400, 401, 403, 408, 413, 415),
+    responses=problem_responses(400, 401, 403, 408, 413, 415, 500, 503),
 )
 
 
@@ -36,7 +36,7 @@ router = APIRouter(
     "/static",
     response_model=StaticProofOut,
     summary="Sign a static (paper) domestic QR code",
-    responses=problem_responses(422, 502, 503, 504),
+    responses=problem_responses(422, 502, 504),
     openapi_extra=body_doc(
         StaticRequest,
         paper={
@@ -73,7 +73,7 @@ async def issue_static(
     summary="Open a domestic issuance session",
     # 422: a body sent anyway that is not JSON, or not within the JSON limits (the body limits
     # read every body).
-    responses=problem_responses(422, 502, 503, 504),
+    responses=problem_responses(422, 502, 504),
 )
 async def prepare_issue(
     issuer: DomesticIssuerDep, settings: SettingsDep, headers: SignerHeadersDep, audit: AuditDep
@@ -95,7 +95,7 @@ async def prepare_issue(
     "/issue",
     response_model=IssueOut,
     summary="Create the domestic credentials of a session",
-    responses=problem_responses(401, 422, 502, 503, 504),
+    responses=problem_responses(401, 422, 502, 504),
     openapi_extra=body_doc(
         IssueRequest,
         session={

@@ -18,7 +18,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["EU DCC"],
     dependencies=[Depends(require_scopes(SCOPE_DCC_SIGN))],
-    responses=problem_responses(400, 401, 403, 408, 413, 415),
+    responses=problem_responses(400, 401, 403, 408, 413, 415, 500, 503),
 )
 
 
@@ -37,7 +37,7 @@ def credential_out(issued: IssuedEuCredential) -> EuCredentialOut:
     "/dcc",
     response_model=EuCredentialOut,
     summary="Sign one EU Digital COVID Certificate",
-    responses=problem_responses(422, 502, 503, 504),
+    responses=problem_responses(422, 502, 504),
     openapi_extra=body_doc(
         EuRequest,
         vaccination={"summary": "Vaccination, 2 of 2", "value": examples.EU_VACCINATION},

@@ -17,6 +17,29 @@ from signing_gateway.resilience.breaker import BreakerState
 
 router = APIRouter(tags=["Health"])
 
+#: The /readyz body, ready or not: its status, draining, each probed signer, and the details.
+_READINESS_SCHEMA = {
+    "type": "object",
+    "required": ["status", "draining", "dependencies", "euSigningCertificates"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "degraded", "not-ready"]},
+        "draining": {"type": "boolean"},
+        "dependencies": {"type": "object", "description": "Each signer's last probe"},
+        "euSigningCertificates": {
+            "type": "object",
+            "description": "Each EU key usage's signing DSC as of now",
+        },
+    },
+}
+
+
+def _readiness(description: str) -> dict[str, object]:
+    """A documented /readyz answer: JSON, ready or not."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": dict(_READINESS_SCHEMA)}},
+    }
+
 
 @router.get("/healthz", summary="Liveness: the process and its event loop answer")
 async def healthz() -> dict[str, str]:
@@ -32,11 +55,12 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     summary="Readiness: required signers answered their last background probe",
     responses={
-        503: {
-            "description": "Not ready: a required signer is down or its breaker is open, "
+        200: _readiness("Ready, or degraded: some EU key usage has no DSC valid now"),
+        503: _readiness(
+            "Not ready: a required signer is down or its breaker is open, "
             "the required EU signer has no DSC valid now for any key usage, the audit file "
             "cannot take records (failing closed), or draining"
-        }
+        ),
     },
 )
 async def readyz(

@@ -12,7 +12,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["Keys"],
     dependencies=[Depends(require_scopes(SCOPE_KEYS_READ))],
-    responses=problem_responses(400, 401, 403),
+    responses=problem_responses(400, 401, 403, 500, 503),
 )
 
 

@@ -194,11 +194,32 @@ class Problem(BaseModel):
     errors: list[ProblemFieldOut] | None = None
 
 
+#: The header fields a problem answer of a status always carries, as OpenAPI documents them.
+_PROBLEM_HEADERS: dict[int, dict[str, str]] = {
+    401: {
+        "WWW-Authenticate": "How to authenticate: `Bearer` (RFC 6750: `invalid_token` with a "
+        "token that was refused) for the bearer token, `Stoken` for an issuance session",
+    },
+    403: {"WWW-Authenticate": "`Bearer` with `insufficient_scope` and the scopes needed"},
+    503: {"Retry-After": "Whole seconds, at least 1, before the request is worth sending again"},
+}
+
+
+def _problem_headers(status: int) -> dict[str, object]:
+    """The `headers` of a documented problem answer of `status` (made anew for each)."""
+    return {
+        name: {"description": description, "required": True, "schema": {"type": "string"}}
+        for name, description in _PROBLEM_HEADERS.get(status, {}).items()
+    }
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI `responses` entries documenting problem+json answers.
 
     The schema is given under `application/problem+json` itself: with `model`, FastAPI would
     put it under the route's own media type, `application/json`, which no error is sent as.
+    The header fields every answer of a status carries (`Retry-After` on a 503,
+    `WWW-Authenticate` on a 401 or 403) are documented with it.
     """
     descriptions = {
         400: "X-Request-Timeout is not a positive number of seconds, or the Authorization, "
@@ -211,15 +232,22 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         413: "Request body over the size limit",
         415: "Request body is not application/json",
         422: "Validation failed; nothing reached a signer",
+        500: "The gateway failed unexpectedly (a bug): the answer names no cause, and its "
+        "requestId finds it in the gateway's logs",
         502: "A signer answered outside its contract, or its credential failed verification",
-        503: "A signer is unavailable or at capacity, or the gateway is overloaded; see "
-        "Retry-After",
+        503: "Not served now; see Retry-After. The gateway is overloaded (no CPU permit in "
+        "time) or shutting down (`Connection: close`: send it to another instance); for a "
+        "signing request also: a signer is unavailable or at capacity, or the audit trail "
+        "cannot be written",
         504: "A signer or the request deadline timed out",
     }
-    return {
-        status: {
+    responses: dict[int | str, dict[str, object]] = {}
+    for status in statuses:
+        response: dict[str, object] = {
             "description": descriptions.get(status, "Error"),
             "content": {"application/problem+json": {"schema": schema_ref(Problem)}},
         }
-        for status in statuses
-    }
+        if headers := _problem_headers(status):
+            response["headers"] = headers
+        responses[status] = response
+    return responses

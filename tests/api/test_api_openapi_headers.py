@@ -10,11 +10,14 @@ import pytest
 import respx
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from jsonschema import Draft202012Validator
 
+from signing_gateway.api import examples
 from signing_gateway.app import create_app
 from signing_gateway.issuance.deadline import REQUEST_TIMEOUT_HEADER
 from signing_gateway.observability.context import REQUEST_ID_HEADER, accept_or_generate
 from tests.api.assertions import assert_problem
+from tests.api.readiness import readyz_when_probed
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -206,3 +209,73 @@ def test_no_route_reads_a_header_through_fastapi(test_keys: SignerKeys):
     routes = [r for r in app.routes if isinstance(r, APIRoute) and r.path.startswith("/v1/")]
     assert len(routes) == 7
     assert {r.path: _header_params(r.dependant) for r in routes} == {r.path: [] for r in routes}
+
+
+async def test_every_v1_call_documents_the_503_of_a_draining_gateway(
+    test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """Pin that each /v1 call, /v1/keys too, documents its 503 and the Retry-After it carries.
+
+    The drain and the CPU gate refuse any /v1 request, not only those bound for a signer;
+    /v1/keys documented no 503 at all.
+    """
+    settings = make_settings(test_keys)
+    app = create_app(settings)
+    spec = app.openapi()
+    async with running_gateway(settings, app=app) as client:
+        app.state.drain.begin()
+        for where in _operations(spec, "/v1/"):
+            method, path = where.split()
+            response = await client.request(method, path)
+            assert_problem(response, 503, "shutting-down")
+            assert response.headers["retry-after"] == "1"
+            documented = spec["paths"][path][method.lower()]["responses"].get("503", {})
+            assert documented.get("content") == PROBLEM, where
+            assert documented["headers"]["Retry-After"]["required"] is True, where
+            assert "shutting down" in documented["description"], where
+
+
+def test_every_v1_call_documents_its_500(spec: dict[str, Any]):
+    """Pin that a bug's 500 problem+json is documented for each /v1 call, as any can get it."""
+    operations = _operations(spec, "/v1/")
+    assert {where: op["responses"].get("500", {}).get("content") for where, op in
+            operations.items()} == dict.fromkeys(operations, PROBLEM)  # fmt: skip
+
+
+async def test_the_401_and_403_document_www_authenticate(gateway: httpx.AsyncClient):
+    """Pin that every documented 401 and 403 names the WWW-Authenticate header it carries."""
+    spec = (await gateway.get("/openapi.json")).json()
+    for where, operation in _operations(spec, "/v1/").items():
+        for status in ("401", "403"):
+            header = operation["responses"][status]["headers"]["WWW-Authenticate"]
+            assert header["required"] is True, (where, status)
+    # The issuance session is a credential too: its 401 says so in the header.
+    response = await gateway.post("/v1/domestic/issue", json=examples.DOMESTIC_ISSUE)
+    assert_problem(response, 401, "stoken-invalid")
+    assert response.headers["www-authenticate"].startswith("Stoken ")
+    described = spec["paths"]["/v1/domestic/issue"]["post"]["responses"]["401"]["headers"]
+    assert "`Stoken`" in described["WWW-Authenticate"]["description"]
+
+
+@pytest.mark.parametrize("draining", [False, True], ids=["ready", "draining"])
+async def test_readyz_answers_as_documented(
+    test_keys: SignerKeys, signers: respx.MockRouter, *, draining: bool
+):
+    """Pin that /readyz's 200 and 503 are documented as the JSON snapshot they are.
+
+    The 503 was documented with no content at all, as if it had no body.
+    """
+    settings = make_settings(test_keys)
+    app = create_app(settings)
+    spec = app.openapi()
+    async with running_gateway(settings, app=app) as client:
+        response = await readyz_when_probed(client)
+        if draining:
+            app.state.drain.begin()
+            response = await client.get("/readyz")
+    assert response.status_code == (503 if draining else 200)
+    documented = spec["paths"]["/readyz"]["get"]["responses"][str(response.status_code)]
+    assert response.headers["content-type"] == "application/json"
+    Draft202012Validator(documented["content"]["application/json"]["schema"]).validate(
+        response.json()
+    )
