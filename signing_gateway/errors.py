@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -27,6 +27,77 @@ from signing_gateway.domain.errors import FieldError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://signing-gateway.dev/problems/"
+#: The `type` of a 404 or 405: no more than its status says (RFC 9457 4.2.1).
+ABOUT_BLANK = "about:blank"
+
+
+class ProblemType(NamedTuple):
+    """A problem `type` the gateway answers with: the statuses it comes with, and when."""
+
+    statuses: tuple[int, ...]
+    when: str
+
+
+#: Every problem `type` the gateway answers with, by its name under `PROBLEM_BASE`
+#: (`ABOUT_BLANK` as it is). The OpenAPI document's `Problem` and docs/architecture.md list
+#: them all; a test holds the list to the types the code can answer.
+PROBLEM_TYPES: dict[str, ProblemType] = {
+    "bad-request": ProblemType(
+        (400,),
+        "not a request the gateway takes as sent: not valid HTTP/1.1, an `Authorization`, "
+        "`Content-Type` or `Host` repeated, no `Host`, an encoded slash in the path, a "
+        "transfer coding other than chunked, an invalid `Content-Length`, an "
+        "`X-Request-Timeout` that is not a positive number; or the client went away",
+    ),
+    "unauthenticated": ProblemType((401,), "no valid bearer token (see `WWW-Authenticate`)"),
+    "stoken-invalid": ProblemType((401,), "the issuance session is unknown, expired or used"),
+    "forbidden": ProblemType((403,), "the bearer token lacks a scope the request needs"),
+    "body-timeout": ProblemType((408,), "the request body did not all arrive in time"),
+    "header-timeout": ProblemType(
+        (408,), "the request line and header fields did not arrive in time"
+    ),
+    "body-too-large": ProblemType((413,), "the request body is over the size limit"),
+    "unsupported-media-type": ProblemType(
+        (415,), "the request body is not `application/json` (UTF-8), or is content-coded"
+    ),
+    "validation-failed": ProblemType(
+        (422,),
+        "the body is not JSON, breaks the JSON limits or a validation rule (`errors`); "
+        "nothing reached a signer",
+    ),
+    "header-too-large": ProblemType(
+        (431,), "the request line and header fields are over the size limit"
+    ),
+    "internal": ProblemType((500,), "a bug: the `requestId` finds it in the gateway's logs"),
+    "signer-bad-response": ProblemType((502,), "a signer answered outside its contract (`part`)"),
+    "credential-verification-failed": ProblemType(
+        (502,), "a signer's credential failed verification and was withheld (`part`)"
+    ),
+    "signer-unavailable": ProblemType(
+        (503,),
+        "a signer is down, throttling, at capacity or behind an open breaker, or no EU DSC "
+        "is valid now (`part`, `Retry-After`)",
+    ),
+    "audit-unavailable": ProblemType(
+        (503,), "the issuance's audit record cannot be written (`Retry-After`)"
+    ),
+    "overloaded": ProblemType(
+        (503,), "no CPU permit in time; nothing reached a signer (`Retry-After`)"
+    ),
+    "shutting-down": ProblemType(
+        (503,),
+        "the instance is shutting down: send the request to another (`Retry-After`, "
+        "`Connection: close`)",
+    ),
+    "signer-timeout": ProblemType((504,), "a signer did not answer in time (`part`)"),
+    "deadline-exceeded": ProblemType(
+        (504,), "the request's deadline ran out (`part`, `unfinishedParts`)"
+    ),
+    ABOUT_BLANK: ProblemType(
+        (404, 405),
+        "404: no route has the path; 405: the path takes other methods, which `Allow` names",
+    ),
+}
 
 
 class GatewayError(Exception):

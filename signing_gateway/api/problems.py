@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import (
+    ABOUT_BLANK,
     PROBLEM_BASE,
     PROBLEM_CONTENT_TYPE,
     GatewayError,
@@ -149,7 +150,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(
         request,
         status=exc.status_code,
-        type_="about:blank",
+        type_=ABOUT_BLANK,
         title=title,
         detail=str(exc.detail) if exc.status_code < 500 else title,  # noqa: PLR2004
         headers=headers,

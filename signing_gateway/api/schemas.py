@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 from signing_gateway.api.bodies import schema_ref
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.domestic import DomesticAttributes
+from signing_gateway.errors import ABOUT_BLANK, PROBLEM_BASE, PROBLEM_TYPES
 
 MAX_EU_PER_REQUEST = 10
 MAX_DOMESTIC_PER_REQUEST = 100
@@ -175,12 +176,23 @@ class ProblemFieldOut(BaseModel):
     msg: str
 
 
+def _problem_type_uri(name: str) -> str:
+    return name if name == ABOUT_BLANK else PROBLEM_BASE + name
+
+
+#: What `Problem.type` says: every type the gateway answers with, its statuses, and when.
+_PROBLEM_TYPES_DOC = "One of these, with the statuses it comes with:\n\n" + "\n".join(
+    f"- `{_problem_type_uri(name)}` ({', '.join(map(str, statuses))}): {when}"
+    for name, (statuses, when) in PROBLEM_TYPES.items()
+)
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, as every error is answered."""
 
     model_config = ConfigDict(extra="allow")
 
-    type: str
+    type: str = Field(description=_PROBLEM_TYPES_DOC)
     title: str
     status: int
     detail: str

@@ -18,7 +18,7 @@ import asyncio
 import copy
 from typing import TYPE_CHECKING
 
-from signing_gateway.errors import send_problem
+from signing_gateway.errors import ABOUT_BLANK, send_problem
 from signing_gateway.observability.context import REQUEST_ID_KEY, request_id_of
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
 
@@ -54,7 +54,7 @@ def probes_only(
             send,
             {**scope, "state": {**state, "request_id": request_id}},
             status=404,
-            type_="about:blank",
+            type_=ABOUT_BLANK,
             title="Not found",
             detail=f"the probe port answers only {listed}; send requests to the main port",
             headers=[(REQUEST_ID_KEY, request_id.encode("latin-1"))],

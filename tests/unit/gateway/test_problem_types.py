@@ -1,0 +1,46 @@
+"""The catalogue of problem types: every type the source answers with, at its status."""
+
+from __future__ import annotations
+
+import re
+
+from signing_gateway.errors import PROBLEM_TYPES, GatewayError, SignerProblem
+from tests.support.problem_types import SOURCE, answered_problem_types, answered_with_status
+
+
+def _subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+def test_the_catalogue_is_every_type_the_source_answers_with():
+    """Pin that `PROBLEM_TYPES` lists each type the source names where it answers, no other.
+
+    `signer-failed` is the slug of `SignerProblem`, the base of the signer failures, which
+    nothing raises as itself.
+    """
+    assert answered_problem_types() - {SignerProblem.slug} == set(PROBLEM_TYPES)
+    raised = [
+        path.name
+        for path in SOURCE.rglob("*.py")
+        if re.search(r"(?<!class )\bSignerProblem\(", path.read_text(encoding="utf-8"))
+    ]
+    assert raised == []
+
+
+def test_each_error_class_answers_with_a_catalogued_status():
+    """Each `GatewayError`'s status is the one the catalogue gives its type."""
+    wrong = {
+        cls.__name__: (cls.status, PROBLEM_TYPES[cls.slug].statuses)
+        for cls in _subclasses(GatewayError)
+        if cls is not SignerProblem and cls.status not in PROBLEM_TYPES[cls.slug].statuses
+    }
+    assert wrong == {}
+
+
+def test_each_middleware_refusal_answers_with_a_catalogued_status():
+    """Each refusal made with a literal status and type has the catalogue's status."""
+    pairs = answered_with_status()
+    assert len(pairs) >= 8
+    assert {
+        (name, status) for name, status in pairs if status not in PROBLEM_TYPES[name].statuses
+    } == set()
