@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from signing_gateway.domain.dcc_names import Omittable
 from signing_gateway.domain.errors import FieldError
@@ -23,23 +24,41 @@ if TYPE_CHECKING:
     from signing_gateway.domain.errors import Loc
 
 
-def _rule(pattern: str, error_type: str, message: str) -> AfterValidator:
-    """Build a validator that accepts exactly the strings matching pattern."""
-    compiled = re.compile(pattern)
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """Accept exactly the strings matching `pattern`; the JSON schema shows the pattern too.
 
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise PydanticCustomError(error_type, message, {"value": value})
-        return value
+    So the published OpenAPI document says what each attribute may hold, as CONTRACT.md does,
+    and a client that checks against it refuses what the gateway refuses.
+    """
 
-    return AfterValidator(check)
+    pattern: str
+    error_type: str
+    message: str
+
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        compiled = re.compile(self.pattern)
+
+        def check(value: str) -> str:
+            if not compiled.fullmatch(value):
+                raise PydanticCustomError(self.error_type, self.message, {"value": value})
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "pattern": f"^(?:{self.pattern})$"}
 
 
-Flag = Annotated[str, _rule(r"[01]", "domestic_flag", "Must be '0' or '1', got '{value}'")]
+Flag = Annotated[str, _Rule(r"[01]", "domestic_flag", "Must be '0' or '1', got '{value}'")]
 # Twelve digits reach past the year 30000: anything longer is a mistake, not a date.
 UnixSeconds = Annotated[
     str,
-    _rule(
+    _Rule(
         r"0|[1-9][0-9]{0,11}",
         "unix_seconds",
         "Must be unix seconds written as digits without leading zeros, got '{value}'",
@@ -47,18 +66,18 @@ UnixSeconds = Annotated[
 ]
 Hours = Annotated[
     str,
-    _rule(
+    _Rule(
         r"[1-9][0-9]{0,5}",
         "positive_integer",
         "Must be a positive whole number written as digits without leading zeros, got '{value}'",
     ),
 ]
 Initial = Annotated[
-    str, _rule(r"[A-Z]?", "name_initial", "Must be one letter A-Z or empty, got '{value}'")
+    str, _Rule(r"[A-Z]?", "name_initial", "Must be one letter A-Z or empty, got '{value}'")
 ]
 BirthDay = Annotated[
     str,
-    _rule(
+    _Rule(
         r"(?:[1-9]|[12][0-9]|3[01])?",
         "birth_day",
         "Must be a day '1' to '31' (no leading zero) or empty, got '{value}'",
@@ -66,7 +85,7 @@ BirthDay = Annotated[
 ]
 BirthMonth = Annotated[
     str,
-    _rule(
+    _Rule(
         r"(?:[1-9]|1[0-2])?",
         "birth_month",
         "Must be a month '1' to '12' (no leading zero) or empty, got '{value}'",
@@ -76,7 +95,7 @@ CATEGORY_MAX_LENGTH: Final = 8
 # Short codes only (CoronaCheck used "", "1", "2", "3"): letters, digits, nothing to escape.
 Category = Annotated[
     str,
-    _rule(
+    _Rule(
         rf"[A-Z0-9]{{0,{CATEGORY_MAX_LENGTH}}}",
         "domestic_category",
         f"Must be at most {CATEGORY_MAX_LENGTH} characters A-Z or 0-9, got '{{value}}'",

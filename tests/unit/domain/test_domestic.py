@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from signing_gateway.domain import DomesticAttributes, DomesticPolicy, check_domestic_policy
@@ -29,6 +30,48 @@ POLICY = DomesticPolicy(
 )
 
 
+#: Values at the edge of their attribute's form, all accepted.
+EDGE = [
+    ("firstNameInitial", ""),
+    ("lastNameInitial", ""),
+    ("birthDay", ""),
+    ("birthMonth", ""),
+    ("validForHours", "999999"),
+    ("validFrom", "999999999999"),
+]
+#: Values outside their attribute's form, each refused with its error type.
+BAD = [
+    ("isSpecimen", "2", "domestic_flag"),
+    ("isSpecimen", "true", "domestic_flag"),
+    ("isPaperProof", "", "domestic_flag"),
+    ("isPaperProof", 1, "string_type"),
+    ("validFrom", "-1", "unix_seconds"),
+    ("validFrom", "01700000000", "unix_seconds"),
+    ("validFrom", "1700000000.5", "unix_seconds"),
+    ("validFrom", "1" * 13, "unix_seconds"),
+    ("validFrom", 1700000000, "string_type"),
+    ("validForHours", "0", "positive_integer"),
+    ("validForHours", "024", "positive_integer"),
+    ("validForHours", "+24", "positive_integer"),
+    ("validForHours", "", "positive_integer"),
+    ("validForHours", "1000000", "positive_integer"),
+    ("firstNameInitial", "j", "name_initial"),
+    ("firstNameInitial", "JD", "name_initial"),
+    ("lastNameInitial", "É", "name_initial"),
+    ("birthDay", "0", "birth_day"),
+    ("birthDay", "32", "birth_day"),
+    ("birthDay", "09", "birth_day"),
+    ("birthMonth", "13", "birth_month"),
+    ("birthMonth", "0", "birth_month"),
+    ("birthMonth", "X", "birth_month"),
+    ("category", "toolong12", "domestic_category"),
+    ("category", "ABCDE1234", "domestic_category"),
+    ("category", "a", "domestic_category"),
+    ("category", "<script>", "domestic_category"),
+    ("category", None, "null_not_allowed"),
+]
+
+
 def _errors(**changes):
     with pytest.raises(ValidationError) as info:
         DomesticAttributes.model_validate({**VALID, **changes})
@@ -40,17 +83,7 @@ def test_valid_attributes_go_to_the_wire_unchanged():
     assert DomesticAttributes.model_validate(VALID).wire() == VALID
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("firstNameInitial", ""),
-        ("lastNameInitial", ""),
-        ("birthDay", ""),
-        ("birthMonth", ""),
-        ("validForHours", "999999"),
-        ("validFrom", "999999999999"),
-    ],
-)
+@pytest.mark.parametrize(("field", "value"), EDGE)
 def test_attribute_at_the_edge_of_its_form_is_accepted(field, value):
     """Initials and birth day and month may be empty (unknown); numbers may use all digits."""
     attrs = DomesticAttributes.model_validate({**VALID, field: value})
@@ -64,39 +97,7 @@ def test_category_is_optional_and_short(category):
     assert attrs.wire() == {**VALID, "category": category}
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "error_type"),
-    [
-        ("isSpecimen", "2", "domestic_flag"),
-        ("isSpecimen", "true", "domestic_flag"),
-        ("isPaperProof", "", "domestic_flag"),
-        ("isPaperProof", 1, "string_type"),
-        ("validFrom", "-1", "unix_seconds"),
-        ("validFrom", "01700000000", "unix_seconds"),
-        ("validFrom", "1700000000.5", "unix_seconds"),
-        ("validFrom", "1" * 13, "unix_seconds"),
-        ("validFrom", 1700000000, "string_type"),
-        ("validForHours", "0", "positive_integer"),
-        ("validForHours", "024", "positive_integer"),
-        ("validForHours", "+24", "positive_integer"),
-        ("validForHours", "", "positive_integer"),
-        ("validForHours", "1000000", "positive_integer"),
-        ("firstNameInitial", "j", "name_initial"),
-        ("firstNameInitial", "JD", "name_initial"),
-        ("lastNameInitial", "É", "name_initial"),
-        ("birthDay", "0", "birth_day"),
-        ("birthDay", "32", "birth_day"),
-        ("birthDay", "09", "birth_day"),
-        ("birthMonth", "13", "birth_month"),
-        ("birthMonth", "0", "birth_month"),
-        ("birthMonth", "X", "birth_month"),
-        ("category", "toolong12", "domestic_category"),
-        ("category", "ABCDE1234", "domestic_category"),
-        ("category", "a", "domestic_category"),
-        ("category", "<script>", "domestic_category"),
-        ("category", None, "null_not_allowed"),
-    ],
-)
+@pytest.mark.parametrize(("field", "value", "error_type"), BAD)
 def test_bad_attribute_is_rejected(field, value, error_type):
     """Each attribute refuses values outside its exact string form, at its own location."""
     assert _errors(**{field: value}) == {(error_type, (field,))}
@@ -178,3 +179,25 @@ def test_birth_day_accepts_exactly_the_canonical_days(day):
     else:
         accepted = True
     assert accepted == _day_oracle(day)
+
+
+def test_the_json_schema_shows_each_attributes_form():
+    """Pin that the published schema accepts exactly the attribute values the gateway does.
+
+    The document showed every attribute as a bare string: a client checking against it could
+    not tell "09" or "j" from a value the gateway takes.
+    """
+    schema = DomesticAttributes.model_json_schema()
+    assert all("pattern" in field for field in schema["properties"].values())
+    validator = Draft202012Validator(schema)
+    samples = [(field, value, True) for field, value in EDGE] + [
+        (field, value, False) for field, value, _ in BAD if isinstance(value, str)
+    ]
+    samples += [("category", category, True) for category in ("", "2G", "ABCD1234")]
+    wrong = [
+        (field, value)
+        for field, value, accepted in samples
+        if validator.is_valid({**VALID, field: value}) is not accepted
+    ]
+    assert len(samples) > 30
+    assert wrong == []
