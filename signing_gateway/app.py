@@ -80,7 +80,10 @@ closed in each case. Their `instance` is the request's path once its request lin
 read whole, and empty (the request's own URI) before that. A request carrying `Authorization`,
 `Content-Type` or `Host` more than once is refused 400 problem+json before any route sees it,
 as is an HTTP/1.1 request without `Host`, one whose `Host` names no host, and one whose path
-holds an encoded slash (`%2F`).
+holds an encoded slash (`%2F`). A path no operation has is answered 404, and a method its path
+does not take 405 with `Allow` (HEAD wherever GET is; OPTIONS is such a method: the gateway
+serves no CORS), both problem+json of type `about:blank`. `Accept` is not read: every answer
+is JSON, problem+json or, from `/metrics`, text.
 """
 
 

@@ -160,6 +160,26 @@ def test_the_refusals_before_any_route_are_described(spec: dict[str, Any]):
         assert words in description, words
 
 
+async def test_404_and_405_are_described_as_they_are_answered(
+    test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """Pin that the description names the 404 and the 405 with `Allow`, OPTIONS included.
+
+    No operation can list them, and the document said nothing of either.
+    """
+    settings = make_settings(test_keys)
+    app = create_app(settings)
+    description = " ".join(app.openapi()["info"]["description"].split())
+    for words in ("answered 404", "405 with `Allow`", "OPTIONS", "`about:blank`"):
+        assert words in description, words
+    async with running_gateway(settings, app=app) as client:
+        assert_problem(await client.get("/v1/nowhere"), 404)
+        options = await client.options("/v1/dcc")
+        assert_problem(options, 405)
+        assert options.headers["allow"] == "POST"
+        assert (await client.options("/v1/keys")).headers["allow"] == "GET, HEAD"
+
+
 async def test_a_bad_timeout_header_gets_the_documented_400(
     test_keys: SignerKeys, signers: respx.MockRouter
 ):
