@@ -76,9 +76,11 @@ def _single_entry(entries: list[Any] | None) -> list[Any] | None:
 
 
 _SINGLE_ENTRY: Final = AfterValidator(_single_entry)
-VaccinationGroup = Annotated[Omittable[list[VaccinationEntry]], _SINGLE_ENTRY]
-TestGroup = Annotated[Omittable[list[TestEntry]], _SINGLE_ENTRY]
-RecoveryGroup = Annotated[Omittable[list[RecoveryEntry]], _SINGLE_ENTRY]
+# The JSON schema says it too, as it says the other forms a client can check before sending.
+_ONE_ENTRY_SHOWN: Final = Field(json_schema_extra={"minItems": 1, "maxItems": 1})
+VaccinationGroup = Annotated[Omittable[list[VaccinationEntry]], _SINGLE_ENTRY, _ONE_ENTRY_SHOWN]
+TestGroup = Annotated[Omittable[list[TestEntry]], _SINGLE_ENTRY, _ONE_ENTRY_SHOWN]
+RecoveryGroup = Annotated[Omittable[list[RecoveryEntry]], _SINGLE_ENTRY, _ONE_ENTRY_SHOWN]
 DccEntry = VaccinationEntry | TestEntry | RecoveryEntry
 
 
@@ -89,9 +91,17 @@ class Dcc(BaseModel):
     reformatted, because the signed payload must be the one the issuer asked for.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        # Exactly one group, as the schema can say it: one of v, t and r present.
+        json_schema_extra={"oneOf": [{"required": [group]} for group in ("v", "t", "r")]},
+    )
 
-    version: Annotated[str, AfterValidator(_schema_version)] = Field(alias="ver")
+    version: Annotated[str, AfterValidator(_schema_version)] = Field(
+        alias="ver", json_schema_extra={"pattern": f"^{_SCHEMA_VERSION.pattern}$"}
+    )
     name: PersonName = Field(alias="nam")
     date_of_birth: Annotated[str, AfterValidator(_valid_date_of_birth)] = Field(alias="dob")
     vaccination: VaccinationGroup = Field(default=None, alias="v")

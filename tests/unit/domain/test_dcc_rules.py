@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from domain_testdata import NOW, dcc, dcc_with_entry, dcc_with_name, errors_of, validate
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from signing_gateway.domain import EuRequest, KeyUsage
@@ -546,3 +547,27 @@ def test_now_in_context_must_be_timezone_aware():
     """A naive 'now' in the validation context is a programming error, not a request error."""
     with pytest.raises(ValueError, match="timezone-aware"):
         EuRequest.model_validate({"dcc": dcc()}, context={"now": NOW.replace(tzinfo=None)})
+
+
+def test_the_json_schema_shows_one_group_of_one_entry_and_the_version():
+    """Pin that the published schema refuses what these rules refuse in a DCC's shape.
+
+    It showed v, t and r as lists of any length, all optional, and ver as any string: a DCC
+    with two groups, two entries or version 1.2.1 passed a client's check against it.
+    """
+    validator = Draft202012Validator(EuRequest.model_json_schema())
+    entry = dcc("r")["r"][0]
+    no_group = dcc()
+    del no_group["v"]
+    refused = {
+        "no group": no_group,
+        "two groups": dcc("v", r=[entry]),
+        "no entry": dcc("r", r=[]),
+        "two entries": dcc("r", r=[entry, copy.deepcopy(entry)]),
+        "version 1.2.1": dcc(ver="1.2.1"),
+    }
+    assert {
+        name for name, payload in refused.items() if validator.is_valid({"dcc": payload})
+    } == set()
+    assert all(validator.is_valid({"dcc": dcc(group)}) for group in ("v", "t", "r"))
+    assert validator.is_valid({"dcc": dcc(ver="1.3.12")})
