@@ -12,7 +12,10 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from signing_gateway.api import examples, health
 from signing_gateway.issuance import domestic as domestic_issuance
@@ -459,6 +462,36 @@ async def test_session_examples_say_where_a_working_body_comes_from(gateway):
                         if words not in said
                     ]
     assert told == {"/v1/domestic/issue session": [], "/v1/credentials app": []}
+
+
+def _document_validator(spec: dict[str, Any], schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator of `schema`, a part of the OpenAPI document `spec` (its refs resolved)."""
+    registry = Registry().with_resource(
+        "urn:openapi", Resource.from_contents(spec, default_specification=DRAFT202012)
+    )
+    located = json.loads(json.dumps(schema).replace('"#/components/', '"urn:openapi#/components/'))
+    return Draft202012Validator(located, registry=registry)
+
+
+async def test_every_example_validates_against_its_own_schema(gateway):
+    """Pin that each request example is one its documented schema accepts.
+
+    A client generated from the document checks its requests against these schemas: an
+    example outside them would be refused there though the gateway accepts it.
+    """
+    spec = (await gateway.get("/openapi.json")).json()
+    wrong = {}
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            media = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            for name, example in (media or {}).get("examples", {}).items():
+                validator = _document_validator(spec, media["schema"])
+                checked += 1
+                if errors := [e.message for e in validator.iter_errors(example["value"])]:
+                    wrong[f"{method.upper()} {path} {name}"] = errors
+    assert checked >= 6
+    assert wrong == {}
 
 
 async def test_openapi_has_examples_for_every_body(gateway):
