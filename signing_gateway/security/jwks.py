@@ -159,12 +159,20 @@ class JwksKeys:
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
-    """The body, refused as soon as it passes `MAX_JWKS_BYTES`.
+    """The body, refused as soon as it passes `MAX_JWKS_BYTES`, or when it is compressed.
 
-    Read whole before its size was checked, an endless body took the gateway's memory.
+    Read whole before its size was checked, an endless body took the gateway's memory. The
+    client asks for no content coding (`jwks_http_client`): httpx would inflate each chunk
+    whole before any check could see it (64 KiB of gzip is some 64 MiB), so an answer
+    compressed all the same is refused, and its bytes are read as they came.
     """
+    coding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if coding not in {"", "identity"}:
+        raise JwksError("the JWKS came with a content coding, though none was asked for")
+    # A response built with its content (a mock's) is read already: it has no raw stream.
+    chunks = response.aiter_bytes() if response.is_stream_consumed else response.aiter_raw()
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in chunks:
         body += chunk
         if len(body) > MAX_JWKS_BYTES:
             raise JwksError("the JWKS is too large")
@@ -316,5 +324,10 @@ def jwks_http_client(*, ca_bundle: Path | None, timeout: float) -> httpx.AsyncCl
         verify=context,
         trust_env=False,
         follow_redirects=False,
-        headers={"Accept": "application/json", "User-Agent": "signing-gateway"},
+        # No content coding: see `_read_capped`.
+        headers={
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+            "User-Agent": "signing-gateway",
+        },
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -431,6 +433,10 @@ async def test_a_refetch_started_by_a_request_does_not_carry_its_context():
     assert seen == ["-", "-"]
 
 
+#: A JSON document of 64 MiB of white space, gzip-compressed to some 64 KiB.
+GZIP_BOMB = gzip.compress(b"{}" + b" " * (64 << 20), compresslevel=9)
+
+
 class LoopbackIdp:
     """A JWKS endpoint on a real socket: it serves the key set, or sends without end."""
 
@@ -439,14 +445,19 @@ class LoopbackIdp:
         self.behaviour = "serve"
         self.fetches = 0
         self.sent = 0
+        self.heads: list[bytes] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(await reader.readuntil(b"\r\n\r\n"))
         self.fetches += 1
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         try:
             if self.behaviour == "serve":
                 body = self.document
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            elif self.behaviour == "gzip":  # compressed though not asked: 64 MiB in 64 KiB
+                body = GZIP_BOMB
+                head += b"Content-Encoding: gzip\r\n"
                 writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             elif self.behaviour == "trickle":  # a byte now and then, each within the timeout
                 writer.write(head + b"Content-Length: 1000000\r\n\r\n")
@@ -514,3 +525,26 @@ async def test_an_endless_jwks_is_refused_once_past_the_size_cap():
         assert keys.has("k")
         assert idp.fetches == 2
     assert idp.sent < 64 * MAX_JWKS_BYTES
+
+
+async def test_a_jwks_is_asked_for_uncompressed_and_refused_compressed():
+    """A compressed answer is refused unread, not inflated whole before the size cap.
+
+    Before, the client asked for gzip (httpx's default) and httpx inflated each chunk whole:
+    64 KiB of gzip from the provider made a refresh allocate 64 MiB at once.
+    """
+    idp = LoopbackIdp(_issuer("k"))
+    async with loopback_remote(
+        idp, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=2
+    ) as remote:
+        assert b"\r\naccept-encoding: identity\r\n" in idp.heads[0].lower()
+        idp.behaviour = "gzip"
+        tracemalloc.start()
+        try:
+            keys = await remote.keys_for("unknown")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert keys.has("k")
+        assert idp.fetches == 2
+    assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB allocated for a refused JWKS"
