@@ -166,10 +166,12 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise AuthenticationFailed("the token lacks a required claim", reason="missing-claim")
-        client = claims.get("client_id", claims.get("azp"))
+        client = claims.get("client_id")
+        if not isinstance(client, str) or not client:  # null, "" or not text: OIDC's then
+            client = claims.get("azp")
         caller = Caller(
             subject=subject,
-            client_id=client if isinstance(client, str) else None,
+            client_id=client if isinstance(client, str) and client else None,
             scopes=_scopes(claims.get(self._settings.scope_claim)),
         )
         if self._cache_size:

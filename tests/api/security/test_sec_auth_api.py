@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import jwt
+import orjson
 import pytest
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
@@ -389,6 +390,31 @@ async def test_caller_reaches_the_audit_record(
     text = audit_file.read_text()
     assert '"caller":"backend-1"' in text
     assert '"clientId":"cc-x"' in text
+
+
+@pytest.mark.parametrize(
+    ("claims", "client"),
+    [
+        ({"client_id": None, "azp": "cc-y"}, "cc-y"),
+        ({"client_id": "", "azp": "cc-y"}, "cc-y"),
+        ({"client_id": 7, "azp": "cc-y"}, "cc-y"),
+        ({"client_id": "cc-x", "azp": "cc-y"}, "cc-x"),
+        ({"client_id": None, "azp": ""}, None),
+    ],
+    ids=["null", "empty", "number", "both", "neither"],
+)
+async def test_a_client_id_that_names_no_client_leaves_the_record_to_azp(
+    secured, mocked: MockedSigners, token_issuer, audit_file, *, claims, client
+):
+    """A `client_id` claim that is null, empty or not text names no client: `azp` is read.
+
+    Before, such a `client_id` hid the `azp` beside it, and the record named no client.
+    """
+    token = token_issuer.mint(subject="backend-1", scopes=["dcc:sign"], **claims)
+    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(token))
+    assert response.status_code == 200
+    [record] = [orjson.loads(line) for line in audit_file.read_bytes().splitlines()]
+    assert record["clientId"] == client
 
 
 async def test_no_token_error_description_leaks_nothing(secured):
