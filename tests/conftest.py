@@ -1,29 +1,88 @@
 """Shared fixtures for the whole suite.
 
-Every async test runs with blockbuster switched on: a blocking call (``time.sleep``, sync file or
-socket I/O, a blocking lock) made on the event loop from ``signing_gateway`` or ``fake_signer``
-code fails the test with ``BlockingError``. Sync tests are left alone: they own their thread.
+Every test runs with blockbuster switched on: a blocking call (``time.sleep``, sync file or
+socket I/O, a blocking lock) made on a running event loop from ``signing_gateway`` or
+``fake_signer`` code fails the test. That holds for an ``async def`` test, a Hypothesis test of a
+coroutine, and a sync test that drives a loop itself (``asyncio.Runner``, a server thread); code
+with no loop running in its thread (a sync test's own code, a worker thread) may block.
+
+A blocking call raises ``BlockingError`` where it is made, and code that catches every exception
+(a readiness probe, a refresher loop, a log handler) would hide it; so each one is also noted, and
+the test fails at teardown for any that it did not say it expected.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 
+import blockbuster.blockbuster
 import pytest
-from blockbuster import BlockBuster, blockbuster_ctx
+from blockbuster import BlockBuster, BlockingError, blockbuster_ctx
 
 #: Blocking is reported when one of these packages is on the stack of the blocking call, so a
 #: library blocking on our behalf counts too; the test code itself is not scanned (a test may
 #: start a subprocess synchronously before it awaits anything).
 SCANNED_PACKAGES = ["signing_gateway", "fake_signer"]
 
+#: Library functions that may block on the loop: FastAPI looks up an endpoint's source file once,
+#: on the endpoint's first request, for its error messages, and keeps what it found.
+MAY_BLOCK = [("fastapi/routing.py", "_extract_endpoint_context")]
+
+#: Whether a test's setup or call failed: its teardown then reports no blocking call again.
+FAILED = pytest.StashKey[bool]()
+
+
+@dataclass
+class BlockingCalls:
+    """One test's detector and the blocking calls it caught, whether caught again or not."""
+
+    detector: BlockBuster
+    seen: list[BlockingError] = field(default_factory=list)
+
+    def expected(self) -> list[BlockingError]:
+        """Take the calls seen so far as meant (a test of the detector): they fail no test."""
+        seen = self.seen[:]
+        self.seen.clear()
+        return seen
+
+
+#: The calls of the running test; blockbuster raises this class where a call blocks.
+_noted: list[BlockingError] = []
+
+
+class NotedBlockingError(BlockingError):
+    """A `BlockingError` that notes itself for the running test's teardown."""
+
+    def __init__(self, func: str) -> None:
+        super().__init__(func)
+        _noted.append(self)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Note on the item whether its setup or call failed."""
+    report = yield
+    if call.when in {"setup", "call"} and report.failed:
+        item.stash[FAILED] = True
+    return report
+
 
 @pytest.fixture(autouse=True)
-def blocking_detector(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
-    """Fail any async test whose code blocks the event loop (sync tests are not watched)."""
-    if not inspect.iscoroutinefunction(request.function):
-        yield None
-        return
+def blocking_detector(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BlockingCalls]:
+    """Fail any test whose package code blocks a running event loop, even if that is caught."""
+    monkeypatch.setattr(blockbuster.blockbuster, "BlockingError", NotedBlockingError)
+    _noted.clear()
     with blockbuster_ctx(SCANNED_PACKAGES) as detector:
-        yield detector
+        for function in detector.functions.values():
+            for filename, name in MAY_BLOCK:
+                function.can_block_in(filename, name)
+        yield BlockingCalls(detector, _noted)
+    unexpected = [str(call) for call in _noted]
+    _noted.clear()
+    if unexpected and not request.node.stash.get(FAILED, False):
+        pytest.fail(f"blocking calls on the event loop, caught where they were made: {unexpected}")
