@@ -9,12 +9,17 @@ with no loop running in its thread (a sync test's own code, a worker thread) may
 A blocking call raises ``BlockingError`` where it is made, and code that catches every exception
 (a readiness probe, a refresher loop, a log handler) would hide it; so each one is also noted, and
 the test fails at teardown for any that it did not say it expected.
+
+An error an event loop reports to its default exception handler (a task's exception never
+retrieved, a callback that raised) is only logged by asyncio; it fails the test here too.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import blockbuster.blockbuster
 import pytest
@@ -86,3 +91,22 @@ def blocking_detector(
     _noted.clear()
     if unexpected and not request.node.stash.get(FAILED, False):
         pytest.fail(f"blocking calls on the event loop, caught where they were made: {unexpected}")
+
+
+@pytest.fixture(autouse=True)
+def loop_errors(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[dict[str, Any]]]:
+    """Fail any test whose event loop had an error that nothing handled but asyncio's log."""
+    errors: list[dict[str, Any]] = []
+    default = asyncio.BaseEventLoop.default_exception_handler
+
+    def noted(loop: asyncio.BaseEventLoop, context: dict[str, Any]) -> None:
+        errors.append(context)
+        default(loop, context)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "default_exception_handler", noted)
+    yield errors
+    unexpected = [f"{c.get('message')}: {c.get('exception')!r}" for c in errors]
+    if unexpected and not request.node.stash.get(FAILED, False):
+        pytest.fail(f"errors the event loop only logged: {unexpected}")
