@@ -145,10 +145,14 @@ async def test_a_host_field_that_is_no_host_is_refused(limited, mocked: MockedSi
 
 
 @pytest.mark.parametrize(
-    "host", [b"gateway.test", b"10.0.0.5:8081", b"[::1]:8080", b"my_service.ns:80", b""]
+    "host",
+    [b"gateway.test", b"10.0.0.5:8081", b"[::1]:8080", b"my_service.ns:80", b"gateway.test:", b""],
 )
 async def test_a_host_field_naming_a_host_is_taken(limited, mocked: MockedSigners, host):
-    """A name, an IPv4 or bracketed IPv6 address, with or without a port (or empty) is a host."""
+    """A name, an IPv4 or bracketed IPv6 address, with or without a port (or empty) is a host.
+
+    RFC 3986's port is any number of digits, none included: `gateway.test:` names a host.
+    """
     fields = [(b"Host", host), (b"Content-Type", b"application/json")]
     response = await limited.post("/v1/dcc", content=orjson.dumps(eu_vaccination()), headers=fields)
     assert response.status_code == 200, response.text

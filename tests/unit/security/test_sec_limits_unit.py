@@ -380,6 +380,28 @@ async def test_a_chunked_body_is_bounded_however_the_coding_is_spelt() -> None:
     assert seen == []
 
 
+@pytest.mark.parametrize(
+    "spelt", [b"identity, identity", b"identity,", b", Identity", b"identity ,, identity"]
+)
+async def test_an_identity_content_coding_is_no_coding_however_the_list_is_spelt(
+    spelt: bytes,
+) -> None:
+    """Pin that a `Content-Encoding` naming only `identity` passes, in any list form.
+
+    RFC 9110 5.6.1: list elements are separated by commas with optional white space around
+    them, and a recipient ignores empty elements.
+    """
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-encoding", spelt),
+        (b"content-length", b"2"),
+    ]
+    assert await _run(middleware, _scope(headers), _one_message(b"{}")) == []
+    assert seen == [b"{}"]
+
+
 async def test_the_first_framing_field_of_a_name_is_the_one_read() -> None:
     """Pin that a second Content-Length or Transfer-Encoding is not read, as Starlette reads them.
 
