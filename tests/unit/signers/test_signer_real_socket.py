@@ -44,6 +44,12 @@ def _with_length(head: bytes, body: bytes) -> bytes:
     return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
+def _stored_gzip(size: int) -> bytes:
+    """STATIC_OK padded with spaces, in a gzip that stores it uncompressed: `size` bytes."""
+    overhead = len(gzip.compress(STATIC_OK, compresslevel=0, mtime=0)) - len(STATIC_OK)
+    return gzip.compress(STATIC_OK.ljust(size - overhead), compresslevel=0, mtime=0)
+
+
 #: Behaviours that write one answer as it stands (then close, unless kept alive).
 FIXED_ANSWERS = {
     "ok": _with_length(OK_HEAD, STATIC_OK),
@@ -62,6 +68,10 @@ FIXED_ANSWERS = {
         OK_HEAD + b"Content-Encoding: gzip\r\n", gzip.compress(b" " * (16 << 20), mtime=0)
     ),
     "brotli": _with_length(OK_HEAD + b"Content-Encoding: br\r\n", STATIC_OK),
+    # Just the body limit on the wire, a little less inflated.
+    "gzip-at-limit": _with_length(
+        OK_HEAD + b"Content-Encoding: gzip\r\n", _stored_gzip(MAX_RESPONSE_BYTES)
+    ),
 }  # fmt: skip
 #: Behaviours that write the start of an answer and then send nothing more.
 STALLING_ANSWERS = {
@@ -496,6 +506,14 @@ async def test_a_compressed_answer_is_inflated_no_further_than_the_body_limit(tr
             tracemalloc.stop()
     assert raised.value.status_code == 200
     assert peak < 16 * MAX_RESPONSE_BYTES, f"{peak / 1e6:.1f} MB allocated for one answer"
+
+
+async def test_a_compressed_answer_of_just_the_body_limit_on_the_wire_is_taken(transport):
+    """Pin that gzip of exactly MAX_RESPONSE_BYTES on the wire, inflating to less, is read."""
+    assert len(_stored_gzip(MAX_RESPONSE_BYTES)) == MAX_RESPONSE_BYTES
+    async with raw_server("gzip-at-limit") as server, client_for(server.port, transport) as http:
+        result = await issue_static(http)
+    assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
 
 
 async def test_a_get_carries_no_body_headers(transport):
