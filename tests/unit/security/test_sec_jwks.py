@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import logging
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -244,6 +245,21 @@ def _break(idp: Idp, how: str) -> None:
 
 
 FAILURES = ["empty", "malformed-kid", "http-503", "too-large", "unexpected-exception"]
+
+
+async def test_a_key_set_of_just_the_size_cap_is_taken():
+    """Pin the cap's edge: a JWKS document of exactly MAX_JWKS_BYTES is read."""
+    unpadded = len(json.dumps({**_issuer("k").jwks(), "padding": ""}))
+    padding = "x" * (MAX_JWKS_BYTES - unpadded)
+    document = json.dumps({**_issuer("k").jwks(), "padding": padding}).encode()
+    assert len(document) == MAX_JWKS_BYTES
+
+    async def handler(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=document)
+
+    timing = {"refresh_interval": 3600, "min_refresh_interval": 0, "fetch_timeout": 2}
+    async with started(handler, **timing) as remote:
+        assert (await remote.keys_for("k")).has("k")
 
 
 @pytest.mark.parametrize("how", FAILURES)
