@@ -6,6 +6,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 
+from signing_gateway.api import problems
 from signing_gateway.api.problems import allow_with_head, install_problem_handlers
 from signing_gateway.errors import PROBLEM_CONTENT_TYPE, SignerUnavailable
 
@@ -22,8 +23,12 @@ def test_signer_unavailable_retry_after_is_whole_seconds_at_least_one(retry_afte
 
 @pytest.mark.parametrize(
     ("status", "title", "detail"),
-    [(404, "Not found", "no such thing at /raise"), (503, "HTTP error", "HTTP error")],
-    ids=["4xx-says-why", "5xx-says-its-title"],
+    [
+        (404, "Not found", "no such thing at /raise"),
+        (500, "HTTP error", "HTTP error"),
+        (503, "HTTP error", "HTTP error"),
+    ],
+    ids=["4xx-says-why", "500-says-its-title", "5xx-says-its-title"],
 )
 async def test_an_http_exception_of_5xx_says_only_its_title(status, title, detail):
     """A 4xx HTTPException passes its detail on; a 5xx says its title, not what was raised."""
@@ -43,6 +48,18 @@ async def test_an_http_exception_of_5xx_says_only_its_title(status, title, detai
     body = response.json()
     assert (body["type"], body["title"], body["status"]) == ("about:blank", title, status)
     assert body["detail"] == detail
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("Ab", "Ab"), ("Abc", "(value withheld)")], ids=["2-kept", "3-withheld"]
+)
+def test_a_personal_value_of_three_characters_is_withheld_even_unquoted(value, shown):
+    """Pin the edge: from 3 characters a personal value is withheld wherever a message names it.
+
+    A shorter one is withheld only where quoted: a bare "1" would mangle the text around it.
+    """
+    error = {"loc": ("body", "dcc", "nam", "fnt"), "msg": f"got {value} here", "input": value}
+    assert problems._message(error) == f"got {shown} here"
 
 
 @pytest.mark.parametrize(
