@@ -129,6 +129,24 @@ def retry_reason(exc: SignerError, *, replay_safe: bool) -> RetryReason | None:
     return None
 
 
+class PlannedRetry:
+    """A retry decided on after a failed attempt: why, after what pause, and what it spent.
+
+    The budget is spent when the retry is planned, so calls failing at once cannot all
+    count on the same balance; a retry that then sends nothing gives it back (`sent`).
+    """
+
+    __slots__ = ("delay", "reason", "sent", "spent_in")
+
+    def __init__(self, reason: RetryReason, delay: float, spent_in: int) -> None:
+        """`spent_in`: the budget's second the retry was counted in (`RetryBudget.withdraw`)."""
+        self.reason = reason
+        self.delay = delay
+        self.spent_in = spent_in
+        #: Whether the retry's attempt went out (after the breaker and the bulkhead let it).
+        self.sent = False
+
+
 class _Attempt:
     """One attempt sent to the signer: its timer, and what a cut of it tells the breaker.
 
@@ -289,8 +307,8 @@ class SignerPolicy:
 
     def retry_delay(
         self, exc: SignerError, *, attempt: int, time_left: float | None, replay_safe: bool
-    ) -> tuple[RetryReason, float] | None:
-        """(reason, delay) for retrying after `exc`, or None: not safe, no time, no budget."""
+    ) -> PlannedRetry | None:
+        """The retry to make after `exc`, its budget spent; None: not safe, no time, no budget."""
         if attempt + 1 >= self.settings.max_attempts:
             return None
         reason = retry_reason(exc, replay_safe=replay_safe)
@@ -306,11 +324,12 @@ class SignerPolicy:
             delay = exc.retry_after + delay  # the jitter spreads the herd the signer let wait
         if time_left is not None and delay + MIN_ATTEMPT_SECONDS > time_left:
             return None
-        if not self.budget.try_withdraw():
+        spent_in = self.budget.withdraw()
+        if spent_in is None:
             if self._metrics is not None:
                 self._metrics.signer_retry_budget_exhausted.labels(self.signer).inc()
             return None
-        return reason, delay
+        return PlannedRetry(reason, delay, spent_in)
 
     async def call(
         self,
@@ -331,27 +350,32 @@ class SignerPolicy:
         loop = asyncio.get_running_loop()
         self.budget.deposit()
         attempt = 0
-        retry: RetryReason | None = None
-        while True:
-            try:
-                return await self._attempt(endpoint, factory, deadline, retry)
-            except SignerError as exc:
-                time_left = None if deadline is None else deadline - loop.time()
-                plan = self.retry_delay(
-                    exc, attempt=attempt, time_left=time_left, replay_safe=replay_safe
-                )
-                if plan is None:
-                    raise
-                retry, delay = plan
-                await asyncio.sleep(delay)
-                attempt += 1
+        retry: PlannedRetry | None = None
+        try:
+            while True:
+                try:
+                    return await self._attempt(endpoint, factory, deadline, retry)
+                except SignerError as exc:
+                    time_left = None if deadline is None else deadline - loop.time()
+                    retry = self.retry_delay(
+                        exc, attempt=attempt, time_left=time_left, replay_safe=replay_safe
+                    )
+                    if retry is None:
+                        raise
+                    await asyncio.sleep(retry.delay)
+                    attempt += 1
+        finally:
+            if retry is not None and not retry.sent:
+                # Cancelled in its backoff, or refused by the breaker, the bulkhead or the
+                # deadline before it went out: the signer saw no retry, the budget pays none.
+                self.budget.refund(retry.spent_in)
 
     async def _attempt(
         self,
         endpoint: str,
         factory: Callable[[], Awaitable[T]],
         deadline: float | None,
-        retry: RetryReason | None,
+        retry: PlannedRetry | None,
     ) -> T:
         """One attempt; `retry`: why it is made, when it is a retry (counted once it is sent)."""
         loop = asyncio.get_running_loop()
@@ -366,10 +390,10 @@ class SignerPolicy:
                 sent_at = loop.time()
                 attempt = _Attempt(self, sent_at, deadline)
                 self._sent(sent_at)
-                if retry is not None and self._metrics is not None:
+                if retry is not None:
                     # Here, not when planned: the breaker, the bulkhead or a cancellation
                     # during the backoff stops a planned retry before anything is sent.
-                    self._metrics.signer_retries.labels(self.signer, endpoint, retry).inc()
+                    self._retry_sent(retry, endpoint)
                 try:
                     async with attempt.scope:
                         # Set inside the scope: its timer handle copies the context when it
@@ -407,6 +431,11 @@ class SignerPolicy:
         self._silence_ends(loop.time())  # it answered
         self.breaker.record_success(permit)
         return result
+
+    def _retry_sent(self, retry: PlannedRetry, endpoint: str) -> None:
+        retry.sent = True
+        if self._metrics is not None:
+            self._metrics.signer_retries.labels(self.signer, endpoint, retry.reason).inc()
 
     def _time_left(self, deadline: float | None, endpoint: str, *, now: float) -> float | None:
         """Seconds left for an attempt (None: no deadline); NoTimeLeft when too few to send one."""

@@ -49,7 +49,17 @@ class RetryBudget:
 
     def try_withdraw(self) -> bool:
         """Spend one retry if the budget allows it; False means do not retry."""
+        return self.withdraw() is not None
+
+    def withdraw(self) -> int | None:
+        """Spend one retry if the budget allows it: the second it counts in, for `refund`.
+
+        None means do not retry.
+        """
         if self.balance() < 1:
-            return False
-        self._counts.add(_RETRIES)
-        return True
+            return None
+        return self._counts.add(_RETRIES)
+
+    def refund(self, second: int) -> None:
+        """Give back a retry spent in `second` (from `withdraw`) that was never sent."""
+        self._counts.take_back(_RETRIES, second)

@@ -657,3 +657,36 @@ async def test_a_wait_for_a_slot_cut_by_the_deadline_is_not_a_shed() -> None:
             await policy.call("x", Script(), replay_safe=True, deadline=loop.time() + 5)
         assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 1
     assert policy.breaker.state is BreakerState.CLOSED
+
+
+async def test_a_retry_that_sent_nothing_spends_no_budget():
+    """A retry the breaker refuses, or that is cancelled in its backoff, gives its budget back.
+
+    The budget bounds the load retries add to a signer; spent on retries never sent, it
+    refused real ones for a whole window after an outage while
+    `gateway_signer_retries_total` showed none.
+    """
+    one_retry = {"retry_budget_ratio": 0.0, "retry_budget_min_per_second": 0.1}  # per 10 s
+    policy, _ = _policy(breaker_consecutive_failures=1, max_attempts=2, **one_retry)
+    with pytest.raises(BreakerOpen):
+        await policy.call("get_credential", Script(_connect()), replay_safe=True)
+    assert policy.budget.balance() == 1
+
+    policy, _ = _policy(backoff_base_seconds=5.0, backoff_max_seconds=5.0, **one_retry)
+    script = Script(_connect())
+    call = asyncio.create_task(policy.call("get_credential", script, replay_safe=True))
+    await until(lambda: script.calls == 1)
+    await asyncio.sleep(0.05)  # in its backoff now, its retry paid for
+    assert policy.budget.balance() == 0
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert policy.budget.balance() == 1
+
+
+async def test_a_retry_sent_keeps_its_budget_spent():
+    """A retry that went out counts against the budget, whatever its answer."""
+    policy, _ = _policy(retry_budget_ratio=0.0, retry_budget_min_per_second=0.1)
+    with pytest.raises(SignerConnectError):
+        await policy.call("x", Script(_connect(), _connect(), _connect()), replay_safe=True)
+    assert policy.budget.balance() == 0

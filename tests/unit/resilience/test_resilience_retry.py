@@ -123,3 +123,20 @@ def test_only_safe_failures_are_retried(error, replay_safe, expected):
 def test_breaker_counts_signer_health_not_our_mistakes(error, verdict):
     """Transport errors, 5xx and malformed bodies count; 4xx is health; 429 says nothing."""
     assert breaker_verdict(error) is verdict
+
+
+def test_a_refunded_retry_is_available_again_within_its_window():
+    """A retry given back (never sent) counts no more; one gone from the window gives back none."""
+    clock = Clock()
+    budget = RetryBudget(ratio=0.0, min_per_second=0.2, window_seconds=5, clock=clock)
+    spent_in = budget.withdraw()
+    assert spent_in is not None
+    assert budget.withdraw() is None
+    clock.now += 2
+    budget.refund(spent_in)
+    assert budget.balance() == 1
+    again = budget.withdraw()
+    assert again is not None
+    clock.now += 5  # `again` has left the window: nothing is left to give back
+    budget.refund(again)
+    assert budget.balance() == 1
