@@ -103,8 +103,9 @@ def test_half_open_allows_limited_trials_and_closes_on_success():
     clock.now += 5
     assert breaker.state is BreakerState.HALF_OPEN
     first, second = breaker.acquire(), breaker.acquire()
-    with pytest.raises(BreakerOpen):
+    with pytest.raises(BreakerOpen) as info:
         breaker.acquire()
+    assert info.value.retry_after == 1  # the trials' answers come within a call
     breaker.record_success(first)
     assert breaker.state is BreakerState.HALF_OPEN
     breaker.record_success(second)
@@ -210,4 +211,48 @@ def test_a_successful_trial_frees_its_place():
     breaker.record_success(second)
     assert breaker.state is BreakerState.CLOSED
     breaker.record_success(third)  # a trial of the period that just closed: no effect
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_closed_breaker_starts_a_fresh_run_of_failures():
+    """The failures in a row that opened it do not count again once the trials closed it."""
+    clock = Clock()
+    breaker, _ = _breaker(clock)
+    _fail(breaker, 3)
+    clock.now += 5
+    _succeed(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+    _fail(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED  # two in a row since it closed, not five
+    _fail(breaker)
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_no_retry_after_unless_open():
+    """Closed or half-open, a probe may go now: the time until the next one is 0."""
+    clock = Clock()
+    breaker, _ = _breaker(clock)
+    assert breaker.retry_after() == 0
+    _fail(breaker, 3)
+    clock.now += 1
+    assert breaker.retry_after() == pytest.approx(4.0)
+    clock.now += 4
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.retry_after() == 0
+
+
+def test_successes_of_an_earlier_half_open_period_do_not_count_in_the_next():
+    """A trial success before a trial failure: the next half-open period needs all its own."""
+    clock = Clock()
+    breaker, _ = _breaker(clock)
+    _fail(breaker, 3)
+    clock.now += 5
+    first, second = breaker.acquire(), breaker.acquire()
+    breaker.record_success(first)
+    breaker.record_failure(second)
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 5
+    _succeed(breaker)
+    assert breaker.state is BreakerState.HALF_OPEN  # one success of two
+    _succeed(breaker)
     assert breaker.state is BreakerState.CLOSED

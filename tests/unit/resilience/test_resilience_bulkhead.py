@@ -34,7 +34,7 @@ async def test_full_queue_sheds_immediately():
         await bulkhead.acquire()
     assert time.monotonic() - started < 0.05
     assert info.value.reason == "queue-full"
-    assert info.value.retry_after >= 1
+    assert info.value.retry_after == 1  # a slot frees within about one signer call
     bulkhead.release()
     await waiter
     assert bulkhead.in_flight == 1

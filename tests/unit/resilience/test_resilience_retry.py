@@ -1,4 +1,4 @@
-"""Backoff bounds, the retry budget, and which signer failures may be retried."""
+"""Backoff bounds, the retry budget and its sliding window, which signer failures may be retried."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from signing_gateway.resilience.policy import Verdict, breaker_verdict, retry_reason
 from signing_gateway.resilience.retry import RetryBudget, backoff_delay
+from signing_gateway.resilience.window import SlidingCounts
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerConnectionLostError,
@@ -140,3 +141,36 @@ def test_a_refunded_retry_is_available_again_within_its_window():
     clock.now += 5  # `again` has left the window: nothing is left to give back
     budget.refund(again)
     assert budget.balance() == 1
+
+
+def test_a_part_of_a_retry_left_is_no_retry():
+    """Half a retry earned (ratio 0.5 of one request, no floor) does not allow one."""
+    clock = Clock()
+    budget = RetryBudget(ratio=0.5, min_per_second=0.0, window_seconds=10, clock=clock)
+    budget.deposit()
+    assert budget.balance() == 0.5
+    assert not budget.try_withdraw()
+    budget.deposit()
+    assert budget.try_withdraw()
+
+
+def test_a_window_of_part_seconds_keeps_a_count_at_least_that_long():
+    """A 2.5 s window rounds up to whole seconds: a count is never forgotten early."""
+    clock = Clock()
+    counts = SlidingCounts(2.5, fields=1, clock=clock)
+    counts.add(0)
+    clock.now += 2.9
+    assert counts.totals() == [1]
+    clock.now += 0.1
+    assert counts.totals() == [0]
+
+
+def test_counts_that_are_only_added_keep_constant_memory():
+    """A breaker that only ever sees successes adds without reading: old seconds still go."""
+    clock = Clock()
+    counts = SlidingCounts(10, fields=2, clock=clock)
+    for _ in range(1000):
+        counts.add(0)
+        clock.now += 1
+    assert len(counts._buckets) <= 10
+    assert counts.totals() == [9, 0]
