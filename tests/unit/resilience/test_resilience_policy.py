@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -63,6 +64,12 @@ class Script:
         if self.errors:
             raise self.errors.pop(0)
         return "ok"
+
+
+async def _hang() -> str:
+    """A signer that never answers."""
+    await asyncio.Event().wait()
+    return "never"
 
 
 def _connect() -> SignerConnectError:
@@ -228,22 +235,21 @@ async def test_attempt_timeout_never_exceeds_the_remaining_deadline():
     assert time.monotonic() - started < 0.3
 
 
-async def test_an_attempt_cut_at_the_deadline_is_not_held_against_the_signer():
+@pytest.mark.parametrize(("attempt_timeout", "deadline"), [(5.0, 0.1), (0.3, 0.2)])
+async def test_an_attempt_cut_at_the_deadline_is_not_held_against_the_signer(
+    attempt_timeout, deadline
+):
     """Its timer set to the nearer deadline, the attempt times out there: the breaker ignores it.
 
     The signer was waited on for 0.1 s of a 5 s attempt timeout: the caller's deadline cut
     the attempt, not the signer's silence (a part in a task of its own may see this timeout
-    before the deadline's cancellation).
+    before the deadline's cancellation). Not watched by the call metric, the attempt is
+    judged as it leaves the wire: its 0.2 s of a 0.3 s timeout count once, not silent yet.
     """
-    policy, _ = _policy(attempt_timeout_seconds=5.0, breaker_consecutive_failures=1)
+    policy, _ = _policy(attempt_timeout_seconds=attempt_timeout, breaker_consecutive_failures=1)
     loop = asyncio.get_running_loop()
-
-    async def hang() -> str:
-        await asyncio.Event().wait()
-        return "never"
-
     with pytest.raises(SignerTimeoutError):
-        await policy.call("issue", hang, replay_safe=False, deadline=loop.time() + 0.1)
+        await policy.call("issue", _hang, replay_safe=False, deadline=loop.time() + deadline)
     assert policy.breaker.state is BreakerState.CLOSED
 
 
@@ -690,3 +696,98 @@ async def test_a_retry_sent_keeps_its_budget_spent():
     with pytest.raises(SignerConnectError):
         await policy.call("x", Script(_connect(), _connect(), _connect()), replay_safe=True)
     assert policy.budget.balance() == 0
+
+
+def test_breaker_transitions_are_logged_an_opening_as_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An opening is what an operator must see: WARNING; half-open and closed are INFO."""
+    caplog.set_level(logging.INFO, logger="signing_gateway.resilience")
+    now = [1000.0]
+    policy = SignerPolicy(
+        "eu",
+        ResilienceSettings(breaker_open_seconds=5.0, breaker_trial_calls=1),
+        clock=lambda: now[0],
+    )
+    permit = policy.breaker.acquire()
+    for _ in range(policy.settings.breaker_consecutive_failures):
+        policy.breaker.record_failure(permit)
+    now[0] += 5.0
+    policy.breaker.record_success(policy.breaker.acquire())
+    records = [
+        (r.levelname, r.getMessage(), getattr(r, "signer", None), getattr(r, "breaker", None))
+        for r in caplog.records
+    ]
+    assert records == [
+        ("WARNING", "circuit breaker open", "eu", "open"),
+        ("INFO", "circuit breaker half-open", "eu", "half-open"),
+        ("INFO", "circuit breaker closed", "eu", "closed"),
+    ]
+
+
+def test_a_signers_retry_after_is_waited_out_with_jitter_on_top() -> None:
+    """The callers a signer told to come back in 0.1 s do not all come back at that instant."""
+    policy, _ = _policy(backoff_base_seconds=0.05, backoff_max_seconds=0.05)
+    throttled = SignerThrottledError(
+        "429", signer="eu", endpoint="x", status_code=429, retry_after=0.1
+    )
+    delays = []
+    for _ in range(20):
+        plan = policy.retry_delay(throttled, attempt=0, time_left=None, replay_safe=True)
+        assert plan is not None
+        delays.append(plan.delay)
+    assert all(0.1 <= delay <= 0.15 for delay in delays)
+    assert max(delays) - min(delays) > 0.025
+
+
+async def test_the_readiness_snapshot_shows_calls_in_flight_and_waiting() -> None:
+    """/readyz shows the calls holding a slot and those queued for one, each as it is."""
+    policy, _ = _policy(max_in_flight=1, max_pending=2)
+    async with _slot_held(policy):
+        queued = [asyncio.create_task(policy.call("x", Script(), replay_safe=True)) for _ in "ab"]
+        await until(lambda: policy.bulkhead.pending == 2)
+        snapshot = policy.snapshot()
+        assert (snapshot["inFlight"], snapshot["pending"]) == (1, 2)
+    assert await asyncio.gather(*queued) == ["ok", "ok"]
+    assert policy.snapshot() == {
+        "breaker": "closed",
+        "breakerRetryAfterSeconds": 0,
+        "inFlight": 0,
+        "pending": 0,
+        "retryBudget": policy.settings.retry_budget_min_per_second
+        * policy.settings.retry_budget_window_seconds
+        + policy.settings.retry_budget_ratio * 3,  # three calls, no retry
+    }
+
+
+async def test_a_full_bulkhead_under_a_deadline_is_a_shed_not_the_deadlines_cut() -> None:
+    """No queue to wait in: a 503 shed at once, however near the deadline, not a 504."""
+    policy, metrics = _policy(max_in_flight=1, max_pending=0, max_wait_seconds=1.0)
+    loop = asyncio.get_running_loop()
+    async with _slot_held(policy):
+        with pytest.raises(BulkheadFull):
+            await policy.call("x", Script(), replay_safe=True, deadline=loop.time() + 0.5)
+    assert _sample(metrics, "gateway_signer_shed_total", signer="eu") == 1
+
+
+async def test_a_first_attempt_is_no_retry() -> None:
+    """Calls answered at the first attempt count no retry, under any reason."""
+    policy, metrics = _policy()
+    assert await policy.call("x", Script(), replay_safe=True) == "ok"
+    retries = [
+        sample
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "gateway_signer_retries_total"
+    ]
+    assert retries == []
+
+
+async def test_an_attempt_is_cut_at_its_own_timeout() -> None:
+    """With no deadline, a hung attempt ends attempt_timeout_seconds after it was sent."""
+    policy, _ = _policy(attempt_timeout_seconds=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(SignerTimeoutError):
+        await policy.call("issue", _hang, replay_safe=False)
+    assert 0.2 <= loop.time() - started < 0.3
