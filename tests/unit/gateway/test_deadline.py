@@ -114,6 +114,18 @@ async def test_an_attempt_starting_past_the_deadline_sends_a_budget_of_zero():
     assert headers == {DEADLINE_HEADER: "0"}
 
 
+async def test_the_budget_sent_is_rounded_down_to_the_millisecond(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1.2345 s left is 1234 ms: a signer is never told it has more time than is left."""
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "time", lambda: 100.0)
+    async with request_deadline(1.2345):
+        headers = with_deadline_header({})
+        monkeypatch.undo()
+    assert headers == {DEADLINE_HEADER: "1234"}
+
+
 async def test_a_spent_caller_budget_is_exceeded_before_any_work():
     """A caller whose X-Request-Timeout went on waiting gets a 504 without the block running."""
     token = caller_budget_var.set(
@@ -377,3 +389,28 @@ async def test_a_part_failing_on_its_own_wins_over_the_deadline() -> None:
     with pytest.raises(SignerUnavailable) as info:
         await all_or_nothing({"european[0]": cut, "european[1]": failing}, seconds=5)
     assert info.value.part == "european[1]"
+
+
+async def test_a_shed_call_is_a_503_to_come_back_in_a_second() -> None:
+    """The signer's bulkhead full, no queue: 503 at once, Retry-After 1, nothing sent."""
+    policy = SignerPolicy("eu", ResilienceSettings(max_attempts=1, max_in_flight=1, max_pending=0))
+    await policy.bulkhead.acquire()
+    with pytest.raises(SignerUnavailable) as info:
+        await call_signer(
+            "european", _hang, policy=policy, endpoint="get_credential", replay_safe=True
+        )
+    assert info.value.part == "european"
+    assert info.value.headers() == {"Retry-After": "1"}
+
+
+async def test_an_open_breaker_is_a_503_to_come_back_when_it_probes() -> None:
+    """Refused by the open breaker: Retry-After is the open time left, in whole seconds."""
+    policy = SignerPolicy(
+        "eu", ResilienceSettings(breaker_consecutive_failures=1, breaker_open_seconds=30.0)
+    )
+    policy.breaker.record_failure(policy.breaker.acquire())
+    with pytest.raises(SignerUnavailable) as info:
+        await call_signer(
+            "european", _hang, policy=policy, endpoint="get_credential", replay_safe=True
+        )
+    assert info.value.headers() == {"Retry-After": "30"}

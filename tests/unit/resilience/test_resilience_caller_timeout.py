@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from signing_gateway.issuance.deadline import caller_budget_var
 from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
 
@@ -63,3 +65,20 @@ async def test_a_malformed_header_is_answered_400_without_calling_the_app() -> N
     await CallerTimeoutMiddleware(app)(_scope([(b"x-request-timeout", b"soon")]), _receive, send)
     assert called == []
     assert sent[0]["status"] == 400
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(b"3", 3.0), (b"2.5", 2.5), (b"1e1", 10.0), (b"25E-1", 2.5), (b" \t2.5 ", 2.5)],
+)
+async def test_a_decimal_number_of_seconds_is_read_as_such(value: bytes, seconds: float) -> None:
+    """Digits with an optional fraction and exponent, white space around them ignored."""
+    budgets: list[float] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        budget = caller_budget_var.get(None)
+        assert budget is not None
+        budgets.append(budget.seconds)
+
+    await CallerTimeoutMiddleware(app)(_scope([(b"x-request-timeout", value)]), _receive, _send)
+    assert budgets == [seconds]
