@@ -137,3 +137,23 @@ async def test_a_timeout_error_of_the_request_itself_is_not_taken_for_the_drain(
         await DrainMiddleware(app, controller=controller)(_SCOPE, _receive, send)
     assert sent == []
     assert controller.in_flight == 0
+
+
+async def test_a_request_arriving_while_draining_is_refused_and_its_connection_closed():
+    """503 `shutting-down`, Retry-After 1 and Connection: close: the next request goes elsewhere."""
+    controller = DrainController(drain_timeout=1, cancel_grace=1)
+    controller.begin()
+    sent: list[dict[str, Any]] = []
+
+    async def app(_scope: Any, _receive: Any, _send: Any) -> None:  # pragma: no cover
+        raise AssertionError("never called")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await DrainMiddleware(app, controller=controller)(_SCOPE, _receive, send)
+    start = sent[0]
+    assert start["status"] == 503
+    headers = dict(start["headers"])
+    assert (headers[b"retry-after"], headers[b"connection"]) == (b"1", b"close")
+    assert controller.in_flight == 0

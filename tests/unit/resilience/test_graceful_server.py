@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import uvicorn
@@ -182,22 +183,36 @@ def test_a_signal_during_the_start_up_stops_it_and_ends_by_the_signal() -> None:
     assert server._drain_requested is False
 
 
+async def _stop_leaves_serving(server: GracefulServer) -> None:
+    """`_stop_start_up` on `server`, serving still: the serving task is not cancelled."""
+    server._serving = running = asyncio.create_task(asyncio.sleep(30))
+    server._stop_start_up()
+    await asyncio.sleep(0)
+    assert not running.done()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
 async def test_stopping_the_start_up_cancels_only_a_start_up_still_running() -> None:
-    """Pin that the stop cancels the serving task while the app starts, and nothing after."""
+    """Pin that the stop cancels the serving task while the app starts, and nothing after.
+
+    Once the app's start-up is done (the listeners being opened) or the server started,
+    uvicorn's own exit ends it.
+    """
     server = _server()
     server._serving = asyncio.create_task(asyncio.sleep(30))
     server._stop_start_up()
     with pytest.raises(asyncio.CancelledError):
         await server._serving
     started = _server()
-    started._serving = running = asyncio.create_task(asyncio.sleep(30))
     started.started = True
-    started._stop_start_up()
-    await asyncio.sleep(0)
-    assert not running.done()
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
+    await _stop_leaves_serving(started)
+    app_started = _server()
+    startup_event = asyncio.Event()
+    startup_event.set()
+    app_started.lifespan = SimpleNamespace(startup_event=startup_event)  # type: ignore[assignment]
+    await _stop_leaves_serving(app_started)
 
 
 def test_a_signal_before_the_loop_runs_stops_as_uvicorn_does() -> None:
