@@ -73,6 +73,15 @@ async def test_the_drain_ends_as_soon_as_the_last_request_does() -> None:
         assert await idle.drain() == 0
 
 
+async def test_the_drain_waits_for_every_request_not_the_first_to_end() -> None:
+    """One of two requests ending leaves the drain waiting for the other: nothing cancelled."""
+    controller = DrainController(drain_timeout=5, cancel_grace=5)
+    requests = [asyncio.create_task(_request(controller, lasts=lasts)) for lasts in (0.05, 0.3)]
+    await asyncio.sleep(0)  # both in flight
+    assert await controller.drain() == 0
+    assert all(request.done() and not request.cancelled() for request in requests)
+
+
 async def test_requests_are_cancelled_at_the_drain_timeout() -> None:
     """A request that would run on is cancelled at `drain_timeout`, the cancel grace unused."""
     left, took, controller, request = await _drain_one(0.1, 5, lasts=30)
