@@ -47,8 +47,11 @@ _SIGNERS = {
 
 
 def start_event_counters(metrics: GatewayMetrics) -> None:
-    """Create every series of the event counters at 0 (66 series)."""
+    """Create every series of the event counters at 0 (66 series), and of the in-flight gauge."""
     for signer, (endpoints, failures) in _SIGNERS.items():
+        # A gauge, not a counter, but the same gap: a dashboard showed "no data" for a
+        # signer's calls in flight until its first call, where 0 is the truth.
+        metrics.signer_in_flight.labels(signer)
         metrics.signer_shed.labels(signer)
         metrics.signer_retry_budget_exhausted.labels(signer)
         for state in BreakerState:

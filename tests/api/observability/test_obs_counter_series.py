@@ -115,6 +115,16 @@ async def test_a_fresh_gateway_has_every_event_series_at_zero(gateway: httpx.Asy
         assert fresh[name] == dict.fromkeys(expected, 0.0), name
 
 
+async def test_a_fresh_gateway_shows_no_signer_call_in_flight_for_each_signer(
+    gateway: httpx.AsyncClient,
+):
+    """`gateway_signer_in_flight` is 0 for both signers before any call, not absent."""
+    fresh = await scrape(gateway)
+    assert fresh.series("gateway_signer_in_flight") == {
+        _labels(("signer",), (signer,)): 0.0 for signer in SIGNERS
+    }
+
+
 async def test_a_fresh_gateway_has_every_traffic_series_at_zero(gateway: httpx.AsyncClient):
     """Every route with each ending, every signer endpoint with each outcome: 0, and no other."""
     fresh = await scrape(gateway)
