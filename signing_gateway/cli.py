@@ -131,6 +131,8 @@ def _own_port_problems(settings: Settings, args: argparse.Namespace) -> list[str
     The gateway would call itself: its probe port answers the readiness probe (the signer looks
     up) and 404s every signing call, which counts as the signer's refusal, not its failure.
     """
+    if not isinstance(args.host, str):
+        return []  # its variable gave no host (reported with the options): nothing to compare
     own = {
         port: flag
         for port, flag in ((args.probe_port, "--probe-port"), (args.port, "--port"))

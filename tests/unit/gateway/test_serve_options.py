@@ -334,6 +334,24 @@ def test_a_host_nothing_here_can_listen_on_is_refused_before_the_start_up(
     assert "ran" not in served
 
 
+def test_a_refused_host_variable_beside_a_signer_on_the_gateways_port_is_one_report(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The host its variable could not give is not compared with a loopback signer's URL.
+
+    Before, the own-port check read the variable's unparsed stand-in as the host and ended
+    `serve` in a traceback (`'FromEnvironment' object has no attribute 'strip'`).
+    """
+    monkeypatch.setenv("SIGNING_GATEWAY_HOST", "no-such-host.invalid")
+    monkeypatch.setenv("SIGNING_GATEWAY_EU_SIGNER__URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("SIGNING_GATEWAY_EU_SIGNER__ALLOW_PLAIN_HTTP", "true")
+    assert cli.main(["serve", "--port", "8080"]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        f"  SIGNING_GATEWAY_HOST: {NOT_FOUND} (name or service not known)"
+    ]
+    assert "ran" not in served
+
+
 def _binds(address: str) -> bool:
     try:
         with socket.create_server((address, 0), family=socket.AF_INET6):
