@@ -119,7 +119,7 @@ def _may_reach_gateway(listen: str, signer_url: str) -> bool:
     """
     if listen in _EVERY_ADDRESS:
         return True
-    if not is_loopback_host(listen.strip("[]")):
+    if not is_loopback_host(listen):  # `--host` is held without brackets (`_listen_host`)
         return False
     gateway, signer = _loopback_key(listen), _loopback_key(httpx.URL(signer_url).host)
     return gateway == signer or {gateway, signer} <= _USUAL_LOOPBACK
@@ -375,22 +375,19 @@ def _listen_host(text: str) -> str:
         return text
     if text.startswith("[") and text.endswith("]") and ":" in text:
         text = text[1:-1]
+    rule = "must be an address of this machine or a name of one"
     try:
         found = socket.getaddrinfo(text, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError, ValueError) as exc:  # ValueError: a NUL in it
         reason = getattr(exc, "strerror", None) or "not an address or a host name"
-        raise argparse.ArgumentTypeError(
-            f"must be an address of this machine or a name of one; not found ({reason.lower()})"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{rule}; not found ({reason.lower()})") from None
     for family, kind, protocol, _, address in found:
         try:
             with socket.socket(family, kind, protocol) as probe:
                 probe.bind(address)
         except OSError as exc:
             reason = (exc.strerror or type(exc).__name__).lower()
-            raise argparse.ArgumentTypeError(
-                f"must be an address of this machine or a name of one; cannot listen ({reason})"
-            ) from None
+            raise argparse.ArgumentTypeError(f"{rule}; cannot listen ({reason})") from None
     return text
 
 

@@ -17,14 +17,18 @@ from signing_gateway.resilience.breaker import BreakerState
 
 router = APIRouter(tags=["Health"])
 
-#: The /readyz body, ready or not: its status, draining, each probed signer, and the details.
+#: The /readyz body, ready or not: its status, draining, each probed dependency, the details.
 _READINESS_SCHEMA = {
     "type": "object",
     "required": ["status", "draining", "dependencies", "euSigningCertificates"],
     "properties": {
         "status": {"type": "string", "enum": ["ready", "degraded", "not-ready"]},
         "draining": {"type": "boolean"},
-        "dependencies": {"type": "object", "description": "Each signer's last probe"},
+        "dependencies": {
+            "type": "object",
+            "description": "Each probed dependency's last probe: the signers, and the audit "
+            "file when one is set",
+        },
         "euSigningCertificates": {
             "type": "object",
             "description": "Each EU key usage's signing DSC as of now",

@@ -50,8 +50,10 @@ MIN_FREE_BYTES = 64 * 1024
 
 
 class AuditRecordsFailed(Exception):
-    # Named for /readyz, which shows the class of what failed a probe.
-    """The readiness probe's word for records that failed since its last look."""
+    """The readiness probe's word for records that failed since its last look.
+
+    Named for `/readyz`, which shows the class of what failed a probe as its `error`.
+    """
 
 
 class AuditFile:
