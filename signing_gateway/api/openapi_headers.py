@@ -5,8 +5,8 @@
 `Header()` parameter would have FastAPI solve it on every request, a measured cost on the
 issuance routes (docs/benchmarks.md). FastAPI documents only its own parameters, so
 `document_headers` adds them to the generated document: both request headers as optional
-parameters of every /v1 operation, and the `X-Request-ID` that every answer carries to every
-documented response.
+parameters of every /v1 operation, and the `X-Request-ID` and `Cache-Control: no-store` that
+every answer carries to every documented response.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from signing_gateway.api.openapi_document import amend_openapi
 from signing_gateway.issuance.deadline import REQUEST_TIMEOUT_HEADER
-from signing_gateway.observability.context import REQUEST_ID_HEADER, SAFE_REQUEST_ID_PATTERN
+from signing_gateway.observability.context import (
+    NO_STORE_VALUE,
+    REQUEST_ID_HEADER,
+    SAFE_REQUEST_ID_PATTERN,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -79,6 +83,22 @@ def _response_request_id() -> dict[str, Any]:
     }
 
 
+#: The `Cache-Control` header's name as documented.
+CACHE_CONTROL_HEADER = "Cache-Control"
+
+
+def _response_cache_control() -> dict[str, Any]:
+    """The `Cache-Control` header of every answer."""
+    return {
+        "description": (
+            "Always `no-store`: an answer holds personal data or this instance's state of the "
+            "moment, and no browser or intermediary may keep a copy."
+        ),
+        "required": True,
+        "schema": {"type": "string", "const": NO_STORE_VALUE},
+    }
+
+
 def _add_parameter(operation: dict[str, Any], parameter: dict[str, Any]) -> None:
     """Append `parameter` to `operation`'s, unless one of that name and place is there."""
     parameters: list[dict[str, Any]] = operation.setdefault("parameters", [])
@@ -102,8 +122,8 @@ def document_headers(app: FastAPI, *, deadline_seconds: float) -> None:
                     _add_parameter(operation, _request_timeout(deadline_seconds))
                     _add_parameter(operation, _request_id())
                 for response in operation.get("responses", {}).values():
-                    response.setdefault("headers", {}).setdefault(
-                        REQUEST_ID_HEADER, _response_request_id()
-                    )
+                    headers = response.setdefault("headers", {})
+                    headers.setdefault(REQUEST_ID_HEADER, _response_request_id())
+                    headers.setdefault(CACHE_CONTROL_HEADER, _response_cache_control())
 
     amend_openapi(app, add_headers)

@@ -22,7 +22,12 @@ from signing_gateway.errors import (
     RequestInvalid,
     problem_body,
 )
-from signing_gateway.observability.context import REQUEST_ID_HEADER, current_request_id
+from signing_gateway.observability.context import (
+    CACHE_CONTROL,
+    NO_STORE_VALUE,
+    REQUEST_ID_HEADER,
+    current_request_id,
+)
 from signing_gateway.observability.logging import note_answered
 
 logger = logging.getLogger(__name__)
@@ -173,7 +178,7 @@ async def _on_client_gone(request: Request, exc: Exception) -> Response:
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # Unhandled errors are answered outside the request-id middleware, whose context has
-    # ended: the record and the answer name the request id here.
+    # ended: the record and the answer name the request id, and set the caching rule, here.
     request_id = _request_id(request)
     logger.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
     note_answered(exc)  # Starlette raises it again for the server, which need not log it too
@@ -183,7 +188,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
         type_=PROBLEM_BASE + "internal",
         title="Internal error",
         detail="The gateway failed unexpectedly; the request id identifies it in the logs.",
-        headers={REQUEST_ID_HEADER: request_id},
+        headers={REQUEST_ID_HEADER: request_id, CACHE_CONTROL: NO_STORE_VALUE},
     )
 
 

@@ -1,4 +1,7 @@
-"""The request id of the inbound request being served, visible to logs and signer calls."""
+"""The request id of the inbound request being served, visible to logs and signer calls.
+
+Also the caching rule every answer carries, beside its request id.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,13 @@ REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 #: A caller's request id kept as it is (else one is minted): short, and safe in a log line.
 SAFE_REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 _SAFE_REQUEST_ID = re.compile(SAFE_REQUEST_ID_PATTERN)
+
+#: Every answer's caching rule, unless the app set one: an answer holds personal data (a
+#: credential, a problem naming a request) or the state of this instance (`/readyz`,
+#: `/metrics`), so no browser or intermediary may keep a copy (RFC 9111 §5.2.2.5).
+CACHE_CONTROL = "cache-control"
+NO_STORE_VALUE = "no-store"
+NO_STORE = (CACHE_CONTROL.encode("latin-1"), NO_STORE_VALUE.encode("latin-1"))
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 

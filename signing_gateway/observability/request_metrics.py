@@ -51,6 +51,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.observability.context import (
+    CACHE_CONTROL,
+    NO_STORE,
+    NO_STORE_VALUE,
     REQUEST_ID_HEADER,
     REQUEST_ID_KEY,
     request_id_of,
@@ -78,6 +81,7 @@ LIVENESS_PATH = "/healthz"
 _LIVENESS_BODY = b'{"status":"ok"}'
 _LIVENESS_HEADERS = [
     (b"content-type", b"application/json"),
+    NO_STORE,
     (b"content-length", str(len(_LIVENESS_BODY)).encode("ascii")),
 ]
 #: The methods it answers: a HEAD gets the GET's status and headers, and no body.
@@ -107,7 +111,8 @@ def status_class(status: int) -> str:
 class _Exchange:
     """One request's receive and send, watched: the status sent, and how the exchange ended.
 
-    Its send also sets the request id on the response.
+    Its send also sets the request id on the response, and `Cache-Control: no-store` unless
+    the app chose a caching rule.
     """
 
     __slots__ = ("_receive", "_send", "complete", "disconnected", "request_id", "status")
@@ -129,7 +134,9 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            MutableHeaders(scope=message)[REQUEST_ID_HEADER] = self.request_id
+            headers = MutableHeaders(scope=message)
+            headers[REQUEST_ID_HEADER] = self.request_id
+            headers.setdefault(CACHE_CONTROL, NO_STORE_VALUE)
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.complete = True
         await self._send(message)

@@ -57,7 +57,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
-from signing_gateway.observability.context import REQUEST_ID_KEY, accept_or_generate
+from signing_gateway.observability.context import NO_STORE, REQUEST_ID_KEY, accept_or_generate
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.header_fields import REPEATING, SharedFields
 from signing_gateway.security.settings import LimitsSettings
@@ -181,6 +181,7 @@ def problem_answer(
         head += [name, b": ", value, b"\r\n"]
     head += [
         b"content-type: %s\r\ncontent-length: %d\r\n" % (PROBLEM_CONTENT_TYPE.encode(), len(body)),
+        NO_STORE[0] + b": " + NO_STORE[1] + b"\r\n",
         REQUEST_ID_KEY + b": " + request_id.encode() + b"\r\nconnection: close\r\n\r\n",
         body,
     ]

@@ -19,7 +19,7 @@ import copy
 from typing import TYPE_CHECKING
 
 from signing_gateway.errors import ABOUT_BLANK, send_problem
-from signing_gateway.observability.context import REQUEST_ID_KEY, request_id_of
+from signing_gateway.observability.context import NO_STORE, REQUEST_ID_KEY, request_id_of
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def probes_only(
             type_=ABOUT_BLANK,
             title="Not found",
             detail=f"the probe port answers only {listed}; send requests to the main port",
-            headers=[(REQUEST_ID_KEY, request_id.encode("latin-1"))],
+            headers=[(REQUEST_ID_KEY, request_id.encode("latin-1")), NO_STORE],
         )
 
     refusal: ASGIApp = refuse

@@ -20,6 +20,7 @@ def assert_problem(
     assert body["status"] == status
     assert body["instance"] == response.request.url.path
     assert body["requestId"] == response.headers["x-request-id"]
+    assert response.headers.get_list("cache-control") == ["no-store"]
     if slug is not None:
         assert body["type"] == PROBLEM_BASE + slug
     return body

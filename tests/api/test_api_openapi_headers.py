@@ -126,6 +126,17 @@ def test_every_answer_documents_the_request_id_header(spec: dict[str, Any]):
     assert header["schema"]["pattern"]
 
 
+def test_every_answer_documents_that_it_is_not_stored(spec: dict[str, Any]):
+    """Each documented response carries `Cache-Control: no-store`, as every answer does."""
+    documented = {
+        f"{where} {status}": response.get("headers", {}).get("Cache-Control", {}).get("schema")
+        for where, operation in _operations(spec).items()
+        for status, response in operation["responses"].items()
+    }
+    assert documented
+    assert set(map(str, documented.values())) == {str({"type": "string", "const": "no-store"})}
+
+
 def test_400_and_408_are_documented_where_they_can_happen(spec: dict[str, Any]):
     """Every /v1 call documents 400 (bad X-Request-Timeout); every one with a body limit, 408."""
     operations = _operations(spec, "/v1/")

@@ -30,6 +30,7 @@ REQUEST_ID = "bug-500-1"
 def _assert_answered_500(response: httpx.Response) -> None:
     assert response.status_code == 500
     assert response.headers["X-Request-ID"] == REQUEST_ID
+    assert response.headers["Cache-Control"] == "no-store"
     assert response.json()["requestId"] == REQUEST_ID
 
 

@@ -321,6 +321,7 @@ async def test_a_request_that_is_not_http_is_answered_400_problem_json(request_b
     head = bytes(transport.written).partition(b"\r\n\r\n")[0].lower()
     assert b"content-type: application/problem+json" in head
     assert b"x-request-id: " + problem["requestId"].encode() in head
+    assert b"\r\ncache-control: no-store\r\n" in head
     assert transport.eof_written  # read on until the linger ends: the answer is not reset away
     assert protocol.started == []
 

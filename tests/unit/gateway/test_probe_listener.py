@@ -51,6 +51,7 @@ async def test_refused_path_answers_with_a_request_id(given, expected, counted):
     start, body = await _refuse("/v1/dcc", headers, GatewayMetrics() if counted else None)
     [header] = [value.decode() for name, value in start["headers"] if name == b"x-request-id"]
     assert start["status"] == 404
+    assert (b"cache-control", b"no-store") in start["headers"]
     assert orjson.loads(body["body"])["requestId"] == header
     if expected is not None:
         assert header == expected
