@@ -97,11 +97,17 @@ def _ordered(usages: Iterable[str]) -> list[str]:
 
 
 def _key_usages(certificate: x509.Certificate) -> frozenset[str]:
-    """DCC key usages allowed by the certificate's EKU (all three when none is named)."""
+    """DCC key usages allowed by the certificate's EKU (all three when none is named).
+
+    Raises:
+        TrustConfigError: an extension does not parse, or one is there twice.
+    """
     try:
         eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return frozenset(KEY_USAGES)
+    except ValueError as exc:  # the extensions are parsed on first use
+        raise TrustConfigError("DSC extensions are not readable") from exc
     named = {_USAGE_BY_OID[oid.dotted_string] for oid in eku if oid.dotted_string in _USAGE_BY_OID}
     return frozenset(named) if named else frozenset(KEY_USAGES)
 

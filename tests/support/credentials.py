@@ -127,10 +127,12 @@ def make_dsc(
     not_after: datetime | None = None,
     extra_eku: list[str] | None = None,
     countries: Iterable[str] = ("NL",),
+    eku_der: bytes | None = None,
 ) -> Dsc:
     """A DSC with the DCC EKUs of ``key_usages`` (None: no EKU extension at all).
 
     ``countries`` are the countryName attributes of its subject, in order (none, one or more).
+    ``eku_der``, instead of the usages, is the EKU extension's value as written, unchecked.
     """
     key: SigningKey = (
         rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
@@ -147,7 +149,10 @@ def make_dsc(
         .not_valid_before(not_before or now - timedelta(days=1))
         .not_valid_after(not_after or now + timedelta(days=730))
     )
-    if key_usages is not None or extra_eku:
+    if eku_der is not None:
+        raw = x509.UnrecognizedExtension(x509.ExtensionOID.EXTENDED_KEY_USAGE, eku_der)
+        builder = builder.add_extension(raw, critical=False)
+    elif key_usages is not None or extra_eku:
         oids = [x509.ObjectIdentifier(EKU[u]) for u in key_usages or []]
         oids += [x509.ObjectIdentifier(o) for o in extra_eku or []]
         builder = builder.add_extension(x509.ExtendedKeyUsage(oids), critical=False)

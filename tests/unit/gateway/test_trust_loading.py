@@ -282,6 +282,34 @@ def test_a_path_through_a_file_and_an_unreadable_file_are_named(
     assert unreadable_file(dsc) is None
 
 
+_UNREADABLE_EXTENSIONS = (
+    "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 1 of 1: DSC extensions are not readable"
+)
+
+
+@pytest.fixture
+def unreadable_extensions(tmp_path: Path) -> TrustSettings:
+    """One DSC file whose EKU extension does not parse."""
+    (tmp_path / "dsc.pem").write_bytes(make_dsc(None, eku_der=b"").pem)
+    return TrustSettings(eu_certificates=[tmp_path / "dsc.pem"])
+
+
+def test_a_certificate_whose_extensions_do_not_parse_is_named(
+    unreadable_extensions: TrustSettings,
+):
+    """A DSC whose EKU extension does not parse is a problem line of the check, not a traceback."""
+    assert trust_file_problems(unreadable_extensions) == [_UNREADABLE_EXTENSIONS]
+
+
+async def test_a_certificate_whose_extensions_do_not_parse_fails_the_start_up_named(
+    unreadable_extensions: TrustSettings,
+):
+    """Loading such a file fails the start-up with the same line."""
+    with pytest.raises(TrustUnavailableError) as refused:
+        await _load(unreadable_extensions)
+    assert str(refused.value) == _UNREADABLE_EXTENSIONS
+
+
 def test_the_check_wants_some_trust_but_not_every_kind(trust_files: TrustSettings):
     """Nothing configured is one line; EU or domestic files alone pass, as fetching does."""
     assert trust_file_problems(TrustSettings()) == [NO_TRUST]

@@ -138,6 +138,21 @@ def test_subject_naming_two_countries_is_refused():
         DscCertificate.from_der(make_dsc(["test"], countries=["NL", "BE"]).der)
 
 
+@pytest.mark.parametrize(
+    "eku_der", [b"", b"\x30\x03\x02\x01\x01"], ids=["empty", "integer-for-an-oid"]
+)
+def test_dsc_whose_extended_key_usage_does_not_parse_is_refused(eku_der):
+    """A DSC with an EKU extension that is no list of OIDs is a TrustConfigError, from DER or /keys.
+
+    Its usages cannot be read; the error names the certificate like any other unusable one.
+    """
+    dsc = make_dsc(None, eku_der=eku_der)
+    with pytest.raises(TrustConfigError, match="extensions"):
+        DscCertificate.from_der(dsc.der)
+    with pytest.raises(TrustConfigError, match="extensions"):
+        KeySet.from_keys_json({"eu": [dsc.keys_entry(["vaccination"])]})
+
+
 def test_garbage_der_is_refused():
     """Bytes that are not a certificate raise TrustConfigError."""
     with pytest.raises(TrustConfigError):
