@@ -66,6 +66,12 @@ def test_refuses_invalid_input(text):
         b45decode(text)
 
 
+def test_a_final_pair_of_0xff_is_the_largest_one_decoded():
+    """Pin that a final pair of exactly 0xFF ("U5", 30 + 5 * 45) is a byte, not refused."""
+    assert b45decode("U5") == b"\xff"
+    assert b45decode("BB8U5") == b"AB\xff"
+
+
 def test_empty_input_is_empty():
     """The empty string decodes to no bytes."""
     assert b45decode("") == b""
