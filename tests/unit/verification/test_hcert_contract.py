@@ -63,6 +63,19 @@ def test_protected_header_that_is_not_a_map_is_refused(dsc, trust):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
+def test_payload_that_is_not_a_map_is_refused(dsc, trust):
+    """Pin that a payload encoding an array, here of the four claim labels, gives decode-failed."""
+    hc1 = forged(dsc, {1: -7, 4: dsc.kid}, [1, 4, 6, -260])
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize("unprotected", [[4], b"\x04"], ids=["array", "byte-string"])
+def test_unprotected_header_that_is_not_a_map_is_refused(dsc, trust, unprotected):
+    """Pin that an unprotected header that is no map gives decode-failed, even one holding 4."""
+    hc1 = forged(dsc, {1: -7}, signer_claims(), unprotected)
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
 @pytest.mark.parametrize("bucket", ["protected", "unprotected"])
 def test_kid_that_is_not_a_byte_string_is_refused(dsc, trust, bucket):
     """A kid written as text (its base64) gives decode-failed, in either header."""

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 import base45
 import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from hcert_testdata import (
     EXP,
     NOW,
@@ -51,6 +52,24 @@ def test_valid_es256_credential_verifies(dsc, trust):
     assert verified.uvci == "URN:UVCI:01:NL:TEST0001#K"
 
 
+@pytest.mark.parametrize(
+    ("group", "ci", "uvci"),
+    [
+        ("t", "URN:UVCI:01:NL:T#X", "URN:UVCI:01:NL:T#X"),
+        ("r", "URN:UVCI:01:NL:R#X", "URN:UVCI:01:NL:R#X"),
+        ("v", 5, None),
+    ],
+    ids=["test", "recovery", "not-text"],
+)
+def test_uvci_is_read_from_any_entry_kind_and_only_as_text(dsc, trust, group, ci, uvci):
+    """Pin that the UVCI comes from a test or recovery entry too, and is None unless text."""
+    signed = sample_dcc()
+    entry = signed.pop("v")[0]
+    signed[group] = [{**entry, "ci": ci}]
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier, dcc=signed).uvci == uvci
+
+
 def test_valid_ps256_credential_with_rsa_dsc_verifies():
     """An RSA DSC yields PS256 credentials (MGF1 SHA-256, salt = digest length) that verify."""
     rsa_dsc = make_dsc(["vaccination"], rsa_key=True)
@@ -65,6 +84,27 @@ def test_ps256_tampered_signature_is_rejected():
     store = EuTrustStore([DscCertificate.from_der(rsa_dsc.der)])
     hc1 = make_hc1(rsa_dsc, spec(tamper_signature=True))
     assert reason_of(hc1.text, store, proof=hc1.proof_identifier) == "bad-signature"
+
+
+@pytest.mark.parametrize(
+    "salt_length", [0, padding.PSS.MAX_LENGTH], ids=["no-salt", "longest-salt"]
+)
+def test_ps256_signature_with_another_salt_length_is_rejected(salt_length):
+    """Pin that PS256 means a salt of the digest length (RFC 8230): any other is bad-signature.
+
+    Such a signature holds for a verifier that accepts any salt length, but a verifier app that
+    expects the 32-byte salt of PS256 refuses it.
+    """
+    rsa_dsc = make_dsc(["vaccination"], rsa_key=True)
+    store = EuTrustStore([DscCertificate.from_der(rsa_dsc.der)])
+    hc1 = make_hc1(rsa_dsc, spec())
+    protected, _, payload, _ = cbor2.loads(cose_of(hc1.text)).value
+    to_be_signed = cbor2.dumps(["Signature1", protected, b"", payload])
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt_length)
+    assert isinstance(rsa_dsc.key, rsa.RSAPrivateKey)
+    signature = rsa_dsc.key.sign(to_be_signed, pss, hashes.SHA256())
+    text = with_signature(hc1.text, signature)
+    assert reason_of(text, store, proof=proof_identifier(signature)) == "bad-signature"
 
 
 def test_kid_in_unprotected_header_is_accepted(dsc, trust):
@@ -136,9 +176,10 @@ def test_unknown_kid_is_rejected(dsc, trust):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "unknown-kid"
 
 
-def test_unsupported_alg_is_rejected(dsc, trust):
-    """An alg other than ES256/PS256 (here EdDSA -8) gives unsupported-alg."""
-    hc1 = make_hc1(dsc, spec(alg=-8))
+@pytest.mark.parametrize("alg", [-8, -35, -36, -38, -39, -257], ids=str)
+def test_unsupported_alg_is_rejected(dsc, trust, alg):
+    """An alg other than ES256/PS256 (EdDSA, ES384/512, PS384/512, RS256) is unsupported-alg."""
+    hc1 = make_hc1(dsc, spec(alg=alg))
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "unsupported-alg"
 
 
@@ -313,6 +354,12 @@ def test_exp_mismatch_is_rejected(dsc, trust):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "exp-mismatch"
 
 
+def test_exp_earlier_than_asked_is_rejected(dsc, trust):
+    """Pin that an exp one second before the requested expiration is exp-mismatch too."""
+    hc1 = make_hc1(dsc, spec(exp=EXP - 1))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "exp-mismatch"
+
+
 def test_exp_beyond_certificate_is_rejected():
     """A credential outliving its DSC gives exp-beyond-certificate."""
     short = make_dsc(["vaccination"], not_after=NOW + timedelta(days=1))
@@ -451,6 +498,27 @@ def test_just_under_cap_is_decoded_far_enough_to_reach_cbor():
     with pytest.raises(CredentialVerificationError) as caught:
         decode_hc1("HC1:" + base45.b45encode(data).decode())
     assert caught.value.reason == "decode-failed"
+
+
+@pytest.mark.parametrize("cut", [0, 4], ids=["whole-stream", "checksum-cut-off"])
+def test_one_byte_past_the_cap_is_too_large_however_the_stream_ends(cut):
+    """Pin that a stream inflating to the cap and one byte is too-large, not decode-failed.
+
+    Cut off after its last data byte, the stream leaves nothing unread at the cap: only the
+    byte inflated past the cap tells that it is over, not a truncated stream.
+    """
+    stream = zlib.compress(b"\xff" * (MAX_DECOMPRESSED_BYTES + 1))
+    with pytest.raises(CredentialVerificationError) as caught:
+        decode_hc1("HC1:" + base45.b45encode(stream[: len(stream) - cut]).decode())
+    assert caught.value.reason == "too-large"
+
+
+@pytest.mark.parametrize("prefix", ["HC2:", "hc1:", "NL2:", ""])
+def test_credential_under_another_prefix_is_refused(dsc, trust, prefix):
+    """Pin that a validly signed credential is refused unless it opens with exactly HC1:."""
+    hc1 = make_hc1(dsc, spec())
+    text = prefix + hc1.text.removeprefix("HC1:")
+    assert reason_of(text, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
 def test_text_at_the_character_cap_is_decoded_and_one_more_is_too_large():
