@@ -337,6 +337,26 @@ def test_keys_json_entry_disagreeing_with_certificate_is_refused(field, value):
         EuTrustStore.from_keys_json([entry])
 
 
+@pytest.mark.parametrize("field", ["kid", "certificate"])
+def test_keys_json_base64_with_a_line_break_is_refused(field):
+    """Pin that /keys base64 is read strictly: a line break in a kid or certificate is refused.
+
+    Read leniently, the break would be skipped and the entry taken as it would be without it.
+    """
+    entry = make_dsc(["vaccination"]).keys_entry(["vaccination"])
+    entry[field] = entry[field][:4] + "\n" + entry[field][4:]
+    with pytest.raises(TrustConfigError, match=f"{field} is not valid base64"):
+        EuTrustStore.from_keys_json([entry])
+
+
+@pytest.mark.parametrize("csca", [None, {}, "", 0], ids=["null", "object", "text", "number"])
+def test_keys_json_csca_that_is_not_a_list_is_refused(csca):
+    """Pin that a csca member other than a list is refused, not read as no CSCA at all."""
+    entry = make_dsc(["vaccination"]).keys_entry(["vaccination"])
+    with pytest.raises(TrustConfigError, match="must be lists"):
+        KeySet.from_keys_json({"eu": [entry], "csca": csca})
+
+
 def test_keys_json_listing_a_dsc_twice_is_refused():
     """Pin that two eu entries of one certificate are refused, not the last one kept.
 
@@ -389,6 +409,23 @@ def test_bad_domestic_entries_are_refused(entry):
     """Domestic /keys entries with a wrong kid, alg, key length or shape are refused."""
     with pytest.raises(TrustConfigError):
         DomesticTrustStore.from_keys_json([entry])
+
+
+@pytest.mark.parametrize("alg", ["Ed448", "EdDSA", None])
+def test_domestic_entry_naming_another_alg_is_refused(alg):
+    """Pin that an entry whose key and kid agree is still refused unless its alg is Ed25519."""
+    entry = make_domestic_signer().keys_entry()
+    entry["alg"] = alg
+    with pytest.raises(TrustConfigError, match="Ed25519"):
+        DomesticTrustStore.from_keys_json([entry])
+
+
+def test_eu_file_of_a_pem_other_than_certificates_is_named_as_such(tmp_path):
+    """Pin that a PEM file holding no certificate (here a public key) is named a PEM file."""
+    path = tmp_path / "key.pem"
+    path.write_bytes(make_domestic_signer().public_pem)
+    with pytest.raises(TrustConfigError, match="not a PEM certificate file"):
+        EuTrustStore.from_files([path])
 
 
 def test_domestic_pem_of_other_key_type_is_refused():
