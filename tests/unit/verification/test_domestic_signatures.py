@@ -282,3 +282,16 @@ def test_issue_item_without_a_base64_kid_or_signature_is_a_decode_failure(
     else:
         message[field] = value
     assert issue_reason([item], trust) == "decode-failed"
+
+
+@pytest.mark.parametrize("field", ["kid", "signature"])
+def test_issue_kid_or_signature_with_a_line_break_is_a_decode_failure(signer, trust, field):
+    """Pin that the base64 of a kid or signature is read strictly: a line break is decode-failed.
+
+    Read leniently, the break would be skipped: the signature verifies, and the refusal is
+    counted under kid-mismatch (the kid text is not the session's), or not made at all.
+    """
+    item = signer.issue_item(NONCE, sample_attributes())
+    message = item["issueSignatureMessage"]
+    message[field] = message[field][:4] + "\n" + message[field][4:]
+    assert issue_reason([item], trust) == "decode-failed"
