@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
+import logging
 import os
 from pathlib import Path
 
@@ -72,6 +74,34 @@ async def test_one_signer_giving_up_does_not_wait_for_the_others_attempt():
     assert asyncio.get_running_loop().time() - started < 2.0
 
 
+class _Raising:
+    """A signer client whose key fetch fails at once with `error`, which is no refusal."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        self.name, self.error = name, error
+
+    async def fetch_keys(self) -> None:
+        raise self.error
+
+
+async def test_a_fetch_failing_otherwise_than_refused_stops_the_start_up_at_once():
+    """Pin that a TimeoutError not of the wait propagates as it is, without the other's wait.
+
+    Only the wait ending is "no answer yet"; the other signer's fetch is cancelled, not awaited.
+    """
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError, match="the client's own") as raised:
+        await load_trust(
+            TrustSettings(fetch_from_signers=True),
+            eu_client=_Raising("eu", TimeoutError("the client's own")),  # type: ignore[arg-type]
+            domestic_client=_Signer("domestic", 3600.0),  # type: ignore[arg-type]
+            wait_for_signers=3.0,
+        )
+    assert not isinstance(raised.value, TrustUnavailableError)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
 @pytest.fixture
 def trust_files(tmp_path: Path) -> TrustSettings:
     """Two DSC files (one holding two certificates) and two domestic key files."""
@@ -131,6 +161,26 @@ async def test_unusable_trust_files_are_each_named(trust_files: TrustSettings, t
     )
 
 
+async def test_a_file_failing_to_read_is_named_with_the_systems_reason(
+    trust_files: TrustSettings, monkeypatch: pytest.MonkeyPatch
+):
+    """Pin that a file that stats as readable but fails the read (EIO) is named, not raised."""
+    failing = trust_files.eu_certificates[1]
+    read_bytes = Path.read_bytes
+
+    def read_or_fail(path: Path) -> bytes:
+        if path == failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_or_fail)
+    with pytest.raises(TrustUnavailableError) as refused:
+        await _load(trust_files)
+    assert str(refused.value) == (
+        "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES: file 2 of 2: input/output error"
+    )
+
+
 class _Publishing:
     """A signer client whose key fetch fails `failures` times, then answers `keys`."""
 
@@ -170,6 +220,17 @@ async def test_fetched_keys_come_each_from_its_own_signer():
         _Publishing("domestic", _key_set(dscs=4, domestic_keys=1)),
     )
     assert (len(eu), len(domestic)) == (2, 1)
+
+
+async def test_loaded_trust_is_logged_with_its_counts(caplog: pytest.LogCaptureFixture):
+    """Pin that operators see at INFO how many certificates and keys the gateway trusts."""
+    with caplog.at_level(logging.INFO, logger="signing_gateway.trust_loading"):
+        await _fetch(
+            _Publishing("eu", _key_set(dscs=2)), _Publishing("domestic", _key_set(domestic_keys=1))
+        )
+    [record] = [r for r in caplog.records if r.getMessage() == "trust loaded"]
+    assert record.levelno == logging.INFO
+    assert (record.eu_certificates, record.domestic_keys) == (2, 1)
 
 
 async def test_a_signer_not_up_yet_is_asked_again_within_a_second():
