@@ -69,6 +69,13 @@ def test_payload_that_is_not_a_map_is_refused(dsc, trust):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
+@pytest.mark.parametrize("dcc", [[sample_dcc()], "dcc"], ids=["array", "text"])
+def test_dcc_that_is_not_a_map_is_refused(dsc, trust, dcc):
+    """Pin that a -260/1 that is no map gives decode-failed, not a payload-mismatch."""
+    hc1 = forged(dsc, {1: -7, 4: dsc.kid}, {1: "NL", 4: EXP, 6: IAT, -260: {1: dcc}})
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
 @pytest.mark.parametrize("unprotected", [[4], b"\x04"], ids=["array", "byte-string"])
 def test_unprotected_header_that_is_not_a_map_is_refused(dsc, trust, unprotected):
     """Pin that an unprotected header that is no map gives decode-failed, even one holding 4."""

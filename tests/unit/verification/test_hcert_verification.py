@@ -183,6 +183,12 @@ def test_unsupported_alg_is_rejected(dsc, trust, alg):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "unsupported-alg"
 
 
+def test_unsupported_alg_counts_before_an_unknown_kid(dsc, trust):
+    """Pin that an unsupported alg under a kid nobody has is counted as unsupported-alg."""
+    hc1 = make_hc1(dsc, spec(alg=-8, kid=b"\x00" * 8))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "unsupported-alg"
+
+
 def test_alg_not_matching_certificate_key_is_rejected(dsc, trust):
     """PS256 claimed for an EC certificate gives alg-mismatch."""
     hc1 = make_hc1(dsc, spec(alg=-37))
@@ -216,6 +222,9 @@ def test_expired_certificate_is_rejected():
     store = EuTrustStore([DscCertificate.from_der(old.der)])
     hc1 = make_hc1(old, spec())
     assert reason_of(hc1.text, store, proof=hc1.proof_identifier) == "certificate-not-valid"
+    # Pin that the usage counts first: asked for one it cannot sign, it is key-usage-mismatch.
+    reason = reason_of(hc1.text, store, proof=hc1.proof_identifier, key_usage="test")
+    assert reason == "key-usage-mismatch"
 
 
 def test_payload_mismatch_is_rejected(dsc, trust):
@@ -465,6 +474,19 @@ def test_malformed_credentials_fail_to_decode(text):
     with pytest.raises(CredentialVerificationError) as caught:
         decode_hc1(text)
     assert caught.value.reason == "decode-failed"
+
+
+@pytest.mark.parametrize("wbits", [31, -15], ids=["gzip", "raw-deflate"])
+def test_cose_message_compressed_other_than_by_zlib_is_refused(dsc, trust, wbits):
+    """Pin that only a zlib stream is inflated: gzip or raw deflate is decode-failed.
+
+    The DCC's verifier apps inflate zlib (RFC 1950) and refuse the others.
+    """
+    hc1 = make_hc1(dsc, spec())
+    deflater = zlib.compressobj(wbits=wbits)
+    stream = deflater.compress(cose_of(hc1.text)) + deflater.flush()
+    text = "HC1:" + base45.b45encode(stream).decode()
+    assert reason_of(text, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
 @pytest.mark.parametrize(
