@@ -101,6 +101,13 @@ def test_static_qr_payload_mismatch(signer, trust):
     assert static_reason(qr, trust, proof=proof_identifier(signature)) == "payload-mismatch"
 
 
+def test_static_qr_of_other_attributes_with_a_bad_signature_counts_as_bad_signature(signer, trust):
+    """Pin that the signature is checked before the attributes: a forgery is bad-signature."""
+    other = {**sample_attributes(), "firstNameInitial": "Z"}
+    qr, signature = signer.static_qr(other, signed_attrs=sample_attributes())
+    assert static_reason(qr, trust, proof=proof_identifier(signature)) == "bad-signature"
+
+
 def test_static_qr_proof_identifier_mismatch(signer, trust):
     """A proofIdentifier not derived from the QR's signature is refused."""
     qr, _ = signer.static_qr(sample_attributes())
