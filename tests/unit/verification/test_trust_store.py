@@ -357,6 +357,25 @@ def test_keys_json_csca_that_is_not_a_list_is_refused(csca):
         KeySet.from_keys_json({"eu": [entry], "csca": csca})
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"kid": None}, {"certificate": None}, {"kid": 8}, {"certificate": ["MII"]}],
+    ids=["kid-missing", "certificate-missing", "kid-number", "certificate-list"],
+)
+def test_keys_json_entry_without_base64_text_is_refused(change):
+    """Pin that a kid or certificate missing or not text is a TrustConfigError, not a crash."""
+    entry = {**make_dsc(["vaccination"]).keys_entry(["vaccination"]), **change}
+    with pytest.raises(TrustConfigError, match="must be a base64 string"):
+        EuTrustStore.from_keys_json([entry])
+
+
+@pytest.mark.parametrize("entry", ["not-an-object", ["kid"], None])
+def test_keys_json_eu_entry_that_is_not_an_object_is_refused(entry):
+    """Pin that an eu entry other than an object is a TrustConfigError, not a crash."""
+    with pytest.raises(TrustConfigError, match="must be objects"):
+        EuTrustStore.from_keys_json([entry])
+
+
 def test_keys_json_listing_a_dsc_twice_is_refused():
     """Pin that two eu entries of one certificate are refused, not the last one kept.
 
