@@ -12,7 +12,7 @@ import pytest_asyncio
 import respx
 
 from tests.api.assertions import assert_problem, error_locs
-from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination, with_dcc
+from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination, with_dcc
 from tests.api.signer_mocks import MockedSigners, commitment, mock_signers
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
@@ -101,6 +101,15 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
         (*V0, "mp"),
     ),
     "dose-zero": (with_dcc(eu_vaccination(), "v", 0, "dn", value=0), (*V0, "dn")),
+    "rat-without-device": (
+        with_dcc(eu_test(), "t", 0, "tt", value="LP217198-3"),
+        (*T0, "ma"),
+    ),
+    "test-issuer-too-long": (with_dcc(eu_test(), "t", 0, "is", value="I" * 81), (*T0, "is")),
+    "recovery-valid-before-first-positive": (
+        with_dcc(eu_recovery(), "r", 0, "df", value="2021-03-31"),
+        ("dcc", "r", 0, "df"),
+    ),
     "dose-beyond-64-bits": (with_dcc(eu_vaccination(), "v", 0, "sd", value=2**64), (*V0, "sd")),
     "uvci-bad-check-character": (
         with_dcc(

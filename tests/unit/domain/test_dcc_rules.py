@@ -331,6 +331,8 @@ def test_test_entry_variants_are_accepted(changes):
         ({"sc": "2026-11-23T14:00:00+01:00"}, "sc", "datetime_in_future"),
         ({"co": "XX"}, "co", "value_set_unknown"),
         ({"ci": "URN:UVCI:01:NL:ABC#Z"}, "ci", "uvci_checksum"),
+        ({"tg": "840539007"}, "tg", "value_set_unknown"),
+        ({"is": "I" * 81}, "is", "text_too_long"),
     ],
 )
 def test_bad_test_field_is_rejected(changes, field, error_type):
@@ -370,6 +372,8 @@ def test_recovery_dates_in_order_are_accepted(changes):
         ({"du": "2027-13-01"}, "du", "complete_date"),
         ({"co": "EU"}, "co", "value_set_unknown"),
         ({"is": 1}, "is", "string_type"),
+        ({"is": "I" * 81}, "is", "text_too_long"),
+        ({"df": "2026-11-31"}, "df", "complete_date"),
         ({"ci": "urn:uvci:01:nl:abc"}, "ci", "uvci_prefix"),
         ({"tg": ""}, "tg", "value_set_unknown"),
     ],
@@ -377,6 +381,15 @@ def test_recovery_dates_in_order_are_accepted(changes):
 def test_bad_recovery_field_is_rejected(changes, field, error_type):
     """Each recovery field refuses a bad value at its own location."""
     assert errors_of({"dcc": dcc_with_entry("r", **changes)}) == {(error_type, (*R0, field))}
+
+
+def test_recovery_validity_start_is_checked_without_a_first_positive_date():
+    """A malformed df is refused even when fr is refused too, not left for a second attempt."""
+    payload = dcc_with_entry("r", fr="2026-11-25", df="2026-11-31")
+    assert errors_of({"dcc": payload}) == {
+        ("date_in_future", (*R0, "fr")),
+        ("complete_date", (*R0, "df")),
+    }
 
 
 @pytest.mark.parametrize(
