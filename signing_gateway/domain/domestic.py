@@ -7,6 +7,7 @@ nothing a verifier could read two ways.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -144,16 +145,17 @@ def check_domestic_policy(
     errors: list[FieldError] = []
     valid_from = int(attrs.valid_from)
     # In seconds, not datetimes: `now ± timedelta` overflows past the year 9999, and no
-    # window (up to timedelta's own maximum) may turn a request into an OverflowError.
-    earliest = now.timestamp() - policy.max_valid_from_past.total_seconds()
-    latest = now.timestamp() + policy.max_valid_from_future.total_seconds()
+    # window (up to timedelta's own maximum) may turn a request into an OverflowError. The
+    # bounds are the first and last whole second inside the window, as the message names them.
+    earliest = math.ceil(now.timestamp() - policy.max_valid_from_past.total_seconds())
+    latest = math.floor(now.timestamp() + policy.max_valid_from_future.total_seconds())
     if not earliest <= valid_from <= latest:
         errors.append(
             FieldError(
                 loc=(*loc, "validFrom"),
                 msg=(
-                    f"validFrom must lie between {int(earliest)} and "
-                    f"{int(latest)} (at most {_hours(policy.max_valid_from_past)} before and "
+                    f"validFrom must lie between {earliest} and "
+                    f"{latest} (at most {_hours(policy.max_valid_from_past)} before and "
                     f"{_hours(policy.max_valid_from_future)} after now), got {valid_from}"
                 ),
             )

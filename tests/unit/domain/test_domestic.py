@@ -142,6 +142,24 @@ def test_policy_refuses_valid_from_outside_its_window(valid_from):
     assert "(at most 72 hours before and 168 hours after now)" in errors[0].msg
 
 
+def test_policy_refusal_names_the_whole_seconds_its_window_takes():
+    """Pin that a clock between two seconds is told the first and last second it takes.
+
+    The message named the second before the window as its first, and refused that very second:
+    "validFrom must lie between 1795176000 and 1796040000 (...), got 1795176000".
+    """
+    now = NOW + timedelta(microseconds=500_000)
+    first = int((NOW - timedelta(hours=72)).timestamp()) + 1
+    last = int((NOW + timedelta(days=7)).timestamp())
+    for valid_from in (first, last):
+        attrs = DomesticAttributes.model_validate({**VALID, "validFrom": str(valid_from)})
+        assert check_domestic_policy(attrs, POLICY, now=now, loc=()) == []
+    for valid_from in (first - 1, last + 1):
+        attrs = DomesticAttributes.model_validate({**VALID, "validFrom": str(valid_from)})
+        [error] = check_domestic_policy(attrs, POLICY, now=now, loc=())
+        assert error.msg.startswith(f"validFrom must lie between {first} and {last} (")
+
+
 def test_policy_refuses_too_many_hours():
     """A validForHours above the maximum is reported, together with any other violation."""
     attrs = DomesticAttributes.model_validate({**VALID, "validFrom": "0", "validForHours": "41"})
