@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from signing_gateway.domain.dcc_dates import RFC3339_EXAMPLES, parse_rfc3339
+from signing_gateway.domain.dcc_dates import DOB_PATTERN, RFC3339_EXAMPLES, parse_rfc3339
 from signing_gateway.domain.dcc_dates import date_of_birth as _valid_date_of_birth
 from signing_gateway.domain.dcc_entries import RecoveryEntry, TestEntry, VaccinationEntry
 from signing_gateway.domain.dcc_names import Omittable, PersonName
@@ -103,7 +103,9 @@ class Dcc(BaseModel):
         alias="ver", json_schema_extra={"pattern": f"^{_SCHEMA_VERSION.pattern}$"}
     )
     name: PersonName = Field(alias="nam")
-    date_of_birth: Annotated[str, AfterValidator(_valid_date_of_birth)] = Field(alias="dob")
+    date_of_birth: Annotated[str, AfterValidator(_valid_date_of_birth)] = Field(
+        alias="dob", json_schema_extra={"pattern": DOB_PATTERN}
+    )
     vaccination: VaccinationGroup = Field(default=None, alias="v")
     test: TestGroup = Field(default=None, alias="t")
     recovery: RecoveryGroup = Field(default=None, alias="r")

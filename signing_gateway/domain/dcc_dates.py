@@ -28,10 +28,18 @@ DOB_MAX_YEAR: Final = 2099
 
 _COMPLETE_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _DOB = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
+#: A dob's form as a JSON schema pattern, years DOB_MIN_YEAR to DOB_MAX_YEAR as the official
+#: schema gives it; whether the month and day are real it cannot say.
+DOB_PATTERN: Final = r"^(?:(?:19|20)[0-9]{2}(?:-[0-9]{2}){0,2})?$"
 # RFC 3339 section 5.6: "T" and "Z" may be lower case (its NOTE), the second may be 60.
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+#: The form of an instant signed as given (see parse_strict_rfc3339) as a JSON schema pattern.
+STRICT_RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 _LEAP_SECOND: Final = 60
 RFC3339_EXAMPLES: Final = "2021-06-11T17:30:00Z or 2021-06-11T17:30:00+02:00"

@@ -21,13 +21,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from signing_gateway.domain.dcc_dates import (
+    STRICT_RFC3339_PATTERN,
     complete_date,
     parse_complete_date,
     past_complete_date,
     past_instant,
 )
 from signing_gateway.domain.dcc_names import FreeText, Omittable, OptionalFreeText
-from signing_gateway.domain.uvci import validate_uvci
+from signing_gateway.domain.uvci import UVCI_MAX_LENGTH, UVCI_PATTERN, validate_uvci
 from signing_gateway.domain.valuesets import ValueSetName, value_set
 
 RAPID_ANTIGEN_TEST: Final = "LP217198-3"
@@ -93,11 +94,25 @@ def _test_device_present(value: object) -> object:
 
 Disease = Annotated[str, _coded(ValueSetName.DISEASE_AGENT_TARGETED)]
 Country = Annotated[str, _coded(ValueSetName.COUNTRY)]
-DoseCount = Annotated[int, AfterValidator(_dose_count)]
-Uvci = Annotated[str, AfterValidator(validate_uvci)]
-PastDate = Annotated[str, AfterValidator(past_complete_date)]
-CalendarDate = Annotated[str, AfterValidator(complete_date)]
-PastInstant = Annotated[str, AfterValidator(past_instant)]
+# The JSON schema shows each form as far as it can say it (not the value sets, not "past").
+_DATE_SHOWN: Final = Field(json_schema_extra={"format": "date"})
+DoseCount = Annotated[
+    int,
+    AfterValidator(_dose_count),
+    Field(json_schema_extra={"minimum": 1, "maximum": MAX_DOSE_COUNT}),
+]
+Uvci = Annotated[
+    str,
+    AfterValidator(validate_uvci),
+    Field(json_schema_extra={"pattern": UVCI_PATTERN, "maxLength": UVCI_MAX_LENGTH}),
+]
+PastDate = Annotated[str, AfterValidator(past_complete_date), _DATE_SHOWN]
+CalendarDate = Annotated[str, AfterValidator(complete_date), _DATE_SHOWN]
+PastInstant = Annotated[
+    str,
+    AfterValidator(past_instant),
+    Field(json_schema_extra={"format": "date-time", "pattern": STRICT_RFC3339_PATTERN}),
+]
 TestDevice = Annotated[
     Omittable[Annotated[str, _coded(ValueSetName.TEST_MANUFACTURER)]],
     BeforeValidator(_test_device_present),

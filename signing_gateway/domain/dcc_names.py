@@ -121,13 +121,26 @@ The JSON schema (and so the published OpenAPI document) shows only the value's o
 clients generated from it leave the field out rather than send the null that is refused.
 """
 
-FreeText = Annotated[str, AfterValidator(_free_text)]
+# The JSON schema (so the published OpenAPI document) shows each form as the official DCC
+# schema does; the validators check more than it can say (NFC, control characters).
+FreeText = Annotated[
+    str, AfterValidator(_free_text), Field(json_schema_extra={"maxLength": TEXT_MAX_LENGTH})
+]
 """Free text up to 80 characters, stored NFC-normalised, without control characters."""
 
 OptionalFreeText = Omittable[FreeText]
 """Free text that may be left out (but not sent as null)."""
 
-TransliteratedName = Annotated[str, AfterValidator(_transliterated)]
+TransliteratedName = Annotated[
+    str,
+    AfterValidator(_transliterated),
+    Field(
+        json_schema_extra={
+            "pattern": f"^{_TRANSLITERATED.pattern}$",
+            "maxLength": TEXT_MAX_LENGTH,
+        }
+    ),
+]
 """A name transliterated per ICAO 9303 (``^[A-Z<]*$``, at most 80 characters)."""
 
 OptionalTransliteratedName = Omittable[TransliteratedName]

@@ -22,7 +22,10 @@ UVCI_PREFIX: Final = "URN:UVCI:"
 UVCI_MAX_LENGTH: Final = 80
 LUHN_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/:"
 
-_BODY = re.compile(r"[A-Z0-9/:]+")
+_CHARSET: Final = "[A-Z0-9/:]"
+_BODY = re.compile(f"{_CHARSET}+")
+#: The form as a JSON schema pattern (the check character's value it cannot say).
+UVCI_PATTERN: Final = f"^{UVCI_PREFIX}{_CHARSET}+(?:#{_CHARSET})?$"
 _CODE_POINTS: Final = {char: index for index, char in enumerate(LUHN_ALPHABET)}
 
 

@@ -16,6 +16,9 @@ from domain_testdata import (
     split_schema_validator,
     validate,
 )
+from jsonschema import Draft202012Validator
+
+from signing_gateway.domain import EuRequest
 
 pytestmark = requires_shared
 
@@ -132,3 +135,12 @@ def test_signing_payload_round_trips_fixture(path):
     entry_key = next(k for k in ("v", "t", "r") if k in payload)
     for key, value in payload[entry_key][0].items():
         assert type(signed[entry_key][0][key]) is type(value)
+
+
+@pytest.mark.parametrize("path", [p for p in VALID if _name(p) not in STRICTER], ids=_name)
+def test_published_schema_accepts_fixture_the_model_accepts(path):
+    """The request schema the gateway publishes is no stricter than the model on any fixture."""
+    validator = Draft202012Validator(
+        EuRequest.model_json_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    assert list(validator.iter_errors({"dcc": load_json(path)})) == []

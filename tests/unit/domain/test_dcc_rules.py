@@ -592,3 +592,47 @@ def test_the_json_schema_shows_one_group_of_one_entry_and_the_version():
     } == set()
     assert all(validator.is_valid({"dcc": dcc(group)}) for group in ("v", "t", "r"))
     assert validator.is_valid({"dcc": dcc(ver="1.3.12")})
+
+
+def test_the_json_schema_shows_each_fields_form():
+    """Pin that the published schema refuses the field forms these rules refuse.
+
+    It showed names, dates, dose numbers and the UVCI as any string or integer, looser than
+    even the official DCC schema: a client checking against it could send a lower-case fnt, a
+    dose number 0 or an 81-character issuer and learn of it only from the 422.
+    """
+    validator = Draft202012Validator(
+        EuRequest.model_json_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    refused = {
+        "fnt in lower case": dcc_with_name(fnt="Doe"),
+        "gnt of 81": dcc_with_name(gnt="A" * 81),
+        "fn of 81": dcc_with_name(fn="x" * 81),
+        "dob with a one-digit month": dcc(dob="1964-1"),
+        "dob before 1900": dcc(dob="1899"),
+        "dn 0": dcc_with_entry("v", dn=0),
+        "sd 2**53": dcc_with_entry("v", sd=2**53),
+        "dt with a one-digit month": dcc_with_entry("v", dt="2021-6-11"),
+        "is of 81": dcc_with_entry("v", **{"is": "M" * 81}),
+        "ci without prefix": dcc_with_entry("v", ci="01:NL:1312D00"),
+        "ci with two check characters": dcc_with_entry("v", ci="URN:UVCI:01:NL:ABC#12"),
+        "ci of 81": dcc_with_entry("v", ci="URN:UVCI:" + "A" * 72),
+        "nm of 81": dcc_with_entry("t", nm="N" * 81),
+        "tc of 81": dcc_with_entry("t", tc="C" * 81),
+        "sc with lower-case z": dcc_with_entry("t", sc="2021-06-11T17:30:00z"),
+        "sc without offset": dcc_with_entry("t", sc="2021-06-11T17:30:00"),
+        "fr as a date-time": dcc_with_entry("r", fr="2026-11-01T00:00:00Z"),
+        "df not a day": dcc_with_entry("r", df="2026-11-31"),
+        "du with a one-digit day": dcc_with_entry("r", du="2027-04-3"),
+    }
+    assert {
+        name for name, payload in refused.items() if validator.is_valid({"dcc": payload})
+    } == set()
+    accepted = [
+        dcc(group, dob=dob) for group in ("v", "t", "r") for dob in ("", "1964", "1964-08")
+    ] + [
+        dcc_with_name(fnt="A" * 80, fn="ن" * 80),
+        dcc_with_entry("v", dn=2**53 - 1, sd=1, ci="URN:UVCI:01:NL:187/37512422923"),
+        dcc_with_entry("t", sc="2026-11-23T11:00:00.123456+02:00", ci="URN:UVCI:" + "A" * 71),
+    ]
+    assert all(validator.is_valid({"dcc": payload}) for payload in accepted)
