@@ -79,6 +79,15 @@ def _bad_tokens(issuer: LocalTokenIssuer) -> dict[str, tuple[str, str]]:
         "future": (issuer.mint(now=now + 600), "not-yet-valid"),
         "audience": (issuer.mint(aud="someone-else"), "wrong-audience"),
         "issuer": (issuer.mint(iss="https://evil.test/"), "wrong-issuer"),
+        "null-issuer": (  # PyJWT's encode checks iss: the payload is signed as it stands
+            jwt.PyJWS().encode(
+                orjson.dumps({"iss": None, "aud": AUDIENCE, "sub": "x", "exp": now + 60}),
+                issuer.key,
+                algorithm="ES256",
+                headers={"kid": issuer.kid},
+            ),
+            "missing-claim",
+        ),
         "signature": (other.mint(), "bad-signature"),
         "none": (unsigned, "algorithm"),
         "hmac-with-public-key": (
@@ -140,6 +149,7 @@ def _bad_tokens(issuer: LocalTokenIssuer) -> dict[str, tuple[str, str]]:
         "future",
         "audience",
         "issuer",
+        "null-issuer",
         "signature",
         "none",
         "hmac-with-public-key",
@@ -228,12 +238,15 @@ async def test_missing_scope_is_forbidden(  # noqa: PLR0917 - fixtures and param
     else:
         payload = body() if body else None
     method = "GET" if path == "/v1/keys" else "POST"
+    before = _metric((await secured.get("/metrics")).text, "insufficient-scope")
     response = await secured.request(method, path, json=payload, headers=bearer(token))
     assert_problem(response, 403, "forbidden")
     assert response.headers["www-authenticate"] == (
         f'Bearer realm="signing-gateway", error="insufficient_scope", scope="{missing}"'
     )
     assert mocked.signing_calls() == 0
+    after = _metric((await secured.get("/metrics")).text, "insufficient-scope")
+    assert after == before + 1
 
 
 async def test_print_needs_the_scope_of_each_part(secured, mocked: MockedSigners, token_issuer):
@@ -310,6 +323,27 @@ async def test_scope_claim_may_be_a_list(secured, mocked: MockedSigners, token_i
     token = token_issuer.mint(scope=["keys:read"])
     response = await secured.get("/v1/keys", headers=bearer(token))
     assert response.status_code == 200, response.text
+
+
+async def test_a_scope_list_grants_only_its_text_entries(
+    secured, mocked: MockedSigners, token_issuer
+):
+    """Entries of a `scope` list that are not text (a number, an object, null) grant nothing."""
+    token = token_issuer.mint(scope=["keys:read", 7, {"dcc:sign": True}, None])
+    response = await secured.get("/v1/keys", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    response = await secured.post("/v1/dcc", json=eu_vaccination(), headers=bearer(token))
+    assert_problem(response, 403, "forbidden")
+    assert mocked.signing_calls() == 0
+
+
+@pytest.mark.parametrize("claim", [{"keys:read": True}, 7, True], ids=["object", "number", "true"])
+async def test_a_scope_claim_neither_text_nor_list_grants_nothing(
+    secured, mocked: MockedSigners, token_issuer, claim
+):
+    """A `scope` claim that is neither a string nor a list grants no scope at all: 403."""
+    response = await secured.get("/v1/keys", headers=bearer(token_issuer.mint(scope=claim)))
+    assert_problem(response, 403, "forbidden")
 
 
 @pytest.mark.parametrize("separator", ["\t", "\n", "\x1f", "\x85", "\u00a0", "\u2003"], ids=repr)

@@ -1,0 +1,61 @@
+"""The verifier on a token checked in full: the claim scopes come from, a source without keys."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from signing_gateway.security.auth import TokenVerifier
+from signing_gateway.security.errors import AuthenticationFailed
+from signing_gateway.security.jwks import JwksError, JwksKeys
+from signing_gateway.security.settings import AuthSettings
+from signing_gateway.security.tokens import LocalTokenIssuer
+
+AUDIENCE = "signing-gateway"
+ISSUER = "https://idp.test/"
+
+
+class FixedKeys:
+    """A key source holding one key set, or (None) none at all, as a JWKS URL before its fetch."""
+
+    def __init__(self, keys: JwksKeys | None) -> None:
+        self.keys = keys
+
+    async def keys_for(self, kid: str | None) -> JwksKeys:  # noqa: ARG002 - one set
+        if self.keys is None:
+            raise JwksError("no JWKS loaded")
+        return self.keys
+
+
+@pytest.fixture
+def issuer() -> LocalTokenIssuer:
+    """The token issuer of a test."""
+    return LocalTokenIssuer(issuer=ISSUER, audience=AUDIENCE)
+
+
+def _verifier(issuer: LocalTokenIssuer | None, **settings: str) -> TokenVerifier:
+    keys = None if issuer is None else JwksKeys(issuer.jwks())
+    auth = AuthSettings(audience=AUDIENCE, issuer=ISSUER, **settings)
+    return TokenVerifier(auth, FixedKeys(keys))
+
+
+async def test_a_key_source_without_keys_refuses_every_token_as_no_keys(issuer: LocalTokenIssuer):
+    """With no key set to look in, a token is refused 401 `no-keys`, not as an unknown key."""
+    with pytest.raises(AuthenticationFailed) as refused:
+        await _verifier(None).verify(issuer.mint(scopes=["keys:read"]))
+    assert (refused.value.status, refused.value.reason) == (401, "no-keys")
+
+
+async def test_scopes_are_read_from_the_claim_the_settings_name(issuer: LocalTokenIssuer):
+    """With `auth.scope_claim` set, that claim grants the scopes, and `scope` grants none."""
+    verifier = _verifier(issuer, scope_claim="permissions")
+    token = issuer.mint(scopes=["dcc:sign"], permissions="keys:read domestic:sign")
+    caller = await verifier.verify(token)
+    assert caller.scopes == {"keys:read", "domestic:sign"}
+
+
+def test_a_minted_token_is_valid_from_now_for_its_lifetime(issuer: LocalTokenIssuer):
+    """The local issuer's token: issued and valid from `now`, expiring `ttl_seconds` later."""
+    token = issuer.mint(now=1_000_000.7, ttl_seconds=60)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["iat"], claims["nbf"], claims["exp"]) == (1_000_000, 1_000_000, 1_000_060)
