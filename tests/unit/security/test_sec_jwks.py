@@ -9,10 +9,11 @@ import json
 import logging
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
+import jwt
 import orjson
 import pytest
 import respx
@@ -66,6 +67,31 @@ def test_rsa_key_is_bound_to_its_published_algorithm():
     keys = JwksKeys({"keys": [jwk]})
     assert keys.key_for("r", "RS256") is not None
     assert keys.key_for("r", "PS256") is None
+
+
+def test_keys_published_for_another_use_than_signing_are_never_used():
+    """A `use` other than `sig` (an unregistered one, or `sig` in capitals) verifies no token."""
+    for use in ("tls", "SIG", ""):
+        other = {**_issuer("other").jwks()["keys"][0], "use": use}
+        with pytest.raises(JwksError, match="no usable"):
+            JwksKeys({"keys": [other]})
+
+
+def test_a_key_without_alg_verifies_each_algorithm_of_its_type_as_that_algorithm():
+    """An RSA key that names no `alg` serves RS256 and PS256 tokens, in any order, each as its own.
+
+    Prepared once per kid and algorithm: one prepared for RS256 handed out for a PS256 token
+    would refuse it as a bad signature.
+    """
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    keys = JwksKeys(
+        {"keys": [{**RSAAlgorithm.to_jwk(private.public_key(), as_dict=True), "kid": "r"}]}
+    )
+    for algorithm in ("RS256", "PS256", "RS256"):
+        token = jwt.encode({"sub": "s"}, private, algorithm=algorithm, headers={"kid": "r"})
+        key = keys.key_for("r", algorithm)
+        assert key is not None
+        assert jwt.decode(token, key=key, algorithms=[algorithm]) == {"sub": "s"}
 
 
 def test_keys_published_for_encryption_are_never_used():
@@ -207,17 +233,24 @@ class Idp:
         return httpx.Response(self.status, json=self.jwks)
 
 
+def _rate_limited(
+    idp: Idp, now: list[float], *, fetch_timeout: float = 2
+) -> AbstractAsyncContextManager[RemoteJwks]:
+    """`started` on `idp`: an unknown kid refetches at most once per 30 s of `now[0]`."""
+    return started(
+        idp.handler,
+        refresh_interval=3600,
+        min_refresh_interval=30,
+        fetch_timeout=fetch_timeout,
+        clock=lambda: now[0],
+    )
+
+
 async def test_unknown_kid_refreshes_at_most_once_per_interval():
     """Unknown kids trigger one fetch, then none until min_refresh_interval has passed."""
     idp = Idp(_issuer("old"))
     now = [1000.0]
-    async with started(
-        idp.handler,
-        refresh_interval=3600,
-        min_refresh_interval=30,
-        fetch_timeout=2,
-        clock=lambda: now[0],
-    ) as remote:
+    async with _rate_limited(idp, now) as remote:
         assert idp.fetches == 1
         now[0] += 31
         idp.jwks = _issuer("new").jwks()
@@ -583,3 +616,59 @@ async def test_a_jwks_is_asked_for_uncompressed_and_refused_compressed():
         assert keys.has("k")
         assert idp.fetches == 2
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB allocated for a refused JWKS"
+
+
+async def test_an_unknown_kid_refetches_once_min_refresh_interval_has_passed_and_not_before():
+    """Pin the edge: min_refresh_interval after the last fetch an unknown kid refetches."""
+    idp = Idp(_issuer("old"))
+    now = [1000.0]
+    async with _rate_limited(idp, now) as remote:
+        idp.jwks = _issuer("new").jwks()
+        now[0] += 29.5
+        assert not (await remote.keys_for("new")).has("new")
+        now[0] += 0.5
+        assert (await remote.keys_for("new")).has("new")
+        assert idp.fetches == 2
+
+
+async def test_an_unknown_kid_within_the_interval_waits_on_the_fetch_under_way():
+    """A fetch under way is shared: an unknown kid coming meanwhile gets the keys it brings.
+
+    The rate limit stops new fetches, not waiting on one that has begun: the keys it brings
+    are those a token signed with a rotated key needs.
+    """
+    idp = Idp(_issuer("old"))
+    now = [1000.0]
+    async with _rate_limited(idp, now, fetch_timeout=5) as remote:
+        now[0] += 31
+        idp.jwks = _issuer("new").jwks()
+        release = idp.hold()
+        first = asyncio.create_task(remote.keys_for("new"))
+        async with asyncio.timeout(1):
+            await idp.fetching.wait()
+        second = asyncio.create_task(remote.keys_for("new"))
+        release.set()
+        assert (await first).has("new")
+        assert (await second).has("new")
+        assert idp.fetches == 2
+
+
+async def test_the_jwks_client_takes_no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    """Proxy variables in the gateway's environment are not used: keys come from the URL itself."""
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    idp = LoopbackIdp(_issuer("k"))
+    async with loopback_remote(
+        idp, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=2
+    ) as remote:
+        assert (await remote.keys_for("k")).has("k")
+    assert idp.fetches == 1
