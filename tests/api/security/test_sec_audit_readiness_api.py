@@ -77,6 +77,7 @@ async def test_failed_records_count_against_readiness_only_when_failing_closed(
         ready = await readyz_when_probed(gateway)
         assert ready.status_code == 200, ready.text
         assert _audit_file(ready)["required"] is fail_closed
+        assert ready.json()["audit"]["failClosed"] is fail_closed
         await gateway.post("/v1/dcc", json=eu_vaccination())
         down = await until_answered(
             lambda: gateway.get("/readyz"), lambda r: _audit_file(r)["status"] == "down"

@@ -9,8 +9,10 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -272,6 +274,36 @@ def test_a_path_that_cannot_be_opened_again_fails_the_write_until_it_can(tmp_pat
     assert _lines(path) == [b'{"auditId":"a-2"}']
 
 
+def test_a_path_that_cannot_be_looked_up_leaves_the_record_to_the_file_held_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin that a folder the gateway can no longer search fails no record: the open file takes it.
+
+    The path cannot be looked up, so whether it still names that file is unknown, and
+    opening it again would fail as well. Root searches any folder: the look-up and the open
+    are refused here as they are to any other user.
+    """
+    path = tmp_path / "audit.jsonl"
+    sink = AuditFile(path)
+
+    def refused_for_path(real: Callable[..., Any]) -> Callable[..., Any]:
+        def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+            if self == path:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return real(self, *args, **kwargs)
+
+        return refuse
+
+    monkeypatch.setattr(Path, "stat", refused_for_path(Path.stat))
+    monkeypatch.setattr(Path, "open", refused_for_path(Path.open))
+    try:
+        sink.append(b'{"auditId":"a-1"}\n')
+    finally:
+        sink.close()
+        monkeypatch.undo()
+    assert _lines(path) == [b'{"auditId":"a-1"}']
+
+
 def test_a_new_audit_file_is_created_with_the_umask_mode(tmp_path: Path) -> None:
     """Pin the mode of an audit file the gateway creates: 0o666 less the process's umask."""
     path = tmp_path / "created.jsonl"
@@ -281,6 +313,35 @@ def test_a_new_audit_file_is_created_with_the_umask_mode(tmp_path: Path) -> None
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def _refuse_reading(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Have opening `path` for reading refused, as for a write-only file (root reads it anyway)."""
+    real_open = os.open
+
+    def refuse_reading(file: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if Path(file) == path and flags & os.O_ACCMODE == os.O_RDONLY:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse_reading)
+
+
+def _second_of_three_refused(monkeypatch: pytest.MonkeyPatch, path: Path, *, taken: int) -> None:
+    """Append records a-1 to a-3 to `path`, which the gateway may not read: a-2 fails.
+
+    The disk fills up (ENOSPC) once the OS has taken `taken` bytes of a-2.
+    """
+    _refuse_reading(monkeypatch, path)
+    first = orjson.dumps({"auditId": "a-1"}) + b"\n"
+    sink, raw = _sink(path, per_write=1 << 20, room=len(first) + taken)
+    sink.append(first)
+    with pytest.raises(OSError, match="No space left"):
+        sink.append(b'{"auditId":"a-2","outcome":"issued"}\n')
+    raw.room = None
+    sink.append(b'{"auditId":"a-3"}\n')
+    sink.close()
+    monkeypatch.undo()
 
 
 def test_a_write_only_audit_file_is_appended_to_and_knows_its_own_torn_line(
@@ -295,26 +356,23 @@ def test_a_write_only_audit_file_is_appended_to_and_knows_its_own_torn_line(
     path = tmp_path / "write-only.jsonl"
     path.touch(mode=0o200)
     path.chmod(0o200)
-    real_open = os.open
-
-    def refuse_reading(file: str | os.PathLike[str], flags: int, *args: int) -> int:
-        if Path(file) == path and flags & os.O_ACCMODE == os.O_RDONLY:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
-        return real_open(file, flags, *args)
-
-    monkeypatch.setattr(os, "open", refuse_reading)
-    first = orjson.dumps({"auditId": "a-1"}) + b"\n"
-    sink, raw = _sink(path, per_write=1 << 20, room=len(first) + 8)
-    sink.append(first)
-    with pytest.raises(OSError, match="No space left"):
-        sink.append(b'{"auditId":"a-2","outcome":"issued"}\n')
-    raw.room = None
-    sink.append(b'{"auditId":"a-3"}\n')
-    sink.close()
-    monkeypatch.undo()
+    _second_of_three_refused(monkeypatch, path, taken=8)
     assert stat.S_IMODE(path.stat().st_mode) == 0o200
     path.chmod(0o600)  # for the test to read it
     assert _lines(path) == [b'{"auditId":"a-1"}', b'{"auditI', b'{"auditId":"a-3"}']
+
+
+def test_a_write_that_took_nothing_starts_no_line_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin that a record refused whole (ENOSPC before any byte) leaves no blank line behind.
+
+    Only a part the OS took is a torn line: in a file the gateway cannot read, the record
+    after one refused whole starts where that one would have, with no line break before it.
+    """
+    path = tmp_path / "unreadable.jsonl"
+    _second_of_three_refused(monkeypatch, path, taken=0)
+    assert _lines(path) == [b'{"auditId":"a-1"}', b'{"auditId":"a-3"}']
 
 
 def test_a_fifo_audit_file_gets_each_line_and_is_never_read_by_the_gateway(

@@ -378,10 +378,13 @@ async def test_a_write_past_its_timeout_is_counted_once_and_not_dropped(
     """
     metrics = GatewayMetrics()
     trail, sink = await _stuck_trail(
-        tmp_path / "f.jsonl", metrics=metrics, write_timeout=0.05, fail=late == "failed"
+        tmp_path / "f.jsonl", metrics=metrics, write_timeout=0.3, fail=late == "failed"
     )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     async with asyncio.timeout(5):
         assert await trail.write({"auditId": "a-1", "requestId": "late"}) is False
+    assert 0.29 < loop.time() - began < 0.75  # at the timeout: neither before it nor long after
     assert metrics.audit_write_failures._value.get() == 1
     assert trail.snapshot()["pendingWrites"] == 1
     assert trail.snapshot()["timedOut"] == 1
