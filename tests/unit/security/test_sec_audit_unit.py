@@ -396,6 +396,25 @@ async def test_a_write_past_its_timeout_is_counted_once_and_not_dropped(
     assert records_by_request(tmp_path / "f.jsonl") == expected
 
 
+async def test_closing_the_trail_lets_every_queued_record_reach_the_file(tmp_path: Path) -> None:
+    """Pin that `close` waits for the records queued before it, one stalled on the disk too.
+
+    Closing the file under them instead would lose each record still queued at shutdown.
+    """
+    path = tmp_path / "closing.jsonl"
+    trail, sink = await _stuck_trail(path)
+    for n in range(3):
+        trail.queue({"auditId": f"a-{n}", "requestId": f"r-{n}"})
+    await until(lambda: sink.started == 1)
+    closing = asyncio.create_task(trail.close())
+    await asyncio.sleep(0.1)
+    assert not closing.done()
+    sink.release.set()
+    async with asyncio.timeout(5):
+        await closing
+    assert list(records_by_request(path)) == ["r-0", "r-1", "r-2"]
+
+
 async def _attempt(audit: IssuanceAudit, raised: Exception | None) -> None:
     async with audit.attempt():
         if raised is not None:
