@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -167,12 +168,27 @@ def security_file_problems(auth: AuthSettings, audit: AuditSettings) -> list[str
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why the audit file at `path` cannot be opened for appending (None: it can)."""
-    if path.exists():
-        if not path.is_file():
+    """Why the audit file at `path` cannot be opened for appending (None: it can).
+
+    A path that cannot be looked up (a directory on the way this process may not search) is
+    named by the OS's word for it, as a key file's is (`unreadable_file`): `Path.exists`
+    raised there, and the check ended in a traceback instead of its lines.
+    """
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        return (exc.strerror or type(exc).__name__).lower()
+    else:
+        if not stat.S_ISREG(mode):
             return "not a regular file"
         return None if os.access(path, os.W_OK) else "not writable by this process"
-    if not path.parent.is_dir():
+    try:
+        directory = stat.S_ISDIR(path.parent.stat().st_mode)
+    except OSError:
+        directory = False
+    if not directory:
         return "its directory does not exist"
     if not os.access(path.parent, os.W_OK | os.X_OK):
         return "its directory is not writable by this process"

@@ -73,6 +73,32 @@ def test_an_audit_file_this_process_may_not_write_is_named_so(
     assert security_file_problems(disabled, AuditSettings(file=existing)) == []
 
 
+async def test_an_audit_file_behind_a_directory_this_process_may_not_search_is_named_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin the line for an audit path that cannot be looked up: before start-up and after.
+
+    `Path.exists` raised PermissionError there: `serve` ended in a traceback, without the
+    report of this or any other problem, and so did the lifespan. Root searches any
+    directory: the look-up is refused here as it is to any other user.
+    """
+    path = tmp_path / "private" / "audit.jsonl"
+    real_stat = Path.stat
+
+    def refuse(self: Path, **kwargs: bool) -> os.stat_result:
+        if self == path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refuse)
+    settings = AuditSettings(file=path)
+    problems = security_file_problems(AuthSettings(mode="disabled"), settings)
+    assert problems == [f"{AUDIT_FILE}: permission denied"]
+    with pytest.raises(SecurityFileError) as refused:
+        await open_audit_trail(settings, metrics=GatewayMetrics(), cancellations_answered=True)
+    assert str(refused.value) == f"{AUDIT_FILE}: permission denied"
+
+
 def test_disabled_authentication_reads_no_jwks_file(tmp_path: Path) -> None:
     """Pin that a JWKS file left in the settings with auth disabled stops nothing."""
     missing = tmp_path / "missing.json"
