@@ -291,21 +291,31 @@ def _recording_app(seen: list[bytes]):
 
 
 @pytest.mark.parametrize(
-    "content_type",
+    ("content_type", "taken"),
     [
-        b"Application/JSON",
-        b"application/json ; Charset=UTF-8",
-        b'application/json; charset="utf-8"',
+        (b"Application/JSON", True),
+        (b"application/json ; Charset=UTF-8", True),
+        (b'application/json; charset="utf-8"', True),
+        (b"application/json-patch+json", False),
+        (b"application/jsonl", False),
+        (b"application/json; Charset=ISO-8859-1", False),
+        (b"application/json; v=1; charset=latin-1", False),
     ],
 )
-async def test_json_media_types_are_read_as_rfc_9110_spells_them(content_type: bytes) -> None:
-    """Pin that type, subtype and parameter name are case-insensitive; the value may be quoted."""
+async def test_json_media_types_are_read_as_rfc_9110_spells_them(
+    content_type: bytes, taken: bool
+) -> None:
+    """Pin that type, subtype and parameter name are case-insensitive; the value may be quoted.
+
+    And that the media type is matched whole, and a charset found wherever it stands: the
+    others are 415.
+    """
     seen: list[bytes] = []
     middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
     headers = [(b"content-type", content_type), (b"content-length", b"2")]
     sent = await _run(middleware, _scope(headers), _one_message(b"{}"))
-    assert sent == []
-    assert seen == [b"{}"]
+    assert (sent[0]["status"] if sent else 200) == (200 if taken else 415)
+    assert seen == ([b"{}"] if taken else [])
 
 
 @pytest.mark.parametrize("framing", ["declared", "chunked"])
@@ -381,15 +391,15 @@ async def test_a_chunked_body_is_bounded_however_the_coding_is_spelt() -> None:
 
 
 @pytest.mark.parametrize(
-    "spelt", [b"identity, identity", b"identity,", b", Identity", b"identity ,, identity"]
+    "spelt", [b"identity, identity", b"identity,", b", Identity", b"identity ,, identity", b""]
 )
 async def test_an_identity_content_coding_is_no_coding_however_the_list_is_spelt(
     spelt: bytes,
 ) -> None:
-    """Pin that a `Content-Encoding` naming only `identity` passes, in any list form.
+    """Pin that a `Content-Encoding` naming only `identity`, or nothing, passes, in any list form.
 
     RFC 9110 5.6.1: list elements are separated by commas with optional white space around
-    them, and a recipient ignores empty elements.
+    them, and a recipient ignores empty elements (an empty list names no coding).
     """
     seen: list[bytes] = []
     middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
@@ -400,6 +410,64 @@ async def test_an_identity_content_coding_is_no_coding_however_the_list_is_spelt
     ]
     assert await _run(middleware, _scope(headers), _one_message(b"{}")) == []
     assert seen == [b"{}"]
+
+
+async def test_a_content_coding_in_any_field_of_several_is_refused() -> None:
+    """Pin that a later `Content-Encoding: identity` does not undo an earlier field's coding.
+
+    RFC 9110 5.3: several fields of a name are one list, here `gzip, identity`: coded.
+    """
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-encoding", b"gzip"),
+        (b"content-encoding", b"identity"),
+        (b"content-length", b"2"),
+    ]
+    sent = await _run(middleware, _scope(headers), _one_message(b"{}"))
+    assert sent[0]["status"] == 415
+    assert (b"accept-encoding", b"identity") in sent[0]["headers"]
+    assert seen == []
+
+
+async def test_a_body_message_without_more_body_is_the_last() -> None:
+    """Pin ASGI's default: a `http.request` message that leaves out `more_body` ends the body."""
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}"}
+
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(
+        _recording_app(seen), limits=LimitsSettings(body_read_timeout_seconds=5)
+    )
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    assert await asyncio.wait_for(_run(middleware, _scope(headers), receive), 2) == []
+    assert seen == [b"{}"]
+
+
+async def test_an_empty_chunked_body_reaches_the_app_as_no_body() -> None:
+    """Pin that a chunked body of no bytes is not checked as JSON: the route says it is missing."""
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    assert await _run(middleware, _scope(headers), _one_message(b"")) == []
+    assert seen == [b""]
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "status"), [(b"/v1/dcc?next=%2Fhome", None), (b"/v1%2Fdcc?next=%2Fhome", 400)]
+)
+async def test_an_encoded_slash_counts_in_the_path_of_a_raw_path_with_a_query(
+    raw_path: bytes, status: int | None
+) -> None:
+    """Pin that a server's `raw_path` holding the query string too is checked up to the `?`."""
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    scope = {**_scope([(b"content-length", b"0")]), "raw_path": raw_path}
+    sent = await _run(middleware, scope, _one_message(b""))
+    assert (sent[0]["status"] if sent else None) == status
+    assert seen == ([b""] if status is None else [])
 
 
 async def test_the_first_framing_field_of_a_name_is_the_one_read() -> None:
@@ -521,8 +589,9 @@ async def test_a_key_repeated_within_one_object_is_refused_unquoted(pad: int) ->
         (b'{"\xc3\xa9\xe2\x82\xac": [1, -1e400]}', "at character 11"),
         (b'{"a": 1e308}', None),
         (b'{"a": 1, "b" 2}', "the body is not JSON"),
+        (b'{"a": 01}', "the body is not JSON"),
     ],
-    ids=["5000-digits", "exponent-after-non-ascii", "largest-double", "syntax"],
+    ids=["5000-digits", "exponent-after-non-ascii", "largest-double", "syntax", "leading-zero"],
 )
 async def test_a_number_beyond_a_double_is_named_not_called_not_json(
     body: bytes, detail: str | None
