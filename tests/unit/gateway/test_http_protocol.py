@@ -369,12 +369,18 @@ async def test_a_refusal_names_the_path_once_its_request_line_was_read(sent, sta
     assert list(problem) == ["type", "title", "status", "detail", "instance", "requestId"]
 
 
-async def test_a_refused_requests_path_is_the_one_the_app_would_have_had():
-    """The same target, refused and not: `instance` is the path uvicorn gives the app."""
+@pytest.mark.parametrize("root_path", ["", "/gateway"])
+async def test_a_refused_requests_path_is_the_one_the_app_would_have_had(root_path):
+    """The same target, refused and not: `instance` is the path uvicorn gives the app.
+
+    Under the server's `root_path` too, which uvicorn puts before the path it gives the app.
+    """
     target = b"/v1/%C3%A9%2Fx/./y?q=%20"
     protocol, transport = _open()
+    protocol.root_path = root_path
     protocol.data_received(b"GET " + target + b" HTTP/1.1\r\nHost: g\r\n\r\n")
     refused, refused_transport = _open()
+    refused.root_path = root_path
     refused.data_received(b"GET " + target + b" HTTP/1.1\r\nHost: g\r\n" + _padding(LIMIT))
     assert _answered(refused_transport)[1]["instance"] == protocol.started[0]
     assert transport.written == b""
@@ -687,3 +693,61 @@ async def test_a_connection_the_caller_closed_is_not_counted_idle():
     await asyncio.sleep(0.15)
     assert set(_refusals(metrics).values()) == {0.0}
     assert transport.written == b""
+
+
+async def test_a_new_connections_first_head_is_due_from_when_it_opened():
+    """Pin that the first head's clock starts with the connection, not again at its first byte.
+
+    A caller that waits most of the timeout before it starts its head gets no second one.
+    """
+    protocol, _ = _open(header_timeout_seconds=30)
+    due = protocol._bound.head_deadline
+    await asyncio.sleep(0.01)
+    protocol.data_received(b"GET /a HTTP/1.1\r\n")
+    assert protocol._bound.head_deadline == due
+
+
+async def test_bytes_unread_when_a_head_is_due_put_it_off_by_the_grace_only(monkeypatch):
+    """Pin that unread bytes give a head that is due `BEHIND_GRACE_SECONDS`, and no other.
+
+    A later head's own deadline, noted while the clock was set for an earlier one, stands:
+    the grace in its place would cut it off before it is due.
+    """
+    monkeypatch.setattr(http_protocol, "_unread_input", lambda _transport: True)
+    loop = asyncio.get_running_loop()
+    protocol, _ = _open(header_timeout_seconds=30)
+    first = protocol._bound.head_deadline
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    _answer(protocol)
+    await asyncio.sleep(0.01)
+    protocol.data_received(b"GET /b HTTP/1.1\r\n")
+    later = protocol._bound.head_deadline
+    assert first is not None
+    assert later is not None
+    assert first < later
+    protocol._bound.timer.cancel()
+    protocol._head_clock_rang(first)  # the clock set for the first head rings
+    assert protocol._bound.head_deadline == protocol._bound.timer.when() == later
+    protocol._bound.timer.cancel()
+    grace = http_protocol.BEHIND_GRACE_SECONDS
+    before = loop.time()
+    protocol._head_clock_rang(later)  # /b is due, its bytes wait unread
+    assert before + grace <= protocol._bound.head_deadline <= loop.time() + grace
+    protocol._bound.timer.cancel()
+
+
+async def test_an_unanswered_close_is_counted_not_logged(caplog):
+    """Pin that only a refusal with an answer is logged: a silent connection is just closed."""
+    caplog.set_level(logging.INFO, logger="signing_gateway.security")
+    _, transport = _open(header_timeout_seconds=0.05)
+    await until(lambda: transport.closed)
+    assert [r for r in caplog.records if r.name == "signing_gateway.security"] == []
+
+
+async def test_a_refused_request_lets_go_of_its_head_at_once():
+    """Pin that the refused head is dropped when it is answered, not when the linger ends."""
+    protocol, transport = _open()
+    protocol.data_received(b"GET /v1/keys HTTP/1.1\r\nHost: g\r\n" + _padding(LIMIT))
+    assert _answered(transport)[0] == 431
+    assert not transport.closed  # lingering
+    assert (protocol.url, protocol.headers, protocol.parser) == (b"", [], None)
