@@ -514,6 +514,16 @@ async def test_the_limit_is_the_heads_size_to_the_byte(size, started):
         assert _answered(transport)[0] == 431
 
 
+async def test_a_head_still_coming_at_exactly_the_limit_is_not_yet_refused():
+    """Pin that a part-read head of `max_header_bytes` waits: 431 comes with the byte past it."""
+    start = b"GET /v1/keys HTTP/1.1\r\nX-Pad: "
+    protocol, transport = _open()
+    protocol.data_received(start + b"p" * (LIMIT - len(start)))
+    assert transport.written == b""
+    protocol.data_received(b"p")
+    assert _answered(transport)[0] == 431
+
+
 async def test_each_request_on_a_connection_has_the_whole_limit():
     """The count starts afresh with each request: heads that add up past the limit are served."""
     protocol, transport = _open()
