@@ -118,7 +118,9 @@ class SignerTransport(AiohttpTransport):
                 raise
         extensions = {"http_version": b"HTTP/1.1"}
         if response.reason:
-            extensions["reason_phrase"] = response.reason.encode()
+            # aiohttp decodes the phrase as UTF-8 with surrogate escapes: a Latin-1 one (obs-text,
+            # which RFC 9110 allows) goes back to its own bytes, where a strict encode raised.
+            extensions["reason_phrase"] = response.reason.encode("utf-8", "surrogateescape")
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,

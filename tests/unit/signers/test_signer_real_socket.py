@@ -68,6 +68,11 @@ FIXED_ANSWERS = {
         OK_HEAD + b"Content-Encoding: gzip\r\n", gzip.compress(b" " * (16 << 20), mtime=0)
     ),
     "brotli": _with_length(OK_HEAD + b"Content-Encoding: br\r\n", STATIC_OK),
+    # A reason phrase in Latin-1: obs-text, which RFC 9110 allows there.
+    "latin1-reason": _with_length(b"HTTP/1.1 200 R\xe9ponse\r\nContent-Type: application/json\r\n",
+                                  STATIC_OK),
+    "latin1-503": _with_length(b"HTTP/1.1 503 Indisponible \xe0 l'instant\r\nRetry-After: 3\r\n",
+                               b"busy"),
     # Just the body limit on the wire, a little less inflated.
     "gzip-at-limit": _with_length(
         OK_HEAD + b"Content-Encoding: gzip\r\n", _stored_gzip(MAX_RESPONSE_BYTES)
@@ -526,3 +531,18 @@ async def test_a_get_carries_no_body_headers(transport):
     announcing = (b"content-length:", b"content-type:", b"transfer-encoding:")
     assert [line for line in lines if line.startswith(announcing)] == []
     assert body == b""
+
+
+async def test_a_reason_phrase_outside_utf_8_is_read_on_both_transports(transport):
+    """An answer whose reason phrase is not UTF-8 (obs-text) is read as its status says.
+
+    aiohttp keeps such a phrase with surrogate escapes; encoding it back strictly raised a
+    UnicodeEncodeError, no SignerError: the gateway answered 500 and dropped a signed answer.
+    """
+    async with raw_server("latin1-reason") as server, client_for(server.port, transport) as http:
+        result = await issue_static(http)
+    assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
+    async with raw_server("latin1-503") as server, client_for(server.port, transport) as http:
+        with pytest.raises(SignerThrottledError) as raised:
+            await issue_static(http)
+    assert raised.value.retry_after == 3.0
