@@ -50,6 +50,10 @@ def _stored_gzip(size: int) -> bytes:
     return gzip.compress(STATIC_OK.ljust(size - overhead), compresslevel=0, mtime=0)
 
 
+def _chunked(head: bytes, body: bytes) -> bytes:
+    return head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
 #: Behaviours that write one answer as it stands (then close, unless kept alive).
 FIXED_ANSWERS = {
     "ok": _with_length(OK_HEAD, STATIC_OK),
@@ -68,6 +72,18 @@ FIXED_ANSWERS = {
         OK_HEAD + b"Content-Encoding: gzip\r\n", gzip.compress(b" " * (16 << 20), mtime=0)
     ),
     "brotli": _with_length(OK_HEAD + b"Content-Encoding: br\r\n", STATIC_OK),
+    "identity": _with_length(OK_HEAD + b"Content-Encoding: identity\r\n", STATIC_OK),
+    "gzip-spelt": _with_length(OK_HEAD + b"Content-Encoding: Gzip , identity\r\n",
+                               gzip.compress(STATIC_OK)),
+    "gzip-twice": _with_length(OK_HEAD + b"Content-Encoding: gzip, gzip\r\n",
+                               gzip.compress(gzip.compress(STATIC_OK))),
+    # Raw deflate, without zlib's wrapper: some servers send it so, and httpx reads it.
+    "raw-deflate": _with_length(OK_HEAD + b"Content-Encoding: deflate\r\n",
+                                zlib.compress(STATIC_OK)[2:-4]),
+    # One byte over the body limit on the wire, less inflated, and no Content-Length to say so.
+    "chunked-gzip-over-limit": _chunked(
+        OK_HEAD + b"Content-Encoding: gzip\r\n", _stored_gzip(MAX_RESPONSE_BYTES + 1)
+    ),
     # A reason phrase in Latin-1: obs-text, which RFC 9110 allows there.
     "latin1-reason": _with_length(b"HTTP/1.1 200 R\xe9ponse\r\nContent-Type: application/json\r\n",
                                   STATIC_OK),
@@ -460,12 +476,15 @@ async def test_a_refusal_body_of_4_kib_is_read_so_the_connection_is_reused(trans
 @pytest.mark.parametrize(
     ("behaviour", "status", "message"),
     [("huge", 200, "body over"), ("redirect", 302, "unexpected HTTP 302"),
-     ("bad-gzip", 200, "undecodable body")],
+     ("bad-gzip", 200, "undecodable body"), ("gzip-twice", 200, "undecodable body"),
+     ("chunked-gzip-over-limit", 200, "body over")],
 )  # fmt: skip
 async def test_answers_outside_the_contract_are_malformed(transport, behaviour, status, message):
     """Malformed: a 2xx declaring more than MAX_RESPONSE_BYTES, a redirect, an undecodable body.
 
     The first is refused on its headers, while its body stalls; the redirect is not followed.
+    Undecodable too: two codings, even two known ones. A compressed body sent chunked is
+    refused once its bytes on the wire pass the limit, whatever they would inflate to.
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         with pytest.raises(SignerMalformedResponseError, match=message) as raised:
@@ -546,3 +565,11 @@ async def test_a_reason_phrase_outside_utf_8_is_read_on_both_transports(transpor
         with pytest.raises(SignerThrottledError) as raised:
             await issue_static(http)
     assert raised.value.retry_after == 3.0
+
+
+@pytest.mark.parametrize("behaviour", ["identity", "gzip-spelt", "raw-deflate"])
+async def test_content_codings_are_read_as_rfc_9110_spells_them(transport, behaviour):
+    """Pin that `identity`, any case and spacing of a coding, and raw deflate are all read."""
+    async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
+        result = await issue_static(http)
+    assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
