@@ -573,3 +573,11 @@ async def test_content_codings_are_read_as_rfc_9110_spells_them(transport, behav
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         result = await issue_static(http)
     assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
+
+
+async def test_a_probe_answered_with_garbage_is_a_lost_connection(transport):
+    """Pin that a probe's unreadable answer is a SignerError on both transports, not aiohttp's."""
+    async with raw_server("garbage") as server, client_for(server.port, transport) as http:
+        with pytest.raises(SignerConnectionLostError) as raised:
+            await EuSignerClient(http).probe()
+    assert raised.value.endpoint == "probe"
