@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import tracemalloc
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -201,6 +203,43 @@ async def test_the_body_cap_takes_exactly_max_response_bytes(http, router, strea
     with pytest.raises(SignerMalformedResponseError, match="over") as caught:
         await request_json(http, "GET", "/keys", signer="eu", endpoint="keys")
     assert caught.value.status_code == 200
+
+
+async def test_the_body_cap_is_the_documented_64_kib(http, router):
+    """Pin the 64 KiB of docs/operations.md: 65,536 bytes are read, 65,537 are refused."""
+    route = router.get("/keys")
+    route.mock(return_value=_json_body(64 * 1024, streamed=True))
+    assert len(await request_json(http, "GET", "/keys", signer="eu", endpoint="keys")) == 65534
+    route.mock(return_value=_json_body(64 * 1024 + 1, streamed=True))
+    with pytest.raises(SignerMalformedResponseError, match="body over 65536 bytes"):
+        await request_json(http, "GET", "/keys", signer="eu", endpoint="keys")
+
+
+async def test_inflating_stops_at_the_cap_when_a_chunk_ends_on_it(http, router):
+    """Pin that a gzip chunk ending just at the cap leaves no room for the next to inflate.
+
+    The first chunk inflates to exactly MAX_RESPONSE_BYTES; the next would make 16 MB. Asked
+    for no room at all, zlib inflates without bound: the next chunk gets one byte of room.
+    """
+    gzip = zlib.compressobj(wbits=zlib.MAX_WBITS | 16)
+    first = gzip.compress(b" " * MAX_RESPONSE_BYTES) + gzip.flush(zlib.Z_SYNC_FLUSH)
+    rest = gzip.compress(b" " * (16 << 20)) + gzip.flush()
+
+    async def chunks():
+        yield first
+        yield rest
+
+    router.get("/keys").mock(
+        return_value=httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=chunks())
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(SignerMalformedResponseError, match="body over"):
+            await request_json(http, "GET", "/keys", signer="eu", endpoint="keys")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MAX_RESPONSE_BYTES, f"{peak / 1e6:.1f} MB allocated for one answer"
 
 
 async def test_retry_after_seconds_is_parsed(http, router):
