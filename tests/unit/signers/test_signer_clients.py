@@ -8,6 +8,7 @@ import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import aiohttp
 import httpx
 import orjson
 import pytest
@@ -21,6 +22,7 @@ from signing_gateway.signers.errors import (
     SignerServerError,
     SignerThrottledError,
     SignerTimeoutError,
+    sent_nothing,
 )
 from signing_gateway.signers.eu import EuSignerClient, credential_request
 from signing_gateway.signers.http import (
@@ -314,15 +316,42 @@ def test_parse_retry_after_takes_ascii_digits_and_caps_the_delay(value, expected
         (httpx.RemoteProtocolError("disconnected"), SignerConnectionLostError),
         (httpx.ReadError("reset"), SignerConnectionLostError),
         (httpx.WriteError("broken pipe"), SignerConnectionLostError),
+        (TimeoutError(), SignerTimeoutError),
+        (aiohttp.ConnectionTimeoutError(), SignerTimeoutError),
+        (aiohttp.SocketTimeoutError(), SignerTimeoutError),
+        (aiohttp.InvalidURL("http://signer.test:x/"), SignerConnectError),
+        (aiohttp.ServerDisconnectedError(), SignerConnectionLostError),
+        (aiohttp.ClientPayloadError("truncated"), SignerConnectionLostError),
     ],
 )
 async def test_transport_exceptions_map_to_signer_errors(http, router, exc, error):
-    """Each httpx transport exception maps to its SignerTransportError and chains the cause."""
+    """Each transport exception (httpx's, aiohttp's, a bare timeout) maps to its error class."""
     router.post("/get_credential").mock(side_effect=exc)
     with pytest.raises(error) as caught:
         await get_credential(http)
     assert type(caught.value) is error
     assert caught.value.__cause__ is exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "before_sending"),
+    [
+        (httpx.ConnectTimeout("slow connect"), True),
+        (httpx.PoolTimeout("pool"), True),
+        (aiohttp.ConnectionTimeoutError(), True),
+        (httpx.ReadTimeout("slow read"), False),
+        (httpx.WriteTimeout("slow write"), False),
+        (aiohttp.SocketTimeoutError(), False),
+        (TimeoutError(), False),
+    ],
+)
+async def test_only_connect_and_pool_timeouts_sent_nothing(http, router, exc, before_sending):
+    """Pin which timeouts say the request never went out: only waiting for a connection."""
+    router.post("/get_credential").mock(side_effect=exc)
+    with pytest.raises(SignerTimeoutError) as caught:
+        await get_credential(http)
+    assert caught.value.before_sending is before_sending
+    assert sent_nothing(caught.value) is before_sending
 
 
 async def test_prepare_issue_sends_amount_and_returns_message_verbatim(http, router):
