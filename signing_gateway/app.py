@@ -74,7 +74,8 @@ before releasing it, and answers every failure as RFC 9457 problem+json.
 
 Every answer carries `X-Request-ID`; every GET also answers HEAD (the same status and
 headers, no body). A request head (request line and header fields) over the gateway's
-size limit is refused 431 problem+json before any route sees it, one not complete in
+size limit, or of more header fields than its count limit, is refused 431 problem+json
+before any route sees it, one not complete in
 time 408, and a request that is not valid HTTP/1.1 400 (`bad-request`), its connection
 closed in each case. Their `instance` is the request's path once its request line was
 read whole, and empty (the request's own URI) before that. A request carrying `Authorization`,

@@ -6,7 +6,7 @@ sent, with no answer, and connections that sent nothing, or half a head, stayed 
 the descriptor limit locked other callers out. (`h11_max_incomplete_event_size` bounds only
 uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been sent.)
 
-`GatewayHttpProtocol` adds two bounds per connection, from the app's `limits` settings:
+`GatewayHttpProtocol` adds three bounds per connection, from the app's `limits` settings:
 
 - **Size.** The bytes of a request that are not body are counted as they arrive, before the
   parser keeps them: request line and header fields, then chunk framing and trailer fields
@@ -14,6 +14,10 @@ uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been
   `max_header_bytes` is answered 431 problem+json and the connection is closed; after the
   head, the count may reach
   `max_header_bytes + max_body_bytes`, past which the connection is closed.
+- **Count.** A head of more than `max_header_fields` header fields is answered 431 too: the
+  parser hands each field over as objects of its own: within the size bound, 6,400 fields
+  `a:b` held 415 KiB per request and 5,333 fields `a:bc` 533 KiB (tracemalloc), against
+  16-19 KiB at the default count of 100. Fields past the count are not kept.
 - **Time.** A new connection has `header_timeout_seconds` to complete its first head, and each
   later request as much from its first byte. Past it, a connection that had begun a request
   is answered 408 problem+json and closed; one that sent nothing is closed. Between requests
@@ -197,16 +201,19 @@ class _HeadBound:
         "head_complete",
         "head_deadline",
         "head_timeout",
+        "max_fields",
         "max_head_bytes",
         "max_unbodied_bytes",
         "metrics",
         "refused",
         "timer",
+        "too_many_fields",
         "unbodied",
     )
 
     def __init__(self, limits: LimitsSettings, metrics: object, *, tokens: bool) -> None:
         self.max_head_bytes = limits.max_header_bytes
+        self.max_fields = limits.max_header_fields
         self.max_unbodied_bytes = limits.max_header_bytes + limits.max_body_bytes
         self.head_timeout = limits.header_timeout_seconds
         self.metrics = metrics if isinstance(metrics, GatewayMetrics) else None
@@ -223,6 +230,8 @@ class _HeadBound:
         self.timer: asyncio.TimerHandle | None = None
         #: Set once the connection is refused: whatever arrives after is dropped unparsed.
         self.refused = False
+        #: The current head has more header fields than `max_fields` (those past it not kept).
+        self.too_many_fields = False
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -273,7 +282,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._start_head_clock()
         self._bound.unbodied += len(data)
         super().data_received(data)
-        if self._bound.unbodied > self._bound.max_head_bytes:
+        if self._bound.too_many_fields:
+            if not self._bound.refused and not self.transport.is_closing():
+                self._refuse_too_many_fields()
+        elif self._bound.unbodied > self._bound.max_head_bytes:
             self._check_size()
 
     # Parser callbacks.
@@ -290,6 +302,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # token in a trailer authenticated the request). The gateway reads no trailer, and
             # RFC 9110 (6.5.1) lets a recipient merge one only where that is known to be safe:
             # it is dropped (its bytes were counted against the bound).
+            return
+        if len(self.headers) >= self._bound.max_fields:
+            self._bound.too_many_fields = True  # refused once this read is parsed
             return
         field = self._bound.fields.field(name.lower(), value)
         if field[0] == b"expect" and value.lower() == b"100-continue":
@@ -308,9 +323,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._bound.head_deadline = None
         # The count includes all of this read, body bytes after the head too: only when it is
         # over the limit is the head itself measured.
-        if (
+        if self._bound.refused:
+            pass
+        elif self._bound.too_many_fields:
+            self._refuse_too_many_fields(head_read=True)
+        elif (
             self._bound.unbodied > self._bound.max_head_bytes
-            and not self._bound.refused
             and self._head_bytes() > self._bound.max_head_bytes
         ):
             self._refuse_head_too_large(head_read=True)
@@ -395,14 +413,26 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         )
 
     def _refuse_head_too_large(self, *, head_read: bool = False) -> None:
-        """Answer 431; `head_read`: the whole head has been parsed (its path with it)."""
+        """Answer 431 for a head over the size limit; `head_read`: parsed whole (its path too)."""
         limit = self._bound.max_head_bytes
+        self._refuse_431(
+            f"the request line and header fields are limited to {limit} bytes", head_read=head_read
+        )
+
+    def _refuse_too_many_fields(self, *, head_read: bool = False) -> None:
+        """Answer 431 for a head of more than `max_header_fields` fields."""
+        self._refuse_431(
+            f"a request may carry at most {self._bound.max_fields} header fields",
+            head_read=head_read,
+        )
+
+    def _refuse_431(self, detail: str, *, head_read: bool) -> None:
         self._refuse_answering(
             "header-too-large",
             status=431,
             slug="header-too-large",
             title="Request header fields too large",
-            detail=f"the request line and header fields are limited to {limit} bytes",
+            detail=detail,
             head_read=head_read,
         )
 

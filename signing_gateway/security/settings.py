@@ -203,6 +203,12 @@ class LimitsSettings(BaseModel):
         description="Largest request head, request line and header fields together (431 beyond; "
         "nginx's default total): room for an 8 KiB bearer token and a proxy's headers",
     )
+    max_header_fields: PositiveInt = Field(
+        100,
+        ge=32,
+        description="Most header fields in a request head (431 beyond; Apache's default): each "
+        "is kept as objects of its own: 32 KiB of tiny fields held ~0.5 MB per request",
+    )
     header_timeout_seconds: PositiveFloat = Field(
         10.0,
         description="A request head must be complete this many seconds after its first byte "

@@ -159,6 +159,22 @@ def test_oversized_heads_are_answered_431_and_not_kept(strict_gateway):
     assert grown < 3 * 2**20, grown
 
 
+def test_a_head_of_more_fields_than_the_default_count_is_answered_431(strict_gateway):
+    """100 header fields are served; 101 are refused before any route, with the count named."""
+    answers = []
+    for count in (100, 101):
+        # `Host`, `Connection: close` (so that the served answer ends too), and the rest.
+        padding = b"".join(b"X-%d: v\r\n" % n for n in range(count - 2))
+        head = b"Host: gateway\r\nConnection: close\r\n" + padding
+        with _connect(_port(strict_gateway)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n" + head + b"\r\n")
+            answers.append(_parse(_read_until_closed(sock, time.monotonic())[0]))
+    (served, _, _), (refused, headers, body) = answers
+    assert (served, refused) == (200, 431)
+    assert headers["connection"] == "close"
+    assert orjson.loads(body)["detail"] == "a request may carry at most 100 header fields"
+
+
 def test_a_half_sent_head_is_answered_408_after_the_header_timeout(strict_gateway):
     """A request line and one header field, then silence: 408 problem+json, then closed."""
     started = time.monotonic()

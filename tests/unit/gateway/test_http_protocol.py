@@ -761,3 +761,51 @@ async def test_a_refused_request_lets_go_of_its_head_at_once():
     assert _answered(transport)[0] == 431
     assert not transport.closed  # lingering
     assert (protocol.url, protocol.headers, protocol.parser) == (b"", [], None)
+
+
+def _fields(count: int) -> bytes:
+    return b"".join(b"X-%d: v\r\n" % n for n in range(count))
+
+
+@pytest.mark.parametrize(("count", "started"), [(40, True), (41, False)])
+async def test_a_head_of_more_fields_than_the_limit_is_answered_431(count, started):
+    """Within the size bound: 40 fields are served, 41 refused with the count named."""
+    protocol, transport = _open(max_header_fields=40)
+    protocol.data_received(b"GET /v1/keys HTTP/1.1\r\n" + _fields(count) + b"\r\n")
+    if started:
+        assert protocol.started == ["/v1/keys"]
+        assert len(protocol.received[0]) == count
+        assert transport.written == b""
+        return
+    assert protocol.started == []
+    status, problem = _answered(transport)
+    assert (status, problem["type"].rsplit("/", 1)[1]) == (431, "header-too-large")
+    assert problem["detail"] == "a request may carry at most 40 header fields"
+    assert problem["instance"] == "/v1/keys"
+    assert protocol.headers == []  # let go of at once
+
+
+async def test_fields_past_the_count_arriving_read_by_read_are_refused_at_once():
+    """A head still coming is refused with the read that passes the count, not at its end."""
+    metrics = GatewayMetrics()
+    protocol, transport = _open(metrics=metrics, max_header_fields=32)
+    protocol.data_received(b"GET /v1/keys HTTP/1.1\r\n" + _fields(32))
+    assert transport.written == b""
+    # The parser hands a field over once the next line shows it is not folded on.
+    protocol.data_received(b"X-Last: v\r\nX-")
+    assert _answered(transport)[0] == 431
+    assert len(transport.written) < 1024  # tiny fields: far below the size bound
+    refused = metrics.connections_refused.labels(reason="header-too-large")._value.get()
+    assert refused == 1
+    protocol.data_received(_fields(1000) + b"\r\n")
+    assert protocol.started == []
+
+
+async def test_the_field_count_starts_afresh_with_each_request():
+    """Two requests of 30 fields each on one connection, under a limit of 32: both served."""
+    protocol, transport = _open(max_header_fields=32)
+    for _ in range(2):
+        protocol.data_received(b"GET /v1/keys HTTP/1.1\r\n" + _fields(30) + b"\r\n")
+        _answer(protocol)
+    assert protocol.started == ["/v1/keys", "/v1/keys"]
+    assert transport.written == b""
