@@ -7,7 +7,13 @@ import contextlib
 import pytest
 
 from signing_gateway.errors import SignerTimedOut, SignerUnavailable
-from signing_gateway.issuance.session import SESSION_EXPIRED, SESSION_SPENT, HeldSession
+from signing_gateway.issuance.session import (
+    SESSION_EXPIRED,
+    SESSION_EXPIRES_FIRST,
+    SESSION_KEPT,
+    SESSION_SPENT,
+    HeldSession,
+)
 from signing_gateway.issuance.stoken import InMemoryStokenStore
 from signing_gateway.signers.errors import SignerConnectError, SignerTimeoutError
 
@@ -203,3 +209,33 @@ async def test_a_session_that_expired_while_held_is_not_said_to_be_kept():
         await issue()
     assert info.value.detail.endswith(SESSION_EXPIRED)
     assert await store.take(token) is None
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "advice"),
+    [(19.0, SESSION_KEPT), (20.0, SESSION_EXPIRES_FIRST), (21.0, SESSION_EXPIRES_FIRST)],
+    ids=["ends-before", "ends-with-it", "ends-after"],
+)
+async def test_a_retry_after_ending_as_the_session_does_says_to_start_again(
+    retry_after: float, advice: str
+):
+    """Pin that a Retry-After ending just when the session expires counts as too late.
+
+    A retry sent as advised arrives at the instant the session stops being live, which
+    `take` already refuses: only a wait that ends before the expiry keeps the stoken.
+    """
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    token = await store.open({"issuerNonce": "n1"})
+    clock.now += 40  # 20 s left when the session goes back
+
+    async def issue() -> None:
+        async with HeldSession(store, token):
+            raise SignerUnavailable(
+                "domestic: the signer is throttling", part="domestic", retry_after=retry_after
+            )
+
+    with pytest.raises(SignerUnavailable) as info:
+        await issue()
+    assert info.value.detail.endswith(advice)
+    assert await store.take(token) is not None  # never sent: back in the store either way
