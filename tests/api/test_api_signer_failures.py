@@ -9,11 +9,12 @@ from typing import Any
 
 import cbor2
 import httpx
+import orjson
 import pytest
 
 from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
-from tests.api.bodies import domestic_attributes, eu_vaccination
+from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
 from tests.api.observability.scrape import scrape
 from tests.api.signer_mocks import (
     Handler,
@@ -334,6 +335,39 @@ async def test_eu_credential_failing_verification_is_withheld(
     metrics = await scrape(gateway)
     rejections = "gateway_credential_verification_failures_total"
     assert metrics.value(rejections, signer="eu", reason=reason) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "part"), [("/v1/print", "european"), ("/v1/credentials", "european[1]")]
+)
+async def test_a_withheld_eu_part_of_a_combined_request_is_named(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys, path, part
+):
+    """Pin that a combined request's credential failing verification names its own part.
+
+    Only the vaccination DCC's credential is bent: the 502 says which of the request's parts
+    to look at, as a signer failure of that part does.
+    """
+    good, bent = eu_signing(test_keys), eu_signing(test_keys, tamper_signature=True)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        usage = orjson.loads(request.content)["keyUsage"]
+        return (bent if usage == "vaccination" else good)(request)
+
+    mocked.get_credential.mock(side_effect=answer)
+    body: dict[str, Any] = (
+        {"european": eu_vaccination()}
+        if path == "/v1/print"
+        else {"european": [eu_test(), eu_vaccination()]}
+    )
+    response = await gateway.post(path, json=body)
+    problem = _assert_signer_problem(
+        response,
+        502,
+        "credential-verification-failed",
+        f"{part}: the signed credential failed verification and was not released",
+    )
+    assert problem["part"] == part
 
 
 async def test_domestic_static_bad_signature_is_withheld(
