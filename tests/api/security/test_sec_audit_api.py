@@ -150,6 +150,30 @@ async def test_every_issuing_endpoint_is_audited(
     assert all("proofIdentifier" in i for i in records[4]["items"])
 
 
+async def test_a_body_the_schema_refuses_leaves_no_record(
+    secured, mocked: MockedSigners, full_token, audit_file
+):
+    """Pin that a body refused by its schema is no issuance attempt: no record, nothing signed.
+
+    Such a 422 is answered before the route runs (counted in metrics and logged instead);
+    the one record in the file is the issuance sent after them.
+    """
+    auth = bearer(full_token)
+    routes = [
+        "/v1/dcc",
+        "/v1/domestic/static",
+        "/v1/domestic/issue",
+        "/v1/print",
+        "/v1/credentials",
+    ]
+    for route in routes:
+        refused = await secured.post(route, json={"unknown": 1}, headers=auth)
+        assert_problem(refused, 422, "validation-failed")
+    assert (await secured.post("/v1/dcc", json=eu_test(), headers=auth)).status_code == 200
+    assert [r["endpoint"] for r in _records(audit_file)] == ["/v1/dcc"]
+    assert mocked.signing_calls() == 1
+
+
 def _eu_item(part: str, request: dict, released: dict) -> dict:
     """The audit item of an EU part: what was asked, and the kid and proof released."""
     return {
