@@ -20,7 +20,7 @@ from signing_gateway.settings import Settings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
 from tests.api.security.conftest import AUDIENCE, ISSUER, bearer
-from tests.api.signer_mocks import MockedSigners, eu_signing
+from tests.api.signer_mocks import MockedSigners, commitment, eu_signing
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
 V1_CALLS = [
@@ -258,6 +258,31 @@ async def test_print_needs_the_scope_of_each_part(secured, mocked: MockedSigners
     assert mocked.signing_calls() == 0
     allowed = await secured.post("/v1/print", json={"european": eu_test()}, headers=eu_only)
     assert allowed.status_code == 200, allowed.text
+
+
+async def test_credentials_need_only_the_scope_of_the_parts_they_hold(
+    secured, mocked: MockedSigners, token_issuer
+):
+    """Pin that /v1/credentials asks dcc:sign only of a request with European parts.
+
+    A domestic-only request carries an empty `european` list: a caller holding domestic:sign
+    alone has its session's credentials issued, as one holding dcc:sign alone has EU ones.
+    """
+    domestic_only = bearer(token_issuer.mint(scopes=["domestic:sign"]))
+    stoken = (await secured.post("/v1/domestic/prepare-issue", headers=domestic_only)).json()
+    body = {
+        "stoken": stoken["stoken"],
+        "issueCommitmentMessage": commitment(),
+        "domestic": [domestic_attributes()],
+    }
+    domestic = await secured.post("/v1/credentials", json=body, headers=domestic_only)
+    assert domestic.status_code == 200, domestic.text
+    eu_only = bearer(token_issuer.mint(scopes=["dcc:sign"]))
+    european = await secured.post(
+        "/v1/credentials", json={"european": [eu_test()]}, headers=eu_only
+    )
+    assert european.status_code == 200, european.text
+    assert (mocked.issue.call_count, mocked.get_credential.call_count) == (1, 1)
 
 
 #: A combined request with one kind of part, and the scope of the other kind.
