@@ -245,6 +245,43 @@ async def test_a_failed_eu_part_is_recorded_with_what_it_asked_for(
     ]
 
 
+@pytest.mark.parametrize("path", ["/v1/print", "/v1/credentials"])
+async def test_a_failed_domestic_part_is_recorded_with_what_it_asked_for(
+    secured, mocked: MockedSigners, full_token, audit_file, path
+):
+    """Pin that a combined request's failed domestic part is on record: its kind and count.
+
+    The EU part beside it is named with what it asked for, and no part with a proof: nothing
+    was released.
+    """
+    auth = bearer(full_token)
+    request = eu_test()
+    failing = mocked.issue_static if path == "/v1/print" else mocked.issue
+    failing.mock(return_value=httpx.Response(500, text="boom"), side_effect=None)
+    if path == "/v1/print":
+        body: dict = {"domestic": domestic_attributes(), "european": request}
+        domestic = {"part": "domestic", "kind": "domestic-static", "count": 1}
+        part = "european"
+    else:
+        stoken = (await secured.post("/v1/domestic/prepare-issue", headers=auth)).json()
+        body = {
+            "stoken": stoken["stoken"],
+            "issueCommitmentMessage": commitment(),
+            "domestic": [domestic_attributes()] * 2,
+            "european": [request],
+        }
+        domestic = {"part": "domestic", "kind": "domestic-session", "count": 2}
+        part = "european[0]"
+    failed = await secured.post(path, json=body, headers=auth)
+    assert assert_problem(failed, 502, "signer-bad-response")["part"] == "domestic"
+    record = _records(audit_file)[-1]
+    assert (record["endpoint"], record["outcome"], record["status"]) == (path, "failed", 502)
+    assert record["items"] == [
+        domestic,
+        {"part": part, "kind": "eu", "keyUsage": "test", "uvci": request["dcc"]["t"][0]["ci"]},
+    ]
+
+
 async def test_a_request_deadline_that_cuts_the_signing_leaves_one_record_of_its_504(
     secured, mocked: MockedSigners, full_token, audit_file
 ):
