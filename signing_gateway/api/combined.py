@@ -55,11 +55,13 @@ router = APIRouter(
 def _prepare_all(
     issuer: EuIssuer, requests: Sequence[tuple[tuple[str | int, ...], EuRequest]]
 ) -> tuple[list[PreparedEuRequest], list[FieldError], SignerUnavailable | None]:
-    """Prepare every EU part: the prepared ones, the errors of all, the first without a DSC.
+    """Prepare every EU part: the prepared ones, the errors of all, the refusal to answer.
 
     A part whose key usage has no DSC valid now does not stop the others being checked: the
     caller can fix their errors and cannot fix that, so a request with both is answered 422,
-    not with a 503 whose `Retry-After` would only lead to the 422.
+    not with a 503 whose `Retry-After` would only lead to the 422. Of several parts without
+    a DSC, the one with the longest wait answers (the first of those): a retry after a
+    shorter `Retry-After` would only meet the other part's 503.
     """
     prepared: list[PreparedEuRequest] = []
     errors: list[FieldError] = []
@@ -70,7 +72,8 @@ def _prepare_all(
         except DomainValidationError as exc:
             errors.extend(exc.errors)
         except SignerUnavailable as exc:
-            unavailable = unavailable or exc
+            if unavailable is None or exc.retry_after > unavailable.retry_after:
+                unavailable = exc
     return prepared, errors, unavailable
 
 

@@ -197,6 +197,20 @@ async def test_an_invalid_part_is_422_though_another_has_no_valid_dsc(
     assert mocked.signing_calls() == 0
 
 
+async def _with_a_session(
+    gateway: httpx.AsyncClient, european: list[dict[str, Any]]
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """The answer to /v1/credentials with a fresh session's domestic part and `european`."""
+    stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
+    body = {
+        "stoken": stoken,
+        "issueCommitmentMessage": commitment(),
+        "domestic": [domestic_attributes()],
+        "european": european,
+    }
+    return await gateway.post("/v1/credentials", json=body), body
+
+
 @pytest.mark.parametrize(
     ("window", "advice"),
     [((-800 * DAY, -DAY), SESSION_EXPIRES_FIRST), ((10 * SECOND, 700 * DAY), SESSION_KEPT)],
@@ -217,14 +231,7 @@ async def test_credentials_without_a_valid_dsc_say_what_becomes_of_the_session(
     keys = keys_with_vaccination(tmp_path, test_keys, dsc)
     mocked = mock_signers(signers, keys)
     async with running_gateway(make_settings(keys)) as gateway:
-        stoken = (await gateway.post("/v1/domestic/prepare-issue")).json()["stoken"]
-        body = {
-            "stoken": stoken,
-            "issueCommitmentMessage": commitment(),
-            "domestic": [domestic_attributes()],
-            "european": [eu_vaccination()],
-        }
-        response = await gateway.post("/v1/credentials", json=body)
+        response, body = await _with_a_session(gateway, [eu_vaccination()])
         retry = await gateway.post("/v1/credentials", json={**body, "european": []})
     problem = assert_problem(response, 503, "signer-unavailable")
     assert (problem["part"], problem["detail"].endswith(advice)) == ("european[0]", True)
@@ -369,3 +376,35 @@ async def test_start_up_warns_about_unusable_and_expiring_dscs(
     assert set(warned) == {"vaccination", "test"}
     assert "no EU signing certificate is valid now" in warned["vaccination"]
     assert "expires soon" in warned["test"]
+
+
+@pytest.mark.parametrize(
+    ("first", "part"),
+    [("vaccination", "european[1]"), ("test", "european[0]")],
+    ids=["expired-last", "expired-first"],
+)
+async def test_parts_without_a_valid_dsc_advise_the_longest_wait(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter, first, part
+):
+    """Pin that the 503 of several EU parts without a DSC advises the wait all of them need.
+
+    The vaccination DSC starts in 10 s, the test DSC has expired (5 minutes). Before, the
+    first such part answered: with the vaccination part first, `Retry-After: 10` and a
+    session said to be kept, and the retry as advised met the test part's 503 of 5 minutes
+    (by then with a session expired).
+    """
+    now = datetime.now(UTC)
+    soon = make_dsc(["vaccination"], not_before=now + 10 * SECOND, not_after=now + 700 * DAY)
+    expired = make_dsc(["test"], not_before=now - 800 * DAY, not_after=now - DAY)
+    keys = keys_with(tmp_path, keys_with_vaccination(tmp_path, test_keys, soon), "test", expired)
+    mocked = mock_signers(signers, keys)
+    european = {"vaccination": eu_vaccination(), "test": eu_test()}
+    parts = [european.pop(first), *european.values()]
+    async with running_gateway(make_settings(keys)) as gateway:
+        response, _ = await _with_a_session(gateway, parts)
+    problem = assert_problem(response, 503, "signer-unavailable")
+    assert response.headers["retry-after"] == "300"
+    assert problem["part"] == part
+    assert "the EU signer's certificate for key usage test has expired" in problem["detail"]
+    assert problem["detail"].endswith(SESSION_EXPIRES_FIRST)
+    assert mocked.signing_calls() == 1  # the prepare-issue only
