@@ -444,3 +444,75 @@ async def test_the_apps_own_queue_timeout_is_not_answered_as_overloaded() -> Non
     with pytest.raises(CpuQueueTimeout):
         await middleware({"type": "http", "path": "/v1/dcc"}, None, send)
     assert sent == []
+
+
+async def test_a_queue_timeout_firing_after_the_hand_over_refuses_nothing() -> None:
+    """The timer and the hand-over in one loop pass: the request keeps the permit it was given.
+
+    The permit was set on the waiter first; the expiry then finds it done and neither counts a
+    timeout nor takes the waiter out of the count a second time.
+    """
+    gate = CpuGate(1, queue_timeout=60)
+    served: list[str] = []
+
+    async def request(name: str) -> None:
+        async with gate.request():
+            served.append(name)
+
+    holder = gate.request()
+    await holder.__aenter__()
+    waiting = asyncio.create_task(request("waiting"))
+    await _settle()
+    waiter = gate._admit[-1]
+    await holder.__aexit__(None, None, None)  # hands the permit to `waiting`...
+    gate._expire(waiter)  # ...and its timer fires before it runs
+    async with asyncio.timeout(1):
+        await waiting
+    assert served == ["waiting"]
+    assert (gate.busy, gate.waiting, gate.timed_out) == (0, 0, 0)
+
+
+async def test_a_queue_timeout_firing_after_a_cancellation_counts_nothing() -> None:
+    """A parked request cancelled, then its timer firing before it wakes: counted gone once."""
+    gate = CpuGate(1, queue_timeout=60)
+    hold = asyncio.Event()
+
+    async def holding() -> None:
+        async with gate.request():
+            await hold.wait()
+
+    holder = asyncio.create_task(holding())
+    await _settle()
+    late = asyncio.create_task(holding())
+    await _settle()
+    waiter = gate._admit[-1]
+    late.cancel()  # the client disconnects...
+    await asyncio.sleep(0)
+    gate._expire(waiter)  # ...and the timer fires before `late` has unwound
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert (gate.busy, gate.waiting, gate.timed_out) == (1, 0, 0)
+    hold.set()
+    await holder
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_an_admitted_request_leaves_no_queue_timer_behind() -> None:
+    """The expiry is dropped once the permit came: no timer per admitted request lingers.
+
+    With a 30 s queue timeout, a burst of 10,000 would otherwise keep 10,000 timers (and their
+    waiters) on the loop for 30 s after every one of them was served.
+    """
+    gate = CpuGate(1, queue_timeout=60)
+    loop = asyncio.get_running_loop()
+    hold = asyncio.Event()
+    holder = asyncio.create_task(_new(gate, [], "holder", wait=hold))
+    await _settle()
+    scheduled_before = len(loop._scheduled)  # type: ignore[attr-defined]
+    waiting = asyncio.create_task(_new(gate, [], "waiting"))
+    await _settle()
+    assert len(loop._scheduled) == scheduled_before + 1  # type: ignore[attr-defined]
+    hold.set()
+    await asyncio.gather(holder, waiting)
+    live = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    assert all(getattr(h._callback, "__func__", None) is not CpuGate._expire for h in live)
