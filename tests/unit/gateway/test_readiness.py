@@ -186,3 +186,33 @@ async def test_a_hung_signer_holds_up_no_other_signers_probes():
         await until(lambda: probes >= 4, limit=0.9)  # within the hung probe's first timeout
         assert monitor.states["eu"].status == "unknown"
         assert monitor.states["domestic"].status == "up"
+
+
+async def test_the_first_check_waits_for_every_dependency_not_the_first_to_answer():
+    """Start-up waits until each dependency has been probed, not only the quickest one.
+
+    Ending at the first answer would let the gateway start serving with a slow signer still
+    `unknown`, so /readyz would say not-ready although it was about to learn otherwise.
+    """
+
+    async def slow() -> None:
+        await asyncio.sleep(0.2)
+
+    monitor = ReadinessMonitor(
+        {"eu": (slow, True), "domestic": (_up, True)}, interval=60, timeout=5
+    )
+    async with _started(monitor):
+        await monitor.wait_first_check(limit=5)
+        assert {name: s.status for name, s in monitor.states.items()} == {
+            "eu": "up",
+            "domestic": "up",
+        }
+        assert monitor.ready
+
+
+async def test_with_nothing_to_probe_the_first_check_is_done_at_once():
+    """No dependency to probe (none configured): start-up does not wait out the limit."""
+    monitor = ReadinessMonitor({}, interval=60, timeout=1)
+    async with _started(monitor), asyncio.timeout(1):
+        await monitor.wait_first_check(limit=30)
+    assert monitor.ready
