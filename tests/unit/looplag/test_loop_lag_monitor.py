@@ -194,3 +194,11 @@ async def test_a_sample_is_how_much_later_than_the_interval_the_wake_up_came() -
     finally:
         await monitor.stop()
     assert monitor.stats.max == pytest.approx(0.003)
+
+
+def test_the_readyz_figures_give_the_configured_threshold() -> None:
+    """`warnThresholdSeconds` is the threshold this monitor warns at, not the default."""
+    monitor = LoopLagMonitor(warn_threshold=0.25)
+    monitor.record(0.2)
+    assert monitor.snapshot()["warnThresholdSeconds"] == 0.25
+    assert monitor.snapshot()["samplesOverThreshold"] == 0
