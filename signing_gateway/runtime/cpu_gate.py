@@ -160,9 +160,11 @@ class CpuGate:
 
     async def _acquire(self, *, resuming: bool) -> None:
         # A free permit means nobody waits: `_release` hands permits to waiters before it frees
-        # one, and a request parks only when none is free.
+        # one, and a request parks only when none is free. A permit found free counts in the
+        # row `new_every` bounds as a handed-over one does.
         if self._free > 0:
             self._free -= 1
+            self._resumed_in_a_row = self._resumed_in_a_row + 1 if resuming else 0
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()

@@ -516,3 +516,38 @@ async def test_an_admitted_request_leaves_no_queue_timer_behind() -> None:
     await asyncio.gather(holder, waiting)
     live = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
     assert all(getattr(h._callback, "__func__", None) is not CpuGate._expire for h in live)
+
+
+async def test_a_permit_a_new_request_found_free_breaks_the_row_of_returning_ones() -> None:
+    """`new_every` counts permits in a row to returning requests, free ones taken included.
+
+    Two returning requests were handed the permit, then a new request found it free: the row
+    is broken, so the next hand-over goes to the returning request, not to a new one.
+    """
+    gate = CpuGate(1, new_every=2)
+    first_answers, late_answer = asyncio.Event(), asyncio.Event()
+    hold, hold_new = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    tasks = [asyncio.create_task(_signing(gate, first_answers, order, f"r{i}")) for i in range(2)]
+    tasks.append(asyncio.create_task(_signing(gate, late_answer, order, "r2")))
+    await _settle()  # all three at their signer, the permit free
+    tasks.append(asyncio.create_task(_new(gate, order, "hold", wait=hold)))
+    await _settle()
+    first_answers.set()
+    await _settle()
+    hold.set()
+    await _settle()  # r0 and r1 handed the permit in a row; now free again
+    assert order == ["hold", "r0", "r1"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+    tasks.append(asyncio.create_task(_new(gate, order, "n", wait=hold_new)))  # finds it free
+    await _settle()
+    late_answer.set()
+    await _settle()
+    tasks.append(asyncio.create_task(_new(gate, order, "m")))
+    await _settle()
+    assert (gate.resuming, gate.admitting) == (1, 1)
+    hold_new.set()
+    await asyncio.gather(*tasks)
+    assert order == ["hold", "r0", "r1", "n", "r2", "m"]
+    assert (gate.busy, gate.waiting) == (0, 0)
