@@ -407,6 +407,12 @@ def test_status_class_is_the_hundreds_digit(status: int, expected: str):
     assert status_class(status) == expected
 
 
+@pytest.mark.parametrize("status", [0, 99, 600, 999])
+def test_a_status_outside_the_classes_counts_as_a_server_error(status: int):
+    """No server can send it as it stands: the caller got no proper answer, so `5xx`."""
+    assert status_class(status) == "5xx"
+
+
 async def test_the_request_id_and_telemetry_are_bound_for_the_request_only():
     """Inside: the caller's id in the context and `request.state`; after: "-" and nothing."""
     seen = []
@@ -426,3 +432,19 @@ async def test_the_request_id_and_telemetry_are_bound_for_the_request_only():
     assert telemetry.metrics is metrics
     assert dict(client.sent[0]["headers"])[b"x-request-id"] == b"req-9"
     assert (current_request_id(), current_telemetry()) == ("-", None)
+
+
+async def test_an_answer_with_its_own_caching_rule_keeps_it():
+    """`Cache-Control: no-store` is added only where the app set no caching rule of its own."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [] if scope["path"] == "/x" else [(b"cache-control", b"max-age=60")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = RequestMetricsMiddleware(app, metrics=GatewayMetrics(), access_log_enabled=False)
+    for path in ("/x", "/cached"):
+        client = Client()
+        await middleware({**_scope(), "path": path}, client.receive, client.send)
+        values = [v for k, v in client.sent[0]["headers"] if k == b"cache-control"]
+        assert values == ([b"no-store"] if path == "/x" else [b"max-age=60"])
