@@ -551,3 +551,42 @@ async def test_a_permit_a_new_request_found_free_breaks_the_row_of_returning_one
     await asyncio.gather(*tasks)
     assert order == ["hold", "r0", "r1", "n", "r2", "m"]
     assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_a_free_permit_a_returning_request_took_counts_in_its_row() -> None:
+    """Returning requests taking a free permit count in the row too: no more than `new_every`.
+
+    r0 is handed the permit, r1 finds it free: two in a row, so the next goes to a new one.
+    """
+    gate = CpuGate(1, new_every=2)
+    answers = {name: asyncio.Event() for name in ("r0", "r1", "r2")}
+    hold, hold_r1 = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def returning(name: str, wait: asyncio.Event | None = None) -> None:
+        async with gate.request():
+            async with io_wait():
+                await answers[name].wait()
+            order.append(name)
+            if wait is not None:
+                await wait.wait()
+
+    tasks = [asyncio.create_task(returning(name)) for name in ("r0", "r2")]
+    tasks.append(asyncio.create_task(returning("r1", wait=hold_r1)))
+    await _settle()  # all three at their signer, the permit free
+    tasks.append(asyncio.create_task(_new(gate, order, "hold", wait=hold)))
+    await _settle()
+    answers["r0"].set()
+    await _settle()
+    hold.set()
+    await _settle()  # r0 handed the permit, done; the permit free again
+    answers["r1"].set()
+    await _settle()  # r1 finds it free and holds it
+    answers["r2"].set()
+    tasks.append(asyncio.create_task(_new(gate, order, "m")))
+    await _settle()
+    assert (gate.resuming, gate.admitting) == (1, 1)
+    hold_r1.set()
+    await asyncio.gather(*tasks)
+    assert order == ["hold", "r0", "r1", "m", "r2"]
+    assert (gate.busy, gate.waiting) == (0, 0)
