@@ -216,3 +216,28 @@ async def test_with_nothing_to_probe_the_first_check_is_done_at_once():
     async with _started(monitor), asyncio.timeout(1):
         await monitor.wait_first_check(limit=30)
     assert monitor.ready
+
+
+async def test_starting_twice_keeps_one_prober_and_stop_ends_it():
+    """A second start probes no more often, and stop leaves no prober running behind it."""
+    probe = _Switch(up=True)
+    monitor = ReadinessMonitor({"eu": (probe, True)}, interval=60, timeout=1)
+    monitor.start()
+    task = monitor._task
+    monitor.start()
+    assert monitor._task is task
+    await monitor.wait_first_check(limit=1)
+    await monitor.stop()
+    assert task is not None
+    assert task.done()
+    assert probe.calls == 1
+
+
+async def test_a_stopped_prober_can_be_started_again():
+    """After stop, start runs a new prober: the dependency is probed again."""
+    probe = _Switch(up=True)
+    monitor = ReadinessMonitor({"eu": (probe, True)}, interval=60, timeout=1)
+    async with _started(monitor):
+        await until(lambda: probe.calls == 1, limit=1)
+    async with _started(monitor):
+        await until(lambda: probe.calls == 2, limit=1)
