@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -497,7 +498,9 @@ async def test_a_queue_timeout_firing_after_a_cancellation_counts_nothing() -> N
     assert (gate.busy, gate.waiting) == (0, 0)
 
 
-async def test_an_admitted_request_leaves_no_queue_timer_behind() -> None:
+async def test_an_admitted_request_leaves_no_queue_timer_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The expiry is dropped once the permit came: no timer per admitted request lingers.
 
     With a 30 s queue timeout, a burst of 10,000 would otherwise keep 10,000 timers (and their
@@ -505,17 +508,23 @@ async def test_an_admitted_request_leaves_no_queue_timer_behind() -> None:
     """
     gate = CpuGate(1, queue_timeout=60)
     loop = asyncio.get_running_loop()
+    timers: list[asyncio.TimerHandle] = []
+    call_later = loop.call_later
+
+    def recorded(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        timers.append(call_later(*args, **kwargs))
+        return timers[-1]
+
     hold = asyncio.Event()
     holder = asyncio.create_task(_new(gate, [], "holder", wait=hold))
     await _settle()
-    scheduled_before = len(loop._scheduled)  # type: ignore[attr-defined]
+    monkeypatch.setattr(loop, "call_later", recorded)
     waiting = asyncio.create_task(_new(gate, [], "waiting"))
     await _settle()
-    assert len(loop._scheduled) == scheduled_before + 1  # type: ignore[attr-defined]
+    assert [timer.cancelled() for timer in timers] == [False]  # parked: its expiry is set
     hold.set()
     await asyncio.gather(holder, waiting)
-    live = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
-    assert all(getattr(h._callback, "__func__", None) is not CpuGate._expire for h in live)
+    assert [timer.cancelled() for timer in timers] == [True]
 
 
 async def test_a_permit_a_new_request_found_free_breaks_the_row_of_returning_ones() -> None:
