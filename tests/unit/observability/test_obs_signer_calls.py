@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 
 import pytest
 
@@ -89,3 +90,20 @@ def test_the_duration_sample_is_the_time_the_call_took():
     took = metrics.registry.get_sample_value("gateway_signer_call_duration_seconds_sum", labels)
     assert took is not None
     assert 0.05 <= took < 5
+
+
+class _Headers(dict[str, str]):
+    """Outgoing headers that can be watched for being freed."""
+
+
+def test_the_outgoing_headers_are_not_kept_through_the_call():
+    """Once the call is under way its headers are let go: none is held per call in flight.
+
+    The request holds its own copy; a second one kept here would cost every request waiting
+    on a signer its headers again.
+    """
+    headers = _Headers(traceparent="x")
+    freed = weakref.ref(headers)
+    with observe_signer_call(signer="eu", endpoint="get_credential", headers=headers):
+        del headers
+        assert freed() is None
