@@ -67,7 +67,8 @@ async def read_body(request: Request, model: type[Model]) -> Model:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        # `from None`: the pydantic error holds the input; nothing should keep it alive.
+        # `from None`: the pydantic error quotes the input, so a traceback of this one (were it
+        # ever logged) leaves it out. Its `__context__` still holds it while this error lives.
         raise RequestValidationError(errors) from None
 
 

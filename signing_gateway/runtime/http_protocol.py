@@ -14,10 +14,10 @@ uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been
   `max_header_bytes` is answered 431 problem+json and the connection is closed; after the
   head, the count may reach
   `max_header_bytes + max_body_bytes`, past which the connection is closed.
-- **Count.** A head of more than `max_header_fields` header fields is answered 431 too: the
-  parser hands each field over as objects of its own: within the size bound, 6,400 fields
-  `a:b` held 415 KiB per request and 5,333 fields `a:bc` 533 KiB (tracemalloc), against
-  16-19 KiB at the default count of 100. Fields past the count are not kept.
+- **Count.** A head of more than `max_header_fields` header fields is answered 431 too, and
+  the fields past the count are not kept. The parser hands each field over as objects of its
+  own, so within the size bound 6,400 fields `a:b` held 415 KiB per request and 5,333 fields
+  `a:bc` 533 KiB (tracemalloc), against 16-19 KiB at the default count of 100.
 - **Time.** A new connection has `header_timeout_seconds` to complete its first head, and each
   later request as much from its first byte. Past it, a connection that had begun a request
   is answered 408 problem+json and closed; one that sent nothing is closed. Between requests
@@ -323,15 +323,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._bound.head_deadline = None
         # The count includes all of this read, body bytes after the head too: only when it is
         # over the limit is the head itself measured.
-        if self._bound.refused:
-            pass
-        elif self._bound.too_many_fields:
-            self._refuse_too_many_fields(head_read=True)
-        elif (
-            self._bound.unbodied > self._bound.max_head_bytes
-            and self._head_bytes() > self._bound.max_head_bytes
-        ):
-            self._refuse_head_too_large(head_read=True)
+        if not self._bound.refused:
+            if self._bound.too_many_fields:
+                self._refuse_too_many_fields(head_read=True)
+            elif (
+                self._bound.unbodied > self._bound.max_head_bytes
+                and self._head_bytes() > self._bound.max_head_bytes
+            ):
+                self._refuse_head_too_large(head_read=True)
         self._bound.head_complete = True
         if not self._bound.refused:
             super().on_headers_complete()

@@ -207,7 +207,7 @@ class LimitsSettings(BaseModel):
         100,
         ge=32,
         description="Most header fields in a request head (431 beyond; Apache's default): each "
-        "is kept as objects of its own: 32 KiB of tiny fields held ~0.5 MB per request",
+        "is kept as objects of its own, and 32 KiB of tiny fields held ~0.5 MB per request",
     )
     header_timeout_seconds: PositiveFloat = Field(
         10.0,
