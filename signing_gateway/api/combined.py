@@ -31,7 +31,7 @@ from signing_gateway.api.schemas import (
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import SignerUnavailable
-from signing_gateway.issuance.commitment import decode_commitment
+from signing_gateway.issuance.commitment import decode_commitment_noting
 from signing_gateway.issuance.deadline import all_or_nothing
 from signing_gateway.issuance.domestic import DomesticIssuer, IssuedStaticProof, encode_message
 from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
@@ -164,14 +164,12 @@ async def _issue_credentials(
     errors.extend(eu_errors)
     commitment: bytes | None = None
     if body.domestic and body.issue_commitment_message is not None:
-        try:
-            commitment = await decode_commitment(
-                body.issue_commitment_message,
-                limits=settings.limits,
-                loc=("issueCommitmentMessage",),
-            )
-        except DomainValidationError as exc:
-            errors.extend(exc.errors)
+        commitment = await decode_commitment_noting(
+            body.issue_commitment_message,
+            limits=settings.limits,
+            loc=("issueCommitmentMessage",),
+            errors=errors,
+        )
     if errors:
         raise DomainValidationError(errors)
 

@@ -16,7 +16,7 @@ from signing_gateway.api.schemas import (
     problem_responses,
 )
 from signing_gateway.domain.errors import DomainValidationError
-from signing_gateway.issuance.commitment import decode_commitment
+from signing_gateway.issuance.commitment import decode_commitment_noting
 from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.issuance.domestic import encode_message
 from signing_gateway.issuance.session import SESSION_SPENT
@@ -118,13 +118,15 @@ async def issue(
         count = len(body.credentials_attributes)
         audit.domestic("domestic", kind="domestic-session", count=count)
         errors = issuer.check_many(body.credentials_attributes, loc=("credentialsAttributes",))
-        if errors:
-            raise DomainValidationError(errors)
-        commitment = await decode_commitment(
+        # Checked even when the attributes fail: every error in one 422, as /v1/credentials.
+        commitment = await decode_commitment_noting(
             body.issue_commitment_message,
             limits=settings.limits,
             loc=("issueCommitmentMessage",),
+            errors=errors,
         )
+        if errors or commitment is None:
+            raise DomainValidationError(errors)
         # The session is out of the store for the call: put back if the signer never saw it.
         async with (
             issuer.hold_session(body.stoken) as session,

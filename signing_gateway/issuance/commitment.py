@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from signing_gateway.domain.errors import Loc
     from signing_gateway.security.settings import LimitsSettings
 
-__all__ = ["MAX_COMMITMENT_BYTES", "decode_commitment"]
+__all__ = ["MAX_COMMITMENT_BYTES", "decode_commitment", "decode_commitment_noting"]
 
 MAX_COMMITMENT_BYTES = 64 * 1024
 #: The base64 length of `MAX_COMMITMENT_BYTES`: longer text is refused before it is decoded.
@@ -123,3 +123,17 @@ async def decode_commitment(value: str, *, limits: LimitsSettings, loc: Loc) -> 
     if len(value) <= _INLINE_CHECK_CHARS:
         return _checked(value, limits, loc)
     return await asyncio.to_thread(_checked, value, limits, loc)
+
+
+async def decode_commitment_noting(
+    value: str, *, limits: LimitsSettings, loc: Loc, errors: list[FieldError]
+) -> bytes | None:
+    """`decode_commitment`, its refusal added to `errors` (None then) instead of raised.
+
+    For a request whose other parts are checked too, so that one 422 names every error.
+    """
+    try:
+        return await decode_commitment(value, limits=limits, loc=loc)
+    except DomainValidationError as exc:
+        errors.extend(exc.errors)
+        return None

@@ -247,3 +247,19 @@ async def test_commitment_with_a_character_outside_base64_is_refused(
         {"loc": ["body", "issueCommitmentMessage"], "msg": "must be base64 of a JSON object"}
     ]
     assert mocked.issue.call_count == 0
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_bad_attributes_and_a_bad_commitment_are_refused_together(
+    gateway, mocked: MockedSigners, route: str
+):
+    """Both errors in one 422, on either route: the caller need not find the second later."""
+    body = await _body(gateway, route, _b64(b"[]"))
+    attributes = "domestic" if route == "/v1/credentials" else "credentialsAttributes"
+    body[attributes] = [domestic_attributes(validFrom="1")]  # far outside the window
+    problem = assert_problem(await gateway.post(route, json=body), 422, "validation-failed")
+    assert [error["loc"] for error in problem["errors"]] == [
+        ["body", attributes, 0, "validFrom"],
+        ["body", "issueCommitmentMessage"],
+    ]
+    assert mocked.signing_calls() == 1  # the prepare-issue only
