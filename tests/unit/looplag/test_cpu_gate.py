@@ -18,6 +18,23 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _holder_and_late(
+    gate: CpuGate,
+) -> tuple[asyncio.Event, asyncio.Task[None], asyncio.Task[None]]:
+    """A request holding `gate`'s one permit until the event is set, and one parked behind it."""
+    hold = asyncio.Event()
+
+    async def holding() -> None:
+        async with gate.request():
+            await hold.wait()
+
+    holder = asyncio.create_task(holding())
+    await _settle()
+    late = asyncio.create_task(holding())
+    await _settle()
+    return hold, holder, late
+
+
 async def test_no_more_than_permits_requests_run_at_once() -> None:
     """With 2 permits and 5 requests, 2 run and 3 wait; finishing one admits the next."""
     gate = CpuGate(2)
@@ -365,16 +382,7 @@ async def test_a_request_back_from_its_signer_is_never_timed_out() -> None:
 async def test_timed_out_and_cancelled_at_once_takes_no_permit() -> None:
     """The expiry fires and the client goes before the request runs again: no permit made."""
     gate = CpuGate(1, queue_timeout=60)
-    hold = asyncio.Event()
-
-    async def holding() -> None:
-        async with gate.request():
-            await hold.wait()
-
-    holder = asyncio.create_task(holding())
-    await _settle()
-    late = asyncio.create_task(holding())
-    await _settle()
+    hold, holder, late = await _holder_and_late(gate)
     gate._expire(gate._admit[-1])  # what the timer does, run now...
     late.cancel()  # ...and the client disconnects before `late` wakes up
     with pytest.raises(asyncio.CancelledError):
@@ -476,16 +484,7 @@ async def test_a_queue_timeout_firing_after_the_hand_over_refuses_nothing() -> N
 async def test_a_queue_timeout_firing_after_a_cancellation_counts_nothing() -> None:
     """A parked request cancelled, then its timer firing before it wakes: counted gone once."""
     gate = CpuGate(1, queue_timeout=60)
-    hold = asyncio.Event()
-
-    async def holding() -> None:
-        async with gate.request():
-            await hold.wait()
-
-    holder = asyncio.create_task(holding())
-    await _settle()
-    late = asyncio.create_task(holding())
-    await _settle()
+    hold, holder, late = await _holder_and_late(gate)
     waiter = gate._admit[-1]
     late.cancel()  # the client disconnects...
     await asyncio.sleep(0)
