@@ -47,10 +47,6 @@ class RetryBudget:
         requests, retries = self._counts.totals()
         return self._floor + self._ratio * requests - retries
 
-    def try_withdraw(self) -> bool:
-        """Spend one retry if the budget allows it; False means do not retry."""
-        return self.withdraw() is not None
-
     def withdraw(self) -> int | None:
         """Spend one retry if the budget allows it: the second it counts in, for `refund`.
 

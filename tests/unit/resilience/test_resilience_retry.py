@@ -42,34 +42,34 @@ def test_budget_allows_the_floor_then_a_share_of_requests():
     """With no traffic only the floor is available; each request earns `ratio` of a retry."""
     clock = Clock()
     budget = RetryBudget(ratio=0.2, min_per_second=0.1, window_seconds=10, clock=clock)
-    assert budget.try_withdraw()  # floor: 0.1/s * 10 s = 1 retry
-    assert not budget.try_withdraw()
+    assert budget.withdraw() is not None  # floor: 0.1/s * 10 s = 1 retry
+    assert budget.withdraw() is None
     for _ in range(10):
         budget.deposit()
-    assert budget.try_withdraw()
-    assert budget.try_withdraw()
-    assert not budget.try_withdraw()  # 1 + 0.2 * 10 = 3 retries in the window
+    assert budget.withdraw() is not None
+    assert budget.withdraw() is not None
+    assert budget.withdraw() is None  # 1 + 0.2 * 10 = 3 retries in the window
 
 
 def test_budget_refills_as_the_window_slides():
     """Retries spent leave the window after window_seconds."""
     clock = Clock()
     budget = RetryBudget(ratio=0.0, min_per_second=0.2, window_seconds=5, clock=clock)
-    assert budget.try_withdraw()
-    assert not budget.try_withdraw()
+    assert budget.withdraw() is not None
+    assert budget.withdraw() is None
     clock.now += 6
-    assert budget.try_withdraw()
+    assert budget.withdraw() is not None
 
 
 def test_a_spent_retry_counts_for_window_seconds_and_no_longer():
     """A retry spent at second 50 of a 5 s window counts until second 55, not a second longer."""
     clock = Clock()
     budget = RetryBudget(ratio=0.0, min_per_second=0.2, window_seconds=5, clock=clock)
-    assert budget.try_withdraw()
+    assert budget.withdraw() is not None
     clock.now = 54.999
-    assert not budget.try_withdraw()
+    assert budget.withdraw() is None
     clock.now = 55.0
-    assert budget.try_withdraw()
+    assert budget.withdraw() is not None
 
 
 def test_budget_caps_retries_at_twenty_percent_under_sustained_failure():
@@ -79,7 +79,7 @@ def test_budget_caps_retries_at_twenty_percent_under_sustained_failure():
     retries = 0
     for _ in range(1000):
         budget.deposit()
-        retries += budget.try_withdraw()
+        retries += budget.withdraw() is not None
         clock.now += 0.005  # 1000 requests within 5 s: one window
     assert 190 <= retries <= 200
 
@@ -149,9 +149,9 @@ def test_a_part_of_a_retry_left_is_no_retry():
     budget = RetryBudget(ratio=0.5, min_per_second=0.0, window_seconds=10, clock=clock)
     budget.deposit()
     assert budget.balance() == 0.5
-    assert not budget.try_withdraw()
+    assert budget.withdraw() is None
     budget.deposit()
-    assert budget.try_withdraw()
+    assert budget.withdraw() is not None
 
 
 def test_a_window_of_part_seconds_keeps_a_count_at_least_that_long():
