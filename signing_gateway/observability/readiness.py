@@ -84,15 +84,25 @@ class ReadinessMonitor:
 
     async def _probe_one(self, name: str) -> None:
         state = self.states[name]
+        failure: BaseException | None = None
         try:
             async with asyncio.timeout(self._timeout):
                 await self._probes[name]()
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the prober is being stopped
+            # The probe's own CancelledError (a client cancelled inside, not this task): let it
+            # out and this dependency's watch would end, its last state shown ever after.
+            failure = exc
         except Exception as exc:  # noqa: BLE001 - any failure means "down"; the class is kept
+            failure = exc
+        if failure is not None:
             if state.status != "down":
                 logger.warning("dependency down", extra={"dependency": name})
             state.status = "down"
             state.consecutive_failures += 1
-            state.error = type(exc).__name__
+            state.error = type(failure).__name__
         else:
             if state.status == "down":
                 logger.info("dependency up again", extra={"dependency": name})

@@ -241,3 +241,58 @@ async def test_a_stopped_prober_can_be_started_again():
         await until(lambda: probe.calls == 1, limit=1)
     async with _started(monitor):
         await until(lambda: probe.calls == 2, limit=1)
+
+
+async def test_a_probe_raising_cancelled_error_itself_is_down_and_probing_goes_on():
+    """A probe's own CancelledError (not the prober being stopped) means down, like any failure.
+
+    Let out, it ended that dependency's watch for good: /readyz kept showing the last state,
+    `up` included, however long the signer stayed away.
+    """
+    calls = 0
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise asyncio.CancelledError
+
+    monitor = ReadinessMonitor({"eu": (flaky, True)}, interval=0.01, timeout=1)
+    async with _started(monitor):
+        await until(lambda: calls >= 2, limit=1)
+        await until(lambda: calls >= 3, limit=1)
+        assert monitor._task is not None
+        assert not monitor._task.done()
+    assert monitor.states["eu"].status == "up"
+
+
+async def test_a_probe_raising_cancelled_error_records_it_as_the_error():
+    """The outage is shown with the probe's error class, the gateway not ready meanwhile."""
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    monitor = ReadinessMonitor({"eu": (cancelled, True)}, interval=60, timeout=1)
+    await monitor.check_now()
+    assert not monitor.ready
+    assert monitor.states["eu"].error == "CancelledError"
+    assert monitor.states["eu"].consecutive_failures == 1
+
+
+async def test_stopping_while_a_probe_is_in_flight_ends_the_prober_at_once():
+    """The prober's own cancellation is not taken for a probe's: stop does not wait an interval."""
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    monitor = ReadinessMonitor({"eu": (hang, True)}, interval=60, timeout=30)
+    monitor.start()
+    await started.wait()
+    task = monitor._task
+    async with asyncio.timeout(1):
+        await monitor.stop()
+    assert task is not None
+    assert task.cancelled()
+    assert monitor.states["eu"].status == "unknown"
