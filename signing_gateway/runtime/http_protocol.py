@@ -30,6 +30,15 @@ The body is the app's to bound (`security.limits`: size while it streams, and th
 take). A request before the refused one that is still being answered (pipelining) is answered
 first; the connection closes after it, since an answer written now would be taken for its.
 
+**Closing after an answer with the body unread.** When the app answers before the request's
+body has all arrived (its 413 for a body over the limit, its 408 for one too slow) and says
+`Connection: close`, uvicorn closed the socket with the caller's bytes unread. The kernel then
+resets the connection and drops what it has not yet sent: on loopback the answer had left
+already (20 of 20 callers that sent 1.5 MB of an announced 50 MB read their 413, then a reset),
+but over a network an answer still unsent or being resent is lost, and a caller still sending
+sees only the reset. Such a close lingers as the gateway's own refusals do (LINGER_SECONDS);
+an answer to a request read whole still closes at once.
+
 Counted per read in `data_received`, not per header callback: httptools holds a header line
 until it ends, so a single endless line never reaches a callback, and one addition per read
 costs less than one per header. The count restarts when a request ends, so the bytes that
@@ -196,6 +205,7 @@ class _HeadBound:
     """One connection's head bound: its limits and where its current request stands."""
 
     __slots__ = (
+        "answer_transport",
         "begun",
         "fields",
         "head_complete",
@@ -232,6 +242,37 @@ class _HeadBound:
         self.refused = False
         #: The current head has more header fields than `max_fields` (those past it not kept).
         self.too_many_fields = False
+        #: The transport as each request's answer cycle is given it (`_AnswerTransport`).
+        self.answer_transport: _AnswerTransport | None = None
+
+
+class _AnswerTransport:
+    """The connection's transport as uvicorn's answer cycle sees it: its close may linger.
+
+    The cycle writes the answer and closes the connection after it when the answer says
+    `Connection: close`; that close goes to `GatewayHttpProtocol.close_after_answer`.
+    """
+
+    __slots__ = ("_protocol", "_transport")
+
+    def __init__(self, protocol: GatewayHttpProtocol, transport: asyncio.Transport) -> None:
+        self._protocol = protocol
+        self._transport = transport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write as the transport does."""
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        """Whether the transport is closing."""
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        """Close after the answer: at once, or once a linger ends (module doc)."""
+        self._protocol.close_after_answer()
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - whatever the transport has
+        return getattr(self._transport, name)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -263,6 +304,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     ) -> None:
         """Set up as uvicorn does; the first head is due `header_timeout_seconds` from now."""
         super().connection_made(transport)
+        self._bound.answer_transport = _AnswerTransport(self, transport)
         self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -333,7 +375,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self._refuse_head_too_large(head_read=True)
         self._bound.head_complete = True
         if not self._bound.refused:
+            cycle = self.cycle
             super().on_headers_complete()
+            if self.cycle is not cycle:  # a new request: its answer closes through ours
+                self.cycle.transport = self._bound.answer_transport  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         """Uncount the body's bytes; hand them on as uvicorn does."""
@@ -347,6 +392,34 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._bound.begun = self._bound.head_complete = False
         if not self._bound.refused:
             super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        """Go on as uvicorn does, unless lingering: then no keep-alive and no next request."""
+        if self._bound.refused and not self.transport.is_closing():
+            self.server_state.total_requests += 1  # as uvicorn counts an answered request
+            return
+        super().on_response_complete()
+
+    def close_after_answer(self) -> None:
+        """Close after an answer that says so; linger if the request's body is still coming.
+
+        `begun` says a request's bytes are still arriving: the answered one's body, or the
+        head of one sent after it. Closing with them unread would reset the connection.
+        """
+        transport = self.transport
+        if (
+            not self._bound.begun
+            or self._bound.refused
+            or transport.is_closing()
+            or not transport.can_write_eof()
+        ):
+            transport.close()
+            return
+        self._bound.refused = True  # what arrives from now on is dropped unparsed
+        self._bound.head_deadline = None
+        self.parser = None  # type: ignore[assignment]  # as `_refuse` lets go of it
+        self.flow.resume_reading()  # paused for a body buffered unread: read on to drop it
+        self._linger()
 
     # The bounds.
 
@@ -512,8 +585,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self.transport.can_write_eof():
             self.transport.close()
             return
-        # Close the sending side only, read on (dropping it) until the caller closes or the
-        # linger ends: see LINGER_SECONDS.
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close the sending side; read on, dropping it, until the caller or LINGER_SECONDS ends."""
         self.transport.write_eof()
         if self._bound.timer is not None:
             self._bound.timer.cancel()

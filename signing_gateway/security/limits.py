@@ -444,7 +444,8 @@ class RequestLimitsMiddleware:
         extensions = None
         if refusal.status == 422:  # noqa: PLR2004 - same shape as every other 422
             extensions = {"errors": [{"loc": ["body"], "msg": refusal.detail}]}
-        # The unread rest of an oversized body is not drained: the connection is closed.
+        # The unread rest of an oversized body is not drained: the connection is closed, and
+        # the server reads on, dropping it, while it closes (`runtime.http_protocol`).
         await send_problem(
             send,
             scope,

@@ -118,6 +118,30 @@ def test_a_half_sent_body_is_answered_408_after_the_body_timeout(strict_gateway,
     assert _signed(eu_signer) == before
 
 
+def test_a_body_over_the_limit_still_arriving_gets_its_413_and_an_orderly_close(
+    strict_gateway, eu_signer
+):
+    """1.5 MB of an announced 50 MB, then reading: the 413, then the end of the stream.
+
+    The gateway answered and closed with the caller's bytes unread, which resets the
+    connection (20 of 20 such callers here read their 413 and then a reset); over a network
+    the reset drops an answer not yet sent. It now reads on, dropping them, while it closes.
+    """
+    before = _signed(eu_signer)
+    for _ in range(3):
+        with _connect(_port(strict_gateway)) as sock:
+            sock.sendall(POST_JSON + b"Content-Length: 50000000\r\n\r\n")
+            _send_until_refused(sock, b" " * 65536, 24)
+            received = bytearray()
+            while data := sock.recv(65536):  # a reset raises ConnectionResetError
+                received += data
+        status, headers, body = _parse(bytes(received))
+        assert status == 413
+        assert headers["connection"] == "close"
+        assert orjson.loads(body)["type"].endswith("/body-too-large")
+    assert _signed(eu_signer) == before
+
+
 def _rss_bytes(gateway: GatewayProcess) -> int:
     status = Path(f"/proc/{gateway.process.pid}/status").read_text()
     line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))

@@ -24,6 +24,8 @@ from tests.support.logs import as_written
 from tests.support.polling import until
 
 LIMIT = 4096
+#: A JSON POST's head; `%` its Content-Length.
+POST_HEAD = b"POST /v1/dcc HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
 
 
 class _Recording(GatewayHttpProtocol):
@@ -809,3 +811,66 @@ async def test_the_field_count_starts_afresh_with_each_request():
         _answer(protocol)
     assert protocol.started == ["/v1/keys", "/v1/keys"]
     assert transport.written == b""
+
+
+async def _send_answer(protocol: GatewayHttpProtocol, status: int, *, close: bool) -> None:
+    """What the app sends: a whole answer, through uvicorn's own answer cycle."""
+    headers = [(b"content-length", b"2")] + ([(b"connection", b"close")] if close else [])
+    await protocol.cycle.send({"type": "http.response.start", "status": status, "headers": headers})
+    await protocol.cycle.send({"type": "http.response.body", "body": b"{}"})
+
+
+async def test_a_closing_answer_with_the_body_still_coming_lingers(monkeypatch):
+    """The app's 413 before the body has arrived: sent, then read on until the linger ends.
+
+    Closed at once, with the caller's bytes unread, the socket sent a reset, which can destroy
+    the answer before the caller has read it.
+    """
+    monkeypatch.setattr(http_protocol, "LINGER_SECONDS", 0.05)
+    protocol, transport = _open()
+    protocol.data_received(POST_HEAD % 50_000_000 + b" " * 1000)
+    await _send_answer(protocol, 413, close=True)
+    assert bytes(transport.written).startswith(b"HTTP/1.1 413 ")
+    assert transport.eof_written
+    assert not transport.closed
+    protocol.data_received(b" " * 100_000)  # the rest of the body, dropped unparsed
+    assert protocol.timeout_keep_alive_task is None  # no keep-alive: the connection is ending
+    await until(lambda: transport.closed, limit=2)
+
+
+async def test_a_closing_answer_to_a_request_read_whole_closes_at_once():
+    """Nothing of the caller's is unread: the connection closes when the answer is out."""
+    protocol, transport = _open()
+    protocol.data_received(POST_HEAD % 2 + b"{}")
+    await _send_answer(protocol, 422, close=True)
+    assert transport.closed
+    assert not transport.eof_written
+
+
+async def test_an_answer_keeping_the_connection_does_not_linger():
+    """An answer without `Connection: close` leaves the connection open, as uvicorn does."""
+    protocol, transport = _open()
+    protocol.data_received(POST_HEAD % 10 + b"{")
+    await _send_answer(protocol, 200, close=False)
+    assert not transport.closed
+    assert not transport.eof_written
+
+
+async def test_a_linger_reads_on_where_a_buffered_body_had_paused_reading():
+    """A body past uvicorn's buffer paused reading; the linger resumes it to drop what comes."""
+    protocol, transport = _open(max_body_bytes=10_000_000)
+    protocol.data_received(POST_HEAD % 50_000_000 + b" " * 100_000)
+    assert not transport.reading  # uvicorn's buffer is full; the app has not read it
+    await _send_answer(protocol, 413, close=True)
+    assert transport.eof_written
+    assert transport.reading
+
+
+async def test_every_request_on_a_connection_answers_through_the_lingering_close():
+    """Each new request's answer cycle closes through the protocol, not the bare transport."""
+    protocol, transport = _open()
+    for path in (b"/a", b"/b"):
+        protocol.data_received(b"GET %s HTTP/1.1\r\nHost: g\r\n\r\n" % path)
+        assert protocol.cycle.transport is not transport
+        await _send_answer(protocol, 200, close=False)
+    assert protocol.started == ["/a", "/b"]
