@@ -181,10 +181,12 @@ class RequestMetricsMiddleware:
         exchange = _Exchange(receive, send, request_id)
         token = telemetry_var.set(self.telemetry)
         id_token = request_id_var.set(request_id)
-        span = None if self.tracer is None else self.tracer.start_request(
-            method, scope["headers"]
-        )  # fmt: skip
+        span = None
         try:
+            # Within the `try`: a tracer that raised would leave the request in progress for
+            # ever, counted received and never sent.
+            if self.tracer is not None:
+                span = self.tracer.start_request(method, scope["headers"])
             await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             exchange.disconnected = exchange.disconnected or not exchange.complete

@@ -107,9 +107,11 @@ class observe_signer_call:  # noqa: N801 - used like a function: `with observe_s
         telemetry = self._telemetry = telemetry_var.get()
         if telemetry is None:
             return
-        telemetry.metrics.signer_in_flight_for(self._signer).inc()
         if telemetry.tracer is not None and headers is not None:
             self._span = telemetry.tracer.start_signer_call(self._signer, self._endpoint, headers)
+        # After the span: `__exit__` does not run when `__enter__` raises, and a tracer that
+        # raised after this would leave the call in flight for ever.
+        telemetry.metrics.signer_in_flight_for(self._signer).inc()
         self._start = time.perf_counter()
 
     def __exit__(

@@ -448,3 +448,32 @@ async def test_an_answer_with_its_own_caching_rule_keeps_it():
         await middleware({**_scope(), "path": path}, client.receive, client.send)
         values = [v for k, v in client.sent[0]["headers"] if k == b"cache-control"]
         assert values == ([b"no-store"] if path == "/x" else [b"max-age=60"])
+
+
+class _BrokenTracer:
+    """A tracer whose request spans fail to start."""
+
+    def start_request(self, *_: object) -> None:
+        raise RuntimeError("tracer broken")
+
+
+async def test_a_tracer_failing_to_open_the_span_counts_the_request_as_a_500():
+    """Received, then sent as the server's 500: not left in progress for ever."""
+    metrics = GatewayMetrics()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send)
+
+    client = Client()
+    middleware = RequestMetricsMiddleware(
+        app,
+        metrics=metrics,
+        tracer=_BrokenTracer(),  # type: ignore[arg-type]
+        access_log_enabled=False,
+    )
+    with pytest.raises(RuntimeError, match="tracer broken"):
+        await middleware(_scope(), client.receive, client.send)
+    assert _sample(metrics, "gateway_responses_total", route="unmatched", status="500") == 1
+    assert _ledger_balanced(metrics)
+    assert current_request_id() == "-"  # nothing of the request's left bound
+    assert current_telemetry() is None

@@ -107,3 +107,26 @@ def test_the_outgoing_headers_are_not_kept_through_the_call():
     with observe_signer_call(signer="eu", endpoint="get_credential", headers=headers):
         del headers
         assert freed() is None
+
+
+class _BrokenTracer:
+    """A tracer whose every span fails to start."""
+
+    def start_signer_call(self, *_: object) -> None:
+        raise RuntimeError("tracer broken")
+
+
+def test_a_tracer_failing_to_open_the_span_leaves_no_call_in_flight():
+    """`__exit__` does not run when `__enter__` raises: nothing may be counted before the span."""
+    metrics = GatewayMetrics()
+    token = telemetry_var.set(Telemetry(metrics, _BrokenTracer()))  # type: ignore[arg-type]
+    try:
+        with (
+            pytest.raises(RuntimeError, match="tracer broken"),
+            observe_signer_call(signer="eu", endpoint="get_credential", headers={}),
+        ):
+            pass
+    finally:
+        telemetry_var.reset(token)
+    in_flight = metrics.registry.get_sample_value("gateway_signer_in_flight", {"signer": "eu"})
+    assert not in_flight  # never counted (None) or back to 0
