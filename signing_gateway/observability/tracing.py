@@ -6,6 +6,8 @@ and only when the setting is on, so a gateway without tracing never imports Open
 
 The W3C `traceparent` of the caller (if any) becomes the parent of the request span; each signer
 call gets a child span and its own `traceparent` header, so a trace crosses into the signers.
+The caller's `baggage` does not: its entries are whatever the caller chose, and the propagators
+would send them on to the signers with every call.
 Spans go to the process-wide tracer provider: one the deployment configured, or (when none was
 set) an SDK provider exporting over OTLP/HTTP to the endpoint named by the standard
 `OTEL_EXPORTER_OTLP_*` variables. Without a configured provider the SDK and the exporter are
@@ -17,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 _INSTRUMENTATION = "signing_gateway"
@@ -42,7 +44,7 @@ class GatewayTracer:
     def start_request(self, method: str, headers: Iterable[tuple[bytes, bytes]]) -> RequestSpan:
         """Open the server span of an inbound request and make it current for its task."""
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
-        parent = propagate.extract(carrier)
+        parent = baggage.clear(context=propagate.extract(carrier))  # the trace context only
         span = self._tracer.start_span(
             method, context=parent, kind=SpanKind.SERVER, attributes={"http.request.method": method}
         )

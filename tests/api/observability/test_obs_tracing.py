@@ -88,6 +88,26 @@ async def test_traceparent_reaches_the_signer_as_a_child_of_the_request_span(
     assert dict(server.attributes or {})["http.response.status_code"] == 200
 
 
+async def test_the_callers_baggage_is_not_passed_on_to_the_signers(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
+):
+    """Only the trace context crosses into the signers: a caller's `baggage` stays at the gateway.
+
+    Its entries are whatever the caller chose to put there; operations.md promises the signers
+    the span's `traceparent`, nothing more of the caller's headers.
+    """
+    span_exporter.clear()
+    mocked = mock_signers(signers, test_keys)
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    headers = {"traceparent": CALLER_TRACEPARENT, "baggage": "patient=Jansen,dob=1980-04-02"}
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/dcc", json=eu_vaccination(), headers=headers)
+    assert response.status_code == 200, response.text
+    sent = mocked.get_credential.calls.last.request.headers
+    assert sent["traceparent"].split("-")[1] == CALLER_TRACE_ID
+    assert "baggage" not in sent
+
+
 async def test_without_tracing_no_traceparent_is_sent(
     test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
 ):
