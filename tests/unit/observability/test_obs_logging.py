@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import orjson
 import pytest
@@ -271,11 +274,11 @@ def test_uvicorn_records_flow_through_the_gateway_handler_but_its_access_lines(
 
     uvicorn's own handlers go; the gateway writes an access line of its own.
     """
-    stream = io.StringIO()
+    stream, uvicorns_own = io.StringIO(), io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         named = logging.getLogger(name)
-        monkeypatch.setattr(named, "handlers", [logging.NullHandler()])
+        monkeypatch.setattr(named, "handlers", [logging.StreamHandler(uvicorns_own)])
         monkeypatch.setattr(named, "propagate", False)
         monkeypatch.setattr(named, "level", logging.NOTSET)
     configure_logging(level="INFO", fmt="json")
@@ -288,3 +291,79 @@ def test_uvicorn_records_flow_through_the_gateway_handler_but_its_access_lines(
         ("uvicorn.error", "Started server process"),
         ("uvicorn", "uvicorn itself"),
     ]
+    assert uvicorns_own.getvalue() == ""  # not written a second time by uvicorn's handlers
+
+
+def test_the_operations_guide_gives_the_write_interval():
+    """docs/operations.md says how long a line may wait for the writer: the interval it has."""
+    guide = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
+    text = " ".join(guide.read_text(encoding="utf-8").split())
+    milliseconds = f"{WRITE_INTERVAL_SECONDS * 1000:g} ms"
+    assert f"writes what was logged every {milliseconds}" in text
+    assert f"A line therefore reaches stderr up to {milliseconds} after it was logged" in text
+
+
+def test_configuring_again_writes_out_and_ends_the_previous_writer(monkeypatch, restore_logging):
+    """A second configure_logging leaves one writer thread, and what the first queued is written."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr("signing_gateway.observability.logging.WRITE_INTERVAL_SECONDS", 60)
+    configure_logging(level="INFO", fmt="json")
+    logging.getLogger("signing_gateway.test").info("before")
+    configure_logging(level="INFO", fmt="json")
+    assert [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["before"]
+    writers = [t for t in threading.enumerate() if t.name == "log-writer"]
+    assert len(writers) == 1
+
+
+class Unprintable:
+    """A log argument whose str() fails."""
+
+    def __str__(self) -> str:
+        raise ValueError("no text for this one")
+
+
+def test_a_record_that_cannot_be_formatted_is_reported_not_dropped(monkeypatch, restore_logging):
+    """A log call whose argument cannot be formatted: logging's own error report, on stderr."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr(logging, "raiseExceptions", True)
+    configure_logging(level="INFO", fmt="json")
+    logging.getLogger("signing_gateway.test").info("value %s", Unprintable())
+    shutdown_logging()
+    assert "--- Logging error ---" in stream.getvalue()
+
+
+def test_console_lines_carry_no_terminal_colours(monkeypatch, restore_logging):
+    """The development format is plain text: no ANSI escapes where the output is a file or pipe."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="console")
+    logging.getLogger("signing_gateway.test").warning("plain", extra={"route": "/v1/dcc"})
+    shutdown_logging()
+    (line,) = stream.getvalue().splitlines()
+    assert "plain" in line
+    assert "route=/v1/dcc" in line
+    assert "\x1b[" not in line
+
+
+_EXIT_WITHOUT_SHUTDOWN = """
+import logging, sys
+import signing_gateway.observability.logging as gateway_logging
+gateway_logging.WRITE_INTERVAL_SECONDS = 60
+gateway_logging.configure_logging(level="INFO", fmt="json")
+logging.getLogger("signing_gateway.test").info("last words")
+"""
+
+
+def test_a_process_ending_without_shutting_logging_down_writes_its_lines_and_exits():
+    """At exit the queued lines are written, and the writer thread keeps no process alive."""
+    result = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
+        [sys.executable, "-c", _EXIT_WITHOUT_SHUTDOWN],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert [orjson.loads(line)["event"] for line in result.stderr.splitlines()] == ["last words"]
