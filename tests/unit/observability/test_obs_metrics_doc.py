@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from signing_gateway.observability.metrics import GatewayMetrics
@@ -57,3 +58,30 @@ def test_the_latency_buckets_reach_the_slowest_answer_and_the_alert_bounds():
         bounds = histogram._upper_bounds
         assert max(b for b in bounds if b != float("inf")) >= slowest
         assert 5 in bounds
+
+
+def test_the_lag_buckets_hold_the_alert_the_warning_and_a_lag_that_fails_readiness():
+    """The documented p99-lag alert and the lag warning's threshold are bucket bounds.
+
+    A healthy loop's sub-millisecond wake-ups have a bucket of their own, and a loop held past
+    the readiness probe's timeout still lands in a finite one.
+    """
+    guide = OPERATIONS.read_text(encoding="utf-8")
+    alert = re.search(r"rate\(gateway_event_loop_lag_seconds_bucket\[5m\]\)\) > ([0-9.]+)", guide)
+    readiness = re.search(r"readinessProbe:.*?timeoutSeconds: (\d+)", guide, re.DOTALL)
+    assert alert is not None
+    assert readiness is not None
+    bounds = GatewayMetrics().event_loop_lag._upper_bounds
+    assert float(alert.group(1)) in bounds
+    assert LoopLagSettings().warn_threshold_seconds in bounds
+    assert min(bounds) <= 0.001
+    assert max(b for b in bounds if b != float("inf")) >= int(readiness.group(1))
+
+
+def test_metrics_are_declared_on_the_registry_given():
+    """A registry passed in holds every metric; none goes to a fresh one."""
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    metrics.requests_received.inc()
+    assert metrics.registry is registry
+    assert registry.get_sample_value("gateway_requests_received_total") == 1
