@@ -12,8 +12,9 @@ import httpx
 import pytest
 import respx
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -246,7 +247,7 @@ async def test_failed_requests_and_signer_calls_are_error_spans(
 def test_without_a_provider_an_otlp_one_named_after_the_service_is_installed(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    """No provider configured: the gateway sets one whose spans say `service.name`."""
+    """No provider configured: the gateway sets one whose spans say `service.name`, sent by OTLP."""
     monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
     installed: list[TracerProvider] = []
     monkeypatch.setattr(trace, "set_tracer_provider", installed.append)
@@ -254,6 +255,9 @@ def test_without_a_provider_an_otlp_one_named_after_the_service_is_installed(
     (provider,) = installed
     try:
         assert provider.resource.attributes["service.name"] == "gateway-under-test"
+        (processor,) = provider._active_span_processor._span_processors
+        assert isinstance(processor, BatchSpanProcessor)
+        assert isinstance(processor.span_exporter, OTLPSpanExporter)
     finally:
         provider.shutdown()
 
