@@ -55,6 +55,32 @@ def test_unreachable_objects_found_are_counted_per_generation():
     assert [snapshot[f"gen{i}"]["collections"] for i in range(3)] == [0, 2, 1]
 
 
+def test_pause_totals_and_the_longest_are_kept_per_generation(monkeypatch):
+    """Each pause is stop minus start: they add up to the total, the longest is the maximum."""
+    clock = iter([10.0, 10.002, 20.0, 20.005, 30.0, 30.001])
+    monkeypatch.setattr("signing_gateway.runtime.gc_tuning.time.perf_counter", lambda: next(clock))
+    pauses = GcPauses()
+    for _ in range(3):
+        pauses._callback("start", {"generation": 0})
+        pauses._callback("stop", {"generation": 0, "collected": 0})
+    gen0 = pauses.snapshot()["gen0"]
+    assert (gen0["collections"], gen0["totalSeconds"], gen0["maxSeconds"]) == (3, 0.008, 0.005)
+
+
+def test_installing_twice_times_each_collection_once():
+    """Installed twice, one callback counts each collection once; uninstalled, none is left."""
+    pauses = GcPauses()
+    pauses.install()
+    pauses.install()
+    try:
+        assert gc.callbacks.count(pauses._callback) == 1
+        gc.collect(2)
+        assert pauses.snapshot()["gen2"]["collections"] == 1
+    finally:
+        pauses.uninstall()
+    assert pauses._callback not in gc.callbacks
+
+
 def test_threshold_is_set_for_the_block_and_restored():
     """gc_threshold0 sets generation 0's threshold, keeps the others, and restores all."""
     before = gc.get_threshold()
@@ -130,6 +156,8 @@ def test_an_overdue_full_collection_runs_under_any_load():
     assert collected[-1] == 2
     assert schedule.snapshot()["fullCollections"] == {"quiet": 0, "overdue": 1}
     assert schedule.snapshot()["secondsSinceFull"] == 0
+    clock.now += 1.25
+    assert schedule.snapshot()["secondsSinceFull"] == 1.25  # to the millisecond
 
 
 def test_freezing_ticks_walk_nothing_and_full_collections_unfreeze_first():
@@ -261,10 +289,12 @@ async def test_a_failing_collection_is_logged_and_the_schedule_goes_on(caplog):
 
 
 def test_settings_refuse_a_full_interval_shorter_than_a_tick():
-    """The full interval is at least one young interval."""
+    """The full interval is at least one young interval; one equal to it the schedule takes too."""
     with pytest.raises(ValidationError):
         LoopLagSettings(gc_young_interval_seconds=1.0, gc_full_interval_seconds=0.5)
     assert LoopLagSettings(gc_young_interval_seconds=0.5, gc_full_interval_seconds=0.5)
+    schedule = _schedule(_Clock(), [], [0], young_interval=0.5, full_interval=0.5)
+    assert schedule.full_interval == schedule.young_interval
 
 
 async def _readyz_gc(settings) -> dict:
