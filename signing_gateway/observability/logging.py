@@ -102,7 +102,8 @@ class _LineWriter:
     queue and a blocking get), the writer preempted the event loop about six times per
     /v1/dcc request, which logs two lines; on a gateway pinned to one core, logging at INFO
     then cost ~15 % of its CPU per request against WARNING, measured side by side in the S3
-    shape. A line waits at most one interval; `stop` writes out what is left.
+    shape. A line waits at most one interval; `stop` writes out what is left, and a line put
+    after it (exit hooks, objects finalized late) is written at once, by the thread putting it.
     """
 
     def __init__(self, stream: TextIO, *, interval: float) -> None:
@@ -111,14 +112,17 @@ class _LineWriter:
         self._stream = stream
         self._interval = interval
         self._stopping = threading.Event()
+        self._stopped = False  # set before `_stopping`: a line put then finds no thread to wait for
         # `flush` writes from the caller's thread: one writer at a time keeps lines in order.
         self._write_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
     def put(self, line: str) -> None:
-        """Queue `line` (from any thread)."""
+        """Queue `line` (from any thread); once the writer has stopped, write it now."""
         self._lines.append(line)
+        if self._stopped:
+            self.flush()
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval):
@@ -146,7 +150,8 @@ class _LineWriter:
                 logging.lastResort.handle(logging.makeLogRecord({"msg": lost}))
 
     def stop(self) -> None:
-        """Write out every queued line and end the thread."""
+        """Write out every queued line and end the thread; later lines are written as put."""
+        self._stopped = True
         self._stopping.set()
         self._thread.join()
 

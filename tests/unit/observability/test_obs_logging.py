@@ -367,3 +367,18 @@ def test_a_process_ending_without_shutting_logging_down_writes_its_lines_and_exi
         cwd=Path(__file__).resolve().parents[3],
     )
     assert [orjson.loads(line)["event"] for line in result.stderr.splitlines()] == ["last words"]
+
+
+def test_a_line_logged_after_shutdown_is_written_at_once(monkeypatch, restore_logging):
+    """Exit hooks that run after the writer stopped (asyncio's destroyed-task errors) still log.
+
+    With no thread left to write the queue, such a line used to wait there for no one.
+    """
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    logging.getLogger("signing_gateway.test").info("before")
+    shutdown_logging()
+    logging.getLogger("asyncio").error("Task was destroyed but it is pending!")
+    events = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["before", "Task was destroyed but it is pending!"]
