@@ -52,11 +52,16 @@ class GatewayTracer:
         return RequestSpan(span, token)
 
     def end_request(self, handle: RequestSpan, *, method: str, route: str, status: int) -> None:
-        """Name the span after the route template, record the status and close it."""
+        """Name the span after the route template, record the status and close it.
+
+        `status` 0: the request ended before an answer was sent (the client left, the task was
+        cancelled), so the span records no status code rather than a status 0.
+        """
         span = handle.span
         span.update_name(f"{method} {route}")
         span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
+        if status:
+            span.set_attribute("http.response.status_code", status)
         if status >= 500:  # noqa: PLR2004 - server errors mark the span failed
             span.set_status(Status(StatusCode.ERROR))
         span.end()
