@@ -382,3 +382,19 @@ def test_a_line_logged_after_shutdown_is_written_at_once(monkeypatch, restore_lo
     logging.getLogger("asyncio").error("Task was destroyed but it is pending!")
     events = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert events == ["before", "Task was destroyed but it is pending!"]
+
+
+@pytest.mark.parametrize("name", ["httpx", "httpcore.http11"])
+def test_at_error_level_httpx_warnings_stay_out_too(monkeypatch, restore_logging, name):
+    """Above WARNING, the log level set decides for httpx and httpcore as for everything else."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    for quietened in ("httpx", "httpcore"):
+        logger = logging.getLogger(quietened)
+        monkeypatch.setattr(logger, "level", logger.level)  # restored after the test
+    configure_logging(level="ERROR", fmt="json")
+    logging.getLogger(name).warning("pool trouble")
+    logging.getLogger(name).error("pool broken")
+    shutdown_logging()
+    events = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["pool broken"]
