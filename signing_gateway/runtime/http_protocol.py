@@ -29,6 +29,8 @@ uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been
 The body is the app's to bound (`security.limits`: size while it streams, and the time it may
 take). A request before the refused one that is still being answered (pipelining) is answered
 first; the connection closes after it, since an answer written now would be taken for its.
+A body that is not HTTP/1.1 (chunk framing the parser refuses) ends its request for the app
+as a caller gone; it is answered 400 unless the app's answer has begun.
 
 **Closing after an answer with the body unread.** When the app answers before the request's
 body has all arrived (its 413 for a body over the limit, its 408 for one too slow) and says
@@ -565,6 +567,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # now rather than when the connection closes. Nothing parses on this connection again.
         self.parser = None  # type: ignore[assignment]  # as uvicorn's connection_lost does
         self.url, self.headers = b"", []
+        cycle = self.cycle
+        if cycle is not None and self._bound.head_complete:
+            # The request the app has is refused (its body is not HTTP/1.1): for the app its
+            # caller is gone, as when the connection is lost, so it reads no more and writes
+            # nothing (after the answer's EOF a write fails, an error logged at the caller's
+            # will). Once its answer has begun, another would be read as part of it: closed.
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                answer = None
         if self._bound.metrics is not None:
             self._bound.metrics.connections_refused.labels(reason=reason).inc()
         if answer is not None:
@@ -572,7 +585,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 "request refused unread",
                 extra={"security_event": "refused", "reason": reason, "request_id": request_id},
             )
-        cycle = self.cycle
         if cycle is not None and not cycle.response_complete and not self._bound.head_complete:
             # An earlier request is still being answered: finish that, then close.
             cycle.keep_alive = False

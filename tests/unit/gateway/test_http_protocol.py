@@ -874,3 +874,36 @@ async def test_every_request_on_a_connection_answers_through_the_lingering_close
         assert protocol.cycle.transport is not transport
         await _send_answer(protocol, 200, close=False)
     assert protocol.started == ["/a", "/b"]
+
+
+async def test_a_body_that_is_not_http_ends_the_request_for_the_app_as_a_caller_gone():
+    """Its request is answered 400; the app then reads a disconnect and writes nothing after.
+
+    The connection lingers with its sending side closed: a write of the app's own answer
+    there failed ("Cannot call write() after write_eof()"), an error logged with its
+    traceback, at any caller's will.
+    """
+    protocol, transport = _open()
+    protocol.data_received(
+        b"GET /v1/keys HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"
+    )
+    assert protocol.started == ["/v1/keys"]
+    assert _answered(transport)[0] == 400
+    answered = bytes(transport.written)
+    cycle = protocol.cycle
+    async with asyncio.timeout(1):
+        assert await cycle.receive() == {"type": "http.disconnect"}
+    await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+    assert transport.written == answered
+
+
+async def test_a_body_that_is_not_http_after_the_answer_began_gets_no_second_answer():
+    """Once the app has begun answering, a 400 would be read as part of that answer: closed."""
+    protocol, transport = _open()
+    protocol.data_received(
+        b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n"
+    )
+    await protocol.cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+    protocol.data_received(b"ZZ\r\n")
+    assert bytes(transport.written).count(b"HTTP/1.1 ") == 1
+    assert transport.closed
