@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
@@ -95,6 +96,16 @@ async def test_a_request_cancelled_by_the_drain_is_answered_503_unless_its_answe
         assert await exchange.controller.drain() == 1
         assert await served == 0
     assert exchange.statuses() == statuses
+    if not respond_first:
+        _assert_cancelled_answer(exchange.sent)
+
+
+def _assert_cancelled_answer(sent: list[dict[str, Any]]) -> None:
+    """Pin that a cancelled request's 503 is `shutting-down` and closes its connection."""
+    headers = dict(sent[0]["headers"])
+    assert (headers[b"retry-after"], headers[b"connection"]) == (b"1", b"close")
+    problem = orjson.loads(sent[1]["body"])
+    assert (problem["type"].rsplit("/", 1)[1], problem["status"]) == ("shutting-down", 503)
 
 
 async def test_a_request_cancelled_by_something_else_is_answered_503_and_ends_there():
@@ -106,6 +117,7 @@ async def test_a_request_cancelled_by_something_else_is_answered_503_and_ends_th
     async with asyncio.timeout(1):
         assert await served == 0  # served as any request is: nothing left to cancel
     assert exchange.statuses() == [503]
+    _assert_cancelled_answer(exchange.sent)
     assert exchange.controller.in_flight == 0
 
 
@@ -156,4 +168,27 @@ async def test_a_request_arriving_while_draining_is_refused_and_its_connection_c
     assert start["status"] == 503
     headers = dict(start["headers"])
     assert (headers[b"retry-after"], headers[b"connection"]) == (b"1", b"close")
+    assert headers[b"content-type"] == b"application/problem+json"
+    problem = orjson.loads(sent[1]["body"])
+    assert (problem["type"].rsplit("/", 1)[1], problem["status"]) == ("shutting-down", 503)
     assert controller.in_flight == 0
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_the_probes_reach_the_app_while_draining_and_count_for_nothing(path):
+    """Pin that the orchestrator still sees the probes: answered by the app, not refused.
+
+    `/readyz` then says `draining` itself; refused, it would be a `shutting-down` problem.
+    """
+    controller = DrainController(drain_timeout=1, cancel_grace=1)
+    controller.begin()
+    seen: list[tuple[str, int]] = []
+
+    async def app(scope: Any, _receive: Any, _send: Any) -> None:
+        seen.append((scope["path"], controller.in_flight))
+
+    async def send(_message: dict[str, Any]) -> None:  # pragma: no cover - the app sends
+        raise AssertionError("answered by the drain")
+
+    await DrainMiddleware(app, controller=controller)({**_SCOPE, "path": path}, _receive, send)
+    assert seen == [(path, 0)]

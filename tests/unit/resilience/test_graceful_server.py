@@ -270,3 +270,22 @@ def test_a_server_stopped_by_a_signal_exits_with_128_plus_its_number(
     with pytest.raises(SystemExit) as ended:
         server.run()
     assert ended.value.code == status
+
+
+async def test_the_drain_waits_for_requests_drain_timeout_and_no_longer() -> None:
+    """Pin that the wait for in-flight requests ends `drain_timeout` after the drain began."""
+    controller = DrainController(drain_timeout=30, cancel_grace=1)
+    request = asyncio.create_task(_request(controller, lasts=300))
+    await asyncio.sleep(0)  # the request is in flight
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    drain = asyncio.create_task(controller.drain())
+    await asyncio.sleep(0)  # the drain waits
+    waiting = controller._waiting
+    assert waiting is not None
+    when = waiting.when()
+    assert when is not None
+    assert began + 30 <= when <= loop.time() + 30
+    controller.stop_now()
+    assert await drain == 1
+    await request
