@@ -333,6 +333,7 @@ async def test_a_request_that_is_not_http_is_answered_400_problem_json(request_b
     [
         (b"GET /v1/keys HTTP/1.1\r\n" + _padding(LIMIT) + b"\r\n", 431, "/v1/keys"),
         (b"GET /v1/keys HTTP/1.1\r\nHost: g\r\n" + _padding(LIMIT), 431, "/v1/keys"),
+        (b"GET /v1/" + b"k" * LIMIT + b" HTTP/1.1\r\n\r\n", 431, "/v1/" + "k" * LIMIT),
         (b"POST /v1/dcc?x=1 HTTP/1.1\r\nHost: g\r\nAccept: */*\r\n", 408, "/v1/dcc"),
         (b"GET /v1/a%20b HTTP/1.1\r\nHost: g\r\nA: b\r\nBad Header\r\n\r\n", 400, "/v1/a b"),
         (b"GET /healthz HTTP/1.1\r\nHost: g\r\nContent-Length: x\r\n\r\n", 400, "/healthz"),
@@ -347,6 +348,7 @@ async def test_a_request_that_is_not_http_is_answered_400_problem_json(request_b
     ids=[
         "431-whole",
         "431-growing",
+        "431-whole-target-no-field",
         "408",
         "400-header",
         "400-length",
@@ -907,3 +909,14 @@ async def test_a_body_that_is_not_http_after_the_answer_began_gets_no_second_ans
     protocol.data_received(b"ZZ\r\n")
     assert bytes(transport.written).count(b"HTTP/1.1 ") == 1
     assert transport.closed
+
+
+async def test_a_refused_connection_is_read_on_past_its_answer_not_closed_at_once():
+    """Pin the linger: closed at once, unread input would reset the answer away."""
+    protocol, transport = _open()
+    protocol.data_received(b"GARBAGE\r\n\r\n")
+    assert _answered(transport)[0] == 400
+    await asyncio.sleep(0.1)
+    protocol.data_received(b"the rest of what the caller sends")  # dropped unread
+    assert not transport.closed
+    assert bytes(transport.written).count(b"HTTP/1.1 ") == 1
