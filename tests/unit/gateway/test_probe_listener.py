@@ -110,6 +110,18 @@ async def _exchange(port: int, request: bytes) -> tuple[int, bytes]:
     return int(head[9:12]), body
 
 
+async def _probe_listener(app: Any, state: dict[str, Any]) -> asyncio.Server:
+    """A probe listener for /healthz on a free port of 127.0.0.1: `app`, its lifespan `state`."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", http=GatewayHttpProtocol, log_config=None, proxy_headers=False
+    )
+    config.load()
+    server = SimpleNamespace(
+        config=config, server_state=ServerState(), lifespan=SimpleNamespace(state=state)
+    )
+    return await start_probe_listener(server, 0, {"/healthz"})  # type: ignore[arg-type]
+
+
 async def test_the_probe_listener_serves_the_servers_app_on_its_host_with_its_state():
     """The probe port: the server's host, only the probe paths, the app state's head limits."""
 
@@ -119,17 +131,8 @@ async def test_the_probe_listener_serves_the_servers_app_on_its_host_with_its_st
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    config = uvicorn.Config(
-        app, host="127.0.0.1", http=GatewayHttpProtocol, log_config=None, proxy_headers=False
-    )
-    config.load()
     settings = SimpleNamespace(limits=LimitsSettings(max_header_bytes=4096))
-    server = SimpleNamespace(
-        config=config,
-        server_state=ServerState(),
-        lifespan=SimpleNamespace(state={"settings": settings}),
-    )
-    listener = await start_probe_listener(server, 0, {"/healthz"})  # type: ignore[arg-type]
+    listener = await _probe_listener(app, {"settings": settings})
     async with listener:
         host, port = listener.sockets[0].getsockname()[:2]
         assert host == "127.0.0.1"
@@ -143,3 +146,29 @@ async def test_the_probe_listener_serves_the_servers_app_on_its_host_with_its_st
         padding = b"X-Pad: " + b"p" * 5000 + b"\r\n"
         status, _ = await _exchange(port, b"GET /healthz HTTP/1.1\r\n" + close + padding + b"\r\n")
         assert status == 431  # the app's 4,096 bytes, not the default 32 KiB
+
+
+@pytest.mark.parametrize("access_log", [True, False], ids=["logged", "not-logged"])
+async def test_the_probe_ports_refusals_follow_the_access_log_setting(caplog, access_log):
+    """Pin that `observability.access_log` off keeps the probe port's 404s out of the log too.
+
+    They are counted either way.
+    """
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:  # pragma: no cover
+        raise AssertionError("a refused path reached the app")
+
+    metrics = GatewayMetrics()
+    settings = SimpleNamespace(
+        limits=LimitsSettings(), observability=SimpleNamespace(access_log=access_log)
+    )
+    listener = await _probe_listener(app, {"settings": settings, "metrics": metrics})
+    with caplog.at_level("INFO", logger="signing_gateway.access"):
+        async with listener:
+            port = listener.sockets[0].getsockname()[1]
+            request = b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n"
+            assert (await _exchange(port, request))[0] == 404
+    lines = [r for r in caplog.records if r.name == "signing_gateway.access"]
+    assert len(lines) == int(access_log)
+    sample = metrics.registry.get_sample_value
+    assert sample("gateway_responses_total", {"route": "unmatched", "status": "404"}) == 1

@@ -18,6 +18,8 @@ import pytest
 import uvicorn
 
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from tests.support.polling import until
 
 
 @dataclass
@@ -289,3 +291,23 @@ async def test_the_drain_waits_for_requests_drain_timeout_and_no_longer() -> Non
     controller.stop_now()
     assert await drain == 1
     await request
+
+
+async def test_the_probe_port_closes_with_the_main_port() -> None:
+    """Pin that uvicorn's shutdown closes the probe listener as it closes its own.
+
+    Left open, the probe port went on taking connections through the shutdown.
+    """
+    config = uvicorn.Config(
+        _app, host="127.0.0.1", port=0, http=GatewayHttpProtocol, log_config=None, lifespan="off"
+    )
+    controller = DrainController(drain_timeout=1, cancel_grace=1)
+    server = GracefulServer(config, controller=controller, probe_port=0)
+    serving = asyncio.create_task(server.serve())
+    await until(lambda: len(getattr(server, "servers", ())) == 2)  # the main one, the probes'
+    probes = server.servers[1]
+    assert probes.is_serving()
+    server.should_exit = True
+    async with asyncio.timeout(5):
+        await serving
+    assert not probes.is_serving()
