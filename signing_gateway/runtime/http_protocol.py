@@ -486,6 +486,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             detail="the request is not valid HTTP/1.1",
         )
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """Serve a request asking for another protocol (`Upgrade`) as HTTP/1.1, unlogged.
+
+        The gateway speaks no other (RFC 9110 7.8 lets a server ignore the field). uvicorn
+        warned twice for each such request, advising a WebSocket library: `curl --http2` on
+        plain http asks for h2c, so any caller could fill the log with that advice.
+        """
+
     def _refuse_head_too_large(self, *, head_read: bool = False) -> None:
         """Answer 431 for a head over the size limit; `head_read`: parsed whole (its path too)."""
         limit = self._bound.max_head_bytes

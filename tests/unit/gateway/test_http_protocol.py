@@ -920,3 +920,21 @@ async def test_a_refused_connection_is_read_on_past_its_answer_not_closed_at_onc
     protocol.data_received(b"the rest of what the caller sends")  # dropped unread
     assert not transport.closed
     assert bytes(transport.written).count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize("upgrade", [b"h2c", b"websocket"])
+async def test_a_request_asking_for_another_protocol_is_served_without_a_warning(caplog, upgrade):
+    """Its `Upgrade` is ignored (RFC 9110 7.8): the request is served as HTTP/1.1, unlogged.
+
+    uvicorn warned twice for each, the second line advising a WebSocket library the gateway
+    has no use for: `curl --http2` on plain http asks for h2c, at any caller's will.
+    """
+    caplog.set_level(logging.DEBUG)
+    protocol, transport = _open()
+    protocol.data_received(
+        b"GET /v1/keys HTTP/1.1\r\nHost: g\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: " + upgrade + b"\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+    )
+    assert protocol.started == ["/v1/keys"]
+    assert transport.written == b""
+    assert [(r.name, r.levelname) for r in caplog.records if r.levelno >= logging.INFO] == []
