@@ -30,7 +30,8 @@ The body is the app's to bound (`security.limits`: size while it streams, and th
 take). A request before the refused one that is still being answered (pipelining) is answered
 first; the connection closes after it, since an answer written now would be taken for its.
 A body that is not HTTP/1.1 (chunk framing the parser refuses) ends its request for the app
-as a caller gone; it is answered 400 unless the app's answer has begun.
+as a caller gone; it is answered 400 unless the app's answer has begun, or it was pipelined
+behind a request still being answered (then that answer is written, and the connection closed).
 
 **Closing after an answer with the body unread.** When the app answers before the request's
 body has all arrived (its 413 for a body over the limit, its 408 for one too slow) and says
@@ -68,7 +69,11 @@ from typing import Any, Literal, get_args
 import httptools
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
@@ -576,16 +581,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.parser = None  # type: ignore[assignment]  # as uvicorn's connection_lost does
         self.url, self.headers = b"", []
         cycle = self.cycle
-        if cycle is not None and self._bound.head_complete:
-            # The request the app has is refused (its body is not HTTP/1.1): for the app its
-            # caller is gone, as when the connection is lost, so it reads no more and writes
-            # nothing (after the answer's EOF a write fails, an error logged at the caller's
-            # will). Once its answer has begun, another would be read as part of it: closed.
-            if not cycle.response_complete:
-                cycle.disconnected = True
-            cycle.message_event.set()
-            if cycle.response_started:
-                answer = None
+        if cycle is not None and self._bound.head_complete and not self._end_for_app(cycle):
+            answer = None
         if self._bound.metrics is not None:
             self._bound.metrics.connections_refused.labels(reason=reason).inc()
         if answer is not None:
@@ -597,6 +594,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # An earlier request is still being answered: finish that, then close.
             cycle.keep_alive = False
             self.flow.pause_reading()
+            return
+        if cycle is not None and self._close_in_turn_of(cycle):
             return
         if answer is None:
             self.transport.close()
@@ -613,3 +612,33 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._bound.timer is not None:
             self._bound.timer.cancel()
         self._bound.timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    @staticmethod
+    def _end_for_app(cycle: RequestResponseCycle) -> bool:
+        """End a request the app has, or will have (its body is not HTTP/1.1); may it be answered?
+
+        For the app its caller is gone, as when the connection is lost: it reads no more and
+        writes nothing. Once its answer has begun, another would be read as part of it.
+        """
+        if not cycle.response_complete:
+            cycle.disconnected = True
+        cycle.message_event.set()
+        return not cycle.response_started
+
+    def _close_in_turn_of(self, cycle: RequestResponseCycle) -> bool:
+        """Whether `cycle` waits behind a request being answered; if so, its turn only closes.
+
+        An answer written now would be taken for that request's, and the write of that
+        answer would then fail on the lingering connection (an error logged at the
+        caller's will).
+        """
+        for index, (queued, _app) in enumerate(self.pipeline):
+            if queued is cycle:
+                self.pipeline[index] = (cycle, self._close_connection)
+                self.flow.pause_reading()
+                return True
+        return False
+
+    async def _close_connection(self, _scope: object, _receive: object, _send: object) -> None:
+        """A refused request's turn: the connection ends, once what is written has gone."""
+        self.transport.close()

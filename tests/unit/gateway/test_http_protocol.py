@@ -938,3 +938,46 @@ async def test_a_request_asking_for_another_protocol_is_served_without_a_warning
     assert protocol.started == ["/v1/keys"]
     assert transport.written == b""
     assert [(r.name, r.levelname) for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+async def test_a_body_that_is_not_http_behind_a_request_being_answered_lets_that_answer_be(
+    caplog,
+):
+    """Pipelined behind a request still being answered: that answer alone, then the close.
+
+    A 400 written at once was read as the earlier request's answer, and that request's own
+    answer then failed on the lingering connection, an error logged at the caller's will.
+    """
+
+    async def app(scope: dict[str, Any], _receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.05)  # a signer's time: the refusal comes first
+        body = scope["path"].encode()
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    caplog.set_level(logging.INFO)
+    config = Config(app, host="127.0.0.1", port=0, http=GatewayHttpProtocol, log_config=None)
+    config.load()
+    loop = asyncio.get_running_loop()
+    server_state = ServerState()
+
+    def protocol() -> asyncio.Protocol:
+        return GatewayHttpProtocol(config, server_state, {}, loop)
+
+    listener = await loop.create_server(protocol, host="127.0.0.1", port=0)
+    async with listener:
+        port = listener.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n"
+            b"POST /b HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"
+        )
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert answer.count(b"HTTP/1.1 ") == 1
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"\r\n\r\n/a")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
