@@ -635,8 +635,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         for index, (queued, _app) in enumerate(self.pipeline):
             if queued is cycle:
                 self.pipeline[index] = (cycle, self._close_connection)
-                self.flow.pause_reading()
-                return True
+                return True  # reading paused since it was queued, until its turn
         return False
 
     async def _close_connection(self, _scope: object, _receive: object, _send: object) -> None:

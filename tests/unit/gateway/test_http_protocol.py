@@ -981,3 +981,18 @@ async def test_a_body_that_is_not_http_behind_a_request_being_answered_lets_that
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert answer.endswith(b"\r\n\r\n/a")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_an_app_reading_a_body_that_turns_out_not_http_reads_a_disconnect():
+    """Pin that an app waiting for more of the body is woken: its caller is gone."""
+    protocol, _ = _open()
+    protocol.data_received(
+        b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n"
+    )
+    cycle = protocol.cycle
+    assert await cycle.receive() == {"type": "http.request", "body": b"{}", "more_body": True}
+    waiting = asyncio.create_task(cycle.receive())
+    await asyncio.sleep(0)
+    protocol.data_received(b"ZZ\r\n")
+    async with asyncio.timeout(1):
+        assert await waiting == {"type": "http.disconnect"}
