@@ -192,3 +192,26 @@ async def test_the_probes_reach_the_app_while_draining_and_count_for_nothing(pat
 
     await DrainMiddleware(app, controller=controller)({**_SCOPE, "path": path}, _receive, send)
     assert seen == [(path, 0)]
+
+
+async def test_stop_now_just_as_the_drain_timeout_expires_cancels_without_an_error():
+    """Pin that a second signal between the wait's expiry and the drain's wake-up is no error.
+
+    The expired wait is left alone (rescheduling it raises); what is left is cancelled.
+    """
+    controller = DrainController(drain_timeout=0, cancel_grace=1)
+    started = asyncio.Event()
+    request = asyncio.create_task(_held(controller, started))
+    await started.wait()
+    drain = asyncio.create_task(controller.drain())
+    for _ in range(10):  # loop passes, not time: the window is one pass wide
+        waiting = controller._waiting
+        if waiting is not None and waiting.expired():
+            break
+        await asyncio.sleep(0)
+    else:
+        pytest.fail("the drain's wait never seen expired")
+    controller.stop_now()
+    async with asyncio.timeout(1):
+        assert await drain == 1
+        assert await request == "cancelled"
