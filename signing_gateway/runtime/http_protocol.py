@@ -218,6 +218,7 @@ class _HeadBound:
         "head_complete",
         "head_deadline",
         "head_timeout",
+        "lingering",
         "max_fields",
         "max_head_bytes",
         "max_unbodied_bytes",
@@ -247,6 +248,8 @@ class _HeadBound:
         self.timer: asyncio.TimerHandle | None = None
         #: Set once the connection is refused: whatever arrives after is dropped unparsed.
         self.refused = False
+        #: Set once its sending side is closed, until the linger ends.
+        self.lingering = False
         #: The current head has more header fields than `max_fields` (those past it not kept).
         self.too_many_fields = False
         #: The transport as each request's answer cycle is given it (`_AnswerTransport`).
@@ -402,7 +405,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """Go on as uvicorn does, unless lingering: then no keep-alive and no next request."""
-        if self._bound.refused and not self.transport.is_closing():
+        if self._bound.lingering:
             self.server_state.total_requests += 1  # as uvicorn counts an answered request
             return
         super().on_response_complete()
@@ -609,6 +612,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def _linger(self) -> None:
         """Close the sending side; read on, dropping it, until the caller or LINGER_SECONDS ends."""
         self.transport.write_eof()
+        self._bound.lingering = True
         if self._bound.timer is not None:
             self._bound.timer.cancel()
         self._bound.timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
