@@ -791,3 +791,65 @@ async def test_an_attempt_is_cut_at_its_own_timeout() -> None:
     with pytest.raises(SignerTimeoutError):
         await policy.call("issue", _hang, replay_safe=False)
     assert 0.2 <= loop.time() - started < 0.3
+
+
+def test_the_readiness_snapshot_shows_the_time_left_open_to_the_millisecond() -> None:
+    """/readyz says when an open breaker lets a probe through, not that time in whole seconds."""
+    now = [1000.0]
+    policy = SignerPolicy("eu", ResilienceSettings(breaker_open_seconds=5.0), clock=lambda: now[0])
+    permit = policy.breaker.acquire()
+    for _ in range(policy.settings.breaker_consecutive_failures):
+        policy.breaker.record_failure(permit)
+    now[0] += 0.25
+    snapshot = policy.snapshot()
+    assert (snapshot["breaker"], snapshot["breakerRetryAfterSeconds"]) == ("open", 4.75)
+
+
+async def test_answered_calls_end_a_run_of_failures_and_close_a_half_open_breaker() -> None:
+    """An answer is the breaker's success: it breaks a run of failures, and trials close it."""
+    now = [1000.0]
+    policy = SignerPolicy(
+        "eu",
+        ResilienceSettings(
+            max_attempts=1,
+            breaker_consecutive_failures=2,
+            breaker_open_seconds=5.0,
+            breaker_trial_calls=2,
+        ),
+        clock=lambda: now[0],
+    )
+    for _ in range(3):  # failure, answer, failure: never two in a row
+        with pytest.raises(SignerConnectError):
+            await policy.call("x", Script(_connect()), replay_safe=True)
+        assert await policy.call("x", Script(), replay_safe=True) == "ok"
+    assert policy.breaker.state is BreakerState.CLOSED
+    for _ in range(2):
+        with pytest.raises(SignerConnectError):
+            await policy.call("x", Script(_connect()), replay_safe=True)
+    assert policy.breaker.state is BreakerState.OPEN
+    now[0] += 5.0
+    assert await policy.call("x", Script(), replay_safe=True) == "ok"
+    assert policy.breaker.state is BreakerState.HALF_OPEN  # one trial answered of two
+    assert await policy.call("x", Script(), replay_safe=True) == "ok"
+    assert policy.breaker.state is BreakerState.CLOSED
+
+
+async def test_a_deadline_cut_is_logged_a_counted_one_as_a_warning(
+    telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ignored cut is logged at INFO; one counted against a silent signer at WARNING."""
+    caplog.set_level(logging.INFO, logger="signing_gateway.resilience")
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.35)
+    hung = Signer(hung=True)
+    for _ in range(2):  # waited 0.2 s, then 0.4 s: silent at the second cut
+        with pytest.raises(DeadlineExceeded):
+            await _call_within(policy, 0.2, hung)
+    cuts = [
+        (r.levelname, getattr(r, "outcome", None), getattr(r, "endpoint", None))
+        for r in caplog.records
+        if r.getMessage().startswith("signer attempt cut by the request deadline")
+    ]
+    assert cuts == [
+        ("INFO", "deadline", "get_credential"),
+        ("WARNING", "timeout", "get_credential"),
+    ]
