@@ -17,6 +17,7 @@ from signing_gateway.issuance.deadline import (
     SignerAttempt,
     all_or_nothing,
     caller_budget_var,
+    parse_request_timeout,
     remaining_seconds,
     request_deadline,
     with_deadline_header,
@@ -114,16 +115,17 @@ async def test_an_attempt_starting_past_the_deadline_sends_a_budget_of_zero():
     assert headers == {DEADLINE_HEADER: "0"}
 
 
+@pytest.mark.parametrize(("seconds", "sent"), [(1.2345, "1234"), (1.2348, "1234")])
 async def test_the_budget_sent_is_rounded_down_to_the_millisecond(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, seconds: float, sent: str
 ) -> None:
-    """1.2345 s left is 1234 ms: a signer is never told it has more time than is left."""
+    """1.2348 s left is 1234 ms: a signer is never told it has more time than is left."""
     loop = asyncio.get_running_loop()
     monkeypatch.setattr(loop, "time", lambda: 100.0)
-    async with request_deadline(1.2345):
+    async with request_deadline(seconds):
         headers = with_deadline_header({})
         monkeypatch.undo()
-    assert headers == {DEADLINE_HEADER: "1234"}
+    assert headers == {DEADLINE_HEADER: sent}
 
 
 async def test_a_spent_caller_budget_is_exceeded_before_any_work():
@@ -414,3 +416,11 @@ async def test_an_open_breaker_is_a_503_to_come_back_when_it_probes() -> None:
             "european", _hang, policy=policy, endpoint="get_credential", replay_safe=True
         )
     assert info.value.headers() == {"Retry-After": "30"}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("5e-1", 0.5), ("2E+1", 20.0), ("25e-2", 0.25), (" 1.5\t", 1.5)]
+)
+def test_a_caller_budget_may_carry_a_signed_exponent(value: str, seconds: float) -> None:
+    """`X-Request-Timeout: 5e-1` is half a second, as a decimal with an exponent reads."""
+    assert parse_request_timeout(value) == seconds
