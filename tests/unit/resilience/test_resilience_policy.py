@@ -853,3 +853,20 @@ async def test_a_deadline_cut_is_logged_a_counted_one_as_a_warning(
         ("INFO", "deadline", "get_credential"),
         ("WARNING", "timeout", "get_credential"),
     ]
+
+
+def test_the_backoff_ceiling_doubles_with_each_retry_of_a_call() -> None:
+    """A call's later retries wait longer: the jitter's ceiling is base · 2^n, up to the cap."""
+    policy, _ = _policy(
+        max_attempts=5,
+        backoff_base_seconds=0.1,
+        backoff_max_seconds=0.6,
+        retry_budget_min_per_second=100,  # every planned retry is paid for
+    )
+    for attempt, ceiling in enumerate([0.1, 0.2, 0.4, 0.6]):
+        delays = []
+        for _ in range(50):
+            plan = policy.retry_delay(_connect(), attempt=attempt, time_left=None, replay_safe=True)
+            assert plan is not None
+            delays.append(plan.delay)
+        assert ceiling / 2 < max(delays) <= ceiling
