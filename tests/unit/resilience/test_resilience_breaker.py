@@ -256,3 +256,18 @@ def test_successes_of_an_earlier_half_open_period_do_not_count_in_the_next():
     assert breaker.state is BreakerState.HALF_OPEN  # one success of two
     _succeed(breaker)
     assert breaker.state is BreakerState.CLOSED
+
+
+def test_the_trial_that_closes_the_breaker_is_not_a_call_of_the_new_window():
+    """The closing trial belongs to the half-open period: the fresh window starts empty."""
+    clock = Clock()
+    breaker, _ = _breaker(clock, consecutive_failures=100, min_calls=2, failure_rate=0.5)
+    _fail(breaker, 2)
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 5
+    _succeed(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+    _fail(breaker)
+    assert breaker.state is BreakerState.CLOSED  # 1 call since it closed, under min_calls
+    _fail(breaker)
+    assert breaker.state is BreakerState.OPEN
