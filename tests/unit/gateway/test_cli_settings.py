@@ -340,6 +340,7 @@ def test_serve_refuses_a_signer_on_its_own_port(flag: str, variable: str, host: 
         ("127.0.0.1", "[::ffff:127.0.0.1]", True),
         ("localhost", "127.0.0.1", True),
         ("::1", "LOCALHOST", True),
+        ("LOCALHOST", "127.0.0.1", True),  # the host looked up as given, in any case
         ("127.0.0.1", "127.0.0.2", False),
         ("127.0.0.2", "127.0.0.1", False),
         ("10.1.2.3", "127.0.0.1", False),

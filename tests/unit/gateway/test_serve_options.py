@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,14 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MODE", "disabled")
     monkeypatch.setenv("SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS", "true")
-    monkeypatch.setattr(cli.faulthandler, "register", lambda *_args, **_kwargs: None)
+    seen: dict[str, Any] = {}
+
+    def register(*args: Any, **kwargs: Any) -> None:
+        seen["stack_dump"] = args, kwargs
+
+    monkeypatch.setattr(cli.faulthandler, "register", register)
     monkeypatch.setattr(app_module, "configure_logging", lambda **_kwargs: None)
     monkeypatch.setattr(cli.SupervisedConfig, "configure_logging", lambda _self: None)
-    seen: dict[str, Any] = {}
 
     class RecordingServer:
         def __init__(self, config: Any, **options: Any) -> None:
@@ -139,6 +144,30 @@ def test_workers_run_under_uvicorns_supervisor_with_the_same_options(
     assert supervised.timeout_graceful_shutdown is None
 
 
+def test_each_supervised_process_logs_as_the_settings_say_and_writes_out_on_sigterm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pin the gateway's logging in the supervisor and its workers, and SIGTERM's handler.
+
+    Without the handler a worker's last lines stayed queued when the signal ended it.
+    """
+    configured: list[dict[str, str]] = []
+    monkeypatch.setattr(cli, "configure_logging", lambda **kwargs: configured.append(kwargs))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        cli.SupervisedConfig(
+            "signing_gateway.app:create_served_app",
+            gateway_log_level="WARNING",
+            gateway_log_format="console",
+            factory=True,
+            log_config=None,
+        )
+        assert signal.getsignal(signal.SIGTERM) is cli._write_logs_then_end
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert configured == [{"level": "WARNING", "fmt": "console"}]
+
+
 def test_workers_refuse_a_probe_port(
     served: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -151,6 +180,12 @@ def test_workers_refuse_a_probe_port(
     )
     assert served == {}
     assert _serve("--workers", "1", "--probe-port", "18081") == 0
+
+
+def test_serve_writes_every_threads_stack_on_sigusr1(served: dict[str, Any]) -> None:
+    """Pin that `kill -USR1` dumps every thread's stack (docs/operations.md), not only one."""
+    assert _serve() == 0
+    assert served["stack_dump"] == ((signal.SIGUSR1,), {"all_threads": True})
 
 
 def test_serve_and_demo_defaults_are_the_documented_ones() -> None:
@@ -307,6 +342,7 @@ CANNOT_LISTEN = "must be an address of this machine or a name of one; cannot lis
         ("no-such-host.invalid", NOT_FOUND + " (name or service not known)"),
         (" 0.0.0.0", NOT_FOUND + " (name or service not known)"),
         ("999.1.1.1", NOT_FOUND + " (name or service not known)"),
+        ("[127.0.0.1]", NOT_FOUND + " (name or service not known)"),  # brackets: IPv6 only
         ("a" * 64 + ".example", NOT_FOUND + " (not an address or a host name)"),
         ("192.0.2.1", CANNOT_LISTEN + " (cannot assign requested address)"),  # TEST-NET-1
     ],
