@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from signing_gateway.domain.dcc import KeyUsage
 from signing_gateway.security.settings import AuthSettings
@@ -21,6 +21,7 @@ from signing_gateway.settings import (
     DEV_EU_SIGNER_URL,
     HEAD_ROOM_BYTES,
     MAX_VALIDITY_DAYS,
+    DomesticPolicySettings,
     EuPolicySettings,
     ResilienceSettings,
     Settings,
@@ -112,6 +113,15 @@ def test_a_pool_no_larger_than_the_bulkhead_is_refused_with_both_figures() -> No
     assert _signer_refusal(
         url=REMOTE, max_connections=32, resilience=ResilienceSettings(max_in_flight=40)
     ) == ("max_connections must exceed resilience.max_in_flight (32 <= 40)")
+
+
+def test_a_pool_as_large_as_the_bulkhead_is_refused_and_one_more_is_taken() -> None:
+    """Pin the one spare connection: it keeps the readiness probe's call out of the queue."""
+    assert _signer_refusal(
+        url=REMOTE, max_connections=40, resilience=ResilienceSettings(max_in_flight=40)
+    ) == ("max_connections must exceed resilience.max_in_flight (40 <= 40)")
+    resilience = ResilienceSettings(max_in_flight=40)
+    assert SignerSettings(url=REMOTE, max_connections=41, resilience=resilience)
 
 
 def _jwt_auth(max_token_bytes: int, mode: str = "jwt") -> AuthSettings:
@@ -212,6 +222,36 @@ def test_default_validities_are_ten_years_at_most_in_days_and_hours() -> None:
         KeyUsage.TEST: timedelta(hours=72),
         KeyUsage.RECOVERY: timedelta(days=180),
     }
+
+
+#: Each bounded setting: its group, its name, the values at its edges that it takes and those
+#: just past them that it refuses.
+BOUNDED_SETTINGS = [
+    (ResilienceSettings, "max_attempts", [1, 10], [0, 11]),
+    (ResilienceSettings, "retry_budget_ratio", [0.0, 1.0], [-0.01, 1.01]),
+    (ResilienceSettings, "breaker_failure_rate", [0.01, 1.0], [0.0, 1.01]),
+    (EuPolicySettings, "max_clock_skew_seconds", [1, 3600], [0, 3601]),
+    (DomesticPolicySettings, "max_valid_from_past_hours", [1, 87600], [0, 87601]),
+    (DomesticPolicySettings, "max_valid_from_future_hours", [1, 87600], [0, 87601]),
+    (DomesticPolicySettings, "credential_amount", [1, 100], [0, 101]),
+]
+
+
+@pytest.mark.parametrize(
+    ("group", "name", "taken", "refused"),
+    BOUNDED_SETTINGS,
+    ids=[name for _, name, _, _ in BOUNDED_SETTINGS],
+)
+def test_a_bounded_setting_takes_its_edges_and_nothing_past_them(
+    group: type[BaseModel], name: str, taken: list[float], refused: list[float]
+) -> None:
+    """Pin each bound: validFrom within ten years of now, a share at most 1, and so on."""
+    for value in taken:
+        assert getattr(group(**{name: value}), name) == value
+    for value in refused:
+        with pytest.raises(ValidationError) as error:
+            group(**{name: value})
+        assert [e["loc"] for e in error.value.errors()] == [(name,)]
 
 
 def _number_variables() -> list[str]:
