@@ -778,11 +778,12 @@ def test_demo_checks_the_settings_of_the_groups_it_sets(
 def test_demo_reads_the_other_settings_of_the_groups_it_sets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The demo keeps its own audit file and signer URL, and reads the groups' other values."""
+    """The demo sets its own audit file, signers, trust and issuer; reads the groups' others."""
     for name in [k for k in os.environ if k.startswith("SIGNING_GATEWAY_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SIGNING_GATEWAY_AUDIT__FAIL_CLOSED", "false")
     monkeypatch.setenv("SIGNING_GATEWAY_EU_SIGNER__RESILIENCE__MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MAX_TOKEN_BYTES", "4096")
     with demo_setup(FLAG_VARIABLES) as (setup, problems):
         assert problems == []
         assert setup is not None
@@ -791,7 +792,13 @@ def test_demo_reads_the_other_settings_of_the_groups_it_sets(
         assert settings.audit.file == setup.directory / "audit.jsonl"
         assert settings.eu_signer.resilience.max_attempts == 1
         assert settings.eu_signer.url == f"http://127.0.0.1:{setup.signer_ports['eu']}"
-        assert settings.auth.mode == "jwt"
+        assert settings.domestic_signer.url == (
+            f"http://127.0.0.1:{setup.signer_ports['domestic']}"
+        )
+        assert settings.trust.fetch_from_signers is True
+        assert (settings.auth.mode, settings.auth.max_token_bytes) == ("jwt", 4096)
+        assert settings.auth.jwks_file == setup.directory / "jwks.json"
+        assert (settings.log_format, settings.readiness_probe_interval_seconds) == ("console", 1.0)
 
 
 def test_demo_names_a_variable_that_must_be_json() -> None:
