@@ -54,6 +54,17 @@ def test_an_audit_file_that_is_a_directory_is_named_so(tmp_path: Path) -> None:
     assert problems == [f"{AUDIT_FILE}: not a regular file"]
 
 
+def test_an_audit_file_under_a_file_or_nothing_is_named_as_its_missing_directory(
+    tmp_path: Path,
+) -> None:
+    """Pin one line for a directory that is not there, a file standing in its place included."""
+    (tmp_path / "a-file").write_text("")
+    for missing in (tmp_path / "a-file", tmp_path / "no-such-directory"):
+        audit = AuditSettings(file=missing / "audit.jsonl")
+        problems = security_file_problems(AuthSettings(mode="disabled"), audit)
+        assert problems == [f"{AUDIT_FILE}: its directory does not exist"]
+
+
 def test_an_audit_file_this_process_may_not_write_is_named_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,10 +76,11 @@ def test_an_audit_file_this_process_may_not_write_is_named_so(
     assert security_file_problems(disabled, AuditSettings(file=existing)) == [
         f"{AUDIT_FILE}: not writable by this process"
     ]
-    monkeypatch.setattr(setup.os, "access", _denying(os.W_OK, where=tmp_path))
-    assert security_file_problems(disabled, AuditSettings(file=tmp_path / "new.jsonl")) == [
-        f"{AUDIT_FILE}: its directory is not writable by this process"
-    ]
+    for denied in (os.W_OK, os.X_OK):  # a file is made in a directory both write and search
+        monkeypatch.setattr(setup.os, "access", _denying(denied, where=tmp_path))
+        assert security_file_problems(disabled, AuditSettings(file=tmp_path / "new.jsonl")) == [
+            f"{AUDIT_FILE}: its directory is not writable by this process"
+        ]
     # An existing file this process may write is appended to whatever its directory allows.
     assert security_file_problems(disabled, AuditSettings(file=existing)) == []
 
