@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app
@@ -183,7 +184,8 @@ def run_demo(
 
     Starts the fake signers `setup` names, then the gateway. Serves until stopped (after
     SIGTERM the status is 128 + its number); with `smoke`, sends the example requests instead
-    and returns 0 when each was answered 200, else 1.
+    and returns 0 when each was answered 200, else 1. A gateway that fails to start ends the
+    demo with uvicorn's status for that, 3, with `smoke` too.
     """
     with _fake_signers(signer_latency_ms, setup.directory, setup.signer_ports):
         configure_logging(level="INFO", fmt="console")
@@ -244,10 +246,18 @@ def _announce_once_started(server: uvicorn.Server, base: str, token: str) -> Non
     threading.Thread(target=announce, name="demo-announce", daemon=True).start()
 
 
-def _wait_started(server: uvicorn.Server, *, deadline: float | None) -> bool:
-    """Block until uvicorn reports `server` started (True), it is stopping, or `deadline` passes."""
+def _wait_started(
+    server: uvicorn.Server, *, deadline: float | None, running: threading.Thread | None = None
+) -> bool:
+    """Block until uvicorn reports `server` started (True), it is stopping, or `deadline` passes.
+
+    `running`: the thread `server` runs in, if not this process's main thread; once it has
+    ended (a failed start-up ends it, `start-up failed: ...` logged) the server never starts.
+    """
     while not server.started:
-        if server.should_exit or (deadline is not None and time.monotonic() >= deadline):
+        if server.should_exit or (running is not None and not running.is_alive()):
+            return False
+        if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
     return True
@@ -269,7 +279,12 @@ def _run_smoke(server: uvicorn.Server, base: str, token: str) -> int:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    _wait_started(server, deadline=deadline)
+    if not _wait_started(server, deadline=deadline, running=thread):
+        # Nothing to send the examples to: the gateway logged why, or is still starting.
+        print("signing-gateway demo: the gateway did not start; no request sent", file=sys.stderr)  # noqa: T201
+        server.should_exit = True
+        thread.join(timeout=15)
+        return STARTUP_FAILURE
     # Readiness comes from the background prober; give it its first round.
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):

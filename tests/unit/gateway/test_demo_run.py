@@ -53,3 +53,35 @@ def test_a_fake_signer_that_exits_is_named_at_once_with_its_status() -> None:
     with pytest.raises(SystemExit, match=r"^fake signer exited early with code 4$"):
         demo._wait_healthy(f"http://127.0.0.1:{free_port()}", ended)
     assert time.monotonic() - began < 5
+
+
+class _FailingServer:
+    """Stands in for a `uvicorn.Server` whose start-up fails: `run` ends, never started.
+
+    (uvicorn's `run` raises SystemExit(3) there, which ends only the thread it runs in.)
+    """
+
+    started = False
+    should_exit = False
+
+    def run(self) -> None:
+        return
+
+
+def test_a_smoke_run_whose_gateway_fails_to_start_ends_at_once_with_status_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No request is sent, the status is uvicorn's for a failed start-up, and it comes at once.
+
+    Before, the smoke run waited out its 30 s for the server to start, then sent the examples
+    to a port nothing listened on and ended in httpx's ConnectError traceback, status 1.
+    """
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(demo, "_smoke", lambda base, token: sent.append((base, token)) or 0)
+    began = time.monotonic()
+    status = demo._run_smoke(_FailingServer(), "http://127.0.0.1:9", "token")  # type: ignore[arg-type]
+    assert (status, sent) == (3, [])
+    assert time.monotonic() - began < 5
+    assert capsys.readouterr().err == (
+        "signing-gateway demo: the gateway did not start; no request sent\n"
+    )
