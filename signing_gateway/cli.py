@@ -33,7 +33,7 @@ from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import ip_of, is_loopback_host
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import is_service_link, problems_report
-from signing_gateway.start_up_checks import checked_settings, tracing_problems
+from signing_gateway.start_up_checks import checked_settings, start_up_problems
 
 logger = logging.getLogger("signing_gateway.cli")
 
@@ -234,12 +234,13 @@ def _demo(
     """Run the demo, once the options from the environment and the settings check out.
 
     The demo's gateway reads the settings' variables too, under its own (the signers, trust,
-    authentication, audit file): they are checked as for `serve`, before any fake signer starts.
+    authentication, audit file): they are checked as for `serve`, the files they name
+    included, before any fake signer starts.
     """
     with demo_setup(flag_variables) as (setup, settings_problems):
         problems = option_problems + settings_problems
         if setup is not None:
-            problems += tracing_problems(setup.settings)
+            problems += start_up_problems(setup.settings)
         if setup is None or problems:
             return _report_problems(problems)
         return run_demo(

@@ -37,11 +37,22 @@ def checked_settings(also_read: Iterable[str]) -> tuple[Settings | None, list[st
     settings, problems = read_settings(also_read)
     if settings is None:
         return None, problems
-    problems += tracing_problems(settings)
-    problems += trust_file_problems(settings.trust)
-    problems += tls_file_problems(settings)
-    problems += security_file_problems(settings.auth, settings.audit)
+    problems += start_up_problems(settings)
     return (None if problems else settings), problems
+
+
+def start_up_problems(settings: Settings) -> list[str]:
+    """What only building or starting the app would find wrong with `settings`, a line each.
+
+    Tracing without the `otel` extra, the trust, and the JWKS, audit and TLS files the
+    settings name (blocking file I/O: before serving only).
+    """
+    return (
+        tracing_problems(settings)
+        + trust_file_problems(settings.trust)
+        + tls_file_problems(settings)
+        + security_file_problems(settings.auth, settings.audit)
+    )
 
 
 def tls_file_problems(settings: Settings) -> list[str]:

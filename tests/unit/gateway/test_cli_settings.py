@@ -809,6 +809,24 @@ def test_demo_names_a_variable_that_must_be_json() -> None:
     assert done.stderr.splitlines() == [HEADER, NOT_JSON_LINE]
 
 
+def test_demo_names_a_signer_tls_file_it_cannot_use_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    """As for `serve`: a TLS file the demo's gateway would load is checked, a line and exit 2.
+
+    Before, only tracing was checked besides the settings' values: the demo started its fake
+    signers, and its gateway's start-up then failed on the file, status 3.
+    """
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, EU_SIGNER__CA_BUNDLE=str(tmp_path / "missing-ca.pem"))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        "  SIGNING_GATEWAY_EU_SIGNER__CA_BUNDLE: no such file",
+    ]
+    assert done.stdout == ""
+
+
 def test_demo_with_tracing_but_without_the_otel_extra_exits_2() -> None:
     """As for `serve`: one line and exit 2, before any fake signer starts.
 
