@@ -348,7 +348,6 @@ class SignerPolicy:
             SignerError: the last attempt's failure.
         """
         loop = asyncio.get_running_loop()
-        self.budget.deposit()
         attempt = 0
         retry: PlannedRetry | None = None
         try:
@@ -390,7 +389,11 @@ class SignerPolicy:
                 sent_at = loop.time()
                 attempt = _Attempt(self, sent_at, deadline)
                 self._sent(sent_at)
-                if retry is not None:
+                if retry is None:
+                    # A first attempt earns its share of a retry once it is sent: a call the
+                    # breaker, the bulkhead or the deadline refused sent the signer nothing.
+                    self.budget.deposit()
+                else:
                     # Here, not when planned: the breaker, the bulkhead or a cancellation
                     # during the backoff stops a planned retry before anything is sent.
                     self._retry_sent(retry, endpoint)

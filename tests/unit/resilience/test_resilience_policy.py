@@ -870,3 +870,34 @@ def test_the_backoff_ceiling_doubles_with_each_retry_of_a_call() -> None:
             assert plan is not None
             delays.append(plan.delay)
         assert ceiling / 2 < max(delays) <= ceiling
+
+
+async def test_only_a_first_attempt_sent_earns_a_share_of_a_retry() -> None:
+    """Calls the breaker, the bulkhead or the deadline refused deposit nothing in the budget.
+
+    The budget is a share of the first attempts a signer was sent. Counting refused calls
+    too, an outage behind an open breaker filled it with calls never sent, and the signer
+    met that many more retries when it came back.
+    """
+    policy, _ = _policy(
+        retry_budget_ratio=1.0,
+        retry_budget_min_per_second=0.0,
+        max_in_flight=1,
+        max_pending=0,
+        breaker_consecutive_failures=1,
+        max_attempts=1,
+    )
+    loop = asyncio.get_running_loop()
+    async with _slot_held(policy):  # one first attempt sent: one retry earned
+        await _shed(policy)
+    assert policy.budget.balance() == 1
+    with pytest.raises(NoTimeLeft):
+        await policy.call("x", Script(), replay_safe=True, deadline=loop.time())
+    assert policy.budget.balance() == 1
+    with pytest.raises(SignerConnectError):
+        await policy.call("x", Script(_connect()), replay_safe=True)  # sent: opens the breaker
+    assert policy.budget.balance() == 2
+    for _ in range(3):
+        with pytest.raises(BreakerOpen):
+            await policy.call("x", Script(), replay_safe=True)
+    assert policy.budget.balance() == 2
