@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
@@ -263,9 +263,10 @@ def load_or_create(keys_dir: Path, country: str, now: dt.datetime | None = None)
         KeysDirError: the path is not a directory or cannot be read or written, a key file does
             not load, the directory holds only part of a key set (refusing to overwrite it),
             keys of another country (credentials would name one country as `iss` while their
-            DSC names another, and a verifier refuses them), or a certificate that has ended or
+            DSC names another, and a verifier refuses them), a certificate that has ended or
             ends within `VALIDITY_MARGIN` of `now` (every EU request would be refused, or
-            signed with an expired DSC).
+            signed with an expired DSC), or files of two key sets: a private key that is not
+            its certificate's, or a DSC the CSCA did not issue (no credential would verify).
     """
     try:
         if keys_dir.exists() and not keys_dir.is_dir():
@@ -288,7 +289,34 @@ def load_or_create(keys_dir: Path, country: str, now: dt.datetime | None = None)
     if held != country:
         raise KeysDirError(f"keys dir {keys_dir} holds keys of country {held}, not {country}")
     _check_validity(material, keys_dir, now or dt.datetime.now(dt.UTC))
+    _check_one_set(material, keys_dir)
     return material
+
+
+def _check_one_set(material: KeyMaterial, keys_dir: Path) -> None:
+    """Refuse files of two key sets: a private key not its certificate's, a DSC of another CSCA.
+
+    Signed with such a key, or checked against such a chain, no credential would verify.
+    """
+    pairs = {"csca": (material.csca_key, material.csca)} | {
+        f"dsc-{usage.value}": (key.private_key, key.certificate)
+        for usage, key in material.eu.items()
+    }
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for stem, (key, certificate) in pairs.items():
+        if key.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
+            raise KeysDirError(
+                f"keys dir {keys_dir}: {stem}.key.pem is not the key of {stem}.crt.pem; "
+                "delete or empty the directory for fresh keys"
+            )
+    for usage, signing in material.eu.items():
+        try:
+            signing.certificate.verify_directly_issued_by(material.csca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise KeysDirError(
+                f"keys dir {keys_dir}: dsc-{usage.value}.crt.pem is not issued by csca.crt.pem; "
+                "delete or empty the directory for fresh keys"
+            ) from None
 
 
 def _check_validity(material: KeyMaterial, keys_dir: Path, now: dt.datetime) -> None:

@@ -84,6 +84,35 @@ def test_keys_dir_refuses_an_ed25519_key_where_an_ec_key_belongs(material, tmp_p
         keys.load_or_create(tmp_path, "NL")
 
 
+@pytest.mark.parametrize("stem", ["csca", "dsc-test"])
+def test_keys_dir_refuses_a_key_that_is_not_its_certificates(material, tmp_path, stem):
+    """A private key from another key set beside a certificate is refused at load, naming both.
+
+    Signed with it, every credential would fail to verify against the certificate published.
+    """
+    keys.save(material, tmp_path)
+    keys.save(keys.generate_key_material("NL"), tmp_path / "other")
+    (tmp_path / f"{stem}.key.pem").write_bytes(
+        (tmp_path / "other" / f"{stem}.key.pem").read_bytes()
+    )
+    with pytest.raises(
+        keys.KeysDirError, match=rf"{stem}\.key\.pem is not the key of {stem}\.crt\.pem"
+    ):
+        keys.load_or_create(tmp_path, "NL")
+
+
+def test_keys_dir_refuses_a_dsc_of_another_csca(material, tmp_path):
+    """A DSC (with its own key) from another key set is refused: it does not chain to the CSCA."""
+    keys.save(material, tmp_path)
+    keys.save(keys.generate_key_material("NL"), tmp_path / "other")
+    for name in ("dsc-recovery.key.pem", "dsc-recovery.crt.pem"):
+        (tmp_path / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    with pytest.raises(
+        keys.KeysDirError, match=r"dsc-recovery\.crt\.pem is not issued by csca\.crt\.pem"
+    ):
+        keys.load_or_create(tmp_path, "NL")
+
+
 def _saved_at(tmp_path, made):
     """Save a key set generated as if at `made` (the DSCs end `DSC_VALIDITY` after it)."""
     material = keys.generate_key_material("NL", now=made)
