@@ -1,8 +1,9 @@
 """Command line: `fake-signer --role eu|domestic|all --port N ...` (also `python -m fake_signer`).
 
 Options not given on the command line come from `FAKE_SIGNER_*` environment variables, then from
-the defaults in `FakeSignerSettings`. Once listening, one line goes to stdout:
-`fake-signer listening on http://HOST:PORT` with the real port (useful with `--port 0`).
+the defaults in `FakeSignerSettings`; a `FAKE_SIGNER_*` variable that names no option is refused.
+Once listening, one line goes to stdout: `fake-signer listening on http://HOST:PORT` with the
+real port (useful with `--port 0`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from pydantic import ValidationError
 
 from fake_signer.app import CANCEL_GRACE_SECONDS, create_app
 from fake_signer.keys import KeysDirError
-from fake_signer.settings import FakeSignerSettings, LatencyDistribution, Overflow, Role
+from fake_signer.settings import (
+    FakeSignerSettings,
+    LatencyDistribution,
+    Overflow,
+    Role,
+    UnknownVariableError,
+    check_variables,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,8 +64,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> FakeSignerSettings:
-    """Settings from the command line over the environment."""
+    """Settings from the command line over the environment.
+
+    Raises:
+        UnknownVariableError: a `FAKE_SIGNER_*` variable names no setting.
+        ValidationError: an option or variable has a value its setting refuses.
+    """
     given: dict[str, Any] = vars(_parser().parse_args(argv))
+    check_variables(os.environ)
     return FakeSignerSettings(**given)
 
 
@@ -119,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fake-signer` console script."""
     try:
         settings = parse_settings(argv)
-    except ValidationError as exc:
+    except (ValidationError, UnknownVariableError) as exc:
         sys.stderr.write(f"fake-signer: invalid settings\n{exc}\n")
         return 2
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class Role(StrEnum):
@@ -48,6 +51,8 @@ class Overflow(StrEnum):
     REJECT = "reject"
 
 
+#: The prefix of the environment variables read (any case, as pydantic-settings reads them).
+ENV_PREFIX = "FAKE_SIGNER_"
 #: The port of each role when none is given: where a gateway in development looks for that signer
 #: (its default signer URLs), clear of the gateway's own 8080 and probe port 8081. Role `all`
 #: takes the EU signer's.
@@ -77,7 +82,7 @@ class FakeSignerSettings(BaseSettings):
     `FAKE_SIGNER_LATENCY_MS=200`); keyword arguments win over the environment.
     """
 
-    model_config = SettingsConfigDict(env_prefix="FAKE_SIGNER_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     role: Role = Role.ALL
     # Not empty: "" would bind every interface.
@@ -123,3 +128,29 @@ class FakeSignerSettings(BaseSettings):
         if value == "":
             raise ValueError("must not be empty (leave it unset for throwaway keys)")
         return value
+
+
+class UnknownVariableError(ValueError):
+    """A `FAKE_SIGNER_*` environment variable that names no setting."""
+
+
+def check_variables(environ: Mapping[str, str]) -> None:
+    """Refuse `FAKE_SIGNER_*` variables that name no setting.
+
+    pydantic-settings ignores them even with `extra="forbid"`, so a misspelt one
+    (`FAKE_SIGNER_LATENCY=200`) would start a fake without the behaviour a test asked for.
+
+    Raises:
+        UnknownVariableError: naming each such variable.
+    """
+    known = {f"{ENV_PREFIX}{name}".upper() for name in FakeSignerSettings.model_fields}
+    unknown = sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+    )
+    if unknown:
+        raise UnknownVariableError(
+            f"unknown environment variable {', '.join(unknown)}: each {ENV_PREFIX}* variable "
+            f"names an option, as {ENV_PREFIX}LATENCY_MS does --latency-ms"
+        )

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import ValidationError
 
-from fake_signer.cli import parse_settings
+from fake_signer.cli import main, parse_settings
 from signing_gateway.settings import DEV_DOMESTIC_SIGNER_URL, DEV_EU_SIGNER_URL
 
 
@@ -117,3 +117,21 @@ def test_options_at_the_ends_of_their_ranges_are_taken():
     assert (settings.port, settings.capacity, settings.error_rate) == (65535, 1, 1)
     assert (settings.backlog, settings.shutdown_timeout, settings.country) == (1, 0, "BE")
     assert settings.log_level == "warning"
+
+
+def test_a_variable_that_names_no_setting_stops_the_start(monkeypatch, capsys):
+    """A misspelt FAKE_SIGNER_* variable is refused by name: ignored, it would test nothing."""
+    misspelt = "FAKE_SIGNER_" + "latency_ms".upper().removesuffix("_MS")
+    monkeypatch.setenv(misspelt, "200")
+    with pytest.raises(ValueError, match=misspelt):
+        parse_settings([])
+    assert main(["--port", "0"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"fake-signer: invalid settings\nunknown environment variable {misspelt}: "
+    )
+
+
+def test_a_variable_of_a_setting_is_known_in_any_case(monkeypatch):
+    """Settings variables are read in any case, so none of them is an unknown one."""
+    monkeypatch.setenv("fake_signer_latency_ms", "20")
+    assert parse_settings([]).latency_ms == 20
