@@ -332,3 +332,16 @@ async def test_signature_fault_header_on_prepare_issue_is_400(client, spec):
     response = await client.post("/prepare_issue", json={"credentialAmount": 1}, headers=headers)
     assert response.status_code == 400
     assert "signs nothing" in response.text
+
+
+async def test_a_control_fault_that_signs_nothing_hits_prepare_issue(client):
+    """Pin that only signature faults pass /prepare_issue by: a `_control` status answers it."""
+    await client.put("/_control", json={"fault": "status=503;retry-after=4", "faultCount": 1})
+    response = await client.post(
+        "/prepare_issue", json={"credentialAmount": 1}, headers=JSON_HEADERS
+    )
+    assert (response.status_code, response.headers.get("retry-after")) == (503, "4")
+    assert (await client.get("/_control")).json()["fault"] is None
+    assert (await prepare(client, 1))["credentialAmount"] == 1
+    totals = (await client.get("/_stats")).json()["totals"]
+    assert totals == {"prepare_issue": {"fault:status": 1, "ok": 1}}

@@ -338,6 +338,15 @@ async def test_stats_count_outcomes_and_reset(client):
     assert reset == {"inFlight": 0, "peakInFlight": 0, "queued": 0, "totals": {}}
 
 
+async def test_a_random_error_is_a_plain_500_counted_as_error(client):
+    """Pin that a signing the error rate fails is a plain-text 500 that /_stats counts `error`."""
+    await client.put("/_control", json={"errorRate": 1})
+    response = await sign(client)
+    assert (response.status_code, response.text) == (500, "simulated signer error")
+    assert response.headers["content-type"].startswith("text/plain")
+    assert (await stats(client))["totals"] == {"get_credential": {"error": 1}}
+
+
 async def test_a_body_past_the_size_limit_is_a_413_counted_as_bad_request(client):
     """Pin that a signing body over 1 MiB is a plain-text 413 that /_stats counts as input.
 
