@@ -177,6 +177,8 @@ _NOT_RFC3339 = {
     "lower-case": "%Y-%m-%dt%H:%M:%Sz",
     "leap-second": "%Y-%m-%dT23:59:60Z",
     "offset-out-of-range": "%Y-%m-%dT%H:%M:%S+24:00",
+    # Python's fromisoformat reads it as +03:00; Go's RFC 3339 parser refuses it.
+    "offset-minutes-out-of-range": "%Y-%m-%dT%H:%M:%S+02:60",
     "empty-fraction": "%Y-%m-%dT%H:%M:%S.Z",
     "date-only": "%Y-%m-%d",
 }

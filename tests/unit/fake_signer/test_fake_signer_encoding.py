@@ -68,6 +68,14 @@ def test_keys_save_and_load_round_trip(material, tmp_path):
     assert loaded.published(eu=True, domestic=True) == material.published(eu=True, domestic=True)
 
 
+def test_saved_private_keys_are_readable_by_the_owner_only(material, tmp_path):
+    """Pin that every private key file is written mode 0600 (certificates need no secrecy)."""
+    keys.save(material, tmp_path)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in tmp_path.glob("*.key.pem")}
+    assert len(modes) == 5
+    assert set(modes.values()) == {0o600}
+
+
 def test_keys_of_another_country_are_refused(material, tmp_path):
     """Keys made for NL are not reused for DE: the credentials' iss would contradict the DSC."""
     keys.save(material, tmp_path)
@@ -173,6 +181,22 @@ def test_keys_dir_with_more_than_the_margin_left_loads(tmp_path):
     material = _saved_at(tmp_path, made + dt.timedelta(hours=1))
     loaded = keys.load_or_create(tmp_path, "NL")
     assert loaded.published(eu=True, domestic=True) == material.published(eu=True, domestic=True)
+
+
+def test_keys_dir_with_exactly_the_margin_left_loads(material, tmp_path):
+    """Pin that a key set whose first end is exactly a day away loads; a second less does not.
+
+    At its very end the certificate is called expired, no longer one ending within a day.
+    """
+    keys.save(material, tmp_path)
+    _, end = material.signing_end(keys.KeyUsage.VACCINATION)
+    assert keys.load_or_create(tmp_path, "NL", now=end - keys.VALIDITY_MARGIN)
+    with pytest.raises(keys.KeysDirError, match="a certificate ending within a day"):
+        keys.load_or_create(
+            tmp_path, "NL", now=end - keys.VALIDITY_MARGIN + dt.timedelta(seconds=1)
+        )
+    with pytest.raises(keys.KeysDirError, match="holds an expired certificate"):
+        keys.load_or_create(tmp_path, "NL", now=end)
 
 
 def test_nonce_store_is_single_use_with_ttl():

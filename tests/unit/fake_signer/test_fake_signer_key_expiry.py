@@ -8,10 +8,13 @@ import time
 from typing import TYPE_CHECKING
 
 import httpx
+import orjson
+import pytest
 from aiohttp import web
 
-from fake_signer import keys
+from fake_signer import eu, keys
 from fake_signer.app import create_app
+from fake_signer.errors import KeyExpiredError, WireInputError
 from fake_signer.settings import FakeSignerSettings
 from tests.contract.fake_signer.signer_wire import eu_body
 
@@ -90,3 +93,25 @@ async def test_a_dsc_ending_during_the_latency_wait_signs_nothing():
     assert response.status_code == 500
     assert response.text.startswith("cannot sign for vaccination: dsc-vaccination.crt.pem ended")
     assert totals == {"get_credential": {"key_expired": 1}}
+
+
+def test_expiration_at_the_instant_of_the_request_is_not_in_the_future():
+    """Pin that an `expirationTime` equal to now is refused: it is not in the future."""
+    material = made_ago(dt.timedelta(hours=1))
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+    body = orjson.dumps(eu_body(expiration=rfc3339(at)))
+    with pytest.raises(WireInputError, match="not in the future"):
+        eu.parse_request(body, now=at.timestamp(), keys=material)
+    assert eu.parse_request(body, now=at.timestamp() - 0.5, keys=material).expires_at == int(
+        at.timestamp()
+    )
+
+
+def test_a_dsc_still_signs_at_its_last_instant():
+    """Pin that notAfter is the last instant a DSC signs (RFC 5280), refused only after it."""
+    material = made_ago(dt.timedelta(hours=1))
+    usage = keys.KeyUsage.TEST
+    end = material.eu[usage].certificate.not_valid_after_utc.timestamp()
+    eu.check_signing_key(material, usage, end)
+    with pytest.raises(KeyExpiredError, match=r"dsc-test\.crt\.pem ended at"):
+        eu.check_signing_key(material, usage, end + 1)
