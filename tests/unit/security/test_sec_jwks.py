@@ -17,8 +17,8 @@ import jwt
 import orjson
 import pytest
 import respx
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from signing_gateway.observability.context import current_request_id, request_id_var
 from signing_gateway.security.jwks import (
@@ -67,6 +67,24 @@ def test_rsa_key_is_bound_to_its_published_algorithm():
     keys = JwksKeys({"keys": [jwk]})
     assert keys.key_for("r", "RS256") is not None
     assert keys.key_for("r", "PS256") is None
+
+
+def test_an_okp_key_verifies_eddsa_tokens_and_no_other_algorithm():
+    """Pin that an Ed25519 key (`OKP`, RFC 8037) serves EdDSA tokens, an accepted algorithm.
+
+    It is an asymmetric key like RSA and EC ones, and EdDSA is its one algorithm: it is handed
+    out for no ES256 token, and an EC key for no EdDSA one.
+    """
+    private = ed25519.Ed25519PrivateKey.generate()
+    okp = {**OKPAlgorithm.to_jwk(private.public_key(), as_dict=True), "kid": "ed"}
+    keys = JwksKeys({"keys": [okp, _issuer("ec").jwks()["keys"][0]]})
+    assert len(keys) == 2
+    token = jwt.encode({"sub": "s"}, private, algorithm="EdDSA", headers={"kid": "ed"})
+    key = keys.key_for("ed", "EdDSA")
+    assert key is not None
+    assert jwt.decode(token, key=key, algorithms=["EdDSA"]) == {"sub": "s"}
+    assert keys.key_for("ed", "ES256") is None
+    assert keys.key_for("ec", "EdDSA") is None
 
 
 def test_keys_published_for_another_use_than_signing_are_never_used():
@@ -296,6 +314,34 @@ async def test_a_key_set_of_just_the_size_cap_is_taken():
         assert (await remote.keys_for("k")).has("k")
 
 
+def _padded(size: int) -> bytes:
+    """A JWKS document of exactly `size` bytes (key `k`), padded with an unknown member."""
+    unpadded = len(json.dumps({**_issuer("k").jwks(), "padding": ""}))
+    document = json.dumps({**_issuer("k").jwks(), "padding": "x" * (size - unpadded)}).encode()
+    assert len(document) == size
+    return document
+
+
+async def test_the_size_cap_is_the_documented_256_kib():
+    """Pin the documented cap: a JWKS of 256 KiB is read, one byte more fails the start."""
+    for size, taken in ((256 * 1024, True), (256 * 1024 + 1, False)):
+        document = _padded(size)
+
+        async def handler(_: httpx.Request, document: bytes = document) -> httpx.Response:
+            return httpx.Response(200, content=document)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            remote = RemoteJwks(
+                http, JWKS_URL, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=2
+            )
+            if taken:
+                await remote.start()
+                await remote.stop()
+            else:
+                with pytest.raises(JwksError, match="too large"):
+                    await remote.start()
+
+
 @pytest.mark.parametrize("how", FAILURES)
 async def test_failed_refresh_keeps_the_keys(how: str):
     """When a refresh fails in any way, the keys already loaded keep verifying tokens."""
@@ -310,6 +356,33 @@ async def test_failed_refresh_keeps_the_keys(how: str):
         keys = await remote.keys_for("unknown")
         assert idp.fetches == 2
         assert keys.has("k")
+
+
+@pytest.mark.parametrize("how", [*FAILURES[:-1], "no-answer"])
+async def test_an_expected_refresh_failure_is_one_warning_naming_its_error(
+    how: str, caplog: pytest.LogCaptureFixture
+):
+    """Pin that a provider's or a document's failure logs a warning with the error's name.
+
+    Such failures are the provider's to fix (a timeout among them), not a bug here: they are
+    logged without a traceback, unlike an unexpected exception.
+    """
+    idp = Idp(_issuer("k"))
+    now = [1000.0]
+    async with _rate_limited(idp, now, fetch_timeout=0.2) as remote:
+        with caplog.at_level(logging.WARNING, logger="signing_gateway.security.jwks"):
+            if how == "no-answer":
+                idp.hold()
+            else:
+                _break(idp, how)
+            now[0] += 31
+            assert (await remote.keys_for("unknown")).has("k")
+            await until(lambda: any(r.message == "JWKS refresh failed" for r in caplog.records))
+    [failure] = [r for r in caplog.records if r.message.startswith("JWKS refresh failed")]
+    assert failure.levelno == logging.WARNING
+    assert failure.exc_info is None
+    expected = {"no-answer": "TimeoutError", "http-503": "HTTPStatusError"}
+    assert failure.__dict__["error"] == expected.get(how, "JwksError")
 
 
 @pytest.mark.parametrize("how", FAILURES)
@@ -396,6 +469,10 @@ async def _answer_html(_: httpx.Request) -> httpx.Response:
     return httpx.Response(200, text="<html>sign in</html>")
 
 
+async def _time_out_connecting(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectTimeout("timed out", request=request)
+
+
 @pytest.mark.parametrize(
     ("handler", "why"),
     [
@@ -403,8 +480,9 @@ async def _answer_html(_: httpx.Request) -> httpx.Response:
         (_refuse_connection, "ConnectError: [Errno 111] Connection refused"),
         (_answer_html, "the JWKS is not JSON"),
         (_answer_slowly, "no answer within 0.1 s"),
+        (_time_out_connecting, "no answer within 0.1 s"),
     ],
-    ids=["status", "connect", "not-json", "timeout"],
+    ids=["status", "connect", "not-json", "timeout", "client-timeout"],
 )
 async def test_start_fails_without_a_key_set_and_says_why(
     handler: Callable[[httpx.Request], Awaitable[httpx.Response]], why: str
@@ -618,6 +696,40 @@ async def test_a_jwks_is_asked_for_uncompressed_and_refused_compressed():
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB allocated for a refused JWKS"
 
 
+@pytest.mark.parametrize(
+    ("coding", "taken"),
+    [("gzip", False), ("GZIP", False), ("br", False), ("identity", True), ("Identity", True)],
+)
+async def test_a_content_coded_jwks_fails_the_start_and_says_so(coding: str, taken: bool):
+    """Pin that an answer with a content coding is refused as such, its body unread.
+
+    The body here is the key set as it is, so only the header can refuse it. Codings are
+    case-insensitive (RFC 9110 8.4.1): `Identity` is no coding at all.
+    """
+    document = orjson.dumps(_issuer("k").jwks())
+
+    async def handler(_: httpx.Request) -> httpx.Response:
+        # A stream, not `content`: httpx would inflate content at once, as the header says.
+        stream = httpx.ByteStream(document)
+        return httpx.Response(200, stream=stream, headers={"Content-Encoding": coding})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        remote = RemoteJwks(
+            http, JWKS_URL, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=2
+        )
+        if taken:
+            await remote.start()
+            assert (await remote.keys_for("k")).has("k")
+            await remote.stop()
+            return
+        with pytest.raises(JwksError) as refused:
+            await remote.start()
+    assert str(refused.value) == (
+        "could not fetch the JWKS at start-up: "
+        "the JWKS came with a content coding, though none was asked for"
+    )
+
+
 async def test_an_unknown_kid_refetches_once_min_refresh_interval_has_passed_and_not_before():
     """Pin the edge: min_refresh_interval after the last fetch an unknown kid refetches."""
     idp = Idp(_issuer("old"))
@@ -631,11 +743,14 @@ async def test_an_unknown_kid_refetches_once_min_refresh_interval_has_passed_and
         assert idp.fetches == 2
 
 
-async def test_an_unknown_kid_within_the_interval_waits_on_the_fetch_under_way():
+@pytest.mark.parametrize("first_goes", [False, True], ids=["both-stay", "first-goes-away"])
+async def test_an_unknown_kid_within_the_interval_waits_on_the_fetch_under_way(first_goes: bool):
     """A fetch under way is shared: an unknown kid coming meanwhile gets the keys it brings.
 
     The rate limit stops new fetches, not waiting on one that has begun: the keys it brings
-    are those a token signed with a rotated key needs.
+    are those a token signed with a rotated key needs. The fetch is shared, not owned: a
+    waiter whose caller goes away cancels only its own wait, not the fetch the others (or the
+    background refresh) wait for.
     """
     idp = Idp(_issuer("old"))
     now = [1000.0]
@@ -647,10 +762,38 @@ async def test_an_unknown_kid_within_the_interval_waits_on_the_fetch_under_way()
         async with asyncio.timeout(1):
             await idp.fetching.wait()
         second = asyncio.create_task(remote.keys_for("new"))
+        if first_goes:
+            await asyncio.sleep(0)  # the second is waiting too
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
         release.set()
-        assert (await first).has("new")
-        assert (await second).has("new")
+        async with asyncio.timeout(1):
+            assert first_goes or (await first).has("new")
+            assert (await second).has("new")
         assert idp.fetches == 2
+
+
+async def test_the_jwks_is_asked_for_as_json_by_the_gateway():
+    """Pin the request's head: JSON asked for, and the gateway named as the client."""
+    idp = LoopbackIdp(_issuer("k"))
+    async with loopback_remote(idp, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=2):
+        pass
+    head = idp.heads[0].lower()
+    assert b"\r\naccept: application/json\r\n" in head
+    assert b"\r\nuser-agent: signing-gateway\r\n" in head
+
+
+async def test_a_key_set_not_yet_fetched_is_no_keys_not_a_crash():
+    """Pin that asking before the first fetch is the `JwksError` the verifier answers 401 to."""
+    idp = Idp(_issuer("k"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as http:
+        remote = RemoteJwks(
+            http, JWKS_URL, refresh_interval=3600, min_refresh_interval=0, fetch_timeout=2
+        )
+        with pytest.raises(JwksError, match="no JWKS loaded"):
+            await remote.keys_for("k")
+    assert idp.fetches == 0
 
 
 async def test_the_jwks_client_takes_no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch):
