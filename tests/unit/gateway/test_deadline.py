@@ -252,6 +252,15 @@ async def test_deadline_names_the_parts_it_cut() -> None:
     assert info.value.detail.startswith("domestic, european: the signers did not finish")
 
 
+async def test_a_cut_naming_no_part_adds_no_part_members() -> None:
+    """Pin that a 504 cutting no named part has neither `part` nor an empty `unfinishedParts`."""
+    with pytest.raises(DeadlineExceeded) as info:
+        async with request_deadline(0.05):
+            await asyncio.sleep(5)
+    assert info.value.part is None
+    assert info.value.extensions() == {}
+
+
 async def test_a_cut_says_no_credential_was_released_not_that_none_was_issued() -> None:
     """A part that finished, or a signer answering as the wait was cut, may have signed.
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI, HTTPException
 
 from signing_gateway.api import problems
 from signing_gateway.api.problems import allow_with_head, install_problem_handlers
-from signing_gateway.errors import PROBLEM_CONTENT_TYPE, SignerUnavailable
+from signing_gateway.domain.errors import FieldError
+from signing_gateway.errors import (
+    PROBLEM_CONTENT_TYPE,
+    RequestInvalid,
+    SignerUnavailable,
+    send_problem_503,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,10 +34,11 @@ def test_signer_unavailable_retry_after_is_whole_seconds_at_least_one(retry_afte
     ("status", "title", "detail"),
     [
         (404, "Not found", "no such thing at /raise"),
+        (405, "Method not allowed", "no such thing at /raise"),
         (500, "HTTP error", "HTTP error"),
         (503, "HTTP error", "HTTP error"),
     ],
-    ids=["4xx-says-why", "500-says-its-title", "5xx-says-its-title"],
+    ids=["4xx-says-why", "405-has-its-title", "500-says-its-title", "5xx-says-its-title"],
 )
 async def test_an_http_exception_of_5xx_says_only_its_title(status, title, detail):
     """A 4xx HTTPException passes its detail on; a 5xx says its title, not what was raised."""
@@ -73,3 +83,47 @@ def test_a_personal_value_of_three_characters_is_withheld_even_unquoted(value, s
 def test_allow_lists_the_methods_sorted_with_head_beside_get(allow, expected):
     """A 405's Allow is sorted, one entry per method, with HEAD wherever GET is."""
     assert allow_with_head(allow) == expected
+
+
+def test_advice_follows_the_detail_after_a_semicolon():
+    """Pin the detail's shape: what went wrong, then `; ` and what to do, in that order."""
+    error = SignerUnavailable("european[0]: calls are paused", part="european[0]")
+    error.add_advice("retry with the same stoken")
+    assert error.detail == "european[0]: calls are paused; retry with the same stoken"
+
+
+def test_a_validation_failure_counts_its_errors_in_its_detail():
+    """Pin that a 422's detail says how many located errors its `errors` lists."""
+    errors = [FieldError(loc=("body", "dob"), msg="bad"), FieldError(loc=("body",), msg="bad")]
+    refused = RequestInvalid(errors)
+    assert refused.detail == "2 validation error(s)"
+    assert refused.extensions().keys() == {"errors"}  # no `part`: the request has none
+    assert RequestInvalid(errors, detail="the body is not JSON").detail == "the body is not JSON"
+
+
+@pytest.mark.parametrize("close", [False, True])
+async def test_a_503_before_routing_closes_the_connection_only_when_asked(close: bool):
+    """Pin `send_problem_503`: `Retry-After: 1`, and `Connection: close` only with `close`.
+
+    Draining closes the connection, so the next request goes to another instance; an overload
+    refusal keeps it, as the caller may send again on it.
+    """
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"path": "/v1/dcc", "state": {"request_id": "r-1"}}
+    await send_problem_503(
+        send, scope, slug="overloaded", title="Overloaded", detail="busy", close=close
+    )
+    start, body = sent
+    headers = dict(start["headers"])
+    assert (start["status"], headers[b"retry-after"]) == (503, b"1")
+    assert headers.get(b"connection") == (b"close" if close else None)
+    problem = orjson.loads(body["body"])
+    assert (problem["type"], problem["instance"], problem["requestId"]) == (
+        "https://signing-gateway.dev/problems/overloaded",
+        "/v1/dcc",
+        "r-1",
+    )
