@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -62,6 +63,19 @@ def test_every_v1_operation_declares_both_request_headers(spec: dict[str, Any]):
             assert parameter["required"] is False, where
             assert parameter["description"], where
             assert parameter["schema"]["type"] in {"number", "string"}, where
+
+
+def test_the_document_asked_for_again_declares_each_header_once(test_keys: SignerKeys):
+    """Pin that each fetch of the document leaves it as it was: no parameter added twice.
+
+    FastAPI keeps the document it generated, and the headers are added to it on every fetch.
+    """
+    app = create_app(make_settings(test_keys))
+    first = copy.deepcopy(app.openapi())
+    assert app.openapi() == first
+    for operation in _operations(app.openapi(), "/v1/").values():
+        names = [(p["name"].lower(), p["in"]) for p in operation["parameters"]]
+        assert len(names) == len(set(names))
 
 
 def test_the_probes_declare_no_request_header(spec: dict[str, Any]):
