@@ -30,6 +30,7 @@ class Idp:
     def __init__(self, jwks: dict[str, Any], *, slow: bool = False) -> None:
         self.jwks = jwks
         self.slow = slow
+        self.down = False  # answers 503 from now on
         self.fetches = 0
         self.refetching = asyncio.Event()
         self.release = asyncio.Event()
@@ -40,6 +41,8 @@ class Idp:
             self.refetching.set()
             if self.slow:  # slower than the fetch timeout: it answers when the test lets it
                 await self.release.wait()
+        if self.down:
+            return httpx.Response(503, json=self.jwks)
         return httpx.Response(200, json=self.jwks)
 
 
@@ -110,3 +113,28 @@ async def test_malformed_kid_in_a_refetched_jwks_skips_only_that_key(
         unknown = await client.get("/v1/keys", headers=bearer(_token(_issuer("nobody"))))
     assert_problem(withdrawn, 401, "unauthenticated")
     assert_problem(unknown, 401, "unauthenticated")
+
+
+async def test_an_identity_provider_down_refuses_only_the_kids_it_cannot_confirm(
+    signers: respx.MockRouter, mocked: MockedSigners, test_keys: SignerKeys, token_issuer
+):
+    """Pin what a failed refetch does to requests: known kids go on, unknown ones get 401.
+
+    The keys held stay in force, so the outage locks no caller out; a token whose kid the
+    provider might have published meanwhile is refused as an unknown key, after one refetch,
+    and the gateway itself answers no 5xx for the provider's failure.
+    """
+    idp = Idp(token_issuer.jwks())
+    signers.get(JWKS_URL).mock(side_effect=idp.answer)
+    settings = make_settings(test_keys, auth=_remote_auth())
+    async with running_gateway(settings) as client:
+        idp.down = True
+        rotated = _issuer("rotated")
+        idp.jwks = rotated.jwks()  # in its 503's body: never taken
+        unknown = await client.get("/v1/keys", headers=bearer(_token(rotated)))
+        known = await client.get("/v1/keys", headers=bearer(_token(token_issuer)))
+    problem = assert_problem(unknown, 401, "unauthenticated")
+    assert problem["detail"] == "the token's signing key is unknown"
+    assert 'error="invalid_token"' in unknown.headers["www-authenticate"]
+    assert known.status_code == 200, known.text
+    assert idp.fetches == 2
