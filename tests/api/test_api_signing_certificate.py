@@ -408,3 +408,21 @@ async def test_parts_without_a_valid_dsc_advise_the_longest_wait(
     assert "the EU signer's certificate for key usage test has expired" in problem["detail"]
     assert problem["detail"].endswith(SESSION_EXPIRES_FIRST)
     assert mocked.signing_calls() == 1  # the prepare-issue only
+
+
+async def test_of_parts_with_equal_waits_the_first_answers(
+    tmp_path, test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """Pin the tie: of EU parts without a DSC that advise the same wait, the first answers."""
+    now = datetime.now(UTC)
+    keys = test_keys
+    for usage in ("vaccination", "test"):
+        expired = make_dsc([usage], not_before=now - 800 * DAY, not_after=now - DAY)
+        keys = keys_with(tmp_path, keys, usage, expired)
+    mock_signers(signers, keys)
+    async with running_gateway(make_settings(keys)) as gateway:
+        response, _ = await _with_a_session(gateway, [eu_vaccination(), eu_test()])
+    problem = assert_problem(response, 503, "signer-unavailable")
+    assert response.headers["retry-after"] == "300"
+    assert problem["part"] == "european[0]"
+    assert "certificate for key usage vaccination has expired" in problem["detail"]
