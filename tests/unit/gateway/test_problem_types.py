@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from signing_gateway.errors import PROBLEM_TYPES, GatewayError, SignerProblem
 from tests.support.problem_types import SOURCE, answered_problem_types, answered_with_status
@@ -44,3 +45,18 @@ def test_each_middleware_refusal_answers_with_a_catalogued_status():
     assert {
         (name, status) for name, status in pairs if status not in PROBLEM_TYPES[name].statuses
     } == set()
+
+
+ARCHITECTURE = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
+
+
+def test_the_architecture_table_gives_each_type_its_catalogued_statuses():
+    """Pin docs/architecture.md's problem table to the catalogue: each type, at its statuses.
+
+    Its names were held to the code, its status column by nothing.
+    """
+    rows = re.findall(
+        r"^\| `([^`]+)` \| ([\d, ]+) \|", ARCHITECTURE.read_text(encoding="utf-8"), re.MULTILINE
+    )
+    documented = {name: tuple(int(s) for s in statuses.split(", ")) for name, statuses in rows}
+    assert documented == {name: kind.statuses for name, kind in PROBLEM_TYPES.items()}
