@@ -285,6 +285,35 @@ async def test_credentials_need_only_the_scope_of_the_parts_they_hold(
     assert (mocked.issue.call_count, mocked.get_credential.call_count) == (1, 1)
 
 
+@pytest.mark.parametrize(
+    ("held", "missing"), [("dcc:sign", "domestic:sign"), ("domestic:sign", "dcc:sign")]
+)
+async def test_credentials_with_both_kinds_need_both_scopes(
+    secured, mocked: MockedSigners, token_issuer, held, missing
+):
+    """Pin that /v1/credentials holding both kinds of part needs both scopes, as /v1/print.
+
+    The 403 comes before the session is taken: the stoken still issues afterwards.
+    """
+    both_scopes = bearer(token_issuer.mint(scopes=["dcc:sign", "domestic:sign"]))
+    stoken = (await secured.post("/v1/domestic/prepare-issue", headers=both_scopes)).json()
+    body = {
+        "stoken": stoken["stoken"],
+        "issueCommitmentMessage": commitment(),
+        "domestic": [domestic_attributes()],
+        "european": [eu_test()],
+    }
+    one_scope = bearer(token_issuer.mint(scopes=[held]))
+    refused = await secured.post("/v1/credentials", json=body, headers=one_scope)
+    assert_problem(refused, 403, "forbidden")
+    assert refused.headers["www-authenticate"] == (
+        f'Bearer realm="signing-gateway", error="insufficient_scope", scope="{missing}"'
+    )
+    assert (mocked.issue.call_count, mocked.get_credential.call_count) == (0, 0)
+    issued = await secured.post("/v1/credentials", json=body, headers=both_scopes)
+    assert issued.status_code == 200, issued.text
+
+
 #: A combined request with one kind of part, and the scope of the other kind.
 OTHER_KINDS_SCOPE: dict[str, tuple[str, dict[str, Any], str]] = {
     "print-eu": ("/v1/print", {"european": eu_test()}, "domestic:sign"),
