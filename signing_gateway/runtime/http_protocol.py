@@ -588,11 +588,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             answer = None
         if self._bound.metrics is not None:
             self._bound.metrics.connections_refused.labels(reason=reason).inc()
-        if answer is not None:
-            logger.info(
-                "request refused unread",
-                extra={"security_event": "refused", "reason": reason, "request_id": request_id},
-            )
         if cycle is not None and not cycle.response_complete and not self._bound.head_complete:
             # An earlier request is still being answered: finish that, then close.
             cycle.keep_alive = False
@@ -603,6 +598,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if answer is None:
             self.transport.close()
             return
+        # Logged only now: a refusal put off behind an earlier answer is a close unanswered,
+        # and the request id of an answer never sent would be one no caller can quote.
+        logger.info(
+            "request refused unread",
+            extra={"security_event": "refused", "reason": reason, "request_id": request_id},
+        )
         self.transport.write(answer)
         if not self.transport.can_write_eof():
             self.transport.close()

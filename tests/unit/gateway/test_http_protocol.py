@@ -996,3 +996,21 @@ async def test_an_app_reading_a_body_that_turns_out_not_http_reads_a_disconnect(
     protocol.data_received(b"ZZ\r\n")
     async with asyncio.timeout(1):
         assert await waiting == {"type": "http.disconnect"}
+
+
+async def test_a_refusal_put_off_behind_an_answer_is_counted_not_logged(caplog):
+    """Behind a request still being answered the refusal sends nothing: no request id to log.
+
+    Its line named the request id of an answer never written, one no caller could quote.
+    """
+    caplog.set_level(logging.INFO, logger="signing_gateway.security")
+    metrics = GatewayMetrics()
+    protocol, transport = _open(metrics=metrics)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\n")
+    protocol.data_received(_padding(LIMIT + 100))
+    assert transport.written == b""
+    assert [r for r in caplog.records if r.name == "signing_gateway.security"] == []
+    refused = metrics.registry.get_sample_value(
+        "gateway_connections_refused_total", {"reason": "header-too-large"}
+    )
+    assert refused == 1
