@@ -266,7 +266,7 @@ class _AnswerTransport:
     __slots__ = ("_protocol", "_transport")
 
     def __init__(self, protocol: GatewayHttpProtocol, transport: asyncio.Transport) -> None:
-        self._protocol = protocol
+        self._protocol: GatewayHttpProtocol | None = protocol
         self._transport = transport
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -279,7 +279,14 @@ class _AnswerTransport:
 
     def close(self) -> None:
         """Close after the answer: at once, or once a linger ends (module doc)."""
-        self._protocol.close_after_answer()
+        if self._protocol is None:  # the connection is lost: nothing left to linger for
+            self._transport.close()
+        else:
+            self._protocol.close_after_answer()
+
+    def release(self) -> None:
+        """Let go of the protocol, once the connection is lost."""
+        self._protocol = None
 
     def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - whatever the transport has
         return getattr(self._transport, name)
@@ -318,10 +325,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Let go of the timer (it holds this protocol) as well as what uvicorn lets go of."""
+        """Let go of the timer and the answer transport, as of what uvicorn lets go of.
+
+        Both hold this protocol: kept, each closed connection, its parser and buffers, would
+        be a reference cycle left to the cyclic collector.
+        """
         if self._bound.timer is not None:
             self._bound.timer.cancel()
             self._bound.timer = None
+        if self._bound.answer_transport is not None:
+            self._bound.answer_transport.release()  # the last cycle may still hold it
+            self._bound.answer_transport = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

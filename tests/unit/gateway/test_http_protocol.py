@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import sys
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
@@ -1014,3 +1016,50 @@ async def test_a_refusal_put_off_behind_an_answer_is_counted_not_logged(caplog):
         "gateway_connections_refused_total", {"reason": "header-too-large"}
     )
     assert refused == 1
+
+
+async def test_a_closed_connection_is_freed_without_the_cyclic_collector():
+    """Each connection's protocol goes when its connection does, by reference count alone.
+
+    The answer transport held the protocol that held it: every closed connection, its parser
+    and buffers, waited for the cyclic collector.
+    """
+
+    async def app(scope: dict[str, Any], _receive: Any, send: Any) -> None:
+        close = [(b"connection", b"close")] if scope["path"] == "/refuse" else []
+        headers = [(b"content-length", b"2"), *close]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = Config(app, host="127.0.0.1", port=0, http=GatewayHttpProtocol, log_config=None)
+    config.load()
+    loop = asyncio.get_running_loop()
+    server_state = ServerState()
+    protocols: list[weakref.ref[GatewayHttpProtocol]] = []
+
+    def protocol() -> asyncio.Protocol:
+        made = GatewayHttpProtocol(config, server_state, {}, loop)
+        protocols.append(weakref.ref(made))
+        return made
+
+    requests = [
+        b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n",  # kept alive, closed by the caller
+        b"GET /a HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n",  # closed by the gateway
+        POST_HEAD.replace(b"/v1/dcc", b"/refuse") % 1000 + b"{",  # answered mid-body: lingers
+    ]
+    listener = await loop.create_server(protocol, host="127.0.0.1", port=0)
+    async with listener:
+        port = listener.sockets[0].getsockname()[1]
+        gc.collect()
+        gc.disable()
+        try:
+            for request in requests:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                await reader.readuntil(b"ok")
+                writer.close()
+                await writer.wait_closed()
+            await until(lambda: len(server_state.connections) == 0, limit=5)
+            assert [made() for made in protocols] == [None, None, None]
+        finally:
+            gc.enable()
