@@ -331,16 +331,23 @@ def _options_from_environment(args: argparse.Namespace) -> list[str]:
 
 
 def _whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse `type` accepting whole numbers from `minimum` (up to `maximum`, if given)."""
+    """An argparse `type` accepting whole numbers from `minimum` (up to `maximum`, if given).
+
+    Only decimal digits, as an operator writes a port or a count: `int()` alone would also take
+    a sign, `_` between digits, white space around them and other scripts' digits
+    (`+8080`, `8_080`, ` 8080 `), which no operator means as such.
+    """
     if maximum is None:
         problem = f"must be a whole number, at least {minimum}"
     else:
         problem = f"must be a whole number from {minimum} to {maximum}"
 
     def parse(text: str) -> int:
+        if not (text.isascii() and text.isdigit()):
+            raise argparse.ArgumentTypeError(problem)
         try:
             value = int(text)
-        except ValueError:
+        except ValueError:  # more digits than Python converts
             raise argparse.ArgumentTypeError(problem) from None
         if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(problem)

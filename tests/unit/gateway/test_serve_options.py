@@ -267,6 +267,33 @@ def test_whole_number_and_latency_flags_take_their_edges(
     assert "error: argument" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text", ["8_080", "+8080", " 8080 ", "8080\n", "-0", "\u0668\u0660"])
+def test_a_port_or_a_count_is_plain_decimal_digits(
+    text: str,
+    served: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Pin that a sign, `_`, white space or other digits are refused, from a flag or a variable.
+
+    `int()` took them all: `--port 8_080` listened on 8080, and `--workers +2` ran two.
+    """
+    for flags in (["--port", text], ["--workers", text], ["--events-per-pass", text]):
+        with pytest.raises(SystemExit) as refused:
+            cli._parser().parse_args(["serve", *flags])
+        assert refused.value.code == 2
+        assert "must be a whole number" in capsys.readouterr().err
+    monkeypatch.setenv("SIGNING_GATEWAY_PORT", text)
+    assert cli.main(["serve", "--host", "127.0.0.1"]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  SIGNING_GATEWAY_PORT: must be a whole number from 0 to 65535"
+    ]
+    assert "config" not in served
+    monkeypatch.setenv("SIGNING_GATEWAY_PORT", "08080")
+    assert cli.main(["serve", "--host", "127.0.0.1"]) == 0
+    assert served["config"].port == 8080
+
+
 def _own_ports(host: str, eu_url: str) -> list[str]:
     settings = Settings(auth=AuthSettings(mode="disabled"), eu_signer={"url": eu_url})
     args = argparse.Namespace(host=host, port=18080, probe_port=18081)
