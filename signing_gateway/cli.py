@@ -7,6 +7,7 @@ prints ready-to-paste example requests; `demo --smoke` sends them itself and exi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import faulthandler
 import logging
 import math
@@ -65,12 +66,18 @@ class SupervisedConfig(uvicorn.Config):
         *,
         gateway_log_level: str,
         gateway_log_format: Literal["json", "console"],
+        events_per_pass: int = 0,
         **config: Any,  # noqa: ANN401 - uvicorn.Config's own keyword arguments
     ) -> None:
-        """Configure uvicorn with `config`; log at `gateway_log_level` in `gateway_log_format`."""
+        """Configure uvicorn with `config`; log at `gateway_log_level` in `gateway_log_format`.
+
+        `events_per_pass`: the bound on ready sockets a pass of each worker's asyncio loop (0:
+        none), as `serve --events-per-pass` sets it for one process.
+        """
         # Set first: uvicorn.Config.__init__ calls configure_logging.
         self.gateway_log_level = gateway_log_level
         self.gateway_log_format: Literal["json", "console"] = gateway_log_format
+        self.events_per_pass = events_per_pass
         super().__init__(app, **config)
 
     def configure_logging(self) -> None:
@@ -78,6 +85,31 @@ class SupervisedConfig(uvicorn.Config):
         super().configure_logging()
         configure_logging(level=self.gateway_log_level, fmt=self.gateway_log_format)
         signal.signal(signal.SIGTERM, _write_logs_then_end)
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        """The bounded asyncio loop for `events_per_pass`, else the one `loop` names.
+
+        Each worker calls this in its own process, to make the loop it serves on.
+        """
+        bounded = _bounded_loop(self.loop, self.events_per_pass)
+        return bounded if bounded is not None else super().get_loop_factory()
+
+
+def _bounded_loop(
+    loop: str, events_per_pass: int
+) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """A factory of asyncio loops bounded to `events_per_pass`; None when `loop` takes no bound."""
+    if loop == "asyncio" and events_per_pass > 0:
+        return bounded_loop_factory(events_per_pass)
+    return None
+
+
+def _log_event_loop(loop: str, events_per_pass: int) -> None:
+    """Log the event loop `serve` runs and its bound on ready sockets a pass."""
+    if _bounded_loop(loop, events_per_pass) is not None:
+        logger.info("event loop: asyncio, at most %d ready sockets per pass", events_per_pass)
+    else:
+        logger.info("event loop: %s, every ready socket in each pass", loop)
 
 
 def run_workers(supervised: SupervisedConfig) -> int:
@@ -183,6 +215,7 @@ def _serve(
             host=args.host,
             port=args.port,
             workers=args.workers,
+            events_per_pass=args.events_per_pass,
             log_config=None,
             access_log=False,
             backlog=args.backlog,
@@ -190,6 +223,7 @@ def _serve(
             http=GatewayHttpProtocol,
             proxy_headers=False,
         )
+        _log_event_loop(args.loop, args.events_per_pass)
         return run_workers(supervised)
     app = create_served_app(settings)
     drain: DrainController = app.state.drain
@@ -212,12 +246,8 @@ def _serve(
         # The drain has already waited for and cancelled requests; this is only a backstop.
         timeout_graceful_shutdown=math.ceil(drain.cancel_grace) + 1,
     )
-    loop_factory = None
-    if args.loop == "asyncio" and args.events_per_pass > 0:
-        loop_factory = bounded_loop_factory(args.events_per_pass)
-        logger.info("event loop: asyncio, at most %d ready sockets per pass", args.events_per_pass)
-    else:
-        logger.info("event loop: %s, every ready socket in each pass", args.loop)
+    loop_factory = _bounded_loop(args.loop, args.events_per_pass)
+    _log_event_loop(args.loop, args.events_per_pass)
     GracefulServer(
         config,
         controller=drain,
@@ -452,7 +482,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--accept-batch",
         type=_whole_number(1),
-        default=64,
+        default=_Default(64),
         help="connections accepted per event-loop pass (asyncio): a burst of new connections "
         "is set up in slices, with other work in between (default: 64)",
     )
@@ -496,15 +526,40 @@ def _add_loop_option(command: argparse.ArgumentParser) -> None:
     )
 
 
+class _Default(int):
+    """An option's default number, told apart from the same number given on the command line."""
+
+
+def _refuse_single_process_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> None:
+    """End with a usage error (exit 2) naming the options given that `--workers` > 1 cannot honour.
+
+    uvicorn's supervisor hands its workers one socket: there is no second one for
+    `--probe-port`. Its workers run uvicorn's own server, which sets the socket's queue to
+    `--backlog` as each one starts; `--accept-batch` would shorten the queue all workers share
+    at every start, and a burst then could be refused. A probe port given by an unusable variable
+    is reported with the other option problems instead.
+    """
+    given = [
+        option
+        for option, set_ in (
+            ("--probe-port (SIGNING_GATEWAY_PROBE_PORT)", isinstance(args.probe_port, int)),
+            ("--accept-batch", not isinstance(args.accept_batch, _Default)),
+        )
+        if set_
+    ]
+    if given:
+        parser.error(f"{' and '.join(given)} {'need' if len(given) > 1 else 'needs'} --workers 1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `signing-gateway` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
     option_problems = _options_from_environment(args)
-    # A probe port given by an unusable variable is reported with the other option problems.
-    if args.command == "serve" and args.workers > 1 and isinstance(args.probe_port, int):
-        # uvicorn's supervisor hands its workers one socket: there is no second one to share.
-        parser.error("--probe-port (SIGNING_GATEWAY_PROBE_PORT) needs --workers 1")
+    if args.command == "serve" and args.workers > 1:
+        _refuse_single_process_options(parser, args)
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":

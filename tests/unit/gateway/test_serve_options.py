@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
 from signing_gateway import app as app_module
 from signing_gateway import cli
+from signing_gateway.runtime.event_loop import BoundedEpollSelector
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings
@@ -180,6 +182,61 @@ def test_workers_refuse_a_probe_port(
     )
     assert served == {}
     assert _serve("--workers", "1", "--probe-port", "18081") == 0
+
+
+@pytest.mark.parametrize(("flags", "bound"), [([], 64), (["--events-per-pass", "8"], 8)])
+def test_each_worker_bounds_its_loop_as_one_process_does(
+    served: dict[str, Any], flags: list[str], bound: int
+) -> None:
+    """Pin that `--events-per-pass` reaches every worker's asyncio loop.
+
+    Each worker made the loop `--loop` names, so the bound (its variable's too) was dropped
+    without a word under `--workers` > 1.
+    """
+    assert _serve("--workers", "2", *flags) == 0
+    loop = served["supervised"].get_loop_factory()()
+    try:
+        assert isinstance(loop._selector, BoundedEpollSelector)  # type: ignore[attr-defined]
+        assert loop._selector.max_events == bound  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("flags", [["--events-per-pass", "0"], ["--loop", "uvloop"]])
+def test_workers_without_a_bound_make_the_loop_uvicorn_would(
+    served: dict[str, Any], flags: list[str]
+) -> None:
+    """No bound, or another loop than asyncio: the worker's loop is uvicorn's own."""
+    assert _serve("--workers", "2", *flags) == 0
+    supervised = served["supervised"]
+    assert supervised.get_loop_factory() is uvicorn.Config.get_loop_factory(supervised)
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--accept-batch", "64"], "--accept-batch needs --workers 1"),
+        (
+            ["--accept-batch", "8", "--probe-port", "18081"],
+            "--probe-port (SIGNING_GATEWAY_PROBE_PORT) and --accept-batch need --workers 1",
+        ),
+    ],
+)
+def test_workers_refuse_an_accept_batch(
+    served: dict[str, Any], capsys: pytest.CaptureFixture[str], flags: list[str], problem: str
+) -> None:
+    """Pin that `--accept-batch` given with `--workers` > 1 is a usage error, exit 2.
+
+    uvicorn's workers set the shared socket's queue to the batch as each starts, so it cannot
+    be honoured there; it was dropped without a word. Left at its default, it is no problem.
+    """
+    with pytest.raises(SystemExit) as ended:
+        _serve("--workers", "2", *flags)
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"signing-gateway: error: {problem}"
+    assert "supervised" not in served
+    assert _serve("--workers", "2") == 0
+    assert _serve("--workers", "1", *flags) == 0
 
 
 def test_serve_writes_every_threads_stack_on_sigusr1(served: dict[str, Any]) -> None:
