@@ -499,7 +499,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_loop_option(serve)
     demo = commands.add_parser("demo", help="run the gateway with bundled fake signers")
-    demo.add_argument("--port", type=port, default=8080, help="0 picks a free port (default: 8080)")
+    demo.add_argument(
+        "--port",
+        type=port,
+        default=FromEnvironment("SIGNING_GATEWAY_PORT", port, 8080),
+        help="0 picks a free port (default: SIGNING_GATEWAY_PORT, else 8080)",
+    )
     demo.add_argument(
         "--signer-latency-ms",
         type=_non_negative_number,

@@ -268,9 +268,39 @@ def test_serve_and_demo_defaults_are_the_documented_ones() -> None:
     assert "`--accept-batch` (64)" in guide
     assert "`SIGNING_GATEWAY_LOOP`: `asyncio`, the default" in guide
     demo = cli._parser().parse_args(["demo"])
-    assert (demo.port, demo.signer_latency_ms, demo.smoke) == (8080, 200.0, False)
+    assert (demo.port.fallback, demo.signer_latency_ms, demo.smoke) == (8080, 200.0, False)
     assert demo.loop.fallback == "asyncio"
     assert "127.0.0.1:8080" in _text("README.md")
+
+
+def test_demo_listens_where_the_port_variable_says_as_serve_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pin that `demo` reads `SIGNING_GATEWAY_PORT` for `--port`, checked by the flag's rule.
+
+    The variable counted as known for the demo, so it was not refused, but was never read:
+    the demo listened on 8080 without a word.
+    """
+    for name in [k for k in os.environ if k.upper().startswith("SIGNING_GATEWAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(cli.faulthandler, "register", lambda *_args, **_kwargs: None)
+    ports: list[int] = []
+
+    def run_demo(_setup: object, *, port: int, **_options: object) -> int:
+        ports.append(port)
+        return 0
+
+    monkeypatch.setattr(cli, "run_demo", run_demo)
+    monkeypatch.setenv("SIGNING_GATEWAY_PORT", "18080")
+    assert cli.main(["demo"]) == 0
+    assert cli.main(["demo", "--port", "18090"]) == 0
+    assert ports == [18080, 18090]
+    monkeypatch.setenv("SIGNING_GATEWAY_PORT", "80800")
+    assert cli.main(["demo"]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  SIGNING_GATEWAY_PORT: must be a whole number from 0 to 65535"
+    ]
+    assert ports == [18080, 18090]  # nothing run
 
 
 @pytest.mark.parametrize("command", ["serve", "demo"])
