@@ -44,7 +44,8 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
 
     Raises:
         WireInputError: bad JSON, unknown or missing field, unknown key usage, unparsable or past
-            expiration time, expiration after the DSC's validity, or `dcc` not an object.
+            expiration time, expiration after the DSC's validity or the CSCA's (whichever ends
+            first), or `dcc` not an object.
         KeyExpiredError: the DSC of the key usage, or the CSCA, has ended.
     """
     try:
@@ -67,9 +68,13 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
     if expires_at <= now:
         raise WireInputError("expirationTime is not in the future")
     check_signing_key(keys, usage, now)
-    not_after = keys.eu[usage].certificate.not_valid_after_utc.timestamp()
-    if expires_at > not_after:
-        raise WireInputError("expirationTime is after the signing certificate expires")
+    # A verifier accepts the DSC only while the CSCA above it is valid too: the earlier end.
+    name, end = keys.signing_end(usage)
+    if expires_at > end.timestamp():
+        raise WireInputError(
+            "expirationTime is after the signing certificate's validity: "
+            f"{name} ends at {end:%Y-%m-%dT%H:%M:%SZ}"
+        )
     return CredentialRequest(usage, expires_at, dcc)
 
 

@@ -115,3 +115,26 @@ def test_a_dsc_still_signs_at_its_last_instant():
     eu.check_signing_key(material, usage, end)
     with pytest.raises(KeyExpiredError, match=r"dsc-test\.crt\.pem ended at"):
         eu.check_signing_key(material, usage, end + 1)
+
+
+def test_expiration_after_the_csca_ends_is_refused_naming_it():
+    """Pin that an `expirationTime` past the CSCA's end is refused, though the DSC lasts longer.
+
+    A verifier checks the chain: a credential valid after its CSCA has ended would fail there.
+    """
+    material = made_ago(dt.timedelta(hours=1))
+    made = dt.datetime.now(dt.UTC) - keys.CSCA_VALIDITY + dt.timedelta(days=30)
+    _, csca = keys.generate_csca("NL", made)
+    material = keys.KeyMaterial(material.csca_key, csca, material.eu, material.domestic)
+    end = csca.not_valid_after_utc
+    assert end < material.eu[keys.KeyUsage.TEST].certificate.not_valid_after_utc
+    now = time.time()
+    at_end = orjson.dumps(eu_body("test", expiration=rfc3339(end)))
+    assert eu.parse_request(at_end, now=now, keys=material).expires_at == int(end.timestamp())
+    later = orjson.dumps(eu_body("test", expiration=rfc3339(end + dt.timedelta(seconds=1))))
+    with pytest.raises(WireInputError) as refused:
+        eu.parse_request(later, now=now, keys=material)
+    assert str(refused.value) == (
+        "expirationTime is after the signing certificate's validity: "
+        f"csca.crt.pem ends at {rfc3339(end)}"
+    )
