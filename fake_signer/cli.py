@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -32,7 +33,7 @@ from fake_signer.settings import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
 log = logging.getLogger("fake_signer")
 
@@ -95,7 +96,16 @@ def _reason(exc: OSError) -> str:
 
 
 async def serve(settings: FakeSignerSettings) -> None:
-    """Serve until SIGINT or SIGTERM, then stop gracefully."""
+    """Serve until SIGINT or SIGTERM, then stop gracefully.
+
+    The signals are taken from the start: one while the keys are made or loaded ends the start
+    without listening, as one ends serving (logged, status 0), instead of asyncio's
+    KeyboardInterrupt traceback for SIGINT or the default action for SIGTERM.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(
         create_app(settings),
         access_log=None,
@@ -106,27 +116,43 @@ async def serve(settings: FakeSignerSettings) -> None:
         shutdown_timeout=CANCEL_GRACE_SECONDS,
         handle_signals=False,
     )
-    await runner.setup()
     try:
-        site = web.TCPSite(
-            runner, settings.host, settings.port, backlog=settings.backlog, reuse_address=True
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            where = _address(settings.host, settings.port)
-            raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from exc
-        host, port = runner.addresses[0][:2]
-        sys.stdout.write(f"fake-signer listening on {_url(str(host), int(port))}\n")
-        sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        if await _unless_stopped(runner.setup(), stop):
+            await _listen(runner, settings)
+            await stop.wait()
         log.info("fake-signer stopping")
     finally:
         await runner.cleanup()
+
+
+async def _unless_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `step` unless `stop` is set first, which cancels it; whether `step` ran to its end."""
+    task = asyncio.create_task(step)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    await task  # the error that ended it, if any
+    return True
+
+
+async def _listen(runner: web.AppRunner, settings: FakeSignerSettings) -> None:
+    """Listen on the configured address and say where on stdout."""
+    site = web.TCPSite(
+        runner, settings.host, settings.port, backlog=settings.backlog, reuse_address=True
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        where = _address(settings.host, settings.port)
+        raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from exc
+    host, port = runner.addresses[0][:2]
+    sys.stdout.write(f"fake-signer listening on {_url(str(host), int(port))}\n")
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

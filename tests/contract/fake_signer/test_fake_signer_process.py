@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shutil
 import signal
 import socket
@@ -278,6 +279,53 @@ def test_sigint_stops_cleanly_and_logs_the_stop(fake_signer_factory):
     signer.process.send_signal(signal.SIGINT)
     assert signer.process.wait(timeout=10) == 0
     assert "fake-signer stopping" in signer.stderr()
+
+
+# The fake with its keys held up until a line comes on stdin: a signal lands while they are made.
+_KEYS_HELD = """
+import sys
+from fake_signer import app, cli
+
+made = app.load_keys
+
+
+def load_keys(settings):
+    sys.stderr.write("making keys\\n")
+    sys.stderr.flush()
+    sys.stdin.readline()
+    return made(settings)
+
+
+app.load_keys = load_keys
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_keys_are_made_stops_as_once_listening(signum):
+    """Pin that a signal before listening stops the start quietly, as it stops serving (exit 0).
+
+    Before, SIGINT while the keys were made ended in a KeyboardInterrupt traceback (the process
+    killed by SIGINT, -2), and SIGTERM killed the process (-15).
+    """
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-c", _KEYS_HELD, "--host", "127.0.0.1", "--port", "0", "--role", "eu"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert process.stderr is not None
+    assert process.stderr.readline() == "making keys\n"
+    process.send_signal(signum)
+    # The stop does not wait for the keys: it is logged while they are still held up.
+    seen = select.select([process.stderr], [], [], 10)[0]
+    stopping = process.stderr.readline() if seen else ""
+    stdout, stderr = process.communicate("\n", timeout=30)
+    assert (process.returncode, stdout) == (0, ""), stderr
+    assert (stopping, stderr) == ("INFO:fake_signer:fake-signer stopping\n", "")
 
 
 def test_log_level_warning_keeps_info_lines_out(fake_signer_factory):
