@@ -255,7 +255,8 @@ class ControlUpdate(BaseModel):
     or an error rate of 1, and "200" as a latency.
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # The wire names only: `latency_ms` and the other Python names are unknown fields.
+    model_config = ConfigDict(extra="forbid")
 
     latency_ms: float | None = Field(
         default=None, alias="latencyMs", ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False, strict=True

@@ -287,6 +287,7 @@ async def test_control_fault_default_count_and_until_cleared(client):
         {"overflow": "drop"},
         {"latencyMs": -1},
         {"unknown": 1},
+        {"latency_ms": 1},
         {"faultCount": 5},
         {"fault": None, "faultCount": 2},
         {"fault": "hang", "faultCount": 0},

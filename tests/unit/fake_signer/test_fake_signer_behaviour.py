@@ -344,6 +344,29 @@ def test_control_takes_numbers_only_as_json_numbers(body):
     assert model.describe() == before
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("latency_ms", 200),
+        ("jitter_ms", 40),
+        ("latency_distribution", "fixed"),
+        ("error_rate", 1),
+        ("fault_count", 2),
+    ],
+)
+def test_control_refuses_the_python_names_of_its_fields(name, value):
+    """Pin that only the documented camelCase names are taken: `latency_ms` is an unknown field.
+
+    Before, pydantic's `populate_by_name` took the Python names too, beside the documented ones.
+    """
+    model = behaviour(latency_ms=5)
+    model.update({"fault": "reset", "faultCount": 3})
+    before = model.describe()
+    with pytest.raises(ValueError, match=f"{name}\n  Extra inputs are not permitted"):
+        model.update({name: value})
+    assert model.describe() == before
+
+
 def test_control_takes_an_integer_for_a_float_field():
     """A whole JSON number is a latency or rate like its float form."""
     model = behaviour()
