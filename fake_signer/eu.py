@@ -68,7 +68,7 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
     if expires_at <= now:
         raise WireInputError("expirationTime is not in the future")
     check_signing_key(keys, usage, now)
-    # A verifier accepts the DSC only while the CSCA above it is valid too: the earlier end.
+    # A verifier that checks the whole chain accepts the DSC only while its CSCA is valid too.
     name, end = keys.signing_end(usage)
     if expires_at > end.timestamp():
         raise WireInputError(
