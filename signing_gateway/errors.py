@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from http import HTTPStatus
 from typing import Any, ClassVar, NamedTuple
 
 import orjson
@@ -29,6 +30,17 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://signing-gateway.dev/problems/"
 #: The `type` of a 404 or 405: no more than its status says (RFC 9457 4.2.1).
 ABOUT_BLANK = "about:blank"
+
+
+def about_blank_title(status: int) -> str:
+    """The `title` of an `ABOUT_BLANK` problem: the status's reason phrase ("Not Found").
+
+    RFC 9457 4.2.1 asks for that phrase, so that the problem says no more than its status.
+    """
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status no reason phrase is registered for
+        return "HTTP error"
 
 
 class ProblemType(NamedTuple):

@@ -20,6 +20,7 @@ from signing_gateway.errors import (
     PROBLEM_CONTENT_TYPE,
     GatewayError,
     RequestInvalid,
+    about_blank_title,
     problem_body,
 )
 from signing_gateway.observability.context import (
@@ -31,17 +32,6 @@ from signing_gateway.observability.context import (
 from signing_gateway.observability.logging import note_answered
 
 logger = logging.getLogger(__name__)
-
-_HTTP_TITLES = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    413: "Request body too large",
-    415: "Unsupported media type",
-    429: "Too many requests",
-}
 
 
 def _request_id(request: Request) -> str:
@@ -148,7 +138,7 @@ def allow_with_head(allow: str) -> str:
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
-    title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
+    title = about_blank_title(exc.status_code)
     headers = dict(exc.headers) if exc.headers else None
     if headers is not None and "Allow" in headers:
         headers["Allow"] = allow_with_head(headers["Allow"])

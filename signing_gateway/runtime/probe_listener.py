@@ -18,7 +18,7 @@ import asyncio
 import copy
 from typing import TYPE_CHECKING
 
-from signing_gateway.errors import ABOUT_BLANK, send_problem
+from signing_gateway.errors import ABOUT_BLANK, about_blank_title, send_problem
 from signing_gateway.observability.context import NO_STORE, REQUEST_ID_KEY, request_id_of
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
 
@@ -55,7 +55,7 @@ def probes_only(
             {**scope, "state": {**state, "request_id": request_id}},
             status=404,
             type_=ABOUT_BLANK,
-            title="Not found",
+            title=about_blank_title(404),
             detail=f"the probe port answers only {listed}; send requests to the main port",
             headers=[(REQUEST_ID_KEY, request_id.encode("latin-1")), NO_STORE],
         )

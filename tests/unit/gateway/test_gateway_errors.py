@@ -33,12 +33,19 @@ def test_signer_unavailable_retry_after_is_whole_seconds_at_least_one(retry_afte
 @pytest.mark.parametrize(
     ("status", "title", "detail"),
     [
-        (404, "Not found", "no such thing at /raise"),
-        (405, "Method not allowed", "no such thing at /raise"),
-        (500, "HTTP error", "HTTP error"),
-        (503, "HTTP error", "HTTP error"),
+        (404, "Not Found", "no such thing at /raise"),
+        (405, "Method Not Allowed", "no such thing at /raise"),
+        (500, "Internal Server Error", "Internal Server Error"),
+        (503, "Service Unavailable", "Service Unavailable"),
+        (599, "HTTP error", "HTTP error"),
     ],
-    ids=["4xx-says-why", "405-has-its-title", "500-says-its-title", "5xx-says-its-title"],
+    ids=[
+        "4xx-says-why",
+        "405-has-its-title",
+        "500-says-its-title",
+        "5xx-says-its-title",
+        "unregistered-status",
+    ],
 )
 async def test_an_http_exception_of_5xx_says_only_its_title(status, title, detail):
     """A 4xx HTTPException passes its detail on; a 5xx says its title, not what was raised."""
