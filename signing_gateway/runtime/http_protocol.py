@@ -439,9 +439,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         ):
             transport.close()
             return
-        self._bound.refused = True  # what arrives from now on is dropped unparsed
-        self._bound.head_deadline = None
-        self.parser = None  # type: ignore[assignment]  # as `_refuse` lets go of it
+        self._read_no_more()
         self.flow.resume_reading()  # paused for a body buffered unread: read on to drop it
         self._linger()
 
@@ -591,12 +589,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
         `request_id`: the one `answer` gives the caller, for the refusal's log line.
         """
-        self._bound.refused = True
-        self._bound.head_deadline = None
-        # What the refused request holds (the parser's part-read header line among it) goes
-        # now rather than when the connection closes. Nothing parses on this connection again.
-        self.parser = None  # type: ignore[assignment]  # as uvicorn's connection_lost does
-        self.url, self.headers = b"", []
+        self._read_no_more()
         cycle = self.cycle
         if cycle is not None and self._bound.head_complete and not self._end_for_app(cycle):
             answer = None
@@ -623,6 +616,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._linger()
+
+    def _read_no_more(self) -> None:
+        """Drop whatever arrives from now on unparsed, and no head is due any more.
+
+        What the request being read holds (the parser's part-read header line among it) goes
+        now rather than when the connection closes. Nothing parses on this connection again.
+        """
+        self._bound.refused = True
+        self._bound.head_deadline = None
+        self.parser = None  # type: ignore[assignment]  # as uvicorn's connection_lost does
+        self.url, self.headers = b"", []
 
     def _linger(self) -> None:
         """Close the sending side; read on, dropping it, until the caller or LINGER_SECONDS ends."""
