@@ -95,18 +95,21 @@ class SupervisedConfig(uvicorn.Config):
         return bounded if bounded is not None else super().get_loop_factory()
 
 
+def _takes_bound(loop: str, events_per_pass: int) -> bool:
+    """Whether `loop` is bounded to `events_per_pass` ready sockets a pass (asyncio's only)."""
+    return loop == "asyncio" and events_per_pass > 0
+
+
 def _bounded_loop(
     loop: str, events_per_pass: int
 ) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """A factory of asyncio loops bounded to `events_per_pass`; None when `loop` takes no bound."""
-    if loop == "asyncio" and events_per_pass > 0:
-        return bounded_loop_factory(events_per_pass)
-    return None
+    return bounded_loop_factory(events_per_pass) if _takes_bound(loop, events_per_pass) else None
 
 
 def _log_event_loop(loop: str, events_per_pass: int) -> None:
     """Log the event loop `serve` runs and its bound on ready sockets a pass."""
-    if _bounded_loop(loop, events_per_pass) is not None:
+    if _takes_bound(loop, events_per_pass):
         logger.info("event loop: asyncio, at most %d ready sockets per pass", events_per_pass)
     else:
         logger.info("event loop: %s, every ready socket in each pass", loop)
