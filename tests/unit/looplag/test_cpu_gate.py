@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -33,6 +34,27 @@ async def _holder_and_late(
     late = asyncio.create_task(holding())
     await _settle()
     return hold, holder, late
+
+
+#: A request by name, as `_held_by_hand` returns it.
+_Named = Callable[[str], Coroutine[Any, Any, None]]
+
+
+async def _held_by_hand(gate: CpuGate) -> tuple[Any, list[str], _Named]:
+    """`gate`'s permit held by a request entered by hand, and a request that notes its name.
+
+    The holder is left at the test's moment (`__aexit__`); the named request appends its name
+    to the returned list once it holds a permit.
+    """
+    served: list[str] = []
+
+    async def request(name: str) -> None:
+        async with gate.request():
+            served.append(name)
+
+    holder = gate.request()
+    await holder.__aenter__()
+    return holder, served, request
 
 
 async def test_no_more_than_permits_requests_run_at_once() -> None:
@@ -246,14 +268,7 @@ async def test_cancelled_waiters_are_skipped_and_uncounted() -> None:
 async def test_a_permit_handed_to_a_cancelled_request_is_passed_on() -> None:
     """Cancelled after the hand-over but before it ran: the permit goes to the next waiter."""
     gate = CpuGate(1)
-    served: list[str] = []
-
-    async def request(name: str) -> None:
-        async with gate.request():
-            served.append(name)
-
-    holder = gate.request()
-    await holder.__aenter__()
+    holder, served, request = await _held_by_hand(gate)
     second = asyncio.create_task(request("second"))
     third = asyncio.create_task(request("third"))
     await _settle()
@@ -462,14 +477,7 @@ async def test_a_queue_timeout_firing_after_the_hand_over_refuses_nothing() -> N
     timeout nor takes the waiter out of the count a second time.
     """
     gate = CpuGate(1, queue_timeout=60)
-    served: list[str] = []
-
-    async def request(name: str) -> None:
-        async with gate.request():
-            served.append(name)
-
-    holder = gate.request()
-    await holder.__aenter__()
+    holder, served, request = await _held_by_hand(gate)
     waiting = asyncio.create_task(request("waiting"))
     await _settle()
     waiter = gate._admit[-1]
