@@ -379,7 +379,8 @@ def _declared_length(response: httpx.Response) -> int | None:
 
 #: zlib's window bits for each content coding a signer's answer may carry, as httpx reads
 #: them: gzip, and deflate (zlib-wrapped; raw deflate too, tried when the wrapped read fails).
-_WBITS = {"gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+#: And x-gzip, which RFC 9110 (8.4.1.3) asks a recipient to take as gzip.
+_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 
 class _Inflater:

@@ -75,6 +75,8 @@ FIXED_ANSWERS = {
     "identity": _with_length(OK_HEAD + b"Content-Encoding: identity\r\n", STATIC_OK),
     "gzip-spelt": _with_length(OK_HEAD + b"Content-Encoding: Gzip , identity\r\n",
                                gzip.compress(STATIC_OK)),
+    # The name gzip had before its registration, which RFC 9110 (8.4.1.3) reads as gzip.
+    "x-gzip": _with_length(OK_HEAD + b"Content-Encoding: X-Gzip\r\n", gzip.compress(STATIC_OK)),
     "gzip-twice": _with_length(OK_HEAD + b"Content-Encoding: gzip, gzip\r\n",
                                gzip.compress(gzip.compress(STATIC_OK))),
     # Raw deflate, without zlib's wrapper: some servers send it so, and httpx reads it.
@@ -567,9 +569,13 @@ async def test_a_reason_phrase_outside_utf_8_is_read_on_both_transports(transpor
     assert raised.value.retry_after == 3.0
 
 
-@pytest.mark.parametrize("behaviour", ["identity", "gzip-spelt", "raw-deflate"])
+@pytest.mark.parametrize("behaviour", ["identity", "gzip-spelt", "raw-deflate", "x-gzip"])
 async def test_content_codings_are_read_as_rfc_9110_spells_them(transport, behaviour):
-    """Pin that `identity`, any case and spacing of a coding, and raw deflate are all read."""
+    """`identity`, any case and spacing of a coding, raw deflate and `x-gzip` are all read.
+
+    `x-gzip` was refused as undecodable, though RFC 9110 (8.4.1.3) asks a recipient to take
+    it as gzip.
+    """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         result = await issue_static(http)
     assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
