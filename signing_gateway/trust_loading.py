@@ -16,7 +16,7 @@ from pathlib import Path
 
 from signing_gateway.settings import TrustSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
-from signing_gateway.signers.errors import SignerError
+from signing_gateway.signers.errors import SignerError, SignerMalformedResponseError
 from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.start_up import StartUpError
 from signing_gateway.verification.trust import (
@@ -129,7 +129,10 @@ async def _fetch(client: EuSignerClient | DomesticSignerClient, *, wait: float) 
     """The signer's keys, asked for again until `wait` seconds have passed.
 
     The wait bounds the attempts too: a signer that accepts the connection and never answers
-    is given up on when the wait ends, not a read timeout later.
+    is given up on when the wait ends, not a read timeout later. An answer that came whole
+    and cannot be read as keys (not JSON, not the document, key material that does not parse)
+    ends the start-up at once: a signer still starting refuses or fails its calls, it does not
+    publish a broken document that asking again would mend.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -149,6 +152,11 @@ async def _fetch(client: EuSignerClient | DomesticSignerClient, *, wait: float) 
             if not attempt.expired():
                 raise
             raise gave_up("no answer yet") from exc
+        except SignerMalformedResponseError as exc:
+            raise TrustUnavailableError(
+                f"the {client.name} signer's keys cannot be read "
+                f"(SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS): {exc}"
+            ) from exc
         except SignerError as exc:
             if loop.time() + _REFETCH_AFTER >= deadline:
                 raise gave_up(exc) from exc

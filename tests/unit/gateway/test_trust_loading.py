@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from signing_gateway.settings import TrustSettings
-from signing_gateway.signers.errors import SignerConnectError
+from signing_gateway.signers.errors import SignerConnectError, SignerMalformedResponseError
 from signing_gateway.trust_loading import (
     NO_TRUST,
     TrustUnavailableError,
@@ -285,6 +285,30 @@ async def test_signers_publishing_no_key_at_all_stop_the_start_up():
         _Publishing("eu", _key_set(dscs=1)), _Publishing("domestic", _key_set())
     )
     assert (len(eu), len(domestic)) == (1, 0)
+
+
+async def test_keys_that_cannot_be_read_stop_the_start_up_at_once_naming_the_signer():
+    """A whole answer that is no key document fails at once; a refusal is still asked again.
+
+    Asking again for the whole wait (30 s by default) only delayed the same failure: a signer
+    that publishes a broken document publishes it again a quarter of a second later.
+    """
+    unreadable = SignerMalformedResponseError(
+        "2xx body does not match the key material", signer="eu", endpoint="keys", status_code=200
+    )
+    eu = _Raising("eu", unreadable)
+    domestic = _Publishing("domestic", _key_set(domestic_keys=1), failures=1000)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TrustUnavailableError) as refused:
+        async with asyncio.timeout(10):
+            await _fetch(eu, domestic, wait=3.0)  # type: ignore[arg-type]
+    assert asyncio.get_running_loop().time() - started < 1.0, "asked again for the whole wait"
+    assert str(refused.value) == (
+        "the eu signer's keys cannot be read (SIGNING_GATEWAY_TRUST__FETCH_FROM_SIGNERS): "
+        "eu keys: 2xx body does not match the key material"
+    )
+    assert refused.value.__cause__ is unreadable
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 
 
 def test_the_signers_get_the_documented_time_to_give_their_keys():
