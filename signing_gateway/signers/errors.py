@@ -15,7 +15,8 @@ The hierarchy splits on what the caller may do next::
         ├── SignerRejectedError         4xx other than 429: the request itself is wrong
         ├── SignerThrottledError        429 or 503: come back later (maybe after retry_after)
         ├── SignerServerError           other 5xx: the signer failed
-        └── SignerMalformedResponseError  2xx whose body does not match the contract
+        └── SignerMalformedResponseError  2xx whose body does not match the contract,
+                                          or a status no call expects (1xx, 3xx)
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class SignerTimeoutError(SignerTransportError):
 class SignerConnectionLostError(SignerTransportError):
     """Raised when the connection broke after the request went out (reset, truncated body).
 
-    The signer may have signed the request; the result is lost.
+    Or when the answer could not be read as HTTP: not a status line, or framed in a way this
+    client does not read (see `signers.transport`). The signer may have signed the request;
+    the result is lost.
     """
 
 
@@ -125,7 +128,10 @@ class SignerServerError(SignerResponseError):
 
 
 class SignerMalformedResponseError(SignerResponseError):
-    """Raised on a 2xx whose body is too large, not JSON, or not the shape the contract names."""
+    """Raised on a 2xx whose body is too large, not JSON, or not the shape the contract names.
+
+    And on a status outside 2xx, 4xx and 5xx: a redirect, or a 101 that no request asks for.
+    """
 
 
 def sent_nothing(exc: BaseException) -> bool:

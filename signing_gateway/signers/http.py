@@ -5,7 +5,7 @@ pool size stated explicitly. ``request_json`` sends one request and turns every 
 wrong (transport exceptions, error statuses, oversized or non-JSON bodies) into the
 ``SignerError`` tree, for both transports:
 
-- ``"httpx"``: httpx's own transport (httpcore).
+- ``"httpx"``: httpx's own transport (httpcore), as ``signers.transport.HttpcoreSignerTransport``.
 - ``"aiohttp"``: ``httpx_aiohttp.AiohttpTransport`` (as ``signers.transport.SignerTransport``,
   which holds less per call in flight). Its exception mapping is coarse (a refused
   connection and a dropped one both surface as ``httpx.ConnectTimeout``), so
@@ -42,7 +42,7 @@ from signing_gateway.signers.errors import (
     SignerTimeoutError,
     SignerTransportError,
 )
-from signing_gateway.signers.transport import SignerTransport
+from signing_gateway.signers.transport import HttpcoreSignerTransport, SignerTransport
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -229,10 +229,9 @@ def build_signer_client(
         client = SignerHttpClient(
             base_url=base_url,
             timeout=timeout,
-            limits=limits,
             headers=_DEFAULT_HEADERS,
-            verify=context,
             trust_env=False,
+            transport=HttpcoreSignerTransport(verify=context, limits=limits, trust_env=False),
         )
     # httpx adds `Connection: keep-alive`, which HTTP/1.1 means without it; each call's
     # headers are held three times while the signer works (httpx's, their decoded copy and

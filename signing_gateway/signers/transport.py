@@ -1,4 +1,20 @@
-"""The aiohttp transport under each signer's httpx client, holding less per call in flight.
+"""The transports under each signer's httpx client: one answer whichever is configured.
+
+The two transports read a few malformed answers differently, by themselves: what they hand
+on is made the same here, so `signers.http` classifies one way whichever is configured.
+
+- A `101 Switching Protocols` to a request that asked for no upgrade: aiohttp hands the
+  status on, httpcore (h11) refuses it as a protocol error. Both hand on the status (an
+  unexpected one, `signers.http.response_error`), the connection closed.
+- A `Transfer-Encoding` naming a coding besides `chunked` (`gzip, chunked`): httpcore refuses
+  it, aiohttp de-chunked it and read the rest as the body (taking a `bogus, chunked` answer).
+  `chunked` alongside a `Content-Length` (which RFC 9112 6.3 says ought to be an error):
+  aiohttp refuses it, httpcore read it. Both refuse either as a protocol error (a connection
+  lost: its answer cannot be read), the connection closed (`framing_problem`).
+
+`HttpcoreSignerTransport` is httpx's own transport with those two changes.
+
+`SignerTransport`, the aiohttp transport, holds less per call in flight besides.
 
 `httpx_aiohttp.AiohttpTransport` does the work: its aiohttp session and connection pool, its
 response stream and its map from aiohttp's exceptions to httpx's. `SignerTransport` changes
@@ -30,9 +46,58 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
-__all__ = ["SignerTransport"]
+__all__ = ["HttpcoreSignerTransport", "SignerTransport", "framing_problem"]
+
+#: What h11 says of a 101 that no Upgrade asked for (h11's `_state.py`; pinned by the tests
+#: that send one to both transports).
+_UNASKED_SWITCH = "_SWITCH_UPGRADE"
+
+
+def framing_problem(transfer_encodings: Iterable[str], *, with_length: bool) -> str | None:
+    """Why an answer's framing is refused, given its `Transfer-Encoding` values (None: it is not).
+
+    Only `chunked` is read, and never beside a `Content-Length`: a transfer coding the request
+    did not offer (it sends no `TE`) leaves a body this client cannot read, and two lengths
+    are how a response is split or smuggled (RFC 9112 6.3).
+    """
+    codings = [
+        coding.strip().lower() for value in transfer_encodings for coding in value.split(",")
+    ]
+    codings = [coding for coding in codings if coding]
+    if not codings:
+        return None
+    if codings != ["chunked"]:
+        return "a transfer coding other than chunked"
+    if with_length:
+        return "Transfer-Encoding beside Content-Length"
+    return None
+
+
+class HttpcoreSignerTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport, handing on what the aiohttp one does (see the module)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` as httpx does; an unasked 101 is handed on, bad framing refused."""
+        try:
+            response = await super().handle_async_request(request)
+        except httpx.RemoteProtocolError as exc:
+            if _UNASKED_SWITCH not in str(exc):
+                raise
+            # The signer did answer, with a status no request here asks for; h11 has closed
+            # the connection already. Handed on as aiohttp hands it on: an unexpected status.
+            return httpx.Response(101, request=request)
+        headers = response.headers
+        if "Transfer-Encoding" in headers:  # h11 let only `chunked` through
+            problem = framing_problem(
+                headers.get_list("Transfer-Encoding"), with_length="Content-Length" in headers
+            )
+            if problem is not None:
+                await response.aclose()  # its body unread: the connection is closed, not pooled
+                raise httpx.RemoteProtocolError(problem, request=request)
+        return response
+
 
 #: Headers whose values do not change from call to call (lower-case, as httpx keeps them).
 _SAME_ON_EVERY_CALL = frozenset(
@@ -116,6 +181,12 @@ class SignerTransport(AiohttpTransport):
         except Exception:
             with map_aiohttp_exceptions():
                 raise
+        transfer_encodings = response.headers.getall("Transfer-Encoding", None)
+        if transfer_encodings is not None:  # aiohttp refused it beside a Content-Length
+            problem = framing_problem(transfer_encodings, with_length=False)
+            if problem is not None:
+                response.close()  # the connection with it, not back to the pool
+                raise httpx.RemoteProtocolError(problem, request=request)
         extensions = {"http_version": b"HTTP/1.1"}
         if response.reason:
             # aiohttp decodes the phrase as UTF-8 with surrogate escapes: a Latin-1 one (obs-text,

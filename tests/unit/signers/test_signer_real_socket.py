@@ -86,6 +86,16 @@ FIXED_ANSWERS = {
     "chunked-gzip-over-limit": _chunked(
         OK_HEAD + b"Content-Encoding: gzip\r\n", _stored_gzip(MAX_RESPONSE_BYTES + 1)
     ),
+    # A switch to another protocol that the request never asked for (it sends no Upgrade).
+    "switching": b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
+                 b"Upgrade: websocket\r\n\r\n",
+    # Transfer codings besides chunked, which the request never offered (it sends no TE).
+    "gzip-chunked": OK_HEAD + b"Transfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+                    % (len(gzip.compress(STATIC_OK)), gzip.compress(STATIC_OK)),
+    "unknown-chunked": _chunked(OK_HEAD.replace(b"\r\n", b"\r\nTransfer-Encoding: x-y\r\n", 1),
+                                STATIC_OK),
+    # Two lengths, the way a response is split or smuggled (RFC 9112 6.3).
+    "chunked-with-length": _chunked(OK_HEAD + b"Content-Length: 5\r\n", STATIC_OK),
     # A reason phrase in Latin-1: obs-text, which RFC 9110 allows there.
     "latin1-reason": _with_length(b"HTTP/1.1 200 R\xe9ponse\r\nContent-Type: application/json\r\n",
                                   STATIC_OK),
@@ -325,12 +335,19 @@ async def test_trickling_body_times_out(transport):
     assert not raised.value.before_sending
 
 
-@pytest.mark.parametrize("behaviour", ["reset", "close", "truncated", "garbage"])
+@pytest.mark.parametrize(
+    "behaviour",
+    ["reset", "close", "truncated", "garbage", "gzip-chunked", "unknown-chunked",
+     "chunked-with-length"],
+)  # fmt: skip
 async def test_broken_connection_is_connection_lost(transport, behaviour):
     """Reset, EOF or bytes that are no HTTP answer, or a truncated body: connection lost.
 
     aiohttp raises its own ClientResponseError for a status line it cannot parse, which
-    httpx_aiohttp passes on unmapped.
+    httpx_aiohttp passes on unmapped. So is a body framed in a way this client does not read:
+    a transfer coding besides chunked (httpcore refused it; aiohttp took the body as it came,
+    gzip's bytes, or a body in a coding it did not know, as plain JSON) or chunked beside a
+    Content-Length (aiohttp refused it; httpcore read it).
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         with pytest.raises(SignerConnectionLostError):
@@ -478,6 +495,7 @@ async def test_a_refusal_body_of_4_kib_is_read_so_the_connection_is_reused(trans
 @pytest.mark.parametrize(
     ("behaviour", "status", "message"),
     [("huge", 200, "body over"), ("redirect", 302, "unexpected HTTP 302"),
+     ("switching", 101, "unexpected HTTP 101"),
      ("bad-gzip", 200, "undecodable body"), ("gzip-twice", 200, "undecodable body"),
      ("chunked-gzip-over-limit", 200, "body over")],
 )  # fmt: skip
@@ -485,6 +503,8 @@ async def test_answers_outside_the_contract_are_malformed(transport, behaviour, 
     """Malformed: a 2xx declaring more than MAX_RESPONSE_BYTES, a redirect, an undecodable body.
 
     The first is refused on its headers, while its body stalls; the redirect is not followed.
+    A 101 no request asked for is a status like the redirect, on both transports (httpcore
+    refused it as a protocol error, a lost connection; aiohttp handed the status on).
     Undecodable too: two codings, even two known ones. A compressed body sent chunked is
     refused once its bytes on the wire pass the limit, whatever they would inflate to.
     """
