@@ -11,8 +11,14 @@ on is made the same here, so `signers.http` classifies one way whichever is conf
   `chunked` alongside a `Content-Length` (which RFC 9112 6.3 says ought to be an error):
   aiohttp refuses it, httpcore read it. Both refuse either as a protocol error (a connection
   lost: its answer cannot be read), the connection closed (`framing_problem`).
+- Bytes a signer sent beyond the answer it owed (more than its `Content-Length`, say, or an
+  answer no request asked for): the next call on that connection took them as its own answer,
+  on httpcore when they came with the answer, on aiohttp when they came while the connection
+  was idle. Neither transport reuses such a connection now (`_NoTrailingBytesStream`,
+  `_CleanReuseConnector`). Bytes that come only after the next request went out cannot be told
+  from its answer by any client; a signer sending them answers wrongly.
 
-`HttpcoreSignerTransport` is httpx's own transport with those two changes.
+`HttpcoreSignerTransport` is httpx's own transport with those changes.
 
 `SignerTransport`, the aiohttp transport, holds less per call in flight besides.
 
@@ -41,12 +47,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from aiohttp import ClientSession, ClientTimeout, DummyCookieJar
+from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector
+from httpx._transports.default import AsyncResponseStream
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+
+    from aiohttp.client_reqrep import ConnectionKey
+    from aiohttp.connector import Connection
+    from aiohttp.tracing import Trace
 
 __all__ = ["HttpcoreSignerTransport", "SignerTransport", "framing_problem"]
 
@@ -75,6 +86,27 @@ def framing_problem(transfer_encodings: Iterable[str], *, with_length: bool) -> 
     return None
 
 
+class _NoTrailingBytesStream(AsyncResponseStream):
+    """httpx's answer stream, which closes its connection if bytes past the answer came with it.
+
+    httpcore pools a connection once its answer is read, and h11 keeps whatever came past
+    that answer for the connection's next one: a signer sending more than its Content-Length
+    in one write had the next call, someone else's, read the surplus as its answer. (Bytes
+    arriving once the connection is idle httpcore finds itself: the socket is readable.)
+    """
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        # httpcore's pool stream -> the HTTP/1.1 connection's stream -> that connection.
+        connection: Any = getattr(
+            getattr(self._httpcore_stream, "_stream", None), "_connection", None
+        )
+        h11_state = getattr(connection, "_h11_state", None)
+        if h11_state is not None and connection.is_idle() and h11_state.trailing_data[0]:
+            # A request the pool gave it meanwhile finds it closed and takes another.
+            await connection.aclose()
+
+
 class HttpcoreSignerTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport, handing on what the aiohttp one does (see the module)."""
 
@@ -96,6 +128,9 @@ class HttpcoreSignerTransport(httpx.AsyncHTTPTransport):
             if problem is not None:
                 await response.aclose()  # its body unread: the connection is closed, not pooled
                 raise httpx.RemoteProtocolError(problem, request=request)
+        stream = response.stream
+        if isinstance(stream, AsyncResponseStream):
+            response.stream = _NoTrailingBytesStream(stream._httpcore_stream)  # noqa: SLF001
         return response
 
 
@@ -110,6 +145,29 @@ _MAX_CACHED = 64
 _TimeoutKey = tuple[float | None, float | None, float | None]
 
 
+#: aiohttp's own bound on a connector's connections, which the library leaves when httpx's
+#: limits set none.
+_AIOHTTP_LIMIT = 100
+
+
+class _CleanReuseConnector(TCPConnector):
+    """aiohttp's connector, which reuses no idle connection the signer has sent anything on.
+
+    aiohttp reads what arrives on an idle pooled connection as the start of its next answer,
+    and hands it to the next call: a signer sending bytes past its answer had that call,
+    someone else's, read them as its own answer. Such a connection is closed instead (aiohttp
+    already closes one that has them when its answer is done).
+    """
+
+    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        while (connection := await super()._get(key, traces)) is not None:
+            protocol = connection.protocol
+            if protocol is not None and not protocol.should_close:
+                return connection
+            connection.close()
+        return None
+
+
 class SignerTransport(AiohttpTransport):
     """`AiohttpTransport` that shares what is the same on every call (see the module)."""
 
@@ -120,12 +178,19 @@ class SignerTransport(AiohttpTransport):
         self._timeouts: dict[_TimeoutKey, ClientTimeout] = {}
 
     def get_client(self) -> ClientSession:
-        """The library's session (its connector, pool bound and TLS), without a cookie jar."""
-        if self.client is not None:  # a session or factory given by the caller is theirs
+        """The library's session (pool bound, keep-alive and TLS as it sets them), cleaner.
+
+        Without a cookie jar, and over `_CleanReuseConnector`.
+        """
+        if self.client is not None or self.uds:  # a session given by the caller is theirs
             return super().get_client()
-        default = super().get_client()
-        connector = default.connector
-        default.detach()  # closes that session without closing the connector
+        limit = self.limits.max_connections
+        connector = _CleanReuseConnector(
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+            local_addr=(self.local_address, 0) if self.local_address else None,
+            limit=_AIOHTTP_LIMIT if limit is None else limit,  # the library leaves None so
+        )
         return ClientSession(connector=connector, cookie_jar=DummyCookieJar())
 
     def _text(self, raw: bytes, encoding: str) -> str:

@@ -33,9 +33,14 @@ from signing_gateway.signers.errors import (
 )
 from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.signers.http import MAX_RESPONSE_BYTES, build_signer_client
+from signing_gateway.signers.transport import SignerTransport
+from tests.support.polling import until
 
 READ_TIMEOUT = 0.3
 STATIC_OK = b'{"qr": "NL2:AB", "proofIdentifier": "cA=="}'
+#: The answer to a second request, and an answer no request asked for.
+SECOND_OK = b'{"qr": "NL2:CD", "proofIdentifier": "cA=="}'
+UNASKED_OK = b'{"qr": "NL2:XX", "proofIdentifier": "cA=="}'
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 BUSY_HEAD = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
 
@@ -146,7 +151,7 @@ class RawServer:
                     if not await reader.read():
                         self.dropped.set()
                     break
-                if not self.behaviour.startswith(("busy", "cookie")):
+                if not self.behaviour.startswith(("busy", "cookie", "surplus")):
                     break
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -168,6 +173,8 @@ class RawServer:
             refusal = b"x" * int(size) if size else b'{"error": "busy"}'
             writer.write(_with_length(BUSY_HEAD, refusal))
             await writer.drain()
+        elif self.behaviour.startswith("surplus"):
+            await self.respond_with_surplus(writer)
         elif self.behaviour == "hang":
             await self.release.wait()
         elif self.behaviour == "reset":
@@ -181,6 +188,23 @@ class RawServer:
             writer.write(b"HTTP/1.1 %s Refused\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
                          b"Content-Length: 64\r\n\r\nbusy" % status)  # fmt: skip
             await writer.drain()
+
+    async def respond_with_surplus(self, writer: asyncio.StreamWriter) -> None:
+        """Follow the first answer by one no request asked for; answer the next one as asked.
+
+        The surplus comes in the same write ("surplus"), or once the test releases it
+        ("surplus-later"), while the connection waits for its next call.
+        """
+        if len(self.requests) > 1:
+            writer.write(_with_length(OK_HEAD, SECOND_OK))
+        elif self.behaviour == "surplus":
+            writer.write(_with_length(OK_HEAD, STATIC_OK) + _with_length(OK_HEAD, UNASKED_OK))
+        else:
+            writer.write(_with_length(OK_HEAD, STATIC_OK))
+            await writer.drain()
+            await self.release.wait()
+            writer.write(_with_length(OK_HEAD, UNASKED_OK))
+        await writer.drain()
 
 
 @contextlib.asynccontextmanager
@@ -607,3 +631,38 @@ async def test_a_probe_answered_with_garbage_is_a_lost_connection(transport):
         with pytest.raises(SignerConnectionLostError) as raised:
             await EuSignerClient(http).probe()
     assert raised.value.endpoint == "probe"
+
+
+def _an_idle_connection_holds_bytes(http: httpx.AsyncClient) -> bool:
+    """Whether bytes have reached a pooled connection of `http` that waits for its next call.
+
+    Read from each transport's own pool: aiohttp's protocol has taken them in (and parsed
+    them), or httpcore's socket has them to read.
+    """
+    transport = http._transport
+    if isinstance(transport, SignerTransport):
+        idle = transport.client.connector._conns.values()
+        return any(protocol.should_close for waiting in idle for protocol, _ in waiting)
+    return any(
+        connection._connection._network_stream.get_extra_info("is_readable")
+        for connection in transport._pool.connections
+        if connection.is_idle()
+    )
+
+
+@pytest.mark.parametrize("behaviour", ["surplus", "surplus-later"])
+async def test_bytes_past_an_answer_are_never_the_next_calls_answer(transport, behaviour):
+    """A signer sending an answer more than it owes: the next call gets its own answer.
+
+    Before, on one kept-alive connection, the next call (someone else's) read the surplus as
+    its answer: on httpcore when it came with the answer (h11 kept it for the next one), on
+    aiohttp when it came while the connection was idle (taken in as the next answer).
+    """
+    async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
+        first = await issue_static(http)
+        if behaviour == "surplus-later":
+            server.release.set()
+            await until(lambda: _an_idle_connection_holds_bytes(http))
+        second = await issue_static(http)
+    assert (first.qr, second.qr) == ("NL2:AB", "NL2:CD"), "the surplus was read as an answer"
+    assert len(server.requests) == 2
