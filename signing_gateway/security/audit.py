@@ -13,9 +13,9 @@ says `withheld` (in the log, and in the file when it can still get there).
 An issuance cancelled mid-way (at shutdown: the drain's timeout, a second signal, uvicorn's
 backstop) is recorded too: the signer may have signed. Its record is queued for the writer
 thread without waiting, so neither the cancellation nor its answer waits on the disk;
-`AuditTrail.close` lets it finish. Cancelled while its record was already on its way, the
-attempt's record is superseded by the `cancelled` one (the caller never got what the first
-one says).
+`AuditTrail.close` lets it finish (for `write_timeout_seconds` at most). Cancelled while its
+record was already on its way, the attempt's record is superseded by the `cancelled` one (the
+caller never got what the first one says).
 """
 
 from __future__ import annotations

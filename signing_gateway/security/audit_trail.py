@@ -16,6 +16,9 @@ write timed out and the credential was withheld) is superseded: while still queu
 record takes its place; once the writer has it, the new record is queued after it, under the
 same `auditId`. The last record of an attempt (its `auditId`, which the trail mints; the
 request id is the caller's and may repeat) in the file is always what its caller was answered.
+
+At shutdown (`close`) the queued records get `write_timeout_seconds` too; past that they are
+logged as left, and the writer thread, a daemon (`audit_writer`), ends with the process.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -30,7 +34,6 @@ import secrets
 import stat
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +42,7 @@ import orjson
 from signing_gateway.observability.context import current_request_id
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.cpu_gate import io_wait
+from signing_gateway.security.audit_writer import AuditWriter
 
 audit_logger = logging.getLogger("signing_gateway.audit")
 logger = logging.getLogger("signing_gateway.security")
@@ -293,11 +297,7 @@ class AuditTrail:
         self._failures_probed = 0
         self._writing_since: float | None = None
         self._lock = threading.Lock()
-        self._executor = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
-            if sink is not None
-            else None
-        )
+        self._writer = AuditWriter(name="audit-writer") if sink is not None else None
         # Attempt ids: a random part per trail (a gateway start, a worker) and a count in it.
         self._id_prefix = secrets.token_hex(8)
         self._id_numbers = itertools.count(1)
@@ -372,7 +372,7 @@ class AuditTrail:
 
     def _queue_line(self, line: bytes, *, correction: bool = False) -> QueuedRecord:
         """Queue `line`; a `correction` (see `supersede`) is queued past `max_pending` too."""
-        if self._executor is None:
+        if self._writer is None:
             return _NO_FILE
         with self._lock:
             full = not correction and self._pending >= self._max_pending
@@ -385,8 +385,8 @@ class AuditTrail:
         waiter = asyncio.get_running_loop().create_future()
         queued = QueuedRecord(line, waiter, request_id=request_id)
         try:
-            self._executor.submit(self._write, queued)
-        except RuntimeError as exc:  # the executor is shut down: the trail is closing
+            self._writer.submit(functools.partial(self._write, queued))
+        except RuntimeError as exc:  # the writer is stopped: the trail is closing
             with self._lock:
                 self._pending -= 1
             self._failed(exc, request_id)
@@ -399,7 +399,7 @@ class AuditTrail:
         One that cannot be queued (too many pending, or the trail already closed) is counted
         and logged like any failed write.
         """
-        if self._executor is None:
+        if self._writer is None:
             return _NO_FILE
         return self._queue_line(orjson.dumps(record) + b"\n")
 
@@ -483,12 +483,12 @@ class AuditTrail:
         passes (the disk errs, or a quota is reached), and only this one: with no records
         coming, the next probe that passes the check says the file can take them again.
         """
-        if self._executor is None or self._sink is None:
+        if self._writer is None or self._sink is None:
             return
         with self._lock:
             failed = self._failures - self._failures_probed
             self._failures_probed = self._failures
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._sink.check)
+        await asyncio.wrap_future(self._writer.submit(self._sink.check))
         if failed:
             raise AuditRecordsFailed(f"{failed} audit records not written since the last probe")
 
@@ -506,8 +506,38 @@ class AuditTrail:
         }
 
     async def close(self) -> None:
-        """Let queued writes finish, then close the file."""
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True)
-        if self._sink is not None:
-            await asyncio.to_thread(self._sink.close)
+        """Let the queued writes finish, for `write_timeout` at most, then close the file.
+
+        Records queued from now on are refused (counted and logged). The file is closed on the
+        writer thread, after the records queued before. A disk that stalls them past
+        `write_timeout` (a hung NFS mount, a FIFO whose reader has gone) is given up on, so
+        that shutdown ends: the records still queued or being written then are logged at ERROR
+        with their number; the writer goes on with them while the process lives, and the file
+        stays open until it ends. Closing again does nothing.
+        """
+        writer, sink = self._writer, self._sink
+        if writer is None or sink is None:
+            return
+        try:
+            closed = writer.submit(sink.close)
+        except RuntimeError:  # stopped: closed before
+            return
+        writer.stop()
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await asyncio.wrap_future(closed)
+        except TimeoutError:
+            self._log_left()
+
+    def _log_left(self) -> None:
+        """Say how many records `close` gave up on: queued, or the one being written."""
+        with self._lock:
+            left = self._pending
+        logger.error(
+            "audit records not written at shutdown",
+            extra={
+                "security_event": "audit-records-left",
+                "records": left,
+                "timeout_seconds": self.write_timeout,
+            },
+        )

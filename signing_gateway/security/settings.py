@@ -260,5 +260,5 @@ class AuditSettings(BaseModel):
         2.0,
         description="Longest a request waits for its audit record to be written (without a "
         "CPU permit); a record not written by then counts as a failed write (and fails closed), "
-        "and stays queued",
+        "and stays queued. Shutdown waits as long at most for the records still queued",
     )

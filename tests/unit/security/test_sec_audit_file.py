@@ -565,3 +565,74 @@ def test_a_reader_that_cannot_be_checked_is_closed_and_the_file_still_written(
     finally:
         audit.close()
     assert path.read_bytes() == b'{"auditId":"a-1"}\n'
+
+
+async def test_closing_on_a_stalled_disk_gives_up_after_the_write_timeout_and_says_how_many(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Close waits `write_timeout` for the queued records, then logs how many it left.
+
+    The writes are not dropped: a disk that comes back still gets them. Before, close
+    waited for the stalled write with no bound, and shutdown never ended.
+    """
+    caplog.set_level(logging.ERROR, logger="signing_gateway.security")
+    path = tmp_path / "stalled.jsonl"
+    sink = await asyncio.to_thread(BlockingFile, path)
+    trail = AuditTrail(
+        sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=8, write_timeout=0.1
+    )
+    for n in range(3):
+        trail.submit({"n": n})
+    await until(lambda: sink.started == 1)
+    try:
+        async with asyncio.timeout(5):
+            await trail.close()
+            await trail.close()  # again: nothing more to wait for, nothing more to say
+    finally:
+        sink.release.set()
+    [record] = as_written(r for r in caplog.records if r.name == "signing_gateway.security")
+    assert (record["level"], record["event"]) == ("error", "audit records not written at shutdown")
+    assert (record["security_event"], record["records"]) == ("audit-records-left", 3)
+    assert record["timeout_seconds"] == 0.1
+    await until(lambda: trail.snapshot()["pendingWrites"] == 0)
+    await asyncio.to_thread(sink.close)  # given up on, the trail left the file open
+    assert [orjson.loads(line)["n"] for line in _lines(path)] == [0, 1, 2]
+
+
+_STALL_ON_A_FIFO = """
+import asyncio, os, sys
+from pathlib import Path
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.security.audit_trail import AuditTrail
+
+async def main(path):
+    os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    trail = await AuditTrail.open(
+        Path(path), metrics=GatewayMetrics(), fail_closed=True, max_pending=8, write_timeout=0.2
+    )
+    trail.submit({"padding": "x" * 200_000})  # more than the pipe holds: the write stalls
+    trail.submit({"n": 2})
+    await trail.close()
+    print("closed", flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_a_write_stalled_for_good_does_not_keep_the_process_from_ending(tmp_path: Path) -> None:
+    """A FIFO whose reader stopped reading: close gives up and the process still exits.
+
+    The writer thread stays stuck in the write; it must not be one the interpreter joins
+    at exit.
+    """
+    path = tmp_path / "audit.fifo"
+    os.mkfifo(path)
+    child = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
+        [sys.executable, "-c", _STALL_ON_A_FIFO, str(path)],
+        capture_output=True,
+        cwd=REPO,
+        check=False,
+        timeout=30,
+    )
+    assert (child.returncode, child.stdout) == (0, b"closed\n"), child.stderr.decode()
+    assert b"audit records not written at shutdown" in child.stderr
