@@ -306,7 +306,11 @@ class RemoteJwks:
         return self._keys or keys
 
     async def stop(self) -> None:
-        """Stop the refresher and any fetch in flight."""
+        """Stop the refresher and any fetch in flight.
+
+        A request waiting on that fetch is cancelled with it, and answered as any request
+        cancelled at shutdown is (`DrainMiddleware`: 503 `shutting-down`).
+        """
         for task in (self._task, self._inflight):
             await cancel_and_wait(task)
         self._task = self._inflight = None

@@ -138,3 +138,31 @@ async def test_an_identity_provider_down_refuses_only_the_kids_it_cannot_confirm
     assert 'error="invalid_token"' in unknown.headers["www-authenticate"]
     assert known.status_code == 200, known.text
     assert idp.fetches == 2
+
+
+async def test_a_request_waiting_on_a_refetch_when_the_gateway_stops_is_answered_503(
+    signers: respx.MockRouter, mocked: MockedSigners, test_keys: SignerKeys, token_issuer
+):
+    """Pin the answer of a request whose shared refetch the shutdown cancels: shutting-down.
+
+    Stopping the key source cancels the fetch under every request waiting on it; such a
+    request ends as any request cancelled at shutdown does, never a 500, a 401 or a hang.
+    """
+    idp = Idp(token_issuer.jwks(), slow=True)
+    signers.get(JWKS_URL).mock(side_effect=idp.answer)
+    settings = make_settings(test_keys, auth=_remote_auth())
+    gateway = running_gateway(settings)
+    client = await gateway.__aenter__()
+    waiting = asyncio.create_task(client.get("/v1/keys", headers=bearer(_token(_issuer("new")))))
+    stopping: asyncio.Task[Any] | None = None
+    try:
+        async with asyncio.timeout(2):
+            await idp.refetching.wait()
+        stopping = asyncio.create_task(gateway.__aexit__(None, None, None))
+        async with asyncio.timeout(FETCH_TIMEOUT / 2):
+            answer = await waiting
+    finally:
+        idp.release.set()
+        await (stopping or gateway.__aexit__(None, None, None))
+    assert_problem(answer, 503, "shutting-down")
+    assert answer.headers["connection"] == "close"
