@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import jwt
 import pytest
 
@@ -59,3 +62,35 @@ def test_a_minted_token_is_valid_from_now_for_its_lifetime(issuer: LocalTokenIss
     token = issuer.mint(now=1_000_000.7, ttl_seconds=60)
     claims = jwt.decode(token, options={"verify_signature": False})
     assert (claims["iat"], claims["nbf"], claims["exp"]) == (1_000_000, 1_000_000, 1_000_060)
+
+
+class _CountingKeys(FixedKeys):
+    """`FixedKeys` that counts how often it was asked."""
+
+    def __init__(self, keys: JwksKeys | None) -> None:
+        super().__init__(keys)
+        self.asked = 0
+
+    async def keys_for(self, kid: str | None) -> JwksKeys:
+        self.asked += 1
+        return await super().keys_for(kid)
+
+
+def _with_header(token: str, header: dict[str, object]) -> str:
+    """`token` with its header replaced by `header` (the signature no longer fits)."""
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return ".".join([encoded, *token.split(".")[1:]])
+
+
+@pytest.mark.parametrize("kid", [None, 7, 1.5, True, ["k"], {"k": 1}])
+async def test_a_kid_that_is_not_a_string_is_malformed_before_any_key_is_looked_up(
+    issuer: LocalTokenIssuer, kid: object
+):
+    """Pin PyJWT's refusal of a non-string kid (the verifier has no check of its own)."""
+    keys = _CountingKeys(JwksKeys(issuer.jwks()))
+    verifier = TokenVerifier(AuthSettings(audience=AUDIENCE, issuer=ISSUER), keys)
+    token = _with_header(issuer.mint(scopes=["keys:read"]), {"alg": "ES256", "kid": kid})
+    with pytest.raises(AuthenticationFailed) as refused:
+        await verifier.verify(token)
+    assert (refused.value.status, refused.value.reason) == (401, "malformed")
+    assert keys.asked == 0
