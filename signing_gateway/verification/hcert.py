@@ -99,13 +99,15 @@ class DecodedHc1:
 
 @dataclass(frozen=True)
 class VerifiedEuCredential:
-    """What a verified credential says about itself; ``kid`` is base64."""
+    """What a verified credential says about itself; ``kid`` is base64.
+
+    Its DCC (and with it the UVCI) is the one asked for: verification proves them equal.
+    """
 
     kid: str
     iss: str
     iat: int
     exp: int
-    uvci: str | None
 
 
 def _fail(reason: EuVerificationFailure, detail: str = "") -> CredentialVerificationError:
@@ -287,15 +289,6 @@ def proof_identifier_for(signature: bytes) -> str:
     return base64.b64encode(hashlib.sha256(signature).digest()[:16]).decode("ascii")
 
 
-def _uvci(dcc: Mapping[str, Any]) -> str | None:
-    for group in ("v", "t", "r"):
-        entries = dcc.get(group)
-        if isinstance(entries, list) and entries and isinstance(entries[0], dict):
-            ci = entries[0].get("ci")
-            return ci if isinstance(ci, str) else None
-    return None
-
-
 def _signing_certificate(
     decoded: DecodedHc1, *, trust: EuTrustStore, key_usage: str, now: datetime
 ) -> DscCertificate:
@@ -356,6 +349,4 @@ def verify_eu_credential(
         raise _fail("iat-out-of-range", f"iat {decoded.iat}")
     if proof_identifier != proof_identifier_for(decoded.signature):
         raise _fail("proof-identifier-mismatch")
-    return VerifiedEuCredential(
-        kid=dsc.kid_b64, iss=decoded.iss, iat=decoded.iat, exp=decoded.exp, uvci=_uvci(decoded.dcc)
-    )
+    return VerifiedEuCredential(kid=dsc.kid_b64, iss=decoded.iss, iat=decoded.iat, exp=decoded.exp)

@@ -44,30 +44,11 @@ from tests.support.credentials import (
 
 
 def test_valid_es256_credential_verifies(dsc, trust):
-    """A correctly signed ES256 credential verifies and reports kid, iss, exp and UVCI."""
+    """A correctly signed ES256 credential verifies and reports kid, iss, exp and iat."""
     hc1 = make_hc1(dsc, spec())
     verified = verify(hc1.text, trust, proof=hc1.proof_identifier)
     assert verified.kid == DscCertificate.from_der(dsc.der).kid_b64
     assert (verified.iss, verified.exp, verified.iat) == ("NL", EXP, int(NOW.timestamp()))
-    assert verified.uvci == "URN:UVCI:01:NL:TEST0001#K"
-
-
-@pytest.mark.parametrize(
-    ("group", "ci", "uvci"),
-    [
-        ("t", "URN:UVCI:01:NL:T#X", "URN:UVCI:01:NL:T#X"),
-        ("r", "URN:UVCI:01:NL:R#X", "URN:UVCI:01:NL:R#X"),
-        ("v", 5, None),
-    ],
-    ids=["test", "recovery", "not-text"],
-)
-def test_uvci_is_read_from_any_entry_kind_and_only_as_text(dsc, trust, group, ci, uvci):
-    """Pin that the UVCI comes from a test or recovery entry too, and is None unless text."""
-    signed = sample_dcc()
-    entry = signed.pop("v")[0]
-    signed[group] = [{**entry, "ci": ci}]
-    hc1 = make_hc1(dsc, spec(dcc=signed))
-    assert verify(hc1.text, trust, proof=hc1.proof_identifier, dcc=signed).uvci == uvci
 
 
 def test_valid_ps256_credential_with_rsa_dsc_verifies():
