@@ -28,7 +28,7 @@ from fastapi import Depends, Request
 
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError
-from signing_gateway.errors import PROBLEM_BASE, GatewayError
+from signing_gateway.errors import PROBLEM_BASE, GatewayError, RequestInvalid
 from signing_gateway.issuance.eu import IssuedEuCredential
 from signing_gateway.resilience.shutdown import CANCELLED_STATUS, SHUTTING_DOWN
 from signing_gateway.runtime.cpu_gate import checkpoint
@@ -162,9 +162,11 @@ class IssuanceAudit:
         if isinstance(exc, GatewayError):
             await self._finish(outcome="failed", status=exc.status, problem=exc.type)
             return
-        if isinstance(exc, DomainValidationError):
+        if isinstance(exc, DomainValidationError):  # answered as a RequestInvalid (api/problems)
             await self._finish(
-                outcome="refused", status=422, problem=PROBLEM_BASE + "validation-failed"
+                outcome="refused",
+                status=RequestInvalid.status,
+                problem=PROBLEM_BASE + RequestInvalid.slug,
             )
             return
         if isinstance(exc, Exception):
