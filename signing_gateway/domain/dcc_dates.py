@@ -8,6 +8,10 @@ A calendar date counts as "not in the future" when it is not after today's date 
 earliest time zone: an event that happened today anywhere on Earth is accepted, whatever the
 server's clock zone. Instants (the test's sample time) may lead the clock by at most
 ``CLOCK_SKEW``, to absorb small differences between the issuer's and our clocks.
+
+Every date, the date of an instant too, lies in the years ``MIN_YEAR`` to ``MAX_YEAR``: the range
+the official schema gives the date of birth, held for the other dates as well, so that a year
+mistyped as 0202 or 2202 is refused rather than signed.
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ if TYPE_CHECKING:
 
 EARLIEST_TIME_ZONE: Final = timezone(timedelta(hours=14))
 CLOCK_SKEW: Final = timedelta(minutes=5)
-DOB_MIN_YEAR: Final = 1900
-DOB_MAX_YEAR: Final = 2099
+MIN_YEAR: Final = 1900
+MAX_YEAR: Final = 2099
+#: A year of MIN_YEAR to MAX_YEAR, as the JSON schema patterns below say it.
+_YEAR_PATTERN: Final = "(?:19|20)[0-9]{2}"
 
 _COMPLETE_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _DOB = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
-#: A dob's form as a JSON schema pattern, years DOB_MIN_YEAR to DOB_MAX_YEAR as the official
-#: schema gives it; whether the month and day are real it cannot say.
-DOB_PATTERN: Final = r"^(?:(?:19|20)[0-9]{2}(?:-[0-9]{2}){0,2})?$"
+#: A dob's form as a JSON schema pattern, years MIN_YEAR to MAX_YEAR as the official schema
+#: gives it; whether the month and day are real it cannot say.
+DOB_PATTERN: Final = rf"^(?:{_YEAR_PATTERN}(?:-[0-9]{{2}}){{0,2}})?$"
+#: A complete date's form as a JSON schema pattern (its "format": "date" checks the day).
+COMPLETE_DATE_PATTERN: Final = rf"^{_YEAR_PATTERN}-[0-9]{{2}}-[0-9]{{2}}$"
 # RFC 3339 section 5.6: "T" and "Z" may be lower case (its NOTE), the second may be 60.
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
@@ -38,7 +46,7 @@ _RFC3339 = re.compile(
 )
 #: The form of an instant signed as given (see parse_strict_rfc3339) as a JSON schema pattern.
 STRICT_RFC3339_PATTERN: Final = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    rf"^{_YEAR_PATTERN}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(?:\.[0-9]+)?"
     r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 _LEAP_SECOND: Final = 60
@@ -71,7 +79,11 @@ def _real_date(year: int, month: int, day: int) -> date | None:
 
 
 def parse_complete_date(value: str) -> date:
-    """Parse ``YYYY-MM-DD`` into a real calendar date or raise ``complete_date``."""
+    """Parse ``YYYY-MM-DD`` into a real calendar date in the years the DCC allows.
+
+    Raises ``complete_date`` for anything else than a real date, ``date_out_of_range`` for one
+    outside ``MIN_YEAR`` to ``MAX_YEAR``.
+    """
     match = _COMPLETE_DATE.fullmatch(value)
     parsed = _real_date(int(match[1]), int(match[2]), int(match[3])) if match else None
     if parsed is None:
@@ -80,7 +92,18 @@ def parse_complete_date(value: str) -> date:
             "Must be a real calendar date written YYYY-MM-DD, got '{value}'",
             {"value": value},
         )
+    check_year(parsed.year, value)
     return parsed
+
+
+def check_year(year: int, value: str) -> None:
+    """Raise ``date_out_of_range`` unless the year lies in ``MIN_YEAR`` to ``MAX_YEAR``."""
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise PydanticCustomError(
+            "date_out_of_range",
+            "Must lie in the years {min_year} to {max_year}, got '{value}'",
+            {"value": value, "min_year": MIN_YEAR, "max_year": MAX_YEAR},
+        )
 
 
 def check_not_future_date(value: date, info: ValidationInfo) -> None:
@@ -118,7 +141,7 @@ def date_of_birth(value: str, info: ValidationInfo) -> str:
     # A real date at the precision given: the first of the month (or year) stands in for the rest.
     well_formed = (
         match is not None
-        and DOB_MIN_YEAR <= int(match[1]) <= DOB_MAX_YEAR
+        and MIN_YEAR <= int(match[1]) <= MAX_YEAR
         and _real_date(int(match[1]), int(match[2] or 1), int(match[3] or 1)) is not None
     )
     if match is None or not well_formed:
@@ -126,7 +149,7 @@ def date_of_birth(value: str, info: ValidationInfo) -> str:
             "date_of_birth",
             "Date of birth must be empty, YYYY, YYYY-MM or YYYY-MM-DD with a real month and day "
             "and a year from {min_year} to {max_year}, got '{value}'",
-            {"value": value, "min_year": DOB_MIN_YEAR, "max_year": DOB_MAX_YEAR},
+            {"value": value, "min_year": MIN_YEAR, "max_year": MAX_YEAR},
         )
     latest = latest_acceptable_date(now_from(info))
     # Compare at the precision given: "2026" is only future once the year itself is.
@@ -208,6 +231,7 @@ def _rfc3339_or_none(value: str, *, strict: bool) -> datetime | None:
 def past_instant(value: str, info: ValidationInfo) -> str:
     """Validate a strict RFC 3339 instant that must not lie in the future; return it unchanged."""
     instant = parse_strict_rfc3339(value)
+    check_year(instant.year, value)  # as written: the signed text names that year
     now = now_from(info)
     if instant > now + CLOCK_SKEW:
         raise PydanticCustomError(

@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from signing_gateway.domain.dcc_dates import (
+    COMPLETE_DATE_PATTERN,
     STRICT_RFC3339_PATTERN,
     complete_date,
     parse_complete_date,
@@ -95,7 +96,7 @@ def _test_device_present(value: object) -> object:
 Disease = Annotated[str, _coded(ValueSetName.DISEASE_AGENT_TARGETED)]
 Country = Annotated[str, _coded(ValueSetName.COUNTRY)]
 # The JSON schema shows each form as far as it can say it (not the value sets, not "past").
-_DATE_SHOWN: Final = Field(json_schema_extra={"format": "date"})
+_DATE_SHOWN: Final = Field(json_schema_extra={"format": "date", "pattern": COMPLETE_DATE_PATTERN})
 DoseCount = Annotated[
     int,
     AfterValidator(_dose_count),

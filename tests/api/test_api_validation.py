@@ -83,14 +83,23 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
         ("dcc", "nam"),
     ),
     "dob-not-a-date": (with_dcc(eu_vaccination(), "dob", value="1980-02-30"), ("dcc", "dob")),
-    "dob-in-future": (with_dcc(eu_vaccination(), "dob", value="2199-01-01"), ("dcc", "dob")),
+    "dob-in-future": (with_dcc(eu_vaccination(), "dob", value="2099-01-01"), ("dcc", "dob")),
+    "dob-before-1900": (with_dcc(eu_vaccination(), "dob", value="0001-01-01"), ("dcc", "dob")),
     "vaccination-date-invalid": (
         with_dcc(eu_vaccination(), "v", 0, "dt", value="2021-13-01"),
         (*V0, "dt"),
     ),
     "test-time-in-future": (
-        with_dcc(eu_test(), "t", 0, "sc", value="2199-01-01T00:00:00Z"),
+        with_dcc(eu_test(), "t", 0, "sc", value="2099-01-01T00:00:00Z"),
         ("dcc", "t", 0, "sc"),
+    ),
+    "vaccination-date-in-year-1000": (
+        with_dcc(eu_vaccination(), "v", 0, "dt", value="1000-01-01"),
+        (*V0, "dt"),
+    ),
+    "recovery-valid-until-2100": (
+        with_dcc(eu_recovery(), "r", 0, "du", value="2100-01-01"),
+        ("dcc", "r", 0, "du"),
     ),
     "disease-not-in-value-set": (
         with_dcc(eu_vaccination(), "v", 0, "tg", value="12345"),

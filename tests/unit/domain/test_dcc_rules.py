@@ -383,6 +383,52 @@ def test_bad_recovery_field_is_rejected(changes, field, error_type):
     assert errors_of({"dcc": dcc_with_entry("r", **changes)}) == {(error_type, (*R0, field))}
 
 
+@pytest.mark.parametrize(
+    ("group", "field", "value"),
+    [
+        ("v", "dt", "1000-01-01"),
+        ("v", "dt", "0001-01-01"),
+        ("v", "dt", "1899-12-31"),
+        ("t", "sc", "0202-06-11T17:30:00Z"),
+        ("t", "sc", "1899-12-31T23:59:59-01:00"),
+        ("r", "du", "2100-01-01"),
+        ("r", "du", "9999-12-31"),
+    ],
+)
+def test_date_outside_the_dcc_years_is_rejected(group, field, value):
+    """Every date of an entry lies in 1900-2099, the official schema's years of the dob.
+
+    Such a date was signed as given: a vaccination in the year 1000, a sample taken in 0202.
+    """
+    with pytest.raises(ValidationError) as info:
+        validate({"dcc": dcc_with_entry(group, **{field: value})})
+    [error] = info.value.errors()
+    assert (error["type"], error["loc"]) == ("date_out_of_range", ("dcc", group, 0, field))
+    assert error["msg"] == f"Must lie in the years 1900 to 2099, got '{value}'"
+
+
+def test_first_positive_before_1900_is_rejected_with_its_validity_start():
+    """A first positive test and validity start both out of range are both named."""
+    payload = dcc_with_entry("r", fr="0001-01-01", df="0001-01-02")
+    assert errors_of({"dcc": payload}) == {
+        ("date_out_of_range", (*R0, "fr")),
+        ("date_out_of_range", (*R0, "df")),
+    }
+
+
+@pytest.mark.parametrize(
+    ("group", "changes"),
+    [
+        ("v", {"dt": "1900-01-01"}),
+        ("t", {"sc": "1900-01-01T00:00:00+01:00"}),
+        ("r", {"fr": "1900-01-01", "df": "1900-01-01", "du": "2099-12-31"}),
+    ],
+)
+def test_dates_at_the_ends_of_the_dcc_years_are_accepted(group, changes):
+    """The first day of 1900 and the last of 2099 are in range (sc by the year written)."""
+    validate({"dcc": dcc_with_entry(group, **changes)})
+
+
 def test_recovery_validity_start_is_checked_without_a_first_positive_date():
     """A malformed df is refused even when fr is refused too, not left for a second attempt."""
     payload = dcc_with_entry("r", fr="2026-11-25", df="2026-11-31")
@@ -624,6 +670,9 @@ def test_the_json_schema_shows_each_fields_form():
         "fr as a date-time": dcc_with_entry("r", fr="2026-11-01T00:00:00Z"),
         "df not a day": dcc_with_entry("r", df="2026-11-31"),
         "du with a one-digit day": dcc_with_entry("r", du="2027-04-3"),
+        "dt in the year 1000": dcc_with_entry("v", dt="1000-01-01"),
+        "sc in the year 202": dcc_with_entry("t", sc="0202-06-11T17:30:00Z"),
+        "du in 2100": dcc_with_entry("r", du="2100-01-01"),
     }
     assert {
         name for name, payload in refused.items() if validator.is_valid({"dcc": payload})
