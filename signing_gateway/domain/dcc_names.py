@@ -5,8 +5,12 @@ same name typed on two keyboards signs to the same bytes. Its length is checked 
 normalisation: nothing the schema refuses for length slips through by composing characters, and
 nothing signed breaks the schema's bound where normalisation makes a text longer.
 Control characters (Unicode Cc), lone surrogates and line/paragraph separators are refused: they
-have no place on a certificate and render unpredictably. Format characters (Cf) such as the
-zero-width non-joiner stay allowed, some scripts need them.
+have no place on a certificate and render unpredictably. So are private-use code points (Co),
+which mean what a private agreement says (a verifier shows an empty box or a vendor's logo), and
+code points unassigned in the Unicode version Python's ``unicodedata`` knows (Cn, the
+noncharacters such as U+FFFE too): printed as an empty box at best, and without their properties
+NFC cannot be relied on to give the form a later version would. Format characters (Cf) such as
+the zero-width non-joiner stay allowed, some scripts need them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,25 @@ if TYPE_CHECKING:
     from pydantic_core import CoreSchema
 
 TEXT_MAX_LENGTH: Final = 80
-_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_CONTROL: Final = (
+    "text_control_character",
+    "Must not contain control characters, found U+{codepoint}",
+)
+#: The refused general categories, each with its error type and message.
+_FORBIDDEN_CATEGORIES: Final = {
+    "Cc": _CONTROL,
+    "Cs": _CONTROL,
+    "Zl": _CONTROL,
+    "Zp": _CONTROL,
+    "Co": (
+        "text_private_use_character",
+        "Must not contain private-use characters, found U+{codepoint}",
+    ),
+    "Cn": (
+        "text_unassigned_character",
+        "Must not contain code points unassigned in Unicode {unicode_version}, found U+{codepoint}",
+    ),
+}
 _TRANSLITERATED = re.compile(r"[A-Z<]*")
 
 
@@ -55,11 +77,13 @@ def _free_text(value: str) -> str:
             },
         )
     for char in normalised:
-        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+        refusal = _FORBIDDEN_CATEGORIES.get(unicodedata.category(char))
+        if refusal is not None:
+            error_type, message = refusal
             raise PydanticCustomError(
-                "text_control_character",
-                "Must not contain control characters, found U+{codepoint}",
-                {"codepoint": f"{ord(char):04X}"},
+                error_type,
+                message,
+                {"codepoint": f"{ord(char):04X}", "unicode_version": unicodedata.unidata_version},
             )
     return normalised
 
@@ -122,11 +146,11 @@ clients generated from it leave the field out rather than send the null that is 
 """
 
 # The JSON schema (so the published OpenAPI document) shows each form as the official DCC
-# schema does; the validators check more than it can say (NFC, control characters).
+# schema does; the validators check more than it can say (NFC, the characters refused).
 FreeText = Annotated[
     str, AfterValidator(_free_text), Field(json_schema_extra={"maxLength": TEXT_MAX_LENGTH})
 ]
-"""Free text up to 80 characters, stored NFC-normalised, without control characters."""
+"""Free text up to 80 characters, stored NFC-normalised, without the characters refused above."""
 
 OptionalFreeText = Omittable[FreeText]
 """Free text that may be left out (but not sent as null)."""

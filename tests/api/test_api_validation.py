@@ -78,6 +78,14 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
         with_dcc(eu_vaccination(), "nam", "fn", value="Jan\x07sen"),
         ("dcc", "nam", "fn"),
     ),
+    "name-private-use-character": (
+        with_dcc(eu_vaccination(), "nam", "gn", value="Anna\ue000"),
+        ("dcc", "nam", "gn"),
+    ),
+    "name-unassigned-code-point": (
+        with_dcc(eu_vaccination(), "nam", "fn", value="Jansen\ufffe"),
+        ("dcc", "nam", "fn"),
+    ),
     "no-transliterated-name": (
         with_dcc(eu_vaccination(), "nam", value={"fn": "Jansen", "gn": "Anna"}),
         ("dcc", "nam"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from signing_gateway.domain import EuRequest, KeyUsage
 V0 = ("dcc", "v", 0)
 T0 = ("dcc", "t", 0)
 R0 = ("dcc", "r", 0)
+UNICODE = unicodedata.unidata_version
 
 
 @pytest.mark.parametrize("group", ["v", "t", "r"])
@@ -112,6 +114,11 @@ def test_free_text_name_of_80_characters_is_accepted():
         ("fn", "Doe\u2028", "text_control_character"),
         ("fn", "Doe\u2029", "text_control_character"),
         ("gn", "Jane\ud800", "text_control_character"),
+        ("fn", "Doe\ue000", "text_private_use_character"),
+        ("gn", "Jane\U000f0000", "text_private_use_character"),
+        ("fn", "Doe\u0378", "text_unassigned_character"),
+        ("gn", "Jane\ufffe", "text_unassigned_character"),
+        ("fn", "Doe\ufdd0", "text_unassigned_character"),
         ("fn", 42, "string_type"),
     ],
     ids=[
@@ -123,6 +130,11 @@ def test_free_text_name_of_80_characters_is_accepted():
         "line-separator",
         "paragraph-separator",
         "lone-surrogate",
+        "private-use",
+        "supplementary-private-use",
+        "unassigned",
+        "noncharacter",
+        "noncharacter-in-arabic-block",
         "number",
     ],
 )
@@ -131,6 +143,44 @@ def test_bad_free_text_name_is_rejected(field, value, error_type):
     assert errors_of({"dcc": dcc_with_name(**{field: value})}) == {
         (error_type, ("dcc", "nam", field))
     }
+
+
+@pytest.mark.parametrize(
+    ("field", "char", "message"),
+    [
+        ("fn", "\uf8ff", "Must not contain private-use characters, found U+F8FF"),
+        (
+            "gn",
+            "\U000e0080",
+            f"Must not contain code points unassigned in Unicode {UNICODE}, found U+E0080",
+        ),
+    ],
+)
+def test_private_use_or_unassigned_character_in_free_text_is_named(field, char, message):
+    """A name holding a private-use or unassigned code point is refused, the code point named.
+
+    Such a name was signed: a verifier prints it as an empty box, or as whatever a vendor
+    put at that code point (U+F8FF is a logo on some systems).
+    """
+    with pytest.raises(ValidationError) as info:
+        validate({"dcc": dcc_with_name(**{field: f"Jan{char}sen"})})
+    assert [(e["loc"], e["msg"]) for e in info.value.errors()] == [(("dcc", "nam", field), message)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error_type"),
+    [
+        ("is", "Ministerie \ue000", "text_private_use_character"),
+        ("tc", "Centre \u0378", "text_unassigned_character"),
+        ("nm", "PCR \U0010fffd", "text_private_use_character"),
+    ],
+)
+def test_private_use_or_unassigned_character_in_other_free_text_is_rejected(
+    field, value, error_type
+):
+    """Issuer, testing centre and test name follow the same character rule as the names."""
+    payload = dcc_with_entry("t", tt="LP6464-4", ma=None, **{field: value})
+    assert errors_of({"dcc": payload}) == {(error_type, ("dcc", "t", 0, field))}
 
 
 @pytest.mark.parametrize(
