@@ -12,7 +12,15 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -92,6 +100,8 @@ BirthMonth = Annotated[
         "Must be a month '1' to '12' (no leading zero) or empty, got '{value}'",
     ),
 ]
+#: The most days each month (1 to 12) can have: no year is given, so February has a 29th.
+_DAYS_IN_MONTH: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 CATEGORY_MAX_LENGTH: Final = 8
 # Short codes only (CoronaCheck used "", "1", "2", "3"): letters, digits, nothing to escape.
 Category = Annotated[
@@ -118,6 +128,22 @@ class DomesticAttributes(BaseModel):
     birth_day: BirthDay = Field(alias="birthDay")
     birth_month: BirthMonth = Field(alias="birthMonth")
     category: Omittable[Category] = Field(default=None, alias="category")
+
+    @field_validator("birth_month")
+    @classmethod
+    def _month_has_the_day(cls, value: str, info: ValidationInfo) -> str:
+        """A birth day and month given together must name a day of the year (29 February too).
+
+        The message names neither: they are part of the holder's date of birth.
+        """
+        day = info.data.get("birth_day")
+        if value and day and int(day) > _DAYS_IN_MONTH[int(value) - 1]:
+            raise PydanticCustomError(
+                "birth_date",
+                "birthDay and birthMonth name no date: the month given has fewer days than "
+                "birthDay",
+            )
+        return value
 
     def wire(self) -> dict[str, str]:
         """The attributes as the signer takes them: wire names, category only when given."""

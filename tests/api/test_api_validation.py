@@ -300,6 +300,7 @@ DOMESTIC_CASES: dict[str, tuple[dict[str, str], str]] = {
     "initial-lowercase": (domestic_attributes(firstNameInitial="a"), "firstNameInitial"),
     "birth-day-leading-zero": (domestic_attributes(birthDay="02"), "birthDay"),
     "birth-month-13": (domestic_attributes(birthMonth="13"), "birthMonth"),
+    "birth-day-30-february": (domestic_attributes(birthDay="30", birthMonth="2"), "birthMonth"),
     "hours-zero": (domestic_attributes(validForHours="0"), "validForHours"),
     "hours-beyond-policy": (domestic_attributes(validForHours="99999"), "validForHours"),
     "valid-from-too-old": (

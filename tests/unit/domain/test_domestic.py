@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -197,6 +197,53 @@ def test_birth_day_accepts_exactly_the_canonical_days(day):
     else:
         accepted = True
     assert accepted == _day_oracle(day)
+
+
+@pytest.mark.parametrize(("day", "month"), [("31", "2"), ("30", "2"), ("31", "4"), ("31", "11")])
+def test_birth_day_the_month_does_not_have_is_rejected(day, month):
+    """A birthDay past its birthMonth's end (30 February) is refused at birthMonth.
+
+    Each was taken on its own form alone, and a credential naming no date of the year was
+    signed. The message names neither value: they are part of the date of birth.
+    """
+    with pytest.raises(ValidationError) as info:
+        DomesticAttributes.model_validate({**VALID, "birthDay": day, "birthMonth": month})
+    [error] = info.value.errors()
+    assert (error["type"], error["loc"]) == ("birth_date", ("birthMonth",))
+    assert day not in error["msg"]
+    assert month not in error["msg"]
+
+
+def test_birth_day_and_month_are_accepted_exactly_as_a_day_of_a_leap_year():
+    """Every day and month pair is accepted exactly when a leap year has that date."""
+    wrong = []
+    for month in range(1, 13):
+        for day in range(1, 32):
+            try:
+                DomesticAttributes.model_validate(
+                    {**VALID, "birthDay": str(day), "birthMonth": str(month)}
+                )
+            except ValidationError:
+                accepted = False
+            else:
+                accepted = True
+            if accepted != _in_leap_year(day, month):
+                wrong.append((day, month))
+    assert wrong == []
+
+
+@pytest.mark.parametrize(("day", "month"), [("31", ""), ("", "2"), ("29", "2"), ("", "")])
+def test_birth_day_or_month_alone_is_not_cross_checked(day, month):
+    """Without both, or on 29 February (no year is given), the pair is accepted."""
+    DomesticAttributes.model_validate({**VALID, "birthDay": day, "birthMonth": month})
+
+
+def _in_leap_year(day: int, month: int) -> bool:
+    try:
+        date(2024, month, day)
+    except ValueError:
+        return False
+    return True
 
 
 def test_the_json_schema_shows_each_attributes_form():
