@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -10,7 +10,11 @@ from pydantic.alias_generators import to_camel
 from signing_gateway.api.bodies import schema_ref
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.domestic import DomesticAttributes
+from signing_gateway.domain.errors import object_rule
 from signing_gateway.errors import ABOUT_BLANK, PROBLEM_BASE, PROBLEM_TYPES
+
+if TYPE_CHECKING:
+    from signing_gateway.domain.errors import Loc
 
 MAX_EU_PER_REQUEST = 10
 MAX_DOMESTIC_PER_REQUEST = 100
@@ -99,11 +103,27 @@ class PrintRequest(ApiRequest):
     domestic: DomesticAttributes | None = None
     european: EuRequest | None = None
 
+    # No part at all is named with the other errors of the body, not after them.
+    _parts_rule_beside_field_errors = object_rule(
+        lambda raw: _refusal(_no_print_part(raw.get("domestic"), raw.get("european")))
+    )
+
     @model_validator(mode="after")
     def _at_least_one(self) -> PrintRequest:
-        if self.domestic is None and self.european is None:
-            raise ValueError("give at least one of domestic and european")
+        if message := _no_print_part(self.domestic, self.european):
+            raise ValueError(message)
         return self
+
+
+def _no_print_part(domestic: object, european: object) -> str | None:
+    if domestic is None and european is None:
+        return "give at least one of domestic and european"
+    return None
+
+
+def _refusal(message: str | None) -> list[tuple[Loc, ValueError]]:
+    """A body rule's refusal as `validate_with_object_rule` takes it: at the body itself."""
+    return [] if message is None else [((), ValueError(message))]
 
 
 class PrintOut(ApiModel):
@@ -129,13 +149,36 @@ class CredentialsRequest(ApiRequest):
     domestic: Annotated[list[DomesticAttributes], Field(max_length=MAX_DOMESTIC_PER_REQUEST)] = []
     european: Annotated[list[EuRequest], Field(max_length=MAX_EU_PER_REQUEST)] = []
 
+    # No part at all, or no session for the domestic part, is named with the other errors.
+    _parts_rule_beside_field_errors = object_rule(
+        lambda raw: _refusal(
+            _inconsistent_credentials(
+                raw.get("domestic"),
+                raw.get("european"),
+                raw.get("stoken"),
+                raw.get("issueCommitmentMessage"),
+            )
+        )
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> CredentialsRequest:
-        if not self.domestic and not self.european:
-            raise ValueError("give at least one domestic or european credential")
-        if self.domestic and (self.stoken is None or self.issue_commitment_message is None):
-            raise ValueError("domestic credentials need stoken and issueCommitmentMessage")
+        message = _inconsistent_credentials(
+            self.domestic, self.european, self.stoken, self.issue_commitment_message
+        )
+        if message:
+            raise ValueError(message)
         return self
+
+
+def _inconsistent_credentials(
+    domestic: object, european: object, stoken: object, commitment: object
+) -> str | None:
+    if not domestic and not european:
+        return "give at least one domestic or european credential"
+    if domestic and (stoken is None or commitment is None):
+        return "domestic credentials need stoken and issueCommitmentMessage"
+    return None
 
 
 class CredentialsOut(ApiModel):

@@ -10,6 +10,7 @@ certificate or the issuance policy live in :func:`resolve_expiration`, which rai
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Final, Self
@@ -30,10 +31,14 @@ from signing_gateway.domain.dcc_dates import DOB_PATTERN, RFC3339_EXAMPLES, pars
 from signing_gateway.domain.dcc_dates import date_of_birth as _valid_date_of_birth
 from signing_gateway.domain.dcc_entries import RecoveryEntry, TestEntry, VaccinationEntry
 from signing_gateway.domain.dcc_names import Omittable, PersonName
-from signing_gateway.domain.errors import DomainValidationError, FieldError
+from signing_gateway.domain.errors import (
+    DomainValidationError,
+    FieldError,
+    object_rule,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from signing_gateway.domain.errors import Loc
 
 _SCHEMA_VERSION = re.compile(r"1\.3\.(0|[1-9][0-9]*)")
 
@@ -53,6 +58,7 @@ class KeyUsage(StrEnum):
 
 _GROUP_OF_USAGE: Final = {KeyUsage.VACCINATION: "v", KeyUsage.TEST: "t", KeyUsage.RECOVERY: "r"}
 _USAGE_OF_GROUP: Final = {group: usage for usage, group in _GROUP_OF_USAGE.items()}
+_KEY_USAGES: Final = frozenset(usage.value for usage in KeyUsage)
 
 
 def _schema_version(value: str) -> str:
@@ -84,6 +90,32 @@ RecoveryGroup = Annotated[Omittable[list[RecoveryEntry]], _SINGLE_ENTRY, _ONE_EN
 DccEntry = VaccinationEntry | TestEntry | RecoveryEntry
 
 
+def _second_group() -> PydanticCustomError:
+    return PydanticCustomError(
+        "dcc_group_count", "A DCC carries exactly one of 'v', 't' and 'r'; remove the others"
+    )
+
+
+def _no_group() -> PydanticCustomError:
+    return PydanticCustomError(
+        "dcc_group_count",
+        "A DCC carries exactly one of 'v' (vaccination), 't' (test) and 'r' (recovery)",
+    )
+
+
+def _raw_groups(dcc: Mapping[str, Any]) -> list[str]:
+    """The groups a raw DCC gives (null is no group: it is refused as null at its place)."""
+    return [group for group in _USAGE_OF_GROUP if dcc.get(group) is not None]
+
+
+def _raw_group_count(dcc: Mapping[str, Any]) -> list[tuple[Loc, PydanticCustomError]]:
+    """The group rules on a raw DCC: none at all, or each group after the first."""
+    groups = _raw_groups(dcc)
+    if not groups:
+        return [((), _no_group())]
+    return [((group,), _second_group()) for group in groups[1:]]
+
+
 class Dcc(BaseModel):
     """An EU DCC payload (schema 1.3.x) with exactly one of ``v``/``t``/``r``, one entry in it.
 
@@ -110,6 +142,9 @@ class Dcc(BaseModel):
     test: TestGroup = Field(default=None, alias="t")
     recovery: RecoveryGroup = Field(default=None, alias="r")
 
+    # A group too many, or none, is named with the fields' errors, not after them.
+    _group_rule_beside_field_errors = object_rule(_raw_group_count)
+
     @field_validator("test", "recovery")
     @classmethod
     def _no_second_group(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
@@ -117,10 +152,7 @@ class Dcc(BaseModel):
         if value is not None and any(
             info.data.get(earlier) is not None for earlier in ("vaccination", "test")
         ):
-            raise PydanticCustomError(
-                "dcc_group_count",
-                "A DCC carries exactly one of 'v', 't' and 'r'; remove the others",
-            )
+            raise _second_group()
         return value
 
     @model_validator(mode="after")
@@ -128,10 +160,7 @@ class Dcc(BaseModel):
         """Refuse a DCC with no group at all (several are refused field by field)."""
         present = [g for g in (self.vaccination, self.test, self.recovery) if g is not None]
         if not present:
-            raise PydanticCustomError(
-                "dcc_group_count",
-                "A DCC carries exactly one of 'v' (vaccination), 't' (test) and 'r' (recovery)",
-            )
+            raise _no_group()
         return self
 
     @property
@@ -171,6 +200,25 @@ def _rfc3339_expiration(value: object) -> object:
     raise PydanticCustomError(
         "rfc3339_datetime", f"Must be an RFC 3339 date-time string like {RFC3339_EXAMPLES}"
     )
+
+
+def _key_usage_mismatch(given: KeyUsage, group: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "key_usage_mismatch",
+        "keyUsage '{given}' does not match the DCC group '{group}' (needs '{expected}')",
+        {"given": given.value, "group": group, "expected": _USAGE_OF_GROUP[group].value},
+    )
+
+
+def _raw_key_usage_mismatch(request: Mapping[str, Any]) -> list[tuple[Loc, PydanticCustomError]]:
+    """The key usage rule on a raw request whose DCC gives one group (whatever else is wrong)."""
+    given, dcc = request.get("keyUsage"), request.get("dcc")
+    if not isinstance(given, str) or given not in _KEY_USAGES or not isinstance(dcc, Mapping):
+        return []
+    groups = _raw_groups(dcc)
+    if len(groups) != 1 or _USAGE_OF_GROUP[groups[0]] is KeyUsage(given):
+        return []
+    return [(("keyUsage",), _key_usage_mismatch(KeyUsage(given), groups[0]))]
 
 
 class EuRequest(BaseModel):
@@ -216,12 +264,11 @@ class EuRequest(BaseModel):
         """A key usage given must be the one for the DCC's group."""
         dcc = info.data.get("dcc")
         if value is not None and dcc is not None and value is not dcc.key_usage:
-            raise PydanticCustomError(
-                "key_usage_mismatch",
-                "keyUsage '{given}' does not match the DCC group '{group}' (needs '{expected}')",
-                {"given": value.value, "group": dcc.group, "expected": dcc.key_usage.value},
-            )
+            raise _key_usage_mismatch(value, dcc.group)
         return value
+
+    # A keyUsage not matching the DCC's group is named with the DCC's errors too.
+    _key_usage_rule_beside_field_errors = object_rule(_raw_key_usage_mismatch)
 
     def effective_key_usage(self) -> KeyUsage:
         """The key usage to sign with: the one given, else the one the DCC's group implies."""

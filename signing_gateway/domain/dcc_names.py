@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import TYPE_CHECKING, Annotated, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from signing_gateway.domain.errors import object_rule
+
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pydantic import GetJsonSchemaHandler
     from pydantic.json_schema import JsonSchemaValue
     from pydantic_core import CoreSchema
+
+    from signing_gateway.domain.errors import Loc
 
 TEXT_MAX_LENGTH: Final = 80
 _CONTROL: Final = (
@@ -171,6 +177,19 @@ OptionalTransliteratedName = Omittable[TransliteratedName]
 """A transliterated name that may be left out (but not sent as null)."""
 
 
+def _name_missing() -> PydanticCustomError:
+    return PydanticCustomError(
+        "name_missing",
+        "At least one of 'fnt' (transliterated surname) and 'gnt' (transliterated forename) "
+        "must be present and non-empty",
+    )
+
+
+def _raw_name_missing(data: Mapping[str, Any]) -> list[tuple[Loc, PydanticCustomError]]:
+    """The name rule on a raw ``nam``: a malformed fnt or gnt is there, to be corrected."""
+    return [] if data.get("fnt") or data.get("gnt") else [((), _name_missing())]
+
+
 class PersonName(BaseModel):
     """``nam``: surname and forename, as written and transliterated; one transliteration needed."""
 
@@ -181,13 +200,12 @@ class PersonName(BaseModel):
     given_name: OptionalFreeText = Field(default=None, alias="gn")
     given_name_transliterated: OptionalTransliteratedName = Field(default=None, alias="gnt")
 
+    # A missing transliteration is named with the fields' errors, not after them.
+    _name_rule_beside_field_errors = object_rule(_raw_name_missing)
+
     @model_validator(mode="after")
     def _needs_a_transliterated_name(self) -> Self:
         """Since schema 1.3.2 a DCC names the holder by fnt, gnt or both; empty does not count."""
         if not (self.family_name_transliterated or self.given_name_transliterated):
-            raise PydanticCustomError(
-                "name_missing",
-                "At least one of 'fnt' (transliterated surname) and 'gnt' (transliterated "
-                "forename) must be present and non-empty",
-            )
+            raise _name_missing()
         return self

@@ -8,13 +8,30 @@ problem, and the API layer renders either as one 422 problem document.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, get_args
+
+from pydantic import ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from collections.abc import Callable, Iterable
+
+    from pydantic import ValidatorFunctionWrapHandler
+    from pydantic_core import ErrorDetails
 
 Loc = tuple[str | int, ...]
+
+#: A rule over a whole object, read from its raw input: where each break is and its error (a
+#: ValueError is worded as pydantic words one: "Value error, ...").
+RawRule: TypeAlias = (
+    "Callable[[Mapping[str, Any]], Iterable[tuple[Loc, PydanticCustomError | ValueError]]]"
+)
+
+#: pydantic's own error types: raised again by name, they are worded as pydantic words them.
+_PYDANTIC_TYPES: Final = frozenset(get_args(ErrorType))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +58,61 @@ class DomainValidationError(Exception):
         return cls(
             [FieldError(loc=(*prefix, *error["loc"]), msg=error["msg"]) for error in exc.errors()]
         )
+
+
+def object_rule(rule: RawRule) -> Any:  # noqa: ANN401 - pydantic's own decorator proxy
+    """A model validator naming what `rule` finds beside the fields' errors (see below).
+
+    Assigned to a class attribute of the model: ``_rule = object_rule(_raw_rule)``.
+    """
+
+    def validate(_cls: type, data: object, handler: ValidatorFunctionWrapHandler) -> Any:  # noqa: ANN401
+        return validate_with_object_rule(data, handler, rule)
+
+    return model_validator(mode="wrap")(classmethod(validate))  # type: ignore[arg-type]
+
+
+def validate_with_object_rule(
+    data: object, handler: ValidatorFunctionWrapHandler, rule: RawRule
+) -> Any:  # noqa: ANN401 - whatever the wrapped validation returns
+    """Validate with `handler`; if that fails, add what `rule` finds in the raw `data`.
+
+    For a model's wrap validator. A model's rules over several fields (an after validator, or
+    a field validator reading another field) run only once those fields are valid: a request
+    breaking one of them and a field's own rule heard of the second only after fixing the
+    first. `rule` reads the raw input instead, and its errors are added to the fields' ones,
+    unless one is already reported at the same location. When `handler` succeeds, the
+    model's own validators have judged the object and `rule` is not asked.
+    """
+    try:
+        return handler(data)
+    except ValidationError as exc:
+        if not isinstance(data, Mapping):
+            raise
+        errors = exc.errors()
+        taken = {error["loc"] for error in errors}
+        added = [(loc, error) for loc, error in rule(data) if loc not in taken]
+        if not added:
+            raise
+        details = [_as_given(error) for error in errors]
+        details += [_added(loc, error, data) for loc, error in added]
+        raise ValidationError.from_exception_data(exc.title, details) from None
+
+
+def _as_given(error: ErrorDetails) -> InitErrorDetails:
+    """An error of a failed validation, to be raised again as it was reported."""
+    if error["type"] not in _PYDANTIC_TYPES:
+        # A rule's own error type. Its message is kept as formatted: given the context
+        # again, a value quoting "{value}" would be formatted a second time.
+        kind = PydanticCustomError(error["type"], error["msg"])
+        return InitErrorDetails(type=kind, loc=error["loc"], input=error["input"])
+    detail = InitErrorDetails(type=error["type"], loc=error["loc"], input=error["input"])
+    if "ctx" in error:
+        detail["ctx"] = error["ctx"]
+    return detail
+
+
+def _added(loc: Loc, error: PydanticCustomError | ValueError, data: object) -> InitErrorDetails:
+    if isinstance(error, PydanticCustomError):  # a ValueError itself: asked first
+        return InitErrorDetails(type=error, loc=loc, input=data)
+    return InitErrorDetails(type="value_error", loc=loc, input=data, ctx={"error": error})

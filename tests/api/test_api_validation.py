@@ -531,6 +531,50 @@ async def test_credentials_locates_every_part(gateway, mocked: MockedSigners):
     assert mocked.signing_calls() == 1  # the prepare-issue above only
 
 
+BODY_RULE_AND_FIELD_BREAKS: dict[str, tuple[str, dict[str, Any], list[list[str | int]]]] = {
+    "dcc-bad-entry-and-second-group": (
+        "/v1/dcc",
+        with_dcc(
+            with_dcc(eu_vaccination(), "v", 0, "dn", value=0), "t", value=eu_test()["dcc"]["t"]
+        ),
+        [["body", *V0, "dn"], ["body", "dcc", "t"]],
+    ),
+    "dcc-bad-name-and-no-transliteration": (
+        "/v1/dcc",
+        with_dcc(eu_vaccination(), "nam", value={"fn": "Jan\x07sen"}),
+        [["body", "dcc", "nam", "fn"], ["body", "dcc", "nam"]],
+    ),
+    "credentials-bad-domestic-and-no-stoken": (
+        "/v1/credentials",
+        {"issueCommitmentMessage": commitment(), "domestic": [domestic_attributes(isSpecimen="2")]},
+        [["body", "domestic", 0, "isSpecimen"], ["body"]],
+    ),
+    "print-unknown-field-and-no-part": (
+        "/v1/print",
+        {"eu": eu_vaccination()},
+        [["body", "eu"], ["body"]],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "locs"),
+    BODY_RULE_AND_FIELD_BREAKS.values(),
+    ids=BODY_RULE_AND_FIELD_BREAKS.keys(),
+)
+async def test_rule_over_several_fields_is_named_with_a_fields_error(
+    gateway, mocked: MockedSigners, path, body, locs
+):
+    """One 422 names a field's error and a broken rule over the body or an object in it.
+
+    Such a rule was only checked once every field it reads was valid: its error came in a
+    second 422, after the caller had fixed the first.
+    """
+    problem = assert_problem(await gateway.post(path, json=body), 422, "validation-failed")
+    assert sorted(map(str, error_locs(problem))) == sorted(map(str, locs))
+    assert mocked.signing_calls() == 0
+
+
 @pytest.mark.parametrize(
     "content",
     [b"{not json", b"[]", b""],

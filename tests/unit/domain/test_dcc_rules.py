@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from domain_testdata import NOW, dcc, dcc_with_entry, dcc_with_name, errors_of, validate
@@ -72,7 +73,11 @@ def test_transliterated_name_is_accepted(name):
         ({"fnt": "A" * 81}, {("text_too_long", ("dcc", "nam", "fnt"))}),
         ({"fn": "Doe", "gn": "Jane"}, {("name_missing", ("dcc", "nam"))}),
         ({"fnt": "", "gnt": ""}, {("name_missing", ("dcc", "nam"))}),
-        ({"fnt": None}, {("null_not_allowed", ("dcc", "nam", "fnt"))}),
+        # Left out, as the message says, it leaves no transliterated name: both are named.
+        (
+            {"fnt": None},
+            {("null_not_allowed", ("dcc", "nam", "fnt")), ("name_missing", ("dcc", "nam"))},
+        ),
     ],
     ids=["lowercase", "space", "newline", "too-long", "none", "empty", "null"],
 )
@@ -255,6 +260,96 @@ def test_dcc_with_two_groups_is_rejected_at_the_second(first, second):
     """A DCC with two groups, whichever two, is refused at the later one."""
     payload = dcc(first, **{second: dcc(second)[second]})
     assert errors_of({"dcc": payload}) == {("dcc_group_count", ("dcc", second))}
+
+
+def _without_group(payload: dict[str, Any]) -> dict[str, Any]:
+    del payload["v"]
+    return payload
+
+
+def _three_groups() -> dict[str, Any]:
+    return dcc_with_entry("v", dn=0) | {"t": dcc("t")["t"], "r": dcc("r")["r"]}
+
+
+#: Requests breaking a rule over several fields and a field's own rule, with every error due.
+OBJECT_AND_FIELD_BREAKS: dict[
+    str, tuple[dict[str, Any], set[tuple[str, tuple[str | int, ...]]]]
+] = {
+    "bad-entry-and-second-group": (
+        {"dcc": dcc_with_entry("v", dn=0) | {"t": dcc("t")["t"]}},
+        {("dose_count", (*V0, "dn")), ("dcc_group_count", ("dcc", "t"))},
+    ),
+    "bad-entry-and-three-groups": (
+        {"dcc": _three_groups()},
+        {
+            ("dose_count", (*V0, "dn")),
+            ("dcc_group_count", ("dcc", "t")),
+            ("dcc_group_count", ("dcc", "r")),
+        },
+    ),
+    "second-group-with-its-own-error": (
+        {"dcc": dcc("v", t=[{**dcc("t")["t"][0], "tr": "x"}])},
+        {("value_set_unknown", (*T0, "tr")), ("dcc_group_count", ("dcc", "t"))},
+    ),
+    "no-group-and-bad-dob": (
+        {"dcc": _without_group(dcc(dob="1964-13"))},
+        {("date_of_birth", ("dcc", "dob")), ("dcc_group_count", ("dcc",))},
+    ),
+    "bad-name-and-no-transliteration": (
+        {"dcc": dcc(nam={"fn": "Doe\x07", "gn": "Jane"})},
+        {("text_control_character", ("dcc", "nam", "fn")), ("name_missing", ("dcc", "nam"))},
+    ),
+    "bad-entry-and-key-usage-mismatch": (
+        {"dcc": dcc_with_entry("v", dn=0), "keyUsage": "test"},
+        {("dose_count", (*V0, "dn")), ("key_usage_mismatch", ("keyUsage",))},
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"), OBJECT_AND_FIELD_BREAKS.values(), ids=OBJECT_AND_FIELD_BREAKS.keys()
+)
+def test_rule_over_several_fields_is_named_with_a_fields_error(body, expected):
+    """A broken rule over several fields is named in the same refusal as a field's error.
+
+    These rules ran only once every field they read was valid: the second error was heard of
+    only after the first had been fixed.
+    """
+    assert errors_of(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"), OBJECT_AND_FIELD_BREAKS.values(), ids=OBJECT_AND_FIELD_BREAKS.keys()
+)
+def test_errors_named_together_are_worded_as_each_alone(body, expected):
+    """Each error of a combined refusal has the message the same break gets on its own."""
+    with pytest.raises(ValidationError) as info:
+        validate(body)
+    together = {tuple(error["loc"]): error["msg"] for error in info.value.errors()}
+    assert set(together) == {loc for _, loc in expected}
+    alone = {
+        **_messages({"dcc": dcc_with_entry("v", dn=0)}),
+        **_messages({"dcc": dcc("v", t=dcc("t")["t"], r=dcc("r")["r"])}),
+        **_messages({"dcc": dcc("v", t=[{**dcc("t")["t"][0], "tr": "x"}])}),
+        **_messages({"dcc": _without_group(dcc())}),
+        **_messages({"dcc": dcc(dob="1964-13")}),
+        **_messages({"dcc": dcc(nam={"fn": "Doe\x07", "fnt": "DOE"})}),
+        **_messages({"dcc": dcc(nam={"fn": "Doe"})}),
+        **_messages({"dcc": dcc("v"), "keyUsage": "test"}),
+    }
+    assert together == {loc: alone[loc] for loc in together}
+
+
+def _messages(body: dict[str, Any]) -> dict[tuple[str | int, ...], str]:
+    with pytest.raises(ValidationError) as info:
+        validate(body)
+    return {tuple(error["loc"]): error["msg"] for error in info.value.errors()}
+
+
+def test_key_usage_refused_on_its_own_is_not_also_called_a_mismatch():
+    """An unknown keyUsage beside a bad entry is refused once, as unknown."""
+    body = {"dcc": dcc_with_entry("v", dn=0), "keyUsage": "vacc"}
+    assert errors_of(body) == {("dose_count", (*V0, "dn")), ("key_usage", ("keyUsage",))}
 
 
 @pytest.mark.parametrize("group", ["v", "t", "r"])
