@@ -42,7 +42,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -271,15 +271,27 @@ def _content_coded() -> BodyRefused:
     )
 
 
+#: A body starting with U+FEFF. RFC 8259 8.1 lets a parser ignore it (MAY) and forbids a sender
+#: to add it (MUST NOT): the gateway refuses it, as it rewrites no body it checks and signs from,
+#: but says so, for the mark is invisible and "not JSON" sends the caller after a syntax error.
+_BYTE_ORDER_MARK: Final = (
+    "the body starts with a byte order mark (U+FEFF), which JSON sent over a network must "
+    "not have (RFC 8259 8.1): send the JSON text without it"
+)
+
+
 def _not_json(exc: orjson.JSONDecodeError) -> str:
     """The detail of a body orjson refused: a number out of a double's range is valid JSON.
 
     RFC 8259 puts no bound on a number; I-JSON (RFC 7493 2.2) asks for none beyond a double's
     range, and orjson refuses those. Saying "not JSON" would send the caller looking for a
     syntax error it does not have. Nothing of the body is quoted, only where the number is.
+    A leading byte order mark is named too (`_BYTE_ORDER_MARK`).
     """
     if exc.msg.startswith("number is infinity"):
         return f"the body holds a number beyond the range of a double, at character {exc.pos}"
+    if exc.msg.startswith("UTF-8 byte order mark"):
+        return _BYTE_ORDER_MARK
     return "the body is not JSON"
 
 

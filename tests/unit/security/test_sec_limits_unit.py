@@ -290,6 +290,14 @@ def _recording_app(seen: list[bytes]):
     return app
 
 
+async def _send_json(body: bytes) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Send `body` whole as JSON through default limits: what was answered, what the app got."""
+    seen: list[bytes] = []
+    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return await _run(middleware, _scope(headers), _one_message(body)), seen
+
+
 @pytest.mark.parametrize(
     ("content_type", "taken"),
     [
@@ -369,10 +377,7 @@ async def test_a_body_checked_off_the_loop_is_refused_as_one_checked_on_it() -> 
     for _ in range(20):
         nested = [nested]
     body = orjson.dumps(nested)
-    seen: list[bytes] = []
-    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    sent = await _run(middleware, _scope(headers), _one_message(body))
+    sent, seen = await _send_json(body)
     assert sent[0]["status"] == 422
     assert "deeper than 16" in orjson.loads(sent[1]["body"])["detail"]
     assert seen == []
@@ -569,10 +574,7 @@ async def test_a_key_repeated_within_one_object_is_refused_unquoted(pad: int) ->
     Over 16 KiB it is checked in a worker thread, and refused there just the same.
     """
     body = b'{"pad": "%s", "dob": "1931-02-03", "dob": "Zyxwvutsrq"}' % (b"x" * pad)
-    seen: list[bytes] = []
-    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    sent = await _run(middleware, _scope(headers), _one_message(body))
+    sent, seen = await _send_json(body)
     assert sent[0]["status"] == 422
     problem = orjson.loads(sent[1]["body"])
     assert problem["detail"] == "an object repeats a key"
@@ -601,10 +603,7 @@ async def test_a_number_beyond_a_double_is_named_not_called_not_json(
     RFC 8259 allows such a number and I-JSON advises against it: "not JSON" would send the
     caller looking for a syntax error. The place is counted in characters, not bytes.
     """
-    seen: list[bytes] = []
-    middleware = RequestLimitsMiddleware(_recording_app(seen), limits=LimitsSettings())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    sent = await _run(middleware, _scope(headers), _one_message(body))
+    sent, seen = await _send_json(body)
     if detail is None:
         assert seen == [body]
         return
@@ -612,6 +611,24 @@ async def test_a_number_beyond_a_double_is_named_not_called_not_json(
     answer = orjson.loads(sent[1]["body"])["detail"]
     assert answer.endswith(detail)
     assert ("double" in answer) == (detail != "the body is not JSON")
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    "body", [b'\xef\xbb\xbf{"a": 1}', b"\xef\xbb\xbf"], ids=["object", "alone"]
+)
+async def test_a_leading_byte_order_mark_is_named_not_called_not_json(body: bytes) -> None:
+    """Pin that a body starting with a UTF-8 byte order mark is refused, saying so.
+
+    RFC 8259 8.1 lets a parser ignore the mark, and forbids a sender to add it; the gateway
+    refuses it, as it rewrites no body. The answer said "the body is not JSON" of a text whose
+    only flaw is a mark no editor shows.
+    """
+    sent, seen = await _send_json(body)
+    assert sent[0]["status"] == 422
+    problem = orjson.loads(sent[1]["body"])
+    assert problem["detail"].startswith("the body starts with a byte order mark (U+FEFF)")
+    assert problem["errors"] == [{"loc": ["body"], "msg": problem["detail"]}]
     assert seen == []
 
 
