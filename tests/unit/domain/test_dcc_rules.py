@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from domain_testdata import NOW, dcc, dcc_with_entry, dcc_with_name, errors_of, validate
+from domain_testdata import (
+    NOW,
+    dcc,
+    dcc_with_entry,
+    dcc_with_name,
+    errors_of,
+    schema_accepts,
+    validate,
+)
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
@@ -408,6 +416,18 @@ def test_dose_numbers_including_boosters_are_accepted(dn, sd):
     """Dose numbers from 1 to 2**53 - 1 are accepted, boosters (dn > sd) included."""
     signed = validate({"dcc": dcc_with_entry("v", dn=dn, sd=sd)}).dcc.signing_payload()
     assert (signed["v"][0]["dn"], signed["v"][0]["sd"]) == (dn, sd)
+
+
+@pytest.mark.parametrize("field", ["dn", "sd"])
+def test_dose_number_written_as_a_float_is_refused_though_the_schema_takes_it(field):
+    """Pin that 2.0 is refused, a deliberate step past the official schema (docs/security.md).
+
+    JSON Schema counts 2.0 as an integer; CBOR does not, and the gateway signs no rewritten
+    number.
+    """
+    payload = dcc_with_entry("v", **{field: 2.0})
+    assert schema_accepts(payload)
+    assert errors_of({"dcc": payload}) == {("int_type", (*V0, field))}
 
 
 def test_vaccination_today_in_earliest_time_zone_is_accepted():
