@@ -237,6 +237,30 @@ async def test_422_never_echoes_personal_data(gateway, mocked: MockedSigners, do
     assert mocked.signing_calls() == 0
 
 
+async def test_422_naming_a_rule_over_several_fields_never_echoes_personal_data(
+    gateway, mocked: MockedSigners
+):
+    """Errors named beside a DCC's missing group withhold the names and birth date as alone."""
+    body = with_dcc(eu_vaccination(), "nam", value={"fn": "Zwanenburg\x07", "fnt": "zwanenburg"})
+    body = with_dcc(with_dcc(body, "dob", value="1931-02-30"), "v", value=...)
+    response = await gateway.post("/v1/dcc", json=body)
+    problem = assert_problem(response, 422)
+    assert sorted(map(str, error_locs(problem))) == sorted(
+        map(
+            str,
+            [
+                ["body", "dcc"],
+                ["body", "dcc", "dob"],
+                ["body", "dcc", "nam", "fn"],
+                ["body", "dcc", "nam", "fnt"],
+            ],
+        )
+    )
+    for value in ("zwanenburg", "1931-02-30"):
+        assert value not in response.text.lower()
+    assert mocked.signing_calls() == 0
+
+
 async def test_422_withholds_a_short_personal_value_only_where_it_is_quoted(
     gateway, mocked: MockedSigners
 ):
