@@ -7,10 +7,12 @@ nothing signed breaks the schema's bound where normalisation makes a text longer
 Control characters (Unicode Cc), lone surrogates and line/paragraph separators are refused: they
 have no place on a certificate and render unpredictably. So are private-use code points (Co),
 which mean what a private agreement says (a verifier shows an empty box or a vendor's logo), and
-code points unassigned in the Unicode version Python's ``unicodedata`` knows (Cn, the
-noncharacters such as U+FFFE too): printed as an empty box at best, and without their properties
-NFC cannot be relied on to give the form a later version would. Format characters (Cf) such as
-the zero-width non-joiner stay allowed, some scripts need them.
+the 66 noncharacters (U+FDD0 to U+FDEF, and U+FFFE and U+FFFF of every plane), which Unicode
+keeps out of text for good. Other code points unassigned in the Unicode version Python's
+``unicodedata`` knows stay allowed: a later version may have given them to a name's script
+(Unicode 15 added 4,192 CJK ideographs, rare names among them), and a person's name is not
+refused because the gateway's Python is older. Format characters (Cf) such as the zero-width
+non-joiner stay allowed too, some scripts need them.
 """
 
 from __future__ import annotations
@@ -48,11 +50,8 @@ _FORBIDDEN_CATEGORIES: Final = {
         "text_private_use_character",
         "Must not contain private-use characters, found U+{codepoint}",
     ),
-    "Cn": (
-        "text_unassigned_character",
-        "Must not contain code points unassigned in Unicode {unicode_version}, found U+{codepoint}",
-    ),
 }
+_NONCHARACTER: Final = ("text_noncharacter", "Must not contain noncharacters, found U+{codepoint}")
 _TRANSLITERATED = re.compile(r"[A-Z<]*")
 
 
@@ -83,15 +82,19 @@ def _free_text(value: str) -> str:
             },
         )
     for char in normalised:
-        refusal = _FORBIDDEN_CATEGORIES.get(unicodedata.category(char))
+        category = unicodedata.category(char)
+        refusal = _FORBIDDEN_CATEGORIES.get(category)
+        if refusal is None and category == "Cn" and _is_noncharacter(ord(char)):
+            refusal = _NONCHARACTER
         if refusal is not None:
             error_type, message = refusal
-            raise PydanticCustomError(
-                error_type,
-                message,
-                {"codepoint": f"{ord(char):04X}", "unicode_version": unicodedata.unidata_version},
-            )
+            raise PydanticCustomError(error_type, message, {"codepoint": f"{ord(char):04X}"})
     return normalised
+
+
+def _is_noncharacter(codepoint: int) -> bool:
+    """Whether `codepoint` is one of Unicode's 66 noncharacters (never assigned, never text)."""
+    return 0xFDD0 <= codepoint <= 0xFDEF or codepoint & 0xFFFE == 0xFFFE  # noqa: PLR2004
 
 
 def _transliterated(value: str) -> str:

@@ -82,7 +82,7 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
         with_dcc(eu_vaccination(), "nam", "gn", value="Anna\ue000"),
         ("dcc", "nam", "gn"),
     ),
-    "name-unassigned-code-point": (
+    "name-noncharacter": (
         with_dcc(eu_vaccination(), "nam", "fn", value="Jansen\ufffe"),
         ("dcc", "nam", "fn"),
     ),
