@@ -337,15 +337,42 @@ def _in_any_case(variable: str) -> str:
     return next((value for name, value in os.environ.items() if name.upper() == variable), "")
 
 
+def _variables_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """The variables that stand in for `command`'s flags (what their defaults read), by flag."""
+    return {
+        default.variable: "--" + dest.replace("_", "-")
+        for dest, default in vars(parser.parse_args([command])).items()
+        if isinstance(default, FromEnvironment)
+    }
+
+
 def flag_variables(parser: argparse.ArgumentParser) -> frozenset[str]:
     """The variables that stand in for the flags of `serve` and `demo`: what their defaults read.
 
     `settings_env.FLAG_VARIABLES` is the same list, for the app factory, which cannot import
     this module (this module imports the factory).
     """
-    defaults = [*vars(parser.parse_args(["serve"])).values()]
-    defaults += vars(parser.parse_args(["demo"])).values()
-    return frozenset(d.variable for d in defaults if isinstance(d, FromEnvironment))
+    return frozenset(_variables_of(parser, "serve")) | frozenset(_variables_of(parser, "demo"))
+
+
+def _serve_only_variables(parser: argparse.ArgumentParser) -> list[str]:
+    """A line for each variable set of a `serve` flag that `demo` does not take.
+
+    `demo` reads `_PORT` and `_LOOP` for its own `--port` and `--loop`; it has no `--host`
+    (it listens on loopback only), no `--probe-port` and no `--events-per-pass`. Their
+    variables, known to the settings' check as `serve`'s, would otherwise be passed over
+    without a word. Set means as `serve` reads it: not empty, and no service link.
+    """
+    demo = _variables_of(parser, "demo")
+    problems = []
+    for variable, flag in sorted(_variables_of(parser, "serve").items()):
+        text = _in_any_case(variable)
+        if variable not in demo and text and not is_service_link(variable, text):
+            problems.append(
+                f"{variable}: stands in for `serve {flag}`, which `demo` does not take; "
+                "unset it for `demo`"
+            )
+    return problems
 
 
 def _options_from_environment(args: argparse.Namespace) -> list[str]:
@@ -571,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":
+        option_problems += _serve_only_variables(parser)
         return _demo(args, option_problems, flag_variables(parser))
     return _serve(args, option_problems, flag_variables(parser))
 

@@ -677,11 +677,57 @@ TYPO_LINE = (
 def test_demo_refuses_an_unknown_variable_before_starting_anything() -> None:
     """`demo` reads the settings' variables too: a misspelled one is a line and exit 2.
 
-    The flags' variables and Kubernetes' service links pass, as for `serve`. Before, the demo
-    started its fake signers and a gateway with the setting at its default, without a word.
+    The variables of its own flags and Kubernetes' service links pass, as for `serve`. Before,
+    the demo started its fake signers and a gateway with the setting at its default, without a
+    word.
     """
     code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
-    done = _run(code, LOOP="asyncio", EVENTS_PER_PASS="8", **SERVICE_LINKS, **TYPO)
+    done = _run(code, LOOP="asyncio", **SERVICE_LINKS, **TYPO)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [HEADER, TYPO_LINE]
+
+
+#: The variables of `serve`'s flags that `demo` has no flag for, and the flag each stands in for.
+SERVE_ONLY = {
+    "EVENTS_PER_PASS": ("8", "--events-per-pass"),
+    "HOST": ("0.0.0.0", "--host"),  # noqa: S104 - a value reported, never bound
+    "PROBE_PORT": ("8081", "--probe-port"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVE_ONLY))
+def test_demo_reports_a_variable_of_a_serve_only_flag(name: str) -> None:
+    """A variable of a flag `demo` does not take is a line of the report, named, not its value.
+
+    Before, it counted as known (`serve` reads it) and the demo passed it over: a demo asked
+    for on every address, or with a probe port, ran on loopback without either, without a word.
+    The unknown variable beside it shows that the report is the same one, and that nothing
+    starts even on the old code.
+    """
+    value, flag = SERVE_ONLY[name]
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, **{name.lower(): value}, **TYPO)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        (
+            f"  SIGNING_GATEWAY_{name}: stands in for `serve {flag}`, which `demo` does not "
+            "take; unset it for `demo`"
+        ),
+        TYPO_LINE,
+    ]
+    assert value not in done.stderr
+    assert done.stdout == ""
+
+
+def test_demo_passes_over_empty_serve_only_variables_and_service_links() -> None:
+    """Empty, or Kubernetes' link for a Service named `signing-gateway-probe`: as `serve` reads.
+
+    `serve` takes neither for a value (no probe port, every ready socket), so neither is one
+    `demo` would have to refuse.
+    """
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, HOST="", EVENTS_PER_PASS="", PROBE_PORT="tcp://10.96.0.6:8081", **TYPO)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [HEADER, TYPO_LINE]
 
