@@ -29,9 +29,10 @@ EXPOSE 8080 8081
 # saturated still answers /healthz, and a restart under load only makes the overload worse.
 # It asks /healthz where the gateway serves it: on the probe port, or on the API port when
 # the probe port is not one (cleared for `serve --workers`, or a Kubernetes service link),
-# each read as `serve` reads it. It asks directly: urllib would send even 127.0.0.1 through an
-# http_proxy set for the container unless no_proxy names it.
+# each read as `serve` reads it: ASCII decimal digits, nothing around them; any other value
+# `serve` refuses, and the command passes over. It asks directly: urllib would send even
+# 127.0.0.1 through an http_proxy set for the container unless no_proxy names it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=6 \
-  CMD ["python", "-c", "import os, sys, urllib.request as r; q = lambda n: (lambda v: v if v.isdigit() else '')(os.environ.get(n, '').strip()); p = q('SIGNING_GATEWAY_PROBE_PORT') or q('SIGNING_GATEWAY_PORT') or '8080'; sys.exit(r.build_opener(r.ProxyHandler({})).open(f'http://127.0.0.1:{p}/healthz', timeout=3).status != 200)"]
+  CMD ["python", "-c", "import os, sys, urllib.request as r; q = lambda n: (lambda v: v if v.isascii() and v.isdigit() else '')(os.environ.get(n, '')); p = q('SIGNING_GATEWAY_PROBE_PORT') or q('SIGNING_GATEWAY_PORT') or '8080'; sys.exit(r.build_opener(r.ProxyHandler({})).open(f'http://127.0.0.1:{p}/healthz', timeout=3).status != 200)"]
 ENTRYPOINT ["signing-gateway"]
 CMD ["serve"]

@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from signing_gateway.cli import _options_from_environment, _parser
 
 DOCKERFILE = Path(__file__).resolve().parents[3] / "Dockerfile"
 #: A proxy nobody listens on: a request sent through it fails at once.
@@ -153,17 +155,60 @@ def test_healthcheck_asks_8080_without_any_port(on_8080: _HealthServer, value: s
     assert on_8080.paths == ["/healthz"]
 
 
-def test_healthcheck_reads_a_port_with_spaces_as_serve_does(healthy: _HealthServer) -> None:
-    """`serve` takes " 9091 " as port 9091; so does the command."""
-    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=f" {healthy.server_address[1]} ")
+def _serve_reads_probe_port(monkeypatch: pytest.MonkeyPatch, value: str) -> list[str]:
+    """What `serve` finds wrong with SIGNING_GATEWAY_PROBE_PORT=`value` (no line: it takes it)."""
+    monkeypatch.setenv("SIGNING_GATEWAY_PROBE_PORT", value)
+    return _options_from_environment(_parser().parse_args(["serve"]))
+
+
+def _dead_port() -> int:
+    """A loopback port nothing listens on (bound a moment ago, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+#: Spellings of a port `serve` refuses (a port is decimal digits only) that `int()` would read.
+REFUSED_SPELLINGS = {
+    "spaces": lambda port: f" {port} ",
+    "tab": lambda port: f"{port}\t",
+    "arabic-indic": lambda port: str(port).translate({ord("0") + d: 0x660 + d for d in range(10)}),
+}
+
+
+@pytest.mark.parametrize("spelling", REFUSED_SPELLINGS.values(), ids=list(REFUSED_SPELLINGS))
+def test_healthcheck_passes_over_a_port_serve_refuses(
+    healthy: _HealthServer, monkeypatch: pytest.MonkeyPatch, spelling: Callable[[int], str]
+) -> None:
+    """A probe port `serve` refuses is not asked: the command asks the API port, as for none.
+
+    `serve` refuses the value and never listens, so the container must not look healthy by
+    whatever else listens at the port the value spells. Before, the command stripped white
+    space and took any script's digits, which `serve` no longer does: it asked that port.
+    """
+    value = spelling(healthy.server_address[1])
+    assert _serve_reads_probe_port(monkeypatch, value) == [
+        "SIGNING_GATEWAY_PROBE_PORT: must be a whole number from 1 to 65535"
+    ]
+    done = _run_healthcheck(
+        SIGNING_GATEWAY_PROBE_PORT=value, SIGNING_GATEWAY_PORT=str(_dead_port())
+    )
+    assert healthy.paths == []
+    assert done.returncode != 0
+
+
+def test_healthcheck_reads_leading_zeros_as_serve_does(
+    healthy: _HealthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decimal digits are the port whatever zeros lead them, for `serve` and for the command."""
+    value = f"00{healthy.server_address[1]}"
+    assert _serve_reads_probe_port(monkeypatch, value) == []
+    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=value)
     assert done.returncode == 0, done.stderr
     assert healthy.paths == ["/healthz"]
 
 
 def test_healthcheck_without_a_listener_fails() -> None:
     """Nothing listening at the probe port: the command exits non-zero within its timeout."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=str(port))
+    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=str(_dead_port()))
     assert done.returncode != 0
