@@ -168,7 +168,8 @@ def demo_setup(also_read: Iterable[str]) -> Iterator[tuple[DemoSetup | None, lis
                 "audit": {"file": directory / "audit.jsonl"},
                 "eu_signer": {"url": f"http://{LOOPBACK}:{eu_port}"},
                 "domestic_signer": {"url": f"http://{LOOPBACK}:{domestic_port}"},
-                "trust": {"fetch_from_signers": True},
+                # The fakes' keys, fetched: trust files in the environment are replaced too.
+                "trust": {"fetch_from_signers": True, "eu_certificates": [], "domestic_keys": []},
             }
             return Settings(**groups, log_format="console", readiness_probe_interval_seconds=1.0)
 

@@ -211,8 +211,31 @@ class TrustSettings(BaseModel):
     )
     fetch_from_signers: bool = Field(
         default=False,
-        description="Fetch keys from the signers' GET /keys at start-up (fake signers only)",
+        description="Fetch keys from the signers' GET /keys at start-up (fake signers only; "
+        "not with trust files)",
     )
+
+    def conflicts(self) -> list[str]:
+        """Trust files given with `fetch_from_signers`, which would leave them unread: a line.
+
+        Checked with the settings' other problems (`Settings`), so that every one is reported
+        at once, rather than here, which would stop the check at the group.
+        """
+        given = [
+            name
+            for name, paths in (
+                ("eu_certificates", self.eu_certificates),
+                ("domestic_keys", self.domestic_keys),
+            )
+            if paths
+        ]
+        if not (self.fetch_from_signers and given):
+            return []
+        problem = (
+            f"{' and '.join(given)} would be ignored: fetch_from_signers takes the keys from "
+            "the signers instead; give trust files or fetch_from_signers, not both"
+        )
+        return [problem]
 
 
 #: The longest default validity an operator may give an EU credential: ten years.
@@ -488,6 +511,7 @@ class Settings(BaseSettings):
             ((name, "url"), _UNSET_IN_PRODUCTION) for name in self._signers_left_default()
         ]
         problems += [((), message) for message in self._trust_and_auth_problems()]
+        problems += [(("trust",), message) for message in self.trust.conflicts()]
         if problems:
             raise ValidationError.from_exception_data(
                 type(self).__name__,

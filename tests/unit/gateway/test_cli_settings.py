@@ -847,6 +847,51 @@ def test_demo_reads_the_other_settings_of_the_groups_it_sets(
         assert (settings.log_format, settings.readiness_probe_interval_seconds) == ("console", 1.0)
 
 
+def test_serve_refuses_trust_files_with_fetched_keys() -> None:
+    """Both ways of trust given: a line naming the group, exit 2, before anything starts.
+
+    Before, `serve` fetched the keys and never read the files, without a word; the misspelled
+    variable beside it is reported either way, so nothing starts on the old code either.
+    """
+    done = _serve(
+        AUTH__MODE="disabled",
+        TRUST__EU_CERTIFICATES='["/etc/signing-gateway/dsc.pem"]',
+        **DEV_TRUST,
+        **TYPO,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        HEADER,
+        TYPO_LINE,
+        (
+            "  SIGNING_GATEWAY_TRUST: eu_certificates would be ignored: fetch_from_signers "
+            "takes the keys from the signers instead; give trust files or fetch_from_signers, "
+            "not both"
+        ),
+    ]
+
+
+def test_demo_replaces_trust_files_with_the_fakes_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's trust is the fakes' keys: trust files in the environment take no part in it.
+
+    As its signer URLs replace the environment's, so its trust does: the files are not merged
+    with its fetching into a combination the settings refuse.
+    """
+    for name in [k for k in os.environ if k.startswith("SIGNING_GATEWAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SIGNING_GATEWAY_TRUST__EU_CERTIFICATES", '["/etc/dsc.pem"]')
+    monkeypatch.setenv("SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS", '["/etc/domestic.pem"]')
+    with demo_setup(FLAG_VARIABLES) as (setup, problems):
+        assert problems == []
+        assert setup is not None
+        trust = setup.settings.trust
+        assert (trust.fetch_from_signers, trust.eu_certificates, trust.domestic_keys) == (
+            True,
+            [],
+            [],
+        )
+
+
 def test_demo_names_a_variable_that_must_be_json() -> None:
     """A JSON variable holding something else is named as `serve` names it; nothing starts."""
     code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"

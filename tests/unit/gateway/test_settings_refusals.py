@@ -166,6 +166,51 @@ def test_production_refuses_fetched_signer_keys() -> None:
     assert Settings(**{**PRODUCTION, "environment": "dev"}, trust=fetched)
 
 
+#: The line for trust files given with fetch_from_signers, by the lists given.
+IGNORED_FILES = (
+    "{} would be ignored: fetch_from_signers takes the keys from the signers instead; "
+    "give trust files or fetch_from_signers, not both"
+)
+
+
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [
+        ({"eu_certificates": [Path("dsc.pem")]}, "eu_certificates"),
+        ({"domestic_keys": [Path("domestic.pem")]}, "domestic_keys"),
+        (
+            {"eu_certificates": [Path("dsc.pem")], "domestic_keys": [Path("domestic.pem")]},
+            "eu_certificates and domestic_keys",
+        ),
+    ],
+)
+def test_trust_files_with_fetched_keys_are_refused(files: dict[str, object], named: str) -> None:
+    """Fetching the signers' keys never reads the trust files: both given is a line, not a guess.
+
+    Before, development took the combination and fetched, the files unread without a word, as
+    a file pinned for the real signers would have been.
+    """
+    trust = TrustSettings(fetch_from_signers=True, **files)
+    assert _refusals(auth=AuthSettings(mode="disabled"), trust=trust) == [
+        (("trust",), IGNORED_FILES.format(named))
+    ]
+    assert Settings(auth=AuthSettings(mode="disabled"), trust=TrustSettings(**files))
+
+
+def test_trust_files_with_fetched_keys_are_reported_with_the_other_problems() -> None:
+    """In production the combination is a line of its own beside production's refusal of it.
+
+    Checked with the others, not by the group alone, which would have hidden them.
+    """
+    trust = TrustSettings(fetch_from_signers=True, eu_certificates=[Path("dsc.pem")])
+    disabled = AuthSettings(mode="disabled")
+    assert _refusals(**{**PRODUCTION, "auth": disabled}, trust=trust) == [
+        ((), "production must pin signer keys in files; fetch_from_signers is for the fakes"),
+        ((), "auth.mode=disabled is for local use; production needs auth.mode=jwt"),
+        (("trust",), IGNORED_FILES.format("eu_certificates")),
+    ]
+
+
 def test_production_names_each_signer_reached_over_plain_http() -> None:
     """allow_plain_http does not hold in production: each such signer's URL is named."""
     plain = {
