@@ -173,14 +173,17 @@ class _LineHandler(logging.Handler):
 
 
 _writer: _LineWriter | None = None
+_exit_hook_registered = False
 
 
 def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
     """Route every logger through one structured handler; a writer thread owns stderr."""
-    global _writer  # noqa: PLW0603 - one writer thread per process, replaced on reconfigure
+    global _writer, _exit_hook_registered  # noqa: PLW0603 - one writer and hook per process
     shutdown_logging()
     _writer = _LineWriter(sys.stderr, interval=WRITE_INTERVAL_SECONDS)
-    atexit.register(shutdown_logging)  # write out what is queued when the process exits
+    if not _exit_hook_registered:  # one hook however often this runs (unregister keeps a slot)
+        atexit.register(shutdown_logging)  # write out what is queued when the process exits
+        _exit_hook_registered = True
     handler = _LineHandler(_writer)
     handler.setFormatter(build_formatter(fmt))
     root = logging.getLogger()

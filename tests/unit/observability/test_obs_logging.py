@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import io
 import logging
 import subprocess
@@ -316,6 +317,22 @@ def test_configuring_again_writes_out_and_ends_the_previous_writer(monkeypatch, 
     assert len(writers) == 1
 
 
+def test_configuring_again_keeps_one_exit_hook(monkeypatch, restore_logging):
+    """However often configure_logging runs, one exit hook writes the lines out.
+
+    Each call registered `shutdown_logging` with `atexit` again: the hooks piled up, one per
+    call, for the life of the process (each worker configures twice, the tests hundreds of
+    times), and each ran at exit.
+    """
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    configure_logging(level="INFO", fmt="json")  # registered by now, by this call or an earlier
+    registered: list[object] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    configure_logging(level="INFO", fmt="json")
+    configure_logging(level="INFO", fmt="console")
+    assert registered == []
+
+
 class Unprintable:
     """A log argument whose str() fails."""
 
@@ -354,12 +371,24 @@ gateway_logging.WRITE_INTERVAL_SECONDS = 60
 gateway_logging.configure_logging(level="INFO", fmt="json")
 logging.getLogger("signing_gateway.test").info("last words")
 """
+#: The same, configured three times: the last lines are written once, by the one exit hook.
+_CONFIGURED_THRICE = """
+import logging
+import signing_gateway.observability.logging as gateway_logging
+gateway_logging.WRITE_INTERVAL_SECONDS = 60
+for fmt in ("json", "console", "json"):
+    gateway_logging.configure_logging(level="INFO", fmt=fmt)
+logging.getLogger("signing_gateway.test").info("last words")
+"""
 
 
-def test_a_process_ending_without_shutting_logging_down_writes_its_lines_and_exits():
+@pytest.mark.parametrize(
+    "script", [_EXIT_WITHOUT_SHUTDOWN, _CONFIGURED_THRICE], ids=["once", "configured-thrice"]
+)
+def test_a_process_ending_without_shutting_logging_down_writes_its_lines_and_exits(script: str):
     """At exit the queued lines are written, and the writer thread keeps no process alive."""
     result = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
-        [sys.executable, "-c", _EXIT_WITHOUT_SHUTDOWN],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=20,
