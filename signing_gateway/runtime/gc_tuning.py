@@ -174,6 +174,7 @@ class GcSchedule:
         self._freeze = freeze
         self._unfreeze = unfreeze
         self._frozen_ticks = 0
+        self._froze = False  # whether a tick froze objects that `stop` has not unfrozen
         self.young_interval = young_interval
         self.middle_every = middle_every
         self.full_interval = full_interval
@@ -199,6 +200,7 @@ class GcSchedule:
             reason = "quiet"
         if reason is None:
             if self.young == "freeze":
+                self._froze = True  # first: a failing freeze may have moved some
                 self._freeze()
                 self._frozen_ticks += 1
                 return None
@@ -210,6 +212,7 @@ class GcSchedule:
             try:
                 self._collect(2)
             finally:
+                self._froze = True
                 self._freeze()
         else:
             self._collect(2)
@@ -235,11 +238,21 @@ class GcSchedule:
         self._task = asyncio.create_task(self._run(), name="gc-schedule")
 
     async def stop(self) -> None:
-        """Stop ticking and restore the thresholds found at start."""
+        """Stop ticking, restore the thresholds found at start, and unfreeze what ticks froze.
+
+        Frozen objects are never walked again, not even by a full collection, until unfrozen:
+        left so, those of requests and of a whole app (the tests build hundreds) would keep
+        any reference cycle among them for the life of the process. ``gc.unfreeze()`` takes
+        everything out of the permanent generation, what was frozen before start too, as the
+        full collections already do.
+        """
         if self._task is None:
             return
         await cancel_and_wait(self._task)
         self._task = None
+        if self._froze:
+            self._unfreeze()
+            self._froze = False
         if self._saved_thresholds is not None:
             gc.set_threshold(*self._saved_thresholds)
             self._saved_thresholds = None

@@ -271,6 +271,55 @@ async def test_start_ticks_on_the_loop_with_backstop_thresholds_and_stop_restore
     await schedule.stop()  # idempotent
 
 
+async def test_stop_unfreezes_what_the_ticks_froze():
+    """Stopped, a freezing schedule leaves nothing frozen; a collecting one unfreezes nothing.
+
+    Before, `stop` restored the thresholds only: everything the ticks froze stayed in the
+    permanent generation, out of reach of every later collection.
+    """
+    calls: list[str] = []
+    schedule = GcSchedule(
+        young_interval=0.01, middle_every=1, full_interval=60.0, quiet_in_flight=0,
+        in_flight=lambda: 0, young="freeze", collect=lambda _: calls.append("collect"),
+        freeze=lambda: calls.append("freeze"), unfreeze=lambda: calls.append("unfreeze"),
+    )  # fmt: skip
+    await _ticks_seen(schedule, calls, 2)
+    assert calls[-1] == "unfreeze"
+    assert set(calls[:-1]) == {"freeze"}
+    await schedule.stop()  # idempotent: nothing more to undo
+    assert calls.count("unfreeze") == 1
+
+    collecting: list[str] = []
+    schedule = GcSchedule(
+        young_interval=0.01, middle_every=1, full_interval=60.0, quiet_in_flight=0,
+        in_flight=lambda: 0, collect=lambda _: collecting.append("collect"),
+        unfreeze=lambda: collecting.append("unfreeze"),
+    )  # fmt: skip
+    await _ticks_seen(schedule, collecting, 2)
+    assert "unfreeze" not in collecting
+
+
+async def test_stop_leaves_the_real_collector_with_nothing_frozen():
+    """With the real collector: ticks froze the young objects, and after stop none are frozen."""
+    gc.unfreeze()  # from nothing frozen, whatever ran before
+    frozen_by_ticks: list[int] = []
+
+    def freeze() -> None:
+        gc.freeze()
+        frozen_by_ticks.append(gc.get_freeze_count())
+
+    schedule = GcSchedule(
+        young_interval=0.01, middle_every=1, full_interval=60.0, quiet_in_flight=0,
+        in_flight=lambda: 0, young="freeze", freeze=freeze,
+    )  # fmt: skip
+    try:
+        await _ticks_seen(schedule, frozen_by_ticks, 2)
+        assert frozen_by_ticks[0] > 0
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+
+
 async def test_a_failing_collection_is_logged_and_the_schedule_goes_on(caplog):
     """An exception from a tick (a broken gc callback, say) does not end the schedule."""
     calls: list[int] = []
