@@ -4,7 +4,8 @@ One `SignerPolicy` per signer composes the pieces for every call to it::
 
     for each attempt (at most max_attempts, all inside the request's deadline):
         under 50 ms left           → NoTimeLeft (the deadline's 504; nothing sent)
-        breaker.acquire()          open → BreakerOpen (503, Retry-After = time left open)
+        breaker.acquire()          open → BreakerOpen (503, Retry-After = time left open);
+                                   half-open, every trial out → BreakerOpen (Retry-After 1)
         bulkhead slot              full → BulkheadFull (503 at once: load shedding);
                                    the wait ran to the deadline → NoTimeLeft
         factory() until attempt_timeout after it was sent, or the deadline if sooner

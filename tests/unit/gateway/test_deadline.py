@@ -427,6 +427,54 @@ async def test_an_open_breaker_is_a_503_to_come_back_when_it_probes() -> None:
     assert info.value.headers() == {"Retry-After": "30"}
 
 
+async def test_an_open_breaker_rounds_the_time_left_up_to_whole_seconds() -> None:
+    """2.2 s left open is `Retry-After: 3`: a caller that waits it finds the breaker half-open."""
+    now = [100.0]
+    policy = SignerPolicy(
+        "eu",
+        ResilienceSettings(breaker_consecutive_failures=1, breaker_open_seconds=5.0),
+        clock=lambda: now[0],
+    )
+    policy.breaker.record_failure(policy.breaker.acquire())
+    now[0] += 2.8
+    with pytest.raises(SignerUnavailable) as info:
+        await call_signer(
+            "european", _hang, policy=policy, endpoint="get_credential", replay_safe=True
+        )
+    assert info.value.headers() == {"Retry-After": "3"}
+
+
+async def test_a_half_open_breaker_with_every_trial_out_is_a_503_to_come_back_in_a_second() -> None:
+    """Half-open, its trial calls all out: 503 with `Retry-After: 1`, nothing sent.
+
+    A trial's answer comes within one call: by then the breaker is closed, or has a trial
+    free, or is open again, and that refusal's own Retry-After says for how long.
+    """
+    now = [100.0]
+    policy = SignerPolicy(
+        "eu",
+        ResilienceSettings(
+            breaker_consecutive_failures=1, breaker_open_seconds=5.0, breaker_trial_calls=1
+        ),
+        clock=lambda: now[0],
+    )
+    policy.breaker.record_failure(policy.breaker.acquire())
+    now[0] += 5.0
+    policy.breaker.acquire()  # the one trial, out and not answered yet
+    sent: list[str] = []
+
+    async def sending() -> str:
+        sent.append("sent")
+        return "signed"
+
+    with pytest.raises(SignerUnavailable) as info:
+        await call_signer(
+            "european", sending, policy=policy, endpoint="get_credential", replay_safe=True
+        )
+    assert info.value.headers() == {"Retry-After": "1"}
+    assert sent == []
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"), [("5e-1", 0.5), ("2E+1", 20.0), ("25e-2", 0.25), (" 1.5\t", 1.5)]
 )
