@@ -10,7 +10,8 @@ Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
    is left. A request is in flight from its arrival (`DrainMiddleware` sits outside the CPU
    gate and the body limits): one parked for a permit or still sending its body counts too.
 3. Requests still running are cancelled (their signer calls with them) and each is answered
-   503 problem+json, if its response had not started, within `cancel_grace_seconds`.
+   503 problem+json, if its response had not started, within `cancel_grace_seconds`. One
+   whose answer had begun raises `AnswerCut`: the server closes the connection under it.
 4. Then uvicorn's own shutdown runs: listener closed, idle connections closed, lifespan
    shutdown (clients closed).
 
@@ -44,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.errors import send_problem_503
 from signing_gateway.observability.logging import flush_logging
+from signing_gateway.runtime.http_protocol import AnswerCut
 from signing_gateway.runtime.probe_listener import start_probe_listener
 
 logger = logging.getLogger("signing_gateway.shutdown")
@@ -186,6 +188,12 @@ class DrainMiddleware:
                 raise
             if not tracking_send.started:
                 await _answer_cancelled(send, scope)
+                return
+            # Half sent: ended as an ASGI app aborts an answer, by raising; the server closes
+            # the connection, and the caller sees the answer end short. Returning instead left
+            # uvicorn to log an ERROR ("ASGI callable returned without completing response").
+            logger.warning("answer cut short by the shutdown")
+            raise AnswerCut from None
         except asyncio.CancelledError:
             # Cancelled by something other than the drain: uvicorn's graceful-shutdown backstop
             # (a request the drain's cancellation did not end, a server without the drain) or

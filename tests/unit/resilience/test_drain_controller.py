@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
+from signing_gateway.runtime.http_protocol import AnswerCut
 from tests.support.polling import until
 
 
@@ -82,22 +83,32 @@ class Exchange:
         return [m["status"] for m in self.sent if m["type"] == "http.response.start"]
 
 
-@pytest.mark.parametrize(
-    ("respond_first", "statuses"), [(False, [503]), (True, [200])], ids=["waiting", "answering"]
-)
-async def test_a_request_cancelled_by_the_drain_is_answered_503_unless_its_answer_started(
-    respond_first, statuses
-):
-    """At the drain timeout a waiting request is answered 503; one already answering is not."""
-    exchange = Exchange(respond_first=respond_first)
+async def test_a_request_cancelled_by_the_drain_is_answered_503():
+    """At the drain timeout a request whose answer had not started is answered 503."""
+    exchange = Exchange(respond_first=False)
     served = asyncio.create_task(exchange.serve())
     await exchange.in_app.wait()
     async with asyncio.timeout(1):
         assert await exchange.controller.drain() == 1
         assert await served == 0
-    assert exchange.statuses() == statuses
-    if not respond_first:
-        _assert_cancelled_answer(exchange.sent)
+    assert exchange.statuses() == [503]
+    _assert_cancelled_answer(exchange.sent)
+
+
+async def test_a_request_cut_by_the_drain_mid_answer_is_aborted_not_answered_again():
+    """Its answer begun, nothing more is sent: `AnswerCut` has the server close the connection.
+
+    (tests/unit/resilience/test_graceful_server.py shows what the caller then sees.)
+    """
+    exchange = Exchange(respond_first=True)
+    served = asyncio.create_task(exchange.serve())
+    await exchange.in_app.wait()
+    async with asyncio.timeout(1):
+        assert await exchange.controller.drain() == 1
+        with pytest.raises(AnswerCut):
+            await served
+    assert exchange.statuses() == [200]
+    assert exchange.controller.in_flight == 0
 
 
 def _assert_cancelled_answer(sent: list[dict[str, Any]]) -> None:

@@ -10,14 +10,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import uvicorn
 
-from signing_gateway.resilience.shutdown import DrainController, GracefulServer
+from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware, GracefulServer
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from tests.support.polling import until
 
@@ -311,3 +312,62 @@ async def test_the_probe_port_closes_with_the_main_port() -> None:
     async with asyncio.timeout(5):
         await serving
     assert not probes.is_serving()
+
+
+def _late_body_app(framing: list[tuple[bytes, bytes]]) -> Callable[..., Awaitable[None]]:
+    """An app that begins its answer, sends part of the body, and never the rest.
+
+    `framing`: the answer's length, or none (then chunked).
+    """
+
+    async def app(scope: dict[str, Any], _receive: object, send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": framing})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        await asyncio.Event().wait()  # the rest never comes
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("framing", "cut"),
+    [
+        ([(b"content-length", b"10")], b"part"),
+        ([], b"4\r\npart\r\n"),  # chunked: no last chunk
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_an_answer_cut_by_the_drain_ends_short_and_closed_without_an_error(
+    caplog: pytest.LogCaptureFixture, framing: list[tuple[bytes, bytes]], cut: bytes
+) -> None:
+    """A real server drained with an answer half sent: the caller reads it end short, then EOF.
+
+    The drain's own WARNING says so; uvicorn logged an ERROR for it ("ASGI callable returned
+    without completing response"), as for a bug of the app's.
+    """
+    caplog.set_level(logging.INFO)
+    controller = DrainController(drain_timeout=0.05, cancel_grace=1)
+    app = DrainMiddleware(_late_body_app(framing), controller=controller)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=GatewayHttpProtocol, log_config=None, lifespan="off"
+    )
+    server = GracefulServer(config, controller=controller)
+    serving = asyncio.create_task(server.serve())
+    await until(lambda: server.started)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /late HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        server.handle_exit(signal.SIGTERM, None)
+        async with asyncio.timeout(5):
+            rest = await reader.read()  # to EOF: the connection is closed, not left hanging
+            await serving
+    finally:
+        writer.close()
+    assert rest == cut
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    cuts = [r for r in caplog.records if r.getMessage() == "answer cut short by the shutdown"]
+    assert [r.levelname for r in cuts] == ["WARNING"]
