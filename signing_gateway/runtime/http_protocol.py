@@ -28,7 +28,8 @@ uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been
 
 The body is the app's to bound (`security.limits`: size while it streams, and the time it may
 take). A request before the refused one that is still being answered (pipelining) is answered
-first; the connection closes after it, since an answer written now would be taken for its.
+first, then the refused one, and the connection closes: an answer written at once would be
+taken for the earlier request's.
 A body that is not HTTP/1.1 (chunk framing the parser refuses) ends its request for the app
 as a caller gone; it is answered 400 unless the app's answer has begun, or it was pipelined
 behind a request still being answered (then that answer is written, and the connection closed).
@@ -45,9 +46,10 @@ an answer to a request read whole still closes at once.
 Counted per read in `data_received`, not per header callback: httptools holds a header line
 until it ends, so a single endless line never reaches a callback, and one addition per read
 costs less than one per header. The count restarts when a request ends, so the bytes that
-follow it in the same read are not counted: a pipelined request's head can pass the bound by
-up to one read (asyncio and uvloop read at most 256 KiB at a time), which still bounds what
-a connection holds.
+follow it in the same read are not counted: a pipelined request's head may take up to one
+read more before it is refused (asyncio and uvloop read at most 256 KiB at a time), which
+still bounds what a connection holds. Such a head is measured whole once it has arrived, so
+it is refused all the same (a 40 KB head sent in one write behind a small request was served).
 
 The head's clock is one timer per connection, moved lazily: a request that starts while the
 timer is set only notes its deadline, and the timer, when it rings early, sets itself again
@@ -242,10 +244,12 @@ class _HeadBound:
         "max_head_bytes",
         "max_unbodied_bytes",
         "metrics",
+        "put_off",
         "refused",
         "timer",
         "too_many_fields",
         "unbodied",
+        "uncounted",
     )
 
     def __init__(self, limits: LimitsSettings, metrics: object, *, tokens: bool) -> None:
@@ -261,6 +265,9 @@ class _HeadBound:
         #: Whether a request has begun and not ended: its bytes may not have been counted
         #: (a pipelined one begun in the read of the request before it).
         self.begun = False
+        #: The current head began in the read that ended the request before it: the count
+        #: missed its start, so the whole head is measured once it has arrived.
+        self.uncounted = False
         self.head_complete = False
         #: When the head being waited for is due (None: no head is being waited for).
         self.head_deadline: float | None = None
@@ -273,6 +280,9 @@ class _HeadBound:
         self.too_many_fields = False
         #: The transport as each request's answer cycle is given it (`_AnswerTransport`).
         self.answer_transport: _AnswerTransport | None = None
+        #: A refusal put off behind the answer to an earlier request: its answer (None: a
+        #: close unanswered), reason and request id, to be sent once that answer is complete.
+        self.put_off: tuple[bytes | None, ConnectionRefusal, str | None] | None = None
 
 
 class _AnswerTransport:
@@ -365,6 +375,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # The first bytes after an answer (uvicorn stops its keep-alive timer for them):
             # the next request's head, or the unsent rest of the last request.
             self._start_head_clock()
+        if not self._bound.begun:
+            self._bound.uncounted = False  # a head that begins in this read is counted whole
         self._bound.unbodied += len(data)
         super().data_received(data)
         if self._bound.too_many_fields:
@@ -407,16 +419,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         """Stop the head's clock; refuse a head over the limit, else start the request."""
         self._bound.head_deadline = None
         # The count includes all of this read, body bytes after the head too: only when it is
-        # over the limit is the head itself measured.
+        # over the limit is the head itself measured, or when the count missed the head's
+        # start (begun in the read that ended the request before it: pipelined).
         if not self._bound.refused:
             if self._bound.too_many_fields:
                 self._refuse_too_many_fields(head_read=True)
             elif (
-                self._bound.unbodied > self._bound.max_head_bytes
-                and self._head_bytes() > self._bound.max_head_bytes
-            ):
+                self._bound.unbodied > self._bound.max_head_bytes or self._bound.uncounted
+            ) and self._head_bytes() > self._bound.max_head_bytes:
                 self._refuse_head_too_large(head_read=True)
         self._bound.head_complete = True
+        self._bound.uncounted = False
         if not self._bound.refused:
             cycle = self.cycle
             super().on_headers_complete()
@@ -430,9 +443,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        """The next request's count and head start afresh."""
+        """The next request's count and head start afresh, missing what is left of this read."""
         self._bound.unbodied = 0
         self._bound.begun = self._bound.head_complete = False
+        self._bound.uncounted = True
         if not self._bound.refused:
             super().on_message_complete()
 
@@ -448,8 +462,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
         `begun` says a request's bytes are still arriving: the answered one's body, or the
         head of one sent after it. Closing with them unread would reset the connection.
+        A refusal put off behind this answer is sent now, when this was the last request's
+        answer and it is whole (see `_refuse`).
         """
         transport = self.transport
+        put_off = self._bound.put_off
+        if put_off is not None and not transport.is_closing():
+            self._bound.put_off = None
+            if self.cycle.response_complete:
+                self.flow.resume_reading()  # paused behind the answer: read on to drop it
+                self._answer_refusal(*put_off)
+                return
         if (
             not self._bound.begun
             or self._bound.refused
@@ -615,17 +638,26 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._bound.metrics is not None:
             self._bound.metrics.connections_refused.labels(reason=reason).inc()
         if cycle is not None and not cycle.response_complete and not self._bound.head_complete:
-            # An earlier request is still being answered: finish that, then close.
+            # An earlier request is still being answered: finish that, then answer this one
+            # and close (`close_after_answer`). Written now, the answer would be read as that
+            # request's.
             cycle.keep_alive = False
             self.flow.pause_reading()
+            self._bound.put_off = (answer, reason, request_id)
             return
         if cycle is not None and self._close_in_turn_of(cycle):
             return
+        self._answer_refusal(answer, reason, request_id)
+
+    def _answer_refusal(
+        self, answer: bytes | None, reason: ConnectionRefusal, request_id: str | None
+    ) -> None:
+        """Send a refusal's `answer` and linger; with none, close at once."""
         if answer is None:
             self.transport.close()
             return
-        # Logged only now: a refusal put off behind an earlier answer is a close unanswered,
-        # and the request id of an answer never sent would be one no caller can quote.
+        # Logged only as it is sent: the request id of an answer never sent (its connection
+        # lost first) would be one no caller can quote.
         logger.info(
             "request refused unread",
             extra={"security_event": "refused", "reason": reason, "request_id": request_id},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import socket
@@ -155,15 +156,59 @@ async def test_pipelined_requests_are_started_in_turn():
     assert protocol.started == ["/a", "/b"]
 
 
-async def test_an_oversized_head_behind_a_request_being_answered_closes_after_that_answer():
-    """An answer written now would be taken for the earlier request's: it closes after that."""
+async def test_an_oversized_head_behind_a_request_being_answered_is_answered_after_it():
+    """An answer written now would be taken for the earlier request's: the 431 follows that.
+
+    Then the connection lingers, reading on; the 431 was not sent at all, and the close with
+    the rest of the head unread could reset the connection under the first answer.
+    """
     protocol, transport = _open()
     protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\n")
     protocol.data_received(_padding(LIMIT + 100))
     assert transport.written == b""
     assert not transport.reading
     assert protocol.cycle.keep_alive is False  # uvicorn closes once /a is answered
+    await _send_answer(protocol, 200, close=False)
+    _assert_answered_after(transport, b"HTTP/1.1 200 ", 431)
     assert protocol.started == ["/a"]
+
+
+def _assert_answered_after(transport: FakeTransport, first: bytes, status: int) -> None:
+    """Pin that `first`'s answer was written, then a refusal `status`; the connection lingers."""
+    written = bytes(transport.written)
+    assert (written.startswith(first), written.count(b"HTTP/1.1 ")) == (True, 2)
+    assert _answered_last(transport)[0] == status
+    assert (transport.eof_written, transport.reading, transport.closed) == (True, True, False)
+
+
+def _answered_last(transport: FakeTransport) -> tuple[int, dict[str, Any]]:
+    """The last of the answers written, as `_answered` reads one."""
+    written = bytes(transport.written)
+    transport.written = bytearray(written[written.rindex(b"HTTP/1.1 ") :])
+    return _answered(transport)
+
+
+async def test_an_oversized_head_in_the_read_of_the_request_before_it_is_refused():
+    """Pin that a pipelined head the count missed the start of is measured whole: 431.
+
+    It arrived in the read that ended the request before it, where the count restarts: it was
+    served, at any size up to a read.
+    """
+    protocol, transport = _open()
+    pipelined = b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n" + _head_of(LIMIT + 1, b"")
+    protocol.data_received(pipelined)
+    await _send_answer(protocol, 200, close=False)
+    _assert_answered_after(transport, b"HTTP/1.1 200 ", 431)
+    assert protocol.started == ["/a"]
+    protocol, transport = _open()
+    protocol.data_received(pipelined[:-1])  # the same head, its last byte in a read of its own
+    protocol.data_received(pipelined[-1:])
+    await _send_answer(protocol, 200, close=False)
+    _assert_answered_after(transport, b"HTTP/1.1 200 ", 431)
+    protocol, _ = _open()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n" + _head_of(LIMIT, b""))
+    await _send_answer(protocol, 200, close=False)
+    assert protocol.started == ["/a", "/v1/dcc"]  # at the limit: served
 
 
 async def test_a_half_sent_head_is_answered_408_after_the_header_timeout():
@@ -942,23 +987,21 @@ async def test_a_request_asking_for_another_protocol_is_served_without_a_warning
     assert [(r.name, r.levelname) for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
-async def test_a_body_that_is_not_http_behind_a_request_being_answered_lets_that_answer_be(
-    caplog,
-):
-    """Pipelined behind a request still being answered: that answer alone, then the close.
+async def _answering_its_path(scope: dict[str, Any], _receive: Any, send: Any) -> None:
+    """An app answering 200 with the request's path, after a signer's time."""
+    await asyncio.sleep(0.05)  # the refusal of a request sent behind comes first
+    body = scope["path"].encode()
+    headers = [(b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
-    A 400 written at once was read as the earlier request's answer, and that request's own
-    answer then failed on the lingering connection, an error logged at the caller's will.
+
+async def _served_on_one_connection(app: Any, sent: bytes) -> bytes:
+    """What a real listener of `GatewayHttpProtocol` answers `sent` on one connection, to EOF.
+
+    Raises:
+        ConnectionResetError: the connection was reset, not closed.
     """
-
-    async def app(scope: dict[str, Any], _receive: Any, send: Any) -> None:
-        await asyncio.sleep(0.05)  # a signer's time: the refusal comes first
-        body = scope["path"].encode()
-        headers = [(b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    caplog.set_level(logging.INFO)
     config = Config(app, host="127.0.0.1", port=0, http=GatewayHttpProtocol, log_config=None)
     config.load()
     loop = asyncio.get_running_loop()
@@ -971,14 +1014,49 @@ async def test_a_body_that_is_not_http_behind_a_request_being_answered_lets_that
     async with listener:
         port = listener.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n"
-            b"POST /b HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"
-        )
-        async with asyncio.timeout(5):
-            answer = await reader.read()
-        writer.close()
-        await writer.wait_closed()
+        try:
+            writer.write(sent)
+            async with asyncio.timeout(5):
+                return await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+@pytest.mark.parametrize("padding", [40_000, 400_000], ids=["in-one-read", "over-reads"])
+async def test_a_pipelined_oversized_head_is_answered_431_after_the_answer_before_it(padding):
+    """A real connection: /a's 200, then /b's 431, then the end of the connection, in order.
+
+    40 KB of head sent with /a was read with it, uncounted, and served; 400 KB was refused,
+    but unanswered, and the close with its rest unread reset the connection.
+    """
+    big = b"GET /b HTTP/1.1\r\nHost: g\r\nX-Pad: " + b"p" * padding + b"\r\n\r\n"
+    answer = await _served_on_one_connection(
+        _answering_its_path, b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n" + big
+    )
+    first, second = answer.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 ")
+    assert first.endswith(b"\r\n\r\n/a")
+    assert second.startswith(b"431 ")
+    problem = orjson.loads(second.partition(b"\r\n\r\n")[2])
+    assert (problem["status"], problem["instance"]) == (431, "/b")
+
+
+async def test_a_body_that_is_not_http_behind_a_request_being_answered_lets_that_answer_be(
+    caplog,
+):
+    """Pipelined behind a request still being answered: that answer alone, then the close.
+
+    A 400 written at once was read as the earlier request's answer, and that request's own
+    answer then failed on the lingering connection, an error logged at the caller's will.
+    """
+    caplog.set_level(logging.INFO)
+    answer = await _served_on_one_connection(
+        _answering_its_path,
+        b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+    )
     assert answer.count(b"HTTP/1.1 ") == 1
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert answer.endswith(b"\r\n\r\n/a")
@@ -1000,10 +1078,11 @@ async def test_an_app_reading_a_body_that_turns_out_not_http_reads_a_disconnect(
         assert await waiting == {"type": "http.disconnect"}
 
 
-async def test_a_refusal_put_off_behind_an_answer_is_counted_not_logged(caplog):
-    """Behind a request still being answered the refusal sends nothing: no request id to log.
+async def test_a_refusal_put_off_behind_an_answer_is_counted_at_once_logged_when_sent(caplog):
+    """Behind a request still being answered the refusal is counted; logged once it is sent.
 
-    Its line named the request id of an answer never written, one no caller could quote.
+    A line logged before would name the request id of an answer perhaps never written (the
+    connection lost first), one no caller could quote.
     """
     caplog.set_level(logging.INFO, logger="signing_gateway.security")
     metrics = GatewayMetrics()
@@ -1016,6 +1095,22 @@ async def test_a_refusal_put_off_behind_an_answer_is_counted_not_logged(caplog):
         "gateway_connections_refused_total", {"reason": "header-too-large"}
     )
     assert refused == 1
+    await _send_answer(protocol, 200, close=False)
+    _, problem = _answered_last(transport)
+    logged = [r for r in caplog.records if r.name == "signing_gateway.security"]
+    assert [(r.getMessage(), r.request_id) for r in logged] == [
+        ("request refused unread", problem["requestId"])
+    ]
+
+
+async def test_a_pipelined_half_head_due_while_the_request_before_is_answered_gets_408_after():
+    """The clock rings while /a is still being answered: its 408 follows /a's answer."""
+    protocol, transport = _open(header_timeout_seconds=0.05)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\nHost: g\r\n")
+    await until(lambda: protocol._bound.refused, limit=2)
+    assert transport.written == b""
+    await _send_answer(protocol, 200, close=False)
+    _assert_answered_after(transport, b"HTTP/1.1 200 ", 408)
 
 
 async def test_a_closed_connection_is_freed_without_the_cyclic_collector():
