@@ -62,8 +62,9 @@ def _request_id() -> dict[str, Any]:
             "An id for this request, of the caller's choosing: 1 to 128 of `A-Z a-z 0-9 . _ : "
             "-`. It comes back in the `X-Request-ID` response header and the `requestId` of a "
             "problem+json answer, and goes into the gateway's logs, its audit records and the "
-            "signer calls. Any other value is not refused: it is ignored, and the gateway mints "
-            "an id (32 hex digits), as it does without the header."
+            "signer calls. Any other value, or the header given twice, is not refused: it is "
+            "ignored, and the gateway mints an id (32 hex digits), as it does without the "
+            "header."
         ),
         "schema": {"type": "string", "pattern": SAFE_REQUEST_ID_PATTERN},
         "example": "7f3c1d2e-checkout-42",

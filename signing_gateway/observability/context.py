@@ -35,11 +35,20 @@ def accept_or_generate(candidate: str | None) -> str:
 
 
 def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The request id for an ASGI request's raw headers: the caller's if safe, else a new one."""
+    """The request id for an ASGI request's raw headers: the caller's if safe, else a new one.
+
+    `X-Request-ID` given twice is no id of the caller's either: two fields of a name stand for
+    one value listing both (RFC 9110 5.3, `a, b`), which the format refuses. Taking one of them
+    would tie the answer, the logs and the signer calls to an id that a proxy in front, taking
+    the other, never logged.
+    """
+    given: bytes | None = None
     for key, value in headers:
         if key == REQUEST_ID_KEY:
-            return accept_or_generate(value.decode("latin-1"))
-    return accept_or_generate(None)
+            if given is not None:
+                return accept_or_generate(None)
+            given = value
+    return accept_or_generate(None if given is None else given.decode("latin-1"))
 
 
 def current_request_id() -> str:

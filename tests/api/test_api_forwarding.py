@@ -56,6 +56,19 @@ async def test_unsafe_request_id_is_replaced(gateway, mocked: MockedSigners):
     assert mocked.get_credential.calls.last.request.headers["x-request-id"] == generated
 
 
+async def test_a_request_id_given_twice_is_replaced(gateway, mocked: MockedSigners):
+    """Two X-Request-ID fields are no one id: a minted one answers and reaches the signer.
+
+    The first was kept, while a proxy in front may log the second as the request's id.
+    """
+    headers = httpx.Headers([("X-Request-ID", "first-1"), ("X-Request-ID", "second-2")])
+    response = await gateway.post("/v1/dcc", json=eu_vaccination(), headers=headers)
+    assert response.status_code == 200
+    minted = response.headers["x-request-id"]
+    assert minted not in {"first-1", "second-2"}
+    assert mocked.get_credential.calls.last.request.headers["x-request-id"] == minted
+
+
 async def test_request_id_on_problem(gateway, mocked: MockedSigners):
     """A problem answer carries the caller's request id in header and body."""
     response = await gateway.post("/v1/dcc", json={}, headers={"X-Request-ID": "abc-1"})

@@ -44,6 +44,19 @@ def test_only_the_x_request_id_header_is_read():
     assert MINTED.fullmatch(request_id_of([(b"x-correlation-id", b"corr-1")]))
 
 
+@pytest.mark.parametrize(
+    "values", [[b"req-1", b"req-2"], [b"req-1", b"req-1"], [b"req-1", b"two words"]]
+)
+def test_an_id_given_twice_is_replaced_by_a_minted_id(values: list[bytes]):
+    """Two X-Request-ID fields are one list of two (`req-1, req-2`), which is no id: a new one.
+
+    The first was kept, though a proxy in front may have logged the other.
+    """
+    headers = [(b"x-request-id", values[0]), (b"accept", b"*/*"), (b"x-request-id", values[1])]
+    assert MINTED.fullmatch(request_id_of(headers))
+    assert request_id_of(headers[:2]) == "req-1"
+
+
 def test_outside_a_request_the_id_is_a_dash():
     """What logs written outside any request show (and leave out)."""
     assert current_request_id() == "-"
