@@ -7,6 +7,8 @@ as the bytes the caller declared them to be.
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import orjson
 import pytest
@@ -140,3 +142,53 @@ async def test_a_content_length_with_leading_zeros_is_its_value(
     )  # bodiless, so it needs no Content-Type
     status, _, _ = await exchange_answer(_port(gateway_url), request)
     assert status == 200
+
+
+EXPECT = b"Expect: 100-continue\r\n"
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        (JSON + b"Content-Length: 50000000\r\n", 413),
+        (b"Content-Type: text/plain\r\nContent-Length: 10\r\n", 415),
+        (JSON + JSON + b"Content-Length: 10\r\n", 400),
+    ],
+    ids=["too-large", "not-json", "content-type-twice"],
+)
+async def test_a_refusal_before_the_body_needs_no_body_even_when_one_is_expected(
+    gateway_url: str, fields, status
+):
+    """`Expect: 100-continue` refused from its head: the refusal, no 100, then the end.
+
+    The caller never sends its body: the answer comes at once, says `Connection: close`, and
+    the connection ends after it, instead of waiting for a body the caller holds back.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(gateway_url))
+    try:
+        writer.write(HEAD.replace(b"Connection: close\r\n", b"") + fields + EXPECT + b"\r\n")
+        async with asyncio.timeout(5):
+            answer = await reader.read()  # to EOF, the body never sent
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status)
+    assert b"\r\nconnection: close" in head.lower()
+    assert orjson.loads(body)["status"] == status
+
+
+async def test_a_body_the_gateway_reads_is_asked_for_with_100_continue(
+    gateway_url: str, eu_signer: FakeSignerProcess
+):
+    """Pin that a request expecting 100-continue is told to send its body, then answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(gateway_url))
+    try:
+        length = b"Content-Length: %d\r\n" % len(BODY)
+        writer.write(HEAD + JSON + length + EXPECT + b"\r\n")
+        async with asyncio.timeout(5):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(BODY)
+            answer = await reader.read()
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
