@@ -294,6 +294,31 @@ def test_pipelined_requests_are_answered_in_order(strict_gateway):
     assert statuses == [200, 200, 404]
 
 
+@pytest.mark.parametrize("padding", [40_000, 400_000], ids=["in-one-read", "over-reads"])
+def test_a_pipelined_oversized_head_gets_its_431_after_the_answer_before_it(
+    strict_gateway, eu_signer, padding
+):
+    """The first request's 200, then the 431, then the end of the stream: no reset, no hang.
+
+    The first request signs (a signer call): its answer is still coming when the head behind
+    it is refused. 40 KB of head sent with it was served; 400 KB closed the connection
+    unanswered, with a reset.
+    """
+    body = orjson.dumps(examples.EU_VACCINATION)
+    first = POST_JSON + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    big = b"GET /v1/keys HTTP/1.1\r\nHost: gateway\r\nX-Pad: " + b"p" * padding + b"\r\n\r\n"
+    received = bytearray()
+    with _connect(_port(strict_gateway)) as sock:
+        sock.sendall(first + big)
+        while data := sock.recv(65536):  # a reset or a connection left open fails the test
+            received += data
+    signed, refused = (b"HTTP/1.1 " + answer for answer in received.split(b"HTTP/1.1 ")[1:])
+    assert _parse(signed)[0] == 200
+    status, headers, problem = _parse(refused)
+    assert (status, headers["connection"]) == (431, "close")
+    assert orjson.loads(problem)["instance"] == "/v1/keys"
+
+
 def test_every_worker_of_serve_workers_bounds_heads_too(eu_signer, domestic_signer):
     """`serve --workers 2` (uvicorn's supervisor): half-sent heads are answered 408 there too."""
     env = gateway_env(
