@@ -51,6 +51,7 @@ def note_answered(exc: BaseException) -> None:
 
     Starlette raises an error it has answered again, for the server to log; uvicorn would
     then log the same traceback once more, without the request id (`_drop_server_copies`).
+    So is the drain's `AnswerCut`, which ends an answer on purpose, its cut logged already.
     """
     setattr(exc, _ANSWERED, True)
 

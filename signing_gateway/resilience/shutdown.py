@@ -44,8 +44,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.errors import send_problem_503
-from signing_gateway.observability.logging import flush_logging
-from signing_gateway.runtime.http_protocol import AnswerCut
+from signing_gateway.observability.logging import flush_logging, note_answered
 from signing_gateway.runtime.probe_listener import start_probe_listener
 
 logger = logging.getLogger("signing_gateway.shutdown")
@@ -135,6 +134,16 @@ class DrainController:
         return left
 
 
+class AnswerCut(BaseException):
+    """Raised to end an answer begun and not finished: the drain cut its request.
+
+    The ASGI way to abort an answer: the server closes the connection under it, so the caller
+    sees it end short of its length (or its last chunk). Logged where it is raised, and marked
+    so (`note_answered`), so uvicorn's "Exception in ASGI application" is not written for it.
+    A `BaseException`, so that no handler of the app's takes it for an error to answer 500.
+    """
+
+
 class _TrackingSend:
     """The request's `send`, noting whether the response has started.
 
@@ -193,7 +202,9 @@ class DrainMiddleware:
             # the connection, and the caller sees the answer end short. Returning instead left
             # uvicorn to log an ERROR ("ASGI callable returned without completing response").
             logger.warning("answer cut short by the shutdown")
-            raise AnswerCut from None
+            cut = AnswerCut()
+            note_answered(cut)
+            raise cut from None
         except asyncio.CancelledError:
             # Cancelled by something other than the drain: uvicorn's graceful-shutdown backstop
             # (a request the drain's cancellation did not end, a server without the drain) or

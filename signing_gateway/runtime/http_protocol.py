@@ -107,22 +107,8 @@ _LINE_OVERHEAD = 14
 _UNPARSEABLE_WARNING = "Invalid HTTP request received."
 
 
-class AnswerCut(BaseException):
-    """Raised by the app to end an answer it has begun and cannot finish (the drain's cut).
-
-    The ASGI way to abort an answer: the server closes the connection under it, so the caller
-    sees it end short of its length (or its last chunk). Whoever raises it logs why;
-    `GatewayHttpProtocol` does not log it again as uvicorn would ("Exception in ASGI
-    application", at ERROR, with a traceback). A `BaseException`, so that no handler of the
-    app's takes it for an error to answer 500.
-    """
-
-
 class _ConnectionLogger:
-    """`uvicorn.error` as a connection's logger, less the warning for unparseable requests.
-
-    Nor does it log an answer cut on purpose (`AnswerCut`).
-    """
+    """`uvicorn.error` as a connection's logger, less the warning for unparseable requests."""
 
     __slots__ = ("_logger",)
 
@@ -136,11 +122,6 @@ class _ConnectionLogger:
         """Log as `uvicorn.error` does, unless it is the unparseable-request warning."""
         if msg != _UNPARSEABLE_WARNING:
             self._logger.warning(msg, *args, **kwargs)
-
-    def error(self, msg: object, *args: object, **kwargs: Any) -> None:  # noqa: ANN401
-        """Log as `uvicorn.error` does, unless the app ended its answer with `AnswerCut`."""
-        if not isinstance(kwargs.get("exc_info"), AnswerCut):
-            self._logger.error(msg, *args, **kwargs)
 
 
 @functools.cache

@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
-from signing_gateway.runtime.http_protocol import AnswerCut
+from signing_gateway.resilience.shutdown import AnswerCut, DrainController, DrainMiddleware
 from tests.support.polling import until
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from signing_gateway.observability.logging import _drop_server_copies
 from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware, GracefulServer
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from tests.support.polling import until
@@ -339,7 +340,10 @@ def _late_body_app(framing: list[tuple[bytes, bytes]]) -> Callable[..., Awaitabl
     ids=["content-length", "chunked"],
 )
 async def test_an_answer_cut_by_the_drain_ends_short_and_closed_without_an_error(
-    caplog: pytest.LogCaptureFixture, framing: list[tuple[bytes, bytes]], cut: bytes
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    framing: list[tuple[bytes, bytes]],
+    cut: bytes,
 ) -> None:
     """A real server drained with an answer half sent: the caller reads it end short, then EOF.
 
@@ -347,6 +351,8 @@ async def test_an_answer_cut_by_the_drain_ends_short_and_closed_without_an_error
     without completing response"), as for a bug of the app's.
     """
     caplog.set_level(logging.INFO)
+    uvicorn_error = logging.getLogger("uvicorn.error")  # filtered as `configure_logging` does
+    monkeypatch.setattr(uvicorn_error, "filters", [*uvicorn_error.filters, _drop_server_copies])
     controller = DrainController(drain_timeout=0.05, cancel_grace=1)
     app = DrainMiddleware(_late_body_app(framing), controller=controller)
     config = uvicorn.Config(
