@@ -71,9 +71,7 @@ def _fake_signers(latency_ms: float, keys_dir: Path, ports: dict[str, int]) -> I
                 "--port", str(port), "--latency-ms", str(latency_ms),
                 "--keys-dir", str(keys_dir / role),
             ]  # fmt: skip
-            process = subprocess.Popen(command)  # noqa: S603 - our own module, fixed arguments
-            processes.append(process)
-            _wait_healthy(f"http://{LOOPBACK}:{port}", process)
+            _wait_healthy(f"http://{LOOPBACK}:{port}", _start(command, processes))
         yield
     finally:
         for process in processes:
@@ -83,6 +81,26 @@ def _fake_signers(latency_ms: float, keys_dir: Path, ports: dict[str, int]) -> I
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _start(command: list[str], processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Start `command` and add its process to `processes`, a SIGTERM meanwhile held till then.
+
+    The demo's SIGTERM handler raises SystemExit. Raised inside `subprocess.Popen`, after the
+    child had started and before its process was on record, it left that fake signer running
+    with nobody to stop it. So a SIGTERM that comes meanwhile is raised again once the process
+    is in `processes`, where the way out stops it.
+    """
+    held: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: held.append(signum))
+    try:
+        process = subprocess.Popen(command)  # noqa: S603 - our own module, fixed arguments
+        processes.append(process)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if held:
+        signal.raise_signal(held[0])
+    return process
 
 
 def demo_requests(now: datetime | None = None) -> list[tuple[str, str, dict[str, Any] | None]]:

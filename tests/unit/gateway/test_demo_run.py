@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,6 +55,41 @@ def test_a_fake_signer_that_exits_is_named_at_once_with_its_status() -> None:
     with pytest.raises(SystemExit, match=r"^fake signer exited early with code 4$"):
         demo._wait_healthy(f"http://127.0.0.1:{free_port()}", ended)
     assert time.monotonic() - began < 5
+
+
+def test_a_sigterm_while_a_fake_signer_is_being_started_leaves_none_running(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A SIGTERM landing inside `subprocess.Popen` still stops the fake signer it started.
+
+    The demo's handler raises SystemExit; raised before Popen returned, it left the child it
+    had started off the record, and that fake signer outlived the demo.
+    """
+    started: list[subprocess.Popen[bytes]] = []
+    popen = subprocess.Popen
+
+    def popen_then_sigterm(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = popen(*args, **kwargs)
+        started.append(process)
+        signal.raise_signal(signal.SIGTERM)  # its handler runs here, before Popen returns
+        return process
+
+    monkeypatch.setattr(demo.subprocess, "Popen", popen_then_sigterm)
+    previous = signal.signal(signal.SIGTERM, demo._exit_on_sigterm)
+    try:
+        with (
+            pytest.raises(SystemExit, match=r"^143$"),
+            demo._fake_signers(0, tmp_path, {"eu": free_port()}),
+        ):
+            pytest.fail("the fake signers started after a SIGTERM")
+        assert len(started) == 1
+        started[0].wait(timeout=10)  # stopped on the way out, not left running
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 class _FailingServer:
