@@ -13,7 +13,8 @@ Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
    503 problem+json, if its response had not started, within `cancel_grace_seconds`. One
    whose answer had begun raises `AnswerCut`: the server closes the connection under it.
 4. Then uvicorn's own shutdown runs: listener closed, idle connections closed, lifespan
-   shutdown (clients closed).
+   shutdown (clients closed; the audit file once its queued records are written, for the
+   audit's `write_timeout_seconds` at most).
 
 A second signal means "stop now": the drain stops waiting and cancels what is in flight at
 once (answered as in 3), while uvicorn's shutdown starts; the process then ends by that

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from signing_gateway.security.settings import AuditSettings
 from signing_gateway.settings import ShutdownSettings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML reads the guide's Kubernetes snippet")
@@ -30,6 +31,11 @@ def _drain_seconds() -> float:
     """The longest the default drain takes: waiting, then answering what it cancelled."""
     shutdown = ShutdownSettings()
     return shutdown.drain_timeout_seconds + shutdown.cancel_grace_seconds
+
+
+def _shutdown_with_audit_seconds() -> float:
+    """The longest the default shutdown takes with an audit file: the drain, then its records."""
+    return _drain_seconds() + AuditSettings().write_timeout_seconds
 
 
 def _kubernetes_snippet() -> Any:
@@ -55,8 +61,8 @@ def test_kubernetes_snippet_puts_each_field_at_its_level() -> None:
 
 
 def test_kubernetes_grace_period_outlasts_the_drain() -> None:
-    """The pod's grace period is longer than the default drain and its cancel grace."""
-    assert _kubernetes_snippet()["terminationGracePeriodSeconds"] > _drain_seconds()
+    """The pod's grace period outlasts the default drain, and then the audit file's records."""
+    assert _kubernetes_snippet()["terminationGracePeriodSeconds"] > _shutdown_with_audit_seconds()
 
 
 @pytest.mark.parametrize(
@@ -69,7 +75,7 @@ def test_docker_stop_timeouts_outlast_the_drain(pattern: str) -> None:
     """
     seconds = [int(found) for found in re.findall(pattern, OPERATIONS.read_text("utf-8"))]
     assert seconds
-    assert min(seconds) > _drain_seconds()
+    assert min(seconds) > _shutdown_with_audit_seconds()
 
 
 def _prose(path: Path) -> str:
@@ -85,9 +91,12 @@ def test_the_guides_give_the_drains_own_defaults() -> None:
     assert f"`shutdown.drain_timeout_seconds` ({drain:g} s by default)" in operations
     assert f"`shutdown.cancel_grace_seconds` ({grace:g} s)" in operations
     assert f"up to {_drain_seconds():g} s" in operations
-    assert f"up to {_drain_seconds():g} s by default" in _prose(
-        OPERATIONS.parent.parent / "README.md"
-    )
+    readme = _prose(OPERATIONS.parent.parent / "README.md")
+    assert f"up to {_drain_seconds():g} s by default" in readme
+    # The audit file's queued records get `write_timeout_seconds` after the drain.
+    with_audit = f"{_shutdown_with_audit_seconds():g} s with an audit file"
+    assert with_audit in operations
+    assert with_audit in readme
     resilience = _prose(OPERATIONS.parent / "resilience.md")
     assert f"`shutdown.drain_timeout_seconds` (default {drain:g} s)" in resilience
     assert (
