@@ -494,6 +494,27 @@ async def test_prepare_issue_answer_for_another_amount_hands_out_no_stoken(
     assert "stoken" not in response.json()
 
 
+@pytest.mark.parametrize("nonce", [b"7", b"340282366920938463463374607431768211457"])
+async def test_prepare_issue_answer_with_a_nonce_written_as_a_number_hands_out_no_stoken(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys, nonce: bytes
+):
+    """Pin that an issuerNonce sent as a JSON number, as an Idemix signer's big integer, is a 502.
+
+    orjson reads an integer past 64 bits as a float: passed on, the nonce would reach the app
+    and the signer rounded. docs/security.md says such a signer fails closed here.
+    """
+
+    def numeric_nonce(request: httpx.Request) -> httpx.Response:
+        message = prepare_issuing(test_keys)(request).json()
+        text = orjson.dumps({**message, "issuerNonce": "N"}).replace(b'"N"', nonce)
+        return httpx.Response(200, content=text, headers={"Content-Type": "application/json"})
+
+    mocked.prepare_issue.mock(side_effect=numeric_nonce)
+    response = await gateway.post("/v1/domestic/prepare-issue")
+    assert_problem(response, 502, "signer-bad-response")
+    assert "stoken" not in response.json()
+
+
 def _nested(depth: int) -> list[Any]:
     """A JSON value `depth` arrays deep."""
     value: list[Any] = []
