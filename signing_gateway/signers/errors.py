@@ -10,7 +10,8 @@ The hierarchy splits on what the caller may do next::
     │   ├── SignerConnectError          never reached the signer: safe to retry anywhere
     │   ├── SignerTimeoutError          a connect, pool, write or read deadline expired
     │   │                               (`before_sending` for connect and pool: see `sent_nothing`)
-    │   └── SignerConnectionLostError   the connection broke after the request was sent
+    │   └── SignerConnectionLostError   the connection broke after the request was sent,
+    │                                   or its answer is framed in a way not read
     └── SignerResponseError             the signer answered, and the answer is unusable
         ├── SignerRejectedError         4xx other than 429: the request itself is wrong
         ├── SignerThrottledError        429 or 503: come back later (maybe after retry_after)
