@@ -29,7 +29,9 @@ uvicorn's h11 protocol; its keep-alive timeout runs only once an answer has been
 The body is the app's to bound (`security.limits`: size while it streams, and the time it may
 take). A request before the refused one that is still being answered (pipelining) is answered
 first, then the refused one, and the connection closes: an answer written at once would be
-taken for the earlier request's.
+taken for the earlier request's. The earlier answer keeps the connection, since a caller reads
+nothing after one saying `Connection: close`; when it says so all the same (the app's choice),
+the refusal is not sent and the close lingers.
 A body that is not HTTP/1.1 (chunk framing the parser refuses) ends its request for the app
 as a caller gone; it is answered 400 unless the app's answer has begun, or it was pipelined
 behind a request still being answered (then that answer is written, and the connection closed).
@@ -432,31 +434,37 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        """Go on as uvicorn does, unless lingering: then no keep-alive and no next request."""
+        """Go on as uvicorn does, unless lingering: then no keep-alive and no next request.
+
+        A refusal put off behind the answers being written is sent once the last of them is
+        whole (see `_refuse`); those answers kept the connection, as the refusal closes it.
+        """
         if self._bound.lingering:
             self.server_state.total_requests += 1  # as uvicorn counts an answered request
             return
-        super().on_response_complete()
+        put_off = self._bound.put_off
+        if put_off is None or not self.cycle.response_complete or self.transport.is_closing():
+            super().on_response_complete()  # the next request's turn, or the keep-alive's
+            return
+        self.server_state.total_requests += 1
+        self._bound.put_off = None
+        self.flow.resume_reading()  # paused behind the answer: read on to drop it
+        self._answer_refusal(*put_off)
 
     def close_after_answer(self) -> None:
         """Close after an answer that says so; linger if the request's body is still coming.
 
         `begun` says a request's bytes are still arriving: the answered one's body, or the
         head of one sent after it. Closing with them unread would reset the connection.
-        A refusal put off behind this answer is sent now, when this was the last request's
-        answer and it is whole (see `_refuse`).
+        A refusal put off behind it (see `_refuse`) is not sent: a caller reads nothing after
+        an answer saying `Connection: close` (RFC 9112 9.6). The refused head may still be
+        arriving, so the close lingers.
         """
         transport = self.transport
-        put_off = self._bound.put_off
-        if put_off is not None and not transport.is_closing():
-            self._bound.put_off = None
-            if self.cycle.response_complete:
-                self.flow.resume_reading()  # paused behind the answer: read on to drop it
-                self._answer_refusal(*put_off)
-                return
+        put_off, self._bound.put_off = self._bound.put_off, None
         if (
             not self._bound.begun
-            or self._bound.refused
+            or (self._bound.refused and put_off is None)
             or transport.is_closing()
             or not transport.can_write_eof()
         ):
@@ -620,9 +628,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._bound.metrics.connections_refused.labels(reason=reason).inc()
         if cycle is not None and not cycle.response_complete and not self._bound.head_complete:
             # An earlier request is still being answered: finish that, then answer this one
-            # and close (`close_after_answer`). Written now, the answer would be read as that
-            # request's.
-            cycle.keep_alive = False
+            # and close (`on_response_complete`). Written now, the answer would be read as that
+            # request's. The connection is kept for it: an earlier answer saying
+            # `Connection: close` tells the caller to read no further, the refusal unread.
             self.flow.pause_reading()
             self._bound.put_off = (answer, reason, request_id)
             return

@@ -167,16 +167,20 @@ async def test_an_oversized_head_behind_a_request_being_answered_is_answered_aft
     protocol.data_received(_padding(LIMIT + 100))
     assert transport.written == b""
     assert not transport.reading
-    assert protocol.cycle.keep_alive is False  # uvicorn closes once /a is answered
     await _send_answer(protocol, 200, close=False)
     _assert_answered_after(transport, b"HTTP/1.1 200 ", 431)
     assert protocol.started == ["/a"]
 
 
 def _assert_answered_after(transport: FakeTransport, first: bytes, status: int) -> None:
-    """Pin that `first`'s answer was written, then a refusal `status`; the connection lingers."""
+    """Pin that `first`'s answer was written, then a refusal `status`; the connection lingers.
+
+    `first` keeps the connection: an answer saying `Connection: close` ends what its caller
+    reads, the refusal after it unread.
+    """
     written = bytes(transport.written)
     assert (written.startswith(first), written.count(b"HTTP/1.1 ")) == (True, 2)
+    assert b"\r\nconnection: close" not in written[: written.index(b"HTTP/1.1 ", 1)].lower()
     assert _answered_last(transport)[0] == status
     assert (transport.eof_written, transport.reading, transport.closed) == (True, True, False)
 
@@ -1038,9 +1042,43 @@ async def test_a_pipelined_oversized_head_is_answered_431_after_the_answer_befor
     first, second = answer.split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"200 ")
     assert first.endswith(b"\r\n\r\n/a")
+    assert b"\r\nconnection: close" not in first.lower()  # else the 431 is never read
     assert second.startswith(b"431 ")
     problem = orjson.loads(second.partition(b"\r\n\r\n")[2])
     assert (problem["status"], problem["instance"]) == (431, "/b")
+
+
+async def test_pipelined_answers_keep_the_connection_until_the_refusal_behind_them():
+    """/a's 200, /b's 200, then /c's 431, which alone says `Connection: close`.
+
+    /b's answer said `Connection: close`, then the 431 followed it: a caller stops reading at
+    such an answer (RFC 9112 9.6), so the 431 went unread, /c taken for unanswered.
+    """
+    small = b"GET /%s HTTP/1.1\r\nHost: g\r\n\r\n"
+    big = b"GET /c HTTP/1.1\r\nHost: g\r\nX-Pad: " + b"p" * 40_000 + b"\r\n\r\n"
+    answer = await _served_on_one_connection(_answering_its_path, small % b"a" + small % b"b" + big)
+    answers = answer.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"200", b"431"]
+    closing = [b"\r\nconnection: close\r\n" in a.lower() for a in answers]
+    assert closing == [False, False, True]
+    assert answers[1].endswith(b"\r\n\r\n/b")
+
+
+async def test_an_answer_closing_the_connection_sends_no_refusal_put_off_behind_it(monkeypatch):
+    """The app's own `Connection: close` on /a: /b's 431 is not written after it; it lingers.
+
+    A caller reads nothing after such an answer; the 431 was written all the same.
+    """
+    monkeypatch.setattr(http_protocol, "LINGER_SECONDS", 0.05)
+    protocol, transport = _open()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\n")
+    protocol.data_received(_padding(LIMIT + 100))
+    await _send_answer(protocol, 503, close=True)
+    written = bytes(transport.written)
+    assert (written.startswith(b"HTTP/1.1 503 "), written.count(b"HTTP/1.1 ")) == (True, 1)
+    assert (transport.eof_written, transport.reading, transport.closed) == (True, True, False)
+    protocol.data_received(_padding(1000))  # the rest of /b's head, dropped
+    await until(lambda: transport.closed, limit=2)
 
 
 async def test_a_body_that_is_not_http_behind_a_request_being_answered_lets_that_answer_be(
@@ -1141,6 +1179,8 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector():
         b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n",  # kept alive, closed by the caller
         b"GET /a HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n",  # closed by the gateway
         POST_HEAD.replace(b"/v1/dcc", b"/refuse") % 1000 + b"{",  # answered mid-body: lingers
+        # A 431 put off behind /a's answer, sent after it.
+        b"GET /a HTTP/1.1\r\nHost: g\r\n\r\nGET /b HTTP/1.1\r\n" + _padding(40_000) + b"\r\n",
     ]
     listener = await loop.create_server(protocol, host="127.0.0.1", port=0)
     async with listener:
@@ -1155,6 +1195,6 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector():
                 writer.close()
                 await writer.wait_closed()
             await until(lambda: len(server_state.connections) == 0, limit=5)
-            assert [made() for made in protocols] == [None, None, None]
+            assert [made() for made in protocols] == [None, None, None, None]
         finally:
             gc.enable()
