@@ -12,6 +12,7 @@ from signing_gateway.observability.context import current_request_id
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware, status_class
 from signing_gateway.observability.telemetry import current_telemetry
+from signing_gateway.resilience.shutdown import AnswerCut, DrainController, DrainMiddleware
 
 
 def _scope() -> Scope:
@@ -477,3 +478,35 @@ async def test_a_tracer_failing_to_open_the_span_counts_the_request_as_a_500():
     assert _ledger_balanced(metrics)
     assert current_request_id() == "-"  # nothing of the request's left bound
     assert current_telemetry() is None
+
+
+async def test_an_answer_the_drain_cuts_counts_once_as_5xx_and_is_logged_so(caplog):
+    """`AnswerCut` from the drain through the metrics: one 5xx, logged 500; the ledger holds.
+
+    The caller read a 200 status line, then an answer ending short: no status it can use.
+    """
+    caplog.set_level(logging.INFO, logger="signing_gateway.access")
+    metrics = GatewayMetrics()
+    controller = DrainController(drain_timeout=0, cancel_grace=1)
+    begun = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        begun.set()
+        await asyncio.Event().wait()  # a signer that never answers
+
+    client = Client()
+    stack = RequestMetricsMiddleware(DrainMiddleware(app, controller=controller), metrics=metrics)
+    served = asyncio.create_task(stack(_scope(), client.receive, client.send))
+    await begun.wait()
+    async with asyncio.timeout(1):
+        assert await controller.drain() == 1
+        with pytest.raises(AnswerCut):
+            await served
+    labels = {"route": "unmatched", "status_class": "5xx"}
+    assert _sample(metrics, "gateway_responses_sent_total", **labels) == 1
+    assert _sample(metrics, "gateway_responses_total", route="unmatched", status="500") == 1
+    assert _ledger_balanced(metrics)
+    logged = [(r.status, r.outcome) for r in caplog.records if r.name == "signing_gateway.access"]
+    assert logged == [(500, "5xx")]
