@@ -174,9 +174,15 @@ class CredentialsRequest(ApiRequest):
 def _inconsistent_credentials(
     domestic: object, european: object, stoken: object, commitment: object
 ) -> str | None:
-    if not domestic and not european:
+    """The body's rule, on its validated parts or on the raw ones (`object_rule`).
+
+    A raw part of another type than a list is there, to be corrected: it neither counts as
+    no part (`{}`, `0`, `""` were taken for none) nor, as it may become an empty list, as one
+    needing a session. Null is no part, as it is refused at its place.
+    """
+    if domestic in (None, []) and european in (None, []):
         return "give at least one domestic or european credential"
-    if domestic and (stoken is None or commitment is None):
+    if isinstance(domestic, list) and domestic and (stoken is None or commitment is None):
         return "domestic credentials need stoken and issueCommitmentMessage"
     return None
 

@@ -189,8 +189,13 @@ def _name_missing() -> PydanticCustomError:
 
 
 def _raw_name_missing(data: Mapping[str, Any]) -> list[tuple[Loc, PydanticCustomError]]:
-    """The name rule on a raw ``nam``: a malformed fnt or gnt is there, to be corrected."""
-    return [] if data.get("fnt") or data.get("gnt") else [((), _name_missing())]
+    """The name rule on a raw ``nam``: a malformed fnt or gnt is there, to be corrected.
+
+    Only one left out, null (refused as null at its place) or empty names nothing. A value of
+    another type is there however it reads in Python: `0`, `false`, `[]` were taken for none.
+    """
+    named = any(data.get(name) not in (None, "") for name in ("fnt", "gnt"))
+    return [] if named else [((), _name_missing())]
 
 
 class PersonName(BaseModel):

@@ -599,6 +599,47 @@ async def test_rule_over_several_fields_is_named_with_a_fields_error(
     assert mocked.signing_calls() == 0
 
 
+BODY_RULE_UNDECIDED: dict[str, tuple[str, dict[str, Any], list[list[str | int]]]] = {
+    "credentials-european-an-object": (
+        "/v1/credentials",
+        {"european": eu_vaccination()},
+        [["body", "european"]],
+    ),
+    "credentials-domestic-an-empty-object": (
+        "/v1/credentials",
+        {"domestic": {}},
+        [["body", "domestic"]],
+    ),
+    "credentials-domestic-zero": ("/v1/credentials", {"domestic": 0}, [["body", "domestic"]]),
+    "dcc-fnt-zero": (
+        "/v1/dcc",
+        with_dcc(eu_vaccination(), "nam", value={"fn": "Jansen", "fnt": 0}),
+        [["body", "dcc", "nam", "fnt"]],
+    ),
+    "dcc-gnt-false": (
+        "/v1/dcc",
+        with_dcc(eu_vaccination(), "nam", value={"fn": "Jansen", "gnt": False}),
+        [["body", "dcc", "nam", "gnt"]],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "locs"), BODY_RULE_UNDECIDED.values(), ids=BODY_RULE_UNDECIDED.keys()
+)
+async def test_a_part_of_the_wrong_type_is_not_also_called_missing(
+    gateway, mocked: MockedSigners, path, body, locs
+):
+    """A part given in the wrong type is refused at its place alone: it is there, to be fixed.
+
+    A value Python reads as false (`{}`, `0`, `false`) was taken for no part at all: "give at
+    least one domestic or european credential", or no transliterated name, beside it.
+    """
+    problem = assert_problem(await gateway.post(path, json=body), 422, "validation-failed")
+    assert sorted(map(str, error_locs(problem))) == sorted(map(str, locs))
+    assert mocked.signing_calls() == 0
+
+
 @pytest.mark.parametrize(
     "content",
     [b"{not json", b"[]", b""],

@@ -94,6 +94,17 @@ def test_bad_transliterated_name_is_rejected(name, expected):
     assert errors_of({"dcc": dcc(nam=name)}) == expected
 
 
+@pytest.mark.parametrize("value", [0, False, [], {}], ids=["zero", "false", "list", "object"])
+@pytest.mark.parametrize("name", ["fnt", "gnt"])
+def test_a_transliterated_name_of_another_type_is_not_also_called_missing(name, value):
+    """Refused as no string, and not as no name: it is there, to be corrected.
+
+    Read as false in Python, it was taken for left out, and `name_missing` was named beside it.
+    """
+    expected = {("string_type", ("dcc", "nam", name))}
+    assert errors_of({"dcc": dcc(nam={"fn": "Doe", name: value})}) == expected
+
+
 def test_free_text_name_is_stored_nfc_normalised():
     """A decomposed name is signed in its composed (NFC) form."""
     request = validate({"dcc": dcc_with_name(fn="Cerve\u0301nkova\u0301", gn="Jir\u030cina")})
