@@ -457,17 +457,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         `begun` says a request's bytes are still arriving: the answered one's body, or the
         head of one sent after it. Closing with them unread would reset the connection.
         A refusal put off behind it (see `_refuse`) is not sent: a caller reads nothing after
-        an answer saying `Connection: close` (RFC 9112 9.6). The refused head may still be
-        arriving, so the close lingers.
+        an answer saying `Connection: close` (RFC 9112 9.6). What it refused may still be
+        arriving (a head, or bytes sent after the caller's own `Connection: close`, which the
+        parser drops unparsed), so the close lingers.
         """
         transport = self.transport
         put_off, self._bound.put_off = self._bound.put_off, None
-        if (
-            not self._bound.begun
-            or (self._bound.refused and put_off is None)
-            or transport.is_closing()
-            or not transport.can_write_eof()
-        ):
+        coming = put_off is not None or (self._bound.begun and not self._bound.refused)
+        if not coming or transport.is_closing() or not transport.can_write_eof():
             transport.close()
             return
         self._read_no_more()

@@ -1081,6 +1081,19 @@ async def test_an_answer_closing_the_connection_sends_no_refusal_put_off_behind_
     await until(lambda: transport.closed, limit=2)
 
 
+async def test_bytes_past_a_callers_own_close_end_in_a_linger_not_a_reset():
+    """/a asks to close, then 400 KB follow: /a's 200, then the end of the stream, no reset.
+
+    The parser drops what follows such a request, but the count refuses it once past the
+    limit, behind /a's answer; that answer closes the connection, with those bytes unread.
+    """
+    sent = b"GET /a HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n" + b"p" * 400_000
+    answer = await _served_on_one_connection(_answering_its_path, sent)
+    assert answer.count(b"HTTP/1.1 ") == 1
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"\r\n\r\n/a")
+
+
 async def test_a_body_that_is_not_http_behind_a_request_being_answered_lets_that_answer_be(
     caplog,
 ):
