@@ -170,6 +170,7 @@ async def test_an_oversized_head_behind_a_request_being_answered_is_answered_aft
     await _send_answer(protocol, 200, close=False)
     _assert_answered_after(transport, b"HTTP/1.1 200 ", 431)
     assert protocol.started == ["/a"]
+    assert protocol.server_state.total_requests == 1  # /a, as uvicorn counts an answer
 
 
 def _assert_answered_after(transport: FakeTransport, first: bytes, status: int) -> None:
