@@ -30,8 +30,8 @@ The body is the app's to bound (`security.limits`: size while it streams, and th
 take). A request before the refused one that is still being answered (pipelining) is answered
 first, then the refused one, and the connection closes: an answer written at once would be
 taken for the earlier request's. The earlier answer keeps the connection, since a caller reads
-nothing after one saying `Connection: close`; when it says so all the same (the app's choice),
-the refusal is not sent and the close lingers.
+nothing after one saying `Connection: close`; when it says so all the same (the app's or the
+caller's choice), the refusal is not sent and the close lingers.
 A body that is not HTTP/1.1 (chunk framing the parser refuses) ends its request for the app
 as a caller gone; it is answered 400 unless the app's answer has begun, or it was pipelined
 behind a request still being answered (then that answer is written, and the connection closed).
