@@ -250,7 +250,12 @@ class SignerTransport(AiohttpTransport):
         if transfer_encodings is not None:  # aiohttp refused it beside a Content-Length
             problem = framing_problem(transfer_encodings, with_length=False)
             if problem is not None:
-                response.close()  # the connection with it, not back to the pool
+                # aiohttp releases a connection once its answer is in: a short body had
+                # put it back in the pool already, where `close` no longer reaches it.
+                protocol = response._protocol  # noqa: SLF001
+                response.close()  # the connection with it, if still held
+                if protocol is not None:
+                    protocol.force_close()  # pooled: closed when next taken, not reused
                 raise httpx.RemoteProtocolError(problem, request=request)
         extensions = {"http_version": b"HTTP/1.1"}
         if response.reason:

@@ -130,10 +130,13 @@ class RawServer:
     tasks: set[asyncio.Task] = field(default_factory=set)
     #: Set when the client closes a connection whose answer's body is still unfinished.
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Connections accepted.
+    connections: int = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read one request, then misbehave as configured ("busy": every request, kept alive)."""
         self.tasks.add(asyncio.current_task())
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -151,7 +154,7 @@ class RawServer:
                     if not await reader.read():
                         self.dropped.set()
                     break
-                if not self.behaviour.startswith(("busy", "cookie", "surplus")):
+                if not self.behaviour.startswith(("busy", "cookie", "surplus", "kept-")):
                     break
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -159,9 +162,9 @@ class RawServer:
             writer.close()
 
     async def respond(self, writer: asyncio.StreamWriter) -> None:
-        """Answer (or not) according to the behaviour."""
-        if self.behaviour in FIXED_ANSWERS:
-            writer.write(FIXED_ANSWERS[self.behaviour])
+        """Answer (or not) according to the behaviour ("kept-X": X, the connection kept alive)."""
+        if (fixed := FIXED_ANSWERS.get(self.behaviour.removeprefix("kept-"))) is not None:
+            writer.write(fixed)
             await writer.drain()
         elif self.behaviour in STALLING_ANSWERS:
             writer.write(STALLING_ANSWERS[self.behaviour])
@@ -377,6 +380,26 @@ async def test_broken_connection_is_connection_lost(transport, behaviour):
         with pytest.raises(SignerConnectionLostError):
             await issue_static(http)
     assert len(server.requests) == 1  # the request did reach the signer
+
+
+@pytest.mark.parametrize("behaviour", ["gzip-chunked", "unknown-chunked", "chunked-with-length"])
+async def test_the_connection_of_an_answer_refused_for_its_framing_is_closed(transport, behaviour):
+    """An answer refused for its framing leaves its connection neither held nor pooled.
+
+    With one connection allowed, the next call goes out on a new one (and is refused for
+    the same reason). On aiohttp a refused answer whose body had all come already went back
+    to the pool (aiohttp releases a connection once its answer is in), and the next call
+    was sent on it.
+    """
+    async with (
+        raw_server(f"kept-{behaviour}") as server,
+        client_for(server.port, transport, max_connections=1, pool_timeout=0.5) as http,
+    ):
+        for _ in range(2):
+            with pytest.raises(SignerConnectionLostError):
+                await issue_static(http)
+    assert len(server.requests) == 2
+    assert server.connections == 2, "the refused answer's connection was used again"
 
 
 @pytest.mark.parametrize(
