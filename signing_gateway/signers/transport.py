@@ -16,7 +16,9 @@ on is made the same here, so `signers.http` classifies one way whichever is conf
   on httpcore when they came with the answer, on aiohttp when they came while the connection
   was idle. Neither transport reuses such a connection now (`_NoTrailingBytesStream`,
   `_CleanReuseConnector`). Bytes that come only after the next request went out cannot be told
-  from its answer by any client; a signer sending them answers wrongly.
+  from its answer by any client; a signer sending them answers wrongly. Not seen on aiohttp:
+  the start of an answer (a status line) in the same read as the end of the one owed stays in
+  its parser, and the next call on that connection fails on the rest (a connection lost).
 
 `HttpcoreSignerTransport` is httpx's own transport with those changes.
 
@@ -44,10 +46,12 @@ A request with a streamed body (none of the gateway's) takes the library's own p
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector
+from aiohttp.client_proto import ResponseHandler
 from httpx._transports.default import AsyncResponseStream
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
@@ -150,6 +154,24 @@ _TimeoutKey = tuple[float | None, float | None, float | None]
 _AIOHTTP_LIMIT = 100
 
 
+class _PooledProtocol(ResponseHandler):
+    """aiohttp's protocol, which notes whether anything arrived while it waited in the pool.
+
+    A whole answer arriving then is queued and shows in `should_close`; the start of one
+    (a status line, part of a head) stays inside aiohttp's parser, where nothing shows it.
+    """
+
+    pooled = False
+    #: Bytes arrived while `pooled`.
+    heard = False
+
+    def data_received(self, data: bytes) -> None:
+        """Take `data` as aiohttp does, noting it when the connection is idle."""
+        if self.pooled and data:
+            self.heard = True
+        super().data_received(data)
+
+
 class _CleanReuseConnector(TCPConnector):
     """aiohttp's connector, which reuses no idle connection the signer has sent anything on.
 
@@ -159,10 +181,26 @@ class _CleanReuseConnector(TCPConnector):
     already closes one that has them when its answer is done).
     """
 
+    def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401 - TCPConnector's options
+        """Take `TCPConnector`'s options; connections get a `_PooledProtocol`."""
+        super().__init__(**kwargs)
+        # aiohttp types its factory as making its own class (a partial is invariant).
+        self._factory = functools.partial(_PooledProtocol, loop=self._loop)  # type: ignore[assignment]
+
+    def _release(
+        self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False
+    ) -> None:
+        super()._release(key, protocol, should_close=should_close)
+        if isinstance(protocol, _PooledProtocol) and protocol.is_connected():
+            protocol.pooled = True  # kept for a next call (a closed one is not connected)
+
     async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
         while (connection := await super()._get(key, traces)) is not None:
-            protocol = connection.protocol
-            if protocol is not None and not protocol.should_close:
+            protocol = connection.protocol  # a _PooledProtocol: this connector makes them
+            if isinstance(protocol, _PooledProtocol) and not (
+                protocol.heard or protocol.should_close
+            ):
+                protocol.pooled = False
                 return connection
             connection.close()
         return None

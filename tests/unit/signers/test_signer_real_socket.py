@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import gzip
 import socket
 import struct
+import termios
 import time
 import tracemalloc
 import weakref
@@ -132,6 +134,10 @@ class RawServer:
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
     #: Connections accepted.
     connections: int = 0
+    #: Set once an answer no request asked for (or its start) has been sent ("surplus-*").
+    unasked_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What is still to send of that answer, by connection ("surplus-split").
+    unasked_rest: dict[asyncio.StreamWriter, bytes] = field(default_factory=dict)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read one request, then misbehave as configured ("busy": every request, kept alive)."""
@@ -196,17 +202,25 @@ class RawServer:
         """Follow the first answer by one no request asked for; answer the next one as asked.
 
         The surplus comes in the same write ("surplus"), or once the test releases it
-        ("surplus-later"), while the connection waits for its next call.
+        ("surplus-later"), while the connection waits for its next call; or just its status
+        line then, the rest before the answer to a next call on that connection
+        ("surplus-split").
         """
+        unasked = _with_length(OK_HEAD, UNASKED_OK)
         if len(self.requests) > 1:
-            writer.write(_with_length(OK_HEAD, SECOND_OK))
+            writer.write(self.unasked_rest.pop(writer, b"") + _with_length(OK_HEAD, SECOND_OK))
         elif self.behaviour == "surplus":
-            writer.write(_with_length(OK_HEAD, STATIC_OK) + _with_length(OK_HEAD, UNASKED_OK))
+            writer.write(_with_length(OK_HEAD, STATIC_OK) + unasked)
         else:
             writer.write(_with_length(OK_HEAD, STATIC_OK))
             await writer.drain()
             await self.release.wait()
-            writer.write(_with_length(OK_HEAD, UNASKED_OK))
+            if self.behaviour == "surplus-split":
+                cut = unasked.index(b"\r\n") + 2
+                unasked, self.unasked_rest[writer] = unasked[:cut], unasked[cut:]
+            writer.write(unasked)
+            await writer.drain()
+            self.unasked_sent.set()
         await writer.drain()
 
 
@@ -656,16 +670,23 @@ async def test_a_probe_answered_with_garbage_is_a_lost_connection(transport):
     assert raised.value.endpoint == "probe"
 
 
-def _an_idle_connection_holds_bytes(http: httpx.AsyncClient) -> bool:
-    """Whether bytes have reached a pooled connection of `http` that waits for its next call.
+def _unread(sock: socket.socket) -> int:
+    """How many bytes the kernel holds for `sock` that nobody has read yet."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
 
-    Read from each transport's own pool: aiohttp's protocol has taken them in (and parsed
-    them), or httpcore's socket has them to read.
+
+def _an_idle_connection_holds_bytes(http: httpx.AsyncClient) -> bool:
+    """Whether bytes sent (to loopback, where they arrive as sent) have reached an idle connection.
+
+    Read from each transport's own pool: aiohttp's protocol, which reads what arrives at once,
+    has taken them in (its socket has nothing left to read), or httpcore's socket has them.
     """
     transport = http._transport
     if isinstance(transport, SignerTransport):
-        idle = transport.client.connector._conns.values()
-        return any(protocol.should_close for waiting in idle for protocol, _ in waiting)
+        idle = [p for waiting in transport.client.connector._conns.values() for p, _ in waiting]
+        return bool(idle) and not any(
+            _unread(protocol.transport.get_extra_info("socket")) for protocol in idle
+        )
     return any(
         connection._connection._network_stream.get_extra_info("is_readable")
         for connection in transport._pool.connections
@@ -673,18 +694,21 @@ def _an_idle_connection_holds_bytes(http: httpx.AsyncClient) -> bool:
     )
 
 
-@pytest.mark.parametrize("behaviour", ["surplus", "surplus-later"])
+@pytest.mark.parametrize("behaviour", ["surplus", "surplus-later", "surplus-split"])
 async def test_bytes_past_an_answer_are_never_the_next_calls_answer(transport, behaviour):
     """A signer sending an answer more than it owes: the next call gets its own answer.
 
     Before, on one kept-alive connection, the next call (someone else's) read the surplus as
     its answer: on httpcore when it came with the answer (h11 kept it for the next one), on
-    aiohttp when it came while the connection was idle (taken in as the next answer).
+    aiohttp when it came while the connection was idle (taken in as the next answer). On
+    aiohttp a part of an answer (its status line) arriving while idle still let the
+    connection be reused, and the next call failed on the rest (a lost connection).
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         first = await issue_static(http)
-        if behaviour == "surplus-later":
+        if behaviour != "surplus":
             server.release.set()
+            await server.unasked_sent.wait()
             await until(lambda: _an_idle_connection_holds_bytes(http))
         second = await issue_static(http)
     assert (first.qr, second.qr) == ("NL2:AB", "NL2:CD"), "the surplus was read as an answer"
