@@ -512,8 +512,8 @@ class AuditTrail:
         writer thread, after the records queued before. A disk that stalls them past
         `write_timeout` (a hung NFS mount, a FIFO whose reader has gone) is given up on, so
         that shutdown ends: the records still queued or being written then are logged at ERROR
-        with their number; the writer goes on with them while the process lives, and the file
-        stays open until it ends. Closing again does nothing.
+        with their number, as they are when this wait is cancelled; the writer goes on with
+        them while the process lives, then closes the file. Closing again does nothing.
         """
         writer, sink = self._writer, self._sink
         if writer is None or sink is None:
@@ -523,11 +523,26 @@ class AuditTrail:
         except RuntimeError:  # stopped: closed before
             return
         writer.stop()
+        # Woken from the writer thread; not `wrap_future`, whose cancellation (the timeout's,
+        # or the caller's) would cancel the file's close queued behind the records.
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def wake(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(_wake, done)
+
+        closed.add_done_callback(wake)
         try:
             async with asyncio.timeout(self.write_timeout):
-                await asyncio.wrap_future(closed)
+                await done
         except TimeoutError:
-            self._log_left()
+            pass
+        finally:
+            if not closed.done():  # given up on: timed out, or cancelled
+                self._log_left()
+        if closed.done():
+            closed.result()  # what closing the file raised, if anything
 
     def _log_left(self) -> None:
         """Say how many records `close` gave up on: queued, or the one being written."""

@@ -567,6 +567,21 @@ def test_a_reader_that_cannot_be_checked_is_closed_and_the_file_still_written(
     assert path.read_bytes() == b'{"auditId":"a-1"}\n'
 
 
+async def _three_records_on_a_stalled_disk(
+    tmp_path: Path, *, write_timeout: float
+) -> tuple[AuditTrail, BlockingFile]:
+    """A trail whose file stalls its writes, with three records queued, the first being written."""
+    sink = await asyncio.to_thread(BlockingFile, tmp_path / "stalled.jsonl")
+    trail = AuditTrail(
+        sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=8,
+        write_timeout=write_timeout,
+    )  # fmt: skip
+    for n in range(3):
+        trail.submit({"n": n})
+    await until(lambda: sink.started == 1)
+    return trail, sink
+
+
 async def test_closing_on_a_stalled_disk_gives_up_after_the_write_timeout_and_says_how_many(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -576,14 +591,7 @@ async def test_closing_on_a_stalled_disk_gives_up_after_the_write_timeout_and_sa
     waited for the stalled write with no bound, and shutdown never ended.
     """
     caplog.set_level(logging.ERROR, logger="signing_gateway.security")
-    path = tmp_path / "stalled.jsonl"
-    sink = await asyncio.to_thread(BlockingFile, path)
-    trail = AuditTrail(
-        sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=8, write_timeout=0.1
-    )
-    for n in range(3):
-        trail.submit({"n": n})
-    await until(lambda: sink.started == 1)
+    trail, sink = await _three_records_on_a_stalled_disk(tmp_path, write_timeout=0.1)
     try:
         async with asyncio.timeout(5):
             await trail.close()
@@ -594,9 +602,35 @@ async def test_closing_on_a_stalled_disk_gives_up_after_the_write_timeout_and_sa
     assert (record["level"], record["event"]) == ("error", "audit records not written at shutdown")
     assert (record["security_event"], record["records"]) == ("audit-records-left", 3)
     assert record["timeout_seconds"] == 0.1
-    await until(lambda: trail.snapshot()["pendingWrites"] == 0)
-    await asyncio.to_thread(sink.close)  # given up on, the trail left the file open
-    assert [orjson.loads(line)["n"] for line in _lines(path)] == [0, 1, 2]
+    await until(lambda: sink._file.closed)  # given up on, the writer closes it after them
+    assert [orjson.loads(line)["n"] for line in _lines(sink.path)] == [0, 1, 2]
+
+
+async def test_a_cancelled_close_says_how_many_records_it_left_and_still_closes_after_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Close cancelled while records wait on a stalled disk: they are logged as left.
+
+    The file is still closed once they are written. Before, a cancelled close logged
+    nothing (the records were lost unsaid if the process then ended), and its cancellation
+    reached the file's queued close, which never ran.
+    """
+    caplog.set_level(logging.ERROR, logger="signing_gateway.security")
+    trail, sink = await _three_records_on_a_stalled_disk(tmp_path, write_timeout=5.0)
+    closing = asyncio.create_task(trail.close())
+    try:
+        await until(lambda: trail._writer is not None and trail._writer._stopped)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    finally:
+        sink.release.set()
+    left = as_written(r for r in caplog.records if r.name == "signing_gateway.security")
+    assert [(r["security_event"], r["records"]) for r in left] == [("audit-records-left", 3)], (
+        "a cancelled close said nothing of the records it left"
+    )
+    await until(lambda: sink._file.closed)
+    assert [orjson.loads(line)["n"] for line in _lines(sink.path)] == [0, 1, 2]
 
 
 _STALL_ON_A_FIFO = """
