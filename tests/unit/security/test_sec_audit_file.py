@@ -633,6 +633,26 @@ async def test_a_cancelled_close_says_how_many_records_it_left_and_still_closes_
     assert [orjson.loads(line)["n"] for line in _lines(sink.path)] == [0, 1, 2]
 
 
+class _CloseFails(AuditFile):
+    """An audit file whose close fails as a network file system's may (EIO), once closed."""
+
+    def close(self) -> None:
+        """Close, then say the close failed."""
+        super().close()
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+async def test_a_file_that_fails_to_close_fails_the_trails_close(tmp_path: Path) -> None:
+    """What closing the file raised on the writer thread is raised by `close`, not dropped."""
+    sink = await asyncio.to_thread(_CloseFails, tmp_path / "audit.jsonl")
+    trail = AuditTrail(
+        sink=sink, metrics=GatewayMetrics(), fail_closed=True, max_pending=8, write_timeout=5.0
+    )
+    with pytest.raises(OSError) as raised:
+        await trail.close()
+    assert raised.value.errno == errno.EIO
+
+
 _STALL_ON_A_FIFO = """
 import asyncio, os, sys
 from pathlib import Path
