@@ -201,7 +201,8 @@ class RawServer:
     async def respond_with_surplus(self, writer: asyncio.StreamWriter) -> None:
         """Follow the first answer by one no request asked for; answer the next one as asked.
 
-        The surplus comes in the same write ("surplus"), or once the test releases it
+        The surplus comes in the same write ("surplus"; "surplus-held": once the test releases
+        the first answer), or once the test releases it
         ("surplus-later"), while the connection waits for its next call; or just its status
         line then, the rest before the answer to a next call on that connection
         ("surplus-split").
@@ -209,7 +210,9 @@ class RawServer:
         unasked = _with_length(OK_HEAD, UNASKED_OK)
         if len(self.requests) > 1:
             writer.write(self.unasked_rest.pop(writer, b"") + _with_length(OK_HEAD, SECOND_OK))
-        elif self.behaviour == "surplus":
+        elif self.behaviour in {"surplus", "surplus-held"}:
+            if self.behaviour == "surplus-held":
+                await self.release.wait()
             writer.write(_with_length(OK_HEAD, STATIC_OK) + unasked)
         else:
             writer.write(_with_length(OK_HEAD, STATIC_OK))
@@ -713,3 +716,33 @@ async def test_bytes_past_an_answer_are_never_the_next_calls_answer(transport, b
         second = await issue_static(http)
     assert (first.qr, second.qr) == ("NL2:AB", "NL2:CD"), "the surplus was read as an answer"
     assert len(server.requests) == 2
+
+
+def _calls_waiting_for_a_connection(http: httpx.AsyncClient) -> int:
+    """How many calls of `http` wait for a connection, in each transport's own pool."""
+    transport = http._transport
+    if isinstance(transport, SignerTransport):
+        return sum(len(waiting) for waiting in transport.client.connector._waiters.values())
+    return sum(request.is_queued() for request in transport._pool._requests)
+
+
+async def test_a_call_waiting_for_the_connection_of_an_answer_with_a_surplus_gets_its_own(
+    transport,
+):
+    """A call queued for the one connection, which an answer's surplus then spoils: a new one.
+
+    httpcore hands the released connection to the queued call before its stream is closed;
+    closing it then (the surplus) must have that call take a new connection, not fail.
+    """
+    async with (
+        raw_server("surplus-held") as server,
+        client_for(server.port, transport, max_connections=1) as http,
+    ):
+        first = asyncio.create_task(issue_static(http))
+        await server.arrived.wait()
+        second = asyncio.create_task(issue_static(http))
+        await until(lambda: _calls_waiting_for_a_connection(http) == 1)
+        server.release.set()
+        answers = await asyncio.gather(first, second)
+    assert [answer.qr for answer in answers] == ["NL2:AB", "NL2:CD"]
+    assert server.connections == 2
