@@ -42,7 +42,11 @@ from signing_gateway.signers.errors import (
     SignerTimeoutError,
     SignerTransportError,
 )
-from signing_gateway.signers.transport import HttpcoreSignerTransport, SignerTransport
+from signing_gateway.signers.transport import (
+    HttpcoreSignerTransport,
+    SignerTransport,
+    coding_list,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -417,8 +421,7 @@ def _inflater(response: httpx.Response, *, signer: str, endpoint: str) -> _Infla
     header = response.headers.get("Content-Encoding")
     if header is None:  # the usual case: nothing to look at
         return None
-    codings = [coding.strip().lower() for coding in header.split(",")]
-    codings = [coding for coding in codings if coding not in {"", "identity"}]
+    codings = [coding for coding in coding_list([header]) if coding != "identity"]
     if not codings:
         return None
     if len(codings) == 1 and codings[0] in _WBITS:

@@ -63,11 +63,20 @@ if TYPE_CHECKING:
     from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
 
-__all__ = ["HttpcoreSignerTransport", "SignerTransport", "framing_problem"]
+__all__ = ["HttpcoreSignerTransport", "SignerTransport", "coding_list", "framing_problem"]
 
 #: What h11 says of a 101 that no Upgrade asked for (h11's `_state.py`; pinned by the tests
 #: that send one to both transports).
 _UNASKED_SWITCH = "_SWITCH_UPGRADE"
+
+
+def coding_list(values: Iterable[str]) -> list[str]:
+    """The codings a `Transfer-Encoding` or `Content-Encoding` header's values name, in order.
+
+    Lower-cased, without the empty elements RFC 9110 5.6.1 lets a list hold.
+    """
+    codings = [coding.strip().lower() for value in values for coding in value.split(",")]
+    return [coding for coding in codings if coding]
 
 
 def framing_problem(transfer_encodings: Iterable[str], *, with_length: bool) -> str | None:
@@ -77,10 +86,7 @@ def framing_problem(transfer_encodings: Iterable[str], *, with_length: bool) -> 
     did not offer (it sends no `TE`) leaves a body this client cannot read, and two lengths
     are how a response is split or smuggled (RFC 9112 6.3).
     """
-    codings = [
-        coding.strip().lower() for value in transfer_encodings for coding in value.split(",")
-    ]
-    codings = [coding for coding in codings if coding]
+    codings = coding_list(transfer_encodings)
     if not codings:
         return None
     if codings != ["chunked"]:
