@@ -1,0 +1,372 @@
+"""Instructions per `/v1/dcc` request: `python -m bench.instructions [--rev REV | --tree DIR]...`.
+
+Timings on this machine drift by 10 % and more between minutes (docs/benchmarks.md), so a
+change that costs 2 % cannot be told from the noise without many alternated runs. This counts
+instead: it runs the gateway under valgrind's callgrind, which counts the instructions the
+process executes, every thread's, the same count whatever else the machine is doing. What it
+cannot see: the kernel's work for the gateway's system calls (socket reads and writes, epoll),
+and how long an instruction takes (cache misses, the machine's speed); it weighs a Python
+bytecode and an OpenSSL multiply by their instruction count. So it compares versions of the
+gateway's own work; the wall-clock figures stay with `bench.run`.
+
+For each version given (`--rev`: a commit of this repository, exported to a temporary directory;
+`--tree`: a source tree; none: this tree), in order, it starts a fake signer (0 ms, from this
+tree, the same for every version) and that version's gateway under callgrind with
+instrumentation off, warms it up, turns instrumentation on, sends more warm-up requests, then
+measures `--windows` windows of `--requests` requests each, sent by `--concurrency` keep-alive
+clients. Every answer must be a 200.
+
+Work on wall-clock timers is not per-request work, and under valgrind, where a request lasts
+~50 times longer, it would weigh ~50 times more per request and move with the machine's speed.
+So the full garbage collections and the readiness probes (one every 60 s and 5 s) are set out
+of reach of the run. The 50 ms timers (the collector's ticks, the lag monitor, the log writer)
+stay: before the windows the gateway idles `--idle` seconds, and each window's figure is also
+given less that idle rate times its length ("net"). Repeated runs of one version agree within
+~0.5 % (docs/benchmarks.md).
+
+Prints a Markdown table (instructions per request per window, net, and the median net against
+the first version's), the shared objects and functions the instructions went to (last window
+of each version), and keeps it as bench/results/instructions-<time>.md; `--keep` also keeps the
+callgrind files, for `callgrind_annotate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from bench import auth as bench_auth
+from bench import procs
+from bench.run import RESULTS, ROOT, keep_markdown
+from signing_gateway.api import examples
+
+#: Shared objects by the name the report gives them (the first fragment found in the path).
+OBJECTS = {
+    "libpython": "the Python interpreter (libpython)",
+    "libcrypto": "OpenSSL (libcrypto)",
+    "_pydantic_core": "pydantic-core",
+    "libc.so": "libc (memory copies, malloc)",
+    "libm.so": "libm",
+    "orjson": "orjson",
+    "_cbor2": "cbor2",
+    "httptools": "httptools",
+    "_rust": "cryptography (Rust)",
+    "ld-linux": "the dynamic linker",
+}
+
+
+@dataclass
+class Costs:
+    """Self cost (instructions) of one callgrind dump, by shared object and by function."""
+
+    total: int
+    by_object: collections.Counter[str] = field(default_factory=collections.Counter)
+    by_function: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+def _named(table: dict[str, str], value: str) -> str:
+    """Resolve callgrind's name compression: `(id) name` defines, `(id)` refers."""
+    value = value.strip()
+    if not value.startswith("("):
+        return value
+    ident, _, name = value.partition(")")
+    ident = ident + ")"
+    if name.strip():
+        table[ident] = name.strip()
+    return table.get(ident, ident)
+
+
+class _DumpReader:
+    """Reads a callgrind output file line by line, charging each cost line to its function."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, dict[str, str]] = {"ob": {}, "fn": {}}
+        self.current = {"ob": "?", "fn": "?"}
+        self.costs = Costs(0)
+        self.columns = 1  # position columns before the cost: `positions: line` unless told
+        self.skip_next = False
+
+    def cost(self, line: str) -> None:
+        if self.skip_next:  # a callee's inclusive cost, counted where its own lines are
+            self.skip_next = False
+            return
+        parts = line.split()
+        if len(parts) > self.columns:
+            cost = int(parts[self.columns])
+            self.costs.by_object[self.current["ob"]] += cost
+            self.costs.by_function[self.current["fn"]] += cost
+
+    def header(self, line: str) -> None:
+        key, _, value = line.partition("=")
+        if key in self.current:
+            self.current[key] = _named(self.names[key], value)
+        elif key in {"cob", "cfn"}:  # a callee's: may define a name used later
+            _named(self.names[key[1:]], value)
+        elif key == "calls":
+            self.skip_next = True
+        elif line.startswith("summary:"):
+            self.costs.total = int(line.split()[1])
+        elif line.startswith("positions:"):
+            self.columns = len(line.split()) - 1
+
+
+def read_dump(path: Path) -> Costs:
+    """The instructions of a callgrind output file, each charged to the function executing it."""
+    reader = _DumpReader()
+    for line in path.read_text(errors="replace").splitlines():
+        if line and (line[0].isdigit() or line[0] in "+-*"):
+            reader.cost(line)
+        elif line:
+            reader.header(line)
+    if not reader.costs.total:
+        reader.costs.total = sum(reader.costs.by_object.values())
+    return reader.costs
+
+
+def _object_name(path: str) -> str:
+    for fragment, name in OBJECTS.items():
+        if fragment in path:
+            return name
+    return Path(path).name
+
+
+@dataclass
+class Version:
+    label: str
+    tree: Path
+    windows: list[float] = field(default_factory=list)
+    #: The same, less the background's instructions for the window's wall time.
+    net: list[float] = field(default_factory=list)
+    #: Instructions per second with no request in flight (timers, probes, the log thread).
+    idle_rate: float = 0.0
+    costs: Costs | None = None
+
+
+def _export(rev: str, into: Path) -> Path:
+    """The gateway's package at commit `rev`, written under `into` (no worktree, no checkout)."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "signing_gateway"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _describe(tree: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(tree), "describe", "--always", "--dirty=+changes"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() or str(tree)
+
+
+def _short(rev: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def _send(url: str, body: bytes, headers: dict[str, str], requests: int, clients: int) -> None:
+    """`requests` POSTs to `url` from `clients` keep-alive clients; every answer must be 200."""
+    statuses: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+
+    def client(count: int) -> None:
+        with httpx.Client(timeout=120) as session:
+            for _ in range(count):
+                status = session.post(url, content=body, headers=headers).status_code
+                with lock:
+                    statuses[status] += 1
+
+    shares = [requests // clients + (n < requests % clients) for n in range(clients)]
+    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if set(statuses) != {200}:
+        raise RuntimeError(f"answers other than 200: {dict(statuses)}")
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def _next_dump(out: Path, pid: int, seen: set[Path], limit: float = 60.0) -> Path:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        new = set(out.glob(f"callgrind.{pid}.*")) - seen
+        if new:
+            found = max(new, key=lambda p: int(p.suffix[1:]))
+            seen.add(found)
+            return found
+        time.sleep(0.1)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_auth.BenchAuth,
+            signer_url: str) -> None:  # fmt: skip
+    """Fill `version.windows` and `version.costs` from one gateway process under callgrind."""
+    out = logs / f"callgrind-{len(list(logs.glob('callgrind-*')))}"
+    out.mkdir()
+    port = procs.free_port()
+    env = procs.gateway_env(
+        signer_url, auth=auth, transport="aiohttp", max_in_flight=64, deadline_s=60.0
+    ) | {
+        "PYTHONPATH": str(version.tree),
+        # A full collection walks every live object (~30 million instructions here) on a
+        # wall-clock timer, so it would land in one window and not another: kept out.
+        "SIGNING_GATEWAY_LOOP_LAG__GC_FULL_INTERVAL_SECONDS": "86400",
+        # The readiness probes call each signer every 5 s of wall time: also kept out.
+        "SIGNING_GATEWAY_READINESS_PROBE_INTERVAL_SECONDS": "86400",
+    }
+    command = [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        f"--callgrind-out-file={out}/callgrind.%p",
+        sys.executable, "-m", "signing_gateway", "serve", "--host", procs.LOOPBACK,
+        "--port", str(port),
+    ]  # fmt: skip
+    gateway = procs.start("gateway-callgrind", command, port=port, ready_path="/readyz",
+                          logs=logs, env=env, server=True)  # fmt: skip
+    url = gateway.url + "/v1/dcc"
+    body = json.dumps(examples.EU_VACCINATION).encode()
+    headers = {**auth.header, "Content-Type": "application/json"}
+    try:
+        pid = str(gateway.popen.pid)
+        _send(url, body, headers, args.warmup, args.concurrency)
+        _control("--instr=on", pid)
+        _send(url, body, headers, args.warmup // 2, args.concurrency)
+        seen: set[Path] = set()
+        _control("--zero", pid)
+        started = time.monotonic()
+        time.sleep(args.idle)
+        _control("--dump", pid)
+        idle = read_dump(_next_dump(out, gateway.popen.pid, seen))
+        version.idle_rate = idle.total / (time.monotonic() - started)
+        for _ in range(args.windows):
+            _control("--zero", pid)
+            started = time.monotonic()
+            _send(url, body, headers, args.requests, args.concurrency)
+            _control("--dump", pid)
+            seconds = time.monotonic() - started
+            costs = read_dump(_next_dump(out, gateway.popen.pid, seen))
+            version.windows.append(costs.total / args.requests)
+            version.net.append((costs.total - version.idle_rate * seconds) / args.requests)
+            version.costs = costs
+            print(f"{version.label}: {version.windows[-1]:,.0f} per request, "
+                  f"{version.net[-1]:,.0f} net, {seconds:.1f} s", flush=True)  # fmt: skip
+    finally:
+        gateway.stop()
+        if args.keep:
+            kept = RESULTS / f"callgrind-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+            shutil.copytree(out, kept)
+            print(f"dumps kept in {kept}", flush=True)
+
+
+def _report(versions: list[Version], args: argparse.Namespace) -> str:
+    first = statistics.median(versions[0].net)
+    lines = [
+        (
+            f"Instructions per `/v1/dcc` request (`python -m bench.instructions "
+            f"{' '.join(args.shown)}`): {args.windows} windows of {args.requests} requests, "
+            f"{args.concurrency} keep-alive clients, fake signer at 0 ms; callgrind counts "
+            "every thread of the gateway's process, user space only."
+        ),
+        "",
+        (
+            "| version | per request, each window | less the background (idle rate) | "
+            "median net | against the first |"
+        ),
+        "|---|---|---|---|---|",
+    ]
+    for v in versions:
+        windows = ", ".join(f"{w:,.0f}" for w in v.windows)
+        net = ", ".join(f"{w:,.0f}" for w in v.net)
+        lines.append(f"| {v.label} | {windows} | {net} ({v.idle_rate:,.0f}/s) | "
+                     f"{statistics.median(v.net):,.0f} | "
+                     f"{statistics.median(v.net) / first:.3f} |")  # fmt: skip
+    for v in versions:
+        assert v.costs is not None
+        per = args.requests
+        lines += ["", f"Where {v.label}'s instructions went (last window, per request):", "",
+                  "| shared object | per request | share |", "|---|---|---|"]  # fmt: skip
+        objects: collections.Counter[str] = collections.Counter()
+        for path, cost in v.costs.by_object.items():
+            objects[_object_name(path)] += cost
+        for name, cost in objects.most_common(8):
+            lines.append(f"| {name} | {cost / per:,.0f} | {100 * cost / v.costs.total:.1f} % |")
+        lines += ["", "| function (self) | per request | share |", "|---|---|---|"]
+        for name, cost in v.costs.by_function.most_common(args.functions):
+            shown = name.replace("|", "\\|")
+            lines.append(f"| `{shown}` | {cost / per:,.0f} | {100 * cost / v.costs.total:.1f} % |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
+    parser.add_argument(
+        "--rev",
+        dest="versions",
+        action="append",
+        default=[],
+        type=lambda rev: ("rev", rev),
+        help="a commit to measure",
+    )
+    parser.add_argument("--tree", dest="versions", action="append",
+                        type=lambda tree: ("tree", tree),
+                        help="a source tree to measure (its signing_gateway/)")  # fmt: skip
+    parser.add_argument("--requests", type=int, default=300, help="requests per window")
+    parser.add_argument("--windows", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=100, help="requests before measuring")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--functions", type=int, default=12, help="functions listed")
+    parser.add_argument(
+        "--idle", type=float, default=10.0, help="seconds with no load, for the background's rate"
+    )
+    parser.add_argument("--keep", action="store_true",
+                        help="copy the callgrind dumps to bench/results/")  # fmt: skip
+    raw = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(raw)
+    args.shown = raw
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} not found: install valgrind (apt-get install valgrind)")
+    procs.stop_children_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+        logs = Path(tmp)
+        versions = []
+        for n, (kind, value) in enumerate(args.versions):
+            if kind == "rev":
+                tree = _export(value, logs / f"rev-{n}")
+                versions.append(Version(f"{value} ({_short(value)})", tree))
+            else:
+                versions.append(Version(_describe(Path(value)), Path(value).resolve()))
+        if not versions:
+            versions.append(Version(_describe(ROOT), ROOT))
+        auth = bench_auth.make(logs)
+        with procs.fake_signer(logs, latency_ms=0, keys_dir=logs / "keys") as signer:
+            for version in versions:
+                measure(version, args, logs, auth, signer.url)
+        keep_markdown("instructions", _report(versions, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

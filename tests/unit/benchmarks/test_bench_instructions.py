@@ -1,0 +1,86 @@
+"""`bench.instructions` reads callgrind's files: each instruction charged once, to its function."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from bench.instructions import read_dump
+
+# Two objects and three functions, names compressed as callgrind writes them: `(n) name` the
+# first time, `(n)` after. `main` calls `work` (the line after `calls=` is work's inclusive
+# cost, 30, which must not count for main) and `cob=`/`cfn=` define names used later by `ob=`
+# and `fn=` alone.
+DUMP = """\
+version: 1
+creator: callgrind-3.19.0
+positions: instr line
+events: Ir
+summary: 45
+
+ob=(1) /usr/lib/libexample.so
+fl=(1) main.c
+fn=(1) main
+0x10 3 5
++2 4 2
+cob=(2) /usr/lib/libpython3.11.so.1.0
+cfi=(2) ceval.c
+cfn=(2) work
+calls=1 0x20 7
+0x11 5 30
+* * 3
+
+ob=(2)
+fl=(2)
+fn=(2)
+0x20 7 20
++1 8 10
+cfn=(3) helper
+calls=2 0x30 9
++1 9 0
+fn=(3)
+0x30 9 0
++4 10 5
+"""
+
+
+def test_each_instruction_counts_once_for_the_function_executing_it(tmp_path):
+    """Compressed names resolve, and a call's inclusive cost is not charged to the caller."""
+    dump = tmp_path / "callgrind.1.1"
+    dump.write_text(DUMP)
+
+    costs = read_dump(dump)
+
+    assert costs.total == 45
+    assert dict(costs.by_function) == {"main": 10, "work": 30, "helper": 5}
+    assert dict(costs.by_object) == {
+        "/usr/lib/libexample.so": 10,
+        "/usr/lib/libpython3.11.so.1.0": 35,
+    }
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
+@pytest.mark.parametrize("positions", [[], ["--dump-instr=yes"]], ids=["line", "instr-line"])
+def test_the_functions_costs_add_up_to_callgrinds_own_total(tmp_path, positions):
+    """On a real callgrind file, with one position column or two."""
+    out = tmp_path / "callgrind.out"
+    subprocess.run(  # noqa: S603 - a fixed command
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *positions, "true"],  # noqa: S607
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    text = out.read_text()
+    assert "calls=" in text  # the file has inclusive call costs that must be skipped
+
+    costs = read_dump(out)
+
+    summary = int(
+        next(line for line in text.splitlines() if line.startswith("summary:")).split()[1]
+    )
+    assert costs.total == summary
+    assert sum(costs.by_function.values()) == summary
+    assert sum(costs.by_object.values()) == summary
+    assert any("libc" in name for name in costs.by_object)
