@@ -12,7 +12,12 @@ Sequence (driven by `GracefulServer`, a `uvicorn.Server`):
 3. Requests still running are cancelled (their signer calls with them) and each is answered
    503 problem+json, if its response had not started, within `cancel_grace_seconds`. One
    whose answer had begun raises `AnswerCut`: the server closes the connection under it.
-4. Then uvicorn's own shutdown runs: listener closed, idle connections closed, lifespan
+4. Answers written but not yet taken by their callers (a caller that stopped reading: its
+   receive window full, the rest queued in the gateway) have until `drain_timeout_seconds`
+   after the drain began to go; a connection still holding one then is ended (INFO
+   `answer unread at the drain's end`). Left to uvicorn, it kept the shutdown waiting until
+   `timeout_graceful_shutdown`, which it reports as an ERROR, a fault of the gateway's.
+5. Then uvicorn's own shutdown runs: listener closed, idle connections closed, lifespan
    shutdown (clients closed; the audit file once its queued records are written, for the
    audit's `write_timeout_seconds` at most).
 
@@ -56,6 +61,9 @@ EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 SHUTTING_DOWN = "shutting-down"
 #: The status `DrainMiddleware` answers a cancelled request with (its response not started).
 CANCELLED_STATUS = 503
+#: How often the drain looks whether the answers its callers have not yet taken have gone (as
+#: uvicorn looks for its connections to close).
+UNREAD_POLL_SECONDS = 0.1
 
 
 class Drainable(Protocol):
@@ -78,6 +86,11 @@ class DrainController:
         self._watchers: list[Drainable] = []
         self._stop_now = False
         self._waiting: asyncio.Timeout | None = None
+
+    @property
+    def stopping_now(self) -> bool:
+        """Whether the drain was told to stop waiting (`stop_now`)."""
+        return self._stop_now
 
     @property
     def in_flight(self) -> int:
@@ -395,7 +408,49 @@ class GracefulServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.controller.drain_timeout
             cancelled = await self.controller.drain()
             logger.info("drained", extra={"cancelled": cancelled})
+            await self._end_unread_answers(deadline)
         finally:
             self.should_exit = True
+
+    async def _end_unread_answers(self, deadline: float) -> None:
+        """Let answers still queued for their callers go until `deadline`; then end them.
+
+        An answer that does not fit the caller's receive window waits in the connection's
+        buffer: the caller stopped reading (or reads slower than the drain allows). Its
+        connection closes only once that buffer has gone, so uvicorn's shutdown waited for it
+        until its `timeout_graceful_shutdown`, then logged an ERROR. Not the gateway's fault:
+        at the drain's deadline (at once after a second signal) such a connection is ended
+        here, the rest of its answer dropped, and an INFO line says so.
+        """
+        loop = asyncio.get_running_loop()
+        unread = self._unread_answers()
+        while unread and loop.time() < deadline and not self.controller.stopping_now:
+            await asyncio.sleep(UNREAD_POLL_SECONDS)
+            unread = self._unread_answers()
+        if not unread:
+            return
+        logger.info(
+            "answer unread at the drain's end: connection closed",
+            extra={
+                "connections": len(unread),
+                "unsent_bytes": sum(t.get_write_buffer_size() for t in unread),
+            },
+        )
+        for transport in unread:
+            transport.abort()
+
+    def _unread_answers(self) -> list[asyncio.Transport]:
+        """The transports of the server's connections that hold bytes not yet sent.
+
+        (uvloop's transports are no `asyncio.Transport` by class, but have its methods.)
+        """
+        unread = []
+        for connection in self.server_state.connections:
+            transport: asyncio.Transport | None = getattr(connection, "transport", None)
+            if transport is not None and transport.get_write_buffer_size():
+                unread.append(transport)
+        return unread

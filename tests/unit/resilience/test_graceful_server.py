@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -377,3 +378,80 @@ async def test_an_answer_cut_by_the_drain_ends_short_and_closed_without_an_error
     assert errors == []
     cuts = [r for r in caplog.records if r.getMessage() == "answer cut short by the shutdown"]
     assert [r.levelname for r in cuts] == ["WARNING"]
+
+
+#: An answer larger than what the kernel holds for a caller reading nothing (its receive
+#: buffer made small): the rest waits in the gateway's transport.
+_UNREAD_ANSWER = b"x" * (4 * 1024 * 1024)
+
+
+def _large_answer_app(*, streamed: bool) -> Callable[..., Awaitable[None]]:
+    """An app answering `_UNREAD_ANSWER`: in one write, or streamed in parts of 256 KiB."""
+
+    async def app(scope: dict[str, Any], _receive: object, send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return
+        length = [(b"content-length", b"%d" % len(_UNREAD_ANSWER))]
+        await send({"type": "http.response.start", "status": 200, "headers": length})
+        if not streamed:
+            await send({"type": "http.response.body", "body": _UNREAD_ANSWER})
+            return
+        part = 256 * 1024
+        for start in range(0, len(_UNREAD_ANSWER), part):
+            more = start + part < len(_UNREAD_ANSWER)
+            piece = _UNREAD_ANSWER[start : start + part]
+            await send({"type": "http.response.body", "body": piece, "more_body": more})
+
+    return app
+
+
+def _unsent(server: GracefulServer) -> int:
+    """Bytes the server's connections hold, not yet taken by their callers."""
+    return sum(c.transport.get_write_buffer_size() for c in server.server_state.connections)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["answered", "being-answered"])
+async def test_a_caller_that_stopped_reading_is_cut_off_by_the_drain_not_uvicorns_backstop(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, *, streamed: bool
+) -> None:
+    """A caller reads nothing of its answer: the drain ends its connection by its own timeout.
+
+    The answer waited in the connection's buffer; uvicorn's shutdown waited for that
+    connection until `timeout_graceful_shutdown`, then logged an ERROR, "Cancel 0 running
+    task(s), timeout graceful shutdown exceeded", which pages an operator for a caller's doing.
+    """
+    caplog.set_level(logging.INFO)
+    uvicorn_error = logging.getLogger("uvicorn.error")  # filtered as `configure_logging` does
+    monkeypatch.setattr(uvicorn_error, "filters", [*uvicorn_error.filters, _drop_server_copies])
+    controller = DrainController(drain_timeout=0.3, cancel_grace=0.3)
+    app = DrainMiddleware(_large_answer_app(streamed=streamed), controller=controller)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        http=GatewayHttpProtocol,
+        log_config=None,
+        lifespan="off",
+        timeout_graceful_shutdown=3,
+    )
+    server = GracefulServer(config, controller=controller)
+    serving = asyncio.create_task(server.serve())
+    await until(lambda: server.started)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    with socket.socket() as caller:
+        caller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        caller.setblocking(False)
+        await loop.sock_connect(caller, ("127.0.0.1", port))
+        await loop.sock_sendall(caller, b"GET /large HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        await until(lambda: _unsent(server) > 0)  # its window is full: the rest waits here
+        began = loop.time()
+        server.handle_exit(signal.SIGTERM, None)
+        async with asyncio.timeout(10):
+            await serving
+        took = loop.time() - began
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert took < 3  # uvicorn's backstop, never reached
+    ended = [r for r in caplog.records if r.getMessage().startswith("answer unread")]
+    assert [(r.levelname, r.__dict__["connections"]) for r in ended] == [("INFO", 1)]
