@@ -75,12 +75,13 @@ def _answer(protocol: GatewayHttpProtocol) -> None:
 
 
 def _padding(size: int) -> bytes:
-    return b"X-Pad: " + b"p" * (size - 9) + b"\r\n"
+    """A header field line of `size` bytes, without spaces (as a head measured whole counts)."""
+    return b"X-Pad:" + b"p" * (size - 8) + b"\r\n"
 
 
 def _head_of(size: int, body: bytes) -> bytes:
     """A POST head of exactly `size` bytes (request line, fields, empty line) for `body`."""
-    start = b"POST /v1/dcc HTTP/1.1\r\nContent-Length: %d\r\n" % len(body)
+    start = b"POST /v1/dcc HTTP/1.1\r\nContent-Length:%d\r\n" % len(body)
     return start + _padding(size - len(start) - 2) + b"\r\n"
 
 
@@ -214,6 +215,51 @@ async def test_an_oversized_head_in_the_read_of_the_request_before_it_is_refused
     protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n" + _head_of(LIMIT, b""))
     await _send_answer(protocol, 200, close=False)
     assert protocol.started == ["/a", "/v1/dcc"]  # at the limit: served
+
+
+def _head_in_fields(size: int, separator: bytes, count: int = 20) -> bytes:
+    """A GET head of `count` fields `X-nn<separator>value`: `size` bytes written `name:value`.
+
+    With `separator` `: ` it is `count` bytes longer on the wire.
+    """
+    start = b"GET /v1/keys HTTP/1.1\r\n"
+    names = [b"X-%02d" % n for n in range(count)]
+    values = size - len(start) - 2 - sum(len(name) + 3 for name in names)
+    lines = [
+        name + separator + b"v" * (values // count + (n < values % count)) + b"\r\n"
+        for n, name in enumerate(names)
+    ]
+    return start + b"".join(lines) + b"\r\n"
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["alone", "pipelined"])
+@pytest.mark.parametrize(
+    ("separator", "size", "served"),
+    [
+        (b":", LIMIT, True),
+        (b":", LIMIT + 1, False),
+        (b": ", LIMIT, True),
+        (b": ", LIMIT + 1, False),
+    ],
+    ids=["colon-at-limit", "colon-past-limit", "colon-space-at-limit", "colon-space-past-limit"],
+)
+async def test_a_head_is_measured_alike_alone_or_pipelined(separator, size, served, pipelined):
+    """A head sent alone and the same head pipelined are served or refused alike.
+
+    A pipelined head is measured from its fields, which counted `: ` for each: written
+    `name:value` it was refused within a byte per field of the limit, where the same head
+    sent alone, counted as it came, was served.
+    """
+    head = _head_in_fields(size, separator)
+    protocol, transport = _open()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n" * pipelined + head)
+    if pipelined:
+        await _send_answer(protocol, 200, close=False)
+    if served:
+        assert protocol.started == ["/a"] * pipelined + ["/v1/keys"]
+    else:
+        assert protocol.started == ["/a"] * pipelined
+        assert _answered_last(transport)[0] == 431
 
 
 async def test_a_half_sent_head_is_answered_408_after_the_header_timeout():
