@@ -33,8 +33,9 @@ taken for the earlier request's. The earlier answer keeps the connection, since 
 nothing after one saying `Connection: close`; when it says so all the same (the app's or the
 caller's choice), the refusal is not sent and the close lingers.
 A body that is not HTTP/1.1 (chunk framing the parser refuses) ends its request for the app
-as a caller gone; it is answered 400 unless the app's answer has begun, or it was pipelined
-behind a request still being answered (then that answer is written, and the connection closed).
+as a caller gone; it is answered 400 unless the app's answer has begun. Pipelined behind a
+request still being answered, its 400 waits for its turn: the answers before it are written,
+then the 400, and the connection lingers as after any refusal.
 
 **Closing after an answer with the body unread.** When the app answers before the request's
 body has all arrived (its 413 for a body over the limit, its 408 for one too slow) and says
@@ -642,7 +643,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
             self._bound.put_off = (answer, reason, request_id)
             return
-        if cycle is not None and self._close_in_turn_of(cycle):
+        if cycle is not None and self._refuse_in_turn_of(cycle, answer, reason, request_id):
             return
         self._answer_refusal(answer, reason, request_id)
 
@@ -696,19 +697,35 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         cycle.message_event.set()
         return not cycle.response_started
 
-    def _close_in_turn_of(self, cycle: RequestResponseCycle) -> bool:
-        """Whether `cycle` waits behind a request being answered; if so, its turn only closes.
+    def _refuse_in_turn_of(
+        self,
+        cycle: RequestResponseCycle,
+        answer: bytes | None,
+        reason: ConnectionRefusal,
+        request_id: str | None,
+    ) -> bool:
+        """Whether `cycle` waits behind a request being answered; if so, refuse it in its turn.
 
         An answer written now would be taken for that request's, and the write of that
         answer would then fail on the lingering connection (an error logged at the
-        caller's will).
+        caller's will). In its turn the refusal's `answer` is sent, after the answers before
+        it, as a refused head's is (`on_response_complete`); the connection then lingers.
         """
         for index, (queued, _app) in enumerate(self.pipeline):
             if queued is cycle:
-                self.pipeline[index] = (cycle, self._close_connection)
+                turn = functools.partial(self._refusal_turn, answer, reason, request_id)
+                self.pipeline[index] = (cycle, turn)
                 return True  # reading paused since it was queued, until its turn
         return False
 
-    async def _close_connection(self, _scope: object, _receive: object, _send: object) -> None:
-        """A refused request's turn: the connection ends, once what is written has gone."""
-        self.transport.close()
+    async def _refusal_turn(
+        self,
+        answer: bytes | None,
+        reason: ConnectionRefusal,
+        request_id: str | None,
+        _scope: object,
+        _receive: object,
+        _send: object,
+    ) -> None:
+        """A refused request's turn: its answer is sent and the connection lingers, or it ends."""
+        self._answer_refusal(answer, reason, request_id)

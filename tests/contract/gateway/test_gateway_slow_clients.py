@@ -320,6 +320,43 @@ def test_a_pipelined_oversized_head_gets_its_431_after_the_answer_before_it(
     assert orjson.loads(problem)["instance"] == "/v1/keys"
 
 
+@pytest.mark.parametrize(
+    "behind",
+    [
+        POST_JSON + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nZZ\r\n",
+        b"GET /v1/keys HTTP/1.1\r\nHost: gateway\r\n\r\n"
+        + POST_JSON
+        + b"Transfer-Encoding: chunked\r\n\r\nnot a chunk size\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+    ids=["malformed-chunk", "malformed-chunk-third", "garbage-head"],
+)
+def test_a_pipelined_request_that_is_not_http_gets_its_400_after_the_answers_before_it(
+    strict_gateway, eu_signer, behind
+):
+    """The answers before it, in order, then a 400 problem+json saying `Connection: close`.
+
+    A request whose chunk framing broke behind one still being answered was not answered:
+    the connection ended after the earlier answers, and the caller never learnt why.
+    """
+    body = orjson.dumps(examples.EU_VACCINATION)
+    first = POST_JSON + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    received = bytearray()
+    with _connect(_port(strict_gateway)) as sock:
+        sock.sendall(first + behind)
+        while data := sock.recv(65536):  # a reset or a connection left open fails the test
+            received += data
+    answers = [_parse(b"HTTP/1.1 " + a) for a in received.split(b"HTTP/1.1 ")[1:]]
+    kept = [(200, None)] * (1 + behind.startswith(b"GET /v1/keys"))  # else the 400 goes unread
+    assert [(status, headers.get("connection")) for status, headers, _ in answers] == [
+        *kept,
+        (400, "close"),
+    ]
+    _, headers, problem = answers[-1]
+    assert headers["content-type"] == "application/problem+json"
+    assert orjson.loads(problem)["detail"] == "the request is not valid HTTP/1.1"
+
+
 def test_every_worker_of_serve_workers_bounds_heads_too(eu_signer, domestic_signer):
     """`serve --workers 2` (uvicorn's supervisor): half-sent heads are answered 408 there too."""
     env = gateway_env(
