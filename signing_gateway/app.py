@@ -52,6 +52,7 @@ from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
 from signing_gateway.runtime.fd_limit import fd_budget
 from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0
+from signing_gateway.security.auth import authenticate_head
 from signing_gateway.security.limits import RequestLimitsMiddleware
 from signing_gateway.security.setup import open_audit_trail, open_token_verifier
 from signing_gateway.settings import Settings, SignerSettings
@@ -319,8 +320,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inner to outer: the caller's timeout header, body limits, the CPU gate, draining on
     # shutdown; outermost, the request id and metrics (`instrument_app`).
     app.add_middleware(CallerTimeoutMiddleware)
-    # Body limits answer before anything reads the body, inside the request id.
-    app.add_middleware(RequestLimitsMiddleware, limits=settings.limits)
+    # Body limits answer before anything reads the body, inside the request id; a request
+    # holding its body back until asked for it has its token checked before that.
+    app.add_middleware(
+        RequestLimitsMiddleware, limits=settings.limits, head_check=authenticate_head
+    )
     # Outside the rest of the work: a burst of new requests waits parked here instead of
     # running the middlewares' work all in one loop pass, and one that waits too long is
     # refused 503 with its request id (see runtime/cpu_gate).

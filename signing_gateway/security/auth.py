@@ -5,6 +5,11 @@ dependencies (`authenticated_caller`, `require_scopes(...)`) read the verifier f
 lifespan state; with `auth.mode = "disabled"` they hand out an anonymous caller holding every
 scope. Tokens and claims are never logged; refusals are counted by reason.
 
+A request that expects `100 Continue` (its body held back until asked for) is authenticated
+from its head instead, before its body is read (`authenticate_head`, run by the body limits):
+a caller without a valid token is answered 401 without sending its body, and the route's
+dependency takes the caller found then.
+
 Callers reuse one token for many requests, so the verifier remembers the tokens it accepted
 (`auth.token_cache_size`, least recently used dropped first): a token seen before skips the
 signature check, but its time claims are checked again on every use, exactly as PyJWT checks
@@ -25,10 +30,14 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.routing import Match
+from starlette.types import Scope
 
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.errors import AuthenticationFailed, PermissionDenied, TokenRefusal
 from signing_gateway.security.jwks import JwksError, JwksKeys, KeySource
+from signing_gateway.security.limits import BodyRefused
 from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
 
 logger = logging.getLogger("signing_gateway.security")
@@ -247,6 +256,7 @@ class BearerAuthentication(HTTPBearer):
     FastAPI keeps each dependency's result until the request ends. `HTTPBearer`'s own result
     holds the token's text (about 1 KB with a 700-byte token, in a pydantic model) for as
     long as the request waits on a signer, for nothing once the caller is known: this one
+    reads the token from the header field as `HTTPBearer` does, makes no such model, and
     hands FastAPI the `Caller` (one shared object per remembered token) instead.
     """
 
@@ -255,23 +265,83 @@ class BearerAuthentication(HTTPBearer):
         verifier: TokenVerifier | None = request.state.token_verifier
         if verifier is None:
             return ANONYMOUS
-        credentials = await super().__call__(request)
+        known: Caller | None = request.scope.get(HEAD_CALLER)
+        if known is not None:  # authenticated from the head (`authenticate_head`)
+            return known
         try:
-            if credentials is None:
-                raise AuthenticationFailed("a bearer token is required", reason="missing")  # noqa: TRY301 - one refusal path
-            return await verifier.verify(credentials.credentials)
+            return await _authenticate(verifier, request.headers.get("authorization"))
         except AuthenticationFailed as exc:
-            metrics: GatewayMetrics = request.state.metrics
-            metrics.auth_failures.labels(reason=exc.reason).inc()
-            logger.info(
-                "caller refused",
-                extra={
-                    "security_event": "auth-failed",
-                    "reason": exc.reason,
-                    "path": request.url.path,
-                },
-            )
+            _record_refusal(request.state.metrics, exc, request.url.path)
             raise
+
+
+#: The scope key of the caller `authenticate_head` found, for the route's dependency.
+HEAD_CALLER = "signing_gateway.head_caller"
+
+
+async def _authenticate(verifier: TokenVerifier, authorization: str | None) -> Caller:
+    """The caller the `Authorization` value's bearer token names.
+
+    The token is read as `HTTPBearer` reads it: none unless the scheme is `Bearer` (in any
+    case) and a token follows it.
+
+    Raises:
+        AuthenticationFailed: no bearer token, or one the verifier refuses.
+    """
+    scheme, token = get_authorization_scheme_param(authorization)
+    if not (scheme and token) or scheme.lower() != "bearer":
+        raise AuthenticationFailed("a bearer token is required", reason="missing")
+    return await verifier.verify(token)
+
+
+def _record_refusal(metrics: GatewayMetrics, exc: AuthenticationFailed, path: str) -> None:
+    """Count and log a caller refused 401 (never its token)."""
+    metrics.auth_failures.labels(reason=exc.reason).inc()
+    logger.info(
+        "caller refused",
+        extra={"security_event": "auth-failed", "reason": exc.reason, "path": path},
+    )
+
+
+async def authenticate_head(scope: Scope) -> None:
+    """Authenticate a request to a `/v1` route from its head, before its body is asked for.
+
+    For the body limits' `head_check`, which runs it on a request that holds its body back
+    (`Expect: 100-continue`), after the refusals its head decides: the verifier checks the
+    token as the route's dependency would, and the caller it names is kept in the scope
+    (`HEAD_CALLER`) for that dependency. A refusal is the dependency's 401 (problem and
+    `WWW-Authenticate` alike), answered before the body is read. A request no route takes, or
+    one to a route outside `/v1` (none of which authenticates), is left to the router.
+
+    Raises:
+        BodyRefused: the 401 of a request without a valid bearer token.
+    """
+    state = scope.get("state") or {}
+    verifier: TokenVerifier | None = state.get("token_verifier")
+    if verifier is None or not _routes_to_v1(scope):
+        return
+    authorization = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":  # once at most: the body limits refused it given twice
+            authorization = value.decode("latin-1")
+            break
+    try:
+        caller = await _authenticate(verifier, authorization)
+    except AuthenticationFailed as exc:
+        _record_refusal(state["metrics"], exc, scope["path"])
+        headers = tuple((n.lower().encode(), v.encode()) for n, v in exc.headers().items())
+        raise BodyRefused(exc.status, exc.slug, exc.title, exc.detail, headers=headers) from None
+    scope[HEAD_CALLER] = caller
+
+
+def _routes_to_v1(scope: Scope) -> bool:
+    """Whether the app's router takes the request (path and method) to a `/v1` route."""
+    router = getattr(scope.get("app"), "router", None)
+    for route in getattr(router, "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "")).startswith("/v1/")
+    return False
 
 
 authenticated_caller = BearerAuthentication(

@@ -32,6 +32,11 @@ For a request that carries a body (a Content-Length above 0, or chunked):
    without a word, so Python's parser looks for repeats, only in a body orjson took and
    found within the limits above.
 
+A request that expects `100 Continue` holds its body back until the first read asks for it:
+before that read, the head check the middleware is given (`head_check`: the bearer token's,
+`security.auth.authenticate_head`) may refuse it, after the refusals above that the head
+decides, so a caller without a valid token is answered 401 without sending its body.
+
 The buffered body is then replayed to the app. Refusals are problem+json and echo nothing
 of the body.
 """
@@ -41,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 import orjson
@@ -186,17 +191,18 @@ def repeats_a_key(body: bytes) -> bool:
 
 def _framing(
     headers: Iterable[tuple[bytes, bytes]], *, host_required: bool
-) -> tuple[bytes | None, bytes | None, bytes | None, bool]:
+) -> tuple[bytes | None, bytes | None, bytes | None, bool, bool]:
     """A request's `Content-Length`, `Transfer-Encoding` and `Content-Type`, in one pass.
 
     Each is the first field of its name, as Starlette's `Headers` reads them, without its copy
-    of the list or a KeyError per absent name; last, whether any `Content-Encoding` field
-    names a coding other than `identity`. Raises BodyRefused (400) for a repeated
+    of the list or a KeyError per absent name; then whether any `Content-Encoding` field
+    names a coding other than `identity`, and whether an `Expect` field asks for
+    `100-continue` (as uvicorn sees it). Raises BodyRefused (400) for a repeated
     `Authorization`, `Content-Type` or `Host`, a `Host` whose value is no host, and a missing
     `Host` if `host_required`.
     """
     length = transfer_encoding = None
-    encoded = False
+    encoded = expects_continue = False
     singletons: dict[bytes, bytes] = {}  # at most three
     for name, value in headers:
         if name in _SINGLETON_NAMES:
@@ -211,8 +217,10 @@ def _framing(
                 transfer_encoding = value
         elif name == b"content-encoding" and not encoded:
             encoded = bool(_codings(value) - {b"identity"})
+        elif name == b"expect" and value.lower() == b"100-continue":
+            expects_continue = True
     _check_host(singletons.get(_HOST), required=host_required)
-    return length, transfer_encoding, singletons.get(_CONTENT_TYPE), encoded
+    return length, transfer_encoding, singletons.get(_CONTENT_TYPE), encoded, expects_continue
 
 
 #: A `Host` value (RFC 9110 7.2): RFC 3986's host, an IP literal in brackets or a registered
@@ -351,13 +359,20 @@ class _Replay:
         return await self._receive()
 
 
+#: A check of a request's head before its body is asked for: raises BodyRefused to refuse it.
+HeadCheck = Callable[[Scope], Awaitable[None]]
+
+
 class RequestLimitsMiddleware:
     """Refuse encoded slashes, repeated singleton fields; bound content type, body and JSON."""
 
-    def __init__(self, app: ASGIApp, *, limits: LimitsSettings) -> None:
-        """Wrap `app` with `limits`."""
+    def __init__(
+        self, app: ASGIApp, *, limits: LimitsSettings, head_check: HeadCheck | None = None
+    ) -> None:
+        """Wrap `app` with `limits`; `head_check` runs before a held-back body is asked for."""
         self.app = app
         self.limits = limits
+        self.head_check = head_check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the header fields and the body (if any), then pass the request on."""
@@ -369,7 +384,7 @@ class RequestLimitsMiddleware:
             # (Some servers' raw_path holds the query string too: a %2F there is no matter.)
             if b"%" in raw_path and b"%2f" in raw_path.partition(b"?")[0].lower():
                 raise _encoded_slash()
-            length, transfer_encoding, content_type, encoded = _framing(
+            length, transfer_encoding, content_type, encoded, expects_continue = _framing(
                 # HTTP/1.0 has no Host to require, HTTP/2 its :authority instead.
                 scope["headers"],
                 host_required=scope.get("http_version") == "1.1",
@@ -387,9 +402,11 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read_body(
-                _text(content_type), _text(length), receive, encoded=encoded
-            )
+            self._check_framing(_text(content_type), _text(length), encoded=encoded)
+            if expects_continue and self.head_check is not None:
+                # The caller waits to be asked for its body: what the head decides, before.
+                await self.head_check(scope)
+            body = await self._read_body(receive)
         except BodyRefused as refusal:
             await self._refuse(scope, send, refusal)
             return
@@ -397,9 +414,10 @@ class RequestLimitsMiddleware:
         del body  # the replay holds it until the app reads it, then not at all
         await self.app(scope, replay, send)
 
-    async def _read_body(
-        self, content_type: str | None, length: str | None, receive: Receive, *, encoded: bool
-    ) -> bytes:
+    def _check_framing(
+        self, content_type: str | None, length: str | None, *, encoded: bool
+    ) -> None:
+        """Refuse a body the head already shows unfit: its media type, coding or length."""
         limit = self.limits.max_body_bytes
         if not _json_media_type(content_type):
             raise BodyRefused(
@@ -420,6 +438,9 @@ class RequestLimitsMiddleware:
             digits = declared.lstrip("0")
             if len(digits) > _MAX_LENGTH_DIGITS or int(digits or "0") > limit:
                 raise _too_large(limit)
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        limit = self.limits.max_body_bytes
         # One deadline for the whole body, not one per read: a caller dripping a byte now and
         # then would keep renewing a per-read timeout.
         timeout = self.limits.body_read_timeout_seconds

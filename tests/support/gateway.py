@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -9,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from signing_gateway.app import create_app
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings, TrustSettings
 from tests.support.credentials import DomesticSigner, Dsc, make_domestic_signer, make_dsc
+from tests.support.polling import until
 
 EU_SIGNER_URL = "http://eu-signer.test"
 DOMESTIC_SIGNER_URL = "http://domestic-signer.test"
@@ -85,3 +90,25 @@ async def running_gateway(
         transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
             yield client
+
+
+@asynccontextmanager
+async def served_gateway(app: FastAPI) -> AsyncIterator[int]:
+    """`app` served by uvicorn, with the gateway's HTTP protocol, on 127.0.0.1: its port.
+
+    For what only a server does (`100 Continue`, uvicorn's own logging); stopped afterwards.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", http=GatewayHttpProtocol
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await until(lambda: server.started or serving.done(), limit=30)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+        sock.close()

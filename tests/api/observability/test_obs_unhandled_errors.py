@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,16 +12,13 @@ import httpx
 import orjson
 import pytest
 import respx
-import uvicorn
 
 from signing_gateway.app import create_app
 from signing_gateway.errors import PROBLEM_BASE
 from signing_gateway.observability.logging import configure_logging, shutdown_logging
-from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from tests.api.bodies import eu_vaccination
 from tests.api.signer_mocks import MockedSigners
-from tests.support.gateway import SignerKeys, make_settings, running_gateway
-from tests.support.polling import until
+from tests.support.gateway import SignerKeys, make_settings, running_gateway, served_gateway
 
 REQUEST_ID = "bug-500-1"
 
@@ -108,28 +104,13 @@ async def test_uvicorn_does_not_log_the_answered_error_again(
     """
     signers.route(host="127.0.0.1").pass_through()
     mocked.get_credential.mock(side_effect=RuntimeError("bug"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(make_settings(test_keys)),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        http=GatewayHttpProtocol,
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await until(lambda: server.started or serving.done(), limit=30)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            response = await client.post(
-                "/v1/dcc", json=eu_vaccination(), headers={"X-Request-ID": REQUEST_ID}
-            )
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=30)
-        sock.close()
+    async with (
+        served_gateway(create_app(make_settings(test_keys))) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        response = await client.post(
+            "/v1/dcc", json=eu_vaccination(), headers={"X-Request-ID": REQUEST_ID}
+        )
     _assert_answered_500(response)
     await asyncio.to_thread(shutdown_logging)  # writes out every line (it joins the writer)
     records = [orjson.loads(line) for line in served_log.getvalue().splitlines()]

@@ -1,0 +1,184 @@
+"""A request that holds its body back (`Expect: 100-continue`) is authenticated from its head.
+
+Served by uvicorn on 127.0.0.1, as only a server sends `100 Continue`: it does so when the app
+first reads the body. A caller without a valid token was asked for its body (up to
+`max_body_bytes`) and only then answered 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import orjson
+import pytest
+
+from signing_gateway.app import create_app
+from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
+from signing_gateway.security.tokens import LocalTokenIssuer
+from tests.api.bodies import eu_vaccination
+from tests.api.signer_mocks import MockedSigners
+from tests.support.gateway import SignerKeys, make_settings, served_gateway
+
+BODY = orjson.dumps(eu_vaccination())
+EXPECT = b"Expect: 100-continue\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _served(test_keys: SignerKeys, auth: AuthSettings) -> AbstractAsyncContextManager[int]:
+    """The gateway, requiring tokens, served by uvicorn on 127.0.0.1: its port."""
+    return served_gateway(create_app(make_settings(test_keys, auth=auth)))
+
+
+def _head(path: bytes, authorization: bytes | None, *, expect: bool) -> bytes:
+    fields = b"Host: gateway\r\nContent-Type: application/json\r\n"
+    fields += b"Content-Length: %d\r\n" % len(BODY)
+    if authorization is not None:
+        fields += b"Authorization: " + authorization + b"\r\n"
+    return b"POST " + path + b" HTTP/1.1\r\n" + fields + EXPECT * expect + b"\r\n"
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
+    """One answer: its status line, header fields (names in lower case), body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
+    fields = {n.strip().lower(): v.strip() for n, _, v in (li.partition(":") for li in lines)}
+    body = await reader.readexactly(int(fields.get("content-length", "0")))
+    return status_line.encode(), fields, body
+
+
+async def _exchange(port: int, head: bytes, *, send_body_when_asked: bool) -> tuple[bytes, bytes]:
+    """Send `head`; send the body once asked (or at once); what came until the end, and more.
+
+    Returns what was read before the body was sent (b"" if it was sent at once) and the rest,
+    to the end of the connection, which the answer asks for.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head if send_body_when_asked else head + BODY)
+        async with asyncio.timeout(10):
+            before = b""
+            if send_body_when_asked:
+                before = await reader.readuntil(b"\r\n\r\n")
+                if before == CONTINUE:
+                    writer.write(BODY)
+            return before, await reader.read()
+    finally:
+        writer.close()
+
+
+def _problem(answer: bytes) -> tuple[bytes, dict[str, str], dict[str, Any]]:
+    status_line, _, rest = answer.partition(b"\r\n")
+    head, _, body = rest.partition(b"\r\n\r\n")
+    fields = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return status_line, fields, orjson.loads(body)
+
+
+def _cases(issuer: LocalTokenIssuer) -> dict[str, bytes | None]:
+    expired = issuer.mint(subject="backend-1", scopes=list(ALL_SCOPES), now=time.time() - 7200)
+    return {
+        "no-authorization": None,
+        "another-scheme": b"Basic YmFja2VuZDpzZWNyZXQ=",
+        "bearer-without-token": b"Bearer",
+        "not-a-token": b"Bearer not-a-token",
+        "expired": b"Bearer " + expired.encode(),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["no-authorization", "another-scheme", "bearer-without-token", "not-a-token", "expired"]
+)
+async def test_a_caller_without_a_valid_token_is_refused_401_before_its_body(
+    test_keys: SignerKeys,
+    mocked: MockedSigners,
+    auth_settings: AuthSettings,
+    token_issuer: LocalTokenIssuer,
+    case: str,
+) -> None:
+    """401 at once, without `100 Continue`, saying `Connection: close`; then the end.
+
+    The problem and `WWW-Authenticate` are those of the same request sent with its body.
+    """
+    authorization = _cases(token_issuer)[case]
+    async with _served(test_keys, auth_settings) as port:
+        before, refused = await _exchange(
+            port, _head(b"/v1/dcc", authorization, expect=True), send_body_when_asked=True
+        )
+        _, sent_whole = await _exchange(
+            port,
+            _head(b"/v1/dcc", authorization, expect=False).replace(
+                b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"
+            ),
+            send_body_when_asked=False,
+        )
+    assert not before.startswith(b"HTTP/1.1 100 ")  # the body was never asked for
+    status_line, fields, problem = _problem(before + refused)
+    assert status_line.startswith(b"HTTP/1.1 401 ")
+    assert fields["connection"] == "close"
+    _, whole_fields, whole_problem = _problem(sent_whole)
+    assert fields["www-authenticate"] == whole_fields["www-authenticate"]
+    assert fields["content-type"] == whole_fields["content-type"] == "application/problem+json"
+    del problem["requestId"], whole_problem["requestId"]
+    assert problem == whole_problem
+    assert mocked.signing_calls() == 0
+
+
+async def test_a_caller_with_a_valid_token_is_asked_for_its_body_and_served(
+    test_keys: SignerKeys,
+    mocked: MockedSigners,
+    auth_settings: AuthSettings,
+    full_token: str,
+) -> None:
+    """Pin that a valid token gets `100 Continue`, then its answer, and signs once."""
+    async with _served(test_keys, auth_settings) as port:
+        authorization = b"Bearer " + full_token.encode()
+        before, rest = await _exchange(
+            port,
+            _head(b"/v1/dcc", authorization, expect=True).replace(
+                b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"
+            ),
+            send_body_when_asked=True,
+        )
+    assert before == CONTINUE
+    assert rest.startswith(b"HTTP/1.1 200 ")
+    assert mocked.signing_calls() == 1
+
+
+async def test_a_path_no_route_takes_is_left_to_the_router(
+    test_keys: SignerKeys, mocked: MockedSigners, auth_settings: AuthSettings
+) -> None:
+    """Pin that no route's request is not refused 401 from its head: it is a 404, as sent whole."""
+    async with _served(test_keys, auth_settings) as port:
+        head = _head(b"/v1/nowhere", None, expect=True).replace(
+            b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"
+        )
+        before, rest = await _exchange(port, head, send_body_when_asked=True)
+    assert before == CONTINUE
+    assert rest.startswith(b"HTTP/1.1 404 ")
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        (b"Content-Type: text/plain\r\n", 415),
+        (b"Content-Type: application/json\r\n" + b"Authorization: Bearer a\r\n" * 2, 400),
+    ],
+    ids=["not-json", "authorization-twice"],
+)
+async def test_what_the_head_refuses_first_comes_before_the_token_check(
+    test_keys: SignerKeys, mocked: MockedSigners, auth_settings: AuthSettings, fields, status
+) -> None:
+    """Pin the order: a body unfit by its head, or a field given twice, before the 401."""
+    head = _head(b"/v1/dcc", None, expect=True)
+    head = head.replace(b"Content-Type: application/json\r\n", fields)
+    async with _served(test_keys, auth_settings) as port:
+        before, rest = await _exchange(port, head, send_body_when_asked=True)
+    status_line, answer_fields, _ = _problem(before + rest)
+    assert status_line.startswith(b"HTTP/1.1 %d " % status)
+    assert "www-authenticate" not in answer_fields
+    assert answer_fields["connection"] == "close"
