@@ -26,6 +26,22 @@ NO_STORE = (CACHE_CONTROL.encode("latin-1"), NO_STORE_VALUE.encode("latin-1"))
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
+#: The scope key under which the gateway's HTTP protocol (`runtime.http_protocol`) gives each
+#: request its connection's `Connection`. uvicorn drops an answer written after the caller
+#: has gone, without a word to the app: this is how the request metrics learn that nobody
+#: received it. A request served otherwise (another server, a test's transport) has none.
+CONNECTION_KEY = "signing_gateway.connection"
+
+
+class Connection:
+    """Whether a caller's connection is lost; one per connection, shared by its requests."""
+
+    __slots__ = ("lost",)
+
+    def __init__(self) -> None:
+        """A connection open now."""
+        self.lost = False
+
 
 def accept_or_generate(candidate: str | None) -> str:
     """Keep a caller's request id when it is short and safe to log, else mint a new one."""

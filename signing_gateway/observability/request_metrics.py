@@ -15,8 +15,11 @@ Counting rules (the accounting `/metrics` relies on):
   - `5xx` when the app raised before starting a response (Starlette's outermost error
     middleware then answers 500), or after starting it (the client gets a broken response);
   - `disconnected` when the client went away first: the server reported `http.disconnect`
-    before the response was complete, or the request task was cancelled with its response
-    under way (one not started yet is answered 503 by the drain middleware, and counted so).
+    before the response was complete, the connection was lost when the response was written
+    (the gateway's HTTP protocol says so in the scope, `CONNECTION_KEY`: uvicorn drops such
+    an answer silently, and a caller that gave up while its signer worked is noticed only
+    then), or the request task was cancelled with its response under way (one not started
+    yet is answered 503 by the drain middleware, and counted so).
     The route and duration are still recorded; the status the app may have produced is not,
     since nobody received it.
 - So at any scrape: received_total - sum(responses_sent_total) == requests_in_progress.
@@ -52,10 +55,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.observability.context import (
     CACHE_CONTROL,
+    CONNECTION_KEY,
     NO_STORE,
     NO_STORE_VALUE,
     REQUEST_ID_HEADER,
     REQUEST_ID_KEY,
+    Connection,
     request_id_of,
     request_id_var,
 )
@@ -103,6 +108,11 @@ def template_of(route: object) -> str:
     return template if isinstance(template, str) else UNMATCHED
 
 
+def _lost(connection: Connection | None) -> bool:
+    """Whether the request's connection is known to be gone (unknown when not served by ours)."""
+    return connection is not None and connection.lost
+
+
 def status_class(status: int) -> str:
     """`2xx`-style class of an HTTP status."""
     return _STATUS_CLASSES.get(status // 100, "5xx")
@@ -115,11 +125,22 @@ class _Exchange:
     the app chose a caching rule.
     """
 
-    __slots__ = ("_receive", "_send", "complete", "disconnected", "request_id", "status")
+    __slots__ = (
+        "_connection",
+        "_receive",
+        "_send",
+        "complete",
+        "disconnected",
+        "request_id",
+        "status",
+    )
 
-    def __init__(self, receive: Receive, send: Send, request_id: str) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, request_id: str, connection: Connection | None
+    ) -> None:
         self._receive = receive
         self._send = send
+        self._connection = connection
         self.request_id = request_id
         self.status = 0
         self.complete = False
@@ -140,6 +161,10 @@ class _Exchange:
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.complete = True
         await self._send(message)
+        # Nothing yields between the server's write and here: a connection lost now was lost
+        # before the last of the answer was written, which the server then dropped.
+        if self.complete and _lost(self._connection):
+            self.disconnected = True
 
 
 class RequestMetricsMiddleware:
@@ -178,7 +203,7 @@ class RequestMetricsMiddleware:
         if method == "HEAD":
             # Served as the GET; the server reads "HEAD" from its own scope and drops the body.
             scope = {**scope, "method": "GET"}
-        exchange = _Exchange(receive, send, request_id)
+        exchange = _Exchange(receive, send, request_id, scope.get(CONNECTION_KEY))
         token = telemetry_var.set(self.telemetry)
         id_token = request_id_var.set(request_id)
         span = None
@@ -232,6 +257,9 @@ class RequestMetricsMiddleware:
         except BaseException:
             self._count(LIVENESS_PATH, DISCONNECTED, 0, time.perf_counter() - start)
             raise
+        if _lost(scope.get(CONNECTION_KEY)):  # the server dropped the answer
+            self._count(LIVENESS_PATH, DISCONNECTED, 0, time.perf_counter() - start)
+            return
         self._count(LIVENESS_PATH, "2xx", 200, time.perf_counter() - start)
 
     def _count(self, route: str, outcome: str, status: int, elapsed: float) -> None:

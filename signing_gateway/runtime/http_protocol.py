@@ -87,7 +87,13 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 from signing_gateway.errors import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, problem_body
-from signing_gateway.observability.context import NO_STORE, REQUEST_ID_KEY, accept_or_generate
+from signing_gateway.observability.context import (
+    CONNECTION_KEY,
+    NO_STORE,
+    REQUEST_ID_KEY,
+    Connection,
+    accept_or_generate,
+)
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.header_fields import REPEATING, SharedFields
 from signing_gateway.security.settings import LimitsSettings
@@ -224,6 +230,7 @@ class _HeadBound:
     __slots__ = (
         "answer_transport",
         "begun",
+        "connection",
         "fields",
         "head_complete",
         "head_deadline",
@@ -269,6 +276,8 @@ class _HeadBound:
         self.too_many_fields = False
         #: The transport as each request's answer cycle is given it (`_AnswerTransport`).
         self.answer_transport: _AnswerTransport | None = None
+        #: Lost or not, as each request's scope carries it (`CONNECTION_KEY`).
+        self.connection = Connection()
         #: A refusal put off behind the answer to an earlier request: its answer (None: a
         #: close unanswered), reason and request id, to be sent once that answer is complete.
         self.put_off: tuple[bytes | None, ConnectionRefusal, str | None] | None = None
@@ -354,6 +363,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._bound.answer_transport is not None:
             self._bound.answer_transport.release()  # the last cycle may still hold it
             self._bound.answer_transport = None
+        # Before uvicorn marks the request being served as disconnected: from now on it drops
+        # that request's answer, and the request metrics count it as such.
+        self._bound.connection.lost = True
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -398,8 +410,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.headers.append(field)
 
     def on_message_begin(self) -> None:
-        """Start the request as uvicorn does; its head is due, unless already (see module doc)."""
+        """Start the request as uvicorn does; its head is due, unless already (see module doc).
+
+        Its scope carries the connection (`CONNECTION_KEY`): whether its answer can still
+        reach the caller.
+        """
         super().on_message_begin()
+        self.scope[CONNECTION_KEY] = self._bound.connection  # type: ignore[literal-required]
         self._bound.begun = True
         if self._bound.head_deadline is None and not self._bound.refused:
             self._start_head_clock()  # pipelined: it began right after the last request

@@ -212,10 +212,16 @@ class Served:
         """A header with a token holding every scope."""
         return {"Authorization": f"Bearer {self.issuer.mint(scopes=list(ALL_SCOPES))}"}
 
-    async def dcc(self, **headers: str) -> httpx.Response:
-        """POST an EU vaccination certificate request with a valid token."""
+    async def dcc(self, patience: float | None = None) -> httpx.Response:
+        """POST an EU vaccination certificate request with a valid token.
+
+        `patience`: the client's timeout in seconds, shorter than the default 10.
+        """
         return await self.client.post(
-            "/v1/dcc", json=examples.EU_VACCINATION, headers={**self.bearer(), **headers}
+            "/v1/dcc",
+            json=examples.EU_VACCINATION,
+            headers=self.bearer(),
+            timeout=patience or self.client.timeout,
         )
 
     async def static(self) -> httpx.Response:
@@ -577,3 +583,37 @@ def _access_log_problems(written: list[dict[str, Any]]) -> list[str]:
         return ["no access log record"]
     missing = set(example) - set(logged[0])
     return [f"the access log record has no {sorted(missing)}"] if missing else []
+
+
+async def test_a_caller_that_gives_up_while_its_signer_works_counts_disconnected(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess], records: Records, tmp_path: Path
+):
+    """The "callers giving up" alert sees a client timeout shorter than the signer's answer.
+
+    Such a caller hangs up while the gateway waits on the signer, not while it sends its
+    body. uvicorn drops the answer written after that without a word; the request was
+    counted under the status nobody received, and the alert on `disconnected` read 0.
+    """
+    eu, domestic = fakes
+    async with served_gateway(eu, domestic, tmp_path) as gateway:
+        set_control(eu, latencyMs=1000)
+        with pytest.raises(httpx.ReadTimeout):
+            await gateway.dcc(patience=0.3)
+        # Wait until the gateway has answered into the closed connection.
+        scrape = await until_answered(
+            gateway.scrape, lambda s: s.of("gateway_requests_in_progress")[0][1] == 1
+        )
+    ended = {
+        labels["status_class"]: value
+        for labels, value, _ in scrape.of("gateway_responses_sent_total")
+        if labels["route"] == "/v1/dcc"
+    }
+    assert ended == {"2xx": 0, "4xx": 0, "5xx": 0, "disconnected": 1}
+    by_status = [
+        labels
+        for labels, _, _ in scrape.of("gateway_responses_total")
+        if labels["route"] == "/v1/dcc"
+    ]
+    assert by_status == []  # nobody received a status
+    [logged] = [r for r in records.written() if r["event"] == "request" and r["route"] == "/v1/dcc"]
+    assert (logged["outcome"], logged["status"]) == ("disconnected", 200)

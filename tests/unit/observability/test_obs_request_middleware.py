@@ -8,7 +8,7 @@ import logging
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signing_gateway.observability.context import current_request_id
+from signing_gateway.observability.context import CONNECTION_KEY, Connection, current_request_id
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware, status_class
 from signing_gateway.observability.telemetry import current_telemetry
@@ -54,6 +54,16 @@ def _ledger_balanced(metrics: GatewayMetrics) -> bool:
     return received == sent == 1 and _sample(metrics, "gateway_requests_in_progress") == 0
 
 
+def _counted_disconnected_once(metrics: GatewayMetrics, route: str = "unmatched") -> bool:
+    """The one request counted `disconnected`, under no status, the ledger balanced."""
+    labels = {"route": route, "status_class": "disconnected"}
+    return (
+        _sample(metrics, "gateway_responses_sent_total", **labels) == 1
+        and _sample(metrics, "gateway_responses_total", route=route, status="200") == 0
+        and _ledger_balanced(metrics)
+    )
+
+
 async def test_client_gone_before_the_answer_counts_as_disconnected():
     """An app that sees http.disconnect and answers anyway is counted "disconnected"."""
     metrics = GatewayMetrics()
@@ -66,10 +76,7 @@ async def test_client_gone_before_the_answer_counts_as_disconnected():
     await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
         _scope(), client.receive, client.send
     )
-    labels = {"route": "unmatched", "status_class": "disconnected"}
-    assert _sample(metrics, "gateway_responses_sent_total", **labels) == 1
-    assert _sample(metrics, "gateway_responses_total", route="unmatched", status="200") == 0
-    assert _ledger_balanced(metrics)
+    assert _counted_disconnected_once(metrics)
 
 
 async def test_cancelled_request_counts_as_disconnected_and_propagates():
@@ -217,6 +224,74 @@ async def test_liveness_probe_to_a_gone_client_counts_as_disconnected():
     labels = {"route": "/healthz", "status_class": "disconnected"}
     assert _sample(metrics, "gateway_responses_sent_total", **labels) == 1
     assert _ledger_balanced(metrics)
+
+
+class DroppingServer(Client):
+    """uvicorn's side of a caller that hangs up: lost at the `lose_at`th send, silently.
+
+    That answer and what follows are dropped without a word to the app.
+    """
+
+    def __init__(self, lose_at: int) -> None:
+        super().__init__()
+        self.connection = Connection()
+        self.lose_at = lose_at
+
+    async def send(self, message: Message) -> None:
+        if len(self.sent) + 1 >= self.lose_at:
+            self.connection.lost = True
+        if not self.connection.lost:
+            await super().send(message)
+
+    def scope(self, base: Scope) -> Scope:
+        return {**base, CONNECTION_KEY: self.connection}
+
+
+@pytest.mark.parametrize("lose_at", [1, 2])
+async def test_an_answer_the_server_drops_for_a_lost_connection_counts_as_disconnected(
+    lose_at: int,
+):
+    """A caller that hung up while the app worked (on a signer) is counted disconnected.
+
+    Not under the status nobody received, whether lost before the head or before the body.
+    """
+    metrics = GatewayMetrics()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send)
+
+    server = DroppingServer(lose_at)
+    await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
+        server.scope(_scope()), server.receive, server.send
+    )
+    assert _counted_disconnected_once(metrics)
+
+
+async def test_a_connection_lost_after_the_whole_answer_keeps_its_status():
+    """Lost once the answer was written (the caller read it and closed): a 2xx all the same."""
+    metrics = GatewayMetrics()
+    server = DroppingServer(lose_at=3)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send)
+        server.connection.lost = True
+
+    await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
+        server.scope(_scope()), server.receive, server.send
+    )
+    assert server.connection.lost
+    assert _sample(metrics, "gateway_responses_sent_total", route="unmatched", status_class="2xx")
+    assert _ledger_balanced(metrics)
+
+
+async def test_a_liveness_answer_the_server_drops_counts_as_disconnected():
+    """/healthz to a caller gone by then: counted disconnected, as the full path would."""
+    metrics = GatewayMetrics()
+    server = DroppingServer(lose_at=1)
+    await RequestMetricsMiddleware(_unreachable, metrics=metrics)(
+        server.scope(_liveness_scope()), server.receive, server.send
+    )
+    assert _counted_disconnected_once(metrics, "/healthz")
 
 
 async def test_liveness_head_probe_has_the_get_headers_and_no_body(caplog):
