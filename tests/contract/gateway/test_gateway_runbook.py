@@ -546,6 +546,8 @@ def _log_lines(text: str) -> list[tuple[str, str, set[str]]]:
     return lines
 
 
+#: Where the Logs section says security events are logged.
+SECURITY_LOGGER = "signing_gateway.security"
 #: A row of the Logs section's security events: name, level, message, then its fields.
 _SECURITY_ROW = re.compile(r"^\| `([a-z-]+)` \| (INFO|WARNING|ERROR) \| `([^`]+)`[^|]*\|(.*)\|$")
 
@@ -571,6 +573,8 @@ def _security_event_problems(written: list[dict[str, Any]]) -> list[str]:
             problems.append(f"{name} logged as {seen}, not {level} {message!r}")
         if not any(fields <= set(r) for r in logged):
             problems.append(f"{name} has not all of {sorted(fields)}")
+        if {r["logger"] for r in logged} != {SECURITY_LOGGER}:
+            problems.append(f"{name} is not logged on {SECURITY_LOGGER}")
     return problems
 
 
