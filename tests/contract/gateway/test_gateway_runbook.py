@@ -305,7 +305,9 @@ async def _open_the_breaker(gateway: Served, eu: FakeSignerProcess) -> Scrape:
     refused = await gateway.dcc()
     assert refused.status_code == 503, refused.text
     assert refused.json()["type"].endswith("/signer-unavailable")
-    return await gateway.scrape()
+    scrape = await gateway.scrape()
+    assert _answered(scrape, "/v1/dcc", "503") == 1  # the runbook's "503 on a /v1 route"
+    return scrape
 
 
 async def _shed_a_call(gateway: Served, domestic: FakeSignerProcess) -> Scrape:
@@ -330,11 +332,22 @@ async def _shed_a_call(gateway: Served, domestic: FakeSignerProcess) -> Scrape:
 
 
 async def _time_out_in_the_cpu_queue(gateway: Served) -> None:
-    """A new request finds the one CPU permit held past the queue timeout: 503 overloaded."""
+    """A new request finds the one CPU permit held past the queue timeout: 503 overloaded.
+
+    Answered before routing: the runbook reads it as a 503 on `unmatched`.
+    """
+    before = _answered(await gateway.scrape(), "unmatched", "503")
     async with gateway.state.cpu_gate.request():
         refused = await gateway.dcc()
     assert refused.status_code == 503
     assert refused.json()["type"].endswith("/overloaded")
+    assert _answered(await gateway.scrape(), "unmatched", "503") == before + 1
+
+
+def _answered(scrape: Scrape, route: str, status: str) -> float:
+    """gateway_responses_total of `route` and `status` (0 before the first)."""
+    wanted = {"route": route, "status": status}
+    return sum(v for labels, v, _ in scrape.of("gateway_responses_total") if labels == wanted)
 
 
 async def _drive(
