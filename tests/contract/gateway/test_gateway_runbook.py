@@ -226,7 +226,7 @@ class Served:
 
     async def static(self) -> httpx.Response:
         """POST a domestic static credential request with a valid token."""
-        attributes = dict(examples.DOMESTIC_ATTRIBUTES, validFrom=str(int(time.time())))
+        attributes = dict(examples.DOMESTIC_ATTRIBUTES, validFrom=_now())
         body = {"credentialAttributes": attributes}
         return await self.client.post("/v1/domestic/static", json=body, headers=self.bearer())
 
@@ -297,6 +297,32 @@ async def served_gateway(
         sock.close()
 
 
+async def _cancel_a_sibling(
+    gateway: Served, eu: FakeSignerProcess, domestic: FakeSignerProcess
+) -> Scrape:
+    """A /v1/print whose domestic part fails while the EU signer works: the EU call cancelled.
+
+    Counted `cancelled`, which the signer-failing alert leaves out: no fault of the EU signer.
+    """
+    set_control(eu, latencyMs=2000)
+    set_control(domestic, fault="status=500")
+    body = dict(examples.PRINT, domestic=dict(examples.DOMESTIC_ATTRIBUTES, validFrom=_now()))
+    failed = await gateway.client.post("/v1/print", json=body, headers=gateway.bearer())
+    assert failed.status_code == 502, failed.text
+    set_control(eu, latencyMs=0)
+    scrape = await gateway.scrape()
+    cancelled = {"signer": "eu", "endpoint": "get_credential", "outcome": "cancelled"}
+    assert (
+        sum(v for labels, v, _ in scrape.of("gateway_signer_calls_total") if labels == cancelled)
+        == 1
+    )
+    return scrape
+
+
+def _now() -> str:
+    return str(int(time.time()))
+
+
 async def _open_the_breaker(gateway: Served, eu: FakeSignerProcess) -> Scrape:
     """Fail the EU signer's calls until its breaker opens; the scrape while it is open."""
     set_control(eu, fault="status=500", faultCount=BREAKER_FAILURES)
@@ -354,6 +380,7 @@ async def _drive(
     gateway: Served, eu: FakeSignerProcess, domestic: FakeSignerProcess
 ) -> list[Scrape]:
     """Every condition an alert is about, once; the scrapes taken along the way."""
+    assert (await gateway.client.get("/healthz")).status_code == 200  # the orchestrator's
     assert (await gateway.dcc()).status_code == 200
     assert (await gateway.client.post("/v1/dcc", json=examples.EU_VACCINATION)).status_code == 401
     set_control(eu, fault="status=500")
@@ -364,7 +391,8 @@ async def _drive(
     unverified = await gateway.dcc()
     assert unverified.status_code == 502
     assert unverified.json()["type"].endswith("/credential-verification-failed")
-    scrapes = [await _open_the_breaker(gateway, eu)]
+    scrapes = [await _cancel_a_sibling(gateway, eu, domestic)]
+    scrapes.append(await _open_the_breaker(gateway, eu))
     # The open period runs out (the gauge, read at each scrape, shows it), the trial call
     # succeeds: half-open, then closed.
     await until_answered(
@@ -419,8 +447,14 @@ def _check_selector(selector: Selector, scrapes: list[Scrape]) -> list[str]:
     ]
     for label, op, value in selector.matchers:
         values = {labels.get(label) for labels, _, _ in everything}
-        if op == "=" and value not in values:
-            problems.append(f'{selector.metric} never has {label}="{value}" (only {values})')
+        # A value given as is, or a regex listing values ("ok|cancelled"): each one is seen.
+        named = [value] if op in {"=", "!="} else value.split("|")
+        if all(name == re.escape(name) for name in named):
+            problems.extend(
+                f'{selector.metric} never has {label}="{name}" (only {values})'
+                for name in named
+                if name not in values
+            )
     selected = _selected(selector, scrapes)
     if not selected:
         problems.append(f"no series of {selector.metric} matches {selector.matchers}")
@@ -448,9 +482,9 @@ async def test_the_alerts_and_the_runbook_read_what_the_gateway_exposes(
     ]
     assert problems == []
     written = records.written()
-    assert _breaker(scrapes[0], "eu") == BreakerState.OPEN.level  # the alert's "== 2"
+    assert _breaker(scrapes[1], "eu") == BreakerState.OPEN.level  # the alert's "== 2"
     # The slow call and the scrape itself.
-    assert scrapes[1].of("gateway_requests_in_progress")[0][1] >= 2
+    assert scrapes[2].of("gateway_requests_in_progress")[0][1] >= 2
     assert _label_value_problems(scrapes[-1], written) == []
     assert _readyz_problems(readyz) == []
     assert _log_problems(written) == []
