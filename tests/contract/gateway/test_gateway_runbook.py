@@ -5,9 +5,10 @@ alert fires". A metric or label renamed in the code, or a label value spelt othe
 an alert reading nothing, and nothing fails. So this test reads both sections, serves the app
 over TCP (uvicorn with the gateway's own HTTP protocol, as `serve` runs it) in front of two real
 fake signers, drives it through what each alert is about (a signer fault, a rejected request,
-a credential that does not verify, a breaker opening, a full bulkhead, the CPU queue timing
-out, a refused caller, a refused request head, a caller gone, an audit file that takes
-nothing, a held event loop), and checks every series, label and value the sections name
+a credential that does not verify, a call cancelled beside a failing one, a breaker opening
+and closing, a full bulkhead, the CPU queue timing out, a refused caller, a refused request
+head, a caller gone, an audit file that takes nothing, a held event loop), and checks every
+series, label and value the sections name
 against what /metrics then shows, every /readyz field against /readyz, and every log line
 against the records the gateway wrote (or, for a condition not driven here, its source).
 """
@@ -506,8 +507,9 @@ def _label_value_problems(scrape: Scrape, written: list[dict[str, Any]]) -> list
     dependency (`domestic-signer`) and a problem type (after its status, "502 `...`").
     """
     fields = {key for record in written for key in record}
-    problems = []
-    for title, body in runbook_bullets().items():
+    bullets = runbook_bullets()
+    problems = [f"no runbook bullet {title!r}" for title in LABEL_VALUES_OF if title not in bullets]
+    for title, body in bullets.items():
         if title not in LABEL_VALUES_OF:
             continue
         metric, label = LABEL_VALUES_OF[title]
