@@ -15,10 +15,11 @@ on is made the same here, so `signers.http` classifies one way whichever is conf
   answer no request asked for): the next call on that connection took them as its own answer,
   on httpcore when they came with the answer, on aiohttp when they came while the connection
   was idle. Neither transport reuses such a connection now (`_NoTrailingBytesStream`,
-  `_CleanReuseConnector`). Bytes that come only after the next request went out cannot be told
-  from its answer by any client; a signer sending them answers wrongly. Not seen on aiohttp:
-  the start of an answer (a status line) in the same read as the end of the one owed stays in
-  its parser, and the next call on that connection fails on the rest (a connection lost).
+  `_CleanReuseConnector`), even when all that came is the start of one (a status line) in the
+  same read as the end of the one owed, which aiohttp's parser keeps out of sight and the
+  next call on the connection failed on (a connection lost). Bytes that come only after the
+  next request went out cannot be told from its answer by any client; a signer sending them
+  answers wrongly.
 
 `HttpcoreSignerTransport` is httpx's own transport with those changes.
 
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 
     from aiohttp.client_reqrep import ConnectionKey
     from aiohttp.connector import Connection
+    from aiohttp.http_parser import RawResponseMessage
+    from aiohttp.streams import StreamReader
     from aiohttp.tracing import Trace
 
 __all__ = ["HttpcoreSignerTransport", "SignerTransport", "coding_list", "framing_problem"]
@@ -158,33 +161,61 @@ _TimeoutKey = tuple[float | None, float | None, float | None]
 #: aiohttp's own bound on a connector's connections, which the library leaves when httpx's
 #: limits set none.
 _AIOHTTP_LIMIT = 100
+#: The informational statuses (1xx), which come before an answer, bar the 101 that ends one.
+_INFORMATIONAL, _FINAL, _SWITCHING = 100, 200, 101
 
 
 class _PooledProtocol(ResponseHandler):
-    """aiohttp's protocol, which notes whether anything arrived while it waited in the pool.
+    """aiohttp's protocol, which notes whether anything arrived past the answer it owed.
 
     A whole answer arriving then is queued and shows in `should_close`; the start of one
     (a status line, part of a head) stays inside aiohttp's parser, where nothing shows it.
+    So does one that came in the same read as the end of the answer owed: a read is fed
+    to the parser in two, all but its last byte and then that byte, and an answer complete
+    before the last byte had bytes after it.
     """
 
     pooled = False
-    #: Bytes arrived while `pooled`.
+    #: Bytes arrived while `pooled`, or past the answer owed.
     heard = False
+    #: The body of the answer owed, once its head is in (None before).
+    _answer: StreamReader | None = None
+
+    def set_response_params(self, **kwargs: Any) -> None:  # noqa: ANN401 - aiohttp's options
+        """Set up the parser for the next answer, which is now the one owed."""
+        super().set_response_params(**kwargs)
+        self._answer = None
+
+    def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
+        """Queue a parsed answer as aiohttp does; a final one is the answer owed."""
+        status = data[0].code
+        if not _INFORMATIONAL <= status < _FINAL or status == _SWITCHING:
+            self._answer = data[1]
+        super().feed_data(data, size)
+
+    def _answered(self) -> bool:
+        return self._answer is not None and self._answer.is_eof()
 
     def data_received(self, data: bytes) -> None:
-        """Take `data` as aiohttp does, noting it when the connection is idle."""
-        if self.pooled and data:
-            self.heard = True
+        """Take `data` as aiohttp does, noting bytes that no answer owed accounts for."""
+        if self.pooled or self._answered():
+            if data:
+                self.heard = True
+        elif len(data) > 1:
+            super().data_received(data[:-1])
+            if self._answered():
+                self.heard = True
+            data = data[-1:]
         super().data_received(data)
 
 
 class _CleanReuseConnector(TCPConnector):
-    """aiohttp's connector, which reuses no idle connection the signer has sent anything on.
+    """aiohttp's connector, which reuses no connection the signer sent anything past its answer on.
 
     aiohttp reads what arrives on an idle pooled connection as the start of its next answer,
     and hands it to the next call: a signer sending bytes past its answer had that call,
-    someone else's, read them as its own answer. Such a connection is closed instead (aiohttp
-    already closes one that has them when its answer is done).
+    someone else's, read them as its own answer (or fail on the rest of one). Such a
+    connection is closed instead (aiohttp already closes one holding a whole answer).
     """
 
     def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401 - TCPConnector's options

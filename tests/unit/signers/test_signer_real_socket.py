@@ -205,11 +205,16 @@ class RawServer:
         the first answer), or once the test releases it
         ("surplus-later"), while the connection waits for its next call; or just its status
         line then, the rest before the answer to a next call on that connection
-        ("surplus-split").
+        ("surplus-split"); or just its status line in the same write, the rest as with
+        "surplus-split" ("surplus-start").
         """
         unasked = _with_length(OK_HEAD, UNASKED_OK)
+        cut = unasked.index(b"\r\n") + 2
         if len(self.requests) > 1:
             writer.write(self.unasked_rest.pop(writer, b"") + _with_length(OK_HEAD, SECOND_OK))
+        elif self.behaviour == "surplus-start":
+            self.unasked_rest[writer] = unasked[cut:]
+            writer.write(_with_length(OK_HEAD, STATIC_OK) + unasked[:cut])
         elif self.behaviour in {"surplus", "surplus-held"}:
             if self.behaviour == "surplus-held":
                 await self.release.wait()
@@ -219,7 +224,6 @@ class RawServer:
             await writer.drain()
             await self.release.wait()
             if self.behaviour == "surplus-split":
-                cut = unasked.index(b"\r\n") + 2
                 unasked, self.unasked_rest[writer] = unasked[:cut], unasked[cut:]
             writer.write(unasked)
             await writer.drain()
@@ -697,25 +701,29 @@ def _an_idle_connection_holds_bytes(http: httpx.AsyncClient) -> bool:
     )
 
 
-@pytest.mark.parametrize("behaviour", ["surplus", "surplus-later", "surplus-split"])
+@pytest.mark.parametrize(
+    "behaviour", ["surplus", "surplus-later", "surplus-split", "surplus-start"]
+)
 async def test_bytes_past_an_answer_are_never_the_next_calls_answer(transport, behaviour):
     """A signer sending an answer more than it owes: the next call gets its own answer.
 
     Before, on one kept-alive connection, the next call (someone else's) read the surplus as
     its answer: on httpcore when it came with the answer (h11 kept it for the next one), on
     aiohttp when it came while the connection was idle (taken in as the next answer). On
-    aiohttp a part of an answer (its status line) arriving while idle still let the
-    connection be reused, and the next call failed on the rest (a lost connection).
+    aiohttp a part of an answer (its status line) arriving while idle, or in the same read
+    as the end of the answer owed, still let the connection be reused, and the next call
+    failed on the rest (a lost connection).
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         first = await issue_static(http)
-        if behaviour != "surplus":
+        if behaviour not in {"surplus", "surplus-start"}:
             server.release.set()
             await server.unasked_sent.wait()
             await until(lambda: _an_idle_connection_holds_bytes(http))
         second = await issue_static(http)
     assert (first.qr, second.qr) == ("NL2:AB", "NL2:CD"), "the surplus was read as an answer"
     assert len(server.requests) == 2
+    assert server.connections == 2, "the connection that heard the surplus was used again"
 
 
 def _calls_waiting_for_a_connection(http: httpx.AsyncClient) -> int:
