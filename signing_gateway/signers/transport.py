@@ -9,8 +9,11 @@ on is made the same here, so `signers.http` classifies one way whichever is conf
 - A `Transfer-Encoding` naming a coding besides `chunked` (`gzip, chunked`): httpcore refuses
   it, aiohttp de-chunked it and read the rest as the body (taking a `bogus, chunked` answer).
   `chunked` alongside a `Content-Length` (which RFC 9112 6.3 says ought to be an error):
-  aiohttp refuses it, httpcore read it. Both refuse either as a protocol error (a connection
-  lost: its answer cannot be read), the connection closed (`framing_problem`).
+  aiohttp refuses it, httpcore read it. `chunked` in a list with an empty element
+  (`,chunked`, `chunked,`), beside an empty field, or an empty `Transfer-Encoding` alone:
+  httpcore refuses it, aiohttp read it (`chunked,` as no chunking at all). Both refuse all
+  of these as a protocol error (a connection lost: its answer cannot be read), the
+  connection closed (`framing_problem`).
 - Bytes a signer sent beyond the answer it owed (more than its `Content-Length`, say, or an
   answer no request asked for): the next call on that connection took them as its own answer,
   on httpcore when they came with the answer, on aiohttp when they came while the connection
@@ -87,13 +90,18 @@ def framing_problem(transfer_encodings: Iterable[str], *, with_length: bool) -> 
 
     Only `chunked` is read, and never beside a `Content-Length`: a transfer coding the request
     did not offer (it sends no `TE`) leaves a body this client cannot read, and two lengths
-    are how a response is split or smuggled (RFC 9112 6.3).
+    are how a response is split or smuggled (RFC 9112 6.3). And only as one field holding
+    that one word, as h11 reads it: an empty element (`,chunked`, `chunked,`), an empty
+    field or a second one are lists parsers read differently (aiohttp took `chunked,` as
+    no chunking at all, and the chunks as the body).
     """
-    codings = coding_list(transfer_encodings)
-    if not codings:
+    values = [value.strip().lower() for value in transfer_encodings]
+    if not values:
         return None
-    if codings != ["chunked"]:
+    if coding_list(values) not in ([], ["chunked"]):
         return "a transfer coding other than chunked"
+    if values != ["chunked"]:
+        return "a Transfer-Encoding other than one field saying chunked"
     if with_length:
         return "Transfer-Encoding beside Content-Length"
     return None

@@ -101,6 +101,13 @@ FIXED_ANSWERS = {
                     % (len(gzip.compress(STATIC_OK)), gzip.compress(STATIC_OK)),
     "unknown-chunked": _chunked(OK_HEAD.replace(b"\r\n", b"\r\nTransfer-Encoding: x-y\r\n", 1),
                                 STATIC_OK),
+    # Empty list elements and fields (RFC 9110 5.6.1), which parsers read differently.
+    "chunked-after-comma": _chunked(OK_HEAD, STATIC_OK).replace(b": chunked", b": ,chunked"),
+    "chunked-before-comma": _chunked(OK_HEAD, STATIC_OK).replace(b": chunked", b": chunked,"),
+    "chunked-after-empty": _chunked(OK_HEAD + b"Transfer-Encoding: \r\n", STATIC_OK),
+    "empty-with-length": _with_length(OK_HEAD + b"Transfer-Encoding: \r\n", STATIC_OK),
+    # One field saying chunked, however spelt: read.
+    "chunked-spelt": _chunked(OK_HEAD, STATIC_OK).replace(b": chunked", b":  Chunked "),
     # Two lengths, the way a response is split or smuggled (RFC 9112 6.3).
     "chunked-with-length": _chunked(OK_HEAD + b"Content-Length: 5\r\n", STATIC_OK),
     # A reason phrase in Latin-1: obs-text, which RFC 9110 allows there.
@@ -386,7 +393,8 @@ async def test_trickling_body_times_out(transport):
 @pytest.mark.parametrize(
     "behaviour",
     ["reset", "close", "truncated", "garbage", "gzip-chunked", "unknown-chunked",
-     "chunked-with-length"],
+     "chunked-with-length", "chunked-after-comma", "chunked-before-comma",
+     "chunked-after-empty", "empty-with-length"],
 )  # fmt: skip
 async def test_broken_connection_is_connection_lost(transport, behaviour):
     """Reset, EOF or bytes that are no HTTP answer, or a truncated body: connection lost.
@@ -395,7 +403,9 @@ async def test_broken_connection_is_connection_lost(transport, behaviour):
     httpx_aiohttp passes on unmapped. So is a body framed in a way this client does not read:
     a transfer coding besides chunked (httpcore refused it; aiohttp took the body as it came,
     gzip's bytes, or a body in a coding it did not know, as plain JSON) or chunked beside a
-    Content-Length (aiohttp refused it; httpcore read it).
+    Content-Length (aiohttp refused it; httpcore read it). And a Transfer-Encoding other than
+    one field saying chunked: an empty element or field beside it, or an empty one alone
+    (httpcore refused them; aiohttp read them, `chunked,` as no chunking, a malformed body).
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         with pytest.raises(SignerConnectionLostError):
@@ -403,7 +413,11 @@ async def test_broken_connection_is_connection_lost(transport, behaviour):
     assert len(server.requests) == 1  # the request did reach the signer
 
 
-@pytest.mark.parametrize("behaviour", ["gzip-chunked", "unknown-chunked", "chunked-with-length"])
+@pytest.mark.parametrize(
+    "behaviour",
+    ["gzip-chunked", "unknown-chunked", "chunked-with-length", "chunked-after-comma",
+     "empty-with-length"],
+)  # fmt: skip
 async def test_the_connection_of_an_answer_refused_for_its_framing_is_closed(transport, behaviour):
     """An answer refused for its framing leaves its connection neither held nor pooled.
 
@@ -657,12 +671,14 @@ async def test_a_reason_phrase_outside_utf_8_is_read_on_both_transports(transpor
     assert raised.value.retry_after == 3.0
 
 
-@pytest.mark.parametrize("behaviour", ["identity", "gzip-spelt", "raw-deflate", "x-gzip"])
+@pytest.mark.parametrize(
+    "behaviour", ["identity", "gzip-spelt", "raw-deflate", "x-gzip", "chunked-spelt"]
+)
 async def test_content_codings_are_read_as_rfc_9110_spells_them(transport, behaviour):
     """`identity`, any case and spacing of a coding, raw deflate and `x-gzip` are all read.
 
     `x-gzip` was refused as undecodable, though RFC 9110 (8.4.1.3) asks a recipient to take
-    it as gzip.
+    it as gzip. A `Transfer-Encoding` of one `chunked` in any case and spacing is read too.
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         result = await issue_static(http)
