@@ -157,8 +157,22 @@ def test_healthcheck_asks_8080_without_any_port(on_8080: _HealthServer, value: s
 
 def _serve_reads_probe_port(monkeypatch: pytest.MonkeyPatch, value: str) -> list[str]:
     """What `serve` finds wrong with SIGNING_GATEWAY_PROBE_PORT=`value` (no line: it takes it)."""
-    monkeypatch.setenv("SIGNING_GATEWAY_PROBE_PORT", value)
-    return _options_from_environment(_parser().parse_args(["serve"]))
+    problems, _ = _serve_reads(monkeypatch, SIGNING_GATEWAY_PROBE_PORT=value)
+    return problems
+
+
+def _serve_reads(
+    monkeypatch: pytest.MonkeyPatch, **environ: str
+) -> tuple[list[str], tuple[object, object]]:
+    """What `serve` finds wrong with `environ` alone, and the (API, probe) ports it takes."""
+    for name in list(os.environ):
+        if name.upper() in {"SIGNING_GATEWAY_PORT", "SIGNING_GATEWAY_PROBE_PORT"}:
+            monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    args = _parser().parse_args(["serve"])
+    problems = _options_from_environment(args)
+    return problems, (args.port, args.probe_port)
 
 
 def _dead_port() -> int:
@@ -177,24 +191,86 @@ REFUSED_SPELLINGS = {
 
 
 @pytest.mark.parametrize("spelling", REFUSED_SPELLINGS.values(), ids=list(REFUSED_SPELLINGS))
-def test_healthcheck_passes_over_a_port_serve_refuses(
+def test_healthcheck_fails_on_a_probe_port_serve_refuses(
     healthy: _HealthServer, monkeypatch: pytest.MonkeyPatch, spelling: Callable[[int], str]
 ) -> None:
-    """A probe port `serve` refuses is not asked: the command asks the API port, as for none.
+    """A probe port `serve` refuses fails the command, which asks neither port.
 
     `serve` refuses the value and never listens, so the container must not look healthy by
-    whatever else listens at the port the value spells. Before, the command stripped white
-    space and took any script's digits, which `serve` no longer does: it asked that port.
+    whatever else listens at the port the value spells, or at the API port. Before, the
+    command stripped white space and took any script's digits, and asked that port; then it
+    passed over the value and asked the API port, as for no probe port.
     """
     value = spelling(healthy.server_address[1])
     assert _serve_reads_probe_port(monkeypatch, value) == [
         "SIGNING_GATEWAY_PROBE_PORT: must be a whole number from 1 to 65535"
     ]
     done = _run_healthcheck(
-        SIGNING_GATEWAY_PROBE_PORT=value, SIGNING_GATEWAY_PORT=str(_dead_port())
+        SIGNING_GATEWAY_PROBE_PORT=value, SIGNING_GATEWAY_PORT=str(healthy.server_address[1])
     )
     assert healthy.paths == []
     assert done.returncode != 0
+    assert "SIGNING_GATEWAY_PROBE_PORT: not a port serve takes" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["+8080", "8_080", "70000", "١٢"], ids=str)
+def test_healthcheck_fails_on_an_api_port_serve_refuses(
+    healthy: _HealthServer, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An API port `serve` refuses fails the command, however good the probe port.
+
+    `serve` does not start, so nothing of it answers at the probe port. Before, the command
+    read only the probe port when it was set, and asked it: whatever answered there made
+    the container look healthy.
+    """
+    probe = str(healthy.server_address[1])
+    problems, _ = _serve_reads(
+        monkeypatch, SIGNING_GATEWAY_PORT=value, SIGNING_GATEWAY_PROBE_PORT=probe
+    )
+    assert problems == ["SIGNING_GATEWAY_PORT: must be a whole number from 0 to 65535"]
+    done = _run_healthcheck(SIGNING_GATEWAY_PORT=value, SIGNING_GATEWAY_PROBE_PORT=probe)
+    assert healthy.paths == []
+    assert done.returncode != 0
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("signing_gateway_probe_port",), ("Signing_Gateway_Probe_Port", "SIGNING_GATEWAY_PORT"),
+     ("SIGNING_GATEWAY_PROBE_PORT", "signing_gateway_probe_port"), ("signing_gateway_port",)],
+    ids=["lower-probe", "mixed-probe", "exact-first", "lower-api"],
+)  # fmt: skip
+def test_healthcheck_reads_a_variable_in_any_case_as_serve_does(
+    healthy: _HealthServer, monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]
+) -> None:
+    """A variable named in any case is read, the exact name first, by `serve` and the command.
+
+    The first name gets the port that answers, any other a port nothing listens at. Before,
+    the command read the upper-case names only: given in lower case, the probe port `serve`
+    listened on was never asked (the command asked 8080, or the API port).
+    """
+    ports = [str(healthy.server_address[1]), *(str(_dead_port()) for _ in names[1:])]
+    environ = dict(zip(names, ports, strict=True))
+    problems, (port, probe_port) = _serve_reads(monkeypatch, **environ)
+    assert problems == []
+    api_only = names[0].upper() == "SIGNING_GATEWAY_PORT"
+    assert (port if api_only else probe_port) == healthy.server_address[1]
+    done = _run_healthcheck(**environ)
+    assert done.returncode == 0, done.stderr
+    assert healthy.paths == ["/healthz"]
+
+
+def test_healthcheck_fails_saying_why_on_an_api_port_of_0_without_a_probe_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """API port 0 (a free port, which `serve` takes) and no probe port: nothing to ask.
+
+    Before, the command asked port 0, and the health log held a refused connection.
+    """
+    problems, ports = _serve_reads(monkeypatch, SIGNING_GATEWAY_PORT="0")
+    assert (problems, ports) == ([], (0, None))
+    done = _run_healthcheck(SIGNING_GATEWAY_PORT="0")
+    assert done.returncode != 0
+    assert "SIGNING_GATEWAY_PORT=0 picks a free port" in done.stderr, done.stderr
 
 
 def test_healthcheck_reads_leading_zeros_as_serve_does(
