@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from fake_signer.settings import (
     UnknownVariableError,
     check_variables,
 )
+from fake_signer.stop_signals import on_stop, take_stop_signals
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
@@ -98,14 +99,21 @@ def _reason(exc: OSError) -> str:
 async def serve(settings: FakeSignerSettings) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully.
 
-    The signals are taken from the start: one while the keys are made or loaded ends the start
-    without listening, as one ends serving (logged, status 0), instead of asyncio's
-    KeyboardInterrupt traceback for SIGINT or the default action for SIGTERM.
+    A signal before serving (one that came since `main` began, or while the keys are made or
+    loaded) ends the start without listening, as one ends serving (logged, status 0), instead
+    of a KeyboardInterrupt traceback for SIGINT or the default action for SIGTERM.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    take_stop_signals()
+    on_stop(functools.partial(loop.call_soon_threadsafe, stop.set))
+    try:
+        await _serve_until(stop, settings)
+    finally:
+        on_stop(None)  # the loop is about to close: a later signal is only noted
+
+
+async def _serve_until(stop: asyncio.Event, settings: FakeSignerSettings) -> None:
     runner = web.AppRunner(
         create_app(settings),
         access_log=None,
@@ -156,7 +164,8 @@ async def _listen(runner: web.AppRunner, settings: FakeSignerSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `fake-signer` console script."""
+    """Run the fake signer as the command line and environment say; the exit status."""
+    take_stop_signals()
     try:
         settings = parse_settings(argv)
     except (ValidationError, UnknownVariableError) as exc:

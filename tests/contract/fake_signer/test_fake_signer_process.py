@@ -328,6 +328,86 @@ def test_a_signal_while_keys_are_made_stops_as_once_listening(signum):
     assert (stopping, stderr) == ("INFO:fake_signer:fake-signer stopping\n", "")
 
 
+# `python -m fake_signer` held up at a moment of its start or end until a line comes on stdin:
+# while `fake_signer.cli` is imported, while the settings are read, or once serving is over.
+_HELD = """
+import importlib.abc, runpy, sys
+
+moment = sys.argv.pop(1)
+
+
+def hold():
+    sys.stderr.write(f"held: {moment}\\n")
+    sys.stderr.flush()
+    sys.stdin.readline()
+
+
+class HeldImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "fake_signer.cli":
+            sys.meta_path.remove(self)
+            hold()
+
+
+if moment == "import":
+    sys.meta_path.insert(0, HeldImport())
+else:
+    import uvloop
+    from fake_signer import cli
+
+    parse, run = cli.parse_settings, uvloop.run
+    if moment == "settings":
+        cli.parse_settings = lambda argv=None: (hold(), parse(argv))[1]
+    else:
+        uvloop.run = lambda main, **options: (run(main, **options), hold())[0]
+runpy.run_module("fake_signer", run_name="__main__", alter_sys=True)
+"""
+
+
+def _line_within(stream, seconds: float) -> str:
+    """The next line of `stream`, or "" if none comes within `seconds`."""
+    return stream.readline() if select.select([stream], [], [], seconds)[0] else ""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("moment", ["import", "settings", "after"])
+def test_a_signal_at_any_moment_of_the_start_or_the_end_stops_cleanly(moment, signum):
+    """A signal before serving starts, or once it is over, ends the process with 0, quietly.
+
+    Before, only `serve()` took the signals: SIGINT while the modules were imported or the
+    settings read ended in a KeyboardInterrupt traceback (the process killed by SIGINT, -2),
+    and SIGTERM killed the process (-15). Once serving was over the handler uvloop leaves on
+    its closed loop swallowed them, as the process's own handler does now.
+    """
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-c", _HELD, moment, "--host", "127.0.0.1", "--port", "0",
+         "--role", "eu"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        if moment == "after":
+            assert _line_within(process.stdout, 20).startswith("fake-signer listening on ")
+            process.send_signal(signal.SIGTERM)
+            assert _line_within(process.stderr, 10) == "INFO:fake_signer:fake-signer stopping\n"
+        assert _line_within(process.stderr, 20) == f"held: {moment}\n"
+        process.send_signal(signum)
+        stdout, stderr = process.communicate("\n", timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    stopping = "" if moment == "after" else "INFO:fake_signer:fake-signer stopping\n"
+    assert (process.returncode, stderr) == (0, stopping)
+    assert stdout == ""
+
+
 def test_log_level_warning_keeps_info_lines_out(fake_signer_factory):
     """--log-level warning leaves the info line of a stop out of stderr."""
     signer = fake_signer_factory("--role", "eu", "--log-level", "WARNING")
