@@ -106,7 +106,8 @@ async def serve(settings: FakeSignerSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     take_stop_signals()
-    on_stop(functools.partial(loop.call_soon_threadsafe, stop.set))
+    if on_stop(functools.partial(loop.call_soon_threadsafe, stop.set)):
+        stop.set()  # now, not in a later pass: the start must not get ahead of it
     try:
         await _serve_until(stop, settings)
     finally:
@@ -134,12 +135,15 @@ async def _serve_until(stop: asyncio.Event, settings: FakeSignerSettings) -> Non
 
 
 async def _unless_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run `step` unless `stop` is set first, which cancels it; whether `step` ran to its end."""
+    """Run `step` unless `stop` is set first, which cancels it; whether `step` ran to its end.
+
+    A stop set by the time `step` is done wins too: both can end in the same pass.
+    """
     task = asyncio.create_task(step)
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    if not task.done():
+    if stop.is_set():
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -44,12 +44,12 @@ def take_stop_signals() -> None:
         signal.signal(signum, _STOP.note)
 
 
-def on_stop(callback: Callable[[], object] | None) -> None:
-    """Call `callback` for a stop signal from now on, at once if one came already (None: stop).
+def on_stop(callback: Callable[[], object] | None) -> bool:
+    """Call `callback` for each stop signal from now on (None: no longer); whether one came.
 
     It runs in the signal handler: it must only hand the stop to the event loop
-    (`loop.call_soon_threadsafe`), not act on it there.
+    (`loop.call_soon_threadsafe`), not act on it there. A stop asked already is the caller's
+    to act on, at once (a signal in between may also call `callback`).
     """
     _STOP.callback = callback
-    if callback is not None and _STOP.asked:
-        callback()
+    return _STOP.asked
