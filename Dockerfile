@@ -27,14 +27,10 @@ USER 10001:10001
 EXPOSE 8080 8081
 # As lenient as the livenessProbe in docs/operations.md (3 s, six misses): a gateway that is
 # saturated still answers /healthz, and a restart under load only makes the overload worse.
-# It asks /healthz where the gateway serves it, each variable read as `serve` reads it (its
-# exact name first, else the name in any case; empty or a service link: none; a port in
-# ASCII decimal digits only): on the probe port, or on the API port when there is no probe
-# port (cleared for `serve --workers`, or a Kubernetes service link), else on 8080. A value
-# `serve` refuses fails the check, as `serve` does not run; so does an API port of 0 without
-# a probe port (a free port the check cannot know). It asks directly: urllib would send even
-# 127.0.0.1 through an http_proxy set for the container unless no_proxy names it.
+# It asks /healthz where `serve` answers it, the port variables read as `serve` reads them,
+# and fails where `serve` would refuse them (signing_gateway/healthcheck.py, standard library
+# only: it runs every 10 s).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=6 \
-  CMD ["python", "-c", "import os, re, sys, urllib.request as r; e = os.environ; get = lambda n: e[n] if n in e else next((v for k, v in e.items() if k.upper() == n), ''); link = lambda v: re.fullmatch(r'(?:tcp|udp|sctp)://[^/\\s]+:\\d+', v, re.IGNORECASE); port = lambda n, low: (lambda v: None if not v or link(v) else int(v) if v.isascii() and v.isdigit() and low <= int(v) <= 65535 else sys.exit(f'{n}: not a port serve takes'))(get(n)); p, a = port('SIGNING_GATEWAY_PROBE_PORT', 1), port('SIGNING_GATEWAY_PORT', 0); p = p or (8080 if a is None else a) or sys.exit('SIGNING_GATEWAY_PORT=0 picks a free port; set SIGNING_GATEWAY_PROBE_PORT to check it'); sys.exit(r.build_opener(r.ProxyHandler({})).open(f'http://127.0.0.1:{p}/healthz', timeout=3).status != 200)"]
+  CMD ["python", "-m", "signing_gateway.healthcheck"]
 ENTRYPOINT ["signing-gateway"]
 CMD ["serve"]
