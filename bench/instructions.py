@@ -26,8 +26,10 @@ given less that idle rate times its length ("net"). Repeated runs of one version
 
 Prints a Markdown table (instructions per request per window, net, and the median net against
 the first version's), the shared objects and functions the instructions went to (last window
-of each version), and keeps it as bench/results/instructions-<time>.md; `--keep` also keeps the
-callgrind files, for `callgrind_annotate`.
+of the first and the last version measured), and keeps it as
+bench/results/instructions-<time>.md; `--keep` also keeps the callgrind files, for
+`callgrind_annotate`. A version that cannot be measured (an old one that does not start with
+this tree's bench settings, say) gets a row saying why, and the others are measured.
 """
 
 from __future__ import annotations
@@ -155,6 +157,9 @@ class Version:
     #: Instructions per second with no request in flight (timers, probes, the log thread).
     idle_rate: float = 0.0
     costs: Costs | None = None
+    #: Why it could not be measured (an old version that does not start against this tree's
+    #: bench settings, say), or None.
+    failed: str | None = None
 
 
 def _export(rev: str, into: Path) -> Path:
@@ -281,7 +286,8 @@ def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_
 
 
 def _report(versions: list[Version], args: argparse.Namespace) -> str:
-    first = statistics.median(versions[0].net)
+    measured = [v for v in versions if v.failed is None]
+    first = statistics.median(measured[0].net)
     lines = [
         (
             f"Instructions per `/v1/dcc` request (`python -m bench.instructions "
@@ -297,12 +303,15 @@ def _report(versions: list[Version], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|",
     ]
     for v in versions:
+        if v.failed is not None:
+            lines.append(f"| {v.label} | not measured: {v.failed} | | | |")
+            continue
         windows = ", ".join(f"{w:,.0f}" for w in v.windows)
         net = ", ".join(f"{w:,.0f}" for w in v.net)
         lines.append(f"| {v.label} | {windows} | {net} ({v.idle_rate:,.0f}/s) | "
                      f"{statistics.median(v.net):,.0f} | "
                      f"{statistics.median(v.net) / first:.3f} |")  # fmt: skip
-    for v in versions:
+    for v in dict.fromkeys([measured[0], measured[-1]]):  # the first and the last, once
         assert v.costs is not None
         per = args.requests
         lines += ["", f"Where {v.label}'s instructions went (last window, per request):", "",
@@ -363,7 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         auth = bench_auth.make(logs)
         with procs.fake_signer(logs, latency_ms=0, keys_dir=logs / "keys") as signer:
             for version in versions:
-                measure(version, args, logs, auth, signer.url)
+                try:
+                    measure(version, args, logs, auth, signer.url)
+                except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+                    version.failed = " ".join(str(exc).split())[:160]
+                    print(f"{version.label}: not measured: {version.failed}", flush=True)
+        if all(v.failed for v in versions):
+            return 1
         keep_markdown("instructions", _report(versions, args))
     return 0
 
