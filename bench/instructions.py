@@ -311,7 +311,7 @@ def _report(versions: list[Version], args: argparse.Namespace) -> str:
         lines.append(f"| {v.label} | {windows} | {net} ({v.idle_rate:,.0f}/s) | "
                      f"{statistics.median(v.net):,.0f} | "
                      f"{statistics.median(v.net) / first:.3f} |")  # fmt: skip
-    for v in dict.fromkeys([measured[0], measured[-1]]):  # the first and the last, once
+    for v in measured[:1] + measured[1:][-1:]:  # the first and the last
         assert v.costs is not None
         per = args.requests
         lines += ["", f"Where {v.label}'s instructions went (last window, per request):", "",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import collections
 import shutil
 import subprocess
 
 import pytest
 
-from bench.instructions import read_dump
+from bench.instructions import Costs, Version, _report, read_dump
 
 # Two objects and three functions, names compressed as callgrind writes them: `(n) name` the
 # first time, `(n)` after. `main` calls `work` (the line after `calls=` is work's inclusive
@@ -84,3 +86,25 @@ def test_the_functions_costs_add_up_to_callgrinds_own_total(tmp_path, positions)
     assert sum(costs.by_function.values()) == summary
     assert sum(costs.by_object.values()) == summary
     assert any("libc" in name for name in costs.by_object)
+
+
+def test_the_report_compares_with_the_first_version_measured(tmp_path):
+    """A version that could not be measured gets its row; the ratios start from the next one."""
+    costs = Costs(1000, collections.Counter({"/lib/libpython3.11.so": 1000}),
+                  collections.Counter({"_PyEval_EvalFrameDefault": 1000}))  # fmt: skip
+    old = Version("old", tmp_path, failed="process for http://127.0.0.1:1 exited with 2")
+    base = Version("base", tmp_path, windows=[110.0, 112.0], net=[100.0, 102.0], costs=costs)
+    mid = Version("mid", tmp_path, windows=[111.0], net=[101.0], costs=costs)
+    head = Version("head", tmp_path, windows=[120.0, 122.0], net=[110.0, 112.0], costs=costs)
+    args = argparse.Namespace(shown=["--rev", "old"], windows=2, requests=10, concurrency=4,
+                              functions=3)  # fmt: skip
+
+    report = _report([old, base, mid, head], args)
+
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| old | not measured: process for")
+    assert rows[2].endswith("| 101 | 1.000 |")
+    assert rows[4].endswith("| 111 | 1.099 |")
+    breakdowns = [line for line in report.splitlines() if line.startswith("Where ")]
+    assert [line.split("'")[0] for line in breakdowns] == ["Where base", "Where head"]
+    assert "| the Python interpreter (libpython) | 100 | 100.0 % |" in report
