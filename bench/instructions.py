@@ -21,8 +21,15 @@ Work on wall-clock timers is not per-request work, and under valgrind, where a r
 So the full garbage collections and the readiness probes (one every 60 s and 5 s) are set out
 of reach of the run. The 50 ms timers (the collector's ticks, the lag monitor, the log writer)
 stay: before the windows the gateway idles `--idle` seconds, and each window's figure is also
-given less that idle rate times its length ("net"). Repeated runs of one version agree within
-~0.5 % (docs/benchmarks.md).
+given less that idle rate times its length ("net"). The windows of one version agree within
+~0.5 %, but runs started minutes apart differ by up to ~1.5 %: compare versions measured in
+one run (docs/benchmarks.md).
+
+`--hold N` then has the gateway hold N requests at a slow signer, as S1 does at its scale (wrk,
+N connections, the signer answering after 40 s), waits until all are back, and measures the
+same windows again: what a gateway keeps from holding a load and what it then costs. With
+`--cache-sim`, callgrind's model of this machine's caches also counts the misses per request
+(L1 data reads and writes, last-level data reads); a run takes about twice as long.
 
 Prints a Markdown table (instructions per request per window, net, and the median net against
 the first version's), the shared objects and functions the instructions went to (last window
@@ -55,6 +62,7 @@ import httpx
 from bench import auth as bench_auth
 from bench import procs
 from bench.run import RESULTS, ROOT, keep_markdown
+from bench.wrk import Load, run_wrk
 from signing_gateway.api import examples
 
 #: Shared objects by the name the report gives them (the first fragment found in the path).
@@ -79,6 +87,8 @@ class Costs:
     total: int
     by_object: collections.Counter[str] = field(default_factory=collections.Counter)
     by_function: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: Each event's total (`Ir`, and with `--cache-sim` the cache misses: `D1mr`, `DLmr`, ...).
+    events: dict[str, int] = field(default_factory=dict)
 
 
 def _named(table: dict[str, str], value: str) -> str:
@@ -102,6 +112,7 @@ class _DumpReader:
         self.costs = Costs(0)
         self.columns = 1  # position columns before the cost: `positions: line` unless told
         self.skip_next = False
+        self.event_names = ["Ir"]
 
     def cost(self, line: str) -> None:
         if self.skip_next:  # a callee's inclusive cost, counted where its own lines are
@@ -122,7 +133,11 @@ class _DumpReader:
         elif key == "calls":
             self.skip_next = True
         elif line.startswith("summary:"):
-            self.costs.total = int(line.split()[1])
+            totals = [int(n) for n in line.split()[1:]]
+            self.costs.events = dict(zip(self.event_names, totals, strict=False))
+            self.costs.total = totals[0]
+        elif line.startswith("events:"):
+            self.event_names = line.split()[1:]
         elif line.startswith("positions:"):
             self.columns = len(line.split()) - 1
 
@@ -157,6 +172,10 @@ class Version:
     #: Instructions per second with no request in flight (timers, probes, the log thread).
     idle_rate: float = 0.0
     costs: Costs | None = None
+    #: With `--cache-sim`: each window's cache misses per request, by event.
+    misses: list[dict[str, float]] = field(default_factory=list)
+    #: With `--hold`: the same figures, measured after the gateway held that many requests.
+    after_hold: Version | None = None
     #: Why it could not be measured (an old version that does not start against this tree's
     #: bench settings, say), or None.
     failed: str | None = None
@@ -226,6 +245,66 @@ def _next_dump(out: Path, pid: int, seen: set[Path], limit: float = 60.0) -> Pat
     raise RuntimeError("callgrind wrote no dump")
 
 
+@dataclass
+class Window:
+    """Measures windows of requests on one gateway under callgrind."""
+
+    gateway: procs.Proc
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    out: Path
+    seen: set[Path]
+
+    def measure(self, version: Version, args: argparse.Namespace) -> None:
+        """Add `args.windows` windows of `args.requests` requests each to `version`."""
+        pid = str(self.gateway.popen.pid)
+        for _ in range(args.windows):
+            _control("--zero", pid)
+            started = time.monotonic()
+            _send(self.url, self.body, self.headers, args.requests, args.concurrency)
+            _control("--dump", pid)
+            seconds = time.monotonic() - started
+            costs = read_dump(_next_dump(self.out, self.gateway.popen.pid, self.seen))
+            version.windows.append(costs.total / args.requests)
+            version.net.append((costs.total - version.idle_rate * seconds) / args.requests)
+            version.misses.append({
+                name: count / args.requests for name, count in costs.events.items()
+                if name in MISS_EVENTS
+            })  # fmt: skip
+            version.costs = costs
+            print(f"{version.label}: {version.windows[-1]:,.0f} per request, "
+                  f"{version.net[-1]:,.0f} net, {seconds:.1f} s", flush=True)  # fmt: skip
+
+
+#: The signer's latency while `--hold` keeps requests there (seconds), and how long wrk sends.
+HOLD_SECONDS, HOLD_LOAD_SECONDS = 40.0, 50.0
+#: With `--cache-sim`, the misses reported: L1 data reads and writes, last-level data reads.
+MISS_EVENTS = ("D1mr", "D1mw", "DLmr")
+
+
+def _hold(count: int, url: str, logs: Path, auth: bench_auth.BenchAuth, signer_url: str) -> None:
+    """Have the gateway hold `count` requests at a slow signer, then wait until all are back.
+
+    As S1 does, at a scale valgrind can serve: wrk's `count` connections each send a request
+    that waits `HOLD_SECONDS` at the signer; the load then ends and the signer answers at once
+    again. Instrumentation is off meanwhile (the caller's part).
+    """
+    body_file = logs / "hold-dcc.json"
+    body_file.write_text(json.dumps(examples.EU_VACCINATION))
+    signer = httpx.Client(base_url=signer_url, timeout=10)
+    with signer:
+        signer.put("/_control", json={"latencyMs": HOLD_SECONDS * 1000}).raise_for_status()
+        try:
+            run_wrk(url, Load(body_file, auth), connections=count, seconds=HOLD_LOAD_SECONDS,
+                    timeout_s=HOLD_SECONDS * 2)  # fmt: skip
+        finally:
+            signer.put("/_control", json={"latencyMs": 0}).raise_for_status()
+        deadline = time.monotonic() + HOLD_SECONDS * 2
+        while signer.get("/_stats").json().get("inFlight", 0) and time.monotonic() < deadline:
+            time.sleep(1)
+
+
 def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_auth.BenchAuth,
             signer_url: str) -> None:  # fmt: skip
     """Fill `version.windows` and `version.costs` from one gateway process under callgrind."""
@@ -233,7 +312,11 @@ def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_
     out.mkdir()
     port = procs.free_port()
     env = procs.gateway_env(
-        signer_url, auth=auth, transport="aiohttp", max_in_flight=64, deadline_s=60.0
+        signer_url,
+        auth=auth,
+        transport="aiohttp",
+        max_in_flight=64 + args.hold,
+        deadline_s=HOLD_SECONDS + 60.0,
     ) | {
         "PYTHONPATH": str(version.tree),
         # A full collection walks every live object (~30 million instructions here) on a
@@ -244,9 +327,10 @@ def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_
     }
     command = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        *(["--cache-sim=yes"] if args.cache_sim else []),
         f"--callgrind-out-file={out}/callgrind.%p",
         sys.executable, "-m", "signing_gateway", "serve", "--host", procs.LOOPBACK,
-        "--port", str(port),
+        "--port", str(port), "--backlog", str(max(2048, 2 * args.hold)),
     ]  # fmt: skip
     gateway = procs.start("gateway-callgrind", command, port=port, ready_path="/readyz",
                           logs=logs, env=env, server=True)  # fmt: skip
@@ -265,24 +349,53 @@ def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_
         _control("--dump", pid)
         idle = read_dump(_next_dump(out, gateway.popen.pid, seen))
         version.idle_rate = idle.total / (time.monotonic() - started)
-        for _ in range(args.windows):
-            _control("--zero", pid)
-            started = time.monotonic()
-            _send(url, body, headers, args.requests, args.concurrency)
-            _control("--dump", pid)
-            seconds = time.monotonic() - started
-            costs = read_dump(_next_dump(out, gateway.popen.pid, seen))
-            version.windows.append(costs.total / args.requests)
-            version.net.append((costs.total - version.idle_rate * seconds) / args.requests)
-            version.costs = costs
-            print(f"{version.label}: {version.windows[-1]:,.0f} per request, "
-                  f"{version.net[-1]:,.0f} net, {seconds:.1f} s", flush=True)  # fmt: skip
+        window = Window(gateway, url, body, headers, out, seen)
+        window.measure(version, args)
+        if args.hold:
+            _control("--instr=off", pid)
+            _hold(args.hold, url, logs, auth, signer_url)
+            _control("--instr=on", pid)
+            _send(url, body, headers, args.warmup // 2, args.concurrency)
+            label = f"{version.label}, after {args.hold:,} held"
+            after = Version(label, version.tree, idle_rate=version.idle_rate)
+            version.after_hold = after
+            window.measure(after, args)
     finally:
         gateway.stop()
         if args.keep:
             kept = RESULTS / f"callgrind-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
             shutil.copytree(out, kept)
             print(f"dumps kept in {kept}", flush=True)
+
+
+def _row(v: Version, first: float) -> str:
+    windows = ", ".join(f"{w:,.0f}" for w in v.windows)
+    net = ", ".join(f"{w:,.0f}" for w in v.net)
+    median = statistics.median(v.net)
+    return (f"| {v.label} | {windows} | {net} ({v.idle_rate:,.0f}/s) | {median:,.0f} | "
+            f"{median / first:.3f} |")  # fmt: skip
+
+
+def _with_hold(v: Version) -> list[Version]:
+    """`v`, and its figures after `--hold` if measured."""
+    return [v] if v.after_hold is None else [v, v.after_hold]
+
+
+def _misses_table(measured: list[Version]) -> list[str]:
+    lines = [
+        "",
+        (
+            "Cache misses per request (callgrind's model of this machine's caches; the windows' "
+            "median):"
+        ),
+        "",
+        "| version | " + " | ".join(MISS_EVENTS) + " |",
+        "|---|" + "---|" * len(MISS_EVENTS),
+    ]
+    for row in (r for v in measured for r in _with_hold(v)):
+        medians = [statistics.median(w.get(e, 0.0) for w in row.misses) for e in MISS_EVENTS]
+        lines.append(f"| {row.label} | " + " | ".join(f"{m:,.0f}" for m in medians) + " |")
+    return lines
 
 
 def _report(versions: list[Version], args: argparse.Namespace) -> str:
@@ -305,12 +418,10 @@ def _report(versions: list[Version], args: argparse.Namespace) -> str:
     for v in versions:
         if v.failed is not None:
             lines.append(f"| {v.label} | not measured: {v.failed} | | | |")
-            continue
-        windows = ", ".join(f"{w:,.0f}" for w in v.windows)
-        net = ", ".join(f"{w:,.0f}" for w in v.net)
-        lines.append(f"| {v.label} | {windows} | {net} ({v.idle_rate:,.0f}/s) | "
-                     f"{statistics.median(v.net):,.0f} | "
-                     f"{statistics.median(v.net) / first:.3f} |")  # fmt: skip
+        else:
+            lines.extend(_row(row, first) for row in _with_hold(v))
+    if args.cache_sim:
+        lines += _misses_table(measured)
     for v in measured[:1] + measured[1:][-1:]:  # the first and the last
         assert v.costs is not None
         per = args.requests
@@ -348,6 +459,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--functions", type=int, default=12, help="functions listed")
     parser.add_argument(
         "--idle", type=float, default=10.0, help="seconds with no load, for the background's rate"
+    )
+    parser.add_argument(
+        "--hold",
+        type=int,
+        default=0,
+        help="then hold this many requests at a slow signer and measure again",
+    )
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also count cache misses (callgrind's cache model; ~2x slower)",
     )
     parser.add_argument("--keep", action="store_true",
                         help="copy the callgrind dumps to bench/results/")  # fmt: skip

@@ -97,7 +97,7 @@ def test_the_report_compares_with_the_first_version_measured(tmp_path):
     mid = Version("mid", tmp_path, windows=[111.0], net=[101.0], costs=costs)
     head = Version("head", tmp_path, windows=[120.0, 122.0], net=[110.0, 112.0], costs=costs)
     args = argparse.Namespace(shown=["--rev", "old"], windows=2, requests=10, concurrency=4,
-                              functions=3)  # fmt: skip
+                              functions=3, cache_sim=False)  # fmt: skip
 
     report = _report([old, base, mid, head], args)
 
@@ -108,3 +108,21 @@ def test_the_report_compares_with_the_first_version_measured(tmp_path):
     breakdowns = [line for line in report.splitlines() if line.startswith("Where ")]
     assert [line.split("'")[0] for line in breakdowns] == ["Where base", "Where head"]
     assert "| the Python interpreter (libpython) | 100 | 100.0 % |" in report
+
+
+def test_the_report_gives_the_figures_after_a_hold_and_the_cache_misses(tmp_path):
+    """With `--hold` and `--cache-sim`: a row after the hold, and a table of misses."""
+    costs = Costs(1000, events={"Ir": 1000, "D1mr": 50, "DLmr": 2})
+    miss = {"D1mr": 5.0, "D1mw": 1.0, "DLmr": 0.2}
+    after = Version("v, after 1,000 held", tmp_path, windows=[101.0], net=[101.0],
+                    misses=[{"D1mr": 6.0, "D1mw": 1.0, "DLmr": 3.0}], costs=costs)  # fmt: skip
+    v = Version("v", tmp_path, windows=[100.0], net=[100.0], misses=[miss], costs=costs,
+                after_hold=after)  # fmt: skip
+    args = argparse.Namespace(shown=["--hold", "1000"], windows=1, requests=10, concurrency=4,
+                              functions=3, cache_sim=True)  # fmt: skip
+
+    report = _report([v], args)
+
+    assert "| v, after 1,000 held | 101 | 101 (0/s) | 101 | 1.010 |" in report
+    assert "| v | 5 | 1 | 0 |" in report
+    assert "| v, after 1,000 held | 6 | 1 | 3 |" in report
