@@ -180,7 +180,8 @@ class _PooledProtocol(ResponseHandler):
     (a status line, part of a head) stays inside aiohttp's parser, where nothing shows it.
     So does one that came in the same read as the end of the answer owed: a read is fed
     to the parser in two, all but its last byte and then that byte, and an answer complete
-    before the last byte had bytes after it.
+    before the last byte had bytes after it. A read whose first part the parser refuses
+    ends there, refused once, for what it refused.
     """
 
     pooled = False
@@ -210,7 +211,12 @@ class _PooledProtocol(ResponseHandler):
             if data:
                 self.heard = True
         elif len(data) > 1:
+            refused = self.exception()
             super().data_received(data[:-1])
+            if self.exception() is not refused:
+                # The parser refused the read and aiohttp closed the connection: fed the last
+                # byte, the failed parser would refuse it too, in place of what it refused.
+                return
             if self._answered():
                 self.heard = True
             data = data[-1:]
