@@ -107,6 +107,7 @@ async def served_gateway(app: FastAPI) -> AsyncIterator[int]:
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await until(lambda: server.started or serving.done(), limit=30)
+        assert not serving.done(), "the gateway did not start"
         yield sock.getsockname()[1]
     finally:
         server.should_exit = True

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -29,13 +28,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app
 from signing_gateway.resilience.breaker import BreakerState
-from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import (
     ALL_SCOPES,
     AuditSettings,
@@ -52,6 +49,7 @@ from signing_gateway.settings import (
 from tests.contract.gateway.conftest import set_control
 from tests.support.fake_signer_process import FakeSignerProcess
 from tests.support.gateway import make_settings
+from tests.support.gateway import served_gateway as served_app
 from tests.support.logs import as_written
 from tests.support.polling import until, until_answered
 
@@ -279,23 +277,11 @@ async def served_gateway(
         loop_lag=LoopLagSettings(cpu_permits=1, cpu_queue_timeout_seconds=0.1),
     )
     app = create_app(settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", http=GatewayHttpProtocol
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await until(lambda: server.started or serving.done(), limit=30)
-        assert not serving.done(), "the gateway did not start"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield Served(client, port, app.state, issuer)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=30)
-        sock.close()
+    async with (
+        served_app(app) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+    ):
+        yield Served(client, port, app.state, issuer)
 
 
 async def _cancel_a_sibling(
