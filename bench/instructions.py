@@ -31,6 +31,12 @@ same windows again: what a gateway keeps from holding a load and what it then co
 `--cache-sim`, callgrind's model of this machine's caches also counts the misses per request
 (L1 data reads and writes, last-level data reads); a run takes about twice as long.
 
+`--proxy` and `--httpx` also measure S3's two comparisons after the versions, on the same
+load: the pass-through proxy (bench/passthrough.py) and this tree's gateway on httpx's default
+transport; the report then gives S3's ratios in instructions for each gateway version. S3
+itself compares requests per second with wrk and the fake signer on the same two cores; these
+compare the servers' own work, which is what the full path can change.
+
 Prints a Markdown table (instructions per request per window, net, and the median net against
 the first version's), the shared objects and functions the instructions went to (last window
 of the first and the last version measured), and keeps it as
@@ -64,6 +70,7 @@ from bench import procs
 from bench.run import RESULTS, ROOT, keep_markdown
 from bench.wrk import Load, run_wrk
 from signing_gateway.api import examples
+from signing_gateway.cli import served_loop
 
 #: Shared objects by the name the report gives them (the first fragment found in the path).
 OBJECTS = {
@@ -162,10 +169,17 @@ def _object_name(path: str) -> str:
     return Path(path).name
 
 
+#: What `--proxy` and `--httpx` add beside the versions: S3's two comparisons (bench/run.py).
+PROXY, HTTPX = "proxy", "httpx"
+
+
 @dataclass
 class Version:
     label: str
     tree: Path
+    #: "gateway" (its aiohttp transport, as shipped), `HTTPX` (the gateway on httpx's default
+    #: transport) or `PROXY` (bench/passthrough.py, this tree's).
+    server: str = "gateway"
     windows: list[float] = field(default_factory=list)
     #: The same, less the background's instructions for the window's wall time.
     net: list[float] = field(default_factory=list)
@@ -305,16 +319,19 @@ def _hold(count: int, url: str, logs: Path, auth: bench_auth.BenchAuth, signer_u
             time.sleep(1)
 
 
-def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_auth.BenchAuth,
-            signer_url: str) -> None:  # fmt: skip
-    """Fill `version.windows` and `version.costs` from one gateway process under callgrind."""
-    out = logs / f"callgrind-{len(list(logs.glob('callgrind-*')))}"
-    out.mkdir()
-    port = procs.free_port()
+def _server(version: Version, args: argparse.Namespace, port: int, auth: bench_auth.BenchAuth,
+            signer_url: str) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """The arguments after `python` that start `version`'s server on `port`, and its settings."""
+    if version.server == PROXY:  # as bench/run.py starts it for S3 (procs.uvicorn_app)
+        return [
+            "-m", "uvicorn", "--factory", "bench.passthrough:create_app", "--host",
+            procs.LOOPBACK, "--port", str(port), "--no-access-log", "--log-level", "warning",
+            "--loop", served_loop(), "--no-proxy-headers",
+        ], {"PYTHONPATH": str(ROOT), "BENCH_SIGNER_URL": signer_url}  # fmt: skip
     env = procs.gateway_env(
         signer_url,
         auth=auth,
-        transport="aiohttp",
+        transport="httpx" if version.server == HTTPX else "aiohttp",
         max_in_flight=64 + args.hold,
         deadline_s=HOLD_SECONDS + 60.0,
     ) | {
@@ -325,14 +342,26 @@ def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_
         # The readiness probes call each signer every 5 s of wall time: also kept out.
         "SIGNING_GATEWAY_READINESS_PROBE_INTERVAL_SECONDS": "86400",
     }
+    return [
+        "-m", "signing_gateway", "serve", "--host", procs.LOOPBACK, "--port", str(port),
+        "--backlog", str(max(2048, 2 * args.hold)),
+    ], env  # fmt: skip
+
+
+def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_auth.BenchAuth,
+            signer_url: str) -> None:  # fmt: skip
+    """Fill `version.windows` and `version.costs` from one gateway process under callgrind."""
+    out = logs / f"callgrind-{len(list(logs.glob('callgrind-*')))}"
+    out.mkdir()
+    port = procs.free_port()
+    server, env = _server(version, args, port, auth, signer_url)
     command = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no",
         *(["--cache-sim=yes"] if args.cache_sim else []),
-        f"--callgrind-out-file={out}/callgrind.%p",
-        sys.executable, "-m", "signing_gateway", "serve", "--host", procs.LOOPBACK,
-        "--port", str(port), "--backlog", str(max(2048, 2 * args.hold)),
+        f"--callgrind-out-file={out}/callgrind.%p", sys.executable, *server,
     ]  # fmt: skip
-    gateway = procs.start("gateway-callgrind", command, port=port, ready_path="/readyz",
+    ready = "/healthz" if version.server == PROXY else "/readyz"
+    gateway = procs.start("gateway-callgrind", command, port=port, ready_path=ready,
                           logs=logs, env=env, server=True)  # fmt: skip
     url = gateway.url + "/v1/dcc"
     body = json.dumps(examples.EU_VACCINATION).encode()
@@ -398,6 +427,34 @@ def _misses_table(measured: list[Version]) -> list[str]:
     return lines
 
 
+def _s3_lines(measured: list[Version]) -> list[str]:
+    """S3's two ratios counted in instructions, for each gateway beside `--proxy`/`--httpx`.
+
+    In S3 (bench/run.py) the ratios are of requests per second with the machine's two cores
+    shared by wrk, the fake signer and the server; here they are of the server's own work per
+    request, which is what the full path can change.
+    """
+    median = {v.label: statistics.median(v.net) for v in measured}
+    proxy = next((v for v in measured if v.server == PROXY), None)
+    httpx_gw = next((v for v in measured if v.server == HTTPX), None)
+    gateways = [v for v in measured if v.server == "gateway"]
+    if not gateways or (proxy is None and httpx_gw is None):
+        return []
+    lines = ["", "S3's ratios counted in instructions (median net per request):", ""]
+    for v in gateways:
+        if proxy is not None:
+            ratio = median[proxy.label] / median[v.label]
+            lines.append(f"- {v.label}: the pass-through proxy's {median[proxy.label]:,.0f} "
+                         f"over its {median[v.label]:,.0f} = {ratio:.3f} (S3's target: "
+                         "req/s at least 0.6 of the proxy's)")  # fmt: skip
+        if httpx_gw is not None:
+            ratio = median[httpx_gw.label] / median[v.label]
+            lines.append(f"- {v.label}: the httpx-transport gateway's "
+                         f"{median[httpx_gw.label]:,.0f} over its {median[v.label]:,.0f} = "
+                         f"{ratio:.2f}x (S3's target: at least 5x its req/s)")  # fmt: skip
+    return lines
+
+
 def _report(versions: list[Version], args: argparse.Namespace) -> str:
     measured = [v for v in versions if v.failed is None]
     first = statistics.median(measured[0].net)
@@ -422,6 +479,7 @@ def _report(versions: list[Version], args: argparse.Namespace) -> str:
             lines.extend(_row(row, first) for row in _with_hold(v))
     if args.cache_sim:
         lines += _misses_table(measured)
+    lines += _s3_lines(measured)
     for v in measured[:1] + measured[1:][-1:]:  # the first and the last
         assert v.costs is not None
         per = args.requests
@@ -439,6 +497,24 @@ def _report(versions: list[Version], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _versions(args: argparse.Namespace, logs: Path) -> list[Version]:
+    """What to measure, in order: the versions given (else this tree), then the comparisons."""
+    versions = []
+    for n, (kind, value) in enumerate(args.versions):
+        if kind == "rev":
+            tree = _export(value, logs / f"rev-{n}")
+            versions.append(Version(f"{value} ({_short(value)})", tree))
+        else:
+            versions.append(Version(_describe(Path(value)), Path(value).resolve()))
+    if not versions:
+        versions.append(Version(_describe(ROOT), ROOT))
+    if args.httpx:
+        versions.append(Version(f"{_describe(ROOT)} on httpx's transport", ROOT, server=HTTPX))
+    if args.proxy:
+        versions.append(Version("pass-through proxy", ROOT, server=PROXY))
+    return versions
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument(
@@ -452,6 +528,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", dest="versions", action="append",
                         type=lambda tree: ("tree", tree),
                         help="a source tree to measure (its signing_gateway/)")  # fmt: skip
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="also measure S3's pass-through proxy (bench/passthrough.py), after the versions",
+    )
+    parser.add_argument(
+        "--httpx",
+        action="store_true",
+        help="also measure this tree's gateway on httpx's default transport (S3's other side)",
+    )
     parser.add_argument("--requests", type=int, default=300, help="requests per window")
     parser.add_argument("--windows", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=100, help="requests before measuring")
@@ -482,15 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     procs.stop_children_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         logs = Path(tmp)
-        versions = []
-        for n, (kind, value) in enumerate(args.versions):
-            if kind == "rev":
-                tree = _export(value, logs / f"rev-{n}")
-                versions.append(Version(f"{value} ({_short(value)})", tree))
-            else:
-                versions.append(Version(_describe(Path(value)), Path(value).resolve()))
-        if not versions:
-            versions.append(Version(_describe(ROOT), ROOT))
+        versions = _versions(args, logs)
         auth = bench_auth.make(logs)
         with procs.fake_signer(logs, latency_ms=0, keys_dir=logs / "keys") as signer:
             for version in versions:

@@ -1036,6 +1036,7 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "python -m bench.memory_sites   # S4: what a request held at the signer allocates, by site",
         "python -m bench.shapes LLSLL   # S1's load beside its limit's, in one gateway",
         "python -m bench.instructions --rev main --rev HEAD  # instructions per request (valgrind)",
+        "python -m bench.instructions --proxy --httpx  # S3's ratios in instructions",
         "# the printed commands by hand (see How the servers are started): body, JWKS, token",
         'RUN_DIR=$(mktemp -d); export BENCH_TOKEN=$(python -m bench.auth "$RUN_DIR")',
         "```",

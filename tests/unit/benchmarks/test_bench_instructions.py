@@ -126,3 +126,22 @@ def test_the_report_gives_the_figures_after_a_hold_and_the_cache_misses(tmp_path
     assert "| v, after 1,000 held | 101 | 101 (0/s) | 101 | 1.010 |" in report
     assert "| v | 5 | 1 | 0 |" in report
     assert "| v, after 1,000 held | 6 | 1 | 3 |" in report
+
+
+def test_the_report_gives_s3s_ratios_beside_the_proxy_and_the_httpx_transport(tmp_path):
+    """`--proxy` and `--httpx`: each gateway's ratios, from the median net per request."""
+    costs = Costs(1000)
+    gateway = Version("head", tmp_path, windows=[1.0], net=[500.0, 520.0, 600.0], costs=costs)
+    on_httpx = Version("head on httpx's transport", tmp_path, server="httpx", windows=[1.0],
+                       net=[1500.0], costs=costs)  # fmt: skip
+    proxy = Version("pass-through proxy", tmp_path, server="proxy", windows=[1.0], net=[130.0],
+                    costs=costs)  # fmt: skip
+    args = argparse.Namespace(shown=["--proxy", "--httpx"], windows=3, requests=10,
+                              concurrency=4, functions=3, cache_sim=False)  # fmt: skip
+
+    report = _report([gateway, on_httpx, proxy], args)
+
+    assert "- head: the pass-through proxy's 130 over its 520 = 0.250 " in report
+    assert "- head: the httpx-transport gateway's 1,500 over its 520 = 2.88x " in report
+    assert "head on httpx's transport: the" not in report  # the comparisons get no ratios
+    assert "S3's ratios" not in _report([gateway], args)
