@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
+from typing import Protocol
 
 REQUEST_ID_HEADER = "X-Request-ID"
 #: The header's name as it appears in an ASGI scope's raw headers.
@@ -41,6 +42,24 @@ class Connection:
     def __init__(self) -> None:
         """A connection open now."""
         self.lost = False
+
+
+#: The scope key under which the app may leave an `AnswerWatcher`: what wants to learn whether
+#: the request's answer got to its connection (an issuance's audit record). The outermost
+#: middleware, which alone sees the whole answer go out, tells it once the request ended.
+ANSWER_WATCHER_KEY = "signing_gateway.answer_watcher"
+
+
+class AnswerWatcher(Protocol):
+    """Told how a request's answer ended (`ANSWER_WATCHER_KEY`)."""
+
+    def answered(self, status: int | None) -> None:
+        """The request ended: `status` of the app's answer handed whole to the connection.
+
+        None: no answer of the app's was (the caller gone before or during the send, the
+        request cancelled with its answer under way, the app raising). Called on the event
+        loop from the request's end; it must neither wait nor raise.
+        """
 
 
 def accept_or_generate(candidate: str | None) -> str:

@@ -24,6 +24,11 @@ Counting rules (the accounting `/metrics` relies on):
     since nobody received it.
 - So at any scrape: received_total - sum(responses_sent_total) == requests_in_progress.
 
+Once counted, a request whose app left an `AnswerWatcher` in its scope (`ANSWER_WATCHER_KEY`:
+an issuance's audit record) is told the status of the answer handed whole to the connection,
+or None when none was (`disconnected`, or the app raised): an issued credential nobody got is
+recorded as such.
+
 Routes are labelled by their template (`/v1/dcc`, never a raw path with ids or junk); a request
 no route matched (or that a middleware answered before routing) is labelled `unmatched`.
 
@@ -54,12 +59,14 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.observability.context import (
+    ANSWER_WATCHER_KEY,
     CACHE_CONTROL,
     CONNECTION_KEY,
     NO_STORE,
     NO_STORE_VALUE,
     REQUEST_ID_HEADER,
     REQUEST_ID_KEY,
+    AnswerWatcher,
     Connection,
     request_id_of,
     request_id_var,
@@ -228,6 +235,7 @@ class RequestMetricsMiddleware:
                 exchange.status,
                 method=method,
                 request_id=request_id,
+                complete=exchange.complete,
                 disconnected=exchange.disconnected,
                 start=start,
                 span=span,
@@ -278,14 +286,16 @@ class RequestMetricsMiddleware:
         *,
         method: str,
         request_id: str,
+        complete: bool,
         disconnected: bool,
         start: float,
         span: RequestSpan | None,
     ) -> None:
         """Record how the request ended: exactly one responses_sent count, then the log line.
 
-        `scope`: the one the app was given (the router noted its route there); `method`: the
-        caller's, which that scope does not say for a HEAD.
+        `scope`: the one the app was given (the router noted its route there, the app its
+        `AnswerWatcher`, told last); `method`: the caller's, which that scope does not say for
+        a HEAD.
         """
         route = route_template(scope)
         if status == 0 and not disconnected:
@@ -307,3 +317,6 @@ class RequestMetricsMiddleware:
                     "request_id": request_id,
                 },
             )
+        watcher: AnswerWatcher | None = scope.get(ANSWER_WATCHER_KEY)
+        if watcher is not None:
+            watcher.answered(status if complete and not disconnected else None)

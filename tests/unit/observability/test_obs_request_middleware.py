@@ -8,7 +8,12 @@ import logging
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signing_gateway.observability.context import CONNECTION_KEY, Connection, current_request_id
+from signing_gateway.observability.context import (
+    ANSWER_WATCHER_KEY,
+    CONNECTION_KEY,
+    Connection,
+    current_request_id,
+)
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware, status_class
 from signing_gateway.observability.telemetry import current_telemetry
@@ -585,3 +590,65 @@ async def test_an_answer_the_drain_cuts_counts_once_as_5xx_and_is_logged_so(capl
     assert _ledger_balanced(metrics)
     logged = [(r.status, r.outcome) for r in caplog.records if r.name == "signing_gateway.access"]
     assert logged == [(500, "5xx")]
+
+
+class Watcher:
+    """An `AnswerWatcher`: what it was told."""
+
+    def __init__(self) -> None:
+        self.told: list[int | None] = []
+
+    def answered(self, status: int | None) -> None:
+        self.told.append(status)
+
+
+@pytest.mark.parametrize(
+    ("lose_at", "told"),
+    [(1, None), (2, None), (3, 200), (4, 200)],
+    ids=["before-the-head", "before-the-body", "after-the-answer", "never"],
+)
+async def test_the_app_s_watcher_is_told_whether_its_answer_reached_the_connection(
+    lose_at: int, told: int | None
+) -> None:
+    """Once the request is counted, the watcher the app left in its scope learns its status.
+
+    None for an answer dropped because the caller had hung up (before the head, before the
+    body); its status for one handed whole to the connection, lost afterwards or never. An
+    issued credential's audit record is that watcher: it had no way to learn either.
+    """
+    metrics = GatewayMetrics()
+    watcher = Watcher()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ANSWER_WATCHER_KEY] = watcher
+        await _respond(send)
+
+    server = DroppingServer(lose_at)
+    await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
+        server.scope(_scope()), server.receive, server.send
+    )
+    assert watcher.told == [told]
+    assert _ledger_balanced(metrics)
+
+
+async def test_the_watcher_of_an_app_that_raised_or_was_cancelled_is_told_none() -> None:
+    """No answer of the app's went out whole: raised before its body, or cancelled mid-answer."""
+    watchers = [Watcher(), Watcher()]
+
+    async def raising(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ANSWER_WATCHER_KEY] = watchers[0]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("bug")
+
+    async def cancelled(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ANSWER_WATCHER_KEY] = watchers[1]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise asyncio.CancelledError
+
+    for app, raised in ((raising, RuntimeError), (cancelled, asyncio.CancelledError)):
+        client = Client()
+        with pytest.raises(raised):
+            await RequestMetricsMiddleware(app, metrics=GatewayMetrics(), access_log_enabled=False)(
+                _scope(), client.receive, client.send
+            )
+    assert [watcher.told for watcher in watchers] == [[None], [None]]
