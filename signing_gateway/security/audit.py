@@ -16,6 +16,13 @@ thread without waiting, so neither the cancellation nor its answer waits on the 
 `AuditTrail.close` lets it finish (for `write_timeout_seconds` at most). Cancelled while its
 record was already on its way, the attempt's record is superseded by the `cancelled` one (the
 caller never got what the first one says).
+
+An issued attempt whose answer did not get to its connection (the caller hung up while the
+signer worked or while the answer was sent, or the answer was replaced after the record was
+written) gets an `undelivered` record after the `issued` one, once the request has ended: the
+request metrics, which alone see the whole answer go out, tell the record (`answered`). It is
+queued without waiting, like a correction. Handed to the connection is not received: an answer
+the kernel took and the network then lost leaves `issued` standing.
 """
 
 from __future__ import annotations
@@ -30,11 +37,15 @@ from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.errors import PROBLEM_BASE, GatewayError, RequestInvalid
 from signing_gateway.issuance.eu import IssuedEuCredential
+from signing_gateway.observability.context import ANSWER_WATCHER_KEY
 from signing_gateway.resilience.shutdown import CANCELLED_STATUS, SHUTTING_DOWN
 from signing_gateway.runtime.cpu_gate import checkpoint
 from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
 from signing_gateway.security.auth import Caller, CallerDep
 from signing_gateway.security.errors import AuditUnavailable
+
+#: The outcome of an issued attempt whose answer did not get to its connection (`answered`).
+UNDELIVERED = "undelivered"
 
 
 class IssuanceAudit:
@@ -57,6 +68,8 @@ class IssuanceAudit:
             "items": [],
         }
         self._items: dict[str, dict[str, Any]] = {}
+        #: A released issuance: its record and that record's write (see `answered`).
+        self._released: tuple[dict[str, Any], QueuedRecord] | None = None
         #: What the caller should do if the issued credentials are withheld for want of an
         #: audit record (set by a route whose success used something up, such as a session).
         self.advice_if_withheld: str | None = None
@@ -180,6 +193,7 @@ class IssuanceAudit:
         queued = trail.queue(record)
         if await self._written(queued) or not trail.fail_closed:
             trail.log(record)  # written, or failing open: released (a failure was counted)
+            self._released = (record, queued)
             return
         # Nothing is released: the record says so, in the file if it can still get there.
         withheld = {
@@ -197,6 +211,26 @@ class IssuanceAudit:
             refusal.add_advice(self.advice_if_withheld)
         raise refusal
 
+    def answered(self, status: int | None) -> None:
+        """The request ended (`AnswerWatcher`): an issued answer not handed over is recorded.
+
+        `status`: that of the answer handed whole to the connection (None: none was). When the
+        attempt released its credentials and that answer is not their 200 (the caller hung up
+        before or while it was sent, or the drain or an error replaced it), an `undelivered`
+        record follows the `issued` one, as a `withheld` one would (`AuditTrail.supersede`): it
+        is logged, and queued for the writer thread without waiting, so the answer, sent
+        already, waits on nothing. Nothing is recorded for an answer that went out, nor for an
+        attempt that released nothing (its record says what was answered).
+        """
+        released = self._released
+        if released is None or status == released[0]["status"]:
+            return
+        self._released = None  # one correction per record
+        record, queued = released
+        undelivered = {**record, "outcome": UNDELIVERED, "status": None, "problemType": None}
+        self._trail.log(undelivered)
+        self._trail.supersede(queued, undelivered)
+
 
 # `async def` although it awaits nothing: FastAPI runs a plain `def` dependency in a worker
 # thread, a thread hop per request (a third of /v1/dcc CPU in the S3 bench). It only builds
@@ -209,13 +243,16 @@ async def _issuance_audit(request: Request, caller: CallerDep) -> IssuanceAudit:
 def issuance_audit(request: Request, caller: Caller) -> IssuanceAudit:
     """The audit record of the issuance `caller` asks for with `request` (for bundled deps)."""
     # `request.url` only without a route's path: building it costs ~3 µs a request.
-    path = getattr(request.scope.get("route"), "path", None)
-    return IssuanceAudit(
+    scope = request.scope
+    path = getattr(scope.get("route"), "path", None)
+    audit = IssuanceAudit(
         request.state.audit,
         request_id=request.state.request_id,
         caller=caller,
         endpoint=path if path is not None else request.url.path,
     )
+    scope[ANSWER_WATCHER_KEY] = audit  # told by the request metrics whether its answer went out
+    return audit
 
 
 AuditDep = Annotated[IssuanceAudit, Depends(_issuance_audit)]

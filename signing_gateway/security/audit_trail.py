@@ -333,8 +333,16 @@ class AuditTrail:
         return f"{self._id_prefix}-{next(self._id_numbers)}"
 
     def log(self, record: dict[str, Any]) -> None:
-        """Emit `record` on the audit logger."""
-        audit_logger.info("issuance attempt", extra={"audit": record})
+        """Emit `record` on the audit logger, under its request id.
+
+        The id is the record's own: one logged once its request has ended (an `undelivered`
+        one, `IssuanceAudit.answered`) is no longer in that request's context.
+        """
+        extra: dict[str, Any] = {"audit": record}
+        request_id = record.get("requestId")
+        if request_id is not None:
+            extra["request_id"] = request_id
+        audit_logger.info("issuance attempt", extra=extra)
 
     def _failed(self, exc: BaseException, request_id: str) -> None:
         """Count and log a record of `request_id` that was not written (loop or writer thread)."""
@@ -370,15 +378,21 @@ class AuditTrail:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                 waiter.get_loop().call_soon_threadsafe(_wake, waiter)
 
-    def _queue_line(self, line: bytes, *, correction: bool = False) -> QueuedRecord:
-        """Queue `line`; a `correction` (see `supersede`) is queued past `max_pending` too."""
+    def _queue_line(
+        self, line: bytes, *, correction: bool = False, request_id: str | None = None
+    ) -> QueuedRecord:
+        """Queue `line`; a `correction` (see `supersede`) is queued past `max_pending` too.
+
+        `request_id`: of the request it is of (default: the one being served).
+        """
         if self._writer is None:
             return _NO_FILE
         with self._lock:
             full = not correction and self._pending >= self._max_pending
             if not full:
                 self._pending += 1
-        request_id = current_request_id()
+        if request_id is None:
+            request_id = current_request_id()
         if full:
             self._failed(OSError(_TOO_MANY_PENDING), request_id)
             return _REFUSED
@@ -471,8 +485,8 @@ class AuditTrail:
                 queued.line = line
                 return
             stands = not queued.done or queued.ok
-        if stands:
-            self._queue_line(line, correction=True)
+        if stands:  # maybe after its request (`IssuanceAudit.answered`): its id, then
+            self._queue_line(line, correction=True, request_id=queued.request_id)
 
     async def probe(self) -> None:
         """Readiness: raise when the file cannot take records, or some failed since the last look.

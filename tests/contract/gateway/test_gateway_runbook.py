@@ -656,3 +656,10 @@ async def test_a_caller_that_gives_up_while_its_signer_works_counts_disconnected
     assert by_status == []  # nobody received a status
     [logged] = [r for r in records.written() if r["event"] == "request" and r["route"] == "/v1/dcc"]
     assert (logged["outcome"], logged["status"]) == ("disconnected", 200)
+    # What the runbook sends the operator to: the credential signed for it, never handed over.
+    audited = [r["audit"] for r in records.written() if r["event"] == "issuance attempt"]
+    assert [(r["outcome"], r["requestId"]) for r in audited] == [
+        ("issued", logged["request_id"]),
+        ("undelivered", logged["request_id"]),
+    ]
+    assert "`jq -c 'select(.outcome == \"undelivered\")'" in runbook_bullets()["Callers giving up"]

@@ -10,17 +10,16 @@ replayed after a call that may have reached the signer.
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from signing_gateway.api import examples
 from tests.contract.resilience.conftest import DEADLINE, MARGIN, control, gateway_for, metric
 from tests.support.fake_signer_process import FakeSignerProcess
+from tests.support.sessions import open_session
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,28 +56,15 @@ def _attributes() -> dict[str, str]:
     return dict(examples.DOMESTIC_ATTRIBUTES, validFrom=str(int(time.time())))
 
 
-async def _session(client: httpx.AsyncClient) -> dict[str, str]:
-    """A fresh issuance session: its stoken and a commitment to its nonce."""
-    prepared = await client.post("/v1/domestic/prepare-issue")
-    assert prepared.status_code == 200, prepared.text
-    out = prepared.json()
-    nonce = orjson.loads(base64.b64decode(out["prepareIssueMessage"]))["issuerNonce"]
-    commitment = orjson.dumps({"issuerNonce": nonce, "proof": "app"})
-    return {
-        "stoken": out["stoken"],
-        "issueCommitmentMessage": base64.b64encode(commitment).decode(),
-    }
-
-
 async def _body(client: httpx.AsyncClient, route: str) -> dict[str, Any] | None:
     if route == "/v1/domestic/static":
         return {"credentialAttributes": _attributes()}
     if route == "/v1/domestic/issue":
-        return {**await _session(client), "credentialsAttributes": [_attributes()]}
+        return {**await open_session(client), "credentialsAttributes": [_attributes()]}
     if route == "/v1/print":
         return {"domestic": _attributes(), "european": examples.EU_VACCINATION}
     if route == "/v1/credentials":
-        session = await _session(client)
+        session = await open_session(client)
         return {**session, "domestic": [_attributes()], "european": [examples.EU_VACCINATION]}
     return None  # prepare-issue takes no body
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -548,3 +549,77 @@ async def test_a_failed_write_is_logged_with_its_request_id_and_the_oss_reason(
     assert record["request_id"] == "audit-9"
     assert (record["error"], record["errno"]) == ("OSError", "ENOSPC")
     assert record["strerror"] == os.strerror(errno.ENOSPC)
+
+
+@pytest.mark.parametrize("status", [None, 500, 503])
+async def test_an_issued_answer_that_did_not_go_out_is_recorded_undelivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int | None
+) -> None:
+    """Told its answer did not get to the connection, an issued attempt records `undelivered`.
+
+    After the `issued` record, under its `auditId` and time, with its items (the UVCI, kid and
+    proof nobody got), in the file and the log, once however often it is told: the caller
+    hung up (None), or an error or the drain's 503 went out instead. An `issued` record was
+    all there was, for a certificate that reached nobody.
+    """
+    caplog.set_level(logging.INFO, logger="signing_gateway.audit")
+    path = tmp_path / "u.jsonl"
+    trail = await _open_trail(path)
+    audit = IssuanceAudit(trail, request_id="r5", caller=Caller(subject="app"), endpoint="/v1/dcc")
+    async with audit.attempt():
+        audit.domestic("domestic", kind="domestic-static", proof_identifier="proof-5")
+    audit.answered(status)
+    audit.answered(status)
+    await trail.close()
+    issued, undelivered = records_by_request(path)["r5"]
+    assert issued["outcome"] == "issued"
+    assert undelivered == {**issued, "outcome": "undelivered", "status": None, "problemType": None}
+    logged = [r for r in caplog.records if r.name == "signing_gateway.audit"]
+    assert [r.__dict__["audit"] for r in logged] == [issued, undelivered]
+    # Logged once the request has ended, out of its context: under its id all the same.
+    assert [r.__dict__["request_id"] for r in logged] == ["r5", "r5"]
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (None, 200),
+        (SignerUnavailable("down"), None),
+        (DomainValidationError([FieldError(("dcc",), "bad")]), None),
+        (RuntimeError("bug"), None),
+    ],
+)
+async def test_a_delivered_or_unreleased_answer_gets_no_second_record(
+    tmp_path: Path, raised: Exception | None, status: int | None
+) -> None:
+    """Pin that only a released credential's lost answer is recorded again.
+
+    An issued answer that went out whole stays `issued`; an attempt that released nothing
+    (failed, refused, error) says what it answered already, whether or not that got there.
+    """
+    path = tmp_path / "d.jsonl"
+    trail = await _open_trail(path)
+    audit = IssuanceAudit(trail, request_id="r6", caller=Caller(subject="app"), endpoint="/v1/dcc")
+    with contextlib.suppress(type(raised) if raised is not None else ()):
+        await _attempt(audit, raised)
+    audit.answered(status)
+    await trail.close()
+    assert len(records_by_request(path)["r6"]) == 1
+
+
+async def test_a_withheld_credential_whose_503_did_not_go_out_stays_withheld(
+    tmp_path: Path,
+) -> None:
+    """Nothing was released: its `withheld` record, not an `undelivered` one, is the last.
+
+    The `issued` record was being written when its wait timed out: `withheld` follows it.
+    """
+    trail, sink = await _stuck_trail(tmp_path / "w.jsonl", write_timeout=0.05)
+    audit = IssuanceAudit(trail, request_id="r7", caller=Caller(subject="app"), endpoint="/v1/dcc")
+    with pytest.raises(AuditUnavailable):
+        await _attempt(audit, None)
+    audit.answered(None)
+    sink.release.set()
+    await trail.close()
+    written = records_by_request(tmp_path / "w.jsonl")["r7"]
+    assert [r["outcome"] for r in written] == ["issued", "withheld"]
