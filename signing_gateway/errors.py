@@ -143,6 +143,30 @@ class GatewayError(Exception):
         return {"part": self.part} if self.part is not None else {}
 
 
+#: The most fields a validation failure's `detail` names; `errors` lists them all.
+DETAIL_FIELDS_NAMED = 5
+
+
+def _naming_the_fields(errors: Sequence[FieldError]) -> str:
+    """A 422's detail: the one error where it is, or where each is (the first few).
+
+    `body.dcc.v.0.dn: Input should be a valid integer`, or `3 validation errors, at
+    body.dcc.ver, body.dcc.nam and body.dcc.dob`: a caller reading the detail alone (a log
+    line, a client that shows it) learns which field to fix. The messages are the ones
+    `errors` carries, personal data already withheld from them.
+    """
+    locations = [".".join(map(str, error.loc)) or "the request" for error in errors]
+    if not errors:
+        return "the request failed validation"
+    if len(errors) == 1:
+        return f"{locations[0]}: {errors[0].msg}"
+    named = locations[:DETAIL_FIELDS_NAMED]
+    if len(locations) > DETAIL_FIELDS_NAMED:
+        named.append(f"{len(locations) - DETAIL_FIELDS_NAMED} more")
+    listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+    return f"{len(errors)} validation errors, at {listed}"
+
+
 class RequestInvalid(GatewayError):
     """Raised when a request breaks a validation rule; nothing reached a signer."""
 
@@ -151,8 +175,8 @@ class RequestInvalid(GatewayError):
     title = "Request validation failed"
 
     def __init__(self, errors: Sequence[FieldError], detail: str | None = None) -> None:
-        """Carry every located error."""
-        super().__init__(detail or f"{len(errors)} validation error(s)")
+        """Carry every located error; the detail names where they are, unless one is given."""
+        super().__init__(detail or _naming_the_fields(errors))
         self.errors = list(errors)
 
     def extensions(self) -> dict[str, Any]:

@@ -182,6 +182,35 @@ async def test_dcc_rule_violation(gateway, mocked: MockedSigners, body, loc):
     assert mocked.signing_calls() == 0
 
 
+async def test_422_detail_names_the_field_and_what_is_wrong(gateway, mocked: MockedSigners):
+    """A 422's detail names the field refused and why, not only how many errors there are."""
+    body = with_dcc(eu_vaccination(), "v", 0, "dn", value="2")
+    problem = assert_problem(await gateway.post("/v1/dcc", json=body), 422, "validation-failed")
+    assert problem["errors"] == [
+        {"loc": ["body", *V0, "dn"], "msg": "Input should be a valid integer"}
+    ]
+    assert problem["detail"] == "body.dcc.v.0.dn: Input should be a valid integer"
+    assert mocked.signing_calls() == 0
+
+
+async def test_422_detail_names_every_field_refused(gateway, mocked: MockedSigners):
+    """With several errors the detail says where each is, in the order `errors` lists them."""
+    body = {"dcc": {}, "keyUsage": "vaccine"}
+    problem = assert_problem(await gateway.post("/v1/dcc", json=body), 422, "validation-failed")
+    assert problem["detail"] == (
+        "5 validation errors, at body.dcc.ver, body.dcc.nam, body.dcc.dob, body.dcc and "
+        "body.keyUsage"
+    )
+    assert [".".join(map(str, loc)) for loc in error_locs(problem)] == [
+        "body.dcc.ver",
+        "body.dcc.nam",
+        "body.dcc.dob",
+        "body.dcc",
+        "body.keyUsage",
+    ]
+    assert mocked.signing_calls() == 0
+
+
 NULL_REFUSED = "Leave the field out instead of sending null"
 NULL_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
     "keyUsage": (eu_vaccination(keyUsage=None), ("keyUsage",)),

@@ -99,13 +99,29 @@ def test_advice_follows_the_detail_after_a_semicolon():
     assert error.detail == "european[0]: calls are paused; retry with the same stoken"
 
 
-def test_a_validation_failure_counts_its_errors_in_its_detail():
-    """Pin that a 422's detail says how many located errors its `errors` lists."""
+def test_a_validation_failure_names_its_fields_in_its_detail():
+    """Pin that a 422's detail names where its errors are, and says how many there are.
+
+    It said only "2 validation error(s)": a caller reading the detail alone (a log line, a
+    client that shows it) did not learn which field to fix.
+    """
     errors = [FieldError(loc=("body", "dob"), msg="bad"), FieldError(loc=("body",), msg="bad")]
     refused = RequestInvalid(errors)
-    assert refused.detail == "2 validation error(s)"
+    assert refused.detail == "2 validation errors, at body.dob and body"
     assert refused.extensions().keys() == {"errors"}  # no `part`: the request has none
     assert RequestInvalid(errors, detail="the body is not JSON").detail == "the body is not JSON"
+    one = RequestInvalid([FieldError(loc=("body", "v", 0, "dn"), msg="Must be 1 or more")])
+    assert one.detail == "body.v.0.dn: Must be 1 or more"
+
+
+def test_a_validation_failure_names_its_first_fields_and_counts_the_rest():
+    """The detail stays short however many errors `errors` lists: five named, the rest counted."""
+    errors = [FieldError(loc=("body", "domestic", i, "validFrom"), msg="bad") for i in range(7)]
+    assert RequestInvalid(errors).detail == (
+        "7 validation errors, at body.domestic.0.validFrom, body.domestic.1.validFrom, "
+        "body.domestic.2.validFrom, body.domestic.3.validFrom, body.domestic.4.validFrom "
+        "and 2 more"
+    )
 
 
 @pytest.mark.parametrize("close", [False, True])
