@@ -288,6 +288,11 @@ _BYTE_ORDER_MARK: Final = (
 )
 
 
+#: How orjson begins the message of JSON nested past its own limit (1024 levels): valid JSON
+#: that `max_json_depth` (at most 256) refuses anyway, and not to be called "not JSON".
+_ORJSON_DEPTH_LIMIT: Final = "depth limit exceeded"
+
+
 def _not_json(exc: orjson.JSONDecodeError) -> str:
     """The detail of a body orjson refused: a number out of a double's range is valid JSON.
 
@@ -460,9 +465,13 @@ class RequestLimitsMiddleware:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise BodyRefused(
-                422, "validation-failed", "Request validation failed", _not_json(exc)
-            ) from exc
+            # orjson stops at 1024 levels: JSON that nests deeper is refused as deep as it is.
+            why = (
+                too_deep(self.limits.max_json_depth)
+                if exc.msg.startswith(_ORJSON_DEPTH_LIMIT)
+                else _not_json(exc)
+            )
+            raise BodyRefused(422, "validation-failed", "Request validation failed", why) from exc
         reason = check_json_shape(
             parsed,
             max_depth=self.limits.max_json_depth,

@@ -197,6 +197,22 @@ async def test_deep_json_is_refused(limited, mocked: MockedSigners):
     assert problem["errors"] == [{"loc": ["body"], "msg": problem["detail"]}]
 
 
+async def test_json_deeper_than_the_parser_goes_is_refused_as_too_deep(
+    limited, mocked: MockedSigners
+):
+    """JSON nested past orjson's own 1024 levels is refused for its depth, not as "not JSON".
+
+    It is valid JSON: the caller was sent looking for a syntax error it did not have.
+    """
+    body = b'{"dcc": ' + b"[" * 1100 + b"]" * 1100 + b"}"
+    response = await limited.post(
+        "/v1/dcc", content=body, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 422, "validation-failed")
+    assert problem["detail"] == "the JSON nests deeper than 8 levels"
+    assert mocked.signing_calls() == 0
+
+
 async def test_deep_but_small_json_is_refused(limited):
     """Nine levels of nesting (limit 8) is refused; the answer names the rule, not the body."""
     body = orjson.dumps({"dcc": [[[[[[[["Zyxwvutsrq"]]]]]]]]})
