@@ -26,7 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signing_gateway.domain.dcc import KeyUsage
-from signing_gateway.domain.domestic import DomesticPolicy
+from signing_gateway.domain.domestic import HOURS_MAX_DIGITS, MAX_VALID_FOR_HOURS, DomesticPolicy
 from signing_gateway.runtime.gc_tuning import YoungMode
 from signing_gateway.security.settings import (
     FINITE_NUMBERS,
@@ -304,7 +304,10 @@ class DomesticPolicySettings(BaseModel):
         description=f"How far in the future a domestic validFrom may lie {_AT_MOST_TEN_YEARS}",
     )
     max_valid_for_hours: PositiveInt = Field(
-        24 * 90, description="Largest domestic validForHours accepted"
+        24 * 90,
+        le=MAX_VALID_FOR_HOURS,
+        description="Largest domestic validForHours accepted (at most "
+        f"{MAX_VALID_FOR_HOURS}: the attribute has {HOURS_MAX_DIGITS} digits at most)",
     )
     credential_amount: PositiveInt = Field(
         28, le=100, description="Credentials prepared per issuance session"

@@ -64,21 +64,29 @@ class _Rule:
 
 
 Flag = Annotated[str, _Rule(r"[01]", "domestic_flag", "Must be '0' or '1', got '{value}'")]
-# Twelve digits reach past the year 30000: anything longer is a mistake, not a date.
+#: The most digits of a validFrom. Twelve reach past the year 30000: anything longer is a
+#: mistake, not a date (thirteen are what a clock in milliseconds gives now).
+UNIX_SECONDS_MAX_DIGITS: Final = 12
 UnixSeconds = Annotated[
     str,
     _Rule(
-        r"0|[1-9][0-9]{0,11}",
+        rf"0|[1-9][0-9]{{0,{UNIX_SECONDS_MAX_DIGITS - 1}}}",
         "unix_seconds",
-        "Must be unix seconds written as digits without leading zeros, got '{value}'",
+        f"Must be unix seconds, written as at most {UNIX_SECONDS_MAX_DIGITS} digits without "
+        "leading zeros (not milliseconds), got '{value}'",
     ),
 ]
+#: The most digits of a validForHours: 999999 hours are over a century.
+HOURS_MAX_DIGITS: Final = 6
+#: The largest validForHours the attribute can be written with.
+MAX_VALID_FOR_HOURS: Final = 10**HOURS_MAX_DIGITS - 1
 Hours = Annotated[
     str,
     _Rule(
-        r"[1-9][0-9]{0,5}",
+        rf"[1-9][0-9]{{0,{HOURS_MAX_DIGITS - 1}}}",
         "positive_integer",
-        "Must be a positive whole number written as digits without leading zeros, got '{value}'",
+        f"Must be a positive whole number of hours, written as at most {HOURS_MAX_DIGITS} "
+        "digits without leading zeros, got '{value}'",
     ),
 ]
 Initial = Annotated[

@@ -72,6 +72,26 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("validFrom", "1796522115000", "at most 12 digits without leading zeros (not milli"),
+        ("validForHours", "1000000", "of hours, written as at most 6 digits without leading"),
+    ],
+)
+def test_a_number_with_too_many_digits_is_told_so(field, value, says):
+    """A number of the right form but too many digits is told of the digits it may have.
+
+    A validFrom in milliseconds (the realistic slip) heard it must be "digits without leading
+    zeros", which it was; 1000000 hours heard it must be "a positive whole number".
+    """
+    with pytest.raises(ValidationError) as info:
+        DomesticAttributes.model_validate({**VALID, field: value})
+    [error] = info.value.errors()
+    assert error["loc"] == (field,)
+    assert says in error["msg"]
+
+
 def _errors(**changes):
     with pytest.raises(ValidationError) as info:
         DomesticAttributes.model_validate({**VALID, **changes})

@@ -279,6 +279,8 @@ BOUNDED_SETTINGS = [
     (DomesticPolicySettings, "max_valid_from_past_hours", [1, 87600], [0, 87601]),
     (DomesticPolicySettings, "max_valid_from_future_hours", [1, 87600], [0, 87601]),
     (DomesticPolicySettings, "credential_amount", [1, 100], [0, 101]),
+    # No more than a validForHours can be written with (six digits).
+    (DomesticPolicySettings, "max_valid_for_hours", [1, 999_999], [0, 1_000_000]),
 ]
 
 
