@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
 from signing_gateway.domain.valuesets import ValueSetName, value_set, value_sets_version
+
+OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
 
 
 def test_version_of_bundled_value_sets_is_recorded():
@@ -65,3 +69,30 @@ def test_importing_the_domain_reads_no_value_set():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "0"
+
+
+def _section(document: str, heading: str) -> str:
+    """The text of one `## ` section of a Markdown document, up to the next such heading."""
+    assert f"\n## {heading}\n" in document, f"no section '{heading}'"
+    start = document.index(f"\n## {heading}\n")
+    end = document.find("\n## ", start + 1)
+    return " ".join(document[start : end if end != -1 else None].split())
+
+
+def test_the_operations_guide_says_which_devices_the_bundled_list_knows():
+    """The guide names the bundled release and its device list as the package holds them.
+
+    The device list is the release's 2021 example: a rapid antigen test of any later device,
+    the official example's 532 among them, is refused as unknown. The guide said nothing of
+    it, so an operator heard of it from callers' 422s; it must change when the data does.
+    """
+    section = _section(OPERATIONS.read_text(encoding="utf-8"), "DCC value sets")
+    release = value_sets_version().split(" (")[0]
+    devices = value_set(ValueSetName.TEST_MANUFACTURER)
+    assert f"release {release}" in section
+    assert f"`{devices.value_set_id}` of {devices.value_set_date}" in section
+    assert f"with {len(devices.active)} active devices" in section
+    assert "532" not in devices
+    assert f"`{ValueSetName.TEST_MANUFACTURER.value}.json`" in section
+    where = files("signing_gateway.domain") / "valuesets"
+    assert where.joinpath(f"{ValueSetName.TEST_MANUFACTURER.value}.json").is_file()
