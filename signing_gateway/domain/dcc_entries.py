@@ -6,7 +6,7 @@ locations use the wire names. Every coded field must hold an active code of its 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import (
     AfterValidator,
@@ -31,6 +31,9 @@ from signing_gateway.domain.dcc_dates import (
 from signing_gateway.domain.dcc_names import FreeText, Omittable, OptionalFreeText
 from signing_gateway.domain.uvci import UVCI_MAX_LENGTH, UVCI_PATTERN, validate_uvci
 from signing_gateway.domain.valuesets import ValueSetName, value_set
+
+if TYPE_CHECKING:
+    from pydantic.config import JsonDict
 
 RAPID_ANTIGEN_TEST: Final = "LP217198-3"
 """Test type code of a rapid antigen test, which must name its device (``ma``)."""
@@ -139,10 +142,17 @@ class VaccinationEntry(BaseModel):
     certificate_id: Uvci = Field(alias="ci")
 
 
+#: The device rule as the JSON schema says it: a rapid antigen test names its device.
+_RAT_DEVICE_SHOWN: Final[JsonDict] = {
+    "if": {"required": ["tt"], "properties": {"tt": {"const": RAPID_ANTIGEN_TEST}}},
+    "then": {"required": ["ma"]},
+}
+
+
 class TestEntry(BaseModel):
     """One ``t`` entry: a NAA test (optionally named) or a rapid antigen test (device required)."""
 
-    model_config = _ENTRY_CONFIG
+    model_config = ConfigDict(**_ENTRY_CONFIG, json_schema_extra=_RAT_DEVICE_SHOWN)
 
     disease: Disease = Field(alias="tg")
     test_type: Annotated[str, _coded(ValueSetName.TEST_TYPE)] = Field(alias="tt")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pydantic import GetJsonSchemaHandler
+    from pydantic.config import JsonDict
     from pydantic.json_schema import JsonSchemaValue
     from pydantic_core import CoreSchema
 
@@ -198,10 +199,24 @@ def _raw_name_missing(data: Mapping[str, Any]) -> list[tuple[Loc, PydanticCustom
     return [] if named else [((), _name_missing())]
 
 
+#: The name rule as the JSON schema says it: fnt or gnt present and not empty.
+_A_TRANSLITERATED_NAME_SHOWN: Final[JsonDict] = {
+    "anyOf": [
+        {"required": [name], "properties": {name: {"minLength": 1}}} for name in ("fnt", "gnt")
+    ]
+}
+
+
 class PersonName(BaseModel):
     """``nam``: surname and forename, as written and transliterated; one transliteration needed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        # As the official schema says it (an anyOf of the two), empty refused as the model does.
+        json_schema_extra=_A_TRANSLITERATED_NAME_SHOWN,
+    )
 
     family_name: OptionalFreeText = Field(default=None, alias="fn")
     family_name_transliterated: OptionalTransliteratedName = Field(default=None, alias="fnt")

@@ -14,6 +14,7 @@ from domain_testdata import (
     dcc_with_entry,
     dcc_with_name,
     errors_of,
+    model_accepts,
     schema_accepts,
     validate,
 )
@@ -822,6 +823,35 @@ def test_the_json_schema_shows_one_group_of_one_entry_and_the_version():
     } == set()
     assert all(validator.is_valid({"dcc": dcc(group)}) for group in ("v", "t", "r"))
     assert validator.is_valid({"dcc": dcc(ver="1.3.12")})
+
+
+def test_the_json_schema_shows_the_name_and_device_rules():
+    """Pin that the published schema needs a transliterated name, and a rapid test's device.
+
+    It showed every name field optional and a test's ma optional whatever its type: a DCC
+    naming nobody (the official schema refuses it) or a rapid antigen test without its device
+    passed a client's check against it, and met the 422 only at the gateway.
+    """
+    validator = Draft202012Validator(EuRequest.model_json_schema())
+    refused = {
+        "no name transliterated": dcc_with_name(fnt=None, gnt=None),
+        "fnt empty, no gnt": dcc_with_name(fnt="", gnt=None),
+        "both empty": dcc_with_name(fnt="", gnt=""),
+        "rapid test without device": dcc_with_entry("t", tt="LP217198-3", ma=None),
+    }
+    assert {
+        name for name, payload in refused.items() if validator.is_valid({"dcc": payload})
+    } == set()
+    assert not any(model_accepts(payload) for payload in refused.values())
+    accepted = {
+        "fnt only": dcc_with_name(gnt=None),
+        "gnt only, fnt empty": dcc_with_name(fnt=""),
+        "NAA test without device": dcc_with_entry("t", tt="LP6464-4", ma=None),
+    }
+    assert {
+        name for name, payload in accepted.items() if not validator.is_valid({"dcc": payload})
+    } == set()
+    assert all(model_accepts(payload) for payload in accepted.values())
 
 
 def test_the_json_schema_shows_each_fields_form():
