@@ -319,6 +319,12 @@ def _hold(count: int, url: str, logs: Path, auth: bench_auth.BenchAuth, signer_u
             time.sleep(1)
 
 
+#: How each server is started: `-P` keeps the working directory (this checkout, when run from
+#: its root) off the front of `sys.path`, where `python -m` puts it ahead of `PYTHONPATH`, so
+#: the version's tree is the `signing_gateway` imported, not this checkout's.
+PYTHON = (sys.executable, "-P")
+
+
 def _server(version: Version, args: argparse.Namespace, port: int, auth: bench_auth.BenchAuth,
             signer_url: str) -> tuple[list[str], dict[str, str]]:  # fmt: skip
     """The arguments after `python` that start `version`'s server on `port`, and its settings."""
@@ -358,7 +364,7 @@ def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_
     command = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no",
         *(["--cache-sim=yes"] if args.cache_sim else []),
-        f"--callgrind-out-file={out}/callgrind.%p", sys.executable, *server,
+        f"--callgrind-out-file={out}/callgrind.%p", *PYTHON, *server,
     ]  # fmt: skip
     ready = "/healthz" if version.server == PROXY else "/readyz"
     gateway = procs.start("gateway-callgrind", command, port=port, ready_path=ready,

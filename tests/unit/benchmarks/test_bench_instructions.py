@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import shutil
 import subprocess
 
 import pytest
 
-from bench.instructions import Costs, Version, _report, read_dump
+from bench import auth as bench_auth
+from bench.instructions import PYTHON, Costs, Version, _report, _server, read_dump
+from bench.run import ROOT
 
 # Two objects and three functions, names compressed as callgrind writes them: `(n) name` the
 # first time, `(n)` after. `main` calls `work` (the line after `calls=` is work's inclusive
@@ -145,3 +148,26 @@ def test_the_report_gives_s3s_ratios_beside_the_proxy_and_the_httpx_transport(tm
     assert "- head: the httpx-transport gateway's 1,500 over its 520 = 2.88x " in report
     assert "head on httpx's transport: the" not in report  # the comparisons get no ratios
     assert "S3's ratios" not in _report([gateway], args)
+
+
+def test_each_version_runs_its_own_trees_code_whatever_the_working_directory(tmp_path):
+    """A version's tree is the code its server runs, even when run from this checkout's root.
+
+    `python -m` puts the working directory ahead of `PYTHONPATH`: every version measured from
+    there was this checkout's code until `PYTHON` kept it out.
+    """
+    tree = tmp_path / "tree"
+    (tree / "signing_gateway").mkdir(parents=True)
+    (tree / "signing_gateway" / "__init__.py").write_text("")
+    (tree / "signing_gateway" / "__main__.py").write_text("print(__file__)\n")
+    version = Version("other", tree)
+    args = argparse.Namespace(hold=0)
+    server, env = _server(version, args, 1, bench_auth.make(tmp_path), "http://127.0.0.1:1")
+
+    done = subprocess.run(  # noqa: S603 - a fixed command
+        [*PYTHON, *server[:2]],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+    assert done.stdout.strip() == str(tree / "signing_gateway" / "__main__.py")
