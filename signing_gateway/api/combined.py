@@ -37,17 +37,19 @@ from signing_gateway.issuance.domestic import DomesticIssuer, IssuedStaticProof,
 from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
 from signing_gateway.issuance.session import SESSION_SPENT
 from signing_gateway.security.audit import AuditDep
-from signing_gateway.security.auth import ScopeCheckDep, authenticated_caller
+from signing_gateway.security.auth import ScopeCheckDep, require_scopes
 from signing_gateway.security.settings import SCOPE_DCC_SIGN, SCOPE_DOMESTIC_SIGN
 from signing_gateway.settings import Settings
 
 T = TypeVar("T")
 
-# Which scopes a request needs depends on the parts it holds: each route checks them itself.
+# Which scopes a request needs depends on the parts it holds, which show only in its body:
+# each route checks them itself once it has the body. A caller who may sign nothing is refused
+# before that (and, for a request holding its body back, from its head: `authenticate_head`).
 router = APIRouter(
     prefix="/v1",
     tags=["Combined"],
-    dependencies=[Depends(authenticated_caller)],
+    dependencies=[Depends(require_scopes(SCOPE_DOMESTIC_SIGN, SCOPE_DCC_SIGN, any_of=True))],
     responses=problem_responses(400, 401, 403, 408, 413, 415, 500, 503),
 )
 
@@ -97,7 +99,6 @@ async def print_proof(
     audit: AuditDep,
 ) -> PrintOut:
     """Validate every part, then sign them concurrently; one failure fails (and cancels) all."""
-    access.require_any(SCOPE_DOMESTIC_SIGN, SCOPE_DCC_SIGN)  # before the body is read
     body = await read_body(request, PrintRequest)
     access.require(*_scopes_for(domestic=body.domestic is not None, european=body.european))
     async with audit.attempt():
@@ -238,7 +239,6 @@ async def issue_credentials(
     audit: AuditDep,
 ) -> CredentialsOut:
     """Validate everything, take the session, then sign all parts concurrently."""
-    access.require_any(SCOPE_DOMESTIC_SIGN, SCOPE_DCC_SIGN)  # before the body is read
     body = await read_body(request, CredentialsRequest)
     access.require(*_scopes_for(domestic=bool(body.domestic), european=body.european))
     async with audit.attempt():

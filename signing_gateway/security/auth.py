@@ -7,8 +7,9 @@ scope. Tokens and claims are never logged; refusals are counted by reason.
 
 A request that expects `100 Continue` (its body held back until asked for) is authenticated
 from its head instead, before its body is read (`authenticate_head`, run by the body limits):
-a caller without a valid token is answered 401 without sending its body, and the route's
-dependency takes the caller found then.
+a caller without a valid token is answered 401, and one whose token lacks the scope its route
+asks before the body (`require_scopes`) 403, without sending its body; the route's dependency
+takes the caller found then.
 
 Callers reuse one token for many requests, so the verifier remembers the tokens it accepted
 (`auth.token_cache_size`, least recently used dropped first): a token seen before skips the
@@ -23,7 +24,7 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -31,9 +32,10 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
+from signing_gateway.errors import GatewayError
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.errors import AuthenticationFailed, PermissionDenied, TokenRefusal
 from signing_gateway.security.jwks import JwksError, JwksKeys, KeySource
@@ -303,22 +305,37 @@ def _record_refusal(metrics: GatewayMetrics, exc: AuthenticationFailed, path: st
     )
 
 
+def _record_forbidden(metrics: GatewayMetrics, caller: Caller, path: str) -> None:
+    """Count and log a caller refused 403: its token lacks a scope."""
+    metrics.auth_failures.labels(reason="insufficient-scope").inc()
+    logger.info(
+        "caller lacks scope",
+        extra={"security_event": "auth-forbidden", "subject": caller.subject, "path": path},
+    )
+
+
 async def authenticate_head(scope: Scope) -> None:
     """Authenticate a request to a `/v1` route from its head, before its body is asked for.
 
     For the body limits' `head_check`, which runs it on a request that holds its body back
     (`Expect: 100-continue`), after the refusals its head decides: the verifier checks the
-    token as the route's dependency would, and the caller it names is kept in the scope
-    (`HEAD_CALLER`) for that dependency. A refusal is the dependency's 401 (problem and
-    `WWW-Authenticate` alike), answered before the body is read. A request no route takes, or
-    one to a route outside `/v1` (none of which authenticates), is left to the router.
+    token as the route's dependency would, then the scopes the route requires before reading
+    the body (its `RequireScopes` dependencies), and the caller it names is kept in the scope
+    (`HEAD_CALLER`) for that dependency. A refusal is the dependency's 401 or 403 (problem and
+    `WWW-Authenticate` alike, counted and logged alike), answered before the body is read. A
+    request no route takes, or one to a route outside `/v1` (none of which authenticates), is
+    left to the router.
 
     Raises:
-        BodyRefused: the 401 of a request without a valid bearer token.
+        BodyRefused: the 401 of a request without a valid bearer token, the 403 of one whose
+            token lacks a scope its route requires before its body.
     """
     state = scope.get("state") or {}
     verifier: TokenVerifier | None = state.get("token_verifier")
-    if verifier is None or not _routes_to_v1(scope):
+    if verifier is None:
+        return
+    route = _v1_route(scope)
+    if route is None:
         return
     authorization = None
     for name, value in scope["headers"]:
@@ -329,19 +346,37 @@ async def authenticate_head(scope: Scope) -> None:
         caller = await _authenticate(verifier, authorization)
     except AuthenticationFailed as exc:
         _record_refusal(state["metrics"], exc, scope["path"])
-        headers = tuple((n.lower().encode(), v.encode()) for n, v in exc.headers().items())
-        raise BodyRefused(exc.status, exc.slug, exc.title, exc.detail, headers=headers) from None
+        raise _refused_from_head(exc) from None
+    for requirement in _requirements(route):
+        try:
+            requirement.check(caller)
+        except PermissionDenied as exc:
+            _record_forbidden(state["metrics"], caller, scope["path"])
+            raise _refused_from_head(exc) from None
     scope[HEAD_CALLER] = caller
 
 
-def _routes_to_v1(scope: Scope) -> bool:
-    """Whether the app's router takes the request (path and method) to a `/v1` route."""
+def _refused_from_head(exc: GatewayError) -> BodyRefused:
+    """The body limits' refusal answering `exc` as the route's dependency would have."""
+    headers = tuple((n.lower().encode(), v.encode()) for n, v in exc.headers().items())
+    return BodyRefused(exc.status, exc.slug, exc.title, exc.detail, headers=headers)
+
+
+def _v1_route(scope: Scope) -> BaseRoute | None:
+    """The `/v1` route the app's router takes the request (path and method) to, if any."""
     router = getattr(scope.get("app"), "router", None)
     for route in getattr(router, "routes", ()):
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return str(getattr(route, "path", "")).startswith("/v1/")
-    return False
+            return route if str(getattr(route, "path", "")).startswith("/v1/") else None
+    return None
+
+
+def _requirements(route: BaseRoute) -> Iterator[RequireScopes]:
+    """The scope checks among `route`'s own dependencies (its router's, and its own)."""
+    for dependency in getattr(getattr(route, "dependant", None), "dependencies", ()):
+        if isinstance(dependency.call, RequireScopes):
+            yield dependency.call
 
 
 authenticated_caller = BearerAuthentication(
@@ -368,29 +403,8 @@ class ScopeCheck:
         try:
             self.caller.require(*scopes)
         except PermissionDenied:
-            self._record_refusal()
+            _record_forbidden(self._request.state.metrics, self.caller, self._request.url.path)
             raise
-
-    def require_any(self, *scopes: str) -> None:
-        """Raise PermissionDenied (counted, logged) unless one of `scopes` at least is granted.
-
-        For a route whose exact needs show only in its body: a caller who could use none of it
-        is refused before the body is read, so it learns nothing of how the body is checked.
-        """
-        if self.caller.scopes.isdisjoint(scopes):
-            self._record_refusal()
-            raise PermissionDenied(list(scopes), any_of=True)
-
-    def _record_refusal(self) -> None:
-        self._request.state.metrics.auth_failures.labels(reason="insufficient-scope").inc()
-        logger.info(
-            "caller lacks scope",
-            extra={
-                "security_event": "auth-forbidden",
-                "subject": self.caller.subject,
-                "path": self._request.url.path,
-            },
-        )
 
 
 # `async def`: a plain `def` dependency would run in a worker thread on every request.
@@ -401,13 +415,44 @@ async def _scope_check(request: Request, caller: CallerDep) -> ScopeCheck:
 ScopeCheckDep = Annotated[ScopeCheck, Depends(_scope_check)]
 
 
-def require_scopes(*scopes: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
-    """A dependency that authenticates and then requires every one of `scopes` (403 if not)."""
+class RequireScopes:
+    """A route dependency that authenticates, then requires `scopes`: all, or one if `any_of`.
+
+    Its own class, so that `authenticate_head` finds it among a route's dependencies and makes
+    the same check from a request's head, before the body is asked for.
+    """
+
+    __slots__ = ("any_of", "scopes")
+
+    def __init__(self, *scopes: str, any_of: bool = False) -> None:
+        """Require every one of `scopes`, or with `any_of` one of them at least."""
+        self.scopes = scopes
+        self.any_of = any_of
+
+    def check(self, caller: Caller) -> None:
+        """Raise PermissionDenied unless `caller` holds what is required."""
+        if not self.any_of:
+            caller.require(*self.scopes)
+        elif caller.scopes.isdisjoint(self.scopes):
+            raise PermissionDenied(list(self.scopes), any_of=True)
 
     # Straight on the caller, not through ScopeCheckDep: each dependency level costs FastAPI a
     # solve on every request (~8 % of /v1/dcc CPU went to dependency solving).
-    async def check(request: Request, caller: CallerDep) -> Caller:
-        ScopeCheck(request, caller).require(*scopes)
+    async def __call__(self, request: Request, caller: CallerDep) -> Caller:
+        """The caller, once it is found to hold what is required (else 403, counted, logged)."""
+        try:
+            self.check(caller)
+        except PermissionDenied:
+            _record_forbidden(request.state.metrics, caller, request.url.path)
+            raise
         return caller
 
-    return check
+
+def require_scopes(*scopes: str, any_of: bool = False) -> RequireScopes:
+    """A dependency that authenticates and then requires `scopes` (403 if not).
+
+    Every one of them; with `any_of`, one at least: for a route whose exact needs show only in
+    its body, so that a caller who could use none of it is refused before the body is read and
+    learns nothing of how the body is checked.
+    """
+    return RequireScopes(*scopes, any_of=any_of)

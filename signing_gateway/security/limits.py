@@ -35,7 +35,8 @@ For a request that carries a body (a Content-Length above 0, or chunked):
 A request that expects `100 Continue` holds its body back until the first read asks for it:
 before that read, the head check the middleware is given (`head_check`: the bearer token's,
 `security.auth.authenticate_head`) may refuse it, after the refusals above that the head
-decides, so a caller without a valid token is answered 401 without sending its body.
+decides, so a caller without a valid token is answered 401, and one whose token lacks the
+route's scope 403, without sending its body.
 
 The buffered body is then replayed to the app. Refusals are problem+json and echo nothing
 of the body.

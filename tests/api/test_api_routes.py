@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi.routing import APIRoute
 
 from signing_gateway.app import create_app
+from signing_gateway.security.auth import RequireScopes
 from tests.support.gateway import make_settings
 
 
@@ -20,7 +21,9 @@ def test_every_route_is_matched_on_the_apps_own_router() -> None:
     # Everything else is FastAPI's own documentation routes, never an included router.
     others = [type(route).__name__ for route in app.routes if not isinstance(route, APIRoute)]
     assert set(others) == {"Route"}, others
-    # The caller's authentication still guards every /v1 route.
+    # The caller's authentication and scopes still guard every /v1 route, declared where the
+    # check from the head of a request holding its body back finds them (`authenticate_head`).
     for path, route in api_routes.items():
         if path.startswith("/v1/"):
-            assert route.dependencies, path
+            calls = [dependency.call for dependency in route.dependant.dependencies]
+            assert any(isinstance(call, RequireScopes) for call in calls), path

@@ -15,6 +15,16 @@ class Scrape:
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
     content_type: str
 
+    @classmethod
+    def of(cls, text: str, content_type: str = "") -> Scrape:
+        """The samples of the exposition `text`."""
+        samples = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        return cls(samples, content_type)
+
     def value(self, name: str, **labels: str) -> float:
         """The sample `name` with exactly `labels` (0 when absent: counters start there)."""
         return self.samples.get((name, frozenset(labels.items())), 0.0)
@@ -37,9 +47,4 @@ async def scrape(client: httpx.AsyncClient) -> Scrape:
     """GET /metrics and parse it (fails the test unless it answers 200)."""
     response = await client.get("/metrics")
     assert response.status_code == 200, response.text
-    samples = {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-    return Scrape(samples, response.headers["content-type"])
+    return Scrape.of(response.text, response.headers["content-type"])

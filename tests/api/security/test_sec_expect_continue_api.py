@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -18,7 +19,8 @@ import pytest
 from signing_gateway.app import create_app
 from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
-from tests.api.bodies import eu_vaccination
+from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
+from tests.api.observability.scrape import Scrape
 from tests.api.signer_mocks import MockedSigners
 from tests.support.gateway import SignerKeys, make_settings, served_gateway
 
@@ -32,12 +34,17 @@ def _served(test_keys: SignerKeys, auth: AuthSettings) -> AbstractAsyncContextMa
     return served_gateway(create_app(make_settings(test_keys, auth=auth)))
 
 
-def _head(path: bytes, authorization: bytes | None, *, expect: bool) -> bytes:
+def _head(path: bytes, authorization: bytes | None, *, expect: bool, body: bytes = BODY) -> bytes:
     fields = b"Host: gateway\r\nContent-Type: application/json\r\n"
-    fields += b"Content-Length: %d\r\n" % len(BODY)
+    fields += b"Content-Length: %d\r\n" % len(body)
     if authorization is not None:
         fields += b"Authorization: " + authorization + b"\r\n"
     return b"POST " + path + b" HTTP/1.1\r\n" + fields + EXPECT * expect + b"\r\n"
+
+
+def _closing(head: bytes) -> bytes:
+    """`head` asking for the connection to end after its answer."""
+    return head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
@@ -49,7 +56,9 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, s
     return status_line.encode(), fields, body
 
 
-async def _exchange(port: int, head: bytes, *, send_body_when_asked: bool) -> tuple[bytes, bytes]:
+async def _exchange(
+    port: int, head: bytes, *, send_body_when_asked: bool, body: bytes = BODY
+) -> tuple[bytes, bytes]:
     """Send `head`; send the body once asked (or at once); what came until the end, and more.
 
     Returns what was read before the body was sent (b"" if it was sent at once) and the rest,
@@ -57,13 +66,13 @@ async def _exchange(port: int, head: bytes, *, send_body_when_asked: bool) -> tu
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(head if send_body_when_asked else head + BODY)
+        writer.write(head if send_body_when_asked else head + body)
         async with asyncio.timeout(10):
             before = b""
             if send_body_when_asked:
                 before = await reader.readuntil(b"\r\n\r\n")
                 if before == CONTINUE:
-                    writer.write(BODY)
+                    writer.write(body)
             return before, await reader.read()
     finally:
         writer.close()
@@ -77,6 +86,23 @@ def _problem(answer: bytes) -> tuple[bytes, dict[str, str], dict[str, Any]]:
         name, _, value = line.partition(":")
         fields[name.strip().lower()] = value.strip()
     return status_line, fields, orjson.loads(body)
+
+
+def _assert_answered_from_the_head(status: int, answer: bytes, sent_whole: bytes) -> None:
+    """`answer` is `status` from the head, as `sent_whole` (the request with its body) got.
+
+    No `100 Continue` before it (the body was never asked for), `Connection: close`, and the
+    problem, `WWW-Authenticate` and media type of the request sent with its body.
+    """
+    assert not answer.startswith(b"HTTP/1.1 100 "), answer[:40]
+    status_line, fields, problem = _problem(answer)
+    assert status_line.startswith(b"HTTP/1.1 %d " % status)
+    assert fields["connection"] == "close"
+    _, whole_fields, whole_problem = _problem(sent_whole)
+    assert fields["www-authenticate"] == whole_fields["www-authenticate"]
+    assert fields["content-type"] == whole_fields["content-type"] == "application/problem+json"
+    del problem["requestId"], whole_problem["requestId"]
+    assert problem == whole_problem
 
 
 def _cases(issuer: LocalTokenIssuer) -> dict[str, bytes | None]:
@@ -111,20 +137,10 @@ async def test_a_caller_without_a_valid_token_is_refused_401_before_its_body(
         )
         _, sent_whole = await _exchange(
             port,
-            _head(b"/v1/dcc", authorization, expect=False).replace(
-                b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"
-            ),
+            _closing(_head(b"/v1/dcc", authorization, expect=False)),
             send_body_when_asked=False,
         )
-    assert not before.startswith(b"HTTP/1.1 100 ")  # the body was never asked for
-    status_line, fields, problem = _problem(before + refused)
-    assert status_line.startswith(b"HTTP/1.1 401 ")
-    assert fields["connection"] == "close"
-    _, whole_fields, whole_problem = _problem(sent_whole)
-    assert fields["www-authenticate"] == whole_fields["www-authenticate"]
-    assert fields["content-type"] == whole_fields["content-type"] == "application/problem+json"
-    del problem["requestId"], whole_problem["requestId"]
-    assert problem == whole_problem
+    _assert_answered_from_the_head(401, before + refused, sent_whole)
     assert mocked.signing_calls() == 0
 
 
@@ -138,11 +154,7 @@ async def test_a_caller_with_a_valid_token_is_asked_for_its_body_and_served(
     async with _served(test_keys, auth_settings) as port:
         authorization = b"Bearer " + full_token.encode()
         before, rest = await _exchange(
-            port,
-            _head(b"/v1/dcc", authorization, expect=True).replace(
-                b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"
-            ),
-            send_body_when_asked=True,
+            port, _closing(_head(b"/v1/dcc", authorization, expect=True)), send_body_when_asked=True
         )
     assert before == CONTINUE
     assert rest.startswith(b"HTTP/1.1 200 ")
@@ -154,9 +166,7 @@ async def test_a_path_no_route_takes_is_left_to_the_router(
 ) -> None:
     """Pin that no route's request is not refused 401 from its head: it is a 404, as sent whole."""
     async with _served(test_keys, auth_settings) as port:
-        head = _head(b"/v1/nowhere", None, expect=True).replace(
-            b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"
-        )
+        head = _closing(_head(b"/v1/nowhere", None, expect=True))
         before, rest = await _exchange(port, head, send_body_when_asked=True)
     assert before == CONTINUE
     assert rest.startswith(b"HTTP/1.1 404 ")
@@ -182,3 +192,79 @@ async def test_what_the_head_refuses_first_comes_before_the_token_check(
     assert status_line.startswith(b"HTTP/1.1 %d " % status)
     assert "www-authenticate" not in answer_fields
     assert answer_fields["connection"] == "close"
+
+
+#: A route, a body it takes, and the scopes of a token without what the route asks before
+#: reading the body (for `/v1/print` and `/v1/credentials`: one of the signing scopes).
+FORBIDDEN: dict[str, tuple[bytes, bytes, list[str]]] = {
+    "dcc": (b"/v1/dcc", BODY, ["domestic:sign", "keys:read"]),
+    "domestic-static": (
+        b"/v1/domestic/static",
+        orjson.dumps({"credentialAttributes": domestic_attributes()}),
+        ["dcc:sign"],
+    ),
+    "prepare-issue": (b"/v1/domestic/prepare-issue", b"{}", ["dcc:sign"]),
+    "print": (b"/v1/print", orjson.dumps({"european": eu_test()}), ["keys:read"]),
+    "credentials": (b"/v1/credentials", orjson.dumps({"european": [eu_test()]}), []),
+}
+
+
+def _security_events(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """Each security record: its event, the subject it names ("" if none), the path."""
+    return [
+        (r["security_event"], r.get("subject", ""), r["path"])
+        for r in records
+        if r.get("logger") == "signing_gateway.security"
+    ]
+
+
+async def _scrape(port: int) -> Scrape:
+    """The served gateway's /metrics, read as Prometheus reads it."""
+    _, answer = await _exchange(
+        port,
+        b"GET /metrics HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n",
+        body=b"",
+        send_body_when_asked=False,
+    )
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return Scrape.of(text.decode())
+
+
+@pytest.mark.parametrize("case", FORBIDDEN)
+async def test_a_caller_without_the_routes_scope_is_refused_403_before_its_body(  # noqa: PLR0917 - fixtures and parameter
+    test_keys: SignerKeys,
+    mocked: MockedSigners,
+    auth_settings: AuthSettings,
+    token_issuer: LocalTokenIssuer,
+    json_log: Callable[[], list[dict[str, Any]]],
+    case: str,
+) -> None:
+    """403 at once, without `100 Continue`, saying `Connection: close`; refused and counted once.
+
+    The problem, `WWW-Authenticate`, the count of `insufficient-scope` and the security record
+    are those of the same request sent with its body, which the route refuses.
+    """
+    path, body, scopes = FORBIDDEN[case]
+    authorization = b"Bearer " + token_issuer.mint(subject="backend-3", scopes=scopes).encode()
+    async with _served(test_keys, auth_settings) as port:
+        before, refused = await _exchange(
+            port,
+            _head(path, authorization, expect=True, body=body),
+            send_body_when_asked=True,
+            body=body,
+        )
+        after_head = await _scrape(port)
+        _, sent_whole = await _exchange(
+            port,
+            _closing(_head(path, authorization, expect=False, body=body)),
+            send_body_when_asked=False,
+            body=body,
+        )
+        after_both = await _scrape(port)
+    _assert_answered_from_the_head(403, before + refused, sent_whole)
+    assert after_head.value("gateway_auth_failures_total", reason="insufficient-scope") == 1
+    assert after_both.value("gateway_auth_failures_total", reason="insufficient-scope") == 2
+    route = path.decode()
+    assert _security_events(json_log()) == [("auth-forbidden", "backend-3", route)] * 2
+    assert mocked.signing_calls() == 0
