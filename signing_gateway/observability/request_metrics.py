@@ -30,7 +30,10 @@ or None when none was (`disconnected`, or the app raised): an issued credential 
 recorded as such.
 
 Routes are labelled by their template (`/v1/dcc`, never a raw path with ids or junk); a request
-no route matched (or that a middleware answered before routing) is labelled `unmatched`.
+no route matched (or that a middleware answered before routing) is labelled `unmatched`. The
+one middleware answer that is a route's own, the 401 or 403 the body limits give from the head
+of a request holding its body back (`security.auth.authenticate_head`), notes that route in the
+scope as the router would, and is labelled with its template.
 
 Liveness probes (`GET /healthz`, and `HEAD`) are answered here, by the outermost layer, without
 passing through the other middlewares and FastAPI's routing: the answer is the same (200

@@ -322,7 +322,8 @@ async def authenticate_head(scope: Scope) -> None:
     token as the route's dependency would, then the scopes the route requires before reading
     the body (its `RequireScopes` dependencies), and the caller it names is kept in the scope
     (`HEAD_CALLER`) for that dependency. A refusal is the dependency's 401 or 403 (problem and
-    `WWW-Authenticate` alike, counted and logged alike), answered before the body is read. A
+    `WWW-Authenticate` alike, counted and logged alike), answered before the body is read, and
+    counted under the route's template as the dependency's would be (the request's `route`). A
     request no route takes, or one to a route outside `/v1` (none of which authenticates), is
     left to the router.
 
@@ -346,18 +347,21 @@ async def authenticate_head(scope: Scope) -> None:
         caller = await _authenticate(verifier, authorization)
     except AuthenticationFailed as exc:
         _record_refusal(state["metrics"], exc, scope["path"])
-        raise _refused_from_head(exc) from None
+        raise _refused_from_head(scope, route, exc) from None
     for requirement in _requirements(route):
         try:
             requirement.check(caller)
         except PermissionDenied as exc:
             _record_forbidden(state["metrics"], caller, scope["path"])
-            raise _refused_from_head(exc) from None
+            raise _refused_from_head(scope, route, exc) from None
     scope[HEAD_CALLER] = caller
 
 
-def _refused_from_head(exc: GatewayError) -> BodyRefused:
+def _refused_from_head(scope: Scope, route: BaseRoute, exc: GatewayError) -> BodyRefused:
     """The body limits' refusal answering `exc` as the route's dependency would have."""
+    # The request metrics label a request by the route the router noted in its scope: noted
+    # here, the refusal is counted under the route's template, as the dependency's would be.
+    scope["route"] = route
     headers = tuple((n.lower().encode(), v.encode()) for n, v in exc.headers().items())
     return BodyRefused(exc.status, exc.slug, exc.title, exc.detail, headers=headers)
 

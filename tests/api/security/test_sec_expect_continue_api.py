@@ -268,3 +268,33 @@ async def test_a_caller_without_the_routes_scope_is_refused_403_before_its_body(
     route = path.decode()
     assert _security_events(json_log()) == [("auth-forbidden", "backend-3", route)] * 2
     assert mocked.signing_calls() == 0
+
+
+@pytest.mark.parametrize("refusal", ["401", "403"])
+async def test_a_refusal_from_the_head_is_counted_under_its_route(  # noqa: PLR0917 - fixtures and parameter
+    test_keys: SignerKeys,
+    mocked: MockedSigners,
+    auth_settings: AuthSettings,
+    token_issuer: LocalTokenIssuer,
+    json_log: Callable[[], list[dict[str, Any]]],
+    refusal: str,
+) -> None:
+    """A 401 or 403 from the head is labelled with the route's template, as the route's own.
+
+    So a dashboard or the runbook reading a route's 4xx sees the same whether the caller sent
+    `Expect: 100-continue` or not.
+    """
+    token = token_issuer.mint(scopes=["keys:read"])
+    authorization = None if refusal == "401" else b"Bearer " + token.encode()
+    async with _served(test_keys, auth_settings) as port:
+        for expect in (True, False):
+            head = _closing(_head(b"/v1/dcc", authorization, expect=expect))
+            await _exchange(port, head, send_body_when_asked=expect)
+        metrics = await _scrape(port)
+    assert metrics.value("gateway_responses_total", route="/v1/dcc", status=refusal) == 2
+    assert metrics.value("gateway_responses_sent_total", route="/v1/dcc", status_class="4xx") == 2
+    assert metrics.value("gateway_responses_total", route="unmatched", status=refusal) == 0
+    access = [r for r in json_log() if r.get("logger") == "signing_gateway.access"]
+    assert [(r["route"], r["status"]) for r in access if r["route"] != "/metrics"] == [
+        ("/v1/dcc", int(refusal))
+    ] * 2
