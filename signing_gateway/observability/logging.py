@@ -187,6 +187,11 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
         _exit_hook_registered = True
     handler = _LineHandler(_writer)
     handler.setFormatter(build_formatter(fmt))
+    # A record would otherwise look up its thread's, process's and multiprocessing process's
+    # names (a `getpid` system call among them) and walk the stack for its caller's file, line
+    # and function, none of which the lines hold (`build_formatter`): two records a request.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None  # noqa: SLF001 - the module's own switch for the stack walk
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -44,12 +44,52 @@ def restore_logging() -> Iterator[None]:
     """Put the root logger back as it was (handlers, level) after the test."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    switches = {name: getattr(logging, name) for name in RECORD_SWITCHES}
     try:
         yield
     finally:
         shutdown_logging()
         root.handlers[:] = handlers
         root.setLevel(level)
+        for name, value in switches.items():
+            setattr(logging, name, value)
+
+
+#: The logging module's switches for what every record looks up (`configure_logging`).
+RECORD_SWITCHES = ("logThreads", "logProcesses", "logMultiprocessing", "_srcfile")
+
+
+class Kept(logging.Handler):
+    """Keeps the records it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_records_skip_the_lookups_no_line_shows(monkeypatch, restore_logging):
+    """No stack walk, no thread, process or multiprocessing names: the lines hold none."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    kept = Kept()
+    logging.getLogger().addHandler(kept)
+
+    logging.getLogger("signing_gateway.test").info("looked up", extra={"n": 1})
+    flush_logging()
+
+    (record,) = kept.records
+    assert (record.pathname, record.lineno, record.funcName) == (
+        "(unknown file)", 0, "(unknown function)",
+    )  # fmt: skip
+    assert (record.thread, record.threadName, record.process, record.processName) == (
+        None, None, None, None,
+    )  # fmt: skip
+    line = orjson.loads(stream.getvalue())
+    assert (line["event"], line["n"], line["logger"]) == ("looked up", 1, "signing_gateway.test")
 
 
 def test_lines_are_json_with_the_request_id(monkeypatch, restore_logging):
