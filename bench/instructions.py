@@ -33,7 +33,8 @@ same windows again: what a gateway keeps from holding a load and what it then co
 
 `--proxy` and `--httpx` also measure S3's two comparisons after the versions, on the same
 load: the pass-through proxy (bench/passthrough.py) and this tree's gateway on httpx's default
-transport; the report then gives S3's ratios in instructions for each gateway version. S3
+transport; the report then gives S3's ratios in instructions: against the proxy for each
+gateway version, against the httpx variant for this tree's gateway. S3
 itself compares requests per second with wrk and the fake signer on the same two cores; these
 compare the servers' own work, which is what the full path can change.
 
@@ -453,7 +454,9 @@ def _s3_lines(measured: list[Version]) -> list[str]:
             lines.append(f"- {v.label}: the pass-through proxy's {median[proxy.label]:,.0f} "
                          f"over its {median[v.label]:,.0f} = {ratio:.3f} (S3's target: "
                          "req/s at least 0.6 of the proxy's)")  # fmt: skip
-        if httpx_gw is not None:
+        # The httpx variant runs this checkout's gateway: a ratio to another version's would
+        # mix two versions' full paths.
+        if httpx_gw is not None and httpx_gw.tree == v.tree:
             ratio = median[httpx_gw.label] / median[v.label]
             lines.append(f"- {v.label}: the httpx-transport gateway's "
                          f"{median[httpx_gw.label]:,.0f} over its {median[v.label]:,.0f} = "

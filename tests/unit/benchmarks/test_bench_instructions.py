@@ -148,6 +148,10 @@ def test_the_report_gives_s3s_ratios_beside_the_proxy_and_the_httpx_transport(tm
     assert "- head: the httpx-transport gateway's 1,500 over its 520 = 2.88x " in report
     assert "head on httpx's transport: the" not in report  # the comparisons get no ratios
     assert "S3's ratios" not in _report([gateway], args)
+    older = Version("old", tmp_path / "old", windows=[1.0], net=[260.0], costs=costs)
+    mixed = _report([older, gateway, on_httpx, proxy], args)
+    assert "- old: the pass-through proxy's 130 over its 260 = 0.500 " in mixed
+    assert "- old: the httpx-transport" not in mixed  # another version's full path: not compared
 
 
 def test_each_version_runs_its_own_trees_code_whatever_the_working_directory(tmp_path):
