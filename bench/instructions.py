@@ -27,9 +27,24 @@ one run (docs/benchmarks.md).
 
 `--hold N` then has the gateway hold N requests at a slow signer, as S1 does at its scale (wrk,
 N connections, the signer answering after 40 s), waits until all are back, and measures the
-same windows again: what a gateway keeps from holding a load and what it then costs. With
-`--cache-sim`, callgrind's model of this machine's caches also counts the misses per request
+same windows again: what a gateway keeps from holding a load and what it then costs.
+
+With `--cache-sim`, callgrind's model of this machine's caches also counts the misses per request
 (L1 data reads and writes, last-level data reads); a run takes about twice as long.
+
+`--during N[,N...]` measures the windows again WHILE N requests wait in the gateway, as S1's
+1,000 do: each /v1/dcc request then pays whatever the held ones make it pay (a larger timer
+heap, more live objects for the collector, longer tables). The held requests go to a second
+fake signer, the domestic one (`POST /v1/domestic/static`, one raw keep-alive connection each,
+sent in batches of `HELD_BATCH` with instrumentation off, each batch waited for at the signer),
+which answers only after `DURING_SECONDS`; the windows' /v1/dcc requests still go to the fast
+EU signer. Each count is reached by adding requests to those already held (so give them in
+increasing order), `HELD_SETTLE_S` is waited out (the arrivals' own timers, run ~10 s later),
+and before the count's windows the gateway idles `--idle` seconds with them held:
+that rate (the held requests' own cost per second: their timers, the lag monitor's, the
+collector's ticks over more objects) is the one the count's net figures subtract, and the
+report gives it beside them. A held request answered before the end (a 503, its deadline)
+fails the version.
 
 `--proxy` and `--httpx` also measure S3's two comparisons after the versions, on the same
 load: the pass-through proxy (bench/passthrough.py) and this tree's gateway on httpx's default
@@ -50,9 +65,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import io
 import json
+import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +78,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +91,8 @@ from bench.run import RESULTS, ROOT, keep_markdown
 from bench.wrk import Load, run_wrk
 from signing_gateway.api import examples
 from signing_gateway.cli import served_loop
+from signing_gateway.security.settings import SCOPE_DCC_SIGN, SCOPE_DOMESTIC_SIGN, LimitsSettings
+from signing_gateway.settings import LoopLagSettings
 
 #: Shared objects by the name the report gives them (the first fragment found in the path).
 OBJECTS = {
@@ -191,6 +212,8 @@ class Version:
     misses: list[dict[str, float]] = field(default_factory=list)
     #: With `--hold`: the same figures, measured after the gateway held that many requests.
     after_hold: Version | None = None
+    #: With `--during`: the same figures while each count of requests was held, in order.
+    during: list[Version] = field(default_factory=list)
     #: Why it could not be measured (an old version that does not start against this tree's
     #: bench settings, say), or None.
     failed: str | None = None
@@ -320,6 +343,76 @@ def _hold(count: int, url: str, logs: Path, auth: bench_auth.BenchAuth, signer_u
             time.sleep(1)
 
 
+#: With `--during`: how long the domestic signer keeps the held requests (its longest latency),
+#: how many are sent before waiting for them to arrive there, and how long a batch may take.
+DURING_SECONDS, HELD_BATCH, HELD_BATCH_LIMIT_S = 600.0, 50, 300.0
+#: How long after the last held request arrived its arrival's timers are still due: a request
+#: leaves its head's clock and its CPU permit's queue timeout set, each running out (and
+#: costing its timer's run) that many seconds later. Waited out before the count's idle rate,
+#: which counted them otherwise: at 1,000 held, 8.4 million instructions a second measured at
+#: once, 4.6 million after (3.7-3.9 million with none held).
+HELD_SETTLE_S = (
+    max(LimitsSettings().header_timeout_seconds, LoopLagSettings().cpu_queue_timeout_seconds) + 2.0
+)
+
+
+def raw_request(path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
+    """An HTTP/1.1 POST of `body` to `path` on the loopback `port`, as it goes on the wire."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {procs.LOOPBACK}:{port}",
+             *(f"{name}: {value}" for name, value in headers.items()),
+             f"Content-Length: {len(body)}"]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Held:
+    """Requests kept in flight in the gateway: each on its own connection, sent, never read.
+
+    `waiting()` says how many have arrived where they wait (the slow signer's count in flight);
+    `grow(n)` sends more, `HELD_BATCH` at a time, until `n` are held and have all arrived, so
+    a gateway under valgrind never has more new requests waiting for a CPU permit than it can
+    take before they would be answered 503. `check()` fails if any was answered.
+    """
+
+    def __init__(self, port: int, request: bytes, waiting: Callable[[], int]) -> None:
+        self.port, self.request, self.waiting = port, request, waiting
+        self.sockets: list[socket.socket] = []
+
+    def grow(self, count: int, limit: float = HELD_BATCH_LIMIT_S) -> None:
+        while len(self.sockets) < count:
+            for _ in range(min(HELD_BATCH, count - len(self.sockets))):
+                held = socket.create_connection((procs.LOOPBACK, self.port), timeout=30)
+                self.sockets.append(held)
+                held.sendall(self.request)
+            deadline = time.monotonic() + limit
+            while self.waiting() < len(self.sockets):
+                self.check()
+                if time.monotonic() > deadline:
+                    arrived = f"{self.waiting()} of {len(self.sockets)}"
+                    raise RuntimeError(f"{arrived} held requests arrived in {limit:.0f} s")
+                time.sleep(0.2)
+
+    def check(self) -> None:
+        """Raise if a held request was answered (or its connection closed): it is held no more."""
+        poll = select.poll()  # not select(): descriptors past 1,023 are common here
+        by_fd = {held.fileno(): held for held in self.sockets}
+        for fd in by_fd:
+            poll.register(fd, select.POLLIN)
+        for fd, _ in poll.poll(0):
+            head = by_fd[fd].recv(200).split(b"\r\n", 1)[0].decode(errors="replace")
+            raise RuntimeError(f"a held request was answered: {head or 'connection closed'}")
+
+    def close(self) -> None:
+        for held in self.sockets:
+            held.close()
+        self.sockets.clear()
+
+
+def _most_held(args: argparse.Namespace) -> int:
+    """The most requests the gateway will hold at once (`--hold`, `--during`)."""
+    counts: list[int] = [args.hold, *args.during]
+    return max(counts)
+
+
 #: How each server is started: `-P` keeps the working directory (this checkout, when run from
 #: its root) off the front of `sys.path`, where `python -m` puts it ahead of `PYTHONPATH`, so
 #: the version's tree is the `signing_gateway` imported, not this checkout's.
@@ -327,8 +420,12 @@ PYTHON = (sys.executable, "-P")
 
 
 def _server(version: Version, args: argparse.Namespace, port: int, auth: bench_auth.BenchAuth,
-            signer_url: str) -> tuple[list[str], dict[str, str]]:  # fmt: skip
-    """The arguments after `python` that start `version`'s server on `port`, and its settings."""
+            signer_url: str, *,
+            domestic_url: str | None = None) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """The arguments after `python` that start `version`'s server on `port`, and its settings.
+
+    `domestic_url`: the domestic signer's, when not `signer_url` (`--during` holds requests there).
+    """
     if version.server == PROXY:  # as bench/run.py starts it for S3 (procs.uvicorn_app)
         return [
             "-m", "uvicorn", "--factory", "bench.passthrough:create_app", "--host",
@@ -339,8 +436,8 @@ def _server(version: Version, args: argparse.Namespace, port: int, auth: bench_a
         signer_url,
         auth=auth,
         transport="httpx" if version.server == HTTPX else "aiohttp",
-        max_in_flight=64 + args.hold,
-        deadline_s=HOLD_SECONDS + 60.0,
+        max_in_flight=64 + _most_held(args),
+        deadline_s=(DURING_SECONDS if args.during else HOLD_SECONDS) + 60.0,
     ) | {
         "PYTHONPATH": str(version.tree),
         # A full collection walks every live object (~30 million instructions here) on a
@@ -349,10 +446,48 @@ def _server(version: Version, args: argparse.Namespace, port: int, auth: bench_a
         # The readiness probes call each signer every 5 s of wall time: also kept out.
         "SIGNING_GATEWAY_READINESS_PROBE_INTERVAL_SECONDS": "86400",
     }
+    if domestic_url is not None:
+        env["SIGNING_GATEWAY_DOMESTIC_SIGNER__URL"] = domestic_url
     return [
         "-m", "signing_gateway", "serve", "--host", procs.LOOPBACK, "--port", str(port),
-        "--backlog", str(max(2048, 2 * args.hold)),
+        "--backlog", str(max(2048, 2 * _most_held(args))),
     ], env  # fmt: skip
+
+
+def _idle_rate(pid: int, out: Path, seen: set[Path], seconds: float) -> float:
+    """Instructions per second of the gateway left alone for `seconds` (instrumentation on)."""
+    _control("--zero", str(pid))
+    started = time.monotonic()
+    time.sleep(seconds)
+    _control("--dump", str(pid))
+    return read_dump(_next_dump(out, pid, seen)).total / (time.monotonic() - started)
+
+
+def _measure_during(version: Version, window: Window, args: argparse.Namespace,
+                    auth: bench_auth.BenchAuth, domestic: httpx.Client) -> None:  # fmt: skip
+    """`--during`: the windows again while each count of requests waits at the domestic signer."""
+    pid = str(window.gateway.popen.pid)
+    body = json.dumps({"credentialAttributes": examples.DOMESTIC_ATTRIBUTES}).encode()
+    headers = {**auth.header, "Content-Type": "application/json"}
+    port = int(window.gateway.url.rsplit(":", 1)[1])
+    request = raw_request("/v1/domestic/static", port, headers, body)
+    domestic.put("/_control", json={"latencyMs": DURING_SECONDS * 1000}).raise_for_status()
+    held = Held(port, request, lambda: int(domestic.get("/_stats").json().get("inFlight", 0)))
+    try:
+        for count in args.during:
+            _control("--instr=off", pid)
+            held.grow(count)
+            time.sleep(HELD_SETTLE_S)  # the arrivals' timers: no state of the gateway shows them
+            _control("--instr=on", pid)
+            _send(window.url, window.body, window.headers, args.warmup // 2, args.concurrency)
+            row = Version(f"{version.label}, {count:,} in flight", version.tree)
+            row.idle_rate = _idle_rate(window.gateway.popen.pid, window.out, window.seen,
+                                       args.idle)  # fmt: skip
+            window.measure(row, args)
+            held.check()
+            version.during.append(row)
+    finally:
+        held.close()
 
 
 def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_auth.BenchAuth,
@@ -360,8 +495,23 @@ def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_
     """Fill `version.windows` and `version.costs` from one gateway process under callgrind."""
     out = logs / f"callgrind-{len(list(logs.glob('callgrind-*')))}"
     out.mkdir()
+    with contextlib.ExitStack() as stack:
+        domestic = None
+        # Its own slow signer, fresh for each gateway: none held there from the last one.
+        if args.during and version.server != PROXY:
+            domestic = stack.enter_context(
+                procs.fake_signer(out, latency_ms=0, keys_dir=logs / "keys")
+            )
+        _measure_gateway(version, args, logs=logs, out=out, auth=auth, signer_url=signer_url,
+                         domestic=domestic)  # fmt: skip
+
+
+def _measure_gateway(version: Version, args: argparse.Namespace, *, logs: Path, out: Path,
+                     auth: bench_auth.BenchAuth, signer_url: str,
+                     domestic: procs.Proc | None) -> None:  # fmt: skip
     port = procs.free_port()
-    server, env = _server(version, args, port, auth, signer_url)
+    server, env = _server(version, args, port, auth, signer_url,
+                          domestic_url=None if domestic is None else domestic.url)  # fmt: skip
     command = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no",
         *(["--cache-sim=yes"] if args.cache_sim else []),
@@ -379,14 +529,12 @@ def measure(version: Version, args: argparse.Namespace, logs: Path, auth: bench_
         _control("--instr=on", pid)
         _send(url, body, headers, args.warmup // 2, args.concurrency)
         seen: set[Path] = set()
-        _control("--zero", pid)
-        started = time.monotonic()
-        time.sleep(args.idle)
-        _control("--dump", pid)
-        idle = read_dump(_next_dump(out, gateway.popen.pid, seen))
-        version.idle_rate = idle.total / (time.monotonic() - started)
+        version.idle_rate = _idle_rate(gateway.popen.pid, out, seen, args.idle)
         window = Window(gateway, url, body, headers, out, seen)
         window.measure(version, args)
+        if domestic is not None:
+            with httpx.Client(base_url=domestic.url, timeout=10) as client:
+                _measure_during(version, window, args, auth, client)
         if args.hold:
             _control("--instr=off", pid)
             _hold(args.hold, url, logs, auth, signer_url)
@@ -413,8 +561,8 @@ def _row(v: Version, first: float) -> str:
 
 
 def _with_hold(v: Version) -> list[Version]:
-    """`v`, and its figures after `--hold` if measured."""
-    return [v] if v.after_hold is None else [v, v.after_hold]
+    """`v`, its figures during `--during`'s holds, and after `--hold`, those measured."""
+    return [v, *v.during, *([] if v.after_hold is None else [v.after_hold])]
 
 
 def _misses_table(measured: list[Version]) -> list[str]:
@@ -489,7 +637,8 @@ def _report(versions: list[Version], args: argparse.Namespace) -> str:
     if args.cache_sim:
         lines += _misses_table(measured)
     lines += _s3_lines(measured)
-    for v in measured[:1] + measured[1:][-1:]:  # the first and the last
+    # The first and the last version, and the first's figures at the most held (`--during`).
+    for v in measured[:1] + measured[0].during[-1:] + measured[1:][-1:]:
         assert v.costs is not None
         per = args.requests
         lines += ["", f"Where {v.label}'s instructions went (last window, per request):", "",
@@ -522,6 +671,14 @@ def _versions(args: argparse.Namespace, logs: Path) -> list[Version]:
     if args.proxy:
         versions.append(Version("pass-through proxy", ROOT, server=PROXY))
     return versions
+
+
+def _counts(text: str) -> list[int]:
+    """`--during`'s counts: positive, increasing (each adds to the requests already held)."""
+    counts = [int(part) for part in text.split(",")]
+    if any(n <= 0 for n in counts) or counts != sorted(set(counts)):
+        raise argparse.ArgumentTypeError(f"positive increasing counts wanted, not {text!r}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -562,6 +719,13 @@ def main(argv: list[str] | None = None) -> int:
         help="then hold this many requests at a slow signer and measure again",
     )
     parser.add_argument(
+        "--during",
+        type=_counts,
+        default=[],
+        help="then measure again while each of these counts of requests waits in the gateway "
+        "(comma-separated, increasing: 250,1000)",
+    )
+    parser.add_argument(
         "--cache-sim",
         action="store_true",
         help="also count cache misses (callgrind's cache model; ~2x slower)",
@@ -578,7 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         logs = Path(tmp)
         versions = _versions(args, logs)
-        auth = bench_auth.make(logs)
+        # `--during` holds domestic requests: the token (the same size) also has their scope.
+        scopes = (SCOPE_DCC_SIGN, SCOPE_DOMESTIC_SIGN) if args.during else (SCOPE_DCC_SIGN,)
+        auth = bench_auth.make(logs, scopes=scopes)
         with procs.fake_signer(logs, latency_ms=0, keys_dir=logs / "keys") as signer:
             for version in versions:
                 try:

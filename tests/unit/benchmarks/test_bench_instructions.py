@@ -5,13 +5,27 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import select
 import shutil
+import socket
 import subprocess
+import threading
 
 import pytest
 
 from bench import auth as bench_auth
-from bench.instructions import PYTHON, Costs, Version, _report, _server, read_dump
+from bench import instructions
+from bench.instructions import (
+    PYTHON,
+    Costs,
+    Held,
+    Version,
+    _counts,
+    _report,
+    _server,
+    raw_request,
+    read_dump,
+)
 from bench.run import ROOT
 
 # Two objects and three functions, names compressed as callgrind writes them: `(n) name` the
@@ -165,7 +179,7 @@ def test_each_version_runs_its_own_trees_code_whatever_the_working_directory(tmp
     (tree / "signing_gateway" / "__init__.py").write_text("")
     (tree / "signing_gateway" / "__main__.py").write_text("print(__file__)\n")
     version = Version("other", tree)
-    args = argparse.Namespace(hold=0)
+    args = argparse.Namespace(hold=0, during=[])
     server, env = _server(version, args, 1, bench_auth.make(tmp_path), "http://127.0.0.1:1")
 
     done = subprocess.run(  # noqa: S603 - a fixed command
@@ -175,3 +189,124 @@ def test_each_version_runs_its_own_trees_code_whatever_the_working_directory(tmp
     )  # fmt: skip
 
     assert done.stdout.strip() == str(tree / "signing_gateway" / "__main__.py")
+
+
+def test_the_report_gives_the_figures_while_requests_are_held(tmp_path):
+    """`--during`: a row per count held, its net less its own idle rate, beside the first."""
+    costs = Costs(1000)
+    held = [
+        Version("v, 250 in flight", tmp_path, windows=[130.0], net=[104.0], idle_rate=2600.0),
+        Version(
+            "v, 1,000 in flight",
+            tmp_path,
+            windows=[150.0],
+            net=[110.0],
+            idle_rate=4000.0,
+            costs=costs,
+        ),
+    ]
+    v = Version("v", tmp_path, windows=[120.0], net=[100.0], idle_rate=2000.0, costs=costs,
+                during=held)  # fmt: skip
+    args = argparse.Namespace(shown=["--during", "250,1000"], windows=1, requests=10,
+                              concurrency=4, functions=3, cache_sim=False)  # fmt: skip
+
+    report = _report([v], args)
+
+    rows = [line for line in report.splitlines() if line.startswith(("| v |", "| v, "))]
+    assert rows == [
+        "| v | 120 | 100 (2,000/s) | 100 | 1.000 |",
+        "| v, 250 in flight | 130 | 104 (2,600/s) | 104 | 1.040 |",
+        "| v, 1,000 in flight | 150 | 110 (4,000/s) | 110 | 1.100 |",
+    ]
+    breakdowns = [line for line in report.splitlines() if line.startswith("Where ")]
+    assert [line.split("'s instructions")[0] for line in breakdowns] == [
+        "Where v",
+        "Where v, 1,000 in flight",
+    ]
+
+
+def test_the_counts_held_must_grow():
+    """Each count adds to the requests already held, so they come in increasing order."""
+    assert _counts("250,1000") == [250, 1000]
+    for wrong in ("1000,250", "250,250", "0,10"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _counts(wrong)
+
+
+class _Slow:
+    """A loopback server that reads whole requests and answers none until told."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.connections: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    def _read(self, connection: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+            data.split(b"Content-Length: ")[1].split(b"\r\n")[0]
+        ):
+            data += connection.recv(4096)
+        with self.lock:
+            self.requests.append(data)
+            self.connections.append(connection)
+
+    def arrived(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_held_requests_arrive_whole_and_stay_unanswered(monkeypatch):
+    """`Held` sends each request on its own connection, a batch at a time, reads nothing.
+
+    And says so when one is answered after all.
+    """
+    monkeypatch.setattr(instructions, "HELD_BATCH", 40)
+    server = _Slow()
+    body = b'{"credentialAttributes": {}}'
+    request = raw_request("/v1/domestic/static", server.port, {"X-Test": "1"}, body)
+    sent_when_waiting: list[int] = []
+
+    def waiting() -> int:
+        sent_when_waiting.append(len(held.sockets))
+        return server.arrived()
+
+    held = Held(server.port, request, waiting)
+    try:
+        held.grow(50)
+        held.grow(100)
+
+        assert server.arrived() == 100
+        assert all(r == request for r in server.requests)
+        assert request.startswith(b"POST /v1/domestic/static HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert b"\r\nX-Test: 1\r\nContent-Length: 28\r\n\r\n" + body in request
+        # Each batch waited for before the next is sent: never more than 40 ahead.
+        assert sorted(set(sent_when_waiting)) == [40, 50, 90, 100]
+        held.check()  # none answered
+
+        server.connections[7].sendall(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+        poll = select.poll()
+        for held_socket in held.sockets:
+            poll.register(held_socket, select.POLLIN)
+        assert poll.poll(5000), "the answer did not cross the loopback"
+        with pytest.raises(RuntimeError, match=r"answered: HTTP/1\.1 503 Service Unavailable"):
+            held.check()
+    finally:
+        held.close()
+        server.close()
