@@ -46,6 +46,14 @@ collector's ticks over more objects) is the one the count's net figures subtract
 report gives it beside them. A held request answered before the end (a 503, its deadline)
 fails the version.
 
+`--shape CLIENTS:MS` measures the windows once more in S1's own shape, before `--during`:
+the EU signer answers after MS ms and the requests come from CLIENTS keep-alive clients kept
+open across the windows (`Clients`), so each measured request itself waits at the signer and
+for a CPU permit, as S1's do. Under valgrind the gateway serves ~25 requests a second, so S1's
+1,000 clients at 1 s come down to about 160:5000 (~125 at the signer, the rest queued for the
+CPU, each queued well under the permit's 10 s timeout). The background subtracted is the
+version's idle rate.
+
 `--proxy` and `--httpx` also measure S3's two comparisons after the versions, on the same
 load: the pass-through proxy (bench/passthrough.py) and this tree's gateway on httpx's default
 transport; the report then gives S3's ratios in instructions: against the proxy for each
@@ -68,6 +76,7 @@ import collections
 import contextlib
 import io
 import json
+import queue
 import select
 import shutil
 import socket
@@ -79,7 +88,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -212,8 +221,9 @@ class Version:
     misses: list[dict[str, float]] = field(default_factory=list)
     #: With `--hold`: the same figures, measured after the gateway held that many requests.
     after_hold: Version | None = None
-    #: With `--during`: the same figures while each count of requests was held, in order.
-    during: list[Version] = field(default_factory=list)
+    #: The same figures under S1's shape (`--shape`), then while each count of requests was
+    #: held (`--during`), in order.
+    loaded: list[Version] = field(default_factory=list)
     #: Why it could not be measured (an old version that does not start against this tree's
     #: bench settings, say), or None.
     failed: str | None = None
@@ -293,6 +303,9 @@ class Window:
     headers: dict[str, str]
     out: Path
     seen: set[Path]
+    #: What sends a window's requests, given their number (`--shape`: persistent clients);
+    #: None: `_send` with `--concurrency` clients.
+    send: Callable[[int], None] | None = None
 
     def measure(self, version: Version, args: argparse.Namespace) -> None:
         """Add `args.windows` windows of `args.requests` requests each to `version`."""
@@ -300,7 +313,10 @@ class Window:
         for _ in range(args.windows):
             _control("--zero", pid)
             started = time.monotonic()
-            _send(self.url, self.body, self.headers, args.requests, args.concurrency)
+            if self.send is None:
+                _send(self.url, self.body, self.headers, args.requests, args.concurrency)
+            else:
+                self.send(args.requests)
             _control("--dump", pid)
             seconds = time.monotonic() - started
             costs = read_dump(_next_dump(self.out, self.gateway.popen.pid, self.seen))
@@ -407,9 +423,80 @@ class Held:
         self.sockets.clear()
 
 
+#: What a `Clients` thread is told: send one request, or close its connection and end.
+SEND, STOP = "send", "stop"
+
+
+class Clients:
+    """`count` keep-alive clients, a thread and a connection each, kept open across windows.
+
+    `_send` opens its clients' connections anew for each call: at 4 clients that is nothing
+    per request, but at S1's scale (`--shape`) a window of 300 requests from 160 clients paid
+    for 160 connections, ~0.5 million instructions more per request.
+    """
+
+    def __init__(self, url: str, body: bytes, headers: dict[str, str], count: int) -> None:
+        self.jobs: queue.Queue[str] = queue.Queue()  # SEND, or STOP for one client
+        self.outcomes: collections.Counter[int | str] = collections.Counter()
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._client, args=(url, body, headers), daemon=True)
+            for _ in range(count)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _client(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        with httpx.Client(timeout=120) as session:
+            while self.jobs.get() == SEND:
+                try:
+                    answer = session.post(url, content=body, headers=headers)
+                    outcome: int | str = answer.status_code
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                with self.lock:
+                    self.outcomes[outcome] += 1
+                self.jobs.task_done()
+            self.jobs.task_done()
+
+    def send(self, requests: int) -> None:
+        """Send `requests` requests over the open connections; every answer must be a 200."""
+        for _ in range(requests):
+            self.jobs.put(SEND)
+        self.jobs.join()
+        with self.lock:
+            outcomes = dict(self.outcomes)
+        if set(outcomes) != {200}:
+            raise RuntimeError(f"answers other than 200: {outcomes}")
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(STOP)
+        for thread in self.threads:
+            thread.join()
+
+
+def _measure_shape(version: Version, window: Window, args: argparse.Namespace,
+                   signer_url: str) -> None:  # fmt: skip
+    """`--shape`: the windows from persistent clients, the EU signer answering after a while."""
+    count, latency_ms = args.shape
+    with httpx.Client(base_url=signer_url, timeout=10) as signer:
+        signer.put("/_control", json={"latencyMs": latency_ms}).raise_for_status()
+        clients = Clients(window.url, window.body, window.headers, count)
+        try:
+            clients.send(2 * count)  # every connection open, and the shape reached
+            label = f"{version.label}, {count:,} clients at a {latency_ms:,.0f} ms signer"
+            row = Version(label, version.tree, idle_rate=version.idle_rate)
+            replace(window, send=clients.send).measure(row, args)
+            version.loaded.append(row)
+        finally:
+            clients.close()
+            signer.put("/_control", json={"latencyMs": 0}).raise_for_status()
+
+
 def _most_held(args: argparse.Namespace) -> int:
-    """The most requests the gateway will hold at once (`--hold`, `--during`)."""
-    counts: list[int] = [args.hold, *args.during]
+    """The most requests the gateway will hold at once (`--hold`, `--during`, `--shape`)."""
+    counts: list[int] = [args.hold, *args.during, args.shape[0] if args.shape else 0]
     return max(counts)
 
 
@@ -485,7 +572,7 @@ def _measure_during(version: Version, window: Window, args: argparse.Namespace,
                                        args.idle)  # fmt: skip
             window.measure(row, args)
             held.check()
-            version.during.append(row)
+            version.loaded.append(row)
     finally:
         held.close()
 
@@ -532,6 +619,8 @@ def _measure_gateway(version: Version, args: argparse.Namespace, *, logs: Path, 
         version.idle_rate = _idle_rate(gateway.popen.pid, out, seen, args.idle)
         window = Window(gateway, url, body, headers, out, seen)
         window.measure(version, args)
+        if args.shape and version.server != PROXY:  # before `--during`: none held then
+            _measure_shape(version, window, args, signer_url)
         if domestic is not None:
             with httpx.Client(base_url=domestic.url, timeout=10) as client:
                 _measure_during(version, window, args, auth, client)
@@ -561,8 +650,8 @@ def _row(v: Version, first: float) -> str:
 
 
 def _with_hold(v: Version) -> list[Version]:
-    """`v`, its figures during `--during`'s holds, and after `--hold`, those measured."""
-    return [v, *v.during, *([] if v.after_hold is None else [v.after_hold])]
+    """`v`, its figures under `--shape` and `--during`, and after `--hold`, those measured."""
+    return [v, *v.loaded, *([] if v.after_hold is None else [v.after_hold])]
 
 
 def _misses_table(measured: list[Version]) -> list[str]:
@@ -637,8 +726,8 @@ def _report(versions: list[Version], args: argparse.Namespace) -> str:
     if args.cache_sim:
         lines += _misses_table(measured)
     lines += _s3_lines(measured)
-    # The first and the last version, and the first's figures at the most held (`--during`).
-    for v in measured[:1] + measured[0].during[-1:] + measured[1:][-1:]:
+    # The first and the last version, and the first's figures under the last load measured.
+    for v in measured[:1] + measured[0].loaded[-1:] + measured[1:][-1:]:
         assert v.costs is not None
         per = args.requests
         lines += ["", f"Where {v.label}'s instructions went (last window, per request):", "",
@@ -679,6 +768,18 @@ def _counts(text: str) -> list[int]:
     if any(n <= 0 for n in counts) or counts != sorted(set(counts)):
         raise argparse.ArgumentTypeError(f"positive increasing counts wanted, not {text!r}")
     return counts
+
+
+def _shape(text: str) -> tuple[int, float]:
+    """`--shape CLIENTS:MS`: positive clients, a latency from 0 to the fake signer's longest."""
+    clients, _, latency = text.partition(":")
+    try:
+        shape = int(clients), float(latency)
+    except ValueError:
+        shape = (0, -1.0)
+    if shape[0] <= 0 or not 0 <= shape[1] <= DURING_SECONDS * 1000:
+        raise argparse.ArgumentTypeError(f"CLIENTS:MS wanted (160:5000), not {text!r}")
+    return shape
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -724,6 +825,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="then measure again while each of these counts of requests waits in the gateway "
         "(comma-separated, increasing: 250,1000)",
+    )
+    parser.add_argument(
+        "--shape",
+        type=_shape,
+        default=None,
+        metavar="CLIENTS:MS",
+        help="then measure again from CLIENTS persistent clients with the signer at MS ms "
+        "(S1's shape at valgrind's scale: 160:5000)",
     )
     parser.add_argument(
         "--cache-sim",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import http.server
 import os
 import select
 import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -17,12 +19,14 @@ from bench import auth as bench_auth
 from bench import instructions
 from bench.instructions import (
     PYTHON,
+    Clients,
     Costs,
     Held,
     Version,
     _counts,
     _report,
     _server,
+    _shape,
     raw_request,
     read_dump,
 )
@@ -179,7 +183,7 @@ def test_each_version_runs_its_own_trees_code_whatever_the_working_directory(tmp
     (tree / "signing_gateway" / "__init__.py").write_text("")
     (tree / "signing_gateway" / "__main__.py").write_text("print(__file__)\n")
     version = Version("other", tree)
-    args = argparse.Namespace(hold=0, during=[])
+    args = argparse.Namespace(hold=0, during=[], shape=None)
     server, env = _server(version, args, 1, bench_auth.make(tmp_path), "http://127.0.0.1:1")
 
     done = subprocess.run(  # noqa: S603 - a fixed command
@@ -206,7 +210,7 @@ def test_the_report_gives_the_figures_while_requests_are_held(tmp_path):
         ),
     ]
     v = Version("v", tmp_path, windows=[120.0], net=[100.0], idle_rate=2000.0, costs=costs,
-                during=held)  # fmt: skip
+                loaded=held)  # fmt: skip
     args = argparse.Namespace(shown=["--during", "250,1000"], windows=1, requests=10,
                               concurrency=4, functions=3, cache_sim=False)  # fmt: skip
 
@@ -310,3 +314,60 @@ def test_held_requests_arrive_whole_and_stay_unanswered(monkeypatch):
     finally:
         held.close()
         server.close()
+
+
+def test_the_shapes_clients_and_latency_are_read_whole():
+    """`--shape CLIENTS:MS`: both given, within the fake signer's bounds."""
+    assert _shape("160:5000") == (160, 5000.0)
+    for wrong in ("160", "0:5000", "160:-1", "160:600001", "x:5000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _shape(wrong)
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with the server's status after 20 ms, noting the client's port.
+
+    (The latency keeps each client busy long enough for the others to take requests too.)
+    """
+
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(0.02)
+        server = self.server
+        with server.lock:  # type: ignore[attr-defined]
+            server.ports.append(self.client_address[1])  # type: ignore[attr-defined]
+        self.send_response(server.status)  # type: ignore[attr-defined]
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_clients_keep_their_connections_across_windows_and_want_200s():
+    """`Clients` sends over the same connections call after call; a non-200 fails the call.
+
+    `_send` opened new ones for each window: at `--shape`'s 160 clients, a connection's setup
+    for every two requests measured.
+    """
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    server.daemon_threads = True
+    server.ports, server.lock, server.status = [], threading.Lock(), 200  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    clients = Clients(f"http://127.0.0.1:{server.server_address[1]}/", b"{}", {}, 3)
+    try:
+        clients.send(12)
+        clients.send(6)
+
+        assert len(server.ports) == 18  # type: ignore[attr-defined]
+        assert len(set(server.ports)) == 3  # type: ignore[attr-defined]  # none reopened
+
+        server.status = 503  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError, match=r"answers other than 200: \{200: 18, 503: 1\}"):
+            clients.send(1)
+    finally:
+        clients.close()
+        server.shutdown()
+        server.server_close()
