@@ -46,7 +46,8 @@ collector's ticks over more objects) is the one the count's net figures subtract
 report gives it beside them. A held request answered before the end (a 503, its deadline)
 fails the version.
 
-`--shape CLIENTS:MS` measures the windows once more in S1's own shape, before `--during`:
+`--shape CLIENTS:MS` (repeatable) measures the windows once more in S1's own shape, or in its
+limit's (64:0: S3's 64 clients at a 0 ms signer, the gateway CPU-bound), before `--during`:
 the EU signer answers after MS ms and the requests come from CLIENTS keep-alive clients kept
 open across the windows (`Clients`), so each measured request itself waits at the signer and
 for a CPU permit, as S1's do. Under valgrind the gateway serves ~25 requests a second, so S1's
@@ -477,9 +478,9 @@ class Clients:
 
 
 def _measure_shape(version: Version, window: Window, args: argparse.Namespace,
-                   signer_url: str) -> None:  # fmt: skip
+                   signer_url: str, shape: tuple[int, float]) -> None:  # fmt: skip
     """`--shape`: the windows from persistent clients, the EU signer answering after a while."""
-    count, latency_ms = args.shape
+    count, latency_ms = shape
     with httpx.Client(base_url=signer_url, timeout=10) as signer:
         signer.put("/_control", json={"latencyMs": latency_ms}).raise_for_status()
         clients = Clients(window.url, window.body, window.headers, count)
@@ -496,7 +497,7 @@ def _measure_shape(version: Version, window: Window, args: argparse.Namespace,
 
 def _most_held(args: argparse.Namespace) -> int:
     """The most requests the gateway will hold at once (`--hold`, `--during`, `--shape`)."""
-    counts: list[int] = [args.hold, *args.during, args.shape[0] if args.shape else 0]
+    counts: list[int] = [args.hold, *args.during, *(clients for clients, _ in args.shape)]
     return max(counts)
 
 
@@ -535,6 +536,11 @@ def _server(version: Version, args: argparse.Namespace, port: int, auth: bench_a
     }
     if domestic_url is not None:
         env["SIGNING_GATEWAY_DOMESTIC_SIGNER__URL"] = domestic_url
+    if args.shape:
+        # `Clients` keep their connections across windows, and between two a client can sit
+        # idle past the 5 s keep-alive: closed by the gateway as it sent, a request failed
+        # (ReadError). The keep-alive's timer costs each request the same whatever its length.
+        env["SIGNING_GATEWAY_LIMITS__KEEP_ALIVE_SECONDS"] = str(HOLD_SECONDS + 60.0)
     return [
         "-m", "signing_gateway", "serve", "--host", procs.LOOPBACK, "--port", str(port),
         "--backlog", str(max(2048, 2 * _most_held(args))),
@@ -619,8 +625,8 @@ def _measure_gateway(version: Version, args: argparse.Namespace, *, logs: Path, 
         version.idle_rate = _idle_rate(gateway.popen.pid, out, seen, args.idle)
         window = Window(gateway, url, body, headers, out, seen)
         window.measure(version, args)
-        if args.shape and version.server != PROXY:  # before `--during`: none held then
-            _measure_shape(version, window, args, signer_url)
+        for shape in args.shape if version.server != PROXY else []:  # none held yet
+            _measure_shape(version, window, args, signer_url, shape)
         if domestic is not None:
             with httpx.Client(base_url=domestic.url, timeout=10) as client:
                 _measure_during(version, window, args, auth, client)
@@ -829,10 +835,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shape",
         type=_shape,
-        default=None,
+        action="append",
+        default=[],
         metavar="CLIENTS:MS",
         help="then measure again from CLIENTS persistent clients with the signer at MS ms "
-        "(S1's shape at valgrind's scale: 160:5000)",
+        "(S1's shape at valgrind's scale: 160:5000; its limit's: 64:0); repeatable",
     )
     parser.add_argument(
         "--cache-sim",

@@ -183,7 +183,7 @@ def test_each_version_runs_its_own_trees_code_whatever_the_working_directory(tmp
     (tree / "signing_gateway" / "__init__.py").write_text("")
     (tree / "signing_gateway" / "__main__.py").write_text("print(__file__)\n")
     version = Version("other", tree)
-    args = argparse.Namespace(hold=0, during=[], shape=None)
+    args = argparse.Namespace(hold=0, during=[], shape=[])
     server, env = _server(version, args, 1, bench_auth.make(tmp_path), "http://127.0.0.1:1")
 
     done = subprocess.run(  # noqa: S603 - a fixed command
