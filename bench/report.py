@@ -1037,6 +1037,8 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "python -m bench.shapes LLSLL   # S1's load beside its limit's, in one gateway",
         "python -m bench.instructions --rev main --rev HEAD  # instructions per request (valgrind)",
         "python -m bench.instructions --proxy --httpx  # S3's ratios in instructions",
+        "python -m bench.instructions --during 250,1000  # per request while 250, 1,000 wait",
+        "python -m bench.instructions --shape 64:0 --shape 160:5000  # S1's shape, its limit's",
         "# the printed commands by hand (see How the servers are started): body, JWKS, token",
         'RUN_DIR=$(mktemp -d); export BENCH_TOKEN=$(python -m bench.auth "$RUN_DIR")',
         "```",
