@@ -88,7 +88,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,28 +256,6 @@ def _short(rev: str) -> str:
     ).stdout.strip()  # fmt: skip
 
 
-def _send(url: str, body: bytes, headers: dict[str, str], requests: int, clients: int) -> None:
-    """`requests` POSTs to `url` from `clients` keep-alive clients; every answer must be 200."""
-    statuses: collections.Counter[int] = collections.Counter()
-    lock = threading.Lock()
-
-    def client(count: int) -> None:
-        with httpx.Client(timeout=120) as session:
-            for _ in range(count):
-                status = session.post(url, content=body, headers=headers).status_code
-                with lock:
-                    statuses[status] += 1
-
-    shares = [requests // clients + (n < requests % clients) for n in range(clients)]
-    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if set(statuses) != {200}:
-        raise RuntimeError(f"answers other than 200: {dict(statuses)}")
-
-
 def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
@@ -347,14 +325,10 @@ def _hold(count: int, url: str, logs: Path, auth: bench_auth.BenchAuth, signer_u
     """
     body_file = logs / "hold-dcc.json"
     body_file.write_text(json.dumps(examples.EU_VACCINATION))
-    signer = httpx.Client(base_url=signer_url, timeout=10)
-    with signer:
-        signer.put("/_control", json={"latencyMs": HOLD_SECONDS * 1000}).raise_for_status()
-        try:
+    with httpx.Client(base_url=signer_url, timeout=10) as signer:
+        with _signer_latency(signer, HOLD_SECONDS * 1000):
             run_wrk(url, Load(body_file, auth), connections=count, seconds=HOLD_LOAD_SECONDS,
                     timeout_s=HOLD_SECONDS * 2)  # fmt: skip
-        finally:
-            signer.put("/_control", json={"latencyMs": 0}).raise_for_status()
         deadline = time.monotonic() + HOLD_SECONDS * 2
         while signer.get("/_stats").json().get("inFlight", 0) and time.monotonic() < deadline:
             time.sleep(1)
@@ -477,12 +451,36 @@ class Clients:
             thread.join()
 
 
+def _send(url: str, body: bytes, headers: dict[str, str], requests: int, clients: int) -> None:
+    """`requests` POSTs to `url` from `clients` keep-alive clients opened for this call.
+
+    Every answer must be a 200 (`Clients.send`).
+    """
+    sending = Clients(url, body, headers, clients)
+    try:
+        sending.send(requests)
+    finally:
+        sending.close()
+
+
+@contextlib.contextmanager
+def _signer_latency(signer: httpx.Client, latency_ms: float) -> Iterator[None]:
+    """The fake signer behind `signer` answers after `latency_ms` for the block, then at once."""
+    signer.put("/_control", json={"latencyMs": latency_ms}).raise_for_status()
+    try:
+        yield
+    finally:
+        signer.put("/_control", json={"latencyMs": 0}).raise_for_status()
+
+
 def _measure_shape(version: Version, window: Window, args: argparse.Namespace,
                    signer_url: str, shape: tuple[int, float]) -> None:  # fmt: skip
     """`--shape`: the windows from persistent clients, the EU signer answering after a while."""
     count, latency_ms = shape
-    with httpx.Client(base_url=signer_url, timeout=10) as signer:
-        signer.put("/_control", json={"latencyMs": latency_ms}).raise_for_status()
+    with (
+        httpx.Client(base_url=signer_url, timeout=10) as signer,
+        _signer_latency(signer, latency_ms),
+    ):
         clients = Clients(window.url, window.body, window.headers, count)
         try:
             clients.send(2 * count)  # every connection open, and the shape reached
@@ -492,7 +490,6 @@ def _measure_shape(version: Version, window: Window, args: argparse.Namespace,
             version.loaded.append(row)
         finally:
             clients.close()
-            signer.put("/_control", json={"latencyMs": 0}).raise_for_status()
 
 
 def _most_held(args: argparse.Namespace) -> int:
