@@ -17,8 +17,8 @@ everything outside ``/v1`` (health, readiness, metrics) is never queued behind s
 The middleware sits outside every other but the drain and the request metrics, so a burst of
 new requests waits parked instead of running all the middlewares' work in one loop pass (the
 drain, outside it, only notes the request, so a shutdown can answer one still parked here).
-Reading the body is I/O (``receive`` runs under ``io_wait``): a slow client sending its body
-holds no permit.
+Waiting for the body is I/O (``receive`` runs under ``io_wait`` once it has to wait): a slow
+client sending its body holds no permit, and a body already buffered costs no hand-over.
 
 Requests coming back from a signer mostly go first. A freed permit goes to a request resuming
 after ``io_wait`` before a new request: its signer has already done the work, and what is left
@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from contextvars import ContextVar, Token
+from types import CoroutineType
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -302,8 +303,14 @@ async def checkpoint() -> None:
 class _ReceiveWithoutPermit:
     """The request's `receive`, waited on without a permit.
 
-    Waiting for the caller's body bytes is I/O: a slow sender must not hold a permit. A
-    slotted object rather than a closure: it lives as long as the request.
+    Waiting for the caller's body bytes is I/O: a slow sender must not hold a permit. But most
+    bodies are already buffered when the handler asks for them (they came with the head), and
+    then `receive` returns without suspending. Handing the permit over around it anyway cost
+    every request under load one more park in the queue, between reading its body and
+    validating it, for no I/O at all. So the receive is run one step first: done, the request
+    goes on with its permit; suspended, the permit is handed over for the rest of the wait.
+
+    A slotted object rather than a closure: it lives as long as the request.
     """
 
     __slots__ = ("_receive",)
@@ -312,8 +319,52 @@ class _ReceiveWithoutPermit:
         self._receive = receive
 
     async def __call__(self) -> Message:
+        step = self._receive()
+        if type(step) is not CoroutineType:  # another awaitable: no step to try first
+            async with io_wait():
+                return await step
+        try:
+            suspended_on = step.send(None)
+        except StopIteration as done:
+            message: Message = done.value
+            return message
         async with io_wait():
-            return await self._receive()
+            return await _Continued(step, suspended_on)
+
+
+class _Continued:
+    """Awaitable: a coroutine already run one step (to `first`, what it suspended on), driven on.
+
+    What ``await coroutine`` does from the start, picked up after the first step: what the task
+    sends or throws in goes to the coroutine, what it yields goes up to the task.
+    """
+
+    __slots__ = ("_first", "_step")
+
+    def __init__(self, step: Coroutine[Any, Any, Message], first: object) -> None:
+        self._step = step
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Message]:
+        step, suspended_on = self._step, self._first
+        while True:
+            try:
+                sent = yield suspended_on
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as thrown:  # noqa: BLE001 - every one goes on to the coroutine
+                try:
+                    suspended_on = step.throw(thrown)
+                except StopIteration as done:
+                    message: Message = done.value
+                    return message
+            else:
+                try:
+                    suspended_on = step.send(sent)
+                except StopIteration as done:
+                    message = done.value
+                    return message
 
 
 class CpuGateMiddleware:

@@ -346,6 +346,150 @@ async def test_a_slow_request_body_holds_no_permit() -> None:
     assert gate.busy == 0
 
 
+def _http(path: str) -> dict[str, Any]:
+    return {"type": "http", "path": path}
+
+
+async def _no_send(message: dict[str, Any]) -> None:
+    pass
+
+
+async def test_a_buffered_request_body_is_read_without_a_hand_over() -> None:
+    """A body already there is no I/O: the request reads it and goes on with its permit.
+
+    Handing the permit over around it sent the reader to the back of the queue, behind the
+    request parked for the permit, between reading its body and validating it.
+    """
+    gate = CpuGate(1)
+    go_on = asyncio.Event()
+    order: list[str] = []
+
+    async def app(scope, receive, send):
+        name = scope["path"]
+        order.append(f"{name} starts")
+        if name == "/v1/first":
+            await go_on.wait()  # holds the permit while the second one arrives
+        message = await receive()
+        assert message == {"type": "http.request", "body": b"{}", "more_body": False}
+        order.append(f"{name} has its body")
+
+    middleware = CpuGateMiddleware(app, gate=gate)
+
+    async def buffered():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    first = asyncio.create_task(middleware(_http("/v1/first"), buffered, _no_send))
+    await _settle()
+    second = asyncio.create_task(middleware(_http("/v1/second"), buffered, _no_send))
+    await _settle()
+    assert gate.waiting == 1
+    go_on.set()
+    await asyncio.gather(first, second)
+    assert order == [
+        "/v1/first starts",
+        "/v1/first has its body",
+        "/v1/second starts",
+        "/v1/second has its body",
+    ]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_a_body_that_waits_more_than_once_gets_every_value_sent_in() -> None:
+    """A receive suspending several times (body in parts) is driven to its end, permit free."""
+    gate = CpuGate(1)
+    parts = [asyncio.get_running_loop().create_future() for _ in range(3)]
+    got: list[dict[str, Any]] = []
+
+    async def app(scope, receive, send):
+        got.append(await receive())
+
+    async def in_parts():
+        body = b""
+        for part in parts:
+            body += await part
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    reading = asyncio.create_task(
+        CpuGateMiddleware(app, gate=gate)(_http("/v1/x"), in_parts, _no_send)
+    )
+    for n, part in enumerate(parts):
+        await _settle()
+        assert (gate.busy, reading.done()) == (0, False)  # waiting for part n holds no permit
+        part.set_result(b"%d" % n)
+    await reading
+    assert got == [{"type": "http.request", "body": b"012", "more_body": False}]
+    assert gate.busy == 0
+
+
+async def test_a_body_wait_cancelled_reaches_the_receive_and_leaks_no_permit() -> None:
+    """Cancelling a request while it waits for its body cancels the receive itself."""
+    gate = CpuGate(1)
+    seen: list[str] = []
+
+    async def app(scope, receive, send):
+        await receive()
+
+    async def never():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        return {}
+
+    waiting = asyncio.create_task(
+        CpuGateMiddleware(app, gate=gate)(_http("/v1/x"), never, _no_send)
+    )
+    await _settle()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert seen == ["cancelled"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+    async with asyncio.timeout(1), gate.request():  # the permit is there for the next one
+        pass
+
+
+async def test_a_receive_failing_after_a_wait_raises_its_own_error() -> None:
+    """An error raised by the receive once resumed reaches the app unchanged."""
+    gate = CpuGate(1)
+    arrives = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await receive()
+
+    async def broken():
+        await arrives.wait()
+        raise ConnectionResetError("peer went away")
+
+    failing = asyncio.create_task(
+        CpuGateMiddleware(app, gate=gate)(_http("/v1/x"), broken, _no_send)
+    )
+    await _settle()
+    arrives.set()
+    with pytest.raises(ConnectionResetError, match="peer went away"):
+        await failing
+    assert gate.busy == 0
+
+
+async def test_a_receive_that_is_not_a_coroutine_is_awaited_without_a_permit() -> None:
+    """Any awaitable a server's receive returns is waited on with the permit handed over."""
+    gate = CpuGate(1)
+    body = asyncio.get_running_loop().create_future()
+
+    async def app(scope, receive, send):
+        assert await receive() == {"type": "http.request", "body": b"", "more_body": False}
+
+    reading = asyncio.create_task(
+        CpuGateMiddleware(app, gate=gate)(_http("/v1/x"), lambda: body, _no_send)
+    )
+    await _settle()
+    assert (gate.busy, reading.done()) == (0, False)
+    body.set_result({"type": "http.request", "body": b"", "more_body": False})
+    await reading
+    assert gate.busy == 0
+
+
 async def test_a_new_request_waits_at_most_the_queue_timeout() -> None:
     """No permit within 50 ms: CpuQueueTimeout, counted; later waiters still get the permit."""
     gate = CpuGate(1, queue_timeout=0.05)
