@@ -336,7 +336,10 @@ class _Continued:
     """Awaitable: a coroutine already run one step (to `first`, what it suspended on), driven on.
 
     What ``await coroutine`` does from the start, picked up after the first step: what the task
-    sends or throws in goes to the coroutine, what it yields goes up to the task.
+    sends or throws in goes to the coroutine, what it yields goes up to the task. What is thrown
+    in is passed on outside the ``except`` that caught it: passed on from within, an error the
+    coroutine raised after dealing with it would be chained to it (its ``__context__``), which
+    a plain ``await`` does not do.
     """
 
     __slots__ = ("_first", "_step")
@@ -348,23 +351,22 @@ class _Continued:
     def __await__(self) -> Generator[Any, Any, Message]:
         step, suspended_on = self._step, self._first
         while True:
+            thrown: BaseException | None = None
             try:
                 sent = yield suspended_on
             except GeneratorExit:
                 step.close()
                 raise
-            except BaseException as thrown:  # noqa: BLE001 - every one goes on to the coroutine
-                try:
-                    suspended_on = step.throw(thrown)
-                except StopIteration as done:
-                    message: Message = done.value
-                    return message
-            else:
-                try:
-                    suspended_on = step.send(sent)
-                except StopIteration as done:
-                    message = done.value
-                    return message
+            except BaseException as caught:  # noqa: BLE001 - every one goes on to the coroutine
+                thrown = caught
+            try:
+                suspended_on = step.send(sent) if thrown is None else step.throw(thrown)
+            except StopIteration as done:
+                message: Message = done.value
+                return message
+            finally:
+                # Not kept in this frame: an error passing out through it would hold itself.
+                del thrown
 
 
 class CpuGateMiddleware:

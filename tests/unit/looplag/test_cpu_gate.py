@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware, CpuQueueTimeout, io_wait
 
@@ -354,6 +355,10 @@ async def _no_send(message: dict[str, Any]) -> None:
     pass
 
 
+async def _reads_its_body(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+
+
 async def test_a_buffered_request_body_is_read_without_a_hand_over() -> None:
     """A body already there is no I/O: the request reads it and goes on with its permit.
 
@@ -426,9 +431,6 @@ async def test_a_body_wait_cancelled_reaches_the_receive_and_leaks_no_permit() -
     gate = CpuGate(1)
     seen: list[str] = []
 
-    async def app(scope, receive, send):
-        await receive()
-
     async def never():
         try:
             await asyncio.Event().wait()
@@ -438,7 +440,7 @@ async def test_a_body_wait_cancelled_reaches_the_receive_and_leaks_no_permit() -
         return {}
 
     waiting = asyncio.create_task(
-        CpuGateMiddleware(app, gate=gate)(_http("/v1/x"), never, _no_send)
+        CpuGateMiddleware(_reads_its_body, gate=gate)(_http("/v1/x"), never, _no_send)
     )
     await _settle()
     waiting.cancel()
@@ -455,21 +457,47 @@ async def test_a_receive_failing_after_a_wait_raises_its_own_error() -> None:
     gate = CpuGate(1)
     arrives = asyncio.Event()
 
-    async def app(scope, receive, send):
-        await receive()
-
     async def broken():
         await arrives.wait()
         raise ConnectionResetError("peer went away")
 
     failing = asyncio.create_task(
-        CpuGateMiddleware(app, gate=gate)(_http("/v1/x"), broken, _no_send)
+        CpuGateMiddleware(_reads_its_body, gate=gate)(_http("/v1/x"), broken, _no_send)
     )
     await _settle()
     arrives.set()
     with pytest.raises(ConnectionResetError, match="peer went away"):
         await failing
     assert gate.busy == 0
+
+
+async def test_an_error_after_a_handled_cancellation_is_chained_as_when_awaited() -> None:
+    """What was thrown into the receive, once it has dealt with it, is no context of its error.
+
+    A receive that handles a cancellation (as a shielded wait does) and fails afterwards: a
+    plain `await` leaves the failure unchained, so the traceback logged shows one error. Thrown
+    in from inside a handler, the gate chained the failure to the CancelledError it had passed
+    on ("during handling of the above exception ...").
+    """
+
+    async def gets_past_a_cancel():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            assert current is not None
+            current.uncancel()
+        raise ConnectionResetError("peer went away")
+
+    contexts = []
+    for served in (_reads_its_body, CpuGateMiddleware(_reads_its_body, gate=CpuGate(1))):
+        reading = asyncio.create_task(served(_http("/v1/x"), gets_past_a_cancel, _no_send))
+        await _settle()
+        reading.cancel()
+        with pytest.raises(ConnectionResetError) as failed:
+            await reading
+        contexts.append(failed.value.__context__)
+    assert contexts == [None, None]
 
 
 async def test_a_receive_that_is_not_a_coroutine_is_awaited_without_a_permit() -> None:
