@@ -70,9 +70,8 @@ async def test_short_caller_timeouts_do_not_open_the_breaker_of_a_slow_signer(
     test_keys: SignerKeys, signers: respx.MockRouter
 ):
     """One caller's 0.1 s cuts are ignored while a 0.3 s signer answers the patient callers."""
-    signers.post(f"{EU_SIGNER_URL}/get_credential").mock(
-        side_effect=SlowCall(0.3, then=eu_signing(test_keys))
-    )
+    signing = SlowCall(0.3, then=eu_signing(test_keys))
+    signers.post(f"{EU_SIGNER_URL}/get_credential").mock(side_effect=signing)
     async with running_gateway(_settings(test_keys)) as client:
         patient = [asyncio.create_task(_post(client, "5"))]
         impatient = 0
@@ -90,7 +89,10 @@ async def test_short_caller_timeouts_do_not_open_the_breaker_of_a_slow_signer(
         assert ready.json()["signers"]["eu-signer"]["breaker"] == "closed"
         metrics = await scrape(client)
         assert metrics.value("gateway_signer_calls_total", **LABELS, outcome="ok") == len(patient)
-        assert (
-            metrics.value("gateway_signer_calls_total", **LABELS, outcome="deadline") == impatient
-        )
+        # Every impatient call that reached the signer was cut by its deadline, and counted so.
+        # On a loaded machine one may spend its 0.1 s before the call: it reaches no signer.
+        reached = signing.started - len(patient)
+        assert reached >= impatient // 2
+        deadline_cuts = metrics.value("gateway_signer_calls_total", **LABELS, outcome="deadline")
+        assert deadline_cuts == reached
         assert metrics.value("gateway_signer_calls_total", **LABELS, outcome="timeout") == 0
