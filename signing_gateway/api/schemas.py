@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -14,6 +14,8 @@ from signing_gateway.domain.errors import object_rule
 from signing_gateway.errors import ABOUT_BLANK, PROBLEM_BASE, PROBLEM_TYPES
 
 if TYPE_CHECKING:
+    from pydantic.config import JsonDict, JsonValue
+
     from signing_gateway.domain.errors import Loc
 
 MAX_EU_PER_REQUEST = 10
@@ -97,8 +99,34 @@ class IssueOut(ApiModel):
     create_credential_messages: str = Field(description="Base64 of the signer's JSON answer")
 
 
+def _one_present(*names: str, part: JsonDict) -> list[JsonValue]:
+    """JSON schema: at least one of `names` is there and matches `part`."""
+    return [{"required": [name], "properties": {name: part}} for name in names]
+
+
+#: The print rule as the JSON schema says it: one part at least, not null.
+_A_PRINT_PART_SHOWN: Final[JsonDict] = {
+    "anyOf": _one_present("domestic", "european", part={"not": {"type": "null"}})
+}
+
+_SOME_CREDENTIALS: Final[JsonDict] = {"type": "array", "minItems": 1}
+
+#: The credentials rule as the JSON schema says it: one credential at least, and domestic ones
+#: with their session (`stoken` and `issueCommitmentMessage`, not null).
+_CREDENTIALS_SHOWN: Final[JsonDict] = {
+    "anyOf": _one_present("domestic", "european", part=_SOME_CREDENTIALS),
+    "if": {"required": ["domestic"], "properties": {"domestic": _SOME_CREDENTIALS}},
+    "then": {
+        "required": ["stoken", "issueCommitmentMessage"],
+        "properties": {"stoken": {"type": "string"}, "issueCommitmentMessage": {"type": "string"}},
+    },
+}
+
+
 class PrintRequest(ApiRequest):
     """Body of POST /v1/print: a domestic part, a European part, or both."""
+
+    model_config = ConfigDict(**ApiRequest.model_config, json_schema_extra=_A_PRINT_PART_SHOWN)
 
     domestic: DomesticAttributes | None = None
     european: EuRequest | None = None
@@ -135,6 +163,8 @@ class PrintOut(ApiModel):
 
 class CredentialsRequest(ApiRequest):
     """Body of POST /v1/credentials: a domestic session part and/or European parts."""
+
+    model_config = ConfigDict(**ApiRequest.model_config, json_schema_extra=_CREDENTIALS_SHOWN)
 
     stoken: Stoken | None = Field(
         default=None,

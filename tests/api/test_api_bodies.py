@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 import respx
+from jsonschema import Draft202012Validator
 
 from signing_gateway.api.schemas import CredentialsRequest, PrintRequest
 from signing_gateway.app import create_app
@@ -200,6 +201,60 @@ async def test_fields_documented_as_nullable_accept_null(
     body = {"stoken": None, "issueCommitmentMessage": None, "european": [eu_test()]}
     response = await gateway.post("/v1/credentials", json=body)
     assert response.status_code == 200, response.text
+
+
+def _published(document: dict[str, Any], name: str) -> Draft202012Validator:
+    """A validator of the /openapi.json component `name`, its references resolved in place."""
+    return Draft202012Validator({"$ref": f"{REF_PREFIX}{name}", **document})
+
+
+async def test_the_published_schemas_need_a_part_and_a_session_as_the_gateway_does(
+    gateway: httpx.AsyncClient, mocked: MockedSigners
+):
+    """/openapi.json says what /v1/print and /v1/credentials refuse without any part.
+
+    Their schemas showed every part optional: a body with no part at all, or with domestic
+    credentials and no session, passed a client's check against the published document and
+    met the 422 only at the gateway.
+    """
+    document = (await gateway.get("/openapi.json")).json()
+    domestic, european = domestic_attributes(), eu_test()
+    session = {"stoken": "0" * 36, "issueCommitmentMessage": "e30="}
+    bodies = {
+        "PrintRequest": {
+            "no part": ({}, False),
+            "both null": ({"domestic": None, "european": None}, False),
+            "domestic only": ({"domestic": domestic}, True),
+            "european only, domestic null": ({"domestic": None, "european": european}, True),
+        },
+        "CredentialsRequest": {
+            "no part": ({}, False),
+            "both empty": ({"domestic": [], "european": []}, False),
+            "domestic without a session": ({"domestic": [domestic]}, False),
+            "domestic with a null stoken": (
+                {**session, "stoken": None, "domestic": [domestic]},
+                False,
+            ),
+            "european only, no session": ({"european": [european]}, True),
+            "european only, session null": (
+                {"stoken": None, "issueCommitmentMessage": None, "european": [european]},
+                True,
+            ),
+            "domestic with its session": ({**session, "domestic": [domestic]}, True),
+        },
+    }
+    paths = {"PrintRequest": "/v1/print", "CredentialsRequest": "/v1/credentials"}
+    schema_disagrees, gateway_disagrees = [], []
+    for name, cases in bodies.items():
+        validator = _published(document, name)
+        for case, (body, valid) in cases.items():
+            if validator.is_valid(body) != valid:
+                schema_disagrees.append(f"{name}: {case}")
+            status = (await gateway.post(paths[name], json=body)).status_code
+            if (status != 422) != valid:
+                gateway_disagrees.append(f"{name}: {case} ({status})")
+    assert schema_disagrees == []
+    assert gateway_disagrees == []
 
 
 async def test_request_fields_are_camel_case_only(
