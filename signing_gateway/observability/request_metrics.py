@@ -306,20 +306,24 @@ class RequestMetricsMiddleware:
         outcome = DISCONNECTED if disconnected else status_class(status)
         elapsed = time.perf_counter() - start
         self._count(route, outcome, status, elapsed)
-        if span is not None and self.tracer is not None:
-            self.tracer.end_request(span, method=method, route=route, status=status)
-        if self.access_log_enabled:
-            access_log.info(
-                "request",
-                extra={
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "outcome": outcome,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "request_id": request_id,
-                },
-            )
-        watcher: AnswerWatcher | None = scope.get(ANSWER_WATCHER_KEY)
-        if watcher is not None:
-            watcher.answered(status if complete and not disconnected else None)
+        try:
+            if span is not None and self.tracer is not None:
+                self.tracer.end_request(span, method=method, route=route, status=status)
+        finally:
+            # A tracer that failed must not cost the request its access line, nor an issued
+            # credential nobody got its `undelivered` audit record.
+            if self.access_log_enabled:
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "outcome": outcome,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "request_id": request_id,
+                    },
+                )
+            watcher: AnswerWatcher | None = scope.get(ANSWER_WATCHER_KEY)
+            if watcher is not None:
+                watcher.answered(status if complete and not disconnected else None)

@@ -652,3 +652,41 @@ async def test_the_watcher_of_an_app_that_raised_or_was_cancelled_is_told_none()
                 _scope(), client.receive, client.send
             )
     assert [watcher.told for watcher in watchers] == [[None], [None]]
+
+
+class _TracerFailingAtTheEnd:
+    """A tracer whose request spans open, but fail to end (an exporter that raises)."""
+
+    def start_request(self, *_: object) -> object:
+        return object()
+
+    def end_request(self, *_: object, **__: object) -> None:
+        raise RuntimeError("exporter broken")
+
+
+async def test_a_tracer_failing_to_end_the_span_still_logs_and_tells_the_watcher(caplog) -> None:
+    """The request's access line and its watcher's news do not hang on the tracer.
+
+    They came after the span's end: an issued credential whose answer never reached the
+    connection lost its `undelivered` audit record to a tracer that raised there.
+    """
+    caplog.set_level(logging.INFO, logger="signing_gateway.access")
+    metrics = GatewayMetrics()
+    watcher = Watcher()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ANSWER_WATCHER_KEY] = watcher
+        await _respond(send)
+
+    server = DroppingServer(1)  # the caller hung up before the head
+    middleware = RequestMetricsMiddleware(
+        app,
+        metrics=metrics,
+        tracer=_TracerFailingAtTheEnd(),  # type: ignore[arg-type]
+    )
+    with pytest.raises(RuntimeError, match="exporter broken"):
+        await middleware(server.scope(_scope()), server.receive, server.send)
+    assert watcher.told == [None]
+    logged = [(r.status, r.outcome) for r in caplog.records if r.name == "signing_gateway.access"]
+    assert logged == [(200, "disconnected")]
+    assert _ledger_balanced(metrics)
