@@ -59,7 +59,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         "not a request the gateway takes as sent: not valid HTTP/1.1, an `Authorization`, "
         "`Content-Type` or `Host` repeated, no `Host`, an encoded slash in the path, a "
         "transfer coding other than chunked, an invalid `Content-Length`, an "
-        "`X-Request-Timeout` that is not a positive number; or the client went away",
+        "`X-Request-Timeout` that is not a positive number or is repeated; or the client went away",
     ),
     "unauthenticated": ProblemType((401,), "no valid bearer token (see `WWW-Authenticate`)"),
     "stoken-invalid": ProblemType((401,), "the issuance session is unknown, expired or used"),

@@ -43,9 +43,9 @@ def _request_timeout(deadline_seconds: float) -> dict[str, Any]:
             f"({deadline_seconds:g} s here) and never lengthens it: a larger value counts as "
             f"{deadline_seconds:g}. When it runs out the signer calls are cancelled and the "
             "answer is 504 `deadline-exceeded`, at once and with nothing sent to a signer if "
-            "it ran out before the signer work started. A value that is not a positive number "
-            "is answered 400 problem+json, and nothing is called. Without the header the "
-            "gateway's own deadline applies."
+            "it ran out before the signer work started. A value that is not a positive number, "
+            "or the header given twice, is answered 400 problem+json, and nothing is called. "
+            "Without the header the gateway's own deadline applies."
         ),
         "schema": {"type": "number", "exclusiveMinimum": 0},
         "example": 2.5,

@@ -313,7 +313,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     `WWW-Authenticate` on a 401 or 403) are documented with it.
     """
     descriptions = {
-        400: "X-Request-Timeout is not a positive number of seconds, or the Authorization, "
+        400: "X-Request-Timeout is not a positive number of seconds, or it, the Authorization, "
         "Content-Type or Host header field is repeated; nothing reached a signer",
         401: "No valid bearer token (see WWW-Authenticate), or issuance session unknown, "
         "expired or used",

@@ -3,7 +3,9 @@
 The value is kept with the arrival time in a context variable; `request_deadline` then uses
 the smaller of it (minus the time already spent) and the configured deadline. A malformed
 value is answered 400 problem+json: a caller who asked for a bound should learn it was not
-understood rather than silently get the default.
+understood rather than silently get the default. So is the field given twice: two lines of it
+mean what one line with both values, comma-separated, means (RFC 9110 5.3), which is no number;
+taking one of them would silently drop the other's bound.
 """
 
 from __future__ import annotations
@@ -42,16 +44,16 @@ class CallerTimeoutMiddleware:
         if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
             # Probes and metrics do no signer work: the header means nothing to them.
             return self.app(scope, receive, send)
-        raw = next((v for k, v in scope["headers"] if k == _HEADER), None)
-        if raw is None:
+        values = [v for k, v in scope["headers"] if k == _HEADER]
+        if not values:
             return self.app(scope, receive, send)
-        return self._bound(scope, receive, send, raw)
+        return self._bound(scope, receive, send, values)
 
-    async def _bound(self, scope: Scope, receive: Receive, send: Send, raw: bytes) -> None:
+    async def _bound(self, scope: Scope, receive: Receive, send: Send, values: list[bytes]) -> None:
         try:
-            seconds = parse_request_timeout(raw.decode("latin-1"))
+            seconds = parse_request_timeout(b", ".join(values).decode("latin-1"))
         except ValueError:
-            await _bad_header(scope, send)
+            await _bad_header(scope, send, repeated=len(values) > 1)
             return
         # Counted from arrival: the CPU gate notes when the request came in, before it waited
         # there for a permit (see runtime/cpu_gate).
@@ -65,12 +67,15 @@ class CallerTimeoutMiddleware:
             caller_budget_var.reset(token)
 
 
-async def _bad_header(scope: Scope, send: Send) -> None:
+async def _bad_header(scope: Scope, send: Send, *, repeated: bool) -> None:
+    detail = f"{REQUEST_TIMEOUT_HEADER} must be a positive number of seconds"
+    if repeated:
+        detail += ", given once"
     await send_problem(
         send,
         scope,
         status=400,
         type_=PROBLEM_BASE + "bad-request",
         title="Bad request",
-        detail=f"{REQUEST_TIMEOUT_HEADER} must be a positive number of seconds",
+        detail=detail,
     )

@@ -51,6 +51,31 @@ async def test_malformed_request_timeout_is_refused(gateway, signers, value):
     assert seen == []
 
 
+@pytest.mark.parametrize("values", [("60", "0.5"), ("0.5", "0.5")])
+async def test_repeated_request_timeout_is_refused(gateway, signers, values):
+    """Two X-Request-Timeout lines are a 400 `bad-request`, as one line holding both is.
+
+    RFC 9110 reads repeated lines of a field as one comma-separated value, which is no number:
+    taking either would drop the bound the other asked for. No signer is called.
+    """
+    seen = failing_eu_signer(signers)
+    combined = await gateway.post(
+        "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": ", ".join(values)}
+    )
+    response = await gateway.post(
+        "/v1/dcc",
+        json=examples.EU_VACCINATION,
+        headers=[("X-Request-Timeout", value) for value in values],
+    )
+    assert (combined.status_code, response.status_code) == (400, 400), response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/bad-request")
+    assert response.json()["detail"] == (
+        "X-Request-Timeout must be a positive number of seconds, given once"
+    )
+    assert seen == []
+
+
 @pytest.mark.parametrize("path", ["/healthz", "/metrics"])
 async def test_health_ignores_the_request_timeout_header(gateway, path):
     """Probes do no signer work, so even an unreadable X-Request-Timeout does not fail them."""
