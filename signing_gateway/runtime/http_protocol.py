@@ -74,7 +74,7 @@ import logging
 import sys
 import termios
 import urllib.parse
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 import httptools
 import orjson
@@ -105,6 +105,9 @@ logger = logging.getLogger("signing_gateway.security")
 ConnectionRefusal = Literal["header-too-large", "header-timeout", "malformed", "idle"]
 #: The reasons as values: the labels of `gateway_connections_refused_total`.
 CONNECTION_REFUSALS: tuple[str, ...] = get_args(ConnectionRefusal)
+
+#: The versions a request line may name (httptools also takes 0.9 and 2.0).
+HTTP_VERSIONS: Final = frozenset({"1.0", "1.1"})
 
 #: After a refusal, how long the gateway reads on (discarding) before it closes. Closing a
 #: socket with unread input sends a reset, which can destroy the answer before the caller has
@@ -434,6 +437,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self._bound.unbodied > self._bound.max_head_bytes or self._bound.uncounted
             ) and self._head_bytes() > self._bound.max_head_bytes:
                 self._refuse_head_too_large(head_read=True)
+            elif (version := self.parser.get_http_version()) not in HTTP_VERSIONS:
+                self._refuse_version(version)
         self._bound.head_complete = True
         self._bound.uncounted = False
         if not self._bound.refused:
@@ -561,6 +566,23 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             slug="bad-request",
             title="Bad request",
             detail="the request is not valid HTTP/1.1",
+        )
+
+    def _refuse_version(self, version: str) -> None:
+        """Answer 400 for a request line naming a version besides HTTP/1.0 and HTTP/1.1.
+
+        httptools takes `HTTP/0.9` and `HTTP/2.0` on a request line too; served, such a
+        request skipped the `Host` that only HTTP/1.1 is held to (`security.limits`), though
+        neither version has a request line of that form (HTTP/0.9 has no version or header
+        fields, HTTP/2 frames its requests in binary and names the host in `:authority`).
+        """
+        self._refuse_answering(
+            "malformed",
+            status=400,
+            slug="bad-request",
+            title="Bad request",
+            detail=f"the request line names HTTP/{version}: the gateway speaks HTTP/1.1",
+            head_read=True,
         )
 
     def _unsupported_upgrade_warning(self) -> None:

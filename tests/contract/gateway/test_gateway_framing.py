@@ -124,6 +124,35 @@ async def test_an_http_1_1_request_without_host_is_refused(
         assert status == 200
 
 
+@pytest.mark.parametrize("version", [b"2.0", b"0.9"])
+async def test_a_request_line_naming_another_http_version_is_refused(
+    gateway_url: str, eu_signer: FakeSignerProcess, version: bytes
+):
+    """A request line naming HTTP/2.0 or HTTP/0.9, which httptools takes, is refused 400.
+
+    Served, such a request went without the Host an HTTP/1.1 one must carry, and was signed.
+    """
+    before = _signed(eu_signer)
+    close = b"Connection: close\r\n"
+    post = b"POST /v1/dcc HTTP/%s\r\nHost: gateway\r\n%s%sContent-Length: %d\r\n\r\n%s" % (
+        version,
+        close,
+        JSON,
+        len(BODY),
+        BODY,
+    )
+    for request in (post, b"GET /v1/keys HTTP/%s\r\n%s\r\n" % (version, close)):
+        status, headers, body = await exchange_answer(_port(gateway_url), request)
+        assert (status, headers["content-type"]) == (400, "application/problem+json"), body
+        problem = orjson.loads(body)
+        assert problem["type"].endswith("/bad-request")
+        assert problem["detail"] == (
+            f"the request line names HTTP/{version.decode()}: the gateway speaks HTTP/1.1"
+        )
+        assert problem["requestId"] == headers["x-request-id"]
+    assert _signed(eu_signer) == before
+
+
 async def test_a_content_length_with_leading_zeros_is_its_value(
     gateway_url: str, eu_signer: FakeSignerProcess
 ):
