@@ -146,6 +146,11 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+#: Settings the demo gives its gateway unless a variable sets them: a log a person reads, and
+#: a readiness prober that sees a fake signer stopped or started within a second.
+DEMO_DEFAULTS: dict[str, Any] = {"log_format": "console", "readiness_probe_interval_seconds": 1.0}
+
+
 @dataclass(frozen=True, slots=True)
 class DemoSetup:
     """What the demo runs on: its directory, its gateway's settings and token, and more.
@@ -189,7 +194,11 @@ def demo_setup(also_read: Iterable[str]) -> Iterator[tuple[DemoSetup | None, lis
                 # The fakes' keys, fetched: trust files in the environment are replaced too.
                 "trust": {"fetch_from_signers": True, "eu_certificates": [], "domestic_keys": []},
             }
-            return Settings(**groups, log_format="console", readiness_probe_interval_seconds=1.0)
+            # The demo's readable log and quick readiness are defaults: a variable that sets
+            # one is read, as every other setting's is.
+            given = Settings(**groups).model_fields_set
+            defaults = {name: value for name, value in DEMO_DEFAULTS.items() if name not in given}
+            return Settings(**groups, **defaults)
 
         settings, problems = read_settings(also_read, build)
         ports = {"eu": eu_port, "domestic": domestic_port}
@@ -207,7 +216,7 @@ def run_demo(
     demo with uvicorn's status for that, 3, with `smoke` too.
     """
     with _fake_signers(signer_latency_ms, setup.directory, setup.signer_ports):
-        configure_logging(level="INFO", fmt="console")
+        configure_logging(level=setup.settings.log_level, fmt=setup.settings.log_format)
         port = port or _free_ports(1)[0]
         base = f"http://{LOOPBACK}:{port}"
         config = uvicorn.Config(

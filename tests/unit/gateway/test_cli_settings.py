@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -14,7 +16,7 @@ from pydantic import ValidationError
 
 from signing_gateway.app import create_app
 from signing_gateway.cli import _own_port_problems, _parser, flag_variables
-from signing_gateway.demo import demo_setup
+from signing_gateway.demo import DemoSetup, demo_setup
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings, SignerSettings
@@ -821,18 +823,31 @@ def test_demo_checks_the_settings_of_the_groups_it_sets(
     assert done.stderr.splitlines() == [HEADER, line]
 
 
+@contextmanager
+def _demo_setup_with(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]
+) -> Iterator[DemoSetup]:
+    """The demo's setup, these the only SIGNING_GATEWAY_* variables, found without a problem."""
+    for name in [k for k in os.environ if k.startswith("SIGNING_GATEWAY_")]:
+        monkeypatch.delenv(name)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with demo_setup(FLAG_VARIABLES) as (setup, problems):
+        assert problems == []
+        assert setup is not None
+        yield setup
+
+
 def test_demo_reads_the_other_settings_of_the_groups_it_sets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The demo sets its own audit file, signers, trust and issuer; reads the groups' others."""
-    for name in [k for k in os.environ if k.startswith("SIGNING_GATEWAY_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("SIGNING_GATEWAY_AUDIT__FAIL_CLOSED", "false")
-    monkeypatch.setenv("SIGNING_GATEWAY_EU_SIGNER__RESILIENCE__MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("SIGNING_GATEWAY_AUTH__MAX_TOKEN_BYTES", "4096")
-    with demo_setup(FLAG_VARIABLES) as (setup, problems):
-        assert problems == []
-        assert setup is not None
+    variables = {
+        "SIGNING_GATEWAY_AUDIT__FAIL_CLOSED": "false",
+        "SIGNING_GATEWAY_EU_SIGNER__RESILIENCE__MAX_ATTEMPTS": "1",
+        "SIGNING_GATEWAY_AUTH__MAX_TOKEN_BYTES": "4096",
+    }
+    with _demo_setup_with(monkeypatch, variables) as setup:
         settings = setup.settings
         assert settings.audit.fail_closed is False
         assert settings.audit.file == setup.directory / "audit.jsonl"
@@ -845,6 +860,44 @@ def test_demo_reads_the_other_settings_of_the_groups_it_sets(
         assert (settings.auth.mode, settings.auth.max_token_bytes) == ("jwt", 4096)
         assert settings.auth.jwks_file == setup.directory / "jwks.json"
         assert (settings.log_format, settings.readiness_probe_interval_seconds) == ("console", 1.0)
+
+
+def test_demo_reads_the_log_and_readiness_settings_it_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The demo's console log and 1 s readiness probe are defaults: a variable that sets one wins.
+
+    Before, the demo passed its own values over the environment's, so
+    SIGNING_GATEWAY_LOG_FORMAT=json (to try docs/operations.md's jq queries on the demo) and
+    SIGNING_GATEWAY_READINESS_PROBE_INTERVAL_SECONDS were dropped without a word.
+    """
+    # The interval's variable in lower case: read in any case, as every setting's is.
+    given = {"LOG_FORMAT": "json", "LOG_LEVEL": "WARNING"}
+    variables = {f"SIGNING_GATEWAY_{name}": value for name, value in given.items()}
+    variables["signing_gateway_readiness_probe_interval_seconds"] = "3"
+    with _demo_setup_with(monkeypatch, variables) as setup:
+        read = setup.settings
+    assert (read.log_format, read.log_level, read.readiness_probe_interval_seconds) == (
+        "json",
+        "WARNING",
+        3.0,
+    )
+    assert read.trust.fetch_from_signers is True
+
+
+def test_the_demo_logs_in_the_format_its_settings_name() -> None:
+    """With SIGNING_GATEWAY_LOG_FORMAT=json every line the demo's gateway writes is JSON.
+
+    Before, the demo set up its log as console text whatever the settings said, so the
+    runbook's `jq` queries could not be tried on it. (The fake signers, processes of their
+    own, log in their own format.)
+    """
+    code = "from signing_gateway.cli import main; raise SystemExit(main(['demo', '--smoke']))"
+    done = _run(code, PORT="0", LOG_FORMAT="json")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("INFO:fake_signer:")]
+    records = [orjson.loads(line) for line in lines]
+    assert {"signing_gateway.access", "uvicorn.error"} <= {r["logger"] for r in records}
 
 
 def test_serve_refuses_trust_files_with_fetched_keys() -> None:
