@@ -122,3 +122,20 @@ def test_commands_run_in_the_container_use_programs_the_image_holds() -> None:
     programs = {found for guide in guides for found in _IN_CONTAINER.findall(_prose(guide))}
     assert programs  # the scan reads what it should
     assert programs - IMAGE_PROGRAMS == set()
+
+
+def test_the_log_queries_read_on_past_a_line_that_is_not_json() -> None:
+    """Every `jq` query the guide runs on the gateway's log reads its lines raw, skipping others.
+
+    `kill -USR1`, which the runbook advises twice for a held loop, writes its stack dump as
+    plain text into the same stderr as the JSON log. A plain `jq 'select(...)'` stops there
+    with a parse error and shows no record logged after the dump: after taking the dumps, the
+    runbook's next query would come back empty. `jq -R 'fromjson? | ...'` skips such lines.
+    """
+    text = " ".join(OPERATIONS.read_text("utf-8").split())
+    queries = re.findall(r"`(jq [^`]*)`", text)
+    # The audit trail is a file of JSON lines the gateway alone writes: read as it is.
+    on_the_log = [query for query in queries if not query.endswith(".jsonl")]
+    assert len(on_the_log) >= 2, queries
+    for query in on_the_log:
+        assert query.startswith("jq -R 'fromjson? | "), query
