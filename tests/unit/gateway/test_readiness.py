@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from signing_gateway.observability.readiness import ReadinessMonitor
 from tests.support.polling import until
+
+OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
 
 
 async def _up() -> None:
@@ -138,6 +141,11 @@ async def test_going_down_and_coming_back_are_logged_once_each(caplog):
         await monitor.check_now()
     logged = [(r.levelname, r.getMessage(), r.dependency) for r in caplog.records]
     assert logged == [("WARNING", "dependency down", "eu"), ("INFO", "dependency up again", "eu")]
+    # The runbook's warnings-and-errors query shows the first when a signer goes down: the
+    # runbook names both, where a signer's outage is looked into (docs/operations.md).
+    runbook = " ".join(OPERATIONS.read_text("utf-8").split())
+    for level, message, _ in logged:
+        assert f"{level} `{message}`" in runbook
 
 
 async def test_the_background_prober_keeps_probing():
