@@ -310,6 +310,14 @@ async def test_middleware_gates_v1_only() -> None:
         assert (await blocked).text == "busy=1"
 
 
+def _http(path: str) -> dict[str, Any]:
+    return {"type": "http", "path": path}
+
+
+async def _no_send(message: dict[str, Any]) -> None:
+    pass
+
+
 async def test_a_slow_request_body_holds_no_permit() -> None:
     """While one request waits for its body bytes, another /v1 request gets the only permit."""
     gate = CpuGate(1)
@@ -330,29 +338,15 @@ async def test_a_slow_request_body_holds_no_permit() -> None:
     async def quick_receive():
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    async def send(message):
-        pass
-
-    def scope(path: str) -> dict:
-        return {"type": "http", "path": path}
-
-    slow = asyncio.create_task(middleware(scope("/v1/slow"), slow_receive, send))
+    slow = asyncio.create_task(middleware(_http("/v1/slow"), slow_receive, _no_send))
     await _settle()
     async with asyncio.timeout(1):
-        await middleware(scope("/v1/quick"), quick_receive, send)
+        await middleware(_http("/v1/quick"), quick_receive, _no_send)
     assert answered == ["/v1/quick"]
     body_arrives.set()
     await slow
     assert answered == ["/v1/quick", "/v1/slow"]
     assert gate.busy == 0
-
-
-def _http(path: str) -> dict[str, Any]:
-    return {"type": "http", "path": path}
-
-
-async def _no_send(message: dict[str, Any]) -> None:
-    pass
 
 
 async def _reads_its_body(scope: Scope, receive: Receive, send: Send) -> None:
