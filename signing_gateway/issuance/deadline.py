@@ -21,6 +21,7 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -203,7 +204,7 @@ class RequestDeadline:
         # "Released", not "issued": a part that finished (a static proof on /v1/print), or a
         # signer that answered as the deadline cut the wait, may have signed; it is discarded.
         return self._exceeded(
-            f"the {signers} did not finish within {round(max(self._budget, 0), 3):g} s; "
+            f"the {signers} did not finish within {_seconds_text(self._budget)} s; "
             "no credential was released"
         )
 
@@ -211,6 +212,15 @@ class RequestDeadline:
         parts = self._unfinished
         detail = f"{', '.join(parts)}: {message}" if parts else message
         return DeadlineExceeded(detail, parts=parts)
+
+
+def _seconds_text(seconds: float) -> str:
+    """`seconds` as a detail says it: to the ms; under 1 ms to one digit, not as `0`."""
+    if round(seconds, 3) > 0:
+        return f"{round(seconds, 3):g}"
+    if seconds <= 0:
+        return "0"
+    return format(Decimal(f"{seconds:.1g}"), "f")  # 4e-05 as 0.00004
 
 
 def request_deadline(seconds: float, *, parts: Sequence[str] = ()) -> RequestDeadline:

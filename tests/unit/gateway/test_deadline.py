@@ -388,6 +388,18 @@ async def test_a_call_with_no_time_left_for_an_attempt_is_cut_by_the_deadline() 
     assert sent == []
 
 
+async def test_a_budget_under_one_ms_is_not_named_as_zero_seconds() -> None:
+    """0.4 ms left sends nothing; the detail names 0.0004 s, not a budget of "0 s"."""
+    with pytest.raises(DeadlineExceeded) as info:
+        async with request_deadline(0.0004, parts=("european",)):
+            await call_signer(
+                "european", _done, policy=_policy(), endpoint="get_credential", replay_safe=True
+            )
+    assert info.value.detail == (
+        "european: the signer did not finish within 0.0004 s; no credential was released"
+    )
+
+
 async def test_a_part_failing_on_its_own_wins_over_the_deadline() -> None:
     """A part's own failure is the answer even when the deadline cut another part with it."""
 
