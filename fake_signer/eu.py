@@ -58,9 +58,7 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
         raise WireInputError(f"unknown fields: {', '.join(sorted(unknown))}")
     if missing := _FIELDS - set(data):
         raise WireInputError(f"missing fields: {', '.join(sorted(missing))}")
-    usage = _USAGES.get(data["keyUsage"]) if isinstance(data["keyUsage"], str) else None
-    if usage is None:
-        raise WireInputError(f"unknown keyUsage {data['keyUsage']!r}")
+    usage = _parse_usage(data["keyUsage"])
     dcc = data["dcc"]
     if not isinstance(dcc, dict):
         raise WireInputError("dcc must be a JSON object")
@@ -90,6 +88,30 @@ def check_signing_key(keys: KeyMaterial, usage: KeyUsage, now: float) -> None:
             f"cannot sign for {usage.value}: {name} ended at {end:%Y-%m-%dT%H:%M:%SZ}; "
             "start the fake again with fresh keys"
         )
+
+
+def _parse_usage(value: object) -> KeyUsage:
+    if not isinstance(value, str):
+        # Named by its JSON type, not quoted: the repr of an array nested as deep as the JSON
+        # parser allows (about 1,000 levels) is past Python's recursion limit, a 500.
+        raise WireInputError(
+            f"keyUsage must be a string, one of {', '.join(_USAGES)}, not {_json_type(value)}"
+        )
+    usage = _USAGES.get(value)
+    if usage is None:
+        raise WireInputError(f"unknown keyUsage {value!r}")
+    return usage
+
+
+def _json_type(value: object) -> str:
+    """The JSON type of a parsed value, as an error message names it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def _parse_expiration(value: object) -> int:

@@ -70,6 +70,16 @@ def eu_body(usage: str = "vaccination", expiration: str | None = None) -> dict[s
     return {"keyUsage": usage, "expirationTime": expiration or future_rfc3339(), "dcc": DCC}
 
 
+#: Arrays nested this deep parse as JSON (orjson takes 1,024 levels of the whole body) but have
+#: a repr past Python's recursion limit.
+DEEP_NESTING = 1000
+
+
+def nested_arrays(depth: int = DEEP_NESTING) -> bytes:
+    """JSON text of empty arrays nested `depth` levels deep (no JSON encoder writes one)."""
+    return b"[" * depth + b"]" * depth
+
+
 def b64d(value: str) -> bytes:
     """Strict standard base64 decoding."""
     return base64.b64decode(value, validate=True)

@@ -22,7 +22,9 @@ from tests.contract.fake_signer.signer_wire import (
     dsc_for,
     eu_body,
     future_rfc3339,
+    nested_arrays,
     published,
+    stats,
     verify_with_pycose,
 )
 
@@ -161,6 +163,16 @@ async def test_wire_input_errors_are_4xx_plain_text(client, raw, why):
     assert response.status_code == 400, why
     assert response.headers["content-type"].startswith("text/plain")
     assert response.text
+
+
+async def test_key_usage_nested_as_deep_as_json_allows_is_a_counted_400(client):
+    """A keyUsage of arrays nested 1,000 deep is refused as any other, not a 500 left uncounted."""
+    raw = _wire(keyUsage=0).replace(b'"keyUsage":0', b'"keyUsage":' + nested_arrays())
+    response = await client.post("/get_credential", content=raw)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.startswith("keyUsage must be a string"), response.text
+    assert (await stats(client))["totals"] == {"get_credential": {"bad_request": 1}}
 
 
 # Relative to now, so every form is in the future and within the DSC whenever the suite runs.
