@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fake_signer.settings import (
     MAX_LATENCY_MS,
@@ -273,6 +273,15 @@ class ControlUpdate(BaseModel):
     fault: str | None = None
     fault_count: int | None = Field(default=None, alias="faultCount", ge=-1, strict=True)
     seed: int | None = Field(default=None, strict=True)
+
+    @field_validator("latency_distribution", "overflow", mode="before")
+    @classmethod
+    def _text_only(cls, value: object) -> object:
+        # Before the enum sees it: refusing a non-string, the enum quotes its repr, which for
+        # arrays nested 1,000 deep (JSON takes them) is past the recursion limit, a 500.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a string")
+        return value
 
 
 def _check_fault_count(count: int | None, fault: FaultSpec | None) -> None:

@@ -21,6 +21,7 @@ from tests.contract.fake_signer.signer_wire import (
     cose_parts,
     dsc_for,
     eu_body,
+    nested_arrays,
     published,
     stats,
     verify_with_pycose,
@@ -304,6 +305,17 @@ async def test_control_refuses_invalid_updates(client, body):
     response = await client.put("/_control", json=body)
     assert response.status_code == 400
     assert response.text.startswith("bad control request: ")
+    assert (await client.get("/_control")).json() == before
+
+
+@pytest.mark.parametrize("name", ["latencyDistribution", "overflow"])
+async def test_control_refuses_a_choice_nested_as_deep_as_json_allows(client, name):
+    """A choice of arrays nested 1,000 deep is a 400 that changes nothing, not a 500."""
+    before = (await client.get("/_control")).json()
+    raw = b'{"' + name.encode() + b'":' + nested_arrays() + b"}"
+    response = await client.put("/_control", content=raw)
+    assert response.status_code == 400, response.text
+    assert response.text.startswith("bad control request: "), response.text
     assert (await client.get("/_control")).json() == before
 
 
