@@ -87,11 +87,10 @@ class NonceStore:
         self._nonces[nonce] = _Nonce(self._clock() + self._ttl, amount)
         return nonce
 
-    def consume(self, nonce: str, *, wanted: int = 1) -> int:
-        """Use a nonce up for `wanted` credentials; return the amount it was issued for.
+    def check(self, nonce: str, *, wanted: int = 1) -> int:
+        """Whether a nonce can be used for `wanted` credentials now, without using it up.
 
-        A request for more credentials than the nonce was issued for is refused and leaves the
-        nonce unused: nothing was signed.
+        Returns the amount it was issued for.
 
         Raises:
             WireInputError: the nonce is unknown, already used or expired, or `wanted` is
@@ -103,8 +102,20 @@ class NonceStore:
             raise WireInputError("issuerNonce is unknown, already used or expired")
         if wanted > entry.amount:
             raise WireInputError(f"{wanted} attribute sets for {entry.amount} credentials")
-        del self._nonces[nonce]
         return entry.amount
+
+    def consume(self, nonce: str, *, wanted: int = 1) -> int:
+        """Use a nonce up for `wanted` credentials; return the amount it was issued for.
+
+        A request for more credentials than the nonce was issued for is refused and leaves the
+        nonce unused: nothing was signed.
+
+        Raises:
+            WireInputError: as `check`.
+        """
+        amount = self.check(nonce, wanted=wanted)
+        del self._nonces[nonce]
+        return amount
 
     def _prune(self) -> None:
         now = self._clock()
@@ -220,7 +231,7 @@ def prepare_issue_response(key: DomesticSigningKey, nonces: NonceStore, amount: 
 
 @dataclass(frozen=True)
 class IssueRequest:
-    """A checked `/issue` body (the nonce is checked when signing, so faults don't use it up)."""
+    """A checked `/issue` body (its nonce is used up when signing, so faults leave it usable)."""
 
     nonce: str
     attributes: list[dict[str, str]]

@@ -99,6 +99,10 @@ async def issue(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
         checked = domestic.parse_issue(await _domestic_body(request))
+        # With the body, before a fault is picked: a stale nonce is the client's mistake, which
+        # neither a fault header hides nor a `_control` fault is used up on. It is used up (and
+        # so checked again) only when signing.
+        state.nonces.check(checked.nonce, wanted=len(checked.attributes))
     except WireInputError as exc:
         state.stats.count("issue", "bad_request")
         return text_response(exc.status, str(exc))

@@ -131,6 +131,45 @@ async def test_nonce_is_single_use(client):
     assert totals["issue"] == {"ok": 1, "bad_request": 1}
 
 
+async def test_a_stale_nonce_leaves_a_control_fault_pending(client):
+    """An /issue refused for its nonce is the client's mistake: the `_control` fault waits on."""
+    await client.put("/_control", json={"fault": "bad-signature", "faultCount": 1})
+    prepared = await prepare(client, 1)
+    stale = issue_body({**prepared, "issuerNonce": "bm90IGlzc3VlZA=="}, [ATTRIBUTES])
+    stale["issueCommitmentMessage"]["issuerNonce"] = "bm90IGlzc3VlZA=="
+    refused = await client.post("/issue", json=stale, headers=JSON_HEADERS)
+    assert (refused.status_code, refused.text) == (
+        400,
+        "issuerNonce is unknown, already used or expired",
+    )
+    control = (await client.get("/_control")).json()
+    assert (control["fault"], control["faultCount"]) == ("bad-signature", 1)
+    signed = await client.post(
+        "/issue", json=issue_body(prepared, [ATTRIBUTES]), headers=JSON_HEADERS
+    )
+    assert signed.status_code == 200
+    totals = (await client.get("/_stats")).json()["totals"]
+    assert totals["issue"] == {"bad_request": 1, "fault:bad-signature": 1}
+
+
+@pytest.mark.parametrize("sets", [1, 2], ids=["used-nonce", "more-sets-than-prepared"])
+async def test_a_fault_header_does_not_hide_a_nonce_refusal(client, sets):
+    """A used nonce, or more sets than it was prepared for, is a 400 under any fault header."""
+    prepared = await prepare(client, 1)
+    if sets == 1:
+        used = await client.post(
+            "/issue", json=issue_body(prepared, [ATTRIBUTES]), headers=JSON_HEADERS
+        )
+        assert used.status_code == 200
+    headers = {**JSON_HEADERS, "X-Fake-Signer-Fault": "status=503"}
+    response = await client.post(
+        "/issue", json=issue_body(prepared, [ATTRIBUTES] * sets), headers=headers
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    assert (await client.get("/_stats")).json()["totals"]["issue"]["bad_request"] == 1
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -235,6 +235,20 @@ def test_nonce_asked_for_too_many_credentials_stays_usable():
     assert store.consume(nonce, wanted=1) == 1
 
 
+def test_nonce_check_refuses_as_consume_does_and_uses_nothing():
+    """`check` answers what `consume` would, and the nonce stays usable after it."""
+    store = NonceStore(lambda: 0.0, ttl=10)
+    nonce = store.issue(2)
+    assert store.check(nonce, wanted=2) == 2
+    with pytest.raises(WireInputError, match="3 attribute sets for 2 credentials"):
+        store.check(nonce, wanted=3)
+    with pytest.raises(WireInputError, match="unknown"):
+        store.check("bm90IGlzc3VlZA==")
+    assert store.consume(nonce, wanted=2) == 2
+    with pytest.raises(WireInputError, match="already used"):
+        store.check(nonce)
+
+
 def test_text_answer_escapes_what_utf8_cannot_encode():
     """A plain-text error quoting a lone surrogate is sent with a backslash escape, not a 500."""
     response = text_response(400, "unknown fields: \ud800")
