@@ -32,8 +32,11 @@ def _json(data: object) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type=JSON)
 
 
-async def _body(request: web.Request) -> bytes:
+async def _body(request: web.Request, endpoint: str) -> bytes:
     """The body of a signing request; one past aiohttp's size limit is a 413 counted as input.
+
+    A client that goes away while sending it is counted `cancelled` for `endpoint`, as one that
+    goes away later is: the request reached the signer.
 
     Raises:
         WireInputError: the body is larger than `MAX_BODY_BYTES`.
@@ -42,6 +45,10 @@ async def _body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise WireInputError(f"body is larger than {MAX_BODY_BYTES} bytes", status=413) from None
+    except (asyncio.CancelledError, ConnectionResetError):
+        # Cancelled as the connection drops (`handler_cancellation`), else the read fails.
+        request.app[STATE].stats.count(endpoint, "cancelled")
+        raise
 
 
 async def get_credential(request: web.Request) -> web.StreamResponse:
@@ -49,7 +56,9 @@ async def get_credential(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     keys = state.key_material
     try:
-        checked = eu.parse_request(await _body(request), now=time.time(), keys=keys)
+        checked = eu.parse_request(
+            await _body(request, "get_credential"), now=time.time(), keys=keys
+        )
     except WireInputError as exc:
         state.stats.count("get_credential", "bad_request")
         return text_response(exc.status, str(exc))
@@ -70,18 +79,18 @@ async def get_credential(request: web.Request) -> web.StreamResponse:
     return await state.pipeline.run(request, "get_credential", produce)
 
 
-async def _domestic_body(request: web.Request) -> bytes:
+async def _domestic_body(request: web.Request, endpoint: str) -> bytes:
     """The body of a domestic request, refusing any content type but exactly JSON."""
     if request.headers.get("Content-Type") != JSON:
         raise WireInputError("Content-Type must be exactly application/json", status=415)
-    return await _body(request)
+    return await _body(request, endpoint)
 
 
 async def prepare_issue(request: web.Request) -> web.StreamResponse:
     """`POST /prepare_issue`: hand out a single-use issuer nonce."""
     state = request.app[STATE]
     try:
-        amount = domestic.parse_prepare_issue(await _domestic_body(request))
+        amount = domestic.parse_prepare_issue(await _domestic_body(request, "prepare_issue"))
     except WireInputError as exc:
         state.stats.count("prepare_issue", "bad_request")
         return text_response(exc.status, str(exc))
@@ -98,7 +107,7 @@ async def issue(request: web.Request) -> web.StreamResponse:
     """`POST /issue`: sign attribute sets against a nonce from `/prepare_issue`."""
     state = request.app[STATE]
     try:
-        checked = domestic.parse_issue(await _domestic_body(request))
+        checked = domestic.parse_issue(await _domestic_body(request, "issue"))
         # With the body, before a fault is picked: a stale nonce is the client's mistake, which
         # neither a fault header hides nor a `_control` fault is used up on. It is used up (and
         # so checked again) only when signing.
@@ -118,7 +127,7 @@ async def issue_static(request: web.Request) -> web.StreamResponse:
     """`POST /issue_static`: sign one attribute set into an "NL2:" QR payload."""
     state = request.app[STATE]
     try:
-        attributes = domestic.parse_issue_static(await _domestic_body(request))
+        attributes = domestic.parse_issue_static(await _domestic_body(request, "issue_static"))
     except WireInputError as exc:
         state.stats.count("issue_static", "bad_request")
         return text_response(exc.status, str(exc))

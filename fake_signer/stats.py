@@ -2,8 +2,8 @@
 
 Outcomes counted per endpoint: `ok`, `bad_request` (input refused with a 4xx), `rejected`
 (capacity full, 429), `error` (simulated random 500), `key_expired` (500: the certificate to sign
-with has ended), `cancelled` (client went away first) and `fault:<kind>` (an injected fault was
-applied and decided the answer).
+with has ended), `cancelled` (client went away first, even mid-body) and `fault:<kind>` (an
+injected fault was applied and decided the answer).
 """
 
 from __future__ import annotations

@@ -330,6 +330,25 @@ async def test_control_latency_applies(client):
     assert time.monotonic() - started >= 0.25
 
 
+@pytest.mark.parametrize("endpoint", ["get_credential", "issue_static"])
+async def test_a_client_that_leaves_while_sending_the_body_is_counted_cancelled(
+    signer, client, endpoint
+):
+    """A signing request whose client goes away half way through its body counts `cancelled`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", signer.port)
+    writer.write(
+        f"POST /{endpoint} HTTP/1.1\r\nHost: signer\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    # aiohttp answers 100 Continue as it calls the handler, which then waits for the body.
+    assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+    writer.write(b'{"keyUsage": ')
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    await wait_for(lambda current: current["totals"] == {endpoint: {"cancelled": 1}}, client)
+
+
 async def test_stats_count_outcomes_and_reset(client):
     """/_stats counts outcomes per endpoint; reset zeroes totals and peak."""
     await sign(client)
