@@ -75,3 +75,25 @@ def test_the_healthz_chart_names_the_round_it_shows_beside_the_worst_the_verdict
     assert "S1 gateway, round 2 of 3 (median)" in labels
     assert "round 2 of 3" in panel.get_title()
     assert "worst round: p99 45 ms, max 240 ms" in panel.get_title()
+
+
+def test_the_repeatability_row_shows_the_s1_figures_its_verdicts_were_judged_on() -> None:
+    """Round 1 (not the median) stalled: the row names its lag and /healthz beside the miss.
+
+    The row used to show the median round's /healthz and lag (20 / 80 ms, 40 ms) beside
+    "loop_lag_le_100ms missed", a miss no figure in the row explained.
+    """
+    s1 = _s1_rounds()
+    s1["rounds"][0] |= {"lag_ms": 120.0, "lag_text": "120 ms", "lag_ok": False}
+    s1["loop_lag_window"] = {"samples": 380, "over_100ms": 0, "max_ms": 40.0}
+    r: dict[str, Any] = {
+        "started": "2026-12-06T02:29:40+00:00",
+        "machine": {"load_before": [0.6], "load_after": [0.7]},
+        "S1": s1,
+    }
+    r["verdicts"] = report.verdicts(r)
+    assert r["verdicts"]["S1"]["loop_lag_le_100ms"] is False
+    cells = [cell.strip() for cell in report._history_row(r).split("|")]
+    assert cells[4] == "45.0/240.0", "the row shows the median round's /healthz, not the worst"
+    assert cells[5] == "120 ms", "the row shows the median round's lag, not the one judged"
+    assert "loop_lag_le_100ms" in cells[8]
