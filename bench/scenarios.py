@@ -215,8 +215,14 @@ STEADY_END_MARGIN_S = 0.5
 
 
 def _percentile(values: list[float], q: float) -> float:
+    """The smallest value at least `q` % of `values` are at or below (the nearest rank).
+
+    Rounding `q` % of the way along the sorted values instead can land one rank short:
+    of 2,099 polls (21 s at 10 ms) it took the 2,078th, and 21 polls over 50 ms, 1.0005 %,
+    left "p99 <= 50 ms" met.
+    """
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+    return ordered[max(0, math.ceil(q * len(ordered) / 100) - 1)]
 
 
 def _wrk_figures(result: WrkResult) -> dict[str, Any]:
