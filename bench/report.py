@@ -22,10 +22,13 @@ BLOCKS = {
 
 
 def _lag_le_100ms(s1: dict[str, Any]) -> bool:
-    """No lag sample over 100 ms in the measured window (since start, if the window is missing)."""
+    """No lag sample over 100 ms in the measured window (since start, if the window is missing).
+
+    A window without samples measured nothing (the monitor did not run): not met.
+    """
     window = s1.get("loop_lag_window")
     if window:
-        return bool(window["over_100ms"] == 0)
+        return bool(window["samples"] > 0 and window["over_100ms"] == 0)
     return s1["loop_lag_max_ms"] is not None and s1["loop_lag_max_ms"] <= 100
 
 
@@ -34,6 +37,8 @@ def lag_window_text(s1: dict[str, Any]) -> str:
     window = s1.get("loop_lag_window")
     if not window:
         return f"{s1.get('loop_lag_max_ms')} ms (since start)"
+    if not window["samples"]:
+        return "no samples"
     if window["max_ms"] is not None:
         return f"{window['max_ms']:g} ms"
     return f"≤ {window['max_bound_ms']:g} ms"

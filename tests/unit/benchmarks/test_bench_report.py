@@ -138,6 +138,19 @@ def test_a_new_maximum_in_the_window_is_reported_exactly_and_judged() -> None:
     assert report.lag_window_text(s1) == "180 ms"
 
 
+def test_a_window_without_lag_samples_is_not_judged_as_met() -> None:
+    """Both scrapes answered but the monitor recorded nothing between them: nothing measured.
+
+    The window used to read "≤ 1 ms" (the smallest bucket holds all of no samples) and pass.
+    """
+    mark = _mark(40.0, b0_05=90, b0_1=100, b0_25=100, inf=100)
+    window = lag_between(mark, mark)
+    assert window["samples"] == 0
+    s1 = {**_results(lag_ms=40.0, p99_ms=20, max_ms=90, kb=40)["S1"], "loop_lag_window": window}
+    assert report.verdicts({"S1": s1})["S1"]["loop_lag_le_100ms"] is False, "passed unmeasured"
+    assert report.lag_window_text(s1) == "no samples"
+
+
 def test_s4_sizes_the_signer_bound_to_the_fd_limit() -> None:
     """Callers plus signer connections fit the limit; where it is ample the wanted bound holds."""
     assert signer_bound_for(10_000, nofile=65_536, wanted=10_240) == 10_240
