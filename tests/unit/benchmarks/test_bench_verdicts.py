@@ -348,3 +348,27 @@ def test_the_verdict_table_says_no_for_every_missed_target() -> None:
     rows = report._verdict_rows(verdicts, results["S1"])[2:]
     assert len(rows) == 10
     assert all(row.endswith("| **NO** |") for row in rows), rows
+
+
+def test_a_ratio_just_short_of_its_target_is_never_shown_as_reaching_it() -> None:
+    """89.96 % of the limit, 59.996 % of the proxy, 4.999x httpx: each shown short, each NO.
+
+    Rounded to the nearest, they read 0.9, 0.6 and 5.0 beside **NO**.
+    """
+    v = report.verdicts(_results(_s1(899.6)))  # its S3 ceiling, 1,500 req/s, is not the limit
+    s3 = {
+        "gateway": {"rps": 599.96},
+        "passthrough-proxy": {"rps": 1000.0},
+        "gateway-httpx-transport": {"rps": 599.96 / 4.999},
+    }
+    v["S3"] = report.verdicts({"S3": s3})["S3"]
+    shown = {
+        "throughput_ge_90pct": (v["S1"]["throughput_share_of_limit"], 0.9),
+        "ge_60pct_of_proxy": (v["S3"]["share_of_proxy"], 0.6),
+        "ge_5x_httpx_transport": (v["S3"]["x_httpx_transport"], 5.0),
+    }
+    for target, (figure, bound) in shown.items():
+        assert v["S1" if target.startswith("throughput") else "S3"][target] is False
+        assert figure < bound, f"{target}: shown as {figure}, met: NO"
+    assert v["S1"]["throughput_share_of_limit"] == 0.899
+    assert v["S1"]["whole_run_share_of_limit"] == 0.95
