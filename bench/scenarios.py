@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -79,15 +80,64 @@ def loop_lag_max(gateway: procs.Proc) -> float | None:
     return None if value is None else float(value)
 
 
+_BUCKET_LINE = re.compile(r"^(\w+)_bucket\{([^}]*)\} (\S+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def histogram_buckets(lines: list[str], name: str, **labels: str) -> dict[str, float]:
+    """Cumulative counts of histogram `name` by bucket bound (`le`), from exposition `lines`.
+
+    Summed over its series whose labels include `labels` (every series when none are named).
+    """
+    counts: dict[str, float] = {}
+    for line in lines:
+        match = _BUCKET_LINE.match(line)
+        if match is None or match.group(1) != name:
+            continue
+        found = dict(_LABEL.findall(match.group(2)))
+        if all(found.get(k) == v for k, v in labels.items()):
+            counts[found["le"]] = counts.get(found["le"], 0.0) + float(match.group(3))
+    return counts
+
+
 def lag_histogram(gateway: procs.Proc) -> dict[str, float]:
     """Cumulative sample counts of `gateway_event_loop_lag_seconds` by bucket bound (`le`)."""
-    prefix = 'gateway_event_loop_lag_seconds_bucket{le="'
-    counts: dict[str, float] = {}
-    for line in _metrics_lines(gateway):
-        if line.startswith(prefix):
-            bound, _, value = line.removeprefix(prefix).partition('"} ')
-            counts[bound] = float(value)
-    return counts
+    return histogram_buckets(_metrics_lines(gateway), "gateway_event_loop_lag_seconds")
+
+
+def dcc_durations(gateway: procs.Proc) -> dict[str, float]:
+    """Cumulative counts of the gateway's /v1/dcc request durations by bucket bound, every
+    outcome (answered, or the client gone first) together."""
+    return histogram_buckets(
+        _metrics_lines(gateway), "gateway_request_duration_seconds", route="/v1/dcc"
+    )
+
+
+def held_longer(before: dict[str, float], after: dict[str, float], seconds: float) -> int:
+    """Requests that ended between two `dcc_durations` having lasted over `seconds`.
+
+    Counted above the largest bucket bound not over `seconds` (all of them if none is).
+    """
+    bounds = [b for b in after if b != "+Inf" and float(b) <= seconds]
+    bound = max(bounds, key=float) if bounds else None
+
+    def over(counts: dict[str, float]) -> float:
+        return counts.get("+Inf", 0.0) - (counts.get(bound, 0.0) if bound else 0.0)
+
+    return int(over(after) - over(before))
+
+
+def drained(gateway: procs.Proc, *, within: float) -> int:
+    """Wait (at most `within` s) until the gateway holds no request; those it still holds.
+
+    Its gauge counts the scrape asking too.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        inside = max(0, in_progress(gateway) - 1)
+        if inside == 0 or time.monotonic() >= deadline:
+            return inside
+        time.sleep(0.2)
 
 
 @dataclass(frozen=True)
@@ -212,6 +262,11 @@ S1_SETTLE_S = 4.0
 CEILING_SETTLE_S = 2.0
 #: The steady state ends this long before wrk does, before it closes its connections.
 STEADY_END_MARGIN_S = 0.5
+#: How long S1's and S2's clients (wrk) wait for an answer.
+CLIENT_TIMEOUT_S = 10.0
+#: After S1, how long the gateway may take to end the requests it still holds: its request
+#: deadline (`procs.gateway`'s 20 s) and a margin.
+DRAIN_WITHIN_S = 30.0
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -306,13 +361,16 @@ def slow_signers(target: procs.Proc, load: Load, logs: Path, *, clients: int, se
     lag_marks: list[LagMark] = []
     if has_lag:  # the blocking gateway has no metrics
         lag_marks.append(LagMark.read(target))
+        durations = dcc_durations(target)
         late_mark = threading.Timer(seconds - 0.5, _append_mark, (lag_marks, target))
         late_mark.start()
         steady = SteadyWindow(
             target, settle=min(S1_SETTLE_S, seconds / 4), end=seconds - STEADY_END_MARGIN_S
         )
     ticks = procs.cpu_ticks()
-    result = run_wrk(url, load, connections=clients, seconds=seconds, threads=2, timeout_s=10)
+    result = run_wrk(
+        url, load, connections=clients, seconds=seconds, threads=2, timeout_s=CLIENT_TIMEOUT_S
+    )
     steal = procs.steal_shares(ticks, procs.cpu_ticks())
     cpu = target.cpu_seconds() - cpu_before
     if has_lag:
@@ -347,6 +405,13 @@ def slow_signers(target: procs.Proc, load: Load, logs: Path, *, clients: int, se
         figures["gc"] = gc_pauses(target)
         if steady_figures:
             figures["steady"] = steady_figures
+        # wrk counts a timeout only for an answer that came later than its timeout: a
+        # request still unanswered when it stops counts as nothing. The gateway's own
+        # durations count those too, once the requests it holds have ended.
+        still = drained(target, within=DRAIN_WITHIN_S)
+        figures["held_over_timeout"] = (
+            held_longer(durations, dcc_durations(target), CLIENT_TIMEOUT_S) + still
+        )
     return figures
 
 

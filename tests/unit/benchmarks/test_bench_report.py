@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from bench import report
+import pytest
+
+from bench import report, scenarios
 from bench.procs import signer_bound_for, steal_shares
-from bench.scenarios import LagMark, SteadyMark, lag_between, steady_between
+from bench.scenarios import (
+    LagMark,
+    SteadyMark,
+    held_longer,
+    histogram_buckets,
+    lag_between,
+    steady_between,
+)
 
 
 def _results(*, lag_ms: float, p99_ms: float, max_ms: float, kb: float) -> dict[str, Any]:
@@ -280,3 +289,42 @@ def test_a_hand_written_section_outside_the_kept_blocks_is_reported_before_it_is
     regenerated = f"# Benchmarks\n## Profile\n{profile}\n\n## How\n"
     assert report.lost_headings(old, regenerated) == ["### Round two"]
     assert report.lost_headings(regenerated, regenerated) == []
+
+
+def _duration_lines(route: str, status: str, counts: dict[str, int]) -> list[str]:
+    """A `gateway_request_duration_seconds` series as /metrics renders it."""
+    name = "gateway_request_duration_seconds_bucket"
+    return [
+        f'{name}{{le="{le}",route="{route}",status_class="{status}"}} {n}.0'
+        for le, n in counts.items()
+    ]
+
+
+def test_requests_held_over_the_timeout_are_counted_across_outcomes_for_dcc_only() -> None:
+    """Answered late or left when wrk went away, each /v1/dcc request over 10 s counts once."""
+    before = _duration_lines("/v1/dcc", "2xx", {"5.0": 40, "10.0": 40, "20.0": 40, "+Inf": 40})
+    after = [
+        *_duration_lines("/v1/dcc", "2xx", {"5.0": 900, "10.0": 902, "20.0": 904, "+Inf": 904}),
+        *_duration_lines("/v1/dcc", "disconnected", {"5.0": 7, "10.0": 7, "20.0": 9, "+Inf": 10}),
+        *_duration_lines("/v1/print", "2xx", {"5.0": 0, "10.0": 0, "20.0": 5, "+Inf": 5}),
+        'gateway_event_loop_lag_seconds_bucket{le="10.0"} 3.0',
+    ]
+    name = "gateway_request_duration_seconds"
+    counts = [histogram_buckets(lines, name, route="/v1/dcc") for lines in (before, after)]
+    assert counts[1]["+Inf"] == 914
+    assert held_longer(counts[0], counts[1], 10.0) == 2 + 3
+    assert held_longer(counts[0], counts[1], 12.0) == 2 + 3  # judged from the 10 s bound
+    assert held_longer(counts[0], counts[1], 5.0) == 4 + 3
+
+
+def test_the_gateway_is_waited_for_until_it_holds_no_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its gauge, which counts the scrape asking, falls to 1: nothing is left over."""
+    gauge = iter([40, 3, 1])
+    monkeypatch.setattr(scenarios, "in_progress", lambda _gateway: next(gauge))
+    monkeypatch.setattr(scenarios.time, "sleep", lambda _s: None)
+    assert scenarios.drained(cast("Any", None), within=30.0) == 0
+    stuck = iter([6] * 1000)
+    monkeypatch.setattr(scenarios, "in_progress", lambda _gateway: next(stuck))
+    assert scenarios.drained(cast("Any", None), within=0.0) == 5

@@ -372,3 +372,22 @@ def test_a_ratio_just_short_of_its_target_is_never_shown_as_reaching_it() -> Non
         assert figure < bound, f"{target}: shown as {figure}, met: NO"
     assert v["S1"]["throughput_share_of_limit"] == 0.899
     assert v["S1"]["whole_run_share_of_limit"] == 0.95
+
+
+def test_requests_the_gateway_held_past_wrks_timeout_fail_s1_success() -> None:
+    """A request still unanswered when wrk stops is no wrk error; the gateway's count has it.
+
+    Three requests of round 3 (not the judged one) outlived the clients' 10 s timeout.
+    """
+    rounds = [_s1(950.0, held_over_timeout=0), _s1(900.0, held_over_timeout=0)]
+    rounds.append(_s1(990.0, held_over_timeout=3))
+    s1 = _in_rounds(rounds)
+    assert s1["judged_round"] == 0
+    assert s1["errors"] == 0
+    verdicts = report.verdicts({"S1": s1})
+    assert verdicts["S1"]["success_100pct"] is False, "3 requests never answered, 0 errors"
+    assert verdicts["S1"]["worst_of_rounds"]["held_over_timeout"] == 3
+    row = next(x for x in report._verdict_rows(verdicts, s1) if "S1 100 % success" in x)
+    assert "errors = 0; held past wrk's 10 s timeout = 3 (worst of 3 rounds) | **NO** |" in row
+    clean = _in_rounds([_s1(950.0, held_over_timeout=0)] * 3)
+    assert report.verdicts({"S1": clean})["S1"]["success_100pct"] is True
