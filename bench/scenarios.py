@@ -80,7 +80,7 @@ def loop_lag_max(gateway: procs.Proc) -> float | None:
     return None if value is None else float(value)
 
 
-_BUCKET_LINE = re.compile(r"^(\w+)_bucket\{([^}]*)\} (\S+)$")
+_BUCKET_LINE = re.compile(r"^(\w+)_bucket\{(.*)\} (\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 

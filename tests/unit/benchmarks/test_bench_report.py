@@ -307,6 +307,7 @@ def test_requests_held_over_the_timeout_are_counted_across_outcomes_for_dcc_only
         *_duration_lines("/v1/dcc", "2xx", {"5.0": 900, "10.0": 902, "20.0": 904, "+Inf": 904}),
         *_duration_lines("/v1/dcc", "disconnected", {"5.0": 7, "10.0": 7, "20.0": 9, "+Inf": 10}),
         *_duration_lines("/v1/print", "2xx", {"5.0": 0, "10.0": 0, "20.0": 5, "+Inf": 5}),
+        *_duration_lines("/v1/dcc/{id}", "2xx", {"5.0": 0, "10.0": 0, "20.0": 6, "+Inf": 6}),
         'gateway_event_loop_lag_seconds_bucket{le="10.0"} 3.0',
     ]
     name = "gateway_request_duration_seconds"
