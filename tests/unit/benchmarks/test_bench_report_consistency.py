@@ -97,3 +97,17 @@ def test_the_repeatability_row_shows_the_s1_figures_its_verdicts_were_judged_on(
     assert cells[4] == "45.0/240.0", "the row shows the median round's /healthz, not the worst"
     assert cells[5] == "120 ms", "the row shows the median round's lag, not the one judged"
     assert "loop_lag_le_100ms" in cells[8]
+
+
+def test_the_healthz_rows_say_when_failed_polls_are_what_missed_them() -> None:
+    """Polls that failed miss both /healthz targets; their rows say so beside the latencies.
+
+    They read "45.0 ms (worst of 3 rounds) | **NO**" with nothing in them missing 50 ms.
+    """
+    s1 = _s1_rounds()
+    s1["rounds"][2]["healthz"] = s1["rounds"][2]["healthz"] | {"failures": 2}
+    verdicts = report.verdicts({"S1": s1})
+    rows = [x for x in report._verdict_rows(verdicts, s1) if x.startswith("| S1 /healthz")]
+    assert [row.endswith("| **NO** |") for row in rows] == [True, True]
+    for row in rows:
+        assert "2 polls failed" in row, row
