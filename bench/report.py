@@ -137,19 +137,33 @@ def verdicts(r: dict[str, Any]) -> dict[str, Any]:
         # request parked at the CPU gate holds less, so a slower machine (fewer at the
         # signer) would otherwise pass on the mix alone.
         # The errors of both runs are judged, as both figures are.
+        # The figures are KB of 1,024 bytes; the target is judged in kB of 1,000, the
+        # stricter reading of "50 KB" (48.9 KB is 50.07 kB).
         held = s4.get(ALL_AT_SIGNER, {})
         at_signer = held.get("kb_per_in_flight")
-        worst = max(s4["kb_per_in_flight"], at_signer or 0)
+        larger = max(_bytes_per_in_flight(s4), _bytes_per_in_flight(held) if held else 0)
         out["S4"] = {
             "kb_per_in_flight": s4["kb_per_in_flight"],
             "kb_all_at_signer": at_signer,
-            "le_50kb": worst <= 50,
+            # Rounded up, as a figure judged against an upper bound: 50,001 bytes is 50.1.
+            "larger_in_1000_byte_kb": math.ceil(larger / 100) / 10,
+            "le_50kb": larger <= S4_TARGET_BYTES,
             "errors": s4["errors"],
             "errors_all_at_signer": held.get("errors"),
             "no_errors": s4["errors"] == 0 and not held.get("errors"),
             "reached_10k_in_flight": s4["peak_in_flight"] >= 10_000,
         }
     return out
+
+
+#: S4's target, 50 KB per in-flight request, in bytes (kB of 1,000 bytes).
+S4_TARGET_BYTES = 50_000
+
+
+def _bytes_per_in_flight(figures: dict[str, Any]) -> float:
+    """Bytes of RSS per in-flight request: exact when the run kept them, else from its KB."""
+    exact = figures.get("bytes_per_in_flight")
+    return float(exact) if exact is not None else figures["kb_per_in_flight"] * 1024
 
 
 def _yes(value: object) -> str:
@@ -402,6 +416,18 @@ def _at_signer_kb(s4_verdict: dict[str, Any]) -> str:
     return "" if kb is None else f"; every request at the signer: {kb} KB"
 
 
+def _both(first: object, second: object) -> object:
+    """One row's verdict on two targets: met when both are, missed when either is."""
+    if first is False or second is False:
+        return False
+    return True if first is True and second is True else first
+
+
+def _in_1000_byte_kb(s4_verdict: dict[str, Any]) -> str:
+    larger = s4_verdict.get("larger_in_1000_byte_kb")
+    return "" if larger is None else f" (KB of 1,024 bytes; the larger is {larger} kB of 1,000)"
+
+
 def _at_signer_errors(s4_verdict: dict[str, Any]) -> str:
     errors = s4_verdict.get("errors_all_at_signer")
     return "" if errors is None else f"; all at the signer: {errors}"
@@ -582,13 +608,13 @@ def _verdict_rows(v: dict[str, Any], figures: dict[str, Any], proxy_kb: str = ""
         ),
         (
             f"| S4 ≤ 50 KB per in-flight request | {s4.get('kb_per_in_flight')} KB"
-            f"{proxy_kb}{_at_signer_kb(s4)} | {_yes(s4.get('le_50kb'))} |"
+            f"{proxy_kb}{_at_signer_kb(s4)}{_in_1000_byte_kb(s4)} | {_yes(s4.get('le_50kb'))} |"
         ),
         (
             "| S4 no errors, at 10,000 in flight and with all at the signer | "
             f"errors: {s4.get('errors', '-')} at 10,000 (reached: "
             f"{_yes(s4.get('reached_10k_in_flight'))}){_at_signer_errors(s4)} | "
-            f"{_yes(s4.get('no_errors'))} |"
+            f"{_yes(_both(s4.get('no_errors'), s4.get('reached_10k_in_flight')))} |"
         ),
     ]
 
@@ -1006,7 +1032,9 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "Fake signer latency 10 s, wrk holding 10,000 connections (4 threads, 60 s timeout) for",
         "30 s; the gateway's RSS is sampled every 250 ms and taken when its",
         "`gateway_requests_in_progress` gauge is highest. KB per request = (RSS then - RSS idle",
-        "after warm-up) / in flight. The request deadline and the CPU gate's queue timeout are",
+        "after warm-up) / in flight, in KB of 1,024 bytes; the verdict takes the larger figure",
+        "in kB of 1,000 bytes, the stricter reading of the 50 KB target (48.9 KB is 50.07 kB).",
+        "The request deadline and the CPU gate's queue timeout are",
         "raised to 60 s. The bulkhead (and pool) allow 10,240 signer calls, or what the fd",
         f"limit leaves beside 10,000 callers ({s4_fd}): each call holds a connection, and",
         "past the limit connects fail (EMFILE) and open the breaker; calls over the bound wait",

@@ -510,6 +510,7 @@ def memory(gateway: procs.Proc, signer: procs.Proc, load: Load, *, in_flight: in
         "rss_at_peak_mb": round(rss_at_peak / 2**20, 1),
         "rss_max_mb": round(rss_max / 2**20, 1),
         "kb_per_in_flight": round((rss_at_peak - rss_idle) / 1024 / max(1, peak_in_flight), 1),
+        "bytes_per_in_flight": round((rss_at_peak - rss_idle) / max(1, peak_in_flight)),
         "loop_lag_max_ms": None if lag is None else round(lag * 1000, 1),
         "command": shown_command(command, load),
     }

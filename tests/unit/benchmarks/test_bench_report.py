@@ -42,7 +42,7 @@ def _results(*, lag_ms: float, p99_ms: float, max_ms: float, kb: float) -> dict[
 
 def test_verdicts_judge_each_target_on_its_own_figure() -> None:
     """Throughput against the S3 ceiling, bounds inclusive, ratios rounded as reported."""
-    verdicts = report.verdicts(_results(lag_ms=100.0, p99_ms=50.1, max_ms=250.0, kb=50.0))
+    verdicts = report.verdicts(_results(lag_ms=100.0, p99_ms=50.1, max_ms=250.0, kb=48.8))
     s1 = verdicts["S1"]
     assert s1["limit_rps"] == 300.0  # the S3 ceiling, lower than 1,000 clients / 1 s
     assert s1["throughput_share_of_limit"] == 0.933
@@ -116,7 +116,9 @@ def test_the_verdict_table_shows_the_figure_behind_every_s1_target() -> None:
     assert by_target["S1 /healthz p99 ≤ 50 ms"].endswith("| 34.21 ms | **yes** |")
     assert by_target["S1 /healthz max ≤ 250 ms"].endswith("| 170.05 ms | **yes** |")
     assert by_target["S1 max loop lag ≤ 100 ms"].endswith("| 164.3 ms (since start) | **NO** |")
-    assert by_target["S4 ≤ 50 KB per in-flight request"].endswith("| 56.3 KB | **NO** |")
+    assert by_target["S4 ≤ 50 KB per in-flight request"].endswith(
+        "| 56.3 KB (KB of 1,024 bytes; the larger is 57.7 kB of 1,000) | **NO** |"
+    )
 
 
 def _mark(max_ms: float, **counts: float) -> LagMark:

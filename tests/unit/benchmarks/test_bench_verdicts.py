@@ -291,17 +291,20 @@ def test_s3_ratios_are_judged_each_on_its_own() -> None:
 @pytest.mark.parametrize(
     ("kb", "at_signer", "met"),
     [
-        (50.0, None, True),
-        (50.1, None, False),
-        (30.0, 50.0, True),
-        (30.0, 50.1, False),
-        (50.1, 30.0, False),
+        (48.8, None, True),
+        (48.9, None, False),
+        (30.0, 48.8, True),
+        (30.0, 48.9, False),
+        (48.9, 30.0, False),
     ],
 )
 def test_s4_memory_is_met_up_to_and_including_50kb_on_both_figures(
     kb: float, at_signer: float | None, met: bool
 ) -> None:
-    """Exactly 50 KB per in-flight request passes, at 10,000 and with all at the signer."""
+    """Up to 50,000 bytes per in-flight request passes, at 10,000 and with all at the signer.
+
+    The figures are KB of 1,024 bytes: 48.8 KB is 49,971 bytes, 48.9 KB 50,074, over 50 kB.
+    """
     results = _results()
     results["S4"]["kb_per_in_flight"] = kb
     if at_signer is not None:
@@ -309,6 +312,33 @@ def test_s4_memory_is_met_up_to_and_including_50kb_on_both_figures(
     verdicts = report.verdicts(results)
     assert verdicts["S4"]["le_50kb"] is met
     assert _missed(verdicts) == (set() if met else {"le_50kb"})
+
+
+@pytest.mark.parametrize(
+    ("at_signer_bytes", "met", "shown"), [(50_000, True, "50.0"), (50_001, False, "50.1")]
+)
+def test_s4_is_judged_on_the_bytes_a_run_kept_and_shows_them_rounded_up(
+    at_signer_bytes: int, met: bool, shown: str
+) -> None:
+    """50,000 bytes meets 50 KB, one byte more does not; its row never reads 50.0 beside NO."""
+    results = _results()
+    results["S4"][report.ALL_AT_SIGNER] = {
+        "kb_per_in_flight": round(at_signer_bytes / 1024, 1),  # 48.8 either way
+        "bytes_per_in_flight": at_signer_bytes,
+    }
+    verdicts = report.verdicts(results)
+    assert verdicts["S4"]["le_50kb"] is met
+    [row] = [r for r in report._verdict_rows(verdicts, results["S1"]) if "50 KB" in r]
+    assert row.endswith(f"the larger is {shown} kB of 1,000) | {report._yes(met)} |"), row
+
+
+def test_the_s4_errors_row_is_missed_when_10000_were_never_in_flight() -> None:
+    """No errors at a peak of 4,000 has not shown "no errors at 10,000": the row says NO."""
+    results = _results()
+    results["S4"]["peak_in_flight"] = 4000
+    verdicts = report.verdicts(results)
+    [row] = [r for r in report._verdict_rows(verdicts, results["S1"]) if "no errors" in r]
+    assert row.endswith("(reached: **NO**) | **NO** |"), row
 
 
 @pytest.mark.parametrize(
