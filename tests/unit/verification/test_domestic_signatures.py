@@ -16,6 +16,7 @@ from signing_gateway.verification.trust import DomesticKey, DomesticTrustStore
 from tests.support.credentials import (
     DomesticSigner,
     b64,
+    cbor_map,
     make_domestic_signer,
     proof_identifier,
     sample_attributes,
@@ -98,6 +99,33 @@ def test_static_qr_payload_mismatch(signer, trust):
     """A genuine QR over different attributes than requested gives payload-mismatch."""
     other = {**sample_attributes(), "firstNameInitial": "Z"}
     qr, signature = signer.static_qr(other)
+    assert static_reason(qr, trust, proof=proof_identifier(signature)) == "payload-mismatch"
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [
+            ("firstNameInitial", "Z"),
+            *cbor2.loads(cbor2.dumps(sample_attributes(), canonical=True)).items(),
+        ],
+        sorted(sample_attributes().items()),
+    ],
+    ids=["repeated-key", "keys-not-canonical"],
+)
+def test_static_qr_signed_over_other_bytes_of_the_same_attributes_is_a_mismatch(
+    signer, trust, entries
+):
+    """Pin that the signed bytes must be the canonical CBOR of the attributes, byte for byte.
+
+    Decoded, each of these is the requested attribute map. With a key named twice, a reader
+    keeping the first value sees another initial; out of canonical key order, a verifier that
+    re-encodes the attributes checks the signature over other bytes.
+    """
+    attrs_cbor = cbor_map((cbor2.dumps(key), cbor2.dumps(value)) for key, value in entries)
+    signature = signer.key.sign(b"NL2-static\x00" + attrs_cbor)
+    body = cbor2.dumps([signer.kid, attrs_cbor, signature])
+    qr = "NL2:" + base45.b45encode(body).decode("ascii")
     assert static_reason(qr, trust, proof=proof_identifier(signature)) == "payload-mismatch"
 
 

@@ -12,7 +12,8 @@ import base45
 import cbor2
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hcert_testdata import (
     EXP,
     NOW,
@@ -79,8 +80,7 @@ def test_ps256_signature_with_another_salt_length_is_rejected(salt_length):
     rsa_dsc = make_dsc(["vaccination"], rsa_key=True)
     store = EuTrustStore([DscCertificate.from_der(rsa_dsc.der)])
     hc1 = make_hc1(rsa_dsc, spec())
-    protected, _, payload, _ = cbor2.loads(cose_of(hc1.text)).value
-    to_be_signed = cbor2.dumps(["Signature1", protected, b"", payload])
+    to_be_signed = _to_be_signed(hc1.text)
     pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt_length)
     assert isinstance(rsa_dsc.key, rsa.RSAPrivateKey)
     signature = rsa_dsc.key.sign(to_be_signed, pss, hashes.SHA256())
@@ -129,6 +129,32 @@ def test_es256_signature_with_a_padded_s_is_rejected(dsc, trust):
     padded = hc1.signature[:32] + b"\x00" + hc1.signature[32:]
     text = with_signature(hc1.text, padded)
     assert reason_of(text, trust, proof=proof_identifier(padded)) == "bad-signature"
+
+
+def test_es256_signature_with_a_short_s_is_rejected(dsc, trust):
+    """An ES256 signature r || s whose s is written in 31 bytes (63 in all) gives bad-signature.
+
+    The two integers are the signer's own and would verify once padded, but COSE fixes s at
+    32 bytes: a verifier app refuses the short form.
+    """
+    hc1 = make_hc1(dsc, spec())
+    to_be_signed = _to_be_signed(hc1.text)
+    assert isinstance(dsc.key, ec.EllipticCurvePrivateKey)
+    signatures = (
+        decode_dss_signature(dsc.key.sign(to_be_signed, ec.ECDSA(hashes.SHA256())))
+        for _ in range(20_000)
+    )
+    # About one signature in 256 has an s below 2**248.
+    r, s = next((r, s) for r, s in signatures if s < 1 << 248)
+    short = r.to_bytes(32, "big") + s.to_bytes(31, "big")
+    text = with_signature(hc1.text, short)
+    assert reason_of(text, trust, proof=proof_identifier(short)) == "bad-signature"
+
+
+def _to_be_signed(text: str) -> bytes:
+    """The Sig_structure a credential's signature covers (RFC 9052 §4.4)."""
+    protected, _, payload, _ = cbor2.loads(cose_of(text)).value
+    return cbor2.dumps(["Signature1", protected, b"", payload])
 
 
 def test_signature_that_is_not_a_byte_string_is_refused(dsc, trust):
@@ -406,6 +432,7 @@ def test_proof_identifier_mismatch_is_rejected(dsc, trust):
         wrap_cose(b"\xff\xff"),
         wrap_cose(cbor2.dumps([b"", {}, b"", b""])),
         wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b""]))),
+        wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"", b"", b""]))),
         wrap_cose(cbor2.dumps(cbor2.CBORTag(18, ["p", {}, b"", b""]))),
         wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7}), {}, b"", b""]))),
         wrap_cose(
@@ -443,6 +470,7 @@ def test_proof_identifier_mismatch_is_rejected(dsc, trust):
         "cbor",
         "untagged",
         "three-elements",
+        "five-elements",
         "protected-type",
         "no-kid",
         "payload-not-map",
