@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from functools import partial
@@ -427,6 +428,34 @@ async def test_domestic_issue_signed_with_another_key_than_the_session_named_is_
 
     mocked.prepare_issue.mock(side_effect=other_key)
     await _assert_issue_withheld(gateway, "kid-mismatch")
+
+
+#: /issue answers signed with the session's key over other content than the session asked for,
+#: each naming that content itself: the nonce it was signed under, or the attributes.
+OTHER_SIGNED_CONTENT = {
+    "nonce-mismatch": lambda _nonce, attrs: (b64(b"another nonce..."), attrs),
+    "payload-mismatch": lambda nonce, attrs: (nonce, {**attrs, "isSpecimen": "1"}),
+}
+
+
+@pytest.mark.parametrize(("reason", "bend"), OTHER_SIGNED_CONTENT.items(), ids=OTHER_SIGNED_CONTENT)
+async def test_domestic_issue_signed_over_what_the_answer_names_but_not_the_session_is_withheld(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys, reason: str, bend: Any
+):
+    """Pin that /issue answers are checked against the session and the request, not themselves.
+
+    Every signature verifies over the nonce and attributes its own item names; only the nonce
+    of prepare-issue and the attributes sent show them to be another session's credentials.
+    """
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)  # the commitment's big integers too
+        nonce = body["prepareIssueMessage"]["issuerNonce"]
+        signed = [bend(nonce, attrs) for attrs in body["credentialsAttributes"]]
+        return httpx.Response(200, json=[test_keys.domestic.issue_item(*s) for s in signed])
+
+    mocked.issue.mock(side_effect=answer)
+    await _assert_issue_withheld(gateway, reason)
 
 
 async def _assert_issue_withheld(gateway: httpx.AsyncClient, reason: str) -> None:
