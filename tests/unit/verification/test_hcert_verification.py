@@ -289,6 +289,18 @@ def test_missing_payload_field_is_a_mismatch(dsc, trust):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
 
 
+def test_payload_field_under_another_name_is_a_mismatch(dsc, trust):
+    """A DCC with as many fields as requested, one under another name, gives payload-mismatch.
+
+    Equal field counts are not enough, and looking the signed names up in the requested DCC
+    must not fail (a 500) on the one it lacks.
+    """
+    signed = sample_dcc()
+    signed["dateOfBirth"] = signed.pop("dob")
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
+
+
 def test_extra_payload_field_is_a_mismatch(dsc, trust):
     """A DCC carrying one field more than requested gives payload-mismatch."""
     signed = copy.deepcopy(sample_dcc())
