@@ -265,8 +265,9 @@ def _memory(beside: Callable[..., Any], logs: Path, load: Load) -> dict[str, Any
         )
     ) as (signer, gw):
         s4[report.ALL_AT_SIGNER] = scenarios.memory(
-            gw, signer, load, in_flight=held, signer_latency_s=10.0, seconds=20
-        ) | _started(signer, gw)
+            gw, signer, load, in_flight=held, signer_latency_s=10.0, seconds=20,
+            before_first_answer=True,
+        ) | _started(signer, gw)  # fmt: skip
     return s4
 
 

@@ -451,31 +451,69 @@ def ceiling(target: procs.Proc, signer: procs.Proc, load: Load, *, clients: int,
     return figures
 
 
+@dataclass(frozen=True)
+class MemorySample:
+    """One S4 sample: requests inside the server, its RSS, the signer's answers so far."""
+
+    inside: int
+    rss: int
+    answered: int
+
+
+def peak_sample(
+    samples: list[MemorySample], rss_idle: int, *, before_first_answer: bool
+) -> tuple[int, int]:
+    """(Most requests inside, the RSS then): of the samples at that count, the latest.
+
+    `before_first_answer`: only the samples taken before the signer answered its first
+    request count. Once answers flow, the server also holds what answering costs (the
+    answers, their logs and audit records, freed memory not yet given back), and a sample at
+    the peak count can fall there or in the fill before it, by chance of timing.
+    """
+    peak, rss = 0, rss_idle
+    for sample in samples:
+        if before_first_answer and sample.answered:
+            break
+        if sample.inside >= peak:
+            peak, rss = sample.inside, sample.rss
+    return peak, rss
+
+
+def _signer_answers(stats: dict[str, Any]) -> int:
+    """Signing requests the fake signer has ended, whatever their outcome."""
+    return sum(stats.get("totals", {}).get("get_credential", {}).values())
+
+
 def memory(gateway: procs.Proc, signer: procs.Proc, load: Load, *, in_flight: int,
-           signer_latency_s: float, seconds: float,
-           is_gateway: bool = True) -> dict[str, Any]:  # fmt: skip
+           signer_latency_s: float, seconds: float, is_gateway: bool = True,
+           before_first_answer: bool = False) -> dict[str, Any]:  # fmt: skip
     """S4: RSS per in-flight request with `in_flight` requests held by a slow signer.
 
     `is_gateway` False: the pass-through proxy, which has no metrics or readiness details; its
     in-flight count is the signer's, a lower bound (beyond its connector's limit requests
     wait inside it for a connection), so its KB per request is, if anything, high.
+    `before_first_answer`: the RSS is taken at the peak reached before the signer's first
+    answer (see `peak_sample`): for a load that all reaches the signer within its latency.
     """
     url = gateway.url + "/v1/dcc"
     run_wrk(url, load, connections=20, seconds=2)  # warm-up at latency 0
     _put_json(signer.url + "/_control", {"latencyMs": signer_latency_s * 1000, "jitterMs": 0})
     time.sleep(0.5)
     rss_idle = gateway.rss_bytes()
+    answered_before = _signer_answers(_get_json(signer.url + "/_stats"))  # the warm-up's
     command = wrk_command(url, connections=in_flight, seconds=seconds, threads=4, timeout_s=60)
     out = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **load.env()},
     )  # fmt: skip
-    peak_in_flight, rss_at_peak, rss_max = 0, rss_idle, rss_idle
+    samples: list[MemorySample] = []
+    rss_max = rss_idle
     deadline = time.monotonic() + seconds + 5
     peak_at_signer = 0
     while out.poll() is None and time.monotonic() < deadline:
         try:
-            at_signer = _get_json(signer.url + "/_stats")["inFlight"]
+            stats = _get_json(signer.url + "/_stats")
+            at_signer = stats["inFlight"]
             # The gateway's gauge counts this scrape too; the proxy has none (see above).
             inside = in_progress(gateway) - 1 if is_gateway else at_signer
         except OSError:  # a scrape that times out under the burst: try again
@@ -483,9 +521,11 @@ def memory(gateway: procs.Proc, signer: procs.Proc, load: Load, *, in_flight: in
         rss = gateway.rss_bytes()
         rss_max = max(rss_max, rss)
         peak_at_signer = max(peak_at_signer, at_signer)
-        if inside >= peak_in_flight:
-            peak_in_flight, rss_at_peak = inside, rss
+        samples.append(MemorySample(inside, rss, _signer_answers(stats) - answered_before))
         time.sleep(0.25)
+    peak_in_flight, rss_at_peak = peak_sample(
+        samples, rss_idle, before_first_answer=before_first_answer
+    )
     stdout, _ = out.communicate(timeout=seconds + 90)
     line = next(x for x in stdout.splitlines() if x.startswith("BENCH_JSON "))
     data = json.loads(line.removeprefix("BENCH_JSON "))
@@ -509,8 +549,14 @@ def memory(gateway: procs.Proc, signer: procs.Proc, load: Load, *, in_flight: in
         "rss_idle_mb": round(rss_idle / 2**20, 1),
         "rss_at_peak_mb": round(rss_at_peak / 2**20, 1),
         "rss_max_mb": round(rss_max / 2**20, 1),
-        "kb_per_in_flight": round((rss_at_peak - rss_idle) / 1024 / max(1, peak_in_flight), 1),
-        "bytes_per_in_flight": round((rss_at_peak - rss_idle) / max(1, peak_in_flight)),
+        "peak_before_first_answer": before_first_answer,
+        # None when nothing was in flight at a sample: no figure, not 0 KB.
+        "kb_per_in_flight": round((rss_at_peak - rss_idle) / 1024 / peak_in_flight, 1)
+        if peak_in_flight
+        else None,
+        "bytes_per_in_flight": round((rss_at_peak - rss_idle) / peak_in_flight)
+        if peak_in_flight
+        else None,
         "loop_lag_max_ms": None if lag is None else round(lag * 1000, 1),
         "command": shown_command(command, load),
     }
