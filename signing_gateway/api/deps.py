@@ -65,11 +65,6 @@ async def _readiness(request: Request) -> ReadinessMonitor:
     return monitor
 
 
-async def _metrics(request: Request) -> GatewayMetrics:
-    metrics: GatewayMetrics = request.state.metrics
-    return metrics
-
-
 async def _eu_trust(request: Request) -> EuTrustStore:
     trust: EuTrustStore = request.state.eu_trust
     return trust
@@ -83,7 +78,6 @@ EuIssuerDep = Annotated[EuIssuer, Depends(_eu_issuer)]
 DomesticIssuerDep = Annotated[DomesticIssuer, Depends(_domestic_issuer)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ReadinessDep = Annotated[ReadinessMonitor, Depends(_readiness)]
-MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
 EuTrustDep = Annotated[EuTrustStore, Depends(_eu_trust)]
 SignerHeadersDep = Annotated[dict[str, str], Depends(_signer_headers)]
 
