@@ -52,13 +52,6 @@ class DomainValidationError(Exception):
         self.errors = list(errors)
         super().__init__("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in self.errors))
 
-    @classmethod
-    def from_pydantic(cls, exc: ValidationError, *, prefix: Loc = ()) -> DomainValidationError:
-        """Translate a pydantic ValidationError, optionally nesting its locations under prefix."""
-        return cls(
-            [FieldError(loc=(*prefix, *error["loc"]), msg=error["msg"]) for error in exc.errors()]
-        )
-
 
 def object_rule(rule: RawRule) -> Any:  # noqa: ANN401 - pydantic's own decorator proxy
     """A model validator naming what `rule` finds beside the fields' errors (see below).
