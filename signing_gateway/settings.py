@@ -122,7 +122,11 @@ class SignerSettings(BaseModel):
     url: str = Field(description="Base URL of the signer, e.g. https://eu-signer.internal:8443")
     connect_timeout: PositiveFloat = Field(1.0, description="Seconds to establish a connection")
     read_timeout: PositiveFloat = Field(15.0, description="Seconds to wait for response bytes")
-    write_timeout: PositiveFloat = Field(5.0, description="Seconds to send the request")
+    write_timeout: PositiveFloat = Field(
+        5.0,
+        description="Seconds to send the request (transport httpx only: the aiohttp transport "
+        "has no write timeout)",
+    )
     pool_timeout: PositiveFloat = Field(5.0, description="Seconds to wait for a pooled connection")
     max_connections: PositiveInt = Field(
         256, description="Connections kept to this signer (its useful concurrency)"
