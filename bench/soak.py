@@ -4,13 +4,14 @@
     python -m bench.soak --duration 30   # a short run
 
 Starts an EU and a domestic fake signer and a real gateway process (`signing-gateway serve`)
-on loopback, drives a closed-loop mix of every public route, and once a second injects
-faults (status codes, resets, hangs, malformed or wrongly signed bodies, slow bodies) into
-about 10 % of the signer calls through the fakes' `PUT /_control`. It reports what was sent,
-what succeeded, failures by status, hung requests (no answer within deadline + 5 s: must be
-0), 500s (must be 0), the gateway's own received/sent accounting, and the signings the
-signers counted against the gateway's successes. The figures go to docs/benchmarks.md
-between the soak markers.
+on loopback, drives a closed-loop mix of every public route, and every 0.2 s injects faults
+(status codes, resets, hangs, malformed or wrongly signed bodies, slow bodies) through the
+fakes' `PUT /_control`: as many signer calls as ~10 % of the requests sent in that period
+(`--fault-share`), split between the two fakes. It reports what was sent, what succeeded,
+failures by status, hung requests (no answer within deadline + 5 s: must be 0), 500s (must
+be 0), the gateway's own received/sent accounting, and the signings the signers counted
+against the gateway's successes. The figures go to docs/benchmarks.md between the soak
+markers.
 """
 
 from __future__ import annotations
