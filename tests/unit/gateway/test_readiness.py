@@ -160,14 +160,14 @@ async def test_the_background_prober_keeps_probing():
 
 
 async def test_waiting_for_the_first_check_ends_with_it():
-    """Start-up waits for the first check, not for the whole limit."""
+    """The wait for the first check ends with that check, not at the limit."""
     monitor = ReadinessMonitor({"eu": (_up, True)}, interval=60, timeout=1)
     async with _started(monitor), asyncio.timeout(2):
         await monitor.wait_first_check(limit=30)
 
 
 async def test_a_first_check_slower_than_the_limit_does_not_fail_the_wait():
-    """A signer slow to answer leaves start-up going on after the limit, not failing."""
+    """A signer slow to answer ends the wait at the limit, not in a failure."""
     monitor = ReadinessMonitor({"eu": (_hang, True)}, interval=60, timeout=30)
     async with _started(monitor):
         await monitor.wait_first_check(limit=0.05)
