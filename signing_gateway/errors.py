@@ -12,6 +12,12 @@ Every expected failure is a `GatewayError` with a real status; a 500 means a bug
     ├── CredentialRejected           502  a signer's credential failed verification
     └── DeadlineExceeded             504  the request's overall budget ran out (names the parts cut)
 
+`security/errors.py` adds `AuthenticationFailed` (401), `PermissionDenied` (403) and
+`AuditUnavailable` (503). What is refused before routing (body limits, the drain, the CPU
+gate; a request head, in `runtime/http_protocol`) raises nothing: the layer answers it itself
+(`send_problem`, `problem_body`), naming its type there. Every type answered either way is
+listed in `PROBLEM_TYPES`.
+
 Bodies never carry a stack trace, a downstream URL or a signer's own error text.
 """
 
