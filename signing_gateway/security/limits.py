@@ -24,8 +24,9 @@ For a request that carries a body (a Content-Length above 0, or chunked):
    with `Connection: close`: a caller that sends part of a body and stops, or drips it, holds
    its connection that long and no longer;
 4. the body must be JSON (orjson, UTF-8) no deeper than `max_json_depth` with no string or
-   key longer than `max_json_string_chars`, else 422. Python's own parser, which FastAPI
-   uses afterwards, would hit its recursion limit (a 500) on deeply nested input;
+   key longer than `max_json_string_chars`, else 422. Python's own parser, which the check
+   of step 5 runs, would hit its recursion limit (a 500) on deeply nested input; the route
+   then validates the body with pydantic's parser (`api.bodies.read_body`);
 5. no object in it may name a key twice (I-JSON, RFC 7493 2.3), else 422: parsers disagree on
    which of the two counts (most take the last, some the first), so a caller's own validator
    could have checked another value than the one the gateway would sign. orjson keeps the last
