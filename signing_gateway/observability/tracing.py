@@ -12,18 +12,31 @@ Spans go to the process-wide tracer provider: one the deployment configured, or 
 set) an SDK provider exporting over OTLP/HTTP to the endpoint named by the standard
 `OTEL_EXPORTER_OTLP_*` variables. Without a configured provider the SDK and the exporter are
 required: `build_tracer` raises ImportError rather than sending every span to a no-op provider.
+At exit, that provider gets `EXIT_FLUSH_SECONDS` to send the spans still queued, and no more.
 """
 
 from __future__ import annotations
 
+import atexit
+import threading
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
 _INSTRUMENTATION = "signing_gateway"
+
+#: At exit, how long the gateway's own provider may take to send the spans still queued; the
+#: process then ends without the rest. A collector that is down or does not answer must not hold
+#: up the gateway's stop: the SDK's own exit handler waits for the batch thread up to 30 s (some
+#: SDK releases without any bound), and that thread may be sitting out a 10 s export attempt.
+EXIT_FLUSH_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -88,6 +101,38 @@ class GatewayTracer:
         span.end()
 
 
+class ExitFlush:
+    """Shuts a tracer provider down at exit, waiting for it `timeout` seconds at most.
+
+    The shutdown runs on a thread started here, idle until the exit: Python 3.12 refuses to
+    start a thread from an exit handler, and the provider's shutdown (which waits for its batch
+    thread) cannot be cut short from outside. A daemon thread still waiting is dropped as the
+    process ends.
+    """
+
+    def __init__(self, provider: SdkTracerProvider, timeout: float) -> None:
+        """Start the waiting thread and register `flush` to run at exit."""
+        self._provider = provider
+        self._timeout = timeout
+        self._exiting = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(target=self._shut_down, name="otel-exit-flush", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _shut_down(self) -> None:
+        self._exiting.wait()
+        try:
+            self._provider.shutdown()
+        finally:
+            self._done.set()
+
+    def flush(self) -> bool:
+        """Shut the provider down; whether it finished within the timeout."""
+        atexit.unregister(self.flush)
+        self._exiting.set()
+        return self._done.wait(self._timeout)
+
+
 def _provider_configured() -> bool:
     """Whether something other than the gateway set the process-wide provider (then it is used)."""
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
@@ -107,8 +152,11 @@ def _import_otlp_sdk() -> Callable[[str], trace.TracerProvider]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
     def otlp_provider(service_name: str) -> trace.TracerProvider:
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service_name}), shutdown_on_exit=False
+        )
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        ExitFlush(provider, EXIT_FLUSH_SECONDS)
         return provider
 
     return otlp_provider
