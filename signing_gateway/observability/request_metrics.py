@@ -308,7 +308,9 @@ class RequestMetricsMiddleware:
         self._count(route, outcome, status, elapsed)
         try:
             if span is not None and self.tracer is not None:
-                self.tracer.end_request(span, method=method, route=route, status=status)
+                # A caller that left got no answer: its span says no status, as the metrics do.
+                delivered = 0 if disconnected else status
+                self.tracer.end_request(span, method=method, route=route, status=delivered)
         finally:
             # A tracer that failed must not cost the request its access line, nor an issued
             # credential nobody got its `undelivered` audit record.

@@ -67,8 +67,9 @@ class GatewayTracer:
     def end_request(self, handle: RequestSpan, *, method: str, route: str, status: int) -> None:
         """Name the span after the route template, record the status and close it.
 
-        `status` 0: the request ended before an answer was sent (the client left, the task was
-        cancelled), so the span records no status code rather than a status 0.
+        `status` 0: no answer reached the caller (the client left, before the answer or while
+        it was written; the task was cancelled), so the span records no status code rather than
+        a status 0, nor the status of an answer nobody received.
         """
         span = handle.span
         span.update_name(f"{method} {route}")
