@@ -28,6 +28,7 @@ from uvicorn.supervisors import Multiprocess
 from signing_gateway.app import create_served_app
 from signing_gateway.demo import LOOPBACK, demo_setup, run_demo
 from signing_gateway.observability.logging import configure_logging, flush_logging
+from signing_gateway.observability.telemetry import flush_telemetry
 from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS, bounded_loop_factory
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
@@ -40,7 +41,12 @@ logger = logging.getLogger("signing_gateway.cli")
 
 
 def _write_logs_then_end(signum: int, _frame: FrameType | None) -> None:
-    """Write out the queued log lines, then let `signum` end the process as it would have."""
+    """Send the queued spans and write out the queued log lines, then let `signum` end the process.
+
+    The spans first, within their bound (`tracing.EXIT_FLUSH_SECONDS`): the exporter's own
+    log lines about them are then written too.
+    """
+    flush_telemetry()
     flush_logging()
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)
@@ -54,10 +60,11 @@ class SupervisedConfig(uvicorn.Config):
     Without the gateway's logging there, the supervisor's lines ("Uvicorn running on",
     "Started parent process") went nowhere. And a worker ends by the SIGTERM that stopped it,
     raised again once uvicorn has shut down, whose default action skips `atexit`: its last
-    lines ("Application shutdown complete", "Finished server process") stayed queued. So
-    SIGTERM first writes out what is queued, then ends the process as before; while uvicorn
-    runs it puts its own handler over this one (a worker's server puts this one back on the
-    way out, the supervisor keeps its own to the end and exits normally).
+    lines ("Application shutdown complete", "Finished server process") stayed queued, and so
+    did the spans of its last seconds, with tracing on. So SIGTERM first sends and writes out
+    what is queued, then ends the process as before; while uvicorn runs it puts its own
+    handler over this one (a worker's server puts this one back on the way out, the
+    supervisor keeps its own to the end and exits normally).
     """
 
     def __init__(

@@ -9,6 +9,7 @@ without every layer passing a metrics object down. Outside a request nothing is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,3 +41,20 @@ def record_credential_rejection(*, signer: str, reason: str) -> None:
     telemetry = telemetry_var.get()
     if telemetry is not None:
         telemetry.metrics.credential_rejections.labels(signer, reason).inc()
+
+
+#: Flushes to run before a process ends by a signal's default action, which skips `atexit`
+#: (a `serve --workers` worker, cli.py): the tracer provider's bounded send of the spans it
+#: still holds (`tracing.ExitFlush`). Kept here, where no OpenTelemetry is imported.
+_exit_flushes: list[Callable[[], object]] = []
+
+
+def add_exit_flush(flush: Callable[[], object]) -> None:
+    """Have `flush_telemetry` run `flush` (which must return within a bound of its own)."""
+    _exit_flushes.append(flush)
+
+
+def flush_telemetry() -> None:
+    """Run the exit flushes now: for a process about to end without running `atexit` hooks."""
+    for flush in _exit_flushes:
+        flush()

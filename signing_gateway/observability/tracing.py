@@ -27,6 +27,8 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from signing_gateway.observability.telemetry import add_exit_flush
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
@@ -108,7 +110,8 @@ class ExitFlush:
     The shutdown runs on a thread started here, idle until the exit: Python 3.12 refuses to
     start a thread from an exit handler, and the provider's shutdown (which waits for its batch
     thread) cannot be cut short from outside. A daemon thread still waiting is dropped as the
-    process ends.
+    process ends. `flush` runs at exit, or before, from `telemetry.flush_telemetry`, in a
+    process that ends by a signal (a `serve --workers` worker) and so runs no exit handler.
     """
 
     def __init__(self, provider: SdkTracerProvider, timeout: float) -> None:
@@ -119,6 +122,7 @@ class ExitFlush:
         self._done = threading.Event()
         threading.Thread(target=self._shut_down, name="otel-exit-flush", daemon=True).start()
         atexit.register(self.flush)
+        add_exit_flush(self.flush)
 
     def _shut_down(self) -> None:
         self._exiting.wait()

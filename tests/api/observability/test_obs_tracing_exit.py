@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from signing_gateway.observability.tracing import EXIT_FLUSH_SECONDS
+from tests.support.otlp_collector import otlp_collector, silent_collector
 
 REPO = Path(__file__).resolve().parents[3]
 #: How long the child may take to end once its work is done: the flush bound, and room for a
@@ -61,61 +55,16 @@ def _run_child(collector_port: int) -> tuple[subprocess.CompletedProcess[str], f
     return result, exited - float(result.stdout.strip())
 
 
-@contextmanager
-def _silent_collector() -> Iterator[int]:
-    """A port that accepts connections (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
-
-
-@contextmanager
-def _collector(received: list[ExportTraceServiceRequest]) -> Iterator[int]:
-    """An OTLP/HTTP collector recording each export it is sent; yields its port."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append(request)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - its signature
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_a_collector_that_never_answers_does_not_hold_up_the_exit():
     """The queued span is given EXIT_FLUSH_SECONDS, then the process ends without it."""
-    with _silent_collector() as port:
+    with silent_collector() as port:
         _result, exit_took = _run_child(port)
     assert exit_took < EXIT_ALLOWANCE, f"exit took {exit_took:.1f} s with the collector silent"
 
 
 def test_spans_still_queued_at_exit_reach_a_collector_that_answers():
     """The bound cuts a stalled flush short, not a working one: the last span is sent."""
-    received: list[ExportTraceServiceRequest] = []
-    with _collector(received) as port:
+    with otlp_collector() as (port, received):
         _result, exit_took = _run_child(port)
     assert exit_took < EXIT_ALLOWANCE
-    names = [
-        span.name
-        for request in received
-        for resource_spans in request.resource_spans
-        for scope_spans in resource_spans.scope_spans
-        for span in scope_spans.spans
-    ]
-    assert names == ["signer eu get_credential"]
+    assert received.names() == ["signer eu get_credential"]
