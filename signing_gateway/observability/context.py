@@ -27,6 +27,12 @@ NO_STORE = (CACHE_CONTROL.encode("latin-1"), NO_STORE_VALUE.encode("latin-1"))
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
+#: With tracing on, the `trace_id` (32 hex digits) and `span_id` (16) of the request span of
+#: the request being served, for its log lines; None otherwise. Set and reset by the tracer
+#: (`tracing.GatewayTracer`) alone: with tracing off, nothing sets it and a log line only reads
+#: it.
+trace_ids_var: ContextVar[tuple[str, str] | None] = ContextVar("trace_ids", default=None)
+
 #: The scope key under which the gateway's HTTP protocol (`runtime.http_protocol`) gives each
 #: request its connection's `Connection`. uvicorn drops an answer written after the caller
 #: has gone, without a word to the app: this is how the request metrics learn that nobody

@@ -1,7 +1,8 @@
 """Structured logs: JSON lines in production, readable console lines in development.
 
 Every record, from our code or from libraries, goes through one stdlib handler whose
-structlog formatter adds the time, level, logger name, `extra` fields and the request id.
+structlog formatter adds the time, level, logger name, `extra` fields and the request id,
+and with tracing on the ids of the request's span (`trace_id`, `span_id`).
 
 That handler formats the record where it is logged (the request id lives in the logging
 task's context) and only queues the finished line; a background thread writes the queued
@@ -26,13 +27,18 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from signing_gateway.observability.context import current_request_id
+from signing_gateway.observability.context import current_request_id, trace_ids_var
 
 
 def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     request_id = current_request_id()
     if request_id != "-":
         event.setdefault("request_id", request_id)
+    # Set only by the tracer, so with tracing off this read is all a line costs more.
+    trace_ids = trace_ids_var.get()
+    if trace_ids is not None:
+        event.setdefault("trace_id", trace_ids[0])
+        event.setdefault("span_id", trace_ids[1])
     return event
 
 

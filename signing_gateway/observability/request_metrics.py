@@ -221,7 +221,7 @@ class RequestMetricsMiddleware:
             # Within the `try`: a tracer that raised would leave the request in progress for
             # ever, counted received and never sent.
             if self.tracer is not None:
-                span = self.tracer.start_request(method, scope["headers"])
+                span = self.tracer.start_request(method, scope["headers"], request_id)
             await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             exchange.disconnected = exchange.disconnected or not exchange.complete
@@ -306,14 +306,11 @@ class RequestMetricsMiddleware:
         outcome = DISCONNECTED if disconnected else status_class(status)
         elapsed = time.perf_counter() - start
         self._count(route, outcome, status, elapsed)
+        # The access line and the watcher come before the span ends: written while its ids
+        # are still the task's, they carry them. And a tracer that fails cannot cost the
+        # request its access line, nor an issued credential nobody got its `undelivered`
+        # audit record.
         try:
-            if span is not None and self.tracer is not None:
-                # A caller that left got no answer: its span says no status, as the metrics do.
-                delivered = 0 if disconnected else status
-                self.tracer.end_request(span, method=method, route=route, status=delivered)
-        finally:
-            # A tracer that failed must not cost the request its access line, nor an issued
-            # credential nobody got its `undelivered` audit record.
             if self.access_log_enabled:
                 access_log.info(
                     "request",
@@ -329,3 +326,8 @@ class RequestMetricsMiddleware:
             watcher: AnswerWatcher | None = scope.get(ANSWER_WATCHER_KEY)
             if watcher is not None:
                 watcher.answered(status if complete and not disconnected else None)
+        finally:
+            if span is not None and self.tracer is not None:
+                # A caller that left got no answer: its span says no status, as the metrics do.
+                delivered = 0 if disconnected else status
+                self.tracer.end_request(span, method=method, route=route, status=delivered)

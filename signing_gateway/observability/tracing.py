@@ -8,6 +8,9 @@ The W3C `traceparent` of the caller (if any) becomes the parent of the request s
 call gets a child span and its own `traceparent` header, so a trace crosses into the signers.
 The caller's `baggage` does not: its entries are whatever the caller chose, and the propagators
 would send them on to the signers with every call.
+The request span carries the request's id (`request_id`, as in its log lines and its
+`X-Request-ID`), and the log lines written while it is open carry its `trace_id` and `span_id`
+(`context.trace_ids_var`): from a span to its lines and back.
 Spans go to the process-wide tracer provider: one the deployment configured, or (when none was
 set) an SDK provider exporting over OTLP/HTTP to the endpoint named by the standard
 `OTEL_EXPORTER_OTLP_*` variables. Without a configured provider the SDK and the exporter are
@@ -20,6 +23,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Callable, Iterable, MutableMapping
+from contextvars import Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,12 +31,15 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from signing_gateway.observability.context import trace_ids_var
 from signing_gateway.observability.telemetry import add_exit_flush
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 _INSTRUMENTATION = "signing_gateway"
+#: The request span's attribute holding the request id: the name of the log lines' field.
+REQUEST_ID_ATTRIBUTE = "request_id"
 
 #: At exit, how long the gateway's own provider may take to send the spans still queued; the
 #: process then ends without the rest. A collector that is down or does not answer must not hold
@@ -43,10 +50,15 @@ EXIT_FLUSH_SECONDS = 2.0
 
 @dataclass(slots=True)
 class RequestSpan:
-    """An open server span and the context token to detach when the request ends."""
+    """An open server span and the context tokens to detach when the request ends.
+
+    `ids_token`: of the span's ids set for the log lines; None when the span has no valid
+    context (a provider that records nothing), which leaves the lines without ids.
+    """
 
     span: trace.Span
     token: object
+    ids_token: Token[tuple[str, str] | None] | None
 
 
 class GatewayTracer:
@@ -56,15 +68,32 @@ class GatewayTracer:
         """Use `tracer` for every span."""
         self._tracer = tracer
 
-    def start_request(self, method: str, headers: Iterable[tuple[bytes, bytes]]) -> RequestSpan:
-        """Open the server span of an inbound request and make it current for its task."""
+    def start_request(
+        self, method: str, headers: Iterable[tuple[bytes, bytes]], request_id: str
+    ) -> RequestSpan:
+        """Open the server span of an inbound request and make it current for its task.
+
+        The span gets the request id; the task's log lines, until `end_request`, the span's
+        trace and span ids, in the hex form of the W3C `traceparent`.
+        """
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
         parent = baggage.clear(context=propagate.extract(carrier))  # the trace context only
         span = self._tracer.start_span(
-            method, context=parent, kind=SpanKind.SERVER, attributes={"http.request.method": method}
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, REQUEST_ID_ATTRIBUTE: request_id},
         )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
-        return RequestSpan(span, token)
+        ids = span.get_span_context()
+        ids_token = (
+            trace_ids_var.set(
+                (trace.format_trace_id(ids.trace_id), trace.format_span_id(ids.span_id))
+            )
+            if ids.is_valid
+            else None
+        )
+        return RequestSpan(span, token, ids_token)
 
     def end_request(self, handle: RequestSpan, *, method: str, route: str, status: int) -> None:
         """Name the span after the route template, record the status and close it.
@@ -82,6 +111,8 @@ class GatewayTracer:
             span.set_status(Status(StatusCode.ERROR))
         span.end()
         otel_context.detach(handle.token)  # type: ignore[arg-type]
+        if handle.ids_token is not None:
+            trace_ids_var.reset(handle.ids_token)
 
     def start_signer_call(
         self, signer: str, endpoint: str, headers: MutableMapping[str, str]

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import respx
 
-from signing_gateway.observability.logging import build_formatter
 from tests.api.signer_mocks import MockedSigners, mock_signers
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
@@ -22,6 +18,7 @@ from tests.support.gateway import (
     make_test_keys,
     running_gateway,
 )
+from tests.support.logs import logged_as_written
 
 
 @pytest.fixture(scope="session")
@@ -64,15 +61,5 @@ async def gateway(
 @pytest.fixture
 def json_log() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """Every record, rendered by the gateway's JSON formatter, parsed back (root at INFO)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(build_formatter("json"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield lambda: [orjson.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
+    with logged_as_written() as written:
+        yield written

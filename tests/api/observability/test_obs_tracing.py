@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,7 @@ from signing_gateway.observability.instrument import (
 )
 from signing_gateway.observability.tracing import build_tracer
 from signing_gateway.settings import ObservabilitySettings
-from tests.api.bodies import eu_vaccination
+from tests.api.bodies import domestic_attributes, eu_vaccination
 from tests.api.signer_mocks import mock_signers
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
@@ -191,13 +192,15 @@ async def test_request_spans_say_the_method_asked_and_the_route_template(
     mock_signers(signers, test_keys)
     settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
     async with running_gateway(settings) as client:
-        assert (await client.head("/metrics")).status_code == 200
+        head_answer = await client.head("/v1/keys")
+        assert head_answer.status_code == 200
         assert (await client.get("/v1/people/Jansen/1980-04-02")).status_code == 404
     spans = span_exporter.get_finished_spans()
-    head = _by_name(spans, "HEAD /metrics")
+    head = _by_name(spans, "HEAD /v1/keys")
     assert dict(head.attributes or {}) == {
         "http.request.method": "HEAD",
-        "http.route": "/metrics",
+        "request_id": head_answer.headers["X-Request-ID"],
+        "http.route": "/v1/keys",
         "http.response.status_code": 200,
     }
     assert head.status.status_code is StatusCode.UNSET
@@ -282,3 +285,72 @@ def test_fastapis_own_telemetry_hooks_are_off(test_keys: SignerKeys):
     app = create_app(make_settings(test_keys))
     hooks = app._telemetry
     assert (hooks["tracing"], hooks["metrics"], hooks["logs"]) == (False, False, False)
+
+
+async def test_the_request_span_carries_the_request_id_of_the_answer_and_the_logs(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
+):
+    """From a failing span to its log lines: the span says the request id the lines carry.
+
+    The caller's own `X-Request-ID` when it gave a safe one, else the id minted for the answer.
+    """
+    span_exporter.clear()
+    mock_signers(signers, test_keys)
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    async with running_gateway(settings) as client:
+        given = await client.post(
+            "/v1/dcc", json=eu_vaccination(), headers={"X-Request-ID": "caller-id-7"}
+        )
+        minted = await client.get("/v1/keys")
+    assert (given.status_code, minted.status_code) == (200, 200)
+    spans = span_exporter.get_finished_spans()
+    for name, request_id in (
+        ("POST /v1/dcc", "caller-id-7"),
+        ("GET /v1/keys", minted.headers["X-Request-ID"]),
+    ):
+        attributes = dict(_by_name(spans, name).attributes or {})
+        assert attributes.get("request_id") == request_id, (name, attributes)
+
+
+async def test_log_lines_of_a_traced_request_carry_its_trace_and_span_ids(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter, json_log
+):
+    """From a log line to its trace: every line of the request says its trace and span ids.
+
+    In the hex form of `traceparent`, as log pipelines take them: the access line too (written
+    as the request ends), and the lines of the concurrent signer-call tasks of `/v1/print`.
+    Nothing of it stays bound in the task that served the request.
+    """
+    span_exporter.clear()
+    mocked = mock_signers(signers, test_keys)
+    mocked.get_credential.mock(return_value=httpx.Response(500, text="down"))
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    body = {"domestic": domestic_attributes(), "european": eu_vaccination()}
+    headers = {"traceparent": CALLER_TRACEPARENT, "X-Request-ID": "joined-1"}
+    async with running_gateway(settings) as client:
+        assert (await client.post("/v1/print", json=body, headers=headers)).status_code == 502
+        logging.getLogger("signing_gateway.test").warning("after the request")
+    server = _by_name(span_exporter.get_finished_spans(), "POST /v1/print")
+    written = json_log()
+    (after,) = [r for r in written if r["event"] == "after the request"]
+    assert "trace_id" not in after, after
+    lines = [r for r in written if r.get("request_id") == "joined-1"]
+    events = {r["event"] for r in lines}
+    assert {"signer call failed", "request"} <= events, events
+    ids = {(r.get("trace_id"), r.get("span_id")) for r in lines}
+    assert ids == {(CALLER_TRACE_ID, _hex(server.context.span_id, 16))}, ids
+
+
+async def test_without_tracing_log_lines_carry_no_trace_ids(
+    test_keys: SignerKeys, signers: respx.MockRouter, json_log
+):
+    """A caller's `traceparent` is not the gateway's trace: with tracing off no line names one."""
+    mock_signers(signers, test_keys)
+    async with running_gateway(make_settings(test_keys)) as client:
+        response = await client.post(
+            "/v1/dcc", json=eu_vaccination(), headers={"traceparent": CALLER_TRACEPARENT}
+        )
+    assert response.status_code == 200, response.text
+    lines = json_log()
+    assert any(r["event"] == "request" for r in lines)
+    assert not [r for r in lines if "trace_id" in r or "span_id" in r]

@@ -1,18 +1,24 @@
-"""The request span of a request that ended without an answer delivered: no status code."""
+"""The request span: no status code when no answer was delivered; its ids in the request's lines."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.types import Message, Receive, Scope, Send
 
+from signing_gateway.observability.context import ANSWER_WATCHER_KEY
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware
 from signing_gateway.observability.tracing import GatewayTracer
+from tests.support.logs import logged_as_written
 
 
 async def _receive() -> Message:
@@ -73,3 +79,53 @@ async def test_an_answer_the_caller_left_before_has_no_status_code_on_its_span()
     (span,) = exporter.get_finished_spans()
     attributes = dict(span.attributes or {})
     assert "http.response.status_code" not in attributes, attributes
+
+
+@pytest.fixture
+def lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The records logged meanwhile, as written."""
+    with logged_as_written() as written:
+        yield written
+
+
+class _LoggingWatcher:
+    """An `AnswerWatcher` that logs what it is told, as an issuance's audit record does."""
+
+    def answered(self, status: int | None) -> None:
+        logging.getLogger("signing_gateway.test").warning("told", extra={"told": status})
+
+
+async def _serve_logging(tracer: GatewayTracer) -> None:
+    """One request through the middleware, its app and its watcher each writing a line."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ANSWER_WATCHER_KEY] = _LoggingWatcher()
+        logging.getLogger("signing_gateway.test").warning("in the app")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = RequestMetricsMiddleware(app, metrics=GatewayMetrics(), tracer=tracer)
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "state": {}}
+    await middleware(scope, _receive, _send)
+    logging.getLogger("signing_gateway.test").warning("after")
+
+
+async def test_the_lines_written_as_the_request_ends_still_carry_its_span_ids(lines):
+    """The access line and the watcher's line come as the request ends: before its span does.
+
+    The line written after the request, in the same task, carries none.
+    """
+    tracer, exporter = _tracer()
+    await _serve_logging(tracer)
+    (span,) = exporter.get_finished_spans()
+    ids = (trace.format_trace_id(span.context.trace_id), trace.format_span_id(span.context.span_id))
+    written = {r["event"]: (r.get("trace_id"), r.get("span_id")) for r in lines()}
+    assert written == {"in the app": ids, "told": ids, "request": ids, "after": (None, None)}
+
+
+async def test_a_tracer_recording_nothing_leaves_the_lines_without_ids(lines):
+    """A provider whose spans have no valid context (a no-op one): no ids, and no failure."""
+    await _serve_logging(GatewayTracer(trace.NoOpTracer()))
+    written = lines()
+    assert {r["event"] for r in written} == {"in the app", "told", "request", "after"}
+    assert not [r for r in written if "trace_id" in r or "span_id" in r]
