@@ -40,6 +40,8 @@ passing through the other middlewares and FastAPI's routing: the answer is the s
 `{"status":"ok"}` with its `X-Request-ID`) and they are counted like any request, but they are
 neither access-logged nor traced. The orchestrator and the bench poll them often, and through
 the whole stack one cost about as much CPU as a forwarded signing request (docs/operations.md).
+The readiness probe and the scrape (`/readyz`, `/metrics`) go through the app and are logged,
+but not traced either (`UNTRACED_PATHS`).
 
 Every other `HEAD` goes to the app as a `GET` (RFC 9110 §9.3.2: a HEAD is the GET without its
 body). FastAPI's routes answer only the methods they declare, and declaring HEAD on each GET
@@ -101,6 +103,12 @@ _LIVENESS_HEADERS = [
 ]
 #: The methods it answers: a HEAD gets the GET's status and headers, and no body.
 _LIVENESS_METHODS = frozenset({"GET", "HEAD"})
+#: Served through the app, counted and access-logged, but never traced (with `/healthz`, answered
+#: above all this): the readiness probe, every few seconds per replica, and the scrape. Neither
+#: calls a signer (readiness is kept by a background prober), so each trace would be one span
+#: saying what the access log and the metrics say already, and the probes' traces would
+#: outnumber the callers'.
+UNTRACED_PATHS = frozenset({"/readyz", "/metrics"})
 
 
 def route_template(scope: Scope) -> str:
@@ -220,7 +228,7 @@ class RequestMetricsMiddleware:
         try:
             # Within the `try`: a tracer that raised would leave the request in progress for
             # ever, counted received and never sent.
-            if self.tracer is not None:
+            if self.tracer is not None and scope["path"] not in UNTRACED_PATHS:
                 span = self.tracer.start_request(method, scope["headers"], request_id)
             await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:

@@ -354,3 +354,26 @@ async def test_without_tracing_log_lines_carry_no_trace_ids(
     lines = json_log()
     assert any(r["event"] == "request" for r in lines)
     assert not [r for r in lines if "trace_id" in r or "span_id" in r]
+
+
+async def test_the_readiness_probe_and_the_scrape_are_not_traced(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
+):
+    """`/readyz` and `/metrics`, GET or HEAD, make no trace, as `/healthz` makes none.
+
+    The orchestrator asks `/readyz` every few seconds and neither calls a signer: their traces
+    would be single spans outnumbering the callers'. A caller's request beside them is traced.
+    """
+    span_exporter.clear()
+    mock_signers(signers, test_keys)
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    async with running_gateway(settings) as client:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            for method in ("GET", "HEAD"):
+                answer = await client.request(
+                    method, path, headers={"traceparent": CALLER_TRACEPARENT}
+                )
+                assert answer.status_code in {200, 503}, (method, path, answer.status_code)
+        assert (await client.get("/v1/keys")).status_code == 200
+    names = [s.name for s in span_exporter.get_finished_spans()]
+    assert names == ["GET /v1/keys"], names
