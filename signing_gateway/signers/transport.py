@@ -37,6 +37,11 @@ signer answers, for every call in flight:
   `Accept`, `Accept-Encoding`, `Content-Type`), go to aiohttp as strings decoded once per
   transport; the library hands over httpx's `Headers`, whose items are freshly decoded strings
   on every call, and aiohttp keeps them in its own header dict.
+- The names go as `multidict.istr`: aiohttp keeps a call's headers in two case-insensitive
+  dicts (its merge with the session's defaults, and the request's own), and each keeps a
+  lower-cased copy of every plain `str` name it is given, while an `istr` carries its own,
+  made once (~1.6 KB less per call in flight, measured with `tracemalloc`). The names on the
+  wire are the same: an `istr` is the string as given.
 - One `aiohttp.ClientTimeout` per distinct set of timeouts, not one per call.
 - aiohttp's exceptions are mapped to httpx's when one is raised, not under a generator-based
   context manager alive for the whole call.
@@ -59,6 +64,7 @@ from aiohttp.client_proto import ResponseHandler
 from httpx._transports.default import AsyncResponseStream
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
+from multidict import istr
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -264,6 +270,7 @@ class SignerTransport(AiohttpTransport):
         """Take `AiohttpTransport`'s options."""
         super().__init__(**kwargs)
         self._texts: dict[bytes, str] = {}
+        self._names: dict[bytes, istr] = {}
         self._timeouts: dict[_TimeoutKey, ClientTimeout] = {}
 
     def get_client(self) -> ClientSession:
@@ -290,12 +297,21 @@ class SignerTransport(AiohttpTransport):
                 self._texts[raw] = text
         return text
 
+    def _name(self, raw: bytes, encoding: str) -> istr:
+        name = self._names.get(raw)
+        if name is None:
+            name = istr(raw.decode(encoding))
+            if len(self._names) < _MAX_CACHED:
+                self._names[raw] = name
+        return name
+
     def _headers(self, headers: httpx.Headers) -> list[tuple[str, str]]:
         encoding = headers.encoding
         text = self._text
+        name_of = self._name
         return [
             (
-                text(name, encoding),
+                name_of(name, encoding),
                 text(value, encoding)
                 if name.lower() in _SAME_ON_EVERY_CALL
                 else value.decode(encoding),

@@ -6,6 +6,7 @@ import tracemalloc
 
 import httpx
 import pytest
+from multidict import istr
 
 from signing_gateway.api import examples
 from signing_gateway.signers import http as signer_http
@@ -80,3 +81,23 @@ async def test_signer_calls_send_only_headers_that_say_something(transport: str)
     assert request.headers["user-agent"] == "signing-gateway"
     assert request.headers["accept"] == "application/json"
     assert request.headers["accept-encoding"] == "identity"
+
+
+def test_header_names_go_to_aiohttp_as_case_insensitive_strings_made_once() -> None:
+    """Plain `str` names cost a lower-cased copy in each of aiohttp's two dicts per call.
+
+    An `istr` carries its own, made once per transport: ~1.6 KB less per call held at the
+    signer (bench S4). The names keep their spelling.
+    """
+    transport = SignerTransport()
+    request = httpx.Request(
+        "POST", "http://signer.test/get_credential", content=b"{}",
+        headers={"X-Request-ID": "r-1", "Content-Type": "application/json"},
+    )  # fmt: skip
+    first = transport._headers(request.headers)
+    second = transport._headers(request.headers)
+    names = [name for name, _ in first]
+    assert names == [name.decode() for name, _ in request.headers.raw]
+    assert "X-Request-ID" in names
+    assert all(isinstance(name, istr) for name in names), [type(name) for name in names]
+    assert all(a is b for (a, _), (b, _) in zip(first, second, strict=True))

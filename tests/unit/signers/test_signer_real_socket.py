@@ -770,3 +770,15 @@ async def test_a_call_waiting_for_the_connection_of_an_answer_with_a_surplus_get
         answers = await asyncio.gather(first, second)
     assert [answer.qr for answer in answers] == ["NL2:AB", "NL2:CD"]
     assert server.connections == 2
+
+
+async def test_header_names_reach_the_wire_as_spelt(transport):
+    """Both transports write each header name as httpx spells it, in the same order."""
+    async with raw_server("ok") as server, client_for(server.port, transport) as http:
+        await issue_static(http)
+    head, _ = server.requests[0]
+    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n")[1:] if line]
+    assert names == [
+        b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"X-Request-ID", b"Content-Type",
+        b"Content-Length",
+    ]  # fmt: skip
