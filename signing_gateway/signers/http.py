@@ -31,6 +31,7 @@ import orjson
 from pydantic import ValidationError
 
 from signing_gateway.observability.signer_calls import observe_signer_call
+from signing_gateway.runtime.system_trust import system_trust_context
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerConnectionLostError,
@@ -164,6 +165,8 @@ def _ssl_context(*, verify: ssl.SSLContext | bool | str, cert: ClientCert | None
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     elif verify is True:
+        if cert is None:
+            return system_trust_context()
         context = ssl.create_default_context()
     else:
         context = ssl.create_default_context(cafile=verify)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
+from signing_gateway.security.jwks import jwks_http_client
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings, SignerSettings
 from signing_gateway.signers.errors import SignerConnectError
@@ -250,3 +252,42 @@ def test_client_cert_needs_its_key(pki: Pki):
     """A client certificate without its key (or the reverse) is refused at start-up."""
     with pytest.raises(ValidationError, match="go together"):
         SignerSettings(url="https://eu-signer.internal", client_cert=pki.client_cert)
+
+
+def _context(client: httpx.AsyncClient) -> ssl.SSLContext:
+    """The TLS context a client's transport connects with (httpcore's pool or aiohttp's)."""
+    transport = client._transport
+    if isinstance(transport, httpx.AsyncHTTPTransport):
+        return transport._pool._ssl_context
+    return transport.ssl_context  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_clients_trusting_only_the_system_cas_share_one_context(pki: Pki, transport):
+    """The system's CA store is loaded once for every client that trusts it alone.
+
+    A client certificate or a CA bundle gets a context of its own, so nothing is ever loaded
+    into the shared one (a client certificate there would be shown to every signer).
+    """
+    options = {
+        "connect_timeout": 2.0, "read_timeout": 2.0, "write_timeout": 2.0, "pool_timeout": 2.0,
+        "max_connections": 2, "transport": transport,
+    }  # fmt: skip
+    url = "https://signer.invalid"
+    clients = [
+        build_signer_client(url, cert=(str(pki.client_cert), str(pki.client_key)), **options),
+        build_signer_client(url, verify=str(pki.ca), **options),
+        build_signer_client(url, **options),
+        build_signer_client(url, **options),
+        jwks_http_client(ca_bundle=None, timeout=2.0),
+    ]
+    try:
+        with_cert, with_bundle, first, second, jwks = (_context(c) for c in clients)
+        assert first is second is jwks
+        assert with_cert is not first
+        assert with_bundle is not first
+        assert first.verify_mode == ssl.CERT_REQUIRED
+        assert first.check_hostname
+    finally:
+        for client in clients:
+            await client.aclose()
