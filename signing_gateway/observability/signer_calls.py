@@ -54,6 +54,9 @@ SIGNER_CALL_OUTCOMES: tuple[SignerCallOutcome, ...] = get_args(SignerCallOutcome
 class CutAttempt(Protocol):
     """The signer policy's attempt in flight, which knows what cancelling it means."""
 
+    #: The call's attempts sent before this one (0 for the first).
+    resend_count: int
+
     def cut_outcome(self) -> SignerCallOutcome:
         """The outcome slug of the attempt, now that it was cancelled."""
         ...
@@ -108,7 +111,13 @@ class observe_signer_call:  # noqa: N801 - used like a function: `with observe_s
         if telemetry is None:
             return
         if telemetry.tracer is not None and headers is not None:
-            self._span = telemetry.tracer.start_signer_call(self._signer, self._endpoint, headers)
+            attempt = attempt_var.get()
+            self._span = telemetry.tracer.start_signer_call(
+                self._signer,
+                self._endpoint,
+                headers,
+                resend_count=0 if attempt is None else attempt.resend_count,
+            )
         # After the span: `__exit__` does not run when `__enter__` raises, and a tracer that
         # raised after this would leave the call in flight for ever.
         telemetry.metrics.signer_in_flight_for(self._signer).inc()

@@ -115,13 +115,24 @@ class GatewayTracer:
             trace_ids_var.reset(handle.ids_token)
 
     def start_signer_call(
-        self, signer: str, endpoint: str, headers: MutableMapping[str, str]
+        self,
+        signer: str,
+        endpoint: str,
+        headers: MutableMapping[str, str],
+        *,
+        resend_count: int = 0,
     ) -> trace.Span:
-        """Open a client span for one signer call and put its `traceparent` into `headers`."""
+        """Open a client span for one signer call and put its `traceparent` into `headers`.
+
+        A retry's span (`resend_count` > 0: attempts of the same call sent before it) says so
+        in OpenTelemetry's `http.request.resend_count`; a first attempt's has none, as the
+        convention asks.
+        """
+        attributes: dict[str, str | int] = {"signer.name": signer, "signer.endpoint": endpoint}
+        if resend_count:
+            attributes["http.request.resend_count"] = resend_count
         span = self._tracer.start_span(
-            f"signer {signer} {endpoint}",
-            kind=SpanKind.CLIENT,
-            attributes={"signer.name": signer, "signer.endpoint": endpoint},
+            f"signer {signer} {endpoint}", kind=SpanKind.CLIENT, attributes=attributes
         )
         propagate.inject(headers, context=trace.set_span_in_context(span))
         return span

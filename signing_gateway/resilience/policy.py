@@ -157,15 +157,24 @@ class _Attempt:
     metric's label and the breaker's verdict never disagree.
     """
 
-    __slots__ = ("_by_deadline", "_deadline", "_outcome", "_policy", "deadline_cut", "scope")
+    __slots__ = (
+        "_by_deadline", "_deadline", "_outcome", "_policy", "deadline_cut", "resend_count", "scope",
+    )  # fmt: skip
 
-    def __init__(self, policy: SignerPolicy, sent_at: float, deadline: float | None) -> None:
-        """Arm the timer of an attempt sent at `sent_at` (event-loop time)."""
+    def __init__(
+        self, policy: SignerPolicy, sent_at: float, deadline: float | None, resend_count: int
+    ) -> None:
+        """Arm the timer of an attempt sent at `sent_at` (event-loop time).
+
+        `resend_count`: the call's attempts sent before this one (0 for the first).
+        """
         own_end = sent_at + policy.settings.attempt_timeout_seconds
         self._by_deadline = deadline is not None and deadline <= own_end
         self._deadline = deadline
         self._policy = policy
         self._outcome: SignerCallOutcome | None = None
+        #: Read by the signer call's span (`http.request.resend_count`).
+        self.resend_count = resend_count
         #: Whether the caller's deadline, rather than the attempt's own timeout, cut it.
         self.deadline_cut = False
         self.scope = asyncio.timeout_at(
@@ -354,7 +363,7 @@ class SignerPolicy:
         try:
             while True:
                 try:
-                    return await self._attempt(endpoint, factory, deadline, retry)
+                    return await self._attempt(endpoint, factory, deadline, retry, attempt)
                 except SignerError as exc:
                     time_left = None if deadline is None else deadline - loop.time()
                     retry = self.retry_delay(
@@ -376,8 +385,12 @@ class SignerPolicy:
         factory: Callable[[], Awaitable[T]],
         deadline: float | None,
         retry: PlannedRetry | None,
+        resend_count: int,
     ) -> T:
-        """One attempt; `retry`: why it is made, when it is a retry (counted once it is sent)."""
+        """One attempt; `retry`: why it is made, when it is a retry (counted once it is sent).
+
+        `resend_count`: the call's attempts sent before this one.
+        """
         loop = asyncio.get_running_loop()
         time_left = self._time_left(deadline, endpoint, now=loop.time())
         permit = self.breaker.acquire()
@@ -388,7 +401,7 @@ class SignerPolicy:
                 # and its timeout is entered here, not in a helper coroutine: every frame on
                 # this path is held for the whole signer wait of each call in flight.
                 sent_at = loop.time()
-                attempt = _Attempt(self, sent_at, deadline)
+                attempt = _Attempt(self, sent_at, deadline, resend_count)
                 self._sent(sent_at)
                 if retry is None:
                     # A first attempt earns its share of a retry once it is sent: a call the

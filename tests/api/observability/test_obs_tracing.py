@@ -90,6 +90,41 @@ async def test_traceparent_reaches_the_signer_as_a_child_of_the_request_span(
     assert dict(server.attributes or {})["http.response.status_code"] == 200
 
 
+async def test_a_retried_signer_call_says_which_attempt_each_span_is(
+    test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
+):
+    """Each attempt is a span under the request's; a retry's has `http.request.resend_count`.
+
+    Without it the attempts of one call were told apart only by their start times; the
+    OpenTelemetry convention leaves the attribute off the first attempt.
+    """
+    span_exporter.clear()
+    mocked = mock_signers(signers, test_keys)
+    busy = httpx.Response(503, text="busy", headers={"Retry-After": "0"})
+    mocked.get_credential.mock(side_effect=[busy, busy, mocked.get_credential.side_effect])
+    settings = make_settings(test_keys, observability=ObservabilitySettings(tracing_enabled=True))
+    async with running_gateway(settings) as client:
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+    assert response.status_code == 200, response.text
+    spans = span_exporter.get_finished_spans()
+    server = _by_name(spans, "POST /v1/dcc")
+    calls = sorted(
+        (s for s in spans if s.name == "signer eu get_credential"),
+        key=lambda s: s.start_time or 0,
+    )
+    assert [dict(s.attributes or {}).get("signer.outcome") for s in calls] == [
+        "throttled",
+        "throttled",
+        "ok",
+    ]
+    assert [dict(s.attributes or {}).get("http.request.resend_count") for s in calls] == [
+        None,
+        1,
+        2,
+    ]
+    assert all(s.parent is not None and s.parent.span_id == server.context.span_id for s in calls)
+
+
 async def test_the_callers_baggage_is_not_passed_on_to_the_signers(
     test_keys: SignerKeys, signers: respx.MockRouter, span_exporter: InMemorySpanExporter
 ):

@@ -112,7 +112,7 @@ def test_the_outgoing_headers_are_not_kept_through_the_call():
 class _BrokenTracer:
     """A tracer whose every span fails to start."""
 
-    def start_signer_call(self, *_: object) -> None:
+    def start_signer_call(self, *_: object, **__: object) -> None:
         raise RuntimeError("tracer broken")
 
 
