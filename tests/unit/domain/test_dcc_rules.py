@@ -374,6 +374,37 @@ def _messages(body: dict[str, Any]) -> dict[tuple[str | int, ...], str]:
     return {tuple(error["loc"]): error["msg"] for error in info.value.errors()}
 
 
+#: Requests breaking one rule over several fields, and nothing else.
+OBJECT_BREAKS_ALONE: dict[str, dict[str, Any]] = {
+    "no-transliterated-name": {"dcc": dcc(nam={"fn": "Doe"})},
+    "no-group": {"dcc": _without_group(dcc())},
+    "second-group": {"dcc": dcc("v", t=dcc("t")["t"])},
+    "key-usage-mismatch": {"dcc": dcc("v"), "keyUsage": "test"},
+}
+
+
+@pytest.mark.parametrize("body", OBJECT_BREAKS_ALONE.values(), ids=OBJECT_BREAKS_ALONE.keys())
+def test_rule_over_several_fields_broken_alone_is_named_once(body):
+    """The model's own check and the raw rule beside it see the same break: one error, not two.
+
+    The raw rule adds its errors only where the validation named none: at a location already
+    taken, the same refusal would be listed twice in the 422.
+    """
+    with pytest.raises(ValidationError) as info:
+        validate(body)
+    assert len(info.value.errors()) == 1, info.value.errors()
+
+
+def test_key_usage_beside_several_groups_is_not_called_a_mismatch():
+    """With two groups there is no group for keyUsage to match: the extra group is named alone.
+
+    The keyUsage matches the second group; calling it a mismatch with the first would send the
+    caller to change a keyUsage that is right once the extra group goes.
+    """
+    body = {"dcc": dcc("v", t=dcc("t")["t"]), "keyUsage": "test"}
+    assert errors_of(body) == {("dcc_group_count", ("dcc", "t"))}
+
+
 def test_key_usage_refused_on_its_own_is_not_also_called_a_mismatch():
     """An unknown keyUsage beside a bad entry is refused once, as unknown."""
     body = {"dcc": dcc_with_entry("v", dn=0), "keyUsage": "vacc"}
@@ -388,10 +419,11 @@ def test_entry_that_is_no_object_is_rejected(group, entry):
 
 
 @pytest.mark.parametrize("count", [0, 2])
-def test_group_must_hold_exactly_one_entry(count):
-    """A group with no entry or with two is refused with group_entry_count."""
-    payload = dcc("r", r=[copy.deepcopy(dcc("r")["r"][0]) for _ in range(count)])
-    assert errors_of({"dcc": payload}) == {("group_entry_count", ("dcc", "r"))}
+@pytest.mark.parametrize("group", ["v", "t", "r"])
+def test_group_must_hold_exactly_one_entry(group, count):
+    """A group with no entry or with two is refused with group_entry_count, whichever group."""
+    payload = dcc(group, **{group: [copy.deepcopy(dcc(group)[group][0]) for _ in range(count)]})
+    assert errors_of({"dcc": payload}) == {("group_entry_count", ("dcc", group))}
 
 
 def test_group_sent_as_null_is_rejected():
