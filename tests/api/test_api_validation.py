@@ -538,16 +538,29 @@ async def test_schema_limits_at_their_edges(gateway, mocked: MockedSigners, case
     assert mocked.signing_calls() == 0
 
 
-async def test_print_eu_part_refused_by_the_policy_reaches_no_signer(
-    gateway, mocked: MockedSigners
+#: A part of /v1/print that passes the parse but not the policy, beside a valid other part.
+PRINT_POLICY_REFUSALS = {
+    "european": (
+        {"european": eu_vaccination(expirationTime="2001-01-01T00:00:00Z")},
+        ["european", "expirationTime"],
+    ),
+    "domestic": (
+        {"domestic": domestic_attributes(validFrom=str(int(time.time()) - 365 * 86400))},
+        ["domestic", "validFrom"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("refused", "loc"), PRINT_POLICY_REFUSALS.values(), ids=PRINT_POLICY_REFUSALS.keys()
+)
+async def test_print_part_refused_by_the_policy_reaches_no_signer(
+    gateway, mocked: MockedSigners, refused, loc
 ):
-    """An EU part of /v1/print whose expiry the policy refuses: 422 at it, nothing signed."""
-    body = {
-        "domestic": domestic_attributes(),
-        "european": eu_vaccination(expirationTime="2001-01-01T00:00:00Z"),
-    }
+    """A part of /v1/print that the policy refuses: 422 at it, and neither part signed."""
+    body = {"domestic": domestic_attributes(), "european": eu_vaccination(), **refused}
     problem = assert_problem(await gateway.post("/v1/print", json=body), 422, "validation-failed")
-    assert error_locs(problem) == [["body", "european", "expirationTime"]]
+    assert error_locs(problem) == [["body", *loc]]
     assert mocked.signing_calls() == 0
 
 
