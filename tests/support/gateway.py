@@ -71,7 +71,7 @@ def make_settings(keys: SignerKeys | None = None, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def test_heap_frozen() -> Iterator[None]:
+def frozen_test_heap() -> Iterator[None]:
     """Leave what the test process already holds out of the app's start-up collection.
 
     At start-up the app runs a full collection and then freezes what survives (see
@@ -99,7 +99,7 @@ async def running_gateway(
     error is answered with the app's 500 (as uvicorn would) instead of raised into the test.
     """
     app = app or create_app(settings)
-    with test_heap_frozen():
+    with frozen_test_heap():
         async with app.router.lifespan_context(app) as state:
 
             async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,7 +128,7 @@ async def served_gateway(app: FastAPI) -> AsyncIterator[int]:
         app, log_config=None, access_log=False, lifespan="on", http=GatewayHttpProtocol
     )
     server = uvicorn.Server(config)
-    with test_heap_frozen():
+    with frozen_test_heap():
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             await until(lambda: server.started or serving.done(), limit=30)
