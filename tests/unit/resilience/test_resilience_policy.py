@@ -366,13 +366,23 @@ async def _cancelled_in_the_queue(policy: SignerPolicy) -> None:
         await queued
 
 
+async def _no_time_left(policy: SignerPolicy) -> None:
+    deadline = asyncio.get_running_loop().time() + MIN_ATTEMPT_SECONDS / 2
+    with pytest.raises(NoTimeLeft):
+        await policy.call("x", Script(), replay_safe=True, deadline=deadline)
+
+
 @pytest.mark.parametrize(
     ("max_pending", "never_sent"),
-    [(0, _shed), (1, _cancelled_in_the_queue)],
-    ids=["shed", "cancelled"],
+    [(0, _shed), (1, _cancelled_in_the_queue), (1, _no_time_left)],
+    ids=["shed", "cancelled", "no-time-left"],
 )
 async def test_a_trial_call_that_never_went_out_gives_its_place_back(max_pending, never_sent):
-    """Half-open: a trial shed by the bulkhead or cancelled in its queue frees its trial place."""
+    """Half-open: a trial shed, cancelled in its queue or left no time to send frees its place.
+
+    A place kept by a call that sent nothing is never given back: with every place so held,
+    the breaker refuses every call and stays half-open for good.
+    """
     policy, _ = _policy(
         max_attempts=1,
         breaker_consecutive_failures=1,
