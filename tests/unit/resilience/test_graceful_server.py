@@ -252,6 +252,43 @@ async def test_the_server_exits_once_the_drain_ends_even_if_it_failed() -> None:
     assert failing.should_exit is True
 
 
+class _UnreadTransport:
+    """A connection's transport holding an answer its caller does not take."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return 0 if self.aborted else 64 * 1024
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Connection:
+    def __init__(self, transport: _UnreadTransport) -> None:
+        self.transport = transport
+
+
+@pytest.mark.parametrize("when", ["before the wait", "while waiting"])
+async def test_a_second_signal_ends_the_wait_for_unread_answers_at_once(when: str) -> None:
+    """Stopping now cuts off a caller that stopped reading at once, not at the drain's end."""
+    server = _server()
+    transport = _UnreadTransport()
+    server.server_state.connections.add(_Connection(transport))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    if when == "before the wait":
+        server.controller.stop_now()
+    ending = asyncio.create_task(server._end_unread_answers(loop.time() + 30))
+    if when == "while waiting":
+        await asyncio.sleep(0)  # it waits for the answer to go
+        assert not ending.done()
+        server.controller.stop_now()
+    async with asyncio.timeout(1):
+        await ending
+    assert transport.aborted
+
+
 @pytest.mark.parametrize(
     ("captured", "status"), [([], None), ([signal.SIGINT, signal.SIGTERM], 128 + signal.SIGTERM)]
 )
