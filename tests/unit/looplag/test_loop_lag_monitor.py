@@ -202,3 +202,18 @@ def test_the_readyz_figures_give_the_configured_threshold() -> None:
     monitor.record(0.2)
     assert monitor.snapshot()["warnThresholdSeconds"] == 0.25
     assert monitor.snapshot()["samplesOverThreshold"] == 0
+
+
+def test_the_histogram_holds_each_sample_in_seconds_in_its_bucket() -> None:
+    """The alert reads the 100 ms bucket: 20 ms and 300 ms land below and above it, as seconds."""
+    metrics = GatewayMetrics()
+    monitor = LoopLagMonitor(metrics, warn_threshold=0.1)
+    monitor.record(0.02)
+    monitor.record(0.3)
+
+    def bucket(le: str) -> float | None:
+        name = "gateway_event_loop_lag_seconds_bucket"
+        return metrics.registry.get_sample_value(name, {"le": le})
+
+    assert (bucket("0.025"), bucket("0.1"), bucket("0.5")) == (1.0, 1.0, 2.0)
+    assert _sample(metrics, "gateway_event_loop_lag_seconds_sum") == pytest.approx(0.32)
