@@ -304,3 +304,14 @@ async def test_stopping_while_a_probe_is_in_flight_ends_the_prober_at_once():
     assert task is not None
     assert task.cancelled()
     assert monitor.states["eu"].status == "unknown"
+
+
+async def test_the_age_of_the_last_check_counts_up_from_it():
+    """`lastCheckedSecondsAgo` is how long ago the probe ran: a stale probe shows as old."""
+    monitor = ReadinessMonitor({"eu": (_up, True)}, interval=60, timeout=1)
+    await monitor.check_now()
+    checked_at = monitor.states["eu"].checked_at
+    assert checked_at is not None
+    monitor.states["eu"].checked_at = checked_at - 2.5  # as if checked 2.5 s earlier
+    age = monitor.snapshot()["dependencies"]["eu"]["lastCheckedSecondsAgo"]
+    assert 2.5 <= age < 3.5
