@@ -15,10 +15,11 @@ Counting rules (the accounting `/metrics` relies on):
   - `5xx` when the app raised before starting a response (Starlette's outermost error
     middleware then answers 500), or after starting it (the client gets a broken response);
   - `disconnected` when the client went away first: the server reported `http.disconnect`
-    before the response was complete, the connection was lost when the response was written
-    (the gateway's HTTP protocol says so in the scope, `CONNECTION_KEY`: uvicorn drops such
-    an answer silently, and a caller that gave up while its signer worked is noticed only
-    then), or the request task was cancelled with its response under way (one not started
+    before the response was complete, the connection was lost when a part of the response
+    was written (the gateway's HTTP protocol says so in the scope, `CONNECTION_KEY`: uvicorn
+    drops such an answer silently, and a caller that gave up while its signer worked is
+    noticed only then; an app raising after that part is no 5xx, as nobody got the broken
+    response), or the request task was cancelled with its response under way (one not started
     yet is answered 503 by the drain middleware, and counted so).
     The route and duration are still recorded; the status the app may have produced is not,
     since nobody received it.
@@ -180,8 +181,10 @@ class _Exchange:
             self.complete = True
         await self._send(message)
         # Nothing yields between the server's write and here: a connection lost now was lost
-        # before the last of the answer was written, which the server then dropped.
-        if self.complete and _lost(self._connection):
+        # before this part of the answer was written, which the server then dropped with all
+        # that follows. The caller left first, whether the app then completes, is cancelled
+        # or raises: it got no truncated answer, so no 5xx either.
+        if _lost(self._connection):
             self.disconnected = True
 
 

@@ -690,3 +690,35 @@ async def test_a_tracer_failing_to_end_the_span_still_logs_and_tells_the_watcher
     logged = [(r.status, r.outcome) for r in caplog.records if r.name == "signing_gateway.access"]
     assert logged == [(200, "disconnected")]
     assert _ledger_balanced(metrics)
+
+
+@pytest.mark.parametrize(
+    ("lose_at", "chunks"),
+    [
+        pytest.param(1, [], id="head-dropped"),
+        pytest.param(2, [{"body": b"a", "more_body": True}], id="first-chunk-dropped"),
+    ],
+)
+async def test_a_crash_after_the_connection_was_lost_counts_as_disconnected(
+    lose_at: int, chunks: list[Message]
+):
+    """The caller left first, so no truncated answer reached it: not a 5xx, as the docs say.
+
+    The same as when the server reports `http.disconnect` before the app raises.
+    """
+    metrics = GatewayMetrics()
+    server = DroppingServer(lose_at)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for chunk in chunks:
+            await send({"type": "http.response.body", **chunk})
+        raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError):
+        await RequestMetricsMiddleware(app, metrics=metrics, access_log_enabled=False)(
+            server.scope(_scope()), server.receive, server.send
+        )
+    assert _sample(metrics, "gateway_responses_sent_total", route="unmatched",
+                   status_class="5xx") == 0  # fmt: skip
+    assert _counted_disconnected_once(metrics)
