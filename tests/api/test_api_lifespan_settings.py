@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import respx
 
+from signing_gateway import app as app_module
 from signing_gateway.app import create_app
-from signing_gateway.settings import SignerSettings
+from signing_gateway.observability.looplag import LoopLagMonitor
+from signing_gateway.settings import LoopLagSettings, SignerSettings
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
     EU_SIGNER_URL,
@@ -37,7 +40,7 @@ async def test_readiness_probes_as_the_settings_say(
             "eu-signer": False,
             "domestic-signer": True,
         }
-        assert readiness._timeout == 0.75
+        assert (readiness._interval, readiness._timeout) == (0.05, 0.75)
         await until(lambda: status.call_count >= 3)  # probed again every 0.05 s
         assert signers["eu_health"].call_count == 0
 
@@ -54,3 +57,22 @@ async def test_readiness_turns_503_when_the_drain_begins(
         answer = await client.get("/readyz")
     assert answer.status_code == 503
     assert answer.json()["draining"] is True
+
+
+async def test_the_loop_lag_monitor_samples_and_warns_as_the_settings_say(
+    test_keys: SignerKeys, signers: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+):
+    """Its sampling period, warning threshold and warning period are the settings', all three."""
+    built: list[LoopLagMonitor] = []
+
+    class Recorded(LoopLagMonitor):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            built.append(self)
+
+    monkeypatch.setattr(app_module, "LoopLagMonitor", Recorded)
+    lag = LoopLagSettings(interval_seconds=0.02, warn_threshold_seconds=0.3, warn_every_seconds=2.5)
+    app = create_app(make_settings(test_keys, loop_lag=lag))
+    async with app.router.lifespan_context(app):
+        [monitor] = built
+        assert (monitor.interval, monitor.warn_threshold, monitor._warn_every) == (0.02, 0.3, 2.5)
