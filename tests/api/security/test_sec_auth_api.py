@@ -540,3 +540,30 @@ async def test_a_request_at_its_signer_holds_no_copy_of_its_token(
     response = await sent
     assert response.status_code == 200, response.text
     assert held_models == []
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+async def test_the_bearer_scheme_is_read_in_any_case(secured, full_token, scheme):
+    """The scheme name is case-insensitive (RFC 9110 11.1): `bearer <token>` authenticates."""
+    response = await secured.get("/v1/keys", headers={"Authorization": f"{scheme} {full_token}"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("sent", ["basic", "token", "bare", "query"])
+async def test_a_token_sent_other_than_as_a_bearer_field_is_missing(secured, full_token, sent):
+    """A token under another scheme, alone, or in the query is no token: 401 `missing`.
+
+    Only `Authorization: Bearer` carries one; the query (`access_token`, RFC 6750 2.3) would put
+    it in access logs.
+    """
+    headers, params = {}, {}
+    if sent == "query":
+        params["access_token"] = full_token
+    else:
+        headers["Authorization"] = {"basic": "Basic ", "token": "Token ", "bare": ""}[sent]
+        headers["Authorization"] += full_token
+    before = _metric((await secured.get("/metrics")).text, "missing")
+    response = await secured.get("/v1/keys", headers=headers, params=params)
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["www-authenticate"] == 'Bearer realm="signing-gateway"'
+    assert _metric((await secured.get("/metrics")).text, "missing") == before + 1
