@@ -298,3 +298,52 @@ async def test_a_refusal_from_the_head_is_counted_under_its_route(  # noqa: PLR0
     assert [(r["route"], r["status"]) for r in access if r["route"] != "/metrics"] == [
         ("/v1/dcc", int(refusal))
     ] * 2
+
+
+async def test_the_expectation_is_read_in_any_case(
+    test_keys: SignerKeys, mocked: MockedSigners, auth_settings: AuthSettings
+) -> None:
+    """`Expect: 100-Continue` is the same expectation (RFC 9110 10.1.1): 401 before the body.
+
+    The server sends `100 Continue` for it in any case; the head check must see it alike.
+    """
+    head = _head(b"/v1/dcc", None, expect=True).replace(EXPECT, b"Expect: 100-Continue\r\n")
+    async with _served(test_keys, auth_settings) as port:
+        before, refused = await _exchange(port, head, send_body_when_asked=True)
+    answer = before + refused
+    assert not answer.startswith(b"HTTP/1.1 100 "), answer[:40]
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:40]
+    assert mocked.signing_calls() == 0
+
+
+@pytest.mark.parametrize("path", [b"/metrics", b"/openapi.json"])
+async def test_an_operational_route_is_not_authenticated_from_the_head(
+    test_keys: SignerKeys, auth_settings: AuthSettings, path: bytes
+) -> None:
+    """Pin that a route outside `/v1` stays open to a request holding its body back.
+
+    Only `/v1` routes authenticate: the head check leaves the others to the router.
+    """
+    head = _closing(_head(path, None, expect=True, body=b"{}")).replace(b"POST ", b"GET ")
+    async with _served(test_keys, auth_settings) as port:
+        before, rest = await _exchange(port, head, send_body_when_asked=True, body=b"{}")
+    assert before == CONTINUE  # asked for, not refused from its head
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:40]
+
+
+@pytest.mark.parametrize("request_line", [b"GET /v1/keys", b"POST /v1/domestic/prepare-issue"])
+async def test_an_expectation_without_a_body_is_authenticated_by_the_route(
+    test_keys: SignerKeys, mocked: MockedSigners, auth_settings: AuthSettings, request_line: bytes
+) -> None:
+    """Pin that a request expecting `100 Continue` but carrying no body is still refused 401.
+
+    No head check runs for it (there is no body to hold back): the route's own dependency
+    authenticates it, and must not take the expectation for an authentication made earlier.
+    """
+    head = request_line + b" HTTP/1.1\r\nHost: gateway\r\nContent-Length: 0\r\n" + EXPECT
+    async with _served(test_keys, auth_settings) as port:
+        _, answer = await _exchange(
+            port, _closing(head + b"\r\n"), send_body_when_asked=False, body=b""
+        )
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:40]
+    assert mocked.signing_calls() == 0
