@@ -192,6 +192,32 @@ def test_two_keys_fitting_one_token_under_one_kid_hand_out_neither():
     assert keys.key_for("same", "ES256") is None
 
 
+def test_keys_of_other_types_sharing_a_kid_need_no_alg_to_be_told_apart():
+    """An EC and an RSA key under one kid, neither naming its `alg`, each serve their own type.
+
+    The key's type tells them apart: a token gets the one key fitting its algorithm, where
+    counting both as candidates would hand out neither.
+    """
+    public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    rsa_jwk = {**RSAAlgorithm.to_jwk(public, as_dict=True), "kid": "same"}
+    ec_jwk = {k: v for k, v in _issuer("same").jwks()["keys"][0].items() if k != "alg"}
+    keys = JwksKeys({"keys": [rsa_jwk, ec_jwk]})
+    assert keys.key_for("same", "ES256") is not None
+    assert keys.key_for("same", "PS256") is not None
+    assert keys.key_for("same", "EdDSA") is None
+
+
+def test_a_key_that_does_not_load_verifies_nothing_and_raises_nothing():
+    """A published key with a point off its curve is no key: `key_for` answers None.
+
+    Its token is then refused 401 `unknown-key`, where PyJWT's error would reach the route
+    as a 500.
+    """
+    jwk = _issuer("off-curve").jwks()["keys"][0]
+    keys = JwksKeys({"keys": [{**jwk, "y": jwk["x"]}]})
+    assert keys.key_for("off-curve", "ES256") is None
+
+
 @pytest.mark.parametrize(
     "malformed",
     [{"kid": ["rotated"]}, {"kid": {"id": "rotated"}}, {"kid": 7}, {"kty": ["EC"]}],
