@@ -99,7 +99,11 @@ async def test_a_body_that_stops_arriving_is_answered_408_and_closed():
     middleware = RequestLimitsMiddleware(app, limits=LimitsSettings(body_read_timeout_seconds=0.2))
     headers = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
     started = time.monotonic()
-    sent = await _run(middleware, _scope(headers), _dripped([b'{"a": '], every=0, then_stall=True))
+    # Bounded here: without the deadline the read waits for ever, until the suite's own timeout.
+    async with asyncio.timeout(5):
+        sent = await _run(
+            middleware, _scope(headers), _dripped([b'{"a": '], every=0, then_stall=True)
+        )
     assert 0.2 <= time.monotonic() - started < 2
     assert sent[0]["status"] == 408
     assert (b"connection", b"close") in sent[0]["headers"]
