@@ -19,6 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from bench.http_protocol import FakeTransport, connect
+from signing_gateway.observability.context import CONNECTION_KEY
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime import http_protocol
 from signing_gateway.runtime.http_protocol import CONNECTION_REFUSALS, GatewayHttpProtocol
@@ -935,7 +936,18 @@ async def test_a_closing_answer_with_the_body_still_coming_lingers(monkeypatch):
     assert not transport.closed
     protocol.data_received(b" " * 100_000)  # the rest of the body, dropped unparsed
     assert protocol.timeout_keep_alive_task is None  # no keep-alive: the connection is ending
+    assert protocol.server_state.total_requests == 1  # answered, as uvicorn counts one
     await until(lambda: transport.closed, limit=2)
+
+
+async def test_a_lost_connection_shows_in_its_requests_scope():
+    """The request-metrics layer counts an answer as dropped when its scope says so."""
+    protocol, _ = _open()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    connection = protocol.cycle.scope[CONNECTION_KEY]  # type: ignore[literal-required]
+    assert not connection.lost
+    protocol.connection_lost(None)
+    assert connection.lost
 
 
 async def test_a_closing_answer_to_a_request_read_whole_closes_at_once():
