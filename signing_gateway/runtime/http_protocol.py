@@ -483,15 +483,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         """Close after an answer that says so; linger if the request's body is still coming.
 
         `begun` says a request's bytes are still arriving: the answered one's body, or the
-        head of one sent after it. Closing with them unread would reset the connection.
-        A refusal put off behind it (see `_refuse`) is not sent: a caller reads nothing after
-        an answer saying `Connection: close` (RFC 9112 9.6). What it refused may still be
-        arriving (a head, or bytes sent after the caller's own `Connection: close`, which the
-        parser drops unparsed), so the close lingers.
+        head of one sent after it, refused or not. Closing with them unread would reset the
+        connection. A refusal put off behind it (see `_refuse`), or waiting its turn in the
+        pipeline (`_refuse_in_turn_of`), is not sent: a caller reads nothing after an answer
+        saying `Connection: close` (RFC 9112 9.6). What it refused may still be arriving (a
+        head, a body that is not HTTP/1.1, or bytes sent after the caller's own `Connection:
+        close`, which the parser drops unparsed), so the close lingers.
         """
         transport = self.transport
         put_off, self._bound.put_off = self._bound.put_off, None
-        coming = put_off is not None or (self._bound.begun and not self._bound.refused)
+        coming = put_off is not None or self._bound.begun
         if not coming or transport.is_closing() or not transport.can_write_eof():
             transport.close()
             return

@@ -940,6 +940,30 @@ async def test_a_closing_answer_with_the_body_still_coming_lingers(monkeypatch):
     await until(lambda: transport.closed, limit=2)
 
 
+async def test_a_refusal_waiting_its_turn_behind_a_closing_answer_lingers(monkeypatch):
+    """/b's body is not HTTP/1.1, its 400 queued behind /a; /a's answer says close: lingers.
+
+    The 400 is not sent (a caller reads nothing after an answer saying `Connection: close`),
+    but /b's body may still be arriving: closed with it unread, the socket would reset the
+    connection under /a's answer.
+    """
+    monkeypatch.setattr(http_protocol, "LINGER_SECONDS", 0.05)
+    protocol, transport = _open()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: g\r\n\r\n")
+    first = protocol.cycle
+    protocol.data_received(
+        b"POST /b HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"
+    )
+    headers = [(b"content-length", b"2"), (b"connection", b"close")]
+    await first.send({"type": "http.response.start", "status": 200, "headers": headers})
+    await first.send({"type": "http.response.body", "body": b"{}"})
+    assert bytes(transport.written).count(b"HTTP/1.1 ") == 1  # /a's 200 alone
+    assert (transport.eof_written, transport.reading, transport.closed) == (True, True, False)
+    protocol.data_received(b"more of /b" * 1000)  # dropped unparsed
+    await until(lambda: transport.closed, limit=2)
+    assert protocol.started == ["/a"]
+
+
 async def test_a_lost_connection_shows_in_its_requests_scope():
     """The request-metrics layer counts an answer as dropped when its scope says so."""
     protocol, _ = _open()
