@@ -111,6 +111,14 @@ def test_an_infinite_soft_limit_is_no_limit(monkeypatch):
     assert raise_soft_limit() is None
 
 
+def test_an_unlimited_hard_limit_leaves_the_soft_one_as_it_is(monkeypatch):
+    """The kernel refuses an unlimited soft limit for descriptors: it is not asked for one."""
+    infinite = resource.RLIM_INFINITY
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, infinite))
+    monkeypatch.setattr(resource, "setrlimit", _never_called)
+    assert raise_soft_limit() == 1024
+
+
 def _never_called(*_args):  # pragma: no cover - called only when the rule breaks
     raise AssertionError("the limit must be left alone")
 
