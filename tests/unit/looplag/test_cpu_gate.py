@@ -275,7 +275,8 @@ async def test_a_permit_handed_to_a_cancelled_request_is_passed_on() -> None:
     await _settle()
     await holder.__aexit__(None, None, None)  # hands the permit to `second`...
     second.cancel()  # ...which is cancelled before it can run
-    await asyncio.gather(second, third, return_exceptions=True)
+    async with asyncio.timeout(1):  # a permit lost with `second` would leave `third` parked
+        await asyncio.gather(second, third, return_exceptions=True)
     assert served == ["third"]
     assert (gate.busy, gate.waiting) == (0, 0)
 
