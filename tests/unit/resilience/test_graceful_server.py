@@ -270,6 +270,28 @@ class _Connection:
         self.transport = transport
 
 
+class _SlowlyTakenTransport(_UnreadTransport):
+    """An answer its caller takes, slowly: gone once `taken` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = asyncio.Event()
+
+    def get_write_buffer_size(self) -> int:
+        return 0 if self.taken.is_set() else super().get_write_buffer_size()
+
+
+async def test_an_answer_taken_within_the_drain_timeout_is_not_cut_off() -> None:
+    """Pin that unread answers have until `drain_timeout` after the drain began, not less."""
+    server = _server()  # drain_timeout 1 s, nothing in flight: the drain itself ends at once
+    transport = _SlowlyTakenTransport()
+    server.server_state.connections.add(_Connection(transport))  # type: ignore[arg-type]
+    asyncio.get_running_loop().call_later(0.2, transport.taken.set)
+    async with asyncio.timeout(2):
+        await server._drain()
+    assert (transport.taken.is_set(), transport.aborted) == (True, False)
+
+
 @pytest.mark.parametrize("when", ["before the wait", "while waiting"])
 async def test_a_second_signal_ends_the_wait_for_unread_answers_at_once(when: str) -> None:
     """Stopping now cuts off a caller that stopped reading at once, not at the drain's end."""
