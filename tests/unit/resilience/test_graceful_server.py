@@ -375,6 +375,28 @@ async def test_the_probe_port_closes_with_the_main_port() -> None:
     assert not probes.is_serving()
 
 
+async def test_a_probe_port_that_cannot_be_bound_ends_the_start_up_with_status_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As uvicorn ends when its own port cannot be bound: the reason logged, status 1."""
+    config = uvicorn.Config(
+        _app, host="127.0.0.1", port=0, http=GatewayHttpProtocol, log_config=None, lifespan="off"
+    )
+    controller = DrainController(drain_timeout=1, cancel_grace=1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = GracefulServer(config, controller=controller, probe_port=port)
+        config.load()  # as uvicorn's `serve` does before its start-up
+        server.lifespan = config.lifespan_class(config)
+        with pytest.raises(SystemExit) as ended:
+            await server.startup()
+    assert ended.value.code == 1
+    assert [listener.is_serving() for listener in server.servers] == [False]
+    assert any(r.getMessage().startswith(f"probe port {port}: ") for r in caplog.records)
+
+
 def _late_body_app(framing: list[tuple[bytes, bytes]]) -> Callable[..., Awaitable[None]]:
     """An app that begins its answer, sends part of the body, and never the rest.
 
