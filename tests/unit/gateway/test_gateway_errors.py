@@ -124,6 +124,14 @@ def test_a_validation_failure_names_its_first_fields_and_counts_the_rest():
     )
 
 
+def test_a_validation_error_located_nowhere_is_named_the_request():
+    """An error with an empty location is "the request" in the detail, never a bare colon."""
+    whole = FieldError(loc=(), msg="must not be empty")
+    assert RequestInvalid([whole]).detail == "the request: must not be empty"
+    both = RequestInvalid([whole, FieldError(loc=("body", "dob"), msg="bad")])
+    assert both.detail == "2 validation errors, at the request and body.dob"
+
+
 @pytest.mark.parametrize("close", [False, True])
 async def test_a_503_before_routing_closes_the_connection_only_when_asked(close: bool):
     """Pin `send_problem_503`: `Retry-After: 1`, and `Connection: close` only with `close`.
