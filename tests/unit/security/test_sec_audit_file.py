@@ -453,6 +453,27 @@ async def test_a_record_whose_write_failed_gets_no_correction_in_the_file(tmp_pa
     assert trail.snapshot()["pendingWrites"] == 0
 
 
+async def test_closing_the_trail_ends_its_writer_thread(tmp_path: Path) -> None:
+    """Closed, the trail's writer thread ends once its records are written: none is left behind.
+
+    A thread left waiting for calls that never come would outlive its trail, one more for each
+    app started in the process (each test's, each restart of the lifespan).
+    """
+    trail = await AuditTrail.open(
+        tmp_path / "ends.jsonl",
+        metrics=GatewayMetrics(),
+        fail_closed=True,
+        max_pending=8,
+        write_timeout=NO_TIMEOUT,
+    )
+    assert trail._writer is not None
+    thread = trail._writer._thread
+    assert await trail.write({"n": 1}) is True
+    await trail.close()
+    await until(lambda: not thread.is_alive())
+    assert [orjson.loads(line)["n"] for line in _lines(tmp_path / "ends.jsonl")] == [1]
+
+
 async def test_a_closed_trail_refuses_a_write_and_keeps_no_pending_count(tmp_path: Path) -> None:
     """Pin that a record after `close` is a failed write (False, counted), never pending."""
     metrics = GatewayMetrics()
