@@ -74,3 +74,17 @@ async def test_the_callers_budget_counts_the_wait_for_a_permit(test_keys, signer
     assert response.status_code == 504
     assert response.json()["type"].endswith("/deadline-exceeded")
     assert seen == []
+
+
+async def test_the_body_limits_wait_for_a_permit_too(test_keys, signers):
+    """A body the limits would refuse (415) waits at the gate like any other: 503 `overloaded`.
+
+    The gate is outside the body limits, so that a burst of new requests parks there instead of
+    having their heads checked (and their bodies read) all in one loop pass.
+    """
+    seen = failing_eu_signer(signers)
+    settings = _one_permit(test_keys, 0.1)
+    response, _ = await _post_while_every_permit_is_held(settings, {"Content-Type": "text/plain"})
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("/overloaded")
+    assert seen == []
