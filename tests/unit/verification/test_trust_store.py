@@ -170,6 +170,22 @@ def test_signing_certificate_per_usage_prefers_the_specific_one():
     assert store.lookup(b"\x00" * 8) is None
 
 
+def test_lookup_takes_only_the_whole_kid():
+    """A kid is trusted only as it is: one with bytes added, or cut short, names no key.
+
+    A credential whose kid merely starts with a trusted one would otherwise be verified with
+    that key and released carrying a kid that no verifier can find.
+    """
+    dsc = DscCertificate.from_der(make_dsc(["test"]).der)
+    eu = EuTrustStore([dsc])
+    domestic_key = DomesticKey.from_raw(make_domestic_signer().raw_public)
+    domestic = DomesticTrustStore([domestic_key])
+    for store, kid in ((eu, dsc.kid), (domestic, domestic_key.kid)):
+        assert store.lookup(kid) is not None
+        assert store.lookup(kid + b"\x00") is None, "a longer kid matched"
+        assert store.lookup(kid[:-1]) is None, "a shorter kid matched"
+
+
 def test_missing_usage_has_no_signing_certificate():
     """A usage no certificate covers has no signing certificate."""
     store = EuTrustStore([DscCertificate.from_der(make_dsc(["test"]).der)])
@@ -231,6 +247,8 @@ def test_next_signing_start_is_the_earliest_start_ahead_for_the_usage():
     assert store.next_signing_start("test", now=now) == general.not_before
     assert store.next_signing_start("recovery", now=now) == other_usage.not_before
     assert store.next_signing_start("test", now=now + 4 * HOUR) is None
+    # One starting at `now` has started: the next one ahead is the later DSC.
+    assert store.next_signing_start("test", now=general.not_before) == later.not_before
     assert EuTrustStore([old]).next_signing_start("test", now=now) is None
     assert EuTrustStore([]).next_signing_start("test", now=now) is None
 
