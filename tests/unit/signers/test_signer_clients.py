@@ -118,6 +118,7 @@ async def test_naive_expiration_time_is_refused_before_sending(http, router):
         (httpx.Response(502, text="gw"), SignerServerError, 502),
         (httpx.Response(302, headers={"Location": "http://x.test/"}), Malformed, 302),
         (httpx.Response(300, json=GOOD_EU), Malformed, 300),
+        (httpx.Response(199, json=GOOD_EU), Malformed, 199),
         (httpx.Response(200, text="not json"), Malformed, 200),
         (httpx.Response(201, text="not json"), Malformed, 201),
         (httpx.Response(201, json={"credential": "HC1:A"}), Malformed, 201),
@@ -138,7 +139,7 @@ async def test_naive_expiration_time_is_refused_before_sending(http, router):
     ],
     ids=[
         "400", "415", "429", "503", "499", "500", "599", "502", "302", "300-with-json",
-        "not-json", "201-not-json", "201-wrong-shape",
+        "199-with-json", "not-json", "201-not-json", "201-wrong-shape",
         "missing-field", "extra-field", "wrong-prefix", "prefix-not-first",
         "credential-over-32k", "empty-proof", "proof-over-64", "wrong-type", "array",
         "oversized",
