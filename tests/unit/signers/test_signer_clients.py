@@ -223,6 +223,27 @@ async def test_the_body_cap_is_the_documented_64_kib(http, router):
         await request_json(http, "GET", "/keys", signer="eu", endpoint="keys")
 
 
+@pytest.mark.parametrize(
+    ("status", "error"), [(200, None), (503, SignerThrottledError)], ids=["ok", "refused"]
+)
+async def test_a_content_length_of_non_ascii_digits_is_no_length(http, router, status, error):
+    """Pin that a Content-Length "²" (a digit to ``str.isdigit``) is read as none, not a crash.
+
+    ``int("²")`` raises ValueError: taken as a length, it escaped the SignerError tree.
+    """
+    body = orjson.dumps({"eu": []})
+    router.get("/keys").mock(
+        return_value=httpx.Response(
+            status, headers=[(b"Content-Length", "²".encode())], content=body
+        )
+    )
+    if error is None:
+        assert await request_json(http, "GET", "/keys", signer="eu", endpoint="keys") == {"eu": []}
+    else:
+        with pytest.raises(error):
+            await request_json(http, "GET", "/keys", signer="eu", endpoint="keys")
+
+
 async def test_inflating_stops_at_the_cap_when_a_chunk_ends_on_it(http, router):
     """Pin that a gzip chunk ending just at the cap leaves no room for the next to inflate.
 
