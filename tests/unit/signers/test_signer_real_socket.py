@@ -466,6 +466,22 @@ async def test_pool_exhaustion_times_out(transport, pool_timeout, connect_timeou
             await first
 
 
+async def test_every_connection_up_to_the_limit_is_kept_alive(transport):
+    """Calls as many at once as `max_connections` find all their connections kept when idle.
+
+    With one fewer kept alive, every burst to a busy signer closed a connection and opened
+    (and, over TLS, handshook) a new one.
+    """
+    async with (
+        raw_server("kept-ok") as server,
+        client_for(server.port, transport, max_connections=3) as http,
+    ):
+        for _ in range(3):
+            await asyncio.gather(*(issue_static(http) for _ in range(3)))
+        assert len(server.requests) == 9
+        assert server.connections == 3, "an idle connection within the limit was closed"
+
+
 async def test_a_finished_call_leaves_nothing_for_the_cyclic_collector(transport):
     """The signer's answer is freed by reference counting as soon as the call returns.
 
