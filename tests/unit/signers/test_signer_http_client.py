@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime
 
 import httpx
@@ -115,3 +116,15 @@ def test_the_httpx_client_takes_each_timeout_as_given():
         max_connections=4, transport="httpx",
     )  # fmt: skip
     assert http.timeout == httpx.Timeout(connect=1.0, read=2.0, write=3.0, pool=4.0)
+
+
+def test_verify_false_checks_no_certificate():
+    """``verify=False`` gives a context that checks neither the host name nor the certificate."""
+    for transport in ("httpx", "aiohttp"):
+        client = build_signer_client(
+            BASE_URL, connect_timeout=1.0, read_timeout=1.0, write_timeout=1.0,
+            pool_timeout=1.0, max_connections=1, transport=transport, verify=False,
+        )  # fmt: skip
+        held = client._transport
+        context = held.ssl_context if transport == "aiohttp" else held._pool._ssl_context
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
