@@ -82,6 +82,9 @@ FIXED_ANSWERS = {
     "identity": _with_length(OK_HEAD + b"Content-Encoding: identity\r\n", STATIC_OK),
     "gzip-spelt": _with_length(OK_HEAD + b"Content-Encoding: Gzip , identity\r\n",
                                gzip.compress(STATIC_OK)),
+    # A list with empty elements, which RFC 9110 (5.6.1) has a recipient ignore.
+    "gzip-in-commas": _with_length(OK_HEAD + b"Content-Encoding: , gzip,\r\n",
+                                   gzip.compress(STATIC_OK)),
     # The name gzip had before its registration, which RFC 9110 (8.4.1.3) reads as gzip.
     "x-gzip": _with_length(OK_HEAD + b"Content-Encoding: X-Gzip\r\n", gzip.compress(STATIC_OK)),
     "gzip-twice": _with_length(OK_HEAD + b"Content-Encoding: gzip, gzip\r\n",
@@ -688,13 +691,15 @@ async def test_a_reason_phrase_outside_utf_8_is_read_on_both_transports(transpor
 
 
 @pytest.mark.parametrize(
-    "behaviour", ["identity", "gzip-spelt", "raw-deflate", "x-gzip", "chunked-spelt"]
+    "behaviour",
+    ["identity", "gzip-spelt", "gzip-in-commas", "raw-deflate", "x-gzip", "chunked-spelt"],
 )
 async def test_content_codings_are_read_as_rfc_9110_spells_them(transport, behaviour):
     """`identity`, any case and spacing of a coding, raw deflate and `x-gzip` are all read.
 
-    `x-gzip` was refused as undecodable, though RFC 9110 (8.4.1.3) asks a recipient to take
-    it as gzip. A `Transfer-Encoding` of one `chunked` in any case and spacing is read too.
+    Empty elements of a coding list are ignored, as RFC 9110 (5.6.1) asks. `x-gzip` was
+    refused as undecodable, though RFC 9110 (8.4.1.3) asks a recipient to take it as gzip.
+    A `Transfer-Encoding` of one `chunked` in any case and spacing is read too.
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         result = await issue_static(http)
