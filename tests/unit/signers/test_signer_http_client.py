@@ -60,6 +60,14 @@ def test_resolved_urls_match_httpx(base_url, path, expected):
     assert built.headers["host"] == httpx.URL(expected).netloc.decode()
 
 
+def test_resolved_urls_are_kept_for_a_bounded_number_of_paths():
+    """Past 64 distinct paths, URLs are resolved per call and not kept: the table stays bounded."""
+    client = SignerHttpClient(base_url=BASE_URL)
+    for number in range(100):
+        assert client.build_request("GET", f"/p{number}").url == f"{BASE_URL}/p{number}"
+    assert len(client._urls) == 64
+
+
 def test_changing_the_base_url_drops_resolved_urls():
     """After `base_url` changes, paths are joined to the new base."""
     client = SignerHttpClient(base_url="http://one.test/")
