@@ -136,3 +136,17 @@ def test_verify_false_checks_no_certificate():
         held = client._transport
         context = held.ssl_context if transport == "aiohttp" else held._pool._ssl_context
         assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
+
+
+async def test_the_aiohttp_pool_keeps_idle_connections_for_keepalive_expiry():
+    """The aiohttp connector keeps an idle connection as long as configured, not its own 15 s."""
+    client = build_signer_client(
+        BASE_URL, connect_timeout=1.0, read_timeout=1.0, write_timeout=1.0, pool_timeout=1.0,
+        max_connections=3, keepalive_expiry=2.5, transport="aiohttp",
+    )  # fmt: skip
+    async with client:
+        session = client._transport.get_client()
+        try:
+            assert (session.connector._keepalive_timeout, session.connector.limit) == (2.5, 3)
+        finally:
+            await session.close()
