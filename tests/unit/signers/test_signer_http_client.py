@@ -11,6 +11,7 @@ import pytest
 from signing_gateway.signers.errors import SignerConnectionLostError, SignerTimeoutError
 from signing_gateway.signers.eu import EuSignerClient, credential_request
 from signing_gateway.signers.http import SignerHttpClient, build_signer_client, transport_error
+from signing_gateway.signers.transport import SignerTransport
 from tests.unit.signers.conftest import BASE_URL
 
 GOOD_EU = {"credential": "HC1:ABC", "proofIdentifier": "cHJvb2Y="}
@@ -150,3 +151,15 @@ async def test_the_aiohttp_pool_keeps_idle_connections_for_keepalive_expiry():
             assert (session.connector._keepalive_timeout, session.connector.limit) == (2.5, 3)
         finally:
             await session.close()
+
+
+def test_the_aiohttp_transport_keeps_a_bounded_table_of_header_texts():
+    """Past 64 distinct fixed-header values, each is decoded per call and not kept."""
+    transport = SignerTransport()
+    for number in range(100):
+        headers = httpx.Headers({"Host": f"signer-{number}.test", "X-Request-ID": f"r-{number}"})
+        assert transport._headers(headers) == [
+            ("Host", f"signer-{number}.test"),
+            ("X-Request-ID", f"r-{number}"),
+        ]
+    assert len(transport._texts) == 64
