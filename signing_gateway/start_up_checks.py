@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from signing_gateway.observability.instrument import (
+from signing_gateway.observability.tracing_setup import (
     TracingUnavailableError,
     check_tracing_available,
 )
-from signing_gateway.security.setup import JWKS_TLS, security_file_problems
+from signing_gateway.security.files import JWKS_TLS, security_file_problems
 from signing_gateway.security.tls_files import tls_problems
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
-from signing_gateway.trust_loading import trust_file_problems
+from signing_gateway.trust_files import trust_file_problems
 
 
 def checked_settings(also_read: Iterable[str]) -> tuple[Settings | None, list[str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from signing_gateway.trust_loading import unreadable_file
+from signing_gateway.trust_files import unreadable_file
 
 
 def tls_problems(

@@ -20,11 +20,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from signing_gateway.app import create_app
-from signing_gateway.observability.instrument import (
+from signing_gateway.observability.tracing import build_tracer
+from signing_gateway.observability.tracing_setup import (
     TracingUnavailableError,
     check_tracing_available,
 )
-from signing_gateway.observability.tracing import build_tracer
 from signing_gateway.settings import ObservabilitySettings
 from tests.api.bodies import domestic_attributes, eu_vaccination
 from tests.api.signer_mocks import mock_signers

@@ -14,13 +14,8 @@ import pytest
 
 from signing_gateway.settings import TrustSettings
 from signing_gateway.signers.errors import SignerConnectError, SignerMalformedResponseError
-from signing_gateway.trust_loading import (
-    NO_TRUST,
-    TrustUnavailableError,
-    load_trust,
-    trust_file_problems,
-    unreadable_file,
-)
+from signing_gateway.trust_files import NO_TRUST, trust_file_problems, unreadable_file
+from signing_gateway.trust_loading import TrustUnavailableError, load_trust
 from signing_gateway.verification.trust import (
     DomesticKey,
     DomesticTrustStore,

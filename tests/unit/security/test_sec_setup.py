@@ -14,15 +14,10 @@ import pytest
 import respx
 
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.security import audit_trail, setup
+from signing_gateway.security import audit_trail, files
+from signing_gateway.security.files import SecurityFileError, read_jwks_file, security_file_problems
 from signing_gateway.security.settings import AuditSettings, AuthSettings
-from signing_gateway.security.setup import (
-    SecurityFileError,
-    open_audit_trail,
-    open_token_verifier,
-    read_jwks_file,
-    security_file_problems,
-)
+from signing_gateway.security.setup import open_audit_trail, open_token_verifier
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings
 from signing_gateway.settings_doc import setting_docs
@@ -71,13 +66,13 @@ def test_an_audit_file_this_process_may_not_write_is_named_so(
     """Pin the lines for an audit file, or its directory, that this process cannot write."""
     existing = tmp_path / "audit.jsonl"
     existing.touch()
-    monkeypatch.setattr(setup.os, "access", _denying(os.W_OK, where=existing))
+    monkeypatch.setattr(files.os, "access", _denying(os.W_OK, where=existing))
     disabled = AuthSettings(mode="disabled")
     assert security_file_problems(disabled, AuditSettings(file=existing)) == [
         f"{AUDIT_FILE}: not writable by this process"
     ]
     for denied in (os.W_OK, os.X_OK):  # a file is made in a directory both write and search
-        monkeypatch.setattr(setup.os, "access", _denying(denied, where=tmp_path))
+        monkeypatch.setattr(files.os, "access", _denying(denied, where=tmp_path))
         assert security_file_problems(disabled, AuditSettings(file=tmp_path / "new.jsonl")) == [
             f"{AUDIT_FILE}: its directory is not writable by this process"
         ]
