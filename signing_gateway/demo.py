@@ -31,12 +31,10 @@ from signing_gateway.api import examples
 from signing_gateway.app import create_app
 from signing_gateway.observability.logging import configure_logging
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
-from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
+from signing_gateway.security.settings import ALL_SCOPES, LOOPBACK, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
-
-LOOPBACK = "127.0.0.1"
 
 
 def _free_ports(count: int) -> list[int]:

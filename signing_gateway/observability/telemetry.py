@@ -44,7 +44,7 @@ def record_credential_rejection(*, signer: str, reason: str) -> None:
 
 
 #: Flushes to run before a process ends by a signal's default action, which skips `atexit`
-#: (a `serve --workers` worker, cli.py): the tracer provider's bounded send of the spans it
+#: (a `serve --workers` worker, serving.py): the tracer provider's bounded send of the spans it
 #: still holds (`tracing.ExitFlush`). Kept here, where no OpenTelemetry is imported.
 _exit_flushes: list[Callable[[], object]] = []
 

@@ -30,6 +30,10 @@ AsymmetricAlgorithm = Literal[
 ]
 
 
+#: The loopback address the gateway listens on unless told otherwise, and the demo's signers.
+LOOPBACK = "127.0.0.1"
+
+
 def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """`host` (no brackets) as an IP address, None for a name.
 

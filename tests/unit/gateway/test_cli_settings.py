@@ -27,7 +27,7 @@ from signing_gateway.settings_env import (
     unknown_variables,
     unparsed_json,
 )
-from signing_gateway.trust_loading import NO_TRUST
+from signing_gateway.trust_files import NO_TRUST
 from tests.contract.gateway.gateway_process import free_port
 from tests.support.credentials import make_domestic_signer, make_dsc
 
@@ -95,6 +95,25 @@ def test_serve_reports_missing_auth_without_a_traceback() -> None:
             "auth.jwks_url, auth.audience, auth.issuer (or auth.mode=disabled for local use)"
         ),
     ]
+
+
+def test_a_refused_serve_loads_neither_the_app_nor_the_signer_clients() -> None:
+    """Pin that checking the settings imports no more than the check needs.
+
+    The app, FastAPI, the signer clients and the server are imported only once the settings
+    passed (`serving`): a refusal, and every test of it here, took over a second of CPU
+    importing them.
+    """
+    heavy = ("fastapi", "aiohttp", "signing_gateway.app", "signing_gateway.signers.http")
+    code = (
+        "import sys; from signing_gateway.cli import main\n"
+        "status = main(['serve', '--host', '127.0.0.1'])\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules))\n"
+        "raise SystemExit(status)"
+    )
+    done = _run(code, PORT="0", ENVIRONMENT="production", **PRODUCTION_SIGNERS)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.splitlines() == ["[]"]
 
 
 def test_serve_names_the_variable_and_never_echoes_its_value() -> None:

@@ -59,16 +59,16 @@ def test_a_worker_refusing_its_settings_stops_the_supervisor(tmp_path: Path) -> 
     jwks.write_bytes(orjson.dumps(issuer.jwks()))
     # `serve`'s own check passed on this file; it is gone by the time the workers check it.
     gone_since_the_check = (
-        "import pathlib; from signing_gateway import cli\n"
+        "import pathlib; from signing_gateway import cli, serving\n"
         "settings, problems = cli.checked_settings(cli.flag_variables(cli._parser()))\n"
         "assert settings is not None and not problems, problems\n"
         f"pathlib.Path({str(jwks)!r}).unlink()\n"
-        "supervised = cli.SupervisedConfig(\n"
+        "supervised = serving.SupervisedConfig(\n"
         "    'signing_gateway.app:create_served_app', gateway_log_level='INFO',\n"
         "    gateway_log_format='json', factory=True, host='127.0.0.1',\n"
         f"    port={free_port()}, workers=2, log_config=None,\n"
         ")\n"
-        "raise SystemExit(cli.run_workers(supervised))"
+        "raise SystemExit(serving.run_workers(supervised))"
     )
     done = _run(gone_since_the_check, AUTH__JWKS_FILE=str(jwks), **_auth_and_trust(tmp_path))
     assert done.returncode == 3, done.stderr[-2000:]

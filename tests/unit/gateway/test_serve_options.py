@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from signing_gateway import app as app_module
-from signing_gateway import cli
+from signing_gateway import cli, demo, serving
 from signing_gateway.runtime.event_loop import BoundedEpollSelector
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import AuthSettings
@@ -49,7 +49,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(cli.faulthandler, "register", register)
     monkeypatch.setattr(app_module, "configure_logging", lambda **_kwargs: None)
-    monkeypatch.setattr(cli.SupervisedConfig, "configure_logging", lambda _self: None)
+    monkeypatch.setattr(serving.SupervisedConfig, "configure_logging", lambda _self: None)
 
     class RecordingServer:
         def __init__(self, config: Any, **options: Any) -> None:
@@ -58,12 +58,12 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         def run(self) -> None:
             seen["ran"] = True
 
-    def run_workers(supervised: cli.SupervisedConfig) -> int:
+    def run_workers(supervised: serving.SupervisedConfig) -> int:
         seen["supervised"] = supervised
         return 0
 
-    monkeypatch.setattr(cli, "GracefulServer", RecordingServer)
-    monkeypatch.setattr(cli, "run_workers", run_workers)
+    monkeypatch.setattr(serving, "GracefulServer", RecordingServer)
+    monkeypatch.setattr(serving, "run_workers", run_workers)
     return seen
 
 
@@ -154,17 +154,17 @@ def test_each_supervised_process_logs_as_the_settings_say_and_writes_out_on_sigt
     Without the handler a worker's last lines stayed queued when the signal ended it.
     """
     configured: list[dict[str, str]] = []
-    monkeypatch.setattr(cli, "configure_logging", lambda **kwargs: configured.append(kwargs))
+    monkeypatch.setattr(serving, "configure_logging", lambda **kwargs: configured.append(kwargs))
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        cli.SupervisedConfig(
+        serving.SupervisedConfig(
             "signing_gateway.app:create_served_app",
             gateway_log_level="WARNING",
             gateway_log_format="console",
             factory=True,
             log_config=None,
         )
-        assert signal.getsignal(signal.SIGTERM) is cli._write_logs_then_end
+        assert signal.getsignal(signal.SIGTERM) is serving._write_logs_then_end
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert configured == [{"level": "WARNING", "fmt": "console"}]
@@ -290,7 +290,7 @@ def test_demo_listens_where_the_port_variable_says_as_serve_does(
         ports.append(port)
         return 0
 
-    monkeypatch.setattr(cli, "run_demo", run_demo)
+    monkeypatch.setattr(demo, "run_demo", run_demo)
     monkeypatch.setenv("SIGNING_GATEWAY_PORT", "18080")
     assert cli.main(["demo"]) == 0
     assert cli.main(["demo", "--port", "18090"]) == 0

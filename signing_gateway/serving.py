@@ -1,0 +1,189 @@
+"""Run the gateway's server once `serve`'s options and settings have checked out (`cli`).
+
+One process (`serve_in_process`: the app, uvicorn's configuration and the drain-aware server),
+or uvicorn's supervisor over `--workers` processes (`serve_workers`), each building its own
+app. Kept apart from the command line so that a refused start-up imports none of it: `cli`
+imports this module only after its checks passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Literal
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from signing_gateway.app import create_served_app
+from signing_gateway.observability.logging import configure_logging, flush_logging
+from signing_gateway.observability.telemetry import flush_telemetry
+from signing_gateway.resilience.shutdown import DrainController, GracefulServer
+from signing_gateway.runtime.event_loop import bounded_loop_factory
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
+from signing_gateway.settings import Settings
+
+logger = logging.getLogger("signing_gateway.cli")
+
+
+def _write_logs_then_end(signum: int, _frame: FrameType | None) -> None:
+    """Send the queued spans and write out the queued log lines, then let `signum` end the process.
+
+    The spans first, within their bound (`tracing.EXIT_FLUSH_SECONDS`): the exporter's own
+    log lines about them are then written too.
+    """
+    flush_telemetry()
+    flush_logging()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+class SupervisedConfig(uvicorn.Config):
+    """uvicorn's configuration for `serve --workers N`, with the gateway's logging in each process.
+
+    uvicorn sets up logging from its configuration when the configuration is built, in the
+    supervisor, and again first thing in each worker it spawns, before the worker serves.
+    Without the gateway's logging there, the supervisor's lines ("Uvicorn running on",
+    "Started parent process") went nowhere. And a worker ends by the SIGTERM that stopped it,
+    raised again once uvicorn has shut down, whose default action skips `atexit`: its last
+    lines ("Application shutdown complete", "Finished server process") stayed queued, and so
+    did the spans of its last seconds, with tracing on. So SIGTERM first sends and writes out
+    what is queued, then ends the process as before; while uvicorn runs it puts its own
+    handler over this one (a worker's server puts this one back on the way out, the
+    supervisor keeps its own to the end and exits normally).
+    """
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        gateway_log_level: str,
+        gateway_log_format: Literal["json", "console"],
+        events_per_pass: int = 0,
+        **config: Any,  # noqa: ANN401 - uvicorn.Config's own keyword arguments
+    ) -> None:
+        """Configure uvicorn with `config`; log at `gateway_log_level` in `gateway_log_format`.
+
+        `events_per_pass`: the bound on ready sockets a pass of each worker's asyncio loop (0:
+        none), as `serve --events-per-pass` sets it for one process.
+        """
+        # Set first: uvicorn.Config.__init__ calls configure_logging.
+        self.gateway_log_level = gateway_log_level
+        self.gateway_log_format: Literal["json", "console"] = gateway_log_format
+        self.events_per_pass = events_per_pass
+        super().__init__(app, **config)
+
+    def configure_logging(self) -> None:
+        """Set up uvicorn's logging, then the gateway's and the SIGTERM handler that flushes it."""
+        super().configure_logging()
+        configure_logging(level=self.gateway_log_level, fmt=self.gateway_log_format)
+        signal.signal(signal.SIGTERM, _write_logs_then_end)
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        """The bounded asyncio loop for `events_per_pass`, else the one `loop` names.
+
+        Each worker calls this in its own process, to make the loop it serves on.
+        """
+        bounded = _bounded_loop(self.loop, self.events_per_pass)
+        return bounded if bounded is not None else super().get_loop_factory()
+
+
+def _takes_bound(loop: str, events_per_pass: int) -> bool:
+    """Whether `loop` is bounded to `events_per_pass` ready sockets a pass (asyncio's only)."""
+    return loop == "asyncio" and events_per_pass > 0
+
+
+def _bounded_loop(
+    loop: str, events_per_pass: int
+) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """A factory of asyncio loops bounded to `events_per_pass`; None when `loop` takes no bound."""
+    return bounded_loop_factory(events_per_pass) if _takes_bound(loop, events_per_pass) else None
+
+
+def _log_event_loop(loop: str, events_per_pass: int) -> None:
+    """Log the event loop `serve` runs and its bound on ready sockets a pass."""
+    if _takes_bound(loop, events_per_pass):
+        logger.info("event loop: asyncio, at most %d ready sockets per pass", events_per_pass)
+    else:
+        logger.info("event loop: %s, every ready socket in each pass", loop)
+
+
+def run_workers(supervised: SupervisedConfig) -> int:
+    """Run uvicorn's supervisor over `supervised`'s workers until it stops; the exit status.
+
+    The supervisor stops once a worker fails to start (status 3: the app, its settings or its
+    files are wrong, and a restart would fail the same way), and then returns as it does after
+    a SIGTERM. So the status is 3 when a worker failed to start, as `serve` with one worker
+    exits, and 0 otherwise.
+    """
+    supervisor = Multiprocess(supervised, sockets=[supervised.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        return STARTUP_FAILURE
+    return 0
+
+
+def serve_workers(settings: Settings, args: argparse.Namespace) -> int:
+    """Run `args.workers` worker processes under uvicorn's supervisor; the exit status.
+
+    Each worker process builds its own app (and clients) from the environment.
+    """
+    supervised = SupervisedConfig(
+        "signing_gateway.app:create_served_app",
+        gateway_log_level=settings.log_level,
+        gateway_log_format=settings.log_format,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        events_per_pass=args.events_per_pass,
+        log_config=None,
+        access_log=False,
+        backlog=args.backlog,
+        loop=args.loop,
+        http=GatewayHttpProtocol,
+        proxy_headers=False,
+    )
+    _log_event_loop(args.loop, args.events_per_pass)
+    return run_workers(supervised)
+
+
+def serve_in_process(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve in this process until stopped, with `serve`'s options `args`; the exit status."""
+    app = create_served_app(settings)
+    drain: DrainController = app.state.drain
+    batch = min(args.accept_batch, args.backlog)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        backlog=batch,  # asyncio: connections accepted per loop pass (see GracefulServer)
+        loop=args.loop,
+        # httptools, with a size and a time bound on each request head (the probe port's
+        # server takes it from this configuration too).
+        http=GatewayHttpProtocol,
+        # Nothing uses the caller's address (the audit names the authenticated client), so
+        # uvicorn's X-Forwarded-* rewrite would be a layer and a header scan per request for
+        # nothing.
+        proxy_headers=False,
+        # The drain has already waited for and cancelled requests; this is only a backstop.
+        timeout_graceful_shutdown=math.ceil(drain.cancel_grace) + 1,
+    )
+    loop_factory = _bounded_loop(args.loop, args.events_per_pass)
+    _log_event_loop(args.loop, args.events_per_pass)
+    GracefulServer(
+        config,
+        controller=drain,
+        listen_backlog=args.backlog,
+        loop_factory=loop_factory,
+        probe_port=args.probe_port,
+    ).run()
+    return 0
