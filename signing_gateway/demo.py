@@ -28,9 +28,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from signing_gateway.api import examples
-from signing_gateway.app import create_app
 from signing_gateway.observability.logging import configure_logging
-from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import ALL_SCOPES, LOOPBACK, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import Settings
@@ -213,6 +211,10 @@ def run_demo(
     and returns 0 when each was answered 200, else 1. A gateway that fails to start ends the
     demo with uvicorn's status for that, 3, with `smoke` too.
     """
+    # Imported here, once the settings checked out: a refused demo imports no app (as `serve`).
+    from signing_gateway.app import create_app  # noqa: PLC0415
+    from signing_gateway.runtime.http_protocol import GatewayHttpProtocol  # noqa: PLC0415
+
     with _fake_signers(signer_latency_ms, setup.directory, setup.signer_ports):
         configure_logging(level=setup.settings.log_level, fmt=setup.settings.log_format)
         port = port or _free_ports(1)[0]

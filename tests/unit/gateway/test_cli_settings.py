@@ -97,21 +97,31 @@ def test_serve_reports_missing_auth_without_a_traceback() -> None:
     ]
 
 
-def test_a_refused_serve_loads_neither_the_app_nor_the_signer_clients() -> None:
+@pytest.mark.parametrize(
+    ("argv", "settings"),
+    [
+        (["serve", "--host", "127.0.0.1"], {"ENVIRONMENT": "production", **PRODUCTION_SIGNERS}),
+        (["demo", "--smoke"], {"EU_SIGNER__TIMOUT_SECONDS": "5"}),
+    ],
+    ids=["serve", "demo"],
+)
+def test_a_refused_start_loads_neither_the_app_nor_the_signer_clients(
+    argv: list[str], settings: dict[str, str]
+) -> None:
     """Pin that checking the settings imports no more than the check needs.
 
     The app, FastAPI, the signer clients and the server are imported only once the settings
-    passed (`serving`): a refusal, and every test of it here, took over a second of CPU
-    importing them.
+    passed (`serving`, `demo.run_demo`): a refusal, and every test of it here, took over a
+    second of CPU importing them.
     """
     heavy = ("fastapi", "aiohttp", "signing_gateway.app", "signing_gateway.signers.http")
     code = (
         "import sys; from signing_gateway.cli import main\n"
-        "status = main(['serve', '--host', '127.0.0.1'])\n"
+        f"status = main({argv!r})\n"
         f"print(sorted(name for name in {heavy!r} if name in sys.modules))\n"
         "raise SystemExit(status)"
     )
-    done = _run(code, PORT="0", ENVIRONMENT="production", **PRODUCTION_SIGNERS)
+    done = _run(code, PORT="0", **settings)
     assert done.returncode == 2, done.stderr
     assert done.stdout.splitlines() == ["[]"]
 
