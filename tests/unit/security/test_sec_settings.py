@@ -20,7 +20,14 @@ def test_a_jwks_file_and_a_jwks_url_together_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["https:///jwks", "ftp://idp.test/jwks", "file:///etc/jwks.json", "idp.test/jwks"]
+    "url",
+    [
+        "https:///jwks",
+        "ftp://idp.test/jwks",
+        "wss://idp.test/jwks",
+        "file:///etc/jwks.json",
+        "idp.test/jwks",
+    ],
 )
 def test_a_jwks_url_must_be_an_absolute_http_url(url: str) -> None:
     """Pin that a URL without a host, or of another scheme, is refused when settings are read."""
@@ -85,6 +92,7 @@ def test_https_is_taken_on_any_host() -> None:
             {"jwks_file": Path("jwks.json"), "audience": "", "issuer": ""},
             ["auth.audience", "auth.issuer"],
         ),
+        (COMPLETE, ["auth.jwks_file or auth.jwks_url"]),
         ({"jwks_file": Path("jwks.json"), **COMPLETE}, []),
     ],
 )

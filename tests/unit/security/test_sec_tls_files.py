@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from signing_gateway.security.settings import AuthSettings
 from signing_gateway.security.tls_files import tls_problems
+from signing_gateway.settings import Settings
+from signing_gateway.start_up_checks import tls_file_problems
 from tests.support.credentials import make_dsc
 
 PREFIX = "SIGNING_GATEWAY_EU_SIGNER__"
@@ -66,3 +69,24 @@ def test_a_tls_file_that_will_not_load_is_named_by_its_setting(
     """
     given = (files[cert] if cert else None, files[key] if key else None)
     assert tls_problems(PREFIX, files[ca] if ca else None, given) == [PREFIX + line]
+
+
+@pytest.mark.parametrize(("mode", "read"), [("jwt", True), ("disabled", False)])
+def test_the_jwks_ca_bundle_is_checked_only_where_a_jwks_url_is_fetched(
+    files: dict[str, Path], mode: str, read: bool
+) -> None:
+    """Pin that auth.mode=disabled fetches no JWKS, so its CA bundle is not the start-up's concern.
+
+    A bundle left set for local use must not stop a gateway that never opens it.
+    """
+    auth = AuthSettings(
+        mode=mode,  # type: ignore[arg-type]
+        jwks_url="https://idp.test/jwks",
+        jwks_ca_bundle=files["missing"],
+        audience="signing-gateway",
+        issuer="https://idp.test/",
+    )
+    problems = tls_file_problems(Settings(auth=auth))
+    assert [line.split(": ", 1)[0] for line in problems] == (
+        ["SIGNING_GATEWAY_AUTH__JWKS_CA_BUNDLE"] if read else []
+    )
