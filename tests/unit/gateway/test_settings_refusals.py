@@ -7,7 +7,9 @@ message are pinned without starting a process.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from signing_gateway.domain.dcc import KeyUsage
+from signing_gateway.domain.domestic import DomesticPolicy
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import (
     DEV_DOMESTIC_SIGNER_URL,
@@ -29,7 +32,12 @@ from signing_gateway.settings import (
     TrustSettings,
 )
 from signing_gateway.settings_doc import setting_docs
-from signing_gateway.settings_env import FLAG_VARIABLES, is_service_link, read_settings
+from signing_gateway.settings_env import (
+    FLAG_VARIABLES,
+    is_service_link,
+    read_settings,
+    unknown_variables,
+)
 
 REMOTE = "https://eu-signer.internal"
 UNSET_SIGNER = "required when environment=production (the default is a local fake signer's address)"
@@ -67,7 +75,10 @@ def test_a_signer_url_with_a_port_that_is_no_port_is_refused(url: str) -> None:
     assert _signer_refusal(url=url) == "signer url has a port that is not a number from 0 to 65535"
 
 
-@pytest.mark.parametrize("url", ["eu-signer.internal:8443", "ftp://eu-signer.internal", "https://"])
+@pytest.mark.parametrize(
+    "url",
+    ["eu-signer.internal:8443", "ftp://eu-signer.internal", "wss://eu-signer.internal", "https://"],
+)
 def test_a_signer_url_must_be_absolute_http_or_https(url: str) -> None:
     """No scheme, another scheme or no host: one message saying what a signer URL is."""
     assert _signer_refusal(url=url) == "signer url must be an absolute http(s) URL"
@@ -231,6 +242,21 @@ def test_production_names_each_signer_reached_over_plain_http() -> None:
     assert Settings(**{**PRODUCTION, "eu_signer": loopback}).eu_signer.url == loopback.url
 
 
+def test_production_refuses_one_signer_reached_over_plain_http() -> None:
+    """One such signer is enough: it is named alone, the https one is not."""
+    plain = SignerSettings(url="http://domestic.internal", allow_plain_http=True)
+    assert _refusals(**{**PRODUCTION, "domestic_signer": plain}) == [
+        (
+            (),
+            (
+                "production sends personal data to its signers only over https: "
+                "domestic_signer.url is plain http to another host (allow_plain_http is not "
+                "for production)"
+            ),
+        )
+    ]
+
+
 def test_production_reports_every_problem_at_once() -> None:
     """An unset signer, fetched keys and disabled auth: a line each, the signer by its URL."""
     assert _refusals(
@@ -267,6 +293,18 @@ def test_default_validities_are_ten_years_at_most_in_days_and_hours() -> None:
         KeyUsage.TEST: timedelta(hours=72),
         KeyUsage.RECOVERY: timedelta(days=180),
     }
+
+
+def test_the_domestic_policy_takes_each_window_from_its_own_setting() -> None:
+    """Pin which setting bounds which side of validFrom, and the validity, in hours."""
+    settings = DomesticPolicySettings(
+        max_valid_from_past_hours=5, max_valid_from_future_hours=7, max_valid_for_hours=9
+    )
+    assert settings.policy() == DomesticPolicy(
+        max_valid_from_past=timedelta(hours=5),
+        max_valid_from_future=timedelta(hours=7),
+        max_valid_for_hours=9,
+    )
 
 
 #: Each bounded setting: its group, its name, the values at its edges that it takes and those
@@ -345,6 +383,147 @@ def test_a_finite_number_is_still_taken(clean_environment: pytest.MonkeyPatch) -
     assert problems == []
     assert settings is not None
     assert settings.shutdown.cancel_grace_seconds == 1e6
+
+
+#: The lowest value each number setting takes and the value just below it, refused, by the
+#: setting's name (a name in several groups, each signer's timeouts say, has one rule). A zero
+#: pool or timeout would refuse or time out everything; a negative wait or count means nothing.
+LOWEST_TAKEN = {
+    "CONNECT_TIMEOUT": (0.001, 0),
+    "READ_TIMEOUT": (0.001, 0),
+    "WRITE_TIMEOUT": (0.001, 0),
+    "POOL_TIMEOUT": (0.001, 0),
+    "MAX_CONNECTIONS": (2, 0),  # above max_in_flight, 1 at the least
+    "MAX_IN_FLIGHT": (1, 0),
+    "MAX_PENDING": (0, -1),
+    "MAX_WAIT_SECONDS": (0, -0.001),
+    "ATTEMPT_TIMEOUT_SECONDS": (0.001, 0),
+    "MAX_ATTEMPTS": (1, 0),
+    "MAX_RETRY_AFTER_SECONDS": (0, -0.001),
+    "BACKOFF_BASE_SECONDS": (0.001, 0),
+    "BACKOFF_MAX_SECONDS": (0.001, 0),
+    "RETRY_BUDGET_RATIO": (0, -0.001),
+    "RETRY_BUDGET_MIN_PER_SECOND": (0, -0.001),
+    "RETRY_BUDGET_WINDOW_SECONDS": (0.001, 0),
+    "BREAKER_CONSECUTIVE_FAILURES": (1, 0),
+    "BREAKER_FAILURE_RATE": (0.001, 0),
+    "BREAKER_MIN_CALLS": (1, 0),
+    "BREAKER_WINDOW_SECONDS": (0.001, 0),
+    "BREAKER_OPEN_SECONDS": (0.001, 0),
+    "BREAKER_TRIAL_CALLS": (1, 0),
+    "VACCINATION_VALIDITY_DAYS": (1, 0),
+    "TEST_VALIDITY_HOURS": (1, 0),
+    "RECOVERY_VALIDITY_DAYS": (1, 0),
+    "MAX_CLOCK_SKEW_SECONDS": (1, 0),
+    "MAX_VALID_FROM_PAST_HOURS": (1, 0),
+    "MAX_VALID_FROM_FUTURE_HOURS": (1, 0),
+    "MAX_VALID_FOR_HOURS": (1, 0),
+    "CREDENTIAL_AMOUNT": (1, 0),
+    "STOKEN_TTL_SECONDS": (1, 0),
+    "MAX_OPEN_STOKENS": (1, 0),
+    "REQUEST_DEADLINE_SECONDS": (0.001, 0),
+    "DRAIN_TIMEOUT_SECONDS": (0.001, 0),
+    "CANCEL_GRACE_SECONDS": (0.001, 0),
+    "INTERVAL_SECONDS": (0.001, 0),
+    "WARN_THRESHOLD_SECONDS": (0.001, 0),
+    "WARN_EVERY_SECONDS": (0.001, 0),
+    "CPU_PERMITS": (1, 0),
+    "CPU_NEW_EVERY": (1, 0),
+    "CPU_QUEUE_TIMEOUT_SECONDS": (0.001, 0),
+    "GC_YOUNG_INTERVAL_SECONDS": (0.001, 0),
+    "GC_MIDDLE_EVERY": (1, 0),
+    "GC_FULL_INTERVAL_SECONDS": (0.05, 0),  # the young interval's default, at the least
+    "GC_FULL_QUIET_IN_FLIGHT": (0, -1),
+    "GC_THRESHOLD0": (1, 0),
+    "READINESS_PROBE_INTERVAL_SECONDS": (0.001, 0),
+    "READINESS_PROBE_TIMEOUT_SECONDS": (0.001, 0),
+    "LEEWAY_SECONDS": (0, -1),
+    "MAX_TOKEN_BYTES": (1, 0),
+    "TOKEN_CACHE_SIZE": (0, -1),
+    "JWKS_REFRESH_INTERVAL_SECONDS": (0.001, 0),
+    "JWKS_MIN_REFRESH_INTERVAL_SECONDS": (0.001, 0),
+    "JWKS_FETCH_TIMEOUT_SECONDS": (0.001, 0),
+    "MAX_HEADER_BYTES": (4096, 4095),
+    "MAX_HEADER_FIELDS": (32, 31),
+    "HEADER_TIMEOUT_SECONDS": (0.001, 0),
+    "KEEP_ALIVE_SECONDS": (0.001, 0),
+    "MAX_BODY_BYTES": (1, 0),
+    "MAX_JSON_DEPTH": (1, 0),
+    "MAX_JSON_STRING_CHARS": (1, 0),
+    "BODY_READ_TIMEOUT_SECONDS": (0.001, 0),
+    "MAX_PENDING_WRITES": (1, 0),
+    "WRITE_TIMEOUT_SECONDS": (0.001, 0),
+}
+
+
+def _number_settings() -> list[str]:
+    """Every variable of the reference that takes a number (a count, seconds, a ratio)."""
+    return [d.env_var for d in setting_docs() if re.search(r"\b(int|float)\b", d.type_name)]
+
+
+def _lowest(variable: str) -> tuple[float, float]:
+    return LOWEST_TAKEN[variable.rsplit("__", 1)[-1].removeprefix("SIGNING_GATEWAY_")]
+
+
+@pytest.fixture
+def signers_given(clean_environment: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """`clean_environment` with both signers' URLs, so that their other variables may be set."""
+    clean_environment.setenv("SIGNING_GATEWAY_EU_SIGNER__URL", DEV_EU_SIGNER_URL)
+    clean_environment.setenv("SIGNING_GATEWAY_DOMESTIC_SIGNER__URL", DEV_DOMESTIC_SIGNER_URL)
+    return clean_environment
+
+
+def test_every_number_setting_refuses_a_value_below_its_lowest(
+    signers_given: pytest.MonkeyPatch,
+) -> None:
+    """Pin the lower bound of each number setting, each named in the one report.
+
+    A bound that was dropped or loosened (a pool, timeout or count of 0 taken, a negative wait)
+    went unnoticed: the table gives the type alone, and few bounds had a test of their own.
+    Every number setting has a bound here, so a new one must be given its own.
+    """
+    variables = _number_settings()
+    assert {v.rsplit("__", 1)[-1].removeprefix("SIGNING_GATEWAY_") for v in variables} == set(
+        LOWEST_TAKEN
+    )
+    for name in variables:
+        signers_given.setenv(name, str(_lowest(name)[1]))
+    settings, problems = read_settings(FLAG_VARIABLES)
+    assert settings is None
+    reported = [line.split(": ", 1)[0] for line in problems]
+    assert sorted(set(variables) - set(reported)) == []  # each one taken below its bound
+    assert sorted(reported) == sorted(variables)
+
+
+def test_every_number_setting_takes_its_lowest_value(signers_given: pytest.MonkeyPatch) -> None:
+    """Each at its lowest, alone, is read as given (a wait of 0, a pool one above the bulkhead)."""
+    for name in _number_settings():
+        taken = _lowest(name)[0]
+        given = {name: str(taken)}
+        if name.endswith("__MAX_CONNECTIONS"):  # one above the bulkhead: the pool's rule
+            given[name.replace("MAX_CONNECTIONS", "RESILIENCE__MAX_IN_FLIGHT")] = "1"
+        for variable, value in given.items():
+            signers_given.setenv(variable, value)
+        settings, problems = read_settings(FLAG_VARIABLES)
+        assert (settings is not None, problems) == (True, []), name
+        path = name.removeprefix("SIGNING_GATEWAY_").lower().split("__")
+        assert functools.reduce(getattr, path, settings) == taken, name
+        for variable in given:
+            signers_given.delenv(variable)
+
+
+def test_an_unknown_variable_in_lower_case_is_named() -> None:
+    """Pin that the check reads names in any case, as the settings do.
+
+    pydantic-settings reads `signing_gateway_audit__fail_closed` as the setting, so a
+    misspelling in lower case is as silent as one in upper case unless it is named.
+    """
+    assert unknown_variables({"signing_gateway_audit__fail_close": "false"}, ()) == [
+        (
+            "signing_gateway_audit__fail_close: unknown setting; "
+            "did you mean SIGNING_GATEWAY_AUDIT__FAIL_CLOSED?"
+        )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -447,6 +626,8 @@ def test_a_group_given_as_json_with_its_own_keys_is_taken(
         ("SIGNING_GATEWAY_AUDIT" + "__PORT_8080_TCP", "tcp://10.96.0.5:8080", False),
         ("SIGNING_GATEWAY_LOG_LEVEL", "tcp://10.96.0.5:8080", False),
         ("SIGNING_GATEWAY_PORT", "8080", False),
+        # More than Kubernetes writes: a port to check (and refuse), not a link to pass over.
+        ("SIGNING_GATEWAY_PORT", "tcp://10.96.0.5:8080/x", False),
     ],
 )
 def test_only_kubernetes_own_service_link_variables_are_passed_over(
