@@ -23,7 +23,7 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -46,23 +46,61 @@ class SettingDoc:
 
 
 def _type_name(info: FieldInfo) -> str:
+    """The type an operator gives, then its bounds: `int, > 0, <= 10`; `float, >= 0`.
+
+    pydantic keeps the bounds of `PositiveInt` or of `Field(le=10)` beside the annotation,
+    not in it: without them here the table said `int` of a setting that refuses 0 and 11.
+    """
     text = repr(_shown(info.annotation)) if info.annotation is not None else "Any"
-    for noise in ("typing.", "pathlib.", "annotated_types.", "<class '", "'>"):
+    for noise in ("typing.", "pathlib.", "<class '", "'>"):
         text = text.replace(noise, "")
-    return text
+    bounds = _bounds([*info.metadata, *_nested_metadata(info.annotation)])
+    return ", ".join([text, *bounds])
+
+
+#: How a bound of `annotated_types` reads in the table, by its attribute: the lower bounds,
+#: the upper ones, the length.
+_BOUND_SIGNS = (
+    {"gt": ">", "ge": ">="},
+    {"lt": "<", "le": "<="},
+    {"min_length": "length >="},
+)
+
+
+def _bounds(metadata: Sequence[object]) -> list[str]:
+    """The tightest bound of each kind among a setting's metadata: `>= 32` over `> 0`."""
+    shown = []
+    for kind, signs in enumerate(_BOUND_SIGNS):
+        found = [
+            (getattr(item, name), sign)
+            for item in metadata
+            for name, sign in signs.items()
+            if getattr(item, name, None) is not None
+        ]
+        if found:
+            # The smallest upper bound holds, the largest lower one (or length).
+            value, sign = (min if kind == 1 else max)(found, key=lambda bound: bound[0])
+            shown.append(f"{sign} {value}")
+    return shown
+
+
+def _nested_metadata(annotation: Any) -> list[object]:  # noqa: ANN401 - any field's annotation
+    """The metadata of the `Annotated` types inside `annotation` (`PositiveInt | None`)."""
+    if get_origin(annotation) is Annotated:
+        base, *metadata = get_args(annotation)
+        return [*metadata, *_nested_metadata(base)]
+    return [item for arg in get_args(annotation) for item in _nested_metadata(arg)]
 
 
 def _shown(annotation: Any) -> Any:  # noqa: ANN401 - any field's annotation
-    """`annotation` as an operator reads it: the validators a type carries are code, not type.
+    """`annotation` as an operator reads it, without what `Annotated` adds to a type.
 
-    `FileSetting | None` is shown as `Path | None`; constraints (`Gt(gt=0)`) stay.
+    `FileSetting | None` is shown as `Path | None`, `PositiveInt | None` as `int | None` (its
+    bound follows the type: `_type_name`); a validator is code, not type.
     """
     origin = get_origin(annotation)
     if origin is Annotated:
-        base, *metadata = get_args(annotation)
-        kept = [m for m in metadata if not isinstance(m, BeforeValidator | AfterValidator)]
-        shown = _shown(base)
-        return Annotated[(shown, *kept)] if kept else shown
+        return _shown(get_args(annotation)[0])
     if origin in (Union, UnionType):
         members = get_args(annotation)
         shown_members = [_shown(member) for member in members]

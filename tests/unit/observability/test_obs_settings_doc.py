@@ -28,6 +28,23 @@ def test_operations_guide_table_matches_the_settings_model():
     assert table_in(document) == render_table(), REGENERATE
 
 
+def test_the_table_gives_each_setting_its_bounds():
+    """Pin that a bound shows beside its type, the tightest of each kind, an optional one too.
+
+    Before, pydantic's bounds of `PositiveInt` or `Field(le=10)` were left out: the table said
+    `int` of settings refusing 0 and 11, and a bound could change without the table changing.
+    """
+    types = {d.env_var.removeprefix("SIGNING_GATEWAY_"): d.type_name for d in setting_docs()}
+    assert types["EU_SIGNER__RESILIENCE__MAX_ATTEMPTS"] == "int, > 0, <= 10"
+    assert types["EU_SIGNER__RESILIENCE__RETRY_BUDGET_RATIO"] == "float, >= 0, <= 1"
+    assert types["EU_SIGNER__RESILIENCE__MAX_WAIT_SECONDS"] == "float, >= 0"
+    assert types["LIMITS__MAX_HEADER_FIELDS"] == "int, >= 32"
+    assert types["LOOP_LAG__GC_THRESHOLD0"] == "int | None, > 0"
+    assert types["AUTH__SCOPE_CLAIM"] == "str, length >= 1"
+    assert types["AUTH__JWKS_FILE"] == "Path | None"
+    assert types["LOG_FORMAT"] == "Literal['json', 'console']"
+
+
 def test_every_setting_has_a_description():
     """No setting reaches the reference without a sentence saying what it does."""
     undocumented = [d.env_var for d in setting_docs() if not d.description]
