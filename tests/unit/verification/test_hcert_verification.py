@@ -151,6 +151,17 @@ def test_es256_signature_with_a_short_s_is_rejected(dsc, trust):
     assert reason_of(text, trust, proof=proof_identifier(short)) == "bad-signature"
 
 
+def test_all_zero_es256_signature_is_rejected(dsc, trust):
+    """An ES256 signature of 64 zero bytes (r = s = 0, never a valid signature) is bad-signature.
+
+    Pin that every ES256 signature goes to the key's check, a degenerate one included.
+    """
+    hc1 = make_hc1(dsc, spec())
+    zeros = bytes(64)
+    text = with_signature(hc1.text, zeros)
+    assert reason_of(text, trust, proof=proof_identifier(zeros)) == "bad-signature"
+
+
 def _to_be_signed(text: str) -> bytes:
     """The Sig_structure a credential's signature covers (RFC 9052 §4.4)."""
     protected, _, payload, _ = cbor2.loads(cose_of(text)).value
@@ -180,6 +191,15 @@ def test_a_dsc_key_of_another_kind_never_lets_a_credential_through(dsc):
 def test_unknown_kid_is_rejected(dsc, trust):
     """A kid not in the trust store gives unknown-kid."""
     hc1 = make_hc1(dsc, spec(kid=b"\x00" * 8))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "unknown-kid"
+
+
+def test_kid_longer_than_a_trusted_one_is_unknown(dsc, trust):
+    """A kid of the trusted DSC's 8 bytes and one more gives unknown-kid: kids match whole.
+
+    A verifier app looks the whole kid up and would find no certificate for it.
+    """
+    hc1 = make_hc1(dsc, spec(kid=dsc.kid + b"\x00"))
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "unknown-kid"
 
 
