@@ -232,6 +232,19 @@ def test_each_claim_is_required(dsc, trust, missing):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
+@pytest.mark.parametrize("claim", [4, 6], ids=["exp", "iat"])
+def test_exp_or_iat_written_as_a_float_is_refused(dsc, trust, claim):
+    """An exp or iat written as a float of the very same value gives decode-failed.
+
+    The contract has them integers, and verifiers read them as such; equal to the int it is
+    compared with, the float would otherwise pass every check.
+    """
+    claims = signer_claims()
+    claims[claim] = float(claims[claim])
+    hc1 = forged(dsc, {1: -7, 4: dsc.kid}, claims)
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
 @pytest.mark.parametrize(
     ("extra_header", "extra_unprotected"),
     [

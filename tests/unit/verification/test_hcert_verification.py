@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hcert_testdata import (
     EXP,
+    IAT,
     NOW,
     SKEW,
     cose_of,
@@ -408,6 +409,12 @@ def test_exp_earlier_than_asked_is_rejected(dsc, trust):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "exp-mismatch"
 
 
+def test_credential_expiring_as_it_is_issued_is_rejected(dsc, trust):
+    """Pin that an exp equal to the iat, where thirty days were asked, is exp-mismatch too."""
+    hc1 = make_hc1(dsc, spec(exp=IAT))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "exp-mismatch"
+
+
 def test_exp_beyond_certificate_is_rejected():
     """A credential outliving its DSC gives exp-beyond-certificate."""
     short = make_dsc(["vaccination"], not_after=NOW + timedelta(days=1))
@@ -427,7 +434,16 @@ def test_exp_may_reach_the_certificate_end_but_not_pass_it():
     assert reason == "exp-beyond-certificate"
 
 
-@pytest.mark.parametrize("offset", [timedelta(minutes=-3), timedelta(minutes=3)])
+@pytest.mark.parametrize(
+    "offset",
+    [
+        timedelta(minutes=-3),
+        timedelta(minutes=3),
+        -SKEW - timedelta(seconds=1),
+        SKEW + timedelta(seconds=1),
+    ],
+    ids=["3-minutes-before", "3-minutes-after", "skew-and-1s-before", "skew-and-1s-after"],
+)
 def test_iat_outside_skew_is_rejected(dsc, trust, offset):
     """An iat more than the allowed skew away from now gives iat-out-of-range."""
     hc1 = make_hc1(dsc, spec(iat=int((NOW + offset).timestamp())))
@@ -445,6 +461,18 @@ def test_iat_exactly_the_skew_away_is_accepted(dsc, trust, offset):
     """The skew bound is inclusive: an iat exactly max_clock_skew before or after now verifies."""
     hc1 = make_hc1(dsc, spec(iat=int((NOW + offset).timestamp())))
     assert verify(hc1.text, trust, proof=hc1.proof_identifier).exp == EXP
+
+
+def test_iat_skew_is_measured_from_now_to_the_fraction_of_a_second(dsc, trust):
+    """An iat exactly the skew before a whole second is out of range half a second later.
+
+    Pin that now is not cut to its whole second: that would stretch the skew allowed by up
+    to a second.
+    """
+    hc1 = make_hc1(dsc, spec(iat=int((NOW - SKEW).timestamp())))
+    later = NOW + timedelta(milliseconds=500)
+    reason = reason_of(hc1.text, trust, proof=hc1.proof_identifier, now=later)
+    assert reason == "iat-out-of-range"
 
 
 def test_proof_identifier_mismatch_is_rejected(dsc, trust):
