@@ -292,6 +292,50 @@ def test_any_type_or_shape_difference_is_a_mismatch(dsc, trust, path, signed_val
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
 
 
+@pytest.mark.parametrize(("signed_value", "asked_value"), [(True, 1), (1, True)], ids=str)
+def test_a_bool_is_not_the_int_it_equals(dsc, trust, signed_value, asked_value):
+    """Pin that true and 1 differ, either way round, though Python finds them equal.
+
+    bool is even a subclass of int: an equality that allows subclasses lets one pass as the other.
+    """
+    asked = sample_dcc()
+    asked["v"][0]["dn"] = asked_value
+    signed = copy.deepcopy(asked)
+    signed["v"][0]["dn"] = signed_value
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked) == "payload-mismatch"
+
+
+DCC_FIELDS_CHANGED = {
+    "ver": "1.0.0",
+    "nam": {"fn": "Tester", "fnt": "TESTER", "gn": "Eve", "gnt": "EVE"},
+    "dob": "1964-08-13",
+    "v": [{**sample_dcc()["v"][0], "ci": "URN:UVCI:01:NL:TEST0002#M"}],
+}
+
+
+@pytest.mark.parametrize(("field", "value"), DCC_FIELDS_CHANGED.items(), ids=DCC_FIELDS_CHANGED)
+def test_each_field_of_the_dcc_is_compared(dsc, trust, field, value):
+    """A DCC differing from the request in any one of its fields, the first too, is a mismatch."""
+    signed = sample_dcc()
+    signed[field] = value
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier) == "payload-mismatch"
+
+
+@pytest.mark.parametrize("order", [(1, 0), (0, 2)], ids=["reordered", "second-differs"])
+def test_every_list_element_is_compared_in_order(dsc, trust, order):
+    """A list signed in another order, or with its second element another, is a mismatch."""
+    entries = [
+        {**sample_dcc()["v"][0], "dn": dose, "ci": f"URN:UVCI:01:NL:TEST000{dose}#K"}
+        for dose in (1, 2, 3)
+    ]
+    asked = {**sample_dcc(), "v": entries[:2]}
+    signed = {**sample_dcc(), "v": [entries[i] for i in order]}
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked) == "payload-mismatch"
+
+
 def test_payload_key_order_does_not_matter(dsc, trust):
     """The signer may encode the DCC's keys in any order; the content is what is compared."""
     signed = sample_dcc()
