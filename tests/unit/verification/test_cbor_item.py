@@ -107,3 +107,10 @@ def test_malformed_or_too_deep_input_is_decode_failed(data):
 def test_valid_encodings_decode(hex_text, expected):
     """Distinct keys, non-minimal heads, indefinite lengths and any float width are accepted."""
     assert decode_item(bytes.fromhex(hex_text), "item") == expected
+
+
+@pytest.mark.parametrize("opener", ["81", "a101"], ids=["arrays", "maps"])
+def test_nesting_is_capped_at_400_containers(opener):
+    """400 nested arrays or maps decode; one more level is decode-failed, as the module states."""
+    assert decode_item(bytes.fromhex(opener * 400 + "00"), "item") is not None
+    assert reason_of(opener * 401 + "00") == "decode-failed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import struct
+import tracemalloc
 import zlib
 from datetime import UTC, datetime, timedelta
 
@@ -538,6 +539,7 @@ def test_proof_identifier_mismatch_is_rejected(dsc, trust):
         wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b""]))),
         wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"", b"", b""]))),
         wrap_cose(cbor2.dumps(cbor2.CBORTag(18, ["p", {}, b"", b""]))),
+        wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7, 4: b"k"}), {}, "p", b""]))),
         wrap_cose(cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7}), {}, b"", b""]))),
         wrap_cose(
             cbor2.dumps(
@@ -576,6 +578,7 @@ def test_proof_identifier_mismatch_is_rejected(dsc, trust):
         "three-elements",
         "five-elements",
         "protected-type",
+        "payload-type",
         "no-kid",
         "payload-not-map",
         "no-hcert",
@@ -627,6 +630,26 @@ def test_zip_bomb_is_capped():
     assert caught.value.reason == "too-large"
 
 
+def test_zip_bomb_is_refused_without_being_inflated():
+    """Pin that inflating stops at the cap: a bomb of 16 MiB takes no more memory than the cap.
+
+    The character cap alone lets a credential inflate to some 20 MiB; each request in flight
+    would hold that much.
+    """
+    bomb = zlib.compress(bytes(16 * 1024 * 1024), 9)
+    text = "HC1:" + base45.b45encode(bomb).decode()
+    assert len(text) <= MAX_CREDENTIAL_CHARS
+    tracemalloc.start()
+    try:
+        with pytest.raises(CredentialVerificationError) as caught:
+            decode_hc1(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.reason == "too-large"
+    assert peak < 1024 * 1024, f"{peak} bytes at the peak"
+
+
 def test_just_under_cap_is_decoded_far_enough_to_reach_cbor():
     """Exactly the cap decompresses (the failure comes later, from CBOR), so the cap is exact."""
     data = zlib.compress(b"\xff" * MAX_DECOMPRESSED_BYTES)
@@ -654,6 +677,16 @@ def test_credential_under_another_prefix_is_refused(dsc, trust, prefix):
     hc1 = make_hc1(dsc, spec())
     text = prefix + hc1.text.removeprefix("HC1:")
     assert reason_of(text, trust, proof=hc1.proof_identifier) == "decode-failed"
+
+
+@pytest.mark.parametrize("edge", ["\n", " \n", "\t"], ids=repr)
+def test_credential_with_whitespace_around_it_is_refused(dsc, trust, edge):
+    """Pin that a genuine credential followed by a line break or a tab is decode-failed.
+
+    Neither is Base45, and a space is a Base45 character: nothing is stripped.
+    """
+    hc1 = make_hc1(dsc, spec())
+    assert reason_of(hc1.text + edge, trust, proof=hc1.proof_identifier) == "decode-failed"
 
 
 def test_text_at_the_character_cap_is_decoded_and_one_more_is_too_large():
