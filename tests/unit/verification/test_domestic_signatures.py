@@ -167,6 +167,17 @@ def test_static_qr_with_bytes_after_it_is_refused(signer, trust):
     assert static_reason(padded, trust, proof=proof_identifier(signature)) == "decode-failed"
 
 
+def test_static_qr_with_a_fourth_part_is_refused(signer, trust):
+    """A genuine QR whose array carries a fourth element gives decode-failed, not an error.
+
+    Nothing rides along unchecked, and the refusal is counted like any other.
+    """
+    qr, signature = signer.static_qr(sample_attributes())
+    parts = cbor2.loads(base45.b45decode(qr[4:]))
+    text = "NL2:" + base45.b45encode(cbor2.dumps([*parts, b"extra"])).decode()
+    assert static_reason(text, trust, proof=proof_identifier(signature)) == "decode-failed"
+
+
 def test_static_qr_holding_a_tag_is_refused(signer, trust):
     """A genuine QR whose signature is marked shareable (tag 28, dropped by cbor2) is refused."""
     qr, signature = signer.static_qr(sample_attributes())
