@@ -25,7 +25,7 @@ from tests.api.signer_mocks import (
     eu_signing,
     prepare_issuing,
 )
-from tests.support.credentials import b64, sample_dcc
+from tests.support.credentials import b64, proof_identifier, sample_dcc
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
     EU_SIGNER_URL,
@@ -229,6 +229,17 @@ def _float_labels(entries: dict[int, Any]) -> bytes:
     return cbor2.dumps({float(label): value for label, value in entries.items()})
 
 
+def _with_proof_identifier(handler: Handler, proof_identifier: str) -> Handler:
+    """`handler`'s answers, with `proof_identifier` in place of the one of their signature."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={**handler(request).json(), "proofIdentifier": proof_identifier}
+        )
+
+    return answer
+
+
 def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
     """Each defect: a signer answer carrying it, and the rejection reason it must be counted as."""
     other = sample_dcc()
@@ -281,6 +292,11 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
             eu_signing(keys, extra_unprotected={4: b"\x01" * 8}),
             "decode-failed",
         ),
+        # A genuine credential, but not what the caller is told identifies its signature.
+        "proof-identifier-of-another-signature": (
+            _with_proof_identifier(eu_signing(keys), proof_identifier(b"another signature")),
+            "proof-identifier-mismatch",
+        ),
     }
 
 
@@ -303,6 +319,7 @@ def _bad_credentials(keys: SignerKeys) -> dict[str, tuple[Handler, str]]:
         "claim-beyond-contract",
         "crit-in-protected-header",
         "kid-in-both-headers",
+        "proof-identifier-of-another-signature",
     ],
 )
 async def test_eu_credential_failing_verification_is_withheld(
@@ -386,6 +403,30 @@ async def test_domestic_static_bad_signature_is_withheld(
     response = await gateway.post("/v1/domestic/static", json=body)
     assert_problem(response, 502, "credential-verification-failed")
     assert "NL2:" not in response.text
+
+
+async def test_domestic_static_qr_signed_over_other_attributes_is_withheld(
+    gateway, mocked: MockedSigners, test_keys: SignerKeys
+):
+    """A static QR validly signed over other attributes than asked is a 502 payload-mismatch.
+
+    Its signature verifies over the attributes the QR itself carries: only the request shows
+    that they are not the ones asked for.
+    """
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked = orjson.loads(request.content)["credentialAttributes"]
+        qr, signature = test_keys.domestic.static_qr({**asked, "isSpecimen": "1"})
+        return httpx.Response(200, json={"qr": qr, "proofIdentifier": proof_identifier(signature)})
+
+    mocked.issue_static.mock(side_effect=answer)
+    body = {"credentialAttributes": domestic_attributes()}
+    response = await gateway.post("/v1/domestic/static", json=body)
+    assert_problem(response, 502, "credential-verification-failed")
+    assert "NL2:" not in response.text
+    metrics = await scrape(gateway)
+    rejections = "gateway_credential_verification_failures_total"
+    assert metrics.value(rejections, signer="domestic", reason="payload-mismatch") == 1
 
 
 #: Signature messages of an /issue answer bent out of shape: a decode-failed rejection each.
