@@ -4,6 +4,12 @@ One process (`serve_in_process`: the app, uvicorn's configuration and the drain-
 or uvicorn's supervisor over `--workers` processes (`serve_workers`), each building its own
 app. Kept apart from the command line so that a refused start-up imports none of it: `cli`
 imports this module only after its checks passed.
+
+This module itself stays light: each worker imports it before anything else, to unpickle its
+`SupervisedConfig`, and answers the supervisor's health checks only from then on. The app and
+the HTTP protocol are named by import strings, which a worker imports once it answers; a
+worker still importing the app when the supervisor's check times out (5 s: several workers
+starting on a CPU or less) was killed as hung and started again.
 """
 
 from __future__ import annotations
@@ -15,19 +21,22 @@ import math
 import signal
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from signing_gateway.app import create_served_app
 from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.observability.telemetry import flush_telemetry
-from signing_gateway.resilience.shutdown import DrainController, GracefulServer
 from signing_gateway.runtime.event_loop import bounded_loop_factory
-from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
-from signing_gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from signing_gateway.settings import Settings
+
+#: What each worker imports once it answers the supervisor (see the module's docs).
+APP_FACTORY = "signing_gateway.app:create_served_app"
+HTTP_PROTOCOL = "signing_gateway.runtime.http_protocol:GatewayHttpProtocol"
 
 logger = logging.getLogger("signing_gateway.cli")
 
@@ -129,13 +138,13 @@ def run_workers(supervised: SupervisedConfig) -> int:
     return 0
 
 
-def serve_workers(settings: Settings, args: argparse.Namespace) -> int:
-    """Run `args.workers` worker processes under uvicorn's supervisor; the exit status.
+def supervised_config(settings: Settings, args: argparse.Namespace) -> SupervisedConfig:
+    """The supervisor's configuration of `args.workers` workers, with `serve`'s options `args`.
 
     Each worker process builds its own app (and clients) from the environment.
     """
-    supervised = SupervisedConfig(
-        "signing_gateway.app:create_served_app",
+    return SupervisedConfig(
+        APP_FACTORY,
         gateway_log_level=settings.log_level,
         gateway_log_format=settings.log_format,
         factory=True,
@@ -147,15 +156,25 @@ def serve_workers(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         backlog=args.backlog,
         loop=args.loop,
-        http=GatewayHttpProtocol,
+        http=HTTP_PROTOCOL,
         proxy_headers=False,
     )
+
+
+def serve_workers(settings: Settings, args: argparse.Namespace) -> int:
+    """Run `args.workers` worker processes under uvicorn's supervisor; the exit status."""
+    supervised = supervised_config(settings, args)
     _log_event_loop(args.loop, args.events_per_pass)
     return run_workers(supervised)
 
 
 def serve_in_process(settings: Settings, args: argparse.Namespace) -> int:
     """Serve in this process until stopped, with `serve`'s options `args`; the exit status."""
+    # Imported here, not with the module: a worker imports the module first (see above).
+    from signing_gateway.app import create_served_app  # noqa: PLC0415
+    from signing_gateway.resilience.shutdown import DrainController, GracefulServer  # noqa: PLC0415
+    from signing_gateway.runtime.http_protocol import GatewayHttpProtocol  # noqa: PLC0415
+
     app = create_served_app(settings)
     drain: DrainController = app.state.drain
     batch = min(args.accept_batch, args.backlog)

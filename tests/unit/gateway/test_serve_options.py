@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.importer import import_from_string
 
 from signing_gateway import app as app_module
 from signing_gateway import cli, demo, serving
+from signing_gateway.resilience import shutdown
 from signing_gateway.runtime.event_loop import BoundedEpollSelector
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import AuthSettings
@@ -62,7 +67,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["supervised"] = supervised
         return 0
 
-    monkeypatch.setattr(serving, "GracefulServer", RecordingServer)
+    monkeypatch.setattr(shutdown, "GracefulServer", RecordingServer)
     monkeypatch.setattr(serving, "run_workers", run_workers)
     return seen
 
@@ -139,7 +144,7 @@ def test_workers_run_under_uvicorns_supervisor_with_the_same_options(
     assert (supervised.app, supervised.factory) == ("signing_gateway.app:create_served_app", True)
     assert (supervised.workers, supervised.backlog) == (2, 1000)
     assert (supervised.host, supervised.port) == ("127.0.0.1", 0)
-    assert supervised.http is GatewayHttpProtocol
+    assert import_from_string(supervised.http) is GatewayHttpProtocol
     assert (supervised.access_log, supervised.proxy_headers) == (False, False)
     assert (supervised.gateway_log_level, supervised.gateway_log_format) == ("INFO", "json")
     # No drain there: uvicorn's own shutdown, unbounded, as docs/resilience.md says.
@@ -168,6 +173,31 @@ def test_each_supervised_process_logs_as_the_settings_say_and_writes_out_on_sigt
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert configured == [{"level": "WARNING", "fmt": "console"}]
+
+
+def test_a_worker_can_answer_the_supervisor_before_it_imports_the_app(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    """Pin that what a worker unpickles first imports neither the app nor the HTTP protocol.
+
+    A worker answers the supervisor's health checks only once it has unpickled its
+    configuration, and the supervisor kills a worker that has not answered within 5 s as
+    hung. Unpickling imported the app with it: six workers starting on one CPU saw one killed
+    and started again ("Child process [...] died").
+    """
+    assert _serve("--workers", "2") == 0
+    pickled = tmp_path / "config.pickle"
+    pickled.write_bytes(pickle.dumps(served["supervised"]))
+    heavy = ("fastapi", "aiohttp", "signing_gateway.app", "signing_gateway.runtime.http_protocol")
+    code = (
+        f"import pickle, sys; pickle.loads(open({str(pickled)!r}, 'rb').read())\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules))"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]"]
 
 
 def test_workers_refuse_a_probe_port(
