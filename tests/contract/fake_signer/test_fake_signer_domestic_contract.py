@@ -260,10 +260,12 @@ def _without(attributes, name):
         ("/issue_static", {}),
         ("/issue_static", {"credentialAttributes": _without(ATTRIBUTES, "isSpecimen")}),
         ("/issue_static", {"credentialAttributes": [ATTRIBUTES]}),
+        ("/issue_static", {"credentialAttributes": {**ATTRIBUTES, "validFrom": 1700000000}}),
+        ("/issue_static", {"credentialAttributes": {**ATTRIBUTES, "isSpecimen": False}}),
     ],
 )
 async def test_unknown_missing_or_misshapen_fields_are_400(client, path, body):
-    """Unknown or missing fields, a missing attribute, attributes not an object: 400 text."""
+    """Unknown or missing fields or attributes, attributes not an object or not text: 400 text."""
     response = await client.post(path, json=body, headers=JSON_HEADERS)
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("text/plain")
