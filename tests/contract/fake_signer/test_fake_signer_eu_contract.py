@@ -144,6 +144,7 @@ async def test_tampered_credential_does_not_verify(client):
     [
         (b"{not json", "bad JSON"),
         (_wire(keyUsage="booster"), "usage"),
+        (_wire(keyUsage="Vaccination"), "usage in another case"),
         (_wire(expirationTime="next year"), "time"),
         (_wire(expirationTime=_SOON.removesuffix("Z")), "no offset"),
         (_wire(expirationTime="2020-01-01T00:00:00Z"), "past"),
@@ -187,6 +188,7 @@ _NOT_RFC3339 = {
     "offset-hours-only": "%Y-%m-%dT%H:%M:%S+00",
     "space-separator": "%Y-%m-%d %H:%M:%SZ",
     "lower-case": "%Y-%m-%dt%H:%M:%Sz",
+    "lower-case-t": "%Y-%m-%dt%H:%M:%SZ",
     "leap-second": "%Y-%m-%dT23:59:60Z",
     "offset-out-of-range": "%Y-%m-%dT%H:%M:%S+24:00",
     # Python's fromisoformat reads it as +03:00; Go's RFC 3339 parser refuses it.
