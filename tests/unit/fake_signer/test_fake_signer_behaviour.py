@@ -322,6 +322,18 @@ def test_control_updates_jitter_and_distribution():
     assert {model.latency_seconds() for _ in range(10)} == {0.1}
 
 
+def test_control_seed_restarts_the_draws_and_null_unseeds_them():
+    """`seed` restarts that seed's draws; `"seed": null` goes back to an unseeded source."""
+    model = behaviour(latency_ms=100, jitter_ms=50, seed=3)
+    seeded = [model.latency_seconds() for _ in range(3)]
+    model.update({"seed": 3})
+    assert [model.latency_seconds() for _ in range(3)] == seeded
+    model.update({"seed": 3})
+    model.update({"seed": None})
+    # Three unseeded draws equal to the seeded ones by chance: odds far below 2**-100.
+    assert [model.latency_seconds() for _ in range(3)] != seeded
+
+
 @pytest.mark.parametrize(
     "body",
     [
