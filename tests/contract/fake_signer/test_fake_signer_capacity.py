@@ -38,6 +38,20 @@ async def test_queue_overflow_caps_in_flight(client):
     assert 0.95 <= wall < 1.8, wall
 
 
+async def test_a_short_latency_is_waited_too(client):
+    """Capacity 1 + queue at 50 ms: 20 requests take at least 20 latencies, one after another.
+
+    One request alone cannot show a wait that short: its answer may take as long without one.
+    """
+    await gate(client, capacity=1, overflow="queue", latency_ms=50)
+    started = time.monotonic()
+    responses = await asyncio.gather(
+        *(client.post("/get_credential", json=eu_body()) for _ in range(20))
+    )
+    assert [r.status_code for r in responses] == [200] * 20
+    assert time.monotonic() - started >= 1.0
+
+
 async def test_reject_overflow_answers_429(client):
     """Capacity 5 + reject: 20 concurrent requests give 5 successes and 15 plain-text 429s."""
     await gate(client, capacity=5, overflow="reject", latency_ms=300)
