@@ -119,9 +119,13 @@ def test_options_at_the_ends_of_their_ranges_are_taken():
     assert settings.log_level == "warning"
 
 
-def test_a_variable_that_names_no_setting_stops_the_start(monkeypatch, capsys):
-    """A misspelt FAKE_SIGNER_* variable is refused by name: ignored, it would test nothing."""
-    misspelt = "FAKE_SIGNER_" + "latency_ms".upper().removesuffix("_MS")
+@pytest.mark.parametrize("case", [str.upper, str.lower], ids=["upper", "lower"])
+def test_a_variable_that_names_no_setting_stops_the_start(monkeypatch, capsys, case):
+    """A misspelt FAKE_SIGNER_* variable is refused by name: ignored, it would test nothing.
+
+    Settings variables are read in any case, so one misspelt in lower case is refused too.
+    """
+    misspelt = case("FAKE_SIGNER_" + "latency_ms".upper().removesuffix("_MS"))
     monkeypatch.setenv(misspelt, "200")
     with pytest.raises(ValueError, match=misspelt):
         parse_settings([])
