@@ -580,11 +580,13 @@ def _verdict_rows(v: dict[str, Any], figures: dict[str, Any], proxy_kb: str = ""
     s1, s3, s4 = v.get("S1", {}), v.get("S3", {}), v.get("S4", {})
     worst = s1.get("worst_of_rounds") or {}
     of = f" (worst of {worst['rounds']} rounds)" if worst.get("rounds", 1) > 1 else ""
+    # The error counts are added up over the rounds, not the worst round's.
+    together = f" ({worst['rounds']} rounds together)" if of else ""
     return [
         "| target | result | met |",
         "|---|---|---|",
         (
-            f"| S1 100 % success | errors = {worst.get('errors')}{_held(worst)}{of} | "
+            f"| S1 100 % success | errors = {worst.get('errors')}{_held(worst)}{together} | "
             f"{_yes(s1.get('success_100pct'))} |"
         ),
         (
