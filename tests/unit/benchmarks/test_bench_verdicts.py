@@ -6,11 +6,16 @@ that misses one target (and only that one) fails it while the others still pass.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import report
+from bench import report, wrk
+from bench.auth import BenchAuth
 from bench.scenarios import _wrk_figures
 from bench.wrk import WrkResult
 
@@ -112,6 +117,53 @@ def test_wrk_counts_every_kind_of_failure_as_an_error(counts: dict[str, int]) ->
     result = _wrk(**counts)
     assert result.errors == sum(counts.values())
     assert result.ok == 19_000 - counts.get("status_errors", 0)
+
+
+def test_wrks_summary_line_is_read_in_its_units_and_only_answers_below_400_make_throughput(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/dcc.lua prints microseconds; the figures are seconds and milliseconds.
+
+    wrk's own req/s counts every response; the throughput counts those below 400 only.
+    """
+    summary = {
+        "requests": 19_000, "duration_us": 20_004_000, "bytes": 1, "connect_errors": 1,
+        "read_errors": 2, "write_errors": 3, "status_errors": 1_000, "timeouts": 4,
+        "p50_us": 1_001_500, "p90_us": 1_090_000, "p99_us": 1_350_250, "max_us": 2_000_001,
+        "mean_us": 1.0,
+    }  # fmt: skip
+    stdout = f"Running 20s test\nBENCH_JSON {json.dumps(summary)}\n"
+    monkeypatch.setattr(wrk, "ensure_wrk", lambda: "/usr/bin/wrk")
+    monkeypatch.setattr(
+        wrk.subprocess, "run", lambda *_, **__: subprocess.CompletedProcess([], 0, stdout, "")
+    )
+    load = wrk.Load(tmp_path / "dcc.json", BenchAuth(tmp_path / "jwks.json", "t"))
+    result = wrk.run_wrk("http://127.0.0.1:1/v1/dcc", load, connections=1000, seconds=20)
+    assert result.seconds == 20.004
+    assert (result.p50_ms, result.p90_ms, result.p99_ms, result.max_ms) == (
+        1001.5, 1090.0, 1350.25, 2000.001,
+    )  # fmt: skip
+    assert (result.status_errors, result.timeouts, result.errors) == (1_000, 4, 1_010)
+    assert result.ok == 18_000
+    assert round(result.rps, 1) == 899.8  # 18,000 in 20.004 s, not 19,000
+    figures = _wrk_figures(result)
+    assert (figures["ok"], figures["errors"], figures["rps"]) == (18_000, 1_010, 899.8)
+
+
+def test_wrks_script_prints_each_figure_under_its_own_name() -> None:
+    """bench/dcc.lua's summary line: the 99th percentile as p99_us, a 5xx as a status error."""
+    script = (Path(report.__file__).parent / "dcc.lua").read_text()
+    names = re.findall(r'"(\w+)":%', script)
+    values = re.search(r"\}\\n',(.*?)\)\)\s*end", script, re.DOTALL)
+    assert values is not None, "the summary line's values"
+    printed = dict(zip(names, (v.strip() for v in values.group(1).split(",")), strict=True))
+    assert printed == {
+        "requests": "summary.requests", "duration_us": "summary.duration",
+        "bytes": "summary.bytes", "connect_errors": "e.connect", "read_errors": "e.read",
+        "write_errors": "e.write", "status_errors": "e.status", "timeouts": "e.timeout",
+        "p50_us": "latency:percentile(50)", "p90_us": "latency:percentile(90)",
+        "p99_us": "latency:percentile(99)", "max_us": "latency.max", "mean_us": "latency.mean",
+    }  # fmt: skip
 
 
 def test_one_error_of_any_kind_fails_s1_success_and_only_it() -> None:
@@ -283,6 +335,14 @@ def test_s3_ratios_are_met_from_exactly_their_bounds(
     s3 = report.verdicts(results)["S3"]
     assert s3["ge_60pct_of_proxy"] is proxy_met
     assert s3["ge_5x_httpx_transport"] is httpx_met
+
+
+def test_s3_ratios_are_shown_cut_to_three_and_two_digits() -> None:
+    """1,234 req/s against a 2,000 req/s proxy and a 300 req/s httpx gateway: 0.617, 4.11x."""
+    results = _results()
+    results["S3"] |= {"gateway": {"rps": 1234.0}, "gateway-httpx-transport": {"rps": 300.0}}
+    s3 = report.verdicts(results)["S3"]
+    assert (s3["share_of_proxy"], s3["x_httpx_transport"]) == (0.617, 4.11)
 
 
 def test_s3_ratios_are_judged_each_on_its_own() -> None:
