@@ -82,6 +82,12 @@ def test_p99_is_a_latency_at_least_99_percent_of_the_polls_kept_within(polls: in
     assert scenarios.poll_figures({"latencies": within, "failures": 0})["p99_ms"] == 5.0
 
 
+def test_the_max_is_the_slowest_poll_however_many_there_were() -> None:
+    """Of 2,000 polls, the slowest (300 ms) is the max, not the one just below it."""
+    latencies = [0.005] * 1998 + [0.2, 0.3]
+    assert scenarios.poll_figures({"latencies": latencies, "failures": 0})["max_ms"] == 300.0
+
+
 #: The toy server's stall: its handlers wait this long, once every `STALL_EVERY_S`.
 STALL_S = 0.095
 STALL_EVERY_S = 1.0

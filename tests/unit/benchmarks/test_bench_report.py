@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +21,7 @@ from bench.scenarios import (
     lag_between,
     steady_between,
 )
+from bench.wrk import WrkResult
 
 
 def _results(*, lag_ms: float, p99_ms: float, max_ms: float, kb: float) -> dict[str, Any]:
@@ -195,6 +199,8 @@ def test_s1_verdict_row_says_when_the_host_took_cpu_0() -> None:
     assert "took CPU 0 from the gateway: 16 % of S1's time, 4 % / - of its limit runs" in s1_row()
     results["S1"]["cpu_steal"] = {"cpu0": 0.049, "cpu1": 0.0}
     assert "took CPU 0" not in s1_row()
+    results["S1"]["cpu_steal"] = {"cpu0": 0.05, "cpu1": 0.0}
+    assert "took CPU 0 from the gateway: 5 % of S1's time" in s1_row()
 
 
 def test_s1_is_judged_on_its_steady_state_against_its_limit_runs_steady_states() -> None:
@@ -272,6 +278,17 @@ def test_the_repeatability_table_keeps_the_runs_already_in_the_report(tmp_path: 
     assert rows[-1].startswith("| 2026-12-02T16:00:00+00:00 | 0.5→? | 280 (0.933) |")
 
 
+def test_a_repeatability_row_shows_the_steady_rate_and_counts_only_the_verdicts() -> None:
+    """S1's steady req/s, the one judged; "met" counts targets, not the figures beside them."""
+    results = _results(lag_ms=50.0, p99_ms=10.0, max_ms=50.0, kb=40.0)
+    results["S1"]["steady"] = {"rps": 285.0}
+    results |= {"started": "2026-12-02T16:00:00+00:00", "machine": {"load_before": [0.5]}}
+    results["verdicts"] = report.verdicts(results)
+    cells = [cell.strip() for cell in report._history_row(results).split("|")]
+    assert cells[3] == "285 steady (0.95)"
+    assert cells[8] == "9/11: ge_5x_httpx_transport, ge_60pct_of_proxy missed"
+
+
 def test_the_repeatability_table_says_which_rows_ran_without_tokens() -> None:
     """Rows from before the bench checked tokens are named until they leave the table."""
     header = ["| run (UTC) | load |", "|---|---|"]
@@ -318,6 +335,9 @@ def test_requests_held_over_the_timeout_are_counted_across_outcomes_for_dcc_only
     assert held_longer(counts[0], counts[1], 10.0) == 2 + 3
     assert held_longer(counts[0], counts[1], 12.0) == 2 + 3  # judged from the 10 s bound
     assert held_longer(counts[0], counts[1], 5.0) == 4 + 3
+    assert held_longer(counts[1], counts[1], 10.0) == 0  # only those that ended in between
+    # A histogram without labels (the loop lag's): every series of it.
+    assert histogram_buckets(after, "gateway_event_loop_lag_seconds") == {"10.0": 3.0}
 
 
 def test_the_gateway_is_waited_for_until_it_holds_no_request(
@@ -331,3 +351,55 @@ def test_the_gateway_is_waited_for_until_it_holds_no_request(
     stuck = iter([6] * 1000)
     monkeypatch.setattr(scenarios, "in_progress", lambda _gateway: next(stuck))
     assert scenarios.drained(cast("Any", None), within=0.0) == 5
+
+
+class _Gateway:
+    """What `scenarios.slow_signers` reads of the gateway itself: its address and CPU time."""
+
+    url, probe_url, name = "http://127.0.0.1:1", None, "gateway"
+
+    def cpu_seconds(self) -> float:
+        return 10.0
+
+
+def test_s1_figures_count_what_the_gateway_held_past_the_timeout_and_its_lag_in_ms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the load: 3 requests ended over 10 s, 2 are still held; the lag peaked at 123.4 ms.
+
+    The limit is the clients over the signer's latency: 500 over 0.5 s is 1,000 req/s.
+    """
+    loaded = threading.Event()  # the measured load (not the warm-up) has run
+
+    def run_wrk(*_: Any, connections: int, **__: Any) -> WrkResult:
+        if connections == 500:
+            loaded.set()
+        errors = dict.fromkeys(
+            ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"), 0
+        )
+        return WrkResult(9_000, 10.0, **errors, p50_ms=500.0, p90_ms=600.0, p99_ms=700.0,
+                         max_ms=900.0, command="wrk")  # fmt: skip
+
+    def metrics(_gateway: Any) -> list[str]:
+        counts = {"10.0": 900, "+Inf": 903} if loaded.is_set() else {"10.0": 5, "+Inf": 5}
+        return _duration_lines("/v1/dcc", "2xx", counts)
+
+    def poller(base: str, seconds: float, out: Path) -> Any:
+        out.write_text(json.dumps({"latencies": [0.002] * 100, "failures": 0}))
+        return subprocess.Popen([sys.executable, "-c", ""])
+
+    readyz = {"eventLoop": {"maxLagSeconds": 0.1234, "samples": 200, "samplesOverThreshold": 1}}
+    monkeypatch.setattr(scenarios, "run_wrk", run_wrk)
+    monkeypatch.setattr(scenarios, "start_poller", poller)
+    monkeypatch.setattr(scenarios, "_metrics_lines", metrics)
+    monkeypatch.setattr(scenarios, "_readyz_detail", lambda _gw, key: readyz.get(key, {}))
+    monkeypatch.setattr(scenarios, "in_progress", lambda _gateway: 3)  # 2 and the scrape
+    monkeypatch.setattr(scenarios, "DRAIN_WITHIN_S", 0.0)
+    figures = scenarios.slow_signers(
+        cast("Any", _Gateway()), cast("Any", None), tmp_path, clients=500, seconds=1.0,
+        signer_latency_s=0.5, has_lag=True,
+    )  # fmt: skip
+    assert figures["held_over_timeout"] == 3 + 2
+    assert figures["loop_lag_max_ms"] == 123.4
+    assert figures["limit_rps"] == 1000.0
+    assert figures["throughput_share"] == 0.9

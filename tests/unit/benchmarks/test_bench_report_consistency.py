@@ -111,3 +111,14 @@ def test_the_healthz_rows_say_when_failed_polls_are_what_missed_them() -> None:
     assert [row.endswith("| **NO** |") for row in rows] == [True, True]
     for row in rows:
         assert "2 polls failed" in row, row
+
+
+def test_the_failed_polls_of_every_round_are_added_up() -> None:
+    """Rounds 1 and 3 each lost a poll: 2 failed, though no round lost more than one."""
+    s1 = _s1_rounds()
+    for n in (0, 2):
+        s1["rounds"][n]["healthz"] = s1["rounds"][n]["healthz"] | {"failures": 1}
+    verdicts = report.verdicts({"S1": s1})
+    assert verdicts["S1"]["worst_of_rounds"]["healthz_failures"] == 2
+    rows = [x for x in report._verdict_rows(verdicts, s1) if x.startswith("| S1 /healthz")]
+    assert all("; 2 polls failed (worst of 3 rounds) | **NO** |" in row for row in rows), rows

@@ -112,3 +112,31 @@ def test_the_probe_port_polls_are_shown_beside_the_main_port_but_not_judged() ->
     table = report._s1_rounds(s1)
     assert any(" | 70 / 400 ms | " in line for line in table if line.startswith("| 2 |"))
     assert any(" | - | " in line for line in table if line.startswith("| 1 |"))
+
+
+def _round(steady_rps: float, limit_rps: float, **figures: Any) -> dict[str, Any]:
+    """An S1 round between two limit runs of `limit_rps` (steady req/s)."""
+    limit = {"rps": limit_rps, "steady": {"rps": limit_rps}}
+    return (
+        _s1_figures(steady_rps) | figures | {"limit_ceiling_before": limit, "limit_ceiling": limit}
+    )
+
+
+def test_the_median_round_is_the_median_share_of_its_limit_not_of_req_s() -> None:
+    """Shares 0.75, 0.961, 1.031: round 2 is judged, though round 1 has the median req/s.
+
+    Of two rounds the lower share is judged.
+    """
+    rounds = [_round(300.0, 400.0), _round(250.0, 260.0), _round(330.0, 320.0)]
+    assert report.median_round(rounds) == 1
+    assert report.median_round(rounds[1:]) == 0
+
+
+def test_rounds_without_a_lag_window_are_judged_on_their_lag_since_start() -> None:
+    """Older results: round 2's 150 ms since start is the worst lag, and it misses the target."""
+    rounds = [_round(300.0, 320.0), _round(310.0, 320.0, loop_lag_max_ms=150.0)]
+    rounds.append(_round(290.0, 320.0))
+    s1 = rounds[0] | {"rounds": [report.s1_round(r) for r in rounds]}
+    verdict = report.verdicts({"S1": s1})["S1"]
+    assert verdict["worst_of_rounds"]["lag_text"] == "150.0 ms (since start)"
+    assert verdict["loop_lag_le_100ms"] is False
