@@ -375,6 +375,11 @@ def _write_docs(section: str) -> None:
     DOCS.write_text(text)
 
 
+def healthy(result: dict[str, Any]) -> bool:
+    """The soak's verdict: no request hung, none answered 500, no transport error at a caller."""
+    return result["hung"] == 0 and result["status_500"] == 0 and not result["transport_errors"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load")
@@ -412,8 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     if not args.no_docs:
         _write_docs(_markdown(result))
-    healthy = result["hung"] == 0 and result["status_500"] == 0 and not result["transport_errors"]
-    return 0 if healthy else 1
+    return 0 if healthy(result) else 1
 
 
 if __name__ == "__main__":
