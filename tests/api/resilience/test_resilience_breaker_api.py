@@ -96,3 +96,20 @@ async def test_short_caller_timeouts_do_not_open_the_breaker_of_a_slow_signer(
         deadline_cuts = metrics.value("gateway_signer_calls_total", **LABELS, outcome="deadline")
         assert deadline_cuts == reached
         assert metrics.value("gateway_signer_calls_total", **LABELS, outcome="timeout") == 0
+
+
+async def test_open_breaker_tells_callers_the_time_it_has_left_open(
+    test_keys: SignerKeys, signers: respx.MockRouter
+):
+    """An open breaker's 503 says when it turns half-open (rounded up), not the minimum 1 s."""
+    signers.post(f"{EU_SIGNER_URL}/get_credential").respond(500, text="boom")
+    resilience = ResilienceSettings(
+        max_attempts=1, breaker_consecutive_failures=1, breaker_open_seconds=30
+    )
+    eu = SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True, resilience=resilience)
+    async with running_gateway(make_settings(test_keys, eu_signer=eu)) as client:
+        failed = await client.post("/v1/dcc", json=examples.EU_VACCINATION)
+        assert_problem(failed, 502, "signer-bad-response")
+        refused = await client.post("/v1/dcc", json=examples.EU_VACCINATION)
+    assert_problem(refused, 503, "signer-unavailable")
+    assert refused.headers["retry-after"] == "30"
