@@ -37,18 +37,23 @@ from tests.support.gateway import (
 SIGNER_TEXT = "HSM slot 3 failed at http://eu-signer.test/internal"
 
 
+def _making_attempts(keys: SignerKeys, attempts: int) -> Any:
+    """An in-process gateway making at most `attempts` attempts per call to either signer."""
+    policy = ResilienceSettings(max_attempts=attempts)
+    settings = make_settings(
+        keys,
+        eu_signer=SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True, resilience=policy),
+        domestic_signer=SignerSettings(
+            url=DOMESTIC_SIGNER_URL, allow_plain_http=True, resilience=policy
+        ),
+    )
+    return running_gateway(settings)
+
+
 @pytest.fixture
 async def gateway(test_keys: SignerKeys, signers) -> AsyncIterator[httpx.AsyncClient]:
     """A gateway making one attempt per signer call: these tests pin the mapping, not retries."""
-    once = ResilienceSettings(max_attempts=1)
-    settings = make_settings(
-        test_keys,
-        eu_signer=SignerSettings(url=EU_SIGNER_URL, allow_plain_http=True, resilience=once),
-        domestic_signer=SignerSettings(
-            url=DOMESTIC_SIGNER_URL, allow_plain_http=True, resilience=once
-        ),
-    )
-    async with running_gateway(settings) as client:
+    async with _making_attempts(test_keys, 1) as client:
         yield client
 
 
@@ -214,6 +219,32 @@ async def test_eu_signer_times_out(gateway, mocked: MockedSigners, error):
     )
     assert "retry-after" not in response.headers
     _assert_no_leak(response)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "route", "body"),
+    [
+        ("get_credential", "/v1/dcc", eu_vaccination()),
+        ("issue_static", "/v1/domestic/static", {"credentialAttributes": domestic_attributes()}),
+        ("prepare_issue", "/v1/domestic/prepare-issue", None),
+    ],
+    ids=["eu", "static", "prepare-issue"],
+)
+async def test_a_timed_out_call_to_an_endpoint_without_state_is_sent_again(
+    test_keys: SignerKeys, mocked: MockedSigners, endpoint, route, body
+):
+    """A read timeout where a replay is harmless is retried: the second attempt's answer, 200.
+
+    The signer may have acted on the first attempt, and a replay costs these endpoints at most
+    a second signing or an unused nonce (docs/resilience.md, the replay-safe table), unlike
+    /issue, which is never sent twice (test_api_issuance_session.py).
+    """
+    signer_route = getattr(mocked, endpoint)
+    signer_route.mock(side_effect=[httpx.ReadTimeout("slow"), signer_route.side_effect])
+    async with _making_attempts(test_keys, 2) as gateway:
+        response = await gateway.post(route, json=body)
+    assert response.status_code == 200, response.text
+    assert signer_route.call_count == 2
 
 
 async def test_eu_signer_drops_connection(gateway, mocked: MockedSigners):
