@@ -52,9 +52,15 @@ async def test_dcc_each_group(gateway, mocked: MockedSigners, test_keys: SignerK
     assert out["credential"].startswith("HC1:")
     assert out["keyUsage"] == usage
     assert out["kid"] == b64(test_keys.dscs[usage].kid)
-    assert out["proofIdentifier"]
+    assert _signer_answer(mocked.get_credential) == (out["credential"], out["proofIdentifier"])
     assert datetime.fromisoformat(out["expirationTime"]) > datetime.now(UTC)
     assert mocked.get_credential.call_count == 1
+
+
+def _signer_answer(route: respx.Route) -> tuple[str, str]:
+    """The credential (or QR) and proof identifier the signer answered the route's last call."""
+    answer = route.calls.last.response.json()
+    return answer.get("credential", answer.get("qr")), answer["proofIdentifier"]
 
 
 NEXT_YEAR = datetime.now(UTC).year + 1
@@ -84,7 +90,7 @@ async def test_domestic_static(gateway, mocked: MockedSigners):
     assert response.status_code == 200, response.text
     out = response.json()
     assert out["qr"].startswith("NL2:")
-    assert out["proofIdentifier"]
+    assert _signer_answer(mocked.issue_static) == (out["qr"], out["proofIdentifier"])
     assert mocked.issue_static.call_count == 1
 
 
@@ -101,6 +107,17 @@ async def test_prepare_issue_gives_stoken_and_signer_message(gateway, mocked: Mo
     message = decode_b64_json(out["prepareIssueMessage"])
     assert message["issuerNonce"] == NONCE
     assert message["credentialAmount"] == 28
+
+
+async def test_signer_messages_are_passed_on_in_standard_base64(gateway, mocked: MockedSigners):
+    """The public messages are base64 of RFC 4648's first alphabet (`+`, `/`), not URL-safe."""
+    # At the start of the message's JSON, three bytes apart: `~~~` encodes as `fn5+`, `???`
+    # as `Pz8/`. A URL-safe encoding writes `-` and `_` there, which a strict decoder refuses.
+    message = {"issuerPkId": "~~~???", "issuerNonce": NONCE, "credentialAmount": 28}
+    mocked.prepare_issue.mock(return_value=httpx.Response(200, json=message), side_effect=None)
+    encoded = (await _prepare(gateway))["prepareIssueMessage"]
+    assert {"+", "/"} <= set(encoded)
+    assert decode_b64_json(encoded) == message
 
 
 async def test_issue_session(gateway, mocked: MockedSigners):
@@ -223,6 +240,12 @@ async def test_print_both(gateway, mocked: MockedSigners):
     assert out["domestic"]["qr"].startswith("NL2:")
     assert out["european"]["credential"].startswith("HC1:")
     assert (mocked.issue_static.call_count, mocked.get_credential.call_count) == (1, 1)
+    domestic, european = out["domestic"], out["european"]
+    assert _signer_answer(mocked.issue_static) == (domestic["qr"], domestic["proofIdentifier"])
+    assert _signer_answer(mocked.get_credential) == (
+        european["credential"],
+        european["proofIdentifier"],
+    )
 
 
 @pytest.mark.parametrize("body", [{}, {"domestic": None, "european": None}])
