@@ -213,8 +213,13 @@ async def test_a_session_that_expired_while_held_is_not_said_to_be_kept():
 
 @pytest.mark.parametrize(
     ("retry_after", "advice"),
-    [(19.0, SESSION_KEPT), (20.0, SESSION_EXPIRES_FIRST), (21.0, SESSION_EXPIRES_FIRST)],
-    ids=["ends-before", "ends-with-it", "ends-after"],
+    [
+        (19.0, SESSION_KEPT),
+        (19.2, SESSION_EXPIRES_FIRST),
+        (20.0, SESSION_EXPIRES_FIRST),
+        (21.0, SESSION_EXPIRES_FIRST),
+    ],
+    ids=["ends-before", "said-as-ending-with-it", "ends-with-it", "ends-after"],
 )
 async def test_a_retry_after_ending_as_the_session_does_says_to_start_again(
     retry_after: float, advice: str
@@ -222,7 +227,8 @@ async def test_a_retry_after_ending_as_the_session_does_says_to_start_again(
     """Pin that a Retry-After ending just when the session expires counts as too late.
 
     A retry sent as advised arrives at the instant the session stops being live, which
-    `take` already refuses: only a wait that ends before the expiry keeps the stoken.
+    `take` already refuses: only a wait that ends before the expiry keeps the stoken. The
+    wait is the one the answer gives, in whole seconds rounded up: 19.2 s is said as 20.
     """
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
