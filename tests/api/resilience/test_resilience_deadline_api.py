@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import httpx
 import pytest
 
 from signing_gateway.api import examples
-from tests.api.signer_mocks import failing_eu_signer
-from tests.support.gateway import make_settings, running_gateway
+from tests.api.assertions import assert_problem
+from tests.api.bodies import domestic_attributes, eu_test
+from tests.api.signer_mocks import MockedSigners, SlowCall, commitment, failing_eu_signer
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
 
 async def test_signer_gets_the_remaining_budget(gateway, signers):
@@ -87,3 +93,56 @@ async def test_readiness_ignores_the_request_timeout_header(gateway):
     """/readyz, which passes every middleware, answers its state despite a bad header."""
     response = await gateway.get("/readyz", headers={"X-Request-Timeout": "soon"})
     assert "dependencies" in response.json()
+
+
+async def _signing_body(client: httpx.AsyncClient, route: str) -> dict[str, Any] | None:
+    """A valid body for `route`, with a fresh session where the route takes one."""
+    if route in {"/v1/domestic/issue", "/v1/credentials"}:
+        prepared = await client.post("/v1/domestic/prepare-issue")
+        assert prepared.status_code == 200, prepared.text
+        session = {"stoken": prepared.json()["stoken"], "issueCommitmentMessage": commitment()}
+        if route == "/v1/credentials":
+            return {**session, "domestic": [domestic_attributes()], "european": [eu_test()]}
+        return {**session, "credentialsAttributes": [domestic_attributes()]}
+    return {
+        "/v1/dcc": eu_test(),
+        "/v1/domestic/static": {"credentialAttributes": domestic_attributes()},
+        "/v1/domestic/prepare-issue": None,
+        "/v1/print": {"domestic": domestic_attributes(), "european": eu_test()},
+    }[route]
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/v1/dcc",
+        "/v1/domestic/static",
+        "/v1/domestic/prepare-issue",
+        "/v1/domestic/issue",
+        "/v1/print",
+        "/v1/credentials",
+    ],
+)
+async def test_the_configured_deadline_alone_cuts_every_signing_route(
+    test_keys: SignerKeys, mocked: MockedSigners, route: str
+):
+    """Without X-Request-Timeout, `request_deadline_seconds` answers hung signers with a 504.
+
+    The attempt timeout (10 s) is far off: the answer is the request deadline's, in time.
+    """
+    async with running_gateway(make_settings(test_keys, request_deadline_seconds=0.3)) as client:
+        body = await _signing_body(client, route)
+        hung = SlowCall(5.0)
+        for signer in (
+            mocked.get_credential,
+            mocked.prepare_issue,
+            mocked.issue,
+            mocked.issue_static,
+        ):
+            signer.mock(side_effect=hung)
+        started = time.monotonic()
+        response = await client.post(route, json=body)
+        took = time.monotonic() - started
+    assert_problem(response, 504, "deadline-exceeded")
+    assert took < 1.5
+    assert hung.started == hung.cancelled >= 1
