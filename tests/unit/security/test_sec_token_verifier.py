@@ -94,3 +94,22 @@ async def test_a_kid_that_is_not_a_string_is_malformed_before_any_key_is_looked_
         await verifier.verify(token)
     assert (refused.value.status, refused.value.reason) == (401, "malformed")
     assert keys.asked == 0
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+async def test_a_time_claim_that_is_no_finite_number_is_refused_401(
+    issuer: LocalTokenIssuer, claim: str, value: float
+):
+    """A signed token whose exp, iat or nbf reads `Infinity` or `NaN` is refused, not a 500.
+
+    Python's JSON reader takes both, and the verifier keeps `int()` of each time claim, which
+    raises OverflowError or ValueError on them: PyJWT refuses them first (a claim that is no
+    integer), and this holds it there.
+    """
+    token = issuer.mint(scopes=["keys:read"], **{claim: value})
+    payload = base64.urlsafe_b64decode(token.split(".")[1] + "==").decode()
+    assert f'"{claim}":{json.dumps(value)}' in payload.replace(" ", "")
+    with pytest.raises(AuthenticationFailed) as refused:
+        await _verifier(issuer).verify(token)
+    assert (refused.value.status, refused.value.reason) == (401, "invalid")
