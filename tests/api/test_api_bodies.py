@@ -17,7 +17,7 @@ from signing_gateway.domain.dcc import EuRequest
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
 from tests.api.signer_mocks import MockedSigners, eu_signing
-from tests.support.gateway import EU_SIGNER_URL, SignerKeys, make_settings
+from tests.support.gateway import EU_SIGNER_URL, SignerKeys, frozen_test_heap, make_settings
 
 REF_PREFIX = "#/components/schemas/"
 
@@ -301,15 +301,16 @@ async def test_a_caller_gone_before_its_body_is_read_is_no_error(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    async with app.router.lifespan_context(app) as state:
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": b"", "root_path": "", "headers": [(b"host", b"gateway.test")],
-            "client": ("127.0.0.1", 50000), "server": ("gateway.test", 80),
-            "state": dict(state or {}),
-        }  # fmt: skip
-        await app(scope, gone, send)
+    with frozen_test_heap():
+        async with app.router.lifespan_context(app) as state:
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+                "query_string": b"", "root_path": "", "headers": [(b"host", b"gateway.test")],
+                "client": ("127.0.0.1", 50000), "server": ("gateway.test", 80),
+                "state": dict(state or {}),
+            }  # fmt: skip
+            await app(scope, gone, send)
     assert sent[0]["status"] == 400
     assert orjson.loads(sent[1]["body"])["detail"] == "the client went away"
     assert [r for r in json_log() if r["level"] == "error"] == []

@@ -13,6 +13,7 @@ from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
     EU_SIGNER_URL,
     SignerKeys,
+    frozen_test_heap,
     make_settings,
     running_gateway,
 )
@@ -34,15 +35,16 @@ async def test_readiness_probes_as_the_settings_say(
         readiness_probe_timeout_seconds=0.75,
     )
     app = create_app(settings)
-    async with app.router.lifespan_context(app) as state:
-        readiness = state["readiness"]
-        assert {name: s.required for name, s in readiness.states.items()} == {
-            "eu-signer": False,
-            "domestic-signer": True,
-        }
-        assert (readiness._interval, readiness._timeout) == (0.05, 0.75)
-        await until(lambda: status.call_count >= 3)  # probed again every 0.05 s
-        assert signers["eu_health"].call_count == 0
+    with frozen_test_heap():
+        async with app.router.lifespan_context(app) as state:
+            readiness = state["readiness"]
+            assert {name: s.required for name, s in readiness.states.items()} == {
+                "eu-signer": False,
+                "domestic-signer": True,
+            }
+            assert (readiness._interval, readiness._timeout) == (0.05, 0.75)
+            await until(lambda: status.call_count >= 3)  # probed again every 0.05 s
+            assert signers["eu_health"].call_count == 0
 
 
 async def test_readiness_turns_503_when_the_drain_begins(
@@ -73,6 +75,11 @@ async def test_the_loop_lag_monitor_samples_and_warns_as_the_settings_say(
     monkeypatch.setattr(app_module, "LoopLagMonitor", Recorded)
     lag = LoopLagSettings(interval_seconds=0.02, warn_threshold_seconds=0.3, warn_every_seconds=2.5)
     app = create_app(make_settings(test_keys, loop_lag=lag))
-    async with app.router.lifespan_context(app):
-        [monitor] = built
-        assert (monitor.interval, monitor.warn_threshold, monitor._warn_every) == (0.02, 0.3, 2.5)
+    with frozen_test_heap():
+        async with app.router.lifespan_context(app):
+            [monitor] = built
+            assert (monitor.interval, monitor.warn_threshold, monitor._warn_every) == (
+                0.02,
+                0.3,
+                2.5,
+            )

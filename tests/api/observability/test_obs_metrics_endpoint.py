@@ -7,14 +7,13 @@ from contextlib import asynccontextmanager
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from starlette.types import Receive, Scope, Send
 
 from signing_gateway.app import create_app
 from signing_gateway.settings import Settings
 from tests.api.bodies import eu_vaccination
 from tests.api.observability.scrape import scrape
 from tests.api.signer_mocks import MockedSigners
-from tests.support.gateway import SignerKeys, make_settings
+from tests.support.gateway import SignerKeys, make_settings, running_gateway
 
 
 @asynccontextmanager
@@ -26,15 +25,8 @@ async def gateway_with_failing_route(settings: Settings) -> AsyncIterator[httpx.
         raise RuntimeError("boom")
 
     app.add_api_route("/test-only/explode/{item}", explode, methods=["GET"])
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(state or {})
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield client
+    async with running_gateway(settings, app=app, raise_app_exceptions=False) as client:
+        yield client
 
 
 async def test_metrics_is_prometheus_text(gateway: httpx.AsyncClient):
