@@ -31,6 +31,7 @@ from signing_gateway.api import examples
 from signing_gateway.observability.logging import configure_logging
 from signing_gateway.security.settings import ALL_SCOPES, LOOPBACK, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
+from signing_gateway.serving import served_options
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
 
@@ -221,15 +222,10 @@ def run_demo(
         base = f"http://{LOOPBACK}:{port}"
         config = uvicorn.Config(
             create_app(setup.settings),
-            host=LOOPBACK,
-            port=port,
-            log_config=None,
-            access_log=False,
-            loop=loop,
             # As `serve`: request heads bounded in size and time (431, 408 and 400 problem+json,
             # from the settings' `limits`), and no X-Forwarded-* rewrite.
             http=GatewayHttpProtocol,
-            proxy_headers=False,
+            **served_options(host=LOOPBACK, port=port, loop=loop),
         )
         server = uvicorn.Server(config)
         if smoke:

@@ -138,6 +138,24 @@ def run_workers(supervised: SupervisedConfig) -> int:
     return 0
 
 
+def served_options(*, host: str, port: int, loop: str) -> dict[str, Any]:
+    """The options uvicorn takes alike wherever the gateway serves: `serve`, its workers, `demo`.
+
+    No logging configuration or access log of uvicorn's: the gateway sets up its logging and
+    writes its own access log. Nothing uses the caller's address (the audit names the
+    authenticated client), so uvicorn's X-Forwarded-* rewrite would be a layer and a header
+    scan per request for nothing.
+    """
+    return {
+        "host": host,
+        "port": port,
+        "loop": loop,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,
+    }
+
+
 def supervised_config(settings: Settings, args: argparse.Namespace) -> SupervisedConfig:
     """The supervisor's configuration of `args.workers` workers, with `serve`'s options `args`.
 
@@ -148,16 +166,11 @@ def supervised_config(settings: Settings, args: argparse.Namespace) -> Supervise
         gateway_log_level=settings.log_level,
         gateway_log_format=settings.log_format,
         factory=True,
-        host=args.host,
-        port=args.port,
         workers=args.workers,
         events_per_pass=args.events_per_pass,
-        log_config=None,
-        access_log=False,
         backlog=args.backlog,
-        loop=args.loop,
         http=HTTP_PROTOCOL,
-        proxy_headers=False,
+        **served_options(host=args.host, port=args.port, loop=args.loop),
     )
 
 
@@ -180,21 +193,13 @@ def serve_in_process(settings: Settings, args: argparse.Namespace) -> int:
     batch = min(args.accept_batch, args.backlog)
     config = uvicorn.Config(
         app,
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
         backlog=batch,  # asyncio: connections accepted per loop pass (see GracefulServer)
-        loop=args.loop,
         # httptools, with a size and a time bound on each request head (the probe port's
         # server takes it from this configuration too).
         http=GatewayHttpProtocol,
-        # Nothing uses the caller's address (the audit names the authenticated client), so
-        # uvicorn's X-Forwarded-* rewrite would be a layer and a header scan per request for
-        # nothing.
-        proxy_headers=False,
         # The drain has already waited for and cancelled requests; this is only a backstop.
         timeout_graceful_shutdown=math.ceil(drain.cancel_grace) + 1,
+        **served_options(host=args.host, port=args.port, loop=args.loop),
     )
     loop_factory = _bounded_loop(args.loop, args.events_per_pass)
     _log_event_loop(args.loop, args.events_per_pass)
