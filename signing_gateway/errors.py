@@ -4,7 +4,7 @@ Every expected failure is a `GatewayError` with a real status; a 500 means a bug
 
     GatewayError
     ├── RequestInvalid               422  the request breaks a validation rule
-    ├── StokenInvalid                401  issuance session unknown, expired or used
+    ├── StokenInvalid                401  issuance session unknown, expired, used or another's
     ├── SignerProblem                     a downstream signer failed (names the part)
     │   ├── SignerUnavailable        503  connect refused, throttled, breaker open (Retry-After)
     │   ├── SignerTimedOut           504  the signer did not answer in time
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import orjson
 
@@ -68,7 +68,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         "`X-Request-Timeout` that is not a positive number or is repeated; or the client went away",
     ),
     "unauthenticated": ProblemType((401,), "no valid bearer token (see `WWW-Authenticate`)"),
-    "stoken-invalid": ProblemType((401,), "the issuance session is unknown, expired or used"),
+    "stoken-invalid": ProblemType(
+        (401,), "the issuance session is unknown, expired or used, or another caller opened it"
+    ),
     "forbidden": ProblemType((403,), "the bearer token lacks a scope the request needs"),
     "body-timeout": ProblemType((408,), "the request body did not all arrive in time"),
     "header-timeout": ProblemType(
@@ -124,6 +126,9 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     slug: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"
+    #: What the audit record says of the failure beyond its answer (`cause`), for failures
+    #: answered alike that an operator must tell apart. Never part of the answer.
+    cause: str | None = None
 
     def __init__(self, detail: str, *, part: str | None = None) -> None:
         """Keep a caller-safe `detail` and, for multi-part requests, the failing `part`."""
@@ -193,12 +198,27 @@ class RequestInvalid(GatewayError):
         }
 
 
+#: Why a stoken was refused, for the audit record: it names no live session (unknown,
+#: expired or used), or a live session that another caller opened.
+StokenRefusal = Literal["stoken-unknown", "stoken-not-owned"]
+
+
 class StokenInvalid(GatewayError):
-    """Raised when an issuance session token is unknown, expired or already used."""
+    """Raised when a stoken names no session its caller can take: one answer for every cause.
+
+    Unknown, expired, already used, or opened by another caller: the answer is the same, so
+    that it never tells a caller that another's session exists. `cause` tells them apart in
+    the audit record.
+    """
 
     status = 401
     slug = "stoken-invalid"
     title = "Issuance session invalid"
+
+    def __init__(self, detail: str, *, cause: StokenRefusal) -> None:
+        """Keep the caller-safe `detail`, and for the audit record why the stoken was refused."""
+        super().__init__(detail)
+        self.cause = cause
 
     def headers(self) -> dict[str, str]:
         """401 must say how to authenticate; the session token is the credential here."""

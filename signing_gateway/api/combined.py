@@ -156,8 +156,10 @@ async def _issue_credentials(
     domestic: DomesticIssuer,
     settings: Settings,
     headers: dict[str, str],
+    *,
+    owner: str,
 ) -> list[Any]:
-    """Validate everything, take the session, sign concurrently; domestic result first."""
+    """Validate everything, take `owner`'s session, sign concurrently; domestic result first."""
     errors = domestic.check_many(body.domestic, loc=("domestic",))
     prepared, eu_errors, unavailable = _prepare_all(
         eu, [(("european", i), request) for i, request in enumerate(body.european)]
@@ -179,7 +181,9 @@ async def _issue_credentials(
         if body.domestic and body.stoken is not None and commitment is not None:
             # Out of the store until the request ends; put back if the signer never saw it,
             # even when an EU part failed and cancelled the domestic call before it was sent.
-            session = await session_scope.enter_async_context(domestic.hold_session(body.stoken))
+            session = await session_scope.enter_async_context(
+                domestic.hold_session(body.stoken, owner=owner)
+            )
             calls["domestic"] = partial(
                 domestic.issue,
                 session=session,
@@ -246,7 +250,9 @@ async def issue_credentials(
             audit.domestic("domestic", kind="domestic-session", count=len(body.domestic))
         for i, part in enumerate(body.european):
             audit.eu_request(f"european[{i}]", part)
-        results = await _issue_credentials(body, eu, domestic, settings, headers)
+        results = await _issue_credentials(
+            body, eu, domestic, settings, headers, owner=access.caller.subject
+        )
         if body.domestic:
             audit.advice_if_withheld = SESSION_SPENT  # signed: the session is used up
         for i, issued in enumerate(results[1:] if body.domestic else results):

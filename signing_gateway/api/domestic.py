@@ -21,7 +21,7 @@ from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.issuance.domestic import encode_message
 from signing_gateway.issuance.session import SESSION_SPENT
 from signing_gateway.security.audit import AuditDep
-from signing_gateway.security.auth import require_scopes
+from signing_gateway.security.auth import CallerDep, require_scopes
 from signing_gateway.security.settings import SCOPE_DOMESTIC_SIGN
 
 router = APIRouter(
@@ -76,10 +76,15 @@ async def issue_static(
     responses=problem_responses(422, 502, 504),
 )
 async def prepare_issue(
-    issuer: DomesticIssuerDep, settings: SettingsDep, headers: SignerHeadersDep, audit: AuditDep
+    issuer: DomesticIssuerDep,
+    settings: SettingsDep,
+    headers: SignerHeadersDep,
+    caller: CallerDep,
+    audit: AuditDep,
 ) -> PrepareIssueOut:
     """Ask the domestic signer for a nonce and hand out a single-use session token.
 
+    The session is the caller's: only a request with the same token subject can use it.
     Takes no body. One sent anyway, as many clients send `{}`, is held to the body limits
     of every request (`application/json`, size, JSON: 415, 413, 422) and otherwise ignored:
     nothing in it changes the session, whose credential amount is the gateway's setting.
@@ -87,7 +92,7 @@ async def prepare_issue(
     async with audit.attempt():
         audit.domestic("domestic", kind="domestic-session", count=0)
         async with request_deadline(settings.request_deadline_seconds, parts=("domestic",)):
-            stoken, message = await issuer.prepare_issue(headers=headers)
+            stoken, message = await issuer.prepare_issue(owner=caller.subject, headers=headers)
     return PrepareIssueOut(stoken=stoken, prepare_issue_message=encode_message(message))
 
 
@@ -107,12 +112,14 @@ async def prepare_issue(
 )
 async def issue(
     request: Request,
+    *,
     issuer: DomesticIssuerDep,
     settings: SettingsDep,
     headers: SignerHeadersDep,
+    caller: CallerDep,
     audit: AuditDep,
 ) -> IssueOut:
-    """Check the attributes and commitment, take the session, sign, verify, return."""
+    """Check the attributes and commitment, take the caller's session, sign, verify, return."""
     body = await read_body(request, IssueRequest)
     async with audit.attempt():
         count = len(body.credentials_attributes)
@@ -129,7 +136,7 @@ async def issue(
             raise DomainValidationError(errors)
         # The session is out of the store for the call: put back if the signer never saw it.
         async with (
-            issuer.hold_session(body.stoken) as session,
+            issuer.hold_session(body.stoken, owner=caller.subject) as session,
             request_deadline(settings.request_deadline_seconds, parts=("domestic",)),
         ):
             items = await issuer.issue(

@@ -316,7 +316,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         400: "X-Request-Timeout is not a positive number of seconds, or it, the Authorization, "
         "Content-Type or Host header field is repeated; nothing reached a signer",
         401: "No valid bearer token (see WWW-Authenticate), or issuance session unknown, "
-        "expired or used",
+        "expired or used, or opened by another caller",
         403: "The bearer token lacks the scope this request needs",
         408: "The request body did not all arrive in time (limits.body_read_timeout_seconds "
         "from its first read); the connection is closed and nothing reached a signer",

@@ -115,8 +115,13 @@ class DomesticIssuer:
             raise rejected_credential(exc, part=part, signer="domestic") from exc
         return IssuedStaticProof(result.qr, result.proof_identifier)
 
-    async def prepare_issue(self, *, headers: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
-        """Open an issuance session at the signer; returns the stoken and the signer message."""
+    async def prepare_issue(
+        self, *, owner: str, headers: Mapping[str, str]
+    ) -> tuple[str, dict[str, Any]]:
+        """Open an issuance session at the signer for the caller `owner` (its subject).
+
+        Returns the stoken and the signer message; only `owner` can use the stoken.
+        """
         message = await call_signer(
             "domestic",
             SignerAttempt(self._client.prepare_issue, self._amount, headers=headers),
@@ -125,12 +130,12 @@ class DomesticIssuer:
             # A replay only leaves an unused nonce behind, which the signer expires.
             replay_safe=True,
         )
-        stoken = await self._stokens.open(message)
+        stoken = await self._stokens.open(message, owner=owner)
         return stoken, message
 
-    def hold_session(self, stoken: str) -> HeldSession:
-        """``async with``: take the session of `stoken` for one issue (see issuance/session.py)."""
-        return HeldSession(self._stokens, stoken)
+    def hold_session(self, stoken: str, *, owner: str) -> HeldSession:
+        """``async with``: take `owner`'s session of `stoken` for one issue (see session.py)."""
+        return HeldSession(self._stokens, stoken, owner=owner)
 
     async def issue(
         self,

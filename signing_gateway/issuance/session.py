@@ -22,18 +22,30 @@ the call, because the signer spends the session's nonce when it signs:
 
 Either way, the problem's `detail` tells the caller which: retry with the same stoken, or
 start again with prepare-issue.
+
+Only the caller that opened a session can take it (`issuance/stoken.py`). Presented by
+another, it is answered exactly as an unknown stoken is (the same 401 `stoken-invalid`, title
+and detail: the answer never says that the session exists), reaches no signer, and stays
+in the store for its owner. Only the audit record (`cause`) and a security log line tell the
+two refusals apart.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 
 from signing_gateway.errors import GatewayError, SignerUnavailable, StokenInvalid
-from signing_gateway.issuance.stoken import IssuanceSession, StokenStore
+from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StokenStore
 from signing_gateway.signers.errors import SignerError, SignerThrottledError, sent_nothing
 
 T = TypeVar("T")
+
+security_log = logging.getLogger("signing_gateway.security")
+
+#: The one answer to a stoken that names no session this caller can take, whatever the cause.
+STOKEN_REFUSED = "the issuance session is unknown, expired or already used"
 
 SESSION_KEPT = "the issuance session was not used: retry with the same stoken before it expires"
 SESSION_SPENT = "the issuance session is used up: start again with POST /v1/domestic/prepare-issue"
@@ -50,25 +62,36 @@ SESSION_EXPIRES_FIRST = (
 class HeldSession:
     """``async with``: an issuance session out of its store for one request.
 
-    Entering takes the session (401 `stoken-invalid` if it is unknown, expired or used);
-    leaving on a failure puts it back unless an attempt may have reached the signer or the
-    session expired meanwhile.
+    Entering takes the session for its owner (401 `stoken-invalid` if it is unknown,
+    expired, used or another caller's); leaving on a failure puts it back unless an attempt
+    may have reached the signer or the session expired meanwhile.
     """
 
-    __slots__ = ("_reached", "_session", "_stoken", "_store")
+    __slots__ = ("_owner", "_reached", "_session", "_stoken", "_store")
 
-    def __init__(self, store: StokenStore, stoken: str) -> None:
-        """Name the store and the token; nothing is taken before ``async with``."""
+    def __init__(self, store: StokenStore, stoken: str, *, owner: str) -> None:
+        """Name the store, the token and the caller (subject) presenting it; nothing is taken."""
         self._store = store
         self._stoken = stoken
+        self._owner = owner
         self._session: IssuanceSession | None = None
         self._reached = False
 
     async def __aenter__(self) -> Self:
-        """Take the session (single use)."""
-        session = await self._store.take(self._stoken)
+        """Take the session (single use, its owner only)."""
+        session = await self._store.take(self._stoken, owner=self._owner)
         if session is None:
-            raise StokenInvalid("the issuance session is unknown, expired or already used")
+            raise StokenInvalid(STOKEN_REFUSED, cause="stoken-unknown")
+        if isinstance(session, NotOwner):
+            security_log.warning(
+                "issuance session presented by another caller; refused as unknown",
+                extra={
+                    "security_event": "stoken-not-owned",
+                    "subject": self._owner,
+                    "owner": session.owner,
+                },
+            )
+            raise StokenInvalid(STOKEN_REFUSED, cause="stoken-not-owned")
         self._session = session
         return self
 

@@ -1,12 +1,18 @@
-"""Single-use issuance session tokens ("stoken") with a time to live.
+"""Single-use issuance session tokens ("stoken") with a time to live, bound to their caller.
 
-The store is an interface so that several replicas can later share one (e.g. Redis with
-GETDEL to take, SET NX with the remaining TTL to put back); `InMemoryStokenStore` serves one
-process.
+The store is an interface so that several replicas can later share one (e.g. Redis with a
+script that takes a session only for its owner, SET NX with the remaining TTL to put back);
+`InMemoryStokenStore` serves one process.
 
 A session is taken before its `/issue` call, so two requests with one stoken can never both
 reach the signer. It is put back only when that call certainly never reached the signer
 (see `issuance/session.py`), with the expiry it had: a put-back never lengthens a session.
+
+A session belongs to the caller that opened it (the token subject, `Caller.subject`; with
+authentication disabled every caller is `anonymous`, so one caller). Only that caller can
+take it: presented by another, it is neither handed out nor used up, so a stoken that leaked
+(a log line, a proxy, another service holding `domestic:sign`) can neither be spent by
+whoever found it nor burnt by them under its owner.
 """
 
 from __future__ import annotations
@@ -21,28 +27,54 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class IssuanceSession:
-    """What the gateway remembers between prepare-issue and issue."""
+    """What the gateway remembers between prepare-issue and issue, and for whom."""
 
     prepare_issue_message: dict[str, Any]
     expires_at: float
+    #: The subject of the caller that opened the session: the only one that may take it.
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotOwner:
+    """`take`'s answer for a live session opened by another caller: refused, left in the store.
+
+    It names that session's owner for the gateway's own log (never for the caller's answer,
+    which is the one an unknown stoken gets).
+    """
+
+    owner: str
 
 
 class StokenStore(Protocol):
     """Where issuance sessions live between the two calls of domestic issuance."""
 
-    async def open(self, prepare_issue_message: dict[str, Any]) -> str:
-        """Remember a session and return its new token."""
+    async def open(self, prepare_issue_message: dict[str, Any], *, owner: str) -> str:
+        """Remember a session of the caller `owner` (its subject) and return its new token."""
         ...
 
-    async def take(self, stoken: str) -> IssuanceSession | None:
-        """Remove and return the live session for `stoken` (None if unknown, expired or used)."""
+    async def take(self, stoken: str, *, owner: str) -> IssuanceSession | NotOwner | None:
+        """Remove and return the live session for `stoken` if `owner` opened it.
+
+        None if it is unknown, expired or used. A live session another caller opened is not
+        removed: `NotOwner`, and its owner can still take it. A shared store keeps the owner
+        in the stored value, beside the expiry, and must compare it in the same atomic step
+        that removes the session, never as a GETDEL followed by a check (which would consume
+        another caller's session) nor as a GET, a check and a DEL (two requests of its owner
+        could then both take it). With Redis, one Lua script, which Redis runs atomically:
+        ``GET`` the key and return nil when there is none; when the owner stored in the value
+        is not ``ARGV[1]`` (the caller's subject), return a "not the owner" reply holding that
+        owner and leave the key alone; else ``DEL`` the key and return the value. A
+        ``WATCH``/``MULTI`` transaction retried on conflict does the same.
+        """
         ...
 
     async def put_back(self, stoken: str, session: IssuanceSession) -> float:
         """Make a session taken by `take` usable again, until its original `expires_at`.
 
         Only for a session whose use certainly never reached the signer, so its nonce is
-        unspent. A session already expired stays gone (0.0: the caller must start again),
+        unspent. It goes back with its owner (the value holds it), so only its owner can take
+        it again. A session already expired stays gone (0.0: the caller must start again),
         and a token that is live again (it never should be) is left as it is. A shared store
         keeps the expiry in the value and writes ``SET stoken value NX PX <ms left>``
         (skipped, False, when none is left): NX keeps the put-back from overwriting, and the
@@ -56,7 +88,7 @@ class StokenStore(Protocol):
 
 
 class InMemoryStokenStore:
-    """A bounded, TTL-expiring, single-use token store for one process.
+    """A bounded, TTL-expiring, single-use token store for one process, bound to owners.
 
     Tokens are kept in insertion order, so expired ones are swept from the front in O(expired).
     When the store is full the oldest session is dropped: a flood of prepare-issue calls can
@@ -92,19 +124,30 @@ class InMemoryStokenStore:
         while len(self._sessions) >= self._max:
             self._sessions.popitem(last=False)
 
-    async def open(self, prepare_issue_message: dict[str, Any]) -> str:
-        """Remember a session and return its new token (a random UUID)."""
+    async def open(self, prepare_issue_message: dict[str, Any], *, owner: str) -> str:
+        """Remember a session of `owner` and return its new token (a random UUID)."""
         now = self._clock()
         self._make_room(now)
         token = str(uuid.uuid4())
-        self._sessions[token] = IssuanceSession(prepare_issue_message, now + self._ttl)
+        self._sessions[token] = IssuanceSession(prepare_issue_message, now + self._ttl, owner)
         return token
 
-    async def take(self, stoken: str) -> IssuanceSession | None:
-        """Remove and return the session if it is still live; a second take gets None."""
-        session = self._sessions.pop(stoken, None)
-        if session is None or session.expires_at <= self._clock():
+    async def take(self, stoken: str, *, owner: str) -> IssuanceSession | NotOwner | None:
+        """Remove and return the session if it is live and `owner`'s; a second take gets None.
+
+        Another caller's live session stays where it is (`NotOwner`); an expired one is
+        dropped and answered None, whoever asks. No await between the look and the removal:
+        nothing can take the session in between.
+        """
+        session = self._sessions.get(stoken)
+        if session is None:
             return None
+        if session.expires_at <= self._clock():
+            del self._sessions[stoken]
+            return None
+        if session.owner != owner:
+            return NotOwner(session.owner)
+        del self._sessions[stoken]
         return session
 
     async def put_back(self, stoken: str, session: IssuanceSession) -> float:

@@ -3,7 +3,8 @@
 A record says which attempt (`auditId`, the gateway's own), who (caller subject and client),
 when, through which endpoint, with which request id (the caller's), what was (to be) issued
 (per part: key usage, kid, UVCI, proofIdentifier) and how it ended (outcome, HTTP status,
-problem type). It never holds a name, a birth date or a domestic attribute. `audit_trail`
+problem type, and for a refused stoken its `cause`: `GatewayError.cause`). It never holds a
+name, a birth date or a domestic attribute. `audit_trail`
 writes it (the audit logger, and the file if any).
 
 With `fail_closed` a successful issuance whose record failed, or was not written within
@@ -106,14 +107,19 @@ class IssuanceAudit:
         if proof_identifier is not None:
             item["proofIdentifier"] = proof_identifier
 
-    def _final(self, *, outcome: str, status: int | None, problem: str | None) -> dict[str, Any]:
-        return {
+    def _final(
+        self, *, outcome: str, status: int | None, problem: str | None, cause: str | None = None
+    ) -> dict[str, Any]:
+        final = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             **self._record,
             "outcome": outcome,
             "status": status,
             "problemType": problem,
         }
+        if cause is not None:  # only a failure that an answer alike could hide has one
+            final["cause"] = cause
+        return final
 
     def _cancelled(self, exc: BaseException) -> dict[str, Any]:
         """The record of an attempt ended mid-way by `exc`, with what its caller was answered.
@@ -146,9 +152,11 @@ class IssuanceAudit:
             self._trail.supersede(queued, cancelled)
             raise
 
-    async def _finish(self, *, outcome: str, status: int, problem: str | None) -> None:
+    async def _finish(
+        self, *, outcome: str, status: int, problem: str | None, cause: str | None = None
+    ) -> None:
         """Record a failed attempt; its answer stands whether or not the write succeeds."""
-        record = self._final(outcome=outcome, status=status, problem=problem)
+        record = self._final(outcome=outcome, status=status, problem=problem, cause=cause)
         await self._written(self._trail.queue(record))
         self._trail.log(record)
 
@@ -173,7 +181,9 @@ class IssuanceAudit:
     ) -> None:
         """`attempt`'s end: the outcome `exc` (None: issued) says, written."""
         if isinstance(exc, GatewayError):
-            await self._finish(outcome="failed", status=exc.status, problem=exc.type)
+            await self._finish(
+                outcome="failed", status=exc.status, problem=exc.type, cause=exc.cause
+            )
             return
         if isinstance(exc, DomainValidationError):  # answered as a RequestInvalid (api/problems)
             await self._finish(

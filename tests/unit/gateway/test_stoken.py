@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 
-from signing_gateway.errors import SignerTimedOut, SignerUnavailable
+from signing_gateway.errors import SignerTimedOut, SignerUnavailable, StokenInvalid
 from signing_gateway.issuance.session import (
     SESSION_EXPIRED,
     SESSION_EXPIRES_FIRST,
@@ -14,8 +14,12 @@ from signing_gateway.issuance.session import (
     SESSION_SPENT,
     HeldSession,
 )
-from signing_gateway.issuance.stoken import InMemoryStokenStore
+from signing_gateway.issuance.stoken import InMemoryStokenStore, IssuanceSession, NotOwner
 from signing_gateway.signers.errors import SignerConnectError, SignerTimeoutError
+
+#: The subject of the caller that opens the sessions, and of one that did not.
+OWNER = "backend-1"
+OTHER = "backend-2"
 
 
 class FakeClock:
@@ -31,79 +35,87 @@ class FakeClock:
 async def test_token_is_single_use():
     """A token gives back its prepare message once; the second take finds nothing."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
-    token = await store.open({"issuerNonce": "n1"})
-    first = await store.take(token)
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    first = await store.take(token, owner=OWNER)
     assert first is not None
     assert first.prepare_issue_message == {"issuerNonce": "n1"}
-    assert await store.take(token) is None
+    assert await store.take(token, owner=OWNER) is None
 
 
-async def test_token_expires_after_ttl():
-    """A token taken after its TTL is refused."""
+@pytest.mark.parametrize("caller", [OWNER, OTHER], ids=["owner", "another-caller"])
+async def test_token_expires_after_ttl(caller: str):
+    """A token taken after its TTL is refused and dropped, whoever takes it.
+
+    Another caller learns nothing of an expired session: `NotOwner` is for a live one only.
+    """
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
-    token = await store.open({})
+    token = await store.open({}, owner=OWNER)
     clock.now += 60.001
-    assert await store.take(token) is None
+    assert await store.take(token, owner=caller) is None
+    assert len(store) == 0
 
 
 async def test_a_session_is_expired_from_the_instant_its_ttl_ends():
     """At exactly its TTL a session is gone for take, for put_back and for the sweep alike."""
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
-    taken, untouched = await store.open({"i": 1}), await store.open({"i": 2})
-    session = await store.take(taken)
+    taken, untouched = (
+        await store.open({"i": 1}, owner=OWNER),
+        await store.open({"i": 2}, owner=OWNER),
+    )
+    session = await store.take(taken, owner=OWNER)
     assert session is not None
     clock.now = 1060.0
-    assert await store.take(untouched) is None
+    assert await store.take(untouched, owner=OWNER) is None
     assert await store.put_back(taken, session) == 0.0
     assert len(store) == 0
-    assert await store.take(taken) is None
-    await store.open({"i": 3})
+    assert await store.take(taken, owner=OWNER) is None
+    await store.open({"i": 3}, owner=OWNER)
     clock.now = 1120.0
-    await store.open({"i": 4})  # sweeps the one that expired just now
+    await store.open({"i": 4}, owner=OWNER)  # sweeps the one that expired just now
     assert len(store) == 1
 
 
 async def test_unknown_token_is_refused():
     """A token the store never issued is refused."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
-    assert await store.take("00000000-0000-4000-8000-000000000000") is None
+    assert await store.take("00000000-0000-4000-8000-000000000000", owner=OWNER) is None
 
 
 async def test_expired_sessions_are_swept_and_size_is_bounded():
     """Expired sessions are dropped on open, and a full store drops its oldest session."""
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=10, max_sessions=3, clock=clock)
-    old = [await store.open({"i": i}) for i in range(3)]
+    old = [await store.open({"i": i}, owner=OWNER) for i in range(3)]
     clock.now += 11
-    await store.open({"i": 3})
+    await store.open({"i": 3}, owner=OWNER)
     assert len(store) == 1
-    newest = [await store.open({"i": i}) for i in range(4, 7)]
+    newest = [await store.open({"i": i}, owner=OWNER) for i in range(4, 7)]
     assert len(store) == 3
-    assert all([await store.take(t) is None for t in old])
-    assert await store.take(newest[-1]) is not None
+    assert all([await store.take(t, owner=OWNER) is None for t in old])
+    assert await store.take(newest[-1], owner=OWNER) is not None
 
 
 async def test_the_sweep_drops_only_expired_sessions():
     """Opening a session sweeps the expired ones from the front; live ones stay usable."""
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
-    expired = await store.open({"i": 1})
+    expired = await store.open({"i": 1}, owner=OWNER)
     clock.now += 30
-    live = await store.open({"i": 2})
+    live = await store.open({"i": 2}, owner=OWNER)
     clock.now += 31  # the first has expired, the second has 29 s left
-    newest = await store.open({"i": 3})
+    newest = await store.open({"i": 3}, owner=OWNER)
     assert len(store) == 2
-    assert await store.take(expired) is None
+    assert await store.take(expired, owner=OWNER) is None
     for token in (live, newest):
-        assert await store.take(token) is not None
+        assert await store.take(token, owner=OWNER) is not None
 
 
 async def test_tokens_are_distinct_uuids():
     """Every session gets its own unguessable UUID token."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=1000)
-    tokens = {await store.open({}) for _ in range(200)}
+    tokens = {await store.open({}, owner=OWNER) for _ in range(200)}
     assert len(tokens) == 200
     assert all(len(t) == 36 for t in tokens)
 
@@ -112,58 +124,116 @@ async def test_put_back_session_is_usable_once_more_until_its_first_expiry():
     """A session put back can be taken once again, but only until its original expiry."""
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
-    token = await store.open({"issuerNonce": "n1"})
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
     clock.now += 50
-    session = await store.take(token)
+    session = await store.take(token, owner=OWNER)
     assert session is not None
     assert await store.put_back(token, session) == 10  # the seconds it has left
-    again = await store.take(token)
+    again = await store.take(token, owner=OWNER)
     assert again is not None
     assert again.prepare_issue_message == {"issuerNonce": "n1"}
-    assert await store.take(token) is None
+    assert await store.take(token, owner=OWNER) is None
     await store.put_back(token, again)
     clock.now += 10.001
-    assert await store.take(token) is None
+    assert await store.take(token, owner=OWNER) is None
 
 
 async def test_expired_session_is_not_put_back():
     """A session that expired while it was out of the store stays gone."""
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
-    token = await store.open({})
-    session = await store.take(token)
+    token = await store.open({}, owner=OWNER)
+    session = await store.take(token, owner=OWNER)
     assert session is not None
     clock.now += 60.001
     assert await store.put_back(token, session) == 0.0
     assert len(store) == 0
-    assert await store.take(token) is None
+    assert await store.take(token, owner=OWNER) is None
 
 
 async def test_put_back_keeps_the_size_bound():
     """Putting a session back into a full store drops the oldest one, as opening does."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=2)
-    first = await store.open({"i": 1})
-    session = await store.take(first)
+    first = await store.open({"i": 1}, owner=OWNER)
+    session = await store.take(first, owner=OWNER)
     assert session is not None
-    others = [await store.open({"i": i}) for i in (2, 3)]
+    others = [await store.open({"i": i}, owner=OWNER) for i in (2, 3)]
     await store.put_back(first, session)
     assert len(store) == 2
-    assert await store.take(others[0]) is None
-    assert await store.take(first) is not None
+    assert await store.take(others[0], owner=OWNER) is None
+    assert await store.take(first, owner=OWNER) is not None
 
 
 async def test_a_second_put_back_leaves_the_store_as_it_is():
     """A token already live again is not written twice: no other session is dropped for room."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=2)
-    first = await store.open({"i": 1})
-    session = await store.take(first)
+    first = await store.open({"i": 1}, owner=OWNER)
+    session = await store.take(first, owner=OWNER)
     assert session is not None
-    second = await store.open({"i": 2})
+    second = await store.open({"i": 2}, owner=OWNER)
     assert await store.put_back(first, session) > 0
     assert await store.put_back(first, session) > 0
     assert len(store) == 2
-    assert await store.take(second) is not None
-    assert await store.take(first) is not None
+    assert await store.take(second, owner=OWNER) is not None
+    assert await store.take(first, owner=OWNER) is not None
+
+
+async def test_another_callers_take_neither_gets_nor_uses_up_the_session():
+    """Pin that a session is its opener's: another caller's take gets nothing and spends nothing.
+
+    Before, any caller holding the stoken took the session: a leaked stoken could be spent, or
+    burnt under its owner, by whoever found it.
+    """
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    refused = await store.take(token, owner=OTHER)
+    assert refused == NotOwner(OWNER), refused
+    assert len(store) == 1  # still held
+    assert await store.take(token, owner=OTHER) == NotOwner(OWNER)  # as often as it is tried
+    session = await store.take(token, owner=OWNER)
+    assert isinstance(session, IssuanceSession)
+    assert (session.prepare_issue_message, session.owner) == ({"issuerNonce": "n1"}, OWNER)
+    assert await store.take(token, owner=OWNER) is None
+    assert await store.take(token, owner=OTHER) is None  # used: unknown to every caller
+
+
+async def test_a_session_put_back_stays_its_owners():
+    """Pin that the put-back of an unsent /issue keeps the owner: only it can take it again."""
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    session = await store.take(token, owner=OWNER)
+    assert isinstance(session, IssuanceSession)
+    assert await store.put_back(token, session) > 0
+    assert await store.take(token, owner=OTHER) == NotOwner(OWNER)
+    again = await store.take(token, owner=OWNER)
+    assert isinstance(again, IssuanceSession)
+    assert again.owner == OWNER
+
+
+async def test_another_callers_stoken_is_refused_as_an_unknown_one():
+    """Held for another caller: the unknown stoken's 401 to the word, and the session stays.
+
+    Only `cause`, which the audit record alone carries, tells the two refusals apart.
+    """
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    refusals = []
+    for stoken, caller in ((token, OTHER), ("3f1c0a4e-0000-4000-8000-000000000000", OWNER)):
+        with pytest.raises(StokenInvalid) as info:
+            async with HeldSession(store, stoken, owner=caller):
+                pytest.fail("a refused session was entered")
+        refusals.append(info.value)
+    foreign, unknown = refusals
+    assert (foreign.status, foreign.title, foreign.detail, foreign.headers()) == (
+        unknown.status,
+        unknown.title,
+        unknown.detail,
+        unknown.headers(),
+    )
+    assert foreign.extensions() == unknown.extensions() == {}
+    assert (foreign.cause, unknown.cause) == ("stoken-not-owned", "stoken-unknown")
+    async with HeldSession(store, token, owner=OWNER) as held:
+        assert held.prepare_issue_message == {"issuerNonce": "n1"}
 
 
 async def _timed_out() -> None:
@@ -177,10 +247,10 @@ async def _refused() -> None:
 async def test_a_session_an_earlier_attempt_may_have_used_stays_used():
     """Once any attempt may have reached the signer, a later never-sent one does not keep it."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
-    token = await store.open({"issuerNonce": "n1"})
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
 
     async def issue() -> None:
-        async with HeldSession(store, token) as held:
+        async with HeldSession(store, token, owner=OWNER) as held:
             for attempt in (_timed_out, _refused):
                 with contextlib.suppress(SignerTimeoutError, SignerConnectError):
                     await held.attempt(attempt)
@@ -189,17 +259,17 @@ async def test_a_session_an_earlier_attempt_may_have_used_stays_used():
     with pytest.raises(SignerTimedOut) as info:
         await issue()
     assert info.value.detail.endswith(SESSION_SPENT)
-    assert await store.take(token) is None
+    assert await store.take(token, owner=OWNER) is None
 
 
 async def test_a_session_that_expired_while_held_is_not_said_to_be_kept():
     """Never sent, but past its TTL when the request ends: the detail says to start again."""
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
-    token = await store.open({"issuerNonce": "n1"})
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
 
     async def issue() -> None:
-        async with HeldSession(store, token) as held:
+        async with HeldSession(store, token, owner=OWNER) as held:
             with contextlib.suppress(SignerConnectError):
                 await held.attempt(_refused)
             clock.now += 60
@@ -208,7 +278,7 @@ async def test_a_session_that_expired_while_held_is_not_said_to_be_kept():
     with pytest.raises(SignerUnavailable) as info:
         await issue()
     assert info.value.detail.endswith(SESSION_EXPIRED)
-    assert await store.take(token) is None
+    assert await store.take(token, owner=OWNER) is None
 
 
 @pytest.mark.parametrize(
@@ -232,11 +302,11 @@ async def test_a_retry_after_ending_as_the_session_does_says_to_start_again(
     """
     clock = FakeClock()
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
-    token = await store.open({"issuerNonce": "n1"})
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
     clock.now += 40  # 20 s left when the session goes back
 
     async def issue() -> None:
-        async with HeldSession(store, token):
+        async with HeldSession(store, token, owner=OWNER):
             raise SignerUnavailable(
                 "domestic: the signer is throttling", part="domestic", retry_after=retry_after
             )
@@ -244,4 +314,6 @@ async def test_a_retry_after_ending_as_the_session_does_says_to_start_again(
     with pytest.raises(SignerUnavailable) as info:
         await issue()
     assert info.value.detail.endswith(advice)
-    assert await store.take(token) is not None  # never sent: back in the store either way
+    assert (
+        await store.take(token, owner=OWNER) is not None
+    )  # never sent: back in the store either way
