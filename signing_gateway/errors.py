@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, get_args
 
 import orjson
 
@@ -201,6 +201,8 @@ class RequestInvalid(GatewayError):
 #: Why a stoken was refused, for the audit record: it names no live session (unknown,
 #: expired or used), or a live session that another caller opened.
 StokenRefusal = Literal["stoken-unknown", "stoken-not-owned"]
+#: Every `StokenRefusal`, as `gateway_stoken_refusals_total` starts its series with them.
+STOKEN_REFUSALS: tuple[StokenRefusal, ...] = get_args(StokenRefusal)
 
 
 class StokenInvalid(GatewayError):
@@ -218,7 +220,7 @@ class StokenInvalid(GatewayError):
     def __init__(self, detail: str, *, cause: StokenRefusal) -> None:
         """Keep the caller-safe `detail`, and for the audit record why the stoken was refused."""
         super().__init__(detail)
-        self.cause = cause
+        self.cause: StokenRefusal = cause
 
     def headers(self) -> dict[str, str]:
         """401 must say how to authenticate; the session token is the credential here."""

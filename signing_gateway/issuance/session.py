@@ -26,8 +26,8 @@ start again with prepare-issue.
 Only the caller that opened a session can take it (`issuance/stoken.py`). Presented by
 another, it is answered exactly as an unknown stoken is (the same 401 `stoken-invalid`, title
 and detail: the answer never says that the session exists), reaches no signer, and stays
-in the store for its owner. Only the audit record (`cause`) and a security log line tell the
-two refusals apart.
+in the store for its owner. Only the audit record (`cause`), a security log line and
+`gateway_stoken_refusals_total{cause}` tell the two refusals apart.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any, Self, TypeVar
 
 from signing_gateway.errors import GatewayError, SignerUnavailable, StokenInvalid
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StokenStore
+from signing_gateway.observability.telemetry import record_stoken_refusal
 from signing_gateway.signers.errors import SignerError, SignerThrottledError, sent_nothing
 
 T = TypeVar("T")
@@ -81,8 +82,10 @@ class HeldSession:
         """Take the session (single use, its owner only)."""
         session = await self._store.take(self._stoken, owner=self._owner)
         if session is None:
+            record_stoken_refusal(cause="stoken-unknown")
             raise StokenInvalid(STOKEN_REFUSED, cause="stoken-unknown")
         if isinstance(session, NotOwner):
+            record_stoken_refusal(cause="stoken-not-owned")
             security_log.warning(
                 "issuance session presented by another caller; refused as unknown",
                 extra={

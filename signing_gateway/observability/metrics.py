@@ -199,6 +199,13 @@ class GatewayMetrics:
         self.auth_failures = Counter(
             "gateway_auth_failures", "Refused callers by reason", ["reason"], registry=r
         )
+        self.stoken_refusals = Counter(
+            "gateway_stoken_refusals",
+            "Stokens refused 401 stoken-invalid, by cause: stoken-unknown (unknown, expired or "
+            "used), stoken-not-owned (another caller's live session)",
+            ["cause"],
+            registry=r,
+        )
         self.connections_refused = Counter(
             "gateway_connections_refused",
             "Connections closed by the gateway before a request could be handled, by reason: "

@@ -43,6 +43,13 @@ def record_credential_rejection(*, signer: str, reason: str) -> None:
         telemetry.metrics.credential_rejections.labels(signer, reason).inc()
 
 
+def record_stoken_refusal(*, cause: str) -> None:
+    """Count a stoken refused 401 `stoken-invalid`, by why (`errors.StokenRefusal`)."""
+    telemetry = telemetry_var.get()
+    if telemetry is not None:
+        telemetry.metrics.stoken_refusals.labels(cause).inc()
+
+
 #: Flushes to run before a process ends by a signal's default action, which skips `atexit`
 #: (a `serve --workers` worker, serving.py): the tracer provider's bounded send of the spans it
 #: still holds (`tracing.ExitFlush`). Kept here, where no OpenTelemetry is imported.

@@ -73,6 +73,9 @@ EVENT_SERIES: dict[str, set[frozenset[tuple[str, str]]]] = {
         _labels(("reason",), (r,))
         for r in ("header-too-large", "header-timeout", "malformed", "idle")
     },
+    "gateway_stoken_refusals_total": {
+        _labels(("cause",), (c,)) for c in ("stoken-unknown", "stoken-not-owned")
+    },
 }
 
 #: The app's route templates, as docs/operations.md's metrics section names them, and

@@ -15,6 +15,7 @@ from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes
+from tests.api.observability.scrape import scrape
 from tests.api.security.conftest import bearer
 from tests.api.signer_mocks import MockedSigners, commitment, domestic_issuing
 from tests.support.audit import records_by_attempt
@@ -108,8 +109,8 @@ async def test_the_audit_record_and_the_log_tell_another_callers_stoken_from_an_
 ):
     """Pin how an operator tells the two refusals apart, the caller being told the same.
 
-    The audit record's `cause`, and a WARNING security event naming the caller that
-    presented the stoken and the one that opened it; never the stoken itself.
+    The audit record's `cause`, a WARNING security event naming the caller that presented the
+    stoken and the one that opened it (never the stoken itself), and the refusal counter.
     """
     stoken = await _open(secured, _token(token_issuer, OWNER))
     other = {**_token(token_issuer, OTHER), "X-Request-ID": "stoken-of-another"}
@@ -126,6 +127,12 @@ async def test_the_audit_record_and_the_log_tell_another_callers_stoken_from_an_
     assert (event["subject"], event["owner"]) == (OTHER, OWNER)
     assert event["request_id"] == "stoken-of-another"
     assert not any(stoken in orjson.dumps(r).decode() for r in written)
+    metrics = await scrape(secured)
+    counted = {
+        cause: metrics.value("gateway_stoken_refusals_total", cause=cause)
+        for cause in ("stoken-not-owned", "stoken-unknown")
+    }
+    assert counted == {"stoken-not-owned": 1, "stoken-unknown": 1}
     assert mocked.issue.call_count == 0
 
 
