@@ -1,4 +1,4 @@
-"""Run `python -m signing_gateway demo --port 0` as a real process, and read its ready line."""
+"""Run `python -m signing_gateway demo` as a real process; read its ready line and examples."""
 
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 READY_LINE = b"signing-gateway demo is up at"
+#: The end of the last example the demo prints (its `GET /readyz`).
+LAST_EXAMPLE = b"/readyz\n"
+#: Runs the demo's printed lines in a shell, where `curl` writes its argument count and arguments.
+_CURL_RECORDER = 'curl() { printf \'%s\\0\' "$#" "$@"; }\n'
 
 
 def wait_for_line(process: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
@@ -35,6 +40,56 @@ def wait_for_line(process: subprocess.Popen[bytes], needle: bytes, timeout: floa
                 assert chunk, f"demo exited early: {seen[-2000:]!r}"
                 seen += chunk
     return seen
+
+
+def printed_requests(output: bytes) -> list[httpx.Request]:
+    """The requests of the demo's printed `TOKEN=` line and curl commands, pasted into a shell.
+
+    The shell reads the quoting and expands `$TOKEN`, as a person's would; each curl command's
+    arguments are then taken as curl takes them: `-X`, `-H`, `-d` (with `-d`, a form's content
+    type unless a header gives one) and the URL.
+    """
+    lines = [line for line in output.decode().splitlines() if line.startswith(("TOKEN=", "curl "))]
+    shell = subprocess.run(  # noqa: S603 - the demo's own lines, curl only recorded
+        ["/bin/sh", "-c", _CURL_RECORDER + "\n".join(lines)],
+        capture_output=True,
+        check=True,
+        timeout=10,
+    )
+    words = shell.stdout.decode().split("\0")[:-1]
+    requests = []
+    while words:
+        count, words = int(words[0]), words[1:]
+        requests.append(_curl_request(words[:count]))
+        words = words[count:]
+    return requests
+
+
+def _curl_request(arguments: list[str]) -> httpx.Request:
+    """The request curl sends for `arguments` (the options the demo prints, and only those)."""
+    method, url, data = None, None, None
+    headers: dict[str, str] = {}
+    given = iter(arguments)
+    for argument in given:
+        if argument == "-s":
+            continue
+        if argument == "-X":
+            method = next(given)
+        elif argument == "-H":
+            name, separator, value = next(given).partition(":")
+            assert separator, f"not a header: {name!r}"
+            assert name.strip() == name, f"not a header: {name!r}"
+            headers[name] = value.strip()
+        elif argument == "-d":
+            data = next(given)
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        else:
+            assert not argument.startswith("-"), f"an option curl is not shown: {argument}"
+            assert url is None, f"a second URL: {argument}"
+            url = argument
+    assert url is not None, f"no URL in curl {arguments}"
+    method = method or ("POST" if data is not None else "GET")
+    return httpx.Request(method, url, headers=headers, content=data)
 
 
 @dataclass
@@ -70,12 +125,36 @@ class Demo:
         _, alive = psutil.wait_procs(self.children, timeout=10)
         assert alive == []
 
+    def kill(self) -> None:
+        """Kill whatever of the demo and its fake signers is still running."""
+        children = list(self.children)
+        if self.process.poll() is None:
+            # Its fake signers too, found now: a test need not have looked for them, and
+            # killing the demo first would leave them running with no parent.
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children += psutil.Process(self.process.pid).children(recursive=True)
+            self.process.kill()
+            self.process.wait()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(children, timeout=10)
+
+    def listening_addresses(self) -> set[str]:
+        """The addresses the demo and its fake signers listen on."""
+        return {
+            connection.laddr.ip
+            for process in (psutil.Process(self.process.pid), *self.children)
+            for connection in process.net_connections("inet")
+            if connection.status == psutil.CONN_LISTEN
+        }
+
 
 @contextmanager
 def running_demo(
-    tmp_path: Path, *, stdout: int, settings: Mapping[str, str] | None = None
+    tmp_path: Path, *, stdout: int, settings: Mapping[str, str] | None = None, port: int = 0
 ) -> Iterator[Demo]:
-    """Start the demo; afterwards kill whatever of it is still running.
+    """Start the demo on `port` (0: a free one); afterwards kill whatever of it is still running.
 
     `settings`: `SIGNING_GATEWAY_*` variables to set (by the name after the prefix); none of
     this process's own is passed on.
@@ -84,8 +163,8 @@ def running_demo(
     env.update({f"SIGNING_GATEWAY_{name}": value for name, value in (settings or {}).items()})
     stderr = tmp_path / "stderr"
     with stderr.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "signing_gateway", "demo", "--port", "0"],
+        process = subprocess.Popen(  # noqa: S603 - our own module, a port number
+            [sys.executable, "-m", "signing_gateway", "demo", "--port", str(port)],
             stdout=stdout,
             stderr=sink,
             env=env,
@@ -94,17 +173,6 @@ def running_demo(
     try:
         yield demo
     finally:
-        children = list(demo.children)
-        if process.poll() is None:
-            # Its fake signers too, found now: a test need not have looked for them, and
-            # killing the demo first would leave them running with no parent.
-            with contextlib.suppress(psutil.NoSuchProcess):
-                children += psutil.Process(process.pid).children(recursive=True)
-            process.kill()
-            process.wait()
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-        psutil.wait_procs(children, timeout=10)
+        demo.kill()
         if process.stdout is not None:
             process.stdout.close()

@@ -13,6 +13,7 @@ import httpx
 import orjson
 
 from tests.contract.gateway.demo_process import READY_LINE, running_demo, wait_for_line
+from tests.contract.gateway.gateway_process import free_port
 
 #: The demo's header timeout here (seconds): short, so that the 408 comes soon.
 HEADER_TIMEOUT = 1.0
@@ -45,7 +46,8 @@ def test_the_demo_refuses_oversized_slow_and_malformed_heads_as_serve_does(
     answered 200, the half-sent one waited for ever, the malformed one got a plain-text 400.
     """
     settings = {"LIMITS__HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
-    with running_demo(tmp_path, stdout=subprocess.PIPE, settings=settings) as demo:
+    port = free_port()  # given, where the other demo tests take a free one
+    with running_demo(tmp_path, stdout=subprocess.PIPE, settings=settings, port=port) as demo:
         stdout = demo.process.stdout
         assert stdout is not None
         output = wait_for_line(demo.process, READY_LINE, timeout=30)
@@ -54,7 +56,7 @@ def test_the_demo_refuses_oversized_slow_and_malformed_heads_as_serve_does(
         found = re.search(rb"demo is up at (http://\S+)", output)
         assert found is not None, output[-2000:]
         base = found.group(1).decode()
-        port = int(base.rsplit(":", 1)[1])
+        assert base == f"http://127.0.0.1:{port}"
 
         oversized = httpx.get(f"{base}/healthz", headers={"X-Pad": "p" * 40_000}, timeout=10)
         assert oversized.status_code == 431

@@ -1,4 +1,4 @@
-"""`signing-gateway demo`: says it is up only once it serves; stops its fake signers on SIGTERM."""
+"""`signing-gateway demo`: up only once it serves, its examples as printed, stopped on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,17 +9,27 @@ from pathlib import Path
 
 import httpx
 
-from tests.contract.gateway.demo_process import READY_LINE, running_demo, wait_for_line
+from signing_gateway.demo import demo_requests
+from tests.contract.gateway.demo_process import (
+    LAST_EXAMPLE,
+    printed_requests,
+    running_demo,
+    wait_for_line,
+)
 
 
 def test_sigterm_stops_the_demo_and_its_fake_signers(tmp_path: Path) -> None:
-    """The ready line means serving; after SIGTERM the demo exits and leaves no fake signer."""
+    """The ready line means serving; after SIGTERM the demo exits and leaves no fake signer.
+
+    Meanwhile every example it printed, pasted into a shell, is answered 200, as is its OpenAPI
+    link, and it listens on loopback only (its gateway and its fake signers).
+    """
     with running_demo(tmp_path, stdout=subprocess.PIPE) as demo:
         stdout = demo.process.stdout
         assert stdout is not None
         reader: threading.Thread | None = None
         try:
-            output = wait_for_line(demo.process, READY_LINE, timeout=30)
+            output = wait_for_line(demo.process, LAST_EXAMPLE, timeout=30)
             # Keep reading what it prints, so a full pipe can never be what holds it.
             reader = threading.Thread(target=stdout.read, daemon=True)
             reader.start()
@@ -27,9 +37,24 @@ def test_sigterm_stops_the_demo_and_its_fake_signers(tmp_path: Path) -> None:
             base = re.search(rb"demo is up at (http://\S+)", output)
             assert base is not None, output[-2000:]
             assert httpx.get(base.group(1).decode() + "/healthz", timeout=5).status_code == 200
+            examples = printed_requests(output)
+            assert [(request.method, request.url.path) for request in examples] == [
+                (method, path) for method, path, _ in demo_requests()
+            ]
+            with httpx.Client(timeout=30) as client:
+                answers = [client.send(request) for request in examples]
+                assert [(answer.status_code, answer.text[:300]) for answer in answers] == [
+                    (200, answer.text[:300]) for answer in answers
+                ]
+                openapi = re.search(rb"\(OpenAPI: (http://\S+)\)", output)
+                assert openapi is not None, output[-2000:]
+                assert client.get(openapi.group(1).decode()).status_code == 200
             demo.find_fake_signers()
+            assert demo.listening_addresses() == {"127.0.0.1"}
             demo.stop_with_sigterm()
         finally:
+            # Stopped at once if a check failed: the reader holds the pipe until its EOF.
+            demo.kill()
             if reader is not None:
                 reader.join(timeout=10)  # EOF once the demo and its children are gone
             stdout.close()
