@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -10,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from signing_gateway import demo
+from signing_gateway.security.settings import ALL_SCOPES
 from tests.contract.gateway.gateway_process import free_port
 
 #: httpx's own client, before a test puts its stand-in in its place.
@@ -122,3 +125,48 @@ def test_a_smoke_run_whose_gateway_fails_to_start_ends_at_once_with_status_3(
     assert capsys.readouterr().err == (
         "signing-gateway demo: the gateway did not start; no request sent\n"
     )
+
+
+def test_each_fake_signer_runs_on_loopback_with_its_own_keys_and_the_latency_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Pin the fake signers' command lines: 127.0.0.1, `--signer-latency-ms`, a keys dir each."""
+    started: list[list[str]] = []
+    waited_on: list[str] = []
+    monkeypatch.setattr(demo, "_start", lambda command, _processes: started.append(command))
+    monkeypatch.setattr(demo, "_wait_healthy", lambda url, _process: waited_on.append(url))
+    with demo._fake_signers(250.0, tmp_path, {"eu": 18001, "domestic": 18002}):
+        pass
+    assert [command[1:] for command in started] == [
+        ["-m", "fake_signer", "--role", role, "--host", "127.0.0.1", "--port", port,
+         "--latency-ms", "250.0", "--keys-dir", str(tmp_path / role)]
+        for role, port in (("eu", "18001"), ("domestic", "18002"))
+    ]  # fmt: skip
+    assert waited_on == ["http://127.0.0.1:18001", "http://127.0.0.1:18002"]
+
+
+def test_the_demo_token_has_every_scope_for_two_hours(tmp_path: Path) -> None:
+    """Pin the printed token as docs/security.md gives it, taken by the demo's own JWKS."""
+    token, auth = demo._demo_auth(tmp_path)
+    assert auth.jwks_file is not None
+    jwks = jwt.PyJWKSet.from_dict(json.loads(auth.jwks_file.read_text()))
+    claims = jwt.decode(
+        token, key=jwks.keys[0], algorithms=["ES256"], audience=auth.audience, issuer=auth.issuer
+    )
+    assert sorted(claims["scope"].split()) == sorted(ALL_SCOPES)
+    assert claims["exp"] - claims["iat"] == 2 * 3600
+
+
+class _StoppedServer:
+    """Stands in for a `uvicorn.Server` asked to stop (a SIGTERM) before it started."""
+
+    started = False
+    should_exit = True
+
+
+def test_a_server_asked_to_stop_before_it_started_is_not_waited_for() -> None:
+    """Pin that the demo stops waiting to announce itself once the server is asked to stop."""
+    began = time.monotonic()
+    stopped = _StoppedServer()
+    assert demo._wait_started(stopped, deadline=began + 10) is False  # type: ignore[arg-type]
+    assert time.monotonic() - began < 5
