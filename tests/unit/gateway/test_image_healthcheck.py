@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from signing_gateway import healthcheck
 from signing_gateway.cli import _options_from_environment, _parser
 
 DOCKERFILE = Path(__file__).resolve().parents[3] / "Dockerfile"
 #: A proxy nobody listens on: a request sent through it fails at once.
 DEAD_PROXY = "http://127.0.0.1:9"
+#: Docker's status for an unhealthy container (0 healthy; 2 is reserved, not to be used).
+UNHEALTHY = 1
 
 
 def healthcheck_command() -> list[str]:
@@ -127,12 +130,14 @@ def test_healthcheck_asks_the_probe_port_directly_past_any_proxy(healthy: _Healt
     assert healthy.paths == ["/healthz"]
 
 
-def test_healthcheck_fails_when_healthz_is_not_200() -> None:
-    """A /healthz answering 503 makes the command exit non-zero."""
-    with _serving(_HealthServer(0, 503)) as server:
+@pytest.mark.parametrize("status", [503, 204])
+def test_healthcheck_fails_when_healthz_is_not_200(status: int) -> None:
+    """A /healthz answering other than 200 makes the command exit 1, saying so in one line."""
+    with _serving(_HealthServer(0, status)) as server:
         done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=str(server.server_address[1]))
-        assert done.returncode != 0
+        assert done.returncode == UNHEALTHY
         assert server.paths == ["/healthz"]
+    assert len(done.stderr.splitlines()) <= 1, done.stderr
 
 
 #: What `serve` reads as "no probe port" (or, for SIGNING_GATEWAY_PORT, "the default").
@@ -199,6 +204,7 @@ REFUSED_SPELLINGS = {
     "spaces": lambda port: f" {port} ",
     "tab": lambda port: f"{port}\t",
     "arabic-indic": lambda port: str(port).translate({ord("0") + d: 0x660 + d for d in range(10)}),
+    "link-and-more": lambda port: f"tcp://10.96.0.6:{port}/",
 }
 
 
@@ -221,7 +227,7 @@ def test_healthcheck_fails_on_a_probe_port_serve_refuses(
         SIGNING_GATEWAY_PROBE_PORT=value, SIGNING_GATEWAY_PORT=str(healthy.server_address[1])
     )
     assert healthy.paths == []
-    assert done.returncode != 0
+    assert done.returncode == UNHEALTHY
     assert "SIGNING_GATEWAY_PROBE_PORT: not a port serve takes" in done.stderr
 
 
@@ -242,7 +248,7 @@ def test_healthcheck_fails_on_an_api_port_serve_refuses(
     assert problems == ["SIGNING_GATEWAY_PORT: must be a whole number from 0 to 65535"]
     done = _run_healthcheck(SIGNING_GATEWAY_PORT=value, SIGNING_GATEWAY_PROBE_PORT=probe)
     assert healthy.paths == []
-    assert done.returncode != 0
+    assert done.returncode == UNHEALTHY
 
 
 @pytest.mark.parametrize(
@@ -261,7 +267,8 @@ def test_healthcheck_reads_a_variable_in_any_case_as_serve_does(
     listened on was never asked (the command asked 8080, or the API port).
     """
     ports = [str(healthy.server_address[1]), *(str(_dead_port()) for _ in names[1:])]
-    environ = dict(zip(names, ports, strict=True))
+    # In the environment the first name comes last: read first for its name, not its place.
+    environ = dict(reversed(list(zip(names, ports, strict=True))))
     problems, (port, probe_port) = _serve_reads(monkeypatch, **environ)
     assert problems == []
     api_only = names[0].upper() == "SIGNING_GATEWAY_PORT"
@@ -281,7 +288,7 @@ def test_healthcheck_fails_saying_why_on_an_api_port_of_0_without_a_probe_port(
     problems, ports = _serve_reads(monkeypatch, SIGNING_GATEWAY_PORT="0")
     assert (problems, ports) == ([], (0, None))
     done = _run_healthcheck(SIGNING_GATEWAY_PORT="0")
-    assert done.returncode != 0
+    assert done.returncode == UNHEALTHY
     assert "SIGNING_GATEWAY_PORT=0 picks a free port" in done.stderr, done.stderr
 
 
@@ -297,6 +304,34 @@ def test_healthcheck_reads_leading_zeros_as_serve_does(
 
 
 def test_healthcheck_without_a_listener_fails() -> None:
-    """Nothing listening at the probe port: the command exits non-zero within its timeout."""
-    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=str(_dead_port()))
-    assert done.returncode != 0
+    """Nothing listening at the probe port: the command exits 1, the URL and why in one line."""
+    port = _dead_port()
+    done = _run_healthcheck(SIGNING_GATEWAY_PROBE_PORT=str(port))
+    assert done.returncode == UNHEALTHY
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"http://127.0.0.1:{port}/healthz: "), line
+
+
+@pytest.mark.parametrize(
+    ("environ", "port"),
+    [
+        ({"SIGNING_GATEWAY_PROBE_PORT": "65535"}, 65535),
+        ({"SIGNING_GATEWAY_PORT": "65535"}, 65535),
+        ({"SIGNING_GATEWAY_PROBE_PORT": "1", "SIGNING_GATEWAY_PORT": "0"}, 1),
+        ({"SIGNING_GATEWAY_PROBE_PORT": "0"}, None),
+        ({"SIGNING_GATEWAY_PROBE_PORT": "65536"}, None),
+        ({"SIGNING_GATEWAY_PORT": "65536"}, None),
+    ],
+    ids=["probe-65535", "api-65535", "probe-1", "probe-0", "probe-65536", "api-65536"],
+)
+def test_healthcheck_takes_each_port_variable_in_the_range_serve_does(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], port: int | None
+) -> None:
+    """Pin each port's range at its edges, alike for `serve` and the command (None: refused)."""
+    problems, _ = _serve_reads(monkeypatch, **environ)
+    assert (problems == []) is (port is not None), problems
+    if port is None:
+        with pytest.raises(healthcheck.Refused, match="not a port serve takes"):
+            healthcheck.healthz_port()
+    else:
+        assert healthcheck.healthz_port() == port
