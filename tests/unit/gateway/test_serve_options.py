@@ -117,15 +117,21 @@ def test_uvicorns_backstop_comes_a_second_after_the_cancel_grace(
 
 
 @pytest.mark.parametrize(
-    ("flags", "bounded"),
-    [([], True), (["--events-per-pass", "0"], False), (["--loop", "uvloop"], False)],
+    ("flags", "bounded", "loop"),
+    [
+        ([], True, "asyncio"),
+        (["--events-per-pass", "0"], False, "asyncio"),
+        (["--loop", "uvloop"], False, "uvloop"),
+        (["--loop", "auto"], False, "auto"),
+    ],
 )
 def test_events_per_pass_bounds_only_the_asyncio_loop(
-    served: dict[str, Any], flags: list[str], bounded: bool
+    served: dict[str, Any], flags: list[str], bounded: bool, loop: str
 ) -> None:
-    """A bound on asyncio makes the bounded loop; no bound, or another loop, makes none."""
+    """A bound on asyncio makes the bounded loop; no bound, or another loop, uvicorn's own."""
     assert _serve(*flags) == 0
     assert (served["options"]["loop_factory"] is not None) is bounded
+    assert served["config"].loop == loop
 
 
 def test_the_probe_port_goes_to_the_server(served: dict[str, Any]) -> None:
@@ -149,6 +155,38 @@ def test_workers_run_under_uvicorns_supervisor_with_the_same_options(
     assert (supervised.gateway_log_level, supervised.gateway_log_format) == ("INFO", "json")
     # No drain there: uvicorn's own shutdown, unbounded, as docs/resilience.md says.
     assert supervised.timeout_graceful_shutdown is None
+
+
+def test_workers_log_in_the_format_and_at_the_level_the_settings_name(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor and each worker log as the settings say, not in the defaults."""
+    monkeypatch.setenv("SIGNING_GATEWAY_LOG_FORMAT", "console")
+    monkeypatch.setenv("SIGNING_GATEWAY_LOG_LEVEL", "WARNING")
+    assert _serve("--workers", "2") == 0
+    supervised = served["supervised"]
+    assert (supervised.gateway_log_level, supervised.gateway_log_format) == ("WARNING", "console")
+
+
+def test_sigterm_sends_the_spans_writes_the_log_then_ends_as_the_signal_does() -> None:
+    """Pin the supervised processes' SIGTERM handler: spans, then log lines, then the signal.
+
+    Without the spans' flush a worker's last spans were lost with tracing on; without the
+    signal raised again the process would not end by it.
+    """
+    code = (
+        "import signal\n"
+        "from signing_gateway import serving\n"
+        "serving.flush_telemetry = lambda: print('spans', flush=True)\n"
+        "serving.flush_logging = lambda: print('log lines', flush=True)\n"
+        "signal.signal(signal.SIGTERM, serving._write_logs_then_end)\n"
+        "signal.raise_signal(signal.SIGTERM)\n"
+        "print('still running', flush=True)\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (-signal.SIGTERM, "spans\nlog lines\n"), done.stderr
 
 
 def test_each_supervised_process_logs_as_the_settings_say_and_writes_out_on_sigterm(
