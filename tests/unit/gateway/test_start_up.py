@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,4 +59,12 @@ async def test_any_other_failure_keeps_its_traceback(caplog):
     message = await _start(RuntimeError("a bug"))
     assert message["message"].startswith("Traceback (most recent call last):")
     assert "RuntimeError: a bug" in message["message"]
+    assert caplog.records == []
+
+
+async def test_a_start_up_the_server_cancelled_is_not_reported(caplog):
+    """A start-up stopped by a signal gives the server no traceback to log, and logs nothing."""
+    caplog.set_level(logging.DEBUG, logger="signing_gateway.start_up")
+    message = await _start(asyncio.CancelledError())
+    assert message["message"] == ""
     assert caplog.records == []
