@@ -45,6 +45,10 @@ def _free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
+#: How long a fake signer has to stop after SIGTERM on the way out, before it is killed.
+FAKE_SIGNER_STOP_SECONDS = 5.0
+
+
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,7 +79,7 @@ def _fake_signers(latency_ms: float, keys_dir: Path, ports: dict[str, int]) -> I
             process.terminate()
         for process in processes:
             try:
-                process.wait(timeout=5)
+                process.wait(timeout=FAKE_SIGNER_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
 

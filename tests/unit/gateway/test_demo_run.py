@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -13,10 +14,14 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import uvicorn
 
+from signing_gateway import app as app_module
 from signing_gateway import demo
+from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import ALL_SCOPES
 from tests.contract.gateway.gateway_process import free_port
+from tests.support.gateway import make_settings
 
 #: httpx's own client, before a test puts its stand-in in its place.
 _CLIENT = httpx.Client
@@ -170,3 +175,85 @@ def test_a_server_asked_to_stop_before_it_started_is_not_waited_for() -> None:
     stopped = _StoppedServer()
     assert demo._wait_started(stopped, deadline=began + 10) is False  # type: ignore[arg-type]
     assert time.monotonic() - began < 5
+
+
+#: Stand-ins for fake signers: one that SIGTERM ends, one that ignores it; each says when ready.
+_ENDS_ON_SIGTERM = "import time; print('ready', flush=True); time.sleep(60)"
+_IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ready', flush=True); time.sleep(60)"
+)
+
+
+def test_the_way_out_stops_each_fake_signer_and_kills_one_that_ignores_sigterm(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Pin the fake signers' stop: SIGTERM to each, SIGKILL to one still running after its grace."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(command: list[str], processes: list[subprocess.Popen[bytes]]) -> Any:
+        code = _ENDS_ON_SIGTERM if "eu" in command else _IGNORES_SIGTERM
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)  # noqa: S603
+        started.append(process)
+        processes.append(process)
+        return process
+
+    def wait_ready(_url: str, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"ready\n"
+
+    monkeypatch.setattr(demo, "_start", start)
+    monkeypatch.setattr(demo, "_wait_healthy", wait_ready)
+    monkeypatch.setattr(demo, "FAKE_SIGNER_STOP_SECONDS", 0.5)
+    try:
+        with demo._fake_signers(0, tmp_path, {"eu": free_port(), "domestic": free_port()}):
+            pass
+        # Ended by then, not yet reaped: a wait that times out means one is still running.
+        ended = [process.wait(timeout=2) for process in started]
+        assert ended == [-signal.SIGTERM, -signal.SIGKILL]
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def test_the_demo_serves_on_loopback_with_the_port_and_loop_asked_as_serve_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Pin what the demo's gateway is given: 127.0.0.1, `--port`, `--loop`, `serve`'s protocol.
+
+    SIGTERM while it serves ends the demo with 128 + 15, as a shell reports a process it ended.
+    """
+    configs: list[uvicorn.Config] = []
+
+    class SignalledServer:
+        """Stands in for `uvicorn.Server`: keeps its configuration; SIGTERM comes while it runs."""
+
+        started = False
+        should_exit = False
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            configs.append(config)
+
+        def run(self) -> None:
+            signal.raise_signal(signal.SIGTERM)
+            assert self.should_exit
+
+    monkeypatch.setattr(demo, "_fake_signers", lambda *_args: contextlib.nullcontext())
+    monkeypatch.setattr(demo, "configure_logging", lambda **_kwargs: None)
+    monkeypatch.setattr(demo.uvicorn, "Server", SignalledServer)
+    monkeypatch.setattr(app_module, "create_app", lambda _settings: "the app")
+    setup = demo.DemoSetup(tmp_path, make_settings(), "token", {})
+    previous = signal.signal(signal.SIGTERM, demo._exit_on_sigterm)  # as `demo_setup` leaves it
+    try:
+        status = demo.run_demo(setup, port=18080, signer_latency_ms=0, smoke=False, loop="uvloop")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert status == 128 + signal.SIGTERM
+    [config] = configs
+    assert (config.host, config.port, config.loop) == ("127.0.0.1", 18080, "uvloop")
+    assert config.http is GatewayHttpProtocol
+    assert (config.access_log, config.proxy_headers) == (False, False)
