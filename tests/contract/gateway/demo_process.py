@@ -157,9 +157,14 @@ def running_demo(
     """Start the demo on `port` (0: a free one); afterwards kill whatever of it is still running.
 
     `settings`: `SIGNING_GATEWAY_*` variables to set (by the name after the prefix); none of
-    this process's own is passed on.
+    this process's own is passed on, nor PYTHONUNBUFFERED.
     """
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SIGNING_GATEWAY_")}
+    # Its stdout a pipe, buffered as a person's `make run | tee` has it, whatever this one has.
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.upper().startswith("SIGNING_GATEWAY_") and name != "PYTHONUNBUFFERED"
+    }
     env.update({f"SIGNING_GATEWAY_{name}": value for name, value in (settings or {}).items()})
     stderr = tmp_path / "stderr"
     with stderr.open("wb") as sink:
