@@ -47,6 +47,8 @@ def _free_ports(count: int) -> list[int]:
 
 #: How long a fake signer has to stop after SIGTERM on the way out, before it is killed.
 FAKE_SIGNER_STOP_SECONDS = 5.0
+#: The signals that stop the demo: SIGTERM, and SIGINT (Ctrl-C on `make run`), alike.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -85,20 +87,24 @@ def _fake_signers(latency_ms: float, keys_dir: Path, ports: dict[str, int]) -> I
 
 
 def _start(command: list[str], processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """Start `command` and add its process to `processes`, a SIGTERM meanwhile held till then.
+    """Start `command` and add its process to `processes`, a stop signal meanwhile held till then.
 
-    The demo's SIGTERM handler raises SystemExit. Raised inside `subprocess.Popen`, after the
-    child had started and before its process was on record, it left that fake signer running
-    with nobody to stop it. So a SIGTERM that comes meanwhile is raised again once the process
-    is in `processes`, where the way out stops it.
+    The demo's handler of the stop signals raises SystemExit. Raised inside `subprocess.Popen`,
+    after the child had started and before its process was on record, it left that fake signer
+    running with nobody to stop it. So a stop signal that comes meanwhile is raised again once
+    the process is in `processes`, where the way out stops it.
     """
     held: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: held.append(signum))
+    previous = {
+        signum: signal.signal(signum, lambda received, _frame: held.append(received))
+        for signum in STOP_SIGNALS
+    }
     try:
         process = subprocess.Popen(command)  # noqa: S603 - our own module, fixed arguments
         processes.append(process)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if held:
         signal.raise_signal(held[0])
     return process
@@ -143,7 +149,7 @@ def _smoke(base: str, token: str) -> int:
     return 1 if failures else 0
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
+def _exit_on_stop_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
@@ -174,10 +180,11 @@ def demo_setup(also_read: Iterable[str]) -> Iterator[tuple[DemoSetup | None, lis
     variables that are not settings. The setup is None when the settings cannot be read.
     Nothing is started: `run_demo` starts the fake signers on the ports the settings name.
     """
-    # Until the server exists a SIGTERM ends the demo through SystemExit, which stops the fake
-    # signers and removes the directory on the way out. From then on it only asks the server
-    # to stop (`_stop_server_on_sigterm`).
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Until the server exists a stop signal ends the demo through SystemExit, which stops the
+    # fake signers and removes the directory on the way out. From then on it only asks the
+    # server to stop (`_stop_server_on_signal`).
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _exit_on_stop_signal)
     with tempfile.TemporaryDirectory(prefix="signing-gateway-demo-") as tmp:
         directory = Path(tmp)
         token, auth = _demo_auth(directory)
@@ -214,7 +221,7 @@ def run_demo(
     Starts the fake signers `setup` names, then the gateway. Serves until stopped (after
     SIGTERM the status is 128 + its number); with `smoke`, sends the example requests instead
     and returns 0 when each was answered 200, else 1. A gateway that fails to start ends the
-    demo with uvicorn's status for that, 3, with `smoke` too.
+    demo with uvicorn's status for that, 3, with `smoke` too. SIGINT stops it as SIGTERM does.
     """
     # Imported here, once the settings checked out: a refused demo imports no app (as `serve`).
     from signing_gateway.app import create_app  # noqa: PLC0415
@@ -234,20 +241,22 @@ def run_demo(
         server = uvicorn.Server(config)
         if smoke:
             return _run_smoke(server, base, setup.token)
-        stopped_by = _stop_server_on_sigterm(server)
+        stopped_by = _stop_server_on_signal(server)
         _announce_once_started(server, base, setup.token)
         server.run()
         return 128 + stopped_by[0] if stopped_by else 0
 
 
-def _stop_server_on_sigterm(server: uvicorn.Server) -> list[int]:
-    """Make SIGTERM ask `server` to stop, whenever it comes; returns the signals received.
+def _stop_server_on_signal(server: uvicorn.Server) -> list[int]:
+    """Make a stop signal ask `server` to stop, whenever it comes; returns the signals received.
 
-    uvicorn handles SIGTERM itself only while it serves, and re-raises it once it has shut
-    down. A handler that raised SystemExit instead could fire inside the event loop's own
-    signal processing during start-up, where uvloop logs and drops exceptions: the demo then
-    kept serving after the signal. Setting ``should_exit`` works before start-up (uvicorn
-    shuts down as soon as start-up is done), while serving and after shutdown alike.
+    uvicorn handles SIGTERM and SIGINT itself only while it serves, and re-raises the signal
+    once it has shut down. A handler that raised SystemExit instead could fire inside the event
+    loop's own signal processing during start-up, where uvloop logs and drops exceptions: the
+    demo then kept serving after the signal. Setting ``should_exit`` works before start-up
+    (uvicorn shuts down as soon as start-up is done), while serving and after shutdown alike.
+    SIGINT left to Python's own handler reached asyncio's runner, re-raised after the
+    shutdown: Ctrl-C ended the demo in a KeyboardInterrupt traceback.
     """
     received: list[int] = []
 
@@ -255,7 +264,8 @@ def _stop_server_on_sigterm(server: uvicorn.Server) -> list[int]:
         received.append(signum)
         server.should_exit = True
 
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, request_stop)
     return received
 
 

@@ -21,6 +21,12 @@ import pytest
 READY_LINE = b"signing-gateway demo is up at"
 #: The end of the last example the demo prints (its `GET /readyz`).
 LAST_EXAMPLE = b"/readyz\n"
+#: Runs the demo with SIGINT at its default action, as a terminal does (a shell's background
+#: job, which this process may be, has it ignored, and a child keeps that).
+_AS_A_TERMINAL_STARTS_IT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 #: Runs the demo's printed lines in a shell, where `curl` writes its argument count and arguments.
 _CURL_RECORDER = 'curl() { printf \'%s\\0\' "$#" "$@"; }\n'
 
@@ -110,9 +116,9 @@ class Demo:
             time.sleep(0.01)
         assert len(self.children) == 2  # the EU and the domestic fake signer, nothing else
 
-    def stop_with_sigterm(self) -> None:
-        """SIGTERM: the demo exits within 20 s with 128 + 15, and no fake signer is left."""
-        self.process.send_signal(signal.SIGTERM)
+    def stop_with(self, signum: signal.Signals = signal.SIGTERM) -> None:
+        """`signum`: the demo exits in 20 s with 128 + its number, no traceback, no fake left."""
+        self.process.send_signal(signum)
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -120,10 +126,12 @@ class Demo:
             self.process.send_signal(signal.SIGUSR1)
             time.sleep(1)
             stacks = self.stderr.read_text(errors="replace")[-6000:]
-            pytest.fail(f"demo still running 20 s after SIGTERM:\n{stacks}")
-        assert self.process.returncode == 128 + signal.SIGTERM
+            pytest.fail(f"demo still running 20 s after {signum.name}:\n{stacks}")
+        errors = self.stderr.read_text(errors="replace")
+        assert self.process.returncode == 128 + signum, (self.process.returncode, errors[-3000:])
         _, alive = psutil.wait_procs(self.children, timeout=10)
         assert alive == []
+        assert "Traceback" not in errors, errors[-3000:]
 
     def kill(self) -> None:
         """Kill whatever of the demo and its fake signers is still running."""
@@ -168,8 +176,9 @@ def running_demo(
     env.update({f"SIGNING_GATEWAY_{name}": value for name, value in (settings or {}).items()})
     stderr = tmp_path / "stderr"
     with stderr.open("wb") as sink:
+        command = ["-m", "signing_gateway", "demo", "--port", str(port)]
         process = subprocess.Popen(  # noqa: S603 - our own module, a port number
-            [sys.executable, "-m", "signing_gateway", "demo", "--port", str(port)],
+            [sys.executable, "-c", _AS_A_TERMINAL_STARTS_IT, *command],
             stdout=stdout,
             stderr=sink,
             env=env,

@@ -83,7 +83,7 @@ def test_a_sigterm_while_a_fake_signer_is_being_started_leaves_none_running(
         return process
 
     monkeypatch.setattr(demo.subprocess, "Popen", popen_then_sigterm)
-    previous = signal.signal(signal.SIGTERM, demo._exit_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, demo._exit_on_stop_signal)
     try:
         with (
             pytest.raises(SystemExit, match=r"^143$"),
@@ -220,17 +220,19 @@ def test_the_way_out_stops_each_fake_signer_and_kills_one_that_ignores_sigterm(
                 process.stdout.close()
 
 
+@pytest.mark.parametrize("signum", demo.STOP_SIGNALS, ids=["SIGTERM", "SIGINT"])
 def test_the_demo_serves_on_loopback_with_the_port_and_loop_asked_as_serve_does(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, signum: signal.Signals
 ) -> None:
     """Pin what the demo's gateway is given: 127.0.0.1, `--port`, `--loop`, `serve`'s protocol.
 
-    SIGTERM while it serves ends the demo with 128 + 15, as a shell reports a process it ended.
+    SIGTERM or SIGINT while it serves asks it to stop and ends the demo with 128 + its number,
+    as a shell reports a process the signal ended.
     """
     configs: list[uvicorn.Config] = []
 
     class SignalledServer:
-        """Stands in for `uvicorn.Server`: keeps its configuration; SIGTERM comes while it runs."""
+        """Stands in for `uvicorn.Server`: keeps its configuration; the signal comes as it runs."""
 
         started = False
         should_exit = False
@@ -239,7 +241,7 @@ def test_the_demo_serves_on_loopback_with_the_port_and_loop_asked_as_serve_does(
             configs.append(config)
 
         def run(self) -> None:
-            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signum)
             assert self.should_exit
 
     monkeypatch.setattr(demo, "_fake_signers", lambda *_args: contextlib.nullcontext())
@@ -247,12 +249,14 @@ def test_the_demo_serves_on_loopback_with_the_port_and_loop_asked_as_serve_does(
     monkeypatch.setattr(demo.uvicorn, "Server", SignalledServer)
     monkeypatch.setattr(app_module, "create_app", lambda _settings: "the app")
     setup = demo.DemoSetup(tmp_path, make_settings(), "token", {})
-    previous = signal.signal(signal.SIGTERM, demo._exit_on_sigterm)  # as `demo_setup` leaves it
+    # As `demo_setup` leaves them.
+    previous = {stop: signal.signal(stop, demo._exit_on_stop_signal) for stop in demo.STOP_SIGNALS}
     try:
         status = demo.run_demo(setup, port=18080, signer_latency_ms=0, smoke=False, loop="uvloop")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert status == 128 + signal.SIGTERM
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+    assert status == 128 + signum
     [config] = configs
     assert (config.host, config.port, config.loop) == ("127.0.0.1", 18080, "uvloop")
     assert config.http is GatewayHttpProtocol
