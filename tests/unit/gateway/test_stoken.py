@@ -197,6 +197,43 @@ async def test_another_callers_take_neither_gets_nor_uses_up_the_session():
     assert await store.take(token, owner=OTHER) is None  # used: unknown to every caller
 
 
+@pytest.mark.parametrize(
+    "caller",
+    ["backend-1", "BACKEND-1", "Backend-1 ", "Backend-", "", "anonymous"],
+    ids=["lower-case", "upper-case", "trailing-space", "prefix", "empty", "anonymous"],
+)
+async def test_a_subject_alike_but_not_the_same_is_another_caller(caller: str):
+    """Pin that a session's owner is its subject to the character, as the token gives it.
+
+    A subject differing only in case, a space, or being a prefix of it, is another caller,
+    and so is the anonymous one of a gateway without authentication: each is refused as
+    `NotOwner`, and the session stays for the subject that opened it.
+    """
+    opener = "Backend-1"
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    token = await store.open({"issuerNonce": "n1"}, owner=opener)
+    assert await store.take(token, owner=caller) == NotOwner(opener)
+    session = await store.take(token, owner=opener)
+    assert isinstance(session, IssuanceSession)
+    assert session.owner == opener
+
+
+async def test_another_callers_take_does_not_keep_the_session_from_being_dropped_for_room():
+    """Pin that another caller's take leaves the session where it was in the store's order.
+
+    A full store drops its oldest session; a session that another caller presented is still
+    the oldest, so a flood of foreign takes cannot keep one session alive at others' cost.
+    """
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=2)
+    first = await store.open({"i": 1}, owner=OWNER)
+    second = await store.open({"i": 2}, owner=OWNER)
+    assert await store.take(first, owner=OTHER) == NotOwner(OWNER)
+    await store.open({"i": 3}, owner=OWNER)
+    assert len(store) == 2
+    assert await store.take(first, owner=OWNER) is None
+    assert await store.take(second, owner=OWNER) is not None
+
+
 async def test_a_session_put_back_stays_its_owners():
     """Pin that the put-back of an unsent /issue keeps the owner: only it can take it again."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
