@@ -55,6 +55,7 @@ async def test_success_record_names_caller_kid_uvci_and_proof(
     assert record["status"] == 200
     assert record["problemType"] is None
     assert record["requestId"] == "req-audit-1"
+    assert "cause" not in record
     assert record["caller"] == "backend-1"
     assert record["endpoint"] == "/v1/dcc"
     assert record["time"].endswith("Z")
@@ -99,7 +100,10 @@ async def test_requests_sharing_a_request_id_keep_a_record_each(
 async def test_failures_are_recorded_with_their_problem_type(
     secured, mocked: MockedSigners, full_token, audit_file
 ):
-    """Signer failure and validation failure each leave a record with status and problem type."""
+    """Signer failure and validation failure each leave a record with status and problem type.
+
+    Neither has a `cause`: only a refused stoken's record does (test_sec_stoken_owner_api).
+    """
     mocked.get_credential.mock(return_value=httpx.Response(500, text="boom"))
     failed = await secured.post("/v1/dcc", json=eu_test(), headers=bearer(full_token))
     assert failed.status_code == 502
@@ -115,6 +119,7 @@ async def test_failures_are_recorded_with_their_problem_type(
     )
     assert first["items"][0]["keyUsage"] == "test"
     assert (second["outcome"], second["status"]) == ("refused", 422)
+    assert [r for r in (first, second) if "cause" in r] == []
 
 
 async def test_every_issuing_endpoint_is_audited(
