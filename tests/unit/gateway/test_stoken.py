@@ -218,6 +218,25 @@ async def test_a_subject_alike_but_not_the_same_is_another_caller(caller: str):
     assert session.owner == opener
 
 
+async def test_another_callers_take_leaves_the_sessions_expiry_as_it_was():
+    """Pin that a session presented by another caller still expires when it was to.
+
+    Neither cut short (its owner can use it until then) nor lengthened (a foreign caller
+    presenting it again and again cannot keep it alive).
+    """
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    used, left = await store.open({"i": 1}, owner=OWNER), await store.open({"i": 2}, owner=OWNER)
+    clock.now += 59
+    for token in (used, left):
+        assert await store.take(token, owner=OTHER) == NotOwner(OWNER)
+    clock.now += 0.5
+    assert await store.take(used, owner=OWNER) is not None
+    clock.now += 0.5
+    assert await store.take(left, owner=OWNER) is None
+    assert len(store) == 0
+
+
 async def test_another_callers_take_does_not_keep_the_session_from_being_dropped_for_room():
     """Pin that another caller's take leaves the session where it was in the store's order.
 
