@@ -225,6 +225,7 @@ def run_demo(
     """
     # Imported here, once the settings checked out: a refused demo imports no app (as `serve`).
     from signing_gateway.app import create_app  # noqa: PLC0415
+    from signing_gateway.resilience.shutdown import StartUpStoppingServer  # noqa: PLC0415
     from signing_gateway.runtime.http_protocol import GatewayHttpProtocol  # noqa: PLC0415
 
     with _fake_signers(signer_latency_ms, setup.directory, setup.signer_ports):
@@ -238,13 +239,17 @@ def run_demo(
             http=GatewayHttpProtocol,
             **served_options(host=LOOPBACK, port=port, loop=loop),
         )
-        server = uvicorn.Server(config)
+        # A signal while the gateway starts stops the start-up at once: in a terminal Ctrl-C
+        # stops the fake signers too, whose keys the start-up may still be waiting for.
+        server = StartUpStoppingServer(config)
         if smoke:
             return _run_smoke(server, base, setup.token)
         stopped_by = _stop_server_on_signal(server)
         _announce_once_started(server, base, setup.token)
         server.run()
-        return 128 + stopped_by[0] if stopped_by else 0
+        # Raised again by uvicorn once it has shut down; a stopped start-up is not.
+        signum = stopped_by[0] if stopped_by else server.stopped_by
+        return 0 if signum is None else 128 + signum
 
 
 def _stop_server_on_signal(server: uvicorn.Server) -> list[int]:
@@ -253,8 +258,9 @@ def _stop_server_on_signal(server: uvicorn.Server) -> list[int]:
     uvicorn handles SIGTERM and SIGINT itself only while it serves, and re-raises the signal
     once it has shut down. A handler that raised SystemExit instead could fire inside the event
     loop's own signal processing during start-up, where uvloop logs and drops exceptions: the
-    demo then kept serving after the signal. Setting ``should_exit`` works before start-up
-    (uvicorn shuts down as soon as start-up is done), while serving and after shutdown alike.
+    demo then kept serving after the signal. Setting ``should_exit`` works before the server
+    begins (it then does not start), while serving and after shutdown alike; while it starts,
+    the server's own handler stops the start-up (`StartUpStoppingServer`).
     SIGINT left to Python's own handler reached asyncio's runner, re-raised after the
     shutdown: Ctrl-C ended the demo in a KeyboardInterrupt traceback.
     """

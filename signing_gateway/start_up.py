@@ -41,8 +41,8 @@ def report_start_up_errors(router: Router) -> None:
                     logger.error("start-up failed: %s", failure)
                     message = {"type": message["type"], "message": ""}  # nothing more to log
                 elif isinstance(failure, asyncio.CancelledError):
-                    # The server stopped the start-up (a signal, `GracefulServer`), which said
-                    # so: the cancellation's traceback tells nothing more.
+                    # The server stopped the start-up (a signal, `StartUpStoppingServer`),
+                    # which said so: the cancellation's traceback tells nothing more.
                     message = {"type": message["type"], "message": ""}
             await send(message)
 

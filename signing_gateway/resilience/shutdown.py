@@ -247,7 +247,66 @@ async def _answer_cancelled(send: Send, scope: Scope) -> None:
     )
 
 
-class GracefulServer(uvicorn.Server):
+class StartUpStoppingServer(uvicorn.Server):
+    """uvicorn's server, stopped at once by a SIGTERM or SIGINT that comes while it starts.
+
+    uvicorn looks at a signal only once the app's start-up has ended: one that came while the
+    start-up waited (trust being fetched from signers, a JWKS URL being asked) was seen a keys
+    fetch's 30 s later, and the server then served or failed with status 3. Here the start-up
+    is cancelled at once and the server ends without serving; `stopped_by` names the signal.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        """Serve `config`."""
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._start_up_stopped = False
+
+    @property
+    def stopped_by(self) -> int | None:
+        """The last signal uvicorn took as a stop (None: none did, or only a drain's)."""
+        return self._captured_signals[-1] if self._captured_signals else None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Remember the loop (signals arrive outside it), then serve as usual.
+
+        A start-up stopped by a signal (`handle_exit`) ends here: nothing was served.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._serving = asyncio.current_task()
+        if self.should_exit:
+            return  # asked to stop before it began (`signing-gateway demo`'s handler)
+        try:
+            await super().serve(sockets)
+        except asyncio.CancelledError:
+            if not self._start_up_stopped or self._serving is None:
+                raise
+            self._serving.uncancel()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Stop the start-up now if it still runs; otherwise as uvicorn (the server stops)."""
+        if self._loop is None or self.started:
+            super().handle_exit(sig, frame)
+            return
+        # Still starting: nothing to shut down yet. The start-up stops now, and the process
+        # ends by the signal, as after a second one.
+        logger.info("signal %s: stopping the start-up", signal.Signals(sig).name)
+        super().handle_exit(sig, frame)
+        self._loop.call_soon_threadsafe(self._stop_start_up)
+
+    def _stop_start_up(self) -> None:
+        # Only while the app's start-up runs: once it is done (the listeners being opened, or
+        # open), `should_exit` ends the server as uvicorn ends one, shutting the app down.
+        lifespan_started = getattr(getattr(self, "lifespan", None), "startup_event", None)
+        done = lifespan_started is not None and lifespan_started.is_set()
+        if self.started or done or self._serving is None or self._start_up_stopped:
+            return
+        self._start_up_stopped = True
+        self._serving.cancel()
+
+
+class GracefulServer(StartUpStoppingServer):
     """uvicorn's server with a drain phase before its own shutdown."""
 
     def __init__(
@@ -272,9 +331,6 @@ class GracefulServer(uvicorn.Server):
         self.listen_backlog = listen_backlog
         self.loop_factory = loop_factory
         self.probe_port = probe_port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._serving: asyncio.Task[None] | None = None
-        self._start_up_stopped = False
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -290,12 +346,12 @@ class GracefulServer(uvicorn.Server):
         else:
             with asyncio.Runner(loop_factory=self.loop_factory) as runner:
                 runner.run(self.serve(sockets))
-        if self._captured_signals:
+        if self.stopped_by is not None:
             # uvicorn raised the signal again, with its default action, which the kernel does
             # not take for PID 1 (a container's first process): without this the process
             # would exit 0, as after a completed drain. The status a shell gives a process
             # ended by that signal.
-            sys.exit(128 + self._captured_signals[-1])
+            sys.exit(128 + self.stopped_by)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -310,20 +366,6 @@ class GracefulServer(uvicorn.Server):
                 yield
             finally:
                 flush_logging()
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        """Remember the loop (signals arrive outside it), then serve as usual.
-
-        A start-up stopped by a signal (`handle_exit`) ends here: nothing was served.
-        """
-        self._loop = asyncio.get_running_loop()
-        self._serving = asyncio.current_task()
-        try:
-            await super().serve(sockets)
-        except asyncio.CancelledError:
-            if not self._start_up_stopped or self._serving is None:
-                raise
-            self._serving.uncancel()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start listening; then give the kernel's queue its full length (`listen_backlog`).
@@ -370,17 +412,8 @@ class GracefulServer(uvicorn.Server):
         had not started) and starts uvicorn's shutdown; uvicorn raises it again at the end, so
         the process ends by it.
         """
-        if self._loop is None:
-            super().handle_exit(sig, frame)
-            return
-        if not self.started:
-            # Still starting (trust being fetched, a JWKS URL being asked): nothing to drain,
-            # and uvicorn would only look at the signal once the start-up had ended, a
-            # keys fetch's 30 s later, and then serve or fail with 3. The start-up stops now
-            # and the process ends by the signal, as after a second one.
-            logger.info("signal %s: stopping the start-up", signal.Signals(sig).name)
-            super().handle_exit(sig, frame)
-            self._loop.call_soon_threadsafe(self._stop_start_up)
+        if self._loop is None or not self.started:
+            super().handle_exit(sig, frame)  # still starting: stopped at once (nothing to drain)
             return
         if not self._drain_requested and not self.should_exit:
             # Not added to uvicorn's captured signals: a completed drain exits with status 0.
@@ -392,16 +425,6 @@ class GracefulServer(uvicorn.Server):
             logger.info("signal %s: stopping now", signal.Signals(sig).name)
             self._loop.call_soon_threadsafe(self.controller.stop_now)
         super().handle_exit(sig, frame)
-
-    def _stop_start_up(self) -> None:
-        # Only while the app's start-up runs: once it is done (the listeners being opened, or
-        # open), `should_exit` ends the server as uvicorn ends one, shutting the app down.
-        lifespan_started = getattr(getattr(self, "lifespan", None), "startup_event", None)
-        done = lifespan_started is not None and lifespan_started.is_set()
-        if self.started or done or self._serving is None or self._start_up_stopped:
-            return
-        self._start_up_stopped = True
-        self._serving.cancel()
 
     def _start_drain(self) -> None:
         self._drain_task = asyncio.create_task(self._drain(), name="drain")

@@ -18,15 +18,11 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.terminal import AS_A_TERMINAL_RUNS_IT, press_ctrl_c
+
 READY_LINE = b"signing-gateway demo is up at"
 #: The end of the last example the demo prints (its `GET /readyz`).
 LAST_EXAMPLE = b"/readyz\n"
-#: Runs the demo with SIGINT at its default action, as a terminal does (a shell's background
-#: job, which this process may be, has it ignored, and a child keeps that).
-_AS_A_TERMINAL_STARTS_IT = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
-)
 #: Runs the demo's printed lines in a shell, where `curl` writes its argument count and arguments.
 _CURL_RECORDER = 'curl() { printf \'%s\\0\' "$#" "$@"; }\n'
 
@@ -104,6 +100,8 @@ class Demo:
 
     process: subprocess.Popen[bytes]
     stderr: Path
+    #: The demo's TMPDIR, empty but for the directory the demo makes there.
+    tmpdir: Path
     children: list[psutil.Process] = field(default_factory=list)
 
     def find_fake_signers(self) -> None:
@@ -117,8 +115,19 @@ class Demo:
         assert len(self.children) == 2  # the EU and the domestic fake signer, nothing else
 
     def stop_with(self, signum: signal.Signals = signal.SIGTERM) -> None:
-        """`signum`: the demo exits in 20 s with 128 + its number, no traceback, no fake left."""
+        """`signum` to the demo alone: it exits as `wait_stopped_by` says."""
         self.process.send_signal(signum)
+        self.wait_stopped_by(signum)
+
+    def press_ctrl_c(self) -> None:
+        """SIGINT to the demo and its fake signers at once, as a terminal sends Ctrl-C."""
+        press_ctrl_c(self.process)
+
+    def wait_stopped_by(self, signum: signal.Signals) -> None:
+        """The demo exits in 20 s with 128 + `signum`, no fake signer left, its directory gone.
+
+        Nothing on stderr (the demo's and its fake signers') says Traceback, Exception or Error.
+        """
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -131,7 +140,9 @@ class Demo:
         assert self.process.returncode == 128 + signum, (self.process.returncode, errors[-3000:])
         _, alive = psutil.wait_procs(self.children, timeout=10)
         assert alive == []
-        assert "Traceback" not in errors, errors[-3000:]
+        noise = [word for word in ("Traceback", "Exception", "Error") if word in errors]
+        assert noise == [], errors[-3000:]
+        assert list(self.tmpdir.iterdir()) == []  # its directory removed
 
     def kill(self) -> None:
         """Kill whatever of the demo and its fake signers is still running."""
@@ -174,16 +185,21 @@ def running_demo(
         if not name.upper().startswith("SIGNING_GATEWAY_") and name != "PYTHONUNBUFFERED"
     }
     env.update({f"SIGNING_GATEWAY_{name}": value for name, value in (settings or {}).items()})
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env["TMPDIR"] = str(tmpdir)
     stderr = tmp_path / "stderr"
     with stderr.open("wb") as sink:
-        command = ["-m", "signing_gateway", "demo", "--port", str(port)]
+        command = [sys.executable, "-m", "signing_gateway", "demo", "--port", str(port)]
         process = subprocess.Popen(  # noqa: S603 - our own module, a port number
-            [sys.executable, "-c", _AS_A_TERMINAL_STARTS_IT, *command],
+            [*AS_A_TERMINAL_RUNS_IT, *command],
             stdout=stdout,
             stderr=sink,
             env=env,
+            # Its own process group, as a terminal's foreground job: Ctrl-C is sent to it.
+            start_new_session=True,
         )
-    demo = Demo(process, stderr)
+    demo = Demo(process, stderr, tmpdir)
     try:
         yield demo
     finally:

@@ -6,9 +6,11 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from signing_gateway.demo import demo_requests
@@ -82,3 +84,68 @@ def test_a_signal_during_start_up_stops_the_demo_and_its_fake_signers(
     with running_demo(tmp_path, stdout=subprocess.DEVNULL) as demo:
         demo.find_fake_signers()
         demo.stop_with(signum)
+
+
+def test_ctrl_c_to_the_group_stops_the_serving_demo_and_its_fake_signers(tmp_path: Path) -> None:
+    """Ctrl-C as a terminal sends it, to the demo and its fake signers at once: exit 130.
+
+    No traceback, exception or error from any of them, no process left, its directory removed.
+    """
+    with running_demo(tmp_path, stdout=subprocess.PIPE) as demo:
+        wait_for_line(demo.process, LAST_EXAMPLE, timeout=30)  # a few lines: the pipe holds them
+        demo.find_fake_signers()
+        demo.press_ctrl_c()
+        demo.wait_stopped_by(signal.SIGINT)
+
+
+def test_ctrl_c_while_the_gateway_waits_for_keys_stops_the_start_up(tmp_path: Path) -> None:
+    """Ctrl-C to the whole group while the gateway's start-up fetches keys: stopped at once.
+
+    In a terminal Ctrl-C stops the fake signers beside the demo, and the gateway's start-up
+    may still be fetching their keys. Here the EU fake is held (SIGSTOP) once it has answered
+    the demo's health check, so the start-up waits for its keys when the signal comes. Before,
+    the start-up went on asking the fake signers that had gone for their keys for 30 s, then
+    failed: exit 3 and an error, "start-up failed: could not fetch keys".
+    """
+    with running_demo(tmp_path, stdout=subprocess.DEVNULL) as demo:
+        eu = _fake_signer_once_the_next_starts(demo.process, "eu", "domestic")
+        eu.suspend()  # it answered the demo's health check: the domestic fake starts after it
+        try:
+            stderr = tmp_path / "stderr"
+            _wait_logged(demo.process, stderr, "Waiting for application startup.", timeout=30)
+            demo.find_fake_signers()
+            demo.press_ctrl_c()
+            stopping = "signal SIGINT: stopping the start-up"
+            _wait_logged(demo.process, stderr, stopping, timeout=10)  # the start-up cancelled
+        finally:
+            eu.resume()  # its SIGINT, held meanwhile, stops it
+        demo.wait_stopped_by(signal.SIGINT)
+        assert "start-up failed" not in stderr.read_text()
+
+
+def _fake_signer_once_the_next_starts(
+    demo: subprocess.Popen[bytes], role: str, next_role: str
+) -> psutil.Process:
+    """The demo's `role` fake signer, once its `next_role` one was started (after it answered)."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert demo.poll() is None, "the demo exited early"
+        assert time.monotonic() < deadline, f"no {next_role} fake signer started"
+        found = {}
+        for child in psutil.Process(demo.pid).children():
+            command = child.cmdline()
+            found[command[command.index("--role") + 1]] = child
+        if next_role in found:
+            return found[role]
+        time.sleep(0.01)  # polling the demo's children
+
+
+def _wait_logged(demo: subprocess.Popen[bytes], stderr: Path, line: str, timeout: float) -> None:
+    """Wait until the demo wrote `line` to `stderr` (its file)."""
+    deadline = time.monotonic() + timeout
+    while line not in stderr.read_text(errors="replace"):
+        assert demo.poll() is None, f"the demo exited: {stderr.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, (
+            f"not logged in {timeout} s: {line!r}: {stderr.read_text()[-2000:]}"
+        )
+        time.sleep(0.02)  # polling its log

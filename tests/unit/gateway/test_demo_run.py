@@ -18,6 +18,7 @@ import uvicorn
 
 from signing_gateway import app as app_module
 from signing_gateway import demo
+from signing_gateway.resilience import shutdown
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import ALL_SCOPES
 from tests.contract.gateway.gateway_process import free_port
@@ -232,10 +233,11 @@ def test_the_demo_serves_on_loopback_with_the_port_and_loop_asked_as_serve_does(
     configs: list[uvicorn.Config] = []
 
     class SignalledServer:
-        """Stands in for `uvicorn.Server`: keeps its configuration; the signal comes as it runs."""
+        """Stands in for the demo's server: keeps its configuration; the signal comes as it runs."""
 
         started = False
         should_exit = False
+        stopped_by = None
 
         def __init__(self, config: uvicorn.Config) -> None:
             configs.append(config)
@@ -246,7 +248,7 @@ def test_the_demo_serves_on_loopback_with_the_port_and_loop_asked_as_serve_does(
 
     monkeypatch.setattr(demo, "_fake_signers", lambda *_args: contextlib.nullcontext())
     monkeypatch.setattr(demo, "configure_logging", lambda **_kwargs: None)
-    monkeypatch.setattr(demo.uvicorn, "Server", SignalledServer)
+    monkeypatch.setattr(shutdown, "StartUpStoppingServer", SignalledServer)
     monkeypatch.setattr(app_module, "create_app", lambda _settings: "the app")
     setup = demo.DemoSetup(tmp_path, make_settings(), "token", {})
     # As `demo_setup` leaves them.
