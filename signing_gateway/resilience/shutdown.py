@@ -42,6 +42,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Protocol
@@ -360,12 +361,27 @@ class GracefulServer(StartUpStoppingServer):
         When a signal stopped the server (a second one during the drain), uvicorn raises it
         again as this ends, and its default action ends the process without `atexit`: the
         log writer's last lines (the shutdown, "Finished server process") would be lost.
+
+        SIGINT is raised again with its default action too, as SIGTERM is: left to Python's
+        own handler (asyncio's runner's, while it runs), a second Ctrl-C during the drain
+        ended `serve` in a KeyboardInterrupt traceback. That handler is put back afterwards
+        (the process still runs: as PID 1, or no signal raised). A SIGINT the process was
+        started with ignored (a shell's background job) stays so: `run` then exits 130.
         """
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                flush_logging()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not signal.SIG_IGN:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    flush_logging()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start listening; then give the kernel's queue its full length (`listen_backlog`).

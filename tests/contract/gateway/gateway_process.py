@@ -21,6 +21,7 @@ from typing import IO
 import httpx
 
 from tests.support.processes import read_log, stop_process
+from tests.support.terminal import AS_A_TERMINAL_RUNS_IT
 
 READY_TIMEOUT = 30.0
 
@@ -109,13 +110,18 @@ def running_gateway_process(
     *args: str,
     program: Sequence[str] = SERVE,
     wrapper: Sequence[str] = (),
+    as_a_terminal: bool = False,
 ) -> Iterator[GatewayProcess]:
     """A ready gateway process for the block (`args`: more options), always stopped.
 
     `program`: the interpreter's arguments before `--host` and `--port` (another module,
     such as uvicorn's own command line). `wrapper`: a command that runs the interpreter
-    (such as `unshare`); the process is then the wrapper's.
+    (such as `unshare`); the process is then the wrapper's. `as_a_terminal`: run as a
+    terminal's foreground job, SIGINT at its default and in a process group of its own, to
+    which `tests.support.terminal.press_ctrl_c` sends Ctrl-C.
     """
+    if as_a_terminal:
+        wrapper = (*AS_A_TERMINAL_RUNS_IT, *wrapper)
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -132,6 +138,7 @@ def running_gateway_process(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},
+        start_new_session=as_a_terminal,
     )
     gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_file)
     try:

@@ -29,6 +29,7 @@ from tests.contract.gateway.gateway_process import (
 from tests.contract.resilience.conftest import control, metric, seen, stats
 from tests.support.polling import until
 from tests.support.processes import read_log, stop_process
+from tests.support.terminal import AS_A_TERMINAL_RUNS_IT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,26 +145,33 @@ async def test_a_request_still_sending_its_body_is_drained_and_answered_503(fake
     assert seen(fakes[0], "get_credential") == {}  # it never got as far as the signer
 
 
-async def test_a_second_signal_still_writes_the_last_log_lines(fakes):
-    """A second SIGTERM cuts the drain short; the process dies by it, its last lines written."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_second_signal_still_writes_the_last_log_lines(fakes, signum: signal.Signals):
+    """A second signal cuts the drain short; the process dies by it, its last lines written.
+
+    SIGINT as Ctrl-C twice in a terminal: the gateway started with it at its default action.
+    Before, the second SIGINT, raised again once uvicorn had shut down, reached asyncio's
+    runner and ended `serve` in a KeyboardInterrupt traceback.
+    """
     eu, _ = fakes
     control(eu, fault="hang", faultCount=-1)
     env = {**_env(fakes, drain_timeout=10), "SIGNING_GATEWAY_LOG_LEVEL": "INFO"}
-    with running_gateway_process(env) as gateway:
+    with running_gateway_process(env, as_a_terminal=True) as gateway:
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
             await until(lambda: stats(eu)["inFlight"] >= 1)
-            gateway.process.send_signal(signal.SIGTERM)
+            gateway.process.send_signal(signum)
             deadline = time.monotonic() + 5
             while "draining" not in gateway.log():
                 assert time.monotonic() < deadline, "the first signal was never handled"
                 await asyncio.sleep(0.02)  # polling the log until the drain began
-            gateway.process.send_signal(signal.SIGTERM)
-            assert gateway.process.wait(timeout=15) == -signal.SIGTERM
+            gateway.process.send_signal(signum)
+            assert gateway.process.wait(timeout=15) == -signum
             hung.cancel()
         log = gateway.log()
     assert "Application shutdown complete." in log
     assert "Finished server process" in log
+    assert "Traceback" not in log, log[-3000:]
 
 
 def _as_pid_1() -> list[str]:
@@ -328,7 +336,17 @@ def test_a_signal_during_the_start_up_stops_it_at_once(signum: signal.Signals) -
         env = gateway_env(url, url, SIGNING_GATEWAY_LOG_LEVEL="INFO")
         with tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log") as log_file:
             process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, *SERVE, "--host", "127.0.0.1", "--port", str(free_port())],
+                # SIGINT at its default action, as in a terminal (a shell's background job,
+                # which this test run may be, has it ignored: uvicorn takes it even so).
+                [
+                    *AS_A_TERMINAL_RUNS_IT,
+                    sys.executable,
+                    *SERVE,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(free_port()),
+                ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
