@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import logging
 import math
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -89,10 +91,15 @@ class SupervisedConfig(uvicorn.Config):
         super().__init__(app, **config)
 
     def configure_logging(self) -> None:
-        """Set up uvicorn's logging, then the gateway's and the SIGTERM handler that flushes it."""
+        """Set up uvicorn's logging, then the gateway's and the SIGTERM handler that flushes it.
+
+        In a worker, the first of its own code that runs: SIGINT, blocked since it was started
+        (`_Supervisor`), is taken from here on (ignored until uvicorn serves, which takes it).
+        """
         super().configure_logging()
         configure_logging(level=self.gateway_log_level, fmt=self.gateway_log_format)
         signal.signal(signal.SIGTERM, _write_logs_then_end)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
         """The bounded asyncio loop for `events_per_pass`, else the one `loop` names.
@@ -123,6 +130,53 @@ def _log_event_loop(loop: str, events_per_pass: int) -> None:
         logger.info("event loop: %s, every ready socket in each pass", loop)
 
 
+@contextlib.contextmanager
+def _workers_start_without_ctrl_c() -> Iterator[None]:
+    """Start worker processes here with SIGINT ignored and blocked; this one's, held meanwhile.
+
+    In a terminal Ctrl-C reaches the supervisor and every worker at once. A worker still
+    starting (Python importing uvicorn and this module, before any code of the gateway's
+    runs) ended in a KeyboardInterrupt traceback, one per worker. Workers need no SIGINT of
+    their own: the supervisor takes it and stops them with SIGTERM. A process started keeps
+    an ignored signal and the blocked ones; the worker unblocks SIGINT once its code runs
+    (`SupervisedConfig.configure_logging`). Here the signal is blocked while ignored, so a
+    Ctrl-C meanwhile waits for the supervisor's handler instead of being lost.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _starting_workers_without_ctrl_c(
+    method: Callable[[Multiprocess], None],
+) -> Callable[[Multiprocess], None]:
+    """`method` of uvicorn's supervisor, its workers started without Ctrl-C (see above)."""
+
+    @functools.wraps(method)
+    def started_without_ctrl_c(supervisor: Multiprocess) -> None:
+        with _workers_start_without_ctrl_c():
+            method(supervisor)
+
+    return started_without_ctrl_c
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, starting each worker without Ctrl-C (`_workers_start_without_ctrl_c`).
+
+    Every method of uvicorn's that starts a worker: the first ones, one for a worker that
+    died, a SIGHUP's replacements and SIGTTIN's added one.
+    """
+
+    init_processes = _starting_workers_without_ctrl_c(Multiprocess.init_processes)
+    keep_subprocess_alive = _starting_workers_without_ctrl_c(Multiprocess.keep_subprocess_alive)
+    restart_all = _starting_workers_without_ctrl_c(Multiprocess.restart_all)
+    handle_ttin = _starting_workers_without_ctrl_c(Multiprocess.handle_ttin)
+
+
 def run_workers(supervised: SupervisedConfig) -> int:
     """Run uvicorn's supervisor over `supervised`'s workers until it stops; the exit status.
 
@@ -131,7 +185,7 @@ def run_workers(supervised: SupervisedConfig) -> int:
     a SIGTERM. So the status is 3 when a worker failed to start, as `serve` with one worker
     exits, and 0 otherwise.
     """
-    supervisor = Multiprocess(supervised, sockets=[supervised.bind_socket()])
+    supervisor = _Supervisor(supervised, sockets=[supervised.bind_socket()])
     supervisor.run()
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         return STARTUP_FAILURE

@@ -111,6 +111,7 @@ def running_gateway_process(
     program: Sequence[str] = SERVE,
     wrapper: Sequence[str] = (),
     as_a_terminal: bool = False,
+    ready: bool = True,
 ) -> Iterator[GatewayProcess]:
     """A ready gateway process for the block (`args`: more options), always stopped.
 
@@ -118,7 +119,8 @@ def running_gateway_process(
     such as uvicorn's own command line). `wrapper`: a command that runs the interpreter
     (such as `unshare`); the process is then the wrapper's. `as_a_terminal`: run as a
     terminal's foreground job, SIGINT at its default and in a process group of its own, to
-    which `tests.support.terminal.press_ctrl_c` sends Ctrl-C.
+    which `tests.support.terminal.press_ctrl_c` sends Ctrl-C. `ready`: the block begins once
+    the gateway is ready; else at once.
     """
     if as_a_terminal:
         wrapper = (*AS_A_TERMINAL_RUNS_IT, *wrapper)
@@ -142,7 +144,8 @@ def running_gateway_process(
     )
     gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_file)
     try:
-        _wait_ready(gateway, time.monotonic() + READY_TIMEOUT)
+        if ready:
+            _wait_ready(gateway, time.monotonic() + READY_TIMEOUT)
         yield gateway
     finally:
         gateway.stop()
