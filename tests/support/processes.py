@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import selectors
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -24,3 +27,25 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int:
             process.kill()
             process.wait(timeout)
     return process.returncode
+
+
+def read_until(
+    stream: IO[bytes], done: Callable[[bytes], bool], timeout: float, what: str
+) -> bytes:
+    """Read the pipe `stream` until `done` says yes to what was read; return that.
+
+    Fails the test when `timeout` seconds pass first (not `what` in that time) or the pipe
+    ends (its process exited).
+    """
+    deadline = time.monotonic() + timeout
+    seen = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while not done(seen):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{what} not in {timeout} s: {seen[-2000:]!r}"
+            if selector.select(remaining):
+                chunk = stream.read1(65536)  # type: ignore[attr-defined]
+                assert chunk, f"exited early: {seen[-2000:]!r}"
+                seen += chunk
+    return seen

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.processes import read_until
 from tests.support.terminal import AS_A_TERMINAL_RUNS_IT, press_ctrl_c
 
 READY_LINE = b"signing-gateway demo is up at"
@@ -30,18 +30,7 @@ _CURL_RECORDER = 'curl() { printf \'%s\\0\' "$#" "$@"; }\n'
 def wait_for_line(process: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
     """Read the process's output until `needle` appears; return what was read."""
     assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    seen = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while needle not in seen:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"demo not ready in {timeout} s: {seen[-2000:]!r}"
-            if selector.select(remaining):
-                chunk = process.stdout.read1(4096)  # type: ignore[attr-defined]
-                assert chunk, f"demo exited early: {seen[-2000:]!r}"
-                seen += chunk
-    return seen
+    return read_until(process.stdout, lambda seen: needle in seen, timeout, "demo ready")
 
 
 def printed_requests(output: bytes) -> list[httpx.Request]:
