@@ -133,8 +133,13 @@ def _fake_signer_once_the_next_starts(
         assert time.monotonic() < deadline, f"no {next_role} fake signer started"
         found = {}
         for child in psutil.Process(demo.pid).children():
-            command = child.cmdline()
-            found[command[command.index("--role") + 1]] = child
+            try:
+                command = child.cmdline()
+            except psutil.Error:  # gone already, or not yet readable
+                continue
+            # Just forked, a child still runs the demo's own command line until its exec.
+            if "--role" in command:
+                found[command[command.index("--role") + 1]] = child
         if next_role in found:
             return found[role]
         time.sleep(0.01)  # polling the demo's children
