@@ -103,6 +103,19 @@ class Demo:
             time.sleep(0.01)
         assert len(self.children) == 2  # the EU and the domestic fake signer, nothing else
 
+    def fake_signer(self, role: str) -> psutil.Process:
+        """The fake signer of `role` (`eu`, `domestic`) among those `find_fake_signers` found.
+
+        The demo starts the domestic one only once the EU one answers, and the domestic one
+        may still run the demo's own command line (until its exec) when both are found: so
+        `eu` is there at once, and `domestic` only once it has started too.
+        """
+        for child in self.children:
+            command = child.cmdline()
+            if "--role" in command and command[command.index("--role") + 1] == role:
+                return child
+        raise AssertionError(f"no {role} fake signer among {self.children}")
+
     def stop_with(self, signum: signal.Signals = signal.SIGTERM) -> None:
         """`signum` to the demo alone: it exits as `wait_stopped_by` says."""
         self.process.send_signal(signum)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from signing_gateway.demo import demo_requests
@@ -108,12 +107,12 @@ def test_ctrl_c_while_the_gateway_waits_for_keys_stops_the_start_up(tmp_path: Pa
     failed: exit 3 and an error, "start-up failed: could not fetch keys".
     """
     with running_demo(tmp_path, stdout=subprocess.DEVNULL) as demo:
-        eu = _fake_signer_once_the_next_starts(demo.process, "eu", "domestic")
-        eu.suspend()  # it answered the demo's health check: the domestic fake starts after it
+        demo.find_fake_signers()  # the domestic fake starts once the EU one answered
+        eu = demo.fake_signer("eu")
+        eu.suspend()
         try:
-            stderr = tmp_path / "stderr"
+            stderr = demo.stderr
             _wait_logged(demo.process, stderr, "Waiting for application startup.", timeout=30)
-            demo.find_fake_signers()
             demo.press_ctrl_c()
             stopping = "signal SIGINT: stopping the start-up"
             _wait_logged(demo.process, stderr, stopping, timeout=10)  # the start-up cancelled
@@ -121,28 +120,6 @@ def test_ctrl_c_while_the_gateway_waits_for_keys_stops_the_start_up(tmp_path: Pa
             eu.resume()  # its SIGINT, held meanwhile, stops it
         demo.wait_stopped_by(signal.SIGINT)
         assert "start-up failed" not in stderr.read_text()
-
-
-def _fake_signer_once_the_next_starts(
-    demo: subprocess.Popen[bytes], role: str, next_role: str
-) -> psutil.Process:
-    """The demo's `role` fake signer, once its `next_role` one was started (after it answered)."""
-    deadline = time.monotonic() + 30
-    while True:
-        assert demo.poll() is None, "the demo exited early"
-        assert time.monotonic() < deadline, f"no {next_role} fake signer started"
-        found = {}
-        for child in psutil.Process(demo.pid).children():
-            try:
-                command = child.cmdline()
-            except psutil.Error:  # gone already, or not yet readable
-                continue
-            # Just forked, a child still runs the demo's own command line until its exec.
-            if "--role" in command:
-                found[command[command.index("--role") + 1]] = child
-        if next_role in found:
-            return found[role]
-        time.sleep(0.01)  # polling the demo's children
 
 
 def _wait_logged(demo: subprocess.Popen[bytes], stderr: Path, line: str, timeout: float) -> None:
