@@ -52,7 +52,8 @@ def _type_name(info: FieldInfo) -> str:
     not in it: without them here the table said `int` of a setting that refuses 0 and 11.
     """
     text = repr(_shown(info.annotation)) if info.annotation is not None else "Any"
-    for noise in ("typing.", "pathlib.", "<class '", "'>"):
+    # `pathlib._local.` first: Path's module from Python 3.13 on.
+    for noise in ("typing.", "pathlib._local.", "pathlib.", "<class '", "'>"):
         text = text.replace(noise, "")
     bounds = _bounds([*info.metadata, *_nested_metadata(info.annotation)])
     return ", ".join([text, *bounds])

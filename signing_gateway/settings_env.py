@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import takewhile
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
 from signing_gateway.settings import Settings
@@ -204,8 +205,19 @@ def settings_problems(exc: ValidationError) -> list[str]:
         loc = "__".join(str(part).upper() for part in names)
         where = f"{PREFIX}{loc}" if loc else "settings"
         place = f"item {int(index[0]) + 1}: " if index else ""
-        lines.append(f"{where}: {place}{error['msg'].removeprefix('Value error, ')}")
+        lines.append(f"{where}: {place}{_message(error)}")
     return lines
+
+
+#: pydantic's messages that name a Python class, in an operator's words. Its own message for
+#: a path names the class, and the class's module differs between Python versions
+#: (`pathlib._local.Path` from 3.13 on).
+_PLAIN_MESSAGES = {"path_type": "Input is not a file path"}
+
+
+def _message(error: ErrorDetails) -> str:
+    """What `error` says of the value, without pydantic's prefix or a Python class's name."""
+    return _PLAIN_MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))
 
 
 def read_settings(

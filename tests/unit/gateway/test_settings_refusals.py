@@ -655,10 +655,7 @@ def test_a_bad_item_of_a_list_is_named_by_its_variable_and_place(
     settings, problems = read_settings(FLAG_VARIABLES)
     assert settings is None
     assert problems == [
-        (
-            "SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS: item 2: Input is not a valid path for "
-            "<class 'pathlib.Path'>"
-        ),
+        ("SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS: item 2: Input is not a file path"),
         (
             "SIGNING_GATEWAY_AUTH__ALGORITHMS: item 2: Input should be 'ES256', 'ES384', "
             "'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512' or 'EdDSA'"
