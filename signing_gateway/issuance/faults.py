@@ -132,6 +132,11 @@ def _problem_for(exc: BreakerOpen | BulkheadFull | SignerError, *, part: str) ->
         )
     logger.warning(
         "signer call failed",
-        extra={"signer": exc.signer, "endpoint": exc.endpoint, "error": type(exc).__name__},
+        extra={
+            "signer": exc.signer,
+            "endpoint": exc.endpoint,
+            "error": type(exc).__name__,
+            "reason": exc.message,
+        },
     )
     return problem_for_signer_error(exc, part=part)

@@ -99,7 +99,9 @@ class ReadinessMonitor:
             failure = exc
         if failure is not None:
             if state.status != "down":
-                logger.warning("dependency down", extra={"dependency": name})
+                # The reason: a signer's certificate refused, a disk full, ... (a timeout has none).
+                reason = str(failure) or type(failure).__name__
+                logger.warning("dependency down", extra={"dependency": name, "reason": reason})
             state.status = "down"
             state.consecutive_failures += 1
             state.error = type(failure).__name__

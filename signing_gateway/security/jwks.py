@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +30,7 @@ import jwt
 import orjson
 
 from signing_gateway.runtime.cpu_gate import io_wait
-from signing_gateway.runtime.system_trust import system_trust_context
+from signing_gateway.runtime.system_trust import system_trust_context, verifying_context
 from signing_gateway.runtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -319,9 +318,7 @@ class RemoteJwks:
 
 def jwks_http_client(*, ca_bundle: Path | None, timeout: float) -> httpx.AsyncClient:
     """The client that fetches a JWKS URL (reads the CA file: call at start-up)."""
-    context = (
-        ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else system_trust_context()
-    )
+    context = verifying_context(cafile=str(ca_bundle)) if ca_bundle else system_trust_context()
     return httpx.AsyncClient(
         timeout=timeout,
         verify=context,

@@ -31,7 +31,7 @@ import orjson
 from pydantic import ValidationError
 
 from signing_gateway.observability.signer_calls import observe_signer_call
-from signing_gateway.runtime.system_trust import system_trust_context
+from signing_gateway.runtime.system_trust import system_trust_context, verifying_context
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerConnectionLostError,
@@ -50,7 +50,7 @@ from signing_gateway.signers.transport import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -167,9 +167,9 @@ def _ssl_context(*, verify: ssl.SSLContext | bool | str, cert: ClientCert | None
     elif verify is True:
         if cert is None:
             return system_trust_context()
-        context = ssl.create_default_context()
+        context = verifying_context()
     else:
-        context = ssl.create_default_context(cafile=verify)
+        context = verifying_context(cafile=verify)
     if isinstance(cert, str):
         context.load_cert_chain(cert)
     elif cert is not None:
@@ -253,14 +253,23 @@ def _aiohttp_cause(exc: BaseException) -> BaseException | None:
     The chain is walked once: an exception set as its own cause, directly or further down
     (a mocking library can build one), ends the walk instead of looping on the loop forever.
     """
+    return next(
+        (seen for seen in _chain(exc) if isinstance(seen, aiohttp.ClientError | TimeoutError)), None
+    )
+
+
+def _chain(exc: BaseException, *, implicit: bool = False) -> Iterator[BaseException]:
+    """`exc`, then the exception it was raised from, and so on (`implicit`: or during), each once.
+
+    An exception set as its own cause, directly or further down (a mocking library can build
+    one), ends the walk instead of looping forever.
+    """
     visited: set[int] = set()
     seen: BaseException | None = exc
     while seen is not None and id(seen) not in visited:
-        if isinstance(seen, aiohttp.ClientError | TimeoutError):
-            return seen
+        yield seen
         visited.add(id(seen))
-        seen = seen.__cause__
-    return None
+        seen = seen.__cause__ or (seen.__context__ if implicit else None)
 
 
 def _classify_aiohttp(cause: BaseException) -> type[SignerTransportError]:
@@ -305,12 +314,36 @@ def transport_error(
     else:  # pragma: no cover - _aiohttp_cause already matched every other accepted type
         error_class = SignerConnectionLostError
         before_sending = False
-    message = type(cause or exc).__name__
+    message = _described(cause or exc)
     if error_class is SignerTimeoutError:
         return SignerTimeoutError(
             message, signer=signer, endpoint=endpoint, before_sending=before_sending
         )
     return error_class(message, signer=signer, endpoint=endpoint)
+
+
+def _described(exc: BaseException) -> str:
+    """`exc`'s class, and why the signer's certificate was refused if that was the failure.
+
+    The TLS library's reason ("Missing Authority Key Identifier", "unable to get local issuer
+    certificate", a host name mismatch) is what an operator needs to mend the signer's
+    certificate or the CA bundle; the class alone ("ConnectError") does not tell it.
+    """
+    refusal = _certificate_refusal(exc)
+    name = type(exc).__name__
+    return name if refusal is None else f"{name}: certificate refused: {refusal}"
+
+
+def _certificate_refusal(exc: BaseException) -> str | None:
+    """Why the certificate check under `exc` failed (aiohttp keeps it apart, httpx chains it)."""
+    for seen in _chain(exc, implicit=True):
+        # aiohttp's ClientConnectorCertificateError holds it as an attribute, and is an
+        # `ssl.CertificateError` itself without the reason.
+        for refusal in (getattr(seen, "certificate_error", None), seen):
+            reason = getattr(refusal, "verify_message", None)
+            if isinstance(refusal, ssl.SSLCertVerificationError) and isinstance(reason, str):
+                return reason
+    return None
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

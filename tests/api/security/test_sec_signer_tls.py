@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import socket
@@ -44,16 +45,33 @@ class Pki:
     server_key: Path
     client_cert: Path
     client_key: Path
+    #: The signer's certificate without its issuer's key identifier (otherwise as `server_cert`).
+    lax_server_cert: Path
+    lax_server_key: Path
+    #: An intermediate CA that Test Signer CA signed, and the signer's certificate it issued.
+    intermediate_ca: Path
+    chained_server_cert: Path
+    chained_server_key: Path
 
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _cert(subject: str, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None, **kind):
+def _cert(
+    subject: str, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None, **kind: bool
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate as a CA issues them (RFC 5280), unless `kind` says which part to leave out.
+
+    With no `issuer` the certificate is a CA's, signed by its own key; `ca`: a CA's all the
+    same (an intermediate). `no_authority_key_id`: leave out the issuer's key identifier,
+    which OpenSSL's strict checks (`ssl.VERIFY_X509_STRICT`) refuse in a certificate a CA
+    signed.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     issuer_name, issuer_key = issuer or (subject, key)
     now = datetime.now(dt.UTC)
+    is_ca = issuer is None or kind.get("ca", False)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -62,8 +80,15 @@ def _cert(subject: str, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None, *
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_key_usage(ca=is_ca), critical=True)
     )
+    if not kind.get("no_authority_key_id"):
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
     if kind.get("server"):
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
@@ -74,6 +99,21 @@ def _cert(subject: str, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None, *
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
     return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """A CA's key signs certificates; an end entity's ECDSA key signs TLS handshakes."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None):
@@ -96,10 +136,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     other, _ = _cert("Some Other CA", None)
     server, server_key = _cert("eu-signer", ("Test Signer CA", ca_key), server=True)
     client, client_key = _cert("signing-gateway", ("Test Signer CA", ca_key), client=True)
+    lax, lax_key = _cert(
+        "eu-signer", ("Test Signer CA", ca_key), server=True, no_authority_key_id=True
+    )
+    intermediate, intermediate_key = _cert("Signer Issuing CA", ("Test Signer CA", ca_key), ca=True)
+    chained, chained_key = _cert("eu-signer", ("Signer Issuing CA", intermediate_key), server=True)
     _write(d / "ca.pem", ca)
     _write(d / "other-ca.pem", other)
     _write(d / "server.pem", server, server_key)
     _write(d / "client.pem", client, client_key)
+    _write(d / "lax-server.pem", lax, lax_key)
+    _write(d / "intermediate-ca.pem", intermediate)
+    _write(d / "chained-server.pem", chained, chained_key)
     return Pki(
         d / "ca.pem",
         d / "other-ca.pem",
@@ -107,6 +155,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         d / "server.key",
         d / "client.pem",
         d / "client.key",
+        d / "lax-server.pem",
+        d / "lax-server.key",
+        d / "intermediate-ca.pem",
+        d / "chained-server.pem",
+        d / "chained-server.key",
     )
 
 
@@ -121,6 +174,15 @@ class TlsSigner:
 @pytest.fixture
 async def tls_signer(pki: Pki, test_keys: SignerKeys) -> AsyncIterator[TlsSigner]:
     """An EU signer over TLS on 127.0.0.1 that requires a client certificate from our CA."""
+    async with _serving_signer(pki, test_keys, pki.server_cert, pki.server_key) as signer:
+        yield signer
+
+
+@contextlib.asynccontextmanager
+async def _serving_signer(
+    pki: Pki, test_keys: SignerKeys, server_cert: Path, server_key: Path
+) -> AsyncIterator[TlsSigner]:
+    """An EU signer as `tls_signer`, showing `server_cert` (its key `server_key`)."""
     peers: list[str] = []
 
     async def healthz(_: web.Request) -> web.Response:
@@ -138,7 +200,7 @@ async def tls_signer(pki: Pki, test_keys: SignerKeys) -> AsyncIterator[TlsSigner
         return web.json_response({"credential": hc1.text, "proofIdentifier": hc1.proof_identifier})
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
-    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    context.load_cert_chain(str(server_cert), str(server_key))
     context.verify_mode = ssl.CERT_REQUIRED
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -198,6 +260,63 @@ async def test_wrong_ca_is_refused(test_keys, pki: Pki, tls_signer: TlsSigner, t
     assert "127.0.0.1" not in response.text
     assert "certificate" not in body["detail"].lower()
     assert tls_signer.peers == []
+
+
+def _mutual_tls(keys: SignerKeys, signer: TlsSigner, transport: str, pki: Pki, ca: Path):
+    """Settings that reach `signer` over mutual TLS, trusting the CA bundle `ca`."""
+    tls = {"ca_bundle": ca, "client_cert": pki.client_cert, "client_key": pki.client_key}
+    return _settings(keys, signer, transport, **tls)
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_a_signer_certificate_the_strict_checks_refuse_is_refused(
+    test_keys, pki: Pki, transport, caplog: pytest.LogCaptureFixture
+):
+    """A certificate without its issuer's key identifier is refused, whatever the Python.
+
+    Python 3.13 refuses it by default and 3.11 took it: the gateway asks for the same checks
+    on every Python (`runtime/system_trust.py`), so no signer is trusted by one and not the
+    other.
+    """
+    lax = _serving_signer(pki, test_keys, pki.lax_server_cert, pki.lax_server_key)
+    async with (
+        lax as signer,
+        running_gateway(_mutual_tls(test_keys, signer, transport, pki, pki.ca)) as client,
+    ):
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+    body = assert_problem(response, 503, "signer-unavailable")
+    assert "certificate" not in body["detail"].lower()
+    assert signer.peers == []
+    # The operator is told why, in the call's and the readiness prober's lines.
+    reasons = {
+        (record.getMessage(), getattr(record, "reason", None))
+        for record in caplog.records
+        if record.getMessage() in {"signer call failed", "dependency down"}
+    }
+    refused = "certificate refused: Missing Authority Key Identifier"
+    assert {message for message, reason in reasons if refused in str(reason)} == {
+        "signer call failed",
+        "dependency down",
+    }, reasons
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_an_intermediate_ca_in_the_bundle_is_enough(test_keys, pki: Pki, transport):
+    """A CA bundle holding only the CA that issued the signer's certificate is enough.
+
+    The root above it need not be added: any certificate of the bundle may end the chain, as
+    Python 3.13 has it by default and 3.11 did not.
+    """
+    chained = _serving_signer(pki, test_keys, pki.chained_server_cert, pki.chained_server_key)
+    async with (
+        chained as signer,
+        running_gateway(
+            _mutual_tls(test_keys, signer, transport, pki, pki.intermediate_ca)
+        ) as client,
+    ):
+        response = await client.post("/v1/dcc", json=eu_vaccination())
+    assert response.status_code == 200, response.text
+    assert len(signer.peers) == 1
 
 
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
@@ -288,6 +407,10 @@ async def test_clients_trusting_only_the_system_cas_share_one_context(pki: Pki, 
         assert with_bundle is not first
         assert first.verify_mode == ssl.CERT_REQUIRED
         assert first.check_hostname
+        strict = ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
+        assert all(
+            context.verify_flags & strict == strict for context in (with_cert, with_bundle, first)
+        )
     finally:
         for client in clients:
             await client.aclose()
