@@ -315,3 +315,20 @@ async def test_the_age_of_the_last_check_counts_up_from_it():
     monitor.states["eu"].checked_at = checked_at - 2.5  # as if checked 2.5 s earlier
     age = monitor.snapshot()["dependencies"]["eu"]["lastCheckedSecondsAgo"]
     assert 2.5 <= age < 3.5
+
+
+async def test_going_down_is_logged_with_the_reason_or_else_the_kind_of_failure(caplog):
+    """The WARNING says why a dependency went down; a timeout, which says nothing, by its name."""
+    caplog.set_level(logging.WARNING, logger="signing_gateway.observability.readiness")
+
+    async def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    probes = {"audit-file": (full_disk, True), "eu": (_hang, True)}
+    monitor = ReadinessMonitor(probes, interval=60, timeout=0.01)
+    await monitor.check_now()
+    logged = {(r.dependency, r.reason) for r in caplog.records}
+    assert logged == {
+        ("audit-file", "[Errno 28] No space left on device"),
+        ("eu", "TimeoutError"),
+    }
