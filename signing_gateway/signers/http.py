@@ -335,14 +335,15 @@ def _described(exc: BaseException) -> str:
 
 
 def _certificate_refusal(exc: BaseException) -> str | None:
-    """Why the certificate check under `exc` failed (aiohttp keeps it apart, httpx chains it)."""
+    """Why the certificate check under `exc` failed: the TLS library's error, chained under it.
+
+    aiohttp's ClientConnectorCertificateError comes first, an `ssl.CertificateError` itself
+    but without the reason: the one it was raised during has it.
+    """
     for seen in _chain(exc, implicit=True):
-        # aiohttp's ClientConnectorCertificateError holds it as an attribute, and is an
-        # `ssl.CertificateError` itself without the reason.
-        for refusal in (getattr(seen, "certificate_error", None), seen):
-            reason = getattr(refusal, "verify_message", None)
-            if isinstance(refusal, ssl.SSLCertVerificationError) and isinstance(reason, str):
-                return reason
+        reason = getattr(seen, "verify_message", None)
+        if isinstance(seen, ssl.SSLCertVerificationError) and isinstance(reason, str):
+            return reason
     return None
 
 
