@@ -395,7 +395,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         """Keep a field of the head as uvicorn does, sharing what repeats; drop trailer fields.
 
         (`runtime.header_fields`: one tuple per distinct field for the names that repeat, such
-        as a client's bearer token.)
+        as a client's bearer token.) The parser drops the whitespace before a value, not the
+        whitespace after it, which is no part of the value either (RFC 9110 5.5): it is
+        stripped, as uvicorn's own protocol does.
         """
         if self._bound.head_complete:
             # A trailer field of a chunked body. uvicorn would add it to the request's headers
@@ -407,6 +409,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if len(self.headers) >= self._bound.max_fields:
             self._bound.too_many_fields = True  # refused once this read is parsed
             return
+        value = value.rstrip(b" \t")
         field = self._bound.fields.field(name.lower(), value)
         if field[0] == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True

@@ -557,6 +557,26 @@ async def test_requests_share_a_repeated_token_but_keep_their_own_fields():
     assert fields[0][2] is not fields[1][2]
 
 
+async def test_a_fields_value_is_kept_without_the_whitespace_after_it():
+    """Spaces and tabs ending a value are no part of it (RFC 9110 5.5), as uvicorn reads it.
+
+    The parser keeps them: a caller's `X-Request-ID: abc ` read as `abc `, which the id's
+    format refuses, so the answer carried a new id instead of the caller's.
+    """
+    protocol, _ = _open()
+    protocol.data_received(
+        b"GET /v1/keys HTTP/1.1\r\nHost: g \t\r\nX-Request-ID: abc \r\n"
+        b"Authorization:  Bearer t\t\r\nX-Empty: \t \r\n\r\n"
+    )
+    [headers] = protocol.received
+    assert headers == [
+        (b"host", b"g"),
+        (b"x-request-id", b"abc"),
+        (b"authorization", b"Bearer t"),
+        (b"x-empty", b""),
+    ]
+
+
 async def test_expect_100_continue_is_still_seen():
     """The field sharing keeps uvicorn's reading of `Expect: 100-continue`."""
     protocol, _ = _open()
