@@ -2,8 +2,9 @@
 
 One process (`serve_in_process`: the app, uvicorn's configuration and the drain-aware server),
 or uvicorn's supervisor over `--workers` processes (`serve_workers`), each building its own
-app. Kept apart from the command line so that a refused start-up imports none of it: `cli`
-imports this module only after its checks passed.
+app and serving it with the same drain (`_GatewayProcess`). Kept apart from the command line
+so that a refused start-up imports none of it: `cli` imports this module only after its checks
+passed.
 
 This module itself stays light: each worker imports it before anything else, to unpickle its
 `SupervisedConfig`, and answers the supervisor's health checks only from then on. The app and
@@ -21,13 +22,15 @@ import functools
 import logging
 import math
 import signal
+import threading
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import FrameType, FunctionType
 from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import Process
 
 from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.observability.telemetry import flush_telemetry
@@ -164,17 +167,82 @@ def _starting_workers_without_ctrl_c(
     return started_without_ctrl_c
 
 
-class _Supervisor(Multiprocess):
-    """uvicorn's supervisor, starting each worker without Ctrl-C (`_workers_start_without_ctrl_c`).
+#: Held while a worker builds its server: its health-check thread asks for it too.
+_WORKER_SERVER_LOCK = threading.Lock()
 
-    Every method of uvicorn's that starts a worker: the first ones, one for a worker that
-    died, a SIGHUP's replacements and SIGTTIN's added one.
+
+class _GatewayProcess(Process):
+    """uvicorn's worker process, serving with the gateway's drain (`shutdown.WorkerServer`).
+
+    uvicorn's `Process` runs a plain `uvicorn.Server` in the worker, which on SIGTERM closes
+    its listener at once and waits for the requests in flight without a bound: readiness was
+    never 503 and no caller was turned away meanwhile. This one's `server`, the one its
+    `target` runs in the worker, is the one `serve` runs with one process, apart from
+    the app it loads itself and SIGINT, which it leaves to the supervisor. So the
+    supervisor's SIGTERM to each worker (on its own SIGTERM or SIGINT, a SIGHUP's restart, a
+    SIGTTOU) starts a drain, and the supervisor, joining its workers, waits for them.
+
+    A subclass of uvicorn's worker, rather than something in the worker's configuration or
+    app: the server is what takes the signals and closes the listener, and uvicorn builds it
+    only here. The worker's health-check thread reads `server` too, on its own: the server is
+    built under a lock (its module imported then, a tenth of a second or so), so both see the
+    same one.
     """
 
-    init_processes = _starting_workers_without_ctrl_c(Multiprocess.init_processes)
-    keep_subprocess_alive = _starting_workers_without_ctrl_c(Multiprocess.keep_subprocess_alive)
-    restart_all = _starting_workers_without_ctrl_c(Multiprocess.restart_all)
-    handle_ttin = _starting_workers_without_ctrl_c(Multiprocess.handle_ttin)
+    @property
+    def server(self) -> uvicorn.Server:
+        """The worker's drain-aware server, built on first use (in the worker)."""
+        with _WORKER_SERVER_LOCK:
+            if self._server is None:
+                # Imported here: the supervisor and a worker answering its first health
+                # check need none of it (see the module's docs).
+                from signing_gateway.resilience.shutdown import WorkerServer  # noqa: PLC0415
+
+                self._server = WorkerServer(self.config)
+            return self._server
+
+
+def _starting_gateway_workers(
+    method: Callable[[Multiprocess], None],
+) -> Callable[[Multiprocess], None]:
+    """`method` of uvicorn's supervisor, each worker it starts a `_GatewayProcess`.
+
+    uvicorn's code itself, run with the name it builds a worker by, `Process`, bound to
+    `_GatewayProcess`: a copy of the method's globals, uvicorn's module untouched (its own
+    supervisor, `uvicorn --workers`, still starts its own workers). Copying the methods'
+    bodies instead would keep the supervisor as it was in this version of uvicorn whatever
+    a later one fixes there; swapping uvicorn's module global would change it for the whole
+    process. The one thing relied on, that each method builds its workers by that name, is
+    checked by the tests (tests/unit/gateway/test_serve_options.py).
+    """
+    started = FunctionType(
+        method.__code__,
+        {**method.__globals__, "Process": _GatewayProcess},
+        method.__name__,
+        method.__defaults__,
+        method.__closure__,
+    )
+    return functools.wraps(method)(started)
+
+
+def _starting_workers(method: Callable[[Multiprocess], None]) -> Callable[[Multiprocess], None]:
+    """`method` of uvicorn's supervisor, its workers the gateway's, started without Ctrl-C."""
+    return _starting_workers_without_ctrl_c(_starting_gateway_workers(method))
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, its workers drain-aware and started without Ctrl-C.
+
+    Drain-aware: `_GatewayProcess`; without Ctrl-C: `_workers_start_without_ctrl_c`. Every
+    method of uvicorn's that starts a worker: the first ones, one for a worker that died, a
+    SIGHUP's replacements and SIGTTIN's added one. Stopping is uvicorn's: SIGTERM to each
+    worker, then a wait for each to end, which is now each worker's drain.
+    """
+
+    init_processes = _starting_workers(Multiprocess.init_processes)
+    keep_subprocess_alive = _starting_workers(Multiprocess.keep_subprocess_alive)
+    restart_all = _starting_workers(Multiprocess.restart_all)
+    handle_ttin = _starting_workers(Multiprocess.handle_ttin)
 
 
 def run_workers(supervised: SupervisedConfig) -> int:
@@ -190,6 +258,14 @@ def run_workers(supervised: SupervisedConfig) -> int:
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         return STARTUP_FAILURE
     return 0
+
+
+def _shutdown_backstop(cancel_grace: float) -> int:
+    """The `timeout_graceful_shutdown` of uvicorn after the drain: a second past its grace.
+
+    The drain has already waited for and cancelled requests; this is only a backstop.
+    """
+    return math.ceil(cancel_grace) + 1
 
 
 def served_options(*, host: str, port: int, loop: str) -> dict[str, Any]:
@@ -213,7 +289,8 @@ def served_options(*, host: str, port: int, loop: str) -> dict[str, Any]:
 def supervised_config(settings: Settings, args: argparse.Namespace) -> SupervisedConfig:
     """The supervisor's configuration of `args.workers` workers, with `serve`'s options `args`.
 
-    Each worker process builds its own app (and clients) from the environment.
+    Each worker process builds its own app (and clients) from the environment, whose drain
+    takes the same settings as `settings`' (read from the same environment).
     """
     return SupervisedConfig(
         APP_FACTORY,
@@ -224,6 +301,7 @@ def supervised_config(settings: Settings, args: argparse.Namespace) -> Supervise
         events_per_pass=args.events_per_pass,
         backlog=args.backlog,
         http=HTTP_PROTOCOL,
+        timeout_graceful_shutdown=_shutdown_backstop(settings.shutdown.cancel_grace_seconds),
         **served_options(host=args.host, port=args.port, loop=args.loop),
     )
 
@@ -251,8 +329,7 @@ def serve_in_process(settings: Settings, args: argparse.Namespace) -> int:
         # httptools, with a size and a time bound on each request head (the probe port's
         # server takes it from this configuration too).
         http=GatewayHttpProtocol,
-        # The drain has already waited for and cancelled requests; this is only a backstop.
-        timeout_graceful_shutdown=math.ceil(drain.cancel_grace) + 1,
+        timeout_graceful_shutdown=_shutdown_backstop(drain.cancel_grace),
         **served_options(host=args.host, port=args.port, loop=args.loop),
     )
     loop_factory = _bounded_loop(args.loop, args.events_per_pass)

@@ -314,26 +314,37 @@ class GracefulServer(StartUpStoppingServer):
         self,
         config: uvicorn.Config,
         *,
-        controller: DrainController,
+        controller: DrainController | None = None,
         listen_backlog: int | None = None,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         probe_port: int | None = None,
     ) -> None:
         """Serve `config`, draining through `controller` on the first SIGTERM/SIGINT.
 
-        `listen_backlog`: the kernel's queue of connections not yet accepted, when it should be
-        longer than `config.backlog`, which asyncio also uses as the number of connections it
-        accepts in one callback (see `startup`). `loop_factory`: makes the event loop `run`
-        serves on, instead of the one `config.loop` names. `probe_port`: a second listener,
-        answering only /healthz, /readyz and /metrics (see `runtime.probe_listener`).
+        `controller`: None for the drain of the app `config` names, which uvicorn loads as the
+        server starts (a `serve --workers N` worker's, from its import string): taken then
+        from the app's `state.drain`. `listen_backlog`: the kernel's queue of connections not
+        yet accepted, when it should be longer than `config.backlog`, which asyncio also uses
+        as the number of connections it accepts in one callback (see `startup`).
+        `loop_factory`: makes the event loop `run` serves on, instead of the one `config.loop`
+        names. `probe_port`: a second listener, answering only /healthz, /readyz and /metrics
+        (see `runtime.probe_listener`).
         """
         super().__init__(config)
-        self.controller = controller
+        self._controller = controller
         self.listen_backlog = listen_backlog
         self.loop_factory = loop_factory
         self.probe_port = probe_port
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
+
+    @property
+    def controller(self) -> DrainController:
+        """The drain: the one given, else the loaded app's (known once the server starts)."""
+        if self._controller is None:
+            msg = "the app's drain is known once the server has loaded the app"
+            raise RuntimeError(msg)
+        return self._controller
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         """Serve until shut down, on a loop from `loop_factory` if one was given.
@@ -392,6 +403,8 @@ class GracefulServer(StartUpStoppingServer):
         loop passes, with timers and other requests in between, while the kernel still queues
         `listen_backlog` connections, so a burst is not refused.
         """
+        if self._controller is None:
+            self._controller = served_drain(self.config.loaded_app)
         await super().startup(sockets)
         if self.probe_port is not None:
             await self._start_probe_listener(self.probe_port)
@@ -493,3 +506,42 @@ class GracefulServer(StartUpStoppingServer):
             if transport is not None and transport.get_write_buffer_size():
                 unread.append(transport)
         return unread
+
+
+def served_drain(app: object) -> DrainController:
+    """The drain of the gateway's app as uvicorn loaded it: its `state.drain`.
+
+    uvicorn may wrap the app it loads (its message logger at the trace level, its proxy
+    headers): each wrapper holds the app it wraps as `app`.
+
+    Raises:
+        TypeError: `app` is no gateway app: it has no drain to run.
+    """
+    inner: object | None = app
+    while inner is not None:
+        drain = getattr(getattr(inner, "state", None), "drain", None)
+        if isinstance(drain, DrainController):
+            return drain
+        inner = getattr(inner, "app", None)
+    msg = f"{app!r} has no drain (app.state.drain): not the gateway's app"
+    raise TypeError(msg)
+
+
+class WorkerServer(GracefulServer):
+    """The server of each `serve --workers N` worker: the drain of one process, SIGINT aside.
+
+    The app is the one the worker loads from its configuration's import string, and its drain
+    is taken once loaded (see `GracefulServer`). Each worker drains on the SIGTERM its
+    supervisor sends it, as `serve` with one process does: readiness 503, new requests 503
+    `shutting-down`, the ones in flight waited for, then cancelled, exit status 0.
+
+    A SIGINT is left to the supervisor: a terminal's Ctrl-C reaches it and every worker at
+    once, and the supervisor stops each worker with SIGTERM. A worker draining on the Ctrl-C
+    took that SIGTERM for a second signal, and cut its drain short at once.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGTERM as `GracefulServer` takes it; SIGINT is the supervisor's (see above)."""
+        if sig == signal.SIGINT:
+            return
+        super().handle_exit(sig, frame)

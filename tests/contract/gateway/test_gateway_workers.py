@@ -1,15 +1,25 @@
-"""`serve --workers N` as a real process: the supervisor's and every worker's log lines."""
+"""`serve --workers N` as a real process: its log lines, Ctrl-C, and each worker's drain."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import time
 
+import httpx
 import psutil
 import pytest
 
-from tests.contract.gateway.gateway_process import gateway_env, running_gateway_process
-from tests.support.polling import until
+from signing_gateway.api import examples
+from tests.contract.gateway.conftest import set_control
+from tests.contract.gateway.gateway_process import (
+    GatewayProcess,
+    gateway_env,
+    running_gateway_process,
+)
+from tests.support.fake_signer_process import FakeSignerProcess
+from tests.support.polling import until, until_answered
 from tests.support.terminal import press_ctrl_c
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,6 +69,116 @@ async def test_ctrl_c_stops_the_supervisor_and_every_worker_quietly(fakes, when:
     assert "Traceback" not in log, log[-3000:]
     assert " died" not in log, log[-3000:]
     assert "Received SIGINT, exiting." in log
+
+
+def _drain_env(fakes, *, drain_timeout: float) -> dict[str, str]:
+    eu, domestic = fakes
+    return gateway_env(
+        eu.base_url,
+        domestic.base_url,
+        SIGNING_GATEWAY_LOG_LEVEL="INFO",
+        SIGNING_GATEWAY_SHUTDOWN__DRAIN_TIMEOUT_SECONDS=str(drain_timeout),
+        SIGNING_GATEWAY_SHUTDOWN__CANCEL_GRACE_SECONDS="1",
+    )
+
+
+def _signer_in_flight(signer: FakeSignerProcess) -> int:
+    """Calls the fake signer is serving now (GET /_stats)."""
+    response = httpx.get(f"{signer.base_url}/_stats", timeout=5)
+    response.raise_for_status()
+    in_flight: int = response.json()["inFlight"]
+    return in_flight
+
+
+async def _serving_workers(gateway: GatewayProcess) -> list[psutil.Process]:
+    """The supervisor's worker processes, once each one serves."""
+    await until(lambda: gateway.log().count("Application startup complete.") >= WORKERS, 15)
+    children = psutil.Process(gateway.process.pid).children()
+    workers = [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+    assert len(workers) == WORKERS, children
+    return workers
+
+
+async def _sigterm_with_requests_at_the_signer(
+    gateway: GatewayProcess, client: httpx.AsyncClient, signer: FakeSignerProcess, count: int
+) -> list[asyncio.Task[httpx.Response]]:
+    """SIGTERM to the supervisor once `count` issuances are at `signer`; those requests."""
+    requests = [
+        asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
+        for _ in range(count)
+    ]
+    await until(lambda: _signer_in_flight(signer) >= count)
+    gateway.process.send_signal(signal.SIGTERM)
+    return requests
+
+
+async def test_sigterm_drains_every_worker_before_the_supervisor_exits(fakes):
+    """SIGTERM to the supervisor: each worker drains as `serve` with one process does.
+
+    Readiness turns 503 `draining` while the listener stays open, a new request is refused
+    503 `shutting-down`, the requests in flight finish 200, and the supervisor exits 0 once
+    every worker has. Before, each worker ran uvicorn's plain server: its listener closed at
+    once (readiness refused, not 503), with nothing to turn callers away meanwhile.
+    """
+    eu, _ = fakes
+    set_control(eu, latencyMs=1500)
+    env = _drain_env(fakes, drain_timeout=10)
+    with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
+        workers = await _serving_workers(gateway)
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            in_flight = await _sigterm_with_requests_at_the_signer(gateway, client, eu, 4)
+            signalled = time.monotonic()
+            # Fresh connections, so whichever worker takes one, it has had its SIGTERM too.
+            async with httpx.AsyncClient(
+                base_url=gateway.base_url,
+                timeout=5,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            ) as fresh:
+                ready = await until_answered(
+                    lambda: fresh.get("/readyz"), lambda answer: answer.status_code == 503
+                )
+                assert ready.json()["draining"] is True
+                await until(lambda: gateway.log().count("signal SIGTERM: draining") >= WORKERS)
+                refused = await fresh.post("/v1/dcc", json=examples.EU_VACCINATION)
+            assert refused.status_code == 503
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["type"].endswith("/shutting-down")
+            answers = await asyncio.gather(*in_flight)
+        assert [answer.status_code for answer in answers] == [200] * 4
+        assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
+        # Done once the requests were: not at the drain timeout.
+        assert time.monotonic() - signalled < 8
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        log = gateway.log()
+    assert alive == []
+    assert log.count('"drained"') == WORKERS, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def test_a_request_outliving_the_workers_drain_is_answered_503_in_time(fakes):
+    """A request still at the signer at the drain timeout is cancelled and answered 503.
+
+    Within the cancel grace; then each worker and the supervisor exit. Before, uvicorn's plain
+    server waited for it without a bound: the caller got no answer, and nothing ended.
+    """
+    eu, _ = fakes
+    set_control(eu, fault="hang", faultCount=-1)
+    env = _drain_env(fakes, drain_timeout=0.5)
+    with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
+        workers = await _serving_workers(gateway)
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=5) as client:
+            hung = await _sigterm_with_requests_at_the_signer(gateway, client, eu, 2)
+            signalled = time.monotonic()
+            answers = await asyncio.gather(*hung, return_exceptions=True)
+            answered_after = time.monotonic() - signalled
+        for answer in answers:
+            assert isinstance(answer, httpx.Response), f"no answer: {answer!r}"
+            assert answer.status_code == 503
+            assert answer.json()["type"].endswith("/shutting-down")
+        assert 0.4 < answered_after < 2.5
+        assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
+        _, alive = psutil.wait_procs(workers, timeout=5)
+    assert alive == []
 
 
 def _count(events: list[str], start: str) -> int:

@@ -14,12 +14,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 from uvicorn.importer import import_from_string
+from uvicorn.supervisors import multiprocess
 
 from signing_gateway import app as app_module
 from signing_gateway import cli, demo, serving
@@ -153,8 +155,8 @@ def test_workers_run_under_uvicorns_supervisor_with_the_same_options(
     assert import_from_string(supervised.http) is GatewayHttpProtocol
     assert (supervised.access_log, supervised.proxy_headers) == (False, False)
     assert (supervised.gateway_log_level, supervised.gateway_log_format) == ("INFO", "json")
-    # No drain there: uvicorn's own shutdown, unbounded, as docs/resilience.md says.
-    assert supervised.timeout_graceful_shutdown is None
+    # Each worker drains as one process does: uvicorn's backstop a second after the grace.
+    assert supervised.timeout_graceful_shutdown == 3
 
 
 def test_workers_log_in_the_format_and_at_the_level_the_settings_name(
@@ -226,7 +228,13 @@ def test_a_worker_can_answer_the_supervisor_before_it_imports_the_app(
     assert _serve("--workers", "2") == 0
     pickled = tmp_path / "config.pickle"
     pickled.write_bytes(pickle.dumps(served["supervised"]))
-    heavy = ("fastapi", "aiohttp", "signing_gateway.app", "signing_gateway.runtime.http_protocol")
+    heavy = (
+        "fastapi",
+        "aiohttp",
+        "signing_gateway.app",
+        "signing_gateway.runtime.http_protocol",
+        "signing_gateway.resilience.shutdown",  # the worker's server: imported as it serves
+    )
     code = (
         f"import pickle, sys; pickle.loads(open({str(pickled)!r}, 'rb').read())\n"
         f"print(sorted(name for name in {heavy!r} if name in sys.modules))"
@@ -236,6 +244,69 @@ def test_a_worker_can_answer_the_supervisor_before_it_imports_the_app(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]"]
+
+
+class _DeadWorker:
+    """A worker of uvicorn's supervisor that has died (neither started nor stopped here)."""
+
+    pid, exitcode = 4321, 1
+
+    def is_alive(self, **_health_check: object) -> bool:
+        return False
+
+    def kill(self) -> None:
+        pass
+
+    def join(self) -> None:
+        pass
+
+    def terminate(self) -> None:
+        pass
+
+
+def test_every_worker_the_supervisor_starts_is_the_gateways(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin that each method of uvicorn's supervisor that starts a worker starts a drain-aware one.
+
+    The first workers, one for a worker that died, a SIGHUP's replacement and SIGTTIN's added
+    one; uvicorn builds each by the name `Process`. A plain `Process` runs uvicorn's own
+    server: no drain on the SIGTERM that stops it. uvicorn's module keeps its own `Process`.
+    """
+    assert _serve("--workers", "2") == 0
+    started: list[type] = []
+    monkeypatch.setattr(serving._GatewayProcess, "start", lambda p: started.append(type(p)))
+    monkeypatch.setattr(serving._GatewayProcess, "wait_until_ready", lambda *_a, **_k: True)
+    # uvicorn's own constructor takes over this process's signals: not run here.
+    supervisor = object.__new__(serving._Supervisor)
+    supervisor.config, supervisor.sockets = served["supervised"], []
+    supervisor.processes_num, supervisor.processes = 1, []
+    supervisor.should_exit = threading.Event()
+    supervisor.init_processes()
+    supervisor.processes = [_DeadWorker()]  # type: ignore[list-item]
+    supervisor.keep_subprocess_alive()
+    supervisor.processes = [_DeadWorker()]  # type: ignore[list-item]
+    supervisor.restart_all()
+    supervisor.handle_ttin()
+    assert started == [serving._GatewayProcess] * 4
+    for process in supervisor.processes:
+        assert isinstance(process, serving._GatewayProcess)
+        process.parent_conn.close()
+        process.child_conn.close()
+    assert multiprocess.Process is not serving._GatewayProcess
+
+
+def test_a_workers_server_is_the_drain_aware_one_and_built_once() -> None:
+    """The server a worker runs and the one its health-check thread asks about are one."""
+    config = uvicorn.Config("signing_gateway.app:create_served_app", factory=True)
+    process = serving._GatewayProcess(config, [])
+    try:
+        server = process.server
+        assert type(server) is shutdown.WorkerServer
+        assert process.server is server
+    finally:
+        process.parent_conn.close()
+        process.child_conn.close()
 
 
 def test_workers_refuse_a_probe_port(

@@ -20,7 +20,13 @@ import pytest
 import uvicorn
 
 from signing_gateway.observability.logging import _drop_server_copies
-from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware, GracefulServer
+from signing_gateway.resilience.shutdown import (
+    DrainController,
+    DrainMiddleware,
+    GracefulServer,
+    WorkerServer,
+    served_drain,
+)
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from tests.support.polling import until
 
@@ -179,6 +185,54 @@ def test_a_signal_once_the_server_is_stopping_does_not_drain() -> None:
     drained.should_exit = True  # the drain has ended
     drained.handle_exit(signal.SIGTERM, None)
     assert loop.scheduled == [drained._start_drain]
+
+
+def test_a_workers_server_drains_on_sigterm_and_leaves_sigint_to_its_supervisor() -> None:
+    """A `serve --workers N` worker: SIGTERM drains; SIGINT (a terminal's Ctrl-C) does nothing.
+
+    The supervisor takes a Ctrl-C and sends each worker SIGTERM: a worker draining on the
+    Ctrl-C itself would take that SIGTERM for a second signal and cut its drain short.
+    """
+    server = WorkerServer(uvicorn.Config(_app, port=0, log_config=None))
+    loop = _serving(server)
+    server.handle_exit(signal.SIGINT, None)
+    assert loop.scheduled == []
+    assert (server.should_exit, server._captured_signals) == (False, [])
+    server.handle_exit(signal.SIGTERM, None)
+    assert loop.scheduled == [server._start_drain]
+    assert (server.should_exit, server._captured_signals) == (False, [])
+
+
+class _Wrapper:
+    """Stands in for one of uvicorn's wrappers of the app it loads (its proxy headers')."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+
+async def test_a_server_given_no_drain_takes_the_one_of_the_app_it_loads() -> None:
+    """A worker's server: the app is loaded as it starts, from an import string; so its drain.
+
+    Wrapped by uvicorn or not, the app's `state.drain` is the one; an app with none is refused.
+    """
+    drain = DrainController(drain_timeout=1, cancel_grace=1)
+    app = SimpleNamespace(state=SimpleNamespace(drain=drain))
+    assert served_drain(app) is drain
+    assert served_drain(_Wrapper(_Wrapper(app))) is drain
+    with pytest.raises(TypeError, match="has no drain"):
+        served_drain(_Wrapper(SimpleNamespace(state=SimpleNamespace())))
+    config = uvicorn.Config(
+        _Wrapper(app), host="127.0.0.1", port=0, log_config=None, lifespan="off", interface="asgi3"
+    )
+    server = WorkerServer(config)
+    with pytest.raises(RuntimeError, match="known once the server has loaded the app"):
+        _ = server.controller
+    serving = asyncio.create_task(server.serve())
+    await until(lambda: server.started)
+    assert server.controller is drain
+    server.should_exit = True
+    async with asyncio.timeout(5):
+        await serving
 
 
 def test_a_signal_during_the_start_up_stops_it_and_ends_by_the_signal() -> None:
