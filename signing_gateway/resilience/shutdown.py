@@ -528,20 +528,22 @@ def served_drain(app: object) -> DrainController:
 
 
 class WorkerServer(GracefulServer):
-    """The server of each `serve --workers N` worker: the drain of one process, SIGINT aside.
+    """The server of each `serve --workers N` worker: the drain of one process, Ctrl-C aside.
 
     The app is the one the worker loads from its configuration's import string, and its drain
     is taken once loaded (see `GracefulServer`). Each worker drains on the SIGTERM its
     supervisor sends it, as `serve` with one process does: readiness 503, new requests 503
     `shutting-down`, the ones in flight waited for, then cancelled, exit status 0.
 
-    A SIGINT is left to the supervisor: a terminal's Ctrl-C reaches it and every worker at
-    once, and the supervisor stops each worker with SIGTERM. A worker draining on the Ctrl-C
-    took that SIGTERM for a second signal, and cut its drain short at once.
+    A SIGINT that comes before the drain is left to the supervisor: a terminal's Ctrl-C
+    reaches it and every worker at once, and the supervisor then stops each worker with
+    SIGTERM. A worker draining on the Ctrl-C took that SIGTERM for a second signal and cut
+    its drain short at once. A Ctrl-C during the drain is the worker's second signal (stop
+    now), and a third forces the exit, as with one process.
     """
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """SIGTERM as `GracefulServer` takes it; SIGINT is the supervisor's (see above)."""
-        if sig == signal.SIGINT:
+        """As `GracefulServer`, a SIGINT before the drain aside (the supervisor's: see above)."""
+        if sig == signal.SIGINT and not self._drain_requested:
             return
         super().handle_exit(sig, frame)

@@ -181,6 +181,43 @@ async def test_a_request_outliving_the_workers_drain_is_answered_503_in_time(fak
     assert alive == []
 
 
+async def test_a_second_ctrl_c_cuts_the_workers_drain_short(fakes):
+    """Ctrl-C drains every worker; a second one cancels what is in flight at once, answered 503.
+
+    As a terminal sends it: to the supervisor and every worker at once. The first is left to
+    the supervisor, whose SIGTERM each worker drains on; the second is each worker's own
+    second signal, as with one process.
+    """
+    eu, _ = fakes
+    set_control(eu, fault="hang", faultCount=-1)
+    env = _drain_env(fakes, drain_timeout=20)
+    with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
+        workers = await _serving_workers(gateway)
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            hung = [
+                asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
+                for _ in range(2)
+            ]
+            await until(lambda: _signer_in_flight(eu) >= 2)
+            press_ctrl_c(gateway.process)
+            await until(lambda: gateway.log().count("signal SIGTERM: draining") >= WORKERS)
+            pressed = time.monotonic()
+            press_ctrl_c(gateway.process)
+            answers = await asyncio.gather(*hung, return_exceptions=True)
+            answered_after = time.monotonic() - pressed
+        for answer in answers:
+            assert isinstance(answer, httpx.Response), f"no answer: {answer!r}"
+            assert answer.status_code == 503
+            assert answer.json()["type"].endswith("/shutting-down")
+        assert answered_after < 3  # not at the drain timeout
+        assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        log = gateway.log()
+    assert alive == []
+    assert log.count("signal SIGINT: stopping now") == WORKERS, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
 def _count(events: list[str], start: str) -> int:
     """How many of the logged `events` begin with `start`."""
     return sum(event.startswith(start) for event in events)

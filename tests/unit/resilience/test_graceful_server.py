@@ -187,13 +187,15 @@ def test_a_signal_once_the_server_is_stopping_does_not_drain() -> None:
     assert loop.scheduled == [drained._start_drain]
 
 
-def test_a_workers_server_drains_on_sigterm_and_leaves_sigint_to_its_supervisor() -> None:
-    """A `serve --workers N` worker: SIGTERM drains; SIGINT (a terminal's Ctrl-C) does nothing.
+def test_a_workers_server_leaves_the_first_ctrl_c_to_its_supervisor() -> None:
+    """A `serve --workers N` worker: SIGINT before the drain does nothing; SIGTERM drains.
 
     The supervisor takes a Ctrl-C and sends each worker SIGTERM: a worker draining on the
-    Ctrl-C itself would take that SIGTERM for a second signal and cut its drain short.
+    Ctrl-C itself would take that SIGTERM for a second signal and cut its drain short. Once
+    it drains, a Ctrl-C stops it now, and a third one forces the exit, as with one process.
     """
     server = WorkerServer(uvicorn.Config(_app, port=0, log_config=None))
+    server._controller = DrainController(drain_timeout=1, cancel_grace=1)  # the app's, loaded
     loop = _serving(server)
     server.handle_exit(signal.SIGINT, None)
     assert loop.scheduled == []
@@ -201,6 +203,11 @@ def test_a_workers_server_drains_on_sigterm_and_leaves_sigint_to_its_supervisor(
     server.handle_exit(signal.SIGTERM, None)
     assert loop.scheduled == [server._start_drain]
     assert (server.should_exit, server._captured_signals) == (False, [])
+    server.handle_exit(signal.SIGINT, None)
+    assert loop.scheduled == [server._start_drain, server.controller.stop_now]
+    assert (server.should_exit, server._captured_signals) == (True, [signal.SIGINT])
+    server.handle_exit(signal.SIGINT, None)
+    assert server.force_exit is True
 
 
 class _Wrapper:
