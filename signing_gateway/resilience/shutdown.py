@@ -538,12 +538,19 @@ class WorkerServer(GracefulServer):
     A SIGINT that comes before the drain is left to the supervisor: a terminal's Ctrl-C
     reaches it and every worker at once, and the supervisor then stops each worker with
     SIGTERM. A worker draining on the Ctrl-C took that SIGTERM for a second signal and cut
-    its drain short at once. A Ctrl-C during the drain is the worker's second signal (stop
-    now), and a third forces the exit, as with one process.
+    its drain short at once. The next Ctrl-C is the worker's second signal, as with one
+    process: it stops the drain now, or, the drain over (a worker with nothing in flight
+    ends its drain at once), the process ends by it once shut down; it does not force the
+    exit, which would skip the app's shutdown (the audit file's last records). A third one
+    forces it.
     """
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """As `GracefulServer`, a SIGINT before the drain aside (the supervisor's: see above)."""
-        if sig == signal.SIGINT and not self._drain_requested:
-            return
+        """As `GracefulServer`, SIGINT aside (see above)."""
+        if sig == signal.SIGINT:
+            if not self._drain_requested:
+                return  # the supervisor's
+            if self.should_exit and not self._captured_signals:
+                self._captured_signals.append(sig)  # the second signal, the drain over
+                return
         super().handle_exit(sig, frame)

@@ -99,17 +99,28 @@ async def _serving_workers(gateway: GatewayProcess) -> list[psutil.Process]:
     return workers
 
 
-async def _sigterm_with_requests_at_the_signer(
-    gateway: GatewayProcess, client: httpx.AsyncClient, signer: FakeSignerProcess, count: int
+async def _requests_at_the_signer(
+    client: httpx.AsyncClient, signer: FakeSignerProcess, count: int
 ) -> list[asyncio.Task[httpx.Response]]:
-    """SIGTERM to the supervisor once `count` issuances are at `signer`; those requests."""
+    """`count` issuances sent, once each is at `signer`."""
     requests = [
         asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
         for _ in range(count)
     ]
     await until(lambda: _signer_in_flight(signer) >= count)
-    gateway.process.send_signal(signal.SIGTERM)
     return requests
+
+
+async def _answered_shutting_down(requests: list[asyncio.Task[httpx.Response]]) -> float:
+    """Seconds until each of `requests` is answered, each 503 `shutting-down`."""
+    started = time.monotonic()
+    answers = await asyncio.gather(*requests, return_exceptions=True)
+    answered_after = time.monotonic() - started
+    for answer in answers:
+        assert isinstance(answer, httpx.Response), f"no answer: {answer!r}"
+        assert answer.status_code == 503
+        assert answer.json()["type"].endswith("/shutting-down")
+    return answered_after
 
 
 async def test_sigterm_drains_every_worker_before_the_supervisor_exits(fakes):
@@ -126,7 +137,8 @@ async def test_sigterm_drains_every_worker_before_the_supervisor_exits(fakes):
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
         workers = await _serving_workers(gateway)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
-            in_flight = await _sigterm_with_requests_at_the_signer(gateway, client, eu, 4)
+            in_flight = await _requests_at_the_signer(client, eu, 4)
+            gateway.process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             # Fresh connections, so whichever worker takes one, it has had its SIGTERM too.
             async with httpx.AsyncClient(
@@ -167,18 +179,40 @@ async def test_a_request_outliving_the_workers_drain_is_answered_503_in_time(fak
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
         workers = await _serving_workers(gateway)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=5) as client:
-            hung = await _sigterm_with_requests_at_the_signer(gateway, client, eu, 2)
-            signalled = time.monotonic()
-            answers = await asyncio.gather(*hung, return_exceptions=True)
-            answered_after = time.monotonic() - signalled
-        for answer in answers:
-            assert isinstance(answer, httpx.Response), f"no answer: {answer!r}"
-            assert answer.status_code == 503
-            assert answer.json()["type"].endswith("/shutting-down")
+            hung = await _requests_at_the_signer(client, eu, 2)
+            gateway.process.send_signal(signal.SIGTERM)
+            answered_after = await _answered_shutting_down(hung)
         assert 0.4 < answered_after < 2.5
         assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
         _, alive = psutil.wait_procs(workers, timeout=5)
     assert alive == []
+
+
+async def test_a_sighup_restart_drains_each_worker_it_replaces(fakes):
+    """SIGHUP: each old worker, stopped once its replacement serves, drains as on SIGTERM.
+
+    Its requests in flight finish 200; the new workers serve on.
+    """
+    eu, _ = fakes
+    set_control(eu, latencyMs=1500)
+    env = _drain_env(fakes, drain_timeout=10)
+    with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
+        old_workers = await _serving_workers(gateway)
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            in_flight = await _requests_at_the_signer(client, eu, 4)
+            gateway.process.send_signal(signal.SIGHUP)
+            answers = await asyncio.gather(*in_flight)
+            _, alive = psutil.wait_procs(old_workers, timeout=15)
+            set_control(eu, latencyMs=0)
+            served = await client.post("/v1/dcc", json=examples.EU_VACCINATION)
+        log = gateway.log()
+        assert gateway.process.poll() is None, log[-3000:]
+    assert [answer.status_code for answer in answers] == [200] * 4
+    assert alive == []
+    assert served.status_code == 200
+    assert log.count("signal SIGTERM: draining") == WORKERS, log[-3000:]
+    assert log.count('"drained"') == WORKERS, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
 
 
 async def test_a_second_ctrl_c_cuts_the_workers_drain_short(fakes):
@@ -194,28 +228,20 @@ async def test_a_second_ctrl_c_cuts_the_workers_drain_short(fakes):
     with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
         workers = await _serving_workers(gateway)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
-            hung = [
-                asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
-                for _ in range(2)
-            ]
-            await until(lambda: _signer_in_flight(eu) >= 2)
+            hung = await _requests_at_the_signer(client, eu, 2)
             press_ctrl_c(gateway.process)
             await until(lambda: gateway.log().count("signal SIGTERM: draining") >= WORKERS)
-            pressed = time.monotonic()
             press_ctrl_c(gateway.process)
-            answers = await asyncio.gather(*hung, return_exceptions=True)
-            answered_after = time.monotonic() - pressed
-        for answer in answers:
-            assert isinstance(answer, httpx.Response), f"no answer: {answer!r}"
-            assert answer.status_code == 503
-            assert answer.json()["type"].endswith("/shutting-down")
+            answered_after = await _answered_shutting_down(hung)
         assert answered_after < 3  # not at the drain timeout
         assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
         _, alive = psutil.wait_procs(workers, timeout=5)
         log = gateway.log()
     assert alive == []
-    assert log.count("signal SIGINT: stopping now") == WORKERS, log[-3000:]
+    # Each worker with a request in flight stops now; one without had ended its drain.
+    assert "signal SIGINT: stopping now" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+    assert "Application shutdown complete." in log
 
 
 def _count(events: list[str], start: str) -> int:

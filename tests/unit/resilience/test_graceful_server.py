@@ -210,6 +210,26 @@ def test_a_workers_server_leaves_the_first_ctrl_c_to_its_supervisor() -> None:
     assert server.force_exit is True
 
 
+def test_a_workers_second_ctrl_c_after_its_drain_does_not_force_the_exit() -> None:
+    """A worker with nothing in flight ends its drain at once; the next Ctrl-C is its second.
+
+    As a second signal it ends the process once shut down, and does not force the exit:
+    that skipped the app's shutdown (its audit file's last records), with a traceback of the
+    cancelled lifespan. A third Ctrl-C forces it.
+    """
+    server = WorkerServer(uvicorn.Config(_app, port=0, log_config=None))
+    server._controller = DrainController(drain_timeout=1, cancel_grace=1)  # the app's, loaded
+    loop = _serving(server)
+    server.handle_exit(signal.SIGINT, None)
+    server.handle_exit(signal.SIGTERM, None)
+    server.should_exit = True  # the drain over, uvicorn's shutdown begun
+    server.handle_exit(signal.SIGINT, None)
+    assert loop.scheduled == [server._start_drain]
+    assert (server.force_exit, server._captured_signals) == (False, [signal.SIGINT])
+    server.handle_exit(signal.SIGINT, None)
+    assert server.force_exit is True
+
+
 class _Wrapper:
     """Stands in for one of uvicorn's wrappers of the app it loads (its proxy headers')."""
 
