@@ -170,8 +170,9 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[GatewayState]:
         async with AsyncExitStack() as stack:
-            # Last of the teardown: a worker of `serve --workers N` ends by the signal that
-            # stopped it, without `atexit`, so what the shutdown logged is written out here.
+            # Last of the teardown: a worker of `serve --workers N` may end by a signal (a
+            # second one cut its drain short), without `atexit`, so what the shutdown logged
+            # is written out here.
             stack.callback(flush_logging)
             await asyncio.to_thread(_read_value_sets)
             eu_http, domestic_http = await _signer_clients(settings, stack)

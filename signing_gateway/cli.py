@@ -421,9 +421,10 @@ def _refuse_single_process_options(
     """End with a usage error (exit 2) naming the options given that `--workers` > 1 cannot honour.
 
     uvicorn's supervisor hands its workers one socket: there is no second one for
-    `--probe-port`. Its workers run uvicorn's own server, which sets the socket's queue to
-    `--backlog` as each one starts; `--accept-batch` would shorten the queue all workers share
-    at every start, and a burst then could be refused. A probe port given by an unusable variable
+    `--probe-port`, and a probe would reach one worker or another (during a SIGHUP's restart,
+    one draining and one not), not the process. Each worker's server sets the socket's queue to
+    `--backlog` as it starts; `--accept-batch` would shorten the queue all workers share at
+    every start, and a burst then could be refused. A probe port given by an unusable variable
     is reported with the other option problems instead.
     """
     given = [

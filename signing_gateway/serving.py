@@ -64,11 +64,12 @@ class SupervisedConfig(uvicorn.Config):
     uvicorn sets up logging from its configuration when the configuration is built, in the
     supervisor, and again first thing in each worker it spawns, before the worker serves.
     Without the gateway's logging there, the supervisor's lines ("Uvicorn running on",
-    "Started parent process") went nowhere. And a worker ends by the SIGTERM that stopped it,
-    raised again once uvicorn has shut down, whose default action skips `atexit`: its last
+    "Started parent process") went nowhere. And a worker may end by a SIGTERM, whose default
+    action skips `atexit`: one stopped before it serves, or one whose drain a second SIGTERM
+    cut short, raised again once its server has shut down (a completed drain exits 0). Its last
     lines ("Application shutdown complete", "Finished server process") stayed queued, and so
     did the spans of its last seconds, with tracing on. So SIGTERM first sends and writes out
-    what is queued, then ends the process as before; while uvicorn runs it puts its own
+    what is queued, then ends the process as before; while the server runs it puts its own
     handler over this one (a worker's server puts this one back on the way out, the
     supervisor keeps its own to the end and exits normally).
     """

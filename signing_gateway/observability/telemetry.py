@@ -51,8 +51,9 @@ def record_stoken_refusal(*, cause: str) -> None:
 
 
 #: Flushes to run before a process ends by a signal's default action, which skips `atexit`
-#: (a `serve --workers` worker, serving.py): the tracer provider's bounded send of the spans it
-#: still holds (`tracing.ExitFlush`). Kept here, where no OpenTelemetry is imported.
+#: (a `serve --workers` worker stopped by a second signal, serving.py): the tracer provider's
+#: bounded send of the spans it still holds (`tracing.ExitFlush`). Kept here, where no
+#: OpenTelemetry is imported.
 _exit_flushes: list[Callable[[], object]] = []
 
 

@@ -153,7 +153,8 @@ class ExitFlush:
     start a thread from an exit handler, and the provider's shutdown (which waits for its batch
     thread) cannot be cut short from outside. A daemon thread still waiting is dropped as the
     process ends. `flush` runs at exit, or before, from `telemetry.flush_telemetry`, in a
-    process that ends by a signal (a `serve --workers` worker) and so runs no exit handler.
+    process that ends by a signal (a `serve --workers` worker whose drain a second signal cut
+    short) and so runs no exit handler.
     """
 
     def __init__(self, provider: SdkTracerProvider, timeout: float) -> None:

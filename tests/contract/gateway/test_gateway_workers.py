@@ -71,9 +71,13 @@ async def test_ctrl_c_stops_the_supervisor_and_every_worker_quietly(fakes, when:
     assert "Received SIGINT, exiting." in log
 
 
-def _drain_env(fakes, *, drain_timeout: float) -> dict[str, str]:
+def _drain_env(
+    fakes, *, drain_timeout: float, **eu_signer: object
+) -> tuple[FakeSignerProcess, dict[str, str]]:
+    """The EU fake signer, set to `eu_signer` (`/_control`); the settings of a short drain."""
     eu, domestic = fakes
-    return gateway_env(
+    set_control(eu, **eu_signer)
+    return eu, gateway_env(
         eu.base_url,
         domestic.base_url,
         SIGNING_GATEWAY_LOG_LEVEL="INFO",
@@ -131,9 +135,7 @@ async def test_sigterm_drains_every_worker_before_the_supervisor_exits(fakes):
     every worker has. Before, each worker ran uvicorn's plain server: its listener closed at
     once (readiness refused, not 503), with nothing to turn callers away meanwhile.
     """
-    eu, _ = fakes
-    set_control(eu, latencyMs=1500)
-    env = _drain_env(fakes, drain_timeout=10)
+    eu, env = _drain_env(fakes, drain_timeout=10, latencyMs=1500)
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
         workers = await _serving_workers(gateway)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
@@ -173,9 +175,7 @@ async def test_a_request_outliving_the_workers_drain_is_answered_503_in_time(fak
     Within the cancel grace; then each worker and the supervisor exit. Before, uvicorn's plain
     server waited for it without a bound: the caller got no answer, and nothing ended.
     """
-    eu, _ = fakes
-    set_control(eu, fault="hang", faultCount=-1)
-    env = _drain_env(fakes, drain_timeout=0.5)
+    eu, env = _drain_env(fakes, drain_timeout=0.5, fault="hang", faultCount=-1)
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
         workers = await _serving_workers(gateway)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=5) as client:
@@ -193,9 +193,7 @@ async def test_a_sighup_restart_drains_each_worker_it_replaces(fakes):
 
     Its requests in flight finish 200; the new workers serve on.
     """
-    eu, _ = fakes
-    set_control(eu, latencyMs=1500)
-    env = _drain_env(fakes, drain_timeout=10)
+    eu, env = _drain_env(fakes, drain_timeout=10, latencyMs=1500)
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
         old_workers = await _serving_workers(gateway)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
@@ -222,9 +220,7 @@ async def test_a_second_ctrl_c_cuts_the_workers_drain_short(fakes):
     the supervisor, whose SIGTERM each worker drains on; the second is each worker's own
     second signal, as with one process.
     """
-    eu, _ = fakes
-    set_control(eu, fault="hang", faultCount=-1)
-    env = _drain_env(fakes, drain_timeout=20)
+    eu, env = _drain_env(fakes, drain_timeout=20, fault="hang", faultCount=-1)
     with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
         workers = await _serving_workers(gateway)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
