@@ -439,7 +439,11 @@ class GracefulServer(StartUpStoppingServer):
 
         The second signal cancels what is in flight at once (each answered 503 if its response
         had not started) and starts uvicorn's shutdown; uvicorn raises it again at the end, so
-        the process ends by it.
+        the process ends by it. A drain with nothing in flight ends at once, and a second
+        Ctrl-C that comes once it has (a person pressing it twice) is still the second signal:
+        uvicorn would take a SIGINT after its exit began for the third, and force the exit,
+        which skips the app's shutdown (the audit file's last records, the signer clients'
+        close) and logs the cancelled lifespan's traceback.
         """
         if self._loop is None or not self.started:
             super().handle_exit(sig, frame)  # still starting: stopped at once (nothing to drain)
@@ -453,6 +457,9 @@ class GracefulServer(StartUpStoppingServer):
         if self._drain_requested and not self.should_exit:
             logger.info("signal %s: stopping now", signal.Signals(sig).name)
             self._loop.call_soon_threadsafe(self.controller.stop_now)
+        elif self._drain_requested and not self._captured_signals:
+            self._captured_signals.append(sig)  # the second signal, the drain over: not forced
+            return
         super().handle_exit(sig, frame)
 
     def _start_drain(self) -> None:
@@ -539,18 +546,11 @@ class WorkerServer(GracefulServer):
     reaches it and every worker at once, and the supervisor then stops each worker with
     SIGTERM. A worker draining on the Ctrl-C took that SIGTERM for a second signal and cut
     its drain short at once. The next Ctrl-C is the worker's second signal, as with one
-    process: it stops the drain now, or, the drain over (a worker with nothing in flight
-    ends its drain at once), the process ends by it once shut down; it does not force the
-    exit, which would skip the app's shutdown (the audit file's last records). A third one
-    forces it.
+    process (`GracefulServer.handle_exit`), and a third one forces the exit.
     """
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """As `GracefulServer`, SIGINT aside (see above)."""
-        if sig == signal.SIGINT:
-            if not self._drain_requested:
-                return  # the supervisor's
-            if self.should_exit and not self._captured_signals:
-                self._captured_signals.append(sig)  # the second signal, the drain over
-                return
+        """As `GracefulServer`, but a SIGINT before the drain is the supervisor's (see above)."""
+        if sig == signal.SIGINT and not self._drain_requested:
+            return
         super().handle_exit(sig, frame)

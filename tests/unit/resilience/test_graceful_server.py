@@ -187,6 +187,13 @@ def test_a_signal_once_the_server_is_stopping_does_not_drain() -> None:
     assert loop.scheduled == [drained._start_drain]
 
 
+def _worker_server() -> WorkerServer:
+    """A `serve --workers N` worker's server, its app's drain loaded (as it starts)."""
+    server = WorkerServer(uvicorn.Config(_app, port=0, log_config=None))
+    server._controller = DrainController(drain_timeout=1, cancel_grace=1)
+    return server
+
+
 def test_a_workers_server_leaves_the_first_ctrl_c_to_its_supervisor() -> None:
     """A `serve --workers N` worker: SIGINT before the drain does nothing; SIGTERM drains.
 
@@ -194,8 +201,7 @@ def test_a_workers_server_leaves_the_first_ctrl_c_to_its_supervisor() -> None:
     Ctrl-C itself would take that SIGTERM for a second signal and cut its drain short. Once
     it drains, a Ctrl-C stops it now, and a third one forces the exit, as with one process.
     """
-    server = WorkerServer(uvicorn.Config(_app, port=0, log_config=None))
-    server._controller = DrainController(drain_timeout=1, cancel_grace=1)  # the app's, loaded
+    server = _worker_server()
     loop = _serving(server)
     server.handle_exit(signal.SIGINT, None)
     assert loop.scheduled == []
@@ -210,18 +216,29 @@ def test_a_workers_server_leaves_the_first_ctrl_c_to_its_supervisor() -> None:
     assert server.force_exit is True
 
 
-def test_a_workers_second_ctrl_c_after_its_drain_does_not_force_the_exit() -> None:
-    """A worker with nothing in flight ends its drain at once; the next Ctrl-C is its second.
+@pytest.mark.parametrize(
+    ("make_server", "first"),
+    [
+        (_server, [signal.SIGINT]),
+        # A worker leaves the first Ctrl-C to its supervisor, whose SIGTERM starts the drain.
+        (_worker_server, [signal.SIGINT, signal.SIGTERM]),
+    ],
+    ids=["one process", "a worker"],
+)
+def test_a_second_ctrl_c_after_the_drain_ended_does_not_force_the_exit(
+    make_server: Callable[[], GracefulServer], first: list[signal.Signals]
+) -> None:
+    """Ctrl-C pressed twice, the drain with nothing in flight over in between: not forced.
 
-    As a second signal it ends the process once shut down, and does not force the exit:
-    that skipped the app's shutdown (its audit file's last records), with a traceback of the
-    cancelled lifespan. A third Ctrl-C forces it.
+    uvicorn took that SIGINT for a third signal, as its exit had begun, and forced the exit:
+    the app's shutdown (the audit file's last records) was skipped, with a traceback of the
+    cancelled lifespan. It is the second signal: the process ends by it once shut down. A
+    third Ctrl-C forces the exit.
     """
-    server = WorkerServer(uvicorn.Config(_app, port=0, log_config=None))
-    server._controller = DrainController(drain_timeout=1, cancel_grace=1)  # the app's, loaded
+    server = make_server()
     loop = _serving(server)
-    server.handle_exit(signal.SIGINT, None)
-    server.handle_exit(signal.SIGTERM, None)
+    for signum in first:
+        server.handle_exit(signum, None)
     server.should_exit = True  # the drain over, uvicorn's shutdown begun
     server.handle_exit(signal.SIGINT, None)
     assert loop.scheduled == [server._start_drain]
