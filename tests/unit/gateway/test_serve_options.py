@@ -274,8 +274,16 @@ def test_every_worker_the_supervisor_starts_is_the_gateways(
     server: no drain on the SIGTERM that stops it. uvicorn's module keeps its own `Process`.
     """
     assert _serve("--workers", "2") == 0
-    started: list[type] = []
-    monkeypatch.setattr(serving._GatewayProcess, "start", lambda p: started.append(type(p)))
+    started: list[tuple[type, bool]] = []
+
+    def start(process: serving._GatewayProcess) -> None:
+        # Started with Ctrl-C ignored and blocked, so a worker still importing is not ended
+        # by it (`_workers_start_without_ctrl_c`).
+        blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        without_ctrl_c = signal.getsignal(signal.SIGINT) is signal.SIG_IGN and blocked
+        started.append((type(process), without_ctrl_c))
+
+    monkeypatch.setattr(serving._GatewayProcess, "start", start)
     monkeypatch.setattr(serving._GatewayProcess, "wait_until_ready", lambda *_a, **_k: True)
     # uvicorn's own constructor takes over this process's signals: not run here.
     supervisor = object.__new__(serving._Supervisor)
@@ -288,7 +296,9 @@ def test_every_worker_the_supervisor_starts_is_the_gateways(
     supervisor.processes = [_DeadWorker()]  # type: ignore[list-item]
     supervisor.restart_all()
     supervisor.handle_ttin()
-    assert started == [serving._GatewayProcess] * 4
+    assert started == [(serving._GatewayProcess, True)] * 4
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     for process in supervisor.processes:
         assert isinstance(process, serving._GatewayProcess)
         process.parent_conn.close()
@@ -307,6 +317,30 @@ def test_a_workers_server_is_the_drain_aware_one_and_built_once() -> None:
     finally:
         process.parent_conn.close()
         process.child_conn.close()
+
+
+def test_a_workers_server_is_built_holding_the_lock_its_health_check_thread_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The health-check thread and the worker ask for the server at once: it is built once.
+
+    Built outside the lock, each could build its own, and the health check would ask a
+    server that never serves whether it is started.
+    """
+    built_holding_the_lock: list[bool] = []
+
+    class Built:
+        def __init__(self, _config: uvicorn.Config) -> None:
+            built_holding_the_lock.append(serving._WORKER_SERVER_LOCK.locked())
+
+    monkeypatch.setattr(shutdown, "WorkerServer", Built)
+    process = serving._GatewayProcess(uvicorn.Config("signing_gateway.app:create_served_app"), [])
+    try:
+        assert isinstance(process.server, Built)
+    finally:
+        process.parent_conn.close()
+        process.child_conn.close()
+    assert built_holding_the_lock == [True]
 
 
 def test_workers_refuse_a_probe_port(

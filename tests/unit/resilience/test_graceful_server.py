@@ -265,6 +265,8 @@ async def test_a_server_given_no_drain_takes_the_one_of_the_app_it_loads() -> No
     assert served_drain(_Wrapper(_Wrapper(app))) is drain
     with pytest.raises(TypeError, match="has no drain"):
         served_drain(_Wrapper(SimpleNamespace(state=SimpleNamespace())))
+    with pytest.raises(TypeError, match="has no drain"):  # something else by that name
+        served_drain(_Wrapper(SimpleNamespace(state=SimpleNamespace(drain=object()))))
     config = uvicorn.Config(
         _Wrapper(app), host="127.0.0.1", port=0, log_config=None, lifespan="off", interface="asgi3"
     )
