@@ -298,6 +298,8 @@ async def test_a_signer_certificate_the_strict_checks_refuse_is_refused(
         "signer call failed",
         "dependency down",
     }, reasons
+    error = {"httpx": "ConnectError", "aiohttp": "ClientConnectorCertificateError"}[transport]
+    assert ("signer call failed", f"{error}: {refused}") in reasons
 
 
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
@@ -381,6 +383,11 @@ def _context(client: httpx.AsyncClient) -> ssl.SSLContext:
     return transport.ssl_context  # type: ignore[attr-defined, no-any-return]
 
 
+def _subjects(context: ssl.SSLContext) -> list[object]:
+    """The subjects of the CAs `context` trusts."""
+    return [ca["subject"] for ca in context.get_ca_certs()]
+
+
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
 async def test_clients_trusting_only_the_system_cas_share_one_context(pki: Pki, transport):
     """The system's CA store is loaded once for every client that trusts it alone.
@@ -399,18 +406,26 @@ async def test_clients_trusting_only_the_system_cas_share_one_context(pki: Pki, 
         build_signer_client(url, **options),
         build_signer_client(url, **options),
         jwks_http_client(ca_bundle=None, timeout=2.0),
+        jwks_http_client(ca_bundle=pki.ca, timeout=2.0),
     ]
     try:
-        with_cert, with_bundle, first, second, jwks = (_context(c) for c in clients)
+        with_cert, with_bundle, first, second, jwks, jwks_bundle = (_context(c) for c in clients)
         assert first is second is jwks
         assert with_cert is not first
         assert with_bundle is not first
         assert first.verify_mode == ssl.CERT_REQUIRED
         assert first.check_hostname
-        strict = ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
-        assert all(
-            context.verify_flags & strict == strict for context in (with_cert, with_bundle, first)
+        assert jwks_bundle is not first
+        assert (
+            _subjects(jwks_bundle)
+            == _subjects(with_bundle)
+            == [((("commonName", "Test Signer CA"),),)]
         )
+        # The strict checks, added to Python's own (its default flags are kept).
+        strict = ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
+        strict |= ssl.create_default_context().verify_flags
+        for context in (with_cert, with_bundle, first, jwks_bundle):
+            assert context.verify_flags & strict == strict, context.verify_flags
     finally:
         for client in clients:
             await client.aclose()

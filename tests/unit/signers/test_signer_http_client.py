@@ -106,6 +106,42 @@ def test_a_circular_cause_chain_is_classified_without_looping():
     assert isinstance(error, SignerConnectionLostError)
 
 
+class _Refused(ssl.SSLCertVerificationError):
+    """The TLS library's refusal of a certificate, with its reason (set only as it is raised)."""
+
+    verify_message = "Missing Authority Key Identifier"
+
+
+def _during(exc: BaseException, handled: BaseException) -> BaseException:
+    exc.__context__ = handled
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (
+            _caused(httpx.ConnectError("failed"), _Refused(1, "verify failed")),
+            "ConnectError: certificate refused: Missing Authority Key Identifier",
+        ),
+        (
+            _caused(httpx.ConnectError("failed"), _during(RuntimeError(), _Refused(1, "x"))),
+            "ConnectError: certificate refused: Missing Authority Key Identifier",
+        ),
+        # Raised from a reset, while an earlier refusal was handled: the reset is the failure.
+        (
+            _during(_caused(httpx.ConnectError("failed"), OSError(104, "reset")), _Refused(1, "x")),
+            "ConnectError",
+        ),
+    ],
+    ids=["from-the-refusal", "during-it-further-down", "refusal-neither-cause-nor-under-it"],
+)
+def test_a_refused_certificate_is_named_with_its_reason(exc: httpx.ConnectError, message: str):
+    """Why the signer's certificate was refused, found along what the error was raised from."""
+    error = transport_error(exc, signer="eu", endpoint="get_credential")
+    assert str(error) == f"eu get_credential: {message}"
+
+
 @pytest.mark.parametrize(
     "exc",
     [TimeoutError(), _caused(httpx.ReadError("read failed"), TimeoutError())],
