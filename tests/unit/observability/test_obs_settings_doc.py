@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic.fields import FieldInfo
 
 from signing_gateway.settings import Settings
 from signing_gateway.settings_doc import (
     BEGIN_MARKER,
     END_MARKER,
+    _type_name,
     main,
     render_table,
     setting_docs,
@@ -43,6 +45,19 @@ def test_the_table_gives_each_setting_its_bounds():
     assert types["AUTH__SCOPE_CLAIM"] == "str, length >= 1"
     assert types["AUTH__JWKS_FILE"] == "Path | None"
     assert types["LOG_FORMAT"] == "Literal['json', 'console']"
+
+
+def test_a_path_is_named_path_whichever_module_python_keeps_it_in():
+    """Path's class lives in `pathlib._local` from Python 3.13 on: the table says `Path` still.
+
+    Its module name left in, the table generated on 3.13 said `_local.Path` and differed from
+    the one generated on 3.11, where `pathlib.Path` is the class's own name.
+    """
+    path_from_3_13 = type("Path", (), {"__module__": "pathlib._local"})
+    assert repr(path_from_3_13) == "<class 'pathlib._local.Path'>"
+    assert _type_name(FieldInfo.from_annotation(path_from_3_13)) == "Path"
+    assert _type_name(FieldInfo.from_annotation(path_from_3_13 | None)) == "Path | None"
+    assert _type_name(FieldInfo.from_annotation(Path | None)) == "Path | None"
 
 
 def test_every_setting_has_a_description():
