@@ -577,11 +577,15 @@ async def test_a_fields_value_is_kept_without_the_whitespace_after_it():
     ]
 
 
-async def test_expect_100_continue_is_still_seen():
-    """The field sharing keeps uvicorn's reading of `Expect: 100-continue`."""
+@pytest.mark.parametrize("expect", [b"100-Continue", b"100-continue \t"])
+async def test_expect_100_continue_is_still_seen(expect: bytes):
+    """The field sharing keeps uvicorn's reading of `Expect: 100-continue`, whitespace after it too.
+
+    Read with the whitespace, the caller was never told to go on and waited to send its body.
+    """
     protocol, _ = _open()
     protocol.data_received(
-        b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
+        b"POST /v1/dcc HTTP/1.1\r\nHost: g\r\nExpect: " + expect + b"\r\nContent-Length: 2\r\n\r\n"
     )
     assert protocol.expect_100_continue
 
