@@ -254,7 +254,14 @@ class _Wrapper:
         self.app = app
 
 
-async def test_a_server_given_no_drain_takes_the_one_of_the_app_it_loads() -> None:
+#: The app `test_a_server_given_no_drain_takes_the_one_of_the_app_it_loads` names by its import
+#: string, as a worker's configuration names the gateway's.
+_served_app: object = None
+
+
+async def test_a_server_given_no_drain_takes_the_one_of_the_app_it_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A worker's server: the app is loaded as it starts, from an import string; so its drain.
 
     Wrapped by uvicorn or not, the app's `state.drain` is the one; an app with none is refused.
@@ -267,14 +274,21 @@ async def test_a_server_given_no_drain_takes_the_one_of_the_app_it_loads() -> No
         served_drain(_Wrapper(SimpleNamespace(state=SimpleNamespace())))
     with pytest.raises(TypeError, match="has no drain"):  # something else by that name
         served_drain(_Wrapper(SimpleNamespace(state=SimpleNamespace(drain=object()))))
+    monkeypatch.setitem(globals(), "_served_app", _Wrapper(app))
     config = uvicorn.Config(
-        _Wrapper(app), host="127.0.0.1", port=0, log_config=None, lifespan="off", interface="asgi3"
+        f"{__name__}:_served_app",
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        lifespan="off",
+        interface="asgi3",
     )
     server = WorkerServer(config)
     with pytest.raises(RuntimeError, match="known once the server has loaded the app"):
         _ = server.controller
     serving = asyncio.create_task(server.serve())
-    await until(lambda: server.started)
+    await until(lambda: server.started or serving.done())
+    assert not serving.done(), serving.exception()
     assert server.controller is drain
     server.should_exit = True
     async with asyncio.timeout(5):
