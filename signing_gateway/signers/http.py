@@ -248,11 +248,7 @@ def build_signer_client(
 
 
 def _aiohttp_cause(exc: BaseException) -> BaseException | None:
-    """Return the aiohttp (or bare asyncio timeout) exception behind ``exc``, if any.
-
-    The chain is walked once: an exception set as its own cause, directly or further down
-    (a mocking library can build one), ends the walk instead of looping on the loop forever.
-    """
+    """Return the aiohttp (or bare asyncio timeout) exception ``exc`` was raised from, if any."""
     return next(
         (seen for seen in _chain(exc) if isinstance(seen, aiohttp.ClientError | TimeoutError)), None
     )
