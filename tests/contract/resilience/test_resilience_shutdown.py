@@ -8,8 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,16 +18,13 @@ import pytest
 
 from signing_gateway.api import examples
 from tests.contract.gateway.gateway_process import (
-    SERVE,
     GatewayProcess,
-    free_port,
     gateway_env,
     running_gateway_process,
 )
 from tests.contract.resilience.conftest import control, metric, seen, stats
 from tests.support.polling import until
-from tests.support.processes import read_log, stop_process
-from tests.support.terminal import AS_A_TERMINAL_RUNS_IT, press_ctrl_c
+from tests.support.terminal import press_ctrl_c
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -355,36 +350,19 @@ def test_a_signal_during_the_start_up_stops_it_at_once(signum: signal.Signals) -
         silent.listen(8)  # connections complete in the kernel's queue; nothing reads them
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         env = gateway_env(url, url, SIGNING_GATEWAY_LOG_LEVEL="INFO")
-        with tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log") as log_file:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                # SIGINT at its default action, as in a terminal (a shell's background job,
-                # which this test run may be, has it ignored: uvicorn takes it even so).
-                [
-                    *AS_A_TERMINAL_RUNS_IT,
-                    sys.executable,
-                    *SERVE,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(free_port()),
-                ],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **env},
-            )
-            try:
-                deadline = time.monotonic() + 15
-                while "Waiting for application startup." not in read_log(log_file):
-                    assert process.poll() is None, read_log(log_file)
-                    assert time.monotonic() < deadline, "the start-up never began"
-                    time.sleep(0.02)  # polling the log until the start-up began
-                signalled = time.monotonic()
-                process.send_signal(signum)
-                assert process.wait(timeout=10) == 128 + signum
-                assert time.monotonic() - signalled < 5
-            finally:
-                stop_process(process, timeout=5)
-            log = read_log(log_file)
+        # SIGINT at its default action, as in a terminal (a shell's background job, which
+        # this test run may be, has it ignored: uvicorn takes it even so).
+        with running_gateway_process(env, as_a_terminal=True, ready=False) as gateway:
+            deadline = time.monotonic() + 15
+            while "Waiting for application startup." not in gateway.log():
+                assert gateway.process.poll() is None, gateway.log()
+                assert time.monotonic() < deadline, "the start-up never began"
+                time.sleep(0.02)  # polling the log until the start-up began
+            signalled = time.monotonic()
+            gateway.process.send_signal(signum)
+            assert gateway.process.wait(timeout=10) == 128 + signum
+            assert time.monotonic() - signalled < 5
+            log = gateway.log()
     assert f"signal {signum.name}: stopping the start-up" in log
     assert "Traceback" not in log
     assert "start-up failed" not in log
