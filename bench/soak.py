@@ -9,9 +9,10 @@ on loopback, drives a closed-loop mix of every public route, and every 0.2 s inj
 fakes' `PUT /_control`: as many signer calls as ~10 % of the requests sent in that period
 (`--fault-share`), split between the two fakes. It reports what was sent, what succeeded,
 failures by status, hung requests (no answer within deadline + 5 s: must be 0), 500s (must
-be 0), the gateway's own received/sent accounting, and the signings the signers counted
-against the gateway's successes. The figures go to docs/benchmarks.md between the soak
-markers.
+be 0), the gateway's own received/sent accounting, the signings the signers counted
+against the gateway's successes, and the gateway process's memory and open descriptors through
+the run and once it is idle again, with what it still has in flight then (must be nothing).
+The figures go to docs/benchmarks.md between the soak markers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 
 from bench import auth as bench_auth
 from bench.procs import Proc, free_port, start, stop_children_on_sigterm
@@ -69,6 +71,12 @@ SIGNINGS = {
     "prepare": {"prepare_issue": 1},
     "issue": {"issue": 1},
 }
+
+
+#: How often the gateway's memory and open descriptors are read during the load.
+RESOURCE_EVERY_S = 5.0
+#: From when on the load's memory counts as warmed up: caches and pools have grown by then.
+WARM_AFTER_S = 60.0
 
 
 @dataclass
@@ -238,8 +246,71 @@ def _accounting(metrics_text: str) -> dict[str, float]:
     return {"received": received, "sent": sent}
 
 
+@dataclass
+class Resources:
+    """The gateway process's RSS and open descriptors: (seconds into the load, bytes, fds)."""
+
+    process: psutil.Process
+    samples: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def read(self, at: float) -> tuple[float, int, int]:
+        sample = (round(at, 1), self.process.memory_info().rss, self.process.num_fds())
+        self.samples.append(sample)
+        return sample
+
+    async def sample_until(self, started: float, until: float) -> None:
+        while (now := time.monotonic()) < until:
+            self.read(now - started)
+            await asyncio.sleep(min(RESOURCE_EVERY_S, max(until - now, 0.0)))
+
+    def figures(self, idle_after: tuple[float, int, int]) -> dict[str, Any]:
+        """Start, warmed up, end of the load and idle again; the most descriptors open."""
+        load = [s for s in self.samples if s is not idle_after]
+        warm = next((s for s in load if s[0] >= WARM_AFTER_S), load[-1])
+        return {
+            "rss_mb": {
+                "start": _mb(load[0][1]),
+                "warm": _mb(warm[1]),
+                "end": _mb(load[-1][1]),
+                "idle_after": _mb(idle_after[1]),
+            },
+            "warm_at_s": warm[0],
+            "fds": {
+                "start": load[0][2],
+                "most": max(s[2] for s in load),
+                "idle_after": idle_after[2],
+            },
+            "samples": self.samples,
+        }
+
+
+def _mb(n: int) -> float:
+    return round(n / 1e6, 1)
+
+
+async def _left_in_flight(client: httpx.AsyncClient, bound_s: float) -> dict[str, float]:
+    """Requests and signer calls the gateway still holds, once they had `bound_s` to end.
+
+    The scrape that reads them is itself a request in progress, so it is not counted.
+    """
+    until = time.monotonic() + bound_s
+    while True:
+        text = (await client.get("/metrics")).text
+        left = {
+            "requests": max(_metric_sum(text, "gateway_requests_in_progress ") - 1, 0),
+            "signer_calls": _metric_sum(text, "gateway_signer_in_flight{"),
+        }
+        if not any(left.values()) or time.monotonic() >= until:
+            return left
+        await asyncio.sleep(0.2)
+
+
 async def _drive(
-    gateway: str, fakes: dict[str, str], args: argparse.Namespace, auth: bench_auth.BenchAuth
+    gateway: str,
+    fakes: dict[str, str],
+    args: argparse.Namespace,
+    auth: bench_auth.BenchAuth,
+    process: psutil.Process | None = None,
 ) -> dict[str, Any]:
     tally = Tally()
     limits = httpx.Limits(
@@ -257,17 +328,29 @@ async def _drive(
         for url in fakes.values():
             await client.post(f"{url}/_stats/reset")
         metrics_before = _accounting((await client.get("/metrics")).text)
+        resources = Resources(process) if process else None
         started = time.monotonic()
         until = started + args.duration
         tasks = [_worker(client, tally, until, args.seed + i) for i in range(args.concurrency)]
         tasks.append(_injector(fakes, tally, until, args.fault_share, args.seed))
+        if resources:
+            tasks.append(resources.sample_until(started, until))
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
+        if resources:
+            resources.read(elapsed)
         for url in fakes.values():
             await client.put(f"{url}/_control", json={"fault": None})
         final_metrics = (await client.get("/metrics")).text
         metrics_after = _accounting(final_metrics)
         health = await client.get("/healthz")
+        left = await _left_in_flight(client, DEADLINE_S + HANG_MARGIN_S)
+    resources_figures = None
+    if resources:
+        # The callers' connections are closed now; the gateway's idle ones to the signers close
+        # after their keep-alive expiry, which is the gateway's own default too.
+        await asyncio.sleep(LimitsSettings().keep_alive_seconds + 1)
+        resources_figures = resources.figures(resources.read(time.monotonic() - started))
     signer = await _signer_totals(list(fakes.values()))
     expected: Counter[str] = Counter()
     for kind, count in tally.ok.items():
@@ -312,6 +395,8 @@ async def _drive(
         "signings_implied_by_successes": dict(expected),
         "signer_outcomes": dict(sorted(signer.items())),
         "healthz_after": health.status_code,
+        "left_in_flight": left,
+        "resources": resources_figures,
     }
 
 
@@ -350,6 +435,12 @@ def _markdown(result: dict[str, Any]) -> str:
         ),
         f"| valid signings delivered by the signers | {result['signer_ok_signings']} |",
         f"| signings implied by gateway 200s | {result['signings_implied_by_successes']} |",
+        (
+            "| left in flight once the load ended: requests / signer calls | "
+            f"**{result['left_in_flight']['requests']:.0f} / "
+            f"{result['left_in_flight']['signer_calls']:.0f}** |"
+        ),
+        *_resource_rows(result.get("resources")),
         "",
         (
             "Delivered signings are the fakes' `ok` answers plus the fault outcomes that still "
@@ -360,9 +451,41 @@ def _markdown(result: dict[str, Any]) -> str:
             "withheld (502) and not counted as delivered. Signer calls the gateway abandoned "
             "show as `cancelled` at the fakes."
         ),
+        *(
+            [
+                "",
+                (
+                    "RSS and open descriptors are the gateway process's own, read every "
+                    f'{RESOURCE_EVERY_S:g} s during the load; "idle again" is read once the '
+                    "callers' connections are closed and the gateway's idle connections to "
+                    "the signers have passed their keep-alive expiry. A few of those stay: the "
+                    "soak probes each signer every second, and aiohttp's pool hands out its "
+                    "longest-idle connection first, so each of 4 or 5 is used again before it "
+                    "expires."
+                ),
+            ]
+            if result.get("resources")
+            else []
+        ),
         END,
     ]
     return "\n".join(lines)
+
+
+def _resource_rows(resources: dict[str, Any] | None) -> list[str]:
+    if not resources:
+        return []
+    rss, fds = resources["rss_mb"], resources["fds"]
+    return [
+        (
+            f"| gateway RSS, MB: at the start / at {resources['warm_at_s']:g} s / at the end / "
+            f"idle again | {rss['start']} / {rss['warm']} / {rss['end']} / {rss['idle_after']} |"
+        ),
+        (
+            "| gateway open descriptors: at the start / most / idle again | "
+            f"{fds['start']} / {fds['most']} / {fds['idle_after']} |"
+        ),
+    ]
 
 
 def _write_docs(section: str) -> None:
@@ -376,8 +499,14 @@ def _write_docs(section: str) -> None:
 
 
 def healthy(result: dict[str, Any]) -> bool:
-    """The soak's verdict: no request hung, none answered 500, no transport error at a caller."""
-    return result["hung"] == 0 and result["status_500"] == 0 and not result["transport_errors"]
+    """The soak's verdict: no request hung, none answered 500, no transport error at a caller,
+    and nothing left in flight at the gateway once the load ended."""
+    return (
+        result["hung"] == 0
+        and result["status_500"] == 0
+        and not result["transport_errors"]
+        and not any(result["left_in_flight"].values())
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,9 +537,8 @@ def main(argv: list[str] | None = None) -> int:
                 env=_gateway_env(eu.url, domestic.url, auth),
             )  # fmt: skip
             try:
-                result = asyncio.run(
-                    _drive(gateway.url, {"eu": eu.url, "domestic": domestic.url}, args, auth)
-                )
+                fakes = {"eu": eu.url, "domestic": domestic.url}
+                result = asyncio.run(_drive(gateway.url, fakes, args, auth, gateway.ps))
             finally:
                 gateway.stop()
             result["gateway_exit_code"] = gateway.popen.returncode
