@@ -1,9 +1,10 @@
 """Verdicts against the targets, the Markdown report (docs/benchmarks.md) and the chart.
 
-The report is regenerated on every full run. Two hand-kept blocks survive regeneration
-verbatim: the soak section (`<!-- soak:start -->`..`<!-- soak:end -->`, written by bench/soak.py)
-and the profile summary (`<!-- profile:start -->`..`<!-- profile:end -->`). A regeneration
-that would drop any other heading of the doc stops instead (`LostSectionsError`).
+The report is regenerated on every full run. Three blocks written by other commands survive
+regeneration verbatim: the soak section (`<!-- soak:start -->`..`<!-- soak:end -->`, written by
+bench/soak.py), the capacity per endpoint (`<!-- endpoints:start -->`..`<!-- endpoints:end -->`,
+bench/endpoints.py) and the profile summary (`<!-- profile:start -->`..`<!-- profile:end -->`).
+A regeneration that would drop any other heading of the doc stops instead (`LostSectionsError`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bench.scenarios import CEILING_SETTLE_S, CLIENT_TIMEOUT_S, S1_SETTLE_S, STE
 
 BLOCKS = {
     "soak": ("<!-- soak:start -->", "<!-- soak:end -->"),
+    "endpoints": ("<!-- endpoints:start -->", "<!-- endpoints:end -->"),
     "profile": ("<!-- profile:start -->", "<!-- profile:end -->"),
 }
 
@@ -196,7 +198,7 @@ class LostSectionsError(Exception):
 def lost_headings(old: str, new: str) -> list[str]:
     """Headings of `old` that `new` no longer has: hand-written text outside the kept blocks.
 
-    Only the two blocks survive regeneration; a section added after `<!-- profile:end -->`
+    Only the kept blocks survive regeneration; a section added after `<!-- profile:end -->`
     (say) would be dropped without a word by the next full run.
     """
     heading = re.compile(r"^#{1,6} .+$", re.MULTILINE)
@@ -1131,6 +1133,7 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         "python -m bench.run --only S3 --quick   # a subset, short phases, no doc update",
         "python -m bench.run --only S3 --s3 gateway  # one S3 variant (results *-subset.json)",
         "python -m bench.profile        # the profile above (py-spy is in the dev extra)",
+        "python -m bench.endpoints      # capacity per endpoint (below), rewrites its section",
         "python -m bench.memory_sites   # S4: what a request held at the signer allocates, by site",
         "python -m bench.shapes LLSLL   # S1's load beside its limit's, in one gateway",
         "python -m bench.instructions --rev main --rev HEAD  # instructions per request (valgrind)",
@@ -1141,10 +1144,12 @@ def write(r: dict[str, Any], doc: Path, png: Path, runs: list[Path]) -> None:
         'RUN_DIR=$(mktemp -d); export BENCH_TOKEN=$(python -m bench.auth "$RUN_DIR")',
         "```",
         "",
-        "Stopping `bench.run`, `bench.soak`, `bench.probe_port`, `bench.profile`, `bench.shapes`",
-        "or `bench.instructions` with Ctrl-C or SIGTERM (`timeout`, a CI job's cancel) stops the",
-        "fake signer and the servers it started; wrk and the `/healthz` pollers end within their",
-        "own run time.",
+        "Stopping `bench.run`, `bench.soak`, `bench.endpoints`, `bench.probe_port`,",
+        "`bench.profile`, `bench.shapes` or `bench.instructions` with Ctrl-C or SIGTERM",
+        "(`timeout`, a CI job's cancel) stops the fake signer and the servers it started; wrk",
+        "and the `/healthz` pollers end within their own run time.",
+        "",
+        kept["endpoints"],
         "",
         kept["soak"],
         "",

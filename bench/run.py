@@ -46,7 +46,8 @@ def keep_markdown(name: str, text: str) -> Path:
     return path
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Python, wrk and the serving libraries, by version (every bench report prints them)."""
     names = ["fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore",
              "httpx-aiohttp", "aiohttp", "pydantic", "requests"]  # fmt: skip
     found = {}
@@ -56,7 +57,8 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), "wrk": wrk_version(), **found}
 
 
-def _machine() -> dict[str, Any]:
+def machine() -> dict[str, Any]:
+    """The CPUs, the platform and the load average now."""
     return {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
@@ -71,8 +73,8 @@ def run(
     scale = 0.25 if quick else 1.0
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "versions": _versions(),
+        "machine": machine(),
+        "versions": versions(),
         "quick": quick,
         "pinned": pin,
         "loop": served_loop(),

@@ -281,7 +281,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _wrk_figures(result: WrkResult) -> dict[str, Any]:
-    return {
+    figures: dict[str, Any] = {
         "requests": result.requests,
         "ok": result.ok,
         "errors": result.errors,
@@ -298,6 +298,12 @@ def _wrk_figures(result: WrkResult) -> dict[str, Any]:
         "max_ms": result.max_ms,
         "command": result.command,
     }  # fmt: skip
+    if result.statuses:  # where the script counts them (bench/endpoints.lua)
+        figures["statuses"] = result.statuses
+        figures["not_200"] = result.requests - result.statuses.get("200", 0)
+    if result.steps:
+        figures["steps"] = result.steps
+    return figures
 
 
 def _latency_figures(latencies_ms: list[float]) -> dict[str, float | None]:
@@ -416,13 +422,15 @@ def slow_signers(target: procs.Proc, load: Load, logs: Path, *, clients: int, se
 
 
 def ceiling(target: procs.Proc, signer: procs.Proc, load: Load, *, clients: int,
-            seconds: float, steady: bool = False) -> dict[str, Any]:  # fmt: skip
+            seconds: float, steady: bool = False,
+            url: str | None = None) -> dict[str, Any]:  # fmt: skip
     """S3: req/s and CPU per request at signer latency 0.
 
     `steady`: also measure the gateway's steady state inside the run, as S1's is (`steady`
     in the figures), for S1's limit runs; the proxy has no count of its own to read.
+    `url`: what `load` is sent to (default the target's /v1/dcc; bench/endpoints.py).
     """
-    url = target.url + "/v1/dcc"
+    url = url or target.url + "/v1/dcc"
     run_wrk(url, load, connections=clients, seconds=3)  # warm-up
     cpu_before, signer_before = target.cpu_seconds(), signer.cpu_seconds()
     window = (
@@ -441,6 +449,7 @@ def ceiling(target: procs.Proc, signer: procs.Proc, load: Load, *, clients: int,
     figures |= {
         "clients": clients,
         "cpu_us_per_request": round(cpu / max(1, result.requests) * 1e6, 1),
+        "cpu_seconds": round(cpu, 3),
         "target_cpu_share": round(cpu / wall, 2),
         "signer_cpu_share": round(signer_cpu / wall, 2),
         "signer_cpu_us_per_request": round(signer_cpu / max(1, result.requests) * 1e6, 1),

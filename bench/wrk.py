@@ -8,7 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.auth import TOKEN_VAR, BenchAuth
@@ -21,14 +22,20 @@ BODY_VAR = "BENCH_BODY_FILE"
 
 @dataclass(frozen=True)
 class Load:
-    """What wrk sends to /v1/dcc: a JSON body (from a file) and the caller's bearer token."""
+    """What wrk sends: a JSON body (from a file) and the caller's bearer token, to /v1/dcc.
+
+    `script` and `extra_env`: another wrk script and what it reads besides the body and the
+    token (bench/endpoints.lua: the method, the session mode).
+    """
 
     body_file: Path
     auth: BenchAuth
+    script: Path = SCRIPT
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        """wrk's environment additions: where bench/dcc.lua finds the body and the token."""
-        return {BODY_VAR: str(self.body_file), TOKEN_VAR: self.auth.token}
+        """wrk's environment additions: where the script finds the body and the token."""
+        return {BODY_VAR: str(self.body_file), TOKEN_VAR: self.auth.token, **self.extra_env}
 
 
 def ensure_wrk() -> str:
@@ -59,6 +66,10 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     command: str
+    #: Answers by status, where the script counts them (bench/endpoints.lua), else empty.
+    statuses: dict[str, int] = field(default_factory=dict)
+    #: A session load's 200s by step (`prepared`, `issued`), else empty.
+    steps: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -81,26 +92,29 @@ class WrkResult:
 
 
 def wrk_command(
-    url: str, *, connections: int, seconds: float, threads: int, timeout_s: float
-) -> list[str]:
+    url: str, *, connections: int, seconds: float, threads: int, timeout_s: float,
+    script: Path = SCRIPT,
+) -> list[str]:  # fmt: skip
     return [
         ensure_wrk(), "-t", str(min(threads, connections)), "-c", str(connections),
         "-d", f"{seconds:g}s",
-        "--timeout", f"{timeout_s:g}s", "-s", str(SCRIPT), "--latency", url,
+        "--timeout", f"{timeout_s:g}s", "-s", str(script), "--latency", url,
     ]  # fmt: skip
 
 
 def shown_command(command: list[str], load: Load) -> str:
     """A wrk command as the report prints it, runnable as printed.
 
-    With the environment bench/dcc.lua reads: the body file under `$RUN_DIR`, the token from
-    `$BENCH_TOKEN` (minted at the start of the run: `python -m bench.auth`); the server's
-    port as `$PORT`.
+    With the environment the script reads: the body file under `$RUN_DIR`, the token from
+    `$BENCH_TOKEN` (minted at the start of the run: `python -m bench.auth`), the load's
+    other variables; the server's port as `$PORT`.
     """
-    text = " ".join(["wrk", *command[1:]]).replace(str(SCRIPT), "bench/dcc.lua")
+    text = " ".join(["wrk", *command[1:]]).replace(str(load.script), f"bench/{load.script.name}")
     text = re.sub(rf"http://{re.escape(LOOPBACK)}:\d+/", f"http://{LOOPBACK}:$PORT/", text)
     body = str(load.body_file).replace(str(load.body_file.parent), RUN_DIR, 1)
-    return f'{BODY_VAR}={body} {TOKEN_VAR}="${TOKEN_VAR}" {text}'
+    extra = "".join(f"{name}={value} " for name, value in load.extra_env.items())
+    token = f'"${TOKEN_VAR}"' if load.auth.token else ""  # none: the probes send no token
+    return f"{extra}{BODY_VAR}={body} {TOKEN_VAR}={token} {text}"
 
 
 def run_wrk(
@@ -113,8 +127,9 @@ def run_wrk(
     timeout_s: float = 30.0,
 ) -> WrkResult:
     command = wrk_command(
-        url, connections=connections, seconds=seconds, threads=threads, timeout_s=timeout_s
-    )
+        url, connections=connections, seconds=seconds, threads=threads, timeout_s=timeout_s,
+        script=load.script,
+    )  # fmt: skip
     done = subprocess.run(
         command,
         capture_output=True,
@@ -140,6 +155,8 @@ def run_wrk(
         p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
         command=shown_command(command, load),
+        statuses={str(k): int(v) for k, v in data.get("statuses", {}).items()},
+        steps={k: int(data[k]) for k in ("prepared", "issued") if data.get(k)},
     )
 
 
