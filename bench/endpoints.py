@@ -198,7 +198,8 @@ def table(results: dict[str, Any]) -> list[str]:
     for name, figures in results["routes"].items():
         route = next((r for r in routes("0") if r.name == name), None)
         shown = route.shown if route else name
-        rate, cpu = figures["rps"], figures["cpu_us_per_request"]
+        rate = figures["statuses"].get("200", 0) / figures["seconds"]
+        cpu = figures["cpu_us_per_request"]
         if name == SESSION:
             rate, cpu = figures.get("sessions_per_s", 0.0), figures.get("cpu_us_per_session")
         rows.append(
@@ -252,10 +253,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         *table(results),
         "",
-        "- answers/s: 200s (wrk's count) over the window. gateway CPU: the gateway process's",
-        "  CPU time (user + system) over the window's wall time; where it is under 100 % the",
-        "  load side, not the gateway, set the rate. CPU µs per answer: that CPU time over every",
-        "  answer; answers per CPU-second: 1,000,000 / it, what one core fully used would answer.",
+        "- answers/s: 200s over the window (wrk's). gateway CPU: the gateway process's CPU",
+        "  time (user + system) over the window's wall time; under 100 %, something else set the",
+        "  rate (the load side on the other CPU, or other processes on this one). CPU µs per",
+        "  answer: that CPU time over every answer, the figure to size with; answers per",
+        "  CPU-second: 1,000,000 / it, what one core fully used would answer at that cost.",
         "- errors: every answer other than 200, by status (counted by bench/endpoints.lua), and",
         "  wrk's connect, read, write and timeout errors.",
         "- one session: each thread of wrk sends `prepare-issue`, keeps its `stoken` and",
