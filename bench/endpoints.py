@@ -241,7 +241,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"- Gateway RSS: {results['rss_started_mb']} MB after start-up, "
         f"{results['rss_after_load_mb']} MB after the load, idle ({IDLE_S:g} s after the last "
         f"window's requests had ended; {results['still_held']} still held). What each request "
-        "in flight adds: S4 above."
+        "in flight adds: S4 above. From these to replicas and limits: docs/operations.md, Sizing."
     )
     lines = [
         START,
