@@ -232,8 +232,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"route, in the order below: wrk with {results['clients']} connections, a 3 s warm-up, "
         f"then a {results['seconds']:g} s window. Every body is a valid request "
         "(signing_gateway/api/examples.py), sent with one caller token that holds every scope; "
-        "`/healthz`, `/readyz` and `/metrics` (one scrape per request) go to the probe port, "
-        "without a token, as docs/operations.md points probes and scrapes there."
+        "`/healthz`, `/readyz` and `/metrics` (one scrape per request, last, so the exposition "
+        "holds the series of every route before it) go to the probe port, without a token, as "
+        "docs/operations.md points probes and scrapes there."
     )
     session = results["routes"].get(SESSION, {})
     issue = session.get("issue_cpu_us")
