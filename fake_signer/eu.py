@@ -73,7 +73,91 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
             "expirationTime is after the signing certificate's validity: "
             f"{name} ends at {end:%Y-%m-%dT%H:%M:%SZ}"
         )
-    return CredentialRequest(usage, expires_at, dcc)
+    return CredentialRequest(usage, expires_at, as_issuer_reads(dcc))
+
+
+# The DCC as the real issuance server holds it: it reads the JSON into fixed records (each
+# member's empty value, or None for a record, given in order) and signs their encoding, not the
+# bytes it was sent. Members it has no place for are dropped, a member left out (or null) is
+# signed empty, and the members in `_OMITTED_EMPTY` (and the groups) only when not empty.
+_TOP: dict[str, Any] = {"ver": "", "dob": "", "nam": None}
+_RECORDS: dict[str, dict[str, Any]] = {
+    "nam": {"fn": "", "fnt": "", "gn": "", "gnt": ""},
+    "v": {
+        "tg": "",
+        "vp": "",
+        "mp": "",
+        "ma": "",
+        "dn": 0,
+        "sd": 0,
+        "dt": "",
+        "co": "",
+        "is": "",
+        "ci": "",
+    },
+    "t": {
+        "tg": "",
+        "tt": "",
+        "nm": "",
+        "ma": "",
+        "sc": "",
+        "tr": "",
+        "tc": "",
+        "co": "",
+        "is": "",
+        "ci": "",
+    },
+    "r": {"tg": "", "fr": "", "co": "", "is": "", "df": "", "du": "", "ci": ""},
+}
+_OMITTED_EMPTY = {("t", "nm"), ("t", "ma")}
+_INT64 = range(-(2**63), 2**63)
+
+
+def as_issuer_reads(dcc: dict[str, Any]) -> dict[str, Any]:
+    """`dcc` as the real issuance server reads it into its records, and so signs it.
+
+    Raises:
+        WireInputError: a member of the wrong JSON type, which that server cannot read either.
+    """
+    form = {name: _read_value(f"dcc.{name}", empty, dcc.get(name)) for name, empty in _TOP.items()}
+    if form["nam"] is not None:
+        form["nam"] = _read_record("nam", "dcc.nam", form["nam"])
+    for group in ("v", "t", "r"):
+        entries = dcc.get(group)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise WireInputError(f"dcc.{group} must be an array")
+        if entries:  # an empty group is not written
+            form[group] = [
+                None if entry is None else _read_record(group, f"dcc.{group}[{index}]", entry)
+                for index, entry in enumerate(entries)
+            ]
+    return form
+
+
+def _read_record(place: str, where: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise WireInputError(f"{where} must be an object")
+    record = {}
+    for name, empty in _RECORDS[place].items():
+        member = _read_value(f"{where}.{name}", empty, value.get(name))
+        if member != "" or (place, name) not in _OMITTED_EMPTY:
+            record[name] = member
+    return record
+
+
+def _read_value(where: str, empty: object, value: object) -> object:
+    """`value` read into a member whose empty value is `empty` (null leaves it empty)."""
+    if value is None:
+        return empty
+    if isinstance(empty, str) and not isinstance(value, str):
+        raise WireInputError(f"{where} must be a string")
+    if isinstance(empty, int) and (type(value) is not int or value not in _INT64):
+        raise WireInputError(f"{where} must be a whole number")
+    if empty is None and not isinstance(value, dict):
+        raise WireInputError(f"{where} must be an object")
+    return value
 
 
 def check_signing_key(keys: KeyMaterial, usage: KeyUsage, now: float) -> None:

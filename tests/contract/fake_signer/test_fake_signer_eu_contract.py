@@ -77,6 +77,55 @@ async def test_credential_round_trip_verifies_independently(client, usage):
     assert body["proofIdentifier"] == expected_proof
 
 
+async def test_dcc_is_signed_as_the_issuance_server_reads_it(client):
+    """Members left out are signed empty, a test's empty nm left out, unknown members dropped."""
+    entry = {
+        "tg": "840539006",
+        "tt": "LP6464-4",
+        "nm": "",
+        "sc": "2021-05-29T10:00:00Z",
+        "tr": "260415000",
+        "co": "NL",
+        "is": "Ministry of Health Welfare and Sport",
+        "ci": "URN:UVCI:01:NL:TEST0001",
+        "extra": "dropped",
+    }
+    dcc = {"ver": "1.3.0", "nam": {"fnt": "DE<VRIES", "x": 1}, "dob": "1964", "t": [entry]}
+    body = {"keyUsage": "test", "expirationTime": future_rfc3339(), "dcc": dcc}
+    response = await client.post("/get_credential", json=body)
+    assert response.status_code == 200, response.text
+    signed = cbor2.loads(cose_parts(response.json()["credential"])[2])[-260][1]
+    assert signed == {
+        "ver": "1.3.0",
+        "dob": "1964",
+        "nam": {"fn": "", "fnt": "DE<VRIES", "gn": "", "gnt": ""},
+        "t": [
+            {
+                **{k: v for k, v in entry.items() if k not in {"nm", "extra"}},
+                "tc": "",
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("dcc", "why"),
+    [
+        ({"ver": 1}, "dcc.ver must be a string"),
+        ({"nam": ["X"]}, "dcc.nam must be an object"),
+        ({"v": {}}, "dcc.v must be an array"),
+        ({"v": [{"dn": "2"}]}, "dcc.v[0].dn must be a whole number"),
+        ({"v": [{"dn": 2.0}]}, "dcc.v[0].dn must be a whole number"),
+    ],
+)
+async def test_dcc_members_of_the_wrong_type_are_refused(client, dcc, why):
+    """A DCC member that the issuance server's records cannot hold is refused, not signed."""
+    response = await client.post("/get_credential", content=_wire(dcc=dcc))
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    assert why in response.text
+
+
 async def test_dsc_chains_to_csca_with_usage_eku(client):
     """Every DSC is signed by the published CSCA, carries its usage's EKU and lasts ~2 years."""
     keys = await published(client)
