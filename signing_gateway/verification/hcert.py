@@ -20,7 +20,9 @@ What verifier apps read must be what the gateway checked, whatever CBOR library 
   is not in both (RFC 9052 §3), so no crit, content type or second kid reaches a verifier;
 - the claims are exactly iss, exp, iat and -260, and -260 holds only the DCC under 1, so no
   claim the gateway does not read (nbf, sub, a second DCC) reaches a verifier;
-- iss must be the signing DSC's country, when its subject names one (``iss-mismatch``).
+- iss must be the signing DSC's country, when its subject names one (``iss-mismatch``);
+- the DCC must be the one asked for, as it was sent or as the CoronaCheck "hcert" issuer
+  writes it (``hcert_issuer_form``: an optional member left out is signed as "").
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ __all__ = [
     "DecodedHc1",
     "VerifiedEuCredential",
     "decode_hc1",
+    "hcert_issuer_form",
     "proof_identifier_for",
     "verify_eu_credential",
 ]
@@ -284,6 +287,59 @@ def _equal_sequences(left: list[Any] | tuple[Any, ...], right: list[Any] | tuple
     return len(left) == len(right) and all(map(_strictly_equal, left, right))
 
 
+#: The DCC members the CoronaCheck "hcert" issuer writes whether or not they were sent: it reads
+#: the JSON into fixed records and encodes every field of them, so a member left out comes back
+#: as its empty value ("" for text, 0 for the dose counts). Per place: "nam", and each group's
+#: entries. The group lists themselves and a test entry's nm and ma are written only when not
+#: empty (`_WRITTEN_UNLESS_EMPTY`).
+_ALWAYS_WRITTEN: dict[str, dict[str, object]] = {
+    "nam": dict.fromkeys(("fn", "fnt", "gn", "gnt"), ""),
+    "v": dict.fromkeys(("tg", "vp", "mp", "ma", "dt", "co", "is", "ci"), "") | {"dn": 0, "sd": 0},
+    "t": dict.fromkeys(("tg", "tt", "sc", "tr", "tc", "co", "is", "ci"), ""),
+    "r": dict.fromkeys(("tg", "fr", "co", "is", "df", "du", "ci"), ""),
+}
+_WRITTEN_UNLESS_EMPTY: dict[str, tuple[str, ...]] = {"t": ("nm", "ma")}
+
+
+def _as_issuer_writes(place: str, member: Mapping[str, Any]) -> dict[str, Any]:
+    """One object of a DCC (``nam`` or an entry of group ``place``) as the issuer writes it."""
+    written = {**_ALWAYS_WRITTEN[place], **member}
+    for name in _WRITTEN_UNLESS_EMPTY.get(place, ()):
+        if written.get(name) == "":
+            del written[name]
+    return written
+
+
+def hcert_issuer_form(dcc: Mapping[str, Any]) -> dict[str, Any]:
+    """``dcc`` as the CoronaCheck "hcert" issuance server signs it (`_ALWAYS_WRITTEN`).
+
+    That server does not sign the DCC it was sent byte for byte: an optional member the
+    request left out (a given name, a test's testing centre) is signed as "", and a test's
+    empty ``nm``/``ma`` is left out. Only that is changed; a DCC already in this form is
+    returned equal.
+    """
+    form = dict(dcc)
+    name = form.get("nam")
+    if isinstance(name, Mapping):
+        form["nam"] = _as_issuer_writes("nam", name)
+    for group in ("v", "t", "r"):
+        entries = form.get(group)
+        if isinstance(entries, list | tuple):
+            form[group] = [
+                _as_issuer_writes(group, e) if isinstance(e, Mapping) else e for e in entries
+            ]
+    return form
+
+
+def _signed_as_asked(signed: Mapping[str, Any], asked: Mapping[str, Any]) -> bool:
+    """Whether the signed DCC is the one asked for, as sent or as the hcert issuer writes it.
+
+    Either form says the same of the holder: they differ only in members that are empty in
+    one and absent in the other, in the places where the issuer writes them so.
+    """
+    return _strictly_equal(signed, asked) or _strictly_equal(signed, hcert_issuer_form(asked))
+
+
 def proof_identifier_for(signature: bytes) -> str:
     """The proof identifier of a signature: base64 of the first 16 bytes of its SHA-256."""
     return base64.b64encode(hashlib.sha256(signature).digest()[:16]).decode("ascii")
@@ -324,8 +380,8 @@ def verify_eu_credential(
     Checks, in order: structure, alg (ES256/PS256) known and matching the DSC key, kid
     trusted, DSC allowed for ``key_usage`` and valid at ``now``, signature, iss equal to the
     DSC's country (when its subject names one), DCC equal to ``expected_dcc`` (types
-    included), exp equal to ``expected_exp`` and within the DSC, iat within
-    ``max_clock_skew`` of ``now``, and the proof identifier.
+    included), as sent or in `hcert_issuer_form`, exp equal to ``expected_exp`` and within
+    the DSC, iat within ``max_clock_skew`` of ``now``, and the proof identifier.
 
     Raises:
         CredentialVerificationError: with reason ``decode-failed``, ``too-large``,
@@ -339,7 +395,7 @@ def verify_eu_credential(
     _check_signature(decoded, dsc)
     if dsc.country is not None and decoded.iss != dsc.country:
         raise _fail("iss-mismatch", f"iss is not {dsc.country}, the certificate's country")
-    if not _strictly_equal(decoded.dcc, expected_dcc):
+    if not _signed_as_asked(decoded.dcc, expected_dcc):
         raise _fail("payload-mismatch")
     if decoded.exp != expected_exp:
         raise _fail("exp-mismatch", f"{decoded.exp} != {expected_exp}")

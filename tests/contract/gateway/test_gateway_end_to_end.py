@@ -106,6 +106,29 @@ def test_dcc_verifies_independently(gateway_url, fake_keys, request_body, usage)
         assert credential["expirationTime"] == _EXPIRY_UTC.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def test_dcc_with_optional_members_left_out_is_released(gateway_url, fake_keys):
+    """A DCC without given name or testing centre is released as the hcert issuer signs it.
+
+    The fake, like the real issuance server, signs an optional member that was left out as ""
+    (and a test's empty nm not at all): the credential is still the one asked for.
+    """
+    dcc = orjson.loads(orjson.dumps(examples.EU_TEST["dcc"]))
+    dcc["nam"] = {"fnt": "DE<VRIES"}
+    del dcc["t"][0]["tc"]
+    dcc["t"][0]["nm"] = ""
+    request_body = {"dcc": dcc}
+    response = httpx.post(f"{gateway_url}/v1/dcc", json=request_body, timeout=10)
+    assert response.status_code == 200, response.text
+    credential = response.json()
+    signed = verify_hc1(credential["credential"], _dsc(fake_keys, "test")).dcc
+    assert signed["nam"] == {"fn": "", "fnt": "DE<VRIES", "gn": "", "gnt": ""}
+    entry = {k: v for k, v in dcc["t"][0].items() if k != "nm"}
+    assert signed["t"] == [{**entry, "tc": ""}]
+    assert {k: v for k, v in signed.items() if k not in {"nam", "t"}} == {
+        k: v for k, v in dcc.items() if k not in {"nam", "t"}
+    }
+
+
 def test_domestic_static_verifies_independently(gateway_url, fake_keys):
     """/v1/domestic/static returns an NL2 QR whose Ed25519 signature covers the attributes sent."""
     attrs = _attributes(category="1")

@@ -264,6 +264,35 @@ def test_payload_mismatch_is_rejected(dsc, trust):
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier, dcc=other) == "payload-mismatch"
 
 
+def _without(dcc: dict, *names: str) -> dict:
+    return {**dcc, "nam": {k: v for k, v in dcc["nam"].items() if k not in names}}
+
+
+def test_members_left_out_may_come_back_empty_as_the_hcert_issuer_signs_them(dsc, trust):
+    """A given name left out of the request, signed as "" (the real issuer's form), verifies."""
+    asked = _without(sample_dcc(), "gn", "gnt")
+    signed = {**asked, "nam": {**asked["nam"], "gn": "", "gnt": ""}}
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    verified = verify(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked)
+    assert verified.iss == "NL"
+
+
+@pytest.mark.parametrize(
+    ("asked_gn", "signed_gn"),
+    [(None, "Eve"), ("Anna", ""), (None, None)],
+    ids=["left-out-signed-as-another", "given-signed-empty", "left-out-signed-without-gnt"],
+)
+def test_only_the_empty_value_stands_for_a_member_left_out(dsc, trust, asked_gn, signed_gn):
+    """Pin that the issuer's form admits "" for what was left out, nothing else, nowhere else."""
+    base = _without(sample_dcc(), "gn", "gnt")
+    asked = base if asked_gn is None else {**base, "nam": {**base["nam"], "gn": asked_gn}}
+    signed_nam = dict(base["nam"]) if signed_gn is None else {**base["nam"], "gn": signed_gn}
+    if signed_gn is None:  # gn signed "" as the issuer would, but gnt still missing: half its form
+        signed_nam["gn"] = ""
+    hc1 = make_hc1(dsc, spec(dcc={**base, "nam": signed_nam}))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked) == "payload-mismatch"
+
+
 def test_payload_type_difference_is_a_mismatch(dsc, trust):
     """A dose number signed as 2.0 where 2 was asked counts as a different payload."""
     signed = sample_dcc()
