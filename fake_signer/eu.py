@@ -30,6 +30,15 @@ _RFC3339 = re.compile(
 )
 
 
+#: The status the real issuance server answers every refusal with: it has no other error status,
+#: a body it cannot read and a key usage it has no key for are both its `500`.
+REFUSED_STATUS = 500
+
+
+def _refused(message: str) -> WireInputError:
+    return WireInputError(message, status=REFUSED_STATUS)
+
+
 @dataclass(frozen=True)
 class CredentialRequest:
     """A checked `/get_credential` body."""
@@ -43,33 +52,32 @@ def parse_request(body: bytes, *, now: float, keys: KeyMaterial) -> CredentialRe
     """Check a `/get_credential` body against the wire contract.
 
     Raises:
-        WireInputError: bad JSON, unknown or missing field, unknown key usage, unparsable or past
-            expiration time, expiration after the DSC's validity or the CSCA's (whichever ends
-            first), or `dcc` not an object.
+        WireInputError: with `REFUSED_STATUS`: bad JSON, a missing field, unknown key usage,
+            unparsable or past expiration time, expiration after the DSC's validity or the
+            CSCA's (whichever ends first), `dcc` not an object or a member of it unreadable.
         KeyExpiredError: the DSC of the key usage, or the CSCA, has ended.
     """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise WireInputError(f"body is not JSON: {exc}") from None
+        raise _refused(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise WireInputError("body must be a JSON object")
-    if unknown := set(data) - _FIELDS:
-        raise WireInputError(f"unknown fields: {', '.join(sorted(unknown))}")
+        raise _refused("body must be a JSON object")
+    # Other members are ignored, as the real server's JSON decoder ignores them.
     if missing := _FIELDS - set(data):
-        raise WireInputError(f"missing fields: {', '.join(sorted(missing))}")
+        raise _refused(f"missing fields: {', '.join(sorted(missing))}")
     usage = _parse_usage(data["keyUsage"])
     dcc = data["dcc"]
     if not isinstance(dcc, dict):
-        raise WireInputError("dcc must be a JSON object")
+        raise _refused("dcc must be a JSON object")
     expires_at = _parse_expiration(data["expirationTime"])
     if expires_at <= now:
-        raise WireInputError("expirationTime is not in the future")
+        raise _refused("expirationTime is not in the future")
     check_signing_key(keys, usage, now)
     # A verifier that checks the whole chain accepts the DSC only while its CSCA is valid too.
     name, end = keys.signing_end(usage)
     if expires_at > end.timestamp():
-        raise WireInputError(
+        raise _refused(
             "expirationTime is after the signing certificate's validity: "
             f"{name} ends at {end:%Y-%m-%dT%H:%M:%SZ}"
         )
@@ -127,7 +135,7 @@ def as_issuer_reads(dcc: dict[str, Any]) -> dict[str, Any]:
         if entries is None:
             continue
         if not isinstance(entries, list):
-            raise WireInputError(f"dcc.{group} must be an array")
+            raise _refused(f"dcc.{group} must be an array")
         if entries:  # an empty group is not written
             form[group] = [
                 None if entry is None else _read_record(group, f"dcc.{group}[{index}]", entry)
@@ -138,7 +146,7 @@ def as_issuer_reads(dcc: dict[str, Any]) -> dict[str, Any]:
 
 def _read_record(place: str, where: str, value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise WireInputError(f"{where} must be an object")
+        raise _refused(f"{where} must be an object")
     record = {}
     for name, empty in _RECORDS[place].items():
         member = _read_value(f"{where}.{name}", empty, value.get(name))
@@ -152,11 +160,11 @@ def _read_value(where: str, empty: object, value: object) -> object:
     if value is None:
         return empty
     if isinstance(empty, str) and not isinstance(value, str):
-        raise WireInputError(f"{where} must be a string")
+        raise _refused(f"{where} must be a string")
     if isinstance(empty, int) and (type(value) is not int or value not in _INT64):
-        raise WireInputError(f"{where} must be a whole number")
+        raise _refused(f"{where} must be a whole number")
     if empty is None and not isinstance(value, dict):
-        raise WireInputError(f"{where} must be an object")
+        raise _refused(f"{where} must be an object")
     return value
 
 
@@ -178,12 +186,12 @@ def _parse_usage(value: object) -> KeyUsage:
     if not isinstance(value, str):
         # Named by its JSON type, not quoted: the repr of an array nested as deep as the JSON
         # parser allows (about 1,000 levels) is past Python's recursion limit, a 500.
-        raise WireInputError(
+        raise _refused(
             f"keyUsage must be a string, one of {', '.join(_USAGES)}, not {_json_type(value)}"
         )
     usage = _USAGES.get(value)
     if usage is None:
-        raise WireInputError(f"unknown keyUsage {value!r}")
+        raise _refused(f"unknown keyUsage {value!r}")
     return usage
 
 
@@ -200,9 +208,9 @@ def _json_type(value: object) -> str:
 
 def _parse_expiration(value: object) -> int:
     if not isinstance(value, str):
-        raise WireInputError("expirationTime must be an RFC 3339 string")
+        raise _refused("expirationTime must be an RFC 3339 string")
     if _RFC3339.fullmatch(value) is None:
-        raise WireInputError(
+        raise _refused(
             f"expirationTime {value!r} is not an RFC 3339 date-time with offset "
             "like 2021-06-11T17:30:00Z or 2021-06-11T17:30:00+02:00"
         )
@@ -210,7 +218,7 @@ def _parse_expiration(value: object) -> int:
         # Out-of-range parts (month 13, hour 24, second 60, offset +24:00) are refused here.
         when = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise WireInputError(f"expirationTime {value!r} is not a valid date-time") from None
+        raise _refused(f"expirationTime {value!r} is not a valid date-time") from None
     return math.floor(when.timestamp())
 
 
