@@ -80,9 +80,12 @@ async def get_credential(request: web.Request) -> web.StreamResponse:
 
 
 async def _domestic_body(request: web.Request, endpoint: str) -> bytes:
-    """The body of a domestic request, refusing any content type but exactly JSON."""
+    """The body of a domestic request, refusing any content type but exactly JSON.
+
+    Refused with 400, not 415: the Idemix server answers a wrong content type as a bad request.
+    """
     if request.headers.get("Content-Type") != JSON:
-        raise WireInputError("Content-Type must be exactly application/json", status=415)
+        raise WireInputError("Content-Type must be exactly application/json")
     return await _body(request, endpoint)
 
 
