@@ -7,6 +7,7 @@ import dataclasses
 import struct
 import tracemalloc
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import base45
@@ -37,6 +38,8 @@ from signing_gateway.verification.hcert import (
 )
 from signing_gateway.verification.trust import DscCertificate, EuTrustStore
 from tests.support.credentials import (
+    Dsc,
+    Hc1,
     loose_cbor,
     make_dsc,
     make_hc1,
@@ -268,10 +271,14 @@ def _without(dcc: dict, *names: str) -> dict:
     return {**dcc, "nam": {k: v for k, v in dcc["nam"].items() if k not in names}}
 
 
-def test_members_left_out_may_come_back_empty_as_the_hcert_issuer_signs_them(dsc, trust):
-    """A given name left out of the request, signed as "" (the real issuer's form), verifies."""
-    asked = _without(sample_dcc(), "gn", "gnt")
-    signed = {**asked, "nam": {**asked["nam"], "gn": "", "gnt": ""}}
+@pytest.mark.parametrize("left_out", [("gn", "gnt"), ("fn", "fnt"), ("fn", "gnt")], ids=str)
+def test_members_left_out_may_come_back_empty_as_the_hcert_issuer_signs_them(dsc, trust, left_out):
+    """Names left out of the request, signed as "" (the real issuer's form), verify.
+
+    Either transliteration may be the one left out: the schema needs only one of fnt and gnt.
+    """
+    asked = _without(sample_dcc(), *left_out)
+    signed = {**asked, "nam": {**asked["nam"], **dict.fromkeys(left_out, "")}}
     hc1 = make_hc1(dsc, spec(dcc=signed))
     verified = verify(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked)
     assert verified.iss == "NL"
@@ -290,6 +297,100 @@ def test_only_the_empty_value_stands_for_a_member_left_out(dsc, trust, asked_gn,
     if signed_gn is None:  # gn signed "" as the issuer would, but gnt still missing: half its form
         signed_nam["gn"] = ""
     hc1 = make_hc1(dsc, spec(dcc={**base, "nam": signed_nam}))
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked) == "payload-mismatch"
+
+
+#: A vaccination DCC whose fn and gnt were left out, as the issuer signs it: those two as "".
+_ASKED_WITHOUT_FN_AND_GNT = _without(sample_dcc(), "fn", "gnt")
+_SIGNED_BY_THE_ISSUER = {
+    **_ASKED_WITHOUT_FN_AND_GNT,
+    "nam": {"fn": "", "fnt": "TESTER", "gn": "Ada", "gnt": ""},
+}
+#: What a signer could change in that form to say something else of the holder or the event.
+_SAID_OTHERWISE = {
+    "given-name-signed-empty": lambda d: d["nam"].update(gn=""),
+    "given-name-dropped": lambda d: d["nam"].pop("gn"),
+    "transliteration-signed-empty": lambda d: d["nam"].update(fnt=""),
+    "left-out-name-signed-as-another": lambda d: d["nam"].update(fn="Other"),
+    "left-out-name-signed-null": lambda d: d["nam"].update(fn=None),
+    "left-out-name-signed-absent-beside-the-issuers-gnt": lambda d: d["nam"].pop("fn"),
+    "nam-null": lambda d: d.update(nam=None),
+    "dose-number-zero": lambda d: d["v"][0].update(dn=0),
+    "series-zero": lambda d: d["v"][0].update(sd=0),
+    "manufacturer-empty": lambda d: d["v"][0].update(ma=""),
+    "certificate-id-dropped": lambda d: d["v"][0].pop("ci"),
+    "member-added-empty": lambda d: d["v"][0].update(nm=""),
+    "second-entry": lambda d: d["v"].append(dict(d["v"][0])),
+    "second-group": lambda d: d.update(r=[{"tg": "840539006"}]),
+    "ver-changed": lambda d: d.update(ver="1.0.0"),
+    "dob-changed": lambda d: d.update(dob="1964-08-13"),
+    "dob-empty": lambda d: d.update(dob=""),
+    "dob-dropped": lambda d: d.pop("dob"),
+}
+
+
+def test_the_issuers_form_of_a_request_verifies(dsc, trust):
+    """The unchanged form the cases below start from verifies: each refusal is its change's."""
+    hc1 = make_hc1(dsc, spec(dcc=copy.deepcopy(_SIGNED_BY_THE_ISSUER)))
+    asked = copy.deepcopy(_ASKED_WITHOUT_FN_AND_GNT)
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked).iss == "NL"
+
+
+@pytest.mark.parametrize("change", _SAID_OTHERWISE.values(), ids=_SAID_OTHERWISE)
+def test_the_issuers_form_says_nothing_the_request_did_not(dsc, trust, change):
+    """A DCC in the issuer's form but for one change of what it says is refused.
+
+    Accepting that form must not let a signer empty or drop a member the request gave, give one
+    it left out a value, zero a dose count, add an entry, or change ver or dob.
+    """
+    signed = copy.deepcopy(_SIGNED_BY_THE_ISSUER)
+    change(signed)
+    hc1 = make_hc1(dsc, spec(dcc=signed))
+    asked = copy.deepcopy(_ASKED_WITHOUT_FN_AND_GNT)
+    assert reason_of(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked) == "payload-mismatch"
+
+
+#: A NAA test DCC sent with an empty name and testing centre; the issuer signs it without nm.
+_TEST_ENTRY = {
+    "tg": "840539006",
+    "tt": "LP6464-4",
+    "nm": "",
+    "sc": "2021-07-01T10:00:00Z",
+    "tr": "260415000",
+    "tc": "",
+    "co": "NL",
+    "is": "Ministry of Health Welfare and Sport",
+    "ci": "URN:UVCI:01:NL:TEST0001#K",
+}
+_TEST_ASKED = {**{k: v for k, v in sample_dcc().items() if k != "v"}, "t": [_TEST_ENTRY]}
+_TEST_SAID_OTHERWISE = {
+    "centre-sent-empty-signed-absent": lambda e: e.pop("tc"),
+    "result-signed-empty": lambda e: e.update(tr=""),
+    "name-sent-empty-signed-with-a-value": lambda e: e.update(nm="PCR"),
+    "device-left-out-signed-empty": lambda e: e.update(ma=""),
+}
+
+
+def _test_signed_without_nm(dsc: Dsc, change: Callable[[dict], object] | None = None) -> Hc1:
+    """`_TEST_ASKED` signed as the issuer writes it, with ``change`` made to its entry."""
+    entry = {k: v for k, v in _TEST_ENTRY.items() if k != "nm"}
+    if change is not None:
+        change(entry)
+    return make_hc1(dsc, spec(dcc={**_TEST_ASKED, "t": [entry]}))
+
+
+def test_a_test_entry_sent_with_an_empty_name_verifies_signed_without_it(dsc, trust):
+    """The issuer leaves a test's empty nm out and keeps the empty tc: that form verifies."""
+    hc1 = _test_signed_without_nm(dsc)
+    asked = copy.deepcopy(_TEST_ASKED)
+    assert verify(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked).iss == "NL"
+
+
+@pytest.mark.parametrize("change", _TEST_SAID_OTHERWISE.values(), ids=_TEST_SAID_OTHERWISE)
+def test_a_test_entry_in_the_issuers_form_says_what_was_sent(dsc, trust, change):
+    """Only the empty nm may be left out of a test entry; any other change is refused."""
+    hc1 = _test_signed_without_nm(dsc, change)
+    asked = copy.deepcopy(_TEST_ASKED)
     assert reason_of(hc1.text, trust, proof=hc1.proof_identifier, dcc=asked) == "payload-mismatch"
 
 
