@@ -108,6 +108,27 @@ async def test_dcc_is_signed_as_the_issuance_server_reads_it(client):
     }
 
 
+async def test_what_a_dcc_leaves_out_is_signed_as_the_records_hold_it(client):
+    """Left out, ver and dob are signed "" and nam null; a null entry null, no empty group.
+
+    A member of the DCC the records have no place for is dropped at the top as in an entry.
+    """
+    dcc = {"v": [], "t": [None], "r": None, "extra": {"fn": "X"}}
+    response = await client.post("/get_credential", content=_wire(dcc=dcc))
+    assert response.status_code == 200, response.text
+    signed = cbor2.loads(cose_parts(response.json()["credential"])[2])[-260][1]
+    assert signed == {"ver": "", "dob": "", "nam": None, "t": [None]}
+
+
+async def test_dose_counts_are_read_as_64_bit_integers(client):
+    """Pin the bounds of the records' integers: -2**63 and 2**63 - 1 are signed as sent."""
+    dcc = {**DCC, "v": [{**DCC["v"][0], "dn": 2**63 - 1, "sd": -(2**63)}]}
+    response = await client.post("/get_credential", content=_wire(keyUsage="vaccination", dcc=dcc))
+    assert response.status_code == 200, response.text
+    signed = cbor2.loads(cose_parts(response.json()["credential"])[2])[-260][1]
+    assert signed == dcc
+
+
 @pytest.mark.parametrize(
     ("dcc", "why"),
     [
@@ -116,6 +137,9 @@ async def test_dcc_is_signed_as_the_issuance_server_reads_it(client):
         ({"v": {}}, "dcc.v must be an array"),
         ({"v": [{"dn": "2"}]}, "dcc.v[0].dn must be a whole number"),
         ({"v": [{"dn": 2.0}]}, "dcc.v[0].dn must be a whole number"),
+        ({"v": [{"dn": True}]}, "dcc.v[0].dn must be a whole number"),
+        ({"v": [{"sd": 2**63}]}, "dcc.v[0].sd must be a whole number"),
+        ({"r": [{"tg": 1}]}, "dcc.r[0].tg must be a string"),
     ],
 )
 async def test_dcc_members_of_the_wrong_type_are_refused(client, dcc, why):
