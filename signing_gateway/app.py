@@ -248,6 +248,11 @@ def _lifespan(
             # Sampling starts once start-up work (and its one full collection) is done.
             loop_lag.start()
             stack.push_async_callback(loop_lag.stop)
+            stokens = InMemoryStokenStore(
+                ttl_seconds=settings.domestic.stoken_ttl_seconds,
+                max_sessions=settings.domestic.max_open_stokens,
+            )
+            stack.callback(stokens.close)  # its sweep timer
             yield GatewayState(
                 settings=settings,
                 eu_issuer=EuIssuer(
@@ -262,10 +267,7 @@ def _lifespan(
                     signer_policy=domestic_policy,
                     trust=domestic_trust,
                     policy=settings.domestic.policy(),
-                    stokens=InMemoryStokenStore(
-                        ttl_seconds=settings.domestic.stoken_ttl_seconds,
-                        max_sessions=settings.domestic.max_open_stokens,
-                    ),
+                    stokens=stokens,
                     credential_amount=settings.domestic.credential_amount,
                 ),
                 eu_trust=eu_trust,

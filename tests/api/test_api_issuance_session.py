@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
+from signing_gateway.issuance.stoken import InMemoryStokenStore
 from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
 from signing_gateway.settings import DomesticPolicySettings, ResilienceSettings, SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
@@ -372,3 +373,25 @@ async def test_unexpected_error_once_the_issue_was_sent_spends_the_stoken(
         assert_problem(await gateway.post(route, json=body), 500, "internal")
         assert_problem(await gateway.post(route, json=body), 401, "stoken-invalid")
     assert mocked.issue.call_count == 1
+
+
+async def test_a_stopped_gateway_leaves_no_stoken_sweep_timer(test_keys: SignerKeys, mocked):
+    """The stoken store's sweep timer is cancelled at shutdown, its sessions with it.
+
+    Left on the loop, it would hold the store (every open session) until the oldest one's TTL.
+    """
+    loop = asyncio.get_running_loop()
+
+    def sweep_timers() -> list[asyncio.TimerHandle]:
+        scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
+        return [
+            handle
+            for handle in scheduled
+            if not handle.cancelled()
+            and isinstance(getattr(handle._callback, "__self__", None), InMemoryStokenStore)
+        ]
+
+    async with running_gateway(make_settings(test_keys)) as client:
+        assert (await client.post("/v1/domestic/prepare-issue")).status_code == 200
+        assert len(sweep_timers()) == 1
+    assert sweep_timers() == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 
 import pytest
 
@@ -16,6 +18,7 @@ from signing_gateway.issuance.session import (
 )
 from signing_gateway.issuance.stoken import InMemoryStokenStore, IssuanceSession, NotOwner
 from signing_gateway.signers.errors import SignerConnectError, SignerTimeoutError
+from tests.support.polling import until
 
 #: The subject of the caller that opens the sessions, and of one that did not.
 OWNER = "backend-1"
@@ -110,6 +113,52 @@ async def test_the_sweep_drops_only_expired_sessions():
     assert await store.take(expired, owner=OWNER) is None
     for token in (live, newest):
         assert await store.take(token, owner=OWNER) is not None
+
+
+async def test_expired_sessions_leave_the_store_with_no_call_after_them():
+    """Sessions no issue followed leave memory as they expire, though no session is opened.
+
+    Swept only when the next one was opened, they stayed for as long as none was: all the
+    sessions of a burst of prepare-issue calls, for good once domestic issuance stopped. One
+    taken and put back (behind the others) and one taken for good go alike.
+    """
+    store = InMemoryStokenStore(ttl_seconds=0.05, max_sessions=10)
+    tokens = [await store.open({"i": i}, owner=OWNER) for i in range(4)]
+    put_back = await store.take(tokens[0], owner=OWNER)
+    assert put_back is not None
+    assert await store.put_back(tokens[0], put_back) > 0
+    assert await store.take(tokens[1], owner=OWNER) is not None
+    await until(lambda: len(store) == 0, limit=2)  # and no timer is left: none is held
+
+
+def _sweep_timers(store: InMemoryStokenStore) -> list[asyncio.TimerHandle]:
+    """The timers waiting on the running loop to sweep `store`."""
+    scheduled: list[asyncio.TimerHandle] = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
+    return [
+        handle
+        for handle in scheduled
+        if not handle.cancelled() and getattr(handle._callback, "__self__", None) is store
+    ]
+
+
+#: A value of the request that opens a session, which its sweep timer must not hold.
+_REQUEST_VALUE: contextvars.ContextVar[object] = contextvars.ContextVar("request_value")
+
+
+async def test_one_sweep_timer_at_most_and_close_cancels_it():
+    """However many sessions are held, one timer waits for them; `close` cancels it.
+
+    The timer holds nothing of the request that armed it (its context is its own).
+    """
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    _REQUEST_VALUE.set(object())
+    for i in range(3):
+        await store.open({"i": i}, owner=OWNER)
+    (timer,) = _sweep_timers(store)
+    assert _REQUEST_VALUE not in timer._context  # type: ignore[attr-defined]
+    store.close()
+    assert _sweep_timers(store) == []
+    assert len(store) == 3  # closing drops no session
 
 
 async def test_tokens_are_distinct_uuids():
