@@ -7,7 +7,9 @@ and with tracing on the ids of the request's span (`trace_id`, `span_id`).
 That handler formats the record where it is logged (the request id lives in the logging
 task's context) and only queues the finished line; a background thread writes the queued
 lines to stderr every `WRITE_INTERVAL_SECONDS`. A stalled log pipe (a slow collector, a full
-pipe buffer) then delays log lines, not the event loop.
+pipe buffer) then delays log lines, not the event loop. The queue is bounded
+(`MAX_QUEUED_LINES`): a pipe that stops taking lines for good costs lines, counted and
+reported once it takes them again, not the process its memory.
 
 The writer wakes on a timer, not per line: a thread woken for every line preempts the event
 loop each time, and with the gateway on one core that cost more than formatting the lines
@@ -100,6 +102,12 @@ def build_formatter(fmt: Literal["json", "console"]) -> logging.Formatter:
 
 #: How often the writer thread writes out the lines logged since it last woke (seconds).
 WRITE_INTERVAL_SECONDS = 0.05
+#: Lines queued for the writer at most (a line is some 0.5 KB: ~25 MB). Beyond it, while the
+#: stream takes nothing, new lines are dropped and counted: at the ~2,000 lines a second of a
+#: gateway at its ceiling, that is 25 s of a stalled collector before the first is lost.
+MAX_QUEUED_LINES = 50_000
+#: The record that says how many lines were dropped, once the stream takes lines again.
+DROPPED_MESSAGE = "log lines dropped: the log stream did not take them in time"
 
 
 class _LineWriter:
@@ -111,11 +119,19 @@ class _LineWriter:
     then cost ~15 % of its CPU per request against WARNING, measured side by side in the S3
     shape. A line waits at most one interval; `stop` writes out what is left, and a line put
     after it (exit hooks, objects finalized late) is written at once, by the thread putting it.
+
+    At most `max_lines` wait: a line put while that many do is dropped and counted, and after
+    the next batch the stream took, one WARNING record says how many (`DROPPED_MESSAGE`).
     """
 
-    def __init__(self, stream: TextIO, *, interval: float) -> None:
+    def __init__(
+        self, stream: TextIO, *, interval: float, max_lines: int = MAX_QUEUED_LINES
+    ) -> None:
         """Start writing to `stream`."""
         self._lines: deque[str] = deque()
+        self._max_lines = max_lines
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()  # taken only by a line dropped, and to report
         self._stream = stream
         self._interval = interval
         self._stopping = threading.Event()
@@ -127,6 +143,10 @@ class _LineWriter:
 
     def put(self, line: str) -> None:
         """Queue `line` (from any thread); once the writer has stopped, write it now."""
+        if len(self._lines) >= self._max_lines:
+            with self._dropped_lock:
+                self._dropped += 1
+            return
         self._lines.append(line)
         if self._stopped:
             self.flush()
@@ -139,14 +159,21 @@ class _LineWriter:
     def flush(self) -> None:
         """Write out every line queued so far, from the calling thread, now."""
         with self._write_lock:
-            self._write_batch()
+            written = self._write_batch()
+        if written and self._dropped:
+            with self._dropped_lock:
+                dropped, self._dropped = self._dropped, 0
+            # Logged, not written here: it is formatted as every line is, and queued behind
+            # what came after the drop (outside the write lock, which `put` takes once stopped).
+            logging.getLogger(__name__).warning(DROPPED_MESSAGE, extra={"lines": dropped})
 
-    def _write_batch(self) -> None:
+    def _write_batch(self) -> bool:
+        """Write the queued lines; whether the stream took them (none queued: False)."""
         lines, batch = self._lines, []
         while lines:  # popleft is atomic: lines appended meanwhile wait for the next batch
             batch.append(lines.popleft())
         if not batch:
-            return
+            return False
         try:
             self._stream.write("\n".join(batch) + "\n")
             self._stream.flush()
@@ -155,6 +182,8 @@ class _LineWriter:
             if logging.lastResort is not None:
                 lost = f"log lines not written (the stream failed): {len(batch)}"
                 logging.lastResort.handle(logging.makeLogRecord({"msg": lost}))
+            return False
+        return True
 
     def stop(self) -> None:
         """Write out every queued line and end the thread; later lines are written as put."""
@@ -187,7 +216,7 @@ def configure_logging(*, level: str, fmt: Literal["json", "console"]) -> None:
     """Route every logger through one structured handler; a writer thread owns stderr."""
     global _writer, _exit_hook_registered  # noqa: PLW0603 - one writer and hook per process
     shutdown_logging()
-    _writer = _LineWriter(sys.stderr, interval=WRITE_INTERVAL_SECONDS)
+    _writer = _LineWriter(sys.stderr, interval=WRITE_INTERVAL_SECONDS, max_lines=MAX_QUEUED_LINES)
     if not _exit_hook_registered:  # one hook however often this runs (unregister keeps a slot)
         atexit.register(shutdown_logging)  # write out what is queued when the process exits
         _exit_hook_registered = True

@@ -17,8 +17,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from signing_gateway.observability import logging as gateway_logging
 from signing_gateway.observability.context import request_id_var
 from signing_gateway.observability.logging import (
+    DROPPED_MESSAGE,
+    MAX_QUEUED_LINES,
     WRITE_INTERVAL_SECONDS,
     configure_logging,
     flush_logging,
@@ -130,6 +133,31 @@ def test_a_stalled_log_stream_does_not_hold_the_logging_code(monkeypatch, restor
     stream.release.set()
     shutdown_logging()
     assert len(stream.getvalue().splitlines()) == 50
+
+
+def test_a_stalled_log_stream_costs_lines_counted_not_memory(monkeypatch, restore_logging):
+    """Past the queue's bound, lines are dropped and counted; the count is logged on release."""
+    stream = BlockedStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr(gateway_logging, "MAX_QUEUED_LINES", 10)
+    configure_logging(level="INFO", fmt="json")
+    logger = logging.getLogger("signing_gateway.test")
+
+    for i in range(100):
+        logger.info("line %d", i)
+    writer = gateway_logging._writer
+    assert writer is not None
+    assert len(writer._lines) <= 10  # the writer may hold one batch more, blocked in its write
+
+    stream.release.set()
+    shutdown_logging()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    written = [line for line in lines if line["event"].startswith("line ")]
+    (report,) = [line for line in lines if line["event"] == DROPPED_MESSAGE]
+    assert report["level"] == "warning"
+    assert 0 < report["lines"] == 100 - len(written)
+    assert len(written) <= 20
+    assert [line["event"] for line in written] == [f"line {i}" for i in range(len(written))]
 
 
 @pytest.mark.parametrize("name", ["httpx", "httpcore.http11"])
@@ -342,6 +370,8 @@ def test_the_operations_guide_gives_the_write_interval():
     milliseconds = f"{WRITE_INTERVAL_SECONDS * 1000:g} ms"
     assert f"writes what was logged every {milliseconds}" in text
     assert f"A line therefore reaches stderr up to {milliseconds} after it was logged" in text
+    assert f"holds at most {MAX_QUEUED_LINES:,} lines" in text
+    assert f"`{DROPPED_MESSAGE}`" in text
 
 
 def test_configuring_again_writes_out_and_ends_the_previous_writer(monkeypatch, restore_logging):
