@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from signing_gateway.api import examples
+from tests.support.recovery import recovery_entry
 
 
 def eu_vaccination(**top: Any) -> dict[str, Any]:
@@ -20,20 +21,10 @@ def eu_test(**top: Any) -> dict[str, Any]:
 
 
 def eu_recovery(**top: Any) -> dict[str, Any]:
-    """A valid /v1/dcc recovery request; `top` replaces top-level members."""
+    """A valid /v1/dcc recovery request, still valid (``du`` ahead); `top` replaces members."""
     body = eu_vaccination(keyUsage="recovery")
     body["dcc"].pop("v")
-    body["dcc"]["r"] = [
-        {
-            "tg": "840539006",
-            "fr": "2021-04-01",
-            "co": "NL",
-            "is": "Ministry of Health Welfare and Sport",
-            "df": "2021-04-12",
-            "du": "2021-10-01",
-            "ci": "URN:UVCI:01:NL:RECOVERY0001",
-        }
-    ]
+    body["dcc"]["r"] = [recovery_entry()]
     return {**body, **top}
 
 

@@ -23,6 +23,7 @@ from tests.contract.gateway.independent_verify import (
     verify_static_qr,
 )
 from tests.support.fake_signer_process import FakeSignerProcess
+from tests.support.recovery import recovery_entry
 
 
 def _attributes(**changes: str) -> dict[str, str]:
@@ -37,17 +38,7 @@ _EXPIRY_CET = _EXPIRY_UTC.astimezone(timezone(timedelta(hours=1))).isoformat()
 
 def _recovery() -> dict[str, Any]:
     dcc = {k: v for k, v in examples.EU_VACCINATION["dcc"].items() if k != "v"}
-    dcc["r"] = [
-        {
-            "tg": "840539006",
-            "fr": "2021-04-01",
-            "co": "NL",
-            "is": "Ministry of Health Welfare and Sport",
-            "df": "2021-04-12",
-            "du": "2021-10-01",
-            "ci": "URN:UVCI:01:NL:RECOVERY0001",
-        }
-    ]
+    dcc["r"] = [recovery_entry()]
     return {"dcc": dcc}
 
 
