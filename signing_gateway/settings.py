@@ -270,7 +270,10 @@ class EuPolicySettings(BaseModel):
     recovery_validity_days: PositiveInt = Field(
         180,
         le=MAX_VALIDITY_DAYS,
-        description=f"Validity of a recovery DCC when the request names no expiry {_AT_MOST_DAYS}",
+        description=(
+            "Validity of a recovery DCC when the request names no expiry, never past the end of "
+            f"its du {_AT_MOST_DAYS}"
+        ),
     )
     max_clock_skew_seconds: PositiveInt = Field(
         120,

@@ -27,7 +27,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from signing_gateway.domain.dcc_dates import DOB_PATTERN, RFC3339_EXAMPLES, parse_rfc3339
+from signing_gateway.domain.dcc_dates import (
+    DOB_PATTERN,
+    RFC3339_EXAMPLES,
+    end_of_date,
+    parse_complete_date,
+    parse_rfc3339,
+)
 from signing_gateway.domain.dcc_dates import date_of_birth as _valid_date_of_birth
 from signing_gateway.domain.dcc_entries import RecoveryEntry, TestEntry, VaccinationEntry
 from signing_gateway.domain.dcc_names import Omittable, PersonName
@@ -237,7 +243,8 @@ class EuRequest(BaseModel):
             "RFC 3339 date-time with an offset, like 2027-05-20T00:00:00Z; 'T' and 'Z' may be "
             "lower case, and a leap second (:60) counts as :59. Must lie in the future and "
             "within the signing certificate's validity; sent to the signer in UTC, rounded "
-            "down to the second. Left out: now plus the key usage's default validity."
+            "down to the second. Left out: now plus the key usage's default validity, for a "
+            "recovery never past the end of its 'du'."
         ),
     )
 
@@ -285,17 +292,20 @@ def resolve_expiration(
     """Return the expiration time to sign with: UTC, whole seconds (rounded down).
 
     Without ``expirationTime`` it is ``now`` plus the default validity for the key usage, capped
-    at ``not_after`` (the signing certificate cannot vouch beyond its own validity). A given value
-    must carry an offset, lie after ``now`` and not after ``not_after``. Raises
-    DomainValidationError at ``("expirationTime",)``.
+    at the end of a recovery's ``du`` (the DCC says it is valid until then, so its signature
+    should not outlive that day) and at ``not_after`` (the signing certificate cannot vouch
+    beyond its own validity). A given value must carry an offset, lie after ``now`` and not after
+    ``not_after``. Raises DomainValidationError at ``("expirationTime",)``, or at the recovery's
+    ``du`` when that day is over and no default is left.
     """
     if now.tzinfo is None or (not_after is not None and not_after.tzinfo is None):
         raise ValueError("now and not_after must be timezone-aware")
     given = request.expiration_time
+    content_end = _recovery_end(request.dcc) if given is None else None
     if given is None:
         candidate = now + default_validity[request.effective_key_usage()]
-        if not_after is not None:
-            candidate = min(candidate, not_after)
+        for bound in (content_end, not_after):
+            candidate = candidate if bound is None else min(candidate, bound)
     elif given.tzinfo is None:
         raise _expiration_error("expirationTime must carry a UTC offset (like Z or +02:00)")
     else:
@@ -307,9 +317,7 @@ def resolve_expiration(
             "expirationTime must lie between the years 1 and 9999 in UTC"
         ) from None
     if result <= now:
-        if given is None:
-            raise _expiration_error("the signing certificate's validity has ended")
-        raise _expiration_error("expirationTime must lie in the future")
+        raise _no_future_left(request, content_end=content_end, not_after=not_after)
     if not_after is not None and result > not_after:
         raise _expiration_error(
             f"expirationTime must not lie after the signing certificate's validity "
@@ -320,3 +328,30 @@ def resolve_expiration(
 
 def _expiration_error(msg: str) -> DomainValidationError:
     return DomainValidationError([FieldError(loc=("expirationTime",), msg=msg)])
+
+
+def _no_future_left(
+    request: EuRequest, *, content_end: datetime | None, not_after: datetime | None
+) -> DomainValidationError:
+    """The error for an expiration not after now, naming what ended first."""
+    if content_end is not None and (not_after is None or content_end <= not_after):
+        return _recovery_ended(request.dcc)
+    if request.expiration_time is None:
+        return _expiration_error("the signing certificate's validity has ended")
+    return _expiration_error("expirationTime must lie in the future")
+
+
+def _recovery_end(dcc: Dcc) -> datetime | None:
+    """The end of a recovery's ``du`` (over everywhere on Earth); None for the other groups."""
+    if dcc.recovery is None:
+        return None
+    return end_of_date(parse_complete_date(dcc.recovery[0].valid_until))
+
+
+def _recovery_ended(dcc: Dcc) -> DomainValidationError:
+    until = dcc.recovery[0].valid_until if dcc.recovery else ""
+    msg = (
+        f"the recovery is valid until {until}, which is over: a credential signed now would "
+        "already have expired"
+    )
+    return DomainValidationError([FieldError(loc=("dcc", "r", 0, "du"), msg=msg)])

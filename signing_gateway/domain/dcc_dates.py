@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from pydantic import ValidationInfo
 
 EARLIEST_TIME_ZONE: Final = timezone(timedelta(hours=14))
+#: The last time zone to finish a calendar day (UTC-12).
+LATEST_TIME_ZONE: Final = timezone(timedelta(hours=-12))
 CLOCK_SKEW: Final = timedelta(minutes=5)
 MIN_YEAR: Final = 1900
 MAX_YEAR: Final = 2099
@@ -94,6 +96,11 @@ def parse_complete_date(value: str) -> date:
         )
     check_year(parsed.year, value)
     return parsed
+
+
+def end_of_date(value: date) -> datetime:
+    """Return the instant a calendar date is over everywhere: its end in the latest time zone."""
+    return datetime.combine(value + timedelta(days=1), datetime.min.time(), LATEST_TIME_ZONE)
 
 
 def check_year(year: int, value: str) -> None:

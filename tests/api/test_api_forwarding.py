@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import time as time_of_day
+from typing import Any
 
 import httpx
 import orjson
@@ -14,7 +16,13 @@ import respx
 from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
-from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination
+from tests.api.bodies import (
+    domestic_attributes,
+    eu_recovery,
+    eu_test,
+    eu_vaccination,
+    with_dcc,
+)
 from tests.api.signer_mocks import (
     MockedSigners,
     SlowCall,
@@ -92,12 +100,18 @@ async def test_eu_signer_body_is_exact(gateway, mocked: MockedSigners):
     assert sent["dcc"] == body["dcc"]
 
 
+def _recovery_until(ahead: timedelta) -> dict[str, Any]:
+    """A recovery request valid until the day `ahead` of today (UTC)."""
+    until = (datetime.now(UTC) + ahead).date().isoformat()
+    return with_dcc(eu_recovery(), "r", 0, "du", value=until)
+
+
 @pytest.mark.parametrize(
     ("body", "usage", "validity"),
     [
         (eu_vaccination(), "vaccination", timedelta(days=365)),
         (eu_test(), "test", timedelta(hours=72)),
-        (eu_recovery(), "recovery", timedelta(days=180)),
+        (_recovery_until(timedelta(days=200)), "recovery", timedelta(days=180)),
     ],
     ids=["v", "t", "r"],
 )
@@ -113,6 +127,22 @@ async def test_eu_signer_gets_default_expiry_and_usage(
     assert sent["keyUsage"] == usage
     expiry = datetime.strptime(sent["expirationTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert before + validity <= expiry <= datetime.now(UTC) + validity
+    assert response.json()["expirationTime"] == sent["expirationTime"]
+
+
+async def test_recovery_default_expiry_ends_with_its_du(gateway, mocked: MockedSigners):
+    """A recovery valid until 10 days ahead is not signed for 180 days.
+
+    Its default expiry is the end of that day where it ends last (UTC-12); the answer says so too.
+    """
+    body = _recovery_until(timedelta(days=10))
+    del body["keyUsage"]
+    response = await gateway.post("/v1/dcc", json=body)
+    assert response.status_code == 200, response.text
+    sent = orjson.loads(mocked.get_credential.calls.last.request.content)
+    until = date.fromisoformat(body["dcc"]["r"][0]["du"])
+    end = datetime.combine(until + timedelta(days=1), time_of_day(12), tzinfo=UTC)
+    assert sent["expirationTime"] == end.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert response.json()["expirationTime"] == sent["expirationTime"]
 
 

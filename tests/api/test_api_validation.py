@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -28,6 +29,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 V0 = ("dcc", "v", 0)
 T0 = ("dcc", "t", 0)
+
+
+def _recovery_over() -> dict[str, Any]:
+    """A recovery request valid until two days ago (over everywhere), without expirationTime."""
+    over = (datetime.now(UTC).date() - timedelta(days=2)).isoformat()
+    return with_dcc(eu_recovery(), "r", 0, "du", value=over)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +130,7 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
         (*T0, "ma"),
     ),
     "test-issuer-too-long": (with_dcc(eu_test(), "t", 0, "is", value="I" * 81), (*T0, "is")),
+    "recovery-validity-over": (_recovery_over(), ("dcc", "r", 0, "du")),
     "recovery-valid-before-first-positive": (
         with_dcc(eu_recovery(), "r", 0, "df", value="2021-03-31"),
         ("dcc", "r", 0, "df"),
@@ -544,6 +552,7 @@ PRINT_POLICY_REFUSALS = {
         {"european": eu_vaccination(expirationTime="2001-01-01T00:00:00Z")},
         ["european", "expirationTime"],
     ),
+    "european-recovery-over": ({"european": _recovery_over()}, ["european", "dcc", "r", 0, "du"]),
     "domestic": (
         {"domestic": domestic_attributes(validFrom=str(int(time.time()) - 365 * 86400))},
         ["domestic", "validFrom"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from domain_testdata import NOW, dcc, validate
+from domain_testdata import NOW, dcc, dcc_with_entry, validate
 
 from signing_gateway.domain import DomainValidationError, FieldError, KeyUsage, resolve_expiration
 
@@ -17,8 +17,8 @@ VALIDITY = {
 NOT_AFTER = datetime(2028, 1, 1, tzinfo=UTC)
 
 
-def _resolve(expiration=None, *, group="v", now=NOW, not_after=NOT_AFTER):
-    body = {"dcc": dcc(group)}
+def _resolve(expiration=None, *, group="v", now=NOW, not_after=NOT_AFTER, payload=None):
+    body = {"dcc": payload or dcc(group)}
     if expiration is not None:
         body["expirationTime"] = expiration
     return resolve_expiration(
@@ -144,3 +144,71 @@ def test_given_value_outside_utc_years_is_refused(value):
         _resolve(value)
     message = "expirationTime must lie between the years 1 and 9999 in UTC"
     assert info.value.errors == [FieldError(("expirationTime",), message)]
+
+
+def _recovery_until(valid_until, expiration=None, *, not_after=NOT_AFTER):
+    """Resolve for a recovery valid until `valid_until` (valid from 2026-11-12)."""
+    payload = dcc_with_entry("r", du=valid_until)
+    return _resolve(expiration, payload=payload, not_after=not_after)
+
+
+def test_recovery_default_ends_with_its_valid_until_day():
+    """A recovery valid until 2027-04-30 is not signed for 180 days from now (to 2027-05-22).
+
+    The default ends when that day is over everywhere: its end at UTC-12, 2027-05-01 12:00 UTC.
+    """
+    assert _resolve(group="r") == datetime(2027, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def test_recovery_default_with_du_beyond_the_policy_is_the_policy():
+    """A du further away than the policy's validity leaves the default at now plus the policy."""
+    assert _recovery_until("2027-12-31") == NOW + VALIDITY[KeyUsage.RECOVERY]
+
+
+def test_recovery_valid_until_today_gets_the_rest_of_the_day():
+    """A du of today (2026-11-23) gives an expiry at the end of that day at UTC-12."""
+    assert _recovery_until("2026-11-23") == datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("valid_until", ["2026-11-22", "2026-11-12"], ids=["just-over", "over"])
+def test_recovery_whose_validity_is_over_is_refused_at_du(valid_until):
+    """A du over everywhere (2026-11-22 ends at 2026-11-23 12:00 UTC, now) leaves no default."""
+    with pytest.raises(DomainValidationError) as info:
+        _recovery_until(valid_until)
+    message = (
+        f"the recovery is valid until {valid_until}, which is over: a credential signed now "
+        "would already have expired"
+    )
+    assert info.value.errors == [FieldError(("dcc", "r", 0, "du"), message)]
+
+
+def test_recovery_default_is_capped_at_the_certificate_first_when_it_ends_first():
+    """A signing certificate ending before the du caps the recovery's default at its end."""
+    not_after = NOW + timedelta(days=30)
+    assert _resolve(group="r", not_after=not_after) == not_after
+
+
+@pytest.mark.parametrize(
+    ("valid_until", "loc", "fragment"),
+    [
+        ("2026-11-22", ("expirationTime",), "signing certificate"),
+        ("2026-11-12", ("dcc", "r", 0, "du"), "valid until 2026-11-12"),
+    ],
+    ids=["certificate-ended-first", "du-ended-first"],
+)
+def test_both_ended_names_the_one_that_ended_first(valid_until, loc, fragment):
+    """With the certificate and the du both over, the error names the one that ended first."""
+    with pytest.raises(DomainValidationError) as info:
+        _recovery_until(valid_until, not_after=NOW - timedelta(seconds=1))
+    (error,) = info.value.errors
+    assert error.loc == loc
+    assert fragment in error.msg
+
+
+def test_given_expiration_is_not_bounded_by_du():
+    """A caller's own expirationTime past the du is signed as given.
+
+    The contract bounds a given value only by now and the signing certificate.
+    """
+    given = datetime(2027, 12, 1, tzinfo=UTC)
+    assert _recovery_until("2027-04-30", "2027-12-01T00:00:00Z") == given
