@@ -161,6 +161,78 @@ async def test_one_sweep_timer_at_most_and_close_cancels_it():
     assert len(store) == 3  # closing drops no session
 
 
+def _sweep_delays(store: InMemoryStokenStore) -> list[float]:
+    """How long each of `store`'s sweep timers has left to wait (seconds)."""
+    now = asyncio.get_running_loop().time()
+    return [timer.when() - now for timer in _sweep_timers(store)]
+
+
+def _ring(store: InMemoryStokenStore) -> None:
+    """Run `store`'s one sweep timer now, as the loop does once it is due."""
+    (timer,) = _sweep_timers(store)
+    callback = timer._callback  # type: ignore[attr-defined]
+    timer.cancel()
+    callback()
+
+
+async def test_the_sweep_timer_waits_for_the_oldest_session_then_the_next():
+    """The timer waits for the oldest session, then the next oldest; none when none is left.
+
+    Each ring sweeps what expired by then, to the instant, and no live session.
+    """
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    await store.open({"i": 0}, owner=OWNER)  # expires at 1060
+    assert _sweep_delays(store) == pytest.approx([60], abs=0.5)
+    clock.now = 1030.0
+    await store.open({"i": 1}, owner=OWNER)  # 1090
+    clock.now = 1050.0
+    await store.open({"i": 2}, owner=OWNER)  # 1110
+    assert _sweep_delays(store) == pytest.approx([60], abs=0.5)
+
+    clock.now = 1060.0
+    _ring(store)
+    assert len(store) == 2
+    assert _sweep_delays(store) == pytest.approx([30], abs=0.5)  # the oldest, not the newest
+    clock.now = 1089.9995  # the next oldest is live for half a millisecond more
+    _ring(store)
+    assert len(store) == 2
+    clock.now = 1090.0
+    _ring(store)
+    assert len(store) == 1
+    assert _sweep_delays(store) == pytest.approx([20], abs=0.5)
+    clock.now = 1110.0
+    _ring(store)
+    assert len(store) == 0
+    assert _sweep_timers(store) == []
+
+
+async def test_a_session_put_back_after_the_timer_found_none_is_swept_in_its_turn():
+    """A put-back sets the timer when none waits, and no second one when one does.
+
+    The last ring found the store empty (its one session out, being used), so none waits.
+    """
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    await store.open({"i": 0}, owner=OWNER)  # expires at 1060
+    clock.now = 1030.0
+    token = await store.open({"i": 1}, owner=OWNER)  # 1090
+    session = await store.take(token, owner=OWNER)
+    assert isinstance(session, IssuanceSession)
+    clock.now = 1060.0
+    _ring(store)  # sweeps the first; the second is out, being used
+    assert len(store) == 0
+    assert _sweep_timers(store) == []
+
+    assert await store.put_back(token, session) == 30
+    assert _sweep_delays(store) == pytest.approx([30], abs=0.5)
+    other = await store.open({"i": 2}, owner=OWNER)
+    taken = await store.take(other, owner=OWNER)
+    assert isinstance(taken, IssuanceSession)
+    assert await store.put_back(other, taken) == 60
+    assert _sweep_delays(store) == pytest.approx([30], abs=0.5)
+
+
 async def test_tokens_are_distinct_uuids():
     """Every session gets its own unguessable UUID token."""
     store = InMemoryStokenStore(ttl_seconds=60, max_sessions=1000)
