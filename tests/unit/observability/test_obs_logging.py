@@ -160,6 +160,79 @@ def test_a_stalled_log_stream_costs_lines_counted_not_memory(monkeypatch, restor
     assert [line["event"] for line in written] == [f"line {i}" for i in range(len(written))]
 
 
+class FailingStream(io.StringIO):
+    """A stderr whose writes fail while `failing` is set: a broken log pipe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = True
+
+    def write(self, text: str) -> int:
+        if self.failing:
+            raise OSError("broken pipe")
+        return super().write(text)
+
+
+@pytest.fixture
+def flushed_by_hand(monkeypatch: pytest.MonkeyPatch) -> logging.Logger:
+    """A queue bound of 10 lines and a writer thread that never wakes: only `flush` writes."""
+    monkeypatch.setattr(gateway_logging, "WRITE_INTERVAL_SECONDS", 600)
+    monkeypatch.setattr(gateway_logging, "MAX_QUEUED_LINES", 10)
+    return logging.getLogger("signing_gateway.test")
+
+
+def _events(stream: io.StringIO) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_the_queue_holds_its_bound_and_the_report_follows_the_lines_written(
+    monkeypatch, restore_logging, flushed_by_hand
+):
+    """Ten lines wait, the next five are dropped; the report comes after the ten, from here."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    for i in range(15):
+        flushed_by_hand.info("line %d", i)
+    flush_logging()  # the ten lines; the report is queued behind them
+    flush_logging()
+
+    events = _events(stream)
+    assert [event["event"] for event in events] == [f"line {i}" for i in range(10)] + [
+        DROPPED_MESSAGE
+    ]
+    assert events[-1]["lines"] == 5
+    assert events[-1]["level"] == "warning"
+    assert events[-1]["logger"] == gateway_logging.__name__
+
+
+def test_the_dropped_count_waits_for_a_batch_the_stream_took(
+    monkeypatch, restore_logging, flushed_by_hand
+):
+    """A failed write, or a flush with nothing queued, neither reports the count nor loses it.
+
+    Reported then, the report would be lost with the next failed batch, and the count with it.
+    """
+    stream = FailingStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr(logging, "lastResort", None)
+    configure_logging(level="INFO", fmt="json")
+    for i in range(15):
+        flushed_by_hand.info("line %d", i)
+    flush_logging()  # the ten lines are lost
+    flush_logging()  # nothing queued
+    flushed_by_hand.info("after 1")
+    flush_logging()  # lost too
+    stream.failing = False
+    flushed_by_hand.info("after 2")
+    flush_logging()
+    flush_logging()
+
+    events = _events(stream)
+    assert [event["event"] for event in events] == ["after 2", DROPPED_MESSAGE]
+    assert events[-1]["lines"] == 5
+
+
 @pytest.mark.parametrize("name", ["httpx", "httpcore.http11"])
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
 def test_httpx_request_lines_are_quiet_but_its_warnings_pass(
