@@ -206,6 +206,32 @@ def test_the_queue_holds_its_bound_and_the_report_follows_the_lines_written(
     assert events[-1]["logger"] == gateway_logging.__name__
 
 
+def test_a_report_due_as_the_writer_stops_is_written_after_its_lines(
+    monkeypatch, restore_logging, flushed_by_hand
+):
+    """Stopping writes the queued lines, then the report, which the stopped writer writes at once.
+
+    Logged under the write lock, the report's line would wait for that lock forever.
+    """
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    for i in range(15):
+        flushed_by_hand.info("line %d", i)
+    stopper = threading.Thread(target=shutdown_logging, daemon=True)
+    stopper.start()
+    stopper.join(timeout=10)
+    if stopper.is_alive():
+        gateway_logging._writer = None  # left behind, stuck, so that the other tests go on
+        pytest.fail("the writer did not stop: its report waits for the write lock it holds")
+
+    events = _events(stream)
+    assert [event["event"] for event in events] == [f"line {i}" for i in range(10)] + [
+        DROPPED_MESSAGE
+    ]
+    assert events[-1]["lines"] == 5
+
+
 def test_the_dropped_count_waits_for_a_batch_the_stream_took(
     monkeypatch, restore_logging, flushed_by_hand
 ):
