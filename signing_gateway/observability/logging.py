@@ -122,6 +122,8 @@ class _LineWriter:
 
     At most `max_lines` wait: a line put while that many do is dropped and counted, and after
     the next batch the stream took, one WARNING record says how many (`DROPPED_MESSAGE`).
+    That record is queued even past the bound (one line a batch): the queue can be full again
+    by the time the stream took a batch, and dropped, the report would count only itself.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class _LineWriter:
         self._max_lines = max_lines
         self._dropped = 0
         self._dropped_lock = threading.Lock()  # taken only by a line dropped, and to report
+        self._reporting = threading.local()  # `on` while this thread logs the report
         self._stream = stream
         self._interval = interval
         self._stopping = threading.Event()
@@ -143,7 +146,7 @@ class _LineWriter:
 
     def put(self, line: str) -> None:
         """Queue `line` (from any thread); once the writer has stopped, write it now."""
-        if len(self._lines) >= self._max_lines:
+        if len(self._lines) >= self._max_lines and not getattr(self._reporting, "on", False):
             with self._dropped_lock:
                 self._dropped += 1
             return
@@ -165,7 +168,11 @@ class _LineWriter:
                 dropped, self._dropped = self._dropped, 0
             # Logged, not written here: it is formatted as every line is, and queued behind
             # what came after the drop (outside the write lock, which `put` takes once stopped).
-            logging.getLogger(__name__).warning(DROPPED_MESSAGE, extra={"lines": dropped})
+            self._reporting.on = True
+            try:
+                logging.getLogger(__name__).warning(DROPPED_MESSAGE, extra={"lines": dropped})
+            finally:
+                self._reporting.on = False
 
     def _write_batch(self) -> bool:
         """Write the queued lines; whether the stream took them (none queued: False)."""

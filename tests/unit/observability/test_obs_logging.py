@@ -232,6 +232,43 @@ def test_a_report_due_as_the_writer_stops_is_written_after_its_lines(
     assert events[-1]["lines"] == 5
 
 
+class RefillingStream(io.StringIO):
+    """A stderr that, while it writes its first batch, gets more lines logged than fit."""
+
+    def __init__(self, logger: logging.Logger, lines: int) -> None:
+        super().__init__()
+        self.logger, self.lines = logger, lines
+
+    def write(self, text: str) -> int:
+        lines, self.lines = self.lines, 0
+        for i in range(lines):  # as other threads would, while the collector holds the write
+            self.logger.info("during %d", i)
+        return super().write(text)
+
+
+def test_the_report_is_not_dropped_by_a_queue_full_again(
+    monkeypatch, restore_logging, flushed_by_hand
+):
+    """A queue that filled again during the batch the stream took still takes the report.
+
+    Dropped and counted, it would leave a count of 1 for the next report, the rest lost.
+    """
+    stream = RefillingStream(flushed_by_hand, lines=12)
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level="INFO", fmt="json")
+    for i in range(15):
+        flushed_by_hand.info("line %d", i)
+    flush_logging()  # ten lines written; meanwhile ten more queued and two dropped
+    flush_logging()
+    flush_logging()
+
+    events = _events(stream)
+    assert [event["event"] for event in events[:20]] == [f"line {i}" for i in range(10)] + [
+        f"during {i}" for i in range(10)
+    ]
+    assert [(event["event"], event["lines"]) for event in events[20:]] == [(DROPPED_MESSAGE, 7)]
+
+
 def test_the_dropped_count_waits_for_a_batch_the_stream_took(
     monkeypatch, restore_logging, flushed_by_hand
 ):
