@@ -268,6 +268,16 @@ def test_the_report_is_not_dropped_by_a_queue_full_again(
     ]
     assert [(event["event"], event["lines"]) for event in events[20:]] == [(DROPPED_MESSAGE, 7)]
 
+    for i in range(15):  # this thread, which logged the report, is held to the bound again
+        flushed_by_hand.info("again %d", i)
+    flush_logging()
+    flush_logging()
+    events = _events(stream)[21:]
+    assert [event["event"] for event in events] == [f"again {i}" for i in range(10)] + [
+        DROPPED_MESSAGE
+    ]
+    assert events[-1]["lines"] == 5
+
 
 def test_the_dropped_count_waits_for_a_batch_the_stream_took(
     monkeypatch, restore_logging, flushed_by_hand
