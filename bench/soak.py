@@ -253,10 +253,13 @@ class Resources:
     process: psutil.Process
     samples: list[tuple[float, int, int]] = field(default_factory=list)
 
-    def read(self, at: float) -> tuple[float, int, int]:
-        sample = (round(at, 1), self.process.memory_info().rss, self.process.num_fds())
-        self.samples.append(sample)
-        return sample
+    def sample(self, at: float) -> tuple[float, int, int]:
+        """The figures now, `at` seconds into the load."""
+        return (round(at, 1), self.process.memory_info().rss, self.process.num_fds())
+
+    def read(self, at: float) -> None:
+        """Keep the figures now among the load's samples."""
+        self.samples.append(self.sample(at))
 
     async def sample_until(self, started: float, until: float) -> None:
         while (now := time.monotonic()) < until:
@@ -265,7 +268,7 @@ class Resources:
 
     def figures(self, idle_after: tuple[float, int, int]) -> dict[str, Any]:
         """Start, warmed up, end of the load and idle again; the most descriptors open."""
-        load = [s for s in self.samples if s is not idle_after]
+        load = self.samples
         warm = next((s for s in load if s[0] >= WARM_AFTER_S), load[-1])
         return {
             "rss_mb": {
@@ -350,7 +353,7 @@ async def _drive(
         # The callers' connections are closed now; the gateway's idle ones to the signers close
         # after their keep-alive expiry, which is the gateway's own default too.
         await asyncio.sleep(LimitsSettings().keep_alive_seconds + 1)
-        resources_figures = resources.figures(resources.read(time.monotonic() - started))
+        resources_figures = resources.figures(resources.sample(time.monotonic() - started))
     signer = await _signer_totals(list(fakes.values()))
     expected: Counter[str] = Counter()
     for kind, count in tally.ok.items():

@@ -86,7 +86,7 @@ def test_the_soak_reports_the_gateway_memory_warm_at_the_end_and_idle_again() ->
     """RSS and descriptors: the first sample, the first warmed up, the last, the idle one."""
     resources = soak.Resources(psutil.Process())
     resources.samples = [(0.0, 50_000_000, 20), (60.0, 80_000_000, 90), (300.0, 81_000_000, 70)]
-    figures = resources.figures(resources.read(311.0))
+    figures = resources.figures(resources.sample(311.0))
     assert (figures["rss_mb"]["start"], figures["rss_mb"]["warm"], figures["rss_mb"]["end"]) == (
         50.0,
         80.0,
