@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import auth as bench_auth
-from bench import procs, scenarios
+from bench import procs, report, scenarios
 from bench.run import RESULTS, ROOT, machine, versions
 from bench.wrk import Load, ensure_wrk
 from signing_gateway.api import examples
@@ -283,13 +282,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
 def rewrite(text: str, block: str) -> str:
     """`text` with its endpoints block replaced by `block`; without one, `block` goes before
     the soak block (where bench/report.py puts it), else at the end."""
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text)
-    soak = text.find("<!-- soak:start -->")
-    if soak >= 0:
-        return text[:soak] + block + "\n\n" + text[soak:]
-    return text.rstrip("\n") + "\n\n" + block + "\n"
+    return report.replace_block(text, block, start=START, end=END, before=report.BLOCKS["soak"][0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -183,12 +183,29 @@ def _yes(value: object) -> str:
     return "**yes**" if value is True else ("**NO**" if value is False else str(value))
 
 
+def _block_pattern(start: str, end: str) -> re.Pattern[str]:
+    return re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+
+
 def _kept_blocks(text: str) -> dict[str, str]:
     kept = {}
     for name, (start, end) in BLOCKS.items():
-        match = re.search(re.escape(start) + ".*?" + re.escape(end), text, re.DOTALL)
+        match = _block_pattern(start, end).search(text)
         kept[name] = match.group(0) if match else f"{start}\n{end}"
     return kept
+
+
+def replace_block(text: str, block: str, *, start: str, end: str, before: str | None = None) -> str:
+    """`text` with its block from `start` to `end` replaced by `block` (a whole block, markers
+    included); without one, `block` goes before the marker `before` where `text` has it, else
+    at the end. How bench/soak.py and bench/endpoints.py write their blocks."""
+    pattern = _block_pattern(start, end)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text)
+    at = text.find(before) if before else -1
+    if at >= 0:
+        return text[:at] + block + "\n\n" + text[at:]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
 class LostSectionsError(Exception):

@@ -23,7 +23,6 @@ import base64
 import contextlib
 import json
 import random
-import re
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ import orjson
 import psutil
 
 from bench import auth as bench_auth
+from bench import report
 from bench.procs import Proc, free_port, start, stop_children_on_sigterm
 from signing_gateway.api import examples
 from signing_gateway.security.settings import ALL_SCOPES, LimitsSettings
@@ -493,12 +493,7 @@ def _resource_rows(resources: dict[str, Any] | None) -> list[str]:
 
 def _write_docs(section: str) -> None:
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    DOCS.write_text(report.replace_block(text, section, start=START, end=END))
 
 
 def healthy(result: dict[str, Any]) -> bool:
