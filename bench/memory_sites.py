@@ -61,7 +61,9 @@ def _app(kind: str, signer_url: str, in_flight: int, auth: bench_auth.BenchAuth)
                 deadline_s=300,
             )
         )
+        # Every one of the N held, however many wait for the CPU at once and however long.
         os.environ["SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_TIMEOUT_SECONDS"] = "300"
+        os.environ["SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_MAX"] = str(in_flight + 100)
         from signing_gateway.app import create_served_app  # noqa: PLC0415 - reads the env
 
         return create_served_app()

@@ -34,6 +34,9 @@ _Starter = Callable[[], contextlib.AbstractContextManager[procs.Proc]]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+#: S4's clients, all at once against a 10 s signer. Under a CPU-bound gateway most of them
+#: wait at the CPU gate at the same moment: `loop_lag.cpu_queue_max` must stay above this.
+S4_CLIENTS = 10_000
 
 
 def keep_markdown(name: str, text: str) -> Path:
@@ -232,7 +235,7 @@ def _memory(beside: Callable[..., Any], logs: Path, load: Load) -> dict[str, Any
     """
     print("S4: 10,000 in flight, signer 10 s", flush=True)
     nofile = procs.child_nofile()
-    at_signer = procs.signer_bound_for(10000, nofile=nofile, wanted=10240)
+    at_signer = procs.signer_bound_for(S4_CLIENTS, nofile=nofile, wanted=10240)
     with beside(
         lambda url: procs.gateway(
             logs,
@@ -240,11 +243,14 @@ def _memory(beside: Callable[..., Any], logs: Path, load: Load) -> dict[str, Any
             auth=load.auth,
             max_in_flight=at_signer,
             deadline_s=60,
-            # 10,000 at once queue for the CPU longer than the default 10 s allows
+            # 10,000 at once queue for the CPU longer than the default 10 s allows (the
+            # default `loop_lag.cpu_queue_max` parks them all: see S4_CLIENTS)
             extra_env={"SIGNING_GATEWAY_LOOP_LAG__CPU_QUEUE_TIMEOUT_SECONDS": "60"},
         )
     ) as (signer, gw):
-        s4 = scenarios.memory(gw, signer, load, in_flight=10000, signer_latency_s=10.0, seconds=30)
+        s4 = scenarios.memory(
+            gw, signer, load, in_flight=S4_CLIENTS, signer_latency_s=10.0, seconds=30
+        )
         s4 |= {"fd_limit": nofile, "signer_bound": at_signer} | _started(signer, gw)
     print("S4: pass-through proxy, same load", flush=True)
     with beside(
@@ -254,7 +260,7 @@ def _memory(beside: Callable[..., Any], logs: Path, load: Load) -> dict[str, Any
         )
     ) as (signer, proxy):  # fmt: skip
         s4["passthrough-proxy"] = scenarios.memory(
-            proxy, signer, load, in_flight=10000, signer_latency_s=10.0, seconds=30,
+            proxy, signer, load, in_flight=S4_CLIENTS, signer_latency_s=10.0, seconds=30,
             is_gateway=False,
         ) | _started(signer, proxy)  # fmt: skip
     # Few enough that all reach the signer even at ~200 req/s (the slowest machine
