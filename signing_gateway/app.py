@@ -329,13 +329,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestLimitsMiddleware, limits=settings.limits, head_check=authenticate_head
     )
     # Outside the rest of the work: a burst of new requests waits parked here instead of
-    # running the middlewares' work all in one loop pass, and one that waits too long is
-    # refused 503 with its request id (see runtime/cpu_gate).
+    # running the middlewares' work all in one loop pass, and one that waits too long, or
+    # finds too many waiting, is refused 503 with its request id (see runtime/cpu_gate).
     app.state.cpu_gate = CpuGate(
         settings.loop_lag.cpu_permits,
         queue_timeout=settings.loop_lag.cpu_queue_timeout_seconds,
+        queue_max=settings.loop_lag.cpu_queue_max,
         new_every=settings.loop_lag.cpu_new_every,
         on_timeout=metrics.cpu_queue_timeouts.inc,
+        on_overflow=metrics.cpu_queue_overflows.inc,
     )
     app.add_middleware(CpuGateMiddleware, gate=app.state.cpu_gate)
     # Outside the CPU gate and the body limits: a request parked for a permit or still sending

@@ -102,7 +102,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         (503,), "the issuance's audit record cannot be written (`Retry-After`)"
     ),
     "overloaded": ProblemType(
-        (503,), "no CPU permit in time; nothing reached a signer (`Retry-After`)"
+        (503,),
+        "no CPU permit in time, or too many requests already waiting for one; nothing reached "
+        "a signer (`Retry-After`)",
     ),
     "shutting-down": ProblemType(
         (503,),

@@ -368,6 +368,14 @@ class LoopLagSettings(BaseModel):
         "answered 503 problem+json (overloaded, Retry-After) without reaching a signer. Requests "
         "back from a signer never time out here",
     )
+    cpu_queue_max: PositiveInt = Field(
+        20_000,
+        description="New /v1 requests waiting for a CPU permit at most; one more is answered "
+        "503 problem+json (overloaded, Retry-After) at once, without reaching a signer. Requests "
+        "back from a signer are never refused here. Each waiting request holds ~47 KB (bench "
+        "S4), ~1 GB at 20,000: set it from the pod's memory limit (docs/operations.md, Sizing), "
+        "above the bursts a pod must take (bench S4 parks up to ~10,000)",
+    )
     gc_mode: Literal["timed", "count"] = Field(
         "timed",
         description="timed: young garbage collections on a timer (gc_young_interval_seconds), "

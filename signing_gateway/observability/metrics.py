@@ -195,6 +195,14 @@ class GatewayMetrics:
             "New /v1 requests refused 503 overloaded: no CPU permit within the queue timeout",
             registry=r,
         )
+        # A counter of its own, not a label of the one above: that one's series and the
+        # alerts on it keep their meaning.
+        self.cpu_queue_overflows = Counter(
+            "gateway_cpu_queue_overflows",
+            "New /v1 requests refused 503 overloaded at once: the CPU gate's queue of new "
+            "requests was full",
+            registry=r,
+        )
         # Security.
         self.auth_failures = Counter(
             "gateway_auth_failures", "Refused callers by reason", ["reason"], registry=r

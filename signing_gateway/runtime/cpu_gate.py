@@ -44,16 +44,25 @@ the request has cost no signer anything, and its caller learns so at once instea
 without bound. Requests resuming after ``io_wait`` are never timed out here (their deadline
 covers them). The middleware also notes when the request arrived (``scope[ARRIVED_AT]``,
 event-loop time), so a caller's ``X-Request-Timeout`` counts its wait here.
+
+The new requests parked at once are bounded too (``queue_max``): under a flood (a retry
+storm, a caller's loop gone wild) every new connection would otherwise park here, each
+holding ~47 KB (bench S4), until the pod's memory limit kills it with every signing in flight.
+A new request that finds no permit while ``queue_max`` new ones are already parked is
+refused at once, with the same 503, instead of after ``queue_timeout``. The check is one
+integer comparison, made only by a request that has to park. Requests resuming after
+``io_wait`` are never refused by it: they are bounded by what was admitted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import ContextVar, Token
 from types import CoroutineType
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,6 +72,8 @@ __all__ = [
     "ARRIVED_AT",
     "CpuGate",
     "CpuGateMiddleware",
+    "CpuGateRefused",
+    "CpuQueueFull",
     "CpuQueueTimeout",
     "checkpoint",
     "io_wait",
@@ -74,8 +85,23 @@ __all__ = [
 ARRIVED_AT = "signing_gateway.arrived_at"
 
 
-class CpuQueueTimeout(Exception):
+class CpuGateRefused(Exception):
+    """A new request refused a permit: `CpuGateMiddleware` answers it 503 ``overloaded``.
+
+    ::
+
+        CpuGateRefused
+        ├── CpuQueueTimeout   waited `queue_timeout` s in vain
+        └── CpuQueueFull      found `queue_max` new requests already waiting
+    """
+
+
+class CpuQueueTimeout(CpuGateRefused):
     """A new request waited `queue_timeout` seconds without getting a permit."""
+
+
+class CpuQueueFull(CpuGateRefused):
+    """A new request found no free permit and `queue_max` new requests already parked."""
 
 
 class _Permit:
@@ -119,27 +145,37 @@ class CpuGate:
         permits: int,
         *,
         queue_timeout: float | None = None,
+        queue_max: int | None = None,
         new_every: int = 2,
         on_timeout: Callable[[], object] | None = None,
+        on_overflow: Callable[[], object] | None = None,
     ) -> None:
         """Allow `permits` requests to do CPU work at once; new ones wait `queue_timeout` s at most.
 
-        None: new requests wait for a permit without bound. A waiting new request gets the
-        permit after `new_every` in a row went to requests back from a signer. `on_timeout`
-        is called for each request refused so (the metrics counter).
+        At most `queue_max` new requests wait at once; one more is refused at once. None (for
+        either): no bound. A waiting new request gets the permit after `new_every` in a row
+        went to requests back from a signer. `on_timeout` and `on_overflow` are called for
+        each request refused by the timeout and by the bound (the metrics counters).
         """
         if permits < 1:
             raise ValueError("permits must be at least 1")
         if queue_timeout is not None and queue_timeout <= 0:
             raise ValueError("queue_timeout must be positive")
+        if queue_max is not None and queue_max < 1:
+            raise ValueError("queue_max must be at least 1")
         if new_every < 1:
             raise ValueError("new_every must be at least 1")
         self.permits = permits
         self.queue_timeout = queue_timeout
+        self.queue_max = queue_max
+        # An int either way, so a parking request's check is one comparison.
+        self._admit_max = sys.maxsize if queue_max is None else queue_max
         self.new_every = new_every
         self._resumed_in_a_row = 0
         self.timed_out = 0
+        self.overflowed = 0
         self._on_timeout = on_timeout
+        self._on_overflow = on_overflow
         self._free = permits
         # Parked waiters, FIFO per queue. A waiter that is cancelled stays in its deque (removing
         # it would cost O(n) per cancellation, O(n^2) when a crowd of clients disconnects) and is
@@ -168,12 +204,17 @@ class CpuGate:
             self._resumed_in_a_row = self._resumed_in_a_row + 1 if resuming else 0
             return
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
         expiry = None
-        if resuming:
+        if resuming:  # never refused: bounded by the requests admitted
+            waiter: asyncio.Future[None] = loop.create_future()
             self._resume.append(waiter)
             self.resuming += 1
         else:
+            # `admitting` is exact (a cancelled or timed-out waiter is uncounted at once), so
+            # each one gone frees its place in the bound.
+            if self.admitting >= self._admit_max:
+                self._overflow()
+            waiter = loop.create_future()
             self._admit.append(waiter)
             self.admitting += 1
             if self.queue_timeout is not None:
@@ -181,19 +222,24 @@ class CpuGate:
         try:
             await waiter
         except asyncio.CancelledError:
-            if not waiter.done():
-                waiter.cancel()
-            if waiter.cancelled():  # cancelled while parked
-                if resuming:
-                    self.resuming -= 1
-                else:
-                    self.admitting -= 1
-            elif waiter.exception() is None:
-                self._release()  # handed a permit, cancelled before using it: pass it on
-            raise  # (timed out and cancelled at once: `_expire` did the counting)
+            self._left(waiter, resuming=resuming)
+            raise
         finally:
             if expiry is not None:
                 expiry.cancel()
+
+    def _left(self, waiter: asyncio.Future[None], *, resuming: bool) -> None:
+        """A parked request was cancelled: take it out of its count, or pass its permit on."""
+        if not waiter.done():
+            waiter.cancel()
+        if waiter.cancelled():  # cancelled while parked
+            if resuming:
+                self.resuming -= 1
+            else:
+                self.admitting -= 1
+        elif waiter.exception() is None:
+            self._release()  # handed a permit, cancelled before using it: pass it on
+        # (timed out and cancelled at once: `_expire` did the counting)
 
     def _expire(self, waiter: asyncio.Future[None]) -> None:
         """Timer: a new request waited `queue_timeout` for a permit; refuse it."""
@@ -204,6 +250,13 @@ class CpuGate:
         waiter.set_exception(CpuQueueTimeout())
         if self._on_timeout is not None:
             self._on_timeout()
+
+    def _overflow(self) -> NoReturn:
+        """Refuse a new request at once: `queue_max` new ones are already parked."""
+        self.overflowed += 1
+        if self._on_overflow is not None:
+            self._on_overflow()
+        raise CpuQueueFull
 
     def _release(self) -> None:
         """Hand the permit to the next live waiter, else free it.
@@ -243,6 +296,8 @@ class CpuGate:
             "newEvery": self.new_every,
             "queueTimeoutSeconds": self.queue_timeout,
             "timedOut": self.timed_out,
+            "queueMax": self.queue_max,
+            "overflowed": self.overflowed,
         }
 
 
@@ -389,14 +444,17 @@ class CpuGateMiddleware:
             async with self.gate.request():
                 admitted = True
                 await self.app(scope, _ReceiveWithoutPermit(receive), send)
-        except CpuQueueTimeout:
-            if admitted:  # only taking the permit times out; anything else is not ours
+        except CpuGateRefused as refused:
+            if admitted:  # only taking the permit is refused; anything else is not ours
                 raise
+            if isinstance(refused, CpuQueueTimeout):
+                why = f"could not start this request within {self.gate.queue_timeout:g} s"
+            else:
+                why = "has too many requests waiting to start"
             await send_problem_503(
                 send,
                 scope,
                 slug="overloaded",
                 title="Gateway overloaded",
-                detail=f"the gateway could not start this request within "
-                f"{self.gate.queue_timeout:g} s; it reached no signer; retry later",
+                detail=f"the gateway {why}; it reached no signer; retry later",
             )

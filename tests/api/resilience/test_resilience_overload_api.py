@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 
@@ -11,6 +12,7 @@ from signing_gateway.app import create_app
 from signing_gateway.settings import LoopLagSettings
 from tests.api.signer_mocks import failing_eu_signer
 from tests.support.gateway import make_settings, running_gateway
+from tests.support.polling import until
 
 
 def _one_permit(test_keys, queue_timeout: float):
@@ -88,3 +90,42 @@ async def test_the_body_limits_wait_for_a_permit_too(test_keys, signers):
     assert response.status_code == 503, response.text
     assert response.json()["type"].endswith("/overloaded")
     assert seen == []
+
+
+async def test_a_request_over_the_queue_bound_is_refused_at_once(test_keys, signers):
+    """One new request parked of one allowed: the next gets 503 `overloaded` at once, unsigned.
+
+    Well before the 5 s queue timeout, with Retry-After; it is counted apart from the timeouts,
+    and /readyz shows the bound and the refusal. The parked one still reaches its signer.
+    """
+    seen = failing_eu_signer(signers)
+    settings = make_settings(
+        test_keys,
+        loop_lag=LoopLagSettings(cpu_permits=1, cpu_queue_timeout_seconds=5, cpu_queue_max=1),
+    )
+    app = create_app(settings)
+    async with running_gateway(settings, app=app) as client:
+        gate = app.state.cpu_gate
+        async with gate.request():
+            parked = asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
+            await until(lambda: gate.admitting == 1)
+            started = time.monotonic()
+            refused = await client.post(
+                "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-ID": "full-1"}
+            )
+            elapsed = time.monotonic() - started
+            gate_view = (await client.get("/readyz")).json()["cpuGate"]
+        assert (await parked).status_code == 502  # the mock signer's 500: it was reached
+        metrics_text = (await client.get("/metrics")).text
+    assert elapsed < 1
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["retry-after"] == "1"
+    problem = refused.json()
+    assert problem["type"].endswith("/overloaded")
+    assert problem["requestId"] == "full-1"
+    assert "too many requests waiting" in problem["detail"]
+    assert len(seen) == 1  # the parked request's call only
+    assert (gate_view["queueMax"], gate_view["overflowed"], gate_view["timedOut"]) == (1, 1, 0)
+    assert metrics_text.count("gateway_cpu_queue_overflows_total 1.0") == 1
+    assert metrics_text.count("gateway_cpu_queue_timeouts_total 0.0") == 1

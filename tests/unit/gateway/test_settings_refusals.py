@@ -430,6 +430,7 @@ LOWEST_TAKEN = {
     "CPU_PERMITS": (1, 0),
     "CPU_NEW_EVERY": (1, 0),
     "CPU_QUEUE_TIMEOUT_SECONDS": (0.001, 0),
+    "CPU_QUEUE_MAX": (1, 0),
     "GC_YOUNG_INTERVAL_SECONDS": (0.001, 0),
     "GC_MIDDLE_EVERY": (1, 0),
     "GC_FULL_INTERVAL_SECONDS": (0.05, 0),  # the young interval's default, at the least

@@ -11,7 +11,15 @@ import pytest
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware, CpuQueueTimeout, io_wait
+from bench.run import S4_CLIENTS
+from signing_gateway.runtime.cpu_gate import (
+    CpuGate,
+    CpuGateMiddleware,
+    CpuQueueFull,
+    CpuQueueTimeout,
+    io_wait,
+)
+from signing_gateway.settings import LoopLagSettings
 
 
 async def _settle() -> None:
@@ -203,6 +211,8 @@ async def test_a_request_back_from_its_signer_goes_before_new_ones() -> None:
         "newEvery": 2,
         "queueTimeoutSeconds": None,
         "timedOut": 0,
+        "queueMax": None,
+        "overflowed": 0,
     }
     hold.set()
     await asyncio.gather(*tasks)
@@ -773,3 +783,154 @@ async def test_a_free_permit_a_returning_request_took_counts_in_its_row() -> Non
     await asyncio.gather(*tasks)
     assert order == ["hold", "r0", "r1", "m", "r2"]
     assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def _parked_up_to_the_bound(
+    gate: CpuGate, order: list[str], *, wait: asyncio.Event | None = None
+) -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
+    """`gate`'s one permit held until the returned event, and `queue_max` new requests parked.
+
+    The parked ones hold their permit, once admitted, until `wait` (when given).
+    """
+    assert gate.queue_max is not None
+    hold = asyncio.Event()
+    tasks = [asyncio.create_task(_new(gate, order, "holder", wait=hold))]
+    await _settle()
+    tasks += [
+        asyncio.create_task(_new(gate, order, f"parked{i}", wait=wait))
+        for i in range(gate.queue_max)
+    ]
+    await _settle()
+    assert (gate.busy, gate.admitting) == (1, gate.queue_max)
+    return hold, tasks
+
+
+async def test_a_new_request_over_queue_max_is_refused_at_once() -> None:
+    """`queue_max` new requests parked: one more gets CpuQueueFull without parking, counted once.
+
+    The ones parked before it keep their places and are served in order.
+    """
+    overflows: list[None] = []
+    gate = CpuGate(1, queue_timeout=60, queue_max=2, on_overflow=lambda: overflows.append(None))
+    order: list[str] = []
+    hold, tasks = await _parked_up_to_the_bound(gate, order)
+    refused = asyncio.create_task(_new(gate, order, "refused"))
+    await asyncio.sleep(0)  # one step: it must not park, so it ends in its first
+    assert refused.done()
+    assert isinstance(refused.exception(), CpuQueueFull)
+    assert (gate.overflowed, len(overflows), gate.timed_out) == (1, 1, 0)
+    assert len(gate._admit) == 2  # no waiter was made for it
+    snapshot = gate.snapshot()
+    assert (snapshot["queueMax"], snapshot["overflowed"], snapshot["waiting"]) == (2, 1, 2)
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert order == ["holder", "parked0", "parked1"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_a_new_request_parks_again_once_the_queue_is_below_queue_max() -> None:
+    """A parked request admitted frees its place: the next new one parks instead of refused."""
+    gate = CpuGate(1, queue_max=1)
+    order: list[str] = []
+    hold_parked = asyncio.Event()
+    hold, tasks = await _parked_up_to_the_bound(gate, order, wait=hold_parked)
+    with pytest.raises(CpuQueueFull):
+        await _new(gate, order, "refused")
+    hold.set()
+    await _settle()  # parked0 now holds the permit: nothing is parked
+    assert (gate.busy, gate.admitting) == (1, 0)
+    tasks.append(asyncio.create_task(_new(gate, order, "later")))
+    await _settle()
+    assert (tasks[-1].done(), gate.admitting, gate.overflowed) == (False, 1, 1)
+    hold_parked.set()
+    await asyncio.gather(*tasks)
+    assert order == ["holder", "parked0", "later"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+@pytest.mark.parametrize("leaves", ["cancelled", "timed out"])
+async def test_a_parked_request_gone_frees_its_place_in_the_bound(leaves: str) -> None:
+    """Its client gone or its queue timeout out: the place is free at once, counted exactly.
+
+    A cancelled waiter stays in the deque until a hand-over skips it; the bound counts
+    `admitting`, which it has already left.
+    """
+    gate = CpuGate(1, queue_timeout=60, queue_max=1)
+    order: list[str] = []
+    hold, [holder, parked] = await _parked_up_to_the_bound(gate, order)
+    if leaves == "cancelled":
+        parked.cancel()
+    else:
+        gate._expire(gate._admit[-1])  # what the timer does, run now
+    await asyncio.gather(parked, return_exceptions=True)
+    assert (gate.admitting, len(gate._admit)) == (0, 1)
+    later = asyncio.create_task(_new(gate, order, "later"))
+    await _settle()
+    assert (later.done(), gate.admitting, gate.overflowed) == (False, 1, 0)
+    hold.set()
+    await asyncio.gather(holder, later)
+    assert order == ["holder", "later"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_requests_back_from_a_signer_are_never_refused_by_queue_max() -> None:
+    """With the new requests' queue full, two requests back from their signer still park.
+
+    They were admitted before: the bound is on new requests only. A new one is still refused.
+    """
+    gate = CpuGate(1, queue_max=1)
+    signer_answer = asyncio.Event()
+    order: list[str] = []
+    signing = [asyncio.create_task(_signing(gate, signer_answer, order, f"r{i}")) for i in range(2)]
+    await _settle()  # both at their signer, the permit free
+    hold, tasks = await _parked_up_to_the_bound(gate, order)
+    signer_answer.set()
+    await _settle()
+    assert (gate.resuming, gate.admitting, gate.overflowed) == (2, 1, 0)
+    with pytest.raises(CpuQueueFull):
+        await _new(gate, order, "refused")
+    hold.set()
+    await asyncio.gather(*signing, *tasks)
+    assert order == ["holder", "r0", "r1", "parked0"]
+    assert (gate.busy, gate.waiting, gate.overflowed) == (0, 0, 1)
+
+
+def test_a_queue_max_must_be_at_least_one() -> None:
+    """Zero would refuse every request that has to wait at all."""
+    with pytest.raises(ValueError, match="queue_max"):
+        CpuGate(1, queue_max=0)
+
+
+def test_the_default_queue_bound_parks_every_client_of_bench_s4() -> None:
+    """S4 sends its clients at once at a CPU-bound gateway and must see no error.
+
+    (Its lowest value, 1, and 0 refused: `tests/unit/gateway/test_settings_refusals.py`.)
+    """
+    assert LoopLagSettings().cpu_queue_max > S4_CLIENTS
+
+
+async def test_a_full_queue_is_answered_503_overloaded_with_retry_after() -> None:
+    """The middleware answers CpuQueueFull as it does a timeout: 503 problem+json, no app call."""
+    called: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        called.append(scope["path"])
+
+    gate = CpuGate(1, queue_timeout=60, queue_max=1)
+    hold, tasks = await _parked_up_to_the_bound(gate, [])
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/v1/dcc", "headers": [], "state": {}}
+    async with asyncio.timeout(1):
+        await CpuGateMiddleware(app, gate=gate)(scope, None, send)
+    start, body = sent
+    assert start["status"] == 503
+    assert (b"retry-after", b"1") in start["headers"]
+    assert b"/overloaded" in body["body"]
+    assert b"too many requests waiting" in body["body"]
+    assert called == []
+    hold.set()
+    await asyncio.gather(*tasks)
