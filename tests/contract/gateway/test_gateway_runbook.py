@@ -6,9 +6,9 @@ an alert reading nothing, and nothing fails. So this test reads both sections, s
 over TCP (uvicorn with the gateway's own HTTP protocol, as `serve` runs it) in front of two real
 fake signers, drives it through what each alert is about (a signer fault, a rejected request,
 a credential that does not verify, a call cancelled beside a failing one, a breaker opening
-and closing, a full bulkhead, the CPU queue timing out, a refused caller, a refused request
-head, a caller gone, an audit file that takes nothing, a held event loop), and checks every
-series, label and value the sections name
+and closing, a full bulkhead, the CPU queue timing out and overflowing, a refused caller, a
+refused request head, a caller gone, an audit file that takes nothing, a held event loop), and
+checks every series, label and value the sections name
 against what /metrics then shows, every /readyz field against /readyz, and every log line
 against the records the gateway wrote (or, for a condition not driven here, its source).
 """
@@ -274,7 +274,7 @@ async def served_gateway(
             resilience=ResilienceSettings(**quick, max_in_flight=1, max_pending=0),
         ),
         trust=TrustSettings(fetch_from_signers=True),
-        loop_lag=LoopLagSettings(cpu_permits=1, cpu_queue_timeout_seconds=0.1),
+        loop_lag=LoopLagSettings(cpu_permits=1, cpu_queue_timeout_seconds=0.1, cpu_queue_max=1),
     )
     app = create_app(settings)
     async with (
@@ -344,17 +344,22 @@ async def _shed_a_call(gateway: Served, domestic: FakeSignerProcess) -> Scrape:
     return busy
 
 
-async def _time_out_in_the_cpu_queue(gateway: Served) -> None:
-    """A new request finds the one CPU permit held past the queue timeout: 503 overloaded.
+async def _refuse_at_the_cpu_gate(gateway: Served) -> None:
+    """The one CPU permit held: a new request times out, one more overflows the queue of one.
 
-    Answered before routing: the runbook reads it as a 503 on `unmatched`.
+    Both 503 overloaded, answered before routing: the runbook reads them as 503s on `unmatched`.
     """
     before = _answered(await gateway.scrape(), "unmatched", "503")
-    async with gateway.state.cpu_gate.request():
-        refused = await gateway.dcc()
-    assert refused.status_code == 503
-    assert refused.json()["type"].endswith("/overloaded")
-    assert _answered(await gateway.scrape(), "unmatched", "503") == before + 1
+    gate = gateway.state.cpu_gate
+    async with gate.request():
+        parked = asyncio.create_task(gateway.dcc())
+        await until(lambda: gate.admitting == 1)
+        overflowed = await gateway.dcc()
+        timed_out = await parked
+    for refused in (overflowed, timed_out):
+        assert refused.status_code == 503
+        assert refused.json()["type"].endswith("/overloaded")
+    assert _answered(await gateway.scrape(), "unmatched", "503") == before + 2
 
 
 def _answered(scrape: Scrape, route: str, status: str) -> float:
@@ -387,7 +392,7 @@ async def _drive(
     )
     assert (await gateway.dcc()).status_code == 200
     scrapes.append(await _shed_a_call(gateway, domestic))
-    await _time_out_in_the_cpu_queue(gateway)
+    await _refuse_at_the_cpu_gate(gateway)
     # A request head over the limit: 431 before the app sees it.
     head = b"GET /v1/keys HTTP/1.1\r\nHost: gateway\r\nX-Pad: " + b"p" * MAX_HEADER_BYTES
     assert (await gateway.raw(head + b"\r\n\r\n")).startswith(b"HTTP/1.1 431 ")
