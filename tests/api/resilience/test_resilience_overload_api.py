@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 
@@ -21,6 +22,18 @@ def _one_permit(test_keys, queue_timeout: float):
         test_keys,
         loop_lag=LoopLagSettings(cpu_permits=1, cpu_queue_timeout_seconds=queue_timeout),
     )
+
+
+def _overloaded(response: httpx.Response, request_id: str) -> dict[str, Any]:
+    """Check `response` is the CPU gate's 503 `overloaded` for `request_id`; its problem body."""
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["x-request-id"] == request_id
+    problem: dict[str, Any] = response.json()
+    assert problem["type"].endswith("/overloaded")
+    assert problem["requestId"] == request_id
+    return problem
 
 
 async def _post_while_every_permit_is_held(settings, headers=None) -> tuple[httpx.Response, str]:
@@ -47,14 +60,7 @@ async def test_a_request_not_started_within_the_queue_timeout_is_refused(test_ke
     response, metrics_text = await _post_while_every_permit_is_held(
         settings, {"X-Request-ID": "shed-1"}
     )
-    assert response.status_code == 503
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.headers["retry-after"] == "1"
-    assert response.headers["x-request-id"] == "shed-1"
-    problem = response.json()
-    assert problem["type"].endswith("/overloaded")
-    assert problem["requestId"] == "shed-1"
-    assert "0.1 s" in problem["detail"]
+    assert "0.1 s" in _overloaded(response, "shed-1")["detail"]
     assert seen == []
     assert metrics_text.count("gateway_cpu_queue_timeouts_total 1.0") == 1
 
@@ -118,13 +124,7 @@ async def test_a_request_over_the_queue_bound_is_refused_at_once(test_keys, sign
         assert (await parked).status_code == 502  # the mock signer's 500: it was reached
         metrics_text = (await client.get("/metrics")).text
     assert elapsed < 1
-    assert refused.status_code == 503
-    assert refused.headers["content-type"] == "application/problem+json"
-    assert refused.headers["retry-after"] == "1"
-    problem = refused.json()
-    assert problem["type"].endswith("/overloaded")
-    assert problem["requestId"] == "full-1"
-    assert "too many requests waiting" in problem["detail"]
+    assert "too many requests waiting" in _overloaded(refused, "full-1")["detail"]
     assert len(seen) == 1  # the parked request's call only
     assert (gate_view["queueMax"], gate_view["overflowed"], gate_view["timedOut"]) == (1, 1, 0)
     assert metrics_text.count("gateway_cpu_queue_overflows_total 1.0") == 1
