@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["ALPHABET", "b45decode"]
+__all__ = ["ALPHABET", "alphabet_values", "b45decode"]
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INVALID = 0xFF
@@ -26,8 +26,11 @@ _BASE2 = _BASE * _BASE
 _GROUP = 3
 
 
-def b45decode(text: str) -> bytes:
-    """Decode Base45 ``text``; ValueError if a character, the length or a group is invalid."""
+def alphabet_values(text: str) -> bytes:
+    """Each character's value (0-44) in the Base45 alphabet; ValueError if one is outside it.
+
+    The Idemix QR's base-45 number (``verification.idemix``) uses the same alphabet.
+    """
     try:
         raw = text.encode("ascii")
     except UnicodeEncodeError as exc:
@@ -35,6 +38,12 @@ def b45decode(text: str) -> bytes:
     values = raw.translate(_TABLE)
     if _INVALID in values:
         raise ValueError("not Base45: a character outside the alphabet")
+    return values
+
+
+def b45decode(text: str) -> bytes:
+    """Decode Base45 ``text``; ValueError if a character, the length or a group is invalid."""
+    values = alphabet_values(text)
     full, rest = divmod(len(values), _GROUP)
     if rest == 1:
         raise ValueError("not Base45: a dangling character")
