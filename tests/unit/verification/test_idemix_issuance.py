@@ -1,0 +1,263 @@
+"""Issued CL signatures: one made here with the published test private key, then tampered with.
+
+The test signs as gabi's issuer does (``signMessageBlockAndCommitment``, ``proveSignature``)
+with the private primes published beside the test key, over an app's commitment
+``U = S^v' * R_0^secret``; the app's own final check (``ConstructCredential``) is done too,
+to show the signature is a real one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from signing_gateway.verification.errors import CredentialVerificationError
+from signing_gateway.verification.idemix import (
+    attribute_int,
+    credential_attribute_values,
+    hash_commit,
+)
+from signing_gateway.verification.idemix_issuance import is_probable_prime, verify_issue_signature
+from signing_gateway.verification.idemix_keys import IdemixPublicKey
+from tests.unit.verification.idemix_testdata import TEST_KEY_P, TEST_KEY_Q, TEST_KEY_XML
+
+ORDER = (TEST_KEY_P - 1) // 2 * ((TEST_KEY_Q - 1) // 2)
+#: gabi 2048-bit parameters: Le, LePrime, Lv, LvPrime.
+LE, LE_PRIME, LV, LV_PRIME = 645, 120, 2820, 2176
+ATTRIBUTES = {
+    "isSpecimen": "0",
+    "isPaperProof": "0",
+    "validFrom": "1700000000",
+    "validForHours": "24",
+    "firstNameInitial": "A",
+    "lastNameInitial": "R",
+    "birthDay": "20",
+    "birthMonth": "10",
+    "category": "1",
+}
+KEY = IdemixPublicKey.from_xml(TEST_KEY_XML)
+VALUES = credential_attribute_values(ATTRIBUTES, issuer_pk_id="VWS-TEST-0")
+
+
+@dataclass(frozen=True)
+class Holder:
+    secret: int
+    v_prime: int
+    commitment: int
+    nonce2: int
+
+
+def b64(value: int) -> str:
+    """A gabi JSON big integer."""
+    return base64.b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).decode()
+
+
+def random_prime_e() -> int:
+    """A random prime in gabi's range for e."""
+    while True:
+        candidate = (1 << (LE - 1)) + secrets.randbits(LE_PRIME - 1) | 1
+        if is_probable_prime(candidate):
+            return candidate
+
+
+def make_holder() -> Holder:
+    """An app's secret and its commitment U = S^v' * R_0^secret, with its nonce n_2."""
+    secret, v_prime = secrets.randbits(256), secrets.randbits(LV_PRIME)
+    commitment = pow(KEY.s, v_prime, KEY.n) * pow(KEY.bases[0], secret, KEY.n) % KEY.n
+    return Holder(secret, v_prime, commitment, secrets.randbits(128))
+
+
+def sign(holder: Holder, values, *, e: int | None = None) -> dict[str, Any]:
+    """An issueSignatureMessage over U and ``values``, as gabi's issuer makes it."""
+    n, e = KEY.n, e or random_prime_e()
+    v = (1 << (LV - 1)) + secrets.randbits(LV - 1)
+    denominator = pow(KEY.s, v, n) * holder.commitment % n
+    for index, value in enumerate(values, start=1):
+        denominator = denominator * pow(KEY.bases[index], attribute_int(value), n) % n
+    q = KEY.z * pow(denominator, -1, n) % n
+    d = pow(e, -1, ORDER)
+    a = pow(q, d, n)
+    e_commit = secrets.randbelow(ORDER - 1) + 1
+    c = hash_commit([1, q, a, holder.nonce2, pow(q, e_commit, n)])
+    e_response = (e_commit - c * d) % ORDER
+    return {
+        "proof": {"c": b64(c), "e_response": b64(e_response)},
+        "signature": {"A": b64(a), "e": b64(e), "v": b64(v), "KeyshareP": None},
+    }
+
+
+def verify(message, holder: Holder, values=VALUES, key=KEY) -> None:
+    """verify_issue_signature with the holder's commitment and nonce."""
+    verify_issue_signature(
+        json.loads(json.dumps(message)),
+        key=key,
+        commitment=holder.commitment,
+        nonce2=holder.nonce2,
+        attributes=values,
+    )
+
+
+def reason(message, holder: Holder, **options: Any) -> str:
+    """The reason verify refuses ``message`` with."""
+    with pytest.raises(CredentialVerificationError) as caught:
+        verify(message, holder, **options)
+    return caught.value.reason
+
+
+@pytest.fixture(scope="module")
+def holder() -> Holder:
+    """One app's commitment, shared by the module."""
+    return make_holder()
+
+
+@pytest.fixture(scope="module")
+def message(holder) -> dict[str, Any]:
+    """A signature issued over the module's commitment and ATTRIBUTES."""
+    return sign(holder, VALUES)
+
+
+def number(text: str) -> int:
+    """A gabi JSON big integer's value."""
+    return int.from_bytes(base64.b64decode(text), "big")
+
+
+def test_issued_signature_verifies_and_completes_the_apps_credential(message, holder):
+    """A real signature verifies, and with v' added it is a full CL signature over the secret."""
+    verify(message, holder)
+    signature = message["signature"]
+    a, e, v = (number(signature[name]) for name in ("A", "e", "v"))
+    full = pow(a, e, KEY.n) * pow(KEY.s, v + holder.v_prime, KEY.n)
+    full = full * pow(KEY.bases[0], holder.secret, KEY.n) % KEY.n
+    for index, value in enumerate(VALUES, start=1):
+        full = full * pow(KEY.bases[index], attribute_int(value), KEY.n) % KEY.n
+    assert full == KEY.z
+
+
+def test_attribute_values_are_the_metadata_then_the_named_attributes():
+    """The signed values are the DER metadata (version 3, key id), then each value's bytes."""
+    assert VALUES[0] == bytes.fromhex("300f040103130a5657532d544553542d30")
+    assert VALUES[1:] == tuple(value.encode() for value in ATTRIBUTES.values())
+
+
+def test_extra_members_gabi_may_send_empty_are_taken(message, holder):
+    """Null or empty nonrev and missuer members, as gabi may write them, are accepted."""
+    verify({**message, "nonrev": None, "missuer": None, "m_issuer": {}}, holder)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        credential_attribute_values({**ATTRIBUTES, "category": "3"}, issuer_pk_id="VWS-TEST-0"),
+        credential_attribute_values(ATTRIBUTES, issuer_pk_id="testPk"),
+        credential_attribute_values(ATTRIBUTES, issuer_pk_id="VWS-TEST-0", credential_version=2),
+        VALUES[:-1],
+    ],
+    ids=["category", "key-id", "version", "one-fewer"],
+)
+def test_signature_over_other_attributes_is_refused(message, holder, values):
+    """A signature checked against attributes other than those signed is refused."""
+    assert reason(message, holder, values=values) == "bad-signature"
+
+
+def test_signature_for_another_commitment_is_refused(message, holder):
+    """A signature checked against another app's commitment U is refused."""
+    other = Holder(holder.secret, holder.v_prime, make_holder().commitment, holder.nonce2)
+    assert reason(message, other) == "bad-signature"
+
+
+def test_proof_for_another_nonce_is_refused(message, holder):
+    """A signature whose proof was made for another n_2 is refused (ProofS)."""
+    other = Holder(holder.secret, holder.v_prime, holder.commitment, holder.nonce2 + 1)
+    assert reason(message, other) == "bad-signature"
+
+
+def test_signature_under_another_key_is_refused(message, holder):
+    """A signature checked against another key is refused."""
+    other = IdemixPublicKey(n=KEY.n, z=KEY.s, s=KEY.z, bases=KEY.bases, counter=0, expiry_date=0)
+    assert reason(message, holder, key=other) == "bad-signature"
+
+
+@pytest.mark.parametrize(("member", "change"), [("c", 1), ("e_response", 1)])
+def test_changed_proof_is_refused(message, holder, member, change):
+    """A changed proof of the signature is refused."""
+    proof = {**message["proof"], member: b64(number(message["proof"][member]) + change)}
+    assert reason({**message, "proof": proof}, holder) == "bad-signature"
+
+
+def test_composite_e_is_refused_though_the_equation_holds(holder):
+    """A signature with a composite e in range satisfies the equation but is refused."""
+    e = (1 << (LE - 1)) + 1
+    while is_probable_prime(e) or math.gcd(e, ORDER) != 1:
+        e += 2
+    message = sign(holder, VALUES, e=e)
+    assert reason(message, holder) == "bad-signature"
+
+
+def test_e_out_of_range_is_refused(holder):
+    """A signature with a prime e above gabi's range is refused."""
+    e = (1 << (LE - 1)) + (1 << (LE_PRIME - 1)) + 1
+    while not is_probable_prime(e):
+        e += 2
+    assert reason(sign(holder, VALUES, e=e), holder) == "bad-signature"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: {**m, "extra": 1},
+        lambda m: {**m, "nonrev": {"u": "AQ=="}},
+        lambda m: {k: v for k, v in m.items() if k != "proof"},
+        lambda m: {**m, "signature": {**m["signature"], "KeyshareP": "AQ=="}},
+        lambda m: {**m, "signature": {**m["signature"], "x": None}},
+        lambda m: {**m, "proof": {**m["proof"], "c": 5}},
+        lambda m: {**m, "proof": {**m["proof"], "c": "not base64!"}},
+        lambda m: {**m, "signature": "A"},
+        lambda m: [m],
+    ],
+    ids=[
+        "extra-member",
+        "nonrev",
+        "no-proof",
+        "keyshare",
+        "signature-extra",
+        "number-not-string",
+        "not-base64",
+        "signature-not-object",
+        "not-object",
+    ],
+)
+def test_malformed_messages_are_refused(message, holder, change):
+    """A message with other members or encodings than gabi's is refused as undecodable."""
+    assert reason(change(message), holder) == "decode-failed"
+
+
+def test_more_attributes_than_bases_are_refused(message, holder):
+    """Attributes past the key's bases are refused."""
+    assert reason(message, holder, values=(*VALUES, b"1", b"2", b"3")) == "decode-failed"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "prime"),
+    [
+        (2, True),
+        (3, True),
+        (97, True),
+        (1, False),
+        (0, False),
+        (561, False),
+        (2047, False),
+        (41041, False),
+        (3215031751, False),
+        (2**127 - 1, True),
+        ((2**127 - 1) * (2**61 - 1), False),
+    ],
+)
+def test_is_probable_prime(candidate, prime):
+    """Primes pass; composites, Carmichael numbers and strong pseudoprimes to small bases fail."""
+    assert is_probable_prime(candidate) is prime
