@@ -3,8 +3,9 @@ r"""The app's issue commitment: checked for shape, then sent to the signer byte 
 `issueCommitmentMessage` is base64 of the app's JSON commitment, its half of the Idemix
 issuance. Only the domestic signer reads it: the gateway takes nothing from it (the session's
 nonce comes from the signer's own prepare message, see `issuance.domestic`). Its numbers are
-big integers (2048 bits and more, bare JSON numbers, as Go's `big.Int` reads them), which a
-64-bit JSON parser cannot keep: orjson turns them into floats, or refuses them. So:
+big integers (2048 bits and more). gabi writes them as base64 strings, but its reader also takes
+bare JSON numbers, which a 64-bit JSON parser cannot keep: orjson turns them into floats, or
+refuses them. So:
 
 - the decoded JSON is checked with the standard library's parser, whose number hooks leave
   every number unread (nothing is converted, so nothing is lost or refused), under the same

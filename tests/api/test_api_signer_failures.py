@@ -599,10 +599,10 @@ async def test_prepare_issue_answer_for_another_amount_hands_out_no_stoken(
 async def test_prepare_issue_answer_with_a_nonce_written_as_a_number_hands_out_no_stoken(
     gateway, mocked: MockedSigners, test_keys: SignerKeys, nonce: bytes
 ):
-    """Pin that an issuerNonce sent as a JSON number, as an Idemix signer's big integer, is a 502.
+    """Pin that an issuerNonce sent as a JSON number is a 502.
 
-    orjson reads an integer past 64 bits as a float: passed on, the nonce would reach the app
-    and the signer rounded. docs/security.md says such a signer fails closed here.
+    Idemix writes it as a base64 string (gabi's big integer, docs/security.md); one written as
+    a number would be read by orjson as a float past 64 bits, and passed on rounded.
     """
 
     def numeric_nonce(request: httpx.Request) -> httpx.Response:
