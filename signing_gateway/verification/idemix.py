@@ -102,7 +102,11 @@ _PREFIX_LENGTH = 4
 _LAYOUTS = {"2": 2, "3": 3}
 #: gabi's context for CoronaCheck proofs (``common.BigOne``).
 _CONTEXT = 1
-_V2_FIELDS = 7
+_PROOF_MEMBERS = 7
+#: Go reads the disclosure time into an int64.
+_MAX_TIME = 2**63 - 1
+#: Bits of a challenge: a SHA-256 output.
+_CHALLENGE_BITS = 256
 #: Hidden attributes a proof may have: the secret key, and in a version 3 credential the
 #: category.
 _MAX_HIDDEN = 2
@@ -215,8 +219,8 @@ def _decode_metadata(value: int) -> tuple[int, str]:
 def _parse_proof(payload: bytes, layout: int) -> _DisclosureProof:
     """The proof in ``payload`` (DER of the given layout); DerError if malformed."""
     items = sequence_items(read_single(payload, TAG_SEQUENCE))
-    if len(items) != _V2_FIELDS:
-        raise DerError(f"a proof has {_V2_FIELDS} members, not {len(items)}")
+    if len(items) != _PROOF_MEMBERS:
+        raise DerError(f"a proof has {_PROOF_MEMBERS} members, not {len(items)}")
     time_item, c_item, a_item, e_item, v_item, responses_item, disclosed_item = items
     responses: tuple[int, ...]
     if layout == 2:  # noqa: PLR2004 - the layout's version
@@ -224,8 +228,11 @@ def _parse_proof(payload: bytes, layout: int) -> _DisclosureProof:
     else:
         responses = tuple(decode_integer(item, signed=True) for item in _members(responses_item))
     disclosed = tuple(decode_integer(item) for item in _members(disclosed_item))
+    disclosure_time = decode_integer(time_item)
+    if disclosure_time > _MAX_TIME:
+        raise DerError("disclosure time past int64")
     return _DisclosureProof(
-        disclosure_time=decode_integer(time_item),
+        disclosure_time=disclosure_time,
         c=decode_integer(c_item),
         a=decode_integer(a_item),
         e_response=decode_integer(e_item, signed=True),
@@ -279,13 +286,21 @@ def _check_disclosure_time(
         raise idemix_failure("nonce-mismatch", "disclosure time too far from now")
 
 
-def _check_response_sizes(proof: _DisclosureProof, key: IdemixPublicKey) -> None:
-    """As ``ProofD.correctResponseSizes``: |response| < 2^(LmCommit+1), |e| < 2^(LeCommit+1)."""
+def _check_sizes(proof: _DisclosureProof, key: IdemixPublicKey) -> None:
+    """Bound every exponent before any is used.
+
+    gabi's ``ProofD.correctResponseSizes``: |response| < 2^(LmCommit+1), |e| < 2^(LeCommit+1).
+    gabi bounds neither C nor VResponse: C is compared with a SHA-256 output and VResponse is
+    ~3200 bits in a real proof, so both are capped here (256 bits, 2 Ln bits) only so that a
+    crafted QR cannot make the check cost more than a real one.
+    """
     params = key.params
     if any(abs(r).bit_length() > params.lm_commit + 1 for r in proof.a_responses):
         raise idemix_failure("bad-signature", "attribute response out of range")
     if abs(proof.e_response).bit_length() > params.le_commit + 1:
         raise idemix_failure("bad-signature", "e response out of range")
+    if proof.c.bit_length() > _CHALLENGE_BITS or abs(proof.v_response).bit_length() > 2 * params.ln:
+        raise idemix_failure("bad-signature", "challenge or v response out of range")
 
 
 def _reconstruct_z(proof: _DisclosureProof, key: IdemixPublicKey) -> int:
@@ -354,7 +369,7 @@ def verify_static_qr(
     if len(proof.a_disclosed) + len(proof.a_responses) > len(key.bases):
         raise idemix_failure("decode-failed", f"more attributes than key {issuer_pk_id} has")
     _check_disclosure_time(proof.disclosure_time, disclosure_time, now, max_clock_skew)
-    _check_response_sizes(proof, key)
+    _check_sizes(proof, key)
     _verify_proof(proof, key)
     try:
         values = [_attribute_bytes(v).decode("utf-8") for v in proof.a_disclosed[1:]]

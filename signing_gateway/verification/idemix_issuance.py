@@ -51,6 +51,7 @@ _EMPTY_MEMBERS = {"nonrev", "missuer", "m_issuer"}
 _PROOF_MEMBERS = {"c", "e_response"}
 _SIGNATURE_MEMBERS = {"A", "e", "v"}
 _CONTEXT = 1
+_CHALLENGE_BITS = 256
 #: Miller-Rabin rounds with random bases: an error chance below 4^-40 for a composite.
 _PRIME_ROUNDS = 40
 _SMALL_PRIMES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
@@ -130,6 +131,10 @@ def verify_issue_signature(
     n, params = key.n, key.params
     if not 1 < a < n or not 1 < commitment < n:
         raise idemix_failure("bad-signature", "A or U outside (1, n)")
+    # Bounds before any exponent is used: v is drawn below 2^Lv, c is a SHA-256 output and
+    # e_response is reduced mod p'q' < n; nothing larger can come from gabi's issuer.
+    if v.bit_length() > params.lv or c.bit_length() > _CHALLENGE_BITS or e_response >= n:
+        raise idemix_failure("bad-signature", "v, c or e_response out of range")
     low = 1 << (params.le - 1)
     if not low <= e <= low + (1 << (params.le_prime - 1)) or not is_probable_prime(e):
         raise idemix_failure("bad-signature", "e is not a prime in its range")

@@ -103,11 +103,16 @@ def verify(message, holder: Holder, values=VALUES, key=KEY) -> None:
     )
 
 
-def reason(message, holder: Holder, **options: Any) -> str:
-    """The reason verify refuses ``message`` with."""
+def refusal(message, holder: Holder, **options: Any) -> CredentialVerificationError:
+    """The error verify refuses ``message`` with."""
     with pytest.raises(CredentialVerificationError) as caught:
         verify(message, holder, **options)
-    return caught.value.reason
+    return caught.value
+
+
+def reason(message, holder: Holder, **options: Any) -> str:
+    """The reason verify refuses ``message`` with."""
+    return refusal(message, holder, **options).reason
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +210,22 @@ def test_e_out_of_range_is_refused(holder):
     while not is_probable_prime(e):
         e += 2
     assert reason(sign(holder, VALUES, e=e), holder) == "bad-signature"
+
+
+@pytest.mark.parametrize(
+    ("part", "member", "value"),
+    [
+        ("signature", "v", 1 << LV),
+        ("proof", "e_response", KEY.n),
+        ("proof", "c", 1 << 256),
+    ],
+    ids=["v-past-Lv", "e_response-past-n", "c-past-256-bits"],
+)
+def test_numbers_past_what_an_issuer_draws_are_refused(message, holder, part, member, value):
+    """A v, e_response or c larger than gabi's issuer can produce is refused before use."""
+    changed = {**message, part: {**message[part], member: b64(value)}}
+    refused = refusal(changed, holder)
+    assert (refused.reason, refused.detail) == ("bad-signature", "v, c or e_response out of range")
 
 
 @pytest.mark.parametrize(

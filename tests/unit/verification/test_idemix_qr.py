@@ -243,6 +243,27 @@ def test_over_range_e_response_is_refused(keys):
     assert detail(qr, keys) == "e response out of range"
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"v_response": 1 << 5000},
+        {"v_response": -(1 << 4096)},
+        {"c": 1 << 256},
+    ],
+    ids=["v-huge", "v-huge-negative", "c-past-256-bits"],
+)
+def test_exponents_past_any_real_proof_are_refused_before_use(change, keys):
+    """A C or VResponse larger than any real proof's is refused before it costs CPU."""
+    qr = make_qr(replace(proof_fields(CATEGORY_ABSENT_QR), **change))
+    assert detail(qr, keys) == "challenge or v response out of range"
+
+
+def test_disclosure_time_past_int64_is_refused(keys):
+    """A disclosure time Go could not read into an int64 is refused as undecodable."""
+    qr = make_qr(replace(proof_fields(CATEGORY_ABSENT_QR), disclosure_time=1 << 63))
+    assert reason(qr, keys, disclosure_time=None) == "decode-failed"
+
+
 def test_unbounded_v_response_verifies_as_in_gabi(keys, key):
     """A v response moved by the group order still verifies: gabi bounds only e and a."""
     fields = proof_fields(CATEGORY_ABSENT_QR)
