@@ -21,8 +21,11 @@ import contextlib
 import functools
 import logging
 import math
+import multiprocessing.connection
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType, FunctionType
 from typing import TYPE_CHECKING, Any, Literal
@@ -231,19 +234,90 @@ def _starting_workers(method: Callable[[Multiprocess], None]) -> Callable[[Multi
     return _starting_workers_without_ctrl_c(_starting_gateway_workers(method))
 
 
+#: The signals that stop the supervisor, and stop its workers now once it is stopping.
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+#: How often the supervisor, waiting for its workers to end, looks for a further stop signal.
+STOPPING_POLL_SECONDS = 0.1
+#: How long a worker is given to take the supervisor's SIGTERM before it is sent another: a
+#: signal sent while the same one is still pending is not queued twice, and the two would
+#: reach the worker as one, its drain then not cut short.
+SIGNAL_TAKEN_SECONDS = 0.2
+
+
 class _Supervisor(Multiprocess):
     """uvicorn's supervisor, its workers drain-aware and started without Ctrl-C.
 
     Drain-aware: `_GatewayProcess`; without Ctrl-C: `_workers_start_without_ctrl_c`. Every
     method of uvicorn's that starts a worker: the first ones, one for a worker that died, a
     SIGHUP's replacements and SIGTTIN's added one. Stopping is uvicorn's: SIGTERM to each
-    worker, then a wait for each to end, which is now each worker's drain.
+    worker, then a wait for each to end, which is now each worker's drain. A further SIGTERM
+    or SIGINT, while it stops, stops every worker now (`join_all`): uvicorn's own took no
+    signal while it waited, and only SIGKILL, which answers nothing, cut a drain short. Two
+    that come close together (Ctrl-C pressed twice) are taken in one pass, before the workers
+    were sent their first SIGTERM: the second is kept for `join_all` too.
     """
 
     init_processes = _starting_workers(Multiprocess.init_processes)
     keep_subprocess_alive = _starting_workers(Multiprocess.keep_subprocess_alive)
     restart_all = _starting_workers(Multiprocess.restart_all)
     handle_ttin = _starting_workers(Multiprocess.handle_ttin)
+
+    #: When the workers were sent the SIGTERM that stops them (`time.monotonic`).
+    _workers_stopped_at = 0.0
+
+    def handle_int(self) -> None:
+        """The first SIGINT stops the workers (uvicorn's); a further one is kept for `join_all`."""
+        if self.should_exit.is_set():
+            self.signal_queue.append(signal.SIGINT)
+        else:
+            super().handle_int()
+
+    def handle_term(self) -> None:
+        """The first SIGTERM stops the workers (uvicorn's); a further one is kept for `join_all`."""
+        if self.should_exit.is_set():
+            self.signal_queue.append(signal.SIGTERM)
+        else:
+            super().handle_term()
+
+    def terminate_all(self) -> None:
+        """Send each worker SIGTERM (uvicorn's), the start of its drain."""
+        super().terminate_all()
+        self._workers_stopped_at = time.monotonic()
+
+    def join_all(self) -> None:
+        """Wait for every worker to end, stopping them now on a further SIGTERM or SIGINT.
+
+        uvicorn's wait, on each worker in turn, took no signal: one that came meanwhile was
+        queued and never looked at. Here each is taken as it comes (within
+        `STOPPING_POLL_SECONDS`), once the workers had `SIGNAL_TAKEN_SECONDS` to take their
+        first SIGTERM; the others (SIGHUP, SIGTTIN, SIGTTOU) stay queued, as before: there
+        are no workers to restart or add once stopping. uvicorn's own wait follows, on
+        workers that have ended.
+        """
+        while running := [process for process in self.processes if process.exitcode is None]:
+            if time.monotonic() - self._workers_stopped_at >= SIGNAL_TAKEN_SECONDS:
+                for signum in [signum for signum in self.signal_queue if signum in _STOP_SIGNALS]:
+                    self.signal_queue.remove(signum)
+                    self._stop_workers_now(signum)
+            multiprocessing.connection.wait(
+                [process.process.sentinel for process in running], STOPPING_POLL_SECONDS
+            )
+        super().join_all()
+
+    def _stop_workers_now(self, signum: int) -> None:
+        """Send SIGTERM to each worker still running: `signum` came while they drain.
+
+        Each worker takes it as its own second signal, "stop now": what it has in flight is
+        cancelled and answered 503 (`shutdown.GracefulServer.handle_exit`), as when the signal
+        is sent to the whole process group. SIGTERM whichever signal came: a Ctrl-C in a
+        terminal reaches every worker too, as its own second signal, and a SIGTERM after it
+        changes nothing, where a second SIGINT would have been its third, forcing its exit.
+        """
+        logger.info("signal %s again: stopping every worker now", signal.Signals(signum).name)
+        for process in self.processes:
+            # Not yet waited for while its exit code is None, so the pid is still its own.
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)
 
 
 def run_workers(supervised: SupervisedConfig) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -237,7 +238,56 @@ async def test_a_second_ctrl_c_cuts_the_workers_drain_short(fakes):
     # Each worker with a request in flight stops now; one without had ended its drain.
     assert "signal SIGINT: stopping now" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
-    assert "Application shutdown complete." in log
+    # Not forced out (a third SIGINT): each worker shut its app down.
+    assert log.count("Application shutdown complete.") == WORKERS, log[-3000:]
+
+
+@pytest.mark.parametrize("second", ["while draining", "at once"])
+async def test_a_second_signal_to_the_supervisor_alone_cuts_the_workers_drain_short(
+    fakes, second: str
+):
+    """A second signal to the supervisor only stops each worker's drain now: answered 503.
+
+    As supervisord or systemd (`KillMode=mixed`) sends it, to the main process alone: the
+    supervisor passes it on to every worker still running, each worker's own second signal;
+    also when both came before it had signalled its workers (SIGTERM, then SIGINT: a second
+    SIGTERM sent before the first is taken reaches it as one). Before, the supervisor kept
+    it: the request in flight waited out the drain timeout, and only SIGKILL, which answers
+    nothing, cut it short.
+    """
+    eu, env = _drain_env(fakes, drain_timeout=30, fault="hang", faultCount=-1)
+    with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
+        workers = await _serving_workers(gateway)
+        try:
+            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=40) as client:
+                hung = await _requests_at_the_signer(client, eu, 1)
+                gateway.process.send_signal(signal.SIGTERM)
+                if second == "while draining":
+                    await until(lambda: gateway.log().count("signal SIGTERM: draining") >= WORKERS)
+                    assert not hung[0].done()
+                    assert _signer_in_flight(eu) == 1  # still in flight: the drain waits for it
+                    gateway.process.send_signal(signal.SIGTERM)
+                else:
+                    gateway.process.send_signal(signal.SIGINT)
+                async with asyncio.timeout(5):
+                    answered_after = await _answered_shutting_down(hung)
+            assert answered_after < 3  # not at the drain timeout
+            assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
+            _, alive = psutil.wait_procs(workers, timeout=5)
+            log = gateway.log()
+        finally:
+            _kill_left_running(workers)
+    assert alive == []
+    assert "signal SIGTERM: stopping now" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def _kill_left_running(workers: list[psutil.Process]) -> None:
+    """SIGKILL each of `workers` still running (psutil checks it is still the same process)."""
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+    psutil.wait_procs(workers, timeout=5)
 
 
 def _count(events: list[str], start: str) -> int:
