@@ -11,25 +11,26 @@ from __future__ import annotations
 import base64
 import json
 import math
-import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from signing_gateway.verification.errors import CredentialVerificationError
-from signing_gateway.verification.idemix import (
-    attribute_int,
-    credential_attribute_values,
-    hash_commit,
-)
+from signing_gateway.verification.idemix import attribute_int, credential_attribute_values
 from signing_gateway.verification.idemix_issuance import is_probable_prime, verify_issue_signature
 from signing_gateway.verification.idemix_keys import IdemixPublicKey
-from tests.unit.verification.idemix_testdata import TEST_KEY_P, TEST_KEY_Q, TEST_KEY_XML
+from tests.support.idemix_issuer import (
+    LE,
+    LE_PRIME,
+    LV,
+    ORDER,
+    TEST_KEY,
+    Holder,
+    b64,
+    make_holder,
+    sign,
+)
 
-ORDER = (TEST_KEY_P - 1) // 2 * ((TEST_KEY_Q - 1) // 2)
-#: gabi 2048-bit parameters: Le, LePrime, Lv, LvPrime.
-LE, LE_PRIME, LV, LV_PRIME = 645, 120, 2820, 2176
 ATTRIBUTES = {
     "isSpecimen": "0",
     "isPaperProof": "0",
@@ -41,55 +42,8 @@ ATTRIBUTES = {
     "birthMonth": "10",
     "category": "1",
 }
-KEY = IdemixPublicKey.from_xml(TEST_KEY_XML)
+KEY = TEST_KEY
 VALUES = credential_attribute_values(ATTRIBUTES, issuer_pk_id="VWS-TEST-0")
-
-
-@dataclass(frozen=True)
-class Holder:
-    secret: int
-    v_prime: int
-    commitment: int
-    nonce2: int
-
-
-def b64(value: int) -> str:
-    """A gabi JSON big integer."""
-    return base64.b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).decode()
-
-
-def random_prime_e() -> int:
-    """A random prime in gabi's range for e."""
-    while True:
-        candidate = (1 << (LE - 1)) + secrets.randbits(LE_PRIME - 1) | 1
-        if is_probable_prime(candidate):
-            return candidate
-
-
-def make_holder() -> Holder:
-    """An app's secret and its commitment U = S^v' * R_0^secret, with its nonce n_2."""
-    secret, v_prime = secrets.randbits(256), secrets.randbits(LV_PRIME)
-    commitment = pow(KEY.s, v_prime, KEY.n) * pow(KEY.bases[0], secret, KEY.n) % KEY.n
-    return Holder(secret, v_prime, commitment, secrets.randbits(128))
-
-
-def sign(holder: Holder, values, *, e: int | None = None) -> dict[str, Any]:
-    """An issueSignatureMessage over U and ``values``, as gabi's issuer makes it."""
-    n, e = KEY.n, e or random_prime_e()
-    v = (1 << (LV - 1)) + secrets.randbits(LV - 1)
-    denominator = pow(KEY.s, v, n) * holder.commitment % n
-    for index, value in enumerate(values, start=1):
-        denominator = denominator * pow(KEY.bases[index], attribute_int(value), n) % n
-    q = KEY.z * pow(denominator, -1, n) % n
-    d = pow(e, -1, ORDER)
-    a = pow(q, d, n)
-    e_commit = secrets.randbelow(ORDER - 1) + 1
-    c = hash_commit([1, q, a, holder.nonce2, pow(q, e_commit, n)])
-    e_response = (e_commit - c * d) % ORDER
-    return {
-        "proof": {"c": b64(c), "e_response": b64(e_response)},
-        "signature": {"A": b64(a), "e": b64(e), "v": b64(v), "KeyshareP": None},
-    }
 
 
 def verify(message, holder: Holder, values=VALUES, key=KEY) -> None:

@@ -1,0 +1,158 @@
+"""The idemix scheme's checks of a domestic signer's answers, against what the gateway asked.
+
+`verify_static_qr` and `verify_issue_signature` (``idemix``, ``idemix_issuance``) check the
+cryptography; here each answer is also held to the request it answers:
+
+- a static QR (``/issue_static``) must be disclosed at time 0, under a configured issuer key,
+  disclose exactly the attributes asked for (and be a paper proof: ``isPaperProof`` "1"),
+  and carry the proofIdentifier the signer gave beside it;
+- an issue answer (``/issue``) must hold one item per attribute set asked for, in order, each
+  ``{"issueSignatureMessage", "attributes"}`` with ``attributes`` the base64 of the byte
+  values asked for (`credential_attribute_values`: the metadata naming the session's
+  issuerPkId first), and a signature over them and the app's commitment ``U`` of that
+  credential (``combinedProofs[i].U``), its proof made for the app's nonce ``n_2``.
+
+These run in the check workers (`runtime.idemix_pool`): ~60 ms of CPU per QR, ~105 ms per
+issued signature, too much for the event loop. A failure raises `CredentialVerificationError`
+with one of the domestic reasons.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import TYPE_CHECKING, Any
+
+from signing_gateway.verification.idemix import (
+    STATIC_DISCLOSURE_TIME,
+    credential_attribute_values,
+    idemix_failure,
+    verify_static_qr,
+)
+from signing_gateway.verification.idemix_issuance import verify_issue_signature
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from signing_gateway.verification.idemix_keys import IdemixPublicKey
+
+__all__ = ["AppCommitment", "check_issue_answer", "check_static_answer", "read_app_commitment"]
+
+#: The credential version whose attributes include a category (`idemix.ATTRIBUTE_NAMES`).
+_CATEGORY_VERSION = 3
+_PLAIN_VERSION = 2
+
+
+def check_static_answer(
+    qr: str,
+    proof_identifier: str,
+    *,
+    keys: Mapping[str, IdemixPublicKey],
+    expected_attributes: Mapping[str, str],
+) -> None:
+    """Check a static QR and its proofIdentifier against the attributes asked for.
+
+    Raises:
+        CredentialVerificationError: those of `verify_static_qr` (``nonce-mismatch`` for a
+            disclosure time other than 0), ``payload-mismatch`` or
+            ``proof-identifier-mismatch``.
+    """
+    verified = verify_static_qr(qr, keys, disclosure_time=STATIC_DISCLOSURE_TIME)
+    if verified.attributes != dict(expected_attributes):
+        raise idemix_failure("payload-mismatch")
+    if verified.attributes.get("isPaperProof") != "1":
+        raise idemix_failure("payload-mismatch", "a static QR must be a paper proof")
+    if proof_identifier != base64.b64encode(verified.proof_identifier).decode("ascii"):
+        raise idemix_failure("proof-identifier-mismatch")
+
+
+class AppCommitment:
+    """The numbers the gateway needs from the app's IssueCommitmentMessage: each U, and n_2."""
+
+    __slots__ = ("commitments", "nonce2")
+
+    def __init__(self, commitments: tuple[int, ...], nonce2: int) -> None:
+        """Keep each credential's commitment ``U`` (in order) and the app's nonce ``n_2``."""
+        self.commitments = commitments
+        self.nonce2 = nonce2
+
+
+def _big(value: object, name: str) -> int:
+    """A gabi JSON big integer: base64 of big-endian bytes, or (gabi reads it too) a number."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if not isinstance(value, str):
+        raise idemix_failure("decode-failed", f"commitment {name} must be a big integer")
+    try:
+        return int.from_bytes(base64.b64decode(value, validate=True), "big")
+    except (binascii.Error, ValueError) as exc:
+        raise idemix_failure("decode-failed", f"commitment {name} must be base64") from exc
+
+
+def read_app_commitment(document: bytes) -> AppCommitment:
+    """Each credential's ``U`` and the nonce ``n_2`` of the app's commitment JSON.
+
+    The document was checked to be one JSON object within the body limits
+    (`issuance.commitment`); its numbers are read here with Python's unbounded integers.
+
+    Raises:
+        CredentialVerificationError: ``decode-failed``, no ``n_2`` or ``combinedProofs`` of
+            objects with a ``U`` in it.
+    """
+    try:
+        parsed = json.loads(document)
+    except ValueError as exc:
+        raise idemix_failure("decode-failed", "commitment is not JSON") from exc
+    proofs = parsed.get("combinedProofs") if isinstance(parsed, dict) else None
+    if not isinstance(proofs, list) or not all(isinstance(p, dict) for p in proofs):
+        raise idemix_failure("decode-failed", "commitment must hold combinedProofs objects")
+    commitments = tuple(_big(proof.get("U"), "U") for proof in proofs)
+    return AppCommitment(commitments, _big(parsed.get("n_2"), "n_2"))
+
+
+def _expected_values(attributes: Mapping[str, str], issuer_pk_id: str) -> tuple[bytes, ...]:
+    version = _CATEGORY_VERSION if "category" in attributes else _PLAIN_VERSION
+    return credential_attribute_values(
+        attributes, issuer_pk_id=issuer_pk_id, credential_version=version
+    )
+
+
+def check_issue_answer(
+    items: Sequence[Mapping[str, Any]],
+    *,
+    keys: Mapping[str, IdemixPublicKey],
+    commitment: bytes,
+    issuer_pk_id: str,
+    expected_attributes: Sequence[Mapping[str, str]],
+) -> None:
+    """Check every item of an Idemix issue answer, in order, against what was asked.
+
+    ``issuer_pk_id`` is the session's, from its prepare-issue message: the app committed for
+    that key. ``commitment`` is the app's IssueCommitmentMessage as the gateway forwarded it.
+
+    Raises:
+        CredentialVerificationError: ``count-mismatch`` (items, or commitments in the app's
+            message, other than the attribute sets asked for), ``unknown-kid`` (the session's
+            key is not configured), ``decode-failed``, ``payload-mismatch`` (attributes other
+            than those asked for) or those of `verify_issue_signature`.
+    """
+    if len(items) != len(expected_attributes):
+        raise idemix_failure("count-mismatch", f"{len(items)} != {len(expected_attributes)}")
+    key = keys.get(issuer_pk_id)
+    if key is None:
+        raise idemix_failure("unknown-kid", issuer_pk_id)
+    app = read_app_commitment(commitment)
+    if len(app.commitments) != len(expected_attributes):
+        raise idemix_failure("count-mismatch", "the app's commitments and the attribute sets")
+    for item, expected, u in zip(items, expected_attributes, app.commitments, strict=True):
+        values = _expected_values(expected, issuer_pk_id)
+        if item.get("attributes") != [base64.b64encode(v).decode("ascii") for v in values]:
+            raise idemix_failure("payload-mismatch")
+        verify_issue_signature(
+            item.get("issueSignatureMessage", {}),
+            key=key,
+            commitment=u,
+            nonce2=app.nonce2,
+            attributes=values,
+        )
