@@ -242,6 +242,32 @@ class TrustSettings(BaseModel):
         return [problem]
 
 
+class IdemixSettings(BaseModel):
+    """The Idemix scheme of the domestic signer: its issuer keys and the checks' process pool.
+
+    Read only with ``domestic_scheme=idemix``; see docs/operations.md for sizing the pool.
+    """
+
+    model_config = FINITE_NUMBERS
+
+    keys: dict[NameSetting, FileSetting] = Field(
+        default_factory=dict,
+        description="Issuer public keys (IRMA XML) by issuerPkId, a JSON map "
+        '(`{"VWS-CC-1": "/keys/VWS-CC-1.xml"}`); idemix needs at least one',
+    )
+    check_workers: PositiveInt = Field(
+        1,
+        le=64,
+        description="Worker processes that verify Idemix proofs (one core each when busy)",
+    )
+    max_checks_in_flight: PositiveInt = Field(
+        8,
+        le=10_000,
+        description="Idemix checks queued or running at once; more wait, within their "
+        "request's deadline",
+    )
+
+
 #: The longest default validity an operator may give an EU credential: ten years.
 MAX_VALIDITY_DAYS = 10 * 365
 _AT_MOST_DAYS = f"(at most {MAX_VALIDITY_DAYS} days: ten years)"
@@ -470,6 +496,14 @@ class Settings(BaseSettings):
     eu_signer: SignerSettings = SignerSettings(url=DEV_EU_SIGNER_URL)
     domestic_signer: SignerSettings = SignerSettings(url=DEV_DOMESTIC_SIGNER_URL)
     trust: TrustSettings = TrustSettings()
+    domestic_scheme: Literal["simulation", "idemix"] = Field(
+        "simulation",
+        description="What the domestic signer signs with: simulation (Ed25519, the bundled "
+        "fake signer) or idemix (CL signatures, the CoronaCheck Idemix server)",
+    )
+    idemix: IdemixSettings = Field(
+        default_factory=IdemixSettings, description="Issuer keys and checks of the idemix scheme"
+    )
     eu_policy: EuPolicySettings = EuPolicySettings()
     domestic: DomesticPolicySettings = DomesticPolicySettings()
     request_deadline_seconds: PositiveFloat = Field(
@@ -530,6 +564,8 @@ class Settings(BaseSettings):
         ]
         problems += [((), message) for message in self._trust_and_auth_problems()]
         problems += [(("trust",), message) for message in self.trust.conflicts()]
+        if self.domestic_scheme == "idemix" and not self.idemix.keys:
+            problems.append((("idemix", "keys"), _IDEMIX_WITHOUT_KEYS))
         if problems:
             raise ValidationError.from_exception_data(
                 type(self).__name__,
@@ -586,4 +622,8 @@ class Settings(BaseSettings):
 
 _UNSET_IN_PRODUCTION = (
     "required when environment=production (the default is a local fake signer's address)"
+)
+_IDEMIX_WITHOUT_KEYS = (
+    "required when domestic_scheme=idemix: the issuer keys (issuerPkId to IRMA XML file) that "
+    "verify the domestic signer's credentials"
 )

@@ -97,11 +97,14 @@ def _shown(annotation: Any) -> Any:  # noqa: ANN401 - any field's annotation
     """`annotation` as an operator reads it, without what `Annotated` adds to a type.
 
     `FileSetting | None` is shown as `Path | None`, `PositiveInt | None` as `int | None` (its
-    bound follows the type: `_type_name`); a validator is code, not type.
+    bound follows the type: `_type_name`), `dict[NameSetting, FileSetting]` as
+    `dict[str, Path]`; a validator is code, not type.
     """
     origin = get_origin(annotation)
     if origin is Annotated:
         return _shown(get_args(annotation)[0])
+    if origin in (dict, list):
+        return origin[tuple(_shown(arg) for arg in get_args(annotation))]
     if origin in (Union, UnionType):
         members = get_args(annotation)
         shown_members = [_shown(member) for member in members]

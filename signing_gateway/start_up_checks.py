@@ -20,7 +20,7 @@ from signing_gateway.security.files import JWKS_TLS, security_file_problems
 from signing_gateway.security.tls_files import tls_problems
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
-from signing_gateway.trust_files import trust_file_problems
+from signing_gateway.trust_files import idemix_key_problems, trust_file_problems
 
 
 def checked_settings(also_read: Iterable[str]) -> tuple[Settings | None, list[str]]:
@@ -50,6 +50,7 @@ def start_up_problems(settings: Settings) -> list[str]:
     return (
         tracing_problems(settings)
         + trust_file_problems(settings.trust)
+        + idemix_key_problems(settings.idemix.keys if settings.domestic_scheme == "idemix" else {})
         + tls_file_problems(settings)
         + security_file_problems(settings.auth, settings.audit)
     )

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from signing_gateway.settings import TrustSettings
+from signing_gateway.verification.idemix_keys import (
+    MAX_KEY_XML_CHARS,
+    IdemixKeyError,
+    IdemixPublicKey,
+)
 from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore, TrustConfigError
 
 _EU_CERTIFICATES = "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES"
@@ -81,3 +86,51 @@ def trust_file_problems(settings: TrustSettings) -> list[str]:
     ) + _file_problems(
         _DOMESTIC_KEYS, settings.domestic_keys, lambda p: DomesticTrustStore.from_files([p])
     )
+
+
+_IDEMIX_KEYS = "SIGNING_GATEWAY_IDEMIX__KEYS"
+
+
+def _read_idemix_key(path: Path) -> IdemixPublicKey:
+    """One IRMA XML issuer key file (blocking file I/O)."""
+    if path.stat().st_size > MAX_KEY_XML_CHARS:
+        raise IdemixKeyError(f"key XML longer than {MAX_KEY_XML_CHARS} characters")
+    return IdemixPublicKey.from_xml(path.read_bytes())
+
+
+def idemix_key_problems(keys: Mapping[str, Path]) -> list[str]:
+    """A line per Idemix key file that cannot be read or parsed (blocking file I/O).
+
+    Keys are named by their issuerPkId, not their path (as trust files by their place).
+    """
+    problems = []
+    for issuer_pk_id, path in keys.items():
+        problem = unreadable_file(path)
+        if problem is None:
+            try:
+                _read_idemix_key(path)
+            except IdemixKeyError as exc:
+                problem = str(exc)
+            except OSError as exc:
+                problem = (exc.strerror or type(exc).__name__).lower()
+        if problem is not None:
+            problems.append(f"{_IDEMIX_KEYS}: key {issuer_pk_id}: {problem}")
+    return problems
+
+
+def read_idemix_keys(keys: Mapping[str, Path]) -> dict[str, IdemixPublicKey]:
+    """The Idemix issuer keys by issuerPkId (blocking file I/O: start-up only).
+
+    Raises:
+        IdemixKeyError: a file cannot be read or parsed; the message names each, ``; ``
+            between them.
+    """
+    if not any(unreadable_file(path) for path in keys.values()):
+        try:
+            return {issuer_pk_id: _read_idemix_key(path) for issuer_pk_id, path in keys.items()}
+        except (IdemixKeyError, OSError):
+            pass  # named below
+    problems = idemix_key_problems(keys) or [
+        f"{_IDEMIX_KEYS}: a key file changed while it was being loaded; start again"
+    ]
+    raise IdemixKeyError("; ".join(problems))

@@ -26,7 +26,13 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-__all__ = ["PARAMETERS_2048", "IdemixKeyError", "IdemixPublicKey", "SystemParameters"]
+__all__ = [
+    "MAX_KEY_XML_CHARS",
+    "PARAMETERS_2048",
+    "IdemixKeyError",
+    "IdemixPublicKey",
+    "SystemParameters",
+]
 
 _NS = "{http://www.zurich.ibm.com/security/idemix}"
 #: Decimal digits of a number; 1300 is well past any element of a 4096-bit key.
