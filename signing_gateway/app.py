@@ -52,6 +52,7 @@ from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
 from signing_gateway.runtime.fd_limit import fd_budget
 from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0
+from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 from signing_gateway.security.auth import authenticate_head
 from signing_gateway.security.limits import RequestLimitsMiddleware
 from signing_gateway.security.setup import open_audit_trail, open_token_verifier
@@ -66,7 +67,9 @@ from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.signers.http import build_signer_client
 from signing_gateway.start_up import StartUpError, report_start_up_errors
 from signing_gateway.start_up_checks import checked_settings, tls_file_problems
+from signing_gateway.trust_files import read_idemix_keys
 from signing_gateway.trust_loading import load_trust
+from signing_gateway.verification.idemix_keys import IdemixKeyError
 
 API_DESCRIPTION = """\
 Validates certificate requests (EU Digital COVID Certificates and Dutch domestic
@@ -103,6 +106,35 @@ def _client(signer: SignerSettings) -> httpx.AsyncClient:
         if signer.client_cert is None or signer.client_key is None
         else (str(signer.client_cert), str(signer.client_key)),
     )
+
+
+class IdemixKeysUnavailableError(StartUpError):
+    """Raised at start-up when an Idemix issuer key does not load; the gateway will not start."""
+
+
+async def _idemix_checks(
+    settings: Settings, stack: AsyncExitStack, probes: dict[str, tuple[Probe, bool]]
+) -> IdemixCheckPool | None:
+    """The idemix scheme's check workers, running until `stack` closes (None: simulation).
+
+    Their readiness probe joins `probes`: down while broken workers are replaced (checks are
+    answered 503 meanwhile).
+    """
+    if settings.domestic_scheme != "idemix":
+        return None
+    try:
+        keys = await asyncio.to_thread(read_idemix_keys, settings.idemix.keys)
+    except IdemixKeyError as exc:
+        raise IdemixKeysUnavailableError(str(exc)) from exc
+    pool = IdemixCheckPool(
+        keys,
+        workers=settings.idemix.check_workers,
+        max_in_flight=settings.idemix.max_checks_in_flight,
+    )
+    await pool.start()
+    stack.push_async_callback(pool.close)
+    probes["idemix-checks"] = (pool.probe, True)
+    return pool
 
 
 class SignerTlsError(StartUpError):
@@ -178,7 +210,9 @@ def _lifespan(
             eu_http, domestic_http = await _signer_clients(settings, stack)
             eu_client = EuSignerClient(eu_http, health_path=settings.eu_signer.health_path)
             domestic_client = DomesticSignerClient(
-                domestic_http, health_path=settings.domestic_signer.health_path
+                domestic_http,
+                health_path=settings.domestic_signer.health_path,
+                scheme=settings.domestic_scheme,
             )
             eu_trust, domestic_trust = await load_trust(
                 settings.trust, eu_client=eu_client, domestic_client=domestic_client
@@ -197,11 +231,14 @@ def _lifespan(
             if settings.audit.file is not None:
                 # Failing closed, a file that cannot take records refuses every issuance.
                 probes["audit-file"] = (audit.probe, settings.audit.fail_closed)
+            idemix = await _idemix_checks(settings, stack, probes)
             readiness = ReadinessMonitor(
                 probes,
                 interval=settings.readiness_probe_interval_seconds,
                 timeout=settings.readiness_probe_timeout_seconds,
             )
+            if idemix is not None:
+                readiness.add_detail("idemixChecks", idemix.snapshot)
             readiness.start()
             stack.push_async_callback(readiness.stop)
             loop_lag = LoopLagMonitor(
@@ -269,6 +306,7 @@ def _lifespan(
                     policy=settings.domestic.policy(),
                     stokens=stokens,
                     credential_amount=settings.domestic.credential_amount,
+                    idemix=idemix,
                 ),
                 eu_trust=eu_trust,
                 domestic_trust=domestic_trust,

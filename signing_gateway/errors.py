@@ -98,6 +98,11 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         "a signer is down, throttling, at capacity or behind an open breaker, or no EU DSC "
         "is valid now (`part`, `Retry-After`)",
     ),
+    "verification-unavailable": ProblemType(
+        (503,),
+        "the workers that verify Idemix credentials are being replaced; no credential was "
+        "released (`part`, `Retry-After`)",
+    ),
     "audit-unavailable": ProblemType(
         (503,), "the issuance's audit record cannot be written (`Retry-After`)"
     ),
@@ -281,6 +286,22 @@ class CredentialRejected(GatewayError):
     status = 502
     slug = "credential-verification-failed"
     title = "Signed credential failed verification"
+
+
+class VerificationUnavailable(GatewayError):
+    """Raised when a signer's credential cannot be verified now: its check workers are gone.
+
+    The credential is withheld, as one that failed verification is; unlike that one, the
+    signer did nothing wrong, and asking again soon may succeed.
+    """
+
+    status = 503
+    slug = "verification-unavailable"
+    title = "Credential verification unavailable"
+
+    def headers(self) -> dict[str, str]:
+        """Come back in a second: the workers are replaced in about that."""
+        return {"Retry-After": "1"}
 
 
 class DeadlineExceeded(GatewayError):

@@ -22,6 +22,7 @@ from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.session import HeldSession
 from signing_gateway.issuance.stoken import StokenStore
 from signing_gateway.resilience.policy import SignerPolicy
+from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
 from signing_gateway.verification.errors import CredentialVerificationError
@@ -37,6 +38,11 @@ class IssuedStaticProof:
 
     qr: str
     proof_identifier: str
+
+
+def _now() -> datetime:
+    """The time the attribute policy is checked at."""
+    return datetime.now(UTC)
 
 
 def encode_message(message: object) -> str:
@@ -56,9 +62,15 @@ class DomesticIssuer:
         policy: DomesticPolicy,
         stokens: StokenStore,
         credential_amount: int,
+        idemix: IdemixCheckPool | None = None,
     ) -> None:
-        """Wire the signer client and its call policy, keys, attribute policy and sessions."""
+        """Wire the signer client and its call policy, keys, attribute policy and sessions.
+
+        With `idemix` (the idemix scheme), credentials are checked as Idemix ones in its
+        workers, against its issuer keys; `trust` is not used then.
+        """
         self._client = client
+        self._idemix = idemix
         self.signer_policy = signer_policy
         self._trust = trust
         self._policy = policy
@@ -74,7 +86,7 @@ class DomesticIssuer:
         self, attributes: DomesticAttributes, *, loc: tuple[str | int, ...]
     ) -> list[FieldError]:
         """Policy errors of one attribute set, located under `loc` (no I/O)."""
-        return check_domestic_policy(attributes, self._policy, now=datetime.now(UTC), loc=loc)
+        return check_domestic_policy(attributes, self._policy, now=_now(), loc=loc)
 
     def check_many(
         self, attributes: Sequence[DomesticAttributes], *, loc: tuple[str | int, ...]
@@ -105,12 +117,17 @@ class DomesticIssuer:
             replay_safe=True,
         )
         try:
-            verify_static_qr(
-                result.qr,
-                trust=self._trust,
-                expected_attributes=wire,
-                proof_identifier=result.proof_identifier,
-            )
+            if self._idemix is not None:
+                await self._idemix.verify_static(
+                    result.qr, result.proof_identifier, expected=wire, part=part
+                )
+            else:
+                verify_static_qr(
+                    result.qr,
+                    trust=self._trust,
+                    expected_attributes=wire,
+                    proof_identifier=result.proof_identifier,
+                )
         except CredentialVerificationError as exc:
             raise rejected_credential(exc, part=part, signer="domestic") from exc
         return IssuedStaticProof(result.qr, result.proof_identifier)
@@ -169,14 +186,24 @@ class DomesticIssuer:
             # may have consumed the nonce, so only never-sent or throttled calls are retried.
             replay_safe=False,
         )
+        issuer_pk_id = str(prepare_issue_message.get("issuerPkId", ""))
         try:
-            verify_issue_signatures(
-                items,
-                trust=self._trust,
-                issuer_nonce=str(prepare_issue_message.get("issuerNonce", "")),
-                issuer_pk_id=str(prepare_issue_message.get("issuerPkId", "")),
-                expected_attributes=wires,
-            )
+            if self._idemix is not None:
+                await self._idemix.verify_issue(
+                    items,
+                    commitment=commitment,
+                    issuer_pk_id=issuer_pk_id,
+                    expected=wires,
+                    part=part,
+                )
+            else:
+                verify_issue_signatures(
+                    items,
+                    trust=self._trust,
+                    issuer_nonce=str(prepare_issue_message.get("issuerNonce", "")),
+                    issuer_pk_id=issuer_pk_id,
+                    expected_attributes=wires,
+                )
         except CredentialVerificationError as exc:
             raise rejected_credential(exc, part=part, signer="domestic") from exc
         return items

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -74,8 +74,23 @@ class _IssueItem(BaseModel):
     attributes: dict[str, str]
 
 
+class _IdemixIssueItem(BaseModel):
+    """One element of the 200 body of ``POST /issue`` from an Idemix signer.
+
+    ``attributes`` are base64 byte values, the metadata attribute first (at most a dozen).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    issue_signature_message: dict[str, Any] = Field(alias="issueSignatureMessage")
+    attributes: Annotated[list[_Text], Field(min_length=1, max_length=32)]
+
+
 _IssueResponse = TypeAdapter(
     Annotated[list[_IssueItem], Field(min_length=1, max_length=MAX_CREDENTIAL_AMOUNT)]
+)
+_IdemixIssueResponse = TypeAdapter(
+    Annotated[list[_IdemixIssueItem], Field(min_length=1, max_length=MAX_CREDENTIAL_AMOUNT)]
 )
 
 
@@ -115,6 +130,12 @@ def _issue_items(data: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - parsed JS
     return items
 
 
+def _idemix_issue_items(data: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - parsed JSON
+    _IdemixIssueResponse.validate_python(data)
+    items: list[dict[str, Any]] = data
+    return items
+
+
 def _static_result(data: Any) -> DomesticStaticResult:  # noqa: ANN401 - parsed JSON
     parsed = _StaticResponse.model_validate(data)
     return DomesticStaticResult(parsed.qr, parsed.proof_identifier)
@@ -124,10 +145,20 @@ class DomesticSignerClient:
     """Calls one domestic signer over a shared ``httpx.AsyncClient`` (owned by the caller)."""
 
     def __init__(
-        self, http: httpx.AsyncClient, *, name: str = "domestic", health_path: str = "/healthz"
+        self,
+        http: httpx.AsyncClient,
+        *,
+        name: str = "domestic",
+        health_path: str = "/healthz",
+        scheme: Literal["simulation", "idemix"] = "simulation",
     ) -> None:
-        """Use ``http`` (with the signer's base URL); ``name`` labels errors and metrics."""
+        """Use ``http`` (with the signer's base URL); ``name`` labels errors and metrics.
+
+        ``scheme`` picks the shape of the ``/issue`` items read: the simulation's attributes
+        object, or the Idemix server's list of base64 attribute values.
+        """
         self._http = http
+        self._issue_items = _idemix_issue_items if scheme == "idemix" else _issue_items
         self.name = name
         self._health_path = health_path
 
@@ -195,7 +226,7 @@ class DomesticSignerClient:
             "issueCommitmentMessage": orjson.Fragment(issue_commitment_message),
             "credentialsAttributes": [dict(a) for a in credentials_attributes],
         }
-        return self._post("/issue", body, headers, _issue_items)
+        return self._post("/issue", body, headers, self._issue_items)
 
     def issue_static(
         self, credential_attributes: Mapping[str, str], *, headers: Mapping[str, str] | None = None

@@ -1,0 +1,123 @@
+"""The Idemix check workers: checks run off the event loop, and a dead worker is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from signing_gateway.errors import VerificationUnavailable
+from signing_gateway.runtime.idemix_pool import IdemixCheckPool
+from signing_gateway.verification.errors import CredentialVerificationError
+from tests.support.idemix_issuer import TEST_KEY
+from tests.support.polling import until
+from tests.unit.verification.idemix_testdata import DENIED_PROOF_IDENTIFIER, DENIED_QR
+
+DENIED = {
+    "isSpecimen": "0",
+    "isPaperProof": "1",
+    "validFrom": "1631404800",
+    "validForHours": "4056",
+    "firstNameInitial": "F",
+    "lastNameInitial": "B",
+    "birthDay": "1",
+    "birthMonth": "1",
+}
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[IdemixCheckPool]:
+    """One worker with the test key, started and closed as the app does."""
+    checks = IdemixCheckPool({"VWS-TEST-0": TEST_KEY}, workers=1, max_in_flight=4)
+    await checks.start()
+    try:
+        yield checks
+    finally:
+        await checks.close()
+
+
+async def check(pool: IdemixCheckPool, expected: dict[str, str] = DENIED) -> None:
+    """Verify the denied QR in the pool against `expected`."""
+    await pool.verify_static(DENIED_QR, DENIED_PROOF_IDENTIFIER, expected=expected, part="domestic")
+
+
+async def test_checks_verify_and_refuse_in_the_worker(pool):
+    """A real QR passes in the worker; one over other attributes comes back refused."""
+    await check(pool)
+    with pytest.raises(CredentialVerificationError) as caught:
+        await check(pool, {**DENIED, "birthDay": "2"})
+    assert caught.value.reason == "payload-mismatch"
+
+
+async def test_checks_do_not_hold_the_event_loop(pool):
+    """Eight checks (~0.5 s of CPU) leave the loop answering within a few ms each turn."""
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    started = time.perf_counter()
+    await asyncio.gather(*(check(pool) for _ in range(8)))
+    took = time.perf_counter() - started
+    stop.set()
+    await ticker
+    # One check on the loop would stall it ~60 ms (more on a busy machine).
+    assert max(gaps) < 0.04, (max(gaps), took)
+    assert len(gaps) > took / 0.04
+
+
+async def test_checks_beyond_the_bound_wait_for_a_slot(pool):
+    """No more than max_in_flight checks are in the pool at once; the rest wait their turn."""
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(pool.snapshot()["inFlight"])
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(check(pool) for _ in range(10)))
+    watcher.cancel()
+    assert max(seen) == 4
+
+
+async def test_killed_worker_answers_unavailable_then_is_replaced(pool):
+    """A killed worker fails its checks as unavailable; new workers then take checks again."""
+    await check(pool)
+    (pid,) = pool.worker_pids()
+    running = asyncio.gather(*(check(pool) for _ in range(3)), return_exceptions=True)
+    await until(lambda: pool.snapshot()["inFlight"] > 0)
+    os.kill(pid, signal.SIGKILL)
+    outcomes = await running
+    assert any(isinstance(o, VerificationUnavailable) for o in outcomes), outcomes
+    assert all(o is None or isinstance(o, VerificationUnavailable) for o in outcomes), outcomes
+    await until(lambda: pool.up, limit=30)
+    await pool.probe()
+    assert pool.worker_pids() != (pid,)
+    assert pool.replacements == 1
+    await check(pool)
+
+
+async def test_probe_fails_while_workers_are_replaced(pool):
+    """Readiness fails from the moment a dead worker is noticed until new ones are up."""
+    (pid,) = pool.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(VerificationUnavailable):
+        # The first check after the death finds the executor broken and starts the replacement.
+        await check(pool)
+    assert not pool.up
+    with pytest.raises(VerificationUnavailable):
+        await pool.probe()
+    await until(lambda: pool.up, limit=30)
+    await check(pool)
