@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from signing_gateway.errors import VerificationUnavailable
 from signing_gateway.runtime.cpu_gate import io_wait
-from signing_gateway.verification.idemix_answers import check_issue_answer, check_static_answer
+from signing_gateway.verification.idemix_answers import (
+    check_issued_credential,
+    check_static_answer,
+    issue_commitments,
+    read_app_commitment,
+    session_key,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +48,10 @@ if TYPE_CHECKING:
 __all__ = ["IdemixCheckPool"]
 
 logger = logging.getLogger(__name__)
+
+#: Commitments up to this size are read on the event loop (well under a millisecond); longer
+#: ones in a thread, as `issuance.commitment` checks them.
+_INLINE_COMMITMENT_BYTES = 12 * 1024
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -65,18 +75,16 @@ def _static_check(qr: str, proof_identifier: str, expected: dict[str, str]) -> N
     check_static_answer(qr, proof_identifier, keys=_worker_keys, expected_attributes=expected)
 
 
-def _issue_check(
-    items: list[dict[str, Any]],
-    commitment: bytes,
-    issuer_pk_id: str,
-    expected: list[dict[str, str]],
+def _issued_credential_check(
+    item: dict[str, Any], commitment: int, nonce2: int, issuer_pk_id: str, expected: dict[str, str]
 ) -> None:
-    check_issue_answer(
-        items,
-        keys=_worker_keys,
+    check_issued_credential(
+        item,
+        key=session_key(_worker_keys, issuer_pk_id),
         commitment=commitment,
+        nonce2=nonce2,
         issuer_pk_id=issuer_pk_id,
-        expected_attributes=expected,
+        expected=expected,
     )
 
 
@@ -214,20 +222,40 @@ class IdemixCheckPool:
         expected: Sequence[Mapping[str, str]],
         part: str,
     ) -> None:
-        """`check_issue_answer` in a worker.
+        """`check_issue_answer`, each item's check in a worker of its own, all at once.
+
+        The first refusal cancels the checks no worker has taken yet.
 
         Raises:
             CredentialVerificationError: an item does not verify.
             VerificationUnavailable: the workers are gone (being replaced).
         """
-        await self._run(
-            part,
-            _issue_check,
-            [dict(item) for item in items],
-            commitment,
-            issuer_pk_id,
-            [dict(attributes) for attributes in expected],
-        )
+        if len(commitment) <= _INLINE_COMMITMENT_BYTES:
+            app = read_app_commitment(commitment)
+        else:  # parsing grows with the input (up to 64 KiB)
+            app = await asyncio.to_thread(read_app_commitment, commitment)
+        commitments = issue_commitments(items, app, expected)
+        session_key(self._keys, issuer_pk_id)
+        checks = [
+            asyncio.ensure_future(
+                self._run(
+                    part,
+                    _issued_credential_check,
+                    dict(item),
+                    u,
+                    app.nonce2,
+                    issuer_pk_id,
+                    dict(attributes),
+                )
+            )
+            for item, attributes, u in zip(items, expected, commitments, strict=True)
+        ]
+        try:
+            await asyncio.gather(*checks)
+        finally:
+            for check in checks:
+                check.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
 
 
 def _unavailable(part: str) -> VerificationUnavailable:

@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
     from signing_gateway.verification.idemix_keys import IdemixPublicKey
 
-__all__ = ["AppCommitment", "check_issue_answer", "check_static_answer", "read_app_commitment"]
+__all__ = [
+    "AppCommitment",
+    "check_issue_answer",
+    "check_issued_credential",
+    "check_static_answer",
+    "issue_commitments",
+    "read_app_commitment",
+    "session_key",
+]
 
 #: The credential version whose attributes include a category (`idemix.ATTRIBUTE_NAMES`).
 _CATEGORY_VERSION = 3
@@ -118,6 +126,58 @@ def _expected_values(attributes: Mapping[str, str], issuer_pk_id: str) -> tuple[
     )
 
 
+def issue_commitments(
+    items: Sequence[Mapping[str, Any]],
+    app: AppCommitment,
+    expected_attributes: Sequence[Mapping[str, str]],
+) -> tuple[int, ...]:
+    """Each credential's ``U``, once the items and the app's commitments match the sets asked.
+
+    Raises:
+        CredentialVerificationError: ``count-mismatch``.
+    """
+    if len(items) != len(expected_attributes):
+        raise idemix_failure("count-mismatch", f"{len(items)} != {len(expected_attributes)}")
+    if len(app.commitments) != len(expected_attributes):
+        raise idemix_failure("count-mismatch", "the app's commitments and the attribute sets")
+    return app.commitments
+
+
+def check_issued_credential(
+    item: Mapping[str, Any],
+    *,
+    key: IdemixPublicKey,
+    commitment: int,
+    nonce2: int,
+    issuer_pk_id: str,
+    expected: Mapping[str, str],
+) -> None:
+    """Check one item of an Idemix issue answer: the attributes asked for, signed over ``U``.
+
+    Raises:
+        CredentialVerificationError: ``payload-mismatch`` (attributes other than those asked
+            for) or those of `verify_issue_signature`.
+    """
+    values = _expected_values(expected, issuer_pk_id)
+    if item.get("attributes") != [base64.b64encode(v).decode("ascii") for v in values]:
+        raise idemix_failure("payload-mismatch")
+    verify_issue_signature(
+        item.get("issueSignatureMessage", {}),
+        key=key,
+        commitment=commitment,
+        nonce2=nonce2,
+        attributes=values,
+    )
+
+
+def session_key(keys: Mapping[str, IdemixPublicKey], issuer_pk_id: str) -> IdemixPublicKey:
+    """The key of the session's issuerPkId; ``unknown-kid`` when none is configured."""
+    key = keys.get(issuer_pk_id)
+    if key is None:
+        raise idemix_failure("unknown-kid", issuer_pk_id)
+    return key
+
+
 def check_issue_answer(
     items: Sequence[Mapping[str, Any]],
     *,
@@ -130,29 +190,22 @@ def check_issue_answer(
 
     ``issuer_pk_id`` is the session's, from its prepare-issue message: the app committed for
     that key. ``commitment`` is the app's IssueCommitmentMessage as the gateway forwarded it.
+    `runtime.idemix_pool` runs the same checks, each item's in a worker of its own.
 
     Raises:
         CredentialVerificationError: ``count-mismatch`` (items, or commitments in the app's
             message, other than the attribute sets asked for), ``unknown-kid`` (the session's
-            key is not configured), ``decode-failed``, ``payload-mismatch`` (attributes other
-            than those asked for) or those of `verify_issue_signature`.
+            key is not configured), ``decode-failed`` or those of `check_issued_credential`.
     """
-    if len(items) != len(expected_attributes):
-        raise idemix_failure("count-mismatch", f"{len(items)} != {len(expected_attributes)}")
-    key = keys.get(issuer_pk_id)
-    if key is None:
-        raise idemix_failure("unknown-kid", issuer_pk_id)
     app = read_app_commitment(commitment)
-    if len(app.commitments) != len(expected_attributes):
-        raise idemix_failure("count-mismatch", "the app's commitments and the attribute sets")
-    for item, expected, u in zip(items, expected_attributes, app.commitments, strict=True):
-        values = _expected_values(expected, issuer_pk_id)
-        if item.get("attributes") != [base64.b64encode(v).decode("ascii") for v in values]:
-            raise idemix_failure("payload-mismatch")
-        verify_issue_signature(
-            item.get("issueSignatureMessage", {}),
+    commitments = issue_commitments(items, app, expected_attributes)
+    key = session_key(keys, issuer_pk_id)
+    for item, expected, u in zip(items, expected_attributes, commitments, strict=True):
+        check_issued_credential(
+            item,
             key=key,
             commitment=u,
             nonce2=app.nonce2,
-            attributes=values,
+            issuer_pk_id=issuer_pk_id,
+            expected=expected,
         )
