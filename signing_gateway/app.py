@@ -13,6 +13,7 @@ import gc
 import multiprocessing
 import sys
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -108,8 +109,11 @@ def _client(signer: SignerSettings) -> httpx.AsyncClient:
     )
 
 
-class IdemixKeysUnavailableError(StartUpError):
-    """Raised at start-up when an Idemix issuer key does not load; the gateway will not start."""
+class IdemixUnavailableError(StartUpError):
+    """Raised at start-up when Idemix checks cannot run; the gateway will not start.
+
+    An issuer key that does not load, or check workers that do not start.
+    """
 
 
 async def _idemix_checks(
@@ -125,13 +129,18 @@ async def _idemix_checks(
     try:
         keys = await asyncio.to_thread(read_idemix_keys, settings.idemix.keys)
     except IdemixKeyError as exc:
-        raise IdemixKeysUnavailableError(str(exc)) from exc
+        raise IdemixUnavailableError(str(exc)) from exc
     pool = IdemixCheckPool(
         keys,
         workers=settings.idemix.check_workers,
         max_in_flight=settings.idemix.max_checks_in_flight,
     )
-    await pool.start()
+    try:
+        await pool.start()
+    except (BrokenProcessPool, OSError) as exc:
+        raise IdemixUnavailableError(
+            f"the Idemix check workers did not start ({type(exc).__name__}); start again"
+        ) from exc
     stack.push_async_callback(pool.close)
     probes["idemix-checks"] = (pool.probe, True)
     return pool

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from signing_gateway.errors import VerificationUnavailable
+from signing_gateway.runtime.cpu_gate import CpuGate
 from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 from signing_gateway.verification.errors import CredentialVerificationError
 from tests.support.idemix_issuer import TEST_KEY
@@ -121,3 +122,19 @@ async def test_probe_fails_while_workers_are_replaced(pool):
         await pool.probe()
     await until(lambda: pool.up, limit=30)
     await check(pool)
+
+
+async def test_a_request_waiting_for_its_check_holds_no_cpu_permit(pool):
+    """While its check runs in a worker, a request's CPU permit serves another request."""
+    gate = CpuGate(1)
+
+    async def request_with_a_check() -> None:
+        async with gate.request():
+            await check(pool)
+
+    checking = asyncio.create_task(request_with_a_check())
+    await until(lambda: pool.snapshot()["inFlight"] == 1)
+    assert gate.busy == 0
+    async with gate.request():
+        assert pool.snapshot()["inFlight"] == 1  # the other request runs meanwhile
+    await checking

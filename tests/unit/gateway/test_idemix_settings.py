@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from signing_gateway.app import IdemixKeysUnavailableError, create_app
+from signing_gateway.app import IdemixUnavailableError, create_app
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import IdemixSettings, Settings
 from signing_gateway.settings_env import read_settings
@@ -77,6 +77,6 @@ async def test_start_up_refuses_a_key_that_does_not_load(tmp_path: Path):
         idemix=IdemixSettings(keys={"gone": tmp_path / "gone.xml"}),
     )
     app = create_app(settings)
-    with pytest.raises(IdemixKeysUnavailableError, match="key gone: no such file"):
+    with pytest.raises(IdemixUnavailableError, match="key gone: no such file"):
         async with app.router.lifespan_context(app):
             pass
