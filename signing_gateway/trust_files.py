@@ -58,17 +58,23 @@ def _file_problems(
     """
     problems = []
     for number, path in enumerate(paths, 1):
-        problem = unreadable_file(path)
-        if problem is None:
-            try:
-                load(path)
-            except TrustConfigError as exc:
-                problem = str(exc)
-            except OSError as exc:
-                problem = (exc.strerror or type(exc).__name__).lower()
+        problem = _load_problem(path, load)
         if problem is not None:
             problems.append(f"{variable}: file {number} of {len(paths)}: {problem}")
     return problems
+
+
+def _load_problem(path: Path, load: Callable[[Path], object]) -> str | None:
+    """Why `load` cannot use the file at `path` (None: it can)."""
+    problem = unreadable_file(path)
+    if problem is None:
+        try:
+            load(path)
+        except (TrustConfigError, IdemixKeyError) as exc:
+            problem = str(exc)
+        except OSError as exc:
+            problem = (exc.strerror or type(exc).__name__).lower()
+    return problem
 
 
 def trust_file_problems(settings: TrustSettings) -> list[str]:
@@ -105,14 +111,7 @@ def idemix_key_problems(keys: Mapping[str, Path]) -> list[str]:
     """
     problems = []
     for issuer_pk_id, path in keys.items():
-        problem = unreadable_file(path)
-        if problem is None:
-            try:
-                _read_idemix_key(path)
-            except IdemixKeyError as exc:
-                problem = str(exc)
-            except OSError as exc:
-                problem = (exc.strerror or type(exc).__name__).lower()
+        problem = _load_problem(path, _read_idemix_key)
         if problem is not None:
             problems.append(f"{_IDEMIX_KEYS}: key {issuer_pk_id}: {problem}")
     return problems

@@ -31,19 +31,8 @@ from tests.support.gateway import DOMESTIC_SIGNER_URL, SignerKeys, make_settings
 from tests.support.idemix_issuer import TEST_KEY_FILE, Holder, commitment_message, make_holder, sign
 from tests.support.polling import until_answered
 from tests.unit.verification.idemix_qr_support import make_qr, proof_fields
-from tests.unit.verification.idemix_testdata import DENIED_PROOF_IDENTIFIER, DENIED_QR
+from tests.unit.verification.idemix_testdata import DENIED, DENIED_PROOF_IDENTIFIER, DENIED_QR
 
-#: What DENIED_QR discloses: the request that QR answers.
-DENIED = {
-    "isSpecimen": "0",
-    "isPaperProof": "1",
-    "validFrom": "1631404800",
-    "validForHours": "4056",
-    "firstNameInitial": "F",
-    "lastNameInitial": "B",
-    "birthDay": "1",
-    "birthMonth": "1",
-}
 ISSUER_NONCE = base64.b64encode(b"0123456789abcdef").decode()
 
 

@@ -16,18 +16,7 @@ from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 from signing_gateway.verification.errors import CredentialVerificationError
 from tests.support.idemix_issuer import TEST_KEY
 from tests.support.polling import until
-from tests.unit.verification.idemix_testdata import DENIED_PROOF_IDENTIFIER, DENIED_QR
-
-DENIED = {
-    "isSpecimen": "0",
-    "isPaperProof": "1",
-    "validFrom": "1631404800",
-    "validForHours": "4056",
-    "firstNameInitial": "F",
-    "lastNameInitial": "B",
-    "birthDay": "1",
-    "birthMonth": "1",
-}
+from tests.unit.verification.idemix_testdata import DENIED, DENIED_PROOF_IDENTIFIER, DENIED_QR
 
 
 @pytest.fixture

@@ -142,6 +142,27 @@ DISCLOSED_AT_QR = (
     "47W9VUQ"
 )
 
+#: What the QRs with disclosure time 0 disclose (CATEGORY_ABSENT_QR's; the others add a
+#: category): a paper proof, a version 2 credential.
+PAPER = {
+    "isSpecimen": "0",
+    "isPaperProof": "1",
+    "validFrom": "1643320000",
+    "validForHours": "72000",
+    "firstNameInitial": "F",
+    "lastNameInitial": "B",
+    "birthDay": "27",
+    "birthMonth": "4",
+}
+#: What DENIED_QR discloses.
+DENIED = {
+    **PAPER,
+    "validFrom": "1631404800",
+    "validForHours": "4056",
+    "birthDay": "1",
+    "birthMonth": "1",
+}
+
 #: mobile-core testdata/config.json denylists this proof identifier (base64), DENIED_QR's.
 DENIED_PROOF_IDENTIFIER = "STFNx7A24ZI1u5WDX8X9BA=="
 #: The disclosure time DISCLOSED_AT_QR carries.

@@ -22,24 +22,13 @@ from tests.unit.verification.idemix_qr_support import make_qr, proof_fields
 from tests.unit.verification.idemix_testdata import (
     CATEGORY_1G_QR,
     CATEGORY_ABSENT_QR,
+    DENIED,
     DENIED_PROOF_IDENTIFIER,
     DENIED_QR,
+    PAPER,
 )
 
 KEYS = {"VWS-TEST-0": TEST_KEY}
-#: What CATEGORY_ABSENT_QR discloses (a version 2 credential).
-PAPER = {
-    "isSpecimen": "0",
-    "isPaperProof": "1",
-    "validFrom": "1643320000",
-    "validForHours": "72000",
-    "firstNameInitial": "F",
-    "lastNameInitial": "B",
-    "birthDay": "27",
-    "birthMonth": "4",
-}
-DENIED = {**PAPER, "validFrom": "1631404800", "validForHours": "4056", "birthDay": "1"}
-DENIED = {**DENIED, "birthMonth": "1"}
 ISSUED = [
     {**PAPER, "isPaperProof": "0", "validFrom": "1700000000", "validForHours": "24"},
     {**PAPER, "isPaperProof": "0", "validFrom": "1700086400", "category": "1"},

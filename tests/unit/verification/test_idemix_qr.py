@@ -31,25 +31,17 @@ from tests.unit.verification.idemix_testdata import (
     CATEGORY_3G_QR,
     CATEGORY_ABSENT_QR,
     CATEGORY_EMPTY_QR,
+    DENIED,
     DENIED_PROOF_IDENTIFIER,
     DENIED_QR,
     DISCLOSED_AT,
     DISCLOSED_AT_QR,
+    PAPER,
     TEST_KEY_P,
     TEST_KEY_Q,
     TEST_KEY_XML,
 )
 
-PAPER = {
-    "isSpecimen": "0",
-    "isPaperProof": "1",
-    "validFrom": "1643320000",
-    "validForHours": "72000",
-    "firstNameInitial": "F",
-    "lastNameInitial": "B",
-    "birthDay": "27",
-    "birthMonth": "4",
-}
 #: The order of the quadratic residues mod n, p'q': only the issuer (here: the test) knows it.
 GROUP_ORDER = (TEST_KEY_P - 1) // 2 * ((TEST_KEY_Q - 1) // 2)
 
@@ -73,17 +65,7 @@ def keys(key):
         (CATEGORY_EMPTY_QR, 3, {**PAPER, "category": ""}),
         (CATEGORY_1G_QR, 3, {**PAPER, "category": "1"}),
         (CATEGORY_3G_QR, 3, {**PAPER, "category": "3"}),
-        (
-            DENIED_QR,
-            2,
-            {
-                **PAPER,
-                "validFrom": "1631404800",
-                "validForHours": "4056",
-                "birthDay": "1",
-                "birthMonth": "1",
-            },
-        ),
+        (DENIED_QR, 2, DENIED),
     ],
     ids=["category-absent", "category-empty", "category-1g", "category-3g", "denied"],
 )
