@@ -133,7 +133,8 @@ class IdemixCheckPool:
     async def close(self) -> None:
         """Cancel the checks still queued and stop the workers."""
         if self._replacing is not None:
-            self._replacing.cancel()
+            # Waited for, not cancelled: the thread starting the new workers would go on, and
+            # its executor would be left running with nothing to stop it.
             await asyncio.gather(self._replacing, return_exceptions=True)
         executor, self._executor = self._executor, None
         if executor is not None:
