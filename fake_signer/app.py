@@ -17,9 +17,10 @@ from aiohttp import web
 from fake_signer import keys as key_store
 from fake_signer.behaviour import Behaviour
 from fake_signer.domestic import NonceStore
+from fake_signer.idemix_signer import IdemixSigner
 from fake_signer.routes import MAX_BODY_BYTES, add_routes
 from fake_signer.serving import SigningPipeline
-from fake_signer.settings import FakeSignerSettings
+from fake_signer.settings import DomesticScheme, FakeSignerSettings
 from fake_signer.state import STATE, FakeSignerState
 from fake_signer.stats import Stats
 
@@ -59,6 +60,9 @@ def create_app(
     app[STATE] = state
     add_routes(app, serve_eu=settings.role.serves_eu, serve_domestic=settings.role.serves_domestic)
     app.cleanup_ctx.append(_keys_lifespan)
+    if settings.role.serves_domestic and settings.domestic_scheme is DomesticScheme.IDEMIX:
+        state.idemix = IdemixSigner()
+        app.cleanup_ctx.append(_idemix_lifespan)
     app.on_shutdown.append(_drain)
     return app
 
@@ -76,6 +80,16 @@ async def _keys_lifespan(app: web.Application) -> AsyncIterator[None]:
         # Key generation and file I/O stay off the event loop.
         state.keys = await asyncio.to_thread(load_keys, state.settings)
     yield
+
+
+async def _idemix_lifespan(app: web.Application) -> AsyncIterator[None]:
+    idemix = app[STATE].idemix
+    assert idemix is not None  # noqa: S101 - only added with the Idemix signer
+    await idemix.start()
+    try:
+        yield
+    finally:
+        await idemix.close()
 
 
 async def _drain(app: web.Application) -> None:

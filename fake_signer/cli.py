@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from fake_signer.app import CANCEL_GRACE_SECONDS, create_app
 from fake_signer.keys import KeysDirError
 from fake_signer.settings import (
+    DomesticScheme,
     FakeSignerSettings,
     LatencyDistribution,
     Overflow,
@@ -61,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--shutdown-timeout", type=float, help="seconds to drain on stop")
     parser.add_argument(
         "--log-level", help="debug, info, warning, error or critical (default info)"
+    )
+    parser.add_argument(
+        "--domestic-scheme",
+        choices=[s.value for s in DomesticScheme],
+        help="domestic signatures: Ed25519 simulation (default) or Idemix CL signatures",
     )
     return parser
 

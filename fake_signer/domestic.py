@@ -18,7 +18,7 @@ import json
 import math
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -82,10 +82,14 @@ class NonceStore:
 
     def issue(self, amount: int) -> str:
         """Create and remember a fresh nonce (base64 of 16 random bytes)."""
-        self._prune()
         nonce = base64.b64encode(secrets.token_bytes(16)).decode("ascii")
-        self._nonces[nonce] = _Nonce(self._clock() + self._ttl, amount)
+        self.remember(nonce, amount)
         return nonce
+
+    def remember(self, nonce: str, amount: int) -> None:
+        """Remember a nonce made elsewhere (the Idemix scheme's) for `amount` credentials."""
+        self._prune()
+        self._nonces[nonce] = _Nonce(self._clock() + self._ttl, amount)
 
     def check(self, nonce: str, *, wanted: int = 1) -> int:
         """Whether a nonce can be used for `wanted` credentials now, without using it up.
@@ -235,6 +239,8 @@ class IssueRequest:
 
     nonce: str
     attributes: list[dict[str, str]]
+    #: The app's IssueCommitmentMessage, its numbers exact (read by the Idemix scheme only).
+    commitment: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_issue(body: bytes) -> IssueRequest:
@@ -252,7 +258,7 @@ def parse_issue(body: bytes) -> IssueRequest:
     if not isinstance(attributes, list) or not attributes:
         raise WireInputError("credentialsAttributes must be a non-empty list")
     checked = [check_attributes(a, f"credentialsAttributes[{i}]") for i, a in enumerate(attributes)]
-    return IssueRequest(prepare["issuerNonce"], checked)
+    return IssueRequest(prepare["issuerNonce"], checked, commitment)
 
 
 async def issue_response(

@@ -100,6 +100,8 @@ async def prepare_issue(request: web.Request) -> web.StreamResponse:
     key = state.key_material.domestic
 
     async def produce(_fault: FaultSpec | None) -> bytes:
+        if state.idemix is not None:
+            return state.idemix.prepare_issue_response(state.nonces, amount)
         return domestic.prepare_issue_response(key, state.nonces, amount)
 
     # A nonce carries no signature: bad-signature and wrong-kid wait for the /issue.
@@ -115,12 +117,16 @@ async def issue(request: web.Request) -> web.StreamResponse:
         # neither a fault header hides nor a `_control` fault is used up on. It is used up (and
         # so checked again) only when signing.
         state.nonces.check(checked.nonce, wanted=len(checked.attributes))
+        if state.idemix is not None:
+            state.idemix.check_commitment(checked)
     except WireInputError as exc:
         state.stats.count("issue", "bad_request")
         return text_response(exc.status, str(exc))
     key = state.key_material.domestic
 
     async def produce(fault: FaultSpec | None) -> bytes:
+        if state.idemix is not None:
+            return await state.idemix.issue_response(checked, state.nonces, fault)
         return await domestic.issue_response(checked, key, state.nonces, fault)
 
     return await state.pipeline.run(request, "issue", produce)
@@ -137,6 +143,8 @@ async def issue_static(request: web.Request) -> web.StreamResponse:
     key = state.key_material.domestic
 
     async def produce(fault: FaultSpec | None) -> bytes:
+        if state.idemix is not None:
+            return await state.idemix.issue_static_response(attributes, fault)
         return domestic.issue_static_response(attributes, key, fault)
 
     return await state.pipeline.run(request, "issue_static", produce)

@@ -44,6 +44,18 @@ class LatencyDistribution(StrEnum):
     LOGNORMAL = "lognormal"
 
 
+class DomesticScheme(StrEnum):
+    """How the domestic endpoints sign.
+
+    `simulation` signs with Ed25519 in the Idemix message shapes (`fake_signer.domestic`);
+    `idemix` issues real CL signatures and NL2 QRs with the CoronaCheck test key VWS-TEST-0
+    (`fake_signer.idemix_signer`), as the Idemix server answers.
+    """
+
+    SIMULATION = "simulation"
+    IDEMIX = "idemix"
+
+
 class Overflow(StrEnum):
     """What happens to a signing request when every capacity slot is taken."""
 
@@ -108,6 +120,7 @@ class FakeSignerSettings(BaseSettings):
         default=2.0, ge=0, le=MAX_LATENCY_MS / 1000, allow_inf_nan=False
     )
     log_level: LogLevel = "info"
+    domestic_scheme: DomesticScheme = DomesticScheme.SIMULATION
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from fake_signer.behaviour import Behaviour
 from fake_signer.domestic import NonceStore
+from fake_signer.idemix_signer import IdemixSigner
 from fake_signer.keys import KeyMaterial
 from fake_signer.serving import SigningPipeline
 from fake_signer.settings import FakeSignerSettings
@@ -28,6 +29,8 @@ class FakeSignerState:
     # Set on shutdown so hanging requests can finish instead of holding the server up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     keys: KeyMaterial | None = None
+    # Set under `--domestic-scheme idemix` when the domestic endpoints are served.
+    idemix: IdemixSigner | None = None
     # The tasks of the signing requests being handled, which a shutdown drains.
     running: set[asyncio.Task[Any]] = field(default_factory=set)
 

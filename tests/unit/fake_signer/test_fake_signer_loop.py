@@ -1,9 +1,11 @@
-"""The fake's event loop stays free while a large `/issue` batch is signed (in-process server)."""
+"""The fake's event loop stays free while an `/issue` batch is signed (in-process server)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import itertools
 import time
 
 import httpx
@@ -15,7 +17,9 @@ from fake_signer import keys
 from fake_signer.app import create_app
 from fake_signer.domestic import MAX_CREDENTIAL_AMOUNT
 from fake_signer.settings import FakeSignerSettings
+from signing_gateway.verification.idemix_keys import IdemixPublicKey
 from tests.contract.fake_signer.signer_wire import ATTRIBUTES, JSON_HEADERS
+from tests.unit.verification.idemix_testdata import TEST_KEY_XML
 
 # Each signature takes this long: 100 of them take 0.3 s, long beside the millisecond a
 # /healthz round trip takes on a free loop.
@@ -93,3 +97,53 @@ async def test_healthz_answers_while_a_full_issue_batch_is_signed(slow_signer):
     assert len(during) >= 3, (len(during), last - first)
     stalls = [b - a for a, b in zip([first, *during], [*during, last], strict=True)]
     assert max(stalls) < (last - first) / 2, (max(stalls), last - first)
+
+
+@pytest.fixture
+async def idemix_signer():
+    """An in-process domestic fake signer on a free port in the idemix scheme."""
+    app = create_app(FakeSignerSettings(role="domestic", domestic_scheme="idemix"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=60) as client:
+            yield client
+    finally:
+        await runner.cleanup()
+
+
+async def test_healthz_answers_while_idemix_signatures_are_made(idemix_signer):
+    """CL signing (tens of ms of CPU per credential) never holds /healthz up: it is off the loop."""
+    client = idemix_signer
+    amount = 8
+    prepared = await client.post(
+        "/prepare_issue", json={"credentialAmount": amount}, headers=JSON_HEADERS
+    )
+    key = IdemixPublicKey.from_xml(TEST_KEY_XML)
+    u = pow(key.s, 12345, key.n) * pow(key.bases[0], 678, key.n) % key.n
+    body = {
+        "prepareIssueMessage": prepared.json(),
+        "issueCommitmentMessage": {
+            "combinedProofs": [{"U": base64.b64encode(u.to_bytes(256, "big")).decode()}],
+            "n_2": "AQ==",
+            "issuerNonce": prepared.json()["issuerNonce"],
+        },
+        "credentialsAttributes": [ATTRIBUTES] * amount,
+    }
+    started = time.perf_counter()
+    issuing = asyncio.create_task(client.post("/issue", json=body, headers=JSON_HEADERS))
+    answered = [started]
+    while not issuing.done():
+        assert (await client.get("/healthz")).status_code == 200
+        answered.append(time.perf_counter())
+    response = await issuing
+    took = time.perf_counter() - started
+    assert response.status_code == 200
+    assert len(response.json()) == amount
+    stalls = [b - a for a, b in itertools.pairwise(answered)]
+    # Signed on the loop, one /healthz would wait for all eight signatures (0.5-2 s).
+    assert len(answered) >= 10, (len(answered), took)
+    assert max(stalls) < 0.2, (max(stalls), took)

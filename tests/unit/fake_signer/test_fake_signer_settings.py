@@ -71,6 +71,7 @@ def test_defaults_are_the_documented_ones(monkeypatch):
         "backlog": 8192,
         "shutdown_timeout": 2.0,
         "log_level": "info",
+        "domestic_scheme": "simulation",
     }
 
 
@@ -139,3 +140,19 @@ def test_a_variable_of_a_setting_is_known_in_any_case(monkeypatch):
     """Settings variables are read in any case, so none of them is an unknown one."""
     monkeypatch.setenv("fake_signer_latency_ms", "20")
     assert parse_settings([]).latency_ms == 20
+
+
+def test_domestic_scheme_is_read_from_the_option_and_the_environment(monkeypatch):
+    """`--domestic-scheme idemix` and FAKE_SIGNER_DOMESTIC_SCHEME=idemix both pick Idemix."""
+    monkeypatch.delenv("FAKE_SIGNER_DOMESTIC_SCHEME", raising=False)
+    assert parse_settings(["--domestic-scheme", "idemix"]).domestic_scheme == "idemix"
+    monkeypatch.setenv("FAKE_SIGNER_DOMESTIC_SCHEME", "idemix")
+    assert parse_settings([]).domestic_scheme == "idemix"
+    assert parse_settings(["--domestic-scheme", "simulation"]).domestic_scheme == "simulation"
+
+
+def test_unknown_domestic_scheme_stops_the_start(monkeypatch, capsys):
+    """A scheme that is neither simulation nor idemix is refused with status 2."""
+    monkeypatch.setenv("FAKE_SIGNER_DOMESTIC_SCHEME", "rsa")
+    assert main([]) == 2
+    assert "domestic_scheme" in capsys.readouterr().err

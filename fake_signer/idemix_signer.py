@@ -1,0 +1,220 @@
+"""The domestic endpoints under `--domestic-scheme idemix`: answers as the Idemix server gives them.
+
+- `/prepare_issue` → `{"issuerPkId": "VWS-TEST-0", "issuerNonce": b64, "credentialAmount": n}`,
+  the nonce a random number of Lstatzk (128) bits, as gabi's ``common.GenerateNonce``;
+- `/issue` reads the app's `U` (``combinedProofs[0].U``) and `n_2` from its commitment and
+  answers per attribute set `{"issueSignatureMessage": {"proof": {"c", "e_response"},
+  "signature": {"A", "e", "v", "KeyshareP": null}}, "attributes": [b64 metadata, b64 ...]}`;
+- `/issue_static` → `{"qr": "NL2:...", "proofIdentifier": b64(SHA-256(C)[:16])}`.
+
+gabi big integers are JSON strings: base64 of their big-endian bytes. Each CL signature costs
+tens of milliseconds of pure-Python modular arithmetic, which holds the GIL: it runs in a pool
+of worker processes, handed over from a thread so that the event loop neither computes nor
+blocks on the pool's pipes. `bad-signature` flips the low bit of `A`; `wrong-kid` signs a
+metadata attribute naming an issuerPkId nobody publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import multiprocessing
+import os
+import secrets
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from fake_signer import idemix
+from fake_signer.errors import WireInputError
+from fake_signer.hcert import proof_identifier
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from fake_signer.behaviour import FaultSpec
+    from fake_signer.domestic import IssueRequest, NonceStore
+
+_T = TypeVar("_T")
+
+#: What `wrong-kid` appends to the issuerPkId in the metadata attribute it signs.
+WRONG_KID_SUFFIX = "-UNPUBLISHED"
+#: Worker processes: one per core, at most two (the fake shares its machine with a gateway).
+MAX_WORKERS = 2
+
+
+def _b64(value: int) -> str:
+    return base64.b64encode(idemix.minimal_bytes(value)).decode("ascii")
+
+
+def _big(parent: Mapping[str, Any], name: str, where: str) -> int:
+    """A gabi big integer: base64 of big-endian bytes, or (as gabi also reads) a JSON integer."""
+    value = parent.get(name)
+    if isinstance(value, Decimal) and value == value.to_integral_value() and value >= 0:
+        return int(value)
+    if not isinstance(value, str):
+        raise WireInputError(f"{where}.{name} must be a base64 big integer")
+    try:
+        return int.from_bytes(base64.b64decode(value, validate=True), "big")
+    except (binascii.Error, ValueError):
+        raise WireInputError(f"{where}.{name} must be a base64 big integer") from None
+
+
+def commitment_numbers(commitment: Mapping[str, Any], n: int) -> tuple[int, int]:
+    """The app's `U` (its first combined proof's) and `n_2` from an IssueCommitmentMessage.
+
+    Raises:
+        WireInputError: either is missing or not a big integer, or `U` is outside (1, n).
+    """
+    proofs = commitment.get("combinedProofs")
+    if not isinstance(proofs, list) or not proofs or not isinstance(proofs[0], dict):
+        raise WireInputError("issueCommitmentMessage.combinedProofs must hold the proof of U")
+    u = _big(proofs[0], "U", "issueCommitmentMessage.combinedProofs[0]")
+    if not 1 < u < n:
+        raise WireInputError("issueCommitmentMessage U must lie strictly between 1 and n")
+    return u, _big(commitment, "n_2", "issueCommitmentMessage")
+
+
+def _issuer_pk_id(key: idemix.IdemixIssuerKey, fault: FaultSpec | None) -> str:
+    if fault is not None and fault.kind == "wrong-kid":
+        return key.issuer_pk_id + WRONG_KID_SUFFIX
+    return key.issuer_pk_id
+
+
+def _bad_signature(fault: FaultSpec | None) -> bool:
+    return fault is not None and fault.kind == "bad-signature"
+
+
+def _ignore_interrupts() -> None:
+    """Worker start: a Ctrl-C reaches the whole process group; the fake itself handles it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _call(pool: ProcessPoolExecutor, call: Callable[[], _T]) -> _T:
+    """Run `call` in `pool` and wait for it (in a thread: waiting blocks)."""
+    return pool.submit(call).result()
+
+
+class IdemixSigner:
+    """The Idemix issuer key and the worker processes that sign with it."""
+
+    def __init__(self, key: idemix.IdemixIssuerKey | None = None) -> None:
+        """Sign with `key` (default: the published test key VWS-TEST-0)."""
+        self.key = key or idemix.test_issuer_key()
+        self._pool: ProcessPoolExecutor | None = None
+
+    @staticmethod
+    def _start_pool() -> ProcessPoolExecutor:
+        """A started pool: every worker spawned now, none later on the event loop's behalf."""
+        workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+        )
+        for future in [pool.submit(os.getpid) for _ in range(workers)]:
+            future.result()
+        return pool
+
+    async def start(self) -> None:
+        """Start the worker processes (off the loop: spawning blocks).
+
+        A stop during the start lets the workers come up, then stops them, so that none
+        outlives the fake.
+        """
+        starting = asyncio.ensure_future(asyncio.to_thread(self._start_pool))
+        try:
+            self._pool = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            pool = await starting
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            raise
+
+    async def close(self) -> None:
+        """Stop the workers once the signings they run are done; drop those not begun."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    async def _run(self, call: Callable[[], _T]) -> _T:
+        """`call` (a picklable partial) in a worker process."""
+        if self._pool is None:
+            raise RuntimeError("the Idemix workers start with the application")
+        return await asyncio.to_thread(_call, self._pool, call)
+
+    def check_commitment(self, request: IssueRequest) -> None:
+        """Refuse an `/issue` whose commitment holds no usable `U` and `n_2` (`WireInputError`)."""
+        commitment_numbers(request.commitment, self.key.n)
+
+    def prepare_issue_response(self, nonces: NonceStore, amount: int) -> bytes:
+        """A fresh single-use nonce of Lstatzk bits for an issuance of `amount` credentials."""
+        nonce = _b64(secrets.randbits(idemix.LSTATZK))
+        nonces.remember(nonce, amount)
+        return orjson.dumps(
+            {"issuerPkId": self.key.issuer_pk_id, "issuerNonce": nonce, "credentialAmount": amount}
+        )
+
+    async def issue_response(
+        self, request: IssueRequest, nonces: NonceStore, fault: FaultSpec | None
+    ) -> bytes:
+        """Use the nonce up, then CL-sign every attribute set with the app's commitment.
+
+        The sets are signed in parallel, one task each in the worker pool.
+
+        Raises:
+            WireInputError: the commitment holds no usable `U` or `n_2`, or the nonce was used
+                meanwhile.
+        """
+        u, nonce2 = commitment_numbers(request.commitment, self.key.n)
+        nonces.consume(request.nonce, wanted=len(request.attributes))
+        pk_id = _issuer_pk_id(self.key, fault)
+        values = [idemix.attribute_values(attrs, pk_id) for attrs in request.attributes]
+        signatures = await asyncio.gather(
+            *(
+                self._run(
+                    functools.partial(
+                        idemix.sign_commitment,
+                        self.key,
+                        u,
+                        nonce2,
+                        [idemix.attribute_int(v) for v in attribute_values],
+                    )
+                )
+                for attribute_values in values
+            )
+        )
+        flip = _bad_signature(fault)
+        return orjson.dumps(
+            [
+                {
+                    "issueSignatureMessage": {
+                        "proof": {"c": _b64(s.c), "e_response": _b64(s.e_response)},
+                        "signature": {
+                            "A": _b64(s.a ^ 1 if flip else s.a),
+                            "e": _b64(s.e),
+                            "v": _b64(s.v),
+                            "KeyshareP": None,
+                        },
+                    },
+                    "attributes": [base64.b64encode(v).decode("ascii") for v in attribute_values],
+                }
+                for s, attribute_values in zip(signatures, values, strict=True)
+            ]
+        )
+
+    async def issue_static_response(
+        self, attributes: dict[str, str], fault: FaultSpec | None
+    ) -> bytes:
+        """An "NL2:" QR disclosing `attributes` at time 0, and its proof identifier."""
+        key = self.key
+        if fault is not None and fault.kind == "wrong-kid":
+            key = key.renamed(_issuer_pk_id(key, fault))
+        flip = _bad_signature(fault)
+        proof = await self._run(
+            functools.partial(idemix.issue_static, key, attributes, flip_a=flip)
+        )
+        identifier = proof_identifier(idemix.minimal_bytes(proof.challenge))
+        return orjson.dumps({"qr": proof.qr, "proofIdentifier": identifier})
