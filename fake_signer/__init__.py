@@ -6,6 +6,7 @@ test needs from a downstream: published keys (`GET /keys`), a latency model, a c
 random errors, injectable faults and counters (`/_control`, `/_stats`).
 
 It is a test double, not a signer: keys are generated on the fly, the domestic credentials are a
-simulation (Ed25519 instead of Idemix), and nothing here should ever sign a real certificate.
+simulation (Ed25519 instead of Idemix) or, under `--domestic-scheme idemix`, Idemix signed with
+the published test key VWS-TEST-0, and nothing here should ever sign a real certificate.
 It never imports `signing_gateway`, so contract tests catch drift between two independent peers.
 """

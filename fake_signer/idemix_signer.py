@@ -44,6 +44,8 @@ _T = TypeVar("_T")
 
 #: What `wrong-kid` appends to the issuerPkId in the metadata attribute it signs.
 WRONG_KID_SUFFIX = "-UNPUBLISHED"
+#: The most decimal digits a big integer written as a JSON number may have (n has 617).
+MAX_NUMBER_DIGITS = 1300
 #: Worker processes: one per core, at most two (the fake shares its machine with a gateway).
 MAX_WORKERS = 2
 
@@ -55,8 +57,12 @@ def _b64(value: int) -> str:
 def _big(parent: Mapping[str, Any], name: str, where: str) -> int:
     """A gabi big integer: base64 of big-endian bytes, or (as gabi also reads) a JSON integer."""
     value = parent.get(name)
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value >= 0:
-        return int(value)
+    if isinstance(value, Decimal):
+        # Digits first: turning a megabyte of them into an int would hold the loop for seconds.
+        digits = len(value.as_tuple().digits)
+        if digits <= MAX_NUMBER_DIGITS and value == value.to_integral_value() and value >= 0:
+            return int(value)
+        raise WireInputError(f"{where}.{name} must be a big integer of at most 1300 digits")
     if not isinstance(value, str):
         raise WireInputError(f"{where}.{name} must be a base64 big integer")
     try:

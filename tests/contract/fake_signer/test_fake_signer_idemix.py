@@ -217,9 +217,19 @@ async def test_issue_static_faults_make_qrs_the_gateway_refuses(client, fault, r
         lambda c: c.pop("n_2"),
         lambda c: c["combinedProofs"][0].update(U="not base64!"),
         lambda c: c["combinedProofs"][0].update(U=b64(KEY.n)),
+        lambda c: c["combinedProofs"][0].update(U=10**2000),
+        lambda c: c.update(n_2=-1),
         lambda c: c.update(issuerNonce="AAAA"),
     ],
-    ids=["no-proofs", "no-n2", "u-not-base64", "u-not-below-n", "other-nonce"],
+    ids=[
+        "no-proofs",
+        "no-n2",
+        "u-not-base64",
+        "u-not-below-n",
+        "u-number-too-long",
+        "n2-negative",
+        "other-nonce",
+    ],
 )
 async def test_unusable_commitment_is_refused_and_leaves_the_nonce(client, change):
     """A commitment without a usable U, n_2 or the session's nonce is a 400; the nonce lives on."""
@@ -242,3 +252,16 @@ async def test_issuer_nonce_is_single_use(client):
     body = issue_body(prepared, holder, [ATTRIBUTES])
     assert (await client.post("/issue", json=body, headers=JSON_HEADERS)).status_code == 200
     assert (await client.post("/issue", json=body, headers=JSON_HEADERS)).status_code == 400
+
+
+async def test_commitment_numbers_may_be_json_integers(client):
+    """U and n_2 written as JSON integers, which gabi also reads, are signed over as base64 ones."""
+    holder = make_holder()
+    prepared = await prepare(client, 1)
+    body = issue_body(prepared, holder, [ATTRIBUTES])
+    body["issueCommitmentMessage"]["combinedProofs"][0]["U"] = holder.commitment
+    body["issueCommitmentMessage"]["n_2"] = holder.nonce2
+    response = await client.post("/issue", json=body, headers=JSON_HEADERS)
+    assert response.status_code == 200, response.text
+    (item,) = response.json()
+    verify(item["issueSignatureMessage"], holder, asked_values(ATTRIBUTES))
