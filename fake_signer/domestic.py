@@ -45,18 +45,18 @@ SETS_ON_LOOP = 4
 ISSUE_CONTEXT = b"NL2-issue\x00"
 STATIC_CONTEXT = b"NL2-static\x00"
 STATIC_PREFIX = "NL2:"
-REQUIRED_ATTRIBUTES = frozenset(
-    {
-        "isSpecimen",
-        "isPaperProof",
-        "validFrom",
-        "validForHours",
-        "firstNameInitial",
-        "lastNameInitial",
-        "birthDay",
-        "birthMonth",
-    }
+#: The attributes every set holds, in the order an Idemix credential signs them.
+ATTRIBUTE_NAMES = (
+    "isSpecimen",
+    "isPaperProof",
+    "validFrom",
+    "validForHours",
+    "firstNameInitial",
+    "lastNameInitial",
+    "birthDay",
+    "birthMonth",
 )
+REQUIRED_ATTRIBUTES = frozenset(ATTRIBUTE_NAMES)
 OPTIONAL_ATTRIBUTES = frozenset({"category"})
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from fake_signer import idemix_test_key
 from fake_signer.base45 import ALPHABET
+from fake_signer.domestic import ATTRIBUTE_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -47,16 +48,7 @@ CONTEXT = 1
 STATIC_DISCLOSURE_TIME = 0
 QR_PREFIX = "NL2:"
 #: The named attributes of each credential version, in gabi order from attribute 2.
-NAMES_V2 = (
-    "isSpecimen",
-    "isPaperProof",
-    "validFrom",
-    "validForHours",
-    "firstNameInitial",
-    "lastNameInitial",
-    "birthDay",
-    "birthMonth",
-)
+NAMES_V2 = ATTRIBUTE_NAMES
 NAMES_V3 = (*NAMES_V2, "category")
 _PRIME_ROUNDS = 40
 _SMALL_PRIMES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 import httpx
 import orjson
 import pytest
-from aiohttp import web
 
 from fake_signer import eu, keys
 from fake_signer.app import create_app
 from fake_signer.errors import KeyExpiredError, WireInputError
 from fake_signer.settings import FakeSignerSettings
 from tests.contract.fake_signer.signer_wire import eu_body
+from tests.support.fake_signer_app import serving_app
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -28,15 +28,8 @@ async def serving(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client on an in-process EU fake signer with `material` on a free port."""
     app = create_app(FakeSignerSettings(role="eu", **settings), keys=material)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
-            yield client
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as client:
+        yield client
 
 
 def made_ago(age: dt.timedelta) -> keys.KeyMaterial:

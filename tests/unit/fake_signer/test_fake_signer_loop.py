@@ -8,9 +8,7 @@ import dataclasses
 import itertools
 import time
 
-import httpx
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fake_signer import keys
@@ -19,6 +17,7 @@ from fake_signer.domestic import MAX_CREDENTIAL_AMOUNT
 from fake_signer.settings import FakeSignerSettings
 from signing_gateway.verification.idemix_keys import IdemixPublicKey
 from tests.contract.fake_signer.signer_wire import ATTRIBUTES, JSON_HEADERS
+from tests.support.fake_signer_app import serving_app
 from tests.unit.verification.idemix_testdata import TEST_KEY_XML
 
 # Each signature takes this long: 100 of them take 0.3 s, long beside the millisecond a
@@ -58,16 +57,8 @@ async def slow_signer():
     app = create_app(
         FakeSignerSettings(role="domestic"), keys=dataclasses.replace(material, domestic=domestic)
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
-            yield client, slow
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as client:
+        yield client, slow
 
 
 async def test_healthz_answers_while_a_full_issue_batch_is_signed(slow_signer):
@@ -103,16 +94,8 @@ async def test_healthz_answers_while_a_full_issue_batch_is_signed(slow_signer):
 async def idemix_signer():
     """An in-process domestic fake signer on a free port in the idemix scheme."""
     app = create_app(FakeSignerSettings(role="domestic", domestic_scheme="idemix"))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=60) as client:
-            yield client
-    finally:
-        await runner.cleanup()
+    async with serving_app(app, client_timeout=60) as client:
+        yield client
 
 
 async def test_healthz_answers_while_idemix_signatures_are_made(idemix_signer):
