@@ -24,6 +24,7 @@ import math
 import multiprocessing.connection
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -100,13 +101,12 @@ class SupervisedConfig(uvicorn.Config):
     def configure_logging(self) -> None:
         """Set up uvicorn's logging, then the gateway's and the SIGTERM handler that flushes it.
 
-        In a worker, the first of its own code that runs: SIGINT, blocked since it was started
-        (`_Supervisor`), is taken from here on (ignored until uvicorn serves, which takes it).
+        In a worker, the first of its own code that runs, SIGINT still blocked since it was
+        started (`_GatewayProcess`).
         """
         super().configure_logging()
         configure_logging(level=self.gateway_log_level, fmt=self.gateway_log_format)
         signal.signal(signal.SIGTERM, _write_logs_then_end)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
         """The bounded asyncio loop for `events_per_pass`, else the one `loop` names.
@@ -138,37 +138,38 @@ def _log_event_loop(loop: str, events_per_pass: int) -> None:
 
 
 @contextlib.contextmanager
-def _workers_start_without_ctrl_c() -> Iterator[None]:
-    """Start worker processes here with SIGINT ignored and blocked; this one's, held meanwhile.
+def _ctrl_c_held_from_started_processes() -> Iterator[None]:
+    """Start processes here with SIGINT blocked, for them to take it once their own code runs.
 
     In a terminal Ctrl-C reaches the supervisor and every worker at once. A worker still
     starting (Python importing uvicorn and this module, before any code of the gateway's
     runs) ended in a KeyboardInterrupt traceback, one per worker. Workers need no SIGINT of
     their own: the supervisor takes it and stops them with SIGTERM. A process started keeps
-    an ignored signal and the blocked ones; the worker unblocks SIGINT once its code runs
-    (`SupervisedConfig.configure_logging`). Here the signal is blocked while ignored, so a
-    Ctrl-C meanwhile waits for the supervisor's handler instead of being lost.
+    the signals blocked in the thread that starts it (across `fork` and `exec` alike); the
+    worker ignores SIGINT, then unblocks it, once its code runs (`_GatewayProcess.target`),
+    so a Ctrl-C meanwhile is dropped there.
+
+    Only blocked in this thread, never ignored: the supervisor's other threads (its log
+    writer's) still take SIGINT for its handler, which runs here. SIGINT ignored meanwhile,
+    as it was, the kernel gave a Ctrl-C to one of those threads, which dropped it: the
+    supervisor never stopped.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def _starting_workers_without_ctrl_c(
-    method: Callable[[Multiprocess], None],
-) -> Callable[[Multiprocess], None]:
-    """`method` of uvicorn's supervisor, its workers started without Ctrl-C (see above)."""
+def _take_ctrl_c_from_here() -> None:
+    """In a worker started by `_Supervisor`: drop a Ctrl-C still pending, and any until it serves.
 
-    @functools.wraps(method)
-    def started_without_ctrl_c(supervisor: Multiprocess) -> None:
-        with _workers_start_without_ctrl_c():
-            method(supervisor)
-
-    return started_without_ctrl_c
+    A pending signal that is ignored is discarded: what was pressed while the worker
+    started, already taken by the supervisor, raises no KeyboardInterrupt here. uvicorn's
+    server takes SIGINT once it serves (and puts it back to ignored as it ends).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 #: Held while a worker builds its server: its health-check thread asks for it too.
@@ -182,7 +183,8 @@ class _GatewayProcess(Process):
     its listener at once and waits for the requests in flight without a bound: readiness was
     never 503 and no caller was turned away meanwhile. This one's `server`, the one its
     `target` runs in the worker, is the one `serve` runs with one process, apart from
-    the app it loads itself and SIGINT, which it leaves to the supervisor. So the
+    the app it loads itself and SIGINT, which it leaves to the supervisor (started with it
+    held off: `_ctrl_c_held_from_started_processes`). So the
     supervisor's SIGTERM to each worker (on its own SIGTERM or SIGINT, a SIGHUP's restart, a
     SIGTTOU) starts a drain, and the supervisor, joining its workers, waits for them.
 
@@ -192,6 +194,16 @@ class _GatewayProcess(Process):
     built under a lock (its module imported then, a tenth of a second or so), so both see the
     same one.
     """
+
+    def start(self) -> None:
+        """Start the worker process, SIGINT blocked in it until its own code runs."""
+        with _ctrl_c_held_from_started_processes():
+            super().start()
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve in the worker, SIGINT ignored until uvicorn's server takes it."""
+        _take_ctrl_c_from_here()
+        super().target(sockets)
 
     @property
     def server(self) -> uvicorn.Server:
@@ -229,11 +241,6 @@ def _starting_gateway_workers(
     return functools.wraps(method)(started)
 
 
-def _starting_workers(method: Callable[[Multiprocess], None]) -> Callable[[Multiprocess], None]:
-    """`method` of uvicorn's supervisor, its workers the gateway's, started without Ctrl-C."""
-    return _starting_workers_without_ctrl_c(_starting_gateway_workers(method))
-
-
 #: The signals that stop the supervisor, and stop its workers now once it is stopping.
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 #: How often the supervisor, waiting for its workers to end, looks for a further stop signal.
@@ -247,9 +254,9 @@ SIGNAL_TAKEN_SECONDS = 0.2
 class _Supervisor(Multiprocess):
     """uvicorn's supervisor, its workers drain-aware and started without Ctrl-C.
 
-    Drain-aware: `_GatewayProcess`; without Ctrl-C: `_workers_start_without_ctrl_c`. Every
-    method of uvicorn's that starts a worker: the first ones, one for a worker that died, a
-    SIGHUP's replacements and SIGTTIN's added one. Stopping is uvicorn's: SIGTERM to each
+    Drain-aware and without Ctrl-C: `_GatewayProcess`, in every method of uvicorn's that
+    starts a worker: the first ones, one for a worker that died, a SIGHUP's replacements and
+    SIGTTIN's added one. Stopping is uvicorn's: SIGTERM to each
     worker, then a wait for each to end, which is now each worker's drain. A further SIGTERM
     or SIGINT, while it stops, stops every worker now (`join_all`): uvicorn's own took no
     signal while it waited, and only SIGKILL, which answers nothing, cut a drain short. Two
@@ -257,10 +264,10 @@ class _Supervisor(Multiprocess):
     were sent their first SIGTERM: the second is kept for `join_all` too.
     """
 
-    init_processes = _starting_workers(Multiprocess.init_processes)
-    keep_subprocess_alive = _starting_workers(Multiprocess.keep_subprocess_alive)
-    restart_all = _starting_workers(Multiprocess.restart_all)
-    handle_ttin = _starting_workers(Multiprocess.handle_ttin)
+    init_processes = _starting_gateway_workers(Multiprocess.init_processes)
+    keep_subprocess_alive = _starting_gateway_workers(Multiprocess.keep_subprocess_alive)
+    restart_all = _starting_gateway_workers(Multiprocess.restart_all)
+    handle_ttin = _starting_gateway_workers(Multiprocess.handle_ttin)
 
     #: When the workers were sent the SIGTERM that stops them (`time.monotonic`).
     _workers_stopped_at = 0.0

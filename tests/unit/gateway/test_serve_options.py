@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,30 +266,21 @@ class _DeadWorker:
         pass
 
 
-def test_every_worker_the_supervisor_starts_is_the_gateways(
-    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Pin that each method of uvicorn's supervisor that starts a worker starts a drain-aware one.
+def _start_a_worker_by_each_method(
+    monkeypatch: pytest.MonkeyPatch,
+    supervised: serving.SupervisedConfig,
+    start: Callable[[multiprocess.Process], None],
+) -> list[multiprocess.Process]:
+    """The workers `serving._Supervisor` builds by each of its methods that starts one.
 
     The first workers, one for a worker that died, a SIGHUP's replacement and SIGTTIN's added
-    one; uvicorn builds each by the name `Process`. A plain `Process` runs uvicorn's own
-    server: no drain on the SIGTERM that stops it. uvicorn's module keeps its own `Process`.
+    one. `start` stands for the start of uvicorn's worker, the process (not started).
     """
-    assert _serve("--workers", "2") == 0
-    started: list[tuple[type, bool]] = []
-
-    def start(process: serving._GatewayProcess) -> None:
-        # Started with Ctrl-C ignored and blocked, so a worker still importing is not ended
-        # by it (`_workers_start_without_ctrl_c`).
-        blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-        without_ctrl_c = signal.getsignal(signal.SIGINT) is signal.SIG_IGN and blocked
-        started.append((type(process), without_ctrl_c))
-
-    monkeypatch.setattr(serving._GatewayProcess, "start", start)
+    monkeypatch.setattr(multiprocess.Process, "start", start)
     monkeypatch.setattr(serving._GatewayProcess, "wait_until_ready", lambda *_a, **_k: True)
     # uvicorn's own constructor takes over this process's signals: not run here.
     supervisor = object.__new__(serving._Supervisor)
-    supervisor.config, supervisor.sockets = served["supervised"], []
+    supervisor.config, supervisor.sockets = supervised, []
     supervisor.processes_num, supervisor.processes = 1, []
     supervisor.should_exit = threading.Event()
     supervisor.init_processes()
@@ -296,14 +289,70 @@ def test_every_worker_the_supervisor_starts_is_the_gateways(
     supervisor.processes = [_DeadWorker()]  # type: ignore[list-item]
     supervisor.restart_all()
     supervisor.handle_ttin()
-    assert started == [(serving._GatewayProcess, True)] * 4
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     for process in supervisor.processes:
-        assert isinstance(process, serving._GatewayProcess)
         process.parent_conn.close()
         process.child_conn.close()
+    return supervisor.processes
+
+
+def test_every_worker_the_supervisor_starts_is_the_gateways(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin that each method of uvicorn's supervisor that starts a worker starts a drain-aware one.
+
+    uvicorn builds each by the name `Process`. A plain `Process` runs uvicorn's own server: no
+    drain on the SIGTERM that stops it. uvicorn's module keeps its own `Process`.
+    """
+    assert _serve("--workers", "2") == 0
+    started: list[tuple[type, bool]] = []
+
+    def start(process: multiprocess.Process) -> None:
+        # Started with Ctrl-C blocked, which the process keeps, so a worker still importing
+        # is not ended by it (`_ctrl_c_held_from_started_processes`).
+        blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        started.append((type(process), blocked))
+
+    processes = _start_a_worker_by_each_method(monkeypatch, served["supervised"], start)
+    assert started == [(serving._GatewayProcess, True)] * 4
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert all(isinstance(process, serving._GatewayProcess) for process in processes)
     assert multiprocess.Process is not serving._GatewayProcess
+
+
+def test_a_ctrl_c_while_a_worker_starts_reaches_the_supervisor(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT to the supervisor while it starts a worker reaches its handler: none is lost.
+
+    The kernel hands a signal sent to the process to a thread that does not block it: the
+    supervisor's log writer, while the thread starting a worker blocks SIGINT. Before, SIGINT
+    was ignored too while a worker started (and while the workers' health was checked, every
+    0.5 s): the log writer dropped a Ctrl-C then, and the supervisor never stopped.
+    """
+    assert _serve("--workers", "2") == 0
+    taken: list[int] = []
+    seen: list[tuple[bool, list[int]]] = []
+
+    def start(_process: multiprocess.Process) -> None:
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # to the process, as a terminal's Ctrl-C
+        deadline = time.monotonic() + 2
+        while not taken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append((ignored, taken[:]))
+        taken.clear()
+
+    log_writer = threading.Event()
+    other_thread = threading.Thread(target=log_writer.wait)  # SIGINT not blocked there
+    other_thread.start()
+    handler = signal.signal(signal.SIGINT, lambda signum, _frame: taken.append(signum))
+    try:
+        _start_a_worker_by_each_method(monkeypatch, served["supervised"], start)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        log_writer.set()
+        other_thread.join()
+    assert seen == [(False, [signal.SIGINT])] * 4
 
 
 def test_a_workers_server_is_the_drain_aware_one_and_built_once() -> None:
