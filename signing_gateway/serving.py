@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
 from types import FrameType, FunctionType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -153,7 +154,12 @@ def _ctrl_c_held_from_started_processes() -> Iterator[None]:
     writer's) still take SIGINT for its handler, which runs here. SIGINT ignored meanwhile,
     as it was, the kernel gave a Ctrl-C to one of those threads, which dropped it: the
     supervisor never stopped.
+
+    multiprocessing's resource tracker is started first, if it is not running yet: the first
+    process spawned starts it, and starting it unblocks SIGINT in this thread, before the
+    worker itself is started (the first worker then took a Ctrl-C while still importing).
     """
+    resource_tracker.ensure_running()
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield

@@ -355,6 +355,33 @@ def test_a_ctrl_c_while_a_worker_starts_reaches_the_supervisor(
     assert seen == [(False, [signal.SIGINT])] * 4
 
 
+def test_a_worker_process_starts_with_ctrl_c_blocked_even_the_first_one() -> None:
+    """A worker process is started with SIGINT blocked, also the first one started.
+
+    The first process multiprocessing spawns starts its resource tracker too, which unblocks
+    SIGINT in the starting thread on its way: the first worker was started with SIGINT
+    unblocked, and a Ctrl-C while it imported ended in a KeyboardInterrupt traceback. Run in a
+    fresh interpreter (no tracker yet); the worker's process raises SIGINT at once, which only
+    a blocked SIGINT leaves without a KeyboardInterrupt (exit status 0).
+    """
+    code = (
+        "import multiprocessing, signal, uvicorn\n"
+        "from signing_gateway import serving\n"
+        "config = uvicorn.Config('signing_gateway.app:create_served_app', factory=True)\n"
+        "worker = serving._GatewayProcess(config, [])\n"
+        "worker.process = multiprocessing.get_context('spawn').Process(\n"
+        "    target=signal.raise_signal, args=(signal.SIGINT,))\n"
+        "worker.start()\n"
+        "worker.process.join()\n"
+        "print(worker.exitcode)\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["0"], done.stderr
+
+
 def test_a_workers_server_is_the_drain_aware_one_and_built_once() -> None:
     """The server a worker runs and the one its health-check thread asks about are one."""
     config = uvicorn.Config("signing_gateway.app:create_served_app", factory=True)
