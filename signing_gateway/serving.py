@@ -190,9 +190,9 @@ class _GatewayProcess(Process):
     never 503 and no caller was turned away meanwhile. This one's `server`, the one its
     `target` runs in the worker, is the one `serve` runs with one process, apart from
     the app it loads itself and SIGINT, which it leaves to the supervisor (started with it
-    held off: `_ctrl_c_held_from_started_processes`). So the
-    supervisor's SIGTERM to each worker (on its own SIGTERM or SIGINT, a SIGHUP's restart, a
-    SIGTTOU) starts a drain, and the supervisor, joining its workers, waits for them.
+    held off: `_ctrl_c_held_from_started_processes`). So the supervisor's SIGTERM to each
+    worker (on its own SIGTERM or SIGINT, a SIGHUP's restart, a SIGTTOU) starts a drain, and
+    the supervisor, joining its workers, waits for them.
 
     A subclass of uvicorn's worker, rather than something in the worker's configuration or
     app: the server is what takes the signals and closes the listener, and uvicorn builds it
@@ -262,12 +262,12 @@ class _Supervisor(Multiprocess):
 
     Drain-aware and without Ctrl-C: `_GatewayProcess`, in every method of uvicorn's that
     starts a worker: the first ones, one for a worker that died, a SIGHUP's replacements and
-    SIGTTIN's added one. Stopping is uvicorn's: SIGTERM to each
-    worker, then a wait for each to end, which is now each worker's drain. A further SIGTERM
-    or SIGINT, while it stops, stops every worker now (`join_all`): uvicorn's own took no
-    signal while it waited, and only SIGKILL, which answers nothing, cut a drain short. Two
-    that come close together (Ctrl-C pressed twice) are taken in one pass, before the workers
-    were sent their first SIGTERM: the second is kept for `join_all` too.
+    SIGTTIN's added one. Stopping is uvicorn's: SIGTERM to each worker, then a wait for each
+    to end, which is now each worker's drain. A further SIGTERM or SIGINT, while it stops,
+    stops every worker now (`join_all`): uvicorn's own took no signal while it waited, and
+    only SIGKILL, which answers nothing, cut a drain short. Two that come close together
+    (Ctrl-C pressed twice) are taken in one pass, before the workers were sent their first
+    SIGTERM: the second is kept for `join_all` too.
     """
 
     init_processes = _starting_gateway_workers(Multiprocess.init_processes)
