@@ -76,6 +76,13 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return seen
 
 
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter of the test's own; its output captured."""
+    return subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def _serve(*flags: str) -> int:
     return cli.main(["serve", "--host", "127.0.0.1", "--port", "0", *flags])
 
@@ -187,9 +194,7 @@ def test_sigterm_sends_the_spans_writes_the_log_then_ends_as_the_signal_does() -
         "signal.raise_signal(signal.SIGTERM)\n"
         "print('still running', flush=True)\n"
     )
-    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = _run_python(code)
     assert (done.returncode, done.stdout) == (-signal.SIGTERM, "spans\nlog lines\n"), done.stderr
 
 
@@ -241,9 +246,7 @@ def test_a_worker_can_answer_the_supervisor_before_it_imports_the_app(
         f"import pickle, sys; pickle.loads(open({str(pickled)!r}, 'rb').read())\n"
         f"print(sorted(name for name in {heavy!r} if name in sys.modules))"
     )
-    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = _run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]"]
 
@@ -375,9 +378,7 @@ def test_a_worker_process_starts_with_ctrl_c_blocked_even_the_first_one() -> Non
         "worker.process.join()\n"
         "print(worker.exitcode)\n"
     )
-    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = _run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["0"], done.stderr
 
