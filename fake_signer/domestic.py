@@ -252,13 +252,21 @@ def parse_issue(body: bytes) -> IssueRequest:
         raise WireInputError("prepareIssueMessage must be an object with an issuerNonce")
     if not isinstance(commitment, dict):
         raise WireInputError("issueCommitmentMessage must be an object")
-    if commitment.get("issuerNonce") != prepare["issuerNonce"]:
-        raise WireInputError("issueCommitmentMessage refers to another issuerNonce")
     attributes = data["credentialsAttributes"]
     if not isinstance(attributes, list) or not attributes:
         raise WireInputError("credentialsAttributes must be a non-empty list")
     checked = [check_attributes(a, f"credentialsAttributes[{i}]") for i, a in enumerate(attributes)]
     return IssueRequest(prepare["issuerNonce"], checked, commitment)
+
+
+def check_commitment(request: IssueRequest) -> None:
+    """The simulation's commitment names the session's nonce (`WireInputError` if not).
+
+    The Idemix scheme has no such member: gabi's IssueCommitmentMessage holds no nonce, and the
+    Idemix server takes it from the prepareIssueMessage handed back with the `/issue`.
+    """
+    if request.commitment.get("issuerNonce") != request.nonce:
+        raise WireInputError("issueCommitmentMessage refers to another issuerNonce")
 
 
 async def issue_response(

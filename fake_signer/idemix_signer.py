@@ -2,7 +2,8 @@
 
 - `/prepare_issue` → `{"issuerPkId": "VWS-TEST-0", "issuerNonce": b64, "credentialAmount": n}`,
   the nonce a random number of Lstatzk (128) bits, as gabi's ``common.GenerateNonce``;
-- `/issue` reads the app's `U` (``combinedProofs[0].U``) and `n_2` from its commitment and
+- `/issue` reads the app's `n_2` and, for attribute set `i`, its `U` (``combinedProofs[i].U``)
+  from its commitment (the nonce from the prepareIssueMessage, as the Idemix server does) and
   answers per attribute set `{"issueSignatureMessage": {"proof": {"c", "e_response"},
   "signature": {"A", "e", "v", "KeyshareP": null}}, "attributes": [b64 metadata, b64 ...]}`;
 - `/issue_static` → `{"qr": "NL2:...", "proofIdentifier": b64(SHA-256(C)[:16])}`.
@@ -71,19 +72,32 @@ def _big(parent: Mapping[str, Any], name: str, where: str) -> int:
         raise WireInputError(f"{where}.{name} must be a base64 big integer") from None
 
 
-def commitment_numbers(commitment: Mapping[str, Any], n: int) -> tuple[int, int]:
-    """The app's `U` (its first combined proof's) and `n_2` from an IssueCommitmentMessage.
+def commitment_numbers(
+    commitment: Mapping[str, Any], n: int, credentials: int
+) -> tuple[tuple[int, ...], int]:
+    """Each credential's `U` (its combined proof's) and `n_2` from an IssueCommitmentMessage.
+
+    As gabi's multi-credential commitment, `combinedProofs` holds one proof per credential,
+    in the order of the attribute sets: credential `i` is signed over `combinedProofs[i].U`.
 
     Raises:
-        WireInputError: either is missing or not a big integer, or `U` is outside (1, n).
+        WireInputError: the proofs are not `credentials` objects, a `U` or `n_2` is missing
+            or not a big integer, or a `U` is outside (1, n).
     """
     proofs = commitment.get("combinedProofs")
-    if not isinstance(proofs, list) or not proofs or not isinstance(proofs[0], dict):
-        raise WireInputError("issueCommitmentMessage.combinedProofs must hold the proof of U")
-    u = _big(proofs[0], "U", "issueCommitmentMessage.combinedProofs[0]")
-    if not 1 < u < n:
+    if not isinstance(proofs, list) or not all(isinstance(proof, dict) for proof in proofs):
+        raise WireInputError("issueCommitmentMessage.combinedProofs must be a list of objects")
+    if len(proofs) != credentials:
+        raise WireInputError(
+            f"issueCommitmentMessage holds {len(proofs)} proofs for {credentials} credentials"
+        )
+    commitments = tuple(
+        _big(proof, "U", f"issueCommitmentMessage.combinedProofs[{index}]")
+        for index, proof in enumerate(proofs)
+    )
+    if not all(1 < u < n for u in commitments):
         raise WireInputError("issueCommitmentMessage U must lie strictly between 1 and n")
-    return u, _big(commitment, "n_2", "issueCommitmentMessage")
+    return commitments, _big(commitment, "n_2", "issueCommitmentMessage")
 
 
 def _issuer_pk_id(key: idemix.IdemixIssuerKey, fault: FaultSpec | None) -> str:
@@ -152,8 +166,8 @@ class IdemixSigner:
         return await asyncio.to_thread(_call, self._pool, call)
 
     def check_commitment(self, request: IssueRequest) -> None:
-        """Refuse an `/issue` whose commitment holds no usable `U` and `n_2` (`WireInputError`)."""
-        commitment_numbers(request.commitment, self.key.n)
+        """Refuse an `/issue` without a usable `U` per set and `n_2` (`WireInputError`)."""
+        commitment_numbers(request.commitment, self.key.n, len(request.attributes))
 
     def prepare_issue_response(self, nonces: NonceStore, amount: int) -> bytes:
         """A fresh single-use nonce of Lstatzk bits for an issuance of `amount` credentials."""
@@ -171,10 +185,12 @@ class IdemixSigner:
         The sets are signed in parallel, one task each in the worker pool.
 
         Raises:
-            WireInputError: the commitment holds no usable `U` or `n_2`, or the nonce was used
-                meanwhile.
+            WireInputError: the commitment holds no usable `U` per set or `n_2`, or the nonce
+                was used meanwhile.
         """
-        u, nonce2 = commitment_numbers(request.commitment, self.key.n)
+        commitments, nonce2 = commitment_numbers(
+            request.commitment, self.key.n, len(request.attributes)
+        )
         nonces.consume(request.nonce, wanted=len(request.attributes))
         pk_id = _issuer_pk_id(self.key, fault)
         values = [idemix.attribute_values(attrs, pk_id) for attrs in request.attributes]
@@ -189,7 +205,7 @@ class IdemixSigner:
                         [idemix.attribute_int(v) for v in attribute_values],
                     )
                 )
-                for attribute_values in values
+                for u, attribute_values in zip(commitments, values, strict=True)
             )
         )
         flip = _bad_signature(fault)

@@ -119,6 +119,8 @@ async def issue(request: web.Request) -> web.StreamResponse:
         state.nonces.check(checked.nonce, wanted=len(checked.attributes))
         if state.idemix is not None:
             state.idemix.check_commitment(checked)
+        else:
+            domestic.check_commitment(checked)
     except WireInputError as exc:
         state.stats.count("issue", "bad_request")
         return text_response(exc.status, str(exc))

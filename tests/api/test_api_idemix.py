@@ -28,7 +28,13 @@ from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes
 from tests.api.signer_mocks import decode_b64_json
 from tests.support.gateway import DOMESTIC_SIGNER_URL, SignerKeys, make_settings, running_gateway
-from tests.support.idemix_issuer import TEST_KEY_FILE, Holder, commitment_message, make_holder, sign
+from tests.support.idemix_issuer import (
+    TEST_KEY_FILE,
+    Holder,
+    commitment_message,
+    make_holders,
+    sign,
+)
 from tests.support.polling import until_answered
 from tests.unit.verification.idemix_qr_support import make_qr, proof_fields
 from tests.unit.verification.idemix_testdata import DENIED, DENIED_PROOF_IDENTIFIER, DENIED_QR
@@ -142,8 +148,7 @@ async def issue(
     )
     prepared = await gateway.post("/v1/domestic/prepare-issue")
     assert prepared.status_code == 200, prepared.text
-    first = make_holder()
-    holders = [first, make_holder(nonce2=first.nonce2)]
+    holders = make_holders(2)
     attributes = [domestic_attributes(isPaperProof="0"), domestic_attributes(category="1")]
     answer = await gateway.post(
         "/v1/domestic/issue",

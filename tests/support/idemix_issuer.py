@@ -55,6 +55,12 @@ def make_holder(key: IdemixPublicKey = TEST_KEY, *, nonce2: int | None = None) -
     return Holder(secret, v_prime, commitment, secrets.randbits(128) if nonce2 is None else nonce2)
 
 
+def make_holders(count: int) -> list[Holder]:
+    """An app's commitments for `count` credentials: a U each, under its one nonce n_2."""
+    first = make_holder()
+    return [first, *(make_holder(nonce2=first.nonce2) for _ in range(count - 1))]
+
+
 def sign(holder: Holder, values: Any, *, e: int | None = None) -> dict[str, Any]:
     """An issueSignatureMessage over U and ``values``, as gabi's issuer makes it."""
     key = TEST_KEY

@@ -8,10 +8,6 @@ the app builds it, ``U = S^v' * R_0^secret``.
 
 from __future__ import annotations
 
-import base64
-import secrets
-from dataclasses import dataclass
-
 import httpx
 import pytest
 
@@ -26,33 +22,18 @@ from tests.contract.fake_signer.signer_wire import (
     b64d,
 )
 from tests.support.fake_signer_process import running_fake_signer
+from tests.support.idemix_issuer import (
+    Holder,
+    b64,
+    commitment_message,
+    make_holder,
+    make_holders,
+)
 from tests.unit.verification.idemix_testdata import TEST_KEY_XML
 
 KEY = IdemixPublicKey.from_xml(TEST_KEY_XML)
 KEYS = {"VWS-TEST-0": KEY}
-#: gabi's 2048-bit LvPrime: the size of the app's v'.
-LV_PRIME = 2176
 WITH_CATEGORY = {**ATTRIBUTES, "category": "3"}
-
-
-@dataclass(frozen=True)
-class Holder:
-    """An app's commitment U and its nonce n_2."""
-
-    commitment: int
-    nonce2: int
-
-
-def b64(value: int) -> str:
-    """A gabi JSON big integer."""
-    return base64.b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).decode()
-
-
-def make_holder() -> Holder:
-    """A fresh app secret and v', committed to as U = S^v' * R_0^secret."""
-    secret, v_prime = secrets.randbits(256), secrets.randbits(LV_PRIME)
-    commitment = pow(KEY.s, v_prime, KEY.n) * pow(KEY.bases[0], secret, KEY.n) % KEY.n
-    return Holder(commitment, secrets.randbits(128))
 
 
 def asked_values(attributes: dict[str, str]) -> tuple[bytes, ...]:
@@ -88,31 +69,25 @@ async def prepare(client, amount: int) -> dict:
     return response.json()
 
 
-def issue_body(prepared: dict, holder: Holder, attributes: list[dict[str, str]]) -> dict:
-    """An /issue body carrying the holder's commitment as gabi's IssueCommitmentMessage."""
+def issue_body(prepared: dict, holders: list[Holder], attributes: list[dict[str, str]]) -> dict:
+    """An /issue body carrying gabi's IssueCommitmentMessage: one proof of U per credential."""
     return {
         "prepareIssueMessage": prepared,
-        "issueCommitmentMessage": {
-            "combinedProofs": [
-                {"U": b64(holder.commitment), "c": b64(1), "v_prime_response": b64(1)}
-            ],
-            "n_2": b64(holder.nonce2),
-            "issuerNonce": prepared["issuerNonce"],
-        },
+        "issueCommitmentMessage": commitment_message(holders),
         "credentialsAttributes": attributes,
     }
 
 
-async def issue(client, attributes, *, holder=None, headers=None):
-    """Prepare and issue ``attributes``; the holder and the answer."""
-    holder = holder or make_holder()
+async def issue(client, attributes, *, headers=None):
+    """Prepare and issue ``attributes``; the holders (one per set) and the answer."""
+    holders = make_holders(len(attributes))
     prepared = await prepare(client, len(attributes))
     response = await client.post(
         "/issue",
-        json=issue_body(prepared, holder, attributes),
+        json=issue_body(prepared, holders, attributes),
         headers={**JSON_HEADERS, **(headers or {})},
     )
-    return holder, response
+    return holders, response
 
 
 def verify(message, holder: Holder, values) -> None:
@@ -133,11 +108,11 @@ async def test_prepare_issue_names_the_test_key_and_a_gabi_nonce(client):
 
 async def test_issued_cl_signatures_verify_against_the_apps_commitment(client):
     """Each /issue item is a CL signature over U and its attributes that the gateway verifies."""
-    holder, response = await issue(client, [ATTRIBUTES, WITH_CATEGORY])
+    holders, response = await issue(client, [ATTRIBUTES, WITH_CATEGORY])
     assert response.status_code == 200, response.text
     items = response.json()
     assert len(items) == 2
-    for item, attributes in zip(items, [ATTRIBUTES, WITH_CATEGORY], strict=True):
+    for item, attributes, holder in zip(items, [ATTRIBUTES, WITH_CATEGORY], holders, strict=True):
         values = asked_values(attributes)
         assert [b64d(value) for value in item["attributes"]] == list(values)
         assert item["issueSignatureMessage"]["signature"]["KeyshareP"] is None
@@ -172,7 +147,7 @@ async def test_issue_static_qr_verifies_and_discloses_the_attributes(client):
 @pytest.mark.parametrize(("fault", "reason"), [("bad-signature", "bad-signature")])
 async def test_issue_fault_makes_a_signature_the_gateway_refuses(client, fault, reason):
     """bad-signature: the /issue answer has its shape but its A does not verify."""
-    holder, response = await issue(client, [ATTRIBUTES], headers={"X-Fake-Signer-Fault": fault})
+    (holder,), response = await issue(client, [ATTRIBUTES], headers={"X-Fake-Signer-Fault": fault})
     assert response.status_code == 200
     (item,) = response.json()
     with pytest.raises(CredentialVerificationError) as caught:
@@ -183,7 +158,7 @@ async def test_issue_fault_makes_a_signature_the_gateway_refuses(client, fault, 
 async def test_issue_wrong_kid_signs_metadata_naming_another_key(client):
     """wrong-kid: signed with the key, but over a metadata attribute naming another issuerPkId."""
     headers = {"X-Fake-Signer-Fault": "wrong-kid"}
-    holder, response = await issue(client, [ATTRIBUTES], headers=headers)
+    (holder,), response = await issue(client, [ATTRIBUTES], headers=headers)
     (item,) = response.json()
     returned = [b64d(value) for value in item["attributes"]]
     asked = asked_values(ATTRIBUTES)
@@ -219,7 +194,8 @@ async def test_issue_static_faults_make_qrs_the_gateway_refuses(client, fault, r
         lambda c: c["combinedProofs"][0].update(U=b64(KEY.n)),
         lambda c: c["combinedProofs"][0].update(U=10**2000),
         lambda c: c.update(n_2=-1),
-        lambda c: c.update(issuerNonce="AAAA"),
+        lambda c: c["combinedProofs"].clear(),
+        lambda c: c["combinedProofs"].append(dict(c["combinedProofs"][0])),
     ],
     ids=[
         "no-proofs",
@@ -228,19 +204,20 @@ async def test_issue_static_faults_make_qrs_the_gateway_refuses(client, fault, r
         "u-not-below-n",
         "u-number-too-long",
         "n2-negative",
-        "other-nonce",
+        "no-proof-for-the-set",
+        "a-proof-too-many",
     ],
 )
 async def test_unusable_commitment_is_refused_and_leaves_the_nonce(client, change):
-    """A commitment without a usable U, n_2 or the session's nonce is a 400; the nonce lives on."""
+    """A commitment without one usable U per set or a usable n_2 is a 400; the nonce lives on."""
     holder = make_holder()
     prepared = await prepare(client, 1)
-    body = issue_body(prepared, holder, [ATTRIBUTES])
+    body = issue_body(prepared, [holder], [ATTRIBUTES])
     change(body["issueCommitmentMessage"])
     refused = await client.post("/issue", json=body, headers=JSON_HEADERS)
     assert refused.status_code == 400
     retried = await client.post(
-        "/issue", json=issue_body(prepared, holder, [ATTRIBUTES]), headers=JSON_HEADERS
+        "/issue", json=issue_body(prepared, [holder], [ATTRIBUTES]), headers=JSON_HEADERS
     )
     assert retried.status_code == 200
 
@@ -249,7 +226,7 @@ async def test_issuer_nonce_is_single_use(client):
     """A second /issue with the same nonce is refused, as in the simulation."""
     holder = make_holder()
     prepared = await prepare(client, 1)
-    body = issue_body(prepared, holder, [ATTRIBUTES])
+    body = issue_body(prepared, [holder], [ATTRIBUTES])
     assert (await client.post("/issue", json=body, headers=JSON_HEADERS)).status_code == 200
     assert (await client.post("/issue", json=body, headers=JSON_HEADERS)).status_code == 400
 
@@ -258,7 +235,7 @@ async def test_commitment_numbers_may_be_json_integers(client):
     """U and n_2 written as JSON integers, which gabi also reads, are signed over as base64 ones."""
     holder = make_holder()
     prepared = await prepare(client, 1)
-    body = issue_body(prepared, holder, [ATTRIBUTES])
+    body = issue_body(prepared, [holder], [ATTRIBUTES])
     body["issueCommitmentMessage"]["combinedProofs"][0]["U"] = holder.commitment
     body["issueCommitmentMessage"]["n_2"] = holder.nonce2
     response = await client.post("/issue", json=body, headers=JSON_HEADERS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import itertools
 import time
@@ -15,10 +14,9 @@ from fake_signer import keys
 from fake_signer.app import create_app
 from fake_signer.domestic import MAX_CREDENTIAL_AMOUNT
 from fake_signer.settings import FakeSignerSettings
-from signing_gateway.verification.idemix_keys import IdemixPublicKey
 from tests.contract.fake_signer.signer_wire import ATTRIBUTES, JSON_HEADERS
 from tests.support.fake_signer_app import serving_app
-from tests.unit.verification.idemix_testdata import TEST_KEY_XML
+from tests.support.idemix_issuer import commitment_message, make_holders
 
 # Each signature takes this long: 100 of them take 0.3 s, long beside the millisecond a
 # /healthz round trip takes on a free loop.
@@ -105,15 +103,9 @@ async def test_healthz_answers_while_idemix_signatures_are_made(idemix_signer):
     prepared = await client.post(
         "/prepare_issue", json={"credentialAmount": amount}, headers=JSON_HEADERS
     )
-    key = IdemixPublicKey.from_xml(TEST_KEY_XML)
-    u = pow(key.s, 12345, key.n) * pow(key.bases[0], 678, key.n) % key.n
     body = {
         "prepareIssueMessage": prepared.json(),
-        "issueCommitmentMessage": {
-            "combinedProofs": [{"U": base64.b64encode(u.to_bytes(256, "big")).decode()}],
-            "n_2": "AQ==",
-            "issuerNonce": prepared.json()["issuerNonce"],
-        },
+        "issueCommitmentMessage": commitment_message(make_holders(amount)),
         "credentialsAttributes": [ATTRIBUTES] * amount,
     }
     started = time.perf_counter()
