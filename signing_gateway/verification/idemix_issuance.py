@@ -36,6 +36,7 @@ from signing_gateway.verification.idemix import (
     attribute_int,
     hash_commit,
     idemix_failure,
+    powmod,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +59,11 @@ _SMALL_PRIMES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61
 
 
 def is_probable_prime(candidate: int, rounds: int = _PRIME_ROUNDS) -> bool:
-    """Miller-Rabin with random bases (the signer picks ``e``: fixed bases could be gamed)."""
+    """Miller-Rabin with random bases (the signer picks ``e``: fixed bases could be gamed).
+
+    Only the exponentiation is GMP's: not ``gmpy2.is_prime``, whose Miller-Rabin bases come
+    from a generator with a fixed seed, the same in every process.
+    """
     if candidate < 2:  # noqa: PLR2004 - the first prime
         return False
     for small in (2, *_SMALL_PRIMES):
@@ -68,7 +73,7 @@ def is_probable_prime(candidate: int, rounds: int = _PRIME_ROUNDS) -> bool:
     while odd % 2 == 0:
         odd, twos = odd // 2, twos + 1
     for _ in range(rounds):
-        x = pow(2 + secrets.randbelow(candidate - 3), odd, candidate)
+        x = powmod(2 + secrets.randbelow(candidate - 3), odd, candidate)
         if x in (1, candidate - 1):
             continue
         for _ in range(twos - 1):
@@ -139,14 +144,14 @@ def verify_issue_signature(
     if not low <= e <= low + (1 << (params.le_prime - 1)) or not is_probable_prime(e):
         raise idemix_failure("bad-signature", "e is not a prime in its range")
     # CLSignature.Verify, with the app's commitment in place of S^v' * R_0^secret.
-    q = pow(a, e, n)
-    product = q * pow(key.s, v, n) % n * commitment % n
+    q = powmod(a, e, n)
+    product = q * powmod(key.s, v, n) % n * commitment % n
     for index, value in enumerate(attributes, start=1):
         exponent = attribute_exponent(attribute_int(value), params.lm)
-        product = product * pow(key.bases[index], exponent, n) % n
+        product = product * powmod(key.bases[index], exponent, n) % n
     if product != key.z:
         raise idemix_failure("bad-signature", "signature does not verify")
     # ProofS.Verify, Q = A^e.
-    a_commit = pow(a, c + e_response * e, n)
+    a_commit = powmod(a, c + e_response * e, n)
     if hash_commit([_CONTEXT, q, a, nonce2, a_commit]) != c:
         raise idemix_failure("bad-signature", "proof of the signature does not verify")
