@@ -10,12 +10,18 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def until(predicate: Callable[[], object], limit: float = 5.0) -> None:
-    """Return once `predicate()` is true; fail the test if it is not within `limit` seconds."""
+async def until(
+    predicate: Callable[[], object], limit: float = 5.0, *, interval: float = 0.01
+) -> None:
+    """Return once `predicate()` is true; fail the test if it is not within `limit` seconds.
+
+    `interval` is the wait between looks: 0 looks at every turn of the loop, for a state that
+    lasts only milliseconds.
+    """
     deadline = time.monotonic() + limit
     while not predicate():
         assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(interval)
 
 
 async def until_answered(
