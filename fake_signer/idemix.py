@@ -1,4 +1,4 @@
-r"""CL signatures and disclosure proofs as CoronaCheck's Idemix server makes them, in pure Python.
+r"""CL signatures and disclosure proofs as CoronaCheck's Idemix server makes them, by GMP (gmpy2).
 
 Sources: ``privacybydesign/gabi`` (``issuer.go`` ``signMessageBlockAndCommitment`` and
 ``proveSignature``, ``clsignature.go`` ``Randomize``, ``credential.go``
