@@ -9,7 +9,7 @@
 - `/issue_static` → `{"qr": "NL2:...", "proofIdentifier": b64(SHA-256(C)[:16])}`.
 
 gabi big integers are JSON strings: base64 of their big-endian bytes. Each CL signature costs
-tens of milliseconds of pure-Python modular arithmetic, which holds the GIL: it runs in a pool
+~15-20 ms of modular arithmetic (GMP, `fake_signer.idemix`), which holds the GIL: it runs in a pool
 of worker processes, handed over from a thread so that the event loop neither computes nor
 blocks on the pool's pipes. `bad-signature` flips the low bit of `A`; `wrong-kid` signs a
 metadata attribute naming an issuerPkId nobody publishes.
