@@ -4,6 +4,7 @@
 verifies HC1 credentials, ``domestic`` verifies the domestic (NL2 simulation) signatures, and
 ``cbor`` decodes the CBOR in a credential strictly (one item, no repeated map key). ``idemix``
 (static QRs), ``idemix_issuance`` (issued CL signatures), ``idemix_keys`` (issuer keys) and
-``idemix_der`` verify the real Idemix signer's credentials; they are not yet on the request
-path. Every failure is a ``CredentialVerificationError`` with a short reason slug.
+``idemix_der`` verify the real Idemix signer's credentials; in the idemix scheme they run in
+worker processes (``runtime.idemix_pool``, ``idemix_answers``). Every failure is a
+``CredentialVerificationError`` with a short reason slug.
 """
