@@ -20,7 +20,6 @@ raises `CredentialVerificationError` with one of the domestic reasons.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ from signing_gateway.verification.idemix import (
     idemix_failure,
     verify_static_qr,
 )
-from signing_gateway.verification.idemix_issuance import verify_issue_signature
+from signing_gateway.verification.idemix_issuance import gabi_big_int, verify_issue_signature
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -92,10 +91,7 @@ def _big(value: object, name: str) -> int:
         return value
     if not isinstance(value, str):
         raise idemix_failure("decode-failed", f"commitment {name} must be a big integer")
-    try:
-        return int.from_bytes(base64.b64decode(value, validate=True), "big")
-    except (binascii.Error, ValueError) as exc:
-        raise idemix_failure("decode-failed", f"commitment {name} must be base64") from exc
+    return gabi_big_int(value, f"commitment {name}")
 
 
 def read_app_commitment(document: bytes) -> AppCommitment:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from signing_gateway.verification.idemix_keys import IdemixPublicKey
 
-__all__ = ["is_probable_prime", "verify_issue_signature"]
+__all__ = ["gabi_big_int", "is_probable_prime", "verify_issue_signature"]
 
 _MESSAGE_MEMBERS = {"proof", "signature"}
 #: Members gabi may add that CoronaCheck leaves empty: taken only when null or empty.
@@ -85,16 +85,25 @@ def is_probable_prime(candidate: int, rounds: int = _PRIME_ROUNDS) -> bool:
     return True
 
 
-def _big(parent: Mapping[str, Any], name: str) -> int:
-    """A gabi JSON big integer: base64 (standard alphabet, padded) of big-endian bytes."""
-    text = parent.get(name)
-    if not isinstance(text, str):
-        raise idemix_failure("decode-failed", f"{name} must be a base64 string")
+def gabi_big_int(text: str, name: str) -> int:
+    """A gabi JSON big integer's string: base64 (standard alphabet, padded) of big-endian bytes.
+
+    Raises:
+        CredentialVerificationError: ``decode-failed``, naming `name`.
+    """
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise idemix_failure("decode-failed", f"{name} must be base64") from exc
     return int.from_bytes(raw, "big")
+
+
+def _big(parent: Mapping[str, Any], name: str) -> int:
+    """The gabi big integer `name` of a signer's message: a base64 string, nothing else."""
+    text = parent.get(name)
+    if not isinstance(text, str):
+        raise idemix_failure("decode-failed", f"{name} must be a base64 string")
+    return gabi_big_int(text, name)
 
 
 def _members(value: object, required: set[str], optional: set[str], what: str) -> dict[str, Any]:
