@@ -2,9 +2,19 @@ r"""CL signatures and disclosure proofs as CoronaCheck's Idemix server makes the
 
 Sources: ``privacybydesign/gabi`` (``issuer.go`` ``signMessageBlockAndCommitment`` and
 ``proveSignature``, ``clsignature.go`` ``Randomize``, ``credential.go``
-``CreateDisclosureProof``, ``internal/common`` ``HashCommit``) and
-``minvws/nl-covid19-coronacheck-idemix`` (``issuer`` ``IssueStatic``, ``common``: the metadata
-attribute, attribute encoding, ``ProofSerializationV2``, ``CalculateProofIdentifier``).
+``CreateDisclosureProof``, ``internal/common`` ``HashCommit``; ``proofs.go`` ``ProofU``,
+``prooflist.go`` ``ProofList.Verify``, ``gabikeys/sysparams.go`` for the app's proof of ``U``)
+and ``minvws/nl-covid19-coronacheck-idemix`` (``issuer`` ``Issue`` and ``IssueStatic``,
+``common``: the metadata attribute, attribute encoding, ``ProofSerializationV2``,
+``CalculateProofIdentifier``).
+
+Before signing, the Idemix server checks the app's proofs of knowledge of the secrets in its
+commitments (``issuer.go`` ``Issue``: ``ProofList.Verify`` with context 1, the prepare
+message's issuer nonce ``n_1``, no keyshare server), as `commitment_proofs_verify` does::
+
+    U_commit_i = U_i^(-c_i) * S^(v'_response_i) * R_0^(s_response_i)  (mod n)
+    c_i = HashCommit([1, U_1, U_commit_1, .., U_k, U_commit_k, n_1])   for every proof i
+    0 <= v'_response_i <= 2^(LvPrimeCommit+1) - 1,  s_response_i the same in every proof
 
 Issuing over an app's commitment ``U = S^v' * R_0^secret`` with attributes ``m_1 .. m_k``
 (the metadata first)::
@@ -47,6 +57,11 @@ if TYPE_CHECKING:
 #: disclosing holder draw their numbers with.
 LE, LE_PRIME, LM, LV, LV_PRIME, LSTATZK = 645, 120, 256, 2820, 2176, 128
 LE_COMMIT, LM_COMMIT, LV_COMMIT, LRA = 504, 640, 3204, 2176
+#: gabi's ``LvPrimeCommit`` (Ln + 2 Lstatzk + Lh): a proof of ``U``'s ``v_prime_response`` is at
+#: most ``2^(LvPrimeCommit+1) - 1`` (``ProofU.correctResponseSizes``).
+LV_PRIME_COMMIT = 2560
+#: The bits of a challenge: SHA-256's.
+LCHALLENGE = 256
 #: gabi's context for CoronaCheck proofs (``common.BigOne``).
 CONTEXT = 1
 STATIC_DISCLOSURE_TIME = 0
@@ -109,6 +124,16 @@ class IssuedSignature:
     v: int
     c: int
     e_response: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentProof:
+    """An app's commitment ``U`` and its proof of knowledge (gabi ``ProofU``)."""
+
+    u: int
+    c: int
+    v_prime_response: int
+    s_response: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +213,45 @@ def _exponent(value: int) -> int:
     if value.bit_length() <= LM:
         return value
     return int.from_bytes(hashlib.sha256(minimal_bytes(value)).digest(), "big")
+
+
+# -- the app's proof of U ----------------------------------------------------------------------
+
+
+def _commitment_contribution(key: IdemixIssuerKey, proof: CommitmentProof) -> int:
+    """``U^(-c) * S^v'_response * R_0^s_response``: the ``U_commit`` a valid proof was made with."""
+    n = key.n
+    u_commit = key.pow(proof.u, -proof.c) * key.pow(key.s, proof.v_prime_response) % n
+    return u_commit * key.pow(key.bases[0], proof.s_response) % n
+
+
+def commitment_proofs_verify(
+    key: IdemixIssuerKey, proofs: Sequence[CommitmentProof], nonce1: int
+) -> bool:
+    """Whether the app's proofs of its commitments hold for the issuer nonce ``nonce1``.
+
+    As gabi's ``ProofList.Verify`` for ``ProofU`` proofs (see the module docstring): one
+    challenge over every proof's ``U`` and reconstructed ``U_commit``, which each proof's ``c``
+    must be; each ``v_prime_response`` in its range, and one ``s_response`` for all (one holder
+    secret). An empty list does not verify. The cheap conditions are looked at first: a proof
+    failing one of them cannot verify, so the answer is gabi's without the exponentiations.
+    """
+    limit = (1 << (LV_PRIME_COMMIT + 1)) - 1
+    if (
+        not proofs
+        or len({proof.c for proof in proofs}) != 1
+        or len({proof.s_response for proof in proofs}) != 1
+        or proofs[0].c >> LCHALLENGE
+        or any(not 0 <= proof.v_prime_response <= limit for proof in proofs)
+    ):
+        return False
+    contributions: list[int] = []
+    try:
+        for proof in proofs:
+            contributions += (proof.u, _commitment_contribution(key, proof))
+    except ValueError:  # a U sharing a factor with n has no inverse: no proof holds for it
+        return False
+    return hash_commit([CONTEXT, *contributions, nonce1]) == proofs[0].c
 
 
 # -- issuing -----------------------------------------------------------------------------------

@@ -2,17 +2,20 @@
 
 - `/prepare_issue` → `{"issuerPkId": "VWS-TEST-0", "issuerNonce": b64, "credentialAmount": n}`,
   the nonce a random number of Lstatzk (128) bits, as gabi's ``common.GenerateNonce``;
-- `/issue` reads the app's `n_2` and, for attribute set `i`, its `U` (``combinedProofs[i].U``)
-  from its commitment (the nonce from the prepareIssueMessage, as the Idemix server does) and
-  answers per attribute set `{"issueSignatureMessage": {"proof": {"c", "e_response"},
+- `/issue` reads the app's `n_2` and, for attribute set `i`, its `U` and the proof of it
+  (``combinedProofs[i]``: ``U``, ``c``, ``v_prime_response``, ``s_response``) from its
+  commitment; checks the proofs against the prepareIssueMessage's nonce, as the Idemix server
+  does before it signs (refused as it refuses them: `PROOF_REFUSAL`); and answers per
+  attribute set `{"issueSignatureMessage": {"proof": {"c", "e_response"},
   "signature": {"A", "e", "v", "KeyshareP": null}}, "attributes": [b64 metadata, b64 ...]}`;
 - `/issue_static` → `{"qr": "NL2:...", "proofIdentifier": b64(SHA-256(C)[:16])}`.
 
 gabi big integers are JSON strings: base64 of their big-endian bytes. Each CL signature costs
 ~15-20 ms of modular arithmetic (GMP, `fake_signer.idemix`), which holds the GIL: it runs in a pool
 of worker processes, handed over from a thread so that the event loop neither computes nor
-blocks on the pool's pipes. `bad-signature` flips the low bit of `A`; `wrong-kid` signs a
-metadata attribute naming an issuerPkId nobody publishes.
+blocks on the pool's pipes. The check of the app's proofs (a few ms per credential) runs there
+too. `bad-signature` flips the low bit of `A`; `wrong-kid` signs a metadata attribute naming an
+issuerPkId nobody publishes.
 """
 
 from __future__ import annotations
@@ -49,6 +52,17 @@ WRONG_KID_SUFFIX = "-UNPUBLISHED"
 MAX_NUMBER_DIGITS = 1300
 #: Worker processes: one per core, at most two (the fake shares its machine with a gateway).
 MAX_WORKERS = 2
+#: Status and text of the Idemix server's answer to proofs of U that do not verify against the
+#: issuer nonce: ``issuer/issuer.go`` ``Issue`` fails with the message after the colon (its
+#: words, doubled "did" included) and ``issuer/server/server.go`` ``handleIssue`` answers any
+#: failure of it with ``http.Error``: ``500``, plain text, prefixed "Could not issue
+#: credentials" (minvws/nl-covid19-coronacheck-idemix).
+PROOF_REFUSAL = (
+    500,
+    "Could not issue credentials: Holder commitments did did not verify against nonce",
+)
+#: The members of gabi's ``ProofU`` besides ``U``, as its JSON names them (``proofs.go``).
+PROOF_MEMBERS = ("c", "v_prime_response", "s_response")
 
 
 def _b64(value: int) -> str:
@@ -72,17 +86,18 @@ def _big(parent: Mapping[str, Any], name: str, where: str) -> int:
         raise WireInputError(f"{where}.{name} must be a base64 big integer") from None
 
 
-def commitment_numbers(
+def commitment_proofs(
     commitment: Mapping[str, Any], n: int, credentials: int
-) -> tuple[tuple[int, ...], int]:
-    """Each credential's `U` (its combined proof's) and `n_2` from an IssueCommitmentMessage.
+) -> tuple[tuple[idemix.CommitmentProof, ...], int]:
+    """Each credential's proof of `U` (its `combinedProofs` entry) and `n_2`.
 
     As gabi's multi-credential commitment, `combinedProofs` holds one proof per credential,
     in the order of the attribute sets: credential `i` is signed over `combinedProofs[i].U`.
 
     Raises:
-        WireInputError: the proofs are not `credentials` objects, a `U` or `n_2` is missing
-            or not a big integer, or a `U` is outside (1, n).
+        WireInputError: the proofs are not `credentials` objects, a `U`, `c`,
+            `v_prime_response`, `s_response` or `n_2` is missing or not a big integer, or a
+            `U` is outside (1, n).
     """
     proofs = commitment.get("combinedProofs")
     if not isinstance(proofs, list) or not all(isinstance(proof, dict) for proof in proofs):
@@ -91,13 +106,18 @@ def commitment_numbers(
         raise WireInputError(
             f"issueCommitmentMessage holds {len(proofs)} proofs for {credentials} credentials"
         )
-    commitments = tuple(
-        _big(proof, "U", f"issueCommitmentMessage.combinedProofs[{index}]")
+    read = [
+        idemix.CommitmentProof(
+            *(
+                _big(proof, name, f"issueCommitmentMessage.combinedProofs[{index}]")
+                for name in ("U", *PROOF_MEMBERS)
+            )
+        )
         for index, proof in enumerate(proofs)
-    )
-    if not all(1 < u < n for u in commitments):
+    ]
+    if not all(1 < proof.u < n for proof in read):
         raise WireInputError("issueCommitmentMessage U must lie strictly between 1 and n")
-    return commitments, _big(commitment, "n_2", "issueCommitmentMessage")
+    return tuple(read), _big(commitment, "n_2", "issueCommitmentMessage")
 
 
 def _issuer_pk_id(key: idemix.IdemixIssuerKey, fault: FaultSpec | None) -> str:
@@ -166,8 +186,27 @@ class IdemixSigner:
         return await asyncio.to_thread(_call, self._pool, call)
 
     def check_commitment(self, request: IssueRequest) -> None:
-        """Refuse an `/issue` without a usable `U` per set and `n_2` (`WireInputError`)."""
-        commitment_numbers(request.commitment, self.key.n, len(request.attributes))
+        """Refuse an `/issue` without a usable proof of `U` per set and `n_2` (`WireInputError`)."""
+        commitment_proofs(request.commitment, self.key.n, len(request.attributes))
+
+    async def verify_commitment(self, request: IssueRequest) -> None:
+        """Refuse an `/issue` whose proofs of `U` do not hold for its issuer nonce.
+
+        Off the loop: the check exponentiates modulo `n` per credential.
+
+        Raises:
+            WireInputError: with `PROOF_REFUSAL`'s status and text, as the Idemix server
+                answers; also as `check_commitment`.
+        """
+        proofs, _ = commitment_proofs(request.commitment, self.key.n, len(request.attributes))
+        # The nonce is one this fake handed out (checked first): base64 of a big integer.
+        nonce1 = int.from_bytes(base64.b64decode(request.nonce), "big")
+        verified = await self._run(
+            functools.partial(idemix.commitment_proofs_verify, self.key, proofs, nonce1)
+        )
+        if not verified:
+            status, text = PROOF_REFUSAL
+            raise WireInputError(text, status=status)
 
     def prepare_issue_response(self, nonces: NonceStore, amount: int) -> bytes:
         """A fresh single-use nonce of Lstatzk bits for an issuance of `amount` credentials."""
@@ -185,12 +224,10 @@ class IdemixSigner:
         The sets are signed in parallel, one task each in the worker pool.
 
         Raises:
-            WireInputError: the commitment holds no usable `U` per set or `n_2`, or the nonce
-                was used meanwhile.
+            WireInputError: the commitment holds no usable proof of `U` per set or `n_2`, or
+                the nonce was used meanwhile.
         """
-        commitments, nonce2 = commitment_numbers(
-            request.commitment, self.key.n, len(request.attributes)
-        )
+        proofs, nonce2 = commitment_proofs(request.commitment, self.key.n, len(request.attributes))
         nonces.consume(request.nonce, wanted=len(request.attributes))
         pk_id = _issuer_pk_id(self.key, fault)
         values = [idemix.attribute_values(attrs, pk_id) for attrs in request.attributes]
@@ -200,12 +237,12 @@ class IdemixSigner:
                     functools.partial(
                         idemix.sign_commitment,
                         self.key,
-                        u,
+                        proof.u,
                         nonce2,
                         [idemix.attribute_int(v) for v in attribute_values],
                     )
                 )
-                for u, attribute_values in zip(commitments, values, strict=True)
+                for proof, attribute_values in zip(proofs, values, strict=True)
             )
         )
         flip = _bad_signature(fault)

@@ -124,6 +124,17 @@ async def issue(request: web.Request) -> web.StreamResponse:
     except WireInputError as exc:
         state.stats.count("issue", "bad_request")
         return text_response(exc.status, str(exc))
+    if state.idemix is not None:
+        # The app's proofs of U, as the Idemix server checks them before signing: a failing
+        # one is the client's mistake too, refused before a fault is picked.
+        try:
+            await state.idemix.verify_commitment(checked)
+        except WireInputError as exc:
+            state.stats.count("issue", "bad_request")
+            return text_response(exc.status, str(exc))
+        except asyncio.CancelledError:
+            state.stats.count("issue", "cancelled")
+            raise
     key = state.key_material.domestic
 
     async def produce(fault: FaultSpec | None) -> bytes:

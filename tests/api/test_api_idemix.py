@@ -32,6 +32,7 @@ from tests.support.idemix_issuer import (
     TEST_KEY_FILE,
     Holder,
     commitment_message,
+    issuer_nonce,
     make_holders,
     sign,
 )
@@ -155,7 +156,9 @@ async def issue(
         json={
             "stoken": prepared.json()["stoken"],
             "issueCommitmentMessage": base64.b64encode(
-                orjson.dumps(commitment_message(holders))
+                orjson.dumps(
+                    commitment_message(holders, issuer_nonce({"issuerNonce": ISSUER_NONCE}))
+                )
             ).decode(),
             "credentialsAttributes": attributes,
         },

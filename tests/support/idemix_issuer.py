@@ -1,8 +1,12 @@
-"""An Idemix issuer for tests: CL signatures made with the published CoronaCheck test key.
+"""An Idemix issuer and app for tests: CL signatures made with the published test key.
 
 The private primes of ``VWS-TEST-0`` are published with it (see
 ``tests/unit/verification/idemix_testdata.py``); with them a test signs as gabi's issuer does,
-over an app's commitment ``U = S^v' * R_0^secret``.
+over an app's commitment ``U = S^v' * R_0^secret``. The app's side is gabi's as the CoronaCheck
+holder runs it (minvws/nl-covid19-coronacheck-idemix ``holder/holder.go``
+``CreateCommitments``; privacybydesign/gabi ``prooflist.go`` ``BuildProofList``,
+``builder.go`` ``Commit``/``CreateProof``): one secret for all its credentials, a ``U`` per
+credential, and one proof of knowledge of them all for the issuer's nonce.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from signing_gateway.verification.idemix import attribute_int, hash_commit
+from signing_gateway.verification.idemix import attribute_int, hash_commit, powmod
 from signing_gateway.verification.idemix_issuance import is_probable_prime
 from signing_gateway.verification.idemix_keys import IdemixPublicKey
 from tests.unit.verification.idemix_testdata import TEST_KEY_P, TEST_KEY_Q, TEST_KEY_XML
@@ -21,8 +25,10 @@ from tests.unit.verification.idemix_testdata import TEST_KEY_P, TEST_KEY_Q, TEST
 TEST_KEY_FILE = Path(__file__).parents[1] / "unit" / "verification" / "data" / "idemix_test_pk.xml"
 TEST_KEY = IdemixPublicKey.from_xml(TEST_KEY_XML)
 ORDER = (TEST_KEY_P - 1) // 2 * ((TEST_KEY_Q - 1) // 2)
-#: gabi 2048-bit parameters: Le, LePrime, Lv, LvPrime.
-LE, LE_PRIME, LV, LV_PRIME = 645, 120, 2820, 2176
+#: gabi 2048-bit parameters: Le, LePrime, Lv, LvPrime, LvPrimeCommit.
+LE, LE_PRIME, LV, LV_PRIME, LV_PRIME_COMMIT = 645, 120, 2820, 2176, 2560
+#: The size of the secret's commitment in a proof list: gabi's 1024-bit LmCommit, for any key.
+LSK_COMMIT = 592
 
 
 @dataclass(frozen=True)
@@ -48,17 +54,21 @@ def random_prime_e() -> int:
             return candidate
 
 
-def make_holder(key: IdemixPublicKey = TEST_KEY, *, nonce2: int | None = None) -> Holder:
+def make_holder(
+    key: IdemixPublicKey = TEST_KEY, *, nonce2: int | None = None, secret: int | None = None
+) -> Holder:
     """An app's secret and its commitment U = S^v' * R_0^secret, with its nonce n_2."""
-    secret, v_prime = secrets.randbits(256), secrets.randbits(LV_PRIME)
-    commitment = pow(key.s, v_prime, key.n) * pow(key.bases[0], secret, key.n) % key.n
+    secret = secrets.randbits(256) if secret is None else secret
+    v_prime = secrets.randbits(LV_PRIME)
+    commitment = powmod(key.s, v_prime, key.n) * powmod(key.bases[0], secret, key.n) % key.n
     return Holder(secret, v_prime, commitment, secrets.randbits(128) if nonce2 is None else nonce2)
 
 
 def make_holders(count: int) -> list[Holder]:
-    """An app's commitments for `count` credentials: a U each, under its one nonce n_2."""
+    """An app's commitments for `count` credentials: a U each, one secret, one nonce n_2."""
     first = make_holder()
-    return [first, *(make_holder(nonce2=first.nonce2) for _ in range(count - 1))]
+    others = (make_holder(nonce2=first.nonce2, secret=first.secret) for _ in range(count - 1))
+    return [first, *others]
 
 
 def sign(holder: Holder, values: Any, *, e: int | None = None) -> dict[str, Any]:
@@ -81,12 +91,48 @@ def sign(holder: Holder, values: Any, *, e: int | None = None) -> dict[str, Any]
     }
 
 
-def commitment_message(holders: list[Holder]) -> dict[str, Any]:
-    """An app's IssueCommitmentMessage for one credential per holder commitment."""
+def issuer_nonce(prepare_issue_message: dict[str, Any]) -> int:
+    """The issuer nonce of a prepareIssueMessage (a gabi big integer)."""
+    return int.from_bytes(base64.b64decode(prepare_issue_message["issuerNonce"]), "big")
+
+
+def commitment_proofs(
+    holders: list[Holder], nonce1: int, key: IdemixPublicKey = TEST_KEY
+) -> list[dict[str, int]]:
+    """A ProofU (gabi's) per holder commitment, bound in one proof list for the issuer nonce.
+
+    One challenge ``c = HashCommit([1, U_1, U_commit_1, .., nonce1])`` for all, each
+    ``U_commit = S^v'_commit * R_0^sk_commit`` with one ``sk_commit`` for the shared secret.
+    """
+    n = key.n
+    sk_commit = secrets.randbits(LSK_COMMIT)
+    v_commits = [secrets.randbits(LV_PRIME_COMMIT) for _ in holders]
+    contributions: list[int] = []
+    for holder, v_commit in zip(holders, v_commits, strict=True):
+        u_commit = powmod(key.s, v_commit, n) * powmod(key.bases[0], sk_commit, n) % n
+        contributions += (holder.commitment, u_commit)
+    c = hash_commit([1, *contributions, nonce1])
+    return [
+        {
+            "U": holder.commitment,
+            "c": c,
+            "v_prime_response": v_commit + c * holder.v_prime,
+            "s_response": sk_commit + c * holder.secret,
+        }
+        for holder, v_commit in zip(holders, v_commits, strict=True)
+    ]
+
+
+def commitment_message(holders: list[Holder], nonce1: int) -> dict[str, Any]:
+    """An app's IssueCommitmentMessage for one credential per holder commitment.
+
+    ``nonce1`` is the issuer nonce of the session's prepareIssueMessage (`issuer_nonce`), which
+    the proofs of the commitments are made for.
+    """
     return {
         "combinedProofs": [
-            {"U": b64(h.commitment), "c": b64(1), "v_prime_response": b64(1), "s_response": b64(1)}
-            for h in holders
+            {name: b64(value) for name, value in proof.items()}
+            for proof in commitment_proofs(holders, nonce1)
         ],
         "n_2": b64(holders[0].nonce2),
     }

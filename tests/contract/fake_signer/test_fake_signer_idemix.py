@@ -26,6 +26,7 @@ from tests.support.idemix_issuer import (
     Holder,
     b64,
     commitment_message,
+    issuer_nonce,
     make_holder,
     make_holders,
 )
@@ -73,7 +74,7 @@ def issue_body(prepared: dict, holders: list[Holder], attributes: list[dict[str,
     """An /issue body carrying gabi's IssueCommitmentMessage: one proof of U per credential."""
     return {
         "prepareIssueMessage": prepared,
-        "issueCommitmentMessage": commitment_message(holders),
+        "issueCommitmentMessage": commitment_message(holders, issuer_nonce(prepared)),
         "credentialsAttributes": attributes,
     }
 

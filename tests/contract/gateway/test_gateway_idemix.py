@@ -33,6 +33,7 @@ from tests.support.idemix_issuer import (
     TEST_KEY_FILE,
     Holder,
     commitment_message,
+    issuer_nonce,
     make_holders,
 )
 
@@ -88,7 +89,8 @@ def issue(
     prepared = gateway.post("/v1/domestic/prepare-issue")
     assert prepared.status_code == 200, prepared.text
     holders = make_holders(len(asked))
-    commitment = orjson.dumps(commitment_message(holders))
+    prepare_issue_message = orjson.loads(base64.b64decode(prepared.json()["prepareIssueMessage"]))
+    commitment = orjson.dumps(commitment_message(holders, issuer_nonce(prepare_issue_message)))
     answer = gateway.post(
         "/v1/domestic/issue",
         json={

@@ -16,7 +16,7 @@ from fake_signer.domestic import MAX_CREDENTIAL_AMOUNT
 from fake_signer.settings import FakeSignerSettings
 from tests.contract.fake_signer.signer_wire import ATTRIBUTES, JSON_HEADERS
 from tests.support.fake_signer_app import serving_app
-from tests.support.idemix_issuer import commitment_message, make_holders
+from tests.support.idemix_issuer import commitment_message, issuer_nonce, make_holders
 
 # Each signature takes this long: 100 of them take 0.3 s, long beside the millisecond a
 # /healthz round trip takes on a free loop.
@@ -105,7 +105,9 @@ async def test_healthz_answers_while_idemix_signatures_are_made(idemix_signer):
     )
     body = {
         "prepareIssueMessage": prepared.json(),
-        "issueCommitmentMessage": commitment_message(make_holders(amount)),
+        "issueCommitmentMessage": commitment_message(
+            make_holders(amount), issuer_nonce(prepared.json())
+        ),
         "credentialsAttributes": [ATTRIBUTES] * amount,
     }
     started = time.perf_counter()

@@ -29,6 +29,8 @@ from tests.unit.verification.idemix_testdata import (
 )
 
 KEYS = {"VWS-TEST-0": TEST_KEY}
+#: The issuer nonce the app's proofs are made for (the gateway does not check them).
+ISSUER_NONCE = 1 << 100
 ISSUED = [
     {**PAPER, "isPaperProof": "0", "validFrom": "1700000000", "validForHours": "24"},
     {**PAPER, "isPaperProof": "0", "validFrom": "1700086400", "category": "1"},
@@ -100,7 +102,7 @@ def issue_answer(expected: list[dict[str, str]]) -> tuple[list[dict[str, Any]], 
                 "attributes": [base64.b64encode(v).decode() for v in values],
             }
         )
-    return items, json.dumps(commitment_message(holders)).encode()
+    return items, json.dumps(commitment_message(holders, ISSUER_NONCE)).encode()
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +152,7 @@ def test_attributes_other_than_those_asked_are_refused(answer):
 def test_signature_for_another_commitment_is_refused(answer):
     """A signature over another app's U is refused."""
     items, _ = answer
-    other = json.dumps(commitment_message([make_holder(), make_holder()])).encode()
+    other = json.dumps(commitment_message([make_holder(), make_holder()], ISSUER_NONCE)).encode()
     assert issue_reason(items, other) == "bad-signature"
 
 
