@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -32,6 +32,7 @@ from tests.support.idemix_issuer import (
     TEST_KEY,
     TEST_KEY_FILE,
     Holder,
+    b64,
     commitment_message,
     issuer_nonce,
     make_holders,
@@ -82,19 +83,30 @@ def static(gateway: httpx.Client, asked: dict[str, str]) -> httpx.Response:
     return gateway.post("/v1/domestic/static", json={"credentialAttributes": asked})
 
 
-def issue(
-    gateway: httpx.Client, asked: list[dict[str, str]]
-) -> tuple[httpx.Response, list[Holder]]:
-    """A prepare-issue and issue session for `asked`, one holder commitment per credential."""
+#: How the app commits: its holders and the issuer nonce of the session → the commitment.
+Commit = Callable[[list[Holder], int], dict[str, Any]]
+
+
+def prepare(gateway: httpx.Client) -> tuple[str, int]:
+    """A prepare-issue session: its stoken and the issuer nonce the app reads from it."""
     prepared = gateway.post("/v1/domestic/prepare-issue")
     assert prepared.status_code == 200, prepared.text
+    body = prepared.json()
+    message = orjson.loads(base64.b64decode(body["prepareIssueMessage"]))
+    return body["stoken"], issuer_nonce(message)
+
+
+def issue(
+    gateway: httpx.Client, asked: list[dict[str, str]], commit: Commit = commitment_message
+) -> tuple[httpx.Response, list[Holder]]:
+    """A prepare-issue and issue session for `asked`, one holder commitment per credential."""
+    stoken, nonce1 = prepare(gateway)
     holders = make_holders(len(asked))
-    prepare_issue_message = orjson.loads(base64.b64decode(prepared.json()["prepareIssueMessage"]))
-    commitment = orjson.dumps(commitment_message(holders, issuer_nonce(prepare_issue_message)))
+    commitment = orjson.dumps(commit(holders, nonce1))
     answer = gateway.post(
         "/v1/domestic/issue",
         json={
-            "stoken": prepared.json()["stoken"],
+            "stoken": stoken,
             "issueCommitmentMessage": base64.b64encode(commitment).decode(),
             "credentialsAttributes": asked,
         },
@@ -155,3 +167,40 @@ def test_signer_faults_are_withheld_on_both_routes(gateway, idemix_signer, fault
     body = assert_problem(answer, 502, "credential-verification-failed")
     assert body["part"] == "domestic"
     assert "issueSignatureMessage" not in answer.text
+
+
+def c_changed(holders: list[Holder], nonce1: int) -> dict[str, Any]:
+    """The app's commitment with every proof's challenge c one more."""
+    commitment = commitment_message(holders, nonce1)
+    for proof in commitment["combinedProofs"]:
+        proof["c"] = b64(int.from_bytes(base64.b64decode(proof["c"]), "big") + 1)
+    return commitment
+
+
+def proved_for(nonce1: int) -> Commit:
+    """The app's commitment, its proofs made for `nonce1` whatever the session's nonce."""
+
+    def commit(holders: list[Holder], _session_nonce: int) -> dict[str, Any]:
+        return commitment_message(holders, nonce1)
+
+    return commit
+
+
+def signer_refusals(signer: FakeSignerProcess) -> int:
+    """The /issue requests the fake refused (`bad_request` in its /_stats)."""
+    totals = httpx.get(f"{signer.base_url}/_stats", timeout=5).json()["totals"]
+    return int(totals.get("issue", {}).get("bad_request", 0))
+
+
+@pytest.mark.parametrize("tamper", ["c-changed", "proved-for-another-session"])
+def test_commitment_whose_proof_fails_is_refused_and_nothing_released(
+    gateway, idemix_signer, tamper
+):
+    """A proof of U that fails for the session's nonce: the signer refuses, the gateway 502s."""
+    commit = c_changed if tamper == "c-changed" else proved_for(prepare(gateway)[1])
+    before = signer_refusals(idemix_signer)
+    answer, _ = issue(gateway, [attributes(isPaperProof="0")], commit)
+    body = assert_problem(answer, 502, "signer-bad-response")
+    assert body["part"] == "domestic"
+    assert "createCredentialMessages" not in answer.text
+    assert signer_refusals(idemix_signer) == before + 1
