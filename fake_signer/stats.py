@@ -1,6 +1,7 @@
 """Request counters of a fake signer, as `GET /_stats` reports them.
 
-Outcomes counted per endpoint: `ok`, `bad_request` (input refused with a 4xx), `rejected`
+Outcomes counted per endpoint: `ok`, `bad_request` (input refused with a 4xx, or with the Idemix
+server's 500 for an app's proofs of U that fail), `rejected`
 (capacity full, 429), `error` (simulated random 500), `key_expired` (500: the certificate to sign
 with has ended), `cancelled` (client went away first, even mid-body) and `fault:<kind>` (an
 injected fault was applied and decided the answer).
