@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -53,11 +54,10 @@ from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
 from signing_gateway.runtime.fd_limit import fd_budget
 from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0
-from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 from signing_gateway.security.auth import authenticate_head
 from signing_gateway.security.limits import RequestLimitsMiddleware
 from signing_gateway.security.setup import open_audit_trail, open_token_verifier
-from signing_gateway.settings import Settings, SignerSettings
+from signing_gateway.settings import IdemixSettings, Settings, SignerSettings
 from signing_gateway.settings_env import (
     FLAG_VARIABLES,
     problems_report,
@@ -68,9 +68,10 @@ from signing_gateway.signers.eu import EuSignerClient
 from signing_gateway.signers.http import build_signer_client
 from signing_gateway.start_up import StartUpError, report_start_up_errors
 from signing_gateway.start_up_checks import checked_settings, tls_file_problems
-from signing_gateway.trust_files import read_idemix_keys
 from signing_gateway.trust_loading import load_trust
-from signing_gateway.verification.idemix_keys import IdemixKeyError
+
+if TYPE_CHECKING:
+    from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 
 API_DESCRIPTION = """\
 Validates certificate requests (EU Digital COVID Certificates and Dutch domestic
@@ -116,6 +117,28 @@ class IdemixUnavailableError(StartUpError):
     """
 
 
+def _idemix_pool(settings: IdemixSettings) -> IdemixCheckPool:
+    """The check workers' pool, not started, with the issuer keys read (blocking).
+
+    The Idemix checks, gmpy2 and the key parser are imported here, in the idemix scheme only
+    and off the event loop (an import reads files): the simulation scheme never loads them.
+
+    Raises:
+        IdemixUnavailableError: a key file cannot be read or parsed.
+    """
+    from signing_gateway.idemix_key_files import read_idemix_keys  # noqa: PLC0415 - idemix only
+    from signing_gateway.runtime.idemix_pool import IdemixCheckPool  # noqa: PLC0415
+    from signing_gateway.verification.idemix_keys import IdemixKeyError  # noqa: PLC0415
+
+    try:
+        keys = read_idemix_keys(settings.keys)
+    except IdemixKeyError as exc:
+        raise IdemixUnavailableError(str(exc)) from exc
+    return IdemixCheckPool(
+        keys, workers=settings.check_workers, max_in_flight=settings.max_checks_in_flight
+    )
+
+
 async def _idemix_checks(
     settings: Settings, stack: AsyncExitStack, probes: dict[str, tuple[Probe, bool]]
 ) -> IdemixCheckPool | None:
@@ -126,15 +149,7 @@ async def _idemix_checks(
     """
     if settings.domestic_scheme != "idemix":
         return None
-    try:
-        keys = await asyncio.to_thread(read_idemix_keys, settings.idemix.keys)
-    except IdemixKeyError as exc:
-        raise IdemixUnavailableError(str(exc)) from exc
-    pool = IdemixCheckPool(
-        keys,
-        workers=settings.idemix.check_workers,
-        max_in_flight=settings.idemix.max_checks_in_flight,
-    )
+    pool = await asyncio.to_thread(_idemix_pool, settings.idemix)
     try:
         await pool.start()
     except (BrokenProcessPool, OSError) as exc:

@@ -20,7 +20,7 @@ from signing_gateway.security.files import JWKS_TLS, security_file_problems
 from signing_gateway.security.tls_files import tls_problems
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
-from signing_gateway.trust_files import idemix_key_problems, trust_file_problems
+from signing_gateway.trust_files import trust_file_problems
 
 
 def checked_settings(also_read: Iterable[str]) -> tuple[Settings | None, list[str]]:
@@ -50,10 +50,23 @@ def start_up_problems(settings: Settings) -> list[str]:
     return (
         tracing_problems(settings)
         + trust_file_problems(settings.trust)
-        + idemix_key_problems(settings.idemix.keys if settings.domestic_scheme == "idemix" else {})
+        + idemix_problems(settings)
         + tls_file_problems(settings)
         + security_file_problems(settings.auth, settings.audit)
     )
+
+
+def idemix_problems(settings: Settings) -> list[str]:
+    """In the idemix scheme, a line per issuer key file that cannot be read or parsed.
+
+    The key files' module, and the key parser with it, is imported in that scheme only: the
+    simulation scheme loads none of the Idemix code.
+    """
+    if settings.domestic_scheme != "idemix":
+        return []
+    from signing_gateway.idemix_key_files import idemix_key_problems  # noqa: PLC0415 - idemix only
+
+    return idemix_key_problems(settings.idemix.keys)
 
 
 def tls_file_problems(settings: Settings) -> list[str]:

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from signing_gateway.settings import TrustSettings
-from signing_gateway.verification.idemix_keys import (
-    MAX_KEY_XML_CHARS,
-    IdemixKeyError,
-    IdemixPublicKey,
-)
 from signing_gateway.verification.trust import DomesticTrustStore, EuTrustStore, TrustConfigError
 
 _EU_CERTIFICATES = "SIGNING_GATEWAY_TRUST__EU_CERTIFICATES"
@@ -58,19 +53,26 @@ def _file_problems(
     """
     problems = []
     for number, path in enumerate(paths, 1):
-        problem = _load_problem(path, load)
+        problem = load_problem(path, load)
         if problem is not None:
             problems.append(f"{variable}: file {number} of {len(paths)}: {problem}")
     return problems
 
 
-def _load_problem(path: Path, load: Callable[[Path], object]) -> str | None:
-    """Why `load` cannot use the file at `path` (None: it can)."""
+def load_problem(
+    path: Path,
+    load: Callable[[Path], object],
+    refusal: type[ValueError] = TrustConfigError,
+) -> str | None:
+    """Why `load` cannot use the file at `path` (None: it can).
+
+    The file's own problem is the message of the `refusal` that `load` raises for it.
+    """
     problem = unreadable_file(path)
     if problem is None:
         try:
             load(path)
-        except (TrustConfigError, IdemixKeyError) as exc:
+        except refusal as exc:
             problem = str(exc)
         except OSError as exc:
             problem = (exc.strerror or type(exc).__name__).lower()
@@ -92,44 +94,3 @@ def trust_file_problems(settings: TrustSettings) -> list[str]:
     ) + _file_problems(
         _DOMESTIC_KEYS, settings.domestic_keys, lambda p: DomesticTrustStore.from_files([p])
     )
-
-
-_IDEMIX_KEYS = "SIGNING_GATEWAY_IDEMIX__KEYS"
-
-
-def _read_idemix_key(path: Path) -> IdemixPublicKey:
-    """One IRMA XML issuer key file (blocking file I/O)."""
-    if path.stat().st_size > MAX_KEY_XML_CHARS:
-        raise IdemixKeyError(f"key XML longer than {MAX_KEY_XML_CHARS} characters")
-    return IdemixPublicKey.from_xml(path.read_bytes())
-
-
-def idemix_key_problems(keys: Mapping[str, Path]) -> list[str]:
-    """A line per Idemix key file that cannot be read or parsed (blocking file I/O).
-
-    Keys are named by their issuerPkId, not their path (as trust files by their place).
-    """
-    problems = []
-    for issuer_pk_id, path in keys.items():
-        problem = _load_problem(path, _read_idemix_key)
-        if problem is not None:
-            problems.append(f"{_IDEMIX_KEYS}: key {issuer_pk_id}: {problem}")
-    return problems
-
-
-def read_idemix_keys(keys: Mapping[str, Path]) -> dict[str, IdemixPublicKey]:
-    """The Idemix issuer keys by issuerPkId (blocking file I/O: start-up only).
-
-    Raises:
-        IdemixKeyError: a file cannot be read or parsed; the message names each, ``; ``
-            between them.
-    """
-    if not any(unreadable_file(path) for path in keys.values()):
-        try:
-            return {issuer_pk_id: _read_idemix_key(path) for issuer_pk_id, path in keys.items()}
-        except (IdemixKeyError, OSError):
-            pass  # named below
-    problems = idemix_key_problems(keys) or [
-        f"{_IDEMIX_KEYS}: a key file changed while it was being loaded; start again"
-    ]
-    raise IdemixKeyError("; ".join(problems))

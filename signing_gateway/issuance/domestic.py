@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,11 +22,14 @@ from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.session import HeldSession
 from signing_gateway.issuance.stoken import StokenStore
 from signing_gateway.resilience.policy import SignerPolicy
-from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.trust import DomesticTrustStore
+
+if TYPE_CHECKING:
+    # Imported in the idemix scheme only, with the Idemix checks and gmpy2 (see `app`).
+    from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 
 #: The domestic signer's endpoints issuance calls (the `endpoint` label of its retries).
 SIGNER_ENDPOINTS = ("issue_static", "prepare_issue", "issue")
