@@ -1,14 +1,30 @@
-"""What every test-started server process shares: reading its log and stopping it."""
+"""What every test-started process shares: running it, reading its log and stopping it."""
 
 from __future__ import annotations
 
+import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+
+def run_python(code: str, *, timeout: float, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run Python `code` with only these SIGNING_GATEWAY_* variables set (named without it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNING_GATEWAY_")}
+    env.update({f"SIGNING_GATEWAY_{name}": value for name, value in settings.items()})
+    return subprocess.run(  # noqa: S603 - our own interpreter, the test's code
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def read_log(log_file: IO[bytes]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from signing_gateway.settings_env import (
 from signing_gateway.trust_files import NO_TRUST
 from tests.contract.gateway.gateway_process import free_port
 from tests.support.credentials import make_domestic_signer, make_dsc
+from tests.support.processes import run_python
 
 TIMEOUT_S = 60
 HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
@@ -43,16 +43,7 @@ def _serve_code(*flags: str) -> str:
 
 def _run(code: str, **settings: str) -> subprocess.CompletedProcess[str]:
     """Run Python `code` with only these SIGNING_GATEWAY_* variables set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNING_GATEWAY_")}
-    env.update({f"SIGNING_GATEWAY_{name}": value for name, value in settings.items()})
-    return subprocess.run(  # noqa: S603 - our own interpreter, fixed code
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
+    return run_python(code, timeout=TIMEOUT_S, **settings)
 
 
 def _serve(**settings: str) -> subprocess.CompletedProcess[str]:

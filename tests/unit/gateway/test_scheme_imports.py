@@ -7,14 +7,12 @@ does not count.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from tests.support.gateway import make_test_keys
+from tests.support.processes import run_python
 
 TIMEOUT_S = 60
 IDEMIX_TEST_KEY = Path(__file__).parents[1] / "verification" / "data" / "idemix_test_pk.xml"
@@ -40,25 +38,17 @@ def _loaded_after_start_up(tmp_path: Path, **settings: str) -> list[str]:
     """The Idemix modules (and gmpy2) a gateway process holds once started with `settings`."""
     keys = make_test_keys(tmp_path)
     files = {"EU_CERTIFICATES": keys.files, "DOMESTIC_KEYS": keys.domestic_files}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNING_GATEWAY_")}
-    env.update(
-        {
-            "SIGNING_GATEWAY_AUTH__MODE": "disabled",
-            **{
-                f"SIGNING_GATEWAY_TRUST__{name}": orjson.dumps([str(p) for p in paths]).decode()
-                for name, paths in files.items()
-            },
-            "SIGNING_GATEWAY_READINESS_PROBE_INTERVAL_SECONDS": "3600",
-        }
-        | {f"SIGNING_GATEWAY_{name}": value for name, value in settings.items()}
-    )
-    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
-        [sys.executable, "-c", START_UP],
-        env=env,
-        capture_output=True,
-        text=True,
+    trust = {
+        f"TRUST__{name}": orjson.dumps([str(p) for p in paths]).decode()
+        for name, paths in files.items()
+    }
+    done = run_python(
+        START_UP,
         timeout=TIMEOUT_S,
-        check=False,
+        AUTH__MODE="disabled",
+        READINESS_PROBE_INTERVAL_SECONDS="3600",
+        **trust,
+        **settings,
     )
     assert done.returncode == 0, done.stderr
     loaded: list[str] = orjson.loads(done.stdout.splitlines()[-1])
