@@ -4,6 +4,7 @@ Every expected failure is a `GatewayError` with a real status; a 500 means a bug
 
     GatewayError
     ├── RequestInvalid               422  the request breaks a validation rule
+    │   └── CommitmentProofFailed    400  the app's proofs of its commitments do not verify
     ├── StokenInvalid                401  issuance session unknown, expired, used or another's
     ├── SignerProblem                     a downstream signer failed (names the part)
     │   ├── SignerUnavailable        503  connect refused, throttled, breaker open (Retry-After)
@@ -84,6 +85,12 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         (422,),
         "the body is not JSON, breaks the JSON limits or a validation rule (`errors`); "
         "nothing reached a signer",
+    ),
+    "commitment-proof-failed": ProblemType(
+        (400,),
+        "in the idemix scheme, the app's proofs of knowledge of its commitments U "
+        "(`issueCommitmentMessage`) do not verify for the session's issuer nonce (`errors`); "
+        "nothing reached a signer and the session stays usable",
     ),
     "header-too-large": ProblemType(
         (431,), "the request line and header fields are over the size limit"
@@ -203,6 +210,19 @@ class RequestInvalid(GatewayError):
             **super().extensions(),
             "errors": [{"loc": list(e.loc), "msg": e.msg} for e in self.errors],
         }
+
+
+class CommitmentProofFailed(RequestInvalid):
+    """Raised when the app's proofs of its commitments U fail; nothing reached a signer.
+
+    Only in the idemix scheme, whose signer would refuse them with a 5xx
+    (`issuance.domestic.DomesticIssuer.check_commitment`). `errors` says which proof, or
+    that the proof list as a whole does not hold for the session's issuer nonce.
+    """
+
+    status = 400
+    slug = "commitment-proof-failed"
+    title = "Commitment proof failed"
 
 
 #: Why a stoken was refused, for the audit record: it names no live session (unknown,

@@ -32,7 +32,7 @@ from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import SignerUnavailable
 from signing_gateway.issuance.commitment import decode_commitment_noting
-from signing_gateway.issuance.deadline import all_or_nothing
+from signing_gateway.issuance.deadline import all_or_nothing, request_deadline
 from signing_gateway.issuance.domestic import DomesticIssuer, IssuedStaticProof, encode_message
 from signing_gateway.issuance.eu import EuIssuer, IssuedEuCredential, PreparedEuRequest
 from signing_gateway.issuance.session import SESSION_SPENT
@@ -177,12 +177,20 @@ async def _issue_credentials(
         raise DomainValidationError(errors)
 
     calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+    proof_check: Callable[[], Awaitable[None]] | None = None
     async with AsyncExitStack() as session_scope:
         if body.domestic and body.stoken is not None and commitment is not None:
             # Out of the store until the request ends; put back if the signer never saw it,
             # even when an EU part failed and cancelled the domestic call before it was sent.
             session = await session_scope.enter_async_context(
                 domestic.hold_session(body.stoken, owner=owner)
+            )
+            proof_check = partial(
+                domestic.check_commitment,
+                session=session,
+                commitment=commitment,
+                count=len(body.domestic),
+                part="domestic",
             )
             calls["domestic"] = partial(
                 domestic.issue,
@@ -205,11 +213,17 @@ async def _issue_credentials(
         for i, p in enumerate(prepared):
             part = f"european[{i}]"
             calls[part] = partial(_in_lane, lanes, partial(eu.issue, p, part=part, headers=headers))
+        seconds = settings.request_deadline_seconds
+        if proof_check is not None:
+            # Before any signer (EU ones too): a failing proof is the app's error (400), not
+            # the signer's. Its time comes out of the request's deadline.
+            started = asyncio.get_running_loop().time()
+            async with request_deadline(seconds, parts=("domestic",)):
+                await proof_check()
+            seconds -= asyncio.get_running_loop().time() - started
         # The EU parts first: one refused at once fails before /issue is sent, and the
         # session goes back to the store.
-        return await all_or_nothing(
-            calls, seconds=settings.request_deadline_seconds, held_back=("domestic",)
-        )
+        return await all_or_nothing(calls, seconds=seconds, held_back=("domestic",))
 
 
 async def _in_lane(lanes: asyncio.Semaphore, call: Callable[[], Awaitable[T]]) -> T:

@@ -119,7 +119,11 @@ async def issue(
     caller: CallerDep,
     audit: AuditDep,
 ) -> IssueOut:
-    """Check the attributes and commitment, take the caller's session, sign, verify, return."""
+    """Check the attributes and commitment, take the caller's session, sign, verify, return.
+
+    In the idemix scheme the commitment's proofs are verified for the session before the
+    signer is called: a failing one is answered 400 `commitment-proof-failed`.
+    """
     body = await read_body(request, IssueRequest)
     async with audit.attempt():
         count = len(body.credentials_attributes)
@@ -139,6 +143,10 @@ async def issue(
             issuer.hold_session(body.stoken, owner=caller.subject) as session,
             request_deadline(settings.request_deadline_seconds, parts=("domestic",)),
         ):
+            # Before the signer: a failing proof is the app's error (400), not the signer's.
+            await issuer.check_commitment(
+                session=session, commitment=commitment, count=count, part="domestic"
+            )
             items = await issuer.issue(
                 session=session,
                 commitment=commitment,

@@ -17,6 +17,7 @@ from signing_gateway.domain.domestic import (
     check_domestic_policy,
 )
 from signing_gateway.domain.errors import FieldError
+from signing_gateway.errors import CommitmentProofFailed
 from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.session import HeldSession
@@ -24,7 +25,7 @@ from signing_gateway.issuance.stoken import StokenStore
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
-from signing_gateway.verification.errors import CredentialVerificationError
+from signing_gateway.verification.errors import CommitmentProofError, CredentialVerificationError
 from signing_gateway.verification.trust import DomesticTrustStore
 
 if TYPE_CHECKING:
@@ -157,6 +158,40 @@ class DomesticIssuer:
         """``async with``: take `owner`'s session of `stoken` for one issue (see session.py)."""
         return HeldSession(self._stokens, stoken, owner=owner)
 
+    async def check_commitment(
+        self, *, session: HeldSession, commitment: bytes, count: int, part: str
+    ) -> None:
+        """In the idemix scheme, verify the app's proofs of its commitments U for `session`.
+
+        Before any signer call: the Idemix server verifies them too, but answers a failing
+        proof 500, which the gateway would answer 502 and count against the signer's breaker.
+        Verified with the session's issuer nonce and the configured key its issuerPkId names,
+        as the server does; `count` is the number of credentials asked for, one proof each.
+        The simulation scheme's commitments are not Idemix: nothing is checked there.
+
+        Raises:
+            CommitmentProofFailed: (400, at ``issueCommitmentMessage``) the proofs fail.
+            CredentialRejected: (502) the session names a key the gateway does not have, or
+                its nonce cannot be read: what the signer would sign could not be verified.
+            VerificationUnavailable: (503) the check workers are being replaced.
+        """
+        if self._idemix is None:
+            return
+        message = session.prepare_issue_message
+        try:
+            await self._idemix.verify_commitment_proofs(
+                commitment,
+                issuer_pk_id=str(message.get("issuerPkId", "")),
+                issuer_nonce=str(message.get("issuerNonce", "")),
+                count=count,
+                part=part,
+            )
+        except CommitmentProofError as exc:
+            loc = ("issueCommitmentMessage", *exc.loc)
+            raise CommitmentProofFailed([FieldError(loc=loc, msg=exc.msg)]) from exc
+        except CredentialVerificationError as exc:
+            raise rejected_credential(exc, part=part, signer="domestic") from exc
+
     async def issue(
         self,
         *,
@@ -168,7 +203,8 @@ class DomesticIssuer:
     ) -> list[dict[str, Any]]:
         """Have the signer create the session's credentials and verify every signature.
 
-        `commitment` is the app's, as `issuance.commitment.decode_commitment` checked it.
+        `commitment` is the app's, as `issuance.commitment.decode_commitment` checked it,
+        and its proofs as `check_commitment` verified them.
         """
         wires = [a.wire() for a in attributes]
         prepare_issue_message = session.prepare_issue_message

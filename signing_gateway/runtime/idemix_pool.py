@@ -39,9 +39,17 @@ from signing_gateway.verification.idemix_answers import (
     read_app_commitment,
     session_key,
 )
+from signing_gateway.verification.idemix_commitment import (
+    CommitmentProof,
+    check_challenge,
+    check_proof_list,
+    commitment_contribution,
+    read_commitment_proofs,
+)
+from signing_gateway.verification.idemix_issuance import gabi_big_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
     from signing_gateway.verification.idemix_keys import IdemixPublicKey
 
@@ -86,6 +94,10 @@ def _issued_credential_check(
         issuer_pk_id=issuer_pk_id,
         expected=expected,
     )
+
+
+def _commitment_contribution(proof: CommitmentProof, issuer_pk_id: str) -> int:
+    return commitment_contribution(proof, _worker_keys[issuer_pk_id])
 
 
 class IdemixCheckPool:
@@ -185,10 +197,8 @@ class IdemixCheckPool:
             self._replacing = None
         self.replacements += 1
 
-    async def _run(
-        self, part: str, check: Callable[P, None], *args: P.args, **kwargs: P.kwargs
-    ) -> None:
-        """Run `check` in a worker; VerificationUnavailable if the workers are gone."""
+    async def _run(self, part: str, check: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`check`'s result, run in a worker; VerificationUnavailable if the workers are gone."""
         async with io_wait(), self._slots:
             executor = self._executor
             if executor is None:
@@ -196,7 +206,7 @@ class IdemixCheckPool:
             self._in_flight += 1
             try:
                 future = await asyncio.to_thread(executor.submit, check, *args, **kwargs)
-                await asyncio.wrap_future(future)
+                return await asyncio.wrap_future(future)
             except BrokenProcessPool as exc:
                 self._broken(executor)
                 raise _unavailable(part) from exc
@@ -231,32 +241,72 @@ class IdemixCheckPool:
             CredentialVerificationError: an item does not verify.
             VerificationUnavailable: the workers are gone (being replaced).
         """
-        if len(commitment) <= _INLINE_COMMITMENT_BYTES:
-            app = read_app_commitment(commitment)
-        else:  # parsing grows with the input (up to 64 KiB)
-            app = await asyncio.to_thread(read_app_commitment, commitment)
+        app = await _read(read_app_commitment, commitment)
         commitments = issue_commitments(items, app, expected)
         session_key(self._keys, issuer_pk_id)
-        checks = [
-            asyncio.ensure_future(
-                self._run(
-                    part,
-                    _issued_credential_check,
-                    dict(item),
-                    u,
-                    app.nonce2,
-                    issuer_pk_id,
-                    dict(attributes),
-                )
+        await _all_at_once(
+            self._run(
+                part,
+                _issued_credential_check,
+                dict(item),
+                u,
+                app.nonce2,
+                issuer_pk_id,
+                dict(attributes),
             )
             for item, attributes, u in zip(items, expected, commitments, strict=True)
-        ]
-        try:
-            await asyncio.gather(*checks)
-        finally:
-            for check in checks:
-                check.cancel()
-            await asyncio.gather(*checks, return_exceptions=True)
+        )
+
+    async def verify_commitment_proofs(
+        self,
+        commitment: bytes,
+        *,
+        issuer_pk_id: str,
+        issuer_nonce: str,
+        count: int,
+        part: str,
+    ) -> None:
+        """Verify the app's proofs of its commitments U (`idemix_commitment`) for a session.
+
+        ``issuer_pk_id`` and ``issuer_nonce`` are the session's prepare message's: the Idemix
+        server verifies the proofs with the key that issuerPkId names and that nonce. The
+        sizes are checked here; each proof's exponentiations run in a worker of its own, all
+        at once, and the challenge over their results is hashed here.
+
+        Raises:
+            CommitmentProofError: the proofs fail (the app's input).
+            CredentialVerificationError: ``unknown-kid`` (no key configured for the session's
+                issuerPkId) or ``decode-failed`` (its issuerNonce is not a gabi big integer):
+                the signer's session, not the app, is at fault.
+            VerificationUnavailable: the workers are gone (being replaced).
+        """
+        key = session_key(self._keys, issuer_pk_id)
+        nonce1 = gabi_big_int(issuer_nonce, "issuerNonce")
+        proofs = await _read(read_commitment_proofs, commitment)
+        check_proof_list(proofs, key, count=count)
+        contributions = await _all_at_once(
+            self._run(part, _commitment_contribution, proof, issuer_pk_id) for proof in proofs
+        )
+        check_challenge(proofs, contributions, nonce1)
+
+
+async def _read(reader: Callable[[bytes], T], commitment: bytes) -> T:
+    """`reader`'s result for the app's commitment: in a thread when it is long."""
+    if len(commitment) <= _INLINE_COMMITMENT_BYTES:
+        return reader(commitment)
+    # Parsing grows with the input (up to 64 KiB).
+    return await asyncio.to_thread(reader, commitment)
+
+
+async def _all_at_once(runs: Iterable[Awaitable[T]]) -> list[T]:
+    """The results of `runs`, run concurrently; the first failure cancels the others."""
+    tasks = [asyncio.ensure_future(run) for run in runs]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _unavailable(part: str) -> VerificationUnavailable:

@@ -181,8 +181,11 @@ class IssuanceAudit:
     ) -> None:
         """`attempt`'s end: the outcome `exc` (None: issued) says, written."""
         if isinstance(exc, GatewayError):
+            # A request refused for its content (a proof of U that fails) is refused as a
+            # validation error is, though found only once its session was taken.
+            outcome = "refused" if isinstance(exc, RequestInvalid) else "failed"
             await self._finish(
-                outcome="failed", status=exc.status, problem=exc.type, cause=exc.cause
+                outcome=outcome, status=exc.status, problem=exc.type, cause=exc.cause
             )
             return
         if isinstance(exc, DomainValidationError):  # answered as a RequestInvalid (api/problems)

@@ -7,6 +7,7 @@ from typing import Literal, get_args
 __all__ = [
     "DOMESTIC_VERIFICATION_FAILURES",
     "EU_VERIFICATION_FAILURES",
+    "CommitmentProofError",
     "CredentialVerificationError",
     "DomesticVerificationFailure",
     "EuVerificationFailure",
@@ -63,3 +64,18 @@ class CredentialVerificationError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason: VerificationFailure = reason
         self.detail = detail
+
+
+class CommitmentProofError(Exception):
+    """Raised when an app's proofs of its commitments U (gabi ``ProofU``) do not verify.
+
+    ``loc`` is where in the IssueCommitmentMessage (``("combinedProofs", 1, "c")``, or
+    ``("combinedProofs",)`` when only the list as a whole can be blamed); ``msg`` says why,
+    without the numbers.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
+        """Keep where the proof fails and why."""
+        super().__init__(loc, msg)
+        self.loc = loc
+        self.msg = msg

@@ -41,6 +41,7 @@ __all__ = [
     "check_issue_answer",
     "check_issued_credential",
     "check_static_answer",
+    "commitment_big_int",
     "issue_commitments",
     "read_app_commitment",
     "session_key",
@@ -85,7 +86,7 @@ class AppCommitment:
         self.nonce2 = nonce2
 
 
-def _big(value: object, name: str) -> int:
+def commitment_big_int(value: object, name: str) -> int:
     """A gabi JSON big integer: base64 of big-endian bytes, or (gabi reads it too) a number."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
@@ -111,8 +112,8 @@ def read_app_commitment(document: bytes) -> AppCommitment:
     proofs = parsed.get("combinedProofs") if isinstance(parsed, dict) else None
     if not isinstance(proofs, list) or not all(isinstance(p, dict) for p in proofs):
         raise idemix_failure("decode-failed", "commitment must hold combinedProofs objects")
-    commitments = tuple(_big(proof.get("U"), "U") for proof in proofs)
-    return AppCommitment(commitments, _big(parsed.get("n_2"), "n_2"))
+    commitments = tuple(commitment_big_int(proof.get("U"), "U") for proof in proofs)
+    return AppCommitment(commitments, commitment_big_int(parsed.get("n_2"), "n_2"))
 
 
 def _expected_values(attributes: Mapping[str, str], issuer_pk_id: str) -> tuple[bytes, ...]:

@@ -65,13 +65,23 @@ class SystemParameters:
     lstatzk: int
     #: Size of a signature's ``v`` (an issuer draws it in ``[2^(Lv-1), 2^Lv)``).
     lv: int
+    #: Bound of an app's proof of its commitment: ``|v_prime_response| < 2^(LvPrimeCommit+1)``.
+    lv_prime_commit: int
 
 
 #: gabi ``DefaultSystemParameters[2048]``: Lh 256, Lstatzk 128, LePrime 120, Lm 256; then
 #: Le = Lstatzk + Lh + Lm + 5, LeCommit = LePrime + Lstatzk + Lh, LmCommit = Lm + Lstatzk + Lh,
-#: Lv 2820.
+#: Lv 2820, LvPrimeCommit = Ln + 2 Lstatzk + Lh.
 PARAMETERS_2048 = SystemParameters(
-    ln=2048, le=645, le_prime=120, lm=256, lm_commit=640, le_commit=504, lstatzk=128, lv=2820
+    ln=2048,
+    le=645,
+    le_prime=120,
+    lm=256,
+    lm_commit=640,
+    le_commit=504,
+    lstatzk=128,
+    lv=2820,
+    lv_prime_commit=2560,
 )
 
 
