@@ -14,6 +14,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import orjson
@@ -25,9 +26,15 @@ from signing_gateway.issuance import domestic as domestic_issuance
 from signing_gateway.settings import DomesticPolicySettings, IdemixSettings, Settings
 from signing_gateway.verification.idemix import credential_attribute_values
 from tests.api.assertions import assert_problem
-from tests.api.bodies import domestic_attributes
-from tests.api.signer_mocks import decode_b64_json
-from tests.support.gateway import DOMESTIC_SIGNER_URL, SignerKeys, make_settings, running_gateway
+from tests.api.bodies import domestic_attributes, eu_vaccination
+from tests.api.signer_mocks import decode_b64_json, eu_signing
+from tests.support.gateway import (
+    DOMESTIC_SIGNER_URL,
+    EU_SIGNER_URL,
+    SignerKeys,
+    make_settings,
+    running_gateway,
+)
 from tests.support.idemix_issuer import (
     TEST_KEY_FILE,
     Holder,
@@ -35,6 +42,13 @@ from tests.support.idemix_issuer import (
     issuer_nonce,
     make_holders,
     sign,
+)
+from tests.support.idemix_tampering import (
+    PAST_THE_BOUND,
+    TAMPERS,
+    Tamper,
+    tamper_each,
+    two_secrets,
 )
 from tests.support.polling import until_answered
 from tests.unit.verification.idemix_qr_support import make_qr, proof_fields
@@ -136,34 +150,59 @@ def idemix_issuing(request: httpx.Request, *, tamper: bool = False) -> httpx.Res
     return httpx.Response(200, json=items)
 
 
+#: The issuer nonce of another session, which an app's proofs may be made for.
+OTHER_NONCE = 7
+
+
+def valid(holders: list[Holder], nonce1: int, _other: int) -> dict[str, Any]:
+    """The app's commitment as a correct app makes it, for the session's issuer nonce."""
+    return commitment_message(holders, nonce1)
+
+
+def mock_session(
+    signers: respx.MockRouter, *, tamper: bool = False, issuer_pk_id: str = "VWS-TEST-0"
+) -> respx.Route:
+    """The mocked Idemix signer's /prepare_issue and /issue; returns the /issue route."""
+    signers.post(f"{DOMESTIC_SIGNER_URL}/prepare_issue").respond(
+        200,
+        json={"issuerPkId": issuer_pk_id, "issuerNonce": ISSUER_NONCE, "credentialAmount": 28},
+    )
+    return signers.post(f"{DOMESTIC_SIGNER_URL}/issue").mock(
+        side_effect=lambda request: idemix_issuing(request, tamper=tamper)
+    )
+
+
+async def open_session(gateway: httpx.AsyncClient) -> str:
+    """A prepare-issue session's stoken."""
+    prepared = await gateway.post("/v1/domestic/prepare-issue")
+    assert prepared.status_code == 200, prepared.text
+    return str(prepared.json()["stoken"])
+
+
+def app_commitment(holders: list[Holder], commit: Tamper = valid) -> str:
+    """The base64 issueCommitmentMessage `commit` makes for the mocked session's nonce."""
+    document = commit(holders, issuer_nonce({"issuerNonce": ISSUER_NONCE}), OTHER_NONCE)
+    return base64.b64encode(orjson.dumps(document)).decode()
+
+
+#: Two credentials, the second with a category (credential version 3).
+ASKED = [domestic_attributes(isPaperProof="0"), domestic_attributes(category="1")]
+
+
 async def issue(
     gateway: httpx.AsyncClient, signers: respx.MockRouter, *, tamper: bool = False
 ) -> tuple[httpx.Response, list[dict[str, str]]]:
     """Prepare a session at the mocked Idemix signer and issue two credentials in it."""
-    signers.post(f"{DOMESTIC_SIGNER_URL}/prepare_issue").respond(
-        200,
-        json={"issuerPkId": "VWS-TEST-0", "issuerNonce": ISSUER_NONCE, "credentialAmount": 28},
-    )
-    signers.post(f"{DOMESTIC_SIGNER_URL}/issue").mock(
-        side_effect=lambda request: idemix_issuing(request, tamper=tamper)
-    )
-    prepared = await gateway.post("/v1/domestic/prepare-issue")
-    assert prepared.status_code == 200, prepared.text
-    holders = make_holders(2)
-    attributes = [domestic_attributes(isPaperProof="0"), domestic_attributes(category="1")]
+    mock_session(signers, tamper=tamper)
     answer = await gateway.post(
         "/v1/domestic/issue",
         json={
-            "stoken": prepared.json()["stoken"],
-            "issueCommitmentMessage": base64.b64encode(
-                orjson.dumps(
-                    commitment_message(holders, issuer_nonce({"issuerNonce": ISSUER_NONCE}))
-                )
-            ).decode(),
-            "credentialsAttributes": attributes,
+            "stoken": await open_session(gateway),
+            "issueCommitmentMessage": app_commitment(make_holders(2)),
+            "credentialsAttributes": ASKED,
         },
     )
-    return answer, attributes
+    return answer, ASKED
 
 
 async def test_issued_idemix_signatures_are_verified_and_released(gateway, signers):
@@ -209,3 +248,104 @@ async def test_killed_check_worker_answers_503_then_is_replaced(gateway, signers
     )
     assert ready.json()["idemixChecks"]["up"] is True
     assert (await static(gateway, DENIED)).status_code == 200
+
+
+@pytest.mark.parametrize("commit", TAMPERS)
+async def test_failing_proof_of_u_is_refused_400_before_the_signer(gateway, signers, commit):
+    """A proof of U that fails for the session: 400, no /issue call; the session stays usable."""
+    issue_route = mock_session(signers)
+    stoken = await open_session(gateway)
+    holders = make_holders(2)
+    body = {"stoken": stoken, "credentialsAttributes": ASKED}
+    refused = await gateway.post(
+        "/v1/domestic/issue",
+        json={**body, "issueCommitmentMessage": app_commitment(holders, commit)},
+    )
+    problem = assert_problem(refused, 400, "commitment-proof-failed")
+    assert [error["loc"][:2] for error in problem["errors"]] == [
+        ["issueCommitmentMessage", "combinedProofs"]
+    ]
+    assert "retry with the same stoken" in problem["detail"]
+    assert issue_route.call_count == 0
+    retried = await gateway.post(
+        "/v1/domestic/issue", json={**body, "issueCommitmentMessage": app_commitment(holders)}
+    )
+    assert retried.status_code == 200, retried.text
+    assert issue_route.call_count == 1
+
+
+@pytest.mark.parametrize(
+    ("commit", "loc", "msg"),
+    [
+        (
+            tamper_each("c"),
+            ["combinedProofs"],
+            "the proofs of U do not verify for the session's issuer nonce",
+        ),
+        (
+            tamper_each("v_prime_response", PAST_THE_BOUND),
+            ["combinedProofs", 0, "v_prime_response"],
+            "is out of range",
+        ),
+        (
+            two_secrets,
+            ["combinedProofs", 1, "s_response"],
+            "differs from the first proof's (one secret)",
+        ),
+    ],
+    ids=["the-list", "v-prime-response-past-its-bound", "two-secrets"],
+)
+async def test_failing_proof_of_u_names_where_it_fails(gateway, signers, commit, loc, msg):
+    """The 400 says which proof fails and why, or that the list as a whole does."""
+    mock_session(signers)
+    refused = await gateway.post(
+        "/v1/domestic/issue",
+        json={
+            "stoken": await open_session(gateway),
+            "issueCommitmentMessage": app_commitment(make_holders(2), commit),
+            "credentialsAttributes": ASKED,
+        },
+    )
+    problem = assert_problem(refused, 400, "commitment-proof-failed")
+    assert problem["errors"] == [{"loc": ["issueCommitmentMessage", *loc], "msg": msg}]
+    assert problem["detail"].startswith(f"issueCommitmentMessage.{'.'.join(map(str, loc))}: {msg}")
+
+
+async def test_failing_proof_of_u_in_credentials_reaches_no_signer(gateway, signers, test_keys):
+    """/v1/credentials: a failing proof of U is a 400 before any signer, EU ones too."""
+    issue_route = mock_session(signers)
+    eu_route = signers.post(f"{EU_SIGNER_URL}/get_credential").mock(
+        side_effect=eu_signing(test_keys)
+    )
+    holders = make_holders(2)
+    body = {
+        "stoken": await open_session(gateway),
+        "domestic": ASKED,
+        "european": [eu_vaccination()],
+    }
+    refused = await gateway.post(
+        "/v1/credentials",
+        json={**body, "issueCommitmentMessage": app_commitment(holders, tamper_each("c"))},
+    )
+    assert_problem(refused, 400, "commitment-proof-failed")
+    assert (issue_route.call_count, eu_route.call_count) == (0, 0)
+    issued = await gateway.post(
+        "/v1/credentials", json={**body, "issueCommitmentMessage": app_commitment(holders)}
+    )
+    assert issued.status_code == 200, issued.text
+    assert (issue_route.call_count, eu_route.call_count) == (1, 1)
+
+
+async def test_session_naming_an_unconfigured_key_reaches_no_issue(gateway, signers):
+    """A session whose issuerPkId names no configured key: 502 before /issue spends its nonce."""
+    issue_route = mock_session(signers, issuer_pk_id="VWS-OTHER-1")
+    answer = await gateway.post(
+        "/v1/domestic/issue",
+        json={
+            "stoken": await open_session(gateway),
+            "issueCommitmentMessage": app_commitment(make_holders(2)),
+            "credentialsAttributes": ASKED,
+        },
+    )
+    assert_problem(answer, 502, "credential-verification-failed")
+    assert issue_route.call_count == 0
