@@ -23,6 +23,7 @@ import pytest
 import respx
 
 from signing_gateway.issuance import domestic as domestic_issuance
+from signing_gateway.security.settings import AuditSettings
 from signing_gateway.settings import DomesticPolicySettings, IdemixSettings, Settings
 from signing_gateway.verification.idemix import credential_attribute_values
 from tests.api.assertions import assert_problem
@@ -57,10 +58,11 @@ from tests.unit.verification.idemix_testdata import DENIED, DENIED_PROOF_IDENTIF
 ISSUER_NONCE = base64.b64encode(b"0123456789abcdef").decode()
 
 
-def idemix_settings(keys: SignerKeys) -> Settings:
+def idemix_settings(keys: SignerKeys, **overrides: Any) -> Settings:
     """The gateway in idemix mode with the test issuer key; one check worker."""
     return make_settings(
         keys,
+        **overrides,
         domestic_scheme="idemix",
         idemix=IdemixSettings(keys={"VWS-TEST-0": TEST_KEY_FILE}, check_workers=1),
         # DENIED_QR's credential is valid for 4056 hours.
@@ -348,4 +350,45 @@ async def test_session_naming_an_unconfigured_key_reaches_no_issue(gateway, sign
         },
     )
     assert_problem(answer, 502, "credential-verification-failed")
+    assert issue_route.call_count == 0
+
+
+async def test_failing_proof_of_u_is_audited_as_refused(test_keys, signers, tmp_path):
+    """The audit record of a failing proof says `refused`, as that of a 422 does."""
+    audit_file = tmp_path / "audit.jsonl"
+    mock_session(signers)
+    settings = idemix_settings(test_keys, audit=AuditSettings(file=audit_file))
+    async with running_gateway(settings) as gateway:
+        refused = await gateway.post(
+            "/v1/domestic/issue",
+            json={
+                "stoken": await open_session(gateway),
+                "issueCommitmentMessage": app_commitment(make_holders(2), tamper_each("c")),
+                "credentialsAttributes": ASKED,
+            },
+        )
+    assert_problem(refused, 400, "commitment-proof-failed")
+    records = [orjson.loads(line) for line in audit_file.read_bytes().splitlines()]
+    assert [(r["endpoint"], r["outcome"], r["status"], r["problemType"]) for r in records] == [
+        ("/v1/domestic/prepare-issue", "issued", 200, None),
+        ("/v1/domestic/issue", "refused", 400, refused.json()["type"]),
+    ]
+
+
+async def test_proofs_of_u_are_checked_in_the_workers(gateway, signers):
+    """With the check worker killed, the proofs cannot be checked: 503, and no /issue call."""
+    issue_route = mock_session(signers)
+    stoken = await open_session(gateway)
+    (worker,) = check_workers()
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    answer = await gateway.post(
+        "/v1/domestic/issue",
+        json={
+            "stoken": stoken,
+            "issueCommitmentMessage": app_commitment(make_holders(2)),
+            "credentialsAttributes": ASKED,
+        },
+    )
+    assert_problem(answer, 503, "verification-unavailable")
     assert issue_route.call_count == 0
