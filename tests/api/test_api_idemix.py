@@ -191,20 +191,26 @@ def app_commitment(holders: list[Holder], commit: Tamper = valid) -> str:
 ASKED = [domestic_attributes(isPaperProof="0"), domestic_attributes(category="1")]
 
 
+async def post_issue(
+    gateway: httpx.AsyncClient, stoken: str, commit: Tamper = valid
+) -> httpx.Response:
+    """POST /v1/domestic/issue of ASKED in the session `stoken`, the app committing by `commit`."""
+    return await gateway.post(
+        "/v1/domestic/issue",
+        json={
+            "stoken": stoken,
+            "issueCommitmentMessage": app_commitment(make_holders(2), commit),
+            "credentialsAttributes": ASKED,
+        },
+    )
+
+
 async def issue(
     gateway: httpx.AsyncClient, signers: respx.MockRouter, *, tamper: bool = False
 ) -> tuple[httpx.Response, list[dict[str, str]]]:
     """Prepare a session at the mocked Idemix signer and issue two credentials in it."""
     mock_session(signers, tamper=tamper)
-    answer = await gateway.post(
-        "/v1/domestic/issue",
-        json={
-            "stoken": await open_session(gateway),
-            "issueCommitmentMessage": app_commitment(make_holders(2)),
-            "credentialsAttributes": ASKED,
-        },
-    )
-    return answer, ASKED
+    return await post_issue(gateway, await open_session(gateway)), ASKED
 
 
 async def test_issued_idemix_signatures_are_verified_and_released(gateway, signers):
@@ -300,14 +306,7 @@ async def test_failing_proof_of_u_is_refused_400_before_the_signer(gateway, sign
 async def test_failing_proof_of_u_names_where_it_fails(gateway, signers, commit, loc, msg):
     """The 400 says which proof fails and why, or that the list as a whole does."""
     mock_session(signers)
-    refused = await gateway.post(
-        "/v1/domestic/issue",
-        json={
-            "stoken": await open_session(gateway),
-            "issueCommitmentMessage": app_commitment(make_holders(2), commit),
-            "credentialsAttributes": ASKED,
-        },
-    )
+    refused = await post_issue(gateway, await open_session(gateway), commit)
     problem = assert_problem(refused, 400, "commitment-proof-failed")
     assert problem["errors"] == [{"loc": ["issueCommitmentMessage", *loc], "msg": msg}]
     assert problem["detail"].startswith(f"issueCommitmentMessage.{'.'.join(map(str, loc))}: {msg}")
@@ -341,14 +340,7 @@ async def test_failing_proof_of_u_in_credentials_reaches_no_signer(gateway, sign
 async def test_session_naming_an_unconfigured_key_reaches_no_issue(gateway, signers):
     """A session whose issuerPkId names no configured key: 502 before /issue spends its nonce."""
     issue_route = mock_session(signers, issuer_pk_id="VWS-OTHER-1")
-    answer = await gateway.post(
-        "/v1/domestic/issue",
-        json={
-            "stoken": await open_session(gateway),
-            "issueCommitmentMessage": app_commitment(make_holders(2)),
-            "credentialsAttributes": ASKED,
-        },
-    )
+    answer = await post_issue(gateway, await open_session(gateway))
     assert_problem(answer, 502, "credential-verification-failed")
     assert issue_route.call_count == 0
 
@@ -359,14 +351,7 @@ async def test_failing_proof_of_u_is_audited_as_refused(test_keys, signers, tmp_
     mock_session(signers)
     settings = idemix_settings(test_keys, audit=AuditSettings(file=audit_file))
     async with running_gateway(settings) as gateway:
-        refused = await gateway.post(
-            "/v1/domestic/issue",
-            json={
-                "stoken": await open_session(gateway),
-                "issueCommitmentMessage": app_commitment(make_holders(2), tamper_each("c")),
-                "credentialsAttributes": ASKED,
-            },
-        )
+        refused = await post_issue(gateway, await open_session(gateway), tamper_each("c"))
     assert_problem(refused, 400, "commitment-proof-failed")
     records = [orjson.loads(line) for line in audit_file.read_bytes().splitlines()]
     assert [(r["endpoint"], r["outcome"], r["status"], r["problemType"]) for r in records] == [
@@ -382,13 +367,6 @@ async def test_proofs_of_u_are_checked_in_the_workers(gateway, signers):
     (worker,) = check_workers()
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
-    answer = await gateway.post(
-        "/v1/domestic/issue",
-        json={
-            "stoken": stoken,
-            "issueCommitmentMessage": app_commitment(make_holders(2)),
-            "credentialsAttributes": ASKED,
-        },
-    )
+    answer = await post_issue(gateway, stoken)
     assert_problem(answer, 503, "verification-unavailable")
     assert issue_route.call_count == 0
