@@ -314,7 +314,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """
     descriptions = {
         400: "X-Request-Timeout is not a positive number of seconds, or it, the Authorization, "
-        "Content-Type or Host header field is repeated; nothing reached a signer",
+        "Content-Type or Host header field is repeated; or (commitment-proof-failed, domestic "
+        "issuance in the idemix scheme) the app's proofs of its commitments U fail for the "
+        "session; nothing reached a signer",
         401: "No valid bearer token (see WWW-Authenticate), or issuance session unknown, "
         "expired or used, or opened by another caller",
         403: "The bearer token lacks the scope this request needs",
