@@ -72,6 +72,7 @@ def test_the_idemix_scheme_loads_the_checks_and_gmpy2(tmp_path: Path) -> None:
         "signing_gateway.runtime.idemix_pool",
         "signing_gateway.verification.idemix",
         "signing_gateway.verification.idemix_answers",
+        "signing_gateway.verification.idemix_commitment",
         "signing_gateway.verification.idemix_issuance",
         "signing_gateway.verification.idemix_keys",
     } <= set(loaded)
