@@ -4,7 +4,7 @@ Every expected failure is a `GatewayError` with a real status; a 500 means a bug
 
     GatewayError
     ├── RequestInvalid               422  the request breaks a validation rule
-    │   └── CommitmentProofFailed    400  the app's proofs of its commitments do not verify
+    │   └── CommitmentProofFailed    422  the app's proofs of its commitments do not verify
     ├── StokenInvalid                401  issuance session unknown, expired, used or another's
     ├── SignerProblem                     a downstream signer failed (names the part)
     │   ├── SignerUnavailable        503  connect refused, throttled, breaker open (Retry-After)
@@ -87,7 +87,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         "nothing reached a signer",
     ),
     "commitment-proof-failed": ProblemType(
-        (400,),
+        (422,),
         "in the idemix scheme, the app's proofs of knowledge of its commitments U "
         "(`issueCommitmentMessage`) do not verify for the session's issuer nonce (`errors`); "
         "nothing reached a signer and the session stays usable",
@@ -220,7 +220,7 @@ class CommitmentProofFailed(RequestInvalid):
     that the proof list as a whole does not hold for the session's issuer nonce.
     """
 
-    status = 400
+    status = 422
     slug = "commitment-proof-failed"
     title = "Commitment proof failed"
 

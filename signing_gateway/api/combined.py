@@ -215,7 +215,7 @@ async def _issue_credentials(
             calls[part] = partial(_in_lane, lanes, partial(eu.issue, p, part=part, headers=headers))
         seconds = settings.request_deadline_seconds
         if proof_check is not None:
-            # Before any signer (EU ones too): a failing proof is the app's error (400), not
+            # Before any signer (EU ones too): a failing proof is the app's error (422), not
             # the signer's. Its time comes out of the request's deadline.
             started = asyncio.get_running_loop().time()
             async with request_deadline(seconds, parts=("domestic",)):

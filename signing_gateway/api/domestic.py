@@ -122,7 +122,7 @@ async def issue(
     """Check the attributes and commitment, take the caller's session, sign, verify, return.
 
     In the idemix scheme the commitment's proofs are verified for the session before the
-    signer is called: a failing one is answered 400 `commitment-proof-failed`.
+    signer is called: a failing one is answered 422 `commitment-proof-failed`.
     """
     body = await read_body(request, IssueRequest)
     async with audit.attempt():
@@ -143,7 +143,7 @@ async def issue(
             issuer.hold_session(body.stoken, owner=caller.subject) as session,
             request_deadline(settings.request_deadline_seconds, parts=("domestic",)),
         ):
-            # Before the signer: a failing proof is the app's error (400), not the signer's.
+            # Before the signer: a failing proof is the app's error (422), not the signer's.
             await issuer.check_commitment(
                 session=session, commitment=commitment, count=count, part="domestic"
             )

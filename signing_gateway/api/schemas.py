@@ -314,9 +314,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """
     descriptions = {
         400: "X-Request-Timeout is not a positive number of seconds, or it, the Authorization, "
-        "Content-Type or Host header field is repeated; or (commitment-proof-failed, domestic "
-        "issuance in the idemix scheme) the app's proofs of its commitments U fail for the "
-        "session; nothing reached a signer",
+        "Content-Type or Host header field is repeated; nothing reached a signer",
         401: "No valid bearer token (see WWW-Authenticate), or issuance session unknown, "
         "expired or used, or opened by another caller",
         403: "The bearer token lacks the scope this request needs",
@@ -324,7 +322,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         "from its first read); the connection is closed and nothing reached a signer",
         413: "Request body over the size limit",
         415: "Request body is not application/json",
-        422: "Validation failed; nothing reached a signer",
+        422: "Validation failed; or (commitment-proof-failed, domestic issuance in the idemix "
+        "scheme) the app's proofs of its commitments U fail for the session; nothing reached "
+        "a signer",
         500: "The gateway failed unexpectedly (a bug): the answer names no cause, and its "
         "requestId finds it in the gateway's logs",
         502: "A signer answered outside its contract, or its credential failed verification",

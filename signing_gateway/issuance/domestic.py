@@ -170,7 +170,7 @@ class DomesticIssuer:
         The simulation scheme's commitments are not Idemix: nothing is checked there.
 
         Raises:
-            CommitmentProofFailed: (400, at ``issueCommitmentMessage``) the proofs fail.
+            CommitmentProofFailed: (422, at ``issueCommitmentMessage``) the proofs fail.
             CredentialRejected: (502) the session names a key the gateway does not have, or
                 its nonce cannot be read: what the signer would sign could not be verified.
             VerificationUnavailable: (503) the check workers are being replaced.
@@ -190,7 +190,7 @@ class DomesticIssuer:
             loc = ("issueCommitmentMessage", *exc.loc)
             raise CommitmentProofFailed([FieldError(loc=loc, msg=exc.msg)]) from exc
         except CredentialVerificationError as exc:
-            raise rejected_credential(exc, part=part, signer="domestic") from exc
+            raise rejected_credential(exc, part=part, signer="domestic", signed=False) from exc
 
     async def issue(
         self,

@@ -57,12 +57,18 @@ def problem_for_signer_error(exc: SignerError, *, part: str) -> GatewayError:
 
 
 def rejected_credential(
-    exc: CredentialVerificationError, *, part: str, signer: str
+    exc: CredentialVerificationError, *, part: str, signer: str, signed: bool = True
 ) -> GatewayError:
-    """Log a security event for an unverifiable credential and return the 502 to answer."""
+    """Log a security event for an unverifiable credential and return the 502 to answer.
+
+    `signed` False: found before the signer was asked to sign (the session it prepared names
+    a key, or a nonce, the gateway cannot verify with), so nothing was signed at all.
+    """
     record_credential_rejection(signer=signer, reason=exc.reason)
     security_log.warning(
-        "signer returned a credential that failed verification; not released",
+        "signer returned a credential that failed verification; not released"
+        if signed
+        else "signer's session cannot be verified; nothing signed",
         extra={
             "security_event": "credential-verification-failed",
             "reason": exc.reason,
@@ -70,7 +76,11 @@ def rejected_credential(
         },
     )
     return CredentialRejected(
-        f"{part}: the signed credential failed verification and was not released", part=part
+        f"{part}: the signed credential failed verification and was not released"
+        if signed
+        else f"{part}: the signer's session names a key or nonce the gateway cannot verify "
+        "with; nothing was signed",
+        part=part,
     )
 
 

@@ -260,7 +260,7 @@ async def test_killed_check_worker_answers_503_then_is_replaced(gateway, signers
 
 @pytest.mark.parametrize("commit", TAMPERS)
 async def test_failing_proof_of_u_is_refused_400_before_the_signer(gateway, signers, commit):
-    """A proof of U that fails for the session: 400, no /issue call; the session stays usable."""
+    """A proof of U that fails for the session: 422, no /issue call; the session stays usable."""
     issue_route = mock_session(signers)
     stoken = await open_session(gateway)
     holders = make_holders(2)
@@ -269,7 +269,7 @@ async def test_failing_proof_of_u_is_refused_400_before_the_signer(gateway, sign
         "/v1/domestic/issue",
         json={**body, "issueCommitmentMessage": app_commitment(holders, commit)},
     )
-    problem = assert_problem(refused, 400, "commitment-proof-failed")
+    problem = assert_problem(refused, 422, "commitment-proof-failed")
     assert [error["loc"][:2] for error in problem["errors"]] == [
         ["issueCommitmentMessage", "combinedProofs"]
     ]
@@ -304,16 +304,16 @@ async def test_failing_proof_of_u_is_refused_400_before_the_signer(gateway, sign
     ids=["the-list", "v-prime-response-past-its-bound", "two-secrets"],
 )
 async def test_failing_proof_of_u_names_where_it_fails(gateway, signers, commit, loc, msg):
-    """The 400 says which proof fails and why, or that the list as a whole does."""
+    """The 422 says which proof fails and why, or that the list as a whole does."""
     mock_session(signers)
     refused = await post_issue(gateway, await open_session(gateway), commit)
-    problem = assert_problem(refused, 400, "commitment-proof-failed")
+    problem = assert_problem(refused, 422, "commitment-proof-failed")
     assert problem["errors"] == [{"loc": ["issueCommitmentMessage", *loc], "msg": msg}]
     assert problem["detail"].startswith(f"issueCommitmentMessage.{'.'.join(map(str, loc))}: {msg}")
 
 
 async def test_failing_proof_of_u_in_credentials_reaches_no_signer(gateway, signers, test_keys):
-    """/v1/credentials: a failing proof of U is a 400 before any signer, EU ones too."""
+    """/v1/credentials: a failing proof of U is a 422 before any signer, EU ones too."""
     issue_route = mock_session(signers)
     eu_route = signers.post(f"{EU_SIGNER_URL}/get_credential").mock(
         side_effect=eu_signing(test_keys)
@@ -328,7 +328,7 @@ async def test_failing_proof_of_u_in_credentials_reaches_no_signer(gateway, sign
         "/v1/credentials",
         json={**body, "issueCommitmentMessage": app_commitment(holders, tamper_each("c"))},
     )
-    assert_problem(refused, 400, "commitment-proof-failed")
+    assert_problem(refused, 422, "commitment-proof-failed")
     assert (issue_route.call_count, eu_route.call_count) == (0, 0)
     issued = await gateway.post(
         "/v1/credentials", json={**body, "issueCommitmentMessage": app_commitment(holders)}
@@ -341,7 +341,8 @@ async def test_session_naming_an_unconfigured_key_reaches_no_issue(gateway, sign
     """A session whose issuerPkId names no configured key: 502 before /issue spends its nonce."""
     issue_route = mock_session(signers, issuer_pk_id="VWS-OTHER-1")
     answer = await post_issue(gateway, await open_session(gateway))
-    assert_problem(answer, 502, "credential-verification-failed")
+    problem = assert_problem(answer, 502, "credential-verification-failed")
+    assert "nothing was signed" in problem["detail"]
     assert issue_route.call_count == 0
 
 
@@ -352,11 +353,11 @@ async def test_failing_proof_of_u_is_audited_as_refused(test_keys, signers, tmp_
     settings = idemix_settings(test_keys, audit=AuditSettings(file=audit_file))
     async with running_gateway(settings) as gateway:
         refused = await post_issue(gateway, await open_session(gateway), tamper_each("c"))
-    assert_problem(refused, 400, "commitment-proof-failed")
+    assert_problem(refused, 422, "commitment-proof-failed")
     records = [orjson.loads(line) for line in audit_file.read_bytes().splitlines()]
     assert [(r["endpoint"], r["outcome"], r["status"], r["problemType"]) for r in records] == [
         ("/v1/domestic/prepare-issue", "issued", 200, None),
-        ("/v1/domestic/issue", "refused", 400, refused.json()["type"]),
+        ("/v1/domestic/issue", "refused", 422, refused.json()["type"]),
     ]
 
 

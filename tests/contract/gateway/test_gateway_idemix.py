@@ -179,7 +179,7 @@ def issue_calls(signer: FakeSignerProcess) -> int:
 def test_commitment_whose_proof_fails_is_refused_400_and_reaches_no_signer(
     gateway, idemix_signer, tamper
 ):
-    """A proof of U failing for the session: the gateway's 400, no /issue; the session lives on."""
+    """A proof of U failing for the session: the gateway's 422, no /issue; the session lives on."""
     stoken, nonce1 = prepare(gateway)
     _, other = prepare(gateway)
     asked = [attributes(isPaperProof="0"), attributes(isPaperProof="0", category="1")]
@@ -197,7 +197,7 @@ def test_commitment_whose_proof_fails_is_refused_400_and_reaches_no_signer(
         )
 
     refused = send(tamper(holders, nonce1, other))
-    body = assert_problem(refused, 400, "commitment-proof-failed")
+    body = assert_problem(refused, 422, "commitment-proof-failed")
     assert body["errors"][0]["loc"][:2] == ["issueCommitmentMessage", "combinedProofs"]
     assert issue_calls(idemix_signer) == before
     issued = send(commitment_message(holders, nonce1))
