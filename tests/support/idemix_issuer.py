@@ -12,12 +12,19 @@ credential, and one proof of knowledge of them all for the issuer's nonce.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from signing_gateway.verification.idemix import attribute_int, hash_commit, powmod
+from signing_gateway.verification.idemix import (
+    attribute_int,
+    credential_attribute_values,
+    hash_commit,
+    powmod,
+)
 from signing_gateway.verification.idemix_issuance import is_probable_prime
 from signing_gateway.verification.idemix_keys import IdemixPublicKey
 from tests.unit.verification.idemix_testdata import TEST_KEY_P, TEST_KEY_Q, TEST_KEY_XML
@@ -25,8 +32,8 @@ from tests.unit.verification.idemix_testdata import TEST_KEY_P, TEST_KEY_Q, TEST
 TEST_KEY_FILE = Path(__file__).parents[1] / "unit" / "verification" / "data" / "idemix_test_pk.xml"
 TEST_KEY = IdemixPublicKey.from_xml(TEST_KEY_XML)
 ORDER = (TEST_KEY_P - 1) // 2 * ((TEST_KEY_Q - 1) // 2)
-#: gabi 2048-bit parameters: Le, LePrime, Lv, LvPrime, LvPrimeCommit.
-LE, LE_PRIME, LV, LV_PRIME, LV_PRIME_COMMIT = 645, 120, 2820, 2176, 2560
+#: gabi 2048-bit parameters: Le, LePrime, Lv, LvPrime, LvPrimeCommit, Lm.
+LE, LE_PRIME, LV, LV_PRIME, LV_PRIME_COMMIT, LM = 645, 120, 2820, 2176, 2560, 256
 #: The size of the secret's commitment in a proof list: gabi's 1024-bit LmCommit, for any key.
 LSK_COMMIT = 592
 
@@ -44,6 +51,15 @@ class Holder:
 def b64(value: int) -> str:
     """A gabi JSON big integer."""
     return base64.b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).decode()
+
+
+def gabi_exponent(m: int) -> int:
+    """An attribute as gabi's ``RepresentToBases`` raises a base to it: hashed past Lm bits."""
+    if m.bit_length() <= LM:
+        return m
+    return int.from_bytes(
+        hashlib.sha256(m.to_bytes((m.bit_length() + 7) // 8, "big")).digest(), "big"
+    )
 
 
 def random_prime_e() -> int:
@@ -78,7 +94,8 @@ def sign(holder: Holder, values: Any, *, e: int | None = None) -> dict[str, Any]
     v = (1 << (LV - 1)) + secrets.randbits(LV - 1)
     denominator = pow(key.s, v, n) * holder.commitment % n
     for index, value in enumerate(values, start=1):
-        denominator = denominator * pow(key.bases[index], attribute_int(value), n) % n
+        exponent = gabi_exponent(attribute_int(value))
+        denominator = denominator * pow(key.bases[index], exponent, n) % n
     q = key.z * pow(denominator, -1, n) % n
     d = pow(e, -1, ORDER)
     a = pow(q, d, n)
@@ -136,3 +153,23 @@ def commitment_message(holders: list[Holder], nonce1: int) -> dict[str, Any]:
         ],
         "n_2": b64(holders[0].nonce2),
     }
+
+
+def issue_answer(
+    expected: list[dict[str, str]], *, nonce1: int
+) -> tuple[list[dict[str, Any]], bytes]:
+    """A signer's items over `expected`, and the app's commitment (for `nonce1`) they answer."""
+    holders = make_holders(len(expected))
+    items = []
+    for holder, attributes in zip(holders, expected, strict=True):
+        version = 3 if "category" in attributes else 2
+        values = credential_attribute_values(
+            attributes, issuer_pk_id="VWS-TEST-0", credential_version=version
+        )
+        items.append(
+            {
+                "issueSignatureMessage": sign(holder, values),
+                "attributes": [base64.b64encode(v).decode() for v in values],
+            }
+        )
+    return items, json.dumps(commitment_message(holders, nonce1)).encode()

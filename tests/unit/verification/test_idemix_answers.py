@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from signing_gateway.verification.errors import CredentialVerificationError
-from signing_gateway.verification.idemix import credential_attribute_values
+from signing_gateway.verification.idemix import attribute_int, credential_attribute_values
 from signing_gateway.verification.idemix_answers import check_issue_answer, check_static_answer
+from tests.support.idemix_holder import disclosure_proof
 from tests.support.idemix_issuer import (
     TEST_KEY,
     commitment_message,
+    issue_answer,
     make_holder,
-    sign,
 )
 from tests.unit.verification.idemix_qr_support import make_qr, proof_fields
 from tests.unit.verification.idemix_testdata import (
@@ -86,29 +88,10 @@ def test_static_qr_disclosed_at_another_time_is_refused():
     assert static_reason(qr, "", PAPER) == "nonce-mismatch"
 
 
-def issue_answer(expected: list[dict[str, str]]) -> tuple[list[dict[str, Any]], bytes]:
-    """A signer's items over `expected`, and the app's commitment they answer."""
-    first = make_holder()
-    holders = [first, *(make_holder(nonce2=first.nonce2) for _ in expected[1:])]
-    items = []
-    for holder, attributes in zip(holders, expected, strict=True):
-        version = 3 if "category" in attributes else 2
-        values = credential_attribute_values(
-            attributes, issuer_pk_id="VWS-TEST-0", credential_version=version
-        )
-        items.append(
-            {
-                "issueSignatureMessage": sign(holder, values),
-                "attributes": [base64.b64encode(v).decode() for v in values],
-            }
-        )
-    return items, json.dumps(commitment_message(holders, ISSUER_NONCE)).encode()
-
-
 @pytest.fixture(scope="module")
 def answer() -> tuple[list[dict[str, Any]], bytes]:
     """Two credentials signed over ISSUED, and their commitment."""
-    return issue_answer(ISSUED)
+    return issue_answer(ISSUED, nonce1=ISSUER_NONCE)
 
 
 def issue_reason(items, commitment: bytes, **options: Any) -> str:
@@ -190,5 +173,56 @@ def test_session_key_not_configured_is_refused(answer):
 )
 def test_unreadable_commitment_is_refused(answer, message):
     """A commitment without readable U's and n_2 cannot be checked against: refused."""
+    items, _ = answer
+    assert issue_reason(items, json.dumps(message).encode()) == "decode-failed"
+
+
+def test_static_qr_that_is_not_a_paper_proof_is_refused_though_asked_for():
+    """A static QR must be a paper proof, even when the request asked for isPaperProof "0"."""
+    attributes = {**PAPER, "isPaperProof": "0"}
+    numbers = [secrets.randbits(256)]
+    numbers += map(
+        attribute_int,
+        credential_attribute_values(attributes, issuer_pk_id="VWS-TEST-0", credential_version=2),
+    )
+    qr = make_qr(disclosure_proof(numbers))
+    assert static_reason(qr, "", attributes) == "payload-mismatch"
+
+
+def test_every_item_is_checked_not_only_the_first(answer):
+    """A second item whose signature is another item's is refused."""
+    items, commitment = answer
+    second = {**items[1], "issueSignatureMessage": items[0]["issueSignatureMessage"]}
+    assert issue_reason([items[0], second], commitment) == "bad-signature"
+
+
+def test_commitment_numbers_may_be_json_numbers(answer):
+    """U and n_2 may be JSON numbers, which gabi reads as big integers too."""
+    items, commitment = answer
+    message = json.loads(commitment)
+    for proof in message["combinedProofs"]:
+        proof["U"] = int.from_bytes(base64.b64decode(proof["U"]), "big")
+    message["n_2"] = int.from_bytes(base64.b64decode(message["n_2"]), "big")
+    check_issue_answer(
+        items,
+        keys=KEYS,
+        commitment=json.dumps(message).encode(),
+        issuer_pk_id="VWS-TEST-0",
+        expected_attributes=ISSUED,
+    )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"combinedProofs": [{"U": -1}, {"U": "AQ=="}], "n_2": "AQ=="},
+        {"combinedProofs": [{"U": True}, {"U": "AQ=="}], "n_2": "AQ=="},
+        {"combinedProofs": [{"U": "AQ=="}, {"U": "AQ=="}], "n_2": -5},
+        {"combinedProofs": ["AQ==", {"U": "AQ=="}], "n_2": "AQ=="},
+    ],
+    ids=["u-negative", "u-true", "nonce-negative", "proof-not-object"],
+)
+def test_commitment_numbers_that_are_no_big_integers_are_refused(answer, message):
+    """Negative numbers, booleans and non-objects in the app's commitment are refused."""
     items, _ = answer
     assert issue_reason(items, json.dumps(message).encode()) == "decode-failed"
