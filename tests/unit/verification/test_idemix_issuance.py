@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import secrets
 from typing import Any
 
 import pytest
@@ -236,3 +237,81 @@ def test_more_attributes_than_bases_are_refused(message, holder):
 def test_is_probable_prime(candidate, prime):
     """Primes pass; composites, Carmichael numbers and strong pseudoprimes to small bases fail."""
     assert is_probable_prime(candidate) is prime
+
+
+@pytest.mark.parametrize(
+    "value", ["A" * 32, "é" + "A" * 30, "A" * 200], ids=["Lm-bits", "Lm-plus-1-bits", "long"]
+)
+def test_signature_over_attributes_past_lm_bits_verifies_hashed(holder, value):
+    """An attribute longer than Lm (256) bits is signed as its SHA-256, as gabi does."""
+    values = credential_attribute_values(
+        {**ATTRIBUTES, "firstNameInitial": value}, issuer_pk_id="VWS-TEST-0"
+    )
+    verify(sign(holder, values), holder, values=values)
+
+
+def test_prime_e_below_its_range_is_refused(holder):
+    """A signature with a prime e below 2^(Le-1) satisfies the equation but is refused."""
+    e = (1 << (LE - 1)) - 1
+    while not is_probable_prime(e) or math.gcd(e, ORDER) != 1:
+        e -= 2
+    assert reason(sign(holder, VALUES, e=e), holder) == "bad-signature"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda m, h: ({**m, "signature": {**m["signature"], "A": b64(1)}}, h), "outside"),
+        (
+            lambda m, h: (
+                {
+                    **m,
+                    "signature": {**m["signature"], "A": b64(number(m["signature"]["A"]) + KEY.n)},
+                },
+                h,
+            ),
+            "outside",
+        ),
+        (lambda m, h: (m, Holder(h.secret, h.v_prime, 1, h.nonce2)), "outside"),
+        (lambda m, h: (m, Holder(h.secret, h.v_prime, h.commitment + KEY.n, h.nonce2)), "outside"),
+    ],
+    ids=["A-one", "A-plus-n", "U-one", "U-plus-n"],
+)
+def test_a_and_u_must_lie_between_one_and_n(message, holder, change, expected):
+    """A and the app's U outside (1, n) are refused, though A + n or U + n satisfy the equation."""
+    changed, other = change(message, holder)
+    refused = refusal(changed, other)
+    assert (refused.reason, refused.detail) == ("bad-signature", "A or U outside (1, n)")
+
+
+def test_number_with_whitespace_in_its_base64_is_refused(message, holder):
+    """A gabi big integer is strict base64: one with a space or newline in it is refused."""
+    c = message["proof"]["c"]
+    for text in (c[:4] + " " + c[4:], c + "\n"):
+        changed = {**message, "proof": {**message["proof"], "c": text}}
+        assert reason(changed, holder) == "decode-failed"
+
+
+def test_attributes_as_many_as_the_bases_are_refused(message, holder):
+    """Attributes take bases 1.. on: as many attributes as the key has bases is one too many."""
+    values = (*VALUES, *(b"1" for _ in range(len(KEY.bases) - len(VALUES))))
+    assert len(values) == len(KEY.bases)
+    assert refusal(message, holder, values=values).detail == (
+        "more attributes than the key has bases"
+    )
+    assert refusal(message, holder, values=values[:-1]).detail == "signature does not verify"
+
+
+def test_each_prime_candidate_gets_forty_random_bases(monkeypatch):
+    """Miller-Rabin runs 40 rounds, each with a base drawn afresh."""
+    drawn: list[int] = []
+    randbelow = secrets.randbelow
+
+    def recording(bound: int) -> int:
+        drawn.append(randbelow(bound))
+        return drawn[-1]
+
+    monkeypatch.setattr(secrets, "randbelow", recording)
+    assert is_probable_prime(2**127 - 1)
+    assert len(drawn) == 40
+    assert len(set(drawn)) > 1
