@@ -104,3 +104,17 @@ def test_strings_are_printable_or_utf8():
         decode_string((TAG_UTF8_STRING, b"\xff"))
     with pytest.raises(DerError, match="string"):
         decode_string((TAG_INTEGER, b"\x01"))
+
+
+def test_long_length_with_a_leading_zero_octet_is_refused():
+    """A long-form length padded with a zero octet is refused, even where the long form is due."""
+    data = bytes.fromhex("30820080") + b"\x04\x7e" + b"\x00" * 126
+    with pytest.raises(DerError, match="non-minimal length"):
+        read_single(data, TAG_SEQUENCE)
+    assert len(read_single(bytes.fromhex("3081 80") + data[4:], TAG_SEQUENCE)) == 128
+
+
+def test_integer_under_another_tag_is_refused():
+    """Only an INTEGER's tag is read as an INTEGER, whatever its content."""
+    with pytest.raises(DerError, match="where an INTEGER was expected"):
+        decode_integer((TAG_PRINTABLE_STRING, b"\x01"))

@@ -103,3 +103,21 @@ def test_key_with_one_base_is_refused():
 def test_oversized_key_xml_is_refused():
     """Key XML past the size cap is refused before it is parsed."""
     assert "longer than" in refusal(TEST_KEY_XML + " " * MAX_KEY_XML_CHARS)
+
+
+def test_even_modulus_is_refused():
+    """A 2048-bit n that is even cannot be a product of two odd primes: refused."""
+    assert "odd 2048-bit" in refusal(
+        TEST_KEY_XML.replace(element("n"), str(TEST_KEY_P * TEST_KEY_Q - 1))
+    )
+
+
+def test_dtd_in_key_bytes_is_refused():
+    """Key XML handed over as bytes is refused with a DTD just as text is."""
+    xml = TEST_KEY_XML.replace("<Counter>", '<!DOCTYPE x [<!ENTITY a "1">]><Counter>')
+    assert "DTD" in refusal(xml.encode())
+
+
+def test_number_element_with_child_elements_is_refused():
+    """A number's element holds its digits only, not elements besides them."""
+    assert "<Z> must hold a decimal" in refusal(TEST_KEY_XML.replace("</Z>", "<x/></Z>"))
