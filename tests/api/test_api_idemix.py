@@ -58,13 +58,15 @@ from tests.unit.verification.idemix_testdata import DENIED, DENIED_PROOF_IDENTIF
 ISSUER_NONCE = base64.b64encode(b"0123456789abcdef").decode()
 
 
-def idemix_settings(keys: SignerKeys, **overrides: Any) -> Settings:
-    """The gateway in idemix mode with the test issuer key; one check worker."""
+def idemix_settings(
+    keys: SignerKeys, key_ids: tuple[str, ...] = ("VWS-TEST-0",), **overrides: Any
+) -> Settings:
+    """The gateway in idemix mode with the test issuer key (under `key_ids`); one check worker."""
     return make_settings(
         keys,
         **overrides,
         domestic_scheme="idemix",
-        idemix=IdemixSettings(keys={"VWS-TEST-0": TEST_KEY_FILE}, check_workers=1),
+        idemix=IdemixSettings(keys=dict.fromkeys(key_ids, TEST_KEY_FILE), check_workers=1),
         # DENIED_QR's credential is valid for 4056 hours.
         domestic=DomesticPolicySettings(max_valid_for_hours=4056),
         readiness_probe_interval_seconds=0.05,
@@ -206,10 +208,14 @@ async def post_issue(
 
 
 async def issue(
-    gateway: httpx.AsyncClient, signers: respx.MockRouter, *, tamper: bool = False
+    gateway: httpx.AsyncClient,
+    signers: respx.MockRouter,
+    *,
+    tamper: bool = False,
+    issuer_pk_id: str = "VWS-TEST-0",
 ) -> tuple[httpx.Response, list[dict[str, str]]]:
     """Prepare a session at the mocked Idemix signer and issue two credentials in it."""
-    mock_session(signers, tamper=tamper)
+    mock_session(signers, tamper=tamper, issuer_pk_id=issuer_pk_id)
     return await post_issue(gateway, await open_session(gateway)), ASKED
 
 
@@ -227,6 +233,25 @@ async def test_idemix_signature_over_other_attributes_is_withheld(gateway, signe
     """A signature over other attribute values than those listed and asked is refused 502."""
     answer, _ = await issue(gateway, signers, tamper=True)
     assert_problem(answer, 502, "credential-verification-failed")
+
+
+async def test_credentials_are_checked_under_the_sessions_key_id(test_keys, signers):
+    """A session the signer opened under another configured key id verifies under that one."""
+    settings = idemix_settings(test_keys, key_ids=("VWS-TEST-0", "testPk"))
+    async with running_gateway(settings) as gateway:
+        answer, _ = await issue(gateway, signers, issuer_pk_id="testPk")
+    assert answer.status_code == 200, answer.text
+    items = decode_b64_json(answer.json()["createCredentialMessages"])
+    metadata = base64.b64decode(items[0]["attributes"][0])
+    assert metadata.endswith(b"testPk")
+
+
+async def test_session_under_a_key_id_not_configured_is_withheld(gateway, signers, caplog):
+    """Credentials of a session opened under a key id the gateway has no key for are refused."""
+    answer, _ = await issue(gateway, signers, issuer_pk_id="VWS-PROD-9")
+    assert_problem(answer, 502, "credential-verification-failed")
+    reasons = [getattr(r, "reason", None) for r in caplog.records]
+    assert "unknown-kid" in reasons
 
 
 def check_workers() -> list[psutil.Process]:

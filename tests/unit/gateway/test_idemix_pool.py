@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,7 @@ from signing_gateway.errors import VerificationUnavailable
 from signing_gateway.runtime.cpu_gate import CpuGate
 from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 from signing_gateway.verification.errors import CredentialVerificationError
-from tests.support.idemix_issuer import TEST_KEY
+from tests.support.idemix_issuer import TEST_KEY, issue_answer
 from tests.support.polling import until
 from tests.unit.verification.idemix_testdata import DENIED, DENIED_PROOF_IDENTIFIER, DENIED_QR
 
@@ -133,3 +135,62 @@ async def test_a_request_waiting_for_its_check_holds_no_cpu_permit(pool):
     async with gate.request():
         assert pool.snapshot()["inFlight"] == 1  # the other request runs meanwhile
     await checking
+
+
+#: The issuer nonce the app's proofs are made for (the gateway does not check them).
+ISSUER_NONCE = 1 << 100
+ISSUED = [
+    {**DENIED, "isPaperProof": "0"},
+    {**DENIED, "isPaperProof": "0", "category": "1"},
+]
+
+
+async def verify_issue(
+    pool: IdemixCheckPool, items: list[dict[str, Any]], commitment: bytes
+) -> None:
+    """Check `items`, answering ISSUED, against the app's `commitment` in the pool."""
+    await pool.verify_issue(
+        items, commitment=commitment, issuer_pk_id="VWS-TEST-0", expected=ISSUED, part="domestic"
+    )
+
+
+async def test_every_issued_item_is_checked_in_the_workers(pool):
+    """Both items pass; a second item carrying the first's signature is refused."""
+    items, commitment = issue_answer(ISSUED, nonce1=ISSUER_NONCE)
+    await verify_issue(pool, items, commitment)
+    second = {**items[1], "issueSignatureMessage": items[0]["issueSignatureMessage"]}
+    with pytest.raises(CredentialVerificationError) as caught:
+        await verify_issue(pool, [items[0], second], commitment)
+    assert caught.value.reason == "bad-signature"
+
+
+async def test_item_count_other_than_the_sets_asked_is_refused(pool):
+    """One item fewer than the attribute sets asked for is refused before any check runs."""
+    items, commitment = issue_answer(ISSUED, nonce1=ISSUER_NONCE)
+    with pytest.raises(CredentialVerificationError) as caught:
+        await verify_issue(pool, items[:1], commitment)
+    assert caught.value.reason == "count-mismatch"
+
+
+async def test_checks_while_workers_are_replaced_are_unavailable_not_skipped(pool, monkeypatch):
+    """Until new workers are up, each check is answered unavailable; none passes unchecked."""
+    starting = threading.Event()
+    start_workers = pool._started_executor
+
+    def held_start() -> Any:
+        starting.wait(30)
+        return start_workers()
+
+    monkeypatch.setattr(pool, "_started_executor", held_start)
+    (pid,) = pool.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    try:
+        with pytest.raises(VerificationUnavailable):
+            await check(pool)  # finds the executor broken: the replacement starts, held
+        for _ in range(2):
+            with pytest.raises(VerificationUnavailable):
+                await check(pool)
+    finally:
+        starting.set()
+    await until(lambda: pool.up, limit=30)
+    await check(pool)
