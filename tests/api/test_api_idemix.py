@@ -284,7 +284,7 @@ async def test_killed_check_worker_answers_503_then_is_replaced(gateway, signers
 
 
 @pytest.mark.parametrize("commit", TAMPERS)
-async def test_failing_proof_of_u_is_refused_400_before_the_signer(gateway, signers, commit):
+async def test_failing_proof_of_u_is_refused_422_before_the_signer(gateway, signers, commit):
     """A proof of U that fails for the session: 422, no /issue call; the session stays usable."""
     issue_route = mock_session(signers)
     stoken = await open_session(gateway)

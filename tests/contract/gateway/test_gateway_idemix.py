@@ -176,7 +176,7 @@ def issue_calls(signer: FakeSignerProcess) -> int:
 
 
 @pytest.mark.parametrize("tamper", TAMPERS)
-def test_commitment_whose_proof_fails_is_refused_400_and_reaches_no_signer(
+def test_commitment_whose_proof_fails_is_refused_422_and_reaches_no_signer(
     gateway, idemix_signer, tamper
 ):
     """A proof of U failing for the session: the gateway's 422, no /issue; the session lives on."""
