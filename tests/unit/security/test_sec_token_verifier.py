@@ -113,3 +113,21 @@ async def test_a_time_claim_that_is_no_finite_number_is_refused_401(
     with pytest.raises(AuthenticationFailed) as refused:
         await _verifier(issuer).verify(token)
     assert (refused.value.status, refused.value.reason) == (401, "invalid")
+
+
+@pytest.mark.parametrize("alg", [["ES256"], {"ES256": True}])
+async def test_an_algorithm_that_is_not_a_string_is_refused_401(
+    issuer: LocalTokenIssuer, alg: object
+):
+    """A header whose alg is a list or an object is refused `algorithm`, not a 500.
+
+    PyJWT hands such a header back as it stands; looking it up in the allowed algorithms
+    would raise TypeError (it cannot be hashed) without the verifier's own type check.
+    """
+    keys = _CountingKeys(JwksKeys(issuer.jwks()))
+    verifier = TokenVerifier(AuthSettings(audience=AUDIENCE, issuer=ISSUER), keys)
+    token = _with_header(issuer.mint(scopes=["keys:read"]), {"alg": alg, "kid": issuer.kid})
+    with pytest.raises(AuthenticationFailed) as refused:
+        await verifier.verify(token)
+    assert (refused.value.status, refused.value.reason) == (401, "algorithm")
+    assert keys.asked == 0
