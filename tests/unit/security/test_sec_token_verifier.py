@@ -131,3 +131,14 @@ async def test_an_algorithm_that_is_not_a_string_is_refused_401(
         await verifier.verify(token)
     assert (refused.value.status, refused.value.reason) == (401, "algorithm")
     assert keys.asked == 0
+
+
+async def test_an_iat_that_is_not_a_number_is_refused_saying_so(issuer: LocalTokenIssuer):
+    """An iat that is text is refused `invalid` with a detail naming the iat claim."""
+    token = issuer.mint(scopes=["keys:read"], iat="yesterday")
+    with pytest.raises(AuthenticationFailed) as refused:
+        await _verifier(issuer).verify(token)
+    assert (refused.value.reason, refused.value.detail) == (
+        "invalid",
+        "the token's iat claim is not a number",
+    )
