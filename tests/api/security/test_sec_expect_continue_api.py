@@ -172,6 +172,22 @@ async def test_a_path_no_route_takes_is_left_to_the_router(
     assert rest.startswith(b"HTTP/1.1 404 ")
 
 
+async def test_a_method_no_route_takes_is_left_to_the_router(
+    test_keys: SignerKeys, mocked: MockedSigners, auth_settings: AuthSettings
+) -> None:
+    """A `/v1` path asked with a method none of its routes takes is a 405, as sent whole.
+
+    The route matches the path only (a partial match): it does not take the request, so its
+    authentication does not answer it from the head.
+    """
+    async with _served(test_keys, auth_settings) as port:
+        head = _closing(_head(b"/v1/dcc", None, expect=True)).replace(b"POST ", b"PUT ")
+        before, rest = await _exchange(port, head, send_body_when_asked=True)
+    assert before == CONTINUE
+    assert rest.startswith(b"HTTP/1.1 405 "), rest[:40]
+    assert mocked.signing_calls() == 0
+
+
 @pytest.mark.parametrize(
     ("fields", "status"),
     [
