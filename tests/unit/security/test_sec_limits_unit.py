@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -385,6 +386,30 @@ async def test_a_body_checked_off_the_loop_is_refused_as_one_checked_on_it() -> 
     assert sent[0]["status"] == 422
     assert "deeper than 16" in orjson.loads(sent[1]["body"])["detail"]
     assert seen == []
+
+
+async def test_a_body_over_the_inline_size_is_checked_in_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A body of 16 KiB has its JSON checked on the event loop; one byte more, off it.
+
+    Parsing and walking grow with the body: past the inline size they must not hold the loop.
+    """
+    threads: list[int] = []
+    check = RequestLimitsMiddleware._check_json
+
+    def noting_thread(self: RequestLimitsMiddleware, body: bytes) -> None:
+        threads.append(threading.get_ident())
+        check(self, body)
+
+    monkeypatch.setattr(RequestLimitsMiddleware, "_check_json", noting_thread)
+    for size in (16 * 1024, 16 * 1024 + 1):
+        body = b"{}" + b" " * (size - 2)  # JSON allows whitespace after the value
+        _, seen = await _send_json(body)
+        assert seen == [body]
+    loop_thread = threading.get_ident()
+    assert threads[0] == loop_thread
+    assert threads[1] != loop_thread
 
 
 async def test_a_chunked_body_is_bounded_however_the_coding_is_spelt() -> None:
