@@ -567,3 +567,16 @@ async def test_a_token_sent_other_than_as_a_bearer_field_is_missing(secured, ful
     assert_problem(response, 401, "unauthenticated")
     assert response.headers["www-authenticate"] == 'Bearer realm="signing-gateway"'
     assert _metric((await secured.get("/metrics")).text, "missing") == before + 1
+
+
+async def test_the_bearer_scheme_without_a_token_is_no_token(secured):
+    """`Authorization: Bearer` with nothing after it is 401 `missing`: a bare challenge.
+
+    RFC 6750 3.1 gives no error code to a request that carries no token; `invalid_token` would
+    tell the caller its token was refused.
+    """
+    before = _metric((await secured.get("/metrics")).text, "missing")
+    response = await secured.get("/v1/keys", headers={"Authorization": "Bearer"})
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["www-authenticate"] == 'Bearer realm="signing-gateway"'
+    assert _metric((await secured.get("/metrics")).text, "missing") == before + 1
