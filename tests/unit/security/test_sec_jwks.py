@@ -172,6 +172,20 @@ def test_a_key_without_kid_beside_a_named_one_is_no_guess_either():
     assert keys.key_for("a", "ES256") is not None
 
 
+def test_a_token_without_kid_gets_no_key_from_a_set_of_keys_of_other_types():
+    """An EC and an RSA key: a token without kid gets neither, though only one fits its alg.
+
+    A token without kid is taken only while the set holds one key: the provider publishing a
+    second (a rotation under way) must not leave the choice to the token's header.
+    """
+    public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    rsa_jwk = {**RSAAlgorithm.to_jwk(public, as_dict=True), "kid": "r", "alg": "RS256"}
+    keys = JwksKeys({"keys": [rsa_jwk, _issuer("e").jwks()["keys"][0]]})
+    assert not keys.has(None)
+    assert keys.key_for(None, "ES256") is None
+    assert keys.key_for(None, "RS256") is None
+
+
 def test_keys_of_other_types_may_share_a_kid():
     """An EC and an RSA key under one kid (RFC 7517 4.5) each verify their own algorithm."""
     public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
