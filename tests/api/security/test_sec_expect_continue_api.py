@@ -363,3 +363,22 @@ async def test_an_expectation_without_a_body_is_authenticated_by_the_route(
         )
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:40]
     assert mocked.signing_calls() == 0
+
+
+async def test_a_caller_refused_401_from_the_head_is_counted_and_logged_once(
+    test_keys: SignerKeys,
+    mocked: MockedSigners,
+    auth_settings: AuthSettings,
+    json_log: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """A 401 from the head counts under its reason and leaves one `auth-failed` record.
+
+    As the route's own dependency does for the same request sent with its body: an operator
+    watching refused tokens sees those that never sent a body too.
+    """
+    async with _served(test_keys, auth_settings) as port:
+        await _exchange(port, _head(b"/v1/dcc", None, expect=True), send_body_when_asked=True)
+        metrics = await _scrape(port)
+    assert metrics.value("gateway_auth_failures_total", reason="missing") == 1
+    assert _security_events(json_log()) == [("auth-failed", "", "/v1/dcc")]
+    assert mocked.signing_calls() == 0
