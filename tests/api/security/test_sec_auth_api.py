@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -335,6 +336,24 @@ async def test_a_combined_part_needs_its_own_scope(
     path, body, scope = case
     token = bearer(token_issuer.mint(scopes=[scope]))
     assert_problem(await secured.post(path, json=body, headers=token), 403, "forbidden")
+    assert mocked.signing_calls() == 0
+
+
+async def test_a_combined_part_refused_its_scope_is_counted_and_logged(
+    secured, mocked: MockedSigners, token_issuer, json_log: Callable[[], list[dict[str, Any]]]
+):
+    """A 403 for a part's own scope counts as `insufficient-scope` and names the subject.
+
+    The route checks it after reading the body (its needs show only there): the refusal must
+    be counted and logged as the one its dependency makes before the body.
+    """
+    token = bearer(token_issuer.mint(subject="backend-4", scopes=["domestic:sign"]))
+    before = _metric((await secured.get("/metrics")).text, "insufficient-scope")
+    response = await secured.post("/v1/print", json={"european": eu_test()}, headers=token)
+    assert_problem(response, 403, "forbidden")
+    assert _metric((await secured.get("/metrics")).text, "insufficient-scope") == before + 1
+    forbidden = [r for r in json_log() if r.get("security_event") == "auth-forbidden"]
+    assert [(r["subject"], r["path"]) for r in forbidden] == [("backend-4", "/v1/print")]
     assert mocked.signing_calls() == 0
 
 
