@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -261,6 +263,37 @@ async def test_cache_holds_at_most_its_size_and_drops_the_least_recent(
     await verifier.verify(b)
     assert spy.calls == 4
     assert verifier.cached_tokens == 2
+
+
+class EvictingKeys(SwappableKeys):
+    """A key source that, asked once more, first lets another request use the verifier."""
+
+    def __init__(self, keys: JwksKeys) -> None:
+        super().__init__(keys)
+        self.meanwhile: Callable[[], Awaitable[object]] | None = None
+
+    async def keys_for(self, kid: str | None) -> JwksKeys:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            await meanwhile()
+        return await super().keys_for(kid)
+
+
+async def test_a_remembered_token_dropped_while_its_keys_are_looked_up_is_still_accepted(
+    issuer: LocalTokenIssuer,
+):
+    """A token evicted by another request during its key lookup is accepted, not a 500.
+
+    The lookup may wait (a JWKS refresh): meanwhile other tokens can push it out of the cache.
+    """
+    source = EvictingKeys(JwksKeys(issuer.jwks()))
+    verifier = TokenVerifier(_settings(token_cache_size=1), source)
+    first, other = issuer.mint(subject="backend-1"), issuer.mint(subject="backend-2")
+    await verifier.verify(first)
+    source.meanwhile = functools.partial(verifier.verify, other)
+    caller = await verifier.verify(first)
+    assert caller.subject == "backend-1"
+    assert verifier.cached_tokens == 1  # the other token's, which pushed it out
 
 
 @pytest.mark.parametrize("size", [0, 1])
