@@ -7,6 +7,7 @@ import functools
 import gzip
 import json
 import logging
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -302,6 +303,21 @@ def _rate_limited(
         fetch_timeout=fetch_timeout,
         clock=lambda: now[0],
     )
+
+
+async def test_the_refresher_fetches_again_once_per_refresh_interval():
+    """After the start-up fetch, the next comes one `refresh_interval` later, not sooner."""
+    idp = Idp(_issuer("k"))
+    fetched_at: list[float] = []
+    handler = idp.handler
+
+    async def timed(request: httpx.Request) -> httpx.Response:
+        fetched_at.append(time.monotonic())
+        return await handler(request)
+
+    async with started(timed, refresh_interval=0.2, min_refresh_interval=3600, fetch_timeout=2):
+        await until(lambda: len(fetched_at) >= 2)
+    assert fetched_at[1] - fetched_at[0] >= 0.2
 
 
 async def test_unknown_kid_refreshes_at_most_once_per_interval():
