@@ -12,6 +12,8 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from bench.run import S4_CLIENTS
+from signing_gateway.issuance.faults import call_signer
+from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.runtime.cpu_gate import (
     CpuGate,
     CpuGateMiddleware,
@@ -19,7 +21,7 @@ from signing_gateway.runtime.cpu_gate import (
     CpuQueueTimeout,
     io_wait,
 )
-from signing_gateway.settings import LoopLagSettings
+from signing_gateway.settings import LoopLagSettings, ResilienceSettings
 
 
 async def _settle() -> None:
@@ -934,3 +936,61 @@ async def test_a_full_queue_is_answered_503_overloaded_with_retry_after() -> Non
     assert called == []
     hold.set()
     await asyncio.gather(*tasks)
+
+
+async def test_a_request_cancelled_while_parked_to_resume_is_uncounted() -> None:
+    """Its client gone while it waits to resume after its signer: `waitingToResume` drops at once.
+
+    Counted on, /readyz would report a queue of requests back from their signers that no
+    longer exist, growing with every client that gives up under load.
+    """
+    gate = CpuGate(1)
+    signer_answer, hold = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+    signing = asyncio.create_task(_signing(gate, signer_answer, order))
+    await _settle()  # at its signer, the permit free
+    holder = asyncio.create_task(_new(gate, order, "holder", wait=hold))
+    await _settle()
+    signer_answer.set()
+    await _settle()
+    assert (gate.busy, gate.resuming) == (1, 1)
+    signing.cancel()
+    await asyncio.gather(signing, return_exceptions=True)
+    assert (gate.resuming, gate.waiting, gate.snapshot()["waitingToResume"]) == (0, 0, 0)
+    hold.set()
+    await holder
+    assert order == ["holder"]
+    assert (gate.busy, gate.waiting) == (0, 0)
+
+
+async def test_a_signer_call_waits_on_its_signer_without_the_permit() -> None:
+    """`call_signer` hands the request's permit over for the signer wait: another one runs.
+
+    Held through the round trip, one permit per request at its signer would cap the
+    gateway at `permits` signings in flight.
+    """
+    gate = CpuGate(1)
+    policy = SignerPolicy("eu", ResilienceSettings())
+    signer_answer = asyncio.Event()
+    order: list[str] = []
+
+    async def signer() -> str:
+        await signer_answer.wait()
+        return "signed"
+
+    async def signing() -> None:
+        async with gate.request():
+            signed = await call_signer(
+                "european", signer, policy=policy, endpoint="get_credential", replay_safe=True
+            )
+            order.append(signed)
+
+    task = asyncio.create_task(signing())
+    await _settle()
+    assert gate.busy == 0
+    async with asyncio.timeout(1):
+        await _new(gate, order, "other")
+    signer_answer.set()
+    await task
+    assert order == ["other", "signed"]
+    assert (gate.busy, gate.waiting) == (0, 0)
