@@ -507,3 +507,21 @@ async def test_a_half_open_breaker_with_every_trial_out_is_a_503_to_come_back_in
 def test_a_caller_budget_may_carry_a_signed_exponent(value: str, seconds: float) -> None:
     """`X-Request-Timeout: 5e-1` is half a second, as a decimal with an exponent reads."""
     assert parse_request_timeout(value) == seconds
+
+
+async def test_a_caller_budget_spent_to_the_instant_is_exceeded_before_any_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0 s left of the caller's budget is none: a 504 at once, the block never runs."""
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "time", lambda: 100.0)
+    token = caller_budget_var.set(CallerBudget(arrived_at=99.0, seconds=1.0))
+    ran = False
+    try:
+        with pytest.raises(DeadlineExceeded, match="before its signer work could start"):
+            async with request_deadline(5):
+                ran = True
+    finally:
+        caller_budget_var.reset(token)
+        monkeypatch.undo()
+    assert not ran
