@@ -15,7 +15,7 @@ import pytest
 from signing_gateway.errors import DeadlineExceeded
 from signing_gateway.issuance.deadline import current_deadline, request_deadline
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.observability.signer_calls import observe_signer_call
+from signing_gateway.observability.signer_calls import attempt_var, observe_signer_call
 from signing_gateway.observability.telemetry import Telemetry, telemetry_var
 from signing_gateway.resilience.breaker import BreakerOpen, BreakerState
 from signing_gateway.resilience.bulkhead import BulkheadFull
@@ -930,3 +930,17 @@ async def test_only_a_first_attempt_sent_earns_a_share_of_a_retry() -> None:
         with pytest.raises(BreakerOpen):
             await policy.call("x", Script(), replay_safe=True)
     assert policy.budget.balance() == 2
+
+
+async def test_a_finished_call_leaves_no_attempt_for_the_signer_call_metric() -> None:
+    """After a call, answered or cut, the metric no longer reads its attempt.
+
+    A later call in the same task outside the policy would otherwise be judged, when
+    cancelled, by the cut of an attempt long over.
+    """
+    policy, _ = _policy()
+    assert await policy.call("x", Script(), replay_safe=True) == "ok"
+    assert attempt_var.get() is None
+    with pytest.raises(SignerTimeoutError):
+        await policy.call("x", _hang, replay_safe=False)
+    assert attempt_var.get() is None
