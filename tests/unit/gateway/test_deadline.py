@@ -142,11 +142,17 @@ async def test_the_budget_sent_is_rounded_down_to_the_millisecond(
     assert headers == {DEADLINE_HEADER: sent}
 
 
-async def test_a_spent_caller_budget_is_exceeded_before_any_work():
-    """A caller whose X-Request-Timeout went on waiting gets a 504 without the block running."""
-    token = caller_budget_var.set(
-        CallerBudget(arrived_at=asyncio.get_running_loop().time() - 2, seconds=1)
-    )
+@pytest.mark.parametrize("waited", [2.0, 1.0], ids=["overspent", "spent-to-the-instant"])
+async def test_a_spent_caller_budget_is_exceeded_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, waited: float
+) -> None:
+    """A caller whose X-Request-Timeout went on waiting gets a 504 without the block running.
+
+    Spent to the instant counts: 0 s left is no budget.
+    """
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "time", lambda: 100.0)
+    token = caller_budget_var.set(CallerBudget(arrived_at=100.0 - waited, seconds=1.0))
     ran = False
     try:
         with pytest.raises(DeadlineExceeded, match="before its signer work could start"):
@@ -154,6 +160,7 @@ async def test_a_spent_caller_budget_is_exceeded_before_any_work():
                 ran = True
     finally:
         caller_budget_var.reset(token)
+        monkeypatch.undo()
     assert not ran
     assert remaining_seconds() is None
 
@@ -507,21 +514,3 @@ async def test_a_half_open_breaker_with_every_trial_out_is_a_503_to_come_back_in
 def test_a_caller_budget_may_carry_a_signed_exponent(value: str, seconds: float) -> None:
     """`X-Request-Timeout: 5e-1` is half a second, as a decimal with an exponent reads."""
     assert parse_request_timeout(value) == seconds
-
-
-async def test_a_caller_budget_spent_to_the_instant_is_exceeded_before_any_work(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """0 s left of the caller's budget is none: a 504 at once, the block never runs."""
-    loop = asyncio.get_running_loop()
-    monkeypatch.setattr(loop, "time", lambda: 100.0)
-    token = caller_budget_var.set(CallerBudget(arrived_at=99.0, seconds=1.0))
-    ran = False
-    try:
-        with pytest.raises(DeadlineExceeded, match="before its signer work could start"):
-            async with request_deadline(5):
-                ran = True
-    finally:
-        caller_budget_var.reset(token)
-        monkeypatch.undo()
-    assert not ran
