@@ -468,6 +468,7 @@ async def test_issue_static_sends_attributes_and_parses_result(http, router):
         ("/prepare_issue", {**PREPARED, "issuerNonce": "n" * 1025}),
         ("/prepare_issue", {**PREPARED, "extra": 1}),
         ("/prepare_issue", {**PREPARED, "credentialAmount": 2}),
+        ("/prepare_issue", {**PREPARED, "credentialAmount": 4}),
         ("/issue", []),
         ("/issue", [{"issueSignatureMessage": {}, "attributes": {"a": 1}}]),
         ("/issue", {"issueSignatureMessage": {}, "attributes": {}}),
@@ -483,7 +484,7 @@ async def test_issue_static_sends_attributes_and_parses_result(http, router):
     ids=[
         "prepare-missing", "prepare-type", "prepare-amount-0", "prepare-amount-101",
         "prepare-empty-text", "prepare-text-over-1024", "prepare-extra",
-        "prepare-other-amount", "issue-empty",
+        "prepare-other-amount", "prepare-more-than-asked", "issue-empty",
         "issue-attr-type", "issue-object", "issue-extra", "issue-101-items", "static-prefix",
         "static-prefix-not-first", "static-qr-over-8k", "static-proof-over-64",
         "static-empty-proof", "static-extra",
