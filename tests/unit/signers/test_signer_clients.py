@@ -533,6 +533,58 @@ async def test_domestic_answers_at_the_wire_model_edges_are_taken(http, router, 
         assert (result.qr, result.proof_identifier) == (body["qr"], body["proofIdentifier"])
 
 
+#: One Idemix ``/issue`` item: base64 attribute values, the metadata attribute first.
+IDEMIX_ISSUED = {"issueSignatureMessage": {}, "attributes": ["AQ==", "MQ=="]}
+
+
+async def idemix_issue(http):
+    """Call issue on an Idemix-scheme client with empty messages."""
+    return await DomesticSignerClient(http, scheme="idemix").issue(
+        prepare_issue_message={}, issue_commitment_message=b"{}", credentials_attributes=[]
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        [IDEMIX_ISSUED] * 101,
+        [ISSUED],
+        [{**IDEMIX_ISSUED, "attributes": []}],
+        [{**IDEMIX_ISSUED, "attributes": ["AQ=="] * 33}],
+        [{**IDEMIX_ISSUED, "attributes": ["AQ==", ""]}],
+        [{**IDEMIX_ISSUED, "attributes": ["AQ==", "A" * 1025]}],
+        [{**IDEMIX_ISSUED, "attributes": ["AQ==", 1]}],
+        [{**IDEMIX_ISSUED, "extra": 1}],
+        [{"attributes": ["AQ=="]}],
+    ],
+    ids=[
+        "empty", "101-items", "simulation-shape", "no-attributes", "33-attributes",
+        "empty-attribute", "attribute-over-1024", "attribute-type", "extra", "missing-message",
+    ],
+)  # fmt: skip
+async def test_idemix_malformed_issue_items(http, router, body):
+    """Idemix ``/issue`` items outside their wire model are malformed responses."""
+    router.post("/issue").respond(200, json=body)
+    with pytest.raises(SignerMalformedResponseError) as caught:
+        await idemix_issue(http)
+    assert (caught.value.signer, caught.value.endpoint) == ("domestic", "issue")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [{**IDEMIX_ISSUED, "attributes": ["A" * 1024] * 32}] + [IDEMIX_ISSUED] * 99,
+        [{**IDEMIX_ISSUED, "attributes": ["A"]}],
+    ],
+    ids=["longest", "shortest"],
+)
+async def test_idemix_issue_items_at_the_wire_model_edges_are_taken(http, router, body):
+    """Idemix items of 1 to 32 attributes, up to 100 of them, are passed on as received."""
+    router.post("/issue").respond(200, json=body)
+    assert await idemix_issue(http) == body
+
+
 async def test_fetch_keys_parses_key_document(http, router):
     """fetch_keys turns the /keys JSON into EU and domestic trust stores."""
     dsc, signer = make_dsc(["test"]), make_domestic_signer()
