@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import sys
 import tracemalloc
 import zlib
@@ -269,6 +270,47 @@ async def test_inflating_stops_at_the_cap_when_a_chunk_ends_on_it(http, router):
     finally:
         tracemalloc.stop()
     assert peak < 16 * MAX_RESPONSE_BYTES, f"{peak / 1e6:.1f} MB allocated for one answer"
+
+
+async def test_a_refusal_declaring_more_than_4_kib_is_not_read(http, router):
+    """A 503 whose body is declared over 4 KiB is refused without reading any of it."""
+    sent: list[int] = []
+
+    async def chunks():
+        for _ in range(8):
+            sent.append(1024)
+            yield b" " * 1024
+
+    router.post("/get_credential").mock(
+        return_value=httpx.Response(503, headers={"Content-Length": "8192"}, content=chunks())
+    )
+    with pytest.raises(SignerThrottledError):
+        await get_credential(http)
+    assert sent == []
+
+
+async def test_a_compressed_refusal_body_is_drained_without_inflating_it(http, router):
+    """A 503's gzip body of 3 KiB is read to its end as it came, never inflated to megabytes."""
+    packed = gzip.compress(b" " * (3 << 20))
+
+    async def chunks():
+        yield packed
+
+    router.post("/get_credential").mock(
+        return_value=httpx.Response(
+            503,
+            headers={"Content-Encoding": "gzip", "Content-Length": str(len(packed))},
+            content=chunks(),
+        )
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(SignerThrottledError):
+            await get_credential(http)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak / 1e6:.1f} MB allocated for a refusal"
 
 
 async def test_retry_after_seconds_is_parsed(http, router):
