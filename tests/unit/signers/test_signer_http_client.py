@@ -199,3 +199,13 @@ def test_the_aiohttp_transport_keeps_a_bounded_table_of_header_texts():
             ("X-Request-ID", f"r-{number}"),
         ]
     assert len(transport._texts) == 64
+
+
+def test_a_client_certificate_beside_a_ready_ssl_context_is_refused():
+    """A cert given with an `SSLContext` would be silently left out of it: refused instead."""
+    with pytest.raises(ValueError, match="client certificate into the SSLContext"):
+        build_signer_client(
+            BASE_URL, connect_timeout=1.0, read_timeout=1.0, write_timeout=1.0,
+            pool_timeout=1.0, max_connections=4,
+            verify=ssl.create_default_context(), cert=("client.pem", "client.key"),
+        )  # fmt: skip
