@@ -423,6 +423,23 @@ async def test_only_connect_and_pool_timeouts_sent_nothing(http, router, exc, be
     assert sent_nothing(caught.value) is before_sending
 
 
+@pytest.mark.parametrize(
+    ("exc", "nothing_sent"),
+    [
+        (httpx.ConnectError("refused"), True),
+        (httpx.RemoteProtocolError("disconnected"), False),
+        (aiohttp.ServerDisconnectedError(), False),
+    ],
+    ids=["refused", "httpx-lost", "aiohttp-lost"],
+)
+async def test_only_a_refused_connection_sent_nothing(http, router, exc, nothing_sent):
+    """Pin that a refused connection may be sent again anywhere, and a lost one may not."""
+    router.post("/get_credential").mock(side_effect=exc)
+    with pytest.raises((SignerConnectError, SignerConnectionLostError)) as caught:
+        await get_credential(http)
+    assert sent_nothing(caught.value) is nothing_sent
+
+
 async def test_prepare_issue_sends_amount_and_returns_message_verbatim(http, router):
     """prepare_issue posts credentialAmount as JSON and returns the signer's object as is."""
     message = {"issuerPkId": "a2lk", "issuerNonce": b64(b"n" * 16), "credentialAmount": 3}
