@@ -194,6 +194,13 @@ class RawServer:
             await writer.drain()
         elif self.behaviour.startswith("surplus"):
             await self.respond_with_surplus(writer)
+        elif self.behaviour == "kept-early-hints":
+            # An interim 103 first, its own read apart: the answer owed is the 200 after it.
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </keys>; rel=preload\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(FIXED_ANSWERS["ok"])
+            await writer.drain()
         elif self.behaviour == "hang":
             await self.release.wait()
         elif self.behaviour == "reset":
@@ -438,6 +445,22 @@ async def test_the_connection_of_an_answer_refused_for_its_framing_is_closed(tra
                 await issue_static(http)
     assert len(server.requests) == 2
     assert server.connections == 2, "the refused answer's connection was used again"
+
+
+async def test_an_interim_answer_leaves_the_connection_reusable(transport):
+    """A 103 before the 200 owed is not the answer: the bytes after it are no surplus.
+
+    Taken for the answer, the 200 that followed counted as bytes past it, and every call
+    with an interim answer cost its connection.
+    """
+    async with (
+        raw_server("kept-early-hints") as server,
+        client_for(server.port, transport, max_connections=1) as http,
+    ):
+        for _ in range(2):
+            assert (await issue_static(http)).qr == "NL2:AB"
+    assert len(server.requests) == 2
+    assert server.connections == 1, "the connection was closed after an interim answer"
 
 
 @pytest.mark.parametrize(
