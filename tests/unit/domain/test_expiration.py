@@ -205,6 +205,15 @@ def test_both_ended_names_the_one_that_ended_first(valid_until, loc, fragment):
     assert fragment in error.msg
 
 
+def test_both_ended_at_the_same_instant_names_the_recovery():
+    """A certificate ending just as the du is over names the du: the holder's data decides."""
+    du_over = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)  # 2026-11-21 is over at UTC-12
+    with pytest.raises(DomainValidationError) as info:
+        _recovery_until("2026-11-21", not_after=du_over)
+    (error,) = info.value.errors
+    assert error.loc == ("dcc", "r", 0, "du")
+
+
 def test_given_expiration_is_not_bounded_by_du():
     """A caller's own expirationTime past the du is signed as given.
 
