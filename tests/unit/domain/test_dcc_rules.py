@@ -340,6 +340,10 @@ OBJECT_AND_FIELD_BREAKS: dict[
         {"dcc": dcc(nam={"fn": "Doe\x07", "gn": "Jane"})},
         {("text_control_character", ("dcc", "nam", "fn")), ("name_missing", ("dcc", "nam"))},
     ),
+    "bad-name-and-empty-transliterations": (
+        {"dcc": dcc(nam={"fn": "Doe\x07", "fnt": "", "gnt": ""})},
+        {("text_control_character", ("dcc", "nam", "fn")), ("name_missing", ("dcc", "nam"))},
+    ),
     "bad-entry-and-key-usage-mismatch": (
         {"dcc": dcc_with_entry("v", dn=0), "keyUsage": "test"},
         {("dose_count", (*V0, "dn")), ("key_usage_mismatch", ("keyUsage",))},
