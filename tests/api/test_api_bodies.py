@@ -235,6 +235,10 @@ async def test_the_published_schemas_need_a_part_and_a_session_as_the_gateway_do
                 {**session, "stoken": None, "domestic": [domestic]},
                 False,
             ),
+            "domestic with a null commitment": (
+                {**session, "issueCommitmentMessage": None, "domestic": [domestic]},
+                False,
+            ),
             "european only, no session": ({"european": [european]}, True),
             "european only, session null": (
                 {"stoken": None, "issueCommitmentMessage": None, "european": [european]},
