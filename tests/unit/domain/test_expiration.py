@@ -135,6 +135,12 @@ def test_naive_now_is_a_programming_error(now, not_after):
         resolve_expiration(request, now=now, default_validity=VALIDITY, not_after=not_after)
 
 
+def test_a_refusal_naming_no_field_is_a_programming_error():
+    """A DomainValidationError without errors would be a 422 telling the caller nothing."""
+    with pytest.raises(ValueError, match="at least one FieldError"):
+        DomainValidationError([])
+
+
 @pytest.mark.parametrize(
     "value", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"], ids=["after", "before"]
 )
