@@ -22,6 +22,7 @@ from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.session import HeldSession
 from signing_gateway.issuance.stoken import StokenStore
+from signing_gateway.observability.telemetry import record_commitment_proof_refusal
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
@@ -187,6 +188,7 @@ class DomesticIssuer:
                 part=part,
             )
         except CommitmentProofError as exc:
+            record_commitment_proof_refusal()
             loc = ("issueCommitmentMessage", *exc.loc)
             raise CommitmentProofFailed([FieldError(loc=loc, msg=exc.msg)]) from exc
         except CredentialVerificationError as exc:

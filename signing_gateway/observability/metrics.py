@@ -214,6 +214,12 @@ class GatewayMetrics:
             ["cause"],
             registry=r,
         )
+        self.commitment_proof_refusals = Counter(
+            "gateway_commitment_proof_refusals",
+            "Domestic issuances refused 422 commitment-proof-failed (idemix scheme): the app's "
+            "proofs of its commitments U did not verify; no signer was called",
+            registry=r,
+        )
         self.connections_refused = Counter(
             "gateway_connections_refused",
             "Connections closed by the gateway before a request could be handled, by reason: "

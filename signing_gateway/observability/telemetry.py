@@ -43,6 +43,13 @@ def record_credential_rejection(*, signer: str, reason: str) -> None:
         telemetry.metrics.credential_rejections.labels(signer, reason).inc()
 
 
+def record_commitment_proof_refusal() -> None:
+    """Count an issuance refused 422 `commitment-proof-failed`: the app's proofs of U failed."""
+    telemetry = telemetry_var.get()
+    if telemetry is not None:
+        telemetry.metrics.commitment_proof_refusals.inc()
+
+
 def record_stoken_refusal(*, cause: str) -> None:
     """Count a stoken refused 401 `stoken-invalid`, by why (`errors.StokenRefusal`)."""
     telemetry = telemetry_var.get()

@@ -28,6 +28,7 @@ from signing_gateway.settings import DomesticPolicySettings, IdemixSettings, Set
 from signing_gateway.verification.idemix import credential_attribute_values
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_vaccination
+from tests.api.observability.scrape import scrape
 from tests.api.signer_mocks import decode_b64_json, eu_signing
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
@@ -300,6 +301,7 @@ async def test_failing_proof_of_u_is_refused_422_before_the_signer(gateway, sign
     ]
     assert "retry with the same stoken" in problem["detail"]
     assert issue_route.call_count == 0
+    assert (await scrape(gateway)).value("gateway_commitment_proof_refusals_total") == 1
     retried = await gateway.post(
         "/v1/domestic/issue", json={**body, "issueCommitmentMessage": app_commitment(holders)}
     )
