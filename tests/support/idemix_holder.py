@@ -16,19 +16,12 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 
-import gmpy2
-
-from signing_gateway.verification.idemix import hash_commit
+from signing_gateway.verification.idemix import hash_commit, powmod
 from tests.support.idemix_issuer import LE, LV, ORDER, TEST_KEY, gabi_exponent, random_prime_e
 from tests.unit.verification.idemix_qr_support import ProofFields
 
 #: gabi 2048-bit LmCommit, LeCommit and LvCommit (Lv + Lstatzk + Lh): the prover's randomness.
 LM_COMMIT, LE_COMMIT, LV_COMMIT = 640, 504, 3204
-
-
-def powmod(base: int, exponent: int, modulus: int) -> int:
-    """GMP's modular exponentiation (Python's ``pow`` makes a proof take ~0.3 s)."""
-    return int(gmpy2.powmod(base, exponent, modulus))
 
 
 def disclosure_proof(

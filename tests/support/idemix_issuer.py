@@ -54,7 +54,11 @@ def b64(value: int) -> str:
 
 
 def gabi_exponent(m: int) -> int:
-    """An attribute as gabi's ``RepresentToBases`` raises a base to it: hashed past Lm bits."""
+    """An attribute as gabi's ``RepresentToBases`` raises a base to it: hashed past Lm bits.
+
+    Written here rather than taken from the gateway's ``attribute_exponent``, which the
+    tests sign with this to check: shared, a mistake in it would sign and verify alike.
+    """
     if m.bit_length() <= LM:
         return m
     return int.from_bytes(
