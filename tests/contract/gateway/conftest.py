@@ -31,6 +31,13 @@ def domestic_signer() -> Iterator[FakeSignerProcess]:
         yield signer
 
 
+@pytest.fixture(scope="module")
+def idemix_signer() -> Iterator[FakeSignerProcess]:
+    """A fake domestic signer in the idemix scheme for the module."""
+    with running_fake_signer("--role", "domestic", "--domestic-scheme", "idemix") as signer:
+        yield signer
+
+
 @pytest.fixture(scope="session")
 def gateway_process(
     eu_signer: FakeSignerProcess, domestic_signer: FakeSignerProcess

@@ -27,7 +27,7 @@ from tests.contract.gateway.gateway_process import (
     gateway_env,
     running_gateway_process,
 )
-from tests.support.fake_signer_process import FakeSignerProcess, running_fake_signer
+from tests.support.fake_signer_process import FakeSignerProcess
 from tests.support.idemix_issuer import (
     TEST_KEY,
     TEST_KEY_FILE,
@@ -42,13 +42,6 @@ KEYS = {"VWS-TEST-0": TEST_KEY}
 #: Each call's bound: an /issue of two credentials costs the fake and the gateway a few
 #: hundred milliseconds of CPU each, on a machine shared with other work.
 CALL_SECONDS = 20.0
-
-
-@pytest.fixture(scope="module")
-def idemix_signer() -> Iterator[FakeSignerProcess]:
-    """A fake domestic signer in the idemix scheme for the module."""
-    with running_fake_signer("--role", "domestic", "--domestic-scheme", "idemix") as signer:
-        yield signer
 
 
 @pytest.fixture(scope="module")

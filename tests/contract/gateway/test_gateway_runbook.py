@@ -1,14 +1,15 @@
-"""What docs/operations.md's alerts and runbook read is what a served gateway exposes and logs.
+"""What the alerts and docs/operations.md's runbook read is what a served gateway exposes and logs.
 
-The on-call operator pages on the PromQL of "Alerts worth setting" and then follows "When an
-alert fires". A metric or label renamed in the code, or a label value spelt otherwise, leaves
-an alert reading nothing, and nothing fails. So this test reads both sections, serves the app
-over TCP (uvicorn with the gateway's own HTTP protocol, as `serve` runs it) in front of two real
-fake signers, drives it through what each alert is about (a signer fault, a rejected request,
-a credential that does not verify, a call cancelled beside a failing one, a breaker opening
-and closing, a full bulkhead, the CPU queue timing out and overflowing, a refused caller, a
-refused request head, a caller gone, an audit file that takes nothing, a held event loop), and
-checks every series, label and value the sections name
+The on-call operator is paged by the rules of docs/alerts/signing-gateway.rules.yml and then
+follows "When an alert fires". A metric or label renamed in the code, or a label value spelt
+otherwise, leaves an alert reading nothing, and nothing fails. So this test reads the rules and
+the runbook, serves the app over TCP (uvicorn with the gateway's own HTTP protocol, as `serve`
+runs it) in front of two real fake signers, drives it through what each alert is about (a
+signer fault, a rejected request, a credential that does not verify, a call cancelled beside a
+failing one, a breaker opening and closing, a full bulkhead, the CPU queue timing out and
+overflowing, a refused caller, a refused request head, a caller gone, an audit file that takes
+nothing, a held event loop; and, on a second gateway in the idemix scheme, an app's proofs of U
+refused), and checks every series, label and value they name
 against what /metrics then shows, every /readyz field against /readyz, and every log line
 against the records the gateway wrote (or, for a condition not driven here, its source).
 """
@@ -16,6 +17,7 @@ against the records the gateway wrote (or, for a condition not driven here, its 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import time
@@ -41,27 +43,29 @@ from signing_gateway.security.settings import (
 )
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.settings import (
+    IdemixSettings,
     LoopLagSettings,
     ResilienceSettings,
     SignerSettings,
     TrustSettings,
 )
+from tests.api.assertions import assert_problem
+from tests.api.bodies import domestic_attributes
 from tests.contract.gateway.conftest import set_control
+from tests.support.alert_rules import ROOT, alert_rules, guide_section, runbook_bullets
 from tests.support.fake_signer_process import FakeSignerProcess
 from tests.support.gateway import make_settings
 from tests.support.gateway import served_gateway as served_app
+from tests.support.idemix_issuer import TEST_KEY_FILE, issuer_nonce, make_holders
+from tests.support.idemix_tampering import proved_for_another_nonce
 from tests.support.logs import as_written
 from tests.support.polling import until, until_answered
+from tests.support.promql import Selector, selectors_of
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parents[3]
-OPERATIONS = ROOT / "docs" / "operations.md"
 DEV_FULL = Path("/dev/full")
 #: How the sections name an alert's series and a runbook query: a metric, its matchers.
-_SELECTOR = re.compile(r"\b(gateway_[a-z_]+)(?:\{([^}]*)\})?")
-_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
-_BY = re.compile(r"\bby \(([^)]*)\)")
 #: A log line the runbook names: its level, then its message.
 _LOG_LINE = re.compile(r"\b(INFO|WARNING|ERROR)\s+`([^`]+)`")
 #: A field of /readyz the runbook names: the span after "`/readyz` ".
@@ -82,72 +86,11 @@ BREAKER_OPEN = 0.3
 MAX_HEADER_BYTES = LimitsSettings().max_header_bytes
 
 
-def _section(title: str, end: str) -> str:
-    text = OPERATIONS.read_text(encoding="utf-8")
-    start = text.index(title)
-    return text[start : text.index(end, start)]
-
-
-def alert_expressions() -> list[str]:
-    """Each expression of the "Alerts worth setting" block (indented lines continue one)."""
-    block = _section("### Alerts worth setting", "### When an alert fires")
-    promql = block.split("```promql", 1)[1].split("```", 1)[0]
-    expressions: list[str] = []
-    for line in promql.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        if line.startswith(" ") and expressions:
-            expressions[-1] += " " + line.strip()
-        else:
-            expressions.append(line.strip())
-    return expressions
-
-
-def runbook_bullets() -> dict[str, str]:
-    """The runbook's bullets by their bold title ("Error ratio", ...), each with its sub-items."""
-    text = _section("### When an alert fires", "## Logs")
-    bullets = {}
-    for chunk in re.split(r"^- \*\*", text, flags=re.MULTILINE)[1:]:
-        title, _, body = chunk.partition(".**")
-        bullets[title] = body
-    return bullets
-
-
 def runbook_queries() -> list[str]:
     """The PromQL the runbook gives in code spans (a query, or a series named alone)."""
-    spans = re.findall(r"`([^`]*gateway_[^`]*)`", _section("### When an alert fires", "## Logs"))
+    runbook = guide_section("### When an alert fires", "## Logs")
+    spans = re.findall(r"`([^`]*gateway_[^`]*)`", runbook)
     return [" ".join(span.split()) for span in spans]
-
-
-@dataclass(frozen=True)
-class Selector:
-    """One series selector of an expression: metric, matchers, and the expression's `by` labels."""
-
-    metric: str
-    matchers: tuple[tuple[str, str, str], ...]
-    grouping: tuple[str, ...]
-    expression: str
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        """Whether a sample with `labels` is selected (a missing label reads as "")."""
-        for name, op, value in self.matchers:
-            actual = labels.get(name, "")
-            full = re.fullmatch(value, actual) is not None
-            if {"=": actual == value, "!=": actual != value, "=~": full, "!~": not full}[op]:
-                continue
-            return False
-        return True
-
-
-def selectors_of(expression: str) -> list[Selector]:
-    """Every selector in `expression`, with the labels its aggregations group by."""
-    grouping = tuple(
-        label.strip() for group in _BY.findall(expression) for label in group.split(",")
-    )
-    return [
-        Selector(metric, tuple(_MATCHER.findall(matchers)), grouping, expression)
-        for metric, matchers in _SELECTOR.findall(expression)
-    ]
 
 
 class Scrape:
@@ -424,17 +367,17 @@ def _selected(selector: Selector, scrapes: list[Scrape]) -> list[tuple[dict[str,
     ]
 
 
-def _check_selector(selector: Selector, scrapes: list[Scrape]) -> list[str]:
+def _check_selector(expression: str, selector: Selector, scrapes: list[Scrape]) -> list[str]:
     """What is wrong with `selector` against the scrapes: an empty list when nothing is."""
     everything = [sample for scrape in scrapes for sample in scrape.of(selector.metric)]
     if not everything:  # a histogram named alone: its buckets
         everything = [s for scrape in scrapes for s in scrape.of(f"{selector.metric}_bucket")]
     if not everything:
-        return [f"{selector.metric} is not exposed (in {selector.expression!r})"]
+        return [f"{selector.metric} is not exposed (in {expression!r})"]
     label_names = {name for labels, _, _ in everything for name in labels}
     problems = [
         f"{selector.metric} has no label {label!r}"
-        for label in {*selector.grouping, *(m[0] for m in selector.matchers)}
+        for label in selector.labels_named
         if label not in label_names
     ]
     for label, op, value in selector.matchers:
@@ -455,22 +398,61 @@ def _check_selector(selector: Selector, scrapes: list[Scrape]) -> list[str]:
     return problems
 
 
+async def _refuse_proofs_of_u(eu: FakeSignerProcess, idemix_signer: FakeSignerProcess) -> Scrape:
+    """A gateway in the idemix scheme refuses an app's proofs made for another session's nonce.
+
+    The gateway `_drive` serves runs the simulation scheme, which checks no proofs of U; this
+    one's scrape holds the refusal that the commitment-proof alert reads.
+    """
+    settings = make_settings(
+        eu_signer=SignerSettings(url=eu.base_url),
+        domestic_signer=SignerSettings(url=idemix_signer.base_url),
+        trust=TrustSettings(fetch_from_signers=True),
+        domestic_scheme="idemix",
+        idemix=IdemixSettings(keys={"VWS-TEST-0": TEST_KEY_FILE}, check_workers=1),
+    )
+    async with (
+        served_app(create_app(settings)) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client,
+    ):
+        prepared = await client.post("/v1/domestic/prepare-issue")
+        assert prepared.status_code == 200, prepared.text
+        session = prepared.json()
+        nonce = issuer_nonce(orjson.loads(base64.b64decode(session["prepareIssueMessage"])))
+        commitment = proved_for_another_nonce(make_holders(1), nonce, nonce + 1)
+        refused = await client.post(
+            "/v1/domestic/issue",
+            json={
+                "stoken": session["stoken"],
+                "issueCommitmentMessage": base64.b64encode(orjson.dumps(commitment)).decode(),
+                "credentialsAttributes": [domestic_attributes(isPaperProof="0")],
+            },
+        )
+        assert_problem(refused, 422, "commitment-proof-failed")
+        return Scrape((await client.get("/metrics")).text)
+
+
 async def test_the_alerts_and_the_runbook_read_what_the_gateway_exposes(
-    fakes: tuple[FakeSignerProcess, FakeSignerProcess], records: Records, tmp_path: Path
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess],
+    idemix_signer: FakeSignerProcess,
+    records: Records,
+    tmp_path: Path,
 ):
     """Each alert's and runbook query's series, labels and values; /readyz fields; log lines."""
     eu, domestic = fakes
-    expressions = alert_expressions() + runbook_queries()
-    assert len(alert_expressions()) >= 15
+    rules = alert_rules()
+    expressions = [rule.expr for rule in rules] + runbook_queries()
+    assert len(rules) >= 17
     async with served_gateway(eu, domestic, tmp_path) as gateway:
         scrapes = await _drive(gateway, eu, domestic)
         readyz = (await gateway.client.get("/readyz")).json()
         await until(lambda: "event loop lag over threshold" in _events(records))
+    refusals = await _refuse_proofs_of_u(eu, idemix_signer)
     problems = [
         problem
         for expression in expressions
         for selector in selectors_of(expression)
-        for problem in _check_selector(selector, scrapes)
+        for problem in _check_selector(expression, selector, [*scrapes, refusals])
     ]
     assert problems == []
     written = records.written()
@@ -525,7 +507,7 @@ def _keys(value: object) -> set[str]:
 
 def _readyz_problems(readyz: dict[str, Any]) -> list[str]:
     """The /readyz fields the runbook names that /readyz does not have."""
-    text = _section("### When an alert fires", "## Logs")
+    text = guide_section("### When an alert fires", "## Logs")
     problems = []
     for path in _READYZ_FIELD.findall(text):
         node: Any = readyz
@@ -552,7 +534,7 @@ def _readyz_problems(readyz: dict[str, Any]) -> list[str]:
 
 def _log_problems(written: list[dict[str, Any]]) -> list[str]:
     """Log lines the runbook names that were neither logged so nor are in the code."""
-    text = _section("### When an alert fires", "## Logs")
+    text = guide_section("### When an alert fires", "## Logs")
     logged = {(r["level"], r["event"]) for r in written}
     source = "\n".join(
         path.read_text(encoding="utf-8") for path in (ROOT / "signing_gateway").rglob("*.py")
@@ -598,7 +580,7 @@ def _security_event_problems(written: list[dict[str, Any]]) -> list[str]:
         path.read_text(encoding="utf-8") for path in (ROOT / "signing_gateway").rglob("*.py")
     )
     problems = []
-    for line in _section("## Logs", "### A process that seems stuck").splitlines():
+    for line in guide_section("## Logs", "### A process that seems stuck").splitlines():
         if not (row := _SECURITY_ROW.match(line)):
             continue
         name, level, message, field_column = row.groups()
@@ -620,7 +602,7 @@ def _security_event_problems(written: list[dict[str, Any]]) -> list[str]:
 
 def _access_log_problems(written: list[dict[str, Any]]) -> list[str]:
     """Fields of the Logs section's access log record that the access log does not write."""
-    section = _section("## Logs", "### A process that seems stuck")
+    section = guide_section("## Logs", "### A process that seems stuck")
     example = orjson.loads(section.split("```json", 1)[1].split("```", 1)[0])
     logged = [r for r in written if r.get("logger") == example["logger"]]
     if not logged:

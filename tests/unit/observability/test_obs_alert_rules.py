@@ -1,0 +1,161 @@
+"""The alerting rules file reads what the gateway exposes, and the guide lists what it holds.
+
+docs/alerts/signing-gateway.rules.yml is loaded by the platform's Prometheus as it is. A metric
+or label misspelt there, or renamed in `GatewayMetrics`, leaves an alert reading nothing, and
+Prometheus says nothing: an empty vector is no error. promtool is not in CI, so the file's
+PromQL is read here (tests/support/promql.py) and held to the metrics as declared.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+
+from signing_gateway.observability.metrics import GatewayMetrics
+from tests.support.alert_rules import AlertRule, alert_rules, guide_section, runbook_bullets
+from tests.support.promql import PromqlNotRead, Selector, selectors_of
+
+SEVERITIES = {"page", "ticket"}
+#: Where a rule's `runbook` annotation points: the guide's section, then the bullet's title.
+_RUNBOOK = re.compile(r"^docs/operations\.md#when-an-alert-fires \(([^)]+)\)$")
+#: A row of the guide's table of alerts.
+_ROW = re.compile(r"^\| `(\w+)` \| (\w+) \| (\w+) \| (.*) \| ([^|]+) \|$")
+#: The comparison an alert's expression ends with: its threshold.
+_THRESHOLD = re.compile(r"(?:==|!=|>=|<=|>|<)[^=!<>]*$")
+
+
+def exposed_series() -> dict[str, set[str]]:
+    """Each series name `/metrics` can show, with its label names.
+
+    A counter shows as `<name>_total`; a histogram as `<name>_bucket` (with `le`), `_sum` and
+    `_count`; a gauge as its name.
+    """
+    series = {}
+    for metric in vars(GatewayMetrics()).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        labels = set(metric._labelnames)
+        if metric._type == "counter":
+            series[f"{metric._name}_total"] = labels
+        elif metric._type == "histogram":
+            series[f"{metric._name}_bucket"] = labels | {"le"}
+            series[f"{metric._name}_sum"] = labels
+            series[f"{metric._name}_count"] = labels
+        else:
+            series[metric._name] = labels
+    return series
+
+
+def series_problems(rule: AlertRule, exposed: dict[str, set[str]]) -> list[str]:
+    """What in `rule`'s expression the gateway does not expose: an empty list when nothing is."""
+    try:
+        selectors = selectors_of(rule.expr)
+    except PromqlNotRead as exc:
+        return [f"{rule.name}: {exc}"]
+    if not selectors:
+        return [f"{rule.name}: selects no series"]
+    problems = []
+    for selector in selectors:
+        if selector.metric not in exposed:
+            problems.append(f"{rule.name}: {selector.metric} is not exposed")
+            continue
+        problems.extend(
+            f"{rule.name}: {selector.metric} has no label {label!r}"
+            for label in sorted(selector.labels_named - exposed[selector.metric])
+        )
+        problems.extend(_quantile_problems(rule.name, selector))
+    return problems
+
+
+def _quantile_problems(name: str, selector: Selector) -> list[str]:
+    """A histogram_quantile must read buckets, and every aggregation in between must keep `le`."""
+    if selector.quantile_groupings is None:
+        return []
+    problems = [
+        f"{name}: {grouping.kind} {grouping.labels} drops le"
+        for grouping in selector.quantile_groupings
+        if (grouping.kind == "by") != ("le" in grouping.labels)
+    ]
+    if not selector.metric.endswith("_bucket"):
+        problems.append(f"{name}: histogram_quantile of {selector.metric}, not of buckets")
+    return problems
+
+
+def test_every_series_and_label_an_alert_reads_is_exposed():
+    """Each selector's metric is a series /metrics shows, each label it names one of its labels."""
+    exposed = exposed_series()
+    rules = alert_rules()
+    assert len(rules) >= 17
+    assert [problem for rule in rules for problem in series_problems(rule, exposed)] == []
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ("rate(gateway_signer_call_total[5m]) > 0", "gateway_signer_call_total is not exposed"),
+        ("rate(gateway_signer_shed[5m]) > 0", "gateway_signer_shed is not exposed"),
+        ("gateway_request_duration_seconds > 1", "gateway_request_duration_seconds is not"),
+        ('rate(gateway_signer_shed_total{singer="eu"}[5m]) > 0', "no label 'singer'"),
+        ("sum by (route) (rate(gateway_signer_shed_total[5m])) > 0", "no label 'route'"),
+        ("sum(rate(gateway_signer_shed_total[5m])) by (endpoint) > 0", "no label 'endpoint'"),
+        ("gateway_requests_in_progress{le='1'} > 0", "no label 'le'"),
+        (
+            (
+                "histogram_quantile(0.9, sum by (route) (rate("
+                "gateway_request_duration_seconds_bucket[5m]))) > 1"
+            ),
+            "drops le",
+        ),
+        ("histogram_quantile(0.9, rate(gateway_request_duration_seconds_sum[5m])) > 1", "not of"),
+        ("rate(gatway_signer_shed_total[5m]) > 0", "gatway_signer_shed_total is not exposed"),
+        ("rate(a[5m]) > on(signer) rate(b[5m])", "'on' is not read here"),
+        ("1 > 0", "selects no series"),
+    ],
+)
+def test_a_misspelt_metric_or_label_is_reported(expr: str, problem: str):
+    """The check names a metric or label the gateway lacks, or PromQL it cannot read."""
+    rule = AlertRule("Misspelt", expr, "0m", {}, {})
+    [reported] = series_problems(rule, exposed_series())
+    assert problem in reported
+
+
+def test_every_alert_has_a_severity_a_summary_and_a_runbook_entry():
+    """`severity` page or ticket; `summary` and `description`; `runbook` names a guide bullet."""
+    bullets = runbook_bullets()
+    problems = []
+    for rule in alert_rules():
+        if rule.labels.get("severity") not in SEVERITIES:
+            problems.append(f"{rule.name}: severity {rule.labels.get('severity')!r}")
+        if not rule.annotations.get("summary") or not rule.annotations.get("description"):
+            problems.append(f"{rule.name}: no summary or description")
+        runbook = _RUNBOOK.match(rule.annotations.get("runbook", ""))
+        if runbook is None or runbook.group(1) not in bullets:
+            problems.append(f"{rule.name}: runbook {rule.annotations.get('runbook')!r}")
+    assert problems == []
+    assert "### When an alert fires" in guide_section("## Metrics", "## Logs")
+
+
+def _listed() -> list[tuple[str, str, str, str, str]]:
+    """The guide's table of alerts: name, severity, `for`, threshold (its last code span), entry."""
+    rows = []
+    for line in guide_section("### Alerts worth setting", "### When an alert fires").splitlines():
+        if row := _ROW.match(line):
+            name, severity, for_, fires_when, entry = row.groups()
+            threshold = re.findall(r"`([^`]+)`", fires_when)[-1]
+            rows.append((name, severity, for_, threshold, entry.strip()))
+    return rows
+
+
+def test_the_guide_lists_the_alerts_of_the_rules_file():
+    """Row for row, in the file's order: name, severity, `for`, threshold and runbook entry."""
+    in_file = []
+    for rule in alert_rules():
+        threshold = _THRESHOLD.search(rule.expr)
+        runbook = _RUNBOOK.match(rule.annotations["runbook"])
+        assert threshold is not None, rule.name
+        assert runbook is not None, rule.name
+        row = (rule.name, rule.labels["severity"], rule.for_, threshold.group().strip())
+        in_file.append((*row, runbook.group(1)))
+    assert _listed() == in_file
