@@ -26,7 +26,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from types import FrameType, FunctionType
@@ -39,6 +38,7 @@ from uvicorn.supervisors.multiprocess import Process
 
 from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.observability.telemetry import flush_telemetry
+from signing_gateway.runtime import worker_signals
 from signing_gateway.runtime.event_loop import bounded_loop_factory
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ APP_FACTORY = "signing_gateway.app:create_served_app"
 HTTP_PROTOCOL = "signing_gateway.runtime.http_protocol:GatewayHttpProtocol"
 
 logger = logging.getLogger("signing_gateway.cli")
+#: uvicorn's supervisor's logger, for the lines it writes about its workers.
+supervisor_logger = logging.getLogger("uvicorn.error")
 
 
 def _write_logs_then_end(signum: int, _frame: FrameType | None) -> None:
@@ -139,16 +141,20 @@ def _log_event_loop(loop: str, events_per_pass: int) -> None:
 
 
 @contextlib.contextmanager
-def _ctrl_c_held_from_started_processes() -> Iterator[None]:
-    """Start processes here with SIGINT blocked, for them to take it once their own code runs.
+def _signals_held_from_started_processes() -> Iterator[None]:
+    """Start processes here with SIGINT and the supervisor's signals blocked, for them to take.
 
     In a terminal Ctrl-C reaches the supervisor and every worker at once. A worker still
     starting (Python importing uvicorn and this module, before any code of the gateway's
     runs) ended in a KeyboardInterrupt traceback, one per worker. Workers need no SIGINT of
-    their own: the supervisor takes it and stops them with SIGTERM. A process started keeps
+    their own: the supervisor takes it and tells them to drain. A process started keeps
     the signals blocked in the thread that starts it (across `fork` and `exec` alike); the
     worker ignores SIGINT, then unblocks it, once its code runs (`_GatewayProcess.target`),
     so a Ctrl-C meanwhile is dropped there.
+
+    The supervisor's own signals to its workers (`worker_signals`: drain, stop now) end a
+    process by default: blocked, one sent to a worker still starting waits until its server
+    takes it (`shutdown.WorkerServer`), which then drains or stops at once.
 
     Only blocked in this thread, never ignored: the supervisor's other threads (its log
     writer's) still take SIGINT for its handler, which runs here. SIGINT ignored meanwhile,
@@ -160,7 +166,9 @@ def _ctrl_c_held_from_started_processes() -> Iterator[None]:
     worker itself is started (the first worker then took a Ctrl-C while still importing).
     """
     resource_tracker.ensure_running()
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held = signal.pthread_sigmask(
+        signal.SIG_BLOCK, {signal.SIGINT, *worker_signals.SUPERVISOR_SIGNALS}
+    )
     try:
         yield
     finally:
@@ -178,6 +186,18 @@ def _take_ctrl_c_from_here() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def _after_the_server(_signum: int, _frame: FrameType | None) -> None:
+    """A worker's handler of its supervisor's signals outside its server: nothing to do.
+
+    Blocked until the server takes them (`_signals_held_from_started_processes`), so this
+    runs only once it has given them back: the worker has drained or stopped, and ends.
+    A handler rather than ignored: an ignored signal is dropped even while blocked, and one
+    sent while the worker starts would never reach its server. Not their default action,
+    which ended the worker as it wrote its last lines (the supervisor stopping, it tells each
+    worker still running to drain, also one that had drained on a SIGTERM of its own).
+    """
+
+
 #: Held while a worker builds its server: its health-check thread asks for it too.
 _WORKER_SERVER_LOCK = threading.Lock()
 
@@ -190,9 +210,11 @@ class _GatewayProcess(Process):
     never 503 and no caller was turned away meanwhile. This one's `server`, the one its
     `target` runs in the worker, is the one `serve` runs with one process, apart from
     the app it loads itself and SIGINT, which it leaves to the supervisor (started with it
-    held off: `_ctrl_c_held_from_started_processes`). So the supervisor's SIGTERM to each
-    worker (on its own SIGTERM or SIGINT, a SIGHUP's restart, a SIGTTOU) starts a drain, and
-    the supervisor, joining its workers, waits for them.
+    held off: `_signals_held_from_started_processes`). Where uvicorn's stops a worker with
+    SIGTERM (`terminate`: on the supervisor's own SIGTERM or SIGINT, a SIGHUP's restart, a
+    SIGTTOU), this one sends the supervisor's drain (`worker_signals`), which the worker's
+    server takes as its SIGTERM, unless it already drains on one sent to the whole process
+    group; the supervisor, joining its workers, waits for them.
 
     A subclass of uvicorn's worker, rather than something in the worker's configuration or
     app: the server is what takes the signals and closes the listener, and uvicorn builds it
@@ -202,14 +224,32 @@ class _GatewayProcess(Process):
     """
 
     def start(self) -> None:
-        """Start the worker process, SIGINT blocked in it until its own code runs."""
-        with _ctrl_c_held_from_started_processes():
+        """Start the worker process, SIGINT and the supervisor's signals blocked in it."""
+        with _signals_held_from_started_processes():
             super().start()
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:
-        """Serve in the worker, SIGINT ignored until uvicorn's server takes it."""
+        """Serve in the worker, SIGINT ignored until uvicorn's server takes it.
+
+        The supervisor's signals stay blocked until the worker's server takes them.
+        """
         _take_ctrl_c_from_here()
+        for signum in worker_signals.SUPERVISOR_SIGNALS:
+            signal.signal(signum, _after_the_server)
         super().target(sockets)
+
+    def terminate(self) -> None:
+        """Tell the worker to drain, if it still runs: uvicorn's `terminate`, by `DRAIN`.
+
+        uvicorn's sends SIGTERM, which a worker can no longer tell from one sent to the whole
+        process group (see `worker_signals`).
+        """
+        pid = self.process.pid
+        if pid is not None and self.process.exitcode is None:
+            os.kill(pid, worker_signals.DRAIN)
+            supervisor_logger.info("Terminated child process [%d]", pid)
+            self.parent_conn.close()
+            self.child_conn.close()
 
     @property
     def server(self) -> uvicorn.Server:
@@ -251,10 +291,6 @@ def _starting_gateway_workers(
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 #: How often the supervisor, waiting for its workers to end, looks for a further stop signal.
 STOPPING_POLL_SECONDS = 0.1
-#: How long a worker is given to take the supervisor's SIGTERM before it is sent another: a
-#: signal sent while the same one is still pending is not queued twice, and the two would
-#: reach the worker as one, its drain then not cut short.
-SIGNAL_TAKEN_SECONDS = 0.2
 
 
 class _Supervisor(Multiprocess):
@@ -262,21 +298,18 @@ class _Supervisor(Multiprocess):
 
     Drain-aware and without Ctrl-C: `_GatewayProcess`, in every method of uvicorn's that
     starts a worker: the first ones, one for a worker that died, a SIGHUP's replacements and
-    SIGTTIN's added one. Stopping is uvicorn's: SIGTERM to each worker, then a wait for each
-    to end, which is now each worker's drain. A further SIGTERM or SIGINT, while it stops,
-    stops every worker now (`join_all`): uvicorn's own took no signal while it waited, and
-    only SIGKILL, which answers nothing, cut a drain short. Two that come close together
-    (Ctrl-C pressed twice) are taken in one pass, before the workers were sent their first
-    SIGTERM: the second is kept for `join_all` too.
+    SIGTTIN's added one. Stopping is uvicorn's: each worker told to drain (`terminate`), then
+    a wait for each to end, which is now each worker's drain. A further SIGTERM or SIGINT,
+    while it stops, stops every worker now (`join_all`): uvicorn's own took no signal while
+    it waited, and only SIGKILL, which answers nothing, cut a drain short. Two that come
+    close together (Ctrl-C pressed twice) are taken in one pass, before the workers were told
+    to drain: the second is kept for `join_all` too.
     """
 
     init_processes = _starting_gateway_workers(Multiprocess.init_processes)
     keep_subprocess_alive = _starting_gateway_workers(Multiprocess.keep_subprocess_alive)
     restart_all = _starting_gateway_workers(Multiprocess.restart_all)
     handle_ttin = _starting_gateway_workers(Multiprocess.handle_ttin)
-
-    #: When the workers were sent the SIGTERM that stops them (`time.monotonic`).
-    _workers_stopped_at = 0.0
 
     def handle_int(self) -> None:
         """The first SIGINT stops the workers (uvicorn's); a further one is kept for `join_all`."""
@@ -292,45 +325,42 @@ class _Supervisor(Multiprocess):
         else:
             super().handle_term()
 
-    def terminate_all(self) -> None:
-        """Send each worker SIGTERM (uvicorn's), the start of its drain."""
-        super().terminate_all()
-        self._workers_stopped_at = time.monotonic()
-
     def join_all(self) -> None:
         """Wait for every worker to end, stopping them now on a further SIGTERM or SIGINT.
 
         uvicorn's wait, on each worker in turn, took no signal: one that came meanwhile was
         queued and never looked at. Here each is taken as it comes (within
-        `STOPPING_POLL_SECONDS`), once the workers had `SIGNAL_TAKEN_SECONDS` to take their
-        first SIGTERM; the others (SIGHUP, SIGTTIN, SIGTTOU) stay queued, as before: there
-        are no workers to restart or add once stopping. uvicorn's own wait follows, on
-        workers that have ended.
+        `STOPPING_POLL_SECONDS`); the others (SIGHUP, SIGTTIN, SIGTTOU) stay queued, as
+        before: there are no workers to restart or add once stopping. No wait for the
+        workers to have taken their drain first: the stop is a signal of its own, which the
+        kernel never merges with the drain, and a worker takes it as both if it has not
+        drained yet. uvicorn's own wait follows, on workers that have ended.
         """
         while running := [process for process in self.processes if process.exitcode is None]:
-            if time.monotonic() - self._workers_stopped_at >= SIGNAL_TAKEN_SECONDS:
-                for signum in [signum for signum in self.signal_queue if signum in _STOP_SIGNALS]:
-                    self.signal_queue.remove(signum)
-                    self._stop_workers_now(signum)
+            for signum in [signum for signum in self.signal_queue if signum in _STOP_SIGNALS]:
+                self.signal_queue.remove(signum)
+                self._stop_workers_now(signum)
             multiprocessing.connection.wait(
                 [process.process.sentinel for process in running], STOPPING_POLL_SECONDS
             )
         super().join_all()
 
     def _stop_workers_now(self, signum: int) -> None:
-        """Send SIGTERM to each worker still running: `signum` came while they drain.
+        """Tell each worker still running to stop now: `signum` came while they drain.
 
-        Each worker takes it as its own second signal, "stop now": what it has in flight is
-        cancelled and answered 503 (`shutdown.GracefulServer.handle_exit`), as when the signal
-        is sent to the whole process group. SIGTERM whichever signal came: a Ctrl-C in a
-        terminal reaches every worker too, as its own second signal, and a SIGTERM after it
-        changes nothing, where a second SIGINT would have been its third, forcing its exit.
+        Each worker takes it as its own second SIGTERM, "stop now": what it has in flight is
+        cancelled and answered 503 (`shutdown.GracefulServer.handle_exit`), unless it has had
+        its second signal already, from a SIGTERM sent to the whole process group or a
+        second Ctrl-C in a terminal (a SIGINT passed on would have been its third, forcing
+        its exit). The supervisor's own signal (`worker_signals.STOP_NOW`), not SIGTERM: a
+        worker that drains on a SIGTERM sent to the process group took the supervisor's
+        SIGTERM for its second one.
         """
         logger.info("signal %s again: stopping every worker now", signal.Signals(signum).name)
         for process in self.processes:
             # Not yet waited for while its exit code is None, so the pid is still its own.
             if process.pid is not None and process.exitcode is None:
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, worker_signals.STOP_NOW)
 
 
 def run_workers(supervised: SupervisedConfig) -> int:

@@ -52,6 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.errors import send_problem_503
 from signing_gateway.observability.logging import flush_logging, note_answered
+from signing_gateway.runtime import worker_signals
 from signing_gateway.runtime.probe_listener import start_probe_listener
 
 logger = logging.getLogger("signing_gateway.shutdown")
@@ -538,15 +539,23 @@ class WorkerServer(GracefulServer):
     """The server of each `serve --workers N` worker: the drain of one process, Ctrl-C aside.
 
     The app is the one the worker loads from its configuration's import string, and its drain
-    is taken once loaded (see `GracefulServer`). Each worker drains on the SIGTERM its
-    supervisor sends it, as `serve` with one process does: readiness 503, new requests 503
+    is taken once loaded (see `GracefulServer`). Each worker drains on its supervisor's
+    "drain" as `serve` with one process does on SIGTERM: readiness 503, new requests 503
     `shutting-down`, the ones in flight waited for, then cancelled, exit status 0.
 
+    The supervisor's signals (`worker_signals`) are taken as the SIGTERMs they stand for, and
+    logged so (`signal SIGTERM: draining`), but each only once: a SIGTERM sent to the whole
+    process group reaches the worker from its sender as well. "Drain" does nothing to a
+    server already draining or stopping; "stop now" nothing to one that has had its second
+    signal, and drains first one that has not drained yet (the two come in either order).
+    A SIGTERM or SIGINT from elsewhere counts as it does with one process.
+
     A SIGINT that comes before the drain is left to the supervisor: a terminal's Ctrl-C
-    reaches it and every worker at once, and the supervisor then stops each worker with
-    SIGTERM. A worker draining on the Ctrl-C took that SIGTERM for a second signal and cut
-    its drain short at once. The next Ctrl-C is the worker's second signal, as with one
-    process (`GracefulServer.handle_exit`), and a third one forces the exit.
+    reaches it and every worker at once, and the supervisor then tells each worker to drain.
+    A worker draining on the Ctrl-C took the supervisor's SIGTERM, as it was then, for a
+    second signal and cut its drain short at once. The next Ctrl-C is the worker's second
+    signal, as with one process (`GracefulServer.handle_exit`), and a third one forces the
+    exit.
     """
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -554,3 +563,43 @@ class WorkerServer(GracefulServer):
         if sig == signal.SIGINT and not self._drain_requested:
             return
         super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """`GracefulServer`'s signal capture, and the supervisor's drain and stop now.
+
+        Blocked in the worker until here (`serving._GatewayProcess`): one its supervisor sent
+        while it started is taken now, which stops the start-up. Given back as they were,
+        and blocked again, before the server raises the signal that stopped it, if one did.
+        """
+        with super().capture_signals():
+            if threading.current_thread() is not threading.main_thread():
+                yield  # as uvicorn's: signals are taken in the main thread only
+                return
+            handlers = {
+                worker_signals.DRAIN: self._drain_on_supervisor,
+                worker_signals.STOP_NOW: self._stop_now_on_supervisor,
+            }
+            previous = {signum: signal.signal(signum, taken) for signum, taken in handlers.items()}
+            held = signal.pthread_sigmask(signal.SIG_UNBLOCK, worker_signals.SUPERVISOR_SIGNALS)
+            try:
+                yield
+            finally:
+                # The handlers first: a thread the server started does not block them.
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    def _drain_on_supervisor(self, _signum: int, frame: FrameType | None) -> None:
+        """The supervisor's drain: a first SIGTERM, unless already draining or stopping."""
+        if not self._drain_requested and not self.should_exit:
+            self.handle_exit(signal.SIGTERM, frame)
+
+    def _stop_now_on_supervisor(self, signum: int, frame: FrameType | None) -> None:
+        """The supervisor's stop now: a second SIGTERM, unless it has had its second signal.
+
+        A server not draining yet drains first (the supervisor's drain may come after).
+        """
+        self._drain_on_supervisor(signum, frame)
+        if not self._captured_signals:
+            self.handle_exit(signal.SIGTERM, frame)

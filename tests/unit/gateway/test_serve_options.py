@@ -311,7 +311,7 @@ def test_every_worker_the_supervisor_starts_is_the_gateways(
 
     def start(process: multiprocess.Process) -> None:
         # Started with Ctrl-C blocked, which the process keeps, so a worker still importing
-        # is not ended by it (`_ctrl_c_held_from_started_processes`).
+        # is not ended by it (`_signals_held_from_started_processes`).
         blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
         started.append((type(process), blocked))
 
@@ -381,6 +381,31 @@ def test_a_worker_process_starts_with_ctrl_c_blocked_even_the_first_one() -> Non
     done = _run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["0"], done.stderr
+
+
+def test_a_worker_process_holds_its_supervisors_signals_until_its_server_takes_them() -> None:
+    """A worker still starting is not ended by its supervisor's drain or stop now: held.
+
+    Their default action ends a process; blocked from its start, each waits for the worker's
+    server, which drains or stops on it. The worker's process raises each at once, which
+    only a blocked signal leaves without ending it (exit status 0).
+    """
+    code = (
+        "import multiprocessing, signal, uvicorn\n"
+        "from signing_gateway import serving\n"
+        "from signing_gateway.runtime import worker_signals\n"
+        "config = uvicorn.Config('signing_gateway.app:create_served_app', factory=True)\n"
+        "for signum in sorted(worker_signals.SUPERVISOR_SIGNALS):\n"
+        "    worker = serving._GatewayProcess(config, [])\n"
+        "    worker.process = multiprocessing.get_context('spawn').Process(\n"
+        "        target=signal.raise_signal, args=(signum,))\n"
+        "    worker.start()\n"
+        "    worker.process.join()\n"
+        "    print(worker.exitcode)\n"
+    )
+    done = _run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["0", "0"], done.stderr
 
 
 def test_a_workers_server_is_the_drain_aware_one_and_built_once() -> None:

@@ -27,6 +27,7 @@ from signing_gateway.resilience.shutdown import (
     WorkerServer,
     served_drain,
 )
+from signing_gateway.runtime import worker_signals
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from tests.support.polling import until
 
@@ -214,6 +215,76 @@ def test_a_workers_server_leaves_the_first_ctrl_c_to_its_supervisor() -> None:
     assert (server.should_exit, server._captured_signals) == (True, [signal.SIGINT])
     server.handle_exit(signal.SIGINT, None)
     assert server.force_exit is True
+
+
+def _take(server: WorkerServer, signals: list[int]) -> None:
+    """Raise each of `signals` in turn in this process, taken by `server`'s signal capture.
+
+    What it stopped by is forgotten before the capture ends, which would raise it again here.
+    """
+    with server.capture_signals():
+        for signum in signals:
+            signal.raise_signal(signum)
+        server._captured_signals.clear()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # To the whole process group: each reaches the worker before the supervisor's.
+        ([signal.SIGTERM, worker_signals.DRAIN], [signal.SIGTERM, worker_signals.STOP_NOW]),
+        ([signal.SIGTERM], [signal.SIGTERM, worker_signals.DRAIN, worker_signals.STOP_NOW]),
+        ([signal.SIGTERM, worker_signals.DRAIN], [worker_signals.STOP_NOW, signal.SIGTERM]),
+        # To the supervisor alone.
+        ([worker_signals.DRAIN], [worker_signals.STOP_NOW]),
+    ],
+    ids=["group", "group, the second at once", "group, the supervisor's stop first", "alone"],
+)
+def test_a_workers_server_drains_and_stops_now_once_whoever_signals(
+    first: list[int], second: list[int]
+) -> None:
+    """The supervisor's drain and stop now are a worker's first and second SIGTERM, once each.
+
+    A SIGTERM to the whole process group reaches each worker from its sender and is passed on
+    by the supervisor too: one drain, then one stop now, not a stop now at the first.
+    """
+    server = _worker_server()
+    loop = _serving(server)
+    _take(server, first)
+    assert loop.scheduled == [server._start_drain]
+    assert server.should_exit is False
+    _take(server, second)
+    assert loop.scheduled == [server._start_drain, server.controller.stop_now]
+    assert (server.should_exit, server.force_exit) == (True, False)
+
+
+def test_the_supervisors_stop_now_drains_a_worker_that_had_no_drain_yet() -> None:
+    """Stop now to a worker not draining drains it, then stops it now; a drain then: nothing.
+
+    As when the supervisor's drain and stop now are taken in the other order.
+    """
+    server = _worker_server()
+    loop = _serving(server)
+    _take(server, [worker_signals.STOP_NOW, worker_signals.DRAIN])
+    assert loop.scheduled == [server._start_drain, server.controller.stop_now]
+    assert (server.should_exit, server.force_exit) == (True, False)
+
+
+def test_the_supervisors_stop_now_after_a_second_ctrl_c_changes_nothing() -> None:
+    """A worker stopped now by a second Ctrl-C: the supervisor's stop now adds nothing.
+
+    It is not a third signal, which would force the exit (the app's shutdown skipped).
+    """
+    server = _worker_server()
+    loop = _serving(server)
+    with server.capture_signals():
+        signal.raise_signal(worker_signals.DRAIN)
+        server.handle_exit(signal.SIGINT, None)  # the terminal's, to every process
+        signal.raise_signal(worker_signals.STOP_NOW)
+        captured = server._captured_signals[:]
+        server._captured_signals.clear()
+    assert loop.scheduled == [server._start_drain, server.controller.stop_now]
+    assert (captured, server.force_exit) == ([signal.SIGINT], False)
 
 
 @pytest.mark.parametrize(
