@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 
@@ -280,6 +281,77 @@ async def test_a_second_signal_to_the_supervisor_alone_cuts_the_workers_drain_sh
     assert alive == []
     assert "signal SIGTERM: stopping now" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+async def test_a_sigterm_to_the_process_group_drains_every_worker(fakes):
+    """SIGTERM to the whole process group drains each worker: what is in flight finishes 200.
+
+    As systemd's default `KillMode=control-group` sends it: to the supervisor and every worker
+    at once. Before, each worker had it twice, from the sender and passed on by the
+    supervisor as SIGTERM, and took the second for "stop now": the requests in flight were
+    answered 503 at once, as after two.
+    """
+    eu, env = _drain_env(fakes, drain_timeout=10, latencyMs=1500)
+    with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
+        workers = await _serving_workers(gateway)
+        try:
+            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+                in_flight = await _requests_at_the_signer(client, eu, 4)
+                _sigterm_to_the_process_group(gateway)
+                answers = await asyncio.gather(*in_flight)
+            assert [answer.status_code for answer in answers] == [200] * 4
+            assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
+            _, alive = psutil.wait_procs(workers, timeout=5)
+            log = gateway.log()
+        finally:
+            _kill_left_running(workers)
+    assert alive == []
+    # Each worker drained once: the supervisor's drain added nothing to the sender's SIGTERM.
+    assert log.count("signal SIGTERM: draining") == WORKERS, log[-3000:]
+    assert log.count('"drained"') == WORKERS, log[-3000:]
+    assert "stopping now" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def test_a_second_sigterm_to_the_process_group_cuts_the_workers_drain_short(fakes):
+    """A second SIGTERM to the whole process group stops each worker's drain: answered 503.
+
+    Each worker's own second signal, from the sender, whether the supervisor's "stop now"
+    reaches it before or after: the request in flight is cancelled well before the drain
+    timeout, and every process exits. Until then, the supervisor's "drain" after the first
+    left the drain waiting. Before, that was a second SIGTERM: the drain stopped at once.
+    """
+    eu, env = _drain_env(fakes, drain_timeout=30, fault="hang", faultCount=-1)
+    with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
+        workers = await _serving_workers(gateway)
+        try:
+            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=40) as client:
+                hung = await _requests_at_the_signer(client, eu, 1)
+                _sigterm_to_the_process_group(gateway)
+                await until(lambda: gateway.log().count("signal SIGTERM: draining") >= WORKERS)
+                # The supervisor has told each worker to drain too: still a first signal.
+                await until(lambda: gateway.log().count("Terminated child process") >= WORKERS)
+                assert _signer_in_flight(eu) == 1  # still in flight: the drain waits for it
+                assert not hung[0].done()
+                _sigterm_to_the_process_group(gateway)
+                async with asyncio.timeout(5):
+                    answered_after = await _answered_shutting_down(hung)
+            assert answered_after < 3  # not at the drain timeout
+            assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
+            _, alive = psutil.wait_procs(workers, timeout=5)
+            log = gateway.log()
+        finally:
+            _kill_left_running(workers)
+    assert alive == []
+    assert "signal SIGTERM: stopping now" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def _sigterm_to_the_process_group(gateway: GatewayProcess) -> None:
+    """SIGTERM to every process of the gateway's own process group (not the test run's)."""
+    pid = gateway.process.pid
+    assert os.getpgid(pid) == pid, "not the leader of its own process group"
+    os.killpg(pid, signal.SIGTERM)
 
 
 def _kill_left_running(workers: list[psutil.Process]) -> None:
