@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import psutil
@@ -270,17 +271,9 @@ async def test_a_second_signal_to_the_supervisor_alone_cuts_the_workers_drain_sh
                     gateway.process.send_signal(signal.SIGTERM)
                 else:
                     gateway.process.send_signal(signal.SIGINT)
-                async with asyncio.timeout(5):
-                    answered_after = await _answered_shutting_down(hung)
-            assert answered_after < 3  # not at the drain timeout
-            assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
-            _, alive = psutil.wait_procs(workers, timeout=5)
-            log = gateway.log()
+                await _stopped_now(gateway, workers, hung)
         finally:
             _kill_left_running(workers)
-    assert alive == []
-    assert "signal SIGTERM: stopping now" in log, log[-3000:]
-    assert "Traceback" not in log, log[-3000:]
 
 
 async def test_a_sigterm_to_the_process_group_drains_every_worker(fakes):
@@ -292,19 +285,15 @@ async def test_a_sigterm_to_the_process_group_drains_every_worker(fakes):
     answered 503 at once, as after two.
     """
     eu, env = _drain_env(fakes, drain_timeout=10, latencyMs=1500)
-    with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
-        workers = await _serving_workers(gateway)
-        try:
-            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
-                in_flight = await _requests_at_the_signer(client, eu, 4)
-                _sigterm_to_the_process_group(gateway)
-                answers = await asyncio.gather(*in_flight)
-            assert [answer.status_code for answer in answers] == [200] * 4
-            assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
-            _, alive = psutil.wait_procs(workers, timeout=5)
-            log = gateway.log()
-        finally:
-            _kill_left_running(workers)
+    async with _workers_in_their_own_group(env) as (gateway, workers):
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            in_flight = await _requests_at_the_signer(client, eu, 4)
+            _sigterm_to_the_process_group(gateway)
+            answers = await asyncio.gather(*in_flight)
+        assert [answer.status_code for answer in answers] == [200] * 4
+        assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        log = gateway.log()
     assert alive == []
     # Each worker drained once: the supervisor's drain added nothing to the sender's SIGTERM.
     assert log.count("signal SIGTERM: draining") == WORKERS, log[-3000:]
@@ -322,26 +311,52 @@ async def test_a_second_sigterm_to_the_process_group_cuts_the_workers_drain_shor
     left the drain waiting. Before, that was a second SIGTERM: the drain stopped at once.
     """
     eu, env = _drain_env(fakes, drain_timeout=30, fault="hang", faultCount=-1)
+    async with (
+        _workers_in_their_own_group(env) as (gateway, workers),
+        httpx.AsyncClient(base_url=gateway.base_url, timeout=40) as client,
+    ):
+        hung = await _requests_at_the_signer(client, eu, 1)
+        _sigterm_to_the_process_group(gateway)
+        await until(lambda: gateway.log().count("signal SIGTERM: draining") >= WORKERS)
+        # The supervisor has told each worker to drain too: still a first signal.
+        await until(lambda: gateway.log().count("Terminated child process") >= WORKERS)
+        assert _signer_in_flight(eu) == 1  # still in flight: the drain waits for it
+        assert not hung[0].done()
+        _sigterm_to_the_process_group(gateway)
+        await _stopped_now(gateway, workers, hung)
+
+
+@contextlib.asynccontextmanager
+async def _workers_in_their_own_group(
+    env: dict[str, str],
+) -> AsyncIterator[tuple[GatewayProcess, list[psutil.Process]]]:
+    """`serve --workers` serving, its process group its own (not the test run's); its workers.
+
+    Every process stopped after the block.
+    """
     with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
         workers = await _serving_workers(gateway)
         try:
-            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=40) as client:
-                hung = await _requests_at_the_signer(client, eu, 1)
-                _sigterm_to_the_process_group(gateway)
-                await until(lambda: gateway.log().count("signal SIGTERM: draining") >= WORKERS)
-                # The supervisor has told each worker to drain too: still a first signal.
-                await until(lambda: gateway.log().count("Terminated child process") >= WORKERS)
-                assert _signer_in_flight(eu) == 1  # still in flight: the drain waits for it
-                assert not hung[0].done()
-                _sigterm_to_the_process_group(gateway)
-                async with asyncio.timeout(5):
-                    answered_after = await _answered_shutting_down(hung)
-            assert answered_after < 3  # not at the drain timeout
-            assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
-            _, alive = psutil.wait_procs(workers, timeout=5)
-            log = gateway.log()
+            yield gateway, workers
         finally:
             _kill_left_running(workers)
+
+
+async def _stopped_now(
+    gateway: GatewayProcess,
+    workers: list[psutil.Process],
+    hung: list[asyncio.Task[httpx.Response]],
+) -> None:
+    """`hung` answered 503 at once, not at the drain timeout; then every process ends.
+
+    Each worker stopped now on a SIGTERM (or the supervisor's "stop now", taken as one).
+    """
+    async with asyncio.timeout(5):
+        answered_after = await _answered_shutting_down(hung)
+    assert answered_after < 3  # not at the drain timeout
+    assert gateway.process.wait(timeout=15) == 0, gateway.log()[-3000:]
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    log = gateway.log()
     assert alive == []
     assert "signal SIGTERM: stopping now" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
