@@ -242,7 +242,7 @@ class _GatewayProcess(Process):
         """Tell the worker to drain, if it still runs: uvicorn's `terminate`, by `DRAIN`.
 
         uvicorn's sends SIGTERM, which a worker can no longer tell from one sent to the whole
-        process group (see `worker_signals`).
+        process group (see `worker_signals`). Its log line is uvicorn's, as operators know it.
         """
         pid = self.process.pid
         if pid is not None and self.process.exitcode is None:

@@ -12,7 +12,7 @@ signal (`resilience.shutdown.WorkerServer`).
 
 Real-time signals, not SIGUSR1 and SIGUSR2: SIGUSR1 is `serve`'s stack dump (`kill -USR1`,
 docs/operations.md), and an operator's USR1 or USR2 to the process group would have drained
-every worker. Nothing sends real-time signals to the gateway's processes but its supervisor,
+every worker. No one else has a reason to send real-time signals to the gateway's processes,
 and the kernel queues them: one sent while another is pending is not merged into it. Their
 default action ends a process, so a worker holds them blocked from its start until its
 server takes them (`serving._GatewayProcess`): one sent while it still starts waits there.
