@@ -7,6 +7,7 @@ annotation names.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "docs" / "alerts" / "signing-gateway.rules.yml"
 OPERATIONS = ROOT / "docs" / "operations.md"
+#: Where a rule's `runbook` annotation points: the guide's section, then the bullet's title.
+RUNBOOK = re.compile(r"^docs/operations\.md#when-an-alert-fires \(([^)]+)\)$")
+#: The comparison an alert's expression ends with: its operator and threshold.
+_COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)([^=!<>]*)$")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,19 @@ class AlertRule:
     for_: str
     labels: dict[str, str]
     annotations: dict[str, str]
+
+    @property
+    def comparison(self) -> tuple[str, str, str]:
+        """The expression at the comparison it ends with: what it compares, operator, threshold."""
+        match = _COMPARISON.search(self.expr)
+        if match is None:
+            raise ValueError(f"{self.name} ends in no comparison: {self.expr}")
+        return self.expr[: match.start()].strip(), match.group(1), match.group(2).strip()
+
+    @property
+    def threshold(self) -> float:
+        """The number the expression is compared with (`14 * 86400` multiplied out)."""
+        return math.prod(float(factor) for factor in self.comparison[2].split("*"))
 
 
 def alert_rules(path: Path = RULES) -> list[AlertRule]:

@@ -11,76 +11,24 @@ from __future__ import annotations
 import re
 
 import pytest
-from prometheus_client.metrics import MetricWrapperBase
 
-from signing_gateway.observability.metrics import GatewayMetrics
-from tests.support.alert_rules import AlertRule, alert_rules, guide_section, runbook_bullets
-from tests.support.promql import PromqlNotRead, Selector, selectors_of
+from tests.support.alert_rules import (
+    RUNBOOK,
+    AlertRule,
+    alert_rules,
+    guide_section,
+    runbook_bullets,
+)
+from tests.support.metric_series import exposed_series, expression_problems
 
 SEVERITIES = {"page", "ticket"}
-#: Where a rule's `runbook` annotation points: the guide's section, then the bullet's title.
-_RUNBOOK = re.compile(r"^docs/operations\.md#when-an-alert-fires \(([^)]+)\)$")
 #: A row of the guide's table of alerts.
 _ROW = re.compile(r"^\| `(\w+)` \| (\w+) \| (\w+) \| (.*) \| ([^|]+) \|$")
-#: The comparison an alert's expression ends with: its threshold.
-_THRESHOLD = re.compile(r"(?:==|!=|>=|<=|>|<)[^=!<>]*$")
-
-
-def exposed_series() -> dict[str, set[str]]:
-    """Each series name `/metrics` can show, with its label names.
-
-    A counter shows as `<name>_total`; a histogram as `<name>_bucket` (with `le`), `_sum` and
-    `_count`; a gauge as its name.
-    """
-    series = {}
-    for metric in vars(GatewayMetrics()).values():
-        if not isinstance(metric, MetricWrapperBase):
-            continue
-        labels = set(metric._labelnames)
-        if metric._type == "counter":
-            series[f"{metric._name}_total"] = labels
-        elif metric._type == "histogram":
-            series[f"{metric._name}_bucket"] = labels | {"le"}
-            series[f"{metric._name}_sum"] = labels
-            series[f"{metric._name}_count"] = labels
-        else:
-            series[metric._name] = labels
-    return series
 
 
 def series_problems(rule: AlertRule, exposed: dict[str, set[str]]) -> list[str]:
     """What in `rule`'s expression the gateway does not expose: an empty list when nothing is."""
-    try:
-        selectors = selectors_of(rule.expr)
-    except PromqlNotRead as exc:
-        return [f"{rule.name}: {exc}"]
-    if not selectors:
-        return [f"{rule.name}: selects no series"]
-    problems = []
-    for selector in selectors:
-        if selector.metric not in exposed:
-            problems.append(f"{rule.name}: {selector.metric} is not exposed")
-            continue
-        problems.extend(
-            f"{rule.name}: {selector.metric} has no label {label!r}"
-            for label in sorted(selector.labels_named - exposed[selector.metric])
-        )
-        problems.extend(_quantile_problems(rule.name, selector))
-    return problems
-
-
-def _quantile_problems(name: str, selector: Selector) -> list[str]:
-    """A histogram_quantile must read buckets, and every aggregation in between must keep `le`."""
-    if selector.quantile_groupings is None:
-        return []
-    problems = [
-        f"{name}: {grouping.kind} {grouping.labels} drops le"
-        for grouping in selector.quantile_groupings
-        if (grouping.kind == "by") != ("le" in grouping.labels)
-    ]
-    if not selector.metric.endswith("_bucket"):
-        problems.append(f"{name}: histogram_quantile of {selector.metric}, not of buckets")
-    return problems
+    return expression_problems(rule.name, rule.expr, exposed)
 
 
 def test_every_series_and_label_an_alert_reads_is_exposed():
@@ -130,7 +78,7 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_entry():
             problems.append(f"{rule.name}: severity {rule.labels.get('severity')!r}")
         if not rule.annotations.get("summary") or not rule.annotations.get("description"):
             problems.append(f"{rule.name}: no summary or description")
-        runbook = _RUNBOOK.match(rule.annotations.get("runbook", ""))
+        runbook = RUNBOOK.match(rule.annotations.get("runbook", ""))
         if runbook is None or runbook.group(1) not in bullets:
             problems.append(f"{rule.name}: runbook {rule.annotations.get('runbook')!r}")
     assert problems == []
@@ -152,10 +100,9 @@ def test_the_guide_lists_the_alerts_of_the_rules_file():
     """Row for row, in the file's order: name, severity, `for`, threshold and runbook entry."""
     in_file = []
     for rule in alert_rules():
-        threshold = _THRESHOLD.search(rule.expr)
-        runbook = _RUNBOOK.match(rule.annotations["runbook"])
-        assert threshold is not None, rule.name
+        _, operator, threshold = rule.comparison
+        runbook = RUNBOOK.match(rule.annotations["runbook"])
         assert runbook is not None, rule.name
-        row = (rule.name, rule.labels["severity"], rule.for_, threshold.group().strip())
+        row = (rule.name, rule.labels["severity"], rule.for_, f"{operator} {threshold}")
         in_file.append((*row, runbook.group(1)))
     assert _listed() == in_file

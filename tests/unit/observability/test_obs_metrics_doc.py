@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
 
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.settings import LoopLagSettings, Settings
 from tests.support.alert_rules import alert_rules
+from tests.support.metric_series import declared_metrics
 
 OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
 #: What the table writes for "no labels".
@@ -32,19 +32,9 @@ def _documented() -> dict[str, tuple[str, tuple[str, ...]]]:
     return rows
 
 
-def _declared(metrics: GatewayMetrics) -> dict[str, tuple[str, tuple[str, ...]]]:
-    declared = {}
-    for metric in vars(metrics).values():
-        if isinstance(metric, MetricWrapperBase):
-            suffix = "_total" if metric._type == "counter" else ""
-            name = metric._name + suffix
-            declared[name] = (metric._type, tuple(metric._labelnames))
-    return declared
-
-
 def test_every_metric_is_documented_with_its_type_and_labels():
     """Name (as exposed, `_total` on counters), type and label names, row for row."""
-    assert _declared(GatewayMetrics()) == _documented()
+    assert declared_metrics() == _documented()
 
 
 def test_the_latency_buckets_reach_the_slowest_answer_and_the_alert_bounds():
