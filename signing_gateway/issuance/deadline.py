@@ -67,12 +67,6 @@ def current_request_deadline() -> RequestDeadline | None:
     return _deadline_var.get()
 
 
-def current_deadline() -> float | None:
-    """Event-loop time at which the current request's deadline expires (None outside one)."""
-    deadline = _deadline_var.get()
-    return None if deadline is None else deadline.at
-
-
 def remaining_seconds() -> float | None:
     """Seconds left until the current request's deadline (None outside one; may be <= 0)."""
     deadline = _deadline_var.get()

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from signing_gateway.errors import DeadlineExceeded
-from signing_gateway.issuance.deadline import current_deadline, request_deadline
+from signing_gateway.issuance.deadline import request_deadline
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.signer_calls import attempt_var, observe_signer_call
 from signing_gateway.observability.telemetry import Telemetry, telemetry_var
@@ -464,10 +464,8 @@ def _outcomes(metrics: GatewayMetrics) -> dict[str, float]:
 
 async def _call_within(policy: SignerPolicy, seconds: float, signer: Signer) -> str:
     """One call of `signer` under a request deadline of `seconds`, as an issuer makes it."""
-    async with request_deadline(seconds):
-        return await policy.call(
-            "get_credential", signer, replay_safe=True, deadline=current_deadline()
-        )
+    async with request_deadline(seconds) as deadline:
+        return await policy.call("get_credential", signer, replay_safe=True, deadline=deadline.at)
 
 
 async def test_hung_signer_opens_the_breaker_under_deadlines_shorter_than_the_attempt(
