@@ -31,11 +31,6 @@ class Telemetry:
 telemetry_var: ContextVar[Telemetry | None] = ContextVar("telemetry", default=None)
 
 
-def current_telemetry() -> Telemetry | None:
-    """The telemetry of the app serving this task's request (None outside a request)."""
-    return telemetry_var.get()
-
-
 def record_credential_rejection(*, signer: str, reason: str) -> None:
     """Count a signer credential that failed verification and was withheld."""
     telemetry = telemetry_var.get()

@@ -16,7 +16,7 @@ from signing_gateway.observability.context import (
 )
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware, status_class
-from signing_gateway.observability.telemetry import current_telemetry
+from signing_gateway.observability.telemetry import telemetry_var
 from signing_gateway.resilience.shutdown import AnswerCut, DrainController, DrainMiddleware
 
 
@@ -499,7 +499,7 @@ async def test_the_request_id_and_telemetry_are_bound_for_the_request_only():
     seen = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append((current_request_id(), scope["state"]["request_id"], current_telemetry()))
+        seen.append((current_request_id(), scope["state"]["request_id"], telemetry_var.get()))
         await _respond(send)
 
     scope = {**_scope(), "headers": [(b"x-request-id", b"req-9")]}
@@ -512,7 +512,7 @@ async def test_the_request_id_and_telemetry_are_bound_for_the_request_only():
     assert telemetry is not None
     assert telemetry.metrics is metrics
     assert dict(client.sent[0]["headers"])[b"x-request-id"] == b"req-9"
-    assert (current_request_id(), current_telemetry()) == ("-", None)
+    assert (current_request_id(), telemetry_var.get()) == ("-", None)
 
 
 async def test_an_answer_with_its_own_caching_rule_keeps_it():
@@ -557,7 +557,7 @@ async def test_a_tracer_failing_to_open_the_span_counts_the_request_as_a_500():
     assert _sample(metrics, "gateway_responses_total", route="unmatched", status="500") == 1
     assert _ledger_balanced(metrics)
     assert current_request_id() == "-"  # nothing of the request's left bound
-    assert current_telemetry() is None
+    assert telemetry_var.get() is None
 
 
 async def test_an_answer_the_drain_cuts_counts_once_as_5xx_and_is_logged_so(caplog):
