@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -57,7 +56,6 @@ class ReadinessMonitor:
         self._interval = interval
         self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
-        self._checked_once = asyncio.Event()
         self.draining = False
         self._details: dict[str, Callable[[], Any]] = {}
 
@@ -118,19 +116,14 @@ class ReadinessMonitor:
         async with asyncio.TaskGroup() as group:
             for name in self._probes:
                 group.create_task(self._probe_one(name))
-        self._checked_once.set()
 
     async def _watch(self, name: str) -> None:
         """Probe `name` every interval, on its own: a hung signer holds up no other's probe."""
         while True:
             await self._probe_one(name)
-            if all(s.checked_at is not None for s in self.states.values()):
-                self._checked_once.set()
             await asyncio.sleep(self._interval)
 
     async def _run(self) -> None:
-        if not self._probes:
-            self._checked_once.set()  # nothing to probe: checked, as `check_now` would say
         async with asyncio.TaskGroup() as group:
             for name in self._probes:
                 group.create_task(self._watch(name))
@@ -139,12 +132,6 @@ class ReadinessMonitor:
         """Start the background prober (idempotent)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="readiness-prober")
-
-    async def wait_first_check(self, limit: float) -> None:
-        """Wait (bounded) until every dependency has been probed once."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit):
-                await self._checked_once.wait()
 
     async def stop(self) -> None:
         """Stop the prober and wait for it to end."""

@@ -61,8 +61,7 @@ async def test_background_prober_starts_and_stops():
     """The prober task probes on its own and stops cleanly."""
     monitor = ReadinessMonitor({"eu": (_up, True)}, interval=0.01, timeout=1)
     monitor.start()
-    await monitor.wait_first_check(limit=1)
-    assert monitor.ready
+    await until(lambda: monitor.ready, limit=1)
     await monitor.stop()
 
 
@@ -153,25 +152,9 @@ async def test_the_background_prober_keeps_probing():
     probe = _Switch(up=True)
     monitor = ReadinessMonitor({"eu": (probe, True)}, interval=0.01, timeout=1)
     async with _started(monitor):
-        await monitor.wait_first_check(limit=1)
-        assert monitor.ready
+        await until(lambda: monitor.ready, limit=1)
         probe.up = False
         await until(lambda: not monitor.ready, limit=2)
-
-
-async def test_waiting_for_the_first_check_ends_with_it():
-    """The wait for the first check ends with that check, not at the limit."""
-    monitor = ReadinessMonitor({"eu": (_up, True)}, interval=60, timeout=1)
-    async with _started(monitor), asyncio.timeout(2):
-        await monitor.wait_first_check(limit=30)
-
-
-async def test_a_first_check_slower_than_the_limit_does_not_fail_the_wait():
-    """A signer slow to answer ends the wait at the limit, not in a failure."""
-    monitor = ReadinessMonitor({"eu": (_hang, True)}, interval=60, timeout=30)
-    async with _started(monitor):
-        await monitor.wait_first_check(limit=0.05)
-        assert not monitor.ready
 
 
 async def test_a_hung_signer_holds_up_no_other_signers_probes():
@@ -196,36 +179,6 @@ async def test_a_hung_signer_holds_up_no_other_signers_probes():
         assert monitor.states["domestic"].status == "up"
 
 
-async def test_the_first_check_waits_for_every_dependency_not_the_first_to_answer():
-    """Start-up waits until each dependency has been probed, not only the quickest one.
-
-    Ending at the first answer would let the gateway start serving with a slow signer still
-    `unknown`, so /readyz would say not-ready although it was about to learn otherwise.
-    """
-
-    async def slow() -> None:
-        await asyncio.sleep(0.2)
-
-    monitor = ReadinessMonitor(
-        {"eu": (slow, True), "domestic": (_up, True)}, interval=60, timeout=5
-    )
-    async with _started(monitor):
-        await monitor.wait_first_check(limit=5)
-        assert {name: s.status for name, s in monitor.states.items()} == {
-            "eu": "up",
-            "domestic": "up",
-        }
-        assert monitor.ready
-
-
-async def test_with_nothing_to_probe_the_first_check_is_done_at_once():
-    """No dependency to probe (none configured): start-up does not wait out the limit."""
-    monitor = ReadinessMonitor({}, interval=60, timeout=1)
-    async with _started(monitor), asyncio.timeout(1):
-        await monitor.wait_first_check(limit=30)
-    assert monitor.ready
-
-
 async def test_starting_twice_keeps_one_prober_and_stop_ends_it():
     """A second start probes no more often, and stop leaves no prober running behind it."""
     probe = _Switch(up=True)
@@ -234,7 +187,7 @@ async def test_starting_twice_keeps_one_prober_and_stop_ends_it():
     task = monitor._task
     monitor.start()
     assert monitor._task is task
-    await monitor.wait_first_check(limit=1)
+    await until(lambda: probe.calls == 1, limit=1)
     await monitor.stop()
     assert task is not None
     assert task.done()
