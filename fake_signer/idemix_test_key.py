@@ -9,8 +9,6 @@ is public test data: anything signed with it proves nothing outside a test.
 from __future__ import annotations
 
 ISSUER_PK_ID = "VWS-TEST-0"
-COUNTER = 0
-EXPIRY_DATE = 1643236269
 
 N = int(
     "208029352397356806493008365015953375230848759438584530720865329370877274848402588301"
