@@ -110,9 +110,9 @@ def _start(command: list[str], processes: list[subprocess.Popen[bytes]]) -> subp
     return process
 
 
-def demo_requests(now: datetime | None = None) -> list[tuple[str, str, dict[str, Any] | None]]:
-    """The example calls the demo prints (method, path, body), valid as of `now`."""
-    now = now or datetime.now(UTC)
+def demo_requests() -> list[tuple[str, str, dict[str, Any] | None]]:
+    """The example calls the demo prints (method, path, body), valid as of now."""
+    now = datetime.now(UTC)
     domestic = dict(examples.DOMESTIC_ATTRIBUTES, validFrom=str(int(now.timestamp())))
     return [
         ("POST", "/v1/dcc", examples.EU_VACCINATION),

@@ -18,10 +18,9 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 
-def this_hour(now: datetime | None = None) -> str:
-    """A domestic `validFrom` for an example: the start of the hour of `now` (default: now)."""
-    now = now or datetime.now(UTC)
-    return str(int(now.timestamp()) // 3600 * 3600)
+def this_hour() -> str:
+    """A domestic `validFrom` for an example: the start of the current hour."""
+    return str(int(datetime.now(UTC).timestamp()) // 3600 * 3600)
 
 
 EU_VACCINATION: dict[str, Any] = {

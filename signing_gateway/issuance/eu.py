@@ -102,15 +102,13 @@ class EuIssuer:
         self._default_validity = dict(default_validity)
         self._skew = max_clock_skew
 
-    def prepare(
-        self, request: EuRequest, *, loc: tuple[str | int, ...] = (), now: datetime | None = None
-    ) -> PreparedEuRequest:
+    def prepare(self, request: EuRequest, *, loc: tuple[str | int, ...] = ()) -> PreparedEuRequest:
         """Check the parts of a request that need policy and the DSC (no I/O).
 
         Raises DomainValidationError with locations under `loc`, and SignerUnavailable (its part
         named after `loc`) when no DSC for the key usage is valid now.
         """
-        now = now or datetime.now(UTC)
+        now = datetime.now(UTC)
         key_usage = request.effective_key_usage()
         dsc = self._trust.signing_certificate(key_usage, now=now)
         if dsc is None:
