@@ -21,20 +21,20 @@ class SlidingCounts:
         while self._buckets and self._buckets[0][0] <= second - self._window:
             self._buckets.popleft()
 
-    def add(self, field: int, amount: int = 1) -> int:
-        """Add `amount` to count number `field` now; the second it counts in (see `take_back`)."""
+    def add(self, field: int) -> int:
+        """Count one in count number `field` now; the second it counts in (see `take_back`)."""
         second = math.floor(self._clock())
         self._trim(second)
         if not self._buckets or self._buckets[-1][0] != second:
             self._buckets.append((second, [0] * self._fields))
-        self._buckets[-1][1][field] += amount
+        self._buckets[-1][1][field] += 1
         return second
 
-    def take_back(self, field: int, second: int, amount: int = 1) -> None:
+    def take_back(self, field: int, second: int) -> None:
         """Undo an `add` that counted in `second`; nothing once that second left the window."""
         for at, counts in reversed(self._buckets):
             if at == second:
-                counts[field] -= amount
+                counts[field] -= 1
                 return
 
     def totals(self) -> list[int]:
