@@ -239,9 +239,9 @@ class DomesticSignerClient:
         body = {"credentialAttributes": dict(credential_attributes)}
         return self._post("/issue_static", body, headers, _static_result)
 
-    async def fetch_keys(self, *, headers: Mapping[str, str] | None = None) -> KeySet:
+    async def fetch_keys(self) -> KeySet:
         """Read ``GET /keys`` (fake signers only) into trust stores."""
-        return await fetch_key_set(self._http, signer=self.name, headers=headers)
+        return await fetch_key_set(self._http, signer=self.name)
 
     async def probe(self) -> None:
         """Cheap liveness check; raises ``SignerError`` when the signer is down."""

@@ -134,26 +134,22 @@ class EuSignerClient:
             decode=_credential_result,
         )
 
-    async def fetch_keys(self, *, headers: Mapping[str, str] | None = None) -> KeySet:
+    async def fetch_keys(self) -> KeySet:
         """Read ``GET /keys`` (fake signers only) into trust stores.
 
         Raises:
             SignerError: transport or status failure, or a document that does not parse.
         """
-        return await fetch_key_set(self._http, signer=self.name, headers=headers)
+        return await fetch_key_set(self._http, signer=self.name)
 
     async def probe(self) -> None:
         """Cheap liveness check; raises ``SignerError`` when the signer is down."""
         await probe_signer(self._http, self._health_path, signer=self.name)
 
 
-async def fetch_key_set(
-    http: httpx.AsyncClient, *, signer: str, headers: Mapping[str, str] | None = None
-) -> KeySet:
+async def fetch_key_set(http: httpx.AsyncClient, *, signer: str) -> KeySet:
     """``GET /keys`` parsed into a ``KeySet`` (shared by both clients)."""
-    data: object = await request_json(
-        http, "GET", "/keys", signer=signer, endpoint="keys", headers=headers
-    )
+    data: object = await request_json(http, "GET", "/keys", signer=signer, endpoint="keys")
     if not isinstance(data, dict):
         raise SignerMalformedResponseError(
             "keys document is not an object", signer=signer, endpoint="keys", status_code=200
