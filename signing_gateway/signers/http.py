@@ -598,7 +598,6 @@ async def request_json(
     endpoint: str,
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
-    max_response_bytes: int = MAX_RESPONSE_BYTES,
     decode: Callable[[Any], T] = _parsed_json,
 ) -> T:
     """Send one request and return the parsed JSON of a 2xx answer, or ``decode(json)``.
@@ -633,7 +632,7 @@ async def request_json(
                 if not 200 <= status < 300:  # noqa: PLR2004 - only a refusal needs the await
                     await _raise_for_answer(response, signer=signer, endpoint=endpoint)
                 raw = await _read_bounded(
-                    response, max_response_bytes, signer=signer, endpoint=endpoint
+                    response, MAX_RESPONSE_BYTES, signer=signer, endpoint=endpoint
                 )
             finally:
                 await response.aclose()

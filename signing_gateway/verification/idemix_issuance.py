@@ -58,7 +58,7 @@ _PRIME_ROUNDS = 40
 _SMALL_PRIMES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
 
 
-def is_probable_prime(candidate: int, rounds: int = _PRIME_ROUNDS) -> bool:
+def is_probable_prime(candidate: int) -> bool:
     """Miller-Rabin with random bases (the signer picks ``e``: fixed bases could be gamed).
 
     Only the exponentiation is GMP's: not ``gmpy2.is_prime``, whose Miller-Rabin bases come
@@ -72,7 +72,7 @@ def is_probable_prime(candidate: int, rounds: int = _PRIME_ROUNDS) -> bool:
     odd, twos = candidate - 1, 0
     while odd % 2 == 0:
         odd, twos = odd // 2, twos + 1
-    for _ in range(rounds):
+    for _ in range(_PRIME_ROUNDS):
         x = powmod(2 + secrets.randbelow(candidate - 3), odd, candidate)
         if x in (1, candidate - 1):
             continue
