@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 
 
 class BulkheadFull(Exception):
@@ -33,16 +32,14 @@ class Bulkhead:
         max_in_flight: int,
         max_pending: int,
         max_wait: float,
-        on_change: Callable[[int], None] | None = None,
     ) -> None:
-        """Configure the bounds; `on_change` gets the in-flight count after each change."""
+        """Configure the bounds."""
         self.signer = signer
         self.max_in_flight = max_in_flight
         self.max_pending = max_pending
         self.max_wait = max_wait
         self._in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._on_change = on_change
 
     @property
     def in_flight(self) -> int:
@@ -54,10 +51,6 @@ class Bulkhead:
         """Calls waiting for a slot now."""
         return sum(1 for w in self._waiters if not w.done())
 
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change(self._in_flight)
-
     def _shed(self, reason: str) -> BulkheadFull:
         # A slot frees within about one signer call; one second is the smallest Retry-After.
         return BulkheadFull(self.signer, reason=reason, retry_after=1.0)
@@ -66,7 +59,6 @@ class Bulkhead:
         """Take a slot, waiting at most `max_wait` (and `wait_limit`); raise BulkheadFull."""
         if self._in_flight < self.max_in_flight and not self._waiters:
             self._in_flight += 1
-            self._changed()
             return
         wait = self.max_wait if wait_limit is None else min(self.max_wait, wait_limit)
         if self.pending >= self.max_pending or wait <= 0:
@@ -100,7 +92,6 @@ class Bulkhead:
                 waiter.set_result(None)
                 return
         self._in_flight -= 1
-        self._changed()
 
     def slot(self, *, wait_limit: float | None = None) -> _Slot:
         """``async with``: hold a slot for the block."""
