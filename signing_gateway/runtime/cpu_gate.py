@@ -83,6 +83,8 @@ __all__ = [
 #: of `scope["state"]`: the state dict is a per-request copy of the lifespan state, and one
 #: key too many doubles its table for every request in flight (see `api.deps.GatewayState`).
 ARRIVED_AT = "signing_gateway.arrived_at"
+#: The paths gated: the API's, not health, readiness or metrics.
+_GATED_PREFIX = "/v1/"
 
 
 class CpuGateRefused(Exception):
@@ -427,15 +429,14 @@ class _Continued:
 class CpuGateMiddleware:
     """Pure ASGI middleware: `/v1` requests run under a `CpuGate` permit."""
 
-    def __init__(self, app: ASGIApp, *, gate: CpuGate, prefix: str = "/v1/") -> None:
-        """Gate the requests whose path starts with `prefix`."""
+    def __init__(self, app: ASGIApp, *, gate: CpuGate) -> None:
+        """Gate the `/v1` requests with `gate`."""
         self.app = app
         self.gate = gate
-        self._prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run gated requests under a permit; pass everything else straight through."""
-        if scope["type"] != "http" or not scope["path"].startswith(self._prefix):
+        if scope["type"] != "http" or not scope["path"].startswith(_GATED_PREFIX):
             await self.app(scope, receive, send)
             return
         scope[ARRIVED_AT] = asyncio.get_running_loop().time()
