@@ -143,9 +143,9 @@ def _call(pool: ProcessPoolExecutor, call: Callable[[], _T]) -> _T:
 class IdemixSigner:
     """The Idemix issuer key and the worker processes that sign with it."""
 
-    def __init__(self, key: idemix.IdemixIssuerKey | None = None) -> None:
-        """Sign with `key` (default: the published test key VWS-TEST-0)."""
-        self.key = key or idemix.test_issuer_key()
+    def __init__(self) -> None:
+        """Sign with the published test key VWS-TEST-0."""
+        self.key = idemix.test_issuer_key()
         self._pool: ProcessPoolExecutor | None = None
 
     @staticmethod
