@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import ipaddress
 import socket
 import ssl
 import time
@@ -17,10 +15,6 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
 from signing_gateway.security.jwks import jwks_http_client
@@ -33,6 +27,7 @@ from tests.api.assertions import assert_problem
 from tests.api.bodies import eu_vaccination
 from tests.support.credentials import Hc1Spec, make_hc1
 from tests.support.gateway import SignerKeys, make_settings, running_gateway
+from tests.support.tls_pki import issue_certificate, write_pem
 
 
 @dataclass
@@ -54,100 +49,32 @@ class Pki:
     chained_server_key: Path
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(
-    subject: str, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None, **kind: bool
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate as a CA issues them (RFC 5280), unless `kind` says which part to leave out.
-
-    With no `issuer` the certificate is a CA's, signed by its own key; `ca`: a CA's all the
-    same (an intermediate). `no_authority_key_id`: leave out the issuer's key identifier,
-    which OpenSSL's strict checks (`ssl.VERIFY_X509_STRICT`) refuse in a certificate a CA
-    signed.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    issuer_name, issuer_key = issuer or (subject, key)
-    now = datetime.now(dt.UTC)
-    is_ca = issuer is None or kind.get("ca", False)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(_key_usage(ca=is_ca), critical=True)
-    )
-    if not kind.get("no_authority_key_id"):
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
-    if kind.get("server"):
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    if kind.get("client"):
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256()), key
-
-
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    """A CA's key signs certificates; an end entity's ECDSA key signs TLS handshakes."""
-    return x509.KeyUsage(
-        digital_signature=not ca,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None):
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        path.with_suffix(".key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA that issued the signer's server certificate and the gateway's client certificate."""
     d = tmp_path_factory.mktemp("pki")
-    ca, ca_key = _cert("Test Signer CA", None)
-    other, _ = _cert("Some Other CA", None)
-    server, server_key = _cert("eu-signer", ("Test Signer CA", ca_key), server=True)
-    client, client_key = _cert("signing-gateway", ("Test Signer CA", ca_key), client=True)
-    lax, lax_key = _cert(
+    ca, ca_key = issue_certificate("Test Signer CA", None)
+    other, _ = issue_certificate("Some Other CA", None)
+    server, server_key = issue_certificate("eu-signer", ("Test Signer CA", ca_key), server=True)
+    client, client_key = issue_certificate(
+        "signing-gateway", ("Test Signer CA", ca_key), client=True
+    )
+    lax, lax_key = issue_certificate(
         "eu-signer", ("Test Signer CA", ca_key), server=True, no_authority_key_id=True
     )
-    intermediate, intermediate_key = _cert("Signer Issuing CA", ("Test Signer CA", ca_key), ca=True)
-    chained, chained_key = _cert("eu-signer", ("Signer Issuing CA", intermediate_key), server=True)
-    _write(d / "ca.pem", ca)
-    _write(d / "other-ca.pem", other)
-    _write(d / "server.pem", server, server_key)
-    _write(d / "client.pem", client, client_key)
-    _write(d / "lax-server.pem", lax, lax_key)
-    _write(d / "intermediate-ca.pem", intermediate)
-    _write(d / "chained-server.pem", chained, chained_key)
+    intermediate, intermediate_key = issue_certificate(
+        "Signer Issuing CA", ("Test Signer CA", ca_key), ca=True
+    )
+    chained, chained_key = issue_certificate(
+        "eu-signer", ("Signer Issuing CA", intermediate_key), server=True
+    )
+    write_pem(d / "ca.pem", ca)
+    write_pem(d / "other-ca.pem", other)
+    write_pem(d / "server.pem", server, server_key)
+    write_pem(d / "client.pem", client, client_key)
+    write_pem(d / "lax-server.pem", lax, lax_key)
+    write_pem(d / "intermediate-ca.pem", intermediate)
+    write_pem(d / "chained-server.pem", chained, chained_key)
     return Pki(
         d / "ca.pem",
         d / "other-ca.pem",
@@ -224,7 +151,7 @@ def _settings(keys: SignerKeys, signer: TlsSigner, transport: str, **tls):
 
 
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
-async def test_mutual_tls_with_the_right_ca_and_client_cert(
+async def test_mutual_tls_with_the_right_ca_and_clientissue_certificate(
     test_keys, pki: Pki, tls_signer: TlsSigner, transport
 ):
     """With the signer's CA and our client certificate the gateway signs over mutual TLS."""
