@@ -487,8 +487,12 @@ def test_settings_groups_and_flag_variables_are_known_in_any_case() -> None:
     assert flag_variables(_parser()) == FLAG_VARIABLES  # what the app factory passes over
 
 
-#: Where variables are set or documented: the image, `make`, the docs, the bench and the tests.
-_SETTERS = ["Dockerfile", "Makefile", "README.md", "docs/*.md", "bench/**/*.py", "tests/**/*.py"]
+#: Where variables are set or documented: the image, `make`, the docs and the manifests, the
+#: bench and the tests.
+_SETTERS = [
+    *["Dockerfile", "Makefile", "README.md", "docs/*.md", "docs/deploy/**/*.yaml"],
+    *["bench/**/*.py", "tests/**/*.py"],
+]
 #: The misspelling the operations guide shows being reported.
 _MISSPELLED_ON_PURPOSE = {"SIGNING_GATEWAY_AUDIT__FAIL_CLOSE"}
 

@@ -1,4 +1,8 @@
-"""The deployment settings docs/operations.md gives: valid where pasted, longer than the drain."""
+"""The deployment settings docs/operations.md gives: valid where pasted, longer than the drain.
+
+The guide's Kubernetes snippet is an excerpt of docs/deploy/kubernetes/deployment.yaml's pod
+spec: both are checked, and the excerpt must say what the manifest says.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import pytest
 
 from signing_gateway.security.settings import AuditSettings
 from signing_gateway.settings import ShutdownSettings
+from tests.support.kubernetes_manifests import manifests, pod_spec
 
 yaml = pytest.importorskip("yaml", reason="PyYAML reads the guide's Kubernetes snippet")
 
@@ -20,6 +25,7 @@ OPERATIONS = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
 POD_SPEC_FIELDS = frozenset(
     {"containers", "enableServiceLinks", "terminationGracePeriodSeconds", "securityContext"}
     | {"affinity", "nodeSelector", "tolerations", "volumes", "serviceAccountName"}
+    | {"automountServiceAccountToken"}
 )
 CONTAINER_FIELDS = frozenset(
     {"name", "image", "args", "env", "envFrom", "ports", "resources", "securityContext"}
@@ -47,9 +53,19 @@ def _kubernetes_snippet() -> Any:
     return yaml.safe_load(block[1])
 
 
-def test_kubernetes_snippet_puts_each_field_at_its_level() -> None:
+def _manifest_pod_spec() -> Any:
+    """The pod spec of the Deployment in docs/deploy/kubernetes."""
+    return pod_spec(manifests())
+
+
+#: The pod specs the guide recommends: its snippet, and the manifest it is an excerpt of.
+POD_SPECS = pytest.mark.parametrize("pod_spec_of", [_kubernetes_snippet, _manifest_pod_spec])
+
+
+@POD_SPECS
+def test_kubernetes_snippet_puts_each_field_at_its_level(pod_spec_of: Any) -> None:
     """The snippet is a pod spec: pod fields at its top, the probes in its one container."""
-    pod = _kubernetes_snippet()
+    pod = pod_spec_of()
     assert isinstance(pod, dict)
     assert set(pod) - POD_SPEC_FIELDS == set()
     assert {"terminationGracePeriodSeconds", "enableServiceLinks"} <= pod.keys()
@@ -60,9 +76,61 @@ def test_kubernetes_snippet_puts_each_field_at_its_level() -> None:
     assert {container[probe]["httpGet"]["port"] for probe in probes} == {8081}
 
 
-def test_kubernetes_grace_period_outlasts_the_drain() -> None:
+@POD_SPECS
+def test_kubernetes_grace_period_outlasts_the_drain(pod_spec_of: Any) -> None:
     """The pod's grace period outlasts the default drain, and then the audit file's records."""
-    assert _kubernetes_snippet()["terminationGracePeriodSeconds"] > _shutdown_with_audit_seconds()
+    assert pod_spec_of()["terminationGracePeriodSeconds"] > _shutdown_with_audit_seconds()
+
+
+def _named_items(value: Any) -> bool:
+    """Whether `value` is a list of named items (containers, ports), matched by name."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(item, dict) and "name" in item for item in value)
+    )
+
+
+def _excerpt_differences(excerpt: Any, whole: Any, where: str = "") -> list[str]:
+    """Where `excerpt` says other than `whole`: each of its fields must be there, equal.
+
+    A list of named items (containers, ports) is matched by name; another list as a whole.
+    """
+    if isinstance(excerpt, dict) and isinstance(whole, dict):
+        return [
+            line
+            for key, value in excerpt.items()
+            for line in (
+                _excerpt_differences(value, whole[key], f"{where}.{key}")
+                if key in whole
+                else [f"{where}.{key}: not in the manifest"]
+            )
+        ]
+    if _named_items(excerpt) and _named_items(whole):
+        named = {item["name"]: item for item in whole}
+        return [
+            line
+            for item in excerpt
+            for line in (
+                _excerpt_differences(item, named[item["name"]], f"{where}[{item['name']}]")
+                if item["name"] in named
+                else [f"{where}[{item['name']}]: not in the manifest"]
+            )
+        ]
+    return (
+        []
+        if excerpt == whole
+        else [f"{where}: {excerpt!r} in the guide, {whole!r} in the manifest"]
+    )
+
+
+def test_the_guides_snippet_is_the_manifests_pod_spec() -> None:
+    """Every field of the guide's snippet is the manifest's, with the same value.
+
+    The manifest adds the image, environment, resources and volumes the snippet leaves to the
+    reader; a probe or a grace period changed in one place only fails here.
+    """
+    assert _excerpt_differences(_kubernetes_snippet(), _manifest_pod_spec()) == []
 
 
 @pytest.mark.parametrize(
