@@ -88,12 +88,18 @@ def gateway_env(eu_url: str, domestic_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _wait_ready(gateway: GatewayProcess, deadline: float) -> None:
+def wait_ready(gateway: GatewayProcess, url: str | None = None) -> None:
+    """Return once `url` (the gateway's /readyz on its port by default) answers 200.
+
+    Raises:
+        GatewayStartError: the process exited, or the deadline passed first; with its log.
+    """
+    deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if gateway.process.poll() is not None:
             raise GatewayStartError(f"gateway exited:\n{gateway.log()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{gateway.base_url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(url or f"{gateway.base_url}/readyz", timeout=1).status_code == 200:
                 return
         # Polling interval of a readiness probe, not a wait for a fixed time.
         time.sleep(0.05)
@@ -145,7 +151,7 @@ def running_gateway_process(
     gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_file)
     try:
         if ready:
-            _wait_ready(gateway, time.monotonic() + READY_TIMEOUT)
+            wait_ready(gateway)
         yield gateway
     finally:
         gateway.stop()
