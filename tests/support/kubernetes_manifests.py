@@ -1,4 +1,4 @@
-"""The Kubernetes manifests of docs/deploy/kubernetes and the image's Dockerfile, as data.
+"""The Kubernetes manifests of docs/deploy/kubernetes, the guide's pod spec and the image, as data.
 
 Unit tests check the manifests against the settings, the image and the operations guide; the
 contract test starts the gateway with the Deployment's environment and files.
@@ -18,6 +18,7 @@ from signing_gateway.settings_doc import setting_docs
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "docs" / "deploy" / "kubernetes"
 DOCKERFILE = ROOT / "Dockerfile"
+OPERATIONS = ROOT / "docs" / "operations.md"
 #: The gateway's container in the Deployment's pod template.
 CONTAINER = "signing-gateway"
 
@@ -38,6 +39,15 @@ def pod_spec(objects: dict[str, Manifest]) -> Manifest:
     """The Deployment's pod template spec."""
     spec: Manifest = objects["Deployment"]["spec"]["template"]["spec"]
     return spec
+
+
+def guide_pod_spec() -> Any:
+    """The pod spec docs/operations.md recommends (its Kubernetes YAML block), parsed."""
+    text = OPERATIONS.read_text("utf-8")
+    after = text.split("Recommended Kubernetes settings", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", after, re.DOTALL)
+    assert block is not None
+    return yaml.safe_load(block[1])
 
 
 def gateway_container(objects: dict[str, Manifest]) -> Manifest:
