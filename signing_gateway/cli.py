@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from signing_gateway.runtime import worker_signals
 from signing_gateway.runtime.event_loop import DEFAULT_EVENTS_PER_PASS
 from signing_gateway.security.settings import LOOPBACK, ip_of, is_loopback_host
 from signing_gateway.settings import Settings
@@ -418,14 +419,16 @@ class _Default(int):
 def _refuse_single_process_options(
     parser: argparse.ArgumentParser, args: argparse.Namespace
 ) -> None:
-    """End with a usage error (exit 2) naming the options given that `--workers` > 1 cannot honour.
+    """End with a usage error (exit 2) naming what `--workers` > 1 cannot honour.
 
     uvicorn's supervisor hands its workers one socket: there is no second one for
     `--probe-port`, and a probe would reach one worker or another (during a SIGHUP's restart,
     one draining and one not), not the process. Each worker's server sets the socket's queue to
     `--backlog` as it starts; `--accept-batch` would shorten the queue all workers share at
     every start, and a burst then could be refused. A probe port given by an unusable variable
-    is reported with the other option problems instead.
+    is reported with the other option problems instead. And the supervisor tells its workers to
+    drain and to stop now by real-time signals (`runtime.worker_signals`), which some
+    platforms (macOS) lack.
     """
     given = [
         option
@@ -437,6 +440,8 @@ def _refuse_single_process_options(
     ]
     if given:
         parser.error(f"{' and '.join(given)} {'need' if len(given) > 1 else 'needs'} --workers 1")
+    if not worker_signals.AVAILABLE:
+        parser.error("--workers > 1 needs real-time signals, which this platform lacks")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,9 +24,15 @@ from __future__ import annotations
 
 import signal
 
+#: The first real-time signal, where the platform has them (Linux does; macOS has none).
+_FIRST_REAL_TIME: int | None = getattr(signal, "SIGRTMIN", None)
+#: Whether `serve --workers N` > 1 can run here: `cli` refuses it, with a usage error, where
+#: not. One process (`serve`, `demo`) needs none of these signals and runs anywhere.
+AVAILABLE = _FIRST_REAL_TIME is not None
 #: The supervisor's "drain": a worker takes it as its first SIGTERM, unless already stopping.
-DRAIN = int(signal.SIGRTMIN)
+#: (0, no signal, where there are none: never sent, as no supervisor runs there.)
+DRAIN = int(_FIRST_REAL_TIME) if _FIRST_REAL_TIME is not None else 0
 #: The supervisor's "stop now": a worker takes it as its second SIGTERM, unless it had one.
-STOP_NOW = DRAIN + 1
-#: Both, as `signal.pthread_sigmask` takes them.
-SUPERVISOR_SIGNALS = frozenset({DRAIN, STOP_NOW})
+STOP_NOW = DRAIN + 1 if AVAILABLE else 0
+#: Both, as `signal.pthread_sigmask` takes them (none where there are none).
+SUPERVISOR_SIGNALS = frozenset({DRAIN, STOP_NOW}) if AVAILABLE else frozenset[int]()

@@ -7,6 +7,7 @@ The server and the supervisor are replaced by recorders: each test sees the conf
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import pickle
 import re
@@ -28,6 +29,7 @@ from uvicorn.supervisors import multiprocess
 from signing_gateway import app as app_module
 from signing_gateway import cli, demo, serving
 from signing_gateway.resilience import shutdown
+from signing_gateway.runtime import worker_signals
 from signing_gateway.runtime.event_loop import BoundedEpollSelector
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import AuthSettings
@@ -457,6 +459,44 @@ def test_workers_refuse_a_probe_port(
     )
     assert served == {}
     assert _serve("--workers", "1", "--probe-port", "18081") == 0
+
+
+def test_workers_are_refused_where_the_platform_has_no_real_time_signals(
+    served: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin that `--workers` > 1 is a usage error, exit 2, where the supervisor cannot signal.
+
+    One process needs none of the supervisor's signals and is still served.
+    """
+    monkeypatch.setattr(worker_signals, "AVAILABLE", False)
+    with pytest.raises(SystemExit) as ended:
+        _serve("--workers", "2")
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "signing-gateway: error: --workers > 1 needs real-time signals, which this platform lacks"
+    )
+    assert served == {}
+    assert _serve("--workers", "1") == 0
+
+
+def test_the_supervisors_signals_import_where_the_platform_has_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pin that the gateway's modules import without `signal.SIGRTMIN` (macOS has none).
+
+    `resilience.shutdown` imports `worker_signals` for every `serve`, one process too: a
+    missing attribute there ended every start on such a platform.
+    """
+    monkeypatch.delattr(signal, "SIGRTMIN")
+    try:
+        importlib.reload(worker_signals)
+        assert worker_signals.AVAILABLE is False
+        assert not worker_signals.SUPERVISOR_SIGNALS
+    finally:
+        monkeypatch.undo()
+        importlib.reload(worker_signals)
+    assert worker_signals.AVAILABLE is True
+    assert worker_signals.DRAIN == signal.SIGRTMIN
 
 
 @pytest.mark.parametrize(("flags", "bound"), [([], 64), (["--events-per-pass", "8"], 8)])
