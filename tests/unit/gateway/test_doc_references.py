@@ -42,11 +42,17 @@ _COMMAND = re.compile(
     r"|`(serve|demo)( --[^`]*)`"
 )
 _FLAG = re.compile(r"(?<![\w-])(--[a-z][\w-]*)")
+#: A Markdown link's target, not a web address or an anchor in the same document.
+_LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)\s#]+)(?:#[^)]*)?\)")
+
+
+def _document_paths() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _documents() -> Iterator[tuple[str, str]]:
     """Each document's name and the text checked in it."""
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for path in _document_paths():
         text = path.read_text(encoding="utf-8")
         if path.name == "benchmarks.md":
             # Each round is a `### ... round` section under `## Profile of the S3 path`; the
@@ -161,3 +167,19 @@ def test_every_flag_given_to_our_commands_exists() -> None:
     assert len(given) > 20
     unknown = [(doc, command, flag) for doc, command, flag in given if flag not in options[command]]
     assert unknown == []
+
+
+def test_every_relative_link_resolves() -> None:
+    """A link in docs/operations.md, `(alerts/signing-gateway.rules.yml)`: from its folder.
+
+    A path in a link is written from where its document lies, not from the repository's root,
+    so the path patterns above do not see it.
+    """
+    links = [
+        (path.name, target)
+        for path in _document_paths()
+        for target in _LINK.findall(path.read_text(encoding="utf-8"))
+    ]
+    assert len(links) > 5
+    folder = {path.name: path.parent for path in _document_paths()}
+    assert [(doc, t) for doc, t in links if not (folder[doc] / t).exists()] == []
