@@ -243,6 +243,8 @@ class _GatewayProcess(Process):
 
         uvicorn's sends SIGTERM, which a worker can no longer tell from one sent to the whole
         process group (see `worker_signals`). Its log line is uvicorn's, as operators know it.
+        The body is uvicorn 0.55's `Process.terminate` with the signal swapped: on an upgrade,
+        compare the two.
         """
         pid = self.process.pid
         if pid is not None and self.process.exitcode is None:
