@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from signing_gateway.observability.tracing import EXIT_FLUSH_SECONDS
 from signing_gateway.security.settings import AuditSettings
 from signing_gateway.settings import ShutdownSettings
 from tests.support.kubernetes_manifests import OPERATIONS, guide_pod_spec, manifests, pod_spec
@@ -52,10 +53,33 @@ def test_kubernetes_snippet_probes_the_probe_port(pod_spec_of: Any) -> None:
     assert {container[probe]["httpGet"]["port"] for probe in probes} == {8081}
 
 
+def _pre_stop_seconds(pod: Any) -> float:
+    """How long the gateway container's preStop sleeps before Kubernetes sends SIGTERM (or 0)."""
+    [container] = pod["containers"]
+    sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {})
+    seconds: float = sleep.get("seconds", 0)
+    return seconds
+
+
 @POD_SPECS
 def test_kubernetes_grace_period_outlasts_the_drain(pod_spec_of: Any) -> None:
-    """The pod's grace period outlasts the default drain, and then the audit file's records."""
-    assert pod_spec_of()["terminationGracePeriodSeconds"] > _shutdown_with_audit_seconds()
+    """The grace period outlasts the preStop, the default drain, the audit records and the spans.
+
+    Kubernetes counts it from the start of the preStop: the sleep comes out of it.
+    """
+    pod = pod_spec_of()
+    stop = _pre_stop_seconds(pod) + _shutdown_with_audit_seconds() + EXIT_FLUSH_SECONDS
+    assert pod["terminationGracePeriodSeconds"] > stop
+
+
+@POD_SPECS
+def test_kubernetes_serves_on_while_the_endpoints_drop_the_pod(pod_spec_of: Any) -> None:
+    """The container sleeps in its preStop before SIGTERM, so no rollout answers 503 at once.
+
+    Endpoints and ingress drop a stopping pod only after a few seconds; the kubelet's `sleep`
+    action needs no program in the image.
+    """
+    assert _pre_stop_seconds(pod_spec_of()) >= 5
 
 
 def _named_items(value: Any) -> bool:
