@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 
 from signing_gateway.settings_env import FLAG_VARIABLES, read_settings, unknown_variables
 from tests.support.kubernetes_manifests import (
+    MANIFESTS,
+    OPERATIONS,
     Manifest,
     container_env,
     container_ports,
@@ -171,6 +174,41 @@ def test_every_mounted_file_is_named_by_a_setting(objects: Objects) -> None:
         assert files, f"{volume['name']}: list the items, so the files are known"
         for file in files:
             assert mount_path / file in named, f"{volume['name']}: {file} is read by no setting"
+
+
+def _deployment_comments() -> str:
+    """The comment lines of the Deployment's file, without their `#`, joined by spaces."""
+    lines = (MANIFESTS / "deployment.yaml").read_text("utf-8").splitlines()
+    return " ".join(line.strip().lstrip("#") for line in lines if line.strip().startswith("#"))
+
+
+def _guide_section(title: str) -> str:
+    """The text of the operations guide's `### title` section, up to the next heading."""
+    text = OPERATIONS.read_text("utf-8")
+    section = text.split(f"\n### {title}\n", 1)[1]
+    return re.split(r"\n#{2,3} ", section, maxsplit=1)[0]
+
+
+@pytest.mark.parametrize(
+    "text_of",
+    [_deployment_comments, lambda: _guide_section("Kubernetes manifests")],
+    ids=["deployment comment", "operations guide"],
+)
+def test_the_idemix_scheme_is_said_with_settings_that_exist(text_of: Callable[[], str]) -> None:
+    """The manifest's simulation scheme refuses a real Idemix signer: both texts say what to set.
+
+    Each variable they name is a setting, and the guide's Idemix section holds the sizing.
+    """
+    text = " ".join(text_of().split())
+    assert "SIGNING_GATEWAY_DOMESTIC_SCHEME=idemix" in text
+    named = set(re.findall(r"SIGNING_GATEWAY_[A-Z_]+[A-Z]", text))
+    assert {"SIGNING_GATEWAY_IDEMIX__KEYS", "SIGNING_GATEWAY_IDEMIX__CHECK_WORKERS"} <= named
+    assert unknown_variables(dict.fromkeys(named, ""), also_read=FLAG_VARIABLES) == []
+    assert "Idemix domestic signer" in text
+    assert "Idemix domestic signer: `SIGNING_GATEWAY_DOMESTIC_SCHEME=idemix`" in (
+        OPERATIONS.read_text("utf-8")
+    )
+    assert "SIGNING_GATEWAY_TRUST__DOMESTIC_KEYS" in container_env(manifests())
 
 
 def _set_env(env_name: str, value: str | None) -> Callable[[Objects], None]:
