@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -33,6 +34,26 @@ def manifests(directory: Path = MANIFESTS) -> dict[str, Manifest]:
             assert document["kind"] not in found, f"{path.name}: a second {document['kind']}"
             found[document["kind"]] = document
     return found
+
+
+def at(document: Manifest, path: tuple[Any, ...]) -> Any:
+    """The node at `path` (keys and list indexes) in `document`."""
+    node: Any = document
+    for key in path:
+        node = node[key]
+    return node
+
+
+def set_field(path: tuple[Any, ...], value: object) -> Callable[[Manifest], None]:
+    """A change that sets the field at `path` (keys and list indexes) to `value`.
+
+    Tests break a manifest with it (a document, or the objects by kind) to see a check refuse it.
+    """
+
+    def change(document: Manifest) -> None:
+        at(document, path[:-1])[path[-1]] = value
+
+    return change
 
 
 def pod_spec(objects: dict[str, Manifest]) -> Manifest:

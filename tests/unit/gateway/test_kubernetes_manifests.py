@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import Any
 
 import pytest
 
@@ -31,6 +30,7 @@ from tests.support.kubernetes_manifests import (
     named_files,
     pod_spec,
     projected_files,
+    set_field,
 )
 
 Objects = dict[str, Manifest]
@@ -223,19 +223,6 @@ def _set_env(env_name: str, value: str | None) -> Callable[[Objects], None]:
     return change
 
 
-def _set(path: tuple[Any, ...], value: object) -> Callable[[Objects], None]:
-    """A change that sets the field at `path` (from the objects, by kind) to `value`."""
-
-    def change(objects: Objects) -> None:
-        *parents, last = path
-        node: Any = objects
-        for key in parents:
-            node = node[key]
-        node[last] = value
-
-    return change
-
-
 def _writable(volume: str) -> Callable[[Objects], None]:
     """A change that mounts `volume` writable."""
 
@@ -259,23 +246,25 @@ BROKEN: dict[str, tuple[Callable[[Objects], None], Callable[[Objects], None]]] =
         test_every_variable_is_a_setting_and_the_settings_validate,
     ),
     "the probe port in the Service": (
-        _set(("Service", "spec", "ports"), [{"name": "probes", "port": 8081, "targetPort": 8081}]),
+        set_field(
+            ("Service", "spec", "ports"), [{"name": "probes", "port": 8081, "targetPort": 8081}]
+        ),
         test_the_service_exposes_the_api_only,
     ),
     "scraping the API port": (
-        _set(("PodMonitor", "spec", "podMetricsEndpoints", 0, "port"), "api"),
+        set_field(("PodMonitor", "spec", "podMetricsEndpoints", 0, "port"), "api"),
         test_prometheus_scrapes_the_probe_port,
     ),
     "another user": (
-        _set((*_POD, "securityContext", "runAsUser"), 1000),
+        set_field((*_POD, "securityContext", "runAsUser"), 1000),
         test_ports_and_user_are_the_images,
     ),
     "another API port": (
-        _set((*_CONTAINER, "ports", 0, "containerPort"), 8000),
+        set_field((*_CONTAINER, "ports", 0, "containerPort"), 8000),
         test_ports_and_user_are_the_images,
     ),
     "a CPU limit above the request": (
-        _set((*_CONTAINER, "resources", "limits", "cpu"), "2"),
+        set_field((*_CONTAINER, "resources", "limits", "cpu"), "2"),
         test_cpu_and_memory_requests_are_the_limits,
     ),
     "a trust file outside its ConfigMap": (
@@ -291,11 +280,11 @@ BROKEN: dict[str, tuple[Callable[[Objects], None], Callable[[Objects], None]]] =
         test_every_mounted_file_is_named_by_a_setting,
     ),
     "root allowed": (
-        _set((*_POD, "securityContext", "runAsNonRoot"), False),
+        set_field((*_POD, "securityContext", "runAsNonRoot"), False),
         test_the_pod_runs_locked_down,
     ),
     "a budget that lets every pod go": (
-        _set(("PodDisruptionBudget", "spec", "maxUnavailable"), 3),
+        set_field(("PodDisruptionBudget", "spec", "maxUnavailable"), 3),
         test_the_manifests_define_what_a_deployment_needs,
     ),
 }

@@ -19,7 +19,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.kubernetes_manifests import MANIFESTS, Manifest, guide_pod_spec
+from tests.support.kubernetes_manifests import (
+    MANIFESTS,
+    Manifest,
+    at,
+    guide_pod_spec,
+    set_field,
+)
 
 #: The oldest of the three minor releases the Kubernetes project maintains (1.35 to 1.37 when
 #: this was written): a field the manifests use is one every maintained cluster knows.
@@ -128,19 +134,11 @@ def test_the_guides_pod_spec_is_one_the_api_accepts() -> None:
     assert schema_error(_deployment_of(guide_pod_spec())) is None
 
 
-def _at(document: Manifest, path: tuple[Any, ...]) -> Any:
-    """The node at `path` (keys and list indexes) in `document`."""
-    node: Any = document
-    for key in path:
-        node = node[key]
-    return node
-
-
 def _renamed(path: tuple[Any, ...], old: str, new: str) -> Callable[[Manifest], None]:
     """A change that renames the field `old` at `path` to `new`, keeping its value."""
 
     def change(document: Manifest) -> None:
-        node = _at(document, path)
+        node = at(document, path)
         node[new] = node.pop(old)
 
     return change
@@ -150,17 +148,8 @@ def _moved(source: tuple[Any, ...], target: tuple[Any, ...]) -> Callable[[Manife
     """A change that moves the field at `source` to `target` (both from the document)."""
 
     def change(document: Manifest) -> None:
-        value = _at(document, source[:-1]).pop(source[-1])
-        _at(document, target[:-1])[target[-1]] = value
-
-    return change
-
-
-def _set(path: tuple[Any, ...], value: object) -> Callable[[Manifest], None]:
-    """A change that sets the field at `path` to `value`."""
-
-    def change(document: Manifest) -> None:
-        _at(document, path[:-1])[path[-1]] = value
+        value = at(document, source[:-1]).pop(source[-1])
+        at(document, target[:-1])[target[-1]] = value
 
     return change
 
@@ -210,7 +199,7 @@ BROKEN: dict[str, tuple[str, Callable[[Manifest], None], str]] = {
     ),
     "a container port as a string": (
         "deployment.yaml",
-        _set((*_CONTAINER, "ports", 0, "containerPort"), "8080"),
+        set_field((*_CONTAINER, "ports", 0, "containerPort"), "8080"),
         "spec.template.spec.containers.0.ports.0.containerPort: '8080' is not of type 'integer'",
     ),
     "the Service's port under a container's key": (
@@ -220,7 +209,7 @@ BROKEN: dict[str, tuple[str, Callable[[Manifest], None], str]] = {
     ),
     "a Service port as a string": (
         "service.yaml",
-        _set(("spec", "ports", 0, "port"), "8080"),
+        set_field(("spec", "ports", 0, "port"), "8080"),
         "spec.ports.0.port: '8080' is not of type 'integer'",
     ),
     "a misspelt selector in the budget": (
@@ -235,7 +224,7 @@ BROKEN: dict[str, tuple[str, Callable[[Manifest], None], str]] = {
     ),
     "a scrape interval without its unit": (
         "podmonitor.yaml",
-        _set((*_ENDPOINT, "interval"), "15"),
+        set_field((*_ENDPOINT, "interval"), "15"),
         f"spec.podMetricsEndpoints.0.interval: '15' does not match {_DURATION!r}",
     ),
 }
