@@ -202,6 +202,14 @@ BROKEN: dict[str, tuple[str, Callable[[Manifest], None], str]] = {
         set_field((*_CONTAINER, "ports", 0, "containerPort"), "8080"),
         "spec.template.spec.containers.0.ports.0.containerPort: '8080' is not of type 'integer'",
     ),
+    "a preStop sleep's seconds as a string": (
+        "deployment.yaml",
+        set_field((*_CONTAINER, "lifecycle", "preStop", "sleep", "seconds"), "5"),
+        (
+            "spec.template.spec.containers.0.lifecycle.preStop.sleep.seconds: "
+            "'5' is not of type 'integer'"
+        ),
+    ),
     "the Service's port under a container's key": (
         "service.yaml",
         _renamed(("spec", "ports", 0), "port", "containerPort"),
