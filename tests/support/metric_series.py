@@ -13,6 +13,10 @@ from prometheus_client.metrics import MetricWrapperBase
 from signing_gateway.observability.metrics import GatewayMetrics
 from tests.support.promql import PromqlNotRead, Selector, selectors_of
 
+#: Labels Prometheus gives every series of a target, which `GatewayMetrics` does not declare:
+#: `instance` tells the pods apart (each has its own breaker, CPU gate and event loop).
+TARGET_LABELS = frozenset({"instance"})
+
 
 def declared_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Each metric `GatewayMetrics` declares, as the guide's table names it, with type and labels.

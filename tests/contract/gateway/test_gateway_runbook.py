@@ -59,6 +59,7 @@ from tests.support.gateway import served_gateway as served_app
 from tests.support.idemix_issuer import TEST_KEY_FILE, issuer_nonce, make_holders
 from tests.support.idemix_tampering import proved_for_another_nonce
 from tests.support.logs import as_written
+from tests.support.metric_series import TARGET_LABELS
 from tests.support.polling import until, until_answered
 from tests.support.promql import Selector, selectors_of
 
@@ -375,9 +376,10 @@ def _check_selector(expression: str, selector: Selector, scrapes: list[Scrape]) 
     if not everything:
         return [f"{selector.metric} is not exposed (in {expression!r})"]
     label_names = {name for labels, _, _ in everything for name in labels}
+    # `instance` is given by Prometheus as it scrapes, never shown on /metrics.
     problems = [
         f"{selector.metric} has no label {label!r}"
-        for label in selector.labels_named
+        for label in selector.labels_named - TARGET_LABELS
         if label not in label_names
     ]
     for label, op, value in selector.matchers:

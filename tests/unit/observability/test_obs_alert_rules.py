@@ -19,7 +19,7 @@ from tests.support.alert_rules import (
     guide_section,
     runbook_bullets,
 )
-from tests.support.metric_series import exposed_series, expression_problems
+from tests.support.metric_series import TARGET_LABELS, exposed_series, expression_problems
 
 SEVERITIES = {"page", "ticket"}
 #: A row of the guide's table of alerts.
@@ -27,8 +27,11 @@ _ROW = re.compile(r"^\| `(\w+)` \| (\w+) \| (\w+) \| (.*) \| ([^|]+) \|$")
 
 
 def series_problems(rule: AlertRule, exposed: dict[str, set[str]]) -> list[str]:
-    """What in `rule`'s expression the gateway does not expose: an empty list when nothing is."""
-    return expression_problems(rule.name, rule.expr, exposed)
+    """What in `rule`'s expression the gateway does not expose: an empty list when nothing is.
+
+    `instance` is Prometheus' own label of the pod, which a rule may group by.
+    """
+    return expression_problems(rule.name, rule.expr, exposed, TARGET_LABELS)
 
 
 def test_every_series_and_label_an_alert_reads_is_exposed():

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.alert_rules import ROOT, RUNBOOK, AlertRule, alert_rules, runbook_bullets
 from tests.support.metric_series import (
+    TARGET_LABELS,
     declared_metrics,
     exposed_series,
     expression_problems,
@@ -37,8 +38,6 @@ VARIABLES = {
 BUILT_IN = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h"}
 #: `$name`, `${name}` (with a format, `${name:regex}`) and the older `[[name]]`.
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]")
-#: The pod selector: a label Prometheus gives every series of a target, not `GatewayMetrics`.
-TARGET_LABELS = frozenset({"instance"})
 POD_FILTER = ("instance", "=~", "$instance")
 #: Metrics `GatewayMetrics` declares that no panel shows, each with the reason.
 LEFT_OUT: dict[str, str] = {}
