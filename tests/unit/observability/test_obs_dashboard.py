@@ -175,7 +175,7 @@ def test_every_series_and_label_a_panel_reads_is_exposed_per_pod():
     [
         ("gateway_signer_shed_total{", "gateway_signer_shed{", "gateway_signer_shed is not"),
         ("(reason) (rate(gateway_auth", "(reasons) (rate(gateway_auth", "no label 'reasons'"),
-        ('{status_class=\\"disconnected', '{statusclass=\\"disconnected', "no label 'statusc"),
+        (', status_class=\\"disconnected', ', statusclass=\\"disconnected', "no label 'statusc"),
         ("(le, route) (rate(", "(route) (rate(", "drops le"),
         ("[$__rate_interval]", "[$rate_interval]", "$rate_interval is no variable"),
         ("[$__rate_interval]", "[$__rate_interval", "where ] was due"),
