@@ -11,11 +11,13 @@ from __future__ import annotations
 from prometheus_client.metrics import MetricWrapperBase
 
 from signing_gateway.observability.metrics import GatewayMetrics
-from tests.support.promql import PromqlNotRead, Selector, selectors_of
+from tests.support.promql import Grouping, PromqlNotRead, Selector, divisions_of, selectors_of
 
 #: Labels Prometheus gives every series of a target, which `GatewayMetrics` does not declare:
 #: `instance` tells the pods apart (each has its own breaker, CPU gate and event loop).
 TARGET_LABELS = frozenset({"instance"})
+#: Functions that read a counter's growth: over a gauge, its drops read as resets.
+COUNTER_FUNCTIONS = frozenset({"rate", "irate", "increase"})
 
 
 def declared_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -65,11 +67,17 @@ def expression_problems(
     """
     try:
         selectors = selectors_of(expr)
+        divisions = divisions_of(expr)
     except PromqlNotRead as exc:
         return [f"{name}: {exc}"]
     if not selectors:
         return [f"{name}: selects no series"]
-    problems = []
+    problems = [
+        _division_problem(name, left, right)
+        for left, right in divisions
+        if _grouped(left) != _grouped(right)
+    ]
+    gauges = {name for name, (kind, _) in declared_metrics().items() if kind == "gauge"}
     for selector in selectors:
         if selector.metric not in exposed:
             problems.append(f"{name}: {selector.metric} is not exposed")
@@ -79,7 +87,23 @@ def expression_problems(
             for label in sorted(selector.labels_named - exposed[selector.metric] - target_labels)
         )
         problems.extend(_quantile_problems(name, selector))
+        if selector.metric in gauges and (read := COUNTER_FUNCTIONS & set(selector.functions)):
+            problems.append(f"{name}: {min(read)} of the gauge {selector.metric}")
     return problems
+
+
+def _grouped(grouping: Grouping | None) -> tuple[str, frozenset[str]] | None:
+    """What a grouping keeps, whatever the order of its labels."""
+    return None if grouping is None else (grouping.kind, frozenset(grouping.labels))
+
+
+def _division_problem(name: str, left: Grouping | None, right: Grouping | None) -> str:
+    """A `/` whose sides group differently: its result matches no series, or the wrong ones."""
+
+    def shown(grouping: Grouping | None) -> str:
+        return "no aggregation" if grouping is None else f"{grouping.kind} {grouping.labels}"
+
+    return f"{name}: the sides of / group differently: {shown(left)}, {shown(right)}"
 
 
 def _quantile_problems(name: str, selector: Selector) -> list[str]:

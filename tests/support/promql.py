@@ -6,8 +6,11 @@ after their argument), parentheses and binary operators. Anything else (`on`, `i
 `group_left`, `offset`, subqueries, `label_replace`) is refused with `PromqlNotRead`, so a check
 built on it cannot pass an expression it did not read.
 
-For each selector it reports the labels the enclosing aggregations group by, and whether it lies
-under `histogram_quantile` with which groupings in between (they must keep `le`).
+For each selector it reports the labels the enclosing aggregations group by, the functions it
+lies under (a gauge must not be under `rate`), and whether it lies under `histogram_quantile`
+with which groupings in between (they must keep `le`). For each `/` it reports the outermost
+grouping of either side (`divisions_of`): a ratio whose sides group differently matches no
+series, or divides one pod's share by the sum of all.
 """
 
 from __future__ import annotations
@@ -55,12 +58,14 @@ class Selector:
 
     `groupings`: the clauses of the aggregations around it, outermost first. `quantile_groupings`:
     those between an enclosing `histogram_quantile` and it (None when it is not under one).
+    `functions`: the names of the function calls around it, outermost first.
     """
 
     metric: str
     matchers: tuple[tuple[str, str, str], ...]
     groupings: tuple[Grouping, ...]
     quantile_groupings: tuple[Grouping, ...] | None
+    functions: tuple[str, ...] = ()
 
     @property
     def labels_named(self) -> set[str]:
@@ -101,6 +106,8 @@ class _Reader:
         self.selectors: list[Selector] = []
         self.groupings: list[Grouping] = []
         self.quantile_from: int | None = None
+        self.functions: list[str] = []
+        self.divisions: list[tuple[Grouping | None, Grouping | None]] = []
 
     def peek(self) -> str | None:
         if self.position < len(self.tokens):
@@ -120,12 +127,28 @@ class _Reader:
         return value
 
     def expression(self) -> None:
-        self.unary()
+        left = self.operand()
         while (token := self.peek()) in _BINARY or token in _SET_OPERATORS:
-            self.take()
+            operator = self.take()
             if self.peek() == "bool":
                 self.take()
-            self.unary()
+            right = self.operand()
+            # Read without precedence: the operands of `/` are the unary expressions beside it.
+            if operator == "/" and left and right:
+                self.divisions.append((self.outer_grouping(left), self.outer_grouping(right)))
+            left = right
+
+    def operand(self) -> list[Selector]:
+        """Read a unary expression; its selectors (none for a number)."""
+        start = len(self.selectors)
+        self.unary()
+        return self.selectors[start:]
+
+    def outer_grouping(self, selectors: list[Selector]) -> Grouping | None:
+        """The grouping of the outermost aggregation of an operand here (None: no aggregation)."""
+        depth = len(self.groupings)
+        groupings = selectors[0].groupings
+        return groupings[depth] if len(groupings) > depth else None
 
     def unary(self) -> None:
         if self.peek() in {"-", "+"}:
@@ -186,9 +209,11 @@ class _Reader:
         outer = self.quantile_from
         if name == "histogram_quantile":
             self.quantile_from = len(self.groupings)
+        self.functions.append(name)
         self.take("(")
         self.arguments()
         self.take(")")
+        self.functions.pop()
         self.quantile_from = outer
 
     def arguments(self) -> None:
@@ -222,6 +247,7 @@ class _Reader:
                 tuple(matchers),
                 tuple(self.groupings),
                 None if quantile is None else tuple(quantile),
+                tuple(self.functions),
             )
         )
 
@@ -238,13 +264,27 @@ def _regrouped(selector: Selector, index: int, grouping: Grouping) -> Selector:
     if quantile is not None:
         offset = len(groupings) - len(quantile)
         quantile = tuple(groupings[offset:])
-    return Selector(selector.metric, selector.matchers, tuple(groupings), quantile)
+    return Selector(
+        selector.metric, selector.matchers, tuple(groupings), quantile, selector.functions
+    )
 
 
-def selectors_of(expression: str) -> list[Selector]:
-    """Every series selector of `expression`, in order; `PromqlNotRead` if it cannot be read."""
+def _read(expression: str) -> _Reader:
     reader = _Reader(expression)
     reader.expression()
     if reader.peek() is not None:
         raise PromqlNotRead(f"{reader.peek()!r} after a whole expression")
-    return reader.selectors
+    return reader
+
+
+def selectors_of(expression: str) -> list[Selector]:
+    """Every series selector of `expression`, in order; `PromqlNotRead` if it cannot be read."""
+    return _read(expression).selectors
+
+
+def divisions_of(expression: str) -> list[tuple[Grouping | None, Grouping | None]]:
+    """The outermost grouping of either side of each `/` between series (None: no aggregation).
+
+    In order; `PromqlNotRead` if it cannot be read.
+    """
+    return _read(expression).divisions

@@ -63,13 +63,62 @@ def test_every_series_and_label_an_alert_reads_is_exposed():
         ("rate(gatway_signer_shed_total[5m]) > 0", "gatway_signer_shed_total is not exposed"),
         ("rate(a[5m]) > on(signer) rate(b[5m])", "'on' is not read here"),
         ("1 > 0", "selects no series"),
+        ("rate(gateway_requests_in_progress[5m]) > 0", "rate of the gauge"),
+        ("increase(gateway_signer_breaker_state[5m]) > 0", "increase of the gauge"),
+        (
+            (
+                "sum by (signer) (rate(gateway_signer_calls_total[5m]))"
+                " / sum(rate(gateway_signer_calls_total[5m])) > 0.05"
+            ),
+            "the sides of / group differently: by ('signer',), by ()",
+        ),
+        (
+            (
+                "sum(rate(gateway_signer_shed_total[5m])) by (signer)"
+                " / rate(gateway_signer_shed_total[1h])"
+            ),
+            "the sides of / group differently: by ('signer',), no aggregation",
+        ),
     ],
 )
 def test_a_misspelt_metric_or_label_is_reported(expr: str, problem: str):
-    """The check names a metric or label the gateway lacks, or PromQL it cannot read."""
+    """The check names a missing metric or label, unread PromQL, a rate of a gauge, a bad ratio."""
     rule = AlertRule("Misspelt", expr, "0m", {}, {})
     [reported] = series_problems(rule, exposed_series())
     assert problem in reported
+
+
+@pytest.mark.parametrize(
+    ("written", "mutant", "problem"),
+    [
+        (
+            "/ sum by (signer) (rate(gateway_signer_calls_total[5m]))",
+            "/ sum(rate(gateway_signer_calls_total[5m]))",
+            "SigningGatewaySignerFailing: the sides of / group differently: by ('signer',), by ()",
+        ),
+        (
+            "max_over_time(gateway_requests_in_progress[5m])",
+            "rate(gateway_requests_in_progress[5m])",
+            "SigningGatewayRequestsPilingUp: rate of the gauge gateway_requests_in_progress",
+        ),
+    ],
+)
+def test_a_rule_of_the_file_changed_into_a_wrong_ratio_or_rate_is_reported(
+    written: str, mutant: str, problem: str
+):
+    """The file's own rules pass the check; one changed in one place is named by it."""
+    exposed = exposed_series()
+    rules = alert_rules()
+    assert [
+        p for rule in rules if written in rule.expr for p in series_problems(rule, exposed)
+    ] == []
+    changed = [
+        AlertRule(rule.name, rule.expr.replace(written, mutant), rule.for_, {}, {})
+        for rule in rules
+        if written in rule.expr
+    ]
+    assert len(changed) == 1
+    assert [p for rule in changed for p in series_problems(rule, exposed)] == [problem]
 
 
 def test_every_alert_has_a_severity_a_summary_and_a_runbook_entry():

@@ -177,6 +177,16 @@ def test_every_series_and_label_a_panel_reads_is_exposed_per_pod():
         ("(reason) (rate(gateway_auth", "(reasons) (rate(gateway_auth", "no label 'reasons'"),
         (', status_class=\\"disconnected', ', statusclass=\\"disconnected', "no label 'statusc"),
         ("(le, route) (rate(", "(route) (rate(", "drops le"),
+        (
+            "/ sum by (signer) (rate(gateway_signer_calls_total{",
+            "/ sum(rate(gateway_signer_calls_total{",
+            "the sides of / group differently",
+        ),
+        (
+            "max_over_time(gateway_requests_in_progress",
+            "rate(gateway_requests_in_progress",
+            "rate of the gauge",
+        ),
         ("[$__rate_interval]", "[$rate_interval]", "$rate_interval is no variable"),
         ("[$__rate_interval]", "[$__rate_interval", "where ] was due"),
         (
