@@ -22,7 +22,7 @@ from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.session import HeldSession
 from signing_gateway.issuance.stoken import StokenStore
-from signing_gateway.observability.telemetry import record_commitment_proof_refusal
+from signing_gateway.observability.telemetry import record_commitment_proof_verdict
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.verification.domestic import verify_issue_signatures, verify_static_qr
@@ -169,6 +169,8 @@ class DomesticIssuer:
         Verified with the session's issuer nonce and the configured key its issuerPkId names,
         as the server does; `count` is the number of credentials asked for, one proof each.
         The simulation scheme's commitments are not Idemix: nothing is checked there.
+        A check that reaches a verdict, passed or refused, is counted as checked; one that
+        cannot run, or a session the gateway cannot check against, is not.
 
         Raises:
             CommitmentProofFailed: (422, at ``issueCommitmentMessage``) the proofs fail.
@@ -188,11 +190,13 @@ class DomesticIssuer:
                 part=part,
             )
         except CommitmentProofError as exc:
-            record_commitment_proof_refusal()
+            record_commitment_proof_verdict(refused=True)
             loc = ("issueCommitmentMessage", *exc.loc)
             raise CommitmentProofFailed([FieldError(loc=loc, msg=exc.msg)]) from exc
         except CredentialVerificationError as exc:
+            # The session's key or nonce, not the app's proofs: no verdict on them.
             raise rejected_credential(exc, part=part, signer="domestic", signed=False) from exc
+        record_commitment_proof_verdict(refused=False)
 
     async def issue(
         self,

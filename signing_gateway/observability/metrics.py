@@ -214,6 +214,15 @@ class GatewayMetrics:
             ["cause"],
             registry=r,
         )
+        # Every check that reached a verdict, passed or refused: the divisor of the refused
+        # share. A check that could not run (workers being replaced, the request's deadline,
+        # a session key the gateway lacks) counts in neither.
+        self.commitment_proofs_checked = Counter(
+            "gateway_commitment_proofs_checked",
+            "App commitments whose proofs of U were checked to a verdict, passed or refused "
+            "(idemix scheme): the divisor of the share refused",
+            registry=r,
+        )
         self.commitment_proof_refusals = Counter(
             "gateway_commitment_proof_refusals",
             "Domestic issuances refused 422 commitment-proof-failed (idemix scheme): the app's "

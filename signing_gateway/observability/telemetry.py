@@ -38,11 +38,16 @@ def record_credential_rejection(*, signer: str, reason: str) -> None:
         telemetry.metrics.credential_rejections.labels(signer, reason).inc()
 
 
-def record_commitment_proof_refusal() -> None:
-    """Count an issuance refused 422 `commitment-proof-failed`: the app's proofs of U failed."""
+def record_commitment_proof_verdict(*, refused: bool) -> None:
+    """Count a check of the app's proofs of U that reached a verdict, and a refusal if it failed.
+
+    Both counters move here, together, so the refusals never outnumber the checks.
+    """
     telemetry = telemetry_var.get()
     if telemetry is not None:
-        telemetry.metrics.commitment_proof_refusals.inc()
+        telemetry.metrics.commitment_proofs_checked.inc()
+        if refused:
+            telemetry.metrics.commitment_proof_refusals.inc()
 
 
 def record_stoken_refusal(*, cause: str) -> None:

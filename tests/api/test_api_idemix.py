@@ -309,6 +309,35 @@ async def test_failing_proof_of_u_is_refused_422_before_the_signer(gateway, sign
     assert issue_route.call_count == 1
 
 
+async def proof_counts(gateway: httpx.AsyncClient) -> tuple[float, float]:
+    """The commitments checked to a verdict and those refused, as the gateway exposes them."""
+    metrics = await scrape(gateway)
+    return (
+        metrics.value("gateway_commitment_proofs_checked_total"),
+        metrics.value("gateway_commitment_proof_refusals_total"),
+    )
+
+
+async def test_each_proof_check_counts_once_and_only_a_refusal_as_refused(
+    gateway, signers, test_keys
+):
+    """A passing and a failing proof of U each count as checked; only the failing one refused.
+
+    An EU-only /v1/credentials request carries no commitment and counts as neither.
+    """
+    mock_session(signers)
+    signers.post(f"{EU_SIGNER_URL}/get_credential").mock(side_effect=eu_signing(test_keys))
+    eu_only = await gateway.post("/v1/credentials", json={"european": [eu_vaccination()]})
+    assert eu_only.status_code == 200, eu_only.text
+    assert await proof_counts(gateway) == (0, 0)
+    passed = await post_issue(gateway, await open_session(gateway))
+    assert passed.status_code == 200, passed.text
+    assert await proof_counts(gateway) == (1, 0)
+    refused = await post_issue(gateway, await open_session(gateway), tamper_each("c"))
+    assert_problem(refused, 422, "commitment-proof-failed")
+    assert await proof_counts(gateway) == (2, 1)
+
+
 @pytest.mark.parametrize(
     ("commit", "loc", "msg"),
     [
@@ -398,3 +427,5 @@ async def test_proofs_of_u_are_checked_in_the_workers(gateway, signers):
     answer = await post_issue(gateway, stoken)
     assert_problem(answer, 503, "verification-unavailable")
     assert issue_route.call_count == 0
+    # No verdict on the proofs: neither checked nor refused.
+    assert await proof_counts(gateway) == (0, 0)

@@ -404,7 +404,7 @@ async def _refuse_proofs_of_u(eu: FakeSignerProcess, idemix_signer: FakeSignerPr
     """A gateway in the idemix scheme refuses an app's proofs made for another session's nonce.
 
     The gateway `_drive` serves runs the simulation scheme, which checks no proofs of U; this
-    one's scrape holds the refusal that the commitment-proof alert reads.
+    one's scrape holds the refusal and the check that the commitment-proof alert divides.
     """
     settings = make_settings(
         eu_signer=SignerSettings(url=eu.base_url),
