@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from signing_gateway.settings_env import FLAG_VARIABLES, read_settings, unknown_variables
+from tests.support.alert_rules import guide_section
 from tests.support.kubernetes_manifests import (
     MANIFESTS,
     OPERATIONS,
@@ -182,16 +183,9 @@ def _deployment_comments() -> str:
     return " ".join(line.strip().lstrip("#") for line in lines if line.strip().startswith("#"))
 
 
-def _guide_section(title: str) -> str:
-    """The text of the operations guide's `### title` section, up to the next heading."""
-    text = OPERATIONS.read_text("utf-8")
-    section = text.split(f"\n### {title}\n", 1)[1]
-    return re.split(r"\n#{2,3} ", section, maxsplit=1)[0]
-
-
 @pytest.mark.parametrize(
     "text_of",
-    [_deployment_comments, lambda: _guide_section("Kubernetes manifests")],
+    [_deployment_comments, lambda: guide_section("### Kubernetes manifests\n", "\n#")],
     ids=["deployment comment", "operations guide"],
 )
 def test_the_idemix_scheme_is_said_with_settings_that_exist(text_of: Callable[[], str]) -> None:
