@@ -40,7 +40,7 @@ from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.valuesets import ValueSetName, value_set
 from signing_gateway.issuance.domestic import DomesticIssuer
 from signing_gateway.issuance.eu import EuIssuer
-from signing_gateway.issuance.stoken import InMemoryStokenStore
+from signing_gateway.issuance.stoken import InMemoryStokenStore, StokenStore
 from signing_gateway.observability.counter_series import start_event_counters
 from signing_gateway.observability.instrument import FASTAPI_TELEMETRY_OFF, instrument_app
 from signing_gateway.observability.logging import configure_logging, flush_logging
@@ -186,6 +186,35 @@ async def _signer_clients(
     return eu, domestic
 
 
+async def _stoken_store(
+    settings: Settings,
+    metrics: GatewayMetrics,
+    stack: AsyncExitStack,
+    probes: dict[str, tuple[Probe, bool]],
+) -> StokenStore:
+    """Where issuance sessions live (`session_store`), closed with `stack`.
+
+    A Redis store is probed for readiness as `session-store` (required only if configured
+    so: every replica shares it). Nothing connects before the probe or the first session.
+    """
+    domestic = settings.domestic
+    if settings.session_store.kind == "memory":
+        memory = InMemoryStokenStore(
+            ttl_seconds=domestic.stoken_ttl_seconds, max_sessions=domestic.max_open_stokens
+        )
+        stack.callback(memory.close)  # its sweep timer
+        return memory
+    # Imported for this store only: the Redis client loads OpenTelemetry where it is installed.
+    from signing_gateway.issuance.redis_stokens import open_redis_store  # noqa: PLC0415
+
+    redis = await open_redis_store(
+        settings.session_store, ttl_seconds=domestic.stoken_ttl_seconds, metrics=metrics
+    )
+    stack.push_async_callback(redis.close)  # after the prober stops (pushed later)
+    probes["session-store"] = (redis.probe, settings.session_store.required)
+    return redis
+
+
 def _read_value_sets() -> None:
     """Read every DCC value set once, so no request reads package files on the event loop."""
     for name in ValueSetName:
@@ -256,6 +285,7 @@ def _lifespan(
                 # Failing closed, a file that cannot take records refuses every issuance.
                 probes["audit-file"] = (audit.probe, settings.audit.fail_closed)
             idemix = await _idemix_checks(settings, stack, probes)
+            stokens = await _stoken_store(settings, metrics, stack, probes)
             readiness = ReadinessMonitor(
                 probes,
                 interval=settings.readiness_probe_interval_seconds,
@@ -273,7 +303,13 @@ def _lifespan(
             )
             readiness.add_detail("eventLoop", loop_lag.snapshot)
             fds = fd_budget(
-                settings.eu_signer.max_connections + settings.domestic_signer.max_connections
+                settings.eu_signer.max_connections
+                + settings.domestic_signer.max_connections
+                + (
+                    settings.session_store.max_connections
+                    if settings.session_store.kind == "redis"
+                    else 0
+                )
             )
             readiness.add_detail("fileDescriptors", fds.snapshot)
             readiness.add_detail("cpuGate", app.state.cpu_gate.snapshot)
@@ -309,11 +345,6 @@ def _lifespan(
             # Sampling starts once start-up work (and its one full collection) is done.
             loop_lag.start()
             stack.push_async_callback(loop_lag.stop)
-            stokens = InMemoryStokenStore(
-                ttl_seconds=settings.domestic.stoken_ttl_seconds,
-                max_sessions=settings.domestic.max_open_stokens,
-            )
-            stack.callback(stokens.close)  # its sweep timer
             yield GatewayState(
                 settings=settings,
                 eu_issuer=EuIssuer(

@@ -6,6 +6,7 @@ Every expected failure is a `GatewayError` with a real status; a 500 means a bug
     ├── RequestInvalid               422  the request breaks a validation rule
     │   └── CommitmentProofFailed    422  the app's proofs of its commitments do not verify
     ├── StokenInvalid                401  issuance session unknown, expired, used or another's
+    ├── SessionStoreUnavailable      503  the shared session store did not answer (Retry-After)
     ├── SignerProblem                     a downstream signer failed (names the part)
     │   ├── SignerUnavailable        503  connect refused, throttled, breaker open (Retry-After)
     │   ├── SignerTimedOut           504  the signer did not answer in time
@@ -122,6 +123,11 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         (503,),
         "the instance is shutting down: send the request to another (`Retry-After`, "
         "`Connection: close`)",
+    ),
+    "session-store-unavailable": ProblemType(
+        (503,),
+        "the shared store of issuance sessions (Redis) did not answer in time; no signer was "
+        "called (`Retry-After`)",
     ),
     "signer-timeout": ProblemType((504,), "a signer did not answer in time (`part`)"),
     "deadline-exceeded": ProblemType(
@@ -252,6 +258,22 @@ class StokenInvalid(GatewayError):
     def headers(self) -> dict[str, str]:
         """401 must say how to authenticate; the session token is the credential here."""
         return {"WWW-Authenticate": 'Stoken realm="domestic-issuance"'}
+
+
+class SessionStoreUnavailable(GatewayError):
+    """Raised when the shared issuance-session store cannot open, take or keep a session now.
+
+    Nothing was signed on its account: a session is opened after prepare-issue's signer call
+    (whose nonce the signer then expires unused) and taken before issue's.
+    """
+
+    status = 503
+    slug = "session-store-unavailable"
+    title = "Issuance session store unavailable"
+
+    def headers(self) -> dict[str, str]:
+        """Come back in a second: a store that fails over or reconnects takes about that."""
+        return {"Retry-After": "1"}
 
 
 class SignerProblem(GatewayError):

@@ -349,7 +349,9 @@ class DomesticPolicySettings(BaseModel):
         60, description="Lifetime of an issuance session token (single use)"
     )
     max_open_stokens: PositiveInt = Field(
-        100_000, description="Open issuance sessions kept at most (memory bound)"
+        100_000,
+        description="Open issuance sessions kept at most (memory bound; the memory session "
+        "store's: a Redis store is bounded by the server's maxmemory)",
     )
 
     def policy(self) -> DomesticPolicy:
@@ -359,6 +361,131 @@ class DomesticPolicySettings(BaseModel):
             max_valid_from_future=timedelta(hours=self.max_valid_from_future_hours),
             max_valid_for_hours=self.max_valid_for_hours,
         )
+
+
+#: The key prefix of issuance sessions in a shared store: one Redis can serve several gateways
+#: (or environments) if each has its own.
+DEFAULT_SESSION_KEY_PREFIX = "signing-gateway:stoken:"
+
+
+class SessionStoreSettings(BaseModel):
+    """Where issuance sessions (stokens) live: this process's memory, or a shared Redis.
+
+    With `memory`, `/v1/domestic/issue` must reach the process that answered prepare-issue
+    (one replica, or session affinity). With `redis`, every replica and worker sharing the
+    server takes every session, each still single use and its owner's only.
+    """
+
+    model_config = FINITE_NUMBERS
+
+    kind: Literal["memory", "redis"] = Field(
+        "memory",
+        description="memory: sessions in this process (one replica, or session affinity); "
+        "redis: shared by every replica and worker through redis_url",
+    )
+    redis_url: NameSetting | None = Field(
+        None,
+        description="redis://host:port/db, or rediss:// for TLS (no user name or password in "
+        "it: see redis_username and redis_password_file)",
+    )
+    redis_username: NameSetting | None = Field(
+        None, description="Redis ACL user name (with redis_password_file)"
+    )
+    redis_password_file: FileSetting | None = Field(
+        None, description="File holding the Redis password (AUTH), read at start-up"
+    )
+    ca_bundle: FileSetting | None = Field(
+        None, description="PEM CA bundle to verify the Redis server's TLS (rediss:// only)"
+    )
+    client_cert: FileSetting | None = Field(
+        None, description="PEM client certificate for mutual TLS to Redis (rediss:// only)"
+    )
+    client_key: FileSetting | None = Field(
+        None, description="PEM key of the client certificate (rediss:// only)"
+    )
+    allow_plain: bool = Field(
+        default=False,
+        description="Allow redis:// (no TLS) to a non-loopback host (refused when "
+        "environment=production)",
+    )
+    key_prefix: NameSetting = Field(
+        DEFAULT_SESSION_KEY_PREFIX,
+        min_length=1,
+        description="Prefix of the session keys (the rest is a SHA-256 of the stoken)",
+    )
+    connect_timeout_seconds: PositiveFloat = Field(
+        0.5, le=10, description="Seconds to connect to Redis (at most 10)"
+    )
+    timeout_seconds: PositiveFloat = Field(
+        1.0,
+        le=10,
+        description="Seconds one session operation may take, its wait for a connection "
+        "included; slower is answered 503 session-store-unavailable (at most 10)",
+    )
+    max_connections: PositiveInt = Field(
+        32, le=10_000, description="Connections kept to Redis at most"
+    )
+    required: bool = Field(
+        default=False,
+        description="Readiness fails while Redis is down (every replica shares it: all of "
+        "them would leave service, the EU routes too)",
+    )
+
+    def redis_parts(self) -> tuple[str, str, int, int]:
+        """The Redis URL's scheme, host, port and database number (valid settings only)."""
+        assert self.redis_url is not None  # noqa: S101 - checked by the validator
+        parts = urlsplit(self.redis_url)
+        database = parts.path.strip("/") or "0"
+        return parts.scheme, parts.hostname or "", parts.port or 6379, int(database)
+
+    def plain_off_host(self) -> bool:
+        """Whether sessions would travel to Redis unencrypted (redis://, not loopback)."""
+        if self.kind != "redis" or self.redis_url is None:
+            return False
+        scheme, host, _, _ = self.redis_parts()
+        return scheme == "redis" and not is_loopback_host(host)
+
+    @model_validator(mode="after")
+    def _usable_redis(self) -> SessionStoreSettings:
+        if self.kind == "memory":
+            return self
+        if self.redis_url is None:
+            raise ValueError("kind=redis needs redis_url (redis://host:port/db or rediss://)")
+        self._check_url(self.redis_url)
+        scheme = urlsplit(self.redis_url).scheme
+        tls_files = (self.ca_bundle, self.client_cert, self.client_key)
+        if scheme == "redis" and any(path is not None for path in tls_files):
+            raise ValueError("ca_bundle, client_cert and client_key need a rediss:// redis_url")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        if self.redis_username is not None and self.redis_password_file is None:
+            raise ValueError("redis_username needs redis_password_file")
+        if self.plain_off_host() and not self.allow_plain:
+            raise ValueError(
+                "redis:// to a non-loopback host needs allow_plain=true; use rediss://"
+            )
+        return self
+
+    @staticmethod
+    def _check_url(url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("redis_url must be redis://host:port/db or rediss://host:port/db")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+        except ValueError:
+            raise ValueError("redis_url has a port that is not a number from 0 to 65535") from None
+        # A password in a URL reaches logs and process listings; the file keeps it out.
+        if "@" in parts.netloc:
+            raise ValueError(
+                "redis_url must not hold a user name or password: use redis_username and "
+                "redis_password_file"
+            )
+        database = parts.path.strip("/")
+        if (database and not (database.isascii() and database.isdigit())) or "/" in database:
+            raise ValueError("redis_url's path must be a database number, e.g. /0")
+        if parts.query or parts.fragment:
+            raise ValueError("redis_url takes no query or fragment: each option is a setting")
 
 
 class LoopLagSettings(BaseModel):
@@ -506,6 +633,10 @@ class Settings(BaseSettings):
     )
     eu_policy: EuPolicySettings = EuPolicySettings()
     domestic: DomesticPolicySettings = DomesticPolicySettings()
+    session_store: SessionStoreSettings = Field(
+        default_factory=SessionStoreSettings,
+        description="Where issuance sessions live: this process, or a Redis shared by replicas",
+    )
     request_deadline_seconds: PositiveFloat = Field(
         20.0,
         description="Overall budget for the signer work of one inbound request; a caller may "
@@ -602,6 +733,11 @@ class Settings(BaseSettings):
                 )
                 if signer.plain_http_off_host()
             ]
+            if self.session_store.plain_off_host():
+                problems.append(
+                    "production keeps issuance sessions only over TLS: "
+                    "session_store.redis_url is redis:// to another host (use rediss://)"
+                )
             if plain:
                 problems.append(
                     "production sends personal data to its signers only over https: "

@@ -21,7 +21,8 @@ the call, because the signer spends the session's nonce when it signs:
   stays used.
 
 Either way, the problem's `detail` tells the caller which: retry with the same stoken, or
-start again with prepare-issue.
+start again with prepare-issue. A shared store (Redis) that fails to take the session back
+leaves it lost: the caller is told to start again.
 
 Only the caller that opened a session can take it (`issuance/stoken.py`). Presented by
 another, it is answered exactly as an unknown stoken is (the same 401 `stoken-invalid`, title
@@ -36,7 +37,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 
-from signing_gateway.errors import GatewayError, SignerUnavailable, StokenInvalid
+from signing_gateway.errors import (
+    GatewayError,
+    SessionStoreUnavailable,
+    SignerUnavailable,
+    StokenInvalid,
+)
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StokenStore
 from signing_gateway.observability.telemetry import record_stoken_refusal
 from signing_gateway.signers.errors import SignerError, SignerThrottledError, sent_nothing
@@ -52,6 +58,10 @@ SESSION_KEPT = "the issuance session was not used: retry with the same stoken be
 SESSION_SPENT = "the issuance session is used up: start again with POST /v1/domestic/prepare-issue"
 SESSION_EXPIRED = (
     "the issuance session was not used but has expired: start again with "
+    "POST /v1/domestic/prepare-issue"
+)
+SESSION_LOST = (
+    "the issuance session was not used but could not be kept: start again with "
     "POST /v1/domestic/prepare-issue"
 )
 SESSION_EXPIRES_FIRST = (
@@ -127,7 +137,9 @@ class HeldSession:
             return
         if self._reached:
             advice = SESSION_SPENT
-        elif not (left := await self._store.put_back(self._stoken, self._session)):
+        elif (left := await self._put_back(self._session)) is None:
+            advice = SESSION_LOST
+        elif not left:
             advice = SESSION_EXPIRED
         elif _advised_wait(exc) >= left:
             advice = SESSION_EXPIRES_FIRST
@@ -135,6 +147,17 @@ class HeldSession:
             advice = SESSION_KEPT
         if isinstance(exc, GatewayError):
             exc.add_advice(advice)
+
+    async def _put_back(self, session: IssuanceSession) -> float | None:
+        """Put the unused session back: its seconds left, or None if the store failed.
+
+        The request's own failure is what its caller is answered; a shared store that fails
+        now (logged and counted by the store) only changes the advice to "start again".
+        """
+        try:
+            return await self._store.put_back(self._stoken, session)
+        except SessionStoreUnavailable:
+            return None
 
 
 def _advised_wait(exc: BaseException) -> float:

@@ -24,7 +24,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+#: What a shared store does for a session, as `gateway_session_store_failures_total` labels
+#: its failures (`issuance/redis_stokens.py`).
+StoreOperation = Literal["open", "take", "put_back"]
+STORE_OPERATIONS: tuple[StoreOperation, ...] = ("open", "take", "put_back")
 
 
 @dataclass(frozen=True, slots=True)

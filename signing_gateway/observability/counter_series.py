@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 from signing_gateway.errors import STOKEN_REFUSALS
 from signing_gateway.issuance import domestic, eu
+from signing_gateway.issuance.stoken import STORE_OPERATIONS
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import ENDINGS, UNMATCHED
 from signing_gateway.observability.signer_calls import SIGNER_CALL_OUTCOMES
@@ -48,7 +49,7 @@ _SIGNERS = {
 
 
 def start_event_counters(metrics: GatewayMetrics) -> None:
-    """Create every series of the event counters at 0 (68 series), and of the in-flight gauge."""
+    """Create every series of the event counters at 0 (71 series), and of the in-flight gauge."""
     for signer, (endpoints, failures) in _SIGNERS.items():
         # A gauge, not a counter, but the same gap: a dashboard showed "no data" for a
         # signer's calls in flight until its first call, where 0 is the truth.
@@ -68,6 +69,8 @@ def start_event_counters(metrics: GatewayMetrics) -> None:
         metrics.connections_refused.labels(reason)
     for cause in STOKEN_REFUSALS:
         metrics.stoken_refusals.labels(cause)
+    for operation in STORE_OPERATIONS:
+        metrics.session_store_failures.labels(operation)
 
 
 def start_traffic_counters(metrics: GatewayMetrics, routes: Iterable[str]) -> None:

@@ -214,6 +214,13 @@ class GatewayMetrics:
             ["cause"],
             registry=r,
         )
+        self.session_store_failures = Counter(
+            "gateway_session_store_failures",
+            "Operations of the shared issuance-session store (Redis) that failed or timed out, "
+            "by operation: open, take, put_back (answered 503 session-store-unavailable)",
+            ["operation"],
+            registry=r,
+        )
         # Every check that reached a verdict, passed or refused: the divisor of the refused
         # share. A check that could not run (workers being replaced, the request's deadline,
         # a session key the gateway lacks) counts in neither.

@@ -76,6 +76,9 @@ EVENT_SERIES: dict[str, set[frozenset[tuple[str, str]]]] = {
     "gateway_stoken_refusals_total": {
         _labels(("cause",), (c,)) for c in ("stoken-unknown", "stoken-not-owned")
     },
+    "gateway_session_store_failures_total": {
+        _labels(("operation",), (o,)) for o in ("open", "take", "put_back")
+    },
 }
 
 #: The app's route templates, as docs/operations.md's metrics section names them, and

@@ -1,0 +1,284 @@
+"""Issuance sessions in Redis, shared by every replica and worker (`session_store.kind=redis`).
+
+The in-memory store ties a session to the process that opened it: `/v1/domestic/issue` on
+another replica or `--workers` process answers 401. This store keeps each session as a Redis
+hash with the session's TTL, so any gateway sharing the server can take it, with the same
+guarantees as `InMemoryStokenStore` (see `issuance/stoken.py`):
+
+- **Single use.** `take` is one Lua script, which Redis runs atomically: it reads the owner,
+  and only for the owner reads the session, its time left and deletes it. Two requests with
+  one stoken, on any replicas, can never both have it.
+- **Its owner's only.** Presented by another caller the script answers "not the owner" and
+  leaves the session alone: it is neither handed out nor used up.
+- **A put-back never lengthens a session.** `take` reads the session's time left from Redis
+  (its own clock, not a pod's); `put_back` writes the session again only if no key is there,
+  with the time that was left, minus what has passed since on this process's clock.
+
+The key is the prefix and a SHA-256 of the stoken, not the stoken: whoever reads the server
+(a `MONITOR`, a dump, a replica) learns no token that could be presented.
+
+Every operation is bounded by `timeout_seconds`, its wait for a pooled connection included,
+and none is retried (a `take` whose answer was lost may have deleted the session: a retry
+would answer 401 for a session nobody used). While one waits, the request gives its CPU
+permit back (`io_wait`). A failure is answered 503 `session-store-unavailable` with
+`Retry-After`, and counted in `gateway_session_store_failures_total{operation}`.
+
+The TLS context and the password are read at start-up, off the event loop: the client
+library would otherwise load the CA bundle on the loop at its first connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from signing_gateway.errors import SessionStoreUnavailable
+from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StoreOperation
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.runtime.cpu_gate import io_wait
+from signing_gateway.runtime.system_trust import system_trust_context, verifying_context
+from signing_gateway.settings import SessionStoreSettings
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+#: The name the gateway's connections carry in Redis's `CLIENT LIST`.
+CLIENT_NAME = "signing-gateway"
+
+# KEYS[1] the session; ARGV: owner, message, milliseconds to live. One step: a session
+# is never seen without its expiry.
+_OPEN = """
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'message', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1] the session; ARGV[1] the caller. nil: no live session. {0, owner}: another
+# caller's, left alone. {1, message, ms left}: the caller's, deleted. A key without an expiry
+# (written by something else) is not a session: dropped, and answered nil.
+_TAKE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return false end
+if owner ~= ARGV[1] then return {0, owner} end
+local message = redis.call('HGET', KEYS[1], 'message')
+local left = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+if not message or left <= 0 then return false end
+return {1, message, left}
+"""
+
+# KEYS[1] the session; ARGV: owner, message, milliseconds left. 0 when a key is there
+# already (a token live again, which it never should be): it is left as it is.
+_PUT_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'message', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+#: What a caller is told when the store fails, by operation. `take` may have used the
+#: session up before its answer was lost: the caller is told both ways out.
+_FAILED: Mapping[StoreOperation, str] = {
+    "open": "the issuance session could not be stored; start again with prepare-issue",
+    "take": (
+        "the issuance session could not be read; retry with the same stoken, and if that is "
+        "refused 401, start again with POST /v1/domestic/prepare-issue"
+    ),
+    "put_back": "the issuance session could not be kept",
+}
+
+
+class RedisStokenStore:
+    """Single-use issuance sessions with a TTL, bound to their owners, kept in Redis."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        ttl_seconds: float,
+        key_prefix: str,
+        timeout_seconds: float,
+        metrics: GatewayMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Use `client` (closed by `close`); `clock` measures a taken session's time left."""
+        self._client = client
+        self._ttl_ms = max(1, round(ttl_seconds * 1000))
+        self._prefix = key_prefix
+        self._timeout = timeout_seconds
+        self._metrics = metrics
+        self._clock = clock
+        self._open = client.register_script(_OPEN)
+        self._take = client.register_script(_TAKE)
+        self._put_back = client.register_script(_PUT_BACK)
+
+    def key(self, stoken: str) -> str:
+        """The Redis key of `stoken`'s session: the prefix and the token's SHA-256."""
+        return self._prefix + hashlib.sha256(stoken.encode()).hexdigest()
+
+    async def _run(self, operation: StoreOperation, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` within the timeout, the CPU permit given back; a failure is a 503."""
+        try:
+            async with io_wait(), asyncio.timeout(self._timeout):
+                return await call()
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self._metrics is not None:
+                self._metrics.session_store_failures.labels(operation).inc()
+            reason = str(exc) or type(exc).__name__
+            logger.warning(
+                "session store failed",
+                extra={"operation": operation, "error": type(exc).__name__, "reason": reason},
+            )
+            raise SessionStoreUnavailable(_FAILED[operation]) from exc
+
+    async def open(self, prepare_issue_message: dict[str, Any], *, owner: str) -> str:
+        """Store a session of `owner` for the TTL and return its new token (a random UUID)."""
+        token = str(uuid.uuid4())
+        message = orjson.dumps(prepare_issue_message)
+        await self._run(
+            "open",
+            lambda: self._open(keys=[self.key(token)], args=[owner, message, self._ttl_ms]),
+        )
+        return token
+
+    async def take(self, stoken: str, *, owner: str) -> IssuanceSession | NotOwner | None:
+        """Remove and return `owner`'s live session of `stoken` (see the module)."""
+        reply = await self._run("take", lambda: self._take(keys=[self.key(stoken)], args=[owner]))
+        if reply is None:
+            return None
+        if reply[0] == 0:
+            return NotOwner(_text(reply[1]))
+        message, left_ms = reply[1], int(reply[2])
+        return IssuanceSession(orjson.loads(message), self._clock() + left_ms / 1000, owner)
+
+    async def put_back(self, stoken: str, session: IssuanceSession) -> float:
+        """Store `session` again for the time it has left; 0.0 (nothing stored) if none is.
+
+        Raises:
+            SessionStoreUnavailable: the store did not answer; the session may be lost.
+        """
+        left = session.expires_at - self._clock()
+        left_ms = int(left * 1000)
+        if left_ms <= 0:
+            return 0.0
+        message = orjson.dumps(session.prepare_issue_message)
+        await self._run(
+            "put_back",
+            lambda: self._put_back(keys=[self.key(stoken)], args=[session.owner, message, left_ms]),
+        )
+        return left
+
+    async def probe(self) -> None:
+        """Readiness: PING the server (raises when it does not answer)."""
+        await self._client.ping()
+
+    async def close(self) -> None:
+        """Close the client and its connections (at shutdown)."""
+        await self._client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _TlsConnection(Connection):
+    """A Redis connection over TLS with a context built at start-up, off the event loop.
+
+    redis-py's own TLS connection builds its context (loading the CA bundle and the client
+    key from files) on the event loop at the first connection, and looks at the files again
+    at each one.
+    """
+
+    def __init__(self, *, tls_context: ssl.SSLContext, **kwargs: Any) -> None:  # noqa: ANN401 - redis-py's
+        self._tls_context = tls_context
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        return {**super()._connection_arguments(), "ssl": self._tls_context}
+
+
+def _tls_context(settings: SessionStoreSettings) -> ssl.SSLContext:
+    """The TLS context of a rediss:// store (blocking: loads files)."""
+    if settings.ca_bundle is None and settings.client_cert is None:
+        return system_trust_context()
+    context = verifying_context(None if settings.ca_bundle is None else str(settings.ca_bundle))
+    if settings.client_cert is not None and settings.client_key is not None:
+        context.load_cert_chain(str(settings.client_cert), str(settings.client_key))
+    return context
+
+
+def read_password(path: Path) -> str:
+    """The password a file holds, without the line end an editor or a Secret adds."""
+    return path.read_text(encoding="utf-8").rstrip("\r\n")
+
+
+def redis_client(
+    settings: SessionStoreSettings,
+    *,
+    password: str | None,
+    tls_context: ssl.SSLContext | None,
+) -> Redis:
+    """The Redis client `settings` describe: bounded pool, no retries, the given TLS context."""
+    scheme, host, port, database = settings.redis_parts()
+    connection_kwargs: dict[str, Any] = {}
+    if scheme == "rediss":
+        if tls_context is None:
+            raise ValueError("a rediss:// store needs its TLS context")
+        connection_kwargs = {"connection_class": _TlsConnection, "tls_context": tls_context}
+    no_retries = Retry(NoBackoff(), 0)
+    pool = BlockingConnectionPool(
+        host=host,
+        port=port,
+        db=database,
+        username=settings.redis_username,
+        password=password,
+        max_connections=settings.max_connections,
+        timeout=settings.timeout_seconds,
+        socket_timeout=settings.timeout_seconds,
+        socket_connect_timeout=settings.connect_timeout_seconds,
+        client_name=CLIENT_NAME,
+        retry=no_retries,
+        **connection_kwargs,
+    )
+    return Redis(connection_pool=pool, retry=no_retries)
+
+
+async def open_redis_store(
+    settings: SessionStoreSettings, *, ttl_seconds: float, metrics: GatewayMetrics
+) -> RedisStokenStore:
+    """The Redis store `settings` describe; its files are read in a thread.
+
+    Nothing is connected yet: the first session, or the readiness probe, connects.
+    """
+    password = (
+        None
+        if settings.redis_password_file is None
+        else await asyncio.to_thread(read_password, settings.redis_password_file)
+    )
+    tls_context = (
+        await asyncio.to_thread(_tls_context, settings)
+        if settings.redis_parts()[0] == "rediss"
+        else None
+    )
+    return RedisStokenStore(
+        redis_client(settings, password=password, tls_context=tls_context),
+        ttl_seconds=ttl_seconds,
+        key_prefix=settings.key_prefix,
+        timeout_seconds=settings.timeout_seconds,
+        metrics=metrics,
+    )
