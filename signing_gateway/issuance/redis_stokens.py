@@ -132,9 +132,13 @@ class RedisStokenStore:
         return self._prefix + hashlib.sha256(stoken.encode()).hexdigest()
 
     async def _run(self, operation: StoreOperation, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()` within the timeout, the CPU permit given back; a failure is a 503."""
+        """`call()` within the timeout, the CPU permit given back; a failure is a 503.
+
+        A put-back runs as a failing request leaves (maybe cancelled): it does not queue for a
+        permit again afterwards, as a failed signer call does not.
+        """
         try:
-            async with io_wait(), asyncio.timeout(self._timeout):
+            async with io_wait(take_again=operation != "put_back"), asyncio.timeout(self._timeout):
                 return await call()
         except (RedisError, OSError, TimeoutError) as exc:
             if self._metrics is not None:

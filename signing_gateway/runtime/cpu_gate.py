@@ -306,10 +306,11 @@ class CpuGate:
 class _IoWait:
     """`io_wait`'s block (a class for the reason `_Permit` is one)."""
 
-    __slots__ = ("_permit",)
+    __slots__ = ("_permit", "_take_again")
 
-    def __init__(self) -> None:
+    def __init__(self, *, take_again: bool) -> None:
         self._permit: _Permit | None = None
+        self._take_again = take_again
 
     async def __aenter__(self) -> None:
         permit = self._permit = _current.get()
@@ -325,23 +326,25 @@ class _IoWait:
         if permit is None:
             return
         permit.io_waits -= 1
-        if exc_type is not None:  # failed: not taken again (see io_wait)
+        if exc_type is not None or not self._take_again:  # not taken again (see io_wait)
             return
         if permit.io_waits == 0 and not permit.held:
             await permit.gate._acquire(resuming=True)  # noqa: SLF001
             permit.held = True
 
 
-def io_wait() -> _IoWait:
+def io_wait(*, take_again: bool = True) -> _IoWait:
     """``async with``: the current request's permit given back while the block awaits I/O.
 
     It is taken again after the block. Outside a gated request this does nothing. Concurrent
     waits of one request (the signer calls of `/v1/print` in a task group) share one permit:
     it is given back by the first and taken again when the last ends. When the block fails,
     the permit is not taken again: what is left (rendering the error) is small, and
-    cancellation must not wait in a queue.
+    cancellation must not wait in a queue. `take_again=False` does the same after a block
+    that succeeds, for I/O a failing request still does on its way out (an issuance session
+    put back in a shared store).
     """
-    return _IoWait()
+    return _IoWait(take_again=take_again)
 
 
 async def checkpoint() -> None:

@@ -622,6 +622,36 @@ async def test_a_failed_io_wait_does_not_queue_for_the_permit_again() -> None:
     assert gate.busy == 0
 
 
+async def test_an_io_wait_not_to_be_taken_again_ends_without_queueing() -> None:
+    """`take_again=False`: a block that succeeds leaves its request without a permit.
+
+    For I/O a failing request does on its way out (putting its session back): it must end at
+    once, even with every permit taken, as after a failed signer call.
+    """
+    gate = CpuGate(1)
+    answered, hold = asyncio.Event(), asyncio.Event()
+    ended = []
+
+    async def leaving() -> None:
+        async with gate.request():
+            async with io_wait(take_again=False):
+                await answered.wait()
+            ended.append(gate.busy)
+
+    first = asyncio.create_task(leaving())
+    await _settle()
+    holder = asyncio.create_task(_new(gate, [], "holder", wait=hold))
+    await _settle()
+    answered.set()
+    async with asyncio.timeout(1):
+        await first
+    assert ended == [1]  # the holder's permit only: none taken back
+    assert (gate.busy, gate.waiting) == (1, 0)
+    hold.set()
+    await holder
+    assert gate.busy == 0
+
+
 async def test_io_wait_after_a_request_has_ended_does_nothing() -> None:
     """The permit is the request's only while it runs: the same task takes none afterwards."""
     gate = CpuGate(1)
