@@ -11,6 +11,7 @@ for the JWKS and audit files.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from signing_gateway.observability.tracing_setup import (
     TracingUnavailableError,
@@ -20,7 +21,7 @@ from signing_gateway.security.files import JWKS_TLS, security_file_problems
 from signing_gateway.security.tls_files import tls_problems
 from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
-from signing_gateway.trust_files import trust_file_problems
+from signing_gateway.trust_files import trust_file_problems, unreadable_file
 
 
 def checked_settings(also_read: Iterable[str]) -> tuple[Settings | None, list[str]]:
@@ -72,9 +73,10 @@ def idemix_problems(settings: Settings) -> list[str]:
 def tls_file_problems(settings: Settings) -> list[str]:
     """What stops the TLS files the clients load at start-up from loading, a line each.
 
-    Each signer's `ca_bundle`, `client_cert` and `client_key`, and the JWKS URL's
-    `jwks_ca_bundle`: a file that does not exist, is not a regular file or cannot be read, or
-    does not hold what it should (blocking file I/O). Without the check the start-up ended in
+    Each signer's `ca_bundle`, `client_cert` and `client_key`, the JWKS URL's
+    `jwks_ca_bundle`, and a Redis session store's TLS and password files: a file that does
+    not exist, is not a regular file or cannot be read, or does not hold what it should
+    (blocking file I/O). Without the check the start-up ended in
     the SSL module's traceback, exit status 3.
     """
     problems = []
@@ -88,7 +90,42 @@ def tls_file_problems(settings: Settings) -> list[str]:
     auth = settings.auth
     if auth.mode != "disabled" and auth.jwks_file is None:  # the JWKS URL's client
         problems += tls_problems(JWKS_TLS, auth.jwks_ca_bundle, (None, None))
+    return problems + session_store_file_problems(settings)
+
+
+#: The prefix of the session store's settings in the environment.
+SESSION_STORE = "SIGNING_GATEWAY_SESSION_STORE__"
+
+
+def session_store_file_problems(settings: Settings) -> list[str]:
+    """What stops a Redis session store's files from loading: its TLS files and password file.
+
+    Only for `kind=redis`: files left set for a memory store are never opened. A password
+    file that cannot be read, or is empty, would otherwise fail the lifespan (exit 3), or
+    send an empty AUTH that every request then pays for in 503s.
+    """
+    store = settings.session_store
+    if store.kind != "redis":
+        return []
+    problems = tls_problems(SESSION_STORE, store.ca_bundle, (store.client_cert, store.client_key))
+    path = store.redis_password_file
+    if path is not None:
+        problem = unreadable_file(path)
+        if problem is None:
+            try:
+                problem = None if read_password_text(path) else "is empty"
+            except UnicodeDecodeError:
+                problem = "is not UTF-8 text"
+            except OSError as exc:
+                problem = (exc.strerror or type(exc).__name__).lower()
+        if problem is not None:
+            problems.append(f"{SESSION_STORE}REDIS_PASSWORD_FILE: {problem}")
     return problems
+
+
+def read_password_text(path: Path) -> str:
+    """The password a file holds, without the line end an editor or a Secret adds (blocking)."""
+    return path.read_text(encoding="utf-8").rstrip("\r\n")
 
 
 def tracing_problems(settings: Settings) -> list[str]:

@@ -36,7 +36,6 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -52,6 +51,7 @@ from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.cpu_gate import io_wait
 from signing_gateway.runtime.system_trust import system_trust_context, verifying_context
 from signing_gateway.settings import SessionStoreSettings
+from signing_gateway.start_up_checks import read_password_text
 
 T = TypeVar("T")
 
@@ -226,11 +226,6 @@ def _tls_context(settings: SessionStoreSettings) -> ssl.SSLContext:
     return context
 
 
-def read_password(path: Path) -> str:
-    """The password a file holds, without the line end an editor or a Secret adds."""
-    return path.read_text(encoding="utf-8").rstrip("\r\n")
-
-
 def redis_client(
     settings: SessionStoreSettings,
     *,
@@ -272,7 +267,7 @@ async def open_redis_store(
     password = (
         None
         if settings.redis_password_file is None
-        else await asyncio.to_thread(read_password, settings.redis_password_file)
+        else await asyncio.to_thread(read_password_text, settings.redis_password_file)
     )
     tls_context = (
         await asyncio.to_thread(_tls_context, settings)

@@ -8,7 +8,7 @@ import pytest
 
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.security.tls_files import tls_problems
-from signing_gateway.settings import Settings
+from signing_gateway.settings import SessionStoreSettings, Settings
 from signing_gateway.start_up_checks import tls_file_problems
 from tests.support.credentials import make_dsc
 
@@ -90,3 +90,65 @@ def test_the_jwks_ca_bundle_is_checked_only_where_a_jwks_url_is_fetched(
     assert [line.split(": ", 1)[0] for line in problems] == (
         ["SIGNING_GATEWAY_AUTH__JWKS_CA_BUNDLE"] if read else []
     )
+
+
+STORE = "SIGNING_GATEWAY_SESSION_STORE__"
+
+
+def _store(**given: object) -> Settings:
+    store = SessionStoreSettings(kind="redis", **given)  # type: ignore[arg-type]
+    return Settings(auth=AuthSettings(mode="disabled"), session_store=store)
+
+
+def test_a_redis_session_stores_tls_files_are_checked_by_their_settings(
+    files: dict[str, Path],
+) -> None:
+    """Pin that the store's CA bundle and client key are named as the signers' are.
+
+    Before, they were not checked: a bad file failed the first connection, not the start-up.
+    """
+    tls = {"redis_url": "rediss://redis.test:6380/0"}
+    assert tls_file_problems(_store(**tls, ca_bundle=files["ca.pem"])) == []
+    assert tls_file_problems(_store(**tls, ca_bundle=files["junk.txt"])) == [
+        STORE + "CA_BUNDLE: holds no PEM CA certificate"
+    ]
+    pair = {"client_cert": files["client.pem"], "client_key": files["other.key"]}
+    assert tls_file_problems(_store(**tls, **pair)) == [
+        f"{STORE}CLIENT_KEY: is not the key of {STORE}CLIENT_CERT"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (None, "no such file"),
+        (b"", "is empty"),
+        (b"\n", "is empty"),
+        (b"\xff\xfe", "is not UTF-8 text"),
+        (b"s3cret\n", None),
+    ],
+)
+def test_a_redis_password_file_must_hold_a_password(
+    tmp_path: Path, content: bytes | None, line: str | None
+) -> None:
+    """Pin the line for a password file that is missing, empty or not text.
+
+    Before, an empty file sent an empty AUTH (every session refused 503), and a missing one
+    failed the lifespan with a traceback.
+    """
+    path = tmp_path / "redis-password"
+    if content is not None:
+        path.write_bytes(content)
+    settings = _store(redis_url="redis://127.0.0.1:6379/0", redis_password_file=path)
+    assert tls_file_problems(settings) == (
+        [] if line is None else [f"{STORE}REDIS_PASSWORD_FILE: {line}"]
+    )
+
+
+def test_a_memory_store_opens_none_of_the_redis_files(files: dict[str, Path]) -> None:
+    """Pin that files left set for a store that is not used stop nothing."""
+    settings = Settings(
+        auth=AuthSettings(mode="disabled"),
+        session_store=SessionStoreSettings(redis_password_file=files["missing"]),
+    )
+    assert tls_file_problems(settings) == []
