@@ -14,6 +14,7 @@ the block between the endpoints markers of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -119,7 +120,9 @@ def session_cpu_us(session: dict[str, Any], prepare_cpu_us: float | None) -> flo
     return round((float(session["cpu_seconds"]) - unspent) / issued * 1e6, 1)
 
 
-def measure(only: set[str] | None, *, seconds: float, pin: bool) -> dict[str, Any]:
+def measure(
+    only: set[str] | None, *, seconds: float, pin: bool, session_store: str = "memory"
+) -> dict[str, Any]:
     ensure_wrk()
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -129,6 +132,7 @@ def measure(only: set[str] | None, *, seconds: float, pin: bool) -> dict[str, An
         "loop": served_loop(),
         "clients": CLIENTS,
         "seconds": seconds,
+        "session_store": session_store,
         "routes": {},
     }
     with tempfile.TemporaryDirectory(prefix="bench-endpoints-") as tmp:
@@ -137,11 +141,22 @@ def measure(only: set[str] | None, *, seconds: float, pin: bool) -> dict[str, An
         logs.mkdir(parents=True, exist_ok=True)
         # The callers of every route: one token with every scope (dcc, domestic, keys).
         auth = bench_auth.make(work, scopes=ALL_SCOPES)
-        with (
-            procs.pinned(enabled=pin),
-            procs.fake_signer(logs, latency_ms=0, keys_dir=work / "keys") as signer,
-            procs.gateway(logs, signer.url, auth=auth, max_in_flight=256) as gateway,
-        ):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(procs.pinned(enabled=pin))
+            signer = stack.enter_context(
+                procs.fake_signer(logs, latency_ms=0, keys_dir=work / "keys")
+            )
+            store_env = {}
+            if session_store == "redis":
+                store_env = {
+                    "SIGNING_GATEWAY_SESSION_STORE__KIND": "redis",
+                    "SIGNING_GATEWAY_SESSION_STORE__REDIS_URL": stack.enter_context(
+                        procs.redis_server(logs)
+                    ),
+                }
+            gateway = stack.enter_context(
+                procs.gateway(logs, signer.url, auth=auth, max_in_flight=256, extra_env=store_env)
+            )
             time.sleep(IDLE_S)
             results["rss_started_mb"] = round(gateway.rss_bytes() / 2**20, 1)
             results["started_as"] = {"signer": signer.started, "server": gateway.started}
@@ -292,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
     parser.add_argument("--no-docs", action="store_true", help="do not update benchmarks.md")
     parser.add_argument(
+        "--session-store",
+        choices=("memory", "redis"),
+        default="memory",
+        help="where issuance sessions live (redis: a throwaway redis-server on loopback)",
+    )
+    parser.add_argument(
         "--prepare",
         type=Path,
         metavar="DIR",
@@ -309,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     procs.stop_children_on_sigterm()
     only = {x.strip() for x in args.only.split(",") if x.strip()} or None
     started = time.monotonic()
-    results = measure(only, seconds=args.seconds, pin=args.pin)
+    results = measure(only, seconds=args.seconds, pin=args.pin, session_store=args.session_store)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     command = " ".join(["python -m bench.endpoints", *(sys.argv[1:] if argv is None else argv)])
     results["command"] = command

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -339,6 +340,42 @@ def gateway(
         yield proc
     finally:
         proc.stop()
+
+
+@contextlib.contextmanager
+def redis_server(logs: Path) -> Iterator[str]:
+    """A throwaway `redis-server` on a free loopback port, no persistence: its URL.
+
+    On the load side's CPUs when pinned (children inherit the driver's affinity), as the fake
+    signer is: in production the store runs beside the gateway, not in its container.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    log = (logs / "redis-server.log").open("wb")
+    popen = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((LOOPBACK, port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if popen.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"redis-server did not start (see {log.name})") from None
+                time.sleep(0.05)
+        yield f"redis://{LOOPBACK}:{port}/0"
+    finally:
+        popen.terminate()
+        popen.wait(timeout=10)
+        log.close()
 
 
 @contextlib.contextmanager
