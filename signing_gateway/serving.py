@@ -430,6 +430,13 @@ def serve_workers(settings: Settings, args: argparse.Namespace) -> int:
     """Run `args.workers` worker processes under uvicorn's supervisor; the exit status."""
     supervised = supervised_config(settings, args)
     _log_event_loop(args.loop, args.events_per_pass)
+    if settings.session_store.kind == "memory":
+        # Each worker holds its own sessions, and the kernel hands a connection to any.
+        logger.warning(
+            "issuance sessions are kept per worker (session_store.kind=memory): an issue that "
+            "reaches another worker than its prepare-issue is refused 401; set "
+            "session_store.kind=redis to share them"
+        )
     return run_workers(supervised)
 
 

@@ -44,6 +44,8 @@ async def test_sigterm_leaves_no_log_line_of_supervisor_or_workers_unwritten(fak
         assert _count(events, supervisor_line) == 1, supervisor_line
     for worker_line in ("Application shutdown complete.", "Finished server process"):
         assert _count(events, worker_line) == WORKERS, worker_line
+    # Sessions kept in each worker's memory: the supervisor says so once, before any starts.
+    assert _count(events, "issuance sessions are kept per worker") == 1
 
 
 @pytest.mark.parametrize("when", ["serving", "starting"])
