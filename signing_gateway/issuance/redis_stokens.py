@@ -43,6 +43,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
 
 from signing_gateway.errors import SessionStoreUnavailable
@@ -231,8 +232,14 @@ def redis_client(
     *,
     password: str | None,
     tls_context: ssl.SSLContext | None,
+    driver: DriverInfo,
 ) -> Redis:
-    """The Redis client `settings` describe: bounded pool, no retries, the given TLS context."""
+    """The Redis client `settings` describe: bounded pool, no retries, the given TLS context.
+
+    `driver` is what each connection tells the server of its library (`CLIENT SETINFO`):
+    left to redis-py, every new connection read the library's version from its package files,
+    on the event loop (blockbuster caught it). Build it once, off the loop.
+    """
     scheme, host, port, database = settings.redis_parts()
     connection_kwargs: dict[str, Any] = {}
     if scheme == "rediss":
@@ -251,10 +258,11 @@ def redis_client(
         socket_timeout=settings.timeout_seconds,
         socket_connect_timeout=settings.connect_timeout_seconds,
         client_name=CLIENT_NAME,
+        driver_info=driver,
         retry=no_retries,
         **connection_kwargs,
     )
-    return Redis(connection_pool=pool, retry=no_retries)
+    return Redis(connection_pool=pool, retry=no_retries, driver_info=driver)
 
 
 async def open_redis_store(
@@ -274,8 +282,9 @@ async def open_redis_store(
         if settings.redis_parts()[0] == "rediss"
         else None
     )
+    driver = await asyncio.to_thread(DriverInfo)  # reads the library's version (files)
     return RedisStokenStore(
-        redis_client(settings, password=password, tls_context=tls_context),
+        redis_client(settings, password=password, tls_context=tls_context, driver=driver),
         ttl_seconds=ttl_seconds,
         key_prefix=settings.key_prefix,
         timeout_seconds=settings.timeout_seconds,
