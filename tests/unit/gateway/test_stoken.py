@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,25 +20,27 @@ from signing_gateway.issuance.session import (
 from signing_gateway.issuance.stoken import InMemoryStokenStore, IssuanceSession, NotOwner
 from signing_gateway.signers.errors import SignerConnectError, SignerTimeoutError
 from tests.support.polling import until
+from tests.support.stoken_stores import STORE_KINDS, FakeClock, Stores, redis_on_clock
 
 #: The subject of the caller that opens the sessions, and of one that did not.
 OWNER = "backend-1"
 OTHER = "backend-2"
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
+@pytest.fixture(params=STORE_KINDS)
+def stores(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stores]:
+    """Each store in turn, in memory and in Redis (fakeredis), on one clock the test moves.
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    Both keep the same promises (`issuance/stoken.py`): every test taking this runs on both.
+    """
+    stores = Stores(request.param)
+    with redis_on_clock(monkeypatch, stores.clock):
+        yield stores
 
-    def __call__(self) -> float:
-        return self.now
 
-
-async def test_token_is_single_use():
+async def test_token_is_single_use(stores: Stores):
     """A token gives back its prepare message once; the second take finds nothing."""
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
     first = await store.take(token, owner=OWNER)
     assert first is not None
@@ -46,43 +49,49 @@ async def test_token_is_single_use():
 
 
 @pytest.mark.parametrize("caller", [OWNER, OTHER], ids=["owner", "another-caller"])
-async def test_token_expires_after_ttl(caller: str):
+async def test_token_expires_after_ttl(stores: Stores, caller: str):
     """A token taken after its TTL is refused and dropped, whoever takes it.
 
     Another caller learns nothing of an expired session: `NotOwner` is for a live one only.
     """
-    clock = FakeClock()
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    store = stores.store()
     token = await store.open({}, owner=OWNER)
-    clock.now += 60.001
+    stores.clock.now += 60.001
     assert await store.take(token, owner=caller) is None
-    assert len(store) == 0
+    assert await stores.held(store) == 0
 
 
-async def test_a_session_is_expired_from_the_instant_its_ttl_ends():
-    """At exactly its TTL a session is gone for take, for put_back and for the sweep alike."""
-    clock = FakeClock()
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+async def test_a_session_is_expired_from_the_instant_its_ttl_ends(stores: Stores):
+    """At exactly its TTL a session is gone for take and for put_back alike."""
+    store = stores.store()
     taken, untouched = (
         await store.open({"i": 1}, owner=OWNER),
         await store.open({"i": 2}, owner=OWNER),
     )
     session = await store.take(taken, owner=OWNER)
-    assert session is not None
-    clock.now = 1060.0
+    assert isinstance(session, IssuanceSession)
+    stores.clock.now = 1059.999
+    assert isinstance(await store.take(untouched, owner=OTHER), NotOwner)  # live to the last
+    stores.clock.now = 1060.0
     assert await store.take(untouched, owner=OWNER) is None
     assert await store.put_back(taken, session) == 0.0
-    assert len(store) == 0
+    assert await stores.held(store) == 0
     assert await store.take(taken, owner=OWNER) is None
-    await store.open({"i": 3}, owner=OWNER)
-    clock.now = 1120.0
-    await store.open({"i": 4}, owner=OWNER)  # sweeps the one that expired just now
+
+
+async def test_the_sweep_drops_a_session_from_the_instant_its_ttl_ends():
+    """At exactly its TTL the in-memory sweep drops a session, as take does."""
+    clock = FakeClock()
+    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    await store.open({"i": 1}, owner=OWNER)
+    clock.now = 1060.0
+    await store.open({"i": 2}, owner=OWNER)  # sweeps the one that expired just now
     assert len(store) == 1
 
 
-async def test_unknown_token_is_refused():
+async def test_unknown_token_is_refused(stores: Stores):
     """A token the store never issued is refused."""
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    store = stores.store()
     assert await store.take("00000000-0000-4000-8000-000000000000", owner=OWNER) is None
 
 
@@ -233,42 +242,44 @@ async def test_a_session_put_back_after_the_timer_found_none_is_swept_in_its_tur
     assert _sweep_delays(store) == pytest.approx([30], abs=0.5)
 
 
-async def test_tokens_are_distinct_uuids():
+async def test_tokens_are_distinct_uuids(stores: Stores):
     """Every session gets its own unguessable UUID token."""
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=1000)
+    store = stores.store()
     tokens = {await store.open({}, owner=OWNER) for _ in range(200)}
     assert len(tokens) == 200
     assert all(len(t) == 36 for t in tokens)
 
 
-async def test_put_back_session_is_usable_once_more_until_its_first_expiry():
+async def test_put_back_session_is_usable_once_more_until_its_first_expiry(stores: Stores):
     """A session put back can be taken once again, but only until its original expiry."""
-    clock = FakeClock()
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    clock = stores.clock
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
     clock.now += 50
     session = await store.take(token, owner=OWNER)
     assert session is not None
-    assert await store.put_back(token, session) == 10  # the seconds it has left
+    clock.now += 2  # held by a request meanwhile: that time is gone too
+    assert await store.put_back(token, session) == pytest.approx(8)  # the seconds it has left
     again = await store.take(token, owner=OWNER)
-    assert again is not None
+    assert isinstance(again, IssuanceSession)
     assert again.prepare_issue_message == {"issuerNonce": "n1"}
     assert await store.take(token, owner=OWNER) is None
     await store.put_back(token, again)
-    clock.now += 10.001
+    clock.now += 7.999
+    assert isinstance(await store.take(token, owner=OTHER), NotOwner)  # still live
+    clock.now += 0.002
     assert await store.take(token, owner=OWNER) is None
 
 
-async def test_expired_session_is_not_put_back():
+async def test_expired_session_is_not_put_back(stores: Stores):
     """A session that expired while it was out of the store stays gone."""
-    clock = FakeClock()
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    store = stores.store()
     token = await store.open({}, owner=OWNER)
     session = await store.take(token, owner=OWNER)
     assert session is not None
-    clock.now += 60.001
+    stores.clock.now += 60.001
     assert await store.put_back(token, session) == 0.0
-    assert len(store) == 0
+    assert await stores.held(store) == 0
     assert await store.take(token, owner=OWNER) is None
 
 
@@ -299,17 +310,17 @@ async def test_a_second_put_back_leaves_the_store_as_it_is():
     assert await store.take(first, owner=OWNER) is not None
 
 
-async def test_another_callers_take_neither_gets_nor_uses_up_the_session():
+async def test_another_callers_take_neither_gets_nor_uses_up_the_session(stores: Stores):
     """Pin that a session is its opener's: another caller's take gets nothing and spends nothing.
 
     Before, any caller holding the stoken took the session: a leaked stoken could be spent, or
     burnt under its owner, by whoever found it.
     """
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
     refused = await store.take(token, owner=OTHER)
     assert refused == NotOwner(OWNER), refused
-    assert len(store) == 1  # still held
+    assert await stores.held(store) == 1  # still held
     assert await store.take(token, owner=OTHER) == NotOwner(OWNER)  # as often as it is tried
     session = await store.take(token, owner=OWNER)
     assert isinstance(session, IssuanceSession)
@@ -323,7 +334,7 @@ async def test_another_callers_take_neither_gets_nor_uses_up_the_session():
     ["backend-1", "BACKEND-1", "Backend-1 ", "Backend-", "", "anonymous"],
     ids=["lower-case", "upper-case", "trailing-space", "prefix", "empty", "anonymous"],
 )
-async def test_a_subject_alike_but_not_the_same_is_another_caller(caller: str):
+async def test_a_subject_alike_but_not_the_same_is_another_caller(stores: Stores, caller: str):
     """Pin that a session's owner is its subject to the character, as the token gives it.
 
     A subject differing only in case, a space, or being a prefix of it, is another caller,
@@ -331,7 +342,7 @@ async def test_a_subject_alike_but_not_the_same_is_another_caller(caller: str):
     `NotOwner`, and the session stays for the subject that opened it.
     """
     opener = "Backend-1"
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=opener)
     assert await store.take(token, owner=caller) == NotOwner(opener)
     session = await store.take(token, owner=opener)
@@ -339,14 +350,14 @@ async def test_a_subject_alike_but_not_the_same_is_another_caller(caller: str):
     assert session.owner == opener
 
 
-async def test_another_callers_take_leaves_the_sessions_expiry_as_it_was():
+async def test_another_callers_take_leaves_the_sessions_expiry_as_it_was(stores: Stores):
     """Pin that a session presented by another caller still expires when it was to.
 
     Neither cut short (its owner can use it until then) nor lengthened (a foreign caller
     presenting it again and again cannot keep it alive).
     """
-    clock = FakeClock()
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    clock = stores.clock
+    store = stores.store()
     used, left = await store.open({"i": 1}, owner=OWNER), await store.open({"i": 2}, owner=OWNER)
     clock.now += 59
     for token in (used, left):
@@ -355,7 +366,7 @@ async def test_another_callers_take_leaves_the_sessions_expiry_as_it_was():
     assert await store.take(used, owner=OWNER) is not None
     clock.now += 0.5
     assert await store.take(left, owner=OWNER) is None
-    assert len(store) == 0
+    assert await stores.held(store) == 0
 
 
 async def test_another_callers_take_does_not_keep_the_session_from_being_dropped_for_room():
@@ -374,9 +385,9 @@ async def test_another_callers_take_does_not_keep_the_session_from_being_dropped
     assert await store.take(second, owner=OWNER) is not None
 
 
-async def test_a_session_put_back_stays_its_owners():
+async def test_a_session_put_back_stays_its_owners(stores: Stores):
     """Pin that the put-back of an unsent /issue keeps the owner: only it can take it again."""
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
     session = await store.take(token, owner=OWNER)
     assert isinstance(session, IssuanceSession)
@@ -387,12 +398,12 @@ async def test_a_session_put_back_stays_its_owners():
     assert again.owner == OWNER
 
 
-async def test_another_callers_stoken_is_refused_as_an_unknown_one():
+async def test_another_callers_stoken_is_refused_as_an_unknown_one(stores: Stores):
     """Held for another caller: the unknown stoken's 401 to the word, and the session stays.
 
     Only `cause`, which the audit record alone carries, tells the two refusals apart.
     """
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
     refusals = []
     for stoken, caller in ((token, OTHER), ("3f1c0a4e-0000-4000-8000-000000000000", OWNER)):
@@ -421,9 +432,9 @@ async def _refused() -> None:
     raise SignerConnectError("refused", signer="domestic", endpoint="issue")
 
 
-async def test_a_session_an_earlier_attempt_may_have_used_stays_used():
+async def test_a_session_an_earlier_attempt_may_have_used_stays_used(stores: Stores):
     """Once any attempt may have reached the signer, a later never-sent one does not keep it."""
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10)
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
 
     async def issue() -> None:
@@ -439,10 +450,10 @@ async def test_a_session_an_earlier_attempt_may_have_used_stays_used():
     assert await store.take(token, owner=OWNER) is None
 
 
-async def test_a_session_that_expired_while_held_is_not_said_to_be_kept():
+async def test_a_session_that_expired_while_held_is_not_said_to_be_kept(stores: Stores):
     """Never sent, but past its TTL when the request ends: the detail says to start again."""
-    clock = FakeClock()
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    clock = stores.clock
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
 
     async def issue() -> None:
@@ -469,7 +480,7 @@ async def test_a_session_that_expired_while_held_is_not_said_to_be_kept():
     ids=["ends-before", "said-as-ending-with-it", "ends-with-it", "ends-after"],
 )
 async def test_a_retry_after_ending_as_the_session_does_says_to_start_again(
-    retry_after: float, advice: str
+    stores: Stores, retry_after: float, advice: str
 ):
     """Pin that a Retry-After ending just when the session expires counts as too late.
 
@@ -477,8 +488,8 @@ async def test_a_retry_after_ending_as_the_session_does_says_to_start_again(
     `take` already refuses: only a wait that ends before the expiry keeps the stoken. The
     wait is the one the answer gives, in whole seconds rounded up: 19.2 s is said as 20.
     """
-    clock = FakeClock()
-    store = InMemoryStokenStore(ttl_seconds=60, max_sessions=10, clock=clock)
+    clock = stores.clock
+    store = stores.store()
     token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
     clock.now += 40  # 20 s left when the session goes back
 

@@ -1,0 +1,195 @@
+"""The Redis session store: what it writes to the server, and how it fails.
+
+The promises it shares with the in-memory store are pinned on both in test_stoken.py; here,
+what only a shared store has: keys that give no token away, the TTL kept by Redis, and a
+server that is down or hangs (503 `session-store-unavailable`, counted, logged, never retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import pytest
+from fakeredis.aioredis import FakeRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from signing_gateway.errors import SessionStoreUnavailable
+from signing_gateway.issuance.stoken import IssuanceSession, NotOwner
+from signing_gateway.observability.metrics import GatewayMetrics
+from tests.support.stoken_stores import KEY_PREFIX, Stores, redis_on_clock
+
+OWNER, OTHER = "backend-1", "backend-2"
+LOGGER = "signing_gateway.issuance.redis_stokens"
+
+
+@pytest.fixture
+def stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stores]:
+    """Redis stores on one fake server, whose clock is the test's."""
+    stores = Stores("redis")
+    with redis_on_clock(monkeypatch, stores.clock):
+        yield stores
+
+
+def _failures(metrics: GatewayMetrics, operation: str) -> float:
+    """`gateway_session_store_failures_total{operation}` (0 for a series not yet created)."""
+    value = metrics.registry.get_sample_value(
+        "gateway_session_store_failures_total", {"operation": operation}
+    )
+    return value or 0.0
+
+
+async def test_the_key_is_the_prefix_and_a_sha256_of_the_stoken(stores: Stores):
+    """Pin that whoever reads the server learns no stoken: its keys and values hold none."""
+    store = stores.redis()
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    client = stores.client()
+    assert await client.keys("*") == [
+        (KEY_PREFIX + hashlib.sha256(token.encode()).hexdigest()).encode()
+    ]
+    (key,) = await client.keys("*")
+    stored = await client.hgetall(key)
+    assert token.encode() not in key + b"".join(stored.values())
+    assert stored[b"owner"] == OWNER.encode()
+
+
+async def test_the_ttl_is_kept_by_redis(stores: Stores):
+    """A new session's key expires in Redis after the TTL, to the millisecond."""
+    store = stores.redis(ttl_seconds=60)
+    token = await store.open({}, owner=OWNER)
+    assert await stores.client().pttl(store.key(token)) == 60_000
+
+
+async def test_a_put_back_lives_the_time_it_had_left_not_a_new_ttl(stores: Stores):
+    """Pin that a put-back never lengthens a session: its key lives what was left, less the wait.
+
+    Taken at 45 s of 60, held for 5 s, it goes back for the 10 s left, not for 60 again.
+    """
+    store = stores.redis(ttl_seconds=60)
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    stores.clock.now += 45
+    session = await store.take(token, owner=OWNER)
+    assert isinstance(session, IssuanceSession)
+    stores.clock.now += 5
+    assert await store.put_back(token, session) == pytest.approx(10)
+    assert await stores.client().pttl(store.key(token)) == 10_000
+
+
+async def test_a_put_back_onto_a_live_key_leaves_it_as_it_is(stores: Stores):
+    """A token live again (it never should be) keeps its value and expiry: nothing is written."""
+    store = stores.redis(ttl_seconds=60)
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    session = await store.take(token, owner=OWNER)
+    assert isinstance(session, IssuanceSession)
+    assert await store.put_back(token, session) > 0
+    stores.clock.now += 20
+    later = IssuanceSession({"issuerNonce": "n2"}, stores.clock.now + 60, OTHER)
+    assert await store.put_back(token, later) > 0
+    client = stores.client()
+    assert await client.pttl(store.key(token)) == 40_000
+    assert await client.hget(store.key(token), "owner") == OWNER.encode()
+
+
+class _Broken(FakeRedis):
+    """A client whose every command fails as a lost connection would, counting the commands."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    async def execute_command(self, *_args: Any, **_options: Any) -> NoReturn:
+        self.calls += 1
+        raise RedisConnectionError("Connection reset by peer")
+
+
+class _Hanging(FakeRedis):
+    """A client whose every command waits for an answer that never comes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    async def execute_command(self, *_args: Any, **_options: Any) -> NoReturn:
+        self.calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("an answer that never comes came")
+
+
+_SESSION = IssuanceSession({"issuerNonce": "n1"}, 1060.0, OWNER)
+#: Each operation, run on a store, and the detail its failure tells the caller.
+OPERATIONS = {
+    "open": (
+        lambda store: store.open({"issuerNonce": "n1"}, owner=OWNER),
+        "the issuance session could not be stored; start again with prepare-issue",
+    ),
+    "take": (
+        lambda store: store.take("3f1c0a4e-0000-4000-8000-000000000000", owner=OWNER),
+        (
+            "the issuance session could not be read; retry with the same stoken, and if that "
+            "is refused 401, start again with POST /v1/domestic/prepare-issue"
+        ),
+    ),
+    "put_back": (
+        lambda store: store.put_back("3f1c0a4e-0000-4000-8000-000000000000", _SESSION),
+        "the issuance session could not be kept",
+    ),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("client", [_Broken, _Hanging], ids=["connection-error", "hang"])
+async def test_a_failing_store_is_a_503_counted_and_logged_once(
+    stores: Stores,
+    caplog: pytest.LogCaptureFixture,
+    client: type[_Broken | _Hanging],
+    operation: str,
+):
+    """Pin how an operation fails: SessionStoreUnavailable with its detail, counted, logged.
+
+    A hang is cut at timeout_seconds, and neither is retried: the client sees one command
+    (a `take` whose answer was lost may have used the session up).
+    """
+    run, detail = OPERATIONS[operation]
+    failing = stores.client(client)
+    store = stores.redis(timeout_seconds=0.2, client=failing)
+    started = time.monotonic()
+    with (
+        caplog.at_level(logging.WARNING, logger=LOGGER),
+        pytest.raises(SessionStoreUnavailable) as refused,
+    ):
+        await run(store)
+    took = time.monotonic() - started
+    problem = refused.value
+    assert (problem.status, problem.slug, problem.detail) == (
+        503,
+        "session-store-unavailable",
+        detail,
+    )
+    assert problem.headers() == {"Retry-After": "1"}
+    assert failing.calls == 1
+    assert _failures(stores.metrics, operation) == 1
+    others = [o for o in OPERATIONS if o != operation]
+    assert [_failures(stores.metrics, o) for o in others] == [0, 0]
+    (record,) = [r for r in caplog.records if r.name == LOGGER]
+    expected = "TimeoutError" if client is _Hanging else "ConnectionError"
+    assert (record.levelno, record.getMessage()) == (logging.WARNING, "session store failed")
+    assert (record.operation, record.error) == (operation, expected)  # type: ignore[attr-defined]
+    if client is _Hanging:
+        assert 0.18 <= took < 1.2, took
+    else:
+        assert took < 0.2, took
+
+
+async def test_another_callers_take_of_a_live_session_leaves_it_in_redis(stores: Stores):
+    """Refused to another caller, the session's key stays with its value and its TTL."""
+    store = stores.redis(ttl_seconds=60)
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    stores.clock.now += 10
+    assert await store.take(token, owner=OTHER) == NotOwner(OWNER)
+    client = stores.client()
+    assert await client.pttl(store.key(token)) == 50_000
+    assert await client.hget(store.key(token), "owner") == OWNER.encode()
