@@ -11,16 +11,19 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, NoReturn
 
 import pytest
+import redis.utils
 from fakeredis.aioredis import FakeRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from signing_gateway.errors import SessionStoreUnavailable
+from signing_gateway.issuance.redis_stokens import open_redis_store
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner
 from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.settings import SessionStoreSettings
 from tests.support.stoken_stores import KEY_PREFIX, Stores, redis_on_clock
 
 OWNER, OTHER = "backend-1", "backend-2"
@@ -193,3 +196,40 @@ async def test_another_callers_take_of_a_live_session_leaves_it_in_redis(stores:
     client = stores.client()
     assert await client.pttl(store.key(token)) == 50_000
     assert await client.hget(store.key(token), "owner") == OWNER.encode()
+
+
+@pytest.fixture
+async def refusing_listener() -> AsyncIterator[tuple[int, list[int]]]:
+    """A TCP listener on 127.0.0.1 that closes each connection at once: its port and a count."""
+    accepted: list[int] = []
+
+    async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1], accepted
+
+
+async def test_the_gateways_client_connects_once_and_reads_no_package_files_on_the_loop(
+    refusing_listener: tuple[int, list[int]],
+):
+    """Pin the client `open_redis_store` builds: one connection per failed operation, no I/O.
+
+    A client with retries (redis-py's own default makes 10) would try again on a new
+    connection. And at its first connection, in the first request to use the store, the
+    client read its own version from its package's metadata: files read on the event loop.
+    """
+    redis.utils.get_lib_version.cache_clear()  # as in a process that has not connected yet
+    port, accepted = refusing_listener
+    settings = SessionStoreSettings(
+        kind="redis", redis_url=f"redis://127.0.0.1:{port}/0", timeout_seconds=2
+    )
+    store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+    try:
+        with pytest.raises(SessionStoreUnavailable):
+            await store.take("3f1c0a4e-0000-4000-8000-000000000000", owner=OWNER)
+    finally:
+        await store.close()
+    assert len(accepted) == 1
