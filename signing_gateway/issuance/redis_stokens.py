@@ -194,7 +194,8 @@ class RedisStokenStore:
 
     async def close(self) -> None:
         """Close the client and its connections (at shutdown)."""
-        await self._client.aclose()
+        # The pool too: redis-py leaves a pool it was given open when the client closes.
+        await self._client.aclose(close_connection_pool=True)
 
 
 def _text(value: bytes | str) -> str:

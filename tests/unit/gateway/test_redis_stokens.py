@@ -8,6 +8,7 @@ server that is down or hangs (503 `session-store-unavailable`, counted, logged, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -24,6 +25,7 @@ from signing_gateway.issuance.redis_stokens import open_redis_store
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.settings import SessionStoreSettings
+from tests.support.polling import until
 from tests.support.stoken_stores import KEY_PREFIX, Stores, redis_on_clock
 
 OWNER, OTHER = "backend-1", "backend-2"
@@ -233,3 +235,99 @@ async def test_the_gateways_client_connects_once_and_reads_no_package_files_on_t
     finally:
         await store.close()
     assert len(accepted) == 1
+
+
+class _RespListener:
+    """A TCP listener on 127.0.0.1 speaking just enough RESP for a client to connect and PING.
+
+    Silent, it reads every command and answers none. It notes each connection, and each one
+    the client hung up.
+    """
+
+    def __init__(self, *, silent: bool = False) -> None:
+        self.silent = silent
+        self.opened = 0
+        self.hung_up = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer the commands of one connection until the client or `close_all` ends it."""
+        self.opened += 1
+        self._writers.add(writer)
+        try:
+            while (command := await _read_command(reader)) is not None:
+                if not self.silent:
+                    writer.write(_REPLIES.get(command[0].upper(), b"+OK\r\n"))
+            self.hung_up += 1
+        except ConnectionError:
+            pass  # closed by close_all
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def close_all(self) -> None:
+        """Close the connections the clients left open, and wait for their handlers."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await until(lambda: not self._writers, limit=2)
+
+
+#: What the listener answers, by command: the handshake (RESP3's HELLO) and PING.
+_REPLIES = {b"HELLO": b"%1\r\n$5\r\nproto\r\n:3\r\n", b"PING": b"+PONG\r\n"}
+
+
+async def _read_command(reader: asyncio.StreamReader) -> list[bytes] | None:
+    """One command a client sent (an array of bulk strings), None once it hung up."""
+    header = await reader.readline()
+    if not header:
+        return None
+    parts = []
+    for _ in range(int(header[1:])):
+        size = int((await reader.readline())[1:])
+        parts.append((await reader.readexactly(size + 2))[:-2])
+    return parts
+
+
+@contextlib.asynccontextmanager
+async def _listening(listener: _RespListener) -> AsyncIterator[SessionStoreSettings]:
+    """Settings of a store on `listener`, served on a free port while the block runs."""
+    server = await asyncio.start_server(listener.serve, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        try:
+            yield SessionStoreSettings(
+                kind="redis", redis_url=f"redis://127.0.0.1:{port}/0", timeout_seconds=0.3
+            )
+        finally:
+            await listener.close_all()
+
+
+async def test_closing_the_store_closes_its_connections():
+    """Pin that `close` (at shutdown) hangs up every connection the store opened.
+
+    The client was built on a pool of the store's own, which redis-py leaves open when the
+    client is closed: the connections stayed open until the process exited.
+    """
+    listener = _RespListener()
+    async with _listening(listener) as settings:
+        store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+        await store.probe()
+        assert (listener.opened, listener.hung_up) == (1, 0)
+        await store.close()
+        await until(lambda: listener.hung_up == 1, limit=2)
+
+
+async def test_the_gateways_client_cuts_a_hang_at_timeout_seconds():
+    """A server that takes the connection and never answers costs `timeout_seconds`, a 503."""
+    listener = _RespListener(silent=True)
+    async with _listening(listener) as settings:
+        store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+        started = time.monotonic()
+        try:
+            with pytest.raises(SessionStoreUnavailable):
+                await store.take("3f1c0a4e-0000-4000-8000-000000000000", owner=OWNER)
+            took = time.monotonic() - started
+        finally:
+            await store.close()
+    assert 0.27 <= took < 1.3, took
+    assert listener.opened == 1
