@@ -5,8 +5,8 @@ another replica or `--workers` process answers 401. This store keeps each sessio
 hash with the session's TTL, so any gateway sharing the server can take it, with the same
 guarantees as `InMemoryStokenStore` (see `issuance/stoken.py`):
 
-- **Single use.** `take` is one Lua script, which Redis runs atomically: it reads the owner,
-  and only for the owner reads the session, its time left and deletes it. Two requests with
+- **Single use.** `take` is one Lua script, which Redis runs atomically: it reads the
+  session (owner, message, time left) and deletes it only for its owner. Two requests with
   one stoken, on any replicas, can never both have it.
 - **Its owner's only.** Presented by another caller the script answers "not the owner" and
   leaves the session alone: it is neither handed out nor used up.
@@ -71,15 +71,19 @@ return 1
 
 # KEYS[1] the session; ARGV[1] the caller. nil: no live session. {0, owner}: another
 # caller's, left alone. {1, message, ms left}: the caller's, deleted. A key without an expiry
-# (written by something else) is not a session: dropped, and answered nil.
+# or a message (written by something else) is not a session, whoever presents it: dropped,
+# and answered nil, never "another caller's" (a security event naming its owner).
 _TAKE = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return false end
-if owner ~= ARGV[1] then return {0, owner} end
 local message = redis.call('HGET', KEYS[1], 'message')
 local left = redis.call('PTTL', KEYS[1])
+if not message or left <= 0 then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+if owner ~= ARGV[1] then return {0, owner} end
 redis.call('DEL', KEYS[1])
-if not message or left <= 0 then return false end
 return {1, message, left}
 """
 

@@ -99,6 +99,33 @@ async def test_a_put_back_onto_a_live_key_leaves_it_as_it_is(stores: Stores):
     assert await client.hget(store.key(token), "owner") == OWNER.encode()
 
 
+@pytest.mark.parametrize(
+    "caller", [OWNER, OTHER], ids=["presented-by-its-owner", "presented-by-another"]
+)
+@pytest.mark.parametrize(
+    "fields",
+    [{"owner": OWNER, "message": "{}"}, {"owner": OWNER}],
+    ids=["without-expiry", "without-message"],
+)
+async def test_a_key_that_is_not_a_session_is_not_taken(
+    stores: Stores, fields: dict[str, str], caller: str
+):
+    """Pin that a key with no expiry or no message is no session, whoever presents it.
+
+    Such a hash (written by something else) is dropped and answered None. To another caller
+    it was answered `NotOwner`: reported as a live session of its owner (a security event)
+    and left in place for good.
+    """
+    store = stores.redis()
+    client = stores.client()
+    token = "3f1c0a4e-0000-4000-8000-000000000000"
+    await client.hset(store.key(token), mapping=fields)
+    if "message" not in fields:
+        await client.pexpire(store.key(token), 60_000)
+    assert await store.take(token, owner=caller) is None
+    assert await client.exists(store.key(token)) == 0
+
+
 class _Broken(FakeRedis):
     """A client whose every command fails as a lost connection would, counting the commands."""
 
