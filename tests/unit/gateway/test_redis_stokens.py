@@ -20,8 +20,9 @@ import redis.utils
 from fakeredis.aioredis import FakeRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from signing_gateway.errors import SessionStoreUnavailable
+from signing_gateway.errors import SessionStoreUnavailable, SignerUnavailable
 from signing_gateway.issuance.redis_stokens import open_redis_store
+from signing_gateway.issuance.session import SESSION_LOST, HeldSession
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.settings import SessionStoreSettings
@@ -262,6 +263,31 @@ async def test_the_gateways_client_connects_once_and_reads_no_package_files_on_t
     finally:
         await store.close()
     assert len(accepted) == 1
+
+
+async def test_a_session_the_store_cannot_take_back_leaves_the_requests_own_error(
+    stores: Stores,
+):
+    """Pin that a put-back the store fails keeps the request's answer, advising to start again.
+
+    The caller is told why its request failed (here the signer refused it), not that the
+    store failed afterwards; the session may be lost, so it is not told to retry with it.
+    """
+    store = stores.redis()
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    refused = SignerUnavailable("domestic: the signer cannot be reached", part="domestic")
+
+    async def issue() -> None:
+        async with HeldSession(store, token, owner=OWNER):
+            stores.server.connected = False  # down once the session was taken
+            raise refused
+
+    with pytest.raises(SignerUnavailable) as answered:
+        await issue()
+    assert answered.value is refused
+    assert refused.detail.startswith("domestic: the signer cannot be reached")
+    assert refused.detail.endswith(SESSION_LOST)
+    assert _failures(stores.metrics, "put_back") == 1
 
 
 class _RespListener:
