@@ -386,14 +386,16 @@ def test_a_finite_number_is_still_taken(clean_environment: pytest.MonkeyPatch) -
 
 
 #: The lowest value each number setting takes and the value just below it, refused, by the
-#: setting's name (a name in several groups, each signer's timeouts say, has one rule). A zero
-#: pool or timeout would refuse or time out everything; a negative wait or count means nothing.
+#: setting's name (a name in several groups, each signer's timeouts say, has one rule), or by
+#: group and name for a setting whose rule is not its namesakes'. A zero pool or timeout would
+#: refuse or time out everything; a negative wait or count means nothing.
 LOWEST_TAKEN = {
     "CONNECT_TIMEOUT": (0.001, 0),
     "READ_TIMEOUT": (0.001, 0),
     "WRITE_TIMEOUT": (0.001, 0),
     "POOL_TIMEOUT": (0.001, 0),
     "MAX_CONNECTIONS": (2, 0),  # above max_in_flight, 1 at the least
+    "SESSION_STORE__MAX_CONNECTIONS": (1, 0),  # no bulkhead in front of Redis
     "MAX_IN_FLIGHT": (1, 0),
     "MAX_PENDING": (0, -1),
     "MAX_WAIT_SECONDS": (0, -0.001),
@@ -456,6 +458,8 @@ LOWEST_TAKEN = {
     "BODY_READ_TIMEOUT_SECONDS": (0.001, 0),
     "MAX_PENDING_WRITES": (1, 0),
     "WRITE_TIMEOUT_SECONDS": (0.001, 0),
+    "TIMEOUT_SECONDS": (0.001, 0),
+    "CONNECT_TIMEOUT_SECONDS": (0.001, 0),
 }
 
 
@@ -464,8 +468,14 @@ def _number_settings() -> list[str]:
     return [d.env_var for d in setting_docs() if re.search(r"\b(int|float)\b", d.type_name)]
 
 
+def _rule(variable: str) -> str:
+    """The row of `variable` in `LOWEST_TAKEN`: its group's and name's, else its name's."""
+    qualified = variable.removeprefix("SIGNING_GATEWAY_")
+    return qualified if qualified in LOWEST_TAKEN else qualified.rsplit("__", 1)[-1]
+
+
 def _lowest(variable: str) -> tuple[float, float]:
-    return LOWEST_TAKEN[variable.rsplit("__", 1)[-1].removeprefix("SIGNING_GATEWAY_")]
+    return LOWEST_TAKEN[_rule(variable)]
 
 
 @pytest.fixture
@@ -486,9 +496,7 @@ def test_every_number_setting_refuses_a_value_below_its_lowest(
     Every number setting has a bound here, so a new one must be given its own.
     """
     variables = _number_settings()
-    assert {v.rsplit("__", 1)[-1].removeprefix("SIGNING_GATEWAY_") for v in variables} == set(
-        LOWEST_TAKEN
-    )
+    assert {_rule(v) for v in variables} == set(LOWEST_TAKEN)
     for name in variables:
         signers_given.setenv(name, str(_lowest(name)[1]))
     settings, problems = read_settings(FLAG_VARIABLES)
@@ -503,7 +511,7 @@ def test_every_number_setting_takes_its_lowest_value(signers_given: pytest.Monke
     for name in _number_settings():
         taken = _lowest(name)[0]
         given = {name: str(taken)}
-        if name.endswith("__MAX_CONNECTIONS"):  # one above the bulkhead: the pool's rule
+        if name.endswith("_SIGNER__MAX_CONNECTIONS"):  # one above the bulkhead: the pool's rule
             given[name.replace("MAX_CONNECTIONS", "RESILIENCE__MAX_IN_FLIGHT")] = "1"
         for variable, value in given.items():
             signers_given.setenv(variable, value)
