@@ -1,0 +1,190 @@
+"""What the session-store settings refuse, and in which words; and what they take as is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from signing_gateway.security.settings import AuthSettings
+from signing_gateway.settings import SessionStoreSettings, Settings, SignerSettings
+
+LOOPBACK = "redis://127.0.0.1:6379/0"
+REMOTE = "redis://sessions.internal:6379/0"
+TLS = "rediss://sessions.internal:6380/2"
+URL_SHAPE = "redis_url must be redis://host:port/db or rediss://host:port/db"
+NO_USER_INFO = (
+    "redis_url must not hold a user name or password: use redis_username and redis_password_file"
+)
+BAD_PORT = "redis_url has a port that is not a number from 0 to 65535"
+BAD_DATABASE = "redis_url's path must be a database number, e.g. /0"
+NO_QUERY = "redis_url takes no query or fragment: each option is a setting"
+TLS_ONLY = "ca_bundle, client_cert and client_key need a rediss:// redis_url"
+PAIRED = "client_cert and client_key go together"
+PLAIN_OFF_HOST = "redis:// to a non-loopback host needs allow_plain=true; use rediss://"
+
+#: Production settings that pass every check (the signers over https, tokens checked).
+PRODUCTION: dict[str, Any] = {
+    "environment": "production",
+    "eu_signer": SignerSettings(url="https://eu-signer.internal"),
+    "domestic_signer": SignerSettings(url="https://domestic-signer.internal"),
+    "auth": AuthSettings(
+        jwks_url="https://idp.internal/jwks",
+        audience="signing-gateway",
+        issuer="https://idp.internal/",
+    ),
+}
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    """A file to name as a CA bundle, certificate, key or password (only its path is read)."""
+    path = tmp_path / "file.pem"
+    path.write_text("-")
+    return path
+
+
+def _refusal(**values: object) -> str:
+    """The one message building `SessionStoreSettings(kind="redis", **values)` fails with."""
+    with pytest.raises(ValidationError) as refused:
+        SessionStoreSettings(kind="redis", **values)  # type: ignore[arg-type]
+    [error] = refused.value.errors()
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (None, "kind=redis needs redis_url (redis://host:port/db or rediss://)"),
+        ("http://127.0.0.1:6379/0", URL_SHAPE),
+        ("unix:///run/redis.sock", URL_SHAPE),
+        ("redis:///0", URL_SHAPE),
+        ("redis://gateway:secret@127.0.0.1:6379/0", NO_USER_INFO),
+        ("redis://:secret@127.0.0.1:6379/0", NO_USER_INFO),
+        ("redis://127.0.0.1:65536/0", BAD_PORT),
+        ("redis://127.0.0.1:redis/0", BAD_PORT),
+        ("redis://127.0.0.1:6379/sessions", BAD_DATABASE),
+        ("redis://127.0.0.1:6379/-1", BAD_DATABASE),
+        ("redis://127.0.0.1:6379/0/1", BAD_DATABASE),
+        ("redis://127.0.0.1:6379/\N{ARABIC-INDIC DIGIT THREE}", BAD_DATABASE),
+        ("redis://127.0.0.1:6379/0?ssl_cert_reqs=none", NO_QUERY),
+        ("redis://127.0.0.1:6379/0#primary", NO_QUERY),
+    ],
+    ids=[
+        "no-url",
+        "http",
+        "unix-socket",
+        "no-host",
+        "user-and-password",
+        "password",
+        "port-out-of-range",
+        "port-not-a-number",
+        "database-not-a-number",
+        "database-negative",
+        "path-deeper",
+        "database-not-ascii",
+        "query",
+        "fragment",
+    ],
+)
+def test_a_redis_url_the_client_would_misread_is_refused(url: str | None, problem: str) -> None:
+    """Pin each shape of redis_url that is refused at start-up, and its message.
+
+    Each would connect somewhere else than meant, put a password where logs show it, or
+    set an option no setting names.
+    """
+    assert _refusal(redis_url=url) == problem
+
+
+@pytest.mark.parametrize("setting", ["ca_bundle", "client_cert", "client_key"])
+def test_tls_files_need_a_rediss_url(pem: Path, setting: str) -> None:
+    """A CA bundle or client certificate given with redis:// would be ignored: refused."""
+    values: dict[str, Any] = {"client_cert": pem, "client_key": pem, setting: pem}
+    if setting == "ca_bundle":
+        values = {setting: pem}
+    assert _refusal(redis_url=LOOPBACK, **values) == TLS_ONLY
+
+
+@pytest.mark.parametrize("given", ["client_cert", "client_key"])
+def test_a_client_certificate_and_its_key_go_together(pem: Path, given: str) -> None:
+    """One without the other cannot authenticate the gateway: refused, not half used."""
+    assert _refusal(redis_url=TLS, **{given: pem}) == PAIRED
+
+
+def test_a_user_name_needs_a_password_file() -> None:
+    """A Redis ACL user without a password cannot log in: refused at start-up."""
+    assert _refusal(redis_url=LOOPBACK, redis_username="gateway") == (
+        "redis_username needs redis_password_file"
+    )
+
+
+@pytest.mark.parametrize("host", ["sessions.internal", "10.0.0.7", "0.0.0.0", "[fe80::1]"])  # noqa: S104 - a host refused
+def test_plain_redis_to_another_host_needs_allow_plain(host: str) -> None:
+    """Sessions (each holding the signer's nonce) sent unencrypted off the host: opt in."""
+    url = f"redis://{host}:6379/0"
+    assert _refusal(redis_url=url) == PLAIN_OFF_HOST
+    allowed = SessionStoreSettings(kind="redis", redis_url=url, allow_plain=True)
+    assert allowed.plain_off_host()
+
+
+def test_production_refuses_plain_redis_off_host_even_when_allowed() -> None:
+    """allow_plain does not hold in production: the store must be reached over rediss://."""
+    plain = SessionStoreSettings(kind="redis", redis_url=REMOTE, allow_plain=True)
+    with pytest.raises(ValidationError) as refused:
+        Settings(**PRODUCTION, session_store=plain)
+    assert [(e["loc"], e["msg"]) for e in refused.value.errors()] == [
+        (
+            (),
+            (
+                "production keeps issuance sessions only over TLS: "
+                "session_store.redis_url is redis:// to another host (use rediss://)"
+            ),
+        )
+    ]
+    loopback = SessionStoreSettings(kind="redis", redis_url=LOOPBACK)
+    assert Settings(**PRODUCTION, session_store=loopback).session_store.redis_url == LOOPBACK
+    assert Settings(**{**PRODUCTION, "environment": "dev"}, session_store=plain)
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        (LOOPBACK, ("redis", "127.0.0.1", 6379, 0)),
+        ("redis://localhost/3", ("redis", "localhost", 6379, 3)),
+        ("redis://[::1]:6390", ("redis", "::1", 6390, 0)),
+        ("redis://127.0.0.2:6379/", ("redis", "127.0.0.2", 6379, 0)),
+        (TLS, ("rediss", "sessions.internal", 6380, 2)),
+    ],
+    ids=["loopback", "localhost", "ipv6-loopback", "loopback-net", "tls"],
+)
+def test_a_usable_redis_url_is_read_as_written(url: str, parts: tuple[str, str, int, int]) -> None:
+    """Loopback over redis://, any host over rediss://: the scheme, host, port and database."""
+    settings = SessionStoreSettings(kind="redis", redis_url=url)
+    assert settings.redis_parts() == parts
+    assert not settings.plain_off_host()
+
+
+def test_rediss_takes_its_files_and_credentials(pem: Path) -> None:
+    """A CA bundle, a client certificate with its key, and an ACL user with its password."""
+    settings = SessionStoreSettings(
+        kind="redis",
+        redis_url=TLS,
+        ca_bundle=pem,
+        client_cert=pem,
+        client_key=pem,
+        redis_username="gateway",
+        redis_password_file=pem,
+    )
+    assert (settings.ca_bundle, settings.client_key, settings.redis_username) == (
+        pem,
+        pem,
+        "gateway",
+    )
+
+
+def test_the_memory_store_needs_no_redis_setting() -> None:
+    """The default keeps sessions in the process; Redis settings are checked only for redis."""
+    assert SessionStoreSettings().kind == "memory"
+    assert Settings(**PRODUCTION).session_store.kind == "memory"
