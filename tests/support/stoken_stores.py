@@ -4,6 +4,9 @@ The Redis store runs on `fakeredis` with its Lua scripts really run (lupa). fake
 keys by the wall clock it reads at each command; the tests give it their own clock, the one
 the store measures a taken session's time left with, so that an expiry is tested to the
 millisecond without waiting for it.
+
+A gateway started with `session_store.kind=redis` keeps its sessions on a fake server too
+(`sessions_on`): only the client it builds is replaced, its store is the real one.
 """
 
 from __future__ import annotations
@@ -20,14 +23,20 @@ import pytest
 import redis.utils
 from fakeredis.aioredis import FakeRedis
 
+from signing_gateway.issuance import redis_stokens
 from signing_gateway.issuance.redis_stokens import RedisStokenStore
 from signing_gateway.issuance.stoken import InMemoryStokenStore, StokenStore
 from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.settings import SessionStoreSettings
 
 C = TypeVar("C", bound=FakeRedis)
 StoreKind = Literal["memory", "redis"]
 STORE_KINDS: tuple[StoreKind, ...] = ("memory", "redis")
 KEY_PREFIX = "test:stoken:"
+#: A gateway's Redis session store, whose client `sessions_on` replaces: the URL is not used.
+REDIS_SESSIONS = SessionStoreSettings(
+    kind="redis", redis_url="redis://127.0.0.1:6379/0", timeout_seconds=0.5
+)
 
 
 class FakeClock:
@@ -45,6 +54,22 @@ def redis_on_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> Iterato
     """Make `clock` fakeredis's time of day: keys expire when the test moves it."""
     with monkeypatch.context() as patched:
         patched.setattr(fake_socket, "time", types.SimpleNamespace(time=clock))
+        yield
+
+
+@contextmanager
+def sessions_on(monkeypatch: pytest.MonkeyPatch, server: fakeredis.FakeServer) -> Iterator[None]:
+    """Gateways started in the block keep their Redis sessions on `server`, one client each."""
+    redis.utils.get_lib_version()  # read before any loop runs, as `Stores` says
+
+    def client(
+        settings: SessionStoreSettings, *, password: str | None, tls_context: object, driver: object
+    ) -> FakeRedis:
+        assert (settings.kind, password, tls_context) == ("redis", None, None)
+        return FakeRedis(server=server, driver_info=driver)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(redis_stokens, "redis_client", client)
         yield
 
 
