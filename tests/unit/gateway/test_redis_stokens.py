@@ -127,8 +127,8 @@ async def test_a_key_that_is_not_a_session_is_not_taken(
     assert await client.exists(store.key(token)) == 0
 
 
-class _Broken(FakeRedis):
-    """A client whose every command fails as a lost connection would, counting the commands."""
+class _Failing(FakeRedis):
+    """A client whose every command fails (`fail`), counting the commands."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -136,18 +136,23 @@ class _Broken(FakeRedis):
 
     async def execute_command(self, *_args: Any, **_options: Any) -> NoReturn:
         self.calls += 1
+        await self.fail()
+
+    async def fail(self) -> NoReturn:
+        raise NotImplementedError
+
+
+class _Broken(_Failing):
+    """Each command fails as a lost connection would."""
+
+    async def fail(self) -> NoReturn:
         raise RedisConnectionError("Connection reset by peer")
 
 
-class _Hanging(FakeRedis):
-    """A client whose every command waits for an answer that never comes."""
+class _Hanging(_Failing):
+    """Each command waits for an answer that never comes."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.calls = 0
-
-    async def execute_command(self, *_args: Any, **_options: Any) -> NoReturn:
-        self.calls += 1
+    async def fail(self) -> NoReturn:
         await asyncio.Event().wait()
         raise AssertionError("an answer that never comes came")
 
@@ -178,7 +183,7 @@ OPERATIONS = {
 async def test_a_failing_store_is_a_503_counted_and_logged_once(
     stores: Stores,
     caplog: pytest.LogCaptureFixture,
-    client: type[_Broken | _Hanging],
+    client: type[_Failing],
     operation: str,
 ):
     """Pin how an operation fails: SessionStoreUnavailable with its detail, counted, logged.

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from signing_gateway.security.settings import AuthSettings
-from signing_gateway.settings import SessionStoreSettings, Settings, SignerSettings
+from signing_gateway.settings import SessionStoreSettings, Settings
+from tests.unit.gateway.test_settings_refusals import PRODUCTION
 
 LOOPBACK = "redis://127.0.0.1:6379/0"
 REMOTE = "redis://sessions.internal:6379/0"
@@ -24,18 +24,6 @@ NO_QUERY = "redis_url takes no query or fragment: each option is a setting"
 TLS_ONLY = "ca_bundle, client_cert and client_key need a rediss:// redis_url"
 PAIRED = "client_cert and client_key go together"
 PLAIN_OFF_HOST = "redis:// to a non-loopback host needs allow_plain=true; use rediss://"
-
-#: Production settings that pass every check (the signers over https, tokens checked).
-PRODUCTION: dict[str, Any] = {
-    "environment": "production",
-    "eu_signer": SignerSettings(url="https://eu-signer.internal"),
-    "domestic_signer": SignerSettings(url="https://domestic-signer.internal"),
-    "auth": AuthSettings(
-        jwks_url="https://idp.internal/jwks",
-        audience="signing-gateway",
-        issuer="https://idp.internal/",
-    ),
-}
 
 
 @pytest.fixture
