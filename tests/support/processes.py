@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,14 @@ def run_python(code: str, *, timeout: float, **settings: str) -> subprocess.Comp
         timeout=timeout,
         check=False,
     )
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def read_log(log_file: IO[bytes]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,8 +18,10 @@ from dataclasses import dataclass
 from typing import IO
 
 import httpx
+import psutil
 
-from tests.support.processes import read_log, stop_process
+from tests.support.polling import until
+from tests.support.processes import free_port, read_log, stop_process
 from tests.support.terminal import AS_A_TERMINAL_RUNS_IT
 
 READY_TIMEOUT = 30.0
@@ -47,14 +48,6 @@ class GatewayProcess:
         code = stop_process(self.process, timeout)
         self.log_file.close()
         return code
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def gateway_env(eu_url: str, domestic_url: str, **extra: str) -> dict[str, str]:
@@ -155,3 +148,12 @@ def running_gateway_process(
         yield gateway
     finally:
         gateway.stop()
+
+
+async def serving_workers(gateway: GatewayProcess, count: int) -> list[psutil.Process]:
+    """The worker processes of `serve --workers count`, once each one serves."""
+    await until(lambda: gateway.log().count("Application startup complete.") >= count, 15)
+    children = psutil.Process(gateway.process.pid).children()
+    workers = [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+    assert len(workers) == count, children
+    return workers

@@ -20,6 +20,7 @@ from tests.contract.gateway.gateway_process import (
     GatewayProcess,
     gateway_env,
     running_gateway_process,
+    serving_workers,
 )
 from tests.support.fake_signer_process import FakeSignerProcess
 from tests.support.polling import until, until_answered
@@ -99,15 +100,6 @@ def _signer_in_flight(signer: FakeSignerProcess) -> int:
     return in_flight
 
 
-async def _serving_workers(gateway: GatewayProcess) -> list[psutil.Process]:
-    """The supervisor's worker processes, once each one serves."""
-    await until(lambda: gateway.log().count("Application startup complete.") >= WORKERS, 15)
-    children = psutil.Process(gateway.process.pid).children()
-    workers = [child for child in children if "spawn_main" in " ".join(child.cmdline())]
-    assert len(workers) == WORKERS, children
-    return workers
-
-
 async def _requests_at_the_signer(
     client: httpx.AsyncClient, signer: FakeSignerProcess, count: int
 ) -> list[asyncio.Task[httpx.Response]]:
@@ -142,7 +134,7 @@ async def test_sigterm_drains_every_worker_before_the_supervisor_exits(fakes):
     """
     eu, env = _drain_env(fakes, drain_timeout=10, latencyMs=1500)
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
-        workers = await _serving_workers(gateway)
+        workers = await serving_workers(gateway, WORKERS)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             in_flight = await _requests_at_the_signer(client, eu, 4)
             gateway.process.send_signal(signal.SIGTERM)
@@ -182,7 +174,7 @@ async def test_a_request_outliving_the_workers_drain_is_answered_503_in_time(fak
     """
     eu, env = _drain_env(fakes, drain_timeout=0.5, fault="hang", faultCount=-1)
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
-        workers = await _serving_workers(gateway)
+        workers = await serving_workers(gateway, WORKERS)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=5) as client:
             hung = await _requests_at_the_signer(client, eu, 2)
             gateway.process.send_signal(signal.SIGTERM)
@@ -200,7 +192,7 @@ async def test_a_sighup_restart_drains_each_worker_it_replaces(fakes):
     """
     eu, env = _drain_env(fakes, drain_timeout=10, latencyMs=1500)
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
-        old_workers = await _serving_workers(gateway)
+        old_workers = await serving_workers(gateway, WORKERS)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             in_flight = await _requests_at_the_signer(client, eu, 4)
             gateway.process.send_signal(signal.SIGHUP)
@@ -227,7 +219,7 @@ async def test_a_second_ctrl_c_cuts_the_workers_drain_short(fakes):
     """
     eu, env = _drain_env(fakes, drain_timeout=20, fault="hang", faultCount=-1)
     with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
-        workers = await _serving_workers(gateway)
+        workers = await serving_workers(gateway, WORKERS)
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = await _requests_at_the_signer(client, eu, 2)
             press_ctrl_c(gateway.process)
@@ -261,7 +253,7 @@ async def test_a_second_signal_to_the_supervisor_alone_cuts_the_workers_drain_sh
     """
     eu, env = _drain_env(fakes, drain_timeout=30, fault="hang", faultCount=-1)
     with running_gateway_process(env, "--workers", str(WORKERS)) as gateway:
-        workers = await _serving_workers(gateway)
+        workers = await serving_workers(gateway, WORKERS)
         try:
             async with httpx.AsyncClient(base_url=gateway.base_url, timeout=40) as client:
                 hung = await _requests_at_the_signer(client, eu, 1)
@@ -337,7 +329,7 @@ async def _workers_in_their_own_group(
     Every process stopped after the block.
     """
     with running_gateway_process(env, "--workers", str(WORKERS), as_a_terminal=True) as gateway:
-        workers = await _serving_workers(gateway)
+        workers = await serving_workers(gateway, WORKERS)
         try:
             yield gateway, workers
         finally:
