@@ -135,7 +135,7 @@ class RedisServer:
         assert self.process is None or self.process.poll() is not None, "already running"
         if self.log_file is not None:
             self.log_file.close()
-        self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by stop()
+        self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by close()
             prefix="redis-", suffix=".log", dir=self.directory
         )
         options = [
