@@ -8,8 +8,9 @@ runs it) in front of two real fake signers, drives it through what each alert is
 signer fault, a rejected request, a credential that does not verify, a call cancelled beside a
 failing one, a breaker opening and closing, a full bulkhead, the CPU queue timing out and
 overflowing, a refused caller, a refused request head, a caller gone, an audit file that takes
-nothing, a held event loop; and, on a second gateway in the idemix scheme, an app's proofs of U
-refused), and checks every series, label and value they name
+nothing, a held event loop; on a second gateway in the idemix scheme, an app's proofs of U
+refused; on a third, whose Redis session store does not answer, a session that cannot be
+stored), and checks every series, label and value they name
 against what /metrics then shows, every /readyz field against /readyz, and every log line
 against the records the gateway wrote (or, for a condition not driven here, its source).
 """
@@ -20,6 +21,7 @@ import asyncio
 import base64
 import logging
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -46,12 +48,13 @@ from signing_gateway.settings import (
     IdemixSettings,
     LoopLagSettings,
     ResilienceSettings,
+    SessionStoreSettings,
     SignerSettings,
     TrustSettings,
 )
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes
-from tests.contract.gateway.conftest import set_control
+from tests.contract.gateway.conftest import DEFAULT_CONTROL, set_control
 from tests.support.alert_rules import ROOT, alert_rules, guide_section, runbook_bullets
 from tests.support.fake_signer_process import FakeSignerProcess
 from tests.support.gateway import make_settings
@@ -434,6 +437,35 @@ async def _refuse_proofs_of_u(eu: FakeSignerProcess, idemix_signer: FakeSignerPr
         return Scrape((await client.get("/metrics")).text)
 
 
+async def _fail_the_session_store(eu: FakeSignerProcess, domestic: FakeSignerProcess) -> Scrape:
+    """A gateway keeping its sessions in a Redis that refuses connections: 503 on prepare-issue.
+
+    The gateway `_drive` serves keeps its sessions in memory, which never fails; this one's
+    scrape holds the failed `open` the session-store alert reads, and its log the WARNING
+    `session store failed`.
+    """
+    set_control(domestic, **DEFAULT_CONTROL)  # `_drive` left it failing
+    with socket.socket() as nothing_listens:
+        # Bound but not listening: a connection to its port is refused, and no other process
+        # can take the port meanwhile.
+        nothing_listens.bind(("127.0.0.1", 0))
+        redis_url = f"redis://127.0.0.1:{nothing_listens.getsockname()[1]}/0"
+        settings = make_settings(
+            eu_signer=SignerSettings(url=eu.base_url),
+            domestic_signer=SignerSettings(url=domestic.base_url),
+            trust=TrustSettings(fetch_from_signers=True),
+            session_store=SessionStoreSettings(kind="redis", redis_url=redis_url),
+        )
+        async with (
+            served_app(create_app(settings)) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+        ):
+            refused = await client.post("/v1/domestic/prepare-issue")
+            assert_problem(refused, 503, "session-store-unavailable")
+            assert refused.headers["Retry-After"] == "1"
+            return Scrape((await client.get("/metrics")).text)
+
+
 async def test_the_alerts_and_the_runbook_read_what_the_gateway_exposes(
     fakes: tuple[FakeSignerProcess, FakeSignerProcess],
     idemix_signer: FakeSignerProcess,
@@ -444,17 +476,18 @@ async def test_the_alerts_and_the_runbook_read_what_the_gateway_exposes(
     eu, domestic = fakes
     rules = alert_rules()
     expressions = [rule.expr for rule in rules] + runbook_queries()
-    assert len(rules) >= 17
+    assert len(rules) >= 18
     async with served_gateway(eu, domestic, tmp_path) as gateway:
         scrapes = await _drive(gateway, eu, domestic)
         readyz = (await gateway.client.get("/readyz")).json()
         await until(lambda: "event loop lag over threshold" in _events(records))
     refusals = await _refuse_proofs_of_u(eu, idemix_signer)
+    store_failures = await _fail_the_session_store(eu, domestic)
     problems = [
         problem
         for expression in expressions
         for selector in selectors_of(expression)
-        for problem in _check_selector(expression, selector, [*scrapes, refusals])
+        for problem in _check_selector(expression, selector, [*scrapes, refusals, store_failures])
     ]
     assert problems == []
     written = records.written()
