@@ -472,9 +472,12 @@ class SessionStoreSettings(BaseModel):
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             raise ValueError("redis_url must be redis://host:port/db or rediss://host:port/db")
         try:
-            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+            port = parts.port
         except ValueError:
-            raise ValueError("redis_url has a port that is not a number from 0 to 65535") from None
+            port = 0
+        # Port 0 is no port: the client would have connected to 6379 instead, unsaid.
+        if port == 0:
+            raise ValueError("redis_url has a port that is not a number from 1 to 65535")
         # A password in a URL reaches logs and process listings; the file keeps it out.
         if "@" in parts.netloc:
             raise ValueError(

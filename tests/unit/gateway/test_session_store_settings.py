@@ -18,7 +18,7 @@ URL_SHAPE = "redis_url must be redis://host:port/db or rediss://host:port/db"
 NO_USER_INFO = (
     "redis_url must not hold a user name or password: use redis_username and redis_password_file"
 )
-BAD_PORT = "redis_url has a port that is not a number from 0 to 65535"
+BAD_PORT = "redis_url has a port that is not a number from 1 to 65535"
 BAD_DATABASE = "redis_url's path must be a database number, e.g. /0"
 NO_QUERY = "redis_url takes no query or fragment: each option is a setting"
 TLS_ONLY = "ca_bundle, client_cert and client_key need a rediss:// redis_url"
@@ -53,6 +53,8 @@ def _refusal(**values: object) -> str:
         ("redis://:secret@127.0.0.1:6379/0", NO_USER_INFO),
         ("redis://127.0.0.1:65536/0", BAD_PORT),
         ("redis://127.0.0.1:redis/0", BAD_PORT),
+        # The client took port 0 as no port, and connected to 6379 unsaid.
+        ("redis://127.0.0.1:0/0", BAD_PORT),
         ("redis://127.0.0.1:6379/sessions", BAD_DATABASE),
         ("redis://127.0.0.1:6379/-1", BAD_DATABASE),
         ("redis://127.0.0.1:6379/0/1", BAD_DATABASE),
