@@ -71,6 +71,7 @@ def _refusal(**values: object) -> str:
         "password",
         "port-out-of-range",
         "port-not-a-number",
+        "port-zero",
         "database-not-a-number",
         "database-negative",
         "path-deeper",
