@@ -51,8 +51,11 @@ from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StoreOper
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.cpu_gate import io_wait
 from signing_gateway.runtime.system_trust import system_trust_context, verifying_context
+from signing_gateway.security.files import read_password_text
+from signing_gateway.security.tls_files import load_client_certificate
 from signing_gateway.settings import SessionStoreSettings
-from signing_gateway.start_up_checks import read_password_text
+from signing_gateway.start_up import StartUpError
+from signing_gateway.start_up_checks import session_store_file_problems
 
 T = TypeVar("T")
 
@@ -166,14 +169,19 @@ class RedisStokenStore:
         return token
 
     async def take(self, stoken: str, *, owner: str) -> IssuanceSession | NotOwner | None:
-        """Remove and return `owner`'s live session of `stoken` (see the module)."""
+        """Remove and return `owner`'s live session of `stoken` (see the module).
+
+        Its expiry is the time Redis had left for it counted from before the call: the wait
+        for the answer, and for the CPU permit after it, is never added to the session.
+        """
+        asked_at = self._clock()
         reply = await self._run("take", lambda: self._take(keys=[self.key(stoken)], args=[owner]))
         if reply is None:
             return None
         if reply[0] == 0:
             return NotOwner(_text(reply[1]))
         message, left_ms = reply[1], int(reply[2])
-        return IssuanceSession(orjson.loads(message), self._clock() + left_ms / 1000, owner)
+        return IssuanceSession(orjson.loads(message), asked_at + left_ms / 1000, owner)
 
     async def put_back(self, stoken: str, session: IssuanceSession) -> float:
         """Store `session` again for the time it has left; 0.0 (nothing stored) if none is.
@@ -228,8 +236,33 @@ def _tls_context(settings: SessionStoreSettings) -> ssl.SSLContext:
         return system_trust_context()
     context = verifying_context(None if settings.ca_bundle is None else str(settings.ca_bundle))
     if settings.client_cert is not None and settings.client_key is not None:
-        context.load_cert_chain(str(settings.client_cert), str(settings.client_key))
+        load_client_certificate(context, settings.client_cert, settings.client_key)
     return context
+
+
+class SessionStoreFilesError(StartUpError):
+    """Raised at start-up when the store's TLS or password file does not load; no start.
+
+    The check before serving names the same problems; this is for a file changed since, or an
+    app from `create_app()`, whose files are not checked first.
+    """
+
+
+def _files(settings: SessionStoreSettings) -> tuple[str | None, ssl.SSLContext | None]:
+    """The password and the TLS context of the store (blocking: reads files)."""
+    try:
+        password = (
+            None
+            if settings.redis_password_file is None
+            else read_password_text(settings.redis_password_file)
+        )
+        tls = _tls_context(settings) if settings.redis_parts()[0] == "rediss" else None
+    except (OSError, ValueError) as exc:  # ssl.SSLError, UnicodeDecodeError, an encrypted key
+        problems = session_store_file_problems(settings) or [
+            f"a session store file could not be loaded ({type(exc).__name__}); start again"
+        ]
+        raise SessionStoreFilesError("; ".join(problems)) from exc
+    return password, tls
 
 
 def redis_client(
@@ -242,7 +275,7 @@ def redis_client(
     """The Redis client `settings` describe: bounded pool, no retries, the given TLS context.
 
     `driver` is what each connection tells the server of its library (`CLIENT SETINFO`):
-    left to redis-py, every new connection read the library's version from its package files,
+    left to redis-py, the first connection read the library's version from its package files,
     on the event loop (blockbuster caught it). Build it once, off the loop.
     """
     scheme, host, port, database = settings.redis_parts()
@@ -276,17 +309,11 @@ async def open_redis_store(
     """The Redis store `settings` describe; its files are read in a thread.
 
     Nothing is connected yet: the first session, or the readiness probe, connects.
+
+    Raises:
+        SessionStoreFilesError: its TLS or password file does not load (named by setting).
     """
-    password = (
-        None
-        if settings.redis_password_file is None
-        else await asyncio.to_thread(read_password_text, settings.redis_password_file)
-    )
-    tls_context = (
-        await asyncio.to_thread(_tls_context, settings)
-        if settings.redis_parts()[0] == "rediss"
-        else None
-    )
+    password, tls_context = await asyncio.to_thread(_files, settings)
     driver = await asyncio.to_thread(DriverInfo)  # reads the library's version (files)
     return RedisStokenStore(
         redis_client(settings, password=password, tls_context=tls_context, driver=driver),

@@ -85,6 +85,32 @@ async def test_a_put_back_lives_the_time_it_had_left_not_a_new_ttl(stores: Store
     assert await stores.client().pttl(store.key(token)) == 10_000
 
 
+async def test_the_time_a_take_waits_for_its_answer_is_not_added_to_the_session(
+    stores: Stores,
+):
+    """Pin that a take's wait (Redis's answer, then the CPU permit) never lengthens a session.
+
+    The answer comes 2 s after the take was sent: the session still ends 60 s after it was
+    opened, and goes back for the 58 s left. Before, its time left was counted from when the
+    answer was in: it went back for 60 s, lengthened by each take's wait.
+    """
+    store = stores.redis(ttl_seconds=60)
+    token = await store.open({"issuerNonce": "n1"}, owner=OWNER)
+    script = store._take
+
+    async def answered_late(**given: Any) -> Any:
+        reply = await script(**given)
+        stores.clock.now += 2
+        return reply
+
+    store._take = answered_late  # type: ignore[assignment]
+    session = await store.take(token, owner=OWNER)
+    assert isinstance(session, IssuanceSession)
+    assert session.expires_at == pytest.approx(stores.clock.now - 2 + 60)
+    assert await store.put_back(token, session) == pytest.approx(58)
+    assert await stores.client().pttl(store.key(token)) == 58_000
+
+
 async def test_a_put_back_onto_a_live_key_leaves_it_as_it_is(stores: Stores):
     """A token live again (it never should be) keeps its value and expiry: nothing is written."""
     store = stores.redis(ttl_seconds=60)
