@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import multiprocessing
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -71,6 +72,7 @@ from signing_gateway.start_up_checks import checked_settings, tls_file_problems
 from signing_gateway.trust_loading import load_trust
 
 if TYPE_CHECKING:
+    from signing_gateway.issuance.redis_stokens import RedisStokenStore
     from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 
 API_DESCRIPTION = """\
@@ -186,6 +188,10 @@ async def _signer_clients(
     return eu, domestic
 
 
+#: The Redis session store's module, imported only where that store is configured.
+_REDIS_STOKENS = "signing_gateway.issuance.redis_stokens"
+
+
 async def _stoken_store(
     settings: Settings,
     metrics: GatewayMetrics,
@@ -204,10 +210,10 @@ async def _stoken_store(
         )
         stack.callback(memory.close)  # its sweep timer
         return memory
-    # Imported for this store only: the Redis client loads OpenTelemetry where it is installed.
-    from signing_gateway.issuance.redis_stokens import open_redis_store  # noqa: PLC0415
-
-    redis = await open_redis_store(
+    # Imported for this store only, and off the event loop: an import reads files, and the
+    # Redis client's loads OpenTelemetry where it is installed.
+    redis_stokens = await asyncio.to_thread(importlib.import_module, _REDIS_STOKENS)
+    redis: RedisStokenStore = await redis_stokens.open_redis_store(
         settings.session_store, ttl_seconds=domestic.stoken_ttl_seconds, metrics=metrics
     )
     stack.push_async_callback(redis.close)  # after the prober stops (pushed later)

@@ -11,15 +11,14 @@ for the JWKS and audit files.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from signing_gateway.observability.tracing_setup import (
     TracingUnavailableError,
     check_tracing_available,
 )
-from signing_gateway.security.files import JWKS_TLS, security_file_problems
+from signing_gateway.security.files import JWKS_TLS, read_password_text, security_file_problems
 from signing_gateway.security.tls_files import tls_problems
-from signing_gateway.settings import Settings
+from signing_gateway.settings import SessionStoreSettings, Settings
 from signing_gateway.settings_env import read_settings
 from signing_gateway.trust_files import trust_file_problems, unreadable_file
 
@@ -90,21 +89,20 @@ def tls_file_problems(settings: Settings) -> list[str]:
     auth = settings.auth
     if auth.mode != "disabled" and auth.jwks_file is None:  # the JWKS URL's client
         problems += tls_problems(JWKS_TLS, auth.jwks_ca_bundle, (None, None))
-    return problems + session_store_file_problems(settings)
+    return problems + session_store_file_problems(settings.session_store)
 
 
 #: The prefix of the session store's settings in the environment.
 SESSION_STORE = "SIGNING_GATEWAY_SESSION_STORE__"
 
 
-def session_store_file_problems(settings: Settings) -> list[str]:
+def session_store_file_problems(store: SessionStoreSettings) -> list[str]:
     """What stops a Redis session store's files from loading: its TLS files and password file.
 
     Only for `kind=redis`: files left set for a memory store are never opened. A password
     file that cannot be read, or is empty, would otherwise fail the lifespan (exit 3), or
     send an empty AUTH that every request then pays for in 503s.
     """
-    store = settings.session_store
     if store.kind != "redis":
         return []
     problems = tls_problems(SESSION_STORE, store.ca_bundle, (store.client_cert, store.client_key))
@@ -121,11 +119,6 @@ def session_store_file_problems(settings: Settings) -> list[str]:
         if problem is not None:
             problems.append(f"{SESSION_STORE}REDIS_PASSWORD_FILE: {problem}")
     return problems
-
-
-def read_password_text(path: Path) -> str:
-    """The password a file holds, without the line end an editor or a Secret adds (blocking)."""
-    return path.read_text(encoding="utf-8").rstrip("\r\n")
 
 
 def tracing_problems(settings: Settings) -> list[str]:

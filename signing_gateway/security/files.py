@@ -93,3 +93,8 @@ def unwritable(path: Path) -> str | None:
     if not os.access(path.parent, os.W_OK | os.X_OK):
         return "its directory is not writable by this process"
     return None
+
+
+def read_password_text(path: Path) -> str:
+    """The password a file holds, without the line end an editor or a Secret adds (blocking)."""
+    return path.read_text(encoding="utf-8").rstrip("\r\n")

@@ -57,6 +57,18 @@ def _client_cert_problem(
     return None
 
 
+def load_client_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """Load a client certificate and its key into `context`, never asking for a password.
+
+    OpenSSL prompts on the terminal for an encrypted key when no callback is given: a
+    start-up would wait there. Raises ValueError for an encrypted key, OSError otherwise.
+    """
+    try:
+        context.load_cert_chain(cert, key, password=_no_password)
+    except _EncryptedKeyError:
+        raise ValueError("the client key is encrypted") from None
+
+
 def _tls_reason(exc: OSError, malformed: str) -> str:
     """`malformed` for what the SSL module refused, else the OS's word for it."""
     if isinstance(exc, ssl.SSLError):

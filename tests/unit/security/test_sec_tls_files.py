@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from signing_gateway.issuance.redis_stokens import SessionStoreFilesError, open_redis_store
+from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.security.tls_files import tls_problems
 from signing_gateway.settings import SessionStoreSettings, Settings
@@ -152,3 +154,31 @@ def test_a_memory_store_opens_none_of_the_redis_files(files: dict[str, Path]) ->
         session_store=SessionStoreSettings(redis_password_file=files["missing"]),
     )
     assert tls_file_problems(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "line"),
+    [
+        (
+            {"client_cert": "client.pem", "client_key": "encrypted.key"},
+            "CLIENT_KEY: is encrypted; give the key without a password",
+        ),
+        ({"ca_bundle": "junk.txt"}, "CA_BUNDLE: holds no PEM CA certificate"),
+        ({"redis_password_file": "missing"}, "REDIS_PASSWORD_FILE: no such file"),
+    ],
+    ids=["encrypted-key", "junk-ca", "password-gone"],
+)
+async def test_a_store_file_that_does_not_load_when_opened_is_a_named_start_up_error(
+    files: dict[str, Path], given: dict[str, str], line: str
+) -> None:
+    """Pin the one-line start-up error of a store file that fails when the app opens the store.
+
+    A file changed since the check, or an app from `create_app()`, which checks none first.
+    Before, an encrypted key had OpenSSL ask for its password on the terminal, and the others
+    ended the lifespan in a traceback.
+    """
+    paths = {name: files[value] for name, value in given.items()}
+    settings = SessionStoreSettings(kind="redis", redis_url="rediss://127.0.0.1:6380/0", **paths)  # type: ignore[arg-type]
+    with pytest.raises(SessionStoreFilesError) as refused:
+        await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+    assert str(refused.value) == STORE + line
