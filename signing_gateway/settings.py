@@ -6,6 +6,7 @@ build `Settings(...)` with keyword arguments instead of patching the environment
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -363,6 +364,11 @@ class DomesticPolicySettings(BaseModel):
         )
 
 
+#: The largest database number Redis can be configured with (`databases` is an int).
+MAX_REDIS_DATABASE = 2**31 - 2
+#: A bracketed host (an IPv6 address) and nothing after it but a port.
+_BRACKETED_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\](?::[0-9]*)?")
+
 #: The key prefix of issuance sessions in a shared store: one Redis can serve several gateways
 #: (or environments) if each has its own.
 DEFAULT_SESSION_KEY_PREFIX = "signing-gateway:stoken:"
@@ -445,9 +451,31 @@ class SessionStoreSettings(BaseModel):
         scheme, host, _, _ = self.redis_parts()
         return scheme == "redis" and not is_loopback_host(host)
 
+    def unauthenticated_off_host(self) -> bool:
+        """Whether a Redis on another host would take the gateway's sessions unauthenticated.
+
+        Whoever can write the keys can delete sessions or plant one for an owner of their
+        choosing: production proves who it is, by AUTH or by a client certificate.
+        """
+        if self.kind != "redis" or self.redis_url is None:
+            return False
+        _, host, _, _ = self.redis_parts()
+        return (
+            not is_loopback_host(host)
+            and self.redis_password_file is None
+            and self.client_cert is None
+        )
+
     @model_validator(mode="after")
     def _usable_redis(self) -> SessionStoreSettings:
         if self.kind == "memory":
+            # A Redis configured and the kind forgotten would leave every session in the
+            # memory of one replica, unsaid: refused rather than ignored.
+            if self.redis_url is not None:
+                raise ValueError(
+                    "redis_url is set but kind is memory: set kind=redis to keep the sessions "
+                    "there (or leave redis_url out)"
+                )
             return self
         if self.redis_url is None:
             raise ValueError("kind=redis needs redis_url (redis://host:port/db or rediss://)")
@@ -468,7 +496,15 @@ class SessionStoreSettings(BaseModel):
 
     @staticmethod
     def _check_url(url: str) -> None:
+        # urlsplit drops tabs and line ends (`loc\talhost` is localhost) and reads
+        # `[::1].evil.test` as the host ::1: what it connects to would not be what was written.
+        if any(char.isspace() or not char.isprintable() for char in url):
+            raise ValueError("redis_url must not hold white space or control characters")
         parts = urlsplit(url)
+        if ("[" in parts.netloc or "]" in parts.netloc) and not _BRACKETED_HOST.fullmatch(
+            parts.netloc
+        ):
+            raise ValueError("redis_url's host in brackets must be an IPv6 address, e.g. [::1]")
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             raise ValueError("redis_url must be redis://host:port/db or rediss://host:port/db")
         try:
@@ -487,6 +523,8 @@ class SessionStoreSettings(BaseModel):
         database = parts.path.strip("/")
         if (database and not (database.isascii() and database.isdigit())) or "/" in database:
             raise ValueError("redis_url's path must be a database number, e.g. /0")
+        if database and int(database) > MAX_REDIS_DATABASE:
+            raise ValueError(f"redis_url's database number must be at most {MAX_REDIS_DATABASE}")
         if parts.query or parts.fragment:
             raise ValueError("redis_url takes no query or fragment: each option is a setting")
 
@@ -740,6 +778,12 @@ class Settings(BaseSettings):
                 problems.append(
                     "production keeps issuance sessions only over TLS: "
                     "session_store.redis_url is redis:// to another host (use rediss://)"
+                )
+            if self.session_store.unauthenticated_off_host():
+                problems.append(
+                    "production authenticates to its session store: set "
+                    "session_store.redis_password_file (AUTH) or client_cert and client_key "
+                    "(mutual TLS)"
                 )
             if plain:
                 problems.append(

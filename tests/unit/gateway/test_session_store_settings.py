@@ -13,6 +13,8 @@ from tests.unit.gateway.test_settings_refusals import PRODUCTION
 
 LOOPBACK = "redis://127.0.0.1:6379/0"
 REMOTE = "redis://sessions.internal:6379/0"
+#: A password file's path (settings do not open it; the start-up check does).
+SECRET = Path("/run/secrets/redis-password")
 TLS = "rediss://sessions.internal:6380/2"
 URL_SHAPE = "redis_url must be redis://host:port/db or rediss://host:port/db"
 NO_USER_INFO = (
@@ -122,7 +124,9 @@ def test_plain_redis_to_another_host_needs_allow_plain(host: str) -> None:
 
 def test_production_refuses_plain_redis_off_host_even_when_allowed() -> None:
     """allow_plain does not hold in production: the store must be reached over rediss://."""
-    plain = SessionStoreSettings(kind="redis", redis_url=REMOTE, allow_plain=True)
+    plain = SessionStoreSettings(
+        kind="redis", redis_url=REMOTE, allow_plain=True, redis_password_file=SECRET
+    )
     with pytest.raises(ValidationError) as refused:
         Settings(**PRODUCTION, session_store=plain)
     assert [(e["loc"], e["msg"]) for e in refused.value.errors()] == [
@@ -179,3 +183,87 @@ def test_the_memory_store_needs_no_redis_setting() -> None:
     """The default keeps sessions in the process; Redis settings are checked only for redis."""
     assert SessionStoreSettings().kind == "memory"
     assert Settings(**PRODUCTION).session_store.kind == "memory"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://loc\talhost:6379/0", "redis_url must not hold white space or control characters"),
+        ("redis://localhost:6379/0\n", "redis_url must not hold white space or control characters"),
+        (
+            "redis://[::1].evil.test:6379/0",
+            "redis_url's host in brackets must be an IPv6 address, e.g. [::1]",
+        ),
+        (
+            "redis://[::1]x:6379/0",
+            "redis_url's host in brackets must be an IPv6 address, e.g. [::1]",
+        ),
+        (
+            "redis://127.0.0.1:6379/2147483647",
+            "redis_url's database number must be at most 2147483646",
+        ),
+    ],
+    ids=[
+        "tab-in-host",
+        "line-end",
+        "bracketed-then-name",
+        "bracketed-then-text",
+        "database-too-large",
+    ],
+)
+def test_a_redis_url_read_other_than_written_is_refused(url: str, problem: str) -> None:
+    """Pin that the host connected to is the one written.
+
+    Before, urlsplit dropped the tab (`localhost`) and read `[::1].evil.test` as ::1, which
+    then counted as loopback, so plain redis:// passed; a database number no server can have
+    was taken, and every operation then failed 503.
+    """
+    assert _refusal(redis_url=url) == problem
+
+
+def test_the_ipv6_loopback_in_brackets_is_taken() -> None:
+    """[::1], with or without a port, is the loopback it reads as."""
+    for url in ("redis://[::1]:6379/0", "redis://[::1]/0"):
+        assert not SessionStoreSettings(kind="redis", redis_url=url).plain_off_host()
+
+
+def test_a_redis_url_with_the_memory_store_is_refused() -> None:
+    """Pin that a Redis configured with the kind forgotten is not silently ignored.
+
+    Before, the sessions stayed in each replica's memory, and issues reaching another replica
+    were refused 401 with nothing to say why.
+    """
+    with pytest.raises(ValidationError) as refused:
+        SessionStoreSettings(redis_url=LOOPBACK)
+    [error] = refused.value.errors()
+    assert str(error["msg"]).removeprefix("Value error, ") == (
+        "redis_url is set but kind is memory: set kind=redis to keep the sessions there "
+        "(or leave redis_url out)"
+    )
+
+
+def test_production_authenticates_to_a_redis_on_another_host() -> None:
+    """Pin that production gives another host's Redis a password or a client certificate.
+
+    Whoever can write the keys can delete sessions or plant one for an owner of their
+    choosing. Before, production took a Redis without AUTH.
+    """
+    remote_tls = "rediss://sessions.internal:6380/0"
+    anonymous = SessionStoreSettings(kind="redis", redis_url=remote_tls)
+    with pytest.raises(ValidationError) as refused:
+        Settings(**PRODUCTION, session_store=anonymous)
+    assert [e["msg"] for e in refused.value.errors()] == [
+        (
+            "Value error, production authenticates to its session store: set "
+            "session_store.redis_password_file (AUTH) or client_cert and client_key (mutual TLS)"
+        )
+    ]
+    for proven in (
+        {"redis_password_file": SECRET},
+        {"client_cert": SECRET, "client_key": SECRET},
+    ):
+        store = SessionStoreSettings(kind="redis", redis_url=remote_tls, **proven)  # type: ignore[arg-type]
+        assert Settings(**PRODUCTION, session_store=store).session_store is store
+    loopback = SessionStoreSettings(kind="redis", redis_url=LOOPBACK)
+    assert Settings(**PRODUCTION, session_store=loopback)
+    assert Settings(**{**PRODUCTION, "environment": "dev"}, session_store=anonymous)
