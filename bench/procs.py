@@ -22,6 +22,7 @@ import psutil
 from bench.auth import BenchAuth
 from signing_gateway.cli import served_loop
 from signing_gateway.runtime.fd_limit import SPARE
+from tests.support.redis_server import running_redis_server
 
 LOOPBACK = "127.0.0.1"
 #: How the reports show the run's temporary directory (request body, JWKS, signer keys).
@@ -346,36 +347,17 @@ def gateway(
 def redis_server(logs: Path) -> Iterator[str]:
     """A throwaway `redis-server` on a free loopback port, no persistence: its URL.
 
-    On the load side's CPUs when pinned (children inherit the driver's affinity), as the fake
-    signer is: in production the store runs beside the gateway, not in its container.
+    The tests' server (`tests/support/redis_server.py`). On the load side's CPUs when pinned
+    (children inherit the driver's affinity), as the fake signer is: in production the store
+    runs beside the gateway, not in its container. `logs` is where its log is copied.
     """
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
-    port = free_port()
-    log = (logs / "redis-server.log").open("wb")
-    popen = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection((LOOPBACK, port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                if popen.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"redis-server did not start (see {log.name})") from None
-                time.sleep(0.05)
-        yield f"redis://{LOOPBACK}:{port}/0"
-    finally:
-        popen.terminate()
-        popen.wait(timeout=10)
-        log.close()
+    with running_redis_server() as server:
+        try:
+            yield server.url
+        finally:
+            (logs / "redis-server.log").write_text(server.log())
 
 
 @contextlib.contextmanager

@@ -126,8 +126,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     ),
     "session-store-unavailable": ProblemType(
         (503,),
-        "the shared store of issuance sessions (Redis) did not open or take the session in "
-        "time; nothing was signed (`Retry-After`)",
+        "the shared store of issuance sessions (Redis) did not open or take the session: it "
+        "failed, refused or did not answer in time; nothing was signed (`Retry-After`)",
     ),
     "signer-timeout": ProblemType((504,), "a signer did not answer in time (`part`)"),
     "deadline-exceeded": ProblemType(

@@ -1,8 +1,8 @@
 """Single-use issuance session tokens ("stoken") with a time to live, bound to their caller.
 
-The store is an interface so that several replicas can later share one (e.g. Redis with a
-script that takes a session only for its owner, SET NX with the remaining TTL to put back);
-`InMemoryStokenStore` serves one process.
+The store is an interface: `InMemoryStokenStore` serves one process, and
+`issuance/redis_stokens.py`'s `RedisStokenStore` every replica and worker sharing one Redis
+(`session_store.kind`).
 
 A session is taken before its `/issue` call, so two requests with one stoken can never both
 reach the signer. It is put back only when that call certainly never reached the signer
@@ -65,14 +65,10 @@ class StokenStore(Protocol):
 
         None if it is unknown, expired or used. A live session another caller opened is not
         removed: `NotOwner`, and its owner can still take it. A shared store keeps the owner
-        in the stored value, beside the expiry, and must compare it in the same atomic step
-        that removes the session, never as a GETDEL followed by a check (which would consume
-        another caller's session) nor as a GET, a check and a DEL (two requests of its owner
-        could then both take it). With Redis, one Lua script, which Redis runs atomically:
-        ``GET`` the key and return nil when there is none; when the owner stored in the value
-        is not ``ARGV[1]`` (the caller's subject), return a "not the owner" reply holding that
-        owner and leave the key alone; else ``DEL`` the key and return the value. A
-        ``WATCH``/``MULTI`` transaction retried on conflict does the same.
+        with the session and compares it in the same atomic step that removes the session,
+        never as a GETDEL followed by a check (which would consume another caller's session)
+        nor as a GET, a check and a DEL (two requests of its owner could then both take it):
+        the Redis store's is one Lua script, which Redis runs atomically.
         """
         ...
 
@@ -83,9 +79,9 @@ class StokenStore(Protocol):
         unspent. It goes back with its owner (the value holds it), so only its owner can take
         it again. A session already expired stays gone (0.0: the caller must start again),
         and a token that is live again (it never should be) is left as it is. A shared store
-        keeps the expiry in the value and writes ``SET stoken value NX PX <ms left>``
-        (skipped, False, when none is left): NX keeps the put-back from overwriting, and the
-        remaining TTL keeps it from extending the session. It runs while the request is being
+        writes the session back only where no key is, with the time it has left by
+        `expires_at` (the Redis store: one script, `EXISTS`, then `HSET` and `PEXPIRE`), so
+        that a put-back neither overwrites nor lengthens. It runs while the request is being
         cancelled, so it should be short and bounded.
 
         Returns:

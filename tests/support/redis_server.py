@@ -13,9 +13,10 @@ gateway uses). A test can take it away mid-test, as an outage does::
 With `tls` it listens for TLS only (`rediss://`), with certificates of `tls_files`.
 
 Without `redis-server` on PATH the test is skipped, unless `TEST_REQUIRE_REDIS=1` is set (as
-CI does): then it fails, so a missing server cannot pass CI unnoticed. The variable is not a
-`SIGNING_GATEWAY_*` one: every gateway a test starts inherits the environment, and refuses
-a variable under its prefix that is no setting.
+CI does once it has installed one): then it fails, so a server CI installed cannot go missing
+unnoticed. Where CI could not install one, `.ci/run` says so and these tests are skipped.
+The variable is not a `SIGNING_GATEWAY_*` one: every gateway a test starts inherits the
+environment, and refuses a variable under its prefix that is no setting.
 """
 
 from __future__ import annotations
