@@ -262,6 +262,9 @@ def _files(settings: SessionStoreSettings) -> tuple[str | None, ssl.SSLContext |
             f"a session store file could not be loaded ({type(exc).__name__}); start again"
         ]
         raise SessionStoreFilesError("; ".join(problems)) from exc
+    # Emptied since the check (or never checked): the client would then send no AUTH at all.
+    if password == "":
+        raise SessionStoreFilesError("; ".join(session_store_file_problems(settings)))
     return password, tls
 
 

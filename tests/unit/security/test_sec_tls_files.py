@@ -28,6 +28,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "other.key": other.key_pem(),
         "encrypted.key": client.key_pem(password=b"secret"),
         "junk.txt": b"not PEM",
+        "empty": b"\n",
     }
     for name, content in contents.items():
         (tmp_path / name).write_bytes(content)
@@ -165,8 +166,9 @@ def test_a_memory_store_opens_none_of_the_redis_files(files: dict[str, Path]) ->
         ),
         ({"ca_bundle": "junk.txt"}, "CA_BUNDLE: holds no PEM CA certificate"),
         ({"redis_password_file": "missing"}, "REDIS_PASSWORD_FILE: no such file"),
+        ({"redis_password_file": "empty"}, "REDIS_PASSWORD_FILE: is empty"),
     ],
-    ids=["encrypted-key", "junk-ca", "password-gone"],
+    ids=["encrypted-key", "junk-ca", "password-gone", "password-emptied"],
 )
 async def test_a_store_file_that_does_not_load_when_opened_is_a_named_start_up_error(
     files: dict[str, Path], given: dict[str, str], line: str
