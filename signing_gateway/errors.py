@@ -6,7 +6,7 @@ Every expected failure is a `GatewayError` with a real status; a 500 means a bug
     ├── RequestInvalid               422  the request breaks a validation rule
     │   └── CommitmentProofFailed    422  the app's proofs of its commitments do not verify
     ├── StokenInvalid                401  issuance session unknown, expired, used or another's
-    ├── SessionStoreUnavailable      503  the shared session store did not answer (Retry-After)
+    ├── SessionStoreUnavailable      503  the shared session store failed or was slow (Retry-After)
     ├── SignerProblem                     a downstream signer failed (names the part)
     │   ├── SignerUnavailable        503  connect refused, throttled, breaker open (Retry-After)
     │   ├── SignerTimedOut           504  the signer did not answer in time

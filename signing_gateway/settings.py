@@ -367,7 +367,7 @@ class DomesticPolicySettings(BaseModel):
 #: The largest database number Redis can be configured with (`databases` is an int).
 MAX_REDIS_DATABASE = 2**31 - 2
 #: A bracketed host (an IPv6 address) and nothing after it but a port.
-_BRACKETED_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\](?::[0-9]*)?")
+_BRACKETED_HOST = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[0-9A-Za-z._~-]+)?\](?::[0-9]*)?")
 
 #: The key prefix of issuance sessions in a shared store: one Redis can serve several gateways
 #: (or environments) if each has its own.
@@ -442,7 +442,9 @@ class SessionStoreSettings(BaseModel):
         assert self.redis_url is not None  # noqa: S101 - checked by the validator
         parts = urlsplit(self.redis_url)
         database = parts.path.strip("/") or "0"
-        return parts.scheme, parts.hostname or "", parts.port or 6379, int(database)
+        # An IPv6 zone is written %25 in a URL (RFC 6874); the socket takes it as %.
+        host = (parts.hostname or "").replace("%25", "%")
+        return parts.scheme, host, parts.port or 6379, int(database)
 
     def plain_off_host(self) -> bool:
         """Whether sessions would travel to Redis unencrypted (redis://, not loopback)."""
@@ -501,6 +503,12 @@ class SessionStoreSettings(BaseModel):
         if any(char.isspace() or not char.isprintable() for char in url):
             raise ValueError("redis_url must not hold white space or control characters")
         parts = urlsplit(url)
+        # A password in a URL reaches logs and process listings; the file keeps it out.
+        if "@" in parts.netloc:
+            raise ValueError(
+                "redis_url must not hold a user name or password: use redis_username and "
+                "redis_password_file"
+            )
         if ("[" in parts.netloc or "]" in parts.netloc) and not _BRACKETED_HOST.fullmatch(
             parts.netloc
         ):
@@ -514,12 +522,6 @@ class SessionStoreSettings(BaseModel):
         # Port 0 is no port: the client would have connected to 6379 instead, unsaid.
         if port == 0:
             raise ValueError("redis_url has a port that is not a number from 1 to 65535")
-        # A password in a URL reaches logs and process listings; the file keeps it out.
-        if "@" in parts.netloc:
-            raise ValueError(
-                "redis_url must not hold a user name or password: use redis_username and "
-                "redis_password_file"
-            )
         database = parts.path.strip("/")
         if (database and not (database.isascii() and database.isdigit())) or "/" in database:
             raise ValueError("redis_url's path must be a database number, e.g. /0")

@@ -267,3 +267,16 @@ def test_production_authenticates_to_a_redis_on_another_host() -> None:
     loopback = SessionStoreSettings(kind="redis", redis_url=LOOPBACK)
     assert Settings(**PRODUCTION, session_store=loopback)
     assert Settings(**{**PRODUCTION, "environment": "dev"}, session_store=anonymous)
+
+
+def test_a_user_name_beside_a_bracketed_host_is_refused_as_a_user_name() -> None:
+    """The password rule speaks first: the URL's host is not what is wrong with it."""
+    assert _refusal(redis_url="redis://gateway@[::1]:6379/0") == NO_USER_INFO
+
+
+def test_an_ipv6_address_with_its_zone_is_taken_and_connected_to_as_the_socket_writes_it() -> None:
+    """`[fe80::1%25eth0]` is an IPv6 address (its zone escaped, RFC 6874): taken, unescaped."""
+    store = SessionStoreSettings(
+        kind="redis", redis_url="redis://[fe80::1%25eth0]:6379/0", allow_plain=True
+    )
+    assert store.redis_parts() == ("redis", "fe80::1%eth0", 6379, 0)
