@@ -22,7 +22,6 @@ import psutil
 from bench.auth import BenchAuth
 from signing_gateway.cli import served_loop
 from signing_gateway.runtime.fd_limit import SPARE
-from tests.support.redis_server import running_redis_server
 
 LOOPBACK = "127.0.0.1"
 #: How the reports show the run's temporary directory (request body, JWKS, signer keys).
@@ -353,11 +352,18 @@ def redis_server(logs: Path) -> Iterator[str]:
     """
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
-    with running_redis_server() as server:
-        try:
-            yield server.url
-        finally:
-            (logs / "redis-server.log").write_text(server.log())
+    # Only here: the tests' support imports pytest, which no other bench needs.
+    from tests.support.redis_server import RedisStartError, running_redis_server  # noqa: PLC0415
+
+    try:
+        with running_redis_server() as server:
+            try:
+                yield server.url
+            finally:
+                server.stop()
+                (logs / "redis-server.log").write_text(server.log())
+    except RedisStartError as exc:
+        raise SystemExit(f"redis-server did not start: {exc}") from None
 
 
 @contextlib.contextmanager
