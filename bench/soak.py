@@ -39,7 +39,7 @@ import psutil
 
 from bench import auth as bench_auth
 from bench import report
-from bench.procs import Proc, free_port, start, stop_children_on_sigterm
+from bench.procs import Proc, free_port, redis_server, start, stop_children_on_sigterm
 from signing_gateway.api import examples
 from signing_gateway.security.settings import ALL_SCOPES, LimitsSettings
 
@@ -390,6 +390,9 @@ async def _drive(
             final_metrics, 'gateway_signer_breaker_transitions_total{signer="domestic",to="open"}'
         ),
         "shed": _metric_sum(final_metrics, "gateway_signer_shed_total{"),
+        "session_store_failures": _metric_sum(
+            final_metrics, "gateway_session_store_failures_total{"
+        ),
         "retries": _metric_sum(final_metrics, "gateway_signer_retries_total{"),
         "retry_budget_exhausted": _metric_sum(
             final_metrics, "gateway_signer_retry_budget_exhausted_total{"
@@ -514,6 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-share", type=float, default=0.10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-docs", action="store_true", help="do not update benchmarks.md")
+    parser.add_argument(
+        "--session-store",
+        choices=("memory", "redis"),
+        default="memory",
+        help="where issuance sessions live (redis: a throwaway redis-server on loopback)",
+    )
     args = parser.parse_args(argv)
     stop_children_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
@@ -522,17 +531,23 @@ def main(argv: list[str] | None = None) -> int:
         auth = bench_auth.make(
             logs, scopes=ALL_SCOPES, valid_seconds=int(args.duration) + bench_auth.RUN_VALID_SECONDS
         )
-        with (
-            _fake(logs, "eu", logs) as eu,
-            _fake(logs, "domestic", logs) as domestic,
-        ):
+        with contextlib.ExitStack() as stack:
+            eu = stack.enter_context(_fake(logs, "eu", logs))
+            domestic = stack.enter_context(_fake(logs, "domestic", logs))
+            env = _gateway_env(eu.url, domestic.url, auth)
+            if args.session_store == "redis":
+                env |= {
+                    "SIGNING_GATEWAY_SESSION_STORE__KIND": "redis",
+                    "SIGNING_GATEWAY_SESSION_STORE__REDIS_URL": stack.enter_context(
+                        redis_server(logs)
+                    ),
+                }
             gateway_port = free_port()
             gateway = start(
                 "gateway",
                 [sys.executable, "-m", "signing_gateway", "serve", "--host", LOOPBACK,
                  "--port", str(gateway_port)],
-                port=gateway_port, ready_path="/readyz", logs=logs,
-                env=_gateway_env(eu.url, domestic.url, auth),
+                port=gateway_port, ready_path="/readyz", logs=logs, env=env,
             )  # fmt: skip
             try:
                 fakes = {"eu": eu.url, "domestic": domestic.url}
@@ -540,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 gateway.stop()
             result["gateway_exit_code"] = gateway.popen.returncode
+            result["session_store"] = args.session_store
     print(json.dumps(result, indent=2))
     if not args.no_docs:
         _write_docs(_markdown(result))
