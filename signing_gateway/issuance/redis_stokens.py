@@ -12,7 +12,8 @@ guarantees as `InMemoryStokenStore` (see `issuance/stoken.py`):
   leaves the session alone: it is neither handed out nor used up.
 - **A put-back never lengthens a session.** `take` reads the session's time left from Redis
   (its own clock, not a pod's); `put_back` writes the session again only if no key is there,
-  with the time that was left, minus what has passed since on this process's clock.
+  with the time that was left, less what has passed on this process's clock since the take
+  was sent.
 
 The key is the prefix and a SHA-256 of the stoken, not the stoken: whoever reads the server
 (a `MONITOR`, a dump, a replica) learns no token that could be presented.
