@@ -44,9 +44,8 @@ def _client_cert_problem(
     """The line saying why the client certificate and its key do not load into `context`."""
     cert, key = client
     try:
-        # No key takes a password (no setting gives one), and OpenSSL would prompt for it.
-        context.load_cert_chain(cert, key, password=_no_password)
-    except _EncryptedKeyError:
+        load_client_certificate(context, cert, key)
+    except EncryptedKeyError:
         return f"{prefix}CLIENT_KEY: is encrypted; give the key without a password"
     except OSError as exc:
         if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
@@ -60,13 +59,11 @@ def _client_cert_problem(
 def load_client_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
     """Load a client certificate and its key into `context`, never asking for a password.
 
-    OpenSSL prompts on the terminal for an encrypted key when no callback is given: a
-    start-up would wait there. Raises ValueError for an encrypted key, OSError otherwise.
+    No key takes a password (no setting gives one), and OpenSSL prompts on the terminal for
+    an encrypted key when no callback is given: a start-up would wait there. Raises
+    `EncryptedKeyError` (a ValueError) for an encrypted key, OSError otherwise.
     """
-    try:
-        context.load_cert_chain(cert, key, password=_no_password)
-    except _EncryptedKeyError:
-        raise ValueError("the client key is encrypted") from None
+    context.load_cert_chain(cert, key, password=_no_password)
 
 
 def _tls_reason(exc: OSError, malformed: str) -> str:
@@ -76,12 +73,12 @@ def _tls_reason(exc: OSError, malformed: str) -> str:
     return (exc.strerror or type(exc).__name__).lower()
 
 
-class _EncryptedKeyError(Exception):
+class EncryptedKeyError(ValueError):
     """The client key asked for a password."""
 
 
 def _no_password() -> bytes:
-    raise _EncryptedKeyError
+    raise EncryptedKeyError
 
 
 def _holds_a_certificate(path: Path) -> bool:
