@@ -146,14 +146,7 @@ def measure(
             signer = stack.enter_context(
                 procs.fake_signer(logs, latency_ms=0, keys_dir=work / "keys")
             )
-            store_env = {}
-            if session_store == "redis":
-                store_env = {
-                    "SIGNING_GATEWAY_SESSION_STORE__KIND": "redis",
-                    "SIGNING_GATEWAY_SESSION_STORE__REDIS_URL": stack.enter_context(
-                        procs.redis_server(logs)
-                    ),
-                }
+            store_env = stack.enter_context(procs.session_store_env(logs, session_store))
             gateway = stack.enter_context(
                 procs.gateway(logs, signer.url, auth=auth, max_in_flight=256, extra_env=store_env)
             )
@@ -306,12 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated routes (default: all)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
     parser.add_argument("--no-docs", action="store_true", help="do not update benchmarks.md")
-    parser.add_argument(
-        "--session-store",
-        choices=("memory", "redis"),
-        default="memory",
-        help="where issuance sessions live (redis: a throwaway redis-server on loopback)",
-    )
+    procs.add_session_store_option(parser)
     parser.add_argument(
         "--prepare",
         type=Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import resource
@@ -364,6 +365,37 @@ def redis_server(logs: Path) -> Iterator[str]:
                 (logs / "redis-server.log").write_text(server.log())
     except RedisStartError as exc:
         raise SystemExit(f"redis-server did not start: {exc}") from None
+
+
+#: Where a bench's gateway keeps its issuance sessions (`--session-store`).
+SESSION_STORES = ("memory", "redis")
+
+
+def add_session_store_option(parser: argparse.ArgumentParser) -> None:
+    """A bench's `--session-store` option (`session_store_env` reads it)."""
+    parser.add_argument(
+        "--session-store",
+        choices=SESSION_STORES,
+        default="memory",
+        help="where issuance sessions live (redis: a throwaway redis-server on loopback)",
+    )
+
+
+@contextlib.contextmanager
+def session_store_env(logs: Path, kind: str) -> Iterator[dict[str, str]]:
+    """The gateway's settings for the session store `kind`, with its server while in the block.
+
+    Nothing for the memory store (the default); for `redis`, a throwaway server
+    (`redis_server`).
+    """
+    if kind == "memory":
+        yield {}
+        return
+    with redis_server(logs) as url:
+        yield {
+            "SIGNING_GATEWAY_SESSION_STORE__KIND": "redis",
+            "SIGNING_GATEWAY_SESSION_STORE__REDIS_URL": url,
+        }
 
 
 @contextlib.contextmanager

@@ -39,7 +39,14 @@ import psutil
 
 from bench import auth as bench_auth
 from bench import report
-from bench.procs import Proc, free_port, redis_server, start, stop_children_on_sigterm
+from bench.procs import (
+    Proc,
+    add_session_store_option,
+    free_port,
+    session_store_env,
+    start,
+    stop_children_on_sigterm,
+)
 from signing_gateway.api import examples
 from signing_gateway.security.settings import ALL_SCOPES, LimitsSettings
 
@@ -517,12 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-share", type=float, default=0.10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-docs", action="store_true", help="do not update benchmarks.md")
-    parser.add_argument(
-        "--session-store",
-        choices=("memory", "redis"),
-        default="memory",
-        help="where issuance sessions live (redis: a throwaway redis-server on loopback)",
-    )
+    add_session_store_option(parser)
     args = parser.parse_args(argv)
     stop_children_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
@@ -534,14 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             eu = stack.enter_context(_fake(logs, "eu", logs))
             domestic = stack.enter_context(_fake(logs, "domestic", logs))
-            env = _gateway_env(eu.url, domestic.url, auth)
-            if args.session_store == "redis":
-                env |= {
-                    "SIGNING_GATEWAY_SESSION_STORE__KIND": "redis",
-                    "SIGNING_GATEWAY_SESSION_STORE__REDIS_URL": stack.enter_context(
-                        redis_server(logs)
-                    ),
-                }
+            env = _gateway_env(eu.url, domestic.url, auth) | stack.enter_context(
+                session_store_env(logs, args.session_store)
+            )
             gateway_port = free_port()
             gateway = start(
                 "gateway",
