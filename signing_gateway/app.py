@@ -180,7 +180,7 @@ async def _signer_clients(
     try:
         eu = await stack.enter_async_context(_client(settings.eu_signer))
         domestic = await stack.enter_async_context(_client(settings.domestic_signer))
-    except OSError as exc:  # ssl.SSLError included
+    except (OSError, ValueError) as exc:  # ssl.SSLError, an encrypted key
         problems = await asyncio.to_thread(tls_file_problems, settings) or [
             f"a signer's TLS file could not be loaded ({type(exc).__name__}); start again"
         ]

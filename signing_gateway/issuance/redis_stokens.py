@@ -51,9 +51,8 @@ from signing_gateway.errors import SessionStoreUnavailable
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StoreOperation
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.cpu_gate import io_wait
-from signing_gateway.runtime.system_trust import system_trust_context, verifying_context
 from signing_gateway.security.files import read_password_text
-from signing_gateway.security.tls_files import load_client_certificate
+from signing_gateway.security.tls_contexts import client_tls_context
 from signing_gateway.settings import SessionStoreSettings
 from signing_gateway.start_up import StartUpError
 from signing_gateway.start_up_checks import session_store_file_problems
@@ -233,12 +232,11 @@ class _TlsConnection(Connection):
 
 def _tls_context(settings: SessionStoreSettings) -> ssl.SSLContext:
     """The TLS context of a rediss:// store (blocking: loads files)."""
-    if settings.ca_bundle is None and settings.client_cert is None:
-        return system_trust_context()
-    context = verifying_context(None if settings.ca_bundle is None else str(settings.ca_bundle))
-    if settings.client_cert is not None and settings.client_key is not None:
-        load_client_certificate(context, settings.client_cert, settings.client_key)
-    return context
+    return client_tls_context(
+        ca_bundle=settings.ca_bundle,
+        client_cert=settings.client_cert,
+        client_key=settings.client_key,
+    )
 
 
 class SessionStoreFilesError(StartUpError):

@@ -30,8 +30,8 @@ import jwt
 import orjson
 
 from signing_gateway.runtime.cpu_gate import io_wait
-from signing_gateway.runtime.system_trust import system_trust_context, verifying_context
 from signing_gateway.runtime.tasks import cancel_and_wait
+from signing_gateway.security.tls_contexts import client_tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -318,10 +318,9 @@ class RemoteJwks:
 
 def jwks_http_client(*, ca_bundle: Path | None, timeout: float) -> httpx.AsyncClient:
     """The client that fetches a JWKS URL (reads the CA file: call at start-up)."""
-    context = verifying_context(cafile=str(ca_bundle)) if ca_bundle else system_trust_context()
     return httpx.AsyncClient(
         timeout=timeout,
-        verify=context,
+        verify=client_tls_context(ca_bundle=ca_bundle),
         trust_env=False,
         follow_redirects=False,
         # No content coding: see `_read_capped`.

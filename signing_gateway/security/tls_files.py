@@ -1,13 +1,15 @@
 """TLS files a client loads at start-up (a CA bundle, a client certificate and its key), checked.
 
-The signers' clients and the JWKS URL's client load them when the gateway starts; the SSL
-module then fails with a message that names no setting. `tls_problems` says in the settings
+The signers', the session store's and the JWKS URL's clients load them when the gateway starts
+(`tls_contexts.client_tls_context`); the SSL module then fails with a message that names no
+setting. `tls_problems` says in the settings
 report's words what is wrong with each file, named by its setting, never its path.
 """
 
 from __future__ import annotations
 
 import ssl
+from os import PathLike
 from pathlib import Path
 
 from cryptography import x509
@@ -56,14 +58,22 @@ def _client_cert_problem(
     return None
 
 
-def load_client_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+def load_client_certificate(
+    context: ssl.SSLContext,
+    cert: str | PathLike[str],
+    key: str | PathLike[str] | None,
+    *,
+    password: str | None = None,
+) -> None:
     """Load a client certificate and its key into `context`, never asking for a password.
 
-    No key takes a password (no setting gives one), and OpenSSL prompts on the terminal for
-    an encrypted key when no callback is given: a start-up would wait there. Raises
-    `EncryptedKeyError` (a ValueError) for an encrypted key, OSError otherwise.
+    No key takes a password (no setting gives one; `password` is for a caller that has one),
+    and OpenSSL prompts on the terminal for an encrypted key when no callback is given (with
+    no terminal, it reads the process's stdin): a start-up would wait there. `key` None: the
+    certificate's file holds the key too. Raises `EncryptedKeyError` (a ValueError) for an
+    encrypted key without `password`, OSError otherwise.
     """
-    context.load_cert_chain(cert, key, password=_no_password)
+    context.load_cert_chain(cert, key, password=_no_password if password is None else password)
 
 
 def _tls_reason(exc: OSError, malformed: str) -> str:

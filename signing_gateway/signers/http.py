@@ -31,7 +31,7 @@ import orjson
 from pydantic import ValidationError
 
 from signing_gateway.observability.signer_calls import observe_signer_call
-from signing_gateway.runtime.system_trust import system_trust_context, verifying_context
+from signing_gateway.security.tls_contexts import client_tls_context
 from signing_gateway.signers.errors import (
     SignerConnectError,
     SignerConnectionLostError,
@@ -160,21 +160,20 @@ def _ssl_context(*, verify: ssl.SSLContext | bool | str, cert: ClientCert | None
         if cert is not None:
             raise ValueError("load the client certificate into the SSLContext passed as verify")
         return verify
-    if verify is False:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif verify is True:
-        if cert is None:
-            return system_trust_context()
-        context = verifying_context()
-    else:
-        context = verifying_context(cafile=verify)
-    if isinstance(cert, str):
-        context.load_cert_chain(cert)
+    cert_file: str | None = None
+    key_file = password = None
+    if isinstance(cert, str):  # the certificate's file holds its key too
+        cert_file = cert
     elif cert is not None:
-        context.load_cert_chain(*cert)
-    return context
+        cert_file, key_file, *rest = cert
+        password = rest[0] if rest else None
+    return client_tls_context(
+        ca_bundle=verify if isinstance(verify, str) else None,
+        client_cert=cert_file,
+        client_key=key_file,
+        key_password=password,
+        verify_server=verify is not False,
+    )
 
 
 def build_signer_client(
@@ -203,10 +202,16 @@ def build_signer_client(
         transport: ``"httpx"`` (httpcore) or ``"aiohttp"`` (httpx_aiohttp).
         verify: ``True`` for the system CAs, ``False`` to skip checks, a CA bundle path, or a
             ready ``ssl.SSLContext``.
-        cert: Client certificate for mutual TLS (not combined with an ``SSLContext``).
+        cert: Client certificate for mutual TLS (not combined with an ``SSLContext``): a PEM
+            file holding it and its key, or (certfile, keyfile[, password]). An encrypted key
+            without its password is refused, never asked for.
 
     This reads CA files when TLS options are given: call it from startup code, not from a
-    running request.
+    running request (the gateway builds the context in a thread and passes it as ``verify``).
+
+    Raises:
+        EncryptedKeyError: (a ValueError) the key is encrypted and no password was given.
+        OSError: a TLS file that cannot be read or does not load (``ssl.SSLError``).
     """
     # aiohttp's `connect` timeout covers waiting for a pooled connection *and* opening a new
     # one, and httpx_aiohttp fills it with the pool timeout alone: giving it the sum keeps a
