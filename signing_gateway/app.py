@@ -58,6 +58,7 @@ from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold
 from signing_gateway.security.auth import authenticate_head
 from signing_gateway.security.limits import RequestLimitsMiddleware
 from signing_gateway.security.setup import open_audit_trail, open_token_verifier
+from signing_gateway.security.tls_contexts import client_tls_context
 from signing_gateway.settings import IdemixSettings, Settings, SignerSettings
 from signing_gateway.settings_env import (
     FLAG_VARIABLES,
@@ -72,6 +73,8 @@ from signing_gateway.start_up_checks import checked_settings, tls_file_problems
 from signing_gateway.trust_loading import load_trust
 
 if TYPE_CHECKING:
+    import ssl
+
     from signing_gateway.issuance.redis_stokens import RedisStokenStore
     from signing_gateway.runtime.idemix_pool import IdemixCheckPool
 
@@ -96,7 +99,7 @@ is JSON, problem+json or, from `/metrics`, text.
 """
 
 
-def _client(signer: SignerSettings) -> httpx.AsyncClient:
+def _client(signer: SignerSettings, tls: ssl.SSLContext) -> httpx.AsyncClient:
     return build_signer_client(
         signer.url,
         connect_timeout=signer.connect_timeout,
@@ -105,10 +108,14 @@ def _client(signer: SignerSettings) -> httpx.AsyncClient:
         pool_timeout=signer.pool_timeout,
         max_connections=signer.max_connections,
         transport=signer.transport,
-        verify=str(signer.ca_bundle) if signer.ca_bundle else True,
-        cert=None
-        if signer.client_cert is None or signer.client_key is None
-        else (str(signer.client_cert), str(signer.client_key)),
+        verify=tls,
+    )
+
+
+def _signer_tls(signer: SignerSettings) -> ssl.SSLContext:
+    """A signer's TLS context (blocking: loads its files; an encrypted key is refused)."""
+    return client_tls_context(
+        ca_bundle=signer.ca_bundle, client_cert=signer.client_cert, client_key=signer.client_key
     )
 
 
@@ -172,19 +179,23 @@ async def _signer_clients(
 ) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
     """The EU and the domestic signer's clients, open until `stack` closes.
 
+    Their TLS contexts are built in a thread: loading a CA bundle or a key is file I/O.
+
     Raises:
         SignerTlsError: a CA bundle, client certificate or key that does not load, named by
             its setting as the check before start-up names it (a file changed since, or an
             app from `create_app()`, whose files are not checked first).
     """
     try:
-        eu = await stack.enter_async_context(_client(settings.eu_signer))
-        domestic = await stack.enter_async_context(_client(settings.domestic_signer))
+        eu_tls = await asyncio.to_thread(_signer_tls, settings.eu_signer)
+        domestic_tls = await asyncio.to_thread(_signer_tls, settings.domestic_signer)
     except (OSError, ValueError) as exc:  # ssl.SSLError, an encrypted key
         problems = await asyncio.to_thread(tls_file_problems, settings) or [
             f"a signer's TLS file could not be loaded ({type(exc).__name__}); start again"
         ]
         raise SignerTlsError("; ".join(problems)) from exc
+    eu = await stack.enter_async_context(_client(settings.eu_signer, eu_tls))
+    domestic = await stack.enter_async_context(_client(settings.domestic_signer, domestic_tls))
     return eu, domestic
 
 

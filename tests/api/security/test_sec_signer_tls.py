@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -294,6 +297,52 @@ def test_production_refuses_plain_http_to_a_remote_signer():
     assert Settings(environment="dev", auth=auth, eu_signer=remote)
     sidecar = SignerSettings(url="http://127.0.0.1:15001")
     assert Settings(environment="production", auth=auth, eu_signer=sidecar, domestic_signer=sidecar)
+
+
+#: Seconds the writer of a signer's CA bundle (a pipe) holds it before writing it.
+HOLD_S = 0.5
+
+
+async def test_a_signers_tls_files_are_loaded_off_the_event_loop(
+    test_keys, pki: Pki, tmp_path: Path
+):
+    """The start-up loads a signer's CA bundle in a thread: the event loop runs while it waits.
+
+    The bundle is a pipe whose writer holds it half a second: the loop's timers run meanwhile.
+    Before, the lifespan loaded it on the event loop, which stood still until it was written.
+    """
+    bundle = tmp_path / "ca.pem"
+    os.mkfifo(bundle)
+    held: list[float] = []
+
+    def hold_then_write() -> None:
+        with bundle.open("wb") as pipe:  # once the gateway opens it to read
+            held.append(time.monotonic())
+            time.sleep(HOLD_S)
+            pipe.write(pki.ca.read_bytes())
+        held.append(time.monotonic())
+
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    writer = threading.Thread(target=hold_then_write, daemon=True)
+    writer.start()
+    ticking = asyncio.create_task(tick())
+    eu = SignerSettings(url="https://127.0.0.1:9", ca_bundle=bundle)
+    try:
+        async with running_gateway(make_settings(test_keys, eu_signer=eu)):
+            pass
+    finally:
+        ticking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticking
+        writer.join(HOLD_S * 10)
+    opened, written = held
+    assert len([t for t in ticks if opened < t < written]) >= 5, (ticks, held)
 
 
 def test_client_cert_needs_its_key(pki: Pki):
