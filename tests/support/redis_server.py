@@ -170,6 +170,25 @@ class RedisServer:
         except OSError:  # refused, timed out, TLS refused
             return False
 
+    def command(self, *commands: list[str], timeout: float = 5.0) -> list[bytes]:
+        """Run `commands` on one fresh connection, as the default user; their replies' lines.
+
+        A bare RESP exchange, as `answers_ping`'s, so what the test sets up does not depend on
+        the client library under test. Each reply is read whole only where it is one line (a
+        status or an error), which is what setting up a server needs.
+        """
+        replies = []
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as raw,
+            self._wrapped(raw) as connection,
+            connection.makefile("rb") as reader,
+        ):
+            for words in commands:
+                encoded = [f"${len(w.encode())}\r\n{w}\r\n" for w in words]
+                connection.sendall(f"*{len(words)}\r\n{''.join(encoded)}".encode())
+                replies.append(reader.readline().rstrip(b"\r\n"))
+        return replies
+
     def _wrapped(self, raw: socket.socket) -> contextlib.AbstractContextManager[socket.socket]:
         if self.tls is None:
             return contextlib.nullcontext(raw)

@@ -3,7 +3,8 @@
 Replicas and `--workers` processes sharing one `redis-server` take each other's sessions, each
 still single use and its opener's only; a Redis that stops answering makes only the session
 routes answer 503 `session-store-unavailable`, within the store's timeout, and the gateway
-serves sessions again once it is back; `rediss://` works with a CA bundle and mutual TLS.
+serves sessions again once it is back; `rediss://` works with a CA bundle and mutual TLS;
+the least-privileged ACL user of docs/operations.md is accepted by Redis and runs the store.
 Skipped without `redis-server` on PATH (failed instead where `TEST_REQUIRE_REDIS=1`).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
@@ -281,3 +283,51 @@ async def test_sessions_are_kept_in_redis_over_tls(
         assert (await _readiness(client, "up")).status_code == 200
         session = await open_session(client)
         _assert_issued(await _issue(client, session), session, fakes[1])
+
+
+def _guides_acl_user() -> list[str]:
+    """The words of docs/operations.md's `ACL SETUSER` for the store, its password filled in."""
+    guide = (Path(__file__).parents[3] / "docs" / "operations.md").read_text(encoding="utf-8")
+    [line] = re.findall(r"`(ACL SETUSER signing-gateway [^`]+)`", guide)
+    return [PASSWORD_WORD if word == ">PASSWORD" else word for word in line.split()]
+
+
+#: The ACL user's password in the guide's line (`>PASSWORD`), as a test sets it.
+PASSWORD_WORD = ">acl-test-password"
+#: The password of the user that sets the server up, once the default user is switched off.
+ADMIN_PASSWORD = "acl-test-admin"
+
+
+async def test_the_guides_least_privileged_acl_user_runs_the_store(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess], tmp_path: Path
+):
+    """The user docs/operations.md tells operators to create is accepted and is enough.
+
+    The guide's own line, run on the test's redis-server, then the default user switched off:
+    through database 1 (`+select`), readiness is up, a session is opened and issued, a replay is
+    refused, and Redis logged no command the user was denied (each would be an `ACL LOG` entry,
+    and a step of the store that fails).
+    """
+    password = tmp_path / "redis-password"
+    password.write_text(PASSWORD_WORD.removeprefix(">") + "\n", encoding="utf-8")
+    with running_redis_server() as redis:
+        set_up = redis.command(
+            _guides_acl_user(),
+            ["ACL", "SETUSER", "admin", "on", f">{ADMIN_PASSWORD}", "allcommands", "allkeys"],
+            ["ACL", "SETUSER", "default", "off"],
+        )
+        assert set_up == [b"+OK"] * 3
+        store = _store_env(
+            redis,
+            REDIS_URL=redis.url.removesuffix("/0") + "/1",
+            REDIS_USERNAME="signing-gateway",
+            REDIS_PASSWORD_FILE=str(password),
+        )
+        with running_gateway_process(_env(fakes, **store)) as gateway:
+            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+                assert (await _readiness(client, "up")).status_code == 200
+                session = await open_session(client)
+                _assert_issued(await _issue(client, session), session, fakes[1])
+                assert_problem(await _issue(client, session), 401, "stoken-invalid")
+        [denied] = redis.command(["AUTH", "admin", ADMIN_PASSWORD], ["ACL", "LOG"])[1:]
+    assert denied == b"*0", "the store was denied a command: see ACL LOG"
