@@ -24,6 +24,13 @@ would answer 401 for a session nobody used). While one waits, the request gives 
 permit back (`io_wait`). A failure is answered 503 `session-store-unavailable` with
 `Retry-After`, and counted in `gateway_session_store_failures_total{operation}`.
 
+**A demoted primary.** Redis keeps its clients' connections when a primary becomes a replica
+(`REPLICAOF`), and an address that follows the primary through a failover (a Kubernetes
+Service) keeps the connections it had already made on the old one: every later operation on
+them would answer `READONLY` for as long as they live. So an operation answered `READONLY`
+(a 503, as any failure) drops the pool's idle connections, and has those in use dropped as
+they come back: the next operation connects afresh, through the address, to the new primary.
+
 The TLS context and the password are read at start-up, off the event loop: the client
 library would otherwise load the CA bundle on the loop at its first connection.
 """
@@ -31,6 +38,7 @@ library would otherwise load the CA bundle on the loop at its first connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import ssl
@@ -45,7 +53,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError
 
 from signing_gateway.errors import SessionStoreUnavailable
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StoreOperation
@@ -152,11 +160,29 @@ class RedisStokenStore:
             if self._metrics is not None:
                 self._metrics.session_store_failures.labels(operation).inc()
             reason = str(exc) or type(exc).__name__
+            message = "session store failed"
+            if isinstance(exc, ReadOnlyError):
+                await self._drop_connections()
+                message = "session store failed: the server is a replica; connections dropped"
             logger.warning(
-                "session store failed",
+                message,
                 extra={"operation": operation, "error": type(exc).__name__, "reason": reason},
             )
             raise SessionStoreUnavailable(_FAILED[operation]) from exc
+
+    async def _drop_connections(self) -> None:
+        """Close the pool's idle connections; those in use close as they are given back.
+
+        They all reach the server that answered `READONLY`: a demoted primary (the module).
+        The one that answered is back in the pool already, among the idle ones.
+        """
+        pool = self._client.connection_pool
+        await pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+        # Under the lock the pool hands connections out with: one handed out while they close
+        # would fail its operation, which a fresh connection would have served.
+        async with pool._lock:  # noqa: SLF001 - redis-py's own, no public way to hold it
+            with contextlib.suppress(OSError, RedisError):  # closing: nothing more to lose
+                await pool.disconnect(inuse_connections=False)
 
     async def open(self, prepare_issue_message: dict[str, Any], *, owner: str) -> str:
         """Store a session of `owner` for the TTL and return its new token (a random UUID)."""
