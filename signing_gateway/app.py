@@ -322,11 +322,7 @@ def _lifespan(
             fds = fd_budget(
                 settings.eu_signer.max_connections
                 + settings.domestic_signer.max_connections
-                + (
-                    settings.session_store.max_connections
-                    if settings.session_store.kind == "redis"
-                    else 0
-                )
+                + settings.session_store.connections()
             )
             readiness.add_detail("fileDescriptors", fds.snapshot)
             readiness.add_detail("cpuGate", app.state.cpu_gate.snapshot)

@@ -374,6 +374,20 @@ _BRACKETED_HOST = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[0-9A-Za-z._~-]+)?\](?::[0-
 DEFAULT_SESSION_KEY_PREFIX = "signing-gateway:stoken:"
 
 
+#: Connections a Redis session store keeps to each sentinel at most (new connections to the
+#: primary ask them which server it is).
+SENTINEL_CONNECTIONS = 2
+
+
+def _url_parts(url: str) -> tuple[str, str, int, int]:
+    """A redis:// URL's scheme, host, port and database number (a checked URL only)."""
+    parts = urlsplit(url)
+    database = parts.path.strip("/") or "0"
+    # An IPv6 zone is written %25 in a URL (RFC 6874); the socket takes it as %.
+    host = (parts.hostname or "").replace("%25", "%")
+    return parts.scheme, host, parts.port or 6379, int(database)
+
+
 class SessionStoreSettings(BaseModel):
     """Where issuance sessions (stokens) live: this process's memory, or a shared Redis.
 
@@ -387,12 +401,25 @@ class SessionStoreSettings(BaseModel):
     kind: Literal["memory", "redis"] = Field(
         "memory",
         description="memory: sessions in this process (one replica, or session affinity); "
-        "redis: shared by every replica and worker through redis_url",
+        "redis: shared by every replica and worker through redis_url, or the primary "
+        "sentinels name",
     )
     redis_url: NameSetting | None = Field(
         None,
         description="redis://host:port/db, or rediss:// for TLS (no user name or password in "
-        "it: see redis_username and redis_password_file)",
+        "it: see redis_username and redis_password_file); not with sentinels",
+    )
+    sentinels: list[NameSetting] = Field(
+        default_factory=list,
+        description="Instead of redis_url, Redis Sentinels that name the primary, as a JSON "
+        "list of redis://host:port, or rediss:// for TLS to them and to the primary "
+        '(["rediss://sentinel-0:26379", ...], one scheme for all); database 0',
+    )
+    sentinel_service: NameSetting | None = Field(
+        None, description="The primary's name in the sentinels (with sentinels)"
+    )
+    sentinel_password_file: FileSetting | None = Field(
+        None, description="File holding the sentinels' password (AUTH), read at start-up"
     )
     redis_username: NameSetting | None = Field(
         None, description="Redis ACL user name (with redis_password_file)"
@@ -440,52 +467,74 @@ class SessionStoreSettings(BaseModel):
     def redis_parts(self) -> tuple[str, str, int, int]:
         """The Redis URL's scheme, host, port and database number (valid settings only)."""
         assert self.redis_url is not None  # noqa: S101 - checked by the validator
-        parts = urlsplit(self.redis_url)
-        database = parts.path.strip("/") or "0"
-        # An IPv6 zone is written %25 in a URL (RFC 6874); the socket takes it as %.
-        host = (parts.hostname or "").replace("%25", "%")
-        return parts.scheme, host, parts.port or 6379, int(database)
+        return _url_parts(self.redis_url)
+
+    def connections(self) -> int:
+        """Connections the store holds open at most: to the primary, and to each sentinel."""
+        if self.kind != "redis":
+            return 0
+        return self.max_connections + len(self.sentinels) * SENTINEL_CONNECTIONS
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The host and port of each sentinel (valid settings only)."""
+        return [_url_parts(url)[1:3] for url in self.sentinels]
+
+    def uses_tls(self) -> bool:
+        """Whether the store is reached over TLS (rediss://; valid kind=redis settings only)."""
+        return urlsplit(self.sentinels[0] if self.sentinels else self.redis_url or "").scheme == (
+            "rediss"
+        )
+
+    def _off_host(self) -> bool:
+        """Whether the store may be on another host: the URL's, or any sentinel's, is not loopback.
+
+        With sentinels, the primary is the one they name; sentinels all on loopback are taken
+        to name one there too (a set-up on one machine).
+        """
+        if self.sentinels:
+            return not all(is_loopback_host(host) for host, _ in self.sentinel_addresses())
+        return not is_loopback_host(self.redis_parts()[1])
 
     def plain_off_host(self) -> bool:
         """Whether sessions would travel to Redis unencrypted (redis://, not loopback)."""
-        if self.kind != "redis" or self.redis_url is None:
+        if self.kind != "redis" or (self.redis_url is None and not self.sentinels):
             return False
-        scheme, host, _, _ = self.redis_parts()
-        return scheme == "redis" and not is_loopback_host(host)
+        return not self.uses_tls() and self._off_host()
 
     def unauthenticated_off_host(self) -> bool:
-        """Whether a Redis on another host would take the gateway's sessions unauthenticated.
+        """Whether a Redis (or its sentinels) on another host would take the gateway unproven.
 
         Whoever can write the keys can delete sessions or plant one for an owner of their
-        choosing: production proves who it is, by AUTH or by a client certificate.
+        choosing, and whoever can tell the sentinels can name another primary: production
+        proves who it is, by AUTH (to each) or by a client certificate.
         """
-        if self.kind != "redis" or self.redis_url is None:
+        if self.kind != "redis" or (self.redis_url is None and not self.sentinels):
             return False
-        _, host, _, _ = self.redis_parts()
-        return (
-            not is_loopback_host(host)
-            and self.redis_password_file is None
-            and self.client_cert is None
+        unproven = self.redis_password_file is None or (
+            bool(self.sentinels) and self.sentinel_password_file is None
         )
+        return self._off_host() and unproven and self.client_cert is None
 
     @model_validator(mode="after")
     def _usable_redis(self) -> SessionStoreSettings:
         if self.kind == "memory":
-            # A Redis configured and the kind forgotten would leave every session in the
-            # memory of one replica, unsaid: refused rather than ignored.
-            if self.redis_url is not None:
-                raise ValueError(
-                    "redis_url is set but kind is memory: set kind=redis to keep the sessions "
-                    "there (or leave redis_url out)"
-                )
+            self._check_no_redis()
             return self
-        if self.redis_url is None:
-            raise ValueError("kind=redis needs redis_url (redis://host:port/db or rediss://)")
-        self._check_url(self.redis_url)
-        scheme = urlsplit(self.redis_url).scheme
+        if self.sentinels:
+            self._check_sentinels()
+        elif self.redis_url is None:
+            raise ValueError(
+                "kind=redis needs redis_url (redis://host:port/db or rediss://) or sentinels"
+            )
+        else:
+            self._check_url(self.redis_url)
+            if self.sentinel_service is not None or self.sentinel_password_file is not None:
+                raise ValueError("sentinel_service and sentinel_password_file need sentinels")
         tls_files = (self.ca_bundle, self.client_cert, self.client_key)
-        if scheme == "redis" and any(path is not None for path in tls_files):
-            raise ValueError("ca_bundle, client_cert and client_key need a rediss:// redis_url")
+        if not self.uses_tls() and any(path is not None for path in tls_files):
+            raise ValueError(
+                "ca_bundle, client_cert and client_key need a rediss:// redis_url or sentinels"
+            )
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key go together")
         if self.redis_username is not None and self.redis_password_file is None:
@@ -496,32 +545,61 @@ class SessionStoreSettings(BaseModel):
             )
         return self
 
+    def _check_no_redis(self) -> None:
+        # A Redis configured and the kind forgotten would leave every session in the memory
+        # of one replica, unsaid: refused rather than ignored.
+        for name in ("redis_url", "sentinels"):
+            if getattr(self, name):
+                raise ValueError(
+                    f"{name} is set but kind is memory: set kind=redis to keep the sessions "
+                    f"there (or leave {name} out)"
+                )
+
+    def _check_sentinels(self) -> None:
+        if self.redis_url is not None:
+            raise ValueError("set redis_url or sentinels, not both")
+        if self.sentinel_service is None:
+            raise ValueError("sentinels need sentinel_service (the primary's name in them)")
+        for url in self.sentinels:
+            self._check_url(url, "sentinels", shape="redis://host:port or rediss://host:port")
+            if urlsplit(url).path not in ("", "/"):
+                raise ValueError("sentinels take no path: the sessions are in database 0")
+        if len({urlsplit(url).scheme for url in self.sentinels}) > 1:
+            raise ValueError("sentinels must all be redis:// or all rediss://")
+
     @staticmethod
-    def _check_url(url: str) -> None:
+    def _check_url(
+        url: str,
+        name: str = "redis_url",
+        shape: str = "redis://host:port/db or rediss://host:port/db",
+    ) -> None:
         # urlsplit drops tabs and line ends (`loc\talhost` is localhost) and reads
         # `[::1].evil.test` as the host ::1: what it connects to would not be what was written.
         if any(char.isspace() or not char.isprintable() for char in url):
-            raise ValueError("redis_url must not hold white space or control characters")
+            raise ValueError(f"{name} must not hold white space or control characters")
         parts = urlsplit(url)
         # A password in a URL reaches logs and process listings; the file keeps it out.
         if "@" in parts.netloc:
-            raise ValueError(
-                "redis_url must not hold a user name or password: use redis_username and "
-                "redis_password_file"
+            files = (
+                "sentinel_password_file"
+                if name == "sentinels"
+                else ("redis_username and redis_password_file")
             )
+            raise ValueError(f"{name} must not hold a user name or password: use {files}")
         if ("[" in parts.netloc or "]" in parts.netloc) and not _BRACKETED_HOST.fullmatch(
             parts.netloc
         ):
-            raise ValueError("redis_url's host in brackets must be an IPv6 address, e.g. [::1]")
+            whose = f"{name}'" if name.endswith("s") else f"{name}'s"
+            raise ValueError(f"{whose} host in brackets must be an IPv6 address, e.g. [::1]")
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise ValueError("redis_url must be redis://host:port/db or rediss://host:port/db")
+            raise ValueError(f"{name} must be {shape}")
         try:
             port = parts.port
         except ValueError:
             port = 0
         # Port 0 is no port: the client would have connected to 6379 instead, unsaid.
         if port == 0:
-            raise ValueError("redis_url has a port that is not a number from 1 to 65535")
+            raise ValueError(f"{name} has a port that is not a number from 1 to 65535")
         database = parts.path.strip("/")
         if (database and not (database.isascii() and database.isdigit())) or "/" in database:
             raise ValueError("redis_url's path must be a database number, e.g. /0")
@@ -778,14 +856,16 @@ class Settings(BaseSettings):
             ]
             if self.session_store.plain_off_host():
                 problems.append(
-                    "production keeps issuance sessions only over TLS: "
-                    "session_store.redis_url is redis:// to another host (use rediss://)"
+                    "production keeps issuance sessions only over TLS: session_store."
+                    + ("sentinels are" if self.session_store.sentinels else "redis_url is")
+                    + " redis:// to another host (use rediss://)"
                 )
             if self.session_store.unauthenticated_off_host():
                 problems.append(
                     "production authenticates to its session store: set "
-                    "session_store.redis_password_file (AUTH) or client_cert and client_key "
-                    "(mutual TLS)"
+                    "session_store.redis_password_file (AUTH"
+                    + ("; sentinel_password_file too" if self.session_store.sentinels else "")
+                    + ") or client_cert and client_key (mutual TLS)"
                 )
             if plain:
                 problems.append(

@@ -97,7 +97,7 @@ SESSION_STORE = "SIGNING_GATEWAY_SESSION_STORE__"
 
 
 def session_store_file_problems(store: SessionStoreSettings) -> list[str]:
-    """What stops a Redis session store's files from loading: its TLS files and password file.
+    """What stops a Redis session store's files from loading: its TLS and password files.
 
     Only for `kind=redis`: files left set for a memory store are never opened. A password
     file that cannot be read, or is empty, would otherwise fail the lifespan (exit 3), or
@@ -106,8 +106,13 @@ def session_store_file_problems(store: SessionStoreSettings) -> list[str]:
     if store.kind != "redis":
         return []
     problems = tls_problems(SESSION_STORE, store.ca_bundle, (store.client_cert, store.client_key))
-    path = store.redis_password_file
-    if path is not None:
+    passwords = {
+        "REDIS_PASSWORD_FILE": store.redis_password_file,
+        "SENTINEL_PASSWORD_FILE": store.sentinel_password_file,
+    }
+    for name, path in passwords.items():
+        if path is None:
+            continue
         problem = unreadable_file(path)
         if problem is None:
             try:
@@ -117,7 +122,7 @@ def session_store_file_problems(store: SessionStoreSettings) -> list[str]:
             except OSError as exc:
                 problem = (exc.strerror or type(exc).__name__).lower()
         if problem is not None:
-            problems.append(f"{SESSION_STORE}REDIS_PASSWORD_FILE: {problem}")
+            problems.append(f"{SESSION_STORE}{name}: {problem}")
     return problems
 
 

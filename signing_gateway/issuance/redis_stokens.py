@@ -31,8 +31,8 @@ them would answer `READONLY` for as long as they live. So an operation answered 
 (a 503, as any failure) drops the pool's idle connections, and has those in use dropped as
 they come back: the next operation connects afresh, through the address, to the new primary.
 
-The TLS context and the password are read at start-up, off the event loop: the client
-library would otherwise load the CA bundle on the loop at its first connection.
+The client, its TLS context and its passwords are built at start-up, off the event loop
+(`issuance/redis_client.py`): on the primary of `redis_url`, or on the one Redis Sentinels name.
 """
 
 from __future__ import annotations
@@ -41,36 +41,33 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.driver_info import DriverInfo
 from redis.exceptions import ReadOnlyError, RedisError
 
 from signing_gateway.errors import SessionStoreUnavailable
+from signing_gateway.issuance.redis_client import (
+    SessionStoreFilesError,
+    close_client,
+    read_store_files,
+    redis_client,
+)
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StoreOperation
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.cpu_gate import io_wait
-from signing_gateway.security.files import read_password_text
-from signing_gateway.security.tls_contexts import client_tls_context
 from signing_gateway.settings import SessionStoreSettings
-from signing_gateway.start_up import StartUpError
-from signing_gateway.start_up_checks import session_store_file_problems
+
+__all__ = ["RedisStokenStore", "SessionStoreFilesError", "open_redis_store"]
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
-
-#: The name the gateway's connections carry in Redis's `CLIENT LIST`.
-CLIENT_NAME = "signing-gateway"
 
 # KEYS[1] the session; ARGV: owner, message, milliseconds to live. One step: a session
 # is never seen without its expiry.
@@ -232,103 +229,11 @@ class RedisStokenStore:
 
     async def close(self) -> None:
         """Close the client and its connections (at shutdown)."""
-        # The pool too: redis-py leaves a pool it was given open when the client closes.
-        await self._client.aclose(close_connection_pool=True)
+        await close_client(self._client)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-class _TlsConnection(Connection):
-    """A Redis connection over TLS with a context built at start-up, off the event loop.
-
-    redis-py's own TLS connection builds its context (loading the CA bundle and the client
-    key from files) on the event loop at the first connection, and looks at the files again
-    at each one.
-    """
-
-    def __init__(self, *, tls_context: ssl.SSLContext, **kwargs: Any) -> None:  # noqa: ANN401 - redis-py's
-        self._tls_context = tls_context
-        super().__init__(**kwargs)
-
-    def _connection_arguments(self) -> Mapping[str, Any]:
-        return {**super()._connection_arguments(), "ssl": self._tls_context}
-
-
-def _tls_context(settings: SessionStoreSettings) -> ssl.SSLContext:
-    """The TLS context of a rediss:// store (blocking: loads files)."""
-    return client_tls_context(
-        ca_bundle=settings.ca_bundle,
-        client_cert=settings.client_cert,
-        client_key=settings.client_key,
-    )
-
-
-class SessionStoreFilesError(StartUpError):
-    """Raised at start-up when the store's TLS or password file does not load; no start.
-
-    The check before serving names the same problems; this is for a file changed since, or an
-    app from `create_app()`, whose files are not checked first.
-    """
-
-
-def _files(settings: SessionStoreSettings) -> tuple[str | None, ssl.SSLContext | None]:
-    """The password and the TLS context of the store (blocking: reads files)."""
-    try:
-        password = (
-            None
-            if settings.redis_password_file is None
-            else read_password_text(settings.redis_password_file)
-        )
-        tls = _tls_context(settings) if settings.redis_parts()[0] == "rediss" else None
-    except (OSError, ValueError) as exc:  # ssl.SSLError, UnicodeDecodeError, an encrypted key
-        problems = session_store_file_problems(settings) or [
-            f"a session store file could not be loaded ({type(exc).__name__}); start again"
-        ]
-        raise SessionStoreFilesError("; ".join(problems)) from exc
-    # Emptied since the check (or never checked): the client would then send no AUTH at all.
-    if password == "":
-        raise SessionStoreFilesError("; ".join(session_store_file_problems(settings)))
-    return password, tls
-
-
-def redis_client(
-    settings: SessionStoreSettings,
-    *,
-    password: str | None,
-    tls_context: ssl.SSLContext | None,
-    driver: DriverInfo,
-) -> Redis:
-    """The Redis client `settings` describe: bounded pool, no retries, the given TLS context.
-
-    `driver` is what each connection tells the server of its library (`CLIENT SETINFO`):
-    left to redis-py, the first connection read the library's version from its package files,
-    on the event loop (blockbuster caught it). Build it once, off the loop.
-    """
-    scheme, host, port, database = settings.redis_parts()
-    connection_kwargs: dict[str, Any] = {}
-    if scheme == "rediss":
-        if tls_context is None:
-            raise ValueError("a rediss:// store needs its TLS context")
-        connection_kwargs = {"connection_class": _TlsConnection, "tls_context": tls_context}
-    no_retries = Retry(NoBackoff(), 0)
-    pool = BlockingConnectionPool(
-        host=host,
-        port=port,
-        db=database,
-        username=settings.redis_username,
-        password=password,
-        max_connections=settings.max_connections,
-        timeout=settings.timeout_seconds,
-        socket_timeout=settings.timeout_seconds,
-        socket_connect_timeout=settings.connect_timeout_seconds,
-        client_name=CLIENT_NAME,
-        driver_info=driver,
-        retry=no_retries,
-        **connection_kwargs,
-    )
-    return Redis(connection_pool=pool, retry=no_retries, driver_info=driver)
 
 
 async def open_redis_store(
@@ -341,10 +246,10 @@ async def open_redis_store(
     Raises:
         SessionStoreFilesError: its TLS or password file does not load (named by setting).
     """
-    password, tls_context = await asyncio.to_thread(_files, settings)
+    files = await asyncio.to_thread(read_store_files, settings)
     driver = await asyncio.to_thread(DriverInfo)  # reads the library's version (files)
     return RedisStokenStore(
-        redis_client(settings, password=password, tls_context=tls_context, driver=driver),
+        redis_client(settings, files=files, driver=driver),
         ttl_seconds=ttl_seconds,
         key_prefix=settings.key_prefix,
         timeout_seconds=settings.timeout_seconds,

@@ -106,6 +106,9 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     tls: RedisTls | None = None
+    #: A configuration file (first on the command line), and more options after the others.
+    config: Path | None = None
+    options: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
 
@@ -125,6 +128,8 @@ class RedisServer:
             "--tls-key-file", str(self.tls.key),
             "--tls-ca-cert-file", str(self.tls.ca),
             "--tls-auth-clients", "yes" if self.tls.mutual else "no",
+            # A replica, or a sentinel, reaches its primary over TLS too.
+            "--tls-replication", "yes",
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -146,9 +151,11 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self.directory),
             "--daemonize", "no",
+            *self.options,
         ]  # fmt: skip
+        config = [] if self.config is None else [str(self.config)]
         self.process = subprocess.Popen(  # noqa: S603 - the redis-server found on PATH
-            [self.program, *options], stdout=self.log_file, stderr=subprocess.STDOUT
+            [self.program, *config, *options], stdout=self.log_file, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.answers_ping():
@@ -237,3 +244,28 @@ def running_redis_server(tls: RedisTls | None = None) -> Iterator[RedisServer]:
             yield server
         finally:
             server.close()
+
+
+@contextlib.contextmanager
+def running_redis_sentinel(primary: RedisServer, service: str) -> Iterator[RedisServer]:
+    """A `redis-server --sentinel` watching `primary` as `service`, quorum 1; always stopped.
+
+    Over TLS when `primary` is, with its certificates. It takes a server down after 1 s
+    without answers. The configuration file is the sentinel's own: it rewrites it.
+    """
+    program = redis_server_program()
+    with tempfile.TemporaryDirectory(prefix="redis-sentinel-") as directory:
+        config = Path(directory) / "sentinel.conf"
+        config.write_text(
+            f"sentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+            f"sentinel down-after-milliseconds {service} 1000\n"
+            f"sentinel failover-timeout {service} 10000\n"
+        )
+        sentinel = RedisServer(
+            program, Path(directory), tls=primary.tls, config=config, options=("--sentinel",)
+        )
+        try:
+            sentinel.start()
+            yield sentinel
+        finally:
+            sentinel.close()

@@ -24,6 +24,7 @@ import redis.utils
 from fakeredis.aioredis import FakeRedis
 
 from signing_gateway.issuance import redis_stokens
+from signing_gateway.issuance.redis_client import StoreFiles
 from signing_gateway.issuance.redis_stokens import RedisStokenStore
 from signing_gateway.issuance.stoken import InMemoryStokenStore, StokenStore
 from signing_gateway.observability.metrics import GatewayMetrics
@@ -62,10 +63,8 @@ def sessions_on(monkeypatch: pytest.MonkeyPatch, server: fakeredis.FakeServer) -
     """Gateways started in the block keep their Redis sessions on `server`, one client each."""
     redis.utils.get_lib_version()  # read before any loop runs, as `Stores` says
 
-    def client(
-        settings: SessionStoreSettings, *, password: str | None, tls_context: object, driver: object
-    ) -> FakeRedis:
-        assert (settings.kind, password, tls_context) == ("redis", None, None)
+    def client(settings: SessionStoreSettings, *, files: StoreFiles, driver: object) -> FakeRedis:
+        assert (settings.kind, files) == ("redis", StoreFiles(None, None, None))
         return FakeRedis(server=server, driver_info=driver)
 
     with monkeypatch.context() as patched:

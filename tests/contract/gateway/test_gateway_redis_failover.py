@@ -10,23 +10,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ResponseError
 
+from signing_gateway.issuance.redis_client import TlsConnection
+from signing_gateway.issuance.redis_stokens import open_redis_store
+from signing_gateway.issuance.stoken import IssuanceSession
+from signing_gateway.observability.metrics import GatewayMetrics
+from signing_gateway.settings import SessionStoreSettings
 from tests.api.observability.scrape import scrape
 from tests.contract.gateway.gateway_process import running_gateway_process
 from tests.contract.gateway.test_gateway_redis_sessions import (
+    TIMEOUT_S,
     _assert_issued,
+    _assert_store_unavailable,
     _env,
     _issue,
+    _readiness,
     _store_env,
+    _timed,
 )
 from tests.support.fake_signer_process import FakeSignerProcess
 from tests.support.polling import until_answered
-from tests.support.redis_server import RedisServer, running_redis_server
+from tests.support.processes import free_port
+from tests.support.redis_server import (
+    RedisServer,
+    running_redis_sentinel,
+    running_redis_server,
+    tls_files,
+)
 from tests.support.sessions import open_session
 
 pytestmark = pytest.mark.timeout(60)
@@ -95,12 +113,16 @@ async def _replicating(replica: Redis) -> None:
 
 @contextlib.asynccontextmanager
 async def _controls(*servers: RedisServer) -> AsyncIterator[list[Redis]]:
-    """A client of each server, to change its role."""
+    """A client of each server (over TLS where it listens so), to change its role."""
     async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(Redis(port=server.port, decode_responses=True))
-            for server in servers
-        ]
+        clients = []
+        for server in servers:
+            tls: dict[str, object] = {}
+            if server.tls is not None:
+                context = await asyncio.to_thread(ssl.create_default_context, cafile=server.tls.ca)
+                tls = {"connection_class": TlsConnection, "tls_context": context}
+            pool = ConnectionPool(host="127.0.0.1", port=server.port, decode_responses=True, **tls)
+            clients.append(await stack.enter_async_context(Redis.from_pool(pool)))
         yield clients
 
 
@@ -153,3 +175,151 @@ async def test_connections_left_on_a_demoted_primary_are_dropped_at_its_first_re
                     line for line in gateway.log().splitlines() if "the server is a replica" in line
                 ]
                 assert len(replica_lines) == len(failed), gateway.log()
+
+
+SERVICE = "signing-sessions"
+
+
+async def _failed_over(sentinel: Redis, old: Redis, new_port: int) -> None:
+    """Force a failover of `SERVICE`; return once `old` is a replica and `new_port` primary.
+
+    The sentinel closes the old primary's client connections as it demotes it.
+    """
+
+    async def forced() -> bool:
+        # Refused (NOGOODSLAVE) until the sentinel has seen the replica's INFO.
+        with contextlib.suppress(ResponseError):
+            return bool(await sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE))
+        return False
+
+    await until_answered(forced, bool, limit=15)
+    await until_answered(
+        lambda: sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE),
+        lambda address: int(address[1]) == new_port,
+        limit=15,
+    )
+    # The sentinel demotes the old primary at its next look at it (every 10 s).
+    await until_answered(old.role, lambda role: role[0] == "slave", limit=25)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_sessions_survive_a_sentinel_failover_without_a_restart(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess], tmp_path: Path, tls: bool
+):
+    """With sentinels, a forced failover moves the gateway to the new primary by itself.
+
+    A session opened before it (replicated: WAIT) is issued after it, taken on the new
+    primary; new sessions open and are issued; no restart. Over TLS (rediss://) the sentinels
+    and both servers are reached with the CA bundle. Before, the store had one fixed address.
+    """
+    files = tls_files(tmp_path, mutual=False) if tls else None
+    with (
+        running_redis_server(files) as old,
+        running_redis_server(files) as new,
+    ):
+        async with _controls(old, new) as (to_old, to_new):
+            await to_new.replicaof("127.0.0.1", old.port)
+            await _replicating(to_new)
+            with running_redis_sentinel(old, SERVICE) as sentinel:
+                scheme = "rediss" if tls else "redis"
+                store = {
+                    "KIND": "redis",
+                    "SENTINELS": f'["{scheme}://127.0.0.1:{sentinel.port}"]',
+                    "SENTINEL_SERVICE": SERVICE,
+                    "TIMEOUT_SECONDS": str(TIMEOUT_S),
+                }
+                if files is not None:
+                    store["CA_BUNDLE"] = str(files.ca)
+                env = {f"SIGNING_GATEWAY_SESSION_STORE__{k}": v for k, v in store.items()}
+                async with (
+                    _controls(sentinel) as (to_sentinel,),
+                    _gateway_client(_env(fakes, **env)) as client,
+                ):
+                    opened = await open_session(client)
+                    assert await to_old.wait(1, 1000) == 1  # the replica has it
+
+                    await _failed_over(to_sentinel, to_old, new.port)
+                    answer = await _issue(client, opened)
+                    _assert_issued(answer, opened, fakes[1])
+                    assert await to_new.dbsize() == 0  # taken there: its key is gone
+                    session = await open_session(client)
+                    _assert_issued(await _issue(client, session), session, fakes[1])
+
+
+async def test_no_sentinel_answering_is_a_503_within_the_timeout(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess],
+):
+    """A sentinel that takes the connection and never answers, another that refuses it.
+
+    prepare-issue is answered 503 `session-store-unavailable` within the store's timeout
+    (finding the primary counts in it), and /readyz shows the store down.
+    """
+    async with _silent_listener() as silent:
+        sentinels = f'["redis://127.0.0.1:{silent}", "redis://127.0.0.1:{free_port()}"]'
+        env = {
+            "SIGNING_GATEWAY_SESSION_STORE__KIND": "redis",
+            "SIGNING_GATEWAY_SESSION_STORE__SENTINELS": sentinels,
+            "SIGNING_GATEWAY_SESSION_STORE__SENTINEL_SERVICE": SERVICE,
+            "SIGNING_GATEWAY_SESSION_STORE__TIMEOUT_SECONDS": str(TIMEOUT_S),
+        }
+        async with _gateway_client(_env(fakes, **env)) as client:
+            _assert_store_unavailable(*await _timed(client.post("/v1/domestic/prepare-issue")))
+            await _readiness(client, "down")
+
+
+@contextlib.asynccontextmanager
+async def _gateway_client(env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a gateway process started with `env`, for the block."""
+    with running_gateway_process(env) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def _silent_listener() -> AsyncIterator[int]:
+    """A port on 127.0.0.1 that takes connections and never answers, for the block."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        async with server:
+            yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.transport.abort()
+
+
+async def test_the_store_finds_its_primary_through_tls_sentinels_without_blocking_the_loop(
+    tmp_path: Path,
+):
+    """In this process, under blockbuster: a store on rediss:// sentinels opens and takes.
+
+    Its TLS context and passwords are read in a thread at opening; asking the sentinel and
+    connecting to the primary it names block nothing on the loop.
+    """
+    files = tls_files(tmp_path, mutual=True)
+    with (
+        running_redis_server(files) as primary,
+        running_redis_sentinel(primary, SERVICE) as sentinel,
+    ):
+        settings = SessionStoreSettings(
+            kind="redis",
+            sentinels=[f"rediss://127.0.0.1:{sentinel.port}"],
+            sentinel_service=SERVICE,
+            ca_bundle=files.ca,
+            client_cert=files.client_cert,
+            client_key=files.client_key,
+        )
+        store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+        try:
+            token = await store.open({"issuerNonce": "n1"}, owner="backend-1")
+            session = await store.take(token, owner="backend-1")
+            assert isinstance(session, IssuanceSession)
+            assert session.prepare_issue_message == {"issuerNonce": "n1"}
+            await store.probe()
+        finally:
+            await store.close()

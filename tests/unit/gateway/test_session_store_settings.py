@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from signing_gateway.settings import SessionStoreSettings, Settings
+from signing_gateway.settings import SENTINEL_CONNECTIONS, SessionStoreSettings, Settings
 from tests.unit.gateway.test_settings_refusals import PRODUCTION
 
 LOOPBACK = "redis://127.0.0.1:6379/0"
@@ -23,7 +23,7 @@ NO_USER_INFO = (
 BAD_PORT = "redis_url has a port that is not a number from 1 to 65535"
 BAD_DATABASE = "redis_url's path must be a database number, e.g. /0"
 NO_QUERY = "redis_url takes no query or fragment: each option is a setting"
-TLS_ONLY = "ca_bundle, client_cert and client_key need a rediss:// redis_url"
+TLS_ONLY = "ca_bundle, client_cert and client_key need a rediss:// redis_url or sentinels"
 PAIRED = "client_cert and client_key go together"
 PLAIN_OFF_HOST = "redis:// to a non-loopback host needs allow_plain=true; use rediss://"
 
@@ -47,7 +47,7 @@ def _refusal(**values: object) -> str:
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        (None, "kind=redis needs redis_url (redis://host:port/db or rediss://)"),
+        (None, "kind=redis needs redis_url (redis://host:port/db or rediss://) or sentinels"),
         ("http://127.0.0.1:6379/0", URL_SHAPE),
         ("unix:///run/redis.sock", URL_SHAPE),
         ("redis:///0", URL_SHAPE),
@@ -280,3 +280,165 @@ def test_an_ipv6_address_with_its_zone_is_taken_and_connected_to_as_the_socket_w
         kind="redis", redis_url="redis://[fe80::1%25eth0]:6379/0", allow_plain=True
     )
     assert store.redis_parts() == ("redis", "fe80::1%eth0", 6379, 0)
+
+
+SENTINELS = ["rediss://sentinel-0.internal:26379", "rediss://sentinel-1.internal:26379"]
+LOOPBACK_SENTINELS = ["redis://127.0.0.1:26379", "redis://[::1]:26380"]
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"redis_url": LOOPBACK}, "set redis_url or sentinels, not both"),
+        (
+            {"sentinel_service": None},
+            "sentinels need sentinel_service (the primary's name in them)",
+        ),
+        (
+            {"sentinels": ["redis://127.0.0.1:26379", "rediss://127.0.0.1:26380"]},
+            "sentinels must all be redis:// or all rediss://",
+        ),
+        (
+            {"sentinels": ["redis://127.0.0.1:26379/1"]},
+            "sentinels take no path: the sessions are in database 0",
+        ),
+        (
+            {"sentinels": ["redis://:secret@127.0.0.1:26379"]},
+            "sentinels must not hold a user name or password: use sentinel_password_file",
+        ),
+        (
+            {"sentinels": ["sentinel-0.internal:26379"]},
+            "sentinels must be redis://host:port or rediss://host:port",
+        ),
+        (
+            {"sentinels": ["redis://127.0.0.1:0"]},
+            "sentinels has a port that is not a number from 1 to 65535",
+        ),
+        (
+            {"sentinels": ["redis://loc\talhost:26379"]},
+            "sentinels must not hold white space or control characters",
+        ),
+        (
+            {"sentinels": ["redis://[::1].evil.test:26379"]},
+            "sentinels' host in brackets must be an IPv6 address, e.g. [::1]",
+        ),
+        ({"sentinels": ["redis://sentinel-0.internal:26379"]}, PLAIN_OFF_HOST),
+        (
+            {"sentinels": LOOPBACK_SENTINELS, "ca_bundle": SECRET},
+            "ca_bundle, client_cert and client_key need a rediss:// redis_url or sentinels",
+        ),
+    ],
+    ids=[
+        "with-redis-url",
+        "no-service",
+        "mixed-schemes",
+        "path",
+        "password",
+        "no-scheme",
+        "port-zero",
+        "tab-in-host",
+        "bracketed-then-name",
+        "plain-off-host",
+        "tls-file-with-redis-scheme",
+    ],
+)
+def test_sentinel_settings_the_store_could_not_use_are_refused(
+    values: dict[str, Any], problem: str
+) -> None:
+    """Pin each refused shape of the sentinel settings, and its message, at start-up."""
+    given: dict[str, Any] = {"sentinels": LOOPBACK_SENTINELS, "sentinel_service": "sessions"}
+    assert _refusal(**{**given, **values}) == problem
+
+
+@pytest.mark.parametrize("setting", ["sentinel_service", "sentinel_password_file"])
+def test_sentinel_settings_without_sentinels_are_refused(setting: str) -> None:
+    """A sentinel setting beside redis_url would be ignored: refused."""
+    value = SECRET if setting == "sentinel_password_file" else "sessions"
+    assert _refusal(redis_url=LOOPBACK, **{setting: value}) == (
+        "sentinel_service and sentinel_password_file need sentinels"
+    )
+
+
+def test_sentinels_with_the_memory_store_are_refused() -> None:
+    """Sentinels configured with the kind forgotten are not silently ignored."""
+    with pytest.raises(ValidationError) as refused:
+        SessionStoreSettings(sentinels=LOOPBACK_SENTINELS, sentinel_service="sessions")
+    [error] = refused.value.errors()
+    assert str(error["msg"]).removeprefix("Value error, ") == (
+        "sentinels is set but kind is memory: set kind=redis to keep the sessions there "
+        "(or leave sentinels out)"
+    )
+
+
+def test_sentinels_are_read_as_written_and_count_in_the_connections() -> None:
+    """Each sentinel's host and port; TLS from their scheme; their connections in the budget."""
+    store = SessionStoreSettings(
+        kind="redis",
+        sentinels=SENTINELS,
+        sentinel_service="sessions",
+        sentinel_password_file=SECRET,
+    )
+    assert store.sentinel_addresses() == [
+        ("sentinel-0.internal", 26379),
+        ("sentinel-1.internal", 26379),
+    ]
+    assert store.uses_tls()
+    assert not store.plain_off_host()
+    assert store.connections() == 32 + 2 * SENTINEL_CONNECTIONS
+    loopback = SessionStoreSettings(
+        kind="redis", sentinels=LOOPBACK_SENTINELS, sentinel_service="sessions"
+    )
+    assert not loopback.uses_tls()
+    assert not loopback.plain_off_host()
+    assert SessionStoreSettings().connections() == 0
+
+
+def test_production_refuses_plain_sentinels_off_host_even_when_allowed() -> None:
+    """allow_plain does not hold in production for sentinels either."""
+    plain = SessionStoreSettings(
+        kind="redis",
+        sentinels=["redis://sentinel-0.internal:26379"],
+        sentinel_service="sessions",
+        allow_plain=True,
+        redis_password_file=SECRET,
+        sentinel_password_file=SECRET,
+    )
+    with pytest.raises(ValidationError) as refused:
+        Settings(**PRODUCTION, session_store=plain)
+    assert [e["msg"] for e in refused.value.errors()] == [
+        (
+            "production keeps issuance sessions only over TLS: "
+            "session_store.sentinels are redis:// to another host (use rediss://)"
+        )
+    ]
+
+
+def test_production_authenticates_to_sentinels_on_another_host() -> None:
+    """Pin that production proves itself to the sentinels too: whoever tells them names the primary.
+
+    A password for the primary alone is refused; with the sentinels' too, or a client
+    certificate (shown to both), it is taken.
+    """
+    primary_only = SessionStoreSettings(
+        kind="redis", sentinels=SENTINELS, sentinel_service="sessions", redis_password_file=SECRET
+    )
+    with pytest.raises(ValidationError) as refused:
+        Settings(**PRODUCTION, session_store=primary_only)
+    assert [e["msg"] for e in refused.value.errors()] == [
+        (
+            "production authenticates to its session store: set "
+            "session_store.redis_password_file (AUTH; sentinel_password_file too) or "
+            "client_cert and client_key (mutual TLS)"
+        )
+    ]
+    for proven in (
+        {"redis_password_file": SECRET, "sentinel_password_file": SECRET},
+        {"client_cert": SECRET, "client_key": SECRET},
+    ):
+        store = SessionStoreSettings(
+            kind="redis",
+            sentinels=SENTINELS,
+            sentinel_service="sessions",
+            **proven,  # type: ignore[arg-type]
+        )
+        assert Settings(**PRODUCTION, session_store=store).session_store is store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,27 @@ async def test_a_store_file_that_does_not_load_when_opened_is_a_named_start_up_e
     with pytest.raises(SessionStoreFilesError) as refused:
         await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
     assert str(refused.value) == STORE + line
+
+
+@pytest.mark.parametrize(
+    ("name", "line"), [("missing", "no such file"), ("empty", "is empty")], ids=["gone", "empty"]
+)
+async def test_a_sentinel_password_file_is_checked_as_the_redis_one(
+    files: dict[str, Path], name: str, line: str
+) -> None:
+    """Pin that the sentinels' password file is a named line before serving, and at opening.
+
+    Without the check an empty file sent no AUTH, and every new connection failed 503.
+    """
+    settings = SessionStoreSettings(
+        kind="redis",
+        sentinels=["redis://127.0.0.1:26379"],
+        sentinel_service="sessions",
+        sentinel_password_file=files[name],
+    )
+    problem = f"{STORE}SENTINEL_PASSWORD_FILE: {line}"
+    whole = Settings(auth=AuthSettings(mode="disabled"), session_store=settings)
+    assert await asyncio.to_thread(tls_file_problems, whole) == [problem]
+    with pytest.raises(SessionStoreFilesError) as refused:
+        await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+    assert str(refused.value) == problem

@@ -1,0 +1,175 @@
+"""The Redis client of the session store: on `redis_url`, or on the primary Sentinels name.
+
+Built at start-up, its files read off the event loop (`read_store_files`): redis-py would
+otherwise build its TLS context (loading the CA bundle and the client key) on the loop at the
+first connection, and look at the files again at each one. Its pool is bounded and waits at
+most `timeout_seconds` for a connection; no command and no connection is retried.
+
+With `sentinels`, each new connection first asks the sentinels, in turn, which server is the
+primary of `sentinel_service` (redis-py's `SentinelConnectionPool`), each within
+`connect_timeout_seconds`; the store's `timeout_seconds` bounds that too, as the rest of the
+operation. A primary that answers `READONLY` (demoted) has that connection closed and the
+operation fails; the next connection asks the sentinels again, and the pool closes its idle
+connections once they name another primary. The sentinels are reached as the primary is:
+over TLS with `rediss://`, with the same CA bundle and client certificate.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import NoBackoff
+from redis.driver_info import DriverInfo
+
+from signing_gateway.security.files import read_password_text
+from signing_gateway.security.tls_contexts import client_tls_context
+from signing_gateway.settings import SENTINEL_CONNECTIONS, SessionStoreSettings
+from signing_gateway.start_up import StartUpError
+from signing_gateway.start_up_checks import session_store_file_problems
+
+#: The name the gateway's connections carry in Redis's `CLIENT LIST`.
+CLIENT_NAME = "signing-gateway"
+
+
+class TlsConnection(Connection):
+    """A Redis connection over TLS with a context built at start-up, off the event loop."""
+
+    def __init__(self, *, tls_context: ssl.SSLContext, **kwargs: Any) -> None:  # noqa: ANN401 - redis-py's
+        """A connection that wraps its socket with `tls_context` (`kwargs`: redis-py's)."""
+        self._tls_context = tls_context
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        return {**super()._connection_arguments(), "ssl": self._tls_context}
+
+
+class _SentinelTlsConnection(SentinelManagedConnection, TlsConnection):
+    """A connection to the primary the sentinels name, over TLS with the start-up context."""
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Connections to the primary the sentinels name, waiting for one as the store's pool does.
+
+    redis-py's own Sentinel pool refuses at once when all its connections are in use.
+    """
+
+
+@dataclass(frozen=True)
+class StoreFiles:
+    """What the store's files hold: the passwords (None: no AUTH) and the TLS context."""
+
+    password: str | None
+    sentinel_password: str | None
+    tls_context: ssl.SSLContext | None
+
+
+class SessionStoreFilesError(StartUpError):
+    """Raised at start-up when the store's TLS or password file does not load; no start.
+
+    The check before serving names the same problems; this is for a file changed since, or an
+    app from `create_app()`, whose files are not checked first.
+    """
+
+
+def _tls_context(settings: SessionStoreSettings) -> ssl.SSLContext:
+    """The TLS context of a rediss:// store (blocking: loads files)."""
+    return client_tls_context(
+        ca_bundle=settings.ca_bundle,
+        client_cert=settings.client_cert,
+        client_key=settings.client_key,
+    )
+
+
+def read_store_files(settings: SessionStoreSettings) -> StoreFiles:
+    """The passwords and the TLS context of the store (blocking: reads files).
+
+    Raises:
+        SessionStoreFilesError: one does not load, or a password file is empty.
+    """
+    try:
+        passwords = [
+            None if path is None else read_password_text(path)
+            for path in (settings.redis_password_file, settings.sentinel_password_file)
+        ]
+        tls = _tls_context(settings) if settings.uses_tls() else None
+    except (OSError, ValueError) as exc:  # ssl.SSLError, UnicodeDecodeError, an encrypted key
+        problems = session_store_file_problems(settings) or [
+            f"a session store file could not be loaded ({type(exc).__name__}); start again"
+        ]
+        raise SessionStoreFilesError("; ".join(problems)) from exc
+    # Emptied since the check (or never checked): the client would then send no AUTH at all.
+    if "" in passwords:
+        raise SessionStoreFilesError("; ".join(session_store_file_problems(settings)))
+    return StoreFiles(passwords[0], passwords[1], tls)
+
+
+def redis_client(settings: SessionStoreSettings, *, files: StoreFiles, driver: DriverInfo) -> Redis:
+    """The Redis client `settings` describe: bounded pool, no retries, the files' TLS context.
+
+    `driver` is what each connection tells the server of its library (`CLIENT SETINFO`):
+    left to redis-py, the first connection read the library's version from its package files,
+    on the event loop (blockbuster caught it). Build it once, off the loop.
+    """
+    tls: dict[str, Any] = {}
+    if settings.uses_tls():
+        if files.tls_context is None:
+            raise ValueError("a rediss:// store needs its TLS context")
+        tls = {"connection_class": TlsConnection, "tls_context": files.tls_context}
+    no_retries = Retry(NoBackoff(), 0)
+    common: dict[str, Any] = {
+        "timeout": settings.timeout_seconds,
+        "socket_connect_timeout": settings.connect_timeout_seconds,
+        "client_name": CLIENT_NAME,
+        "driver_info": driver,
+        "retry": no_retries,
+        **tls,
+    }
+    primary: dict[str, Any] = {
+        **common,
+        "username": settings.redis_username,
+        "password": files.password,
+        "max_connections": settings.max_connections,
+        "socket_timeout": settings.timeout_seconds,
+    }
+    if not settings.sentinels:
+        _, host, port, database = settings.redis_parts()
+        pool = BlockingConnectionPool(host=host, port=port, db=database, **primary)
+        return Redis(connection_pool=pool, retry=no_retries, driver_info=driver)
+    # Each sentinel is asked within connect_timeout_seconds, so one that hangs leaves the
+    # others time to answer within the operation's timeout_seconds.
+    sentinels = Sentinel([])
+    sentinels.sentinels = [
+        Redis(
+            connection_pool=BlockingConnectionPool(
+                host=host,
+                port=port,
+                password=files.sentinel_password,
+                max_connections=SENTINEL_CONNECTIONS,
+                socket_timeout=settings.connect_timeout_seconds,
+                **common,
+            ),
+            retry=no_retries,
+            driver_info=driver,
+        )
+        for host, port in settings.sentinel_addresses()
+    ]
+    if settings.uses_tls():
+        primary["connection_class"] = _SentinelTlsConnection
+    pool = _BlockingSentinelPool(settings.sentinel_service, sentinels, **primary)  # type: ignore[no-untyped-call]
+    return Redis(connection_pool=pool, retry=no_retries, driver_info=driver)
+
+
+async def close_client(client: Redis) -> None:
+    """Close `client`, its pool's connections and, with sentinels, theirs."""
+    pool = client.connection_pool
+    # The pool too: redis-py leaves a pool it was given open when the client closes.
+    await client.aclose(close_connection_pool=True)
+    if isinstance(pool, SentinelConnectionPool):
+        await pool.sentinel_manager.aclose()
