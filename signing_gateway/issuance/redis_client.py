@@ -145,8 +145,9 @@ def redis_client(settings: SessionStoreSettings, *, files: StoreFiles, driver: D
     # Each sentinel is asked within connect_timeout_seconds, so one that hangs leaves the
     # others time to answer within the operation's timeout_seconds.
     sentinels = Sentinel([])
-    sentinels.sentinels = [
-        Redis(
+    sentinels.sentinels = []
+    for host, port in settings.sentinel_addresses():
+        sentinel = Redis(
             connection_pool=BlockingConnectionPool(
                 host=host,
                 port=port,
@@ -158,8 +159,9 @@ def redis_client(settings: SessionStoreSettings, *, files: StoreFiles, driver: D
             retry=no_retries,
             driver_info=driver,
         )
-        for host, port in settings.sentinel_addresses()
-    ]
+        # Closed with its pool (`Sentinel.aclose`): redis-py leaves a pool it was given open.
+        sentinel.auto_close_connection_pool = True
+        sentinels.sentinels.append(sentinel)
     if settings.uses_tls():
         primary["connection_class"] = _SentinelTlsConnection
     pool = _BlockingSentinelPool(settings.sentinel_service, sentinels, **primary)  # type: ignore[no-untyped-call]

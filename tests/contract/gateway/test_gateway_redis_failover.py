@@ -41,6 +41,7 @@ from tests.support.polling import until_answered
 from tests.support.processes import free_port
 from tests.support.redis_server import (
     RedisServer,
+    RedisTls,
     running_redis_sentinel,
     running_redis_server,
     tls_files,
@@ -111,6 +112,13 @@ async def _replicating(replica: Redis) -> None:
     )
 
 
+def _client_context(tls: RedisTls) -> ssl.SSLContext:
+    """A context trusting `tls`'s CA, with its client certificate (blocking: loads files)."""
+    context = ssl.create_default_context(cafile=tls.ca)
+    context.load_cert_chain(tls.client_cert, tls.client_key)
+    return context
+
+
 @contextlib.asynccontextmanager
 async def _controls(*servers: RedisServer) -> AsyncIterator[list[Redis]]:
     """A client of each server (over TLS where it listens so), to change its role."""
@@ -119,7 +127,7 @@ async def _controls(*servers: RedisServer) -> AsyncIterator[list[Redis]]:
         for server in servers:
             tls: dict[str, object] = {}
             if server.tls is not None:
-                context = await asyncio.to_thread(ssl.create_default_context, cafile=server.tls.ca)
+                context = await asyncio.to_thread(_client_context, server.tls)
                 tls = {"connection_class": TlsConnection, "tls_context": context}
             pool = ConnectionPool(host="127.0.0.1", port=server.port, decode_responses=True, **tls)
             clients.append(await stack.enter_async_context(Redis.from_pool(pool)))
@@ -299,7 +307,8 @@ async def test_the_store_finds_its_primary_through_tls_sentinels_without_blockin
     """In this process, under blockbuster: a store on rediss:// sentinels opens and takes.
 
     Its TLS context and passwords are read in a thread at opening; asking the sentinel and
-    connecting to the primary it names block nothing on the loop.
+    connecting to the primary it names block nothing on the loop. Closed, it leaves no
+    connection open to the sentinel either.
     """
     files = tls_files(tmp_path, mutual=True)
     with (
@@ -323,3 +332,10 @@ async def test_the_store_finds_its_primary_through_tls_sentinels_without_blockin
             await store.probe()
         finally:
             await store.close()
+        async with _controls(sentinel) as (to_sentinel,):
+
+            async def gateways() -> list[str]:
+                clients = await to_sentinel.client_list()
+                return [c["name"] for c in clients if c["name"] == "signing-gateway"]
+
+            await until_answered(gateways, lambda names: names == [], limit=5)
