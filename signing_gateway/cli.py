@@ -62,7 +62,7 @@ def _own_port_problems(settings: Settings, args: argparse.Namespace) -> list[str
     up) and 404s every signing call, which counts as the signer's refusal, not its failure.
     """
     if not isinstance(args.host, str):
-        return []  # its variable gave no host (reported with the options): nothing to compare
+        return []  # no host: its flag or variable was refused, reported with the options
     own = {
         port: flag
         for port, flag in ((args.probe_port, "--probe-port"), (args.port, "--port"))
@@ -226,6 +226,41 @@ def _serve_only_variables(parser: argparse.ArgumentParser) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True, slots=True)
+class _RefusedOnThisMachine:
+    """A flag's value refused for what this machine is, not for how it is written: why.
+
+    `--host` is looked up and bound (`_listen_host`): an unknown name or another machine's
+    address is a fault of the start-up, not of the command line. It is reported as its
+    variable's is, a line of the start-up report (exit 2) naming the flag, rather than in
+    argparse's usage error, whose usage says nothing about it.
+    """
+
+    flag: str
+    problem: str
+
+
+def _refused_on_this_machine(flag: str, parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse `type` for `flag`: what `parse` makes of the text, or why it refused it."""
+
+    def parse_or_refuse(text: str) -> object:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            return _RefusedOnThisMachine(flag, str(exc))
+
+    return parse_or_refuse
+
+
+def _refused_flags(args: argparse.Namespace) -> list[str]:
+    """A line for each flag given a value this machine cannot take, named by the flag."""
+    return [
+        f"{value.flag}: {value.problem}"
+        for value in vars(args).values()
+        if isinstance(value, _RefusedOnThisMachine)
+    ]
+
+
 def _options_from_environment(args: argparse.Namespace) -> list[str]:
     """Set each option its flag did not set from its variable; what is wrong, a line each.
 
@@ -327,7 +362,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway (settings from SIGNING_GATEWAY_*)")
     serve.add_argument(
         "--host",
-        type=_listen_host,
+        type=_refused_on_this_machine("--host", _listen_host),
         default=FromEnvironment("SIGNING_GATEWAY_HOST", _listen_host, LOOPBACK),
         help="address to listen on; 0.0.0.0 for every IPv4 address, :: for every IPv6 one "
         f"(IPv6 only) (default: SIGNING_GATEWAY_HOST, else {LOOPBACK})",
@@ -448,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `signing-gateway` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    option_problems = _options_from_environment(args)
+    option_problems = _refused_flags(args) + _options_from_environment(args)
     if args.command == "serve" and args.workers > 1:
         _refuse_single_process_options(parser, args)
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.

@@ -34,6 +34,7 @@ from signing_gateway.runtime.event_loop import BoundedEpollSelector
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.settings import Settings
+from signing_gateway.settings_env import PROBLEMS_HEADER
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -783,19 +784,38 @@ def test_a_host_nothing_here_can_listen_on_is_refused_before_the_start_up(
     host: str,
     problem: str,
 ) -> None:
-    """In the report (variable) or as argparse's error (flag), exit 2, nothing served.
+    """A line of the report named by the variable or the flag, exit 2, nothing served.
 
     Before, uvicorn looked the host up only when it bound, after the start-up (up to 30 s of
     fetching keys), and ended the process with exit 3 in its own words:
-    `[Errno -2] Name or service not known`, naming neither the flag nor the variable.
+    `[Errno -2] Name or service not known`, naming neither the flag nor the variable. And the
+    flag's refusal then was argparse's, `serve`'s usage and `argument --host: ...`, not the
+    report's line its variable's was.
     """
     monkeypatch.setenv("SIGNING_GATEWAY_HOST", host)
     assert cli.main(["serve", "--port", "0"]) == 2
     assert capsys.readouterr().err.splitlines()[1:] == [f"  SIGNING_GATEWAY_HOST: {problem}"]
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["serve", "--host", host, "--port", "0"])
-    assert exited.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument --host: {problem}")
+    assert cli.main(["serve", "--host", host, "--port", "0"]) == 2  # the flag wins, as read
+    assert capsys.readouterr().err.splitlines() == [PROBLEMS_HEADER, f"  --host: {problem}"]
+    assert "ran" not in served
+
+
+def test_a_refused_host_flag_is_one_report_with_the_other_problems(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--host` refused, a variable refused and a signer on the gateway's port: one report.
+
+    The host that was refused is not compared with a loopback signer's URL (as for the
+    variable); the other problems come in the same report, as with the variable.
+    """
+    monkeypatch.setenv("SIGNING_GATEWAY_PROBE_PORT", "0")
+    monkeypatch.setenv("SIGNING_GATEWAY_EU_SIGNER__URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("SIGNING_GATEWAY_EU_SIGNER__ALLOW_PLAIN_HTTP", "true")
+    assert cli.main(["serve", "--host", "no-such-host.invalid", "--port", "8080"]) == 2
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        f"  --host: {NOT_FOUND} (name or service not known)",
+        "  SIGNING_GATEWAY_PROBE_PORT: must be a whole number from 1 to 65535",
+    ]
     assert "ran" not in served
 
 
