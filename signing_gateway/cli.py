@@ -357,6 +357,12 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command line's parser, and `serve`'s own: a usage error of `serve` gives its usage."""
     parser = argparse.ArgumentParser(prog="signing-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (settings from SIGNING_GATEWAY_*)")
@@ -429,7 +435,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--smoke", action="store_true", help="send the examples, print, exit")
     _add_loop_option(demo)
-    return parser
+    return parser, serve
 
 
 def _loop_from_environment() -> FromEnvironment:
@@ -452,9 +458,9 @@ class _Default(int):
 
 
 def _refuse_single_process_options(
-    parser: argparse.ArgumentParser, args: argparse.Namespace
+    serve: argparse.ArgumentParser, args: argparse.Namespace
 ) -> None:
-    """End with a usage error (exit 2) naming what `--workers` > 1 cannot honour.
+    """End with `serve`'s usage error (exit 2) naming what `--workers` > 1 cannot honour.
 
     uvicorn's supervisor hands its workers one socket: there is no second one for
     `--probe-port`, and a probe would reach one worker or another (during a SIGHUP's restart,
@@ -474,18 +480,18 @@ def _refuse_single_process_options(
         if set_
     ]
     if given:
-        parser.error(f"{' and '.join(given)} {'need' if len(given) > 1 else 'needs'} --workers 1")
+        serve.error(f"{' and '.join(given)} {'need' if len(given) > 1 else 'needs'} --workers 1")
     if not worker_signals.AVAILABLE:
-        parser.error("--workers > 1 needs real-time signals, which this platform lacks")
+        serve.error("--workers > 1 needs real-time signals, which this platform lacks")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `signing-gateway` console script."""
-    parser = _parser()
+    parser, serve = _parsers()
     args = parser.parse_args(argv)
     option_problems = _refused_flags(args) + _options_from_environment(args)
     if args.command == "serve" and args.workers > 1:
-        _refuse_single_process_options(parser, args)
+        _refuse_single_process_options(serve, args)
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for a process that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.command == "demo":

@@ -448,15 +448,27 @@ def test_a_workers_server_is_built_holding_the_lock_its_health_check_thread_take
     assert built_holding_the_lock == [True]
 
 
+def _assert_serves_usage_error(error: str, problem: str) -> None:
+    """`error` (stderr) is `serve`'s usage error saying `problem`, with `serve`'s usage.
+
+    Before, the refusals of `--workers` > 1 gave the command line's usage, `usage:
+    signing-gateway [-h] {serve,demo} ...`, which shows none of the flags they name.
+    """
+    lines = error.splitlines()
+    assert lines[0].startswith("usage: signing-gateway serve [-h] [--host HOST]"), error
+    assert "[--accept-batch ACCEPT_BATCH]" in error
+    assert lines[-1] == f"signing-gateway serve: error: {problem}"
+
+
 def test_workers_refuse_a_probe_port(
     served: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The supervisor hands its workers one socket: a usage error, exit 2."""
+    """The supervisor hands its workers one socket: `serve`'s usage error, exit 2."""
     with pytest.raises(SystemExit) as ended:
         _serve("--workers", "2", "--probe-port", "18081")
     assert ended.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        "signing-gateway: error: --probe-port (SIGNING_GATEWAY_PROBE_PORT) needs --workers 1"
+    _assert_serves_usage_error(
+        capsys.readouterr().err, "--probe-port (SIGNING_GATEWAY_PROBE_PORT) needs --workers 1"
     )
     assert served == {}
     assert _serve("--workers", "1", "--probe-port", "18081") == 0
@@ -465,7 +477,7 @@ def test_workers_refuse_a_probe_port(
 def test_workers_are_refused_where_the_platform_has_no_real_time_signals(
     served: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pin that `--workers` > 1 is a usage error, exit 2, where the supervisor cannot signal.
+    """Pin that `--workers` > 1 is `serve`'s usage error, exit 2, where it cannot signal.
 
     One process needs none of the supervisor's signals and is still served.
     """
@@ -473,8 +485,8 @@ def test_workers_are_refused_where_the_platform_has_no_real_time_signals(
     with pytest.raises(SystemExit) as ended:
         _serve("--workers", "2")
     assert ended.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        "signing-gateway: error: --workers > 1 needs real-time signals, which this platform lacks"
+    _assert_serves_usage_error(
+        capsys.readouterr().err, "--workers > 1 needs real-time signals, which this platform lacks"
     )
     assert served == {}
     assert _serve("--workers", "1") == 0
@@ -541,7 +553,7 @@ def test_workers_without_a_bound_make_the_loop_uvicorn_would(
 def test_workers_refuse_an_accept_batch(
     served: dict[str, Any], capsys: pytest.CaptureFixture[str], flags: list[str], problem: str
 ) -> None:
-    """Pin that `--accept-batch` given with `--workers` > 1 is a usage error, exit 2.
+    """Pin that `--accept-batch` given with `--workers` > 1 is `serve`'s usage error, exit 2.
 
     uvicorn's workers set the shared socket's queue to the batch as each starts, so it cannot
     be honoured there; it was dropped without a word. Left at its default, it is no problem.
@@ -549,7 +561,7 @@ def test_workers_refuse_an_accept_batch(
     with pytest.raises(SystemExit) as ended:
         _serve("--workers", "2", *flags)
     assert ended.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"signing-gateway: error: {problem}"
+    _assert_serves_usage_error(capsys.readouterr().err, problem)
     assert "supervised" not in served
     assert _serve("--workers", "2") == 0
     assert _serve("--workers", "1", *flags) == 0
