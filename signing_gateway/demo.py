@@ -28,7 +28,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from signing_gateway.api import examples
-from signing_gateway.observability.logging import configure_logging
+from signing_gateway.observability.logging import configure_logging, flush_logging
 from signing_gateway.security.settings import ALL_SCOPES, LOOPBACK, AuthSettings
 from signing_gateway.security.tokens import LocalTokenIssuer
 from signing_gateway.serving import served_options
@@ -47,8 +47,19 @@ def _free_ports(count: int) -> list[int]:
 
 #: How long a fake signer has to stop after SIGTERM on the way out, before it is killed.
 FAKE_SIGNER_STOP_SECONDS = 5.0
-#: The signals that stop the demo: SIGTERM, and SIGINT (Ctrl-C on `make run`), alike.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: The signals that stop the demo: SIGTERM, SIGINT (Ctrl-C on `make run`) and SIGHUP (its
+#: terminal closed), alike. The fake signers, in a process group of their own (`_start`), get
+#: none of a terminal's signals: the demo stops them, once its gateway has stopped.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """The `STOP_SIGNALS` the demo takes: SIGHUP not when it is ignored (`nohup make run`)."""
+    return [
+        signum
+        for signum in STOP_SIGNALS
+        if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN
+    ]
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -77,6 +88,9 @@ def _fake_signers(latency_ms: float, keys_dir: Path, ports: dict[str, int]) -> I
             _wait_healthy(f"http://{LOOPBACK}:{port}", _start(command, processes))
         yield
     finally:
+        # The gateway's last lines (it has stopped by now) before the fakes' "stopping" ones:
+        # its writer thread would write them a batch later, after those.
+        flush_logging()
         for process in processes:
             process.terminate()
         for process in processes:
@@ -93,14 +107,19 @@ def _start(command: list[str], processes: list[subprocess.Popen[bytes]]) -> subp
     after the child had started and before its process was on record, it left that fake signer
     running with nobody to stop it. So a stop signal that comes meanwhile is raised again once
     the process is in `processes`, where the way out stops it.
+
+    Each fake signer runs in a process group of its own. In the demo's group a terminal's
+    Ctrl-C reached the fakes as it reached the demo, and they mostly stopped before the
+    gateway had: its readiness prober, still running, could log both signers down. Now the
+    demo alone takes the terminal's signals and stops its gateway, then the fakes.
     """
     held: list[int] = []
     previous = {
         signum: signal.signal(signum, lambda received, _frame: held.append(received))
-        for signum in STOP_SIGNALS
+        for signum in _stop_signals()
     }
     try:
-        process = subprocess.Popen(command)  # noqa: S603 - our own module, fixed arguments
+        process = subprocess.Popen(command, process_group=0)  # noqa: S603 - our own module
         processes.append(process)
     finally:
         for signum, handler in previous.items():
@@ -183,7 +202,7 @@ def demo_setup(also_read: Iterable[str]) -> Iterator[tuple[DemoSetup | None, lis
     # Until the server exists a stop signal ends the demo through SystemExit, which stops the
     # fake signers and removes the directory on the way out. From then on it only asks the
     # server to stop (`_stop_server_on_signal`).
-    for signum in STOP_SIGNALS:
+    for signum in _stop_signals():
         signal.signal(signum, _exit_on_stop_signal)
     with tempfile.TemporaryDirectory(prefix="signing-gateway-demo-") as tmp:
         directory = Path(tmp)
@@ -221,7 +240,8 @@ def run_demo(
     Starts the fake signers `setup` names, then the gateway. Serves until stopped (after
     SIGTERM the status is 128 + its number); with `smoke`, sends the example requests instead
     and returns 0 when each was answered 200, else 1. A gateway that fails to start ends the
-    demo with uvicorn's status for that, 3, with `smoke` too. SIGINT stops it as SIGTERM does.
+    demo with uvicorn's status for that, 3, with `smoke` too. SIGINT and SIGHUP stop it as
+    SIGTERM does, and the fake signers only once the gateway has stopped.
     """
     # Imported here, once the settings checked out: a refused demo imports no app (as `serve`).
     from signing_gateway.app import create_app  # noqa: PLC0415
@@ -239,8 +259,8 @@ def run_demo(
             http=GatewayHttpProtocol,
             **served_options(host=LOOPBACK, port=port, loop=loop),
         )
-        # A signal while the gateway starts stops the start-up at once: in a terminal Ctrl-C
-        # stops the fake signers too, whose keys the start-up may still be waiting for.
+        # SIGINT or SIGTERM while the gateway starts stops the start-up at once, not once it
+        # has the fake signers' keys (a fetch's 30 s, if a fake does not answer).
         server = StartUpStoppingServer(config)
         if smoke:
             return _run_smoke(server, base, setup.token)
@@ -270,7 +290,7 @@ def _stop_server_on_signal(server: uvicorn.Server) -> list[int]:
         received.append(signum)
         server.should_exit = True
 
-    for signum in STOP_SIGNALS:
+    for signum in _stop_signals():
         signal.signal(signum, request_stop)
     return received
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.support.processes import read_until
-from tests.support.terminal import AS_A_TERMINAL_RUNS_IT, press_ctrl_c
+from tests.support.terminal import AS_A_TERMINAL_RUNS_IT, close_the_terminal, press_ctrl_c
 
 READY_LINE = b"signing-gateway demo is up at"
 #: The end of the last example the demo prints (its `GET /readyz`).
@@ -122,8 +122,15 @@ class Demo:
         self.wait_stopped_by(signum)
 
     def press_ctrl_c(self) -> None:
-        """SIGINT to the demo and its fake signers at once, as a terminal sends Ctrl-C."""
+        """SIGINT to the demo's process group, as a terminal sends Ctrl-C.
+
+        The fake signers run in process groups of their own: the demo alone gets it.
+        """
         press_ctrl_c(self.process)
+
+    def close_the_terminal(self) -> None:
+        """SIGHUP to the demo's process group, as closing its terminal sends it."""
+        close_the_terminal(self.process)
 
     def wait_stopped_by(self, signum: signal.Signals) -> None:
         """The demo exits in 20 s with 128 + `signum`, no fake signer left, its directory gone.

@@ -221,14 +221,14 @@ def test_the_way_out_stops_each_fake_signer_and_kills_one_that_ignores_sigterm(
                 process.stdout.close()
 
 
-@pytest.mark.parametrize("signum", demo.STOP_SIGNALS, ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", demo.STOP_SIGNALS, ids=[s.name for s in demo.STOP_SIGNALS])
 def test_the_demo_serves_on_loopback_with_the_port_and_loop_asked_as_serve_does(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, signum: signal.Signals
 ) -> None:
     """Pin what the demo's gateway is given: 127.0.0.1, `--port`, `--loop`, `serve`'s protocol.
 
-    SIGTERM or SIGINT while it serves asks it to stop and ends the demo with 128 + its number,
-    as a shell reports a process the signal ended.
+    SIGTERM, SIGINT or SIGHUP while it serves asks it to stop and ends the demo with 128 + its
+    number, as a shell reports a process the signal ended.
     """
     configs: list[uvicorn.Config] = []
 
@@ -263,3 +263,18 @@ def test_the_demo_serves_on_loopback_with_the_port_and_loop_asked_as_serve_does(
     assert (config.host, config.port, config.loop) == ("127.0.0.1", 18080, "uvloop")
     assert config.http is GatewayHttpProtocol
     assert (config.access_log, config.proxy_headers) == (False, False)
+
+
+def test_a_hangup_ignored_when_the_demo_starts_stays_ignored() -> None:
+    """`nohup make run` outlives its terminal: an ignored SIGHUP is no stop; at its default, it is.
+
+    The fake signers, in process groups of their own, get no hangup from the terminal: the
+    demo takes SIGHUP as a stop (and stops them), unless it was started to ignore it.
+    """
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert demo._stop_signals() == [signal.SIGTERM, signal.SIGINT]
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        assert demo._stop_signals() == [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+    finally:
+        signal.signal(signal.SIGHUP, previous)
