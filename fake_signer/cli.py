@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", help="debug, info, warning, error or critical (default info)"
     )
     parser.add_argument(
+        "--parent-pid", type=int, help="stop once this process is no longer the parent"
+    )
+    parser.add_argument(
         "--domestic-scheme",
         choices=[s.value for s in DomesticScheme],
         help="domestic signatures: Ed25519 simulation (default) or Idemix CL signatures",
@@ -114,10 +117,31 @@ async def serve(settings: FakeSignerSettings) -> None:
     take_stop_signals()
     if on_stop(functools.partial(loop.call_soon_threadsafe, stop.set)):
         stop.set()  # now, not in a later pass: the start must not get ahead of it
+    watch = None
+    if settings.parent_pid is not None:
+        watch = asyncio.create_task(_stop_without_parent(settings.parent_pid, stop))
     try:
         await _serve_until(stop, settings)
     finally:
         on_stop(None)  # the loop is about to close: a later signal is only noted
+        if watch is not None:
+            watch.cancel()
+
+
+#: How often the parent is looked for (`--parent-pid`): a stop within about this long.
+PARENT_POLL_SECONDS = 0.25
+
+
+async def _stop_without_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Set `stop` once `parent_pid` is no longer this process's parent (it died: orphaned).
+
+    Polled, as nothing portable tells a process its parent ended; `getppid` is a system call
+    that cannot block.
+    """
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 - no event tells of a parent gone
+        await asyncio.sleep(PARENT_POLL_SECONDS)
+    log.warning("fake-signer: its parent (pid %d) has gone; stopping", parent_pid)
+    stop.set()
 
 
 async def _serve_until(stop: asyncio.Event, settings: FakeSignerSettings) -> None:

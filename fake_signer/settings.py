@@ -120,6 +120,9 @@ class FakeSignerSettings(BaseSettings):
         default=2.0, ge=0, le=MAX_LATENCY_MS / 1000, allow_inf_nan=False
     )
     log_level: LogLevel = "info"
+    # Stop once this process is no longer the parent: a launcher killed outright (SIGKILL) takes
+    # its fakes with it, also those in a process group of their own (the demo's).
+    parent_pid: int | None = Field(default=None, ge=1)
     domestic_scheme: DomesticScheme = DomesticScheme.SIMULATION
 
     @model_validator(mode="before")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -84,6 +85,8 @@ def _fake_signers(latency_ms: float, keys_dir: Path, ports: dict[str, int]) -> I
                 sys.executable, "-m", "fake_signer", "--role", role, "--host", LOOPBACK,
                 "--port", str(port), "--latency-ms", str(latency_ms),
                 "--keys-dir", str(keys_dir / role),
+                # In a group of their own (`_start`), they would outlive a demo killed outright.
+                "--parent-pid", str(os.getpid()),
             ]  # fmt: skip
             _wait_healthy(f"http://{LOOPBACK}:{port}", _start(command, processes))
         yield

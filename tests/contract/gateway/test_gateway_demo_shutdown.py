@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from signing_gateway.demo import demo_requests
@@ -85,30 +87,42 @@ def test_a_signal_during_start_up_stops_the_demo_and_its_fake_signers(
         demo.stop_with(signum)
 
 
-def test_ctrl_c_to_the_group_stops_the_serving_demo_and_its_fake_signers(tmp_path: Path) -> None:
-    """Ctrl-C as a terminal sends it, to the demo's process group: exit 130.
+@pytest.mark.parametrize(
+    ("send", "signum"),
+    [("press_ctrl_c", signal.SIGINT), ("close_the_terminal", signal.SIGHUP)],
+    ids=["ctrl-c", "hangup"],
+)
+def test_a_terminals_signal_to_the_group_stops_the_demo_and_its_fake_signers(
+    tmp_path: Path, send: str, signum: signal.Signals
+) -> None:
+    """Ctrl-C (exit 130), or closing the terminal (SIGHUP, 129), to the demo's process group.
 
     No traceback, exception or error from any of them, no process left, its directory removed.
-    """
-    with running_demo(tmp_path, stdout=subprocess.PIPE) as demo:
-        wait_for_line(demo.process, LAST_EXAMPLE, timeout=30)  # a few lines: the pipe holds them
-        demo.find_fake_signers()
-        demo.press_ctrl_c()
-        demo.wait_stopped_by(signal.SIGINT)
-
-
-def test_closing_the_terminal_stops_the_demo_and_its_fake_signers(tmp_path: Path) -> None:
-    """SIGHUP to the demo's group, as closing its terminal sends it: exit 129, no fake left.
-
-    The fake signers run in process groups of their own, which a hangup does not reach: the
-    demo takes it as a stop, stops its gateway, then them. Before, the hangup killed the demo
+    The fake signers run in process groups of their own, which neither signal reaches: the
+    demo takes it as a stop, stops its gateway, then them. Before, a hangup killed the demo
     (its temporary directory left behind), and the fakes with it.
     """
     with running_demo(tmp_path, stdout=subprocess.PIPE) as demo:
         wait_for_line(demo.process, LAST_EXAMPLE, timeout=30)  # a few lines: the pipe holds them
         demo.find_fake_signers()
-        demo.close_the_terminal()
-        demo.wait_stopped_by(signal.SIGHUP)
+        getattr(demo, send)()
+        demo.wait_stopped_by(signum)
+
+
+def test_a_demo_killed_outright_takes_its_fake_signers_with_it(tmp_path: Path) -> None:
+    """SIGKILL to the demo's process group: its fake signers stop by themselves within 5 s.
+
+    They run in process groups of their own, which the kill does not reach, and the demo,
+    killed, cannot stop them: each sees its parent gone (`--parent-pid`) and stops as on
+    SIGTERM (status 0), leaving nothing listening.
+    """
+    with running_demo(tmp_path, stdout=subprocess.PIPE) as demo:
+        wait_for_line(demo.process, LAST_EXAMPLE, timeout=30)  # a few lines: the pipe holds them
+        demo.find_fake_signers()
+        os.killpg(demo.process.pid, signal.SIGKILL)
+        demo.process.wait(timeout=10)
+        _, alive = psutil.wait_procs(demo.children, timeout=5)
+        assert alive == [], [child.cmdline() for child in alive]
 
 
 #: How many times the next test presses Ctrl-C: in 30 runs of the old code, the fake signers

@@ -71,6 +71,7 @@ def test_defaults_are_the_documented_ones(monkeypatch):
         "backlog": 8192,
         "shutdown_timeout": 2.0,
         "log_level": "info",
+        "parent_pid": None,
         "domestic_scheme": "simulation",
     }
 
@@ -96,6 +97,7 @@ def test_defaults_are_the_documented_ones(monkeypatch):
         (["--shutdown-timeout", "600.001"], "shutdown_timeout"),
         (["--shutdown-timeout", "1e300"], "shutdown_timeout"),
         (["--log-level", "verbose"], "log_level"),
+        (["--parent-pid", "0"], "parent_pid"),
     ],
 )
 def test_out_of_range_options_are_refused(args, field):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -145,7 +146,8 @@ def test_each_fake_signer_runs_on_loopback_with_its_own_keys_and_the_latency_ask
         pass
     assert [command[1:] for command in started] == [
         ["-m", "fake_signer", "--role", role, "--host", "127.0.0.1", "--port", port,
-         "--latency-ms", "250.0", "--keys-dir", str(tmp_path / role)]
+         "--latency-ms", "250.0", "--keys-dir", str(tmp_path / role),
+         "--parent-pid", str(os.getpid())]
         for role, port in (("eu", "18001"), ("domestic", "18002"))
     ]  # fmt: skip
     assert waited_on == ["http://127.0.0.1:18001", "http://127.0.0.1:18002"]
