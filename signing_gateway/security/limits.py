@@ -84,11 +84,17 @@ class BodyRefused(Exception):
         detail: str,
         *,
         headers: tuple[tuple[bytes, bytes], ...] = (),
+        read_whole: bool = False,
     ) -> None:
-        """Describe the refusal; `headers`: fields its answer carries besides the usual."""
+        """Describe the refusal; `headers`: fields its answer carries besides the usual.
+
+        `read_whole`: the request's body had all been read when it was refused, so the
+        connection is ready for the caller's next request and is kept.
+        """
         super().__init__(detail)
         self.status, self.slug, self.title, self.detail = status, slug, title, detail
         self.headers = headers
+        self.read_whole = read_whole
 
 
 def _bad_request(detail: str) -> BodyRefused:
@@ -310,6 +316,13 @@ def _not_json(exc: orjson.JSONDecodeError) -> str:
     return "the body is not JSON"
 
 
+def _invalid_json(reason: str) -> BodyRefused:
+    """The 422 for a body read whole whose JSON breaks a rule: its connection is kept."""
+    return BodyRefused(
+        422, "validation-failed", "Request validation failed", reason, read_whole=True
+    )
+
+
 def _too_large(limit: int) -> BodyRefused:
     # Made where it is raised, never held in a local of a frame it passes through: that would
     # make a reference cycle (error -> traceback -> frame -> error) of every refused request.
@@ -473,7 +486,7 @@ class RequestLimitsMiddleware:
                 if exc.msg.startswith(_ORJSON_DEPTH_LIMIT)
                 else _not_json(exc)
             )
-            raise BodyRefused(422, "validation-failed", "Request validation failed", why) from exc
+            raise _invalid_json(why) from exc
         reason = check_json_shape(
             parsed,
             max_depth=self.limits.max_json_depth,
@@ -482,14 +495,19 @@ class RequestLimitsMiddleware:
         if reason is None and repeats_a_key(body):
             reason = REPEATED_KEY
         if reason is not None:
-            raise BodyRefused(422, "validation-failed", "Request validation failed", reason)
+            raise _invalid_json(reason)
 
     async def _refuse(self, scope: Scope, send: Send, refusal: BodyRefused) -> None:
         extensions = None
         if refusal.status == 422:  # noqa: PLR2004 - same shape as every other 422
             extensions = {"errors": [{"loc": ["body"], "msg": refusal.detail}]}
         # The unread rest of an oversized body is not drained: the connection is closed, and
-        # the server reads on, dropping it, while it closes (`runtime.http_protocol`).
+        # the server reads on, dropping it, while it closes (`runtime.http_protocol`). After a
+        # body read whole, as after a route's own 422, the next request may follow: closing
+        # then would only cost the caller a new connection (and TLS handshake) per refusal.
+        headers = list(refusal.headers)
+        if not refusal.read_whole:
+            headers.append((b"connection", b"close"))
         await send_problem(
             send,
             scope,
@@ -498,5 +516,5 @@ class RequestLimitsMiddleware:
             title=refusal.title,
             detail=refusal.detail,
             extensions=extensions,
-            headers=[*refusal.headers, (b"connection", b"close")],
+            headers=headers,
         )
