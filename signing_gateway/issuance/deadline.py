@@ -26,11 +26,18 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from signing_gateway.errors import DeadlineExceeded, GatewayError
+from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS
 
 REQUEST_TIMEOUT_HEADER = "X-Request-Timeout"
 DEADLINE_HEADER = "X-Request-Deadline-Ms"
 
 T = TypeVar("T")
+
+#: Signer work a request's deadline cut before any of it could start: no signer is to blame.
+BUDGET_SPENT_BEFORE_SIGNING = (
+    "the request's time budget ran out before signing started; no signer was called, "
+    "nothing was issued"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +154,11 @@ class RequestDeadline:
         """Start the clock; a caller's budget already spent is a 504 at once."""
         now = asyncio.get_running_loop().time()
         budget = self._budget = _effective_budget(self._seconds, now)
-        if budget <= 0:  # the caller's budget went on waiting for the gateway (its CPU gate)
-            raise self._exceeded(
-                "the request's time budget ran out before its signer work could start; "
-                "nothing was issued"
-            )
+        # The caller's budget went on waiting for the gateway (its CPU gate, its body), and
+        # what is left of it cannot send a signer attempt (`MIN_ATTEMPT_SECONDS`): cut now,
+        # not at the signer call, whose 504 would name a signer as slow.
+        if budget <= 0 or (budget < MIN_ATTEMPT_SECONDS and budget < self._seconds):
+            raise self._exceeded(BUDGET_SPENT_BEFORE_SIGNING)
         self.at = now + budget
         # Set before the timer is armed: its handle copies the context, and a copy taken
         # before the set kept the context's previous contents alive beside the new ones for

@@ -45,6 +45,16 @@ without bound. Requests resuming after ``io_wait`` are never timed out here (the
 covers them). The middleware also notes when the request arrived (``scope[ARRIVED_AT]``,
 event-loop time), so a caller's ``X-Request-Timeout`` counts its wait here.
 
+A new request whose caller asked for less time (``X-Request-Timeout``) than is left of the
+queue timeout is answered at its own deadline instead: 504 ``deadline-exceeded``, saying the
+budget ran out before signing started, when it comes. Waiting out the queue timeout for a
+503 would answer late a caller who has given up; a permit handed over after the deadline
+would only lead the request to the same 504, after its body was read and checked. The same
+timer does it: the one a parked request arms for the queue timeout is armed for the
+caller's deadline when that comes first. The header is read only by a request that parks
+(a malformed one is ignored here and answered 400 once the request is admitted), so a
+request finding a free permit pays nothing for it.
+
 The new requests parked at once are bounded too (``queue_max``): under a flood (a retry
 storm, a caller's loop gone wild) every new connection would otherwise park here, each
 holding ~47 KB (bench S4), until the pod's memory limit kills it with every signing in flight.
@@ -57,6 +67,7 @@ integer comparison, made only by a request that has to park. Requests resuming a
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -66,10 +77,16 @@ from typing import Any, NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signing_gateway.errors import send_problem_503
+from signing_gateway.errors import PROBLEM_BASE, DeadlineExceeded, send_problem, send_problem_503
+from signing_gateway.issuance.deadline import (
+    BUDGET_SPENT_BEFORE_SIGNING,
+    REQUEST_TIMEOUT_HEADER,
+    parse_request_timeout,
+)
 
 __all__ = [
     "ARRIVED_AT",
+    "CallerBudgetSpent",
     "CpuGate",
     "CpuGateMiddleware",
     "CpuGateRefused",
@@ -83,6 +100,8 @@ __all__ = [
 #: of `scope["state"]`: the state dict is a per-request copy of the lifespan state, and one
 #: key too many doubles its table for every request in flight (see `api.deps.GatewayState`).
 ARRIVED_AT = "signing_gateway.arrived_at"
+#: The caller's budget field, as it appears in an ASGI scope.
+_REQUEST_TIMEOUT_FIELD = REQUEST_TIMEOUT_HEADER.lower().encode("latin-1")
 #: The paths gated: the API's, not health, readiness or metrics.
 _GATED_PREFIX = "/v1/"
 
@@ -93,8 +112,9 @@ class CpuGateRefused(Exception):
     ::
 
         CpuGateRefused
-        ├── CpuQueueTimeout   waited `queue_timeout` s in vain
-        └── CpuQueueFull      found `queue_max` new requests already waiting
+        ├── CpuQueueTimeout       waited `queue_timeout` s in vain
+        ├── CpuQueueFull          found `queue_max` new requests already waiting
+        └── CallerBudgetSpent     its caller's budget ran out first (answered 504 instead)
     """
 
 
@@ -106,6 +126,10 @@ class CpuQueueFull(CpuGateRefused):
     """A new request found no free permit and `queue_max` new requests already parked."""
 
 
+class CallerBudgetSpent(CpuGateRefused):
+    """A new request's `X-Request-Timeout` ran out before it got a permit: 504, not 503."""
+
+
 class _Permit:
     """One request's permit, and the ``async with`` that holds it (`CpuGate.request`).
 
@@ -115,16 +139,18 @@ class _Permit:
     driving them on the way in and out.
     """
 
-    __slots__ = ("_token", "gate", "held", "io_waits")
+    __slots__ = ("_scope", "_token", "gate", "held", "io_waits")
 
-    def __init__(self, gate: CpuGate) -> None:
+    def __init__(self, gate: CpuGate, scope: Scope | None) -> None:
         self.gate = gate
         self.held = False
         self.io_waits = 0
+        self._scope = scope
         self._token: Token[_Permit | None] | None = None
 
     async def __aenter__(self) -> None:
-        await self.gate._acquire(resuming=False)  # noqa: SLF001 - the gate's own helper
+        scope, self._scope = self._scope, None  # read only while parked: not kept after
+        await self.gate._acquire(resuming=False, scope=scope)  # noqa: SLF001 - the gate's own
         self.held = True
         self._token = _current.set(self)
 
@@ -197,7 +223,7 @@ class CpuGate:
         """Requests parked for a permit, new and resuming."""
         return self.admitting + self.resuming
 
-    async def _acquire(self, *, resuming: bool) -> None:
+    async def _acquire(self, *, resuming: bool, scope: Scope | None = None) -> None:
         # A free permit means nobody waits: `_release` hands permits to waiters before it frees
         # one, and a request parks only when none is free. A permit found free counts in the
         # row `new_every` bounds as a handed-over one does.
@@ -206,7 +232,7 @@ class CpuGate:
             self._resumed_in_a_row = self._resumed_in_a_row + 1 if resuming else 0
             return
         loop = asyncio.get_running_loop()
-        expiry = None
+        expiry: asyncio.TimerHandle | None = None
         if resuming:  # never refused: bounded by the requests admitted
             waiter: asyncio.Future[None] = loop.create_future()
             self._resume.append(waiter)
@@ -219,8 +245,12 @@ class CpuGate:
             waiter = loop.create_future()
             self._admit.append(waiter)
             self.admitting += 1
-            if self.queue_timeout is not None:
-                expiry = loop.call_later(self.queue_timeout, self._expire, waiter)
+            wait = math.inf if self.queue_timeout is None else self.queue_timeout
+            caller_wait = _caller_budget_left(scope, loop)
+            if caller_wait < wait:  # the caller gives up first: one timer either way
+                expiry = loop.call_later(caller_wait, self._expire, waiter, CallerBudgetSpent)
+            elif wait < math.inf:
+                expiry = loop.call_later(wait, self._expire, waiter)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -243,15 +273,18 @@ class CpuGate:
             self._release()  # handed a permit, cancelled before using it: pass it on
         # (timed out and cancelled at once: `_expire` did the counting)
 
-    def _expire(self, waiter: asyncio.Future[None]) -> None:
-        """Timer: a new request waited `queue_timeout` for a permit; refuse it."""
+    def _expire(
+        self, waiter: asyncio.Future[None], why: type[CpuGateRefused] = CpuQueueTimeout
+    ) -> None:
+        """Timer: a new request waited `queue_timeout`, or its caller's budget, for a permit."""
         if waiter.done():
             return
         self.admitting -= 1
-        self.timed_out += 1
-        waiter.set_exception(CpuQueueTimeout())
-        if self._on_timeout is not None:
-            self._on_timeout()
+        waiter.set_exception(why())
+        if why is CpuQueueTimeout:  # the gate's own limit: counted as overload
+            self.timed_out += 1
+            if self._on_timeout is not None:
+                self._on_timeout()
 
     def _overflow(self) -> NoReturn:
         """Refuse a new request at once: `queue_max` new ones are already parked."""
@@ -284,9 +317,13 @@ class CpuGate:
                 return
         self._free += 1
 
-    def request(self) -> _Permit:
-        """``async with``: hold a permit for the block (minus its `io_wait` stretches)."""
-        return _Permit(self)
+    def request(self, scope: Scope | None = None) -> _Permit:
+        """``async with``: hold a permit for the block (minus its `io_wait` stretches).
+
+        `scope`: the request's, whose `X-Request-Timeout` (counted from `scope[ARRIVED_AT]`)
+        bounds its wait when it has to park.
+        """
+        return _Permit(self, scope)
 
     def snapshot(self) -> dict[str, Any]:
         """The /readyz view."""
@@ -301,6 +338,26 @@ class CpuGate:
             "queueMax": self.queue_max,
             "overflowed": self.overflowed,
         }
+
+
+def _caller_budget_left(scope: Scope | None, loop: asyncio.AbstractEventLoop) -> float:
+    """Seconds left of the caller's `X-Request-Timeout` (counted from arrival); inf without one.
+
+    A malformed or repeated field counts as none here: the request is answered 400 for it
+    once admitted (`resilience.caller_timeout`).
+    """
+    if scope is None:
+        return math.inf
+    values = [value for name, value in scope.get("headers", ()) if name == _REQUEST_TIMEOUT_FIELD]
+    if len(values) != 1:
+        return math.inf
+    try:
+        seconds = parse_request_timeout(values[0].decode("latin-1"))
+    except ValueError:
+        return math.inf
+    now = loop.time()
+    arrived: float = scope.get(ARRIVED_AT, now)
+    return max(0.0, arrived + seconds - now)
 
 
 class _IoWait:
@@ -445,12 +502,22 @@ class CpuGateMiddleware:
         scope[ARRIVED_AT] = asyncio.get_running_loop().time()
         admitted = False
         try:
-            async with self.gate.request():
+            async with self.gate.request(scope):
                 admitted = True
                 await self.app(scope, _ReceiveWithoutPermit(receive), send)
         except CpuGateRefused as refused:
             if admitted:  # only taking the permit is refused; anything else is not ours
                 raise
+            if isinstance(refused, CallerBudgetSpent):
+                await send_problem(
+                    send,
+                    scope,
+                    status=DeadlineExceeded.status,
+                    type_=PROBLEM_BASE + DeadlineExceeded.slug,
+                    title=DeadlineExceeded.title,
+                    detail=BUDGET_SPENT_BEFORE_SIGNING,
+                )
+                return
             if isinstance(refused, CpuQueueTimeout):
                 why = f"could not start this request within {self.gate.queue_timeout:g} s"
             else:

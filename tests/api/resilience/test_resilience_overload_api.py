@@ -10,6 +10,7 @@ import httpx
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app
+from signing_gateway.issuance.deadline import BUDGET_SPENT_BEFORE_SIGNING
 from signing_gateway.settings import LoopLagSettings
 from tests.api.signer_mocks import failing_eu_signer
 from tests.support.gateway import make_settings, running_gateway
@@ -82,6 +83,38 @@ async def test_the_callers_budget_counts_the_wait_for_a_permit(test_keys, signer
     assert response.status_code == 504
     assert response.json()["type"].endswith("/deadline-exceeded")
     assert seen == []
+
+
+async def test_a_callers_budget_ending_before_the_queue_timeout_is_a_504_at_its_deadline(
+    test_keys, signers
+):
+    """X-Request-Timeout 0.1 s, queue timeout 0.5 s, permit held 1 s: 504 at 0.1 s, not 503.
+
+    Its detail says the budget ran out before signing started and names no part or signer.
+    """
+    seen = failing_eu_signer(signers)
+    settings = _one_permit(test_keys, 0.5)
+    app = create_app(settings)
+    async with running_gateway(settings, app=app) as client:
+        async with app.state.cpu_gate.request():
+            started = time.monotonic()
+            pending = asyncio.create_task(
+                client.post(
+                    "/v1/dcc", json=examples.EU_VACCINATION, headers={"X-Request-Timeout": "0.1"}
+                )
+            )
+            await until(pending.done, limit=1.0)
+            waited = time.monotonic() - started
+        response = await pending
+        metrics_text = (await client.get("/metrics")).text
+    assert response.status_code == 504, response.text
+    problem = response.json()
+    assert problem["type"].endswith("/deadline-exceeded")
+    assert problem["detail"] == BUDGET_SPENT_BEFORE_SIGNING
+    assert "part" not in problem
+    assert 0.09 <= waited < 0.45
+    assert seen == []
+    assert "gateway_cpu_queue_timeouts_total 0.0" in metrics_text
 
 
 async def test_the_body_limits_wait_for_a_permit_too(test_keys, signers):

@@ -12,6 +12,7 @@ import pytest
 
 from signing_gateway.errors import DeadlineExceeded, SignerTimedOut, SignerUnavailable
 from signing_gateway.issuance.deadline import (
+    BUDGET_SPENT_BEFORE_SIGNING,
     DEADLINE_HEADER,
     CallerBudget,
     SignerAttempt,
@@ -155,7 +156,7 @@ async def test_a_spent_caller_budget_is_exceeded_before_any_work(
     token = caller_budget_var.set(CallerBudget(arrived_at=100.0 - waited, seconds=1.0))
     ran = False
     try:
-        with pytest.raises(DeadlineExceeded, match="before its signer work could start"):
+        with pytest.raises(DeadlineExceeded, match="before signing started"):
             async with request_deadline(5):
                 ran = True
     finally:
@@ -301,6 +302,23 @@ async def test_a_cut_says_no_credential_was_released_not_that_none_was_issued() 
         r"european: the signer did not finish within 0\.2\d{0,2} s; no credential was released",
         info.value.detail,
     ), info.value.detail
+
+
+async def test_a_caller_budget_too_short_to_send_an_attempt_is_cut_before_signing() -> None:
+    """30 ms left, under the 50 ms an attempt needs: the 504 names no signer as slow."""
+    token = caller_budget_var.set(
+        CallerBudget(arrived_at=asyncio.get_running_loop().time() - 0.97, seconds=1)
+    )
+    ran = False
+    try:
+        with pytest.raises(DeadlineExceeded) as info:
+            async with request_deadline(5, parts=("european",)):
+                ran = True
+    finally:
+        caller_budget_var.reset(token)
+    assert not ran
+    assert info.value.detail == f"european: {BUDGET_SPENT_BEFORE_SIGNING}"
+    assert "did not finish" not in info.value.detail
 
 
 async def test_a_spent_caller_budget_names_every_part() -> None:

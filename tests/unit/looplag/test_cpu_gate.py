@@ -15,6 +15,8 @@ from bench.run import S4_CLIENTS
 from signing_gateway.issuance.faults import call_signer
 from signing_gateway.resilience.policy import SignerPolicy
 from signing_gateway.runtime.cpu_gate import (
+    ARRIVED_AT,
+    CallerBudgetSpent,
     CpuGate,
     CpuGateMiddleware,
     CpuQueueFull,
@@ -549,6 +551,56 @@ async def test_a_new_request_waits_at_most_the_queue_timeout() -> None:
     await asyncio.gather(holder, patient)
     assert served == ["holder", "patient"]
     assert (gate.busy, gate.waiting) == (0, 0)
+
+
+@pytest.mark.parametrize("queue_timeout", [10.0, None])
+async def test_a_new_request_waits_no_longer_than_its_callers_budget(
+    queue_timeout: float | None,
+) -> None:
+    """X-Request-Timeout 0.05 s and a longer (or no) queue timeout: CallerBudgetSpent then."""
+    gate = CpuGate(1, queue_timeout=queue_timeout)
+    release = asyncio.Event()
+
+    async def holding() -> None:
+        async with gate.request():
+            await release.wait()
+
+    holder = asyncio.create_task(holding())
+    await _settle()
+    loop = asyncio.get_running_loop()
+    scope: Scope = {
+        "headers": [(b"x-request-timeout", b"0.05")],
+        ARRIVED_AT: loop.time(),
+    }
+    started = loop.time()
+    with pytest.raises(CallerBudgetSpent):
+        async with asyncio.timeout(5), gate.request(scope):
+            pass
+    waited = loop.time() - started
+    release.set()
+    await holder
+    assert 0.04 <= waited < 1.0
+    assert (gate.snapshot()["timedOut"], gate.busy, gate.waiting) == (0, 0, 0)
+
+
+async def test_a_malformed_callers_budget_leaves_the_queue_timeout_in_force() -> None:
+    """`X-Request-Timeout: soon` (answered 400 once admitted) does not bound the wait."""
+    gate = CpuGate(1, queue_timeout=0.05)
+    release = asyncio.Event()
+
+    async def holding() -> None:
+        async with gate.request():
+            await release.wait()
+
+    holder = asyncio.create_task(holding())
+    await _settle()
+    scope: Scope = {"headers": [(b"x-request-timeout", b"soon")]}
+    with pytest.raises(CpuQueueTimeout):
+        async with asyncio.timeout(5), gate.request(scope):
+            pass
+    release.set()
+    await holder
+    assert gate.snapshot()["timedOut"] == 1
 
 
 async def test_a_request_back_from_its_signer_is_never_timed_out() -> None:
