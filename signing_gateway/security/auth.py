@@ -44,6 +44,9 @@ from signing_gateway.security.settings import ALL_SCOPES, AuthSettings
 
 logger = logging.getLogger("signing_gateway.security")
 
+#: A 403's reason, as `gateway_auth_failures_total` counts it and its log line says it.
+_INSUFFICIENT_SCOPE = "insufficient-scope"
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -305,12 +308,24 @@ def _record_refusal(metrics: GatewayMetrics, exc: AuthenticationFailed, path: st
     )
 
 
-def _record_forbidden(metrics: GatewayMetrics, caller: Caller, path: str) -> None:
-    """Count and log a caller refused 403: its token lacks a scope."""
-    metrics.auth_failures.labels(reason="insufficient-scope").inc()
+def _record_forbidden(
+    metrics: GatewayMetrics, caller: Caller, path: str, exc: PermissionDenied
+) -> None:
+    """Count and log a caller refused 403: its token lacks a scope, which the line names.
+
+    A scope's name is public (the 403's `WWW-Authenticate` names it too), and on-call needs
+    it to tell an identity provider's missing grant from a caller at the wrong route.
+    """
+    metrics.auth_failures.labels(reason=_INSUFFICIENT_SCOPE).inc()
     logger.info(
         "caller lacks scope",
-        extra={"security_event": "auth-forbidden", "subject": caller.subject, "path": path},
+        extra={
+            "security_event": "auth-forbidden",
+            "reason": _INSUFFICIENT_SCOPE,
+            "missing_scope": " ".join(exc.missing),
+            "subject": caller.subject,
+            "path": path,
+        },
     )
 
 
@@ -352,7 +367,7 @@ async def authenticate_head(scope: Scope) -> None:
         try:
             requirement.check(caller)
         except PermissionDenied as exc:
-            _record_forbidden(state["metrics"], caller, scope["path"])
+            _record_forbidden(state["metrics"], caller, scope["path"], exc)
             raise _refused_from_head(scope, route, exc) from None
     scope[HEAD_CALLER] = caller
 
@@ -406,8 +421,8 @@ class ScopeCheck:
         """Raise PermissionDenied (counted, logged) unless every one of `scopes` is granted."""
         try:
             self.caller.require(*scopes)
-        except PermissionDenied:
-            _record_forbidden(self._request.state.metrics, self.caller, self._request.url.path)
+        except PermissionDenied as exc:
+            _record_forbidden(self._request.state.metrics, self.caller, self._request.url.path, exc)
             raise
 
 
@@ -446,8 +461,8 @@ class RequireScopes:
         """The caller, once it is found to hold what is required (else 403, counted, logged)."""
         try:
             self.check(caller)
-        except PermissionDenied:
-            _record_forbidden(request.state.metrics, caller, request.url.path)
+        except PermissionDenied as exc:
+            _record_forbidden(request.state.metrics, caller, request.url.path, exc)
             raise
         return caller
 

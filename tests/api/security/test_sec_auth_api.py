@@ -353,7 +353,9 @@ async def test_a_combined_part_refused_its_scope_is_counted_and_logged(
     assert_problem(response, 403, "forbidden")
     assert _metric((await secured.get("/metrics")).text, "insufficient-scope") == before + 1
     forbidden = [r for r in json_log() if r.get("security_event") == "auth-forbidden"]
-    assert [(r["subject"], r["path"]) for r in forbidden] == [("backend-4", "/v1/print")]
+    assert [(r["subject"], r["path"], r["missing_scope"]) for r in forbidden] == [
+        ("backend-4", "/v1/print", "dcc:sign")
+    ]
     assert mocked.signing_calls() == 0
 
 

@@ -41,6 +41,11 @@ async def test_a_missing_scope_is_logged_with_its_message_and_slug(
     assert record["event"] == "caller lacks scope"
     assert record["security_event"] == "auth-forbidden"
     assert record["subject"] == "backend-2"
+    assert (record["reason"], record["missing_scope"], record["path"]) == (
+        "insufficient-scope",
+        "dcc:sign",
+        "/v1/dcc",
+    )
 
 
 async def test_an_unverifiable_credential_is_logged_with_its_message_and_slug(
