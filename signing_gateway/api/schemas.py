@@ -169,12 +169,14 @@ class CredentialsRequest(ApiRequest):
     stoken: Stoken | None = Field(
         default=None,
         description="The session of the domestic credentials; needed with them. Without "
-        "domestic credentials it is not used: the session stays open until it expires",
+        "domestic credentials it may be left out and is not used: the session stays open "
+        "until it expires",
     )
     issue_commitment_message: Base64Text | None = Field(
         default=None,
         alias="issueCommitmentMessage",
-        description="Needed with domestic credentials; without them not read",
+        description="Needed with domestic credentials; without them it may be left out, "
+        "and is not read",
     )
     domestic: Annotated[list[DomesticAttributes], Field(max_length=MAX_DOMESTIC_PER_REQUEST)] = []
     european: Annotated[list[EuRequest], Field(max_length=MAX_EU_PER_REQUEST)] = []

@@ -129,8 +129,15 @@ class DomesticAttributes(BaseModel):
 
     is_specimen: Flag = Field(alias="isSpecimen")
     is_paper_proof: Flag = Field(alias="isPaperProof")
-    valid_from: UnixSeconds = Field(alias="validFrom")
-    valid_for_hours: Hours = Field(alias="validForHours")
+    valid_from: UnixSeconds = Field(
+        alias="validFrom",
+        description="Unix seconds; by default no earlier than 720 hours before now and no "
+        "later than 336 hours after it (the gateway's domestic policy settings)",
+    )
+    valid_for_hours: Hours = Field(
+        alias="validForHours",
+        description="By default at most 2160 (the gateway's domestic policy settings)",
+    )
     first_name_initial: Initial = Field(alias="firstNameInitial")
     last_name_initial: Initial = Field(alias="lastNameInitial")
     birth_day: BirthDay = Field(alias="birthDay")
