@@ -131,7 +131,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     ),
     "signer-timeout": ProblemType((504,), "a signer did not answer in time (`part`)"),
     "deadline-exceeded": ProblemType(
-        (504,), "the request's deadline ran out (`part`, `unfinishedParts`)"
+        (504,),
+        "the request's deadline ran out (`part`, `unfinishedParts`; neither when it ran out "
+        "while the request waited for a CPU permit)",
     ),
     ABOUT_BLANK: ProblemType(
         (404, 405),

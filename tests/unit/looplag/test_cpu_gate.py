@@ -32,19 +32,26 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _holding(gate: CpuGate, hold: asyncio.Event) -> None:
+    """A request that holds a permit of `gate` until `hold` is set."""
+    async with gate.request():
+        await hold.wait()
+
+
+async def _holder(gate: CpuGate) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """A request holding `gate`'s one permit until the event is set."""
+    hold = asyncio.Event()
+    holder = asyncio.create_task(_holding(gate, hold))
+    await _settle()
+    return hold, holder
+
+
 async def _holder_and_late(
     gate: CpuGate,
 ) -> tuple[asyncio.Event, asyncio.Task[None], asyncio.Task[None]]:
     """A request holding `gate`'s one permit until the event is set, and one parked behind it."""
-    hold = asyncio.Event()
-
-    async def holding() -> None:
-        async with gate.request():
-            await hold.wait()
-
-    holder = asyncio.create_task(holding())
-    await _settle()
-    late = asyncio.create_task(holding())
+    hold, holder = await _holder(gate)
+    late = asyncio.create_task(_holding(gate, hold))
     await _settle()
     return hold, holder, late
 
@@ -559,14 +566,7 @@ async def test_a_new_request_waits_no_longer_than_its_callers_budget(
 ) -> None:
     """X-Request-Timeout 0.05 s and a longer (or no) queue timeout: CallerBudgetSpent then."""
     gate = CpuGate(1, queue_timeout=queue_timeout)
-    release = asyncio.Event()
-
-    async def holding() -> None:
-        async with gate.request():
-            await release.wait()
-
-    holder = asyncio.create_task(holding())
-    await _settle()
+    release, holder = await _holder(gate)
     loop = asyncio.get_running_loop()
     scope: Scope = {
         "headers": [(b"x-request-timeout", b"0.05")],
@@ -586,14 +586,7 @@ async def test_a_new_request_waits_no_longer_than_its_callers_budget(
 async def test_a_malformed_callers_budget_leaves_the_queue_timeout_in_force() -> None:
     """`X-Request-Timeout: soon` (answered 400 once admitted) does not bound the wait."""
     gate = CpuGate(1, queue_timeout=0.05)
-    release = asyncio.Event()
-
-    async def holding() -> None:
-        async with gate.request():
-            await release.wait()
-
-    holder = asyncio.create_task(holding())
-    await _settle()
+    release, holder = await _holder(gate)
     scope: Scope = {"headers": [(b"x-request-timeout", b"soon")]}
     with pytest.raises(CpuQueueTimeout):
         async with asyncio.timeout(5), gate.request(scope):
