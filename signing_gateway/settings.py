@@ -374,9 +374,9 @@ _BRACKETED_HOST = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[0-9A-Za-z._~-]+)?\](?::[0-
 DEFAULT_SESSION_KEY_PREFIX = "signing-gateway:stoken:"
 
 
-#: Connections a Redis session store keeps to each sentinel at most (new connections to the
-#: primary ask them which server it is).
-SENTINEL_CONNECTIONS = 2
+#: Connections a Redis session store keeps to each sentinel at most: the new connections to
+#: the primary share one asking of them at a time.
+SENTINEL_CONNECTIONS = 1
 
 
 def _url_parts(url: str) -> tuple[str, str, int, int]:

@@ -8,7 +8,8 @@ most `timeout_seconds` for a connection; no command and no connection is retried
 With `sentinels`, each new connection first asks the sentinels, in turn, which server is the
 primary of `sentinel_service` (redis-py's `SentinelConnectionPool`), each within
 `connect_timeout_seconds`; the store's `timeout_seconds` bounds that too, as the rest of the
-operation. A primary that answers `READONLY` (demoted) has that connection closed and the
+operation. The connections opened at once share one asking, so each sentinel needs one
+connection. A primary that answers `READONLY` (demoted) has that connection closed and the
 operation fails; the next connection asks the sentinels again, and the pool closes its idle
 connections once they name another primary. The sentinels are reached as the primary is:
 over TLS with `rediss://`, with the same CA bundle and client certificate.
@@ -16,6 +17,8 @@ over TLS with `rediss://`, with the same CA bundle and client certificate.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
+from redis.exceptions import RedisError
 
 from signing_gateway.security.files import read_password_text
 from signing_gateway.security.tls_contexts import client_tls_context
@@ -57,8 +61,38 @@ class _SentinelTlsConnection(SentinelManagedConnection, TlsConnection):
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Connections to the primary the sentinels name, waiting for one as the store's pool does.
 
-    redis-py's own Sentinel pool refuses at once when all its connections are in use.
+    redis-py's own Sentinel pool refuses at once when all its connections are in use, and has
+    each new connection ask the sentinels on its own: a burst of them queued for the one
+    connection to a silent sentinel, and most failed their operations while the next sentinel
+    would have answered. Here the connections made at once share one asking of the sentinels.
     """
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:  # noqa: ANN401 - redis-py's
+        """The pool of `service_name`'s primary, named by `sentinel_manager`."""
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._asking: asyncio.Task[tuple[str, int]] | None = None
+
+    async def get_master_address(self) -> tuple[str, int]:
+        """The primary's address, from the asking of the sentinels under way or a new one."""
+        if self._asking is None:
+            self._asking = asyncio.ensure_future(super().get_master_address())  # type: ignore[no-untyped-call]
+            self._asking.add_done_callback(self._asked)
+        # Shielded: a connection that gives up (its operation timed out) leaves the asking to
+        # the others; it ends within connect_timeout_seconds for each sentinel.
+        return await asyncio.shield(self._asking)
+
+    def _asked(self, asking: asyncio.Task[tuple[str, int]]) -> None:
+        self._asking = None
+        if not asking.cancelled():
+            asking.exception()  # each connection waiting on it raised it; none may be left
+
+    async def stop_asking(self) -> None:
+        """Cancel the asking of the sentinels under way, if any (at shutdown)."""
+        if self._asking is not None:
+            asking = self._asking
+            asking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await asking
 
 
 @dataclass(frozen=True)
@@ -164,14 +198,17 @@ def redis_client(settings: SessionStoreSettings, *, files: StoreFiles, driver: D
         sentinels.sentinels.append(sentinel)
     if settings.uses_tls():
         primary["connection_class"] = _SentinelTlsConnection
-    pool = _BlockingSentinelPool(settings.sentinel_service, sentinels, **primary)  # type: ignore[no-untyped-call]
+    assert settings.sentinel_service is not None  # noqa: S101 - checked by the validator
+    pool = _BlockingSentinelPool(settings.sentinel_service, sentinels, **primary)
     return Redis(connection_pool=pool, retry=no_retries, driver_info=driver)
 
 
 async def close_client(client: Redis) -> None:
     """Close `client`, its pool's connections and, with sentinels, theirs."""
     pool = client.connection_pool
+    if isinstance(pool, _BlockingSentinelPool):
+        await pool.stop_asking()
     # The pool too: redis-py leaves a pool it was given open when the client closes.
     await client.aclose(close_connection_pool=True)
-    if isinstance(pool, SentinelConnectionPool):
+    if isinstance(pool, _BlockingSentinelPool):
         await pool.sentinel_manager.aclose()

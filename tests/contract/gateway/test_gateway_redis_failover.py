@@ -339,3 +339,34 @@ async def test_the_store_finds_its_primary_through_tls_sentinels_without_blockin
                 return [c["name"] for c in clients if c["name"] == "signing-gateway"]
 
             await until_answered(gateways, lambda names: names == [], limit=5)
+
+
+async def test_a_burst_of_new_connections_waits_out_a_silent_sentinel_once():
+    """Operations opening connections at once, the first sentinel silent: all are served.
+
+    They share one asking of the sentinels, which moves on from the silent one after
+    `connect_timeout_seconds`. Before, each connection asked on its own and queued for the
+    silent sentinel's two connections: all but two of them failed (503) within the timeout,
+    while the second sentinel would have answered.
+    """
+    with (
+        running_redis_server() as primary,
+        running_redis_sentinel(primary, SERVICE) as sentinel,
+    ):
+        async with _silent_listener() as silent:
+            settings = SessionStoreSettings(
+                kind="redis",
+                sentinels=[f"redis://127.0.0.1:{silent}", f"redis://127.0.0.1:{sentinel.port}"],
+                sentinel_service=SERVICE,
+                connect_timeout_seconds=0.5,
+                timeout_seconds=1.0,
+            )
+            store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+            try:
+                opened = await asyncio.gather(
+                    *(store.open({"issuerNonce": "n"}, owner="backend-1") for _ in range(16)),
+                    return_exceptions=True,
+                )
+            finally:
+                await store.close()
+            assert [type(o) for o in opened] == [str] * 16, opened
