@@ -485,21 +485,19 @@ class SessionStoreSettings(BaseModel):
             "rediss"
         )
 
-    def _off_host(self) -> bool:
-        """Whether the store may be on another host: the URL's, or any sentinel's, is not loopback.
+    def _primary_off_host(self) -> bool:
+        """Whether the primary may be on another host: the URL's is not loopback, or sentinels.
 
-        With sentinels, the primary is the one they name; sentinels all on loopback are taken
-        to name one there too (a set-up on one machine).
+        The sentinels name the primary at each new connection, whatever host they are on
+        themselves: sentinels on loopback may name a primary on another host.
         """
-        if self.sentinels:
-            return not all(is_loopback_host(host) for host, _ in self.sentinel_addresses())
-        return not is_loopback_host(self.redis_parts()[1])
+        return bool(self.sentinels) or not is_loopback_host(self.redis_parts()[1])
 
     def plain_off_host(self) -> bool:
-        """Whether sessions would travel to Redis unencrypted (redis://, not loopback)."""
+        """Whether sessions may travel to Redis unencrypted (redis://, not to loopback only)."""
         if self.kind != "redis" or (self.redis_url is None and not self.sentinels):
             return False
-        return not self.uses_tls() and self._off_host()
+        return not self.uses_tls() and self._primary_off_host()
 
     def unauthenticated_off_host(self) -> bool:
         """Whether a Redis (or its sentinels) on another host would take the gateway unproven.
@@ -510,10 +508,13 @@ class SessionStoreSettings(BaseModel):
         """
         if self.kind != "redis" or (self.redis_url is None and not self.sentinels):
             return False
-        unproven = self.redis_password_file is None or (
-            bool(self.sentinels) and self.sentinel_password_file is None
+        sentinels_off_host = not all(
+            is_loopback_host(host) for host, _ in self.sentinel_addresses()
         )
-        return self._off_host() and unproven and self.client_cert is None
+        unproven = (self._primary_off_host() and self.redis_password_file is None) or (
+            sentinels_off_host and self.sentinel_password_file is None
+        )
+        return unproven and self.client_cert is None
 
     @model_validator(mode="after")
     def _usable_redis(self) -> SessionStoreSettings:
@@ -540,6 +541,11 @@ class SessionStoreSettings(BaseModel):
         if self.redis_username is not None and self.redis_password_file is None:
             raise ValueError("redis_username needs redis_password_file")
         if self.plain_off_host() and not self.allow_plain:
+            if self.sentinels:
+                raise ValueError(
+                    "redis:// sentinels need allow_plain=true: the primary they name may be "
+                    "on another host; use rediss://"
+                )
             raise ValueError(
                 "redis:// to a non-loopback host needs allow_plain=true; use rediss://"
             )
@@ -857,8 +863,12 @@ class Settings(BaseSettings):
             if self.session_store.plain_off_host():
                 problems.append(
                     "production keeps issuance sessions only over TLS: session_store."
-                    + ("sentinels are" if self.session_store.sentinels else "redis_url is")
-                    + " redis:// to another host (use rediss://)"
+                    + (
+                        "sentinels are redis:// (the primary they name may be on another host;"
+                        " use rediss://)"
+                        if self.session_store.sentinels
+                        else "redis_url is redis:// to another host (use rediss://)"
+                    )
                 )
             if self.session_store.unauthenticated_off_host():
                 problems.append(

@@ -239,6 +239,8 @@ async def test_sessions_survive_a_sentinel_failover_without_a_restart(
                 }
                 if files is not None:
                     store["CA_BUNDLE"] = str(files.ca)
+                else:  # the primary they name could be anywhere
+                    store["ALLOW_PLAIN"] = "true"
                 env = {f"SIGNING_GATEWAY_SESSION_STORE__{k}": v for k, v in store.items()}
                 async with (
                     _controls(sentinel) as (to_sentinel,),
@@ -270,6 +272,7 @@ async def test_no_sentinel_answering_is_a_503_within_the_timeout(
             "SIGNING_GATEWAY_SESSION_STORE__SENTINELS": sentinels,
             "SIGNING_GATEWAY_SESSION_STORE__SENTINEL_SERVICE": SERVICE,
             "SIGNING_GATEWAY_SESSION_STORE__TIMEOUT_SECONDS": str(TIMEOUT_S),
+            "SIGNING_GATEWAY_SESSION_STORE__ALLOW_PLAIN": "true",
         }
         async with _gateway_client(_env(fakes, **env)) as client:
             _assert_store_unavailable(*await _timed(client.post("/v1/domestic/prepare-issue")))
@@ -360,6 +363,7 @@ async def test_a_burst_of_new_connections_waits_out_a_silent_sentinel_once():
                 sentinel_service=SERVICE,
                 connect_timeout_seconds=0.5,
                 timeout_seconds=1.0,
+                allow_plain=True,
             )
             store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
             try:

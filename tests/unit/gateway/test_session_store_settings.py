@@ -26,6 +26,10 @@ NO_QUERY = "redis_url takes no query or fragment: each option is a setting"
 TLS_ONLY = "ca_bundle, client_cert and client_key need a rediss:// redis_url or sentinels"
 PAIRED = "client_cert and client_key go together"
 PLAIN_OFF_HOST = "redis:// to a non-loopback host needs allow_plain=true; use rediss://"
+PLAIN_SENTINELS = (
+    "redis:// sentinels need allow_plain=true: the primary they name may be on another host; "
+    "use rediss://"
+)
 
 
 @pytest.fixture
@@ -322,7 +326,11 @@ LOOPBACK_SENTINELS = ["redis://127.0.0.1:26379", "redis://[::1]:26380"]
             {"sentinels": ["redis://[::1].evil.test:26379"]},
             "sentinels' host in brackets must be an IPv6 address, e.g. [::1]",
         ),
-        ({"sentinels": ["redis://sentinel-0.internal:26379"]}, PLAIN_OFF_HOST),
+        (
+            {"sentinels": ["redis://sentinel-0.internal:26379"], "allow_plain": False},
+            PLAIN_SENTINELS,
+        ),
+        ({"allow_plain": False}, PLAIN_SENTINELS),
         (
             {"sentinels": LOOPBACK_SENTINELS, "ca_bundle": SECRET},
             "ca_bundle, client_cert and client_key need a rediss:// redis_url or sentinels",
@@ -339,6 +347,7 @@ LOOPBACK_SENTINELS = ["redis://127.0.0.1:26379", "redis://[::1]:26380"]
         "tab-in-host",
         "bracketed-then-name",
         "plain-off-host",
+        "plain-on-loopback",
         "tls-file-with-redis-scheme",
     ],
 )
@@ -346,7 +355,11 @@ def test_sentinel_settings_the_store_could_not_use_are_refused(
     values: dict[str, Any], problem: str
 ) -> None:
     """Pin each refused shape of the sentinel settings, and its message, at start-up."""
-    given: dict[str, Any] = {"sentinels": LOOPBACK_SENTINELS, "sentinel_service": "sessions"}
+    given: dict[str, Any] = {
+        "sentinels": LOOPBACK_SENTINELS,
+        "sentinel_service": "sessions",
+        "allow_plain": True,
+    }
     assert _refusal(**{**given, **values}) == problem
 
 
@@ -386,10 +399,10 @@ def test_sentinels_are_read_as_written_and_count_in_the_connections() -> None:
     assert not store.plain_off_host()
     assert store.connections() == 32 + 2 * SENTINEL_CONNECTIONS
     loopback = SessionStoreSettings(
-        kind="redis", sentinels=LOOPBACK_SENTINELS, sentinel_service="sessions"
+        kind="redis", sentinels=LOOPBACK_SENTINELS, sentinel_service="sessions", allow_plain=True
     )
     assert not loopback.uses_tls()
-    assert not loopback.plain_off_host()
+    assert loopback.plain_off_host()  # the primary they name may be elsewhere
     assert SessionStoreSettings().connections() == 0
 
 
@@ -407,8 +420,8 @@ def test_production_refuses_plain_sentinels_off_host_even_when_allowed() -> None
         Settings(**PRODUCTION, session_store=plain)
     assert [e["msg"] for e in refused.value.errors()] == [
         (
-            "production keeps issuance sessions only over TLS: "
-            "session_store.sentinels are redis:// to another host (use rediss://)"
+            "production keeps issuance sessions only over TLS: session_store.sentinels are "
+            "redis:// (the primary they name may be on another host; use rediss://)"
         )
     ]
 
@@ -442,3 +455,37 @@ def test_production_authenticates_to_sentinels_on_another_host() -> None:
             **proven,  # type: ignore[arg-type]
         )
         assert Settings(**PRODUCTION, session_store=store).session_store is store
+
+
+def test_production_takes_sentinels_on_loopback_as_naming_a_primary_elsewhere() -> None:
+    """Pin that sentinels on loopback do not lift production's TLS and AUTH rules.
+
+    They name the primary at each connection, and may name one on another host (a local
+    sentinel, or a tunnel to remote ones): redis:// sentinels are refused, even on loopback,
+    and rediss:// ones need the primary's password (not the loopback sentinels'). Before,
+    sentinels all on loopback were taken to name a loopback primary: production sent the
+    sessions in the clear, unauthenticated, to whatever host they named.
+    """
+    plain = SessionStoreSettings(
+        kind="redis", sentinels=LOOPBACK_SENTINELS, sentinel_service="sessions", allow_plain=True
+    )
+    tls = SessionStoreSettings(
+        kind="redis",
+        sentinels=["rediss://127.0.0.1:26379"],
+        sentinel_service="sessions",
+    )
+    plain_refused = (
+        "production keeps issuance sessions only over TLS: session_store.sentinels are "
+        "redis:// (the primary they name may be on another host; use rediss://)"
+    )
+    unproven = (
+        "production authenticates to its session store: set "
+        "session_store.redis_password_file (AUTH; sentinel_password_file too) or "
+        "client_cert and client_key (mutual TLS)"
+    )
+    for store, problems in ((plain, [plain_refused, unproven]), (tls, [unproven])):
+        with pytest.raises(ValidationError) as refused:
+            Settings(**PRODUCTION, session_store=store)
+        assert [e["msg"] for e in refused.value.errors()] == problems
+    proven = tls.model_copy(update={"redis_password_file": SECRET})
+    assert Settings(**PRODUCTION, session_store=proven).session_store is proven

@@ -202,6 +202,7 @@ async def test_a_sentinel_password_file_is_checked_as_the_redis_one(
         sentinels=["redis://127.0.0.1:26379"],
         sentinel_service="sessions",
         sentinel_password_file=files[name],
+        allow_plain=True,
     )
     problem = f"{STORE}SENTINEL_PASSWORD_FILE: {line}"
     whole = Settings(auth=AuthSettings(mode="disabled"), session_store=settings)
