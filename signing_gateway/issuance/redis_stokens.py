@@ -78,12 +78,17 @@ return 1
 """
 
 # KEYS[1] the session; ARGV[1] the caller. nil: no live session. {0, owner}: another
-# caller's, left alone. {1, message, ms left}: the caller's, deleted. A key without an expiry
-# or a message (written by something else) is not a session, whoever presents it: dropped,
-# and answered nil, never "another caller's" (a security event naming its owner).
+# caller's, left alone. {1, message, ms left}: the caller's, deleted. A key without an expiry,
+# an owner or a message (written by something else) is not a session, whoever presents it:
+# dropped, and answered nil, never "another caller's" (a security event naming its owner).
+# The DEL of a miss also has a replica (a demoted primary) refuse it, READONLY: a 503, never
+# a 401 for a session the primary may hold.
 _TAKE = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then return false end
+if not owner then
+  redis.call('DEL', KEYS[1])
+  return false
+end
 local message = redis.call('HGET', KEYS[1], 'message')
 local left = redis.call('PTTL', KEYS[1])
 if not message or left <= 0 then

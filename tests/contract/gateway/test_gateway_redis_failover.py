@@ -19,6 +19,7 @@ import pytest
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
+from signing_gateway.errors import SessionStoreUnavailable
 from signing_gateway.issuance.redis_client import TlsConnection
 from signing_gateway.issuance.redis_stokens import open_redis_store
 from signing_gateway.issuance.stoken import IssuanceSession
@@ -374,3 +375,24 @@ async def test_a_burst_of_new_connections_waits_out_a_silent_sentinel_once():
             finally:
                 await store.close()
             assert [type(o) for o in opened] == [str] * 16, opened
+
+
+async def test_a_take_on_a_demoted_primary_is_a_failure_even_when_it_finds_no_session():
+    """A take that reaches a replica (a demoted primary) and finds no key is a 503, not a 401.
+
+    The session may be on the new primary and not yet on the replica: a 401 would have the app
+    start again for a live session. A replica refuses the script (READONLY) as it would a
+    take that found one. Before, a take that found nothing wrote nothing and was answered
+    "no session" (401 `stoken-invalid`).
+    """
+    with running_redis_server() as primary, running_redis_server() as replica:
+        async with _controls(replica) as (to_replica,):
+            await to_replica.replicaof("127.0.0.1", primary.port)
+            await _replicating(to_replica)
+            settings = SessionStoreSettings(kind="redis", redis_url=replica.url)
+            store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+            try:
+                with pytest.raises(SessionStoreUnavailable):
+                    await store.take("3f1c0a4e-0000-4000-8000-000000000000", owner="backend-1")
+            finally:
+                await store.close()
