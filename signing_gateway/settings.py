@@ -418,6 +418,9 @@ class SessionStoreSettings(BaseModel):
     sentinel_service: NameSetting | None = Field(
         None, description="The primary's name in the sentinels (with sentinels)"
     )
+    sentinel_username: NameSetting | None = Field(
+        None, description="The sentinels' ACL user name (with sentinel_password_file)"
+    )
     sentinel_password_file: FileSetting | None = Field(
         None, description="File holding the sentinels' password (AUTH), read at start-up"
     )
@@ -529,8 +532,15 @@ class SessionStoreSettings(BaseModel):
             )
         else:
             self._check_url(self.redis_url)
-            if self.sentinel_service is not None or self.sentinel_password_file is not None:
-                raise ValueError("sentinel_service and sentinel_password_file need sentinels")
+            sentinel_settings = (
+                self.sentinel_service,
+                self.sentinel_username,
+                self.sentinel_password_file,
+            )
+            if any(value is not None for value in sentinel_settings):
+                raise ValueError(
+                    "sentinel_service, sentinel_username and sentinel_password_file need sentinels"
+                )
         tls_files = (self.ca_bundle, self.client_cert, self.client_key)
         if not self.uses_tls() and any(path is not None for path in tls_files):
             raise ValueError(
@@ -538,8 +548,7 @@ class SessionStoreSettings(BaseModel):
             )
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key go together")
-        if self.redis_username is not None and self.redis_password_file is None:
-            raise ValueError("redis_username needs redis_password_file")
+        self._check_user_names()
         if self.plain_off_host() and not self.allow_plain:
             if self.sentinels:
                 raise ValueError(
@@ -550,6 +559,15 @@ class SessionStoreSettings(BaseModel):
                 "redis:// to a non-loopback host needs allow_plain=true; use rediss://"
             )
         return self
+
+    def _check_user_names(self) -> None:
+        # A user name without its password would send no AUTH at all.
+        for whose in ("redis", "sentinel"):
+            if (
+                getattr(self, f"{whose}_username") is not None
+                and getattr(self, f"{whose}_password_file") is None
+            ):
+                raise ValueError(f"{whose}_username needs {whose}_password_file")
 
     def _check_no_redis(self) -> None:
         # A Redis configured and the kind forgotten would leave every session in the memory

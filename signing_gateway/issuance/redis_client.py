@@ -185,6 +185,7 @@ def redis_client(settings: SessionStoreSettings, *, files: StoreFiles, driver: D
             connection_pool=BlockingConnectionPool(
                 host=host,
                 port=port,
+                username=settings.sentinel_username,
                 password=files.sentinel_password,
                 max_connections=SENTINEL_CONNECTIONS,
                 socket_timeout=settings.connect_timeout_seconds,

@@ -396,3 +396,40 @@ async def test_a_take_on_a_demoted_primary_is_a_failure_even_when_it_finds_no_se
                     await store.take("3f1c0a4e-0000-4000-8000-000000000000", owner="backend-1")
             finally:
                 await store.close()
+
+
+async def test_the_store_asks_sentinels_as_their_acl_user(tmp_path: Path):
+    """Sentinels that know the gateway only as an ACL user (Redis 6.2+) name it the primary.
+
+    `sentinel_username` with `sentinel_password_file` is their AUTH, as `redis_username` is
+    the primary's. Before, only a `requirepass` password could be given: such sentinels
+    refused every asking, and every operation was answered 503.
+    """
+    password = tmp_path / "sentinel-password"
+    password.write_text("sentinel-secret\n")
+    with (
+        running_redis_server() as primary,
+        running_redis_sentinel(primary, SERVICE) as sentinel,
+    ):
+        user = ["ACL", "SETUSER", "signing-gateway", "on", ">sentinel-secret"]
+        commands = ["+sentinel|masters", "+client|setname"]  # as docs/operations.md says
+        assert sentinel.command([*user, *commands], ["ACL", "SETUSER", "default", "off"]) == [
+            b"+OK",
+            b"+OK",
+        ]
+        settings = SessionStoreSettings(
+            kind="redis",
+            sentinels=[f"redis://127.0.0.1:{sentinel.port}"],
+            sentinel_service=SERVICE,
+            sentinel_username="signing-gateway",
+            sentinel_password_file=password,
+            allow_plain=True,
+        )
+        store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+        try:
+            token = await store.open({"issuerNonce": "n1"}, owner="backend-1")
+            session = await store.take(token, owner="backend-1")
+        finally:
+            await store.close()
+        assert isinstance(session, IssuanceSession)
+        assert session.prepare_issue_message == {"issuerNonce": "n1"}

@@ -363,13 +363,22 @@ def test_sentinel_settings_the_store_could_not_use_are_refused(
     assert _refusal(**{**given, **values}) == problem
 
 
-@pytest.mark.parametrize("setting", ["sentinel_service", "sentinel_password_file"])
+@pytest.mark.parametrize(
+    "setting", ["sentinel_service", "sentinel_username", "sentinel_password_file"]
+)
 def test_sentinel_settings_without_sentinels_are_refused(setting: str) -> None:
     """A sentinel setting beside redis_url would be ignored: refused."""
     value = SECRET if setting == "sentinel_password_file" else "sessions"
     assert _refusal(redis_url=LOOPBACK, **{setting: value}) == (
-        "sentinel_service and sentinel_password_file need sentinels"
+        "sentinel_service, sentinel_username and sentinel_password_file need sentinels"
     )
+
+
+def test_a_sentinel_user_name_needs_its_password_file() -> None:
+    """A sentinel ACL user without a password would send no AUTH at all: refused, as Redis's."""
+    assert _refusal(
+        sentinels=SENTINELS, sentinel_service="sessions", sentinel_username="signing-gateway"
+    ) == ("sentinel_username needs sentinel_password_file")
 
 
 def test_sentinels_with_the_memory_store_are_refused() -> None:
