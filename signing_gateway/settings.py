@@ -586,8 +586,12 @@ class SessionStoreSettings(BaseModel):
             raise ValueError("sentinels need sentinel_service (the primary's name in them)")
         for url in self.sentinels:
             self._check_url(url, "sentinels", shape="redis://host:port or rediss://host:port")
-            if urlsplit(url).path not in ("", "/"):
+            parts = urlsplit(url)
+            if parts.path not in ("", "/"):
                 raise ValueError("sentinels take no path: the sessions are in database 0")
+            # Left out, the port would be Redis's 6379, not a sentinel's (26379 by default).
+            if parts.port is None:
+                raise ValueError("sentinels need a port, e.g. rediss://sentinel-0:26379")
         if len({urlsplit(url).scheme for url in self.sentinels}) > 1:
             raise ValueError("sentinels must all be redis:// or all rediss://")
 

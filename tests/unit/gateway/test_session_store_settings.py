@@ -319,6 +319,10 @@ LOOPBACK_SENTINELS = ["redis://127.0.0.1:26379", "redis://[::1]:26380"]
             "sentinels has a port that is not a number from 1 to 65535",
         ),
         (
+            {"sentinels": ["rediss://sentinel-0.internal"]},
+            "sentinels need a port, e.g. rediss://sentinel-0:26379",
+        ),
+        (
             {"sentinels": ["redis://loc\talhost:26379"]},
             "sentinels must not hold white space or control characters",
         ),
@@ -344,6 +348,7 @@ LOOPBACK_SENTINELS = ["redis://127.0.0.1:26379", "redis://[::1]:26380"]
         "password",
         "no-scheme",
         "port-zero",
+        "no-port",
         "tab-in-host",
         "bracketed-then-name",
         "plain-off-host",
