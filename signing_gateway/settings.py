@@ -441,8 +441,8 @@ class SessionStoreSettings(BaseModel):
     )
     allow_plain: bool = Field(
         default=False,
-        description="Allow redis:// (no TLS) to a non-loopback host (refused when "
-        "environment=production)",
+        description="Allow redis:// (no TLS) to a non-loopback host, or redis:// sentinels "
+        "(the primary they name may be anywhere); refused when environment=production",
     )
     key_prefix: NameSetting = Field(
         DEFAULT_SESSION_KEY_PREFIX,
