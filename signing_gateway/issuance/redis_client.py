@@ -205,11 +205,18 @@ def redis_client(settings: SessionStoreSettings, *, files: StoreFiles, driver: D
 
 
 async def close_client(client: Redis) -> None:
-    """Close `client`, its pool's connections and, with sentinels, theirs."""
+    """Close `client`, its pool's connections and, with sentinels, theirs.
+
+    A connection that does not close within `connect_timeout_seconds` (its server stopped
+    answering) is let go: the others, the sentinels' included, are closed all the same.
+    """
     pool = client.connection_pool
+    sentinels = pool.sentinel_manager if isinstance(pool, _BlockingSentinelPool) else None
     if isinstance(pool, _BlockingSentinelPool):
         await pool.stop_asking()
     # The pool too: redis-py leaves a pool it was given open when the client closes.
-    await client.aclose(close_connection_pool=True)
-    if isinstance(pool, _BlockingSentinelPool):
-        await pool.sentinel_manager.aclose()
+    with contextlib.suppress(RedisError, OSError):  # closing: nothing more to lose
+        await client.aclose(close_connection_pool=True)
+    if sentinels is not None:
+        with contextlib.suppress(RedisError, OSError):
+            await sentinels.aclose()

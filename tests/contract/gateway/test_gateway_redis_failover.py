@@ -433,3 +433,35 @@ async def test_the_store_asks_sentinels_as_their_acl_user(tmp_path: Path):
             await store.close()
         assert isinstance(session, IssuanceSession)
         assert session.prepare_issue_message == {"issuerNonce": "n1"}
+
+
+async def test_closing_the_store_closes_the_sentinels_connections_when_the_primary_hangs(
+    tmp_path: Path,
+):
+    """The primary stopped (its TLS goodbye never comes): closing ends, sentinels closed too.
+
+    Before, the primary's connection timing out its close raised out of the store's close (a
+    failed shutdown), and the connections to the sentinels were left open.
+    """
+    files = tls_files(tmp_path, mutual=False)
+    with (
+        running_redis_server(files) as primary,
+        running_redis_sentinel(primary, SERVICE) as sentinel,
+    ):
+        settings = SessionStoreSettings(
+            kind="redis",
+            sentinels=[f"rediss://127.0.0.1:{sentinel.port}"],
+            sentinel_service=SERVICE,
+            ca_bundle=files.ca,
+            connect_timeout_seconds=0.5,
+        )
+        store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+        await store.open({"issuerNonce": "n1"}, owner="backend-1")
+        primary.pause()
+        try:
+            await asyncio.wait_for(store.close(), timeout=5)
+        finally:
+            primary.resume()
+        async with _controls(sentinel) as (to_sentinel,):
+            clients = await to_sentinel.client_list()
+            assert [c["name"] for c in clients if c["name"] == "signing-gateway"] == []
