@@ -155,16 +155,22 @@ class RedisStokenStore:
         A put-back runs as a failing request leaves (maybe cancelled): it does not queue for a
         permit again afterwards, as a failed signer call does not.
         """
+        replica = False
         try:
             async with io_wait(take_again=operation != "put_back"), asyncio.timeout(self._timeout):
-                return await call()
+                try:
+                    return await call()
+                except ReadOnlyError:
+                    # Within the timeout: closing a connection may wait for its server.
+                    replica = True
+                    await self._drop_connections()
+                    raise
         except (RedisError, OSError, TimeoutError) as exc:
             if self._metrics is not None:
                 self._metrics.session_store_failures.labels(operation).inc()
             reason = str(exc) or type(exc).__name__
             message = "session store failed"
-            if isinstance(exc, ReadOnlyError):
-                await self._drop_connections()
+            if replica:
                 message = "session store failed: the server is a replica; connections dropped"
             logger.warning(
                 message,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -465,3 +466,53 @@ async def test_closing_the_store_closes_the_sentinels_connections_when_the_prima
         async with _controls(sentinel) as (to_sentinel,):
             clients = await to_sentinel.client_list()
             assert [c["name"] for c in clients if c["name"] == "signing-gateway"] == []
+
+
+async def test_dropping_a_demoted_primarys_connections_counts_in_the_operations_timeout(
+    tmp_path: Path,
+):
+    """The operation answered READONLY fails within `timeout_seconds`, its drop included.
+
+    Behind the address (over TLS), one pooled connection reaches the demoted primary and an
+    idle one a server that stopped answering: closing that one waits for a TLS goodbye that
+    never comes. Before, the drop ran after the operation's timeout, which it outlasted by
+    `connect_timeout_seconds`.
+    """
+    files = tls_files(tmp_path, mutual=False)
+    with (
+        running_redis_server(files) as demoted,
+        running_redis_server(files) as hung,
+        running_redis_server(files) as new,
+    ):
+        async with (
+            _controls(demoted) as (to_demoted,),
+            Forwarder(hung.port).serving() as service,
+        ):
+            settings = SessionStoreSettings(
+                kind="redis",
+                redis_url=f"rediss://127.0.0.1:{service.port}/0",
+                ca_bundle=files.ca,
+                timeout_seconds=1.0,
+                connect_timeout_seconds=3.0,
+            )
+            store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+            try:
+                await store.open({"issuerNonce": "n1"}, owner="backend-1")  # to `hung`
+                # A second connection, to `demoted`, given back after the first: the next
+                # operation takes it (the pool hands out the last given back).
+                service.target = demoted.port
+                demoted.pause()
+                first = asyncio.create_task(store.open({"issuerNonce": "n2"}, owner="backend-1"))
+                second = asyncio.create_task(store.open({"issuerNonce": "n3"}, owner="backend-1"))
+                await asyncio.wait([first, second], return_when=asyncio.FIRST_COMPLETED)
+                demoted.resume()
+                await asyncio.gather(first, second)
+                await to_demoted.replicaof("127.0.0.1", new.port)
+                hung.pause()
+                started = time.monotonic()
+                with pytest.raises(SessionStoreUnavailable):
+                    await store.open({"issuerNonce": "n4"}, owner="backend-1")
+                assert time.monotonic() - started < 1.0 + 0.5
+            finally:
+                hung.resume()
+                await store.close()
