@@ -164,6 +164,9 @@ class _Permit:
 
 _current: ContextVar[_Permit | None] = ContextVar("cpu_gate_permit", default=None)
 
+#: A parked request's future: None once it is handed a permit, the refusal's class if refused.
+_Waiter = asyncio.Future[type[CpuGateRefused] | None]
+
 
 class CpuGate:
     """At most `permits` requests hold the loop's CPU at once; resuming ones are served first."""
@@ -208,8 +211,8 @@ class CpuGate:
         # Parked waiters, FIFO per queue. A waiter that is cancelled stays in its deque (removing
         # it would cost O(n) per cancellation, O(n^2) when a crowd of clients disconnects) and is
         # skipped on hand-over; the counts below are exact.
-        self._resume: deque[asyncio.Future[None]] = deque()
-        self._admit: deque[asyncio.Future[None]] = deque()
+        self._resume: deque[_Waiter] = deque()
+        self._admit: deque[_Waiter] = deque()
         self.resuming = 0
         self.admitting = 0
 
@@ -234,7 +237,7 @@ class CpuGate:
         loop = asyncio.get_running_loop()
         expiry: asyncio.TimerHandle | None = None
         if resuming:  # never refused: bounded by the requests admitted
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: _Waiter = loop.create_future()
             self._resume.append(waiter)
             self.resuming += 1
         else:
@@ -252,15 +255,17 @@ class CpuGate:
             elif wait < math.inf:
                 expiry = loop.call_later(wait, self._expire, waiter)
         try:
-            await waiter
+            refused = await waiter
         except asyncio.CancelledError:
             self._left(waiter, resuming=resuming)
             raise
         finally:
             if expiry is not None:
                 expiry.cancel()
+        if refused is not None:
+            raise refused  # made here, not held by the waiter (see `_expire`)
 
-    def _left(self, waiter: asyncio.Future[None], *, resuming: bool) -> None:
+    def _left(self, waiter: _Waiter, *, resuming: bool) -> None:
         """A parked request was cancelled: take it out of its count, or pass its permit on."""
         if not waiter.done():
             waiter.cancel()
@@ -269,18 +274,22 @@ class CpuGate:
                 self.resuming -= 1
             else:
                 self.admitting -= 1
-        elif waiter.exception() is None:
+        elif waiter.result() is None:
             self._release()  # handed a permit, cancelled before using it: pass it on
         # (timed out and cancelled at once: `_expire` did the counting)
 
-    def _expire(
-        self, waiter: asyncio.Future[None], why: type[CpuGateRefused] = CpuQueueTimeout
-    ) -> None:
-        """Timer: a new request waited `queue_timeout`, or its caller's budget, for a permit."""
+    def _expire(self, waiter: _Waiter, why: type[CpuGateRefused] = CpuQueueTimeout) -> None:
+        """Timer: a new request waited `queue_timeout`, or its caller's budget, for a permit.
+
+        The waiter is given the refusal's class, not an exception: one set on it would keep,
+        in its traceback, the frames it was raised through (the request's scope, its send and
+        receive, ~9 KB) for as long as the waiter stays in its queue, which for a caller's
+        short budget is behind the live waiters parked before it, up to the queue timeout.
+        """
         if waiter.done():
             return
         self.admitting -= 1
-        waiter.set_exception(why())
+        waiter.set_result(why)
         if why is CpuQueueTimeout:  # the gate's own limit: counted as overload
             self.timed_out += 1
             if self._on_timeout is not None:

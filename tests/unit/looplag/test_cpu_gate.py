@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -594,6 +597,58 @@ async def test_a_malformed_callers_budget_leaves_the_queue_timeout_in_force() ->
     release.set()
     await holder
     assert gate.snapshot()["timedOut"] == 1
+
+
+class _Marker:
+    """Something a request's scope holds, to see whether the request is still held."""
+
+
+@pytest.mark.parametrize(
+    ("budget", "queue_timeout"), [(b"0.01", 60.0), (None, 0.01)], ids=["budget", "timeout"]
+)
+async def test_a_request_refused_while_parked_is_not_held_by_its_queue(
+    budget: bytes | None, queue_timeout: float
+) -> None:
+    """Answered 504 (or 503) while parked, a request is let go, its waiter still queued.
+
+    Its caller's budget ends behind a request parked before it, or the queue timeout while
+    the permit is held: its waiter stays in the queue until a permit reaches it, and must not
+    hold the request's scope (nor its send and receive) until then.
+    """
+    gate = CpuGate(1, queue_timeout=queue_timeout)
+    hold = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await hold.wait()
+
+    middleware = CpuGateMiddleware(app, gate=gate)
+    holder = asyncio.create_task(middleware(_http("/v1/dcc"), _no_send, _no_send))
+    await _settle()
+    in_front = gate.request()  # parked first, and for longer, than the refused one below
+    front = asyncio.create_task(in_front.__aenter__())
+    await _settle()
+    headers = [] if budget is None else [(b"x-request-timeout", budget)]
+    marker = _Marker()
+    held = weakref.ref(marker)
+    scope = {**_http("/v1/dcc"), "headers": headers, "state": {}, "marker": marker}
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async with asyncio.timeout(5):
+        await middleware(scope, _no_send, send)
+    del scope, marker
+    gc.collect()
+    assert sent[0]["status"] == (503 if budget is None else 504)
+    assert len(gate._admit) == 2  # its waiter is still queued, behind the one in front
+    assert held() is None
+    front.cancel()
+    hold.set()
+    await holder
+    with contextlib.suppress(asyncio.CancelledError, CpuQueueTimeout):
+        await front  # (with the short queue timeout, timed out too)
+    assert (gate.busy, gate.waiting) == (0, 0)
 
 
 async def test_a_request_back_from_its_signer_is_never_timed_out() -> None:
