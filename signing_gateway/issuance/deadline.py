@@ -69,6 +69,24 @@ def parse_request_timeout(value: str) -> float:
     return seconds
 
 
+#: The caller's budget field as an ASGI scope names it.
+REQUEST_TIMEOUT_FIELD = REQUEST_TIMEOUT_HEADER.lower().encode("latin-1")
+
+
+def request_timeout_fields(scope: Mapping[str, Any]) -> list[bytes]:
+    """The value of each `X-Request-Timeout` field of an ASGI request (none: an empty list)."""
+    return [value for name, value in scope.get("headers", ()) if name == REQUEST_TIMEOUT_FIELD]
+
+
+def parse_request_timeout_fields(values: list[bytes]) -> float:
+    """The seconds `values` (`request_timeout_fields`) ask for; ValueError if not one number.
+
+    Two fields mean what one field with both values, comma-separated, means (RFC 9110 5.3),
+    which is no number.
+    """
+    return parse_request_timeout(b", ".join(values).decode("latin-1"))
+
+
 def current_request_deadline() -> RequestDeadline | None:
     """The current request's deadline (None outside one)."""
     return _deadline_var.get()

@@ -20,12 +20,11 @@ from signing_gateway.issuance.deadline import (
     REQUEST_TIMEOUT_HEADER,
     CallerBudget,
     caller_budget_var,
-    parse_request_timeout,
+    parse_request_timeout_fields,
+    request_timeout_fields,
 )
 from signing_gateway.resilience.shutdown import EXEMPT_PATHS
 from signing_gateway.runtime.cpu_gate import ARRIVED_AT
-
-_HEADER = REQUEST_TIMEOUT_HEADER.lower().encode("latin-1")
 
 
 class CallerTimeoutMiddleware:
@@ -44,14 +43,14 @@ class CallerTimeoutMiddleware:
         if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
             # Probes and metrics do no signer work: the header means nothing to them.
             return self.app(scope, receive, send)
-        values = [v for k, v in scope["headers"] if k == _HEADER]
+        values = request_timeout_fields(scope)
         if not values:
             return self.app(scope, receive, send)
         return self._bound(scope, receive, send, values)
 
     async def _bound(self, scope: Scope, receive: Receive, send: Send, values: list[bytes]) -> None:
         try:
-            seconds = parse_request_timeout(b", ".join(values).decode("latin-1"))
+            seconds = parse_request_timeout_fields(values)
         except ValueError:
             await _bad_header(scope, send, repeated=len(values) > 1)
             return

@@ -80,8 +80,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from signing_gateway.errors import PROBLEM_BASE, DeadlineExceeded, send_problem, send_problem_503
 from signing_gateway.issuance.deadline import (
     BUDGET_SPENT_BEFORE_SIGNING,
-    REQUEST_TIMEOUT_HEADER,
-    parse_request_timeout,
+    parse_request_timeout_fields,
+    request_timeout_fields,
 )
 
 __all__ = [
@@ -100,8 +100,6 @@ __all__ = [
 #: of `scope["state"]`: the state dict is a per-request copy of the lifespan state, and one
 #: key too many doubles its table for every request in flight (see `api.deps.GatewayState`).
 ARRIVED_AT = "signing_gateway.arrived_at"
-#: The caller's budget field, as it appears in an ASGI scope.
-_REQUEST_TIMEOUT_FIELD = REQUEST_TIMEOUT_HEADER.lower().encode("latin-1")
 #: The paths gated: the API's, not health, readiness or metrics.
 _GATED_PREFIX = "/v1/"
 
@@ -357,11 +355,11 @@ def _caller_budget_left(scope: Scope | None, loop: asyncio.AbstractEventLoop) ->
     """
     if scope is None:
         return math.inf
-    values = [value for name, value in scope.get("headers", ()) if name == _REQUEST_TIMEOUT_FIELD]
-    if len(values) != 1:
+    values = request_timeout_fields(scope)
+    if not values:
         return math.inf
     try:
-        seconds = parse_request_timeout(values[0].decode("latin-1"))
+        seconds = parse_request_timeout_fields(values)
     except ValueError:
         return math.inf
     now = loop.time()
