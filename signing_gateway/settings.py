@@ -368,6 +368,8 @@ class DomesticPolicySettings(BaseModel):
 MAX_REDIS_DATABASE = 2**31 - 2
 #: A bracketed host (an IPv6 address) and nothing after it but a port.
 _BRACKETED_HOST = re.compile(r"\[[0-9A-Fa-f:.]+(?:%25[0-9A-Za-z._~-]+)?\](?::[0-9]*)?")
+#: What a sentinel URL is: a scheme, a host and a port, nothing after them.
+_SENTINEL_EXAMPLE = "rediss://sentinel-0:26379"
 
 #: The key prefix of issuance sessions in a shared store: one Redis can serve several gateways
 #: (or environments) if each has its own.
@@ -531,7 +533,7 @@ class SessionStoreSettings(BaseModel):
                 "kind=redis needs redis_url (redis://host:port/db or rediss://) or sentinels"
             )
         else:
-            self._check_url(self.redis_url)
+            self._check_redis_url(self.redis_url)
             sentinel_settings = (
                 self.sentinel_service,
                 self.sentinel_username,
@@ -588,10 +590,18 @@ class SessionStoreSettings(BaseModel):
             self._check_url(url, "sentinels", shape="redis://host:port or rediss://host:port")
             parts = urlsplit(url)
             if parts.path not in ("", "/"):
-                raise ValueError("sentinels take no path: the sessions are in database 0")
+                raise ValueError(
+                    f"sentinels take no path, e.g. {_SENTINEL_EXAMPLE}: "
+                    "the sessions are in database 0"
+                )
+            if parts.query or parts.fragment:
+                raise ValueError(
+                    f"sentinels take no query or fragment, e.g. {_SENTINEL_EXAMPLE}: "
+                    "each option is a setting"
+                )
             # Left out, the port would be Redis's 6379, not a sentinel's (26379 by default).
             if parts.port is None:
-                raise ValueError("sentinels need a port, e.g. rediss://sentinel-0:26379")
+                raise ValueError(f"sentinels need a port, e.g. {_SENTINEL_EXAMPLE}")
         if len({urlsplit(url).scheme for url in self.sentinels}) > 1:
             raise ValueError("sentinels must all be redis:// or all rediss://")
 
@@ -601,6 +611,7 @@ class SessionStoreSettings(BaseModel):
         name: str = "redis_url",
         shape: str = "redis://host:port/db or rediss://host:port/db",
     ) -> None:
+        # What redis_url and each sentinel share; the path and the query are each one's own.
         # urlsplit drops tabs and line ends (`loc\talhost` is localhost) and reads
         # `[::1].evil.test` as the host ::1: what it connects to would not be what was written.
         if any(char.isspace() or not char.isprintable() for char in url):
@@ -628,6 +639,11 @@ class SessionStoreSettings(BaseModel):
         # Port 0 is no port: the client would have connected to 6379 instead, unsaid.
         if port == 0:
             raise ValueError(f"{name} has a port that is not a number from 1 to 65535")
+
+    @classmethod
+    def _check_redis_url(cls, url: str) -> None:
+        cls._check_url(url)
+        parts = urlsplit(url)
         database = parts.path.strip("/")
         if (database and not (database.isascii() and database.isdigit())) or "/" in database:
             raise ValueError("redis_url's path must be a database number, e.g. /0")

@@ -30,6 +30,7 @@ from signing_gateway.trust_files import NO_TRUST
 from tests.contract.gateway.gateway_process import free_port
 from tests.support.credentials import make_domestic_signer, make_dsc
 from tests.support.processes import run_python
+from tests.unit.gateway.test_session_store_settings import SENTINEL_NO_PATH, SENTINEL_NO_QUERY
 
 TIMEOUT_S = 60
 HEADER = "signing-gateway: invalid settings (SIGNING_GATEWAY_*, see docs/operations.md):"
@@ -1230,3 +1231,28 @@ def test_a_file_setting_left_empty_says_so(name: str, value: str) -> None:
         done.stderr.splitlines()
     ), done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("rediss://s:26379/abc", SENTINEL_NO_PATH),
+        ("rediss://s:26379?x=1", SENTINEL_NO_QUERY),
+        ("rediss://s:26379#f", SENTINEL_NO_QUERY),
+    ],
+    ids=["path", "query", "fragment"],
+)
+def test_serve_refuses_a_sentinel_url_under_its_own_name(url: str, problem: str) -> None:
+    """Pin that the start-up report blames `sentinels`, not a `redis_url` that is not set.
+
+    Before, a sentinel's path, query or fragment was reported as redis_url's ("redis_url's
+    path must be a database number, e.g. /0").
+    """
+    lines = _serve_refused(
+        AUTH__MODE="disabled",
+        SESSION_STORE__KIND="redis",
+        SESSION_STORE__SENTINELS=orjson.dumps([url]).decode(),
+        SESSION_STORE__SENTINEL_SERVICE="sessions",
+        **DEV_TRUST,
+    )
+    assert lines == [HEADER, f"  SIGNING_GATEWAY_SESSION_STORE: {problem}"]

@@ -288,6 +288,12 @@ def test_an_ipv6_address_with_its_zone_is_taken_and_connected_to_as_the_socket_w
 
 SENTINELS = ["rediss://sentinel-0.internal:26379", "rediss://sentinel-1.internal:26379"]
 LOOPBACK_SENTINELS = ["redis://127.0.0.1:26379", "redis://[::1]:26380"]
+SENTINEL_NO_PATH = (
+    "sentinels take no path, e.g. rediss://sentinel-0:26379: the sessions are in database 0"
+)
+SENTINEL_NO_QUERY = (
+    "sentinels take no query or fragment, e.g. rediss://sentinel-0:26379: each option is a setting"
+)
 
 
 @pytest.mark.parametrize(
@@ -304,7 +310,7 @@ LOOPBACK_SENTINELS = ["redis://127.0.0.1:26379", "redis://[::1]:26380"]
         ),
         (
             {"sentinels": ["redis://127.0.0.1:26379/1"]},
-            "sentinels take no path: the sessions are in database 0",
+            SENTINEL_NO_PATH,
         ),
         (
             {"sentinels": ["redis://:secret@127.0.0.1:26379"]},
@@ -366,6 +372,29 @@ def test_sentinel_settings_the_store_could_not_use_are_refused(
         "allow_plain": True,
     }
     assert _refusal(**{**given, **values}) == problem
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("rediss://s:26379/abc", SENTINEL_NO_PATH),
+        ("rediss://s:26379/0/1", SENTINEL_NO_PATH),
+        ("rediss://s:26379/2147483647", SENTINEL_NO_PATH),
+        ("rediss://s:26379?x=1", SENTINEL_NO_QUERY),
+        ("rediss://s:26379/?x=1", SENTINEL_NO_QUERY),
+        ("rediss://s:26379#f", SENTINEL_NO_QUERY),
+    ],
+    ids=["name-path", "two-numbers", "database-too-large", "query", "slash-query", "fragment"],
+)
+def test_a_sentinel_url_with_more_than_host_and_port_is_refused_as_a_sentinel(
+    url: str, problem: str
+) -> None:
+    """Pin that a sentinel's path, query or fragment is refused under `sentinels`.
+
+    Before, these were refused with redis_url's words ("redis_url's path must be a database
+    number", "redis_url takes no query or fragment"), naming a setting that was not set.
+    """
+    assert _refusal(sentinels=[url], sentinel_service="sessions") == problem
 
 
 @pytest.mark.parametrize(
