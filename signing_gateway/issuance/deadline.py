@@ -10,7 +10,8 @@ When the deadline cuts the work, the answer is one 504 `deadline-exceeded` namin
 them: the deadline's own timer cancelling the block, or a part's signer call ending (its
 attempt timed out at the deadline, say) once the deadline has run out. On /v1/print and
 /v1/credentials each part runs in its own task, and which of those two a loop turn delivers
-first is up to the event loop's timer order; the answer must not be.
+first is up to the event loop's timer order; the answer must not be. A cut before any signer
+attempt was started (`SignerAttempt` notes one) says that no signer was called.
 """
 
 from __future__ import annotations
@@ -102,9 +103,13 @@ def remaining_seconds() -> float | None:
 
 def with_deadline_header(headers: Mapping[str, str]) -> dict[str, str]:
     """`headers` plus the remaining budget in whole milliseconds, for one signer attempt."""
-    left = remaining_seconds()
-    if left is None:
+    return _with_budget(headers, _deadline_var.get())
+
+
+def _with_budget(headers: Mapping[str, str], deadline: RequestDeadline | None) -> dict[str, str]:
+    if deadline is None:
         return dict(headers)
+    left = deadline.at - asyncio.get_running_loop().time()
     return {**headers, DEADLINE_HEADER: str(max(0, math.floor(left * 1000)))}
 
 
@@ -132,8 +137,11 @@ class SignerAttempt(Generic[T]):
         self._kwargs = kwargs or None
 
     def __call__(self) -> Awaitable[T]:
-        """Start one attempt."""
-        headers = with_deadline_header(self._headers)
+        """Start one attempt; the request's deadline notes that a signer was called."""
+        deadline = _deadline_var.get()
+        if deadline is not None:
+            deadline.signer_called = True
+        headers = _with_budget(self._headers, deadline)
         if self._kwargs is None:
             return self._call(*self._args, headers=headers)
         return self._call(*self._args, headers=headers, **self._kwargs)
@@ -156,7 +164,7 @@ class RequestDeadline:
     request in flight.
     """
 
-    __slots__ = ("_budget", "_scope", "_seconds", "_token", "_unfinished", "at")
+    __slots__ = ("_budget", "_scope", "_seconds", "_token", "_unfinished", "at", "signer_called")
 
     def __init__(self, seconds: float, parts: Sequence[str] = ()) -> None:
         """A deadline of `seconds` around the signer work of `parts` (named as problems are)."""
@@ -167,6 +175,9 @@ class RequestDeadline:
         self._token: Token[RequestDeadline | None] | None = None
         #: Event-loop time at which the deadline expires (set on entering the block).
         self.at = math.inf
+        #: Whether a signer attempt was started in the block (`SignerAttempt`): a cut before
+        #: that blames no signer.
+        self.signer_called = False
 
     async def __aenter__(self) -> Self:
         """Start the clock; a caller's budget already spent is a 504 at once."""
@@ -226,7 +237,14 @@ class RequestDeadline:
         self._unfinished = [name for name in self._unfinished if name != part]
 
     def exceeded(self) -> DeadlineExceeded:
-        """The 504 for signer work this deadline cut, naming the parts not finished."""
+        """The 504 for signer work this deadline cut, naming the parts not finished.
+
+        Cut before any signer attempt was started (the loop busy with the request's own CPU
+        work, or other requests', past the deadline), it says that no signer was called: the
+        signer-timeout wording would blame a signer that never saw the request.
+        """
+        if not self.signer_called:
+            return self._exceeded(BUDGET_SPENT_BEFORE_SIGNING)
         signers = "signer" if len(self._unfinished) == 1 else "signers"
         # "Released", not "issued": a part that finished (a static proof on /v1/print), or a
         # signer that answered as the deadline cut the wait, may have signed; it is discarded.

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from signing_gateway.issuance import eu as eu_issuance
+from signing_gateway.issuance.deadline import BUDGET_SPENT_BEFORE_SIGNING
 from signing_gateway.settings import ResilienceSettings, SignerSettings
 from tests.api.assertions import assert_problem
 from tests.api.bodies import domestic_attributes, eu_test, eu_vaccination
@@ -77,6 +79,36 @@ async def test_dcc_with_no_time_left_for_an_attempt_sends_nothing(
     response, took = await _post(gateway, "/v1/dcc", eu_vaccination(), budget=0.04)
     _assert_cut(response, took, ["european"])
     assert mocked.signing_calls() == 0
+
+
+async def test_dcc_whose_budget_runs_out_before_its_first_attempt_blames_no_signer(
+    gateway: httpx.AsyncClient, mocked: MockedSigners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pin the 504 of a deadline spent on the loop before the signer call: no signer blamed.
+
+    The loop is held (the request's own CPU work, or other requests') from inside the
+    deadline's block until past the caller's 0.3 s budget, before the first attempt. Before,
+    the answer said "the signer did not finish within 0.3 s" of a signer that was never called.
+    """
+    signing = eu_issuance.call_signer
+
+    async def late_call_signer(*args: Any, **kwargs: Any) -> Any:
+        until = time.perf_counter() + BUDGET + 0.05
+        while time.perf_counter() < until:
+            pass
+        return await signing(*args, **kwargs)
+
+    monkeypatch.setattr(eu_issuance, "call_signer", late_call_signer)
+    response, _ = await _post(gateway, "/v1/dcc", eu_vaccination())
+    problem = assert_problem(response, 504, "deadline-exceeded")
+    assert problem["detail"] == f"european: {BUDGET_SPENT_BEFORE_SIGNING}"
+    assert problem["unfinishedParts"] == ["european"]
+    assert mocked.signing_calls() == 0
+    # No call to count, so none counted as a timeout; the breaker learned nothing.
+    metrics = await scrape(gateway)
+    assert metrics.total("gateway_signer_calls_total", signer="eu") == 0
+    ready = (await gateway.get("/readyz")).json()["signers"]
+    assert {s["breaker"] for s in ready.values()} == {"closed"}
 
 
 @pytest.mark.parametrize(

@@ -261,11 +261,23 @@ async def test_all_or_nothing_lets_bugs_through():
         await all_or_nothing({"european": broken}, seconds=5)
 
 
+async def _hung_signer(*, headers: dict[str, str]) -> str:
+    """A signer call that never answers."""
+    del headers
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def _hung_attempt() -> Awaitable[str]:
+    """One signer attempt, started (as the signer policy starts one) and never answered."""
+    return SignerAttempt(_hung_signer, headers={})()
+
+
 async def test_deadline_names_the_parts_it_cut() -> None:
     """The 504 of a cut block names its parts: `part` the first, `unfinishedParts` all."""
     with pytest.raises(DeadlineExceeded) as info:
         async with request_deadline(0.05, parts=("domestic", "european")):
-            await asyncio.sleep(5)
+            await _hung_attempt()
     assert info.value.part == "domestic"
     assert info.value.extensions() == {
         "part": "domestic",
@@ -295,7 +307,7 @@ async def test_a_cut_says_no_credential_was_released_not_that_none_was_issued() 
     try:
         with pytest.raises(DeadlineExceeded) as info:
             async with request_deadline(5, parts=("european",)):
-                await asyncio.sleep(5)
+                await _hung_attempt()
     finally:
         caller_budget_var.reset(token)
     assert re.fullmatch(
@@ -428,14 +440,85 @@ async def test_a_call_with_no_time_left_for_an_attempt_is_cut_by_the_deadline() 
 
 
 async def test_a_budget_under_one_ms_is_not_named_as_zero_seconds() -> None:
-    """0.4 ms left sends nothing; the detail names 0.0004 s, not a budget of "0 s"."""
+    """A signer attempt cut after 0.4 ms: the detail names 0.0004 s, not a budget of "0 s"."""
     with pytest.raises(DeadlineExceeded) as info:
         async with request_deadline(0.0004, parts=("european",)):
-            await call_signer(
-                "european", _done, policy=_policy(), endpoint="get_credential", replay_safe=True
-            )
+            await _hung_attempt()
     assert info.value.detail == (
         "european: the signer did not finish within 0.0004 s; no credential was released"
+    )
+
+
+def _hold_the_loop(seconds: float) -> None:
+    """CPU work on the event loop for `seconds`: nothing else runs meanwhile, no timer fires."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+@pytest.mark.parametrize("awaits_first", [False, True], ids=["at-the-attempt", "at-an-await"])
+async def test_a_deadline_spent_before_the_first_attempt_blames_no_signer(
+    awaits_first: bool,
+) -> None:
+    """Pin that a block cut before any signer attempt says no signer was called.
+
+    CPU work between entering the block and the first attempt outlasts the 0.1 s deadline:
+    the attempt is then refused for want of time (nothing sent), or, when the request awaits
+    something first, the deadline's timer cancels the block there. Before, both answered
+    "the signer did not finish within 0.1 s", naming as slow a signer never reached.
+    """
+    reached: list[dict[str, str]] = []
+
+    async def signer(*, headers: dict[str, str]) -> str:
+        reached.append(headers)
+        return "signed"
+
+    policy = _policy()
+    deadline = request_deadline(0.1, parts=("european",))
+
+    async def request() -> None:
+        async with deadline:
+            _hold_the_loop(0.15)
+            if awaits_first:
+                await asyncio.sleep(0.01)
+            await call_signer(
+                "european",
+                SignerAttempt(signer, headers={}),
+                policy=policy,
+                endpoint="get_credential",
+                replay_safe=True,
+            )
+
+    with pytest.raises(DeadlineExceeded) as info:
+        await request()
+    assert info.value.detail == f"european: {BUDGET_SPENT_BEFORE_SIGNING}"
+    assert info.value.unfinished_parts == ("european",)
+    assert not deadline.signer_called
+    assert reached == []
+    # Nothing went to the signer: the breaker saw no call, let alone a timeout.
+    assert policy.breaker.state.value == "closed"
+    assert policy.snapshot()["inFlight"] == 0
+
+
+async def test_a_deadline_cut_after_an_attempt_started_names_the_signer() -> None:
+    """Once an attempt was started, the same cut says the signer did not finish in time."""
+    deadline = request_deadline(0.1, parts=("european",))
+
+    async def request() -> None:
+        async with deadline:
+            await call_signer(
+                "european",
+                SignerAttempt(_hung_signer, headers={}),
+                policy=_policy(),
+                endpoint="get_credential",
+                replay_safe=True,
+            )
+
+    with pytest.raises(DeadlineExceeded) as info:
+        await request()
+    assert deadline.signer_called
+    assert info.value.detail == (
+        "european: the signer did not finish within 0.1 s; no credential was released"
     )
 
 
