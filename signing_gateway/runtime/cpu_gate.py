@@ -51,9 +51,14 @@ budget ran out before signing started, when it comes. Waiting out the queue time
 503 would answer late a caller who has given up; a permit handed over after the deadline
 would only lead the request to the same 504, after its body was read and checked. The same
 timer does it: the one a parked request arms for the queue timeout is armed for the
-caller's deadline when that comes first. The header is read only by a request that parks
-(a malformed one is ignored here and answered 400 once the request is admitted), so a
-request finding a free permit pays nothing for it.
+caller's deadline when that comes first. A request handed its permit with less of its budget
+left than a signer attempt needs (``MIN_ATTEMPT_SECONDS``: the hand-over came in a loop turn
+that ran late, or just before its timer) is answered the same 504 at once, its permit passed
+on, rather than after reading and checking its body for its deadline to refuse it. Either
+504 comes with its body unread, so it says ``Connection: close``, as the body limits'
+refusals from the head do. The header is read only by a request that parks (a malformed one
+is ignored here and answered 400 once the request is admitted), so a request finding a free
+permit pays nothing for it.
 
 The new requests parked at once are bounded too (``queue_max``): under a flood (a retry
 storm, a caller's loop gone wild) every new connection would otherwise park here, each
@@ -83,6 +88,7 @@ from signing_gateway.issuance.deadline import (
     parse_request_timeout_fields,
     request_timeout_fields,
 )
+from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS
 
 __all__ = [
     "ARRIVED_AT",
@@ -102,6 +108,8 @@ __all__ = [
 ARRIVED_AT = "signing_gateway.arrived_at"
 #: The paths gated: the API's, not health, readiness or metrics.
 _GATED_PREFIX = "/v1/"
+#: The header field of an answer after which the connection ends.
+_CLOSE = ((b"connection", b"close"),)
 
 
 class CpuGateRefused(Exception):
@@ -234,6 +242,7 @@ class CpuGate:
             return
         loop = asyncio.get_running_loop()
         expiry: asyncio.TimerHandle | None = None
+        budget_end = math.inf  # event-loop time the caller's budget ends (new requests)
         if resuming:  # never refused: bounded by the requests admitted
             waiter: _Waiter = loop.create_future()
             self._resume.append(waiter)
@@ -248,6 +257,7 @@ class CpuGate:
             self.admitting += 1
             wait = math.inf if self.queue_timeout is None else self.queue_timeout
             caller_wait = _caller_budget_left(scope, loop)
+            budget_end = loop.time() + caller_wait
             if caller_wait < wait:  # the caller gives up first: one timer either way
                 expiry = loop.call_later(caller_wait, self._expire, waiter, CallerBudgetSpent)
             elif wait < math.inf:
@@ -262,6 +272,13 @@ class CpuGate:
                 expiry.cancel()
         if refused is not None:
             raise refused  # made here, not held by the waiter (see `_expire`)
+        if budget_end - loop.time() < MIN_ATTEMPT_SECONDS:
+            # Handed a permit with too little of its caller's budget left to send a signer
+            # attempt (a hand-over in a loop turn that ran late, or just before its timer):
+            # its deadline would refuse it after its body was read and checked. Refused now,
+            # its permit goes on to a request that can still use it.
+            self._release()
+            raise CallerBudgetSpent
 
     def _left(self, waiter: _Waiter, *, resuming: bool) -> None:
         """A parked request was cancelled: take it out of its count, or pass its permit on."""
@@ -516,6 +533,10 @@ class CpuGateMiddleware:
             if admitted:  # only taking the permit is refused; anything else is not ours
                 raise
             if isinstance(refused, CallerBudgetSpent):
+                # Answered with its body unread, as the body limits' refusals from the head
+                # are: the connection closes (the server reads on, dropping the rest), so a
+                # caller holding its body back (`Expect: 100-continue`) cannot have its next
+                # request read as this one's body. Its caller has given up by now anyway.
                 await send_problem(
                     send,
                     scope,
@@ -523,6 +544,7 @@ class CpuGateMiddleware:
                     type_=PROBLEM_BASE + DeadlineExceeded.slug,
                     title=DeadlineExceeded.title,
                     detail=BUDGET_SPENT_BEFORE_SIGNING,
+                    headers=_CLOSE,
                 )
                 return
             if isinstance(refused, CpuQueueTimeout):

@@ -7,14 +7,17 @@ import time
 from typing import Any
 
 import httpx
+import orjson
+import pytest
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app
 from signing_gateway.issuance.deadline import BUDGET_SPENT_BEFORE_SIGNING
 from signing_gateway.settings import LoopLagSettings
 from tests.api.signer_mocks import failing_eu_signer
-from tests.support.gateway import make_settings, running_gateway
+from tests.support.gateway import make_settings, running_gateway, served_gateway
 from tests.support.polling import until
+from tests.support.raw_http import exchange_answer
 
 
 def _one_permit(test_keys, queue_timeout: float):
@@ -162,3 +165,74 @@ async def test_a_request_over_the_queue_bound_is_refused_at_once(test_keys, sign
     assert (gate_view["queueMax"], gate_view["overflowed"], gate_view["timedOut"]) == (1, 1, 0)
     assert metrics_text.count("gateway_cpu_queue_overflows_total 1.0") == 1
     assert metrics_text.count("gateway_cpu_queue_timeouts_total 0.0") == 1
+
+
+def _hold_the_loop(seconds: float) -> None:
+    """CPU work on the event loop for `seconds`: no other task runs, no timer fires meanwhile."""
+    until_ = time.perf_counter() + seconds
+    while time.perf_counter() < until_:
+        pass
+
+
+#: A body /v1/dcc refuses 422 once it reads and validates it.
+INVALID_DCC = b'{"not": "a dcc"}'
+
+
+def _dcc_head(*, budget: bytes, expect: bool) -> bytes:
+    fields = b"Host: gateway\r\nContent-Type: application/json\r\n"
+    fields += b"Content-Length: %d\r\nX-Request-Timeout: %s\r\n" % (len(INVALID_DCC), budget)
+    if expect:
+        fields += b"Expect: 100-continue\r\n"
+    return b"POST /v1/dcc HTTP/1.1\r\n" + fields + b"\r\n"
+
+
+async def _until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Everything the gateway sends until it ends the connection; the body sent if asked."""
+    received = b""
+    while chunk := await reader.read(65536):
+        received += chunk
+        if received == b"HTTP/1.1 100 Continue\r\n\r\n":
+            writer.write(INVALID_DCC)  # asked for: the body is read
+    return received
+
+
+@pytest.mark.parametrize("expect", [False, True], ids=["body-sent", "body-held-back"])
+async def test_a_permit_reaching_a_spent_budget_is_a_504_without_reading_the_body(
+    test_keys, signers, expect
+):
+    """Pin that a request handed its permit with no attempt's time left is answered at once.
+
+    The permit is held past the caller's 0.5 s (a loop turn running late, as under overload)
+    and handed over before the budget's own timer runs. The request is answered 504
+    before-signing-started without its body being read or checked (an invalid body: not
+    422), with `Connection: close`, as a refusal of a body unread is; a caller holding its
+    body back is not asked for it. The permit goes on: the next request is served. Before,
+    the request read and validated its body and was answered 422 on a kept connection.
+    """
+    seen = failing_eu_signer(signers)
+    app = create_app(_one_permit(test_keys, 5))
+    async with served_gateway(app) as port:
+        gate = app.state.cpu_gate
+        holder = gate.request()
+        await holder.__aenter__()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            head = _dcc_head(budget=b"0.5", expect=expect)
+            writer.write(head if expect else head + INVALID_DCC)
+            await until(lambda: gate.admitting == 1)
+            _hold_the_loop(0.55)
+            await holder.__aexit__(None, None, None)  # the permit reaches it, spent
+            async with asyncio.timeout(10):
+                answer = await _until_closed(reader, writer)
+        finally:
+            writer.close()
+        status, _, problem = await exchange_answer(
+            port, _dcc_head(budget=b"5", expect=False) + INVALID_DCC
+        )
+    head_text, _, body = answer.partition(b"\r\n\r\n")
+    assert head_text.startswith(b"HTTP/1.1 504 "), answer[:200]
+    assert b"\r\nconnection: close" in head_text.lower()
+    assert orjson.loads(body)["detail"] == BUDGET_SPENT_BEFORE_SIGNING
+    assert status == 422, problem  # served after it: the permit was passed on
+    assert (gate.busy, gate.waiting) == (0, 0)
+    assert seen == []

@@ -798,6 +798,45 @@ async def test_a_queue_timeout_firing_after_the_hand_over_refuses_nothing() -> N
     assert (gate.busy, gate.waiting, gate.timed_out) == (0, 0, 0)
 
 
+@pytest.mark.parametrize(("left", "refused"), [(0.03, True), (0.07, False)])
+async def test_a_permit_handed_over_with_under_an_attempts_time_left_is_passed_on(
+    monkeypatch: pytest.MonkeyPatch, left: float, refused: bool
+) -> None:
+    """Pin that a permit reaching a request with under 50 ms of its budget left is refused.
+
+    That request could send no signer attempt (`MIN_ATTEMPT_SECONDS`): its deadline would
+    refuse it once its body was read and checked. It gets CallerBudgetSpent (a 504) instead,
+    and the permit goes on to the request parked behind it. With 70 ms left it goes on.
+    Before, the permit was taken, whatever was left.
+    """
+    gate = CpuGate(1, queue_timeout=60)
+    holder, served, request = await _held_by_hand(gate)
+    loop = asyncio.get_running_loop()
+    now = [1000.0]
+    monkeypatch.setattr(loop, "time", lambda: now[0])  # no timer falls due: time stands still
+    scope: Scope = {"headers": [(b"x-request-timeout", b"1")], ARRIVED_AT: now[0]}
+    outcome: list[str] = []
+
+    async def budgeted() -> None:
+        try:
+            async with gate.request(scope):
+                outcome.append("admitted")
+        except CallerBudgetSpent:
+            outcome.append("refused")
+
+    parked = asyncio.create_task(budgeted())
+    await _settle()
+    behind = asyncio.create_task(request("behind"))
+    await _settle()
+    now[0] += 1 - left
+    await holder.__aexit__(None, None, None)  # hands the permit to `parked`
+    await asyncio.gather(parked, behind)
+    monkeypatch.undo()
+    assert outcome == (["refused"] if refused else ["admitted"])
+    assert served == ["behind"]
+    assert (gate.busy, gate.waiting, gate.timed_out) == (0, 0, 0)
+
+
 async def test_a_queue_timeout_firing_after_a_cancellation_counts_nothing() -> None:
     """A parked request cancelled, then its timer firing before it wakes: counted gone once."""
     gate = CpuGate(1, queue_timeout=60)
