@@ -28,6 +28,7 @@ from signing_gateway.api.bodies import document_schemas
 from signing_gateway.api.deps import GatewayState
 from signing_gateway.api.examples import serve_current_examples
 from signing_gateway.api.openapi_headers import document_headers
+from signing_gateway.api.openapi_policy import document_domestic_policy
 from signing_gateway.api.problems import install_problem_handlers
 from signing_gateway.api.routes import add_routes
 from signing_gateway.api.schemas import (
@@ -426,6 +427,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     serve_current_examples(app)
     document_headers(app, deadline_seconds=settings.request_deadline_seconds)
+    document_domestic_policy(app, settings.domestic.policy())
     # Inner to outer: the caller's timeout header, body limits, the CPU gate, draining on
     # shutdown; outermost, the request id and metrics (`instrument_app`).
     app.add_middleware(CallerTimeoutMiddleware)

@@ -174,7 +174,7 @@ class DomesticPolicy:
     max_valid_for_hours: int
 
 
-def _hours(span: timedelta) -> str:
+def policy_hours(span: timedelta) -> str:
     """A policy window as the settings give it: 720 hours, not "30 days, 0:00:00"."""
     return f"{span.total_seconds() / 3600:g} hours"
 
@@ -196,8 +196,8 @@ def check_domestic_policy(
                 loc=(*loc, "validFrom"),
                 msg=(
                     f"validFrom must lie between {earliest} and "
-                    f"{latest} (at most {_hours(policy.max_valid_from_past)} before and "
-                    f"{_hours(policy.max_valid_from_future)} after now), got {valid_from}"
+                    f"{latest} (at most {policy_hours(policy.max_valid_from_past)} before and "
+                    f"{policy_hours(policy.max_valid_from_future)} after now), got {valid_from}"
                 ),
             )
         )
