@@ -557,4 +557,14 @@ class CpuGateMiddleware:
                 slug="overloaded",
                 title="Gateway overloaded",
                 detail=f"the gateway {why}; it reached no signer; retry later",
+                # A body held back for `100 Continue` is never asked for: kept, the
+                # connection would read the caller's next request as this one's body.
+                close=_holds_body_back(scope),
             )
+
+
+def _holds_body_back(scope: Scope) -> bool:
+    """Whether the request waits for `100 Continue` before it sends its body."""
+    return any(
+        name == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"]
+    )

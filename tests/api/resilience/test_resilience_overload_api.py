@@ -236,3 +236,44 @@ async def test_a_permit_reaching_a_spent_budget_is_a_504_without_reading_the_bod
     assert status == 422, problem  # served after it: the permit was passed on
     assert (gate.busy, gate.waiting) == (0, 0)
     assert seen == []
+
+
+@pytest.mark.parametrize("expect", [False, True], ids=["body-sent", "body-held-back"])
+async def test_an_overload_refusal_of_a_body_held_back_ends_the_connection(
+    test_keys, signers, expect
+):
+    """Pin that the gate's 503 closes the connection of a caller still holding its body back.
+
+    The caller sends `Expect: 100-continue` and waits to be asked for its body, which the
+    refused request never asks for. Kept open, the connection would read the caller's next
+    request as that body, and never answer it. A body already sent is read on and dropped by
+    the server, so that connection stays open and its next request is answered. Before, the
+    503 said nothing of the connection, and the next request after a held-back body hung.
+    """
+    seen = failing_eu_signer(signers)
+    app = create_app(_one_permit(test_keys, 0.2))
+    async with served_gateway(app) as port:
+        gate = app.state.cpu_gate
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            async with gate.request():
+                head = _dcc_head(budget=b"5", expect=expect)
+                writer.write(head if expect else head + INVALID_DCC)
+                async with asyncio.timeout(5):
+                    refused = await reader.readuntil(b"\r\n\r\n")
+                    length = int(refused.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+            writer.write(_dcc_head(budget=b"5", expect=False) + INVALID_DCC)
+            async with asyncio.timeout(5):
+                after = await reader.read(65536)
+        finally:
+            writer.close()
+    assert refused.startswith(b"HTTP/1.1 503 "), refused
+    if expect:
+        assert b"\r\nconnection: close" in refused.lower()
+        assert after == b""  # ended, not waiting for a body that will not come
+    else:
+        assert b"connection: close" not in refused.lower()
+        assert after.startswith(b"HTTP/1.1 422 "), after[:200]
+    assert (gate.busy, gate.waiting) == (0, 0)
+    assert seen == []
