@@ -11,8 +11,22 @@ the 66 noncharacters (U+FDD0 to U+FDEF, and U+FFFE and U+FFFF of every plane), w
 keeps out of text for good. Other code points unassigned in the Unicode version Python's
 ``unicodedata`` knows stay allowed: a later version may have given them to a name's script
 (Unicode 15 added 4,192 CJK ideographs, rare names among them), and a person's name is not
-refused because the gateway's Python is older. Format characters (Cf) such as the zero-width
-non-joiner stay allowed too, some scripts need them.
+refused because the gateway's Python is older.
+
+What a verifier shows must be what is signed, and must show someone. So format characters (Cf)
+are refused, but for those a name's script or keyboard puts inside words: the zero-width
+non-joiner and joiner (Persian, Indic scripts), the zero-width space (the Khmer keyboard
+types it between words), the Mongolian vowel separator, and the implicit direction
+marks LRM, RLM and ALM (Hebrew, Persian and Arabic keyboards type them; they have no scope and
+cannot reorder letters, only move punctuation beside them). Refused are the bidirectional
+embeddings, overrides and isolates (U+202A-202E, U+2066-2069: U+202E before "neznaJ" shows
+"Jansen"), the tag characters (the whole Tags block, U+E0000-E007F, assigned or not), U+FEFF and
+every other invisible format control. A text that is not empty must hold a visible character:
+one of only spaces, marks, the characters kept above or the Hangul fillers names nobody. A run
+of combining marks (variation selectors included) and kept format characters may be at most 30
+long: the bound Unicode's Stream-Safe Text Format (UAX #15) sets on a run of non-starters, chosen
+"significantly beyond what is required for any linguistic or technical usage"; an unbounded
+stack paints over the text around it.
 """
 
 from __future__ import annotations
@@ -53,6 +67,26 @@ _FORBIDDEN_CATEGORIES: Final = {
     ),
 }
 _NONCHARACTER: Final = ("text_noncharacter", "Must not contain noncharacters, found U+{codepoint}")
+_BIDI_CONTROL: Final = (
+    "text_bidi_control",
+    "Must not contain bidirectional embeddings, overrides or isolates, found U+{codepoint}",
+)
+_FORMAT_CHARACTER: Final = (
+    "text_format_character",
+    "Must not contain invisible format characters, found U+{codepoint}",
+)
+#: LRE, RLE, PDF, LRO, RLO, LRI, RLI, FSI, PDI: the explicit bidirectional formatting characters.
+_BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: The format characters (Cf) kept, all zero-width: ALM, the Mongolian vowel separator, the
+#: zero-width space, non-joiner and joiner, LRM and RLM (see the module docstring).
+_FORMAT_KEPT: Final = frozenset("\u061c\u180e\u200b\u200c\u200d\u200e\u200f")
+#: The Tags block: language tags and emoji tag sequences, invisible in a name.
+_TAGS: Final = range(0xE0000, 0xE0080)
+#: Letters and a symbol shown as nothing: the Hangul fillers and the blank braille pattern.
+_BLANK_GRAPHICS: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+#: The longest run of combining marks and kept format characters: Unicode's Stream-Safe Text
+#: Format (UAX #15) bounds a run of non-starters at 30.
+MAX_COMBINING_RUN: Final = 30
 _TRANSLITERATED = re.compile(r"[A-Z<]*")
 
 
@@ -82,15 +116,50 @@ def _free_text(value: str) -> str:
                 "length": len(normalised),
             },
         )
-    for char in normalised:
+    _check_characters(normalised)
+    return normalised
+
+
+def _check_characters(text: str) -> None:
+    """Refuse a character no certificate should hold, a text showing nothing, a mark pile-up."""
+    visible = False
+    run = 0
+    for char in text:
         category = unicodedata.category(char)
-        refusal = _FORBIDDEN_CATEGORIES.get(category)
-        if refusal is None and category == "Cn" and _is_noncharacter(ord(char)):
-            refusal = _NONCHARACTER
+        refusal = _refusal(char, category)
         if refusal is not None:
             error_type, message = refusal
             raise PydanticCustomError(error_type, message, {"codepoint": f"{ord(char):04X}"})
-    return normalised
+        if category[0] == "M" or char in _FORMAT_KEPT:
+            run += 1
+            if run > MAX_COMBINING_RUN:
+                raise PydanticCustomError(
+                    "text_combining_run",
+                    "Must not stack more than {max_run} combining marks or zero-width "
+                    "characters in a row",
+                    {"max_run": MAX_COMBINING_RUN},
+                )
+        else:
+            run = 0
+            visible = visible or (category != "Zs" and char not in _BLANK_GRAPHICS)
+    if text and not visible:
+        raise PydanticCustomError(
+            "text_invisible", "Must hold a visible character, or be left empty"
+        )
+
+
+def _refusal(char: str, category: str) -> tuple[str, str] | None:
+    """The error type and message refusing `char` (of general `category`), or None."""
+    refusal = _FORBIDDEN_CATEGORIES.get(category)
+    if refusal is not None:
+        return refusal
+    if ord(char) in _TAGS:
+        return _FORMAT_CHARACTER
+    if category == "Cf" and char not in _FORMAT_KEPT:
+        return _BIDI_CONTROL if char in _BIDI_CONTROLS else _FORMAT_CHARACTER
+    if category == "Cn" and _is_noncharacter(ord(char)):
+        return _NONCHARACTER
+    return None
 
 
 def _is_noncharacter(codepoint: int) -> bool:
@@ -99,7 +168,7 @@ def _is_noncharacter(codepoint: int) -> bool:
 
 
 def _transliterated(value: str) -> str:
-    """Check an ICAO 9303 transliterated name: A-Z and '<' only, at most 80 characters."""
+    """Check an ICAO 9303 transliterated name: A-Z and '<' only, a letter among them, at most 80."""
     if len(value) > TEXT_MAX_LENGTH:
         raise PydanticCustomError(
             "text_too_long",
@@ -111,6 +180,12 @@ def _transliterated(value: str) -> str:
             "transliterated_name",
             "Must be the ICAO 9303 transliteration: only A-Z and '<', got '{value}'",
             {"value": value},
+        )
+    if value and not value.strip("<"):
+        # '<' only separates the parts of a name (and fills the MRZ): alone it names nobody.
+        raise PydanticCustomError(
+            "transliterated_name_no_letter",
+            "Must hold a letter A-Z, or be left empty: '<' only separates the parts of a name",
         )
     return value
 

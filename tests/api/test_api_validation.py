@@ -177,6 +177,23 @@ DCC_CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
         ("dcc", "v"),
     ),
     "no-group": (with_dcc(eu_vaccination(), "v", value=...), ("dcc",)),
+    # Signed before: a DCC naming nobody, or a name shown other than it is written.
+    "name-of-a-filler-alone": (
+        with_dcc(with_dcc(eu_vaccination(), "nam", value={"fnt": "<"}), "dob", value=""),
+        ("dcc", "nam", "fnt"),
+    ),
+    "name-of-a-zero-width-space": (
+        with_dcc(eu_vaccination(), "nam", value={"fn": "\u200b", "fnt": "DOE"}),
+        ("dcc", "nam", "fn"),
+    ),
+    "name-reversed-by-an-override": (
+        with_dcc(eu_vaccination(), "nam", "fn", value="\u202eneznaJ"),
+        ("dcc", "nam", "fn"),
+    ),
+    "issuer-with-tag-characters": (
+        with_dcc(eu_test(), "t", 0, "is", value="Ministry\U000e0041"),
+        (*T0, "is"),
+    ),
 }
 
 

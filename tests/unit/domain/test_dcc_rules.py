@@ -95,6 +95,21 @@ def test_bad_transliterated_name_is_rejected(name, expected):
     assert errors_of({"dcc": dcc(nam=name)}) == expected
 
 
+@pytest.mark.parametrize(
+    "name",
+    [{"fnt": "<"}, {"fnt": "<<<<"}, {"gnt": "<"}, {"fnt": "DOE", "gnt": "<<"}],
+    ids=["one-filler", "fillers", "given-name", "beside-a-surname"],
+)
+def test_transliterated_name_of_fillers_only_is_rejected(name):
+    """A transliterated name of '<' fillers alone names nobody: refused at the field.
+
+    `{"fnt": "<"}` met the rule "fnt or gnt non-empty", and a DCC naming nobody was signed.
+    """
+    field = "gnt" if "gnt" in name else "fnt"
+    expected = {("transliterated_name_no_letter", ("dcc", "nam", field))}
+    assert errors_of({"dcc": dcc(nam=name)}) == expected
+
+
 @pytest.mark.parametrize("value", [0, False, [], {}], ids=["zero", "false", "list", "object"])
 @pytest.mark.parametrize("name", ["fnt", "gnt"])
 def test_a_transliterated_name_of_another_type_is_not_also_called_missing(name, value):
@@ -119,8 +134,105 @@ def test_free_text_name_is_stored_nfc_normalised():
     ids=["zero-width-non-joiner", "ligature", "superscript", "fullwidth"],
 )
 def test_free_text_name_keeps_format_and_compatibility_characters(name):
-    """Format characters (Cf) are allowed, and NFC leaves compatibility forms as they are."""
+    """The zero-width non-joiner (a format character scripts need) and compatibility forms stay."""
     assert validate({"dcc": dcc_with_name(gn=name)}).dcc.signing_payload()["nam"]["gn"] == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647",  # Persian, with a ZWNJ
+        "\u0915\u094d\u200d\u0937",  # Devanagari, with a ZWJ
+        "\u05db\u05d4\u05df-\u200f\u05dc\u05d5\u05d9",  # Hebrew, with an RLM
+        "Smith\u200e-\u200e\u0646\u0627\u0635\u0631",  # LRM in a mixed-direction name
+        "\u1797\u17b6\u200b\u179f\u17bb\u1781",  # Khmer, the ZWSP its keyboards type
+        "\u8fbb\U000e0100",  # a CJK ideograph with an ideographic variation selector
+        "Nguy\u1ec5n",  # Vietnamese: two marks on one letter
+        "x" + "\u0301" * 30,  # the longest run of marks allowed
+    ],
+    ids=["zwnj", "zwj", "rlm", "lrm", "zwsp", "variation-selector", "vietnamese", "30-marks"],
+)
+def test_free_text_name_keeps_what_scripts_need(name):
+    """Joiners, direction marks, variation selectors and stacked accents are signed (in NFC)."""
+    signed = validate({"dcc": dcc_with_name(fn=name)}).dcc.signing_payload()["nam"]["fn"]
+    assert signed == unicodedata.normalize("NFC", name)
+
+
+@pytest.mark.parametrize(
+    ("value", "error_type"),
+    [
+        ("\u202eneznaJ", "text_bidi_control"),
+        ("Jan\u202asen", "text_bidi_control"),
+        ("Jan\u202csen", "text_bidi_control"),
+        ("\u2066Jansen\u2069", "text_bidi_control"),
+        ("\u2068Jansen", "text_bidi_control"),
+        ("Jansen\U000e0001", "text_format_character"),
+        ("Jansen\U000e0041\U000e007f", "text_format_character"),
+        ("Jansen\U000e0002", "text_format_character"),
+        ("\ufeffJansen", "text_format_character"),
+        ("Jan\u00adsen", "text_format_character"),
+        ("Jan\u2060sen", "text_format_character"),
+        ("Jan\ufff9sen\ufffb", "text_format_character"),
+        ("\u200b", "text_invisible"),
+        ("\u200c\u200d\u200e", "text_invisible"),
+        ("   ", "text_invisible"),
+        ("\u3000", "text_invisible"),
+        ("\u0301", "text_invisible"),
+        ("\u3164", "text_invisible"),
+        ("\u2800\u2800", "text_invisible"),
+        ("a" + "\u0301" * 79, "text_combining_run"),
+        ("x" + "\u0301" * 31, "text_combining_run"),
+        ("x" + "\ufe0f" * 31, "text_combining_run"),
+        ("x" + "\u0301\u200d" * 16, "text_combining_run"),
+    ],
+    ids=[
+        "right-to-left-override",
+        "left-to-right-embedding",
+        "pop-directional-formatting",
+        "isolate",
+        "first-strong-isolate",
+        "language-tag",
+        "tag-letters",
+        "unassigned-tag",
+        "byte-order-mark",
+        "soft-hyphen",
+        "word-joiner",
+        "interlinear-annotation",
+        "zero-width-space-only",
+        "joiners-and-marks-only",
+        "spaces-only",
+        "ideographic-space-only",
+        "combining-mark-only",
+        "hangul-filler-only",
+        "braille-blank-only",
+        "79-marks",
+        "31-marks",
+        "31-variation-selectors",
+        "marks-and-joiners",
+    ],
+)
+@pytest.mark.parametrize("field", ["fn", "gn"])
+def test_free_text_name_that_hides_or_disguises_the_holder_is_rejected(field, value, error_type):
+    """A name whose signed bytes show nobody, or show other than they say, is refused at the field.
+
+    Each was signed: U+202E before "neznaJ" shows "Jansen", and a name of a zero-width space
+    beside a transliteration of fillers named nobody at all.
+    """
+    assert errors_of({"dcc": dcc_with_name(**{field: value})}) == {
+        (error_type, ("dcc", "nam", field))
+    }
+
+
+def test_bidi_control_in_free_text_is_named():
+    """The refusal names the control by its code point, not the name around it."""
+    with pytest.raises(ValidationError) as info:
+        validate({"dcc": dcc_with_name(fn="\u202eneznaJ")})
+    assert [(e["loc"], e["msg"]) for e in info.value.errors()] == [
+        (
+            ("dcc", "nam", "fn"),
+            "Must not contain bidirectional embeddings, overrides or isolates, found U+202E",
+        )
+    ]
 
 
 def test_free_text_name_of_80_characters_is_accepted():
@@ -219,12 +331,14 @@ def test_a_code_point_this_python_has_not_assigned_is_signed_as_given(char):
         ("is", "Ministerie \ue000", "text_private_use_character"),
         ("tc", "Centre \ufdef", "text_noncharacter"),
         ("nm", "PCR \U0010fffd", "text_private_use_character"),
+        ("is", "\u202eMinisterie", "text_bidi_control"),
+        ("tc", "\u200b", "text_invisible"),
+        ("nm", "PCR\ufeff", "text_format_character"),
+        ("tc", "X" + "\u0301" * 31, "text_combining_run"),
     ],
 )
-def test_private_use_character_or_noncharacter_in_other_free_text_is_rejected(
-    field, value, error_type
-):
-    """Issuer, testing centre and test name follow the same character rule as the names."""
+def test_other_free_text_follows_the_character_rules_of_names(field, value, error_type):
+    """Issuer, testing centre and test name follow the same character rules as the names."""
     payload = dcc_with_entry("t", tt="LP6464-4", ma=None, **{field: value})
     assert errors_of({"dcc": payload}) == {(error_type, ("dcc", "t", 0, field))}
 
