@@ -221,11 +221,13 @@ class RequestInvalid(GatewayError):
 
 
 class CommitmentProofFailed(RequestInvalid):
-    """Raised when the app's proofs of its commitments U fail; nothing reached a signer.
+    """Raised when the app's commitment does not hold for its session; nothing reached a signer.
 
-    Only in the idemix scheme, whose signer would refuse them with a 5xx
-    (`issuance.domestic.DomesticIssuer.check_commitment`). `errors` says which proof, or
-    that the proof list as a whole does not hold for the session's issuer nonce.
+    In the idemix scheme, its proofs of its commitments U fail, which the signer would refuse
+    with a 5xx; `errors` says which proof, or that the proof list as a whole does not hold
+    for the session's issuer nonce. In the simulation scheme, it names another issuer nonce
+    or holds a number the signer cannot read, which the signer would refuse with a 4xx
+    (`issuance.domestic.DomesticIssuer.check_commitment`).
     """
 
     status = 422

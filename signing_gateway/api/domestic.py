@@ -121,8 +121,9 @@ async def issue(
 ) -> IssueOut:
     """Check the attributes and commitment, take the caller's session, sign, verify, return.
 
-    In the idemix scheme the commitment's proofs are verified for the session before the
-    signer is called: a failing one is answered 422 `commitment-proof-failed`.
+    The commitment is checked for the session before the signer is called (in the idemix
+    scheme its proofs, in the simulation its issuerNonce and numbers): one that fails is
+    answered 422 `commitment-proof-failed`, and the session stays usable.
     """
     body = await read_body(request, IssueRequest)
     async with audit.attempt():

@@ -92,8 +92,8 @@ SESSION_EXAMPLE_NOTE = (
     "from `POST /v1/domestic/prepare-issue`, and a real `issueCommitmentMessage` is built by "
     "the app from the `issuerNonce` in that call's `prepareIssueMessage`. Sent unchanged, this "
     "example names a session no gateway opened and is answered 401 `stoken-invalid`; with a "
-    "fresh `stoken` but this commitment (another `issuerNonce`), the domestic signer refuses "
-    "it and the answer is 502."
+    "fresh `stoken` but this commitment (another `issuerNonce`), it is answered 422 "
+    "`commitment-proof-failed` before any signer, and the session stays usable."
 )
 
 DOMESTIC_ISSUE: dict[str, Any] = {

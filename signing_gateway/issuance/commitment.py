@@ -17,6 +17,12 @@ refuses them. So:
   of the two a signer would read is its parser's choice;
 - the decoded bytes themselves, exactly as sent, become the signer's `issueCommitmentMessage`
   (`signers.domestic`): nothing re-encodes them.
+
+In the simulation scheme the gateway also checks, once it holds the session, what the
+simulation signer would refuse (`simulation_commitment_problem`): a commitment that names
+another `issuerNonce` than the session's, or holds a number past a double's range (`1e99999`:
+the signer reads integers whole but fractions and exponents as doubles, as Go and orjson do).
+The idemix scheme checks the proofs instead (`verification.idemix_commitment`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,12 @@ if TYPE_CHECKING:
     from signing_gateway.domain.errors import Loc
     from signing_gateway.security.settings import LimitsSettings
 
-__all__ = ["MAX_COMMITMENT_BYTES", "decode_commitment", "decode_commitment_noting"]
+__all__ = [
+    "MAX_COMMITMENT_BYTES",
+    "decode_commitment",
+    "decode_commitment_noting",
+    "simulation_commitment_problem",
+]
 
 MAX_COMMITMENT_BYTES = 64 * 1024
 #: The base64 length of `MAX_COMMITMENT_BYTES`: longer text is refused before it is decoded.
@@ -50,12 +61,28 @@ _MAX_COMMITMENT_CHARS = 4 * math.ceil(MAX_COMMITMENT_BYTES / 3)
 #: worker thread.
 _INLINE_CHECK_CHARS = 16 * 1024
 
+#: The decoded size up to which the simulation's checks run on the event loop: about as much
+#: JSON as `_INLINE_CHECK_CHARS` of base64 holds.
+_INLINE_CHECK_BYTES = _INLINE_CHECK_CHARS * 3 // 4
+
 _NOT_JSON_OBJECT = "must be base64 of a JSON object"
 _TOO_LARGE = "is too large"
+_OTHER_NONCE = "must be the issuerNonce of the session's prepare-issue message"
+_OUT_OF_RANGE = "holds a number past a double's range, which the signer cannot read"
 
 
 def _unread(_number: str) -> None:
     """A number hook of `json.loads`: the number's text is left as sent, never converted."""
+
+
+class _NumberOutOfRange(ValueError):
+    """A fraction or exponent number that a double cannot hold (`float()` makes it infinite)."""
+
+
+def _finite(number: str) -> None:
+    """A float hook of `json.loads`: refuse a number a double cannot hold, keep none."""
+    if not math.isfinite(float(number)):
+        raise _NumberOutOfRange
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -138,3 +165,27 @@ async def decode_commitment_noting(
     except DomainValidationError as exc:
         errors.extend(exc.errors)
         return None
+
+
+def _simulation_problem(document: bytes, issuer_nonce: str) -> tuple[Loc, str] | None:
+    try:
+        parsed = json.loads(document.decode("utf-8"), parse_int=_unread, parse_float=_finite)
+    except _NumberOutOfRange:
+        return (), _OUT_OF_RANGE
+    if not isinstance(parsed, dict) or parsed.get("issuerNonce") != issuer_nonce:
+        return ("issuerNonce",), _OTHER_NONCE
+    return None
+
+
+async def simulation_commitment_problem(
+    document: bytes, *, issuer_nonce: str
+) -> tuple[Loc, str] | None:
+    """Why the simulation signer would refuse `document` for the session of `issuer_nonce`.
+
+    `document` is a commitment `decode_commitment` accepted. Returns where (under the
+    commitment) and what is wrong, or None: it names another `issuerNonce` than the session's,
+    or holds a number past a double's range. Integers of any size are left unread.
+    """
+    if len(document) <= _INLINE_CHECK_BYTES:
+        return _simulation_problem(document, issuer_nonce)
+    return await asyncio.to_thread(_simulation_problem, document, issuer_nonce)

@@ -18,6 +18,7 @@ from signing_gateway.domain.domestic import (
 )
 from signing_gateway.domain.errors import FieldError
 from signing_gateway.errors import CommitmentProofFailed
+from signing_gateway.issuance.commitment import simulation_commitment_problem
 from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.issuance.session import HeldSession
@@ -162,25 +163,39 @@ class DomesticIssuer:
     async def check_commitment(
         self, *, session: HeldSession, commitment: bytes, count: int, part: str
     ) -> None:
-        """In the idemix scheme, verify the app's proofs of its commitments U for `session`.
+        """Check the app's commitment for `session` before any signer call.
 
-        Before any signer call: the Idemix server verifies them too, but answers a failing
-        proof 500, which the gateway would answer 502 and count against the signer's breaker.
-        Verified with the session's issuer nonce and the configured key its issuerPkId names,
-        as the server does; `count` is the number of credentials asked for, one proof each.
-        The simulation scheme's commitments are not Idemix: nothing is checked there.
-        A check that reaches a verdict, passed or refused, is counted as checked; one that
-        cannot run, or a session the gateway cannot check against, is not.
+        In the idemix scheme, verify the app's proofs of its commitments U: the Idemix server
+        verifies them too, but answers a failing proof 500, which the gateway would answer
+        502 and count against the signer's breaker. Verified with the session's issuer nonce
+        and the configured key its issuerPkId names, as the server does; `count` is the number
+        of credentials asked for, one proof each. A check that reaches a verdict, passed or
+        refused, is counted as checked; one that cannot run, or a session the gateway cannot
+        check against, is not.
+
+        The simulation scheme's commitments are not Idemix: there the commitment must name the
+        session's issuerNonce and hold no number past a double's range, as the simulation
+        signer demands (`issuance.commitment.simulation_commitment_problem`); its refusal
+        would reach the caller as a 502 with the session used up, and log an error.
 
         Raises:
-            CommitmentProofFailed: (422, at ``issueCommitmentMessage``) the proofs fail.
+            CommitmentProofFailed: (422, at ``issueCommitmentMessage``) the proofs fail, or
+                the simulation signer would refuse the commitment.
             CredentialRejected: (502) the session names a key the gateway does not have, or
                 its nonce cannot be read: what the signer would sign could not be verified.
             VerificationUnavailable: (503) the check workers are being replaced.
         """
-        if self._idemix is None:
-            return
         message = session.prepare_issue_message
+        if self._idemix is None:
+            problem = await simulation_commitment_problem(
+                commitment, issuer_nonce=str(message.get("issuerNonce", ""))
+            )
+            if problem is not None:
+                loc, msg = problem
+                raise CommitmentProofFailed(
+                    [FieldError(loc=("issueCommitmentMessage", *loc), msg=msg)]
+                )
+            return
         try:
             await self._idemix.verify_commitment_proofs(
                 commitment,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 import httpx
@@ -120,7 +121,7 @@ async def test_big_integers_reach_the_signer_byte_for_byte(
     gateway, mocked: MockedSigners, route: str
 ):
     """Idemix-sized integers (71 and 2048 bits) and the app's own spacing are forwarded as sent."""
-    document = b'{ "issuerNonce": "%s",\n  "U": %d, "small": %d, "v": [-%d, 1.5e400] }' % (
+    document = b'{ "issuerNonce": "%s",\n  "U": %d, "small": %d, "v": [-%d, 1.5e300] }' % (
         NONCE.encode(),
         2**2048 - 159,
         2**70,
@@ -131,6 +132,45 @@ async def test_big_integers_reach_the_signer_byte_for_byte(
     assert response.status_code == 200, response.text
     sent = mocked.issue.calls.last.request.content
     assert b'"issueCommitmentMessage":' + document + b',"credentialsAttributes":' in sent
+
+
+_OTHER_NONCE = "must be the issuerNonce of the session's prepare-issue message"
+_OUT_OF_RANGE = "holds a number past a double's range, which the signer cannot read"
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(
+    "case",
+    [
+        (b'{"issuerNonce": "AAAA", "proof": "app"}', ["issuerNonce"], _OTHER_NONCE),
+        (b'{"proof": "app"}', ["issuerNonce"], _OTHER_NONCE),
+        (b'{"issuerNonce": ["%s"]}' % NONCE.encode(), ["issuerNonce"], _OTHER_NONCE),
+        (b'{"issuerNonce": "AAAA", "pad": "%s"}' % (b"x" * 40_000), ["issuerNonce"], _OTHER_NONCE),
+        (b'{"issuerNonce": "%s", "f": 1e99999}' % NONCE.encode(), [], _OUT_OF_RANGE),
+        (b'{"issuerNonce": "%s", "v": [0, -1.5e400]}' % NONCE.encode(), [], _OUT_OF_RANGE),
+    ],
+    ids=["other-nonce", "no-nonce", "nonce-in-a-list", "other-nonce-40-kb", "1e99999", "-1.5e400"],
+)
+async def test_commitment_the_simulation_signer_refuses_is_a_422_and_the_stoken_stays_usable(
+    gateway, mocked: MockedSigners, caplog, route: str, case: tuple[bytes, list[str], str]
+):
+    """A commitment for another nonce, or with a number past a double's range, never reaches it.
+
+    The simulation signer refuses both: the caller got 502 signer-bad-response, the session was
+    used up, and the gateway logged an error any caller could repeat at will.
+    """
+    document, loc, msg = case
+    body = await _body(gateway, route, _b64(document))
+    problem = assert_problem(await gateway.post(route, json=body), 422, "commitment-proof-failed")
+    assert problem["errors"] == [{"loc": ["issueCommitmentMessage", *loc], "msg": msg}]
+    assert "retry with the same stoken" in problem["detail"]
+    assert mocked.signing_calls() == 1  # the prepare-issue only
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+    body["issueCommitmentMessage"] = commitment()
+    retry = await gateway.post(route, json=body)
+    assert retry.status_code == 200, retry.text
+    assert mocked.issue.call_count == 1
 
 
 @pytest.mark.parametrize(
