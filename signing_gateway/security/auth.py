@@ -90,6 +90,22 @@ _REFUSALS: list[tuple[type[jwt.PyJWTError], TokenRefusal, str]] = [
     (jwt.InvalidIssuedAtError, "invalid", "the token's iat claim is not a number"),
 ]
 
+#: The claims RFC 7519 types NumericDate: a JSON number, integer or not.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _not_a_numeric_date(claims: dict[str, Any]) -> str | None:
+    """The first time claim in `claims` that is not a JSON number, or None.
+
+    PyJWT takes `int()` of each, so a string (`"1796083200"`) or a boolean passed for a time;
+    RFC 7519 section 2 makes a NumericDate a JSON number, which a float is too.
+    """
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return name
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class _Verified:
@@ -235,7 +251,11 @@ class TokenVerifier:
             raise AuthenticationFailed("no token keys are loaded", reason="no-keys") from exc
 
     def _claims(self, token: str, algorithm: str, key: jwt.PyJWK) -> dict[str, Any]:
-        """Verify the signature and the registered claims; return every claim."""
+        """Verify the signature and the registered claims; return every claim.
+
+        The time claims are held to RFC 7519's NumericDate, a JSON number (see
+        `_not_a_numeric_date`). The token's type (`typ`) is not checked: see docs/security.md.
+        """
         s = self._settings
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -252,6 +272,11 @@ class TokenVerifier:
                 if isinstance(exc, error_type):
                     raise AuthenticationFailed(detail, reason=reason) from exc
             raise AuthenticationFailed("the token is invalid", reason="invalid") from exc
+        name = _not_a_numeric_date(claims)
+        if name is not None:
+            raise AuthenticationFailed(
+                f"the token's {name} claim is not a number", reason="invalid"
+            )
         return claims
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import jwt
 import pytest
@@ -142,3 +143,42 @@ async def test_an_iat_that_is_not_a_number_is_refused_saying_so(issuer: LocalTok
         "invalid",
         "the token's iat claim is not a number",
     )
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("exp", lambda now: str(now + 60)),
+        ("nbf", lambda now: str(now - 60)),
+        ("iat", lambda now: str(now - 60)),
+        ("nbf", lambda _: True),
+        ("iat", lambda _: False),
+    ],
+    ids=["exp-string", "nbf-string", "iat-string", "nbf-true", "iat-false"],
+)
+async def test_a_time_claim_that_is_not_a_json_number_is_refused_401(
+    issuer: LocalTokenIssuer, claim: str, value
+):
+    """A NumericDate is a JSON number (RFC 7519): text or a boolean is refused `invalid`.
+
+    PyJWT takes `int()` of the claim, so `"exp": "1796083200"` and `"iat": false` passed.
+    """
+    now = int(time.time())
+    token = issuer.mint(scopes=["keys:read"], now=now, **{claim: value(now)})
+    with pytest.raises(AuthenticationFailed) as refused:
+        await _verifier(issuer).verify(token)
+    assert (refused.value.status, refused.value.reason, refused.value.detail) == (
+        401,
+        "invalid",
+        f"the token's {claim} claim is not a number",
+    )
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+async def test_a_time_claim_with_a_fraction_is_accepted(issuer: LocalTokenIssuer, claim: str):
+    """A NumericDate may hold a fraction of a second (RFC 7519 section 2): a float is taken."""
+    now = int(time.time())
+    stated = {"exp": now + 60.5, "nbf": now - 0.5, "iat": now - 0.25}[claim]
+    token = issuer.mint(scopes=["keys:read"], now=now, **{claim: stated})
+    caller = await _verifier(issuer).verify(token)
+    assert caller.scopes == {"keys:read"}
