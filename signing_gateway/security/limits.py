@@ -102,7 +102,14 @@ def _bad_request(detail: str) -> BodyRefused:
     return BodyRefused(400, "bad-request", "Bad request", detail)
 
 
+#: The charset values taken: UTF-8's name, and `utf8`, the label many clients write (one of
+#: UTF-8's labels in the WHATWG Encoding Standard, which browsers read as UTF-8). Any other
+#: charset names an encoding the gateway would not decode the body in.
+_UTF_8_NAMES = frozenset({"utf-8", "utf8"})
+
+
 def _json_media_type(content_type: str | None) -> bool:
+    """Whether `content_type` is `application/json`, its charset (if given) UTF-8."""
     if content_type is None:
         return False
     media_type, _, params = content_type.partition(";")
@@ -110,7 +117,10 @@ def _json_media_type(content_type: str | None) -> bool:
         return False
     for param in params.split(";"):
         name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+        if (
+            name.strip().lower() == "charset"
+            and value.strip().strip('"').lower() not in _UTF_8_NAMES
+        ):
             return False
     return True
 
