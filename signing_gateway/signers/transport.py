@@ -23,6 +23,12 @@ on is made the same here, so `signers.http` classifies one way whichever is conf
   next call on the connection failed on (a connection lost). Bytes that come only after the
   next request went out cannot be told from its answer by any client; a signer sending them
   answers wrongly.
+- Bytes that are no HTTP at all, in the same read as the end of the answer owed (`GARBAGE`
+  after a whole answer, or the rest of a body longer than its `Content-Length`): httpcore
+  hands on the answer, while aiohttp's parser refused them and dropped the answer it had
+  read with them (a connection lost, retried: the signer's work thrown away). The answer
+  stands on both now, and its connection is closed (`_PooledProtocol`): a body longer than
+  its `Content-Length` is an answer of that length, malformed unless that is the whole JSON.
 
 `HttpcoreSignerTransport` is httpx's own transport with those changes.
 
@@ -56,11 +62,13 @@ A request with a streamed body (none of the gateway's) takes the library's own p
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import _EXC_SENTINEL, EMPTY_BODY_STATUS_CODES
+from aiohttp.streams import EMPTY_PAYLOAD
 from httpx._transports.default import AsyncResponseStream
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
@@ -71,7 +79,7 @@ if TYPE_CHECKING:
 
     from aiohttp.client_reqrep import ConnectionKey
     from aiohttp.connector import Connection
-    from aiohttp.http_parser import RawResponseMessage
+    from aiohttp.http_parser import HttpParser, RawResponseMessage
     from aiohttp.streams import StreamReader
     from aiohttp.tracing import Trace
 
@@ -187,7 +195,8 @@ class _PooledProtocol(ResponseHandler):
     So does one that came in the same read as the end of the answer owed: a read is fed
     to the parser in two, all but its last byte and then that byte, and an answer complete
     before the last byte had bytes after it. A read whose first part the parser refuses
-    ends there, refused once, for what it refused.
+    ends there, refused once, for what it refused, unless the answer owed was whole before
+    the bytes refused: that answer stands, as httpcore reads it (`_answer_before`).
     """
 
     pooled = False
@@ -195,38 +204,119 @@ class _PooledProtocol(ResponseHandler):
     heard = False
     #: The body of the answer owed, once its head is in (None before).
     _answer: StreamReader | None = None
+    #: The reads fed to the parser since it was made, while the answer owed's head is not in.
+    _unparsed: tuple[bytes, ...] = ()
+    #: `set_response_params`' options, which made the parser.
+    _params: Mapping[str, Any] | None = None
+    #: While a read's first part is fed: the parser's refusal of it, held (see `set_exception`).
+    _holding = False
+    _refusal: tuple[BaseException, BaseException] | None = None
 
     def set_response_params(self, **kwargs: Any) -> None:  # noqa: ANN401 - aiohttp's options
         """Set up the parser for the next answer, which is now the one owed."""
-        super().set_response_params(**kwargs)
         self._answer = None
+        self._unparsed = ()
+        self._params = kwargs
+        super().set_response_params(**kwargs)
 
     def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
         """Queue a parsed answer as aiohttp does; a final one is the answer owed."""
-        status = data[0].code
-        if not _INFORMATIONAL <= status < _FINAL or status == _SWITCHING:
+        if _is_final(data[0].code):
             self._answer = data[1]
+            self._unparsed = ()
         super().feed_data(data, size)
+
+    def set_exception(
+        self,
+        exc: BaseException,
+        exc_cause: BaseException = _EXC_SENTINEL,
+    ) -> None:
+        """Fail the calls waiting on this connection, as aiohttp does (or hold a refusal)."""
+        if self._holding:
+            self._refusal = (exc, exc_cause)
+        else:
+            super().set_exception(exc, exc_cause)
 
     def _answered(self) -> bool:
         return self._answer is not None and self._answer.is_eof()
 
     def data_received(self, data: bytes) -> None:
         """Take `data` as aiohttp does, noting bytes that no answer owed accounts for."""
+        read = data
         if self.pooled or self._answered():
             if data:
                 self.heard = True
         elif len(data) > 1:
-            refused = self.exception()
-            super().data_received(data[:-1])
-            if self.exception() is not refused:
+            self._holding = True
+            try:
+                super().data_received(data[:-1])
+            finally:
+                self._holding = False
+            if self._refusal is not None:
                 # The parser refused the read and aiohttp closed the connection: fed the last
                 # byte, the failed parser would refuse it too, in place of what it refused.
+                self._refused(data[:-1], *self._refusal)
                 return
             if self._answered():
                 self.heard = True
             data = data[-1:]
+        if self._answer is None:  # kept for `_answer_before` until the answer's head is in
+            self._unparsed += (read,)
         super().data_received(data)
+
+    def _refused(self, fed: bytes, exc: BaseException, cause: BaseException) -> None:
+        """The parser refused `fed`: keep the answer owed if it was whole before, then fail."""
+        self._refusal = None
+        if self._answer is None:
+            answer = self._answer_before(b"".join((*self._unparsed, fed)))
+            if answer is not None:
+                self.feed_data(answer)
+        if self._answered():
+            self.heard = True
+        super().set_exception(exc, cause)
+
+    def _answer_before(self, unparsed: bytes) -> tuple[RawResponseMessage, StreamReader] | None:
+        """The answer owed, whole, in `unparsed` before the bytes its parser refused, if it is.
+
+        The refused parser kept no answer it read before the bytes it refused: `unparsed`,
+        all it was fed, is read again by fresh ones, made as aiohttp makes them, to find the
+        shortest part of it that either ends the answer owed or is refused. Only on this path,
+        a refused read, and a few dozen reads of what came at most.
+        """
+        params = self._params
+        if params is None:  # pragma: no cover - aiohttp sets the parser up before a call
+            return None
+
+        def read(size: int) -> tuple[RawResponseMessage, StreamReader] | BaseException | None:
+            # The parser aiohttp makes, here left in place of the refused one.
+            ResponseHandler.set_response_params(self, **params)
+            parser = cast("HttpParser[Any]", self._parser)  # made just now
+            try:
+                messages, _, _ = parser.feed_data(unparsed[:size])
+            except Exception as exc:  # noqa: BLE001 - whatever the parser refuses with
+                return exc
+            finals = [message for message in messages if _is_final(message[0].code)]
+            if not finals:
+                return None
+            message, body = finals[0]
+            if self._skip_payload or message.code in EMPTY_BODY_STATUS_CODES:
+                body = EMPTY_PAYLOAD
+            return (message, body) if body.is_eof() else None
+
+        low, high = 1, len(unparsed)
+        while low < high:
+            middle = (low + high) // 2
+            if read(middle) is None:
+                low = middle + 1
+            else:
+                high = middle
+        found = read(low)
+        return found if isinstance(found, tuple) else None
+
+
+def _is_final(status: int) -> bool:
+    """Whether an answer with `status` is the one a request is owed (no interim 1xx but 101)."""
+    return not _INFORMATIONAL <= status < _FINAL or status == _SWITCHING
 
 
 class _CleanReuseConnector(TCPConnector):

@@ -46,3 +46,48 @@ async def test_a_read_whose_first_part_is_refused_is_refused_once_for_what_it_ho
         await protocol.read()
     assert named in str(refused.value)
     transport.close.assert_called()
+
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+CHUNKED_ANSWER = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </keys>\r\n\r\n"
+
+
+def _protocol_awaiting_an_answer() -> tuple[_PooledProtocol, mock.Mock]:
+    """A protocol on a mock transport, set up for the answer to a call, as aiohttp does it."""
+    protocol = _PooledProtocol(loop=asyncio.get_running_loop())
+    transport = mock.Mock(spec=asyncio.Transport)
+    transport.is_closing.return_value = False
+    protocol.connection_made(transport)
+    protocol.set_response_params()
+    return protocol, transport
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [ANSWER + b"GARBAGE\r\n"],
+        [CHUNKED_ANSWER + b"GARBAGE\r\n"],
+        [EARLY_HINTS + ANSWER + b"GARBAGE\r\n"],
+        [ANSWER[:20], ANSWER[20:] + b"GARBAGE\r\n"],
+        [EARLY_HINTS[:9], EARLY_HINTS[9:] + ANSWER[:30], ANSWER[30:] + b"\x00\x01"],
+    ],
+    ids=["one-read", "chunked", "after-interim", "head-split", "interim-split"],
+)
+async def test_a_whole_answer_followed_by_refused_bytes_is_the_answer(reads):
+    """Bytes the parser refuses, past a whole answer in the same read, do not replace it.
+
+    aiohttp's parser dropped the answer it had read with the refusal: the call failed (a lost
+    connection, retried), where httpcore read the answer. The connection is still closed.
+    """
+    protocol, transport = _protocol_awaiting_an_answer()
+    for read in reads:
+        protocol.data_received(read)
+
+    message, body = await protocol.read()
+    while message.code == 103:  # an interim answer queued before: aiohttp reads past it
+        message, body = await protocol.read()
+    assert (message.code, await body.read()) == (200, b"{}")
+    transport.close.assert_called()
+    assert protocol.heard
+    assert protocol.should_close

@@ -66,6 +66,8 @@ FIXED_ANSWERS = {
     "ok": _with_length(OK_HEAD, STATIC_OK),
     "cookie": _with_length(OK_HEAD + b"Set-Cookie: session=abc; Path=/\r\n", STATIC_OK),
     "truncated": OK_HEAD + b"Content-Length: 100\r\n\r\n" + STATIC_OK[:10],
+    # A Content-Length 10 short of the body: the answer is its first bytes, the rest a surplus.
+    "cl-smaller": OK_HEAD + b"Content-Length: %d\r\n\r\n" % (len(STATIC_OK) - 10) + STATIC_OK,
     "garbage": b"HELLO SIGNER\r\n\r\n",
     # A refusal whose 64-byte body ends after 4 bytes with the connection.
     "cut-503": b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\n"
@@ -223,12 +225,15 @@ class RawServer:
         ("surplus-later"), while the connection waits for its next call; or just its status
         line then, the rest before the answer to a next call on that connection
         ("surplus-split"); or just its status line in the same write, the rest as with
-        "surplus-split" ("surplus-start").
+        "surplus-split" ("surplus-start"). Or bytes that are no HTTP, in the same write
+        ("surplus-garbage").
         """
         unasked = _with_length(OK_HEAD, UNASKED_OK)
         cut = unasked.index(b"\r\n") + 2
         if len(self.requests) > 1:
             writer.write(self.unasked_rest.pop(writer, b"") + _with_length(OK_HEAD, SECOND_OK))
+        elif self.behaviour == "surplus-garbage":
+            writer.write(_with_length(OK_HEAD, STATIC_OK) + b"GARBAGE\r\n")
         elif self.behaviour == "surplus-start":
             self.unasked_rest[writer] = unasked[cut:]
             writer.write(_with_length(OK_HEAD, STATIC_OK) + unasked[:cut])
@@ -621,7 +626,7 @@ async def test_a_refusal_body_of_4_kib_is_read_so_the_connection_is_reused(trans
     [("huge", 200, "body over"), ("redirect", 302, "unexpected HTTP 302"),
      ("switching", 101, "unexpected HTTP 101"),
      ("bad-gzip", 200, "undecodable body"), ("gzip-twice", 200, "undecodable body"),
-     ("chunked-gzip-over-limit", 200, "body over")],
+     ("chunked-gzip-over-limit", 200, "body over"), ("cl-smaller", 200, "body is not JSON")],
 )  # fmt: skip
 async def test_answers_outside_the_contract_are_malformed(transport, behaviour, status, message):
     """Malformed: a 2xx declaring more than MAX_RESPONSE_BYTES, a redirect, an undecodable body.
@@ -631,6 +636,9 @@ async def test_answers_outside_the_contract_are_malformed(transport, behaviour, 
     refused it as a protocol error, a lost connection; aiohttp handed the status on).
     Undecodable too: two codings, even two known ones. A compressed body sent chunked is
     refused once its bytes on the wire pass the limit, whatever they would inflate to.
+    A `Content-Length` short of the body sent is an answer of that length (not JSON here),
+    the rest a surplus, on both transports (aiohttp's parser refused the rest, and that
+    refusal, a lost connection, took the place of the answer).
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         with pytest.raises(SignerMalformedResponseError, match=message) as raised:
@@ -762,8 +770,9 @@ def _an_idle_connection_holds_bytes(http: httpx.AsyncClient) -> bool:
 
 
 @pytest.mark.parametrize(
-    "behaviour", ["surplus", "surplus-later", "surplus-split", "surplus-start"]
-)
+    "behaviour",
+    ["surplus", "surplus-later", "surplus-split", "surplus-start", "surplus-garbage"],
+)  # fmt: skip
 async def test_bytes_past_an_answer_are_never_the_next_calls_answer(transport, behaviour):
     """A signer sending an answer more than it owes: the next call gets its own answer.
 
@@ -772,11 +781,13 @@ async def test_bytes_past_an_answer_are_never_the_next_calls_answer(transport, b
     aiohttp when it came while the connection was idle (taken in as the next answer). On
     aiohttp a part of an answer (its status line) arriving while idle, or in the same read
     as the end of the answer owed, still let the connection be reused, and the next call
-    failed on the rest (a lost connection).
+    failed on the rest (a lost connection). And bytes that are no HTTP, in the same read as
+    the end of the answer owed, had aiohttp's parser refuse them in place of that answer (a
+    lost connection, the signer's work thrown away) where httpcore read the answer.
     """
     async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
         first = await issue_static(http)
-        if behaviour not in {"surplus", "surplus-start"}:
+        if behaviour not in {"surplus", "surplus-start", "surplus-garbage"}:
             server.release.set()
             await server.unasked_sent.wait()
             await until(lambda: _an_idle_connection_holds_bytes(http))
