@@ -453,6 +453,14 @@ class _Inflater:
         """Whether input is left that did not fit in the room given."""
         return bool(self._zlib.unconsumed_tail)
 
+    def whole(self) -> bool:
+        """Whether the stream came to its end, and nothing after it (a second gzip member too).
+
+        A gzip or zlib stream ends with a checksum of what it holds (and gzip with its length):
+        a body cut before them inflates as far as it goes, without a word from zlib.
+        """
+        return self._zlib.eof and not self._zlib.unused_data
+
 
 def _inflater(response: httpx.Response, *, signer: str, endpoint: str) -> _Inflater | None:
     """The inflater for the answer's ``Content-Encoding`` (None: none), or malformed."""
@@ -481,7 +489,9 @@ async def _read_bounded(
     """Read the body, refusing (as malformed) anything longer than ``limit`` bytes.
 
     Compressed or not: a compressed body is refused once its bytes on the wire, or what they
-    inflate to, pass ``limit``, and is inflated no further than that (`_Inflater`).
+    inflate to, pass ``limit``, and is inflated no further than that (`_Inflater`). And as
+    undecodable unless it holds one whole stream, no more: cut short of its end (its
+    checksum), or with anything after it, a second gzip member too.
     """
     declared = _declared_length(response)
     if declared is not None and declared > limit:
@@ -507,6 +517,8 @@ async def _read_bounded(
                 raise _undecodable(response, signer=signer, endpoint=endpoint) from exc
         if len(body) > limit or (inflater is not None and inflater.held_back()):
             raise _too_big(response, limit, signer=signer, endpoint=endpoint)
+    if inflater is not None and not inflater.whole():
+        raise _undecodable(response, signer=signer, endpoint=endpoint)
     return bytes(body)
 
 

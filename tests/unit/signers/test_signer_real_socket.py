@@ -75,6 +75,16 @@ FIXED_ANSWERS = {
     "redirect": _with_length(b"HTTP/1.1 302 Found\r\nLocation: /issue_static\r\n", b""),
     "gzip": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n", gzip.compress(STATIC_OK)),
     "bad-gzip": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n", b"{}"),
+    # A gzip without its CRC32 and length trailer, one with bytes after it, one of two members.
+    "gzip-truncated": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n",
+                                   gzip.compress(STATIC_OK)[:-8]),
+    "gzip-trailing": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n",
+                                  gzip.compress(STATIC_OK) + b"GARBAGE-NOT-GZIP"),
+    "gzip-two-members": _with_length(OK_HEAD + b"Content-Encoding: gzip\r\n",
+                                     gzip.compress(STATIC_OK) + gzip.compress(b"[1,2,3]")),
+    # A zlib stream without its Adler-32 trailer.
+    "deflate-truncated": _with_length(OK_HEAD + b"Content-Encoding: deflate\r\n",
+                                      zlib.compress(STATIC_OK)[:-4]),
     "deflate": _with_length(OK_HEAD + b"Content-Encoding: deflate\r\n", zlib.compress(STATIC_OK)),
     # 16 MB of spaces in 16 KB of gzip: well within MAX_RESPONSE_BYTES on the wire.
     "gzip-bomb": _with_length(
@@ -659,6 +669,24 @@ async def test_a_deflated_answer_is_decoded(transport):
     async with raw_server("deflate") as server, client_for(server.port, transport) as http:
         result = await issue_static(http)
     assert (result.qr, result.proof_identifier) == ("NL2:AB", "cA==")
+
+
+@pytest.mark.parametrize(
+    "behaviour", ["gzip-truncated", "gzip-trailing", "gzip-two-members", "deflate-truncated"]
+)
+async def test_a_compressed_answer_cut_short_or_with_bytes_after_it_is_malformed(
+    transport, behaviour
+):
+    """A compressed body must end where its stream ends: no trailer missing, nothing after.
+
+    All were taken before, whatever came of them: a gzip without its CRC and length (which
+    are what tell a whole body from a cut one), junk after the stream, a second member.
+    """
+    async with raw_server(behaviour) as server, client_for(server.port, transport) as http:
+        with pytest.raises(SignerMalformedResponseError, match="undecodable body") as raised:
+            await issue_static(http)
+    assert raised.value.status_code == 200
+    assert len(server.requests) == 1
 
 
 async def test_an_answer_in_a_coding_not_asked_for_nor_known_is_malformed(transport):
