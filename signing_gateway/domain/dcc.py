@@ -46,7 +46,12 @@ from signing_gateway.domain.errors import (
 if TYPE_CHECKING:
     from signing_gateway.domain.errors import Loc
 
-_SCHEMA_VERSION = re.compile(r"1\.3\.(0|[1-9][0-9]*)")
+#: The most digits of the schema version's patch number: 1.3.0 to 1.3.999. The official
+#: schema bounds no part of ``ver``; three digits leave room for every patch release to come.
+_PATCH_DIGITS: Final = 3
+_SCHEMA_VERSION = re.compile(rf"1\.3\.(0|[1-9][0-9]{{0,{_PATCH_DIGITS - 1}}})")
+#: The longest schema version taken: ``1.3.`` and the patch number.
+SCHEMA_VERSION_MAX_LENGTH: Final = len("1.3.") + _PATCH_DIGITS
 
 
 class KeyUsage(StrEnum):
@@ -68,10 +73,18 @@ _KEY_USAGES: Final = frozenset(usage.value for usage in KeyUsage)
 
 
 def _schema_version(value: str) -> str:
+    if len(value) > SCHEMA_VERSION_MAX_LENGTH:  # named by its length: not repeated in the answer
+        raise PydanticCustomError(
+            "dcc_version",
+            "Schema version must be 1.3.x (like 1.3.0) with a patch number below 1000, "
+            "at most {max_length} characters, got {length}",
+            {"max_length": SCHEMA_VERSION_MAX_LENGTH, "length": len(value)},
+        )
     if not _SCHEMA_VERSION.fullmatch(value):
         raise PydanticCustomError(
             "dcc_version",
-            "Schema version must be 1.3.x (like 1.3.0), got '{value}'",
+            "Schema version must be 1.3.x (like 1.3.0) with a patch number below 1000, "
+            "got '{value}'",
             {"value": value},
         )
     return value
@@ -138,7 +151,14 @@ class Dcc(BaseModel):
     )
 
     version: Annotated[str, AfterValidator(_schema_version)] = Field(
-        alias="ver", json_schema_extra={"pattern": f"^{_SCHEMA_VERSION.pattern}$"}
+        alias="ver",
+        description=(
+            "Schema version 1.3.x, patch number 0 to 999 (the official schema bounds none of it)."
+        ),
+        json_schema_extra={
+            "pattern": f"^{_SCHEMA_VERSION.pattern}$",
+            "maxLength": SCHEMA_VERSION_MAX_LENGTH,
+        },
     )
     name: PersonName = Field(alias="nam")
     date_of_birth: Annotated[str, AfterValidator(_valid_date_of_birth)] = Field(

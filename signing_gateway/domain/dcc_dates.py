@@ -46,10 +46,15 @@ _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
+#: The most fraction digits an instant signed as given may carry: nanoseconds, what the
+#: verifier apps' date-time parsers read (Java's ISO parsers stop at nine).
+MAX_FRACTION_DIGITS: Final = 9
+#: The longest instant signed as given: ``2021-06-11T17:30:00.123456789+02:00``.
+STRICT_RFC3339_MAX_LENGTH: Final = 26 + MAX_FRACTION_DIGITS
 #: The form of an instant signed as given (see parse_strict_rfc3339) as a JSON schema pattern.
 STRICT_RFC3339_PATTERN: Final = (
-    rf"^{_YEAR_PATTERN}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(?:\.[0-9]+)?"
-    r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
+    rf"^{_YEAR_PATTERN}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}"
+    rf"(?:\.[0-9]{{1,{MAX_FRACTION_DIGITS}}})?(?:Z|[+-][0-9]{{2}}:[0-9]{{2}})$"
 )
 _LEAP_SECOND: Final = 60
 RFC3339_EXAMPLES: Final = "2021-06-11T17:30:00Z or 2021-06-11T17:30:00+02:00"
@@ -194,16 +199,29 @@ def parse_strict_rfc3339(value: str) -> datetime:
     """Parse an RFC 3339 date-time in the form a credential carries, or raise ``rfc3339_datetime``.
 
     For a time signed into the credential as given and read back by verifier apps (the test's
-    ``sc``): stricter than RFC 3339 on purpose, ``T`` and ``Z`` upper case only and no leap
-    second, a form the apps' date-time parsers are sure to read (many refuse lower case and
-    second 60); otherwise as :func:`parse_rfc3339`.
+    ``sc``): stricter than RFC 3339 on purpose, ``T`` and ``Z`` upper case only, no leap
+    second and at most ``MAX_FRACTION_DIGITS`` fraction digits, a form the apps' date-time
+    parsers are sure to read (many refuse lower case, second 60 and more than nine digits);
+    otherwise as :func:`parse_rfc3339`. A value longer than ``STRICT_RFC3339_MAX_LENGTH`` is
+    refused as ``datetime_too_long``, its length named rather than the value repeated.
     """
+    if len(value) > STRICT_RFC3339_MAX_LENGTH:
+        raise PydanticCustomError(
+            "datetime_too_long",
+            "Must be at most {max_length} characters (at most {digits} fraction digits), "
+            "got {length}",
+            {
+                "max_length": STRICT_RFC3339_MAX_LENGTH,
+                "digits": MAX_FRACTION_DIGITS,
+                "length": len(value),
+            },
+        )
     parsed = _rfc3339_or_none(value, strict=True)
     if parsed is None:
         raise PydanticCustomError(
             "rfc3339_datetime",
-            f"Must be an RFC 3339 date-time like {RFC3339_EXAMPLES}, with upper-case T and Z "
-            "and no leap second, got '{value}'",
+            f"Must be an RFC 3339 date-time like {RFC3339_EXAMPLES}, with upper-case T and Z, "
+            f"no leap second and at most {MAX_FRACTION_DIGITS} fraction digits, got '{{value}}'",
             {"value": value},
         )
     return parsed
@@ -215,7 +233,10 @@ def _rfc3339_or_none(value: str, *, strict: bool) -> datetime | None:
         return None
     year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
     # After the match the only letters left are the date-time separator and the "Z" offset.
-    if strict and (value != value.upper() or second == _LEAP_SECOND):
+    fraction = match[7] or "."
+    if strict and (
+        value != value.upper() or second == _LEAP_SECOND or len(fraction) > MAX_FRACTION_DIGITS + 1
+    ):
         return None
     offset = match[8].upper()
     if offset == "Z":
@@ -228,7 +249,7 @@ def _rfc3339_or_none(value: str, *, strict: bool) -> datetime | None:
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     if second == _LEAP_SECOND:
         second -= 1
-    microseconds = int((match[7] or ".0")[1:7].ljust(6, "0"))
+    microseconds = int(fraction[1:7].ljust(6, "0"))
     try:
         return datetime(year, month, day, hour, minute, second, microseconds, tzinfo=tz)
     except ValueError:

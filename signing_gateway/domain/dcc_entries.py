@@ -22,6 +22,8 @@ from pydantic_core import PydanticCustomError
 
 from signing_gateway.domain.dcc_dates import (
     COMPLETE_DATE_PATTERN,
+    MAX_FRACTION_DIGITS,
+    STRICT_RFC3339_MAX_LENGTH,
     STRICT_RFC3339_PATTERN,
     complete_date,
     parse_complete_date,
@@ -115,7 +117,13 @@ CalendarDate = Annotated[str, AfterValidator(complete_date), _DATE_SHOWN]
 PastInstant = Annotated[
     str,
     AfterValidator(past_instant),
-    Field(json_schema_extra={"format": "date-time", "pattern": STRICT_RFC3339_PATTERN}),
+    Field(
+        json_schema_extra={
+            "format": "date-time",
+            "pattern": STRICT_RFC3339_PATTERN,
+            "maxLength": STRICT_RFC3339_MAX_LENGTH,
+        }
+    ),
 ]
 TestDevice = Annotated[
     Omittable[Annotated[str, _coded(ValueSetName.TEST_MANUFACTURER)]],
@@ -163,7 +171,8 @@ class TestEntry(BaseModel):
         description=(
             "RFC 3339 date-time with an offset, like 2021-06-11T17:30:00Z. Signed as given and "
             "read by verifier apps, so stricter than RFC 3339: upper-case 'T' and 'Z' only, no "
-            "leap second (:60)."
+            f"leap second (:60), at most {MAX_FRACTION_DIGITS} fraction digits (what the apps' "
+            f"date-time parsers read), so at most {STRICT_RFC3339_MAX_LENGTH} characters."
         ),
     )
     result: Annotated[str, _coded(ValueSetName.TEST_RESULT)] = Field(alias="tr")

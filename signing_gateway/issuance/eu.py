@@ -12,7 +12,12 @@ from signing_gateway.errors import SignerUnavailable
 from signing_gateway.issuance.deadline import SignerAttempt
 from signing_gateway.issuance.faults import call_signer, rejected_credential
 from signing_gateway.resilience.policy import SignerPolicy
-from signing_gateway.signers.eu import EuCredentialRequest, EuSignerClient, credential_request
+from signing_gateway.signers.eu import (
+    MAX_CREDENTIAL_REQUEST_BYTES,
+    EuCredentialRequest,
+    EuSignerClient,
+    credential_request,
+)
 from signing_gateway.verification.errors import CredentialVerificationError
 from signing_gateway.verification.hcert import verify_eu_credential
 from signing_gateway.verification.trust import EuTrustStore, SigningStatus
@@ -83,6 +88,18 @@ def part_name(loc: tuple[str | int, ...]) -> str:
     return name
 
 
+def _too_big_to_sign(signer_request: EuCredentialRequest, loc: tuple[str | int, ...]) -> FieldError:
+    """The error for a DCC whose signer request is over `MAX_CREDENTIAL_REQUEST_BYTES`."""
+    return FieldError(
+        loc=(*loc, "dcc"),
+        msg=(
+            f"the DCC encodes to {len(signer_request.content)} bytes to sign, over the "
+            f"{MAX_CREDENTIAL_REQUEST_BYTES} whose credential is sure to fit what the signer "
+            "may answer"
+        ),
+    )
+
+
 class EuIssuer:
     """Issues EU DCCs through one EU signer and verifies every one before release."""
 
@@ -105,8 +122,11 @@ class EuIssuer:
     def prepare(self, request: EuRequest, *, loc: tuple[str | int, ...] = ()) -> PreparedEuRequest:
         """Check the parts of a request that need policy and the DSC (no I/O).
 
-        Raises DomainValidationError with locations under `loc`, and SignerUnavailable (its part
-        named after `loc`) when no DSC for the key usage is valid now.
+        Raises DomainValidationError with locations under `loc` (at its ``dcc`` too when the
+        encoded request is over `MAX_CREDENTIAL_REQUEST_BYTES`: the signer's answer could
+        outgrow what the gateway takes, and the breaker would count a caller's request as a
+        signer failure), and SignerUnavailable (its part named after `loc`) when no DSC for
+        the key usage is valid now.
         """
         now = datetime.now(UTC)
         key_usage = request.effective_key_usage()
@@ -127,12 +147,13 @@ class EuIssuer:
             raise DomainValidationError(
                 [FieldError(loc=(*loc, *e.loc), msg=e.msg) for e in exc.errors]
             ) from exc
+        signer_request = credential_request(
+            key_usage=key_usage.value, expiration_time=expiration, dcc=request.dcc.signing_payload()
+        )
+        if len(signer_request.content) > MAX_CREDENTIAL_REQUEST_BYTES:
+            raise DomainValidationError([_too_big_to_sign(signer_request, loc)])
         return PreparedEuRequest(
-            signer_request=credential_request(
-                key_usage=key_usage.value,
-                expiration_time=expiration,
-                dcc=request.dcc.signing_payload(),
-            ),
+            signer_request=signer_request,
             uvci=request.dcc.uvci(),
             key_usage=key_usage,
             expiration_time=expiration,

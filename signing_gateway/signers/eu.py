@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "MAX_CREDENTIAL_LENGTH",
+    "MAX_CREDENTIAL_REQUEST_BYTES",
     "EuCredentialRequest",
     "EuSignerClient",
     "EuSignerResult",
@@ -26,12 +28,26 @@ __all__ = [
 ]
 
 
+#: The longest credential taken from the signer, in characters of its ``HC1:`` text.
+MAX_CREDENTIAL_LENGTH = 32 * 1024
+#: The largest ``get_credential`` body sent, so that a correct signer's answer always fits
+#: `MAX_CREDENTIAL_LENGTH`. The signer signs the DCC as CBOR, never longer than its JSON here
+#: (no quotes, shorter length prefixes and integers); around it go the CWT claims and the COSE
+#: header and signature (well under 1 KiB, a 4096-bit RSA signature included), then zlib (at
+#: worst a few bytes more than its input) and Base45 (3 characters per 2 bytes). 8 KiB of request
+#: thus gives at most about 14 K characters: under half the limit. The largest DCC the domain
+#: models accept (every text field at 80 four-byte characters) encodes to about 2.1 KiB.
+MAX_CREDENTIAL_REQUEST_BYTES = 8 * 1024
+
+
 class _CredentialResponse(BaseModel):
     """The 200 body of ``POST /get_credential``; nothing more, nothing less."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    credential: Annotated[str, StringConstraints(pattern=r"^HC1:", max_length=32 * 1024)]
+    credential: Annotated[
+        str, StringConstraints(pattern=r"^HC1:", max_length=MAX_CREDENTIAL_LENGTH)
+    ]
     proof_identifier: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
         alias="proofIdentifier"
     )

@@ -897,12 +897,12 @@ def test_expiration_time_that_is_no_string_is_told_the_form():
 
 
 def test_sample_time_message_names_the_stricter_form():
-    """A lower-case z in sc is told sc takes upper-case T and Z and no leap second."""
+    """A lower-case z in sc is told sc takes upper-case T and Z, no leap second, 9 digits."""
     payload = dcc_with_entry("t", sc="2021-06-11T17:30:00z")
     message = _message_at({"dcc": payload}, (*T0, "sc"))
     assert message == (
-        f"Must be an RFC 3339 date-time like {EXAMPLES}, with upper-case T and Z and no leap "
-        "second, got '2021-06-11T17:30:00z'"
+        f"Must be an RFC 3339 date-time like {EXAMPLES}, with upper-case T and Z, no leap "
+        "second and at most 9 fraction digits, got '2021-06-11T17:30:00z'"
     )
 
 
