@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from signing_gateway.domain.dcc_birth import DccEntry, check_events_after_birth
 from signing_gateway.domain.dcc_dates import (
     DOB_PATTERN,
     RFC3339_EXAMPLES,
@@ -106,7 +107,6 @@ _ONE_ENTRY_SHOWN: Final = Field(json_schema_extra={"minItems": 1, "maxItems": 1}
 VaccinationGroup = Annotated[Omittable[list[VaccinationEntry]], _SINGLE_ENTRY, _ONE_ENTRY_SHOWN]
 TestGroup = Annotated[Omittable[list[TestEntry]], _SINGLE_ENTRY, _ONE_ENTRY_SHOWN]
 RecoveryGroup = Annotated[Omittable[list[RecoveryEntry]], _SINGLE_ENTRY, _ONE_ENTRY_SHOWN]
-DccEntry = VaccinationEntry | TestEntry | RecoveryEntry
 
 
 def _second_group() -> PydanticCustomError:
@@ -162,7 +162,13 @@ class Dcc(BaseModel):
     )
     name: PersonName = Field(alias="nam")
     date_of_birth: Annotated[str, AfterValidator(_valid_date_of_birth)] = Field(
-        alias="dob", json_schema_extra={"pattern": DOB_PATTERN}
+        alias="dob",
+        description=(
+            "Date of birth: empty (unknown), YYYY, YYYY-MM or YYYY-MM-DD, not in the future. "
+            "No vaccination (dt), test (sc, its date in UTC+14) or first positive test (fr) may "
+            "lie before it, compared at its precision."
+        ),
+        json_schema_extra={"pattern": DOB_PATTERN},
     )
     vaccination: VaccinationGroup = Field(default=None, alias="v")
     test: TestGroup = Field(default=None, alias="t")
@@ -179,6 +185,17 @@ class Dcc(BaseModel):
             info.data.get(earlier) is not None for earlier in ("vaccination", "test")
         ):
             raise _second_group()
+        return value
+
+    @field_validator("vaccination", "test", "recovery")
+    @classmethod
+    def _no_event_before_birth(
+        cls, value: list[Any] | None, info: ValidationInfo
+    ) -> list[Any] | None:
+        """Refuse a vaccination, test or first positive test before the (valid) date of birth."""
+        date_of_birth = info.data.get("date_of_birth")
+        if value is not None and date_of_birth is not None:
+            check_events_after_birth(date_of_birth, value)
         return value
 
     @model_validator(mode="after")

@@ -141,6 +141,23 @@ def complete_date(value: str) -> str:
     return value
 
 
+def birth_parts(value: str) -> tuple[int, ...] | None:
+    """The parts a non-empty ``dob`` gives, ``(year[, month[, day]])``; None if it is no real one.
+
+    Real at the precision given (the first of the month, or of the year, stands in for the
+    rest), in the years ``MIN_YEAR`` to ``MAX_YEAR``. Tuples compare as dates at that precision:
+    ``event[:len(parts)] < parts`` says an event lies before the birth for certain.
+    """
+    match = _DOB.fullmatch(value)
+    if match is None:
+        return None
+    parts = tuple(int(part) for part in match.groups() if part is not None)
+    year, month, day = (*parts, 1, 1)[:3]
+    if not MIN_YEAR <= year <= MAX_YEAR or _real_date(year, month, day) is None:
+        return None
+    return parts
+
+
 def date_of_birth(value: str, info: ValidationInfo) -> str:
     """Validate a ``dob``: empty, ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``, real and not future.
 
@@ -149,14 +166,8 @@ def date_of_birth(value: str, info: ValidationInfo) -> str:
     """
     if value == "":
         return value
-    match = _DOB.fullmatch(value)
-    # A real date at the precision given: the first of the month (or year) stands in for the rest.
-    well_formed = (
-        match is not None
-        and MIN_YEAR <= int(match[1]) <= MAX_YEAR
-        and _real_date(int(match[1]), int(match[2] or 1), int(match[3] or 1)) is not None
-    )
-    if match is None or not well_formed:
+    given = birth_parts(value)
+    if given is None:
         raise PydanticCustomError(
             "date_of_birth",
             "Date of birth must be empty, YYYY, YYYY-MM or YYYY-MM-DD with a real month and day "
@@ -165,7 +176,6 @@ def date_of_birth(value: str, info: ValidationInfo) -> str:
         )
     latest = latest_acceptable_date(now_from(info))
     # Compare at the precision given: "2026" is only future once the year itself is.
-    given = tuple(int(part) for part in match.groups() if part is not None)
     if given > (latest.year, latest.month, latest.day)[: len(given)]:
         raise PydanticCustomError(
             "date_in_future",

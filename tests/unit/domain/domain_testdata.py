@@ -160,3 +160,13 @@ def dcc_with_name(**changes: Any) -> dict[str, Any]:
         else:
             payload["nam"][key] = value
     return payload
+
+
+def dcc_born(dob: str) -> dict[str, Any]:
+    """A valid vaccination DCC of a holder born on `dob`, vaccinated on the latest day allowed.
+
+    The dose is dated today in UTC+14 (see NOW): after every date of birth the model takes.
+    """
+    payload = dcc_with_entry("v", dt="2026-11-24")
+    payload["dob"] = dob
+    return payload

@@ -11,6 +11,7 @@ import pytest
 from domain_testdata import (
     NOW,
     dcc,
+    dcc_born,
     dcc_with_entry,
     dcc_with_name,
     errors_of,
@@ -348,7 +349,7 @@ def test_other_free_text_follows_the_character_rules_of_names(field, value, erro
 )
 def test_date_of_birth_at_any_precision_is_accepted(dob):
     """Empty (unknown), year, year-month and full dates of birth are accepted."""
-    assert validate({"dcc": dcc(dob=dob)}).dcc.signing_payload()["dob"] == dob
+    assert validate({"dcc": dcc_born(dob)}).dcc.signing_payload()["dob"] == dob
 
 
 @pytest.mark.parametrize(
@@ -378,7 +379,7 @@ def test_bad_date_of_birth_is_rejected(dob, error_type):
 
 def test_date_of_birth_today_anywhere_on_earth_is_accepted():
     """A birth dated today in UTC+14 is not 'in the future' for a server on UTC."""
-    validate({"dcc": dcc(dob="2026-11-24")})
+    validate({"dcc": dcc_born("2026-11-24")})
 
 
 # 10:00 UTC is midnight in UTC+14: from then on the next day has begun somewhere on Earth.
@@ -388,7 +389,8 @@ NEXT_DAY_BEGINS = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 @pytest.mark.parametrize(
     "payload",
     [
-        dcc(dob="2026-11-24"),
+        # Tested as the day began in UTC+14: the test's date there, not before the birth.
+        {**dcc_with_entry("t", sc="2026-11-23T10:00:00Z"), "dob": "2026-11-24"},
         dcc_with_entry("v", dt="2026-11-24"),
         dcc_with_entry("r", fr="2026-11-24", df="2026-11-24"),
     ],
@@ -774,7 +776,7 @@ def test_first_positive_before_1900_is_rejected_with_its_validity_start():
 )
 def test_dates_at_the_ends_of_the_dcc_years_are_accepted(group, changes):
     """The first day of 1900 and the last of 2099 are in range (sc by the year written)."""
-    validate({"dcc": dcc_with_entry(group, **changes)})
+    validate({"dcc": {**dcc_with_entry(group, **changes), "dob": "1900-01-01"}})
 
 
 def test_recovery_validity_start_is_checked_without_a_first_positive_date():
