@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from signing_gateway.api.bodies import BodyInvalid
 from signing_gateway.domain.errors import DomainValidationError, FieldError
 from signing_gateway.errors import (
     ABOUT_BLANK,
@@ -114,7 +115,8 @@ async def _on_gateway_error(request: Request, exc: Exception) -> Response:
 
 async def _on_request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
-    return render_gateway_error(request, RequestInvalid(_pydantic_fields(exc)))
+    total = exc.total if isinstance(exc, BodyInvalid) else None  # it lists the first errors only
+    return render_gateway_error(request, RequestInvalid(_pydantic_fields(exc), total=total))
 
 
 async def _on_domain_validation(request: Request, exc: Exception) -> Response:

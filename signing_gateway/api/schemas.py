@@ -284,7 +284,10 @@ class Problem(BaseModel):
     request_id: str = Field(alias="requestId")
     part: str | None = None
     unfinished_parts: list[str] | None = Field(default=None, alias="unfinishedParts")
-    errors: list[ProblemFieldOut] | None = None
+    errors: list[ProblemFieldOut] | None = Field(
+        default=None,
+        description="Each located error of a 422, the first 50 at most; `detail` counts them all",
+    )
 
 
 #: The header fields a problem answer of a status always carries, as OpenAPI documents them.

@@ -1,0 +1,57 @@
+"""A 422's `errors` lists the first 50 errors on every route with a body; its detail counts all."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from signing_gateway.errors import MAX_ERRORS_LISTED
+from tests.api.assertions import assert_problem
+from tests.api.signer_mocks import MockedSigners
+
+ROUTES = [
+    "/v1/dcc",
+    "/v1/print",
+    "/v1/credentials",
+    "/v1/domestic/static",
+    "/v1/domestic/issue",
+]
+UNKNOWN_KEYS = 60
+
+
+def _wide_body() -> dict[str, object]:
+    """Sixty unknown keys: sixty errors and more (the fields left out, the body's rules)."""
+    return {f"k{i}": 0 for i in range(UNKNOWN_KEYS)}
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_a_body_with_many_errors_lists_fifty(
+    gateway: httpx.AsyncClient, mocked: MockedSigners, route: str
+):
+    """Over 60 errors give 50 in `errors`, all counted in the detail, and no signer call."""
+    response = await gateway.post(route, json=_wide_body())
+    body = assert_problem(response, 422, "validation-failed")
+    assert len(body["errors"]) == MAX_ERRORS_LISTED
+    total = int(body["detail"].split(" ", 1)[0])
+    assert total > UNKNOWN_KEYS
+    assert body["detail"].endswith(f"more; errors lists the first {MAX_ERRORS_LISTED}")
+    assert mocked.signing_calls() == 0
+
+
+async def test_a_body_of_fifteen_thousand_unknown_keys_is_answered_briefly(
+    gateway: httpx.AsyncClient, mocked: MockedSigners
+):
+    """A 169 KB body of 15,000 unknown keys gets a short 422, not one of 15,001 errors (~1 MB)."""
+    wide = "{" + ",".join(f'"k{i}": 0' for i in range(15_000)) + "}"
+    started = time.monotonic()
+    response = await gateway.post(
+        "/v1/dcc", content=wide, headers={"Content-Type": "application/json"}
+    )
+    took = time.monotonic() - started
+    body = assert_problem(response, 422, "validation-failed")
+    assert len(response.content) < 8 * 1024
+    assert len(body["errors"]) <= MAX_ERRORS_LISTED
+    assert took < 1.0
+    assert mocked.signing_calls() == 0
