@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from signing_gateway.errors import MAX_ERRORS_LISTED
+from signing_gateway.security.limits import MAX_OBJECT_MEMBERS
 from tests.api.assertions import assert_problem
 from tests.api.signer_mocks import MockedSigners
 
@@ -40,18 +39,15 @@ async def test_a_body_with_many_errors_lists_fifty(
     assert mocked.signing_calls() == 0
 
 
-async def test_a_body_of_fifteen_thousand_unknown_keys_is_answered_briefly(
+async def test_a_body_of_fifteen_thousand_unknown_keys_is_refused_before_validation(
     gateway: httpx.AsyncClient, mocked: MockedSigners
 ):
-    """A 169 KB body of 15,000 unknown keys gets a short 422, not one of 15,001 errors (~1 MB)."""
+    """A 169 KB body of 15,000 unknown keys gets a short 422 from the body check, unvalidated."""
     wide = "{" + ",".join(f'"k{i}": 0' for i in range(15_000)) + "}"
-    started = time.monotonic()
     response = await gateway.post(
         "/v1/dcc", content=wide, headers={"Content-Type": "application/json"}
     )
-    took = time.monotonic() - started
     body = assert_problem(response, 422, "validation-failed")
-    assert len(response.content) < 8 * 1024
-    assert len(body["errors"]) <= MAX_ERRORS_LISTED
-    assert took < 1.0
+    assert body["detail"] == f"an object has more than {MAX_OBJECT_MEMBERS} members"
+    assert len(response.content) < 1024
     assert mocked.signing_calls() == 0

@@ -544,6 +544,28 @@ def test_the_json_shape_limits_take_their_own_values() -> None:
     assert check_json_shape({"abcd": []}, **limits_) == "a key is longer than 3 characters"
 
 
+def test_an_object_of_more_members_than_allowed_is_refused_at_any_depth() -> None:
+    """Pin the members bound's edge: `max_members` members are taken, one more is refused."""
+    limits_ = {"max_depth": 4, "max_string_chars": 8, "max_members": 3}
+    three = {"a": 1, "b": 2, "c": 3}
+    assert check_json_shape({"x": [three]}, **limits_) is None
+    refused = "an object has more than 3 members"
+    assert check_json_shape({"x": [{**three, "d": 4}]}, **limits_) == refused
+    assert check_json_shape({**three, "d": 4}, **limits_) == refused
+    assert check_json_shape({**three, "d": 4}, max_depth=4, max_string_chars=8) is None
+
+
+async def test_the_middleware_refuses_a_body_of_fifteen_thousand_keys() -> None:
+    """A 169 KB body of 15,000 keys is a 422 naming the member bound; the app never sees it."""
+    sent, seen = await _send_json(orjson.dumps({f"k{i}": 0 for i in range(15_000)}))
+    assert sent[0]["status"] == 422
+    detail = orjson.loads(sent[1]["body"])["detail"]
+    assert detail == f"an object has more than {limits.MAX_OBJECT_MEMBERS} members"
+    assert seen == []
+    at_the_bound = orjson.dumps({"dcc": {f"k{i}": 0 for i in range(limits.MAX_OBJECT_MEMBERS)}})
+    assert await _send_json(at_the_bound) == ([], [at_the_bound])
+
+
 @pytest.mark.parametrize(
     ("body", "repeats"),
     [
