@@ -108,6 +108,7 @@ def _client(signer: SignerSettings, tls: ssl.SSLContext) -> httpx.AsyncClient:
         write_timeout=signer.write_timeout,
         pool_timeout=signer.pool_timeout,
         max_connections=signer.max_connections,
+        keepalive_expiry=signer.keep_alive_seconds,
         transport=signer.transport,
         verify=tls,
     )

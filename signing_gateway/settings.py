@@ -132,6 +132,14 @@ class SignerSettings(BaseModel):
     max_connections: PositiveInt = Field(
         256, description="Connections kept to this signer (its useful concurrency)"
     )
+    keep_alive_seconds: PositiveFloat = Field(
+        5.0,
+        description="An idle connection to this signer is closed this many seconds after its "
+        "last answer. Keep it shorter than the signer's own idle timeout (its server's or load "
+        "balancer's keep-alive): a call sent on a connection the signer is closing fails "
+        "without an answer, and one that may not be sent twice (a domestic issue) is then "
+        "answered 502",
+    )
     transport: Literal["httpx", "aiohttp"] = Field(
         "aiohttp", description="HTTP transport under the httpx client"
     )

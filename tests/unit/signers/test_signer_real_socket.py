@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from signing_gateway.app import _client, _signer_tls
+from signing_gateway.settings import SignerSettings
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.errors import (
     SignerConnectError,
@@ -521,6 +523,30 @@ async def test_every_connection_up_to_the_limit_is_kept_alive(transport):
             await asyncio.gather(*(issue_static(http) for _ in range(3)))
         assert len(server.requests) == 9
         assert server.connections == 3, "an idle connection within the limit was closed"
+
+
+@pytest.mark.parametrize(("keep_alive", "connections"), [(0.2, 2), (5.0, 1)])
+async def test_a_signers_keep_alive_setting_closes_its_idle_connections(
+    transport, keep_alive, connections
+):
+    """The gateway's client for a signer keeps an idle connection `keep_alive_seconds`, no longer.
+
+    A signer whose own idle timeout is shorter than the gateway's closes connections the
+    gateway may be reusing at that moment; the setting lets the gateway close first. Before
+    it, every signer's client kept idle connections 5 s, whatever was configured.
+    """
+    async with raw_server("kept-ok") as server:
+        settings = SignerSettings(
+            url=f"http://127.0.0.1:{server.port}",
+            transport=transport,
+            keep_alive_seconds=keep_alive,
+        )
+        async with _client(settings, _signer_tls(settings)) as http:
+            await issue_static(http)
+            await asyncio.sleep(0.6)
+            await issue_static(http)
+        assert len(server.requests) == 2
+        assert server.connections == connections
 
 
 async def test_a_finished_call_leaves_nothing_for_the_cyclic_collector(transport):
