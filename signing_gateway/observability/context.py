@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -48,6 +48,15 @@ class Connection:
     def __init__(self) -> None:
         """A connection open now."""
         self.lost = False
+
+
+def caller_gone(scope: Mapping[str, object]) -> bool:
+    """Whether the connection of the request of `scope` is known to be lost.
+
+    False when unknown: a request served otherwise than by the gateway's HTTP protocol.
+    """
+    connection = scope.get(CONNECTION_KEY)
+    return isinstance(connection, Connection) and connection.lost
 
 
 #: The scope key under which the app may leave an `AnswerWatcher`: what wants to learn whether

@@ -145,10 +145,10 @@ class _Exchange:
     """
 
     __slots__ = (
-        "_connection",
         "_receive",
         "_send",
         "complete",
+        "connection",
         "disconnected",
         "request_id",
         "status",
@@ -159,7 +159,7 @@ class _Exchange:
     ) -> None:
         self._receive = receive
         self._send = send
-        self._connection = connection
+        self.connection = connection
         self.request_id = request_id
         self.status = 0
         self.complete = False
@@ -184,7 +184,7 @@ class _Exchange:
         # before this part of the answer was written, which the server then dropped with all
         # that follows. The caller left first, whether the app then completes, is cancelled
         # or raises: it got no truncated answer, so no 5xx either.
-        if _lost(self._connection):
+        if _lost(self.connection):
             self.disconnected = True
 
 
@@ -236,7 +236,14 @@ class RequestMetricsMiddleware:
             await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             exchange.disconnected = exchange.disconnected or not exchange.complete
-            raise
+            if not _lost(exchange.connection):
+                raise
+            # Cancelled by the server's protocol because its caller left (or by anything
+            # else once it had): the request ends here, counted `disconnected`. Raised on,
+            # uvicorn would log the cancellation as an error of the app's.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         except BaseException:
             if not exchange.complete:
                 exchange.status = 500

@@ -51,6 +51,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signing_gateway.errors import send_problem_503
+from signing_gateway.observability.context import caller_gone
 from signing_gateway.observability.logging import flush_logging, note_answered
 from signing_gateway.runtime import worker_signals
 from signing_gateway.runtime.probe_listener import start_probe_listener
@@ -225,8 +226,10 @@ class DrainMiddleware:
             # Cancelled by something other than the drain: uvicorn's graceful-shutdown backstop
             # (a request the drain's cancellation did not end, a server without the drain) or
             # the event loop's end. uvicorn would answer a plain-text 500; the caller gets the
-            # drain's answer instead, which its audit record (if any) already says.
-            if tracking_send.started:
+            # drain's answer instead, which its audit record (if any) already says. Or by the
+            # server's protocol, its caller gone: nobody to answer (`RequestMetricsMiddleware`
+            # ends it).
+            if tracking_send.started or caller_gone(scope):
                 raise  # a response half sent: the connection is closed under it
             await _answer_cancelled(send, scope)
             task = asyncio.current_task()

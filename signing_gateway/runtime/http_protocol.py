@@ -68,6 +68,7 @@ not one per request.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fcntl
 import functools
 import logging
@@ -245,6 +246,7 @@ class _HeadBound:
         "metrics",
         "put_off",
         "refused",
+        "task",
         "timer",
         "too_many_fields",
         "unbodied",
@@ -284,6 +286,9 @@ class _HeadBound:
         #: A refusal put off behind the answer to an earlier request: its answer (None: a
         #: close unanswered), reason and request id, to be sent once that answer is complete.
         self.put_off: tuple[bytes | None, ConnectionRefusal, str | None] | None = None
+        #: The app's task for the request whose answer is under way (None: none is), to be
+        #: cancelled if the connection is lost before that answer is complete.
+        self.task: asyncio.Task[None] | None = None
 
 
 class _AnswerTransport:
@@ -370,6 +375,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # that request's answer, and the request metrics count it as such.
         self._bound.connection.lost = True
         super().connection_lost(exc)
+        # Nobody is left to answer: the request's work stops now (see `_start_asgi_task`).
+        task, self._bound.task = self._bound.task, None
+        if task is not None:
+            task.cancel()
 
     def data_received(self, data: bytes) -> None:
         """Count what is not body, parse as uvicorn does, and refuse what passes the bound."""
@@ -464,12 +473,35 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self._bound.refused:
             super().on_message_complete()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:  # noqa: ANN401
+        """Start the request's task as uvicorn does, and keep it until its answer is complete.
+
+        A caller that leaves while its request is served (it closes or resets the connection;
+        a half-close too, as asyncio closes the transport on end of input) is told by
+        `connection_lost`, which cancels this task: its signer call stops at once, freeing its
+        bulkhead slot, its CPU permit and its in-flight count, and no retry is sent for it.
+        uvicorn alone only marks the request disconnected and drops its answer once written:
+        the work went on for nobody, up to the request's deadline. Kept in the connection's
+        `_HeadBound` slot, as uvicorn keeps nothing per request that names the task: one
+        attribute set per request, no object.
+        """
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        self._bound.task = task
+
     def on_response_complete(self) -> None:
         """Go on as uvicorn does, unless lingering: then no keep-alive and no next request.
 
+        The answer is complete: the task that wrote it is no longer cancelled should the
+        connection be lost (what it does after, its accounting, is its own to finish).
         A refusal put off behind the answers being written is sent once the last of them is
         whole (see `_refuse`); those answers kept the connection, as the refusal closes it.
         """
+        self._bound.task = None
         if self._bound.lingering:
             self.server_state.total_requests += 1  # as uvicorn counts an answered request
             return

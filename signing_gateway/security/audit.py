@@ -38,7 +38,7 @@ from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.errors import PROBLEM_BASE, GatewayError, RequestInvalid
 from signing_gateway.issuance.eu import IssuedEuCredential
-from signing_gateway.observability.context import ANSWER_WATCHER_KEY
+from signing_gateway.observability.context import ANSWER_WATCHER_KEY, CONNECTION_KEY, Connection
 from signing_gateway.resilience.shutdown import CANCELLED_STATUS, SHUTTING_DOWN
 from signing_gateway.runtime.cpu_gate import checkpoint
 from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
@@ -53,10 +53,17 @@ class IssuanceAudit:
     """The audit record of one issuance attempt, filled in by the route as it goes."""
 
     def __init__(
-        self, trail: AuditTrail, *, request_id: str, caller: Caller, endpoint: str
+        self,
+        trail: AuditTrail,
+        *,
+        request_id: str,
+        caller: Caller,
+        endpoint: str,
+        connection: Connection | None = None,
     ) -> None:
-        """Start a record for `caller` calling `endpoint`."""
+        """Start a record for `caller` calling `endpoint` on `connection` (None: not known)."""
         self._trail = trail
+        self._connection = connection
         self._record: dict[str, Any] = {
             # The gateway's own id of this attempt: the key of its records (a correction
             # repeats it). The request id is the caller's, for correlation: it may repeat.
@@ -121,16 +128,23 @@ class IssuanceAudit:
             final["cause"] = cause
         return final
 
+    def _caller_gone(self) -> bool:
+        return self._connection is not None and self._connection.lost
+
     def _cancelled(self, exc: BaseException) -> dict[str, Any]:
         """The record of an attempt ended mid-way by `exc`, with what its caller was answered.
 
         A cancelled request is answered 503 `shutting-down` by `DrainMiddleware`, whatever
         cancelled it (the drain, a second signal, uvicorn's backstop): its response has not
-        started while its record is made. Anything else ending it (the process exiting), or a
-        trail whose requests no such middleware answers, leaves no answer of the gateway's
-        own: no status.
+        started while its record is made. A caller gone (the server cancels the request of a
+        lost connection), anything else ending it (the process exiting), or a trail whose
+        requests no such middleware answers, leaves no answer of the gateway's own: no status.
         """
-        if isinstance(exc, asyncio.CancelledError) and self._trail.cancellations_answered:
+        if (
+            isinstance(exc, asyncio.CancelledError)
+            and self._trail.cancellations_answered
+            and not self._caller_gone()
+        ):
             return self._final(
                 outcome="cancelled",
                 status=CANCELLED_STATUS,
@@ -147,10 +161,13 @@ class IssuanceAudit:
         try:
             return await self._trail.written(queued)
         except asyncio.CancelledError as exc:
-            cancelled = self._cancelled(exc)
-            self._trail.log(cancelled)
-            self._trail.supersede(queued, cancelled)
+            self._supersede_cancelled(queued, exc)
             raise
+
+    def _supersede_cancelled(self, queued: QueuedRecord, exc: asyncio.CancelledError) -> None:
+        cancelled = self._cancelled(exc)
+        self._trail.log(cancelled)
+        self._trail.supersede(queued, cancelled)
 
     async def _finish(
         self, *, outcome: str, status: int, problem: str | None, cause: str | None = None
@@ -204,7 +221,18 @@ class IssuanceAudit:
         record = self._final(outcome="issued", status=200, problem=None)
         trail = self._trail
         queued = trail.queue(record)
-        if await self._written(queued) or not trail.fail_closed:
+        try:
+            written = await trail.written(queued)
+        except asyncio.CancelledError as cancelled:
+            if not self._caller_gone():
+                self._supersede_cancelled(queued, cancelled)
+                raise
+            # Its caller left while the record was on its way: issued, and delivered to
+            # nobody, as when the caller leaves once it is written (`answered`, told None).
+            trail.log(record)
+            self._released = (record, queued)
+            raise
+        if written or not trail.fail_closed:
             trail.log(record)  # written, or failing open: released (a failure was counted)
             self._released = (record, queued)
             return
@@ -263,6 +291,7 @@ def issuance_audit(request: Request, caller: Caller) -> IssuanceAudit:
         request_id=request.state.request_id,
         caller=caller,
         endpoint=path if path is not None else request.url.path,
+        connection=scope.get(CONNECTION_KEY),
     )
     scope[ANSWER_WATCHER_KEY] = audit  # told by the request metrics whether its answer went out
     return audit

@@ -1,11 +1,12 @@
-"""An issued credential whose answer never reached its caller's connection says so on record.
+"""What an issuance whose caller hung up says on record: nothing is lost silently.
 
-A caller whose timeout is shorter than the signer's answer hangs up while the gateway waits;
-the gateway signs, writes the `issued` record, and its answer is dropped by the server. The
-record said `issued` and nothing more, for a credential (an EU certificate with its UVCI) that
-nobody received and that the caller, retrying, has signed a second time. Served by uvicorn with
-the gateway's HTTP protocol (which tells the request a lost connection), in front of the fake
-signers made slow.
+A caller whose timeout is shorter than the signer's answer hangs up while the gateway waits.
+Served by uvicorn with the gateway's HTTP protocol (which tells the request a lost connection
+and cancels it), in front of the fake signers made slow: the signer call is cancelled, nothing
+is issued, and the record says `cancelled` with no status (nobody was answered). Before, the
+gateway went on, signed, wrote `issued`, and its answer was dropped by the server: `issued`,
+then `undelivered` (which a caller leaving once the credential is issued still gets:
+tests/contract/gateway/test_gateway_callers_gone.py).
 """
 
 from __future__ import annotations
@@ -129,13 +130,12 @@ ENDPOINTS: dict[
 
 
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
-async def test_a_credential_signed_for_a_caller_that_hung_up_is_recorded_undelivered(
+async def test_an_issuance_whose_caller_hung_up_at_the_signer_is_recorded_cancelled(
     fakes: tuple[FakeSignerProcess, FakeSignerProcess], tmp_path: Path, endpoint: str
 ) -> None:
-    """`issued`, then `undelivered` under the same `auditId`; a patient caller's stays `issued`.
+    """`cancelled`, no status and no problem, and nothing after it; a patient caller's `issued`.
 
-    The `undelivered` record repeats the `issued` one (its time, its items: the UVCI, kid and
-    proof identifier nobody got) with no status: no answer reached the connection.
+    The record names what was asked for (its items), as the record of any cancelled attempt.
     """
     eu, domestic = fakes
     make_body, slow = ENDPOINTS[endpoint]
@@ -153,7 +153,7 @@ async def test_a_credential_signed_for_a_caller_that_hung_up_is_recorded_undeliv
         assert patient.status_code == 200, patient.text
         await gateway.ended()
         records = gateway.records()
-    assert [record["outcome"] for record in records["gone"]] == ["issued", "undelivered"]
-    issued, undelivered = records["gone"]
-    assert undelivered == {**issued, "outcome": "undelivered", "status": None, "problemType": None}
+    [gone] = records["gone"]
+    assert (gone["outcome"], gone["status"], gone["problemType"]) == ("cancelled", None, None)
+    assert gone["items"], gone
     assert [record["outcome"] for record in records["waited"]] == ["issued"]
