@@ -36,7 +36,9 @@ trace_ids_var: ContextVar[tuple[str, str] | None] = ContextVar("trace_ids", defa
 #: The scope key under which the gateway's HTTP protocol (`runtime.http_protocol`) gives each
 #: request its connection's `Connection`. uvicorn drops an answer written after the caller
 #: has gone, without a word to the app: this is how the request metrics learn that nobody
-#: received it. A request served otherwise (another server, a test's transport) has none.
+#: received it, and how a request the protocol cancelled for it (its caller gone) is told
+#: from one cancelled otherwise. A request served otherwise (another server, a test's
+#: transport) has none.
 CONNECTION_KEY = "signing_gateway.connection"
 
 
@@ -50,13 +52,17 @@ class Connection:
         self.lost = False
 
 
-def caller_gone(scope: Mapping[str, object]) -> bool:
-    """Whether the connection of the request of `scope` is known to be lost.
+def is_lost(connection: object) -> bool:
+    """Whether `connection` (a scope's `CONNECTION_KEY`, or None) is known to be lost.
 
     False when unknown: a request served otherwise than by the gateway's HTTP protocol.
     """
-    connection = scope.get(CONNECTION_KEY)
     return isinstance(connection, Connection) and connection.lost
+
+
+def caller_gone(scope: Mapping[str, object]) -> bool:
+    """Whether the connection of the request of `scope` is known to be lost (`is_lost`)."""
+    return is_lost(scope.get(CONNECTION_KEY))
 
 
 #: The scope key under which the app may leave an `AnswerWatcher`: what wants to learn whether

@@ -17,10 +17,13 @@ Counting rules (the accounting `/metrics` relies on):
   - `disconnected` when the client went away first: the server reported `http.disconnect`
     before the response was complete, the connection was lost when a part of the response
     was written (the gateway's HTTP protocol says so in the scope, `CONNECTION_KEY`: uvicorn
-    drops such an answer silently, and a caller that gave up while its signer worked is
-    noticed only then; an app raising after that part is no 5xx, as nobody got the broken
-    response), or the request task was cancelled with its response under way (one not started
-    yet is answered 503 by the drain middleware, and counted so).
+    drops such an answer silently; an app raising after that part is no 5xx, as nobody got
+    the broken response), the request task was cancelled with its response under way (one
+    not started yet is answered 503 by the drain middleware, and counted so), or it was
+    cancelled because its connection was lost: the gateway's HTTP protocol cancels the
+    request of a caller that leaves while it is served, its signer call with it. That
+    cancellation ends here (the task is uncancelled, nothing raised to the server, which
+    would log it as an error of the app's).
     The route and duration are still recorded; the status the app may have produced is not,
     since nobody received it.
 - So at any scrape: received_total - sum(responses_sent_total) == requests_in_progress.
@@ -74,6 +77,7 @@ from signing_gateway.observability.context import (
     REQUEST_ID_KEY,
     AnswerWatcher,
     Connection,
+    is_lost,
     request_id_of,
     request_id_var,
 )
@@ -125,11 +129,6 @@ def template_of(route: object) -> str:
     """The path template of `route` (a router's route), or "unmatched" when it has none."""
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     return template if isinstance(template, str) else UNMATCHED
-
-
-def _lost(connection: Connection | None) -> bool:
-    """Whether the request's connection is known to be gone (unknown when not served by ours)."""
-    return connection is not None and connection.lost
 
 
 def status_class(status: int) -> str:
@@ -184,7 +183,7 @@ class _Exchange:
         # before this part of the answer was written, which the server then dropped with all
         # that follows. The caller left first, whether the app then completes, is cancelled
         # or raises: it got no truncated answer, so no 5xx either.
-        if _lost(self.connection):
+        if is_lost(self.connection):
             self.disconnected = True
 
 
@@ -236,7 +235,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             exchange.disconnected = exchange.disconnected or not exchange.complete
-            if not _lost(exchange.connection):
+            if not is_lost(exchange.connection):
                 raise
             # Cancelled by the server's protocol because its caller left (or by anything
             # else once it had): the request ends here, counted `disconnected`. Raised on,
@@ -286,7 +285,7 @@ class RequestMetricsMiddleware:
         except BaseException:
             self._count(LIVENESS_PATH, DISCONNECTED, 0, time.perf_counter() - start)
             raise
-        if _lost(scope.get(CONNECTION_KEY)):  # the server dropped the answer
+        if is_lost(scope.get(CONNECTION_KEY)):  # the server dropped the answer
             self._count(LIVENESS_PATH, DISCONNECTED, 0, time.perf_counter() - start)
             return
         self._count(LIVENESS_PATH, "2xx", 200, time.perf_counter() - start)

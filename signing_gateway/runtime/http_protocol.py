@@ -59,6 +59,11 @@ which the parser does not keep, are not counted. A whole head is thus over the l
 alike alone or pipelined, `Name: value` or `Name:value`; only one still arriving is refused by
 the bytes counted so far.
 
+**A caller that leaves.** When the connection is lost (closed or reset by the caller, or
+half-closed: asyncio closes the transport at the end of its input) while a request's answer
+is under way, that request's task is cancelled, its signer call with it
+(`_start_asgi_task`). uvicorn only marks it disconnected, and drops its answer once written.
+
 The head's clock is one timer per connection, moved lazily: a request that starts while the
 timer is set only notes its deadline, and the timer, when it rings early, sets itself again
 for that deadline. A busy kept-alive connection thus creates a timer about once per timeout,
@@ -360,10 +365,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Let go of the timer and the answer transport, as of what uvicorn lets go of.
+        """Let go of the timer and the answer transport; cancel the request being answered.
 
         Both hold this protocol: kept, each closed connection, its parser and buffers, would
-        be a reference cycle left to the cyclic collector.
+        be a reference cycle left to the cyclic collector. The request whose answer is under
+        way has nobody left to answer: its task is cancelled (see `_start_asgi_task`).
         """
         if self._bound.timer is not None:
             self._bound.timer.cancel()

@@ -12,18 +12,20 @@ With `fail_closed` a successful issuance whose record failed, or was not written
 says `withheld` (in the log, and in the file when it can still get there).
 
 An issuance cancelled mid-way (at shutdown: the drain's timeout, a second signal, uvicorn's
-backstop) is recorded too: the signer may have signed. Its record is queued for the writer
+backstop; or its caller gone, the server cancelling its request) is recorded too: the signer
+may have signed. Its record is queued for the writer
 thread without waiting, so neither the cancellation nor its answer waits on the disk;
 `AuditTrail.close` lets it finish (for `write_timeout_seconds` at most). Cancelled while its
 record was already on its way, the attempt's record is superseded by the `cancelled` one (the
 caller never got what the first one says).
 
-An issued attempt whose answer did not get to its connection (the caller hung up while the
-signer worked or while the answer was sent, or the answer was replaced after the record was
-written) gets an `undelivered` record after the `issued` one, once the request has ended: the
-request metrics, which alone see the whole answer go out, tell the record (`answered`). It is
-queued without waiting, like a correction. Handed to the connection is not received: an answer
-the kernel took and the network then lost leaves `issued` standing.
+An issued attempt whose answer did not get to its connection (the caller hung up while its
+`issued` record was written or while the answer was sent, or the answer was replaced after
+the record was written) gets an `undelivered` record after the `issued` one, once the
+request has ended: the request metrics, which alone see the whole answer go out, tell the
+record (`answered`). It is queued without waiting, like a correction. Handed to the
+connection is not received: an answer the kernel took and the network then lost leaves
+`issued` standing.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ from signing_gateway.domain.dcc import EuRequest
 from signing_gateway.domain.errors import DomainValidationError
 from signing_gateway.errors import PROBLEM_BASE, GatewayError, RequestInvalid
 from signing_gateway.issuance.eu import IssuedEuCredential
-from signing_gateway.observability.context import ANSWER_WATCHER_KEY, CONNECTION_KEY, Connection
+from signing_gateway.observability.context import (
+    ANSWER_WATCHER_KEY,
+    CONNECTION_KEY,
+    Connection,
+    is_lost,
+)
 from signing_gateway.resilience.shutdown import CANCELLED_STATUS, SHUTTING_DOWN
 from signing_gateway.runtime.cpu_gate import checkpoint
 from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
@@ -129,7 +136,7 @@ class IssuanceAudit:
         return final
 
     def _caller_gone(self) -> bool:
-        return self._connection is not None and self._connection.lost
+        return is_lost(self._connection)
 
     def _cancelled(self, exc: BaseException) -> dict[str, Any]:
         """The record of an attempt ended mid-way by `exc`, with what its caller was answered.

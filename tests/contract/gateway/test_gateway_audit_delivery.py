@@ -28,6 +28,7 @@ from tests.contract.gateway.conftest import set_control
 from tests.support.audit import records_by_request
 from tests.support.fake_signer_process import FakeSignerProcess
 from tests.support.gateway import make_settings, served_gateway
+from tests.support.logs import logged_as_written
 from tests.support.polling import until_answered
 from tests.support.sessions import open_session
 
@@ -136,17 +137,20 @@ async def test_an_issuance_whose_caller_hung_up_at_the_signer_is_recorded_cancel
     """`cancelled`, no status and no problem, and nothing after it; a patient caller's `issued`.
 
     The record names what was asked for (its items), as the record of any cancelled attempt.
+    The request is logged once, `disconnected`, and no error is (its parts' tasks included).
     """
     eu, domestic = fakes
     make_body, slow = ENDPOINTS[endpoint]
     async with _served(eu, domestic, tmp_path) as gateway:
         body = await make_body(gateway.client)
         set_control(eu if slow == "eu" else domestic, latencyMs=SIGNER_MS)
-        with pytest.raises(httpx.ReadTimeout):
-            await gateway.client.post(
-                endpoint, json=body, headers={"X-Request-ID": "gone"}, timeout=PATIENCE
-            )
-        await gateway.ended()
+        with logged_as_written() as logged:
+            with pytest.raises(httpx.ReadTimeout):
+                await gateway.client.post(
+                    endpoint, json=body, headers={"X-Request-ID": "gone"}, timeout=PATIENCE
+                )
+            await gateway.ended()
+        lines = logged()
         patient = await gateway.client.post(
             endpoint, json=await make_body(gateway.client), headers={"X-Request-ID": "waited"}
         )
@@ -156,4 +160,11 @@ async def test_an_issuance_whose_caller_hung_up_at_the_signer_is_recorded_cancel
     [gone] = records["gone"]
     assert (gone["outcome"], gone["status"], gone["problemType"]) == ("cancelled", None, None)
     assert gone["items"], gone
+    assert not [line for line in lines if line["level"] in {"error", "critical"}], lines
+    [access] = [
+        line
+        for line in lines
+        if line["logger"] == "signing_gateway.access" and line["request_id"] == "gone"
+    ]
+    assert access["outcome"] == "disconnected"
     assert [record["outcome"] for record in records["waited"]] == ["issued"]

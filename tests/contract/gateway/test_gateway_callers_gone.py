@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app
@@ -50,8 +51,7 @@ class Served:
     port: int
     client: httpx.AsyncClient
     audit_file: Path
-    eu: FakeSignerProcess
-    domestic: FakeSignerProcess
+    app: FastAPI
 
     async def metric(self, pattern: str) -> float:
         """The value of the one /metrics sample matching `pattern` (0 when there is none)."""
@@ -111,11 +111,12 @@ async def served(
     )
     for signer in fakes:
         reset_stats(signer)
+    app = create_app(settings)
     async with (
-        served_gateway(create_app(settings)) as port,
+        served_gateway(app) as port,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
     ):
-        yield Served(port, client, tmp_path / "audit.jsonl", eu, domestic)
+        yield Served(port, client, tmp_path / "audit.jsonl", app)
 
 
 def request_bytes(path: str, body: object, request_id: str) -> bytes:
@@ -184,7 +185,10 @@ async def test_callers_that_leave_free_their_signer_slots_at_once(
             patient = await gateway.client.post("/v1/dcc", json=examples.EU_VACCINATION)
             await gateway.ended()
             counted = await gateway.metric(disconnected)
+            drain, gate = gateway.app.state.drain, gateway.app.state.cpu_gate
+            left = (drain.in_flight, gate.busy, gate.waiting)
         lines = logged()
+    assert left == (0, 0, 0)  # nothing held in the drain's count or the CPU gate
     assert freed_in < PROMPTLY, f"the slots were freed {freed_in:.2f} s after the callers left"
     assert patient.status_code == 200, patient.text
     await until(lambda: totals(eu, "get_credential").get("cancelled") == SLOTS)
