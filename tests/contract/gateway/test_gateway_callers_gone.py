@@ -63,6 +63,12 @@ class Served:
         """`gateway_signer_in_flight` of `signer`."""
         return await self.metric(rf'gateway_signer_in_flight\{{signer="{signer}"\}}')
 
+    async def waiting_for_domestic_slot(self) -> int:
+        """Calls waiting for a domestic signer slot (`/readyz`)."""
+        readiness = (await self.client.get("/readyz")).json()
+        waiting: int = readiness["signers"]["domestic-signer"]["pending"]
+        return waiting
+
     async def ended(self) -> None:
         """Wait until no request is in progress (but the scrape) and every record is written."""
         await until_answered(lambda: self.metric("gateway_requests_in_progress"), lambda n: n == 1)
@@ -294,9 +300,7 @@ async def test_an_issue_cancelled_before_its_call_was_sent_puts_the_session_back
         _, writer = await send_and_wait(
             gateway.port, "/v1/domestic/issue", _issue_body(session), "gone"
         )
-        await until_answered(
-            lambda: gateway.metric("gateway_requests_in_progress"), lambda n: n == SLOTS + 2
-        )
+        await until_answered(gateway.waiting_for_domestic_slot, lambda waiting: waiting == 1)
         writer.close()
         await until_answered(
             lambda: gateway.metric("gateway_requests_in_progress"), lambda n: n == SLOTS + 1
@@ -331,10 +335,17 @@ async def test_an_issue_cancelled_at_the_signer_uses_the_session_up(
         )
         await until_signer_has(domestic, 1)
         writer.close()
-        await until(lambda: fake_stats(domestic)["inFlight"] == 0, limit=PROMPTLY * 4)
+
+        async def stopped() -> bool:
+            return await gateway.signer_in_flight("domestic") == 0
+
+        stopped_in = await timed(stopped)
         again = await gateway.client.post("/v1/domestic/issue", json=_issue_body(session))
         await gateway.ended()
+    assert stopped_in < PROMPTLY, f"the call stopped {stopped_in:.2f} s after the caller left"
     assert again.status_code == 401, again.text
+    assert again.json()["type"].endswith("/stoken-invalid")
+    await until(lambda: fake_stats(domestic)["inFlight"] == 0)
 
 
 async def test_a_caller_that_half_closes_is_a_caller_gone(
