@@ -653,7 +653,9 @@ async def test_a_caller_that_gives_up_while_its_signer_works_counts_disconnected
 
     Such a caller hangs up while the gateway waits on the signer, not while it sends its
     body. uvicorn drops the answer written after that without a word; the request was
-    counted under the status nobody received, and the alert on `disconnected` read 0.
+    counted under the status nobody received, and the alert on `disconnected` read 0. Its
+    request is now cancelled as it leaves: logged with status 0 (no answer was made), and
+    its issuance recorded `cancelled`, as the runbook says.
     """
     eu, domestic = fakes
     async with served_gateway(eu, domestic, tmp_path) as gateway:
@@ -677,11 +679,12 @@ async def test_a_caller_that_gives_up_while_its_signer_works_counts_disconnected
     ]
     assert by_status == []  # nobody received a status
     [logged] = [r for r in records.written() if r["event"] == "request" and r["route"] == "/v1/dcc"]
-    assert (logged["outcome"], logged["status"]) == ("disconnected", 200)
-    # What the runbook sends the operator to: the credential signed for it, never handed over.
+    assert (logged["outcome"], logged["status"]) == ("disconnected", 0)
+    # What the runbook tells the operator: cancelled at the signer, nothing issued for it.
     audited = [r["audit"] for r in records.written() if r["event"] == "issuance attempt"]
-    assert [(r["outcome"], r["requestId"]) for r in audited] == [
-        ("issued", logged["request_id"]),
-        ("undelivered", logged["request_id"]),
+    assert [(r["outcome"], r["status"], r["requestId"]) for r in audited] == [
+        ("cancelled", None, logged["request_id"])
     ]
-    assert "`jq -c 'select(.outcome == \"undelivered\")'" in runbook_bullets()["Callers giving up"]
+    bullet = runbook_bullets()["Callers giving up"]
+    assert "recorded `cancelled` with no status" in bullet
+    assert "`jq -c 'select(.outcome == \"undelivered\")'" in bullet
