@@ -80,7 +80,7 @@ import logging
 import sys
 import termios
 import urllib.parse
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import httptools
 import orjson
@@ -103,6 +103,9 @@ from signing_gateway.observability.context import (
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.header_fields import REPEATING, SharedFields
 from signing_gateway.security.settings import LimitsSettings
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application  # uvicorn's own type of the app it runs
 
 logger = logging.getLogger("signing_gateway.security")
 
@@ -479,7 +482,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self._bound.refused:
             super().on_message_complete()
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:  # noqa: ANN401
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         """Start the request's task as uvicorn does, and keep it until its answer is complete.
 
         A caller that leaves while its request is served (it closes or resets the connection;

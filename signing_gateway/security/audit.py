@@ -13,11 +13,12 @@ says `withheld` (in the log, and in the file when it can still get there).
 
 An issuance cancelled mid-way (at shutdown: the drain's timeout, a second signal, uvicorn's
 backstop; or its caller gone, the server cancelling its request) is recorded too: the signer
-may have signed. Its record is queued for the writer
-thread without waiting, so neither the cancellation nor its answer waits on the disk;
-`AuditTrail.close` lets it finish (for `write_timeout_seconds` at most). Cancelled while its
-record was already on its way, the attempt's record is superseded by the `cancelled` one (the
-caller never got what the first one says).
+may have signed. Its record is queued for the writer thread without waiting, so neither the
+cancellation nor its answer waits on the disk; `AuditTrail.close` lets it finish (for
+`write_timeout_seconds` at most). Cancelled while its record was already on its way, the
+attempt's record is superseded by the `cancelled` one (the caller never got what the first
+one says); unless its caller left while its `issued` record was on its way: that stands,
+and an `undelivered` one follows, as below.
 
 An issued attempt whose answer did not get to its connection (the caller hung up while its
 `issued` record was written or while the answer was sent, or the answer was replaced after
