@@ -83,11 +83,15 @@ _PERSONAL_FIELDS = frozenset(
 )
 _WITHHELD = "(value withheld)"
 _MIN_BARE_LENGTH = 3
+#: What pydantic puts before the message of a validator's ValueError or AssertionError: its
+#: words, not the rule's ("Value error, give at least one of domestic and european").
+_PYDANTIC_PREFIXES = {"value_error": "Value error, ", "assertion_error": "Assertion failed, "}
 
 
 def _message(err: Mapping[str, Any]) -> str:
-    """The error's message, without the submitted value when the field holds personal data."""
+    """The error's message in the rule's words, without the value of a personal-data field."""
     msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix(_PYDANTIC_PREFIXES.get(str(err.get("type")), "")) or msg
     if _PERSONAL_FIELDS.isdisjoint(str(part) for part in err.get("loc", ())):
         return msg
     ctx = err.get("ctx") or {}

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 Loc = tuple[str | int, ...]
 
 #: A rule over a whole object, read from its raw input: where each break is and its error (a
-#: ValueError is worded as pydantic words one: "Value error, ...").
+#: ValueError is reported as pydantic reports one, type `value_error`).
 RawRule: TypeAlias = (
     "Callable[[Mapping[str, Any]], Iterable[tuple[Loc, PydanticCustomError | ValueError]]]"
 )

@@ -250,8 +250,11 @@ async def test_print_both(gateway, mocked: MockedSigners):
 
 @pytest.mark.parametrize("body", [{}, {"domestic": None, "european": None}])
 async def test_print_neither(gateway, mocked: MockedSigners, body):
-    """/v1/print with neither part is a 422 and reaches no signer."""
-    assert_problem(await gateway.post("/v1/print", json=body), 422, "validation-failed")
+    """/v1/print with neither part is a 422 in the rule's own words, and reaches no signer."""
+    problem = assert_problem(await gateway.post("/v1/print", json=body), 422, "validation-failed")
+    message = "give at least one of domestic and european"
+    assert problem["errors"] == [{"loc": ["body"], "msg": message}]
+    assert problem["detail"] == f"body: {message}"
     assert mocked.signing_calls() == 0
 
 
@@ -344,19 +347,29 @@ async def test_credentials_domestic_without_stoken(gateway, mocked: MockedSigner
     assert mocked.signing_calls() == 0
 
 
+_NO_PART = "give at least one domestic or european credential"
+_NO_SESSION = "domestic credentials need stoken and issueCommitmentMessage"
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("body", "message"),
     [
-        {},
-        {"domestic": [], "european": []},
-        {"stoken": "0" * 36, "domestic": [domestic_attributes()]},
+        ({}, _NO_PART),
+        ({"domestic": [], "european": []}, _NO_PART),
+        ({"stoken": "0" * 36, "domestic": [domestic_attributes()]}, _NO_SESSION),
     ],
     ids=["empty", "empty-lists", "domestic-without-commitment"],
 )
-async def test_credentials_without_a_part_or_a_whole_session(gateway, mocked: MockedSigners, body):
-    """No part at all, or domestic parts without the commitment: 422 at the body, no signer."""
+async def test_credentials_without_a_part_or_a_whole_session(
+    gateway, mocked: MockedSigners, body, message
+):
+    """No part at all, or domestic parts without the commitment: 422 at the body, no signer.
+
+    The message is the rule's, without the "Value error, " pydantic puts before a ValueError's.
+    """
     problem = assert_problem(await gateway.post("/v1/credentials", json=body), 422)
-    assert error_locs(problem) == [["body"]]
+    assert problem["errors"] == [{"loc": ["body"], "msg": message}]
+    assert problem["detail"] == f"body: {message}"
     assert mocked.signing_calls() == 0
 
 
