@@ -95,8 +95,10 @@ read whole, and empty (the request's own URI) before that. A request carrying `A
 as is an HTTP/1.1 request without `Host`, one whose `Host` names no host, and one whose path
 holds an encoded slash (`%2F`). A path no operation has is answered 404, and a method its path
 does not take 405 with `Allow` (HEAD wherever GET is; OPTIONS is such a method: the gateway
-serves no CORS), both problem+json of type `about:blank`. `Accept` is not read: every answer
-is JSON, problem+json or, from `/metrics`, text.
+serves no CORS), both problem+json of type `about:blank` whose `detail` names the path
+(percent-encoded past the characters a path holds as they are, at most 100 characters) and, for
+a 405, the method and the methods the path allows. `Accept` is not read: every answer is JSON,
+problem+json or, from `/metrics`, text.
 """
 
 

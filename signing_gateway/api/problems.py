@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import FastAPI, Request
@@ -142,18 +143,59 @@ def allow_with_head(allow: str) -> str:
     return ", ".join(sorted(methods))
 
 
+#: How much of a request's path and method a 404's or 405's detail quotes, in characters: a
+#: path may be as long as the request line (kilobytes), and a detail is read in logs.
+PATH_QUOTED_MAX = 100
+_METHOD_QUOTED_MAX = 20
+#: What a quoted path keeps as it is (RFC 3986 `pchar` and "/"); the rest is percent-encoded.
+_PATH_CHARACTERS = "/!$&'()*+,;=:@-._~"
+_CUT = "..."
+
+
+def quoted(text: str, limit: int) -> str:
+    """`text` as a detail may quote it: printable ASCII, at most `limit` characters.
+
+    Percent-encoded (UTF-8) but for the characters a URI path holds as they are, so that no
+    control or invisible character reaches a log or a client; cut with "..." past `limit`.
+    """
+    encoded = quote(text[: limit + 1], safe=_PATH_CHARACTERS, errors="replace")
+    if len(encoded) <= limit and len(text) <= limit:
+        return encoded
+    kept = encoded[: limit - len(_CUT)]
+    if (escape := kept.find("%", len(kept) - 2)) != -1:
+        kept = kept[:escape]  # not half an escape
+    return kept + _CUT
+
+
+def _routing_detail(request: Request, status: int, allow: str | None) -> str | None:
+    """What a 404 or 405 of the routing says: which path, which methods it takes."""
+    # The path as the server decoded it: `request.url.path` is re-parsed from it, which cuts
+    # it at a decoded "?" or "#" and drops tabs and line breaks.
+    path = quoted(request.scope.get("path", ""), PATH_QUOTED_MAX)
+    if status == 404:  # noqa: PLR2004
+        return f"no operation at {path}; see /openapi.json"
+    if status == 405:  # noqa: PLR2004
+        method = quoted(request.method, _METHOD_QUOTED_MAX)
+        return f"{method} is not allowed on {path}; allowed: {allow}" if allow else None
+    return None
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     title = about_blank_title(exc.status_code)
     headers = dict(exc.headers) if exc.headers else None
     if headers is not None and "Allow" in headers:
         headers["Allow"] = allow_with_head(headers["Allow"])
+    detail = str(exc.detail) if exc.status_code < 500 else title  # noqa: PLR2004
+    if detail == title:  # what the routing raises: the status's phrase, no more
+        allow = None if headers is None else headers.get("Allow")
+        detail = _routing_detail(request, exc.status_code, allow) or detail
     return problem_response(
         request,
         status=exc.status_code,
         type_=ABOUT_BLANK,
         title=title,
-        detail=str(exc.detail) if exc.status_code < 500 else title,  # noqa: PLR2004
+        detail=detail,
         headers=headers,
     )
 

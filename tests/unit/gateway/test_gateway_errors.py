@@ -180,3 +180,23 @@ async def test_a_503_before_routing_closes_the_connection_only_when_asked(close:
         "/v1/dcc",
         "r-1",
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/v1/dcc", "/v1/dcc"),
+        ("/" + "a" * 9, "/" + "a" * 9),
+        ("/" + "a" * 10, "/aaaaaa..."),
+        ("/aaaaa\u00e9", "/aaaaa..."),
+        ("/aa\n\tb", "/aa%0A%09b"),
+    ],
+    ids=["plain", "at-the-limit", "over-it", "no-half-escape", "controls-encoded"],
+)
+def test_quoted_text_is_printable_ascii_within_the_limit(text: str, expected: str):
+    """Pin the quoting: percent-encoded past the path characters, cut whole with "...".
+
+    The cut never leaves half an escape ("%C" of "%C3%A9").
+    """
+    assert problems.quoted(text, 10) == expected
+    assert len(problems.quoted(text, 10)) <= 10
