@@ -6,11 +6,13 @@ from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from signing_gateway.api.bodies import schema_ref
-from signing_gateway.domain.dcc import EuRequest
+from signing_gateway.domain.dcc import EuRequest, raw_uvci
 from signing_gateway.domain.domestic import DomesticAttributes
 from signing_gateway.domain.errors import object_rule
+from signing_gateway.domain.uvci import repeated_uvcis
 from signing_gateway.errors import ABOUT_BLANK, PROBLEM_BASE, PROBLEM_TYPES
 
 if TYPE_CHECKING:
@@ -179,7 +181,16 @@ class CredentialsRequest(ApiRequest):
         "and is not read",
     )
     domestic: Annotated[list[DomesticAttributes], Field(max_length=MAX_DOMESTIC_PER_REQUEST)] = []
-    european: Annotated[list[EuRequest], Field(max_length=MAX_EU_PER_REQUEST)] = []
+    european: Annotated[list[EuRequest], Field(max_length=MAX_EU_PER_REQUEST)] = Field(
+        default=[],
+        description="No two may carry one UVCI (`ci`), which identifies one certificate: "
+        "the second is refused 422 at its `ci`. Compared as given, without the check "
+        "character (`#` and the one after it)",
+    )
+
+    # One certificate per UVCI: a second request with a `ci` of an earlier one is refused at it,
+    # beside the other errors or on its own.
+    _uvci_rule = object_rule(lambda raw: _repeated_uvcis(raw.get("european")), when_valid=True)
 
     # No part at all, or no session for the domestic part, is named with the other errors.
     _parts_rule_beside_field_errors = object_rule(
@@ -217,6 +228,32 @@ def _inconsistent_credentials(
     if isinstance(domestic, list) and domestic and (stoken is None or commitment is None):
         return "domestic credentials need stoken and issueCommitmentMessage"
     return None
+
+
+def _repeated_uvcis(european: object) -> list[tuple[Loc, PydanticCustomError]]:
+    """An error at the `ci` of each EU request repeating the UVCI of an earlier one.
+
+    A UVCI identifies one certificate (revocation lists are keyed by it): two signed under one
+    in a request is a caller's mistake, not two certificates.
+    """
+    if not isinstance(european, list):
+        return []
+    found = [raw_uvci(request) for request in european]
+    repeats = repeated_uvcis(None if where is None else where[1] for where in found)
+    return [
+        (("european", index, *where[0]), _uvci_repeated(first))
+        for index, first in repeats.items()
+        if (where := found[index]) is not None
+    ]
+
+
+def _uvci_repeated(first: int) -> PydanticCustomError:
+    return PydanticCustomError(
+        "uvci_repeated",
+        "UVCI names the certificate of european[{first}] (check character aside): "
+        "give each certificate its own",
+        {"first": first},
+    )
 
 
 class CredentialsOut(ApiModel):

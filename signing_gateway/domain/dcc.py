@@ -43,6 +43,7 @@ from signing_gateway.domain.errors import (
     FieldError,
     object_rule,
 )
+from signing_gateway.domain.uvci import validate_uvci
 
 if TYPE_CHECKING:
     from signing_gateway.domain.errors import Loc
@@ -262,6 +263,25 @@ def _raw_key_usage_mismatch(request: Mapping[str, Any]) -> list[tuple[Loc, Pydan
     if len(groups) != 1 or _USAGE_OF_GROUP[groups[0]] is KeyUsage(given):
         return []
     return [(("keyUsage",), _key_usage_mismatch(KeyUsage(given), groups[0]))]
+
+
+def raw_uvci(request: object) -> tuple[Loc, str] | None:
+    """Where a raw EuRequest's UVCI is, and the UVCI, if its DCC has one that is well formed.
+
+    That is, one group of one entry whose ``ci`` passes `validate_uvci`: for rules comparing
+    several requests, beside the errors of each (`object_rule`), or once all are valid.
+    """
+    dcc = request.get("dcc") if isinstance(request, Mapping) else None
+    if not isinstance(dcc, Mapping) or len(groups := _raw_groups(dcc)) != 1:
+        return None
+    entries = dcc[groups[0]]
+    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], Mapping):
+        return None
+    uvci = entries[0].get("ci")
+    try:
+        return (("dcc", groups[0], 0, "ci"), validate_uvci(uvci)) if isinstance(uvci, str) else None
+    except PydanticCustomError:
+        return None
 
 
 class EuRequest(BaseModel):

@@ -53,20 +53,20 @@ class DomainValidationError(Exception):
         super().__init__("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in self.errors))
 
 
-def object_rule(rule: RawRule) -> Any:  # noqa: ANN401 - pydantic's own decorator proxy
+def object_rule(rule: RawRule, *, when_valid: bool = False) -> Any:  # noqa: ANN401 - pydantic's own decorator proxy
     """A model validator naming what `rule` finds beside the fields' errors (see below).
 
     Assigned to a class attribute of the model: ``_rule = object_rule(_raw_rule)``.
     """
 
     def validate(_cls: type, data: object, handler: ValidatorFunctionWrapHandler) -> Any:  # noqa: ANN401
-        return validate_with_object_rule(data, handler, rule)
+        return validate_with_object_rule(data, handler, rule, when_valid=when_valid)
 
     return model_validator(mode="wrap")(classmethod(validate))  # type: ignore[arg-type]
 
 
 def validate_with_object_rule(
-    data: object, handler: ValidatorFunctionWrapHandler, rule: RawRule
+    data: object, handler: ValidatorFunctionWrapHandler, rule: RawRule, *, when_valid: bool = False
 ) -> Any:  # noqa: ANN401 - whatever the wrapped validation returns
     """Validate with `handler`; if that fails, add what `rule` finds in the raw `data`.
 
@@ -75,10 +75,12 @@ def validate_with_object_rule(
     breaking one of them and a field's own rule heard of the second only after fixing the
     first. `rule` reads the raw input instead, and its errors are added to the fields' ones,
     unless one is already reported at the same location. When `handler` succeeds, the
-    model's own validators have judged the object and `rule` is not asked.
+    model's own validators have judged the object and `rule` is not asked, unless
+    `when_valid`: then `rule` is the model's only statement of itself, and what it finds in a
+    valid object is refused too.
     """
     try:
-        return handler(data)
+        validated = handler(data)
     except ValidationError as exc:
         if not isinstance(data, Mapping):
             raise
@@ -90,6 +92,10 @@ def validate_with_object_rule(
         details = [_as_given(error) for error in errors]
         details += [_added(loc, error, data) for loc, error in added]
         raise ValidationError.from_exception_data(exc.title, details) from None
+    if when_valid and isinstance(data, Mapping) and (found := list(rule(data))):
+        details = [_added(loc, error, data) for loc, error in found]
+        raise ValidationError.from_exception_data(type(validated).__name__, details)
+    return validated
 
 
 def _as_given(error: ErrorDetails) -> InitErrorDetails:

@@ -14,9 +14,12 @@ the digits-first order gives "B" there.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 UVCI_PREFIX: Final = "URN:UVCI:"
 UVCI_MAX_LENGTH: Final = 80
@@ -85,3 +88,23 @@ def validate_uvci(value: str) -> str:
                 {"given": check, "expected": luhn_mod_n_check_character(identifier)},
             )
     return value
+
+
+def repeated_uvcis(uvcis: Iterable[str | None]) -> dict[int, int]:
+    """Each UVCI naming the certificate an earlier one names: its index, and the first one's.
+
+    The UVCIs are well formed (`validate_uvci`: kept as given, so compared as given; lower case
+    is refused there, not folded), or None, which is not compared. Two name one certificate
+    when their identifiers are equal: the text before a ``#``, since the check character
+    only repeats what the identifier says: given with one and without, it is one certificate.
+    """
+    first_of: dict[str, int] = {}
+    repeats: dict[int, int] = {}
+    for index, uvci in enumerate(uvcis):
+        if uvci is None:
+            continue
+        identifier = uvci.partition("#")[0]
+        first = first_of.setdefault(identifier, index)
+        if first != index:
+            repeats[index] = first
+    return repeats

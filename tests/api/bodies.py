@@ -40,6 +40,19 @@ def with_dcc(body: dict[str, Any], *path: str | int, value: Any) -> dict[str, An
     return body
 
 
+def with_own_uvcis(*bodies: dict[str, Any]) -> list[dict[str, Any]]:
+    """EU requests like `bodies`, each with a UVCI of its own (one request may not repeat one).
+
+    The n-th gets ``URN:UVCI:01:NL:PARTn`` (no check character, which is optional).
+    """
+    own = [copy.deepcopy(body) for body in bodies]
+    for serial, part in enumerate(own):
+        dcc = part["dcc"]
+        (group,) = (name for name in ("v", "t", "r") if name in dcc)
+        dcc[group][0]["ci"] = f"URN:UVCI:01:NL:PART{serial}"
+    return own
+
+
 def domestic_attributes(**changes: str) -> dict[str, str]:
     """Valid domestic attributes, valid from now; `changes` replace members."""
     attrs = {

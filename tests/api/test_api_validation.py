@@ -13,7 +13,14 @@ import pytest_asyncio
 import respx
 
 from tests.api.assertions import assert_problem, error_locs
-from tests.api.bodies import domestic_attributes, eu_recovery, eu_test, eu_vaccination, with_dcc
+from tests.api.bodies import (
+    domestic_attributes,
+    eu_recovery,
+    eu_test,
+    eu_vaccination,
+    with_dcc,
+    with_own_uvcis,
+)
 from tests.api.signer_mocks import MockedSigners, commitment, mock_signers
 from tests.support.gateway import (
     DOMESTIC_SIGNER_URL,
@@ -491,8 +498,18 @@ def _session_body(**fields: Any) -> dict[str, Any]:
 
 #: Each schema limit just within (the answer of a later check) and just past it (the schema's).
 SCHEMA_EDGES: dict[str, tuple[str, dict[str, Any], list[str | int], str | None]] = {
-    "ten-eu-parts": ("/v1/credentials", {"european": [eu_test()] * 10}, [], "signed"),
-    "eleven-eu-parts": ("/v1/credentials", {"european": [eu_test()] * 11}, ["european"], None),
+    "ten-eu-parts": (
+        "/v1/credentials",
+        {"european": with_own_uvcis(*[eu_test()] * 10)},
+        [],
+        "signed",
+    ),
+    "eleven-eu-parts": (
+        "/v1/credentials",
+        {"european": with_own_uvcis(*[eu_test()] * 11)},
+        ["european"],
+        None,
+    ),
     "100-domestic-parts": (
         "/v1/credentials",
         _session_body(domestic=[domestic_attributes()] * 100),

@@ -279,13 +279,16 @@ async def test_body_less_post_passes(limited, mocked: MockedSigners):
 
 async def test_largest_valid_request_fits_default_limit(test_keys, mocked: MockedSigners):
     """The largest body the schema allows (100 domestic, 10 EU, 90,000-char commitment) fits."""
-    from tests.api.bodies import domestic_attributes  # noqa: PLC0415 - local to this one test
+    from tests.api.bodies import (  # noqa: PLC0415 - local to this one test
+        domestic_attributes,
+        with_own_uvcis,
+    )
 
     body = {
         "stoken": "0" * 64,
         "issueCommitmentMessage": "A" * 90_000,
         "domestic": [domestic_attributes(category="3") for _ in range(100)],
-        "european": [eu_vaccination() for _ in range(10)],
+        "european": with_own_uvcis(*[eu_vaccination()] * 10),
     }
     assert len(orjson.dumps(body)) > 64 * 1024
     async with running_gateway(make_settings(test_keys)) as client:

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 
 from signing_gateway.api import examples
+from tests.api.bodies import with_own_uvcis
 from tests.contract.gateway.conftest import set_control
 from tests.support.core_wait import THIS_THREAD, Latencies, main_thread
 from tests.support.fake_signer_process import FakeSignerProcess
@@ -155,7 +156,9 @@ async def test_credentials_parts_run_concurrently(gateway_url, fakes):
                 orjson.dumps({"issuerNonce": nonce})
             ).decode(),
             "domestic": [attrs],
-            "european": [examples.EU_VACCINATION, examples.EU_TEST, examples.EU_VACCINATION],
+            "european": with_own_uvcis(
+                examples.EU_VACCINATION, examples.EU_TEST, examples.EU_VACCINATION
+            ),
         }
         started = time.monotonic()
         status = await _post(session, f"{gateway_url}/v1/credentials", body)

@@ -11,6 +11,7 @@ from signing_gateway.domain.uvci import (
     LUHN_ALPHABET,
     luhn_mod_n_check_character,
     luhn_mod_n_is_valid,
+    repeated_uvcis,
     validate_uvci,
 )
 
@@ -122,3 +123,23 @@ def test_any_single_substitution_is_detected(body, data):
     replacement = data.draw(st.sampled_from(LUHN_ALPHABET).filter(lambda c: c != checked[position]))
     altered = checked[:position] + replacement + checked[position + 1 :]
     assert not luhn_mod_n_is_valid(altered)
+
+
+@pytest.mark.parametrize(
+    ("uvcis", "repeats"),
+    [
+        ([OFFICIAL_EXAMPLE, "URN:UVCI:01:NL:OTHER"], {}),
+        ([OFFICIAL_EXAMPLE, OFFICIAL_EXAMPLE], {1: 0}),
+        ([OFFICIAL_EXAMPLE.partition("#")[0], None, OFFICIAL_EXAMPLE], {2: 0}),
+        (
+            ["URN:UVCI:01:NL:A", "URN:UVCI:01:NL:B", "URN:UVCI:01:NL:A", "URN:UVCI:01:NL:B"],
+            {2: 0, 3: 1},
+        ),
+        (["URN:UVCI:01:NL:A", "URN:UVCI:01:NL:AB", "URN:UVCI:01:NL:A/B"], {}),
+        ([None, None], {}),
+    ],
+    ids=["distinct", "equal", "check-character-aside", "each-names-its-first", "prefixes", "none"],
+)
+def test_repeated_uvcis_name_each_repeat_and_its_first(uvcis, repeats):
+    """A UVCI repeats an earlier one of the same identifier (before `#`); None is not compared."""
+    assert repeated_uvcis(uvcis) == repeats
