@@ -92,8 +92,10 @@ def _schema_version(value: str) -> str:
     return value
 
 
-def _single_entry(entries: list[Any] | None) -> list[Any] | None:
-    if entries is not None and len(entries) != 1:
+def _single_entry(entries: object) -> object:
+    # Counted before the entries are validated: a group of 377 entries of 64 unknown keys each
+    # made 27,898 errors (136 ms on the event loop) before a count checked after them spoke.
+    if isinstance(entries, list) and len(entries) != 1:
         raise PydanticCustomError(
             "group_entry_count",
             "A DCC group must hold exactly one entry, got {count}",
@@ -102,7 +104,7 @@ def _single_entry(entries: list[Any] | None) -> list[Any] | None:
     return entries
 
 
-_SINGLE_ENTRY: Final = AfterValidator(_single_entry)
+_SINGLE_ENTRY: Final = BeforeValidator(_single_entry)
 # The JSON schema says it too, as it says the other forms a client can check before sending.
 _ONE_ENTRY_SHOWN: Final = Field(json_schema_extra={"minItems": 1, "maxItems": 1})
 VaccinationGroup = Annotated[Omittable[list[VaccinationEntry]], _SINGLE_ENTRY, _ONE_ENTRY_SHOWN]

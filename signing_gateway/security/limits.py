@@ -64,6 +64,7 @@ _INLINE_CHECK_BYTES = 16 * 1024
 #: entry), and every body model refuses a key it does not know, one error each: 15,000 unknown
 #: keys in a 169 KB body kept pydantic busy on the event loop for 25 to 35 ms, reporting 15,001
 #: errors. Refused here, such a body is parsed off the event loop and validated not at all.
+#: (The lists are bounded by the body models: a DCC group is counted before its entries.)
 MAX_OBJECT_MEMBERS: Final = 64
 #: A declared length with more digits than this is over any configurable limit.
 _MAX_LENGTH_DIGITS = 18

@@ -7,6 +7,7 @@ import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from domain_testdata import (
     NOW,
@@ -557,6 +558,17 @@ def test_group_must_hold_exactly_one_entry(group, count):
     """A group with no entry or with two is refused with group_entry_count, whichever group."""
     payload = dcc(group, **{group: [copy.deepcopy(dcc(group)[group][0]) for _ in range(count)]})
     assert errors_of({"dcc": payload}) == {("group_entry_count", ("dcc", group))}
+
+
+@pytest.mark.parametrize("group", ["v", "t", "r"])
+def test_group_of_many_bad_entries_is_refused_before_they_are_validated(group):
+    """A group of many bad entries is refused by its count alone: no entry's errors are found."""
+    unknown = {f"k{i}": 0 for i in range(64)}
+    body = orjson.dumps({"dcc": dcc(group, **{group: [unknown] * 377})})
+    with pytest.raises(ValidationError) as refused:
+        EuRequest.model_validate_json(body)
+    assert refused.value.error_count() == 1
+    assert refused.value.errors()[0]["type"] == "group_entry_count"
 
 
 def test_group_sent_as_null_is_rejected():
