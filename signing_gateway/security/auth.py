@@ -20,6 +20,7 @@ with. Refusals are never remembered.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import weakref
@@ -32,6 +33,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from jwt.utils import base64url_decode
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
@@ -105,6 +107,29 @@ def _not_a_numeric_date(claims: dict[str, Any]) -> str | None:
         if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
             return name
     return None
+
+
+def _refusal(exc: jwt.PyJWTError) -> AuthenticationFailed:
+    """The refusal of a token PyJWT refused with `exc`."""
+    for error_type, reason, detail in _REFUSALS:
+        if isinstance(exc, error_type):
+            return AuthenticationFailed(detail, reason=reason)
+    return AuthenticationFailed("the token is invalid", reason="invalid")
+
+
+def _claims_as_sent(token: str) -> dict[str, Any]:
+    """The claims of `token` read as PyJWT reads them (`json`), with no check of any kind."""
+    claims = json.loads(base64url_decode(token.split(".")[1]))
+    return claims if isinstance(claims, dict) else {}
+
+
+def _refuse_not_a_number(claims: dict[str, Any], cause: Exception | None) -> None:
+    """Raise `AuthenticationFailed` if a time claim of `claims` is not a JSON number."""
+    name = _not_a_numeric_date(claims)
+    if name is not None:
+        raise AuthenticationFailed(
+            f"the token's {name} claim is not a number", reason="invalid"
+        ) from cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,16 +292,15 @@ class TokenVerifier:
                 leeway=s.leeway_seconds,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError) as exc:
+            # PyJWT judges the times before the claims come back, taking `true` for 1 (so
+            # "expired"). The signature has verified by then: its claims are read to name a
+            # time claim that is no number as such, as for a token within its times.
+            _refuse_not_a_number(_claims_as_sent(token), exc)
+            raise _refusal(exc) from exc
         except jwt.PyJWTError as exc:
-            for error_type, reason, detail in _REFUSALS:
-                if isinstance(exc, error_type):
-                    raise AuthenticationFailed(detail, reason=reason) from exc
-            raise AuthenticationFailed("the token is invalid", reason="invalid") from exc
-        name = _not_a_numeric_date(claims)
-        if name is not None:
-            raise AuthenticationFailed(
-                f"the token's {name} claim is not a number", reason="invalid"
-            )
+            raise _refusal(exc) from exc
+        _refuse_not_a_number(claims, None)
         return claims
 
 

@@ -153,15 +153,22 @@ async def test_an_iat_that_is_not_a_number_is_refused_saying_so(issuer: LocalTok
         ("iat", lambda now: str(now - 60)),
         ("nbf", lambda _: True),
         ("iat", lambda _: False),
+        ("exp", lambda _: True),
+        ("exp", lambda now: str(now - 3600)),
+        ("nbf", lambda now: str(now + 3600)),
     ],
-    ids=["exp-string", "nbf-string", "iat-string", "nbf-true", "iat-false"],
+    ids=[
+        *("exp-string", "nbf-string", "iat-string", "nbf-true", "iat-false"),
+        *("exp-true", "exp-past-string", "nbf-future-string"),
+    ],
 )
 async def test_a_time_claim_that_is_not_a_json_number_is_refused_401(
     issuer: LocalTokenIssuer, claim: str, value
 ):
     """A NumericDate is a JSON number (RFC 7519): text or a boolean is refused `invalid`.
 
-    PyJWT takes `int()` of the claim, so `"exp": "1796083200"` and `"iat": false` passed.
+    PyJWT takes `int()` of the claim, so `"exp": "1796083200"` and `"iat": false` passed, and
+    `"exp": true` (1) was refused as expired.
     """
     now = int(time.time())
     token = issuer.mint(scopes=["keys:read"], now=now, **{claim: value(now)})
