@@ -20,17 +20,19 @@ types it between words), the Mongolian vowel separator, and the implicit directi
 marks LRM, RLM and ALM (Hebrew, Persian and Arabic keyboards type them; they have no scope and
 cannot reorder letters, only move punctuation beside them). Refused are the bidirectional
 embeddings, overrides and isolates (U+202A-202E, U+2066-2069: U+202E before "neznaJ" shows
-"Jansen"), the tag characters (the whole Tags block, U+E0000-E007F, assigned or not), U+FEFF and
-every other invisible format control. A text that is not empty must hold a visible character:
-one of only spaces, marks, the characters kept above or the Hangul fillers names nobody. A run
-of combining marks (variation selectors included) and kept format characters may be at most 30
-long: the bound Unicode's Stream-Safe Text Format (UAX #15) sets on a run of non-starters, chosen
-"significantly beyond what is required for any linguistic or technical usage"; an unbounded
-stack paints over the text around it.
+"Jansen"), the tag characters, U+FEFF and every other invisible format control, and the
+code points Unicode reserves as default-ignorable (U+2065, U+FFF0-FFF8, the unassigned ones of
+U+E0000-E0FFF): a renderer shows them as nothing. A text that is not empty must hold a visible
+character: one of only spaces, marks, the characters kept above or the Hangul fillers names
+nobody. A run of combining marks (variation selectors included) and kept format characters may be
+at most 30 long: the bound Unicode's Stream-Safe Text Format (UAX #15) sets on a run of
+non-starters, chosen "significantly beyond what is required for any linguistic or technical
+usage"; an unbounded stack paints over the text around it.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from typing import TYPE_CHECKING, Annotated, Any, Final, Self, TypeVar
@@ -80,8 +82,32 @@ _BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2
 #: The format characters (Cf) kept, all zero-width: ALM, the Mongolian vowel separator, the
 #: zero-width space, non-joiner and joiner, LRM and RLM (see the module docstring).
 _FORMAT_KEPT: Final = frozenset("\u061c\u180e\u200b\u200c\u200d\u200e\u200f")
-#: The Tags block: language tags and emoji tag sequences, invisible in a name.
-_TAGS: Final = range(0xE0000, 0xE0080)
+#: Unicode's Default_Ignorable_Code_Point ranges (first, last), adjacent ones joined, as
+#: DerivedCoreProperties.txt gives them in Unicode 14.0 (Python's `unicodedata` lacks the
+#: property): code points a renderer shows as nothing when it has no glyph for them, so a text
+#: of them shows no one. Most are format characters (refused, but for the kept), marks (the
+#: variation selectors, counted in a combining run) or the Hangul fillers; the rest are
+#: reserved, and refused: a later Unicode may give them only to more invisible characters.
+_DEFAULT_IGNORABLE: Final = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+_DEFAULT_IGNORABLE_FIRSTS: Final = [first for first, _ in _DEFAULT_IGNORABLE]
 #: Letters and a symbol shown as nothing: the Hangul fillers and the blank braille pattern.
 _BLANK_GRAPHICS: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 #: The longest run of combining marks and kept format characters: Unicode's Stream-Safe Text
@@ -153,13 +179,20 @@ def _refusal(char: str, category: str) -> tuple[str, str] | None:
     refusal = _FORBIDDEN_CATEGORIES.get(category)
     if refusal is not None:
         return refusal
-    if ord(char) in _TAGS:
-        return _FORMAT_CHARACTER
     if category == "Cf" and char not in _FORMAT_KEPT:
         return _BIDI_CONTROL if char in _BIDI_CONTROLS else _FORMAT_CHARACTER
-    if category == "Cn" and _is_noncharacter(ord(char)):
-        return _NONCHARACTER
+    if category == "Cn":
+        if _is_noncharacter(ord(char)):
+            return _NONCHARACTER
+        if _is_default_ignorable(ord(char)):
+            return _FORMAT_CHARACTER
     return None
+
+
+def _is_default_ignorable(codepoint: int) -> bool:
+    """Whether `codepoint` is Default_Ignorable_Code_Point (`_DEFAULT_IGNORABLE`)."""
+    at = bisect.bisect_right(_DEFAULT_IGNORABLE_FIRSTS, codepoint) - 1
+    return at >= 0 and codepoint <= _DEFAULT_IGNORABLE[at][1]
 
 
 def _is_noncharacter(codepoint: int) -> bool:

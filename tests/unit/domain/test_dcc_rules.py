@@ -225,6 +225,50 @@ def test_free_text_name_that_hides_or_disguises_the_holder_is_rejected(field, va
     }
 
 
+_FORMAT = "text_format_character"
+_BIDI = "text_bidi_control"
+
+
+# The ends of each Default_Ignorable_Code_Point range of Unicode 14.0 (DerivedCoreProperties.txt),
+# and a neighbour outside some: refused, or (None) kept as the name rules keep it.
+@pytest.mark.parametrize(
+    ("codepoint", "error_type"),
+    [
+        (0x00AD, _FORMAT),
+        (0x034F, None),  # combining grapheme joiner: a mark
+        (0x061C, None),  # ALM, kept
+        *((cp, None) for cp in (0x115F, 0x1160)),  # Hangul fillers, beside letters
+        *((cp, None) for cp in (0x17B4, 0x17B5)),  # Khmer inherent vowels: marks
+        *((cp, None) for cp in (0x180B, 0x180D, 0x180E, 0x180F)),  # Mongolian FVS and MVS
+        *((cp, None) for cp in (0x200B, 0x200F)),  # ZWSP to RLM, kept
+        *((cp, _BIDI) for cp in (0x202A, 0x202E)),
+        *((cp, _FORMAT) for cp in (0x2060, 0x2064, 0x2065)),
+        *((cp, _BIDI) for cp in (0x2066, 0x2069)),
+        (0x206F, _FORMAT),
+        (0x3164, None),
+        *((cp, None) for cp in (0xFE00, 0xFE0F)),  # variation selectors after a letter
+        (0xFEFF, _FORMAT),
+        (0xFFA0, None),
+        *((cp, _FORMAT) for cp in (0xFFF0, 0xFFF8)),
+        (0xFFEF, None),  # unassigned, not default-ignorable
+        *((cp, _FORMAT) for cp in (0x1BCA0, 0x1BCA3, 0x1D173, 0x1D17A)),
+        *((cp, _FORMAT) for cp in (0xE0000, 0xE0001, 0xE0002, 0xE001F, 0xE0020, 0xE007F)),
+        *((cp, _FORMAT) for cp in (0xE0080, 0xE00FF)),
+        *((cp, None) for cp in (0xE0100, 0xE01EF)),  # variation selectors 17 to 256
+        *((cp, _FORMAT) for cp in (0xE01F0, 0xE0FFF)),
+        (0xE1000, None),  # unassigned, not default-ignorable
+    ],
+    ids=lambda value: f"U+{value:04X}" if isinstance(value, int) else str(value),
+)
+def test_default_ignorable_code_points_in_a_name_are_refused_unless_kept(codepoint, error_type):
+    """A default-ignorable code point in a name is refused, reserved ones too, but for the kept."""
+    body = {"dcc": dcc_with_name(fn=f"Jan{chr(codepoint)}sen")}
+    if error_type is None:
+        assert validate(body).dcc.signing_payload()["nam"]["fn"] == f"Jan{chr(codepoint)}sen"
+    else:
+        assert errors_of(body) == {(error_type, ("dcc", "nam", "fn"))}
+
+
 def test_bidi_control_in_free_text_is_named():
     """The refusal names the control by its code point, not the name around it."""
     with pytest.raises(ValidationError) as info:
@@ -315,7 +359,7 @@ _IDEOGRAPH_THIS_PYTHON_LACKS = next(
 )
 
 
-@pytest.mark.parametrize("char", ["\u0378", _IDEOGRAPH_THIS_PYTHON_LACKS, "\U000e0080"])
+@pytest.mark.parametrize("char", ["\u0378", _IDEOGRAPH_THIS_PYTHON_LACKS, "\U000e1000"])
 def test_a_code_point_this_python_has_not_assigned_is_signed_as_given(char):
     """A name with a code point newer than this Python's Unicode is taken, not refused.
 
