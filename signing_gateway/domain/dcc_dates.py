@@ -16,6 +16,7 @@ mistyped as 0202 or 2202 is refused rather than signed.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Final
@@ -33,6 +34,11 @@ MIN_YEAR: Final = 1900
 MAX_YEAR: Final = 2099
 #: A year of MIN_YEAR to MAX_YEAR, as the JSON schema patterns below say it.
 _YEAR_PATTERN: Final = "(?:19|20)[0-9]{2}"
+
+#: How many parsed dates (of each kind) are kept: a DCC's rules read the same date more than
+#: once (its own check, then the date-of-birth rule or a comparison with another date), and
+#: a second read of a kept one costs a tenth of a parse. Enough for the requests in flight.
+_PARSED_KEPT: Final = 256
 
 _COMPLETE_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _DOB = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
@@ -85,6 +91,7 @@ def _real_date(year: int, month: int, day: int) -> date | None:
         return None
 
 
+@functools.lru_cache(maxsize=_PARSED_KEPT)
 def parse_complete_date(value: str) -> date:
     """Parse ``YYYY-MM-DD`` into a real calendar date in the years the DCC allows.
 
@@ -141,6 +148,7 @@ def complete_date(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=_PARSED_KEPT)
 def birth_parts(value: str) -> tuple[int, ...] | None:
     """The parts a non-empty ``dob`` gives, ``(year[, month[, day]])``; None if it is no real one.
 
@@ -205,6 +213,7 @@ def parse_rfc3339(value: str) -> datetime:
     return parsed
 
 
+@functools.lru_cache(maxsize=_PARSED_KEPT)
 def parse_strict_rfc3339(value: str) -> datetime:
     """Parse an RFC 3339 date-time in the form a credential carries, or raise ``rfc3339_datetime``.
 

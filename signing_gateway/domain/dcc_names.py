@@ -148,6 +148,14 @@ def _free_text(value: str) -> str:
 
 def _check_characters(text: str) -> None:
     """Refuse a character no certificate should hold, a text showing nothing, a mark pile-up."""
+    if text.isascii():
+        _check_ascii(text)
+    else:
+        _check_each_character(text)
+
+
+def _check_each_character(text: str) -> None:
+    """`_check_characters` for any text, one character at a time."""
     visible = False
     run = 0
     for char in text:
@@ -169,9 +177,24 @@ def _check_characters(text: str) -> None:
             run = 0
             visible = visible or (category != "Zs" and char not in _BLANK_GRAPHICS)
     if text and not visible:
-        raise PydanticCustomError(
-            "text_invisible", "Must hold a visible character, or be left empty"
-        )
+        raise _invisible()
+
+
+def _check_ascii(text: str) -> None:
+    """`_check_characters` for ASCII text, at C speed: the one check per character cost ~7 µs.
+
+    In ASCII only the control characters are refused, only the space is blank, and there are
+    no marks to pile up.
+    """
+    if not text.isprintable():
+        control = next(char for char in text if not char.isprintable())
+        raise PydanticCustomError(*_CONTROL, {"codepoint": f"{ord(control):04X}"})
+    if text.isspace():
+        raise _invisible()
+
+
+def _invisible() -> PydanticCustomError:
+    return PydanticCustomError("text_invisible", "Must hold a visible character, or be left empty")
 
 
 def _refusal(char: str, category: str) -> tuple[str, str] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import unicodedata
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -20,10 +20,17 @@ from domain_testdata import (
     schema_accepts,
     validate,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
 from signing_gateway.domain import EuRequest, KeyUsage
+from signing_gateway.domain.dcc_names import _check_characters, _check_each_character
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 V0 = ("dcc", "v", 0)
 T0 = ("dcc", "t", 0)
@@ -267,6 +274,34 @@ def test_default_ignorable_code_points_in_a_name_are_refused_unless_kept(codepoi
         assert validate(body).dcc.signing_payload()["nam"]["fn"] == f"Jan{chr(codepoint)}sen"
     else:
         assert errors_of(body) == {(error_type, ("dcc", "nam", "fn"))}
+
+
+def _verdict(check: Callable[[str], None], text: str) -> tuple[str, dict[str, Any]] | None:
+    try:
+        check(text)
+    except PydanticCustomError as refused:
+        return refused.type, refused.context or {}
+    return None
+
+
+_ASCII_TEXTS = [
+    text
+    for char in map(chr, range(128))
+    for text in (char, char * 3, f"A{char}", f"{char}A", f" {char} ", f"Jan{char}sen")
+] + ["", " ", "   ", "O'Brien", "Jean-Luc", "A<B"]
+
+
+@pytest.mark.parametrize("text", [*_ASCII_TEXTS, "Jan\u00e9", " \u3000", "\u0301", "\u2065"])
+def test_the_ascii_checks_give_the_verdicts_of_the_per_character_checks(text):
+    """ASCII text, checked at C speed, is accepted or refused as each character's check would."""
+    assert _verdict(_check_characters, text) == _verdict(_check_each_character, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(st.characters(max_codepoint=127), max_size=12), st.text(max_size=12)))
+def test_the_fast_path_agrees_with_the_per_character_checks_on_any_text(text):
+    """Whatever the text, ASCII or not, the checks' verdict is the per-character one."""
+    assert _verdict(_check_characters, text) == _verdict(_check_each_character, text)
 
 
 def test_bidi_control_in_free_text_is_named():
