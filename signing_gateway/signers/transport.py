@@ -185,6 +185,12 @@ _TimeoutKey = tuple[float | None, float | None, float | None]
 _AIOHTTP_LIMIT = 100
 #: The informational statuses (1xx), which come before an answer, bar the 101 that ends one.
 _INFORMATIONAL, _FINAL, _SWITCHING = 100, 200, 101
+#: The most bytes `_answer_before` reads again. A signer's answer is a head of a few KiB and a
+#: body of at most 64 KiB (`signers.http.MAX_RESPONSE_BYTES`, a longer one is malformed).
+_REREAD_LIMIT = 128 * 1024
+#: What an empty line, the end of a head, holds: CRLF CRLF, or a bare LF (which aiohttp's
+#: parsers take for CRLF) in either place.
+_HEAD_END_PARTS = (b"\n\r\n", b"\n\n")
 
 
 class _PooledProtocol(ResponseHandler):
@@ -268,24 +274,35 @@ class _PooledProtocol(ResponseHandler):
         """The parser refused `fed`: keep the answer owed if it was whole before, then fail."""
         self._refusal = None
         if self._answer is None:
-            answer = self._answer_before(b"".join((*self._unparsed, fed)))
+            answer = self._answer_before(b"".join(self._unparsed), fed)
             if answer is not None:
                 self.feed_data(answer)
         if self._answered():
             self.heard = True
         super().set_exception(exc, cause)
 
-    def _answer_before(self, unparsed: bytes) -> tuple[RawResponseMessage, StreamReader] | None:
-        """The answer owed, whole, in `unparsed` before the bytes its parser refused, if it is.
+    def _answer_before(
+        self, before: bytes, fed: bytes
+    ) -> tuple[RawResponseMessage, StreamReader] | None:
+        """The answer owed, whole, before the bytes its parser refused in `fed`, if it is.
 
-        The refused parser kept no answer it read before the bytes it refused: `unparsed`,
-        all it was fed, is read again by fresh ones, made as aiohttp makes them, to find the
-        shortest part of it that either ends the answer owed or is refused. Only on this path,
-        a refused read, and a few dozen reads of what came at most.
+        The refused parser kept no answer it read before the bytes it refused: what it was
+        fed (the reads `before`, then `fed`) is read again by fresh ones, made as aiohttp makes
+        them, to find the shortest part of it that either ends the answer owed or is refused.
+        Its head had not ended before `fed` (it would have been parsed then), so it ends in
+        `fed`, and so does the answer: nothing is read again unless `fed` ends a head, nor if
+        there is more than a signer's answer to read (`_REREAD_LIMIT`); then as many reads as
+        halve `fed` down to a byte (17 for a read of 64 KiB).
         """
         params = self._params
         if params is None:  # pragma: no cover - aiohttp sets the parser up before a call
             return None
+        ends_a_head = before[-2:] + fed
+        if len(before) + len(fed) > _REREAD_LIMIT or not any(
+            part in ends_a_head for part in _HEAD_END_PARTS
+        ):
+            return None
+        unparsed = before + fed
 
         def read(size: int) -> tuple[RawResponseMessage, StreamReader] | BaseException | None:
             # The parser aiohttp makes, here left in place of the refused one.
@@ -303,7 +320,7 @@ class _PooledProtocol(ResponseHandler):
                 body = EMPTY_PAYLOAD
             return (message, body) if body.is_eof() else None
 
-        low, high = 1, len(unparsed)
+        low, high = len(before) + 1, len(unparsed)
         while low < high:
             middle = (low + high) // 2
             if read(middle) is None:

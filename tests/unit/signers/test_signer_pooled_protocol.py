@@ -6,6 +6,7 @@ import asyncio
 from unittest import mock
 
 import pytest
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
 from signing_gateway.signers.transport import _PooledProtocol
@@ -91,3 +92,43 @@ async def test_a_whole_answer_followed_by_refused_bytes_is_the_answer(reads):
     transport.close.assert_called()
     assert protocol.heard
     assert protocol.should_close
+
+
+def _parsers_made() -> mock._patch[mock.MagicMock]:
+    """Count the parsers made for the protocol (aiohttp makes one in `set_response_params`)."""
+    return mock.patch.object(
+        ResponseHandler,
+        "set_response_params",
+        autospec=True,
+        side_effect=ResponseHandler.set_response_params,
+    )
+
+
+async def test_a_refused_read_that_ends_no_head_is_not_read_again():
+    """A head refused before it ends (a line too long) leaves no answer to find: none is sought.
+
+    Each refused read of a long head was read again some 21 times, up to 1 MB each time.
+    """
+    protocol, _ = _protocol_awaiting_an_answer()
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 8000) for i in range(8))
+    with _parsers_made() as made:
+        for start in range(0, len(head), 16384):
+            protocol.data_received(head[start : start + 16384])
+        protocol.data_received(b"X-Long: " + b"a" * 9000)
+    assert made.call_count == 0
+    with pytest.raises(HttpProcessingError):
+        await protocol.read()
+
+
+async def test_a_whole_answer_after_a_long_head_is_found_by_halving_the_refused_read_only():
+    """The answer owed ends in the refused read: only that read is halved, not all that came."""
+    protocol, _ = _protocol_awaiting_an_answer()
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 8000) for i in range(8))
+    fed = b"Content-Length: 2\r\n\r\n{}GARBAGE\r\n"
+    with _parsers_made() as made:
+        protocol.data_received(head)
+        protocol.data_received(fed)
+    message, body = await protocol.read()
+    assert (message.code, await body.read()) == (200, b"{}")
+    # Halving the 31 bytes refused (the last is fed alone) takes 5 reads, then one to keep.
+    assert made.call_count <= len(fed).bit_length() + 1
