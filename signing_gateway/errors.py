@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, get_args
 
 import orjson
 
+from signing_gateway.domain.errors import MAX_ERRORS_LISTED as _DOMAIN_ERRORS_LISTED
 from signing_gateway.domain.errors import FieldError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -180,7 +181,8 @@ class GatewayError(Exception):
 DETAIL_FIELDS_NAMED = 5
 #: The most located errors a 422's `errors` lists; its `detail` counts them all. A 169 KB body
 #: of 15,000 unknown keys was answered with 15,001 errors: 964 KB, built on the event loop.
-MAX_ERRORS_LISTED = 50
+#: The domain defines it: its object rules are not asked past it (`domain.errors`).
+MAX_ERRORS_LISTED = _DOMAIN_ERRORS_LISTED
 
 
 def _naming_the_fields(errors: Sequence[FieldError], total: int) -> str:

@@ -30,6 +30,9 @@ RawRule: TypeAlias = (
     "Callable[[Mapping[str, Any]], Iterable[tuple[Loc, PydanticCustomError | ValueError]]]"
 )
 
+#: The most located errors a failed validation's answer lists (`signing_gateway.errors`).
+MAX_ERRORS_LISTED: Final = 50
+
 #: pydantic's own error types: raised again by name, they are worded as pydantic words them.
 _PYDANTIC_TYPES: Final = frozenset(get_args(ErrorType))
 
@@ -77,12 +80,15 @@ def validate_with_object_rule(
     unless one is already reported at the same location. When `handler` succeeds, the
     model's own validators have judged the object and `rule` is not asked, unless
     `when_valid`: then `rule` is the model's only statement of itself, and what it finds in a
-    valid object is refused too.
+    valid object is refused too. Nor is it asked when the fields made `MAX_ERRORS_LISTED`
+    errors or more: its errors would come after them, past those an answer lists, and reading
+    every error again to add them cost more than the validation (35 ms for 100 domestic
+    credentials of 64 unknown keys, 7,264 errors).
     """
     try:
         validated = handler(data)
     except ValidationError as exc:
-        if not isinstance(data, Mapping):
+        if not isinstance(data, Mapping) or exc.error_count() >= MAX_ERRORS_LISTED:
             raise
         errors = exc.errors()
         taken = {error["loc"] for error in errors}
