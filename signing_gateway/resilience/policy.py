@@ -19,7 +19,9 @@ the signer has answered nothing for a whole attempt timeout of waiting: a hung s
 trips the breaker however short the callers' deadlines, and an impatient caller cannot open
 the breaker of a signer that answers others, only slower than it would wait
 (docs/resilience.md). Only time with an attempt on the wire is waiting: a quiet spell, even
-after an attempt that was cut or cancelled, is not silence.
+after an attempt that was cut or cancelled, is not silence. A cancelled attempt's time is not
+waiting either: cancelled for a caller that left, a failing sibling or shutdown, it was never
+let run to the signer's answer, so it says nothing about the signer.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ class _Attempt:
 
     __slots__ = (
         "_by_deadline", "_deadline", "_outcome", "_policy", "deadline_cut", "resend_count", "scope",
+        "sent_at",
     )  # fmt: skip
 
     def __init__(
@@ -173,6 +176,7 @@ class _Attempt:
         self._deadline = deadline
         self._policy = policy
         self._outcome: SignerCallOutcome | None = None
+        self.sent_at = sent_at
         #: Read by the signer call's span (`http.request.resend_count`).
         self.resend_count = resend_count
         #: Whether the caller's deadline, rather than the attempt's own timeout, cut it.
@@ -187,7 +191,8 @@ class _Attempt:
         - "timeout": its own timer expired, or the deadline cut it while the signer has been
           silent (see `SignerPolicy.signer_silent`): a breaker failure;
         - "deadline": the caller's deadline cut it while the signer was answering: ignored;
-        - "cancelled": a failing sibling or shutdown cancelled it: ignored.
+        - "cancelled": a failing sibling, shutdown or its caller leaving cancelled it: ignored,
+          and its time on the wire is no waiting (`SignerPolicy._left_wire`).
         """
         if self._outcome is None:
             self._outcome = self._judge()
@@ -202,7 +207,7 @@ class _Attempt:
         # fired first, the deadline cut the attempt. Past it, any cancellation is its cut.
         if expired or (self._deadline is not None and now >= self._deadline):
             self.deadline_cut = True
-            return "timeout" if self._policy.signer_silent(now) else "deadline"
+            return "timeout" if self._policy.signer_silent(now, self.sent_at) else "deadline"
         return "cancelled"
 
     def cut_verdict(self) -> Verdict:
@@ -253,14 +258,13 @@ class SignerPolicy:
             clock=clock,
         )
         # The signer's silence (`signer_silent`): seconds of waiting on it since its last
-        # answer, in spans with at least one attempt on the wire. O(1) per attempt.
-        #: Attempts sent and not yet ended (answered, failed, cut or cancelled).
-        self._on_wire = 0
-        #: Waiting in spans already closed (nothing on the wire at their end).
+        # answer, in the time the attempts that ended unanswered and not cancelled were on
+        # the wire, each instant counted once however many overlap. O(1) per attempt.
+        #: Waiting counted so far, up to `_counted_until`.
         self._waited = 0.0
-        #: Start of the span under way while `_on_wire`: its first send, or the signer's last
-        #: answer or breaker transition if later.
-        self._waiting_since = 0.0
+        #: The end of the last attempt counted, or the signer's last answer or breaker
+        #: transition if later: time before it is counted in `_waited` or is not waiting.
+        self._counted_until = 0.0
         if metrics is not None:
             # Read at each scrape: an open period ends by the clock, not by an event, and the
             # breaker notices that only when asked (`CircuitBreaker.state`). Set at each
@@ -268,32 +272,39 @@ class SignerPolicy:
             breaker = self.breaker
             metrics.breaker_state.labels(signer).set_function(lambda: breaker.state.level)
 
-    def signer_silent(self, now: float) -> bool:
+    def signer_silent(self, now: float, sent_at: float) -> bool:
         """Whether the signer has answered nothing for at least one attempt timeout.
 
-        That is: since its last HTTP answer of any kind (a success, a refusal, an error
-        status), the gateway has had an attempt on the wire to it for a total of
+        Asked at `now` of an attempt sent at `sent_at`, cut by its caller's deadline. That
+        is: since its last HTTP answer of any kind (a success, a refusal, an error status),
+        the gateway has had attempts on the wire to it, this one included, for a total of
         `attempt_timeout_seconds` or more. A patient caller's attempt would have timed out by
         now and been counted; a signer slower than an impatient caller's deadline but
         answering the others is not silent. Time with nothing on the wire does not count: a
         quiet spell gives the signer nothing to answer, whatever attempt was cut or
-        cancelled before it.
+        cancelled before it. Nor does the time of a cancelled attempt (`_left_wire`): its
+        caller gone, it was stopped before the signer could answer, and a slow signer whose
+        callers leave before its answer would otherwise look hung to the next impatient one.
         """
-        waited = self._waited
-        if self._on_wire:
-            waited += now - self._waiting_since
+        waited = self._waited + max(0.0, now - max(sent_at, self._counted_until))
         return waited >= self.settings.attempt_timeout_seconds
 
-    def _sent(self, now: float) -> None:
-        """An attempt went on the wire at `now`: a span of waiting starts if none was under way."""
-        if not self._on_wire:
-            self._waiting_since = now
-        self._on_wire += 1
+    def _left_wire(self, attempt: _Attempt, now: float, *, cancelled: bool) -> None:
+        """`attempt` ended at `now`: its time on the wire is waiting unless it was cancelled.
+
+        Attempts leave the wire in time order, so counting from `_counted_until` counts
+        each instant once; an attempt that outlives a later one counts only from that one's
+        end (the silence is then under-, never over-counted).
+        """
+        if cancelled:
+            return
+        self._waited += max(0.0, now - max(attempt.sent_at, self._counted_until))
+        self._counted_until = max(self._counted_until, now)
 
     def _silence_ends(self, now: float) -> None:
         """The signer answered (or the breaker moved) at `now`: silence counts afresh."""
         self._waited = 0.0
-        self._waiting_since = now
+        self._counted_until = now
 
     def _on_transition(self, to: BreakerState) -> None:
         # Silence from before the transition says nothing about the trials that follow: an
@@ -402,7 +413,6 @@ class SignerPolicy:
                 # this path is held for the whole signer wait of each call in flight.
                 sent_at = loop.time()
                 attempt = _Attempt(self, sent_at, deadline, resend_count)
-                self._sent(sent_at)
                 if retry is None:
                     # A first attempt earns its share of a retry once it is sent: a call the
                     # breaker, the bulkhead or the deadline refused sent the signer nothing.
@@ -411,6 +421,7 @@ class SignerPolicy:
                     # Here, not when planned: the breaker, the bulkhead or a cancellation
                     # during the backoff stops a planned retry before anything is sent.
                     self._retry_sent(retry, endpoint)
+                cancelled = False
                 try:
                     async with attempt.scope:
                         # Set inside the scope: its timer handle copies the context when it
@@ -425,12 +436,14 @@ class SignerPolicy:
                             "attempt timed out", signer=self.signer, endpoint=endpoint
                         ) from exc
                     raise
+                except asyncio.CancelledError:
+                    # Judged while it is still on the wire, as the call metric judges it.
+                    cancelled = attempt.cut_outcome() == "cancelled"
+                    raise
                 finally:
                     attempt_var.set(None)
                     # However it ended, it left the wire.
-                    self._on_wire -= 1
-                    if not self._on_wire:
-                        self._waited += loop.time() - self._waiting_since
+                    self._left_wire(attempt, loop.time(), cancelled=cancelled)
         except SignerError as exc:
             self._record_error(permit, attempt, exc, endpoint)
             raise

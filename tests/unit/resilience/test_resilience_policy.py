@@ -609,6 +609,37 @@ async def test_hung_signer_under_overlapping_short_calls_opens_the_breaker(telem
     assert _outcomes(telemetry)["timeout"] == 3
 
 
+async def _left_after(policy: SignerPolicy, slow: Signer, seconds: float) -> None:
+    call = asyncio.create_task(_call_within(policy, 2.0, slow))
+    await asyncio.sleep(seconds)
+    call.cancel()  # its caller left, as the gateway's HTTP protocol cancels its request
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+
+async def test_callers_that_leave_do_not_make_a_slow_signer_silent(telemetry):
+    """Attempts cancelled for callers who left are no waiting: the impatient cuts are ignored.
+
+    A caller arrives every 0.1 s and leaves after 0.2 s, before the 0.4 s signer answers, so
+    some attempt is always on the wire and none is answered; the four impatient cuts between
+    them wait 0.4 s in all, less than an attempt timeout.
+    """
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
+    slow = Signer(0.4)
+    leavers = []
+    for tick in range(16):
+        leavers.append(asyncio.create_task(_left_after(policy, slow, 0.2)))
+        if tick >= 6 and tick % 3 == 0:
+            with pytest.raises(DeadlineExceeded):  # an impatient caller, cut in 0.1 s
+                await _call_within(policy, 0.1, slow)
+        else:
+            await asyncio.sleep(0.1)
+    await asyncio.gather(*leavers)
+    assert policy.breaker.state is BreakerState.CLOSED
+    assert await _call_within(policy, 2.0, slow) == "ok"
+    assert _outcomes(telemetry) == {"cancelled": 16, "deadline": 4, "ok": 1}
+
+
 async def test_silence_from_before_the_breaker_opened_does_not_reopen_it(telemetry):
     """A trial cut by an impatient caller is judged on the silence since the breaker moved."""
     policy = _policy_counting(telemetry, attempt_timeout_seconds=0.3, breaker_open_seconds=0.1)
