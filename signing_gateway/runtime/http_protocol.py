@@ -62,7 +62,10 @@ the bytes counted so far.
 **A caller that leaves.** When the connection is lost (closed or reset by the caller, or
 half-closed: asyncio closes the transport at the end of its input) while a request's answer
 is under way, that request's task is cancelled, its signer call with it
-(`_start_asgi_task`). uvicorn only marks it disconnected, and drops its answer once written.
+(`_start_asgi_task`). uvicorn only marks it disconnected, and drops its answer once written;
+and with a request pipelined behind it, uvicorn marks that one instead, so the cancelled
+request's own cycle is marked here, or uvicorn would log it as an app that returned without
+answering (an error at any caller's will) and write a 500 into the closed connection.
 
 The head's clock is one timer per connection, moved lazily: a request that starts while the
 timer is set only notes its deadline, and the timer, when it rings early, sets itself again
@@ -243,6 +246,7 @@ class _HeadBound:
         "answer_transport",
         "begun",
         "connection",
+        "cycle",
         "fields",
         "head_complete",
         "head_deadline",
@@ -297,6 +301,9 @@ class _HeadBound:
         #: The app's task for the request whose answer is under way (None: none is), to be
         #: cancelled if the connection is lost before that answer is complete.
         self.task: asyncio.Task[None] | None = None
+        #: That request's answer cycle. Not always uvicorn's `cycle`: that is the last request
+        #: read, which may be one pipelined behind it, waiting its turn.
+        self.cycle: RequestResponseCycle | None = None
 
 
 class _AnswerTransport:
@@ -386,7 +393,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         # Nobody is left to answer: the request's work stops now (see `_start_asgi_task`).
         task, self._bound.task = self._bound.task, None
-        if task is not None:
+        cycle, self._bound.cycle = self._bound.cycle, None
+        if task is not None and cycle is not None:
+            # uvicorn marked only its last cycle disconnected: one pipelined behind this one
+            # when there is such. Unmarked, this request, ended by the cancellation with
+            # nothing sent, would be taken for an app that returned without answering: an
+            # error logged, and a 500 written into the closed connection.
+            self._end_for_app(cycle)
             task.cancel()
 
     def data_received(self, data: bytes) -> None:
@@ -491,8 +504,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         bulkhead slot, its CPU permit and its in-flight count, and no retry is sent for it.
         uvicorn alone only marks the request disconnected and drops its answer once written:
         the work went on for nobody, up to the request's deadline. Kept in the connection's
-        `_HeadBound` slot, as uvicorn keeps nothing per request that names the task: one
-        attribute set per request, no object.
+        `_HeadBound` slots with its answer cycle, as uvicorn keeps nothing per request that
+        names the task: two attributes set per request, no object.
         """
         if self.config.reset_contextvars:
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
@@ -501,6 +514,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
         self._bound.task = task
+        self._bound.cycle = cycle
 
     def on_response_complete(self) -> None:
         """Go on as uvicorn does, unless lingering: then no keep-alive and no next request.
@@ -510,7 +524,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         A refusal put off behind the answers being written is sent once the last of them is
         whole (see `_refuse`); those answers kept the connection, as the refusal closes it.
         """
-        self._bound.task = None
+        self._bound.task = self._bound.cycle = None
         if self._bound.lingering:
             self.server_state.total_requests += 1  # as uvicorn counts an answered request
             return
@@ -771,7 +785,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     @staticmethod
     def _end_for_app(cycle: RequestResponseCycle) -> bool:
-        """End a request the app has, or will have (its body is not HTTP/1.1); may it be answered?
+        """End a request the app has, or will have; may it be answered?
+
+        For a connection lost, or a body that is not HTTP/1.1.
 
         For the app its caller is gone, as when the connection is lost: it reads no more and
         writes nothing. Once its answer has begun, another would be read as part of it.

@@ -206,6 +206,59 @@ async def test_callers_that_leave_free_their_signer_slots_at_once(
     assert {line["outcome"] for line in gone} == {"disconnected"}
 
 
+def _sum(metrics_text: str, family: str) -> float:
+    """The sum of the samples of `family` in a /metrics text."""
+    pattern = rf"^{family}(?:\{{[^}}]*\}})? (\S+)$"
+    return sum(float(v) for v in re.findall(pattern, metrics_text, re.MULTILINE))
+
+
+async def test_a_pipelining_caller_that_leaves_is_a_caller_gone_without_an_error(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess], tmp_path: Path
+) -> None:
+    """Two requests in one write, then the caller leaves: the first is cancelled, none is an error.
+
+    The first is counted and logged `disconnected` once, and its record says `cancelled`; the
+    one queued behind it never ran. Before, uvicorn logged "ASGI callable returned without
+    starting response." at ERROR for the first, and wrote a 500 into the closed connection:
+    it had marked only the queued request's cycle disconnected.
+    """
+    eu, _ = fakes
+    disconnected = r'gateway_responses_sent_total\{route="/v1/dcc",status_class="disconnected"\}'
+    async with served(fakes, tmp_path) as gateway:
+        set_control(eu, latencyMs=3000)
+        with logged_as_written() as logged:
+            _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            writer.write(
+                request_bytes("/v1/dcc", examples.EU_VACCINATION, "first")
+                + request_bytes("/v1/dcc", examples.EU_VACCINATION, "queued")
+            )
+            await writer.drain()
+            await until_signer_has(eu, 1)
+            writer.close()
+            await gateway.ended()
+            counted = await gateway.metric(disconnected)
+            text = (await gateway.client.get("/metrics")).text
+        lines = logged()
+        records = gateway.records()
+    assert not [line for line in lines if line["level"] in {"error", "critical"}], lines
+    assert counted == 1
+    # Every request received is answered or counted gone, but the scrape itself.
+    assert _sum(text, "gateway_requests_received_total") == _sum(
+        text, "gateway_responses_sent_total"
+    ) + _sum(text, "gateway_requests_in_progress")
+    assert _sum(text, "gateway_requests_in_progress") == 1
+    access = [
+        (line["request_id"], line["outcome"])
+        for line in lines
+        if line["logger"] == "signing_gateway.access" and line["request_id"] in {"first", "queued"}
+    ]
+    assert access == [("first", "disconnected")]
+    [record] = records["first"]
+    assert (record["outcome"], record["status"]) == ("cancelled", None)
+    assert "queued" not in records
+    await until(lambda: totals(eu, "get_credential").get("cancelled") == 1)
+
+
 async def test_no_retry_is_sent_for_a_caller_that_left(
     fakes: tuple[FakeSignerProcess, FakeSignerProcess], tmp_path: Path
 ) -> None:
