@@ -84,8 +84,9 @@ class IssuanceAudit:
             "items": [],
         }
         self._items: dict[str, dict[str, Any]] = {}
-        #: A released issuance: its record and that record's write (see `answered`).
-        self._released: tuple[dict[str, Any], QueuedRecord] | None = None
+        #: A released issuance: its record, that record's write, and whether the record
+        #: stands even while still queued (see `answered`).
+        self._released: tuple[dict[str, Any], QueuedRecord, bool] | None = None
         #: What the caller should do if the issued credentials are withheld for want of an
         #: audit record (set by a route whose success used something up, such as a session).
         self.advice_if_withheld: str | None = None
@@ -237,12 +238,14 @@ class IssuanceAudit:
                 raise
             # Its caller left while the record was on its way: issued, and delivered to
             # nobody, as when the caller leaves once it is written (`answered`, told None).
+            # The `issued` record stands, queued or not: the signer signed, the gateway
+            # verified, and only the delivery failed.
             trail.log(record)
-            self._released = (record, queued)
+            self._released = (record, queued, True)
             raise
         if written or not trail.fail_closed:
             trail.log(record)  # written, or failing open: released (a failure was counted)
-            self._released = (record, queued)
+            self._released = (record, queued, False)
             return
         # Nothing is released: the record says so, in the file if it can still get there.
         withheld = {
@@ -269,16 +272,18 @@ class IssuanceAudit:
         record follows the `issued` one, as a `withheld` one would (`AuditTrail.supersede`): it
         is logged, and queued for the writer thread without waiting, so the answer, sent
         already, waits on nothing. Nothing is recorded for an answer that went out, nor for an
-        attempt that released nothing (its record says what was answered).
+        attempt that released nothing (its record says what was answered). An `issued` record
+        still queued (failing open, its write timed out) is replaced, as by any correction;
+        not one whose caller left while it was on its way (`__aexit__`): that one stands.
         """
         released = self._released
         if released is None or status == released[0]["status"]:
             return
         self._released = None  # one correction per record
-        record, queued = released
+        record, queued, stands = released
         undelivered = {**record, "outcome": UNDELIVERED, "status": None, "problemType": None}
         self._trail.log(undelivered)
-        self._trail.supersede(queued, undelivered)
+        self._trail.supersede(queued, undelivered, keep=stands)
 
 
 # `async def` although it awaits nothing: FastAPI runs a plain `def` dependency in a worker

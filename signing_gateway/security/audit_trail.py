@@ -467,11 +467,14 @@ class AuditTrail:
         self.log(record)
         self.queue(record)
 
-    def supersede(self, queued: QueuedRecord, record: dict[str, Any]) -> None:
+    def supersede(
+        self, queued: QueuedRecord, record: dict[str, Any], *, keep: bool = False
+    ) -> None:
         """Have `record` replace `queued` in the file: the answer changed while it waited.
 
-        Still queued, `queued` is written as `record` instead; taken by the writer already,
-        `record` is queued after it (unless that write failed: nothing stands to correct),
+        Still queued, `queued` is written as `record` instead, unless `keep`: it then stands,
+        and `record` follows it; taken by the writer already, `record` is queued after it
+        (unless that write failed: nothing stands to correct),
         even past `max_pending`: a stalled disk fills the queue, and refusing the correction
         then would leave the file saying what the caller was not answered. Each queued record
         has at most one correction, so the queue stays within twice `max_pending`.
@@ -481,7 +484,7 @@ class AuditTrail:
             return
         line = orjson.dumps(record) + b"\n"
         with self._lock:
-            if not queued.taken:
+            if not queued.taken and not keep:
                 queued.line = line
                 return
             stands = not queued.done or queued.ok

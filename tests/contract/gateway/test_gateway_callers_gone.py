@@ -72,9 +72,10 @@ class Served:
     async def ended(self) -> None:
         """Wait until no request is in progress (but the scrape) and every record is written."""
         await until_answered(lambda: self.metric("gateway_requests_in_progress"), lambda n: n == 1)
-        await until_answered(self._audit_pending, lambda pending: pending == 0, limit=15)
+        await until_answered(self.audit_pending, lambda pending: pending == 0, limit=15)
 
-    async def _audit_pending(self) -> int:
+    async def audit_pending(self) -> int:
+        """Audit records queued and not yet written (`/readyz`)."""
         pending: int = (await self.client.get("/readyz")).json()["audit"]["pendingWrites"]
         return pending
 
@@ -315,6 +316,41 @@ async def test_a_caller_gone_while_its_issued_record_is_written_is_recorded_unde
         await gateway.ended()
         records = gateway.records()
     assert totals(eu, "get_credential") == {"ok": 1}
+    issued, undelivered = records["gone"]
+    assert issued["outcome"] == "issued"
+    assert undelivered == {**issued, "outcome": "undelivered", "status": None, "problemType": None}
+
+
+async def test_an_issued_record_queued_when_its_caller_left_stands_in_the_file(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its `issued` record still queued behind another's write when the caller left: both stay.
+
+    The file says `issued`, then `undelivered`, as the log does. Before, the `undelivered`
+    record took the queued `issued` one's place: the file held `undelivered` alone.
+    """
+    disk = StalledDisk()
+    disk.install(monkeypatch)
+    async with served(fakes, tmp_path) as gateway:
+        reader, writer = await send_and_wait(
+            gateway.port, "/v1/dcc", examples.EU_VACCINATION, "stays"
+        )
+        await until(lambda: disk.files[0].started == 1, limit=10)  # its record holds the disk
+        _, leaver = await send_and_wait(gateway.port, "/v1/dcc", examples.EU_VACCINATION, "gone")
+        await until_answered(gateway.audit_pending, lambda pending: pending == 2)
+        leaver.close()
+        await until_answered(
+            lambda: gateway.metric("gateway_requests_in_progress"), lambda n: n == 2
+        )
+        disk.release()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        await gateway.ended()
+        records = gateway.records()
+    assert status_line.startswith(b"HTTP/1.1 200")
+    assert [record["outcome"] for record in records["stays"]] == ["issued"]
     issued, undelivered = records["gone"]
     assert issued["outcome"] == "issued"
     assert undelivered == {**issued, "outcome": "undelivered", "status": None, "problemType": None}
