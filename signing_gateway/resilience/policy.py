@@ -44,6 +44,7 @@ from signing_gateway.resilience.breaker import (
 )
 from signing_gateway.resilience.bulkhead import Bulkhead, BulkheadFull
 from signing_gateway.resilience.retry import RetryBudget, backoff_delay
+from signing_gateway.resilience.silence import Silence
 from signing_gateway.settings import ResilienceSettings
 from signing_gateway.signers.errors import (
     SignerConnectionLostError,
@@ -257,14 +258,8 @@ class SignerPolicy:
             window_seconds=settings.retry_budget_window_seconds,
             clock=clock,
         )
-        # The signer's silence (`signer_silent`): seconds of waiting on it since its last
-        # answer, in the time the attempts that ended unanswered and not cancelled were on
-        # the wire, each instant counted once however many overlap. O(1) per attempt.
-        #: Waiting counted so far, up to `_counted_until`.
-        self._waited = 0.0
-        #: The end of the last attempt counted, or the signer's last answer or breaker
-        #: transition if later: time before it is counted in `_waited` or is not waiting.
-        self._counted_until = 0.0
+        #: The signer's silence (`signer_silent`).
+        self._silence = Silence(settings.attempt_timeout_seconds)
         if metrics is not None:
             # Read at each scrape: an open period ends by the clock, not by an event, and the
             # breaker notices that only when asked (`CircuitBreaker.state`). Set at each
@@ -282,29 +277,22 @@ class SignerPolicy:
         now and been counted; a signer slower than an impatient caller's deadline but
         answering the others is not silent. Time with nothing on the wire does not count: a
         quiet spell gives the signer nothing to answer, whatever attempt was cut or
-        cancelled before it. Nor does the time of a cancelled attempt (`_left_wire`): its
-        caller gone, it was stopped before the signer could answer, and a slow signer whose
-        callers leave before its answer would otherwise look hung to the next impatient one.
+        cancelled before it. Nor does the time of a cancelled attempt (`resilience.silence`):
+        its caller gone, it was stopped before the signer could answer, and a slow signer
+        whose callers leave before its answer would otherwise look hung to the next
+        impatient one.
         """
-        waited = self._waited + max(0.0, now - max(sent_at, self._counted_until))
+        waited = self._silence.waited(now, sent_at)
         return waited >= self.settings.attempt_timeout_seconds
 
     def _left_wire(self, attempt: _Attempt, now: float, *, cancelled: bool) -> None:
-        """`attempt` ended at `now`: its time on the wire is waiting unless it was cancelled.
-
-        Attempts leave the wire in time order, so counting from `_counted_until` counts
-        each instant once; an attempt that outlives a later one counts only from that one's
-        end (the silence is then under-, never over-counted).
-        """
-        if cancelled:
-            return
-        self._waited += max(0.0, now - max(attempt.sent_at, self._counted_until))
-        self._counted_until = max(self._counted_until, now)
+        """`attempt` ended at `now`: its time on the wire is waiting unless it was cancelled."""
+        if not cancelled:
+            self._silence.add(attempt.sent_at, now)
 
     def _silence_ends(self, now: float) -> None:
         """The signer answered (or the breaker moved) at `now`: silence counts afresh."""
-        self._waited = 0.0
-        self._counted_until = now
+        self._silence.ends(now)
 
     def _on_transition(self, to: BreakerState) -> None:
         # Silence from before the transition says nothing about the trials that follow: an
