@@ -179,20 +179,22 @@ class GatewayError(Exception):
 
 #: The most fields a validation failure's `detail` names.
 DETAIL_FIELDS_NAMED = 5
-#: The most located errors a 422's `errors` lists; its `detail` counts them all. A 169 KB body
-#: of 15,000 unknown keys was answered with 15,001 errors: 964 KB, built on the event loop.
-#: The domain defines it: its object rules are not asked past it (`domain.errors`).
+#: The most located errors a 422's `errors` lists; its `detail` counts them. A 169 KB body of
+#: 15,000 unknown keys was answered with 15,001 errors: 964 KB, built on the event loop.
+#: The domain defines it: its object rules are not asked past it (`domain.errors`), so a
+#: body's count from there on is a lower bound, and its detail says "at least".
 MAX_ERRORS_LISTED = _DOMAIN_ERRORS_LISTED
 
 
-def _naming_the_fields(errors: Sequence[FieldError], total: int) -> str:
+def _naming_the_fields(errors: Sequence[FieldError], total: int, *, at_least: bool) -> str:
     """A 422's detail: the one error where it is, or where each is (the first few).
 
     `body.dcc.v.0.dn: Input should be a valid integer`, or `3 validation errors, at
     body.dcc.ver, body.dcc.nam and body.dcc.dob`: a caller reading the detail alone (a log
     line, a client that shows it) learns which field to fix. The messages are the ones
     `errors` carries, personal data already withheld from them. `total` counts every error,
-    the ones `errors` leaves out too (it then says how many it lists).
+    the ones `errors` leaves out too (it then says how many it lists); `at_least` when some
+    rules were not checked, so that there may be more: "at least 50 validation errors, ...".
     """
     locations = [".".join(map(str, error.loc)) or "the request" for error in errors]
     if not errors:
@@ -203,8 +205,9 @@ def _naming_the_fields(errors: Sequence[FieldError], total: int) -> str:
     if total > len(named):
         named.append(f"{total - len(named)} more")
     listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
-    detail = f"{total} validation errors, at {listed}"
-    if total > len(errors):
+    counted = f"at least {total}" if at_least else str(total)
+    detail = f"{counted} validation errors, at {listed}"
+    if at_least or total > len(errors):
         detail += f"; errors lists the first {len(errors)}"
     return detail
 
@@ -217,17 +220,23 @@ class RequestInvalid(GatewayError):
     title = "Request validation failed"
 
     def __init__(
-        self, errors: Sequence[FieldError], detail: str | None = None, *, total: int | None = None
+        self,
+        errors: Sequence[FieldError],
+        detail: str | None = None,
+        *,
+        total: int | None = None,
+        at_least: bool = False,
     ) -> None:
         """Carry the located errors, the first `MAX_ERRORS_LISTED` of them.
 
         `total` is how many there were in all, when `errors` holds only the first ones (a
-        body's validation lists no more: `api.bodies.read_body`). The detail names where they
-        are and counts them all, unless one is given.
+        body's validation lists no more: `api.bodies.read_body`); `at_least` when that count
+        may miss some, because rules were not checked. The detail names where they are and
+        counts them, unless one is given.
         """
         listed = list(errors[:MAX_ERRORS_LISTED])
         total = len(errors) if total is None else max(total, len(errors))
-        super().__init__(detail or _naming_the_fields(listed, total))
+        super().__init__(detail or _naming_the_fields(listed, total, at_least=at_least))
         self.errors = listed
         self.total = total
 

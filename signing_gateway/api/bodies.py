@@ -11,7 +11,8 @@ the signer): 59.3 -> 53.8 KB of Python allocations per request.
 
 Validation fails as FastAPI's would: a `RequestValidationError` (`BodyInvalid`), locations
 under `"body"`, a missing body as `missing`; but it carries only the first `MAX_ERRORS_LISTED`
-errors and the count of all, since only those are answered: a body of 15,000 unknown keys
+errors and the count of all (from that many on, of at least all: the rules over several
+fields were not all checked), since only those are answered: a body of 15,000 unknown keys
 made 15,001 errors, and turning each into a dict (and then into the answer) took longer than
 validating it. The body is documented as FastAPI would document it:
 `body_doc` gives the route's `openapi_extra`, and `document_schemas` adds the body models'
@@ -61,9 +62,15 @@ class BodyInvalid(RequestValidationError):
     """Raised when a body fails validation: its first errors, and how many there were in all."""
 
     def __init__(self, errors: list[dict[str, Any]], *, total: int) -> None:
-        """Carry `errors` (the first ones, at most `MAX_ERRORS_LISTED`) and the `total`."""
+        """Carry `errors` (the first ones, at most `MAX_ERRORS_LISTED`) and the `total`.
+
+        From `MAX_ERRORS_LISTED` errors on, `total` is a lower bound (`at_least`): an object
+        whose fields made that many was not checked against its rules over several fields
+        (`domain.errors.validate_with_object_rule`), so their errors are not counted.
+        """
         super().__init__(errors)
         self.total = total
+        self.at_least = total >= MAX_ERRORS_LISTED
 
 
 async def read_body(request: Request, model: type[Model]) -> Model:

@@ -120,8 +120,11 @@ async def _on_gateway_error(request: Request, exc: Exception) -> Response:
 
 async def _on_request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
-    total = exc.total if isinstance(exc, BodyInvalid) else None  # it lists the first errors only
-    return render_gateway_error(request, RequestInvalid(_pydantic_fields(exc), total=total))
+    if not isinstance(exc, BodyInvalid):
+        return render_gateway_error(request, RequestInvalid(_pydantic_fields(exc)))
+    # It lists the first errors only, and from there on may not count them all.
+    refused = RequestInvalid(_pydantic_fields(exc), total=exc.total, at_least=exc.at_least)
+    return render_gateway_error(request, refused)
 
 
 async def _on_domain_validation(request: Request, exc: Exception) -> Response:

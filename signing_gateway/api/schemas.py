@@ -323,7 +323,8 @@ class Problem(BaseModel):
     unfinished_parts: list[str] | None = Field(default=None, alias="unfinishedParts")
     errors: list[ProblemFieldOut] | None = Field(
         default=None,
-        description="Each located error of a 422, the first 50 at most; `detail` counts them all",
+        description="Each located error of a 422, the first 50 at most; `detail` counts them, "
+        "and says `at least` from 50 on: the rules over several fields are then not all checked",
     )
 
 

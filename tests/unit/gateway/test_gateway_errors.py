@@ -140,10 +140,27 @@ def test_a_validation_failure_lists_its_first_fifty_errors_and_counts_them_all()
         "120 validation errors, at body.k0, body.k1, body.k2, body.k3, body.k4 and 115 more; "
         "errors lists the first 50"
     )
-    given_first = RequestInvalid(errors[:50], total=15001)
+    given_first = RequestInvalid(errors[:50], total=120)
     assert len(given_first.extensions()["errors"]) == 50
-    assert given_first.detail.startswith("15001 validation errors, at body.k0")
-    assert given_first.detail.endswith("and 14996 more; errors lists the first 50")
+    assert given_first.detail.startswith("120 validation errors, at body.k0")
+    assert given_first.detail.endswith("and 115 more; errors lists the first 50")
+
+
+def test_a_validation_failure_that_may_miss_errors_says_at_least():
+    """Pin "at least N" and the note on `errors` when rules went unchecked, even at exactly 50.
+
+    At 50 errors the detail said "50 validation errors ... and 45 more" with no note, so a
+    caller took the list for complete while the rules over several fields were never asked.
+    """
+    errors = [
+        FieldError(loc=("body", f"k{i}"), msg="Extra inputs are not permitted") for i in range(50)
+    ]
+    refused = RequestInvalid(errors, total=50, at_least=True)
+    assert refused.detail == (
+        "at least 50 validation errors, at body.k0, body.k1, body.k2, body.k3, body.k4 and "
+        "45 more; errors lists the first 50"
+    )
+    assert RequestInvalid(errors, total=50).detail.startswith("50 validation errors, at body.k0")
 
 
 def test_a_validation_error_located_nowhere_is_named_the_request():
