@@ -62,7 +62,7 @@ A request with a streamed body (none of the gateway's) takes the library's own p
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httpx
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector
@@ -212,7 +212,7 @@ class _PooledProtocol(ResponseHandler):
     _answer: StreamReader | None = None
     #: The reads fed to the parser since it was made, while the answer owed's head is not in.
     _unparsed: tuple[bytes, ...] = ()
-    #: `set_response_params`' options, which made the parser.
+    #: `set_response_params`' options but the call's timer, which made the parser (shared).
     _params: Mapping[str, Any] | None = None
     #: While a read's first part is fed: the parser's refusal of it, held (see `set_exception`).
     _holding = False
@@ -222,8 +222,11 @@ class _PooledProtocol(ResponseHandler):
         """Set up the parser for the next answer, which is now the one owed."""
         self._answer = None
         self._unparsed = ()
-        self._params = kwargs
-        super().set_response_params(**kwargs)
+        timer = kwargs.pop("timer", None)
+        # Kept for `_answer_before`, one copy for every call that gives the same options: each
+        # call's own (~270 B) was held as long as its connection, every call in flight.
+        self._params = _shared_options(kwargs)
+        super().set_response_params(timer=timer, **kwargs)
 
     def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
         """Queue a parsed answer as aiohttp does; a final one is the answer owed."""
@@ -329,6 +332,23 @@ class _PooledProtocol(ResponseHandler):
                 high = middle
         found = read(low)
         return found if isinstance(found, tuple) else None
+
+
+#: `set_response_params`' options (the timer aside) as calls gave them, shared (`_shared_options`).
+_OPTIONS_SEEN: dict[tuple[object, ...], Mapping[str, Any]] = {}
+#: Distinct option sets kept at most; aiohttp gives a handful (a method with or without a body).
+_OPTIONS_KEPT: Final = 32
+
+
+def _shared_options(options: dict[str, Any]) -> Mapping[str, Any]:
+    """The one kept mapping equal to `options` (hashable values): `options` if it is new."""
+    key = (*options, *options.values())  # one tuple: names, then values
+    seen = _OPTIONS_SEEN.get(key)
+    if seen is None:
+        if len(_OPTIONS_SEEN) >= _OPTIONS_KEPT:
+            _OPTIONS_SEEN.clear()
+        seen = _OPTIONS_SEEN[key] = options
+    return seen
 
 
 def _is_final(status: int) -> bool:

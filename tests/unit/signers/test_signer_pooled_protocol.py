@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import TimerNoop
 from aiohttp.http_exceptions import HttpProcessingError
 
 from signing_gateway.signers.transport import _PooledProtocol
@@ -92,6 +93,43 @@ async def test_a_whole_answer_followed_by_refused_bytes_is_the_answer(reads):
     transport.close.assert_called()
     assert protocol.heard
     assert protocol.should_close
+
+
+#: The options aiohttp's client gives `set_response_params` for a POST, its timer aside.
+CALL_OPTIONS = {
+    "skip_payload": False,
+    "read_until_eof": True,
+    "auto_decompress": False,
+    "read_timeout": None,
+    "read_bufsize": 2**16,
+    "timeout_ceil_threshold": 5,
+    "max_line_size": 8190,
+    "max_field_size": 8190,
+    "max_headers": 128,
+}
+
+
+async def test_calls_with_the_same_options_share_one_kept_copy_without_their_timer():
+    """Pin that a connection keeps no per-call copy of the parser's options, nor the timer.
+
+    The options are kept for reading an answer again (`_answer_before`). Each call's own
+    mapping (~270 B, with that call's timer) was held as long as its connection, so once per
+    call in flight at a signer (bench S4). The answer followed by refused bytes is still read,
+    with the options as aiohttp gives them.
+    """
+    loop = asyncio.get_running_loop()
+    protocols = [_PooledProtocol(loop=loop) for _ in range(2)]
+    for protocol in protocols:
+        transport = mock.Mock(spec=asyncio.Transport)
+        transport.is_closing.return_value = False
+        protocol.connection_made(transport)
+        protocol.set_response_params(timer=TimerNoop(), **CALL_OPTIONS)
+    first, second = protocols
+    assert first._params is second._params
+    assert first._params == CALL_OPTIONS
+    first.data_received(ANSWER + b"GARBAGE\r\n")
+    message, body = await first.read()
+    assert (message.code, await body.read()) == (200, b"{}")
 
 
 def _parsers_made() -> mock._patch[mock.MagicMock]:
