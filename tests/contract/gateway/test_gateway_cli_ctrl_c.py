@@ -18,6 +18,10 @@ pytestmark = pytest.mark.timeout(60)
 #: The line `-X importtime` writes once httpx is imported: `signing_gateway.cli` is then
 #: still importing the rest (the settings, pydantic, the domain), a few hundred ms at least.
 _HTTPX_IMPORTED = re.compile(rb"\| +httpx\n")
+#: The smallest pipe Linux makes (a page): `-X importtime` writes some 25 KB of lines between
+#: httpx's and `signing_gateway.cli`'s, so with stderr unread the imports stop well before
+#: their end, however long this process takes to press Ctrl-C once it has read httpx's line.
+_PIPE_BYTES = 4096
 
 
 @pytest.mark.parametrize("command", ["serve", "demo"])
@@ -34,6 +38,10 @@ def test_ctrl_c_while_the_command_line_is_imported_ends_it_quietly(command: str)
         [*AS_A_TERMINAL_RUNS_IT, *program, "--port", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # Held back on a busy machine after reading httpx's line, this process pressed Ctrl-C
+        # once the imports had ended (a 0.3 s pause there does it every time): `serve` was
+        # then past them, or had exited 2 (no settings), when the signal came.
+        pipesize=_PIPE_BYTES,
         env=env,
         start_new_session=True,
     )
