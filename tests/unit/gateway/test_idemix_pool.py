@@ -93,8 +93,11 @@ async def test_killed_worker_answers_unavailable_then_is_replaced(pool):
     """A killed worker fails its checks as unavailable; new workers then take checks again."""
     await check(pool)
     (pid,) = pool.worker_pids()
+    # Stopped first, the worker finishes none of them before it is killed: the three take it
+    # ~20 ms, which this process, held back on a busy machine, could let pass before the kill.
+    os.kill(pid, signal.SIGSTOP)
     running = asyncio.gather(*(check(pool) for _ in range(3)), return_exceptions=True)
-    await until(lambda: pool.snapshot()["inFlight"] > 0, interval=0)  # ~20 ms of checks
+    await until(lambda: pool.snapshot()["inFlight"] == 3)
     os.kill(pid, signal.SIGKILL)
     outcomes = await running
     assert any(isinstance(o, VerificationUnavailable) for o in outcomes), outcomes
