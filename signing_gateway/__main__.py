@@ -10,6 +10,11 @@ where it cannot propagate (a weakref callback such as an import lock's, a `__del
 reports it to `sys.unraisablehook`: the Ctrl-C would be lost, and the start would go on to
 serve. So the hook set here ends the process with that status when it sees the dropped exit.
 Nothing of a command's runs yet while the handler is set: no child process, no socket.
+
+Code that calls back into Python may also turn the exit into an error of its own: pydantic's
+schema builder, while the settings' model was built, raised a `SchemaError` that wrapped it
+(a traceback and status 1 for a Ctrl-C); or it may swallow it. So the status a Ctrl-C asked
+for is kept too, and once it came, the start ends with it whatever became of its exception.
 """
 
 from __future__ import annotations
@@ -25,8 +30,20 @@ class _CtrlC(SystemExit):
     """The exit a Ctrl-C asked for, while Python's SIGINT handler is not yet a command's."""
 
 
+#: The status each Ctrl-C taken here asked for, kept whatever becomes of its exception. (No
+#: `typing` here: until the handler is set, every import is time a Ctrl-C ends in a traceback.)
+_asked: list[int] = []
+
+
 def _exit_on_ctrl_c(signum: int, _frame: FrameType | None) -> None:
+    _asked.append(128 + signum)
     raise _CtrlC(128 + signum)
+
+
+def _end_if_ctrl_c_was_taken() -> None:
+    """Raise the exit a Ctrl-C asked for, if one came (its own exception may be lost)."""
+    if _asked:
+        raise _CtrlC(_asked[0])
 
 
 def _exit_if_ctrl_c_was_dropped(unraisable: sys.UnraisableHookArgs) -> None:
@@ -52,9 +69,14 @@ def take_ctrl_c() -> None:
 def main() -> int:
     """Take Ctrl-C as an exit with status 130 (unless ignored), then run the command line."""
     take_ctrl_c()
-    from signing_gateway import cli  # noqa: PLC0415 - only once Ctrl-C ends the process quietly
+    try:
+        from signing_gateway import cli  # noqa: PLC0415 - only once Ctrl-C ends the process quietly
 
-    return cli.main()
+        _end_if_ctrl_c_was_taken()  # its exit swallowed where it landed
+        return cli.main()
+    except BaseException:
+        _end_if_ctrl_c_was_taken()  # its exit turned into another error on the way out
+        raise
 
 
 if __name__ == "__main__":

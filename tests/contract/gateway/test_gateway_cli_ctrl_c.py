@@ -102,3 +102,57 @@ def test_ctrl_c_dropped_by_python_during_the_start_still_ends_it_quietly() -> No
     )
     printed = (completed.stdout + completed.stderr).decode(errors="replace")
     assert (completed.returncode, printed) == (130, "")
+
+
+#: Runs `signing_gateway.__main__.main` with a `signing_gateway.cli` whose import is interrupted
+#: inside code that keeps the exit from propagating as it came: `{taken}` is what that code does
+#: with it (pydantic's schema builder once turned it into a `SchemaError`).
+_CTRL_C_IN_CODE_THAT_TAKES_THE_EXIT = """
+import importlib.abc, importlib.util, signal, sys
+
+class InterruptedImport(importlib.abc.Loader):
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        try:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C pressed while a library calls back
+            for _ in range(1000):  # the loop's checks run the handler here, if not at once
+                pass
+        except BaseException as exc:
+            {taken}
+        module.main = lambda: print("the start went on", flush=True) or 0
+
+class Finder:
+    def find_spec(self, name, path, target=None):
+        if name == "signing_gateway.cli":
+            return importlib.util.spec_from_loader(name, InterruptedImport())
+        return None
+
+sys.meta_path.insert(0, Finder())
+from signing_gateway.__main__ import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize(
+    "taken",
+    ['raise RuntimeError("Error building validator") from exc', "pass"],
+    ids=["turned-into-another-error", "swallowed"],
+)
+def test_ctrl_c_whose_exit_other_code_took_still_ends_the_start_quietly(taken: str) -> None:
+    """A Ctrl-C whose exit became another error, or none, on its way out still ends it: 130.
+
+    Before, an exit turned into another error ended the start with that error's traceback and
+    status 1 (seen in 1 of 400 Ctrl-Cs during the imports: pydantic's `SchemaError` wrapping
+    it); one swallowed let the start go on.
+    """
+    code = _CTRL_C_IN_CODE_THAT_TAKES_THE_EXIT.replace("{taken}", taken)
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [*AS_A_TERMINAL_RUNS_IT, sys.executable, "-c", code],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    printed = (completed.stdout + completed.stderr).decode(errors="replace")
+    assert (completed.returncode, printed) == (130, "")
