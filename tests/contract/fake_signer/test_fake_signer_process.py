@@ -365,8 +365,24 @@ runpy.run_module("fake_signer", run_name="__main__", alter_sys=True)
 
 
 def _line_within(stream, seconds: float) -> str:
-    """The next line of `stream`, or "" if none comes within `seconds`."""
-    return stream.readline() if select.select([stream], [], [], seconds)[0] else ""
+    """The next line of `stream`, or "" if none comes within `seconds`.
+
+    Read a byte at a time from its descriptor: `readline` reads what has come, and a line it
+    read ahead waits in the stream's buffer, which neither `select` nor `communicate` sees.
+    Two lines written a few ms apart (the stop logged, then `held: after`) were read together
+    by a test held back that long, and the second was waited for in vain.
+    """
+    deadline = time.monotonic() + seconds
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+            return ""
+        byte = os.read(stream.fileno(), 1)
+        if not byte:  # the process closed it: no line to come
+            return ""
+        line += byte
+    return line.decode()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
