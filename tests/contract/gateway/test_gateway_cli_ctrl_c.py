@@ -94,14 +94,18 @@ def test_ctrl_c_dropped_by_python_during_the_start_still_ends_it_quietly() -> No
     Before, Python printed the exit as an ignored exception, with a traceback, and the start
     went on: the demo then served until killed, the Ctrl-C lost.
     """
+    assert _started_as_a_terminal_runs_it(_CTRL_C_IN_A_WEAKREF_CALLBACK) == (130, "")
+
+
+def _started_as_a_terminal_runs_it(code: str) -> tuple[int, str]:
+    """Run Python `code` as a terminal runs a command: its exit status, and all it printed."""
     completed = subprocess.run(  # noqa: S603 - our own interpreter and code
-        [*AS_A_TERMINAL_RUNS_IT, sys.executable, "-c", _CTRL_C_IN_A_WEAKREF_CALLBACK],
+        [*AS_A_TERMINAL_RUNS_IT, sys.executable, "-c", code],
         capture_output=True,
         timeout=30,
         check=False,
     )
-    printed = (completed.stdout + completed.stderr).decode(errors="replace")
-    assert (completed.returncode, printed) == (130, "")
+    return completed.returncode, (completed.stdout + completed.stderr).decode(errors="replace")
 
 
 #: Runs `signing_gateway.__main__.main` with a `signing_gateway.cli` whose import is interrupted
@@ -148,11 +152,4 @@ def test_ctrl_c_whose_exit_other_code_took_still_ends_the_start_quietly(taken: s
     it); one swallowed let the start go on.
     """
     code = _CTRL_C_IN_CODE_THAT_TAKES_THE_EXIT.replace("{taken}", taken)
-    completed = subprocess.run(  # noqa: S603 - our own interpreter and code
-        [*AS_A_TERMINAL_RUNS_IT, sys.executable, "-c", code],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    printed = (completed.stdout + completed.stderr).decode(errors="replace")
-    assert (completed.returncode, printed) == (130, "")
+    assert _started_as_a_terminal_runs_it(code) == (130, "")
