@@ -68,3 +68,38 @@ async def test_a_start_up_the_server_cancelled_is_not_reported(caplog):
     message = await _start(asyncio.CancelledError())
     assert message["message"] == ""
     assert caplog.records == []
+
+
+async def test_an_app_cancelled_once_started_before_its_shutdown_is_not_reported(caplog):
+    """A start-up stopped as it completed: cancelled while it waits for its shutdown, silently.
+
+    The server stopped waiting for the start-up, which completed meanwhile; the loop's end then
+    cancelled the lifespan waiting for its shutdown. Before, the server got the cancellation's
+    traceback as a failed shutdown and logged it (once in 250 Ctrl-Cs during `serve`'s start).
+    """
+    caplog.set_level(logging.DEBUG, logger="signing_gateway.start_up")
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+
+    app = Starlette(lifespan=lifespan)
+    report_start_up_errors(app.router)
+    sent: list[Message] = []
+    asked = [{"type": "lifespan.startup"}]
+
+    async def receive() -> Message:
+        if asked:
+            return asked.pop()
+        raise asyncio.CancelledError  # the loop's end, before any shutdown was asked
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with pytest.raises(asyncio.CancelledError):
+        await app({"type": "lifespan", "state": {}}, receive, send)
+    assert sent == [
+        {"type": "lifespan.startup.complete"},
+        {"type": "lifespan.shutdown.failed", "message": ""},
+    ]
+    assert caplog.records == []
