@@ -1,8 +1,8 @@
 """A real `redis-server` for tests: on a free 127.0.0.1 port, in a directory of its own.
 
-Started with no configuration file and nothing kept on disk (`--save "" --appendonly no`);
-ready once it answers PING, checked with a bare RESP exchange (not the client library the
-gateway uses). A test can take it away mid-test, as an outage does::
+Started with no configuration file and nothing kept on disk (`--save "" --appendonly no`),
+syncing a new replica at once; ready once it answers PING, checked with a bare RESP exchange
+(not the client library the gateway uses). A test can take it away mid-test, as an outage does::
 
     with running_redis_server() as redis:
         redis.pause()  # SIGSTOP: connections stay open, nothing answers
@@ -151,6 +151,10 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self.directory),
             "--daemonize", "no",
+            # A primary starts a replica's first sync at once, not after the default 5 s it
+            # waits for more replicas to share it: that wait took half of a test's 10 s for
+            # replication to come up, and five seconds of every test that replicates.
+            "--repl-diskless-sync-delay", "0",
             *self.options,
         ]  # fmt: skip
         config = [] if self.config is None else [str(self.config)]
