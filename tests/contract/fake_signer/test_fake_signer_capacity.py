@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests.contract.fake_signer.signer_wire import eu_body, wait_for
+from tests.support.core_wait import THIS_THREAD, Latencies, main_thread
 
 
 async def gate(client, *, capacity, overflow, latency_ms):
@@ -22,20 +23,26 @@ async def gate(client, *, capacity, overflow, latency_ms):
     response.raise_for_status()
 
 
-async def test_queue_overflow_caps_in_flight(client):
-    """Capacity 10 + queue: 50 requests at 200 ms all succeed in ~5 waves, peak exactly 10."""
+async def test_queue_overflow_caps_in_flight(signer, client):
+    """Capacity 10 + queue: 50 requests at 200 ms all succeed in ~5 waves, peak exactly 10.
+
+    The waves take at least 5 latencies of wall time, and less than 1.8 s once the time the
+    signer's loop and this client waited for a core is taken out: 50 signings and their HTTP
+    on a machine shared with other work once took 2.5 s of wall time, the waves included.
+    """
     await gate(client, capacity=10, overflow="queue", latency_ms=200)
-    started = time.monotonic()
-    responses = await asyncio.gather(
-        *(client.post("/get_credential", json=eu_body()) for _ in range(50))
-    )
-    wall = time.monotonic() - started
+    burst = Latencies((main_thread(signer.process.pid), THIS_THREAD))
+    with burst.timed():
+        responses = await asyncio.gather(
+            *(client.post("/get_credential", json=eu_body()) for _ in range(50))
+        )
     assert [r.status_code for r in responses] == [200] * 50
     stats = (await client.get("/_stats")).json()
     assert stats["peakInFlight"] == 10
     assert stats["inFlight"] == 0
     assert stats["queued"] == 0
-    assert 0.95 <= wall < 1.8, wall
+    assert burst.wall[0] >= 0.95, burst.slowest(1)
+    assert burst.served()[0] < 1.8, burst.slowest(1)
 
 
 async def test_a_short_latency_is_waited_too(client):
