@@ -27,6 +27,7 @@ from tests.contract.fake_signer.signer_wire import (
     verify_with_pycose,
     wait_for,
 )
+from tests.support.core_wait import THIS_THREAD, Latencies, main_thread
 
 FAULT = "X-Fake-Signer-Fault"
 
@@ -157,19 +158,24 @@ async def test_wrong_kid_is_signed_by_the_right_key(client):
     assert verify_with_pycose(credential, dsc)
 
 
-async def test_slow_body_trickles(client):
-    """`slow-body=<ms>` sends headers at once and the complete, valid body over that time."""
+async def test_slow_body_trickles(signer, client):
+    """`slow-body=<ms>` sends headers at once and the complete, valid body over that time.
+
+    "At once" is judged less the time the signer's loop and this client waited for a core,
+    which a machine shared with other work adds to the wall time (see the queue test).
+    """
     started = time.monotonic()
     request = client.build_request(
         "POST", "/get_credential", json=eu_body(), headers={FAULT: "slow-body=600"}
     )
-    response = await client.send(request, stream=True)
-    headers_at = time.monotonic() - started
+    head = Latencies((main_thread(signer.process.pid), THIS_THREAD))
+    with head.timed():
+        response = await client.send(request, stream=True)
     body = await response.aread()
     total = time.monotonic() - started
     await response.aclose()
     assert response.status_code == 200
-    assert headers_at < 0.3
+    assert head.served()[0] < 0.3, head.slowest(1)
     assert total >= 0.55
     assert orjson.loads(body)["credential"].startswith("HC1:")
     assert response.headers["content-length"] == str(len(body))
