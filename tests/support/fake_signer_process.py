@@ -24,7 +24,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
+
+import httpx
 
 from tests.support.processes import read_log, stop_process
 
@@ -51,6 +53,20 @@ class FakeSignerProcess:
     def stderr(self) -> str:
         """Everything the process wrote to stderr so far (its logs)."""
         return read_log(self.stderr_file)
+
+    def stats(self) -> dict[str, Any]:
+        """Its `/_stats`: `inFlight`, `peakInFlight`, `totals` by endpoint and outcome, ...
+
+        A blocking call, as the tests' other looks at a fake are: the fake's own loop answers.
+        """
+        response = httpx.get(f"{self.base_url}/_stats", timeout=10)
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+        return stats
+
+    def reset_stats(self) -> None:
+        """Zero its counters (`/_stats/reset`)."""
+        httpx.post(f"{self.base_url}/_stats/reset", timeout=10).raise_for_status()
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait up to `timeout` seconds, then SIGKILL; return the exit code."""

@@ -84,20 +84,9 @@ class Served:
         return records_by_request(self.audit_file)
 
 
-def fake_stats(signer: FakeSignerProcess) -> dict[str, Any]:
-    """The fake signer's `/_stats`."""
-    stats: dict[str, Any] = httpx.get(f"{signer.base_url}/_stats", timeout=5).json()
-    return stats
-
-
-def reset_stats(signer: FakeSignerProcess) -> None:
-    """Zero the fake signer's totals."""
-    httpx.post(f"{signer.base_url}/_stats/reset", timeout=5).raise_for_status()
-
-
 def totals(signer: FakeSignerProcess, endpoint: str) -> dict[str, int]:
     """What the fake signer counted for `endpoint`, by outcome."""
-    counted: dict[str, int] = fake_stats(signer)["totals"].get(endpoint, {})
+    counted: dict[str, int] = signer.stats()["totals"].get(endpoint, {})
     return counted
 
 
@@ -117,7 +106,7 @@ async def served(
         trust=TrustSettings(fetch_from_signers=True),
     )
     for signer in fakes:
-        reset_stats(signer)
+        signer.reset_stats()
     app = create_app(settings)
     async with (
         served_gateway(app) as port,
@@ -148,7 +137,7 @@ async def send_and_wait(
 
 async def until_signer_has(signer: FakeSignerProcess, count: int) -> None:
     """Wait until the fake signer is working on `count` requests."""
-    await until(lambda: fake_stats(signer)["inFlight"] == count, limit=10)
+    await until(lambda: signer.stats()["inFlight"] == count, limit=10)
 
 
 async def timed(probe: Callable[[], Any]) -> float:
@@ -396,7 +385,7 @@ async def test_an_issue_cancelled_before_its_call_was_sent_puts_the_session_back
         )
         for _, holder in holders:
             holder.close()
-        await until(lambda: fake_stats(domestic)["inFlight"] == 0)
+        await until(lambda: domestic.stats()["inFlight"] == 0)
         set_control(domestic, fault=None)
         again = await gateway.client.post("/v1/domestic/issue", json=_issue_body(session))
         await gateway.ended()
@@ -434,7 +423,7 @@ async def test_an_issue_cancelled_at_the_signer_uses_the_session_up(
     assert stopped_in < PROMPTLY, f"the call stopped {stopped_in:.2f} s after the caller left"
     assert again.status_code == 401, again.text
     assert again.json()["type"].endswith("/stoken-invalid")
-    await until(lambda: fake_stats(domestic)["inFlight"] == 0)
+    await until(lambda: domestic.stats()["inFlight"] == 0)
 
 
 async def test_a_caller_that_half_closes_is_a_caller_gone(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import orjson
 import pytest
 
@@ -27,7 +26,7 @@ def _chunked(body: bytes) -> bytes:
 
 
 def _signed(signer: FakeSignerProcess) -> int:
-    totals = httpx.get(f"{signer.base_url}/_stats", timeout=10).json()["totals"]
+    totals = signer.stats()["totals"]
     return sum(sum(outcomes.values()) for outcomes in totals.values())
 
 

@@ -164,7 +164,7 @@ def test_signer_faults_are_withheld_on_both_routes(gateway, idemix_signer, fault
 
 def issue_calls(signer: FakeSignerProcess) -> int:
     """The /issue requests the fake received, whatever their outcome (its /_stats)."""
-    totals = httpx.get(f"{signer.base_url}/_stats", timeout=5).json()["totals"]
+    totals = signer.stats()["totals"]
     return sum(totals.get("issue", {}).values())
 
 

@@ -10,8 +10,6 @@ import subprocess
 import sys
 import time
 
-import httpx
-
 from signing_gateway.api import examples
 from tests.contract.gateway.gateway_process import (
     GatewayProcess,
@@ -53,7 +51,8 @@ def _head(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
 
 def _signer_totals(signer: FakeSignerProcess) -> dict[str, dict[str, int]]:
     """What the fake signer has counted, by endpoint and outcome."""
-    return httpx.get(f"{signer.base_url}/_stats", timeout=10).json()["totals"]
+    totals: dict[str, dict[str, int]] = signer.stats()["totals"]
+    return totals
 
 
 def _refused(port: int) -> bool:

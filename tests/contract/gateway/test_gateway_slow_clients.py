@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import httpx
 import orjson
 import pytest
 
@@ -99,7 +98,8 @@ def _parse(answer: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 def _signed(signer: FakeSignerProcess) -> dict[str, dict[str, int]]:
-    return httpx.get(f"{signer.base_url}/_stats", timeout=10).json()["totals"]
+    totals: dict[str, dict[str, int]] = signer.stats()["totals"]
+    return totals
 
 
 def test_a_half_sent_body_is_answered_408_after_the_body_timeout(strict_gateway, eu_signer):

@@ -94,9 +94,7 @@ def _drain_env(
 
 def _signer_in_flight(signer: FakeSignerProcess) -> int:
     """Calls the fake signer is serving now (GET /_stats)."""
-    response = httpx.get(f"{signer.base_url}/_stats", timeout=5)
-    response.raise_for_status()
-    in_flight: int = response.json()["inFlight"]
+    in_flight: int = signer.stats()["inFlight"]
     return in_flight
 
 

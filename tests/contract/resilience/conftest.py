@@ -64,18 +64,10 @@ def control(signer: FakeSignerProcess, **values: Any) -> None:
     httpx.put(f"{signer.base_url}/_control", json=values, timeout=5).raise_for_status()
 
 
-def stats(signer: FakeSignerProcess) -> dict[str, Any]:
-    """GET /_stats of a fake signer."""
-    response = httpx.get(f"{signer.base_url}/_stats", timeout=5)
-    response.raise_for_status()
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def seen(signer: FakeSignerProcess, endpoint: str) -> dict[str, int]:
     """Outcomes the fake counted for `endpoint`, once nothing is in flight any more."""
     deadline = time.monotonic() + 5
-    while (current := stats(signer))["inFlight"] and time.monotonic() < deadline:
+    while (current := signer.stats())["inFlight"] and time.monotonic() < deadline:
         time.sleep(0.02)  # polling interval while the fake finishes cancelled handlers
     totals: dict[str, int] = current["totals"].get(endpoint, {})
     return totals
@@ -88,7 +80,7 @@ def fakes(
     """Both fakes at default behaviour with zeroed counters for the test."""
     for signer in (eu_fake, domestic_fake):
         control(signer, **DEFAULT_CONTROL)
-        httpx.post(f"{signer.base_url}/_stats/reset", timeout=5).raise_for_status()
+        signer.reset_stats()
     yield eu_fake, domestic_fake
     for signer in (eu_fake, domestic_fake):
         control(signer, **DEFAULT_CONTROL)

@@ -25,7 +25,6 @@ from tests.contract.resilience.conftest import (
     gateway_for,
     metric,
     seen,
-    stats,
 )
 from tests.support.fake_signer_process import running_fake_signer
 
@@ -299,7 +298,7 @@ async def test_signer_capacity_rejections_are_retried_after_retry_after(fakes, e
     assert all(took < 3.0 + MARGIN for _, took in results)
     outcomes = seen(eu_fake, "get_credential")
     assert outcomes.get("rejected", 0) >= 1
-    assert stats(eu_fake)["peakInFlight"] <= 2
+    assert eu_fake.stats()["peakInFlight"] <= 2
     # Budget: floor 1/s x 10 s + 20 % of 6 requests; never more than 2 retries per request.
     assert 1 <= retries <= min(10 + 0.2 * 6, 12)
 
@@ -333,5 +332,5 @@ async def test_full_bulkhead_sheds_at_once(fakes, eu_fake):
     assert all(took < 0.25 for took in tooks[:5])  # shed at once, the queue being full
     assert 0.4 <= tooks[5] < 0.7  # the queued one waited max_wait, then was shed
     assert shed == 6
-    assert stats(eu_fake)["peakInFlight"] <= 2
+    assert eu_fake.stats()["peakInFlight"] <= 2
     assert ready.status_code == 200  # shedding is not unreadiness

@@ -22,7 +22,7 @@ from tests.contract.gateway.gateway_process import (
     gateway_env,
     running_gateway_process,
 )
-from tests.contract.resilience.conftest import control, metric, seen, stats
+from tests.contract.resilience.conftest import control, metric, seen
 from tests.support.polling import until
 from tests.support.terminal import press_ctrl_c
 
@@ -50,7 +50,7 @@ async def test_sigterm_drains_in_flight_requests_and_refuses_new_work(fakes):
                 asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
                 for _ in range(3)
             ]
-            await until(lambda: stats(eu)["inFlight"] >= 3)
+            await until(lambda: eu.stats()["inFlight"] >= 3)
             signalled = time.monotonic()
             gateway.process.send_signal(signal.SIGTERM)
             ready = await client.get("/readyz")
@@ -84,7 +84,7 @@ async def test_drain_timeout_cancels_and_answers_the_stragglers(fakes):
                 asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
                 for _ in range(2)
             ]
-            await until(lambda: stats(eu)["inFlight"] >= 2)
+            await until(lambda: eu.stats()["inFlight"] >= 2)
             signalled = time.monotonic()
             gateway.process.send_signal(signal.SIGTERM)
             answers = await asyncio.gather(*in_flight)
@@ -96,7 +96,7 @@ async def test_drain_timeout_cancels_and_answers_the_stragglers(fakes):
         assert 0.4 < answered_after < 2.0
         assert gateway.process.wait(timeout=10) == 0
         assert seen(eu, "get_credential") == {"fault:hang": 2}  # released: calls cancelled
-        assert stats(eu)["inFlight"] == 0
+        assert eu.stats()["inFlight"] == 0
 
 
 async def test_a_request_still_sending_its_body_is_drained_and_answered_503(fakes):
@@ -154,7 +154,7 @@ async def test_a_second_signal_still_writes_the_last_log_lines(fakes, signum: si
     with running_gateway_process(env, as_a_terminal=True) as gateway:
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = asyncio.create_task(client.post("/v1/dcc", json=examples.EU_VACCINATION))
-            await until(lambda: stats(eu)["inFlight"] >= 1)
+            await until(lambda: eu.stats()["inFlight"] >= 1)
             gateway.process.send_signal(signum)
             deadline = time.monotonic() + 5
             while "draining" not in gateway.log():
@@ -219,7 +219,7 @@ async def _stop_as_pid_1(fakes, *, second_signal: bool) -> int:
         [pid_1] = psutil.Process(gateway.process.pid).children()
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = _post_to_a_hung_signer(client, "pid-1")
-            await until(lambda: stats(eu)["inFlight"] >= 1)
+            await until(lambda: eu.stats()["inFlight"] >= 1)
             os.kill(pid_1.pid, signal.SIGTERM)
             await _wait_logged(gateway, '"draining"')
             if second_signal:
@@ -286,7 +286,7 @@ async def test_a_second_signal_cancels_in_flight_requests_at_once_answering_503(
     with running_gateway_process(env) as gateway:
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = _post_to_a_hung_signer(client, "cut-1")
-            await until(lambda: stats(eu)["inFlight"] >= 1)
+            await until(lambda: eu.stats()["inFlight"] >= 1)
             gateway.process.send_signal(signal.SIGTERM)
             await _wait_logged(gateway, '"draining"')
             signalled = time.monotonic()
@@ -327,7 +327,7 @@ async def test_uvicorns_backstop_cancellation_is_answered_503_as_recorded(fakes,
     with running_gateway_process(env, program=uvicorn) as gateway:
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = _post_to_a_hung_signer(client, "cut-2")
-            await until(lambda: stats(eu)["inFlight"] >= 1)
+            await until(lambda: eu.stats()["inFlight"] >= 1)
             gateway.process.send_signal(signal.SIGTERM)
             answer = await hung
         assert gateway.process.wait(timeout=10) == -signal.SIGTERM  # uvicorn raises it again
