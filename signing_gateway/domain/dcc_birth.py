@@ -32,14 +32,20 @@ if TYPE_CHECKING:
 DccEntry = VaccinationEntry | TestEntry | RecoveryEntry
 
 
-def _event(entry: DccEntry) -> tuple[str, str, date]:
-    """The entry's event: its wire field, what the field names, its calendar date."""
+def _event(entry: DccEntry) -> tuple[str, str, str, date]:
+    """The entry's event: its wire field, what the field names, its value, its calendar date."""
     if isinstance(entry, VaccinationEntry):
-        return "dt", "Vaccination date", parse_complete_date(entry.date)
+        return "dt", "Vaccination date", entry.date, parse_complete_date(entry.date)
     if isinstance(entry, TestEntry):
         sampled = parse_strict_rfc3339(entry.sample_collected)
-        return "sc", "Sample time", sampled.astimezone(EARLIEST_TIME_ZONE).date()
-    return "fr", "First positive test date", parse_complete_date(entry.first_positive)
+        day = sampled.astimezone(EARLIEST_TIME_ZONE).date()
+        return "sc", "Sample time", entry.sample_collected, day
+    return (
+        "fr",
+        "First positive test date",
+        entry.first_positive,
+        parse_complete_date(entry.first_positive),
+    )
 
 
 def check_events_after_birth(date_of_birth: str, entries: Sequence[DccEntry]) -> None:
@@ -53,9 +59,8 @@ def check_events_after_birth(date_of_birth: str, entries: Sequence[DccEntry]) ->
         return
     errors: list[InitErrorDetails] = []
     for index, entry in enumerate(entries):
-        field, what, event = _event(entry)
+        field, what, value, event = _event(entry)
         if (event.year, event.month, event.day)[: len(born)] < born:
-            value = entry.model_dump(by_alias=True)[field]
             # The date of birth is personal data: the message names the event's date alone.
             error = PydanticCustomError(
                 "date_before_birth",
