@@ -32,8 +32,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, get_args
 
 import orjson
 
-from signing_gateway.domain.errors import MAX_ERRORS_LISTED as _DOMAIN_ERRORS_LISTED
-from signing_gateway.domain.errors import FieldError
+from signing_gateway.domain.errors import MAX_ERRORS_LISTED, FieldError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://signing-gateway.dev/problems/"
@@ -179,11 +178,6 @@ class GatewayError(Exception):
 
 #: The most fields a validation failure's `detail` names.
 DETAIL_FIELDS_NAMED = 5
-#: The most located errors a 422's `errors` lists; its `detail` counts them. A 169 KB body of
-#: 15,000 unknown keys was answered with 15,001 errors: 964 KB, built on the event loop.
-#: The domain defines it: its object rules are not asked past it (`domain.errors`), so a
-#: body's count from there on is a lower bound, and its detail says "at least".
-MAX_ERRORS_LISTED = _DOMAIN_ERRORS_LISTED
 
 
 def _naming_the_fields(errors: Sequence[FieldError], total: int, *, at_least: bool) -> str:

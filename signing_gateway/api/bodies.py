@@ -29,7 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from signing_gateway.api.openapi_document import amend_openapi
-from signing_gateway.errors import MAX_ERRORS_LISTED
+from signing_gateway.domain.errors import MAX_ERRORS_LISTED
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -30,7 +30,11 @@ RawRule: TypeAlias = (
     "Callable[[Mapping[str, Any]], Iterable[tuple[Loc, PydanticCustomError | ValueError]]]"
 )
 
-#: The most located errors a failed validation's answer lists (`signing_gateway.errors`).
+#: The most located errors a failed validation's answer lists (a 422's `errors`, which its
+#: `detail` counts: `signing_gateway.errors`). A 169 KB body of 15,000 unknown keys was
+#: answered with 15,001 errors, 964 KB, built on the event loop. Defined here since the object
+#: rules are not asked past it (`validate_with_object_rule`): a body's count from there on is a
+#: lower bound, and its detail says "at least".
 MAX_ERRORS_LISTED: Final = 50
 
 #: pydantic's own error types: raised again by name, they are worded as pydantic words them.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from signing_gateway.errors import MAX_ERRORS_LISTED
+from signing_gateway.domain.errors import MAX_ERRORS_LISTED
 from signing_gateway.security.limits import MAX_OBJECT_MEMBERS
 from tests.api.assertions import assert_problem
 from tests.api.signer_mocks import MockedSigners
