@@ -25,7 +25,7 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -91,6 +91,29 @@ _REFUSALS: list[tuple[type[jwt.PyJWTError], TokenRefusal, str]] = [
     # ImmatureSignatureError, above.
     (jwt.InvalidIssuedAtError, "invalid", "the token's iat claim is not a number"),
 ]
+
+#: The media type prefix a token's `typ` may leave out (RFC 7515 section 4.1.9).
+_APPLICATION = "application/"
+
+
+def accepted_token_types(configured: Iterable[str]) -> frozenset[str]:
+    """Each of the `configured` token types in every form a header's `typ` may give it.
+
+    Media types compare case-insensitively, and a `typ` without a `/` means `application/`
+    and it (RFC 7515 section 4.1.9): lowercased, and with and without that prefix where it may
+    be left out, so that a request's check is one lookup of its `typ` lowercased.
+    """
+    forms: set[str] = set()
+    for media_type in configured:
+        name = media_type.lower()
+        if "/" not in name:
+            name = _APPLICATION + name
+        forms.add(name)
+        short = name.removeprefix(_APPLICATION)
+        if short != name and "/" not in short:
+            forms.add(short)
+    return frozenset(forms)
+
 
 #: The claims RFC 7519 types NumericDate: a JSON number, integer or not.
 _TIME_CLAIMS = ("exp", "nbf", "iat")
@@ -188,6 +211,7 @@ class TokenVerifier:
         self._settings = settings
         self._keys = keys
         self._algorithms = frozenset(settings.algorithms)
+        self._token_types = accepted_token_types(settings.token_types)
         self._clock = clock
         self._cache_size = settings.token_cache_size
         self._cache: OrderedDict[str, _Verified] = OrderedDict()
@@ -254,10 +278,12 @@ class TokenVerifier:
             raise AuthenticationFailed("the token has expired", reason="expired")
 
     def _header(self, token: str) -> tuple[str, str | None]:
-        """The accepted algorithm and the kid named in the token's header.
+        """The accepted algorithm and the kid named in the token's header, of an accepted type.
 
         PyJWT refuses a header whose kid is there but not a string (null included) as an
-        InvalidTokenError: the kid is then absent (None) or a string.
+        InvalidTokenError: the kid is then absent (None) or a string. The type (`typ`) is
+        checked only when `auth.token_types` names some; the comparison is ASCII's (see
+        `accepted_token_types`): `str.lower()` would take the Kelvin sign for a `k`.
         """
         try:
             header = jwt.get_unverified_header(token)
@@ -266,6 +292,10 @@ class TokenVerifier:
         algorithm, kid = header.get("alg"), header.get("kid")
         if not isinstance(algorithm, str) or algorithm not in self._algorithms:
             raise AuthenticationFailed("the token algorithm is not accepted", reason="algorithm")
+        if self._token_types:
+            typ = header.get("typ")
+            if not (isinstance(typ, str) and typ.isascii() and typ.lower() in self._token_types):
+                raise AuthenticationFailed("the token type is not accepted", reason="wrong-type")
         return algorithm, kid
 
     async def _key_set(self, kid: str | None) -> JwksKeys:
@@ -279,7 +309,8 @@ class TokenVerifier:
         """Verify the signature and the registered claims; return every claim.
 
         The time claims are held to RFC 7519's NumericDate, a JSON number (see
-        `_not_a_numeric_date`). The token's type (`typ`) is not checked: see docs/security.md.
+        `_not_a_numeric_date`). The token's type (`typ`) was checked with its header, if at all
+        (`auth.token_types`; see docs/security.md).
         """
         s = self._settings
         try:

@@ -3,7 +3,8 @@
 The tree::
 
     GatewayError
-    ├── AuthenticationFailed     401  no, malformed, expired or unverifiable bearer token
+    ├── AuthenticationFailed     401  no, malformed, expired or unverifiable bearer token, or one
+                                      of a type not accepted
     ├── PermissionDenied         403  a valid token without the scope the route needs
     └── AuditUnavailable         503  the audit record could not be written; nothing released
 
@@ -30,6 +31,7 @@ TokenRefusal = Literal[
     "not-yet-valid",
     "wrong-audience",
     "wrong-issuer",
+    "wrong-type",
     "missing-claim",
     "no-keys",
     "invalid",

@@ -105,6 +105,34 @@ def _names_a_file(value: object) -> object:
     return value
 
 
+def _token_type(value: str) -> str:
+    """`value`, refused unless it can be a media type as a token header's `typ` gives it.
+
+    An empty value would match no token, and one holding white space, a character outside
+    ASCII or a stray `/` no media type (RFC 6838 section 4.2): a template's mistake would
+    refuse every caller while the gateway looked healthy.
+    """
+    if not value:
+        raise ValueError("must not be empty; leave auth.token_types empty for no check")
+    kind, slash, subtype = value.partition("/")
+    if (
+        not value.isascii()
+        or not value.isprintable()
+        or " " in value
+        or (slash and not (kind and subtype))
+        or "/" in subtype
+    ):
+        raise ValueError(
+            "must be a media type such as at+jwt: ASCII without white space, "
+            "at most one '/' and a name on each side of it"
+        )
+    return value
+
+
+#: An accepted token type: a media type, its `application/` prefix optional (RFC 7515 4.1.9).
+TokenType = Annotated[str, AfterValidator(_token_type)]
+
+
 #: A setting naming a file: an empty value (`SIGNING_GATEWAY_AUDIT__FILE=`) is refused as such.
 FileSetting = Annotated[Path, BeforeValidator(_names_a_file)]
 
@@ -146,6 +174,12 @@ class AuthSettings(BaseModel):
         default_factory=_default_algorithms,
         min_length=1,
         description="Token signature algorithms accepted (asymmetric only)",
+    )
+    token_types: list[TokenType] = Field(
+        default_factory=list,
+        description="Token types (the header's `typ`) accepted, as media types: case "
+        "insensitive, `application/` optional (`at+jwt`, RFC 9068's access tokens). A token "
+        "without one of them is refused (`wrong-type`); empty: the type is not checked",
     )
     leeway_seconds: NonNegativeInt = Field(
         30, le=300, description="Clock skew tolerated on exp, nbf and iat"

@@ -38,9 +38,14 @@ class LocalTokenIssuer:
         scopes: list[str] | None = None,
         ttl_seconds: int = 3600,
         now: float | None = None,
+        header_typ: str | None = "JWT",
         **claims: Any,  # noqa: ANN401 - extra or overriding claims, any JSON value
     ) -> str:
-        """A signed token for `subject` with `scopes`, valid `ttl_seconds` from `now`."""
+        """A signed token for `subject` with `scopes`, valid `ttl_seconds` from `now`.
+
+        `header_typ` is the header's `typ` (`at+jwt` for an RFC 9068 access token); None
+        leaves it out.
+        """
         issued = int(now if now is not None else time.time())
         payload: dict[str, Any] = {
             "iss": self.issuer,
@@ -52,4 +57,6 @@ class LocalTokenIssuer:
             "scope": " ".join(scopes or []),
             **claims,
         }
-        return jwt.encode(payload, self.key, algorithm="ES256", headers={"kid": self.kid})
+        # PyJWT writes `typ: JWT` unless told otherwise, and leaves out a `typ` given as None.
+        headers = {"kid": self.kid, "typ": header_typ}
+        return jwt.encode(payload, self.key, algorithm="ES256", headers=headers)
