@@ -36,7 +36,7 @@ DOMESTIC_FAILURES = (
 #: As docs/security.md lists them.
 AUTH_REASONS = (
     "missing", "malformed", "algorithm", "unknown-key", "bad-signature", "expired",
-    "not-yet-valid", "wrong-audience", "wrong-issuer", "missing-claim", "no-keys",
+    "not-yet-valid", "wrong-audience", "wrong-issuer", "wrong-type", "missing-claim", "no-keys",
     "insufficient-scope", "invalid",
 )  # fmt: skip
 SIGNER_ENDPOINTS = (

@@ -572,6 +572,43 @@ def test_a_name_left_empty_or_with_white_space_around_it_is_refused(
     assert problems == [f"{variable}: {problem}"]
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('["at+jwt", ""]', "item 2: must not be empty; leave auth.token_types empty for no check"),
+        (
+            '["at +jwt"]',
+            (
+                "item 1: must be a media type such as at+jwt: ASCII without white space, "
+                "at most one '/' and a name on each side of it"
+            ),
+        ),
+    ],
+)
+def test_a_token_type_left_empty_or_with_white_space_is_refused_at_start(
+    clean_environment: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    """Pin that `auth.token_types` refuses an empty type or one with a space, named by place.
+
+    Either would refuse every caller (401 `wrong-type`) once the gateway had started.
+    """
+    clean_environment.setenv("SIGNING_GATEWAY_EU_SIGNER__URL", DEV_EU_SIGNER_URL)
+    clean_environment.setenv("SIGNING_GATEWAY_AUTH__TOKEN_TYPES", value)
+    settings, problems = read_settings(FLAG_VARIABLES)
+    assert settings is None
+    assert problems == [f"SIGNING_GATEWAY_AUTH__TOKEN_TYPES: {problem}"]
+
+
+def test_token_types_are_read_as_a_json_list(clean_environment: pytest.MonkeyPatch) -> None:
+    """Pin the variable's form: `SIGNING_GATEWAY_AUTH__TOKEN_TYPES='["at+jwt"]'`."""
+    clean_environment.setenv("SIGNING_GATEWAY_EU_SIGNER__URL", DEV_EU_SIGNER_URL)
+    clean_environment.setenv("SIGNING_GATEWAY_AUTH__TOKEN_TYPES", '["at+jwt", "JWT"]')
+    settings, problems = read_settings(FLAG_VARIABLES)
+    assert problems == []
+    assert settings is not None
+    assert settings.auth.token_types == ["at+jwt", "JWT"]
+
+
 def test_a_key_no_setting_has_in_a_group_given_as_json_is_named(
     clean_environment: pytest.MonkeyPatch,
 ) -> None:

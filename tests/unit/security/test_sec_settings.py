@@ -1,7 +1,8 @@
-"""The security setting groups check themselves: key source, bounds, algorithms."""
+"""The security setting groups check themselves: key source, bounds, algorithms, types."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,42 @@ def test_only_asymmetric_algorithms_and_at_least_one_are_taken(algorithms: list[
     """Pin that no HMAC or `none` algorithm can be allowed, nor an empty list."""
     with pytest.raises(ValidationError, match="algorithms"):
         AuthSettings(algorithms=algorithms, **COMPLETE)
+
+
+def test_token_types_take_media_types_with_or_without_their_application_prefix() -> None:
+    """Pin what `auth.token_types` takes: media types in any case, none for no check."""
+    taken = ["at+jwt", "application/at+jwt", "JWT", "text/x-token"]
+    assert AuthSettings(token_types=taken, **COMPLETE).token_types == taken
+    assert AuthSettings(**COMPLETE).token_types == []
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "must not be empty; leave auth.token_types empty for no check"),
+        *(
+            (value, "must be a media type such as at+jwt")
+            for value in [
+                "at +jwt",
+                " at+jwt",
+                "at+jwt\n",
+                "at+jwt\t",
+                "at\u00a0jwt",
+                "\u0430t+jwt",
+                "application/",
+                "/at+jwt",
+                "application/at+jwt/x",
+            ]
+        ),
+    ],
+)
+def test_a_token_type_that_is_no_media_type_is_refused(value: str, problem: str) -> None:
+    """An empty token type, or one with white space, beyond ASCII or with a stray `/`, is refused.
+
+    None can be a header's `typ` as a media type: taken, it would refuse every caller.
+    """
+    with pytest.raises(ValidationError, match=r"token_types\.1\n.*" + re.escape(problem)):
+        AuthSettings(token_types=["at+jwt", value], **COMPLETE)
 
 
 #: (group, setting, the extreme values taken, the values just past them)
