@@ -357,12 +357,22 @@ def _is_final(status: int) -> bool:
 
 
 class _CleanReuseConnector(TCPConnector):
-    """aiohttp's connector, which reuses no connection the signer sent anything past its answer on.
+    """aiohttp's connector, reusing no connection with bytes past its answer, the last used first.
 
     aiohttp reads what arrives on an idle pooled connection as the start of its next answer,
     and hands it to the next call: a signer sending bytes past its answer had that call,
     someone else's, read them as its own answer (or fail on the rest of one). Such a
     connection is closed instead (aiohttp already closes one holding a whole answer).
+
+    aiohttp hands a call the connection idle longest (first in, first out). Once a burst has
+    opened hundreds of connections, every later call takes the one that has waited for all the
+    others: none is ever idle long enough to expire, so the pool stays at the burst's size for
+    as long as calls keep coming, and each call goes on the connection a signer is likeliest
+    to be closing as idle (its call then fails without an answer; a domestic issue, which may
+    not be sent twice, is answered 502). Here a released connection goes to the front, so a
+    call takes the one used last (last in, first out), as httpx's own transport and urllib3's
+    pool do: the calls keep to the connections they need, and the rest are closed once idle
+    for the keep-alive expiry (`keepalive_timeout`, by aiohttp's clean-up).
     """
 
     def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401 - TCPConnector's options
@@ -377,6 +387,11 @@ class _CleanReuseConnector(TCPConnector):
         super()._release(key, protocol, should_close=should_close)
         if isinstance(protocol, _PooledProtocol) and protocol.is_connected():
             protocol.pooled = True  # kept for a next call (a closed one is not connected)
+            # aiohttp appended it to the key's idle connections, and takes the next from the
+            # left: to the front with it, the next call takes it (see the class).
+            idle = self._conns.get(key)
+            if idle and idle[-1][0] is protocol:
+                idle.rotate(1)
 
     async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
         while (connection := await super()._get(key, traces)) is not None:

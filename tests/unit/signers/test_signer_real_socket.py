@@ -156,8 +156,11 @@ class RawServer:
     tasks: set[asyncio.Task] = field(default_factory=set)
     #: Set when the client closes a connection whose answer's body is still unfinished.
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Connections accepted.
+    #: Connections accepted, and closed.
     connections: int = 0
+    closed: int = 0
+    #: For each request, in order, the connection it came on (1 for the first accepted).
+    served_by: list[int] = field(default_factory=list)
     #: Set once an answer no request asked for (or its start) has been sent ("surplus-*").
     unasked_sent: asyncio.Event = field(default_factory=asyncio.Event)
     #: What is still to send of that answer, by connection ("surplus-split").
@@ -167,6 +170,7 @@ class RawServer:
         """Read one request, then misbehave as configured ("busy": every request, kept alive)."""
         self.tasks.add(asyncio.current_task())
         self.connections += 1
+        number = self.connections
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -177,6 +181,7 @@ class RawServer:
                         length = int(value)
                 body = await reader.readexactly(length)
                 self.requests.append((head, body))
+                self.served_by.append(number)
                 self.arrived.set()
                 await self.respond(writer)
                 if self.behaviour.startswith("stalled-"):
@@ -189,6 +194,7 @@ class RawServer:
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.closed += 1
             writer.close()
 
     async def respond(self, writer: asyncio.StreamWriter) -> None:
@@ -523,6 +529,31 @@ async def test_every_connection_up_to_the_limit_is_kept_alive(transport):
             await asyncio.gather(*(issue_static(http) for _ in range(3)))
         assert len(server.requests) == 9
         assert server.connections == 3, "an idle connection within the limit was closed"
+
+
+async def test_calls_after_a_burst_keep_to_the_connection_used_last(transport):
+    """After a burst, calls one at a time all go on one connection; the idle ones expire.
+
+    Taking the connection idle longest, the pool cycled through every connection a burst
+    had opened, each gone cold in the caches by its turn and none idle long enough to expire.
+    """
+    async with raw_server("kept-ok") as server:
+        settings = SignerSettings(
+            url=f"http://127.0.0.1:{server.port}",
+            transport=transport,
+            keep_alive_seconds=0.5,
+        )
+        async with _client(settings, _signer_tls(settings)) as http:
+            await asyncio.gather(*(issue_static(http) for _ in range(4)))
+            assert server.connections == 4
+            # One call every 0.1 s: on one connection, each of the others idle since the burst.
+            for _ in range(16):
+                await issue_static(http)
+                await asyncio.sleep(0.1)
+            assert len(set(server.served_by[4:])) == 1, server.served_by
+            await until(lambda: server.closed == 3, limit=2.0)
+            await issue_static(http)
+        assert server.connections == 4, "a call opened a connection while one was idle"
 
 
 @pytest.mark.parametrize(("keep_alive", "connections"), [(0.2, 2), (5.0, 1)])
