@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,12 +200,15 @@ class SteadyMark:
     cpu_seconds: float
 
     @classmethod
-    def read(cls, gateway: procs.Proc) -> SteadyMark:
-        """Read both off the running gateway; `at` is the middle of the scrape."""
+    def read(cls, gateway: procs.Proc, answered: Callable[[], float] | None = None) -> SteadyMark:
+        """Read both off the running gateway; `at` is the middle of the scrape.
+
+        `answered` counts the answers instead of the gateway's metrics (a server without them).
+        """
         sent = time.monotonic()
-        answered = dcc_answered(gateway)
+        count = answered() if answered is not None else dcc_answered(gateway)
         cpu, back = gateway.cpu_seconds(), time.monotonic()
-        return cls((sent + back) / 2, answered, cpu)
+        return cls((sent + back) / 2, count, cpu)
 
 
 def steady_between(before: SteadyMark, after: SteadyMark) -> dict[str, Any]:
@@ -234,9 +238,17 @@ class SteadyWindow:
     Make it just before the load starts: its timers start at once.
     """
 
-    def __init__(self, gateway: procs.Proc, *, settle: float, end: float) -> None:
+    def __init__(
+        self,
+        gateway: procs.Proc,
+        *,
+        settle: float,
+        end: float,
+        answered: Callable[[], float] | None = None,
+    ) -> None:
         self.settle = settle
         self.marks: list[SteadyMark] = []
+        self._answered = answered
         self._timers = [threading.Timer(t, self._mark, (gateway,)) for t in (settle, end)]
         for timer in self._timers:
             timer.daemon = True  # a run that fails before `figures()` must not wait for them
@@ -244,7 +256,7 @@ class SteadyWindow:
 
     def _mark(self, gateway: procs.Proc) -> None:
         with contextlib.suppress(OSError, ValueError):  # a scrape that fails under load
-            self.marks.append(SteadyMark.read(gateway))
+            self.marks.append(SteadyMark.read(gateway, self._answered))
 
     def figures(self) -> dict[str, Any] | None:
         """Wait for both marks: the steady figures, or None when a scrape failed."""

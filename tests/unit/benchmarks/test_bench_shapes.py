@@ -18,27 +18,37 @@ from bench.wrk import Load, WrkResult
 
 def test_each_window_is_a_row_under_the_command_that_made_it() -> None:
     """A window whose steady marks failed shows dashes, not a figure it does not have."""
-    steady = {"shape": "L", "rps": 812.5, "cpu_us_per_request": 1230.4, "errors": 0, "load": 0.4}
-    missed = {"shape": "S", "errors": 3, "load": 1.2}
-    table = shapes._table([("LS", [steady, missed])], pollers=True).splitlines()
-    assert table[0] == (
+    steady = {
+        "shape": "L", "server": "gateway", "rps": 812.5, "cpu_us_per_request": 1230.4,
+        "busy": 1.0, "errors": 0, "load": 0.4,
+    }  # fmt: skip
+    missed = {"shape": "S", "server": "proxy", "errors": 3, "load": 1.2}
+    table = shapes._table([("LS", [steady, missed])], "python -m bench.shapes LS --pollers")
+    lines = table.splitlines()
+    assert lines[0] == (
         "Shapes (`python -m bench.shapes LS --pollers`): steady req/s and CPU µs per answer, "
         "per window."
     )
-    assert table[-2:] == [
-        "| LS | 1 | L | 812.5 | 1230.4 | 0 | 0.4 |",
-        "| LS | 2 | S | - | - | 3 | 1.2 |",
+    assert lines[2] == (
+        "| sequence | window | server | shape | req/s | CPU µs per answer | busy | wrk errors "
+        "| load average |"
+    )
+    assert lines[3] == "|---|---|---|---|---|---|---|---|---|"
+    assert lines[-2:] == [
+        "| LS | 1 | gateway | L | 812.5 | 1230.4 | 1.0 | 0 | 0.4 |",
+        "| LS | 2 | proxy | S | - | - | - | 3 | 1.2 |",
     ]
 
 
-def test_a_sequence_of_other_letters_is_refused_before_anything_starts(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize("sequence", ["LSX", "router:LS", "proxy:", "gateway:LS:L"])
+def test_a_sequence_of_other_letters_or_servers_is_refused_before_anything_starts(
+    sequence: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Exit 2 with argparse's usage line: no signer or gateway is started for a typo."""
+    """Exit 2 with argparse's usage line: no signer or server is started for a typo."""
     with pytest.raises(SystemExit) as stopped:
-        shapes.main(["LSX"])
+        shapes.main([sequence])
     assert stopped.value.code == 2
-    assert "sequences are made of L, S" in capsys.readouterr().err
+    assert "a sequence is letters of L, S, K, M, Q, P" in capsys.readouterr().err
 
 
 def test_each_window_runs_its_shapes_load_against_its_signer_latency(
@@ -53,8 +63,9 @@ def test_each_window_runs_its_shapes_load_against_its_signer_latency(
     windows: list[tuple[float, float]] = []
 
     class Window:
-        def __init__(self, _gw: Any, *, settle: float, end: float) -> None:
+        def __init__(self, _gw: Any, *, settle: float, end: float, answered: Any) -> None:
             windows.append((settle, end))
+            assert answered is None  # the gateway counts its own answers
 
         def figures(self) -> dict[str, Any]:
             return {"rps": 900.0, "cpu_us_per_request": 1000.0}
@@ -82,4 +93,71 @@ def test_each_window_runs_its_shapes_load_against_its_signer_latency(
     assert puts == [{"latencyMs": 0.0}, {"latencyMs": 1000.0}]
     assert loads == [(64, 3), (64, 15.0), (1000, 20.0)]  # the warm-up, then L and S
     assert windows == [(2.0, 14.5), (4.0, 19.5)]
-    assert [(w["shape"], w["errors"]) for w in rows] == [("L", 15), ("S", 15)]
+    assert [(w["shape"], w["server"], w["errors"]) for w in rows] == [
+        ("L", "gateway", 15),
+        ("S", "gateway", 15),
+    ]
+    assert [w["busy"] for w in rows] == [0.9, 0.9]  # 900 req/s at 1,000 µs each
+
+
+def _ok(url: str, **_: Any) -> httpx.Response:
+    return httpx.Response(200, request=httpx.Request("PUT", url))
+
+
+def test_the_proxy_is_started_unbounded_and_counted_at_the_signer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K and P: 1,000 and 4,000 clients; the proxy's answers are the signer's get_credential oks."""
+    started: list[tuple[str, dict[str, str]]] = []
+    counted: list[float] = []
+    loads: list[int] = []
+    windows: list[tuple[float, float]] = []
+
+    class Window:
+        def __init__(self, _gw: Any, *, settle: float, end: float, answered: Any) -> None:
+            counted.append(answered())
+            windows.append((settle, end))
+
+        def figures(self) -> dict[str, Any]:
+            return {"rps": 2000.0, "cpu_us_per_request": 450.0}
+
+    def run_wrk(_url: str, _load: Any, *, connections: int, **_: Any) -> Any:
+        loads.append(connections)
+        return WrkResult(10, 1.0, 0, 0, 0, 0, 0, 1.0, 1.0, 1.0, 1.0, command="wrk")
+
+    def get(url: str, **_: Any) -> httpx.Response:
+        stats = {"totals": {"get_credential": {"ok": 41, "cancelled": 2}, "issue": {"ok": 7}}}
+        return httpx.Response(200, json=stats, request=httpx.Request("GET", url))
+
+    @contextlib.contextmanager
+    def proc(*_: Any, **__: Any) -> Iterator[Any]:
+        yield SimpleNamespace(url="http://127.0.0.1:1", probe_url=None)
+
+    @contextlib.contextmanager
+    def app(_logs: Path, name: str, _factory: str, env: dict[str, str]) -> Iterator[Any]:
+        started.append((name, env))
+        yield SimpleNamespace(url="http://127.0.0.1:2", probe_url=None)
+
+    def no_gateway(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the gateway must not start for a proxy sequence")
+
+    monkeypatch.setattr(shapes.procs, "pinned", proc)
+    monkeypatch.setattr(shapes.procs, "fake_signer", proc)
+    monkeypatch.setattr(shapes.procs, "gateway", no_gateway)
+    monkeypatch.setattr(shapes.procs, "uvicorn_app", app)
+    monkeypatch.setattr(shapes, "run_wrk", run_wrk)
+    monkeypatch.setattr(shapes, "SteadyWindow", Window)
+    monkeypatch.setattr(shapes.httpx, "put", _ok)
+    monkeypatch.setattr(shapes.httpx, "get", get)
+    load = Load(tmp_path / "dcc.json", BenchAuth(tmp_path / "jwks.json", "t"))
+    rows = shapes.sequence("KP", load, tmp_path, pollers=True, server="proxy")
+    assert started == [
+        (
+            "passthrough",
+            {"BENCH_SIGNER_URL": "http://127.0.0.1:1", "BENCH_PROXY_CONNECTIONS": "8192"},
+        )
+    ]
+    assert loads == [64, 1000, 4000]  # the warm-up, then K and P
+    assert counted == [41.0, 41.0]
+    assert windows == [(2.0, 14.5), (5.0, 19.5)]  # 4,000 clients settle a second longer
+    assert [(w["server"], w["busy"]) for w in rows] == [("proxy", 0.9), ("proxy", 0.9)]
