@@ -47,7 +47,15 @@ def test_each_middleware_refusal_answers_with_a_catalogued_status():
     } == set()
 
 
-ARCHITECTURE = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
+ROOT = Path(__file__).resolve().parents[3]
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+#: The guides that tell callers and operators what the gateway answers.
+GUIDES = (
+    "README.md",
+    *(f"docs/{name}.md" for name in ("architecture", "operations", "resilience", "security")),
+)
+#: An answer as the guides write it: a 4xx or 5xx status, then its type (401 `stoken-invalid`).
+_ANSWER = re.compile(r"\b([45]\d\d) `?([a-z]+(?:-[a-z]+)+)\b")
 
 
 def test_the_architecture_table_gives_each_type_its_catalogued_statuses():
@@ -60,3 +68,22 @@ def test_the_architecture_table_gives_each_type_its_catalogued_statuses():
     )
     documented = {name: tuple(int(s) for s in statuses.split(", ")) for name, statuses in rows}
     assert documented == {name: kind.statuses for name, kind in PROBLEM_TYPES.items()}
+
+
+def test_every_answer_the_guides_name_is_a_catalogued_type_at_its_status():
+    """Pin "401 `stoken-invalid`" in the guides to the catalogue: a type answered at that status.
+
+    operations.md called a session Redis evicted a caller's 401 `stoken-unknown`: the cause its
+    audit record and metric give, which no answer carries as its type.
+    """
+    named = [
+        (guide, int(status), name)
+        for guide in GUIDES
+        for status, name in _ANSWER.findall((ROOT / guide).read_text(encoding="utf-8"))
+    ]
+    assert len(named) >= 50
+    assert [
+        (guide, status, name)
+        for guide, status, name in named
+        if name not in PROBLEM_TYPES or status not in PROBLEM_TYPES[name].statuses
+    ] == []
