@@ -91,7 +91,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         (422,),
         "in the idemix scheme, the app's proofs of knowledge of its commitments U "
         "(`issueCommitmentMessage`) do not verify for the session's issuer nonce (`errors`); "
-        "nothing reached a signer and the session stays usable",
+        "in the simulation scheme, the commitment names another `issuerNonce` than the "
+        "session's or holds a number past a double's range; nothing reached a signer and the "
+        "session stays usable",
     ),
     "header-too-large": ProblemType(
         (431,), "the request line and header fields are over the size limit"
@@ -126,8 +128,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     ),
     "session-store-unavailable": ProblemType(
         (503,),
-        "the shared store of issuance sessions (Redis) did not open or take the session: it "
-        "failed, refused or did not answer in time; nothing was signed (`Retry-After`)",
+        "with `session_store.kind=redis`: the Redis session store did not open or take the "
+        "issuance session in time, or refused; nothing was signed, and the `detail` says "
+        "whether to retry with the same stoken or start again with prepare-issue (`Retry-After`)",
     ),
     "signer-timeout": ProblemType((504,), "a signer did not answer in time (`part`)"),
     "deadline-exceeded": ProblemType(
