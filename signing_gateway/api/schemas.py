@@ -365,16 +365,17 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         "from its first read); the connection is closed and nothing reached a signer",
         413: "Request body over the size limit",
         415: "Request body is not application/json",
-        422: "Validation failed; or (commitment-proof-failed, domestic issuance in the idemix "
-        "scheme) the app's proofs of its commitments U fail for the session; nothing reached "
-        "a signer",
+        422: "Validation failed; or (commitment-proof-failed, domestic issuance) the app's "
+        "commitment fails the session's checks: in the idemix scheme its proofs of U, in the "
+        "simulation scheme its issuerNonce or number range; nothing reached a signer",
         500: "The gateway failed unexpectedly (a bug): the answer names no cause, and its "
         "requestId finds it in the gateway's logs",
         502: "A signer answered outside its contract, or its credential failed verification",
         503: "Not served now; see Retry-After. The gateway is overloaded (no CPU permit in "
         "time) or shutting down (`Connection: close`: send it to another instance); for a "
-        "signing request also: a signer is unavailable or at capacity, or the audit trail "
-        "cannot be written",
+        "signing request also: a signer is unavailable or at capacity, no EU signing "
+        "certificate is valid now, the audit trail cannot be written, the Idemix verification "
+        "workers are being replaced, or (domestic issuance) the Redis session store failed",
         504: "A signer or the request deadline timed out",
     }
     responses: dict[int | str, dict[str, object]] = {}
