@@ -142,7 +142,8 @@ class GatewayMetrics:
         self.signer_in_flight_for = Children(self.signer_in_flight)
         self.signer_shed = Counter(
             "gateway_signer_shed",
-            "Calls refused at once because the signer's bulkhead was full",
+            "Calls shed, nothing sent: the signer's slots and queue were full, or no slot came "
+            "within max_wait_seconds",
             ["signer"],
             registry=r,
         )
@@ -217,7 +218,8 @@ class GatewayMetrics:
         self.session_store_failures = Counter(
             "gateway_session_store_failures",
             "Operations of the shared issuance-session store (Redis) that failed or timed out, "
-            "by operation: open, take, put_back (answered 503 session-store-unavailable)",
+            "by operation: open, take (answered 503 session-store-unavailable), put_back (the "
+            "request keeps its own answer)",
             ["operation"],
             registry=r,
         )
