@@ -822,7 +822,9 @@ class Settings(BaseSettings):
         default_factory=LoopLagSettings, description="Event-loop lag monitor"
     )
     readiness_probe_interval_seconds: PositiveFloat = Field(
-        5.0, description="Seconds between background probes of each signer and the audit file"
+        5.0,
+        description="Seconds between background probes of each dependency: the signers, the "
+        "audit file, the Redis session store and the Idemix check workers (each when in use)",
     )
     readiness_probe_timeout_seconds: PositiveFloat = Field(
         2.0, description="Budget of one readiness probe; slower counts as down"
