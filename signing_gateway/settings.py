@@ -791,7 +791,10 @@ class Settings(BaseSettings):
     )
 
     environment: Literal["dev", "production"] = Field(
-        "dev", description="production refuses fetched signer keys and disabled auth"
+        "dev",
+        description="production requires both signer URLs, and refuses fetched signer keys, "
+        "disabled auth, and plain http to a signer or a Redis session store without TLS or "
+        "authentication on another host",
     )
     eu_signer: SignerSettings = SignerSettings(url=DEV_EU_SIGNER_URL)
     domestic_signer: SignerSettings = SignerSettings(url=DEV_DOMESTIC_SIGNER_URL)
