@@ -45,7 +45,7 @@ from signing_gateway.issuance.eu import EuIssuer
 from signing_gateway.issuance.stoken import InMemoryStokenStore, StokenStore
 from signing_gateway.observability.counter_series import start_event_counters
 from signing_gateway.observability.instrument import FASTAPI_TELEMETRY_OFF, instrument_app
-from signing_gateway.observability.logging import configure_logging, flush_logging
+from signing_gateway.observability.logging import configure_logging, write_through_logging
 from signing_gateway.observability.looplag import LoopLagMonitor
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import Probe, ReadinessMonitor
@@ -276,10 +276,11 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[GatewayState]:
         async with AsyncExitStack() as stack:
-            # Last of the teardown: a worker of `serve --workers N` may end by a signal (a
-            # second one cut its drain short), without `atexit`, so what the shutdown logged
-            # is written out here.
-            stack.callback(flush_logging)
+            # Last of the teardown: a worker of `serve --workers N` (a second signal cut its
+            # drain short) or uvicorn's own command line may end by a signal, without
+            # `atexit`, so what the shutdown logged is written out here, and what is logged
+            # after it (uvicorn's last lines) as it comes.
+            stack.callback(write_through_logging)
             await asyncio.to_thread(_read_value_sets)
             eu_http, domestic_http = await _signer_clients(settings, stack)
             eu_client = EuSignerClient(eu_http, health_path=settings.eu_signer.health_path)

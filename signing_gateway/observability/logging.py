@@ -118,7 +118,8 @@ class _LineWriter:
     /v1/dcc request, which logs two lines; on a gateway pinned to one core, logging at INFO
     then cost ~15 % of its CPU per request against WARNING, measured side by side in the S3
     shape. A line waits at most one interval; `stop` writes out what is left, and a line put
-    after it (exit hooks, objects finalized late) is written at once, by the thread putting it.
+    after it (exit hooks, objects finalized late) is written at once, by the thread putting it,
+    as is every line put after `write_through`.
 
     At most `max_lines` wait: a line put while that many do is dropped and counted, and after
     the next batch the stream took, one WARNING record says how many (`DROPPED_MESSAGE`).
@@ -138,7 +139,9 @@ class _LineWriter:
         self._stream = stream
         self._interval = interval
         self._stopping = threading.Event()
-        self._stopped = False  # set before `_stopping`: a line put then finds no thread to wait for
+        # Set by `write_through`, and by `stop` before `_stopping`: a line put then is written
+        # at once, waiting for no thread.
+        self._at_once = False
         # `flush` writes from the caller's thread: one writer at a time keeps lines in order.
         self._write_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
@@ -151,7 +154,7 @@ class _LineWriter:
                 self._dropped += 1
             return
         self._lines.append(line)
-        if self._stopped:
+        if self._at_once:
             self.flush()
 
     def _run(self) -> None:
@@ -192,9 +195,14 @@ class _LineWriter:
             return False
         return True
 
+    def write_through(self) -> None:
+        """Write out every queued line now, and each line put from now on as it is put."""
+        self._at_once = True
+        self.flush()
+
     def stop(self) -> None:
         """Write out every queued line and end the thread; later lines are written as put."""
-        self._stopped = True
+        self._at_once = True
         self._stopping.set()
         self._thread.join()
 
@@ -259,6 +267,18 @@ def flush_logging() -> None:
     """
     if _writer is not None:
         _writer.flush()
+
+
+def write_through_logging() -> None:
+    """Write out every line queued so far, and from now on each line as it is logged.
+
+    For the end of the app's shutdown: the process may then end by a signal, without `atexit`
+    (uvicorn raises a signal that stopped it again, whose default action kills it), and the
+    lines logged after the shutdown, uvicorn's "Application shutdown complete." and "Finished
+    server process" among them, would be lost in the queue.
+    """
+    if _writer is not None:
+        _writer.write_through()
 
 
 def shutdown_logging() -> None:

@@ -29,6 +29,19 @@ from tests.support.terminal import press_ctrl_c
 pytestmark = pytest.mark.timeout(60)
 
 
+#: The gateway under uvicorn's own command line, as docs/operations.md gives it.
+_UVICORN = (
+    "-m",
+    "uvicorn",
+    "--factory",
+    "signing_gateway.app:create_served_app",
+    "--loop",
+    "asyncio",
+    "--http",
+    "signing_gateway.runtime.http_protocol:GatewayHttpProtocol",
+)
+
+
 def _env(fakes, drain_timeout: float) -> dict[str, str]:
     eu, domestic = fakes
     return gateway_env(
@@ -312,18 +325,7 @@ async def test_uvicorns_backstop_cancellation_is_answered_503_as_recorded(fakes,
     control(eu, fault="hang", faultCount=-1)
     audit = tmp_path / "audit.jsonl"
     env = {**_env(fakes, drain_timeout=30), "SIGNING_GATEWAY_AUDIT__FILE": str(audit)}
-    uvicorn = (
-        "-m",
-        "uvicorn",
-        "--factory",
-        "signing_gateway.app:create_served_app",
-        "--loop",
-        "asyncio",
-        "--http",
-        "signing_gateway.runtime.http_protocol:GatewayHttpProtocol",
-        "--timeout-graceful-shutdown",
-        "1",
-    )
+    uvicorn = (*_UVICORN, "--timeout-graceful-shutdown", "1")
     with running_gateway_process(env, program=uvicorn) as gateway:
         async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
             hung = _post_to_a_hung_signer(client, "cut-2")
@@ -334,6 +336,22 @@ async def test_uvicorns_backstop_cancellation_is_answered_503_as_recorded(fakes,
         log = gateway.log()
     _assert_answered_503_as_recorded(answer, audit, "cut-2")
     assert "Exception in ASGI application" not in log
+
+
+def test_uvicorns_own_command_line_writes_its_last_lines_before_the_signal_ends_it(fakes):
+    """Pin that the lines uvicorn logs after the app's shutdown reach the log, SIGTERM or not.
+
+    uvicorn ends a process a signal stopped by raising that signal again, whose default action
+    kills it without `atexit`, which wrote out the log writer's queue: "Application shutdown
+    complete." and "Finished server process" were lost, while docs/operations.md (Logs) says
+    everything queued is written at exit.
+    """
+    with running_gateway_process(_env(fakes, drain_timeout=5), program=_UVICORN) as gateway:
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(timeout=10) == -signal.SIGTERM  # uvicorn raises it again
+        log = gateway.log()
+    assert "Application shutdown complete." in log, log[-2000:]
+    assert "Finished server process" in log, log[-2000:]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
