@@ -63,7 +63,8 @@ async def healthz() -> dict[str, str]:
         503: _readiness(
             "Not ready: a required signer is down or its breaker is open, "
             "the required EU signer has no DSC valid now for any key usage, the audit file "
-            "cannot take records (failing closed), or draining"
+            "cannot take records (failing closed), the Redis session store does not answer "
+            "(when required), the Idemix check workers are down (idemix scheme), or draining"
         ),
     },
 )
