@@ -364,7 +364,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         408: "The request body did not all arrive in time (limits.body_read_timeout_seconds "
         "from its first read); the connection is closed and nothing reached a signer",
         413: "Request body over the size limit",
-        415: "Request body is not application/json",
+        415: "Request body is not application/json (UTF-8), or is content-coded",
         422: "Validation failed; or (commitment-proof-failed, domestic issuance) the app's "
         "commitment fails the session's checks: in the idemix scheme its proofs of U, in the "
         "simulation scheme its issuerNonce or number range; nothing reached a signer",
