@@ -1,14 +1,16 @@
-"""`CallerTimeoutMiddleware` keeps no frame of its own on a request that sets no timeout."""
+"""`CallerTimeoutMiddleware`: the budget it binds and from when, what it refuses, no frame idle."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
 from signing_gateway.issuance.deadline import caller_budget_var
 from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
+from signing_gateway.runtime.cpu_gate import ARRIVED_AT
 
 
 def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
@@ -82,3 +84,33 @@ async def test_a_decimal_number_of_seconds_is_read_as_such(value: bytes, seconds
 
     await CallerTimeoutMiddleware(app)(_scope([(b"x-request-timeout", value)]), _receive, _send)
     assert budgets == [seconds]
+
+
+async def test_one_malformed_field_is_not_said_to_be_repeated() -> None:
+    """A single unreadable value is refused as such; "given once" is for a repeated field."""
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app is not called")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await CallerTimeoutMiddleware(app)(_scope([(b"x-request-timeout", b"soon")]), _receive, send)
+    body = json.loads(sent[1]["body"])
+    assert body["detail"] == "X-Request-Timeout must be a positive number of seconds"
+
+
+async def test_the_budget_counts_from_the_requests_arrival_not_from_this_middleware() -> None:
+    """Time spent before the middleware (queued at the CPU gate) comes out of the budget."""
+    arrivals: list[float] = []
+    arrived = asyncio.get_running_loop().time() - 1.5  # waited 1.5 s for a CPU permit
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        budget = caller_budget_var.get(None)
+        assert budget is not None
+        arrivals.append(budget.arrived_at)
+
+    scope = {**_scope([(b"x-request-timeout", b"2.5")]), ARRIVED_AT: arrived}
+    await CallerTimeoutMiddleware(app)(scope, _receive, _send)
+    assert arrivals == [arrived]
