@@ -57,3 +57,12 @@ def test_spans_too_old_to_overlap_are_forgotten_but_stay_counted() -> None:
         silence.add(float(second), second + 0.1)
     assert silence.waited(3600.0, 3600.0) == pytest.approx(360.0)
     assert len(silence._spans) <= 3
+
+
+def test_a_merged_span_starts_where_its_earliest_attempt_was_sent() -> None:
+    """Merging a later-sent span into an earlier-sent one keeps the earlier start covered."""
+    silence = Silence(attempt_timeout=10.0)
+    silence.add(1.0, 2.0)
+    silence.add(0.0, 3.0)  # sent before the first, ended after it: covers 0..3
+    silence.add(0.5, 4.0)  # only 3..4 is new
+    assert silence.waited(4.0, 4.0) == pytest.approx(4.0)
