@@ -651,6 +651,13 @@ async def test_silence_from_before_the_breaker_opened_does_not_reopen_it(telemet
     assert _outcomes(telemetry) == {"deadline": cuts - 3 + 1, "timeout": 3}
 
 
+def test_a_signer_unanswering_for_exactly_an_attempt_timeout_is_silent():
+    """Waiting of exactly attempt_timeout is silence: a patient caller's attempt ends there."""
+    policy, _ = _policy(attempt_timeout_seconds=0.5)
+    assert not policy.signer_silent(10.25, 10.0)  # on the wire for half a timeout
+    assert policy.signer_silent(10.5, 10.0)  # for exactly one
+
+
 async def test_an_attempt_timing_out_on_its_own_counts_as_a_timeout(telemetry):
     """An attempt cut by attempt_timeout is labelled "timeout", as the breaker counts it."""
     policy = _policy_counting(telemetry, attempt_timeout_seconds=0.1)
