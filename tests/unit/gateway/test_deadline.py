@@ -439,13 +439,18 @@ async def test_a_call_with_no_time_left_for_an_attempt_is_cut_by_the_deadline() 
     assert sent == []
 
 
-async def test_a_budget_under_one_ms_is_not_named_as_zero_seconds() -> None:
-    """A signer attempt cut after 0.4 ms: the detail names 0.0004 s, not a budget of "0 s"."""
+@pytest.mark.parametrize(
+    ("seconds", "named"),
+    [(0.0004, "0.0004"), (0.123, "0.123")],
+    ids=["under-one-ms", "to-the-ms"],
+)
+async def test_the_budget_is_named_to_the_millisecond(seconds: float, named: str) -> None:
+    """A cut attempt's budget is named to the ms (0.123 s, not 0.12 s); under 1 ms, not as 0 s."""
     with pytest.raises(DeadlineExceeded) as info:
-        async with request_deadline(0.0004, parts=("european",)):
+        async with request_deadline(seconds, parts=("european",)):
             await _hung_attempt()
     assert info.value.detail == (
-        "european: the signer did not finish within 0.0004 s; no credential was released"
+        f"european: the signer did not finish within {named} s; no credential was released"
     )
 
 
