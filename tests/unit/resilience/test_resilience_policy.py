@@ -221,6 +221,17 @@ async def test_a_retry_leaving_no_time_for_its_attempt_is_not_waited_for():
     assert throttled.calls == 1
 
 
+def test_a_retry_leaving_exactly_the_minimum_attempt_time_is_made():
+    """A pause after which exactly 50 ms are left still fits an attempt: the retry is planned."""
+    policy, _ = _policy()  # its jitter draws from Random(1)
+    pause = random.Random(1).uniform(0.0, 0.01)  # noqa: S311 - the same draw, not security
+    retry = policy.retry_delay(
+        _connect(), attempt=0, time_left=pause + MIN_ATTEMPT_SECONDS, replay_safe=True
+    )
+    assert retry is not None
+    assert (retry.reason, retry.delay) == ("connect", pause)
+
+
 async def test_attempt_timeout_never_exceeds_the_remaining_deadline():
     """With 0.1 s left, an attempt is cut at 0.1 s although attempt_timeout is 5 s."""
     policy, _ = _policy(attempt_timeout_seconds=5.0)
