@@ -23,6 +23,7 @@ from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS, NoTimeLeft, S
 from signing_gateway.settings import ResilienceSettings
 from signing_gateway.signers.errors import (
     SignerConnectError,
+    SignerRejectedError,
     SignerServerError,
     SignerThrottledError,
     SignerTimeoutError,
@@ -157,6 +158,19 @@ async def test_server_error_is_not_retried():
     with pytest.raises(SignerServerError):
         await policy.call("get_credential", script, replay_safe=True)
     assert script.calls == 1
+
+
+async def test_a_refusal_between_server_errors_breaks_their_run():
+    """A 4xx is the signer answering: the 5xx before it and the one after are not in a row."""
+    policy, _ = _policy(breaker_consecutive_failures=2)
+    for error in (
+        SignerServerError("500", signer="eu", endpoint="x", status_code=500),
+        SignerRejectedError("400", signer="eu", endpoint="x", status_code=400),
+        SignerServerError("500", signer="eu", endpoint="x", status_code=500),
+    ):
+        with pytest.raises(type(error)):
+            await policy.call("get_credential", Script(error), replay_safe=True)
+    assert policy.breaker.state is BreakerState.CLOSED
 
 
 async def test_retry_after_is_honoured_only_when_it_fits_the_deadline():
