@@ -61,9 +61,11 @@ def test_budget_refills_as_the_window_slides():
     assert budget.withdraw() is not None
 
 
-def test_a_spent_retry_counts_for_window_seconds_and_no_longer():
-    """A retry spent at second 50 of a 5 s window counts until second 55, not a second longer."""
+@pytest.mark.parametrize("spent_at", [50.0, 50.5])
+def test_a_spent_retry_counts_for_window_seconds_and_no_longer(spent_at: float):
+    """A retry spent in second 50 of a 5 s window counts until second 55, not a second longer."""
     clock = Clock()
+    clock.now = spent_at
     budget = RetryBudget(ratio=0.0, min_per_second=0.2, window_seconds=5, clock=clock)
     assert budget.withdraw() is not None
     clock.now = 54.999
