@@ -683,6 +683,34 @@ def test_a_signer_unanswering_for_exactly_an_attempt_timeout_is_silent():
     assert policy.signer_silent(10.5, 10.0)  # for exactly one
 
 
+async def test_a_cut_is_judged_once_however_long_the_attempt_takes_to_end(telemetry):
+    """An attempt cancelled for a caller that left stays cancelled, its clean-up however long.
+
+    The call metric judges the cut as the signer call ends; the policy records it after the
+    attempt's clean-up (closing its connection, say), by when the attempt's timeout has
+    passed. Both say "cancelled": nothing is held against the signer.
+    """
+    policy = _policy_counting(
+        telemetry, attempt_timeout_seconds=0.05, breaker_consecutive_failures=1
+    )
+
+    async def closing_slowly() -> str:
+        try:
+            with observe_signer_call(signer="eu", endpoint="get_credential", headers={}):
+                await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.1)  # the clean-up, past the attempt's own timeout
+        return "never"
+
+    call = asyncio.create_task(policy.call("get_credential", closing_slowly, replay_safe=True))
+    await asyncio.sleep(0.01)
+    call.cancel()  # its caller left
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert _outcomes(telemetry) == {"cancelled": 1}
+    assert policy.breaker.state is BreakerState.CLOSED
+
+
 async def test_an_attempt_timing_out_on_its_own_counts_as_a_timeout(telemetry):
     """An attempt cut by attempt_timeout is labelled "timeout", as the breaker counts it."""
     policy = _policy_counting(telemetry, attempt_timeout_seconds=0.1)
