@@ -51,6 +51,26 @@ def test_a_sequence_of_other_letters_or_servers_is_refused_before_anything_start
     assert "a sequence is letters of L, S, K, M, Q, P" in capsys.readouterr().err
 
 
+@contextlib.contextmanager
+def _proc(*_: Any, **__: Any) -> Iterator[Any]:
+    """A started bench process, as far as `shapes` looks at one."""
+    yield SimpleNamespace(url="http://127.0.0.1:1", probe_url=None)
+
+
+def _patched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, gateway: Any, run_wrk: Any, window: Any,
+    put: Any,
+) -> Load:  # fmt: skip
+    """`shapes` with no process, load or signer of its own; the load its sequences take."""
+    monkeypatch.setattr(shapes.procs, "pinned", _proc)
+    monkeypatch.setattr(shapes.procs, "fake_signer", _proc)
+    monkeypatch.setattr(shapes.procs, "gateway", gateway)
+    monkeypatch.setattr(shapes, "run_wrk", run_wrk)
+    monkeypatch.setattr(shapes, "SteadyWindow", window)
+    monkeypatch.setattr(shapes.httpx, "put", put)
+    return Load(tmp_path / "dcc.json", BenchAuth(tmp_path / "jwks.json", "t"))
+
+
 def test_each_window_runs_its_shapes_load_against_its_signer_latency(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -78,17 +98,7 @@ def test_each_window_runs_its_shapes_load_against_its_signer_latency(
         puts.append(json)
         return httpx.Response(200, request=httpx.Request("PUT", url))
 
-    @contextlib.contextmanager
-    def proc(*_: Any, **__: Any) -> Iterator[Any]:
-        yield SimpleNamespace(url="http://127.0.0.1:1", probe_url=None)
-
-    monkeypatch.setattr(shapes.procs, "pinned", proc)
-    monkeypatch.setattr(shapes.procs, "fake_signer", proc)
-    monkeypatch.setattr(shapes.procs, "gateway", proc)
-    monkeypatch.setattr(shapes, "run_wrk", run_wrk)
-    monkeypatch.setattr(shapes, "SteadyWindow", Window)
-    monkeypatch.setattr(shapes.httpx, "put", put)
-    load = Load(tmp_path / "dcc.json", BenchAuth(tmp_path / "jwks.json", "t"))
+    load = _patched(monkeypatch, tmp_path, gateway=_proc, run_wrk=run_wrk, window=Window, put=put)
     rows = shapes.sequence("LS", load, tmp_path, pollers=False)
     assert puts == [{"latencyMs": 0.0}, {"latencyMs": 1000.0}]
     assert loads == [(64, 3), (64, 15.0), (1000, 20.0)]  # the warm-up, then L and S
@@ -130,10 +140,6 @@ def test_the_proxy_is_started_unbounded_and_counted_at_the_signer(
         return httpx.Response(200, json=stats, request=httpx.Request("GET", url))
 
     @contextlib.contextmanager
-    def proc(*_: Any, **__: Any) -> Iterator[Any]:
-        yield SimpleNamespace(url="http://127.0.0.1:1", probe_url=None)
-
-    @contextlib.contextmanager
     def app(_logs: Path, name: str, _factory: str, env: dict[str, str]) -> Iterator[Any]:
         started.append((name, env))
         yield SimpleNamespace(url="http://127.0.0.1:2", probe_url=None)
@@ -141,15 +147,11 @@ def test_the_proxy_is_started_unbounded_and_counted_at_the_signer(
     def no_gateway(*_: Any, **__: Any) -> Any:
         raise AssertionError("the gateway must not start for a proxy sequence")
 
-    monkeypatch.setattr(shapes.procs, "pinned", proc)
-    monkeypatch.setattr(shapes.procs, "fake_signer", proc)
-    monkeypatch.setattr(shapes.procs, "gateway", no_gateway)
+    load = _patched(
+        monkeypatch, tmp_path, gateway=no_gateway, run_wrk=run_wrk, window=Window, put=_ok
+    )
     monkeypatch.setattr(shapes.procs, "uvicorn_app", app)
-    monkeypatch.setattr(shapes, "run_wrk", run_wrk)
-    monkeypatch.setattr(shapes, "SteadyWindow", Window)
-    monkeypatch.setattr(shapes.httpx, "put", _ok)
     monkeypatch.setattr(shapes.httpx, "get", get)
-    load = Load(tmp_path / "dcc.json", BenchAuth(tmp_path / "jwks.json", "t"))
     rows = shapes.sequence("KP", load, tmp_path, pollers=True, server="proxy")
     assert started == [
         (
