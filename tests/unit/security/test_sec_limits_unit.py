@@ -192,6 +192,88 @@ def test_shape_check_matches_a_recursive_reference(value, max_depth, max_chars):
     assert (reason is None) == expected_ok
 
 
+#: Strings and keys that break the limits in each way: too long, a lone surrogate.
+_texts = st.text(max_size=6) | st.sampled_from(["\ud800", "a\udfff", "x" * 9])
+shaped_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-9, 9) | st.floats(allow_nan=False) | _texts,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(_texts, children, max_size=5),
+    max_leaves=60,
+)
+
+
+def _first_break(value, depth, *, max_depth, max_chars, max_members, unicode_text):
+    """The reason the shape check gives, recursively: at a node, then its values from the last."""
+    limits_ = {
+        "max_depth": max_depth,
+        "max_chars": max_chars,
+        "max_members": max_members,
+        "unicode_text": unicode_text,
+    }
+    if isinstance(value, str):
+        return _text_break("string", value, max_chars=max_chars, unicode_text=unicode_text)
+    if not isinstance(value, dict | list):
+        return None
+    if depth >= max_depth:
+        return limits.too_deep(max_depth)
+    own = _object_own_break(value, **limits_) if isinstance(value, dict) else None
+    items = value.values() if isinstance(value, dict) else value
+    found = (_first_break(item, depth + 1, **limits_) for item in reversed(list(items)))
+    return own or next(filter(None, found), None)
+
+
+def _object_own_break(value, *, max_depth, max_chars, max_members, unicode_text):
+    """An object's own break: too many members, else its first key that breaks a limit."""
+    del max_depth  # a key nests no deeper than its object
+    if max_members is not None and len(value) > max_members:
+        return f"an object has more than {max_members} members"
+    found = (_text_break("key", k, max_chars=max_chars, unicode_text=unicode_text) for k in value)
+    return next(filter(None, found), None)
+
+
+def _text_break(kind, text, *, max_chars, unicode_text):
+    if len(text) > max_chars:
+        return f"a {kind} is longer than {max_chars} characters"
+    if unicode_text and any(0xD800 <= ord(char) <= 0xDFFF for char in text):
+        return f"a {kind} holds a lone UTF-16 surrogate escape"
+    return None
+
+
+@pytest.mark.parametrize("walked", [0, 200], ids=["by-level", "walked"])
+@settings(max_examples=300, deadline=None)
+@given(
+    value=shaped_values,
+    max_depth=st.integers(1, 5),
+    max_chars=st.integers(0, 8),
+    max_members=st.none() | st.integers(0, 4),
+    unicode_text=st.booleans(),
+)
+def test_shape_check_names_the_break_a_recursive_walk_meets_first(
+    walked, *, value, max_depth, max_chars, max_members, unicode_text
+):
+    """Pin the reason given for a value breaking several limits, however its size is checked.
+
+    A large value is looked at level by level (`walked` 0 makes every value large), and must
+    be named as the node by node walk of a small one names it.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(limits, "_WALKED_NODES", walked)
+        reason = check_json_shape(
+            value,
+            max_depth=max_depth,
+            max_string_chars=max_chars,
+            unicode_text=unicode_text,
+            max_members=max_members,
+        )
+    assert reason == _first_break(
+        value,
+        0,
+        max_depth=max_depth,
+        max_chars=max_chars,
+        max_members=max_members,
+        unicode_text=unicode_text,
+    )
+
+
 @settings(max_examples=100, deadline=None)
 @given(value=json_values)
 async def test_middleware_passes_every_acceptable_document(value):
@@ -577,11 +659,15 @@ async def test_the_middleware_refuses_a_body_of_fifteen_thousand_keys() -> None:
         (b'{"a": "a", "b": ["a", "a"]}', False),  # a key's text as values
         (b'{"\\u00e9": 1, "e\\u0301": 2}', False),  # alike to a reader, not the same key
         (b" [] ", False),
+        (b'{"a:": ":", "a:": 2}', True),  # colons in keys and strings
+        (b'{":": ":", "b": [":", {"::": "a:b"}]}', False),
+        (b'{"a:": 1, "a\\u003a": 2}', True),  # an escaped colon
+        (b'{"a\\u003A": ":", "b": "\\u003a"}', False),
     ],
 )
 def test_repeats_a_key_finds_a_key_named_twice_within_one_object(body: bytes, repeats: bool):
     """A key twice within one object is found, at any depth; alike keys elsewhere are not."""
-    assert limits.repeats_a_key(body) is repeats
+    assert limits.repeats_a_key(body, orjson.loads(body)) is repeats
 
 
 class _Pairs(list[tuple[str, object]]):
@@ -604,12 +690,12 @@ def _repeats(value: object) -> bool:
 
 
 json_documents = st.recursive(
-    st.none() | st.integers(-(2**53), 2**53) | st.sampled_from(["a", "b", ""]),
+    st.none() | st.integers(-(2**53), 2**53) | st.sampled_from(["a", "b", "", ":", "a:"]),
     lambda children: (
         st.lists(children, max_size=4)
-        | st.lists(st.tuples(st.sampled_from(["a", "b", "ab", ""]), children), max_size=4).map(
-            _Pairs
-        )
+        | st.lists(
+            st.tuples(st.sampled_from(["a", "b", "ab", "", ":", "a:"]), children), max_size=4
+        ).map(_Pairs)
     ),
     max_leaves=30,
 )
@@ -619,7 +705,8 @@ json_documents = st.recursive(
 @given(value=json_documents)
 def test_repeats_a_key_matches_a_reference(value):
     """Pin the repeat check against the members as written: true exactly when one repeats."""
-    assert limits.repeats_a_key(_text(value).encode()) is _repeats(value)
+    body = _text(value).encode()
+    assert limits.repeats_a_key(body, orjson.loads(body)) is _repeats(value)
 
 
 @pytest.mark.parametrize("pad", [0, 20 * 1024], ids=["on-the-loop", "off-the-loop"])
