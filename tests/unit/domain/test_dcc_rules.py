@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from signing_gateway.domain import EuRequest, KeyUsage
+from signing_gateway.domain import EuRequest, KeyUsage, dcc_names
 from signing_gateway.domain.dcc_names import _check_characters, _check_each_character
 
 if TYPE_CHECKING:
@@ -302,6 +303,60 @@ def test_the_ascii_checks_give_the_verdicts_of_the_per_character_checks(text):
 def test_the_fast_path_agrees_with_the_per_character_checks_on_any_text(text):
     """Whatever the text, ASCII or not, the checks' verdict is the per-character one."""
     assert _verdict(_check_characters, text) == _verdict(_check_each_character, text)
+
+
+def _reference_refusal(char: str) -> str | None:
+    """The error type refusing `char` in a name, by the rules as the module states them."""
+    category, codepoint = unicodedata.category(char), ord(char)
+    if category in {"Cc", "Cs", "Zl", "Zp"}:
+        return "text_control_character"
+    if category == "Co":
+        return "text_private_use_character"
+    if category == "Cf" and char not in "\u061c\u180e\u200b\u200c\u200d\u200e\u200f":
+        return (
+            "text_bidi_control"
+            if char in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+            else _FORMAT
+        )
+    if category == "Cn":
+        if 0xFDD0 <= codepoint <= 0xFDEF or codepoint & 0xFFFE == 0xFFFE:
+            return "text_noncharacter"
+        if any(first <= codepoint <= last for first, last in dcc_names._DEFAULT_IGNORABLE):
+            return _FORMAT
+    return None
+
+
+def test_every_code_point_is_refused_or_taken_by_the_rules():
+    """Pin each of the 1,114,112 code points' verdict, after a letter, to the rules as stated."""
+    wrong = []
+    for codepoint in range(0x110000):
+        char = chr(codepoint)
+        verdict = _verdict(_check_each_character, "A" + char)
+        if (verdict and verdict[0]) != _reference_refusal(char):
+            wrong.append(f"U+{codepoint:04X}")
+    assert wrong == []
+
+
+@pytest.mark.parametrize(
+    "text", ["\u0378" * 80, "\u4e00" * 80, "e\u0301" * 40], ids=["unassigned", "cjk", "marks"]
+)
+def test_a_character_costs_the_check_no_python_call_of_its_own(text):
+    """Checking 80 characters, unassigned ones too, calls no Python function per character.
+
+    Each unassigned code point cost three (`_refusal` and the noncharacter and
+    default-ignorable lookups), 30 µs for a name of 80: fields of free text at their longest
+    are what a DCC request of the largest size costs most to validate.
+    """
+    _check_each_character(text)  # what is made once, on first use, made
+    calls = []
+    sys.setprofile(
+        lambda frame, event, _: calls.append(frame.f_code.co_name) if event == "call" else None
+    )
+    try:
+        _check_each_character(text)
+    finally:
+        sys.setprofile(None)
+    assert calls == ["_check_each_character"]
 
 
 def test_bidi_control_in_free_text_is_named():
