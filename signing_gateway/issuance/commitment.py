@@ -9,7 +9,7 @@ refuses them. So:
 
 - the decoded JSON is checked with the standard library's parser, whose number hooks leave
   every number unread (nothing is converted, so nothing is lost or refused), under the same
-  depth and string limits as a request body (`security.limits.check_json_shape`): the body
+  depth and string limits as a request body (`security.json_shape.check_json_shape`): the body
   check cannot see inside the base64. That parser also takes an escaped lone UTF-16 surrogate
   (`"\ud800"`), which orjson refuses and a Go signer would silently replace, signing something
   other than what the app sent: the walk refuses those too, when the text has a `\u` at all.
@@ -35,7 +35,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from signing_gateway.domain.errors import DomainValidationError, FieldError
-from signing_gateway.security.limits import (
+from signing_gateway.security.json_shape import (
     REPEATED_KEY,
     RepeatedKeyError,
     check_json_shape,
@@ -94,7 +94,7 @@ def _shape_problem(document: bytes, limits: LimitsSettings) -> str | None:
     """Why `document` is not one JSON object within `limits`; None when it is.
 
     Parsed with no Python step per object or number, and looked through for a repeated key
-    after (`security.limits.repeats_a_key`): a 64 KiB commitment of 21,000 objects took 12 ms
+    after (`security.json_shape.repeats_a_key`): a 64 KiB commitment of 21,000 objects took 12 ms
     with a Python hook for each object and number, and takes 2 ms so. A document the parser
     refuses is parsed again as `_problem_in_order` does, which says whether a key repeated
     before the parser failed.

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from signing_gateway.security import limits
+from signing_gateway.security import json_shape, limits
 from signing_gateway.security.limits import RequestLimitsMiddleware, check_json_shape
 from signing_gateway.security.settings import AuthSettings, LimitsSettings
 from tests.support.gateway import make_settings
@@ -256,7 +256,7 @@ def test_shape_check_names_the_break_a_recursive_walk_meets_first(
     be named as the node by node walk of a small one names it.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(limits, "_WALKED_NODES", walked)
+        patch.setattr(json_shape, "_WALKED_NODES", walked)
         reason = check_json_shape(
             value,
             max_depth=max_depth,
