@@ -228,9 +228,16 @@ class RequestDeadline:
             raise self.exceeded() from exc
 
     def expired(self) -> bool:
-        """Whether the deadline has run out (its timer fired), asked inside the block."""
+        """Whether the deadline has run out, asked inside the block: its timer fired, or is due.
+
+        A loop that wakes late may fire a part's attempt timer in one turn, then hold past
+        this deadline before the part sees its timeout, and fire this timer only in the next:
+        the deadline had run out all the same when the part failed (`call_signer`).
+        """
         scope = self._scope
-        return scope is not None and scope.expired()
+        if scope is None:
+            return False
+        return scope.expired() or asyncio.get_running_loop().time() >= self.at
 
     def finished(self, part: str) -> None:
         """Note that `part` finished: a cut from now on does not name it."""

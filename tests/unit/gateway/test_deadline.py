@@ -25,6 +25,7 @@ from signing_gateway.issuance.deadline import (
     with_deadline_header,
 )
 from signing_gateway.issuance.faults import call_signer
+from signing_gateway.observability.signer_calls import attempt_var
 from signing_gateway.resilience.policy import MIN_ATTEMPT_SECONDS, SignerPolicy
 from signing_gateway.settings import ResilienceSettings
 
@@ -407,6 +408,47 @@ async def test_a_part_whose_attempt_times_out_with_the_deadline_is_cut_by_the_de
         await all_or_nothing(
             {"domestic": _done, "european": partial(_signed_by, policy, "european")},
             seconds=0.12,
+        )
+    assert info.value.unfinished_parts == ("european",)
+
+
+async def test_a_part_whose_attempt_timeout_is_seen_past_the_deadline_is_cut_by_it() -> None:
+    """Pin that an attempt timing out a turn before the deadline's timer, seen past it, is a cut.
+
+    A loaded loop wakes late and fires the attempt's timer, then holds past the deadline
+    before the part sees its timeout; the deadline's own timer fires only in the next turn.
+    The deadline had run out when the part failed: its 504, as when both fire in one turn.
+    Before, the answer was the signer's timeout, depending on which turn each timer fell in.
+    """
+    loop = asyncio.get_running_loop()
+
+    async def hung_signer() -> str:
+        attempt = attempt_var.get()
+        assert attempt is not None
+        due = attempt.scope.when()
+        assert due is not None
+        # The loop wakes 10 ms late, past the attempt's timer and the hold's, not the deadline's
+        # (24 ms after the attempt's); the hold then outlasts the deadline.
+        loop.call_at(due - 0.02, time.sleep, 0.03)
+        loop.call_at(due + 0.001, time.sleep, 0.05)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    policy = _policy(attempt_timeout_seconds=0.1)
+    with pytest.raises(DeadlineExceeded) as info:
+        await all_or_nothing(
+            {
+                "domestic": _done,
+                "european": partial(
+                    call_signer,
+                    "european",
+                    hung_signer,
+                    policy=policy,
+                    endpoint="get_credential",
+                    replay_safe=True,
+                ),
+            },
+            seconds=0.125,
         )
     assert info.value.unfinished_parts == ("european",)
 
