@@ -651,9 +651,10 @@ async def test_callers_that_leave_do_not_make_a_slow_signer_silent(telemetry):
 
     A caller arrives every 0.1 s and leaves after 0.2 s, before the 0.4 s signer answers, so
     some attempt is always on the wire and none is answered; the four impatient cuts between
-    them wait 0.4 s in all, less than an attempt timeout.
+    them wait 0.4 s in all, half an attempt timeout (the other half for a loaded machine,
+    whose late loop lengthens each cut), while the leavers' 1.6 s on the wire are twice one.
     """
-    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.8)
     slow = Signer(0.4)
     leavers = []
     for tick in range(16):
