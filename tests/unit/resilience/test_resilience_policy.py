@@ -262,7 +262,7 @@ async def test_attempt_timeout_never_exceeds_the_remaining_deadline():
     assert time.monotonic() - started < 0.3
 
 
-@pytest.mark.parametrize(("attempt_timeout", "deadline"), [(5.0, 0.1), (0.3, 0.2)])
+@pytest.mark.parametrize(("attempt_timeout", "deadline"), [(5.0, 0.1), (0.6, 0.4)])
 async def test_an_attempt_cut_at_the_deadline_is_not_held_against_the_signer(
     attempt_timeout, deadline
 ):
@@ -271,7 +271,8 @@ async def test_an_attempt_cut_at_the_deadline_is_not_held_against_the_signer(
     The signer was waited on for 0.1 s of a 5 s attempt timeout: the caller's deadline cut
     the attempt, not the signer's silence (a part in a task of its own may see this timeout
     before the deadline's cancellation). Not watched by the call metric, the attempt is
-    judged as it leaves the wire: its 0.2 s of a 0.3 s timeout count once, not silent yet.
+    judged as it leaves the wire: its 0.4 s of a 0.6 s timeout count once, not silent yet
+    (0.2 s to spare for a late loop; counted twice, 0.8 s, they would be).
     """
     policy, _ = _policy(attempt_timeout_seconds=attempt_timeout, breaker_consecutive_failures=1)
     loop = asyncio.get_running_loop()
@@ -523,11 +524,12 @@ async def test_hung_signer_opens_the_breaker_under_deadlines_shorter_than_the_at
 
 async def test_short_deadlines_do_not_open_the_breaker_of_an_answering_signer(telemetry):
     """Impatient callers' cuts are ignored while a slower signer keeps answering the others."""
-    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.5)
+    # The cuts between two answers add up to 0.3 s: 0.7 s to spare for a late loop.
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=1.0)
     slow = Signer(0.3)
     patient = [asyncio.create_task(_call_within(policy, 2.0, slow))]
     impatient = 0
-    for _ in range(12):  # 1.2 s: more than two attempt timeouts of cuts
+    for _ in range(12):  # 3.6 s of cuts: more than three attempt timeouts
         await asyncio.sleep(0.1)
         patient.append(asyncio.create_task(_call_within(policy, 2.0, slow)))
         for _ in range(3):
@@ -598,10 +600,11 @@ async def _cut_until_open(policy: SignerPolicy, seconds: float, *, pause: float 
 
 async def test_silence_adds_up_the_time_on_the_wire_across_quiet_spells(telemetry):
     """A hung signer behind short calls with pauses between: only the time waited counts."""
-    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.4)
+    policy = _policy_counting(telemetry, attempt_timeout_seconds=0.55)
     # Between the cuts nothing is on the wire: not silence, and no answer either.
-    await _cut_until_open(policy, 0.15, pause=0.3)
-    # Waited 0.15 s, 0.3 s, then 0.45 s: silent from the third cut, and three open it.
+    await _cut_until_open(policy, 0.2, pause=0.4)
+    # Waited 0.2 s, 0.4 s (0.15 s to spare for a late loop; with the pause, 0.8 s), then
+    # 0.6 s: silent from the third cut, and three open it.
     assert _outcomes(telemetry) == {"deadline": 2, "timeout": 3}
 
 
