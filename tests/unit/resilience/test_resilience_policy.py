@@ -699,20 +699,22 @@ async def test_a_cut_is_judged_once_however_long_the_attempt_takes_to_end(teleme
     passed. Both say "cancelled": nothing is held against the signer.
     """
     policy = _policy_counting(
-        telemetry, attempt_timeout_seconds=0.05, breaker_consecutive_failures=1
+        telemetry, attempt_timeout_seconds=0.2, breaker_consecutive_failures=1
     )
+    sent = asyncio.Event()
 
     async def closing_slowly() -> str:
         try:
             with observe_signer_call(signer="eu", endpoint="get_credential", headers={}):
+                sent.set()
                 await asyncio.Event().wait()
         finally:
-            await asyncio.sleep(0.1)  # the clean-up, past the attempt's own timeout
+            await asyncio.sleep(0.25)  # the clean-up, past the attempt's own timeout
         return "never"
 
     call = asyncio.create_task(policy.call("get_credential", closing_slowly, replay_safe=True))
-    await asyncio.sleep(0.01)
-    call.cancel()  # its caller left
+    await sent.wait()
+    call.cancel()  # its caller left, well inside the attempt's timeout
     with pytest.raises(asyncio.CancelledError):
         await call
     assert _outcomes(telemetry) == {"cancelled": 1}
