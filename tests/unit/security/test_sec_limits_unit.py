@@ -726,6 +726,24 @@ async def test_a_key_repeated_within_one_object_is_refused_unquoted(pad: int) ->
     assert seen == []
 
 
+@pytest.mark.parametrize("pad", [0, 20 * 1024], ids=["on-the-loop", "off-the-loop"])
+@pytest.mark.parametrize("last", [b"1", b'"\\u003a"'], ids=["plain", "escaped-colon"])
+async def test_a_repeated_key_whose_first_value_nests_past_the_parser_is_refused(
+    pad: int, last: bytes
+) -> None:
+    """Pin that a key named again after a value 1,000 levels deep is a 422, not a 500.
+
+    orjson reads the body (it stops at 1,024 levels) and keeps only the last value, which is
+    within the depth limit; Python's parser, which reads a body that escapes a colon, gives up
+    on the first one (RecursionError) and the request failed.
+    """
+    body = b'{"pad": "%s", "a": %s, "a": %s}' % (b"x" * pad, b"[" * 1000 + b"]" * 1000, last)
+    sent, seen = await _send_json(body)
+    assert sent[0]["status"] == 422
+    assert orjson.loads(sent[1]["body"])["detail"] == "an object repeats a key"
+    assert seen == []
+
+
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
