@@ -126,6 +126,8 @@ async def _measure(repeats: int, names: list[str]) -> dict[str, list[float]]:
             (f"{domestic_url}/issue_static", mocks.domestic_static(keys)),
         ):
             router.post(url).mock(side_effect=_timed(handler, clocks))
+        # Not `tests.support.gateway.running_gateway`: the timed requests go to the app
+        # straight, with the lifespan's state, which that helper keeps to itself.
         async with app.router.lifespan_context(app) as state:
 
             async def with_state(scope: Any, receive: Any, send: Any) -> None:
