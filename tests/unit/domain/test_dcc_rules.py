@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from signing_gateway.domain import EuRequest, KeyUsage, dcc_names
 from signing_gateway.domain.dcc_names import _check_characters, _check_each_character
+from tests.support.profiling import calls_made
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -348,15 +348,8 @@ def test_a_character_costs_the_check_no_python_call_of_its_own(text):
     are what a DCC request of the largest size costs most to validate.
     """
     _check_each_character(text)  # what is made once, on first use, made
-    calls = []
-    sys.setprofile(
-        lambda frame, event, _: calls.append(frame.f_code.co_name) if event == "call" else None
-    )
-    try:
-        _check_each_character(text)
-    finally:
-        sys.setprofile(None)
-    assert calls == ["_check_each_character"]
+    calls = calls_made(_check_each_character, text)
+    assert [name for event, name in calls if event == "call"] == ["_check_each_character"]
 
 
 def test_bidi_control_in_free_text_is_named():

@@ -10,11 +10,9 @@ it, the checks that find it without those steps must answer as the step by step 
 from __future__ import annotations
 
 import base64
-import gc
 import json
 import sys
 from collections.abc import Callable
-from types import FrameType
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +21,7 @@ from hypothesis import strategies as st
 from signing_gateway.issuance import commitment
 from signing_gateway.security.limits import RequestLimitsMiddleware
 from signing_gateway.security.settings import LimitsSettings
+from tests.support.profiling import calls_made
 
 #: The values a large body or commitment can be made of, each a step of its own before.
 ITEMS = {
@@ -45,25 +44,9 @@ def _calls(check: Callable[[], object]) -> int:
     """How many functions, Python's and the builtins, `check` calls (and they call).
 
     Counted on its second run: the first may make what is made once (a regular expression).
-    The collector is off meanwhile: what it calls back (`gc.callbacks`) is not the check's.
     """
     check()
-    calls = 0
-
-    def count(_frame: FrameType, event: str, _arg: object) -> None:
-        nonlocal calls
-        calls += event in {"call", "c_call"}
-
-    collecting = gc.isenabled()
-    gc.disable()
-    sys.setprofile(count)
-    try:
-        check()
-    finally:
-        sys.setprofile(None)
-        if collecting:
-            gc.enable()
-    return calls
+    return len(calls_made(check))
 
 
 def _array(item: str, count: int) -> bytes:
