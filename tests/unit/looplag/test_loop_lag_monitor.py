@@ -58,15 +58,24 @@ async def test_a_held_loop_shows_up_as_lag_in_stats_and_metrics() -> None:
 
 
 async def test_an_idle_loop_has_small_lag() -> None:
-    """Without stalls no wake-up is late by more than 50 ms (shared 2-core machine margin)."""
-    monitor = LoopLagMonitor(interval=0.01)
+    """On an idle loop most wake-ups are on time: the monitor makes no lag up.
+
+    A host that holds the process (a throttled VM, a busy core) makes some wake-up late now
+    and then, whatever the monitor does, so the bound is on most samples, not on the largest:
+    at least three in four under 5 ms, half the sampling period.
+    """
+    metrics = GatewayMetrics()
+    monitor = LoopLagMonitor(metrics, interval=0.01)
     monitor.start()
     try:
-        await until(lambda: monitor.stats.samples >= 20)
+        await until(lambda: monitor.stats.samples >= 40)
     finally:
         await monitor.stop()
-    assert monitor.stats.max < 0.05
-    assert monitor.stats.over_threshold == 0
+    on_time = metrics.registry.get_sample_value(
+        "gateway_event_loop_lag_seconds_bucket", {"le": "0.005"}
+    )
+    assert on_time is not None
+    assert on_time >= 0.75 * monitor.stats.samples, monitor.stats
 
 
 def test_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
