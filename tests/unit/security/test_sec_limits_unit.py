@@ -165,33 +165,6 @@ json_values = st.recursive(
 )
 
 
-def _depth(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
-def _longest(value: object) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return max([len(k) for k in value] + [_longest(v) for v in value.values()], default=0)
-    if isinstance(value, list):
-        return max((_longest(v) for v in value), default=0)
-    return 0
-
-
-@settings(max_examples=300, deadline=None)
-@given(value=json_values, max_depth=st.integers(1, 6), max_chars=st.integers(0, 12))
-def test_shape_check_matches_a_recursive_reference(value, max_depth, max_chars):
-    """The iterative check refuses exactly the too deep values and those with too long strings."""
-    expected_ok = _depth(value) <= max_depth and _longest(value) <= max_chars
-    reason = check_json_shape(value, max_depth=max_depth, max_string_chars=max_chars)
-    assert (reason is None) == expected_ok
-
-
 #: Strings and keys that break the limits in each way: too long, a lone surrogate.
 _texts = st.text(max_size=6) | st.sampled_from(["\ud800", "a\udfff", "x" * 9])
 shaped_values = st.recursive(
