@@ -7,23 +7,35 @@ where no test can see it. Lag goes to ``GatewayMetrics.event_loop_lag`` (histogr
 ``event_loop_lag_max`` (gauge), to ``/readyz`` details, and to a warning log when it passes a
 threshold (at most one warning per ``warn_every`` seconds, so a stalled loop is not made worse
 by its own log storm).
+
+Lag has two causes an operator must tell apart: work in the process holding the loop (a CPU
+burst, a collection, a blocking call: a bug to find), and the loop's thread ready to run with no
+CPU to run on (other processes on its cores, or a container's CPU quota spent: a matter of
+limits and placement). Linux counts the second per thread, so on Linux each sample also reads
+how long the loop's thread waited for a CPU in its period (`ThreadCoreWait`). That time goes to
+``event_loop_core_wait`` (a counter: its rate is the share of time the loop waited for a CPU),
+to the warning, and to ``/readyz`` with the worst lag left once it is taken off
+(``maxHeldLagSeconds``: what the process itself held the loop for).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoopLagMonitor", "LoopLagStats"]
+__all__ = ["LoopLagMonitor", "LoopLagStats", "ThreadCoreWait"]
 
 
 @dataclass(slots=True)
@@ -34,16 +46,68 @@ class LoopLagStats:
     last: float = 0.0
     max: float = 0.0
     over_threshold: int = 0
+    #: Seconds the loop's thread waited for a CPU, and the worst lag less that wait in its
+    #: sample; None where the wait is not counted (not Linux).
+    core_wait: float | None = None
+    max_held: float | None = None
 
     def to_json(self, threshold: float) -> dict[str, Any]:
         """The /readyz view, in seconds."""
         return {
             "lagSeconds": round(self.last, 6),
             "maxLagSeconds": round(self.max, 6),
+            "maxHeldLagSeconds": _rounded(self.max_held),
+            "coreWaitSeconds": _rounded(self.core_wait),
             "warnThresholdSeconds": threshold,
             "samples": self.samples,
             "samplesOverThreshold": self.over_threshold,
         }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 6)
+
+
+class ThreadCoreWait:
+    """Seconds the thread that opened it has waited, ready to run, for a CPU (Linux only).
+
+    Linux keeps this per thread in ``/proc/self/task/<tid>/schedstat`` (second field, ns; the
+    kernel's schedstats, on in the usual kernels): time on a run queue, and time throttled once
+    a container's CPU quota is spent. The file is opened once, by the thread to watch, and read
+    with `os.pread` at offset 0, which has the kernel write it anew: procfs is made in memory,
+    so a read waits on no disk and no lock, and costs a few microseconds.
+    """
+
+    def __init__(self, fd: int) -> None:
+        """Read the schedstat file open at `fd` (`open` makes one for the calling thread)."""
+        self._fd = fd
+
+    @classmethod
+    def open(cls) -> Self | None:
+        """The calling thread's reader, or None where its wait is not counted."""
+        path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # not Linux, or no schedstats
+            return None
+        reader = cls(fd)
+        try:
+            reader.seconds()
+        except (OSError, ValueError, IndexError):
+            reader.close()
+            return None
+        return reader
+
+    def seconds(self) -> float:
+        """The thread's wait for a CPU so far."""
+        return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class LoopLagMonitor:
@@ -57,8 +121,12 @@ class LoopLagMonitor:
         warn_threshold: float = 0.1,
         warn_every: float = 10.0,
         clock: Callable[[], float] = time.perf_counter,
+        core_wait: Callable[[], ThreadCoreWait | None] = ThreadCoreWait.open,
     ) -> None:
-        """Sample every `interval` s; warn when one wake-up is later than `warn_threshold` s."""
+        """Sample every `interval` s; warn when one wake-up is later than `warn_threshold` s.
+
+        `core_wait` opens, on the loop's thread, what reads its wait for a CPU (None: not read).
+        """
         if interval <= 0 or warn_threshold <= 0 or warn_every < 0:
             raise ValueError("interval and warn_threshold must be positive, warn_every >= 0")
         self._metrics = metrics
@@ -66,12 +134,17 @@ class LoopLagMonitor:
         self.warn_threshold = warn_threshold
         self._warn_every = warn_every
         self._clock = clock
+        self._open_core_wait = core_wait
         self._last_warning: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.stats = LoopLagStats()
 
-    def record(self, lag: float) -> None:
-        """Account one measured lag (negative values, from timer rounding, count as 0)."""
+    def record(self, lag: float, core_wait: float | None = None) -> None:
+        """Account one measured lag (negative values, from timer rounding, count as 0).
+
+        `core_wait`: seconds the loop's thread waited for a CPU in the sample's period (its
+        sleep and its lag), where that is counted.
+        """
         lag = max(lag, 0.0)
         stats = self.stats
         stats.samples += 1
@@ -82,19 +155,26 @@ class LoopLagMonitor:
             stats.max = lag
             if self._metrics is not None:
                 self._metrics.event_loop_lag_max.set(lag)
+        if core_wait is not None:
+            core_wait = max(core_wait, 0.0)
+            held = max(lag - core_wait, 0.0)
+            stats.core_wait = (stats.core_wait or 0.0) + core_wait
+            stats.max_held = max(stats.max_held or 0.0, held)
+            if self._metrics is not None:
+                self._metrics.event_loop_core_wait.inc(core_wait)
         if lag > self.warn_threshold:
             stats.over_threshold += 1
             now = self._clock()
             if self._last_warning is None or now - self._last_warning >= self._warn_every:
                 self._last_warning = now
-                logger.warning(
-                    "event loop lag over threshold",
-                    extra={
-                        "lag_ms": round(lag * 1000, 1),
-                        "threshold_ms": round(self.warn_threshold * 1000, 1),
-                        "over_threshold_samples": stats.over_threshold,
-                    },
-                )
+                extra: dict[str, Any] = {
+                    "lag_ms": round(lag * 1000, 1),
+                    "threshold_ms": round(self.warn_threshold * 1000, 1),
+                    "over_threshold_samples": stats.over_threshold,
+                }
+                if core_wait is not None:
+                    extra["core_wait_ms"] = round(core_wait * 1000, 1)
+                logger.warning("event loop lag over threshold", extra=extra)
 
     def snapshot(self) -> dict[str, Any]:
         """The figures shown in /readyz details."""
@@ -102,10 +182,22 @@ class LoopLagMonitor:
 
     async def _run(self) -> None:
         clock = self._clock
-        while True:
-            started = clock()
-            await asyncio.sleep(self.interval)
-            self.record(clock() - started - self.interval)
+        reader = self._open_core_wait()  # here, on the loop's thread: the thread it reads
+        if reader is None:
+            while True:
+                started = clock()
+                await asyncio.sleep(self.interval)
+                self.record(clock() - started - self.interval)
+        try:
+            waited = reader.seconds()
+            while True:
+                started = clock()
+                await asyncio.sleep(self.interval)
+                lag = clock() - started - self.interval
+                waited_before, waited = waited, reader.seconds()
+                self.record(lag, waited - waited_before)
+        finally:
+            reader.close()
 
     def start(self) -> None:
         """Start sampling on the running loop (idempotent)."""

@@ -191,6 +191,12 @@ class GatewayMetrics:
             "Largest event-loop lag seen since start",
             registry=r,
         )
+        self.event_loop_core_wait = Counter(
+            "gateway_event_loop_core_wait_seconds",
+            "Time the event loop's thread was ready to run but had no CPU: other processes on "
+            "its cores, or the container's CPU quota spent (stays 0 where Linux does not count it)",
+            registry=r,
+        )
         self.cpu_queue_timeouts = Counter(
             "gateway_cpu_queue_timeouts",
             "New /v1 requests refused 503 overloaded: no CPU permit within the queue timeout",

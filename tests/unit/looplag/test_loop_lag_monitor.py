@@ -145,6 +145,9 @@ async def test_readyz_shows_the_event_loop_lag(tmp_path) -> None:
                 await asyncio.sleep(0.02)
     assert details["warnThresholdSeconds"] == settings.loop_lag.warn_threshold_seconds
     assert details["maxLagSeconds"] >= 0
+    # Read on the loop's thread, where Linux counts it (test_loop_lag_core_wait.py).
+    assert details["coreWaitSeconds"] >= 0
+    assert 0 <= details["maxHeldLagSeconds"] <= details["maxLagSeconds"]
 
 
 def test_lag_at_the_threshold_is_not_over_it(caplog: pytest.LogCaptureFixture) -> None:
@@ -177,10 +180,41 @@ def test_the_readyz_figures_are_the_last_and_the_worst_lag() -> None:
     assert monitor.snapshot() == {
         "lagSeconds": 0.02,
         "maxLagSeconds": 0.3,
+        "maxHeldLagSeconds": None,  # no wait for a CPU counted: nothing to take off
+        "coreWaitSeconds": None,
         "warnThresholdSeconds": 0.1,
         "samples": 2,
         "samplesOverThreshold": 1,
     }
+
+
+def test_the_wait_for_a_cpu_is_added_up_and_taken_off_the_lag_it_explains(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """300 ms late after 280 ms waiting for a CPU: 20 ms held; 150 ms with no wait: 150 held."""
+    metrics = GatewayMetrics()
+    monitor = LoopLagMonitor(metrics, warn_threshold=0.1, warn_every=0)
+    with caplog.at_level(logging.WARNING, logger="signing_gateway.observability.looplag"):
+        monitor.record(0.3, core_wait=0.28)
+        monitor.record(0.0, core_wait=0.004)  # waited within the sleep: no lag, none held
+        monitor.record(0.15, core_wait=0.0)
+    snapshot = monitor.snapshot()
+    assert snapshot["maxLagSeconds"] == 0.3
+    assert snapshot["maxHeldLagSeconds"] == 0.15
+    assert snapshot["coreWaitSeconds"] == pytest.approx(0.284)
+    assert _sample(metrics, "gateway_event_loop_core_wait_seconds_total") == pytest.approx(0.284)
+    first, second = caplog.records
+    assert (first.lag_ms, first.core_wait_ms) == (300.0, 280.0)  # type: ignore[attr-defined]
+    assert (second.lag_ms, second.core_wait_ms) == (150.0, 0.0)  # type: ignore[attr-defined]
+
+
+def test_a_warning_without_a_counted_wait_names_none(caplog: pytest.LogCaptureFixture) -> None:
+    """Where the wait is not counted the warning has no `core_wait_ms`: not a made-up 0."""
+    monitor = LoopLagMonitor(warn_threshold=0.1)
+    with caplog.at_level(logging.WARNING, logger="signing_gateway.observability.looplag"):
+        monitor.record(0.2)
+    [warning] = caplog.records
+    assert not hasattr(warning, "core_wait_ms")
 
 
 @pytest.mark.parametrize(
