@@ -7,7 +7,10 @@ blockbuster watches for blocking calls, and afterwards the gateway's own loop-la
 read from ``/readyz``. The monitor measures wall-clock lateness, which also counts the moments
 the whole process waits for a core while the client and the fake signer load the same two
 cores, so it is held to what an orchestrator's probe notices: no wake-up 250 ms late, and at
-most one in twenty over the 100 ms warning threshold.
+most one in twenty over the 100 ms warning threshold. What is left once the loop thread's own
+wait for a core is taken off (``maxHeldLagSeconds``), the time the process itself held the
+loop, must stay under that threshold every time: 14-30 ms here, idle, beside two busy
+processes, or held to half a CPU by a cgroup quota (2026-12-07).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ BURST = 500
 SIGNER_LATENCY_MS = 200
 LAG_LIMIT = 0.25
 LATE_SHARE = 0.05
+HELD_LIMIT = 0.1
 CLIENT = Path(__file__).with_name("burst_client.py")
 
 
@@ -79,7 +83,10 @@ def _settings(signer_url: str) -> Settings:
 async def test_burst_of_500_never_holds_the_loop(
     slow_signer: FakeSignerProcess, slow_callback_detector, tmp_path: Path
 ) -> None:
-    """All 500 answer 200; no callback computes 100 ms; loop lag under 250 ms, rarely over 100."""
+    """All 500 answer 200; no callback computes 100 ms; loop lag under 250 ms, rarely over 100.
+
+    The loop is never held 100 ms by the process itself (lag less the wait for a core).
+    """
     port = _free_port()
     config = uvicorn.Config(
         create_app(_settings(slow_signer.base_url)),
@@ -121,3 +128,4 @@ async def test_burst_of_500_never_holds_the_loop(
     assert lag["samples"] > 0
     assert lag["maxLagSeconds"] < LAG_LIMIT, context
     assert lag["samplesOverThreshold"] <= LATE_SHARE * lag["samples"], context
+    assert lag["maxHeldLagSeconds"] < HELD_LIMIT, context
