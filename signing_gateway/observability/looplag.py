@@ -121,11 +121,12 @@ class LoopLagMonitor:
         warn_threshold: float = 0.1,
         warn_every: float = 10.0,
         clock: Callable[[], float] = time.perf_counter,
-        core_wait: Callable[[], ThreadCoreWait | None] = ThreadCoreWait.open,
+        open_core_wait: Callable[[], ThreadCoreWait | None] = ThreadCoreWait.open,
     ) -> None:
         """Sample every `interval` s; warn when one wake-up is later than `warn_threshold` s.
 
-        `core_wait` opens, on the loop's thread, what reads its wait for a CPU (None: not read).
+        `open_core_wait` is called on the loop's thread for what reads that thread's wait for a
+        CPU (None: the wait is not read).
         """
         if interval <= 0 or warn_threshold <= 0 or warn_every < 0:
             raise ValueError("interval and warn_threshold must be positive, warn_every >= 0")
@@ -134,7 +135,7 @@ class LoopLagMonitor:
         self.warn_threshold = warn_threshold
         self._warn_every = warn_every
         self._clock = clock
-        self._open_core_wait = core_wait
+        self._open_core_wait = open_core_wait
         self._last_warning: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.stats = LoopLagStats()

@@ -73,8 +73,9 @@ def _sampling_thread(
     thread.start()
     try:
         _wait_for(lambda: failed or (started and monitor.stats.samples >= 3))
-        if not failed:
-            yield started[0][0]
+        if failed:
+            raise failed[0]
+        yield started[0][0]
     finally:
         if started:
             loop, stop = started[0]
