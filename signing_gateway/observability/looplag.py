@@ -184,21 +184,20 @@ class LoopLagMonitor:
     async def _run(self) -> None:
         clock = self._clock
         reader = self._open_core_wait()  # here, on the loop's thread: the thread it reads
-        if reader is None:
-            while True:
-                started = clock()
-                await asyncio.sleep(self.interval)
-                self.record(clock() - started - self.interval)
+        waited = 0.0 if reader is None else reader.seconds()
         try:
-            waited = reader.seconds()
             while True:
                 started = clock()
                 await asyncio.sleep(self.interval)
                 lag = clock() - started - self.interval
+                if reader is None:
+                    self.record(lag)
+                    continue
                 waited_before, waited = waited, reader.seconds()
                 self.record(lag, waited - waited_before)
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
 
     def start(self) -> None:
         """Start sampling on the running loop (idempotent)."""
