@@ -15,11 +15,12 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psutil
 
+from tests.support.image_replay import Image
 from tests.support.polling import until
 from tests.support.processes import free_port, read_log, stop_process
 from tests.support.terminal import AS_A_TERMINAL_RUNS_IT
@@ -111,6 +112,7 @@ def running_gateway_process(
     wrapper: Sequence[str] = (),
     as_a_terminal: bool = False,
     ready: bool = True,
+    image: Image | None = None,
 ) -> Iterator[GatewayProcess]:
     """A ready gateway process for the block (`args`: more options), always stopped.
 
@@ -119,27 +121,26 @@ def running_gateway_process(
     (such as `unshare`); the process is then the wrapper's. `as_a_terminal`: run as a
     terminal's foreground job, SIGINT at its default and in a process group of its own, to
     which `tests.support.terminal.press_ctrl_c` sends Ctrl-C. `ready`: the block begins once
-    the gateway is ready; else at once.
+    the gateway is ready; else at once. `image`: run as a container of the replayed image runs
+    (`tests.support.image_replay`): its entry point and command, as its user, in its working
+    directory, with its environment and `env` only (none of the tests' own variables).
     """
     if as_a_terminal:
         wrapper = (*AS_A_TERMINAL_RUNS_IT, *wrapper)
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log")  # noqa: SIM115
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [
-            *wrapper,
-            sys.executable,
-            *program,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *args,
-        ],
+    command = [sys.executable, *program]
+    options: dict[str, Any] = {"env": {**os.environ, **env}}
+    if image is not None:
+        command = image.program([*image.entrypoint, *image.cmd])
+        options = {"env": {**image.env, **env}, "cwd": image.path(image.workdir)}
+        options |= image.as_its_user()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, or the image's
+        [*wrapper, *command, "--host", "127.0.0.1", "--port", str(port), *args],
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **env},
         start_new_session=as_a_terminal,
+        **options,
     )
     gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_file)
     try:

@@ -12,6 +12,10 @@ showing a server certificate of that CA and requiring a client certificate it is
 gateway's calls to the signers make the mutual TLS handshake with the Secret's files. Not
 covered: a signer behind a name (the fronts are at 127.0.0.1), nor the fake's own /keys, which
 the test reads over plain HTTP to write the trust files.
+
+The same deployment runs once more from the image, replayed without Docker
+(`tests.support.image_replay`): its entry point, as its user, on files with the modes the
+kubelet gives them.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
+import shutil
 import ssl
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import httpx
 import orjson
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -38,12 +47,17 @@ from tests.contract.gateway.gateway_process import (
     wait_ready,
 )
 from tests.support.fake_signer_process import FakeSignerProcess
+from tests.support.image_replay import ROOT, Image, interpreter_for, replay
 from tests.support.kubernetes_manifests import (
+    Manifest,
     container_env,
+    container_ports,
     image_environment,
+    image_instruction,
     manifests,
     mounted_volumes,
     named_files,
+    pod_spec,
 )
 from tests.support.tls_front import TlsFront, tls_front
 from tests.support.tls_pki import issue_certificate, write_pem
@@ -59,6 +73,29 @@ SIGNER_URLS = {
 
 
 _CaKey = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[Image]:
+    """The image replayed (`tests.support.image_replay`) under a folder its user can walk into.
+
+    Running as the image's user takes root, and a Python 3.11 that user can run; without
+    them it is skipped, unless `TEST_REQUIRE_IMAGE_REPLAY=1` (CI as root) makes it fail.
+    """
+    required = os.environ.get("TEST_REQUIRE_IMAGE_REPLAY") == "1"
+    uid, _, gid = image_instruction("USER").partition(":")
+    python = interpreter_for(int(uid), int(gid)) if os.geteuid() == 0 else None
+    if python is None:
+        why = "no Python 3.11 the image's user can run" if os.geteuid() == 0 else "not root"
+        if required:
+            pytest.fail(f"the image cannot be replayed here: {why}")
+        pytest.skip(f"the image's replay runs as its user: {why}")
+    directory = Path(tempfile.mkdtemp(prefix="image-"))
+    try:
+        directory.chmod(0o755)
+        yield replay(directory / "root", python)
+    finally:
+        shutil.rmtree(directory)
 
 
 @contextlib.contextmanager
@@ -169,16 +206,73 @@ def test_the_deployment_starts_ready_and_signs(
     Both signers are reached over mutual TLS with the Secret's CA and client certificate, and
     the signed request also leaves its audit record in the file of the writable volume.
     """
+    _deploy_and_sign(fakes, tmp_path, image=None)
+
+
+def test_the_image_holds_its_lock_and_every_module_imports(image: Image) -> None:
+    """The replayed image's virtualenv holds the runtime lock's pins, and each module imports.
+
+    Imported as the image's user with its environment, from the installed wheel: a module that
+    needs a package only the tests' lock has, or data the wheel left out, fails here.
+    """
+    done = subprocess.run(  # noqa: S603 - the image's own interpreter
+        image.program(["python", "-c", _INVENTORY]),
+        env=image.env,
+        cwd=image.path(image.workdir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **image.as_its_user(),
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    locked = _runtime_lock()
+    installed: dict[str, str] = found["installed"]
+    assert {name: installed.get(name) for name in locked} == locked
+    # What a venv brings (pip; setuptools on 3.11) and the wheel: nothing else.
+    assert set(installed) - set(locked) <= {"pip", "setuptools", "signing-gateway"}
+    assert found["failed"] == {}
+    assert len(found["modules"]) > 100  # every module of both packages, not a few
+    assert all(path.startswith(f"{image.root}/opt/venv/") for path in found["modules"].values())
+
+
+def test_the_image_as_its_user_starts_ready_and_signs(
+    image: Image, fakes: tuple[FakeSignerProcess, FakeSignerProcess]
+) -> None:
+    """The replayed image, run as its user on the Deployment's files and modes, signs a DCC.
+
+    The Secret's files are mode 0440 of the pod's `fsGroup`, the ConfigMaps' 0644 and the
+    audit volume writable through that group only, as the kubelet makes them; the process is
+    the image's entry point and command, as the image's user, in its working directory. The
+    image's health check answers 0 while it serves.
+    """
+    assert image.user is not None
+    assert image.user in image.accounts.values()  # USER names the account the image makes
+    assert image.exposed == sorted(container_ports(manifests()).values())
+    pod_root = Path(tempfile.mkdtemp(prefix="pod-"))
+    try:
+        pod_root.chmod(0o755)  # the image's user walks into it, as into the pod's /
+        _deploy_and_sign(fakes, pod_root, image=image)
+    finally:
+        shutil.rmtree(pod_root)
+
+
+def _deploy_and_sign(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess], root: Path, image: Image | None
+) -> None:
     signers = dict(zip(("eu", "domestic"), fakes, strict=True))
     env = container_env(manifests())
     issuer = LocalTokenIssuer(
         issuer=env["SIGNING_GATEWAY_AUTH__ISSUER"], audience=env["SIGNING_GATEWAY_AUTH__AUDIENCE"]
     )
     ca = issue_certificate(_CA_NAME, None)
-    (tmp_path / "fronts").mkdir()
-    with _tls_fronts(ca, signers, tmp_path / "fronts") as fronts:
-        pod = _pod_environment(tmp_path / "pod", signers, fronts, issuer, ca)
-        _start_ready_and_sign(pod, issuer)
+    (root / "fronts").mkdir()
+    with _tls_fronts(ca, signers, root / "fronts") as fronts:
+        pod = _pod_environment(root / "pod", signers, fronts, issuer, ca)
+        if image is not None:
+            _kubelet_modes(root / "pod", manifests())
+        _start_ready_and_sign(pod, issuer, image)
         for role, front in fronts.items():
             assert front.client_names, f"the gateway never reached the {role} signer"
             assert set(front.client_names) == {"signing-gateway"}, role
@@ -187,11 +281,16 @@ def test_the_deployment_starts_ready_and_signs(
     assert [record["outcome"] for record in records] == ["issued"]
 
 
-def _start_ready_and_sign(pod: dict[str, str], issuer: LocalTokenIssuer) -> None:
-    """Run `serve` with `pod`'s environment until /readyz answers 200, and sign one DCC."""
+def _start_ready_and_sign(
+    pod: dict[str, str], issuer: LocalTokenIssuer, image: Image | None = None
+) -> None:
+    """Run `serve` with `pod`'s environment until /readyz answers 200, and sign one DCC.
+
+    With `image`, as a container of it runs, whose health check must pass while it serves.
+    """
     probe_port = free_port()
     pod |= {"SIGNING_GATEWAY_HOST": "127.0.0.1", "SIGNING_GATEWAY_PROBE_PORT": str(probe_port)}
-    with running_gateway_process(pod, ready=False) as gateway:
+    with running_gateway_process(pod, ready=False, image=image) as gateway:
         readyz = f"http://127.0.0.1:{probe_port}/readyz"
         wait_ready(gateway, readyz)
         assert httpx.get(readyz, timeout=5).json()["status"] == "ready"
@@ -204,3 +303,68 @@ def _start_ready_and_sign(pod: dict[str, str], issuer: LocalTokenIssuer) -> None
         )
         assert signed.status_code == 200, signed.text
         assert signed.json()["credential"].startswith("HC1:")
+        if image is not None:
+            check = subprocess.run(  # noqa: S603 - the image's HEALTHCHECK command
+                image.program(image.healthcheck),
+                env={**image.env, **pod},
+                cwd=image.path(image.workdir),
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+                **image.as_its_user(),
+            )
+            assert check.returncode == 0, check.stdout + check.stderr
+
+
+#: Run by the image's interpreter: what is installed, and every module of both packages.
+_INVENTORY = """
+import importlib, importlib.metadata as metadata, json, pkgutil
+installed = {
+    d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()
+}
+modules, failed = {}, {}
+for top in ("signing_gateway", "fake_signer"):
+    package = importlib.import_module(top)
+    modules[top] = package.__file__
+    for info in pkgutil.walk_packages(package.__path__, top + "."):
+        try:
+            modules[info.name] = importlib.import_module(info.name).__file__
+        except Exception as exc:
+            failed[info.name] = repr(exc)
+print(json.dumps({"installed": installed, "modules": modules, "failed": failed}))
+"""
+
+
+def _runtime_lock() -> dict[str, str]:
+    """The runtime lock's pins: name (normalised as pip does) to version."""
+    text = (ROOT / "requirements-runtime.lock").read_text("utf-8")
+    return {
+        name.lower().replace("_", "-").replace(".", "-"): version
+        for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", text, re.MULTILINE)
+    }
+
+
+def _kubelet_modes(root: Path, objects: dict[str, Manifest]) -> None:
+    """Give the pod's mounts under `root` the owners and modes the kubelet gives them.
+
+    Every volume's files and folder belong to the pod's `fsGroup`; a ConfigMap's or Secret's
+    files have its `defaultMode` (0644 unless set), an emptyDir is writable by the group (and
+    by all, as the kubelet makes it 0777), and what lies above the mounts is root's, 0755.
+    """
+    fs_group = pod_spec(objects)["securityContext"]["fsGroup"]
+    for directory in [root, *root.rglob("*")]:
+        if directory.is_dir():
+            os.chown(directory, 0, 0)
+            directory.chmod(0o755)
+    for mount, volume in mounted_volumes(objects).items():
+        path = root / mount.relative_to("/")
+        os.chown(path, 0, fs_group)
+        source = volume.get("configMap") or volume.get("secret")
+        if source is None:  # an emptyDir
+            path.chmod(0o2777)
+            continue
+        path.chmod(0o2755)
+        for item in path.iterdir():
+            os.chown(item, 0, fs_group)
+            item.chmod(source.get("defaultMode", 0o644))
