@@ -22,11 +22,12 @@ Dockerfile's instructions under a directory that stands for the image's `/`:
 - ``USER``, ``EXPOSE``, ``HEALTHCHECK``, ``ENTRYPOINT`` and ``CMD`` are kept for the container.
 
 Any other instruction, or a form of one not listed, stops the replay: the Dockerfile cannot
-grow past what the replay follows without a test noticing. Two differences are deliberate:
-pip keeps its cache (the image's ``PIP_NO_CACHE_DIR`` is dropped: ``--require-hashes`` makes
-the bytes the same wherever they come from, and the suite's own install has fetched them), and
-``/`` of the container is not mounted read-only (running as the image's user, the process can
-write only where that user could).
+grow past what the replay follows without a test noticing. One difference is deliberate: pip
+keeps its cache (the image's ``PIP_NO_CACHE_DIR`` is dropped: ``--require-hashes`` makes the
+bytes the same wherever they come from, and the suite's own install has fetched them).
+
+`Image.as_a_container` then runs a command of the image as the Deployment runs its container:
+as its user, without capabilities, on a read-only root file system but for ``/tmp``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -83,12 +83,35 @@ class Image:
         """Where `image_path`, a path of the image, is under the replay's directory."""
         return self.root / PurePosixPath(image_path).relative_to("/")
 
-    def as_its_user(self) -> dict[str, Any]:
-        """`subprocess` options that run a command as the image's ``USER`` (root's otherwise)."""
+    def as_a_container(self, argv: list[str]) -> list[str]:
+        """`argv` run as the Deployment runs a container of the image (needs root).
+
+        As the image's ``USER``, with no capabilities and no new privileges, on a root file
+        system that is read-only but for ``/tmp`` (the pod's emptyDir; the tests keep the
+        pod's other writable volume, the audit folder, under it too): a mount namespace of
+        its own (``unshare``), then ``setpriv``. The Deployment's ``securityContext`` asks for
+        each of these.
+        """
         if self.user is None:
-            return {}
+            raise ReplayError("the image names no USER to run as")
         uid, gid = self.user
-        return {"user": uid, "group": gid, "extra_groups": []}
+        unshare, setpriv, mount = (_util_linux(name) for name in ("unshare", "setpriv", "mount"))
+        drop = (
+            f"{setpriv} --reuid={uid} --regid={gid} --clear-groups --no-new-privs"
+            " --bounding-set=-all --inh-caps=-all"
+        )
+        confine = f'{mount} --bind /tmp /tmp && {mount} -o remount,bind,ro / && exec {drop} -- "$@"'
+        return [
+            unshare,
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            confine,
+            "sh",
+            *argv,
+        ]
 
     def program(self, argv: list[str]) -> list[str]:
         """`argv` with its program found on the image's ``PATH``, as the runtime finds it."""
@@ -225,6 +248,35 @@ def interpreter_for(uid: int, gid: int) -> str | None:
             continue
         if runs.returncode == 0:
             return candidate
+    return None
+
+
+def _util_linux(name: str) -> str:
+    """Where this machine's `name` (of util-linux) is: found on the tests' ``PATH``."""
+    found = shutil.which(name)
+    if found is None:
+        raise ReplayError(f"{name} (util-linux) is not installed")
+    return found
+
+
+def can_run_containers() -> str | None:
+    """Why `Image.as_a_container` cannot run here (not root, no mount namespace); None if it can."""
+    if os.geteuid() != 0:
+        return "not root"
+    try:
+        unshare, mount = _util_linux("unshare"), _util_linux("mount")
+        _util_linux("setpriv")
+    except ReplayError as exc:
+        return str(exc)
+    tried = subprocess.run(  # noqa: S603 - util-linux
+        [unshare, "--mount", "--propagation", "private", mount, "-o", "remount,bind,ro", "/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if tried.returncode != 0:
+        return f"no mount namespace with a read-only root here: {tried.stderr.strip()}"
     return None
 
 

@@ -122,8 +122,9 @@ def running_gateway_process(
     terminal's foreground job, SIGINT at its default and in a process group of its own, to
     which `tests.support.terminal.press_ctrl_c` sends Ctrl-C. `ready`: the block begins once
     the gateway is ready; else at once. `image`: run as a container of the replayed image runs
-    (`tests.support.image_replay`): its entry point and command, as its user, in its working
-    directory, with its environment and `env` only (none of the tests' own variables).
+    (`tests.support.image_replay`): its entry point and command, as its user on a read-only
+    root, in its working directory, with its environment and `env` only (none of the tests'
+    own variables).
     """
     if as_a_terminal:
         wrapper = (*AS_A_TERMINAL_RUNS_IT, *wrapper)
@@ -132,9 +133,8 @@ def running_gateway_process(
     command = [sys.executable, *program]
     options: dict[str, Any] = {"env": {**os.environ, **env}}
     if image is not None:
-        command = image.program([*image.entrypoint, *image.cmd])
+        command = image.as_a_container(image.program([*image.entrypoint, *image.cmd]))
         options = {"env": {**image.env, **env}, "cwd": image.path(image.workdir)}
-        options |= image.as_its_user()
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, or the image's
         [*wrapper, *command, "--host", "127.0.0.1", "--port", str(port), *args],
         stdout=log_file,

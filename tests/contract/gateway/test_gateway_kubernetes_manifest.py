@@ -47,11 +47,18 @@ from tests.contract.gateway.gateway_process import (
     wait_ready,
 )
 from tests.support.fake_signer_process import FakeSignerProcess
-from tests.support.image_replay import ROOT, Image, interpreter_for, replay
+from tests.support.image_replay import (
+    ROOT,
+    Image,
+    can_run_containers,
+    interpreter_for,
+    replay,
+)
 from tests.support.kubernetes_manifests import (
     Manifest,
     container_env,
     container_ports,
+    gateway_container,
     image_environment,
     image_instruction,
     manifests,
@@ -79,17 +86,18 @@ _CaKey = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 def image() -> Iterator[Image]:
     """The image replayed (`tests.support.image_replay`) under a folder its user can walk into.
 
-    Running as the image's user takes root, and a Python 3.11 that user can run; without
-    them it is skipped, unless `TEST_REQUIRE_IMAGE_REPLAY=1` (CI as root) makes it fail.
+    Running it as a container takes root and a mount namespace, and a Python 3.11 the image's
+    user can run; without them it is skipped, unless `TEST_REQUIRE_IMAGE_REPLAY=1` (CI as
+    root) makes it fail.
     """
-    required = os.environ.get("TEST_REQUIRE_IMAGE_REPLAY") == "1"
     uid, _, gid = image_instruction("USER").partition(":")
-    python = interpreter_for(int(uid), int(gid)) if os.geteuid() == 0 else None
+    why = can_run_containers()
+    python = interpreter_for(int(uid), int(gid)) if why is None else None
     if python is None:
-        why = "no Python 3.11 the image's user can run" if os.geteuid() == 0 else "not root"
-        if required:
+        why = why or "no Python 3.11 the image's user can run"
+        if os.environ.get("TEST_REQUIRE_IMAGE_REPLAY") == "1":
             pytest.fail(f"the image cannot be replayed here: {why}")
-        pytest.skip(f"the image's replay runs as its user: {why}")
+        pytest.skip(f"the image's replay runs as a container: {why}")
     directory = Path(tempfile.mkdtemp(prefix="image-"))
     try:
         directory.chmod(0o755)
@@ -212,18 +220,18 @@ def test_the_deployment_starts_ready_and_signs(
 def test_the_image_holds_its_lock_and_every_module_imports(image: Image) -> None:
     """The replayed image's virtualenv holds the runtime lock's pins, and each module imports.
 
-    Imported as the image's user with its environment, from the installed wheel: a module that
-    needs a package only the tests' lock has, or data the wheel left out, fails here.
+    Imported as a container of the image would, with its environment, from the installed
+    wheel: a module that needs a package only the tests' lock has, or data the wheel left
+    out, fails here.
     """
     done = subprocess.run(  # noqa: S603 - the image's own interpreter
-        image.program(["python", "-c", _INVENTORY]),
+        image.as_a_container(image.program(["python", "-c", _INVENTORY])),
         env=image.env,
         cwd=image.path(image.workdir),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        **image.as_its_user(),
     )
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
@@ -237,19 +245,34 @@ def test_the_image_holds_its_lock_and_every_module_imports(image: Image) -> None
     assert all(path.startswith(f"{image.root}/opt/venv/") for path in found["modules"].values())
 
 
-def test_the_image_as_its_user_starts_ready_and_signs(
+def test_the_image_as_the_deployment_runs_it_starts_ready_and_signs(
     image: Image, fakes: tuple[FakeSignerProcess, FakeSignerProcess]
 ) -> None:
-    """The replayed image, run as its user on the Deployment's files and modes, signs a DCC.
+    """The replayed image, run under the Deployment's security context and files, signs a DCC.
 
     The Secret's files are mode 0440 of the pod's `fsGroup`, the ConfigMaps' 0644 and the
     audit volume writable through that group only, as the kubelet makes them; the process is
-    the image's entry point and command, as the image's user, in its working directory. The
-    image's health check answers 0 while it serves.
+    the image's entry point and command, as the image's user, without capabilities, on a root
+    file system read-only but for `/tmp` (`Image.as_a_container`). The image's health check
+    answers 0 while it serves.
     """
-    assert image.user is not None
+    objects = manifests()
+    security = pod_spec(objects)["securityContext"]
+    container = gateway_container(objects)["securityContext"]
+    # What `as_a_container` does is what the Deployment asks for.
+    assert image.user == (security["runAsUser"], security["runAsGroup"])
     assert image.user in image.accounts.values()  # USER names the account the image makes
-    assert image.exposed == sorted(container_ports(manifests()).values())
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    writable = {
+        str(path) for path, volume in mounted_volumes(objects).items() if "emptyDir" in volume
+    }
+    assert writable == {
+        "/tmp",  # noqa: S108 - the pod's own /tmp, an emptyDir
+        str(PurePosixPath(container_env(objects)["SIGNING_GATEWAY_AUDIT__FILE"]).parent),
+    }
+    assert image.exposed == sorted(container_ports(objects).values())
     pod_root = Path(tempfile.mkdtemp(prefix="pod-"))
     try:
         pod_root.chmod(0o755)  # the image's user walks into it, as into the pod's /
@@ -272,6 +295,9 @@ def _deploy_and_sign(
         pod = _pod_environment(root / "pod", signers, fronts, issuer, ca)
         if image is not None:
             _kubelet_modes(root / "pod", manifests())
+            # The image's variables as its replay set them (`PATH` leads to its virtualenv),
+            # not as the Dockerfile spells them; the Deployment's still override them.
+            pod |= {name: value for name, value in image.env.items() if name not in env}
         _start_ready_and_sign(pod, issuer, image)
         for role, front in fronts.items():
             assert front.client_names, f"the gateway never reached the {role} signer"
@@ -305,14 +331,13 @@ def _start_ready_and_sign(
         assert signed.json()["credential"].startswith("HC1:")
         if image is not None:
             check = subprocess.run(  # noqa: S603 - the image's HEALTHCHECK command
-                image.program(image.healthcheck),
+                image.as_a_container(image.program(image.healthcheck)),
                 env={**image.env, **pod},
                 cwd=image.path(image.workdir),
                 capture_output=True,
                 text=True,
                 timeout=10,
                 check=False,
-                **image.as_its_user(),
             )
             assert check.returncode == 0, check.stdout + check.stderr
 
