@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 
 from bench.procs import redis_server, stop_children_on_sigterm
 from signing_gateway.issuance.redis_stokens import open_redis_store
+from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.settings import SessionStoreSettings
 
 #: Sessions opened at once: the store's connection pool bounds what is in flight anyway.
 BATCH = 500

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.observability.tracing_setup import (
     TracingUnavailableError,
     check_tracing_available,
 )
 from signing_gateway.security.files import JWKS_TLS, read_password_text, security_file_problems
 from signing_gateway.security.tls_files import tls_problems
-from signing_gateway.settings import SessionStoreSettings, Settings
+from signing_gateway.settings import Settings
 from signing_gateway.settings_env import read_settings
 from signing_gateway.trust_files import trust_file_problems, unreadable_file
 

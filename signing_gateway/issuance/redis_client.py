@@ -32,9 +32,9 @@ from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
 
+from signing_gateway.issuance.store_settings import SENTINEL_CONNECTIONS, SessionStoreSettings
 from signing_gateway.security.files import read_password_text
 from signing_gateway.security.tls_contexts import client_tls_context
-from signing_gateway.settings import SENTINEL_CONNECTIONS, SessionStoreSettings
 from signing_gateway.start_up import StartUpError
 from signing_gateway.start_up_checks import session_store_file_problems
 

@@ -59,9 +59,9 @@ from signing_gateway.issuance.redis_client import (
     redis_client,
 )
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner, StoreOperation
+from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.runtime.cpu_gate import io_wait
-from signing_gateway.settings import SessionStoreSettings
 
 __all__ = ["RedisStokenStore", "SessionStoreFilesError", "open_redis_store"]
 

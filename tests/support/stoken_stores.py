@@ -27,8 +27,8 @@ from signing_gateway.issuance import redis_stokens
 from signing_gateway.issuance.redis_client import StoreFiles
 from signing_gateway.issuance.redis_stokens import RedisStokenStore
 from signing_gateway.issuance.stoken import InMemoryStokenStore, StokenStore
+from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.settings import SessionStoreSettings
 
 C = TypeVar("C", bound=FakeRedis)
 StoreKind = Literal["memory", "redis"]

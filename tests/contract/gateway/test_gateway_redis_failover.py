@@ -25,8 +25,8 @@ from signing_gateway.errors import SessionStoreUnavailable
 from signing_gateway.issuance.redis_client import TlsConnection
 from signing_gateway.issuance.redis_stokens import open_redis_store
 from signing_gateway.issuance.stoken import IssuanceSession
+from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.settings import SessionStoreSettings
 from tests.api.observability.scrape import scrape
 from tests.contract.gateway.gateway_process import running_gateway_process
 from tests.contract.gateway.test_gateway_redis_sessions import (

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from signing_gateway.api import examples
 from signing_gateway.app import create_app
+from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.resilience.breaker import BreakerState
 from signing_gateway.security.settings import (
     ALL_SCOPES,
@@ -48,7 +49,6 @@ from signing_gateway.settings import (
     IdemixSettings,
     LoopLagSettings,
     ResilienceSettings,
-    SessionStoreSettings,
     SignerSettings,
     TrustSettings,
 )

@@ -24,8 +24,8 @@ from signing_gateway.errors import SessionStoreUnavailable, SignerUnavailable
 from signing_gateway.issuance.redis_stokens import open_redis_store
 from signing_gateway.issuance.session import SESSION_LOST, HeldSession
 from signing_gateway.issuance.stoken import IssuanceSession, NotOwner
+from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.settings import SessionStoreSettings
 from tests.support.polling import until
 from tests.support.stoken_stores import KEY_PREFIX, Stores, redis_on_clock
 

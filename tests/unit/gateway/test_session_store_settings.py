@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from signing_gateway.settings import SENTINEL_CONNECTIONS, SessionStoreSettings, Settings
+from signing_gateway.issuance.store_settings import SENTINEL_CONNECTIONS, SessionStoreSettings
+from signing_gateway.settings import Settings
 from tests.unit.gateway.test_settings_refusals import PRODUCTION
 
 LOOPBACK = "redis://127.0.0.1:6379/0"

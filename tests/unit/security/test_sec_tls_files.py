@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from signing_gateway.issuance.redis_stokens import SessionStoreFilesError, open_redis_store
+from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.settings import AuthSettings
 from signing_gateway.security.tls_files import tls_problems
-from signing_gateway.settings import SessionStoreSettings, Settings
+from signing_gateway.settings import Settings
 from signing_gateway.start_up_checks import tls_file_problems
 from tests.support.credentials import make_dsc
 
