@@ -1,11 +1,11 @@
 """The transports under each signer's httpx client: one answer whichever is configured.
 
 The two transports read a few malformed answers differently, by themselves: what they hand
-on is made the same here, so `signers.http` classifies one way whichever is configured.
+on is made the same here, so `signers.failures` classifies one way whichever is configured.
 
 - A `101 Switching Protocols` to a request that asked for no upgrade: aiohttp hands the
   status on, httpcore (h11) refuses it as a protocol error. Both hand on the status (an
-  unexpected one, `signers.http.response_error`), the connection closed.
+  unexpected one, `signers.failures.response_error`), the connection closed.
 - A `Transfer-Encoding` naming a coding besides `chunked` (`gzip, chunked`): httpcore refuses
   it, aiohttp de-chunked it and read the rest as the body (taking a `bogus, chunked` answer).
   `chunked` alongside a `Content-Length` (which RFC 9112 6.3 says ought to be an error):
@@ -186,7 +186,7 @@ _AIOHTTP_LIMIT = 100
 #: The informational statuses (1xx), which come before an answer, bar the 101 that ends one.
 _INFORMATIONAL, _FINAL, _SWITCHING = 100, 200, 101
 #: The most bytes `_answer_before` reads again. A signer's answer is a head of a few KiB and a
-#: body of at most 64 KiB (`signers.http.MAX_RESPONSE_BYTES`, a longer one is malformed).
+#: body of at most 64 KiB (`signers.answers.MAX_RESPONSE_BYTES`, a longer one is malformed).
 _REREAD_LIMIT = 128 * 1024
 #: What an empty line, the end of a head, holds: CRLF CRLF, or a bare LF (which aiohttp's
 #: parsers take for CRLF) in either place.

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from signing_gateway.signers.answers import MAX_RESPONSE_BYTES
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.errors import (
     SignerConnectError,
@@ -26,12 +27,8 @@ from signing_gateway.signers.errors import (
     sent_nothing,
 )
 from signing_gateway.signers.eu import EuSignerClient, credential_request
-from signing_gateway.signers.http import (
-    MAX_RESPONSE_BYTES,
-    MAX_RETRY_AFTER_SECONDS,
-    parse_retry_after,
-    request_json,
-)
+from signing_gateway.signers.failures import MAX_RETRY_AFTER_SECONDS, parse_retry_after
+from signing_gateway.signers.http import request_json
 from tests.support.credentials import b64, make_domestic_signer, make_dsc, sample_attributes
 
 EXPIRES = datetime(2027, 5, 20, tzinfo=UTC)

@@ -10,7 +10,8 @@ import pytest
 
 from signing_gateway.signers.errors import SignerConnectionLostError, SignerTimeoutError
 from signing_gateway.signers.eu import EuSignerClient, credential_request
-from signing_gateway.signers.http import SignerHttpClient, build_signer_client, transport_error
+from signing_gateway.signers.failures import transport_error
+from signing_gateway.signers.http import SignerHttpClient, build_signer_client
 from signing_gateway.signers.transport import SignerTransport
 from tests.unit.signers.conftest import BASE_URL
 

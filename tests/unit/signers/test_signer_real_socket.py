@@ -25,6 +25,7 @@ import pytest
 
 from signing_gateway.app import _client, _signer_tls
 from signing_gateway.settings import SignerSettings
+from signing_gateway.signers.answers import MAX_RESPONSE_BYTES
 from signing_gateway.signers.domestic import DomesticSignerClient
 from signing_gateway.signers.errors import (
     SignerConnectError,
@@ -36,7 +37,7 @@ from signing_gateway.signers.errors import (
     SignerTimeoutError,
 )
 from signing_gateway.signers.eu import EuSignerClient
-from signing_gateway.signers.http import MAX_RESPONSE_BYTES, build_signer_client
+from signing_gateway.signers.http import build_signer_client
 from signing_gateway.signers.transport import SignerTransport
 from tests.support.polling import until
 
