@@ -14,8 +14,8 @@ covered: a signer behind a name (the fronts are at 127.0.0.1), nor the fake's ow
 the test reads over plain HTTP to write the trust files.
 
 The same deployment runs once more from the image, replayed without Docker
-(`tests.support.image_replay`): its entry point, as its user, on files with the modes the
-kubelet gives them.
+(`tests.support.image_replay`): its entry point, as its user on a read-only root, on files
+with the modes the kubelet gives them.
 """
 
 from __future__ import annotations
@@ -345,8 +345,10 @@ def _start_ready_and_sign(
 #: Run by the image's interpreter: what is installed, and every module of both packages.
 _INVENTORY = """
 import importlib, importlib.metadata as metadata, json, pkgutil
+import re
 installed = {
-    d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()
+    re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version
+    for d in metadata.distributions()
 }
 modules, failed = {}, {}
 for top in ("signing_gateway", "fake_signer"):
@@ -362,10 +364,10 @@ print(json.dumps({"installed": installed, "modules": modules, "failed": failed})
 
 
 def _runtime_lock() -> dict[str, str]:
-    """The runtime lock's pins: name (normalised as pip does) to version."""
+    """The runtime lock's pins: name (normalised as PEP 503 does) to version."""
     text = (ROOT / "requirements-runtime.lock").read_text("utf-8")
     return {
-        name.lower().replace("_", "-").replace(".", "-"): version
+        re.sub(r"[-_.]+", "-", name).lower(): version
         for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", text, re.MULTILINE)
     }
 
