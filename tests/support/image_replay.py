@@ -13,9 +13,10 @@ Dockerfile's instructions under a directory that stands for the image's `/`:
 - ``WORKDIR`` and ``COPY`` from the build context, which leaves out what ``.dockerignore``
   names (a source it names is an error, as in Docker).
 - ``RUN`` through ``sh -c``, each absolute path moved under the directory, with the base
-  image's variables, the stage's, and the host's that tell pip where its registry is. A ``RUN``
-  of ``groupadd`` and ``useradd`` alone is read instead (the accounts it makes), not run: it
-  would add them to this machine.
+  image's variables, the stage's, and the host's that tell pip where its registry is. Only
+  commands joined by ``&&`` whose programs are ``python`` or under the image's own paths run:
+  nothing here may change this machine. A ``RUN`` of ``groupadd`` and ``useradd`` alone is
+  read instead (the accounts it makes), not run: it would add them to this machine.
 - ``COPY --from=STAGE`` copies from that stage's tree. Each stage gets a tree of its own at the
   same path (the one before is moved aside), so a virtualenv copied over keeps the paths it
   was built with, as in the image, and the last stage holds only what it copied.
@@ -321,6 +322,12 @@ def _run(stage: Image, command: str, python_dir: Path) -> None:
     if accounts is not None:
         stage.accounts.update(accounts)
         return
+    for part in command.split("&&"):
+        program = shlex.split(part)[0]
+        if re.search(r"[;|&<>`$]", part) or not (program == "python" or program.startswith("/")):
+            # Only the base image's python and programs under the image's own paths (the
+            # virtualenvs the stages make) run: nothing that could change this machine.
+            raise ReplayError(f"RUN {command}: {part.strip()!r} is not followed by the replay")
     host = {name: value for name, value in os.environ.items() if _HOST_VARIABLES.fullmatch(name)}
     env = {**host, **stage.env, "PATH": f"{python_dir}:{stage.env['PATH']}"}
     cwd = stage.root / stage.workdir.relative_to("/")
