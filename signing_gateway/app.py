@@ -313,6 +313,7 @@ def _lifespan(
                 interval=settings.readiness_probe_interval_seconds,
                 timeout=settings.readiness_probe_timeout_seconds,
             )
+            readiness.export(metrics.dependency_up)
             if idemix is not None:
                 readiness.add_detail("idemixChecks", idemix.snapshot)
             readiness.start()

@@ -173,6 +173,12 @@ class GatewayMetrics:
             ["signer", "reason"],
             registry=r,
         )
+        self.dependency_up = Gauge(
+            "gateway_dependency_up",
+            "1 while a dependency answered its last readiness probe; 0 when down or not probed yet",
+            ["dependency", "required"],
+            registry=r,
+        )
         self.eu_signing_certificate_remaining = Gauge(
             "gateway_eu_signing_certificate_remaining_seconds",
             "Seconds until the notAfter of the DSC signing this key usage now (0: none valid)",

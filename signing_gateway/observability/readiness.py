@@ -7,7 +7,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
+
+from prometheus_client import Gauge
 
 from signing_gateway.runtime.tasks import cancel_and_wait
 
@@ -40,6 +43,10 @@ class DependencyState:
         }
 
 
+def _up(state: DependencyState) -> float:
+    return 1.0 if state.status == "up" else 0.0
+
+
 class ReadinessMonitor:
     """Probes each dependency every `interval` seconds in the background, each on its own."""
 
@@ -58,6 +65,17 @@ class ReadinessMonitor:
         self._task: asyncio.Task[None] | None = None
         self.draining = False
         self._details: dict[str, Callable[[], Any]] = {}
+
+    def export(self, gauge: Gauge) -> None:
+        """Show each dependency in `gauge` (labels: dependency, required): 1 while up, else 0.
+
+        Read at every scrape. `/readyz` answers the orchestrator, which takes a pod that is
+        not ready out of service and so out of the traffic every other metric counts: when a
+        required dependency is down for every pod, this is what still says so.
+        """
+        for name, state in self.states.items():
+            child = gauge.labels(name, "true" if state.required else "false")
+            child.set_function(partial(_up, state))
 
     def add_detail(self, name: str, provider: Callable[[], Any]) -> None:
         """Show `provider()` under `name` in every /readyz body (e.g. event-loop lag)."""

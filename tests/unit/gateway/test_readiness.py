@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import ReadinessMonitor
 from tests.support.polling import until
 
@@ -285,3 +286,28 @@ async def test_going_down_is_logged_with_the_reason_or_else_the_kind_of_failure(
         ("audit-file", "[Errno 28] No space left on device"),
         ("eu", "TimeoutError"),
     }
+
+
+async def test_each_dependency_is_exported_up_or_down_at_each_scrape():
+    """`gateway_dependency_up` is 0 before the first probe and while down, 1 once it answers."""
+    metrics = GatewayMetrics()
+    answers = {"eu": True}
+
+    async def eu() -> None:
+        if not answers["eu"]:
+            raise ConnectionRefusedError
+
+    monitor = ReadinessMonitor({"eu": (eu, True), "extra": (_down, False)}, interval=60, timeout=1)
+    monitor.export(metrics.dependency_up)
+
+    def up(name: str, required: str) -> float | None:
+        labels = {"dependency": name, "required": required}
+        return metrics.registry.get_sample_value("gateway_dependency_up", labels)
+
+    assert (up("eu", "true"), up("extra", "false")) == (0.0, 0.0)  # not probed yet
+    await monitor.check_now()
+    assert (up("eu", "true"), up("extra", "false")) == (1.0, 0.0)
+    answers["eu"] = False
+    await monitor.check_now()
+    assert up("eu", "true") == 0.0
+    assert up("eu", "false") is None  # one series per dependency, labelled as configured
