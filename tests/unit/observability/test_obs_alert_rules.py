@@ -2,17 +2,22 @@
 
 docs/alerts/signing-gateway.rules.yml is loaded by the platform's Prometheus as it is. A metric
 or label misspelt there, or renamed in `GatewayMetrics`, leaves an alert reading nothing, and
-Prometheus says nothing: an empty vector is no error. promtool is not in CI, so the file's
-PromQL is read here (tests/support/promql.py) and held to the metrics as declared.
+Prometheus says nothing: an empty vector is no error. So the file's PromQL is read here
+(tests/support/promql.py) and held to the metrics as declared; where promtool is on PATH (CI
+installs it), it also checks the rules and runs their unit tests.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 
 from tests.support.alert_rules import (
+    RULES,
     RUNBOOK,
     AlertRule,
     alert_rules,
@@ -22,6 +27,8 @@ from tests.support.alert_rules import (
 from tests.support.metric_series import TARGET_LABELS, exposed_series, expression_problems
 
 SEVERITIES = {"page", "ticket"}
+#: The rules' unit tests, run by promtool.
+RULES_TESTS = RULES.with_name("signing-gateway.rules.test.yml")
 #: A row of the guide's table of alerts.
 _ROW = re.compile(r"^\| `(\w+)` \| (\w+) \| (\w+) \| (.*) \| ([^|]+) \|$")
 
@@ -158,3 +165,28 @@ def test_the_guide_lists_the_alerts_of_the_rules_file():
         row = (rule.name, rule.labels["severity"], rule.for_, f"{operator} {threshold}")
         in_file.append((*row, runbook.group(1)))
     assert _listed() == in_file
+
+
+def test_promtool_reads_the_rules_and_their_unit_tests_pass():
+    """`promtool check rules` reads every rule; `promtool test rules` passes the file's tests.
+
+    The unit tests beside the rules (signing-gateway.rules.test.yml) feed synthetic series and
+    say what each alert must catch and leave out; only Prometheus' own evaluator runs them.
+    Skipped without promtool (Debian: package prometheus), unless `TEST_REQUIRE_PROMTOOL=1`.
+    """
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("TEST_REQUIRE_PROMTOOL") == "1":
+            pytest.fail("promtool is not on PATH, and TEST_REQUIRE_PROMTOOL=1")
+        pytest.skip("promtool is not on PATH (Debian: apt-get install prometheus)")
+    for command in (["check", "rules", RULES.name], ["test", "rules", RULES_TESTS.name]):
+        done = subprocess.run(  # noqa: S603 - promtool from the path, on the repository's files
+            [promtool, *command],
+            cwd=RULES.parent,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "SUCCESS" in done.stdout
