@@ -15,7 +15,7 @@ from tests.support.promql import Grouping, PromqlNotRead, Selector, divisions_of
 
 #: Labels Prometheus gives every series of a target, which `GatewayMetrics` does not declare:
 #: `instance` tells the pods apart (each has its own breaker, CPU gate and event loop).
-TARGET_LABELS = frozenset({"instance"})
+TARGET_LABELS = frozenset({"instance", "job"})
 #: Functions that read a counter's growth: over a gauge, its drops read as resets.
 COUNTER_FUNCTIONS = frozenset({"rate", "irate", "increase"})
 

@@ -99,9 +99,12 @@ def test_a_misspelt_metric_or_label_is_reported(expr: str, problem: str):
     ("written", "mutant", "problem"),
     [
         (
-            "/ sum by (signer) (rate(gateway_signer_calls_total[5m]))",
-            "/ sum(rate(gateway_signer_calls_total[5m]))",
-            "SigningGatewaySignerFailing: the sides of / group differently: by ('signer',), by ()",
+            "/ sum by (job, signer) (rate(gateway_signer_calls_total[5m]))",
+            "/ sum by (job) (rate(gateway_signer_calls_total[5m]))",
+            (
+                "SigningGatewaySignerFailing: the sides of / group differently: "
+                "by ('job', 'signer'), by ('job',)"
+            ),
         ),
         (
             "max_over_time(gateway_requests_in_progress[5m])",

@@ -174,12 +174,12 @@ def test_every_series_and_label_a_panel_reads_is_exposed_per_pod():
     ("written", "misspelt", "problem"),
     [
         ("gateway_signer_shed_total{", "gateway_signer_shed{", "gateway_signer_shed is not"),
-        ("(reason) (rate(gateway_auth", "(reasons) (rate(gateway_auth", "no label 'reasons'"),
+        ("(job, reason) (rate(gateway_auth", "(job, reasons) (rate(gateway_auth", "no label 'reas"),
         (', status_class=\\"disconnected', ', statusclass=\\"disconnected', "no label 'statusc"),
-        ("(le, route) (rate(", "(route) (rate(", "drops le"),
+        ("(job, le, route) (rate(", "(job, route) (rate(", "drops le"),
         (
-            "/ sum by (signer) (rate(gateway_signer_calls_total{",
-            "/ sum(rate(gateway_signer_calls_total{",
+            "/ sum by (job, signer) (rate(gateway_signer_calls_total{",
+            "/ sum by (job) (rate(gateway_signer_calls_total{",
             "the sides of / group differently",
         ),
         (
