@@ -29,10 +29,12 @@ from tests.support.promql import PromqlNotRead, selectors_of
 DASHBOARD = ROOT / "docs" / "dashboards" / "signing-gateway.json"
 #: Every panel and query reads the Prometheus data source the importer picks.
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-#: The dashboard's variables: the data source picked at import, and the pods of the gateway.
+#: The dashboard's variables: the data source picked at import, the gateway deployment (its
+#: scrape job: a Prometheus may scrape several), and that deployment's pods.
 VARIABLES = {
     "datasource": "prometheus",
-    "instance": "label_values(gateway_requests_received_total, instance)",
+    "job": "label_values(gateway_requests_received_total, job)",
+    "instance": 'label_values(gateway_requests_received_total{job="$job"}, instance)',
 }
 #: Grafana's own variables, and a value of theirs for reading the expression.
 BUILT_IN = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h"}
@@ -95,8 +97,14 @@ def structure_problems(dashboard: dict[str, Any]) -> list[str]:
         for name, query in VARIABLES.items()
         if _query_of(variables.get(name, {})) != query
     ]
-    if variables.get("instance", {}).get("datasource") != DATASOURCE:
-        problems.append(f"variable instance: datasource {variables.get('instance')}")
+    problems.extend(
+        f"variable {name}: datasource {variables.get(name)}"
+        for name in ("job", "instance")
+        if variables.get(name, {}).get("datasource") != DATASOURCE
+    )
+    if "allValue" in variables.get("instance", {}):
+        # A fixed "All" (`.*`) would take every deployment's pods, not the chosen one's.
+        problems.append("variable instance: allValue")
     ids = [panel.get("id") for panel in all_panels(dashboard)]
     problems.extend(f"duplicate id {i}" for i in sorted({i for i in ids if ids.count(i) > 1}))
     for panel in all_panels(dashboard):
@@ -195,7 +203,7 @@ def test_every_series_and_label_a_panel_reads_is_exposed_per_pod():
             "gateway_audit_write_failures_total is not filtered by $instance",
         ),
         ('"refId": "B"', '"refId": "A"', "refIds ['A', 'A']"),
-        ('"uid": "${datasource}"', '"uid": "prometheus"', "variable instance: datasource"),
+        ('"uid": "${datasource}"', '"uid": "prometheus"', "variable job: datasource"),
         (
             '"uid": "${datasource}"\n      },\n      "gridPos"',
             '"uid": "P0"\n      },\n      "gridPos"',
@@ -204,8 +212,10 @@ def test_every_series_and_label_a_panel_reads_is_exposed_per_pod():
         (
             "label_values(gateway_requests_received_total,",
             "label_values(gateway_requests,",
-            "variable instance",
+            "variable job",
         ),
+        ('{job=\\"$job\\"}, instance)', ", instance)", "variable instance"),
+        ('"multi": true,', '"allValue": ".*", "multi": true,', "variable instance: allValue"),
         ('"id": 3,', '"id": 2,', "duplicate id 2"),
     ],
 )
