@@ -250,8 +250,8 @@ def test_the_image_as_the_deployment_runs_it_starts_ready_and_signs(
 ) -> None:
     """The replayed image, run under the Deployment's security context and files, signs a DCC.
 
-    The Secret's files are mode 0440 of the pod's `fsGroup`, the ConfigMaps' 0644 and the
-    audit volume writable through that group only, as the kubelet makes them; the process is
+    The Secret's files are mode 0440 of the pod's `fsGroup` and the ConfigMaps' 0644, as the
+    kubelet makes them, and the audit volume is writable through that group only; the process is
     the image's entry point and command, as the image's user, without capabilities, on a root
     file system read-only but for `/tmp` (`Image.as_a_container`). The image's health check
     answers 0 while it serves.
@@ -376,8 +376,9 @@ def _kubelet_modes(root: Path, objects: dict[str, Manifest]) -> None:
     """Give the pod's mounts under `root` the owners and modes the kubelet gives them.
 
     Every volume's files and folder belong to the pod's `fsGroup`; a ConfigMap's or Secret's
-    files have its `defaultMode` (0644 unless set), an emptyDir is writable by the group (and
-    by all, as the kubelet makes it 0777), and what lies above the mounts is root's, 0755.
+    files have its `defaultMode` (0644 unless set), and what lies above the mounts is root's,
+    0755. An emptyDir is writable by the group alone: stricter than the kubelet's 0777, so the
+    gateway is seen to write its audit file through the group the pod gives it.
     """
     fs_group = pod_spec(objects)["securityContext"]["fsGroup"]
     for directory in [root, *root.rglob("*")]:
@@ -389,7 +390,7 @@ def _kubelet_modes(root: Path, objects: dict[str, Manifest]) -> None:
         os.chown(path, 0, fs_group)
         source = volume.get("configMap") or volume.get("secret")
         if source is None:  # an emptyDir
-            path.chmod(0o2777)
+            path.chmod(0o2770)
             continue
         path.chmod(0o2755)
         for item in path.iterdir():
