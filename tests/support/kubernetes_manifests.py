@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from signing_gateway.settings_doc import setting_docs
+from tests.support.image_replay import DOCKERFILE, instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "docs" / "deploy" / "kubernetes"
-DOCKERFILE = ROOT / "Dockerfile"
 OPERATIONS = ROOT / "docs" / "operations.md"
 #: The gateway's container in the Deployment's pod template.
 CONTAINER = "signing-gateway"
@@ -120,20 +120,27 @@ def projected_files(volume: Manifest) -> list[PurePosixPath] | None:
     return [PurePosixPath(item["path"]) for item in source.get("items", [])]
 
 
+def _runtime_stage() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions after its last `FROM`: the runtime stage.
+
+    Read as the image's replay reads them (`tests.support.image_replay.instructions`).
+    """
+    found = instructions(DOCKERFILE.read_text("utf-8"))
+    last_from = max(index for index, (keyword, _) in enumerate(found) if keyword == "FROM")
+    return found[last_from + 1 :]
+
+
 def image_environment() -> dict[str, str]:
     """The variables the Dockerfile's runtime stage sets with `ENV`."""
-    text = DOCKERFILE.read_text("utf-8").replace("\\\n", " ")
-    runtime = text.split(" AS runtime", 1)[1]
     return {
         name: value
-        for line in runtime.splitlines()
-        if line.startswith("ENV ")
-        for name, value in re.findall(r"(\w+)=(\S+)", line)
+        for keyword, arguments in _runtime_stage()
+        if keyword == "ENV"
+        for name, value in re.findall(r"(\w+)=(\S+)", arguments)
     }
 
 
 def image_instruction(instruction: str) -> str:
     """The arguments of the runtime stage's one `instruction` (`USER`, `EXPOSE`)."""
-    runtime = DOCKERFILE.read_text("utf-8").split(" AS runtime", 1)[1]
-    [line] = [line for line in runtime.splitlines() if line.startswith(f"{instruction} ")]
-    return line.removeprefix(f"{instruction} ").strip()
+    [arguments] = [arguments for keyword, arguments in _runtime_stage() if keyword == instruction]
+    return arguments

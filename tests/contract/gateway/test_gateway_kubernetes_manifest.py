@@ -285,7 +285,8 @@ def _deploy_and_sign(
     fakes: tuple[FakeSignerProcess, FakeSignerProcess], root: Path, image: Image | None
 ) -> None:
     signers = dict(zip(("eu", "domestic"), fakes, strict=True))
-    env = container_env(manifests())
+    objects = manifests()
+    env = container_env(objects)
     issuer = LocalTokenIssuer(
         issuer=env["SIGNING_GATEWAY_AUTH__ISSUER"], audience=env["SIGNING_GATEWAY_AUTH__AUDIENCE"]
     )
@@ -294,7 +295,7 @@ def _deploy_and_sign(
     with _tls_fronts(ca, signers, root / "fronts") as fronts:
         pod = _pod_environment(root / "pod", signers, fronts, issuer, ca)
         if image is not None:
-            _kubelet_modes(root / "pod", manifests())
+            _kubelet_modes(root / "pod", objects)
             # The image's variables as its replay set them (`PATH` leads to its virtualenv),
             # not as the Dockerfile spells them; the Deployment's still override them.
             pod |= {name: value for name, value in image.env.items() if name not in env}

@@ -17,8 +17,8 @@ import pytest
 
 from signing_gateway import healthcheck
 from signing_gateway.cli import _options_from_environment, _parser
+from tests.support.kubernetes_manifests import image_instruction
 
-DOCKERFILE = Path(__file__).resolve().parents[3] / "Dockerfile"
 #: A proxy nobody listens on: a request sent through it fails at once.
 DEAD_PROXY = "http://127.0.0.1:9"
 #: Docker's status for an unhealthy container (0 healthy; 2 is reserved, not to be used).
@@ -27,9 +27,7 @@ UNHEALTHY = 1
 
 def healthcheck_command() -> list[str]:
     """The exec-form argv of the Dockerfile's HEALTHCHECK, its continuation lines joined."""
-    text = DOCKERFILE.read_text("utf-8").replace("\\\n", " ")
-    [line] = [line for line in text.splitlines() if line.startswith("HEALTHCHECK ")]
-    command: list[str] = json.loads(line.split(" CMD ", 1)[1])
+    command: list[str] = json.loads(image_instruction("HEALTHCHECK").split(" CMD ", 1)[1])
     return command
 
 
