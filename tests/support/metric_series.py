@@ -16,6 +16,9 @@ from tests.support.promql import Grouping, PromqlNotRead, Selector, divisions_of
 #: Labels Prometheus gives every series of a target, which `GatewayMetrics` does not declare:
 #: `instance` tells the pods apart (each has its own breaker, CPU gate and event loop).
 TARGET_LABELS = frozenset({"instance", "job"})
+#: Series Prometheus writes itself for each target it scrapes, with their labels, which no
+#: `/metrics` shows: `up` is 1 after a scrape that succeeded, 0 after one that failed.
+SCRAPE_SERIES: dict[str, set[str]] = {"up": set(TARGET_LABELS)}
 #: Functions that read a counter's growth: over a gauge, its drops read as resets.
 COUNTER_FUNCTIONS = frozenset({"rate", "irate", "increase"})
 
@@ -52,6 +55,11 @@ def exposed_series() -> dict[str, set[str]]:
         for shown in series_of(name, kind):
             series[shown] = set(labels) | ({"le"} if shown.endswith("_bucket") else set())
     return series
+
+
+def readable_series() -> dict[str, set[str]]:
+    """Each series a rule or panel may read: what `/metrics` shows, and Prometheus' own."""
+    return exposed_series() | SCRAPE_SERIES
 
 
 def expression_problems(

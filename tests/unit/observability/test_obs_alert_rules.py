@@ -24,7 +24,14 @@ from tests.support.alert_rules import (
     guide_section,
     runbook_bullets,
 )
-from tests.support.metric_series import TARGET_LABELS, exposed_series, expression_problems
+from tests.support.kubernetes_manifests import manifests
+from tests.support.metric_series import (
+    SCRAPE_SERIES,
+    TARGET_LABELS,
+    expression_problems,
+    readable_series,
+)
+from tests.support.promql import selectors_of
 
 SEVERITIES = {"page", "ticket"}
 #: The rules' unit tests, run by promtool.
@@ -43,7 +50,7 @@ def series_problems(rule: AlertRule, exposed: dict[str, set[str]]) -> list[str]:
 
 def test_every_series_and_label_an_alert_reads_is_exposed():
     """Each selector's metric is a series /metrics shows, each label it names one of its labels."""
-    exposed = exposed_series()
+    exposed = readable_series()
     rules = alert_rules()
     assert len(rules) >= 17
     assert [problem for rule in rules for problem in series_problems(rule, exposed)] == []
@@ -91,7 +98,7 @@ def test_every_series_and_label_an_alert_reads_is_exposed():
 def test_a_misspelt_metric_or_label_is_reported(expr: str, problem: str):
     """The check names a missing metric or label, unread PromQL, a rate of a gauge, a bad ratio."""
     rule = AlertRule("Misspelt", expr, "0m", {}, {})
-    [reported] = series_problems(rule, exposed_series())
+    [reported] = series_problems(rule, readable_series())
     assert problem in reported
 
 
@@ -117,7 +124,7 @@ def test_a_rule_of_the_file_changed_into_a_wrong_ratio_or_rate_is_reported(
     written: str, mutant: str, problem: str
 ):
     """The file's own rules pass the check; one changed in one place is named by it."""
-    exposed = exposed_series()
+    exposed = readable_series()
     rules = alert_rules()
     assert [
         p for rule in rules if written in rule.expr for p in series_problems(rule, exposed)
@@ -129,6 +136,31 @@ def test_a_rule_of_the_file_changed_into_a_wrong_ratio_or_rate_is_reported(
     ]
     assert len(changed) == 1
     assert [p for rule in changed for p in series_problems(rule, exposed)] == [problem]
+
+
+def test_the_scrape_alerts_read_the_job_the_podmonitor_gives_and_no_other():
+    """`up` of the gateway's own targets: the PodMonitor's job, in any namespace, or a bare one.
+
+    Without `jobLabel`, the Prometheus operator names a PodMonitor's job `<namespace>/<name>`;
+    a scrape config of its own would name it `signing-gateway`. A matcher that misses the job
+    leaves `absent` firing for ever and the other alert silent; one that takes another job
+    (the session store's exporter, say) lets its targets stand in for the gateway's pods.
+    """
+    podmonitor = manifests()["PodMonitor"]
+    assert "jobLabel" not in podmonitor["spec"]
+    name = podmonitor["metadata"]["name"]
+    ours = [f"production/{name}", f"team-a-staging/{name}", name]
+    others = [f"production/{name}-redis", f"{name}-canary", "production/kube-state-metrics", ""]
+    read = [
+        (rule.name, selector)
+        for rule in alert_rules()
+        for selector in selectors_of(rule.expr)
+        if selector.metric in SCRAPE_SERIES
+    ]
+    assert {rule for rule, _ in read} == {"SigningGatewayNoPodScraped", "SigningGatewayAbsent"}
+    for rule, selector in read:
+        assert [job for job in ours if not selector.matches({"job": job})] == [], rule
+        assert [job for job in others if selector.matches({"job": job})] == [], rule
 
 
 def test_every_alert_has_a_severity_a_summary_and_a_runbook_entry():

@@ -20,8 +20,8 @@ from tests.support.alert_rules import ROOT, RUNBOOK, AlertRule, alert_rules, run
 from tests.support.metric_series import (
     TARGET_LABELS,
     declared_metrics,
-    exposed_series,
     expression_problems,
+    readable_series,
     series_of,
 )
 from tests.support.promql import PromqlNotRead, selectors_of
@@ -134,7 +134,7 @@ def _query_of(variable: dict[str, Any]) -> str | None:
 
 def series_problems(dashboard: dict[str, Any]) -> list[str]:
     """What the panels' queries read that the gateway does not expose, or not per pod."""
-    exposed = exposed_series()
+    exposed = readable_series()
     variables = {variable["name"] for variable in dashboard["templating"]["list"]}
     problems = []
     for panel in graphs(dashboard):
