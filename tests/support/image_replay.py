@@ -136,6 +136,11 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return found
 
 
+def env_assignments(arguments: str) -> list[tuple[str, str]]:
+    """An ``ENV`` instruction's variables, each ``NAME=value``, as written (unexpanded)."""
+    return re.findall(r"(\w+)=(\S+)", arguments)
+
+
 def _under(root: Path, text: str) -> str:
     """`text` with each absolute path (a ``/`` that begins a word) moved under `root`."""
     return re.sub(r"(?<![\w./$:-])/(?=[\w.])", f"{root}/", text)
@@ -330,11 +335,9 @@ def _run(stage: Image, command: str, python_dir: Path) -> None:
             raise ReplayError(f"RUN {command}: {part.strip()!r} is not followed by the replay")
     host = {name: value for name, value in os.environ.items() if _HOST_VARIABLES.fullmatch(name)}
     env = {**host, **stage.env, "PATH": f"{python_dir}:{stage.env['PATH']}"}
-    cwd = stage.root / stage.workdir.relative_to("/")
-    cwd.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(  # noqa: S603 - the Dockerfile's own command
         ["/bin/sh", "-c", _under(stage.root, command)],
-        cwd=cwd,
+        cwd=stage.path(stage.workdir),  # made by `WORKDIR`, or the stage's root
         env=env,
         capture_output=True,
         text=True,
@@ -385,7 +388,7 @@ class _Replay:
         self.stage = self.stages[found[2]] = Image(found[2], self.root, dict(BASE_IMAGE_ENV))
 
     def env(self, stage: Image, arguments: str) -> None:
-        for name, value in re.findall(r"(\w+)=(\S+)", arguments):
+        for name, value in env_assignments(arguments):
             if name not in NOT_REPLAYED:
                 stage.env[name] = _expand(_under(stage.root, value), stage.env)
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from signing_gateway.settings_doc import setting_docs
-from tests.support.image_replay import DOCKERFILE, instructions
+from tests.support.image_replay import DOCKERFILE, env_assignments, instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "docs" / "deploy" / "kubernetes"
@@ -136,7 +136,7 @@ def image_environment() -> dict[str, str]:
         name: value
         for keyword, arguments in _runtime_stage()
         if keyword == "ENV"
-        for name, value in re.findall(r"(\w+)=(\S+)", arguments)
+        for name, value in env_assignments(arguments)
     }
 
 
