@@ -208,7 +208,7 @@ async def _failed_over(sentinel: Redis, old: Redis, new_port: int) -> None:
 
     await until_answered(forced, bool, limit=15)
     # What redis-py reads (`SENTINEL MASTERS`, as the gateway's pool does): it names the new
-    # primary once the failover has ended, a moment after `GET-MASTER-ADDR-BY-NAME` does.
+    # primary once the failover has ended, ~0.1 s after `GET-MASTER-ADDR-BY-NAME` does.
     await until_answered(
         lambda: sentinel.sentinel_master(SERVICE),
         lambda state: int(state["port"]) == new_port,
