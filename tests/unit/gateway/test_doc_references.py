@@ -1,4 +1,4 @@
-"""The files, modules, make targets and command-line flags the docs name exist.
+"""The files, modules, make targets, command-line flags and headings the docs name exist.
 
 A file moved, a module split, a target or a flag dropped: the docs went on naming it and
 nothing failed. README.md and docs/*.md are read, docs/benchmarks.md without its dated rounds
@@ -44,6 +44,12 @@ _COMMAND = re.compile(
 _FLAG = re.compile(r"(?<![\w-])(--[a-z][\w-]*)")
 #: A Markdown link's target, not a web address or an anchor in the same document.
 _LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)\s#]+)(?:#[^)]*)?\)")
+#: A Markdown link to a heading: its document (empty for the same one) and the anchor.
+_ANCHOR_LINK = re.compile(r"\]\((?!https?:|mailto:)([^)\s#]*)#([^)\s]+)\)")
+#: A heading of a document, its level in `#`s.
+_HEADING = re.compile(r"^(#{1,6}) (.+)$", re.MULTILINE)
+#: An entry of a contents list: its indent and the anchor it links.
+_CONTENTS_ENTRY = re.compile(r"^( *)- \[[^\]]+\]\(#([^)]+)\)$", re.MULTILINE)
 
 
 def _document_paths() -> list[Path]:
@@ -183,3 +189,56 @@ def test_every_relative_link_resolves() -> None:
     assert len(links) > 5
     folder = {path.name: path.parent for path in _document_paths()}
     assert [(doc, t) for doc, t in links if not (folder[doc] / t).exists()] == []
+
+
+def _anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation but `-` and `_` dropped."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _headings(text: str) -> list[tuple[int, str]]:
+    """Each heading's level and anchor, code blocks left out; a repeated one numbered (`-1`)."""
+    found = []
+    seen: dict[str, int] = {}
+    for match in _HEADING.finditer(_CODE_BLOCK.sub("", text)):
+        anchor = _anchor(match.group(2))
+        found.append(
+            (len(match.group(1)), f"{anchor}-{seen[anchor]}" if anchor in seen else anchor)
+        )
+        seen[anchor] = seen.get(anchor, 0) + 1
+    return found
+
+
+def test_every_link_to_a_heading_finds_it() -> None:
+    """`[Probes](#probes)`, `(operations.md#when-an-alert-fires)`: the heading is there.
+
+    A heading renamed leaves every link to it landing at the top of the page.
+    """
+    paths = _document_paths()
+    anchors = {path: {a for _, a in _headings(path.read_text("utf-8"))} for path in paths}
+    links = [
+        (path, (path.parent / target).resolve() if target else path, anchor)
+        for path in paths
+        for target, anchor in _ANCHOR_LINK.findall(path.read_text("utf-8"))
+    ]
+    assert len(links) > 20
+    assert [
+        (path.name, target.name, anchor)
+        for path, target, anchor in links
+        if anchor not in anchors.get(target, set())
+    ] == []
+
+
+def test_a_contents_list_names_every_heading_below_it_in_order() -> None:
+    """The guide's `## Contents`: each `##` and `###` heading after it, nested by level."""
+    checked = 0
+    for path in _document_paths():
+        text = path.read_text("utf-8")
+        if "\n## Contents\n" not in text:
+            continue
+        listed, _, rest = text.partition("\n## Contents\n")[2].partition("\n## ")
+        entries = [(2 + len(indent) // 2, a) for indent, a in _CONTENTS_ENTRY.findall(listed)]
+        below = [(level, a) for level, a in _headings("## " + rest) if level in (2, 3)]
+        assert entries == below, path.name
+        checked += 1
+    assert checked >= 1
