@@ -10,22 +10,26 @@ primary of `sentinel_service` (redis-py's `SentinelConnectionPool`), each within
 `connect_timeout_seconds`; the store's `timeout_seconds` bounds that too, as the rest of the
 operation. The connections opened at once share one asking, so each sentinel needs one
 connection. A primary that answers `READONLY` (demoted) has that connection closed and the
-operation fails; the next connection asks the sentinels again, and the pool closes its idle
-connections once they name another primary. The sentinels are reached as the primary is:
-over TLS with `rediss://`, with the same CA bundle and client certificate.
+operation fails; the next connection asks the sentinels again. Once they name another
+primary, the pool closes its idle connections to the old one and has those in use closed as
+they come back (`_BlockingSentinelPool`); the store also asks them every
+`sentinel_check_seconds`, so a replaced primary still serving (a planned failover, a
+partition) is left without waiting for its demotion. The sentinels are reached as the primary
+is: over TLS with `rediss://`, with the same CA bundle and client certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
@@ -37,6 +41,8 @@ from signing_gateway.security.files import read_password_text
 from signing_gateway.security.tls_contexts import client_tls_context
 from signing_gateway.start_up import StartUpError
 from signing_gateway.start_up_checks import session_store_file_problems
+
+logger = logging.getLogger(__name__)
 
 #: The name the gateway's connections carry in Redis's `CLIENT LIST`.
 CLIENT_NAME = "signing-gateway"
@@ -75,11 +81,46 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     async def get_master_address(self) -> tuple[str, int]:
         """The primary's address, from the asking of the sentinels under way or a new one."""
         if self._asking is None:
-            self._asking = asyncio.ensure_future(super().get_master_address())  # type: ignore[no-untyped-call]
+            self._asking = asyncio.ensure_future(self._ask_sentinels())
             self._asking.add_done_callback(self._asked)
         # Shielded: a connection that gives up (its operation timed out) leaves the asking to
         # the others; it ends within connect_timeout_seconds for each sentinel.
         return await asyncio.shield(self._asking)
+
+    async def _ask_sentinels(self) -> tuple[str, int]:
+        """Ask the sentinels for the primary; leave any other server the pool is connected to.
+
+        redis-py's own asking closes the idle connections when the primary moves, outside the
+        lock the pool hands them out with (one handed out meanwhile fails its operation), and
+        leaves those in use connected to the old one: they return to the pool and go on
+        reaching it until it is demoted, which closes them (about 10 s after a failover), or
+        for as long as a partition keeps the sentinels from it.
+        """
+        before = self.master_address
+        primary: tuple[str, int] = await self.sentinel_manager.discover_master(self.service_name)
+        self.master_address = primary
+        left = 0
+        async with self._lock:
+            for connection in self._in_use_connections:
+                marked = connection.should_reconnect()  # type: ignore[no-untyped-call]
+                if _elsewhere(connection, primary) and not marked:
+                    # Closed as it comes back to the pool.
+                    connection.mark_for_reconnect()  # type: ignore[no-untyped-call]
+                    left += 1
+            idle = [c for c in self._available_connections if _elsewhere(c, primary)]
+            # Closing: nothing more to lose, whatever a close raises.
+            await asyncio.gather(*(c.disconnect() for c in idle), return_exceptions=True)
+        left += len(idle)
+        if before is not None and before != primary:
+            logger.info(
+                "session store primary moved",
+                extra={
+                    "previous": f"{before[0]}:{before[1]}",
+                    "primary": f"{primary[0]}:{primary[1]}",
+                    "connections": left,
+                },
+            )
+        return primary
 
     def _asked(self, asking: asyncio.Task[tuple[str, int]]) -> None:
         self._asking = None
@@ -93,6 +134,24 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
             asking.cancel()
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await asking
+
+
+def _elsewhere(connection: AbstractConnection, primary: tuple[str, int]) -> bool:
+    """Whether `connection` is open to a server other than `primary`."""
+    address = (getattr(connection, "host", None), getattr(connection, "port", None))
+    return bool(connection.is_connected) and address != primary
+
+
+async def ask_sentinels(client: Redis) -> None:
+    """With sentinels, ask them for the primary now (`_BlockingSentinelPool`); else nothing."""
+    pool = client.connection_pool
+    if isinstance(pool, _BlockingSentinelPool):
+        await pool.get_master_address()
+
+
+def follows_sentinels(client: Redis) -> bool:
+    """Whether `client` reaches the primary that sentinels name."""
+    return isinstance(client.connection_pool, _BlockingSentinelPool)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,14 @@ them would answer `READONLY` for as long as they live. So an operation answered 
 (a 503, as any failure) drops the pool's idle connections, and has those in use dropped as
 they come back: the next operation connects afresh, through the address, to the new primary.
 
+**A replaced primary still up.** With sentinels, a planned failover leaves the old primary
+serving until the sentinels demote it, about 10 s later, and a partition that keeps them from
+it for as long as it lasts: connections open to it would keep opening sessions there that the
+new primary never holds. So every `sentinel_check_seconds` the store asks the sentinels which
+server is the primary; once they name another, the pool leaves the old one (its connections
+closed, idle at once and in use as they come back) and logs INFO `session store primary
+moved`. A sentinel that does not answer changes nothing: the next asking tries again.
+
 The client, its TLS context and its passwords are built at start-up, off the event loop
 (`issuance/redis_client.py`): on the primary of `redis_url`, or on the one Redis Sentinels name.
 """
@@ -54,7 +62,9 @@ from redis.exceptions import ReadOnlyError, RedisError
 from signing_gateway.errors import SessionStoreUnavailable
 from signing_gateway.issuance.redis_client import (
     SessionStoreFilesError,
+    ask_sentinels,
     close_client,
+    follows_sentinels,
     read_store_files,
     redis_client,
 )
@@ -144,6 +154,25 @@ class RedisStokenStore:
         self._open = client.register_script(_OPEN)
         self._take = client.register_script(_TAKE)
         self._put_back = client.register_script(_PUT_BACK)
+        self._following: asyncio.Task[None] | None = None
+
+    def follow_sentinels(self, interval: float) -> None:
+        """Ask the sentinels every `interval` seconds which server is the primary (the module).
+
+        Nothing to do for a store on `redis_url`. Stopped by `close`.
+        """
+        if follows_sentinels(self._client) and self._following is None:
+            self._following = asyncio.create_task(
+                self._follow(interval), name="session-store-sentinels"
+            )
+
+    async def _follow(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            # Not answered: the next asking, or the next new connection's, tries again.
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(self._timeout):
+                    await ask_sentinels(self._client)
 
     def key(self, stoken: str) -> str:
         """The Redis key of `stoken`'s session: the prefix and the token's SHA-256."""
@@ -239,7 +268,11 @@ class RedisStokenStore:
         await self._client.ping()
 
     async def close(self) -> None:
-        """Close the client and its connections (at shutdown)."""
+        """Stop asking the sentinels; close the client and its connections (at shutdown)."""
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
         await close_client(self._client)
 
 
@@ -259,10 +292,12 @@ async def open_redis_store(
     """
     files = await asyncio.to_thread(read_store_files, settings)
     driver = await asyncio.to_thread(DriverInfo)  # reads the library's version (files)
-    return RedisStokenStore(
+    store = RedisStokenStore(
         redis_client(settings, files=files, driver=driver),
         ttl_seconds=ttl_seconds,
         key_prefix=settings.key_prefix,
         timeout_seconds=settings.timeout_seconds,
         metrics=metrics,
     )
+    store.follow_sentinels(settings.sentinel_check_seconds)
+    return store

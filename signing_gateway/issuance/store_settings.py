@@ -119,6 +119,13 @@ class SessionStoreSettings(BaseModel):
     max_connections: PositiveInt = Field(
         32, le=10_000, description="Connections kept to Redis at most"
     )
+    sentinel_check_seconds: PositiveFloat = Field(
+        5.0,
+        le=60,
+        description="With sentinels: seconds between two askings of them which server is the "
+        "primary; once they name another, every connection to the old one is closed (else "
+        "those open reach it until it is demoted) (at most 60)",
+    )
     required: bool = Field(
         default=False,
         description="Readiness fails while Redis is down (every replica shares it: all of "

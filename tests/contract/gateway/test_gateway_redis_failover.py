@@ -39,7 +39,7 @@ from tests.contract.gateway.test_gateway_redis_sessions import (
     _timed,
 )
 from tests.support.fake_signer_process import FakeSignerProcess
-from tests.support.polling import until_answered
+from tests.support.polling import until, until_answered
 from tests.support.processes import free_port
 from tests.support.redis_server import (
     RedisServer,
@@ -190,14 +190,31 @@ async def test_connections_left_on_a_demoted_primary_are_dropped_at_its_first_re
 SERVICE = "signing-sessions"
 
 
-async def _failed_over(sentinel: Redis, old: Redis, new_port: int) -> None:
-    """Force a failover of `SERVICE`; return once `old` is a replica and `new_port` primary.
+@contextlib.asynccontextmanager
+async def _primary_replica_sentinel(
+    files: RedisTls | None,
+) -> AsyncIterator[tuple[Redis, Redis, RedisServer, RedisServer]]:
+    """A primary, its replica in sync, and a sentinel watching the primary as `SERVICE`.
 
-    The sentinel promotes the replica at once, but demotes the old primary only once it has
-    reported itself primary for 8 s, at its next look at it (every 10 s): 8-20 s, and over
-    25 s on a loaded machine. So the old primary is then sent what the sentinel would send it
-    (`REPLICAOF` the new one, its normal clients closed, in one transaction): the gateway's
-    connections to it are closed, as at the sentinel's demotion.
+    Yields a client of the primary and one of the replica, then the replica and the sentinel.
+    """
+    with (
+        running_redis_server(files) as old,
+        running_redis_server(files) as new,
+    ):
+        async with _controls(old, new) as (to_old, to_new):
+            await to_new.replicaof("127.0.0.1", old.port)
+            await _replicating(to_new)
+            with running_redis_sentinel(old, SERVICE) as sentinel:
+                yield to_old, to_new, new, sentinel
+
+
+async def _promoted(sentinel: Redis, new_port: int) -> None:
+    """Force a failover of `SERVICE`; return once the sentinel names `new_port` the primary.
+
+    The old primary serves on as one until the sentinel demotes it: once it has reported
+    itself primary for 8 s, at the sentinel's next look at it (every 10 s): 8-20 s, and over
+    25 s on a loaded machine.
     """
 
     async def forced() -> bool:
@@ -214,6 +231,16 @@ async def _failed_over(sentinel: Redis, old: Redis, new_port: int) -> None:
         lambda state: int(state["port"]) == new_port,
         limit=15,
     )
+
+
+async def _failed_over(sentinel: Redis, old: Redis, new_port: int) -> None:
+    """Force a failover of `SERVICE`; return once `old` is a replica and `new_port` primary.
+
+    Rather than wait for the sentinel's demotion (`_promoted`), the old primary is sent what
+    the sentinel would send it (`REPLICAOF` the new one, its normal clients closed, in one
+    transaction): the gateway's connections to it are closed, as at the sentinel's demotion.
+    """
+    await _promoted(sentinel, new_port)
     async with old.pipeline(transaction=True) as demotion:
         demotion.execute_command("REPLICAOF", "127.0.0.1", str(new_port))
         demotion.execute_command("CLIENT", "KILL", "TYPE", "normal")
@@ -233,39 +260,75 @@ async def test_sessions_survive_a_sentinel_failover_without_a_restart(
     and both servers are reached with the CA bundle. Before, the store had one fixed address.
     """
     files = tls_files(tmp_path, mutual=False) if tls else None
-    with (
-        running_redis_server(files) as old,
-        running_redis_server(files) as new,
-    ):
-        async with _controls(old, new) as (to_old, to_new):
-            await to_new.replicaof("127.0.0.1", old.port)
-            await _replicating(to_new)
-            with running_redis_sentinel(old, SERVICE) as sentinel:
-                scheme = "rediss" if tls else "redis"
-                store = {
-                    "KIND": "redis",
-                    "SENTINELS": f'["{scheme}://127.0.0.1:{sentinel.port}"]',
-                    "SENTINEL_SERVICE": SERVICE,
-                    "TIMEOUT_SECONDS": str(TIMEOUT_S),
-                }
-                if files is not None:
-                    store["CA_BUNDLE"] = str(files.ca)
-                else:  # the primary they name could be anywhere
-                    store["ALLOW_PLAIN"] = "true"
-                env = {f"SIGNING_GATEWAY_SESSION_STORE__{k}": v for k, v in store.items()}
-                async with (
-                    _controls(sentinel) as (to_sentinel,),
-                    _gateway_client(_env(fakes, **env)) as client,
-                ):
-                    opened = await open_session(client)
-                    assert await to_old.wait(1, 1000) == 1  # the replica has it
+    async with _primary_replica_sentinel(files) as (to_old, to_new, new, sentinel):
+        scheme = "rediss" if tls else "redis"
+        store = {
+            "KIND": "redis",
+            "SENTINELS": f'["{scheme}://127.0.0.1:{sentinel.port}"]',
+            "SENTINEL_SERVICE": SERVICE,
+            "TIMEOUT_SECONDS": str(TIMEOUT_S),
+        }
+        if files is not None:
+            store["CA_BUNDLE"] = str(files.ca)
+        else:  # the primary they name could be anywhere
+            store["ALLOW_PLAIN"] = "true"
+        env = {f"SIGNING_GATEWAY_SESSION_STORE__{k}": v for k, v in store.items()}
+        async with (
+            _controls(sentinel) as (to_sentinel,),
+            _gateway_client(_env(fakes, **env)) as client,
+        ):
+            opened = await open_session(client)
+            assert await to_old.wait(1, 1000) == 1  # the replica has it
 
-                    await _failed_over(to_sentinel, to_old, new.port)
-                    answer = await _issue(client, opened)
-                    _assert_issued(answer, opened, fakes[1])
-                    assert await to_new.dbsize() == 0  # taken there: its key is gone
-                    session = await open_session(client)
-                    _assert_issued(await _issue(client, session), session, fakes[1])
+            await _failed_over(to_sentinel, to_old, new.port)
+            answer = await _issue(client, opened)
+            _assert_issued(answer, opened, fakes[1])
+            assert await to_new.dbsize() == 0  # taken there: its key is gone
+            session = await open_session(client)
+            _assert_issued(await _issue(client, session), session, fakes[1])
+
+
+async def test_a_replaced_primary_still_up_is_left_before_its_demotion(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess],
+):
+    """Once the sentinels name another primary, sessions open there, the old one still up.
+
+    After a forced failover the old primary serves on until the sentinels demote it, some
+    10 s later (for as long as a partition keeps them from it). The gateway's connections to
+    it, opened before, kept opening sessions there, each lost at its demotion; now they are
+    closed within `sentinel_check_seconds` of the sentinels naming the new one.
+    """
+    async with _primary_replica_sentinel(None) as (to_old, to_new, new, sentinel):
+        env = _env(
+            fakes,
+            SIGNING_GATEWAY_SESSION_STORE__KIND="redis",
+            SIGNING_GATEWAY_SESSION_STORE__SENTINELS=f'["redis://127.0.0.1:{sentinel.port}"]',
+            SIGNING_GATEWAY_SESSION_STORE__SENTINEL_SERVICE=SERVICE,
+            SIGNING_GATEWAY_SESSION_STORE__ALLOW_PLAIN="true",
+            SIGNING_GATEWAY_SESSION_STORE__SENTINEL_CHECK_SECONDS="0.2",
+            SIGNING_GATEWAY_LOG_LEVEL="INFO",
+        )
+        with running_gateway_process(env) as gateway:
+            async with (
+                _controls(sentinel) as (to_sentinel,),
+                httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client,
+            ):
+                # Sessions opened at once: the pool keeps a few connections to the old one.
+                await asyncio.gather(*(open_session(client) for _ in range(CONCURRENT)))
+                await _promoted(to_sentinel, new.port)
+                promoted_at = time.monotonic()
+
+                async def opened_on_the_new_one() -> bool:
+                    before = await to_new.dbsize()
+                    await asyncio.gather(*(open_session(client) for _ in range(CONCURRENT)))
+                    return await to_new.dbsize() == before + CONCURRENT
+
+                await until_answered(opened_on_the_new_one, bool, limit=5)
+                moved_after = time.monotonic() - promoted_at
+                # Still primary: no demotion closed the gateway's connections to it.
+                assert str((await to_old.role())[0]) == "master"
+            await until(lambda: "session store primary moved" in gateway.log())
+    assert moved_after < 2, moved_after
 
 
 async def test_no_sentinel_answering_is_a_503_within_the_timeout(

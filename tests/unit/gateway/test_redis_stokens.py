@@ -415,3 +415,33 @@ async def test_the_gateways_client_cuts_a_hang_at_timeout_seconds():
             await store.close()
     assert 0.27 <= took < 1.3, took
     assert listener.opened == 1
+
+
+async def test_sentinels_that_do_not_answer_are_asked_again_and_closing_stops_the_asking():
+    """The store asks its sentinels for the primary every `sentinel_check_seconds`.
+
+    One that takes the connection and never answers fails an asking, not the asking after it,
+    and `close` (at shutdown) stops it at once, the sentinel's connections hung up.
+    """
+    listener = _RespListener(silent=True)
+    server = await asyncio.start_server(listener.serve, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        settings = SessionStoreSettings(
+            kind="redis",
+            sentinels=[f"redis://127.0.0.1:{port}"],
+            sentinel_service="sessions",
+            allow_plain=True,
+            timeout_seconds=0.3,
+            connect_timeout_seconds=0.1,
+            sentinel_check_seconds=0.05,
+        )
+        store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+        try:
+            await until(lambda: listener.opened >= 3, limit=5)
+        finally:
+            started = time.monotonic()
+            await store.close()
+            closed_in = time.monotonic() - started
+        await until(lambda: listener.hung_up == listener.opened, limit=2)
+    assert closed_in < 0.5, closed_in
