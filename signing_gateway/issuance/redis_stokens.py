@@ -165,6 +165,7 @@ class RedisStokenStore:
             self._following = asyncio.create_task(
                 self._follow(interval), name="session-store-sentinels"
             )
+            self._following.add_done_callback(_report_end)
 
     async def _follow(self, interval: float) -> None:
         while True:
@@ -271,9 +272,14 @@ class RedisStokenStore:
         """Stop asking the sentinels; close the client and its connections (at shutdown)."""
         if self._following is not None:
             self._following.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._following
+            await asyncio.gather(self._following, return_exceptions=True)
         await close_client(self._client)
+
+
+def _report_end(following: asyncio.Task[None]) -> None:
+    """Log the asking of the sentinels ended by an error (a bug): it asks no more."""
+    if not following.cancelled() and (error := following.exception()) is not None:
+        logger.error("session store stopped asking its sentinels", exc_info=error)
 
 
 def _text(value: bytes | str) -> str:

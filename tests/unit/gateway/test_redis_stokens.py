@@ -445,3 +445,34 @@ async def test_sentinels_that_do_not_answer_are_asked_again_and_closing_stops_th
             closed_in = time.monotonic() - started
         await until(lambda: listener.hung_up == listener.opened, limit=2)
     assert closed_in < 0.5, closed_in
+
+
+async def test_an_asking_ended_by_a_bug_is_logged_and_closing_still_closes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """An error no sentinel explains (a bug) ends the asking: an ERROR says so, not silence."""
+
+    async def broken(client: object) -> NoReturn:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("signing_gateway.issuance.redis_stokens.ask_sentinels", broken)
+    listener = _RespListener(silent=True)
+    server = await asyncio.start_server(listener.serve, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        settings = SessionStoreSettings(
+            kind="redis",
+            sentinels=[f"redis://127.0.0.1:{port}"],
+            sentinel_service="sessions",
+            allow_plain=True,
+            sentinel_check_seconds=0.01,
+        )
+        with caplog.at_level(logging.ERROR, logger=LOGGER):
+            store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
+            try:
+                await until(lambda: "stopped asking its sentinels" in caplog.text, limit=2)
+            finally:
+                await store.close()
+    [record] = [r for r in caplog.records if r.name == LOGGER]
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "a bug"
