@@ -417,6 +417,23 @@ async def test_the_gateways_client_cuts_a_hang_at_timeout_seconds():
     assert listener.opened == 1
 
 
+@contextlib.asynccontextmanager
+async def _store_on_sentinel(
+    listener: _RespListener, **settings: float
+) -> AsyncIterator[SessionStoreSettings]:
+    """Settings of a store whose one sentinel is `listener`, served while the block runs."""
+    server = await asyncio.start_server(listener.serve, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        yield SessionStoreSettings(
+            kind="redis",
+            sentinels=[f"redis://127.0.0.1:{port}"],
+            sentinel_service="sessions",
+            allow_plain=True,
+            **settings,
+        )
+
+
 async def test_sentinels_that_do_not_answer_are_asked_again_and_closing_stops_the_asking():
     """The store asks its sentinels for the primary every `sentinel_check_seconds`.
 
@@ -424,18 +441,12 @@ async def test_sentinels_that_do_not_answer_are_asked_again_and_closing_stops_th
     and `close` (at shutdown) stops it at once, the sentinel's connections hung up.
     """
     listener = _RespListener(silent=True)
-    server = await asyncio.start_server(listener.serve, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        settings = SessionStoreSettings(
-            kind="redis",
-            sentinels=[f"redis://127.0.0.1:{port}"],
-            sentinel_service="sessions",
-            allow_plain=True,
-            timeout_seconds=0.3,
-            connect_timeout_seconds=0.1,
-            sentinel_check_seconds=0.05,
-        )
+    checks = {
+        "timeout_seconds": 0.3,
+        "connect_timeout_seconds": 0.1,
+        "sentinel_check_seconds": 0.05,
+    }
+    async with _store_on_sentinel(listener, **checks) as settings:
         store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
         try:
             await until(lambda: listener.opened >= 3, limit=5)
@@ -457,16 +468,7 @@ async def test_an_asking_ended_by_a_bug_is_logged_and_closing_still_closes(
 
     monkeypatch.setattr("signing_gateway.issuance.redis_stokens.ask_sentinels", broken)
     listener = _RespListener(silent=True)
-    server = await asyncio.start_server(listener.serve, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        settings = SessionStoreSettings(
-            kind="redis",
-            sentinels=[f"redis://127.0.0.1:{port}"],
-            sentinel_service="sessions",
-            allow_plain=True,
-            sentinel_check_seconds=0.01,
-        )
+    async with _store_on_sentinel(listener, sentinel_check_seconds=0.01) as settings:
         with caplog.at_level(logging.ERROR, logger=LOGGER):
             store = await open_redis_store(settings, ttl_seconds=60, metrics=GatewayMetrics())
             try:
