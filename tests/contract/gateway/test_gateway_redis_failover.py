@@ -27,7 +27,7 @@ from signing_gateway.issuance.stoken import IssuanceSession
 from signing_gateway.issuance.store_settings import SessionStoreSettings
 from signing_gateway.observability.metrics import GatewayMetrics
 from tests.api.observability.scrape import scrape
-from tests.contract.gateway.gateway_process import running_gateway_process
+from tests.contract.gateway.gateway_process import GatewayProcess, running_gateway_process
 from tests.contract.gateway.test_gateway_redis_sessions import (
     TIMEOUT_S,
     _assert_issued,
@@ -193,10 +193,11 @@ SERVICE = "signing-sessions"
 @contextlib.asynccontextmanager
 async def _primary_replica_sentinel(
     files: RedisTls | None,
-) -> AsyncIterator[tuple[Redis, Redis, RedisServer, RedisServer]]:
+) -> AsyncIterator[tuple[Redis, Redis, RedisServer, RedisServer, RedisServer]]:
     """A primary, its replica in sync, and a sentinel watching the primary as `SERVICE`.
 
-    Yields a client of the primary and one of the replica, then the replica and the sentinel.
+    Yields a client of the primary and one of the replica, then the primary, the replica and
+    the sentinel.
     """
     with (
         running_redis_server(files) as old,
@@ -206,7 +207,7 @@ async def _primary_replica_sentinel(
             await to_new.replicaof("127.0.0.1", old.port)
             await _replicating(to_new)
             with running_redis_sentinel(old, SERVICE) as sentinel:
-                yield to_old, to_new, new, sentinel
+                yield to_old, to_new, old, new, sentinel
 
 
 async def _promoted(sentinel: Redis, new_port: int) -> None:
@@ -260,7 +261,7 @@ async def test_sessions_survive_a_sentinel_failover_without_a_restart(
     and both servers are reached with the CA bundle. Before, the store had one fixed address.
     """
     files = tls_files(tmp_path, mutual=False) if tls else None
-    async with _primary_replica_sentinel(files) as (to_old, to_new, new, sentinel):
+    async with _primary_replica_sentinel(files) as (to_old, to_new, _, new, sentinel):
         scheme = "rediss" if tls else "redis"
         store = {
             "KIND": "redis",
@@ -288,6 +289,30 @@ async def test_sessions_survive_a_sentinel_failover_without_a_restart(
             _assert_issued(await _issue(client, session), session, fakes[1])
 
 
+@contextlib.asynccontextmanager
+async def _following_gateway(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess], sentinel: RedisServer, **store: str
+) -> AsyncIterator[tuple[GatewayProcess, Redis, httpx.AsyncClient]]:
+    """A gateway on the primary `sentinel` names, its store's `store` settings added.
+
+    Yields the gateway (logging at INFO), a client of the sentinel and one of the gateway.
+    """
+    settings = {
+        "KIND": "redis",
+        "SENTINELS": f'["redis://127.0.0.1:{sentinel.port}"]',
+        "SENTINEL_SERVICE": SERVICE,
+        "ALLOW_PLAIN": "true",
+        **store,
+    }
+    env = {f"SIGNING_GATEWAY_SESSION_STORE__{k}": v for k, v in settings.items()}
+    with running_gateway_process(_env(fakes, SIGNING_GATEWAY_LOG_LEVEL="INFO", **env)) as gateway:
+        async with (
+            _controls(sentinel) as (to_sentinel,),
+            httpx.AsyncClient(base_url=gateway.base_url, timeout=15) as client,
+        ):
+            yield gateway, to_sentinel, client
+
+
 async def test_a_replaced_primary_still_up_is_left_before_its_demotion(
     fakes: tuple[FakeSignerProcess, FakeSignerProcess],
 ):
@@ -298,37 +323,58 @@ async def test_a_replaced_primary_still_up_is_left_before_its_demotion(
     it, opened before, kept opening sessions there, each lost at its demotion; now they are
     closed within `sentinel_check_seconds` of the sentinels naming the new one.
     """
-    async with _primary_replica_sentinel(None) as (to_old, to_new, new, sentinel):
-        env = _env(
-            fakes,
-            SIGNING_GATEWAY_SESSION_STORE__KIND="redis",
-            SIGNING_GATEWAY_SESSION_STORE__SENTINELS=f'["redis://127.0.0.1:{sentinel.port}"]',
-            SIGNING_GATEWAY_SESSION_STORE__SENTINEL_SERVICE=SERVICE,
-            SIGNING_GATEWAY_SESSION_STORE__ALLOW_PLAIN="true",
-            SIGNING_GATEWAY_SESSION_STORE__SENTINEL_CHECK_SECONDS="0.2",
-            SIGNING_GATEWAY_LOG_LEVEL="INFO",
-        )
-        with running_gateway_process(env) as gateway:
-            async with (
-                _controls(sentinel) as (to_sentinel,),
-                httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client,
-            ):
-                # Sessions opened at once: the pool keeps a few connections to the old one.
-                await asyncio.gather(*(open_session(client) for _ in range(CONCURRENT)))
-                await _promoted(to_sentinel, new.port)
-                promoted_at = time.monotonic()
+    async with (
+        _primary_replica_sentinel(None) as (to_old, to_new, _, new, sentinel),
+        _following_gateway(fakes, sentinel, SENTINEL_CHECK_SECONDS="0.2") as running,
+    ):
+        gateway, to_sentinel, client = running
+        # Sessions opened at once: the pool keeps a few connections to the old one.
+        await asyncio.gather(*(open_session(client) for _ in range(CONCURRENT)))
+        await _promoted(to_sentinel, new.port)
+        promoted_at = time.monotonic()
 
-                async def opened_on_the_new_one() -> bool:
-                    before = await to_new.dbsize()
-                    await asyncio.gather(*(open_session(client) for _ in range(CONCURRENT)))
-                    return await to_new.dbsize() == before + CONCURRENT
+        async def opened_on_the_new_one() -> bool:
+            before = await to_new.dbsize()
+            await asyncio.gather(*(open_session(client) for _ in range(CONCURRENT)))
+            return await to_new.dbsize() == before + CONCURRENT
 
-                await until_answered(opened_on_the_new_one, bool, limit=5)
-                moved_after = time.monotonic() - promoted_at
-                # Still primary: no demotion closed the gateway's connections to it.
-                assert str((await to_old.role())[0]) == "master"
-            await until(lambda: "session store primary moved" in gateway.log())
+        await until_answered(opened_on_the_new_one, bool, limit=5)
+        moved_after = time.monotonic() - promoted_at
+        # Still primary: no demotion closed the gateway's connections to it.
+        assert str((await to_old.role())[0]) == "master"
+        await until(lambda: "session store primary moved" in gateway.log())
     assert moved_after < 2, moved_after
+
+
+async def test_connections_in_use_as_the_primary_moves_are_closed_as_they_come_back(
+    fakes: tuple[FakeSignerProcess, FakeSignerProcess],
+):
+    """Connections busy on the old primary as the sentinels name another close after their use.
+
+    The old primary is paused meanwhile, so its operations hold their connections through the
+    asking. Put back in the pool still open to it, they would serve the next sessions there: no
+    new connection asks the sentinels, and the next asking is 2 s away.
+    """
+    async with (
+        _primary_replica_sentinel(None) as (to_old, to_new, old, new, sentinel),
+        _following_gateway(
+            fakes, sentinel, SENTINEL_CHECK_SECONDS="2", TIMEOUT_SECONDS="8"
+        ) as running,
+    ):
+        gateway, to_sentinel, client = running
+        await asyncio.gather(*(open_session(client) for _ in range(CONCURRENT)))
+        old.pause()
+        try:
+            held = [asyncio.create_task(open_session(client)) for _ in range(CONCURRENT)]
+            await _promoted(to_sentinel, new.port)
+            await until(lambda: "session store primary moved" in gateway.log(), 5)
+        finally:
+            old.resume()
+        await asyncio.gather(*held)  # opened on the old one, which took them paused
+        before = await to_new.dbsize()
+        await asyncio.gather(*(open_session(client) for _ in range(CONCURRENT)))
+        assert await to_new.dbsize() == before + CONCURRENT
+        assert str((await to_old.role())[0]) == "master"
 
 
 async def test_no_sentinel_answering_is_a_503_within_the_timeout(
