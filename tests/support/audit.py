@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from signing_gateway.security import audit_trail
-from signing_gateway.security.audit_trail import AuditFile
+from signing_gateway.security.audit_file import AuditFile
 
 
 class BlockingFile(AuditFile):

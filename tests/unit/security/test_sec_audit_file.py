@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.security.audit_trail import AuditFile, AuditTrail
+from signing_gateway.security.audit_file import AuditFile
+from signing_gateway.security.audit_trail import AuditTrail
 from tests.support.audit import BlockingFile
 from tests.support.logs import as_written
 from tests.support.polling import until
@@ -192,7 +193,7 @@ def test_a_record_another_writer_tore_does_not_swallow_the_next_one(tmp_path: Pa
 _TEAR_IN_ANOTHER_PROCESS = """
 import resource, sys
 from pathlib import Path
-from signing_gateway.security.audit_trail import AuditFile
+from signing_gateway.security.audit_file import AuditFile
 
 sink = AuditFile(Path(sys.argv[1]))
 _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)

@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from signing_gateway.observability.metrics import GatewayMetrics
-from signing_gateway.security import audit_trail
-from signing_gateway.security.audit_trail import (
-    MIN_FREE_BYTES,
-    AuditFile,
-    AuditRecordsFailed,
-    AuditTrail,
-)
+from signing_gateway.security import audit_file
+from signing_gateway.security.audit_file import MIN_FREE_BYTES, AuditFile
+from signing_gateway.security.audit_trail import AuditRecordsFailed, AuditTrail
 from tests.support.audit import BlockingFile
 
 DEV_FULL = Path("/dev/full")
@@ -142,7 +138,7 @@ async def test_a_file_system_that_cannot_take_records_fails_the_probe(
         looks.append(fd)
         return os.statvfs_result(fields)
 
-    monkeypatch.setattr(audit_trail.os, "fstatvfs", fstatvfs)
+    monkeypatch.setattr(audit_file.os, "fstatvfs", fstatvfs)
     try:
         with pytest.raises(OSError) as raised:
             await trail.probe()

@@ -18,7 +18,8 @@ from signing_gateway.errors import PROBLEM_BASE, SignerUnavailable
 from signing_gateway.observability.context import request_id_var
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.security.audit import IssuanceAudit
-from signing_gateway.security.audit_trail import AuditFile, AuditTrail
+from signing_gateway.security.audit_file import AuditFile
+from signing_gateway.security.audit_trail import AuditTrail
 from signing_gateway.security.auth import ANONYMOUS, Caller
 from signing_gateway.security.errors import AuditUnavailable
 from tests.support.audit import BlockingFile, records_by_request
