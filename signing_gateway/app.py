@@ -51,8 +51,8 @@ from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.readiness import Probe, ReadinessMonitor
 from signing_gateway.observability.signing_certificates import watch_signing_certificates
 from signing_gateway.resilience.caller_timeout import CallerTimeoutMiddleware
+from signing_gateway.resilience.drain import DrainController, DrainMiddleware
 from signing_gateway.resilience.policy import SignerPolicy
-from signing_gateway.resilience.shutdown import DrainController, DrainMiddleware
 from signing_gateway.runtime.cpu_gate import CpuGate, CpuGateMiddleware
 from signing_gateway.runtime.fd_limit import fd_budget
 from signing_gateway.runtime.gc_tuning import GcPauses, GcSchedule, gc_threshold0

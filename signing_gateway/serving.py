@@ -444,7 +444,8 @@ def serve_in_process(settings: Settings, args: argparse.Namespace) -> int:
     """Serve in this process until stopped, with `serve`'s options `args`; the exit status."""
     # Imported here, not with the module: a worker imports the module first (see above).
     from signing_gateway.app import create_served_app  # noqa: PLC0415
-    from signing_gateway.resilience.shutdown import DrainController, GracefulServer  # noqa: PLC0415
+    from signing_gateway.resilience.drain import DrainController  # noqa: PLC0415
+    from signing_gateway.resilience.shutdown import GracefulServer  # noqa: PLC0415
     from signing_gateway.runtime.http_protocol import GatewayHttpProtocol  # noqa: PLC0415
 
     app = create_served_app(settings)

@@ -23,7 +23,7 @@ from signing_gateway.issuance.deadline import (
     parse_request_timeout_fields,
     request_timeout_fields,
 )
-from signing_gateway.resilience.shutdown import EXEMPT_PATHS
+from signing_gateway.resilience.drain import EXEMPT_PATHS
 from signing_gateway.runtime.cpu_gate import ARRIVED_AT
 
 

@@ -47,7 +47,7 @@ from signing_gateway.observability.context import (
     Connection,
     is_lost,
 )
-from signing_gateway.resilience.shutdown import CANCELLED_STATUS, SHUTTING_DOWN
+from signing_gateway.resilience.drain import CANCELLED_STATUS, SHUTTING_DOWN
 from signing_gateway.runtime.cpu_gate import checkpoint
 from signing_gateway.security.audit_trail import AuditTrail, QueuedRecord
 from signing_gateway.security.auth import Caller, CallerDep

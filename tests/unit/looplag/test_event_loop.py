@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from signing_gateway.resilience.shutdown import DrainController, GracefulServer
+from signing_gateway.resilience.drain import DrainController
+from signing_gateway.resilience.shutdown import GracefulServer
 from signing_gateway.runtime.event_loop import (
     DEFAULT_EVENTS_PER_PASS,
     BoundedEpollSelector,

@@ -17,7 +17,7 @@ from signing_gateway.observability.context import (
 from signing_gateway.observability.metrics import GatewayMetrics
 from signing_gateway.observability.request_metrics import RequestMetricsMiddleware, status_class
 from signing_gateway.observability.telemetry import telemetry_var
-from signing_gateway.resilience.shutdown import AnswerCut, DrainController, DrainMiddleware
+from signing_gateway.resilience.drain import AnswerCut, DrainController, DrainMiddleware
 
 
 def _scope() -> Scope:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from signing_gateway.resilience.shutdown import AnswerCut, DrainController, DrainMiddleware
+from signing_gateway.resilience.drain import AnswerCut, DrainController, DrainMiddleware
 from tests.support.polling import until
 
 

@@ -20,13 +20,8 @@ import pytest
 import uvicorn
 
 from signing_gateway.observability.logging import _drop_server_copies
-from signing_gateway.resilience.shutdown import (
-    DrainController,
-    DrainMiddleware,
-    GracefulServer,
-    WorkerServer,
-    served_drain,
-)
+from signing_gateway.resilience.drain import DrainController, DrainMiddleware
+from signing_gateway.resilience.shutdown import GracefulServer, WorkerServer, served_drain
 from signing_gateway.runtime import worker_signals
 from signing_gateway.runtime.http_protocol import GatewayHttpProtocol
 from tests.support.polling import until
