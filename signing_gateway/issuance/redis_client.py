@@ -24,11 +24,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
@@ -99,18 +99,7 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         before = self.master_address
         primary: tuple[str, int] = await self.sentinel_manager.discover_master(self.service_name)
         self.master_address = primary
-        left = 0
-        async with self._lock:
-            for connection in self._in_use_connections:
-                marked = connection.should_reconnect()  # type: ignore[no-untyped-call]
-                if _elsewhere(connection, primary) and not marked:
-                    # Closed as it comes back to the pool.
-                    connection.mark_for_reconnect()  # type: ignore[no-untyped-call]
-                    left += 1
-            idle = [c for c in self._available_connections if _elsewhere(c, primary)]
-            # Closing: nothing more to lose, whatever a close raises.
-            await asyncio.gather(*(c.disconnect() for c in idle), return_exceptions=True)
-        left += len(idle)
+        left = await leave_connections(self, lambda connection: _elsewhere(connection, primary))
         if before is not None and before != primary:
             logger.info(
                 "session store primary moved",
@@ -134,6 +123,33 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
             asking.cancel()
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await asking
+
+
+async def leave_connections(
+    pool: ConnectionPool, which: Callable[[AbstractConnection], bool]
+) -> int:
+    """Close the connections of `pool` that `which` picks: idle now, in use as they come back.
+
+    Returns how many it picked (those already to close as they come back aside). Done under
+    the lock the pool hands connections out with: one handed out while they close would fail
+    its operation, which a fresh connection would have served. A failure to close is not
+    raised when it is an OSError or a RedisError: closing, nothing more is lost.
+    """
+    async with pool._lock:  # noqa: SLF001 - redis-py's own, no public way to hold it
+        in_use = [
+            connection
+            for connection in pool._in_use_connections  # noqa: SLF001 - as the lock
+            # Already marked: to close as it comes back.
+            if which(connection) and not connection.should_reconnect()  # type: ignore[no-untyped-call]
+        ]
+        for connection in in_use:
+            connection.mark_for_reconnect()  # type: ignore[no-untyped-call]
+        idle = [c for c in pool._available_connections if which(c)]  # noqa: SLF001 - as the lock
+        closed = await asyncio.gather(*(c.disconnect() for c in idle), return_exceptions=True)
+    failed = next((result for result in closed if isinstance(result, BaseException)), None)
+    if failed is not None and not isinstance(failed, (OSError, RedisError)):
+        raise failed
+    return len(in_use) + len(idle)
 
 
 def _elsewhere(connection: AbstractConnection, primary: tuple[str, int]) -> bool:

@@ -65,6 +65,7 @@ from signing_gateway.issuance.redis_client import (
     ask_sentinels,
     close_client,
     follows_sentinels,
+    leave_connections,
     read_store_files,
     redis_client,
 )
@@ -214,13 +215,7 @@ class RedisStokenStore:
         They all reach the server that answered `READONLY`: a demoted primary (the module).
         The one that answered is back in the pool already, among the idle ones.
         """
-        pool = self._client.connection_pool
-        await pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
-        # Under the lock the pool hands connections out with: one handed out while they close
-        # would fail its operation, which a fresh connection would have served.
-        async with pool._lock:  # noqa: SLF001 - redis-py's own, no public way to hold it
-            with contextlib.suppress(OSError, RedisError):  # closing: nothing more to lose
-                await pool.disconnect(inuse_connections=False)
+        await leave_connections(self._client.connection_pool, lambda _connection: True)
 
     async def open(self, prepare_issue_message: dict[str, Any], *, owner: str) -> str:
         """Store a session of `owner` for the TTL and return its new token (a random UUID)."""
